@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * samepage.h - Kernel Samepage Merging in user space.
+ *
+ * libsamepage finds pages of identical contents in memory that the program
+ * has marked mergeable, keeps one write-protected copy of each content in a
+ * memfd "pool", maps that copy at every address that held it and gives the
+ * duplicates back to the kernel.  A write to a merged page gets a private
+ * copy from the kernel's own copy-on-write (the pool is mapped MAP_PRIVATE),
+ * so the program never notices, except in the memory it no longer uses.
+ *
+ * The knobs and counters are those of /sys/kernel/mm/ksm/ in Linux 6.18,
+ * with the kernel's names, defaults, text formats and errors; see
+ * samepage_read() and samepage_write(), and samepage(3).
+ *
+ * Every call returns 0 or a negative errno; samepage_strerror() names it.
+ * All calls are thread-safe.
+ *
+ * Hazard (read this): MADV_DONTNEED (or MADV_FREE) on a merged page of a
+ * private file mapping brings back the pool's contents on the next read, not
+ * zeros as on anonymous memory.  libsamepage interposes madvise() so that
+ * calls made through the C library are handled, but a raw
+ * syscall(SYS_madvise, ...) is not seen.  Memory that a program discards
+ * must either be made UNMERGEABLE first, or come from samepage_alloc() and
+ * be discarded with samepage_discard(), which is always safe.
+ */
+#ifndef SAMEPAGE_H
+#define SAMEPAGE_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SAMEPAGE_API __attribute__((visibility("default")))
+#else
+#define SAMEPAGE_API
+#endif
+
+#define SAMEPAGE_VERSION_MAJOR 0
+#define SAMEPAGE_VERSION_MINOR 1
+#define SAMEPAGE_VERSION_PATCH 0
+#define SAMEPAGE_VERSION_STRING "0.1.0"
+
+/* The advice values: the same numbers as MADV_MERGEABLE / MADV_UNMERGEABLE. */
+#define SAMEPAGE_MERGEABLE 12
+#define SAMEPAGE_UNMERGEABLE 13
+
+typedef struct samepage samepage_t; /* opaque: one engine, its pool and scanner */
+
+/* ---------------------------------------------------------------------
+ * Engine
+ * ------------------------------------------------------------------- */
+
+/* Opens an engine with its own scanner thread ("ksmd").  Like the kernel,
+ * it starts with run = 0: nothing is merged until "run" is written 1. */
+SAMEPAGE_API int samepage_open(samepage_t **out);
+
+/* Stops scanning and frees the engine's metadata.  Every merged page stays
+ * valid and readable/writable (its pool page stays referenced by the
+ * mappings themselves). */
+SAMEPAGE_API void samepage_close(samepage_t *sp);
+
+/* Marks [addr, addr+len) of private anonymous memory mergeable or not, as
+ * madvise(MADV_MERGEABLE/MADV_UNMERGEABLE) does for the kernel's KSM.
+ * addr must be page-aligned.  -EINVAL: bad alignment or advice; -ENOMEM: a
+ * part of the range is not mapped.  Shared, file-backed and hugetlb areas
+ * are silently ignored, as the kernel does.  UNMERGEABLE gives every merged
+ * page in the range a private copy again and stops scanning it. */
+SAMEPAGE_API int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice);
+
+/* ---------------------------------------------------------------------
+ * Knobs and counters: the names of /sys/kernel/mm/ksm/, plus the
+ * per-process names of /proc/self/ksm_stat and a few of our own.
+ * ------------------------------------------------------------------- */
+
+/* Writes a knob as text, with the kernel's parsing ("100", "100\n").
+ * -ENOENT: unknown name; -EACCES: read-only name; -EINVAL: bad value;
+ * -EBUSY: the change needs every page unmerged first (run = 2). */
+SAMEPAGE_API int samepage_write(samepage_t *sp, const char *name, const char *value);
+
+/* Reads a knob or counter as the kernel prints it, without the newline.
+ * -ENOENT: unknown name; -ERANGE: buf too small. */
+SAMEPAGE_API int samepage_read(samepage_t *sp, const char *name, char *buf, size_t len);
+
+/* Reads a numeric knob or counter (advisor_mode reads 0 none, 1 scan-time). */
+SAMEPAGE_API int samepage_read_number(samepage_t *sp, const char *name, long long *out);
+
+SAMEPAGE_API const char *samepage_strerror(int err);
+
+/* ---------------------------------------------------------------------
+ * The one table of names.  The library, samepaged's config file and ksmctl
+ * validate against it, so a value refused by one is refused by all.
+ * ------------------------------------------------------------------- */
+
+enum samepage_knob_kind {
+	SAMEPAGE_KNOB_TUNABLE = 0, /* read-write, in /sys/kernel/mm/ksm */
+	SAMEPAGE_KNOB_COUNTER = 1, /* read-only, in /sys/kernel/mm/ksm */
+	SAMEPAGE_KNOB_PROCESS = 2, /* read-only, in /proc/PID/ksm_stat */
+	SAMEPAGE_KNOB_EXTRA = 3,   /* read-only, libsamepage's own */
+};
+
+enum samepage_knob_format {
+	SAMEPAGE_FMT_UNSIGNED = 0, /* kstrtouint/kstrtoul: a clean decimal number */
+	SAMEPAGE_FMT_SIGNED = 1,   /* printed "%ld" (general_profit) */
+	SAMEPAGE_FMT_BOOL = 2,     /* kstrtobool: 0/1/y/n/on/off; printed 0 or 1 */
+	SAMEPAGE_FMT_MODE = 3,     /* advisor_mode: "none" or "scan-time" */
+};
+
+struct samepage_knob {
+	const char *name;
+	enum samepage_knob_kind kind;
+	enum samepage_knob_format format;
+	unsigned long long def;  /* default (tunables) */
+	unsigned long long min;  /* smallest accepted value (tunables) */
+	unsigned long long max;  /* largest accepted value (tunables) */
+	const char *since;       /* the Linux version that added the file */
+	const char *help;        /* one line, the kernel documentation's words */
+};
+
+SAMEPAGE_API int samepage_knob_count(void);
+SAMEPAGE_API const struct samepage_knob *samepage_knob_at(int i);
+SAMEPAGE_API const struct samepage_knob *samepage_knob_find(const char *name);
+
+/* Checks a value for a tunable as the kernel would parse it, without any
+ * state: 0 and *out set, or -ENOENT (unknown), -EACCES (read-only),
+ * -EINVAL (not a clean number, out of range, unknown mode). */
+SAMEPAGE_API int samepage_knob_parse(const char *name, const char *value,
+				     unsigned long long *out);
+
+/* ---------------------------------------------------------------------
+ * Memory owned by the library: discard is always safe.
+ * ------------------------------------------------------------------- */
+
+/* Maps len bytes (rounded up to pages) of zeroed private memory, already
+ * registered mergeable with sp. */
+SAMEPAGE_API int samepage_alloc(samepage_t *sp, size_t len, void **out);
+
+/* Unmaps memory from samepage_alloc() (or any registered range). */
+SAMEPAGE_API int samepage_free(samepage_t *sp, void *addr, size_t len);
+
+/* The MADV_DONTNEED of merged memory: afterwards the range reads as zeros,
+ * its memory is given back, and it stays mergeable. */
+SAMEPAGE_API int samepage_discard(samepage_t *sp, void *addr, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SAMEPAGE_H */

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: MIT
+/*
+ * knobs.c - the table of knob and counter names, and the kernel's parsing.
+ *
+ * The table is generated from knobs.def.  samepage_knob_parse() accepts what
+ * the kernel's store functions accept and refuses what they refuse, with the
+ * same errno: kstrtouint/kstrtoul take an optional '+', decimal digits and
+ * one trailing newline (-EINVAL otherwise, -ERANGE on overflow); kstrtobool
+ * looks only at the first one or two characters; advisor_mode takes "none" or
+ * "scan-time" with an optional newline (sysfs_streq).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+static const struct samepage_knob knob_table[] = {
+#define SAMEPAGE_KNOB(n, k, f, d, lo, hi, since, help)                                    \
+	{#n, SAMEPAGE_KNOB_##k, SAMEPAGE_FMT_##f, d, lo, hi, since, help},
+#include "knobs.def"
+#undef SAMEPAGE_KNOB
+};
+
+#define KNOB_COUNT ((int)(sizeof(knob_table) / sizeof(knob_table[0])))
+
+int samepage_knob_count(void)
+{
+	return KNOB_COUNT;
+}
+
+const struct samepage_knob *samepage_knob_at(int i)
+{
+	if (i < 0 || i >= KNOB_COUNT)
+		return NULL;
+	return &knob_table[i];
+}
+
+const struct samepage_knob *samepage_knob_find(const char *name)
+{
+	if (!name)
+		return NULL;
+	for (int i = 0; i < KNOB_COUNT; i++)
+		if (strcmp(knob_table[i].name, name) == 0)
+			return &knob_table[i];
+	return NULL;
+}
+
+int knob_index(const char *name)
+{
+	const struct samepage_knob *k = samepage_knob_find(name);
+	return k ? (int)(k - knob_table) : -1;
+}
+
+/* kstrtoull(s, 10): optional '+', digits, one optional trailing newline. */
+static int parse_decimal(const char *s, unsigned long long *out)
+{
+	unsigned long long v = 0;
+	const char *p = s;
+
+	if (*p == '+')
+		p++;
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (~0ULL - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	if (*p == '\n')
+		p++;
+	if (*p)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* kstrtobool: only the first one or two characters count. */
+static int parse_bool(const char *s, unsigned long long *out)
+{
+	switch (s[0]) {
+	case 'y': case 'Y': case '1':
+		*out = 1;
+		return 0;
+	case 'n': case 'N': case '0':
+		*out = 0;
+		return 0;
+	case 'o': case 'O':
+		if (s[1] == 'n' || s[1] == 'N') {
+			*out = 1;
+			return 0;
+		}
+		if (s[1] == 'f' || s[1] == 'F') {
+			*out = 0;
+			return 0;
+		}
+		return -EINVAL;
+	default:
+		return -EINVAL;
+	}
+}
+
+/* sysfs_streq: equal, ignoring one trailing newline on either side. */
+static int streq_sysfs(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	if (la && a[la - 1] == '\n')
+		la--;
+	return la == lb && memcmp(a, b, la) == 0;
+}
+
+int samepage_knob_parse(const char *name, const char *value, unsigned long long *out)
+{
+	const struct samepage_knob *k = samepage_knob_find(name);
+	unsigned long long v;
+	int err;
+
+	if (!k)
+		return -ENOENT;
+	if (k->kind != SAMEPAGE_KNOB_TUNABLE)
+		return -EACCES;
+	if (!value || !out)
+		return -EINVAL;
+
+	switch (k->format) {
+	case SAMEPAGE_FMT_BOOL:
+		err = parse_bool(value, &v);
+		break;
+	case SAMEPAGE_FMT_MODE:
+		if (streq_sysfs(value, "none"))
+			v = 0, err = 0;
+		else if (streq_sysfs(value, "scan-time"))
+			v = 1, err = 0;
+		else
+			err = -EINVAL;
+		break;
+	default:
+		err = parse_decimal(value, &v);
+		/* Past the width of the kernel's type is -ERANGE (kstrto*), a
+		 * value the store function refuses is -EINVAL. */
+		if (!err && v > k->max)
+			err = k->max >= 0xffffffffULL || k->max == 2147483647ULL ? -ERANGE
+										   : -EINVAL;
+		if (!err && v < k->min)
+			err = -EINVAL;
+		break;
+	}
+	if (err)
+		return err;
+	*out = v;
+	return 0;
+}
+
+const char *samepage_strerror(int err)
+{
+	switch (-err) {
+	case 0:
+		return "success";
+	case ENOENT:
+		return "no such knob or counter";
+	case EACCES:
+		return "read-only: a counter cannot be written";
+	case EINVAL:
+		return "invalid argument";
+	case ERANGE:
+		return "value out of range";
+	case EBUSY:
+		return "busy: pages are merged; write run=2 to unmerge first";
+	case ENOMEM:
+		return "out of memory, or the range is not mapped";
+	case ECHILD:
+		return "this handle belongs to the parent process (it was inherited by fork)";
+	default:
+		return strerror(err < 0 ? -err : err);
+	}
+}
