@@ -1,0 +1,588 @@
+// SPDX-License-Identifier: MIT
+/*
+ * engine.c - samepage_open/close, the knobs and counters, fork.
+ *
+ * The knobs behave as the kernel's sysfs files do (kernel-ksm-reference.md
+ * §1 and §7.7): run 2 unmerges everything and resets full_scans;
+ * pages_to_scan is refused while the scan-time advisor is on; changing
+ * max_page_sharing or merge_across_nodes is refused (EBUSY) while KSM
+ * pages exist; changing advisor_mode resets pages_to_scan.
+ *
+ * fork(): the child gets copies of the parent's mappings, including private
+ * mappings of the pool.  The parent must then never punch or reuse a pool
+ * page the child may still read, so at fork every KSM page is pinned; the
+ * child writes its pid in a page shared with the parent, and the parent
+ * unpins once no child maps the pool any more (it exited or exec'd).  The
+ * child's copy of the engine is inert (-ECHILD): it may open its own.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+pthread_mutex_t engines_lock = PTHREAD_MUTEX_INITIALIZER;
+struct samepage *engines;
+_Atomic int nengines;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+bool engine_alive(const struct samepage *sp)
+{
+	return sp && sp->owner == getpid();
+}
+
+/* ---- fork ---- */
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&engines_lock);
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+		if (!engine_alive(sp))
+			continue;
+		pthread_mutex_lock(&sp->lock);
+		atomic_fetch_add(&sp->fork->started, 1);
+	}
+	as_lock_exclusive(); /* no merge window is open across the fork */
+}
+
+static void fork_parent(void)
+{
+	as_unlock();
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+		if (!engine_alive(sp))
+			continue;
+		for (uint32_t i = 0; i < sp->stable.nr; i++)
+			if (sp->stable.nodes[i].in_use)
+				sp->stable.nodes[i].pinned = 1;
+		pthread_mutex_unlock(&sp->lock);
+	}
+	pthread_mutex_unlock(&engines_lock);
+}
+
+static void fork_child(void)
+{
+	pid_t parent = getppid();
+	as_unlock();
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+		if (sp->owner != parent)
+			continue; /* not locked in fork_prepare */
+		uint32_t k = atomic_fetch_add(&sp->fork->registered, 1);
+		if (k < MAX_FORK_CHILDREN)
+			atomic_store(&sp->fork->pids[k], getpid());
+		sp->thread_started = false; /* threads do not survive fork */
+		pthread_mutex_unlock(&sp->lock);
+	}
+	pthread_mutex_unlock(&engines_lock);
+}
+
+/* Does process pid still map our pool? */
+static bool pid_maps_pool(struct samepage *sp, pid_t pid)
+{
+	char path[64], line[512], ino[32];
+	bool found = false;
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	snprintf(ino, sizeof(ino), " %lu ", (unsigned long)sp->pool.ino);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, ino) && strstr(line, "samepage-pool");
+	fclose(f);
+	return found;
+}
+
+/* Unpins the pool once every forked child has let go of it. */
+static void fork_reap(struct samepage *sp)
+{
+	uint32_t started = atomic_load(&sp->fork->started);
+	uint32_t reg = atomic_load(&sp->fork->registered);
+	if (!started || reg != started || reg > MAX_FORK_CHILDREN)
+		return;
+	for (uint32_t k = 0; k < reg; k++)
+		if (pid_maps_pool(sp, atomic_load(&sp->fork->pids[k])))
+			return;
+	/* The counters are only reset if no fork began meanwhile. */
+	if (!atomic_compare_exchange_strong(&sp->fork->started, &started, 0))
+		return;
+	atomic_store(&sp->fork->registered, 0);
+	for (uint32_t i = 0; i < sp->stable.nr; i++) {
+		struct stable_node *n = &sp->stable.nodes[i];
+		if (n->in_use && n->pinned) {
+			n->pinned = 0;
+			if (!n->mapcount && !n->pending) {
+				n->mapcount = 1; /* stable_put() frees it from here */
+				sp->c.pages_shared++;
+				stable_put(sp, i);
+			}
+		}
+	}
+}
+
+static void register_atfork(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* ---- unmaps seen by interpose.c ---- */
+
+void engine_note_unmap(uintptr_t start, size_t len)
+{
+	pthread_mutex_lock(&engines_lock);
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+		if (!engine_alive(sp))
+			continue;
+		pthread_mutex_lock(&sp->forget_lock);
+		if (sp->nforget < sizeof(sp->forget) / sizeof(sp->forget[0])) {
+			sp->forget[sp->nforget].start = start;
+			sp->forget[sp->nforget].len = len;
+			sp->nforget++;
+		}
+		atomic_store(&sp->changed, true);
+		pthread_mutex_unlock(&sp->forget_lock);
+	}
+	pthread_mutex_unlock(&engines_lock);
+}
+
+void engine_note_change(void)
+{
+	pthread_mutex_lock(&engines_lock);
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
+		atomic_store(&sp->changed, true);
+	pthread_mutex_unlock(&engines_lock);
+}
+
+/* Forgets what the application unmapped and rereads the maps if anything
+ * changed.  Called with sp->lock and the address-space lock held. */
+void engine_sync(struct samepage *sp)
+{
+	if (!atomic_load(&sp->changed) && !sp->maps_dirty)
+		return;
+	pthread_mutex_lock(&sp->forget_lock);
+	for (size_t i = 0; i < sp->nforget; i++)
+		regions_forget(sp, sp->forget[i].start, sp->forget[i].len);
+	sp->nforget = 0;
+	atomic_store(&sp->changed, false);
+	pthread_mutex_unlock(&sp->forget_lock);
+	regions_refresh(sp);
+}
+
+/* ---- open / close ---- */
+
+int samepage_open(samepage_t **out)
+{
+	struct samepage *sp;
+	int err = -ENOMEM;
+	static const char zeros[PAGE_SIZE];
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	sp = calloc(1, sizeof(*sp));
+	if (!sp)
+		return -ENOMEM;
+	for (int i = 0; i < samepage_knob_count(); i++)
+		sp->knob[i] = samepage_knob_at(i)->def;
+	sp->owner = getpid();
+	pthread_mutex_init(&sp->lock, NULL);
+	pthread_mutex_init(&sp->forget_lock, NULL);
+	pthread_cond_init(&sp->wake, NULL);
+	sp->pool.fd = -1;
+	sp->last_new_addr = 0;
+	sp->buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
+	sp->pagemap = calloc(BATCH_PAGES, sizeof(uint64_t));
+	sp->reqs = calloc(BATCH_PAGES * 2, sizeof(struct merge_req));
+	sp->fork = prim_mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			     -1, 0);
+	if (!sp->buf || !sp->pagemap || !sp->reqs || sp->fork == MAP_FAILED) {
+		if (sp->fork == MAP_FAILED)
+			sp->fork = NULL;
+		goto fail;
+	}
+	err = pool_init(&sp->pool);
+	if (err)
+		goto fail;
+	err = stable_init(&sp->stable);
+	if (err)
+		goto fail_pool;
+	err = unstable_resize(sp, 0);
+	if (err)
+		goto fail_stable;
+	zero_checksum = (uint32_t)XXH3_64bits(zeros, PAGE_SIZE);
+	sp->c.max_map_count = (uint64_t)prim_max_map_count();
+	merge_init();
+	pthread_once(&atfork_once, register_atfork);
+	err = ksmd_start(sp);
+	if (err)
+		goto fail_unstable;
+
+	pthread_mutex_lock(&engines_lock);
+	sp->next_engine = engines;
+	engines = sp;
+	atomic_fetch_add(&nengines, 1);
+	pthread_mutex_unlock(&engines_lock);
+	*out = sp;
+	return 0;
+
+fail_unstable:
+	free(sp->unstable.heads);
+fail_stable:
+	stable_destroy(&sp->stable);
+fail_pool:
+	pool_destroy(&sp->pool);
+fail:
+	if (sp->fork)
+		prim_munmap(sp->fork, PAGE_SIZE);
+	free(sp->buf);
+	free(sp->pagemap);
+	free(sp->reqs);
+	free(sp);
+	return err;
+}
+
+void samepage_close(samepage_t *sp)
+{
+	if (!sp)
+		return;
+	bool mine = engine_alive(sp);
+	if (mine)
+		ksmd_stop(sp);
+	pthread_mutex_lock(&engines_lock);
+	for (struct samepage **pp = &engines; *pp; pp = &(*pp)->next_engine) {
+		if (*pp == sp) {
+			*pp = sp->next_engine;
+			atomic_fetch_sub(&nengines, 1);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&engines_lock);
+	/* Merged pages stay mapped and valid: their mappings hold the pool
+	 * file open.  Nothing is punched. */
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		prim_munmap(sp->regions[ri].meta, sp->regions[ri].npages * sizeof(struct page_meta));
+		free(sp->regions[ri].spans);
+	}
+	free(sp->regions);
+	free(sp->unstable.heads);
+	stable_destroy(&sp->stable);
+	pool_destroy(&sp->pool);
+	prim_munmap(sp->fork, PAGE_SIZE);
+	free(sp->buf);
+	free(sp->pagemap);
+	free(sp->reqs);
+	free(sp);
+}
+
+/* ---- madvise ---- */
+
+static int check_range(void *addr, size_t *len)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (a & (PAGE_SIZE - 1))
+		return -EINVAL;
+	size_t l = (*len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	if (l < *len || a + l < a)
+		return -EINVAL;
+	*len = l;
+	return 0;
+}
+
+int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice)
+{
+	int err;
+
+	if (!sp)
+		return -EINVAL;
+	if (!engine_alive(sp))
+		return -ECHILD;
+	if (advice != SAMEPAGE_MERGEABLE && advice != SAMEPAGE_UNMERGEABLE)
+		return -EINVAL;
+	err = check_range(addr, &len);
+	if (err || !len)
+		return err;
+	pthread_mutex_lock(&sp->lock);
+	err = regions_mark(sp, (uintptr_t)addr, len, advice == SAMEPAGE_MERGEABLE);
+	if (!err)
+		pthread_cond_broadcast(&sp->wake);
+	pthread_mutex_unlock(&sp->lock);
+	return err;
+}
+
+/* ---- memory owned by the library ---- */
+
+int samepage_alloc(samepage_t *sp, size_t len, void **out)
+{
+	if (!sp || !out || !len)
+		return -EINVAL;
+	if (!engine_alive(sp))
+		return -ECHILD;
+	len = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	void *m = prim_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return -errno;
+	int err = samepage_madvise(sp, m, len, SAMEPAGE_MERGEABLE);
+	if (err) {
+		prim_munmap(m, len);
+		return err;
+	}
+	*out = m;
+	return 0;
+}
+
+int samepage_free(samepage_t *sp, void *addr, size_t len)
+{
+	int err;
+	if (!sp)
+		return -EINVAL;
+	if (!engine_alive(sp))
+		return -ECHILD;
+	err = check_range(addr, &len);
+	if (err || !len)
+		return err;
+	pthread_mutex_lock(&sp->lock);
+	as_lock_exclusive();
+	if (prim_munmap(addr, len))
+		err = -errno;
+	else
+		regions_forget(sp, (uintptr_t)addr, len);
+	as_unlock();
+	pthread_mutex_unlock(&sp->lock);
+	return err;
+}
+
+/* The safe MADV_DONTNEED: merged pages are replaced by fresh anonymous
+ * memory (zeros), the rest is discarded, and the range stays mergeable.
+ * Called with sp->lock held. */
+int engine_discard(struct samepage *sp, uintptr_t start, size_t len)
+{
+	int err = 0;
+	as_lock_exclusive();
+	engine_sync(sp);
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		uintptr_t rend = region_addr(r, r->npages), end = start + len;
+		if (rend <= start || r->start >= end)
+			continue;
+		size_t from = start > r->start ? (start - r->start) >> PAGE_SHIFT : 0;
+		size_t to = end < rend ? (end - r->start) >> PAGE_SHIFT : r->npages;
+		for (size_t i = from; i < to;) {
+			if (!(r->meta[i].flags & PM_STABLE)) {
+				i++;
+				continue;
+			}
+			size_t j = i;
+			int prot = region_prot_at(r, region_addr(r, i));
+			while (j < to && (r->meta[j].flags & PM_STABLE) &&
+			       region_prot_at(r, region_addr(r, j)) == prot)
+				j++;
+			void *m = prim_mmap((void *)region_addr(r, i), (j - i) << PAGE_SHIFT,
+					    prot < 0 ? PROT_READ | PROT_WRITE : prot,
+					    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+			if (m == MAP_FAILED && !err)
+				err = -errno;
+			for (size_t k = i; k < j; k++) {
+				uint8_t keep = r->meta[k].flags & PM_MERGEABLE;
+				region_drop_page(sp, r, k);
+				if (keep) {
+					r->meta[k].flags = PM_MERGEABLE;
+					r->mergeable_pages++;
+				}
+			}
+			i = j;
+		}
+	}
+	sp->maps_dirty = true;
+	as_unlock();
+	return err;
+}
+
+int samepage_discard(samepage_t *sp, void *addr, size_t len)
+{
+	int err;
+	if (!sp)
+		return -EINVAL;
+	if (!engine_alive(sp))
+		return -ECHILD;
+	err = check_range(addr, &len);
+	if (err || !len)
+		return err;
+	pthread_mutex_lock(&sp->lock);
+	err = engine_discard(sp, (uintptr_t)addr, len);
+	if (!err && prim_madvise(addr, len, MADV_DONTNEED))
+		err = -errno;
+	pthread_mutex_unlock(&sp->lock);
+	return err;
+}
+
+/* ---- knobs and counters ---- */
+
+uint64_t metadata_bytes(struct samepage *sp)
+{
+	uint64_t b = sp->tracked_pages * sizeof(struct page_meta);
+	b += ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
+	b += (uint64_t)sp->stable.cap * sizeof(struct stable_node);
+	b += ((uint64_t)sp->stable.mask + 1) * sizeof(uint32_t);
+	for (size_t ri = 0; ri < sp->nregions; ri++)
+		b += sp->regions[ri].nspans * sizeof(struct prot_span) + sizeof(struct region);
+	return b;
+}
+
+void unmerge_all(struct samepage *sp)
+{
+	as_lock_exclusive();
+	engine_sync(sp);
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		unmerge_range(sp, r, 0, r->npages);
+		/* run=2 frees every rmap item; the ranges stay registered. */
+		for (size_t i = 0; i < r->npages; i++) {
+			struct page_meta *m = &r->meta[i];
+			remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
+			if (m->flags & PM_ITEM)
+				sp->c.rmap_items--;
+			m->flags &= PM_MERGEABLE;
+			m->age = m->remaining_skips = 0;
+			m->checksum = 0;
+		}
+	}
+	as_unlock();
+	sp->scan_running = false;
+	sp->cur_region = sp->cur_index = 0;
+}
+
+static long long read_value(struct samepage *sp, int idx)
+{
+	struct counters *c = &sp->c;
+	long long profit = (long long)((c->pages_sharing + c->zero_pages) * PAGE_SIZE) -
+			   (long long)metadata_bytes(sp);
+	long long v;
+
+	switch (idx) {
+	case KNOB_pages_scanned: return (long long)c->pages_scanned;
+	case KNOB_pages_shared: return (long long)c->pages_shared;
+	case KNOB_pages_sharing: return (long long)c->pages_sharing;
+	case KNOB_pages_unshared: return (long long)c->pages_unshared;
+	case KNOB_pages_volatile:
+		v = (long long)c->rmap_items - (long long)(c->pages_shared + c->pages_sharing +
+							   c->pages_unshared);
+		return v < 0 ? 0 : v;
+	case KNOB_pages_skipped: return (long long)c->pages_skipped;
+	case KNOB_ksm_zero_pages: return (long long)c->zero_pages;
+	case KNOB_full_scans: return (long long)c->full_scans;
+	case KNOB_stable_node_chains: return (long long)c->chains;
+	case KNOB_stable_node_dups: return (long long)c->dups;
+	case KNOB_general_profit: return profit;
+	case KNOB_ksm_rmap_items: return (long long)c->rmap_items;
+	case KNOB_ksm_merging_pages: return (long long)(c->pages_shared + c->pages_sharing);
+	case KNOB_ksm_process_profit: return profit;
+	case KNOB_metadata_bytes_per_page:
+		return sp->tracked_pages ? (long long)((metadata_bytes(sp) + sp->tracked_pages / 2) /
+						       sp->tracked_pages)
+					 : 0;
+	case KNOB_pages_tracked: return (long long)sp->tracked_pages;
+	case KNOB_pool_pages: return (long long)sp->pool.used;
+	case KNOB_pool_pages_reclaimed: return (long long)sp->pool.reclaimed;
+	case KNOB_merges_skipped_map_budget: return (long long)c->skipped_map_budget;
+	case KNOB_map_count: return (long long)c->map_count;
+	case KNOB_max_map_count: return (long long)c->max_map_count;
+	case KNOB_cow_ksm: return (long long)c->cow_ksm;
+	case KNOB_merge_window_waits: return (long long)atomic_load(&merge_window_waits);
+	default: return (long long)sp->knob[idx];
+	}
+}
+
+int samepage_read_number(samepage_t *sp, const char *name, long long *out)
+{
+	int idx = knob_index(name);
+	if (!sp || !out)
+		return -EINVAL;
+	if (idx < 0)
+		return -ENOENT;
+	pthread_mutex_lock(&sp->lock);
+	if (engine_alive(sp) && idx == KNOB_pages_shared)
+		fork_reap(sp);
+	*out = read_value(sp, idx);
+	pthread_mutex_unlock(&sp->lock);
+	return 0;
+}
+
+int samepage_read(samepage_t *sp, const char *name, char *buf, size_t len)
+{
+	long long v;
+	int err = samepage_read_number(sp, name, &v), n;
+	if (err)
+		return err;
+	if (knob_index(name) == KNOB_advisor_mode)
+		n = snprintf(buf, len, "%s", v ? "none [scan-time]" : "[none] scan-time");
+	else if (samepage_knob_find(name)->format == SAMEPAGE_FMT_SIGNED)
+		n = snprintf(buf, len, "%lld", v);
+	else
+		n = snprintf(buf, len, "%llu", (unsigned long long)v);
+	return n < 0 || (size_t)n >= len ? -ERANGE : 0;
+}
+
+static bool ksm_pages_exist(struct samepage *sp)
+{
+	return sp->stable.live > 0;
+}
+
+int samepage_write(samepage_t *sp, const char *name, const char *value)
+{
+	unsigned long long v;
+	int idx, err;
+
+	if (!sp)
+		return -EINVAL;
+	err = samepage_knob_parse(name, value, &v);
+	if (err)
+		return err;
+	if (!engine_alive(sp))
+		return -ECHILD;
+	idx = knob_index(name);
+	pthread_mutex_lock(&sp->lock);
+	switch (idx) {
+	case KNOB_run:
+		if (v == 2 && KNOB(sp, run) != 2) {
+			KNOB(sp, run) = 2; /* stops the scanner before the unmerge */
+			unmerge_all(sp);
+			sp->c.full_scans = 0;
+		}
+		KNOB(sp, run) = v;
+		break;
+	case KNOB_pages_to_scan:
+		if (KNOB(sp, advisor_mode) == 1)
+			err = -EINVAL;
+		else
+			KNOB(sp, pages_to_scan) = v;
+		break;
+	case KNOB_max_page_sharing:
+	case KNOB_merge_across_nodes:
+		if (v != sp->knob[idx] && ksm_pages_exist(sp))
+			err = -EBUSY;
+		else
+			sp->knob[idx] = v;
+		break;
+	case KNOB_advisor_mode:
+		if (v != KNOB(sp, advisor_mode)) {
+			KNOB(sp, advisor_mode) = v;
+			memset(&sp->adv, 0, sizeof(sp->adv));
+			sp->adv.cpu_ns = 0;
+			KNOB(sp, pages_to_scan) =
+				v ? KNOB(sp, advisor_min_pages_to_scan)
+				  : samepage_knob_find("pages_to_scan")->def;
+		}
+		break;
+	default:
+		sp->knob[idx] = v;
+		break;
+	}
+	pthread_cond_broadcast(&sp->wake);
+	pthread_mutex_unlock(&sp->lock);
+	return err;
+}

@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: MIT
+/*
+ * index.c - the stable and unstable trees, as hash indexes.
+ *
+ * The kernel keeps both trees ordered by memcmp of whole pages, O(log n)
+ * memcmps per lookup.  Here both are hash tables keyed by the page's 32-bit
+ * checksum (the low half of its XXH3-64), and every hit is confirmed by a
+ * full memcmp, so a checksum collision never merges different pages.
+ *
+ * Stable index: one stable_node per KSM page.  Dups of one content (made
+ * when a KSM page reaches max_page_sharing) are kept in a ring through
+ * `sib`, and the kernel's rules pick among them: a dup is a sharing
+ * candidate while mapcount + pending < max_page_sharing, the fullest
+ * candidate wins, and when every dup is full the search fails so that a new
+ * dup is made from an unstable match (stable_node_chains/dups count rings
+ * of two or more).
+ *
+ * Unstable index: bucket heads, with the chains linked through the pages'
+ * own page_meta.link, so it costs 2 to 4 bytes per tracked page.  It is
+ * thrown away at the start of every full scan by clearing the heads; a
+ * page's PM_UNSTABLE flag only counts while its seqnr is the current one.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+/* ---- stable index ---- */
+
+int stable_init(struct stable_index *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->mask = 1023;
+	s->heads = malloc((s->mask + 1) * sizeof(uint32_t));
+	if (!s->heads)
+		return -ENOMEM;
+	memset(s->heads, 0xff, (s->mask + 1) * sizeof(uint32_t));
+	s->free_head = NIL;
+	return 0;
+}
+
+void stable_destroy(struct stable_index *s)
+{
+	free(s->nodes);
+	free(s->heads);
+	memset(s, 0, sizeof(*s));
+}
+
+static int stable_rehash(struct stable_index *s, uint32_t mask)
+{
+	uint32_t *heads = malloc(((size_t)mask + 1) * sizeof(uint32_t));
+	if (!heads)
+		return -ENOMEM;
+	memset(heads, 0xff, ((size_t)mask + 1) * sizeof(uint32_t));
+	for (uint32_t i = 0; i < s->nr; i++) {
+		struct stable_node *n = &s->nodes[i];
+		if (!n->in_use)
+			continue;
+		n->hnext = heads[n->checksum & mask];
+		heads[n->checksum & mask] = i;
+	}
+	free(s->heads);
+	s->heads = heads;
+	s->mask = mask;
+	return 0;
+}
+
+/* The first node of a content's ring, found by checksum and memcmp. */
+static uint32_t stable_find_content(struct samepage *sp, const void *page, uint32_t checksum)
+{
+	struct stable_index *s = &sp->stable;
+	for (uint32_t i = s->heads[checksum & s->mask]; i != NIL; i = s->nodes[i].hnext) {
+		struct stable_node *n = &s->nodes[i];
+		if (n->checksum == checksum &&
+		    memcmp(pool_page(&sp->pool, n->pool_off), page, PAGE_SIZE) == 0)
+			return i;
+	}
+	return NIL;
+}
+
+static bool is_page_sharing_candidate(struct samepage *sp, const struct stable_node *n)
+{
+	uint64_t held = (uint64_t)n->mapcount + n->pending;
+	return held && held < KNOB(sp, max_page_sharing);
+}
+
+/* stable_tree_search: the dup that should take one more mapping of `page`,
+ * or NIL (with *all_full when the content exists but every dup is full). */
+uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full)
+{
+	struct stable_index *s = &sp->stable;
+	uint32_t first = stable_find_content(sp, page, checksum), best = NIL;
+
+	*all_full = false;
+	if (first == NIL)
+		return NIL;
+	uint32_t i = first;
+	do {
+		struct stable_node *n = &s->nodes[i];
+		if (is_page_sharing_candidate(sp, n) &&
+		    (best == NIL ||
+		     n->mapcount + n->pending > s->nodes[best].mapcount + s->nodes[best].pending))
+			best = i;
+		i = n->sib;
+	} while (i != first);
+	*all_full = best == NIL;
+	return best;
+}
+
+static void chain_counts(struct samepage *sp, uint32_t ring_size_before, uint32_t ring_size_after)
+{
+	/* A ring of one node is a plain stable node; two or more, a chain of dups. */
+	if (ring_size_before >= 2) {
+		sp->c.chains--;
+		sp->c.dups -= ring_size_before;
+	}
+	if (ring_size_after >= 2) {
+		sp->c.chains++;
+		sp->c.dups += ring_size_after;
+	}
+}
+
+static uint32_t ring_size(struct stable_index *s, uint32_t first)
+{
+	uint32_t k = 0, i = first;
+	do {
+		k++;
+		i = s->nodes[i].sib;
+	} while (i != first);
+	return k;
+}
+
+/* stable_tree_insert: a new KSM page holding `page`'s contents, at pool
+ * offset want_off if that is free.  It starts with no mapping; the merges
+ * that follow add them. */
+int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
+		  uint32_t *out)
+{
+	struct stable_index *s = &sp->stable;
+	uint32_t idx, off;
+	int err;
+
+	if (s->live + 1 > (s->mask + 1) / 2 * 3 / 2) {
+		err = stable_rehash(s, s->mask * 2 + 1);
+		if (err)
+			return err;
+	}
+	if (s->free_head != NIL) {
+		idx = s->free_head;
+		s->free_head = s->nodes[idx].hnext;
+	} else {
+		if (s->nr == s->cap) {
+			uint32_t cap = s->cap ? s->cap * 2 : 1024;
+			struct stable_node *n = realloc(s->nodes, (size_t)cap * sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			s->nodes = n;
+			s->cap = cap;
+		}
+		idx = s->nr++;
+	}
+	err = pool_alloc(&sp->pool, want_off, &off);
+	if (err) {
+		s->nodes[idx].in_use = 0;
+		s->nodes[idx].hnext = s->free_head;
+		s->free_head = idx;
+		return err;
+	}
+	memcpy(pool_page(&sp->pool, off), page, PAGE_SIZE);
+
+	struct stable_node *n = &s->nodes[idx];
+	uint32_t first = stable_find_content(sp, page, checksum);
+	*n = (struct stable_node){.checksum = checksum, .pool_off = off, .in_use = 1, .sib = idx};
+	if (first != NIL) {
+		uint32_t before = ring_size(s, first);
+		n->sib = s->nodes[first].sib;
+		s->nodes[first].sib = idx;
+		chain_counts(sp, before, before + 1);
+	}
+	n->hnext = s->heads[checksum & s->mask];
+	s->heads[checksum & s->mask] = idx;
+	s->live++;
+	*out = idx;
+	return 0;
+}
+
+/* A verified mapping joins the node: the first makes it a shared page, the
+ * others are "sharing" (pages saved). */
+void stable_get(struct samepage *sp, uint32_t idx)
+{
+	struct stable_node *n = &sp->stable.nodes[idx];
+	if (n->mapcount++ == 0)
+		sp->c.pages_shared++;
+	else
+		sp->c.pages_sharing++;
+}
+
+static void stable_free(struct samepage *sp, uint32_t idx)
+{
+	struct stable_index *s = &sp->stable;
+	struct stable_node *n = &s->nodes[idx];
+	uint32_t *pp = &s->heads[n->checksum & s->mask];
+
+	while (*pp != idx)
+		pp = &s->nodes[*pp].hnext;
+	*pp = n->hnext;
+	if (n->sib != idx) {
+		uint32_t before = ring_size(s, idx), prev = idx;
+		while (s->nodes[prev].sib != idx)
+			prev = s->nodes[prev].sib;
+		s->nodes[prev].sib = n->sib;
+		chain_counts(sp, before, before - 1);
+	}
+	pool_release(&sp->pool, n->pool_off, true);
+	n->in_use = 0;
+	n->hnext = s->free_head;
+	s->free_head = idx;
+	s->live--;
+}
+
+/* A mapping left the node (copy-on-write, unmerge, unmap).  The last one
+ * frees the node and punches its pool page, unless a forked child may
+ * still map it. */
+void stable_put(struct samepage *sp, uint32_t idx)
+{
+	struct stable_node *n = &sp->stable.nodes[idx];
+	if (n->mapcount) {
+		if (--n->mapcount == 0)
+			sp->c.pages_shared--;
+		else
+			sp->c.pages_sharing--;
+	}
+	if (n->mapcount == 0 && n->pending == 0 && !n->pinned)
+		stable_free(sp, idx);
+}
+
+/* ---- unstable index ---- */
+
+int unstable_resize(struct samepage *sp, uint64_t pages)
+{
+	uint64_t want = 1024;
+	while (want < pages / 2)
+		want <<= 1;
+	if (want > (1ULL << 31))
+		want = 1ULL << 31;
+	if (sp->unstable.heads && want == (uint64_t)sp->unstable.mask + 1)
+		return 0;
+	if (want < (uint64_t)sp->unstable.mask + 1 && sp->unstable.heads)
+		return 0; /* never shrink mid-life: cheap to keep */
+	uint32_t *h = malloc(want * sizeof(uint32_t));
+	if (!h)
+		return -ENOMEM;
+	free(sp->unstable.heads);
+	sp->unstable.heads = h;
+	sp->unstable.mask = (uint32_t)(want - 1);
+	unstable_reset(sp);
+	return 0;
+}
+
+void unstable_reset(struct samepage *sp)
+{
+	memset(sp->unstable.heads, 0xff, ((size_t)sp->unstable.mask + 1) * sizeof(uint32_t));
+}
+
+static bool in_unstable_now(struct samepage *sp, const struct page_meta *m)
+{
+	return (m->flags & PM_UNSTABLE) && m->seqnr == (uint8_t)sp->c.full_scans;
+}
+
+/* unstable_tree_search_insert: a page id of equal contents already in the
+ * tree (confirmed by memcmp of its live contents), or NIL after inserting
+ * this page. */
+uint32_t unstable_search_insert(struct samepage *sp, uint32_t id, const void *page,
+				uint32_t checksum)
+{
+	uint32_t *head = &sp->unstable.heads[checksum & sp->unstable.mask];
+	struct page_meta *me = meta_of_id(sp, id);
+
+	for (uint32_t t = *head; t != NIL;) {
+		size_t idx, ri;
+		struct region *r = region_of_id(sp, t, &idx, &ri);
+		struct page_meta *m = r ? &r->meta[idx] : NULL;
+		if (!m || !in_unstable_now(sp, m))
+			break; /* a stale chain: the rest is from an older scan */
+		if (m->checksum == checksum && t != id &&
+		    (m->flags & PM_MERGEABLE) &&
+		    guarded_equal((const void *)region_addr(r, idx), page, PAGE_SIZE))
+			return t;
+		t = m->link;
+	}
+	me->flags |= PM_UNSTABLE;
+	me->seqnr = (uint8_t)sp->c.full_scans;
+	me->link = *head;
+	*head = id;
+	sp->c.pages_unshared++;
+	return NIL;
+}
+
+/* Unlinks a page from its bucket chain if it is in this scan's tree. */
+void unstable_remove(struct samepage *sp, uint32_t id)
+{
+	struct page_meta *me = meta_of_id(sp, id);
+	if (!(me->flags & PM_UNSTABLE))
+		return;
+	if (in_unstable_now(sp, me)) {
+		uint32_t *pp = &sp->unstable.heads[me->checksum & sp->unstable.mask];
+		while (*pp != NIL && *pp != id) {
+			struct page_meta *m = meta_of_id(sp, *pp);
+			if (!m || !in_unstable_now(sp, m))
+				break;
+			pp = &m->link;
+		}
+		if (*pp == id)
+			*pp = me->link;
+	}
+	me->flags &= (uint8_t)~PM_UNSTABLE;
+	me->link = NIL;
+	sp->c.pages_unshared--;
+}
+
+/* remove_rmap_item_from_tree: out of whichever tree holds the page. */
+void remove_rmap_item_from_tree(struct samepage *sp, uint32_t id)
+{
+	struct page_meta *me = meta_of_id(sp, id);
+	if (me->flags & PM_STABLE) {
+		me->flags &= (uint8_t)~PM_STABLE;
+		stable_put(sp, me->link);
+		me->link = NIL;
+	} else if (me->flags & PM_UNSTABLE) {
+		unstable_remove(sp, id);
+	}
+}

@@ -1,0 +1,469 @@
+// SPDX-License-Identifier: MIT
+/*
+ * merge.c - replacing duplicate pages by the pool's page, without losing a
+ * write.
+ *
+ * The merge of a run of pages (consecutive addresses onto consecutive pool
+ * pages) is, as in the kernel's write_protect_page() + replace_page():
+ *
+ *   1. open a merge window over the run, then write-protect it (mprotect
+ *      without PROT_WRITE): from here a writer faults, and our SIGSEGV
+ *      handler makes it wait until the window closes, then lets the write
+ *      happen again (on whatever the page then is);
+ *   2. compare every page with its pool page, now that it cannot change;
+ *   3. mmap the pool pages MAP_PRIVATE|MAP_FIXED over the pages that are
+ *      equal (one mmap per equal sub-run): the kernel frees the anonymous
+ *      pages at once; give the protection back to those that are not;
+ *   4. close the window and wake the writers.
+ *
+ * The writers' retried writes then go to the pool mapping, where the kernel
+ * copies the page for them (copy-on-write): nothing is lost.
+ *
+ * The address-space lock: the application's own mmap/munmap/mremap/
+ * mprotect/madvise calls (interpose.c) take it shared, a batch takes it
+ * exclusive, so that an application that unmaps or re-protects a range
+ * never races with a merge of that range (which would map memory back where
+ * it was removed, or undo its protection).
+ *
+ * Reading application memory: the scanner reads pages directly (6 GB/s,
+ * against 2.5 for /proc/self/mem), under a guard: a fault in the scanner
+ * thread (a PROT_NONE page, a range unmapped by a raw syscall) jumps back
+ * and the caller falls back to /proc/self/mem, which reads PROT_NONE pages
+ * and fails cleanly where nothing is mapped.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+/* ---- the address-space lock ---- */
+
+static pthread_rwlock_t as_rwlock;
+static pthread_once_t as_once = PTHREAD_ONCE_INIT;
+
+static void as_init(void)
+{
+	pthread_rwlockattr_t a;
+	pthread_rwlockattr_init(&a);
+	/* A steady stream of application munmaps must not starve the scanner. */
+	pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&as_rwlock, &a);
+	pthread_rwlockattr_destroy(&a);
+}
+
+void as_lock_exclusive(void)
+{
+	pthread_once(&as_once, as_init);
+	pthread_rwlock_wrlock(&as_rwlock);
+}
+
+void as_lock_shared(void)
+{
+	pthread_once(&as_once, as_init);
+	pthread_rwlock_rdlock(&as_rwlock);
+}
+
+void as_unlock(void)
+{
+	pthread_rwlock_unlock(&as_rwlock);
+}
+
+/* ---- merge windows and the fault handler ---- */
+
+/* One window at a time per engine is enough (a batch does its runs one
+ * after the other); a few slots let several engines merge at once. */
+#define MAX_WINDOWS 16
+static struct {
+	_Atomic uintptr_t start, end;
+} windows[MAX_WINDOWS];
+static _Atomic uint32_t window_seq; /* futex word: bumped when a window closes */
+_Atomic uint64_t merge_window_waits;
+
+static struct sigaction chained_segv, chained_bus;
+static _Atomic int handler_installed;
+
+static __thread sigjmp_buf *guard_jmp; /* set while the scanner reads guarded */
+
+static int window_open(uintptr_t start, uintptr_t end)
+{
+	for (int i = 0; i < MAX_WINDOWS; i++) {
+		uintptr_t zero = 0;
+		if (atomic_compare_exchange_strong(&windows[i].end, &zero, end)) {
+			atomic_store(&windows[i].start, start);
+			return i;
+		}
+	}
+	return -1;
+}
+
+static void window_close(int slot)
+{
+	atomic_store(&windows[slot].start, 0);
+	atomic_store(&windows[slot].end, 0);
+	atomic_fetch_add(&window_seq, 1);
+	syscall(SYS_futex, &window_seq, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+static bool in_window(uintptr_t a)
+{
+	for (int i = 0; i < MAX_WINDOWS; i++) {
+		uintptr_t e = atomic_load(&windows[i].end);
+		if (e && a < e && a >= atomic_load(&windows[i].start))
+			return true;
+	}
+	return false;
+}
+
+static void chain(const struct sigaction *old, int sig, siginfo_t *si, void *uc)
+{
+	if (old->sa_flags & SA_SIGINFO) {
+		if (old->sa_sigaction) {
+			old->sa_sigaction(sig, si, uc);
+			return;
+		}
+	} else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+		old->sa_handler(sig);
+		return;
+	}
+	/* Nobody else handles it: the default action, as if we were not here.
+	 * Returning re-runs the faulting instruction, which faults again. */
+	signal(sig, SIG_DFL);
+}
+
+static void fault_handler(int sig, siginfo_t *si, void *uc)
+{
+	int saved = errno;
+	uintptr_t a = (uintptr_t)si->si_addr;
+
+	if (guard_jmp) /* the scanner's guarded read hit an unreadable page */
+		siglongjmp(*guard_jmp, 1);
+	if (sig == SIGSEGV && in_window(a)) {
+		atomic_fetch_add(&merge_window_waits, 1);
+		while (in_window(a)) {
+			uint32_t seq = atomic_load(&window_seq);
+			if (!in_window(a))
+				break;
+			syscall(SYS_futex, &window_seq, FUTEX_WAIT_PRIVATE, seq, NULL, NULL, 0);
+		}
+		errno = saved;
+		return; /* the write is retried on the merged (or restored) page */
+	}
+	errno = saved;
+	chain(sig == SIGSEGV ? &chained_segv : &chained_bus, sig, si, uc);
+}
+
+/* Installs the handler, or re-installs it if the application replaced it
+ * since (and then chains to the application's handler).  Called before
+ * every batch, so an application may install its handler at any time. */
+static void handler_ensure(void)
+{
+	struct sigaction cur, sa;
+	int sigs[2] = {SIGSEGV, SIGBUS};
+	struct sigaction *saved[2] = {&chained_segv, &chained_bus};
+
+	for (int i = 0; i < 2; i++) {
+		sigaction(sigs[i], NULL, &cur);
+		if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == fault_handler)
+			continue;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = fault_handler;
+		sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK | SA_RESTART;
+		sigemptyset(&sa.sa_mask);
+		*saved[i] = cur;
+		sigaction(sigs[i], &sa, NULL);
+	}
+	atomic_store(&handler_installed, 1);
+}
+
+int merge_init(void)
+{
+	handler_ensure();
+	return 0;
+}
+
+/* ---- guarded reads ---- */
+
+bool guarded_copy(void *dst, const void *src, size_t len)
+{
+	sigjmp_buf jb;
+	if (sigsetjmp(jb, 1) == 0) {
+		guard_jmp = &jb;
+		memcpy(dst, src, len);
+		guard_jmp = NULL;
+		return true;
+	}
+	guard_jmp = NULL;
+	ssize_t n = prim_mem_read((uintptr_t)src, dst, len);
+	return n == (ssize_t)len;
+}
+
+/* Compares application memory a with b (engine memory). */
+bool guarded_equal(const void *a, const void *b, size_t len)
+{
+	sigjmp_buf jb;
+	volatile int eq = 0;
+	if (sigsetjmp(jb, 1) == 0) {
+		guard_jmp = &jb;
+		eq = memcmp(a, b, len) == 0;
+		guard_jmp = NULL;
+		return eq;
+	}
+	guard_jmp = NULL;
+	char tmp[PAGE_SIZE];
+	for (size_t off = 0; off < len; off += PAGE_SIZE) {
+		size_t n = len - off < PAGE_SIZE ? len - off : PAGE_SIZE;
+		if (prim_mem_read((uintptr_t)a + off, tmp, n) != (ssize_t)n ||
+		    memcmp(tmp, (const char *)b + off, n))
+			return false;
+	}
+	return true;
+}
+
+bool guarded_is_zero(const void *a, size_t len)
+{
+	static const char zeros[PAGE_SIZE];
+	for (size_t off = 0; off < len; off += PAGE_SIZE)
+		if (!guarded_equal((const char *)a + off, zeros, PAGE_SIZE))
+			return false;
+	return true;
+}
+
+/* ---- merging a batch ---- */
+
+static int cmp_req(const void *a, const void *b)
+{
+	const struct merge_req *x = a, *y = b;
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+/* The mapping budget: every merged run can split one anonymous VMA into
+ * three.  Keep 1/8 of vm.max_map_count for the application. */
+static bool map_budget_allows(struct samepage *sp)
+{
+	uint64_t max = sp->c.max_map_count;
+	return sp->c.map_count + 2 <= max - max / 8;
+}
+
+static void finish_page(struct samepage *sp, const struct merge_req *q, bool merged)
+{
+	struct region *r = &sp->regions[q->region];
+	struct page_meta *m = &r->meta[q->index];
+
+	m->flags &= (uint8_t)~PM_PENDING;
+	if (q->node == NIL) {
+		if (merged) {
+			m->flags |= PM_ZERO;
+			m->flags &= (uint8_t)~PM_ITEM;
+			sp->c.rmap_items--;
+			sp->c.zero_pages++;
+		}
+		return;
+	}
+	struct stable_node *n = &sp->stable.nodes[q->node];
+	n->pending--;
+	if (merged) {
+		m->flags |= PM_STABLE;
+		m->link = q->node;
+		stable_get(sp, q->node);
+	} else if (n->mapcount == 0 && n->pending == 0) {
+		stable_put(sp, q->node); /* frees the unused node */
+	}
+}
+
+/* Merges q[0..n), a run: consecutive addresses of one region with one
+ * protection, onto consecutive pool pages (or all onto the zero page). */
+static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int prot)
+{
+	uintptr_t start = q[0].addr, end = q[n - 1].addr + PAGE_SIZE;
+	bool zero = q[0].node == NIL;
+	bool ok[BATCH_PAGES * 2];
+	int slot = window_open(start, end);
+
+	if (slot < 0 || (prot & PROT_WRITE && prim_mprotect((void *)start, end - start,
+							     prot & ~PROT_WRITE))) {
+		if (slot >= 0)
+			window_close(slot);
+		for (size_t i = 0; i < n; i++)
+			finish_page(sp, &q[i], false);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		ok[i] = zero ? guarded_is_zero((void *)q[i].addr, PAGE_SIZE)
+			     : guarded_equal((void *)q[i].addr, pool_page(&sp->pool, q[i].pool_off),
+					     PAGE_SIZE);
+	for (size_t i = 0; i < n;) {
+		size_t j = i;
+		while (j < n && ok[j] == ok[i])
+			j++;
+		void *a = (void *)q[i].addr;
+		size_t len = (j - i) << PAGE_SHIFT;
+		if (ok[i] && zero) {
+			/* The page is all zeros: drop it; reads map the zero page. */
+			if (prim_madvise(a, len, MADV_DONTNEED) ||
+			    (prot & PROT_WRITE && prim_mprotect(a, len, prot)))
+				for (size_t k = i; k < j; k++)
+					ok[k] = false;
+		} else if (ok[i]) {
+			void *m = prim_mmap(a, len, prot, MAP_PRIVATE | MAP_FIXED, sp->pool.fd,
+					    (off_t)q[i].pool_off << PAGE_SHIFT);
+			if (m == MAP_FAILED) {
+				for (size_t k = i; k < j; k++)
+					ok[k] = false;
+				if (prot & PROT_WRITE)
+					prim_mprotect(a, len, prot);
+			} else {
+				sp->c.map_count += 2;
+			}
+		} else if (prot & PROT_WRITE) {
+			prim_mprotect(a, len, prot);
+		}
+		i = j;
+	}
+	window_close(slot);
+	for (size_t i = 0; i < n; i++)
+		finish_page(sp, &q[i], ok[i]);
+}
+
+/* Does every pending merge of the batch, run by run. */
+void merge_batch(struct samepage *sp)
+{
+	struct merge_req *q = sp->reqs;
+	size_t n = sp->nreqs;
+
+	if (!n)
+		return;
+	handler_ensure();
+	qsort(q, n, sizeof(*q), cmp_req);
+	for (size_t i = 0; i < n;) {
+		struct region *r = &sp->regions[q[i].region];
+		int prot = region_prot_at(r, q[i].addr);
+		size_t j = i + 1;
+		while (j < n && q[j].region == q[i].region &&
+		       q[j].addr == q[j - 1].addr + PAGE_SIZE &&
+		       (q[i].node == NIL) == (q[j].node == NIL) &&
+		       (q[i].node == NIL || q[j].pool_off == q[j - 1].pool_off + 1) &&
+		       region_prot_at(r, q[j].addr) == prot)
+			j++;
+		if (prot < 0 || (q[i].node != NIL && !map_budget_allows(sp))) {
+			if (prot >= 0)
+				sp->c.skipped_map_budget += j - i;
+			for (size_t k = i; k < j; k++)
+				finish_page(sp, &q[k], false);
+		} else {
+			merge_run(sp, &q[i], j - i, prot);
+		}
+		i = j;
+	}
+	sp->nreqs = 0;
+
+	/* A node made from an unstable match whose partner changed before
+	 * it could be merged holds a single mapping: break it, as the kernel
+	 * does (break_cow after a failed try_to_merge_two_pages). */
+	for (size_t i = 0; i < n; i++) {
+		if (q[i].node == NIL)
+			continue;
+		struct stable_node *nd = &sp->stable.nodes[q[i].node];
+		struct region *r = &sp->regions[q[i].region];
+		if (nd->in_use && nd->mapcount == 1 && nd->pending == 0 &&
+		    (r->meta[q[i].index].flags & PM_STABLE) && r->meta[q[i].index].link == q[i].node)
+			break_cow(sp, r, q[i].index);
+	}
+}
+
+/* ---- unmerging ---- */
+
+/*
+ * break_cow: gives the page at r[i] a private copy again.  A writable page
+ * gets an atomic add of zero to its first byte: a real write (so the kernel
+ * copies the page) that cannot lose a concurrent writer's store.  A page the
+ * application cannot write (read-only, PROT_NONE) is rewritten through
+ * /proc/self/mem, which forces the same copy and races with no writer.
+ */
+static int unshare_page(struct region *r, uintptr_t a)
+{
+	int prot = region_prot_at(r, a);
+	if (prot < 0)
+		return -ENOMEM;
+	if ((prot & (PROT_READ | PROT_WRITE)) == (PROT_READ | PROT_WRITE)) {
+		sigjmp_buf jb;
+		if (sigsetjmp(jb, 1) == 0) {
+			guard_jmp = &jb;
+			__atomic_fetch_add((volatile char *)a, 0, __ATOMIC_SEQ_CST);
+			guard_jmp = NULL;
+			return 0;
+		}
+		guard_jmp = NULL; /* protection changed under us: fall through */
+	}
+	char b;
+	if (prim_mem_read(a, &b, 1) != 1 || prim_mem_write(a, &b, 1) != 1)
+		return -errno;
+	return 0;
+}
+
+int break_cow(struct samepage *sp, struct region *r, size_t i)
+{
+	struct page_meta *m = &r->meta[i];
+	uintptr_t a = region_addr(r, i);
+	uint64_t pm = 0;
+	int err = 0;
+
+	if (m->flags & PM_STABLE) {
+		if (prim_pagemap(a, 1, &pm) == 0 && (pm & PM_PRESENT) && !(pm & PM_FILE)) {
+			/* Already written (copied) by the application. */
+		} else if ((pm & PM_PRESENT) || region_prot_at(r, a) >= 0) {
+			err = unshare_page(r, a);
+			if (err)
+				return err;
+		}
+		m->flags &= (uint8_t)~PM_STABLE;
+		stable_put(sp, m->link);
+		m->link = NIL;
+		m->flags &= (uint8_t)~PM_ITEM;
+		sp->c.rmap_items--;
+		m->checksum = 0;
+	} else if (m->flags & PM_ZERO) {
+		/* The kernel unshares KSM zero pages too (a fresh private page). */
+		m->flags &= (uint8_t)~PM_ZERO;
+		sp->c.zero_pages--;
+		if (prim_pagemap(a, 1, &pm) == 0 && !((pm & PM_PRESENT) && (pm & PM_EXCLUSIVE)))
+			err = unshare_page(r, a);
+	}
+	return err;
+}
+
+int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to)
+{
+	int err = 0;
+	for (size_t i = from; i < to; i++) {
+		int e = break_cow(sp, r, i);
+		if (e && !err)
+			err = e;
+	}
+	return err;
+}
+
+/* XXH3-64 of an application page, read under the guard. */
+bool guarded_hash(const void *page, uint64_t *h)
+{
+	sigjmp_buf jb;
+	if (sigsetjmp(jb, 1) == 0) {
+		guard_jmp = &jb;
+		*h = XXH3_64bits(page, PAGE_SIZE);
+		guard_jmp = NULL;
+		return true;
+	}
+	guard_jmp = NULL;
+	char tmp[PAGE_SIZE];
+	if (prim_mem_read((uintptr_t)page, tmp, PAGE_SIZE) != (ssize_t)PAGE_SIZE)
+		return false;
+	*h = XXH3_64bits(tmp, PAGE_SIZE);
+	return true;
+}

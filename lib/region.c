@@ -1,0 +1,402 @@
+// SPDX-License-Identifier: MIT
+/*
+ * region.c - the mergeable ranges, and what the application did to them.
+ *
+ * The kernel knows its VMAs; we learn ours from /proc/self/maps.  The maps
+ * are read when a range is registered, at the start of every full scan, and
+ * whenever an application call seen by interpose.c changed the address
+ * space.  A page that is no longer in an anonymous private mapping (or a
+ * private mapping of our pool) is forgotten, as the kernel forgets the rmap
+ * items of an unmapped range.
+ *
+ * Reclaim: a pool page is punched when its last mapping is gone.  If the
+ * application moved a merged page with a raw mremap(2) that we did not see,
+ * /proc/self/maps still shows the pool mapped there, and the pool page is
+ * kept (pinned) instead: never punch what something may still read.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+struct region *region_of_id(struct samepage *sp, uint32_t id, size_t *index, size_t *ri)
+{
+	size_t lo = 0, hi = sp->nregions;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		struct region *r = &sp->regions[mid];
+		if (id < r->base_id)
+			hi = mid;
+		else if (id >= r->base_id + r->npages)
+			lo = mid + 1;
+		else {
+			*index = id - r->base_id;
+			if (ri)
+				*ri = mid;
+			return r;
+		}
+	}
+	return NULL;
+}
+
+struct page_meta *meta_of_id(struct samepage *sp, uint32_t id)
+{
+	size_t idx;
+	struct region *r = region_of_id(sp, id, &idx, NULL);
+	return r ? &r->meta[idx] : NULL;
+}
+
+int region_prot_at(const struct region *r, uintptr_t addr)
+{
+	size_t lo = 0, hi = r->nspans;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (addr < r->spans[mid].start)
+			hi = mid;
+		else if (addr >= r->spans[mid].end)
+			lo = mid + 1;
+		else
+			return r->spans[mid].prot;
+	}
+	return -1;
+}
+
+/* ---- reading /proc/self/maps ---- */
+
+struct maps {
+	struct map_entry *e;
+	size_t n, cap;
+};
+
+static int maps_collect(const struct map_entry *e, void *arg)
+{
+	struct maps *m = arg;
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 256;
+		struct map_entry *ne = realloc(m->e, cap * sizeof(*ne));
+		if (!ne)
+			return -ENOMEM;
+		m->e = ne;
+		m->cap = cap;
+	}
+	m->e[m->n++] = *e;
+	return 0;
+}
+
+static int maps_read(struct maps *m)
+{
+	memset(m, 0, sizeof(*m));
+	int err = prim_maps_walk(maps_collect, m);
+	if (err) {
+		free(m->e);
+		memset(m, 0, sizeof(*m));
+	}
+	return err;
+}
+
+/* Mergeable kinds of mapping: private anonymous memory (the kernel's
+ * vma_ksm_compatible), and private mappings of our own pool (pages that
+ * are merged already). */
+static bool mergeable_entry(struct samepage *sp, const struct map_entry *e)
+{
+	if (e->shared)
+		return false;
+	if (e->anon)
+		return true;
+	return e->dev == sp->pool.dev && e->ino == sp->pool.ino &&
+	       !(e->start >= (uintptr_t)sp->pool.view &&
+		 e->end <= (uintptr_t)sp->pool.view + (sp->pool.view_pages << PAGE_SHIFT));
+}
+
+/* Is pool page `off` mapped anywhere but in our own view? */
+static bool pool_page_mapped(struct samepage *sp, const struct maps *m, uint32_t off)
+{
+	for (size_t k = 0; k < m->n; k++) {
+		const struct map_entry *e = &m->e[k];
+		if (e->anon || e->shared || e->dev != sp->pool.dev || e->ino != sp->pool.ino)
+			continue;
+		uint64_t first = e->pgoff >> PAGE_SHIFT;
+		uint64_t last = first + ((e->end - e->start) >> PAGE_SHIFT);
+		if (off >= first && off < last)
+			return true;
+	}
+	return false;
+}
+
+/* Forgets page i of r: out of every tree, no rmap item, not mergeable. */
+static void forget_page(struct samepage *sp, struct region *r, size_t i, const struct maps *m)
+{
+	struct page_meta *pm = &r->meta[i];
+	uint32_t id = r->base_id + (uint32_t)i;
+
+	if (pm->flags & PM_STABLE) {
+		struct stable_node *n = &sp->stable.nodes[pm->link];
+		if (m && n->mapcount == 1 && pool_page_mapped(sp, m, n->pool_off))
+			n->pinned = 1; /* moved where we cannot see: keep it */
+	}
+	remove_rmap_item_from_tree(sp, id);
+	if (pm->flags & PM_ZERO)
+		sp->c.zero_pages--;
+	if (pm->flags & PM_ITEM)
+		sp->c.rmap_items--;
+	if (pm->flags & PM_MERGEABLE)
+		r->mergeable_pages--;
+	pm->flags = 0;
+	pm->link = NIL;
+}
+
+void region_drop_page(struct samepage *sp, struct region *r, size_t i)
+{
+	forget_page(sp, r, i, NULL);
+}
+
+static void region_free(struct samepage *sp, size_t ri)
+{
+	struct region *r = &sp->regions[ri];
+	for (size_t i = 0; i < r->npages; i++)
+		if (r->meta[i].flags)
+			forget_page(sp, r, i, NULL);
+	prim_munmap(r->meta, r->npages * sizeof(struct page_meta));
+	free(r->spans);
+	sp->tracked_pages -= r->npages;
+	memmove(&sp->regions[ri], &sp->regions[ri + 1],
+		(sp->nregions - ri - 1) * sizeof(struct region));
+	sp->nregions--;
+	if (sp->cur_region > ri) {
+		sp->cur_region--;
+	} else if (sp->cur_region == ri) {
+		sp->cur_index = 0;
+	}
+}
+
+/* Rebuilds r's protection spans from the maps, and forgets the pages that
+ * are no longer in a mergeable mapping. */
+static void region_sync(struct samepage *sp, struct region *r, const struct maps *m)
+{
+	uintptr_t end = region_addr(r, r->npages), covered = r->start;
+	size_t ns = 0;
+	struct prot_span *spans = NULL;
+
+	/* Binary search for the first entry ending after r->start. */
+	size_t lo = 0, hi = m->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (m->e[mid].end <= r->start)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t k = lo; k < m->n && m->e[k].start < end; k++) {
+		const struct map_entry *e = &m->e[k];
+		uintptr_t s = e->start > r->start ? e->start : r->start;
+		uintptr_t t = e->end < end ? e->end : end;
+		bool ok = mergeable_entry(sp, e);
+		/* Pages before this entry, or in an unmergeable one: gone. */
+		uintptr_t gone_to = ok ? s : t;
+		for (uintptr_t a = covered; a < gone_to; a += PAGE_SIZE) {
+			size_t i = (a - r->start) >> PAGE_SHIFT;
+			if (r->meta[i].flags)
+				forget_page(sp, r, i, m);
+		}
+		covered = t;
+		if (!ok)
+			continue;
+		if (ns && spans[ns - 1].end == s && spans[ns - 1].prot == e->prot) {
+			spans[ns - 1].end = t;
+			continue;
+		}
+		struct prot_span *n2 = realloc(spans, (ns + 1) * sizeof(*spans));
+		if (!n2)
+			break;
+		spans = n2;
+		spans[ns++] = (struct prot_span){s, t, e->prot};
+	}
+	for (uintptr_t a = covered; a < end; a += PAGE_SIZE) {
+		size_t i = (a - r->start) >> PAGE_SHIFT;
+		if (r->meta[i].flags)
+			forget_page(sp, r, i, m);
+	}
+	free(r->spans);
+	r->spans = spans;
+	r->nspans = ns;
+}
+
+int regions_refresh(struct samepage *sp)
+{
+	struct maps m;
+	int err = maps_read(&m);
+	if (err)
+		return err;
+	sp->c.map_count = m.n;
+	sp->c.max_map_count = (uint64_t)prim_max_map_count();
+	for (size_t ri = 0; ri < sp->nregions; ri++)
+		region_sync(sp, &sp->regions[ri], &m);
+	for (size_t ri = sp->nregions; ri-- > 0;)
+		if (!sp->regions[ri].mergeable_pages)
+			region_free(sp, ri);
+	free(m.e);
+	sp->maps_dirty = false;
+	return 0;
+}
+
+/* ---- registering ranges (samepage_madvise) ---- */
+
+static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
+{
+	if ((uint64_t)sp->next_page_id + npages >= NIL)
+		return -ENOMEM; /* page ids are 32-bit: 16 TiB registered over a lifetime */
+	if (sp->nregions == sp->regions_cap) {
+		size_t cap = sp->regions_cap ? sp->regions_cap * 2 : 16;
+		struct region *n = realloc(sp->regions, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		sp->regions = n;
+		sp->regions_cap = cap;
+	}
+	void *meta = prim_mmap(NULL, npages * sizeof(struct page_meta), PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (meta == MAP_FAILED)
+		return -ENOMEM;
+	int err = unstable_resize(sp, sp->tracked_pages + npages);
+	if (err) {
+		prim_munmap(meta, npages * sizeof(struct page_meta));
+		return err;
+	}
+	struct region *r = &sp->regions[sp->nregions++];
+	*r = (struct region){.start = start, .npages = npages, .base_id = sp->next_page_id,
+			     .meta = meta, .mergeable_pages = npages};
+	for (size_t i = 0; i < npages; i++) {
+		r->meta[i].flags = PM_MERGEABLE;
+		r->meta[i].link = NIL;
+	}
+	sp->next_page_id += (uint32_t)npages;
+	sp->tracked_pages += npages;
+	return 0;
+}
+
+/* Marks the part [s, t) of a mergeable mapping: pages of existing regions
+ * get PM_MERGEABLE back, the rest becomes new regions. */
+static int mark_mergeable(struct samepage *sp, uintptr_t s, uintptr_t t)
+{
+	while (s < t) {
+		struct region *hit = NULL;
+		uintptr_t next_start = t;
+		for (size_t ri = 0; ri < sp->nregions; ri++) {
+			struct region *r = &sp->regions[ri];
+			uintptr_t rend = region_addr(r, r->npages);
+			if (s >= r->start && s < rend)
+				hit = r;
+			else if (r->start > s && r->start < next_start)
+				next_start = r->start;
+		}
+		if (hit) {
+			uintptr_t rend = region_addr(hit, hit->npages);
+			uintptr_t stop = rend < t ? rend : t;
+			for (; s < stop; s += PAGE_SIZE) {
+				struct page_meta *m = &hit->meta[(s - hit->start) >> PAGE_SHIFT];
+				if (!(m->flags & PM_MERGEABLE)) {
+					m->flags |= PM_MERGEABLE;
+					hit->mergeable_pages++;
+				}
+			}
+			continue;
+		}
+		int err = region_add(sp, s, (next_start - s) >> PAGE_SHIFT);
+		if (err)
+			return err;
+		s = next_start;
+	}
+	return 0;
+}
+
+struct mark_arg {
+	struct samepage *sp;
+	uintptr_t start, end, covered;
+	int err;
+	bool apply;
+};
+
+static int mark_walk(const struct map_entry *e, void *arg)
+{
+	struct mark_arg *a = arg;
+	if (e->end <= a->start || e->start >= a->end)
+		return 0;
+	if (e->start > a->covered)
+		return 1; /* a hole in the range */
+	a->covered = e->end;
+	if (a->apply && mergeable_entry(a->sp, e)) {
+		uintptr_t s = e->start > a->start ? e->start : a->start;
+		uintptr_t t = e->end < a->end ? e->end : a->end;
+		a->err = mark_mergeable(a->sp, s, t);
+		if (a->err)
+			return 2;
+	}
+	return 0;
+}
+
+int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeable)
+{
+	uintptr_t end = start + len;
+	struct mark_arg a = {.sp = sp, .start = start, .end = end, .covered = start};
+
+	/* First pass: the whole range must be mapped (ENOMEM otherwise, as
+	 * madvise says), and nothing is changed until that is known. */
+	int stop = prim_maps_walk(mark_walk, &a);
+	if (stop < 0)
+		return stop;
+	if (stop == 1 || a.covered < end)
+		return -ENOMEM;
+	if (mergeable) {
+		a = (struct mark_arg){.sp = sp, .start = start, .end = end, .covered = start,
+				      .apply = true};
+		prim_maps_walk(mark_walk, &a);
+		sp->maps_dirty = true;
+		if (a.err)
+			return a.err;
+		return regions_refresh(sp);
+	}
+	/* UNMERGEABLE: a private copy for every merged page, then forget. */
+	int err = 0;
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		uintptr_t rend = region_addr(r, r->npages);
+		if (rend <= start || r->start >= end)
+			continue;
+		size_t from = start > r->start ? (start - r->start) >> PAGE_SHIFT : 0;
+		size_t to = end < rend ? (end - r->start) >> PAGE_SHIFT : r->npages;
+		as_lock_exclusive();
+		int e = unmerge_range(sp, r, from, to);
+		as_unlock();
+		if (e && !err)
+			err = e;
+		for (size_t i = from; i < to; i++)
+			if (r->meta[i].flags)
+				forget_page(sp, r, i, NULL);
+	}
+	for (size_t ri = sp->nregions; ri-- > 0;)
+		if (!sp->regions[ri].mergeable_pages)
+			region_free(sp, ri);
+	return err;
+}
+
+/* The application unmapped [start, start+len) (seen by interpose.c). */
+void regions_forget(struct samepage *sp, uintptr_t start, size_t len)
+{
+	uintptr_t end = start + len;
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		uintptr_t rend = region_addr(r, r->npages);
+		if (rend <= start || r->start >= end)
+			continue;
+		size_t from = start > r->start ? (start - r->start) >> PAGE_SHIFT : 0;
+		size_t to = end < rend ? (end - r->start) >> PAGE_SHIFT : r->npages;
+		for (size_t i = from; i < to; i++)
+			if (r->meta[i].flags)
+				forget_page(sp, r, i, NULL);
+	}
+	for (size_t ri = sp->nregions; ri-- > 0;)
+		if (!sp->regions[ri].mergeable_pages)
+			region_free(sp, ri);
+}

@@ -1,0 +1,370 @@
+// SPDX-License-Identifier: MIT
+/*
+ * scan.c - ksmd: the scanner thread and the merge decision.
+ *
+ * DOC: Overview
+ *
+ * As in mm/ksm.c.  The scanner walks every mergeable range in order, one
+ * batch of pages at a time, pages_to_scan present pages per wake-up, then
+ * sleeps sleep_millisecs.  A full pass over all ranges is a "full scan"
+ * (the full_scans counter).  For each present page (cmp_and_merge_page):
+ *
+ *  - a page that maps a KSM page is left alone, unless the application
+ *    wrote it since (the kernel copied it): then it leaves its stable node;
+ *  - its checksum is computed; if it differs from the last visit's, the
+ *    page is "volatile": remember the checksum and go on.  So a page needs
+ *    two visits (two full scans) before it can merge;
+ *  - an all-zero page with use_zero_pages merges with the zero page;
+ *  - the stable index is searched: an equal KSM page with room
+ *    (max_page_sharing) takes the page;
+ *  - else the unstable index (pages seen unchanged, this full scan) is
+ *    searched: an equal page there and this one become a new KSM page;
+ *  - else the page goes into the unstable index.
+ *
+ * Decisions are collected for a batch and carried out together by
+ * merge_batch(), one write-protect and one mmap per run of pages, which is
+ * where a user-space engine wins over per-page work.  Smart scan and the
+ * scan-time advisor are the kernel's, with its constants.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+uint32_t zero_checksum;
+
+/* calc_checksum: the low 32 bits of XXH3-64, read under the guard. */
+static bool calc_checksum(const void *page, uint32_t *out)
+{
+	uint64_t h;
+	if (!guarded_hash(page, &h))
+		return false;
+	*out = (uint32_t)h;
+	return true;
+}
+
+/* The kernel's smart scan (6.7): pages that keep failing to merge are
+ * skipped for 1, 2, 4 then 8 scans. */
+static unsigned skip_age(uint8_t age)
+{
+	if (age <= 3)
+		return 1;
+	if (age <= 5)
+		return 2;
+	if (age <= 8)
+		return 4;
+	return 8;
+}
+
+static bool should_skip_rmap_item(struct samepage *sp, struct page_meta *m, uint32_t id)
+{
+	if (!KNOB(sp, smart_scan))
+		return false;
+	uint8_t age = m->age;
+	if (age != 255)
+		m->age++;
+	if (age < 3)
+		return false;
+	if (!m->remaining_skips) {
+		m->remaining_skips = (uint8_t)skip_age(age);
+		return false;
+	}
+	sp->c.pages_skipped++;
+	m->remaining_skips--;
+	remove_rmap_item_from_tree(sp, id);
+	return true;
+}
+
+static void queue_merge(struct samepage *sp, size_t ri, size_t i, uint32_t node)
+{
+	struct region *r = &sp->regions[ri];
+	struct merge_req *q = &sp->reqs[sp->nreqs++];
+	q->addr = region_addr(r, i);
+	q->region = (uint32_t)ri;
+	q->index = (uint32_t)i;
+	q->node = node;
+	q->pool_off = node == NIL ? 0 : sp->stable.nodes[node].pool_off;
+	if (node != NIL)
+		sp->stable.nodes[node].pending++;
+	r->meta[i].flags |= PM_PENDING;
+}
+
+static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
+{
+	struct region *r = &sp->regions[ri];
+	struct page_meta *m = &r->meta[i];
+	uint32_t id = r->base_id + (uint32_t)i, checksum, node, tree;
+	const void *page = (const void *)region_addr(r, i);
+	bool all_full;
+
+	remove_rmap_item_from_tree(sp, id);
+	if (!calc_checksum(page, &checksum))
+		return; /* unreadable now: the range changed under us */
+	if (checksum != m->checksum) {
+		m->checksum = checksum;
+		return; /* volatile */
+	}
+	if (KNOB(sp, use_zero_pages) && checksum == zero_checksum &&
+	    guarded_is_zero(page, PAGE_SIZE)) {
+		queue_merge(sp, ri, i, NIL);
+		return;
+	}
+	if (!guarded_copy(sp->buf, page, PAGE_SIZE))
+		return;
+	node = stable_search(sp, sp->buf, checksum, &all_full);
+	if (node != NIL) {
+		queue_merge(sp, ri, i, node);
+		return;
+	}
+	tree = unstable_search_insert(sp, id, sp->buf, checksum);
+	if (tree == NIL)
+		return;
+
+	/* try_to_merge_two_pages: both become mappings of a new KSM page,
+	 * placed right after the previous new one when this page follows the
+	 * previous page, so that runs stay runs in the pool. */
+	size_t tidx, tri;
+	region_of_id(sp, tree, &tidx, &tri);
+	unstable_remove(sp, tree);
+	uint32_t want = sp->last_new_addr + PAGE_SIZE == (uintptr_t)page ? sp->last_new_off + 1
+									   : NIL;
+	if (stable_insert(sp, sp->buf, checksum, want, &node))
+		return;
+	sp->last_new_addr = (uintptr_t)page;
+	sp->last_new_off = sp->stable.nodes[node].pool_off;
+	queue_merge(sp, tri, tidx, node);
+	queue_merge(sp, ri, i, node);
+}
+
+/* ---- the scan-time advisor (6.8), the kernel's arithmetic ---- */
+
+#define EWMA_WEIGHT 30
+#define KSM_ADVISOR_MIN_CPU 10
+
+static void advisor_start_scan(struct samepage *sp)
+{
+	sp->adv.start_ns = prim_now_ns();
+}
+
+static void scan_time_advisor(struct samepage *sp)
+{
+	uint64_t elapsed_ms = (prim_now_ns() - sp->adv.start_ns) / 1000000;
+	uint64_t scan_time = elapsed_ms / 1000 ? elapsed_ms / 1000 : 1;
+	uint64_t cpu_now = prim_thread_cpu_ns();
+	uint64_t cpu_ms = (cpu_now - sp->adv.cpu_ns) / 1000000;
+	uint64_t cpu_pct = cpu_ms * 100 / (scan_time * 1000);
+	uint64_t last = sp->adv.scan_time ? sp->adv.scan_time : scan_time;
+	uint64_t factor, change, pages, ppc;
+
+	if (cpu_pct < 1)
+		cpu_pct = 1;
+	factor = KNOB(sp, advisor_target_scan_time) * 100 / scan_time;
+	if (factor < 1)
+		factor = 1;
+	change = scan_time * 100 / last;
+	if (change < 1)
+		change = 1;
+	change = ((100 - EWMA_WEIGHT) * sp->adv.change + EWMA_WEIGHT * change) / 100;
+	pages = KNOB(sp, pages_to_scan) * 100 / factor;
+	pages = pages * change / 100;
+	ppc = KNOB(sp, pages_to_scan) / cpu_pct;
+	if (ppc < 1)
+		ppc = 1;
+	if (pages > ppc * KNOB(sp, advisor_max_cpu))
+		pages = ppc * KNOB(sp, advisor_max_cpu);
+	if (pages < ppc * KSM_ADVISOR_MIN_CPU)
+		pages = ppc * KSM_ADVISOR_MIN_CPU;
+	if (pages > KNOB(sp, advisor_max_pages_to_scan))
+		pages = KNOB(sp, advisor_max_pages_to_scan);
+	sp->adv.change = change;
+	sp->adv.scan_time = scan_time;
+	sp->adv.cpu_ns = cpu_now;
+	KNOB(sp, pages_to_scan) = pages;
+}
+
+/* ---- the scan loop ---- */
+
+static void start_full_scan(struct samepage *sp)
+{
+	advisor_start_scan(sp);
+	regions_refresh(sp); /* forget what the application unmapped */
+	unstable_reset(sp);  /* the unstable tree lives one full scan */
+	sp->scan_running = true;
+	sp->cur_region = 0;
+	sp->cur_index = 0;
+}
+
+static void end_full_scan(struct samepage *sp)
+{
+	if (KNOB(sp, advisor_mode) == 1)
+		scan_time_advisor(sp);
+	sp->c.full_scans++;
+	sp->scan_running = false;
+}
+
+/* One page of the batch: updates what its pagemap entry says happened to
+ * it, and returns whether it is a present page to process. */
+static bool page_visit(struct samepage *sp, struct region *r, size_t i, uint64_t pm)
+{
+	struct page_meta *m = &r->meta[i];
+	uint32_t id = r->base_id + (uint32_t)i;
+	bool present = pm & PM_PRESENT;
+
+	if (m->flags & PM_STABLE) {
+		if (!present || (pm & PM_FILE))
+			return present; /* still a KSM page (counted as scanned) */
+		/* The application wrote it: the kernel gave it a copy. */
+		sp->c.cow_ksm++;
+		remove_rmap_item_from_tree(sp, id);
+	}
+	if (m->flags & PM_ZERO) {
+		if (!(present && (pm & PM_EXCLUSIVE)))
+			return false; /* still the zero page, or never touched */
+		m->flags &= (uint8_t)~PM_ZERO;
+		sp->c.zero_pages--;
+	}
+	if (!present || (pm & PM_FILE)) {
+		/* Gone (discarded, swapped, or not ours): drop its rmap item. */
+		if (m->flags & PM_ITEM) {
+			remove_rmap_item_from_tree(sp, id);
+			m->flags &= (uint8_t)~PM_ITEM;
+			sp->c.rmap_items--;
+		}
+		return false;
+	}
+	if (!(m->flags & PM_ITEM)) {
+		m->flags |= PM_ITEM;
+		m->checksum = 0;
+		m->age = 0;
+		m->remaining_skips = 0;
+		sp->c.rmap_items++;
+	}
+	return true;
+}
+
+/* One batch of at most BATCH_PAGES pages of the current region, within the
+ * budget.  Returns the budget used. */
+static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
+{
+	uint64_t used = 0;
+
+	/* Take the lock first, then look at what the application unmapped
+	 * while it could: after this, nothing changes until we let go. */
+	as_lock_exclusive();
+	engine_sync(sp);
+	if (sp->cur_region >= sp->nregions ||
+	    sp->cur_index >= sp->regions[sp->cur_region].npages) {
+		as_unlock();
+		return 0; /* the range went away: the caller moves on */
+	}
+	struct region *r = &sp->regions[sp->cur_region];
+	size_t ri = sp->cur_region, from = sp->cur_index, n = r->npages - from, i;
+	if (n > BATCH_PAGES)
+		n = BATCH_PAGES;
+	if (prim_pagemap(region_addr(r, from), n, sp->pagemap)) {
+		as_unlock();
+		sp->cur_index += n;
+		return 0;
+	}
+	for (i = 0; i < n && used < budget; i++) {
+		struct page_meta *m = &r->meta[from + i];
+		if (!(m->flags & PM_MERGEABLE))
+			continue;
+		bool ksm = m->flags & PM_STABLE;
+		if (!page_visit(sp, r, from + i, sp->pagemap[i]))
+			continue;
+		if (ksm && (m->flags & PM_STABLE)) {
+			used++;
+			sp->c.pages_scanned++;
+			continue;
+		}
+		if (should_skip_rmap_item(sp, m, r->base_id + (uint32_t)(from + i)))
+			continue;
+		used++;
+		sp->c.pages_scanned++;
+		cmp_and_merge_page(sp, ri, from + i);
+	}
+	merge_batch(sp);
+	as_unlock();
+	sp->cur_index = from + i;
+	return used;
+}
+
+void ksm_do_scan(struct samepage *sp, uint64_t budget)
+{
+	while (budget && sp->nregions && !sp->stopping && KNOB(sp, run) == 1) {
+		if (!sp->scan_running)
+			start_full_scan(sp);
+		if (sp->cur_region >= sp->nregions) {
+			end_full_scan(sp);
+			continue;
+		}
+		if (sp->cur_index >= sp->regions[sp->cur_region].npages) {
+			sp->cur_region++;
+			sp->cur_index = 0;
+			continue;
+		}
+		budget -= scan_batch(sp, budget);
+		/* Let the application's calls (samepage_read, madvise) in. */
+		pthread_mutex_unlock(&sp->lock);
+		sched_yield();
+		pthread_mutex_lock(&sp->lock);
+	}
+}
+
+static void *ksmd(void *arg)
+{
+	struct samepage *sp = arg;
+
+	pthread_mutex_lock(&sp->lock);
+	sp->adv.cpu_ns = prim_thread_cpu_ns();
+	while (!sp->stopping) {
+		if (KNOB(sp, run) == 1 && sp->nregions) {
+			ksm_do_scan(sp, KNOB(sp, pages_to_scan));
+			if (sp->stopping)
+				break;
+			uint64_t ms = KNOB(sp, sleep_millisecs);
+			if (ms) {
+				struct timespec ts;
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_sec += (time_t)(ms / 1000);
+				ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+				if (ts.tv_nsec >= 1000000000L) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000L;
+				}
+				pthread_cond_timedwait(&sp->wake, &sp->lock, &ts);
+			}
+		} else {
+			pthread_cond_wait(&sp->wake, &sp->lock);
+		}
+	}
+	pthread_mutex_unlock(&sp->lock);
+	return NULL;
+}
+
+int ksmd_start(struct samepage *sp)
+{
+	int err = pthread_create(&sp->thread, NULL, ksmd, sp);
+	if (err)
+		return -err;
+	pthread_setname_np(sp->thread, "samepage-ksmd");
+	sp->thread_started = true;
+	return 0;
+}
+
+void ksmd_stop(struct samepage *sp)
+{
+	if (!sp->thread_started)
+		return;
+	pthread_mutex_lock(&sp->lock);
+	sp->stopping = true;
+	pthread_cond_broadcast(&sp->wake);
+	pthread_mutex_unlock(&sp->lock);
+	pthread_join(sp->thread, NULL);
+	sp->thread_started = false;
+}

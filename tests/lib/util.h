@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util.h - helpers for libsamepage's tests: waiting for full scans (the
+ * kernel selftests' convergence rule) and reading memory from outside the
+ * engine (/proc/self/smaps_rollup, /proc/meminfo).
+ */
+#ifndef SAMEPAGE_TEST_UTIL_H
+#define SAMEPAGE_TEST_UTIL_H
+
+#include "check.h"
+
+#include <samepage.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PG 4096UL
+
+static inline long long rd(samepage_t *sp, const char *name)
+{
+	long long v = -1;
+	int err = samepage_read_number(sp, name, &v);
+	if (err) {
+		fprintf(stderr, "samepage_read_number(%s): %s\n", name, samepage_strerror(err));
+		exit(1);
+	}
+	return v;
+}
+
+static inline void wr(samepage_t *sp, const char *name, const char *value)
+{
+	int err = samepage_write(sp, name, value);
+	if (err) {
+		fprintf(stderr, "samepage_write(%s, %s): %s\n", name, value, samepage_strerror(err));
+		exit(1);
+	}
+}
+
+/* Waits until full_scans has grown by n; a generous time limit only stops
+ * a hung test (it is not a timing assertion). */
+static inline int wait_scans(samepage_t *sp, long long n)
+{
+	long long start = rd(sp, "full_scans");
+	for (int i = 0; i < 120000; i++) {
+		if (rd(sp, "full_scans") >= start + n)
+			return 0;
+		usleep(1000);
+	}
+	fprintf(stderr, "timed out waiting for %lld full scans\n", n);
+	return -1;
+}
+
+/* A field of a /proc file, in kB. */
+static inline long long proc_kb(const char *path, const char *field)
+{
+	char line[256];
+	long long v = -1;
+	size_t n = strlen(field);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n) && line[n] == ':') {
+			v = atoll(line + n + 1);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* This process's private anonymous memory, as the kernel counts it. */
+static inline long long anon_kb(void)
+{
+	return proc_kb("/proc/self/smaps_rollup", "Anonymous");
+}
+
+static inline void *map_pages(size_t n)
+{
+	void *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	madvise(p, n * PG, MADV_NOHUGEPAGE);
+	return p;
+}
+
+static inline samepage_t *open_fast(void)
+{
+	samepage_t *sp;
+	int err = samepage_open(&sp);
+	if (err) {
+		fprintf(stderr, "samepage_open: %s\n", samepage_strerror(err));
+		exit(1);
+	}
+	wr(sp, "pages_to_scan", "100000");
+	wr(sp, "sleep_millisecs", "0");
+	return sp;
+}
+
+/* The kernel selftest's oracle (ksm_tests.c assert_ksm_pages_count). */
+static inline void check_ksm_pages_count(samepage_t *sp, long long n)
+{
+	long long mps = rd(sp, "max_page_sharing"), shared = rd(sp, "pages_shared"),
+		  sharing = rd(sp, "pages_sharing");
+	if (n % mps == 0 || n % mps == 1) {
+		CHECK_EQ_INT(shared, n / mps);
+		CHECK_EQ_INT(sharing, (n / mps) * (mps - 1));
+	} else {
+		CHECK_EQ_INT(shared, n / mps + 1);
+		CHECK_EQ_INT(sharing, n - (n / mps + 1));
+	}
+}
+
+#endif
