@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * backend.h - where ksmctl's verbs get and put KSM state.
+ *
+ * Every verb works on a struct ksm_backend and never on paths, so the same
+ * verbs can drive the kernel's KSM (backend-kernel.c: /sys/kernel/mm/ksm and
+ * /proc) now and samepaged's later.  A back-end speaks the kernel's names
+ * and text formats of include/samepage.h's knob table: read("run") gives
+ * "1", write("run", "2") unmerges.  The ops are deliberately few; verbs
+ * derive everything else (ratios, savings, ordering rules) from them.
+ */
+#ifndef KSMCTL_BACKEND_H
+#define KSMCTL_BACKEND_H
+
+#include <stddef.h>
+
+/* One process's KSM accounting.  -1 means "this kernel does not report it". */
+struct ksm_process {
+	int pid;
+	char comm[64];
+	char cgroup[512];	  /* cgroup v2 path ("/system.slice/x.service"), "" unknown */
+	long long rmap_items;	  /* ksm_stat ksm_rmap_items (6.1+) */
+	long long zero_pages;	  /* ksm_stat ksm_zero_pages (6.5+) */
+	long long merging_pages;  /* ksm_merging_pages (5.19+) */
+	long long profit;	  /* ksm_stat ksm_process_profit, bytes (6.4+); LLONG_MIN unknown */
+	int merge_any;		  /* ksm_stat ksm_merge_any: 1 yes, 0 no (6.15+) */
+	int mergeable;		  /* ksm_stat ksm_mergeable: 1 yes, 0 no (6.15+) */
+	long long ksm_kb;	  /* smaps_rollup "KSM:" (6.6+) */
+	long long rss_kb;	  /* smaps_rollup "Rss:" */
+};
+
+typedef int (*ksm_name_fn)(const char *name, void *arg);
+typedef int (*ksm_process_fn)(const struct ksm_process *p, void *arg);
+
+struct ksm_backend {
+	const char *name;  /* "kernel" */
+	const char *where; /* for messages: "/sys/kernel/mm/ksm" */
+
+	/* 0 if KSM is there at all, else -ENOENT (or another -errno). */
+	int (*available)(const struct ksm_backend *be);
+	/* Calls fn for every knob and counter file this back-end has, in no
+	 * particular order; stops and returns fn's value when it is non-zero. */
+	int (*list)(const struct ksm_backend *be, ksm_name_fn fn, void *arg);
+	/* The value as printed, without the newline: 0, -ENOENT (no such file
+	 * on this kernel), -ERANGE (buf too small) or another -errno. */
+	int (*read)(const struct ksm_backend *be, const char *name, char *buf, size_t len);
+	/* Writes one value: 0 or the kernel's -errno (-EINVAL, -EBUSY, -EACCES). */
+	int (*write)(const struct ksm_backend *be, const char *name, const char *value);
+	/* Whether write() could be allowed, without writing: 0, -EACCES, -EROFS. */
+	int (*writable)(const struct ksm_backend *be, const char *name);
+	/* Calls fn for every process the back-end accounts for; stops on
+	 * fn's non-zero value and returns it. */
+	int (*for_each_process)(const struct ksm_backend *be, ksm_process_fn fn, void *arg);
+
+	const void *priv;
+};
+
+/* The kernel's KSM under sys_root (normally "/sys") and proc_root ("/proc"). */
+const struct ksm_backend *backend_kernel(const char *sys_root, const char *proc_root);
+
+#endif

@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check.c - `ksmctl check`: is KSM supported (CONFIG_KSM, the sysfs
+ * directory, prctl(PR_SET_MEMORY_MERGE)), which knobs this kernel has and
+ * which known ones it lacks, is ksmd running, and can this user change it.
+ * Exit 0: supported; 1: not supported; 2: error.
+ */
+#include "ksmctl.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json.h"
+
+const char usage_check[] = "check [--json]\n"
+			   "\n"
+			   "Says whether this kernel supports KSM (CONFIG_KSM, /sys/kernel/mm/ksm,\n"
+			   "prctl(PR_SET_MEMORY_MERGE)), which knobs it has, whether ksmd runs and\n"
+			   "whether this user can change it.  Exit 0 supported, 1 not, 2 error.\n";
+
+enum knob_state { PRESENT, MISSING, LATER };
+
+static enum knob_state knob_state(const struct samepage_knob *k, const char *release)
+{
+	if (knob_present(k->name))
+		return PRESENT;
+	return version_cmp(release, k->since) >= 0 ? MISSING : LATER;
+}
+
+/* Why a file expected for this version may be missing. */
+static const char *missing_why(const struct samepage_knob *k)
+{
+	if (strcmp(k->name, "merge_across_nodes") == 0)
+		return "needs CONFIG_NUMA";
+	return "not built in, or a patched kernel";
+}
+
+static const char *can_change(char *why, size_t len)
+{
+	int err = opt.be->writable(opt.be, "run");
+
+	if (!err)
+		return "yes";
+	if (err == -EROFS)
+		snprintf(why, len, "no: sysfs is read-only (a container?)");
+	else if (err == -EACCES || err == -EPERM)
+		snprintf(why, len, "no: writing needs root");
+	else
+		snprintf(why, len, "no: %s", strerror(-err));
+	return why;
+}
+
+static void knob_list_text(const char *label, enum knob_state want, const char *release)
+{
+	int n = 0;
+
+	printf("  %-18s", label);
+	for (int i = 0; i < samepage_knob_count(); i++) {
+		const struct samepage_knob *k = samepage_knob_at(i);
+		if (k->kind > SAMEPAGE_KNOB_COUNTER || knob_state(k, release) != want)
+			continue;
+		if (n && n % 3 == 0)
+			printf("\n  %-18s", "");
+		if (want == PRESENT)
+			printf(" %s", k->name);
+		else if (want == LATER)
+			printf(" %s (%s)", k->name, k->since);
+		else
+			printf(" %s (%s, %s)", k->name, k->since, missing_why(k));
+		n++;
+	}
+	printf("%s\n", n ? "" : " none");
+}
+
+static void knob_list_json(struct json *j, const char *key, enum knob_state want,
+			   const char *release)
+{
+	json_array_begin(j, key);
+	for (int i = 0; i < samepage_knob_count(); i++) {
+		const struct samepage_knob *k = samepage_knob_at(i);
+		if (k->kind <= SAMEPAGE_KNOB_COUNTER && knob_state(k, release) == want)
+			json_string(j, NULL, k->name);
+	}
+	json_array_end(j);
+}
+
+int cmd_check(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	char release[128] = "unknown", src[512], why[128];
+	const char *prctl_how, *change;
+	bool json = false, sysfs;
+	int c, kconfig, prctl_ok;
+	long long run;
+
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (c != 'j')
+			return verb_usage(usage_check, KSMCTL_USAGE);
+		json = true;
+	}
+	if (optind < argc)
+		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "check takes no arguments",
+				   "check: unexpected argument");
+	host_release(release, sizeof(release));
+	kconfig = host_kconfig_ksm(src, sizeof(src));
+	sysfs = opt.be->available(opt.be) == 0;
+	prctl_ok = host_prctl_merge(release, &prctl_how);
+	run = knob_or("run", -1);
+	change = sysfs ? can_change(why, sizeof(why)) : "no: KSM is absent";
+
+	if (json) {
+		struct json j;
+		json_init(&j, stdout);
+		json_object_begin(&j, NULL);
+		json_bool(&j, "supported", sysfs);
+		json_string(&j, "kernel", release);
+		if (kconfig < 0)
+			json_null(&j, "config_ksm");
+		else
+			json_bool(&j, "config_ksm", kconfig);
+		json_string(&j, "config_source", src);
+		json_string(&j, "sysfs", opt.be->where);
+		json_bool(&j, "sysfs_present", sysfs);
+		json_bool(&j, "prctl_merge", prctl_ok);
+		json_bool(&j, "prctl_kept_across_exec", prctl_ok && version_cmp(release, "6.7") >= 0);
+		json_bool(&j, "running", run == 1);
+		json_int(&j, "run", run);
+		json_bool(&j, "can_change", strcmp(change, "yes") == 0);
+		json_string(&j, "can_change_detail", change);
+		knob_list_json(&j, "knobs_present", PRESENT, release);
+		knob_list_json(&j, "knobs_missing", MISSING, release);
+		knob_list_json(&j, "knobs_added_later", LATER, release);
+		json_object_end(&j);
+		return sysfs ? KSMCTL_OK : KSMCTL_NO;
+	}
+	printf("KSM on Linux %s\n", release);
+	printf("  %-18s %s (%s)\n", "CONFIG_KSM", kconfig < 0 ? "unknown" : kconfig ? "y" : "not set",
+	       src);
+	printf("  %-18s %s (%s)\n", "sysfs interface", sysfs ? "yes" : "no", opt.be->where);
+	printf("  %-18s %s (%s)\n", "prctl opt-in",
+	       !prctl_ok ? "no (needs 6.4): use madvise(MADV_MERGEABLE)"
+	       : version_cmp(release, "6.7") >= 0 ? "yes, kept across exec"
+						 : "yes, but lost at exec (needs 6.7)",
+	       prctl_how);
+	if (sysfs) {
+		printf("  %-18s %s\n", "running",
+		       run == 1 ? "yes (run = 1)"
+		       : run == 2 ? "no (run = 2, unmerged): ksmctl start"
+				  : "no (run = 0): ksmctl start");
+		printf("  %-18s %s\n", "can change it", change);
+		knob_list_text("knobs present", PRESENT, release);
+		knob_list_text("knobs missing", MISSING, release);
+		knob_list_text("added later", LATER, release);
+		printf("KSM is supported.\n");
+		return KSMCTL_OK;
+	}
+	printf("KSM is not supported: %s\n",
+	       kconfig == 0 ? "the kernel was built without CONFIG_KSM; rebuild with "
+			      "CONFIG_KSM=y, or use libsamepage/samepaged (user space)"
+			    : "no /sys/kernel/mm/ksm (CONFIG_KSM off, or /sys not mounted)");
+	return KSMCTL_NO;
+}

@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: MIT
+/*
+ * doctor.c - `ksmctl doctor`: "why isn't it merging?"
+ *
+ * Gathers the facts once (knobs, counters, per-process accounting, host),
+ * then runs a table of checks.  Each check that fires gives a finding with
+ * its severity, the evidence (the numbers it saw) and the fix.  The order
+ * of the table is the order a person should fix things in.
+ */
+#include "ksmctl.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json.h"
+
+const char usage_doctor[] = "doctor [--json]\n"
+			    "\n"
+			    "Explains why KSM is not merging, or not merging well: each finding with\n"
+			    "its evidence and the fix.  Exit 0 if nothing is wrong, 1 if a finding is a\n"
+			    "warning or an error.\n";
+
+enum severity { NONE, INFO, WARN, ERROR };
+static const char *const severity_name[] = {"none", "info", "warning", "error"};
+
+struct facts {
+	struct ksm_derived d;
+	bool ksm;
+	int writable; /* 0 or -errno for run */
+	long long run, full_scans, max_sharing, chains, skipped, scanned, smart, advisor;
+	long long pages_to_scan, target, max_cpu, across_nodes;
+	int numa_nodes;
+	char thp[32], release[128], kconfig_src[512];
+	int kconfig;
+	struct proc_list procs;
+	bool procs_ok;
+};
+
+struct finding {
+	const char *id;
+	char summary[200], evidence[1024], fix[400];
+};
+
+typedef enum severity (*check_fn)(const struct facts *f, struct finding *out);
+
+#define SAY(field, ...) snprintf(out->field, sizeof(out->field), __VA_ARGS__)
+
+static enum severity no_ksm(const struct facts *f, struct finding *out)
+{
+	if (f->ksm)
+		return NONE;
+	SAY(summary, "this kernel has no KSM");
+	SAY(evidence, "%s does not exist; CONFIG_KSM: %s (%s)", opt.be->where,
+	    f->kconfig < 0 ? "unknown" : f->kconfig ? "y" : "not set", f->kconfig_src);
+	SAY(fix, "use a kernel built with CONFIG_KSM=y (and /sys mounted), or libsamepage/samepaged "
+		 "to merge in user space");
+	return ERROR;
+}
+
+static enum severity not_running(const struct facts *f, struct finding *out)
+{
+	if (f->run == 1)
+		return NONE;
+	SAY(summary, "ksmd is not running");
+	SAY(evidence, "run = %lld", f->run);
+	SAY(fix, "ksmctl start; to keep it across reboots, put \"run = 1\" in /etc/ksm.conf and "
+		 "run ksmctl install-service");
+	return ERROR;
+}
+
+static enum severity read_only(const struct facts *f, struct finding *out)
+{
+	if (f->writable == 0)
+		return NONE;
+	if (f->writable == -EROFS) {
+		SAY(summary, "sysfs is read-only here (a container?)");
+		SAY(evidence, "%s/run is on a read-only mount", opt.be->where);
+		SAY(fix, "change KSM from the host, or give the container a writable /sys");
+		return WARN;
+	}
+	SAY(summary, "this user cannot change KSM");
+	SAY(evidence, "writing %s/run: %s", opt.be->where, strerror(-f->writable));
+	SAY(fix, "run the fixes below as root");
+	return INFO;
+}
+
+static enum severity nothing_mergeable(const struct facts *f, struct finding *out)
+{
+	int active = f->procs_ok ? f->procs.n : -1;
+
+	if (active > 0 || (active < 0 && f->d.rmap_items > 0) || (!f->procs.accounted && f->d.rmap_items > 0))
+		return NONE;
+	SAY(summary, "no process has mergeable memory");
+	if (f->procs.accounted)
+		SAY(evidence, "no /proc/PID/ksm_stat shows tracked or merged pages; rmap_items %lld",
+		    f->d.rmap_items);
+	else
+		SAY(evidence, "pages_shared + pages_sharing + pages_unshared + pages_volatile = %lld",
+		    f->d.rmap_items);
+	SAY(fix, "opt programs in: ksmctl run -- PROGRAM, systemd MemoryKSM=yes, QEMU "
+		 "-machine mem-merge=on, or madvise(MADV_MERGEABLE) in the program");
+	return WARN;
+}
+
+static enum severity first_scan(const struct facts *f, struct finding *out)
+{
+	if (f->run != 1 || f->full_scans >= 2 || f->d.sharing > 0)
+		return NONE;
+	SAY(summary, "ksmd has not finished two full scans yet");
+	SAY(evidence, "full_scans = %lld; a page merges on its second visit at the earliest",
+	    f->full_scans);
+	SAY(fix, "wait: ksmctl wait --scans 2");
+	return INFO;
+}
+
+static enum severity mostly_volatile(const struct facts *f, struct finding *out)
+{
+	if (f->d.rmap_items < 100 || !(f->d.volatile_fraction > 0.5))
+		return NONE;
+	SAY(summary, "most tracked pages change too fast to merge");
+	SAY(evidence, "pages_volatile %lld of %lld tracked (%.0f%%)", f->d.volatile_pages,
+	    f->d.rmap_items, 100 * f->d.volatile_fraction);
+	SAY(fix, "mark only long-lived, read-mostly memory mergeable (madvise ranges instead of "
+		 "the whole process)");
+	return WARN;
+}
+
+static enum severity wasted_effort(const struct facts *f, struct finding *out)
+{
+	if (f->d.unshared < 1000 || f->d.unshared <= 10 * f->d.sharing)
+		return NONE;
+	SAY(summary, "most scanned pages are unique: wasted effort");
+	SAY(evidence, "pages_unshared %lld vs pages_sharing %lld", f->d.unshared, f->d.sharing);
+	SAY(fix, "opt in only workloads with duplicate memory (see ksmctl top); a slower scan "
+		 "(sleep_millisecs) costs less CPU");
+	return WARN;
+}
+
+static enum severity capped(const struct facts *f, struct finding *out)
+{
+	bool at_cap = f->max_sharing > 1 && f->d.sharing_ratio >= (double)f->max_sharing - 1.5;
+
+	if (f->chains <= 0 && !at_cap)
+		return NONE;
+	SAY(summary, "sharing is capped by max_page_sharing");
+	SAY(evidence, "max_page_sharing %lld, stable_node_chains %lld, pages_sharing/pages_shared %.1f",
+	    f->max_sharing, f->chains, f->d.sharing_ratio);
+	SAY(fix, "raise it: ksmctl set --unmerge max_page_sharing=N (longer rmap walks on "
+		 "swap, compaction and migration)");
+	return INFO;
+}
+
+static enum severity smart_skipping(const struct facts *f, struct finding *out)
+{
+	if (f->smart != 1 || f->scanned <= 0 || f->skipped * 2 < f->scanned)
+		return NONE;
+	SAY(summary, "smart scan skips most pages");
+	SAY(evidence, "pages_skipped %lld, pages_scanned %lld (smart_scan = 1)", f->skipped,
+	    f->scanned);
+	SAY(fix, "expected for pages that never merged; ksmctl set smart_scan=0 re-checks them on "
+		 "every scan, at more CPU");
+	return INFO;
+}
+
+static enum severity advisor(const struct facts *f, struct finding *out)
+{
+	if (f->advisor != 1)
+		return NONE;
+	SAY(summary, "the scan-time advisor sets pages_to_scan");
+	SAY(evidence, "advisor_mode scan-time, pages_to_scan %lld, advisor_target_scan_time %lld s, "
+		      "advisor_max_cpu %lld%%",
+	    f->pages_to_scan, f->target, f->max_cpu);
+	SAY(fix, "tune advisor_target_scan_time or advisor_max_cpu; pages_to_scan cannot be set "
+		 "until advisor_mode=none");
+	return INFO;
+}
+
+static enum severity slow_scan(const struct facts *f, struct finding *out)
+{
+	if (f->advisor == 1 || !(f->d.full_scan_seconds > 600))
+		return NONE;
+	SAY(summary, "a full scan takes a long time: merging is slow");
+	SAY(evidence, "%lld tracked pages at %.0f pages/s: about %.0f s per full scan",
+	    f->d.rmap_items, f->d.scan_rate, f->d.full_scan_seconds);
+	SAY(fix, "raise pages_to_scan or lower sleep_millisecs, or let the kernel tune it: "
+		 "ksmctl set advisor_mode=scan-time");
+	return WARN;
+}
+
+static enum severity negative_profit(const struct facts *f, struct finding *out)
+{
+	if (!f->d.has_profit || f->d.general_profit >= 0 || f->d.rmap_items == 0)
+		return NONE;
+	SAY(summary, "KSM costs more metadata than it saves");
+	SAY(evidence, "general_profit %lld bytes", f->d.general_profit);
+	SAY(fix, "opt out processes with negative profit (ksmctl top)");
+	return WARN;
+}
+
+static enum severity thp(const struct facts *f, struct finding *out)
+{
+	if (strcmp(f->thp, "always"))
+		return NONE;
+	SAY(summary, "transparent huge pages are always on");
+	SAY(evidence, "transparent_hugepage/enabled = always");
+	SAY(fix, "KSM merges a huge page only after splitting it, and the split needs a match "
+		 "first; set THP to madvise, or MADV_NOHUGEPAGE the mergeable memory");
+	return INFO;
+}
+
+static enum severity numa(const struct facts *f, struct finding *out)
+{
+	if (f->numa_nodes < 2 || f->across_nodes != 0)
+		return NONE;
+	SAY(summary, "pages merge only within a NUMA node");
+	SAY(evidence, "%d NUMA nodes, merge_across_nodes = 0", f->numa_nodes);
+	SAY(fix, "ksmctl set --unmerge merge_across_nodes=1 merges more, at the cost of remote "
+		 "accesses");
+	return INFO;
+}
+
+static const struct {
+	const char *id;
+	check_fn fn;
+} checks[] = {
+	{"no-ksm", no_ksm},
+	{"not-running", not_running},
+	{"read-only", read_only},
+	{"nothing-mergeable", nothing_mergeable},
+	{"first-scan", first_scan},
+	{"mostly-volatile", mostly_volatile},
+	{"wasted-effort", wasted_effort},
+	{"negative-profit", negative_profit},
+	{"slow-scan", slow_scan},
+	{"capped", capped},
+	{"smart-scan", smart_skipping},
+	{"advisor", advisor},
+	{"thp", thp},
+	{"numa", numa},
+};
+
+static void gather(struct facts *f)
+{
+	memset(f, 0, sizeof(*f));
+	host_release(f->release, sizeof(f->release));
+	f->kconfig = host_kconfig_ksm(f->kconfig_src, sizeof(f->kconfig_src));
+	f->ksm = opt.be->available(opt.be) == 0;
+	if (!f->ksm)
+		return;
+	ksm_derive(&f->d);
+	f->writable = opt.be->writable(opt.be, "run");
+	f->run = knob_or("run", -1);
+	f->full_scans = knob_or("full_scans", 0);
+	f->max_sharing = knob_or("max_page_sharing", 0);
+	f->chains = knob_or("stable_node_chains", 0);
+	f->skipped = knob_or("pages_skipped", 0);
+	f->scanned = knob_or("pages_scanned", 0);
+	f->smart = knob_or("smart_scan", 0);
+	f->advisor = knob_or("advisor_mode", 0);
+	f->pages_to_scan = knob_or("pages_to_scan", 0);
+	f->target = knob_or("advisor_target_scan_time", 0);
+	f->max_cpu = knob_or("advisor_max_cpu", 0);
+	f->across_nodes = knob_or("merge_across_nodes", 1);
+	f->numa_nodes = host_numa_nodes();
+	if (host_thp(f->thp, sizeof(f->thp)))
+		f->thp[0] = '\0';
+	f->procs_ok = proc_list_collect(&f->procs) == 0 && f->procs.accounted;
+}
+
+int cmd_doctor(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	struct facts f;
+	struct json j;
+	bool json = false;
+	int c, worst = NONE, n = 0;
+
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (c != 'j')
+			return verb_usage(usage_doctor, KSMCTL_USAGE);
+		json = true;
+	}
+	if (optind < argc)
+		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "doctor takes no arguments",
+				   "doctor: unexpected argument");
+	gather(&f);
+	if (json) {
+		json_init(&j, stdout);
+		json_object_begin(&j, NULL);
+		json_string(&j, "kernel", f.release);
+		json_array_begin(&j, "findings");
+	} else {
+		printf("KSM doctor, Linux %s\n", f.release);
+	}
+	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++) {
+		struct finding out = {.id = checks[i].id};
+		enum severity s = checks[i].fn(&f, &out);
+
+		if (s == NONE)
+			continue;
+		n++;
+		worst = (int)s > worst ? (int)s : worst;
+		if (json) {
+			json_object_begin(&j, NULL);
+			json_string(&j, "id", out.id);
+			json_string(&j, "severity", severity_name[s]);
+			json_string(&j, "summary", out.summary);
+			json_string(&j, "evidence", out.evidence);
+			json_string(&j, "fix", out.fix);
+			json_object_end(&j);
+		} else {
+			printf("\n[%s] %s (%s)\n  evidence: %s\n  fix: %s\n", severity_name[s],
+			       out.summary, out.id, out.evidence, out.fix);
+		}
+		if (!f.ksm)
+			break; /* nothing else can be checked */
+	}
+	if (json) {
+		json_array_end(&j);
+		json_bool(&j, "ok", worst < WARN);
+		json_object_end(&j);
+	} else if (worst < WARN) {
+		char a[32];
+		printf("\nNo problems found: KSM saves %s.\n", fmt_bytes(a, sizeof(a), f.d.saved_bytes));
+	}
+	proc_list_free(&f.procs);
+	return worst >= WARN ? KSMCTL_NO : KSMCTL_OK;
+}

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: MIT
+/*
+ * json.c - the streaming JSON writer (see json.h).
+ */
+#include "json.h"
+
+#include <math.h>
+
+void json_init(struct json *j, FILE *f)
+{
+	j->f = f;
+	j->depth = 0;
+	j->need_comma[0] = false;
+}
+
+static void put_string(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p == '\n')
+			fputs("\\n", f);
+		else if (*p == '\t')
+			fputs("\\t", f);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+/* Writes the separator, indentation and key that precede every value. */
+static void prefix(struct json *j, const char *key)
+{
+	if (j->need_comma[j->depth])
+		fputc(',', j->f);
+	if (j->depth)
+		fprintf(j->f, "\n%*s", 2 * j->depth, "");
+	j->need_comma[j->depth] = true;
+	if (key) {
+		put_string(j->f, key);
+		fputs(": ", j->f);
+	}
+}
+
+static void open_(struct json *j, const char *key, char c)
+{
+	prefix(j, key);
+	fputc(c, j->f);
+	if (j->depth + 1 < JSON_MAX_DEPTH)
+		j->depth++;
+	j->need_comma[j->depth] = false;
+}
+
+static void close_(struct json *j, char c)
+{
+	bool empty = !j->need_comma[j->depth];
+
+	if (j->depth)
+		j->depth--;
+	if (!empty)
+		fprintf(j->f, "\n%*s", 2 * j->depth, "");
+	fputc(c, j->f);
+	if (!j->depth)
+		fputc('\n', j->f);
+}
+
+void json_object_begin(struct json *j, const char *key)
+{
+	open_(j, key, '{');
+}
+
+void json_object_end(struct json *j)
+{
+	close_(j, '}');
+}
+
+void json_array_begin(struct json *j, const char *key)
+{
+	open_(j, key, '[');
+}
+
+void json_array_end(struct json *j)
+{
+	close_(j, ']');
+}
+
+void json_string(struct json *j, const char *key, const char *value)
+{
+	prefix(j, key);
+	if (value)
+		put_string(j->f, value);
+	else
+		fputs("null", j->f);
+}
+
+void json_int(struct json *j, const char *key, long long value)
+{
+	prefix(j, key);
+	fprintf(j->f, "%lld", value);
+}
+
+void json_double(struct json *j, const char *key, double value)
+{
+	prefix(j, key);
+	if (isfinite(value))
+		fprintf(j->f, "%.6g", value);
+	else
+		fputs("null", j->f);
+}
+
+void json_bool(struct json *j, const char *key, bool value)
+{
+	prefix(j, key);
+	fputs(value ? "true" : "false", j->f);
+}
+
+void json_null(struct json *j, const char *key)
+{
+	prefix(j, key);
+	fputs("null", j->f);
+}

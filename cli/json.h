@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * json.h - a small streaming JSON writer for ksmctl's --json output.
+ *
+ * Values are written in order as they are produced; the writer tracks only
+ * the nesting and whether a comma is due, so output needs no memory beyond
+ * one struct.  Every value call takes a key: the member name inside an
+ * object, NULL inside an array or at the top.  Output is indented by two
+ * spaces, one member per line, and ends with a newline.  Non-finite numbers
+ * are written as null, which JSON requires.  The API is stable: `ksmctl
+ * estimate` uses it too.
+ */
+#ifndef KSMCTL_JSON_H
+#define KSMCTL_JSON_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#define JSON_MAX_DEPTH 16
+
+struct json {
+	FILE *f;
+	int depth;
+	bool need_comma[JSON_MAX_DEPTH];
+};
+
+void json_init(struct json *j, FILE *f);
+void json_object_begin(struct json *j, const char *key);
+void json_object_end(struct json *j);
+void json_array_begin(struct json *j, const char *key);
+void json_array_end(struct json *j);
+void json_string(struct json *j, const char *key, const char *value); /* NULL: null */
+void json_int(struct json *j, const char *key, long long value);
+void json_double(struct json *j, const char *key, double value);
+void json_bool(struct json *j, const char *key, bool value);
+void json_null(struct json *j, const char *key);
+
+#endif

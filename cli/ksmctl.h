@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ksmctl.h - what ksmctl's verbs share: the global options, the verb entry
+ * points and the helpers that read knobs through the back-end.
+ */
+#ifndef KSMCTL_H
+#define KSMCTL_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "samepage.h"
+#include "backend.h"
+#include "util.h"
+
+/* Global options, set by main() before a verb runs. */
+struct ksmctl_options {
+	const struct ksm_backend *be;
+	const char *sys_root;  /* --sysfs-root, "/sys" */
+	const char *proc_root; /* --proc-root, "/proc" */
+	const char *boot_root; /* --boot-root, "/boot" */
+	bool live;	       /* the roots are this machine's, so probing it is meaningful */
+};
+extern struct ksmctl_options opt;
+
+/* A verb: argv[0] is the verb's name; returns the exit status. */
+struct verb {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *usage; /* printed by --help: synopsis line(s), then options */
+	const char *summary;
+};
+
+#define VERB(n) \
+	int cmd_##n(int argc, char **argv); \
+	extern const char usage_##n[]
+VERB(check);
+VERB(status);
+VERB(set);
+VERB(start);
+VERB(stop);
+VERB(unmerge);
+VERB(apply);
+VERB(install_service);
+VERB(run);
+VERB(top);
+VERB(doctor);
+VERB(wait);
+#undef VERB
+
+/* Reads a knob as a number through opt.be: 0, -ENOENT (absent), -EINVAL.
+ * advisor_mode reads 0 for none and 1 for scan-time. */
+int knob_number(const char *name, long long *out);
+/* Like knob_number, but absent or unreadable knobs give def. */
+long long knob_or(const char *name, long long def);
+/* The value of a mode read "[none] scan-time": copies "none" to buf. */
+void knob_selected(const char *text, char *buf, size_t len);
+/* True if the back-end has the knob or counter. */
+bool knob_present(const char *name);
+/* Handles "--help"/"-h" for verbs that use getopt_long: prints usage. */
+int verb_usage(const char *usage, int status);
+
+/* What a person wants to know, derived from the counters (status.c).
+ * Unknown values are NAN (or -1 for counts). */
+struct ksm_derived {
+	long long shared, sharing, unshared, volatile_pages, zero_pages, rmap_items;
+	long long general_profit; /* -1 and has_profit false before 6.4 */
+	bool has_profit;
+	double saved_bytes;	  /* (pages_sharing + ksm_zero_pages) * page size */
+	double sharing_ratio;	  /* pages_sharing / pages_shared */
+	double unshared_ratio;	  /* pages_unshared / pages_sharing: wasted effort */
+	double volatile_fraction; /* pages_volatile / rmap_items */
+	double unmerge_cost_bytes; /* memory needed if every merged page were unmerged */
+	double mem_available_bytes;
+	double ksmd_cpu_seconds;  /* ksmd's CPU time so far */
+	double ksmd_cpu_percent;  /* average over ksmd's life */
+	double scan_rate;	  /* pages per second at most: pages_to_scan per sleep */
+	double full_scan_seconds; /* rmap_items / scan_rate, or the advisor's target */
+};
+void ksm_derive(struct ksm_derived *d);
+
+/* Processes with KSM activity (top.c), sorted by pid. */
+struct proc_list {
+	struct ksm_process *p;
+	int n;
+	bool accounted; /* the kernel has per-process KSM files at all */
+};
+int proc_list_collect(struct proc_list *l);
+void proc_list_free(struct proc_list *l);
+/* Bytes this process saves: ksm_process_profit, or merging pages x page size. */
+double process_saved(const struct ksm_process *p);
+
+/* Host facts (host.c), from opt's roots. */
+int host_release(char *buf, size_t len);       /* "6.18.44-fc": 0 or -errno */
+long long host_meminfo_kb(const char *key);    /* "MemAvailable" -> kB, or -1 */
+int host_kconfig_ksm(char *src, size_t len);   /* 1 y, 0 not set, -1 unknown; src: where */
+int host_ksmd_cpu(double *cpu_s, double *alive_s); /* ksmd's CPU seconds and age: 0/-errno */
+int host_prctl_merge(const char *release, const char **how); /* 1 yes, 0 no */
+int host_numa_nodes(void);		       /* online NUMA nodes, 1 if unknown */
+int host_thp(char *buf, size_t len);	       /* selected THP mode: 0/-errno */
+long page_size(void);
+
+#endif

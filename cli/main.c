@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: MIT
+/*
+ * main.c - ksmctl: check, enable, tune, persist and observe the kernel's
+ * Kernel Samepage Merging (KSM).
+ *
+ * This file parses the global options (the back-end and the roots of the
+ * recorded trees that tests use), then hands argv to one verb from the
+ * table below.  The verbs live in one file each; ksmctl(1) documents them
+ * and the exit statuses of util.h.
+ */
+#include "ksmctl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#if defined(__has_include)
+#if __has_include("estimate.h")
+#include "estimate.h"
+#define HAVE_ESTIMATE 1
+#endif
+#endif
+
+struct ksmctl_options opt = {
+	.sys_root = "/sys",
+	.proc_root = "/proc",
+	.boot_root = "/boot",
+	.live = true,
+};
+
+#define V(n, s) {#n, cmd_##n, usage_##n, s}
+static const struct verb verbs[] = {
+	V(check, "is KSM supported, running, and can this user change it"),
+	V(status, "every knob and counter, savings, cost and scan speed"),
+	V(set, "validate and write knobs, all or nothing"),
+	V(start, "start ksmd (run=1)"),
+	V(stop, "stop ksmd, keep merged pages (run=0)"),
+	V(unmerge, "stop ksmd and unmerge every page (run=2)"),
+	V(apply, "apply a declarative file of knobs (default /etc/ksm.conf)"),
+	{"install-service", cmd_install_service, usage_install_service,
+	 "install and enable a systemd unit that applies /etc/ksm.conf at boot"},
+	V(run, "run a program with its memory mergeable"),
+	V(top, "KSM savings per process or per cgroup"),
+	V(doctor, "explain why KSM is not merging, with the fix"),
+	V(wait, "wait for N full scans, or until merging converged"),
+#ifdef HAVE_ESTIMATE
+	{"estimate", ksmctl_estimate, NULL, "estimate what KSM would save, before enabling it"},
+#endif
+};
+#undef V
+#define NVERBS (sizeof(verbs) / sizeof(verbs[0]))
+
+static const char global_usage[] =
+	"usage: ksmctl [GLOBAL OPTIONS] VERB [ARGS...]\n"
+	"\n"
+	"Global options:\n"
+	"  --sysfs-root DIR  read KSM from DIR/kernel/mm/ksm instead of /sys (recorded trees)\n"
+	"  --proc-root DIR   read processes and meminfo from DIR instead of /proc\n"
+	"  --boot-root DIR   read the kernel config from DIR instead of /boot\n"
+	"  --user            use samepaged (user-space KSM) instead of the kernel\n"
+	"  --version         print the version\n"
+	"  -h, --help        this help; VERB --help describes a verb\n"
+	"\n"
+	"Verbs:\n";
+
+static int print_global_usage(FILE *f, int status)
+{
+	fputs(global_usage, f);
+	for (size_t i = 0; i < NVERBS; i++)
+		fprintf(f, "  %-16s %s\n", verbs[i].name, verbs[i].summary);
+	fputs("\nExit status: 0 ok, 1 no (not supported, not converged, problems found),\n"
+	      "2 usage or input error, 3 permission, 4 timeout, 5 refused by the kernel.\n"
+	      "See ksmctl(1).\n",
+	      f);
+	return status;
+}
+
+int verb_usage(const char *usage, int status)
+{
+	FILE *f = status ? stderr : stdout;
+
+	fprintf(f, "usage: ksmctl %s", usage);
+	return status;
+}
+
+int knob_number(const char *name, long long *out)
+{
+	char text[128], sel[64];
+	int err = opt.be->read(opt.be, name, text, sizeof(text));
+
+	if (err)
+		return err;
+	if (strcmp(name, "advisor_mode") == 0) {
+		knob_selected(text, sel, sizeof(sel));
+		*out = strcmp(sel, "scan-time") == 0;
+		return 0;
+	}
+	return parse_ll(text, out);
+}
+
+long long knob_or(const char *name, long long def)
+{
+	long long v;
+
+	return knob_number(name, &v) ? def : v;
+}
+
+bool knob_present(const char *name)
+{
+	char text[128];
+
+	return opt.be->read(opt.be, name, text, sizeof(text)) != -ENOENT;
+}
+
+void knob_selected(const char *text, char *buf, size_t len)
+{
+	const char *open = strchr(text, '[');
+	const char *close = open ? strchr(open, ']') : NULL;
+
+	if (open && close)
+		snprintf(buf, len, "%.*s", (int)(close - open - 1), open + 1);
+	else
+		snprintf(buf, len, "%s", text);
+}
+
+/* Takes a global option out of argv wherever it appears before the verb's
+ * own "--", so "ksmctl status --sysfs-root DIR" works too. */
+static int take_global(int *argc, char **argv, int i)
+{
+	static const struct {
+		const char *name;
+		const char **dst;
+	} roots[] = {
+		{"--sysfs-root", &opt.sys_root},
+		{"--proc-root", &opt.proc_root},
+		{"--boot-root", &opt.boot_root},
+	};
+
+	for (size_t r = 0; r < sizeof(roots) / sizeof(roots[0]); r++) {
+		size_t n = strlen(roots[r].name);
+		const char *val = NULL;
+		int used = 1;
+
+		if (strncmp(argv[i], roots[r].name, n))
+			continue;
+		if (argv[i][n] == '=')
+			val = argv[i] + n + 1;
+		else if (argv[i][n] == '\0' && i + 1 < *argc)
+			val = argv[i + 1], used = 2;
+		else if (argv[i][n])
+			continue;
+		if (!val || !*val)
+			return -ksmctl_fail(KSMCTL_USAGE, argv[i], "give a directory after it",
+					    "%s needs a directory", roots[r].name);
+		*roots[r].dst = val;
+		opt.live = false;
+		memmove(&argv[i], &argv[i + used], sizeof(char *) * (size_t)(*argc - i - used + 1));
+		*argc -= used;
+		return 1;
+	}
+	if (strcmp(argv[i], "--user") == 0)
+		return -ksmctl_fail(KSMCTL_USAGE, "--user",
+				    "use the kernel back-end (the default) until samepaged ships",
+				    "the samepaged back-end is not available yet");
+	return 0;
+}
+
+static const struct verb *find_verb(const char *name)
+{
+	for (size_t i = 0; i < NVERBS; i++)
+		if (strcmp(verbs[i].name, name) == 0)
+			return &verbs[i];
+	return NULL;
+}
+
+/* "VERB --help" anywhere before "--" (for run: right after the verb). */
+static bool wants_help(const struct verb *v, int argc, char **argv)
+{
+	int last = v->run == cmd_run ? (argc > 1 ? 1 : 0) : argc - 1;
+
+	for (int i = 1; i <= last && strcmp(argv[i], "--"); i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return true;
+	return false;
+}
+
+int main(int argc, char **argv)
+{
+	const struct verb *v = NULL;
+	int vi = 0;
+
+	for (int i = 1; i < argc; i++) {
+		/* run's arguments after the verb belong to the command. */
+		if (strcmp(argv[i], "--") == 0 || (v && v->run == cmd_run))
+			break;
+		int t = take_global(&argc, argv, i);
+		if (t < 0)
+			return -t;
+		if (t) {
+			i--;
+			continue;
+		}
+		if (!v && argv[i][0] != '-') {
+			v = find_verb(argv[i]);
+			if (!v)
+				return ksmctl_fail(KSMCTL_USAGE, argv[i], "run `ksmctl --help` for the verbs",
+						   "unknown verb");
+			vi = i;
+		} else if (!v && (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)) {
+			return print_global_usage(stdout, KSMCTL_OK);
+		} else if (!v && strcmp(argv[i], "--version") == 0) {
+			printf("ksmctl %s\n", SAMEPAGE_VERSION_STRING);
+			return KSMCTL_OK;
+		} else if (!v) {
+			return ksmctl_fail(KSMCTL_USAGE, argv[i], "run `ksmctl --help` for the options",
+					   "unknown global option");
+		}
+	}
+	if (!v)
+		return print_global_usage(stderr, KSMCTL_USAGE);
+	opt.be = backend_kernel(opt.sys_root, opt.proc_root);
+	if (v->usage && wants_help(v, argc - vi, argv + vi))
+		return verb_usage(v->usage, KSMCTL_OK);
+	optind = 0; /* each verb runs getopt_long on its own argv */
+	return v->run(argc - vi, argv + vi);
+}

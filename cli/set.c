@@ -1,0 +1,505 @@
+// SPDX-License-Identifier: MIT
+/*
+ * set.c - `ksmctl set`, `start`, `stop`, `unmerge`, and the plan they and
+ * `apply` share (plan.h): validate every value before writing any, follow
+ * the kernel's ordering rules, roll back on failure, read back.
+ *
+ * The kernel's rules (mm/ksm.c):
+ *  - advisor_mode first: changing it resets pages_to_scan, and pages_to_scan
+ *    is EINVAL while advisor_mode is scan-time;
+ *  - merge_across_nodes and max_page_sharing are EBUSY while pages_shared is
+ *    not 0: with --unmerge we write run=2 first and restore run after;
+ *  - run last, so ksmd starts with the new settings.
+ */
+#include "ksmctl.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "plan.h"
+
+const char usage_set[] =
+	"set [--unmerge] [--json] [--dry-run] [--timeout SECONDS] NAME=VALUE...\n"
+	"\n"
+	"Writes knobs of /sys/kernel/mm/ksm.  Every value is checked before any is\n"
+	"written; if a write fails, those already made are undone.  Writes follow\n"
+	"the kernel's order (advisor_mode, advisor_*, pages_to_scan, others,\n"
+	"merge_across_nodes and max_page_sharing, run last) and are read back.\n"
+	"\n"
+	"  --unmerge          allow changing merge_across_nodes or max_page_sharing\n"
+	"                     while pages are merged: write run=2, wait for\n"
+	"                     pages_shared to reach 0, change, restore run\n"
+	"  --dry-run          check only, and show what would change\n"
+	"  --json             report the read-back values as JSON\n"
+	"  --timeout SECONDS  how long to wait for the unmerge (default 60)\n";
+const char usage_start[] = "start [--json]\n\nStarts ksmd: writes run=1.\n";
+const char usage_stop[] = "stop [--json]\n\nStops ksmd and keeps merged pages: writes run=0.\n";
+const char usage_unmerge[] =
+	"unmerge [--json]\n\n"
+	"Stops ksmd and unmerges every merged page: writes run=2.  This needs as much\n"
+	"free memory as KSM saved (see `ksmctl status`, unmerge cost).\n";
+
+/* ---- checking values ---- */
+
+static const char *range_text(const struct samepage_knob *k, char *buf, size_t len)
+{
+	if (k->format == SAMEPAGE_FMT_BOOL)
+		snprintf(buf, len, "0 or 1 (or y/n, on/off)");
+	else if (k->format == SAMEPAGE_FMT_MODE)
+		snprintf(buf, len, "none or scan-time");
+	else
+		snprintf(buf, len, "a whole number from %llu to %llu", k->min, k->max);
+	return buf;
+}
+
+static void canonical(const struct samepage_knob *k, unsigned long long v, char *buf, size_t len)
+{
+	if (k->format == SAMEPAGE_FMT_MODE)
+		snprintf(buf, len, "%s", v ? "scan-time" : "none");
+	else
+		snprintf(buf, len, "%llu", v);
+}
+
+int plan_add(struct plan *p, const char *name, const char *value, const char *origin)
+{
+	const struct samepage_knob *k = samepage_knob_find(name);
+	char input[512], range[96], fix[160];
+	unsigned long long v;
+	int err;
+
+	snprintf(input, sizeof(input), "%s=%s (%s)", name, value, origin);
+	err = samepage_knob_parse(name, value, &v);
+	if (err == -ENOENT)
+		return ksmctl_fail(KSMCTL_USAGE, input,
+				   "use a name of /sys/kernel/mm/ksm; `ksmctl status` lists them",
+				   "unknown knob \"%s\"", name);
+	if (err == -EACCES)
+		return ksmctl_fail(KSMCTL_USAGE, input, "only tunables can be written",
+				   "\"%s\" is a counter, not a knob", name);
+	if (err) {
+		snprintf(fix, sizeof(fix), "give %s", range_text(k, range, sizeof(range)));
+		return ksmctl_fail(KSMCTL_USAGE, input, fix, "bad value for %s", name);
+	}
+	for (int i = 0; i < p->n; i++)
+		if (p->c[i].k == k)
+			return ksmctl_fail(KSMCTL_USAGE, input, "give each knob once",
+					   "%s is set twice (first at %s)", name, p->c[i].origin);
+	if (p->n == PLAN_MAX)
+		return ksmctl_fail(KSMCTL_USAGE, input, "give fewer settings", "too many settings");
+	struct change *c = &p->c[p->n++];
+	memset(c, 0, sizeof(*c));
+	c->k = k;
+	c->v = v;
+	canonical(k, v, c->value, sizeof(c->value));
+	snprintf(c->origin, sizeof(c->origin), "%s", origin);
+	return 0;
+}
+
+static struct change *plan_find(struct plan *p, const char *name)
+{
+	for (int i = 0; i < p->n; i++)
+		if (strcmp(p->c[i].k->name, name) == 0)
+			return &p->c[i];
+	return NULL;
+}
+
+static bool needs_unmerge(const struct change *c)
+{
+	return c->write && (strcmp(c->k->name, "merge_across_nodes") == 0 ||
+			    strcmp(c->k->name, "max_page_sharing") == 0);
+}
+
+/* Reads the current value of c's knob into c->old and decides c->write. */
+static int read_old(struct change *c)
+{
+	char text[128];
+	unsigned long long cur;
+	int err = opt.be->read(opt.be, c->k->name, text, sizeof(text));
+
+	if (err)
+		return err;
+	if (c->k->format == SAMEPAGE_FMT_MODE)
+		knob_selected(text, c->old, sizeof(c->old));
+	else
+		snprintf(c->old, sizeof(c->old), "%.63s", text);
+	c->write = samepage_knob_parse(c->k->name, c->old, &cur) || cur != c->v;
+	return 0;
+}
+
+static int check_writable(const struct change *c)
+{
+	int err = opt.be->writable(opt.be, c->k->name);
+	char input[320];
+
+	snprintf(input, sizeof(input), "%s/%s", opt.be->where, c->k->name);
+	if (err == -EROFS)
+		return ksmctl_fail(KSMCTL_PERM, input,
+				   "run ksmctl on the host, or give the container a writable /sys",
+				   "sysfs is mounted read-only here (a container?)");
+	if (err == -EACCES || err == -EPERM)
+		return ksmctl_fail(KSMCTL_PERM, input, "run as root (sudo ksmctl ...)",
+				   "changing KSM needs root");
+	if (err)
+		return ksmctl_fail(KSMCTL_REFUSED, input, NULL, "cannot write %s: %s", c->k->name,
+				   strerror(-err));
+	return 0;
+}
+
+/* Drops a change the kernel has no file for (apply), or refuses it (set). */
+static int check_present(struct plan *p, int i, const char *release)
+{
+	const struct change *c = &p->c[i];
+	char input[320];
+
+	snprintf(input, sizeof(input), "%s=%s (%s)", c->k->name, c->value, c->origin);
+	if (p->skip_absent) {
+		ksmctl_warn("this kernel (Linux %s) has no %s (added in %s); skipped: %s", release,
+			    c->k->name, c->k->since, input);
+		memmove(&p->c[i], &p->c[i + 1], sizeof(p->c[0]) * (size_t)(p->n - i - 1));
+		p->n--;
+		return 0;
+	}
+	return ksmctl_fail(KSMCTL_USAGE, input,
+			   "leave it out; `ksmctl check` lists the knobs this kernel has",
+			   "this kernel (Linux %s) has no %s (added in Linux %s)", release,
+			   c->k->name, c->k->since);
+}
+
+int plan_check(struct plan *p)
+{
+	char release[128] = "unknown", a[32], b[32], fix[400];
+	struct change *pts, *adv;
+	int err, ret;
+
+	if ((err = opt.be->available(opt.be)))
+		return ksmctl_fail(KSMCTL_NO, opt.be->where,
+				   "build the kernel with CONFIG_KSM=y; `ksmctl check` says more",
+				   "KSM is not available: %s", strerror(-err));
+	host_release(release, sizeof(release));
+	for (int i = 0; i < p->n; i++) {
+		err = read_old(&p->c[i]);
+		if (err == -ENOENT) {
+			if ((ret = check_present(p, i--, release)))
+				return ret;
+		} else if (err) {
+			return ksmctl_fail(KSMCTL_REFUSED, p->c[i].k->name, NULL, "cannot read %s: %s",
+					   p->c[i].k->name, strerror(-err));
+		}
+	}
+	pts = plan_find(p, "pages_to_scan"), adv = plan_find(p, "advisor_mode");
+	if (pts && (adv ? adv->v == 1 : knob_or("advisor_mode", 0) == 1))
+		return ksmctl_fail(KSMCTL_REFUSED, pts->origin,
+				   "set advisor_mode=none with it, or leave pages_to_scan out",
+				   "pages_to_scan cannot be set while advisor_mode is scan-time "
+				   "(the advisor sets it)");
+	for (int i = 0; i < p->n; i++) {
+		struct change *c = &p->c[i];
+		long long shared = knob_or("pages_shared", 0);
+
+		if (needs_unmerge(c) && shared > 0 && !p->unmerge) {
+			struct ksm_derived d;
+			ksm_derive(&d);
+			snprintf(fix, sizeof(fix),
+				 "add --unmerge: ksmctl writes run=2, waits for pages_shared to "
+				 "reach 0, changes %s and restores run; the unmerge needs %s of free "
+				 "memory (MemAvailable %s)",
+				 c->k->name, fmt_bytes(a, sizeof(a), d.unmerge_cost_bytes),
+				 fmt_bytes(b, sizeof(b), d.mem_available_bytes));
+			return ksmctl_fail(KSMCTL_REFUSED, c->origin, fix,
+					   "changing %s needs every page unmerged first "
+					   "(pages_shared is %lld)",
+					   c->k->name, shared);
+		}
+		if (c->write && (ret = check_writable(c)))
+			return ret;
+	}
+	return 0;
+}
+
+/* ---- writing ---- */
+
+static int rank(const struct samepage_knob *k)
+{
+	if (strcmp(k->name, "advisor_mode") == 0)
+		return 0;
+	if (strncmp(k->name, "advisor_", 8) == 0)
+		return 1;
+	if (strcmp(k->name, "pages_to_scan") == 0)
+		return 2;
+	if (strcmp(k->name, "merge_across_nodes") == 0 || strcmp(k->name, "max_page_sharing") == 0)
+		return 4;
+	return strcmp(k->name, "run") == 0 ? 5 : 3;
+}
+
+static int by_rank(const void *a, const void *b)
+{
+	const struct change *x = a, *y = b;
+	int d = rank(x->k) - rank(y->k);
+
+	return d ? d : (int)(x->k - y->k);
+}
+
+static int write_error(const struct change *c, int err)
+{
+	char input[320];
+
+	snprintf(input, sizeof(input), "%s=%s (%s)", c->k->name, c->value, c->origin);
+	if (err == -EACCES || err == -EPERM)
+		return ksmctl_fail(KSMCTL_PERM, input, "run as root (sudo ksmctl ...)",
+				   "the kernel refused the write: %s", strerror(-err));
+	if (err == -EBUSY)
+		return ksmctl_fail(KSMCTL_REFUSED, input, "add --unmerge",
+				   "the kernel refused the write: pages are merged (EBUSY)");
+	return ksmctl_fail(KSMCTL_REFUSED, input, "see `ksmctl doctor`; nothing was changed",
+			   "the kernel refused the write: %s", strerror(-err));
+}
+
+/* Writes run=2 and waits until the kernel reports no shared page. */
+static int unmerge_all(const struct plan *p)
+{
+	double deadline = now_seconds() + p->timeout;
+	int err = opt.be->write(opt.be, "run", "2");
+
+	if (err)
+		return ksmctl_fail(err == -EACCES || err == -EPERM ? KSMCTL_PERM : KSMCTL_REFUSED,
+				   "run=2 (--unmerge)", "free memory, or stop a merging workload",
+				   "unmerging failed: %s", strerror(-err));
+	while (knob_or("pages_shared", 0) > 0) {
+		if (now_seconds() > deadline)
+			return ksmctl_fail(KSMCTL_TIMEOUT, "run=2 (--unmerge)",
+					   "give a longer --timeout", "pages_shared did not reach 0");
+		sleep_seconds(0.1);
+	}
+	return 0;
+}
+
+static void undo(struct plan *p)
+{
+	for (int i = p->n - 1; i >= 0; i--) {
+		struct change *c = &p->c[i];
+		if (c->done && opt.be->write(opt.be, c->k->name, c->old))
+			ksmctl_warn("could not restore %s=%s", c->k->name, c->old);
+		c->done = false;
+	}
+}
+
+static void report(const struct plan *p, bool unmerged, int mismatches)
+{
+	struct json j;
+
+	if (!p->json) {
+		for (int i = 0; i < p->n; i++) {
+			const struct change *c = &p->c[i];
+			if (c->write)
+				printf("%s: %s -> %s\n", c->k->name, c->old, c->value);
+			else
+				printf("%s: %s (unchanged)\n", c->k->name, c->value);
+		}
+		return;
+	}
+	json_init(&j, stdout);
+	json_object_begin(&j, NULL);
+	json_bool(&j, "unmerged", unmerged);
+	json_bool(&j, "ok", mismatches == 0);
+	json_array_begin(&j, "changes");
+	for (int i = 0; i < p->n; i++) {
+		const struct change *c = &p->c[i];
+		char now[128] = "", sel[64];
+
+		opt.be->read(opt.be, c->k->name, now, sizeof(now));
+		knob_selected(now, sel, sizeof(sel));
+		json_object_begin(&j, NULL);
+		json_string(&j, "name", c->k->name);
+		json_string(&j, "old", c->old);
+		json_string(&j, "new", c->value);
+		json_bool(&j, "written", c->write);
+		json_string(&j, "read_back", sel);
+		json_object_end(&j);
+	}
+	json_array_end(&j);
+	json_object_end(&j);
+}
+
+/* Compares what the kernel now reports with what was written. */
+static int read_back(const struct plan *p)
+{
+	int bad = 0;
+
+	for (int i = 0; i < p->n; i++) {
+		const struct change *c = &p->c[i];
+		char text[128], sel[64];
+		unsigned long long v;
+
+		if (opt.be->read(opt.be, c->k->name, text, sizeof(text)))
+			text[0] = '\0';
+		knob_selected(text, sel, sizeof(sel));
+		if (samepage_knob_parse(c->k->name, sel, &v) || v != c->v) {
+			ksmctl_warn("%s reads back \"%s\", not %s", c->k->name, sel, c->value);
+			bad++;
+		}
+	}
+	return bad;
+}
+
+int plan_apply(struct plan *p)
+{
+	bool unmerge = false;
+	long long prev_run = knob_or("run", 0);
+	int err, bad;
+
+	qsort(p->c, (size_t)p->n, sizeof(p->c[0]), by_rank);
+	for (int i = 0; i < p->n; i++)
+		unmerge |= needs_unmerge(&p->c[i]) && knob_or("pages_shared", 0) > 0;
+	if (unmerge) {
+		if ((err = unmerge_all(p)))
+			return err;
+		/* Give run back: the requested value, or the one before the unmerge. */
+		struct change *run = plan_find(p, "run");
+		if (!run && prev_run != 2) {
+			char v[8];
+			snprintf(v, sizeof(v), "%lld", prev_run);
+			if ((err = plan_add(p, "run", v, "restoring run after --unmerge")))
+				return err;
+			run = &p->c[p->n - 1];
+			snprintf(run->old, sizeof(run->old), "%lld", prev_run);
+		}
+		if (run)
+			run->write = true;
+	}
+	for (int i = 0; i < p->n; i++) {
+		struct change *c = &p->c[i];
+		if (!c->write)
+			continue;
+		if ((err = opt.be->write(opt.be, c->k->name, c->value))) {
+			undo(p);
+			if (unmerge && prev_run != 2) {
+				char v[8];
+				snprintf(v, sizeof(v), "%lld", prev_run);
+				opt.be->write(opt.be, "run", v);
+			}
+			return write_error(c, err);
+		}
+		c->done = true;
+	}
+	bad = read_back(p);
+	report(p, unmerge, bad);
+	return bad ? KSMCTL_REFUSED : KSMCTL_OK;
+}
+
+void plan_diff(const struct plan *p)
+{
+	int n = 0;
+
+	for (int i = 0; i < p->n; i++)
+		if (p->c[i].write)
+			printf("%s: %s -> %s\n", p->c[i].k->name, p->c[i].old, p->c[i].value), n++;
+	if (!n)
+		printf("no changes\n");
+}
+
+/* ---- the verbs ---- */
+
+static int set_args(int argc, char **argv, struct plan *p, bool *dry, const char *usage)
+{
+	static const struct option lo[] = {
+		{"unmerge", no_argument, NULL, 'u'},
+		{"json", no_argument, NULL, 'j'},
+		{"dry-run", no_argument, NULL, 'n'},
+		{"timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (c == 'u')
+			p->unmerge = true;
+		else if (c == 'j')
+			p->json = true;
+		else if (c == 'n')
+			*dry = true;
+		else if (c == 't' && parse_seconds(optarg, &p->timeout) == 0)
+			continue;
+		else if (c == 't')
+			return ksmctl_fail(KSMCTL_USAGE, optarg, "give a number of seconds",
+					   "bad --timeout");
+		else
+			return verb_usage(usage, KSMCTL_USAGE);
+	}
+	return 0;
+}
+
+int cmd_set(int argc, char **argv)
+{
+	struct plan p = {.timeout = 60};
+	bool dry = false;
+	int ret = set_args(argc, argv, &p, &dry, usage_set);
+
+	if (ret)
+		return ret;
+	if (optind == argc)
+		return ksmctl_fail(KSMCTL_USAGE, "set", "give NAME=VALUE, e.g. ksmctl set run=1",
+				   "set: nothing to set");
+	for (int i = optind; i < argc; i++) {
+		char name[64], origin[32];
+		const char *eq = strchr(argv[i], '=');
+
+		if (!eq || eq == argv[i] || (size_t)(eq - argv[i]) >= sizeof(name))
+			return ksmctl_fail(KSMCTL_USAGE, argv[i], "write NAME=VALUE, e.g. run=1",
+					   "set: expected NAME=VALUE");
+		snprintf(name, sizeof(name), "%.*s", (int)(eq - argv[i]), argv[i]);
+		snprintf(origin, sizeof(origin), "argument %d", i - optind + 1);
+		if ((ret = plan_add(&p, name, eq + 1, origin)))
+			return ret;
+	}
+	if ((ret = plan_check(&p)))
+		return ret;
+	if (dry) {
+		plan_diff(&p);
+		return KSMCTL_OK;
+	}
+	return plan_apply(&p);
+}
+
+/* start, stop and unmerge: set run=N. */
+static int set_run(int argc, char **argv, const char *value, const char *usage)
+{
+	struct plan p = {.timeout = 60};
+	bool dry = false;
+	int ret = set_args(argc, argv, &p, &dry, usage);
+
+	if (ret)
+		return ret;
+	if (optind < argc)
+		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "it takes no arguments",
+				   "%s: unexpected argument", argv[0]);
+	if ((ret = plan_add(&p, "run", value, argv[0])) || (ret = plan_check(&p)))
+		return ret;
+	/* run=2 twice unmerges again (pages merged since): always write it. */
+	p.c[0].write |= strcmp(value, "2") == 0;
+	if (dry) {
+		plan_diff(&p);
+		return KSMCTL_OK;
+	}
+	return plan_apply(&p);
+}
+
+int cmd_start(int argc, char **argv)
+{
+	return set_run(argc, argv, "1", usage_start);
+}
+
+int cmd_stop(int argc, char **argv)
+{
+	return set_run(argc, argv, "0", usage_stop);
+}
+
+int cmd_unmerge(int argc, char **argv)
+{
+	return set_run(argc, argv, "2", usage_unmerge);
+}

@@ -1,0 +1,506 @@
+// SPDX-License-Identifier: MIT
+/*
+ * status.c - `ksmctl status`: every knob and counter this kernel has, and
+ * what they mean for a person: memory saved, sharing ratio, wasted effort,
+ * general_profit, the worst-case cost of unmerging everything against
+ * MemAvailable, ksmd's CPU use, scan rate and time per full scan.
+ *
+ * Three renderings of the same snapshot: plain text, --json, and
+ * --prometheus (node_exporter's node_ksmd_* names for the files it knows,
+ * samepage_ksm_* for the rest and for derived and per-process series).
+ * --watch SECONDS redraws it, with rates measured over the interval.
+ */
+#include "ksmctl.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json.h"
+
+const char usage_status[] =
+	"status [--json | --prometheus] [--watch SECONDS]\n"
+	"\n"
+	"Shows every KSM knob and counter this kernel has, and derived figures:\n"
+	"memory saved, sharing ratio, wasted effort, general_profit, the memory an\n"
+	"unmerge of everything would need against MemAvailable, ksmd CPU use, scan\n"
+	"rate and time per full scan.\n"
+	"\n"
+	"  --json            one JSON object\n"
+	"  --prometheus      Prometheus text format (node_ksmd_* and samepage_ksm_*)\n"
+	"  --watch SECONDS   redraw every SECONDS until interrupted\n";
+
+static double ratio(long long a, long long b)
+{
+	return b > 0 && a >= 0 ? (double)a / (double)b : NAN;
+}
+
+void ksm_derive(struct ksm_derived *d)
+{
+	long ps = page_size();
+	long long avail = host_meminfo_kb("MemAvailable");
+	long long pts = knob_or("pages_to_scan", -1), sleep_ms = knob_or("sleep_millisecs", -1);
+	double alive;
+
+	d->shared = knob_or("pages_shared", 0);
+	d->sharing = knob_or("pages_sharing", 0);
+	d->unshared = knob_or("pages_unshared", 0);
+	d->volatile_pages = knob_or("pages_volatile", 0);
+	d->zero_pages = knob_or("ksm_zero_pages", 0);
+	d->rmap_items = d->shared + d->sharing + d->unshared + d->volatile_pages;
+	d->has_profit = knob_number("general_profit", &d->general_profit) == 0;
+	if (!d->has_profit)
+		d->general_profit = -1;
+	d->saved_bytes = (double)(d->sharing + d->zero_pages) * (double)ps;
+	d->sharing_ratio = ratio(d->sharing, d->shared);
+	d->unshared_ratio = ratio(d->unshared, d->sharing);
+	d->volatile_fraction = ratio(d->volatile_pages, d->rmap_items);
+	/* Unmerging gives every mapping of a KSM page its own copy again:
+	 * exactly the pages saved come back. */
+	d->unmerge_cost_bytes = d->saved_bytes;
+	d->mem_available_bytes = avail < 0 ? NAN : (double)avail * 1024;
+	if (host_ksmd_cpu(&d->ksmd_cpu_seconds, &alive) == 0)
+		d->ksmd_cpu_percent = alive > 0 ? 100 * d->ksmd_cpu_seconds / alive : NAN;
+	else
+		d->ksmd_cpu_seconds = d->ksmd_cpu_percent = NAN;
+	if (pts < 0 || sleep_ms < 0)
+		d->scan_rate = NAN;
+	else
+		d->scan_rate = sleep_ms ? (double)pts * 1000.0 / (double)sleep_ms : INFINITY;
+	if (knob_or("advisor_mode", 0) == 1)
+		d->full_scan_seconds = (double)knob_or("advisor_target_scan_time", -1);
+	else
+		d->full_scan_seconds = d->rmap_items ? (double)d->rmap_items / d->scan_rate : NAN;
+}
+
+/* ---- the knob list: table order first, then files the table lacks ---- */
+
+struct extra_names {
+	char names[64][64];
+	int n;
+};
+
+static int add_extra(const char *name, void *arg)
+{
+	struct extra_names *x = arg;
+
+	if (!samepage_knob_find(name) && x->n < 64)
+		snprintf(x->names[x->n++], sizeof(x->names[0]), "%s", name);
+	return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static void list_extras(struct extra_names *x)
+{
+	x->n = 0;
+	opt.be->list(opt.be, add_extra, x);
+	qsort(x->names, (size_t)x->n, sizeof(x->names[0]), by_name);
+}
+
+/* Calls fn(name, knob-or-NULL, value text) for every file present. */
+static void for_each_value(void (*fn)(const char *, const struct samepage_knob *, const char *,
+				      void *),
+			   void *arg)
+{
+	struct extra_names x;
+	char text[128], sel[64];
+
+	for (int i = 0; i < samepage_knob_count(); i++) {
+		const struct samepage_knob *k = samepage_knob_at(i);
+		if (k->kind != SAMEPAGE_KNOB_TUNABLE && k->kind != SAMEPAGE_KNOB_COUNTER)
+			continue;
+		if (opt.be->read(opt.be, k->name, text, sizeof(text)))
+			continue;
+		if (k->format == SAMEPAGE_FMT_MODE) {
+			knob_selected(text, sel, sizeof(sel));
+			fn(k->name, k, sel, arg);
+		} else {
+			fn(k->name, k, text, arg);
+		}
+	}
+	list_extras(&x);
+	for (int i = 0; i < x.n; i++)
+		if (opt.be->read(opt.be, x.names[i], text, sizeof(text)) == 0)
+			fn(x.names[i], NULL, text, arg);
+}
+
+/* ---- plain text ---- */
+
+static const char *run_words(long long run)
+{
+	static const char *const w[] = {"stopped (run = 0, merged pages kept)", "running (run = 1)",
+					"stopped and unmerged (run = 2)"};
+	return run >= 0 && run <= 2 ? w[run] : "unknown";
+}
+
+static void text_value(const char *name, const struct samepage_knob *k, const char *value,
+		       void *arg)
+{
+	int *section = arg;
+	int want = k ? (int)k->kind : 2;
+
+	if (want != *section)
+		return;
+	if (k && k->kind == SAMEPAGE_KNOB_TUNABLE) {
+		char def[32];
+		if (k->format == SAMEPAGE_FMT_MODE)
+			snprintf(def, sizeof(def), "%s", k->def ? "scan-time" : "none");
+		else
+			snprintf(def, sizeof(def), "%llu", k->def);
+		printf("  %-36s %-12s (default %s)\n", name, value, def);
+	} else {
+		printf("  %-36s %s\n", name, value);
+	}
+}
+
+static void text_line(const char *label, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_line(const char *label, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("  %-16s ", label);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+}
+
+static void print_text(const struct ksm_derived *d, double measured_rate, double cpu_interval)
+{
+	char rel[128] = "unknown", a[32], b[32];
+	static const char *const sections[] = {"Tunables", "Counters", "Other files"};
+	long long run = knob_or("run", -1);
+
+	host_release(rel, sizeof(rel));
+	printf("KSM on Linux %s (%s back-end, %s)\n", rel, opt.be->name, opt.be->where);
+	text_line("state", "%s", run_words(run));
+	text_line("memory saved", "%s (pages_sharing %lld + ksm_zero_pages %lld, %ld-byte pages)",
+		  fmt_bytes(a, sizeof(a), d->saved_bytes), d->sharing, d->zero_pages, page_size());
+	if (d->has_profit)
+		text_line("general_profit", "%s (saved minus %lld rmap_items of metadata)",
+			  fmt_bytes(a, sizeof(a), (double)d->general_profit), d->rmap_items);
+	else
+		text_line("general_profit", "not reported by this kernel (6.4+)");
+	if (isnan(d->sharing_ratio))
+		text_line("sharing ratio", "none yet (pages_shared is 0)");
+	else
+		text_line("sharing ratio", "%.2f mappings saved per KSM page (pages_sharing/pages_shared)",
+			  d->sharing_ratio);
+	if (isnan(d->unshared_ratio))
+		text_line("wasted effort", "%lld unshared pages checked, none sharing yet", d->unshared);
+	else
+		text_line("wasted effort", "%.2f unshared pages per sharing page (pages_unshared/pages_sharing)",
+			  d->unshared_ratio);
+	if (!isnan(d->volatile_fraction))
+		text_line("volatile", "%.1f%% of tracked pages change too fast to merge",
+			  100 * d->volatile_fraction);
+	if (isnan(d->mem_available_bytes))
+		text_line("unmerge cost", "%s if every merged page were unmerged",
+			  fmt_bytes(a, sizeof(a), d->unmerge_cost_bytes));
+	else
+		text_line("unmerge cost", "%s if every merged page were unmerged; MemAvailable %s (%.1f%%)",
+			  fmt_bytes(a, sizeof(a), d->unmerge_cost_bytes),
+			  fmt_bytes(b, sizeof(b), d->mem_available_bytes),
+			  100 * d->unmerge_cost_bytes / d->mem_available_bytes);
+	if (!isnan(cpu_interval))
+		text_line("ksmd CPU", "%.1f%% over the last interval", cpu_interval);
+	else if (!isnan(d->ksmd_cpu_percent))
+		text_line("ksmd CPU", "%.2f%% average since it started (%.0f s of CPU)",
+			  d->ksmd_cpu_percent, d->ksmd_cpu_seconds);
+	else
+		text_line("ksmd CPU", "unknown (no ksmd thread found)");
+	if (!isnan(measured_rate))
+		text_line("scan rate", "%.0f pages/s measured (pages_scanned)", measured_rate);
+	if (isinf(d->scan_rate))
+		text_line("scan rate", "unbounded (sleep_millisecs is 0)");
+	else if (!isnan(d->scan_rate))
+		text_line("scan rate", "%.0f pages/s at most (pages_to_scan %lld every %lld ms)",
+			  d->scan_rate, knob_or("pages_to_scan", 0), knob_or("sleep_millisecs", 0));
+	if (knob_or("advisor_mode", 0) == 1)
+		text_line("full scan", "%.0f s targeted by the scan-time advisor", d->full_scan_seconds);
+	else if (isnan(d->full_scan_seconds))
+		text_line("full scan", "no pages tracked yet");
+	else
+		text_line("full scan", "%.1f s at least for %lld tracked pages", d->full_scan_seconds,
+			  d->rmap_items);
+	for (int s = 0; s < 3; s++) {
+		printf("%s:\n", sections[s]);
+		for_each_value(text_value, &s);
+	}
+}
+
+/* ---- JSON ---- */
+
+static void json_value(const char *name, const struct samepage_knob *k, const char *value,
+		       void *arg)
+{
+	long long v;
+
+	if (parse_ll(value, &v) == 0)
+		json_int(arg, name, v);
+	else
+		json_string(arg, name, value);
+	(void)k;
+}
+
+static void json_maybe(struct json *j, const char *key, double v)
+{
+	if (isnan(v))
+		json_null(j, key);
+	else
+		json_double(j, key, v);
+}
+
+static void print_json(const struct ksm_derived *d)
+{
+	struct json j;
+	char rel[128] = "";
+
+	json_init(&j, stdout);
+	json_object_begin(&j, NULL);
+	json_string(&j, "backend", opt.be->name);
+	json_string(&j, "path", opt.be->where);
+	json_string(&j, "kernel", host_release(rel, sizeof(rel)) ? NULL : rel);
+	json_int(&j, "page_size", page_size());
+	json_object_begin(&j, "files");
+	for_each_value(json_value, &j);
+	json_object_end(&j);
+	json_object_begin(&j, "derived");
+	json_double(&j, "saved_bytes", d->saved_bytes);
+	if (d->has_profit)
+		json_int(&j, "general_profit_bytes", d->general_profit);
+	else
+		json_null(&j, "general_profit_bytes");
+	json_int(&j, "rmap_items", d->rmap_items);
+	json_maybe(&j, "sharing_ratio", d->sharing_ratio);
+	json_maybe(&j, "unshared_per_sharing", d->unshared_ratio);
+	json_maybe(&j, "volatile_fraction", d->volatile_fraction);
+	json_double(&j, "unmerge_cost_bytes", d->unmerge_cost_bytes);
+	json_maybe(&j, "mem_available_bytes", d->mem_available_bytes);
+	json_maybe(&j, "ksmd_cpu_seconds", d->ksmd_cpu_seconds);
+	json_maybe(&j, "ksmd_cpu_percent", d->ksmd_cpu_percent);
+	json_maybe(&j, "scan_rate_pages_per_second", isinf(d->scan_rate) ? NAN : d->scan_rate);
+	json_maybe(&j, "full_scan_seconds", d->full_scan_seconds);
+	json_object_end(&j);
+	json_object_end(&j);
+}
+
+/* ---- Prometheus ---- */
+
+static void prom_metric(const char *name, const char *type, const char *help, double v)
+{
+	if (isnan(v) || isinf(v))
+		return;
+	printf("# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+}
+
+/* node_exporter's ksmd collector names, so existing dashboards keep working. */
+static const char *const node_ksmd_files[] = {
+	"full_scans",	 "merge_across_nodes", "pages_shared",	 "pages_sharing",   "pages_to_scan",
+	"pages_unshared", "pages_volatile",	"run",		 "sleep_millisecs", "general_profit",
+};
+
+static void prom_value(const char *name, const struct samepage_knob *k, const char *value,
+		       void *arg)
+{
+	char metric[128], help[256];
+	long long v;
+	bool node = false;
+
+	for (size_t i = 0; i < sizeof(node_ksmd_files) / sizeof(node_ksmd_files[0]); i++)
+		node |= strcmp(name, node_ksmd_files[i]) == 0;
+	if (k && k->format == SAMEPAGE_FMT_MODE)
+		v = strcmp(value, "scan-time") == 0;
+	else if (parse_ll(value, &v))
+		return;
+	snprintf(help, sizeof(help), "ksmd '%s' file%s%s%s.", name, k ? ": " : "", k ? k->help : "",
+		 k && k->format == SAMEPAGE_FMT_MODE ? " (1 = scan-time)" : "");
+	if (strcmp(name, "full_scans") == 0)
+		prom_metric("node_ksmd_full_scans_total", "counter", help, (double)v);
+	else if (strcmp(name, "sleep_millisecs") == 0)
+		prom_metric("node_ksmd_sleep_seconds", "gauge", help, (double)v / 1000);
+	else if (strcmp(name, "general_profit") == 0)
+		prom_metric("node_ksmd_general_profit_bytes", "gauge", help, (double)v);
+	else if (node) {
+		snprintf(metric, sizeof(metric), "node_ksmd_%s", name);
+		prom_metric(metric, "gauge", help, (double)v);
+	} else if (strcmp(name, "pages_scanned") == 0 || strcmp(name, "pages_skipped") == 0) {
+		snprintf(metric, sizeof(metric), "samepage_ksm_%s_total", name);
+		prom_metric(metric, "counter", help, (double)v);
+	} else {
+		snprintf(metric, sizeof(metric), "samepage_ksm_%s", name);
+		prom_metric(metric, "gauge", help, (double)v);
+	}
+	(void)arg;
+}
+
+static void prom_label(const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			printf("\\%c", *s);
+		else if (*s == '\n')
+			fputs("\\n", stdout);
+		else
+			putchar(*s);
+	}
+}
+
+/* One family of per-process series: # HELP/# TYPE once, a line per process. */
+static void prom_processes(const struct proc_list *l, const char *name, const char *help,
+			   double (*get)(const struct ksm_process *))
+{
+	bool head = false;
+
+	for (int i = 0; i < l->n; i++) {
+		double v = get(&l->p[i]);
+		if (isnan(v))
+			continue;
+		if (!head)
+			printf("# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+		head = true;
+		printf("%s{pid=\"%d\",comm=\"", name, l->p[i].pid);
+		prom_label(l->p[i].comm);
+		fputs("\",cgroup=\"", stdout);
+		prom_label(l->p[i].cgroup);
+		printf("\"} %.17g\n", v);
+	}
+}
+
+static double get_merging(const struct ksm_process *p)
+{
+	return p->merging_pages < 0 ? NAN : (double)p->merging_pages;
+}
+
+static double get_profit(const struct ksm_process *p)
+{
+	return p->profit == LLONG_MIN ? NAN : (double)p->profit;
+}
+
+static double get_rmap(const struct ksm_process *p)
+{
+	return p->rmap_items < 0 ? NAN : (double)p->rmap_items;
+}
+
+static void print_prometheus(const struct ksm_derived *d)
+{
+	struct proc_list l;
+
+	for_each_value(prom_value, NULL);
+	prom_metric("samepage_ksm_saved_bytes", "gauge",
+		    "Memory saved: (pages_sharing + ksm_zero_pages) * page size.", d->saved_bytes);
+	prom_metric("samepage_ksm_sharing_ratio", "gauge",
+		    "pages_sharing / pages_shared: mappings saved per KSM page.", d->sharing_ratio);
+	prom_metric("samepage_ksm_unshared_per_sharing_ratio", "gauge",
+		    "pages_unshared / pages_sharing: wasted scanning effort.", d->unshared_ratio);
+	prom_metric("samepage_ksm_unmerge_cost_bytes", "gauge",
+		    "Memory needed if every merged page were unmerged.", d->unmerge_cost_bytes);
+	prom_metric("samepage_ksm_mem_available_bytes", "gauge", "MemAvailable from /proc/meminfo.",
+		    d->mem_available_bytes);
+	prom_metric("samepage_ksm_ksmd_cpu_seconds_total", "counter", "CPU time used by ksmd.",
+		    d->ksmd_cpu_seconds);
+	prom_metric("samepage_ksm_scan_rate_pages_per_second", "gauge",
+		    "Most pages ksmd scans per second: pages_to_scan per sleep_millisecs.",
+		    d->scan_rate);
+	prom_metric("samepage_ksm_full_scan_seconds", "gauge",
+		    "Estimated seconds per full scan of all tracked pages.", d->full_scan_seconds);
+	if (proc_list_collect(&l) == 0) {
+		prom_processes(&l, "samepage_ksm_process_merging_pages",
+			       "Pages of the process that map a KSM page (ksm_merging_pages).",
+			       get_merging);
+		prom_processes(&l, "samepage_ksm_process_profit_bytes",
+			       "ksm_process_profit of the process.", get_profit);
+		prom_processes(&l, "samepage_ksm_process_rmap_items",
+			       "Pages of the process tracked by KSM (ksm_rmap_items).", get_rmap);
+		proc_list_free(&l);
+	}
+}
+
+/* ---- the verb ---- */
+
+static volatile sig_atomic_t stop_watch;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_watch = 1;
+}
+
+enum { FMT_TEXT, FMT_JSON, FMT_PROM };
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{"json", no_argument, NULL, 'j'},
+		{"prometheus", no_argument, NULL, 'p'},
+		{"watch", required_argument, NULL, 'w'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int fmt = FMT_TEXT, c, err;
+	double interval = 0, last_t = 0, last_cpu = NAN;
+	long long last_scanned = -1;
+	bool tty = isatty(1);
+
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (c == 'j' || c == 'p') {
+			if (fmt != FMT_TEXT)
+				return ksmctl_fail(KSMCTL_USAGE, "--json --prometheus",
+						   "choose one output format", "status: two formats given");
+			fmt = c == 'j' ? FMT_JSON : FMT_PROM;
+		} else if (c == 'w') {
+			if (parse_seconds(optarg, &interval) || interval < 0.1)
+				return ksmctl_fail(KSMCTL_USAGE, optarg,
+						   "give a number of seconds, at least 0.1",
+						   "status: bad --watch interval");
+		} else {
+			return verb_usage(usage_status, KSMCTL_USAGE);
+		}
+	}
+	if (optind < argc)
+		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "status takes no arguments",
+				   "status: unexpected argument");
+	if ((err = opt.be->available(opt.be)))
+		return ksmctl_fail(KSMCTL_NO, opt.be->where,
+				   "build the kernel with CONFIG_KSM=y, or run `ksmctl check`",
+				   "KSM is not available: %s", strerror(-err));
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	do {
+		struct ksm_derived d;
+		double t = now_seconds(), rate = NAN, cpu = NAN;
+		long long scanned = knob_or("pages_scanned", -1);
+
+		ksm_derive(&d);
+		if (last_t > 0 && t > last_t) {
+			if (scanned >= 0 && last_scanned >= 0)
+				rate = (double)(scanned - last_scanned) / (t - last_t);
+			cpu = 100 * (d.ksmd_cpu_seconds - last_cpu) / (t - last_t);
+		}
+		last_t = t, last_scanned = scanned, last_cpu = d.ksmd_cpu_seconds;
+		if (interval > 0 && fmt == FMT_TEXT && tty)
+			fputs("\033[H\033[2J", stdout); /* home, clear: a live view */
+		if (fmt == FMT_JSON)
+			print_json(&d);
+		else if (fmt == FMT_PROM)
+			print_prometheus(&d);
+		else
+			print_text(&d, rate, cpu);
+		if (interval > 0 && fmt == FMT_TEXT)
+			printf("\nEvery %g s; Ctrl-C to quit.\n", interval);
+		fflush(stdout);
+		if (interval > 0 && !stop_watch)
+			sleep_seconds(interval);
+	} while (interval > 0 && !stop_watch);
+	return KSMCTL_OK;
+}

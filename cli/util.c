@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: MIT
+/*
+ * util.c - ksmctl's error exit path and small helpers (see util.h).
+ */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fputs("ksmctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (input)
+		fprintf(stderr, "  input: %s\n", input);
+	if (fix)
+		fprintf(stderr, "  fix: %s\n", fix);
+	return code;
+}
+
+void ksmctl_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fputs("ksmctl: warning: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int read_text(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t got = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	/* sysfs returns the whole value in one read, /proc files may not. */
+	while (got + 1 < len && (n = read(fd, buf + got, len - 1 - got)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			n = -errno;
+			close(fd);
+			return (int)n;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	while (got && (buf[got - 1] == '\n' || buf[got - 1] == ' '))
+		buf[--got] = '\0';
+	return 0;
+}
+
+int parse_ll(const char *s, long long *out)
+{
+	char *end;
+
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (end == s || errno)
+		return -EINVAL;
+	while (*end == ' ' || *end == '\n')
+		end++;
+	if (*end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int read_ll(const char *path, long long *out)
+{
+	char buf[64];
+	int err = read_text(path, buf, sizeof(buf));
+
+	return err ? err : parse_ll(buf, out);
+}
+
+const char *fmt_bytes(char *buf, size_t len, double bytes)
+{
+	static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+	double a = bytes < 0 ? -bytes : bytes;
+	int u = 0;
+
+	while (a >= 1024 && u < 5)
+		a /= 1024, u++;
+	if (u == 0)
+		snprintf(buf, len, "%.0f B", bytes);
+	else
+		snprintf(buf, len, "%.1f %s", bytes < 0 ? -a : a, unit[u]);
+	return buf;
+}
+
+static void version_split(const char *s, int v[3])
+{
+	v[0] = v[1] = v[2] = 0;
+	for (int i = 0; i < 3 && *s >= '0' && *s <= '9'; i++) {
+		v[i] = (int)strtol(s, (char **)&s, 10);
+		if (*s != '.')
+			break;
+		s++;
+	}
+}
+
+int version_cmp(const char *release, const char *version)
+{
+	int a[3], b[3];
+
+	version_split(release, a);
+	version_split(version, b);
+	for (int i = 0; i < 3; i++)
+		if (a[i] != b[i])
+			return a[i] < b[i] ? -1 : 1;
+	return 0;
+}
+
+double now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int parse_seconds(const char *s, double *out)
+{
+	char *end;
+
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || *end || errno || !(v >= 0) || v > 1e9)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+void sleep_seconds(double s)
+{
+	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+
+	nanosleep(&ts, NULL);
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util.h - ksmctl's shared helpers: exit codes, the one error exit path,
+ * small file readers and number formatting.
+ *
+ * Every verb reports a failure through ksmctl_fail(), so that each message
+ * has the same shape (cause, offending input, fix) and each exit status
+ * means the same thing everywhere.  The API is stable: `ksmctl estimate`
+ * (cli/estimate.c) uses it too.
+ */
+#ifndef KSMCTL_UTIL_H
+#define KSMCTL_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Exit statuses, documented in ksmctl(1). */
+enum {
+	KSMCTL_OK = 0,
+	KSMCTL_NO = 1,	    /* a negative answer: not supported, not converged, problems found */
+	KSMCTL_USAGE = 2,   /* bad command line, knob name, value or file */
+	KSMCTL_PERM = 3,    /* not allowed: not root, or sysfs read-only */
+	KSMCTL_TIMEOUT = 4, /* --timeout passed */
+	KSMCTL_REFUSED = 5, /* the kernel's state forbids it, or the kernel failed */
+};
+
+/*
+ * Prints "ksmctl: CAUSE", then "  input: INPUT" and "  fix: FIX" when they
+ * are given, to stderr, and returns code so callers can write
+ * "return ksmctl_fail(...)".  Nothing is changed by the caller afterwards.
+ */
+int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void ksmctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Reads a whole small file into buf without its trailing newline(s):
+ * 0 or -errno. */
+int read_text(const char *path, char *buf, size_t len);
+/* Reads a file holding one decimal number: 0 or -errno (-EINVAL: not a number). */
+int read_ll(const char *path, long long *out);
+/* Parses a clean, optionally signed decimal number: 0 or -EINVAL. */
+int parse_ll(const char *s, long long *out);
+/* "1.5 GiB", "12 KiB", "0 B": binary units, one decimal. */
+const char *fmt_bytes(char *buf, size_t len, double bytes);
+/* Compares a release "6.18.44-fc" with a version "6.8": <0, 0, >0. */
+int version_cmp(const char *release, const char *version);
+/* Monotonic seconds. */
+double now_seconds(void);
+/* Sleeps, returning early on a signal. */
+void sleep_seconds(double s);
+/* Parses a non-negative number of seconds ("2", "0.5"): 0 or -EINVAL. */
+int parse_seconds(const char *s, double *out);
+
+#endif
