@@ -99,7 +99,7 @@ static bool pid_maps_pool(struct samepage *sp, pid_t pid)
 }
 
 /* Unpins the pool once every forked child has let go of it. */
-static void fork_reap(struct samepage *sp)
+void fork_reap(struct samepage *sp)
 {
 	uint32_t started = atomic_load(&sp->fork->started);
 	uint32_t reg = atomic_load(&sp->fork->registered);
@@ -504,9 +504,10 @@ int samepage_read_number(samepage_t *sp, const char *name, long long *out)
 		return -EINVAL;
 	if (idx < 0)
 		return -ENOENT;
+	if (!engine_alive(sp))
+		return -ECHILD;
 	pthread_mutex_lock(&sp->lock);
-	if (engine_alive(sp) && idx == KNOB_pages_shared)
-		fork_reap(sp);
+	fork_reap(sp);
 	*out = read_value(sp, idx);
 	pthread_mutex_unlock(&sp->lock);
 	return 0;

@@ -309,6 +309,7 @@ bool engine_alive(const struct samepage *sp);
 int engine_discard(struct samepage *sp, uintptr_t start, size_t len);
 uint64_t metadata_bytes(struct samepage *sp);
 void unmerge_all(struct samepage *sp);
+void fork_reap(struct samepage *sp);
 #define KNOB(sp, name) ((sp)->knob[KNOB_##name])
 enum {
 #define SAMEPAGE_KNOB(n, k, f, d, lo, hi, since, help) KNOB_##n,

@@ -90,7 +90,9 @@ _Atomic uint64_t merge_window_waits;
 static struct sigaction chained_segv, chained_bus;
 static _Atomic int handler_installed;
 
-static __thread sigjmp_buf *guard_jmp; /* set while the scanner reads guarded */
+/* Set while the scanner reads guarded.  volatile: the compiler must not
+ * drop the store around a memcpy it believes cannot fault. */
+static __thread sigjmp_buf *volatile guard_jmp;
 
 static int window_open(uintptr_t start, uintptr_t end)
 {
@@ -320,6 +322,11 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 				if (prot & PROT_WRITE)
 					prim_mprotect(a, len, prot);
 			} else {
+				/* Map the pool pages now (read faults only), as the
+				 * kernel's KSM leaves its PTEs in place: the pages
+				 * show in the RSS and in pagemap as file pages. */
+				if (prot & PROT_READ)
+					prim_madvise(a, len, MADV_POPULATE_READ);
 				sp->c.map_count += 2;
 			}
 		} else if (prot & PROT_WRITE) {

@@ -192,6 +192,7 @@ static void start_full_scan(struct samepage *sp)
 {
 	advisor_start_scan(sp);
 	regions_refresh(sp); /* forget what the application unmapped */
+	fork_reap(sp);       /* unpin the pool pages no forked child maps */
 	unstable_reset(sp);  /* the unstable tree lives one full scan */
 	sp->scan_running = true;
 	sp->cur_region = 0;

@@ -10,6 +10,7 @@
 #include "check.h"
 
 #include <samepage.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -112,3 +113,23 @@ static inline void check_ksm_pages_count(samepage_t *sp, long long n)
 }
 
 #endif
+
+/* Does any present page of [p, p+n pages) still map the pool (a file page)?
+ * The kernel selftests ask "does the range map duplicates"; for us a page
+ * that maps the pool is a merged page. */
+static inline size_t pages_mapping_pool(const void *p, size_t n)
+{
+	FILE *f = fopen("/proc/self/pagemap", "r");
+	size_t hits = 0;
+	REQUIRE(f);
+	for (size_t i = 0; i < n; i++) {
+		unsigned long long e = 0;
+		REQUIRE(fseek(f, (long)(((uintptr_t)p / PG + i) * 8), SEEK_SET) == 0);
+		if (fread(&e, 8, 1, f) != 1)
+			e = 0;
+		if ((e >> 63) & 1 && (e >> 61) & 1)
+			hits++;
+	}
+	fclose(f);
+	return hits;
+}
