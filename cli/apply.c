@@ -245,6 +245,20 @@ static int enable_in_root(const struct install *in)
 	return 0;
 }
 
+static void make_dirs(const char *path)
+{
+	char p[PATH_MAX * 2];
+
+	snprintf(p, sizeof(p), "%s", path);
+	for (char *s = p + 1; *s; s++)
+		if (*s == '/') {
+			*s = '\0';
+			mkdir(p, 0755);
+			*s = '/';
+		}
+	mkdir(p, 0755);
+}
+
 int cmd_install_service(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -273,6 +287,9 @@ int cmd_install_service(int argc, char **argv)
 		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "it takes no arguments",
 				   "install-service: unexpected argument");
 	snprintf(dir, sizeof(dir), "%s/etc/systemd/system", in.root);
+	/* A staging root (a package, a test) may start empty. */
+	if (in.root[0] && !in.dry)
+		make_dirs(dir);
 	if (!in.dry && access(dir, W_OK))
 		return ksmctl_fail(errno == ENOENT ? KSMCTL_REFUSED : KSMCTL_PERM, dir,
 				   errno == ENOENT ? "is systemd installed? give --root for a tree"

@@ -55,21 +55,28 @@ static const char *can_change(char *why, size_t len)
 
 static void knob_list_text(const char *label, enum knob_state want, const char *release)
 {
-	int n = 0;
+	int n = 0, col = 21;
 
 	printf("  %-18s", label);
 	for (int i = 0; i < samepage_knob_count(); i++) {
 		const struct samepage_knob *k = samepage_knob_at(i);
+		char item[160];
+
 		if (k->kind > SAMEPAGE_KNOB_COUNTER || knob_state(k, release) != want)
 			continue;
-		if (n && n % 3 == 0)
-			printf("\n  %-18s", "");
 		if (want == PRESENT)
-			printf(" %s", k->name);
+			snprintf(item, sizeof(item), " %s", k->name);
 		else if (want == LATER)
-			printf(" %s (%s)", k->name, k->since);
+			snprintf(item, sizeof(item), " %s (%s)", k->name, k->since);
 		else
-			printf(" %s (%s, %s)", k->name, k->since, missing_why(k));
+			snprintf(item, sizeof(item), " %s (%s, %s)", k->name, k->since, missing_why(k));
+		/* Wrap at 80 columns, continuing under the first item. */
+		if (n && col + (int)strlen(item) > 80) {
+			printf("\n  %-18s", "");
+			col = 21;
+		}
+		fputs(item, stdout);
+		col += (int)strlen(item);
 		n++;
 	}
 	printf("%s\n", n ? "" : " none");
@@ -145,7 +152,8 @@ int cmd_check(int argc, char **argv)
 	       src);
 	printf("  %-18s %s (%s)\n", "sysfs interface", sysfs ? "yes" : "no", opt.be->where);
 	printf("  %-18s %s (%s)\n", "prctl opt-in",
-	       !prctl_ok ? "no (needs 6.4): use madvise(MADV_MERGEABLE)"
+	       !prctl_ok ? (version_cmp(release, "6.4") >= 0 ? "no (needs CONFIG_KSM)"
+							 : "no (needs 6.4): use madvise(MADV_MERGEABLE)")
 	       : version_cmp(release, "6.7") >= 0 ? "yes, kept across exec"
 						 : "yes, but lost at exec (needs 6.7)",
 	       prctl_how);

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -200,6 +201,28 @@ static enum severity negative_profit(const struct facts *f, struct finding *out)
 	return WARN;
 }
 
+/* The kernel's rule: a process whose profit is negative should drop its madvise. */
+static enum severity process_loses(const struct facts *f, struct finding *out)
+{
+	const struct ksm_process *worst = NULL;
+	char a[32];
+
+	for (int i = 0; f->procs_ok && i < f->procs.n; i++) {
+		const struct ksm_process *p = &f->procs.p[i];
+		if (p->profit != LLONG_MIN && p->profit < 0 && (!worst || p->profit < worst->profit))
+			worst = p;
+	}
+	if (!worst)
+		return NONE;
+	SAY(summary, "a process loses memory to KSM");
+	SAY(evidence, "%s (pid %d, %s): ksm_process_profit %s, %lld pages tracked, %lld merged",
+	    worst->comm, worst->pid, worst->cgroup, fmt_bytes(a, sizeof(a), (double)worst->profit),
+	    worst->rmap_items, worst->merging_pages);
+	SAY(fix, "stop marking its memory mergeable (drop MemoryKSM=yes, ksmctl run, or its "
+		 "madvise); ksmctl top lists every process's profit");
+	return INFO;
+}
+
 static enum severity thp(const struct facts *f, struct finding *out)
 {
 	if (strcmp(f->thp, "always"))
@@ -235,6 +258,7 @@ static const struct {
 	{"wasted-effort", wasted_effort},
 	{"negative-profit", negative_profit},
 	{"slow-scan", slow_scan},
+	{"process-loses", process_loses},
 	{"capped", capped},
 	{"smart-scan", smart_skipping},
 	{"advisor", advisor},
@@ -328,7 +352,8 @@ int cmd_doctor(int argc, char **argv)
 		json_object_end(&j);
 	} else if (worst < WARN) {
 		char a[32];
-		printf("\nNo problems found: KSM saves %s.\n", fmt_bytes(a, sizeof(a), f.d.saved_bytes));
+		printf("\nNo problems found%s: KSM saves %s.\n", n ? " (the findings are for information)" : "",
+		       fmt_bytes(a, sizeof(a), f.d.saved_bytes));
 	}
 	proc_list_free(&f.procs);
 	return worst >= WARN ? KSMCTL_NO : KSMCTL_OK;

@@ -183,7 +183,7 @@ int host_prctl_merge(const char *release, const char **how)
 		*how = "probed with prctl(PR_GET_MEMORY_MERGE)";
 		return prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) >= 0;
 	}
-	*how = "inferred from the kernel version (6.4+)";
+	*how = "inferred from the kernel version";
 	return version_cmp(release, "6.4") >= 0 && knob_present("run");
 }
 

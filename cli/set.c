@@ -131,6 +131,13 @@ static int read_old(struct change *c)
 	return 0;
 }
 
+/* "name=value (origin)": how messages name a change. */
+static const char *change_input(const struct change *c, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s=%s (%s)", c->k->name, c->value, c->origin);
+	return buf;
+}
+
 static int check_writable(const struct change *c)
 {
 	int err = opt.be->writable(opt.be, c->k->name);
@@ -156,9 +163,9 @@ static int check_present(struct plan *p, int i, const char *release)
 	const struct change *c = &p->c[i];
 	char input[320];
 
-	snprintf(input, sizeof(input), "%s=%s (%s)", c->k->name, c->value, c->origin);
+	change_input(c, input, sizeof(input));
 	if (p->skip_absent) {
-		ksmctl_warn("this kernel (Linux %s) has no %s (added in %s); skipped: %s", release,
+		ksmctl_warn("this kernel (Linux %s) has no %s (added in Linux %s); skipped: %s", release,
 			    c->k->name, c->k->since, input);
 		memmove(&p->c[i], &p->c[i + 1], sizeof(p->c[0]) * (size_t)(p->n - i - 1));
 		p->n--;
@@ -172,7 +179,7 @@ static int check_present(struct plan *p, int i, const char *release)
 
 int plan_check(struct plan *p)
 {
-	char release[128] = "unknown", a[32], b[32], fix[400];
+	char release[128] = "unknown", a[32], b[32], fix[400], input[320];
 	struct change *pts, *adv;
 	int err, ret;
 
@@ -193,7 +200,7 @@ int plan_check(struct plan *p)
 	}
 	pts = plan_find(p, "pages_to_scan"), adv = plan_find(p, "advisor_mode");
 	if (pts && (adv ? adv->v == 1 : knob_or("advisor_mode", 0) == 1))
-		return ksmctl_fail(KSMCTL_REFUSED, pts->origin,
+		return ksmctl_fail(KSMCTL_REFUSED, change_input(pts, input, sizeof(input)),
 				   "set advisor_mode=none with it, or leave pages_to_scan out",
 				   "pages_to_scan cannot be set while advisor_mode is scan-time "
 				   "(the advisor sets it)");
@@ -210,7 +217,7 @@ int plan_check(struct plan *p)
 				 "memory (MemAvailable %s)",
 				 c->k->name, fmt_bytes(a, sizeof(a), d.unmerge_cost_bytes),
 				 fmt_bytes(b, sizeof(b), d.mem_available_bytes));
-			return ksmctl_fail(KSMCTL_REFUSED, c->origin, fix,
+			return ksmctl_fail(KSMCTL_REFUSED, change_input(c, input, sizeof(input)), fix,
 					   "changing %s needs every page unmerged first "
 					   "(pages_shared is %lld)",
 					   c->k->name, shared);
@@ -248,7 +255,7 @@ static int write_error(const struct change *c, int err)
 {
 	char input[320];
 
-	snprintf(input, sizeof(input), "%s=%s (%s)", c->k->name, c->value, c->origin);
+	change_input(c, input, sizeof(input));
 	if (err == -EACCES || err == -EPERM)
 		return ksmctl_fail(KSMCTL_PERM, input, "run as root (sudo ksmctl ...)",
 				   "the kernel refused the write: %s", strerror(-err));

@@ -107,6 +107,14 @@ static void list_extras(struct extra_names *x)
 	qsort(x->names, (size_t)x->n, sizeof(x->names[0]), by_name);
 }
 
+static bool has_extras(void)
+{
+	struct extra_names x;
+
+	list_extras(&x);
+	return x.n > 0;
+}
+
 /* Calls fn(name, knob-or-NULL, value text) for every file present. */
 static void for_each_value(void (*fn)(const char *, const struct samepage_knob *, const char *,
 				      void *),
@@ -234,6 +242,8 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 		text_line("full scan", "%.1f s at least for %lld tracked pages", d->full_scan_seconds,
 			  d->rmap_items);
 	for (int s = 0; s < 3; s++) {
+		if (s == 2 && !has_extras())
+			break;
 		printf("%s:\n", sections[s]);
 		for_each_value(text_value, &s);
 	}
@@ -301,7 +311,7 @@ static void prom_metric(const char *name, const char *type, const char *help, do
 {
 	if (isnan(v) || isinf(v))
 		return;
-	printf("# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+	printf("# HELP %s %s\n# TYPE %s %s\n%s %.15g\n", name, help, name, type, name, v);
 }
 
 /* node_exporter's ksmd collector names, so existing dashboards keep working. */
@@ -373,7 +383,7 @@ static void prom_processes(const struct proc_list *l, const char *name, const ch
 		prom_label(l->p[i].comm);
 		fputs("\",cgroup=\"", stdout);
 		prom_label(l->p[i].cgroup);
-		printf("\"} %.17g\n", v);
+		printf("\"} %.15g\n", v);
 	}
 }
 

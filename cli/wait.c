@@ -131,9 +131,10 @@ int cmd_wait(int argc, char **argv)
 		if (timeout > 0 && elapsed > timeout) {
 			if (tty)
 				fputs("\r\033[K", stderr);
-			report(json, "timeout", start, scans, sharing, elapsed);
+			if (json)
+				report(json, "timeout", start, scans, sharing, elapsed);
 			return ksmctl_fail(KSMCTL_TIMEOUT, NULL, "give a longer --timeout",
-					   "wait: not %s after %.0f s", conv ? "converged" : "done",
+					   "wait: not %s after %g s", conv ? "converged" : "done",
 					   timeout);
 		}
 		if (tty)

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# cli.kernel.*: ksmctl against this machine's own KSM.
+#
+# Every tunable is saved before the test and restored on exit, also on
+# failure or interruption, by writing sysfs directly (so a bug in ksmctl
+# cannot break the restore): run=2 first, because max_page_sharing and
+# merge_across_nodes can only change with no page shared, advisor_mode
+# before pages_to_scan (the advisor resets it), run last.  ctest's
+# RESOURCE_LOCK kernel_ksm keeps other KSM tests away meanwhile.  Waiting
+# for the kernel uses full_scans with pages_to_scan high and
+# sleep_millisecs 0, and generous timeouts; nothing asserts a duration.
+#
+# usage: kernel.sh TEST KSMCTL DUPFILL SRCDIR
+set -u
+test=$1 ksmctl=$2 dupfill=$3 src=$4
+ksm=/sys/kernel/mm/ksm
+tmp=$(mktemp -d)
+children=()
+
+if [ ! -d $ksm ]; then
+	echo "SKIP: this kernel has no $ksm (CONFIG_KSM is off)"
+	exit 77
+fi
+fail() {
+	echo "FAIL: $*"
+	exit 1
+}
+[ -w $ksm/run ] || fail "$ksm/run is not writable: run the kernel tests as root"
+
+# ---- save and restore ----
+declare -A saved
+order=()
+for k in advisor_mode advisor_max_cpu advisor_min_pages_to_scan advisor_max_pages_to_scan \
+	advisor_target_scan_time pages_to_scan sleep_millisecs merge_across_nodes max_page_sharing \
+	stable_node_chains_prune_millisecs use_zero_pages smart_scan run; do
+	[ -f $ksm/$k ] || continue
+	v=$(cat $ksm/$k)
+	[ $k = advisor_mode ] && v=$(sed 's/.*\[\(.*\)\].*/\1/' <<<"$v")
+	saved[$k]=$v
+	order+=("$k")
+done
+
+restore() {
+	local k now bad=0
+	for pid in "${children[@]}"; do kill "$pid" 2>/dev/null; done
+	wait 2>/dev/null
+	echo 2 >$ksm/run
+	for _ in $(seq 100); do [ "$(cat $ksm/pages_shared)" = 0 ] && break; sleep 0.1; done
+	for k in "${order[@]}"; do
+		# pages_to_scan is EINVAL under the advisor: the saved mode decides it.
+		[ $k = pages_to_scan ] && [ "${saved[advisor_mode]:-none}" = scan-time ] && continue
+		echo "${saved[$k]}" >$ksm/$k 2>/dev/null
+	done
+	for k in "${order[@]}"; do
+		now=$(cat $ksm/$k)
+		[ $k = advisor_mode ] && now=$(sed 's/.*\[\(.*\)\].*/\1/' <<<"$now")
+		[ $k = pages_to_scan ] && [ "${saved[advisor_mode]:-none}" = scan-time ] && continue
+		if [ "$now" != "${saved[$k]}" ]; then
+			echo "RESTORE FAILED: $k is $now, was ${saved[$k]}"
+			bad=1
+		fi
+	done
+	rm -rf "$tmp"
+	[ $bad = 0 ] || exit 1
+}
+trap restore EXIT
+trap 'exit 1' INT TERM
+
+# ---- helpers ----
+knob() { cat $ksm/$1; }
+expect_exit() { # expect_exit STATUS CMD...: runs ksmctl, checks its exit status
+	local want=$1
+	shift
+	"$ksmctl" "$@" >"$tmp/out" 2>"$tmp/err"
+	local rc=$?
+	cat "$tmp/out" "$tmp/err"
+	[ $rc -eq "$want" ] || fail "ksmctl $* exited $rc, expected $want"
+}
+json_ok() { python3 -m json.tool "$tmp/out" >/dev/null || fail "output of the last command is not JSON"; }
+# fast: ksmd as fast as it goes, so full scans take little time.
+fast() { expect_exit 0 set advisor_mode=none pages_to_scan=10000 sleep_millisecs=0 run=1 >/dev/null 2>&1 ||
+	expect_exit 0 set pages_to_scan=10000 sleep_millisecs=0 run=1; }
+# workload MIB [--madvise|--run]: starts dupfill, waits for its "ready PID"
+workload() {
+	local mib=$1 how=$2
+	if [ "$how" = --run ]; then
+		"$ksmctl" run -- "$dupfill" "$mib" 300 >"$tmp/ready" &
+	else
+		"$dupfill" "$mib" 300 --madvise >"$tmp/ready" &
+	fi
+	children+=($!)
+	for _ in $(seq 200); do grep -q ready "$tmp/ready" && break; sleep 0.05; done
+	pid=$(awk '/ready/ {print $2}' "$tmp/ready")
+	[ -n "$pid" ] || fail "dupfill did not start"
+}
+converge() {
+	expect_exit 0 wait --converged --timeout 240
+	[ "$(knob pages_sharing)" -gt 1000 ] || fail "pages_sharing is $(knob pages_sharing) after convergence"
+}
+
+# ---- the tests ----
+t_set_restore() {
+	expect_exit 0 check --json
+	json_ok
+	grep -q '"supported": true' "$tmp/out" || fail "check --json does not say supported"
+	expect_exit 0 set --json sleep_millisecs=33 stable_node_chains_prune_millisecs=1500
+	json_ok
+	[ "$(knob sleep_millisecs)" = 33 ] || fail "sleep_millisecs is $(knob sleep_millisecs), not 33"
+	[ "$(knob stable_node_chains_prune_millisecs)" = 1500 ] || fail "prune_millisecs not written"
+	# All or nothing: a bad second value leaves the first unwritten.
+	expect_exit 2 set sleep_millisecs=44 pages_to_scan=abc
+	[ "$(knob sleep_millisecs)" = 33 ] || fail "a refused set changed sleep_millisecs"
+	expect_exit 2 set no_such_knob=1
+	expect_exit 2 set pages_shared=0
+	if [ -f $ksm/advisor_mode ]; then
+		expect_exit 0 set advisor_mode=scan-time
+		grep -q '\[scan-time\]' $ksm/advisor_mode || fail "advisor_mode not scan-time"
+		before=$(knob pages_to_scan)
+		expect_exit 5 set pages_to_scan=10
+		[ "$(knob pages_to_scan)" = "$before" ] || fail "pages_to_scan changed under the advisor"
+		expect_exit 0 set pages_to_scan=777 advisor_mode=none
+		[ "$(knob pages_to_scan)" = 777 ] || fail "pages_to_scan is $(knob pages_to_scan), not 777"
+		grep -q '\[none\]' $ksm/advisor_mode || fail "advisor_mode not none"
+	fi
+	expect_exit 0 status --json
+	json_ok
+	python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["files"]["sleep_millisecs"] == 33, d["files"]' "$tmp/out" ||
+		fail "status --json does not show sleep_millisecs 33"
+	expect_exit 0 status --prometheus
+	python3 "$src/promcheck.py" "$tmp/out" || fail "status --prometheus is not valid"
+	grep -q '^node_ksmd_sleep_seconds 0.033$' "$tmp/out" || fail "node_ksmd_sleep_seconds is not 0.033"
+	expect_exit 0 status
+	expect_exit 0 stop
+	expect_exit 1 doctor --json
+	json_ok
+	grep -q '"id": "not-running"' "$tmp/out" || fail "doctor does not find that ksmd is stopped"
+}
+
+t_start_stop_merge() {
+	fast
+	workload 32 --madvise
+	converge
+	expect_exit 0 stop
+	[ "$(knob run)" = 0 ] || fail "run is $(knob run) after stop"
+	[ "$(knob pages_sharing)" -gt 1000 ] || fail "stop dropped merged pages"
+	expect_exit 0 start --json
+	json_ok
+	[ "$(knob run)" = 1 ] || fail "run is $(knob run) after start"
+	expect_exit 0 unmerge
+	[ "$(knob run)" = 2 ] || fail "run is $(knob run) after unmerge"
+	[ "$(knob pages_shared)" = 0 ] || fail "pages_shared is $(knob pages_shared) after unmerge"
+	grep -q 'ksm_merging_pages 0' /proc/$pid/ksm_stat || fail "the workload still has merged pages"
+}
+
+t_run_top() {
+	fast
+	workload 32 --run
+	grep -q 'ksm_merge_any: yes' /proc/$pid/ksm_stat || fail "ksmctl run did not make the child mergeable: $(cat /proc/$pid/ksm_stat)"
+	converge
+	merging=$(awk '/ksm_merging_pages/ {print $2}' /proc/$pid/ksm_stat)
+	echo "child $pid: ksm_merging_pages $merging"
+	[ "$merging" -gt 1000 ] || fail "the child merged only $merging pages"
+	expect_exit 0 top --json
+	json_ok
+	python3 - "$tmp/out" "$pid" <<'PY' || fail "top --json does not list the child with its merged pages"
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+row = [r for r in rows if r["pid"] == int(sys.argv[2])]
+assert row and row[0]["merging_pages"] > 1000 and row[0]["profit_bytes"] > 0, rows
+PY
+	cg=$(sed -n 's/^0:://p' /proc/$pid/cgroup)
+	expect_exit 0 top --json --by cgroup
+	json_ok
+	grep -qF "\"cgroup\": \"$cg\"" "$tmp/out" || fail "top --by cgroup lacks the child's cgroup $cg"
+	expect_exit 0 status --prometheus
+	python3 "$src/promcheck.py" "$tmp/out" || fail "status --prometheus is not valid"
+	grep -q "^samepage_ksm_process_merging_pages{pid=\"$pid\"" "$tmp/out" ||
+		fail "no per-process series for the child"
+	expect_exit 0 top
+	grep -q "^ *$pid cli_dupfill" "$tmp/out" || fail "top does not list the child"
+}
+
+t_unmerge_knobs() {
+	fast
+	workload 16 --madvise
+	converge
+	mps=$(knob max_page_sharing)
+	new=$((mps + 11))
+	expect_exit 5 set max_page_sharing=$new
+	[ "$(knob max_page_sharing)" = "$mps" ] || fail "max_page_sharing changed without --unmerge"
+	[ "$(knob pages_sharing)" -gt 1000 ] || fail "a refused set unmerged pages"
+	expect_exit 0 set --unmerge --json max_page_sharing=$new
+	json_ok
+	grep -q '"unmerged": true' "$tmp/out" || fail "set --unmerge did not report the unmerge"
+	[ "$(knob max_page_sharing)" = "$new" ] || fail "max_page_sharing is $(knob max_page_sharing), not $new"
+	[ "$(knob run)" = 1 ] || fail "run was not restored to 1 after --unmerge (it is $(knob run))"
+	if [ -f $ksm/merge_across_nodes ]; then
+		converge
+		m=$(knob merge_across_nodes)
+		expect_exit 0 set --unmerge merge_across_nodes=$((1 - m))
+		[ "$(knob merge_across_nodes)" = $((1 - m)) ] || fail "merge_across_nodes not changed"
+	fi
+	converge # merging resumes after the change
+}
+
+t_wait_scans() {
+	fast
+	workload 8 --madvise
+	start=$(knob full_scans)
+	expect_exit 0 wait --scans 2 --json --timeout 240
+	json_ok
+	[ "$(knob full_scans)" -ge $((start + 2)) ] || fail "wait returned before 2 full scans"
+	# A full scan of 2048 pages at one page a minute cannot end in a second.
+	expect_exit 0 set pages_to_scan=1 sleep_millisecs=60000
+	expect_exit 4 wait --scans 5 --timeout 1
+	expect_exit 0 stop
+	expect_exit 1 wait --scans 1 --timeout 10
+	expect_exit 2 wait --scans 0
+}
+
+t_apply_file() {
+	cat >"$tmp/ksm.conf" <<CONF
+# test config
+run = 1
+sleep_millisecs = 42   # slow
+pages_to_scan = 2345
+CONF
+	[ -f $ksm/advisor_mode ] && echo "advisor_mode = none" >>"$tmp/ksm.conf"
+	before=$(knob pages_to_scan)
+	expect_exit 0 apply --check "$tmp/ksm.conf"
+	expect_exit 0 apply --diff "$tmp/ksm.conf"
+	[ "$(knob pages_to_scan)" = "$before" ] || fail "apply --diff changed pages_to_scan"
+	grep -q "pages_to_scan: $before -> 2345" "$tmp/out" || fail "apply --diff does not show pages_to_scan"
+	expect_exit 0 apply "$tmp/ksm.conf"
+	[ "$(knob pages_to_scan)" = 2345 ] || fail "pages_to_scan is $(knob pages_to_scan) after apply"
+	[ "$(knob sleep_millisecs)" = 42 ] || fail "sleep_millisecs is $(knob sleep_millisecs) after apply"
+	[ "$(knob run)" = 1 ] || fail "run is $(knob run) after apply"
+	printf 'sleep_millisecs = 7\npages_to_scan 5\n' >"$tmp/bad.conf"
+	expect_exit 2 apply "$tmp/bad.conf"
+	grep -q "bad.conf:2" "$tmp/err" || fail "the syntax error does not name line 2"
+	[ "$(knob sleep_millisecs)" = 42 ] || fail "a bad file changed sleep_millisecs"
+}
+
+"t_$test"
+echo "ok: $test"

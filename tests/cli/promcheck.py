@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Checks Prometheus text exposition format: every sample line is
+`name{label="value",...} number`, every metric family has one # TYPE line
+before its samples (and at most one # HELP), names are valid, counters end
+in _total, and no series repeats.  Exit 1 with the offending line otherwise.
+"""
+import re
+import sys
+
+NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+SAMPLE = re.compile(rf"^({NAME})(\{{(?:{LABEL})(?:,{LABEL})*\}})? (\S+)$")
+TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
+
+
+def main(path):
+    types, helps, seen = {}, set(), set()
+    lines = open(path).read().splitlines()
+    if not lines:
+        return "empty output"
+    for n, line in enumerate(lines, 1):
+        where = f"line {n}: {line!r}"
+        if line.startswith("# HELP "):
+            name = line.split(" ", 3)[2]
+            if name in helps:
+                return f"second HELP for {name}: {where}"
+            helps.add(name)
+        elif line.startswith("# TYPE "):
+            parts = line.split(" ")
+            if len(parts) != 4 or parts[3] not in TYPES or not re.fullmatch(NAME, parts[2]):
+                return f"bad TYPE: {where}"
+            if parts[2] in types:
+                return f"second TYPE for {parts[2]}: {where}"
+            types[parts[2]] = parts[3]
+        elif line.startswith("#"):
+            continue
+        else:
+            m = SAMPLE.match(line)
+            if not m:
+                return f"not a sample: {where}"
+            name, labels, value = m.groups()
+            if name not in types:
+                return f"sample before its # TYPE: {where}"
+            if types[name] == "counter" and not name.endswith("_total"):
+                return f"counter without _total: {where}"
+            try:
+                float(value)
+            except ValueError:
+                return f"value is not a number: {where}"
+            if (name, labels) in seen:
+                return f"repeated series: {where}"
+            seen.add((name, labels))
+    return None
+
+
+if __name__ == "__main__":
+    err = main(sys.argv[1])
+    if err:
+        print(f"promcheck: {sys.argv[1]}: {err}")
+        sys.exit(1)
