@@ -1,0 +1,1094 @@
+// SPDX-License-Identifier: MIT
+/*
+ * estimate-scan.c - reads other processes' private anonymous pages, hashes
+ * them and counts identical contents, for `ksmctl estimate`.
+ *
+ * DOC: Overview
+ *
+ * For each target process: parse /proc/PID/maps and keep the areas that KSM
+ * could merge; read /proc/PID/pagemap for those areas to learn which pages
+ * are present, swapped, exclusively mapped, and (as root) their PFNs; read
+ * the present pages in batches with one process_vm_readv per batch (one
+ * remote iovec per run of present pages); hash each page with XXH3-64; look
+ * the hash up in an open-addressing table of contents.  The target is never
+ * stopped: a page that changes while it is read gives a slightly wrong
+ * answer for that page, never a crash (see "Confirmation").
+ *
+ * Confirmation: a match on a 64-bit hash is confirmed byte for byte before
+ * a page is counted as a copy.  The bytes of the first copy are found, in
+ * order of cost: in a store of confirmed references (4 KiB per content that
+ * has two copies or more, within a memory budget); in the batch buffer just
+ * read; or by reading the first copy again from its process.  Memory is so
+ * spent only on contents that really have duplicates, and a content with
+ * many copies costs one extra read at most.  When the budget is spent every
+ * confirmation reads again: slower, still exact.  If the first copy changed
+ * meanwhile (its hash differs), the current page becomes the reference; if
+ * it cannot be read any more (its process exited) the match is accepted on
+ * the hash alone.  Both cases are counted and reported.
+ *
+ * Sampling: with --sample F, a non-zero content enters the table only if its
+ * hash falls in the lowest fraction F of the hash space.  Every copy of a
+ * sampled content is seen, so the saving per sampled content is exact and
+ * the total is a Horvitz-Thompson estimate; estimate.c states the interval.
+ */
+#include "estimate-scan.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL /* Debian's libxxhash-dev header: inlined, nothing to link */
+#include <xxhash.h>
+
+/* /proc/PID/pagemap bits (Documentation/admin-guide/mm/pagemap.rst). */
+#define PM_PFN_MASK ((1ULL << 55) - 1)
+#define PM_EXCLUSIVE (1ULL << 56)
+#define PM_FILE (1ULL << 61)
+#define PM_SWAP (1ULL << 62)
+#define PM_PRESENT (1ULL << 63)
+/* /proc/kpageflags bits. */
+#define KPF_KSM 21
+#define KPF_ZERO_PAGE 24
+
+/*
+ * 128 pages (512 KiB) per read: small enough that hashing finds the pages
+ * still in the L2/L3 cache after process_vm_readv wrote them, large enough
+ * that the system call costs little (measured in estimate_bench).
+ */
+#define BATCH_PAGES 128
+#define PAGEMAP_CHUNK 8192 /* entries per pagemap read: 32 MiB of address space */
+#define STORE_CHUNK 256	   /* reference pages per store allocation */
+#define OCC_NONE 0
+
+/* ------------------------------------------------------------ Tables ---- */
+
+/*
+ * One content.  count == 0 marks an empty slot.  (proc, addr) locate the
+ * first copy seen, so it can be read again for confirmation; ref, when not
+ * zero, is a 1-based index into the reference store holding its bytes.
+ * last_proc/last_cg are 1-based indexes of the last process and cgroup that
+ * held a copy: scans go process by process, cgroup by cgroup, so "not the
+ * last one" means "first copy in this unit".
+ */
+struct est_entry {
+	uint64_t hash;
+	uint64_t addr;
+	uint32_t proc;
+	uint32_t count;
+	uint32_t last_proc;
+	uint32_t last_cg;
+	uint32_t ref;
+	uint32_t occ; /* 1-based head of the list of processes, once count >= 2 */
+};
+
+/* A (content, process) pair, for the "most duplicated contents" report. */
+struct est_occ {
+	uint32_t proc;
+	uint32_t copies;
+	uint32_t next;
+};
+
+/* The set of PFNs already seen, for pages mapped more than once. */
+#define PFN_KSM (1ULL << 63)
+#define PFN_ZERO (1ULL << 62)
+
+struct est_batch {
+	unsigned char *buf;		 /* BATCH_PAGES pages */
+	uint64_t addr[BATCH_PAGES];	 /* remote address of each page, ascending */
+	unsigned char valid[BATCH_PAGES]; /* page was read and accounted */
+	int count;
+	int done; /* pages [0, done) are accounted (or failed) */
+};
+
+struct est {
+	struct est_config cfg;
+	uint64_t thresh;    /* keep a non-zero content iff hash <= thresh */
+	uint64_t zero_hash; /* XXH3 of a page of zeros */
+
+	struct est_entry *tab;
+	uint64_t tab_mask;
+	uint64_t tab_used;
+	struct est_entry zero; /* the zero content, outside the table */
+
+	struct est_occ *occ;
+	uint32_t nocc, occ_cap;
+
+	unsigned char **store;
+	uint32_t store_pages, store_cap_chunks;
+	uint64_t store_limit; /* pages */
+
+	uint64_t *pfns; /* open addressing, key pfn+1 in low bits, flags high */
+	uint64_t pfn_mask, pfn_used;
+	uint64_t zero_pfn;
+	bool have_pfns;
+	int kpageflags_fd;
+
+	struct est_proc *procs;
+	int nprocs, procs_cap;
+	struct est_cgroup *cgroups;
+	int ncgroups, cgroups_cap;
+
+	struct est_unit total;
+	struct est_totals tot; /* counters of confirmation, bytes read */
+
+	/* The process being scanned. */
+	int cur;
+	int mem_fd; /* /proc/PID/mem, opened on the first unreadable page */
+	struct est_batch b;
+	unsigned char *page2; /* one page for re-reads */
+};
+
+static const unsigned char zero_page[EST_PAGE_SIZE];
+
+static bool page_is_zero(const unsigned char *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	uint64_t acc = 0;
+
+	for (size_t i = 0; i < EST_PAGE_SIZE / 8; i++)
+		acc |= w[i];
+	return acc == 0;
+}
+
+static void *xrealloc_array(void *p, size_t n, size_t size)
+{
+	if (n && size > SIZE_MAX / n)
+		return NULL;
+	return realloc(p, n * size);
+}
+
+/* ----------------------------------------------------- PFN set ---- */
+
+static int pfn_grow(struct est *e)
+{
+	uint64_t ncap = (e->pfn_mask + 1) * 2;
+	uint64_t *n = calloc(ncap, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	for (uint64_t i = 0; i <= e->pfn_mask; i++) {
+		uint64_t v = e->pfns[i];
+
+		if (!v)
+			continue;
+		uint64_t j = XXH3_64bits(&(uint64_t){ v & PM_PFN_MASK }, 8) & (ncap - 1);
+		while (n[j])
+			j = (j + 1) & (ncap - 1);
+		n[j] = v;
+	}
+	free(e->pfns);
+	e->pfns = n;
+	e->pfn_mask = ncap - 1;
+	return 0;
+}
+
+/* Returns the slot of pfn: *slot is 0 if the pfn was not there yet. */
+static uint64_t *pfn_slot(struct est *e, uint64_t pfn)
+{
+	uint64_t key = pfn + 1;
+	uint64_t j;
+
+	if ((e->pfn_used + 1) * 10 > (e->pfn_mask + 1) * 7 && pfn_grow(e))
+		return NULL;
+	j = XXH3_64bits(&key, 8) & e->pfn_mask;
+	while (e->pfns[j] && (e->pfns[j] & PM_PFN_MASK) != key)
+		j = (j + 1) & e->pfn_mask;
+	return &e->pfns[j];
+}
+
+static uint64_t kpageflags(struct est *e, uint64_t pfn)
+{
+	uint64_t f = 0;
+
+	if (e->kpageflags_fd < 0 || pread(e->kpageflags_fd, &f, 8, (off_t)(pfn * 8)) != 8)
+		return 0;
+	return f;
+}
+
+/* ---------------------------------------------------- Reference store ---- */
+
+/* Copies page into the store: its 1-based index, or 0 when the budget is spent. */
+static uint32_t store_add(struct est *e, const unsigned char *page)
+{
+	uint32_t i = e->store_pages;
+
+	if (i >= e->store_limit || i == UINT32_MAX - 1)
+		return 0;
+	if (i % STORE_CHUNK == 0) {
+		uint32_t c = i / STORE_CHUNK;
+
+		if (c >= e->store_cap_chunks) {
+			uint32_t ncap = e->store_cap_chunks ? e->store_cap_chunks * 2 : 16;
+			unsigned char **n = xrealloc_array(e->store, ncap, sizeof(*n));
+
+			if (!n)
+				return 0;
+			e->store = n;
+			e->store_cap_chunks = ncap;
+		}
+		e->store[c] = malloc((size_t)STORE_CHUNK * EST_PAGE_SIZE);
+		if (!e->store[c])
+			return 0;
+	}
+	memcpy(e->store[i / STORE_CHUNK] + (size_t)(i % STORE_CHUNK) * EST_PAGE_SIZE, page,
+	       EST_PAGE_SIZE);
+	e->store_pages++;
+	return i + 1;
+}
+
+static const unsigned char *store_page(const struct est *e, uint32_t ref)
+{
+	uint32_t i = ref - 1;
+
+	return e->store[i / STORE_CHUNK] + (size_t)(i % STORE_CHUNK) * EST_PAGE_SIZE;
+}
+
+/* ------------------------------------------------------- Content table ---- */
+
+static int tab_grow(struct est *e)
+{
+	uint64_t ncap = e->tab ? (e->tab_mask + 1) * 2 : 1 << 16;
+	struct est_entry *n = calloc(ncap, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	for (uint64_t i = 0; e->tab && i <= e->tab_mask; i++) {
+		struct est_entry *o = &e->tab[i];
+
+		if (!o->count)
+			continue;
+		uint64_t j = o->hash & (ncap - 1);
+		while (n[j].count)
+			j = (j + 1) & (ncap - 1);
+		n[j] = *o;
+	}
+	free(e->tab);
+	e->tab = n;
+	e->tab_mask = ncap - 1;
+	return 0;
+}
+
+/* Reads one page of process index proc at addr into buf: 0 or -errno. */
+static int read_one(struct est *e, int proc, uint64_t addr, unsigned char *buf)
+{
+	struct iovec l = { buf, EST_PAGE_SIZE };
+	struct iovec r = { (void *)(uintptr_t)addr, EST_PAGE_SIZE };
+
+	if (process_vm_readv(e->procs[proc].pid, &l, 1, &r, 1, 0) == EST_PAGE_SIZE)
+		return 0;
+	/* Not readable through process_vm_readv (PROT_NONE): try /proc/PID/mem. */
+	if (proc == e->cur && e->mem_fd >= 0 &&
+	    pread(e->mem_fd, buf, EST_PAGE_SIZE, (off_t)addr) == EST_PAGE_SIZE)
+		return 0;
+	return errno ? -errno : -EIO;
+}
+
+/* The bytes of the first copy of ent, if still in the batch buffer. */
+static const unsigned char *batch_lookup(struct est *e, const struct est_entry *ent)
+{
+	struct est_batch *b = &e->b;
+	int lo = 0, hi = b->done - 1;
+
+	if ((int)ent->proc != e->cur || hi < 0 || ent->addr < b->addr[0] || ent->addr > b->addr[hi])
+		return NULL;
+	while (lo <= hi) {
+		int mid = (lo + hi) / 2;
+
+		if (b->addr[mid] == ent->addr)
+			return b->valid[mid] ? b->buf + (size_t)mid * EST_PAGE_SIZE : NULL;
+		if (b->addr[mid] < ent->addr)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return NULL;
+}
+
+enum { MATCH, COLLISION };
+
+/* Confirms that page (hash h, at addr in the current process) equals ent. */
+static int confirm(struct est *e, struct est_entry *ent, const unsigned char *page, uint64_t addr,
+		   uint64_t h)
+{
+	const unsigned char *ref;
+
+	if (ent->ref) {
+		/* A stored reference hashes to h by construction: a difference is a
+		 * true collision of the 64-bit hash. */
+		if (memcmp(store_page(e, ent->ref), page, EST_PAGE_SIZE)) {
+			e->tot.collisions++;
+			return COLLISION;
+		}
+		e->tot.confirmed++;
+		return MATCH;
+	}
+	ref = batch_lookup(e, ent);
+	if (!ref) {
+		e->tot.rereads++;
+		if (read_one(e, ent->proc, ent->addr, e->page2)) {
+			/* The first copy is gone (its process exited, or the area was
+			 * unmapped): the hash is all that is left to go on. */
+			e->tot.unconfirmed++;
+			ent->proc = e->cur;
+			ent->addr = addr;
+			ent->ref = store_add(e, page);
+			return MATCH;
+		}
+		ref = e->page2;
+	}
+	if (!memcmp(ref, page, EST_PAGE_SIZE)) {
+		e->tot.confirmed++;
+		ent->ref = store_add(e, page);
+		return MATCH;
+	}
+	if (XXH3_64bits(ref, EST_PAGE_SIZE) != h) {
+		/* The first copy was written to since it was hashed: the current
+		 * page, which does have this hash, becomes the reference. */
+		e->tot.reference_changed++;
+		ent->proc = e->cur;
+		ent->addr = addr;
+		ent->ref = store_add(e, page);
+		return MATCH;
+	}
+	e->tot.collisions++;
+	return COLLISION;
+}
+
+/* Finds or inserts the content of page: NULL only when out of memory. */
+static struct est_entry *tab_find(struct est *e, const unsigned char *page, uint64_t addr,
+				  uint64_t h)
+{
+	uint64_t j;
+
+	if (!e->tab || (e->tab_used + 1) * 10 > (e->tab_mask + 1) * 7) {
+		if (tab_grow(e))
+			return NULL;
+	}
+	for (j = h & e->tab_mask;; j = (j + 1) & e->tab_mask) {
+		struct est_entry *ent = &e->tab[j];
+
+		if (!ent->count) {
+			memset(ent, 0, sizeof(*ent));
+			ent->hash = h;
+			ent->addr = addr;
+			ent->proc = (uint32_t)e->cur;
+			e->tab_used++;
+			return ent;
+		}
+		if (ent->hash == h && confirm(e, ent, page, addr, h) == MATCH)
+			return ent;
+	}
+}
+
+static void occ_note(struct est *e, struct est_entry *ent)
+{
+	uint32_t cur = (uint32_t)e->cur;
+
+	if (ent->occ != OCC_NONE && e->occ[ent->occ - 1].proc == cur) {
+		e->occ[ent->occ - 1].copies++;
+		return;
+	}
+	/* Room for two records: the first copy's, created lazily, and ours. */
+	if (e->nocc + 2 > e->occ_cap) {
+		uint32_t ncap = e->occ_cap ? e->occ_cap * 2 : 4096;
+		struct est_occ *n = xrealloc_array(e->occ, ncap, sizeof(*n));
+
+		if (!n)
+			return; /* the list is for display only: lose it, not the scan */
+		e->occ = n;
+		e->occ_cap = ncap;
+	}
+	if (ent->occ == OCC_NONE) {
+		/* count is 1: the one earlier copy was in ent->proc. */
+		e->occ[e->nocc] = (struct est_occ){ ent->proc, 1, OCC_NONE };
+		ent->occ = ++e->nocc;
+		if (ent->proc == cur) {
+			e->occ[ent->occ - 1].copies++;
+			return;
+		}
+	}
+	e->occ[e->nocc] = (struct est_occ){ cur, 1, ent->occ };
+	ent->occ = ++e->nocc;
+}
+
+/* ------------------------------------------------------------ Scanning ---- */
+
+#define BUMP(pu, cu, tu, field) \
+	do {                    \
+		(pu)->field++;  \
+		(cu)->field++;  \
+		(tu)->field++;  \
+	} while (0)
+
+/* Counts one more copy of ent, found in the current process. */
+static void count_copy(struct est *e, struct est_entry *ent, bool zero)
+{
+	struct est_proc *p = &e->procs[e->cur];
+	struct est_unit *pu = &p->u, *cu = &e->cgroups[p->cgroup].u, *tu = &e->total;
+	uint32_t i = ent->count;
+	bool ksm_saved = zero && e->cfg.use_zero_pages ? true : i % e->cfg.max_page_sharing != 0;
+
+	if (zero) {
+		if (ent->last_proc != (uint32_t)e->cur + 1)
+			pu->zero_distinct++;
+		if (ent->last_cg != (uint32_t)p->cgroup + 1)
+			cu->zero_distinct++;
+		if (i == 0)
+			tu->zero_distinct++;
+		else
+			BUMP(pu, cu, tu, zero_saved);
+		if (ksm_saved)
+			BUMP(pu, cu, tu, zero_ksm_saved);
+	} else {
+		if (ent->last_proc != (uint32_t)e->cur + 1)
+			pu->tbl_distinct++;
+		if (ent->last_cg != (uint32_t)p->cgroup + 1)
+			cu->tbl_distinct++;
+		if (i == 0)
+			tu->tbl_distinct++;
+		else
+			BUMP(pu, cu, tu, tbl_saved);
+		if (ksm_saved)
+			BUMP(pu, cu, tu, tbl_ksm_saved);
+	}
+	ent->last_proc = (uint32_t)e->cur + 1;
+	ent->last_cg = (uint32_t)p->cgroup + 1;
+	if (i >= 1)
+		occ_note(e, ent);
+	if (ent->count < UINT32_MAX)
+		ent->count++;
+}
+
+static void account_page(struct est *e, const unsigned char *page, uint64_t addr)
+{
+	struct est_proc *p = &e->procs[e->cur];
+	struct est_unit *pu = &p->u, *cu = &e->cgroups[p->cgroup].u, *tu = &e->total;
+	uint64_t h = XXH3_64bits(page, EST_PAGE_SIZE);
+	struct est_entry *ent;
+
+	BUMP(pu, cu, tu, scanned);
+	if (h == e->zero_hash && page_is_zero(page)) {
+		BUMP(pu, cu, tu, zero);
+		if (!e->zero.count) {
+			e->zero.hash = h;
+			e->zero.proc = (uint32_t)e->cur;
+			e->zero.addr = addr;
+		}
+		count_copy(e, &e->zero, true);
+		return;
+	}
+	if (h > e->thresh)
+		return; /* sampled out: scanned, not counted */
+	ent = tab_find(e, page, addr, h);
+	if (!ent) {
+		BUMP(pu, cu, tu, unreadable); /* out of memory: say so rather than guess */
+		return;
+	}
+	BUMP(pu, cu, tu, tbl_pages);
+	count_copy(e, ent, false);
+}
+
+/* Reads and accounts the pages of the batch.  Returns 0, or -ESRCH when the
+ * process is gone, -EPERM when it may not be read. */
+static int batch_flush(struct est *e)
+{
+	struct est_batch *b = &e->b;
+	struct est_proc *p = &e->procs[e->cur];
+	struct iovec remote[BATCH_PAGES];
+	int ret = 0;
+
+	b->done = 0;
+	while (b->done < b->count) {
+		int first = b->done, nr = 0;
+		size_t want = (size_t)(b->count - first) * EST_PAGE_SIZE;
+		struct iovec local = { b->buf + (size_t)first * EST_PAGE_SIZE, want };
+		ssize_t n;
+
+		/* One remote iovec per run of consecutive pages. */
+		for (int i = first; i < b->count; i++) {
+			if (nr && (uint64_t)(uintptr_t)remote[nr - 1].iov_base + remote[nr - 1].iov_len ==
+					  b->addr[i]) {
+				remote[nr - 1].iov_len += EST_PAGE_SIZE;
+			} else {
+				remote[nr].iov_base = (void *)(uintptr_t)b->addr[i];
+				remote[nr].iov_len = EST_PAGE_SIZE;
+				nr++;
+			}
+		}
+		n = process_vm_readv(p->pid, &local, 1, remote, (unsigned long)nr, 0);
+		if (n < 0 && (errno == ESRCH || errno == EPERM)) {
+			ret = -errno;
+			break;
+		}
+		if (n < 0)
+			n = 0;
+		e->tot.bytes_read += (uint64_t)n;
+		int full = (int)(n / EST_PAGE_SIZE);
+		for (int i = first; i < first + full; i++) {
+			b->done = i; /* batch_lookup sees pages before i only */
+			account_page(e, b->buf + (size_t)i * EST_PAGE_SIZE, b->addr[i]);
+			b->valid[i] = 1;
+		}
+		b->done = first + full;
+		if ((size_t)n == want)
+			break;
+		/*
+		 * Page b->done failed: unmapped since pagemap was read, or in an
+		 * area without read permission, which /proc/PID/mem can still
+		 * read (FOLL_FORCE), as ksmd would merge such a page too.
+		 */
+		int i = b->done;
+		if (e->mem_fd < 0) {
+			char path[64];
+
+			snprintf(path, sizeof(path), "/proc/%d/mem", (int)p->pid);
+			e->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+		}
+		unsigned char *dst = b->buf + (size_t)i * EST_PAGE_SIZE;
+		if (e->mem_fd >= 0 && pread(e->mem_fd, dst, EST_PAGE_SIZE, (off_t)b->addr[i]) ==
+					      EST_PAGE_SIZE) {
+			e->tot.bytes_read += EST_PAGE_SIZE;
+			account_page(e, dst, b->addr[i]);
+			b->valid[i] = 1;
+		} else {
+			struct est_unit *pu = &p->u, *cu = &e->cgroups[p->cgroup].u;
+
+			BUMP(pu, cu, &e->total, unreadable);
+			if (kill(p->pid, 0) && errno == ESRCH) {
+				ret = -ESRCH;
+				break;
+			}
+		}
+		b->done = i + 1;
+	}
+	b->count = 0;
+	b->done = 0;
+	if (e->cfg.progress)
+		e->cfg.progress(e->cfg.progress_arg, e->tot.bytes_read, p);
+	return ret;
+}
+
+static int batch_add(struct est *e, uint64_t addr)
+{
+	struct est_batch *b = &e->b;
+
+	b->valid[b->count] = 0;
+	b->addr[b->count++] = addr;
+	return b->count == BATCH_PAGES ? batch_flush(e) : 0;
+}
+
+/* Classifies one pagemap entry; returns 1 if the page should be read. */
+static int classify(struct est *e, uint64_t pm)
+{
+	struct est_proc *p = &e->procs[e->cur];
+	struct est_unit *pu = &p->u, *cu = &e->cgroups[p->cgroup].u, *tu = &e->total;
+	uint64_t pfn, *slot;
+
+	if (!(pm & PM_PRESENT)) {
+		if (pm & PM_SWAP)
+			BUMP(pu, cu, tu, swapped);
+		return 0;
+	}
+	BUMP(pu, cu, tu, present);
+	if (pm & PM_EXCLUSIVE) {
+		BUMP(pu, cu, tu, rmap_items);
+		return 1;
+	}
+	pfn = pm & PM_PFN_MASK;
+	if (!pfn) {
+		/*
+		 * Mapped more than once, and no PFN to tell the zero page from a
+		 * page shared since fork (not root): counted apart, not read.
+		 */
+		BUMP(pu, cu, tu, already_shared);
+		return 0;
+	}
+	if (pfn == e->zero_pfn) {
+		BUMP(pu, cu, tu, zero_mapped);
+		return 0;
+	}
+	slot = pfn_slot(e, pfn);
+	if (slot && *slot) {
+		if (*slot & PFN_ZERO) {
+			BUMP(pu, cu, tu, zero_mapped);
+			return 0;
+		}
+		BUMP(pu, cu, tu, rmap_items);
+		BUMP(pu, cu, tu, already_shared);
+		if (*slot & PFN_KSM)
+			BUMP(pu, cu, tu, already_ksm);
+		return 0;
+	}
+	uint64_t f = kpageflags(e, pfn);
+	if (slot) {
+		*slot = (pfn + 1) | (f & (1ULL << KPF_KSM) ? PFN_KSM : 0) |
+			(f & (1ULL << KPF_ZERO_PAGE) ? PFN_ZERO : 0);
+		e->pfn_used++;
+	}
+	if (f & (1ULL << KPF_ZERO_PAGE)) { /* the huge zero page */
+		BUMP(pu, cu, tu, zero_mapped);
+		return 0;
+	}
+	BUMP(pu, cu, tu, rmap_items);
+	return 1;
+}
+
+struct vma {
+	uint64_t start, end;
+};
+
+/* Keeps the areas KSM could merge: private, anonymous, not special. */
+static bool vma_mergeable(const char *perms, unsigned long inode, const char *path)
+{
+	if (perms[3] != 'p' || inode != 0)
+		return false;
+	if (!*path)
+		return true;
+	return !strcmp(path, "[heap]") || !strncmp(path, "[stack", 6) ||
+	       !strncmp(path, "[anon:", 6);
+}
+
+static int read_maps(const struct est *e, pid_t pid, struct vma **out, int *n)
+{
+	char path[64], *line = NULL;
+	size_t cap = 0;
+	int nv = 0, capv = 0, err = 0;
+	struct vma *v = NULL;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	errno = 0;
+	while (getline(&line, &cap, f) > 0) {
+		unsigned long long start, end, off;
+		unsigned long inode;
+		char perms[8], dev[16];
+		int pos = 0;
+
+		if (sscanf(line, "%llx-%llx %7s %llx %15s %lu %n", &start, &end, perms, &off, dev,
+			   &inode, &pos) < 6)
+			continue;
+		char *name = line + pos;
+		name[strcspn(name, "\n")] = 0;
+		if (!vma_mergeable(perms, inode, name))
+			continue;
+		if (e->cfg.range_end) {
+			start = start > e->cfg.range_start ? start : e->cfg.range_start;
+			end = end < e->cfg.range_end ? end : e->cfg.range_end;
+			if (start >= end)
+				continue;
+		}
+		if (nv == capv) {
+			int ncap = capv ? capv * 2 : 64;
+			struct vma *nvv = xrealloc_array(v, (size_t)ncap, sizeof(*v));
+
+			if (!nvv) {
+				err = -ENOMEM;
+				break;
+			}
+			v = nvv;
+			capv = ncap;
+		}
+		v[nv++] = (struct vma){ start, end };
+	}
+	if (!err && ferror(f))
+		err = errno ? -errno : -EIO;
+	fclose(f);
+	free(line);
+	if (err) {
+		free(v);
+		return err;
+	}
+	*out = v;
+	*n = nv;
+	return 0;
+}
+
+static void read_comm(struct est_proc *p)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)p->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	n = read(fd, p->comm, sizeof(p->comm) - 1);
+	close(fd);
+	if (n > 0) {
+		p->comm[n] = 0;
+		p->comm[strcspn(p->comm, "\n")] = 0;
+	}
+}
+
+static enum est_status status_of(int err)
+{
+	switch (err) {
+	case -ENOENT:
+	case -ESRCH:
+		return EST_GONE;
+	case -EACCES:
+	case -EPERM:
+		return EST_DENIED;
+	default:
+		return EST_FAILED;
+	}
+}
+
+int est_scan_proc(struct est *e, int idx)
+{
+	struct est_proc *p = &e->procs[idx];
+	uint64_t *pm = NULL;
+	struct vma *v = NULL;
+	int nv = 0, fd = -1, ret;
+	char path[64];
+	uint64_t before = e->tot.bytes_read;
+
+	e->cur = idx;
+	e->mem_fd = -1;
+	if (!p->comm[0])
+		read_comm(p);
+	ret = read_maps(e, p->pid, &v, &nv);
+	if (ret)
+		goto fail;
+	if (!nv) {
+		/* A kernel thread or a zombie: it has no memory of its own. */
+		p->status = EST_NO_MM;
+		goto out;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)p->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	pm = malloc(PAGEMAP_CHUNK * sizeof(*pm));
+	if (!pm) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	for (int i = 0; i < nv && !ret; i++) {
+		for (uint64_t a = v[i].start; a < v[i].end && !ret;) {
+			uint64_t npages = (v[i].end - a) / EST_PAGE_SIZE;
+			ssize_t n;
+
+			if (npages > PAGEMAP_CHUNK)
+				npages = PAGEMAP_CHUNK;
+			n = pread(fd, pm, npages * 8, (off_t)(a / EST_PAGE_SIZE * 8));
+			if (n < 0) {
+				ret = -errno;
+				break;
+			}
+			if (n == 0) {
+				/* pagemap reads nothing once the mm is gone. */
+				ret = -ESRCH;
+				break;
+			}
+			npages = (uint64_t)n / 8;
+			for (uint64_t k = 0; k < npages && !ret; k++)
+				if (classify(e, pm[k]))
+					ret = batch_add(e, a + k * EST_PAGE_SIZE);
+			a += npages * EST_PAGE_SIZE;
+		}
+	}
+	if (!ret && e->b.count)
+		ret = batch_flush(e);
+	e->b.count = 0;
+	if (ret == -ESRCH) {
+		p->status = EST_EXITED;
+		p->err = ESRCH;
+		ret = e->tot.bytes_read > before ? 0 : -ESRCH;
+		goto out;
+	}
+	if (ret)
+		goto fail;
+	p->status = EST_OK;
+	goto out;
+fail:
+	p->status = status_of(ret);
+	p->err = -ret;
+	/* Part of the process may have been read before the failure. */
+	if (e->tot.bytes_read > before)
+		ret = 0;
+out:
+	if (e->mem_fd >= 0)
+		close(e->mem_fd);
+	e->mem_fd = -1;
+	if (fd >= 0)
+		close(fd);
+	free(pm);
+	free(v);
+	return ret;
+}
+
+/* --------------------------------------------------------- Lifecycle ---- */
+
+/* Finds the PFN of the shared zero page by reading a fresh page of our own. */
+static void probe_zero_pfn(struct est *e)
+{
+	volatile unsigned char *m;
+	uint64_t pm = 0;
+	int fd;
+
+	m = mmap(NULL, EST_PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return;
+	(void)m[0]; /* a read fault maps the zero page */
+	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (pread(fd, &pm, 8, (off_t)((uintptr_t)m / EST_PAGE_SIZE * 8)) == 8 &&
+		    (pm & PM_PRESENT) && (pm & PM_PFN_MASK)) {
+			e->zero_pfn = pm & PM_PFN_MASK;
+			e->have_pfns = true;
+		}
+		close(fd);
+	}
+	munmap((void *)m, EST_PAGE_SIZE);
+}
+
+int est_new(const struct est_config *cfg, struct est **out)
+{
+	struct est *e = calloc(1, sizeof(*e));
+
+	if (!e)
+		return -ENOMEM;
+	e->cfg = *cfg;
+	if (e->cfg.max_page_sharing < 2)
+		e->cfg.max_page_sharing = 2;
+	if (!(e->cfg.sample > 0) || e->cfg.sample >= 1.0)
+		e->thresh = UINT64_MAX;
+	else
+		e->thresh = (uint64_t)(e->cfg.sample * 18446744073709551616.0);
+	e->zero_hash = XXH3_64bits(zero_page, EST_PAGE_SIZE);
+	e->store_limit = cfg->confirm_budget / EST_PAGE_SIZE;
+	e->kpageflags_fd = -1;
+	e->mem_fd = -1;
+	e->pfn_mask = 4095;
+	e->pfns = calloc(e->pfn_mask + 1, sizeof(*e->pfns));
+	/* Page-aligned: the kernel copies whole pages into them, and a copy to
+	 * a misaligned destination measured twice as slow. */
+	e->b.buf = aligned_alloc(EST_PAGE_SIZE, (size_t)BATCH_PAGES * EST_PAGE_SIZE);
+	e->page2 = aligned_alloc(EST_PAGE_SIZE, EST_PAGE_SIZE);
+	if (!e->pfns || !e->b.buf || !e->page2) {
+		est_free(e);
+		return -ENOMEM;
+	}
+	probe_zero_pfn(e);
+	if (e->have_pfns)
+		e->kpageflags_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+	*out = e;
+	return 0;
+}
+
+void est_free(struct est *e)
+{
+	if (!e)
+		return;
+	for (uint32_t i = 0; i < e->store_pages; i += STORE_CHUNK)
+		free(e->store[i / STORE_CHUNK]);
+	free(e->store);
+	free(e->tab);
+	free(e->occ);
+	free(e->pfns);
+	free(e->b.buf);
+	free(e->page2);
+	for (int i = 0; i < e->ncgroups; i++)
+		free(e->cgroups[i].path);
+	free(e->cgroups);
+	free(e->procs);
+	if (e->kpageflags_fd >= 0)
+		close(e->kpageflags_fd);
+	free(e);
+}
+
+int est_add_cgroup(struct est *e, const char *path)
+{
+	for (int i = 0; i < e->ncgroups; i++)
+		if (!strcmp(e->cgroups[i].path, path))
+			return i;
+	if (e->ncgroups == e->cgroups_cap) {
+		int ncap = e->cgroups_cap ? e->cgroups_cap * 2 : 16;
+		struct est_cgroup *n = xrealloc_array(e->cgroups, (size_t)ncap, sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		e->cgroups = n;
+		e->cgroups_cap = ncap;
+	}
+	memset(&e->cgroups[e->ncgroups], 0, sizeof(e->cgroups[0]));
+	e->cgroups[e->ncgroups].path = strdup(path);
+	if (!e->cgroups[e->ncgroups].path)
+		return -ENOMEM;
+	return e->ncgroups++;
+}
+
+int est_add_proc(struct est *e, pid_t pid, int cgroup)
+{
+	if (e->nprocs == e->procs_cap) {
+		int ncap = e->procs_cap ? e->procs_cap * 2 : 64;
+		struct est_proc *n = xrealloc_array(e->procs, (size_t)ncap, sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		e->procs = n;
+		e->procs_cap = ncap;
+	}
+	memset(&e->procs[e->nprocs], 0, sizeof(e->procs[0]));
+	e->procs[e->nprocs].pid = pid;
+	e->procs[e->nprocs].cgroup = cgroup;
+	e->cgroups[cgroup].nprocs++;
+	return e->nprocs++;
+}
+
+/* What the kernel would show for one content of n copies (ksm_tests oracle). */
+static void kernel_model(const struct est *e, uint64_t n, uint64_t *shared, uint64_t *saved)
+{
+	uint64_t mps = e->cfg.max_page_sharing;
+
+	*shared = n / mps + (n % mps >= 2);
+	*saved = n - (n + mps - 1) / mps;
+}
+
+void est_finish(struct est *e, struct est_totals *t)
+{
+	double f = e->thresh == UINT64_MAX ? 1.0 : e->cfg.sample;
+	double s_saved = 0, s_ksm = 0, nz_shared = 0, nz_sharing = 0, nz_chains = 0;
+	uint64_t shared, saved, distinct = 0;
+
+	for (uint64_t i = 0; e->tab && i <= e->tab_mask; i++) {
+		uint64_t n = e->tab[i].count;
+
+		if (!n)
+			continue;
+		distinct++;
+		kernel_model(e, n, &shared, &saved);
+		nz_shared += (double)shared;
+		nz_sharing += (double)saved;
+		nz_chains += n > e->cfg.max_page_sharing;
+		s_saved += (double)(n - 1) * (double)(n - 1);
+		s_ksm += (double)saved * (double)saved;
+	}
+	*t = e->tot;
+	t->u = e->total;
+	t->ksm_pages_shared = (uint64_t)(nz_shared / f + 0.5);
+	t->ksm_pages_sharing = (uint64_t)(nz_sharing / f + 0.5);
+	t->ksm_stable_node_chains = (uint64_t)(nz_chains / f + 0.5);
+	if (e->zero.count) {
+		if (e->cfg.use_zero_pages) {
+			t->ksm_zero_pages = e->zero.count;
+		} else {
+			kernel_model(e, e->zero.count, &shared, &saved);
+			t->ksm_pages_shared += shared;
+			t->ksm_pages_sharing += saved;
+			t->ksm_stable_node_chains += e->zero.count > e->cfg.max_page_sharing;
+		}
+	}
+	/* Horvitz-Thompson variance estimates: each content is kept with
+	 * probability f, independently (by its hash). */
+	t->var_saved = (1 - f) / (f * f) * s_saved;
+	t->var_ksm_saved = (1 - f) / (f * f) * s_ksm;
+	t->var_distinct = (1 - f) / (f * f) * (double)distinct;
+}
+
+static void top_fill(struct est *e, const struct est_entry *ent, bool zero, struct est_top *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->hash = ent->hash;
+	t->copies = ent->count;
+	t->zero = zero;
+	if (zero) {
+		t->head_known = true;
+	} else if (ent->ref) {
+		memcpy(t->head, store_page(e, ent->ref), sizeof(t->head));
+		t->head_known = true;
+	}
+	/* The list runs from the last process to the first: count, then fill
+	 * the first ones in scan order. */
+	int n = 0;
+	for (uint32_t o = ent->occ; o != OCC_NONE; o = e->occ[o - 1].next)
+		n++;
+	t->nprocs = ent->occ == OCC_NONE ? 1 : n;
+	if (ent->occ == OCC_NONE) {
+		t->proc[0] = (int)ent->proc;
+		t->copies_in[0] = ent->count;
+		t->shown = 1;
+		return;
+	}
+	t->shown = n < 8 ? n : 8;
+	int k = n;
+	for (uint32_t o = ent->occ; o != OCC_NONE; o = e->occ[o - 1].next) {
+		k--;
+		if (k < t->shown) {
+			t->proc[k] = (int)e->occ[o - 1].proc;
+			t->copies_in[k] = e->occ[o - 1].copies;
+		}
+	}
+}
+
+int est_top(struct est *e, struct est_top *out, int k)
+{
+	const struct est_entry **best;
+	int n = 0;
+
+	if (k <= 0)
+		return 0;
+	best = calloc((size_t)k, sizeof(*best));
+	if (!best)
+		return 0;
+	for (uint64_t i = 0; e->tab && i <= e->tab_mask + 1; i++) {
+		const struct est_entry *ent = i <= e->tab_mask ? &e->tab[i] : &e->zero;
+		int j;
+
+		if (ent->count < 2)
+			continue;
+		if (n == k && ent->count <= best[n - 1]->count)
+			continue;
+		j = n < k ? n++ : k - 1;
+		while (j > 0 && best[j - 1]->count < ent->count) {
+			best[j] = best[j - 1];
+			j--;
+		}
+		best[j] = ent;
+	}
+	if (!e->tab && e->zero.count >= 2)
+		best[n++] = &e->zero;
+	for (int i = 0; i < n; i++)
+		top_fill(e, best[i], best[i] == &e->zero, &out[i]);
+	free(best);
+	return n;
+}
+
+int est_nprocs(const struct est *e)
+{
+	return e->nprocs;
+}
+
+struct est_proc *est_proc_at(struct est *e, int i)
+{
+	return &e->procs[i];
+}
+
+int est_ncgroups(const struct est *e)
+{
+	return e->ncgroups;
+}
+
+struct est_cgroup *est_cgroup_at(struct est *e, int i)
+{
+	return &e->cgroups[i];
+}
+
+bool est_have_pfns(const struct est *e)
+{
+	return e->have_pfns;
+}

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * estimate-scan.h - the engine behind `ksmctl estimate`: reads the private
+ * anonymous memory of running processes and counts identical pages.
+ *
+ * The engine knows nothing of options or output (cli/estimate.c does that).
+ * It is given processes one at a time, already sorted by cgroup, reads each
+ * one's present pages, and keeps one table of contents for the whole scan.
+ * Every figure is kept three times, for the process, its cgroup and the
+ * total, so that each level can be reported without a second pass.
+ *
+ * What is counted, and why (the kernel's KSM rules, mm/ksm.c):
+ *  - only private anonymous areas ([heap], [stack], unnamed and [anon:...]
+ *    mappings): KSM ignores VM_SHARED, file-backed and hugetlb areas, and the
+ *    private copy-on-write pages of a file mapping stay in a file VMA;
+ *  - only present pages (pagemap bit 63): ksmd does not swap pages in;
+ *  - a physical page mapped in several places (after fork, or already a KSM
+ *    page) is hashed once; its other mappings are "already shared" and are
+ *    not savings; mappings of the shared zero page are counted apart too
+ *    (ksmd skips them, they cost nothing);
+ *  - a page is a duplicate only after a byte-for-byte comparison with the
+ *    first page of that content (see estimate-scan.c, "Confirmation").
+ */
+#ifndef KSMCTL_ESTIMATE_SCAN_H
+#define KSMCTL_ESTIMATE_SCAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define EST_PAGE_SIZE 4096
+#define EST_RMAP_ITEM_SIZE 64 /* sizeof(struct ksm_rmap_item) on 64-bit */
+
+/*
+ * Counts for one unit: a process, a cgroup or the total.
+ *
+ * Pages whose content went into the table ("tbl_*") are the sampled ones
+ * when --sample is below 1, so they are scaled by 1/fraction when reported;
+ * zero pages are never sampled out, their figures are always exact.
+ *
+ * Invariants: scanned = zero + tbl_pages + sampled_out;
+ * tbl_saved <= tbl_pages; zero_saved <= zero.  At the total level
+ * tbl_pages - tbl_saved = tbl_distinct (every copy but the first is saved).
+ */
+struct est_unit {
+	uint64_t present;	 /* present mappings in eligible areas, all kinds */
+	uint64_t scanned;	 /* physical pages read and hashed (first mapping of each) */
+	uint64_t zero;		 /* scanned pages that are all zeros */
+	uint64_t rmap_items;	 /* mappings ksmd would track: present, not the zero page */
+	uint64_t already_shared; /* further mappings of a physical page already counted */
+	uint64_t already_ksm;	 /* of those, KSM pages (kpageflags KPF_KSM) */
+	uint64_t zero_mapped;	 /* mappings of the kernel's shared zero page */
+	uint64_t swapped;	 /* swapped out: not scanned, as ksmd does not */
+	uint64_t unreadable;	 /* present but could not be read (unmapped meanwhile, ...) */
+	uint64_t tbl_pages;	 /* non-zero pages that entered the table */
+	uint64_t tbl_distinct;	 /* distinct table contents within this unit */
+	uint64_t tbl_saved;	 /* copies after the first, in scan order (perfect merge) */
+	uint64_t tbl_ksm_saved;	 /* copies the kernel would free, in scan order */
+	uint64_t zero_distinct;	 /* 1 if the unit holds a zero page */
+	uint64_t zero_saved;	 /* zero pages freed by a perfect merge, attributed */
+	uint64_t zero_ksm_saved; /* zero pages the kernel would free, attributed */
+};
+
+enum est_status {
+	EST_OK = 0,
+	EST_GONE,     /* no such process when the scan began */
+	EST_EXITED,   /* exited while being read: what was read is kept */
+	EST_DENIED,   /* not allowed to read it */
+	EST_NO_MM,    /* a kernel thread, or a zombie: nothing to read */
+	EST_FAILED,   /* another error, in err */
+};
+
+struct est_proc {
+	pid_t pid;
+	char comm[32];
+	int cgroup;  /* index into est->cgroups */
+	enum est_status status;
+	int err;     /* errno of the failure, when status is not EST_OK */
+	struct est_unit u;
+};
+
+struct est_cgroup {
+	char *path; /* the cgroup v2 path, "/" for the root, "?" when unknown */
+	int nprocs;
+	struct est_unit u;
+};
+
+/* One content with two copies or more, for the "most duplicated" list. */
+struct est_top {
+	uint64_t hash;
+	uint32_t copies;
+	bool zero;
+	int nprocs;	     /* processes that hold a copy */
+	int shown;	     /* entries filled in proc[] and copies_in[] */
+	int proc[8];	     /* process indexes, in scan order */
+	uint32_t copies_in[8];
+	bool head_known;	     /* head[] holds the content's first bytes */
+	unsigned char head[16];
+};
+
+struct est_totals {
+	struct est_unit u;
+	uint64_t ksm_pages_shared;  /* kernel's pages_shared after merging */
+	uint64_t ksm_pages_sharing; /* kernel's pages_sharing */
+	uint64_t ksm_zero_pages;    /* kernel's ksm_zero_pages (use_zero_pages=1) */
+	uint64_t ksm_stable_node_chains;
+	/* Sums over sampled contents for the variances (see estimate.c). */
+	double var_saved, var_ksm_saved, var_distinct;
+	uint64_t confirmed;	     /* duplicates confirmed byte for byte */
+	uint64_t rereads;	     /* first copies read a second time to confirm */
+	uint64_t collisions;	     /* equal hashes, different bytes */
+	uint64_t unconfirmed;	     /* accepted on the hash alone: reference gone */
+	uint64_t reference_changed;  /* the first copy changed before it was compared */
+	uint64_t bytes_read;
+};
+
+typedef void (*est_progress_fn)(void *arg, uint64_t bytes_read, const struct est_proc *p);
+
+struct est;
+
+struct est_config {
+	unsigned max_page_sharing; /* >= 2 */
+	bool use_zero_pages;
+	double sample;		   /* fraction of contents kept, (0, 1] */
+	uint64_t confirm_budget;   /* bytes kept for byte confirmation */
+	uint64_t range_start;	   /* read only [range_start, range_end) when range_end */
+	uint64_t range_end;
+	est_progress_fn progress;  /* called after each batch, may be NULL */
+	void *progress_arg;
+};
+
+/* Creates an engine: 0 or -errno. */
+int est_new(const struct est_config *cfg, struct est **out);
+void est_free(struct est *e);
+
+/* Adds a cgroup (returns its index) and a process in it (returns its index). */
+int est_add_cgroup(struct est *e, const char *path);
+int est_add_proc(struct est *e, pid_t pid, int cgroup);
+
+/*
+ * Scans process i.  Processes must be scanned in index order, and the
+ * processes of one cgroup one after the other, so that per-unit distinct
+ * counts need only a "last seen in" mark per content.  Fills the process's
+ * status; returns 0 if anything was read, or -errno.
+ */
+int est_scan_proc(struct est *e, int i);
+
+/* Computes the kernel model and the sums; call once, after the scan. */
+void est_finish(struct est *e, struct est_totals *t);
+
+/* The k most duplicated contents (copies >= 2), most copies first. */
+int est_top(struct est *e, struct est_top *out, int k);
+
+int est_nprocs(const struct est *e);
+struct est_proc *est_proc_at(struct est *e, int i);
+int est_ncgroups(const struct est *e);
+struct est_cgroup *est_cgroup_at(struct est *e, int i);
+
+/* Whether PFNs (and so fork/KSM sharing) could be seen: needs CAP_SYS_ADMIN. */
+bool est_have_pfns(const struct est *e);
+
+#endif

@@ -1,0 +1,860 @@
+// SPDX-License-Identifier: MIT
+/*
+ * estimate.c - `ksmctl estimate`: options, choice of target processes,
+ * progress bar and the report (text or JSON) of what the kernel's KSM would
+ * save on them.  The reading and counting is in estimate-scan.c.
+ *
+ * Targets are gathered (--pid, --cgroup, --all), each is tagged with its
+ * cgroup v2 path from /proc/PID/cgroup, and they are scanned sorted by
+ * cgroup then PID, which the engine needs for its per-unit counts.  A target
+ * that cannot be read gets one message on stderr and a "status" in the
+ * report; the exit status is non-zero only when nothing could be read.
+ */
+#include "estimate.h"
+#include "estimate-scan.h"
+#include "json.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KSM_SYSFS "/sys/kernel/mm/ksm/"
+#define DEFAULT_CONFIRM_MIB 256
+#define Z95 1.959963984540054 /* two-sided 95% quantile of the normal law */
+
+static const char usage[] =
+	"usage: ksmctl estimate [--pid PID ...] [--cgroup PATH ...] [--all] [--json]\n"
+	"                       [--sample FRACTION] [--max-page-sharing N] [--use-zero-pages 0|1]\n"
+	"                       [--top N] [--range START-END] [--no-progress]\n"
+	"\n"
+	"Reads the private anonymous memory of running processes, without stopping them or\n"
+	"enabling KSM, and reports how many pages a merge would free: a perfect merge, and the\n"
+	"kernel's KSM with its current knobs (max_page_sharing, use_zero_pages, 64 bytes of\n"
+	"metadata per scanned page, i.e. general_profit).  Per process, per cgroup and in total.\n"
+	"\n"
+	"  --pid PID           a process to read (repeatable, or PID,PID,...)\n"
+	"  --cgroup PATH       the processes of a cgroup v2 and of its descendants (repeatable);\n"
+	"                      PATH as in /proc/PID/cgroup (/system.slice/x.service) or a path\n"
+	"                      under the cgroup2 mount\n"
+	"  --all               every process (the default when no target is given)\n"
+	"  --json              JSON on stdout\n"
+	"  --sample FRACTION   keep only that fraction of the contents (chosen by hash) to bound\n"
+	"                      memory on very large hosts; every page is still read; figures are\n"
+	"                      scaled and given with a 95%% confidence interval\n"
+	"  --max-page-sharing N, --use-zero-pages 0|1\n"
+	"                      model these knob values instead of the kernel's current ones\n"
+	"  --top N             list the N most duplicated contents (default 10)\n"
+	"  --range START-END   read only addresses in [START, END) (hex), e.g. one VM's RAM\n"
+	"  --no-progress       no progress bar on stderr (shown only on a terminal, after 1 s)\n"
+	"\n"
+	"Exit status: 0 if at least one process was read, 1 if none could be, 2 on bad usage.\n"
+	"Needs root (or CAP_SYS_PTRACE) to read other users' processes, and CAP_SYS_ADMIN to\n"
+	"see PFNs, which tell pages shared since fork or already merged apart.\n";
+
+struct target {
+	pid_t pid;
+	char *cgroup; /* cgroup v2 path, "?" if unknown */
+	bool named;   /* given by --pid: a kernel thread is then worth a message */
+};
+
+struct targets {
+	struct target *v;
+	int n, cap;
+};
+
+static int targets_add(struct targets *t, pid_t pid, bool named)
+{
+	for (int i = 0; i < t->n; i++) {
+		if (t->v[i].pid == pid) {
+			t->v[i].named |= named;
+			return 0;
+		}
+	}
+	if (t->n == t->cap) {
+		int ncap = t->cap ? t->cap * 2 : 64;
+		struct target *n = realloc(t->v, (size_t)ncap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		t->v = n;
+		t->cap = ncap;
+	}
+	t->v[t->n++] = (struct target){ pid, NULL, named };
+	return 0;
+}
+
+static int target_cmp(const void *a, const void *b)
+{
+	const struct target *x = a, *y = b;
+	int c = strcmp(x->cgroup, y->cgroup);
+
+	return c ? c : (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* The cgroup v2 path of pid, from the "0::" line of /proc/PID/cgroup. */
+static char *pid_cgroup(pid_t pid)
+{
+	char path[64], *line = NULL, *res = NULL;
+	size_t cap = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+	f = fopen(path, "re");
+	if (f) {
+		while (getline(&line, &cap, f) > 0) {
+			if (!strncmp(line, "0::", 3)) {
+				line[strcspn(line, "\n")] = 0;
+				res = strdup(line + 3);
+				break;
+			}
+		}
+		fclose(f);
+		free(line);
+	}
+	return res ? res : strdup("?");
+}
+
+/* Where cgroup2 is mounted ("/sys/fs/cgroup", or ".../unified" on hybrid
+ * hosts): 0 or -ENOENT. */
+static int cgroup2_mount(char *buf, size_t len)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	int ret = -ENOENT;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return -errno;
+	while (ret && getline(&line, &cap, f) > 0) {
+		char *sep = strstr(line, " - ");
+		char mnt[4096];
+
+		if (!sep || strncmp(sep, " - cgroup2 ", 11))
+			continue;
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) == 1 && strlen(mnt) < len) {
+			strcpy(buf, mnt);
+			ret = 0;
+		}
+	}
+	free(line);
+	fclose(f);
+	return ret;
+}
+
+/* Adds the processes of dir and of its descendants. */
+static int cgroup_walk(struct targets *t, const char *dir, int depth)
+{
+	char path[4096];
+	FILE *f;
+	DIR *d;
+	struct dirent *de;
+	long pid;
+
+	if (depth > 64)
+		return 0;
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fscanf(f, "%ld", &pid) == 1)
+		if (targets_add(t, (pid_t)pid, false))
+			break;
+	fclose(f);
+	d = opendir(dir);
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) < sizeof(path))
+			cgroup_walk(t, path, depth + 1);
+	}
+	closedir(d);
+	return 0;
+}
+
+static int add_cgroup(struct targets *t, const char *arg)
+{
+	char mnt[4096], dir[8192];
+	struct stat st;
+	size_t ml;
+
+	if (cgroup2_mount(mnt, sizeof(mnt)))
+		return ksmctl_fail(KSMCTL_NO, arg, "mount cgroup2, or use --pid",
+				   "estimate: no cgroup v2 hierarchy is mounted");
+	ml = strlen(mnt);
+	if (!strncmp(arg, mnt, ml) && (arg[ml] == '/' || !arg[ml]))
+		snprintf(dir, sizeof(dir), "%s", arg);
+	else
+		snprintf(dir, sizeof(dir), "%s%s%s", mnt, arg[0] == '/' ? "" : "/", arg);
+	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+		return ksmctl_fail(KSMCTL_NO, arg,
+				   "give a path as in /proc/PID/cgroup (\"0::\" line), "
+				   "e.g. /system.slice/foo.service",
+				   "estimate: no such cgroup: %s does not exist", dir);
+	if (cgroup_walk(t, dir, 0))
+		return ksmctl_fail(KSMCTL_NO, arg, NULL, "estimate: cannot read %s/cgroup.procs: %s",
+				   dir, strerror(errno));
+	return 0;
+}
+
+static int add_all(struct targets *t)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+
+		/* Not ourselves: our own buffers would count as duplicates. */
+		if (*end || pid <= 0 || pid == getpid())
+			continue;
+		if (targets_add(t, (pid_t)pid, false))
+			break;
+	}
+	closedir(d);
+	return 0;
+}
+
+static int add_pids(struct targets *t, const char *arg)
+{
+	char *copy = strdup(arg), *save = NULL;
+	int ret = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *s = strtok_r(copy, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+		long long v;
+
+		if (parse_ll(s, &v) || v <= 0 || v > 0x7fffffff) {
+			ret = -EINVAL;
+			break;
+		}
+		targets_add(t, (pid_t)v, true);
+	}
+	free(copy);
+	return ret;
+}
+
+/* ------------------------------------------------------------- Progress ---- */
+
+struct progress {
+	bool on;
+	double start, last;
+	uint64_t total; /* expected bytes (RssAnon of the targets) */
+	bool shown;
+};
+
+static void progress_cb(void *arg, uint64_t done, const struct est_proc *p)
+{
+	struct progress *pr = arg;
+	double now = now_seconds();
+	char a[32], b[32];
+	int width = 30, fill;
+	double frac;
+
+	if (!pr->on || now - pr->start < 1.0 || now - pr->last < 0.1)
+		return;
+	pr->last = now;
+	pr->shown = true;
+	frac = pr->total ? (double)done / (double)pr->total : 0;
+	if (frac > 1)
+		frac = 1;
+	fill = (int)(frac * width);
+	fprintf(stderr, "\r\033[Kestimate [%.*s%*s] %3.0f%% %s of ~%s, pid %d (%s)",
+		fill, "##############################", width - fill, "", frac * 100,
+		fmt_bytes(a, sizeof(a), (double)done), fmt_bytes(b, sizeof(b), (double)pr->total),
+		(int)p->pid, p->comm);
+	fflush(stderr);
+}
+
+static uint64_t rss_anon(pid_t pid)
+{
+	char path[64], *line = NULL;
+	size_t cap = 0;
+	unsigned long long kb = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (getline(&line, &cap, f) > 0)
+		if (sscanf(line, "RssAnon: %llu", &kb) == 1)
+			break;
+	free(line);
+	fclose(f);
+	return kb * 1024;
+}
+
+/* ------------------------------------------------------------- Figures ---- */
+
+/* A unit's figures as reported: sampled parts scaled by 1/fraction. */
+struct figs {
+	double present, scanned, zero, distinct, saved, saved_within, ksm_saved, rmap_items;
+	double profit, already_shared, already_ksm, zero_mapped, swapped, unreadable;
+};
+
+static struct figs figs_of(const struct est_unit *u, double f)
+{
+	struct figs r;
+	double nz = (double)(u->scanned - u->zero);
+	double nz_within = ((double)u->tbl_pages - (double)u->tbl_distinct) / f;
+
+	if (nz_within > nz)
+		nz_within = nz;
+	r.present = (double)u->present;
+	r.scanned = (double)u->scanned;
+	r.zero = (double)u->zero;
+	r.saved = (double)u->zero_saved + (double)u->tbl_saved / f;
+	r.saved_within = (u->zero ? (double)u->zero - 1 : 0) + nz_within;
+	r.distinct = r.scanned - r.saved_within;
+	r.ksm_saved = (double)u->zero_ksm_saved + (double)u->tbl_ksm_saved / f;
+	r.rmap_items = (double)u->rmap_items;
+	r.profit = r.ksm_saved * EST_PAGE_SIZE - r.rmap_items * EST_RMAP_ITEM_SIZE;
+	r.already_shared = (double)u->already_shared;
+	r.already_ksm = (double)u->already_ksm;
+	r.zero_mapped = (double)u->zero_mapped;
+	r.swapped = (double)u->swapped;
+	r.unreadable = (double)u->unreadable;
+	return r;
+}
+
+static long long rnd(double v)
+{
+	return (long long)llround(v);
+}
+
+static const char *status_name(enum est_status s)
+{
+	static const char *const names[] = { "ok", "gone", "exited", "denied", "no_mm", "failed" };
+
+	return names[s];
+}
+
+static const char *status_text(const struct est_proc *p, char *buf, size_t len)
+{
+	switch (p->status) {
+	case EST_OK:
+		return NULL;
+	case EST_GONE:
+		return "no such process";
+	case EST_EXITED:
+		return "exited during the scan: the pages read before are counted";
+	case EST_DENIED:
+		return "permission denied: run as root, or with CAP_SYS_PTRACE";
+	case EST_NO_MM:
+		return "a kernel thread or a zombie: no memory to read";
+	default:
+		snprintf(buf, len, "cannot read: %s", strerror(p->err));
+		return buf;
+	}
+}
+
+static void json_figs(struct json *j, const struct figs *r)
+{
+	json_int(j, "pages_present", rnd(r->present));
+	json_int(j, "pages_scanned", rnd(r->scanned));
+	json_int(j, "pages_zero", rnd(r->zero));
+	json_int(j, "distinct_contents", rnd(r->distinct));
+	json_int(j, "pages_saved", rnd(r->saved));
+	json_int(j, "bytes_saved", rnd(r->saved) * EST_PAGE_SIZE);
+	json_int(j, "pages_saved_within", rnd(r->saved_within));
+	json_int(j, "ksm_pages_saved", rnd(r->ksm_saved));
+	json_int(j, "ksm_bytes_saved", rnd(r->ksm_saved) * EST_PAGE_SIZE);
+	json_int(j, "ksm_rmap_items", rnd(r->rmap_items));
+	json_int(j, "ksm_metadata_bytes", rnd(r->rmap_items) * EST_RMAP_ITEM_SIZE);
+	json_int(j, "ksm_general_profit", rnd(r->profit));
+	json_int(j, "pages_already_shared", rnd(r->already_shared));
+	json_int(j, "pages_already_ksm", rnd(r->already_ksm));
+	json_int(j, "pages_zero_mapped", rnd(r->zero_mapped));
+	json_int(j, "pages_swapped", rnd(r->swapped));
+	json_int(j, "pages_unreadable", rnd(r->unreadable));
+}
+
+struct report {
+	struct est *e;
+	struct est_totals t;
+	struct est_top *top;
+	int ntop;
+	unsigned mps;
+	bool uzp;
+	const char *knob_source;
+	double sample;
+	double seconds, cpu_seconds;
+	bool listed_all;
+	bool *named; /* per process index: given by --pid */
+};
+
+static void interval(double v, double var, double lo_min, double hi_max, double out[2])
+{
+	double h = Z95 * sqrt(var > 0 ? var : 0);
+
+	out[0] = v - h < lo_min ? lo_min : v - h;
+	out[1] = v + h > hi_max ? hi_max : v + h;
+}
+
+/* A process is listed unless it is a kernel thread nobody asked for. */
+static bool listed(const struct report *r, int i)
+{
+	return est_proc_at(r->e, i)->status != EST_NO_MM || r->named[i];
+}
+
+static void print_json(const struct report *r)
+{
+	struct json j;
+	struct figs tf = figs_of(&r->t.u, r->sample);
+	double ci[2];
+	char buf[128];
+
+	json_init(&j, stdout);
+	json_object_begin(&j, NULL);
+	json_int(&j, "page_size", EST_PAGE_SIZE);
+	json_figs(&j, &tf);
+	json_double(&j, "percent_saved", tf.scanned ? 100.0 * tf.saved / tf.scanned : 0);
+	json_int(&j, "ksm_max_page_sharing", r->mps);
+	json_bool(&j, "ksm_use_zero_pages", r->uzp);
+	json_string(&j, "ksm_knobs_from", r->knob_source);
+	json_int(&j, "ksm_pages_shared", (long long)r->t.ksm_pages_shared);
+	json_int(&j, "ksm_pages_sharing", (long long)r->t.ksm_pages_sharing);
+	json_int(&j, "ksm_zero_pages", (long long)r->t.ksm_zero_pages);
+	json_int(&j, "ksm_stable_node_chains", (long long)r->t.ksm_stable_node_chains);
+	json_bool(&j, "pfns_visible", est_have_pfns(r->e));
+	json_double(&j, "sample", r->sample);
+	json_object_begin(&j, "confidence_95");
+	interval(tf.saved, r->t.var_saved, 0, tf.scanned, ci);
+	json_array_begin(&j, "pages_saved");
+	json_int(&j, NULL, rnd(ci[0]));
+	json_int(&j, NULL, rnd(ci[1]));
+	json_array_end(&j);
+	interval(tf.ksm_saved, r->t.var_ksm_saved, 0, tf.scanned, ci);
+	json_array_begin(&j, "ksm_pages_saved");
+	json_int(&j, NULL, rnd(ci[0]));
+	json_int(&j, NULL, rnd(ci[1]));
+	json_array_end(&j);
+	interval(tf.distinct, r->t.var_saved, tf.scanned ? 1 : 0, tf.scanned, ci);
+	json_array_begin(&j, "distinct_contents");
+	json_int(&j, NULL, rnd(ci[0]));
+	json_int(&j, NULL, rnd(ci[1]));
+	json_array_end(&j);
+	json_object_end(&j);
+	json_object_begin(&j, "confirmation");
+	json_int(&j, "confirmed", (long long)r->t.confirmed);
+	json_int(&j, "rereads", (long long)r->t.rereads);
+	json_int(&j, "collisions", (long long)r->t.collisions);
+	json_int(&j, "unconfirmed", (long long)r->t.unconfirmed);
+	json_int(&j, "reference_changed", (long long)r->t.reference_changed);
+	json_object_end(&j);
+	json_int(&j, "bytes_read", (long long)r->t.bytes_read);
+	json_double(&j, "seconds", r->seconds);
+	json_double(&j, "cpu_seconds", r->cpu_seconds);
+
+	int ok = 0, failed = 0;
+	json_array_begin(&j, "processes");
+	for (int i = 0; i < est_nprocs(r->e); i++) {
+		struct est_proc *p = est_proc_at(r->e, i);
+		struct figs pf = figs_of(&p->u, r->sample);
+
+		if (!listed(r, i))
+			continue;
+		if (p->status == EST_OK || (p->status == EST_EXITED && p->u.scanned))
+			ok++;
+		else
+			failed++;
+		json_object_begin(&j, NULL);
+		json_int(&j, "pid", p->pid);
+		json_string(&j, "comm", p->comm);
+		json_string(&j, "cgroup", est_cgroup_at(r->e, p->cgroup)->path);
+		json_string(&j, "status", status_name(p->status));
+		json_string(&j, "error", status_text(p, buf, sizeof(buf)));
+		json_figs(&j, &pf);
+		json_object_end(&j);
+	}
+	json_array_end(&j);
+	json_int(&j, "processes_read", ok);
+	json_int(&j, "processes_failed", failed);
+
+	json_array_begin(&j, "cgroups");
+	for (int i = 0; i < est_ncgroups(r->e); i++) {
+		struct est_cgroup *c = est_cgroup_at(r->e, i);
+		struct figs cf = figs_of(&c->u, r->sample);
+
+		json_object_begin(&j, NULL);
+		json_string(&j, "cgroup", c->path);
+		json_int(&j, "processes", c->nprocs);
+		json_figs(&j, &cf);
+		json_object_end(&j);
+	}
+	json_array_end(&j);
+
+	json_array_begin(&j, "top_contents");
+	for (int i = 0; i < r->ntop; i++) {
+		const struct est_top *t = &r->top[i];
+		char hex[40];
+
+		json_object_begin(&j, NULL);
+		snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)t->hash);
+		json_string(&j, "xxh3", hex);
+		json_int(&j, "copies", t->copies);
+		json_bool(&j, "zero", t->zero);
+		if (t->head_known) {
+			for (int k = 0; k < 16; k++)
+				snprintf(hex + 2 * k, 3, "%02x", t->head[k]);
+			json_string(&j, "head", hex);
+		}
+		json_int(&j, "processes_holding", t->nprocs);
+		json_array_begin(&j, "processes");
+		for (int k = 0; k < t->shown; k++) {
+			json_object_begin(&j, NULL);
+			json_int(&j, "pid", est_proc_at(r->e, t->proc[k])->pid);
+			json_int(&j, "copies", t->copies_in[k]);
+			json_object_end(&j);
+		}
+		json_array_end(&j);
+		json_object_end(&j);
+	}
+	json_array_end(&j);
+	json_object_end(&j);
+}
+
+static const char *mib(char *buf, size_t len, double pages)
+{
+	return fmt_bytes(buf, len, pages * EST_PAGE_SIZE);
+}
+
+static void print_text(const struct report *r)
+{
+	struct figs tf = figs_of(&r->t.u, r->sample);
+	char a[32], b[32], c[32];
+	double ci[2];
+	bool sampled = r->sample < 1;
+
+	printf("ksmctl estimate: %s of private anonymous memory read in %.2f s (%.2f GB/s)%s\n",
+	       fmt_bytes(a, sizeof(a), (double)r->t.bytes_read), r->seconds,
+	       r->seconds > 0 ? (double)r->t.bytes_read / r->seconds / 1e9 : 0,
+	       sampled ? ", contents sampled" : "");
+	printf("\nper process (SAVED: pages freed by a perfect merge, each content's first copy\n"
+	       "kept where it was seen first; KSM: what the kernel would free):\n");
+	printf("%8s %-15s %10s %9s %10s %10s %10s %9s  %s\n", "PID", "COMM", "SCANNED", "ZERO",
+	       "DISTINCT", "SAVED", "KSM", "SHARED", "CGROUP");
+	for (int i = 0; i < est_nprocs(r->e); i++) {
+		struct est_proc *p = est_proc_at(r->e, i);
+		struct figs f = figs_of(&p->u, r->sample);
+		char buf[128];
+
+		if (!listed(r, i))
+			continue;
+		printf("%8d %-15.15s %10lld %9lld %10lld %10lld %10lld %9lld  %s", (int)p->pid,
+		       p->comm, rnd(f.scanned), rnd(f.zero), rnd(f.distinct), rnd(f.saved),
+		       rnd(f.ksm_saved), rnd(f.already_shared + f.zero_mapped),
+		       est_cgroup_at(r->e, p->cgroup)->path);
+		if (p->status != EST_OK)
+			printf("  (%s)", status_text(p, buf, sizeof(buf)));
+		putchar('\n');
+	}
+	if (est_ncgroups(r->e) > 1) {
+		printf("\nper cgroup:\n%-40s %6s %10s %10s %10s %10s\n", "CGROUP", "PROCS", "SCANNED",
+		       "DISTINCT", "SAVED", "KSM");
+		for (int i = 0; i < est_ncgroups(r->e); i++) {
+			struct est_cgroup *cg = est_cgroup_at(r->e, i);
+			struct figs f = figs_of(&cg->u, r->sample);
+
+			printf("%-40s %6d %10lld %10lld %10lld %10lld\n", cg->path, cg->nprocs,
+			       rnd(f.scanned), rnd(f.distinct), rnd(f.saved), rnd(f.ksm_saved));
+		}
+	}
+	printf("\ntotal:\n");
+	printf("  pages scanned          %12lld  %s\n", rnd(tf.scanned), mib(a, sizeof(a), tf.scanned));
+	printf("  zero pages             %12lld  %s\n", rnd(tf.zero), mib(a, sizeof(a), tf.zero));
+	printf("  distinct contents      %12lld\n", rnd(tf.distinct));
+	printf("  perfect merge frees    %12lld  %s (%.1f%% of scanned)\n", rnd(tf.saved),
+	       mib(a, sizeof(a), tf.saved), tf.scanned ? 100 * tf.saved / tf.scanned : 0);
+	if (sampled) {
+		interval(tf.saved, r->t.var_saved, 0, tf.scanned, ci);
+		printf("                          95%% interval %lld .. %lld pages (sample %g of "
+		       "contents, zero pages exact)\n",
+		       rnd(ci[0]), rnd(ci[1]), r->sample);
+	}
+	printf("  kernel KSM (max_page_sharing %u, use_zero_pages %d, %s):\n", r->mps, r->uzp,
+	       r->knob_source);
+	printf("    pages_shared %llu, pages_sharing %llu, ksm_zero_pages %llu\n",
+	       (unsigned long long)r->t.ksm_pages_shared,
+	       (unsigned long long)r->t.ksm_pages_sharing, (unsigned long long)r->t.ksm_zero_pages);
+	printf("    frees                %12lld  %s\n", rnd(tf.ksm_saved),
+	       mib(a, sizeof(a), tf.ksm_saved));
+	if (sampled) {
+		interval(tf.ksm_saved, r->t.var_ksm_saved, 0, tf.scanned, ci);
+		printf("                          95%% interval %lld .. %lld pages\n", rnd(ci[0]),
+		       rnd(ci[1]));
+	}
+	printf("    costs                %12lld  rmap_items x 64 B = %s\n", rnd(tf.rmap_items),
+	       fmt_bytes(b, sizeof(b), tf.rmap_items * EST_RMAP_ITEM_SIZE));
+	printf("    general_profit       %12s\n", fmt_bytes(c, sizeof(c), tf.profit));
+	printf("  already shared, not counted as savings: %lld mappings of pages seen elsewhere "
+	       "(%lld KSM pages), %lld of the zero page%s\n",
+	       rnd(tf.already_shared), rnd(tf.already_ksm), rnd(tf.zero_mapped),
+	       est_have_pfns(r->e) ? "" : " (no PFNs visible: not root)");
+	if (tf.swapped || tf.unreadable)
+		printf("  not read: %lld swapped out, %lld unreadable\n", rnd(tf.swapped),
+		       rnd(tf.unreadable));
+	if (r->ntop) {
+		printf("\nmost duplicated contents:\n%10s  %-34s %s\n", "COPIES", "CONTENT",
+		       "PROCESSES (copies)");
+		for (int i = 0; i < r->ntop; i++) {
+			const struct est_top *t = &r->top[i];
+			char what[40] = "?";
+
+			if (t->zero)
+				snprintf(what, sizeof(what), "zeros");
+			else if (t->head_known)
+				for (int k = 0; k < 16; k++)
+					snprintf(what + 2 * k, 3, "%02x", t->head[k]);
+			printf("%10u  %-34s", t->copies, what);
+			for (int k = 0; k < t->shown; k++)
+				printf(" %d(%u)", (int)est_proc_at(r->e, t->proc[k])->pid,
+				       t->copies_in[k]);
+			if (t->nprocs > t->shown)
+				printf(" and %d more", t->nprocs - t->shown);
+			putchar('\n');
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- Main ---- */
+
+static int parse_uint_opt(const char *name, const char *s, long long lo, long long hi,
+			  long long *out)
+{
+	if (parse_ll(s, out) || *out < lo || *out > hi)
+		return ksmctl_fail(KSMCTL_USAGE, s, "see ksmctl estimate --help",
+				   "estimate: %s takes a whole number from %lld to %lld", name, lo,
+				   hi);
+	return 0;
+}
+
+int ksmctl_estimate(int argc, char **argv)
+{
+	enum { OPT_MPS = 256, OPT_UZP, OPT_TOP, OPT_NOPROG, OPT_RANGE };
+	static const struct option longopts[] = {
+		{ "pid", required_argument, NULL, 'p' },
+		{ "cgroup", required_argument, NULL, 'c' },
+		{ "all", no_argument, NULL, 'a' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "sample", required_argument, NULL, 's' },
+		{ "max-page-sharing", required_argument, NULL, OPT_MPS },
+		{ "use-zero-pages", required_argument, NULL, OPT_UZP },
+		{ "top", required_argument, NULL, OPT_TOP },
+		{ "no-progress", no_argument, NULL, OPT_NOPROG },
+		{ "range", required_argument, NULL, OPT_RANGE },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct targets t = { 0 };
+	struct est_config cfg = { 0 };
+	struct report r = { 0 };
+	struct progress pr = { 0 };
+	struct est *e = NULL;
+	bool all = false, json = false, noprog = false, any_target = false;
+	long long mps = -1, uzp = -1, top = 10, v;
+	int c, ret = KSMCTL_OK, nread = 0;
+	struct rusage ru0, ru1;
+
+	cfg.sample = 1.0;
+	optind = 0; /* glibc: start afresh, main() may have used getopt */
+	while ((c = getopt_long(argc, argv, "+p:c:ajs:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			any_target = true;
+			if (add_pids(&t, optarg)) {
+				ret = ksmctl_fail(KSMCTL_USAGE, optarg, "give a process id, e.g. --pid 1234",
+						  "estimate: --pid takes a positive number");
+				goto out;
+			}
+			break;
+		case 'c':
+			any_target = true;
+			add_cgroup(&t, optarg); /* reports its own error; others go on */
+			break;
+		case 'a':
+			all = true;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 's': {
+			char *end;
+
+			errno = 0;
+			cfg.sample = strtod(optarg, &end);
+			if (*end || errno || !(cfg.sample > 0 && cfg.sample <= 1)) {
+				ret = ksmctl_fail(KSMCTL_USAGE, optarg, "e.g. --sample 0.1",
+						  "estimate: --sample takes a fraction in (0, 1]");
+				goto out;
+			}
+			break;
+		}
+		case OPT_MPS:
+			if ((ret = parse_uint_opt("--max-page-sharing", optarg, 2, 0x7fffffff, &mps)))
+				goto out;
+			break;
+		case OPT_UZP:
+			if ((ret = parse_uint_opt("--use-zero-pages", optarg, 0, 1, &uzp)))
+				goto out;
+			break;
+		case OPT_TOP:
+			if ((ret = parse_uint_opt("--top", optarg, 0, 1000, &top)))
+				goto out;
+			break;
+		case OPT_NOPROG:
+			noprog = true;
+			break;
+		case OPT_RANGE: {
+			unsigned long long lo, hi;
+			int pos = 0;
+
+			if (sscanf(optarg, "%llx-%llx%n", &lo, &hi, &pos) != 2 || optarg[pos] ||
+			    lo >= hi) {
+				ret = ksmctl_fail(KSMCTL_USAGE, optarg, "e.g. --range 7f0000000000-7f0040000000",
+						  "estimate: --range takes START-END in hex, START < END");
+				goto out;
+			}
+			cfg.range_start = lo & ~(uint64_t)(EST_PAGE_SIZE - 1);
+			cfg.range_end = (hi + EST_PAGE_SIZE - 1) & ~(uint64_t)(EST_PAGE_SIZE - 1);
+			break;
+		}
+		case 'h':
+			fputs(usage, stdout);
+			goto out;
+		default:
+			ret = ksmctl_fail(KSMCTL_USAGE, NULL, "see ksmctl estimate --help",
+					  "estimate: bad option");
+			goto out;
+		}
+	}
+	if (optind < argc) {
+		ret = ksmctl_fail(KSMCTL_USAGE, argv[optind], "targets are given with --pid or --cgroup",
+				  "estimate: unexpected argument");
+		goto out;
+	}
+	if (all || !any_target)
+		add_all(&t);
+
+	/* The knobs to model: the kernel's current values unless overridden. */
+	r.knob_source = "current values";
+	if (mps < 0) {
+		if (read_ll(KSM_SYSFS "max_page_sharing", &v) || v < 2) {
+			v = 256;
+			r.knob_source = "kernel defaults: /sys/kernel/mm/ksm unreadable";
+		}
+		mps = v;
+	} else {
+		r.knob_source = "given values";
+	}
+	if (uzp < 0) {
+		if (read_ll(KSM_SYSFS "use_zero_pages", &v))
+			v = 0;
+		uzp = v != 0;
+	} else {
+		r.knob_source = "given values";
+	}
+	r.mps = (unsigned)mps;
+	r.uzp = uzp;
+	r.sample = cfg.sample >= 1 ? 1.0 : cfg.sample;
+
+	cfg.max_page_sharing = r.mps;
+	cfg.use_zero_pages = r.uzp;
+	cfg.confirm_budget = (uint64_t)DEFAULT_CONFIRM_MIB << 20;
+	cfg.progress = progress_cb;
+	cfg.progress_arg = &pr;
+	if (est_new(&cfg, &e)) {
+		ret = ksmctl_fail(KSMCTL_NO, NULL, NULL, "estimate: out of memory");
+		goto out;
+	}
+	r.e = e;
+
+	for (int i = 0; i < t.n; i++) {
+		t.v[i].cgroup = pid_cgroup(t.v[i].pid);
+		if (!t.v[i].cgroup) {
+			ret = ksmctl_fail(KSMCTL_NO, NULL, NULL, "estimate: out of memory");
+			goto out;
+		}
+		pr.total += rss_anon(t.v[i].pid);
+	}
+	if (t.n)
+		qsort(t.v, (size_t)t.n, sizeof(*t.v), target_cmp);
+	r.named = calloc((size_t)t.n + 1, sizeof(*r.named));
+	if (!r.named) {
+		ret = ksmctl_fail(KSMCTL_NO, NULL, NULL, "estimate: out of memory");
+		goto out;
+	}
+	for (int i = 0; i < t.n; i++) {
+		int cg = est_add_cgroup(e, t.v[i].cgroup);
+
+		if (cg < 0 || est_add_proc(e, t.v[i].pid, cg) < 0) {
+			ret = ksmctl_fail(KSMCTL_NO, NULL, NULL, "estimate: out of memory");
+			goto out;
+		}
+		r.named[i] = t.v[i].named;
+	}
+
+	pr.on = !noprog && isatty(STDERR_FILENO);
+	pr.start = now_seconds();
+	getrusage(RUSAGE_SELF, &ru0);
+	for (int i = 0; i < t.n; i++) {
+		struct est_proc *p;
+		char buf[128];
+
+		est_scan_proc(e, i);
+		p = est_proc_at(e, i);
+		if (p->status == EST_OK || (p->status == EST_EXITED && p->u.scanned))
+			nread++;
+		if (p->status != EST_OK && listed(&r, i) && (p->status != EST_GONE || r.named[i])) {
+			if (pr.shown)
+				fputs("\r\033[K", stderr);
+			fprintf(stderr, "ksmctl: estimate: pid %d%s%s%s: %s\n", (int)p->pid,
+				p->comm[0] ? " (" : "", p->comm, p->comm[0] ? ")" : "",
+				status_text(p, buf, sizeof(buf)));
+		}
+	}
+	getrusage(RUSAGE_SELF, &ru1);
+	r.seconds = now_seconds() - pr.start;
+	r.cpu_seconds = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
+			(double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+			(double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
+			(double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+	if (pr.shown)
+		fputs("\r\033[K", stderr);
+
+	est_finish(e, &r.t);
+	r.top = calloc((size_t)top + 1, sizeof(*r.top));
+	r.ntop = r.top ? est_top(e, r.top, (int)top) : 0;
+	if (json)
+		print_json(&r);
+	else
+		print_text(&r);
+	fflush(stdout);
+	if (!nread)
+		ret = ksmctl_fail(KSMCTL_NO, NULL,
+				  t.n ? "check the PIDs, and run as root to read other users' processes"
+				      : "give --pid, --cgroup or --all",
+				  "estimate: no process could be read");
+out:
+	for (int i = 0; i < t.n; i++)
+		free(t.v[i].cgroup);
+	free(t.v);
+	free(r.top);
+	free(r.named);
+	est_free(e);
+	return ret;
+}
