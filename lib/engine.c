@@ -507,6 +507,12 @@ int samepage_read_number(samepage_t *sp, const char *name, long long *out)
 	if (!engine_alive(sp))
 		return -ECHILD;
 	pthread_mutex_lock(&sp->lock);
+	if (atomic_load(&sp->changed)) {
+		/* Count what the application unmapped as gone already. */
+		as_lock_exclusive();
+		engine_sync(sp);
+		as_unlock();
+	}
 	fork_reap(sp);
 	*out = read_value(sp, idx);
 	pthread_mutex_unlock(&sp->lock);
