@@ -8,7 +8,6 @@
 #include "ksmctl.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -96,25 +95,14 @@ static void knob_list_json(struct json *j, const char *key, enum knob_state want
 
 int cmd_check(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
 	char release[128] = "unknown", src[512], why[128];
 	const char *prctl_how, *change;
 	bool json = false, sysfs;
 	int c, kconfig, prctl_ok;
 	long long run;
 
-	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		if (c != 'j')
-			return verb_usage(usage_check, KSMCTL_USAGE);
-		json = true;
-	}
-	if (optind < argc)
-		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "check takes no arguments",
-				   "check: unexpected argument");
+	if ((c = verb_json_only(argc, argv, usage_check, &json)))
+		return c;
 	host_release(release, sizeof(release));
 	kconfig = host_kconfig_ksm(src, sizeof(src));
 	sysfs = opt.be->available(opt.be) == 0;

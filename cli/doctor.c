@@ -10,7 +10,6 @@
 #include "ksmctl.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -296,24 +295,13 @@ static void gather(struct facts *f)
 
 int cmd_doctor(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
 	struct facts f;
 	struct json j;
 	bool json = false;
 	int c, worst = NONE, n = 0;
 
-	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		if (c != 'j')
-			return verb_usage(usage_doctor, KSMCTL_USAGE);
-		json = true;
-	}
-	if (optind < argc)
-		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "doctor takes no arguments",
-				   "doctor: unexpected argument");
+	if ((c = verb_json_only(argc, argv, usage_doctor, &json)))
+		return c;
 	gather(&f);
 	if (json) {
 		json_init(&j, stdout);

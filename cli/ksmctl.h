@@ -58,6 +58,8 @@ long long knob_or(const char *name, long long def);
 void knob_selected(const char *text, char *buf, size_t len);
 /* True if the back-end has the knob or counter. */
 bool knob_present(const char *name);
+/* Parses a verb whose only option is --json: 0 or an exit status. */
+int verb_json_only(int argc, char **argv, const char *usage, bool *json);
 /* Handles "--help"/"-h" for verbs that use getopt_long: prints usage. */
 int verb_usage(const char *usage, int status);
 

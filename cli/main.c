@@ -11,6 +11,7 @@
 #include "ksmctl.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,26 @@ int verb_usage(const char *usage, int status)
 
 	fprintf(f, "usage: ksmctl %s", usage);
 	return status;
+}
+
+int verb_json_only(int argc, char **argv, const char *usage, bool *json)
+{
+	static const struct option lo[] = {
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (c != 'j')
+			return verb_usage(usage, KSMCTL_USAGE);
+		*json = true;
+	}
+	if (optind < argc)
+		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "it takes no arguments but --json",
+				   "%s: unexpected argument", argv[0]);
+	return 0;
 }
 
 int knob_number(const char *name, long long *out)

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "json.h"
 
@@ -75,6 +76,7 @@ struct row {
 	char name[512]; /* comm, or the cgroup path */
 	char cgroup[512];
 	int pid; /* 0 for a cgroup */
+	int merge_any, mergeable; /* the process's ksm_stat flags, -1 unknown */
 	int processes;
 	long long merging, zero, rmap;
 	double saved, profit;
@@ -130,12 +132,23 @@ static int build_rows(const struct proc_list *l, bool by_cgroup, struct row **ou
 			snprintf(rows[r].cgroup, sizeof(rows[r].cgroup), "%s", cg);
 			snprintf(rows[r].name, sizeof(rows[r].name), "%s", by_cgroup ? cg : p->comm);
 			rows[r].pid = by_cgroup ? 0 : p->pid;
+			rows[r].merge_any = p->merge_any;
+			rows[r].mergeable = p->mergeable;
 		}
 		row_add(&rows[r], p);
 	}
 	qsort(rows, (size_t)n, sizeof(*rows), by_profit);
 	*out = rows;
 	return n;
+}
+
+/* ksm_stat's yes/no lines (6.15+): true, false, or null before. */
+static void json_yes_no(struct json *j, const char *key, int v)
+{
+	if (v < 0)
+		json_null(j, key);
+	else
+		json_bool(j, key, v);
 }
 
 static void print_rows_json(const struct row *rows, int n, bool by_cgroup)
@@ -157,6 +170,8 @@ static void print_rows_json(const struct row *rows, int n, bool by_cgroup)
 			json_int(&j, "pid", r->pid);
 			json_string(&j, "comm", r->name);
 			json_string(&j, "cgroup", r->cgroup);
+			json_yes_no(&j, "merge_any", r->merge_any);
+			json_yes_no(&j, "mergeable", r->mergeable);
 		}
 		json_int(&j, "merging_pages", r->merging);
 		json_int(&j, "zero_pages", r->zero);
@@ -254,6 +269,9 @@ int cmd_top(int argc, char **argv)
 				   "or 6.1 (ksm_stat); `ksmctl status` shows the global counters",
 				   "top: this kernel does not account KSM per process");
 	}
+	/* ksm_stat is readable by its owner only (S_IRUSR). */
+	if (opt.live && geteuid() != 0)
+		ksmctl_warn("not root: only your own processes are shown");
 	n = build_rows(&l, by_cgroup, &rows);
 	proc_list_free(&l);
 	if (n < 0)

@@ -73,6 +73,18 @@ static void report(bool json, const char *result, long long start, long long sca
 	json_object_end(&j);
 }
 
+/* ksmd does not scan at all while no process has mergeable memory, and
+ * full_scans then never moves: say so rather than wait in silence. */
+static void warn_if_nothing_to_scan(void)
+{
+	struct proc_list l;
+
+	if (proc_list_collect(&l) == 0 && l.accounted && l.n == 0)
+		ksmctl_warn("no process has mergeable memory, so ksmd does not scan and full_scans "
+			    "will not advance (ksmctl doctor)");
+	proc_list_free(&l);
+}
+
 int cmd_wait(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -109,6 +121,7 @@ int cmd_wait(int argc, char **argv)
 		return ksmctl_fail(KSMCTL_NO, opt.be->where, "run `ksmctl check`",
 				   "wait: KSM is not available");
 	base = start;
+	warn_if_nothing_to_scan();
 	remember(&h, start, knob_or("pages_sharing", 0));
 	for (;;) {
 		double elapsed = now_seconds() - t0;

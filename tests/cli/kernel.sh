@@ -27,6 +27,11 @@ fail() {
 	exit 1
 }
 [ -w $ksm/run ] || fail "$ksm/run is not writable: run the kernel tests as root"
+# RESOURCE_LOCK serializes tests within one ctest; this lock also keeps out
+# kernel-KSM tests of another ctest running at the same time (another build
+# tree, a benchmark) if they take it too.
+exec 9>/tmp/samepage-kernel_ksm.lock
+flock -w 900 9 || fail "another process held /tmp/samepage-kernel_ksm.lock for 900 s"
 
 # ---- save and restore ----
 declare -A saved
@@ -111,6 +116,17 @@ t_set_restore() {
 	# All or nothing: a bad second value leaves the first unwritten.
 	expect_exit 2 set sleep_millisecs=44 pages_to_scan=abc
 	[ "$(knob sleep_millisecs)" = 33 ] || fail "a refused set changed sleep_millisecs"
+	# Not root: refused with exit 3 before anything is written.
+	if command -v setpriv >/dev/null; then
+		mkdir -p "$tmp/bin" && cp "$ksmctl" "$tmp/bin/ksmctl" && chmod 755 "$tmp" "$tmp/bin"
+		setpriv --reuid=65534 --regid=65534 --clear-groups "$tmp/bin/ksmctl" set sleep_millisecs=5 run=1 \
+			>"$tmp/out" 2>&1
+		rc=$?
+		cat "$tmp/out"
+		[ $rc -eq 3 ] || fail "set as an unprivileged user exited $rc, expected 3"
+		grep -q "run as root" "$tmp/out" || fail "the refusal does not say to run as root"
+		[ "$(knob sleep_millisecs)" = 33 ] || fail "an unprivileged set changed sleep_millisecs"
+	fi
 	expect_exit 2 set no_such_knob=1
 	expect_exit 2 set pages_shared=0
 	if [ -f $ksm/advisor_mode ]; then

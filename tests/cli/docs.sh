@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# cli.docs: every verb that `ksmctl --help` lists has --help (exit 0), a
+# section in the man page docs/ksmctl.1 and a place in the bash completion;
+# every exit status of util.h is documented.
+#
+# usage: docs.sh KSMCTL PROJECT_SOURCE_DIR
+set -u
+ksmctl=$1 top=$2
+man=$top/docs/ksmctl.1 comp=$top/cli/ksmctl.bash-completion
+bad=0
+verbs=$("$ksmctl" --help | sed -n '/^Verbs:/,/^$/p' | awk 'NR > 1 && NF {print $1}')
+[ -n "$verbs" ] || { echo "FAIL: ksmctl --help lists no verbs"; exit 1; }
+for v in $verbs; do
+	"$ksmctl" "$v" --help >/dev/null 2>&1 || { echo "FAIL: ksmctl $v --help exits $?"; bad=1; }
+	grep -q "^\.B.* $(sed 's/-/\\\\-/g' <<<"$v")\b\|^\.B $(sed 's/-/\\\\-/g' <<<"$v")\$\|^\.BR $v " "$man" ||
+		{ echo "FAIL: the man page has no entry for $v"; bad=1; }
+	grep -qw -- "$v" "$comp" || { echo "FAIL: the bash completion lacks $v"; bad=1; }
+done
+for code in 0 1 2 3 4 5; do
+	grep -q "^\.B $code\$" "$man" || { echo "FAIL: the man page does not document exit status $code"; bad=1; }
+done
+bash -n "$comp" || bad=1
+[ $bad = 0 ] && echo "ok: $(wc -w <<<"$verbs") verbs documented"
+exit $bad

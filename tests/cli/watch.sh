@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# cli.watch: `ksmctl status --watch` keeps producing frames until SIGINT,
+# then exits 0.  Waits for the second frame (with a generous limit) rather
+# than for a time, then checks that every frame is a whole JSON object.
+#
+# usage: watch.sh KSMCTL SRCDIR
+set -u
+ksmctl=$1 src=$2
+tree=$src/trees/linux-6.18
+tmp=$(mktemp -d)
+trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" --boot-root "$tree/boot" \
+	status --json --watch 0.1 >"$tmp/out" &
+pid=$!
+for _ in $(seq 600); do
+	[ "$(grep -c '"backend"' "$tmp/out")" -ge 2 ] && break
+	sleep 0.05
+done
+[ "$(grep -c '"backend"' "$tmp/out")" -ge 2 ] || fail "fewer than 2 frames in 30 s"
+kill -INT $pid
+wait $pid
+rc=$?
+[ $rc -eq 0 ] || fail "status --watch exited $rc on SIGINT, expected 0"
+python3 - "$tmp/out" <<'PY' || fail "a frame is not a JSON object"
+import json, sys
+text, dec, pos, n = open(sys.argv[1]).read(), json.JSONDecoder(), 0, 0
+while text[pos:].strip():
+    while text[pos].isspace():
+        pos += 1
+    obj, pos = dec.raw_decode(text, pos)
+    assert obj["files"]["pages_to_scan"] == 2400, obj
+    n += 1
+print(f"{n} frames")
+assert n >= 2
+PY
+echo ok
