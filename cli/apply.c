@@ -27,30 +27,30 @@
 #include "plan.h"
 
 const char usage_apply[] =
-	"apply [FILE] [--check | --diff] [--unmerge] [--json]\n"
-	"       apply --sample\n"
-	"\n"
-	"Applies FILE (default /etc/ksm.conf): one \"name = value\" per line, '#'\n"
-	"comments.  The whole file is checked before any knob is written; knobs\n"
-	"this kernel lacks are skipped with a warning.\n"
-	"\n"
-	"  --check     validate the file against the table and this kernel only\n"
-	"  --diff      show what applying would change, change nothing\n"
-	"  --unmerge   allow merge_across_nodes/max_page_sharing changes while pages\n"
-	"              are merged (see ksmctl set --help)\n"
-	"  --json      report the read-back values as JSON\n"
-	"  --sample    print a commented sample file with every knob's default\n";
+    "apply [FILE] [--check | --diff] [--unmerge] [--json]\n"
+    "       apply --sample\n"
+    "\n"
+    "Applies FILE (default /etc/ksm.conf): one \"name = value\" per line, '#'\n"
+    "comments.  The whole file is checked before any knob is written; knobs\n"
+    "this kernel lacks are skipped with a warning.\n"
+    "\n"
+    "  --check     validate the file against the table and this kernel only\n"
+    "  --diff      show what applying would change, change nothing\n"
+    "  --unmerge   allow merge_across_nodes/max_page_sharing changes while pages\n"
+    "              are merged (see ksmctl set --help)\n"
+    "  --json      report the read-back values as JSON\n"
+    "  --sample    print a commented sample file with every knob's default\n";
 
 const char usage_install_service[] =
-	"install-service [--root DIR] [--dry-run] [--no-enable]\n"
-	"\n"
-	"Installs ksm-apply.service (applies /etc/ksm.conf at boot) into\n"
-	"DIR/etc/systemd/system, writes a commented DIR/etc/ksm.conf if there is\n"
-	"none, and enables the unit.\n"
-	"\n"
-	"  --root DIR   install below DIR instead of / (enables by a symlink)\n"
-	"  --dry-run    say what would be done, do nothing\n"
-	"  --no-enable  install only\n";
+    "install-service [--root DIR] [--dry-run] [--no-enable]\n"
+    "\n"
+    "Installs ksm-apply.service (applies /etc/ksm.conf at boot) into\n"
+    "DIR/etc/systemd/system, writes a commented DIR/etc/ksm.conf if there is\n"
+    "none, and enables the unit.\n"
+    "\n"
+    "  --root DIR   install below DIR instead of / (enables by a symlink)\n"
+    "  --dry-run    say what would be done, do nothing\n"
+    "  --no-enable  install only\n";
 
 static void print_sample(FILE *f)
 {
@@ -94,9 +94,10 @@ static int read_config(const char *file, struct plan *p)
 	int lineno = 0, ret = 0;
 
 	if (!f)
-		return ksmctl_fail(KSMCTL_USAGE, file,
-				   "create it (`ksmctl apply --sample > FILE`) or name another file",
-				   "cannot read the config file: %s", strerror(errno));
+		return ksmctl_fail(
+		    KSMCTL_USAGE, file,
+		    "create it (`ksmctl apply --sample > FILE`) or name another file",
+		    "cannot read the config file: %s", strerror(errno));
 	while (!ret && fgets(line, sizeof(line), f)) {
 		char *hash = strchr(line, '#'), *eq, *name, *value = NULL;
 
@@ -127,10 +128,13 @@ static int read_config(const char *file, struct plan *p)
 int cmd_apply(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"check", no_argument, NULL, 'c'},   {"diff", no_argument, NULL, 'd'},
-		{"unmerge", no_argument, NULL, 'u'}, {"json", no_argument, NULL, 'j'},
-		{"sample", no_argument, NULL, 's'},  {"help", no_argument, NULL, 'h'},
-		{0},
+	    {"check", no_argument, NULL, 'c'},
+	    {"diff", no_argument, NULL, 'd'},
+	    {"unmerge", no_argument, NULL, 'u'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"sample", no_argument, NULL, 's'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	struct plan p = {.timeout = 60, .skip_absent = true};
 	const char *file = "/etc/ksm.conf";
@@ -181,8 +185,7 @@ struct install {
 };
 
 /* Writes text to path unless it exists and keep is set. */
-static int install_file(const struct install *in, const char *path, const char *text,
-			bool keep)
+static int install_file(const struct install *in, const char *path, const char *text, bool keep)
 {
 	char full[PATH_MAX * 2];
 	FILE *f;
@@ -197,7 +200,8 @@ static int install_file(const struct install *in, const char *path, const char *
 		return 0;
 	if (!(f = fopen(full, "w")))
 		return ksmctl_fail(errno == EACCES ? KSMCTL_PERM : KSMCTL_REFUSED, full,
-				   errno == EACCES ? "run as root" : "create the directory, or give --root",
+				   errno == EACCES ? "run as root"
+						   : "create the directory, or give --root",
 				   "install-service: cannot write: %s", strerror(errno));
 	fputs(text, f);
 	if (fclose(f))
@@ -262,11 +266,11 @@ static void make_dirs(const char *path)
 int cmd_install_service(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"root", required_argument, NULL, 'r'},
-		{"dry-run", no_argument, NULL, 'n'},
-		{"no-enable", no_argument, NULL, 'e'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"root", required_argument, NULL, 'r'},
+	    {"dry-run", no_argument, NULL, 'n'},
+	    {"no-enable", no_argument, NULL, 'e'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	struct install in = {.root = "", .enable = true};
 	char *sample = NULL, dir[PATH_MAX * 2];

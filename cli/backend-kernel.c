@@ -117,12 +117,12 @@ static void parse_ksm_stat(char *text, struct ksm_process *p)
 		size_t off;
 		bool yesno;
 	} fields[] = {
-		{"ksm_rmap_items", offsetof(struct ksm_process, rmap_items), false},
-		{"ksm_zero_pages", offsetof(struct ksm_process, zero_pages), false},
-		{"ksm_merging_pages", offsetof(struct ksm_process, merging_pages), false},
-		{"ksm_process_profit", offsetof(struct ksm_process, profit), false},
-		{"ksm_merge_any", offsetof(struct ksm_process, merge_any), true},
-		{"ksm_mergeable", offsetof(struct ksm_process, mergeable), true},
+	    {"ksm_rmap_items", offsetof(struct ksm_process, rmap_items), false},
+	    {"ksm_zero_pages", offsetof(struct ksm_process, zero_pages), false},
+	    {"ksm_merging_pages", offsetof(struct ksm_process, merging_pages), false},
+	    {"ksm_process_profit", offsetof(struct ksm_process, profit), false},
+	    {"ksm_merge_any", offsetof(struct ksm_process, merge_any), true},
+	    {"ksm_mergeable", offsetof(struct ksm_process, mergeable), true},
 	};
 
 	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
@@ -238,14 +238,14 @@ const struct ksm_backend *backend_kernel(const char *sys_root, const char *proc_
 {
 	static struct kernel_priv kp;
 	static struct ksm_backend be = {
-		.name = "kernel",
-		.available = kernel_available,
-		.list = kernel_list,
-		.read = kernel_read,
-		.write = kernel_write,
-		.writable = kernel_writable,
-		.for_each_process = kernel_for_each_process,
-		.priv = &kp,
+	    .name = "kernel",
+	    .available = kernel_available,
+	    .list = kernel_list,
+	    .read = kernel_read,
+	    .write = kernel_write,
+	    .writable = kernel_writable,
+	    .for_each_process = kernel_for_each_process,
+	    .priv = &kp,
 	};
 
 	snprintf(kp.ksm_dir, sizeof(kp.ksm_dir), "%s/kernel/mm/ksm", sys_root);

@@ -18,15 +18,15 @@
 struct ksm_process {
 	int pid;
 	char comm[64];
-	char cgroup[512];	  /* cgroup v2 path ("/system.slice/x.service"), "" unknown */
-	long long rmap_items;	  /* ksm_stat ksm_rmap_items (6.1+) */
-	long long zero_pages;	  /* ksm_stat ksm_zero_pages (6.5+) */
-	long long merging_pages;  /* ksm_merging_pages (5.19+) */
-	long long profit;	  /* ksm_stat ksm_process_profit, bytes (6.4+); LLONG_MIN unknown */
-	int merge_any;		  /* ksm_stat ksm_merge_any: 1 yes, 0 no (6.15+) */
-	int mergeable;		  /* ksm_stat ksm_mergeable: 1 yes, 0 no (6.15+) */
-	long long ksm_kb;	  /* smaps_rollup "KSM:" (6.6+) */
-	long long rss_kb;	  /* smaps_rollup "Rss:" */
+	char cgroup[512];	 /* cgroup v2 path ("/system.slice/x.service"), "" unknown */
+	long long rmap_items;	 /* ksm_stat ksm_rmap_items (6.1+) */
+	long long zero_pages;	 /* ksm_stat ksm_zero_pages (6.5+) */
+	long long merging_pages; /* ksm_merging_pages (5.19+) */
+	long long profit;	 /* ksm_stat ksm_process_profit, bytes (6.4+); LLONG_MIN unknown */
+	int merge_any;		 /* ksm_stat ksm_merge_any: 1 yes, 0 no (6.15+) */
+	int mergeable;		 /* ksm_stat ksm_mergeable: 1 yes, 0 no (6.15+) */
+	long long ksm_kb;	 /* smaps_rollup "KSM:" (6.6+) */
+	long long rss_kb;	 /* smaps_rollup "Rss:" */
 };
 
 typedef int (*ksm_name_fn)(const char *name, void *arg);

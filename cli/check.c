@@ -14,11 +14,12 @@
 
 #include "json.h"
 
-const char usage_check[] = "check [--json]\n"
-			   "\n"
-			   "Says whether this kernel supports KSM (CONFIG_KSM, /sys/kernel/mm/ksm,\n"
-			   "prctl(PR_SET_MEMORY_MERGE)), which knobs it has, whether ksmd runs and\n"
-			   "whether this user can change it.  Exit 0 supported, 1 not, 2 error.\n";
+const char usage_check[] =
+    "check [--json]\n"
+    "\n"
+    "Says whether this kernel supports KSM (CONFIG_KSM, /sys/kernel/mm/ksm,\n"
+    "prctl(PR_SET_MEMORY_MERGE)), which knobs it has, whether ksmd runs and\n"
+    "whether this user can change it.  Exit 0 supported, 1 not, 2 error.\n";
 
 enum knob_state { PRESENT, MISSING, LATER };
 
@@ -68,7 +69,8 @@ static void knob_list_text(const char *label, enum knob_state want, const char *
 		else if (want == LATER)
 			snprintf(item, sizeof(item), " %s (%s)", k->name, k->since);
 		else
-			snprintf(item, sizeof(item), " %s (%s, %s)", k->name, k->since, missing_why(k));
+			snprintf(item, sizeof(item), " %s (%s, %s)", k->name, k->since,
+				 missing_why(k));
 		/* Wrap at 80 columns, continuing under the first item. */
 		if (n && col + (int)strlen(item) > 80) {
 			printf("\n  %-18s", "");
@@ -124,7 +126,8 @@ int cmd_check(int argc, char **argv)
 		json_string(&j, "sysfs", opt.be->where);
 		json_bool(&j, "sysfs_present", sysfs);
 		json_bool(&j, "prctl_merge", prctl_ok);
-		json_bool(&j, "prctl_kept_across_exec", prctl_ok && version_cmp(release, "6.7") >= 0);
+		json_bool(&j, "prctl_kept_across_exec",
+			  prctl_ok && version_cmp(release, "6.7") >= 0);
 		json_bool(&j, "running", run == 1);
 		json_int(&j, "run", run);
 		json_bool(&j, "can_change", strcmp(change, "yes") == 0);
@@ -136,18 +139,22 @@ int cmd_check(int argc, char **argv)
 		return sysfs ? KSMCTL_OK : KSMCTL_NO;
 	}
 	printf("KSM on Linux %s\n", release);
-	printf("  %-18s %s (%s)\n", "CONFIG_KSM", kconfig < 0 ? "unknown" : kconfig ? "y" : "not set",
+	printf("  %-18s %s (%s)\n", "CONFIG_KSM",
+	       kconfig < 0 ? "unknown"
+	       : kconfig   ? "y"
+			   : "not set",
 	       src);
 	printf("  %-18s %s (%s)\n", "sysfs interface", sysfs ? "yes" : "no", opt.be->where);
 	printf("  %-18s %s (%s)\n", "prctl opt-in",
-	       !prctl_ok ? (version_cmp(release, "6.4") >= 0 ? "no (needs CONFIG_KSM)"
+	       !prctl_ok			  ? (version_cmp(release, "6.4") >= 0
+							 ? "no (needs CONFIG_KSM)"
 							 : "no (needs 6.4): use madvise(MADV_MERGEABLE)")
 	       : version_cmp(release, "6.7") >= 0 ? "yes, kept across exec"
-						 : "yes, but lost at exec (needs 6.7)",
+						  : "yes, but lost at exec (needs 6.7)",
 	       prctl_how);
 	if (sysfs) {
 		printf("  %-18s %s\n", "running",
-		       run == 1 ? "yes (run = 1)"
+		       run == 1	  ? "yes (run = 1)"
 		       : run == 2 ? "no (run = 2, unmerged): ksmctl start"
 				  : "no (run = 0): ksmctl start");
 		printf("  %-18s %s\n", "can change it", change);

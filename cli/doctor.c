@@ -17,11 +17,12 @@
 
 #include "json.h"
 
-const char usage_doctor[] = "doctor [--json]\n"
-			    "\n"
-			    "Explains why KSM is not merging, or not merging well: each finding with\n"
-			    "its evidence and the fix.  Exit 0 if nothing is wrong, 1 if a finding is a\n"
-			    "warning or an error.\n";
+const char usage_doctor[] =
+    "doctor [--json]\n"
+    "\n"
+    "Explains why KSM is not merging, or not merging well: each finding with\n"
+    "its evidence and the fix.  Exit 0 if nothing is wrong, 1 if a finding is a\n"
+    "warning or an error.\n";
 
 enum severity { NONE, INFO, WARN, ERROR };
 static const char *const severity_name[] = {"none", "info", "warning", "error"};
@@ -54,9 +55,13 @@ static enum severity no_ksm(const struct facts *f, struct finding *out)
 		return NONE;
 	SAY(summary, "this kernel has no KSM");
 	SAY(evidence, "%s does not exist; CONFIG_KSM: %s (%s)", opt.be->where,
-	    f->kconfig < 0 ? "unknown" : f->kconfig ? "y" : "not set", f->kconfig_src);
-	SAY(fix, "use a kernel built with CONFIG_KSM=y (and /sys mounted), or libsamepage/samepaged "
-		 "to merge in user space");
+	    f->kconfig < 0 ? "unknown"
+	    : f->kconfig   ? "y"
+			   : "not set",
+	    f->kconfig_src);
+	SAY(fix,
+	    "use a kernel built with CONFIG_KSM=y (and /sys mounted), or libsamepage/samepaged "
+	    "to merge in user space");
 	return ERROR;
 }
 
@@ -91,14 +96,17 @@ static enum severity nothing_mergeable(const struct facts *f, struct finding *ou
 {
 	int active = f->procs_ok ? f->procs.n : -1;
 
-	if (active > 0 || (active < 0 && f->d.rmap_items > 0) || (!f->procs.accounted && f->d.rmap_items > 0))
+	if (active > 0 || (active < 0 && f->d.rmap_items > 0) ||
+	    (!f->procs.accounted && f->d.rmap_items > 0))
 		return NONE;
 	SAY(summary, "no process has mergeable memory");
 	if (f->procs.accounted)
-		SAY(evidence, "no /proc/PID/ksm_stat shows tracked or merged pages; rmap_items %lld",
+		SAY(evidence,
+		    "no /proc/PID/ksm_stat shows tracked or merged pages; rmap_items %lld",
 		    f->d.rmap_items);
 	else
-		SAY(evidence, "pages_shared + pages_sharing + pages_unshared + pages_volatile = %lld",
+		SAY(evidence,
+		    "pages_shared + pages_sharing + pages_unshared + pages_volatile = %lld",
 		    f->d.rmap_items);
 	SAY(fix, "opt programs in: ksmctl run -- PROGRAM, systemd MemoryKSM=yes, QEMU "
 		 "-machine mem-merge=on, or madvise(MADV_MERGEABLE) in the program");
@@ -146,7 +154,8 @@ static enum severity capped(const struct facts *f, struct finding *out)
 	if (f->chains <= 0 && !at_cap)
 		return NONE;
 	SAY(summary, "sharing is capped by max_page_sharing");
-	SAY(evidence, "max_page_sharing %lld, stable_node_chains %lld, pages_sharing/pages_shared %.1f",
+	SAY(evidence,
+	    "max_page_sharing %lld, stable_node_chains %lld, pages_sharing/pages_shared %.1f",
 	    f->max_sharing, f->chains, f->d.sharing_ratio);
 	SAY(fix, "raise it: ksmctl set --unmerge max_page_sharing=N (longer rmap walks on "
 		 "swap, compaction and migration)");
@@ -170,8 +179,9 @@ static enum severity advisor(const struct facts *f, struct finding *out)
 	if (f->advisor != 1)
 		return NONE;
 	SAY(summary, "the scan-time advisor sets pages_to_scan");
-	SAY(evidence, "advisor_mode scan-time, pages_to_scan %lld, advisor_target_scan_time %lld s, "
-		      "advisor_max_cpu %lld%%",
+	SAY(evidence,
+	    "advisor_mode scan-time, pages_to_scan %lld, advisor_target_scan_time %lld s, "
+	    "advisor_max_cpu %lld%%",
 	    f->pages_to_scan, f->target, f->max_cpu);
 	SAY(fix, "tune advisor_target_scan_time or advisor_max_cpu; pages_to_scan cannot be set "
 		 "until advisor_mode=none");
@@ -208,7 +218,8 @@ static enum severity process_loses(const struct facts *f, struct finding *out)
 
 	for (int i = 0; f->procs_ok && i < f->procs.n; i++) {
 		const struct ksm_process *p = &f->procs.p[i];
-		if (p->profit != LLONG_MIN && p->profit < 0 && (!worst || p->profit < worst->profit))
+		if (p->profit != LLONG_MIN && p->profit < 0 &&
+		    (!worst || p->profit < worst->profit))
 			worst = p;
 	}
 	if (!worst)
@@ -248,21 +259,21 @@ static const struct {
 	const char *id;
 	check_fn fn;
 } checks[] = {
-	{"no-ksm", no_ksm},
-	{"not-running", not_running},
-	{"read-only", read_only},
-	{"nothing-mergeable", nothing_mergeable},
-	{"first-scan", first_scan},
-	{"mostly-volatile", mostly_volatile},
-	{"wasted-effort", wasted_effort},
-	{"negative-profit", negative_profit},
-	{"slow-scan", slow_scan},
-	{"process-loses", process_loses},
-	{"capped", capped},
-	{"smart-scan", smart_skipping},
-	{"advisor", advisor},
-	{"thp", thp},
-	{"numa", numa},
+    {"no-ksm", no_ksm},
+    {"not-running", not_running},
+    {"read-only", read_only},
+    {"nothing-mergeable", nothing_mergeable},
+    {"first-scan", first_scan},
+    {"mostly-volatile", mostly_volatile},
+    {"wasted-effort", wasted_effort},
+    {"negative-profit", negative_profit},
+    {"slow-scan", slow_scan},
+    {"process-loses", process_loses},
+    {"capped", capped},
+    {"smart-scan", smart_skipping},
+    {"advisor", advisor},
+    {"thp", thp},
+    {"numa", numa},
 };
 
 static void gather(struct facts *f)
@@ -340,7 +351,8 @@ int cmd_doctor(int argc, char **argv)
 		json_object_end(&j);
 	} else if (worst < WARN) {
 		char a[32];
-		printf("\nNo problems found%s: KSM saves %s.\n", n ? " (the findings are for information)" : "",
+		printf("\nNo problems found%s: KSM saves %s.\n",
+		       n ? " (the findings are for information)" : "",
 		       fmt_bytes(a, sizeof(a), f.d.saved_bytes));
 	}
 	proc_list_free(&f.procs);

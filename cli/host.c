@@ -51,7 +51,8 @@ long long host_meminfo_kb(const char *key)
 	snprintf(path, sizeof(path), "%s/meminfo", opt.proc_root);
 	if (read_text(path, text, sizeof(text)))
 		return -1;
-	for (char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+	for (char *line = text; line && *line;
+	     line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
 		if (strncmp(line, key, klen) == 0 && line[klen] == ':')
 			return strtoll(line + klen + 1, NULL, 10);
 	return -1;

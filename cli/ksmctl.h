@@ -32,8 +32,8 @@ struct verb {
 	const char *summary;
 };
 
-#define VERB(n) \
-	int cmd_##n(int argc, char **argv); \
+#define VERB(n)                                                                                    \
+	int cmd_##n(int argc, char **argv);                                                        \
 	extern const char usage_##n[]
 VERB(check);
 VERB(status);
@@ -69,10 +69,10 @@ struct ksm_derived {
 	long long shared, sharing, unshared, volatile_pages, zero_pages, rmap_items;
 	long long general_profit; /* -1 and has_profit false before 6.4 */
 	bool has_profit;
-	double saved_bytes;	  /* (pages_sharing + ksm_zero_pages) * page size */
-	double sharing_ratio;	  /* pages_sharing / pages_shared */
-	double unshared_ratio;	  /* pages_unshared / pages_sharing: wasted effort */
-	double volatile_fraction; /* pages_volatile / rmap_items */
+	double saved_bytes;	   /* (pages_sharing + ksm_zero_pages) * page size */
+	double sharing_ratio;	   /* pages_sharing / pages_shared */
+	double unshared_ratio;	   /* pages_unshared / pages_sharing: wasted effort */
+	double volatile_fraction;  /* pages_volatile / rmap_items */
 	double unmerge_cost_bytes; /* memory needed if every merged page were unmerged */
 	double mem_available_bytes;
 	double ksmd_cpu_seconds;  /* ksmd's CPU time so far */
@@ -94,13 +94,13 @@ void proc_list_free(struct proc_list *l);
 double process_saved(const struct ksm_process *p);
 
 /* Host facts (host.c), from opt's roots. */
-int host_release(char *buf, size_t len);       /* "6.18.44-fc": 0 or -errno */
-long long host_meminfo_kb(const char *key);    /* "MemAvailable" -> kB, or -1 */
-int host_kconfig_ksm(char *src, size_t len);   /* 1 y, 0 not set, -1 unknown; src: where */
+int host_release(char *buf, size_t len);	   /* "6.18.44-fc": 0 or -errno */
+long long host_meminfo_kb(const char *key);	   /* "MemAvailable" -> kB, or -1 */
+int host_kconfig_ksm(char *src, size_t len);	   /* 1 y, 0 not set, -1 unknown; src: where */
 int host_ksmd_cpu(double *cpu_s, double *alive_s); /* ksmd's CPU seconds and age: 0/-errno */
 int host_prctl_merge(const char *release, const char **how); /* 1 yes, 0 no */
-int host_numa_nodes(void);		       /* online NUMA nodes, 1 if unknown */
-int host_thp(char *buf, size_t len);	       /* selected THP mode: 0/-errno */
+int host_numa_nodes(void);				     /* online NUMA nodes, 1 if unknown */
+int host_thp(char *buf, size_t len);			     /* selected THP mode: 0/-errno */
 long page_size(void);
 
 #endif

@@ -25,46 +25,49 @@
 #endif
 
 struct ksmctl_options opt = {
-	.sys_root = "/sys",
-	.proc_root = "/proc",
-	.boot_root = "/boot",
-	.live = true,
+    .sys_root = "/sys",
+    .proc_root = "/proc",
+    .boot_root = "/boot",
+    .live = true,
 };
 
-#define V(n, s) {#n, cmd_##n, usage_##n, s}
+#define V(n, s)                                                                                    \
+	{                                                                                          \
+#n, cmd_##n, usage_##n, s                                                          \
+	}
 static const struct verb verbs[] = {
-	V(check, "is KSM supported, running, and can this user change it"),
-	V(status, "every knob and counter, savings, cost and scan speed"),
-	V(set, "validate and write knobs, all or nothing"),
-	V(start, "start ksmd (run=1)"),
-	V(stop, "stop ksmd, keep merged pages (run=0)"),
-	V(unmerge, "stop ksmd and unmerge every page (run=2)"),
-	V(apply, "apply a declarative file of knobs (default /etc/ksm.conf)"),
-	{"install-service", cmd_install_service, usage_install_service,
-	 "install and enable a systemd unit that applies /etc/ksm.conf at boot"},
-	V(run, "run a program with its memory mergeable"),
-	V(top, "KSM savings per process or per cgroup"),
-	V(doctor, "explain why KSM is not merging, with the fix"),
-	V(wait, "wait for N full scans, or until merging converged"),
+    V(check, "is KSM supported, running, and can this user change it"),
+    V(status, "every knob and counter, savings, cost and scan speed"),
+    V(set, "validate and write knobs, all or nothing"),
+    V(start, "start ksmd (run=1)"),
+    V(stop, "stop ksmd, keep merged pages (run=0)"),
+    V(unmerge, "stop ksmd and unmerge every page (run=2)"),
+    V(apply, "apply a declarative file of knobs (default /etc/ksm.conf)"),
+    {"install-service", cmd_install_service, usage_install_service,
+     "install and enable a systemd unit that applies /etc/ksm.conf at boot"},
+    V(run, "run a program with its memory mergeable"),
+    V(top, "KSM savings per process or per cgroup"),
+    V(doctor, "explain why KSM is not merging, with the fix"),
+    V(wait, "wait for N full scans, or until merging converged"),
 #ifdef HAVE_ESTIMATE
-	{"estimate", ksmctl_estimate, NULL, "estimate what KSM would save, before enabling it"},
+    {"estimate", ksmctl_estimate, NULL, "estimate what KSM would save, before enabling it"},
 #endif
 };
 #undef V
 #define NVERBS (sizeof(verbs) / sizeof(verbs[0]))
 
 static const char global_usage[] =
-	"usage: ksmctl [GLOBAL OPTIONS] VERB [ARGS...]\n"
-	"\n"
-	"Global options:\n"
-	"  --sysfs-root DIR  read KSM from DIR/kernel/mm/ksm instead of /sys (recorded trees)\n"
-	"  --proc-root DIR   read processes and meminfo from DIR instead of /proc\n"
-	"  --boot-root DIR   read the kernel config from DIR instead of /boot\n"
-	"  --user            use samepaged (user-space KSM) instead of the kernel\n"
-	"  --version         print the version\n"
-	"  -h, --help        this help; VERB --help describes a verb\n"
-	"\n"
-	"Verbs:\n";
+    "usage: ksmctl [GLOBAL OPTIONS] VERB [ARGS...]\n"
+    "\n"
+    "Global options:\n"
+    "  --sysfs-root DIR  read KSM from DIR/kernel/mm/ksm instead of /sys (recorded trees)\n"
+    "  --proc-root DIR   read processes and meminfo from DIR instead of /proc\n"
+    "  --boot-root DIR   read the kernel config from DIR instead of /boot\n"
+    "  --user            use samepaged (user-space KSM) instead of the kernel\n"
+    "  --version         print the version\n"
+    "  -h, --help        this help; VERB --help describes a verb\n"
+    "\n"
+    "Verbs:\n";
 
 static int print_global_usage(FILE *f, int status)
 {
@@ -89,9 +92,9 @@ int verb_usage(const char *usage, int status)
 int verb_json_only(int argc, char **argv, const char *usage, bool *json)
 {
 	static const struct option lo[] = {
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	int c;
 
@@ -154,9 +157,9 @@ static int take_global(int *argc, char **argv, int i)
 		const char *name;
 		const char **dst;
 	} roots[] = {
-		{"--sysfs-root", &opt.sys_root},
-		{"--proc-root", &opt.proc_root},
-		{"--boot-root", &opt.boot_root},
+	    {"--sysfs-root", &opt.sys_root},
+	    {"--proc-root", &opt.proc_root},
+	    {"--boot-root", &opt.boot_root},
 	};
 
 	for (size_t r = 0; r < sizeof(roots) / sizeof(roots[0]); r++) {
@@ -226,7 +229,8 @@ int main(int argc, char **argv)
 		if (!v && argv[i][0] != '-') {
 			v = find_verb(argv[i]);
 			if (!v)
-				return ksmctl_fail(KSMCTL_USAGE, argv[i], "run `ksmctl --help` for the verbs",
+				return ksmctl_fail(KSMCTL_USAGE, argv[i],
+						   "run `ksmctl --help` for the verbs",
 						   "unknown verb");
 			vi = i;
 		} else if (!v && (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)) {
@@ -235,7 +239,8 @@ int main(int argc, char **argv)
 			printf("ksmctl %s\n", SAMEPAGE_VERSION_STRING);
 			return KSMCTL_OK;
 		} else if (!v) {
-			return ksmctl_fail(KSMCTL_USAGE, argv[i], "run `ksmctl --help` for the options",
+			return ksmctl_fail(KSMCTL_USAGE, argv[i],
+					   "run `ksmctl --help` for the options",
 					   "unknown global option");
 		}
 	}

@@ -18,7 +18,7 @@
 
 struct change {
 	const struct samepage_knob *k;
-	char value[32];	 /* canonical text to write: "1", "scan-time" */
+	char value[32]; /* canonical text to write: "1", "scan-time" */
 	unsigned long long v;
 	char origin[256]; /* where it came from: "argument 2", "/etc/ksm.conf:12" */
 	char old[64];	  /* the value before, as read */
@@ -29,10 +29,10 @@ struct change {
 struct plan {
 	struct change c[PLAN_MAX];
 	int n;
-	bool unmerge;	     /* --unmerge: allowed to write run=2 first */
-	bool skip_absent;    /* knobs this kernel lacks are warnings (apply) */
+	bool unmerge;	  /* --unmerge: allowed to write run=2 first */
+	bool skip_absent; /* knobs this kernel lacks are warnings (apply) */
 	bool json;
-	double timeout;	     /* seconds to wait for pages_shared to reach 0 */
+	double timeout; /* seconds to wait for pages_shared to reach 0 */
 };
 
 /* Adds NAME=VALUE after checking both against the knob table: 0 or an exit status. */

@@ -24,25 +24,25 @@
 #include "plan.h"
 
 const char usage_set[] =
-	"set [--unmerge] [--json] [--dry-run] [--timeout SECONDS] NAME=VALUE...\n"
-	"\n"
-	"Writes knobs of /sys/kernel/mm/ksm.  Every value is checked before any is\n"
-	"written; if a write fails, those already made are undone.  Writes follow\n"
-	"the kernel's order (advisor_mode, advisor_*, pages_to_scan, others,\n"
-	"merge_across_nodes and max_page_sharing, run last) and are read back.\n"
-	"\n"
-	"  --unmerge          allow changing merge_across_nodes or max_page_sharing\n"
-	"                     while pages are merged: write run=2, wait for\n"
-	"                     pages_shared to reach 0, change, restore run\n"
-	"  --dry-run          check only, and show what would change\n"
-	"  --json             report the read-back values as JSON\n"
-	"  --timeout SECONDS  how long to wait for the unmerge (default 60)\n";
+    "set [--unmerge] [--json] [--dry-run] [--timeout SECONDS] NAME=VALUE...\n"
+    "\n"
+    "Writes knobs of /sys/kernel/mm/ksm.  Every value is checked before any is\n"
+    "written; if a write fails, those already made are undone.  Writes follow\n"
+    "the kernel's order (advisor_mode, advisor_*, pages_to_scan, others,\n"
+    "merge_across_nodes and max_page_sharing, run last) and are read back.\n"
+    "\n"
+    "  --unmerge          allow changing merge_across_nodes or max_page_sharing\n"
+    "                     while pages are merged: write run=2, wait for\n"
+    "                     pages_shared to reach 0, change, restore run\n"
+    "  --dry-run          check only, and show what would change\n"
+    "  --json             report the read-back values as JSON\n"
+    "  --timeout SECONDS  how long to wait for the unmerge (default 60)\n";
 const char usage_start[] = "start [--json]\n\nStarts ksmd: writes run=1.\n";
 const char usage_stop[] = "stop [--json]\n\nStops ksmd and keeps merged pages: writes run=0.\n";
 const char usage_unmerge[] =
-	"unmerge [--json]\n\n"
-	"Stops ksmd and unmerges every merged page: writes run=2.  This needs as much\n"
-	"free memory as KSM saved (see `ksmctl status`, unmerge cost).\n";
+    "unmerge [--json]\n\n"
+    "Stops ksmd and unmerges every merged page: writes run=2.  This needs as much\n"
+    "free memory as KSM saved (see `ksmctl status`, unmerge cost).\n";
 
 /* ---- checking values ---- */
 
@@ -165,8 +165,8 @@ static int check_present(struct plan *p, int i, const char *release)
 
 	change_input(c, input, sizeof(input));
 	if (p->skip_absent) {
-		ksmctl_warn("this kernel (Linux %s) has no %s (added in Linux %s); skipped: %s", release,
-			    c->k->name, c->k->since, input);
+		ksmctl_warn("this kernel (Linux %s) has no %s (added in Linux %s); skipped: %s",
+			    release, c->k->name, c->k->since, input);
 		memmove(&p->c[i], &p->c[i + 1], sizeof(p->c[0]) * (size_t)(p->n - i - 1));
 		p->n--;
 		return 0;
@@ -194,8 +194,8 @@ int plan_check(struct plan *p)
 			if ((ret = check_present(p, i--, release)))
 				return ret;
 		} else if (err) {
-			return ksmctl_fail(KSMCTL_REFUSED, p->c[i].k->name, NULL, "cannot read %s: %s",
-					   p->c[i].k->name, strerror(-err));
+			return ksmctl_fail(KSMCTL_REFUSED, p->c[i].k->name, NULL,
+					   "cannot read %s: %s", p->c[i].k->name, strerror(-err));
 		}
 	}
 	pts = plan_find(p, "pages_to_scan"), adv = plan_find(p, "advisor_mode");
@@ -211,13 +211,15 @@ int plan_check(struct plan *p)
 		if (needs_unmerge(c) && shared > 0 && !p->unmerge) {
 			struct ksm_derived d;
 			ksm_derive(&d);
-			snprintf(fix, sizeof(fix),
-				 "add --unmerge: ksmctl writes run=2, waits for pages_shared to "
-				 "reach 0, changes %s and restores run; the unmerge needs %s of free "
-				 "memory (MemAvailable %s)",
-				 c->k->name, fmt_bytes(a, sizeof(a), d.unmerge_cost_bytes),
-				 fmt_bytes(b, sizeof(b), d.mem_available_bytes));
-			return ksmctl_fail(KSMCTL_REFUSED, change_input(c, input, sizeof(input)), fix,
+			snprintf(
+			    fix, sizeof(fix),
+			    "add --unmerge: ksmctl writes run=2, waits for pages_shared to "
+			    "reach 0, changes %s and restores run; the unmerge needs %s of free "
+			    "memory (MemAvailable %s)",
+			    c->k->name, fmt_bytes(a, sizeof(a), d.unmerge_cost_bytes),
+			    fmt_bytes(b, sizeof(b), d.mem_available_bytes));
+			return ksmctl_fail(KSMCTL_REFUSED, change_input(c, input, sizeof(input)),
+					   fix,
 					   "changing %s needs every page unmerged first "
 					   "(pages_shared is %lld)",
 					   c->k->name, shared);
@@ -279,7 +281,8 @@ static int unmerge_all(const struct plan *p)
 	while (knob_or("pages_shared", 0) > 0) {
 		if (now_seconds() > deadline)
 			return ksmctl_fail(KSMCTL_TIMEOUT, "run=2 (--unmerge)",
-					   "give a longer --timeout", "pages_shared did not reach 0");
+					   "give a longer --timeout",
+					   "pages_shared did not reach 0");
 		sleep_seconds(0.1);
 	}
 	return 0;
@@ -414,12 +417,9 @@ void plan_diff(const struct plan *p)
 static int set_args(int argc, char **argv, struct plan *p, bool *dry, const char *usage)
 {
 	static const struct option lo[] = {
-		{"unmerge", no_argument, NULL, 'u'},
-		{"json", no_argument, NULL, 'j'},
-		{"dry-run", no_argument, NULL, 'n'},
-		{"timeout", required_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"unmerge", no_argument, NULL, 'u'}, {"json", no_argument, NULL, 'j'},
+	    {"dry-run", no_argument, NULL, 'n'}, {"timeout", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},	 {0},
 	};
 	int c;
 

@@ -25,16 +25,16 @@
 #include "json.h"
 
 const char usage_status[] =
-	"status [--json | --prometheus] [--watch SECONDS]\n"
-	"\n"
-	"Shows every KSM knob and counter this kernel has, and derived figures:\n"
-	"memory saved, sharing ratio, wasted effort, general_profit, the memory an\n"
-	"unmerge of everything would need against MemAvailable, ksmd CPU use, scan\n"
-	"rate and time per full scan.\n"
-	"\n"
-	"  --json            one JSON object\n"
-	"  --prometheus      Prometheus text format (node_ksmd_* and samepage_ksm_*)\n"
-	"  --watch SECONDS   redraw every SECONDS until interrupted\n";
+    "status [--json | --prometheus] [--watch SECONDS]\n"
+    "\n"
+    "Shows every KSM knob and counter this kernel has, and derived figures:\n"
+    "memory saved, sharing ratio, wasted effort, general_profit, the memory an\n"
+    "unmerge of everything would need against MemAvailable, ksmd CPU use, scan\n"
+    "rate and time per full scan.\n"
+    "\n"
+    "  --json            one JSON object\n"
+    "  --prometheus      Prometheus text format (node_ksmd_* and samepage_ksm_*)\n"
+    "  --watch SECONDS   redraw every SECONDS until interrupted\n";
 
 static double ratio(long long a, long long b)
 {
@@ -171,7 +171,8 @@ static void text_value(const char *name, const struct samepage_knob *k, const ch
 	}
 }
 
-static void text_line(const char *label, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_line(const char *label, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void text_line(const char *label, const char *fmt, ...)
 {
 	va_list ap;
@@ -202,12 +203,15 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 	if (isnan(d->sharing_ratio))
 		text_line("sharing ratio", "none yet (pages_shared is 0)");
 	else
-		text_line("sharing ratio", "%.2f mappings saved per KSM page (pages_sharing/pages_shared)",
+		text_line("sharing ratio",
+			  "%.2f mappings saved per KSM page (pages_sharing/pages_shared)",
 			  d->sharing_ratio);
 	if (isnan(d->unshared_ratio))
-		text_line("wasted effort", "%lld unshared pages checked, none sharing yet", d->unshared);
+		text_line("wasted effort", "%lld unshared pages checked, none sharing yet",
+			  d->unshared);
 	else
-		text_line("wasted effort", "%.2f unshared pages per sharing page (pages_unshared/pages_sharing)",
+		text_line("wasted effort",
+			  "%.2f unshared pages per sharing page (pages_unshared/pages_sharing)",
 			  d->unshared_ratio);
 	if (!isnan(d->volatile_fraction))
 		text_line("volatile", "%.1f%% of tracked pages change too fast to merge",
@@ -216,7 +220,8 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 		text_line("unmerge cost", "%s if every merged page were unmerged",
 			  fmt_bytes(a, sizeof(a), d->unmerge_cost_bytes));
 	else
-		text_line("unmerge cost", "%s if every merged page were unmerged; MemAvailable %s (%.1f%%)",
+		text_line("unmerge cost",
+			  "%s if every merged page were unmerged; MemAvailable %s (%.1f%%)",
 			  fmt_bytes(a, sizeof(a), d->unmerge_cost_bytes),
 			  fmt_bytes(b, sizeof(b), d->mem_available_bytes),
 			  100 * d->unmerge_cost_bytes / d->mem_available_bytes);
@@ -235,12 +240,13 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 		text_line("scan rate", "%.0f pages/s at most (pages_to_scan %lld every %lld ms)",
 			  d->scan_rate, knob_or("pages_to_scan", 0), knob_or("sleep_millisecs", 0));
 	if (knob_or("advisor_mode", 0) == 1)
-		text_line("full scan", "%.0f s targeted by the scan-time advisor", d->full_scan_seconds);
+		text_line("full scan", "%.0f s targeted by the scan-time advisor",
+			  d->full_scan_seconds);
 	else if (isnan(d->full_scan_seconds))
 		text_line("full scan", "no pages tracked yet");
 	else
-		text_line("full scan", "%.1f s at least for %lld tracked pages", d->full_scan_seconds,
-			  d->rmap_items);
+		text_line("full scan", "%.1f s at least for %lld tracked pages",
+			  d->full_scan_seconds, d->rmap_items);
 	for (int s = 0; s < 3; s++) {
 		if (s == 2 && !has_extras())
 			break;
@@ -316,8 +322,8 @@ static void prom_metric(const char *name, const char *type, const char *help, do
 
 /* node_exporter's ksmd collector names, so existing dashboards keep working. */
 static const char *const node_ksmd_files[] = {
-	"full_scans",	 "merge_across_nodes", "pages_shared",	 "pages_sharing",   "pages_to_scan",
-	"pages_unshared", "pages_volatile",	"run",		 "sleep_millisecs", "general_profit",
+    "full_scans",     "merge_across_nodes", "pages_shared", "pages_sharing",   "pages_to_scan",
+    "pages_unshared", "pages_volatile",	    "run",	    "sleep_millisecs", "general_profit",
 };
 
 static void prom_value(const char *name, const struct samepage_knob *k, const char *value,
@@ -451,11 +457,11 @@ enum { FMT_TEXT, FMT_JSON, FMT_PROM };
 int cmd_status(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"json", no_argument, NULL, 'j'},
-		{"prometheus", no_argument, NULL, 'p'},
-		{"watch", required_argument, NULL, 'w'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"json", no_argument, NULL, 'j'},
+	    {"prometheus", no_argument, NULL, 'p'},
+	    {"watch", required_argument, NULL, 'w'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	int fmt = FMT_TEXT, c, err;
 	double interval = 0, last_t = 0, last_cpu = NAN;
@@ -466,7 +472,8 @@ int cmd_status(int argc, char **argv)
 		if (c == 'j' || c == 'p') {
 			if (fmt != FMT_TEXT)
 				return ksmctl_fail(KSMCTL_USAGE, "--json --prometheus",
-						   "choose one output format", "status: two formats given");
+						   "choose one output format",
+						   "status: two formats given");
 			fmt = c == 'j' ? FMT_JSON : FMT_PROM;
 		} else if (c == 'w') {
 			if (parse_seconds(optarg, &interval) || interval < 0.1)

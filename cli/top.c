@@ -75,13 +75,37 @@ double process_saved(const struct ksm_process *p)
 struct row {
 	char name[512]; /* comm, or the cgroup path */
 	char cgroup[512];
-	int pid; /* 0 for a cgroup */
+	char unit[256];		  /* the systemd unit (or container, VM scope) of cgroup */
+	int pid;		  /* 0 for a cgroup */
 	int merge_any, mergeable; /* the process's ksm_stat flags, -1 unknown */
 	int processes;
 	long long merging, zero, rmap;
 	double saved, profit;
 	bool has_rmap, has_profit;
 };
+
+/* The systemd unit a cgroup belongs to: the innermost .service, .scope or
+ * .slice component ("machine-qemu\x2d1\x2dvm.scope/libvirt/emulator" is
+ * the VM's scope), else the last component. */
+static void cgroup_unit(const char *cgroup, char *buf, size_t len)
+{
+	const char *best = NULL, *last = cgroup;
+	size_t best_len = 0;
+
+	for (const char *s = cgroup; *s;) {
+		size_t n = strcspn(s, "/");
+		if (n > 6 &&
+		    (strncmp(s + n - 8, ".service", 8) == 0 ||
+		     strncmp(s + n - 6, ".scope", 6) == 0 || strncmp(s + n - 6, ".slice", 6) == 0))
+			best = s, best_len = n;
+		if (n)
+			last = s;
+		s += n + (s[n] == '/');
+	}
+	if (!best)
+		best = last, best_len = strlen(last);
+	snprintf(buf, len, "%.*s", (int)best_len, best);
+}
 
 static void row_add(struct row *r, const struct ksm_process *p)
 {
@@ -97,7 +121,8 @@ static void row_add(struct row *r, const struct ksm_process *p)
 	if (p->profit != LLONG_MIN)
 		r->profit += (double)p->profit, r->has_profit = true;
 	else if (p->rmap_items >= 0)
-		r->profit += process_saved(p) - (double)(p->rmap_items * meta), r->has_profit = true;
+		r->profit += process_saved(p) - (double)(p->rmap_items * meta),
+		    r->has_profit = true;
 }
 
 static int by_profit(const void *a, const void *b)
@@ -130,7 +155,9 @@ static int build_rows(const struct proc_list *l, bool by_cgroup, struct row **ou
 		if (r == n) {
 			n++;
 			snprintf(rows[r].cgroup, sizeof(rows[r].cgroup), "%s", cg);
-			snprintf(rows[r].name, sizeof(rows[r].name), "%s", by_cgroup ? cg : p->comm);
+			cgroup_unit(cg, rows[r].unit, sizeof(rows[r].unit));
+			snprintf(rows[r].name, sizeof(rows[r].name), "%s",
+				 by_cgroup ? cg : p->comm);
 			rows[r].pid = by_cgroup ? 0 : p->pid;
 			rows[r].merge_any = p->merge_any;
 			rows[r].mergeable = p->mergeable;
@@ -165,11 +192,13 @@ static void print_rows_json(const struct row *rows, int n, bool by_cgroup)
 		json_object_begin(&j, NULL);
 		if (by_cgroup) {
 			json_string(&j, "cgroup", r->cgroup);
+			json_string(&j, "unit", r->unit);
 			json_int(&j, "processes", r->processes);
 		} else {
 			json_int(&j, "pid", r->pid);
 			json_string(&j, "comm", r->name);
 			json_string(&j, "cgroup", r->cgroup);
+			json_string(&j, "unit", r->unit);
 			json_yes_no(&j, "merge_any", r->merge_any);
 			json_yes_no(&j, "mergeable", r->mergeable);
 		}
@@ -196,8 +225,8 @@ static void print_rows_text(const struct row *rows, int n, bool by_cgroup)
 	double total_saved = 0, total_profit = 0;
 
 	if (by_cgroup)
-		printf("%5s %10s %10s %10s %11s %11s  %s\n", "PROCS", "MERGING", "ZERO", "TRACKED",
-		       "SAVED", "PROFIT", "CGROUP");
+		printf("%5s %10s %10s %10s %11s %11s  %-28s %s\n", "PROCS", "MERGING", "ZERO",
+		       "TRACKED", "SAVED", "PROFIT", "UNIT", "CGROUP");
 	else
 		printf("%7s %-15s %10s %10s %10s %11s %11s  %s\n", "PID", "COMMAND", "MERGING",
 		       "ZERO", "TRACKED", "SAVED", "PROFIT", "CGROUP");
@@ -215,8 +244,11 @@ static void print_rows_text(const struct row *rows, int n, bool by_cgroup)
 			printf("%5d ", r->processes);
 		else
 			printf("%7d %-15s ", r->pid, r->name);
-		printf("%10lld %10lld %10s %11s %11s  %s\n", r->merging, r->zero, tracked, saved,
-		       profit, r->cgroup);
+		printf("%10lld %10lld %10s %11s %11s  ", r->merging, r->zero, tracked, saved,
+		       profit);
+		if (by_cgroup)
+			printf("%-28s ", r->unit);
+		printf("%s\n", r->cgroup);
 		total_saved += r->saved;
 		total_profit += r->has_profit ? r->profit : 0;
 	}
@@ -228,11 +260,11 @@ static void print_rows_text(const struct row *rows, int n, bool by_cgroup)
 int cmd_top(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"json", no_argument, NULL, 'j'},
-		{"by", required_argument, NULL, 'b'},
-		{"limit", required_argument, NULL, 'l'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"json", no_argument, NULL, 'j'},
+	    {"by", required_argument, NULL, 'b'},
+	    {"limit", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	bool json = false, by_cgroup = false;
 	long long limit = -1;
@@ -245,7 +277,8 @@ int cmd_top(int argc, char **argv)
 			json = true;
 		} else if (c == 'b') {
 			if (strcmp(optarg, "process") && strcmp(optarg, "cgroup"))
-				return ksmctl_fail(KSMCTL_USAGE, optarg, "use --by process or --by cgroup",
+				return ksmctl_fail(KSMCTL_USAGE, optarg,
+						   "use --by process or --by cgroup",
 						   "top: unknown grouping");
 			by_cgroup = strcmp(optarg, "cgroup") == 0;
 		} else if (c == 'l') {
@@ -264,10 +297,11 @@ int cmd_top(int argc, char **argv)
 				   "top: cannot list processes: %s", strerror(-err));
 	if (!l.accounted) {
 		proc_list_free(&l);
-		return ksmctl_fail(KSMCTL_NO, opt.proc_root,
-				   "per-process KSM accounting needs Linux 5.19 (ksm_merging_pages) "
-				   "or 6.1 (ksm_stat); `ksmctl status` shows the global counters",
-				   "top: this kernel does not account KSM per process");
+		return ksmctl_fail(
+		    KSMCTL_NO, opt.proc_root,
+		    "per-process KSM accounting needs Linux 5.19 (ksm_merging_pages) "
+		    "or 6.1 (ksm_stat); `ksmctl status` shows the global counters",
+		    "top: this kernel does not account KSM per process");
 	}
 	/* ksm_stat is readable by its owner only (S_IRUSR). */
 	if (opt.live && geteuid() != 0)

@@ -30,7 +30,7 @@ enum {
  * "return ksmctl_fail(...)".  Nothing is changed by the caller afterwards.
  */
 int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 void ksmctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Reads a whole small file into buf without its trailing newline(s):

@@ -16,17 +16,16 @@
 
 #include "json.h"
 
-const char usage_wait[] =
-	"wait [--scans N | --converged] [--timeout SECONDS] [--json]\n"
-	"\n"
-	"Waits until ksmd has completed N more full scans (default 1), or with\n"
-	"--converged until pages_sharing has not grown over two full scans.\n"
-	"Exits 1 if ksmd is not running, 4 on timeout.\n"
-	"\n"
-	"  --scans N          full scans to wait for\n"
-	"  --converged        wait for pages_sharing to stop growing\n"
-	"  --timeout SECONDS  give up after SECONDS (default: never)\n"
-	"  --json             report the result as JSON\n";
+const char usage_wait[] = "wait [--scans N | --converged] [--timeout SECONDS] [--json]\n"
+			  "\n"
+			  "Waits until ksmd has completed N more full scans (default 1), or with\n"
+			  "--converged until pages_sharing has not grown over two full scans.\n"
+			  "Exits 1 if ksmd is not running, 4 on timeout.\n"
+			  "\n"
+			  "  --scans N          full scans to wait for\n"
+			  "  --converged        wait for pages_sharing to stop growing\n"
+			  "  --timeout SECONDS  give up after SECONDS (default: never)\n"
+			  "  --json             report the result as JSON\n";
 
 /* pages_sharing at the end of recent full scans, newest last. */
 struct history {
@@ -88,9 +87,9 @@ static void warn_if_nothing_to_scan(void)
 int cmd_wait(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"scans", required_argument, NULL, 's'}, {"converged", no_argument, NULL, 'c'},
-		{"timeout", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},	  {0},
+	    {"scans", required_argument, NULL, 's'},   {"converged", no_argument, NULL, 'c'},
+	    {"timeout", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},	       {0},
 	};
 	long long want = -1, start, scans, sharing, base;
 	double timeout = 0, t0 = now_seconds();
@@ -100,7 +99,8 @@ int cmd_wait(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		if (c == 's' && (parse_ll(optarg, &want) || want < 1))
-			return ksmctl_fail(KSMCTL_USAGE, optarg, "give a whole number of scans, 1 or more",
+			return ksmctl_fail(KSMCTL_USAGE, optarg,
+					   "give a whole number of scans, 1 or more",
 					   "wait: bad --scans");
 		else if (c == 't' && parse_seconds(optarg, &timeout))
 			return ksmctl_fail(KSMCTL_USAGE, optarg, "give a number of seconds",
@@ -113,7 +113,8 @@ int cmd_wait(int argc, char **argv)
 			return verb_usage(usage_wait, KSMCTL_USAGE);
 	}
 	if (optind < argc || (conv && want > 0))
-		return ksmctl_fail(KSMCTL_USAGE, optind < argc ? argv[optind] : "--scans --converged",
+		return ksmctl_fail(KSMCTL_USAGE,
+				   optind < argc ? argv[optind] : "--scans --converged",
 				   "give --scans N or --converged", "wait: bad arguments");
 	if (want < 0)
 		want = 1;
@@ -135,12 +136,14 @@ int cmd_wait(int argc, char **argv)
 		if (conv ? converged(&h) : scans - base >= want) {
 			if (tty)
 				fputs("\r\033[K", stderr);
-			report(json, conv ? "converged" : "scanned", start, scans, sharing, elapsed);
+			report(json, conv ? "converged" : "scanned", start, scans, sharing,
+			       elapsed);
 			return KSMCTL_OK;
 		}
 		if (knob_or("run", 0) != 1)
 			return ksmctl_fail(KSMCTL_NO, "run", "start it: ksmctl start",
-					   "wait: ksmd is not running (run = %lld)", knob_or("run", 0));
+					   "wait: ksmd is not running (run = %lld)",
+					   knob_or("run", 0));
 		if (timeout > 0 && elapsed > timeout) {
 			if (tty)
 				fputs("\r\033[K", stderr);
@@ -151,7 +154,8 @@ int cmd_wait(int argc, char **argv)
 					   timeout);
 		}
 		if (tty)
-			fprintf(stderr, "\r\033[Kfull_scans %lld (+%lld), pages_sharing %lld, %.0f s",
+			fprintf(stderr,
+				"\r\033[Kfull_scans %lld (+%lld), pages_sharing %lld, %.0f s",
 				scans, scans - start, sharing, elapsed);
 		sleep_seconds(0.05);
 	}

@@ -24,7 +24,8 @@ int main(int argc, char **argv)
 	}
 	size_t len = (size_t)atol(argv[1]) << 20;
 	long ps = sysconf(_SC_PAGESIZE);
-	unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	unsigned char *m =
+	    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	if (m == MAP_FAILED) {
 		perror("dupfill: mmap");
