@@ -94,10 +94,10 @@ static enum severity read_only(const struct facts *f, struct finding *out)
 
 static enum severity nothing_mergeable(const struct facts *f, struct finding *out)
 {
-	int active = f->procs_ok ? f->procs.n : -1;
-
-	if (active > 0 || (active < 0 && f->d.rmap_items > 0) ||
-	    (!f->procs.accounted && f->d.rmap_items > 0))
+	/* Tracked pages anywhere mean someone opted in, even a process this
+	 * user cannot see; a process that opted in but was not scanned yet
+	 * (run = 0) shows up in its ksm_stat. */
+	if (f->d.rmap_items > 0 || (f->procs_ok && f->procs.n > 0))
 		return NONE;
 	SAY(summary, "no process has mergeable memory");
 	if (f->procs.accounted)
