@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -56,6 +57,21 @@
 /* /proc/kpageflags bits. */
 #define KPF_KSM 21
 #define KPF_ZERO_PAGE 24
+
+/*
+ * The PAGEMAP_SCAN ioctl of Linux 6.7 (include/uapi/linux/fs.h), declared
+ * here because the build machines' kernel headers may predate it.
+ */
+#define EST_PAGE_IS_PRESENT (1 << 3)
+#define EST_PAGE_IS_SWAPPED (1 << 4)
+struct est_page_region {
+	uint64_t start, end, categories;
+};
+struct est_pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define EST_PAGEMAP_SCAN _IOWR('f', 16, struct est_pm_scan_arg)
 
 /*
  * 128 pages (512 KiB) per read: small enough that hashing finds the pages
@@ -77,9 +93,11 @@
  * held a copy: scans go process by process, cgroup by cgroup, so "not the
  * last one" means "first copy in this unit".
  */
+#define ADDR_SHARED 1ULL /* in est_entry.addr: the first copy was not exclusive */
+
 struct est_entry {
 	uint64_t hash;
-	uint64_t addr;
+	uint64_t addr; /* page-aligned, | ADDR_SHARED */
 	uint32_t proc;
 	uint32_t count;
 	uint32_t last_proc;
@@ -103,8 +121,17 @@ struct est_batch {
 	unsigned char *buf;		 /* BATCH_PAGES pages */
 	uint64_t addr[BATCH_PAGES];	 /* remote address of each page, ascending */
 	unsigned char valid[BATCH_PAGES]; /* page was read and accounted */
+	unsigned char shared[BATCH_PAGES]; /* not exclusively mapped: read via /proc/PID/mem */
+	unsigned char state[BATCH_PAGES];  /* 0 to read, 1 read, 2 failed */
 	int count;
 	int done; /* pages [0, done) are accounted (or failed) */
+};
+
+/* A page of the batch waiting for the first copy of its content. */
+struct est_pend {
+	int j;	       /* page index in the batch */
+	uint64_t slot; /* the table entry it matched by hash */
+	uint64_t h;
 };
 
 struct est {
@@ -128,6 +155,7 @@ struct est {
 	uint64_t pfn_mask, pfn_used;
 	uint64_t zero_pfn;
 	bool have_pfns;
+	bool no_pagemap_scan; /* the ioctl is missing: read all of pagemap */
 	int kpageflags_fd;
 
 	struct est_proc *procs;
@@ -142,7 +170,10 @@ struct est {
 	int cur;
 	int mem_fd; /* /proc/PID/mem, opened on the first unreadable page */
 	struct est_batch b;
-	unsigned char *page2; /* one page for re-reads */
+	unsigned char *page2;	/* one page for re-reads */
+	unsigned char *scratch; /* BATCH_PAGES pages for batched re-reads */
+	struct est_pend pend[BATCH_PAGES];
+	int npend;
 };
 
 static const unsigned char zero_page[EST_PAGE_SIZE];
@@ -275,19 +306,55 @@ static int tab_grow(struct est *e)
 	return 0;
 }
 
-/* Reads one page of process index proc at addr into buf: 0 or -errno. */
-static int read_one(struct est *e, int proc, uint64_t addr, unsigned char *buf)
+/* Opens /proc/PID/mem of the process being scanned, once. */
+static int cur_mem_fd(struct est *e)
 {
+	char path[64];
+
+	if (e->mem_fd < 0) {
+		snprintf(path, sizeof(path), "/proc/%d/mem", (int)e->procs[e->cur].pid);
+		e->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	return e->mem_fd;
+}
+
+/*
+ * Reads one page through /proc/PID/mem.  That path takes no FOLL_PIN
+ * reference, so reading a page shared since fork, or a KSM page, does not
+ * make the kernel unshare it (a read-only pin by process_vm_readv does:
+ * gup_must_unshare() since Linux 5.19), and it also reads PROT_NONE areas.
+ */
+static int read_mem(struct est *e, int proc, uint64_t addr, unsigned char *buf)
+{
+	char path[64];
+	int fd, tmp = -1;
+	ssize_t n;
+
+	if (proc == e->cur) {
+		fd = cur_mem_fd(e);
+	} else {
+		snprintf(path, sizeof(path), "/proc/%d/mem", (int)e->procs[proc].pid);
+		fd = tmp = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	if (fd < 0)
+		return -errno;
+	n = pread(fd, buf, EST_PAGE_SIZE, (off_t)addr);
+	if (tmp >= 0)
+		close(tmp);
+	return n == EST_PAGE_SIZE ? 0 : n < 0 ? -errno : -EIO;
+}
+
+/* Reads one page of process index proc at taddr (tagged, see ADDR_SHARED). */
+static int read_one(struct est *e, int proc, uint64_t taddr, unsigned char *buf)
+{
+	uint64_t addr = taddr & ~(uint64_t)ADDR_SHARED;
 	struct iovec l = { buf, EST_PAGE_SIZE };
 	struct iovec r = { (void *)(uintptr_t)addr, EST_PAGE_SIZE };
 
-	if (process_vm_readv(e->procs[proc].pid, &l, 1, &r, 1, 0) == EST_PAGE_SIZE)
+	if (!(taddr & ADDR_SHARED) &&
+	    process_vm_readv(e->procs[proc].pid, &l, 1, &r, 1, 0) == EST_PAGE_SIZE)
 		return 0;
-	/* Not readable through process_vm_readv (PROT_NONE): try /proc/PID/mem. */
-	if (proc == e->cur && e->mem_fd >= 0 &&
-	    pread(e->mem_fd, buf, EST_PAGE_SIZE, (off_t)addr) == EST_PAGE_SIZE)
-		return 0;
-	return errno ? -errno : -EIO;
+	return read_mem(e, proc, addr, buf);
 }
 
 /* The bytes of the first copy of ent, if still in the batch buffer. */
@@ -296,14 +363,16 @@ static const unsigned char *batch_lookup(struct est *e, const struct est_entry *
 	struct est_batch *b = &e->b;
 	int lo = 0, hi = b->done - 1;
 
-	if ((int)ent->proc != e->cur || hi < 0 || ent->addr < b->addr[0] || ent->addr > b->addr[hi])
+	uint64_t addr = ent->addr & ~(uint64_t)ADDR_SHARED;
+
+	if ((int)ent->proc != e->cur || hi < 0 || addr < b->addr[0] || addr > b->addr[hi])
 		return NULL;
 	while (lo <= hi) {
 		int mid = (lo + hi) / 2;
 
-		if (b->addr[mid] == ent->addr)
+		if (b->addr[mid] == addr)
 			return b->valid[mid] ? b->buf + (size_t)mid * EST_PAGE_SIZE : NULL;
-		if (b->addr[mid] < ent->addr)
+		if (b->addr[mid] < addr)
 			lo = mid + 1;
 		else
 			hi = mid - 1;
@@ -311,11 +380,56 @@ static const unsigned char *batch_lookup(struct est *e, const struct est_entry *
 	return NULL;
 }
 
-enum { MATCH, COLLISION };
+enum { MATCH, COLLISION, PENDING, NOMEM };
 
-/* Confirms that page (hash h, at addr in the current process) equals ent. */
+/* Makes the current page the reference of ent (its first copy is gone or
+ * changed). */
+static void adopt(struct est *e, struct est_entry *ent, const unsigned char *page, uint64_t addr)
+{
+	ent->proc = (uint32_t)e->cur;
+	ent->addr = addr;
+	if (!ent->ref)
+		ent->ref = store_add(e, page);
+}
+
+/*
+ * Decides whether page (hash h) is a copy of ent, given the bytes of ent's
+ * first copy as read again (ref), or NULL if they could not be read.
+ */
+static int judge(struct est *e, struct est_entry *ent, const unsigned char *ref,
+		 const unsigned char *page, uint64_t addr, uint64_t h)
+{
+	if (!ref) {
+		/* The first copy is gone (its process exited, or the area was
+		 * unmapped): the hash is all that is left to go on. */
+		e->tot.unconfirmed++;
+		adopt(e, ent, page, addr);
+		return MATCH;
+	}
+	if (!memcmp(ref, page, EST_PAGE_SIZE)) {
+		e->tot.confirmed++;
+		/* Keep the bytes from the third copy on: most contents that have
+		 * two copies have only two (two VMs of one image), and storing
+		 * them would cost a page each for nothing. */
+		if (ent->count >= 2 && !ent->ref)
+			ent->ref = store_add(e, page);
+		return MATCH;
+	}
+	if (XXH3_64bits(ref, EST_PAGE_SIZE) != h) {
+		/* The first copy was written to since it was hashed: the current
+		 * page, which does have this hash, becomes the reference. */
+		e->tot.reference_changed++;
+		adopt(e, ent, page, addr);
+		return MATCH;
+	}
+	e->tot.collisions++;
+	return COLLISION;
+}
+
+/* Confirms that page (hash h, at addr in the current process) equals ent,
+ * or returns PENDING when that needs a read the caller may batch. */
 static int confirm(struct est *e, struct est_entry *ent, const unsigned char *page, uint64_t addr,
-		   uint64_t h)
+		   uint64_t h, bool may_defer)
 {
 	const unsigned char *ref;
 
@@ -330,49 +444,29 @@ static int confirm(struct est *e, struct est_entry *ent, const unsigned char *pa
 		return MATCH;
 	}
 	ref = batch_lookup(e, ent);
-	if (!ref) {
-		e->tot.rereads++;
-		if (read_one(e, ent->proc, ent->addr, e->page2)) {
-			/* The first copy is gone (its process exited, or the area was
-			 * unmapped): the hash is all that is left to go on. */
-			e->tot.unconfirmed++;
-			ent->proc = e->cur;
-			ent->addr = addr;
-			ent->ref = store_add(e, page);
-			return MATCH;
-		}
-		ref = e->page2;
-	}
-	if (!memcmp(ref, page, EST_PAGE_SIZE)) {
-		e->tot.confirmed++;
-		ent->ref = store_add(e, page);
-		return MATCH;
-	}
-	if (XXH3_64bits(ref, EST_PAGE_SIZE) != h) {
-		/* The first copy was written to since it was hashed: the current
-		 * page, which does have this hash, becomes the reference. */
-		e->tot.reference_changed++;
-		ent->proc = e->cur;
-		ent->addr = addr;
-		ent->ref = store_add(e, page);
-		return MATCH;
-	}
-	e->tot.collisions++;
-	return COLLISION;
+	if (ref)
+		return judge(e, ent, ref, page, addr, h);
+	if (may_defer)
+		return PENDING;
+	e->tot.rereads++;
+	ref = read_one(e, (int)ent->proc, ent->addr, e->page2) ? NULL : e->page2;
+	return judge(e, ent, ref, page, addr, h);
 }
 
-/* Finds or inserts the content of page: NULL only when out of memory. */
-static struct est_entry *tab_find(struct est *e, const unsigned char *page, uint64_t addr,
-				  uint64_t h)
+/*
+ * Finds or inserts the content of page, probing from slot `from`: MATCH with
+ * *out set, PENDING with *slot set (the entry there needs its first copy
+ * read), or NOMEM.  The table is grown only between batches, so that slot
+ * numbers of pending pages stay valid.
+ */
+static int tab_find(struct est *e, const unsigned char *page, uint64_t addr, uint64_t h,
+		    uint64_t from, bool may_defer, struct est_entry **out, uint64_t *slot)
 {
-	uint64_t j;
-
-	if (!e->tab || (e->tab_used + 1) * 10 > (e->tab_mask + 1) * 7) {
-		if (tab_grow(e))
-			return NULL;
-	}
-	for (j = h & e->tab_mask;; j = (j + 1) & e->tab_mask) {
+	if (!e->tab || e->tab_used * 10 >= (e->tab_mask + 1) * 9)
+		return NOMEM;
+	for (uint64_t j = from;; j = (j + 1) & e->tab_mask) {
 		struct est_entry *ent = &e->tab[j];
+		int r;
 
 		if (!ent->count) {
 			memset(ent, 0, sizeof(*ent));
@@ -380,10 +474,20 @@ static struct est_entry *tab_find(struct est *e, const unsigned char *page, uint
 			ent->addr = addr;
 			ent->proc = (uint32_t)e->cur;
 			e->tab_used++;
-			return ent;
+			*out = ent;
+			return MATCH;
 		}
-		if (ent->hash == h && confirm(e, ent, page, addr, h) == MATCH)
-			return ent;
+		if (ent->hash != h)
+			continue;
+		r = confirm(e, ent, page, addr, h, may_defer);
+		if (r == MATCH) {
+			*out = ent;
+			return MATCH;
+		}
+		if (r == PENDING) {
+			*slot = j;
+			return PENDING;
+		}
 	}
 }
 
@@ -466,13 +570,32 @@ static void count_copy(struct est *e, struct est_entry *ent, bool zero)
 		ent->count++;
 }
 
-static void account_page(struct est *e, const unsigned char *page, uint64_t addr)
+static void count_table_copy(struct est *e, struct est_entry *ent)
+{
+	struct est_proc *p = &e->procs[e->cur];
+
+	BUMP(&p->u, &e->cgroups[p->cgroup].u, &e->total, tbl_pages);
+	count_copy(e, ent, false);
+}
+
+static void count_unreadable(struct est *e)
+{
+	struct est_proc *p = &e->procs[e->cur];
+
+	BUMP(&p->u, &e->cgroups[p->cgroup].u, &e->total, unreadable);
+}
+
+/* Hashes and counts page j of the batch, or leaves it pending. */
+static void account_page(struct est *e, int j)
 {
 	struct est_proc *p = &e->procs[e->cur];
 	struct est_unit *pu = &p->u, *cu = &e->cgroups[p->cgroup].u, *tu = &e->total;
-	uint64_t h = XXH3_64bits(page, EST_PAGE_SIZE);
-	struct est_entry *ent;
+	const unsigned char *page = e->b.buf + (size_t)j * EST_PAGE_SIZE;
+	uint64_t addr = e->b.addr[j] | (e->b.shared[j] ? ADDR_SHARED : 0);
+	uint64_t h = XXH3_64bits(page, EST_PAGE_SIZE), slot = 0;
+	struct est_entry *ent = NULL;
 
+	e->b.done = j; /* batch_lookup sees the pages before this one only */
 	BUMP(pu, cu, tu, scanned);
 	if (h == e->zero_hash && page_is_zero(page)) {
 		BUMP(pu, cu, tu, zero);
@@ -486,88 +609,195 @@ static void account_page(struct est *e, const unsigned char *page, uint64_t addr
 	}
 	if (h > e->thresh)
 		return; /* sampled out: scanned, not counted */
-	ent = tab_find(e, page, addr, h);
-	if (!ent) {
-		BUMP(pu, cu, tu, unreadable); /* out of memory: say so rather than guess */
-		return;
+	switch (tab_find(e, page, addr, h, h & e->tab_mask, true, &ent, &slot)) {
+	case MATCH:
+		count_table_copy(e, ent);
+		break;
+	case PENDING:
+		e->pend[e->npend++] = (struct est_pend){ j, slot, h };
+		break;
+	default:
+		count_unreadable(e); /* out of memory: say so rather than guess */
 	}
-	BUMP(pu, cu, tu, tbl_pages);
-	count_copy(e, ent, false);
 }
 
-/* Reads and accounts the pages of the batch.  Returns 0, or -ESRCH when the
- * process is gone, -EPERM when it may not be read. */
+/*
+ * Settles the pages of the batch whose match needs the first copy of a
+ * content read again: one process_vm_readv per process for all of them,
+ * rather than one system call per page (two VMs of one image would need
+ * one for every page).
+ */
+static void resolve_pending(struct est *e)
+{
+	uint64_t rslot[BATCH_PAGES];
+	bool ok[BATCH_PAGES], done[BATCH_PAGES];
+	int nr = 0;
+
+	for (int i = 0; i < e->npend; i++) {
+		uint64_t s = e->pend[i].slot;
+		int k;
+
+		if (e->tab[s].ref)
+			continue;
+		for (k = 0; k < nr && rslot[k] != s; k++)
+			;
+		if (k == nr) {
+			rslot[nr] = s;
+			ok[nr] = done[nr] = false;
+			nr++;
+		}
+	}
+	e->tot.rereads += (uint64_t)nr;
+	for (int k = 0; k < nr; k++) {
+		struct iovec local[BATCH_PAGES], remote[BATCH_PAGES];
+		uint32_t proc = e->tab[rslot[k]].proc;
+		int idx[BATCH_PAGES], n = 0;
+		ssize_t got;
+
+		if (done[k])
+			continue;
+		for (int q = k; q < nr; q++) {
+			/* First copies that were shared are read one by one. */
+			if (done[q] || e->tab[rslot[q]].proc != proc ||
+			    (e->tab[rslot[q]].addr & ADDR_SHARED))
+				continue;
+			local[n] = (struct iovec){ e->scratch + (size_t)q * EST_PAGE_SIZE, EST_PAGE_SIZE };
+			remote[n] = (struct iovec){ (void *)(uintptr_t)e->tab[rslot[q]].addr, EST_PAGE_SIZE };
+			idx[n++] = q;
+			done[q] = true;
+		}
+		got = n ? process_vm_readv(e->procs[proc].pid, local, (unsigned long)n, remote,
+					   (unsigned long)n, 0)
+			: 0;
+		if (!n) {
+			done[k] = true;
+			ok[k] = !read_one(e, (int)proc, e->tab[rslot[k]].addr,
+					  e->scratch + (size_t)k * EST_PAGE_SIZE);
+		}
+		for (int q = 0; q < n; q++) {
+			if (got >= (ssize_t)(q + 1) * EST_PAGE_SIZE)
+				ok[idx[q]] = true;
+			else
+				ok[idx[q]] = !read_one(e, (int)proc, e->tab[rslot[idx[q]]].addr,
+						       e->scratch + (size_t)idx[q] * EST_PAGE_SIZE);
+		}
+	}
+	for (int i = 0; i < e->npend; i++) {
+		struct est_pend *pd = &e->pend[i];
+		struct est_entry *ent = &e->tab[pd->slot];
+		const unsigned char *page = e->b.buf + (size_t)pd->j * EST_PAGE_SIZE;
+		uint64_t addr = e->b.addr[pd->j] | (e->b.shared[pd->j] ? ADDR_SHARED : 0);
+		int r;
+
+		if (ent->ref) {
+			r = confirm(e, ent, page, addr, pd->h, false);
+		} else {
+			int k;
+
+			for (k = 0; k < nr && rslot[k] != pd->slot; k++)
+				;
+			r = judge(e, ent,
+				  k < nr && ok[k] ? e->scratch + (size_t)k * EST_PAGE_SIZE : NULL, page,
+				  addr, pd->h);
+		}
+		if (r == COLLISION)
+			r = tab_find(e, page, addr, pd->h, (pd->slot + 1) & e->tab_mask, false, &ent,
+				     &pd->slot);
+		if (r == MATCH)
+			count_table_copy(e, ent);
+		else
+			count_unreadable(e);
+	}
+	e->npend = 0;
+}
+
+/*
+ * Reads and accounts the pages of the batch.  Exclusive pages are read with
+ * process_vm_readv, one remote iovec per run; shared ones through
+ * /proc/PID/mem (see read_mem()).  Returns 0, or -ESRCH when the process is
+ * gone, -EPERM when it may not be read.
+ */
 static int batch_flush(struct est *e)
 {
 	struct est_batch *b = &e->b;
 	struct est_proc *p = &e->procs[e->cur];
-	struct iovec remote[BATCH_PAGES];
-	int ret = 0;
+	struct iovec local[BATCH_PAGES], remote[BATCH_PAGES];
+	int ret = 0, pos = 0;
 
-	b->done = 0;
-	while (b->done < b->count) {
-		int first = b->done, nr = 0;
-		size_t want = (size_t)(b->count - first) * EST_PAGE_SIZE;
-		struct iovec local = { b->buf + (size_t)first * EST_PAGE_SIZE, want };
+	/* Grow the table now, not in the middle of the batch (see tab_find). */
+	while (!e->tab || (e->tab_used + BATCH_PAGES) * 10 > (e->tab_mask + 1) * 7)
+		if (tab_grow(e))
+			break;
+	for (int i = 0; i < b->count; i++) {
+		b->state[i] = 0;
+		if (b->shared[i])
+			b->state[i] = read_mem(e, e->cur, b->addr[i],
+					       b->buf + (size_t)i * EST_PAGE_SIZE) ? 2 : 1;
+	}
+	while (pos < b->count) {
+		int nr = 0;
 		ssize_t n;
 
-		/* One remote iovec per run of consecutive pages. */
-		for (int i = first; i < b->count; i++) {
-			if (nr && (uint64_t)(uintptr_t)remote[nr - 1].iov_base + remote[nr - 1].iov_len ==
-					  b->addr[i]) {
+		for (int i = pos; i < b->count; i++) {
+			unsigned char *dst = b->buf + (size_t)i * EST_PAGE_SIZE;
+
+			if (b->state[i])
+				continue;
+			if (nr && (uint64_t)(uintptr_t)remote[nr - 1].iov_base +
+						  remote[nr - 1].iov_len == b->addr[i] &&
+			    (unsigned char *)local[nr - 1].iov_base + local[nr - 1].iov_len == dst) {
 				remote[nr - 1].iov_len += EST_PAGE_SIZE;
+				local[nr - 1].iov_len += EST_PAGE_SIZE;
 			} else {
-				remote[nr].iov_base = (void *)(uintptr_t)b->addr[i];
-				remote[nr].iov_len = EST_PAGE_SIZE;
+				remote[nr] = (struct iovec){ (void *)(uintptr_t)b->addr[i], EST_PAGE_SIZE };
+				local[nr] = (struct iovec){ dst, EST_PAGE_SIZE };
 				nr++;
 			}
 		}
-		n = process_vm_readv(p->pid, &local, 1, remote, (unsigned long)nr, 0);
+		if (!nr)
+			break;
+		n = process_vm_readv(p->pid, local, (unsigned long)nr, remote, (unsigned long)nr, 0);
 		if (n < 0 && (errno == ESRCH || errno == EPERM)) {
 			ret = -errno;
 			break;
 		}
-		if (n < 0)
-			n = 0;
-		e->tot.bytes_read += (uint64_t)n;
-		int full = (int)(n / EST_PAGE_SIZE);
-		for (int i = first; i < first + full; i++) {
-			b->done = i; /* batch_lookup sees pages before i only */
-			account_page(e, b->buf + (size_t)i * EST_PAGE_SIZE, b->addr[i]);
-			b->valid[i] = 1;
+		/* Pages are filled in order: mark those the bytes cover. */
+		int i;
+		for (i = pos; i < b->count; i++) {
+			if (b->state[i])
+				continue;
+			if (n < EST_PAGE_SIZE)
+				break;
+			b->state[i] = 1;
+			n -= EST_PAGE_SIZE;
 		}
-		b->done = first + full;
-		if ((size_t)n == want)
+		if (i == b->count)
 			break;
 		/*
-		 * Page b->done failed: unmapped since pagemap was read, or in an
-		 * area without read permission, which /proc/PID/mem can still
-		 * read (FOLL_FORCE), as ksmd would merge such a page too.
+		 * Page i failed: unmapped since pagemap was read, or in an area
+		 * without read permission, which /proc/PID/mem can still read
+		 * (FOLL_FORCE), as ksmd would merge such a page too.
 		 */
-		int i = b->done;
-		if (e->mem_fd < 0) {
-			char path[64];
-
-			snprintf(path, sizeof(path), "/proc/%d/mem", (int)p->pid);
-			e->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+		b->state[i] = read_mem(e, e->cur, b->addr[i], b->buf + (size_t)i * EST_PAGE_SIZE)
+				      ? 2
+				      : 1;
+		if (b->state[i] == 2 && kill(p->pid, 0) && errno == ESRCH) {
+			ret = -ESRCH;
+			break;
 		}
-		unsigned char *dst = b->buf + (size_t)i * EST_PAGE_SIZE;
-		if (e->mem_fd >= 0 && pread(e->mem_fd, dst, EST_PAGE_SIZE, (off_t)b->addr[i]) ==
-					      EST_PAGE_SIZE) {
-			e->tot.bytes_read += EST_PAGE_SIZE;
-			account_page(e, dst, b->addr[i]);
-			b->valid[i] = 1;
-		} else {
-			struct est_unit *pu = &p->u, *cu = &e->cgroups[p->cgroup].u;
-
-			BUMP(pu, cu, &e->total, unreadable);
-			if (kill(p->pid, 0) && errno == ESRCH) {
-				ret = -ESRCH;
-				break;
-			}
-		}
-		b->done = i + 1;
+		pos = i + 1;
 	}
+	for (int i = 0; i < b->count; i++) {
+		if (b->state[i] == 1) {
+			e->tot.bytes_read += EST_PAGE_SIZE;
+			account_page(e, i);
+			b->valid[i] = 1;
+		} else if (b->state[i] == 2) {
+			count_unreadable(e);
+		}
+	}
+	b->done = b->count;
+	resolve_pending(e);
 	b->count = 0;
 	b->done = 0;
 	if (e->cfg.progress)
@@ -575,16 +805,18 @@ static int batch_flush(struct est *e)
 	return ret;
 }
 
-static int batch_add(struct est *e, uint64_t addr)
+static int batch_add(struct est *e, uint64_t addr, bool shared)
 {
 	struct est_batch *b = &e->b;
 
 	b->valid[b->count] = 0;
+	b->shared[b->count] = shared;
 	b->addr[b->count++] = addr;
 	return b->count == BATCH_PAGES ? batch_flush(e) : 0;
 }
 
-/* Classifies one pagemap entry; returns 1 if the page should be read. */
+/* Classifies one pagemap entry: 0 not to read it, 1 to read an exclusive
+ * page, 2 to read a page mapped elsewhere too. */
 static int classify(struct est *e, uint64_t pm)
 {
 	struct est_proc *p = &e->procs[e->cur];
@@ -637,7 +869,7 @@ static int classify(struct est *e, uint64_t pm)
 		return 0;
 	}
 	BUMP(pu, cu, tu, rmap_items);
-	return 1;
+	return 2;
 }
 
 struct vma {
@@ -745,6 +977,85 @@ static enum est_status status_of(int err)
 	}
 }
 
+/* Reads pagemap for [start, end) and queues the pages to read. */
+static int scan_range(struct est *e, int fd, uint64_t *pm, uint64_t start, uint64_t end)
+{
+	int ret = 0;
+
+	for (uint64_t a = start; a < end && !ret;) {
+		uint64_t npages = (end - a) / EST_PAGE_SIZE;
+		ssize_t n;
+
+		if (npages > PAGEMAP_CHUNK)
+			npages = PAGEMAP_CHUNK;
+		n = pread(fd, pm, npages * 8, (off_t)(a / EST_PAGE_SIZE * 8));
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ESRCH; /* pagemap reads nothing once the mm is gone */
+		npages = (uint64_t)n / 8;
+		for (uint64_t k = 0; k < npages && !ret; k++) {
+			int c = classify(e, pm[k]);
+
+			if (c)
+				ret = batch_add(e, a + k * EST_PAGE_SIZE, c == 2);
+		}
+		a += npages * EST_PAGE_SIZE;
+	}
+	return ret;
+}
+
+/*
+ * Scans one area.  With PAGEMAP_SCAN (Linux 6.7) the kernel lists the runs
+ * of present or swapped pages, skipping empty page tables, so that huge
+ * sparse reservations (a sanitizer's shadow, a JIT's heap: terabytes of
+ * address space) cost nothing; pagemap is then read for those runs only.
+ */
+static int scan_area(struct est *e, int fd, uint64_t *pm, uint64_t start, uint64_t end)
+{
+	struct est_page_region r[64];
+	int ret = 0;
+
+	if (e->no_pagemap_scan)
+		return scan_range(e, fd, pm, start, end);
+	for (uint64_t a = start; a < end && !ret;) {
+		struct est_pm_scan_arg arg = {
+			.size = sizeof(arg),
+			.start = a,
+			.end = end,
+			.vec = (uint64_t)(uintptr_t)r,
+			.vec_len = 64,
+			.category_anyof_mask = EST_PAGE_IS_PRESENT | EST_PAGE_IS_SWAPPED,
+			.return_mask = EST_PAGE_IS_PRESENT | EST_PAGE_IS_SWAPPED,
+		};
+		int n = ioctl(fd, EST_PAGEMAP_SCAN, &arg);
+
+		if (n < 0) {
+			if (errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP) {
+				e->no_pagemap_scan = true; /* before Linux 6.7 */
+				return scan_range(e, fd, pm, a, end);
+			}
+			return errno == ENOENT ? -ESRCH : -errno;
+		}
+		for (int i = 0; i < n && !ret; i++) {
+			if (r[i].categories & EST_PAGE_IS_PRESENT) {
+				ret = scan_range(e, fd, pm, r[i].start, r[i].end);
+			} else {
+				struct est_proc *p = &e->procs[e->cur];
+				uint64_t k = (r[i].end - r[i].start) / EST_PAGE_SIZE;
+
+				p->u.swapped += k;
+				e->cgroups[p->cgroup].u.swapped += k;
+				e->total.swapped += k;
+			}
+		}
+		if (arg.walk_end <= a)
+			break;
+		a = arg.walk_end;
+	}
+	return ret;
+}
+
 int est_scan_proc(struct est *e, int idx)
 {
 	struct est_proc *p = &e->procs[idx];
@@ -777,30 +1088,8 @@ int est_scan_proc(struct est *e, int idx)
 		ret = -ENOMEM;
 		goto fail;
 	}
-	for (int i = 0; i < nv && !ret; i++) {
-		for (uint64_t a = v[i].start; a < v[i].end && !ret;) {
-			uint64_t npages = (v[i].end - a) / EST_PAGE_SIZE;
-			ssize_t n;
-
-			if (npages > PAGEMAP_CHUNK)
-				npages = PAGEMAP_CHUNK;
-			n = pread(fd, pm, npages * 8, (off_t)(a / EST_PAGE_SIZE * 8));
-			if (n < 0) {
-				ret = -errno;
-				break;
-			}
-			if (n == 0) {
-				/* pagemap reads nothing once the mm is gone. */
-				ret = -ESRCH;
-				break;
-			}
-			npages = (uint64_t)n / 8;
-			for (uint64_t k = 0; k < npages && !ret; k++)
-				if (classify(e, pm[k]))
-					ret = batch_add(e, a + k * EST_PAGE_SIZE);
-			a += npages * EST_PAGE_SIZE;
-		}
-	}
+	for (int i = 0; i < nv && !ret; i++)
+		ret = scan_area(e, fd, pm, v[i].start, v[i].end);
 	if (!ret && e->b.count)
 		ret = batch_flush(e);
 	e->b.count = 0;
@@ -879,7 +1168,8 @@ int est_new(const struct est_config *cfg, struct est **out)
 	 * a misaligned destination measured twice as slow. */
 	e->b.buf = aligned_alloc(EST_PAGE_SIZE, (size_t)BATCH_PAGES * EST_PAGE_SIZE);
 	e->page2 = aligned_alloc(EST_PAGE_SIZE, EST_PAGE_SIZE);
-	if (!e->pfns || !e->b.buf || !e->page2) {
+	e->scratch = aligned_alloc(EST_PAGE_SIZE, (size_t)BATCH_PAGES * EST_PAGE_SIZE);
+	if (!e->pfns || !e->b.buf || !e->page2 || !e->scratch) {
 		est_free(e);
 		return -ENOMEM;
 	}
@@ -902,6 +1192,7 @@ void est_free(struct est *e)
 	free(e->pfns);
 	free(e->b.buf);
 	free(e->page2);
+	free(e->scratch);
 	for (int i = 0; i < e->ncgroups; i++)
 		free(e->cgroups[i].path);
 	free(e->cgroups);

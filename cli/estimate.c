@@ -672,6 +672,7 @@ int ksmctl_estimate(int argc, char **argv)
 
 	cfg.sample = 1.0;
 	optind = 0; /* glibc: start afresh, main() may have used getopt */
+	opterr = 0; /* our own message, in ksmctl's shape */
 	while ((c = getopt_long(argc, argv, "+p:c:ajs:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
@@ -737,8 +738,9 @@ int ksmctl_estimate(int argc, char **argv)
 			fputs(usage, stdout);
 			goto out;
 		default:
-			ret = ksmctl_fail(KSMCTL_USAGE, NULL, "see ksmctl estimate --help",
-					  "estimate: bad option");
+			ret = ksmctl_fail(KSMCTL_USAGE, argv[optind - 1], "see ksmctl estimate --help",
+					  optopt ? "estimate: bad option or missing value"
+						 : "estimate: unknown option");
 			goto out;
 		}
 	}

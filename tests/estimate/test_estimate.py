@@ -1,0 +1,565 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Tests of `ksmctl estimate` on synthetic processes of known contents.
+
+Usage: test_estimate.py NAME DRIVER WORKLOAD
+
+DRIVER is the stand-alone estimate verb (tests/estimate/driver.c), WORKLOAD
+builds processes whose pages are known (tests/estimate/workload.c).  Every
+expected number below is computed from the workload's command line; the
+scan is limited with --range to the workload's region, so the C library's
+own pages in those processes do not blur the counts.  Exit 0 pass, 1 fail,
+77 skip (with the reason printed).
+"""
+import atexit
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+RANGE = "6e0000000000-6f0000000000"
+KSM = "/sys/kernel/mm/ksm/"
+NAME, DRIVER, WORKLOAD = sys.argv[1], sys.argv[2], sys.argv[3]
+workloads = []
+
+
+class Skip(Exception):
+    pass
+
+
+def check(cond, what, got=None, want=None):
+    if not cond:
+        msg = "FAIL: " + what
+        if got is not None or want is not None:
+            msg += " (got %r, want %r)" % (got, want)
+        raise AssertionError(msg)
+
+
+def eq(got, want, what):
+    check(got == want, what, got, want)
+
+
+class Workload:
+    """Synthetic processes; stopped by closing their standard input."""
+
+    def __init__(self, *args, user=None):
+        self.p = subprocess.Popen([WORKLOAD, *map(str, args)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, user=user)
+        workloads.append(self)
+        line = self.p.stdout.readline().split()
+        check(line and line[0] == "ready", "workload did not start: %r" % line)
+        self.pids = [int(x) for x in line[1:]]
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            try:
+                self.p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def stop_all():
+    for w in workloads:
+        w.stop()
+
+
+atexit.register(stop_all)
+
+
+def estimate(*args, range_=True, user=None, want_rc=0):
+    cmd = [DRIVER, "--json", "--no-progress", *map(str, args)]
+    if range_:
+        cmd += ["--range", RANGE]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, user=user)
+    sys.stderr.write(r.stderr)
+    check(r.returncode == want_rc, "exit status of %s" % " ".join(cmd), r.returncode, want_rc)
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError:
+        raise AssertionError("FAIL: output is not JSON:\n" + r.stdout[:2000])
+    return doc, r.stderr
+
+
+def pids_arg(*workloads_):
+    return ",".join(str(p) for w in workloads_ for p in w.pids)
+
+
+def proc(doc, pid):
+    for p in doc["processes"]:
+        if p["pid"] == pid:
+            return p
+    raise AssertionError("FAIL: pid %d missing from the report" % pid)
+
+
+def expect(doc, what, **want):
+    for k, v in want.items():
+        eq(doc[k], v, "%s %s" % (what, k))
+
+
+def ksm_saved(n, mps):
+    """Pages the kernel frees for one content of n copies (ksm_tests oracle)."""
+    return n - (n + mps - 1) // mps
+
+
+def ksm_shared(n, mps):
+    return n // mps + (1 if n % mps >= 2 else 0)
+
+
+# ---------------------------------------------------------------- tests ----
+
+def t_synthetic():
+    w = Workload("--unique", 300, "--dup", "20:7")
+    doc, _ = estimate("--pid", pids_arg(w), "--max-page-sharing", 256, "--use-zero-pages", 0)
+    expect(doc, "total", pages_scanned=440, pages_zero=0, distinct_contents=320,
+           pages_saved=120, bytes_saved=120 * 4096, ksm_pages_saved=120, ksm_pages_shared=20,
+           ksm_pages_sharing=120, ksm_zero_pages=0, ksm_rmap_items=440,
+           ksm_general_profit=120 * 4096 - 440 * 64, pages_already_shared=0,
+           pages_zero_mapped=0, pages_unreadable=0)
+    p = proc(doc, w.pids[0])
+    expect(p, "process", pages_scanned=440, distinct_contents=320, pages_saved=120,
+           status="ok")
+    eq(len(doc["top_contents"]), 10, "top contents listed")
+    eq(doc["top_contents"][0]["copies"], 7, "copies of the most duplicated content")
+    eq(doc["top_contents"][0]["processes"], [{"pid": w.pids[0], "copies": 7}],
+       "processes holding it")
+    eq(doc["confirmation"]["collisions"], 0, "hash collisions")
+    eq(doc["confirmation"]["confirmed"], 120, "duplicates confirmed byte for byte")
+
+
+def t_zero_pages():
+    w = Workload("--zero", 50, "--read-only", 30, "--unique", 10)
+    for uzp in (0, 1):
+        doc, _ = estimate("--pid", pids_arg(w), "--use-zero-pages", uzp)
+        expect(doc, "total uzp=%d" % uzp, pages_scanned=60, pages_zero=50,
+               distinct_contents=11, pages_saved=49, pages_zero_mapped=30,
+               ksm_rmap_items=60)
+        if uzp:
+            expect(doc, "use_zero_pages=1", ksm_zero_pages=50, ksm_pages_saved=50,
+                   ksm_pages_sharing=0, ksm_pages_shared=0)
+        else:
+            expect(doc, "use_zero_pages=0", ksm_zero_pages=0, ksm_pages_saved=49,
+                   ksm_pages_sharing=49, ksm_pages_shared=1)
+        check(doc["top_contents"][0]["zero"], "zeros are the most duplicated content")
+
+
+def t_cross_process():
+    w = Workload("--procs", 3, "--unique", 40, "--dup", "10:4", "--zero", 5)
+    doc, _ = estimate("--pid", pids_arg(w), "--use-zero-pages", 0)
+    expect(doc, "total", pages_scanned=255, pages_zero=15, distinct_contents=131,
+           pages_saved=124, ksm_pages_saved=124)
+    procs = sorted(doc["processes"], key=lambda p: p["pid"])
+    eq(len(procs), 3, "processes reported")
+    for p in procs:
+        expect(p, "process %d" % p["pid"], pages_scanned=85, pages_zero=5,
+               distinct_contents=51, pages_saved_within=34)
+    # Savings are attributed in scan order: the first process keeps the first
+    # copy of every shared content; the sum is the total.
+    eq([p["pages_saved"] for p in procs], [34, 45, 45], "attributed savings")
+    eq(sum(p["pages_saved"] for p in procs), doc["pages_saved"], "sum of attributed")
+    eq(len(doc["cgroups"]), 1, "cgroups")
+    expect(doc["cgroups"][0], "cgroup", pages_scanned=255, pages_saved=124, processes=3)
+    top = doc["top_contents"]
+    eq(top[0]["copies"], 15, "zero page copies")
+    eq(top[0]["processes_holding"], 3, "processes holding zeros")
+    eq(top[1]["copies"], 12, "dup content copies")
+    eq(sorted(x["copies"] for x in top[1]["processes"]), [4, 4, 4], "copies per process")
+
+
+def t_fork_shared():
+    w = Workload("--fork", "--unique", 50, "--dup", "5:4")
+    eq(len(w.pids), 2, "parent and child")
+    doc, _ = estimate("--pid", pids_arg(w))
+    if not doc["pfns_visible"]:
+        # Without PFNs the shared pages cannot be hashed once: both sides are
+        # counted apart, none as savings.
+        expect(doc, "no PFNs", pages_scanned=0, pages_already_shared=140, pages_saved=0)
+        return
+    # Each physical page is hashed once; its second mapping is "already
+    # shared", never a saving.
+    expect(doc, "total", pages_present=140, pages_scanned=70, pages_already_shared=70,
+           distinct_contents=55, pages_saved=15, ksm_rmap_items=140, pages_already_ksm=0)
+    first, second = sorted(doc["processes"], key=lambda p: p["pid"])
+    eq(first["pages_scanned"] + second["pages_scanned"], 70, "scanned split")
+    eq(first["pages_already_shared"] + second["pages_already_shared"], 70, "shared split")
+    # Reading must not disturb: a read-only pin (process_vm_readv) would make
+    # the kernel unshare these pages, and a second scan would find 140.
+    doc, _ = estimate("--pid", pids_arg(w))
+    expect(doc, "second scan", pages_scanned=70, pages_already_shared=70)
+
+
+def t_max_page_sharing():
+    w = Workload("--dup", "3:600")
+    doc, _ = estimate("--pid", pids_arg(w), "--max-page-sharing", 256)
+    expect(doc, "mps 256", pages_scanned=1800, distinct_contents=3, pages_saved=1797,
+           ksm_pages_saved=3 * ksm_saved(600, 256), ksm_pages_shared=3 * ksm_shared(600, 256),
+           ksm_pages_sharing=3 * 597, ksm_stable_node_chains=3, ksm_max_page_sharing=256)
+    doc, _ = estimate("--pid", pids_arg(w), "--max-page-sharing", 300)
+    expect(doc, "mps 300", ksm_pages_shared=6, ksm_pages_sharing=3 * 598)
+    w2 = Workload("--dup", "1:599", "--salt", 9)
+    doc, _ = estimate("--pid", pids_arg(w2), "--max-page-sharing", 299)
+    # 599 % 299 == 1: the last page stays alone (the oracle's first branch).
+    expect(doc, "mps 299", ksm_pages_shared=2, ksm_pages_sharing=2 * 298,
+           ksm_pages_saved=596)
+
+
+def t_use_zero_pages():
+    # Without overrides the kernel's own knobs are modelled.
+    w = Workload("--zero", 20, "--dup", "2:3")
+    doc, _ = estimate("--pid", pids_arg(w))
+    if not os.path.exists(KSM + "max_page_sharing"):
+        raise Skip("no /sys/kernel/mm/ksm: the defaults are modelled instead")
+    mps = int(open(KSM + "max_page_sharing").read())
+    uzp = int(open(KSM + "use_zero_pages").read())
+    expect(doc, "knobs", ksm_max_page_sharing=mps, ksm_use_zero_pages=bool(uzp),
+           ksm_knobs_from="current values")
+    want = (20 if uzp else ksm_saved(20, mps)) + 2 * ksm_saved(3, mps)
+    eq(doc["ksm_pages_saved"], want, "kernel saving with the current knobs")
+
+
+def t_sample():
+    w = Workload("--unique", 4000, "--dup", "500:4", "--salt", 3)
+    doc, _ = estimate("--pid", pids_arg(w))
+    expect(doc, "full", pages_scanned=6000, pages_saved=1500)
+    eq(doc["confidence_95"]["pages_saved"], [1500, 1500], "interval without sampling")
+    for frac in (0.5, 0.2):
+        doc, _ = estimate("--pid", pids_arg(w), "--sample", frac)
+        eq(doc["pages_scanned"], 6000, "every page is still read")
+        lo, hi = doc["confidence_95"]["pages_saved"]
+        print("sample %.2f: pages_saved %d, 95%% interval [%d, %d], true 1500"
+              % (frac, doc["pages_saved"], lo, hi))
+        check(lo <= 1500 <= hi, "the interval holds the true value", [lo, hi], 1500)
+        check(lo < hi, "a sampled estimate has an interval of some width")
+        check(abs(doc["pages_saved"] - 1500) <= 0.25 * 1500, "estimate close",
+              doc["pages_saved"], 1500)
+
+
+def t_mutating():
+    # 64 pages switch between a copy of dup content 0 and a unique page while
+    # they are read: the stable part must be exact, the rest within bounds.
+    w = Workload("--mutate", 64, "--dup", "8:8", "--unique", 100)
+    for _ in range(5):
+        doc, _ = estimate("--pid", pids_arg(w))
+        eq(doc["pages_scanned"], 228, "pages scanned")
+        check(56 <= doc["pages_saved"] <= 56 + 64, "saved within bounds",
+              doc["pages_saved"], "56..120")
+        check(108 <= doc["distinct_contents"] <= 108 + 64, "distinct within bounds",
+              doc["distinct_contents"], "108..172")
+        check(doc["ksm_pages_saved"] <= doc["pages_saved"], "kernel <= perfect")
+        print("mutating: saved %d, distinct %d, confirmation %s"
+              % (doc["pages_saved"], doc["distinct_contents"], doc["confirmation"]))
+
+
+def free_pid():
+    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    for pid in range(pid_max - 1, 1, -1):
+        if not os.path.exists("/proc/%d" % pid):
+            return pid
+    raise Skip("no free pid")
+
+
+def t_missing_pid():
+    w = Workload("--unique", 10, "--dup", "1:5")
+    bad = free_pid()
+    doc, err = estimate("--pid", "%d,%s" % (bad, pids_arg(w)))
+    check("pid %d" % bad in err and "no such process" in err,
+          "a clear message for the missing pid: " + err)
+    eq(proc(doc, bad)["status"], "gone", "status of the missing pid")
+    eq(proc(doc, w.pids[0])["pages_scanned"], 15, "the other process is still reported")
+    eq(doc["processes_read"], 1, "processes read")
+    eq(doc["processes_failed"], 1, "processes failed")
+
+
+def t_exiting_pid():
+    # A big process that exits 100 ms after it is ready, read with a small
+    # one: whether it is caught mid-scan or already gone, the small one is
+    # reported exactly and the exit status is 0.
+    big = Workload("--unique", 131072, "--exit-after", 100, "--salt", 5)
+    small = Workload("--unique", 10, "--dup", "1:5", "--salt", 6)
+    doc, err = estimate("--pid", "%s,%s" % (pids_arg(big), pids_arg(small)))
+    st = proc(doc, big.pids[0])
+    print("big process: status %s, %d pages read before it went"
+          % (st["status"], st["pages_scanned"]))
+    check(st["status"] in ("exited", "gone", "ok"), "status", st["status"])
+    if st["status"] != "ok":
+        check("pid %d" % big.pids[0] in err, "a message for the exiting pid: " + err)
+    check(st["pages_scanned"] <= 131072, "no more than it had")
+    eq(proc(doc, small.pids[0])["pages_scanned"], 15, "the other process is still reported")
+    eq(proc(doc, small.pids[0])["pages_saved"], 4, "and exactly")
+
+
+def t_bad_cgroup():
+    w = Workload("--unique", 10, "--dup", "1:5")
+    doc, err = estimate("--cgroup", "/no/such/cgroup-estimate", "--pid", pids_arg(w))
+    check("no such cgroup" in err and "/no/such/cgroup-estimate" in err,
+          "a clear message for the cgroup: " + err)
+    eq(doc["pages_scanned"], 15, "the pid is still reported")
+
+
+def t_nothing_readable():
+    bad = free_pid()
+    _, err = estimate("--pid", bad, want_rc=1)
+    check("no process could be read" in err, "says nothing could be read: " + err)
+    _, err = estimate("--cgroup", "/no/such/cgroup-estimate", want_rc=1)
+    check("no such cgroup" in err, "names the cgroup: " + err)
+
+
+def cgroup2_mount():
+    for line in open("/proc/self/mountinfo"):
+        left, _, right = line.partition(" - ")
+        if right.startswith("cgroup2 "):
+            return left.split()[4]
+    return None
+
+
+def t_cgroup():
+    mnt = cgroup2_mount()
+    if not mnt:
+        raise Skip("no cgroup v2 hierarchy mounted")
+    top = "/estimate-test-%d" % os.getpid()
+    w = Workload("--procs", 2, "--unique", 30, "--dup", "4:5")
+    made = []
+
+    def cleanup():
+        for pid in w.pids:
+            try:
+                with open(mnt + "/cgroup.procs", "w") as f:
+                    f.write(str(pid))
+            except OSError:
+                pass
+        for d in reversed(made):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+    atexit.register(cleanup)
+    try:
+        for sub, pid in zip(("a", "b"), w.pids):
+            for d in (mnt + top, mnt + top + "/" + sub):
+                if not os.path.isdir(d):
+                    os.mkdir(d)
+                    made.append(d)
+            with open(mnt + top + "/" + sub + "/cgroup.procs", "w") as f:
+                f.write(str(pid))
+    except OSError as e:
+        raise Skip("cannot create a cgroup v2 and move a process into it here: %s" % e)
+    # Both the cgroup path and the mount path are accepted; descendants count.
+    for arg in (top, mnt + top):
+        doc, _ = estimate("--cgroup", arg)
+        eq(sorted(p["pid"] for p in doc["processes"]), sorted(w.pids), "processes of " + arg)
+        cgs = {c["cgroup"]: c for c in doc["cgroups"]}
+        eq(sorted(cgs), [top + "/a", top + "/b"], "cgroups reported")
+        expect(doc, "total", pages_scanned=100, distinct_contents=64, pages_saved=36)
+        expect(cgs[top + "/a"], "cgroup a", pages_scanned=50, distinct_contents=34,
+               pages_saved=16, processes=1)
+        # b's copies of the 4 shared contents are all savings: a kept the first.
+        expect(cgs[top + "/b"], "cgroup b", pages_scanned=50, distinct_contents=34,
+               pages_saved=20, pages_saved_within=16)
+    cleanup()
+
+
+def t_json():
+    doc, _ = estimate("--all", range_=False)
+    r = subprocess.run([DRIVER, "--all", "--json", "--no-progress"], capture_output=True)
+    eq(r.returncode, 0, "exit status")
+    t = subprocess.run([sys.executable, "-m", "json.tool"], input=r.stdout,
+                       capture_output=True)
+    eq(t.returncode, 0, "python3 -m json.tool accepts the output")
+    for key in ("pages_scanned", "pages_zero", "distinct_contents", "pages_saved",
+                "bytes_saved", "ksm_pages_saved", "ksm_general_profit", "ksm_rmap_items",
+                "pages_already_shared", "processes", "cgroups", "top_contents",
+                "confidence_95", "sample"):
+        check(key in doc, "key %s at the top level" % key)
+    eq(doc["pages_saved"], doc["pages_scanned"] - doc["distinct_contents"],
+       "pages_saved = pages_scanned - distinct_contents")
+    eq(doc["bytes_saved"], doc["pages_saved"] * 4096, "bytes_saved")
+    check(doc["processes_read"] > 0, "--all reads some processes")
+
+
+def t_text():
+    w = Workload("--unique", 10, "--dup", "2:6")
+    r = subprocess.run([DRIVER, "--pid", pids_arg(w), "--range", RANGE],
+                       capture_output=True, text=True)
+    eq(r.returncode, 0, "exit status")
+    out = r.stdout
+    print(out)
+    for s in ("pages scanned", "22", "distinct contents", "perfect merge frees",
+              "general_profit", "most duplicated contents", str(w.pids[0])):
+        check(s in out, "text report mentions %r" % s)
+    r = subprocess.run([DRIVER, "--help"], capture_output=True, text=True)
+    eq(r.returncode, 0, "--help exit status")
+    check("--sample" in r.stdout and "--cgroup" in r.stdout, "usage lists the options")
+    for bad in (["--sample", "0"], ["--sample", "2"], ["--pid", "x"], ["--bogus"],
+                ["--use-zero-pages", "3"], ["--max-page-sharing", "1"], ["--range", "5-1"],
+                ["extra"]):
+        r = subprocess.run([DRIVER, *bad], capture_output=True, text=True)
+        eq(r.returncode, 2, "exit status of %s" % bad)
+        check(r.stderr.startswith("ksmctl: "), "a message for %s: %r" % (bad, r.stderr))
+
+
+def t_permission():
+    try:
+        import pwd
+        nobody = pwd.getpwnam("nobody").pw_uid
+    except (KeyError, ImportError):
+        raise Skip("no user 'nobody' to run without privileges")
+    if os.geteuid() != 0:
+        raise Skip("needs root to start processes as two users")
+    mine = Workload("--unique", 20, "--salt", 7)
+    theirs = Workload("--unique", 10, "--dup", "1:5", "--salt", 8, user=nobody)
+    doc, err = estimate("--pid", "%s,%s" % (pids_arg(mine), pids_arg(theirs)), user=nobody)
+    st = proc(doc, mine.pids[0])
+    eq(st["status"], "denied", "root's process, read by nobody")
+    check("permission denied" in err and "pid %d" % mine.pids[0] in err,
+          "a clear message: " + err)
+    eq(doc["pfns_visible"], False, "no PFNs without CAP_SYS_ADMIN")
+    expect(proc(doc, theirs.pids[0]), "own process", pages_scanned=15, pages_saved=4,
+           status="ok")
+    _, err = estimate("--pid", pids_arg(mine), user=nobody, want_rc=1)
+
+
+# ------------------------------------------------- the kernel's own KSM ----
+
+KNOBS = ["run", "pages_to_scan", "sleep_millisecs", "max_page_sharing", "merge_across_nodes",
+         "use_zero_pages", "smart_scan", "stable_node_chains_prune_millisecs", "advisor_mode"]
+saved_knobs = {}
+
+
+def kread(name):
+    v = open(KSM + name).read().strip()
+    if name == "advisor_mode":  # "[none] scan-time" -> "none"
+        v = v[v.index("[") + 1:v.index("]")]
+    return v
+
+
+def kwrite(name, value):
+    with open(KSM + name, "w") as f:
+        f.write(str(value))
+
+
+def restore_knobs():
+    """Puts back every knob as it was, whatever happened; idempotent."""
+    if not saved_knobs:
+        return
+    k = dict(saved_knobs)
+    saved_knobs.clear()
+    try:
+        kwrite("run", 2)  # max_page_sharing and merge_across_nodes need no KSM pages
+    except OSError as e:
+        print("restore: run=2: %s" % e, file=sys.stderr)
+    order = ["max_page_sharing", "merge_across_nodes", "use_zero_pages", "smart_scan",
+             "stable_node_chains_prune_millisecs", "sleep_millisecs"]
+    # Choosing an advisor mode resets pages_to_scan, and scan-time refuses it.
+    if k.get("advisor_mode") == "scan-time":
+        order += ["pages_to_scan", "advisor_mode"]
+    else:
+        order += ["advisor_mode", "pages_to_scan"]
+    for name in order + ["run"]:
+        if name in k:
+            try:
+                kwrite(name, k[name])
+            except OSError as e:
+                print("restore: %s=%s: %s" % (name, k[name], e), file=sys.stderr)
+
+
+def on_signal(sig, frame):
+    restore_knobs()
+    stop_all()
+    os._exit(128 + sig)
+
+
+def wait_scans(n, timeout=180):
+    start = int(kread("full_scans"))
+    deadline = time.monotonic() + timeout
+    while int(kread("full_scans")) < start + n:
+        check(time.monotonic() < deadline, "ksmd did %d full scans within %d s" % (n, timeout))
+        time.sleep(0.05)
+
+
+def kernel_case(label, uzp, mps, workload_args):
+    kwrite("run", 2)
+    w = Workload(*workload_args, "--madvise")
+    doc, _ = estimate("--pid", pids_arg(w), "--use-zero-pages", uzp, "--max-page-sharing", mps)
+    want = doc["ksm_pages_saved"]
+    kwrite("use_zero_pages", uzp)
+    kwrite("max_page_sharing", mps)
+    kwrite("run", 1)
+    wait_scans(2)
+    got = None
+    for extra in range(4):
+        sharing = int(kread("pages_sharing"))
+        zero = int(kread("ksm_zero_pages"))
+        got = sharing + zero
+        if abs(got - want) <= max(2, 0.01 * want):
+            break
+        wait_scans(1)  # a page may still be on its way: one more pass
+    shared = int(kread("pages_shared"))
+    print("%s: estimate ksm_pages_saved %d (pages_shared %d, pages_sharing %d, "
+          "ksm_zero_pages %d, perfect %d); kernel pages_sharing + ksm_zero_pages = %d + %d = %d "
+          "(pages_shared %d, general_profit %s); difference %.2f%%"
+          % (label, want, doc["ksm_pages_shared"], doc["ksm_pages_sharing"],
+             doc["ksm_zero_pages"], doc["pages_saved"], sharing, zero, got, shared,
+             kread("general_profit"), 100.0 * (got - want) / max(want, 1)))
+    check(abs(got - want) <= max(2, 0.03 * want), "kernel within 3% of the estimate", got, want)
+    w.stop()
+    kwrite("run", 2)
+
+
+def t_kernel_compare():
+    if not os.path.isdir(KSM) or not os.path.exists(KSM + "run"):
+        raise Skip("this kernel has no KSM (/sys/kernel/mm/ksm missing)")
+    if os.geteuid() != 0:
+        raise Skip("needs root to drive /sys/kernel/mm/ksm")
+    for name in KNOBS:
+        if os.path.exists(KSM + name):
+            saved_knobs[name] = kread(name)
+    atexit.register(restore_knobs)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    if "advisor_mode" in saved_knobs:
+        kwrite("advisor_mode", "none")
+    kwrite("run", 2)
+    if "merge_across_nodes" in saved_knobs:
+        kwrite("merge_across_nodes", 1)
+    if "smart_scan" in saved_knobs:
+        kwrite("smart_scan", 0)  # no skipping while we count
+    kwrite("pages_to_scan", 20000)
+    kwrite("sleep_millisecs", 0)
+    # Two processes, within and across them: unique pages, duplicates, zeros.
+    kernel_case("use_zero_pages=0 max_page_sharing=256", 0, 256,
+                ["--procs", 2, "--unique", 2000, "--dup", "200:10", "--zero", 1000,
+                 "--salt", 11])
+    # Chains: 2 x 150 copies of 20 contents with max_page_sharing 64, and
+    # zero pages going to the kernel's zero page.
+    kernel_case("use_zero_pages=1 max_page_sharing=64", 1, 64,
+                ["--procs", 2, "--unique", 2000, "--dup", "20:150", "--zero", 1000,
+                 "--salt", 12])
+    restore_knobs()
+
+
+def main():
+    fn = globals().get("t_" + NAME)
+    if not fn:
+        print("unknown test %s" % NAME)
+        return 2
+    try:
+        fn()
+    except Skip as e:
+        print("SKIP: %s" % e)
+        return 77
+    except AssertionError as e:
+        print(e)
+        return 1
+    finally:
+        stop_all()
+    print("PASS: estimate.%s" % NAME)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
