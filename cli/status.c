@@ -76,7 +76,9 @@ void ksm_derive(struct ksm_derived *d)
 	if (knob_or("advisor_mode", 0) == 1)
 		d->full_scan_seconds = (double)knob_or("advisor_target_scan_time", -1);
 	else
-		d->full_scan_seconds = d->rmap_items ? (double)d->rmap_items / d->scan_rate : NAN;
+		d->full_scan_seconds = d->rmap_items && isfinite(d->scan_rate)
+					       ? (double)d->rmap_items / d->scan_rate
+					       : NAN;
 }
 
 /* ---- the knob list: table order first, then files the table lacks ---- */
@@ -242,8 +244,10 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 	if (knob_or("advisor_mode", 0) == 1)
 		text_line("full scan", "%.0f s targeted by the scan-time advisor",
 			  d->full_scan_seconds);
-	else if (isnan(d->full_scan_seconds))
+	else if (!d->rmap_items)
 		text_line("full scan", "no pages tracked yet");
+	else if (isnan(d->full_scan_seconds))
+		text_line("full scan", "%lld tracked pages, as fast as ksmd can go", d->rmap_items);
 	else
 		text_line("full scan", "%.1f s at least for %lld tracked pages",
 			  d->full_scan_seconds, d->rmap_items);
