@@ -118,9 +118,9 @@ struct est_occ {
 #define PFN_ZERO (1ULL << 62)
 
 struct est_batch {
-	unsigned char *buf;		 /* BATCH_PAGES pages */
-	uint64_t addr[BATCH_PAGES];	 /* remote address of each page, ascending */
-	unsigned char valid[BATCH_PAGES]; /* page was read and accounted */
+	unsigned char *buf;		   /* BATCH_PAGES pages */
+	uint64_t addr[BATCH_PAGES];	   /* remote address of each page, ascending */
+	unsigned char valid[BATCH_PAGES];  /* page was read and accounted */
 	unsigned char shared[BATCH_PAGES]; /* not exclusively mapped: read via /proc/PID/mem */
 	unsigned char state[BATCH_PAGES];  /* 0 to read, 1 read, 2 failed */
 	int count;
@@ -209,7 +209,7 @@ static int pfn_grow(struct est *e)
 
 		if (!v)
 			continue;
-		uint64_t j = XXH3_64bits(&(uint64_t){ v & PM_PFN_MASK }, 8) & (ncap - 1);
+		uint64_t j = XXH3_64bits(&(uint64_t){v & PM_PFN_MASK}, 8) & (ncap - 1);
 		while (n[j])
 			j = (j + 1) & (ncap - 1);
 		n[j] = v;
@@ -348,8 +348,8 @@ static int read_mem(struct est *e, int proc, uint64_t addr, unsigned char *buf)
 static int read_one(struct est *e, int proc, uint64_t taddr, unsigned char *buf)
 {
 	uint64_t addr = taddr & ~(uint64_t)ADDR_SHARED;
-	struct iovec l = { buf, EST_PAGE_SIZE };
-	struct iovec r = { (void *)(uintptr_t)addr, EST_PAGE_SIZE };
+	struct iovec l = {buf, EST_PAGE_SIZE};
+	struct iovec r = {(void *)(uintptr_t)addr, EST_PAGE_SIZE};
 
 	if (!(taddr & ADDR_SHARED) &&
 	    process_vm_readv(e->procs[proc].pid, &l, 1, &r, 1, 0) == EST_PAGE_SIZE)
@@ -511,24 +511,24 @@ static void occ_note(struct est *e, struct est_entry *ent)
 	}
 	if (ent->occ == OCC_NONE) {
 		/* count is 1: the one earlier copy was in ent->proc. */
-		e->occ[e->nocc] = (struct est_occ){ ent->proc, 1, OCC_NONE };
+		e->occ[e->nocc] = (struct est_occ){ent->proc, 1, OCC_NONE};
 		ent->occ = ++e->nocc;
 		if (ent->proc == cur) {
 			e->occ[ent->occ - 1].copies++;
 			return;
 		}
 	}
-	e->occ[e->nocc] = (struct est_occ){ cur, 1, ent->occ };
+	e->occ[e->nocc] = (struct est_occ){cur, 1, ent->occ};
 	ent->occ = ++e->nocc;
 }
 
 /* ------------------------------------------------------------ Scanning ---- */
 
-#define BUMP(pu, cu, tu, field) \
-	do {                    \
-		(pu)->field++;  \
-		(cu)->field++;  \
-		(tu)->field++;  \
+#define BUMP(pu, cu, tu, field)                                                                    \
+	do {                                                                                       \
+		(pu)->field++;                                                                     \
+		(cu)->field++;                                                                     \
+		(tu)->field++;                                                                     \
 	} while (0)
 
 /* Counts one more copy of ent, found in the current process. */
@@ -614,7 +614,7 @@ static void account_page(struct est *e, int j)
 		count_table_copy(e, ent);
 		break;
 	case PENDING:
-		e->pend[e->npend++] = (struct est_pend){ j, slot, h };
+		e->pend[e->npend++] = (struct est_pend){j, slot, h};
 		break;
 	default:
 		count_unreadable(e); /* out of memory: say so rather than guess */
@@ -661,8 +661,10 @@ static void resolve_pending(struct est *e)
 			if (done[q] || e->tab[rslot[q]].proc != proc ||
 			    (e->tab[rslot[q]].addr & ADDR_SHARED))
 				continue;
-			local[n] = (struct iovec){ e->scratch + (size_t)q * EST_PAGE_SIZE, EST_PAGE_SIZE };
-			remote[n] = (struct iovec){ (void *)(uintptr_t)e->tab[rslot[q]].addr, EST_PAGE_SIZE };
+			local[n] =
+			    (struct iovec){e->scratch + (size_t)q * EST_PAGE_SIZE, EST_PAGE_SIZE};
+			remote[n] =
+			    (struct iovec){(void *)(uintptr_t)e->tab[rslot[q]].addr, EST_PAGE_SIZE};
 			idx[n++] = q;
 			done[q] = true;
 		}
@@ -697,12 +699,12 @@ static void resolve_pending(struct est *e)
 			for (k = 0; k < nr && rslot[k] != pd->slot; k++)
 				;
 			r = judge(e, ent,
-				  k < nr && ok[k] ? e->scratch + (size_t)k * EST_PAGE_SIZE : NULL, page,
-				  addr, pd->h);
+				  k < nr && ok[k] ? e->scratch + (size_t)k * EST_PAGE_SIZE : NULL,
+				  page, addr, pd->h);
 		}
 		if (r == COLLISION)
-			r = tab_find(e, page, addr, pd->h, (pd->slot + 1) & e->tab_mask, false, &ent,
-				     &pd->slot);
+			r = tab_find(e, page, addr, pd->h, (pd->slot + 1) & e->tab_mask, false,
+				     &ent, &pd->slot);
 		if (r == MATCH)
 			count_table_copy(e, ent);
 		else
@@ -731,8 +733,9 @@ static int batch_flush(struct est *e)
 	for (int i = 0; i < b->count; i++) {
 		b->state[i] = 0;
 		if (b->shared[i])
-			b->state[i] = read_mem(e, e->cur, b->addr[i],
-					       b->buf + (size_t)i * EST_PAGE_SIZE) ? 2 : 1;
+			b->state[i] =
+			    read_mem(e, e->cur, b->addr[i], b->buf + (size_t)i * EST_PAGE_SIZE) ? 2
+												: 1;
 	}
 	while (pos < b->count) {
 		int nr = 0;
@@ -743,20 +746,24 @@ static int batch_flush(struct est *e)
 
 			if (b->state[i])
 				continue;
-			if (nr && (uint64_t)(uintptr_t)remote[nr - 1].iov_base +
-						  remote[nr - 1].iov_len == b->addr[i] &&
-			    (unsigned char *)local[nr - 1].iov_base + local[nr - 1].iov_len == dst) {
+			if (nr &&
+			    (uint64_t)(uintptr_t)remote[nr - 1].iov_base + remote[nr - 1].iov_len ==
+				b->addr[i] &&
+			    (unsigned char *)local[nr - 1].iov_base + local[nr - 1].iov_len ==
+				dst) {
 				remote[nr - 1].iov_len += EST_PAGE_SIZE;
 				local[nr - 1].iov_len += EST_PAGE_SIZE;
 			} else {
-				remote[nr] = (struct iovec){ (void *)(uintptr_t)b->addr[i], EST_PAGE_SIZE };
-				local[nr] = (struct iovec){ dst, EST_PAGE_SIZE };
+				remote[nr] =
+				    (struct iovec){(void *)(uintptr_t)b->addr[i], EST_PAGE_SIZE};
+				local[nr] = (struct iovec){dst, EST_PAGE_SIZE};
 				nr++;
 			}
 		}
 		if (!nr)
 			break;
-		n = process_vm_readv(p->pid, local, (unsigned long)nr, remote, (unsigned long)nr, 0);
+		n = process_vm_readv(p->pid, local, (unsigned long)nr, remote, (unsigned long)nr,
+				     0);
 		if (n < 0 && (errno == ESRCH || errno == EPERM)) {
 			ret = -errno;
 			break;
@@ -778,9 +785,8 @@ static int batch_flush(struct est *e)
 		 * without read permission, which /proc/PID/mem can still read
 		 * (FOLL_FORCE), as ksmd would merge such a page too.
 		 */
-		b->state[i] = read_mem(e, e->cur, b->addr[i], b->buf + (size_t)i * EST_PAGE_SIZE)
-				      ? 2
-				      : 1;
+		b->state[i] =
+		    read_mem(e, e->cur, b->addr[i], b->buf + (size_t)i * EST_PAGE_SIZE) ? 2 : 1;
 		if (b->state[i] == 2 && kill(p->pid, 0) && errno == ESRCH) {
 			ret = -ESRCH;
 			break;
@@ -930,7 +936,7 @@ static int read_maps(const struct est *e, pid_t pid, struct vma **out, int *n)
 			v = nvv;
 			capv = ncap;
 		}
-		v[nv++] = (struct vma){ start, end };
+		v[nv++] = (struct vma){start, end};
 	}
 	if (!err && ferror(f))
 		err = errno ? -errno : -EIO;
@@ -1020,13 +1026,13 @@ static int scan_area(struct est *e, int fd, uint64_t *pm, uint64_t start, uint64
 		return scan_range(e, fd, pm, start, end);
 	for (uint64_t a = start; a < end && !ret;) {
 		struct est_pm_scan_arg arg = {
-			.size = sizeof(arg),
-			.start = a,
-			.end = end,
-			.vec = (uint64_t)(uintptr_t)r,
-			.vec_len = 64,
-			.category_anyof_mask = EST_PAGE_IS_PRESENT | EST_PAGE_IS_SWAPPED,
-			.return_mask = EST_PAGE_IS_PRESENT | EST_PAGE_IS_SWAPPED,
+		    .size = sizeof(arg),
+		    .start = a,
+		    .end = end,
+		    .vec = (uint64_t)(uintptr_t)r,
+		    .vec_len = 64,
+		    .category_anyof_mask = EST_PAGE_IS_PRESENT | EST_PAGE_IS_SWAPPED,
+		    .return_mask = EST_PAGE_IS_PRESENT | EST_PAGE_IS_SWAPPED,
 		};
 		int n = ioctl(fd, EST_PAGEMAP_SCAN, &arg);
 

@@ -63,19 +63,19 @@ struct est_unit {
 
 enum est_status {
 	EST_OK = 0,
-	EST_GONE,     /* no such process when the scan began */
-	EST_EXITED,   /* exited while being read: what was read is kept */
-	EST_DENIED,   /* not allowed to read it */
-	EST_NO_MM,    /* a kernel thread, or a zombie: nothing to read */
-	EST_FAILED,   /* another error, in err */
+	EST_GONE,   /* no such process when the scan began */
+	EST_EXITED, /* exited while being read: what was read is kept */
+	EST_DENIED, /* not allowed to read it */
+	EST_NO_MM,  /* a kernel thread, or a zombie: nothing to read */
+	EST_FAILED, /* another error, in err */
 };
 
 struct est_proc {
 	pid_t pid;
 	char comm[32];
-	int cgroup;  /* index into est->cgroups */
+	int cgroup; /* index into est->cgroups */
 	enum est_status status;
-	int err;     /* errno of the failure, when status is not EST_OK */
+	int err; /* errno of the failure, when status is not EST_OK */
 	struct est_unit u;
 };
 
@@ -90,11 +90,11 @@ struct est_top {
 	uint64_t hash;
 	uint32_t copies;
 	bool zero;
-	int nprocs;	     /* processes that hold a copy */
-	int shown;	     /* entries filled in proc[] and copies_in[] */
-	int proc[8];	     /* process indexes, in scan order */
+	int nprocs;  /* processes that hold a copy */
+	int shown;   /* entries filled in proc[] and copies_in[] */
+	int proc[8]; /* process indexes, in scan order */
 	uint32_t copies_in[8];
-	bool head_known;	     /* head[] holds the content's first bytes */
+	bool head_known; /* head[] holds the content's first bytes */
 	unsigned char head[16];
 };
 
@@ -106,11 +106,11 @@ struct est_totals {
 	uint64_t ksm_stable_node_chains;
 	/* Sums over sampled contents for the variances (see estimate.c). */
 	double var_saved, var_ksm_saved, var_distinct;
-	uint64_t confirmed;	     /* duplicates confirmed byte for byte */
-	uint64_t rereads;	     /* first copies read a second time to confirm */
-	uint64_t collisions;	     /* equal hashes, different bytes */
-	uint64_t unconfirmed;	     /* accepted on the hash alone: reference gone */
-	uint64_t reference_changed;  /* the first copy changed before it was compared */
+	uint64_t confirmed;	    /* duplicates confirmed byte for byte */
+	uint64_t rereads;	    /* first copies read a second time to confirm */
+	uint64_t collisions;	    /* equal hashes, different bytes */
+	uint64_t unconfirmed;	    /* accepted on the hash alone: reference gone */
+	uint64_t reference_changed; /* the first copy changed before it was compared */
 	uint64_t bytes_read;
 };
 
@@ -121,11 +121,11 @@ struct est;
 struct est_config {
 	unsigned max_page_sharing; /* >= 2 */
 	bool use_zero_pages;
-	double sample;		   /* fraction of contents kept, (0, 1] */
-	uint64_t confirm_budget;   /* bytes kept for byte confirmation */
-	uint64_t range_start;	   /* read only [range_start, range_end) when range_end */
+	double sample;		 /* fraction of contents kept, (0, 1] */
+	uint64_t confirm_budget; /* bytes kept for byte confirmation */
+	uint64_t range_start;	 /* read only [range_start, range_end) when range_end */
 	uint64_t range_end;
-	est_progress_fn progress;  /* called after each batch, may be NULL */
+	est_progress_fn progress; /* called after each batch, may be NULL */
 	void *progress_arg;
 };
 

@@ -31,33 +31,33 @@
 #define Z95 1.959963984540054 /* two-sided 95% quantile of the normal law */
 
 static const char usage[] =
-	"usage: ksmctl estimate [--pid PID ...] [--cgroup PATH ...] [--all] [--json]\n"
-	"                       [--sample FRACTION] [--max-page-sharing N] [--use-zero-pages 0|1]\n"
-	"                       [--top N] [--range START-END] [--no-progress]\n"
-	"\n"
-	"Reads the private anonymous memory of running processes, without stopping them or\n"
-	"enabling KSM, and reports how many pages a merge would free: a perfect merge, and the\n"
-	"kernel's KSM with its current knobs (max_page_sharing, use_zero_pages, 64 bytes of\n"
-	"metadata per scanned page, i.e. general_profit).  Per process, per cgroup and in total.\n"
-	"\n"
-	"  --pid PID           a process to read (repeatable, or PID,PID,...)\n"
-	"  --cgroup PATH       the processes of a cgroup v2 and of its descendants (repeatable);\n"
-	"                      PATH as in /proc/PID/cgroup (/system.slice/x.service) or a path\n"
-	"                      under the cgroup2 mount\n"
-	"  --all               every process (the default when no target is given)\n"
-	"  --json              JSON on stdout\n"
-	"  --sample FRACTION   keep only that fraction of the contents (chosen by hash) to bound\n"
-	"                      memory on very large hosts; every page is still read; figures are\n"
-	"                      scaled and given with a 95%% confidence interval\n"
-	"  --max-page-sharing N, --use-zero-pages 0|1\n"
-	"                      model these knob values instead of the kernel's current ones\n"
-	"  --top N             list the N most duplicated contents (default 10)\n"
-	"  --range START-END   read only addresses in [START, END) (hex), e.g. one VM's RAM\n"
-	"  --no-progress       no progress bar on stderr (shown only on a terminal, after 1 s)\n"
-	"\n"
-	"Exit status: 0 if at least one process was read, 1 if none could be, 2 on bad usage.\n"
-	"Needs root (or CAP_SYS_PTRACE) to read other users' processes, and CAP_SYS_ADMIN to\n"
-	"see PFNs, which tell pages shared since fork or already merged apart.\n";
+    "usage: ksmctl estimate [--pid PID ...] [--cgroup PATH ...] [--all] [--json]\n"
+    "                       [--sample FRACTION] [--max-page-sharing N] [--use-zero-pages 0|1]\n"
+    "                       [--top N] [--range START-END] [--no-progress]\n"
+    "\n"
+    "Reads the private anonymous memory of running processes, without stopping them or\n"
+    "enabling KSM, and reports how many pages a merge would free: a perfect merge, and the\n"
+    "kernel's KSM with its current knobs (max_page_sharing, use_zero_pages, 64 bytes of\n"
+    "metadata per scanned page, i.e. general_profit).  Per process, per cgroup and in total.\n"
+    "\n"
+    "  --pid PID           a process to read (repeatable, or PID,PID,...)\n"
+    "  --cgroup PATH       the processes of a cgroup v2 and of its descendants (repeatable);\n"
+    "                      PATH as in /proc/PID/cgroup (/system.slice/x.service) or a path\n"
+    "                      under the cgroup2 mount\n"
+    "  --all               every process (the default when no target is given)\n"
+    "  --json              JSON on stdout\n"
+    "  --sample FRACTION   keep only that fraction of the contents (chosen by hash) to bound\n"
+    "                      memory on very large hosts; every page is still read; figures are\n"
+    "                      scaled and given with a 95%% confidence interval\n"
+    "  --max-page-sharing N, --use-zero-pages 0|1\n"
+    "                      model these knob values instead of the kernel's current ones\n"
+    "  --top N             list the N most duplicated contents (default 10)\n"
+    "  --range START-END   read only addresses in [START, END) (hex), e.g. one VM's RAM\n"
+    "  --no-progress       no progress bar on stderr (shown only on a terminal, after 1 s)\n"
+    "\n"
+    "Exit status: 0 if at least one process was read, 1 if none could be, 2 on bad usage.\n"
+    "Needs root (or CAP_SYS_PTRACE) to read other users' processes, and CAP_SYS_ADMIN to\n"
+    "see PFNs, which tell pages shared since fork or already merged apart.\n";
 
 struct target {
 	pid_t pid;
@@ -87,7 +87,7 @@ static int targets_add(struct targets *t, pid_t pid, bool named)
 		t->v = n;
 		t->cap = ncap;
 	}
-	t->v[t->n++] = (struct target){ pid, NULL, named };
+	t->v[t->n++] = (struct target){pid, NULL, named};
 	return 0;
 }
 
@@ -201,8 +201,9 @@ static int add_cgroup(struct targets *t, const char *arg)
 				   "e.g. /system.slice/foo.service",
 				   "estimate: no such cgroup: %s does not exist", dir);
 	if (cgroup_walk(t, dir, 0))
-		return ksmctl_fail(KSMCTL_NO, arg, NULL, "estimate: cannot read %s/cgroup.procs: %s",
-				   dir, strerror(errno));
+		return ksmctl_fail(KSMCTL_NO, arg, NULL,
+				   "estimate: cannot read %s/cgroup.procs: %s", dir,
+				   strerror(errno));
 	return 0;
 }
 
@@ -272,8 +273,8 @@ static void progress_cb(void *arg, uint64_t done, const struct est_proc *p)
 	if (frac > 1)
 		frac = 1;
 	fill = (int)(frac * width);
-	fprintf(stderr, "\r\033[Kestimate [%.*s%*s] %3.0f%% %s of ~%s, pid %d (%s)",
-		fill, "##############################", width - fill, "", frac * 100,
+	fprintf(stderr, "\r\033[Kestimate [%.*s%*s] %3.0f%% %s of ~%s, pid %d (%s)", fill,
+		"##############################", width - fill, "", frac * 100,
 		fmt_bytes(a, sizeof(a), (double)done), fmt_bytes(b, sizeof(b), (double)pr->total),
 		(int)p->pid, p->comm);
 	fflush(stderr);
@@ -338,7 +339,7 @@ static long long rnd(double v)
 
 static const char *status_name(enum est_status s)
 {
-	static const char *const names[] = { "ok", "gone", "exited", "denied", "no_mm", "failed" };
+	static const char *const names[] = {"ok", "gone", "exited", "denied", "no_mm", "failed"};
 
 	return names[s];
 }
@@ -564,8 +565,8 @@ static void print_text(const struct report *r)
 		putchar('\n');
 	}
 	if (est_ncgroups(r->e) > 1) {
-		printf("\nper cgroup:\n%-40s %6s %10s %10s %10s %10s\n", "CGROUP", "PROCS", "SCANNED",
-		       "DISTINCT", "SAVED", "KSM");
+		printf("\nper cgroup:\n%-40s %6s %10s %10s %10s %10s\n", "CGROUP", "PROCS",
+		       "SCANNED", "DISTINCT", "SAVED", "KSM");
 		for (int i = 0; i < est_ncgroups(r->e); i++) {
 			struct est_cgroup *cg = est_cgroup_at(r->e, i);
 			struct figs f = figs_of(&cg->u, r->sample);
@@ -575,7 +576,8 @@ static void print_text(const struct report *r)
 		}
 	}
 	printf("\ntotal:\n");
-	printf("  pages scanned          %12lld  %s\n", rnd(tf.scanned), mib(a, sizeof(a), tf.scanned));
+	printf("  pages scanned          %12lld  %s\n", rnd(tf.scanned),
+	       mib(a, sizeof(a), tf.scanned));
 	printf("  zero pages             %12lld  %s\n", rnd(tf.zero), mib(a, sizeof(a), tf.zero));
 	printf("  distinct contents      %12lld\n", rnd(tf.distinct));
 	printf("  perfect merge frees    %12lld  %s (%.1f%% of scanned)\n", rnd(tf.saved),
@@ -647,23 +649,23 @@ int ksmctl_estimate(int argc, char **argv)
 {
 	enum { OPT_MPS = 256, OPT_UZP, OPT_TOP, OPT_NOPROG, OPT_RANGE };
 	static const struct option longopts[] = {
-		{ "pid", required_argument, NULL, 'p' },
-		{ "cgroup", required_argument, NULL, 'c' },
-		{ "all", no_argument, NULL, 'a' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "sample", required_argument, NULL, 's' },
-		{ "max-page-sharing", required_argument, NULL, OPT_MPS },
-		{ "use-zero-pages", required_argument, NULL, OPT_UZP },
-		{ "top", required_argument, NULL, OPT_TOP },
-		{ "no-progress", no_argument, NULL, OPT_NOPROG },
-		{ "range", required_argument, NULL, OPT_RANGE },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"pid", required_argument, NULL, 'p'},
+	    {"cgroup", required_argument, NULL, 'c'},
+	    {"all", no_argument, NULL, 'a'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"sample", required_argument, NULL, 's'},
+	    {"max-page-sharing", required_argument, NULL, OPT_MPS},
+	    {"use-zero-pages", required_argument, NULL, OPT_UZP},
+	    {"top", required_argument, NULL, OPT_TOP},
+	    {"no-progress", no_argument, NULL, OPT_NOPROG},
+	    {"range", required_argument, NULL, OPT_RANGE},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct targets t = { 0 };
-	struct est_config cfg = { 0 };
-	struct report r = { 0 };
-	struct progress pr = { 0 };
+	struct targets t = {0};
+	struct est_config cfg = {0};
+	struct report r = {0};
+	struct progress pr = {0};
 	struct est *e = NULL;
 	bool all = false, json = false, noprog = false, any_target = false;
 	long long mps = -1, uzp = -1, top = 10, v;
@@ -678,7 +680,8 @@ int ksmctl_estimate(int argc, char **argv)
 		case 'p':
 			any_target = true;
 			if (add_pids(&t, optarg)) {
-				ret = ksmctl_fail(KSMCTL_USAGE, optarg, "give a process id, e.g. --pid 1234",
+				ret = ksmctl_fail(KSMCTL_USAGE, optarg,
+						  "give a process id, e.g. --pid 1234",
 						  "estimate: --pid takes a positive number");
 				goto out;
 			}
@@ -706,7 +709,8 @@ int ksmctl_estimate(int argc, char **argv)
 			break;
 		}
 		case OPT_MPS:
-			if ((ret = parse_uint_opt("--max-page-sharing", optarg, 2, 0x7fffffff, &mps)))
+			if ((ret =
+				 parse_uint_opt("--max-page-sharing", optarg, 2, 0x7fffffff, &mps)))
 				goto out;
 			break;
 		case OPT_UZP:
@@ -726,8 +730,9 @@ int ksmctl_estimate(int argc, char **argv)
 
 			if (sscanf(optarg, "%llx-%llx%n", &lo, &hi, &pos) != 2 || optarg[pos] ||
 			    lo >= hi) {
-				ret = ksmctl_fail(KSMCTL_USAGE, optarg, "e.g. --range 7f0000000000-7f0040000000",
-						  "estimate: --range takes START-END in hex, START < END");
+				ret = ksmctl_fail(
+				    KSMCTL_USAGE, optarg, "e.g. --range 7f0000000000-7f0040000000",
+				    "estimate: --range takes START-END in hex, START < END");
 				goto out;
 			}
 			cfg.range_start = lo & ~(uint64_t)(EST_PAGE_SIZE - 1);
@@ -738,14 +743,16 @@ int ksmctl_estimate(int argc, char **argv)
 			fputs(usage, stdout);
 			goto out;
 		default:
-			ret = ksmctl_fail(KSMCTL_USAGE, argv[optind - 1], "see ksmctl estimate --help",
+			ret = ksmctl_fail(KSMCTL_USAGE, argv[optind - 1],
+					  "see ksmctl estimate --help",
 					  optopt ? "estimate: bad option or missing value"
 						 : "estimate: unknown option");
 			goto out;
 		}
 	}
 	if (optind < argc) {
-		ret = ksmctl_fail(KSMCTL_USAGE, argv[optind], "targets are given with --pid or --cgroup",
+		ret = ksmctl_fail(KSMCTL_USAGE, argv[optind],
+				  "targets are given with --pid or --cgroup",
 				  "estimate: unexpected argument");
 		goto out;
 	}
@@ -847,10 +854,11 @@ int ksmctl_estimate(int argc, char **argv)
 		print_text(&r);
 	fflush(stdout);
 	if (!nread)
-		ret = ksmctl_fail(KSMCTL_NO, NULL,
-				  t.n ? "check the PIDs, and run as root to read other users' processes"
-				      : "give --pid, --cgroup or --all",
-				  "estimate: no process could be read");
+		ret = ksmctl_fail(
+		    KSMCTL_NO, NULL,
+		    t.n ? "check the PIDs, and run as root to read other users' processes"
+			: "give --pid, --cgroup or --all",
+		    "estimate: no process could be read");
 out:
 	for (int i = 0; i < t.n; i++)
 		free(t.v[i].cgroup);

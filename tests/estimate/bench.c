@@ -117,10 +117,11 @@ static double wall_now(void)
 
 static int run(const char *name, enum mix mix, int nprocs, size_t pages_each, double sample)
 {
-	struct est_config cfg = { .max_page_sharing = 256, .sample = sample,
-				  .confirm_budget = 256ULL << 20,
-				  .range_start = BASE,
-				  .range_end = BASE + pages_each * PAGE };
+	struct est_config cfg = {.max_page_sharing = 256,
+				 .sample = sample,
+				 .confirm_budget = 256ULL << 20,
+				 .range_start = BASE,
+				 .range_end = BASE + pages_each * PAGE};
 	struct est_totals t;
 	struct est *e;
 	pid_t pids[8];
@@ -144,8 +145,7 @@ static int run(const char *name, enum mix mix, int nprocs, size_t pages_each, do
 	printf("%-8s %2d x %5zu MiB  sample %-4g  read %6.0f MiB  wall %6.3f s  cpu %6.3f s  "
 	       "%5.2f GB/s wall  %5.2f GB/s per core  saved %llu pages  rereads %llu\n",
 	       name, nprocs, pages_each * PAGE >> 20, sample, (double)t.bytes_read / (1 << 20), w,
-	       c, gb / w, gb / c,
-	       (unsigned long long)(t.u.zero_saved + t.u.tbl_saved),
+	       c, gb / w, gb / c, (unsigned long long)(t.u.zero_saved + t.u.tbl_saved),
 	       (unsigned long long)t.rereads);
 	fflush(stdout);
 	for (int i = 0; i < nprocs; i++) {

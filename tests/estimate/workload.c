@@ -64,7 +64,8 @@ static void fill(unsigned char *p, uint64_t id)
 }
 
 /* Content names: a kind in the top byte, the salt, then an index. */
-#define ID(kind, proc, i) (((uint64_t)(kind) << 56) ^ (salt << 36) ^ ((uint64_t)(proc) << 24) ^ (uint64_t)(i))
+#define ID(kind, proc, i)                                                                          \
+	(((uint64_t)(kind) << 56) ^ (salt << 36) ^ ((uint64_t)(proc) << 24) ^ (uint64_t)(i))
 
 struct mut {
 	unsigned char *p;
@@ -218,8 +219,8 @@ int main(int argc, char **argv)
 			if (write(ready[1], &me, sizeof(me)) != sizeof(me))
 				_exit(1);
 			if (exit_after_ms >= 0) {
-				struct timespec ts = { exit_after_ms / 1000,
-						       exit_after_ms % 1000 * 1000000L };
+				struct timespec ts = {exit_after_ms / 1000,
+						      exit_after_ms % 1000 * 1000000L};
 				nanosleep(&ts, NULL);
 				if (child > 0)
 					kill(child, SIGKILL);
