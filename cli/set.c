@@ -356,6 +356,18 @@ static int read_back(const struct plan *p)
 	return bad;
 }
 
+/* The kernel resets pages_to_scan when advisor_mode changes: say so when
+ * the plan did not set pages_to_scan itself. */
+static void note_advisor_reset(struct plan *p)
+{
+	struct change *adv = plan_find(p, "advisor_mode");
+
+	if (adv && adv->done && !plan_find(p, "pages_to_scan") && knob_present("pages_to_scan"))
+		ksmctl_warn("changing advisor_mode reset pages_to_scan to %lld (the kernel does "
+			    "that)",
+			    knob_or("pages_to_scan", 0));
+}
+
 int plan_apply(struct plan *p)
 {
 	bool unmerge = false;
@@ -364,7 +376,7 @@ int plan_apply(struct plan *p)
 
 	qsort(p->c, (size_t)p->n, sizeof(p->c[0]), by_rank);
 	for (int i = 0; i < p->n; i++)
-		unmerge |= needs_unmerge(&p->c[i]) && knob_or("pages_shared", 0) > 0;
+		unmerge |= p->unmerge && needs_unmerge(&p->c[i]) && knob_or("pages_shared", 0) > 0;
 	if (unmerge) {
 		if ((err = unmerge_all(p)))
 			return err;
@@ -398,6 +410,7 @@ int plan_apply(struct plan *p)
 	}
 	bad = read_back(p);
 	report(p, unmerge, bad);
+	note_advisor_reset(p);
 	return bad ? KSMCTL_REFUSED : KSMCTL_OK;
 }
 

@@ -132,6 +132,8 @@ t_set_restore() {
 	if [ -f $ksm/advisor_mode ]; then
 		expect_exit 0 set advisor_mode=scan-time
 		grep -q '\[scan-time\]' $ksm/advisor_mode || fail "advisor_mode not scan-time"
+		grep -q "reset pages_to_scan to $(knob pages_to_scan)" "$tmp/err" ||
+			fail "set advisor_mode does not say that the kernel reset pages_to_scan"
 		before=$(knob pages_to_scan)
 		expect_exit 5 set pages_to_scan=10
 		[ "$(knob pages_to_scan)" = "$before" ] || fail "pages_to_scan changed under the advisor"
