@@ -30,8 +30,12 @@ fail() {
 # RESOURCE_LOCK serializes tests within one ctest; this lock also keeps out
 # kernel-KSM tests of another ctest running at the same time (another build
 # tree, a benchmark) if they take it too.
-exec 9>/tmp/samepage-kernel_ksm.lock
-flock -w 900 9 || fail "another process held /tmp/samepage-kernel_ksm.lock for 900 s"
+# (restore_on_failure runs this script inside itself, already holding it.)
+if [ -z "${KSMCTL_KERNEL_LOCKED:-}" ]; then
+	exec 9>/tmp/samepage-kernel_ksm.lock
+	flock -w 900 9 || fail "another process held /tmp/samepage-kernel_ksm.lock for 900 s"
+	export KSMCTL_KERNEL_LOCKED=1
+fi
 
 # ---- save and restore ----
 declare -A saved
@@ -84,8 +88,11 @@ expect_exit() { # expect_exit STATUS CMD...: runs ksmctl, checks its exit status
 }
 json_ok() { python3 -m json.tool "$tmp/out" >/dev/null || fail "output of the last command is not JSON"; }
 # fast: ksmd as fast as it goes, so full scans take little time.
-fast() { expect_exit 0 set advisor_mode=none pages_to_scan=10000 sleep_millisecs=0 run=1 >/dev/null 2>&1 ||
-	expect_exit 0 set pages_to_scan=10000 sleep_millisecs=0 run=1; }
+fast() {
+	local adv=
+	[ -f $ksm/advisor_mode ] && adv=advisor_mode=none
+	expect_exit 0 set $adv pages_to_scan=10000 sleep_millisecs=0 run=1
+}
 # workload MIB [--madvise|--run]: starts dupfill, waits for its "ready PID"
 workload() {
 	local mib=$1 how=$2
@@ -264,6 +271,30 @@ CONF
 	expect_exit 2 apply "$tmp/bad.conf"
 	grep -q "bad.conf:2" "$tmp/err" || fail "the syntax error does not name line 2"
 	[ "$(knob sleep_millisecs)" = 42 ] || fail "a bad file changed sleep_millisecs"
+}
+
+# Changes knobs the hard way, then fails: for restore_on_failure only.
+t_fail_midway() {
+	fast
+	workload 8 --madvise
+	converge
+	expect_exit 0 set --unmerge max_page_sharing=77 stable_node_chains_prune_millisecs=999
+	[ -f $ksm/advisor_mode ] && expect_exit 0 set advisor_mode=scan-time
+	fail "failing on purpose, with knobs changed and a workload running"
+}
+
+# The trap restores every knob, and stops the workload, when a test fails.
+t_restore_on_failure() {
+	local before after
+	before=$(for k in "${order[@]}"; do echo "$k=$(cat $ksm/$k)"; done)
+	bash "$0" fail_midway "$ksmctl" "$dupfill" "$src" >"$tmp/inner" 2>&1
+	rc=$?
+	cat "$tmp/inner"
+	[ $rc -eq 1 ] || fail "the failing inner test exited $rc, expected 1"
+	grep -q "failing on purpose" "$tmp/inner" || fail "the inner test did not get to its failure"
+	after=$(for k in "${order[@]}"; do echo "$k=$(cat $ksm/$k)"; done)
+	[ "$before" = "$after" ] || fail "knobs not restored: $(diff <(echo "$before") <(echo "$after"))"
+	! pgrep -x "$(basename "$dupfill" | cut -c1-15)" >/dev/null || fail "the workload survived the failed test"
 }
 
 "t_$test"
