@@ -354,6 +354,9 @@ static const char *status_text(const struct est_proc *p, char *buf, size_t len)
 	case EST_EXITED:
 		return "exited during the scan: the pages read before are counted";
 	case EST_DENIED:
+		if (geteuid() == 0)
+			return "permission denied, even to root: the process is protected "
+			       "(not dumpable, or another user namespace)";
 		return "permission denied: run as root, or with CAP_SYS_PTRACE";
 	case EST_NO_MM:
 		return "a kernel thread or a zombie: no memory to read";
