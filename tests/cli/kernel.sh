@@ -27,14 +27,15 @@ fail() {
 	exit 1
 }
 [ -w $ksm/run ] || fail "$ksm/run is not writable: run the kernel tests as root"
-# RESOURCE_LOCK serializes tests within one ctest; this lock also keeps out
-# kernel-KSM tests of another ctest running at the same time (another build
-# tree, a benchmark) if they take it too.
-# (restore_on_failure runs this script inside itself, already holding it.)
-if [ -z "${KSMCTL_KERNEL_LOCKED:-}" ]; then
-	exec 9>/tmp/samepage-kernel_ksm.lock
-	flock -w 900 9 || fail "another process held /tmp/samepage-kernel_ksm.lock for 900 s"
-	export KSMCTL_KERNEL_LOCKED=1
+# RESOURCE_LOCK serializes tests within one ctest; the project's flock on
+# /tmp/samepage-kernel-ksm.lock (bench/run.sh, bench/harness.c and the
+# estimate tests take it too) keeps out those of another ctest or a
+# benchmark.  SAMEPAGE_KSM_LOCK_HELD: our caller holds it for us
+# (restore_on_failure runs this script inside itself).
+if [ -z "${SAMEPAGE_KSM_LOCK_HELD:-}" ]; then
+	exec 9>>/tmp/samepage-kernel-ksm.lock
+	flock -w 900 9 || fail "another process held /tmp/samepage-kernel-ksm.lock for 900 s"
+	export SAMEPAGE_KSM_LOCK_HELD=1
 fi
 
 # ---- save and restore ----
