@@ -438,8 +438,19 @@ def kread(name):
 
 
 def kwrite(name, value):
-    with open(KSM + name, "w") as f:
-        f.write(str(value))
+    # EBUSY: max_page_sharing and merge_across_nodes need every page unmerged;
+    # run=2 again and retry, in case someone merged meanwhile.
+    for attempt in range(50):
+        try:
+            with open(KSM + name, "w") as f:
+                f.write(str(value))
+            return
+        except OSError as e:
+            if e.errno != 16 or attempt == 49:
+                raise
+            with open(KSM + "run", "w") as f:
+                f.write("2")
+            time.sleep(0.2)
 
 
 def restore_knobs():
@@ -598,6 +609,11 @@ def main():
         return 77
     except AssertionError as e:
         print(e)
+        return 1
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        print("FAIL: unexpected error")
         return 1
     finally:
         stop_all()
