@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+/*
+ * bench_scatter.c - workload 4: scattered duplicates, the worst case for
+ * the library's mapping budget.
+ *
+ * 256 MiB (32 with --quick): every page is, with even odds, unique or a
+ * copy of one of 1024 contents, at random places.  No two neighbours merge
+ * onto neighbouring pool pages, so every merged page costs the library a
+ * mapping of its own (two more VMAs), and vm.max_map_count bounds what it
+ * can merge; the kernel has no such limit.  Reported: memory returned,
+ * mappings used (/proc/self/maps), the merges the library skipped for its
+ * budget (merges_skipped_map_budget), time to converge.
+ */
+#include "harness.h"
+
+#include <sys/mman.h>
+
+#define CONTENTS 1024
+
+int main(int argc, char **argv)
+{
+	struct bench_opts o;
+	struct engine e;
+	struct merge_run m;
+
+	bench_parse(argc, argv, "4-scatter", &o);
+	size_t npages = (o.quick ? 32 : 256) * MIB / PG;
+	double timeout = o.quick ? 30 : 120;
+	engine_open(&e, &o, BENCH_PAGES_TO_SCAN);
+	char *p = map_pages(npages);
+	uint64_t rng = 7;
+	for (size_t i = 0; i < npages; i++) {
+		uint64_t r = rng_next(&rng);
+		fill_page(p + i * PG,
+			  r & 1 ? (4ULL << 40) + (r >> 1) % CONTENTS : (5ULL << 40) + i);
+	}
+	struct span s = {p, npages * PG};
+
+	merge_begin(&e, &s, 1, &m);
+	m.wait_s = wait_converged(&e, m.t0, m.base_kb, NULL, timeout, &m.read_max_s);
+	merge_end(&e, &m);
+	if (m.wait_s < 0) {
+		fprintf(stderr, "bench_scatter: not converged in %.0f s\n", timeout);
+		return 1;
+	}
+	bench_result(&o, "converge", "s", m.wait_s);
+	merge_report(&o, &m);
+	bench_result(&o, "merges_skipped", "pages",
+		     e.kind == ENGINE_LIB ? (double)engine_counter(&e, "merges_skipped_map_budget")
+					  : 0);
+	engine_close(&e);
+	munmap(p, npages * PG);
+	return 0;
+}

@@ -1,0 +1,786 @@
+// SPDX-License-Identifier: MIT
+/*
+ * harness.c - the benchmarks' shared machinery (see harness.h).
+ *
+ * The kernel's KSM is one global state shared with anything else on the
+ * machine, so the kernel side is careful: it takes the lock file
+ * /tmp/samepage-kernel-ksm.lock (flock(2), the same lock the project's tests
+ * and bench/run.sh take), waits until nobody else merges or registers
+ * mergeable memory, saves every tunable and puts each back at exit, on
+ * SIGINT/SIGTERM/SIGHUP and on failure, with run=2 first (the kernel
+ * refuses max_page_sharing and merge_across_nodes changes while pages are
+ * merged) and never leaves run=1 behind.
+ */
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KSM_DIR "/sys/kernel/mm/ksm/"
+#define KSM_LOCK "/tmp/samepage-kernel-ksm.lock"
+
+static const char *case_name(const struct bench_opts *o)
+{
+	return o->busy ? "busy" : "idle";
+}
+
+static void usage(const char *argv0)
+{
+	fprintf(stderr,
+		"usage: %s --engine lib|kernel [--case idle|busy] [--quick] [--zero 0|1] "
+		"[--series FILE]\n",
+		argv0);
+	exit(2);
+}
+
+void bench_parse(int argc, char **argv, const char *workload, struct bench_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->engine = ENGINE_LIB;
+	o->workload = workload;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--quick")) {
+			o->quick = true;
+			continue;
+		}
+		if (!v)
+			usage(argv[0]);
+		i++;
+		if (!strcmp(a, "--engine") && (!strcmp(v, "lib") || !strcmp(v, "kernel")))
+			o->engine = !strcmp(v, "lib") ? ENGINE_LIB : ENGINE_KERNEL;
+		else if (!strcmp(a, "--case") && (!strcmp(v, "idle") || !strcmp(v, "busy")))
+			o->busy = !strcmp(v, "busy");
+		else if (!strcmp(a, "--zero") && (!strcmp(v, "0") || !strcmp(v, "1")))
+			o->use_zero_pages = atoi(v);
+		else if (!strcmp(a, "--series"))
+			o->series = v;
+		else
+			usage(argv[0]);
+	}
+}
+
+void bench_result(const struct bench_opts *o, const char *metric, const char *unit, double v)
+{
+	printf("%s\t%s\t%s\t%s\t%s\t%.6g\n", o->workload, case_name(o),
+	       o->engine == ENGINE_LIB ? "engine" : "kernel", metric, unit, v);
+	fflush(stdout);
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "bench: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* ---- time and CPU ---- */
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+double secs_since(uint64_t t0_ns)
+{
+	return (double)(now_ns() - t0_ns) / 1e9;
+}
+
+void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* The kernel's CPU clock ids (include/linux/posix-timers_types.h): the
+ * scheduler's nanosecond accounting of one thread or one process, the
+ * same time /proc/<pid>/stat shows in utime+stime, without the 10 ms
+ * granularity of clock ticks. */
+#define CPUCLOCK_SCHED 2
+#define CPUCLOCK_PERTHREAD 4
+static clockid_t cpu_clock_of(pid_t id, bool thread)
+{
+	return (clockid_t)((~(unsigned)id) << 3) | CPUCLOCK_SCHED |
+	       (thread ? CPUCLOCK_PERTHREAD : 0);
+}
+
+/* utime+stime of /proc/<pid>/stat (or /proc/self/task/<tid>/stat), in ns. */
+static uint64_t proc_stat_cpu_ns(pid_t id, bool thread)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), thread ? "/proc/self/task/%d/stat" : "/proc/%d/stat", id);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	unsigned long long ut = 0, st = 0;
+	if (!p ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return 0;
+	return (ut + st) * (1000000000ULL / (uint64_t)sysconf(_SC_CLK_TCK));
+}
+
+/* ---- memory ---- */
+
+static long long file_kb(const char *path, const char *field)
+{
+	char line[256];
+	long long v = -1;
+	size_t n = strlen(field);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n) && line[n] == ':') {
+			v = atoll(line + n + 1);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+long long meminfo_kb(const char *field)
+{
+	return file_kb("/proc/meminfo", field);
+}
+
+long long mem_used_kb(void)
+{
+	char line[256];
+	long long anon = -1, shmem = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "AnonPages:", 10))
+			anon = atoll(line + 10);
+		else if (!strncmp(line, "Shmem:", 6))
+			shmem = atoll(line + 6);
+	}
+	fclose(f);
+	return anon + shmem;
+}
+
+long long self_rollup_kb(const char *field)
+{
+	return file_kb("/proc/self/smaps_rollup", field);
+}
+
+long long self_map_count(void)
+{
+	char buf[65536];
+	long long lines = 0;
+	int fd = open("/proc/self/maps", O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; i < n; i++)
+			lines += buf[i] == '\n';
+	close(fd);
+	return lines;
+}
+
+/* ---- workloads ---- */
+
+char *map_pages(size_t npages)
+{
+	char *p =
+	    mmap(NULL, npages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		die("mmap");
+	madvise(p, npages * PG, MADV_NOHUGEPAGE);
+	return p;
+}
+
+uint64_t rng_next(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+void fill_page(char *page, uint64_t key)
+{
+	uint64_t s = key * 0x2545f4914f6cdd1dULL + 1, *w = (uint64_t *)page;
+	for (size_t i = 0; i < PG / sizeof(uint64_t); i++)
+		w[i] = rng_next(&s);
+}
+
+/* ---- the kernel's KSM: lock, knobs ---- */
+
+/* Every tunable of /sys/kernel/mm/ksm, in the order they are put back:
+ * run=2 comes first (see restore_knobs), advisor_mode before pages_to_scan
+ * (changing the mode resets pages_to_scan), run itself last. */
+static const char *const knob_names[] = {
+    "advisor_mode",
+    "max_page_sharing",
+    "merge_across_nodes",
+    "use_zero_pages",
+    "smart_scan",
+    "stable_node_chains_prune_millisecs",
+    "advisor_max_cpu",
+    "advisor_min_pages_to_scan",
+    "advisor_max_pages_to_scan",
+    "advisor_target_scan_time",
+    "sleep_millisecs",
+    "pages_to_scan",
+    "run",
+};
+#define NKNOBS (sizeof(knob_names) / sizeof(knob_names[0]))
+static char saved_knob[NKNOBS][32];
+static bool knob_present[NKNOBS];
+static volatile sig_atomic_t knobs_saved;
+static int lock_fd = -1;
+
+/* Reads a sysfs value; advisor_mode's "[none] scan-time" reads "none".
+ * Only read/open: safe in a signal handler. */
+static int sysfs_read(const char *name, char *buf, size_t len)
+{
+	char path[128] = KSM_DIR;
+	strncat(path, name, sizeof(path) - strlen(path) - 1);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = 0;
+	char *nl = strchr(buf, '\n');
+	if (nl)
+		*nl = 0;
+	char *l = strchr(buf, '['), *r = l ? strchr(l, ']') : NULL;
+	if (l && r) {
+		memmove(buf, l + 1, (size_t)(r - l - 1));
+		buf[r - l - 1] = 0;
+	}
+	return 0;
+}
+
+static int sysfs_write(const char *name, const char *value)
+{
+	char path[128] = KSM_DIR;
+	strncat(path, name, sizeof(path) - strlen(path) - 1);
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, value, strlen(value));
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return n < 0 ? -1 : 0;
+}
+
+static long long sysfs_number(const char *name)
+{
+	char buf[64];
+	return sysfs_read(name, buf, sizeof(buf)) ? -1 : atoll(buf);
+}
+
+static void kernel_write(const char *name, const char *value)
+{
+	if (sysfs_write(name, value)) {
+		fprintf(stderr, "bench: writing %s to %s%s: %s\n", value, KSM_DIR, name,
+			strerror(errno));
+		exit(1);
+	}
+}
+
+/* Puts every saved knob back (async-signal-safe: open/read/write only). */
+static void restore_knobs(void)
+{
+	char cur[32];
+	if (!knobs_saved)
+		return;
+	knobs_saved = 0;
+	sysfs_write("run", "2"); /* unmerge ours: needed before max_page_sharing */
+	for (size_t i = 0; i + 1 < NKNOBS; i++)
+		if (knob_present[i] && !sysfs_read(knob_names[i], cur, sizeof(cur)) &&
+		    strcmp(cur, saved_knob[i]))
+			sysfs_write(knob_names[i], saved_knob[i]);
+	sysfs_write("run", saved_knob[NKNOBS - 1]);
+}
+
+static void on_signal(int sig)
+{
+	restore_knobs();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* Is anyone else using the kernel's KSM? */
+static bool kernel_ksm_busy(char *why, size_t len)
+{
+	if (sysfs_number("run") != 0) {
+		snprintf(why, len, "run is not 0");
+		return true;
+	}
+	if (sysfs_number("pages_shared") > 0 || sysfs_number("ksm_zero_pages") > 0) {
+		snprintf(why, len, "pages are merged");
+		return true;
+	}
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	bool busy = false;
+	pid_t self = getpid();
+	while (!busy && d && (de = readdir(d))) {
+		pid_t pid = atoi(de->d_name);
+		if (pid <= 0 || pid == self)
+			continue;
+		char path[64], line[128];
+		snprintf(path, sizeof(path), "/proc/%d/ksm_stat", pid);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if ((!strncmp(line, "ksm_mergeable: yes", 18) ||
+			     !strncmp(line, "ksm_merge_any: yes", 18)) ||
+			    (!strncmp(line, "ksm_merging_pages ", 18) && atoll(line + 18) > 0)) {
+				snprintf(why, len, "pid %d has mergeable memory", pid);
+				busy = true;
+				break;
+			}
+		fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return busy;
+}
+
+/* Takes the lock (unless run.sh holds it for us), then waits until the
+ * kernel's KSM is idle: up to 15 minutes, then gives up. */
+static void kernel_acquire(void)
+{
+	char why[128];
+	if (!getenv("SAMEPAGE_KSM_LOCK_HELD")) {
+		lock_fd = open(KSM_LOCK, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+		if (lock_fd < 0)
+			die(KSM_LOCK);
+		if (flock(lock_fd, LOCK_EX | LOCK_NB)) {
+			fprintf(stderr, "bench: waiting for %s\n", KSM_LOCK);
+			if (flock(lock_fd, LOCK_EX))
+				die("flock");
+		}
+	}
+	for (int i = 0; kernel_ksm_busy(why, sizeof(why)); i++) {
+		if (i == 900) {
+			fprintf(stderr, "bench: the kernel's KSM stayed in use (%s)\n", why);
+			exit(1);
+		}
+		if (i % 30 == 0)
+			fprintf(stderr, "bench: kernel KSM in use (%s), waiting\n", why);
+		sleep_ms(1000);
+	}
+	for (size_t i = 0; i < NKNOBS; i++)
+		knob_present[i] = !sysfs_read(knob_names[i], saved_knob[i], sizeof(saved_knob[i]));
+	if (!knob_present[NKNOBS - 1]) {
+		fprintf(stderr, "bench: no %s: the kernel has no KSM\n", KSM_DIR);
+		exit(77);
+	}
+	knobs_saved = 1;
+	atexit(restore_knobs);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+/* The pid of the kthread named ksmd. */
+static pid_t find_ksmd(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	pid_t found = -1;
+	while (found < 0 && d && (de = readdir(d))) {
+		pid_t pid = atoi(de->d_name);
+		char path[64], comm[32] = "";
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, comm, sizeof(comm) - 1);
+		close(fd);
+		if (n > 0 && !strncmp(comm, "ksmd\n", 5))
+			found = pid;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* The tid of this process's thread named name. */
+static pid_t find_thread(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	pid_t found = -1;
+	size_t len = strlen(name);
+	while (found < 0 && d && (de = readdir(d))) {
+		pid_t tid = atoi(de->d_name);
+		char path[64], comm[32] = "";
+		if (tid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%d/comm", tid);
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, comm, sizeof(comm) - 1);
+		close(fd);
+		if (n > (ssize_t)len && !strncmp(comm, name, len) && comm[len] == '\n')
+			found = tid;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* ---- the engine ---- */
+
+static void lib_write(struct engine *e, const char *name, const char *value)
+{
+	int err = samepage_write(e->sp, name, value);
+	if (err) {
+		fprintf(stderr, "bench: samepage_write(%s, %s): %s\n", name, value,
+			samepage_strerror(err));
+		exit(1);
+	}
+}
+
+static void set_knob(struct engine *e, const char *name, const char *value)
+{
+	if (e->kind == ENGINE_LIB)
+		lib_write(e, name, value);
+	else
+		kernel_write(name, value);
+}
+
+void engine_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_scan)
+{
+	char v[32];
+	memset(e, 0, sizeof(*e));
+	e->kind = o->engine;
+	e->busy = o->busy;
+	if (e->kind == ENGINE_LIB) {
+		int err = samepage_open(&e->sp);
+		if (err) {
+			fprintf(stderr, "bench: samepage_open: %s\n", samepage_strerror(err));
+			exit(1);
+		}
+		/* pthread_setname_np runs right after pthread_create: wait for it. */
+		for (int i = 0; i < 1000 && (e->cpu_task = find_thread("samepage-ksmd")) < 0; i++)
+			sleep_ms(1);
+		e->cpu_is_thread = true;
+	} else {
+		kernel_acquire();
+		kernel_write("run", "2");
+		e->cpu_task = find_ksmd();
+		e->cpu_is_thread = false;
+	}
+	if (e->cpu_task < 0) {
+		fprintf(stderr, "bench: cannot find the scanner thread\n");
+		exit(1);
+	}
+	e->cpu_clock = cpu_clock_of(e->cpu_task, e->cpu_is_thread);
+	snprintf(v, sizeof(v), "%u", pages_to_scan);
+	set_knob(e, "pages_to_scan", v);
+	set_knob(e, "sleep_millisecs", "0");
+	set_knob(e, "use_zero_pages", o->use_zero_pages ? "1" : "0");
+}
+
+int engine_advise(struct engine *e, void *addr, size_t len, bool mergeable)
+{
+	if (e->kind == ENGINE_LIB)
+		return samepage_madvise(e->sp, addr, len,
+					mergeable ? SAMEPAGE_MERGEABLE : SAMEPAGE_UNMERGEABLE);
+	return madvise(addr, len, mergeable ? MADV_MERGEABLE : MADV_UNMERGEABLE) ? -errno : 0;
+}
+
+void engine_run(struct engine *e, int run)
+{
+	char v[4] = {(char)('0' + run), 0};
+	set_knob(e, "run", v);
+}
+
+long long engine_counter(struct engine *e, const char *name)
+{
+	long long v = -1;
+	if (e->kind == ENGINE_LIB) {
+		if (samepage_read_number(e->sp, name, &v))
+			return -1;
+		return v;
+	}
+	if (!strncmp(name, "ksm_", 4) && strcmp(name, "ksm_zero_pages")) {
+		char line[128];
+		size_t n = strlen(name);
+		FILE *f = fopen("/proc/self/ksm_stat", "r");
+		while (f && fgets(line, sizeof(line), f))
+			if (!strncmp(line, name, n) && line[n] == ' ')
+				v = atoll(line + n + 1);
+		if (f)
+			fclose(f);
+		return v;
+	}
+	return sysfs_number(name);
+}
+
+long long engine_saved_pages(struct engine *e)
+{
+	return engine_counter(e, "pages_sharing") + engine_counter(e, "ksm_zero_pages");
+}
+
+uint64_t engine_cpu_ns(struct engine *e)
+{
+	struct timespec ts;
+	if (!clock_gettime(e->cpu_clock, &ts))
+		return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	return proc_stat_cpu_ns(e->cpu_task, e->cpu_is_thread);
+}
+
+/* After restore_knobs(): is every knob back?  (Someone else writing a
+ * knob meanwhile would show here too: we hold the lock, they should not.) */
+static bool knobs_restored(void)
+{
+	char cur[32];
+	bool ok = true;
+	for (size_t i = 0; i < NKNOBS; i++)
+		if (knob_present[i] &&
+		    (sysfs_read(knob_names[i], cur, sizeof(cur)) || strcmp(cur, saved_knob[i]))) {
+			fprintf(stderr, "bench: %s is %s, was %s before\n", knob_names[i], cur,
+				saved_knob[i]);
+			ok = false;
+		}
+	return ok;
+}
+
+void engine_close(struct engine *e)
+{
+	if (e->kind == ENGINE_LIB) {
+		samepage_close(e->sp);
+		e->sp = NULL;
+		return;
+	}
+	restore_knobs();
+	if (!knobs_restored())
+		exit(1);
+	if (lock_fd >= 0) {
+		close(lock_fd);
+		lock_fd = -1;
+	}
+}
+
+/* ---- idle and busy ---- */
+
+static atomic_bool spin_stop;
+static pthread_t spinner;
+static bool spinning;
+
+static void *spin(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&spin_stop, memory_order_relaxed))
+		;
+	return NULL;
+}
+
+void busy_start(struct engine *e)
+{
+	if (!e->busy || spinning)
+		return;
+	atomic_store(&spin_stop, false);
+	if (pthread_create(&spinner, NULL, spin, NULL)) {
+		fprintf(stderr, "bench: cannot start the busy thread\n");
+		exit(1);
+	}
+	spinning = true;
+}
+
+void busy_stop(struct engine *e)
+{
+	(void)e;
+	if (!spinning)
+		return;
+	atomic_store(&spin_stop, true);
+	pthread_join(spinner, NULL);
+	spinning = false;
+}
+
+/* ---- waiting ---- */
+
+double wait_full_scans(struct engine *e, long long n, double timeout_s)
+{
+	uint64_t t0 = now_ns();
+	long long target = engine_counter(e, "full_scans") + n;
+	while (engine_counter(e, "full_scans") < target) {
+		if (secs_since(t0) > timeout_s)
+			return -1;
+		sleep_ms(1);
+	}
+	return secs_since(t0);
+}
+
+/* The memory-returned sampler: a thread of its own, so that the samples
+ * keep their 50 ms pace even while a counter read waits for the engine. */
+struct sampler {
+	pthread_t thread;
+	FILE *out;
+	uint64_t t0;
+	long long base_kb;
+	atomic_bool stop;
+};
+
+static void *sample(void *arg)
+{
+	struct sampler *s = arg;
+	while (!atomic_load(&s->stop)) {
+		fprintf(s->out, "%.3f\t%.1f\n", secs_since(s->t0),
+			(double)(s->base_kb - mem_used_kb()) / 1024.0);
+		sleep_ms(50);
+	}
+	return NULL;
+}
+
+double wait_converged(struct engine *e, uint64_t t0_ns, long long base_kb, FILE *series,
+		      double timeout_s, double *read_max_s)
+{
+	struct sampler smp = {.out = series, .t0 = t0_ns, .base_kb = base_kb};
+	long long scans = engine_counter(e, "full_scans"), last_value = -1;
+	int same = 0;
+	double t_value = -1, result = -1;
+
+	*read_max_s = 0;
+	atomic_init(&smp.stop, false);
+	if (series && pthread_create(&smp.thread, NULL, sample, &smp))
+		series = NULL;
+	for (;;) {
+		/* The time is taken after the read: a read that waited for the
+		 * engine must not date a scan end too early. */
+		uint64_t r0 = now_ns();
+		long long s = engine_counter(e, "full_scans");
+		double t = secs_since(t0_ns), r = secs_since(r0);
+		if (r > *read_max_s)
+			*read_max_s = r;
+		if (s > scans) {
+			/* A scan ended: compare what it saved with the last one. */
+			long long saved = engine_saved_pages(e);
+			scans = s;
+			if (saved == last_value && saved > 0) {
+				if (++same == 2) {
+					result = t_value;
+					break;
+				}
+			} else {
+				last_value = saved;
+				t_value = t;
+				same = 0;
+			}
+		}
+		if (t > timeout_s)
+			break;
+		sleep_ms(1);
+	}
+	if (series) {
+		atomic_store(&smp.stop, true);
+		pthread_join(smp.thread, NULL);
+	}
+	return result;
+}
+
+/* ---- one merge measurement ---- */
+
+void merge_begin(struct engine *e, const struct span *spans, size_t nspans, struct merge_run *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->base_kb = mem_used_kb();
+	m->base_pss_kb = self_rollup_kb("Pss");
+	m->base_maps = self_map_count();
+	busy_start(e);
+	m->cpu0 = engine_cpu_ns(e);
+	m->t0 = now_ns();
+	for (size_t i = 0; i < nspans; i++) {
+		int err = engine_advise(e, spans[i].addr, spans[i].len, true);
+		if (err) {
+			fprintf(stderr, "bench: madvise(MERGEABLE): %s\n", strerror(-err));
+			exit(1);
+		}
+	}
+	engine_run(e, 1);
+}
+
+void merge_end(struct engine *e, struct merge_run *m)
+{
+	busy_stop(e);
+	m->cpu_s = (double)(engine_cpu_ns(e) - m->cpu0) / 1e9;
+	m->returned_mib = (double)(m->base_kb - mem_used_kb()) / 1024.0;
+	m->pss_returned_mib = (double)(m->base_pss_kb - self_rollup_kb("Pss")) / 1024.0;
+	m->saved_mib = (double)engine_saved_pages(e) * PG / MIB;
+	m->maps_added = self_map_count() - m->base_maps;
+}
+
+void merge_report(const struct bench_opts *o, const struct merge_run *m)
+{
+	bench_result(o, "cpu", "s", m->cpu_s);
+	/* This process's Pss is exact for both engines (a KSM page or a pool
+	 * page counts once however often it is mapped) and immune to other
+	 * processes; the system-wide meminfo drop is noisier on a shared
+	 * machine but sees everything (the pool is Shmem). */
+	bench_result(o, "returned", "MiB", m->pss_returned_mib);
+	bench_result(o, "returned_meminfo", "MiB", m->returned_mib);
+	bench_result(o, "saved_by_counters", "MiB", m->saved_mib);
+	bench_result(o, "mappings_added", "VMAs", (double)m->maps_added);
+	if (m->read_max_s > 0)
+		bench_result(o, "counter_read_max", "ms", m->read_max_s * 1e3);
+}
+
+/* The size of one object of a kernel slab cache (merged caches are
+ * symlinks in /sys/kernel/slab, and absent from /proc/slabinfo). */
+static double slab_size(const char *cache)
+{
+	char path[128], buf[32];
+	snprintf(path, sizeof(path), "/sys/kernel/slab/%s/slab_size", cache);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	return atof(buf);
+}
+
+double metadata_per_page(struct engine *e)
+{
+	if (e->kind == ENGINE_LIB)
+		return (double)engine_counter(e, "metadata_bytes_per_page");
+	long long items = engine_counter(e, "ksm_rmap_items");
+	if (items <= 0)
+		return -1;
+	/* One rmap_item per scanned page, one stable_node per KSM page and
+	 * per chain head, one mm_slot for this process. */
+	double nodes =
+	    (double)(engine_counter(e, "pages_shared") + engine_counter(e, "stable_node_chains"));
+	return ((double)items * slab_size("ksm_rmap_item") + nodes * slab_size("ksm_stable_node") +
+		slab_size("ksm_mm_slot")) /
+	       (double)items;
+}

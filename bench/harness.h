@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * harness.h - what every benchmark of bench/ shares: the two engines under
+ * one interface (libsamepage, and the kernel's KSM through sysfs), the
+ * kernel-KSM lock and knob save/restore, the busy/idle cases, waiting for
+ * full scans and for convergence, the workload builders, the measurements
+ * taken outside the engine (/proc/meminfo, smaps_rollup, /proc/self/maps,
+ * thread CPU clocks) and the result lines that bench/run.sh collects.
+ *
+ * A benchmark program measures one engine in one case per run
+ * ("--engine lib|kernel --case idle|busy"), so that the two engines never
+ * share an address space or a memory baseline; run.sh runs both and
+ * computes the ratios.
+ */
+#ifndef SAMEPAGE_BENCH_HARNESS_H
+#define SAMEPAGE_BENCH_HARNESS_H
+
+#include <samepage.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define PG 4096UL
+#define MIB (1024UL * 1024UL)
+
+/* The pages_to_scan both engines get (sleep_millisecs is always 0): the
+ * value design.md §2 measured the kernel with. */
+#define BENCH_PAGES_TO_SCAN 25600
+
+enum engine_kind { ENGINE_LIB, ENGINE_KERNEL };
+
+struct bench_opts {
+	enum engine_kind engine;
+	bool busy;	      /* --case busy: a thread of ours spins meanwhile */
+	bool quick;	      /* --quick: the reduced sizes of make bench QUICK=1 */
+	int use_zero_pages;   /* --zero 0|1, both engines alike */
+	const char *series;   /* --series FILE: memory returned over time */
+	const char *workload; /* the name on every result line */
+};
+
+/* Parses the common options; exits with a usage message on a bad one. */
+void bench_parse(int argc, char **argv, const char *workload, struct bench_opts *o);
+
+/* One result line: workload, case, engine, metric, unit, value. */
+void bench_result(const struct bench_opts *o, const char *metric, const char *unit, double v);
+
+/* ---- time and CPU ---- */
+
+uint64_t now_ns(void);
+double secs_since(uint64_t t0_ns);
+void sleep_ms(unsigned ms);
+
+/* ---- memory, measured outside the engine ---- */
+
+long long meminfo_kb(const char *field);
+/* AnonPages + Shmem: private memory plus the library's pool (a memfd). */
+long long mem_used_kb(void);
+long long self_rollup_kb(const char *field);
+/* Lines of /proc/self/maps: the mappings (VMAs) this process holds. */
+long long self_map_count(void);
+
+/* ---- workload builders ---- */
+
+/* Private anonymous pages, without transparent huge pages (THP is
+ * "always" here; neither engine merges inside a huge page without
+ * splitting it first, and -P measures normal pages). */
+char *map_pages(size_t npages);
+/* Fills a page with contents that depend only on key (a different key
+ * gives a different page). */
+void fill_page(char *page, uint64_t key);
+/* A reproducible pseudo-random sequence (splitmix64). */
+uint64_t rng_next(uint64_t *state);
+
+/* ---- the engine under test ---- */
+
+struct engine {
+	enum engine_kind kind;
+	samepage_t *sp; /* ENGINE_LIB */
+	int cpu_clock;	/* the scanner's CPU clock: samepage-ksmd, or ksmd */
+	pid_t cpu_task; /* its tid or pid (for the /proc fallback) */
+	bool cpu_is_thread;
+	bool busy;
+};
+
+/* Opens the engine: for the kernel, takes the kernel-KSM lock, waits until
+ * nobody else uses KSM, saves every knob (restored at exit and on
+ * SIGINT/SIGTERM/SIGHUP) and unmerges everything (run=2).  Sets
+ * pages_to_scan, sleep_millisecs=0 and use_zero_pages on both. */
+void engine_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_scan);
+/* madvise(MERGEABLE or UNMERGEABLE): samepage_madvise or madvise. */
+int engine_advise(struct engine *e, void *addr, size_t len, bool mergeable);
+void engine_run(struct engine *e, int run);
+/* A counter by its sysfs name, or a /proc/self/ksm_stat name for the
+ * kernel (ksm_rmap_items, ksm_merging_pages, ksm_process_profit). */
+long long engine_counter(struct engine *e, const char *name);
+/* Pages saved: pages_sharing + ksm_zero_pages (the kernel's definition). */
+long long engine_saved_pages(struct engine *e);
+uint64_t engine_cpu_ns(struct engine *e);
+/* Stops the engine; the kernel's merged pages of this process are
+ * unmerged (run=2) and the knobs restored. */
+void engine_close(struct engine *e);
+
+/* ---- idle and busy ---- */
+
+/* busy: a thread of this process spins on a CPU until busy_stop(), as the
+ * kernel selftest's busy-poll of full_scans does; idle: nothing. */
+void busy_start(struct engine *e);
+void busy_stop(struct engine *e);
+
+/* Waits (nanosleep polling, 1 ms) until full_scans has grown by n.
+ * Returns the seconds waited, or -1 after timeout_s. */
+double wait_full_scans(struct engine *e, long long n, double timeout_s);
+
+/*
+ * Waits until the pages saved are the same at the end of two full scans
+ * running (three scan ends with the same value), sampling memory returned
+ * (mem_used_kb() drop from base_kb) every 50 ms into series if given, from
+ * a thread of its own.  Returns the time from t0_ns to the first scan end
+ * seen with the final value (the convergence time), or -1 after
+ * timeout_s; *read_max_s is the longest a counter read took.
+ */
+double wait_converged(struct engine *e, uint64_t t0_ns, long long base_kb, FILE *series,
+		      double timeout_s, double *read_max_s);
+
+/* ---- one merge measurement, shared by the merge workloads ---- */
+
+struct span {
+	void *addr;
+	size_t len;
+};
+
+struct merge_run {
+	long long base_kb, base_pss_kb, base_maps; /* before */
+	uint64_t t0, cpu0;
+	double wait_s;		 /* set by the caller: time to merged/converged */
+	double read_max_s;	 /* longest counter read while waiting */
+	double cpu_s;		 /* the scanner's CPU over the run */
+	double returned_mib;	 /* AnonPages+Shmem drop, /proc/meminfo */
+	double pss_returned_mib; /* this process's Pss drop, smaps_rollup */
+	double saved_mib;	 /* the engine's own count (pages_sharing + zero) */
+	long long maps_added;	 /* /proc/self/maps lines added */
+};
+
+/* Records the baselines, starts the busy thread (case busy), then, timed
+ * from here as ksm_tests does, marks the spans mergeable and writes run=1. */
+void merge_begin(struct engine *e, const struct span *spans, size_t nspans, struct merge_run *m);
+/* Stops the busy thread and takes the measurements after. */
+void merge_end(struct engine *e, struct merge_run *m);
+/* The result lines every merge workload gives. */
+void merge_report(const struct bench_opts *o, const struct merge_run *m);
+/* Metadata bytes per tracked page: the library's own counter, or the
+ * kernel's KSM slabs (/proc/slabinfo) per rmap item. */
+double metadata_per_page(struct engine *e);
+
+#endif
