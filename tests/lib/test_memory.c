@@ -114,7 +114,9 @@ static void test_map_budget(void)
 	       rd(sp, "pages_sharing"), skipped, maps, max);
 	CHECK(skipped > 0);
 	CHECK(rd(sp, "pages_sharing") > 0);
-	CHECK_CMP(maps, <=, (int)(max - max / 8) + 8, int, "%d");
+	/* Within the budget, give or take the mappings other threads (the
+	 * sanitizer's runtime, say) made since the engine last counted. */
+	CHECK_CMP(maps, <=, (int)(max - max / 8) + 64, int, "%d");
 	/* The application can still map memory of its own. */
 	void *m[2000];
 	int ok = 0;

@@ -24,7 +24,11 @@ static void test_merge(size_t npages, const char *mps)
 	long long saved_kb = (rd(sp, "pages_sharing")) * 4;
 	/* What the engine says it saved, the kernel took back (within 5%;
 	 * below 512 pages the engine's own metadata is in the noise). */
+#ifndef SAMEPAGE_SANITIZE /* the sanitizer's shadow memory moves Anonymous */
 	if (npages >= 512)
+#else
+	if (0)
+#endif
 		CHECK_CMP(before - after, >=, saved_kb * 95 / 100, long long, "%lld");
 	for (size_t i = 0; i < npages * PG; i += 997)
 		REQUIRE(p[i] == '*');
