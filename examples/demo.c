@@ -156,7 +156,7 @@ int main(int argc, char **argv)
 	printf("samepage demo: %u guests x %u MiB from one image (60%% shared, 20%% zero, 20%% "
 	       "private)\n",
 	       guests, mib);
-	long long sys0 = system_kb(), proc0 = process_kb();
+	long long sys0 = system_kb();
 	char **mem = calloc(guests, sizeof(*mem));
 	for (unsigned g = 0; g < guests; g++) {
 		mem[g] = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
@@ -193,9 +193,10 @@ int main(int argc, char **argv)
 			last_sharing = sharing;
 			last_scans = scans;
 		}
-		printf("%s[%5.1fs] full scans %lld | saved %6lld MiB (meminfo) | pages_shared %lld "
-		       "pages_sharing %lld zero %lld%s",
-		       tty ? "\r" : "", now() - t0, scans, (sys1 - system_kb()) / 1024,
+		printf("%s[%5.1fs] full scans %lld | saved %5lld MiB (process) %5lld MiB (meminfo) | "
+		       "pages_shared %lld pages_sharing %lld zero %lld%s",
+		       tty ? "\r" : "", now() - t0, scans, (proc1 - process_kb()) / 1024,
+		       (sys1 - system_kb()) / 1024,
 		       rd(sp, "pages_shared"), sharing, rd(sp, "ksm_zero_pages"),
 		       tty ? "   " : "\n");
 		fflush(stdout);
@@ -215,9 +216,9 @@ int main(int argc, char **argv)
 	printf("  %-34s %12lld\n", "full_scans", rd(sp, "full_scans"));
 	printf("  %-34s %12lld\n", "general_profit (bytes)", rd(sp, "general_profit"));
 	printf("  %-34s %12lld\n", "metadata bytes per page", rd(sp, "metadata_bytes_per_page"));
+	printf("  %-34s %12.1f\n", "all metadata (KiB)", rd(sp, "metadata_bytes") / 1024.0);
 	printf("  %-34s %12.2f\n", "time to converge (s)", secs);
 	printf("  %-34s %12.2f\n", "scanner CPU (s)", cpu);
-	(void)proc0;
 
 	/* Every guest still reads its own memory. */
 	for (unsigned g = 0; g < guests; g++) {

@@ -481,10 +481,15 @@ static long long read_value(struct samepage *sp, int idx)
 	case KNOB_ksm_rmap_items: return (long long)c->rmap_items;
 	case KNOB_ksm_merging_pages: return (long long)(c->pages_shared + c->pages_sharing);
 	case KNOB_ksm_process_profit: return profit;
-	case KNOB_metadata_bytes_per_page:
-		return sp->tracked_pages ? (long long)((metadata_bytes(sp) + sp->tracked_pages / 2) /
+	case KNOB_metadata_bytes_per_page: {
+		/* The rmap item's equivalent: what every tracked page costs. */
+		uint64_t per_page = sp->tracked_pages * sizeof(struct page_meta) +
+				    ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
+		return sp->tracked_pages ? (long long)((per_page + sp->tracked_pages / 2) /
 						       sp->tracked_pages)
 					 : 0;
+	}
+	case KNOB_metadata_bytes: return (long long)metadata_bytes(sp);
 	case KNOB_pages_tracked: return (long long)sp->tracked_pages;
 	case KNOB_pool_pages: return (long long)sp->pool.used;
 	case KNOB_pool_pages_reclaimed: return (long long)sp->pool.reclaimed;

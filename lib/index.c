@@ -8,12 +8,12 @@
  * full memcmp, so a checksum collision never merges different pages.
  *
  * Stable index: one stable_node per KSM page.  Dups of one content (made
- * when a KSM page reaches max_page_sharing) are kept in a ring through
- * `sib`, and the kernel's rules pick among them: a dup is a sharing
- * candidate while mapcount + pending < max_page_sharing, the fullest
- * candidate wins, and when every dup is full the search fails so that a new
- * dup is made from an unstable match (stable_node_chains/dups count rings
- * of two or more).
+ * when a KSM page reaches max_page_sharing) share a bucket, and the
+ * kernel's rules pick among them: a dup is a sharing candidate while
+ * mapcount + pending < max_page_sharing, the fullest candidate wins, and
+ * when every dup is full the search fails so that a new dup is made from an
+ * unstable match (stable_node_chains/dups count contents with two or more
+ * dups, as the kernel's chains).
  *
  * Unstable index: bucket heads, with the chains linked through the pages'
  * own page_meta.link, so it costs 2 to 4 bytes per tracked page.  It is
@@ -67,17 +67,23 @@ static int stable_rehash(struct stable_index *s, uint32_t mask)
 	return 0;
 }
 
-/* The first node of a content's ring, found by checksum and memcmp. */
-static uint32_t stable_find_content(struct samepage *sp, const void *page, uint32_t checksum)
+/* Calls fn on every node holding the same contents as `page` (the dups of
+ * one content), confirmed by memcmp against the first match. */
+static uint32_t for_each_dup(struct samepage *sp, const void *page, uint32_t checksum,
+			     void (*fn)(struct samepage *, uint32_t, void *), void *arg)
 {
 	struct stable_index *s = &sp->stable;
+	uint32_t count = 0;
 	for (uint32_t i = s->heads[checksum & s->mask]; i != NIL; i = s->nodes[i].hnext) {
 		struct stable_node *n = &s->nodes[i];
-		if (n->checksum == checksum &&
-		    memcmp(pool_page(&sp->pool, n->pool_off), page, PAGE_SIZE) == 0)
-			return i;
+		if (n->checksum != checksum ||
+		    memcmp(pool_page(&sp->pool, n->pool_off), page, PAGE_SIZE))
+			continue;
+		count++;
+		if (fn)
+			fn(sp, i, arg);
 	}
-	return NIL;
+	return count;
 }
 
 static bool is_page_sharing_candidate(struct samepage *sp, const struct stable_node *n)
@@ -86,50 +92,44 @@ static bool is_page_sharing_candidate(struct samepage *sp, const struct stable_n
 	return held && held < KNOB(sp, max_page_sharing);
 }
 
+struct best {
+	uint32_t node;
+	bool any;
+};
+
+static void pick_fullest(struct samepage *sp, uint32_t i, void *arg)
+{
+	struct best *b = arg;
+	struct stable_node *n = &sp->stable.nodes[i], *cur;
+	b->any = true;
+	if (!is_page_sharing_candidate(sp, n))
+		return;
+	cur = b->node == NIL ? NULL : &sp->stable.nodes[b->node];
+	if (!cur || n->mapcount + n->pending > cur->mapcount + cur->pending)
+		b->node = i;
+}
+
 /* stable_tree_search: the dup that should take one more mapping of `page`,
  * or NIL (with *all_full when the content exists but every dup is full). */
 uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full)
 {
-	struct stable_index *s = &sp->stable;
-	uint32_t first = stable_find_content(sp, page, checksum), best = NIL;
-
-	*all_full = false;
-	if (first == NIL)
-		return NIL;
-	uint32_t i = first;
-	do {
-		struct stable_node *n = &s->nodes[i];
-		if (is_page_sharing_candidate(sp, n) &&
-		    (best == NIL ||
-		     n->mapcount + n->pending > s->nodes[best].mapcount + s->nodes[best].pending))
-			best = i;
-		i = n->sib;
-	} while (i != first);
-	*all_full = best == NIL;
-	return best;
+	struct best b = {NIL, false};
+	for_each_dup(sp, page, checksum, pick_fullest, &b);
+	*all_full = b.any && b.node == NIL;
+	return b.node;
 }
 
-static void chain_counts(struct samepage *sp, uint32_t ring_size_before, uint32_t ring_size_after)
+/* A content with k >= 2 dups is a chain of k dups. */
+static void chain_counts(struct samepage *sp, uint32_t before, uint32_t after)
 {
-	/* A ring of one node is a plain stable node; two or more, a chain of dups. */
-	if (ring_size_before >= 2) {
+	if (before >= 2) {
 		sp->c.chains--;
-		sp->c.dups -= ring_size_before;
+		sp->c.dups -= before;
 	}
-	if (ring_size_after >= 2) {
+	if (after >= 2) {
 		sp->c.chains++;
-		sp->c.dups += ring_size_after;
+		sp->c.dups += after;
 	}
-}
-
-static uint32_t ring_size(struct stable_index *s, uint32_t first)
-{
-	uint32_t k = 0, i = first;
-	do {
-		k++;
-		i = s->nodes[i].sib;
-	} while (i != first);
-	return k;
 }
 
 /* stable_tree_insert: a new KSM page holding `page`'s contents, at pool
@@ -147,38 +147,29 @@ int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint
 		if (err)
 			return err;
 	}
+	if (s->free_head == NIL && s->nr == s->cap) {
+		uint32_t cap = s->cap ? s->cap + s->cap / 2 : 1024;
+		struct stable_node *n = realloc(s->nodes, (size_t)cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		s->nodes = n;
+		s->cap = cap;
+	}
+	err = pool_alloc(&sp->pool, want_off, &off);
+	if (err)
+		return err;
 	if (s->free_head != NIL) {
 		idx = s->free_head;
 		s->free_head = s->nodes[idx].hnext;
 	} else {
-		if (s->nr == s->cap) {
-			uint32_t cap = s->cap ? s->cap * 2 : 1024;
-			struct stable_node *n = realloc(s->nodes, (size_t)cap * sizeof(*n));
-			if (!n)
-				return -ENOMEM;
-			s->nodes = n;
-			s->cap = cap;
-		}
 		idx = s->nr++;
 	}
-	err = pool_alloc(&sp->pool, want_off, &off);
-	if (err) {
-		s->nodes[idx].in_use = 0;
-		s->nodes[idx].hnext = s->free_head;
-		s->free_head = idx;
-		return err;
-	}
 	memcpy(pool_page(&sp->pool, off), page, PAGE_SIZE);
+	uint32_t dups = for_each_dup(sp, page, checksum, NULL, NULL);
+	chain_counts(sp, dups, dups + 1);
 
 	struct stable_node *n = &s->nodes[idx];
-	uint32_t first = stable_find_content(sp, page, checksum);
-	*n = (struct stable_node){.checksum = checksum, .pool_off = off, .in_use = 1, .sib = idx};
-	if (first != NIL) {
-		uint32_t before = ring_size(s, first);
-		n->sib = s->nodes[first].sib;
-		s->nodes[first].sib = idx;
-		chain_counts(sp, before, before + 1);
-	}
+	*n = (struct stable_node){.checksum = checksum, .pool_off = off, .in_use = 1};
 	n->hnext = s->heads[checksum & s->mask];
 	s->heads[checksum & s->mask] = idx;
 	s->live++;
@@ -203,16 +194,11 @@ static void stable_free(struct samepage *sp, uint32_t idx)
 	struct stable_node *n = &s->nodes[idx];
 	uint32_t *pp = &s->heads[n->checksum & s->mask];
 
+	uint32_t dups = for_each_dup(sp, pool_page(&sp->pool, n->pool_off), n->checksum, NULL, NULL);
+	chain_counts(sp, dups, dups - 1);
 	while (*pp != idx)
 		pp = &s->nodes[*pp].hnext;
 	*pp = n->hnext;
-	if (n->sib != idx) {
-		uint32_t before = ring_size(s, idx), prev = idx;
-		while (s->nodes[prev].sib != idx)
-			prev = s->nodes[prev].sib;
-		s->nodes[prev].sib = n->sib;
-		chain_counts(sp, before, before - 1);
-	}
 	pool_release(&sp->pool, n->pool_off, true);
 	n->in_use = 0;
 	n->hnext = s->free_head;

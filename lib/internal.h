@@ -78,19 +78,18 @@ struct region {
 
 /*
  * One KSM page: a page of the pool memfd and the mappings that share it.
- * Stable nodes of equal contents (dups, when max_page_sharing overflows)
- * are linked in a ring through `sib`: the ring is a "chain" when it holds
- * more than one node.
+ * 20 bytes.  Dups of one content (made when a KSM page is full at
+ * max_page_sharing) all sit in the same hash bucket: the bucket walk finds
+ * them, so no separate chain list is kept.
  */
 struct stable_node {
 	uint32_t checksum;
-	uint32_t pool_off;   /* page offset in the pool */
-	uint32_t mapcount;   /* verified mappings (the kernel's rmap_hlist_len) */
-	uint32_t pending;    /* merges decided in this batch, not yet done */
-	uint32_t hnext;      /* next node in the stable hash bucket */
-	uint32_t sib;        /* next dup of the same contents (ring) */
+	uint32_t pool_off; /* page offset in the pool */
+	uint32_t mapcount; /* verified mappings (the kernel's rmap_hlist_len) */
+	uint32_t hnext;    /* next node in the stable hash bucket, or the free list */
+	uint16_t pending;  /* merges decided in this batch, not yet done */
 	uint8_t in_use;
-	uint8_t pinned;      /* a forked child may map it: never punch */
+	uint8_t pinned; /* a forked child may map it: never punch */
 };
 
 struct stable_index {

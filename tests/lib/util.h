@@ -110,6 +110,10 @@ static inline void check_ksm_pages_count(samepage_t *sp, long long n)
 		CHECK_EQ_INT(shared, n / mps + 1);
 		CHECK_EQ_INT(sharing, n - (n / mps + 1));
 	}
+	/* A content with two or more KSM pages is one chain of that many dups. */
+	shared = rd(sp, "pages_shared");
+	CHECK_EQ_INT(rd(sp, "stable_node_chains"), shared >= 2 ? 1 : 0);
+	CHECK_EQ_INT(rd(sp, "stable_node_dups"), shared >= 2 ? shared : 0);
 }
 
 #endif
