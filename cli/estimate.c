@@ -307,7 +307,7 @@ struct figs {
 	double profit, already_shared, already_ksm, zero_mapped, swapped, unreadable;
 };
 
-static struct figs figs_of(const struct est_unit *u, double f)
+static struct figs figs_of(const struct est_unit *u, double f, bool uzp)
 {
 	struct figs r;
 	double nz = (double)(u->scanned - u->zero);
@@ -322,7 +322,9 @@ static struct figs figs_of(const struct est_unit *u, double f)
 	r.saved_within = (u->zero ? (double)u->zero - 1 : 0) + nz_within;
 	r.distinct = r.scanned - r.saved_within;
 	r.ksm_saved = (double)u->zero_ksm_saved + (double)u->tbl_ksm_saved / f;
-	r.rmap_items = (double)u->rmap_items;
+	/* A page merged into the zero page loses its rmap_item at the next
+	 * pass (ksmd no longer finds a page there), so it costs nothing. */
+	r.rmap_items = (double)u->rmap_items - (uzp ? (double)u->zero : 0);
 	r.profit = r.ksm_saved * EST_PAGE_SIZE - r.rmap_items * EST_RMAP_ITEM_SIZE;
 	r.already_shared = (double)u->already_shared;
 	r.already_ksm = (double)u->already_ksm;
@@ -418,7 +420,7 @@ static bool listed(const struct report *r, int i)
 static void print_json(const struct report *r)
 {
 	struct json j;
-	struct figs tf = figs_of(&r->t.u, r->sample);
+	struct figs tf = figs_of(&r->t.u, r->sample, r->uzp);
 	double ci[2];
 	char buf[128];
 
@@ -468,7 +470,7 @@ static void print_json(const struct report *r)
 	json_array_begin(&j, "processes");
 	for (int i = 0; i < est_nprocs(r->e); i++) {
 		struct est_proc *p = est_proc_at(r->e, i);
-		struct figs pf = figs_of(&p->u, r->sample);
+		struct figs pf = figs_of(&p->u, r->sample, r->uzp);
 
 		if (!listed(r, i))
 			continue;
@@ -492,7 +494,7 @@ static void print_json(const struct report *r)
 	json_array_begin(&j, "cgroups");
 	for (int i = 0; i < est_ncgroups(r->e); i++) {
 		struct est_cgroup *c = est_cgroup_at(r->e, i);
-		struct figs cf = figs_of(&c->u, r->sample);
+		struct figs cf = figs_of(&c->u, r->sample, r->uzp);
 
 		json_object_begin(&j, NULL);
 		json_string(&j, "cgroup", c->path);
@@ -539,7 +541,7 @@ static const char *mib(char *buf, size_t len, double pages)
 
 static void print_text(const struct report *r)
 {
-	struct figs tf = figs_of(&r->t.u, r->sample);
+	struct figs tf = figs_of(&r->t.u, r->sample, r->uzp);
 	char a[32], b[32], c[32];
 	double ci[2];
 	bool sampled = r->sample < 1;
@@ -554,7 +556,7 @@ static void print_text(const struct report *r)
 	       "DISTINCT", "SAVED", "KSM", "SHARED", "CGROUP");
 	for (int i = 0; i < est_nprocs(r->e); i++) {
 		struct est_proc *p = est_proc_at(r->e, i);
-		struct figs f = figs_of(&p->u, r->sample);
+		struct figs f = figs_of(&p->u, r->sample, r->uzp);
 		char buf[128];
 
 		if (!listed(r, i))
@@ -572,7 +574,7 @@ static void print_text(const struct report *r)
 		       "SCANNED", "DISTINCT", "SAVED", "KSM");
 		for (int i = 0; i < est_ncgroups(r->e); i++) {
 			struct est_cgroup *cg = est_cgroup_at(r->e, i);
-			struct figs f = figs_of(&cg->u, r->sample);
+			struct figs f = figs_of(&cg->u, r->sample, r->uzp);
 
 			printf("%-40s %6d %10lld %10lld %10lld %10lld\n", cg->path, cg->nprocs,
 			       rnd(f.scanned), rnd(f.distinct), rnd(f.saved), rnd(f.ksm_saved));
