@@ -411,6 +411,12 @@ def t_permission():
         raise Skip("no user 'nobody' to run without privileges")
     if os.geteuid() != 0:
         raise Skip("needs root to start processes as two users")
+    for prog in (DRIVER, WORKLOAD):
+        try:
+            subprocess.run([prog, "--help"], capture_output=True, user=nobody, timeout=60)
+        except PermissionError:
+            raise Skip("user nobody cannot run %s (the build tree is in a private "
+                       "directory)" % prog)
     mine = Workload("--unique", 20, "--salt", 7)
     theirs = Workload("--unique", 10, "--dup", "1:5", "--salt", 8, user=nobody)
     doc, err = estimate("--pid", "%s,%s" % (pids_arg(mine), pids_arg(theirs)), user=nobody)
