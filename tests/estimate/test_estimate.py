@@ -23,6 +23,7 @@ import time
 RANGE = "6e0000000000-6f0000000000"
 KSM = "/sys/kernel/mm/ksm/"
 NAME, DRIVER, WORKLOAD = sys.argv[1], sys.argv[2], sys.argv[3]
+VERB = sys.argv[4:]  # ["estimate"] when DRIVER is ksmctl itself
 workloads = []
 
 
@@ -72,7 +73,7 @@ atexit.register(stop_all)
 
 
 def estimate(*args, range_=True, user=None, want_rc=0):
-    cmd = [DRIVER, "--json", "--no-progress", *map(str, args)]
+    cmd = [DRIVER, *VERB, "--json", "--no-progress", *map(str, args)]
     if range_:
         cmd += ["--range", RANGE]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, user=user)
@@ -625,6 +626,12 @@ def t_kernel_compare():
                 ["--procs", 2, "--unique", 2000, "--dup", "20:150", "--zero", 1000,
                  "--salt", 12], 6002)
     restore_knobs()
+
+
+def t_ksmctl():
+    """The verb as ksmctl's main() dispatches it gives the same answer."""
+    t_synthetic()
+    t_cross_process()
 
 
 def main():
