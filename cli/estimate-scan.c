@@ -656,6 +656,13 @@ static void resolve_pending(struct est *e)
 
 		if (done[k])
 			continue;
+		if (e->tab[rslot[k]].addr & ADDR_SHARED) {
+			/* A first copy that was shared: through /proc/PID/mem. */
+			done[k] = true;
+			ok[k] = !read_one(e, (int)proc, e->tab[rslot[k]].addr,
+					  e->scratch + (size_t)k * EST_PAGE_SIZE);
+			continue;
+		}
 		for (int q = k; q < nr; q++) {
 			/* First copies that were shared are read one by one. */
 			if (done[q] || e->tab[rslot[q]].proc != proc ||
@@ -668,14 +675,8 @@ static void resolve_pending(struct est *e)
 			idx[n++] = q;
 			done[q] = true;
 		}
-		got = n ? process_vm_readv(e->procs[proc].pid, local, (unsigned long)n, remote,
-					   (unsigned long)n, 0)
-			: 0;
-		if (!n) {
-			done[k] = true;
-			ok[k] = !read_one(e, (int)proc, e->tab[rslot[k]].addr,
-					  e->scratch + (size_t)k * EST_PAGE_SIZE);
-		}
+		got = process_vm_readv(e->procs[proc].pid, local, (unsigned long)n, remote,
+				       (unsigned long)n, 0);
 		for (int q = 0; q < n; q++) {
 			if (got >= (ssize_t)(q + 1) * EST_PAGE_SIZE)
 				ok[idx[q]] = true;
@@ -969,6 +970,26 @@ static void read_comm(struct est_proc *p)
 	}
 }
 
+static bool is_zombie(pid_t pid)
+{
+	char path[64], buf[512];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return true; /* gone altogether */
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return true;
+	buf[n] = 0;
+	/* "pid (comm) S ...": comm may hold ") ", so take the last one. */
+	char *c = strrchr(buf, ')');
+	return c && c[1] == ' ' && (c[2] == 'Z' || c[2] == 'X');
+}
+
 static enum est_status status_of(int err)
 {
 	switch (err) {
@@ -1079,8 +1100,15 @@ int est_scan_proc(struct est *e, int idx)
 	if (ret)
 		goto fail;
 	if (!nv) {
-		/* A kernel thread or a zombie: it has no memory of its own. */
-		p->status = EST_NO_MM;
+		/* No memory of its own: a zombie (it has exited), or a kernel
+		 * thread. */
+		if (is_zombie(p->pid)) {
+			p->status = EST_EXITED;
+			p->err = ESRCH;
+			ret = -ESRCH;
+		} else {
+			p->status = EST_NO_MM;
+		}
 		goto out;
 	}
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)p->pid);

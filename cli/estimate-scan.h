@@ -64,9 +64,9 @@ struct est_unit {
 enum est_status {
 	EST_OK = 0,
 	EST_GONE,   /* no such process when the scan began */
-	EST_EXITED, /* exited while being read: what was read is kept */
+	EST_EXITED, /* exited while being read (or a zombie): what was read is kept */
 	EST_DENIED, /* not allowed to read it */
-	EST_NO_MM,  /* a kernel thread, or a zombie: nothing to read */
+	EST_NO_MM,  /* a kernel thread: nothing to read */
 	EST_FAILED, /* another error, in err */
 };
 

@@ -354,6 +354,8 @@ static const char *status_text(const struct est_proc *p, char *buf, size_t len)
 	case EST_GONE:
 		return "no such process";
 	case EST_EXITED:
+		if (!p->u.present)
+			return "exited before it could be read";
 		return "exited during the scan: the pages read before are counted";
 	case EST_DENIED:
 		if (geteuid() == 0)
@@ -361,7 +363,7 @@ static const char *status_text(const struct est_proc *p, char *buf, size_t len)
 			       "(not dumpable, or another user namespace)";
 		return "permission denied: run as root, or with CAP_SYS_PTRACE";
 	case EST_NO_MM:
-		return "a kernel thread or a zombie: no memory to read";
+		return "a kernel thread: no memory to read";
 	default:
 		snprintf(buf, len, "cannot read: %s", strerror(p->err));
 		return buf;
@@ -833,7 +835,10 @@ int ksmctl_estimate(int argc, char **argv)
 		p = est_proc_at(e, i);
 		if (p->status == EST_OK || (p->status == EST_EXITED && p->u.scanned))
 			nread++;
-		if (p->status != EST_OK && listed(&r, i) && (p->status != EST_GONE || r.named[i])) {
+		/* Processes found by --all or --cgroup come and go: say nothing of
+		 * those that were gone before anything could be read. */
+		bool vanished = p->status == EST_GONE || (p->status == EST_EXITED && !p->u.present);
+		if (p->status != EST_OK && listed(&r, i) && (!vanished || r.named[i])) {
 			if (pr.shown)
 				fputs("\r\033[K", stderr);
 			fprintf(stderr, "ksmctl: estimate: pid %d%s%s%s: %s\n", (int)p->pid,

@@ -192,6 +192,15 @@ def t_fork_shared():
     # the kernel unshare these pages, and a second scan would find 140.
     doc, _ = estimate("--pid", pids_arg(w))
     expect(doc, "second scan", pages_scanned=70, pages_already_shared=70)
+    w.stop()
+    # Copies 200 pages apart, in different batches: the first copy, a shared
+    # page, is read again to confirm, through /proc/PID/mem too.
+    w = Workload("--fork", "--dup", "200:2", "--salt", 2)
+    for scan in ("first", "second"):
+        doc, _ = estimate("--pid", pids_arg(w))
+        expect(doc, scan + " scan", pages_scanned=400, pages_already_shared=400,
+               pages_saved=200, distinct_contents=200)
+        check(doc["confirmation"]["rereads"] > 0, "first copies were read again")
 
 
 def t_max_page_sharing():
