@@ -40,6 +40,9 @@ bool engine_alive(const struct samepage *sp)
 
 /* ---- fork ---- */
 
+/* The domain lock is not held across fork (a robust mutex cannot be
+ * released by the child): the KSM pages this process maps are pinned
+ * before, while sp->lock keeps the scanner from making new ones. */
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&engines_lock);
@@ -48,6 +51,14 @@ static void fork_prepare(void)
 			continue;
 		pthread_mutex_lock(&sp->lock);
 		atomic_fetch_add(&sp->fork->started, 1);
+		domain_lock(sp->dom);
+		for (size_t ri = 0; ri < sp->nregions; ri++) {
+			struct region *r = &sp->regions[ri];
+			for (size_t i = 0; i < r->npages; i++)
+				if (r->meta[i].flags & PM_STABLE)
+					sp->stable.nodes[r->meta[i].link].pinned = 1;
+		}
+		domain_unlock(sp->dom);
 	}
 	as_lock_exclusive(); /* no merge window is open across the fork */
 }
@@ -55,14 +66,9 @@ static void fork_prepare(void)
 static void fork_parent(void)
 {
 	as_unlock();
-	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-		if (!engine_alive(sp))
-			continue;
-		for (uint32_t i = 0; i < sp->stable.nr; i++)
-			if (sp->stable.nodes[i].in_use)
-				sp->stable.nodes[i].pinned = 1;
-		pthread_mutex_unlock(&sp->lock);
-	}
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
+		if (engine_alive(sp))
+			pthread_mutex_unlock(&sp->lock);
 	pthread_mutex_unlock(&engines_lock);
 }
 
@@ -112,15 +118,11 @@ void fork_reap(struct samepage *sp)
 	if (!atomic_compare_exchange_strong(&sp->fork->started, &started, 0))
 		return;
 	atomic_store(&sp->fork->registered, 0);
-	for (uint32_t i = 0; i < sp->stable.nr; i++) {
+	for (uint32_t i = 0; i < sp->dom->nr; i++) {
 		struct stable_node *n = &sp->stable.nodes[i];
 		if (n->in_use && n->pinned) {
 			n->pinned = 0;
-			if (!n->mapcount && !n->pending) {
-				n->mapcount = 1; /* stable_put() frees it from here */
-				sp->c.pages_shared++;
-				stable_put(sp, i);
-			}
+			stable_drop(sp, i, 0, false); /* frees it if nothing maps it */
 		}
 	}
 }
@@ -158,8 +160,24 @@ void engine_note_change(void)
 	pthread_mutex_unlock(&engines_lock);
 }
 
+/* Takes what a change of pages or trees needs, in order: sp->lock (held by
+ * the caller), the address-space lock, the domain lock; then catches up
+ * with what the application unmapped. */
+void engine_enter(struct samepage *sp)
+{
+	as_lock_exclusive();
+	domain_lock(sp->dom);
+	engine_sync(sp);
+}
+
+void engine_leave(struct samepage *sp)
+{
+	domain_unlock(sp->dom);
+	as_unlock();
+}
+
 /* Forgets what the application unmapped and rereads the maps if anything
- * changed.  Called with sp->lock and the address-space lock held. */
+ * changed.  Called inside engine_enter(). */
 void engine_sync(struct samepage *sp)
 {
 	if (!atomic_load(&sp->changed) && !sp->maps_dirty)
@@ -175,52 +193,60 @@ void engine_sync(struct samepage *sp)
 
 /* ---- open / close ---- */
 
-int samepage_open(samepage_t **out)
+/* Makes an engine over a domain's two files (it owns the fds). */
+int engine_open(struct samepage **out, int index_fd, int pool_fd)
 {
 	struct samepage *sp;
 	int err = -ENOMEM;
 	static const char zeros[PAGE_SIZE];
 
-	if (!out)
-		return -EINVAL;
 	*out = NULL;
 	sp = calloc(1, sizeof(*sp));
-	if (!sp)
+	if (!sp) {
+		close(index_fd);
+		close(pool_fd);
 		return -ENOMEM;
-	for (int i = 0; i < samepage_knob_count(); i++)
-		sp->knob[i] = samepage_knob_at(i)->def;
+	}
 	sp->owner = getpid();
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_mutex_init(&sp->forget_lock, NULL);
 	pthread_cond_init(&sp->wake, NULL);
 	sp->pool.fd = -1;
-	sp->last_new_addr = 0;
+	sp->stable.fd = -1;
 	sp->buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
 	sp->pagemap = calloc(BATCH_PAGES, sizeof(uint64_t));
 	sp->reqs = calloc(BATCH_PAGES * 2, sizeof(struct merge_req));
 	sp->fork = prim_mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 			     -1, 0);
-	if (!sp->buf || !sp->pagemap || !sp->reqs || sp->fork == MAP_FAILED) {
-		if (sp->fork == MAP_FAILED)
-			sp->fork = NULL;
+	if (sp->fork == MAP_FAILED)
+		sp->fork = NULL;
+	err = domain_map(&sp->stable, index_fd);
+	if (err) {
+		close(index_fd);
+		close(pool_fd);
 		goto fail;
 	}
-	err = pool_init(&sp->pool);
-	if (err)
+	sp->dom = sp->stable.dom;
+	sp->knob = sp->dom->knob;
+	sp->unmerge_epoch = atomic_load(&sp->dom->unmerge_epoch);
+	err = pool_open(&sp->pool, pool_fd);
+	if (err) {
+		close(pool_fd);
 		goto fail;
-	err = stable_init(&sp->stable);
-	if (err)
-		goto fail_pool;
+	}
+	err = -ENOMEM;
+	if (!sp->buf || !sp->pagemap || !sp->reqs || !sp->fork)
+		goto fail;
 	err = unstable_resize(sp, 0);
 	if (err)
-		goto fail_stable;
+		goto fail;
 	zero_checksum = (uint32_t)XXH3_64bits(zeros, PAGE_SIZE);
 	sp->c.max_map_count = (uint64_t)prim_max_map_count();
 	merge_init();
 	pthread_once(&atfork_once, register_atfork);
 	err = ksmd_start(sp);
 	if (err)
-		goto fail_unstable;
+		goto fail;
 
 	pthread_mutex_lock(&engines_lock);
 	sp->next_engine = engines;
@@ -229,29 +255,58 @@ int samepage_open(samepage_t **out)
 	pthread_mutex_unlock(&engines_lock);
 	*out = sp;
 	return 0;
-
-fail_unstable:
-	free(sp->unstable.heads);
-fail_stable:
-	stable_destroy(&sp->stable);
-fail_pool:
-	pool_destroy(&sp->pool);
 fail:
+	engine_free(sp);
+	return err;
+}
+
+/* Frees what engine_open made; merged pages stay mapped and valid (their
+ * mappings hold the pool file), nothing is punched. */
+void engine_free(struct samepage *sp)
+{
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		prim_munmap(sp->regions[ri].meta, sp->regions[ri].npages * sizeof(struct page_meta));
+		free(sp->regions[ri].spans);
+	}
+	free(sp->regions);
+	free(sp->unstable.heads);
+	if (sp->stable.refs)
+		prim_munmap(sp->stable.refs, (size_t)DOM_NODES * sizeof(uint32_t));
+	domain_unmap(&sp->stable);
+	if (sp->stable.fd >= 0)
+		close(sp->stable.fd);
+	pool_destroy(&sp->pool);
 	if (sp->fork)
 		prim_munmap(sp->fork, PAGE_SIZE);
 	free(sp->buf);
 	free(sp->pagemap);
 	free(sp->reqs);
 	free(sp);
-	return err;
+}
+
+int samepage_open(samepage_t **out)
+{
+	int index_fd, pool_fd, err;
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	err = domain_create(&index_fd, &pool_fd, NULL);
+	if (err)
+		return err;
+	return engine_open(out, index_fd, pool_fd);
+}
+
+/* A connected engine leaves its daemon (client.c); nothing for a local one. */
+__attribute__((weak)) void engine_detach(struct samepage *sp)
+{
+	(void)sp;
 }
 
 void samepage_close(samepage_t *sp)
 {
 	if (!sp)
 		return;
-	bool mine = engine_alive(sp);
-	if (mine)
+	if (engine_alive(sp))
 		ksmd_stop(sp);
 	pthread_mutex_lock(&engines_lock);
 	for (struct samepage **pp = &engines; *pp; pp = &(*pp)->next_engine) {
@@ -262,21 +317,8 @@ void samepage_close(samepage_t *sp)
 		}
 	}
 	pthread_mutex_unlock(&engines_lock);
-	/* Merged pages stay mapped and valid: their mappings hold the pool
-	 * file open.  Nothing is punched. */
-	for (size_t ri = 0; ri < sp->nregions; ri++) {
-		prim_munmap(sp->regions[ri].meta, sp->regions[ri].npages * sizeof(struct page_meta));
-		free(sp->regions[ri].spans);
-	}
-	free(sp->regions);
-	free(sp->unstable.heads);
-	stable_destroy(&sp->stable);
-	pool_destroy(&sp->pool);
-	prim_munmap(sp->fork, PAGE_SIZE);
-	free(sp->buf);
-	free(sp->pagemap);
-	free(sp->reqs);
-	free(sp);
+	engine_detach(sp);
+	engine_free(sp);
 }
 
 /* ---- madvise ---- */
@@ -307,7 +349,9 @@ int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice)
 	if (err || !len)
 		return err;
 	pthread_mutex_lock(&sp->lock);
+	engine_enter(sp);
 	err = regions_mark(sp, (uintptr_t)addr, len, advice == SAMEPAGE_MERGEABLE);
+	engine_leave(sp);
 	if (!err)
 		pthread_cond_broadcast(&sp->wake);
 	pthread_mutex_unlock(&sp->lock);
@@ -346,12 +390,12 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
 	if (err || !len)
 		return err;
 	pthread_mutex_lock(&sp->lock);
-	as_lock_exclusive();
+	engine_enter(sp);
 	if (prim_munmap(addr, len))
 		err = -errno;
 	else
 		regions_forget(sp, (uintptr_t)addr, len);
-	as_unlock();
+	engine_leave(sp);
 	pthread_mutex_unlock(&sp->lock);
 	return err;
 }
@@ -362,8 +406,7 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
 int engine_discard(struct samepage *sp, uintptr_t start, size_t len)
 {
 	int err = 0;
-	as_lock_exclusive();
-	engine_sync(sp);
+	engine_enter(sp);
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		uintptr_t rend = region_addr(r, r->npages), end = start + len;
@@ -398,7 +441,7 @@ int engine_discard(struct samepage *sp, uintptr_t start, size_t len)
 		}
 	}
 	sp->maps_dirty = true;
-	as_unlock();
+	engine_leave(sp);
 	return err;
 }
 
@@ -422,21 +465,24 @@ int samepage_discard(samepage_t *sp, void *addr, size_t len)
 
 /* ---- knobs and counters ---- */
 
+/* What the engine's metadata costs: the per-page items and the unstable
+ * index, and this process's share of the domain's stable nodes and
+ * buckets (the whole of them for a local engine). */
 uint64_t metadata_bytes(struct samepage *sp)
 {
 	uint64_t b = sp->tracked_pages * sizeof(struct page_meta);
+	/* The buckets are hashed: every node may touch a page of them. */
+	uint64_t nodes = sp->dom->nr, head_pages = DOM_BUCKETS * sizeof(uint32_t) / PAGE_SIZE;
 	b += ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
-	b += (uint64_t)sp->stable.cap * sizeof(struct stable_node);
-	b += ((uint64_t)sp->stable.mask + 1) * sizeof(uint32_t);
+	b += nodes * sizeof(struct stable_node) + (nodes < head_pages ? nodes : head_pages) * PAGE_SIZE;
 	for (size_t ri = 0; ri < sp->nregions; ri++)
 		b += sp->regions[ri].nspans * sizeof(struct prot_span) + sizeof(struct region);
 	return b;
 }
 
+/* run = 2 in this process.  Called inside engine_enter(). */
 void unmerge_all(struct samepage *sp)
 {
-	as_lock_exclusive();
-	engine_sync(sp);
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		unmerge_range(sp, r, 0, r->npages);
@@ -451,7 +497,8 @@ void unmerge_all(struct samepage *sp)
 			m->checksum = 0;
 		}
 	}
-	as_unlock();
+	sp->c.full_scans = 0;
+	sp->unmerge_epoch = atomic_load(&sp->dom->unmerge_epoch);
 	sp->scan_running = false;
 	sp->cur_region = sp->cur_index = 0;
 }
@@ -459,28 +506,31 @@ void unmerge_all(struct samepage *sp)
 static long long read_value(struct samepage *sp, int idx)
 {
 	struct counters *c = &sp->c;
-	long long profit = (long long)((c->pages_sharing + c->zero_pages) * PAGE_SIZE) -
-			   (long long)metadata_bytes(sp);
+	long long meta = (long long)metadata_bytes(sp);
+	/* general_profit as the kernel's, with our real metadata instead of
+	 * 64-byte rmap_items; ksm_process_profit counts this process's
+	 * merging pages, as the kernel's ksm_process_profit() does. */
+	long long profit = (long long)((sp->dom->pages_sharing + c->zero_pages) * PAGE_SIZE) - meta;
+	long long process_profit = (long long)((c->merging_pages + c->zero_pages) * PAGE_SIZE) - meta;
 	long long v;
 
 	switch (idx) {
 	case KNOB_pages_scanned: return (long long)c->pages_scanned;
-	case KNOB_pages_shared: return (long long)c->pages_shared;
-	case KNOB_pages_sharing: return (long long)c->pages_sharing;
+	case KNOB_pages_shared: return (long long)sp->dom->pages_shared;
+	case KNOB_pages_sharing: return (long long)sp->dom->pages_sharing;
 	case KNOB_pages_unshared: return (long long)c->pages_unshared;
 	case KNOB_pages_volatile:
-		v = (long long)c->rmap_items - (long long)(c->pages_shared + c->pages_sharing +
-							   c->pages_unshared);
+		v = (long long)c->rmap_items - (long long)(c->merging_pages + c->pages_unshared);
 		return v < 0 ? 0 : v;
 	case KNOB_pages_skipped: return (long long)c->pages_skipped;
 	case KNOB_ksm_zero_pages: return (long long)c->zero_pages;
 	case KNOB_full_scans: return (long long)c->full_scans;
-	case KNOB_stable_node_chains: return (long long)c->chains;
-	case KNOB_stable_node_dups: return (long long)c->dups;
+	case KNOB_stable_node_chains: return (long long)sp->dom->chains;
+	case KNOB_stable_node_dups: return (long long)sp->dom->dups;
 	case KNOB_general_profit: return profit;
 	case KNOB_ksm_rmap_items: return (long long)c->rmap_items;
-	case KNOB_ksm_merging_pages: return (long long)(c->pages_shared + c->pages_sharing);
-	case KNOB_ksm_process_profit: return profit;
+	case KNOB_ksm_merging_pages: return (long long)c->merging_pages;
+	case KNOB_ksm_process_profit: return process_profit;
 	case KNOB_metadata_bytes_per_page: {
 		/* The rmap item's equivalent: what every tracked page costs. */
 		uint64_t per_page = sp->tracked_pages * sizeof(struct page_meta) +
@@ -491,8 +541,8 @@ static long long read_value(struct samepage *sp, int idx)
 	}
 	case KNOB_metadata_bytes: return (long long)metadata_bytes(sp);
 	case KNOB_pages_tracked: return (long long)sp->tracked_pages;
-	case KNOB_pool_pages: return (long long)sp->pool.used;
-	case KNOB_pool_pages_reclaimed: return (long long)sp->pool.reclaimed;
+	case KNOB_pool_pages: return (long long)sp->dom->live;
+	case KNOB_pool_pages_reclaimed: return (long long)sp->dom->reclaimed;
 	case KNOB_merges_skipped_map_budget: return (long long)c->skipped_map_budget;
 	case KNOB_map_count: return (long long)c->map_count;
 	case KNOB_max_map_count: return (long long)c->max_map_count;
@@ -512,14 +562,11 @@ int samepage_read_number(samepage_t *sp, const char *name, long long *out)
 	if (!engine_alive(sp))
 		return -ECHILD;
 	pthread_mutex_lock(&sp->lock);
-	if (atomic_load(&sp->changed)) {
-		/* Count what the application unmapped as gone already. */
-		as_lock_exclusive();
-		engine_sync(sp);
-		as_unlock();
-	}
+	/* Count what the application unmapped as gone already. */
+	engine_enter(sp);
 	fork_reap(sp);
 	*out = read_value(sp, idx);
+	engine_leave(sp);
 	pthread_mutex_unlock(&sp->lock);
 	return 0;
 }
@@ -541,7 +588,7 @@ int samepage_read(samepage_t *sp, const char *name, char *buf, size_t len)
 
 static bool ksm_pages_exist(struct samepage *sp)
 {
-	return sp->stable.live > 0;
+	return sp->dom->live > 0;
 }
 
 int samepage_write(samepage_t *sp, const char *name, const char *value)
@@ -562,8 +609,10 @@ int samepage_write(samepage_t *sp, const char *name, const char *value)
 	case KNOB_run:
 		if (v == 2 && KNOB(sp, run) != 2) {
 			KNOB(sp, run) = 2; /* stops the scanner before the unmerge */
+			atomic_fetch_add(&sp->dom->unmerge_epoch, 1);
+			engine_enter(sp);
 			unmerge_all(sp);
-			sp->c.full_scans = 0;
+			engine_leave(sp);
 		}
 		KNOB(sp, run) = v;
 		break;

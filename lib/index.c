@@ -27,54 +27,19 @@
 #include <string.h>
 #include <sys/mman.h>
 
-/* ---- stable index ---- */
+/* ---- stable index (in the domain: called with the domain locked) ---- */
 
-int stable_init(struct stable_index *s)
-{
-	memset(s, 0, sizeof(*s));
-	s->mask = 1023;
-	s->heads = malloc((s->mask + 1) * sizeof(uint32_t));
-	if (!s->heads)
-		return -ENOMEM;
-	memset(s->heads, 0xff, (s->mask + 1) * sizeof(uint32_t));
-	s->free_head = NIL;
-	return 0;
-}
-
-void stable_destroy(struct stable_index *s)
-{
-	free(s->nodes);
-	free(s->heads);
-	memset(s, 0, sizeof(*s));
-}
-
-static int stable_rehash(struct stable_index *s, uint32_t mask)
-{
-	uint32_t *heads = malloc(((size_t)mask + 1) * sizeof(uint32_t));
-	if (!heads)
-		return -ENOMEM;
-	memset(heads, 0xff, ((size_t)mask + 1) * sizeof(uint32_t));
-	for (uint32_t i = 0; i < s->nr; i++) {
-		struct stable_node *n = &s->nodes[i];
-		if (!n->in_use)
-			continue;
-		n->hnext = heads[n->checksum & mask];
-		heads[n->checksum & mask] = i;
-	}
-	free(s->heads);
-	s->heads = heads;
-	s->mask = mask;
-	return 0;
-}
+#define BUCKET(c) ((c) & (DOM_BUCKETS - 1))
 
 /* Calls fn on every node holding the same contents as `page` (the dups of
- * one content), confirmed by memcmp against the first match. */
+ * one content), confirmed by memcmp; returns how many there are. */
 static uint32_t for_each_dup(struct samepage *sp, const void *page, uint32_t checksum,
 			     void (*fn)(struct samepage *, uint32_t, void *), void *arg)
 {
 	struct stable_index *s = &sp->stable;
 	uint32_t count = 0;
-	for (uint32_t i = s->heads[checksum & s->mask]; i != NIL; i = s->nodes[i].hnext) {
+	for (uint32_t l = s->heads[BUCKET(checksum)]; l; l = s->nodes[l - 1].hnext) {
+		uint32_t i = l - 1;
 		struct stable_node *n = &s->nodes[i];
 		if (n->checksum != checksum ||
 		    memcmp(pool_page(&sp->pool, n->pool_off), page, PAGE_SIZE))
@@ -122,13 +87,14 @@ uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum,
 /* A content with k >= 2 dups is a chain of k dups. */
 static void chain_counts(struct samepage *sp, uint32_t before, uint32_t after)
 {
+	struct domain *d = sp->dom;
 	if (before >= 2) {
-		sp->c.chains--;
-		sp->c.dups -= before;
+		d->chains--;
+		d->dups -= before;
 	}
 	if (after >= 2) {
-		sp->c.chains++;
-		sp->c.dups += after;
+		d->chains++;
+		d->dups += after;
 	}
 }
 
@@ -139,40 +105,19 @@ int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint
 		  uint32_t *out)
 {
 	struct stable_index *s = &sp->stable;
-	uint32_t idx, off;
-	int err;
-
-	if (s->live + 1 > (s->mask + 1) / 2 * 3 / 2) {
-		err = stable_rehash(s, s->mask * 2 + 1);
-		if (err)
-			return err;
-	}
-	if (s->free_head == NIL && s->nr == s->cap) {
-		uint32_t cap = s->cap ? s->cap + s->cap / 2 : 1024;
-		struct stable_node *n = realloc(s->nodes, (size_t)cap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		s->nodes = n;
-		s->cap = cap;
-	}
-	err = pool_alloc(&sp->pool, want_off, &off);
+	uint32_t idx;
+	int err = pool_alloc(sp, want_off, &idx);
 	if (err)
 		return err;
-	if (s->free_head != NIL) {
-		idx = s->free_head;
-		s->free_head = s->nodes[idx].hnext;
-	} else {
-		idx = s->nr++;
-	}
-	memcpy(pool_page(&sp->pool, off), page, PAGE_SIZE);
+	memcpy(pool_page(&sp->pool, idx), page, PAGE_SIZE);
 	uint32_t dups = for_each_dup(sp, page, checksum, NULL, NULL);
 	chain_counts(sp, dups, dups + 1);
 
 	struct stable_node *n = &s->nodes[idx];
-	*n = (struct stable_node){.checksum = checksum, .pool_off = off, .in_use = 1};
-	n->hnext = s->heads[checksum & s->mask];
-	s->heads[checksum & s->mask] = idx;
-	s->live++;
+	*n = (struct stable_node){.checksum = checksum, .pool_off = idx, .in_use = NODE_USED};
+	n->hnext = s->heads[BUCKET(checksum)];
+	s->heads[BUCKET(checksum)] = idx + 1; /* linked last: a dying writer leaves no half node */
+	sp->dom->live++;
 	*out = idx;
 	return 0;
 }
@@ -183,43 +128,57 @@ void stable_get(struct samepage *sp, uint32_t idx)
 {
 	struct stable_node *n = &sp->stable.nodes[idx];
 	if (n->mapcount++ == 0)
-		sp->c.pages_shared++;
+		sp->dom->pages_shared++;
 	else
-		sp->c.pages_sharing++;
+		sp->dom->pages_sharing++;
+	sp->c.merging_pages++;
+	if (sp->stable.refs)
+		sp->stable.refs[idx]++;
 }
 
 static void stable_free(struct samepage *sp, uint32_t idx)
 {
 	struct stable_index *s = &sp->stable;
 	struct stable_node *n = &s->nodes[idx];
-	uint32_t *pp = &s->heads[n->checksum & s->mask];
+	uint32_t *pp = &s->heads[BUCKET(n->checksum)];
 
-	uint32_t dups = for_each_dup(sp, pool_page(&sp->pool, n->pool_off), n->checksum, NULL, NULL);
+	uint32_t dups = for_each_dup(sp, pool_page(&sp->pool, idx), n->checksum, NULL, NULL);
 	chain_counts(sp, dups, dups - 1);
-	while (*pp != idx)
-		pp = &s->nodes[*pp].hnext;
-	*pp = n->hnext;
-	pool_release(&sp->pool, n->pool_off, true);
+	while (*pp && *pp != idx + 1)
+		pp = &s->nodes[*pp - 1].hnext;
+	if (*pp)
+		*pp = n->hnext;
 	n->in_use = 0;
-	n->hnext = s->free_head;
-	s->free_head = idx;
-	s->live--;
+	n->hnext = 0;
+	sp->dom->live--;
+	pool_release(sp, idx);
 }
 
-/* A mapping left the node (copy-on-write, unmerge, unmap).  The last one
- * frees the node and punches its pool page, unless a forked child may
- * still map it. */
-void stable_put(struct samepage *sp, uint32_t idx)
+/* Drops one mapping count of node idx; frees the node (and punches its
+ * pool page) when nothing maps it, nothing is about to, and no forked
+ * child may.  Shared with samepaged's reaper (mine = false). */
+void stable_drop(struct samepage *sp, uint32_t idx, uint32_t count, bool mine)
 {
 	struct stable_node *n = &sp->stable.nodes[idx];
-	if (n->mapcount) {
+	for (; count && n->mapcount; count--) {
 		if (--n->mapcount == 0)
-			sp->c.pages_shared--;
+			sp->dom->pages_shared--;
 		else
-			sp->c.pages_sharing--;
+			sp->dom->pages_sharing--;
+		if (mine) {
+			sp->c.merging_pages--;
+			if (sp->stable.refs && sp->stable.refs[idx])
+				sp->stable.refs[idx]--;
+		}
 	}
-	if (n->mapcount == 0 && n->pending == 0 && !n->pinned)
+	if (n->in_use && n->mapcount == 0 && n->pending == 0 && !n->pinned)
 		stable_free(sp, idx);
+}
+
+/* A mapping left the node (copy-on-write, unmerge, unmap). */
+void stable_put(struct samepage *sp, uint32_t idx)
+{
+	stable_drop(sp, idx, 1, true);
 }
 
 /* ---- unstable index ---- */

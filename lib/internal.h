@@ -78,27 +78,62 @@ struct region {
 
 /*
  * One KSM page: a page of the pool memfd and the mappings that share it.
- * 20 bytes.  Dups of one content (made when a KSM page is full at
- * max_page_sharing) all sit in the same hash bucket: the bucket walk finds
- * them, so no separate chain list is kept.
+ * 20 bytes.  Node i is pool page i.  Dups of one content (made when a KSM
+ * page is full at max_page_sharing) all sit in the same hash bucket: the
+ * bucket walk finds them, so no separate chain list is kept.
  */
 struct stable_node {
 	uint32_t checksum;
-	uint32_t pool_off; /* page offset in the pool */
-	uint32_t mapcount; /* verified mappings (the kernel's rmap_hlist_len) */
-	uint32_t hnext;    /* next node in the stable hash bucket, or the free list */
-	uint16_t pending;  /* merges decided in this batch, not yet done */
-	uint8_t in_use;
-	uint8_t pinned; /* a forked child may map it: never punch */
+	uint32_t pool_off; /* = the node's index; kept for readability */
+	uint32_t mapcount; /* verified mappings in all processes (rmap_hlist_len) */
+	uint32_t hnext;    /* next node in the bucket, plus one (0 ends) */
+	uint16_t pending;  /* merges decided in a batch, not yet done */
+	uint8_t in_use;    /* NODE_USED, NODE_SOLO */
+	uint8_t pinned;    /* a forked child may map it: never punch */
+};
+#define NODE_USED 1
+#define NODE_SOLO 2 /* made for a partner in another process: keep with one mapping */
+
+/*
+ * A domain: the stable index and the pool allocator, in one shared file,
+ * so that the processes of one security domain (samepaged) merge with each
+ * other.  A local engine has a domain of its own.  Sizes are fixed and the
+ * file is sparse: only what is used costs memory.  Heads and links hold
+ * index + 1 so that zeroed memory is an empty table.
+ */
+#define DOM_MAGIC 0x31444d4f44505353ULL /* "SSPDOMD1" */
+#define DOM_NODES (16u << 20)           /* 64 GiB of KSM pages per domain */
+#define DOM_BUCKETS (1u << 18)
+#define DOM_HINTS (1u << 18)
+#define DOM_OFF_NODES 8192UL
+#define DOM_OFF_FREE (DOM_OFF_NODES + (size_t)DOM_NODES * sizeof(struct stable_node))
+#define DOM_OFF_HEADS (DOM_OFF_FREE + (size_t)DOM_NODES * sizeof(uint32_t))
+#define DOM_OFF_HINTS (DOM_OFF_HEADS + (size_t)DOM_BUCKETS * sizeof(uint32_t))
+#define DOM_SIZE (DOM_OFF_HINTS + (size_t)DOM_HINTS * sizeof(uint64_t))
+
+struct domain {
+	uint64_t magic;
+	uint64_t instance; /* random: tells a restarted daemon's new domain from the old */
+	pthread_mutex_t lock; /* robust and process-shared */
+	unsigned long long knob[64];
+	_Atomic uint64_t unmerge_epoch; /* run=2 written: every process unmerges */
+	uint32_t nr;       /* pool pages ever used: the high-water mark */
+	uint32_t free_top; /* entries on the free stack (may be stale: check in_use) */
+	uint32_t last_alloc;
+	uint32_t live; /* nodes in use = pool pages held */
+	uint64_t pages_shared, pages_sharing, chains, dups, reclaimed;
+	char name[72];
 };
 
+/* The process-local view of a domain. */
 struct stable_index {
+	struct domain *dom;
 	struct stable_node *nodes;
-	uint32_t nr, cap; /* nodes[0..nr) allocated, free ones on free_head */
-	uint32_t free_head;
-	uint32_t *heads; /* hash buckets by checksum */
-	uint32_t mask;
-	uint32_t live;
+	uint32_t *free;
+	uint32_t *heads;
+	_Atomic uint64_t *hints;
+	uint32_t *refs; /* this process's mappings per node (samepaged's ledger), or NULL */
+	int fd;
 };
 
 struct unstable_index {
@@ -106,20 +141,13 @@ struct unstable_index {
 	uint32_t mask;
 };
 
-/* The pool: one memfd, mapped MAP_SHARED at `view` for the engine's own
- * reads and writes.  Pages are allocated from `next` or the free list, and
- * a freed page is punched (its memory given back). */
+/* The pool: one memfd of DOM_NODES pages (sparse), mapped MAP_SHARED at
+ * `view` for the engine's own reads and writes.  Which pages are used is
+ * the domain's business (pool_alloc/pool_release). */
 struct pool {
 	int fd;
-	char *view;          /* reserved address range, mapped as the file grows */
-	size_t view_pages;   /* reservation size */
-	size_t file_pages;   /* ftruncate'd size */
-	uint32_t next;       /* first never-used page */
-	uint32_t *free_list; /* freed offsets (a stack) */
-	size_t nfree, free_cap;
-	uint32_t last_alloc; /* to keep runs contiguous */
-	uint64_t used;
-	uint64_t reclaimed;
+	char *view;
+	size_t view_pages;
 	dev_t dev;
 	ino_t ino;
 };
@@ -143,10 +171,10 @@ struct fork_shared {
 	_Atomic pid_t pids[MAX_FORK_CHILDREN];
 };
 
+/* This process's counters; the domain-wide ones are in struct domain. */
 struct counters {
-	uint64_t pages_shared, pages_sharing, pages_unshared, rmap_items;
+	uint64_t merging_pages, pages_unshared, rmap_items;
 	uint64_t pages_scanned, pages_skipped, full_scans, zero_pages;
-	uint64_t chains, dups;
 	uint64_t skipped_map_budget, cow_ksm;
 	uint64_t map_count, max_map_count;
 };
@@ -165,7 +193,7 @@ struct samepage {
 	bool thread_started, stopping;
 	pid_t owner; /* the process that opened it; a forked child's copy is inert */
 
-	unsigned long long knob[64]; /* tunables, by knob_index() */
+	unsigned long long *knob; /* tunables, by knob_index(): the domain's */
 
 	struct region *regions;
 	size_t nregions, regions_cap;
@@ -177,6 +205,8 @@ struct samepage {
 	size_t cur_index;
 
 	struct stable_index stable;
+	struct domain *dom; /* = stable.dom */
+	uint64_t unmerge_epoch; /* the domain's, when this process last unmerged */
 	struct unstable_index unstable;
 	struct pool pool;
 	struct counters c;
@@ -240,23 +270,29 @@ typedef int (*maps_fn)(const struct map_entry *e, void *arg);
 int prim_maps_walk(maps_fn fn, void *arg);
 
 /* pool.c */
-int pool_init(struct pool *p);
+int pool_open(struct pool *p, int fd);
 void pool_destroy(struct pool *p);
-int pool_alloc(struct pool *p, uint32_t want, uint32_t *off);
-void pool_release(struct pool *p, uint32_t off, bool punch);
+int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off);
+void pool_release(struct samepage *sp, uint32_t off);
+
+/* domain.c */
+int domain_create(int *index_fd, int *pool_fd, const char *name);
+int domain_map(struct stable_index *s, int index_fd);
+void domain_unmap(struct stable_index *s);
+void domain_lock(struct domain *d);
+void domain_unlock(struct domain *d);
 static inline char *pool_page(struct pool *p, uint32_t off)
 {
 	return p->view + ((size_t)off << PAGE_SHIFT);
 }
 
 /* index.c */
-int stable_init(struct stable_index *s);
-void stable_destroy(struct stable_index *s);
 uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full);
 int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
 		  uint32_t *out);
 void stable_get(struct samepage *sp, uint32_t node);
 void stable_put(struct samepage *sp, uint32_t node);
+void stable_drop(struct samepage *sp, uint32_t node, uint32_t count, bool mine);
 int unstable_resize(struct samepage *sp, uint64_t pages);
 void unstable_reset(struct samepage *sp);
 uint32_t unstable_search_insert(struct samepage *sp, uint32_t id, const void *page,
@@ -307,6 +343,11 @@ void engine_sync(struct samepage *sp);
 bool engine_alive(const struct samepage *sp);
 int engine_discard(struct samepage *sp, uintptr_t start, size_t len);
 uint64_t metadata_bytes(struct samepage *sp);
+int engine_open(struct samepage **out, int index_fd, int pool_fd);
+void engine_free(struct samepage *sp);
+void engine_detach(struct samepage *sp);
+void engine_enter(struct samepage *sp);
+void engine_leave(struct samepage *sp);
 void unmerge_all(struct samepage *sp);
 void fork_reap(struct samepage *sp);
 #define KNOB(sp, name) ((sp)->knob[KNOB_##name])

@@ -114,8 +114,7 @@ static int for_engines_in(uintptr_t start, size_t len,
 static int unmerge_for_move(struct samepage *sp, uintptr_t start, size_t len)
 {
 	int err = 0;
-	as_lock_exclusive();
-	engine_sync(sp);
+	engine_enter(sp);
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		uintptr_t rend = region_addr(r, r->npages), end = start + len;
@@ -127,13 +126,16 @@ static int unmerge_for_move(struct samepage *sp, uintptr_t start, size_t len)
 		if (e && !err)
 			err = e;
 	}
-	as_unlock();
+	engine_leave(sp);
 	return err;
 }
 
 static int remark(struct samepage *sp, uintptr_t start, size_t len)
 {
-	return regions_mark(sp, start, len, true);
+	engine_enter(sp); /* forgets the old range first, then marks the new one */
+	int err = regions_mark(sp, start, len, true);
+	engine_leave(sp);
+	return err;
 }
 
 EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
@@ -177,9 +179,6 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			if (!engine_alive(sp))
 				continue;
 			pthread_mutex_lock(&sp->lock);
-			as_lock_exclusive();
-			engine_sync(sp); /* the old range first, then the new one */
-			as_unlock();
 			remark(sp, (uintptr_t)m, new_len);
 			pthread_mutex_unlock(&sp->lock);
 		}

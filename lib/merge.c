@@ -379,7 +379,7 @@ void merge_batch(struct samepage *sp)
 			continue;
 		struct stable_node *nd = &sp->stable.nodes[q[i].node];
 		struct region *r = &sp->regions[q[i].region];
-		if (nd->in_use && nd->mapcount == 1 && nd->pending == 0 &&
+		if (nd->in_use == NODE_USED && nd->mapcount == 1 && nd->pending == 0 &&
 		    (r->meta[q[i].index].flags & PM_STABLE) && r->meta[q[i].index].link == q[i].node)
 			break_cow(sp, r, q[i].index);
 	}

@@ -173,6 +173,7 @@ static void region_free(struct samepage *sp, size_t ri)
 
 /* Rebuilds r's protection spans from the maps, and forgets the pages that
  * are no longer in a mergeable mapping. */
+/* Called inside engine_enter(), as everything below that changes trees. */
 static void region_sync(struct samepage *sp, struct region *r, const struct maps *m)
 {
 	uintptr_t end = region_addr(r, r->npages), covered = r->start;
@@ -366,9 +367,7 @@ int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeabl
 			continue;
 		size_t from = start > r->start ? (start - r->start) >> PAGE_SHIFT : 0;
 		size_t to = end < rend ? (end - r->start) >> PAGE_SHIFT : r->npages;
-		as_lock_exclusive();
 		int e = unmerge_range(sp, r, from, to);
-		as_unlock();
 		if (e && !err)
 			err = e;
 		for (size_t i = from; i < to; i++)

@@ -191,8 +191,10 @@ static void scan_time_advisor(struct samepage *sp)
 static void start_full_scan(struct samepage *sp)
 {
 	advisor_start_scan(sp);
+	engine_enter(sp);
 	regions_refresh(sp); /* forget what the application unmapped */
 	fork_reap(sp);       /* unpin the pool pages no forked child maps */
+	engine_leave(sp);
 	unstable_reset(sp);  /* the unstable tree lives one full scan */
 	sp->scan_running = true;
 	sp->cur_region = 0;
@@ -255,11 +257,10 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 
 	/* Take the lock first, then look at what the application unmapped
 	 * while it could: after this, nothing changes until we let go. */
-	as_lock_exclusive();
-	engine_sync(sp);
+	engine_enter(sp);
 	if (sp->cur_region >= sp->nregions ||
 	    sp->cur_index >= sp->regions[sp->cur_region].npages) {
-		as_unlock();
+		engine_leave(sp);
 		return 0; /* the range went away: the caller moves on */
 	}
 	struct region *r = &sp->regions[sp->cur_region];
@@ -267,7 +268,7 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	if (n > BATCH_PAGES)
 		n = BATCH_PAGES;
 	if (prim_pagemap(region_addr(r, from), n, sp->pagemap)) {
-		as_unlock();
+		engine_leave(sp);
 		sp->cur_index += n;
 		return 0;
 	}
@@ -290,7 +291,7 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 		cmp_and_merge_page(sp, ri, from + i);
 	}
 	merge_batch(sp);
-	as_unlock();
+	engine_leave(sp);
 	sp->cur_index = from + i;
 	return used;
 }
@@ -324,6 +325,12 @@ static void *ksmd(void *arg)
 	pthread_mutex_lock(&sp->lock);
 	sp->adv.cpu_ns = prim_thread_cpu_ns();
 	while (!sp->stopping) {
+		if (atomic_load(&sp->dom->unmerge_epoch) != sp->unmerge_epoch) {
+			/* run = 2 was written by another process of the domain. */
+			engine_enter(sp);
+			unmerge_all(sp);
+			engine_leave(sp);
+		}
 		if (KNOB(sp, run) == 1 && sp->nregions) {
 			ksm_do_scan(sp, KNOB(sp, pages_to_scan));
 			if (sp->stopping)
