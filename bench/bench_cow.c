@@ -35,7 +35,7 @@ int main(int argc, char **argv)
 	struct engine e;
 
 	bench_parse(argc, argv, "5-C", &o);
-	engine_open(&e, &o, BENCH_PAGES_TO_SCAN);
+	bench_open(&e, &o, BENCH_PAGES_TO_SCAN);
 	char *fresh = map_pages(PAGES);
 	double fault = write_every_other(&e, fresh, 1);
 	char *p = map_pages(PAGES);
@@ -46,23 +46,23 @@ int main(int argc, char **argv)
 		memset(p + i * PG, '+', i / 2 + 1);
 		memset(p + (i + 1) * PG, '+', i / 2 + 1);
 	}
-	int err = engine_advise(&e, p, PAGES * PG, true);
+	int err = bench_advise(&e, p, PAGES * PG, true);
 	if (err) {
 		fprintf(stderr, "bench_cow: madvise(MERGEABLE): %s\n", strerror(-err));
 		return 1;
 	}
-	engine_run(&e, 1);
+	bench_run(&e, 1);
 	if (wait_full_scans(&e, 2, 60) < 0)
 		return 1;
-	engine_run(&e, 0);
-	long long merged = engine_counter(&e, "pages_sharing");
+	bench_run(&e, 0);
+	long long merged = bench_counter(&e, "pages_sharing");
 	double cow = write_every_other(&e, p, '-');
 
 	bench_result(&o, "first_touch_fault", "us", fault * 1e6);
 	bench_result(&o, "write_unmerged", "us", unmerged * 1e6);
 	bench_result(&o, "cow_break", "us", cow * 1e6);
 	bench_result(&o, "pairs_merged", "pages", (double)merged);
-	engine_close(&e);
+	bench_close(&e);
 	munmap(p, PAGES * PG);
 	munmap(fresh, PAGES * PG);
 	return 0;

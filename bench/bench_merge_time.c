@@ -24,28 +24,29 @@ int main(int argc, char **argv)
 
 	bench_parse(argc, argv, "1-P", &o);
 	size_t mib = o.quick ? 64 : 256, npages = mib * MIB / PG;
-	engine_open(&e, &o, BENCH_PAGES_TO_SCAN);
+	bench_open(&e, &o, BENCH_PAGES_TO_SCAN);
 	char *p = map_pages(npages);
 	memset(p, '*', npages * PG);
 	struct span s = {p, npages * PG};
 
-	merge_begin(&e, &s, 1, &m);
+	bench_merge_begin(&e, &s, 1, &m);
 	m.wait_s = wait_full_scans(&e, 2, 120);
-	merge_end(&e, &m);
+	bench_merge_end(&e, &m);
 	if (m.wait_s < 0) {
 		fprintf(stderr, "bench_merge_time: no two full scans in 120 s\n");
 		return 1;
 	}
 	bench_result(&o, "time", "s", m.wait_s);
 	bench_result(&o, "speed", "MiB/s", (double)mib / m.wait_s);
-	merge_report(&o, &m);
+	bench_merge_report(&o, &m);
+	bench_result(&o, "merged_at_2_scans", "%", 100.0 * m.saved_mib / (double)(mib - mib / 256));
 
 	/* -D: unmerge the merged region. */
-	engine_run(&e, 0);
+	bench_run(&e, 0);
 	o.workload = "5-D";
 	busy_start(&e);
 	uint64_t t0 = now_ns();
-	int err = engine_advise(&e, p, npages * PG, false);
+	int err = bench_advise(&e, p, npages * PG, false);
 	double t = secs_since(t0);
 	busy_stop(&e);
 	if (err) {
@@ -54,7 +55,7 @@ int main(int argc, char **argv)
 	}
 	bench_result(&o, "unmerge_time", "s", t);
 	bench_result(&o, "unmerge_speed", "MiB/s", (double)mib / t);
-	engine_close(&e);
+	bench_close(&e);
 	munmap(p, npages * PG);
 	return 0;
 }

@@ -24,24 +24,24 @@ int main(int argc, char **argv)
 	bench_parse(argc, argv, "3-scan", &o);
 	size_t mib = o.quick ? 64 : 512, npages = mib * MIB / PG;
 	double gib = (double)mib / 1024.0;
-	engine_open(&e, &o, BENCH_PAGES_TO_SCAN);
+	bench_open(&e, &o, BENCH_PAGES_TO_SCAN);
 	char *p = map_pages(npages);
 	for (size_t i = 0; i < npages; i++)
 		fill_page(p + i * PG, (3ULL << 40) + i);
 	struct span s = {p, npages * PG};
 
-	merge_begin(&e, &s, 1, &m);
+	bench_merge_begin(&e, &s, 1, &m);
 	if (wait_full_scans(&e, 1, 120) < 0)
 		return 1;
-	uint64_t cpu0 = engine_cpu_ns(&e), t0 = now_ns();
+	uint64_t cpu0 = bench_cpu_ns(&e), t0 = now_ns();
 	if (wait_full_scans(&e, MEASURED_SCANS, 120) < 0)
 		return 1;
-	double cpu = (double)(engine_cpu_ns(&e) - cpu0) / 1e9, wall = secs_since(t0);
-	merge_end(&e, &m);
+	double cpu = (double)(bench_cpu_ns(&e) - cpu0) / 1e9, wall = secs_since(t0);
+	bench_merge_end(&e, &m);
 	bench_result(&o, "cpu_per_GiB_scan", "s", cpu / gib / MEASURED_SCANS);
 	bench_result(&o, "wall_per_GiB_scan", "s", wall / gib / MEASURED_SCANS);
 	bench_result(&o, "returned", "MiB", m.returned_mib);
-	engine_close(&e);
+	bench_close(&e);
 	munmap(p, npages * PG);
 	return 0;
 }

@@ -26,7 +26,7 @@ int main(int argc, char **argv)
 	bench_parse(argc, argv, "4-scatter", &o);
 	size_t npages = (o.quick ? 32 : 256) * MIB / PG;
 	double timeout = o.quick ? 30 : 120;
-	engine_open(&e, &o, BENCH_PAGES_TO_SCAN);
+	bench_open(&e, &o, BENCH_PAGES_TO_SCAN);
 	char *p = map_pages(npages);
 	uint64_t rng = 7;
 	for (size_t i = 0; i < npages; i++) {
@@ -36,19 +36,19 @@ int main(int argc, char **argv)
 	}
 	struct span s = {p, npages * PG};
 
-	merge_begin(&e, &s, 1, &m);
+	bench_merge_begin(&e, &s, 1, &m);
 	m.wait_s = wait_converged(&e, m.t0, m.base_kb, NULL, timeout, &m.read_max_s);
-	merge_end(&e, &m);
+	bench_merge_end(&e, &m);
 	if (m.wait_s < 0) {
 		fprintf(stderr, "bench_scatter: not converged in %.0f s\n", timeout);
 		return 1;
 	}
 	bench_result(&o, "converge", "s", m.wait_s);
-	merge_report(&o, &m);
+	bench_merge_report(&o, &m);
 	bench_result(&o, "merges_skipped", "pages",
-		     e.kind == ENGINE_LIB ? (double)engine_counter(&e, "merges_skipped_map_budget")
+		     e.kind == ENGINE_LIB ? (double)bench_counter(&e, "merges_skipped_map_budget")
 					  : 0);
-	engine_close(&e);
+	bench_close(&e);
 	munmap(p, npages * PG);
 	return 0;
 }

@@ -52,7 +52,7 @@ int main(int argc, char **argv)
 	size_t npages = (o.quick ? 32 : 256) * MIB / PG;
 	double timeout = o.quick ? 30 : 120;
 	unsigned char *kind = make_layout(npages);
-	engine_open(&e, &o, BENCH_PAGES_TO_SCAN);
+	bench_open(&e, &o, BENCH_PAGES_TO_SCAN);
 	for (size_t g = 0; g < GUESTS; g++) {
 		char *p = map_pages(npages);
 		for (size_t i = 0; i < npages; i++) {
@@ -71,9 +71,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	merge_begin(&e, guests, GUESTS, &m);
+	bench_merge_begin(&e, guests, GUESTS, &m);
 	m.wait_s = wait_converged(&e, m.t0, m.base_kb, series, timeout, &m.read_max_s);
-	merge_end(&e, &m);
+	bench_merge_end(&e, &m);
 	if (series)
 		fclose(series);
 	if (m.wait_s < 0) {
@@ -81,10 +81,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	bench_result(&o, "converge", "s", m.wait_s);
-	merge_report(&o, &m);
+	bench_merge_report(&o, &m);
 	o.workload = o.use_zero_pages ? "6-metadata-zero" : "6-metadata";
 	bench_result(&o, "per_page", "bytes", metadata_per_page(&e));
-	engine_close(&e);
+	bench_close(&e);
 	for (size_t g = 0; g < GUESTS; g++)
 		munmap(guests[g].addr, guests[g].len);
 	free(kind);

@@ -406,51 +406,27 @@ static void kernel_acquire(void)
 	sigaction(SIGHUP, &sa, NULL);
 }
 
-/* The pid of the kthread named ksmd. */
-static pid_t find_ksmd(void)
+/* The first entry of dir (/proc or /proc/self/task) whose comm is name:
+ * the kthread ksmd, or the library's thread samepage-ksmd. */
+static pid_t find_by_comm(const char *dir, const char *name)
 {
-	DIR *d = opendir("/proc");
-	struct dirent *de;
-	pid_t found = -1;
-	while (found < 0 && d && (de = readdir(d))) {
-		pid_t pid = atoi(de->d_name);
-		char path[64], comm[32] = "";
-		if (pid <= 0)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/comm", pid);
-		int fd = open(path, O_RDONLY);
-		if (fd < 0)
-			continue;
-		ssize_t n = read(fd, comm, sizeof(comm) - 1);
-		close(fd);
-		if (n > 0 && !strncmp(comm, "ksmd\n", 5))
-			found = pid;
-	}
-	if (d)
-		closedir(d);
-	return found;
-}
-
-/* The tid of this process's thread named name. */
-static pid_t find_thread(const char *name)
-{
-	DIR *d = opendir("/proc/self/task");
+	DIR *d = opendir(dir);
 	struct dirent *de;
 	pid_t found = -1;
 	size_t len = strlen(name);
 	while (found < 0 && d && (de = readdir(d))) {
-		pid_t tid = atoi(de->d_name);
+		pid_t id = atoi(de->d_name);
 		char path[64], comm[32] = "";
-		if (tid <= 0)
+		if (id <= 0)
 			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%d/comm", tid);
+		snprintf(path, sizeof(path), "%s/%d/comm", dir, id);
 		int fd = open(path, O_RDONLY);
 		if (fd < 0)
 			continue;
 		ssize_t n = read(fd, comm, sizeof(comm) - 1);
 		close(fd);
 		if (n > (ssize_t)len && !strncmp(comm, name, len) && comm[len] == '\n')
-			found = tid;
+			found = id;
 	}
 	if (d)
 		closedir(d);
@@ -477,7 +453,7 @@ static void set_knob(struct engine *e, const char *name, const char *value)
 		kernel_write(name, value);
 }
 
-void engine_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_scan)
+void bench_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_scan)
 {
 	char v[32];
 	memset(e, 0, sizeof(*e));
@@ -490,13 +466,15 @@ void engine_open(struct engine *e, const struct bench_opts *o, unsigned pages_to
 			exit(1);
 		}
 		/* pthread_setname_np runs right after pthread_create: wait for it. */
-		for (int i = 0; i < 1000 && (e->cpu_task = find_thread("samepage-ksmd")) < 0; i++)
+		for (int i = 0; i < 1000 && (e->cpu_task = find_by_comm("/proc/self/task",
+									"samepage-ksmd")) < 0;
+		     i++)
 			sleep_ms(1);
 		e->cpu_is_thread = true;
 	} else {
 		kernel_acquire();
 		kernel_write("run", "2");
-		e->cpu_task = find_ksmd();
+		e->cpu_task = find_by_comm("/proc", "ksmd");
 		e->cpu_is_thread = false;
 	}
 	if (e->cpu_task < 0) {
@@ -510,7 +488,7 @@ void engine_open(struct engine *e, const struct bench_opts *o, unsigned pages_to
 	set_knob(e, "use_zero_pages", o->use_zero_pages ? "1" : "0");
 }
 
-int engine_advise(struct engine *e, void *addr, size_t len, bool mergeable)
+int bench_advise(struct engine *e, void *addr, size_t len, bool mergeable)
 {
 	if (e->kind == ENGINE_LIB)
 		return samepage_madvise(e->sp, addr, len,
@@ -518,13 +496,13 @@ int engine_advise(struct engine *e, void *addr, size_t len, bool mergeable)
 	return madvise(addr, len, mergeable ? MADV_MERGEABLE : MADV_UNMERGEABLE) ? -errno : 0;
 }
 
-void engine_run(struct engine *e, int run)
+void bench_run(struct engine *e, int run)
 {
 	char v[4] = {(char)('0' + run), 0};
 	set_knob(e, "run", v);
 }
 
-long long engine_counter(struct engine *e, const char *name)
+long long bench_counter(struct engine *e, const char *name)
 {
 	long long v = -1;
 	if (e->kind == ENGINE_LIB) {
@@ -546,12 +524,12 @@ long long engine_counter(struct engine *e, const char *name)
 	return sysfs_number(name);
 }
 
-long long engine_saved_pages(struct engine *e)
+long long bench_saved_pages(struct engine *e)
 {
-	return engine_counter(e, "pages_sharing") + engine_counter(e, "ksm_zero_pages");
+	return bench_counter(e, "pages_sharing") + bench_counter(e, "ksm_zero_pages");
 }
 
-uint64_t engine_cpu_ns(struct engine *e)
+uint64_t bench_cpu_ns(struct engine *e)
 {
 	struct timespec ts;
 	if (!clock_gettime(e->cpu_clock, &ts))
@@ -575,7 +553,7 @@ static bool knobs_restored(void)
 	return ok;
 }
 
-void engine_close(struct engine *e)
+void bench_close(struct engine *e)
 {
 	if (e->kind == ENGINE_LIB) {
 		samepage_close(e->sp);
@@ -632,8 +610,8 @@ void busy_stop(struct engine *e)
 double wait_full_scans(struct engine *e, long long n, double timeout_s)
 {
 	uint64_t t0 = now_ns();
-	long long target = engine_counter(e, "full_scans") + n;
-	while (engine_counter(e, "full_scans") < target) {
+	long long target = bench_counter(e, "full_scans") + n;
+	while (bench_counter(e, "full_scans") < target) {
 		if (secs_since(t0) > timeout_s)
 			return -1;
 		sleep_ms(1);
@@ -666,7 +644,7 @@ double wait_converged(struct engine *e, uint64_t t0_ns, long long base_kb, FILE 
 		      double timeout_s, double *read_max_s)
 {
 	struct sampler smp = {.out = series, .t0 = t0_ns, .base_kb = base_kb};
-	long long scans = engine_counter(e, "full_scans"), last_value = -1;
+	long long scans = bench_counter(e, "full_scans"), last_value = -1;
 	int same = 0;
 	double t_value = -1, result = -1;
 
@@ -678,13 +656,13 @@ double wait_converged(struct engine *e, uint64_t t0_ns, long long base_kb, FILE 
 		/* The time is taken after the read: a read that waited for the
 		 * engine must not date a scan end too early. */
 		uint64_t r0 = now_ns();
-		long long s = engine_counter(e, "full_scans");
+		long long s = bench_counter(e, "full_scans");
 		double t = secs_since(t0_ns), r = secs_since(r0);
 		if (r > *read_max_s)
 			*read_max_s = r;
 		if (s > scans) {
 			/* A scan ended: compare what it saved with the last one. */
-			long long saved = engine_saved_pages(e);
+			long long saved = bench_saved_pages(e);
 			scans = s;
 			if (saved == last_value && saved > 0) {
 				if (++same == 2) {
@@ -710,36 +688,47 @@ double wait_converged(struct engine *e, uint64_t t0_ns, long long base_kb, FILE 
 
 /* ---- one merge measurement ---- */
 
-void merge_begin(struct engine *e, const struct span *spans, size_t nspans, struct merge_run *m)
+void bench_merge_begin(struct engine *e, const struct span *spans, size_t nspans,
+		       struct merge_run *m)
 {
 	memset(m, 0, sizeof(*m));
 	m->base_kb = mem_used_kb();
 	m->base_pss_kb = self_rollup_kb("Pss");
 	m->base_maps = self_map_count();
 	busy_start(e);
-	m->cpu0 = engine_cpu_ns(e);
+	m->cpu0 = bench_cpu_ns(e);
 	m->t0 = now_ns();
 	for (size_t i = 0; i < nspans; i++) {
-		int err = engine_advise(e, spans[i].addr, spans[i].len, true);
+		int err = bench_advise(e, spans[i].addr, spans[i].len, true);
 		if (err) {
 			fprintf(stderr, "bench: madvise(MERGEABLE): %s\n", strerror(-err));
 			exit(1);
 		}
 	}
-	engine_run(e, 1);
+	bench_run(e, 1);
 }
 
-void merge_end(struct engine *e, struct merge_run *m)
+void bench_merge_end(struct engine *e, struct merge_run *m)
 {
 	busy_stop(e);
-	m->cpu_s = (double)(engine_cpu_ns(e) - m->cpu0) / 1e9;
+	m->cpu_s = (double)(bench_cpu_ns(e) - m->cpu0) / 1e9;
+	/* The counters first: a library read can wait for a batch, and the
+	 * memory read after it must not see more merges than they say. */
+	long long saved = bench_saved_pages(e);
+	m->saved_mib = (double)saved * PG / MIB;
 	m->returned_mib = (double)(m->base_kb - mem_used_kb()) / 1024.0;
 	m->pss_returned_mib = (double)(m->base_pss_kb - self_rollup_kb("Pss")) / 1024.0;
-	m->saved_mib = (double)engine_saved_pages(e) * PG / MIB;
 	m->maps_added = self_map_count() - m->base_maps;
+	/* The kernel's metadata lives in slab caches, outside this process's
+	 * Pss; the library's is inside it (heap and mmap).  Net of it, both
+	 * count the same thing. */
+	m->net_returned_mib = m->pss_returned_mib;
+	if (e->kind == ENGINE_KERNEL)
+		m->net_returned_mib -=
+		    metadata_per_page(e) * (double)bench_counter(e, "ksm_rmap_items") / MIB;
 }
 
-void merge_report(const struct bench_opts *o, const struct merge_run *m)
+void bench_merge_report(const struct bench_opts *o, const struct merge_run *m)
 {
 	bench_result(o, "cpu", "s", m->cpu_s);
 	/* This process's Pss is exact for both engines (a KSM page or a pool
@@ -747,6 +736,7 @@ void merge_report(const struct bench_opts *o, const struct merge_run *m)
 	 * processes; the system-wide meminfo drop is noisier on a shared
 	 * machine but sees everything (the pool is Shmem). */
 	bench_result(o, "returned", "MiB", m->pss_returned_mib);
+	bench_result(o, "returned_net", "MiB", m->net_returned_mib);
 	bench_result(o, "returned_meminfo", "MiB", m->returned_mib);
 	bench_result(o, "saved_by_counters", "MiB", m->saved_mib);
 	bench_result(o, "mappings_added", "VMAs", (double)m->maps_added);
@@ -772,14 +762,14 @@ static double slab_size(const char *cache)
 double metadata_per_page(struct engine *e)
 {
 	if (e->kind == ENGINE_LIB)
-		return (double)engine_counter(e, "metadata_bytes_per_page");
-	long long items = engine_counter(e, "ksm_rmap_items");
+		return (double)bench_counter(e, "metadata_bytes_per_page");
+	long long items = bench_counter(e, "ksm_rmap_items");
 	if (items <= 0)
 		return -1;
 	/* One rmap_item per scanned page, one stable_node per KSM page and
 	 * per chain head, one mm_slot for this process. */
 	double nodes =
-	    (double)(engine_counter(e, "pages_shared") + engine_counter(e, "stable_node_chains"));
+	    (double)(bench_counter(e, "pages_shared") + bench_counter(e, "stable_node_chains"));
 	return ((double)items * slab_size("ksm_rmap_item") + nodes * slab_size("ksm_stable_node") +
 		slab_size("ksm_mm_slot")) /
 	       (double)items;

@@ -88,19 +88,19 @@ struct engine {
  * nobody else uses KSM, saves every knob (restored at exit and on
  * SIGINT/SIGTERM/SIGHUP) and unmerges everything (run=2).  Sets
  * pages_to_scan, sleep_millisecs=0 and use_zero_pages on both. */
-void engine_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_scan);
+void bench_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_scan);
 /* madvise(MERGEABLE or UNMERGEABLE): samepage_madvise or madvise. */
-int engine_advise(struct engine *e, void *addr, size_t len, bool mergeable);
-void engine_run(struct engine *e, int run);
+int bench_advise(struct engine *e, void *addr, size_t len, bool mergeable);
+void bench_run(struct engine *e, int run);
 /* A counter by its sysfs name, or a /proc/self/ksm_stat name for the
  * kernel (ksm_rmap_items, ksm_merging_pages, ksm_process_profit). */
-long long engine_counter(struct engine *e, const char *name);
+long long bench_counter(struct engine *e, const char *name);
 /* Pages saved: pages_sharing + ksm_zero_pages (the kernel's definition). */
-long long engine_saved_pages(struct engine *e);
-uint64_t engine_cpu_ns(struct engine *e);
+long long bench_saved_pages(struct engine *e);
+uint64_t bench_cpu_ns(struct engine *e);
 /* Stops the engine; the kernel's merged pages of this process are
  * unmerged (run=2) and the knobs restored. */
-void engine_close(struct engine *e);
+void bench_close(struct engine *e);
 
 /* ---- idle and busy ---- */
 
@@ -139,17 +139,19 @@ struct merge_run {
 	double cpu_s;		 /* the scanner's CPU over the run */
 	double returned_mib;	 /* AnonPages+Shmem drop, /proc/meminfo */
 	double pss_returned_mib; /* this process's Pss drop, smaps_rollup */
+	double net_returned_mib; /* minus the kernel's slab metadata */
 	double saved_mib;	 /* the engine's own count (pages_sharing + zero) */
 	long long maps_added;	 /* /proc/self/maps lines added */
 };
 
 /* Records the baselines, starts the busy thread (case busy), then, timed
  * from here as ksm_tests does, marks the spans mergeable and writes run=1. */
-void merge_begin(struct engine *e, const struct span *spans, size_t nspans, struct merge_run *m);
+void bench_merge_begin(struct engine *e, const struct span *spans, size_t nspans,
+		       struct merge_run *m);
 /* Stops the busy thread and takes the measurements after. */
-void merge_end(struct engine *e, struct merge_run *m);
+void bench_merge_end(struct engine *e, struct merge_run *m);
 /* The result lines every merge workload gives. */
-void merge_report(const struct bench_opts *o, const struct merge_run *m);
+void bench_merge_report(const struct bench_opts *o, const struct merge_run *m);
 /* Metadata bytes per tracked page: the library's own counter, or the
  * kernel's KSM slabs (/proc/slabinfo) per rmap item. */
 double metadata_per_page(struct engine *e);

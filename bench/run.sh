@@ -36,8 +36,8 @@ mkdir -p "$out"
 [ -x "$bin/bench_merge_time" ] || { echo "run.sh: no $bin/bench_merge_time: run make build" >&2; exit 1; }
 [ -d /sys/kernel/mm/ksm ] || { echo "run.sh: no /sys/kernel/mm/ksm: the kernel has no KSM" >&2; exit 77; }
 
-tag=latest
-[ $quick = 1 ] && tag=quick
+tag=latest sfx= mib=256
+if [ $quick = 1 ]; then tag=quick sfx=-quick mib=32; fi
 raw=$out/raw-$tag.tsv
 : >"$raw"
 
@@ -146,7 +146,7 @@ function target(w, m) {
 	if (w ~ /^2-VM/ && m == "converge") return "<=0.333"
 	if (w == "3-scan" && m == "cpu_per_GiB_scan") return "<=0.5"
 	if (w == "5-C" && m == "cow_break") return "<=1"
-	if (w ~ /^(1|2|4)-/ && m == "returned") return ">=1"
+	if (w ~ /^(1|2|4)-/ && m == "returned_net") return ">=1"
 	if (w ~ /^6-metadata/ && m == "per_page") return "engine<=16"
 	return ""
 }
@@ -185,7 +185,7 @@ done
 
 # The plot of workload 2: memory returned over time, engine vs kernel.
 if command -v gnuplot >/dev/null && [ -s "$out/vm-idle-lib.dat" ] && [ -s "$out/vm-idle-kernel.dat" ]; then
-	png=$out/vm-like$([ $quick = 1 ] && echo -quick).png
+	png=$out/vm-like$sfx.png
 	plots="'$out/vm-idle-lib.dat' using 1:2 with lines lw 2 lc rgb '#1f77b4' title 'libsamepage, idle', \
 '$out/vm-idle-kernel.dat' using 1:2 with lines lw 2 lc rgb '#d62728' title 'kernel KSM, idle'"
 	if [ -s "$out/vm-busy-lib.dat" ] && [ -s "$out/vm-busy-kernel.dat" ] && [ $quick = 0 ]; then
@@ -195,7 +195,7 @@ if command -v gnuplot >/dev/null && [ -s "$out/vm-idle-lib.dat" ] && [ -s "$out/
 	gnuplot <<-GP || { echo "run.sh: gnuplot failed" >&2; failed=1; }
 		set terminal pngcairo size 900,520 font 'DejaVu Sans,10'
 		set output '$png'
-		set title 'Workload 2 (VM-like, 4 x $([ $quick = 1 ] && echo 32 || echo 256) MiB, use\_zero\_pages=0): memory returned'
+		set title 'Workload 2 (VM-like, 4 x $mib MiB, use\_zero\_pages=0): memory returned'
 		set xlabel 'seconds since madvise + run=1'
 		set ylabel 'MiB returned (AnonPages+Shmem drop)'
 		set key bottom right
@@ -205,10 +205,12 @@ if command -v gnuplot >/dev/null && [ -s "$out/vm-idle-lib.dat" ] && [ -s "$out/
 fi
 
 {
-	echo "# samepage benchmarks ($tag), $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r)," \
+	rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	[ -n "$(git -C "$root" status --porcelain -- lib include 2>/dev/null)" ] && rev="$rev+dirty-lib"
+	echo "# samepage benchmarks ($tag), commit $rev, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r)," \
 		"$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) CPUs," \
 		"${elapsed}s"
 	column -t -s $'\t' "$table"
-}
+} | tee "$out/$tag.txt"
 [ $failed = 0 ] || { echo "run.sh: FAILED (see above)" >&2; exit 1; }
 echo "results: $table"
