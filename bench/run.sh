@@ -205,7 +205,8 @@ if command -v gnuplot >/dev/null && [ -s "$out/vm-idle-lib.dat" ] && [ -s "$out/
 fi
 
 {
-	rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	# SAMEPAGE_BENCH_REV names the commit of a tree exported without .git.
+	rev=${SAMEPAGE_BENCH_REV:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 	[ -n "$(git -C "$root" status --porcelain -- lib include 2>/dev/null)" ] && rev="$rev+dirty-lib"
 	echo "# samepage benchmarks ($tag), commit $rev, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r)," \
 		"$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) CPUs," \
