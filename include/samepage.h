@@ -131,6 +131,32 @@ SAMEPAGE_API int samepage_knob_parse(const char *name, const char *value,
 				     unsigned long long *out);
 
 /* ---------------------------------------------------------------------
+ * samepaged: merging across the processes of one security domain.
+ * ------------------------------------------------------------------- */
+
+/* Connects to samepaged and returns an engine like samepage_open()'s,
+ * whose memory merges with that of every process connected to the same
+ * domain of the same daemon (and never with another domain's).  The knobs
+ * are the daemon's (samepage_write asks it); the counters pages_shared,
+ * pages_sharing, stable_node_* are the domain's, the others this
+ * process's.  domain: 1 to 64 of [A-Za-z0-9._-], not starting with '.'.
+ * The socket is $SAMEPAGE_SOCKET, else $XDG_RUNTIME_DIR/samepaged.sock,
+ * else /run/samepaged.sock.  -ENOENT/-ECONNREFUSED: no daemon there;
+ * -EACCES: the daemon belongs to another user; -EINVAL: bad domain name.
+ * If the daemon goes away, merged memory stays valid; merging pauses and
+ * resumes when the daemon is back. */
+SAMEPAGE_API int samepage_connect(samepage_t **out, const char *domain);
+
+/* The socket path samepage_connect() uses, as described above. */
+SAMEPAGE_API int samepage_socket_path(char *buf, size_t len);
+
+/* One request of samepaged's control protocol ("GET", "GET name",
+ * "SET name value", "CLIENTS"); reply gets the answer's text.  Returns 0,
+ * the -errno of an "ERR" answer, or the -errno of the connection. */
+SAMEPAGE_API int samepage_control(const char *socket_path, const char *request, char *reply,
+				  size_t len);
+
+/* ---------------------------------------------------------------------
  * Memory owned by the library: discard is always safe.
  * ------------------------------------------------------------------- */
 

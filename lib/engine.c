@@ -213,6 +213,7 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	pthread_cond_init(&sp->wake, NULL);
 	sp->pool.fd = -1;
 	sp->stable.fd = -1;
+	sp->conn_fd = -1;
 	sp->buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
 	sp->pagemap = calloc(BATCH_PAGES, sizeof(uint64_t));
 	sp->reqs = calloc(BATCH_PAGES * 2, sizeof(struct merge_req));
@@ -244,20 +245,25 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	sp->c.max_map_count = (uint64_t)prim_max_map_count();
 	merge_init();
 	pthread_once(&atfork_once, register_atfork);
-	err = ksmd_start(sp);
-	if (err)
-		goto fail;
-
-	pthread_mutex_lock(&engines_lock);
-	sp->next_engine = engines;
-	engines = sp;
-	atomic_fetch_add(&nengines, 1);
-	pthread_mutex_unlock(&engines_lock);
 	*out = sp;
 	return 0;
 fail:
 	engine_free(sp);
 	return err;
+}
+
+/* Starts the scanner and lists the engine for interpose.c and fork. */
+int engine_start(struct samepage *sp)
+{
+	int err = ksmd_start(sp);
+	if (err)
+		return err;
+	pthread_mutex_lock(&engines_lock);
+	sp->next_engine = engines;
+	engines = sp;
+	atomic_fetch_add(&nengines, 1);
+	pthread_mutex_unlock(&engines_lock);
+	return 0;
 }
 
 /* Frees what engine_open made; merged pages stay mapped and valid (their
@@ -270,8 +276,6 @@ void engine_free(struct samepage *sp)
 	}
 	free(sp->regions);
 	free(sp->unstable.heads);
-	if (sp->stable.refs)
-		prim_munmap(sp->stable.refs, (size_t)DOM_NODES * sizeof(uint32_t));
 	domain_unmap(&sp->stable);
 	if (sp->stable.fd >= 0)
 		close(sp->stable.fd);
@@ -293,13 +297,12 @@ int samepage_open(samepage_t **out)
 	err = domain_create(&index_fd, &pool_fd, NULL);
 	if (err)
 		return err;
-	return engine_open(out, index_fd, pool_fd);
-}
-
-/* A connected engine leaves its daemon (client.c); nothing for a local one. */
-__attribute__((weak)) void engine_detach(struct samepage *sp)
-{
-	(void)sp;
+	err = engine_open(out, index_fd, pool_fd);
+	if (!err && (err = engine_start(*out))) {
+		engine_free(*out);
+		*out = NULL;
+	}
+	return err;
 }
 
 void samepage_close(samepage_t *sp)
@@ -586,14 +589,42 @@ int samepage_read(samepage_t *sp, const char *name, char *buf, size_t len)
 	return n < 0 || (size_t)n >= len ? -ERANGE : 0;
 }
 
-static bool ksm_pages_exist(struct samepage *sp)
+/*
+ * The kernel's rules for a knob write, on a knob array (an engine's domain,
+ * or samepaged's daemon-wide copy): 0 or -errno, nothing changed on error.
+ * *unmerge is set when run went to 2: the caller unmerges.
+ */
+int knob_store(unsigned long long *knob, int idx, unsigned long long v, bool ksm_pages_exist,
+	       bool *unmerge)
 {
-	return sp->dom->live > 0;
+	*unmerge = false;
+	switch (idx) {
+	case KNOB_run:
+		*unmerge = v == 2 && knob[KNOB_run] != 2;
+		break;
+	case KNOB_pages_to_scan:
+		if (knob[KNOB_advisor_mode] == 1)
+			return -EINVAL; /* the advisor owns pages_to_scan */
+		break;
+	case KNOB_max_page_sharing:
+	case KNOB_merge_across_nodes:
+		if (v != knob[idx] && ksm_pages_exist)
+			return -EBUSY; /* the kernel: only after run=2 */
+		break;
+	case KNOB_advisor_mode:
+		if (v != knob[KNOB_advisor_mode])
+			knob[KNOB_pages_to_scan] = v ? knob[KNOB_advisor_min_pages_to_scan]
+						     : samepage_knob_find("pages_to_scan")->def;
+		break;
+	}
+	knob[idx] = v;
+	return 0;
 }
 
 int samepage_write(samepage_t *sp, const char *name, const char *value)
 {
 	unsigned long long v;
+	bool unmerge;
 	int idx, err;
 
 	if (!sp)
@@ -603,45 +634,19 @@ int samepage_write(samepage_t *sp, const char *name, const char *value)
 		return err;
 	if (!engine_alive(sp))
 		return -ECHILD;
+	if (sp->socket_path[0]) /* knobs are daemon-wide: samepaged applies them */
+		return client_write(sp, name, value);
 	idx = knob_index(name);
 	pthread_mutex_lock(&sp->lock);
-	switch (idx) {
-	case KNOB_run:
-		if (v == 2 && KNOB(sp, run) != 2) {
-			KNOB(sp, run) = 2; /* stops the scanner before the unmerge */
-			atomic_fetch_add(&sp->dom->unmerge_epoch, 1);
-			engine_enter(sp);
-			unmerge_all(sp);
-			engine_leave(sp);
-		}
-		KNOB(sp, run) = v;
-		break;
-	case KNOB_pages_to_scan:
-		if (KNOB(sp, advisor_mode) == 1)
-			err = -EINVAL;
-		else
-			KNOB(sp, pages_to_scan) = v;
-		break;
-	case KNOB_max_page_sharing:
-	case KNOB_merge_across_nodes:
-		if (v != sp->knob[idx] && ksm_pages_exist(sp))
-			err = -EBUSY;
-		else
-			sp->knob[idx] = v;
-		break;
-	case KNOB_advisor_mode:
-		if (v != KNOB(sp, advisor_mode)) {
-			KNOB(sp, advisor_mode) = v;
-			memset(&sp->adv, 0, sizeof(sp->adv));
-			sp->adv.cpu_ns = 0;
-			KNOB(sp, pages_to_scan) =
-				v ? KNOB(sp, advisor_min_pages_to_scan)
-				  : samepage_knob_find("pages_to_scan")->def;
-		}
-		break;
-	default:
-		sp->knob[idx] = v;
-		break;
+	bool mode_change = idx == KNOB_advisor_mode && v != KNOB(sp, advisor_mode);
+	err = knob_store(sp->knob, idx, v, sp->dom->live > 0, &unmerge);
+	if (!err && mode_change)
+		memset(&sp->adv, 0, sizeof(sp->adv)); /* the advisor starts afresh */
+	if (unmerge) {
+		atomic_fetch_add(&sp->dom->unmerge_epoch, 1);
+		engine_enter(sp);
+		unmerge_all(sp);
+		engine_leave(sp);
 	}
 	pthread_cond_broadcast(&sp->wake);
 	pthread_mutex_unlock(&sp->lock);

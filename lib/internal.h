@@ -232,8 +232,45 @@ struct samepage {
 	size_t nforget;
 	_Atomic bool changed; /* maps_dirty, set from application threads */
 
+	/* samepaged (client.c): the connection, the ledger this process's
+	 * references are counted in, and whether merging is paused because
+	 * the daemon went away. */
+	int conn_fd;
+	struct ledger *ledger;
+	bool detached;
+	uint64_t reconnect_ns;
+	char domain_name[72];
+	char socket_path[108];
+
 	struct samepage *next_engine; /* the process's list of engines */
 };
+
+/*
+ * A client's ledger: a file of samepaged's state directory, shared between
+ * the client (which writes it) and the daemon (which reads it when the
+ * client is gone, to drop the client's references).  refs[i] is how many
+ * of the client's pages map KSM page i.  Sparse: 4 bytes per KSM page the
+ * client maps, in practice.
+ */
+#define LEDGER_MAGIC 0x31474452444c5353ULL /* "SSLDRDG1" */
+#define LEDGER_OFF_REFS 4096UL
+#define LEDGER_SIZE (LEDGER_OFF_REFS + (size_t)DOM_NODES * sizeof(uint32_t))
+struct ledger {
+	uint64_t magic;
+	int32_t pid;
+	uint64_t starttime; /* /proc/PID/stat field 22: tells a reused pid */
+	_Atomic int64_t rmap_items, merging_pages, zero_pages, unshared, full_scans;
+	_Atomic int64_t process_profit, tracked_pages, metadata_bytes, pages_scanned, pages_skipped;
+	char comm[32];
+};
+
+/* The control protocol (one message per SOCK_SEQPACKET packet, text):
+ *   HELLO <domain>        -> OK <instance>, with the index, pool and ledger fds
+ *   GET [name]            -> OK, then "name value" lines
+ *   SET <name> <value>    -> OK
+ *   CLIENTS               -> OK, then one line per client (see samepaged.c)
+ * An error is "ERR <errno> <message>". */
+#define PROTO_MAX 65536
 
 /* knobs.c */
 int knob_index(const char *name);
@@ -333,6 +370,13 @@ void ksmd_stop(struct samepage *sp);
 void ksm_do_scan(struct samepage *sp, uint64_t budget);
 extern uint32_t zero_checksum;
 
+/* client.c */
+int ledger_publish(struct samepage *sp);
+int client_write(struct samepage *sp, const char *name, const char *value);
+void client_poll(struct samepage *sp);
+bool domain_name_ok(const char *name);
+unsigned long long proc_starttime(pid_t pid);
+
 /* engine.c */
 extern pthread_mutex_t engines_lock;
 extern struct samepage *engines;
@@ -344,12 +388,15 @@ bool engine_alive(const struct samepage *sp);
 int engine_discard(struct samepage *sp, uintptr_t start, size_t len);
 uint64_t metadata_bytes(struct samepage *sp);
 int engine_open(struct samepage **out, int index_fd, int pool_fd);
+int engine_start(struct samepage *sp);
 void engine_free(struct samepage *sp);
 void engine_detach(struct samepage *sp);
 void engine_enter(struct samepage *sp);
 void engine_leave(struct samepage *sp);
 void unmerge_all(struct samepage *sp);
 void fork_reap(struct samepage *sp);
+int knob_store(unsigned long long *knob, int idx, unsigned long long v, bool ksm_pages_exist,
+	       bool *unmerge);
 #define KNOB(sp, name) ((sp)->knob[KNOB_##name])
 enum {
 #define SAMEPAGE_KNOB(n, k, f, d, lo, hi, since, help) KNOB_##n,

@@ -33,18 +33,30 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 uint32_t zero_checksum;
 
 /* calc_checksum: the low 32 bits of XXH3-64, read under the guard. */
-static bool calc_checksum(const void *page, uint32_t *out)
+static bool calc_checksum(const void *page, uint32_t *out, uint64_t *hash)
 {
-	uint64_t h;
-	if (!guarded_hash(page, &h))
+	if (!guarded_hash(page, hash))
 		return false;
-	*out = (uint32_t)h;
+	*out = (uint32_t)*hash;
 	return true;
+}
+
+/* Across processes (client.c): is this page waiting in another process's
+ * unstable tree?  If not, say that it waits in ours. */
+static bool other_process_has(struct samepage *sp, uint64_t hash)
+{
+	_Atomic uint64_t *slot = &sp->stable.hints[(hash >> 32) % DOM_HINTS];
+	uint64_t me = (uint64_t)(getpid() & 0xffff), old = atomic_load(slot);
+	if ((old & ~0xffffULL) == (hash & ~0xffffULL) && (old & 0xffff) != me)
+		return true;
+	atomic_store(slot, (hash & ~0xffffULL) | me);
+	return false;
 }
 
 /* The kernel's smart scan (6.7): pages that keep failing to merge are
@@ -98,11 +110,14 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 	struct region *r = &sp->regions[ri];
 	struct page_meta *m = &r->meta[i];
 	uint32_t id = r->base_id + (uint32_t)i, checksum, node, tree;
+	uint64_t hash;
 	const void *page = (const void *)region_addr(r, i);
 	bool all_full;
 
 	remove_rmap_item_from_tree(sp, id);
-	if (!calc_checksum(page, &checksum))
+	if (sp->detached)
+		return; /* samepaged is away: no new merges until it is back */
+	if (!calc_checksum(page, &checksum, &hash))
 		return; /* unreadable now: the range changed under us */
 	if (checksum != m->checksum) {
 		m->checksum = checksum;
@@ -121,8 +136,16 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 		return;
 	}
 	tree = unstable_search_insert(sp, id, sp->buf, checksum);
-	if (tree == NIL)
+	if (tree == NIL) {
+		if (sp->ledger && other_process_has(sp, hash) &&
+		    !stable_insert(sp, sp->buf, checksum, NIL, &node)) {
+			/* Make the KSM page for the other process to find. */
+			unstable_remove(sp, id);
+			sp->stable.nodes[node].in_use |= NODE_SOLO;
+			queue_merge(sp, ri, i, node);
+		}
 		return;
+	}
 
 	/* try_to_merge_two_pages: both become mappings of a new KSM page,
 	 * placed right after the previous new one when this page follows the
@@ -311,6 +334,7 @@ void ksm_do_scan(struct samepage *sp, uint64_t budget)
 			continue;
 		}
 		budget -= scan_batch(sp, budget);
+		client_poll(sp);
 		/* Let the application's calls (samepage_read, madvise) in. */
 		pthread_mutex_unlock(&sp->lock);
 		sched_yield();
