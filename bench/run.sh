@@ -20,13 +20,15 @@ build=$root/build
 out=
 quick=0
 callgrind=1
+repeat=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) quick=1 ;;
 	--build-dir) build=$2; shift ;;
 	--out) out=$2; shift ;;
 	--no-callgrind) callgrind=0 ;;
-	*) echo "usage: $0 [--quick] [--build-dir DIR] [--out DIR] [--no-callgrind]" >&2; exit 2 ;;
+	--repeat) repeat=$2; shift ;;
+	*) echo "usage: $0 [--quick] [--build-dir DIR] [--out DIR] [--repeat N] [--no-callgrind]" >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -38,6 +40,9 @@ mkdir -p "$out"
 
 tag=latest sfx= mib=256
 if [ $quick = 1 ]; then tag=quick sfx=-quick mib=32; fi
+# Timings on a shared 2-CPU VM vary from run to run: the full run takes the
+# median of 3 runs of every program (engine and kernel alternating).
+repeat=${repeat:-$([ $quick = 1 ] && echo 1 || echo 3)}
 raw=$out/raw-$tag.tsv
 : >"$raw"
 
@@ -63,9 +68,9 @@ failed=0
 # run PROG CASE [ARGS...]: the program for both engines, engine first
 # (@ENGINE@ in an argument becomes lib or kernel).
 run() {
-	local prog=$1 case=$2 eng try
+	local prog=$1 case=$2 eng try rep
 	shift 2
-	for eng in lib kernel; do
+	for rep in $(seq "$repeat"); do for eng in lib kernel; do
 		for try in 1 2; do
 			if "$bin/$prog" --engine $eng --case $case "${@//@ENGINE@/$eng}" >"$raw.part"; then
 				cat "$raw.part" >>"$raw"
@@ -75,7 +80,7 @@ run() {
 			[ $try = 2 ] && failed=1
 		done
 		rm -f "$raw.part"
-	done
+	done; done
 }
 
 start=$(date +%s)
@@ -138,7 +143,9 @@ if [ "$(cat /sys/kernel/mm/ksm/run)" = 1 ] && ! grep -qx run=1 <<<"$knobs_before
 fi
 
 # The table: engine, kernel and ratio (engine / kernel) per workload, case
-# and metric, with the target where the issue sets one.
+# and metric (the median of the repeated runs), with the target where the
+# issue sets one.  The first pass over the raw lines keeps their order, the
+# second reads them sorted by value within each key.
 table=$out/$tag.tsv
 awk -F'\t' -v OFS='\t' '
 function target(w, m) {
@@ -157,12 +164,23 @@ function verdict(t, e, r) {
 	if (substr(t, 1, 2) == "<=") return r <= substr(t, 3) + 0 ? "met" : "SHORT"
 	return r >= substr(t, 3) + 0 ? "met" : "SHORT"
 }
-{
+NR == FNR {
 	key = $1 OFS $2 OFS $4 OFS $5
 	if (!(key in seen)) { seen[key] = 1; order[n++] = key }
-	val[key, $3] = $6
+	next
+}
+{
+	key = $1 OFS $2 OFS $4 OFS $5
+	cnt[key, $3]++
+	all[key, $3, cnt[key, $3]] = $6
 }
 END {
+	for (i = 0; i < n; i++)
+		for (j = 0; j < 2; j++) {
+			e = j ? "kernel" : "engine"
+			if ((order[i], e) in cnt)
+				val[order[i], e] = all[order[i], e, int((cnt[order[i], e] + 1) / 2)]
+		}
 	print "workload", "case", "metric", "unit", "engine", "kernel", "ratio", "target", "verdict"
 	for (i = 0; i < n; i++) {
 		k = order[i]; split(k, f, OFS)
@@ -172,7 +190,7 @@ END {
 		t = target(f[1], f[3])
 		print k, e, c, r, t, verdict(t, e, r)
 	}
-}' "$raw" >"$table"
+}' "$raw" <(sort -t$'\t' -k1,5 -k6,6g "$raw") >"$table"
 
 # Every workload must have produced numbers for both engines.
 want="1-P 5-D 2-VM 6-metadata 3-scan 4-scatter 5-C"
@@ -210,7 +228,7 @@ fi
 	[ -n "$(git -C "$root" status --porcelain -- lib include 2>/dev/null)" ] && rev="$rev+dirty-lib"
 	echo "# samepage benchmarks ($tag), commit $rev, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r)," \
 		"$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) CPUs," \
-		"${elapsed}s"
+		"median of $repeat, ${elapsed}s"
 	column -t -s $'\t' "$table"
 } | tee "$out/$tag.txt"
 [ $failed = 0 ] || { echo "run.sh: FAILED (see above)" >&2; exit 1; }
