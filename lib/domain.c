@@ -89,21 +89,25 @@ void domain_unmap(struct stable_index *s)
 	s->dom = NULL;
 }
 
-void domain_lock(struct domain *d)
+void domain_lock(struct samepage *sp)
 {
+	struct domain *d = sp->dom;
 	int err = pthread_mutex_lock(&d->lock);
 	if (err == EOWNERDEAD) {
-		/* A process died in the middle of a change.  Nodes it was
-		 * merging into may keep a pending count: clear them, so that
-		 * unused nodes can be freed again. */
-		struct stable_node *nodes = (struct stable_node *)((char *)d + DOM_OFF_NODES);
-		for (uint32_t i = 0; i < d->nr; i++)
-			nodes[i].pending = 0;
+		/* A process died in the middle of a batch.  Nodes it was
+		 * merging into keep a pending count: clear them, and free the
+		 * nodes nothing maps (made for merges that never happened). */
+		for (uint32_t i = 0; i < d->nr; i++) {
+			struct stable_node *n = &sp->stable.nodes[i];
+			n->pending = 0;
+			if (n->in_use)
+				stable_drop(sp, i, 0, false);
+		}
 		pthread_mutex_consistent(&d->lock);
 	}
 }
 
-void domain_unlock(struct domain *d)
+void domain_unlock(struct samepage *sp)
 {
-	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_unlock(&sp->dom->lock);
 }

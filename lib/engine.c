@@ -51,14 +51,14 @@ static void fork_prepare(void)
 			continue;
 		pthread_mutex_lock(&sp->lock);
 		atomic_fetch_add(&sp->fork->started, 1);
-		domain_lock(sp->dom);
+		domain_lock(sp);
 		for (size_t ri = 0; ri < sp->nregions; ri++) {
 			struct region *r = &sp->regions[ri];
 			for (size_t i = 0; i < r->npages; i++)
 				if (r->meta[i].flags & PM_STABLE)
 					sp->stable.nodes[r->meta[i].link].pinned = 1;
 		}
-		domain_unlock(sp->dom);
+		domain_unlock(sp);
 	}
 	as_lock_exclusive(); /* no merge window is open across the fork */
 }
@@ -166,13 +166,13 @@ void engine_note_change(void)
 void engine_enter(struct samepage *sp)
 {
 	as_lock_exclusive();
-	domain_lock(sp->dom);
+	domain_lock(sp);
 	engine_sync(sp);
 }
 
 void engine_leave(struct samepage *sp)
 {
-	domain_unlock(sp->dom);
+	domain_unlock(sp);
 	as_unlock();
 }
 

@@ -316,8 +316,8 @@ void pool_release(struct samepage *sp, uint32_t off);
 int domain_create(int *index_fd, int *pool_fd, const char *name);
 int domain_map(struct stable_index *s, int index_fd);
 void domain_unmap(struct stable_index *s);
-void domain_lock(struct domain *d);
-void domain_unlock(struct domain *d);
+void domain_lock(struct samepage *sp);
+void domain_unlock(struct samepage *sp);
 static inline char *pool_page(struct pool *p, uint32_t off)
 {
 	return p->view + ((size_t)off << PAGE_SHIFT);

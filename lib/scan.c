@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -47,15 +48,20 @@ static bool calc_checksum(const void *page, uint32_t *out, uint64_t *hash)
 	return true;
 }
 
-/* Across processes (client.c): is this page waiting in another process's
- * unstable tree?  If not, say that it waits in ours. */
+/* Across processes (client.c): is this page waiting in another live
+ * process's unstable tree?  If not, say that it waits in ours.  A hint is
+ * the high half of the hash (the slot is chosen by the low half) and the
+ * pid; a hint of a process that is gone is ignored. */
 static bool other_process_has(struct samepage *sp, uint64_t hash)
 {
-	_Atomic uint64_t *slot = &sp->stable.hints[(hash >> 32) % DOM_HINTS];
-	uint64_t me = (uint64_t)(getpid() & 0xffff), old = atomic_load(slot);
-	if ((old & ~0xffffULL) == (hash & ~0xffffULL) && (old & 0xffff) != me)
+	_Atomic uint64_t *slot = &sp->stable.hints[hash % DOM_HINTS];
+	uint64_t me = (uint64_t)(uint32_t)getpid(), old = atomic_load(slot);
+	uint64_t key = hash & 0xffffffff00000000ULL;
+	pid_t other = (pid_t)(old & 0xffffffffULL);
+	if ((old & 0xffffffff00000000ULL) == key && (uint64_t)(uint32_t)other != me &&
+	    kill(other, 0) == 0)
 		return true;
-	atomic_store(slot, (hash & ~0xffffULL) | me);
+	atomic_store(slot, key | me);
 	return false;
 }
 

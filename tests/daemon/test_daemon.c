@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_daemon.c - samepaged end to end, with real processes.
+ *
+ *  - four "VM" processes holding the same image in domain "vm" cost little
+ *    more than one (Pss_Anon + Pss_Shmem summed over them, from their
+ *    smaps_rollup); a fifth with the same image in domain "other" shares
+ *    nothing with them;
+ *  - a client killed with SIGKILL leaves no pool page that nobody maps:
+ *    when every client of the domain is gone, its pool file holds no block;
+ *  - a daemon killed with SIGKILL leaves every client's memory valid and
+ *    writable; knob writes say ENOTCONN; a restarted daemon takes the
+ *    domain back, the clients reconnect and merge new pages again;
+ *  - another user may not connect.
+ *
+ * Usage: test_daemon PATH-TO-SAMEPAGED
+ */
+#include "../lib/util.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define IMAGE_MIB 64
+#define NPAGES (IMAGE_MIB * 256)
+#define PRIVATE_PAGES (NPAGES / 10)
+
+static char dir[256], sock[300], state[300];
+static const char *daemon_bin;
+static pid_t daemon_pid;
+
+static void start_daemon(void)
+{
+	daemon_pid = fork();
+	REQUIRE(daemon_pid >= 0);
+	if (daemon_pid == 0) {
+		execl(daemon_bin, daemon_bin, "--foreground", "--socket", sock, "--state-dir", state,
+		      (char *)NULL);
+		_exit(127);
+	}
+	char reply[256];
+	for (int i = 0; i < 5000; i++) {
+		if (samepage_control(sock, "GET run", reply, sizeof(reply)) == 0)
+			return;
+		usleep(2000);
+	}
+	REQUIRE(!"samepaged did not start");
+}
+
+static void kill_daemon(int sig)
+{
+	kill(daemon_pid, sig);
+	waitpid(daemon_pid, NULL, 0);
+}
+
+static long long daemon_value(const char *name)
+{
+	char req[128], reply[512];
+	snprintf(req, sizeof(req), "GET %s", name);
+	REQUIRE(samepage_control(sock, req, reply, sizeof(reply)) == 0);
+	char *nl = strchr(reply, '\n');
+	REQUIRE(nl);
+	return atoll(strchr(nl, ' ') + 1);
+}
+
+static void daemon_set(const char *name, const char *value)
+{
+	char req[128], reply[512];
+	snprintf(req, sizeof(req), "SET %s %s", name, value);
+	int err = samepage_control(sock, req, reply, sizeof(reply));
+	if (err)
+		fprintf(stderr, "SET %s %s: %s (%s)\n", name, value, samepage_strerror(err), reply);
+	REQUIRE(err == 0);
+}
+
+/* ---- a client process, driven through a pipe ---- */
+
+struct vm {
+	pid_t pid;
+	int cmd, res; /* our ends: commands out, answers in */
+};
+
+static void fill_image(char *p, size_t npages, int guest)
+{
+	for (size_t i = 0; i < npages; i++) {
+		uint64_t *w = (uint64_t *)(p + i * PG);
+		bool priv = i < PRIVATE_PAGES;
+		for (size_t k = 0; k < PG / 8; k++)
+			w[k] = (i * 0x9e3779b97f4a7c15ULL) ^ k ^ (priv ? (uint64_t)(guest + 1) << 48 : 0);
+	}
+}
+
+static bool image_ok(const char *p, size_t npages, int guest)
+{
+	for (size_t i = 0; i < npages; i += 13) {
+		const uint64_t *w = (const uint64_t *)(p + i * PG);
+		bool priv = i < PRIVATE_PAGES;
+		if (w[7] != ((i * 0x9e3779b97f4a7c15ULL) ^ 7 ^ (priv ? (uint64_t)(guest + 1) << 48 : 0)))
+			return false;
+	}
+	return true;
+}
+
+/* This process's share of all the memory it maps (Pss): merged pages map
+ * the pool privately, which smaps counts as file pages, so Pss_Anon +
+ * Pss_Shmem would miss them. */
+static long long footprint_kb(void)
+{
+	return proc_kb("/proc/self/smaps_rollup", "Pss");
+}
+
+/* Commands: 'm' measure footprint, 'v' verify, 'w' write a page and check,
+ * 'k' try a knob write (answers the errno), 'n' a new shared region,
+ * 's' ksm_merging_pages, 'q' quit. */
+static void client_main(const char *domain, int guest, int cmd, int res)
+{
+	samepage_t *sp;
+	int err = samepage_connect(&sp, domain);
+	if (err) {
+		fprintf(stderr, "client: samepage_connect: %s\n", samepage_strerror(err));
+		_exit(3);
+	}
+	char *p = map_pages(NPAGES), *extra = NULL;
+	fill_image(p, NPAGES, guest);
+	REQUIRE(samepage_madvise(sp, p, NPAGES * PG, SAMEPAGE_MERGEABLE) == 0);
+	char c;
+	while (read(cmd, &c, 1) == 1) {
+		long long v = 0;
+		switch (c) {
+		case 'm': v = footprint_kb(); break;
+		case 'v': v = image_ok(p, NPAGES, guest) && (!extra || extra[5] == 'e'); break;
+		case 'w': { /* a shared page: copy-on-write, then back */
+			volatile char *b = p + (PRIVATE_PAGES + 1) * PG + 56;
+			char old = *b;
+			*b = (char)(old ^ 0x5a);
+			v = *b == (char)(old ^ 0x5a);
+			*b = old;
+			v = v && image_ok(p, NPAGES, guest);
+			break;
+		}
+		case 'k': v = -samepage_write(sp, "sleep_millisecs", "0"); break;
+		case 'n':
+			extra = map_pages(1024);
+			memset(extra, 'e', 1024 * PG);
+			v = samepage_madvise(sp, extra, 1024 * PG, SAMEPAGE_MERGEABLE);
+			break;
+		case 's': samepage_read_number(sp, "ksm_merging_pages", &v); break;
+		case 'q': _exit(0);
+		}
+		if (write(res, &v, sizeof(v)) != sizeof(v))
+			_exit(4);
+	}
+	_exit(0);
+}
+
+static struct vm spawn(const char *domain, int guest)
+{
+	int a[2], b[2];
+	REQUIRE(pipe(a) == 0 && pipe(b) == 0);
+	struct vm v = {.pid = fork()};
+	REQUIRE(v.pid >= 0);
+	if (v.pid == 0) {
+		close(a[1]);
+		close(b[0]);
+		client_main(domain, guest, a[0], b[1]);
+	}
+	close(a[0]);
+	close(b[1]);
+	v.cmd = a[1];
+	v.res = b[0];
+	return v;
+}
+
+static long long ask(struct vm *v, char c)
+{
+	long long r = -1;
+	REQUIRE(write(v->cmd, &c, 1) == 1);
+	REQUIRE(read(v->res, &r, sizeof(r)) == sizeof(r));
+	return r;
+}
+
+static void end(struct vm *v, int sig)
+{
+	if (sig)
+		kill(v->pid, sig);
+	else
+		REQUIRE(write(v->cmd, "q", 1) == 1);
+	int st;
+	waitpid(v->pid, &st, 0);
+	close(v->cmd);
+	close(v->res);
+}
+
+/* Waits until the daemon's pages_sharing stays put over two full scans of
+ * every client (the convergence signal), with a hang guard. */
+static void converge(void)
+{
+	long long last = -1, stable = 0, scans = daemon_value("full_scans");
+	for (int i = 0; i < 60000 && stable < 2; i++) {
+		usleep(2000);
+		long long s = daemon_value("full_scans");
+		if (s == scans)
+			continue;
+		scans = s;
+		long long sh = daemon_value("pages_sharing");
+		stable = sh == last && s >= 2 ? stable + 1 : 0;
+		last = sh;
+	}
+	REQUIRE(stable >= 2);
+}
+
+static long long pool_blocks(const char *domain)
+{
+	char path[512];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/%s.pool", state, domain);
+	return stat(path, &st) == 0 ? (long long)st.st_blocks : -1;
+}
+
+static void test_domains_and_kill(void)
+{
+	struct vm vm[4], other;
+	for (int g = 0; g < 4; g++)
+		vm[g] = spawn("vm", g);
+	other = spawn("other", 9);
+	long long before = 0;
+	for (int g = 0; g < 4; g++)
+		before += ask(&vm[g], 'm');
+	long long other_before = ask(&other, 'm');
+	converge();
+	long long after = 0;
+	for (int g = 0; g < 4; g++) {
+		after += ask(&vm[g], 'm');
+		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
+	}
+	long long image_kb = IMAGE_MIB * 1024LL;
+	printf("4 processes x %d MiB image (10%% private): %lld kB before, %lld kB after "
+	       "merging (%.2f images); domain pages_shared %lld pages_sharing %lld\n",
+	       IMAGE_MIB, before, after, (double)after / (double)image_kb,
+	       daemon_value("pages_shared"), daemon_value("pages_sharing"));
+	/* One image, three more private tenths, and metadata: under 1.5 images. */
+	CHECK_CMP(after, <, image_kb * 3 / 2, long long, "%lld");
+	CHECK(after > image_kb * 9 / 10);
+	/* The other domain has the same image and shares nothing. */
+	CHECK_EQ_INT(ask(&other, 's'), 0);
+	CHECK_CMP(ask(&other, 'm'), >=, other_before * 95 / 100, long long, "%lld");
+	CHECK_EQ_INT(ask(&other, 'v'), 1);
+
+	/* Writes to merged pages still work, in every process. */
+	for (int g = 0; g < 4; g++)
+		CHECK_EQ_INT(ask(&vm[g], 'w'), 1);
+
+	/* SIGKILL one: the others keep their memory; then all: nothing left. */
+	end(&vm[0], SIGKILL);
+	usleep(200000);
+	for (int g = 1; g < 4; g++)
+		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
+	CHECK(pool_blocks("vm") > 0);
+	for (int g = 1; g < 4; g++)
+		end(&vm[g], SIGKILL);
+	long long blocks = -1;
+	for (int i = 0; i < 5000 && blocks != 0; i++) {
+		usleep(2000);
+		blocks = pool_blocks("vm");
+	}
+	CHECK_EQ_INT(blocks, 0);
+	CHECK_EQ_INT(daemon_value("pool_pages"), 0); /* "other" never made one */
+	end(&other, 0);
+}
+
+static void test_daemon_restart(void)
+{
+	struct vm vm[2] = {spawn("vm", 0), spawn("vm", 1)};
+	converge();
+	long long merged = ask(&vm[0], 's');
+	CHECK(merged > 0);
+	kill_daemon(SIGKILL);
+	for (int g = 0; g < 2; g++) {
+		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
+		CHECK_EQ_INT(ask(&vm[g], 'w'), 1);
+		CHECK_EQ_INT(ask(&vm[g], 'k'), ENOTCONN); /* knobs need the daemon */
+	}
+	start_daemon();
+	/* The clients reconnect within a few seconds. */
+	long long k = -1;
+	for (int i = 0; i < 100 && k != 0; i++) {
+		usleep(100000);
+		k = ask(&vm[0], 'k');
+	}
+	CHECK_EQ_INT(k, 0);
+	/* New duplicate pages merge again, across the two processes. */
+	CHECK_EQ_INT(ask(&vm[0], 'n'), 0);
+	CHECK_EQ_INT(ask(&vm[1], 'n'), 0);
+	long long m = 0;
+	for (int i = 0; i < 3000 && m < merged + 1024; i++) {
+		usleep(10000);
+		m = ask(&vm[1], 's');
+	}
+	CHECK_GE_U64(m, merged + 1024);
+	for (int g = 0; g < 2; g++) {
+		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
+		end(&vm[g], 0);
+	}
+	long long blocks = -1;
+	for (int i = 0; i < 5000 && blocks != 0; i++) {
+		usleep(2000);
+		blocks = pool_blocks("vm");
+	}
+	CHECK_EQ_INT(blocks, 0);
+}
+
+static void test_other_user(void)
+{
+	if (geteuid() != 0)
+		SKIP("needs root to switch to another user");
+	pid_t p = fork();
+	if (p == 0) {
+		if (chmod(dir, 0755) || setgid(65534) || setuid(65534))
+			_exit(2);
+		samepage_t *sp;
+		_exit(samepage_connect(&sp, "vm") == -EACCES ? 0 : 1);
+	}
+	int st;
+	waitpid(p, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	chmod(dir, 0700);
+}
+
+int main(int argc, char **argv)
+{
+	REQUIRE(argc == 2);
+	daemon_bin = argv[1];
+	snprintf(dir, sizeof(dir), "/dev/shm/samepaged-test-XXXXXX");
+	REQUIRE(mkdtemp(dir));
+	snprintf(sock, sizeof(sock), "%s/s.sock", dir);
+	snprintf(state, sizeof(state), "%s/state", dir);
+	setenv("SAMEPAGE_SOCKET", sock, 1);
+	start_daemon();
+	daemon_set("pages_to_scan", "100000");
+	daemon_set("sleep_millisecs", "0");
+	daemon_set("run", "1");
+	CHECK_EQ_INT(samepage_control(sock, "SET run 3", (char[256]){0}, 256), -EINVAL);
+	CHECK_EQ_INT(samepage_control(sock, "SET bogus 1", (char[256]){0}, 256), -ENOENT);
+
+	test_domains_and_kill();
+	test_daemon_restart();
+	test_other_user();
+
+	kill_daemon(SIGTERM);
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd))
+		fprintf(stderr, "could not remove %s\n", dir);
+	return check_report("daemon");
+}
