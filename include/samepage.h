@@ -16,13 +16,16 @@
  * Every call returns 0 or a negative errno; samepage_strerror() names it.
  * All calls are thread-safe.
  *
- * Hazard (read this): MADV_DONTNEED (or MADV_FREE) on a merged page of a
- * private file mapping brings back the pool's contents on the next read, not
- * zeros as on anonymous memory.  libsamepage interposes madvise() so that
- * calls made through the C library are handled, but a raw
- * syscall(SYS_madvise, ...) is not seen.  Memory that a program discards
- * must either be made UNMERGEABLE first, or come from samepage_alloc() and
- * be discarded with samepage_discard(), which is always safe.
+ * Hazard (read this): a merged page is a private mapping of the pool file,
+ * and MADV_DONTNEED there brings back the pool's contents on the next read,
+ * not zeros as on anonymous memory (MADV_FREE is refused with EINVAL).
+ * libsamepage interposes madvise() so that calls made through the C
+ * library on a mergeable range are handled (the merged mappings become
+ * fresh anonymous memory first), but a raw syscall(SYS_madvise, ...) is
+ * not seen, nor are calls after samepage_close().  Memory that a program
+ * discards by other means must be made UNMERGEABLE first (that gives it
+ * anonymous mappings back), or come from samepage_alloc() and be
+ * discarded with samepage_discard().
  */
 #ifndef SAMEPAGE_H
 #define SAMEPAGE_H
@@ -78,7 +81,9 @@ SAMEPAGE_API int samepage_madvise(samepage_t *sp, void *addr, size_t len, int ad
 
 /* Writes a knob as text, with the kernel's parsing ("100", "100\n").
  * -ENOENT: unknown name; -EACCES: read-only name; -EINVAL: bad value;
- * -EBUSY: the change needs every page unmerged first (run = 2). */
+ * -ERANGE: max_page_sharing or merge_across_nodes past their type (as the
+ * kernel); -EBUSY: the change needs every page unmerged first (run = 2);
+ * -ENOTCONN: a samepage_connect() engine whose daemon is not running. */
 SAMEPAGE_API int samepage_write(samepage_t *sp, const char *name, const char *value);
 
 /* Reads a knob or counter as the kernel prints it, without the newline.
@@ -137,9 +142,11 @@ SAMEPAGE_API int samepage_knob_parse(const char *name, const char *value,
 /* Connects to samepaged and returns an engine like samepage_open()'s,
  * whose memory merges with that of every process connected to the same
  * domain of the same daemon (and never with another domain's).  The knobs
- * are the daemon's (samepage_write asks it); the counters pages_shared,
- * pages_sharing, stable_node_* are the domain's, the others this
- * process's.  domain: 1 to 64 of [A-Za-z0-9._-], not starting with '.'.
+ * are the daemon's (samepage_write asks it).  The counters pages_shared,
+ * pages_sharing, stable_node_chains, stable_node_dups, pool_pages and
+ * pool_pages_reclaimed are the domain's; general_profit is the domain's
+ * pages_sharing and this process's zero pages less this process's
+ * metadata; the others are this process's.  domain: 1 to 64 of [A-Za-z0-9._-], not starting with '.'.
  * The socket is $SAMEPAGE_SOCKET, else $XDG_RUNTIME_DIR/samepaged.sock,
  * else /run/samepaged.sock.  -ENOENT/-ECONNREFUSED: no daemon there;
  * -EACCES: the daemon belongs to another user; -EINVAL: bad domain name.

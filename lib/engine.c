@@ -40,6 +40,60 @@ bool engine_alive(const struct samepage *sp)
 
 /* ---- fork ---- */
 
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Pins every KSM page this process maps, once per process: `pinned`
+ * counts the processes (of the domain) whose children may map the page. */
+static void pin_mapped_nodes(struct samepage *sp)
+{
+	size_t n = 0, cap = sp->npins + 1024;
+	uint32_t *ids = malloc(cap * sizeof(*ids));
+	if (!ids)
+		return;
+	memcpy(ids, sp->pins, sp->npins * sizeof(*ids));
+	n = sp->npins;
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		for (size_t i = 0; i < r->npages; i++) {
+			if (!(r->meta[i].flags & PM_STABLE))
+				continue;
+			if (n == cap) {
+				uint32_t *m = realloc(ids, (cap *= 2) * sizeof(*ids));
+				if (!m) {
+					/* Cannot remember: pin for ever, never unsafe. */
+					sp->stable.nodes[r->meta[i].link].pinned = 255;
+					continue;
+				}
+				ids = m;
+			}
+			ids[n++] = r->meta[i].link;
+		}
+	}
+	qsort(ids, n, sizeof(*ids), cmp_u32);
+	size_t u = 0;
+	for (size_t k = 0; k < n; k++) {
+		if (u && ids[u - 1] == ids[k])
+			continue;
+		ids[u++] = ids[k];
+	}
+	/* Count this process once on the nodes it had not pinned yet. */
+	for (size_t k = 0, old = 0; k < u; k++) {
+		while (old < sp->npins && sp->pins[old] < ids[k])
+			old++;
+		bool had = old < sp->npins && sp->pins[old] == ids[k];
+		struct stable_node *nd = &sp->stable.nodes[ids[k]];
+		if (!had && nd->pinned < 255)
+			nd->pinned++;
+	}
+	free(sp->pins);
+	sp->pins = ids;
+	sp->npins = u;
+}
+
 /* The domain lock is not held across fork (a robust mutex cannot be
  * released by the child): the KSM pages this process maps are pinned
  * before, while sp->lock keeps the scanner from making new ones. */
@@ -52,12 +106,7 @@ static void fork_prepare(void)
 		pthread_mutex_lock(&sp->lock);
 		atomic_fetch_add(&sp->fork->started, 1);
 		domain_lock(sp);
-		for (size_t ri = 0; ri < sp->nregions; ri++) {
-			struct region *r = &sp->regions[ri];
-			for (size_t i = 0; i < r->npages; i++)
-				if (r->meta[i].flags & PM_STABLE)
-					sp->stable.nodes[r->meta[i].link].pinned = 1;
-		}
+		pin_mapped_nodes(sp);
 		domain_unlock(sp);
 	}
 	as_lock_exclusive(); /* no merge window is open across the fork */
@@ -118,13 +167,15 @@ void fork_reap(struct samepage *sp)
 	if (!atomic_compare_exchange_strong(&sp->fork->started, &started, 0))
 		return;
 	atomic_store(&sp->fork->registered, 0);
-	for (uint32_t i = 0; i < sp->dom->nr; i++) {
-		struct stable_node *n = &sp->stable.nodes[i];
-		if (n->in_use && n->pinned) {
-			n->pinned = 0;
-			stable_drop(sp, i, 0, false); /* frees it if nothing maps it */
-		}
+	for (size_t k = 0; k < sp->npins; k++) {
+		struct stable_node *n = &sp->stable.nodes[sp->pins[k]];
+		if (n->pinned && n->pinned < 255)
+			n->pinned--;
+		stable_drop(sp, sp->pins[k], 0, false); /* frees it if nothing maps it */
 	}
+	free(sp->pins);
+	sp->pins = NULL;
+	sp->npins = 0;
 }
 
 static void register_atfork(void)
@@ -275,6 +326,7 @@ void engine_free(struct samepage *sp)
 		free(sp->regions[ri].spans);
 	}
 	free(sp->regions);
+	free(sp->pins);
 	free(sp->unstable.heads);
 	domain_unmap(&sp->stable);
 	if (sp->stable.fd >= 0)
@@ -403,13 +455,14 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
 	return err;
 }
 
-/* The safe MADV_DONTNEED: merged pages are replaced by fresh anonymous
- * memory (zeros), the rest is discarded, and the range stays mergeable.
- * Called with sp->lock held. */
+/* The safe MADV_DONTNEED: every private mapping of the pool in the range
+ * becomes fresh anonymous memory (zeros) and the pages' merge state is
+ * forgotten; the range stays mergeable.  The caller then discards the
+ * rest with the real madvise.  Called with sp->lock held. */
 int engine_discard(struct samepage *sp, uintptr_t start, size_t len)
 {
-	int err = 0;
 	engine_enter(sp);
+	int err = pool_mappings_to_anon(sp, start, start + len, false);
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		uintptr_t rend = region_addr(r, r->npages), end = start + len;
@@ -417,33 +470,17 @@ int engine_discard(struct samepage *sp, uintptr_t start, size_t len)
 			continue;
 		size_t from = start > r->start ? (start - r->start) >> PAGE_SHIFT : 0;
 		size_t to = end < rend ? (end - r->start) >> PAGE_SHIFT : r->npages;
-		for (size_t i = from; i < to;) {
-			if (!(r->meta[i].flags & PM_STABLE)) {
-				i++;
+		for (size_t k = from; k < to; k++) {
+			uint8_t keep = r->meta[k].flags & PM_MERGEABLE;
+			if (!r->meta[k].flags)
 				continue;
+			region_drop_page(sp, r, k);
+			if (keep) {
+				r->meta[k].flags = PM_MERGEABLE;
+				r->mergeable_pages++;
 			}
-			size_t j = i;
-			int prot = region_prot_at(r, region_addr(r, i));
-			while (j < to && (r->meta[j].flags & PM_STABLE) &&
-			       region_prot_at(r, region_addr(r, j)) == prot)
-				j++;
-			void *m = prim_mmap((void *)region_addr(r, i), (j - i) << PAGE_SHIFT,
-					    prot < 0 ? PROT_READ | PROT_WRITE : prot,
-					    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-			if (m == MAP_FAILED && !err)
-				err = -errno;
-			for (size_t k = i; k < j; k++) {
-				uint8_t keep = r->meta[k].flags & PM_MERGEABLE;
-				region_drop_page(sp, r, k);
-				if (keep) {
-					r->meta[k].flags = PM_MERGEABLE;
-					r->mergeable_pages++;
-				}
-			}
-			i = j;
 		}
 	}
-	sp->maps_dirty = true;
 	engine_leave(sp);
 	return err;
 }

@@ -89,7 +89,7 @@ struct stable_node {
 	uint32_t hnext;    /* next node in the bucket, plus one (0 ends) */
 	uint16_t pending;  /* merges decided in a batch, not yet done */
 	uint8_t in_use;    /* NODE_USED, NODE_SOLO */
-	uint8_t pinned;    /* a forked child may map it: never punch */
+	uint8_t pinned;    /* processes whose forked children may map it (255: for ever) */
 };
 #define NODE_USED 1
 #define NODE_SOLO 2 /* made for a partner in another process: keep with one mapping */
@@ -212,6 +212,8 @@ struct samepage {
 	struct counters c;
 	struct advisor adv;
 	struct fork_shared *fork;
+	uint32_t *pins; /* the nodes this process pinned for its children, sorted */
+	size_t npins;
 	bool maps_dirty; /* protections or mappings changed: reread /proc/self/maps */
 
 	struct merge_req *reqs;
@@ -359,6 +361,7 @@ bool guarded_hash(const void *page, uint64_t *h);
 void merge_batch(struct samepage *sp);
 int break_cow(struct samepage *sp, struct region *r, size_t i);
 int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to);
+int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy);
 void as_lock_exclusive(void);
 void as_unlock(void);
 void as_lock_shared(void);

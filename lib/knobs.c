@@ -5,7 +5,9 @@
  * The table is generated from knobs.def.  samepage_knob_parse() accepts what
  * the kernel's store functions accept and refuses what they refuse, with the
  * same errno: kstrtouint/kstrtoul take an optional '+', decimal digits and
- * one trailing newline (-EINVAL otherwise, -ERANGE on overflow); kstrtobool
+ * one trailing newline; a bad number is -EINVAL, except that
+ * max_page_sharing and merge_across_nodes pass the parser's -ERANGE on
+ * overflow through, as mm/ksm.c does; kstrtobool
  * looks only at the first one or two characters; advisor_mode takes "none" or
  * "scan-time" with an optional newline (sysfs_streq).
  */
@@ -112,7 +114,7 @@ static int streq_sysfs(const char *a, const char *b)
 int samepage_knob_parse(const char *name, const char *value, unsigned long long *out)
 {
 	const struct samepage_knob *k = samepage_knob_find(name);
-	unsigned long long v;
+	unsigned long long v = 0;
 	int err;
 
 	if (!k)
@@ -136,12 +138,14 @@ int samepage_knob_parse(const char *name, const char *value, unsigned long long 
 		break;
 	default:
 		err = parse_decimal(value, &v);
-		/* Past the width of the kernel's type is -ERANGE (kstrto*), a
-		 * value the store function refuses is -EINVAL. */
-		if (!err && v > k->max)
-			err = k->max >= 0xffffffffULL || k->max == 2147483647ULL ? -ERANGE
-										   : -EINVAL;
-		if (!err && v < k->min)
+		if (!err && (v > k->max || v < k->min))
+			err = -EINVAL;
+		/* mm/ksm.c returns kstrtoint's/kstrtoul's own error (ERANGE past
+		 * the type) for these two, and EINVAL for any bad number in the
+		 * other store functions. */
+		if (!strcmp(k->name, "max_page_sharing") && (err == -ERANGE || v > k->max))
+			err = -ERANGE;
+		else if (err == -ERANGE && strcmp(k->name, "merge_across_nodes"))
 			err = -EINVAL;
 		break;
 	}

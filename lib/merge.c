@@ -415,44 +415,143 @@ static int unshare_page(struct region *r, uintptr_t a)
 	return 0;
 }
 
+/* Forgets that page i was merged (its mapping no longer counts). */
+static void forget_merge(struct samepage *sp, struct page_meta *m)
+{
+	m->flags &= (uint8_t)~PM_STABLE;
+	stable_put(sp, m->link);
+	m->link = NIL;
+	m->flags &= (uint8_t)~PM_ITEM;
+	sp->c.rmap_items--;
+	m->checksum = 0;
+}
+
+/* The kernel unshares KSM zero pages too: a fresh private page. */
+static int unshare_zero_page(struct samepage *sp, struct region *r, size_t i)
+{
+	struct page_meta *m = &r->meta[i];
+	uintptr_t a = region_addr(r, i);
+	uint64_t pm = 0;
+	m->flags &= (uint8_t)~PM_ZERO;
+	sp->c.zero_pages--;
+	if (prim_pagemap(a, 1, &pm) == 0 && !((pm & PM_PRESENT) && (pm & PM_EXCLUSIVE)))
+		return unshare_page(r, a);
+	return 0;
+}
+
+/* One page back to a private copy, in place (its mapping stays a private
+ * mapping of the pool): for a merge that must be undone at once. */
 int break_cow(struct samepage *sp, struct region *r, size_t i)
 {
 	struct page_meta *m = &r->meta[i];
 	uintptr_t a = region_addr(r, i);
 	uint64_t pm = 0;
-	int err = 0;
 
 	if (m->flags & PM_STABLE) {
-		if (prim_pagemap(a, 1, &pm) == 0 && (pm & PM_PRESENT) && !(pm & PM_FILE)) {
-			/* Already written (copied) by the application. */
-		} else if ((pm & PM_PRESENT) || region_prot_at(r, a) >= 0) {
-			err = unshare_page(r, a);
+		if (!(prim_pagemap(a, 1, &pm) == 0 && (pm & PM_PRESENT) && !(pm & PM_FILE))) {
+			int err = unshare_page(r, a);
 			if (err)
 				return err;
 		}
-		m->flags &= (uint8_t)~PM_STABLE;
-		stable_put(sp, m->link);
-		m->link = NIL;
-		m->flags &= (uint8_t)~PM_ITEM;
-		sp->c.rmap_items--;
-		m->checksum = 0;
+		forget_merge(sp, m);
 	} else if (m->flags & PM_ZERO) {
-		/* The kernel unshares KSM zero pages too (a fresh private page). */
-		m->flags &= (uint8_t)~PM_ZERO;
-		sp->c.zero_pages--;
-		if (prim_pagemap(a, 1, &pm) == 0 && !((pm & PM_PRESENT) && (pm & PM_EXCLUSIVE)))
-			err = unshare_page(r, a);
+		return unshare_zero_page(sp, r, i);
 	}
+	return 0;
+}
+
+/*
+ * Replaces [s, e), a private mapping of the pool, by anonymous memory with
+ * the same protection: with the same contents (copy), or zeros.  A page
+ * copied at a write stays in the pool's mapping, and MADV_DONTNEED there
+ * would bring the pool's page back instead of zeros: only a real anonymous
+ * mapping behaves as the application's memory did before merging.  The
+ * copy is made inside a merge window, so no write is lost: writers wait
+ * until the new mapping is in place (mremap moves it there atomically).
+ */
+static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
+{
+	size_t len = e - s;
+	int err = 0;
+
+	if (!copy) {
+		void *m = prim_mmap((void *)s, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+				    0);
+		return m == MAP_FAILED ? -errno : 0;
+	}
+	int slot = window_open(s, e);
+	if (slot < 0)
+		return -EBUSY;
+	if (prot & PROT_WRITE)
+		prim_mprotect((void *)s, len, prot & ~PROT_WRITE);
+	char *scratch = prim_mmap(NULL, len, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (scratch == MAP_FAILED) {
+		err = -ENOMEM;
+	} else if (!guarded_copy(scratch, (const void *)s, len)) {
+		err = -EFAULT;
+	} else if ((prot != (PROT_READ | PROT_WRITE) && prim_mprotect(scratch, len, prot)) ||
+		   prim_mremap(scratch, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)s) ==
+			   MAP_FAILED) {
+		err = -errno;
+	} else {
+		scratch = NULL; /* it is the application's memory now */
+	}
+	if (err && (prot & PROT_WRITE))
+		prim_mprotect((void *)s, len, prot);
+	if (scratch && scratch != MAP_FAILED)
+		prim_munmap(scratch, len);
+	window_close(slot);
 	return err;
 }
 
+struct pieces {
+	struct samepage *sp;
+	uintptr_t start, end;
+	bool copy;
+	int err;
+};
+
+static int replace_piece(const struct map_entry *e, void *arg)
+{
+	struct pieces *p = arg;
+	if (e->end <= p->start || e->start >= p->end || e->shared || e->anon ||
+	    e->dev != p->sp->pool.dev || e->ino != p->sp->pool.ino)
+		return 0;
+	uintptr_t s = e->start > p->start ? e->start : p->start;
+	uintptr_t t = e->end < p->end ? e->end : p->end;
+	int err = replace_with_anon(s, t, e->prot, p->copy);
+	if (err && !p->err)
+		p->err = err;
+	return 0;
+}
+
+/* Every private mapping of the pool in [start, end) becomes anonymous
+ * memory again (copy: same contents; else zeros).  Read from the maps,
+ * so that pages copied at a write are covered too.  Called inside
+ * engine_enter(). */
+int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy)
+{
+	struct pieces p = {sp, start, end, copy, 0};
+	int err = prim_maps_walk(replace_piece, &p);
+	sp->maps_dirty = true;
+	return err ? err : p.err;
+}
+
+/* MADV_UNMERGEABLE and run = 2 on r[from, to): the merged pages become
+ * private anonymous memory with their contents, as in the kernel. */
 int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to)
 {
-	int err = 0;
+	int err = pool_mappings_to_anon(sp, region_addr(r, from), region_addr(r, to), true);
 	for (size_t i = from; i < to; i++) {
-		int e = break_cow(sp, r, i);
-		if (e && !err)
-			err = e;
+		struct page_meta *m = &r->meta[i];
+		if (m->flags & PM_STABLE) {
+			forget_merge(sp, m);
+		} else if (m->flags & PM_ZERO) {
+			int e = unshare_zero_page(sp, r, i);
+			if (e && !err)
+				err = e;
+		}
 	}
 	return err;
 }

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define SIZE_PAGES 512 /* 2 MiB, as the selftests */
@@ -83,6 +84,28 @@ static void test_unmerge_discarded(void)
 	CHECK_EQ_U64(pages_mapping_pool(p, SIZE_PAGES), 0);
 	for (size_t i = SIZE_PAGES / 2 * PG; i < SIZE_PAGES * PG; i += 509)
 		REQUIRE((unsigned char)p[i] == 0xcf);
+	munmap(p, SIZE_PAGES * PG);
+	samepage_close(sp);
+}
+
+/* Pages copied at a write stay in the pool's mapping; a discard of them,
+ * and a discard after UNMERGEABLE, must still read zeros, and a write
+ * after UNMERGEABLE must not come back after MADV_DONTNEED either. */
+static void test_discard_after_cow(void)
+{
+	char *p;
+	samepage_t *sp = merged_range(&p, 'x', PROT_READ | PROT_WRITE);
+	p[0] = 'y'; /* copy-on-write: page 0 is private now, in the pool's mapping */
+	REQUIRE(wait_scans(sp, 2) == 0);
+	CHECK_EQ_INT(samepage_discard(sp, p, 2 * PG), 0);
+	CHECK(p[0] == 0 && p[1] == 0 && p[PG] == 0 && p[2 * PG] == 'x');
+	CHECK_EQ_INT(samepage_madvise(sp, p, SIZE_PAGES * PG, SAMEPAGE_UNMERGEABLE), 0);
+	REQUIRE(madvise(p + 4 * PG, 4 * PG, MADV_DONTNEED) == 0);
+	CHECK(p[4 * PG] == 0 && p[8 * PG] == 'x');
+	/* Unmerged memory is anonymous again: raw MADV_DONTNEED reads zeros. */
+	REQUIRE(syscall(SYS_madvise, p + 8 * PG, PG, MADV_DONTNEED) == 0);
+	CHECK(p[8 * PG] == 0 && p[9 * PG] == 'x');
+	CHECK_EQ_U64(pages_mapping_pool(p, SIZE_PAGES), 0);
 	munmap(p, SIZE_PAGES * PG);
 	samepage_close(sp);
 }
@@ -254,6 +277,7 @@ static const struct {
 	{"unmerge", test_unmerge},
 	{"unmerge_zero_pages", test_unmerge_zero_pages},
 	{"unmerge_discarded", test_unmerge_discarded},
+	{"discard_after_cow", test_discard_after_cow},
 	{"prot_none", test_prot_none},
 	{"fork", test_fork},
 	{"app_sigsegv", test_app_sigsegv},

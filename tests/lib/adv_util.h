@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * adv_util.h - helpers for the adversarial tests (test_adversarial.c):
+ * a runner that executes one named test in a child process under a hang
+ * guard (a deadlock becomes a failure with a message, not a ctest timeout),
+ * and small helpers to merge a range and to wait for a child.
+ */
+#ifndef SAMEPAGE_ADV_UTIL_H
+#define SAMEPAGE_ADV_UTIL_H
+
+#include "util.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+struct adv_test {
+	const char *name;
+	void (*fn)(void);
+	int hang_s; /* hang guard only: the test is a failure if it has not ended by then */
+};
+
+/* Opens a fast engine, fills n pages with val, registers them and waits for
+ * two full scans (the kernel selftests' convergence rule). */
+static inline samepage_t *adv_merged(char **out, size_t n, int val)
+{
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);
+	memset(p, val, n * PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	*out = p;
+	return sp;
+}
+
+/* Waits for pid; returns its exit status, or 128+signal. */
+static inline int adv_wait(pid_t pid)
+{
+	int st;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Runs test `name` in a child process; a child that has not ended after
+ * hang_s seconds is reported as hung (deadlock) and killed. */
+static inline int adv_run(const struct adv_test *t, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(t[i].name, name))
+			continue;
+		printf("# [RUN] %s\n", name);
+		fflush(stdout);
+		fflush(stderr);
+		pid_t pid = fork();
+		if (pid < 0)
+			return 1;
+		if (pid == 0) {
+			t[i].fn();
+			exit(check_report(name));
+		}
+		for (long ms = 0; ms < t[i].hang_s * 1000L; ms += 10) {
+			int st;
+			pid_t r = waitpid(pid, &st, WNOHANG);
+			if (r == pid) {
+				if (WIFSIGNALED(st)) {
+					fprintf(stderr, "%s: killed by signal %d\n", name, WTERMSIG(st));
+					return 1;
+				}
+				return WEXITSTATUS(st);
+			}
+			usleep(10000);
+		}
+		fprintf(stderr, "%s: HANG: no progress after %d s (deadlock?); killing it\n", name,
+			t[i].hang_s);
+		kill(pid, SIGKILL);
+		adv_wait(pid);
+		return 1;
+	}
+	fprintf(stderr, "no test named %s\n", name);
+	return 2;
+}
+
+#endif
