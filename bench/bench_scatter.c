@@ -37,7 +37,7 @@ int main(int argc, char **argv)
 	struct span s = {p, npages * PG};
 
 	bench_merge_begin(&e, &s, 1, &m);
-	m.wait_s = wait_converged(&e, m.t0, m.base_kb, NULL, timeout, &m.read_max_s);
+	m.wait_s = wait_converged(&e, &m, NULL, timeout);
 	bench_merge_end(&e, &m);
 	if (m.wait_s < 0) {
 		fprintf(stderr, "bench_scatter: not converged in %.0f s\n", timeout);

@@ -72,7 +72,7 @@ int main(int argc, char **argv)
 	}
 
 	bench_merge_begin(&e, guests, GUESTS, &m);
-	m.wait_s = wait_converged(&e, m.t0, m.base_kb, series, timeout, &m.read_max_s);
+	m.wait_s = wait_converged(&e, &m, series, timeout);
 	bench_merge_end(&e, &m);
 	if (series)
 		fclose(series);

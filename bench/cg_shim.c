@@ -9,8 +9,8 @@
  * Valgrind tool.  bench/CMakeLists.txt builds a second copy of the library
  * sources with syscall() renamed to cg_syscall(): this shrinks any mmap
  * larger than 8 GiB at a kernel-chosen address (only that reservation,
- * PROT_NONE or a MAP_SHARED view of the pool memfd) to 1 GiB, far more than the driver's pool needs, and passes
- * every other system call through unchanged.  Nothing else differs, so the
+ * PROT_NONE or a MAP_SHARED view of the pool memfd) to 1 GiB, far more than the driver's pool
+ * needs, and passes every other system call through unchanged.  Nothing else differs, so the
  * instruction counts are those of the real scan path.
  */
 #include <stdarg.h>

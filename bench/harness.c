@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -621,11 +622,48 @@ double wait_full_scans(struct engine *e, long long n, double timeout_s)
 
 /* The memory-returned sampler: a thread of its own, so that the samples
  * keep their 50 ms pace even while a counter read waits for the engine. */
+/* Bytes of this process's memfds named samepage-* (the library's pool and
+ * index), from their allocated blocks: what the library keeps in shared
+ * memory, seen from outside it. */
+static long long samepage_memfd_kb(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	long long kb = 0;
+	while (d && (de = readdir(d))) {
+		char path[300], link[128];
+		struct stat st;
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+		ssize_t n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = 0;
+		if (!strncmp(link, "/memfd:samepage", 15) && !stat(path, &st))
+			kb += (long long)st.st_blocks / 2;
+	}
+	if (d)
+		closedir(d);
+	return kb;
+}
+
+long long process_memory_kb(struct engine *e)
+{
+	long long anon = file_kb("/proc/self/status", "RssAnon");
+	if (e->kind == ENGINE_LIB)
+		return anon + samepage_memfd_kb();
+	/* RssAnon counts a KSM page once per mapping: take the mappings KSM
+	 * saved off (sysfs, this process being the only KSM user). */
+	return anon - (sysfs_number("pages_sharing") + sysfs_number("ksm_zero_pages")) *
+			  (long long)(PG / 1024);
+}
+
+/* The memory-returned sampler: a thread of its own, so that the samples
+ * keep their 50 ms pace even while a counter read waits for the engine. */
 struct sampler {
 	pthread_t thread;
 	FILE *out;
-	uint64_t t0;
-	long long base_kb;
+	struct engine *e;
+	const struct merge_run *m;
 	atomic_bool stop;
 };
 
@@ -633,20 +671,22 @@ static void *sample(void *arg)
 {
 	struct sampler *s = arg;
 	while (!atomic_load(&s->stop)) {
-		fprintf(s->out, "%.3f\t%.1f\n", secs_since(s->t0),
-			(double)(s->base_kb - mem_used_kb()) / 1024.0);
+		fprintf(s->out, "%.3f\t%.1f\t%.1f\n", secs_since(s->m->t0),
+			(double)(s->m->base_proc_kb - process_memory_kb(s->e)) / 1024.0,
+			(double)(s->m->base_kb - mem_used_kb()) / 1024.0);
 		sleep_ms(50);
 	}
 	return NULL;
 }
 
-double wait_converged(struct engine *e, uint64_t t0_ns, long long base_kb, FILE *series,
-		      double timeout_s, double *read_max_s)
+double wait_converged(struct engine *e, struct merge_run *m, FILE *series, double timeout_s)
 {
-	struct sampler smp = {.out = series, .t0 = t0_ns, .base_kb = base_kb};
+	struct sampler smp = {.out = series, .e = e, .m = m};
 	long long scans = bench_counter(e, "full_scans"), last_value = -1;
 	int same = 0;
 	double t_value = -1, result = -1;
+	uint64_t t0_ns = m->t0;
+	double *read_max_s = &m->read_max_s;
 
 	*read_max_s = 0;
 	atomic_init(&smp.stop, false);
@@ -693,6 +733,7 @@ void bench_merge_begin(struct engine *e, const struct span *spans, size_t nspans
 {
 	memset(m, 0, sizeof(*m));
 	m->base_kb = mem_used_kb();
+	m->base_proc_kb = process_memory_kb(e);
 	m->base_pss_kb = self_rollup_kb("Pss");
 	m->base_maps = self_map_count();
 	busy_start(e);

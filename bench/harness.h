@@ -113,17 +113,6 @@ void busy_stop(struct engine *e);
  * Returns the seconds waited, or -1 after timeout_s. */
 double wait_full_scans(struct engine *e, long long n, double timeout_s);
 
-/*
- * Waits until the pages saved are the same at the end of two full scans
- * running (three scan ends with the same value), sampling memory returned
- * (mem_used_kb() drop from base_kb) every 50 ms into series if given, from
- * a thread of its own.  Returns the time from t0_ns to the first scan end
- * seen with the final value (the convergence time), or -1 after
- * timeout_s; *read_max_s is the longest a counter read took.
- */
-double wait_converged(struct engine *e, uint64_t t0_ns, long long base_kb, FILE *series,
-		      double timeout_s, double *read_max_s);
-
 /* ---- one merge measurement, shared by the merge workloads ---- */
 
 struct span {
@@ -133,6 +122,7 @@ struct span {
 
 struct merge_run {
 	long long base_kb, base_pss_kb, base_maps; /* before */
+	long long base_proc_kb;			   /* process_memory_kb() before */
 	uint64_t t0, cpu0;
 	double wait_s;		 /* set by the caller: time to merged/converged */
 	double read_max_s;	 /* longest counter read while waiting */
@@ -152,6 +142,23 @@ void bench_merge_begin(struct engine *e, const struct span *spans, size_t nspans
 void bench_merge_end(struct engine *e, struct merge_run *m);
 /* The result lines every merge workload gives. */
 void bench_merge_report(const struct bench_opts *o, const struct merge_run *m);
+/*
+ * Waits until the pages saved are the same at the end of two full scans
+ * running (three scan ends with the same value).  With series, a thread
+ * samples memory returned every 50 ms: process_memory_kb() and /proc/meminfo
+ * drops from their values before.  Returns the time from m->t0 to the first
+ * scan end seen with the final value (the convergence time), or -1 after
+ * timeout_s; sets m->read_max_s, the longest a counter read took.
+ */
+double wait_converged(struct engine *e, struct merge_run *m, FILE *series, double timeout_s);
+
+/* This process's memory, cheap enough to sample every 50 ms (Pss takes
+ * ~60 ms to read with 50k mappings, and holds the mmap lock): RssAnon plus
+ * the library's memfds (pool and index, from their allocated blocks), or,
+ * for the kernel, RssAnon minus the mappings KSM saved (pages_sharing +
+ * ksm_zero_pages), because RssAnon counts a KSM page once per mapping. */
+long long process_memory_kb(struct engine *e);
+
 /* Metadata bytes per tracked page: the library's own counter, or the
  * kernel's KSM slabs (/proc/slabinfo) per rmap item. */
 double metadata_per_page(struct engine *e);

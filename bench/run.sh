@@ -66,13 +66,14 @@ knobs_before=$(knobs)
 
 failed=0
 # run PROG CASE [ARGS...]: the program for both engines, engine first
-# (@ENGINE@ in an argument becomes lib or kernel).
+# (@ENGINE@ in an argument becomes lib or kernel, @REP@ the repetition).
 run() {
 	local prog=$1 case=$2 eng try rep
 	shift 2
 	for rep in $(seq "$repeat"); do for eng in lib kernel; do
+		local args=("${@//@ENGINE@/$eng}")
 		for try in 1 2; do
-			if "$bin/$prog" --engine $eng --case $case "${@//@ENGINE@/$eng}" >"$raw.part"; then
+			if "$bin/$prog" --engine $eng --case $case "${args[@]//@REP@/$rep}" >"$raw.part"; then
 				cat "$raw.part" >>"$raw"
 				break
 			fi
@@ -92,7 +93,7 @@ for c in idle busy; do
 	run bench_merge_time $c "${q[@]}"
 done
 for c in $cases; do
-	run bench_vm $c "${q[@]}" --zero 0 --series "$out/vm-$c-@ENGINE@.dat"
+	run bench_vm $c "${q[@]}" --zero 0 --series "$out/vm-$c-@ENGINE@-@REP@.dat"
 done
 # The library pays a mapping per merged zero page with use_zero_pages=0;
 # with 1 both engines drop zero pages without any: run both settings.
@@ -201,6 +202,19 @@ for w in $want; do
 	done
 done
 
+# The series to plot: for each case and engine, that of the repetition
+# whose convergence time was the median.
+for c in $cases; do
+	for eng in lib kernel; do
+		e=$([ $eng = lib ] && echo engine || echo kernel)
+		rep=$(awk -F'\t' -v c=$c -v e=$e '$1 == "2-VM" && $2 == c && $3 == e && $4 == "converge" {
+			print ++n "\t" $6 }' "$raw" | sort -t$'\t' -k2,2g |
+			awk '{ r[NR] = $1 } END { if (NR) print r[int((NR + 1) / 2)] }')
+		[ -n "$rep" ] && mv -f "$out/vm-$c-$eng-$rep.dat" "$out/vm-$c-$eng.dat"
+		rm -f "$out/vm-$c-$eng"-[0-9]*.dat
+	done
+done
+
 # The plot of workload 2: memory returned over time, engine vs kernel.
 if command -v gnuplot >/dev/null && [ -s "$out/vm-idle-lib.dat" ] && [ -s "$out/vm-idle-kernel.dat" ]; then
 	png=$out/vm-like$sfx.png
@@ -211,11 +225,12 @@ if command -v gnuplot >/dev/null && [ -s "$out/vm-idle-lib.dat" ] && [ -s "$out/
 '$out/vm-busy-kernel.dat' using 1:2 with lines lw 2 dt 2 lc rgb '#d62728' title 'kernel KSM, busy'"
 	fi
 	gnuplot <<-GP || { echo "run.sh: gnuplot failed" >&2; failed=1; }
-		set terminal pngcairo size 900,520 font 'DejaVu Sans,10'
+		set terminal pngcairo size 900,520 font 'DejaVu Sans,10' noenhanced
 		set output '$png'
-		set title 'Workload 2 (VM-like, 4 x $mib MiB, use\_zero\_pages=0): memory returned'
+		set title 'Workload 2 (VM-like, 4 x $mib MiB, use_zero_pages=0): memory returned'
 		set xlabel 'seconds since madvise + run=1'
-		set ylabel 'MiB returned (AnonPages+Shmem drop)'
+		set ylabel 'MiB returned by the process'
+		set label 1 'engine: RssAnon + its memfds; kernel: RssAnon - (pages_sharing + ksm_zero_pages)' at graph 0.01, graph 0.97 font ',8'
 		set key bottom right
 		set grid
 		plot $plots
