@@ -28,7 +28,7 @@ test-asan:
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900 -LE nosan
 
 demo: build
-	$(BUILD)/examples/demo
+	$(BUILD)/examples/demo --samepaged $(BUILD)/daemon/samepaged $(DEMO_ARGS)
 
 bench: build
 	bash bench/run.sh $(if $(QUICK),--quick,)

@@ -1,30 +1,66 @@
 // SPDX-License-Identifier: MIT
 /*
- * demo.c - `make demo`: the seed blog post's scenario, with libsamepage.
+ * demo.c - `make demo`: the seed blog post's scenario, end to end.
  *
- * One process holds the memory of several "guests" booted from the same
- * image: a part every guest has at the same offsets (kernel, libraries),
- * zero pages, and data of its own.  Merging is turned on the way the blog
- * post does it for the kernel (run = 1, pages_to_scan = 20000,
- * sleep_millisecs = 200), a live line shows the memory saved so far as
- * /proc/meminfo sees it, and a table sums up when the scanner converges.
+ * Several guest processes ("VMs") boot from one image: a part every guest
+ * has at the same offsets (kernel, libraries), zero pages, and data of its
+ * own.  Merging is turned on the way the blog post does it (run = 1,
+ * pages_to_scan = 20000, sleep_millisecs = 200), and a live line shows the
+ * memory saved so far per guest and in total, measured from outside
+ * (each guest's Pss in /proc/PID/smaps_rollup, and /proc/meminfo).
  *
- * Usage: demo [--guests N] [--mib M] [--pages-to-scan N] [--sleep-ms N]
+ *  1. libsamepage across processes: the demo starts its own samepaged and
+ *     every guest calls samepage_connect("guests");
+ *  2. the kernel's KSM on the same guests (madvise MADV_MERGEABLE), when
+ *     this user may drive /sys/kernel/mm/ksm and nobody else uses it; the
+ *     knobs it touches are put back at the end, even on Ctrl-C;
+ *  then the two side by side.
+ *
+ * Usage: demo [--guests N] [--mib M] [--samepaged PATH] [--no-kernel]
  */
 #include <samepage.h>
 
-#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define PG 4096UL
+#define MAX_GUESTS 16
+#define KSM "/sys/kernel/mm/ksm/"
+#define SEED_KNOBS {{"pages_to_scan", "20000"}, {"sleep_millisecs", "200"}}
 
-static long long kb(const char *path, const char *field)
+static unsigned guests = 4, mib = 256;
+static const char *samepaged = "samepaged";
+
+struct guest {
+	pid_t pid;
+	int cmd, res;
+};
+
+struct outcome {
+	double before_mib, after_mib, secs, cpu_s;
+	long long shared, sharing;
+	bool ran;
+};
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static long long kb_of(const char *path, const char *field)
 {
 	char line[256];
 	long long v = 0;
@@ -39,205 +75,446 @@ static long long kb(const char *path, const char *field)
 	return v;
 }
 
+static long long pss_kb(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+	return kb_of(path, "Pss");
+}
+
 static long long system_kb(void)
 {
-	return kb("/proc/meminfo", "AnonPages") + kb("/proc/meminfo", "Shmem");
+	return kb_of("/proc/meminfo", "AnonPages") + kb_of("/proc/meminfo", "Shmem");
 }
 
-static long long process_kb(void)
+/* CPU seconds of the threads or tasks named `comm` under /proc/PID/task. */
+static double cpu_of(pid_t pid, const char *comm)
 {
-	return kb("/proc/self/smaps_rollup", "Pss_Anon") + kb("/proc/self/smaps_rollup", "Pss_Shmem");
-}
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-/* CPU seconds of the engine's scanner thread ("samepage-ksmd"). */
-static double scanner_cpu(void)
-{
-	char path[300], comm[64], stat[1024];
+	char path[128], buf[1024];
 	double s = 0;
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	while (d && (e = readdir(d))) {
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		int is = fgets(comm, sizeof(comm), f) && !strncmp(comm, "samepage-ksmd", 13);
-		fclose(f);
-		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
-		if (!is || !(f = fopen(path, "r")))
-			continue;
-		if (fgets(stat, sizeof(stat), f)) {
-			unsigned long ut = 0, st = 0;
-			char *p = strrchr(stat, ')');
-			if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-					&ut, &st) == 2)
-				s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	FILE *ls = NULL;
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "ls %s 2>/dev/null", path);
+	ls = popen(cmd, "r");
+	while (ls && fgets(buf, sizeof(buf), ls)) {
+		int tid = atoi(buf);
+		char p2[160], name[64] = "";
+		snprintf(p2, sizeof(p2), "/proc/%d/task/%d/comm", (int)pid, tid);
+		FILE *f = fopen(p2, "r");
+		if (f) {
+			if (!fgets(name, sizeof(name), f))
+				name[0] = 0;
+			fclose(f);
 		}
-		fclose(f);
+		if (strncmp(name, comm, strlen(comm)))
+			continue;
+		snprintf(p2, sizeof(p2), "/proc/%d/task/%d/stat", (int)pid, tid);
+		f = fopen(p2, "r");
+		if (f && fgets(buf, sizeof(buf), f)) {
+			unsigned long ut = 0, st = 0;
+			char *q = strrchr(buf, ')');
+			if (q && sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+					&ut, &st) == 2)
+				s += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+		}
+		if (f)
+			fclose(f);
 	}
-	if (d)
-		closedir(d);
+	if (ls)
+		pclose(ls);
 	return s;
 }
 
-static long long rd(samepage_t *sp, const char *name)
-{
-	long long v = 0;
-	samepage_read_number(sp, name, &v);
-	return v;
-}
-
-static void set(samepage_t *sp, const char *name, const char *value)
-{
-	int err = samepage_write(sp, name, value);
-	if (err) {
-		fprintf(stderr, "demo: %s = %s: %s\n", name, value, samepage_strerror(err));
-		exit(2);
-	}
-	printf("  echo %-6s > %s\n", value, name);
-}
+/* ---- the guests ---- */
 
 /* The image: 60% shared (same contents at the same offsets in every
  * guest), 20% zero pages, 20% private (different in every guest). */
-static void boot_guest(char *mem, size_t pages, unsigned guest)
+static uint64_t word(size_t i, size_t k, unsigned g)
 {
+	unsigned kind = (unsigned)(i * 7 % 10);
+	if (kind < 6)
+		return (i * 0x9e3779b97f4a7c15ULL) ^ k;
+	if (kind < 8)
+		return 0;
+	return ((uint64_t)(g + 1) << 56) ^ (i * 0xc2b2ae3d27d4eb4fULL) ^ k;
+}
+
+static void guest_main(unsigned g, bool kernel, int cmd, int res)
+{
+	size_t pages = (size_t)mib * 256;
+	samepage_t *sp = NULL;
+	char *mem = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+			 0);
+	long long v = 0;
+	if (mem == MAP_FAILED)
+		_exit(3);
+	madvise(mem, pages * PG, MADV_NOHUGEPAGE);
 	for (size_t i = 0; i < pages; i++) {
 		uint64_t *w = (uint64_t *)(mem + i * PG);
-		unsigned kind = (unsigned)(i * 7 % 10);
-		if (kind < 6)
-			for (size_t k = 0; k < PG / 8; k++)
-				w[k] = (i * 0x9e3779b97f4a7c15ULL) ^ k;
-		else if (kind < 8)
-			mem[i * PG] = 0; /* touched: a present zero page */
-		else
-			for (size_t k = 0; k < PG / 8; k++)
-				w[k] = ((uint64_t)guest << 56) ^ (i * 0xc2b2ae3d27d4eb4fULL) ^ k;
+		for (size_t k = 0; k < PG / 8; k++)
+			w[k] = word(i, k, g);
 	}
+	int err = kernel ? (madvise(mem, pages * PG, MADV_MERGEABLE) ? -errno : 0)
+			 : samepage_connect(&sp, "guests");
+	if (!err && sp)
+		err = samepage_madvise(sp, mem, pages * PG, SAMEPAGE_MERGEABLE);
+	v = err;
+	if (write(res, &v, sizeof(v)) != sizeof(v) || err)
+		_exit(4);
+	char c;
+	while (read(cmd, &c, 1) == 1 && c == 'v') { /* verify every page */
+		v = 1;
+		for (size_t i = 0; i < pages && v; i++)
+			for (size_t k = 0; k < PG / 8; k += 61)
+				v &= ((uint64_t *)(mem + i * PG))[k] == word(i, k, g);
+		if (write(res, &v, sizeof(v)) != sizeof(v))
+			break;
+	}
+	_exit(0);
+}
+
+static bool start_guests(struct guest *gs, bool kernel)
+{
+	for (unsigned g = 0; g < guests; g++) {
+		int a[2], b[2];
+		if (pipe(a) || pipe(b))
+			return false;
+		gs[g].pid = fork();
+		if (gs[g].pid == 0) {
+			close(a[1]);
+			close(b[0]);
+			guest_main(g, kernel, a[0], b[1]);
+		}
+		close(a[0]);
+		close(b[1]);
+		gs[g].cmd = a[1];
+		gs[g].res = b[0];
+	}
+	bool ok = true;
+	for (unsigned g = 0; g < guests; g++) {
+		long long v = -1;
+		if (read(gs[g].res, &v, sizeof(v)) != sizeof(v) || v) {
+			fprintf(stderr, "demo: guest %u could not start: %s\n", g,
+				v < 0 ? strerror((int)-v) : "it exited");
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+static bool stop_guests(struct guest *gs)
+{
+	bool ok = true;
+	for (unsigned g = 0; g < guests; g++) {
+		long long v = 0;
+		if (write(gs[g].cmd, "v", 1) != 1 || read(gs[g].res, &v, sizeof(v)) != sizeof(v))
+			v = 0;
+		ok &= v == 1;
+		close(gs[g].cmd);
+		close(gs[g].res);
+		kill(gs[g].pid, SIGTERM);
+		waitpid(gs[g].pid, NULL, 0);
+	}
+	return ok;
+}
+
+/* ---- the two back-ends, as the demo drives them ---- */
+
+struct backend {
+	const char *name;
+	int (*set)(const char *name, const char *value);
+	long long (*get)(const char *name);
+	double (*cpu)(void);
+};
+
+static char sock[160], statedir[128];
+static pid_t daemon_pid;
+
+static int user_set(const char *name, const char *value)
+{
+	char req[128], reply[256];
+	snprintf(req, sizeof(req), "SET %s %s", name, value);
+	return samepage_control(sock, req, reply, sizeof(reply));
+}
+
+static long long user_get(const char *name)
+{
+	char req[128], reply[256];
+	snprintf(req, sizeof(req), "GET %s", name);
+	if (samepage_control(sock, req, reply, sizeof(reply)))
+		return 0;
+	char *sp = strrchr(reply, ' ');
+	return sp ? atoll(sp + 1) : 0;
+}
+
+static struct guest *current;
+
+static double user_cpu(void)
+{
+	double s = 0;
+	for (unsigned g = 0; g < guests; g++)
+		s += cpu_of(current[g].pid, "samepage-ksmd");
+	return s;
+}
+
+static int kernel_set(const char *name, const char *value)
+{
+	char path[128];
+	snprintf(path, sizeof(path), KSM "%s", name);
+	int fd = open(path, O_WRONLY), err = 0;
+	if (fd < 0)
+		return -errno;
+	if (write(fd, value, strlen(value)) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+static long long kernel_get(const char *name)
+{
+	char path[128], buf[64] = "";
+	snprintf(path, sizeof(path), KSM "%s", name);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	return atoll(buf);
+}
+
+static double kernel_cpu(void)
+{
+	char buf[64];
+	FILE *p = popen("pgrep -x ksmd", "r");
+	pid_t pid = p && fgets(buf, sizeof(buf), p) ? atoi(buf) : 0;
+	if (p)
+		pclose(p);
+	return pid ? cpu_of(pid, "ksmd") : 0;
+}
+
+/* The kernel knobs the demo touches, put back by restore_kernel(). */
+static const char *saved_names[] = {"run", "pages_to_scan", "sleep_millisecs"};
+static char saved[3][32];
+static bool kernel_saved;
+
+static void restore_kernel(void)
+{
+	if (!kernel_saved)
+		return;
+	kernel_saved = false;
+	kernel_set("run", "2"); /* drop the demo's merged pages first */
+	for (int i = 2; i >= 0; i--)
+		kernel_set(saved_names[i], saved[i]);
+}
+
+static void on_signal(int sig)
+{
+	restore_kernel();
+	if (daemon_pid > 0)
+		kill(daemon_pid, SIGTERM);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* ---- one run ---- */
+
+static struct outcome run(const struct backend *be, bool kernel)
+{
+	struct outcome o = {.ran = true};
+	static struct guest gs[MAX_GUESTS];
+	const char *knobs[][2] = SEED_KNOBS;
+	long long sys0 = system_kb();
+
+	printf("\n== %s: %u guests x %u MiB from one image (60%% shared, 20%% zero, 20%% own)\n",
+	       be->name, guests, mib);
+	current = gs;
+	if (!start_guests(gs, kernel)) {
+		o.ran = false;
+		return o;
+	}
+	long long pss0 = 0;
+	for (unsigned g = 0; g < guests; g++)
+		pss0 += pss_kb(gs[g].pid);
+	o.before_mib = (double)pss0 / 1024;
+	printf("guests booted: %.0f MiB (their Pss), system AnonPages+Shmem +%lld MiB\n",
+	       o.before_mib, (system_kb() - sys0) / 1024);
+	printf("turning merging on, as the seed blog post does:\n");
+	for (int i = 0; i < 2; i++) {
+		be->set(knobs[i][0], knobs[i][1]);
+		printf("  echo %-6s > %s\n", knobs[i][1], knobs[i][0]);
+	}
+	double t0 = now(), cpu0 = be->cpu();
+	be->set("run", "1");
+	printf("  echo 1      > run\n");
+
+	/* Converged: pages_sharing unchanged over two full scans. */
+	long long last = -1, stable = 0, scans = be->get("full_scans");
+	int tty = isatty(1);
+	double last_print = 0;
+	while (stable < 2 && now() - t0 < 600) {
+		usleep(100000);
+		long long s = be->get("full_scans"), sharing = be->get("pages_sharing");
+		if (s != scans) {
+			stable = sharing == last && s >= 2 ? stable + 1 : 0;
+			last = sharing;
+			scans = s;
+		}
+		if (now() - last_print < (tty ? 0.25 : 2.0))
+			continue;
+		last_print = now();
+		long long total = 0;
+		printf("%s[%5.1fs] scans %lld | saved per guest:", tty ? "\r" : "", now() - t0, s);
+		for (unsigned g = 0; g < guests; g++) {
+			long long p = pss_kb(gs[g].pid);
+			total += p;
+			printf(" %4lld", (long long)(o.before_mib * 1024 / guests - p) / 1024);
+		}
+		printf(" MiB | total %5lld MiB | meminfo %5lld MiB%s",
+		       (pss0 - total) / 1024, (sys0 + pss0 - system_kb()) / 1024,
+		       tty ? "   " : "\n");
+		fflush(stdout);
+	}
+	o.secs = now() - t0;
+	o.cpu_s = be->cpu() - cpu0;
+	o.shared = be->get("pages_shared");
+	o.sharing = be->get("pages_sharing");
+	long long pss1 = 0;
+	for (unsigned g = 0; g < guests; g++)
+		pss1 += pss_kb(gs[g].pid);
+	o.after_mib = (double)pss1 / 1024;
+	bool ok = stop_guests(gs);
+	be->set("run", "2");
+	printf("\n%s: %.0f MiB -> %.0f MiB in %.1f s; every guest's memory %s\n", be->name,
+	       o.before_mib, o.after_mib, o.secs, ok ? "checked: intact" : "IS WRONG");
+	if (!ok)
+		exit(1);
+	return o;
+}
+
+static bool start_daemon(void)
+{
+	snprintf(statedir, sizeof(statedir), "/dev/shm/samepage-demo-XXXXXX");
+	if (!mkdtemp(statedir))
+		return false;
+	snprintf(sock, sizeof(sock), "%s/s.sock", statedir);
+	setenv("SAMEPAGE_SOCKET", sock, 1);
+	daemon_pid = fork();
+	if (daemon_pid == 0) {
+		char state[192];
+		snprintf(state, sizeof(state), "%s/state", statedir);
+		int null = open("/dev/null", O_WRONLY);
+		dup2(null, 2);
+		execlp(samepaged, samepaged, "--foreground", "--socket", sock, "--state-dir", state,
+		       (char *)NULL);
+		_exit(127);
+	}
+	char reply[64];
+	for (int i = 0; i < 2000; i++) {
+		if (samepage_control(sock, "GET run", reply, sizeof(reply)) == 0)
+			return true;
+		usleep(5000);
+	}
+	return false;
+}
+
+static void stop_daemon(void)
+{
+	char cmd[200];
+	kill(daemon_pid, SIGTERM);
+	waitpid(daemon_pid, NULL, 0);
+	daemon_pid = 0;
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", statedir);
+	if (system(cmd))
+		fprintf(stderr, "demo: could not remove %s\n", statedir);
+}
+
+/* The kernel's KSM may be used: root, the files there, and nobody else
+ * merging (the project's lock file, and pages_shared 0). */
+static const char *kernel_unavailable(int *lockfd)
+{
+	if (access(KSM "run", W_OK))
+		return "no writable /sys/kernel/mm/ksm (not root, or no CONFIG_KSM)";
+	*lockfd = open("/tmp/samepage-kernel-ksm.lock", O_RDWR | O_CREAT, 0644);
+	if (*lockfd < 0 || flock(*lockfd, LOCK_EX | LOCK_NB))
+		return "another samepage test or benchmark is using it";
+	if (kernel_get("pages_shared") || kernel_get("run") == 1)
+		return "it is in use on this host (run=1 or pages already shared)";
+	return NULL;
 }
 
 int main(int argc, char **argv)
 {
-	unsigned guests = 4, mib = 256;
-	const char *pages_to_scan = "20000", *sleep_ms = "200";
-	for (int i = 1; i + 1 < argc; i += 2) {
-		if (!strcmp(argv[i], "--guests"))
-			guests = (unsigned)atoi(argv[i + 1]);
-		else if (!strcmp(argv[i], "--mib"))
-			mib = (unsigned)atoi(argv[i + 1]);
-		else if (!strcmp(argv[i], "--pages-to-scan"))
-			pages_to_scan = argv[i + 1];
-		else if (!strcmp(argv[i], "--sleep-ms"))
-			sleep_ms = argv[i + 1];
+	bool no_kernel = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--guests") && i + 1 < argc)
+			guests = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--mib") && i + 1 < argc)
+			mib = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--samepaged") && i + 1 < argc)
+			samepaged = argv[++i];
+		else if (!strcmp(argv[i], "--no-kernel"))
+			no_kernel = true;
 		else {
-			fprintf(stderr, "usage: demo [--guests N] [--mib M] [--pages-to-scan N] "
-					"[--sleep-ms N]\n");
+			fprintf(stderr, "usage: demo [--guests N] [--mib M] [--samepaged PATH] "
+					"[--no-kernel]\n");
 			return 2;
 		}
 	}
-	if (!guests || !mib) {
-		fprintf(stderr, "demo: --guests and --mib must be at least 1\n");
+	if (guests < 2 || guests > MAX_GUESTS || mib < 1) {
+		fprintf(stderr, "demo: --guests must be 2 to %d and --mib at least 1\n", MAX_GUESTS);
 		return 2;
 	}
-	size_t pages = (size_t)mib * 256;
-	samepage_t *sp;
-	int err = samepage_open(&sp);
-	if (err) {
-		fprintf(stderr, "demo: samepage_open: %s\n", samepage_strerror(err));
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+
+	if (!start_daemon()) {
+		fprintf(stderr, "demo: could not start %s (fix: --samepaged PATH)\n", samepaged);
 		return 1;
 	}
+	struct backend user = {"libsamepage + samepaged", user_set, user_get, user_cpu};
+	struct outcome u = run(&user, false);
+	stop_daemon();
+	if (!u.ran)
+		return 1;
 
-	printf("samepage demo: %u guests x %u MiB from one image (60%% shared, 20%% zero, 20%% "
-	       "private)\n",
-	       guests, mib);
-	long long sys0 = system_kb();
-	char **mem = calloc(guests, sizeof(*mem));
-	for (unsigned g = 0; g < guests; g++) {
-		mem[g] = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			      -1, 0);
-		if (mem[g] == MAP_FAILED) {
-			perror("demo: mmap");
-			return 1;
+	struct outcome k = {0};
+	int lockfd = -1;
+	const char *why = no_kernel ? "--no-kernel" : kernel_unavailable(&lockfd);
+	if (!why) {
+		for (int i = 0; i < 3; i++) {
+			long long v = kernel_get(saved_names[i]);
+			snprintf(saved[i], sizeof(saved[i]), "%lld", v);
 		}
-		madvise(mem[g], pages * PG, MADV_NOHUGEPAGE);
-		boot_guest(mem[g], pages, g);
-		err = samepage_madvise(sp, mem[g], pages * PG, SAMEPAGE_MERGEABLE);
-		if (err) {
-			fprintf(stderr, "demo: samepage_madvise: %s\n", samepage_strerror(err));
-			return 1;
-		}
+		kernel_saved = true;
+		atexit(restore_kernel);
+		struct backend kern = {"the kernel's KSM", kernel_set, kernel_get, kernel_cpu};
+		k = run(&kern, true);
+		restore_kernel();
+	} else {
+		printf("\n(the kernel's KSM is not run for comparison: %s)\n", why);
 	}
-	long long sys1 = system_kb(), proc1 = process_kb();
-	printf("guests booted: %lld MiB in use (system AnonPages+Shmem grew %lld MiB)\n",
-	       proc1 / 1024, (sys1 - sys0) / 1024);
-	printf("turning merging on, as the seed blog post does:\n");
-	set(sp, "pages_to_scan", pages_to_scan);
-	set(sp, "sleep_millisecs", sleep_ms);
-	set(sp, "run", "1");
 
-	/* Converged: pages_sharing unchanged over two full scans. */
-	double t0 = now(), cpu0 = scanner_cpu();
-	long long last_sharing = -1, stable_scans = 0, last_scans = 0;
-	int tty = isatty(1);
-	while (stable_scans < 2 && now() - t0 < 600) {
-		usleep(250000);
-		long long scans = rd(sp, "full_scans"), sharing = rd(sp, "pages_sharing");
-		if (scans != last_scans) {
-			stable_scans = sharing == last_sharing && scans >= 2 ? stable_scans + 1 : 0;
-			last_sharing = sharing;
-			last_scans = scans;
-		}
-		printf("%s[%5.1fs] full scans %lld | saved %5lld MiB (process) %5lld MiB (meminfo) | "
-		       "pages_shared %lld pages_sharing %lld zero %lld%s",
-		       tty ? "\r" : "", now() - t0, scans, (proc1 - process_kb()) / 1024,
-		       (sys1 - system_kb()) / 1024,
-		       rd(sp, "pages_shared"), sharing, rd(sp, "ksm_zero_pages"),
-		       tty ? "   " : "\n");
-		fflush(stdout);
-	}
-	double secs = now() - t0, cpu = scanner_cpu() - cpu0;
-	long long sys2 = system_kb(), proc2 = process_kb();
-	printf("\n\n");
-	printf("  %-34s %12s\n", "", "MiB");
-	printf("  %-34s %12.1f\n", "guest memory", (double)guests * mib);
-	printf("  %-34s %12.1f\n", "before merging (process)", proc1 / 1024.0);
-	printf("  %-34s %12.1f\n", "after merging (process)", proc2 / 1024.0);
-	printf("  %-34s %12.1f\n", "saved (process, smaps_rollup)", (proc1 - proc2) / 1024.0);
-	printf("  %-34s %12.1f\n", "saved (system, /proc/meminfo)", (sys1 - sys2) / 1024.0);
-	printf("  %-34s %12lld\n", "pages_shared", rd(sp, "pages_shared"));
-	printf("  %-34s %12lld\n", "pages_sharing", rd(sp, "pages_sharing"));
-	printf("  %-34s %12lld\n", "pages_unshared", rd(sp, "pages_unshared"));
-	printf("  %-34s %12lld\n", "full_scans", rd(sp, "full_scans"));
-	printf("  %-34s %12lld\n", "general_profit (bytes)", rd(sp, "general_profit"));
-	printf("  %-34s %12lld\n", "metadata bytes per page", rd(sp, "metadata_bytes_per_page"));
-	printf("  %-34s %12.1f\n", "all metadata (KiB)", rd(sp, "metadata_bytes") / 1024.0);
-	printf("  %-34s %12.2f\n", "time to converge (s)", secs);
-	printf("  %-34s %12.2f\n", "scanner CPU (s)", cpu);
-
-	/* Every guest still reads its own memory. */
-	for (unsigned g = 0; g < guests; g++) {
-		char *check = malloc(PG);
-		for (size_t i = 0; i < pages; i += 97) {
-			memset(check, 0, PG);
-			uint64_t *w = (uint64_t *)check;
-			unsigned kind = (unsigned)(i * 7 % 10);
-			for (size_t k = 0; kind != 6 && kind != 7 && k < PG / 8; k++)
-				w[k] = kind < 6 ? (i * 0x9e3779b97f4a7c15ULL) ^ k
-						: ((uint64_t)g << 56) ^ (i * 0xc2b2ae3d27d4eb4fULL) ^ k;
-			if (memcmp(check, mem[g] + i * PG, PG)) {
-				fprintf(stderr, "demo: guest %u page %zu is wrong!\n", g, i);
-				return 1;
-			}
-		}
-		free(check);
-	}
-	printf("\nevery guest's memory checked: contents intact\n");
-	samepage_close(sp);
+	printf("\n  %-28s %16s %16s\n", "", "libsamepage", k.ran ? "kernel KSM" : "");
+	printf("  %-28s %16.0f", "guest memory before (MiB)", u.before_mib);
+	k.ran ? printf(" %16.0f\n", k.before_mib) : printf("\n");
+	printf("  %-28s %16.0f", "after merging (MiB)", u.after_mib);
+	k.ran ? printf(" %16.0f\n", k.after_mib) : printf("\n");
+	printf("  %-28s %16.0f", "saved (MiB)", u.before_mib - u.after_mib);
+	k.ran ? printf(" %16.0f\n", k.before_mib - k.after_mib) : printf("\n");
+	printf("  %-28s %16lld", "pages_shared", u.shared);
+	k.ran ? printf(" %16lld\n", k.shared) : printf("\n");
+	printf("  %-28s %16lld", "pages_sharing", u.sharing);
+	k.ran ? printf(" %16lld\n", k.sharing) : printf("\n");
+	printf("  %-28s %16.1f", "time to converge (s)", u.secs);
+	k.ran ? printf(" %16.1f\n", k.secs) : printf("\n");
+	printf("  %-28s %16.2f", "scanner CPU (s)", u.cpu_s);
+	k.ran ? printf(" %16.2f\n", k.cpu_s) : printf("\n");
+	printf("\n(pages_to_scan 20000, sleep_millisecs 200, as the seed; memory is the guests' "
+	       "Pss from /proc/PID/smaps_rollup; scanner CPU is the guests' samepage-ksmd "
+	       "threads vs ksmd)\n");
+	if (lockfd >= 0)
+		close(lockfd);
 	return 0;
 }

@@ -377,6 +377,18 @@ static void *ksmd(void *arg)
 				}
 				pthread_cond_timedwait(&sp->wake, &sp->lock, &ts);
 			}
+		} else if (sp->socket_path[0]) {
+			/* samepaged's knobs change in the shared domain, where no
+			 * condition variable reaches us: look again soon. */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 100000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&sp->wake, &sp->lock, &ts);
+			client_poll(sp);
 		} else {
 			pthread_cond_wait(&sp->wake, &sp->lock);
 		}
