@@ -106,6 +106,19 @@ for c in $cases; do
 	run bench_cow $c "${q[@]}"
 done
 
+# Each program checks that it put every knob back (and fails if not);
+# this whole-run comparison can also see writes by someone who ignores the
+# lock, so it only warns, except for run, which must never be left at 1.
+knobs_after=$(knobs)
+if [ "$knobs_before" != "$knobs_after" ]; then
+	echo "run.sh: warning: kernel KSM knobs differ from before the run (another user?):" >&2
+	diff <(echo "$knobs_before") <(echo "$knobs_after") >&2 || true
+fi
+if [ "$(cat /sys/kernel/mm/ksm/run)" = 1 ] && ! grep -qx run=1 <<<"$knobs_before"; then
+	echo "run.sh: run=1 left behind" >&2
+	failed=1
+fi
+
 # The kernel is no longer used: let the other users of KSM in.
 flock -u 9
 
@@ -129,19 +142,6 @@ if [ $quick = 0 ] && [ $callgrind = 1 ] && command -v valgrind >/dev/null; then
 	done
 fi
 elapsed=$(( $(date +%s) - start ))
-
-# Each program checks that it put every knob back (and fails if not);
-# this whole-run comparison can also see writes by someone who ignores the
-# lock, so it only warns, except for run, which must never be left at 1.
-knobs_after=$(knobs)
-if [ "$knobs_before" != "$knobs_after" ]; then
-	echo "run.sh: warning: kernel KSM knobs differ from before the run (another user?):" >&2
-	diff <(echo "$knobs_before") <(echo "$knobs_after") >&2 || true
-fi
-if [ "$(cat /sys/kernel/mm/ksm/run)" = 1 ] && ! grep -qx run=1 <<<"$knobs_before"; then
-	echo "run.sh: run=1 left behind" >&2
-	failed=1
-fi
 
 # The table: engine, kernel and ratio (engine / kernel) per workload, case
 # and metric (the median of the repeated runs), with the target where the
