@@ -165,16 +165,30 @@ static void parse_cgroup(const char *text, struct ksm_process *p)
 	snprintf(p->cgroup, sizeof(p->cgroup), "%.*s", (int)strcspn(s, "\n"), s);
 }
 
-static void read_process(const char *proc, int pid, struct ksm_process *p)
+void ksm_process_init(struct ksm_process *p, int pid)
 {
-	char path[PATH_MAX], text[8192];
-
 	memset(p, 0, sizeof(*p));
 	p->pid = pid;
 	p->rmap_items = p->zero_pages = p->merging_pages = -1;
 	p->profit = LLONG_MIN;
 	p->merge_any = p->mergeable = -1;
 	p->ksm_kb = p->rss_kb = -1;
+}
+
+void ksm_process_read_cgroup(const char *proc_root, struct ksm_process *p)
+{
+	char path[PATH_MAX], text[8192];
+
+	snprintf(path, sizeof(path), "%s/%d/cgroup", proc_root, p->pid);
+	if (read_text(path, text, sizeof(text)) == 0)
+		parse_cgroup(text, p);
+}
+
+static void read_process(const char *proc, int pid, struct ksm_process *p)
+{
+	char path[PATH_MAX], text[8192];
+
+	ksm_process_init(p, pid);
 
 	snprintf(path, sizeof(path), "%s/%d/comm", proc, pid);
 	if (read_text(path, text, sizeof(text)) == 0)
@@ -189,9 +203,7 @@ static void read_process(const char *proc, int pid, struct ksm_process *p)
 		text[0] = '\n'; /* so every key, the first too, follows a newline */
 		parse_smaps_rollup(text, p);
 	}
-	snprintf(path, sizeof(path), "%s/%d/cgroup", proc, pid);
-	if (read_text(path, text, sizeof(text)) == 0)
-		parse_cgroup(text, p);
+	ksm_process_read_cgroup(proc, p);
 }
 
 static int by_pid(const void *a, const void *b)
@@ -239,6 +251,7 @@ const struct ksm_backend *backend_kernel(const char *sys_root, const char *proc_
 	static struct kernel_priv kp;
 	static struct ksm_backend be = {
 	    .name = "kernel",
+	    .who = "the kernel",
 	    .available = kernel_available,
 	    .list = kernel_list,
 	    .read = kernel_read,

@@ -3,8 +3,9 @@
  * backend.h - where ksmctl's verbs get and put KSM state.
  *
  * Every verb works on a struct ksm_backend and never on paths, so the same
- * verbs can drive the kernel's KSM (backend-kernel.c: /sys/kernel/mm/ksm and
- * /proc) now and samepaged's later.  A back-end speaks the kernel's names
+ * verbs drive the kernel's KSM (backend-kernel.c: /sys/kernel/mm/ksm and
+ * /proc) and samepaged's (backend-samepaged.c: its control socket, with
+ * `ksmctl --user`).  A back-end speaks the kernel's names
  * and text formats of include/samepage.h's knob table: read("run") gives
  * "1", write("run", "2") unmerges.  The ops are deliberately few; verbs
  * derive everything else (ratios, savings, ordering rules) from them.
@@ -33,8 +34,9 @@ typedef int (*ksm_name_fn)(const char *name, void *arg);
 typedef int (*ksm_process_fn)(const struct ksm_process *p, void *arg);
 
 struct ksm_backend {
-	const char *name;  /* "kernel" */
-	const char *where; /* for messages: "/sys/kernel/mm/ksm" */
+	const char *name;  /* "kernel", "samepaged" */
+	const char *where; /* for messages: "/sys/kernel/mm/ksm", the socket */
+	const char *who;   /* for messages: "the kernel", "samepaged" */
 
 	/* 0 if KSM is there at all, else -ENOENT (or another -errno). */
 	int (*available)(const struct ksm_backend *be);
@@ -51,11 +53,23 @@ struct ksm_backend {
 	/* Calls fn for every process the back-end accounts for; stops on
 	 * fn's non-zero value and returns it. */
 	int (*for_each_process)(const struct ksm_backend *be, ksm_process_fn fn, void *arg);
+	/* Optional: why available() gave err, in a person's words: the cause
+	 * and the fix.  NULL: the verbs word it (the kernel's KSM). */
+	void (*explain)(const struct ksm_backend *be, int err, char *cause, size_t clen, char *fix,
+			size_t flen);
 
 	const void *priv;
 };
 
 /* The kernel's KSM under sys_root (normally "/sys") and proc_root ("/proc"). */
 const struct ksm_backend *backend_kernel(const char *sys_root, const char *proc_root);
+/* samepaged behind socket_path; NULL: samepage_socket_path()'s default
+ * ($SAMEPAGE_SOCKET, $XDG_RUNTIME_DIR/samepaged.sock, /run/samepaged.sock). */
+const struct ksm_backend *backend_samepaged(const char *socket_path);
+
+/* Shared by the back-ends (backend-kernel.c): a process with every value
+ * unknown, and its cgroup from PROC/PID/cgroup when readable. */
+void ksm_process_init(struct ksm_process *p, int pid);
+void ksm_process_read_cgroup(const char *proc_root, struct ksm_process *p);
 
 #endif

@@ -3,7 +3,9 @@
  * check.c - `ksmctl check`: is KSM supported (CONFIG_KSM, the sysfs
  * directory, prctl(PR_SET_MEMORY_MERGE)), which knobs this kernel has and
  * which known ones it lacks, is ksmd running, and can this user change it.
- * Exit 0: supported; 1: not supported; 2: error.
+ * With --user: is samepaged reachable, does it merge, how many clients it
+ * has and which knobs and counters it reports.
+ * Exit 0: supported (reachable); 1: not supported; 2: error; 3: refused.
  */
 #include "ksmctl.h"
 
@@ -19,7 +21,10 @@ const char usage_check[] =
     "\n"
     "Says whether this kernel supports KSM (CONFIG_KSM, /sys/kernel/mm/ksm,\n"
     "prctl(PR_SET_MEMORY_MERGE)), which knobs it has, whether ksmd runs and\n"
-    "whether this user can change it.  Exit 0 supported, 1 not, 2 error.\n";
+    "whether this user can change it.  Exit 0 supported, 1 not, 2 error.\n"
+    "With --user: whether samepaged answers on its socket, whether it merges,\n"
+    "its clients and the knobs and counters it reports (exit 3: it refuses\n"
+    "this user).\n";
 
 enum knob_state { PRESENT, MISSING, LATER };
 
@@ -27,12 +32,16 @@ static enum knob_state knob_state(const struct samepage_knob *k, const char *rel
 {
 	if (knob_present(k->name))
 		return PRESENT;
+	if (opt.user)
+		return MISSING; /* samepaged has no kernel version */
 	return version_cmp(release, k->since) >= 0 ? MISSING : LATER;
 }
 
 /* Why a file expected for this version may be missing. */
 static const char *missing_why(const struct samepage_knob *k)
 {
+	if (opt.user)
+		return "not reported by samepaged";
 	if (strcmp(k->name, "merge_across_nodes") == 0)
 		return "needs CONFIG_NUMA";
 	return "not built in, or a patched kernel";
@@ -53,6 +62,15 @@ static const char *can_change(char *why, size_t len)
 	return why;
 }
 
+/* The kernel's files; for samepaged also its own counters that it reports. */
+static bool listed(const struct samepage_knob *k, enum knob_state want, const char *release)
+{
+	if (k->kind <= SAMEPAGE_KNOB_COUNTER)
+		return knob_state(k, release) == want;
+	return opt.user && k->kind == SAMEPAGE_KNOB_EXTRA && want == PRESENT &&
+	       knob_present(k->name);
+}
+
 static void knob_list_text(const char *label, enum knob_state want, const char *release)
 {
 	int n = 0, col = 21;
@@ -62,7 +80,7 @@ static void knob_list_text(const char *label, enum knob_state want, const char *
 		const struct samepage_knob *k = samepage_knob_at(i);
 		char item[160];
 
-		if (k->kind > SAMEPAGE_KNOB_COUNTER || knob_state(k, release) != want)
+		if (!listed(k, want, release))
 			continue;
 		if (want == PRESENT)
 			snprintf(item, sizeof(item), " %s", k->name);
@@ -89,10 +107,70 @@ static void knob_list_json(struct json *j, const char *key, enum knob_state want
 	json_array_begin(j, key);
 	for (int i = 0; i < samepage_knob_count(); i++) {
 		const struct samepage_knob *k = samepage_knob_at(i);
-		if (k->kind <= SAMEPAGE_KNOB_COUNTER && knob_state(k, release) == want)
+		if (listed(k, want, release))
 			json_string(j, NULL, k->name);
 	}
 	json_array_end(j);
+}
+
+static int count_one(const struct ksm_process *p, void *arg)
+{
+	(void)p;
+	++*(int *)arg;
+	return 0;
+}
+
+/* --user: samepaged's side of check. */
+static int check_user(bool json)
+{
+	static const char can[] = "yes: samepaged accepts its own user (and root)";
+	int err = opt.be->available(opt.be), clients = 0;
+	long long run = err ? -1 : knob_or("run", -1);
+	char cause[512] = "", fix[512];
+
+	if (err)
+		opt.be->explain(opt.be, err, cause, sizeof(cause), fix, sizeof(fix));
+	else if (opt.be->for_each_process(opt.be, count_one, &clients))
+		clients = -1;
+	if (json) {
+		struct json j;
+		json_init(&j, stdout);
+		json_object_begin(&j, NULL);
+		json_string(&j, "backend", opt.be->name);
+		json_string(&j, "socket", opt.be->where);
+		json_bool(&j, "supported", !err);
+		json_bool(&j, "reachable", !err);
+		json_string(&j, "error", err ? cause : NULL);
+		json_bool(&j, "running", run == 1);
+		json_int(&j, "run", run);
+		if (err)
+			json_null(&j, "clients");
+		else
+			json_int(&j, "clients", clients);
+		json_bool(&j, "can_change", !err);
+		json_string(&j, "can_change_detail", err ? "no: not reachable" : can);
+		knob_list_json(&j, "knobs_present", PRESENT, NULL);
+		knob_list_json(&j, "knobs_missing", MISSING, NULL);
+		json_object_end(&j);
+		return err ? ksm_unavailable(err, NULL) : KSMCTL_OK;
+	}
+	printf("samepaged at %s\n", opt.be->where);
+	if (err) {
+		printf("  %-18s no: %s\n", "reachable", cause);
+		return ksm_unavailable(err, NULL);
+	}
+	printf("  %-18s yes\n", "reachable");
+	if (run == 1)
+		printf("  %-18s yes (run = 1)\n", "running");
+	else
+		printf("  %-18s no (run = %lld%s): %s start\n", "running", run,
+		       run == 2 ? ", unmerged" : "", opt.self);
+	printf("  %-18s %d process%s\n", "clients", clients, clients == 1 ? "" : "es");
+	printf("  %-18s %s\n", "can change it", can);
+	knob_list_text("knobs present", PRESENT, NULL);
+	knob_list_text("knobs missing", MISSING, NULL);
+	printf("samepaged is reachable.\n");
+	return KSMCTL_OK;
 }
 
 int cmd_check(int argc, char **argv)
@@ -105,6 +183,8 @@ int cmd_check(int argc, char **argv)
 
 	if ((c = verb_json_only(argc, argv, usage_check, &json)))
 		return c;
+	if (opt.user)
+		return check_user(json);
 	host_release(release, sizeof(release));
 	kconfig = host_kconfig_ksm(src, sizeof(src));
 	sysfs = opt.be->available(opt.be) == 0;

@@ -30,6 +30,7 @@ static const char *const severity_name[] = {"none", "info", "warning", "error"};
 struct facts {
 	struct ksm_derived d;
 	bool ksm;
+	int absent;   /* available()'s -errno when !ksm */
 	int writable; /* 0 or -errno for run */
 	long long run, full_scans, max_sharing, chains, skipped, scanned, smart, advisor;
 	long long pages_to_scan, target, max_cpu, across_nodes;
@@ -53,6 +54,12 @@ static enum severity no_ksm(const struct facts *f, struct finding *out)
 {
 	if (f->ksm)
 		return NONE;
+	if (opt.be->explain) {
+		SAY(summary, "%s is not reachable", opt.be->who);
+		opt.be->explain(opt.be, f->absent, out->evidence, sizeof(out->evidence), out->fix,
+				sizeof(out->fix));
+		return ERROR;
+	}
 	SAY(summary, "this kernel has no KSM");
 	SAY(evidence, "%s does not exist; CONFIG_KSM: %s (%s)", opt.be->where,
 	    f->kconfig < 0 ? "unknown"
@@ -71,8 +78,14 @@ static enum severity not_running(const struct facts *f, struct finding *out)
 		return NONE;
 	SAY(summary, "ksmd is not running");
 	SAY(evidence, "run = %lld", f->run);
-	SAY(fix, "ksmctl start; to keep it across reboots, put \"run = 1\" in /etc/ksm.conf and "
-		 "run ksmctl install-service");
+	if (opt.user)
+		SAY(fix,
+		    "%s start; to start merging with the daemon, put \"run = 1\" in the "
+		    "file of samepaged --config FILE",
+		    opt.self);
+	else
+		SAY(fix, "ksmctl start; to keep it across reboots, put \"run = 1\" in "
+			 "/etc/ksm.conf and run ksmctl install-service");
 	return ERROR;
 }
 
@@ -100,6 +113,13 @@ static enum severity nothing_mergeable(const struct facts *f, struct finding *ou
 	if (f->d.rmap_items > 0 || (f->procs_ok && f->procs.n > 0))
 		return NONE;
 	SAY(summary, "no process has mergeable memory");
+	if (opt.user) {
+		SAY(evidence, "no client of samepaged at %s has tracked or merged pages",
+		    opt.be->where);
+		SAY(fix, "connect programs with samepage_connect(&sp, \"DOMAIN\") and mark their "
+			 "memory with samepage_madvise(sp, addr, len, SAMEPAGE_MERGEABLE)");
+		return WARN;
+	}
 	if (f->procs.accounted)
 		SAY(evidence,
 		    "no /proc/PID/ksm_stat shows tracked or merged pages; rmap_items %lld",
@@ -281,7 +301,8 @@ static void gather(struct facts *f)
 	memset(f, 0, sizeof(*f));
 	host_release(f->release, sizeof(f->release));
 	f->kconfig = host_kconfig_ksm(f->kconfig_src, sizeof(f->kconfig_src));
-	f->ksm = opt.be->available(opt.be) == 0;
+	f->absent = opt.be->available(opt.be);
+	f->ksm = f->absent == 0;
 	if (!f->ksm)
 		return;
 	ksm_derive(&f->d);

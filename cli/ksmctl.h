@@ -21,6 +21,9 @@ struct ksmctl_options {
 	const char *proc_root; /* --proc-root, "/proc" */
 	const char *boot_root; /* --boot-root, "/boot" */
 	bool live;	       /* the roots are this machine's, so probing it is meaningful */
+	bool user;	       /* --user: samepaged, not the kernel */
+	const char *socket;    /* --socket PATH, or NULL for samepage_socket_path() */
+	const char *self;      /* how fixes name ksmctl: "ksmctl", "ksmctl --user" */
 };
 extern struct ksmctl_options opt;
 
@@ -58,6 +61,10 @@ long long knob_or(const char *name, long long def);
 void knob_selected(const char *text, char *buf, size_t len);
 /* True if the back-end has the knob or counter. */
 bool knob_present(const char *name);
+/* Reports that the back-end is not there (available() gave err): its own
+ * explanation if it has one, else "KSM is not available" with kernel_fix.
+ * Returns the exit status: 3 when refused (-EACCES), else 1. */
+int ksm_unavailable(int err, const char *kernel_fix);
 /* Parses a verb whose only option is --json: 0 or an exit status. */
 int verb_json_only(int argc, char **argv, const char *usage, bool *json);
 /* Handles "--help"/"-h" for verbs that use getopt_long: prints usage. */

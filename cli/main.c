@@ -1,17 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
  * main.c - ksmctl: check, enable, tune, persist and observe the kernel's
- * Kernel Samepage Merging (KSM).
+ * Kernel Samepage Merging (KSM), or samepaged's (user-space KSM) with --user.
  *
- * This file parses the global options (the back-end and the roots of the
- * recorded trees that tests use), then hands argv to one verb from the
- * table below.  The verbs live in one file each; ksmctl(1) documents them
- * and the exit statuses of util.h.
+ * This file parses the global options (the back-end: the kernel, or
+ * samepaged with --user; the roots of the recorded trees that tests use),
+ * then hands argv to one verb from the table below.  The verbs live in one
+ * file each; ksmctl(1) documents them and the exit statuses of util.h.
  */
 #include "ksmctl.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ struct ksmctl_options opt = {
     .proc_root = "/proc",
     .boot_root = "/boot",
     .live = true,
+    .self = "ksmctl",
 };
 
 #define V(n, s)                                                                                    \
@@ -64,6 +66,9 @@ static const char global_usage[] =
     "  --proc-root DIR   read processes and meminfo from DIR instead of /proc\n"
     "  --boot-root DIR   read the kernel config from DIR instead of /boot\n"
     "  --user            use samepaged (user-space KSM) instead of the kernel\n"
+    "  --socket PATH     samepaged's control socket (implies --user; default\n"
+    "                    $SAMEPAGE_SOCKET, $XDG_RUNTIME_DIR/samepaged.sock,\n"
+    "                    /run/samepaged.sock)\n"
     "  --version         print the version\n"
     "  -h, --help        this help; VERB --help describes a verb\n"
     "\n"
@@ -87,6 +92,18 @@ int verb_usage(const char *usage, int status)
 
 	fprintf(f, "usage: ksmctl %s", usage);
 	return status;
+}
+
+int ksm_unavailable(int err, const char *kernel_fix)
+{
+	char cause[PATH_MAX + 128], fix[PATH_MAX + 128];
+
+	if (!opt.be->explain)
+		return ksmctl_fail(KSMCTL_NO, opt.be->where, kernel_fix, "KSM is not available: %s",
+				   strerror(-err));
+	opt.be->explain(opt.be, err, cause, sizeof(cause), fix, sizeof(fix));
+	return ksmctl_fail(err == -EACCES || err == -EPERM ? KSMCTL_PERM : KSMCTL_NO, opt.be->where,
+			   fix, "%s", cause);
 }
 
 int verb_json_only(int argc, char **argv, const char *usage, bool *json)
@@ -149,6 +166,13 @@ void knob_selected(const char *text, char *buf, size_t len)
 		snprintf(buf, len, "%s", text);
 }
 
+/* Drops argv[i] and the used - 1 words after it. */
+static void take_words(int *argc, char **argv, int i, int used)
+{
+	memmove(&argv[i], &argv[i + used], sizeof(char *) * (size_t)(*argc - i - used + 1));
+	*argc -= used;
+}
+
 /* Takes a global option out of argv wherever it appears before the verb's
  * own "--", so "ksmctl status --sysfs-root DIR" works too. */
 static int take_global(int *argc, char **argv, int i)
@@ -156,18 +180,21 @@ static int take_global(int *argc, char **argv, int i)
 	static const struct {
 		const char *name;
 		const char **dst;
-	} roots[] = {
-	    {"--sysfs-root", &opt.sys_root},
-	    {"--proc-root", &opt.proc_root},
-	    {"--boot-root", &opt.boot_root},
+		const char *what;
+		bool root; /* a recorded tree: not this machine's; else samepaged's */
+	} globals[] = {
+	    {"--sysfs-root", &opt.sys_root, "a directory", true},
+	    {"--proc-root", &opt.proc_root, "a directory", true},
+	    {"--boot-root", &opt.boot_root, "a directory", true},
+	    {"--socket", &opt.socket, "a socket path", false},
 	};
 
-	for (size_t r = 0; r < sizeof(roots) / sizeof(roots[0]); r++) {
-		size_t n = strlen(roots[r].name);
+	for (size_t r = 0; r < sizeof(globals) / sizeof(globals[0]); r++) {
+		size_t n = strlen(globals[r].name);
 		const char *val = NULL;
 		int used = 1;
 
-		if (strncmp(argv[i], roots[r].name, n))
+		if (strncmp(argv[i], globals[r].name, n))
 			continue;
 		if (argv[i][n] == '=')
 			val = argv[i] + n + 1;
@@ -175,19 +202,50 @@ static int take_global(int *argc, char **argv, int i)
 			val = argv[i + 1], used = 2;
 		else if (argv[i][n])
 			continue;
-		if (!val || !*val)
-			return -ksmctl_fail(KSMCTL_USAGE, argv[i], "give a directory after it",
-					    "%s needs a directory", roots[r].name);
-		*roots[r].dst = val;
-		opt.live = false;
-		memmove(&argv[i], &argv[i + used], sizeof(char *) * (size_t)(*argc - i - used + 1));
-		*argc -= used;
+		if (!val || !*val) {
+			char fix[64];
+			snprintf(fix, sizeof(fix), "give %s after it", globals[r].what);
+			return -ksmctl_fail(KSMCTL_USAGE, argv[i], fix, "%s needs %s",
+					    globals[r].name, globals[r].what);
+		}
+		*globals[r].dst = val;
+		if (globals[r].root)
+			opt.live = false;
+		else
+			opt.user = true;
+		take_words(argc, argv, i, used);
 		return 1;
 	}
-	if (strcmp(argv[i], "--user") == 0)
-		return -ksmctl_fail(KSMCTL_USAGE, "--user",
-				    "use the kernel back-end (the default) until samepaged ships",
-				    "the samepaged back-end is not available yet");
+	if (strcmp(argv[i], "--user") == 0) {
+		opt.user = true;
+		take_words(argc, argv, i, 1);
+		return 1;
+	}
+	return 0;
+}
+
+/* Verbs that only the kernel's KSM has, and what to do for samepaged. */
+static const struct {
+	const char *verb, *why, *fix;
+} kernel_only[] = {
+    {"run",
+     "run: samepaged cannot make another program mergeable (run sets the kernel's "
+     "prctl(PR_SET_MEMORY_MERGE))",
+     "link the program with libsamepage: samepage_connect(&sp, \"DOMAIN\") and "
+     "samepage_madvise(sp, addr, len, SAMEPAGE_MERGEABLE); or drop --user to use the "
+     "kernel's KSM"},
+    {"install-service",
+     "install-service: the unit it installs applies /etc/ksm.conf to the kernel's KSM",
+     "for samepaged: systemctl --user enable --now samepaged.socket (its knobs at start: "
+     "samepaged --config FILE); or drop --user for the kernel's unit"},
+};
+
+static int refuse_kernel_only(const struct verb *v)
+{
+	for (size_t i = 0; i < sizeof(kernel_only) / sizeof(kernel_only[0]); i++)
+		if (strcmp(v->name, kernel_only[i].verb) == 0)
+			return ksmctl_fail(KSMCTL_USAGE, "--user", kernel_only[i].fix, "%s",
+					   kernel_only[i].why);
 	return 0;
 }
 
@@ -246,9 +304,20 @@ int main(int argc, char **argv)
 	}
 	if (!v)
 		return print_global_usage(stderr, KSMCTL_USAGE);
-	opt.be = backend_kernel(opt.sys_root, opt.proc_root);
+	if (opt.user) {
+		static char self[PATH_MAX + 32];
+		snprintf(self, sizeof(self), "ksmctl %s%s", opt.socket ? "--socket " : "--user",
+			 opt.socket ? opt.socket : "");
+		opt.be = backend_samepaged(opt.socket);
+		opt.self = self;
+	} else {
+		opt.be = backend_kernel(opt.sys_root, opt.proc_root);
+	}
 	if (v->usage && wants_help(v, argc - vi, argv + vi))
 		return verb_usage(v->usage, KSMCTL_OK);
+	int refused = opt.user ? refuse_kernel_only(v) : 0;
+	if (refused)
+		return refused;
 	optind = 0; /* each verb runs getopt_long on its own argv */
 	return v->run(argc - vi, argv + vi);
 }

@@ -184,9 +184,8 @@ int plan_check(struct plan *p)
 	int err, ret;
 
 	if ((err = opt.be->available(opt.be)))
-		return ksmctl_fail(KSMCTL_NO, opt.be->where,
-				   "build the kernel with CONFIG_KSM=y; `ksmctl check` says more",
-				   "KSM is not available: %s", strerror(-err));
+		return ksm_unavailable(
+		    err, "build the kernel with CONFIG_KSM=y; `ksmctl check` says more");
 	host_release(release, sizeof(release));
 	for (int i = 0; i < p->n; i++) {
 		err = read_old(&p->c[i]);
@@ -259,13 +258,15 @@ static int write_error(const struct change *c, int err)
 
 	change_input(c, input, sizeof(input));
 	if (err == -EACCES || err == -EPERM)
-		return ksmctl_fail(KSMCTL_PERM, input, "run as root (sudo ksmctl ...)",
-				   "the kernel refused the write: %s", strerror(-err));
+		return ksmctl_fail(KSMCTL_PERM, input,
+				   opt.user ? "run as samepaged's user"
+					    : "run as root (sudo ksmctl ...)",
+				   "%s refused the write: %s", opt.be->who, strerror(-err));
 	if (err == -EBUSY)
 		return ksmctl_fail(KSMCTL_REFUSED, input, "add --unmerge",
-				   "the kernel refused the write: pages are merged (EBUSY)");
+				   "%s refused the write: pages are merged (EBUSY)", opt.be->who);
 	return ksmctl_fail(KSMCTL_REFUSED, input, "see `ksmctl doctor`; nothing was changed",
-			   "the kernel refused the write: %s", strerror(-err));
+			   "%s refused the write: %s", opt.be->who, strerror(-err));
 }
 
 /* Writes run=2 and waits until the kernel reports no shared page. */

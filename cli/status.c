@@ -65,7 +65,8 @@ void ksm_derive(struct ksm_derived *d)
 	 * exactly the pages saved come back. */
 	d->unmerge_cost_bytes = d->saved_bytes;
 	d->mem_available_bytes = avail < 0 ? NAN : (double)avail * 1024;
-	if (host_ksmd_cpu(&d->ksmd_cpu_seconds, &alive) == 0)
+	/* samepaged's scanning runs in its clients' threads: no ksmd to time. */
+	if (!opt.user && host_ksmd_cpu(&d->ksmd_cpu_seconds, &alive) == 0)
 		d->ksmd_cpu_percent = alive > 0 ? 100 * d->ksmd_cpu_seconds / alive : NAN;
 	else
 		d->ksmd_cpu_seconds = d->ksmd_cpu_percent = NAN;
@@ -81,7 +82,8 @@ void ksm_derive(struct ksm_derived *d)
 					       : NAN;
 }
 
-/* ---- the knob list: table order first, then files the table lacks ---- */
+/* ---- the knob list: table order first, then the back-end's other names
+ * (files the table lacks; samepaged's own counters, such as pool_pages) ---- */
 
 struct extra_names {
 	char names[64][64];
@@ -92,7 +94,9 @@ static int add_extra(const char *name, void *arg)
 {
 	struct extra_names *x = arg;
 
-	if (!samepage_knob_find(name) && x->n < 64)
+	const struct samepage_knob *k = samepage_knob_find(name);
+
+	if ((!k || k->kind > SAMEPAGE_KNOB_COUNTER) && x->n < 64)
 		snprintf(x->names[x->n++], sizeof(x->names[0]), "%s", name);
 	return 0;
 }
@@ -317,8 +321,26 @@ static void print_json(const struct ksm_derived *d)
 
 /* ---- Prometheus ---- */
 
-static void prom_metric(const char *name, const char *type, const char *help, double v)
+/* samepaged's series (--user) are samepaged_* instead of node_ksmd_* and
+ * samepage_ksm_*, so that one node_exporter can export both the kernel's
+ * KSM and samepaged without a clash (samepaged_pages_sharing, ...). */
+static const char *prom_name(const char *name, char *buf, size_t len)
 {
+	static const char *const ours[] = {"node_ksmd_", "samepage_ksm_"};
+
+	for (size_t i = 0; opt.user && i < sizeof(ours) / sizeof(ours[0]); i++)
+		if (strncmp(name, ours[i], strlen(ours[i])) == 0) {
+			snprintf(buf, len, "samepaged_%s", name + strlen(ours[i]));
+			return buf;
+		}
+	return name;
+}
+
+static void prom_metric(const char *metric, const char *type, const char *help, double v)
+{
+	char buf[160];
+	const char *name = prom_name(metric, buf, sizeof(buf));
+
 	if (isnan(v) || isinf(v))
 		return;
 	printf("# HELP %s %s\n# TYPE %s %s\n%s %.15g\n", name, help, name, type, name, v);
@@ -377,9 +399,11 @@ static void prom_label(const char *s)
 }
 
 /* One family of per-process series: # HELP/# TYPE once, a line per process. */
-static void prom_processes(const struct proc_list *l, const char *name, const char *help,
+static void prom_processes(const struct proc_list *l, const char *metric, const char *help,
 			   double (*get)(const struct ksm_process *))
 {
+	char buf[160];
+	const char *name = prom_name(metric, buf, sizeof(buf));
 	bool head = false;
 
 	for (int i = 0; i < l->n; i++) {
@@ -492,9 +516,8 @@ int cmd_status(int argc, char **argv)
 		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "status takes no arguments",
 				   "status: unexpected argument");
 	if ((err = opt.be->available(opt.be)))
-		return ksmctl_fail(KSMCTL_NO, opt.be->where,
-				   "build the kernel with CONFIG_KSM=y, or run `ksmctl check`",
-				   "KSM is not available: %s", strerror(-err));
+		return ksm_unavailable(err,
+				       "build the kernel with CONFIG_KSM=y, or run `ksmctl check`");
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	do {

@@ -53,6 +53,7 @@ static int collect_one(const struct ksm_process *p, void *arg)
 int proc_list_collect(struct proc_list *l)
 {
 	memset(l, 0, sizeof(*l));
+	l->accounted = opt.user; /* samepaged accounts every client, even with none */
 	return opt.be->for_each_process(opt.be, collect_one, l);
 }
 
@@ -292,7 +293,9 @@ int cmd_top(int argc, char **argv)
 	if (optind < argc)
 		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "top takes no arguments",
 				   "top: unexpected argument");
-	if ((err = proc_list_collect(&l)))
+	if ((err = proc_list_collect(&l)) && opt.be->explain)
+		return ksm_unavailable(err, NULL);
+	if (err)
 		return ksmctl_fail(KSMCTL_REFUSED, opt.proc_root, "check that /proc is mounted",
 				   "top: cannot list processes: %s", strerror(-err));
 	if (!l.accounted) {
@@ -304,7 +307,7 @@ int cmd_top(int argc, char **argv)
 		    "top: this kernel does not account KSM per process");
 	}
 	/* ksm_stat is readable by its owner only (S_IRUSR). */
-	if (opt.live && geteuid() != 0)
+	if (opt.live && !opt.user && geteuid() != 0)
 		ksmctl_warn("not root: only your own processes are shown");
 	n = build_rows(&l, by_cgroup, &rows);
 	proc_list_free(&l);

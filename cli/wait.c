@@ -95,7 +95,8 @@ int cmd_wait(int argc, char **argv)
 	double timeout = 0, t0 = now_seconds();
 	bool conv = false, json = false, tty = isatty(2);
 	struct history h = {.n = 0};
-	int c;
+	char fix[64];
+	int c, err;
 
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		if (c == 's' && (parse_ll(optarg, &want) || want < 1))
@@ -118,6 +119,8 @@ int cmd_wait(int argc, char **argv)
 				   "give --scans N or --converged", "wait: bad arguments");
 	if (want < 0)
 		want = 1;
+	if (opt.be->explain && (err = opt.be->available(opt.be)))
+		return ksm_unavailable(err, NULL);
 	if (knob_number("full_scans", &start))
 		return ksmctl_fail(KSMCTL_NO, opt.be->where, "run `ksmctl check`",
 				   "wait: KSM is not available");
@@ -140,10 +143,12 @@ int cmd_wait(int argc, char **argv)
 			       elapsed);
 			return KSMCTL_OK;
 		}
-		if (knob_or("run", 0) != 1)
-			return ksmctl_fail(KSMCTL_NO, "run", "start it: ksmctl start",
+		if (knob_or("run", 0) != 1) {
+			snprintf(fix, sizeof(fix), "start it: %s start", opt.self);
+			return ksmctl_fail(KSMCTL_NO, "run", fix,
 					   "wait: ksmd is not running (run = %lld)",
 					   knob_or("run", 0));
+		}
 		if (timeout > 0 && elapsed > timeout) {
 			if (tty)
 				fputs("\r\033[K", stderr);

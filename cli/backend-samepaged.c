@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: MIT
+/*
+ * backend-samepaged.c - samepaged (user-space KSM across processes) as a
+ * ksm_backend, for `ksmctl --user`.
+ *
+ * Everything goes through the daemon's control socket, one request per
+ * SOCK_SEQPACKET message (samepage_control()): "GET" lists every knob and
+ * counter the daemon knows as "name value" lines, "GET name" reads one,
+ * "SET name value" writes one with the kernel's rules and errnos, and
+ * "CLIENTS" gives one line per connected process.  The daemon speaks the
+ * kernel's names and text formats, so the verbs need no translation; it
+ * also checks the caller's user itself, so writable() has nothing to ask.
+ */
+#include "backend.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "samepage.h"
+
+/* The largest answer samepaged sends (its PROTO_MAX), with room for the NUL. */
+#define REPLY_MAX (65536 + 1)
+
+struct samepaged_priv {
+	char socket[PATH_MAX]; /* longer than sun_path: samepage_control says so */
+};
+
+static const struct samepaged_priv *priv(const struct ksm_backend *be)
+{
+	return be->priv;
+}
+
+/* One request; *reply is a heap buffer the caller frees: 0 or -errno. */
+static int ask(const struct ksm_backend *be, const char *request, char **reply)
+{
+	int err;
+
+	*reply = malloc(REPLY_MAX);
+	if (!*reply)
+		return -ENOMEM;
+	err = samepage_control(priv(be)->socket, request, *reply, REPLY_MAX);
+	if (err) {
+		free(*reply);
+		*reply = NULL;
+	}
+	return err;
+}
+
+/* A name or value goes into one space-separated line of the protocol. */
+static bool one_word(const char *s)
+{
+	return *s && !strpbrk(s, " \t\r\n");
+}
+
+static int samepaged_available(const struct ksm_backend *be)
+{
+	char *reply;
+	int err = ask(be, "GET", &reply);
+
+	free(reply);
+	return err;
+}
+
+static void samepaged_explain(const struct ksm_backend *be, int err, char *cause, size_t clen,
+			      char *fix, size_t flen)
+{
+	const char *sock = priv(be)->socket;
+
+	if (err == -ENOENT || err == -ECONNREFUSED) {
+		snprintf(cause, clen, "samepaged is not running at %s (%s)", sock, strerror(-err));
+		snprintf(fix, flen,
+			 "start it with `samepaged` or `systemctl --user start samepaged.socket`, "
+			 "or name its socket with --socket PATH");
+	} else if (err == -EACCES || err == -EPERM) {
+		snprintf(cause, clen, "samepaged at %s refuses this user (%s)", sock,
+			 strerror(-err));
+		snprintf(fix, flen,
+			 "run ksmctl as the daemon's user, or start your own samepaged and give "
+			 "its socket with --socket PATH (or $SAMEPAGE_SOCKET)");
+	} else {
+		snprintf(cause, clen, "cannot talk to samepaged at %s: %s", sock, strerror(-err));
+		snprintf(fix, flen, "check that %s is samepaged's socket (samepaged --socket PATH)",
+			 sock);
+	}
+}
+
+/* Asks request and calls fn for each line of the answer after "OK";
+ * stops on fn's non-zero value and returns it. */
+static int ask_lines(const struct ksm_backend *be, const char *request,
+		     int (*fn)(char *line, void *arg), void *arg)
+{
+	char *reply, *line;
+	int ret = ask(be, request, &reply);
+
+	for (line = ret ? NULL : strchr(reply, '\n'); !ret && line;) {
+		char *next = strchr(++line, '\n');
+		if (next)
+			*next = '\0';
+		if (*line)
+			ret = fn(line, arg);
+		line = next;
+	}
+	free(reply);
+	return ret;
+}
+
+struct list_arg {
+	ksm_name_fn fn;
+	void *arg;
+};
+
+static int list_one(char *line, void *arg)
+{
+	const struct list_arg *la = arg;
+
+	line[strcspn(line, " ")] = '\0';
+	return la->fn(line, la->arg);
+}
+
+static int samepaged_list(const struct ksm_backend *be, ksm_name_fn fn, void *arg)
+{
+	struct list_arg la = {fn, arg};
+
+	return ask_lines(be, "GET", list_one, &la);
+}
+
+static int samepaged_read(const struct ksm_backend *be, const char *name, char *buf, size_t len)
+{
+	char request[160], *reply, *line, *value;
+	size_t n = strlen(name);
+	int err;
+
+	if (!one_word(name) || n > 128)
+		return -ENOENT;
+	snprintf(request, sizeof(request), "GET %s", name);
+	if ((err = ask(be, request, &reply)))
+		return err;
+	/* "OK\nname value" */
+	line = strchr(reply, '\n');
+	if (!line || strncmp(line + 1, name, n) || line[1 + n] != ' ') {
+		free(reply);
+		return -EPROTO;
+	}
+	value = line + 2 + n;
+	value[strcspn(value, "\n")] = '\0';
+	if (strlen(value) >= len)
+		err = -ERANGE;
+	else
+		memcpy(buf, value, strlen(value) + 1);
+	free(reply);
+	return err;
+}
+
+static int samepaged_write(const struct ksm_backend *be, const char *name, const char *value)
+{
+	char request[320], *reply;
+	int err;
+
+	if (!one_word(name))
+		return -ENOENT;
+	/* The kernel's parsing takes one trailing newline; the protocol none. */
+	int vlen = (int)strcspn(value, "\n");
+	if (!vlen || (value[vlen] && value[vlen + 1]) || strpbrk(value, " \t\r") ||
+	    (size_t)snprintf(request, sizeof(request), "SET %s %.*s", name, vlen, value) >=
+		sizeof(request))
+		return -EINVAL;
+	err = ask(be, request, &reply);
+	free(reply);
+	return err;
+}
+
+static int samepaged_writable(const struct ksm_backend *be, const char *name)
+{
+	/* The daemon accepts its own user (and root) and refuses others when
+	 * connecting: there is no file mode to check beforehand. */
+	(void)be, (void)name;
+	return 0;
+}
+
+/* The clients, merged by pid: a process connected to two domains has two
+ * ledgers (summed), one with two engines in one domain is listed twice. */
+struct clients {
+	struct ksm_process *p;
+	int n;
+	char (*seen)[80]; /* "pid domain" pairs already counted */
+	int nseen;
+};
+
+/* The number after " key=" in s, or -1. */
+static long long field(const char *s, const char *key)
+{
+	char pat[48];
+	const char *at;
+
+	snprintf(pat, sizeof(pat), " %s=", key);
+	at = strstr(s, pat);
+	return at ? strtoll(at + strlen(pat), NULL, 10) : -1;
+}
+
+static void add_counter(long long *sum, long long v)
+{
+	if (v >= 0)
+		*sum = *sum < 0 ? v : *sum + v;
+}
+
+/* "pid=P domain=D comm=C ksm_rmap_items=N ...": comm may hold spaces, so
+ * it runs up to " ksm_rmap_items=". */
+static int client_line(char *line, void *arg)
+{
+	struct clients *c = arg;
+	const char *dom = strstr(line, " domain="), *comm = strstr(line, " comm=");
+	const char *rest = strstr(line, " ksm_rmap_items=");
+	char key[80];
+	struct ksm_process *p;
+	int pid, i;
+
+	if (strncmp(line, "pid=", 4) || !dom || !comm || !rest || comm > rest)
+		return 0; /* a line of a later protocol: skip it */
+	pid = atoi(line + 4);
+	snprintf(key, sizeof(key), "%d %.*s", pid, (int)strcspn(dom + 8, " "), dom + 8);
+	for (i = 0; i < c->nseen; i++)
+		if (strcmp(c->seen[i], key) == 0)
+			return 0;
+	char(*seen)[80] = realloc(c->seen, sizeof(*seen) * (size_t)(c->nseen + 1));
+	if (!seen)
+		return -ENOMEM;
+	c->seen = seen;
+	snprintf(c->seen[c->nseen++], sizeof(c->seen[0]), "%s", key);
+	for (i = 0; i < c->n && c->p[i].pid != pid; i++)
+		;
+	if (i == c->n) {
+		p = realloc(c->p, sizeof(*p) * (size_t)(c->n + 1));
+		if (!p)
+			return -ENOMEM;
+		c->p = p;
+		p = &c->p[c->n++];
+		ksm_process_init(p, pid);
+		snprintf(p->comm, sizeof(p->comm), "%.*s", (int)(rest - comm - 6), comm + 6);
+		p->mergeable = 0;
+	}
+	p = &c->p[i];
+	add_counter(&p->rmap_items, field(rest, "ksm_rmap_items"));
+	add_counter(&p->merging_pages, field(rest, "ksm_merging_pages"));
+	add_counter(&p->zero_pages, field(rest, "ksm_zero_pages"));
+	if (strstr(rest, " ksm_process_profit=")) {
+		long long profit = field(rest, "ksm_process_profit");
+		p->profit = p->profit == LLONG_MIN ? profit : p->profit + profit;
+	}
+	/* ksm_stat's ksm_mergeable: some memory was marked mergeable. */
+	p->mergeable |= field(rest, "pages_tracked") > 0;
+	return 0;
+}
+
+static int by_pid(const void *a, const void *b)
+{
+	return ((const struct ksm_process *)a)->pid - ((const struct ksm_process *)b)->pid;
+}
+
+static int samepaged_for_each_process(const struct ksm_backend *be, ksm_process_fn fn, void *arg)
+{
+	struct clients c = {.n = 0};
+	int ret = ask_lines(be, "CLIENTS", client_line, &c);
+
+	free(c.seen);
+	if (c.n)
+		qsort(c.p, (size_t)c.n, sizeof(*c.p), by_pid);
+	for (int i = 0; !ret && i < c.n; i++) {
+		/* The daemon and ksmctl normally share the pid namespace. */
+		ksm_process_read_cgroup("/proc", &c.p[i]);
+		ret = fn(&c.p[i], arg);
+	}
+	free(c.p);
+	return ret;
+}
+
+const struct ksm_backend *backend_samepaged(const char *socket_path)
+{
+	static struct samepaged_priv sp;
+	static struct ksm_backend be = {
+	    .name = "samepaged",
+	    .who = "samepaged",
+	    .available = samepaged_available,
+	    .list = samepaged_list,
+	    .read = samepaged_read,
+	    .write = samepaged_write,
+	    .writable = samepaged_writable,
+	    .for_each_process = samepaged_for_each_process,
+	    .explain = samepaged_explain,
+	    .priv = &sp,
+	};
+
+	if (socket_path)
+		snprintf(sp.socket, sizeof(sp.socket), "%s", socket_path);
+	else if (samepage_socket_path(sp.socket, sizeof(sp.socket)))
+		snprintf(sp.socket, sizeof(sp.socket), "/run/samepaged.sock");
+	be.where = sp.socket;
+	return &be;
+}

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MIT
+/*
+ * spclient.c - a samepaged client for ksmctl's --user tests: connects to
+ * the daemon of $SAMEPAGE_SOCKET in DOMAIN, maps MIB of private anonymous
+ * memory, fills every page with one of four non-zero patterns (so nearly
+ * all pages are duplicates), marks it SAMEPAGE_MERGEABLE, prints
+ * "ready PID" and sleeps until killed.  Its engine's scanner merges the
+ * pages once ksmctl writes run=1 to the daemon.
+ *
+ * usage: spclient DOMAIN MIB
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "samepage.h"
+
+int main(int argc, char **argv)
+{
+	samepage_t *sp;
+	int err;
+
+	if (argc != 3) {
+		fprintf(stderr, "usage: spclient DOMAIN MIB\n");
+		return 2;
+	}
+	size_t len = (size_t)atol(argv[2]) << 20;
+	long ps = sysconf(_SC_PAGESIZE);
+	if ((err = samepage_connect(&sp, argv[1]))) {
+		fprintf(stderr, "spclient: samepage_connect(%s): %s\n", argv[1],
+			samepage_strerror(err));
+		return 1;
+	}
+	unsigned char *m =
+	    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED) {
+		perror("spclient: mmap");
+		return 1;
+	}
+	for (size_t off = 0; off < len; off += (size_t)ps)
+		memset(m + off, 1 + (int)((off / (size_t)ps) % 4), (size_t)ps);
+	if ((err = samepage_madvise(sp, m, len, SAMEPAGE_MERGEABLE))) {
+		fprintf(stderr, "spclient: samepage_madvise: %s\n", samepage_strerror(err));
+		return 1;
+	}
+	printf("ready %d\n", (int)getpid());
+	fflush(stdout);
+	for (;;)
+		pause();
+}

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# cli.user.*: `ksmctl --user` (the samepaged back-end) against a real
+# samepaged on a private socket, with its state in /dev/shm.  The kernel's
+# KSM is never touched.
+#  absent  no daemon (no socket file; a stale socket): status, set, wait, top
+#          and check exit 1 and say "samepaged is not running at SOCKET" and
+#          how to start it, for --socket and for $SAMEPAGE_SOCKET; run and
+#          install-service exit 2 and say what to do instead.
+#  e2e     a daemon and a client (spclient) merging 16 MiB of duplicate
+#          pages: set, wait --converged, status (text, --json: pages_sharing
+#          > 0, --prometheus: promcheck.py and samepaged_* names only), top
+#          --json finds the client, check, doctor, all-or-nothing refusals
+#          (run=3: exit 2; max_page_sharing while merged: exit 5) that
+#          change nothing, apply, and unmerge bringing pages_sharing to 0.
+# The daemon and the client are killed on every exit (trap).
+#
+# usage: user.sh TEST KSMCTL SAMEPAGED SPCLIENT SRCDIR
+set -u
+test=$1 ksmctl=$2 samepaged=$3 spclient=$4 src=$5
+tmp=$(mktemp -d) shm= daemon_pid= client_pid=
+sock=$tmp/s.sock
+fails=0
+
+cleanup()
+{
+	for pid in $client_pid $daemon_pid; do
+		kill -TERM "$pid" 2>/dev/null
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	done
+	rm -rf "$tmp" ${shm:+"$shm"}
+}
+trap cleanup EXIT
+
+fail()
+{
+	echo "FAIL: $*"
+	[ -s "$tmp/err" ] && sed 's/^/  stderr: /' "$tmp/err"
+	fails=$((fails + 1))
+}
+
+# expect RC ARGS...: runs ksmctl ARGS (stdout in $tmp/out, stderr in
+# $tmp/err) and checks its exit status.
+expect()
+{
+	local want=$1 rc
+	shift
+	"$ksmctl" "$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	if [ "$rc" != "$want" ]; then
+		fail "ksmctl $* exited $rc, not $want"
+		return 1
+	fi
+	echo "ok: ksmctl $* -> $rc"
+}
+
+# says FILE TEXT: FILE contains TEXT.
+says()
+{
+	grep -qF -- "$2" "$1" || fail "$(basename "$1") of the last command lacks: $2"
+}
+
+# jq-like checks in Python: json_ok PYTHON-EXPRESSION-ON-d < file
+json_ok()
+{
+	python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if ($1) else 1)" \
+		<"$tmp/out" || fail "JSON check failed: $1"
+}
+
+# value NAME: the knob or counter as samepaged reports it.
+value()
+{
+	"$ksmctl" --socket "$sock" status --json |
+		python3 -c "import json, sys; print(json.load(sys.stdin)['files']['$1'])"
+}
+
+absent()
+{
+	local verb stale=$tmp/stale.sock
+	for verb in status "set run=1" "wait --scans 1" top check unmerge; do
+		# shellcheck disable=SC2086
+		expect 1 --user --socket "$sock" $verb
+		says "$tmp/err" "samepaged is not running at $sock"
+		says "$tmp/err" "systemctl --user start samepaged.socket"
+	done
+	SAMEPAGE_SOCKET=$sock expect 1 --user status
+	says "$tmp/err" "samepaged is not running at $sock"
+	expect 1 --user --socket "$sock" check --json
+	json_ok 'd["reachable"] is False and d["backend"] == "samepaged"'
+	# A socket file nobody listens on: ECONNREFUSED, the same advice.
+	python3 -c "import socket, sys; socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET).bind(sys.argv[1])" "$stale"
+	expect 1 --socket "$stale" status
+	says "$tmp/err" "samepaged is not running at $stale (Connection refused)"
+	expect 2 --user --socket "$sock" run -- true
+	says "$tmp/err" "prctl(PR_SET_MEMORY_MERGE)"
+	expect 2 --user --socket "$sock" install-service --dry-run
+	says "$tmp/err" "systemctl --user enable --now samepaged.socket"
+	expect 2 --socket
+	says "$tmp/err" "--socket needs a socket path"
+}
+
+e2e()
+{
+	[ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] || { echo "skip: /dev/shm is not tmpfs"; exit 77; }
+	shm=$(mktemp -d /dev/shm/ksmctl-user.XXXXXX)
+	"$samepaged" --foreground --socket "$sock" --state-dir "$shm/state" 2>"$tmp/daemon.log" &
+	daemon_pid=$!
+	for _ in $(seq 100); do
+		"$ksmctl" --socket "$sock" check >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	expect 0 --user --socket "$sock" check || { cat "$tmp/daemon.log"; return; }
+	says "$tmp/out" "reachable          yes"
+	says "$tmp/out" "clients            0 processes"
+
+	# Knobs first, client second: a client whose scanner is idle does not
+	# notice run=1 written through the daemon by another process until it
+	# calls the library itself (see the report on lib/scan.c's ksmd()).
+	expect 0 --user --socket "$sock" set pages_to_scan=10000 sleep_millisecs=0 run=1
+	says "$tmp/out" "run: 0 -> 1"
+	SAMEPAGE_SOCKET=$sock "$spclient" vm 16 >"$tmp/client.out" 2>&1 &
+	client_pid=$!
+	for _ in $(seq 100); do grep -q ready "$tmp/client.out" && break; sleep 0.1; done
+	grep -q "ready $client_pid" "$tmp/client.out" || { fail "the client did not start: $(cat "$tmp/client.out")"; return; }
+
+	expect 0 --user --socket "$sock" wait --converged --timeout 120 --json
+	json_ok 'd["result"] == "converged" and d["pages_sharing"] > 0'
+
+	expect 0 --user --socket "$sock" status
+	says "$tmp/out" "(samepaged back-end, $sock)"
+	SAMEPAGE_SOCKET=$sock expect 0 --user status --json
+	json_ok 'd["backend"] == "samepaged" and d["path"] == "'"$sock"'" and d["files"]["pages_sharing"] > 0 and d["files"]["run"] == 1'
+	expect 0 --user --socket "$sock" status --prometheus
+	python3 "$src/promcheck.py" "$tmp/out" || fail "--prometheus output is not valid exposition format"
+	grep -Eq '^samepaged_pages_sharing [1-9]' "$tmp/out" || fail "no samepaged_pages_sharing > 0"
+	grep -Eq '^samepaged_process_merging_pages\{pid="'"$client_pid"'"' "$tmp/out" ||
+		fail "no samepaged_process_merging_pages for the client"
+	! grep -Eq '^(# [A-Z]+ )?(node_ksmd_|samepage_ksm_)' "$tmp/out" || fail "kernel metric names in --user output"
+
+	expect 0 --user --socket "$sock" top --json
+	json_ok 'any(r["pid"] == '"$client_pid"' and r["comm"] == "cli_spclient" and r["merging_pages"] > 0 for r in d["rows"])'
+	expect 0 --user --socket "$sock" top
+	says "$tmp/out" "$client_pid cli_spclient"
+
+	expect 0 --user --socket "$sock" check --json
+	json_ok 'd["reachable"] and d["running"] and d["clients"] == 1 and "pages_sharing" in d["knobs_present"] and "pool_pages" in d["knobs_present"]'
+	"$ksmctl" --user --socket "$sock" doctor --json >"$tmp/out" 2>"$tmp/err"
+	json_ok '"findings" in d and all(f["id"] not in ("no-ksm", "not-running", "nothing-mergeable") for f in d["findings"])'
+
+	# Refusals change nothing: a bad value anywhere (exit 2), a knob that
+	# needs an unmerge first (exit 5).
+	expect 2 --user --socket "$sock" set pages_to_scan=5 run=3
+	says "$tmp/err" "bad value for run"
+	[ "$(value run)" = 1 ] && [ "$(value pages_to_scan)" = 10000 ] || fail "set run=3 changed a knob"
+	expect 5 --user --socket "$sock" set sleep_millisecs=7 max_page_sharing=100
+	[ "$(value max_page_sharing)" = 256 ] && [ "$(value sleep_millisecs)" = 0 ] || fail "a refused set changed a knob"
+	expect 2 --user --socket "$sock" run -- true
+
+	printf 'pages_to_scan = 20000\n' >"$tmp/ksm.conf"
+	expect 0 --user --socket "$sock" apply "$tmp/ksm.conf"
+	[ "$(value pages_to_scan)" = 20000 ] || fail "apply did not write pages_to_scan"
+
+	expect 0 --user --socket "$sock" unmerge
+	says "$tmp/out" "run: 1 -> 2"
+	local sharing=
+	for _ in $(seq 600); do
+		sharing=$(value pages_sharing)
+		[ "$sharing" = 0 ] && break
+		sleep 0.1
+	done
+	[ "$sharing" = 0 ] && echo "ok: pages_sharing 0 after unmerge" || fail "pages_sharing is $sharing 60 s after unmerge"
+	expect 1 --user --socket "$sock" wait
+	says "$tmp/err" "start it: ksmctl --socket $sock start"
+}
+
+case $test in
+absent) absent ;;
+e2e) e2e ;;
+*) echo "unknown test $test"; exit 2 ;;
+esac
+[ $fails = 0 ] && echo "ok: cli.user.$test" && exit 0
+exit 1
