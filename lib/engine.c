@@ -54,7 +54,8 @@ static void pin_mapped_nodes(struct samepage *sp)
 	uint32_t *ids = malloc(cap * sizeof(*ids));
 	if (!ids)
 		return;
-	memcpy(ids, sp->pins, sp->npins * sizeof(*ids));
+	if (sp->npins)
+		memcpy(ids, sp->pins, sp->npins * sizeof(*ids));
 	n = sp->npins;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
