@@ -391,19 +391,24 @@ static int check_range(void *addr, size_t *len)
 	return 0;
 }
 
-int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice)
+/* The checks every range call starts with; 1 when there is nothing to do. */
+static int range_call(samepage_t *sp, void *addr, size_t *len)
 {
-	int err;
-
 	if (!sp)
 		return -EINVAL;
 	if (!engine_alive(sp))
 		return -ECHILD;
-	if (advice != SAMEPAGE_MERGEABLE && advice != SAMEPAGE_UNMERGEABLE)
+	int err = check_range(addr, len);
+	return err ? err : !*len;
+}
+
+int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice)
+{
+	if (sp && advice != SAMEPAGE_MERGEABLE && advice != SAMEPAGE_UNMERGEABLE)
 		return -EINVAL;
-	err = check_range(addr, &len);
-	if (err || !len)
-		return err;
+	int err = range_call(sp, addr, &len);
+	if (err)
+		return err < 0 ? err : 0;
 	pthread_mutex_lock(&sp->lock);
 	engine_enter(sp);
 	err = regions_mark(sp, (uintptr_t)addr, len, advice == SAMEPAGE_MERGEABLE);
@@ -437,14 +442,9 @@ int samepage_alloc(samepage_t *sp, size_t len, void **out)
 
 int samepage_free(samepage_t *sp, void *addr, size_t len)
 {
-	int err;
-	if (!sp)
-		return -EINVAL;
-	if (!engine_alive(sp))
-		return -ECHILD;
-	err = check_range(addr, &len);
-	if (err || !len)
-		return err;
+	int err = range_call(sp, addr, &len);
+	if (err)
+		return err < 0 ? err : 0;
 	pthread_mutex_lock(&sp->lock);
 	engine_enter(sp);
 	if (prim_munmap(addr, len))
@@ -466,11 +466,9 @@ int engine_discard(struct samepage *sp, uintptr_t start, size_t len)
 	int err = pool_mappings_to_anon(sp, start, start + len, false);
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
-		uintptr_t rend = region_addr(r, r->npages), end = start + len;
-		if (rend <= start || r->start >= end)
+		size_t from, to;
+		if (!region_clip(r, start, start + len, &from, &to))
 			continue;
-		size_t from = start > r->start ? (start - r->start) >> PAGE_SHIFT : 0;
-		size_t to = end < rend ? (end - r->start) >> PAGE_SHIFT : r->npages;
 		for (size_t k = from; k < to; k++) {
 			uint8_t keep = r->meta[k].flags & PM_MERGEABLE;
 			if (!r->meta[k].flags)
@@ -488,14 +486,9 @@ int engine_discard(struct samepage *sp, uintptr_t start, size_t len)
 
 int samepage_discard(samepage_t *sp, void *addr, size_t len)
 {
-	int err;
-	if (!sp)
-		return -EINVAL;
-	if (!engine_alive(sp))
-		return -ECHILD;
-	err = check_range(addr, &len);
-	if (err || !len)
-		return err;
+	int err = range_call(sp, addr, &len);
+	if (err)
+		return err < 0 ? err : 0;
 	pthread_mutex_lock(&sp->lock);
 	err = engine_discard(sp, (uintptr_t)addr, len);
 	if (!err && prim_madvise(addr, len, MADV_DONTNEED))

@@ -347,6 +347,17 @@ static inline uintptr_t region_addr(const struct region *r, size_t i)
 	return r->start + (i << PAGE_SHIFT);
 }
 int region_prot_at(const struct region *r, uintptr_t addr);
+/* The pages [*from, *to) of r inside [start, end); false if none. */
+static inline bool region_clip(const struct region *r, uintptr_t start, uintptr_t end,
+			       size_t *from, size_t *to)
+{
+	uintptr_t rend = region_addr(r, r->npages);
+	if (rend <= start || r->start >= end)
+		return false;
+	*from = start > r->start ? (start - r->start) >> PAGE_SHIFT : 0;
+	*to = end < rend ? (end - r->start) >> PAGE_SHIFT : r->npages;
+	return true;
+}
 int regions_refresh(struct samepage *sp);
 int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeable);
 void regions_forget(struct samepage *sp, uintptr_t start, size_t len);

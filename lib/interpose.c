@@ -117,11 +117,9 @@ static int unmerge_for_move(struct samepage *sp, uintptr_t start, size_t len)
 	engine_enter(sp);
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
-		uintptr_t rend = region_addr(r, r->npages), end = start + len;
-		if (rend <= start || r->start >= end)
+		size_t from, to;
+		if (!region_clip(r, start, start + len, &from, &to))
 			continue;
-		size_t from = start > r->start ? (start - r->start) >> PAGE_SHIFT : 0;
-		size_t to = end < rend ? (end - r->start) >> PAGE_SHIFT : r->npages;
 		int e = unmerge_range(sp, r, from, to);
 		if (e && !err)
 			err = e;

@@ -362,11 +362,9 @@ int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeabl
 	int err = 0;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
-		uintptr_t rend = region_addr(r, r->npages);
-		if (rend <= start || r->start >= end)
+		size_t from, to;
+		if (!region_clip(r, start, end, &from, &to))
 			continue;
-		size_t from = start > r->start ? (start - r->start) >> PAGE_SHIFT : 0;
-		size_t to = end < rend ? (end - r->start) >> PAGE_SHIFT : r->npages;
 		int e = unmerge_range(sp, r, from, to);
 		if (e && !err)
 			err = e;
@@ -386,11 +384,9 @@ void regions_forget(struct samepage *sp, uintptr_t start, size_t len)
 	uintptr_t end = start + len;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
-		uintptr_t rend = region_addr(r, r->npages);
-		if (rend <= start || r->start >= end)
+		size_t from, to;
+		if (!region_clip(r, start, end, &from, &to))
 			continue;
-		size_t from = start > r->start ? (start - r->start) >> PAGE_SHIFT : 0;
-		size_t to = end < rend ? (end - r->start) >> PAGE_SHIFT : r->npages;
 		for (size_t i = from; i < to; i++)
 			if (r->meta[i].flags)
 				forget_page(sp, r, i, NULL);
