@@ -33,8 +33,12 @@ demo: build
 bench: build
 	bash bench/run.sh $(if $(QUICK),--quick,)
 
-install: build
-	cmake --install $(BUILD) --prefix $(PREFIX)
+# Configured again with PREFIX: the pkg-config file and the systemd units
+# name installed paths.
+install:
+	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
+	cmake --install $(BUILD)
 
 format:
 	clang-format -i include/*.h lib/*.[ch] cli/*.[ch] daemon/*.[ch] tests/*/*.[ch] bench/*.[ch] examples/*.c 2>/dev/null || true
