@@ -31,38 +31,36 @@ static double write_every_other(struct engine *e, char *p, char c)
 
 int main(int argc, char **argv)
 {
-	struct bench_opts o;
-	struct engine e;
+	struct bench b;
 
-	bench_parse(argc, argv, "5-C", &o);
-	bench_open(&e, &o, BENCH_PAGES_TO_SCAN);
+	bench_init(&b, argc, argv, "5-C");
 	char *fresh = map_pages(PAGES);
-	double fault = write_every_other(&e, fresh, 1);
+	double fault = write_every_other(&b.e, fresh, 1);
 	char *p = map_pages(PAGES);
 	memset(p, '*', PAGES * PG);
-	double unmerged = write_every_other(&e, p, '-');
+	double unmerged = write_every_other(&b.e, p, '-');
 
 	for (size_t i = 0; i < PAGES; i += 2) {
 		memset(p + i * PG, '+', i / 2 + 1);
 		memset(p + (i + 1) * PG, '+', i / 2 + 1);
 	}
-	int err = bench_advise(&e, p, PAGES * PG, true);
+	int err = bench_advise(&b.e, p, PAGES * PG, true);
 	if (err) {
 		fprintf(stderr, "bench_cow: madvise(MERGEABLE): %s\n", strerror(-err));
 		return 1;
 	}
-	bench_run(&e, 1);
-	if (wait_full_scans(&e, 2, 60) < 0)
+	bench_run(&b.e, 1);
+	if (wait_full_scans(&b.e, 2, 60) < 0)
 		return 1;
-	bench_run(&e, 0);
-	long long merged = bench_counter(&e, "pages_sharing");
-	double cow = write_every_other(&e, p, '-');
+	bench_run(&b.e, 0);
+	long long merged = bench_counter(&b.e, "pages_sharing");
+	double cow = write_every_other(&b.e, p, '-');
 
-	bench_result(&o, "first_touch_fault", "us", fault * 1e6);
-	bench_result(&o, "write_unmerged", "us", unmerged * 1e6);
-	bench_result(&o, "cow_break", "us", cow * 1e6);
-	bench_result(&o, "pairs_merged", "pages", (double)merged);
-	bench_close(&e);
+	bench_result(&b.o, "first_touch_fault", "us", fault * 1e6);
+	bench_result(&b.o, "write_unmerged", "us", unmerged * 1e6);
+	bench_result(&b.o, "cow_break", "us", cow * 1e6);
+	bench_result(&b.o, "pairs_merged", "pages", (double)merged);
+	bench_close(&b.e);
 	munmap(p, PAGES * PG);
 	munmap(fresh, PAGES * PG);
 	return 0;

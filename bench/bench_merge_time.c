@@ -18,44 +18,42 @@
 
 int main(int argc, char **argv)
 {
-	struct bench_opts o;
-	struct engine e;
-	struct merge_run m;
+	struct bench b;
 
-	bench_parse(argc, argv, "1-P", &o);
-	size_t mib = o.quick ? 64 : 256, npages = mib * MIB / PG;
-	bench_open(&e, &o, BENCH_PAGES_TO_SCAN);
+	bench_init(&b, argc, argv, "1-P");
+	size_t mib = b.o.quick ? 64 : 256, npages = mib * MIB / PG;
 	char *p = map_pages(npages);
 	memset(p, '*', npages * PG);
 	struct span s = {p, npages * PG};
 
-	bench_merge_begin(&e, &s, 1, &m);
-	m.wait_s = wait_full_scans(&e, 2, 120);
-	bench_merge_end(&e, &m);
-	if (m.wait_s < 0) {
+	bench_merge_begin(&b.e, &s, 1, &b.m);
+	b.m.wait_s = wait_full_scans(&b.e, 2, 120);
+	bench_merge_end(&b.e, &b.m);
+	if (b.m.wait_s < 0) {
 		fprintf(stderr, "bench_merge_time: no two full scans in 120 s\n");
 		return 1;
 	}
-	bench_result(&o, "time", "s", m.wait_s);
-	bench_result(&o, "speed", "MiB/s", (double)mib / m.wait_s);
-	bench_merge_report(&o, &m);
-	bench_result(&o, "merged_at_2_scans", "%", 100.0 * m.saved_mib / (double)(mib - mib / 256));
+	bench_result(&b.o, "time", "s", b.m.wait_s);
+	bench_result(&b.o, "speed", "MiB/s", (double)mib / b.m.wait_s);
+	bench_merge_report(&b.o, &b.m);
+	bench_result(&b.o, "merged_at_2_scans", "%",
+		     100.0 * b.m.saved_mib / (double)(mib - mib / 256));
 
 	/* -D: unmerge the merged region. */
-	bench_run(&e, 0);
-	o.workload = "5-D";
-	busy_start(&e);
+	bench_run(&b.e, 0);
+	b.o.workload = "5-D";
+	busy_start(&b.e);
 	uint64_t t0 = now_ns();
-	int err = bench_advise(&e, p, npages * PG, false);
+	int err = bench_advise(&b.e, p, npages * PG, false);
 	double t = secs_since(t0);
-	busy_stop(&e);
+	busy_stop(&b.e);
 	if (err) {
 		fprintf(stderr, "bench_merge_time: madvise(UNMERGEABLE): %s\n", strerror(-err));
 		return 1;
 	}
-	bench_result(&o, "unmerge_time", "s", t);
-	bench_result(&o, "unmerge_speed", "MiB/s", (double)mib / t);
-	bench_close(&e);
+	bench_result(&b.o, "unmerge_time", "s", t);
+	bench_result(&b.o, "unmerge_speed", "MiB/s", (double)mib / t);
+	bench_close(&b.e);
 	munmap(p, npages * PG);
 	return 0;
 }

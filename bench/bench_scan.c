@@ -17,31 +17,28 @@
 
 int main(int argc, char **argv)
 {
-	struct bench_opts o;
-	struct engine e;
-	struct merge_run m;
+	struct bench b;
 
-	bench_parse(argc, argv, "3-scan", &o);
-	size_t mib = o.quick ? 64 : 512, npages = mib * MIB / PG;
+	bench_init(&b, argc, argv, "3-scan");
+	size_t mib = b.o.quick ? 64 : 512, npages = mib * MIB / PG;
 	double gib = (double)mib / 1024.0;
-	bench_open(&e, &o, BENCH_PAGES_TO_SCAN);
 	char *p = map_pages(npages);
 	for (size_t i = 0; i < npages; i++)
 		fill_page(p + i * PG, (3ULL << 40) + i);
 	struct span s = {p, npages * PG};
 
-	bench_merge_begin(&e, &s, 1, &m);
-	if (wait_full_scans(&e, 1, 120) < 0)
+	bench_merge_begin(&b.e, &s, 1, &b.m);
+	if (wait_full_scans(&b.e, 1, 120) < 0)
 		return 1;
-	uint64_t cpu0 = bench_cpu_ns(&e), t0 = now_ns();
-	if (wait_full_scans(&e, MEASURED_SCANS, 120) < 0)
+	uint64_t cpu0 = bench_cpu_ns(&b.e), t0 = now_ns();
+	if (wait_full_scans(&b.e, MEASURED_SCANS, 120) < 0)
 		return 1;
-	double cpu = (double)(bench_cpu_ns(&e) - cpu0) / 1e9, wall = secs_since(t0);
-	bench_merge_end(&e, &m);
-	bench_result(&o, "cpu_per_GiB_scan", "s", cpu / gib / MEASURED_SCANS);
-	bench_result(&o, "wall_per_GiB_scan", "s", wall / gib / MEASURED_SCANS);
-	bench_result(&o, "returned", "MiB", m.returned_mib);
-	bench_close(&e);
+	double cpu = (double)(bench_cpu_ns(&b.e) - cpu0) / 1e9, wall = secs_since(t0);
+	bench_merge_end(&b.e, &b.m);
+	bench_result(&b.o, "cpu_per_GiB_scan", "s", cpu / gib / MEASURED_SCANS);
+	bench_result(&b.o, "wall_per_GiB_scan", "s", wall / gib / MEASURED_SCANS);
+	bench_result(&b.o, "returned", "MiB", b.m.returned_mib);
+	bench_close(&b.e);
 	munmap(p, npages * PG);
 	return 0;
 }

@@ -19,14 +19,11 @@
 
 int main(int argc, char **argv)
 {
-	struct bench_opts o;
-	struct engine e;
-	struct merge_run m;
+	struct bench b;
 
-	bench_parse(argc, argv, "4-scatter", &o);
-	size_t npages = (o.quick ? 32 : 256) * MIB / PG;
-	double timeout = o.quick ? 30 : 120;
-	bench_open(&e, &o, BENCH_PAGES_TO_SCAN);
+	bench_init(&b, argc, argv, "4-scatter");
+	size_t npages = (b.o.quick ? 32 : 256) * MIB / PG;
+	double timeout = b.o.quick ? 30 : 120;
 	char *p = map_pages(npages);
 	uint64_t rng = 7;
 	for (size_t i = 0; i < npages; i++) {
@@ -36,19 +33,19 @@ int main(int argc, char **argv)
 	}
 	struct span s = {p, npages * PG};
 
-	bench_merge_begin(&e, &s, 1, &m);
-	m.wait_s = wait_converged(&e, &m, NULL, timeout);
-	bench_merge_end(&e, &m);
-	if (m.wait_s < 0) {
+	bench_merge_begin(&b.e, &s, 1, &b.m);
+	b.m.wait_s = wait_converged(&b.e, &b.m, NULL, timeout);
+	bench_merge_end(&b.e, &b.m);
+	if (b.m.wait_s < 0) {
 		fprintf(stderr, "bench_scatter: not converged in %.0f s\n", timeout);
 		return 1;
 	}
-	bench_result(&o, "converge", "s", m.wait_s);
-	bench_merge_report(&o, &m);
-	bench_result(&o, "merges_skipped", "pages",
-		     e.kind == ENGINE_LIB ? (double)bench_counter(&e, "merges_skipped_map_budget")
-					  : 0);
-	bench_close(&e);
+	bench_result(&b.o, "converge", "s", b.m.wait_s);
+	bench_merge_report(&b.o, &b.m);
+	bench_result(
+	    &b.o, "merges_skipped", "pages",
+	    b.e.kind == ENGINE_LIB ? (double)bench_counter(&b.e, "merges_skipped_map_budget") : 0);
+	bench_close(&b.e);
 	munmap(p, npages * PG);
 	return 0;
 }

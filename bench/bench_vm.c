@@ -40,19 +40,16 @@ static unsigned char *make_layout(size_t npages)
 
 int main(int argc, char **argv)
 {
-	struct bench_opts o;
-	struct engine e;
-	struct merge_run m;
+	struct bench b;
 	struct span guests[GUESTS];
 	FILE *series = NULL;
 
-	bench_parse(argc, argv, "2-VM", &o);
-	if (o.use_zero_pages)
-		o.workload = "2-VM-zero";
-	size_t npages = (o.quick ? 32 : 256) * MIB / PG;
-	double timeout = o.quick ? 30 : 120;
+	bench_init(&b, argc, argv, "2-VM");
+	if (b.o.use_zero_pages)
+		b.o.workload = "2-VM-zero";
+	size_t npages = (b.o.quick ? 32 : 256) * MIB / PG;
+	double timeout = b.o.quick ? 30 : 120;
 	unsigned char *kind = make_layout(npages);
-	bench_open(&e, &o, BENCH_PAGES_TO_SCAN);
 	for (size_t g = 0; g < GUESTS; g++) {
 		char *p = map_pages(npages);
 		for (size_t i = 0; i < npages; i++) {
@@ -66,25 +63,25 @@ int main(int argc, char **argv)
 		}
 		guests[g] = (struct span){p, npages * PG};
 	}
-	if (o.series && !(series = fopen(o.series, "w"))) {
-		perror(o.series);
+	if (b.o.series && !(series = fopen(b.o.series, "w"))) {
+		perror(b.o.series);
 		return 1;
 	}
 
-	bench_merge_begin(&e, guests, GUESTS, &m);
-	m.wait_s = wait_converged(&e, &m, series, timeout);
-	bench_merge_end(&e, &m);
+	bench_merge_begin(&b.e, guests, GUESTS, &b.m);
+	b.m.wait_s = wait_converged(&b.e, &b.m, series, timeout);
+	bench_merge_end(&b.e, &b.m);
 	if (series)
 		fclose(series);
-	if (m.wait_s < 0) {
+	if (b.m.wait_s < 0) {
 		fprintf(stderr, "bench_vm: not converged in %.0f s\n", timeout);
 		return 1;
 	}
-	bench_result(&o, "converge", "s", m.wait_s);
-	bench_merge_report(&o, &m);
-	o.workload = o.use_zero_pages ? "6-metadata-zero" : "6-metadata";
-	bench_result(&o, "per_page", "bytes", metadata_per_page(&e));
-	bench_close(&e);
+	bench_result(&b.o, "converge", "s", b.m.wait_s);
+	bench_merge_report(&b.o, &b.m);
+	b.o.workload = b.o.use_zero_pages ? "6-metadata-zero" : "6-metadata";
+	bench_result(&b.o, "per_page", "bytes", metadata_per_page(&b.e));
+	bench_close(&b.e);
 	for (size_t g = 0; g < GUESTS; g++)
 		munmap(guests[g].addr, guests[g].len);
 	free(kind);

@@ -815,3 +815,10 @@ double metadata_per_page(struct engine *e)
 		slab_size("ksm_mm_slot")) /
 	       (double)items;
 }
+
+void bench_init(struct bench *b, int argc, char **argv, const char *workload)
+{
+	memset(b, 0, sizeof(*b));
+	bench_parse(argc, argv, workload, &b->o);
+	bench_open(&b->e, &b->o, BENCH_PAGES_TO_SCAN);
+}

@@ -159,6 +159,16 @@ double wait_converged(struct engine *e, struct merge_run *m, FILE *series, doubl
  * ksm_zero_pages), because RssAnon counts a KSM page once per mapping. */
 long long process_memory_kb(struct engine *e);
 
+/* What a workload program holds: its options, its engine, its merge run. */
+struct bench {
+	struct bench_opts o;
+	struct engine e;
+	struct merge_run m;
+};
+
+/* Parses the options and opens the engine with BENCH_PAGES_TO_SCAN. */
+void bench_init(struct bench *b, int argc, char **argv, const char *workload);
+
 /* Metadata bytes per tracked page: the library's own counter, or the
  * kernel's KSM slabs (/proc/slabinfo) per rmap item. */
 double metadata_per_page(struct engine *e);
