@@ -58,6 +58,7 @@ static inline int adv_run(const struct adv_test *t, size_t n, const char *name)
 		if (pid < 0)
 			return 1;
 		if (pid == 0) {
+			setpgid(0, 0);
 			t[i].fn();
 			exit(check_report(name));
 		}
@@ -69,6 +70,8 @@ static inline int adv_run(const struct adv_test *t, size_t n, const char *name)
 					fprintf(stderr, "%s: killed by signal %d\n", name, WTERMSIG(st));
 					return 1;
 				}
+				if (WEXITSTATUS(st) > 1 && WEXITSTATUS(st) != 77)
+					fprintf(stderr, "%s: exit status %d\n", name, WEXITSTATUS(st));
 				return WEXITSTATUS(st);
 			}
 			usleep(10000);
@@ -77,6 +80,9 @@ static inline int adv_run(const struct adv_test *t, size_t n, const char *name)
 			t[i].hang_s);
 		kill(pid, SIGKILL);
 		adv_wait(pid);
+		/* children of the test (a forked child, a grandchild) are its
+		 * process group's */
+		kill(-pid, SIGKILL);
 		return 1;
 	}
 	fprintf(stderr, "no test named %s\n", name);

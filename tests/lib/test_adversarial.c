@@ -154,7 +154,7 @@ static void test_syscall_write_during_merge(void)
 	long long start = rd(sp, "full_scans");
 	long bad = 0, calls = 0;
 	int err = 0;
-	while (rd(sp, "full_scans") < start + 40 && calls < 3000000) {
+	while (rd(sp, "full_scans") < start + 100000 && calls < 4000000) {
 		for (size_t i = 0; i < n; i++) {
 			ssize_t r = pread(fd, p + i * PG, PG, 0);
 			calls++;
@@ -277,6 +277,37 @@ static void test_late_app_handler_prot_none(void)
 /* fork                                                                */
 /* ------------------------------------------------------------------ */
 
+/* BUG: a forked child deadlocks on its first munmap/mprotect/mremap/
+ * MAP_FIXED mmap/fork.  fork_prepare() write-locks the address-space rwlock
+ * (engine.c:52) and fork_child() "unlocks" it (engine.c:72), but glibc's
+ * pthread_rwlock_unlock() recognises a writer by its TID (__cur_writer), and
+ * the child's TID differs: the unlock is taken for a reader's, the lock
+ * stays write-locked in the child for ever, and the interposed calls wait
+ * on it (interpose.c:63).  Fix: pthread_rwlock_init() the lock again in
+ * fork_child() (nothing else can hold it in the child). */
+static void test_child_munmap(void)
+{
+	char *p;
+	samepage_t *sp = adv_merged(&p, 16, 'u');
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		void *m = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED || mprotect(m, PG, PROT_READ) || munmap(m, PG))
+			_exit(2);
+		p[0] = 'w';
+		if (munmap(p, 16 * PG))
+			_exit(3);
+		_exit(0);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	CHECK(p[0] == 'u');
+	samepage_close(sp);
+}
+
+#ifndef GC_FORK
+#define GC_FORK fork
+#endif
 /* BUG: a grandchild (fork from the forked child: the daemon double-fork)
  * reads zeros.  fork_child() registers only children of the engine's owner
  * (engine.c:73-75) and fork_prepare() skips inert engines, so when the
@@ -294,9 +325,10 @@ static void test_grandchild_keeps_contents(void)
 	pid_t child = fork();
 	REQUIRE(child >= 0);
 	if (child == 0) {
-		pid_t gc = fork();
+		pid_t gc = GC_FORK();
 		if (gc == 0) {
 			char c;
+			close(go[1]);
 			if (read(go[0], &c, 1) != 1)
 				_exit(2);
 			for (size_t i = 0; i < n * PG; i += 97)
@@ -309,6 +341,7 @@ static void test_grandchild_keeps_contents(void)
 	pid_t gc;
 	REQUIRE(read(tell[0], &gc, sizeof(gc)) == sizeof(gc));
 	CHECK_EQ_INT(adv_wait(child), 0);
+	fprintf(stderr, "child gone, grandchild %d lives\n", (int)gc);
 	/* The parent writes every page: its mappings of the pool are gone. */
 	for (size_t i = 0; i < n; i++)
 		p[i * PG] = 'P';
@@ -339,8 +372,7 @@ static void test_many_forks_pool_reclaimed(void)
 		CHECK_EQ_INT(adv_wait(pid), 0);
 	}
 	CHECK_EQ_INT(samepage_madvise(sp, p, n * PG, SAMEPAGE_UNMERGEABLE), 0);
-	wr(sp, "run", "1");
-	REQUIRE(wait_scans(sp, 2) == 0);
+	/* Every child is gone: samepage_read_number() reaps (fork_reap). */
 	CHECK_EQ_INT(rd(sp, "pool_pages"), 0);
 	samepage_close(sp);
 }
@@ -464,6 +496,8 @@ static void test_reregister_after_reuse(void)
 	char *p;
 	samepage_t *sp = adv_merged(&p, n, 'a');
 	CHECK_EQ_INT(rd(sp, "pages_sharing"), (long long)n - 1);
+	char *anchor = map_pages(4); /* keeps the scanner scanning if the range is lost */
+	REQUIRE(samepage_madvise(sp, anchor, 4 * PG, SAMEPAGE_MERGEABLE) == 0);
 	wr(sp, "run", "0");
 	REQUIRE(munmap(p, n * PG) == 0);
 	char *q = mmap(p, n * PG, PROT_READ | PROT_WRITE,
@@ -474,7 +508,7 @@ static void test_reregister_after_reuse(void)
 	CHECK_EQ_INT(samepage_madvise(sp, q, n * PG, SAMEPAGE_MERGEABLE), 0);
 	wr(sp, "run", "1");
 	REQUIRE(wait_scans(sp, 3) == 0);
-	CHECK_EQ_INT(rd(sp, "pages_tracked"), (long long)n);
+	CHECK_EQ_INT(rd(sp, "pages_tracked"), (long long)n + 4);
 	CHECK_EQ_INT(rd(sp, "pages_sharing"), (long long)n - 1);
 	for (size_t i = 0; i < n * PG; i += 97)
 		REQUIRE(q[i] == 'b');
@@ -579,7 +613,7 @@ static void test_page_id_reuse(void)
 	REQUIRE(samepage_open(&sp) == 0);
 	const size_t len = 1ULL << 34; /* 16 GiB of address space, never touched */
 	int err = 0, k;
-	for (k = 0; k < 300 && !err; k++) {
+	for (k = 0; k < 1100 && !err; k++) {
 		void *m = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 			       -1, 0);
 		REQUIRE(m != MAP_FAILED);
@@ -715,6 +749,8 @@ static void test_mremap_contents(void)
 	REQUIRE(wait_scans(sp, 2) == 0);
 	CHECK_EQ_INT(rd(sp, "pages_sharing"), (long long)n - 4);
 	char *q = mremap(p, n * PG, 2 * n * PG, MREMAP_MAYMOVE); /* grow */
+	if (q == MAP_FAILED)
+		fprintf(stderr, "mremap of the merged range: %s\n", strerror(errno));
 	REQUIRE(q != MAP_FAILED);
 	for (size_t i = 0; i < n; i++)
 		REQUIRE(q[i * PG + 17] == 'a' + (int)(i % 4));
@@ -769,7 +805,7 @@ static void test_counter_definitions(void)
 	for (size_t i = 0; i < 300; i++) {
 		memset(p + i * PG, 0, PG);
 		if (i < 200)
-			memset(p + i * PG, i < 100 ? 'x' : (int)i, PG); /* 100 alike, 100 unique */
+			memset(p + i * PG, i < 100 ? 'x' : (int)i + 28, PG); /* 100 alike, 100 unique */
 	}
 	wr(sp, "use_zero_pages", "1");
 	REQUIRE(samepage_madvise(sp, p, 300 * PG, SAMEPAGE_MERGEABLE) == 0);
@@ -785,6 +821,7 @@ static void test_counter_definitions(void)
 	CHECK_EQ_INT(sh, 1);
 	CHECK_EQ_INT(sg, 99);
 	CHECK_EQ_INT(zero, 100);
+	CHECK_EQ_INT(un, 100);
 	CHECK_EQ_INT(vol, items - sh - sg - un > 0 ? items - sh - sg - un : 0);
 	CHECK_EQ_INT(profit, (sg + zero) * 4096 - meta);
 	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), sh + sg);
@@ -839,7 +876,7 @@ static void test_thp_range(void)
 	long long after = anon_kb();
 	printf("AnonHugePages %lld kB before; Anonymous %lld -> %lld kB; sharing %lld\n", thp,
 	       before, after, rd(sp, "pages_sharing"));
-	CHECK_EQ_INT(rd(sp, "pages_sharing"), (long long)n - 1);
+	check_ksm_pages_count(sp, (long long)n);
 	CHECK_CMP(before - after, >=, (long long)(n - 1) * 4 * 9 / 10, long long, "%lld");
 	for (size_t i = 0; i < n * PG; i += 4091)
 		REQUIRE(p[i] == 'h');
@@ -903,7 +940,7 @@ static void test_fork_during_merge(void)
 	for (size_t i = 0; i < n * PG; i += 97)
 		REQUIRE(p[i] == 'F');
 	REQUIRE(wait_scans(sp, 2) == 0);
-	CHECK_EQ_INT(rd(sp, "pages_sharing"), (long long)n - 1);
+	check_ksm_pages_count(sp, (long long)n);
 	samepage_close(sp);
 }
 
@@ -938,6 +975,9 @@ static void test_mprotect_munmap_during_merge(void)
 	}
 	pthread_join(t, NULL);
 	REQUIRE(wait_scans(sp, 3) == 0);
+	/* BUG (minor): pages_tracked (and metadata_bytes, hence general_profit)
+	 * keep counting the unmapped half: a region only shrinks when all of it
+	 * is gone (region.c:236-238); its meta[] stays allocated. */
 	CHECK_EQ_INT(rd(sp, "pages_tracked"), 256);
 	CHECK_EQ_INT(rd(sp, "pages_sharing"), 255);
 	for (size_t i = 0; i < 256 * PG; i += 97)
@@ -957,6 +997,7 @@ static const struct adv_test tests[] = {
 	{"syscall_write_during_merge", test_syscall_write_during_merge, 120},
 	{"no_spurious_app_sigsegv", test_no_spurious_app_sigsegv, 120},
 	{"late_app_handler_prot_none", test_late_app_handler_prot_none, 60},
+	{"child_munmap", test_child_munmap, 30},
 	{"grandchild_keeps_contents", test_grandchild_keeps_contents, 60},
 	{"many_forks_pool_reclaimed", test_many_forks_pool_reclaimed, 60},
 	{"child_dontneed_zeros", test_child_dontneed_zeros, 60},
@@ -967,7 +1008,7 @@ static const struct adv_test tests[] = {
 	{"forget_list_overflow", test_forget_list_overflow, 60},
 	{"mremap_two_engines", test_mremap_two_engines, 60},
 	{"mremap_partial_registration", test_mremap_partial_registration, 60},
-	{"page_id_reuse", test_page_id_reuse, 240},
+	{"page_id_reuse", test_page_id_reuse, 290},
 	{"sparse_range_metadata", test_sparse_range_metadata, 60},
 	{"writers_during_unmerge", test_writers_during_unmerge, 240},
 	{"mremap_contents", test_mremap_contents, 60},
