@@ -9,6 +9,8 @@
  * Each test runs in its own process (ctest runs "test_adversarial NAME"),
  * itself run in a child under a hang guard (adv_util.h), so that a deadlock
  * is reported as such.  Tests marked BUG fail until the library is fixed.
+ * file:line references in the comments are those of commit 2be579c, where
+ * the review started; the report gives them at the final HEAD too.
  */
 #include "adv_util.h"
 
@@ -484,7 +486,8 @@ static void test_mlock_kept(void)
 /* The application stays in charge of its address space                */
 /* ------------------------------------------------------------------ */
 
-/* BUG: munmap, mmap at the same address (address reuse), then
+/* Regression test (failed at 2be579c, passes since samepage_madvise() calls
+ * engine_enter(), which syncs first).  Was: munmap, mmap at the same address (address reuse), then
  * samepage_madvise(MERGEABLE) of the new range: the registration is lost.
  * The munmap is queued on the forget list (engine.c:142) and applied only
  * at the next engine_sync(), after regions_mark() has re-marked the same
