@@ -16,7 +16,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=$root/build
+# make bench BUILD=dir passes its build directory in the environment.
+build=$root/${BUILD:-build}
 out=
 quick=0
 callgrind=1
