@@ -94,7 +94,7 @@ for c in idle busy; do
 	run bench_merge_time $c "${q[@]}"
 done
 for c in $cases; do
-	run bench_vm $c "${q[@]}" --zero 0 --series "$out/vm-$c-@ENGINE@-@REP@.dat"
+	run bench_vm $c "${q[@]}" --zero 0 --series "$out/vm-$c$sfx-@ENGINE@-@REP@.dat"
 done
 # The library pays a mapping per merged zero page with use_zero_pages=0;
 # with 1 both engines drop zero pages without any: run both settings.
@@ -211,16 +211,16 @@ for c in $cases; do
 		rep=$(awk -F'\t' -v c=$c -v e=$e '$1 == "2-VM" && $2 == c && $3 == e && $4 == "converge" {
 			print ++n "\t" $6 }' "$raw" | sort -t$'\t' -k2,2g |
 			awk '{ r[NR] = $1 } END { if (NR) print r[int((NR + 1) / 2)] }')
-		[ -n "$rep" ] && mv -f "$out/vm-$c-$eng-$rep.dat" "$out/vm-$c-$eng.dat"
-		rm -f "$out/vm-$c-$eng"-[0-9]*.dat
+		[ -n "$rep" ] && mv -f "$out/vm-$c$sfx-$eng-$rep.dat" "$out/vm-$c$sfx-$eng.dat"
+		rm -f "$out/vm-$c$sfx-$eng"-[0-9]*.dat
 	done
 done
 
 # The plot of workload 2: memory returned over time, engine vs kernel.
-if command -v gnuplot >/dev/null && [ -s "$out/vm-idle-lib.dat" ] && [ -s "$out/vm-idle-kernel.dat" ]; then
+if command -v gnuplot >/dev/null && [ -s "$out/vm-idle$sfx-lib.dat" ] && [ -s "$out/vm-idle$sfx-kernel.dat" ]; then
 	png=$out/vm-like$sfx.png
-	plots="'$out/vm-idle-lib.dat' using 1:2 with lines lw 2 lc rgb '#1f77b4' title 'libsamepage, idle', \
-'$out/vm-idle-kernel.dat' using 1:2 with lines lw 2 lc rgb '#d62728' title 'kernel KSM, idle'"
+	plots="'$out/vm-idle$sfx-lib.dat' using 1:2 with lines lw 2 lc rgb '#1f77b4' title 'libsamepage, idle', \
+'$out/vm-idle$sfx-kernel.dat' using 1:2 with lines lw 2 lc rgb '#d62728' title 'kernel KSM, idle'"
 	if [ -s "$out/vm-busy-lib.dat" ] && [ -s "$out/vm-busy-kernel.dat" ] && [ $quick = 0 ]; then
 		plots="$plots, '$out/vm-busy-lib.dat' using 1:2 with lines lw 2 dt 2 lc rgb '#1f77b4' title 'libsamepage, busy', \
 '$out/vm-busy-kernel.dat' using 1:2 with lines lw 2 dt 2 lc rgb '#d62728' title 'kernel KSM, busy'"
