@@ -29,6 +29,7 @@
 #include <xxhash.h>
 
 pthread_mutex_t engines_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_rwlock_t engines_rw = PTHREAD_RWLOCK_INITIALIZER; /* the list, for the wrappers */
 struct samepage *engines;
 _Atomic int nengines;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -102,10 +103,12 @@ static void fork_prepare(void)
 {
 	pthread_mutex_lock(&engines_lock);
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+		/* Every fork counts, a forked child's too: its own children
+		 * (grandchildren) map the same pool pages. */
+		atomic_fetch_add(&sp->fork->started, 1);
 		if (!engine_alive(sp))
 			continue;
 		pthread_mutex_lock(&sp->lock);
-		atomic_fetch_add(&sp->fork->started, 1);
 		domain_lock(sp);
 		pin_mapped_nodes(sp);
 		domain_unlock(sp);
@@ -125,13 +128,15 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	pid_t parent = getppid();
-	as_unlock();
+	as_reinit(); /* the parent's thread held it: it cannot be released here */
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-		if (sp->owner != parent)
-			continue; /* not locked in fork_prepare */
 		uint32_t k = atomic_fetch_add(&sp->fork->registered, 1);
 		if (k < MAX_FORK_CHILDREN)
 			atomic_store(&sp->fork->pids[k], getpid());
+		/* Our merged pages map its pool: discards must still read zeros. */
+		stale_pool_add(sp->pool.dev, sp->pool.ino);
+		if (sp->owner != parent)
+			continue; /* not locked in fork_prepare */
 		sp->thread_started = false; /* threads do not survive fork */
 		pthread_mutex_unlock(&sp->lock);
 	}
@@ -186,30 +191,57 @@ static void register_atfork(void)
 
 /* ---- unmaps seen by interpose.c ---- */
 
+/*
+ * The application's unmaps, noted while its thread holds the address-space
+ * lock shared.  They walk the engine list under engines_rw, never under
+ * engines_lock: fork and the madvise wrapper hold engines_lock while they
+ * wait for the address-space lock, and waiting for it here would deadlock.
+ */
 void engine_note_unmap(uintptr_t start, size_t len)
 {
-	pthread_mutex_lock(&engines_lock);
+	pthread_rwlock_rdlock(&engines_rw);
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
 		if (!engine_alive(sp))
 			continue;
 		pthread_mutex_lock(&sp->forget_lock);
-		if (sp->nforget < sizeof(sp->forget) / sizeof(sp->forget[0])) {
+		if (sp->nforget == sp->forget_cap) {
+			size_t cap = sp->forget_cap ? sp->forget_cap * 2 : 64;
+			void *n = realloc(sp->forget, cap * sizeof(*sp->forget));
+			if (n) {
+				sp->forget = n;
+				sp->forget_cap = cap;
+			}
+		}
+		if (sp->nforget < sp->forget_cap) {
 			sp->forget[sp->nforget].start = start;
 			sp->forget[sp->nforget].len = len;
 			sp->nforget++;
+		} else {
+			/* No memory to remember it: stop merging this engine's
+			 * ranges rather than risk merging the new mapping. */
+			sp->forget_lost = true;
 		}
 		atomic_store(&sp->changed, true);
 		pthread_mutex_unlock(&sp->forget_lock);
 	}
-	pthread_mutex_unlock(&engines_lock);
+	pthread_rwlock_unlock(&engines_rw);
 }
 
 void engine_note_change(void)
 {
-	pthread_mutex_lock(&engines_lock);
+	pthread_rwlock_rdlock(&engines_rw);
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
 		atomic_store(&sp->changed, true);
-	pthread_mutex_unlock(&engines_lock);
+	pthread_rwlock_unlock(&engines_rw);
+}
+
+/* sp->lock for an application thread: the scanner hands it over between
+ * batches when someone waits (glibc's mutexes are not fair). */
+void engine_lock(struct samepage *sp)
+{
+	atomic_fetch_add(&sp->app_waiting, 1);
+	pthread_mutex_lock(&sp->lock);
+	atomic_fetch_sub(&sp->app_waiting, 1);
 }
 
 /* Takes what a change of pages or trees needs, in order: sp->lock (held by
@@ -238,6 +270,11 @@ void engine_sync(struct samepage *sp)
 	for (size_t i = 0; i < sp->nforget; i++)
 		regions_forget(sp, sp->forget[i].start, sp->forget[i].len);
 	sp->nforget = 0;
+	if (sp->forget_lost) {
+		for (size_t ri = sp->nregions; ri-- > 0;)
+			regions_forget(sp, sp->regions[ri].start, sp->regions[ri].npages << PAGE_SHIFT);
+		sp->forget_lost = false;
+	}
 	atomic_store(&sp->changed, false);
 	pthread_mutex_unlock(&sp->forget_lock);
 	regions_refresh(sp);
@@ -311,9 +348,11 @@ int engine_start(struct samepage *sp)
 	if (err)
 		return err;
 	pthread_mutex_lock(&engines_lock);
+	pthread_rwlock_wrlock(&engines_rw);
 	sp->next_engine = engines;
 	engines = sp;
 	atomic_fetch_add(&nengines, 1);
+	pthread_rwlock_unlock(&engines_rw);
 	pthread_mutex_unlock(&engines_lock);
 	return 0;
 }
@@ -327,6 +366,7 @@ void engine_free(struct samepage *sp)
 		free(sp->regions[ri].spans);
 	}
 	free(sp->regions);
+	free(sp->forget);
 	free(sp->pins);
 	free(sp->unstable.heads);
 	domain_unmap(&sp->stable);
@@ -365,6 +405,7 @@ void samepage_close(samepage_t *sp)
 	if (engine_alive(sp))
 		ksmd_stop(sp);
 	pthread_mutex_lock(&engines_lock);
+	pthread_rwlock_wrlock(&engines_rw);
 	for (struct samepage **pp = &engines; *pp; pp = &(*pp)->next_engine) {
 		if (*pp == sp) {
 			*pp = sp->next_engine;
@@ -372,7 +413,10 @@ void samepage_close(samepage_t *sp)
 			break;
 		}
 	}
+	pthread_rwlock_unlock(&engines_rw);
 	pthread_mutex_unlock(&engines_lock);
+	/* Merged pages stay private mappings of the pool after close. */
+	stale_pool_add(sp->pool.dev, sp->pool.ino);
 	engine_detach(sp);
 	engine_free(sp);
 }
@@ -409,7 +453,7 @@ int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice)
 	int err = range_call(sp, addr, &len);
 	if (err)
 		return err < 0 ? err : 0;
-	pthread_mutex_lock(&sp->lock);
+	engine_lock(sp);
 	engine_enter(sp);
 	err = regions_mark(sp, (uintptr_t)addr, len, advice == SAMEPAGE_MERGEABLE);
 	engine_leave(sp);
@@ -445,7 +489,7 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
 	int err = range_call(sp, addr, &len);
 	if (err)
 		return err < 0 ? err : 0;
-	pthread_mutex_lock(&sp->lock);
+	engine_lock(sp);
 	engine_enter(sp);
 	if (prim_munmap(addr, len))
 		err = -errno;
@@ -460,9 +504,8 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
  * becomes fresh anonymous memory (zeros) and the pages' merge state is
  * forgotten; the range stays mergeable.  The caller then discards the
  * rest with the real madvise.  Called with sp->lock held. */
-int engine_discard(struct samepage *sp, uintptr_t start, size_t len)
+int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len)
 {
-	engine_enter(sp);
 	int err = pool_mappings_to_anon(sp, start, start + len, false);
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
@@ -470,17 +513,13 @@ int engine_discard(struct samepage *sp, uintptr_t start, size_t len)
 		if (!region_clip(r, start, start + len, &from, &to))
 			continue;
 		for (size_t k = from; k < to; k++) {
-			uint8_t keep = r->meta[k].flags & PM_MERGEABLE;
-			if (!r->meta[k].flags)
+			if (r->meta[k].flags & PM_OFF)
 				continue;
-			region_drop_page(sp, r, k);
-			if (keep) {
-				r->meta[k].flags = PM_MERGEABLE;
-				r->mergeable_pages++;
-			}
+			region_drop_page(sp, r, k); /* forgets its state... */
+			r->meta[k].flags = 0;       /* ...and it stays mergeable */
+			r->mergeable_pages++;
 		}
 	}
-	engine_leave(sp);
 	return err;
 }
 
@@ -489,8 +528,10 @@ int samepage_discard(samepage_t *sp, void *addr, size_t len)
 	int err = range_call(sp, addr, &len);
 	if (err)
 		return err < 0 ? err : 0;
-	pthread_mutex_lock(&sp->lock);
-	err = engine_discard(sp, (uintptr_t)addr, len);
+	engine_lock(sp);
+	engine_enter(sp);
+	err = engine_discard_locked(sp, (uintptr_t)addr, len);
+	engine_leave(sp);
 	if (!err && prim_madvise(addr, len, MADV_DONTNEED))
 		err = -errno;
 	pthread_mutex_unlock(&sp->lock);
@@ -526,7 +567,7 @@ void unmerge_all(struct samepage *sp)
 			remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
 			if (m->flags & PM_ITEM)
 				sp->c.rmap_items--;
-			m->flags &= PM_MERGEABLE;
+			m->flags &= PM_OFF;
 			m->age = m->remaining_skips = 0;
 			m->checksum = 0;
 		}
@@ -574,7 +615,13 @@ static long long read_value(struct samepage *sp, int idx)
 					 : 0;
 	}
 	case KNOB_metadata_bytes: return (long long)metadata_bytes(sp);
-	case KNOB_pages_tracked: return (long long)sp->tracked_pages;
+	case KNOB_pages_tracked: {
+		/* The pages still in mergeable ranges (not the metadata's size). */
+		long long t = 0;
+		for (size_t ri = 0; ri < sp->nregions; ri++)
+			t += (long long)sp->regions[ri].mergeable_pages;
+		return t;
+	}
 	case KNOB_pool_pages: return (long long)sp->dom->live;
 	case KNOB_pool_pages_reclaimed: return (long long)sp->dom->reclaimed;
 	case KNOB_merges_skipped_map_budget: return (long long)c->skipped_map_budget;
@@ -595,7 +642,7 @@ int samepage_read_number(samepage_t *sp, const char *name, long long *out)
 		return -ENOENT;
 	if (!engine_alive(sp))
 		return -ECHILD;
-	pthread_mutex_lock(&sp->lock);
+	engine_lock(sp);
 	/* Count what the application unmapped as gone already. */
 	engine_enter(sp);
 	fork_reap(sp);
@@ -668,7 +715,7 @@ int samepage_write(samepage_t *sp, const char *name, const char *value)
 	if (sp->socket_path[0]) /* knobs are daemon-wide: samepaged applies them */
 		return client_write(sp, name, value);
 	idx = knob_index(name);
-	pthread_mutex_lock(&sp->lock);
+	engine_lock(sp);
 	bool mode_change = idx == KNOB_advisor_mode && v != KNOB(sp, advisor_mode);
 	err = knob_store(sp->knob, idx, v, sp->dom->live > 0, &unmerge);
 	if (!err && mode_change)

@@ -30,7 +30,8 @@
 #define BATCH_PAGES 512
 
 /* page_meta.flags */
-#define PM_MERGEABLE 0x01 /* inside a MADV_MERGEABLE range */
+#define PM_OFF 0x01 /* not mergeable (unregistered, or gone): zero means mergeable, so an
+                      * untouched page of a sparse range costs no memory */
 #define PM_ITEM 0x02      /* has an rmap item: seen present, counted in ksm_rmap_items */
 #define PM_UNSTABLE 0x04  /* in the unstable tree of scan seqnr (low 8 bits) */
 #define PM_STABLE 0x08    /* maps the pool page of stable node `link` */
@@ -73,7 +74,7 @@ struct region {
 	struct page_meta *meta;
 	struct prot_span *spans; /* sorted, covering [start, end) where mapped */
 	size_t nspans;
-	size_t mergeable_pages; /* pages with PM_MERGEABLE */
+	size_t mergeable_pages; /* pages without PM_OFF */
 };
 
 /*
@@ -164,7 +165,7 @@ struct merge_req {
 
 /* Shared with forked children (MAP_SHARED): they register here so that the
  * parent keeps every pool page they may map until they are gone. */
-#define MAX_FORK_CHILDREN 64
+#define MAX_FORK_CHILDREN 1000 /* the page holds the pids of this many forks */
 struct fork_shared {
 	_Atomic uint32_t started;    /* forks begun by a process of this engine */
 	_Atomic uint32_t registered; /* children that wrote their pid */
@@ -188,6 +189,7 @@ struct advisor {
 
 struct samepage {
 	pthread_mutex_t lock; /* everything below; the scanner holds it per batch */
+	_Atomic int app_waiting; /* application threads waiting for lock (engine_lock) */
 	pthread_cond_t wake;
 	pthread_t thread;
 	bool thread_started, stopping;
@@ -230,8 +232,9 @@ struct samepage {
 	struct {
 		uintptr_t start;
 		size_t len;
-	} forget[128];
-	size_t nforget;
+	} *forget;
+	size_t nforget, forget_cap;
+	bool forget_lost;
 	_Atomic bool changed; /* maps_dirty, set from application threads */
 
 	/* samepaged (client.c): the connection, the ledger this process's
@@ -370,9 +373,12 @@ bool guarded_equal(const void *a, const void *b, size_t len);
 bool guarded_is_zero(const void *a, size_t len);
 bool guarded_hash(const void *page, uint64_t *h);
 void merge_batch(struct samepage *sp);
+void handler_ensure(void);
+void as_reinit(void);
 int break_cow(struct samepage *sp, struct region *r, size_t i);
 int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to);
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy);
+int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_t to);
 void as_lock_exclusive(void);
 void as_unlock(void);
 void as_lock_shared(void);
@@ -393,13 +399,17 @@ unsigned long long proc_starttime(pid_t pid);
 
 /* engine.c */
 extern pthread_mutex_t engines_lock;
+extern pthread_rwlock_t engines_rw;
 extern struct samepage *engines;
 extern _Atomic int nengines;
 void engine_note_unmap(uintptr_t start, size_t len);
 void engine_note_change(void);
 void engine_sync(struct samepage *sp);
 bool engine_alive(const struct samepage *sp);
-int engine_discard(struct samepage *sp, uintptr_t start, size_t len);
+void engine_lock(struct samepage *sp);
+void stale_pool_add(dev_t dev, ino_t ino);
+int stale_pools_discard(uintptr_t start, uintptr_t end);
+int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len);
 uint64_t metadata_bytes(struct samepage *sp);
 int engine_open(struct samepage **out, int index_fd, int pool_fd);
 int engine_start(struct samepage *sp);

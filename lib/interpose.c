@@ -86,6 +86,17 @@ EXPORT int mprotect(void *addr, size_t len, int prot)
 
 /* Runs fn on every engine of this process that has a region in range,
  * with the engine's lock held. */
+static bool hits(struct samepage *sp, uintptr_t start, size_t len)
+{
+	size_t from, to;
+	for (size_t ri = 0; ri < sp->nregions; ri++)
+		if (region_clip(&sp->regions[ri], start, start + len, &from, &to))
+			return true;
+	return false;
+}
+
+/* Runs fn on every engine of this process that has a region in range,
+ * inside engine_enter(). */
 static int for_engines_in(uintptr_t start, size_t len,
 			  int (*fn)(struct samepage *sp, uintptr_t start, size_t len))
 {
@@ -94,14 +105,11 @@ static int for_engines_in(uintptr_t start, size_t len,
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
 		if (!engine_alive(sp))
 			continue;
-		pthread_mutex_lock(&sp->lock);
-		bool hit = false;
-		for (size_t ri = 0; ri < sp->nregions && !hit; ri++) {
-			struct region *r = &sp->regions[ri];
-			hit = r->start < start + len && region_addr(r, r->npages) > start;
-		}
-		if (hit) {
+		engine_lock(sp);
+		if (hits(sp, start, len)) {
+			engine_enter(sp);
 			int e = fn(sp, start, len);
+			engine_leave(sp);
 			if (e && !err)
 				err = e;
 		}
@@ -111,28 +119,35 @@ static int for_engines_in(uintptr_t start, size_t len,
 	return err;
 }
 
-static int unmerge_for_move(struct samepage *sp, uintptr_t start, size_t len)
+/* The parts of [start, start+len) an engine has registered, as offsets. */
+#define MAX_PARTS 16
+struct moved {
+	struct samepage *sp;
+	size_t n;
+	struct {
+		size_t off, len;
+	} part[MAX_PARTS];
+};
+
+static int prepare_move(struct samepage *sp, uintptr_t start, size_t len, struct moved *mv)
 {
 	int err = 0;
-	engine_enter(sp);
+	mv->sp = sp;
+	mv->n = 0;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		size_t from, to;
 		if (!region_clip(r, start, start + len, &from, &to))
 			continue;
-		int e = unmerge_range(sp, r, from, to);
+		int e = unmerge_for_mremap(sp, r, from, to);
 		if (e && !err)
 			err = e;
+		if (mv->n < MAX_PARTS) {
+			mv->part[mv->n].off = region_addr(r, from) - start;
+			mv->part[mv->n].len = (to - from) << PAGE_SHIFT;
+			mv->n++;
+		}
 	}
-	engine_leave(sp);
-	return err;
-}
-
-static int remark(struct samepage *sp, uintptr_t start, size_t len)
-{
-	engine_enter(sp); /* forgets the old range first, then marks the new one */
-	int err = regions_mark(sp, start, len, true);
-	engine_leave(sp);
 	return err;
 }
 
@@ -150,17 +165,25 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 
 	uintptr_t o = (uintptr_t)old;
 	size_t olen = (old_len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	bool was_mergeable = false;
+	struct moved mv[8];
+	size_t nmv = 0;
+
+	/* Each engine that has part of the range: one anonymous mapping with
+	 * the contents again (what the application mapped), and the parts it
+	 * had registered, to register them again where they move to. */
 	pthread_mutex_lock(&engines_lock);
-	for (struct samepage *sp = engines; sp && !was_mergeable; sp = sp->next_engine)
-		for (size_t ri = 0; engine_alive(sp) && ri < sp->nregions; ri++) {
-			struct region *r = &sp->regions[ri];
-			if (r->start < o + olen && region_addr(r, r->npages) > o)
-				was_mergeable = true;
+	for (struct samepage *sp = engines; sp && nmv < 8; sp = sp->next_engine) {
+		if (!engine_alive(sp))
+			continue;
+		engine_lock(sp);
+		if (hits(sp, o, olen)) {
+			engine_enter(sp);
+			prepare_move(sp, o, olen, &mv[nmv++]);
+			engine_leave(sp);
 		}
+		pthread_mutex_unlock(&sp->lock);
+	}
 	pthread_mutex_unlock(&engines_lock);
-	if (was_mergeable)
-		for_engines_in(o, olen, unmerge_for_move);
 
 	as_lock_shared();
 	void *m = prim_mremap(old, old_len, new_len, flags, new_addr);
@@ -171,13 +194,28 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			engine_note_unmap((uintptr_t)new_addr, new_len);
 	}
 	as_unlock();
-	if (m != MAP_FAILED && was_mergeable) {
+	if (m != MAP_FAILED && nmv) {
+		/* VM_MERGEABLE moves with a kernel VMA: the same parts stay
+		 * mergeable, with the same engine, where they are now. */
 		pthread_mutex_lock(&engines_lock);
-		for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-			if (!engine_alive(sp))
-				continue;
-			pthread_mutex_lock(&sp->lock);
-			remark(sp, (uintptr_t)m, new_len);
+		for (size_t k = 0; k < nmv; k++) {
+			struct samepage *sp = mv[k].sp;
+			bool listed = false;
+			for (struct samepage *e = engines; e && !listed; e = e->next_engine)
+				listed = e == sp;
+			if (!listed)
+				continue; /* closed meanwhile */
+			engine_lock(sp);
+			engine_enter(sp);
+			for (size_t p = 0; p < mv[k].n; p++) {
+				size_t off = mv[k].part[p].off, len = mv[k].part[p].len;
+				if (off >= new_len)
+					continue;
+				if (off + len > new_len)
+					len = new_len - off;
+				regions_mark(sp, (uintptr_t)m + off, len, true);
+			}
+			engine_leave(sp);
 			pthread_mutex_unlock(&sp->lock);
 		}
 		pthread_mutex_unlock(&engines_lock);
@@ -188,14 +226,63 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 
 static int discard(struct samepage *sp, uintptr_t start, size_t len)
 {
-	return engine_discard(sp, start, len);
+	return engine_discard_locked(sp, start, len);
 }
 
+static int unregister(struct samepage *sp, uintptr_t start, size_t len)
+{
+	return regions_mark(sp, start, len, false);
+}
+
+/*
+ * MADV_DONTNEED and its kin: merged pages are private mappings of the pool
+ * and would read back the pool's contents: they become fresh anonymous
+ * memory first (also those of engines closed or inherited from a parent).
+ * MADV_WIPEONFORK, MADV_DONTFORK, MADV_DONTDUMP: a merge replaces the
+ * mapping and would drop the flag, so the range stops being mergeable
+ * first (the kernel keeps its VMA; we keep the application's promise).
+ */
 EXPORT int madvise(void *addr, size_t len, int advice)
 {
-	if (active() && (advice == MADV_DONTNEED || advice == MADV_FREE ||
-			 advice == MADV_REMOVE || advice == MADV_DONTNEED_LOCKED) &&
-	    !((uintptr_t)addr & (PAGE_SIZE - 1)))
-		for_engines_in((uintptr_t)addr, (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1), discard);
+	uintptr_t a = (uintptr_t)addr;
+	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	if (a & (PAGE_SIZE - 1) || !l)
+		return prim_madvise(addr, len, advice);
+	switch (advice) {
+	case MADV_DONTNEED:
+	case MADV_FREE:
+	case MADV_REMOVE:
+	case MADV_DONTNEED_LOCKED:
+		if (active())
+			for_engines_in(a, l, discard);
+		stale_pools_discard(a, a + l);
+		break;
+	case MADV_WIPEONFORK:
+	case MADV_DONTFORK:
+	case MADV_DONTDUMP:
+		if (active())
+			for_engines_in(a, l, unregister);
+		break;
+	}
 	return prim_madvise(addr, len, advice);
+}
+
+/* mlock: a merge would replace the locked mapping by an unlocked one, so
+ * locked memory is not merged (mlockall is not seen: see samepage(3)). */
+EXPORT int mlock(const void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr & ~(PAGE_SIZE - 1);
+	if (active())
+		for_engines_in(a, ((uintptr_t)addr + len - a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
+			       unregister);
+	return (int)syscall(SYS_mlock, addr, len);
+}
+
+EXPORT int mlock2(const void *addr, size_t len, unsigned int flags)
+{
+	uintptr_t a = (uintptr_t)addr & ~(PAGE_SIZE - 1);
+	if (active())
+		for_engines_in(a, ((uintptr_t)addr + len - a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
+			       unregister);
+	return (int)syscall(SYS_mlock2, addr, len, flags);
 }

@@ -76,6 +76,14 @@ void as_unlock(void)
 	pthread_rwlock_unlock(&as_rwlock);
 }
 
+/* In a forked child: the parent's thread held the lock at the fork, and a
+ * rwlock can only be released by its owner. */
+void as_reinit(void)
+{
+	pthread_once(&as_once, as_init);
+	as_init();
+}
+
 /* ---- merge windows and the fault handler ---- */
 
 /* One window at a time per engine is enough (a batch does its runs one
@@ -93,6 +101,10 @@ static _Atomic int handler_installed;
 /* Set while the scanner reads guarded.  volatile: the compiler must not
  * drop the store around a memcpy it believes cannot fault. */
 static __thread sigjmp_buf *volatile guard_jmp;
+/* The last fault this thread took outside any window, to tell a fault
+ * whose window closed just before we looked (retry) from a real one. */
+static __thread uintptr_t last_fault;
+static __thread uint32_t last_fault_seq;
 
 static int window_open(uintptr_t start, uintptr_t end)
 {
@@ -158,14 +170,27 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
 		errno = saved;
 		return; /* the write is retried on the merged (or restored) page */
 	}
+	uint32_t seq = atomic_load(&window_seq);
+	if (sig == SIGSEGV && (a != last_fault || seq != last_fault_seq)) {
+		/* A window may have closed between the fault and this check:
+		 * retry once; a real fault comes back at once with nothing
+		 * closed meanwhile, and goes to the application. */
+		last_fault = a;
+		last_fault_seq = seq;
+		errno = saved;
+		return;
+	}
+	last_fault = 0;
 	errno = saved;
 	chain(sig == SIGSEGV ? &chained_segv : &chained_bus, sig, si, uc);
 }
 
 /* Installs the handler, or re-installs it if the application replaced it
  * since (and then chains to the application's handler).  Called before
- * every batch, so an application may install its handler at any time. */
-static void handler_ensure(void)
+ * every batch, so an application may install its handler at any time.
+ * (sigsetjmp(jb, 0) in the guards: SA_NODEFER keeps SIGSEGV unblocked in
+ * the handler, so there is no mask to restore and no syscall to pay.) */
+void handler_ensure(void)
 {
 	struct sigaction cur, sa;
 	int sigs[2] = {SIGSEGV, SIGBUS};
@@ -196,7 +221,7 @@ int merge_init(void)
 bool guarded_copy(void *dst, const void *src, size_t len)
 {
 	sigjmp_buf jb;
-	if (sigsetjmp(jb, 1) == 0) {
+	if (sigsetjmp(jb, 0) == 0) {
 		guard_jmp = &jb;
 		memcpy(dst, src, len);
 		guard_jmp = NULL;
@@ -212,7 +237,7 @@ bool guarded_equal(const void *a, const void *b, size_t len)
 {
 	sigjmp_buf jb;
 	volatile int eq = 0;
-	if (sigsetjmp(jb, 1) == 0) {
+	if (sigsetjmp(jb, 0) == 0) {
 		guard_jmp = &jb;
 		eq = memcmp(a, b, len) == 0;
 		guard_jmp = NULL;
@@ -401,7 +426,7 @@ static int unshare_page(struct region *r, uintptr_t a)
 		return -ENOMEM;
 	if ((prot & (PROT_READ | PROT_WRITE)) == (PROT_READ | PROT_WRITE)) {
 		sigjmp_buf jb;
-		if (sigsetjmp(jb, 1) == 0) {
+		if (sigsetjmp(jb, 0) == 0) {
 			guard_jmp = &jb;
 			__atomic_fetch_add((volatile char *)a, 0, __ATOMIC_SEQ_CST);
 			guard_jmp = NULL;
@@ -479,6 +504,7 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 				    0);
 		return m == MAP_FAILED ? -errno : 0;
 	}
+	handler_ensure(); /* writers must wait in our handler, not crash */
 	int slot = window_open(s, e);
 	if (slot < 0)
 		return -EBUSY;
@@ -505,37 +531,132 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 	return err;
 }
 
-struct pieces {
-	struct samepage *sp;
-	uintptr_t start, end;
-	bool copy;
-	int err;
+struct pool_id {
+	dev_t dev;
+	ino_t ino;
 };
 
-static int replace_piece(const struct map_entry *e, void *arg)
+struct pieces {
+	const struct pool_id *ids;
+	size_t nids;
+	uintptr_t start, end;
+	struct prot_span *spans;
+	size_t n, cap;
+};
+
+/* Collects the private mappings of the pools in [start, end), joining
+ * neighbours of one protection (each merged page may be its own mapping:
+ * one replacement covers them all). */
+static int collect_piece(const struct map_entry *e, void *arg)
 {
 	struct pieces *p = arg;
-	if (e->end <= p->start || e->start >= p->end || e->shared || e->anon ||
-	    e->dev != p->sp->pool.dev || e->ino != p->sp->pool.ino)
+	bool ours = false;
+	if (e->end <= p->start || e->start >= p->end || e->shared || e->anon)
+		return 0;
+	for (size_t k = 0; k < p->nids && !ours; k++)
+		ours = e->dev == p->ids[k].dev && e->ino == p->ids[k].ino;
+	if (!ours)
 		return 0;
 	uintptr_t s = e->start > p->start ? e->start : p->start;
 	uintptr_t t = e->end < p->end ? e->end : p->end;
-	int err = replace_with_anon(s, t, e->prot, p->copy);
-	if (err && !p->err)
-		p->err = err;
+	if (p->n && p->spans[p->n - 1].end == s && p->spans[p->n - 1].prot == e->prot) {
+		p->spans[p->n - 1].end = t;
+		return 0;
+	}
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 16;
+		struct prot_span *ns = realloc(p->spans, cap * sizeof(*ns));
+		if (!ns)
+			return -ENOMEM;
+		p->spans = ns;
+		p->cap = cap;
+	}
+	p->spans[p->n++] = (struct prot_span){s, t, e->prot};
 	return 0;
 }
 
-/* Every private mapping of the pool in [start, end) becomes anonymous
- * memory again (copy: same contents; else zeros).  Read from the maps,
- * so that pages copied at a write are covered too.  Called inside
- * engine_enter(). */
+/* Every private mapping of the given pools in [start, end) becomes
+ * anonymous memory again (copy: same contents; else zeros).  Read from the
+ * maps (pages copied at a write are covered too), then changed. */
+static int pools_to_anon(const struct pool_id *ids, size_t nids, uintptr_t start, uintptr_t end,
+			 bool copy)
+{
+	struct pieces p = {.ids = ids, .nids = nids, .start = start, .end = end};
+	int err = prim_maps_walk(collect_piece, &p);
+	for (size_t k = 0; k < p.n; k++) {
+		int e = replace_with_anon(p.spans[k].start, p.spans[k].end, p.spans[k].prot, copy);
+		if (e && !err)
+			err = e;
+	}
+	free(p.spans);
+	return err;
+}
+
+/* Called inside engine_enter(). */
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy)
 {
-	struct pieces p = {sp, start, end, copy, 0};
-	int err = prim_maps_walk(replace_piece, &p);
+	struct pool_id id = {sp->pool.dev, sp->pool.ino};
 	sp->maps_dirty = true;
-	return err ? err : p.err;
+	return pools_to_anon(&id, 1, start, end, copy);
+}
+
+/* The pools of engines this process no longer runs (closed, or inherited
+ * from a parent by fork): their merged pages are still private mappings
+ * of the pool, and MADV_DONTNEED there must still read zeros. */
+#define MAX_STALE_POOLS 64
+static struct pool_id stale_pools[MAX_STALE_POOLS];
+static _Atomic int nstale;
+static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void stale_pool_add(dev_t dev, ino_t ino)
+{
+	pthread_mutex_lock(&stale_lock);
+	int n = atomic_load(&nstale);
+	bool known = false;
+	for (int k = 0; k < n && !known; k++)
+		known = stale_pools[k].dev == dev && stale_pools[k].ino == ino;
+	if (!known && n < MAX_STALE_POOLS) {
+		stale_pools[n] = (struct pool_id){dev, ino};
+		atomic_store(&nstale, n + 1);
+	}
+	pthread_mutex_unlock(&stale_lock);
+}
+
+int stale_pools_discard(uintptr_t start, uintptr_t end)
+{
+	if (!atomic_load(&nstale))
+		return 0;
+	pthread_mutex_lock(&stale_lock);
+	int err = pools_to_anon(stale_pools, (size_t)atomic_load(&nstale), start, end, false);
+	pthread_mutex_unlock(&stale_lock);
+	return err;
+}
+
+static int piece_seen(const struct map_entry *e, void *arg)
+{
+	struct pieces *p = arg;
+	return e->end > p->start && e->start < p->end && !e->shared && !e->anon &&
+	       e->dev == p->ids[0].dev && e->ino == p->ids[0].ino;
+}
+
+/* Before the application moves r[from, to) with mremap: the range was one
+ * mapping when the application made it, and must be one again (merging
+ * split it), with its contents and no pool mapping.  Called inside
+ * engine_enter(). */
+int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_t to)
+{
+	struct pool_id id = {sp->pool.dev, sp->pool.ino};
+	struct pieces p = {.ids = &id, .nids = 1, .start = region_addr(r, from),
+			   .end = region_addr(r, to)};
+	int err = 0, prot = region_prot_at(r, p.start);
+	if (prim_maps_walk(piece_seen, &p) == 1 && prot >= 0) {
+		err = replace_with_anon(p.start, p.end, prot, true);
+		sp->maps_dirty = true;
+	}
+	for (size_t i = from; i < to; i++)
+		if (r->meta[i].flags & PM_STABLE)
+			forget_merge(sp, &r->meta[i]);
+	return err;
 }
 
 /* MADV_UNMERGEABLE and run = 2 on r[from, to): the merged pages become
@@ -560,7 +681,7 @@ int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to)
 bool guarded_hash(const void *page, uint64_t *h)
 {
 	sigjmp_buf jb;
-	if (sigsetjmp(jb, 1) == 0) {
+	if (sigsetjmp(jb, 0) == 0) {
 		guard_jmp = &jb;
 		*h = XXH3_64bits(page, PAGE_SIZE);
 		guard_jmp = NULL;

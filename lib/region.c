@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -141,9 +142,9 @@ static void forget_page(struct samepage *sp, struct region *r, size_t i, const s
 		sp->c.zero_pages--;
 	if (pm->flags & PM_ITEM)
 		sp->c.rmap_items--;
-	if (pm->flags & PM_MERGEABLE)
+	if (!(pm->flags & PM_OFF))
 		r->mergeable_pages--;
-	pm->flags = 0;
+	pm->flags = PM_OFF;
 	pm->link = NIL;
 }
 
@@ -152,15 +153,33 @@ void region_drop_page(struct samepage *sp, struct region *r, size_t i)
 	forget_page(sp, r, i, NULL);
 }
 
+/* Pages [from, to) of r are no longer mergeable.  Only pages with state
+ * are written: a sparse range's untouched metadata stays untouched. */
+static void forget_pages(struct samepage *sp, struct region *r, size_t from, size_t to,
+			 const struct maps *m)
+{
+	if (from == 0 && to == r->npages) {
+		for (size_t i = 0; i < r->npages; i++)
+			if (r->meta[i].flags & ~PM_OFF)
+				forget_page(sp, r, i, m);
+		r->mergeable_pages = 0; /* region_free follows */
+		return;
+	}
+	for (size_t i = from; i < to; i++)
+		if (!(r->meta[i].flags & PM_OFF))
+			forget_page(sp, r, i, m);
+}
+
 static void region_free(struct samepage *sp, size_t ri)
 {
 	struct region *r = &sp->regions[ri];
-	for (size_t i = 0; i < r->npages; i++)
-		if (r->meta[i].flags)
-			forget_page(sp, r, i, NULL);
+	forget_pages(sp, r, 0, r->npages, NULL);
 	prim_munmap(r->meta, r->npages * sizeof(struct page_meta));
 	free(r->spans);
 	sp->tracked_pages -= r->npages;
+	/* Page ids are 32-bit: the last region's go back to the pool of ids. */
+	if (ri == sp->nregions - 1)
+		sp->next_page_id = r->base_id;
 	memmove(&sp->regions[ri], &sp->regions[ri + 1],
 		(sp->nregions - ri - 1) * sizeof(struct region));
 	sp->nregions--;
@@ -198,7 +217,7 @@ static void region_sync(struct samepage *sp, struct region *r, const struct maps
 		uintptr_t gone_to = ok ? s : t;
 		for (uintptr_t a = covered; a < gone_to; a += PAGE_SIZE) {
 			size_t i = (a - r->start) >> PAGE_SHIFT;
-			if (r->meta[i].flags)
+			if (!(r->meta[i].flags & PM_OFF))
 				forget_page(sp, r, i, m);
 		}
 		covered = t;
@@ -216,7 +235,7 @@ static void region_sync(struct samepage *sp, struct region *r, const struct maps
 	}
 	for (uintptr_t a = covered; a < end; a += PAGE_SIZE) {
 		size_t i = (a - r->start) >> PAGE_SHIFT;
-		if (r->meta[i].flags)
+		if (!(r->meta[i].flags & PM_OFF))
 			forget_page(sp, r, i, m);
 	}
 	free(r->spans);
@@ -268,17 +287,14 @@ static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
 	struct region *r = &sp->regions[sp->nregions++];
 	*r = (struct region){.start = start, .npages = npages, .base_id = sp->next_page_id,
 			     .meta = meta, .mergeable_pages = npages};
-	for (size_t i = 0; i < npages; i++) {
-		r->meta[i].flags = PM_MERGEABLE;
-		r->meta[i].link = NIL;
-	}
+	/* meta[] stays untouched: zero is a mergeable page with no state. */
 	sp->next_page_id += (uint32_t)npages;
 	sp->tracked_pages += npages;
 	return 0;
 }
 
 /* Marks the part [s, t) of a mergeable mapping: pages of existing regions
- * get PM_MERGEABLE back, the rest becomes new regions. */
+ * become mergeable again, the rest becomes new regions. */
 static int mark_mergeable(struct samepage *sp, uintptr_t s, uintptr_t t)
 {
 	while (s < t) {
@@ -297,8 +313,8 @@ static int mark_mergeable(struct samepage *sp, uintptr_t s, uintptr_t t)
 			uintptr_t stop = rend < t ? rend : t;
 			for (; s < stop; s += PAGE_SIZE) {
 				struct page_meta *m = &hit->meta[(s - hit->start) >> PAGE_SHIFT];
-				if (!(m->flags & PM_MERGEABLE)) {
-					m->flags |= PM_MERGEABLE;
+				if (m->flags & PM_OFF) {
+					m->flags = 0;
 					hit->mergeable_pages++;
 				}
 			}
@@ -337,6 +353,37 @@ static int mark_walk(const struct map_entry *e, void *arg)
 	return 0;
 }
 
+/* Mappings a merge must not replace, because the replacement would lose
+ * a promise the application asked for: VmFlags lo (mlock), wf
+ * (MADV_WIPEONFORK), dc (MADV_DONTFORK), dd (MADV_DONTDUMP).  They stay
+ * unmerged.  From /proc/self/smaps, read only when a range is registered. */
+static void forget_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
+{
+	char line[512];
+	unsigned long long s = 0, e = 0;
+	FILE *f = fopen("/proc/self/smaps", "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long a, b;
+		if (sscanf(line, "%llx-%llx ", &a, &b) == 2 && strchr(line, ' ') &&
+		    line[strspn(line, "0123456789abcdef")] == '-') {
+			s = a;
+			e = b;
+			continue;
+		}
+		if (strncmp(line, "VmFlags:", 8) || e <= start || s >= end)
+			continue;
+		if (strstr(line, " lo") || strstr(line, " wf") || strstr(line, " dc") ||
+		    strstr(line, " dd")) {
+			uintptr_t from = s > start ? (uintptr_t)s : start;
+			uintptr_t to = e < end ? (uintptr_t)e : end;
+			regions_forget(sp, from, to - from);
+		}
+	}
+	fclose(f);
+}
+
 int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeable)
 {
 	uintptr_t end = start + len;
@@ -356,6 +403,7 @@ int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeabl
 		sp->maps_dirty = true;
 		if (a.err)
 			return a.err;
+		forget_protected_vmas(sp, start, end);
 		return regions_refresh(sp);
 	}
 	/* UNMERGEABLE: a private copy for every merged page, then forget. */
@@ -368,9 +416,7 @@ int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeabl
 		int e = unmerge_range(sp, r, from, to);
 		if (e && !err)
 			err = e;
-		for (size_t i = from; i < to; i++)
-			if (r->meta[i].flags)
-				forget_page(sp, r, i, NULL);
+		forget_pages(sp, r, from, to, NULL);
 	}
 	for (size_t ri = sp->nregions; ri-- > 0;)
 		if (!sp->regions[ri].mergeable_pages)
@@ -387,9 +433,7 @@ void regions_forget(struct samepage *sp, uintptr_t start, size_t len)
 		size_t from, to;
 		if (!region_clip(r, start, end, &from, &to))
 			continue;
-		for (size_t i = from; i < to; i++)
-			if (r->meta[i].flags)
-				forget_page(sp, r, i, NULL);
+		forget_pages(sp, r, from, to, NULL);
 	}
 	for (size_t ri = sp->nregions; ri-- > 0;)
 		if (!sp->regions[ri].mergeable_pages)

@@ -303,7 +303,7 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	}
 	for (i = 0; i < n && used < budget; i++) {
 		struct page_meta *m = &r->meta[from + i];
-		if (!(m->flags & PM_MERGEABLE))
+		if (m->flags & PM_OFF)
 			continue;
 		bool ksm = m->flags & PM_STABLE;
 		if (!page_visit(sp, r, from + i, sp->pagemap[i]))
@@ -325,14 +325,28 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	return used;
 }
 
+/* Lets an application thread that waits for sp->lock have it: glibc's
+ * mutexes are not fair, and unlock-then-lock would starve it. */
+static void let_application_in(struct samepage *sp)
+{
+	pthread_mutex_unlock(&sp->lock);
+	sched_yield();
+	for (int i = 0; i < 1000 && atomic_load(&sp->app_waiting); i++)
+		sched_yield();
+	pthread_mutex_lock(&sp->lock);
+}
+
+/* Scans up to budget pages; like the kernel's ksm_do_scan, it returns at
+ * the end of a full scan, so ksmd sleeps even when nothing is present. */
 void ksm_do_scan(struct samepage *sp, uint64_t budget)
 {
 	while (budget && sp->nregions && !sp->stopping && KNOB(sp, run) == 1) {
+		handler_ensure(); /* the guarded reads need our SIGSEGV handler */
 		if (!sp->scan_running)
 			start_full_scan(sp);
 		if (sp->cur_region >= sp->nregions) {
 			end_full_scan(sp);
-			continue;
+			return;
 		}
 		if (sp->cur_index >= sp->regions[sp->cur_region].npages) {
 			sp->cur_region++;
@@ -341,10 +355,7 @@ void ksm_do_scan(struct samepage *sp, uint64_t budget)
 		}
 		budget -= scan_batch(sp, budget);
 		client_poll(sp);
-		/* Let the application's calls (samepage_read, madvise) in. */
-		pthread_mutex_unlock(&sp->lock);
-		sched_yield();
-		pthread_mutex_lock(&sp->lock);
+		let_application_in(sp);
 	}
 }
 
@@ -366,6 +377,12 @@ static void *ksmd(void *arg)
 			if (sp->stopping)
 				break;
 			uint64_t ms = KNOB(sp, sleep_millisecs);
+			if (!ms || !KNOB(sp, pages_to_scan)) {
+				/* No sleep (or no budget): still let others in. */
+				let_application_in(sp);
+				if (!KNOB(sp, pages_to_scan))
+					ms = 1;
+			}
 			if (ms) {
 				struct timespec ts;
 				clock_gettime(CLOCK_REALTIME, &ts);
