@@ -267,8 +267,7 @@ void engine_sync(struct samepage *sp)
 	if (!atomic_load(&sp->changed) && !sp->maps_dirty)
 		return;
 	pthread_mutex_lock(&sp->forget_lock);
-	for (size_t i = 0; i < sp->nforget; i++)
-		regions_forget(sp, sp->forget[i].start, sp->forget[i].len);
+	regions_forget_unmapped(sp, sp->forget, sp->nforget);
 	sp->nforget = 0;
 	if (sp->forget_lost) {
 		for (size_t ri = sp->nregions; ri-- > 0;)
@@ -507,6 +506,11 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
 int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len)
 {
 	int err = pool_mappings_to_anon(sp, start, start + len, false);
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		if (start <= r->start && start + len >= region_addr(r, r->npages))
+			r->merged = false; /* all of it is anonymous again */
+	}
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		size_t from, to;

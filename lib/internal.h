@@ -37,6 +37,8 @@
 #define PM_STABLE 0x08    /* maps the pool page of stable node `link` */
 #define PM_ZERO 0x10      /* merged with the zero page (use_zero_pages) */
 #define PM_PENDING 0x20   /* a merge is decided and waits for the batch to run */
+#define PM_KEEP 0x40      /* scanned and counted, never merged: its mapping carries a
+			   * promise a merge would drop (mlock, wipe-on-fork...) */
 
 /*
  * The rmap item of one tracked page.  12 bytes, plus 2 to 4 bytes of
@@ -75,6 +77,7 @@ struct region {
 	struct prot_span *spans; /* sorted, covering [start, end) where mapped */
 	size_t nspans;
 	size_t mergeable_pages; /* pages without PM_OFF */
+	bool merged;            /* a merge happened here since the range was last made anonymous */
 };
 
 /*
@@ -229,10 +232,7 @@ struct samepage {
 	/* Ranges the application unmapped (interpose.c), to forget at the
 	 * next batch; on overflow, maps_dirty makes the scanner reread all. */
 	pthread_mutex_t forget_lock;
-	struct {
-		uintptr_t start;
-		size_t len;
-	} *forget;
+	struct unmapped *forget;
 	size_t nforget, forget_cap;
 	bool forget_lost;
 	_Atomic bool changed; /* maps_dirty, set from application threads */
@@ -363,7 +363,13 @@ static inline bool region_clip(const struct region *r, uintptr_t start, uintptr_
 }
 int regions_refresh(struct samepage *sp);
 int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeable);
+int regions_keep(struct samepage *sp, uintptr_t start, size_t len);
 void regions_forget(struct samepage *sp, uintptr_t start, size_t len);
+struct unmapped {
+	uintptr_t start;
+	size_t len;
+};
+void regions_forget_unmapped(struct samepage *sp, const struct unmapped *u, size_t n);
 void region_drop_page(struct samepage *sp, struct region *r, size_t i);
 
 /* merge.c */

@@ -95,10 +95,22 @@ static bool hits(struct samepage *sp, uintptr_t start, size_t len)
 	return false;
 }
 
+/* Has any page of the range been merged since it was last made anonymous
+ * again?  If not, a discard has nothing of ours to undo. */
+static bool hits_merged(struct samepage *sp, uintptr_t start, size_t len)
+{
+	size_t from, to;
+	for (size_t ri = 0; ri < sp->nregions; ri++)
+		if (sp->regions[ri].merged &&
+		    region_clip(&sp->regions[ri], start, start + len, &from, &to))
+			return true;
+	return false;
+}
+
 /* Runs fn on every engine of this process that has a region in range,
  * inside engine_enter(). */
 static int for_engines_in(uintptr_t start, size_t len,
-			  int (*fn)(struct samepage *sp, uintptr_t start, size_t len))
+			  int (*fn)(struct samepage *sp, uintptr_t start, size_t len), bool merged_only)
 {
 	int err = 0;
 	pthread_mutex_lock(&engines_lock);
@@ -106,7 +118,7 @@ static int for_engines_in(uintptr_t start, size_t len,
 		if (!engine_alive(sp))
 			continue;
 		engine_lock(sp);
-		if (hits(sp, start, len)) {
+		if (merged_only ? hits_merged(sp, start, len) : hits(sp, start, len)) {
 			engine_enter(sp);
 			int e = fn(sp, start, len);
 			engine_leave(sp);
@@ -170,20 +182,22 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 
 	/* Each engine that has part of the range: one anonymous mapping with
 	 * the contents again (what the application mapped), and the parts it
-	 * had registered, to register them again where they move to. */
+	 * had registered, to register them again where they move to.  The
+	 * engines stay locked until then, so that no merge happens between
+	 * the unmerge and the move. */
 	pthread_mutex_lock(&engines_lock);
 	for (struct samepage *sp = engines; sp && nmv < 8; sp = sp->next_engine) {
 		if (!engine_alive(sp))
 			continue;
 		engine_lock(sp);
-		if (hits(sp, o, olen)) {
-			engine_enter(sp);
-			prepare_move(sp, o, olen, &mv[nmv++]);
-			engine_leave(sp);
+		if (!hits(sp, o, olen)) {
+			pthread_mutex_unlock(&sp->lock);
+			continue;
 		}
-		pthread_mutex_unlock(&sp->lock);
+		engine_enter(sp);
+		prepare_move(sp, o, olen, &mv[nmv++]);
+		engine_leave(sp);
 	}
-	pthread_mutex_unlock(&engines_lock);
 
 	as_lock_shared();
 	void *m = prim_mremap(old, old_len, new_len, flags, new_addr);
@@ -194,32 +208,23 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			engine_note_unmap((uintptr_t)new_addr, new_len);
 	}
 	as_unlock();
-	if (m != MAP_FAILED && nmv) {
-		/* VM_MERGEABLE moves with a kernel VMA: the same parts stay
-		 * mergeable, with the same engine, where they are now. */
-		pthread_mutex_lock(&engines_lock);
-		for (size_t k = 0; k < nmv; k++) {
-			struct samepage *sp = mv[k].sp;
-			bool listed = false;
-			for (struct samepage *e = engines; e && !listed; e = e->next_engine)
-				listed = e == sp;
-			if (!listed)
-				continue; /* closed meanwhile */
-			engine_lock(sp);
-			engine_enter(sp);
-			for (size_t p = 0; p < mv[k].n; p++) {
-				size_t off = mv[k].part[p].off, len = mv[k].part[p].len;
-				if (off >= new_len)
-					continue;
-				if (off + len > new_len)
-					len = new_len - off;
-				regions_mark(sp, (uintptr_t)m + off, len, true);
-			}
-			engine_leave(sp);
-			pthread_mutex_unlock(&sp->lock);
+	/* VM_MERGEABLE moves with a kernel VMA: the same parts stay mergeable,
+	 * with the same engine, where they are now. */
+	for (size_t k = 0; k < nmv; k++) {
+		struct samepage *sp = mv[k].sp;
+		engine_enter(sp); /* forgets the old range first */
+		for (size_t p = 0; m != MAP_FAILED && p < mv[k].n; p++) {
+			size_t off = mv[k].part[p].off, len = mv[k].part[p].len;
+			if (off >= new_len)
+				continue;
+			if (off + len > new_len)
+				len = new_len - off;
+			regions_mark(sp, (uintptr_t)m + off, len, true);
 		}
-		pthread_mutex_unlock(&engines_lock);
+		engine_leave(sp);
+		pthread_mutex_unlock(&sp->lock);
 	}
+	pthread_mutex_unlock(&engines_lock);
 	errno = saved;
 	return m;
 }
@@ -229,9 +234,9 @@ static int discard(struct samepage *sp, uintptr_t start, size_t len)
 	return engine_discard_locked(sp, start, len);
 }
 
-static int unregister(struct samepage *sp, uintptr_t start, size_t len)
+static int keep(struct samepage *sp, uintptr_t start, size_t len)
 {
-	return regions_mark(sp, start, len, false);
+	return regions_keep(sp, start, len);
 }
 
 /*
@@ -239,8 +244,8 @@ static int unregister(struct samepage *sp, uintptr_t start, size_t len)
  * and would read back the pool's contents: they become fresh anonymous
  * memory first (also those of engines closed or inherited from a parent).
  * MADV_WIPEONFORK, MADV_DONTFORK, MADV_DONTDUMP: a merge replaces the
- * mapping and would drop the flag, so the range stops being mergeable
- * first (the kernel keeps its VMA; we keep the application's promise).
+ * mapping and would drop the flag, so the range's pages are kept out of
+ * merging first (the kernel keeps its VMA; we keep the promise).
  */
 EXPORT int madvise(void *addr, size_t len, int advice)
 {
@@ -254,27 +259,28 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	case MADV_REMOVE:
 	case MADV_DONTNEED_LOCKED:
 		if (active())
-			for_engines_in(a, l, discard);
+			for_engines_in(a, l, discard, true);
 		stale_pools_discard(a, a + l);
 		break;
 	case MADV_WIPEONFORK:
 	case MADV_DONTFORK:
 	case MADV_DONTDUMP:
 		if (active())
-			for_engines_in(a, l, unregister);
+			for_engines_in(a, l, keep, false);
 		break;
 	}
 	return prim_madvise(addr, len, advice);
 }
 
 /* mlock: a merge would replace the locked mapping by an unlocked one, so
- * locked memory is not merged (mlockall is not seen: see samepage(3)). */
+ * locked pages are kept out of merging (mlockall is not seen: see
+ * samepage(3)). */
 EXPORT int mlock(const void *addr, size_t len)
 {
 	uintptr_t a = (uintptr_t)addr & ~(PAGE_SIZE - 1);
 	if (active())
 		for_engines_in(a, ((uintptr_t)addr + len - a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
-			       unregister);
+			       keep, false);
 	return (int)syscall(SYS_mlock, addr, len);
 }
 
@@ -283,6 +289,6 @@ EXPORT int mlock2(const void *addr, size_t len, unsigned int flags)
 	uintptr_t a = (uintptr_t)addr & ~(PAGE_SIZE - 1);
 	if (active())
 		for_engines_in(a, ((uintptr_t)addr + len - a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
-			       unregister);
+			       keep, false);
 	return (int)syscall(SYS_mlock2, addr, len, flags);
 }

@@ -297,6 +297,7 @@ static void finish_page(struct samepage *sp, const struct merge_req *q, bool mer
 	struct stable_node *n = &sp->stable.nodes[q->node];
 	n->pending--;
 	if (merged) {
+		r->merged = true;
 		m->flags |= PM_STABLE;
 		m->link = q->node;
 		stable_get(sp, q->node);

@@ -135,7 +135,7 @@ static void forget_page(struct samepage *sp, struct region *r, size_t i, const s
 	if (pm->flags & PM_STABLE) {
 		struct stable_node *n = &sp->stable.nodes[pm->link];
 		if (m && n->mapcount == 1 && pool_page_mapped(sp, m, n->pool_off))
-			n->pinned = 1; /* moved where we cannot see: keep it */
+			n->pinned = 255; /* still mapped where we cannot see: keep it */
 	}
 	remove_rmap_item_from_tree(sp, id);
 	if (pm->flags & PM_ZERO)
@@ -353,11 +353,36 @@ static int mark_walk(const struct map_entry *e, void *arg)
 	return 0;
 }
 
+/* Pages of [start, start+len) keep their own mapping from now on: merged
+ * ones get a private anonymous copy back, and none merges again (they are
+ * still scanned and counted, as the kernel scans such VMAs).  Called inside
+ * engine_enter(). */
+int regions_keep(struct samepage *sp, uintptr_t start, size_t len)
+{
+	int err = 0;
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		size_t from, to;
+		if (!region_clip(r, start, start + len, &from, &to))
+			continue;
+		int e = unmerge_range(sp, r, from, to);
+		if (e && !err)
+			err = e;
+		for (size_t i = from; i < to; i++)
+			if (!(r->meta[i].flags & PM_OFF)) {
+				remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
+				r->meta[i].flags |= PM_KEEP;
+			}
+	}
+	return err;
+}
+
 /* Mappings a merge must not replace, because the replacement would lose
  * a promise the application asked for: VmFlags lo (mlock), wf
- * (MADV_WIPEONFORK), dc (MADV_DONTFORK), dd (MADV_DONTDUMP).  They stay
- * unmerged.  From /proc/self/smaps, read only when a range is registered. */
-static void forget_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
+ * (MADV_WIPEONFORK), dc (MADV_DONTFORK), dd (MADV_DONTDUMP).  Their pages
+ * are kept (regions_keep).  From /proc/self/smaps, read only when a range
+ * is registered. */
+static void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 {
 	char line[512];
 	unsigned long long s = 0, e = 0;
@@ -378,7 +403,7 @@ static void forget_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_
 		    strstr(line, " dd")) {
 			uintptr_t from = s > start ? (uintptr_t)s : start;
 			uintptr_t to = e < end ? (uintptr_t)e : end;
-			regions_forget(sp, from, to - from);
+			regions_keep(sp, from, to - from);
 		}
 	}
 	fclose(f);
@@ -403,7 +428,7 @@ int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeabl
 		sp->maps_dirty = true;
 		if (a.err)
 			return a.err;
-		forget_protected_vmas(sp, start, end);
+		keep_protected_vmas(sp, start, end);
 		return regions_refresh(sp);
 	}
 	/* UNMERGEABLE: a private copy for every merged page, then forget. */
@@ -424,8 +449,36 @@ int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeabl
 	return err;
 }
 
-/* The application unmapped [start, start+len) (seen by interpose.c). */
+static void forget_ranges(struct samepage *sp, uintptr_t start, size_t len, const struct maps *m);
+
+/* The application unmapped these ranges (seen by interpose.c).  The maps
+ * are read once, so that a merged page whose pool page is still mapped
+ * somewhere (a range moved, not unmapped) never has it punched. */
+void regions_forget_unmapped(struct samepage *sp, const struct unmapped *u, size_t n)
+{
+	struct maps m;
+	bool hit = false, have;
+	for (size_t k = 0; k < n && !hit; k++)
+		for (size_t ri = 0; ri < sp->nregions && !hit; ri++) {
+			size_t from, to;
+			hit = region_clip(&sp->regions[ri], u[k].start, u[k].start + u[k].len, &from,
+					  &to);
+		}
+	if (!hit)
+		return; /* the application's other mappings: nothing of ours */
+	have = maps_read(&m) == 0;
+	for (size_t k = 0; k < n; k++)
+		forget_ranges(sp, u[k].start, u[k].len, have ? &m : NULL);
+	if (have)
+		free(m.e);
+}
+
 void regions_forget(struct samepage *sp, uintptr_t start, size_t len)
+{
+	forget_ranges(sp, start, len, NULL);
+}
+
+static void forget_ranges(struct samepage *sp, uintptr_t start, size_t len, const struct maps *m)
 {
 	uintptr_t end = start + len;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
@@ -433,7 +486,7 @@ void regions_forget(struct samepage *sp, uintptr_t start, size_t len)
 		size_t from, to;
 		if (!region_clip(r, start, end, &from, &to))
 			continue;
-		forget_pages(sp, r, from, to, NULL);
+		forget_pages(sp, r, from, to, m);
 	}
 	for (size_t ri = sp->nregions; ri-- > 0;)
 		if (!sp->regions[ri].mergeable_pages)

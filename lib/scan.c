@@ -313,6 +313,11 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 			sp->c.pages_scanned++;
 			continue;
 		}
+		if (m->flags & PM_KEEP) { /* scanned, never merged */
+			used++;
+			sp->c.pages_scanned++;
+			continue;
+		}
 		if (should_skip_rmap_item(sp, m, r->base_id + (uint32_t)(from + i)))
 			continue;
 		used++;
