@@ -107,6 +107,20 @@ for c in $cases; do
 	run bench_cow $c "${q[@]}"
 done
 
+# 7-multi: the seed's scenario across processes (issue 5): guest processes
+# from one image, libsamepage + samepaged against the kernel's KSM, with
+# the benchmarks' knobs; make demo's program, in its --tsv mode.
+demo=$build/examples/demo
+if [ -x "$demo" ] && [ -x "$build/daemon/samepaged" ]; then
+	mmib=$([ $quick = 1 ] && echo 16 || echo 128)
+	for rep in $(seq "$repeat"); do
+		SAMEPAGE_KSM_LOCK_HELD=1 "$demo" --samepaged "$build/daemon/samepaged" \
+			--guests 4 --mib "$mmib" --pages-to-scan 25600 --sleep-ms 0 --tsv \
+			>>"$raw" 2>"$out/multi$sfx.log" ||
+			{ echo "run.sh: 7-multi failed, see $out/multi$sfx.log" >&2; failed=1; }
+	done
+fi
+
 # Each program checks that it put every knob back (and fails if not);
 # this whole-run comparison can also see writes by someone who ignores the
 # lock, so it only warns, except for run, which must never be left at 1.
