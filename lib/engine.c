@@ -41,57 +41,70 @@ bool engine_alive(const struct samepage *sp)
 
 /* ---- fork ---- */
 
-static int cmp_u32(const void *a, const void *b)
+/* Pins every KSM page this process maps, once per process: `pinned`
+ * counts the processes (of the domain) whose children may map the page.
+ * Runs in the fork handler, so it allocates nothing from the C library
+ * (a sanitizer's or allocator's fork lock may be held): a bitmap of the
+ * nodes, then the sorted list, both mapped with raw mmap. */
+static void pins_free(uint32_t *pins, size_t n)
 {
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
+	if (pins)
+		prim_munmap(pins, (n * sizeof(*pins) + PAGE_SIZE) & ~(PAGE_SIZE - 1));
 }
 
-/* Pins every KSM page this process maps, once per process: `pinned`
- * counts the processes (of the domain) whose children may map the page. */
 static void pin_mapped_nodes(struct samepage *sp)
 {
-	size_t n = 0, cap = sp->npins + 1024;
-	uint32_t *ids = malloc(cap * sizeof(*ids));
-	if (!ids)
+	size_t nr = sp->dom->nr, bytes = ((nr + 63) / 64) * 8, n = 0;
+	if (!nr)
 		return;
-	if (sp->npins)
-		memcpy(ids, sp->pins, sp->npins * sizeof(*ids));
-	n = sp->npins;
+	uint64_t *bits = prim_mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				   -1, 0);
+	if (bits == MAP_FAILED)
+		bits = NULL;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		for (size_t i = 0; i < r->npages; i++) {
 			if (!(r->meta[i].flags & PM_STABLE))
 				continue;
-			if (n == cap) {
-				uint32_t *m = realloc(ids, (cap *= 2) * sizeof(*ids));
-				if (!m) {
-					/* Cannot remember: pin for ever, never unsafe. */
-					sp->stable.nodes[r->meta[i].link].pinned = 255;
-					continue;
-				}
-				ids = m;
+			uint32_t id = r->meta[i].link;
+			if (!bits) {
+				sp->stable.nodes[id].pinned = 255; /* cannot count: for ever */
+				continue;
 			}
-			ids[n++] = r->meta[i].link;
+			if (!(bits[id / 64] & (1ULL << (id % 64)))) {
+				bits[id / 64] |= 1ULL << (id % 64);
+				n++;
+			}
 		}
 	}
-	qsort(ids, n, sizeof(*ids), cmp_u32);
-	size_t u = 0;
-	for (size_t k = 0; k < n; k++) {
-		if (u && ids[u - 1] == ids[k])
+	if (!bits)
+		return;
+	for (size_t k = 0; k < sp->npins; k++) /* the old pins stay pins */
+		if (!(bits[sp->pins[k] / 64] & (1ULL << (sp->pins[k] % 64)))) {
+			bits[sp->pins[k] / 64] |= 1ULL << (sp->pins[k] % 64);
+			n++;
+		}
+	uint32_t *ids = n ? prim_mmap(NULL, (n * sizeof(*ids) + PAGE_SIZE) & ~(PAGE_SIZE - 1),
+				      PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+			  : NULL;
+	if (ids == MAP_FAILED) {
+		prim_munmap(bits, bytes);
+		return;
+	}
+	size_t u = 0, old = 0;
+	for (uint32_t id = 0; id < nr && u < n; id++) {
+		if (!(bits[id / 64] & (1ULL << (id % 64))))
 			continue;
-		ids[u++] = ids[k];
-	}
-	/* Count this process once on the nodes it had not pinned yet. */
-	for (size_t k = 0, old = 0; k < u; k++) {
-		while (old < sp->npins && sp->pins[old] < ids[k])
+		ids[u++] = id;
+		/* Count this process once on the nodes it had not pinned yet. */
+		while (old < sp->npins && sp->pins[old] < id)
 			old++;
-		bool had = old < sp->npins && sp->pins[old] == ids[k];
-		struct stable_node *nd = &sp->stable.nodes[ids[k]];
-		if (!had && nd->pinned < 255)
-			nd->pinned++;
+		bool had = old < sp->npins && sp->pins[old] == id;
+		if (!had && sp->stable.nodes[id].pinned < 255)
+			sp->stable.nodes[id].pinned++;
 	}
-	free(sp->pins);
+	prim_munmap(bits, bytes);
+	pins_free(sp->pins, sp->npins);
 	sp->pins = ids;
 	sp->npins = u;
 }
@@ -179,7 +192,7 @@ void fork_reap(struct samepage *sp)
 			n->pinned--;
 		stable_drop(sp, sp->pins[k], 0, false); /* frees it if nothing maps it */
 	}
-	free(sp->pins);
+	pins_free(sp->pins, sp->npins);
 	sp->pins = NULL;
 	sp->npins = 0;
 }
@@ -366,7 +379,7 @@ void engine_free(struct samepage *sp)
 	}
 	free(sp->regions);
 	free(sp->forget);
-	free(sp->pins);
+	pins_free(sp->pins, sp->npins);
 	free(sp->unstable.heads);
 	domain_unmap(&sp->stable);
 	if (sp->stable.fd >= 0)

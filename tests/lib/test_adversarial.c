@@ -847,6 +847,10 @@ static void test_counter_definitions(void)
 			memset(p + i * PG, i < 100 ? 'x' : (int)i + 28, PG); /* 100 alike, 100 unique */
 	}
 	wr(sp, "use_zero_pages", "1");
+	/* Smart scan would take the unique pages out of the unstable tree
+	 * after three visits: how many scans run before run=0 lands is
+	 * timing, so this test counts without it. */
+	wr(sp, "smart_scan", "0");
 	REQUIRE(samepage_madvise(sp, p, 300 * PG, SAMEPAGE_MERGEABLE) == 0);
 	wr(sp, "run", "1");
 	REQUIRE(wait_scans(sp, 2) == 0);
@@ -916,7 +920,9 @@ static void test_thp_range(void)
 	printf("AnonHugePages %lld kB before; Anonymous %lld -> %lld kB; sharing %lld\n", thp,
 	       before, after, rd(sp, "pages_sharing"));
 	check_ksm_pages_count(sp, (long long)n);
+#ifndef SAMEPAGE_SANITIZE /* the sanitizer's shadow memory moves Anonymous */
 	CHECK_CMP(before - after, >=, (long long)(n - 1) * 4 * 9 / 10, long long, "%lld");
+#endif
 	for (size_t i = 0; i < n * PG; i += 4091)
 		REQUIRE(p[i] == 'h');
 	p[5 * PG] = 'x';
