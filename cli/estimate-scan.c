@@ -610,14 +610,9 @@ static void account_page(struct est *e, int j)
 	if (h > e->thresh)
 		return; /* sampled out: scanned, not counted */
 	switch (tab_find(e, page, addr, h, h & e->tab_mask, true, &ent, &slot)) {
-	case MATCH:
-		count_table_copy(e, ent);
-		break;
-	case PENDING:
-		e->pend[e->npend++] = (struct est_pend){j, slot, h};
-		break;
-	default:
-		count_unreadable(e); /* out of memory: say so rather than guess */
+	case MATCH: count_table_copy(e, ent); break;
+	case PENDING: e->pend[e->npend++] = (struct est_pend){j, slot, h}; break;
+	default: count_unreadable(e); /* out of memory: say so rather than guess */
 	}
 }
 
@@ -994,13 +989,10 @@ static enum est_status status_of(int err)
 {
 	switch (err) {
 	case -ENOENT:
-	case -ESRCH:
-		return EST_GONE;
+	case -ESRCH: return EST_GONE;
 	case -EACCES:
-	case -EPERM:
-		return EST_DENIED;
-	default:
-		return EST_FAILED;
+	case -EPERM: return EST_DENIED;
+	default: return EST_FAILED;
 	}
 }
 

@@ -349,10 +349,8 @@ static const char *status_name(enum est_status s)
 static const char *status_text(const struct est_proc *p, char *buf, size_t len)
 {
 	switch (p->status) {
-	case EST_OK:
-		return NULL;
-	case EST_GONE:
-		return "no such process";
+	case EST_OK: return NULL;
+	case EST_GONE: return "no such process";
 	case EST_EXITED:
 		if (!p->u.present)
 			return "exited before it could be read";
@@ -362,11 +360,8 @@ static const char *status_text(const struct est_proc *p, char *buf, size_t len)
 			return "permission denied, even to root: the process is protected "
 			       "(not dumpable, or another user namespace)";
 		return "permission denied: run as root, or with CAP_SYS_PTRACE";
-	case EST_NO_MM:
-		return "a kernel thread: no memory to read";
-	default:
-		snprintf(buf, len, "cannot read: %s", strerror(p->err));
-		return buf;
+	case EST_NO_MM: return "a kernel thread: no memory to read";
+	default: snprintf(buf, len, "cannot read: %s", strerror(p->err)); return buf;
 	}
 }
 
@@ -697,12 +692,8 @@ int ksmctl_estimate(int argc, char **argv)
 			any_target = true;
 			add_cgroup(&t, optarg); /* reports its own error; others go on */
 			break;
-		case 'a':
-			all = true;
-			break;
-		case 'j':
-			json = true;
-			break;
+		case 'a': all = true; break;
+		case 'j': json = true; break;
 		case 's': {
 			char *end;
 
@@ -728,9 +719,7 @@ int ksmctl_estimate(int argc, char **argv)
 			if ((ret = parse_uint_opt("--top", optarg, 0, 1000, &top)))
 				goto out;
 			break;
-		case OPT_NOPROG:
-			noprog = true;
-			break;
+		case OPT_NOPROG: noprog = true; break;
 		case OPT_RANGE: {
 			unsigned long long lo, hi;
 			int pos = 0;
@@ -746,9 +735,7 @@ int ksmctl_estimate(int argc, char **argv)
 			cfg.range_end = (hi + EST_PAGE_SIZE - 1) & ~(uint64_t)(EST_PAGE_SIZE - 1);
 			break;
 		}
-		case 'h':
-			fputs(usage, stdout);
-			goto out;
+		case 'h': fputs(usage, stdout); goto out;
 		default:
 			ret = ksmctl_fail(KSMCTL_USAGE, argv[optind - 1],
 					  "see ksmctl estimate --help",

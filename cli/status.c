@@ -78,8 +78,8 @@ void ksm_derive(struct ksm_derived *d)
 		d->full_scan_seconds = (double)knob_or("advisor_target_scan_time", -1);
 	else
 		d->full_scan_seconds = d->rmap_items && isfinite(d->scan_rate)
-					       ? (double)d->rmap_items / d->scan_rate
-					       : NAN;
+					   ? (double)d->rmap_items / d->scan_rate
+					   : NAN;
 }
 
 /* ---- the knob list: table order first, then the back-end's other names

@@ -169,7 +169,8 @@ static struct dom *domain_get(const char *name, bool create)
 		int tmp_i, tmp_p;
 		if (domain_create(&tmp_i, &tmp_p, name) == 0) {
 			char *src = prim_mmap(NULL, PAGE_SIZE, PROT_READ, MAP_SHARED, tmp_i, 0);
-			char *dst = prim_mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
+			char *dst =
+			    prim_mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
 			if (src != MAP_FAILED && dst != MAP_FAILED)
 				memcpy(dst, src, sizeof(struct domain));
 			if (src != MAP_FAILED)
@@ -260,7 +261,8 @@ static void reap_orphans(void)
 		if (n < 8 || strcmp(e->d_name + n - 7, ".ledger"))
 			continue;
 		char *dot = strchr(e->d_name, '.');
-		if (!dot || (size_t)(dot - e->d_name) >= sizeof(dom) || sscanf(dot + 1, "%d", &pid) != 1)
+		if (!dot || (size_t)(dot - e->d_name) >= sizeof(dom) ||
+		    sscanf(dot + 1, "%d", &pid) != 1)
 			continue;
 		memcpy(dom, e->d_name, (size_t)(dot - e->d_name));
 		dom[dot - e->d_name] = 0;
@@ -333,8 +335,8 @@ static void do_hello(struct client *c, const char *domain)
 	if (lfd < 0 || fstat(lfd, &st) < 0)
 		return reply_err(c->fd, -errno, "ledger file");
 	if (st.st_size == 0) {
-		struct ledger lg = {.magic = LEDGER_MAGIC, .pid = c->pid,
-				    .starttime = proc_starttime(c->pid)};
+		struct ledger lg = {
+		    .magic = LEDGER_MAGIC, .pid = c->pid, .starttime = proc_starttime(c->pid)};
 		snprintf(lg.comm, sizeof(lg.comm), "%s", c->comm);
 		if (ftruncate(lfd, (off_t)LEDGER_SIZE) < 0 ||
 		    pwrite(lfd, &lg, sizeof(lg), 0) != (ssize_t)sizeof(lg)) {
@@ -419,7 +421,8 @@ static bool value_of(int idx, long long *v)
 			ledger_path(path, sizeof(path), c->d->name, c->pid);
 			int fd = open(path, O_RDONLY | O_CLOEXEC);
 			if (fd >= 0) {
-				if (pread(fd, &fs, sizeof(fs), offsetof(struct ledger, full_scans)) !=
+				if (pread(fd, &fs, sizeof(fs),
+					  offsetof(struct ledger, full_scans)) !=
 				    (ssize_t)sizeof(fs))
 					fs = 0;
 				close(fd);
@@ -462,8 +465,8 @@ static void do_get(struct client *c, const char *name)
 		if (!value_of(i, &v))
 			continue;
 		format_value(val, sizeof(val), i, v);
-		n += (size_t)snprintf(out + n, sizeof(out) - n, "\n%s %s", samepage_knob_at(i)->name,
-				      val);
+		n += (size_t)snprintf(out + n, sizeof(out) - n, "\n%s %s",
+				      samepage_knob_at(i)->name, val);
 	}
 	if (name && *name && n == 2)
 		return reply_err(c->fd, -ENOENT, name);

@@ -118,8 +118,9 @@ static double cpu_of(pid_t pid, const char *comm)
 		if (f && fgets(buf, sizeof(buf), f)) {
 			unsigned long ut = 0, st = 0;
 			char *q = strrchr(buf, ')');
-			if (q && sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-					&ut, &st) == 2)
+			if (q &&
+			    sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+				   &ut, &st) == 2)
 				s += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 		}
 		if (f)
@@ -148,8 +149,8 @@ static void guest_main(unsigned g, bool kernel, int cmd, int res)
 {
 	size_t pages = (size_t)mib * 256;
 	samepage_t *sp = NULL;
-	char *mem = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-			 0);
+	char *mem =
+	    mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	long long v = 0;
 	if (mem == MAP_FAILED)
 		_exit(3);
@@ -376,9 +377,8 @@ static struct outcome run(const struct backend *be, bool kernel)
 			total += p;
 			printf(" %4lld", (long long)(o.before_mib * 1024 / guests - p) / 1024);
 		}
-		printf(" MiB | total %5lld MiB | meminfo %5lld MiB%s",
-		       (pss0 - total) / 1024, (sys0 + pss0 - system_kb()) / 1024,
-		       tty ? "   " : "\n");
+		printf(" MiB | total %5lld MiB | meminfo %5lld MiB%s", (pss0 - total) / 1024,
+		       (sys0 + pss0 - system_kb()) / 1024, tty ? "   " : "\n");
 		fflush(stdout);
 	}
 	o.secs = now() - t0;
@@ -473,15 +473,16 @@ int main(int argc, char **argv)
 			/* Result lines on stdout, the rest on stderr. */
 			tsv = fdopen(dup(1), "w");
 			dup2(2, 1);
-		}
-		else {
-			fprintf(stderr, "usage: demo [--guests N] [--mib M] [--samepaged PATH] "
-					"[--no-kernel] [--pages-to-scan N] [--sleep-ms N] [--tsv]\n");
+		} else {
+			fprintf(stderr,
+				"usage: demo [--guests N] [--mib M] [--samepaged PATH] "
+				"[--no-kernel] [--pages-to-scan N] [--sleep-ms N] [--tsv]\n");
 			return 2;
 		}
 	}
 	if (guests < 2 || guests > MAX_GUESTS || mib < 1) {
-		fprintf(stderr, "demo: --guests must be 2 to %d and --mib at least 1\n", MAX_GUESTS);
+		fprintf(stderr, "demo: --guests must be 2 to %d and --mib at least 1\n",
+			MAX_GUESTS);
 		return 2;
 	}
 	signal(SIGINT, on_signal);
@@ -533,8 +534,9 @@ int main(int argc, char **argv)
 	       "/proc/PID/smaps_rollup; scanner CPU is the guests' samepage-ksmd threads vs "
 	       "ksmd)\n",
 	       seed_pages_to_scan, seed_sleep_ms,
-	       strcmp(seed_pages_to_scan, "20000") || strcmp(seed_sleep_ms, "200") ? ""
-										   : ", as the seed");
+	       strcmp(seed_pages_to_scan, "20000") || strcmp(seed_sleep_ms, "200")
+		   ? ""
+		   : ", as the seed");
 	for (int e = 0; tsv && e < 2; e++) {
 		const struct outcome *o = e ? &k : &u;
 		if (!o->ran)

@@ -110,19 +110,19 @@ enum samepage_knob_kind {
 enum samepage_knob_format {
 	SAMEPAGE_FMT_UNSIGNED = 0, /* kstrtouint/kstrtoul: a clean decimal number */
 	SAMEPAGE_FMT_SIGNED = 1,   /* printed "%ld" (general_profit) */
-	SAMEPAGE_FMT_BOOL = 2,     /* kstrtobool: 0/1/y/n/on/off; printed 0 or 1 */
-	SAMEPAGE_FMT_MODE = 3,     /* advisor_mode: "none" or "scan-time" */
+	SAMEPAGE_FMT_BOOL = 2,	   /* kstrtobool: 0/1/y/n/on/off; printed 0 or 1 */
+	SAMEPAGE_FMT_MODE = 3,	   /* advisor_mode: "none" or "scan-time" */
 };
 
 struct samepage_knob {
 	const char *name;
 	enum samepage_knob_kind kind;
 	enum samepage_knob_format format;
-	unsigned long long def;  /* default (tunables) */
-	unsigned long long min;  /* smallest accepted value (tunables) */
-	unsigned long long max;  /* largest accepted value (tunables) */
-	const char *since;       /* the Linux version that added the file */
-	const char *help;        /* one line, the kernel documentation's words */
+	unsigned long long def; /* default (tunables) */
+	unsigned long long min; /* smallest accepted value (tunables) */
+	unsigned long long max; /* largest accepted value (tunables) */
+	const char *since;	/* the Linux version that added the file */
+	const char *help;	/* one line, the kernel documentation's words */
 };
 
 SAMEPAGE_API int samepage_knob_count(void);
@@ -132,8 +132,7 @@ SAMEPAGE_API const struct samepage_knob *samepage_knob_find(const char *name);
 /* Checks a value for a tunable as the kernel would parse it, without any
  * state: 0 and *out set, or -ENOENT (unknown), -EACCES (read-only),
  * -EINVAL (not a clean number, out of range, unknown mode). */
-SAMEPAGE_API int samepage_knob_parse(const char *name, const char *value,
-				     unsigned long long *out);
+SAMEPAGE_API int samepage_knob_parse(const char *name, const char *value, unsigned long long *out);
 
 /* ---------------------------------------------------------------------
  * samepaged: merging across the processes of one security domain.
@@ -146,12 +145,11 @@ SAMEPAGE_API int samepage_knob_parse(const char *name, const char *value,
  * pages_sharing, stable_node_chains, stable_node_dups, pool_pages and
  * pool_pages_reclaimed are the domain's; general_profit is the domain's
  * pages_sharing and this process's zero pages less this process's
- * metadata; the others are this process's.  domain: 1 to 64 of [A-Za-z0-9._-], not starting with '.'.
- * The socket is $SAMEPAGE_SOCKET, else $XDG_RUNTIME_DIR/samepaged.sock,
- * else /run/samepaged.sock.  -ENOENT/-ECONNREFUSED: no daemon there;
- * -EACCES: the daemon belongs to another user; -EINVAL: bad domain name.
- * If the daemon goes away, merged memory stays valid; merging pauses and
- * resumes when the daemon is back. */
+ * metadata; the others are this process's.  domain: 1 to 64 of [A-Za-z0-9._-], not starting with
+ * '.'. The socket is $SAMEPAGE_SOCKET, else $XDG_RUNTIME_DIR/samepaged.sock, else
+ * /run/samepaged.sock.  -ENOENT/-ECONNREFUSED: no daemon there; -EACCES: the daemon belongs to
+ * another user; -EINVAL: bad domain name. If the daemon goes away, merged memory stays valid;
+ * merging pauses and resumes when the daemon is back. */
 SAMEPAGE_API int samepage_connect(samepage_t **out, const char *domain);
 
 /* The socket path samepage_connect() uses, as described above. */

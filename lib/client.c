@@ -107,8 +107,8 @@ static int exchange(int fd, const char *request, char *reply, size_t len, int *f
 {
 	char cbuf[CMSG_SPACE(sizeof(int) * 4)];
 	struct iovec iov = {.iov_base = reply, .iov_len = len - 1};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			     .msg_controllen = sizeof(cbuf)};
+	struct msghdr msg = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	int got = 0;
 
 	if (send(fd, request, strlen(request), MSG_NOSIGNAL) < 0)
@@ -203,8 +203,8 @@ static int hello(const char *socket_path, const char *domain, int *conn, int fds
 
 static struct ledger *ledger_map(int fd)
 {
-	void *m = prim_mmap(NULL, LEDGER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-			    fd, 0);
+	void *m =
+	    prim_mmap(NULL, LEDGER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
 	return m == MAP_FAILED ? NULL : m;
 }
 
@@ -270,7 +270,7 @@ int ledger_publish(struct samepage *sp)
 	atomic_store(&lg->pages_skipped, (int64_t)sp->c.pages_skipped);
 	atomic_store(&lg->process_profit,
 		     (int64_t)((sp->c.merging_pages + sp->c.zero_pages) * PAGE_SIZE) -
-			     (int64_t)metadata_bytes(sp));
+			 (int64_t)metadata_bytes(sp));
 	return 0;
 }
 

@@ -57,8 +57,8 @@ static void pin_mapped_nodes(struct samepage *sp)
 	size_t nr = sp->dom->nr, bytes = ((nr + 63) / 64) * 8, n = 0;
 	if (!nr)
 		return;
-	uint64_t *bits = prim_mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-				   -1, 0);
+	uint64_t *bits =
+	    prim_mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (bits == MAP_FAILED)
 		bits = NULL;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
@@ -149,7 +149,7 @@ static void fork_child(void)
 		/* Our merged pages map its pool: discards must still read zeros. */
 		stale_pool_add(sp->pool.dev, sp->pool.ino);
 		if (sp->owner != parent)
-			continue; /* not locked in fork_prepare */
+			continue;	    /* not locked in fork_prepare */
 		sp->thread_started = false; /* threads do not survive fork */
 		pthread_mutex_unlock(&sp->lock);
 	}
@@ -284,7 +284,8 @@ void engine_sync(struct samepage *sp)
 	sp->nforget = 0;
 	if (sp->forget_lost) {
 		for (size_t ri = sp->nregions; ri-- > 0;)
-			regions_forget(sp, sp->regions[ri].start, sp->regions[ri].npages << PAGE_SHIFT);
+			regions_forget(sp, sp->regions[ri].start,
+				       sp->regions[ri].npages << PAGE_SHIFT);
 		sp->forget_lost = false;
 	}
 	atomic_store(&sp->changed, false);
@@ -318,8 +319,8 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	sp->buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
 	sp->pagemap = calloc(BATCH_PAGES, sizeof(uint64_t));
 	sp->reqs = calloc(BATCH_PAGES * 2, sizeof(struct merge_req));
-	sp->fork = prim_mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-			     -1, 0);
+	sp->fork =
+	    prim_mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sp->fork == MAP_FAILED)
 		sp->fork = NULL;
 	err = domain_map(&sp->stable, index_fd);
@@ -374,7 +375,8 @@ int engine_start(struct samepage *sp)
 void engine_free(struct samepage *sp)
 {
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
-		prim_munmap(sp->regions[ri].meta, sp->regions[ri].npages * sizeof(struct page_meta));
+		prim_munmap(sp->regions[ri].meta,
+			    sp->regions[ri].npages * sizeof(struct page_meta));
 		free(sp->regions[ri].spans);
 	}
 	free(sp->regions);
@@ -533,7 +535,7 @@ int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len)
 			if (r->meta[k].flags & PM_OFF)
 				continue;
 			region_drop_page(sp, r, k); /* forgets its state... */
-			r->meta[k].flags = 0;       /* ...and it stays mergeable */
+			r->meta[k].flags = 0;	    /* ...and it stays mergeable */
 			r->mergeable_pages++;
 		}
 	}
@@ -566,7 +568,8 @@ uint64_t metadata_bytes(struct samepage *sp)
 	/* The buckets are hashed: every node may touch a page of them. */
 	uint64_t nodes = sp->dom->nr, head_pages = DOM_BUCKETS * sizeof(uint32_t) / PAGE_SIZE;
 	b += ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
-	b += nodes * sizeof(struct stable_node) + (nodes < head_pages ? nodes : head_pages) * PAGE_SIZE;
+	b += nodes * sizeof(struct stable_node) +
+	     (nodes < head_pages ? nodes : head_pages) * PAGE_SIZE;
 	for (size_t ri = 0; ri < sp->nregions; ri++)
 		b += sp->regions[ri].nspans * sizeof(struct prot_span) + sizeof(struct region);
 	return b;
@@ -603,7 +606,8 @@ static long long read_value(struct samepage *sp, int idx)
 	 * 64-byte rmap_items; ksm_process_profit counts this process's
 	 * merging pages, as the kernel's ksm_process_profit() does. */
 	long long profit = (long long)((sp->dom->pages_sharing + c->zero_pages) * PAGE_SIZE) - meta;
-	long long process_profit = (long long)((c->merging_pages + c->zero_pages) * PAGE_SIZE) - meta;
+	long long process_profit =
+	    (long long)((c->merging_pages + c->zero_pages) * PAGE_SIZE) - meta;
 	long long v;
 
 	switch (idx) {
@@ -627,9 +631,9 @@ static long long read_value(struct samepage *sp, int idx)
 		/* The rmap item's equivalent: what every tracked page costs. */
 		uint64_t per_page = sp->tracked_pages * sizeof(struct page_meta) +
 				    ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
-		return sp->tracked_pages ? (long long)((per_page + sp->tracked_pages / 2) /
-						       sp->tracked_pages)
-					 : 0;
+		return sp->tracked_pages
+			   ? (long long)((per_page + sp->tracked_pages / 2) / sp->tracked_pages)
+			   : 0;
 	}
 	case KNOB_metadata_bytes: return (long long)metadata_bytes(sp);
 	case KNOB_pages_tracked: {
@@ -694,9 +698,7 @@ int knob_store(unsigned long long *knob, int idx, unsigned long long v, bool ksm
 {
 	*unmerge = false;
 	switch (idx) {
-	case KNOB_run:
-		*unmerge = v == 2 && knob[KNOB_run] != 2;
-		break;
+	case KNOB_run: *unmerge = v == 2 && knob[KNOB_run] != 2; break;
 	case KNOB_pages_to_scan:
 		if (knob[KNOB_advisor_mode] == 1)
 			return -EINVAL; /* the advisor owns pages_to_scan */

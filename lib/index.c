@@ -229,8 +229,7 @@ uint32_t unstable_search_insert(struct samepage *sp, uint32_t id, const void *pa
 		struct page_meta *m = r ? &r->meta[idx] : NULL;
 		if (!m || !in_unstable_now(sp, m))
 			break; /* a stale chain: the rest is from an older scan */
-		if (m->checksum == checksum && t != id &&
-		    !(m->flags & PM_OFF) &&
+		if (m->checksum == checksum && t != id && !(m->flags & PM_OFF) &&
 		    guarded_equal((const void *)region_addr(r, idx), page, PAGE_SIZE))
 			return t;
 		t = m->link;

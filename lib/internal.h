@@ -30,15 +30,17 @@
 #define BATCH_PAGES 512
 
 /* page_meta.flags */
-#define PM_OFF 0x01 /* not mergeable (unregistered, or gone): zero means mergeable, so an
-                      * untouched page of a sparse range costs no memory */
-#define PM_ITEM 0x02      /* has an rmap item: seen present, counted in ksm_rmap_items */
-#define PM_UNSTABLE 0x04  /* in the unstable tree of scan seqnr (low 8 bits) */
-#define PM_STABLE 0x08    /* maps the pool page of stable node `link` */
-#define PM_ZERO 0x10      /* merged with the zero page (use_zero_pages) */
-#define PM_PENDING 0x20   /* a merge is decided and waits for the batch to run */
-#define PM_KEEP 0x40      /* scanned and counted, never merged: its mapping carries a
-			   * promise a merge would drop (mlock, wipe-on-fork...) */
+#define PM_OFF                                                                                     \
+	0x01		 /* not mergeable (unregistered, or gone): zero means mergeable, so an     \
+			  * untouched page of a sparse range costs no memory */
+#define PM_ITEM 0x02	 /* has an rmap item: seen present, counted in ksm_rmap_items */
+#define PM_UNSTABLE 0x04 /* in the unstable tree of scan seqnr (low 8 bits) */
+#define PM_STABLE 0x08	 /* maps the pool page of stable node `link` */
+#define PM_ZERO 0x10	 /* merged with the zero page (use_zero_pages) */
+#define PM_PENDING 0x20	 /* a merge is decided and waits for the batch to run */
+#define PM_KEEP                                                                                    \
+	0x40 /* scanned and counted, never merged: its mapping carries a                           \
+	      * promise a merge would drop (mlock, wipe-on-fork...) */
 
 /*
  * The rmap item of one tracked page.  12 bytes, plus 2 to 4 bytes of
@@ -49,12 +51,12 @@
  * are never set together.
  */
 struct page_meta {
-	uint32_t checksum;       /* low 32 bits of XXH3-64 at the last visit */
-	uint32_t link;           /* stable node index, or next page id in the bucket */
+	uint32_t checksum; /* low 32 bits of XXH3-64 at the last visit */
+	uint32_t link;	   /* stable node index, or next page id in the bucket */
 	uint8_t flags;
-	uint8_t age;             /* smart scan: visits, saturating at 255 */
+	uint8_t age;		 /* smart scan: visits, saturating at 255 */
 	uint8_t remaining_skips; /* smart scan: visits still to skip */
-	uint8_t seqnr;           /* low 8 bits of full_scans when put in the unstable tree */
+	uint8_t seqnr;		 /* low 8 bits of full_scans when put in the unstable tree */
 };
 
 /* A protection span of a region, from /proc/self/maps. */
@@ -77,7 +79,7 @@ struct region {
 	struct prot_span *spans; /* sorted, covering [start, end) where mapped */
 	size_t nspans;
 	size_t mergeable_pages; /* pages without PM_OFF */
-	bool merged;            /* a merge happened here since the range was last made anonymous */
+	bool merged;		/* a merge happened here since the range was last made anonymous */
 };
 
 /*
@@ -90,10 +92,10 @@ struct stable_node {
 	uint32_t checksum;
 	uint32_t pool_off; /* = the node's index; kept for readability */
 	uint32_t mapcount; /* verified mappings in all processes (rmap_hlist_len) */
-	uint32_t hnext;    /* next node in the bucket, plus one (0 ends) */
+	uint32_t hnext;	   /* next node in the bucket, plus one (0 ends) */
 	uint16_t pending;  /* merges decided in a batch, not yet done */
-	uint8_t in_use;    /* NODE_USED, NODE_SOLO */
-	uint8_t pinned;    /* processes whose forked children may map it (255: for ever) */
+	uint8_t in_use;	   /* NODE_USED, NODE_SOLO */
+	uint8_t pinned;	   /* processes whose forked children may map it (255: for ever) */
 };
 #define NODE_USED 1
 #define NODE_SOLO 2 /* made for a partner in another process: keep with one mapping */
@@ -106,7 +108,7 @@ struct stable_node {
  * index + 1 so that zeroed memory is an empty table.
  */
 #define DOM_MAGIC 0x31444d4f44505353ULL /* "SSPDOMD1" */
-#define DOM_NODES (16u << 20)           /* 64 GiB of KSM pages per domain */
+#define DOM_NODES (16u << 20)		/* 64 GiB of KSM pages per domain */
 #define DOM_BUCKETS (1u << 18)
 #define DOM_HINTS (1u << 18)
 #define DOM_OFF_NODES 8192UL
@@ -117,12 +119,12 @@ struct stable_node {
 
 struct domain {
 	uint64_t magic;
-	uint64_t instance; /* random: tells a restarted daemon's new domain from the old */
+	uint64_t instance;    /* random: tells a restarted daemon's new domain from the old */
 	pthread_mutex_t lock; /* robust and process-shared */
 	unsigned long long knob[64];
 	_Atomic uint64_t unmerge_epoch; /* run=2 written: every process unmerges */
-	uint32_t nr;       /* pool pages ever used: the high-water mark */
-	uint32_t free_top; /* entries on the free stack (may be stale: check in_use) */
+	uint32_t nr;			/* pool pages ever used: the high-water mark */
+	uint32_t free_top;		/* entries on the free stack (may be stale: check in_use) */
 	uint32_t last_alloc;
 	uint32_t live; /* nodes in use = pool pages held */
 	uint64_t pages_shared, pages_sharing, chains, dups, reclaimed;
@@ -161,8 +163,8 @@ struct pool {
 struct merge_req {
 	uintptr_t addr;
 	uint32_t region; /* index in sp->regions */
-	uint32_t index;  /* page index in the region */
-	uint32_t node;   /* NIL for the zero page */
+	uint32_t index;	 /* page index in the region */
+	uint32_t node;	 /* NIL for the zero page */
 	uint32_t pool_off;
 };
 
@@ -184,14 +186,14 @@ struct counters {
 };
 
 struct advisor {
-	uint64_t start_ns;   /* wall time at the start of the full scan */
-	uint64_t cpu_ns;     /* scanner CPU time at the last advice */
-	uint64_t scan_time;  /* seconds of the last full scan */
-	uint64_t change;     /* EWMA of the change factor */
+	uint64_t start_ns;  /* wall time at the start of the full scan */
+	uint64_t cpu_ns;    /* scanner CPU time at the last advice */
+	uint64_t scan_time; /* seconds of the last full scan */
+	uint64_t change;    /* EWMA of the change factor */
 };
 
 struct samepage {
-	pthread_mutex_t lock; /* everything below; the scanner holds it per batch */
+	pthread_mutex_t lock;	 /* everything below; the scanner holds it per batch */
 	_Atomic int app_waiting; /* application threads waiting for lock (engine_lock) */
 	pthread_cond_t wake;
 	pthread_t thread;
@@ -210,7 +212,7 @@ struct samepage {
 	size_t cur_index;
 
 	struct stable_index stable;
-	struct domain *dom; /* = stable.dom */
+	struct domain *dom;	/* = stable.dom */
 	uint64_t unmerge_epoch; /* the domain's, when this process last unmerged */
 	struct unstable_index unstable;
 	struct pool pool;
@@ -223,9 +225,9 @@ struct samepage {
 
 	struct merge_req *reqs;
 	size_t nreqs;
-	char *buf;         /* one page: the contents of the page being merged */
-	uint64_t *pagemap; /* BATCH_PAGES entries */
-	bool scan_running; /* a full scan has started and not ended */
+	char *buf;		 /* one page: the contents of the page being merged */
+	uint64_t *pagemap;	 /* BATCH_PAGES entries */
+	bool scan_running;	 /* a full scan has started and not ended */
 	uintptr_t last_new_addr; /* to keep runs of new KSM pages contiguous */
 	uint32_t last_new_off;
 
@@ -351,8 +353,8 @@ static inline uintptr_t region_addr(const struct region *r, size_t i)
 }
 int region_prot_at(const struct region *r, uintptr_t addr);
 /* The pages [*from, *to) of r inside [start, end); false if none. */
-static inline bool region_clip(const struct region *r, uintptr_t start, uintptr_t end,
-			       size_t *from, size_t *to)
+static inline bool region_clip(const struct region *r, uintptr_t start, uintptr_t end, size_t *from,
+			       size_t *to)
 {
 	uintptr_t rend = region_addr(r, r->npages);
 	if (rend <= start || r->start >= end)

@@ -54,7 +54,7 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 }
 
 EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-	__attribute__((alias("mmap")));
+    __attribute__((alias("mmap")));
 
 EXPORT int munmap(void *addr, size_t len)
 {
@@ -110,7 +110,8 @@ static bool hits_merged(struct samepage *sp, uintptr_t start, size_t len)
 /* Runs fn on every engine of this process that has a region in range,
  * inside engine_enter(). */
 static int for_engines_in(uintptr_t start, size_t len,
-			  int (*fn)(struct samepage *sp, uintptr_t start, size_t len), bool merged_only)
+			  int (*fn)(struct samepage *sp, uintptr_t start, size_t len),
+			  bool merged_only)
 {
 	int err = 0;
 	pthread_mutex_lock(&engines_lock);

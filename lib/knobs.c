@@ -17,7 +17,7 @@
 #include <string.h>
 
 static const struct samepage_knob knob_table[] = {
-#define SAMEPAGE_KNOB(n, k, f, d, lo, hi, since, help)                                    \
+#define SAMEPAGE_KNOB(n, k, f, d, lo, hi, since, help)                                             \
 	{#n, SAMEPAGE_KNOB_##k, SAMEPAGE_FMT_##f, d, lo, hi, since, help},
 #include "knobs.def"
 #undef SAMEPAGE_KNOB
@@ -81,13 +81,14 @@ static int parse_decimal(const char *s, unsigned long long *out)
 static int parse_bool(const char *s, unsigned long long *out)
 {
 	switch (s[0]) {
-	case 'y': case 'Y': case '1':
-		*out = 1;
-		return 0;
-	case 'n': case 'N': case '0':
-		*out = 0;
-		return 0;
-	case 'o': case 'O':
+	case 'y':
+	case 'Y':
+	case '1': *out = 1; return 0;
+	case 'n':
+	case 'N':
+	case '0': *out = 0; return 0;
+	case 'o':
+	case 'O':
 		if (s[1] == 'n' || s[1] == 'N') {
 			*out = 1;
 			return 0;
@@ -97,8 +98,7 @@ static int parse_bool(const char *s, unsigned long long *out)
 			return 0;
 		}
 		return -EINVAL;
-	default:
-		return -EINVAL;
+	default: return -EINVAL;
 	}
 }
 
@@ -125,9 +125,7 @@ int samepage_knob_parse(const char *name, const char *value, unsigned long long 
 		return -EINVAL;
 
 	switch (k->format) {
-	case SAMEPAGE_FMT_BOOL:
-		err = parse_bool(value, &v);
-		break;
+	case SAMEPAGE_FMT_BOOL: err = parse_bool(value, &v); break;
 	case SAMEPAGE_FMT_MODE:
 		if (streq_sysfs(value, "none"))
 			v = 0, err = 0;
@@ -158,23 +156,14 @@ int samepage_knob_parse(const char *name, const char *value, unsigned long long 
 const char *samepage_strerror(int err)
 {
 	switch (-err) {
-	case 0:
-		return "success";
-	case ENOENT:
-		return "no such knob or counter";
-	case EACCES:
-		return "read-only: a counter cannot be written";
-	case EINVAL:
-		return "invalid argument";
-	case ERANGE:
-		return "value out of range";
-	case EBUSY:
-		return "busy: pages are merged; write run=2 to unmerge first";
-	case ENOMEM:
-		return "out of memory, or the range is not mapped";
-	case ECHILD:
-		return "this handle belongs to the parent process (it was inherited by fork)";
-	default:
-		return strerror(err < 0 ? -err : err);
+	case 0: return "success";
+	case ENOENT: return "no such knob or counter";
+	case EACCES: return "read-only: a counter cannot be written";
+	case EINVAL: return "invalid argument";
+	case ERANGE: return "value out of range";
+	case EBUSY: return "busy: pages are merged; write run=2 to unmerge first";
+	case ENOMEM: return "out of memory, or the range is not mapped";
+	case ECHILD: return "this handle belongs to the parent process (it was inherited by fork)";
+	default: return strerror(err < 0 ? -err : err);
 	}
 }

@@ -315,8 +315,8 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 	bool ok[BATCH_PAGES * 2];
 	int slot = window_open(start, end);
 
-	if (slot < 0 || (prot & PROT_WRITE && prim_mprotect((void *)start, end - start,
-							     prot & ~PROT_WRITE))) {
+	if (slot < 0 ||
+	    (prot & PROT_WRITE && prim_mprotect((void *)start, end - start, prot & ~PROT_WRITE))) {
 		if (slot >= 0)
 			window_close(slot);
 		for (size_t i = 0; i < n; i++)
@@ -406,7 +406,8 @@ void merge_batch(struct samepage *sp)
 		struct stable_node *nd = &sp->stable.nodes[q[i].node];
 		struct region *r = &sp->regions[q[i].region];
 		if (nd->in_use == NODE_USED && nd->mapcount == 1 && nd->pending == 0 &&
-		    (r->meta[q[i].index].flags & PM_STABLE) && r->meta[q[i].index].link == q[i].node)
+		    (r->meta[q[i].index].flags & PM_STABLE) &&
+		    r->meta[q[i].index].link == q[i].node)
 			break_cow(sp, r, q[i].index);
 	}
 }
@@ -501,8 +502,8 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 	int err = 0;
 
 	if (!copy) {
-		void *m = prim_mmap((void *)s, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
-				    0);
+		void *m =
+		    prim_mmap((void *)s, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 		return m == MAP_FAILED ? -errno : 0;
 	}
 	handler_ensure(); /* writers must wait in our handler, not crash */
@@ -519,7 +520,7 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 		err = -EFAULT;
 	} else if ((prot != (PROT_READ | PROT_WRITE) && prim_mprotect(scratch, len, prot)) ||
 		   prim_mremap(scratch, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)s) ==
-			   MAP_FAILED) {
+		       MAP_FAILED) {
 		err = -errno;
 	} else {
 		scratch = NULL; /* it is the application's memory now */
@@ -647,8 +648,8 @@ static int piece_seen(const struct map_entry *e, void *arg)
 int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_t to)
 {
 	struct pool_id id = {sp->pool.dev, sp->pool.ino};
-	struct pieces p = {.ids = &id, .nids = 1, .start = region_addr(r, from),
-			   .end = region_addr(r, to)};
+	struct pieces p = {
+	    .ids = &id, .nids = 1, .start = region_addr(r, from), .end = region_addr(r, to)};
 	int err = 0, prot = region_prot_at(r, p.start);
 	if (prim_maps_walk(piece_seen, &p) == 1 && prot >= 0) {
 		err = replace_with_anon(p.start, p.end, prot, true);

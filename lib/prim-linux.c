@@ -153,8 +153,8 @@ int prim_maps_walk(maps_fn fn, void *arg)
 			unsigned long long start, end, off, inode;
 			unsigned maj, min;
 			int path_at = 0;
-			if (sscanf(line, "%llx-%llx %4s %llx %x:%x %llu %n", &start, &end, perms, &off,
-				   &maj, &min, &inode, &path_at) >= 7) {
+			if (sscanf(line, "%llx-%llx %4s %llx %x:%x %llu %n", &start, &end, perms,
+				   &off, &maj, &min, &inode, &path_at) >= 7) {
 				e.start = (uintptr_t)start;
 				e.end = (uintptr_t)end;
 				e.prot = (perms[0] == 'r' ? PROT_READ : 0) |

@@ -285,8 +285,11 @@ static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
 		return err;
 	}
 	struct region *r = &sp->regions[sp->nregions++];
-	*r = (struct region){.start = start, .npages = npages, .base_id = sp->next_page_id,
-			     .meta = meta, .mergeable_pages = npages};
+	*r = (struct region){.start = start,
+			     .npages = npages,
+			     .base_id = sp->next_page_id,
+			     .meta = meta,
+			     .mergeable_pages = npages};
 	/* meta[] stays untouched: zero is a mergeable page with no state. */
 	sp->next_page_id += (uint32_t)npages;
 	sp->tracked_pages += npages;
@@ -422,8 +425,8 @@ int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeabl
 	if (stop == 1 || a.covered < end)
 		return -ENOMEM;
 	if (mergeable) {
-		a = (struct mark_arg){.sp = sp, .start = start, .end = end, .covered = start,
-				      .apply = true};
+		a = (struct mark_arg){
+		    .sp = sp, .start = start, .end = end, .covered = start, .apply = true};
 		prim_maps_walk(mark_walk, &a);
 		sp->maps_dirty = true;
 		if (a.err)
@@ -461,8 +464,8 @@ void regions_forget_unmapped(struct samepage *sp, const struct unmapped *u, size
 	for (size_t k = 0; k < n && !hit; k++)
 		for (size_t ri = 0; ri < sp->nregions && !hit; ri++) {
 			size_t from, to;
-			hit = region_clip(&sp->regions[ri], u[k].start, u[k].start + u[k].len, &from,
-					  &to);
+			hit = region_clip(&sp->regions[ri], u[k].start, u[k].start + u[k].len,
+					  &from, &to);
 		}
 	if (!hit)
 		return; /* the application's other mappings: nothing of ours */

@@ -159,8 +159,8 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 	size_t tidx, tri;
 	region_of_id(sp, tree, &tidx, &tri);
 	unstable_remove(sp, tree);
-	uint32_t want = sp->last_new_addr + PAGE_SIZE == (uintptr_t)page ? sp->last_new_off + 1
-									   : NIL;
+	uint32_t want =
+	    sp->last_new_addr + PAGE_SIZE == (uintptr_t)page ? sp->last_new_off + 1 : NIL;
 	if (stable_insert(sp, sp->buf, checksum, want, &node))
 		return;
 	sp->last_new_addr = (uintptr_t)page;
@@ -222,9 +222,9 @@ static void start_full_scan(struct samepage *sp)
 	advisor_start_scan(sp);
 	engine_enter(sp);
 	regions_refresh(sp); /* forget what the application unmapped */
-	fork_reap(sp);       /* unpin the pool pages no forked child maps */
+	fork_reap(sp);	     /* unpin the pool pages no forked child maps */
 	engine_leave(sp);
-	unstable_reset(sp);  /* the unstable tree lives one full scan */
+	unstable_reset(sp); /* the unstable tree lives one full scan */
 	sp->scan_running = true;
 	sp->cur_region = 0;
 	sp->cur_index = 0;
@@ -287,8 +287,7 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	/* Take the lock first, then look at what the application unmapped
 	 * while it could: after this, nothing changes until we let go. */
 	engine_enter(sp);
-	if (sp->cur_region >= sp->nregions ||
-	    sp->cur_index >= sp->regions[sp->cur_region].npages) {
+	if (sp->cur_region >= sp->nregions || sp->cur_index >= sp->regions[sp->cur_region].npages) {
 		engine_leave(sp);
 		return 0; /* the range went away: the caller moves on */
 	}

@@ -37,8 +37,8 @@ static void start_daemon(void)
 	daemon_pid = fork();
 	REQUIRE(daemon_pid >= 0);
 	if (daemon_pid == 0) {
-		execl(daemon_bin, daemon_bin, "--foreground", "--socket", sock, "--state-dir", state,
-		      (char *)NULL);
+		execl(daemon_bin, daemon_bin, "--foreground", "--socket", sock, "--state-dir",
+		      state, (char *)NULL);
 		_exit(127);
 	}
 	char reply[256];
@@ -89,7 +89,8 @@ static void fill_image(char *p, size_t npages, int guest)
 		uint64_t *w = (uint64_t *)(p + i * PG);
 		bool priv = i < PRIVATE_PAGES;
 		for (size_t k = 0; k < PG / 8; k++)
-			w[k] = (i * 0x9e3779b97f4a7c15ULL) ^ k ^ (priv ? (uint64_t)(guest + 1) << 48 : 0);
+			w[k] = (i * 0x9e3779b97f4a7c15ULL) ^ k ^
+			       (priv ? (uint64_t)(guest + 1) << 48 : 0);
 	}
 }
 
@@ -98,7 +99,8 @@ static bool image_ok(const char *p, size_t npages, int guest)
 	for (size_t i = 0; i < npages; i += 13) {
 		const uint64_t *w = (const uint64_t *)(p + i * PG);
 		bool priv = i < PRIVATE_PAGES;
-		if (w[7] != ((i * 0x9e3779b97f4a7c15ULL) ^ 7 ^ (priv ? (uint64_t)(guest + 1) << 48 : 0)))
+		if (w[7] !=
+		    ((i * 0x9e3779b97f4a7c15ULL) ^ 7 ^ (priv ? (uint64_t)(guest + 1) << 48 : 0)))
 			return false;
 	}
 	return true;

@@ -78,12 +78,8 @@ static pid_t spawn(size_t pages, enum mix mix, int salt)
 				else
 					fill(p, ((uint64_t)salt << 40) + i);
 				break;
-			case UNIQUE:
-				fill(p, ((uint64_t)salt << 40) + i);
-				break;
-			case IMAGE:
-				fill(p, i);
-				break;
+			case UNIQUE: fill(p, ((uint64_t)salt << 40) + i); break;
+			case IMAGE: fill(p, i); break;
 			}
 		}
 		if (write(fds[1], "r", 1) != 1)

@@ -67,11 +67,13 @@ static inline int adv_run(const struct adv_test *t, size_t n, const char *name)
 			pid_t r = waitpid(pid, &st, WNOHANG);
 			if (r == pid) {
 				if (WIFSIGNALED(st)) {
-					fprintf(stderr, "%s: killed by signal %d\n", name, WTERMSIG(st));
+					fprintf(stderr, "%s: killed by signal %d\n", name,
+						WTERMSIG(st));
 					return 1;
 				}
 				if (WEXITSTATUS(st) > 1 && WEXITSTATUS(st) != 77)
-					fprintf(stderr, "%s: exit status %d\n", name, WEXITSTATUS(st));
+					fprintf(stderr, "%s: exit status %d\n", name,
+						WEXITSTATUS(st));
 				return WEXITSTATUS(st);
 			}
 			usleep(10000);

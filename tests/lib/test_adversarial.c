@@ -31,7 +31,8 @@ static atomic_int stop_flag;
 static void *scratch_churn(void *arg)
 {
 	while (!atomic_load(&stop_flag)) {
-		void *m = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		void *m =
+		    mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (m == MAP_FAILED)
 			continue;
 		mprotect(m, PG, PROT_READ);
@@ -299,7 +300,8 @@ static void test_child_munmap(void)
 	pid_t pid = fork();
 	REQUIRE(pid >= 0);
 	if (pid == 0) {
-		void *m = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		void *m =
+		    mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (m == MAP_FAILED || mprotect(m, PG, PROT_READ) || munmap(m, PG))
 			_exit(2);
 		p[0] = 'w';
@@ -627,8 +629,8 @@ static void test_page_id_reuse(void)
 	const size_t len = 1ULL << 34; /* 16 GiB of address space, never touched */
 	int err = 0, k;
 	for (k = 0; k < 1100 && !err; k++) {
-		void *m = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-			       -1, 0);
+		void *m =
+		    mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		REQUIRE(m != MAP_FAILED);
 		err = samepage_madvise(sp, m, len, SAMEPAGE_MERGEABLE);
 		CHECK_EQ_INT(samepage_free(sp, m, len), 0);
@@ -741,11 +743,9 @@ static void test_writers_during_unmerge(void)
 			wr(sp, "run", "1");
 			break;
 		case 1:
-			CHECK_EQ_INT(samepage_madvise(sp, w_area, W_PAGES * PG,
-						      SAMEPAGE_UNMERGEABLE),
-				     0);
-			CHECK_EQ_INT(samepage_madvise(sp, w_area, W_PAGES * PG,
-						      SAMEPAGE_MERGEABLE),
+			CHECK_EQ_INT(
+			    samepage_madvise(sp, w_area, W_PAGES * PG, SAMEPAGE_UNMERGEABLE), 0);
+			CHECK_EQ_INT(samepage_madvise(sp, w_area, W_PAGES * PG, SAMEPAGE_MERGEABLE),
 				     0);
 			break;
 		default:
@@ -844,7 +844,8 @@ static void test_counter_definitions(void)
 	for (size_t i = 0; i < 300; i++) {
 		memset(p + i * PG, 0, PG);
 		if (i < 200)
-			memset(p + i * PG, i < 100 ? 'x' : (int)i + 28, PG); /* 100 alike, 100 unique */
+			memset(p + i * PG, i < 100 ? 'x' : (int)i + 28,
+			       PG); /* 100 alike, 100 unique */
 	}
 	wr(sp, "use_zero_pages", "1");
 	/* Smart scan would take the unique pages out of the unstable tree
@@ -903,8 +904,8 @@ static void test_two_engines(void)
 static void test_thp_range(void)
 {
 	const size_t n = 2048; /* 8 MiB: four huge pages */
-	char *raw = mmap(NULL, (n + 512) * PG, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *raw =
+	    mmap(NULL, (n + 512) * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	REQUIRE(raw != MAP_FAILED);
 	char *p = (char *)(((uintptr_t)raw + (2 << 20) - 1) & ~((uintptr_t)(2 << 20) - 1));
 	if (madvise(p, n * PG, MADV_HUGEPAGE))
@@ -1035,35 +1036,35 @@ static void test_mprotect_munmap_during_merge(void)
 }
 
 static const struct adv_test tests[] = {
-	{"fork_vs_munmap", test_fork_vs_munmap, 60},
-	{"dontneed_vs_munmap", test_dontneed_vs_munmap, 60},
-	{"pages_to_scan_zero", test_pages_to_scan_zero, 20},
-	{"idle_no_spin", test_idle_no_spin, 30},
-	{"syscall_write_during_merge", test_syscall_write_during_merge, 120},
-	{"no_spurious_app_sigsegv", test_no_spurious_app_sigsegv, 120},
-	{"late_app_handler_prot_none", test_late_app_handler_prot_none, 60},
-	{"child_munmap", test_child_munmap, 30},
-	{"grandchild_keeps_contents", test_grandchild_keeps_contents, 60},
-	{"many_forks_pool_reclaimed", test_many_forks_pool_reclaimed, 60},
-	{"child_dontneed_zeros", test_child_dontneed_zeros, 60},
-	{"close_then_dontneed", test_close_then_dontneed, 60},
-	{"wipeonfork_kept", test_wipeonfork_kept, 60},
-	{"mlock_kept", test_mlock_kept, 60},
-	{"reregister_after_reuse", test_reregister_after_reuse, 60},
-	{"forget_list_overflow", test_forget_list_overflow, 60},
-	{"mremap_two_engines", test_mremap_two_engines, 60},
-	{"mremap_partial_registration", test_mremap_partial_registration, 60},
-	{"page_id_reuse", test_page_id_reuse, 290},
-	{"sparse_range_metadata", test_sparse_range_metadata, 60},
-	{"writers_during_unmerge", test_writers_during_unmerge, 240},
-	{"mremap_contents", test_mremap_contents, 60},
-	{"smart_scan_ksm07", test_smart_scan_ksm07, 60},
-	{"counter_definitions", test_counter_definitions, 60},
-	{"two_engines", test_two_engines, 60},
-	{"thp_range", test_thp_range, 60},
-	{"malloc_block", test_malloc_block, 60},
-	{"fork_during_merge", test_fork_during_merge, 120},
-	{"mprotect_munmap_during_merge", test_mprotect_munmap_during_merge, 120},
+    {"fork_vs_munmap", test_fork_vs_munmap, 60},
+    {"dontneed_vs_munmap", test_dontneed_vs_munmap, 60},
+    {"pages_to_scan_zero", test_pages_to_scan_zero, 20},
+    {"idle_no_spin", test_idle_no_spin, 30},
+    {"syscall_write_during_merge", test_syscall_write_during_merge, 120},
+    {"no_spurious_app_sigsegv", test_no_spurious_app_sigsegv, 120},
+    {"late_app_handler_prot_none", test_late_app_handler_prot_none, 60},
+    {"child_munmap", test_child_munmap, 30},
+    {"grandchild_keeps_contents", test_grandchild_keeps_contents, 60},
+    {"many_forks_pool_reclaimed", test_many_forks_pool_reclaimed, 60},
+    {"child_dontneed_zeros", test_child_dontneed_zeros, 60},
+    {"close_then_dontneed", test_close_then_dontneed, 60},
+    {"wipeonfork_kept", test_wipeonfork_kept, 60},
+    {"mlock_kept", test_mlock_kept, 60},
+    {"reregister_after_reuse", test_reregister_after_reuse, 60},
+    {"forget_list_overflow", test_forget_list_overflow, 60},
+    {"mremap_two_engines", test_mremap_two_engines, 60},
+    {"mremap_partial_registration", test_mremap_partial_registration, 60},
+    {"page_id_reuse", test_page_id_reuse, 290},
+    {"sparse_range_metadata", test_sparse_range_metadata, 60},
+    {"writers_during_unmerge", test_writers_during_unmerge, 240},
+    {"mremap_contents", test_mremap_contents, 60},
+    {"smart_scan_ksm07", test_smart_scan_ksm07, 60},
+    {"counter_definitions", test_counter_definitions, 60},
+    {"two_engines", test_two_engines, 60},
+    {"thp_range", test_thp_range, 60},
+    {"malloc_block", test_malloc_block, 60},
+    {"fork_during_merge", test_fork_during_merge, 120},
+    {"mprotect_munmap_during_merge", test_mprotect_munmap_during_merge, 120},
 };
 
 int main(int argc, char **argv)

@@ -274,15 +274,15 @@ static const struct {
 	const char *name;
 	void (*fn)(void);
 } tests[] = {
-	{"unmerge", test_unmerge},
-	{"unmerge_zero_pages", test_unmerge_zero_pages},
-	{"unmerge_discarded", test_unmerge_discarded},
-	{"discard_after_cow", test_discard_after_cow},
-	{"prot_none", test_prot_none},
-	{"fork", test_fork},
-	{"app_sigsegv", test_app_sigsegv},
-	{"bad_input", test_bad_input},
-	{"alloc_discard", test_alloc_discard},
+    {"unmerge", test_unmerge},
+    {"unmerge_zero_pages", test_unmerge_zero_pages},
+    {"unmerge_discarded", test_unmerge_discarded},
+    {"discard_after_cow", test_discard_after_cow},
+    {"prot_none", test_prot_none},
+    {"fork", test_fork},
+    {"app_sigsegv", test_app_sigsegv},
+    {"bad_input", test_bad_input},
+    {"alloc_discard", test_alloc_discard},
 };
 
 /* With an argument, runs only the test of that name. */

@@ -5,8 +5,7 @@
 #include <samepage.h>
 #include <errno.h>
 
-static void expect_parse(const char *name, const char *value, int want_err,
-			 unsigned long long want)
+static void expect_parse(const char *name, const char *value, int want_err, unsigned long long want)
 {
 	unsigned long long v = 12345;
 	int err = samepage_knob_parse(name, value, &v);
@@ -32,7 +31,7 @@ int main(void)
 	expect_parse("run", "", -EINVAL, 0);
 	expect_parse("run", "-1", -EINVAL, 0);
 	expect_parse("pages_to_scan", "4294967295", 0, 4294967295ULL);
-	expect_parse("pages_to_scan", "4294967296", -EINVAL, 0); /* the store says EINVAL */
+	expect_parse("pages_to_scan", "4294967296", -EINVAL, 0);    /* the store says EINVAL */
 	expect_parse("max_page_sharing", "2147483648", -ERANGE, 0); /* kstrtoint's ERANGE */
 	expect_parse("merge_across_nodes", "99999999999999999999", -ERANGE, 0);
 	expect_parse("merge_across_nodes", "2", -EINVAL, 0);

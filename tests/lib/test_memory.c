@@ -67,13 +67,13 @@ static void test_returned(void)
 	REQUIRE(wait_scans(sp, 2) == 0);
 	long long after = footprint_kb(), sys_after = meminfo_kb();
 	long long dup_kb = (long long)(n - distinct) * 4;
-	printf("256 MiB, %zu contents: Pss_Anon+Pss_Shmem %lld -> %lld kB, returned %lld kB of %lld "
-	       "duplicate kB (%.1f%%); system AnonPages+Shmem fell %lld kB; pages_sharing %lld, "
-	       "mappings %d -> %d, metadata %lld B/page\n",
-	       distinct, before, after, before - after, dup_kb, 100.0 * (before - after) / dup_kb,
-	       sys_before - sys_after,
-	       rd(sp, "pages_sharing"), maps_before, count_maps(),
-	       rd(sp, "metadata_bytes_per_page"));
+	printf(
+	    "256 MiB, %zu contents: Pss_Anon+Pss_Shmem %lld -> %lld kB, returned %lld kB of %lld "
+	    "duplicate kB (%.1f%%); system AnonPages+Shmem fell %lld kB; pages_sharing %lld, "
+	    "mappings %d -> %d, metadata %lld B/page\n",
+	    distinct, before, after, before - after, dup_kb, 100.0 * (before - after) / dup_kb,
+	    sys_before - sys_after, rd(sp, "pages_sharing"), maps_before, count_maps(),
+	    rd(sp, "metadata_bytes_per_page"));
 	CHECK_CMP(before - after, >=, dup_kb * 95 / 100, long long, "%lld");
 	CHECK_EQ_INT(rd(sp, "pages_shared"), (long long)distinct);
 	CHECK_EQ_INT(rd(sp, "pages_sharing"), (long long)(n - distinct));

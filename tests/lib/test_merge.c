@@ -115,10 +115,10 @@ static void test_run2(void)
 int main(void)
 {
 	test_merge(10, "256");
-	test_merge(1000, "256");  /* n % mps not 0 or 1: a chain of dups */
-	test_merge(257, "256");   /* n % mps == 1: one page stays unshared */
-	test_merge(512, "256");   /* n % mps == 0 */
-	test_merge(100, "2");     /* the smallest max_page_sharing */
+	test_merge(1000, "256"); /* n % mps not 0 or 1: a chain of dups */
+	test_merge(257, "256");	 /* n % mps == 1: one page stays unshared */
+	test_merge(512, "256");	 /* n % mps == 0 */
+	test_merge(100, "2");	 /* the smallest max_page_sharing */
 	test_unmerge();
 	test_zero(0);
 	test_zero(1);

@@ -62,7 +62,8 @@ static void *writer(void *arg)
 		}
 		default: /* read and check */
 			if (memcmp(p, sh, PG)) {
-				fprintf(stderr, "writer %ld: page %zu differs from its shadow\n", t, pg);
+				fprintf(stderr, "writer %ld: page %zu differs from its shadow\n", t,
+					pg);
 				atomic_fetch_add(&failures, 1);
 			}
 			break;
@@ -96,7 +97,8 @@ static void *churn(void *arg)
 		}
 		for (size_t i = 0; i < n * PG; i += 257)
 			if (p[i] != 'z') {
-				fprintf(stderr, "churn: byte %zu of a moved range is %d\n", i, p[i]);
+				fprintf(stderr, "churn: byte %zu of a moved range is %d\n", i,
+					p[i]);
 				atomic_fetch_add(&failures, 1);
 				break;
 			}

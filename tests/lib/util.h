@@ -34,7 +34,8 @@ static inline void wr(samepage_t *sp, const char *name, const char *value)
 {
 	int err = samepage_write(sp, name, value);
 	if (err) {
-		fprintf(stderr, "samepage_write(%s, %s): %s\n", name, value, samepage_strerror(err));
+		fprintf(stderr, "samepage_write(%s, %s): %s\n", name, value,
+			samepage_strerror(err));
 		exit(1);
 	}
 }
