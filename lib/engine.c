@@ -535,7 +535,9 @@ int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len)
 			if (r->meta[k].flags & PM_OFF)
 				continue;
 			region_drop_page(sp, r, k); /* forgets its state... */
-			r->meta[k].flags = 0;	    /* ...and it stays mergeable */
+			/* ...and it stays mergeable (still a pool mapping if the
+			 * replacement failed: a discard must not read it back) */
+			r->meta[k].flags = err ? PM_POOLMAP : 0;
 			r->mergeable_pages++;
 		}
 	}

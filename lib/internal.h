@@ -29,18 +29,29 @@
  * enough that an application's munmap() never waits long. */
 #define BATCH_PAGES 512
 
-/* page_meta.flags */
-#define PM_OFF                                                                                     \
-	0x01		 /* not mergeable (unregistered, or gone): zero means mergeable, so an     \
-			  * untouched page of a sparse range costs no memory */
-#define PM_ITEM 0x02	 /* has an rmap item: seen present, counted in ksm_rmap_items */
-#define PM_UNSTABLE 0x04 /* in the unstable tree of scan seqnr (low 8 bits) */
-#define PM_STABLE 0x08	 /* maps the pool page of stable node `link` */
-#define PM_ZERO 0x10	 /* merged with the zero page (use_zero_pages) */
-#define PM_PENDING 0x20	 /* a merge is decided and waits for the batch to run */
-#define PM_KEEP                                                                                    \
-	0x40 /* scanned and counted, never merged: its mapping carries a                           \
-	      * promise a merge would drop (mlock, wipe-on-fork...) */
+/*
+ * page_meta.flags.  Zero means "mergeable, no state", so an untouched page
+ * of a sparse range costs no memory.
+ *   PM_OFF       not mergeable (unregistered, or gone)
+ *   PM_ITEM      has an rmap item: seen present, counted in ksm_rmap_items
+ *   PM_UNSTABLE  in the unstable tree of scan seqnr (low 8 bits)
+ *   PM_STABLE    maps the pool page of stable node `link`
+ *   PM_ZERO      merged with the zero page (use_zero_pages)
+ *   PM_PENDING   a merge is decided and waits for the batch to run
+ *   PM_KEEP      scanned and counted, never merged: its mapping carries a
+ *                promise a merge would drop (mlock, wipe-on-fork...)
+ *   PM_POOLMAP   its mapping is a private mapping of the pool (it was merged
+ *                since the range was last made anonymous): MADV_DONTNEED
+ *                there would bring the pool page back, not zeros
+ */
+#define PM_OFF 0x01
+#define PM_ITEM 0x02
+#define PM_UNSTABLE 0x04
+#define PM_STABLE 0x08
+#define PM_ZERO 0x10
+#define PM_PENDING 0x20
+#define PM_KEEP 0x40
+#define PM_POOLMAP 0x80
 
 /*
  * The rmap item of one tracked page.  12 bytes, plus 2 to 4 bytes of

@@ -287,8 +287,10 @@ static void finish_page(struct samepage *sp, const struct merge_req *q, bool mer
 	m->flags &= (uint8_t)~PM_PENDING;
 	if (q->node == NIL) {
 		if (merged) {
+			/* Dropped, or given a fresh anonymous mapping: either
+			 * way its mapping is anonymous now. */
 			m->flags |= PM_ZERO;
-			m->flags &= (uint8_t)~PM_ITEM;
+			m->flags &= (uint8_t) ~(PM_ITEM | PM_POOLMAP);
 			sp->c.rmap_items--;
 			sp->c.zero_pages++;
 		}
@@ -298,7 +300,7 @@ static void finish_page(struct samepage *sp, const struct merge_req *q, bool mer
 	n->pending--;
 	if (merged) {
 		r->merged = true;
-		m->flags |= PM_STABLE;
+		m->flags |= PM_STABLE | PM_POOLMAP;
 		m->link = q->node;
 		stable_get(sp, q->node);
 	} else if (n->mapcount == 0 && n->pending == 0) {
@@ -306,12 +308,20 @@ static void finish_page(struct samepage *sp, const struct merge_req *q, bool mer
 	}
 }
 
+/* Is the page of q in a private mapping of the pool? */
+static bool req_poolmap(struct samepage *sp, const struct merge_req *q)
+{
+	return sp->regions[q->region].meta[q->index].flags & PM_POOLMAP;
+}
+
 /* Merges q[0..n), a run: consecutive addresses of one region with one
- * protection, onto consecutive pool pages (or all onto the zero page). */
+ * protection, onto consecutive pool pages (or all onto the zero page, all
+ * in anonymous mappings or all in mappings of the pool). */
 static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int prot)
 {
 	uintptr_t start = q[0].addr, end = q[n - 1].addr + PAGE_SIZE;
 	bool zero = q[0].node == NIL;
+	bool poolmap = req_poolmap(sp, &q[0]);
 	bool ok[BATCH_PAGES * 2];
 	int slot = window_open(start, end);
 
@@ -333,7 +343,20 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			j++;
 		void *a = (void *)q[i].addr;
 		size_t len = (j - i) << PAGE_SHIFT;
-		if (ok[i] && zero) {
+		if (ok[i] && zero && poolmap) {
+			/* All zeros, but a private copy inside a mapping of the
+			 * pool: a discard would bring the pool page back.  A new
+			 * anonymous mapping reads zeros (the zero page). */
+			if (prim_mmap(a, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+				      0) == MAP_FAILED) {
+				for (size_t k = i; k < j; k++)
+					ok[k] = false;
+				if (prot & PROT_WRITE)
+					prim_mprotect(a, len, prot);
+			} else {
+				sp->c.map_count += 2;
+			}
+		} else if (ok[i] && zero) {
 			/* The page is all zeros: drop it; reads map the zero page. */
 			if (prim_madvise(a, len, MADV_DONTNEED) ||
 			    (prot & PROT_WRITE && prim_mprotect(a, len, prot)))
@@ -383,6 +406,7 @@ void merge_batch(struct samepage *sp)
 		       q[j].addr == q[j - 1].addr + PAGE_SIZE &&
 		       (q[i].node == NIL) == (q[j].node == NIL) &&
 		       (q[i].node == NIL || q[j].pool_off == q[j - 1].pool_off + 1) &&
+		       (q[i].node != NIL || req_poolmap(sp, &q[i]) == req_poolmap(sp, &q[j])) &&
 		       region_prot_at(r, q[j].addr) == prot)
 			j++;
 		if (prot < 0 || (q[i].node != NIL && !map_budget_allows(sp))) {
@@ -668,6 +692,8 @@ int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to)
 	int err = pool_mappings_to_anon(sp, region_addr(r, from), region_addr(r, to), true);
 	for (size_t i = from; i < to; i++) {
 		struct page_meta *m = &r->meta[i];
+		if (!err)
+			m->flags &= (uint8_t)~PM_POOLMAP;
 		if (m->flags & PM_STABLE) {
 			forget_merge(sp, m);
 		} else if (m->flags & PM_ZERO) {

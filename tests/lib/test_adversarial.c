@@ -182,6 +182,44 @@ static void test_syscall_write_during_merge(void)
 	samepage_close(sp);
 }
 
+/* Regression (issue 9.1): a page that was merged, then written with zeros
+ * (copy-on-write gave it a private copy inside the pool's mapping), then
+ * merged with the zero page once use_zero_pages is on, reads zeros: it
+ * must not be discarded back to the pool page it was copied from.  A
+ * forked child sees the same memory. */
+static void test_zero_page_after_cow(void)
+{
+	const size_t n = 8;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 0xab);
+	REQUIRE(rd(sp, "pages_sharing") == (long long)n - 1);
+	memset(p, 0, PG); /* copy-on-write: a private page of zeros */
+	REQUIRE(wait_scans(sp, 2) == 0);
+	wr(sp, "use_zero_pages", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_INT(rd(sp, "ksm_zero_pages"), 1);
+	size_t bad = 0;
+	for (size_t i = 0; i < PG; i++)
+		bad += p[i] != 0;
+	CHECK_EQ_U64(bad, 0);
+	for (size_t i = PG; i < n * PG; i++)
+		REQUIRE((unsigned char)p[i] == 0xab);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		for (size_t i = 0; i < PG; i++)
+			if (p[i])
+				_exit(1);
+		_exit((unsigned char)p[PG] == 0xab ? 0 : 2);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	/* Written again, it reads what was written. */
+	memset(p, 0x5a, PG);
+	REQUIRE(wait_scans(sp, 2) == 0);
+	CHECK((unsigned char)p[100] == 0x5a);
+	samepage_close(sp);
+}
+
 static char *sg_lo, *sg_hi;
 static atomic_long sg_spurious;
 static void sg_handler(int sig, siginfo_t *si, void *uc)
@@ -1041,6 +1079,7 @@ static const struct adv_test tests[] = {
     {"pages_to_scan_zero", test_pages_to_scan_zero, 20},
     {"idle_no_spin", test_idle_no_spin, 30},
     {"syscall_write_during_merge", test_syscall_write_during_merge, 120},
+    {"zero_page_after_cow", test_zero_page_after_cow, 60},
     {"no_spurious_app_sigsegv", test_no_spurious_app_sigsegv, 120},
     {"late_app_handler_prot_none", test_late_app_handler_prot_none, 60},
     {"child_munmap", test_child_munmap, 30},
