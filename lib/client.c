@@ -85,7 +85,35 @@ unsigned long long proc_starttime(pid_t pid)
 	return st;
 }
 
-static int dial(const char *path)
+/* The daemon must be ours: run by this user, or by root (SO_PEERCRED).
+ * Anyone else's daemon could hand us files it can rewrite under our
+ * merged pages. */
+static int peer_trusted(int fd, uid_t *peer)
+{
+	struct ucred cr;
+	socklen_t l = sizeof(cr);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0)
+		return -errno;
+	if (cr.uid != geteuid() && cr.uid != 0)
+		return -EACCES;
+	*peer = cr.uid;
+	return 0;
+}
+
+/* A file the daemon hands over: a regular file of the daemon's user (or
+ * root) that nobody else may write. */
+static int file_trusted(int fd, uid_t peer)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (st.st_uid != peer && st.st_uid != 0) ||
+	    (st.st_mode & (S_IWGRP | S_IWOTH)))
+		return -EACCES;
+	return 0;
+}
+
+static int dial(const char *path, uid_t *peer)
 {
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(a.sun_path))
@@ -94,8 +122,10 @@ static int dial(const char *path)
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		int err = -errno;
+	int err = connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ? -errno : 0;
+	if (!err)
+		err = peer_trusted(fd, peer);
+	if (err) {
 		close(fd);
 		return err;
 	}
@@ -111,11 +141,21 @@ static int exchange(int fd, const char *request, char *reply, size_t len, int *f
 	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	int got = 0;
 
-	if (send(fd, request, strlen(request), MSG_NOSIGNAL) < 0)
-		return -errno;
-	ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+	int flags = MSG_CMSG_CLOEXEC;
+	if (send(fd, request, strlen(request), MSG_NOSIGNAL) < 0) {
+		/* A daemon that refuses us says why, then closes: read that. */
+		if (errno != EPIPE && errno != ECONNRESET)
+			return -errno;
+		flags |= MSG_DONTWAIT;
+	}
+	ssize_t n = recvmsg(fd, &msg, flags);
+	if (n < 0 && errno == ECONNRESET) { /* reported before the queued answer */
+		n = recvmsg(fd, &msg, flags | MSG_DONTWAIT);
+		if (n < 0)
+			return -ECONNRESET;
+	}
 	if (n < 0)
-		return -errno;
+		return flags & MSG_DONTWAIT ? -EPIPE : -errno;
 	if (n == 0)
 		return -ECONNRESET;
 	reply[n] = 0;
@@ -158,7 +198,8 @@ int samepage_control(const char *socket_path, const char *request, char *reply, 
 			return err;
 		socket_path = path;
 	}
-	fd = dial(socket_path);
+	uid_t peer;
+	fd = dial(socket_path, &peer);
 	if (fd < 0)
 		return fd;
 	err = exchange(fd, request, reply, len, NULL, 0);
@@ -186,16 +227,20 @@ int client_write(struct samepage *sp, const char *name, const char *value)
 static int hello(const char *socket_path, const char *domain, int *conn, int fds[3])
 {
 	char req[128], reply[256];
-	int fd = dial(socket_path), got;
+	uid_t peer;
+	int fd = dial(socket_path, &peer), got;
 	if (fd < 0)
 		return fd;
 	snprintf(req, sizeof(req), "HELLO %s", domain);
 	got = exchange(fd, req, reply, sizeof(reply), fds, 3);
-	if (got < 0 || got != 3) {
+	int err = got < 0 ? got : got != 3 ? -EPROTO : 0;
+	for (int i = 0; !err && i < 3; i++)
+		err = file_trusted(fds[i], peer);
+	if (err) {
 		for (int i = 0; i < got; i++)
 			close(fds[i]);
 		close(fd);
-		return got < 0 ? got : -EPROTO;
+		return err;
 	}
 	*conn = fd;
 	return 0;

@@ -157,13 +157,20 @@ const char *samepage_strerror(int err)
 {
 	switch (-err) {
 	case 0: return "success";
-	case ENOENT: return "no such knob or counter";
-	case EACCES: return "read-only: a counter cannot be written";
+	case ENOENT: return "no such knob or counter, or no samepaged socket at that path";
+	case EACCES:
+		return "permission denied: a counter cannot be written, or samepaged (or a file "
+		       "it handed over) belongs to another user";
 	case EINVAL: return "invalid argument";
-	case ERANGE: return "value out of range";
+	case ERANGE: return "value out of range, or the buffer is too small";
 	case EBUSY: return "busy: pages are merged; write run=2 to unmerge first";
 	case ENOMEM: return "out of memory, or the range is not mapped";
 	case ECHILD: return "this handle belongs to the parent process (it was inherited by fork)";
+	case ECONNREFUSED: return "no samepaged listens at the socket (start samepaged)";
+	case ENOTCONN:
+		return "samepaged is not running (start it: merged memory stays valid meanwhile)";
+	case EPROTO: return "samepaged's answer was not understood (another version?)";
+	case EPIPE: return "samepaged closed the connection without saying why";
 	default: return strerror(err < 0 ? -err : err);
 	}
 }
