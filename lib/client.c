@@ -42,6 +42,8 @@ int samepage_socket_path(char *buf, size_t len)
 {
 	const char *env = getenv("SAMEPAGE_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
 	int n;
+	if (!buf || !len)
+		return -EINVAL;
 	if (env && *env)
 		n = snprintf(buf, len, "%s", env);
 	else if (xdg && *xdg)

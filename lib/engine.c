@@ -485,6 +485,8 @@ int samepage_alloc(samepage_t *sp, size_t len, void **out)
 		return -EINVAL;
 	if (!engine_alive(sp))
 		return -ECHILD;
+	if (len > SIZE_MAX - PAGE_SIZE)
+		return -EINVAL;
 	len = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	void *m = prim_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m == MAP_FAILED)
@@ -594,6 +596,7 @@ void unmerge_all(struct samepage *sp)
 			m->checksum = 0;
 		}
 	}
+	fork_reap(sp); /* children gone: their pool pages go too */
 	sp->c.full_scans = 0;
 	sp->unmerge_epoch = atomic_load(&sp->dom->unmerge_epoch);
 	sp->scan_running = false;
@@ -678,6 +681,8 @@ int samepage_read_number(samepage_t *sp, const char *name, long long *out)
 int samepage_read(samepage_t *sp, const char *name, char *buf, size_t len)
 {
 	long long v;
+	if (!buf || !len)
+		return -EINVAL;
 	int err = samepage_read_number(sp, name, &v), n;
 	if (err)
 		return err;
@@ -738,7 +743,9 @@ int samepage_write(samepage_t *sp, const char *name, const char *value)
 	idx = knob_index(name);
 	engine_lock(sp);
 	bool mode_change = idx == KNOB_advisor_mode && v != KNOB(sp, advisor_mode);
-	err = knob_store(sp->knob, idx, v, sp->dom->live > 0, &unmerge);
+	/* The kernel refuses while KSM pages exist (ksm_pages_shared); pool
+	 * pages kept only for forked children are not KSM pages. */
+	err = knob_store(sp->knob, idx, v, sp->dom->pages_shared > 0, &unmerge);
 	if (!err && mode_change)
 		memset(&sp->adv, 0, sizeof(sp->adv)); /* the advisor starts afresh */
 	if (unmerge) {

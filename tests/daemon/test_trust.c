@@ -95,7 +95,9 @@ static void *fake_daemon(void *arg)
 	if (recv(c, msg, sizeof(msg), 0) > 0) {
 		char cbuf[CMSG_SPACE(sizeof(files))] = {0};
 		struct iovec iov = {.iov_base = "OK 0000000000000001", .iov_len = 19};
-		struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+		struct msghdr m = {.msg_iov = &iov,
+				   .msg_iovlen = 1,
+				   .msg_control = cbuf,
 				   .msg_controllen = sizeof(cbuf)};
 		struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
 		cm->cmsg_level = SOL_SOCKET;

@@ -400,6 +400,32 @@ static void test_grandchild_keeps_contents(void)
 	samepage_close(sp);
 }
 
+/* Regression (issue 9.6): after run=2, max_page_sharing may be changed, as
+ * the kernel allows, also once the process has forked (the child exited
+ * and was reaped): the pool pages kept for the fork are not KSM pages. */
+static void test_max_page_sharing_after_fork(void)
+{
+	char *p;
+	samepage_t *sp = adv_merged(&p, 32, 'm');
+	REQUIRE(rd(sp, "pages_sharing") == 31);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(p[0] == 'm' ? 0 : 1);
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	wr(sp, "run", "2");
+	CHECK_EQ_INT(samepage_write(sp, "max_page_sharing", "10"), 0);
+	CHECK_EQ_INT(rd(sp, "pages_shared"), 0);
+	CHECK_EQ_INT(rd(sp, "max_page_sharing"), 10);
+	/* And it is honoured: 32 pages in chains of 10. */
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	check_ksm_pages_count(sp, 32);
+	for (size_t i = 0; i < 32 * PG; i += 997)
+		REQUIRE(p[i] == 'm');
+	samepage_close(sp);
+}
+
 /* BUG: after more than MAX_FORK_CHILDREN (64) forks between two reaps, the
  * pool pages pinned at fork are never given back: fork_reap() returns early
  * for ever once registered > 64 (engine.c:106), and the counters are only
@@ -1085,6 +1111,7 @@ static const struct adv_test tests[] = {
     {"child_munmap", test_child_munmap, 30},
     {"grandchild_keeps_contents", test_grandchild_keeps_contents, 60},
     {"many_forks_pool_reclaimed", test_many_forks_pool_reclaimed, 60},
+    {"max_page_sharing_after_fork", test_max_page_sharing_after_fork, 60},
     {"child_dontneed_zeros", test_child_dontneed_zeros, 60},
     {"close_then_dontneed", test_close_then_dontneed, 60},
     {"wipeonfork_kept", test_wipeonfork_kept, 60},
