@@ -168,16 +168,16 @@ static struct dom *domain_get(const char *name, bool create)
 		/* A fresh domain file: initialise it like a local engine's. */
 		int tmp_i, tmp_p;
 		if (domain_create(&tmp_i, &tmp_p, name) == 0) {
-			char *src = prim_mmap(NULL, PAGE_SIZE, PROT_READ, MAP_SHARED, tmp_i, 0);
+			char *src = mmap(NULL, PAGE_SIZE, PROT_READ, MAP_SHARED, tmp_i, 0);
 			char *dst =
-			    prim_mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
+			    mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
 			if (src != MAP_FAILED && dst != MAP_FAILED)
 				memcpy(dst, src, sizeof(struct domain));
 			if (src != MAP_FAILED)
-				prim_munmap(src, PAGE_SIZE);
+				munmap(src, PAGE_SIZE);
 			if (dst != MAP_FAILED) {
 				memcpy(((struct domain *)dst)->knob, g.knob, sizeof(g.knob));
-				prim_munmap(dst, PAGE_SIZE);
+				munmap(dst, PAGE_SIZE);
 			}
 			close(tmp_i);
 			close(tmp_p);
@@ -220,22 +220,22 @@ static void reap(struct dom *d, pid_t pid)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	const char *m = prim_mmap(NULL, LEDGER_SIZE, PROT_READ, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	const char *m = mmap(NULL, LEDGER_SIZE, PROT_READ, MAP_SHARED | MAP_NORESERVE, fd, 0);
 	close(fd);
 	if (m == MAP_FAILED)
 		return;
 	const uint32_t *refs = (const uint32_t *)(m + LEDGER_OFF_REFS);
 	struct samepage *sp = d->sp;
 	uint64_t dropped = 0, before = sp->dom->live;
-	domain_lock(sp);
+	index_lock(sp);
 	for (uint32_t i = 0; i < sp->dom->nr; i++)
 		if (refs[i]) {
 			dropped += refs[i];
 			stable_drop(sp, i, refs[i], false);
 		}
 	uint64_t after = sp->dom->live;
-	domain_unlock(sp);
-	prim_munmap((void *)m, LEDGER_SIZE);
+	index_unlock(sp);
+	munmap((void *)m, LEDGER_SIZE);
 	unlink(path);
 	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed",
 	       d->name, (int)pid, (unsigned long long)dropped,
@@ -244,7 +244,7 @@ static void reap(struct dom *d, pid_t pid)
 
 static bool pid_alive(pid_t pid, unsigned long long starttime)
 {
-	unsigned long long now = proc_starttime(pid);
+	unsigned long long now = prim_starttime(pid);
 	return now && (!starttime || now == starttime);
 }
 
@@ -336,7 +336,7 @@ static void do_hello(struct client *c, const char *domain)
 		return reply_err(c->fd, -errno, "ledger file");
 	if (st.st_size == 0) {
 		struct ledger lg = {
-		    .magic = LEDGER_MAGIC, .pid = c->pid, .starttime = proc_starttime(c->pid)};
+		    .magic = LEDGER_MAGIC, .pid = c->pid, .starttime = prim_starttime(c->pid)};
 		snprintf(lg.comm, sizeof(lg.comm), "%s", c->comm);
 		if (ftruncate(lfd, (off_t)LEDGER_SIZE) < 0 ||
 		    pwrite(lfd, &lg, sizeof(lg), 0) != (ssize_t)sizeof(lg)) {
@@ -352,119 +352,72 @@ static void do_hello(struct client *c, const char *domain)
 	close(lfd);
 }
 
-/* A counter of the whole daemon: the domains' sums, and the clients'. */
-static long long ledger_sum(size_t field_offset)
+/* The daemon's counts: the domains' sums, and the clients' (from their
+ * ledgers); full_scans is the least any connected client has done. */
+static void daemon_counts(struct ksm_counts *c)
 {
-	long long sum = 0;
 	char path[512];
+	bool any = false;
+	*c = (struct ksm_counts){.process = false};
+	for (int i = 0; i < g.ndoms; i++) {
+		const struct domain *d = g.doms[i].sp->dom;
+		c->pages_shared += d->pages_shared;
+		c->pages_sharing += d->pages_sharing;
+		c->chains += d->chains;
+		c->dups += d->dups;
+		c->pool_pages += d->live;
+		c->reclaimed += d->reclaimed;
+	}
 	for (int i = 0; i < g.nclients; i++) {
-		struct client *c = &g.clients[i];
-		if (!c->d)
+		struct client *k = &g.clients[i];
+		struct ledger lg;
+		if (!k->d)
 			continue;
-		ledger_path(path, sizeof(path), c->d->name, c->pid);
+		ledger_path(path, sizeof(path), k->d->name, k->pid);
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		int64_t v = 0;
-		if (fd >= 0) {
-			if (pread(fd, &v, sizeof(v), (off_t)field_offset) != (ssize_t)sizeof(v))
-				v = 0;
-			close(fd);
-		}
-		sum += v;
-	}
-	return sum;
-}
-
-#define LEDGER_SUM(field) ledger_sum(offsetof(struct ledger, field))
-#define DOM_SUM(field)                                                                             \
-	({                                                                                         \
-		long long s_ = 0;                                                                  \
-		for (int i_ = 0; i_ < g.ndoms; i_++)                                               \
-			s_ += (long long)g.doms[i_].sp->dom->field;                                \
-		s_;                                                                                \
-	})
-
-static bool value_of(int idx, long long *v)
-{
-	switch (idx) {
-	case KNOB_pages_shared: *v = DOM_SUM(pages_shared); return true;
-	case KNOB_pages_sharing: *v = DOM_SUM(pages_sharing); return true;
-	case KNOB_stable_node_chains: *v = DOM_SUM(chains); return true;
-	case KNOB_stable_node_dups: *v = DOM_SUM(dups); return true;
-	case KNOB_pool_pages: *v = DOM_SUM(live); return true;
-	case KNOB_pool_pages_reclaimed: *v = DOM_SUM(reclaimed); return true;
-	case KNOB_pages_unshared: *v = LEDGER_SUM(unshared); return true;
-	case KNOB_ksm_zero_pages: *v = LEDGER_SUM(zero_pages); return true;
-	case KNOB_ksm_rmap_items: *v = LEDGER_SUM(rmap_items); return true;
-	case KNOB_ksm_merging_pages: *v = LEDGER_SUM(merging_pages); return true;
-	case KNOB_pages_scanned: *v = LEDGER_SUM(pages_scanned); return true;
-	case KNOB_pages_skipped: *v = LEDGER_SUM(pages_skipped); return true;
-	case KNOB_pages_tracked: *v = LEDGER_SUM(tracked_pages); return true;
-	case KNOB_metadata_bytes: *v = LEDGER_SUM(metadata_bytes); return true;
-	case KNOB_pages_volatile:
-		*v = LEDGER_SUM(rmap_items) - LEDGER_SUM(merging_pages) - LEDGER_SUM(unshared);
-		if (*v < 0)
-			*v = 0;
-		return true;
-	case KNOB_general_profit:
-		*v = (DOM_SUM(pages_sharing) + LEDGER_SUM(zero_pages)) * (long long)PAGE_SIZE -
-		     LEDGER_SUM(metadata_bytes);
-		return true;
-	case KNOB_full_scans: {
-		/* The full scans every connected process has completed. */
-		long long min = -1;
-		char path[512];
-		for (int i = 0; i < g.nclients; i++) {
-			struct client *c = &g.clients[i];
-			int64_t fs = 0;
-			if (!c->d)
-				continue;
-			ledger_path(path, sizeof(path), c->d->name, c->pid);
-			int fd = open(path, O_RDONLY | O_CLOEXEC);
-			if (fd >= 0) {
-				if (pread(fd, &fs, sizeof(fs),
-					  offsetof(struct ledger, full_scans)) !=
-				    (ssize_t)sizeof(fs))
-					fs = 0;
-				close(fd);
-			}
-			if (min < 0 || fs < min)
-				min = fs;
-		}
-		*v = min < 0 ? 0 : min;
-		return true;
-	}
-	default:
-		if (samepage_knob_at(idx)->kind == SAMEPAGE_KNOB_TUNABLE) {
-			*v = (long long)g.knob[idx];
-			return true;
-		}
-		return false; /* per-process only, or not known to the daemon */
+		if (fd < 0)
+			continue;
+		ssize_t got = pread(fd, &lg, sizeof(lg), 0);
+		close(fd);
+		if (got != (ssize_t)sizeof(lg))
+			continue;
+		c->rmap_items += (uint64_t)lg.rmap_items;
+		c->merging_pages += (uint64_t)lg.merging_pages;
+		c->unshared += (uint64_t)lg.unshared;
+		c->zero_pages += (uint64_t)lg.zero_pages;
+		c->pages_scanned += (uint64_t)lg.pages_scanned;
+		c->pages_skipped += (uint64_t)lg.pages_skipped;
+		c->pages_tracked += (uint64_t)lg.tracked_pages;
+		c->metadata_bytes += (uint64_t)lg.metadata_bytes;
+		if (!any || (uint64_t)lg.full_scans < c->full_scans)
+			c->full_scans = (uint64_t)lg.full_scans;
+		any = true;
 	}
 }
 
-static void format_value(char *buf, size_t len, int idx, long long v)
+static bool value_of(const struct ksm_counts *c, int idx, long long *v)
 {
-	const struct samepage_knob *k = samepage_knob_at(idx);
-	if (idx == KNOB_advisor_mode)
-		snprintf(buf, len, "%s", v ? "none [scan-time]" : "[none] scan-time");
-	else if (k->format == SAMEPAGE_FMT_SIGNED)
-		snprintf(buf, len, "%lld", v);
-	else
-		snprintf(buf, len, "%llu", (unsigned long long)v);
+	if (samepage_knob_at(idx)->kind == SAMEPAGE_KNOB_TUNABLE) {
+		*v = (long long)g.knob[idx];
+		return true;
+	}
+	return counter_value(c, idx, v);
 }
 
 static void do_get(struct client *c, const char *name)
 {
 	static char out[PROTO_MAX];
+	struct ksm_counts counts;
+	daemon_counts(&counts);
 	size_t n = (size_t)snprintf(out, sizeof(out), "OK");
 	for (int i = 0; i < samepage_knob_count(); i++) {
 		long long v;
 		char val[64];
 		if (name && *name && strcmp(samepage_knob_at(i)->name, name))
 			continue;
-		if (!value_of(i, &v))
+		if (!value_of(&counts, i, &v))
 			continue;
-		format_value(val, sizeof(val), i, v);
+		knob_format(i, v, val, sizeof(val));
 		n += (size_t)snprintf(out + n, sizeof(out) - n, "\n%s %s",
 				      samepage_knob_at(i)->name, val);
 	}
@@ -482,7 +435,9 @@ static void do_set(struct client *c, const char *args)
 		return reply_err(c->fd, -EINVAL, "SET needs a name and a value");
 	int err = samepage_knob_parse(name, value, &v), idx = knob_index(name);
 	if (!err) {
-		bool busy = DOM_SUM(live) > 0;
+		bool busy = false; /* KSM pages exist: the kernel's EBUSY rule */
+		for (int i = 0; i < g.ndoms; i++)
+			busy |= g.doms[i].sp->dom->pages_shared > 0;
 		err = knob_store(g.knob, idx, v, busy, &unmerge);
 		if (!err) {
 			for (int i = 0; i < g.ndoms; i++) {

@@ -14,13 +14,9 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
-#include <unistd.h>
 
 #define POOL_BYTES ((off_t)DOM_NODES << PAGE_SHIFT)
 
@@ -31,13 +27,20 @@ int domain_create(int *index_fd, int *pool_fd, const char *name)
 	struct stable_index s;
 	int ifd = prim_memfd("samepage-index"), pfd = prim_memfd("samepage-pool"), err;
 
-	if (ifd < 0 || pfd < 0)
-		goto fail_errno;
-	if (ftruncate(ifd, (off_t)DOM_SIZE) || ftruncate(pfd, POOL_BYTES))
-		goto fail_errno;
-	err = domain_map(&s, ifd);
-	if (err)
-		goto fail;
+	err = ifd < 0 ? ifd : pfd < 0 ? pfd : 0;
+	if (!err)
+		err = prim_truncate(ifd, (off_t)DOM_SIZE);
+	if (!err)
+		err = prim_truncate(pfd, POOL_BYTES);
+	if (!err)
+		err = domain_map(&s, ifd);
+	if (err) {
+		if (ifd >= 0)
+			prim_close(ifd);
+		if (pfd >= 0)
+			prim_close(pfd);
+		return err;
+	}
 	struct domain *d = s.dom;
 	pthread_mutexattr_t a;
 	pthread_mutexattr_init(&a);
@@ -48,31 +51,24 @@ int domain_create(int *index_fd, int *pool_fd, const char *name)
 	for (int i = 0; i < samepage_knob_count(); i++)
 		d->knob[i] = samepage_knob_at(i)->def;
 	d->last_alloc = NIL;
-	if (getrandom(&d->instance, sizeof(d->instance), 0) != sizeof(d->instance))
-		d->instance = (uint64_t)prim_now_ns() ^ (uint64_t)getpid();
+	if (prim_random(&d->instance, sizeof(d->instance)))
+		d->instance = (uint64_t)prim_now_ns() ^ (uint64_t)prim_getpid();
 	snprintf(d->name, sizeof(d->name), "%s", name ? name : "");
 	d->magic = DOM_MAGIC;
 	domain_unmap(&s);
 	*index_fd = ifd;
 	*pool_fd = pfd;
 	return 0;
-fail_errno:
-	err = -errno;
-fail:
-	if (ifd >= 0)
-		close(ifd);
-	if (pfd >= 0)
-		close(pfd);
-	return err;
 }
 
 int domain_map(struct stable_index *s, int index_fd)
 {
 	memset(s, 0, sizeof(*s));
-	char *m = prim_mmap(NULL, DOM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-			    index_fd, 0);
-	if (m == MAP_FAILED)
-		return -errno;
+	char *m;
+	int err = prim_mmap((void **)&m, NULL, DOM_SIZE, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_NORESERVE, index_fd, 0);
+	if (err)
+		return err;
 	s->dom = (struct domain *)m;
 	s->nodes = (struct stable_node *)(m + DOM_OFF_NODES);
 	s->free = (uint32_t *)(m + DOM_OFF_FREE);
@@ -89,25 +85,15 @@ void domain_unmap(struct stable_index *s)
 	s->dom = NULL;
 }
 
-void domain_lock(struct samepage *sp)
+/* Takes the domain's lock: 0, or EOWNERDEAD when a process died holding
+ * it (then the caller repairs what it may have left half done, see
+ * index_lock(), and marks the lock consistent). */
+int domain_lock(struct domain *d)
 {
-	struct domain *d = sp->dom;
-	int err = pthread_mutex_lock(&d->lock);
-	if (err == EOWNERDEAD) {
-		/* A process died in the middle of a batch.  Nodes it was
-		 * merging into keep a pending count: clear them, and free the
-		 * nodes nothing maps (made for merges that never happened). */
-		for (uint32_t i = 0; i < d->nr; i++) {
-			struct stable_node *n = &sp->stable.nodes[i];
-			n->pending = 0;
-			if (n->in_use)
-				stable_drop(sp, i, 0, false);
-		}
-		pthread_mutex_consistent(&d->lock);
-	}
+	return pthread_mutex_lock(&d->lock) == EOWNERDEAD ? EOWNERDEAD : 0;
 }
 
-void domain_unlock(struct samepage *sp)
+void domain_unlock(struct domain *d)
 {
-	pthread_mutex_unlock(&sp->dom->lock);
+	pthread_mutex_unlock(&d->lock);
 }

@@ -1,297 +1,22 @@
 // SPDX-License-Identifier: MIT
 /*
- * engine.c - samepage_open/close, the knobs and counters, fork.
+ * engine.c - libsamepage's public calls: an engine's life (open, close),
+ * its ranges (madvise, alloc, free, discard), its knobs and counters.
  *
- * The knobs behave as the kernel's sysfs files do (kernel-ksm-reference.md
- * §1 and §7.7): run 2 unmerges everything and resets full_scans;
- * pages_to_scan is refused while the scan-time advisor is on; changing
- * max_page_sharing or merge_across_nodes is refused (EBUSY) while KSM
- * pages exist; changing advisor_mode resets pages_to_scan.
- *
- * fork(): the child gets copies of the parent's mappings, including private
- * mappings of the pool.  The parent must then never punch or reuse a pool
- * page the child may still read, so at fork every KSM page is pinned; the
- * child writes its pid in a page shared with the parent, and the parent
- * unpins once no child maps the pool any more (it exited or exec'd).  The
- * child's copy of the engine is inert (-ECHILD): it may open its own.
+ * An engine is a domain (the stable index and the pool, domain.c/pool.c),
+ * the process's mergeable ranges (region.c) and a scanner thread
+ * (scan.c).  samepage_open() makes a domain of its own; samepage_connect()
+ * (client.c) maps one samepaged shares between processes.  The knobs
+ * behave as the kernel's sysfs files do (knob_store() in knobs.c), and the
+ * counters have one definition (counters.c).
  */
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
-#include <xxhash.h>
-
-pthread_mutex_t engines_lock = PTHREAD_MUTEX_INITIALIZER;
-pthread_rwlock_t engines_rw = PTHREAD_RWLOCK_INITIALIZER; /* the list, for the wrappers */
-struct samepage *engines;
-_Atomic int nengines;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-bool engine_alive(const struct samepage *sp)
-{
-	return sp && sp->owner == getpid();
-}
-
-/* ---- fork ---- */
-
-/* Pins every KSM page this process maps, once per process: `pinned`
- * counts the processes (of the domain) whose children may map the page.
- * Runs in the fork handler, so it allocates nothing from the C library
- * (a sanitizer's or allocator's fork lock may be held): a bitmap of the
- * nodes, then the sorted list, both mapped with raw mmap. */
-static void pins_free(uint32_t *pins, size_t n)
-{
-	if (pins)
-		prim_munmap(pins, (n * sizeof(*pins) + PAGE_SIZE) & ~(PAGE_SIZE - 1));
-}
-
-static void pin_mapped_nodes(struct samepage *sp)
-{
-	size_t nr = sp->dom->nr, bytes = ((nr + 63) / 64) * 8, n = 0;
-	if (!nr)
-		return;
-	uint64_t *bits =
-	    prim_mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (bits == MAP_FAILED)
-		bits = NULL;
-	for (size_t ri = 0; ri < sp->nregions; ri++) {
-		struct region *r = &sp->regions[ri];
-		for (size_t i = 0; i < r->npages; i++) {
-			if (!(r->meta[i].flags & PM_STABLE))
-				continue;
-			uint32_t id = r->meta[i].link;
-			if (!bits) {
-				sp->stable.nodes[id].pinned = 255; /* cannot count: for ever */
-				continue;
-			}
-			if (!(bits[id / 64] & (1ULL << (id % 64)))) {
-				bits[id / 64] |= 1ULL << (id % 64);
-				n++;
-			}
-		}
-	}
-	if (!bits)
-		return;
-	for (size_t k = 0; k < sp->npins; k++) /* the old pins stay pins */
-		if (!(bits[sp->pins[k] / 64] & (1ULL << (sp->pins[k] % 64)))) {
-			bits[sp->pins[k] / 64] |= 1ULL << (sp->pins[k] % 64);
-			n++;
-		}
-	uint32_t *ids = n ? prim_mmap(NULL, (n * sizeof(*ids) + PAGE_SIZE) & ~(PAGE_SIZE - 1),
-				      PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-			  : NULL;
-	if (ids == MAP_FAILED) {
-		prim_munmap(bits, bytes);
-		return;
-	}
-	size_t u = 0, old = 0;
-	for (uint32_t id = 0; id < nr && u < n; id++) {
-		if (!(bits[id / 64] & (1ULL << (id % 64))))
-			continue;
-		ids[u++] = id;
-		/* Count this process once on the nodes it had not pinned yet. */
-		while (old < sp->npins && sp->pins[old] < id)
-			old++;
-		bool had = old < sp->npins && sp->pins[old] == id;
-		if (!had && sp->stable.nodes[id].pinned < 255)
-			sp->stable.nodes[id].pinned++;
-	}
-	prim_munmap(bits, bytes);
-	pins_free(sp->pins, sp->npins);
-	sp->pins = ids;
-	sp->npins = u;
-}
-
-/* The domain lock is not held across fork (a robust mutex cannot be
- * released by the child): the KSM pages this process maps are pinned
- * before, while sp->lock keeps the scanner from making new ones. */
-static void fork_prepare(void)
-{
-	pthread_mutex_lock(&engines_lock);
-	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-		/* Every fork counts, a forked child's too: its own children
-		 * (grandchildren) map the same pool pages. */
-		atomic_fetch_add(&sp->fork->started, 1);
-		if (!engine_alive(sp))
-			continue;
-		pthread_mutex_lock(&sp->lock);
-		domain_lock(sp);
-		pin_mapped_nodes(sp);
-		domain_unlock(sp);
-	}
-	as_lock_exclusive(); /* no merge window is open across the fork */
-}
-
-static void fork_parent(void)
-{
-	as_unlock();
-	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
-		if (engine_alive(sp))
-			pthread_mutex_unlock(&sp->lock);
-	pthread_mutex_unlock(&engines_lock);
-}
-
-static void fork_child(void)
-{
-	pid_t parent = getppid();
-	as_reinit(); /* the parent's thread held it: it cannot be released here */
-	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-		uint32_t k = atomic_fetch_add(&sp->fork->registered, 1);
-		if (k < MAX_FORK_CHILDREN)
-			atomic_store(&sp->fork->pids[k], getpid());
-		/* Our merged pages map its pool: discards must still read zeros. */
-		stale_pool_add(sp->pool.dev, sp->pool.ino);
-		if (sp->owner != parent)
-			continue;	    /* not locked in fork_prepare */
-		sp->thread_started = false; /* threads do not survive fork */
-		pthread_mutex_unlock(&sp->lock);
-	}
-	pthread_mutex_unlock(&engines_lock);
-}
-
-/* Does process pid still map our pool? */
-static bool pid_maps_pool(struct samepage *sp, pid_t pid)
-{
-	char path[64], line[512], ino[32];
-	bool found = false;
-	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-	snprintf(ino, sizeof(ino), " %lu ", (unsigned long)sp->pool.ino);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, ino) && strstr(line, "samepage-pool");
-	fclose(f);
-	return found;
-}
-
-/* Unpins the pool once every forked child has let go of it. */
-void fork_reap(struct samepage *sp)
-{
-	uint32_t started = atomic_load(&sp->fork->started);
-	uint32_t reg = atomic_load(&sp->fork->registered);
-	if (!started || reg != started || reg > MAX_FORK_CHILDREN)
-		return;
-	for (uint32_t k = 0; k < reg; k++)
-		if (pid_maps_pool(sp, atomic_load(&sp->fork->pids[k])))
-			return;
-	/* The counters are only reset if no fork began meanwhile. */
-	if (!atomic_compare_exchange_strong(&sp->fork->started, &started, 0))
-		return;
-	atomic_store(&sp->fork->registered, 0);
-	for (size_t k = 0; k < sp->npins; k++) {
-		struct stable_node *n = &sp->stable.nodes[sp->pins[k]];
-		if (n->pinned && n->pinned < 255)
-			n->pinned--;
-		stable_drop(sp, sp->pins[k], 0, false); /* frees it if nothing maps it */
-	}
-	pins_free(sp->pins, sp->npins);
-	sp->pins = NULL;
-	sp->npins = 0;
-}
-
-static void register_atfork(void)
-{
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
-}
-
-/* ---- unmaps seen by interpose.c ---- */
-
-/*
- * The application's unmaps, noted while its thread holds the address-space
- * lock shared.  They walk the engine list under engines_rw, never under
- * engines_lock: fork and the madvise wrapper hold engines_lock while they
- * wait for the address-space lock, and waiting for it here would deadlock.
- */
-void engine_note_unmap(uintptr_t start, size_t len)
-{
-	pthread_rwlock_rdlock(&engines_rw);
-	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-		if (!engine_alive(sp))
-			continue;
-		pthread_mutex_lock(&sp->forget_lock);
-		if (sp->nforget == sp->forget_cap) {
-			size_t cap = sp->forget_cap ? sp->forget_cap * 2 : 64;
-			void *n = realloc(sp->forget, cap * sizeof(*sp->forget));
-			if (n) {
-				sp->forget = n;
-				sp->forget_cap = cap;
-			}
-		}
-		if (sp->nforget < sp->forget_cap) {
-			sp->forget[sp->nforget].start = start;
-			sp->forget[sp->nforget].len = len;
-			sp->nforget++;
-		} else {
-			/* No memory to remember it: stop merging this engine's
-			 * ranges rather than risk merging the new mapping. */
-			sp->forget_lost = true;
-		}
-		atomic_store(&sp->changed, true);
-		pthread_mutex_unlock(&sp->forget_lock);
-	}
-	pthread_rwlock_unlock(&engines_rw);
-}
-
-void engine_note_change(void)
-{
-	pthread_rwlock_rdlock(&engines_rw);
-	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
-		atomic_store(&sp->changed, true);
-	pthread_rwlock_unlock(&engines_rw);
-}
-
-/* sp->lock for an application thread: the scanner hands it over between
- * batches when someone waits (glibc's mutexes are not fair). */
-void engine_lock(struct samepage *sp)
-{
-	atomic_fetch_add(&sp->app_waiting, 1);
-	pthread_mutex_lock(&sp->lock);
-	atomic_fetch_sub(&sp->app_waiting, 1);
-}
-
-/* Takes what a change of pages or trees needs, in order: sp->lock (held by
- * the caller), the address-space lock, the domain lock; then catches up
- * with what the application unmapped. */
-void engine_enter(struct samepage *sp)
-{
-	as_lock_exclusive();
-	domain_lock(sp);
-	engine_sync(sp);
-}
-
-void engine_leave(struct samepage *sp)
-{
-	domain_unlock(sp);
-	as_unlock();
-}
-
-/* Forgets what the application unmapped and rereads the maps if anything
- * changed.  Called inside engine_enter(). */
-void engine_sync(struct samepage *sp)
-{
-	if (!atomic_load(&sp->changed) && !sp->maps_dirty)
-		return;
-	pthread_mutex_lock(&sp->forget_lock);
-	regions_forget_unmapped(sp, sp->forget, sp->nforget);
-	sp->nforget = 0;
-	if (sp->forget_lost) {
-		for (size_t ri = sp->nregions; ri-- > 0;)
-			regions_forget(sp, sp->regions[ri].start,
-				       sp->regions[ri].npages << PAGE_SHIFT);
-		sp->forget_lost = false;
-	}
-	atomic_store(&sp->changed, false);
-	pthread_mutex_unlock(&sp->forget_lock);
-	regions_refresh(sp);
-}
 
 /* ---- open / close ---- */
 
@@ -299,17 +24,16 @@ void engine_sync(struct samepage *sp)
 int engine_open(struct samepage **out, int index_fd, int pool_fd)
 {
 	struct samepage *sp;
-	int err = -ENOMEM;
-	static const char zeros[PAGE_SIZE];
+	int err;
 
 	*out = NULL;
 	sp = calloc(1, sizeof(*sp));
 	if (!sp) {
-		close(index_fd);
-		close(pool_fd);
+		prim_close(index_fd);
+		prim_close(pool_fd);
 		return -ENOMEM;
 	}
-	sp->owner = getpid();
+	sp->owner = prim_getpid();
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_mutex_init(&sp->forget_lock, NULL);
 	pthread_cond_init(&sp->wake, NULL);
@@ -319,14 +43,13 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	sp->buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
 	sp->pagemap = calloc(BATCH_PAGES, sizeof(uint64_t));
 	sp->reqs = calloc(BATCH_PAGES * 2, sizeof(struct merge_req));
-	sp->fork =
-	    prim_mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (sp->fork == MAP_FAILED)
+	if (prim_mmap((void **)&sp->fork, NULL, PAGE_SIZE, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0))
 		sp->fork = NULL;
 	err = domain_map(&sp->stable, index_fd);
 	if (err) {
-		close(index_fd);
-		close(pool_fd);
+		prim_close(index_fd);
+		prim_close(pool_fd);
 		goto fail;
 	}
 	sp->dom = sp->stable.dom;
@@ -334,7 +57,8 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	sp->unmerge_epoch = atomic_load(&sp->dom->unmerge_epoch);
 	err = pool_open(&sp->pool, pool_fd);
 	if (err) {
-		close(pool_fd);
+		if (sp->pool.fd < 0)
+			prim_close(pool_fd);
 		goto fail;
 	}
 	err = -ENOMEM;
@@ -343,10 +67,9 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	err = unstable_resize(sp, 0);
 	if (err)
 		goto fail;
-	zero_checksum = (uint32_t)XXH3_64bits(zeros, PAGE_SIZE);
 	sp->c.max_map_count = (uint64_t)prim_max_map_count();
-	merge_init();
-	pthread_once(&atfork_once, register_atfork);
+	handler_ensure();
+	fork_init();
 	*out = sp;
 	return 0;
 fail:
@@ -358,16 +81,9 @@ fail:
 int engine_start(struct samepage *sp)
 {
 	int err = ksmd_start(sp);
-	if (err)
-		return err;
-	pthread_mutex_lock(&engines_lock);
-	pthread_rwlock_wrlock(&engines_rw);
-	sp->next_engine = engines;
-	engines = sp;
-	atomic_fetch_add(&nengines, 1);
-	pthread_rwlock_unlock(&engines_rw);
-	pthread_mutex_unlock(&engines_lock);
-	return 0;
+	if (!err)
+		engines_add(sp);
+	return err;
 }
 
 /* Frees what engine_open made; merged pages stay mapped and valid (their
@@ -381,11 +97,11 @@ void engine_free(struct samepage *sp)
 	}
 	free(sp->regions);
 	free(sp->forget);
-	pins_free(sp->pins, sp->npins);
+	fork_forget_pins(sp);
 	free(sp->unstable.heads);
 	domain_unmap(&sp->stable);
 	if (sp->stable.fd >= 0)
-		close(sp->stable.fd);
+		prim_close(sp->stable.fd);
 	pool_destroy(&sp->pool);
 	if (sp->fork)
 		prim_munmap(sp->fork, PAGE_SIZE);
@@ -418,24 +134,15 @@ void samepage_close(samepage_t *sp)
 		return;
 	if (engine_alive(sp))
 		ksmd_stop(sp);
-	pthread_mutex_lock(&engines_lock);
-	pthread_rwlock_wrlock(&engines_rw);
-	for (struct samepage **pp = &engines; *pp; pp = &(*pp)->next_engine) {
-		if (*pp == sp) {
-			*pp = sp->next_engine;
-			atomic_fetch_sub(&nengines, 1);
-			break;
-		}
-	}
-	pthread_rwlock_unlock(&engines_rw);
-	pthread_mutex_unlock(&engines_lock);
+	engines_remove(sp);
 	/* Merged pages stay private mappings of the pool after close. */
 	stale_pool_add(sp->pool.dev, sp->pool.ino);
-	engine_detach(sp);
+	if (sp->detach)
+		sp->detach(sp);
 	engine_free(sp);
 }
 
-/* ---- madvise ---- */
+/* ---- the application's ranges ---- */
 
 static int check_range(void *addr, size_t *len)
 {
@@ -460,6 +167,20 @@ static int range_call(samepage_t *sp, void *addr, size_t *len)
 	return err ? err : !*len;
 }
 
+/* MADV_MERGEABLE on [start, start+len), inside engine_enter(): the whole
+ * range must be mapped (-ENOMEM otherwise, nothing changed); its private
+ * anonymous parts become mergeable, and those whose mapping carries a
+ * promise a merge would drop are kept out. */
+int engine_register(struct samepage *sp, uintptr_t start, size_t len)
+{
+	int err = regions_check_mapped(sp, start, start + len);
+	if (!err)
+		err = regions_add(sp, start, start + len);
+	if (!err)
+		keep_protected_vmas(sp, start, start + len);
+	return err;
+}
+
 int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice)
 {
 	if (sp && advice != SAMEPAGE_MERGEABLE && advice != SAMEPAGE_UNMERGEABLE)
@@ -469,7 +190,10 @@ int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice)
 		return err < 0 ? err : 0;
 	engine_lock(sp);
 	engine_enter(sp);
-	err = regions_mark(sp, (uintptr_t)addr, len, advice == SAMEPAGE_MERGEABLE);
+	if (advice == SAMEPAGE_MERGEABLE)
+		err = engine_register(sp, (uintptr_t)addr, len);
+	else if (!(err = regions_check_mapped(sp, (uintptr_t)addr, (uintptr_t)addr + len)))
+		err = regions_unmerge(sp, (uintptr_t)addr, len);
 	engine_leave(sp);
 	if (!err)
 		pthread_cond_broadcast(&sp->wake);
@@ -488,10 +212,12 @@ int samepage_alloc(samepage_t *sp, size_t len, void **out)
 	if (len > SIZE_MAX - PAGE_SIZE)
 		return -EINVAL;
 	len = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	void *m = prim_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m == MAP_FAILED)
-		return -errno;
-	int err = samepage_madvise(sp, m, len, SAMEPAGE_MERGEABLE);
+	void *m;
+	int err =
+	    prim_mmap(&m, NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (err)
+		return err;
+	err = samepage_madvise(sp, m, len, SAMEPAGE_MERGEABLE);
 	if (err) {
 		prim_munmap(m, len);
 		return err;
@@ -507,9 +233,8 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
 		return err < 0 ? err : 0;
 	engine_lock(sp);
 	engine_enter(sp);
-	if (prim_munmap(addr, len))
-		err = -errno;
-	else
+	err = prim_munmap(addr, len);
+	if (!err)
 		regions_forget(sp, (uintptr_t)addr, len);
 	engine_leave(sp);
 	pthread_mutex_unlock(&sp->lock);
@@ -555,8 +280,8 @@ int samepage_discard(samepage_t *sp, void *addr, size_t len)
 	engine_enter(sp);
 	err = engine_discard_locked(sp, (uintptr_t)addr, len);
 	engine_leave(sp);
-	if (!err && prim_madvise(addr, len, MADV_DONTNEED))
-		err = -errno;
+	if (!err)
+		err = prim_madvise(addr, len, MADV_DONTNEED);
 	pthread_mutex_unlock(&sp->lock);
 	return err;
 }
@@ -566,7 +291,7 @@ int samepage_discard(samepage_t *sp, void *addr, size_t len)
 /* What the engine's metadata costs: the per-page items and the unstable
  * index, and this process's share of the domain's stable nodes and
  * buckets (the whole of them for a local engine). */
-uint64_t metadata_bytes(struct samepage *sp)
+static uint64_t metadata_bytes(struct samepage *sp)
 {
 	uint64_t b = sp->tracked_pages * sizeof(struct page_meta);
 	/* The buckets are hashed: every node may touch a page of them. */
@@ -579,89 +304,48 @@ uint64_t metadata_bytes(struct samepage *sp)
 	return b;
 }
 
-/* run = 2 in this process.  Called inside engine_enter(). */
-void unmerge_all(struct samepage *sp)
+/* This engine's counts (domain-wide ones from the domain). */
+void engine_counts(struct samepage *sp, struct ksm_counts *out)
 {
-	for (size_t ri = 0; ri < sp->nregions; ri++) {
-		struct region *r = &sp->regions[ri];
-		unmerge_range(sp, r, 0, r->npages);
-		/* run=2 frees every rmap item; the ranges stay registered. */
-		for (size_t i = 0; i < r->npages; i++) {
-			struct page_meta *m = &r->meta[i];
-			remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
-			if (m->flags & PM_ITEM)
-				sp->c.rmap_items--;
-			m->flags &= PM_OFF;
-			m->age = m->remaining_skips = 0;
-			m->checksum = 0;
-		}
-	}
-	fork_reap(sp); /* children gone: their pool pages go too */
-	sp->c.full_scans = 0;
-	sp->unmerge_epoch = atomic_load(&sp->dom->unmerge_epoch);
-	sp->scan_running = false;
-	sp->cur_region = sp->cur_index = 0;
-}
-
-static long long read_value(struct samepage *sp, int idx)
-{
-	struct counters *c = &sp->c;
-	long long meta = (long long)metadata_bytes(sp);
-	/* general_profit as the kernel's, with our real metadata instead of
-	 * 64-byte rmap_items; ksm_process_profit counts this process's
-	 * merging pages, as the kernel's ksm_process_profit() does. */
-	long long profit = (long long)((sp->dom->pages_sharing + c->zero_pages) * PAGE_SIZE) - meta;
-	long long process_profit =
-	    (long long)((c->merging_pages + c->zero_pages) * PAGE_SIZE) - meta;
-	long long v;
-
-	switch (idx) {
-	case KNOB_pages_scanned: return (long long)c->pages_scanned;
-	case KNOB_pages_shared: return (long long)sp->dom->pages_shared;
-	case KNOB_pages_sharing: return (long long)sp->dom->pages_sharing;
-	case KNOB_pages_unshared: return (long long)c->pages_unshared;
-	case KNOB_pages_volatile:
-		v = (long long)c->rmap_items - (long long)(c->merging_pages + c->pages_unshared);
-		return v < 0 ? 0 : v;
-	case KNOB_pages_skipped: return (long long)c->pages_skipped;
-	case KNOB_ksm_zero_pages: return (long long)c->zero_pages;
-	case KNOB_full_scans: return (long long)c->full_scans;
-	case KNOB_stable_node_chains: return (long long)sp->dom->chains;
-	case KNOB_stable_node_dups: return (long long)sp->dom->dups;
-	case KNOB_general_profit: return profit;
-	case KNOB_ksm_rmap_items: return (long long)c->rmap_items;
-	case KNOB_ksm_merging_pages: return (long long)c->merging_pages;
-	case KNOB_ksm_process_profit: return process_profit;
-	case KNOB_metadata_bytes_per_page: {
-		/* The rmap item's equivalent: what every tracked page costs. */
-		uint64_t per_page = sp->tracked_pages * sizeof(struct page_meta) +
-				    ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
-		return sp->tracked_pages
-			   ? (long long)((per_page + sp->tracked_pages / 2) / sp->tracked_pages)
-			   : 0;
-	}
-	case KNOB_metadata_bytes: return (long long)metadata_bytes(sp);
-	case KNOB_pages_tracked: {
-		/* The pages still in mergeable ranges (not the metadata's size). */
-		long long t = 0;
-		for (size_t ri = 0; ri < sp->nregions; ri++)
-			t += (long long)sp->regions[ri].mergeable_pages;
-		return t;
-	}
-	case KNOB_pool_pages: return (long long)sp->dom->live;
-	case KNOB_pool_pages_reclaimed: return (long long)sp->dom->reclaimed;
-	case KNOB_merges_skipped_map_budget: return (long long)c->skipped_map_budget;
-	case KNOB_map_count: return (long long)c->map_count;
-	case KNOB_max_map_count: return (long long)c->max_map_count;
-	case KNOB_cow_ksm: return (long long)c->cow_ksm;
-	case KNOB_merge_window_waits: return (long long)atomic_load(&merge_window_waits);
-	default: return (long long)sp->knob[idx];
-	}
+	const struct counters *c = &sp->c;
+	const struct domain *d = sp->dom;
+	uint64_t tracked = 0;
+	for (size_t ri = 0; ri < sp->nregions; ri++)
+		tracked += sp->regions[ri].mergeable_pages;
+	/* The rmap item's equivalent: what every tracked page costs. */
+	uint64_t per_page = sp->tracked_pages * sizeof(struct page_meta) +
+			    ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
+	*out = (struct ksm_counts){
+	    .process = true,
+	    .pages_shared = d->pages_shared,
+	    .pages_sharing = d->pages_sharing,
+	    .chains = d->chains,
+	    .dups = d->dups,
+	    .pool_pages = d->live,
+	    .reclaimed = d->reclaimed,
+	    .rmap_items = c->rmap_items,
+	    .merging_pages = c->merging_pages,
+	    .unshared = c->pages_unshared,
+	    .zero_pages = c->zero_pages,
+	    .full_scans = c->full_scans,
+	    .pages_scanned = c->pages_scanned,
+	    .pages_skipped = c->pages_skipped,
+	    .pages_tracked = tracked,
+	    .metadata_bytes = metadata_bytes(sp),
+	    .metadata_per_page =
+		sp->tracked_pages ? (per_page + sp->tracked_pages / 2) / sp->tracked_pages : 0,
+	    .skipped_map_budget = c->skipped_map_budget,
+	    .map_count = c->map_count,
+	    .max_map_count = c->max_map_count,
+	    .cow_ksm = c->cow_ksm,
+	    .window_waits = atomic_load(&merge_window_waits),
+	};
 }
 
 int samepage_read_number(samepage_t *sp, const char *name, long long *out)
 {
 	int idx = knob_index(name);
+	struct ksm_counts c;
 	if (!sp || !out)
 		return -EINVAL;
 	if (idx < 0)
@@ -672,7 +356,9 @@ int samepage_read_number(samepage_t *sp, const char *name, long long *out)
 	/* Count what the application unmapped as gone already. */
 	engine_enter(sp);
 	fork_reap(sp);
-	*out = read_value(sp, idx);
+	engine_counts(sp, &c);
+	if (!counter_value(&c, idx, out))
+		*out = (long long)sp->knob[idx];
 	engine_leave(sp);
 	pthread_mutex_unlock(&sp->lock);
 	return 0;
@@ -683,46 +369,24 @@ int samepage_read(samepage_t *sp, const char *name, char *buf, size_t len)
 	long long v;
 	if (!buf || !len)
 		return -EINVAL;
-	int err = samepage_read_number(sp, name, &v), n;
+	int err = samepage_read_number(sp, name, &v);
 	if (err)
 		return err;
-	if (knob_index(name) == KNOB_advisor_mode)
-		n = snprintf(buf, len, "%s", v ? "none [scan-time]" : "[none] scan-time");
-	else if (samepage_knob_find(name)->format == SAMEPAGE_FMT_SIGNED)
-		n = snprintf(buf, len, "%lld", v);
-	else
-		n = snprintf(buf, len, "%llu", (unsigned long long)v);
+	int n = knob_format(knob_index(name), v, buf, len);
 	return n < 0 || (size_t)n >= len ? -ERANGE : 0;
 }
 
-/*
- * The kernel's rules for a knob write, on a knob array (an engine's domain,
- * or samepaged's daemon-wide copy): 0 or -errno, nothing changed on error.
- * *unmerge is set when run went to 2: the caller unmerges.
- */
-int knob_store(unsigned long long *knob, int idx, unsigned long long v, bool ksm_pages_exist,
-	       bool *unmerge)
+/* samepaged applies the knobs of its engines (they are daemon-wide). */
+static int daemon_write(struct samepage *sp, const char *name, const char *value)
 {
-	*unmerge = false;
-	switch (idx) {
-	case KNOB_run: *unmerge = v == 2 && knob[KNOB_run] != 2; break;
-	case KNOB_pages_to_scan:
-		if (knob[KNOB_advisor_mode] == 1)
-			return -EINVAL; /* the advisor owns pages_to_scan */
-		break;
-	case KNOB_max_page_sharing:
-	case KNOB_merge_across_nodes:
-		if (v != knob[idx] && ksm_pages_exist)
-			return -EBUSY; /* the kernel: only after run=2 */
-		break;
-	case KNOB_advisor_mode:
-		if (v != knob[KNOB_advisor_mode])
-			knob[KNOB_pages_to_scan] = v ? knob[KNOB_advisor_min_pages_to_scan]
-						     : samepage_knob_find("pages_to_scan")->def;
-		break;
-	}
-	knob[idx] = v;
-	return 0;
+	char req[256], reply[512];
+	snprintf(req, sizeof(req), "SET %s %s", name, value);
+	/* Strip the newline the kernel's parsing accepts: one line per field. */
+	req[strcspn(req, "\n")] = 0;
+	int err = samepage_control(sp->socket_path, req, reply, sizeof(reply));
+	if (err == -ENOENT || err == -ECONNREFUSED)
+		return -ENOTCONN; /* the daemon is not running */
+	return err;
 }
 
 int samepage_write(samepage_t *sp, const char *name, const char *value)
@@ -738,8 +402,8 @@ int samepage_write(samepage_t *sp, const char *name, const char *value)
 		return err;
 	if (!engine_alive(sp))
 		return -ECHILD;
-	if (sp->socket_path[0]) /* knobs are daemon-wide: samepaged applies them */
-		return client_write(sp, name, value);
+	if (sp->socket_path[0])
+		return daemon_write(sp, name, value);
 	idx = knob_index(name);
 	engine_lock(sp);
 	bool mode_change = idx == KNOB_advisor_mode && v != KNOB(sp, advisor_mode);
@@ -752,6 +416,7 @@ int samepage_write(samepage_t *sp, const char *name, const char *value)
 		atomic_fetch_add(&sp->dom->unmerge_epoch, 1);
 		engine_enter(sp);
 		unmerge_all(sp);
+		fork_reap(sp); /* children gone: their pool pages go too */
 		engine_leave(sp);
 	}
 	pthread_cond_broadcast(&sp->wake);

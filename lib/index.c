@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /* ---- stable index (in the domain: called with the domain locked) ---- */
 
@@ -179,6 +178,30 @@ void stable_drop(struct samepage *sp, uint32_t idx, uint32_t count, bool mine)
 void stable_put(struct samepage *sp, uint32_t idx)
 {
 	stable_drop(sp, idx, 1, true);
+}
+
+/* Takes the domain lock for a change of the stable index.  A process that
+ * died in the middle of a batch left nodes it was merging into with a
+ * pending count: clear them, and free the nodes nothing maps (made for
+ * merges that never happened).  Every other change made under the lock is
+ * a counter or a link written last, so the rest is consistent. */
+void index_lock(struct samepage *sp)
+{
+	struct domain *d = sp->dom;
+	if (domain_lock(d) != EOWNERDEAD)
+		return;
+	for (uint32_t i = 0; i < d->nr; i++) {
+		struct stable_node *n = &sp->stable.nodes[i];
+		n->pending = 0;
+		if (n->in_use)
+			stable_drop(sp, i, 0, false);
+	}
+	pthread_mutex_consistent(&d->lock);
+}
+
+void index_unlock(struct samepage *sp)
+{
+	domain_unlock(sp->dom);
 }
 
 /* ---- unstable index ---- */

@@ -29,8 +29,6 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -39,18 +37,36 @@ static bool active(void)
 	return atomic_load(&nengines) > 0;
 }
 
+/* The C library's convention, from prim's 0-or-negative-errno. */
+static int libc_result(int err)
+{
+	if (err < 0) {
+		errno = -err;
+		return -1;
+	}
+	return err;
+}
+
+static void *libc_map_result(int err, void *const *m)
+{
+	if (err < 0) {
+		errno = -err;
+		return MAP_FAILED;
+	}
+	return *m;
+}
+
 EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
+	void *m = NULL;
 	if (!active() || !(flags & MAP_FIXED) || (flags & MAP_FIXED_NOREPLACE))
-		return prim_mmap(addr, len, prot, flags, fd, off);
+		return libc_map_result(prim_mmap(&m, addr, len, prot, flags, fd, off), &m);
 	as_lock_shared();
-	void *m = prim_mmap(addr, len, prot, flags, fd, off);
-	int saved = errno;
-	if (m != MAP_FAILED)
+	int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
+	if (!err)
 		engine_note_unmap((uintptr_t)addr, len);
 	as_unlock();
-	errno = saved;
-	return m;
+	return libc_map_result(err, &m);
 }
 
 EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -59,29 +75,25 @@ EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t o
 EXPORT int munmap(void *addr, size_t len)
 {
 	if (!active())
-		return prim_munmap(addr, len);
+		return libc_result(prim_munmap(addr, len));
 	as_lock_shared();
-	int rc = prim_munmap(addr, len);
-	int saved = errno;
-	if (rc == 0)
+	int err = prim_munmap(addr, len);
+	if (!err)
 		engine_note_unmap((uintptr_t)addr, len);
 	as_unlock();
-	errno = saved;
-	return rc;
+	return libc_result(err);
 }
 
 EXPORT int mprotect(void *addr, size_t len, int prot)
 {
 	if (!active())
-		return prim_mprotect(addr, len, prot);
+		return libc_result(prim_mprotect(addr, len, prot));
 	as_lock_shared();
-	int rc = prim_mprotect(addr, len, prot);
-	int saved = errno;
-	if (rc == 0)
+	int err = prim_mprotect(addr, len, prot);
+	if (!err)
 		engine_note_change();
 	as_unlock();
-	errno = saved;
-	return rc;
+	return libc_result(err);
 }
 
 /* Runs fn on every engine of this process that has a region in range,
@@ -173,8 +185,9 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		new_addr = va_arg(ap, void *);
 		va_end(ap);
 	}
+	void *m = NULL;
 	if (!active())
-		return prim_mremap(old, old_len, new_len, flags, new_addr);
+		return libc_map_result(prim_mremap(&m, old, old_len, new_len, flags, new_addr), &m);
 
 	uintptr_t o = (uintptr_t)old;
 	size_t olen = (old_len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
@@ -201,9 +214,8 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	}
 
 	as_lock_shared();
-	void *m = prim_mremap(old, old_len, new_len, flags, new_addr);
-	int saved = errno;
-	if (m != MAP_FAILED) {
+	int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);
+	if (!err) {
 		engine_note_unmap(o, olen);
 		if (flags & MREMAP_FIXED)
 			engine_note_unmap((uintptr_t)new_addr, new_len);
@@ -214,20 +226,19 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	for (size_t k = 0; k < nmv; k++) {
 		struct samepage *sp = mv[k].sp;
 		engine_enter(sp); /* forgets the old range first */
-		for (size_t p = 0; m != MAP_FAILED && p < mv[k].n; p++) {
+		for (size_t p = 0; !err && p < mv[k].n; p++) {
 			size_t off = mv[k].part[p].off, len = mv[k].part[p].len;
 			if (off >= new_len)
 				continue;
 			if (off + len > new_len)
 				len = new_len - off;
-			regions_mark(sp, (uintptr_t)m + off, len, true);
+			engine_register(sp, (uintptr_t)m + off, len);
 		}
 		engine_leave(sp);
 		pthread_mutex_unlock(&sp->lock);
 	}
 	pthread_mutex_unlock(&engines_lock);
-	errno = saved;
-	return m;
+	return libc_map_result(err, &m);
 }
 
 static int discard(struct samepage *sp, uintptr_t start, size_t len)
@@ -253,7 +264,7 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	uintptr_t a = (uintptr_t)addr;
 	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	if (a & (PAGE_SIZE - 1) || !l)
-		return prim_madvise(addr, len, advice);
+		return libc_result(prim_madvise(addr, len, advice));
 	switch (advice) {
 	case MADV_DONTNEED:
 	case MADV_FREE:
@@ -270,7 +281,7 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 			for_engines_in(a, l, keep, false);
 		break;
 	}
-	return prim_madvise(addr, len, advice);
+	return libc_result(prim_madvise(addr, len, advice));
 }
 
 /* mlock: a merge would replace the locked mapping by an unlocked one, so
@@ -282,7 +293,7 @@ EXPORT int mlock(const void *addr, size_t len)
 	if (active())
 		for_engines_in(a, ((uintptr_t)addr + len - a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
 			       keep, false);
-	return (int)syscall(SYS_mlock, addr, len);
+	return libc_result(prim_mlock(addr, len, 0));
 }
 
 EXPORT int mlock2(const void *addr, size_t len, unsigned int flags)
@@ -291,5 +302,5 @@ EXPORT int mlock2(const void *addr, size_t len, unsigned int flags)
 	if (active())
 		for_engines_in(a, ((uintptr_t)addr + len - a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
 			       keep, false);
-	return (int)syscall(SYS_mlock2, addr, len, flags);
+	return libc_result(prim_mlock(addr, len, flags));
 }

@@ -10,10 +10,16 @@
  * overflow through, as mm/ksm.c does; kstrtobool
  * looks only at the first one or two characters; advisor_mode takes "none" or
  * "scan-time" with an optional newline (sysfs_streq).
+ *
+ * knob_store() is the kernel's rules for a write (mm/ksm.c's store
+ * functions): run 2 unmerges everything; pages_to_scan is refused while
+ * the scan-time advisor is on; max_page_sharing and merge_across_nodes are
+ * refused (EBUSY) while KSM pages exist; advisor_mode resets pages_to_scan.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static const struct samepage_knob knob_table[] = {
@@ -151,6 +157,49 @@ int samepage_knob_parse(const char *name, const char *value, unsigned long long 
 		return err;
 	*out = v;
 	return 0;
+}
+
+/*
+ * The kernel's rules for a knob write, on a knob array (an engine's domain,
+ * or samepaged's daemon-wide copy): 0 or -errno, nothing changed on error.
+ * *unmerge is set when run went to 2: the caller unmerges.
+ */
+int knob_store(unsigned long long *knob, int idx, unsigned long long v, bool ksm_pages_exist,
+	       bool *unmerge)
+{
+	*unmerge = false;
+	switch (idx) {
+	case KNOB_run: *unmerge = v == 2 && knob[KNOB_run] != 2; break;
+	case KNOB_pages_to_scan:
+		if (knob[KNOB_advisor_mode] == 1)
+			return -EINVAL; /* the advisor owns pages_to_scan */
+		break;
+	case KNOB_max_page_sharing:
+	case KNOB_merge_across_nodes:
+		if (v != knob[idx] && ksm_pages_exist)
+			return -EBUSY; /* the kernel: only after run=2 */
+		break;
+	case KNOB_advisor_mode:
+		if (v != knob[KNOB_advisor_mode])
+			knob[KNOB_pages_to_scan] = v ? knob[KNOB_advisor_min_pages_to_scan]
+						     : samepage_knob_find("pages_to_scan")->def;
+		break;
+	}
+	knob[idx] = v;
+	return 0;
+}
+
+/* Prints a value as the kernel's sysfs file does (without the newline):
+ * advisor_mode as "[none] scan-time", signed or unsigned numbers.  The
+ * snprintf result. */
+int knob_format(int idx, long long v, char *buf, size_t len)
+{
+	const struct samepage_knob *k = samepage_knob_at(idx);
+	if (idx == KNOB_advisor_mode)
+		return snprintf(buf, len, "%s", v ? "none [scan-time]" : "[none] scan-time");
+	if (k->format == SAMEPAGE_FMT_SIGNED)
+		return snprintf(buf, len, "%lld", v);
+	return snprintf(buf, len, "%llu", (unsigned long long)v);
 }
 
 const char *samepage_strerror(int err)

@@ -17,30 +17,21 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 int pool_open(struct pool *p, int fd)
 {
-	struct stat st;
 	memset(p, 0, sizeof(*p));
 	p->fd = fd;
 	p->view_pages = DOM_NODES;
-	p->view = prim_mmap(NULL, p->view_pages << PAGE_SHIFT, PROT_READ | PROT_WRITE,
-			    MAP_SHARED | MAP_NORESERVE, fd, 0);
-	if (p->view == MAP_FAILED) {
+	int err = prim_mmap((void **)&p->view, NULL, p->view_pages << PAGE_SHIFT,
+			    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (err) {
 		p->view = NULL;
-		return -errno;
+		return err;
 	}
-	if (fstat(fd, &st) == 0) {
-		p->dev = st.st_dev;
-		p->ino = st.st_ino;
-	}
-	return 0;
+	return prim_file_id(fd, &p->dev, &p->ino);
 }
 
 void pool_destroy(struct pool *p)
@@ -50,7 +41,7 @@ void pool_destroy(struct pool *p)
 	if (p->view)
 		prim_munmap(p->view, p->view_pages << PAGE_SHIFT);
 	if (p->fd >= 0)
-		close(p->fd);
+		prim_close(p->fd);
 	memset(p, 0, sizeof(*p));
 	p->fd = -1;
 }
@@ -92,8 +83,7 @@ int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off)
 void pool_release(struct samepage *sp, uint32_t off)
 {
 	struct domain *d = sp->dom;
-	fallocate(sp->pool.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off << PAGE_SHIFT,
-		  (off_t)PAGE_SIZE);
+	prim_punch(sp->pool.fd, (off_t)off << PAGE_SHIFT, (off_t)PAGE_SIZE);
 	d->reclaimed++;
 	if (d->free_top < DOM_NODES)
 		sp->stable.free[d->free_top++] = off;

@@ -1,58 +1,215 @@
 // SPDX-License-Identifier: MIT
 /*
- * prim-linux.c - the only file that calls mmap, mprotect, madvise, mremap,
- * memfd_create and reads /proc/self/{pagemap,mem,maps}.
+ * prim-linux.c - prim.h on Linux: the only file of libsamepage that calls
+ * the operating system.
  *
- * The calls go straight to the kernel through syscall(2), never through the
- * C library's symbols: libsamepage interposes mmap/munmap/mremap/mprotect/
- * madvise (interpose.c) to keep the application's address-space changes
- * from racing with a merge, and its own calls must not wait on that lock.
+ * Address-space calls go straight to the kernel through syscall(2), never
+ * through the C library's symbols: libsamepage interposes mmap, munmap,
+ * mremap, mprotect, madvise and mlock (interpose.c) to keep the
+ * application's address-space changes from racing with a merge, and its
+ * own calls must not wait on that lock.  Every function returns 0 (or a
+ * count) or a negative errno, as prim.h says.
  */
-#include "internal.h"
+#include "prim.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-void *prim_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+#define PAGE_SHIFT 12
+
+/* syscall(2) says -1 and errno; the contract says -errno. */
+static long sys_result(long rc)
 {
-	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+	return rc == -1 ? -errno : rc;
+}
+
+/* ---- the address space ---- */
+
+int prim_mmap(void **out, void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	long rc = syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+	if (rc == -1)
+		return -errno;
+	*out = (void *)rc;
+	return 0;
 }
 
 int prim_munmap(void *addr, size_t len)
 {
-	return (int)syscall(SYS_munmap, addr, len);
+	return (int)sys_result(syscall(SYS_munmap, addr, len));
 }
 
 int prim_mprotect(void *addr, size_t len, int prot)
 {
-	return (int)syscall(SYS_mprotect, addr, len, prot);
+	return (int)sys_result(syscall(SYS_mprotect, addr, len, prot));
 }
 
 int prim_madvise(void *addr, size_t len, int advice)
 {
-	return (int)syscall(SYS_madvise, addr, len, advice);
+	return (int)sys_result(syscall(SYS_madvise, addr, len, advice));
 }
 
-void *prim_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr)
+int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags, void *new_addr)
 {
-	return (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
+	long rc = syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
+	if (rc == -1)
+		return -errno;
+	*out = (void *)rc;
+	return 0;
 }
+
+int prim_mlock(const void *addr, size_t len, unsigned int flags)
+{
+	return (int)sys_result(syscall(SYS_mlock2, addr, len, flags));
+}
+
+void *prim_alloc_pages(size_t len)
+{
+	void *p = NULL;
+	return prim_mmap(&p, NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+		   ? NULL
+		   : p;
+}
+
+void prim_free_pages(void *p, size_t len)
+{
+	if (p)
+		prim_munmap(p, len);
+}
+
+/* ---- files ---- */
 
 int prim_memfd(const char *name)
 {
-	return (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC);
+	return (int)sys_result(syscall(SYS_memfd_create, name, MFD_CLOEXEC));
 }
 
-/* The file descriptors are opened once per process and reopened after a
- * fork (they name "self", which /proc resolves at open time). */
+int prim_truncate(int fd, off_t size)
+{
+	return ftruncate(fd, size) ? -errno : 0;
+}
+
+int prim_punch(int fd, off_t off, off_t len)
+{
+	return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) ? -errno : 0;
+}
+
+int prim_file_id(int fd, dev_t *dev, ino_t *ino)
+{
+	struct stat st;
+	if (fstat(fd, &st))
+		return -errno;
+	*dev = st.st_dev;
+	*ino = st.st_ino;
+	return 0;
+}
+
+int prim_file_owner(int fd, uid_t *uid, mode_t *mode)
+{
+	struct stat st;
+	if (fstat(fd, &st))
+		return -errno;
+	*uid = st.st_uid;
+	*mode = st.st_mode;
+	return 0;
+}
+
+int prim_close(int fd)
+{
+	return close(fd) ? -errno : 0;
+}
+
+int prim_random(void *buf, size_t len)
+{
+	ssize_t n = getrandom(buf, len, 0);
+	return n < 0 ? -errno : (size_t)n == len ? 0 : -EIO;
+}
+
+/* ---- threads, signals, processes ---- */
+
+int prim_futex_wait(_Atomic uint32_t *word, uint32_t val)
+{
+	return (int)sys_result(syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0));
+}
+
+int prim_futex_wake(_Atomic uint32_t *word)
+{
+	return (int)sys_result(
+	    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0));
+}
+
+int prim_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+	return sigaction(sig, act, old) ? -errno : 0;
+}
+
+bool prim_pid_alive(pid_t pid)
+{
+	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+pid_t prim_getpid(void)
+{
+	return getpid();
+}
+
+pid_t prim_getppid(void)
+{
+	return getppid();
+}
+
+uid_t prim_geteuid(void)
+{
+	return geteuid();
+}
+
+static uint64_t clock_ns(clockid_t c)
+{
+	struct timespec t;
+	clock_gettime(c, &t);
+	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+uint64_t prim_now_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
+}
+
+uint64_t prim_thread_cpu_ns(void)
+{
+	return clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
+void prim_deadline(uint64_t ms, struct timespec *out)
+{
+	clock_gettime(CLOCK_REALTIME, out);
+	out->tv_sec += (time_t)(ms / 1000);
+	out->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (out->tv_nsec >= 1000000000L) {
+		out->tv_sec++;
+		out->tv_nsec -= 1000000000L;
+	}
+}
+
+/* ---- /proc ---- */
+
+/* The descriptors are opened once per process and reopened after a fork
+ * (they name "self", which /proc resolves at open time). */
 static int pagemap_fd = -1, mem_fd = -1;
 static pid_t fds_pid;
 
@@ -75,7 +232,7 @@ int prim_pagemap(uintptr_t addr, size_t npages, uint64_t *out)
 	size_t want = npages * sizeof(uint64_t);
 	open_self_files();
 	if (pagemap_fd < 0)
-		return -errno;
+		return -EACCES;
 	ssize_t n = pread(pagemap_fd, out, want, (off_t)((addr >> PAGE_SHIFT) * sizeof(uint64_t)));
 	if (n < 0)
 		return -errno;
@@ -85,55 +242,70 @@ int prim_pagemap(uintptr_t addr, size_t npages, uint64_t *out)
 	return 0;
 }
 
-/* /proc/self/mem reads and writes with FOLL_FORCE: they reach PROT_NONE and
- * read-only pages, and fail (EIO) instead of faulting where nothing is
- * mapped. */
 ssize_t prim_mem_read(uintptr_t addr, void *buf, size_t len)
 {
 	open_self_files();
-	return mem_fd < 0 ? -1 : pread(mem_fd, buf, len, (off_t)addr);
+	if (mem_fd < 0)
+		return -EACCES;
+	ssize_t n = pread(mem_fd, buf, len, (off_t)addr);
+	return n < 0 ? -errno : n;
 }
 
 ssize_t prim_mem_write(uintptr_t addr, const void *buf, size_t len)
 {
 	open_self_files();
-	return mem_fd < 0 ? -1 : pwrite(mem_fd, buf, len, (off_t)addr);
+	if (mem_fd < 0)
+		return -EACCES;
+	ssize_t n = pwrite(mem_fd, buf, len, (off_t)addr);
+	return n < 0 ? -errno : n;
 }
 
-uint64_t prim_now_ns(void)
+/* Reads a small /proc file whole into buf (NUL-terminated); its length. */
+static ssize_t read_small(const char *path, char *buf, size_t len)
 {
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
-}
-
-uint64_t prim_thread_cpu_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, buf, len - 1);
+	int err = errno;
+	close(fd);
+	if (n < 0)
+		return -err;
+	buf[n] = 0;
+	return n;
 }
 
 long prim_max_map_count(void)
 {
-	long v = 65530; /* the kernel's default, if the file cannot be read */
-	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = 65530;
-		fclose(f);
-	}
-	return v;
+	char buf[32];
+	long v = 0;
+	if (read_small("/proc/sys/vm/max_map_count", buf, sizeof(buf)) > 0)
+		v = strtol(buf, NULL, 10);
+	return v > 0 ? v : 65530; /* the kernel's default */
 }
 
-/* Walks /proc/self/maps, calling fn for each line until it returns non-zero.
- * Uses read(2) into a fixed buffer: no allocation, so it is safe while the
- * engine holds its locks. */
-int prim_maps_walk(maps_fn fn, void *arg)
+unsigned long long prim_starttime(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (read_small(path, buf, sizeof(buf)) <= 0)
+		return 0;
+	/* The comm may hold spaces and parentheses: fields count from the
+	 * last ')'.  state is field 3, starttime field 22. */
+	char *p = strrchr(buf, ')');
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+/* Calls fn on every complete line of the file, read with read(2) into a
+ * fixed buffer: no allocation, so it is safe while the engine holds its
+ * locks (and inside a fork handler). */
+static int lines_walk(const char *path, int (*fn)(char *line, void *arg), void *arg)
 {
 	char buf[65536];
 	size_t have = 0;
-	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	for (;;) {
@@ -148,28 +320,10 @@ int prim_maps_walk(maps_fn fn, void *arg)
 		char *line = buf, *nl;
 		while ((nl = memchr(line, '\n', have - (size_t)(line - buf)))) {
 			*nl = 0;
-			struct map_entry e = {0};
-			char perms[5] = "";
-			unsigned long long start, end, off, inode;
-			unsigned maj, min;
-			int path_at = 0;
-			if (sscanf(line, "%llx-%llx %4s %llx %x:%x %llu %n", &start, &end, perms,
-				   &off, &maj, &min, &inode, &path_at) >= 7) {
-				e.start = (uintptr_t)start;
-				e.end = (uintptr_t)end;
-				e.prot = (perms[0] == 'r' ? PROT_READ : 0) |
-					 (perms[1] == 'w' ? PROT_WRITE : 0) |
-					 (perms[2] == 'x' ? PROT_EXEC : 0);
-				e.shared = perms[3] == 's';
-				e.pgoff = off;
-				e.dev = makedev(maj, min);
-				e.ino = (ino_t)inode;
-				e.anon = inode == 0;
-				int stop = fn(&e, arg);
-				if (stop) {
-					close(fd);
-					return stop;
-				}
+			int stop = fn(line, arg);
+			if (stop) {
+				close(fd);
+				return stop;
 			}
 			line = nl + 1;
 		}
@@ -181,4 +335,146 @@ int prim_maps_walk(maps_fn fn, void *arg)
 	}
 	close(fd);
 	return 0;
+}
+
+/* "start-end perms offset maj:min inode [path]" */
+static bool parse_maps_line(const char *line, struct map_entry *e)
+{
+	char perms[5] = "";
+	unsigned long long start, end, off, inode;
+	unsigned maj, min;
+	if (sscanf(line, "%llx-%llx %4s %llx %x:%x %llu", &start, &end, perms, &off, &maj, &min,
+		   &inode) != 7)
+		return false;
+	*e = (struct map_entry){
+	    .start = (uintptr_t)start,
+	    .end = (uintptr_t)end,
+	    .prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+		    (perms[2] == 'x' ? PROT_EXEC : 0),
+	    .shared = perms[3] == 's',
+	    .pgoff = off,
+	    .dev = makedev(maj, min),
+	    .ino = (ino_t)inode,
+	    .anon = inode == 0,
+	};
+	return true;
+}
+
+struct maps_walk {
+	maps_fn fn;
+	void *arg;
+};
+
+static int maps_line(char *line, void *arg)
+{
+	struct maps_walk *w = arg;
+	struct map_entry e;
+	return parse_maps_line(line, &e) ? w->fn(&e, w->arg) : 0;
+}
+
+int prim_maps_walk(pid_t pid, maps_fn fn, void *arg)
+{
+	char path[64];
+	struct maps_walk w = {fn, arg};
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/maps");
+	return lines_walk(path, maps_line, &w);
+}
+
+struct vmflags_walk {
+	vmflags_fn fn;
+	void *arg;
+	uintptr_t start, end;
+};
+
+static int smaps_line(char *line, void *arg)
+{
+	struct vmflags_walk *w = arg;
+	struct map_entry e;
+	if (!strncmp(line, "VmFlags:", 8))
+		return w->fn(w->start, w->end, line + 8, w->arg);
+	if (parse_maps_line(line, &e)) {
+		w->start = e.start;
+		w->end = e.end;
+	}
+	return 0;
+}
+
+int prim_vmflags_walk(vmflags_fn fn, void *arg)
+{
+	struct vmflags_walk w = {fn, arg, 0, 0};
+	return lines_walk("/proc/self/smaps", smaps_line, &w);
+}
+
+/* ---- the control socket ---- */
+
+int prim_unix_peer(int fd, uid_t *peer_uid)
+{
+	struct ucred cr;
+	socklen_t l = sizeof(cr);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0)
+		return -errno;
+	*peer_uid = cr.uid;
+	return 0;
+}
+
+int prim_unix_connect(const char *path, uid_t *peer_uid)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(a.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(a.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int err = connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ? -errno : 0;
+	if (!err)
+		err = prim_unix_peer(fd, peer_uid);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int prim_send(int fd, const void *buf, size_t len, bool dontwait)
+{
+	ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | (dontwait ? MSG_DONTWAIT : 0));
+	return n < 0 ? -errno : 0;
+}
+
+ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, int nfds,
+		      int *nfds_out)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * 8)];
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	struct msghdr msg = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	int got = 0;
+	ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
+	if (n < 0)
+		return -errno;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (int i = 0; i < k; i++) {
+			int f;
+			memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (got < nfds)
+				fds[got++] = f;
+			else
+				close(f);
+		}
+	}
+	*nfds_out = got;
+	return n;
+}
+
+bool prim_hung_up(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR));
 }

@@ -17,52 +17,9 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-
-struct region *region_of_id(struct samepage *sp, uint32_t id, size_t *index, size_t *ri)
-{
-	size_t lo = 0, hi = sp->nregions;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		struct region *r = &sp->regions[mid];
-		if (id < r->base_id)
-			hi = mid;
-		else if (id >= r->base_id + r->npages)
-			lo = mid + 1;
-		else {
-			*index = id - r->base_id;
-			if (ri)
-				*ri = mid;
-			return r;
-		}
-	}
-	return NULL;
-}
-
-struct page_meta *meta_of_id(struct samepage *sp, uint32_t id)
-{
-	size_t idx;
-	struct region *r = region_of_id(sp, id, &idx, NULL);
-	return r ? &r->meta[idx] : NULL;
-}
-
-int region_prot_at(const struct region *r, uintptr_t addr)
-{
-	size_t lo = 0, hi = r->nspans;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (addr < r->spans[mid].start)
-			hi = mid;
-		else if (addr >= r->spans[mid].end)
-			lo = mid + 1;
-		else
-			return r->spans[mid].prot;
-	}
-	return -1;
-}
 
 /* ---- reading /proc/self/maps ---- */
 
@@ -89,7 +46,7 @@ static int maps_collect(const struct map_entry *e, void *arg)
 static int maps_read(struct maps *m)
 {
 	memset(m, 0, sizeof(*m));
-	int err = prim_maps_walk(maps_collect, m);
+	int err = prim_maps_walk(0, maps_collect, m);
 	if (err) {
 		free(m->e);
 		memset(m, 0, sizeof(*m));
@@ -275,11 +232,12 @@ static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
 		sp->regions = n;
 		sp->regions_cap = cap;
 	}
-	void *meta = prim_mmap(NULL, npages * sizeof(struct page_meta), PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (meta == MAP_FAILED)
-		return -ENOMEM;
-	int err = unstable_resize(sp, sp->tracked_pages + npages);
+	void *meta;
+	int err = prim_mmap(&meta, NULL, npages * sizeof(struct page_meta), PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (err)
+		return err;
+	err = unstable_resize(sp, sp->tracked_pages + npages);
 	if (err) {
 		prim_munmap(meta, npages * sizeof(struct page_meta));
 		return err;
@@ -356,100 +314,26 @@ static int mark_walk(const struct map_entry *e, void *arg)
 	return 0;
 }
 
-/* Pages of [start, start+len) keep their own mapping from now on: merged
- * ones get a private anonymous copy back, and none merges again (they are
- * still scanned and counted, as the kernel scans such VMAs).  Called inside
- * engine_enter(). */
-int regions_keep(struct samepage *sp, uintptr_t start, size_t len)
+/* Is every page of [start, end) mapped?  -ENOMEM if not, as madvise
+ * says; nothing is changed. */
+int regions_check_mapped(struct samepage *sp, uintptr_t start, uintptr_t end)
 {
-	int err = 0;
-	for (size_t ri = 0; ri < sp->nregions; ri++) {
-		struct region *r = &sp->regions[ri];
-		size_t from, to;
-		if (!region_clip(r, start, start + len, &from, &to))
-			continue;
-		int e = unmerge_range(sp, r, from, to);
-		if (e && !err)
-			err = e;
-		for (size_t i = from; i < to; i++)
-			if (!(r->meta[i].flags & PM_OFF)) {
-				remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
-				r->meta[i].flags |= PM_KEEP;
-			}
-	}
-	return err;
-}
-
-/* Mappings a merge must not replace, because the replacement would lose
- * a promise the application asked for: VmFlags lo (mlock), wf
- * (MADV_WIPEONFORK), dc (MADV_DONTFORK), dd (MADV_DONTDUMP).  Their pages
- * are kept (regions_keep).  From /proc/self/smaps, read only when a range
- * is registered. */
-static void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
-{
-	char line[512];
-	unsigned long long s = 0, e = 0;
-	FILE *f = fopen("/proc/self/smaps", "re");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long a, b;
-		if (sscanf(line, "%llx-%llx ", &a, &b) == 2 && strchr(line, ' ') &&
-		    line[strspn(line, "0123456789abcdef")] == '-') {
-			s = a;
-			e = b;
-			continue;
-		}
-		if (strncmp(line, "VmFlags:", 8) || e <= start || s >= end)
-			continue;
-		if (strstr(line, " lo") || strstr(line, " wf") || strstr(line, " dc") ||
-		    strstr(line, " dd")) {
-			uintptr_t from = s > start ? (uintptr_t)s : start;
-			uintptr_t to = e < end ? (uintptr_t)e : end;
-			regions_keep(sp, from, to - from);
-		}
-	}
-	fclose(f);
-}
-
-int regions_mark(struct samepage *sp, uintptr_t start, size_t len, bool mergeable)
-{
-	uintptr_t end = start + len;
 	struct mark_arg a = {.sp = sp, .start = start, .end = end, .covered = start};
-
-	/* First pass: the whole range must be mapped (ENOMEM otherwise, as
-	 * madvise says), and nothing is changed until that is known. */
-	int stop = prim_maps_walk(mark_walk, &a);
+	int stop = prim_maps_walk(0, mark_walk, &a);
 	if (stop < 0)
 		return stop;
-	if (stop == 1 || a.covered < end)
-		return -ENOMEM;
-	if (mergeable) {
-		a = (struct mark_arg){
-		    .sp = sp, .start = start, .end = end, .covered = start, .apply = true};
-		prim_maps_walk(mark_walk, &a);
-		sp->maps_dirty = true;
-		if (a.err)
-			return a.err;
-		keep_protected_vmas(sp, start, end);
-		return regions_refresh(sp);
-	}
-	/* UNMERGEABLE: a private copy for every merged page, then forget. */
-	int err = 0;
-	for (size_t ri = 0; ri < sp->nregions; ri++) {
-		struct region *r = &sp->regions[ri];
-		size_t from, to;
-		if (!region_clip(r, start, end, &from, &to))
-			continue;
-		int e = unmerge_range(sp, r, from, to);
-		if (e && !err)
-			err = e;
-		forget_pages(sp, r, from, to, NULL);
-	}
-	for (size_t ri = sp->nregions; ri-- > 0;)
-		if (!sp->regions[ri].mergeable_pages)
-			region_free(sp, ri);
-	return err;
+	return stop == 1 || a.covered < end ? -ENOMEM : 0;
+}
+
+/* Registers the mergeable kinds of mapping of [start, end): private
+ * anonymous memory, and pages of our pool already merged.  The caller
+ * checked the range is mapped. */
+int regions_add(struct samepage *sp, uintptr_t start, uintptr_t end)
+{
+	struct mark_arg a = {.sp = sp, .start = start, .end = end, .covered = start, .apply = true};
+	prim_maps_walk(0, mark_walk, &a);
+	sp->maps_dirty = true;
+	return a.err ? a.err : regions_refresh(sp);
 }
 
 static void forget_ranges(struct samepage *sp, uintptr_t start, size_t len, const struct maps *m);
@@ -476,6 +360,8 @@ void regions_forget_unmapped(struct samepage *sp, const struct unmapped *u, size
 		free(m.e);
 }
 
+/* Pages [start, start+len) are no longer mergeable: forgotten, and the
+ * regions left empty freed. */
 void regions_forget(struct samepage *sp, uintptr_t start, size_t len)
 {
 	forget_ranges(sp, start, len, NULL);

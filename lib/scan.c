@@ -28,13 +28,7 @@
  */
 #include "internal.h"
 
-#include <errno.h>
 #include <sched.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <signal.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 uint32_t zero_checksum;
@@ -55,11 +49,11 @@ static bool calc_checksum(const void *page, uint32_t *out, uint64_t *hash)
 static bool other_process_has(struct samepage *sp, uint64_t hash)
 {
 	_Atomic uint64_t *slot = &sp->stable.hints[hash % DOM_HINTS];
-	uint64_t me = (uint64_t)(uint32_t)getpid(), old = atomic_load(slot);
+	uint64_t me = (uint64_t)(uint32_t)prim_getpid(), old = atomic_load(slot);
 	uint64_t key = hash & 0xffffffff00000000ULL;
 	pid_t other = (pid_t)(old & 0xffffffffULL);
 	if ((old & 0xffffffff00000000ULL) == key && (uint64_t)(uint32_t)other != me &&
-	    kill(other, 0) == 0)
+	    prim_pid_alive(other))
 		return true;
 	atomic_store(slot, key | me);
 	return false;
@@ -236,6 +230,7 @@ static void end_full_scan(struct samepage *sp)
 		scan_time_advisor(sp);
 	sp->c.full_scans++;
 	sp->scan_running = false;
+	invariants_check(sp);
 }
 
 /* One page of the batch: updates what its pagemap entry says happened to
@@ -358,7 +353,8 @@ void ksm_do_scan(struct samepage *sp, uint64_t budget)
 			continue;
 		}
 		budget -= scan_batch(sp, budget);
-		client_poll(sp);
+		if (sp->poll)
+			sp->poll(sp);
 		let_application_in(sp);
 	}
 }
@@ -374,6 +370,7 @@ static void *ksmd(void *arg)
 			/* run = 2 was written by another process of the domain. */
 			engine_enter(sp);
 			unmerge_all(sp);
+			fork_reap(sp);
 			engine_leave(sp);
 		}
 		if (KNOB(sp, run) == 1 && sp->nregions) {
@@ -389,27 +386,17 @@ static void *ksmd(void *arg)
 			}
 			if (ms) {
 				struct timespec ts;
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_sec += (time_t)(ms / 1000);
-				ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-				if (ts.tv_nsec >= 1000000000L) {
-					ts.tv_sec++;
-					ts.tv_nsec -= 1000000000L;
-				}
+				prim_deadline(ms, &ts);
 				pthread_cond_timedwait(&sp->wake, &sp->lock, &ts);
 			}
 		} else if (sp->socket_path[0]) {
 			/* samepaged's knobs change in the shared domain, where no
 			 * condition variable reaches us: look again soon. */
 			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 100000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			prim_deadline(100, &ts);
 			pthread_cond_timedwait(&sp->wake, &sp->lock, &ts);
-			client_poll(sp);
+			if (sp->poll)
+				sp->poll(sp);
 		} else {
 			pthread_cond_wait(&sp->wake, &sp->lock);
 		}
@@ -418,8 +405,16 @@ static void *ksmd(void *arg)
 	return NULL;
 }
 
+static void zero_checksum_init(void)
+{
+	static const char zeros[PAGE_SIZE];
+	zero_checksum = (uint32_t)XXH3_64bits(zeros, PAGE_SIZE);
+}
+
 int ksmd_start(struct samepage *sp)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, zero_checksum_init);
 	int err = pthread_create(&sp->thread, NULL, ksmd, sp);
 	if (err)
 		return -err;

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: MIT
+/*
+ * control.c - talking to samepaged: the socket's path, one request and its
+ * answer, and the trust checks.
+ *
+ * The protocol is text, one message per SOCK_SEQPACKET packet (see
+ * PROTO_MAX in types.h); an error answer is "ERR <errno> <message>".  A
+ * client trusts only its own daemon: one run by its user or by root
+ * (SO_PEERCRED), handing over regular files of that user (or root) that
+ * nobody else may write.  Anyone else's daemon could otherwise rewrite
+ * files under the client's merged pages.
+ *
+ * Nothing here opens an engine: ksmctl links this file (with knobs.c and
+ * counters.c) and not the scanner.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int samepage_socket_path(char *buf, size_t len)
+{
+	const char *env = getenv("SAMEPAGE_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
+	int n;
+	if (!buf || !len)
+		return -EINVAL;
+	if (env && *env)
+		n = snprintf(buf, len, "%s", env);
+	else if (xdg && *xdg)
+		n = snprintf(buf, len, "%s/samepaged.sock", xdg);
+	else
+		n = snprintf(buf, len, "/run/samepaged.sock");
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+bool domain_name_ok(const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+	if (n == 0 || n > 64 || name[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+		      (name[i] >= '0' && name[i] <= '9') || strchr("._-", name[i])))
+			return false;
+	return true;
+}
+
+/* A file the daemon hands over: a regular file of the daemon's user (or
+ * root) that nobody else may write. */
+static int file_trusted(int fd, uid_t peer)
+{
+	uid_t owner;
+	mode_t mode;
+	int err = prim_file_owner(fd, &owner, &mode);
+	if (err)
+		return err;
+	if (!S_ISREG(mode) || (owner != peer && owner != 0) || (mode & (S_IWGRP | S_IWOTH)))
+		return -EACCES;
+	return 0;
+}
+
+/* Connects to the daemon at path, if it is ours: this user's or root's. */
+static int dial(const char *path)
+{
+	uid_t peer;
+	int fd = prim_unix_connect(path, &peer);
+	if (fd >= 0 && peer != prim_geteuid() && peer != 0) {
+		prim_close(fd);
+		return -EACCES;
+	}
+	return fd;
+}
+
+/* Sends one request and reads the answer (and up to nfds descriptors,
+ * each checked).  Returns how many descriptors came, or -errno. */
+static int exchange(int fd, const char *request, char *reply, size_t len, int *fds, int nfds)
+{
+	int got = 0;
+	bool refused = false;
+	int err = prim_send(fd, request, strlen(request), false);
+	if (err) {
+		/* A daemon that refuses us says why, then closes: read that. */
+		if (err != -EPIPE && err != -ECONNRESET)
+			return err;
+		refused = true;
+	}
+	ssize_t n = prim_recv_fds(fd, reply, len - 1, refused, fds, nfds, &got);
+	if (n == -ECONNRESET) /* reported before the answer still queued */
+		n = prim_recv_fds(fd, reply, len - 1, true, fds, nfds, &got);
+	if (n < 0)
+		return refused ? -EPIPE : n == -EAGAIN ? -ECONNRESET : (int)n;
+	if (n == 0)
+		return -ECONNRESET;
+	reply[n] = 0;
+	uid_t peer = 0;
+	if (got) {
+		/* The daemon's credentials, for the files it handed over. */
+		if (prim_unix_peer(fd, &peer))
+			err = -EACCES;
+		for (int i = 0; i < got && !err; i++)
+			err = file_trusted(fds[i], peer);
+	}
+	if (!err && !strncmp(reply, "ERR ", 4)) {
+		int e = atoi(reply + 4);
+		err = e > 0 ? -e : -EPROTO;
+	} else if (!err && strncmp(reply, "OK", 2)) {
+		err = -EPROTO;
+	}
+	if (err) {
+		for (int i = 0; i < got; i++)
+			prim_close(fds[i]);
+		return err;
+	}
+	return got;
+}
+
+int samepage_control(const char *socket_path, const char *request, char *reply, size_t len)
+{
+	char path[108];
+	int fd, err;
+	if (!request || !reply || len < 2)
+		return -EINVAL;
+	if (!socket_path) {
+		err = samepage_socket_path(path, sizeof(path));
+		if (err)
+			return err;
+		socket_path = path;
+	}
+	fd = dial(socket_path);
+	if (fd < 0)
+		return fd;
+	err = exchange(fd, request, reply, len, NULL, 0);
+	prim_close(fd);
+	return err < 0 ? err : 0;
+}
+
+/* HELLO: the connection, and the domain's index and pool and this
+ * process's ledger (fds[0..2]), each checked. */
+int control_hello(const char *socket_path, const char *domain, int *conn, int fds[3])
+{
+	char req[128], reply[256];
+	int fd = dial(socket_path);
+	if (fd < 0)
+		return fd;
+	snprintf(req, sizeof(req), "HELLO %s", domain);
+	int got = exchange(fd, req, reply, sizeof(reply), fds, 3);
+	if (got != 3) {
+		for (int i = 0; i < got; i++)
+			prim_close(fds[i]);
+		prim_close(fd);
+		return got < 0 ? got : -EPROTO;
+	}
+	*conn = fd;
+	return 0;
+}

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: MIT
+/*
+ * counters.c - the counters' one definition.
+ *
+ * The kernel derives three of its counters from others: pages_volatile
+ * (rmap items neither merged nor waiting in the unstable tree),
+ * general_profit (pages saved, zero pages included, less the metadata) and
+ * ksm_process_profit (the same for one process).  The library (one
+ * engine), samepaged (sums over its domains and clients) and the client's
+ * ledger all answer through counter_value(), so they cannot disagree.
+ * general_profit subtracts our real metadata (metadata_bytes), not 64
+ * bytes per rmap item.
+ */
+#include "internal.h"
+
+bool counter_value(const struct ksm_counts *c, int idx, long long *out)
+{
+	long long v;
+	switch (idx) {
+	case KNOB_pages_scanned: v = (long long)c->pages_scanned; break;
+	case KNOB_pages_shared: v = (long long)c->pages_shared; break;
+	case KNOB_pages_sharing: v = (long long)c->pages_sharing; break;
+	case KNOB_pages_unshared: v = (long long)c->unshared; break;
+	case KNOB_pages_volatile:
+		v = (long long)c->rmap_items - (long long)(c->merging_pages + c->unshared);
+		if (v < 0)
+			v = 0;
+		break;
+	case KNOB_pages_skipped: v = (long long)c->pages_skipped; break;
+	case KNOB_ksm_zero_pages: v = (long long)c->zero_pages; break;
+	case KNOB_full_scans: v = (long long)c->full_scans; break;
+	case KNOB_stable_node_chains: v = (long long)c->chains; break;
+	case KNOB_stable_node_dups: v = (long long)c->dups; break;
+	case KNOB_general_profit:
+		v = (long long)((c->pages_sharing + c->zero_pages) * PAGE_SIZE) -
+		    (long long)c->metadata_bytes;
+		break;
+	case KNOB_ksm_rmap_items: v = (long long)c->rmap_items; break;
+	case KNOB_ksm_merging_pages: v = (long long)c->merging_pages; break;
+	case KNOB_metadata_bytes: v = (long long)c->metadata_bytes; break;
+	case KNOB_pages_tracked: v = (long long)c->pages_tracked; break;
+	case KNOB_pool_pages: v = (long long)c->pool_pages; break;
+	case KNOB_pool_pages_reclaimed: v = (long long)c->reclaimed; break;
+	default:
+		if (!c->process)
+			return false; /* one process's only, or a tunable */
+		switch (idx) {
+		case KNOB_ksm_process_profit:
+			v = (long long)((c->merging_pages + c->zero_pages) * PAGE_SIZE) -
+			    (long long)c->metadata_bytes;
+			break;
+		case KNOB_metadata_bytes_per_page: v = (long long)c->metadata_per_page; break;
+		case KNOB_merges_skipped_map_budget: v = (long long)c->skipped_map_budget; break;
+		case KNOB_map_count: v = (long long)c->map_count; break;
+		case KNOB_max_map_count: v = (long long)c->max_map_count; break;
+		case KNOB_cow_ksm: v = (long long)c->cow_ksm; break;
+		case KNOB_merge_window_waits: v = (long long)c->window_waits; break;
+		default: return false; /* a tunable */
+		}
+	}
+	*out = v;
+	return true;
+}

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: MIT
+/*
+ * engines.c - the process's list of engines, and the order of the locks.
+ *
+ * The locks, always taken in this order:
+ *
+ *   engines_lock     the list, for fork and the madvise/mremap wrappers that
+ *                    walk it and lock each engine
+ *   sp->lock         one engine: its regions, counters, scan cursor; the
+ *                    scanner holds it per batch, application calls take it
+ *                    through engine_lock() (the scanner hands it over)
+ *   address space    as_lock (guard.c): shared by the application's
+ *                    mmap/munmap/mremap/mprotect/madvise, exclusive for a
+ *                    batch of merges
+ *   domain lock      the stable index and pool allocator (index_lock)
+ *
+ * engine_enter()/engine_leave() take and release the last two, for a
+ * change of pages or trees.  The application's unmaps are noted under
+ * engines_rw (a read lock), never engines_lock: fork and the madvise
+ * wrapper hold engines_lock while they wait for the address-space lock,
+ * and waiting for it there would deadlock.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+
+pthread_mutex_t engines_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_rwlock_t engines_rw = PTHREAD_RWLOCK_INITIALIZER; /* the list, for the wrappers */
+struct samepage *engines;
+_Atomic int nengines;
+
+/* A forked child's copy of the parent's engine is inert. */
+bool engine_alive(const struct samepage *sp)
+{
+	return sp && sp->owner == prim_getpid();
+}
+
+/* Lists a started engine, for interpose.c and fork. */
+void engines_add(struct samepage *sp)
+{
+	pthread_mutex_lock(&engines_lock);
+	pthread_rwlock_wrlock(&engines_rw);
+	sp->next_engine = engines;
+	engines = sp;
+	atomic_fetch_add(&nengines, 1);
+	pthread_rwlock_unlock(&engines_rw);
+	pthread_mutex_unlock(&engines_lock);
+}
+
+void engines_remove(struct samepage *sp)
+{
+	pthread_mutex_lock(&engines_lock);
+	pthread_rwlock_wrlock(&engines_rw);
+	for (struct samepage **pp = &engines; *pp; pp = &(*pp)->next_engine) {
+		if (*pp == sp) {
+			*pp = sp->next_engine;
+			atomic_fetch_sub(&nengines, 1);
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&engines_rw);
+	pthread_mutex_unlock(&engines_lock);
+}
+
+/* The application's unmaps, noted while its thread holds the
+ * address-space lock shared (see the lock order above). */
+void engine_note_unmap(uintptr_t start, size_t len)
+{
+	pthread_rwlock_rdlock(&engines_rw);
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+		if (!engine_alive(sp))
+			continue;
+		pthread_mutex_lock(&sp->forget_lock);
+		if (sp->nforget == sp->forget_cap) {
+			size_t cap = sp->forget_cap ? sp->forget_cap * 2 : 64;
+			void *n = realloc(sp->forget, cap * sizeof(*sp->forget));
+			if (n) {
+				sp->forget = n;
+				sp->forget_cap = cap;
+			}
+		}
+		if (sp->nforget < sp->forget_cap) {
+			sp->forget[sp->nforget].start = start;
+			sp->forget[sp->nforget].len = len;
+			sp->nforget++;
+		} else {
+			/* No memory to remember it: stop merging this engine's
+			 * ranges rather than risk merging the new mapping. */
+			sp->forget_lost = true;
+		}
+		atomic_store(&sp->changed, true);
+		pthread_mutex_unlock(&sp->forget_lock);
+	}
+	pthread_rwlock_unlock(&engines_rw);
+}
+
+void engine_note_change(void)
+{
+	pthread_rwlock_rdlock(&engines_rw);
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
+		atomic_store(&sp->changed, true);
+	pthread_rwlock_unlock(&engines_rw);
+}
+
+/* sp->lock for an application thread: the scanner hands it over between
+ * batches when someone waits (glibc's mutexes are not fair). */
+void engine_lock(struct samepage *sp)
+{
+	atomic_fetch_add(&sp->app_waiting, 1);
+	pthread_mutex_lock(&sp->lock);
+	atomic_fetch_sub(&sp->app_waiting, 1);
+}
+
+/* Takes what a change of pages or trees needs, in order: sp->lock (held by
+ * the caller), the address-space lock, the domain lock; then catches up
+ * with what the application unmapped. */
+void engine_enter(struct samepage *sp)
+{
+	as_lock_exclusive();
+	index_lock(sp);
+	engine_sync(sp);
+}
+
+void engine_leave(struct samepage *sp)
+{
+	index_unlock(sp);
+	as_unlock();
+}
+
+/* Forgets what the application unmapped and rereads the maps if anything
+ * changed.  Called inside engine_enter(). */
+void engine_sync(struct samepage *sp)
+{
+	if (!atomic_load(&sp->changed) && !sp->maps_dirty)
+		return;
+	pthread_mutex_lock(&sp->forget_lock);
+	regions_forget_unmapped(sp, sp->forget, sp->nforget);
+	sp->nforget = 0;
+	if (sp->forget_lost) {
+		for (size_t ri = sp->nregions; ri-- > 0;)
+			regions_forget(sp, sp->regions[ri].start,
+				       sp->regions[ri].npages << PAGE_SHIFT);
+		sp->forget_lost = false;
+	}
+	atomic_store(&sp->changed, false);
+	pthread_mutex_unlock(&sp->forget_lock);
+	regions_refresh(sp);
+}

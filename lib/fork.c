@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: MIT
+/*
+ * fork.c - fork() keeps its semantics.
+ *
+ * The child gets copies of the parent's mappings, including private
+ * mappings of the pool.  The parent must then never punch or reuse a pool
+ * page the child may still read, so at fork every KSM page is pinned; the
+ * child writes its pid in a page shared with the parent, and the parent
+ * unpins once no child maps the pool any more (it exited or exec'd).  The
+ * child's copy of the engine is inert (-ECHILD): it may open its own.
+ */
+#include "internal.h"
+
+/* Pins every KSM page this process maps, once per process: `pinned`
+ * counts the processes (of the domain) whose children may map the page.
+ * Runs in the fork handler, so it allocates nothing from the C library
+ * (a sanitizer's or allocator's fork lock may be held): a bitmap of the
+ * nodes, then the sorted list, both mapped with raw mmap. */
+static void pins_free(uint32_t *pins, size_t n)
+{
+	if (pins)
+		prim_munmap(pins, (n * sizeof(*pins) + PAGE_SIZE) & ~(PAGE_SIZE - 1));
+}
+
+/* engine_free(): the pin list goes with the engine. */
+void fork_forget_pins(struct samepage *sp)
+{
+	pins_free(sp->pins, sp->npins);
+	sp->pins = NULL;
+	sp->npins = 0;
+}
+
+static void pin_mapped_nodes(struct samepage *sp)
+{
+	size_t nr = sp->dom->nr, bytes = ((nr + 63) / 64) * 8, n = 0;
+	if (!nr)
+		return;
+	uint64_t *bits = prim_alloc_pages(bytes);
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		for (size_t i = 0; i < r->npages; i++) {
+			if (!(r->meta[i].flags & PM_STABLE))
+				continue;
+			uint32_t id = r->meta[i].link;
+			if (!bits) {
+				sp->stable.nodes[id].pinned = 255; /* cannot count: for ever */
+				continue;
+			}
+			if (!(bits[id / 64] & (1ULL << (id % 64)))) {
+				bits[id / 64] |= 1ULL << (id % 64);
+				n++;
+			}
+		}
+	}
+	if (!bits)
+		return;
+	for (size_t k = 0; k < sp->npins; k++) /* the old pins stay pins */
+		if (!(bits[sp->pins[k] / 64] & (1ULL << (sp->pins[k] % 64)))) {
+			bits[sp->pins[k] / 64] |= 1ULL << (sp->pins[k] % 64);
+			n++;
+		}
+	uint32_t *ids = n ? prim_alloc_pages((n * sizeof(*ids) + PAGE_SIZE) & ~(PAGE_SIZE - 1))
+			  : NULL;
+	if (n && !ids) {
+		prim_free_pages(bits, bytes);
+		return;
+	}
+	size_t u = 0, old = 0;
+	for (uint32_t id = 0; id < nr && u < n; id++) {
+		if (!(bits[id / 64] & (1ULL << (id % 64))))
+			continue;
+		ids[u++] = id;
+		/* Count this process once on the nodes it had not pinned yet. */
+		while (old < sp->npins && sp->pins[old] < id)
+			old++;
+		bool had = old < sp->npins && sp->pins[old] == id;
+		if (!had && sp->stable.nodes[id].pinned < 255)
+			sp->stable.nodes[id].pinned++;
+	}
+	prim_free_pages(bits, bytes);
+	pins_free(sp->pins, sp->npins);
+	sp->pins = ids;
+	sp->npins = u;
+}
+
+/* The domain lock is not held across fork (a robust mutex cannot be
+ * released by the child): the KSM pages this process maps are pinned
+ * before, while sp->lock keeps the scanner from making new ones. */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&engines_lock);
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+		/* Every fork counts, a forked child's too: its own children
+		 * (grandchildren) map the same pool pages. */
+		atomic_fetch_add(&sp->fork->started, 1);
+		if (!engine_alive(sp))
+			continue;
+		pthread_mutex_lock(&sp->lock);
+		index_lock(sp);
+		pin_mapped_nodes(sp);
+		index_unlock(sp);
+	}
+	as_lock_exclusive(); /* no merge window is open across the fork */
+}
+
+static void fork_parent(void)
+{
+	as_unlock();
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
+		if (engine_alive(sp))
+			pthread_mutex_unlock(&sp->lock);
+	pthread_mutex_unlock(&engines_lock);
+}
+
+static void fork_child(void)
+{
+	pid_t parent = prim_getppid();
+	as_reinit(); /* the parent's thread held it: it cannot be released here */
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+		uint32_t k = atomic_fetch_add(&sp->fork->registered, 1);
+		if (k < MAX_FORK_CHILDREN)
+			atomic_store(&sp->fork->pids[k], prim_getpid());
+		/* Our merged pages map its pool: discards must still read zeros. */
+		stale_pool_add(sp->pool.dev, sp->pool.ino);
+		if (sp->owner != parent)
+			continue;	    /* not locked in fork_prepare */
+		sp->thread_started = false; /* threads do not survive fork */
+		pthread_mutex_unlock(&sp->lock);
+	}
+	pthread_mutex_unlock(&engines_lock);
+}
+
+/* Does process pid still map our pool? */
+static int maps_our_pool(const struct map_entry *e, void *arg)
+{
+	const struct pool *p = arg;
+	return !e->anon && e->dev == p->dev && e->ino == p->ino;
+}
+
+static bool pid_maps_pool(struct samepage *sp, pid_t pid)
+{
+	return prim_maps_walk(pid, maps_our_pool, &sp->pool) == 1;
+}
+
+/* Unpins the pool once every forked child has let go of it. */
+void fork_reap(struct samepage *sp)
+{
+	uint32_t started = atomic_load(&sp->fork->started);
+	uint32_t reg = atomic_load(&sp->fork->registered);
+	if (!started || reg != started || reg > MAX_FORK_CHILDREN)
+		return;
+	for (uint32_t k = 0; k < reg; k++)
+		if (pid_maps_pool(sp, atomic_load(&sp->fork->pids[k])))
+			return;
+	/* The counters are only reset if no fork began meanwhile. */
+	if (!atomic_compare_exchange_strong(&sp->fork->started, &started, 0))
+		return;
+	atomic_store(&sp->fork->registered, 0);
+	for (size_t k = 0; k < sp->npins; k++) {
+		struct stable_node *n = &sp->stable.nodes[sp->pins[k]];
+		if (n->pinned && n->pinned < 255)
+			n->pinned--;
+		stable_drop(sp, sp->pins[k], 0, false); /* frees it if nothing maps it */
+	}
+	pins_free(sp->pins, sp->npins);
+	sp->pins = NULL;
+	sp->npins = 0;
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void register_atfork(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void fork_init(void)
+{
+	pthread_once(&atfork_once, register_atfork);
+}

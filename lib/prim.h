@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * prim.h - every call libsamepage makes to the operating system.
+ *
+ * The contract: each function returns 0 (or a count, where it says so) on
+ * success and a negative errno on failure; none touches errno's meaning
+ * for the caller, none goes through the C library's symbols that
+ * libsamepage interposes (mmap, munmap, mremap, mprotect, madvise, mlock):
+ * they are the kernel's calls, so that the engine's own changes never wait
+ * on the address-space lock the interposed calls take.  One file
+ * (prim-linux.c) implements them: it is the one place to audit, and the one
+ * to substitute for a test or a measurement.
+ */
+#ifndef SAMEPAGE_PRIM_H
+#define SAMEPAGE_PRIM_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+/* ---- the address space ---- */
+int prim_mmap(void **out, void *addr, size_t len, int prot, int flags, int fd, off_t off);
+int prim_munmap(void *addr, size_t len);
+int prim_mprotect(void *addr, size_t len, int prot);
+int prim_madvise(void *addr, size_t len, int advice);
+int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
+int prim_mlock(const void *addr, size_t len, unsigned int flags); /* mlock2 */
+/* Anonymous private read-write memory, and its release. */
+void *prim_alloc_pages(size_t len);
+void prim_free_pages(void *p, size_t len);
+
+/* ---- files ---- */
+int prim_memfd(const char *name);			     /* an fd, close-on-exec */
+int prim_truncate(int fd, off_t size);			     /* ftruncate */
+int prim_punch(int fd, off_t off, off_t len);		     /* fallocate PUNCH_HOLE */
+int prim_file_id(int fd, dev_t *dev, ino_t *ino);	     /* fstat */
+int prim_file_owner(int fd, uid_t *uid, mode_t *mode);	     /* fstat: owner and mode */
+int prim_close(int fd);
+int prim_random(void *buf, size_t len);			     /* getrandom */
+
+/* ---- threads, signals, processes ---- */
+int prim_futex_wait(_Atomic uint32_t *word, uint32_t val);   /* FUTEX_WAIT_PRIVATE */
+int prim_futex_wake(_Atomic uint32_t *word);		     /* wakes every waiter */
+int prim_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
+bool prim_pid_alive(pid_t pid);				     /* kill(pid, 0) */
+pid_t prim_getpid(void);
+pid_t prim_getppid(void);
+uid_t prim_geteuid(void);
+uint64_t prim_now_ns(void);				     /* CLOCK_MONOTONIC */
+uint64_t prim_thread_cpu_ns(void);			     /* CLOCK_THREAD_CPUTIME_ID */
+void prim_deadline(uint64_t ms, struct timespec *out); /* CLOCK_REALTIME + ms */
+
+/* ---- /proc ---- */
+#define PM_PRESENT (1ULL << 63)
+#define PM_SWAPPED (1ULL << 62)
+#define PM_FILE (1ULL << 61)
+#define PM_EXCLUSIVE (1ULL << 56)
+/* npages pagemap entries of this process from addr (absent ones read 0). */
+int prim_pagemap(uintptr_t addr, size_t npages, uint64_t *out);
+/* /proc/self/mem: reaches PROT_NONE and read-only pages (FOLL_FORCE), and
+ * fails cleanly where nothing is mapped.  Return the bytes moved. */
+ssize_t prim_mem_read(uintptr_t addr, void *buf, size_t len);
+ssize_t prim_mem_write(uintptr_t addr, const void *buf, size_t len);
+long prim_max_map_count(void); /* vm.max_map_count; the kernel's default if unreadable */
+unsigned long long prim_starttime(pid_t pid); /* /proc/PID/stat field 22, 0 if gone */
+
+/* A line of /proc/PID/maps. */
+struct map_entry {
+	uintptr_t start, end;
+	int prot;
+	bool shared;
+	unsigned long long pgoff; /* in bytes */
+	dev_t dev;
+	ino_t ino;
+	bool anon; /* no file: anonymous, [heap], [stack] */
+};
+/* Calls fn for each line of /proc/PID/maps (pid 0: this process) until it
+ * returns non-zero, which is returned.  Allocates nothing. */
+typedef int (*maps_fn)(const struct map_entry *e, void *arg);
+int prim_maps_walk(pid_t pid, maps_fn fn, void *arg);
+/* Calls fn for each mapping of /proc/self/smaps with the two-letter
+ * VmFlags it has (a string such as " rd wr mr mw me ac lo"). */
+typedef int (*vmflags_fn)(uintptr_t start, uintptr_t end, const char *flags, void *arg);
+int prim_vmflags_walk(vmflags_fn fn, void *arg);
+
+/* ---- the control socket (samepaged) ---- */
+/* Connects a SOCK_SEQPACKET socket to path; *peer_uid from SO_PEERCRED. */
+int prim_unix_connect(const char *path, uid_t *peer_uid);
+int prim_unix_peer(int fd, uid_t *peer_uid); /* SO_PEERCRED */
+int prim_send(int fd, const void *buf, size_t len, bool dontwait);
+/* One packet into buf (returns its length) with up to nfds descriptors
+ * (close-on-exec; extra ones are closed); *nfds_out says how many came. */
+ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, int nfds,
+		      int *nfds_out);
+bool prim_hung_up(int fd); /* the peer closed: poll(POLLRDHUP) */
+
+#endif

@@ -1,0 +1,317 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * types.h - libsamepage's structures.
+ *
+ * The words are the kernel's (mm/ksm.c): a tracked page has an "rmap item"
+ * (here struct page_meta, 12 bytes instead of 64), merged pages hang on
+ * "stable nodes" (one per KSM page, i.e. per pool page), pages seen
+ * unchanged for one full scan wait in the "unstable tree" (here a hash index
+ * keyed by the page checksum, rebuilt every full scan), and the scanner
+ * thread is "ksmd".  The invariants written here are checked by
+ * invariants_check() (debug.c) in debug builds.
+ */
+#ifndef SAMEPAGE_TYPES_H
+#define SAMEPAGE_TYPES_H
+
+#include "samepage.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define PAGE_SIZE 4096UL
+#define PAGE_SHIFT 12
+#define NIL UINT32_MAX /* the empty link in every index */
+
+/* The most pages one batch reads, hashes and merges under one hold of the
+ * address-space lock.  512 pages = 2 MiB: long enough to make runs, short
+ * enough that an application's munmap() never waits long. */
+#define BATCH_PAGES 512
+
+/*
+ * page_meta.flags.  Zero means "mergeable, no state", so an untouched page
+ * of a sparse range costs no memory.
+ *   PM_OFF       not mergeable (unregistered, or gone)
+ *   PM_ITEM      has an rmap item: seen present, counted in ksm_rmap_items
+ *   PM_UNSTABLE  in the unstable tree of scan seqnr (low 8 bits)
+ *   PM_STABLE    maps the pool page of stable node `link`
+ *   PM_ZERO      merged with the zero page (use_zero_pages)
+ *   PM_PENDING   a merge is decided and waits for the batch to run
+ *   PM_KEEP      scanned and counted, never merged: its mapping carries a
+ *                promise a merge would drop (mlock, wipe-on-fork...)
+ *   PM_POOLMAP   its mapping is a private mapping of the pool (it was merged
+ *                since the range was last made anonymous): MADV_DONTNEED
+ *                there would bring the pool page back, not zeros
+ */
+#define PM_OFF 0x01
+#define PM_ITEM 0x02
+#define PM_UNSTABLE 0x04
+#define PM_STABLE 0x08
+#define PM_ZERO 0x10
+#define PM_PENDING 0x20
+#define PM_KEEP 0x40
+#define PM_POOLMAP 0x80
+
+/*
+ * The rmap item of one tracked page.  12 bytes, plus 2 to 4 bytes of
+ * unstable-bucket head per page (see struct unstable_index): 16 at most.
+ * Invariants: PM_STABLE => link is a live stable node whose mapcount
+ * counts this page; PM_UNSTABLE with seqnr == the current scan's => the page
+ * is on the bucket chain of checksum, linked through `link`; the two flags
+ * are never set together.
+ */
+struct page_meta {
+	uint32_t checksum; /* low 32 bits of XXH3-64 at the last visit */
+	uint32_t link;	   /* stable node index, or next page id in the bucket */
+	uint8_t flags;
+	uint8_t age;		 /* smart scan: visits, saturating at 255 */
+	uint8_t remaining_skips; /* smart scan: visits still to skip */
+	uint8_t seqnr;		 /* low 8 bits of full_scans when put in the unstable tree */
+};
+
+/* A protection span of a region, from /proc/self/maps. */
+struct prot_span {
+	uintptr_t start, end;
+	int prot;
+};
+
+/*
+ * A range the application marked mergeable.  Pages are numbered by a
+ * process-wide page id (base_id + index) so that one 32-bit link can name a
+ * page of any region.  meta[] is mmap'd: untouched parts of a sparse range
+ * cost no memory.
+ */
+struct region {
+	uintptr_t start;
+	size_t npages;
+	uint32_t base_id;
+	struct page_meta *meta;
+	struct prot_span *spans; /* sorted, covering [start, end) where mapped */
+	size_t nspans;
+	size_t mergeable_pages; /* pages without PM_OFF */
+	bool merged;		/* a merge happened here since the range was last made anonymous */
+};
+
+/*
+ * One KSM page: a page of the pool memfd and the mappings that share it.
+ * 20 bytes.  Node i is pool page i.  Dups of one content (made when a KSM
+ * page is full at max_page_sharing) all sit in the same hash bucket: the
+ * bucket walk finds them, so no separate chain list is kept.
+ */
+struct stable_node {
+	uint32_t checksum;
+	uint32_t pool_off; /* = the node's index; kept for readability */
+	uint32_t mapcount; /* verified mappings in all processes (rmap_hlist_len) */
+	uint32_t hnext;	   /* next node in the bucket, plus one (0 ends) */
+	uint16_t pending;  /* merges decided in a batch, not yet done */
+	uint8_t in_use;	   /* NODE_USED, NODE_SOLO */
+	uint8_t pinned;	   /* processes whose forked children may map it (255: for ever) */
+};
+#define NODE_USED 1
+#define NODE_SOLO 2 /* made for a partner in another process: keep with one mapping */
+
+/*
+ * A domain: the stable index and the pool allocator, in one shared file,
+ * so that the processes of one security domain (samepaged) merge with each
+ * other.  A local engine has a domain of its own.  Sizes are fixed and the
+ * file is sparse: only what is used costs memory.  Heads and links hold
+ * index + 1 so that zeroed memory is an empty table.
+ */
+#define DOM_MAGIC 0x31444d4f44505353ULL /* "SSPDOMD1" */
+#define DOM_NODES (16u << 20)		/* 64 GiB of KSM pages per domain */
+#define DOM_BUCKETS (1u << 18)
+#define DOM_HINTS (1u << 18)
+#define DOM_OFF_NODES 8192UL
+#define DOM_OFF_FREE (DOM_OFF_NODES + (size_t)DOM_NODES * sizeof(struct stable_node))
+#define DOM_OFF_HEADS (DOM_OFF_FREE + (size_t)DOM_NODES * sizeof(uint32_t))
+#define DOM_OFF_HINTS (DOM_OFF_HEADS + (size_t)DOM_BUCKETS * sizeof(uint32_t))
+#define DOM_SIZE (DOM_OFF_HINTS + (size_t)DOM_HINTS * sizeof(uint64_t))
+
+struct domain {
+	uint64_t magic;
+	uint64_t instance;    /* random: tells a restarted daemon's new domain from the old */
+	pthread_mutex_t lock; /* robust and process-shared */
+	unsigned long long knob[64];
+	_Atomic uint64_t unmerge_epoch; /* run=2 written: every process unmerges */
+	uint32_t nr;			/* pool pages ever used: the high-water mark */
+	uint32_t free_top;		/* entries on the free stack (may be stale: check in_use) */
+	uint32_t last_alloc;
+	uint32_t live; /* nodes in use = pool pages held */
+	uint64_t pages_shared, pages_sharing, chains, dups, reclaimed;
+	char name[72];
+};
+
+/* The process-local view of a domain. */
+struct stable_index {
+	struct domain *dom;
+	struct stable_node *nodes;
+	uint32_t *free;
+	uint32_t *heads;
+	_Atomic uint64_t *hints;
+	uint32_t *refs; /* this process's mappings per node (samepaged's ledger), or NULL */
+	int fd;
+};
+
+struct unstable_index {
+	uint32_t *heads; /* bucket -> first page id, or NIL */
+	uint32_t mask;
+};
+
+/* The pool: one memfd of DOM_NODES pages (sparse), mapped MAP_SHARED at
+ * `view` for the engine's own reads and writes.  Which pages are used is
+ * the domain's business (pool_alloc/pool_release). */
+struct pool {
+	int fd;
+	char *view;
+	size_t view_pages;
+	dev_t dev;
+	ino_t ino;
+};
+
+/* A pending merge: this page should map `node`'s pool page (or the zero
+ * page).  Collected per batch, sorted by address and done run by run. */
+struct merge_req {
+	uintptr_t addr;
+	uint32_t region; /* index in sp->regions */
+	uint32_t index;	 /* page index in the region */
+	uint32_t node;	 /* NIL for the zero page */
+	uint32_t pool_off;
+};
+
+/* Shared with forked children (MAP_SHARED): they register here so that the
+ * parent keeps every pool page they may map until they are gone. */
+#define MAX_FORK_CHILDREN 1000 /* the page holds the pids of this many forks */
+struct fork_shared {
+	_Atomic uint32_t started;    /* forks begun by a process of this engine */
+	_Atomic uint32_t registered; /* children that wrote their pid */
+	_Atomic pid_t pids[MAX_FORK_CHILDREN];
+};
+
+/* This process's counters; the domain-wide ones are in struct domain. */
+struct counters {
+	uint64_t merging_pages, pages_unshared, rmap_items;
+	uint64_t pages_scanned, pages_skipped, full_scans, zero_pages;
+	uint64_t skipped_map_budget, cow_ksm;
+	uint64_t map_count, max_map_count;
+};
+
+struct advisor {
+	uint64_t start_ns;  /* wall time at the start of the full scan */
+	uint64_t cpu_ns;    /* scanner CPU time at the last advice */
+	uint64_t scan_time; /* seconds of the last full scan */
+	uint64_t change;    /* EWMA of the change factor */
+};
+
+struct samepage {
+	pthread_mutex_t lock;	 /* everything below; the scanner holds it per batch */
+	_Atomic int app_waiting; /* application threads waiting for lock (engine_lock) */
+	pthread_cond_t wake;
+	pthread_t thread;
+	bool thread_started, stopping;
+	pid_t owner; /* the process that opened it; a forked child's copy is inert */
+
+	unsigned long long *knob; /* tunables, by knob_index(): the domain's */
+
+	struct region *regions;
+	size_t nregions, regions_cap;
+	uint32_t next_page_id;
+	uint64_t tracked_pages;
+
+	/* the scan cursor */
+	size_t cur_region;
+	size_t cur_index;
+
+	struct stable_index stable;
+	struct domain *dom;	/* = stable.dom */
+	uint64_t unmerge_epoch; /* the domain's, when this process last unmerged */
+	struct unstable_index unstable;
+	struct pool pool;
+	struct counters c;
+	struct advisor adv;
+	struct fork_shared *fork;
+	uint32_t *pins; /* the nodes this process pinned for its children, sorted */
+	size_t npins;
+	bool maps_dirty; /* protections or mappings changed: reread /proc/self/maps */
+
+	struct merge_req *reqs;
+	size_t nreqs;
+	char *buf;		 /* one page: the contents of the page being merged */
+	uint64_t *pagemap;	 /* BATCH_PAGES entries */
+	bool scan_running;	 /* a full scan has started and not ended */
+	uintptr_t last_new_addr; /* to keep runs of new KSM pages contiguous */
+	uint32_t last_new_off;
+
+	/* Ranges the application unmapped (interpose.c), to forget at the
+	 * next batch; on overflow, maps_dirty makes the scanner reread all. */
+	pthread_mutex_t forget_lock;
+	struct unmapped *forget;
+	size_t nforget, forget_cap;
+	bool forget_lost;
+	_Atomic bool changed; /* maps_dirty, set from application threads */
+
+	/* samepaged (client.c): the connection, the ledger this process's
+	 * references are counted in, and whether merging is paused because
+	 * the daemon went away. */
+	int conn_fd;
+	struct ledger *ledger;
+	bool detached;
+	uint64_t reconnect_ns;
+	char domain_name[72];
+	char socket_path[108];
+	/* Set by client.c: called by the scanner between batches, and by
+	 * samepage_close() (so the engine needs no link to the client). */
+	void (*poll)(struct samepage *sp);
+	void (*detach)(struct samepage *sp);
+
+	struct samepage *next_engine; /* the process's list of engines */
+};
+
+/*
+ * A client's ledger: a file of samepaged's state directory, shared between
+ * the client (which writes it) and the daemon (which reads it when the
+ * client is gone, to drop the client's references).  refs[i] is how many
+ * of the client's pages map KSM page i.  Sparse: 4 bytes per KSM page the
+ * client maps, in practice.
+ */
+#define LEDGER_MAGIC 0x31474452444c5353ULL /* "SSLDRDG1" */
+#define LEDGER_OFF_REFS 4096UL
+#define LEDGER_SIZE (LEDGER_OFF_REFS + (size_t)DOM_NODES * sizeof(uint32_t))
+struct ledger {
+	uint64_t magic;
+	int32_t pid;
+	uint64_t starttime; /* /proc/PID/stat field 22: tells a reused pid */
+	_Atomic int64_t rmap_items, merging_pages, zero_pages, unshared, full_scans;
+	_Atomic int64_t process_profit, tracked_pages, metadata_bytes, pages_scanned, pages_skipped;
+	char comm[32];
+};
+
+/* The control protocol (one message per SOCK_SEQPACKET packet, text):
+ *   HELLO <domain>        -> OK <instance>, with the index, pool and ledger fds
+ *   GET [name]            -> OK, then "name value" lines
+ *   SET <name> <value>    -> OK
+ *   CLIENTS               -> OK, then one line per client (see samepaged.c)
+ * An error is "ERR <errno> <message>". */
+#define PROTO_MAX 65536
+
+/*
+ * The counters, as numbers: what the kernel's sysfs and ksm_stat names are
+ * derived from (counters.c).  The library fills one from an engine, the
+ * daemon from the sums of its domains and clients' ledgers, so that the
+ * derived counters (pages_volatile, general_profit, ksm_process_profit)
+ * have one definition.
+ */
+struct ksm_counts {
+	bool process; /* one process's counts (else a daemon's sums) */
+	/* the domain's (a daemon: summed over its domains) */
+	uint64_t pages_shared, pages_sharing, chains, dups, pool_pages, reclaimed;
+	/* the process's (a daemon: summed over its clients) */
+	uint64_t rmap_items, merging_pages, unshared, zero_pages, full_scans;
+	uint64_t pages_scanned, pages_skipped, pages_tracked, metadata_bytes;
+	/* the process's only */
+	uint64_t metadata_per_page, skipped_map_budget, map_count, max_map_count, cow_ksm,
+	    window_waits;
+};
+
+#endif

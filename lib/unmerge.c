@@ -1,0 +1,362 @@
+// SPDX-License-Identifier: MIT
+/*
+ * unmerge.c - giving merged pages their own memory back.
+ *
+ *  - break_cow(): one page becomes a private copy in place (its mapping
+ *    stays a private mapping of the pool): for a merge undone at once;
+ *  - unmerge_range(): MADV_UNMERGEABLE and run = 2, as in the kernel: the
+ *    merged pages become private anonymous memory with their contents;
+ *  - pool_mappings_to_anon(): the MADV_DONTNEED of merged memory (zeros),
+ *    and the replacement unmerge uses (contents);
+ *  - regions_keep(): pages whose mapping carries a promise a merge would
+ *    drop (mlock, wipe-on-fork, dont-fork, dont-dump) stay out of merging;
+ *  - stale pools: pools of engines this process no longer runs.
+ *
+ * Why a replacement, not a write: a page copied at a write stays in the
+ * pool's mapping, and MADV_DONTNEED there would bring the pool's page back
+ * instead of zeros.  Only a real anonymous mapping behaves as the
+ * application's memory did before merging.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+/* ---- one page ---- */
+
+/* Forgets that a page was merged (its mapping no longer counts). */
+static void forget_merge(struct samepage *sp, struct page_meta *m)
+{
+	m->flags &= (uint8_t)~PM_STABLE;
+	stable_put(sp, m->link);
+	m->link = NIL;
+	m->flags &= (uint8_t)~PM_ITEM;
+	sp->c.rmap_items--;
+	m->checksum = 0;
+}
+
+static int touch_page(struct region *r, uintptr_t a)
+{
+	int prot = region_prot_at(r, a);
+	return prot < 0 ? -ENOMEM : guarded_touch(a, prot);
+}
+
+/* The kernel unshares KSM zero pages too: a fresh private page. */
+static int unshare_zero_page(struct samepage *sp, struct region *r, size_t i)
+{
+	struct page_meta *m = &r->meta[i];
+	uintptr_t a = region_addr(r, i);
+	uint64_t pm = 0;
+	m->flags &= (uint8_t)~PM_ZERO;
+	sp->c.zero_pages--;
+	if (prim_pagemap(a, 1, &pm) == 0 && !((pm & PM_PRESENT) && (pm & PM_EXCLUSIVE)))
+		return touch_page(r, a);
+	return 0;
+}
+
+int break_cow(struct samepage *sp, struct region *r, size_t i)
+{
+	struct page_meta *m = &r->meta[i];
+	uintptr_t a = region_addr(r, i);
+	uint64_t pm = 0;
+
+	if (m->flags & PM_STABLE) {
+		if (!(prim_pagemap(a, 1, &pm) == 0 && (pm & PM_PRESENT) && !(pm & PM_FILE))) {
+			int err = touch_page(r, a);
+			if (err)
+				return err;
+		}
+		forget_merge(sp, m);
+	} else if (m->flags & PM_ZERO) {
+		return unshare_zero_page(sp, r, i);
+	}
+	return 0;
+}
+
+/* ---- mappings of the pool made anonymous again ---- */
+
+/*
+ * Replaces [s, e), a private mapping of the pool, by anonymous memory with
+ * the same protection: with the same contents (copy), or zeros.  The copy
+ * is made inside a merge window, so no write is lost: writers wait until
+ * the new mapping is in place (mremap moves it there atomically).
+ */
+static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
+{
+	size_t len = e - s;
+	void *m;
+
+	if (!copy)
+		return prim_mmap(&m, (void *)s, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+				 -1, 0);
+	int slot = window_open(s, e, prot);
+	if (slot < 0)
+		return slot;
+	char *scratch = NULL;
+	int err = prim_mmap((void **)&scratch, NULL, len, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (err)
+		scratch = NULL;
+	else if (!guarded_copy(scratch, (const void *)s, len))
+		err = -EFAULT;
+	else if (prot != (PROT_READ | PROT_WRITE))
+		err = prim_mprotect(scratch, len, prot);
+	if (!err) {
+		err = prim_mremap(&m, scratch, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)s);
+		if (!err)
+			scratch = NULL; /* it is the application's memory now */
+	}
+	if (err)
+		window_restore(s, e, prot);
+	if (scratch)
+		prim_munmap(scratch, len);
+	window_close(slot);
+	return err;
+}
+
+struct pool_id {
+	dev_t dev;
+	ino_t ino;
+};
+
+struct pieces {
+	const struct pool_id *ids;
+	size_t nids;
+	uintptr_t start, end;
+	struct prot_span *spans;
+	size_t n, cap;
+};
+
+static bool is_pool_entry(const struct pieces *p, const struct map_entry *e)
+{
+	if (e->end <= p->start || e->start >= p->end || e->shared || e->anon)
+		return false;
+	for (size_t k = 0; k < p->nids; k++)
+		if (e->dev == p->ids[k].dev && e->ino == p->ids[k].ino)
+			return true;
+	return false;
+}
+
+/* Collects the private mappings of the pools in [start, end), joining
+ * neighbours of one protection (each merged page may be its own mapping:
+ * one replacement covers them all). */
+static int collect_piece(const struct map_entry *e, void *arg)
+{
+	struct pieces *p = arg;
+	if (!is_pool_entry(p, e))
+		return 0;
+	uintptr_t s = e->start > p->start ? e->start : p->start;
+	uintptr_t t = e->end < p->end ? e->end : p->end;
+	if (p->n && p->spans[p->n - 1].end == s && p->spans[p->n - 1].prot == e->prot) {
+		p->spans[p->n - 1].end = t;
+		return 0;
+	}
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 16;
+		struct prot_span *ns = realloc(p->spans, cap * sizeof(*ns));
+		if (!ns)
+			return -ENOMEM;
+		p->spans = ns;
+		p->cap = cap;
+	}
+	p->spans[p->n++] = (struct prot_span){s, t, e->prot};
+	return 0;
+}
+
+/* Every private mapping of the given pools in [start, end) becomes
+ * anonymous memory again (copy: same contents; else zeros).  Read from the
+ * maps (pages copied at a write are covered too), then changed. */
+static int pools_to_anon(const struct pool_id *ids, size_t nids, uintptr_t start, uintptr_t end,
+			 bool copy)
+{
+	struct pieces p = {.ids = ids, .nids = nids, .start = start, .end = end};
+	int err = prim_maps_walk(0, collect_piece, &p);
+	for (size_t k = 0; k < p.n; k++) {
+		int e = replace_with_anon(p.spans[k].start, p.spans[k].end, p.spans[k].prot, copy);
+		if (e && !err)
+			err = e;
+	}
+	free(p.spans);
+	return err;
+}
+
+/* Called inside engine_enter(). */
+int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy)
+{
+	struct pool_id id = {sp->pool.dev, sp->pool.ino};
+	sp->maps_dirty = true;
+	return pools_to_anon(&id, 1, start, end, copy);
+}
+
+/* The pools of engines this process no longer runs (closed, or inherited
+ * from a parent by fork): their merged pages are still private mappings
+ * of the pool, and MADV_DONTNEED there must still read zeros. */
+#define MAX_STALE_POOLS 64
+static struct pool_id stale_pools[MAX_STALE_POOLS];
+static _Atomic int nstale;
+static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void stale_pool_add(dev_t dev, ino_t ino)
+{
+	pthread_mutex_lock(&stale_lock);
+	int n = atomic_load(&nstale);
+	bool known = false;
+	for (int k = 0; k < n && !known; k++)
+		known = stale_pools[k].dev == dev && stale_pools[k].ino == ino;
+	if (!known && n < MAX_STALE_POOLS) {
+		stale_pools[n] = (struct pool_id){dev, ino};
+		atomic_store(&nstale, n + 1);
+	}
+	pthread_mutex_unlock(&stale_lock);
+}
+
+int stale_pools_discard(uintptr_t start, uintptr_t end)
+{
+	if (!atomic_load(&nstale))
+		return 0;
+	pthread_mutex_lock(&stale_lock);
+	int err = pools_to_anon(stale_pools, (size_t)atomic_load(&nstale), start, end, false);
+	pthread_mutex_unlock(&stale_lock);
+	return err;
+}
+
+static int piece_seen(const struct map_entry *e, void *arg)
+{
+	return is_pool_entry(arg, e);
+}
+
+/* Before the application moves r[from, to) with mremap: the range was one
+ * mapping when the application made it, and must be one again (merging
+ * split it), with its contents and no pool mapping.  Called inside
+ * engine_enter(). */
+int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_t to)
+{
+	struct pool_id id = {sp->pool.dev, sp->pool.ino};
+	struct pieces p = {
+	    .ids = &id, .nids = 1, .start = region_addr(r, from), .end = region_addr(r, to)};
+	int err = 0, prot = region_prot_at(r, p.start);
+	if (prim_maps_walk(0, piece_seen, &p) == 1 && prot >= 0) {
+		err = replace_with_anon(p.start, p.end, prot, true);
+		sp->maps_dirty = true;
+	}
+	for (size_t i = from; i < to; i++)
+		if (r->meta[i].flags & PM_STABLE)
+			forget_merge(sp, &r->meta[i]);
+	return err;
+}
+
+/* ---- ranges ---- */
+
+/* MADV_UNMERGEABLE and run = 2 on r[from, to): the merged pages become
+ * private anonymous memory with their contents, as in the kernel. */
+int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to)
+{
+	int err = pool_mappings_to_anon(sp, region_addr(r, from), region_addr(r, to), true);
+	for (size_t i = from; i < to; i++) {
+		struct page_meta *m = &r->meta[i];
+		if (!err)
+			m->flags &= (uint8_t)~PM_POOLMAP;
+		if (m->flags & PM_STABLE) {
+			forget_merge(sp, m);
+		} else if (m->flags & PM_ZERO) {
+			int e = unshare_zero_page(sp, r, i);
+			if (e && !err)
+				err = e;
+		}
+	}
+	return err;
+}
+
+/* Every merged page of [start, start+len) gets a private anonymous copy
+ * back; with keep, the range's pages never merge again (they are still
+ * scanned and counted, as the kernel scans such VMAs). */
+static int unmerge_span(struct samepage *sp, uintptr_t start, size_t len, bool keep)
+{
+	int err = 0;
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		size_t from, to;
+		if (!region_clip(r, start, start + len, &from, &to))
+			continue;
+		int e = unmerge_range(sp, r, from, to);
+		if (e && !err)
+			err = e;
+		for (size_t i = from; keep && i < to; i++)
+			if (!(r->meta[i].flags & PM_OFF)) {
+				remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
+				r->meta[i].flags |= PM_KEEP;
+			}
+	}
+	return err;
+}
+
+/* MADV_UNMERGEABLE on [start, start+len): a private copy for every merged
+ * page, then the pages are forgotten.  Called inside engine_enter(). */
+int regions_unmerge(struct samepage *sp, uintptr_t start, size_t len)
+{
+	int err = unmerge_span(sp, start, len, false);
+	regions_forget(sp, start, len);
+	return err;
+}
+
+/* run = 2 in this process.  Called inside engine_enter(). */
+void unmerge_all(struct samepage *sp)
+{
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		unmerge_range(sp, r, 0, r->npages);
+		/* run=2 frees every rmap item; the ranges stay registered. */
+		for (size_t i = 0; i < r->npages; i++) {
+			struct page_meta *m = &r->meta[i];
+			remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
+			if (m->flags & PM_ITEM)
+				sp->c.rmap_items--;
+			m->flags &= PM_OFF;
+			m->age = m->remaining_skips = 0;
+			m->checksum = 0;
+		}
+	}
+	sp->c.full_scans = 0;
+	sp->unmerge_epoch = atomic_load(&sp->dom->unmerge_epoch);
+	sp->scan_running = false;
+	sp->cur_region = sp->cur_index = 0;
+}
+
+/* Pages of [start, start+len) keep their own mapping from now on: merged
+ * ones get a private anonymous copy back, and none merges again.  Called
+ * inside engine_enter(). */
+int regions_keep(struct samepage *sp, uintptr_t start, size_t len)
+{
+	return unmerge_span(sp, start, len, true);
+}
+
+struct keep_arg {
+	struct samepage *sp;
+	uintptr_t start, end;
+};
+
+static int keep_flagged(uintptr_t s, uintptr_t e, const char *flags, void *arg)
+{
+	struct keep_arg *k = arg;
+	if (e <= k->start || s >= k->end)
+		return 0;
+	if (strstr(flags, " lo") || strstr(flags, " wf") || strstr(flags, " dc") ||
+	    strstr(flags, " dd")) {
+		uintptr_t from = s > k->start ? s : k->start;
+		uintptr_t to = e < k->end ? e : k->end;
+		regions_keep(k->sp, from, to - from);
+	}
+	return 0;
+}
+
+/* Mappings a merge must not replace, because the replacement would lose
+ * a promise the application asked for: VmFlags lo (mlock), wf
+ * (MADV_WIPEONFORK), dc (MADV_DONTFORK), dd (MADV_DONTDUMP).  Their pages
+ * are kept (regions_keep).  Read when a range is registered. */
+void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
+{
+	struct keep_arg k = {sp, start, end};
+	prim_vmflags_walk(keep_flagged, &k);
+}
