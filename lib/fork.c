@@ -59,8 +59,8 @@ static void pin_mapped_nodes(struct samepage *sp)
 			bits[sp->pins[k] / 64] |= 1ULL << (sp->pins[k] % 64);
 			n++;
 		}
-	uint32_t *ids = n ? prim_alloc_pages((n * sizeof(*ids) + PAGE_SIZE) & ~(PAGE_SIZE - 1))
-			  : NULL;
+	uint32_t *ids =
+	    n ? prim_alloc_pages((n * sizeof(*ids) + PAGE_SIZE) & ~(PAGE_SIZE - 1)) : NULL;
 	if (n && !ids) {
 		prim_free_pages(bits, bytes);
 		return;

@@ -33,24 +33,24 @@ void *prim_alloc_pages(size_t len);
 void prim_free_pages(void *p, size_t len);
 
 /* ---- files ---- */
-int prim_memfd(const char *name);			     /* an fd, close-on-exec */
-int prim_truncate(int fd, off_t size);			     /* ftruncate */
-int prim_punch(int fd, off_t off, off_t len);		     /* fallocate PUNCH_HOLE */
-int prim_file_id(int fd, dev_t *dev, ino_t *ino);	     /* fstat */
-int prim_file_owner(int fd, uid_t *uid, mode_t *mode);	     /* fstat: owner and mode */
+int prim_memfd(const char *name);		       /* an fd, close-on-exec */
+int prim_truncate(int fd, off_t size);		       /* ftruncate */
+int prim_punch(int fd, off_t off, off_t len);	       /* fallocate PUNCH_HOLE */
+int prim_file_id(int fd, dev_t *dev, ino_t *ino);      /* fstat */
+int prim_file_owner(int fd, uid_t *uid, mode_t *mode); /* fstat: owner and mode */
 int prim_close(int fd);
-int prim_random(void *buf, size_t len);			     /* getrandom */
+int prim_random(void *buf, size_t len); /* getrandom */
 
 /* ---- threads, signals, processes ---- */
-int prim_futex_wait(_Atomic uint32_t *word, uint32_t val);   /* FUTEX_WAIT_PRIVATE */
-int prim_futex_wake(_Atomic uint32_t *word);		     /* wakes every waiter */
+int prim_futex_wait(_Atomic uint32_t *word, uint32_t val); /* FUTEX_WAIT_PRIVATE */
+int prim_futex_wake(_Atomic uint32_t *word);		   /* wakes every waiter */
 int prim_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
-bool prim_pid_alive(pid_t pid);				     /* kill(pid, 0) */
+bool prim_pid_alive(pid_t pid); /* kill(pid, 0) */
 pid_t prim_getpid(void);
 pid_t prim_getppid(void);
 uid_t prim_geteuid(void);
-uint64_t prim_now_ns(void);				     /* CLOCK_MONOTONIC */
-uint64_t prim_thread_cpu_ns(void);			     /* CLOCK_THREAD_CPUTIME_ID */
+uint64_t prim_now_ns(void);			       /* CLOCK_MONOTONIC */
+uint64_t prim_thread_cpu_ns(void);		       /* CLOCK_THREAD_CPUTIME_ID */
 void prim_deadline(uint64_t ms, struct timespec *out); /* CLOCK_REALTIME + ms */
 
 /* ---- /proc ---- */

@@ -11,8 +11,17 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+
+/* Tells a test's helper threads to stop (each test file has its own). */
+static atomic_int stop_flag __attribute__((unused));
 
 struct adv_test {
 	const char *name;

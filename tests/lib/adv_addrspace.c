@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: MIT
+/*
+ * adv_addrspace.c - adversarial tests: the application stays in charge of
+ * its address space.
+ *
+ * Each test runs in its own process under a hang guard (adv_main.c,
+ * adv_util.h); the list of tests and their hang limits is adversarial.def.
+ */
+#include "adv_util.h"
+
+/* Regression test (failed at 2be579c, passes since samepage_madvise() calls
+ * engine_enter(), which syncs first).  Was: munmap, mmap at the same address (address reuse), then
+ * samepage_madvise(MERGEABLE) of the new range: the registration is lost.
+ * The munmap is queued on the forget list (engine.c:142) and applied only
+ * at the next engine_sync(), after regions_mark() has re-marked the same
+ * pages (region.c:339-358 does not sync first), so the new range is
+ * forgotten and never merges. */
+void test_reregister_after_reuse(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'a');
+	CHECK_EQ_INT(rd(sp, "pages_sharing"), (long long)n - 1);
+	char *anchor = map_pages(4); /* keeps the scanner scanning if the range is lost */
+	REQUIRE(samepage_madvise(sp, anchor, 4 * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "0");
+	REQUIRE(munmap(p, n * PG) == 0);
+	char *q = mmap(p, n * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (q != p)
+		SKIP("could not map the same address again");
+	memset(q, 'b', n * PG);
+	CHECK_EQ_INT(samepage_madvise(sp, q, n * PG, SAMEPAGE_MERGEABLE), 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_INT(rd(sp, "pages_tracked"), (long long)n + 4);
+	CHECK_EQ_INT(rd(sp, "pages_sharing"), (long long)n - 1);
+	for (size_t i = 0; i < n * PG; i += 97)
+		REQUIRE(q[i] == 'b');
+	samepage_close(sp);
+}
+
+/* Regression: many munmaps between two syncs are all remembered (the
+ * forget list grows), so memory mapped again at the same addresses and
+ * never marked mergeable is never tracked or merged. */
+void test_forget_list_overflow(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'o');
+	wr(sp, "run", "0");
+	for (int k = 0; k < 200; k++) {
+		void *m = mmap(NULL, PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		REQUIRE(m != MAP_FAILED);
+		REQUIRE(munmap(m, PG) == 0);
+	}
+	REQUIRE(munmap(p, n * PG) == 0);
+	char *q = mmap(p, n * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (q != p)
+		SKIP("could not map the same address again");
+	memset(q, 'x', n * PG); /* never registered */
+	/* Another range, so that full scans go on (with no mergeable range at
+	 * all, the scanner idles, as ksmd does with no mm registered). */
+	char *other = map_pages(4);
+	memset(other, 'z', 4 * PG);
+	REQUIRE(samepage_madvise(sp, other, 4 * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_INT(rd(sp, "pages_tracked"), 4);
+	CHECK_EQ_INT(rd(sp, "pages_sharing"), 3); /* only the other range */
+	CHECK_EQ_INT(rd(sp, "pool_pages"), 1);
+	CHECK_EQ_U64(pages_mapping_pool(q, n), 0);
+	samepage_close(sp);
+}
+
+/* Regression: mremap() of engine A's range keeps it registered with A
+ * only; engine B never tracks memory it was not given. */
+void test_mremap_two_engines(void)
+{
+	samepage_t *a = open_fast(), *b = open_fast();
+	char *pa = map_pages(32), *pb = map_pages(32);
+	memset(pa, 'A', 32 * PG);
+	memset(pb, 'B', 32 * PG);
+	REQUIRE(samepage_madvise(a, pa, 32 * PG, SAMEPAGE_MERGEABLE) == 0);
+	REQUIRE(samepage_madvise(b, pb, 32 * PG, SAMEPAGE_MERGEABLE) == 0);
+	char *dst = mmap(NULL, 32 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(dst != MAP_FAILED);
+	char *q = mremap(pa, 32 * PG, 32 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+	REQUIRE(q == dst);
+	CHECK_EQ_INT(rd(a, "pages_tracked"), 32);
+	CHECK_EQ_INT(rd(b, "pages_tracked"), 32);
+	wr(a, "run", "1");
+	wr(b, "run", "1");
+	REQUIRE(wait_scans(a, 2) == 0 && wait_scans(b, 2) == 0);
+	CHECK_EQ_INT(rd(a, "pages_sharing"), 31);
+	CHECK_EQ_INT(rd(b, "pages_sharing"), 31);
+	for (size_t i = 0; i < 32 * PG; i += 97)
+		REQUIRE(q[i] == 'A' && pb[i] == 'B');
+	samepage_close(a);
+	samepage_close(b);
+}
+
+/* Regression: mremap() of a mapping of which only a part was marked
+ * mergeable keeps only that part mergeable where it moves to (the kernel
+ * splits the VMA at MADV_MERGEABLE). */
+void test_mremap_partial_registration(void)
+{
+	samepage_t *sp = open_fast();
+	char *p = map_pages(8);
+	memset(p, 'p', 8 * PG);
+	REQUIRE(samepage_madvise(sp, p, 4 * PG, SAMEPAGE_MERGEABLE) == 0);
+	char *q = mremap(p, 8 * PG, 16 * PG, MREMAP_MAYMOVE);
+	REQUIRE(q != MAP_FAILED);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_LE_U64(rd(sp, "pages_tracked"), 4);
+	CHECK_EQ_INT(rd(sp, "pages_sharing"), 3);
+	CHECK_EQ_U64(pages_mapping_pool(q + 4 * PG, 4), 0);
+	for (size_t i = 0; i < 8 * PG; i += 97)
+		REQUIRE(q[i] == 'p');
+	samepage_close(sp);
+}

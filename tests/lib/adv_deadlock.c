@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: MIT
+/*
+ * adv_deadlock.c - adversarial tests: two calls that must never wait for
+ * each other.
+ *
+ * Each test runs in its own process under a hang guard (adv_main.c,
+ * adv_util.h); the list of tests and their hang limits is adversarial.def.
+ */
+#include "adv_util.h"
+
+/* Maps and unmaps (and re-protects) a private scratch page, forever. */
+static void *scratch_churn(void *arg)
+{
+	while (!atomic_load(&stop_flag)) {
+		void *m =
+		    mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED)
+			continue;
+		mprotect(m, PG, PROT_READ);
+		munmap(m, PG);
+	}
+	return NULL;
+}
+
+/* Regression: fork() while other threads munmap() and mprotect() completes:
+ * the wrappers note unmaps under engines_rw, never engines_lock, so fork
+ * (which holds engines_lock, then the address-space lock) cannot meet them
+ * in the other order. */
+void test_fork_vs_munmap(void)
+{
+	samepage_t *sp = open_fast();
+	char *p = map_pages(16);
+	memset(p, 'f', 16 * PG);
+	REQUIRE(samepage_madvise(sp, p, 16 * PG, SAMEPAGE_MERGEABLE) == 0);
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&t[i], NULL, scratch_churn, NULL) == 0);
+	int forks = 0;
+	for (; forks < 3000; forks++) {
+		pid_t pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0)
+			_exit(p[forks % 16 * PG] == 'f' ? 0 : 1);
+		CHECK_EQ_INT(adv_wait(pid), 0);
+	}
+	atomic_store(&stop_flag, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	CHECK_EQ_INT(forks, 3000);
+	samepage_close(sp);
+}
+
+static char *dn_area;
+static void *dontneed_loop(void *arg)
+{
+	for (int k = 0; k < 20000 && !atomic_load(&stop_flag); k++)
+		madvise(dn_area, 64 * PG, MADV_DONTNEED);
+	return NULL;
+}
+
+/* Regression: madvise(MADV_DONTNEED) on a registered range while other
+ * threads munmap() and mprotect() completes (the same lock order). */
+void test_dontneed_vs_munmap(void)
+{
+	samepage_t *sp = adv_merged(&dn_area, 64, 'd');
+	pthread_t c, d;
+	REQUIRE(pthread_create(&c, NULL, scratch_churn, NULL) == 0);
+	REQUIRE(pthread_create(&d, NULL, dontneed_loop, NULL) == 0);
+	pthread_join(d, NULL);
+	atomic_store(&stop_flag, 1);
+	pthread_join(c, NULL);
+	for (size_t i = 0; i < 64 * PG; i += 511)
+		REQUIRE(dn_area[i] == 0);
+	samepage_close(sp);
+}
+
+/* Regression: pages_to_scan = 0 with sleep_millisecs = 0 is accepted, as by
+ * the kernel (ksmd then only sleeps), and every later call still returns:
+ * the scanner lets go of its lock between rounds. */
+void test_pages_to_scan_zero(void)
+{
+	samepage_t *sp = open_fast();
+	char *p = map_pages(16);
+	memset(p, 'z', 16 * PG);
+	REQUIRE(samepage_madvise(sp, p, 16 * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "pages_to_scan", "0");
+	wr(sp, "run", "1");
+	usleep(100000);
+	CHECK_EQ_INT(samepage_write(sp, "run", "0"), 0);
+	CHECK_EQ_INT(rd(sp, "pages_shared"), 0);
+	samepage_close(sp);
+}
+
+/* Regression: with no present page in the mergeable ranges, ksmd sleeps
+ * after each full scan, as the kernel's ksm_do_scan() returns when a full
+ * scan ends.  With sleep_millisecs 3000, at most two full scans end in
+ * 0.5 s (one per wake-up). */
+void test_idle_no_spin(void)
+{
+	samepage_t *sp;
+	REQUIRE(samepage_open(&sp) == 0);
+	char *p = map_pages(64); /* never touched: nothing present */
+	REQUIRE(samepage_madvise(sp, p, 64 * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "sleep_millisecs", "3000");
+	wr(sp, "run", "1");
+	usleep(500000);
+	long long scans = rd(sp, "full_scans");
+	printf("full scans in 0.5 s with sleep_millisecs 3000: %lld\n", scans);
+	CHECK_LE_U64(scans, 2);
+	samepage_close(sp);
+}

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: MIT
+/*
+ * adv_fork.c - adversarial tests: fork() keeps its semantics (children,
+ * grandchildren, pins).
+ *
+ * Each test runs in its own process under a hang guard (adv_main.c,
+ * adv_util.h); the list of tests and their hang limits is adversarial.def.
+ */
+#include "adv_util.h"
+
+/* Regression: a forked child's first munmap/mprotect/mremap/MAP_FIXED
+ * mmap/fork completes: the child initialises the address-space lock again
+ * (the parent's thread held it at the fork). */
+void test_child_munmap(void)
+{
+	char *p;
+	samepage_t *sp = adv_merged(&p, 16, 'u');
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		void *m =
+		    mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED || mprotect(m, PG, PROT_READ) || munmap(m, PG))
+			_exit(2);
+		p[0] = 'w';
+		if (munmap(p, 16 * PG))
+			_exit(3);
+		_exit(0);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	CHECK(p[0] == 'u');
+	samepage_close(sp);
+}
+
+#ifndef GC_FORK
+#define GC_FORK fork
+#endif
+/* Regression: a grandchild (fork from the forked child: the daemon
+ * double-fork) reads its memory: every fork, a forked child's too, pins
+ * the pool pages until no descendant maps them. */
+void test_grandchild_keeps_contents(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'g');
+	REQUIRE(rd(sp, "ksm_merging_pages") == (long long)n);
+	REQUIRE(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+	int go[2], tell[2];
+	REQUIRE(pipe(go) == 0 && pipe(tell) == 0);
+	pid_t child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0) {
+		pid_t gc = GC_FORK();
+		if (gc == 0) {
+			char c;
+			close(go[1]);
+			if (read(go[0], &c, 1) != 1)
+				_exit(2);
+			for (size_t i = 0; i < n * PG; i += 97)
+				if (p[i] != 'g')
+					_exit(1);
+			_exit(0);
+		}
+		_exit(write(tell[1], &gc, sizeof(gc)) == sizeof(gc) ? 0 : 3);
+	}
+	pid_t gc;
+	REQUIRE(read(tell[0], &gc, sizeof(gc)) == sizeof(gc));
+	CHECK_EQ_INT(adv_wait(child), 0);
+	fprintf(stderr, "child gone, grandchild %d lives\n", (int)gc);
+	/* The parent writes every page: its mappings of the pool are gone. */
+	for (size_t i = 0; i < n; i++)
+		p[i * PG] = 'P';
+	REQUIRE(wait_scans(sp, 3) == 0);
+	printf("pool_pages %lld, pool_pages_reclaimed %lld while the grandchild lives\n",
+	       rd(sp, "pool_pages"), rd(sp, "pool_pages_reclaimed"));
+	REQUIRE(write(go[1], "x", 1) == 1);
+	CHECK_EQ_INT(adv_wait(gc), 0);
+	samepage_close(sp);
+}
+
+/* Regression (issue 9.6): after run=2, max_page_sharing may be changed, as
+ * the kernel allows, also once the process has forked (the child exited
+ * and was reaped): the pool pages kept for the fork are not KSM pages. */
+void test_max_page_sharing_after_fork(void)
+{
+	char *p;
+	samepage_t *sp = adv_merged(&p, 32, 'm');
+	REQUIRE(rd(sp, "pages_sharing") == 31);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(p[0] == 'm' ? 0 : 1);
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	wr(sp, "run", "2");
+	CHECK_EQ_INT(samepage_write(sp, "max_page_sharing", "10"), 0);
+	CHECK_EQ_INT(rd(sp, "pages_shared"), 0);
+	CHECK_EQ_INT(rd(sp, "max_page_sharing"), 10);
+	/* And it is honoured: 32 pages in chains of 10. */
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	check_ksm_pages_count(sp, 32);
+	for (size_t i = 0; i < 32 * PG; i += 997)
+		REQUIRE(p[i] == 'm');
+	samepage_close(sp);
+}
+
+/* Regression: after many forks between two reaps, the pool pages pinned at
+ * fork are given back once the children are gone, as the kernel frees a
+ * KSM page when its last mapping goes. */
+void test_many_forks_pool_reclaimed(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'm');
+	wr(sp, "run", "0"); /* no reap between the forks */
+	for (int k = 0; k < 70; k++) {
+		pid_t pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0)
+			_exit(0);
+		CHECK_EQ_INT(adv_wait(pid), 0);
+	}
+	CHECK_EQ_INT(samepage_madvise(sp, p, n * PG, SAMEPAGE_UNMERGEABLE), 0);
+	/* Every child is gone: samepage_read_number() reaps (fork_reap). */
+	CHECK_EQ_INT(rd(sp, "pool_pages"), 0);
+	samepage_close(sp);
+}
+
+/* Regression: in a forked child, madvise(MADV_DONTNEED) on merged pages
+ * reads zeros (the inherited engine's pool is handled as a stale pool). */
+void test_child_dontneed_zeros(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'c');
+	REQUIRE(rd(sp, "ksm_merging_pages") == (long long)n);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		if (madvise(p, n * PG, MADV_DONTNEED))
+			_exit(2);
+		for (size_t i = 0; i < n * PG; i += 97)
+			if (p[i] != 0)
+				_exit(1);
+		_exit(0);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	for (size_t i = 0; i < n * PG; i += 97)
+		REQUIRE(p[i] == 'c');
+	samepage_close(sp);
+}
+
+/* Regression: after samepage_close(), madvise(MADV_DONTNEED) on memory
+ * that was merged reads zeros, not the old contents. */
+void test_close_then_dontneed(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'q');
+	REQUIRE(rd(sp, "ksm_merging_pages") == (long long)n);
+	samepage_close(sp);
+	for (size_t i = 0; i < n * PG; i += 97)
+		REQUIRE(p[i] == 'q');
+	REQUIRE(madvise(p, n * PG, MADV_DONTNEED) == 0);
+	size_t nonzero = 0;
+	for (size_t i = 0; i < n; i++)
+		nonzero += p[i * PG + 5] != 0;
+	CHECK_EQ_U64(nonzero, 0);
+}
+
+/* Regression: MADV_WIPEONFORK is kept: a forked child reads zeros in the
+ * range, never the parent's data (e.g. a CSPRNG state), whether or not
+ * its pages were merged. */
+void test_wipeonfork_kept(void)
+{
+	const size_t n = 64;
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);
+	memset(p, 'w', n * PG);
+	REQUIRE(madvise(p, n * PG, MADV_WIPEONFORK) == 0);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	printf("ksm_merging_pages %lld\n", rd(sp, "ksm_merging_pages"));
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		for (size_t i = 0; i < n * PG; i += 97)
+			if (p[i] != 0)
+				_exit(1);
+		_exit(0);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	samepage_close(sp);
+}
+
+static long long vmlck_kb(void)
+{
+	return proc_kb("/proc/self/status", "VmLck");
+}
+
+/* Regression: mlock() is kept: VmLck does not fall while the range is
+ * registered mergeable and scanned. */
+void test_mlock_kept(void)
+{
+	const size_t n = 64;
+	struct rlimit rl;
+	REQUIRE(getrlimit(RLIMIT_MEMLOCK, &rl) == 0);
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 2 * n * PG)
+		SKIP("RLIMIT_MEMLOCK too small");
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);
+	memset(p, 'l', n * PG);
+	REQUIRE(mlock(p, n * PG) == 0);
+	long long before = vmlck_kb();
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	printf("VmLck %lld -> %lld kB, ksm_merging_pages %lld\n", before, vmlck_kb(),
+	       rd(sp, "ksm_merging_pages"));
+	CHECK_CMP(vmlck_kb(), >=, before, long long, "%lld");
+	samepage_close(sp);
+}

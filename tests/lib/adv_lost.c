@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: MIT
+/*
+ * adv_lost.c - adversarial tests: nothing is lost (writes, reads and system
+ * calls while pages merge).
+ *
+ * Each test runs in its own process under a hang guard (adv_main.c,
+ * adv_util.h); the list of tests and their hang limits is adversarial.def.
+ */
+#include "adv_util.h"
+
+/* Regression: a system call that writes into a mergeable page while it is
+ * being merged (pread into pages merging continuously) fails only within
+ * the documented limit of the merge window, and the data is intact. */
+void test_syscall_write_during_merge(void)
+{
+	const size_t n = 256;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'k');
+	int fd = memfd_create("src", 0);
+	REQUIRE(fd >= 0);
+	REQUIRE(write(fd, p, PG) == (ssize_t)PG);
+	long long start = rd(sp, "full_scans");
+	long bad = 0, calls = 0;
+	int err = 0;
+	while (rd(sp, "full_scans") < start + 100000 && calls < 4000000) {
+		for (size_t i = 0; i < n; i++) {
+			ssize_t r = pread(fd, p + i * PG, PG, 0);
+			calls++;
+			if (r != (ssize_t)PG) {
+				bad++;
+				err = r < 0 ? errno : 0;
+			}
+		}
+	}
+	printf("pread into merging pages: %ld of %ld failed (last errno %d), merge_window_waits "
+	       "%lld\n",
+	       bad, calls, err, rd(sp, "merge_window_waits"));
+	/* The documented limit (samepage.h, README "Limits"): a system call
+	 * that writes into a page during its merge window fails with EFAULT
+	 * (signals cannot make the kernel wait).  It must be EFAULT and
+	 * nothing else, rare, and the data must be intact afterwards. */
+	CHECK(bad == 0 || err == EFAULT);
+	CHECK_CMP(bad, <=, calls / 1000, long, "%ld");
+	for (size_t i = 0; i < n * PG; i += 509)
+		REQUIRE(p[i] == 'k');
+	close(fd);
+	samepage_close(sp);
+}
+
+/* Regression (issue 9.1): a page that was merged, then written with zeros
+ * (copy-on-write gave it a private copy inside the pool's mapping), then
+ * merged with the zero page once use_zero_pages is on, reads zeros: it
+ * must not be discarded back to the pool page it was copied from.  A
+ * forked child sees the same memory. */
+void test_zero_page_after_cow(void)
+{
+	const size_t n = 8;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 0xab);
+	REQUIRE(rd(sp, "pages_sharing") == (long long)n - 1);
+	memset(p, 0, PG); /* copy-on-write: a private page of zeros */
+	REQUIRE(wait_scans(sp, 2) == 0);
+	wr(sp, "use_zero_pages", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_INT(rd(sp, "ksm_zero_pages"), 1);
+	size_t bad = 0;
+	for (size_t i = 0; i < PG; i++)
+		bad += p[i] != 0;
+	CHECK_EQ_U64(bad, 0);
+	for (size_t i = PG; i < n * PG; i++)
+		REQUIRE((unsigned char)p[i] == 0xab);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		for (size_t i = 0; i < PG; i++)
+			if (p[i])
+				_exit(1);
+		_exit((unsigned char)p[PG] == 0xab ? 0 : 2);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	/* Written again, it reads what was written. */
+	memset(p, 0x5a, PG);
+	REQUIRE(wait_scans(sp, 2) == 0);
+	CHECK((unsigned char)p[100] == 0x5a);
+	samepage_close(sp);
+}
+
+static char *sg_lo, *sg_hi;
+static atomic_long sg_spurious;
+static void sg_handler(int sig, siginfo_t *si, void *uc)
+{
+	char *a = si->si_addr;
+	if (a >= sg_lo && a < sg_hi) {
+		atomic_fetch_add(&sg_spurious, 1);
+		return; /* retry the write */
+	}
+	_exit(44);
+}
+
+static void *sg_writer(void *arg)
+{
+	long t = (long)arg;
+	uint64_t s = 77 + (uint64_t)t;
+	while (!atomic_load(&stop_flag)) {
+		s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+		size_t pg = s % 512;
+		sg_lo[pg * PG + (s >> 20) % PG] = 's'; /* the same byte: pages stay identical */
+	}
+	return NULL;
+}
+
+/* Regression: the application's SIGSEGV handler (installed before
+ * samepage_open) is never called for a fault it did not cause: a write
+ * that faults in a merge window whose closing races with the handler's
+ * check is retried, not chained. */
+void test_no_spurious_app_sigsegv(void)
+{
+	struct sigaction sa = {0};
+	sa.sa_sigaction = sg_handler;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	REQUIRE(sigaction(SIGSEGV, &sa, NULL) == 0);
+	char *p = map_pages(512);
+	sg_lo = p;
+	sg_hi = p + 512 * PG;
+	memset(p, 's', 512 * PG);
+	samepage_t *sp = open_fast();
+	REQUIRE(samepage_madvise(sp, p, 512 * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	pthread_t t[2];
+	for (long i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&t[i], NULL, sg_writer, (void *)i) == 0);
+	long long start = rd(sp, "full_scans");
+	for (int k = 0; k < 20000 && rd(sp, "full_scans") < start + 3000; k++)
+		usleep(1000);
+	atomic_store(&stop_flag, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	printf("merge_window_waits %lld, faults chained to the application %ld\n",
+	       rd(sp, "merge_window_waits"), atomic_load(&sg_spurious));
+	CHECK_EQ_INT(atomic_load(&sg_spurious), 0);
+	for (size_t i = 0; i < 512 * PG; i += 4093)
+		REQUIRE(p[i] == 's');
+	samepage_close(sp);
+}
+
+static char *late_lo, *late_hi;
+static void late_handler(int sig, siginfo_t *si, void *uc)
+{
+	char *a = si->si_addr;
+	_exit(a >= late_lo && a < late_hi ? 42 : 43);
+}
+
+/* Regression: an application SIGSEGV handler installed after samepage_open
+ * (as a crash reporter would be) never sees the scanner's own guarded
+ * reads of a PROT_NONE mergeable range. */
+void test_late_app_handler_prot_none(void)
+{
+	samepage_t *sp = open_fast();
+	char *p = map_pages(64);
+	memset(p, 'n', 64 * PG);
+	REQUIRE(mprotect(p, 64 * PG, PROT_NONE) == 0);
+	late_lo = p;
+	late_hi = p + 64 * PG;
+	REQUIRE(samepage_madvise(sp, p, 64 * PG, SAMEPAGE_MERGEABLE) == 0);
+	struct sigaction sa = {0};
+	sa.sa_sigaction = late_handler;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	REQUIRE(sigaction(SIGSEGV, &sa, NULL) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), 64);
+	samepage_close(sp);
+}
