@@ -55,6 +55,8 @@ bool counter_value(const struct ksm_counts *c, int idx, long long *out)
 		case KNOB_max_map_count: v = (long long)c->max_map_count; break;
 		case KNOB_cow_ksm: v = (long long)c->cow_ksm; break;
 		case KNOB_merge_window_waits: v = (long long)c->window_waits; break;
+		case KNOB_merge_window: v = (long long)c->window_kind; break;
+		case KNOB_merges_skipped_io: v = (long long)c->skipped_io; break;
 		default: return false; /* a tunable */
 		}
 	}

@@ -339,6 +339,8 @@ void engine_counts(struct samepage *sp, struct ksm_counts *out)
 	    .max_map_count = c->max_map_count,
 	    .cow_ksm = c->cow_ksm,
 	    .window_waits = atomic_load(&merge_window_waits),
+	    .window_kind = (uint64_t)guard_window_kind(),
+	    .skipped_io = atomic_load(&merges_skipped_io),
 	};
 }
 

@@ -12,10 +12,36 @@
  * lock, in user space.
  *
  * Merge windows: while a run of pages is compared and replaced, it is
- * write-protected (mprotect without PROT_WRITE).  A writer faults; the
- * SIGSEGV handler sees the address in an open window, waits (futex) until
- * the window closes, and returns: the write is retried on whatever the
- * page then is.  Any other fault goes to the application's own handler.
+ * write-protected, and a write from anywhere waits until the window
+ * closes, then happens on whatever the page then is.  The best mechanism
+ * the process is allowed:
+ *
+ *   uffd       userfaultfd write-protect (UFFDIO_WRITEPROTECT), handling
+ *              kernel-mode faults too (root, CAP_SYS_PTRACE, access to
+ *              /dev/userfaultfd, or vm.unprivileged_userfaultfd=1): a
+ *              writing thread, a read(2) into the page, KVM's fault path
+ *              all sleep in the kernel; no signal is involved;
+ *   uffd-user  the same for user-mode faults only (UFFD_USER_MODE_ONLY,
+ *              what an unprivileged process gets): a system call that
+ *              writes into the window would fail with EFAULT, so the
+ *              C library's reading calls are interposed (interpose-io.c)
+ *              and wait for the window before they start;
+ *   mprotect   mprotect without PROT_WRITE: a writer faults, the SIGSEGV
+ *              handler sees the address in an open window, waits (futex)
+ *              until the window closes and returns, so the write is
+ *              retried; any other fault goes to the application's own
+ *              handler.  The reading calls are interposed as above, and
+ *              threads may not block SIGSEGV (sigprocmask is interposed).
+ *
+ * SAMEPAGE_WINDOW=uffd|uffd-user|mprotect in the environment chooses one
+ * (for tests and measurements); the default is the best one that works.
+ *
+ * I/O in flight: a reading call interposed by interpose-io.c marks its
+ * buffer in flight for its duration (a direct-I/O read pins the page and
+ * writes it later, after any window check), and libaio's reads until
+ * their completion is seen.  A window never opens over a page with I/O in
+ * flight (the merge is skipped and counted), and a read never starts in
+ * an open window (it waits until the window closes).
  *
  * Guarded reads: the scanner reads pages directly (6 GB/s, against 2.5
  * for /proc/self/mem), under a guard: a fault in the scanner thread (a
@@ -26,8 +52,10 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <linux/userfaultfd.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <xxhash.h>
@@ -72,16 +100,83 @@ void as_reinit(void)
 	as_init();
 }
 
-/* ---- merge windows and the fault handler ---- */
+/* ---- the window mechanism ---- */
+
+static int uffd = -1;
+static int window_kind = WINDOW_MPROTECT;
+static pthread_once_t kind_once = PTHREAD_ONCE_INIT;
+
+static void window_kind_init(void)
+{
+	const char *want = getenv("SAMEPAGE_WINDOW");
+	int kind = WINDOW_UFFD;
+	if (want && !strcmp(want, "mprotect"))
+		return;
+	if (want && !strcmp(want, "uffd-user"))
+		kind = WINDOW_UFFD_USER;
+	uffd = prim_userfaultfd(kind == WINDOW_UFFD_USER);
+	if (uffd < 0 && kind == WINDOW_UFFD && !(want && !strcmp(want, "uffd"))) {
+		kind = WINDOW_UFFD_USER;
+		uffd = prim_userfaultfd(true);
+	}
+	if (uffd >= 0)
+		window_kind = kind;
+}
+
+int guard_window_kind(void)
+{
+	pthread_once(&kind_once, window_kind_init);
+	return window_kind;
+}
+
+/* Write-protects (wp) or releases [start, end) with userfaultfd; a range
+ * not registered yet is registered first. */
+static int uffd_protect(uintptr_t start, uintptr_t end, bool wp)
+{
+	int err = prim_uffd_writeprotect(uffd, start, end - start, wp);
+	if (err == -ENOENT || err == -EINVAL) {
+		guard_arm(start, end);
+		err = prim_uffd_writeprotect(uffd, start, end - start, wp);
+	}
+	return err;
+}
+
+/* New mappings of a mergeable range (registered, moved, replaced by a
+ * merge): write-protecting them later needs them registered. */
+void guard_arm(uintptr_t start, uintptr_t end)
+{
+	if (guard_window_kind() != WINDOW_MPROTECT && end > start)
+		prim_uffd_register(uffd, start, end - start, true);
+}
+
+/* A range no longer mergeable: the application may register it itself. */
+void guard_disarm(uintptr_t start, uintptr_t end)
+{
+	if (guard_window_kind() != WINDOW_MPROTECT && end > start)
+		prim_uffd_register(uffd, start, end - start, false);
+}
+
+/* ---- merge windows, I/O in flight and the fault handler ---- */
 
 /* One window at a time per engine is enough (a batch does its runs one
  * after the other); a few slots let several engines merge at once. */
 #define MAX_WINDOWS 16
 static struct {
 	_Atomic uintptr_t start, end;
+	bool uffd; /* write-protected with userfaultfd, else mprotect */
 } windows[MAX_WINDOWS];
 static _Atomic uint32_t window_seq; /* futex word: bumped when a window closes */
 _Atomic uint64_t merge_window_waits;
+_Atomic uint64_t merges_skipped_io;
+
+/* The buffers of reads in flight; io_lock orders them with the windows. */
+static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t io_cond = PTHREAD_COND_INITIALIZER;
+static struct io_range {
+	uintptr_t start, end;
+	uintptr_t key; /* libaio's iocb, or 0 */
+} * inflight;
+static size_t ninflight, inflight_cap;
 
 static struct sigaction chained_segv, chained_bus;
 
@@ -93,16 +188,134 @@ static __thread sigjmp_buf *volatile guard_jmp;
 static __thread uintptr_t last_fault;
 static __thread uint32_t last_fault_seq;
 
-static int window_slot(uintptr_t start, uintptr_t end)
+static bool overlaps(uintptr_t a, uintptr_t b, uintptr_t s, uintptr_t e)
+{
+	return a < e && s < b;
+}
+
+static bool window_overlaps(uintptr_t start, uintptr_t end)
 {
 	for (int i = 0; i < MAX_WINDOWS; i++) {
-		uintptr_t zero = 0;
-		if (atomic_compare_exchange_strong(&windows[i].end, &zero, end)) {
-			atomic_store(&windows[i].start, start);
-			return i;
+		uintptr_t e = atomic_load(&windows[i].end);
+		if (e && overlaps(start, end, atomic_load(&windows[i].start), e))
+			return true;
+	}
+	return false;
+}
+
+static bool io_overlaps(uintptr_t start, uintptr_t end)
+{
+	for (size_t k = 0; k < ninflight; k++)
+		if (overlaps(start, end, inflight[k].start, inflight[k].end))
+			return true;
+	return false;
+}
+
+/* libaio's completion rings (io_context_t is the ring's address): their
+ * completions end iocbs in flight even when the program reads the ring
+ * itself and never calls io_getevents. */
+#define AIO_RING_MAGIC 0xa10a10a1
+struct aio_ring_head {
+	unsigned id, nr, head, tail, magic, compat_features, incompat_features, header_length;
+};
+struct aio_event {
+	uint64_t data, obj;
+	int64_t res, res2;
+};
+#define MAX_RINGS 64
+static struct {
+	uintptr_t ctx;
+	unsigned tail; /* the completions before it are seen */
+} rings[MAX_RINGS];
+static int nrings;
+
+static void io_end_key_locked(uintptr_t key)
+{
+	for (size_t k = ninflight; k-- > 0;)
+		if (inflight[k].key == key)
+			inflight[k] = inflight[--ninflight];
+}
+
+/* Ends the iocbs whose completions ring k gained since it was last read. */
+static void ring_reap_locked(int k)
+{
+	struct aio_ring_head h;
+	uintptr_t ctx = rings[k].ctx;
+	if (!guarded_copy(&h, (const void *)ctx, sizeof(h)) || h.magic != AIO_RING_MAGIC || !h.nr ||
+	    h.tail >= h.nr)
+		return;
+	for (unsigned t = rings[k].tail % h.nr; t != h.tail; t = (t + 1) % h.nr) {
+		struct aio_event ev;
+		if (!guarded_copy(&ev, (const void *)(ctx + h.header_length + t * sizeof(ev)),
+				  sizeof(ev)))
+			break;
+		io_end_key_locked((uintptr_t)ev.obj);
+	}
+	rings[k].tail = h.tail;
+}
+
+static void rings_reap_locked(void)
+{
+	for (int k = 0; k < nrings; k++)
+		ring_reap_locked(k);
+}
+
+/* A libaio context the program submits to: reads its new completions
+ * (and starts following it). */
+void io_ring_reap(uintptr_t ctx)
+{
+	struct aio_ring_head h;
+	pthread_mutex_lock(&io_lock);
+	int k = 0;
+	while (k < nrings && rings[k].ctx != ctx)
+		k++;
+	if (k < nrings) {
+		ring_reap_locked(k);
+	} else if (nrings < MAX_RINGS && guarded_copy(&h, (const void *)ctx, sizeof(h)) &&
+		   h.magic == AIO_RING_MAGIC) {
+		rings[nrings].ctx = ctx;
+		rings[nrings++].tail = h.tail;
+	}
+	pthread_mutex_unlock(&io_lock);
+}
+
+/* io_destroy: the ring goes away (its iocbs are cancelled or completed). */
+void io_ring_forget(uintptr_t ctx)
+{
+	pthread_mutex_lock(&io_lock);
+	for (int k = 0; k < nrings; k++)
+		if (rings[k].ctx == ctx) {
+			ring_reap_locked(k);
+			rings[k] = rings[--nrings];
+			break;
+		}
+	pthread_mutex_unlock(&io_lock);
+}
+
+/* A slot for [start, end), unless I/O is in flight there.  Under io_lock,
+ * as io_begin() checks the windows: a read and a window never overlap. */
+static int window_slot(uintptr_t start, uintptr_t end)
+{
+	int slot = -EBUSY;
+	pthread_mutex_lock(&io_lock);
+	bool busy = io_overlaps(start, end);
+	if (busy && nrings) {
+		rings_reap_locked(); /* libaio reads may have completed unseen */
+		busy = io_overlaps(start, end);
+	}
+	if (busy) {
+		atomic_fetch_add(&merges_skipped_io, 1);
+	} else {
+		for (int i = 0; i < MAX_WINDOWS && slot < 0; i++) {
+			uintptr_t zero = 0;
+			if (atomic_compare_exchange_strong(&windows[i].end, &zero, end)) {
+				atomic_store(&windows[i].start, start);
+				slot = i;
+			}
 		}
 	}
-	return -1;
+	pthread_mutex_unlock(&io_lock);
+	return slot;
 }
 
 static void window_slot_close(int slot)
@@ -111,16 +324,68 @@ static void window_slot_close(int slot)
 	atomic_store(&windows[slot].end, 0);
 	atomic_fetch_add(&window_seq, 1);
 	prim_futex_wake(&window_seq);
+	pthread_mutex_lock(&io_lock);
+	pthread_cond_broadcast(&io_cond);
+	pthread_mutex_unlock(&io_lock);
 }
 
 static bool in_window(uintptr_t a)
 {
-	for (int i = 0; i < MAX_WINDOWS; i++) {
-		uintptr_t e = atomic_load(&windows[i].end);
-		if (e && a < e && a >= atomic_load(&windows[i].start))
-			return true;
+	return window_overlaps(a, a + 1);
+}
+
+/* A read into [start, end) begins: it waits while a window is open there,
+ * then the range is in flight until io_end(). */
+void io_begin(uintptr_t start, uintptr_t end, uintptr_t key)
+{
+	pthread_mutex_lock(&io_lock);
+	while (window_overlaps(start, end)) {
+		atomic_fetch_add(&merge_window_waits, 1);
+		pthread_cond_wait(&io_cond, &io_lock);
 	}
-	return false;
+	if (ninflight == inflight_cap) {
+		size_t cap = inflight_cap ? inflight_cap * 2 : 64;
+		struct io_range *n = realloc(inflight, cap * sizeof(*n));
+		if (!n) {
+			/* Cannot remember it: wait for no window instead of
+			 * failing the read; merges may then race with it, as
+			 * without us.  (Out of memory.) */
+			pthread_mutex_unlock(&io_lock);
+			return;
+		}
+		inflight = n;
+		inflight_cap = cap;
+	}
+	inflight[ninflight++] = (struct io_range){start, end, key};
+	pthread_mutex_unlock(&io_lock);
+}
+
+/* The read of [start, end) (or every buffer of libaio's iocb key) is done. */
+void io_end(uintptr_t start, uintptr_t end, uintptr_t key)
+{
+	pthread_mutex_lock(&io_lock);
+	if (key) {
+		io_end_key_locked(key);
+	} else {
+		for (size_t k = ninflight; k-- > 0;)
+			if (inflight[k].start == start && inflight[k].end == end &&
+			    !inflight[k].key) {
+				inflight[k] = inflight[--ninflight];
+				break;
+			}
+	}
+	pthread_mutex_unlock(&io_lock);
+}
+
+/* Is an iocb still in flight (libaio)? */
+bool io_pending(uintptr_t key)
+{
+	bool found = false;
+	pthread_mutex_lock(&io_lock);
+	for (size_t k = 0; k < ninflight && !found; k++)
+		found = inflight[k].key == key;
+	pthread_mutex_unlock(&io_lock);
+	return found;
 }
 
 static void chain(const struct sigaction *old, int sig, siginfo_t *si, void *uc)
@@ -200,34 +465,49 @@ void handler_ensure(void)
 /*
  * Opens a window over [start, end) and write-protects it (if prot has
  * PROT_WRITE): from here until window_close(), a writer waits.  Returns
- * the slot, or a negative errno (nothing changed).
+ * the slot, or a negative errno (nothing changed): -EBUSY when I/O is in
+ * flight in the range or every slot is taken.
  */
 int window_open(uintptr_t start, uintptr_t end, int prot)
 {
-	handler_ensure(); /* writers must wait in our handler, not crash */
+	handler_ensure(); /* the mprotect fallback's writers wait in our handler */
 	int slot = window_slot(start, end);
 	if (slot < 0)
-		return -EBUSY;
-	if (prot & PROT_WRITE) {
-		int err = prim_mprotect((void *)start, end - start, prot & ~PROT_WRITE);
-		if (err) {
-			window_slot_close(slot);
-			return err;
-		}
+		return slot;
+	windows[slot].uffd = false;
+	if (!(prot & PROT_WRITE))
+		return slot;
+	if (guard_window_kind() != WINDOW_MPROTECT && !uffd_protect(start, end, true)) {
+		windows[slot].uffd = true;
+		return slot;
+	}
+	int err = prim_mprotect((void *)start, end - start, prot & ~PROT_WRITE);
+	if (err) {
+		window_slot_close(slot);
+		return err;
 	}
 	return slot;
 }
 
-/* Gives [start, end) its protection back (where the caller did not
- * replace the mapping itself) and wakes the writers. */
-void window_restore(uintptr_t start, uintptr_t end, int prot)
+/* Gives [start, end), part of window slot, its protection back (where the
+ * caller did not replace the mapping itself); its writers go on. */
+void window_restore(int slot, uintptr_t start, uintptr_t end, int prot)
 {
-	if (prot & PROT_WRITE)
+	if (!(prot & PROT_WRITE))
+		return;
+	if (windows[slot].uffd)
+		uffd_protect(start, end, false);
+	else
 		prim_mprotect((void *)start, end - start, prot);
 }
 
+/* Closes the window and wakes its writers: those of replaced mappings
+ * retry on the new mapping. */
 void window_close(int slot)
 {
+	uintptr_t start = atomic_load(&windows[slot].start), end = atomic_load(&windows[slot].end);
+	if (windows[slot].uffd)
+		prim_uffd_wake(uffd, start, end - start);
 	window_slot_close(slot);
 }
 

@@ -24,6 +24,7 @@
  *   engine.c      the public calls: open, close, madvise, knobs, counters
  *   client.c      samepage_connect: an engine of a samepaged domain
  *   interpose.c   the application's mmap/munmap/mremap/mprotect/madvise/mlock
+ *   interpose-io.c the application's reading calls, libaio, signal masks
  */
 #ifndef SAMEPAGE_INTERNAL_H
 #define SAMEPAGE_INTERNAL_H
@@ -66,20 +67,29 @@ bool domain_name_ok(const char *name);
 int control_hello(const char *socket_path, const char *domain, int *conn, int fds[3]);
 
 /* guard.c */
+enum { WINDOW_MPROTECT, WINDOW_UFFD_USER, WINDOW_UFFD }; /* the window mechanisms */
+int guard_window_kind(void);
+void guard_arm(uintptr_t start, uintptr_t end);
+void guard_disarm(uintptr_t start, uintptr_t end);
+void io_begin(uintptr_t start, uintptr_t end, uintptr_t key);
+void io_end(uintptr_t start, uintptr_t end, uintptr_t key);
+bool io_pending(uintptr_t key);
+void io_ring_reap(uintptr_t ctx);
+void io_ring_forget(uintptr_t ctx);
 void as_lock_exclusive(void);
 void as_lock_shared(void);
 void as_unlock(void);
 void as_reinit(void);
 void handler_ensure(void);
 int window_open(uintptr_t start, uintptr_t end, int prot);
-void window_restore(uintptr_t start, uintptr_t end, int prot);
+void window_restore(int slot, uintptr_t start, uintptr_t end, int prot);
 void window_close(int slot);
 bool guarded_copy(void *dst, const void *src, size_t len);
 bool guarded_equal(const void *a, const void *b, size_t len);
 bool guarded_is_zero(const void *a, size_t len);
 bool guarded_hash(const void *page, uint64_t *h);
 int guarded_touch(uintptr_t a, int prot);
-extern _Atomic uint64_t merge_window_waits;
+extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 
 /* domain.c */
 int domain_create(int *index_fd, int *pool_fd, const char *name);

@@ -212,6 +212,11 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		prepare_move(sp, o, olen, &mv[nmv++]);
 		engine_leave(sp);
 	}
+	/* Registering a part of a mapping for merge windows split it, as
+	 * MADV_MERGEABLE splits a kernel VMA; mremap wants one mapping.  The
+	 * moved parts are registered again where they land. */
+	if (nmv)
+		guard_disarm(o, o + olen);
 
 	as_lock_shared();
 	int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);

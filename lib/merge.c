@@ -106,17 +106,20 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			 * anonymous mapping reads zeros (the zero page). */
 			err = prim_mmap(&m, (void *)a, e - a, prot,
 					MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-			if (!err)
+			if (!err) {
+				guard_arm(a, e);
 				sp->c.map_count += 2;
+			}
 		} else if (ok[i] && zero) {
 			/* The page is all zeros: drop it; reads map the zero page. */
 			err = prim_madvise((void *)a, e - a, MADV_DONTNEED);
 			if (!err)
-				window_restore(a, e, prot);
+				window_restore(slot, a, e, prot);
 		} else if (ok[i]) {
 			err = prim_mmap(&m, (void *)a, e - a, prot, MAP_PRIVATE | MAP_FIXED,
 					sp->pool.fd, (off_t)q[i].pool_off << PAGE_SHIFT);
 			if (!err) {
+				guard_arm(a, e);
 				/* Map the pool pages now (read faults only), as the
 				 * kernel's KSM leaves its PTEs in place: the pages
 				 * show in the RSS and in pagemap as file pages. */
@@ -128,7 +131,7 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 		if (err) {
 			for (size_t k = i; k < j; k++)
 				ok[k] = false;
-			window_restore(a, e, prot);
+			window_restore(slot, a, e, prot);
 		}
 		i = j;
 	}

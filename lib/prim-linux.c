@@ -15,11 +15,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -31,6 +33,18 @@
 #include <unistd.h>
 
 #define PAGE_SHIFT 12
+
+/* The C library's read, pread and recvmsg are interposed (interpose-io.c):
+ * the library's own reads go straight to the kernel. */
+static ssize_t sys_read(int fd, void *buf, size_t len)
+{
+	return syscall(SYS_read, fd, buf, len);
+}
+
+static ssize_t sys_pread(int fd, void *buf, size_t len, off_t off)
+{
+	return syscall(SYS_pread64, fd, buf, len, off);
+}
 
 /* syscall(2) says -1 and errno; the contract says -errno. */
 static long sys_result(long rc)
@@ -76,6 +90,64 @@ int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags
 int prim_mlock(const void *addr, size_t len, unsigned int flags)
 {
 	return (int)sys_result(syscall(SYS_mlock2, addr, len, flags));
+}
+
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13) /* Linux 6.4 */
+#endif
+
+/* The API handshake: write-protect faults, on shmem too (the pool's private
+ * mappings), and on none ptes where the kernel has it. */
+static int uffd_api(int fd)
+{
+	const uint64_t need = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+	struct uffdio_api api = {.api = UFFD_API, .features = need | UFFD_FEATURE_WP_UNPOPULATED};
+	if (ioctl(fd, UFFDIO_API, &api) == 0)
+		return 0;
+	api = (struct uffdio_api){.api = UFFD_API, .features = need}; /* before 6.4 */
+	return ioctl(fd, UFFDIO_API, &api) ? -errno : 0;
+}
+
+int prim_userfaultfd(bool user_only)
+{
+	int flags = O_CLOEXEC | O_NONBLOCK | (user_only ? UFFD_USER_MODE_ONLY : 0);
+	int fd = (int)syscall(SYS_userfaultfd, flags);
+	if (fd < 0 && !user_only) {
+		/* Not privileged: /dev/userfaultfd may still be ours to use. */
+		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+		if (dev >= 0) {
+			fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+			close(dev);
+		}
+	}
+	if (fd < 0)
+		return -errno;
+	int err = uffd_api(fd);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int prim_uffd_register(int fd, uintptr_t start, size_t len, bool reg)
+{
+	struct uffdio_register r = {.range = {start, len}, .mode = UFFDIO_REGISTER_MODE_WP};
+	int rc = reg ? ioctl(fd, UFFDIO_REGISTER, &r) : ioctl(fd, UFFDIO_UNREGISTER, &r.range);
+	return rc ? -errno : 0;
+}
+
+int prim_uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp)
+{
+	struct uffdio_writeprotect w = {.range = {start, len},
+					.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0};
+	return ioctl(fd, UFFDIO_WRITEPROTECT, &w) ? -errno : 0;
+}
+
+int prim_uffd_wake(int fd, uintptr_t start, size_t len)
+{
+	struct uffdio_range r = {start, len};
+	return ioctl(fd, UFFDIO_WAKE, &r) ? -errno : 0;
 }
 
 void *prim_alloc_pages(size_t len)
@@ -233,7 +305,8 @@ int prim_pagemap(uintptr_t addr, size_t npages, uint64_t *out)
 	open_self_files();
 	if (pagemap_fd < 0)
 		return -EACCES;
-	ssize_t n = pread(pagemap_fd, out, want, (off_t)((addr >> PAGE_SHIFT) * sizeof(uint64_t)));
+	ssize_t n =
+	    sys_pread(pagemap_fd, out, want, (off_t)((addr >> PAGE_SHIFT) * sizeof(uint64_t)));
 	if (n < 0)
 		return -errno;
 	/* A short read means the end of the address space: not present. */
@@ -247,7 +320,7 @@ ssize_t prim_mem_read(uintptr_t addr, void *buf, size_t len)
 	open_self_files();
 	if (mem_fd < 0)
 		return -EACCES;
-	ssize_t n = pread(mem_fd, buf, len, (off_t)addr);
+	ssize_t n = sys_pread(mem_fd, buf, len, (off_t)addr);
 	return n < 0 ? -errno : n;
 }
 
@@ -266,7 +339,7 @@ static ssize_t read_small(const char *path, char *buf, size_t len)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	ssize_t n = read(fd, buf, len - 1);
+	ssize_t n = sys_read(fd, buf, len - 1);
 	int err = errno;
 	close(fd);
 	if (n < 0)
@@ -309,7 +382,7 @@ static int lines_walk(const char *path, int (*fn)(char *line, void *arg), void *
 	if (fd < 0)
 		return -errno;
 	for (;;) {
-		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+		ssize_t n = sys_read(fd, buf + have, sizeof(buf) - 1 - have);
 		if (n < 0) {
 			int err = -errno;
 			close(fd);
@@ -453,7 +526,8 @@ ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, in
 	struct msghdr msg = {
 	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	int got = 0;
-	ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
+	ssize_t n =
+	    syscall(SYS_recvmsg, fd, &msg, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
 	if (n < 0)
 		return -errno;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {

@@ -28,6 +28,14 @@ int prim_mprotect(void *addr, size_t len, int prot);
 int prim_madvise(void *addr, size_t len, int advice);
 int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int prim_mlock(const void *addr, size_t len, unsigned int flags); /* mlock2 */
+/* userfaultfd write-protect: an fd with the write-protect features (for
+ * anonymous memory and shmem), handling kernel-mode faults unless
+ * user_only; registration (MODE_WP) of a range, or its removal; protect
+ * or release a range (release wakes its waiters); wake a range. */
+int prim_userfaultfd(bool user_only);
+int prim_uffd_register(int fd, uintptr_t start, size_t len, bool reg);
+int prim_uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp);
+int prim_uffd_wake(int fd, uintptr_t start, size_t len);
 /* Anonymous private read-write memory, and its release. */
 void *prim_alloc_pages(size_t len);
 void prim_free_pages(void *p, size_t len);

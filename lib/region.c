@@ -308,6 +308,8 @@ static int mark_walk(const struct map_entry *e, void *arg)
 		uintptr_t s = e->start > a->start ? e->start : a->start;
 		uintptr_t t = e->end < a->end ? e->end : a->end;
 		a->err = mark_mergeable(a->sp, s, t);
+		if (!a->err)
+			guard_arm(s, t); /* merge windows write-protect it */
 		if (a->err)
 			return 2;
 	}

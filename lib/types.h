@@ -311,7 +311,7 @@ struct ksm_counts {
 	uint64_t pages_scanned, pages_skipped, pages_tracked, metadata_bytes;
 	/* the process's only */
 	uint64_t metadata_per_page, skipped_map_budget, map_count, max_map_count, cow_ksm,
-	    window_waits;
+	    window_waits, window_kind, skipped_io;
 };
 
 #endif

@@ -79,41 +79,69 @@ int break_cow(struct samepage *sp, struct region *r, size_t i)
 
 /*
  * Replaces [s, e), a private mapping of the pool, by anonymous memory with
- * the same protection: with the same contents (copy), or zeros.  The copy
- * is made inside a merge window, so no write is lost: writers wait until
- * the new mapping is in place (mremap moves it there atomically).
+ * the same protection: with the same contents (copy), or zeros.
+ *
+ * The copy is made a chunk at a time, each inside its own merge window, so
+ * no write is lost and none waits longer than one chunk's copy: the chunk
+ * is copied into a scratch mapping, which mremap moves over it atomically.
+ * The chunks come from one scratch mapping, so the kernel joins them again
+ * into one mapping where they land.  A chunk with I/O in flight gets no
+ * window: its pages are unshared in place instead (each written, so the
+ * kernel copies it), and stay in the pool's mapping.  Returns 0, 1 if some
+ * pages stayed in the pool's mapping that way, or -errno.
  */
+#define UNMERGE_CHUNK (64 * PAGE_SIZE)
 static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 {
-	size_t len = e - s;
+	size_t len = e - s, off = 0;
 	void *m;
+	int err, in_place = 0;
 
-	if (!copy)
-		return prim_mmap(&m, (void *)s, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
-				 -1, 0);
-	int slot = window_open(s, e, prot);
-	if (slot < 0)
-		return slot;
-	char *scratch = NULL;
-	int err = prim_mmap((void **)&scratch, NULL, len, PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (err)
-		scratch = NULL;
-	else if (!guarded_copy(scratch, (const void *)s, len))
-		err = -EFAULT;
-	else if (prot != (PROT_READ | PROT_WRITE))
-		err = prim_mprotect(scratch, len, prot);
-	if (!err) {
-		err = prim_mremap(&m, scratch, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)s);
+	if (!copy) {
+		err = prim_mmap(&m, (void *)s, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+				-1, 0);
 		if (!err)
-			scratch = NULL; /* it is the application's memory now */
+			guard_arm(s, e);
+		return err;
 	}
+	char *scratch;
+	err = prim_mmap((void **)&scratch, NULL, len, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (err)
-		window_restore(s, e, prot);
-	if (scratch)
-		prim_munmap(scratch, len);
-	window_close(slot);
-	return err;
+		return err;
+	for (; off < len && !err; off += UNMERGE_CHUNK) {
+		size_t n = len - off < UNMERGE_CHUNK ? len - off : UNMERGE_CHUNK;
+		uintptr_t a = s + off;
+		int slot = window_open(a, a + n, prot);
+		if (slot == -EBUSY) {
+			for (uintptr_t p = a; p < a + n && !err; p += PAGE_SIZE)
+				err = guarded_touch(p, prot);
+			in_place = 1;
+			prim_munmap(scratch + off, n);
+			continue;
+		}
+		if (slot < 0) {
+			err = slot;
+			break;
+		}
+		if (!guarded_copy(scratch + off, (const void *)a, n))
+			err = -EFAULT;
+		else if (prot != (PROT_READ | PROT_WRITE))
+			err = prim_mprotect(scratch + off, n, prot);
+		if (!err)
+			err = prim_mremap(&m, scratch + off, n, n, MREMAP_MAYMOVE | MREMAP_FIXED,
+					  (void *)a);
+		if (err)
+			window_restore(slot, a, a + n, prot);
+		else
+			guard_arm(a, a + n);
+		window_close(slot);
+		if (err)
+			break; /* scratch + off is still ours: unmapped below */
+	}
+	if (off < len)
+		prim_munmap(scratch + off, len - off);
+	return err ? err : in_place;
 }
 
 struct pool_id {
@@ -172,17 +200,20 @@ static int pools_to_anon(const struct pool_id *ids, size_t nids, uintptr_t start
 			 bool copy)
 {
 	struct pieces p = {.ids = ids, .nids = nids, .start = start, .end = end};
-	int err = prim_maps_walk(0, collect_piece, &p);
+	int err = prim_maps_walk(0, collect_piece, &p), in_place = 0;
 	for (size_t k = 0; k < p.n; k++) {
 		int e = replace_with_anon(p.spans[k].start, p.spans[k].end, p.spans[k].prot, copy);
-		if (e && !err)
+		if (e > 0)
+			in_place = 1;
+		else if (e && !err)
 			err = e;
 	}
 	free(p.spans);
-	return err;
+	return err ? err : in_place;
 }
 
-/* Called inside engine_enter(). */
+/* Called inside engine_enter().  0, 1 if some pages stay (unshared) in
+ * mappings of the pool, or -errno. */
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy)
 {
 	struct pool_id id = {sp->pool.dev, sp->pool.ino};
@@ -238,7 +269,14 @@ int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_
 	    .ids = &id, .nids = 1, .start = region_addr(r, from), .end = region_addr(r, to)};
 	int err = 0, prot = region_prot_at(r, p.start);
 	if (prim_maps_walk(0, piece_seen, &p) == 1 && prot >= 0) {
-		err = replace_with_anon(p.start, p.end, prot, true);
+		/* mremap needs one mapping: never leave pages in the pool's
+		 * (retried while I/O in flight keeps a chunk there). */
+		int tries = 0;
+		do
+			err = replace_with_anon(p.start, p.end, prot, true);
+		while (err > 0 && ++tries < 1000 && prim_maps_walk(0, piece_seen, &p) == 1);
+		if (err > 0)
+			err = -EBUSY;
 		sp->maps_dirty = true;
 	}
 	for (size_t i = from; i < to; i++)
@@ -254,9 +292,12 @@ int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_
 int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to)
 {
 	int err = pool_mappings_to_anon(sp, region_addr(r, from), region_addr(r, to), true);
+	bool anon = err == 0;
+	if (err > 0)
+		err = 0; /* unshared in place: private, in the pool's mapping */
 	for (size_t i = from; i < to; i++) {
 		struct page_meta *m = &r->meta[i];
-		if (!err)
+		if (anon)
 			m->flags &= (uint8_t)~PM_POOLMAP;
 		if (m->flags & PM_STABLE) {
 			forget_merge(sp, m);
@@ -298,6 +339,7 @@ int regions_unmerge(struct samepage *sp, uintptr_t start, size_t len)
 {
 	int err = unmerge_span(sp, start, len, false);
 	regions_forget(sp, start, len);
+	guard_disarm(start, start + len);
 	return err;
 }
 

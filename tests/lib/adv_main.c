@@ -13,12 +13,12 @@
  */
 #include "adv_util.h"
 
-#define ADV_TEST(name, hang) void test_##name(void);
+#define ADV_TEST(name, hang, windows) void test_##name(void);
 #include "adversarial.def"
 #undef ADV_TEST
 
 static const struct adv_test tests[] = {
-#define ADV_TEST(name, hang) {#name, test_##name, hang},
+#define ADV_TEST(name, hang, windows) {#name, test_##name, hang},
 #include "adversarial.def"
 #undef ADV_TEST
 };

@@ -11,10 +11,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int check_passed, check_failed;
+/* One pair of counters for the whole test program, whatever number of
+ * files include this header (weak: the linker keeps one of them). */
+__attribute__((weak)) int check_passed, check_failed;
+
+/* A heartbeat for a runner that watches for hangs (adv_util.h): it maps a
+ * shared word here; every check and every full scan waited for counts as
+ * progress. */
+__attribute__((weak)) volatile unsigned long *check_beat;
+static inline void check_tick(void)
+{
+	if (check_beat)
+		__atomic_fetch_add(check_beat, 1, __ATOMIC_RELAXED);
+}
 
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \
+		check_tick();                                                                      \
 		if (cond) {                                                                        \
 			check_passed++;                                                            \
 		} else {                                                                           \
@@ -26,6 +39,7 @@ static int check_passed, check_failed;
 #define CHECK_CMP(a, op, b, T, fmt)                                                                \
 	do {                                                                                       \
 		T check_a_ = (a), check_b_ = (b);                                                  \
+		check_tick();                                                                      \
 		if (check_a_ op check_b_) {                                                        \
 			check_passed++;                                                            \
 		} else {                                                                           \

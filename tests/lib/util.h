@@ -44,10 +44,14 @@ static inline void wr(samepage_t *sp, const char *name, const char *value)
  * a hung test (it is not a timing assertion). */
 static inline int wait_scans(samepage_t *sp, long long n)
 {
-	long long start = rd(sp, "full_scans");
+	long long start = rd(sp, "full_scans"), last = start;
 	for (int i = 0; i < 120000; i++) {
-		if (rd(sp, "full_scans") >= start + n)
+		long long now = rd(sp, "full_scans");
+		if (now >= start + n)
 			return 0;
+		if (now != last)
+			check_tick(); /* progress, for a hang guard */
+		last = now;
 		usleep(1000);
 	}
 	fprintf(stderr, "timed out waiting for %lld full scans\n", n);

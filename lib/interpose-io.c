@@ -1,0 +1,365 @@
+// SPDX-License-Identifier: MIT
+/*
+ * interpose-io.c - the C library's reading calls, so that a merge never
+ * makes them fail or lose what they read.
+ *
+ * A read into memory that is being merged meets the merge window.  With
+ * userfaultfd handling kernel faults (guard.c's "uffd"), the kernel makes
+ * the read wait; with the other mechanisms it would fail with EFAULT or
+ * come back short.  And a direct-I/O read pins the page and writes it
+ * later, whatever the window: if the page merged meanwhile, the data would
+ * land in the page that was replaced.  So every reading call below marks
+ * its buffer in flight for its duration (io_begin/io_end, guard.c): it
+ * waits for a window open there to close before it starts, and no window
+ * opens over it until it returns.  libaio's reads (io_submit) stay in
+ * flight until their completion is seen: returned by io_getevents, or
+ * found in the completion ring (programs such as QEMU read the ring
+ * themselves), io_cancel or io_destroy.
+ *
+ * The calls: read, pread, readv, preadv (and their 64-bit, v2 and
+ * _FORTIFY_SOURCE variants), recv, recvfrom, recvmsg, recvmmsg; libaio's
+ * io_submit, io_getevents, io_cancel, io_destroy; and, while windows use
+ * mprotect, sigprocmask and pthread_sigmask, which may not block SIGSEGV
+ * or SIGBUS (the window's writer waits in the SIGSEGV handler).
+ *
+ * Not seen: raw syscall(2)s, the C library's internal reads (stdio's
+ * buffers), io_uring.  With no engine open, each call is one atomic load
+ * and the real call.
+ */
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <linux/aio_abi.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+static bool active(void)
+{
+	return atomic_load(&nengines) > 0;
+}
+
+/* The next definition of name: the C library's (or libaio's). */
+static void *real(const char *name, void *_Atomic *cache)
+{
+	void *f = atomic_load(cache);
+	if (!f) {
+		f = dlsym(RTLD_NEXT, name);
+		atomic_store(cache, f);
+	}
+	return f;
+}
+#define REAL(name, type) ((type)real(#name, &real_##name))
+
+static uintptr_t page_down(const void *p)
+{
+	return (uintptr_t)p & ~(PAGE_SIZE - 1);
+}
+
+static uintptr_t page_up(const void *p, size_t len)
+{
+	return ((uintptr_t)p + len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+}
+
+/* The pages a list of buffers covers, as one span (what a merge must keep
+ * away from; holes between the buffers lose a little merging, nothing
+ * else). */
+static void iov_span(const struct iovec *iov, int n, uintptr_t *start, uintptr_t *end)
+{
+	*start = UINTPTR_MAX;
+	*end = 0;
+	for (int i = 0; i < n; i++) {
+		if (!iov[i].iov_len)
+			continue;
+		uintptr_t s = page_down(iov[i].iov_base), e = page_up(iov[i].iov_base, iov[i].iov_len);
+		*start = s < *start ? s : *start;
+		*end = e > *end ? e : *end;
+	}
+	if (*end == 0)
+		*start = 0;
+}
+
+/* Runs the call with [start, end) in flight; saves the call's errno. */
+#define IN_FLIGHT(start, end, call)                                                                \
+	({                                                                                         \
+		uintptr_t s_ = (start), e_ = (end);                                                \
+		bool on_ = active() && e_ > s_;                                                    \
+		if (on_)                                                                           \
+			io_begin(s_, e_, 0);                                                       \
+		__typeof__(call) r_ = (call);                                                      \
+		int saved_ = errno;                                                                \
+		if (on_)                                                                           \
+			io_end(s_, e_, 0);                                                         \
+		errno = saved_;                                                                    \
+		r_;                                                                                \
+	})
+#define BUF_IN_FLIGHT(buf, len, call) IN_FLIGHT(page_down(buf), page_up(buf, len), call)
+
+/* ---- read(2) and its kin ---- */
+
+static void *_Atomic real_read, *_Atomic real___read_chk, *_Atomic real_pread,
+    *_Atomic real_pread64, *_Atomic real___pread_chk, *_Atomic real___pread64_chk,
+    *_Atomic real_readv, *_Atomic real_preadv, *_Atomic real_preadv64, *_Atomic real_preadv2,
+    *_Atomic real_preadv64v2, *_Atomic real_recv, *_Atomic real___recv_chk,
+    *_Atomic real_recvfrom, *_Atomic real___recvfrom_chk, *_Atomic real_recvmsg,
+    *_Atomic real_recvmmsg;
+
+typedef ssize_t (*read_fn)(int, void *, size_t);
+typedef ssize_t (*read_chk_fn)(int, void *, size_t, size_t);
+typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
+typedef ssize_t (*pread_chk_fn)(int, void *, size_t, off_t, size_t);
+typedef ssize_t (*readv_fn)(int, const struct iovec *, int);
+typedef ssize_t (*preadv_fn)(int, const struct iovec *, int, off_t);
+typedef ssize_t (*preadv2_fn)(int, const struct iovec *, int, off_t, int);
+typedef ssize_t (*recv_fn)(int, void *, size_t, int);
+typedef ssize_t (*recv_chk_fn)(int, void *, size_t, size_t, int);
+typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+typedef ssize_t (*recvfrom_chk_fn)(int, void *, size_t, size_t, int, struct sockaddr *,
+				   socklen_t *);
+typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
+typedef int (*recvmmsg_fn)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+
+EXPORT ssize_t read(int fd, void *buf, size_t len)
+{
+	return BUF_IN_FLIGHT(buf, len, REAL(read, read_fn)(fd, buf, len));
+}
+
+EXPORT ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+	return BUF_IN_FLIGHT(buf, len, REAL(__read_chk, read_chk_fn)(fd, buf, len, buflen));
+}
+
+EXPORT ssize_t pread(int fd, void *buf, size_t len, off_t off)
+{
+	return BUF_IN_FLIGHT(buf, len, REAL(pread, pread_fn)(fd, buf, len, off));
+}
+
+EXPORT ssize_t pread64(int fd, void *buf, size_t len, off_t off)
+{
+	return BUF_IN_FLIGHT(buf, len, REAL(pread64, pread_fn)(fd, buf, len, off));
+}
+
+EXPORT ssize_t __pread_chk(int fd, void *buf, size_t len, off_t off, size_t buflen)
+{
+	return BUF_IN_FLIGHT(buf, len,
+			     REAL(__pread_chk, pread_chk_fn)(fd, buf, len, off, buflen));
+}
+
+EXPORT ssize_t __pread64_chk(int fd, void *buf, size_t len, off_t off, size_t buflen)
+{
+	return BUF_IN_FLIGHT(buf, len,
+			     REAL(__pread64_chk, pread_chk_fn)(fd, buf, len, off, buflen));
+}
+
+#define IOV_IN_FLIGHT(iov, n, call)                                                                \
+	({                                                                                         \
+		uintptr_t s__, e__;                                                                \
+		iov_span(iov, n, &s__, &e__);                                                      \
+		IN_FLIGHT(s__, e__, call);                                                         \
+	})
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
+{
+	return IOV_IN_FLIGHT(iov, n, REAL(readv, readv_fn)(fd, iov, n));
+}
+
+EXPORT ssize_t preadv(int fd, const struct iovec *iov, int n, off_t off)
+{
+	return IOV_IN_FLIGHT(iov, n, REAL(preadv, preadv_fn)(fd, iov, n, off));
+}
+
+EXPORT ssize_t preadv64(int fd, const struct iovec *iov, int n, off_t off)
+{
+	return IOV_IN_FLIGHT(iov, n, REAL(preadv64, preadv_fn)(fd, iov, n, off));
+}
+
+EXPORT ssize_t preadv2(int fd, const struct iovec *iov, int n, off_t off, int flags)
+{
+	return IOV_IN_FLIGHT(iov, n, REAL(preadv2, preadv2_fn)(fd, iov, n, off, flags));
+}
+
+EXPORT ssize_t preadv64v2(int fd, const struct iovec *iov, int n, off_t off, int flags)
+{
+	return IOV_IN_FLIGHT(iov, n, REAL(preadv64v2, preadv2_fn)(fd, iov, n, off, flags));
+}
+
+EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+	return BUF_IN_FLIGHT(buf, len, REAL(recv, recv_fn)(fd, buf, len, flags));
+}
+
+EXPORT ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+	return BUF_IN_FLIGHT(buf, len, REAL(__recv_chk, recv_chk_fn)(fd, buf, len, buflen, flags));
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
+			socklen_t *fromlen)
+{
+	return BUF_IN_FLIGHT(buf, len,
+			     REAL(recvfrom, recvfrom_fn)(fd, buf, len, flags, from, fromlen));
+}
+
+EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+			      struct sockaddr *from, socklen_t *fromlen)
+{
+	return BUF_IN_FLIGHT(buf, len,
+			     REAL(__recvfrom_chk, recvfrom_chk_fn)(fd, buf, len, buflen, flags,
+								   from, fromlen));
+}
+
+/* The message's buffers, its control buffer and its address. */
+static void msg_span(const struct msghdr *m, uintptr_t *start, uintptr_t *end)
+{
+	iov_span(m->msg_iov, (int)m->msg_iovlen, start, end);
+	const void *extra[2] = {m->msg_control, m->msg_name};
+	size_t lens[2] = {m->msg_controllen, m->msg_namelen};
+	for (int i = 0; i < 2; i++) {
+		if (!extra[i] || !lens[i])
+			continue;
+		uintptr_t s = page_down(extra[i]), e = page_up(extra[i], lens[i]);
+		*start = *end == 0 || s < *start ? s : *start;
+		*end = e > *end ? e : *end;
+	}
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	uintptr_t s = 0, e = 0;
+	if (msg)
+		msg_span(msg, &s, &e);
+	return IN_FLIGHT(s, e, REAL(recvmsg, recvmsg_fn)(fd, msg, flags));
+}
+
+EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct timespec *t)
+{
+	uintptr_t s = 0, e = 0;
+	for (unsigned int i = 0; v && i < n; i++) {
+		uintptr_t a, b;
+		msg_span(&v[i].msg_hdr, &a, &b);
+		if (b > a) {
+			s = e == 0 || a < s ? a : s;
+			e = b > e ? b : e;
+		}
+	}
+	/* The headers themselves get msg_len written. */
+	if (v && n) {
+		uintptr_t a = page_down(v), b = page_up(v, n * sizeof(*v));
+		s = e == 0 || a < s ? a : s;
+		e = b > e ? b : e;
+	}
+	return IN_FLIGHT(s, e, REAL(recvmmsg, recvmmsg_fn)(fd, v, n, flags, t));
+}
+
+/* ---- libaio ---- */
+
+/* libaio's struct iocb and io_event are the kernel's (linux/aio_abi.h);
+ * its io_context_t is the address of the completion ring. */
+static void *_Atomic real_io_submit, *_Atomic real_io_getevents, *_Atomic real_io_cancel,
+    *_Atomic real_io_destroy;
+typedef int (*io_submit_fn)(aio_context_t, long, struct iocb **);
+typedef int (*io_getevents_fn)(aio_context_t, long, long, struct io_event *, struct timespec *);
+typedef int (*io_cancel_fn)(aio_context_t, struct iocb *, struct io_event *);
+typedef int (*io_destroy_fn)(aio_context_t);
+
+/* Marks the buffers of the reads among iocbs in flight (keyed by iocb). */
+static void aio_begin(aio_context_t ctx, long n, struct iocb **ios)
+{
+	io_ring_reap(ctx); /* completions seen since the last call */
+	for (long i = 0; i < n; i++) {
+		struct iocb *cb = ios[i];
+		uintptr_t s = 0, e = 0;
+		if (cb->aio_lio_opcode == IOCB_CMD_PREAD) {
+			s = page_down((void *)(uintptr_t)cb->aio_buf);
+			e = page_up((void *)(uintptr_t)cb->aio_buf, (size_t)cb->aio_nbytes);
+		} else if (cb->aio_lio_opcode == IOCB_CMD_PREADV) {
+			iov_span((const struct iovec *)(uintptr_t)cb->aio_buf, (int)cb->aio_nbytes,
+				 &s, &e);
+		}
+		if (e > s)
+			io_begin(s, e, (uintptr_t)cb);
+	}
+}
+
+EXPORT int io_submit(aio_context_t ctx, long n, struct iocb **ios)
+{
+	io_submit_fn f = REAL(io_submit, io_submit_fn);
+	if (!f)
+		return -ENOSYS;
+	if (!active() || n <= 0 || !ios)
+		return f(ctx, n, ios);
+	aio_begin(ctx, n, ios);
+	int r = f(ctx, n, ios);
+	/* The iocbs the kernel did not take are not in flight. */
+	for (long i = r < 0 ? 0 : r; i < n; i++)
+		io_end(0, 0, (uintptr_t)ios[i]);
+	return r;
+}
+
+EXPORT int io_getevents(aio_context_t ctx, long min, long n, struct io_event *ev,
+			struct timespec *t)
+{
+	io_getevents_fn f = REAL(io_getevents, io_getevents_fn);
+	if (!f)
+		return -ENOSYS;
+	int r = f(ctx, min, n, ev, t);
+	for (int i = 0; i < r; i++)
+		io_end(0, 0, (uintptr_t)ev[i].obj);
+	if (active())
+		io_ring_reap(ctx);
+	return r;
+}
+
+EXPORT int io_cancel(aio_context_t ctx, struct iocb *cb, struct io_event *ev)
+{
+	io_cancel_fn f = REAL(io_cancel, io_cancel_fn);
+	if (!f)
+		return -ENOSYS;
+	int r = f(ctx, cb, ev);
+	if (r == 0)
+		io_end(0, 0, (uintptr_t)cb);
+	return r;
+}
+
+EXPORT int io_destroy(aio_context_t ctx)
+{
+	io_destroy_fn f = REAL(io_destroy, io_destroy_fn);
+	if (!f)
+		return -ENOSYS;
+	io_ring_forget(ctx); /* waits for nothing: the kernel cancels or completes */
+	return f(ctx);
+}
+
+/* ---- signal masks (mprotect windows) ---- */
+
+static void *_Atomic real_sigprocmask, *_Atomic real_pthread_sigmask;
+typedef int (*sigmask_fn)(int, const sigset_t *, sigset_t *);
+
+/* Under mprotect windows, a thread that blocked SIGSEGV would be killed by
+ * the kernel at its first write into a window: it may not block them. */
+static const sigset_t *unblock_faults(int how, const sigset_t *set, sigset_t *copy)
+{
+	if (!set || how == SIG_UNBLOCK || guard_window_kind() != WINDOW_MPROTECT)
+		return set;
+	if (!sigismember(set, SIGSEGV) && !sigismember(set, SIGBUS))
+		return set;
+	*copy = *set;
+	sigdelset(copy, SIGSEGV);
+	sigdelset(copy, SIGBUS);
+	return copy;
+}
+
+EXPORT int sigprocmask(int how, const sigset_t *set, sigset_t *old)
+{
+	sigset_t copy;
+	return REAL(sigprocmask, sigmask_fn)(how, unblock_faults(how, set, &copy), old);
+}
+
+EXPORT int pthread_sigmask(int how, const sigset_t *set, sigset_t *old)
+{
+	sigset_t copy;
+	return REAL(pthread_sigmask, sigmask_fn)(how, unblock_faults(how, set, &copy), old);
+}

@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: MIT
+/*
+ * adv_window.c - a merge nothing can notice (issue 11): reads of every kind
+ * into memory that merges and unmerges continuously never fail, never come
+ * back short and never lose what they read; threads that block every
+ * signal write into it and live; unmerging under load fails no read.
+ *
+ * CMake runs each of these under every window mechanism the machine
+ * allows: the default (userfaultfd handling kernel faults, as root),
+ * SAMEPAGE_WINDOW=uffd-user and SAMEPAGE_WINDOW=mprotect.
+ */
+#include "adv_util.h"
+
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#define IO_PAGES 1024 /* 4 MiB: two contents, merging into two KSM pages */
+#define IO_THREADS 4
+
+static char *io_area;
+static atomic_long io_calls, io_efault, io_short, io_lost;
+static int src_fd, direct_fd = -1;
+static char *src_a, *src_b; /* what the two sources hold */
+
+/* The direct-I/O source: a file on a file system that takes O_DIRECT
+ * (tmpfs does not).  Tries the working directory (ctest's build tree). */
+static void open_direct_source(void)
+{
+	char path[] = "samepage-direct-XXXXXX";
+	int fd = mkstemp(path);
+	if (fd < 0)
+		return;
+	unlink(path);
+	if (pwrite(fd, src_a, PG, 0) != (ssize_t)PG || pwrite(fd, src_b, PG, PG) != (ssize_t)PG ||
+	    fsync(fd)) {
+		close(fd);
+		return;
+	}
+	char fdpath[64];
+	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+	direct_fd = open(fdpath, O_RDONLY | O_DIRECT);
+	close(fd);
+	if (direct_fd >= 0) {
+		char *probe = aligned_alloc(PG, PG);
+		if (pread(direct_fd, probe, PG, 0) != (ssize_t)PG) {
+			close(direct_fd);
+			direct_fd = -1;
+		}
+		free(probe);
+	}
+}
+
+/* One reader: reads content A or B into its own pages with one kind of
+ * call, and checks the page holds what was read. */
+static void *reader(void *arg)
+{
+	long t = (long)arg;
+	int sv[2] = {-1, -1};
+	uint64_t s = 0x9e3779b97f4a7c15ULL * (uint64_t)(t + 1);
+	if (t == 3)
+		REQUIRE(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0);
+	while (!atomic_load(&stop_flag)) {
+		s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+		size_t pg = (s % (IO_PAGES / IO_THREADS)) * IO_THREADS + (size_t)t;
+		char *p = io_area + pg * PG;
+		bool b = s & 1;
+		const char *want = b ? src_b : src_a;
+		ssize_t n;
+		switch (t) {
+		case 0: n = pread(src_fd, p, PG, b ? PG : 0); break;
+		case 1: {
+			struct iovec iov[2] = {{p, PG / 2}, {p + PG / 2, PG / 2}};
+			n = preadv(src_fd, iov, 2, b ? PG : 0);
+			break;
+		}
+		case 2:
+			n = direct_fd >= 0 ? pread(direct_fd, p, PG, b ? PG : 0)
+					   : pread(src_fd, p, PG, b ? PG : 0);
+			break;
+		default:
+			REQUIRE(send(sv[0], want, PG, 0) == (ssize_t)PG);
+			n = recv(sv[1], p, PG, 0);
+			break;
+		}
+		atomic_fetch_add(&io_calls, 1);
+		if (n < 0 && errno == EFAULT)
+			atomic_fetch_add(&io_efault, 1);
+		else if (n != (ssize_t)PG)
+			atomic_fetch_add(&io_short, 1);
+		else if (memcmp(p, want, PG))
+			atomic_fetch_add(&io_lost, 1);
+	}
+	if (sv[0] >= 0) {
+		close(sv[0]);
+		close(sv[1]);
+	}
+	return NULL;
+}
+
+/* Reads of every kind while the area merges and unmerges continuously
+ * (run 1, then run 2, over and over): none fails, none is short, none is
+ * lost. */
+void test_io_during_merge(void)
+{
+	samepage_t *sp = open_fast();
+	src_a = malloc(PG);
+	src_b = malloc(PG);
+	memset(src_a, 'A', PG);
+	memset(src_b, 'B', PG);
+	src_fd = memfd_create("src", 0);
+	REQUIRE(src_fd >= 0);
+	REQUIRE(pwrite(src_fd, src_a, PG, 0) == (ssize_t)PG);
+	REQUIRE(pwrite(src_fd, src_b, PG, PG) == (ssize_t)PG);
+	open_direct_source();
+	io_area = map_pages(IO_PAGES);
+	memset(io_area, 'A', IO_PAGES * PG);
+	REQUIRE(samepage_madvise(sp, io_area, IO_PAGES * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	pthread_t t[IO_THREADS];
+	for (long i = 0; i < IO_THREADS; i++)
+		REQUIRE(pthread_create(&t[i], NULL, reader, (void *)i) == 0);
+	long long merged = 0;
+	for (int round = 0; round < 40; round++) {
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 2) == 0);
+		merged += rd(sp, "pages_sharing");
+		wr(sp, "run", "2");
+	}
+	atomic_store(&stop_flag, 1);
+	for (int i = 0; i < IO_THREADS; i++)
+		pthread_join(t[i], NULL);
+	printf("window %lld, direct I/O %s: %ld reads, %ld EFAULT, %ld short, %ld lost; "
+	       "pages_sharing summed over rounds %lld, merges_skipped_io %lld\n",
+	       rd(sp, "merge_window"), direct_fd >= 0 ? "yes" : "no (no O_DIRECT here)",
+	       atomic_load(&io_calls), atomic_load(&io_efault), atomic_load(&io_short),
+	       atomic_load(&io_lost), merged, rd(sp, "merges_skipped_io"));
+	CHECK(atomic_load(&io_calls) > 0);
+	CHECK_EQ_INT(atomic_load(&io_efault), 0);
+	CHECK_EQ_INT(atomic_load(&io_short), 0);
+	CHECK_EQ_INT(atomic_load(&io_lost), 0);
+	CHECK(merged > 0); /* the pages did merge meanwhile */
+	samepage_close(sp);
+}
+
+/* Writers that block every signal (as VM monitors' vCPU and I/O threads
+ * do) write into pages that merge continuously: the process lives and no
+ * write is lost. */
+static char *sb_area, *sb_shadow;
+static atomic_long sb_bad, sb_writes;
+#define SB_PAGES 512
+
+static void *blocked_writer(void *arg)
+{
+	long t = (long)arg;
+	sigset_t all;
+	sigfillset(&all);
+	REQUIRE(pthread_sigmask(SIG_BLOCK, &all, NULL) == 0);
+	uint64_t s = 0x2545f4914f6cdd1dULL * (uint64_t)(t + 1);
+	while (!atomic_load(&stop_flag)) {
+		s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+		size_t pg = (s % (SB_PAGES / 2)) * 2 + (size_t)t;
+		char v = (char)('a' + (s >> 20) % 3); /* few contents: they merge again */
+		memset(sb_area + pg * PG, v, PG);
+		memset(sb_shadow + pg * PG, v, PG);
+		atomic_fetch_add(&sb_writes, 1);
+		if (memcmp(sb_area + pg * PG, sb_shadow + pg * PG, PG))
+			atomic_fetch_add(&sb_bad, 1);
+	}
+	return NULL;
+}
+
+void test_signal_blocking_writer(void)
+{
+	samepage_t *sp = open_fast();
+	sb_area = map_pages(SB_PAGES);
+	sb_shadow = malloc(SB_PAGES * PG);
+	memset(sb_area, 'a', SB_PAGES * PG);
+	memset(sb_shadow, 'a', SB_PAGES * PG);
+	REQUIRE(samepage_madvise(sp, sb_area, SB_PAGES * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	pthread_t t[2];
+	for (long i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&t[i], NULL, blocked_writer, (void *)i) == 0);
+	REQUIRE(wait_scans(sp, 200) == 0);
+	atomic_store(&stop_flag, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	printf("window %lld: %ld writes by signal-blocking threads, %lld waited for a merge\n",
+	       rd(sp, "merge_window"), atomic_load(&sb_writes), rd(sp, "merge_window_waits"));
+	CHECK_EQ_INT(atomic_load(&sb_bad), 0);
+	CHECK(memcmp(sb_area, sb_shadow, SB_PAGES * PG) == 0);
+	samepage_close(sp);
+}
+
+/* run = 2 on a large merged area while readers read into it: no read
+ * fails or is lost (unmerging works a chunk at a time). */
+void test_unmerge_under_load(void)
+{
+	samepage_t *sp = open_fast();
+	src_a = malloc(PG);
+	src_b = malloc(PG);
+	memset(src_a, 'A', PG);
+	memset(src_b, 'B', PG);
+	src_fd = memfd_create("src", 0);
+	REQUIRE(pwrite(src_fd, src_a, PG, 0) == (ssize_t)PG);
+	REQUIRE(pwrite(src_fd, src_b, PG, PG) == (ssize_t)PG);
+	const size_t n = 32768; /* 128 MiB */
+	char *big = map_pages(n);
+	memset(big, 'A', n * PG);
+	io_area = big;
+	REQUIRE(samepage_madvise(sp, big, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	CHECK(rd(sp, "pages_sharing") > (long long)n / 2);
+	pthread_t t[2];
+	for (long i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&t[i], NULL, reader, (void *)i) == 0);
+	for (int round = 0; round < 3; round++) {
+		wr(sp, "run", "2");
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 2) == 0);
+	}
+	wr(sp, "run", "2");
+	atomic_store(&stop_flag, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	printf("window %lld: %ld reads during unmerges, %ld EFAULT, %ld short, %ld lost\n",
+	       rd(sp, "merge_window"), atomic_load(&io_calls), atomic_load(&io_efault),
+	       atomic_load(&io_short), atomic_load(&io_lost));
+	CHECK_EQ_INT(atomic_load(&io_efault), 0);
+	CHECK_EQ_INT(atomic_load(&io_short), 0);
+	CHECK_EQ_INT(atomic_load(&io_lost), 0);
+	CHECK_EQ_INT(rd(sp, "pages_shared"), 0);
+	CHECK_EQ_U64(pages_mapping_pool(big, n), 0);
+	samepage_close(sp);
+}
