@@ -12,6 +12,7 @@
  * merged) and never leaves run=1 behind.
  */
 #include "harness.h"
+#include "procfs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -120,83 +121,37 @@ static clockid_t cpu_clock_of(pid_t id, bool thread)
 /* utime+stime of /proc/<pid>/stat (or /proc/self/task/<tid>/stat), in ns. */
 static uint64_t proc_stat_cpu_ns(pid_t id, bool thread)
 {
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), thread ? "/proc/self/task/%d/stat" : "/proc/%d/stat", id);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
+	char path[64];
+	struct procfs_stat st;
+
+	procfs_path(path, sizeof(path), thread ? "/proc/self/task" : "/proc", id, "stat");
+	if (procfs_stat(path, &st))
 		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	unsigned long long ut = 0, st = 0;
-	if (!p ||
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return 0;
-	return (ut + st) * (1000000000ULL / (uint64_t)sysconf(_SC_CLK_TCK));
+	return (st.utime + st.stime) * (1000000000ULL / (uint64_t)sysconf(_SC_CLK_TCK));
 }
 
 /* ---- memory ---- */
 
-static long long file_kb(const char *path, const char *field)
-{
-	char line[256];
-	long long v = -1;
-	size_t n = strlen(field);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n) && line[n] == ':') {
-			v = atoll(line + n + 1);
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
 long long meminfo_kb(const char *field)
 {
-	return file_kb("/proc/meminfo", field);
+	return procfs_number("/proc/meminfo", field);
 }
 
 long long mem_used_kb(void)
 {
-	char line[256];
-	long long anon = -1, shmem = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, "AnonPages:", 10))
-			anon = atoll(line + 10);
-		else if (!strncmp(line, "Shmem:", 6))
-			shmem = atoll(line + 6);
-	}
-	fclose(f);
-	return anon + shmem;
+	long long anon = meminfo_kb("AnonPages"), shmem = meminfo_kb("Shmem");
+
+	return anon < 0 || shmem < 0 ? -1 : anon + shmem;
 }
 
 long long self_rollup_kb(const char *field)
 {
-	return file_kb("/proc/self/smaps_rollup", field);
+	return procfs_number("/proc/self/smaps_rollup", field);
 }
 
 long long self_map_count(void)
 {
-	char buf[65536];
-	long long lines = 0;
-	int fd = open("/proc/self/maps", O_RDONLY);
-	if (fd < 0)
-		return -1;
-	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		for (ssize_t i = 0; i < n; i++)
-			lines += buf[i] == '\n';
-	close(fd);
-	return lines;
+	return procfs_count_maps("/proc/self/maps");
 }
 
 /* ---- workloads ---- */
@@ -339,31 +294,24 @@ static bool kernel_ksm_busy(char *why, size_t len)
 		snprintf(why, len, "pages are merged");
 		return true;
 	}
-	DIR *d = opendir("/proc");
-	struct dirent *de;
+	int *pids, n = procfs_pids("/proc", &pids);
 	bool busy = false;
-	pid_t self = getpid();
-	while (!busy && d && (de = readdir(d))) {
-		pid_t pid = atoi(de->d_name);
-		if (pid <= 0 || pid == self)
+
+	for (int i = 0; !busy && i < n; i++) {
+		char path[64], text[2048];
+		const char *v;
+
+		if (pids[i] == getpid() ||
+		    procfs_read(procfs_path(path, sizeof(path), "/proc", pids[i], "ksm_stat"), text,
+				sizeof(text)))
 			continue;
-		char path[64], line[128];
-		snprintf(path, sizeof(path), "/proc/%d/ksm_stat", pid);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		while (fgets(line, sizeof(line), f))
-			if ((!strncmp(line, "ksm_mergeable: yes", 18) ||
-			     !strncmp(line, "ksm_merge_any: yes", 18)) ||
-			    (!strncmp(line, "ksm_merging_pages ", 18) && atoll(line + 18) > 0)) {
-				snprintf(why, len, "pid %d has mergeable memory", pid);
-				busy = true;
-				break;
-			}
-		fclose(f);
+		busy = ((v = procfs_find_key(text, "ksm_mergeable")) && !strncmp(v, "yes", 3)) ||
+		       ((v = procfs_find_key(text, "ksm_merge_any")) && !strncmp(v, "yes", 3)) ||
+		       ((v = procfs_find_key(text, "ksm_merging_pages")) && atoll(v) > 0);
+		if (busy)
+			snprintf(why, len, "pid %d has mergeable memory", pids[i]);
 	}
-	if (d)
-		closedir(d);
+	free(pids);
 	return busy;
 }
 
@@ -408,30 +356,12 @@ static void kernel_acquire(void)
 }
 
 /* The first entry of dir (/proc or /proc/self/task) whose comm is name:
- * the kthread ksmd, or the library's thread samepage-ksmd. */
+ * the kthread ksmd, or the library's thread samepage-ksmd; -1 if none. */
 static pid_t find_by_comm(const char *dir, const char *name)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	pid_t found = -1;
-	size_t len = strlen(name);
-	while (found < 0 && d && (de = readdir(d))) {
-		pid_t id = atoi(de->d_name);
-		char path[64], comm[32] = "";
-		if (id <= 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%d/comm", dir, id);
-		int fd = open(path, O_RDONLY);
-		if (fd < 0)
-			continue;
-		ssize_t n = read(fd, comm, sizeof(comm) - 1);
-		close(fd);
-		if (n > (ssize_t)len && !strncmp(comm, name, len) && comm[len] == '\n')
-			found = id;
-	}
-	if (d)
-		closedir(d);
-	return found;
+	int id = procfs_find_comm(dir, name);
+
+	return id > 0 ? id : -1;
 }
 
 /* ---- the engine ---- */
@@ -505,22 +435,14 @@ void bench_run(struct engine *e, int run)
 
 long long bench_counter(struct engine *e, const char *name)
 {
-	long long v = -1;
 	if (e->kind == ENGINE_LIB) {
+		long long v;
 		if (samepage_read_number(e->sp, name, &v))
 			return -1;
 		return v;
 	}
 	if (!strncmp(name, "ksm_", 4) && strcmp(name, "ksm_zero_pages")) {
-		char line[128];
-		size_t n = strlen(name);
-		FILE *f = fopen("/proc/self/ksm_stat", "r");
-		while (f && fgets(line, sizeof(line), f))
-			if (!strncmp(line, name, n) && line[n] == ' ')
-				v = atoll(line + n + 1);
-		if (f)
-			fclose(f);
-		return v;
+		return procfs_number("/proc/self/ksm_stat", name);
 	}
 	return sysfs_number(name);
 }
@@ -648,7 +570,7 @@ static long long samepage_memfd_kb(void)
 
 long long process_memory_kb(struct engine *e)
 {
-	long long anon = file_kb("/proc/self/status", "RssAnon");
+	long long anon = procfs_number("/proc/self/status", "RssAnon");
 	if (e->kind == ENGINE_LIB)
 		return anon + samepage_memfd_kb();
 	/* RssAnon counts a KSM page once per mapping: take the mappings KSM
@@ -791,13 +713,7 @@ static double slab_size(const char *cache)
 {
 	char path[128], buf[32];
 	snprintf(path, sizeof(path), "/sys/kernel/slab/%s/slab_size", cache);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	buf[n > 0 ? n : 0] = 0;
-	return atof(buf);
+	return procfs_read(path, buf, sizeof(buf)) ? 0 : atof(buf);
 }
 
 double metadata_per_page(struct engine *e)

@@ -32,6 +32,7 @@
  * the total is a Horvitz-Thompson estimate; estimate.c states the interval.
  */
 #include "estimate-scan.h"
+#include "procfs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -878,111 +879,81 @@ struct vma {
 	uint64_t start, end;
 };
 
+struct maps_acc {
+	const struct est *e;
+	struct vma *v;
+	int n, cap;
+};
+
 /* Keeps the areas KSM could merge: private, anonymous, not special. */
-static bool vma_mergeable(const char *perms, unsigned long inode, const char *path)
+static bool vma_mergeable(const struct procfs_map *m)
 {
-	if (perms[3] != 'p' || inode != 0)
+	if (m->perms[3] != 'p' || m->inode != 0)
 		return false;
-	if (!*path)
+	if (!*m->path)
 		return true;
-	return !strcmp(path, "[heap]") || !strncmp(path, "[stack", 6) ||
-	       !strncmp(path, "[anon:", 6);
+	return !strcmp(m->path, "[heap]") || !strncmp(m->path, "[stack", 6) ||
+	       !strncmp(m->path, "[anon:", 6);
+}
+
+static int maps_keep(const struct procfs_map *m, void *arg)
+{
+	struct maps_acc *a = arg;
+	uint64_t start = m->start, end = m->end;
+
+	if (!vma_mergeable(m))
+		return 0;
+	if (a->e->cfg.range_end) {
+		start = start > a->e->cfg.range_start ? start : a->e->cfg.range_start;
+		end = end < a->e->cfg.range_end ? end : a->e->cfg.range_end;
+		if (start >= end)
+			return 0;
+	}
+	if (a->n == a->cap) {
+		int ncap = a->cap ? a->cap * 2 : 64;
+		struct vma *nv = xrealloc_array(a->v, (size_t)ncap, sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		a->v = nv;
+		a->cap = ncap;
+	}
+	a->v[a->n++] = (struct vma){start, end};
+	return 0;
 }
 
 static int read_maps(const struct est *e, pid_t pid, struct vma **out, int *n)
 {
-	char path[64], *line = NULL;
-	size_t cap = 0;
-	int nv = 0, capv = 0, err = 0;
-	struct vma *v = NULL;
-	FILE *f;
+	char path[64];
+	struct maps_acc a = {.e = e};
+	int err =
+	    procfs_maps(procfs_path(path, sizeof(path), "/proc", (int)pid, "maps"), maps_keep, &a);
 
-	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return -errno;
-	errno = 0;
-	while (getline(&line, &cap, f) > 0) {
-		unsigned long long start, end, off;
-		unsigned long inode;
-		char perms[8], dev[16];
-		int pos = 0;
-
-		if (sscanf(line, "%llx-%llx %7s %llx %15s %lu %n", &start, &end, perms, &off, dev,
-			   &inode, &pos) < 6)
-			continue;
-		char *name = line + pos;
-		name[strcspn(name, "\n")] = 0;
-		if (!vma_mergeable(perms, inode, name))
-			continue;
-		if (e->cfg.range_end) {
-			start = start > e->cfg.range_start ? start : e->cfg.range_start;
-			end = end < e->cfg.range_end ? end : e->cfg.range_end;
-			if (start >= end)
-				continue;
-		}
-		if (nv == capv) {
-			int ncap = capv ? capv * 2 : 64;
-			struct vma *nvv = xrealloc_array(v, (size_t)ncap, sizeof(*v));
-
-			if (!nvv) {
-				err = -ENOMEM;
-				break;
-			}
-			v = nvv;
-			capv = ncap;
-		}
-		v[nv++] = (struct vma){start, end};
-	}
-	if (!err && ferror(f))
-		err = errno ? -errno : -EIO;
-	fclose(f);
-	free(line);
 	if (err) {
-		free(v);
+		free(a.v);
 		return err;
 	}
-	*out = v;
-	*n = nv;
+	*out = a.v;
+	*n = a.n;
 	return 0;
 }
 
 static void read_comm(struct est_proc *p)
 {
 	char path[64];
-	ssize_t n;
-	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)p->pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	n = read(fd, p->comm, sizeof(p->comm) - 1);
-	close(fd);
-	if (n > 0) {
-		p->comm[n] = 0;
-		p->comm[strcspn(p->comm, "\n")] = 0;
-	}
+	procfs_comm(procfs_path(path, sizeof(path), "/proc", (int)p->pid, "comm"), p->comm,
+		    sizeof(p->comm));
 }
 
 static bool is_zombie(pid_t pid)
 {
-	char path[64], buf[512];
-	ssize_t n;
-	int fd;
+	char path[64];
+	struct procfs_stat st;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (procfs_stat(procfs_path(path, sizeof(path), "/proc", (int)pid, "stat"), &st))
 		return true; /* gone altogether */
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return true;
-	buf[n] = 0;
-	/* "pid (comm) S ...": comm may hold ") ", so take the last one. */
-	char *c = strrchr(buf, ')');
-	return c && c[1] == ' ' && (c[2] == 'Z' || c[2] == 'X');
+	return st.state == 'Z' || st.state == 'X';
 }
 
 static enum est_status status_of(int err)

@@ -99,27 +99,13 @@ static int target_cmp(const void *a, const void *b)
 	return c ? c : (x->pid > y->pid) - (x->pid < y->pid);
 }
 
-/* The cgroup v2 path of pid, from the "0::" line of /proc/PID/cgroup. */
+/* The cgroup v2 path of pid, "?" when unknown. */
 static char *pid_cgroup(pid_t pid)
 {
-	char path[64], *line = NULL, *res = NULL;
-	size_t cap = 0;
-	FILE *f;
+	char path[64], cg[4096];
 
-	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
-	f = fopen(path, "re");
-	if (f) {
-		while (getline(&line, &cap, f) > 0) {
-			if (!strncmp(line, "0::", 3)) {
-				line[strcspn(line, "\n")] = 0;
-				res = strdup(line + 3);
-				break;
-			}
-		}
-		fclose(f);
-		free(line);
-	}
-	return res ? res : strdup("?");
+	procfs_path(path, sizeof(path), "/proc", (int)pid, "cgroup");
+	return strdup(procfs_cgroup(path, cg, sizeof(cg)) ? "?" : cg);
 }
 
 /* Where cgroup2 is mounted ("/sys/fs/cgroup", or ".../unified" on hybrid
@@ -209,22 +195,15 @@ static int add_cgroup(struct targets *t, const char *arg)
 
 static int add_all(struct targets *t)
 {
-	DIR *d = opendir("/proc");
-	struct dirent *de;
+	int *pids, n = procfs_pids("/proc", &pids);
 
-	if (!d)
-		return -errno;
-	while ((de = readdir(d))) {
-		char *end;
-		long pid = strtol(de->d_name, &end, 10);
-
+	if (n < 0)
+		return n;
+	for (int i = 0; i < n; i++)
 		/* Not ourselves: our own buffers would count as duplicates. */
-		if (*end || pid <= 0 || pid == getpid())
-			continue;
-		if (targets_add(t, (pid_t)pid, false))
+		if (pids[i] != getpid() && targets_add(t, (pid_t)pids[i], false))
 			break;
-	}
-	closedir(d);
+	free(pids);
 	return 0;
 }
 
@@ -282,21 +261,11 @@ static void progress_cb(void *arg, uint64_t done, const struct est_proc *p)
 
 static uint64_t rss_anon(pid_t pid)
 {
-	char path[64], *line = NULL;
-	size_t cap = 0;
-	unsigned long long kb = 0;
-	FILE *f;
+	char path[64];
+	long long kb =
+	    procfs_number(procfs_path(path, sizeof(path), "/proc", (int)pid, "status"), "RssAnon");
 
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	while (getline(&line, &cap, f) > 0)
-		if (sscanf(line, "RssAnon: %llu", &kb) == 1)
-			break;
-	free(line);
-	fclose(f);
-	return kb * 1024;
+	return kb > 0 ? (uint64_t)kb * 1024 : 0;
 }
 
 /* ------------------------------------------------------------- Figures ---- */

@@ -35,7 +35,7 @@ int host_release(char *buf, size_t len)
 
 	/* proc/sys/kernel/osrelease is what a recorded tree carries. */
 	snprintf(path, sizeof(path), "%s/sys/kernel/osrelease", opt.proc_root);
-	if (read_text(path, buf, len) == 0)
+	if (procfs_read(path, buf, len) == 0)
 		return 0;
 	if (!opt.live || uname(&u))
 		return -ENOENT;
@@ -45,17 +45,10 @@ int host_release(char *buf, size_t len)
 
 long long host_meminfo_kb(const char *key)
 {
-	char path[PATH_MAX], text[8192];
-	size_t klen = strlen(key);
+	char path[PATH_MAX];
 
 	snprintf(path, sizeof(path), "%s/meminfo", opt.proc_root);
-	if (read_text(path, text, sizeof(text)))
-		return -1;
-	for (char *line = text; line && *line;
-	     line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-		if (strncmp(line, key, klen) == 0 && line[klen] == ':')
-			return strtoll(line + klen + 1, NULL, 10);
-	return -1;
+	return procfs_number(path, key);
 }
 
 /* Scans kernel config text for CONFIG_KSM: 1, 0, or -1 when not mentioned. */
@@ -127,54 +120,23 @@ int host_kconfig_ksm(char *src, size_t len)
 	return ret;
 }
 
-static int find_ksmd(void)
-{
-	char path[PATH_MAX], comm[64];
-	DIR *d = opendir(opt.proc_root);
-	struct dirent *e;
-	int pid = -ENOENT;
-
-	if (!d)
-		return -errno;
-	/* ksmd is a kernel thread started early: it has a small pid. */
-	while ((e = readdir(d))) {
-		if (!isdigit((unsigned char)e->d_name[0]))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s/comm", opt.proc_root, e->d_name);
-		if (read_text(path, comm, sizeof(comm)) == 0 && strcmp(comm, "ksmd") == 0) {
-			pid = atoi(e->d_name);
-			break;
-		}
-	}
-	closedir(d);
-	return pid;
-}
-
 int host_ksmd_cpu(double *cpu_s, double *alive_s)
 {
-	char path[PATH_MAX], text[1024];
-	unsigned long long f[23] = {0};
-	double hz = (double)sysconf(_SC_CLK_TCK), uptime;
-	int pid = find_ksmd(), err;
-	char *p;
+	char path[PATH_MAX], text[128];
+	double hz = (double)sysconf(_SC_CLK_TCK);
+	struct procfs_stat st;
+	/* ksmd is a kernel thread started early: it has a small pid. */
+	int pid = procfs_find_comm(opt.proc_root, "ksmd"), err;
 
 	if (pid < 0)
 		return pid;
-	snprintf(path, sizeof(path), "%s/%d/stat", opt.proc_root, pid);
-	if ((err = read_text(path, text, sizeof(text))))
+	if ((err = procfs_stat(procfs_path(path, sizeof(path), opt.proc_root, pid, "stat"), &st)))
 		return err;
-	/* Fields count from 1; field 3 follows the ")" that ends comm. */
-	if (!(p = strrchr(text, ')')))
-		return -EINVAL;
-	p = strtok(p + 1, " ");
-	for (int i = 3; i <= 22 && p; i++, p = strtok(NULL, " "))
-		f[i] = strtoull(p, NULL, 10);
 	snprintf(path, sizeof(path), "%s/uptime", opt.proc_root);
-	if ((err = read_text(path, text, sizeof(text))))
+	if ((err = procfs_read(path, text, sizeof(text))))
 		return err;
-	uptime = strtod(text, NULL);
-	*cpu_s = (double)(f[14] + f[15]) / hz;
-	*alive_s = uptime - (double)f[22] / hz;
+	*cpu_s = (double)(st.utime + st.stime) / hz;
+	*alive_s = strtod(text, NULL) - (double)st.starttime / hz;
 	return 0;
 }
 
@@ -211,7 +173,7 @@ int host_thp(char *buf, size_t len)
 	int err;
 
 	snprintf(path, sizeof(path), "%s/kernel/mm/transparent_hugepage/enabled", opt.sys_root);
-	if ((err = read_text(path, text, sizeof(text))))
+	if ((err = procfs_read(path, text, sizeof(text))))
 		return err;
 	knob_selected(text, buf, len);
 	return 0;

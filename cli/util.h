@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "procfs.h" /* procfs_read() reads a small file, sysfs's too */
+
 /* Exit statuses, documented in ksmctl(1). */
 enum {
 	KSMCTL_OK = 0,
@@ -33,9 +35,6 @@ int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, .
     __attribute__((format(printf, 4, 5)));
 void ksmctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Reads a whole small file into buf without its trailing newline(s):
- * 0 or -errno. */
-int read_text(const char *path, char *buf, size_t len);
 /* Reads a file holding one decimal number: 0 or -errno (-EINVAL: not a number). */
 int read_ll(const char *path, long long *out);
 /* Parses a clean, optionally signed decimal number: 0 or -EINVAL. */
