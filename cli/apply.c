@@ -290,8 +290,15 @@ int cmd_install_service(int argc, char **argv)
 	if (optind < argc)
 		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "it takes no arguments",
 				   "install-service: unexpected argument");
+	/* A typo must not create a tree: the root itself must exist. */
+	struct stat st;
+	if (in.root[0] && (stat(in.root, &st) || !S_ISDIR(st.st_mode)))
+		return ksmctl_fail(KSMCTL_USAGE, in.root,
+				   "give an existing directory (mkdir it first for a new staging "
+				   "tree), or leave --root out to install on this machine",
+				   "install-service: --root is not a directory");
 	snprintf(dir, sizeof(dir), "%s/etc/systemd/system", in.root);
-	/* A staging root (a package, a test) may start empty. */
+	/* A staging root (a package, a test) may start empty below it. */
 	if (in.root[0] && !in.dry)
 		make_dirs(dir);
 	if (!in.dry && access(dir, W_OK))

@@ -149,11 +149,87 @@ void ksm_process_init(struct ksm_process *p, int pid)
 
 void ksm_process_read_cgroup(const char *proc_root, struct ksm_process *p)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], raw[4096];
 
-	if (procfs_cgroup(procfs_path(path, sizeof(path), proc_root, p->pid, "cgroup"), p->cgroup,
-			  sizeof(p->cgroup)))
-		p->cgroup[0] = '\0';
+	if (procfs_cgroup(procfs_path(path, sizeof(path), proc_root, p->pid, "cgroup"), raw,
+			  sizeof(raw)) == 0)
+		procfs_escape(raw, p->cgroup, sizeof(p->cgroup));
+}
+
+/* QEMU's "-name guest=NAME,..." or "-name NAME,...": NAME (",," is a
+ * comma in QEMU's option syntax).  False if the command line has none, or
+ * is not QEMU's (qemu-system-x86_64, qemu-kvm). */
+static bool qemu_name(const char *cmd, int len, char *buf, size_t blen)
+{
+	const char *prog = strrchr(cmd, '/') ? strrchr(cmd, '/') + 1 : cmd;
+
+	if (strncmp(prog, "qemu", 4))
+		return false; /* another program's "-name" is not a VM's */
+	for (const char *a = cmd; a < cmd + len; a += strlen(a) + 1) {
+		const char *v = a + strlen(a) + 1;
+		size_t o = 0;
+
+		if (strcmp(a, "-name") || v >= cmd + len)
+			continue;
+		if (strncmp(v, "guest=", 6) == 0)
+			v += 6;
+		else if (strchr(v, '=') && strcspn(v, "=") < strcspn(v, ","))
+			continue; /* "-name process=..." only: no guest name */
+		for (; *v && o + 1 < blen; v++) {
+			if (*v == ',' && v[1] != ',')
+				break;
+			buf[o++] = *v;
+			v += *v == ',';
+		}
+		buf[o] = '\0';
+		return o > 0;
+	}
+	return false;
+}
+
+/* The NAME of libvirt's machine scope "machine-qemu\x2d1\x2dNAME.scope"
+ * (older libvirt: "machine-qemu\x2dNAME.scope"), systemd's \xHH undone. */
+static bool machine_scope_name(const char *cgroup, char *buf, size_t blen)
+{
+	const char *s = strstr(cgroup, "/machine-");
+	size_t o = 0, n;
+
+	if (!s)
+		return false;
+	s += strlen("/machine-");
+	n = strcspn(s, "/");
+	if (n < 6 || strncmp(s + n - 6, ".scope", 6))
+		return false;
+	n -= 6;
+	for (size_t i = 0; i < n && o + 1 < blen; i++) {
+		unsigned v;
+		if (s[i] == '\\' && s[i + 1] == 'x' && sscanf(s + i + 2, "%2x", &v) == 1 &&
+		    i + 4 <= n)
+			buf[o++] = (char)v, i += 3;
+		else
+			buf[o++] = s[i];
+	}
+	buf[o] = '\0';
+	/* "qemu-1-web": the driver, the machine id, then the name. */
+	char *name = strchr(buf, '-');
+	if (!name)
+		return false;
+	name++;
+	if (*name >= '0' && *name <= '9' && name[strspn(name, "0123456789")] == '-')
+		name += strspn(name, "0123456789") + 1;
+	memmove(buf, name, strlen(name) + 1);
+	return *buf != '\0';
+}
+
+void ksm_process_read_vm(const char *proc_root, struct ksm_process *p)
+{
+	char path[PATH_MAX], cmd[8192], name[256];
+	int n = procfs_cmdline(procfs_path(path, sizeof(path), proc_root, p->pid, "cmdline"), cmd,
+			       sizeof(cmd));
+
+	if ((n > 0 && qemu_name(cmd, n, name, sizeof(name))) ||
+	    machine_scope_name(p->cgroup, name, sizeof(name)))
+		procfs_escape(name, p->vm, sizeof(p->vm));
 }
 
 static void read_process(const char *proc, int pid, struct ksm_process *p)
@@ -161,7 +237,9 @@ static void read_process(const char *proc, int pid, struct ksm_process *p)
 	char path[PATH_MAX], text[8192];
 
 	ksm_process_init(p, pid);
-	procfs_comm(procfs_path(path, sizeof(path), proc, pid, "comm"), p->comm, sizeof(p->comm));
+	if (procfs_comm(procfs_path(path, sizeof(path), proc, pid, "comm"), text, sizeof(text)) ==
+	    0)
+		procfs_escape(text, p->comm, sizeof(p->comm));
 	read_ll(procfs_path(path, sizeof(path), proc, pid, "ksm_merging_pages"), &p->merging_pages);
 	if (procfs_read(procfs_path(path, sizeof(path), proc, pid, "ksm_stat"), text,
 			sizeof(text)) == 0)
@@ -177,6 +255,7 @@ static void read_process(const char *proc, int pid, struct ksm_process *p)
 			p->rss_kb = strtoll(v, NULL, 10);
 	}
 	ksm_process_read_cgroup(proc, p);
+	ksm_process_read_vm(proc, p);
 }
 
 static int kernel_for_each_process(const struct ksm_backend *be, ksm_process_fn fn, void *arg)

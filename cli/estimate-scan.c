@@ -940,10 +940,11 @@ static int read_maps(const struct est *e, pid_t pid, struct vma **out, int *n)
 
 static void read_comm(struct est_proc *p)
 {
-	char path[64];
+	char path[64], raw[64];
 
-	procfs_comm(procfs_path(path, sizeof(path), "/proc", (int)p->pid, "comm"), p->comm,
-		    sizeof(p->comm));
+	if (procfs_comm(procfs_path(path, sizeof(path), "/proc", (int)p->pid, "comm"), raw,
+			sizeof(raw)) == 0)
+		procfs_escape(raw, p->comm, sizeof(p->comm));
 }
 
 static bool is_zombie(pid_t pid)

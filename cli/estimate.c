@@ -48,7 +48,7 @@ static const char usage[] =
     "  --json              JSON on stdout\n"
     "  --sample FRACTION   keep only that fraction of the contents (chosen by hash) to bound\n"
     "                      memory on very large hosts; every page is still read; figures are\n"
-    "                      scaled and given with a 95%% confidence interval\n"
+    "                      scaled and given with a 95% confidence interval\n"
     "  --max-page-sharing N, --use-zero-pages 0|1\n"
     "                      model these knob values instead of the kernel's current ones\n"
     "  --top N             list the N most duplicated contents (default 10)\n"
@@ -99,13 +99,15 @@ static int target_cmp(const void *a, const void *b)
 	return c ? c : (x->pid > y->pid) - (x->pid < y->pid);
 }
 
-/* The cgroup v2 path of pid, "?" when unknown. */
+/* The cgroup v2 path of pid as printable text, "?" when unknown. */
 static char *pid_cgroup(pid_t pid)
 {
-	char path[64], cg[4096];
+	char path[64], cg[4096], text[PROCFS_ESCAPED_SIZE(4096)];
 
 	procfs_path(path, sizeof(path), "/proc", (int)pid, "cgroup");
-	return strdup(procfs_cgroup(path, cg, sizeof(cg)) ? "?" : cg);
+	if (procfs_cgroup(path, cg, sizeof(cg)))
+		return strdup("?");
+	return strdup(procfs_escape(cg, text, sizeof(text)));
 }
 
 /* Where cgroup2 is mounted ("/sys/fs/cgroup", or ".../unified" on hybrid
@@ -527,7 +529,7 @@ static void print_text(const struct report *r)
 
 		if (!listed(r, i))
 			continue;
-		printf("%8d %-15.15s %10lld %9lld %10lld %10lld %10lld %9lld  %s", (int)p->pid,
+		printf("%8d %-15s %10lld %9lld %10lld %10lld %10lld %9lld  %s", (int)p->pid,
 		       p->comm, rnd(f.scanned), rnd(f.zero), rnd(f.distinct), rnd(f.saved),
 		       rnd(f.ksm_saved), rnd(f.already_shared + f.zero_mapped),
 		       est_cgroup_at(r->e, p->cgroup)->path);

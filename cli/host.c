@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,36 +67,61 @@ static int config_says(FILE *f)
 	return ret;
 }
 
-/* Decompresses config.gz with gzip(1) through a pipe, without a shell. */
-static int config_gz_says(const char *path)
+/* Runs argv (found in PATH, no shell) with its stdout on the FILE returned,
+ * or NULL; close with command_close(). */
+static FILE *command_open(char *const argv[], pid_t *pid)
 {
-	int fds[2], status, ret;
-	pid_t pid;
+	int fds[2];
 	FILE *f;
 
-	if (access(path, R_OK) || pipe(fds))
-		return -1;
-	pid = fork();
-	if (pid < 0) {
+	if (pipe(fds))
+		return NULL;
+	*pid = fork();
+	if (*pid < 0) {
 		close(fds[0]);
 		close(fds[1]);
-		return -1;
+		return NULL;
 	}
-	if (pid == 0) {
+	if (*pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
 		dup2(fds[1], 1);
+		if (null >= 0)
+			dup2(null, 2);
 		close(fds[0]);
 		close(fds[1]);
-		execlp("gzip", "gzip", "-dc", path, (char *)NULL);
+		execvp(argv[0], argv);
 		_exit(127);
 	}
 	close(fds[1]);
-	f = fdopen(fds[0], "r");
-	ret = f ? config_says(f) : -1;
+	if (!(f = fdopen(fds[0], "r")))
+		close(fds[0]);
+	return f;
+}
+
+/* Closes f and reaps the command: its exit status, or -1. */
+static int command_close(FILE *f, pid_t pid)
+{
+	int status;
+
 	if (f)
 		fclose(f);
-	else
-		close(fds[0]);
-	waitpid(pid, &status, 0);
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+/* Decompresses config.gz with gzip(1) through a pipe, without a shell. */
+static int config_gz_says(const char *path)
+{
+	char *argv[] = {"gzip", "-dc", (char *)path, NULL};
+	pid_t pid;
+	FILE *f;
+	int ret;
+
+	if (access(path, R_OK) || !(f = command_open(argv, &pid)))
+		return -1;
+	ret = config_says(f);
+	command_close(f, pid);
 	return ret;
 }
 
@@ -148,6 +174,26 @@ int host_prctl_merge(const char *release, const char **how)
 	}
 	*how = "inferred from the kernel version";
 	return version_cmp(release, "6.4") >= 0 && knob_present("run");
+}
+
+int host_systemd_version(void)
+{
+	char path[PATH_MAX], comm[64], line[256] = "";
+	char *argv[] = {"systemctl", "--version", NULL};
+	pid_t pid;
+	FILE *f;
+	int v = 0;
+
+	if (procfs_comm(procfs_path(path, sizeof(path), opt.proc_root, 1, "comm"), comm,
+			sizeof(comm)) ||
+	    strcmp(comm, "systemd"))
+		return 0;
+	if (!(f = command_open(argv, &pid)))
+		return 0;
+	/* "systemd 252 (252.36-1~deb12u1)" */
+	if (fgets(line, sizeof(line), f) && strncmp(line, "systemd ", 8) == 0)
+		v = atoi(line + 8);
+	return command_close(f, pid) == 0 ? v : 0;
 }
 
 int host_numa_nodes(void)

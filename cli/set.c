@@ -17,7 +17,9 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -36,13 +38,15 @@ const char usage_set[] =
     "                     pages_shared to reach 0, change, restore run\n"
     "  --dry-run          check only, and show what would change\n"
     "  --json             report the read-back values as JSON\n"
-    "  --timeout SECONDS  how long to wait for the unmerge (default 60)\n";
+    "  --timeout SECONDS  how long to wait for the unmerge (default 60); its\n"
+    "                     progress is shown on a terminal\n";
 const char usage_start[] = "start [--json]\n\nStarts ksmd: writes run=1.\n";
 const char usage_stop[] = "stop [--json]\n\nStops ksmd and keeps merged pages: writes run=0.\n";
 const char usage_unmerge[] =
-    "unmerge [--json]\n\n"
-    "Stops ksmd and unmerges every merged page: writes run=2.  This needs as much\n"
-    "free memory as KSM saved (see `ksmctl status`, unmerge cost).\n";
+    "unmerge [--json] [--timeout SECONDS]\n\n"
+    "Stops ksmd and unmerges every merged page: writes run=2 and waits until\n"
+    "pages_shared is 0 (default 60 s), with its progress on a terminal.  This\n"
+    "needs as much free memory as KSM saved (see `ksmctl status`, unmerge cost).\n";
 
 /* ---- checking values ---- */
 
@@ -265,27 +269,90 @@ static int write_error(const struct change *c, int err)
 	if (err == -EBUSY)
 		return ksmctl_fail(KSMCTL_REFUSED, input, "add --unmerge",
 				   "%s refused the write: pages are merged (EBUSY)", opt.be->who);
+	if (err == -ETIMEDOUT)
+		return ksmctl_fail(
+		    KSMCTL_TIMEOUT, input, "give a longer --timeout",
+		    "pages_shared did not reach 0 after run=2; run is back as it was");
 	return ksmctl_fail(KSMCTL_REFUSED, input, "see `ksmctl doctor`; nothing was changed",
 			   "%s refused the write: %s", opt.be->who, strerror(-err));
 }
 
-/* Writes run=2 and waits until the kernel reports no shared page. */
-static int unmerge_all(const struct plan *p)
+/* Pages an unmerge has yet to give back their own copy. */
+static long long merged_pages(void)
 {
-	double deadline = now_seconds() + p->timeout;
+	return knob_or("pages_shared", 0) + knob_or("pages_sharing", 0) +
+	       knob_or("ksm_zero_pages", 0);
+}
+
+/*
+ * The progress of an unmerge, on a terminal, once it has taken a second: a
+ * child process reads the merged pages left five times a second while this
+ * one writes run=2 (the kernel's write returns only when every page is
+ * unmerged) and waits for pages_shared to reach 0.  Returns its pid, or 0.
+ */
+static pid_t progress_start(void)
+{
+	long long total = merged_pages(), left;
+	double start = now_seconds();
+	pid_t pid;
+
+	if (!isatty(STDERR_FILENO) || total <= 0)
+		return 0;
+	fflush(stdout);
+	fflush(stderr);
+	if ((pid = fork()) != 0)
+		return pid > 0 ? pid : 0;
+	for (;;) {
+		sleep_seconds(0.2);
+		if (now_seconds() - start < 1)
+			continue;
+		left = merged_pages();
+		left = left > total ? total : left;
+		fprintf(stderr, "\r\033[Kunmerging: %3.0f%%, %lld of %lld merged pages left",
+			100.0 * (double)(total - left) / (double)total, left, total);
+	}
+}
+
+static void progress_stop(pid_t pid, double start)
+{
+	if (!pid)
+		return;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	if (now_seconds() - start >= 1)
+		fprintf(stderr, "\r\033[Kunmerging: done in %.1f s\n", now_seconds() - start);
+}
+
+/* Writes run=2, then waits until no page is shared, showing progress:
+ * 0, the write's -errno, or -ETIMEDOUT after timeout seconds. */
+static int run_unmerge(double timeout)
+{
+	double start = now_seconds();
+	pid_t progress = progress_start();
 	int err = opt.be->write(opt.be, "run", "2");
 
+	while (!err && knob_or("pages_shared", 0) > 0) {
+		if (now_seconds() - start > timeout)
+			err = -ETIMEDOUT;
+		else
+			sleep_seconds(0.1);
+	}
+	progress_stop(progress, start);
+	return err;
+}
+
+/* --unmerge: run=2 before a knob that needs it. */
+static int unmerge_all(const struct plan *p)
+{
+	int err = run_unmerge(p->timeout);
+
+	if (err == -ETIMEDOUT)
+		return ksmctl_fail(KSMCTL_TIMEOUT, "run=2 (--unmerge)", "give a longer --timeout",
+				   "pages_shared did not reach 0");
 	if (err)
 		return ksmctl_fail(err == -EACCES || err == -EPERM ? KSMCTL_PERM : KSMCTL_REFUSED,
 				   "run=2 (--unmerge)", "free memory, or stop a merging workload",
 				   "unmerging failed: %s", strerror(-err));
-	while (knob_or("pages_shared", 0) > 0) {
-		if (now_seconds() > deadline)
-			return ksmctl_fail(KSMCTL_TIMEOUT, "run=2 (--unmerge)",
-					   "give a longer --timeout",
-					   "pages_shared did not reach 0");
-		sleep_seconds(0.1);
-	}
 	return 0;
 }
 
@@ -398,7 +465,9 @@ int plan_apply(struct plan *p)
 		struct change *c = &p->c[i];
 		if (!c->write)
 			continue;
-		if ((err = opt.be->write(opt.be, c->k->name, c->value))) {
+		bool run2 = strcmp(c->k->name, "run") == 0 && strcmp(c->value, "2") == 0;
+		if ((err = run2 ? run_unmerge(p->timeout)
+				: opt.be->write(opt.be, c->k->name, c->value))) {
 			undo(p);
 			if (unmerge && prev_run != 2) {
 				char v[8];

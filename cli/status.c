@@ -57,14 +57,14 @@ void ksm_derive(struct ksm_derived *d)
 	d->has_profit = knob_number("general_profit", &d->general_profit) == 0;
 	if (!d->has_profit)
 		d->general_profit = -1;
-	d->saved_bytes = (double)(d->sharing + d->zero_pages) * (double)ps;
+	d->saved_bytes = (d->sharing + d->zero_pages) * ps;
 	d->sharing_ratio = ratio(d->sharing, d->shared);
 	d->unshared_ratio = ratio(d->unshared, d->sharing);
 	d->volatile_fraction = ratio(d->volatile_pages, d->rmap_items);
 	/* Unmerging gives every mapping of a KSM page its own copy again:
 	 * exactly the pages saved come back. */
 	d->unmerge_cost_bytes = d->saved_bytes;
-	d->mem_available_bytes = avail < 0 ? NAN : (double)avail * 1024;
+	d->mem_available_bytes = avail < 0 ? -1 : avail * 1024;
 	/* samepaged's scanning runs in its clients' threads: no ksmd to time. */
 	if (!opt.user && host_ksmd_cpu(&d->ksmd_cpu_seconds, &alive) == 0)
 		d->ksmd_cpu_percent = alive > 0 ? 100 * d->ksmd_cpu_seconds / alive : NAN;
@@ -200,7 +200,8 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 	printf("KSM on Linux %s (%s back-end, %s)\n", rel, opt.be->name, opt.be->where);
 	text_line("state", "%s", run_words(run));
 	text_line("memory saved", "%s (pages_sharing %lld + ksm_zero_pages %lld, %ld-byte pages)",
-		  fmt_bytes(a, sizeof(a), d->saved_bytes), d->sharing, d->zero_pages, page_size());
+		  fmt_bytes(a, sizeof(a), (double)d->saved_bytes), d->sharing, d->zero_pages,
+		  page_size());
 	if (d->has_profit)
 		text_line("general_profit", "%s (saved minus %lld rmap_items of metadata)",
 			  fmt_bytes(a, sizeof(a), (double)d->general_profit), d->rmap_items);
@@ -222,15 +223,15 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 	if (!isnan(d->volatile_fraction))
 		text_line("volatile", "%.1f%% of tracked pages change too fast to merge",
 			  100 * d->volatile_fraction);
-	if (isnan(d->mem_available_bytes))
+	if (d->mem_available_bytes < 0)
 		text_line("unmerge cost", "%s if every merged page were unmerged",
-			  fmt_bytes(a, sizeof(a), d->unmerge_cost_bytes));
+			  fmt_bytes(a, sizeof(a), (double)d->unmerge_cost_bytes));
 	else
 		text_line("unmerge cost",
 			  "%s if every merged page were unmerged; MemAvailable %s (%.1f%%)",
-			  fmt_bytes(a, sizeof(a), d->unmerge_cost_bytes),
-			  fmt_bytes(b, sizeof(b), d->mem_available_bytes),
-			  100 * d->unmerge_cost_bytes / d->mem_available_bytes);
+			  fmt_bytes(a, sizeof(a), (double)d->unmerge_cost_bytes),
+			  fmt_bytes(b, sizeof(b), (double)d->mem_available_bytes),
+			  100 * (double)d->unmerge_cost_bytes / (double)d->mem_available_bytes);
 	if (!isnan(cpu_interval))
 		text_line("ksmd CPU", "%.1f%% over the last interval", cpu_interval);
 	else if (!isnan(d->ksmd_cpu_percent))
@@ -300,7 +301,7 @@ static void print_json(const struct ksm_derived *d)
 	for_each_value(json_value, &j);
 	json_object_end(&j);
 	json_object_begin(&j, "derived");
-	json_double(&j, "saved_bytes", d->saved_bytes);
+	json_int(&j, "saved_bytes", d->saved_bytes);
 	if (d->has_profit)
 		json_int(&j, "general_profit_bytes", d->general_profit);
 	else
@@ -309,8 +310,11 @@ static void print_json(const struct ksm_derived *d)
 	json_maybe(&j, "sharing_ratio", d->sharing_ratio);
 	json_maybe(&j, "unshared_per_sharing", d->unshared_ratio);
 	json_maybe(&j, "volatile_fraction", d->volatile_fraction);
-	json_double(&j, "unmerge_cost_bytes", d->unmerge_cost_bytes);
-	json_maybe(&j, "mem_available_bytes", d->mem_available_bytes);
+	json_int(&j, "unmerge_cost_bytes", d->unmerge_cost_bytes);
+	if (d->mem_available_bytes < 0)
+		json_null(&j, "mem_available_bytes");
+	else
+		json_int(&j, "mem_available_bytes", d->mem_available_bytes);
 	json_maybe(&j, "ksmd_cpu_seconds", d->ksmd_cpu_seconds);
 	json_maybe(&j, "ksmd_cpu_percent", d->ksmd_cpu_percent);
 	json_maybe(&j, "scan_rate_pages_per_second", isinf(d->scan_rate) ? NAN : d->scan_rate);
@@ -336,14 +340,39 @@ static const char *prom_name(const char *name, char *buf, size_t len)
 	return name;
 }
 
-static void prom_metric(const char *metric, const char *type, const char *help, double v)
+/* A sample's value: integers exactly (a byte count beyond 2^53 too), other
+ * numbers with the digits that read back as the same double. */
+static void prom_number(double v, long long exact, bool is_int)
+{
+	char buf[32];
+
+	if (is_int)
+		printf(" %lld\n", exact);
+	else
+		printf(" %s\n", fmt_double(buf, sizeof(buf), v));
+}
+
+/* "# HELP", "# TYPE" and the start of the sample line. */
+static void prom_head(const char *metric, const char *type, const char *help)
 {
 	char buf[160];
 	const char *name = prom_name(metric, buf, sizeof(buf));
 
+	printf("# HELP %s %s\n# TYPE %s %s\n%s", name, help, name, type, name);
+}
+
+static void prom_metric(const char *metric, const char *type, const char *help, double v)
+{
 	if (isnan(v) || isinf(v))
 		return;
-	printf("# HELP %s %s\n# TYPE %s %s\n%s %.15g\n", name, help, name, type, name, v);
+	prom_head(metric, type, help);
+	prom_number(v, 0, false);
+}
+
+static void prom_metric_int(const char *metric, const char *type, const char *help, long long v)
+{
+	prom_head(metric, type, help);
+	prom_number(0, v, true);
 }
 
 /* node_exporter's ksmd collector names, so existing dashboards keep working. */
@@ -368,72 +397,109 @@ static void prom_value(const char *name, const struct samepage_knob *k, const ch
 	snprintf(help, sizeof(help), "ksmd '%s' file%s%s%s.", name, k ? ": " : "", k ? k->help : "",
 		 k && k->format == SAMEPAGE_FMT_MODE ? " (1 = scan-time)" : "");
 	if (strcmp(name, "full_scans") == 0)
-		prom_metric("node_ksmd_full_scans_total", "counter", help, (double)v);
+		prom_metric_int("node_ksmd_full_scans_total", "counter", help, v);
 	else if (strcmp(name, "sleep_millisecs") == 0)
 		prom_metric("node_ksmd_sleep_seconds", "gauge", help, (double)v / 1000);
 	else if (strcmp(name, "general_profit") == 0)
-		prom_metric("node_ksmd_general_profit_bytes", "gauge", help, (double)v);
+		prom_metric_int("node_ksmd_general_profit_bytes", "gauge", help, v);
 	else if (node) {
 		snprintf(metric, sizeof(metric), "node_ksmd_%s", name);
-		prom_metric(metric, "gauge", help, (double)v);
+		prom_metric_int(metric, "gauge", help, v);
 	} else if (strcmp(name, "pages_scanned") == 0 || strcmp(name, "pages_skipped") == 0) {
 		snprintf(metric, sizeof(metric), "samepage_ksm_%s_total", name);
-		prom_metric(metric, "counter", help, (double)v);
+		prom_metric_int(metric, "counter", help, v);
 	} else {
 		snprintf(metric, sizeof(metric), "samepage_ksm_%s", name);
-		prom_metric(metric, "gauge", help, (double)v);
+		prom_metric_int(metric, "gauge", help, v);
 	}
 	(void)arg;
 }
 
-static void prom_label(const char *s)
+/* Appends name="value" to a label set: the value valid for any bytes
+ * (procfs_escape()'s printable UTF-8, then the exposition format's escapes
+ * of backslash and double quote). */
+static void prom_label(char *set, size_t len, const char *name, const char *value)
 {
-	for (; *s; s++) {
-		if (*s == '\\' || *s == '"')
-			printf("\\%c", *s);
-		else if (*s == '\n')
-			fputs("\\n", stdout);
-		else
-			putchar(*s);
+	char text[PROCFS_ESCAPED_SIZE(512)];
+	size_t o = strlen(set);
+
+	o += (size_t)snprintf(set + o, len - o, "%s%s=\"", o ? "," : "", name);
+	for (const char *p = procfs_escape(value, text, sizeof(text)); *p && o + 3 < len; p++) {
+		if (*p == '\\' || *p == '"')
+			set[o++] = '\\';
+		set[o++] = *p;
 	}
+	snprintf(set + o, len - o, "\"");
 }
 
-/* One family of per-process series: # HELP/# TYPE once, a line per process. */
-static void prom_processes(const struct proc_list *l, const char *metric, const char *help,
-			   double (*get)(const struct ksm_process *))
+/* The labels of a process's series: its VM, else its unit and command (and
+ * samepaged's domain), never its pid, so that a restarted VM or service
+ * continues its series instead of starting new ones. */
+static void process_labels(const struct ksm_process *p, char *set, size_t len)
 {
+	char unit[256];
+
+	set[0] = '\0';
+	if (p->vm[0]) {
+		prom_label(set, len, "vm", p->vm);
+	} else {
+		cgroup_unit(p->cgroup[0] ? p->cgroup : "(unknown)", unit, sizeof(unit));
+		prom_label(set, len, "unit", unit);
+		prom_label(set, len, "comm", p->comm);
+	}
+	if (opt.user)
+		prom_label(set, len, "domain", p->domain);
+}
+
+/* One family of per-process series: # HELP/# TYPE once, then one sample
+ * per label set, summed over the processes that share it (the threads of a
+ * service, a VM's helper processes); get gives LLONG_MIN for "not
+ * reported". */
+static void prom_processes(const struct proc_list *l, const char *metric, const char *help,
+			   long long (*get)(const struct ksm_process *))
+{
+	struct series {
+		char labels[2048];
+		long long v;
+	} *s = calloc((size_t)l->n + 1, sizeof(*s));
 	char buf[160];
 	const char *name = prom_name(metric, buf, sizeof(buf));
-	bool head = false;
+	int n = 0;
 
-	for (int i = 0; i < l->n; i++) {
-		double v = get(&l->p[i]);
-		if (isnan(v))
+	for (int i = 0; s && i < l->n; i++) {
+		char set[sizeof(s->labels)];
+		long long v = get(&l->p[i]);
+		int k;
+
+		if (v == LLONG_MIN)
 			continue;
-		if (!head)
-			printf("# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
-		head = true;
-		printf("%s{pid=\"%d\",comm=\"", name, l->p[i].pid);
-		prom_label(l->p[i].comm);
-		fputs("\",cgroup=\"", stdout);
-		prom_label(l->p[i].cgroup);
-		printf("\"} %.15g\n", v);
+		process_labels(&l->p[i], set, sizeof(set));
+		for (k = 0; k < n && strcmp(s[k].labels, set); k++)
+			;
+		if (k == n)
+			snprintf(s[n++].labels, sizeof(s->labels), "%s", set);
+		s[k].v += v;
 	}
+	if (n)
+		printf("# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+	for (int k = 0; k < n; k++)
+		printf("%s{%s} %lld\n", name, s[k].labels, s[k].v);
+	free(s);
 }
 
-static double get_merging(const struct ksm_process *p)
+static long long get_merging(const struct ksm_process *p)
 {
-	return p->merging_pages < 0 ? NAN : (double)p->merging_pages;
+	return p->merging_pages < 0 ? LLONG_MIN : p->merging_pages;
 }
 
-static double get_profit(const struct ksm_process *p)
+static long long get_profit(const struct ksm_process *p)
 {
-	return p->profit == LLONG_MIN ? NAN : (double)p->profit;
+	return p->profit;
 }
 
-static double get_rmap(const struct ksm_process *p)
+static long long get_rmap(const struct ksm_process *p)
 {
-	return p->rmap_items < 0 ? NAN : (double)p->rmap_items;
+	return p->rmap_items < 0 ? LLONG_MIN : p->rmap_items;
 }
 
 static void print_prometheus(const struct ksm_derived *d)
@@ -441,16 +507,18 @@ static void print_prometheus(const struct ksm_derived *d)
 	struct proc_list l;
 
 	for_each_value(prom_value, NULL);
-	prom_metric("samepage_ksm_saved_bytes", "gauge",
-		    "Memory saved: (pages_sharing + ksm_zero_pages) * page size.", d->saved_bytes);
+	prom_metric_int("samepage_ksm_saved_bytes", "gauge",
+			"Memory saved: (pages_sharing + ksm_zero_pages) * page size.",
+			d->saved_bytes);
 	prom_metric("samepage_ksm_sharing_ratio", "gauge",
 		    "pages_sharing / pages_shared: mappings saved per KSM page.", d->sharing_ratio);
 	prom_metric("samepage_ksm_unshared_per_sharing_ratio", "gauge",
 		    "pages_unshared / pages_sharing: wasted scanning effort.", d->unshared_ratio);
-	prom_metric("samepage_ksm_unmerge_cost_bytes", "gauge",
-		    "Memory needed if every merged page were unmerged.", d->unmerge_cost_bytes);
-	prom_metric("samepage_ksm_mem_available_bytes", "gauge", "MemAvailable from /proc/meminfo.",
-		    d->mem_available_bytes);
+	prom_metric_int("samepage_ksm_unmerge_cost_bytes", "gauge",
+			"Memory needed if every merged page were unmerged.", d->unmerge_cost_bytes);
+	if (d->mem_available_bytes >= 0)
+		prom_metric_int("samepage_ksm_mem_available_bytes", "gauge",
+				"MemAvailable from /proc/meminfo.", d->mem_available_bytes);
 	prom_metric("samepage_ksm_ksmd_cpu_seconds_total", "counter", "CPU time used by ksmd.",
 		    d->ksmd_cpu_seconds);
 	prom_metric("samepage_ksm_scan_rate_pages_per_second", "gauge",
@@ -460,12 +528,15 @@ static void print_prometheus(const struct ksm_derived *d)
 		    "Estimated seconds per full scan of all tracked pages.", d->full_scan_seconds);
 	if (proc_list_collect(&l) == 0) {
 		prom_processes(&l, "samepage_ksm_process_merging_pages",
-			       "Pages of the process that map a KSM page (ksm_merging_pages).",
+			       "Pages that map a KSM page (ksm_merging_pages), per VM or per unit "
+			       "and command.",
 			       get_merging);
 		prom_processes(&l, "samepage_ksm_process_profit_bytes",
-			       "ksm_process_profit of the process.", get_profit);
+			       "ksm_process_profit, per VM or per unit and command.", get_profit);
 		prom_processes(&l, "samepage_ksm_process_rmap_items",
-			       "Pages of the process tracked by KSM (ksm_rmap_items).", get_rmap);
+			       "Pages tracked by KSM (ksm_rmap_items), per VM or per unit and "
+			       "command.",
+			       get_rmap);
 		proc_list_free(&l);
 	}
 }

@@ -83,6 +83,16 @@ const char *fmt_bytes(char *buf, size_t len, double bytes)
 	return buf;
 }
 
+const char *fmt_double(char *buf, size_t len, double v)
+{
+	for (int digits = 15; digits <= 17; digits++) {
+		snprintf(buf, len, "%.*g", digits, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	return buf;
+}
+
 static void version_split(const char *s, int v[3])
 {
 	v[0] = v[1] = v[2] = 0;

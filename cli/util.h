@@ -41,6 +41,10 @@ int read_ll(const char *path, long long *out);
 int parse_ll(const char *s, long long *out);
 /* "1.5 GiB", "12 KiB", "0 B": binary units, one decimal. */
 const char *fmt_bytes(char *buf, size_t len, double bytes);
+/* The shortest of "%.15g", "%.16g" and "%.17g" that reads back as v: for JSON and
+ * Prometheus, where a number must not lose digits.  Integers are printed
+ * with %lld, never through a double. */
+const char *fmt_double(char *buf, size_t len, double v);
 /* Compares a release "6.18.44-fc" with a version "6.8": <0, 0, >0. */
 int version_cmp(const char *release, const char *version);
 /* Monotonic seconds. */

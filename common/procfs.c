@@ -119,6 +119,26 @@ int procfs_comm(const char *path, char *buf, size_t len)
 	return 0;
 }
 
+int procfs_cmdline(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t got = 0;
+	ssize_t n = 0;
+
+	if (fd < 0)
+		return -errno;
+	while (got < len && (n = read(fd, buf + got, len - got)) > 0)
+		got += (size_t)n;
+	if (n < 0)
+		n = -errno;
+	close(fd);
+	if (n < 0)
+		return (int)n;
+	if (got == len && len) /* cut: end the last argument */
+		buf[len - 1] = '\0';
+	return (int)got;
+}
+
 int procfs_cgroup(const char *path, char *buf, size_t len)
 {
 	char text[8192];
@@ -245,9 +265,8 @@ int procfs_find_comm(const char *dir, const char *name)
 	return n < 0 ? n : found;
 }
 
-/* The length of the UTF-8 sequence of a printable character at s, or 0 if
- * s does not start one (overlong forms, surrogates and C1 controls too). */
-static size_t printable_utf8(const unsigned char *s)
+/* Overlong forms, surrogates and C1 controls are not printable either. */
+size_t procfs_printable(const unsigned char *s)
 {
 	unsigned cp;
 	size_t n;
@@ -281,13 +300,11 @@ const char *procfs_escape(const char *in, char *out, size_t outlen)
 	if (!outlen)
 		return out;
 	while (*s) {
-		size_t n = printable_utf8(s);
+		size_t n = procfs_printable(s);
 		char esc[8];
 		const char *piece = (const char *)s;
 
-		if (n == 1 && *s == '\\')
-			piece = "\\\\", n = 2;
-		else if (!n)
+		if (!n)
 			n = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", *s), piece = esc;
 		if (o + n >= outlen)
 			break;

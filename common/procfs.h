@@ -50,6 +50,11 @@ int procfs_stat(const char *path, struct procfs_stat *st);
  * -errno.  Escape it with procfs_escape() before printing. */
 int procfs_comm(const char *path, char *buf, size_t len);
 
+/* A process's command line, PROC/PID/cmdline: its arguments one after the
+ * other, each ended by a NUL.  Returns the number of bytes (0 for a kernel
+ * thread or a zombie) or -errno; a longer line is cut at len. */
+int procfs_cmdline(const char *path, char *buf, size_t len);
+
 /* The cgroup v2 path of a PROC/PID/cgroup file (its "0::" line; on a v1
  * host the name=systemd line): 0, -errno, or -ENOENT. */
 int procfs_cgroup(const char *path, char *buf, size_t len);
@@ -80,12 +85,16 @@ int procfs_find_comm(const char *dir, const char *name);
 
 /*
  * Copies in to out as printable text: valid UTF-8 sequences of printable
- * characters are kept, a backslash becomes "\\", and every other byte
- * (control characters, newline, DEL, bytes that are not UTF-8) becomes
- * "\xHH".  The result is always terminated, cut on a character boundary if
- * out is too small; reversible.  Returns out.
+ * characters are kept, and every other byte (control characters, newline,
+ * DEL, bytes that are not UTF-8) becomes "\xHH", as systemd escapes unit
+ * names, so a cgroup path keeps its "machine-qemu\x2d1.scope" as it is.
+ * The result is always terminated, cut on a whole character if out is too
+ * small.  Returns out.
  */
 const char *procfs_escape(const char *in, char *out, size_t outlen);
+/* The length of the printable UTF-8 character at s (1 to 4), or 0 when s
+ * does not start one: the test procfs_escape applies to each byte. */
+size_t procfs_printable(const unsigned char *s);
 /* The room procfs_escape needs for any input of n bytes, with its NUL. */
 #define PROCFS_ESCAPED_SIZE(n) (4 * (n) + 1)
 
