@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "ksmconf.h"
 #include "plan.h"
 
 const char usage_set[] =
@@ -50,17 +51,6 @@ const char usage_unmerge[] =
 
 /* ---- checking values ---- */
 
-static const char *range_text(const struct samepage_knob *k, char *buf, size_t len)
-{
-	if (k->format == SAMEPAGE_FMT_BOOL)
-		snprintf(buf, len, "0 or 1 (or y/n, on/off)");
-	else if (k->format == SAMEPAGE_FMT_MODE)
-		snprintf(buf, len, "none or scan-time");
-	else
-		snprintf(buf, len, "a whole number from %llu to %llu", k->min, k->max);
-	return buf;
-}
-
 static void canonical(const struct samepage_knob *k, unsigned long long v, char *buf, size_t len)
 {
 	if (k->format == SAMEPAGE_FMT_MODE)
@@ -86,7 +76,7 @@ int plan_add(struct plan *p, const char *name, const char *value, const char *or
 		return ksmctl_fail(KSMCTL_USAGE, input, "only tunables can be written",
 				   "\"%s\" is a counter, not a knob", name);
 	if (err) {
-		snprintf(fix, sizeof(fix), "give %s", range_text(k, range, sizeof(range)));
+		snprintf(fix, sizeof(fix), "give %s", ksmconf_range(k, range, sizeof(range)));
 		return ksmctl_fail(KSMCTL_USAGE, input, fix, "bad value for %s", name);
 	}
 	for (int i = 0; i < p->n; i++)
