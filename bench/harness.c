@@ -1,17 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * harness.c - the benchmarks' shared machinery (see harness.h).
- *
- * The kernel's KSM is one global state shared with anything else on the
- * machine, so the kernel side is careful: it takes the lock file
- * /tmp/samepage-kernel-ksm.lock (flock(2), the same lock the project's tests
- * and bench/run.sh take), waits until nobody else merges or registers
- * mergeable memory, saves every tunable and puts each back at exit, on
- * SIGINT/SIGTERM/SIGHUP and on failure, with run=2 first (the kernel
- * refuses max_page_sharing and merge_across_nodes changes while pages are
- * merged) and never leaves run=1 behind.
+ * harness.c - the benchmarks' shared machinery (see harness.h): options and
+ * results, time and CPU, memory, workloads, the engine (libsamepage or the
+ * kernel's KSM), idle and busy runs, waiting for convergence.  The care the
+ * kernel's KSM needs (its lock, its knobs saved and put back) is in
+ * kernel-ksm.c.
  */
 #include "harness.h"
+#include "kernel-ksm.h"
 #include "procfs.h"
 
 #include <dirent.h>
@@ -27,9 +23,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#define KSM_DIR "/sys/kernel/mm/ksm/"
-#define KSM_LOCK "/tmp/samepage-kernel-ksm.lock"
 
 static const char *case_name(const struct bench_opts *o)
 {
@@ -79,7 +72,7 @@ void bench_result(const struct bench_opts *o, const char *metric, const char *un
 	fflush(stdout);
 }
 
-static void die(const char *what)
+void bench_die(const char *what)
 {
 	fprintf(stderr, "bench: %s: %s\n", what, strerror(errno));
 	exit(1);
@@ -161,7 +154,7 @@ char *map_pages(size_t npages)
 	char *p =
 	    mmap(NULL, npages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
-		die("mmap");
+		bench_die("mmap");
 	madvise(p, npages * PG, MADV_NOHUGEPAGE);
 	return p;
 }
@@ -179,180 +172,6 @@ void fill_page(char *page, uint64_t key)
 	uint64_t s = key * 0x2545f4914f6cdd1dULL + 1, *w = (uint64_t *)page;
 	for (size_t i = 0; i < PG / sizeof(uint64_t); i++)
 		w[i] = rng_next(&s);
-}
-
-/* ---- the kernel's KSM: lock, knobs ---- */
-
-/* Every tunable of /sys/kernel/mm/ksm, in the order they are put back:
- * run=2 comes first (see restore_knobs), advisor_mode before pages_to_scan
- * (changing the mode resets pages_to_scan), run itself last. */
-static const char *const knob_names[] = {
-    "advisor_mode",
-    "max_page_sharing",
-    "merge_across_nodes",
-    "use_zero_pages",
-    "smart_scan",
-    "stable_node_chains_prune_millisecs",
-    "advisor_max_cpu",
-    "advisor_min_pages_to_scan",
-    "advisor_max_pages_to_scan",
-    "advisor_target_scan_time",
-    "sleep_millisecs",
-    "pages_to_scan",
-    "run",
-};
-#define NKNOBS (sizeof(knob_names) / sizeof(knob_names[0]))
-static char saved_knob[NKNOBS][32];
-static bool knob_present[NKNOBS];
-static volatile sig_atomic_t knobs_saved;
-static int lock_fd = -1;
-
-/* Reads a sysfs value; advisor_mode's "[none] scan-time" reads "none".
- * Only read/open: safe in a signal handler. */
-static int sysfs_read(const char *name, char *buf, size_t len)
-{
-	char path[128] = KSM_DIR;
-	strncat(path, name, sizeof(path) - strlen(path) - 1);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, buf, len - 1);
-	close(fd);
-	if (n < 0)
-		return -1;
-	buf[n] = 0;
-	char *nl = strchr(buf, '\n');
-	if (nl)
-		*nl = 0;
-	char *l = strchr(buf, '['), *r = l ? strchr(l, ']') : NULL;
-	if (l && r) {
-		memmove(buf, l + 1, (size_t)(r - l - 1));
-		buf[r - l - 1] = 0;
-	}
-	return 0;
-}
-
-static int sysfs_write(const char *name, const char *value)
-{
-	char path[128] = KSM_DIR;
-	strncat(path, name, sizeof(path) - strlen(path) - 1);
-	int fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -1;
-	ssize_t n = write(fd, value, strlen(value));
-	int saved = errno;
-	close(fd);
-	errno = saved;
-	return n < 0 ? -1 : 0;
-}
-
-static long long sysfs_number(const char *name)
-{
-	char buf[64];
-	return sysfs_read(name, buf, sizeof(buf)) ? -1 : atoll(buf);
-}
-
-static void kernel_write(const char *name, const char *value)
-{
-	if (sysfs_write(name, value)) {
-		fprintf(stderr, "bench: writing %s to %s%s: %s\n", value, KSM_DIR, name,
-			strerror(errno));
-		exit(1);
-	}
-}
-
-/* Puts every saved knob back (async-signal-safe: open/read/write only). */
-static void restore_knobs(void)
-{
-	char cur[32];
-	if (!knobs_saved)
-		return;
-	knobs_saved = 0;
-	sysfs_write("run", "2"); /* unmerge ours: needed before max_page_sharing */
-	for (size_t i = 0; i + 1 < NKNOBS; i++)
-		if (knob_present[i] && !sysfs_read(knob_names[i], cur, sizeof(cur)) &&
-		    strcmp(cur, saved_knob[i]))
-			sysfs_write(knob_names[i], saved_knob[i]);
-	sysfs_write("run", saved_knob[NKNOBS - 1]);
-}
-
-static void on_signal(int sig)
-{
-	restore_knobs();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-/* Is anyone else using the kernel's KSM? */
-static bool kernel_ksm_busy(char *why, size_t len)
-{
-	if (sysfs_number("run") != 0) {
-		snprintf(why, len, "run is not 0");
-		return true;
-	}
-	if (sysfs_number("pages_shared") > 0 || sysfs_number("ksm_zero_pages") > 0) {
-		snprintf(why, len, "pages are merged");
-		return true;
-	}
-	int *pids, n = procfs_pids("/proc", &pids);
-	bool busy = false;
-
-	for (int i = 0; !busy && i < n; i++) {
-		char path[64], text[2048];
-		const char *v;
-
-		if (pids[i] == getpid() ||
-		    procfs_read(procfs_path(path, sizeof(path), "/proc", pids[i], "ksm_stat"), text,
-				sizeof(text)))
-			continue;
-		busy = ((v = procfs_find_key(text, "ksm_mergeable")) && !strncmp(v, "yes", 3)) ||
-		       ((v = procfs_find_key(text, "ksm_merge_any")) && !strncmp(v, "yes", 3)) ||
-		       ((v = procfs_find_key(text, "ksm_merging_pages")) && atoll(v) > 0);
-		if (busy)
-			snprintf(why, len, "pid %d has mergeable memory", pids[i]);
-	}
-	free(pids);
-	return busy;
-}
-
-/* Takes the lock (unless run.sh holds it for us), then waits until the
- * kernel's KSM is idle: up to 15 minutes, then gives up. */
-static void kernel_acquire(void)
-{
-	char why[128];
-	if (!getenv("SAMEPAGE_KSM_LOCK_HELD")) {
-		lock_fd = open(KSM_LOCK, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-		if (lock_fd < 0)
-			die(KSM_LOCK);
-		if (flock(lock_fd, LOCK_EX | LOCK_NB)) {
-			fprintf(stderr, "bench: waiting for %s\n", KSM_LOCK);
-			if (flock(lock_fd, LOCK_EX))
-				die("flock");
-		}
-	}
-	for (int i = 0; kernel_ksm_busy(why, sizeof(why)); i++) {
-		if (i == 900) {
-			fprintf(stderr, "bench: the kernel's KSM stayed in use (%s)\n", why);
-			exit(1);
-		}
-		if (i % 30 == 0)
-			fprintf(stderr, "bench: kernel KSM in use (%s), waiting\n", why);
-		sleep_ms(1000);
-	}
-	for (size_t i = 0; i < NKNOBS; i++)
-		knob_present[i] = !sysfs_read(knob_names[i], saved_knob[i], sizeof(saved_knob[i]));
-	if (!knob_present[NKNOBS - 1]) {
-		fprintf(stderr, "bench: no %s: the kernel has no KSM\n", KSM_DIR);
-		exit(77);
-	}
-	knobs_saved = 1;
-	atexit(restore_knobs);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
 }
 
 /* The first entry of dir (/proc or /proc/self/task) whose comm is name:
@@ -381,7 +200,7 @@ static void set_knob(struct engine *e, const char *name, const char *value)
 	if (e->kind == ENGINE_LIB)
 		lib_write(e, name, value);
 	else
-		kernel_write(name, value);
+		kernel_ksm_write(name, value);
 }
 
 void bench_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_scan)
@@ -403,8 +222,8 @@ void bench_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_
 			sleep_ms(1);
 		e->cpu_is_thread = true;
 	} else {
-		kernel_acquire();
-		kernel_write("run", "2");
+		kernel_ksm_acquire();
+		kernel_ksm_write("run", "2");
 		e->cpu_task = find_by_comm("/proc", "ksmd");
 		e->cpu_is_thread = false;
 	}
@@ -444,7 +263,7 @@ long long bench_counter(struct engine *e, const char *name)
 	if (!strncmp(name, "ksm_", 4) && strcmp(name, "ksm_zero_pages")) {
 		return procfs_number("/proc/self/ksm_stat", name);
 	}
-	return sysfs_number(name);
+	return kernel_ksm_number(name);
 }
 
 long long bench_saved_pages(struct engine *e)
@@ -460,22 +279,6 @@ uint64_t bench_cpu_ns(struct engine *e)
 	return proc_stat_cpu_ns(e->cpu_task, e->cpu_is_thread);
 }
 
-/* After restore_knobs(): is every knob back?  (Someone else writing a
- * knob meanwhile would show here too: we hold the lock, they should not.) */
-static bool knobs_restored(void)
-{
-	char cur[32];
-	bool ok = true;
-	for (size_t i = 0; i < NKNOBS; i++)
-		if (knob_present[i] &&
-		    (sysfs_read(knob_names[i], cur, sizeof(cur)) || strcmp(cur, saved_knob[i]))) {
-			fprintf(stderr, "bench: %s is %s, was %s before\n", knob_names[i], cur,
-				saved_knob[i]);
-			ok = false;
-		}
-	return ok;
-}
-
 void bench_close(struct engine *e)
 {
 	if (e->kind == ENGINE_LIB) {
@@ -483,13 +286,7 @@ void bench_close(struct engine *e)
 		e->sp = NULL;
 		return;
 	}
-	restore_knobs();
-	if (!knobs_restored())
-		exit(1);
-	if (lock_fd >= 0) {
-		close(lock_fd);
-		lock_fd = -1;
-	}
+	kernel_ksm_release();
 }
 
 /* ---- idle and busy ---- */
@@ -575,7 +372,7 @@ long long process_memory_kb(struct engine *e)
 		return anon + samepage_memfd_kb();
 	/* RssAnon counts a KSM page once per mapping: take the mappings KSM
 	 * saved off (sysfs, this process being the only KSM user). */
-	return anon - (sysfs_number("pages_sharing") + sysfs_number("ksm_zero_pages")) *
+	return anon - (kernel_ksm_number("pages_sharing") + kernel_ksm_number("ksm_zero_pages")) *
 			  (long long)(PG / 1024);
 }
 

@@ -40,7 +40,8 @@ static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_
 
 	if (!eq) {
 		snprintf(err->cause, sizeof(err->cause), "syntax error: no \"=\"");
-		snprintf(err->fix, sizeof(err->fix), "write one \"name = value\" per line, e.g. run = 1");
+		snprintf(err->fix, sizeof(err->fix),
+			 "write one \"name = value\" per line, e.g. run = 1");
 		return -EINVAL;
 	}
 	*eq = '\0';
@@ -64,7 +65,8 @@ static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_
 		return -EINVAL;
 	}
 	if (r == -EACCES) {
-		snprintf(err->cause, sizeof(err->cause), "\"%.64s\" is a counter, not a knob", name);
+		snprintf(err->cause, sizeof(err->cause), "\"%.64s\" is a counter, not a knob",
+			 name);
 		snprintf(err->fix, sizeof(err->fix), "only tunables can be set: remove the line");
 		return -EINVAL;
 	}
@@ -76,8 +78,8 @@ static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_
 	}
 	for (int i = 0; i < nprev; i++)
 		if (prev[i].knob == s->knob) {
-			snprintf(err->cause, sizeof(err->cause), "%s is set twice (first on line %d)",
-				 s->knob->name, prev[i].line);
+			snprintf(err->cause, sizeof(err->cause),
+				 "%s is set twice (first on line %d)", s->knob->name, prev[i].line);
 			snprintf(err->fix, sizeof(err->fix), "give each knob once");
 			return -EINVAL;
 		}
@@ -122,7 +124,8 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 			ret = check_line(text, e, out->e, out->n, err);
 		}
 		if (ret) {
-			snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno, shown);
+			snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno,
+				 shown);
 		} else {
 			snprintf(e->origin, sizeof(e->origin), "%.1000s:%d", path, lineno);
 			out->n++;

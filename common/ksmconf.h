@@ -38,9 +38,9 @@ struct ksmconf_file {
 /* Why a file was refused, in the three parts every program prints:
  * "CAUSE", "  input: INPUT", "  fix: FIX". */
 struct ksmconf_error {
-	char cause[256]; /* "bad value for pages_to_scan" */
+	char cause[256];  /* "bad value for pages_to_scan" */
 	char input[1024]; /* "FILE:LINE: pages_to_scan = 300 junk" */
-	char fix[256];	 /* "give one value: a whole number from 0 to 4294967295" */
+	char fix[256];	  /* "give one value: a whole number from 0 to 4294967295" */
 };
 
 /* Reads and checks the whole of path into out: 0, or -errno with *err
