@@ -487,4 +487,3 @@ int est_batch_add(struct est *e, uint64_t addr, bool shared)
 	b->addr[b->count++] = addr;
 	return b->count == BATCH_PAGES ? est_batch_flush(e) : 0;
 }
-

@@ -33,7 +33,7 @@
  * that the system call costs little (measured in estimate_bench).
  */
 #define BATCH_PAGES 128
-#define STORE_CHUNK 256	   /* reference pages per store allocation */
+#define STORE_CHUNK 256 /* reference pages per store allocation */
 #define OCC_NONE 0
 
 /*

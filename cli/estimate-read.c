@@ -332,4 +332,3 @@ out:
 	free(v);
 	return ret;
 }
-

@@ -164,4 +164,3 @@ void est_occ_note(struct est *e, struct est_entry *ent)
 	e->occ[e->nocc] = (struct est_occ){cur, 1, ent->occ};
 	ent->occ = ++e->nocc;
 }
-

@@ -20,12 +20,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "json.h"
 
 const char usage_status[] =
-    "status [--json | --prometheus] [--watch SECONDS]\n"
+    "status [--json | --prometheus [--no-node-ksmd]] [--watch SECONDS] [--output FILE]\n"
     "\n"
     "Shows every KSM knob and counter this kernel has, and derived figures:\n"
     "memory saved, sharing ratio, wasted effort, general_profit, the memory an\n"
@@ -34,7 +35,12 @@ const char usage_status[] =
     "\n"
     "  --json            one JSON object\n"
     "  --prometheus      Prometheus text format (node_ksmd_* and samepage_ksm_*)\n"
-    "  --watch SECONDS   redraw every SECONDS until interrupted\n";
+    "  --watch SECONDS   redraw every SECONDS until interrupted\n"
+    "  --output FILE     write to FILE, replaced at once (rename) every time, so a\n"
+    "                    reader such as node_exporter's textfile collector never\n"
+    "                    sees half a file\n"
+    "  --no-node-ksmd    samepage_ksm_* instead of node_ksmd_* names, for hosts\n"
+    "                    where node_exporter's --collector.ksmd exports those\n";
 
 static double ratio(long long a, long long b)
 {
@@ -328,6 +334,10 @@ static void print_json(const struct ksm_derived *d)
 /* samepaged's series (--user) are samepaged_* instead of node_ksmd_* and
  * samepage_ksm_*, so that one node_exporter can export both the kernel's
  * KSM and samepaged without a clash (samepaged_pages_sharing, ...). */
+/* --no-node-ksmd: node_exporter's own ksmd collector exports the
+ * node_ksmd_* series; with both, node_exporter sees every one twice. */
+static bool no_node_ksmd;
+
 static const char *prom_name(const char *name, char *buf, size_t len)
 {
 	static const char *const ours[] = {"node_ksmd_", "samepage_ksm_"};
@@ -337,6 +347,10 @@ static const char *prom_name(const char *name, char *buf, size_t len)
 			snprintf(buf, len, "samepaged_%s", name + strlen(ours[i]));
 			return buf;
 		}
+	if (no_node_ksmd && strncmp(name, "node_ksmd_", 10) == 0) {
+		snprintf(buf, len, "samepage_ksm_%s", name + 10);
+		return buf;
+	}
 	return name;
 }
 
@@ -543,6 +557,55 @@ static void print_prometheus(const struct ksm_derived *d)
 
 /* ---- the verb ---- */
 
+/* --output FILE: each report goes to a new file beside FILE, which then
+ * replaces FILE at once (rename), so that a reader such as node_exporter's
+ * textfile collector never sees half a file.  The temporary name starts
+ * with a dot and does not end in .prom, so the collector skips it. */
+struct output {
+	const char *path;
+	char tmp[4096];
+	int saved_stdout;
+};
+
+static int output_begin(struct output *o)
+{
+	const char *slash = strrchr(o->path, '/');
+	int fd;
+
+	fflush(stdout);
+	snprintf(o->tmp, sizeof(o->tmp), "%.*s.%s.XXXXXX", slash ? (int)(slash - o->path + 1) : 0,
+		 o->path, slash ? slash + 1 : o->path);
+	if ((fd = mkstemp(o->tmp)) < 0)
+		return -errno;
+	/* Readable by node_exporter's own user, as a file written by > is. */
+	fchmod(fd, 0644);
+	o->saved_stdout = dup(STDOUT_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	close(fd);
+	return 0;
+}
+
+static int output_commit(struct output *o)
+{
+	int err = fflush(stdout) || fsync(STDOUT_FILENO) ? -errno : 0;
+
+	dup2(o->saved_stdout, STDOUT_FILENO);
+	close(o->saved_stdout);
+	if (!err && rename(o->tmp, o->path))
+		err = -errno;
+	if (err)
+		unlink(o->tmp);
+	return err;
+}
+
+static int output_error(const struct output *o, int err)
+{
+	return ksmctl_fail(err == -EACCES || err == -EPERM ? KSMCTL_PERM : KSMCTL_USAGE, o->path,
+			   "give a file in an existing, writable directory (Debian's node_exporter "
+			   "reads /var/lib/prometheus/node-exporter/*.prom)",
+			   "status: cannot write the output file: %s", strerror(-err));
+}
+
 static volatile sig_atomic_t stop_watch;
 
 static void on_signal(int sig)
@@ -559,9 +622,12 @@ int cmd_status(int argc, char **argv)
 	    {"json", no_argument, NULL, 'j'},
 	    {"prometheus", no_argument, NULL, 'p'},
 	    {"watch", required_argument, NULL, 'w'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"no-node-ksmd", no_argument, NULL, 'n'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
+	struct output out = {0};
 	int fmt = FMT_TEXT, c, err;
 	double interval = 0, last_t = 0, last_cpu = NAN;
 	long long last_scanned = -1;
@@ -574,6 +640,10 @@ int cmd_status(int argc, char **argv)
 						   "choose one output format",
 						   "status: two formats given");
 			fmt = c == 'j' ? FMT_JSON : FMT_PROM;
+		} else if (c == 'o') {
+			out.path = optarg;
+		} else if (c == 'n') {
+			no_node_ksmd = true;
 		} else if (c == 'w') {
 			if (parse_seconds(optarg, &interval) || interval < 0.1)
 				return ksmctl_fail(KSMCTL_USAGE, optarg,
@@ -586,6 +656,12 @@ int cmd_status(int argc, char **argv)
 	if (optind < argc)
 		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "status takes no arguments",
 				   "status: unexpected argument");
+	if (no_node_ksmd && fmt != FMT_PROM)
+		return ksmctl_fail(KSMCTL_USAGE, "--no-node-ksmd", "add --prometheus",
+				   "status: --no-node-ksmd names Prometheus series");
+	if (out.path && fmt == FMT_TEXT)
+		return ksmctl_fail(KSMCTL_USAGE, "--output", "add --prometheus or --json",
+				   "status: --output writes a machine-readable format");
 	if ((err = opt.be->available(opt.be)))
 		return ksm_unavailable(err,
 				       "build the kernel with CONFIG_KSM=y, or run `ksmctl check`");
@@ -605,12 +681,16 @@ int cmd_status(int argc, char **argv)
 		last_t = t, last_scanned = scanned, last_cpu = d.ksmd_cpu_seconds;
 		if (interval > 0 && fmt == FMT_TEXT && tty)
 			fputs("\033[H\033[2J", stdout); /* home, clear: a live view */
+		if (out.path && (err = output_begin(&out)))
+			return output_error(&out, err);
 		if (fmt == FMT_JSON)
 			print_json(&d);
 		else if (fmt == FMT_PROM)
 			print_prometheus(&d);
 		else
 			print_text(&d, rate, cpu);
+		if (out.path && (err = output_commit(&out)))
+			return output_error(&out, err);
 		if (interval > 0 && fmt == FMT_TEXT)
 			printf("\nEvery %g s; Ctrl-C to quit.\n", interval);
 		fflush(stdout);

@@ -35,7 +35,8 @@ done
 extra=$(cd "$man3" && ls | grep -v '^samepage\.3$' | sed 's/\.3$//' | sort)
 want=$(tr ' ' '\n' <<<"$fns" | sort)
 [ "$extra" = "$want" ] || { echo "FAIL: man3 pages and header functions differ:"; diff <(echo "$want") <(echo "$extra"); bad=1; }
-for f in share/man/man1/ksmctl.1 share/bash-completion/completions/ksmctl lib/systemd/system/ksm-apply.service; do
+for f in share/man/man1/ksmctl.1 share/bash-completion/completions/ksmctl lib/systemd/system/ksm-apply.service \
+	lib/systemd/system/ksm-prometheus.service lib/systemd/system/ksm-prometheus.timer; do
 	[ -s "$tmp/$f" ] || { echo "FAIL: $f is not installed"; bad=1; }
 done
 [ $bad = 0 ] && echo "ok: $n functions, each with a man page that shows samepage(3)"
