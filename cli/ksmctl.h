@@ -50,6 +50,7 @@ VERB(run);
 VERB(top);
 VERB(doctor);
 VERB(wait);
+VERB(info);
 #undef VERB
 
 /* Reads a knob as a number through opt.be: 0, -ENOENT (absent), -EINVAL.

@@ -37,7 +37,7 @@ static const struct verb verbs[] = {
     V(check, "is KSM supported, running, and can this user change it"),
     V(status, "every knob and counter, savings, cost and scan speed"),
     V(set, "validate and write knobs, all or nothing"),
-    V(start, "start ksmd (run=1)"),
+    V(start, "start ksmd (run=1); start NPAGES [SLEEP] sets pages_to_scan, sleep first"),
     V(stop, "stop ksmd, keep merged pages (run=0)"),
     V(unmerge, "stop ksmd and unmerge every page (run=2)"),
     V(apply, "apply a declarative file of knobs (default /etc/ksm.conf)"),
@@ -48,6 +48,7 @@ static const struct verb verbs[] = {
     V(doctor, "explain why KSM is not merging, with the fix"),
     V(wait, "wait for N full scans, or until merging converged"),
     {"estimate", ksmctl_estimate, NULL, "estimate what KSM would save, before enabling it"},
+    V(info, "the original ksmctl's one line: flags (run), pages_to_scan, sleep_time"),
 };
 #undef V
 #define NVERBS (sizeof(verbs) / sizeof(verbs[0]))

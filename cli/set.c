@@ -41,8 +41,22 @@ const char usage_set[] =
     "  --json             report the read-back values as JSON\n"
     "  --timeout SECONDS  how long to wait for the unmerge (default 60); its\n"
     "                     progress is shown on a terminal\n";
-const char usage_start[] = "start [--json]\n\nStarts ksmd: writes run=1.\n";
-const char usage_stop[] = "stop [--json]\n\nStops ksmd and keeps merged pages: writes run=0.\n";
+const char usage_start[] =
+    "start [--json] [--dry-run] [NPAGES [SLEEP]]\n"
+    "\n"
+    "Starts ksmd: writes run=1; with NPAGES, pages_to_scan=NPAGES first, and\n"
+    "with SLEEP, sleep_millisecs=SLEEP (the form of Debian's ksmtuned package,\n"
+    "`ksmctl start 5000 100`).  On a kernel with max_kernel_pages (2.6.32), it\n"
+    "is set to $KSM_MAX_KERNEL_PAGES, or half the RAM's pages, as that\n"
+    "package's ksmctl did.\n";
+const char usage_stop[] =
+    "stop [--json] [--dry-run]\n\nStops ksmd and keeps merged pages: writes run=0.\n";
+const char usage_info[] =
+    "info\n"
+    "\n"
+    "Prints \"flags RUN, pages_to_scan N, sleep_time MS\", the line of the\n"
+    "original ksmctl's info (flags 1: ksmd runs; sleep_time is sleep_millisecs,\n"
+    "in milliseconds).  `ksmctl status` tells more.\n";
 const char usage_unmerge[] =
     "unmerge [--json] [--timeout SECONDS]\n\n"
     "Stops ksmd and unmerges every merged page: writes run=2 and waits until\n"
@@ -569,9 +583,90 @@ static int set_run(int argc, char **argv, const char *value, const char *usage)
 	return plan_apply(&p);
 }
 
+/* max_kernel_pages (2.6.32 only): $KSM_MAX_KERNEL_PAGES, or half the RAM's
+ * pages, as the ksmctl of Debian's ksmtuned package wrote at start.
+ * *old is empty when this kernel has no such file. */
+static int max_kernel_pages(char *old, size_t olen, char *value, size_t vlen)
+{
+	const char *env = getenv("KSM_MAX_KERNEL_PAGES");
+	long long v;
+
+	old[0] = '\0';
+	if (opt.user || opt.be->read(opt.be, "max_kernel_pages", old, olen)) {
+		old[0] = '\0';
+		return 0;
+	}
+	if (env && *env) {
+		if (parse_ll(env, &v) || v < 0)
+			return ksmctl_fail(KSMCTL_USAGE, env,
+					   "give a number of pages, or unset it for half the RAM",
+					   "start: bad KSM_MAX_KERNEL_PAGES");
+	} else {
+		v = sysconf(_SC_PHYS_PAGES) / 2;
+	}
+	snprintf(value, vlen, "%lld", v);
+	return 0;
+}
+
 int cmd_start(int argc, char **argv)
 {
-	return set_run(argc, argv, "1", usage_start);
+	static const char *const legacy[] = {"pages_to_scan", "sleep_millisecs"};
+	struct plan p = {.timeout = 60};
+	char old[64], mkp[32] = "", origin[64];
+	bool dry = false;
+	int ret = set_args(argc, argv, &p, &dry, usage_start), err;
+
+	if (ret)
+		return ret;
+	if (argc - optind > 2)
+		return ksmctl_fail(KSMCTL_USAGE, argv[optind + 2],
+				   "give at most NPAGES and SLEEP: ksmctl start 5000 100",
+				   "start: unexpected argument");
+	for (int i = optind; i < argc; i++) {
+		long long v;
+		if (parse_ll(argv[i], &v) || v < 0)
+			return ksmctl_fail(KSMCTL_USAGE, argv[i],
+					   i == optind ? "NPAGES is pages_to_scan, e.g. 5000"
+						       : "SLEEP is sleep_millisecs, e.g. 100",
+					   "start: %s must be a whole number",
+					   i == optind ? "NPAGES" : "SLEEP");
+		snprintf(origin, sizeof(origin), "start %s", i == optind ? "NPAGES" : "SLEEP");
+		if ((ret = plan_add(&p, legacy[i - optind], argv[i], origin)))
+			return ret;
+	}
+	if ((ret = plan_add(&p, "run", "1", argv[0])) || (ret = plan_check(&p)) ||
+	    (ret = max_kernel_pages(old, sizeof(old), mkp, sizeof(mkp))))
+		return ret;
+	if (dry) {
+		if (old[0] && strcmp(old, mkp))
+			printf("max_kernel_pages: %s -> %s\n", old, mkp);
+		plan_diff(&p);
+		return KSMCTL_OK;
+	}
+	if (old[0] && (err = opt.be->write(opt.be, "max_kernel_pages", mkp)))
+		return ksmctl_fail(KSMCTL_REFUSED, mkp, NULL,
+				   "the kernel refused max_kernel_pages: %s", strerror(-err));
+	if (old[0] && strcmp(old, mkp))
+		printf("max_kernel_pages: %s -> %s\n", old, mkp);
+	ret = plan_apply(&p);
+	if (ret && old[0])
+		opt.be->write(opt.be, "max_kernel_pages", old);
+	return ret;
+}
+
+int cmd_info(int argc, char **argv)
+{
+	int err;
+
+	if (argc > 1)
+		return ksmctl_fail(KSMCTL_USAGE, argv[1],
+				   "info takes no arguments; for scripts, ksmctl status --json",
+				   "info: unexpected argument");
+	if ((err = opt.be->available(opt.be)))
+		return ksm_unavailable(err, "build the kernel with CONFIG_KSM=y");
+	printf("flags %lld, pages_to_scan %lld, sleep_time %lld\n", knob_or("run", 0),
+	       knob_or("pages_to_scan", 0), knob_or("sleep_millisecs", 0));
+	return KSMCTL_OK;
 }
 
 int cmd_stop(int argc, char **argv)

@@ -22,9 +22,10 @@ for cmd in "unmerge" "set --unmerge max_page_sharing=512"; do
 		for _ in $(seq 600); do [ "$(cat $ksm/run)" = 2 ] && break; sleep 0.05; done
 		for i in 9 8 7 6 5 4 3 2 1 0; do
 			sleep 0.3
-			echo $((i * 5000)) >$ksm/pages_shared
-			echo $((i * 30000)) >$ksm/pages_sharing
-			echo $((i * 200)) >$ksm/ksm_zero_pages
+			# Replaced, not rewritten: ksmctl never reads a file half written.
+			echo $((i * 5000)) >$tmp/v && mv $tmp/v $ksm/pages_shared
+			echo $((i * 30000)) >$tmp/v && mv $tmp/v $ksm/pages_sharing
+			echo $((i * 200)) >$tmp/v && mv $tmp/v $ksm/ksm_zero_pages
 		done
 	) &
 	script -qefc "'$ksmctl' --sysfs-root '$tmp/tree/sys' --proc-root '$tmp/tree/proc' $cmd" \
