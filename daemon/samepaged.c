@@ -105,7 +105,7 @@ static void load_config(const char *path)
 		if (ret) {
 			snprintf(err.cause, sizeof(err.cause), "%s refused: %s", e->knob->name,
 				 samepage_strerror(ret));
-			snprintf(err.input, sizeof(err.input), "%.1000s: %s = %s", e->origin,
+			snprintf(err.input, sizeof(err.input), "%.800s: %s = %s", e->origin,
 				 e->knob->name, e->value);
 			snprintf(err.fix, sizeof(err.fix),
 				 "see samepage(3) for the knobs, their ranges and rules");
