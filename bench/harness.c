@@ -1,17 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * harness.c - the benchmarks' shared machinery (see harness.h).
- *
- * The kernel's KSM is one global state shared with anything else on the
- * machine, so the kernel side is careful: it takes the lock file
- * /tmp/samepage-kernel-ksm.lock (flock(2), the same lock the project's tests
- * and bench/run.sh take), waits until nobody else merges or registers
- * mergeable memory, saves every tunable and puts each back at exit, on
- * SIGINT/SIGTERM/SIGHUP and on failure, with run=2 first (the kernel
- * refuses max_page_sharing and merge_across_nodes changes while pages are
- * merged) and never leaves run=1 behind.
+ * harness.c - the benchmarks' shared machinery (see harness.h): options and
+ * results, time and CPU, memory, workloads, the engine (libsamepage or the
+ * kernel's KSM), idle and busy runs, waiting for convergence.  The care the
+ * kernel's KSM needs (its lock, its knobs saved and put back) is in
+ * kernel-ksm.c.
  */
 #include "harness.h"
+#include "kernel-ksm.h"
+#include "procfs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -26,9 +23,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#define KSM_DIR "/sys/kernel/mm/ksm/"
-#define KSM_LOCK "/tmp/samepage-kernel-ksm.lock"
 
 static const char *case_name(const struct bench_opts *o)
 {
@@ -78,7 +72,7 @@ void bench_result(const struct bench_opts *o, const char *metric, const char *un
 	fflush(stdout);
 }
 
-static void die(const char *what)
+void bench_die(const char *what)
 {
 	fprintf(stderr, "bench: %s: %s\n", what, strerror(errno));
 	exit(1);
@@ -120,83 +114,37 @@ static clockid_t cpu_clock_of(pid_t id, bool thread)
 /* utime+stime of /proc/<pid>/stat (or /proc/self/task/<tid>/stat), in ns. */
 static uint64_t proc_stat_cpu_ns(pid_t id, bool thread)
 {
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), thread ? "/proc/self/task/%d/stat" : "/proc/%d/stat", id);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
+	char path[64];
+	struct procfs_stat st;
+
+	procfs_path(path, sizeof(path), thread ? "/proc/self/task" : "/proc", id, "stat");
+	if (procfs_stat(path, &st))
 		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	unsigned long long ut = 0, st = 0;
-	if (!p ||
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return 0;
-	return (ut + st) * (1000000000ULL / (uint64_t)sysconf(_SC_CLK_TCK));
+	return (st.utime + st.stime) * (1000000000ULL / (uint64_t)sysconf(_SC_CLK_TCK));
 }
 
 /* ---- memory ---- */
 
-static long long file_kb(const char *path, const char *field)
-{
-	char line[256];
-	long long v = -1;
-	size_t n = strlen(field);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n) && line[n] == ':') {
-			v = atoll(line + n + 1);
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
 long long meminfo_kb(const char *field)
 {
-	return file_kb("/proc/meminfo", field);
+	return procfs_number("/proc/meminfo", field);
 }
 
 long long mem_used_kb(void)
 {
-	char line[256];
-	long long anon = -1, shmem = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, "AnonPages:", 10))
-			anon = atoll(line + 10);
-		else if (!strncmp(line, "Shmem:", 6))
-			shmem = atoll(line + 6);
-	}
-	fclose(f);
-	return anon + shmem;
+	long long anon = meminfo_kb("AnonPages"), shmem = meminfo_kb("Shmem");
+
+	return anon < 0 || shmem < 0 ? -1 : anon + shmem;
 }
 
 long long self_rollup_kb(const char *field)
 {
-	return file_kb("/proc/self/smaps_rollup", field);
+	return procfs_number("/proc/self/smaps_rollup", field);
 }
 
 long long self_map_count(void)
 {
-	char buf[65536];
-	long long lines = 0;
-	int fd = open("/proc/self/maps", O_RDONLY);
-	if (fd < 0)
-		return -1;
-	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		for (ssize_t i = 0; i < n; i++)
-			lines += buf[i] == '\n';
-	close(fd);
-	return lines;
+	return procfs_count_maps("/proc/self/maps");
 }
 
 /* ---- workloads ---- */
@@ -206,7 +154,7 @@ char *map_pages(size_t npages)
 	char *p =
 	    mmap(NULL, npages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
-		die("mmap");
+		bench_die("mmap");
 	madvise(p, npages * PG, MADV_NOHUGEPAGE);
 	return p;
 }
@@ -226,212 +174,13 @@ void fill_page(char *page, uint64_t key)
 		w[i] = rng_next(&s);
 }
 
-/* ---- the kernel's KSM: lock, knobs ---- */
-
-/* Every tunable of /sys/kernel/mm/ksm, in the order they are put back:
- * run=2 comes first (see restore_knobs), advisor_mode before pages_to_scan
- * (changing the mode resets pages_to_scan), run itself last. */
-static const char *const knob_names[] = {
-    "advisor_mode",
-    "max_page_sharing",
-    "merge_across_nodes",
-    "use_zero_pages",
-    "smart_scan",
-    "stable_node_chains_prune_millisecs",
-    "advisor_max_cpu",
-    "advisor_min_pages_to_scan",
-    "advisor_max_pages_to_scan",
-    "advisor_target_scan_time",
-    "sleep_millisecs",
-    "pages_to_scan",
-    "run",
-};
-#define NKNOBS (sizeof(knob_names) / sizeof(knob_names[0]))
-static char saved_knob[NKNOBS][32];
-static bool knob_present[NKNOBS];
-static volatile sig_atomic_t knobs_saved;
-static int lock_fd = -1;
-
-/* Reads a sysfs value; advisor_mode's "[none] scan-time" reads "none".
- * Only read/open: safe in a signal handler. */
-static int sysfs_read(const char *name, char *buf, size_t len)
-{
-	char path[128] = KSM_DIR;
-	strncat(path, name, sizeof(path) - strlen(path) - 1);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, buf, len - 1);
-	close(fd);
-	if (n < 0)
-		return -1;
-	buf[n] = 0;
-	char *nl = strchr(buf, '\n');
-	if (nl)
-		*nl = 0;
-	char *l = strchr(buf, '['), *r = l ? strchr(l, ']') : NULL;
-	if (l && r) {
-		memmove(buf, l + 1, (size_t)(r - l - 1));
-		buf[r - l - 1] = 0;
-	}
-	return 0;
-}
-
-static int sysfs_write(const char *name, const char *value)
-{
-	char path[128] = KSM_DIR;
-	strncat(path, name, sizeof(path) - strlen(path) - 1);
-	int fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -1;
-	ssize_t n = write(fd, value, strlen(value));
-	int saved = errno;
-	close(fd);
-	errno = saved;
-	return n < 0 ? -1 : 0;
-}
-
-static long long sysfs_number(const char *name)
-{
-	char buf[64];
-	return sysfs_read(name, buf, sizeof(buf)) ? -1 : atoll(buf);
-}
-
-static void kernel_write(const char *name, const char *value)
-{
-	if (sysfs_write(name, value)) {
-		fprintf(stderr, "bench: writing %s to %s%s: %s\n", value, KSM_DIR, name,
-			strerror(errno));
-		exit(1);
-	}
-}
-
-/* Puts every saved knob back (async-signal-safe: open/read/write only). */
-static void restore_knobs(void)
-{
-	char cur[32];
-	if (!knobs_saved)
-		return;
-	knobs_saved = 0;
-	sysfs_write("run", "2"); /* unmerge ours: needed before max_page_sharing */
-	for (size_t i = 0; i + 1 < NKNOBS; i++)
-		if (knob_present[i] && !sysfs_read(knob_names[i], cur, sizeof(cur)) &&
-		    strcmp(cur, saved_knob[i]))
-			sysfs_write(knob_names[i], saved_knob[i]);
-	sysfs_write("run", saved_knob[NKNOBS - 1]);
-}
-
-static void on_signal(int sig)
-{
-	restore_knobs();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-/* Is anyone else using the kernel's KSM? */
-static bool kernel_ksm_busy(char *why, size_t len)
-{
-	if (sysfs_number("run") != 0) {
-		snprintf(why, len, "run is not 0");
-		return true;
-	}
-	if (sysfs_number("pages_shared") > 0 || sysfs_number("ksm_zero_pages") > 0) {
-		snprintf(why, len, "pages are merged");
-		return true;
-	}
-	DIR *d = opendir("/proc");
-	struct dirent *de;
-	bool busy = false;
-	pid_t self = getpid();
-	while (!busy && d && (de = readdir(d))) {
-		pid_t pid = atoi(de->d_name);
-		if (pid <= 0 || pid == self)
-			continue;
-		char path[64], line[128];
-		snprintf(path, sizeof(path), "/proc/%d/ksm_stat", pid);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		while (fgets(line, sizeof(line), f))
-			if ((!strncmp(line, "ksm_mergeable: yes", 18) ||
-			     !strncmp(line, "ksm_merge_any: yes", 18)) ||
-			    (!strncmp(line, "ksm_merging_pages ", 18) && atoll(line + 18) > 0)) {
-				snprintf(why, len, "pid %d has mergeable memory", pid);
-				busy = true;
-				break;
-			}
-		fclose(f);
-	}
-	if (d)
-		closedir(d);
-	return busy;
-}
-
-/* Takes the lock (unless run.sh holds it for us), then waits until the
- * kernel's KSM is idle: up to 15 minutes, then gives up. */
-static void kernel_acquire(void)
-{
-	char why[128];
-	if (!getenv("SAMEPAGE_KSM_LOCK_HELD")) {
-		lock_fd = open(KSM_LOCK, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-		if (lock_fd < 0)
-			die(KSM_LOCK);
-		if (flock(lock_fd, LOCK_EX | LOCK_NB)) {
-			fprintf(stderr, "bench: waiting for %s\n", KSM_LOCK);
-			if (flock(lock_fd, LOCK_EX))
-				die("flock");
-		}
-	}
-	for (int i = 0; kernel_ksm_busy(why, sizeof(why)); i++) {
-		if (i == 900) {
-			fprintf(stderr, "bench: the kernel's KSM stayed in use (%s)\n", why);
-			exit(1);
-		}
-		if (i % 30 == 0)
-			fprintf(stderr, "bench: kernel KSM in use (%s), waiting\n", why);
-		sleep_ms(1000);
-	}
-	for (size_t i = 0; i < NKNOBS; i++)
-		knob_present[i] = !sysfs_read(knob_names[i], saved_knob[i], sizeof(saved_knob[i]));
-	if (!knob_present[NKNOBS - 1]) {
-		fprintf(stderr, "bench: no %s: the kernel has no KSM\n", KSM_DIR);
-		exit(77);
-	}
-	knobs_saved = 1;
-	atexit(restore_knobs);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-}
-
 /* The first entry of dir (/proc or /proc/self/task) whose comm is name:
- * the kthread ksmd, or the library's thread samepage-ksmd. */
+ * the kthread ksmd, or the library's thread samepage-ksmd; -1 if none. */
 static pid_t find_by_comm(const char *dir, const char *name)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	pid_t found = -1;
-	size_t len = strlen(name);
-	while (found < 0 && d && (de = readdir(d))) {
-		pid_t id = atoi(de->d_name);
-		char path[64], comm[32] = "";
-		if (id <= 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%d/comm", dir, id);
-		int fd = open(path, O_RDONLY);
-		if (fd < 0)
-			continue;
-		ssize_t n = read(fd, comm, sizeof(comm) - 1);
-		close(fd);
-		if (n > (ssize_t)len && !strncmp(comm, name, len) && comm[len] == '\n')
-			found = id;
-	}
-	if (d)
-		closedir(d);
-	return found;
+	int id = procfs_find_comm(dir, name);
+
+	return id > 0 ? id : -1;
 }
 
 /* ---- the engine ---- */
@@ -451,7 +200,7 @@ static void set_knob(struct engine *e, const char *name, const char *value)
 	if (e->kind == ENGINE_LIB)
 		lib_write(e, name, value);
 	else
-		kernel_write(name, value);
+		kernel_ksm_write(name, value);
 }
 
 void bench_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_scan)
@@ -473,8 +222,8 @@ void bench_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_
 			sleep_ms(1);
 		e->cpu_is_thread = true;
 	} else {
-		kernel_acquire();
-		kernel_write("run", "2");
+		kernel_ksm_acquire();
+		kernel_ksm_write("run", "2");
 		e->cpu_task = find_by_comm("/proc", "ksmd");
 		e->cpu_is_thread = false;
 	}
@@ -505,24 +254,16 @@ void bench_run(struct engine *e, int run)
 
 long long bench_counter(struct engine *e, const char *name)
 {
-	long long v = -1;
 	if (e->kind == ENGINE_LIB) {
+		long long v;
 		if (samepage_read_number(e->sp, name, &v))
 			return -1;
 		return v;
 	}
 	if (!strncmp(name, "ksm_", 4) && strcmp(name, "ksm_zero_pages")) {
-		char line[128];
-		size_t n = strlen(name);
-		FILE *f = fopen("/proc/self/ksm_stat", "r");
-		while (f && fgets(line, sizeof(line), f))
-			if (!strncmp(line, name, n) && line[n] == ' ')
-				v = atoll(line + n + 1);
-		if (f)
-			fclose(f);
-		return v;
+		return procfs_number("/proc/self/ksm_stat", name);
 	}
-	return sysfs_number(name);
+	return kernel_ksm_number(name);
 }
 
 long long bench_saved_pages(struct engine *e)
@@ -538,22 +279,6 @@ uint64_t bench_cpu_ns(struct engine *e)
 	return proc_stat_cpu_ns(e->cpu_task, e->cpu_is_thread);
 }
 
-/* After restore_knobs(): is every knob back?  (Someone else writing a
- * knob meanwhile would show here too: we hold the lock, they should not.) */
-static bool knobs_restored(void)
-{
-	char cur[32];
-	bool ok = true;
-	for (size_t i = 0; i < NKNOBS; i++)
-		if (knob_present[i] &&
-		    (sysfs_read(knob_names[i], cur, sizeof(cur)) || strcmp(cur, saved_knob[i]))) {
-			fprintf(stderr, "bench: %s is %s, was %s before\n", knob_names[i], cur,
-				saved_knob[i]);
-			ok = false;
-		}
-	return ok;
-}
-
 void bench_close(struct engine *e)
 {
 	if (e->kind == ENGINE_LIB) {
@@ -561,13 +286,7 @@ void bench_close(struct engine *e)
 		e->sp = NULL;
 		return;
 	}
-	restore_knobs();
-	if (!knobs_restored())
-		exit(1);
-	if (lock_fd >= 0) {
-		close(lock_fd);
-		lock_fd = -1;
-	}
+	kernel_ksm_release();
 }
 
 /* ---- idle and busy ---- */
@@ -648,12 +367,12 @@ static long long samepage_memfd_kb(void)
 
 long long process_memory_kb(struct engine *e)
 {
-	long long anon = file_kb("/proc/self/status", "RssAnon");
+	long long anon = procfs_number("/proc/self/status", "RssAnon");
 	if (e->kind == ENGINE_LIB)
 		return anon + samepage_memfd_kb();
 	/* RssAnon counts a KSM page once per mapping: take the mappings KSM
 	 * saved off (sysfs, this process being the only KSM user). */
-	return anon - (sysfs_number("pages_sharing") + sysfs_number("ksm_zero_pages")) *
+	return anon - (kernel_ksm_number("pages_sharing") + kernel_ksm_number("ksm_zero_pages")) *
 			  (long long)(PG / 1024);
 }
 
@@ -791,13 +510,7 @@ static double slab_size(const char *cache)
 {
 	char path[128], buf[32];
 	snprintf(path, sizeof(path), "/sys/kernel/slab/%s/slab_size", cache);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	buf[n > 0 ? n : 0] = 0;
-	return atof(buf);
+	return procfs_read(path, buf, sizeof(buf)) ? 0 : atof(buf);
 }
 
 double metadata_per_page(struct engine *e)

@@ -50,6 +50,8 @@ void bench_result(const struct bench_opts *o, const char *metric, const char *un
 
 uint64_t now_ns(void);
 double secs_since(uint64_t t0_ns);
+/* Prints "bench: WHAT: strerror(errno)" and exits 1. */
+void bench_die(const char *what);
 void sleep_ms(unsigned ms);
 
 /* ---- memory, measured outside the engine ---- */

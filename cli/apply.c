@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "ksm_unit.h"
+#include "ksmconf.h"
 #include "plan.h"
 
 const char usage_apply[] =
@@ -74,54 +75,18 @@ static void print_sample(FILE *f)
 	}
 }
 
-static char *trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
-		*--e = '\0';
-	return s;
-}
-
-/* Reads FILE into the plan: 0 or an exit status naming FILE:LINE. */
+/* Reads FILE into the plan (common/ksmconf.c, the parser samepaged's
+ * --config uses too): 0 or an exit status naming FILE:LINE. */
 static int read_config(const char *file, struct plan *p)
 {
-	char line[1024], origin[PATH_MAX + 32];
-	FILE *f = fopen(file, "r");
-	int lineno = 0, ret = 0;
+	static struct ksmconf_file conf;
+	struct ksmconf_error err;
+	int ret = ksmconf_read(file, &conf, &err);
 
-	if (!f)
-		return ksmctl_fail(
-		    KSMCTL_USAGE, file,
-		    "create it (`ksmctl apply --sample > FILE`) or name another file",
-		    "cannot read the config file: %s", strerror(errno));
-	while (!ret && fgets(line, sizeof(line), f)) {
-		char *hash = strchr(line, '#'), *eq, *name, *value = NULL;
-
-		lineno++;
-		snprintf(origin, sizeof(origin), "%s:%d", file, lineno);
-		if (hash)
-			*hash = '\0';
-		name = trim(line);
-		if (!*name)
-			continue;
-		eq = strchr(name, '=');
-		if (eq) {
-			*eq = '\0';
-			value = trim(eq + 1);
-			name = trim(name);
-		}
-		if (!eq || !*name || !*value || strpbrk(name, " \t"))
-			ret = ksmctl_fail(KSMCTL_USAGE, origin,
-					  "write one \"name = value\" per line, e.g. run = 1",
-					  "syntax error in the config file");
-		else
-			ret = plan_add(p, name, value, origin);
-	}
-	fclose(f);
+	if (ret)
+		return ksmctl_fail(KSMCTL_USAGE, err.input, err.fix, "%s", err.cause);
+	for (int i = 0; !ret && i < conf.n; i++)
+		ret = plan_add(p, conf.e[i].knob->name, conf.e[i].value, conf.e[i].origin);
 	return ret;
 }
 
@@ -290,8 +255,15 @@ int cmd_install_service(int argc, char **argv)
 	if (optind < argc)
 		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "it takes no arguments",
 				   "install-service: unexpected argument");
+	/* A typo must not create a tree: the root itself must exist. */
+	struct stat st;
+	if (in.root[0] && (stat(in.root, &st) || !S_ISDIR(st.st_mode)))
+		return ksmctl_fail(KSMCTL_USAGE, in.root,
+				   "give an existing directory (mkdir it first for a new staging "
+				   "tree), or leave --root out to install on this machine",
+				   "install-service: --root is not a directory");
 	snprintf(dir, sizeof(dir), "%s/etc/systemd/system", in.root);
-	/* A staging root (a package, a test) may start empty. */
+	/* A staging root (a package, a test) may start empty below it. */
 	if (in.root[0] && !in.dry)
 		make_dirs(dir);
 	if (!in.dry && access(dir, W_OK))

@@ -10,7 +10,6 @@
  */
 #include "backend.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -70,7 +69,7 @@ static int kernel_read(const struct ksm_backend *be, const char *name, char *buf
 	char path[PATH_MAX];
 	int err = knob_path(be, name, path, sizeof(path));
 
-	return err ? err : read_text(path, buf, len);
+	return err ? err : procfs_read(path, buf, len);
 }
 
 static int kernel_write(const struct ksm_backend *be, const char *name, const char *value)
@@ -109,8 +108,8 @@ static int kernel_writable(const struct ksm_backend *be, const char *name)
 	return access(path, W_OK) ? -errno : 0;
 }
 
-/* "ksm_rmap_items 12" or "ksm_merge_any: yes": the value after the key. */
-static void parse_ksm_stat(char *text, struct ksm_process *p)
+/* ksm_stat's "ksm_rmap_items 12" and "ksm_merge_any: yes" lines. */
+static void parse_ksm_stat(const char *text, struct ksm_process *p)
 {
 	static const struct {
 		const char *key;
@@ -125,44 +124,17 @@ static void parse_ksm_stat(char *text, struct ksm_process *p)
 	    {"ksm_mergeable", offsetof(struct ksm_process, mergeable), true},
 	};
 
-	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-		size_t klen = strcspn(line, " :");
-		const char *val = line + klen + strspn(line + klen, " :");
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		const char *val = procfs_find_key(text, fields[i].key);
+		char *dst = (char *)p + fields[i].off;
 
-		for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-			if (strlen(fields[i].key) != klen || strncmp(line, fields[i].key, klen))
-				continue;
-			char *dst = (char *)p + fields[i].off;
-			if (fields[i].yesno)
-				*(int *)dst = strncmp(val, "yes", 3) == 0;
-			else
-				*(long long *)dst = strtoll(val, NULL, 10);
-		}
+		if (!val)
+			continue;
+		if (fields[i].yesno)
+			*(int *)dst = strncmp(val, "yes", 3) == 0;
+		else
+			*(long long *)dst = strtoll(val, NULL, 10);
 	}
-}
-
-/* The "KSM:" and "Rss:" lines of smaps_rollup, in kB. */
-static void parse_smaps_rollup(const char *text, struct ksm_process *p)
-{
-	const char *s;
-
-	if ((s = strstr(text, "\nKSM:")))
-		p->ksm_kb = strtoll(s + 5, NULL, 10);
-	if ((s = strstr(text, "\nRss:")))
-		p->rss_kb = strtoll(s + 5, NULL, 10);
-}
-
-/* cgroup v2 is the "0::" line; on v1 the name=systemd line names the unit. */
-static void parse_cgroup(const char *text, struct ksm_process *p)
-{
-	const char *s = strncmp(text, "0::", 3) == 0 ? text : strstr(text, "\n0::");
-
-	if (!s && (s = strstr(text, "name=systemd:")))
-		s += strlen("name=systemd:") - 3;
-	if (!s)
-		return;
-	s += s[0] == '\n' ? 4 : 3;
-	snprintf(p->cgroup, sizeof(p->cgroup), "%.*s", (int)strcspn(s, "\n"), s);
 }
 
 void ksm_process_init(struct ksm_process *p, int pid)
@@ -177,11 +149,87 @@ void ksm_process_init(struct ksm_process *p, int pid)
 
 void ksm_process_read_cgroup(const char *proc_root, struct ksm_process *p)
 {
-	char path[PATH_MAX], text[8192];
+	char path[PATH_MAX], raw[4096];
 
-	snprintf(path, sizeof(path), "%s/%d/cgroup", proc_root, p->pid);
-	if (read_text(path, text, sizeof(text)) == 0)
-		parse_cgroup(text, p);
+	if (procfs_cgroup(procfs_path(path, sizeof(path), proc_root, p->pid, "cgroup"), raw,
+			  sizeof(raw)) == 0)
+		procfs_escape(raw, p->cgroup, sizeof(p->cgroup));
+}
+
+/* QEMU's "-name guest=NAME,..." or "-name NAME,...": NAME (",," is a
+ * comma in QEMU's option syntax).  False if the command line has none, or
+ * is not QEMU's (qemu-system-x86_64, qemu-kvm). */
+static bool qemu_name(const char *cmd, int len, char *buf, size_t blen)
+{
+	const char *prog = strrchr(cmd, '/') ? strrchr(cmd, '/') + 1 : cmd;
+
+	if (strncmp(prog, "qemu", 4))
+		return false; /* another program's "-name" is not a VM's */
+	for (const char *a = cmd; a < cmd + len; a += strlen(a) + 1) {
+		const char *v = a + strlen(a) + 1;
+		size_t o = 0;
+
+		if (strcmp(a, "-name") || v >= cmd + len)
+			continue;
+		if (strncmp(v, "guest=", 6) == 0)
+			v += 6;
+		else if (strchr(v, '=') && strcspn(v, "=") < strcspn(v, ","))
+			continue; /* "-name process=..." only: no guest name */
+		for (; *v && o + 1 < blen; v++) {
+			if (*v == ',' && v[1] != ',')
+				break;
+			buf[o++] = *v;
+			v += *v == ',';
+		}
+		buf[o] = '\0';
+		return o > 0;
+	}
+	return false;
+}
+
+/* The NAME of libvirt's machine scope "machine-qemu\x2d1\x2dNAME.scope"
+ * (older libvirt: "machine-qemu\x2dNAME.scope"), systemd's \xHH undone. */
+static bool machine_scope_name(const char *cgroup, char *buf, size_t blen)
+{
+	const char *s = strstr(cgroup, "/machine-");
+	size_t o = 0, n;
+
+	if (!s)
+		return false;
+	s += strlen("/machine-");
+	n = strcspn(s, "/");
+	if (n < 6 || strncmp(s + n - 6, ".scope", 6))
+		return false;
+	n -= 6;
+	for (size_t i = 0; i < n && o + 1 < blen; i++) {
+		unsigned v;
+		if (s[i] == '\\' && s[i + 1] == 'x' && sscanf(s + i + 2, "%2x", &v) == 1 &&
+		    i + 4 <= n)
+			buf[o++] = (char)v, i += 3;
+		else
+			buf[o++] = s[i];
+	}
+	buf[o] = '\0';
+	/* "qemu-1-web": the driver, the machine id, then the name. */
+	char *name = strchr(buf, '-');
+	if (!name)
+		return false;
+	name++;
+	if (*name >= '0' && *name <= '9' && name[strspn(name, "0123456789")] == '-')
+		name += strspn(name, "0123456789") + 1;
+	memmove(buf, name, strlen(name) + 1);
+	return *buf != '\0';
+}
+
+void ksm_process_read_vm(const char *proc_root, struct ksm_process *p)
+{
+	char path[PATH_MAX], cmd[8192], name[256];
+	int n = procfs_cmdline(procfs_path(path, sizeof(path), proc_root, p->pid, "cmdline"), cmd,
+			       sizeof(cmd));
+
+	if ((n > 0 && qemu_name(cmd, n, name, sizeof(name))) ||
+	    machine_scope_name(p->cgroup, name, sizeof(name)))
+		procfs_escape(name, p->vm, sizeof(p->vm));
 }
 
 static void read_process(const char *proc, int pid, struct ksm_process *p)
@@ -189,53 +237,35 @@ static void read_process(const char *proc, int pid, struct ksm_process *p)
 	char path[PATH_MAX], text[8192];
 
 	ksm_process_init(p, pid);
-
-	snprintf(path, sizeof(path), "%s/%d/comm", proc, pid);
-	if (read_text(path, text, sizeof(text)) == 0)
-		snprintf(p->comm, sizeof(p->comm), "%.63s", text);
-	snprintf(path, sizeof(path), "%s/%d/ksm_merging_pages", proc, pid);
-	read_ll(path, &p->merging_pages);
-	snprintf(path, sizeof(path), "%s/%d/ksm_stat", proc, pid);
-	if (read_text(path, text, sizeof(text)) == 0)
+	if (procfs_comm(procfs_path(path, sizeof(path), proc, pid, "comm"), text, sizeof(text)) ==
+	    0)
+		procfs_escape(text, p->comm, sizeof(p->comm));
+	read_ll(procfs_path(path, sizeof(path), proc, pid, "ksm_merging_pages"), &p->merging_pages);
+	if (procfs_read(procfs_path(path, sizeof(path), proc, pid, "ksm_stat"), text,
+			sizeof(text)) == 0)
 		parse_ksm_stat(text, p);
-	snprintf(path, sizeof(path), "%s/%d/smaps_rollup", proc, pid);
-	if (read_text(path, text + 1, sizeof(text) - 1) == 0) {
-		text[0] = '\n'; /* so every key, the first too, follows a newline */
-		parse_smaps_rollup(text, p);
+	/* The "KSM:" and "Rss:" lines of smaps_rollup, in kB. */
+	procfs_path(path, sizeof(path), proc, pid, "smaps_rollup");
+	if (procfs_read(path, text, sizeof(text)) == 0) {
+		const char *v;
+
+		if ((v = procfs_find_key(text, "KSM")))
+			p->ksm_kb = strtoll(v, NULL, 10);
+		if ((v = procfs_find_key(text, "Rss")))
+			p->rss_kb = strtoll(v, NULL, 10);
 	}
 	ksm_process_read_cgroup(proc, p);
-}
-
-static int by_pid(const void *a, const void *b)
-{
-	return *(const int *)a - *(const int *)b;
+	ksm_process_read_vm(proc, p);
 }
 
 static int kernel_for_each_process(const struct ksm_backend *be, ksm_process_fn fn, void *arg)
 {
-	DIR *d = opendir(priv(be)->proc);
-	struct dirent *e;
-	int *pids = NULL, n = 0, cap = 0, ret = 0;
+	/* A sorted list first: the output is stable, and the (slow) per-process
+	 * reads do not disturb a readdir of /proc. */
+	int *pids, n = procfs_pids(priv(be)->proc, &pids), ret = 0;
 
-	if (!d)
-		return -errno;
-	/* Collect first: a sorted walk makes the output stable and readdir
-	 * of /proc is not disturbed by the (slow) per-process reads. */
-	while ((e = readdir(d))) {
-		if (!isdigit((unsigned char)e->d_name[0]))
-			continue;
-		if (n == cap) {
-			int *np = realloc(pids, sizeof(int) * (size_t)(cap = cap ? 2 * cap : 256));
-			if (!np) {
-				ret = -ENOMEM;
-				break;
-			}
-			pids = np;
-		}
-		pids[n++] = atoi(e->d_name);
-	}
-	closedir(d);
-	qsort(pids, (size_t)n, sizeof(int), by_pid);
+	if (n < 0)
+		return n;
 	for (int i = 0; !ret && i < n; i++) {
 		struct ksm_process p;
 

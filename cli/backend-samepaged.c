@@ -181,8 +181,9 @@ static int samepaged_writable(const struct ksm_backend *be, const char *name)
 	return 0;
 }
 
-/* The clients, merged by pid: a process connected to two domains has two
- * ledgers (summed), one with two engines in one domain is listed twice. */
+/* The clients, one entry per process and domain (a process connected to
+ * two domains has two ledgers: two entries); a process with two engines in
+ * one domain is listed twice by the daemon and counted once. */
 struct clients {
 	struct ksm_process *p;
 	int n;
@@ -230,7 +231,10 @@ static int client_line(char *line, void *arg)
 		return -ENOMEM;
 	c->seen = seen;
 	snprintf(c->seen[c->nseen++], sizeof(c->seen[0]), "%s", key);
-	for (i = 0; i < c->n && c->p[i].pid != pid; i++)
+	char domain[PROCFS_ESCAPED_SIZE(64)], raw[64];
+	snprintf(raw, sizeof(raw), "%.*s", (int)strcspn(dom + 8, " "), dom + 8);
+	procfs_escape(raw, domain, sizeof(domain));
+	for (i = 0; i < c->n && (c->p[i].pid != pid || strcmp(c->p[i].domain, domain)); i++)
 		;
 	if (i == c->n) {
 		p = realloc(c->p, sizeof(*p) * (size_t)(c->n + 1));
@@ -239,7 +243,9 @@ static int client_line(char *line, void *arg)
 		c->p = p;
 		p = &c->p[c->n++];
 		ksm_process_init(p, pid);
-		snprintf(p->comm, sizeof(p->comm), "%.*s", (int)(rest - comm - 6), comm + 6);
+		snprintf(raw, sizeof(raw), "%.*s", (int)(rest - comm - 6), comm + 6);
+		procfs_escape(raw, p->comm, sizeof(p->comm));
+		snprintf(p->domain, sizeof(p->domain), "%s", domain);
 		p->mergeable = 0;
 	}
 	p = &c->p[i];
@@ -257,7 +263,9 @@ static int client_line(char *line, void *arg)
 
 static int by_pid(const void *a, const void *b)
 {
-	return ((const struct ksm_process *)a)->pid - ((const struct ksm_process *)b)->pid;
+	const struct ksm_process *x = a, *y = b;
+
+	return x->pid != y->pid ? x->pid - y->pid : strcmp(x->domain, y->domain);
 }
 
 static int samepaged_for_each_process(const struct ksm_backend *be, ksm_process_fn fn, void *arg)
@@ -271,6 +279,7 @@ static int samepaged_for_each_process(const struct ksm_backend *be, ksm_process_
 	for (int i = 0; !ret && i < c.n; i++) {
 		/* The daemon and ksmctl normally share the pid namespace. */
 		ksm_process_read_cgroup("/proc", &c.p[i]);
+		ksm_process_read_vm("/proc", &c.p[i]);
 		ret = fn(&c.p[i], arg);
 	}
 	free(c.p);

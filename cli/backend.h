@@ -15,19 +15,26 @@
 
 #include <stddef.h>
 
+#include "procfs.h"
+
 /* One process's KSM accounting.  -1 means "this kernel does not report it". */
 struct ksm_process {
 	int pid;
-	char comm[64];
-	char cgroup[512];	 /* cgroup v2 path ("/system.slice/x.service"), "" unknown */
-	long long rmap_items;	 /* ksm_stat ksm_rmap_items (6.1+) */
-	long long zero_pages;	 /* ksm_stat ksm_zero_pages (6.5+) */
-	long long merging_pages; /* ksm_merging_pages (5.19+) */
-	long long profit;	 /* ksm_stat ksm_process_profit, bytes (6.4+); LLONG_MIN unknown */
-	int merge_any;		 /* ksm_stat ksm_merge_any: 1 yes, 0 no (6.15+) */
-	int mergeable;		 /* ksm_stat ksm_mergeable: 1 yes, 0 no (6.15+) */
-	long long ksm_kb;	 /* smaps_rollup "KSM:" (6.6+) */
-	long long rss_kb;	 /* smaps_rollup "Rss:" */
+	/* Names as printable text (procfs_escape: any byte that is not printable
+	 * UTF-8 is "\xHH"), safe in every output format. */
+	char comm[PROCFS_ESCAPED_SIZE(16)];
+	char cgroup[512]; /* cgroup v2 path ("/system.slice/x.service"), "" unknown */
+	char vm[PROCFS_ESCAPED_SIZE(64)];     /* the VM it runs (QEMU's -name, libvirt's
+					       * machine scope), "" if none */
+	char domain[PROCFS_ESCAPED_SIZE(64)]; /* samepaged's domain, "" for the kernel */
+	long long rmap_items;		      /* ksm_stat ksm_rmap_items (6.1+) */
+	long long zero_pages;		      /* ksm_stat ksm_zero_pages (6.5+) */
+	long long merging_pages;	      /* ksm_merging_pages (5.19+) */
+	long long profit; /* ksm_stat ksm_process_profit, bytes (6.4+); LLONG_MIN unknown */
+	int merge_any;	  /* ksm_stat ksm_merge_any: 1 yes, 0 no (6.15+) */
+	int mergeable;	  /* ksm_stat ksm_mergeable: 1 yes, 0 no (6.15+) */
+	long long ksm_kb; /* smaps_rollup "KSM:" (6.6+) */
+	long long rss_kb; /* smaps_rollup "Rss:" */
 };
 
 typedef int (*ksm_name_fn)(const char *name, void *arg);
@@ -71,5 +78,9 @@ const struct ksm_backend *backend_samepaged(const char *socket_path);
  * unknown, and its cgroup from PROC/PID/cgroup when readable. */
 void ksm_process_init(struct ksm_process *p, int pid);
 void ksm_process_read_cgroup(const char *proc_root, struct ksm_process *p);
+/* Its VM's name, after ksm_process_read_cgroup: QEMU's "-name guest=NAME"
+ * (or "-name NAME") from PROC/PID/cmdline, else the NAME of a libvirt
+ * machine scope "machine-qemu\x2dID\x2dNAME.scope" in its cgroup. */
+void ksm_process_read_vm(const char *proc_root, struct ksm_process *p);
 
 #endif

@@ -35,6 +35,7 @@ struct facts {
 	long long run, full_scans, max_sharing, chains, skipped, scanned, smart, advisor;
 	long long pages_to_scan, target, max_cpu, across_nodes;
 	int numa_nodes;
+	int systemd; /* its version, 0 if not systemd: MemoryKSM= needs 254 */
 	char thp[32], release[128], kconfig_src[512];
 	int kconfig;
 	struct proc_list procs;
@@ -128,8 +129,10 @@ static enum severity nothing_mergeable(const struct facts *f, struct finding *ou
 		SAY(evidence,
 		    "pages_shared + pages_sharing + pages_unshared + pages_volatile = %lld",
 		    f->d.rmap_items);
-	SAY(fix, "opt programs in: ksmctl run -- PROGRAM, systemd MemoryKSM=yes, QEMU "
-		 "-machine mem-merge=on, or madvise(MADV_MERGEABLE) in the program");
+	SAY(fix,
+	    "opt programs in: ksmctl run -- PROGRAM,%s QEMU -machine mem-merge=on, or "
+	    "madvise(MADV_MERGEABLE) in the program",
+	    f->systemd >= 254 ? " systemd's MemoryKSM=yes," : "");
 	return WARN;
 }
 
@@ -248,8 +251,10 @@ static enum severity process_loses(const struct facts *f, struct finding *out)
 	SAY(evidence, "%s (pid %d, %s): ksm_process_profit %s, %lld pages tracked, %lld merged",
 	    worst->comm, worst->pid, worst->cgroup, fmt_bytes(a, sizeof(a), (double)worst->profit),
 	    worst->rmap_items, worst->merging_pages);
-	SAY(fix, "stop marking its memory mergeable (drop MemoryKSM=yes, ksmctl run, or its "
-		 "madvise); ksmctl top lists every process's profit");
+	SAY(fix,
+	    "stop marking its memory mergeable (drop %sksmctl run, or its madvise); "
+	    "ksmctl top lists every process's profit",
+	    f->systemd >= 254 ? "MemoryKSM=yes, " : "");
 	return INFO;
 }
 
@@ -320,6 +325,7 @@ static void gather(struct facts *f)
 	f->max_cpu = knob_or("advisor_max_cpu", 0);
 	f->across_nodes = knob_or("merge_across_nodes", 1);
 	f->numa_nodes = host_numa_nodes();
+	f->systemd = host_systemd_version();
 	if (host_thp(f->thp, sizeof(f->thp)))
 		f->thp[0] = '\0';
 	f->procs_ok = proc_list_collect(&f->procs) == 0 && f->procs.accounted;

@@ -72,8 +72,8 @@ enum est_status {
 
 struct est_proc {
 	pid_t pid;
-	char comm[32];
-	int cgroup; /* index into est->cgroups */
+	char comm[65]; /* printable: procfs_escape()d, 16 bytes at most 4 each */
+	int cgroup;    /* index into est->cgroups */
 	enum est_status status;
 	int err; /* errno of the failure, when status is not EST_OK */
 	struct est_unit u;

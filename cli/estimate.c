@@ -48,7 +48,7 @@ static const char usage[] =
     "  --json              JSON on stdout\n"
     "  --sample FRACTION   keep only that fraction of the contents (chosen by hash) to bound\n"
     "                      memory on very large hosts; every page is still read; figures are\n"
-    "                      scaled and given with a 95%% confidence interval\n"
+    "                      scaled and given with a 95% confidence interval\n"
     "  --max-page-sharing N, --use-zero-pages 0|1\n"
     "                      model these knob values instead of the kernel's current ones\n"
     "  --top N             list the N most duplicated contents (default 10)\n"
@@ -99,27 +99,15 @@ static int target_cmp(const void *a, const void *b)
 	return c ? c : (x->pid > y->pid) - (x->pid < y->pid);
 }
 
-/* The cgroup v2 path of pid, from the "0::" line of /proc/PID/cgroup. */
+/* The cgroup v2 path of pid as printable text, "?" when unknown. */
 static char *pid_cgroup(pid_t pid)
 {
-	char path[64], *line = NULL, *res = NULL;
-	size_t cap = 0;
-	FILE *f;
+	char path[64], cg[4096], text[PROCFS_ESCAPED_SIZE(4096)];
 
-	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
-	f = fopen(path, "re");
-	if (f) {
-		while (getline(&line, &cap, f) > 0) {
-			if (!strncmp(line, "0::", 3)) {
-				line[strcspn(line, "\n")] = 0;
-				res = strdup(line + 3);
-				break;
-			}
-		}
-		fclose(f);
-		free(line);
-	}
-	return res ? res : strdup("?");
+	procfs_path(path, sizeof(path), "/proc", (int)pid, "cgroup");
+	if (procfs_cgroup(path, cg, sizeof(cg)))
+		return strdup("?");
+	return strdup(procfs_escape(cg, text, sizeof(text)));
 }
 
 /* Where cgroup2 is mounted ("/sys/fs/cgroup", or ".../unified" on hybrid
@@ -209,22 +197,15 @@ static int add_cgroup(struct targets *t, const char *arg)
 
 static int add_all(struct targets *t)
 {
-	DIR *d = opendir("/proc");
-	struct dirent *de;
+	int *pids, n = procfs_pids("/proc", &pids);
 
-	if (!d)
-		return -errno;
-	while ((de = readdir(d))) {
-		char *end;
-		long pid = strtol(de->d_name, &end, 10);
-
+	if (n < 0)
+		return n;
+	for (int i = 0; i < n; i++)
 		/* Not ourselves: our own buffers would count as duplicates. */
-		if (*end || pid <= 0 || pid == getpid())
-			continue;
-		if (targets_add(t, (pid_t)pid, false))
+		if (pids[i] != getpid() && targets_add(t, (pid_t)pids[i], false))
 			break;
-	}
-	closedir(d);
+	free(pids);
 	return 0;
 }
 
@@ -282,21 +263,11 @@ static void progress_cb(void *arg, uint64_t done, const struct est_proc *p)
 
 static uint64_t rss_anon(pid_t pid)
 {
-	char path[64], *line = NULL;
-	size_t cap = 0;
-	unsigned long long kb = 0;
-	FILE *f;
+	char path[64];
+	long long kb =
+	    procfs_number(procfs_path(path, sizeof(path), "/proc", (int)pid, "status"), "RssAnon");
 
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	while (getline(&line, &cap, f) > 0)
-		if (sscanf(line, "RssAnon: %llu", &kb) == 1)
-			break;
-	free(line);
-	fclose(f);
-	return kb * 1024;
+	return kb > 0 ? (uint64_t)kb * 1024 : 0;
 }
 
 /* ------------------------------------------------------------- Figures ---- */
@@ -558,7 +529,7 @@ static void print_text(const struct report *r)
 
 		if (!listed(r, i))
 			continue;
-		printf("%8d %-15.15s %10lld %9lld %10lld %10lld %10lld %9lld  %s", (int)p->pid,
+		printf("%8d %-15s %10lld %9lld %10lld %10lld %10lld %9lld  %s", (int)p->pid,
 		       p->comm, rnd(f.scanned), rnd(f.zero), rnd(f.distinct), rnd(f.saved),
 		       rnd(f.ksm_saved), rnd(f.already_shared + f.zero_mapped),
 		       est_cgroup_at(r->e, p->cgroup)->path);
@@ -647,7 +618,16 @@ static int parse_uint_opt(const char *name, const char *s, long long lo, long lo
 	return 0;
 }
 
-int ksmctl_estimate(int argc, char **argv)
+/* What the command line asked for. */
+struct request {
+	struct targets t;
+	struct est_config cfg;
+	bool all, json, noprog, any_target, help;
+	long long mps, uzp, top; /* -1: the kernel's current knob */
+};
+
+/* Parses the options into rq: 0, or an exit status (usage printed). */
+static int parse_options(int argc, char **argv, struct request *rq)
 {
 	enum { OPT_MPS = 256, OPT_UZP, OPT_TOP, OPT_NOPROG, OPT_RANGE };
 	static const struct option longopts[] = {
@@ -664,188 +644,204 @@ int ksmctl_estimate(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct targets t = {0};
-	struct est_config cfg = {0};
-	struct report r = {0};
-	struct progress pr = {0};
-	struct est *e = NULL;
-	bool all = false, json = false, noprog = false, any_target = false;
-	long long mps = -1, uzp = -1, top = 10, v;
-	int c, ret = KSMCTL_OK, nread = 0;
-	struct rusage ru0, ru1;
+	int c, ret;
 
-	cfg.sample = 1.0;
+	rq->cfg.sample = 1.0;
+	rq->mps = rq->uzp = -1;
+	rq->top = 10;
 	optind = 0; /* glibc: start afresh, main() may have used getopt */
 	opterr = 0; /* our own message, in ksmctl's shape */
 	while ((c = getopt_long(argc, argv, "+p:c:ajs:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
-			any_target = true;
-			if (add_pids(&t, optarg)) {
-				ret = ksmctl_fail(KSMCTL_USAGE, optarg,
-						  "give a process id, e.g. --pid 1234",
-						  "estimate: --pid takes a positive number");
-				goto out;
-			}
+			rq->any_target = true;
+			if (add_pids(&rq->t, optarg))
+				return ksmctl_fail(KSMCTL_USAGE, optarg,
+						   "give a process id, e.g. --pid 1234",
+						   "estimate: --pid takes a positive number");
 			break;
 		case 'c':
-			any_target = true;
-			add_cgroup(&t, optarg); /* reports its own error; others go on */
+			rq->any_target = true;
+			add_cgroup(&rq->t, optarg); /* reports its own error; others go on */
 			break;
-		case 'a': all = true; break;
-		case 'j': json = true; break;
+		case 'a': rq->all = true; break;
+		case 'j': rq->json = true; break;
 		case 's': {
 			char *end;
 
 			errno = 0;
-			cfg.sample = strtod(optarg, &end);
-			if (*end || errno || !(cfg.sample > 0 && cfg.sample <= 1)) {
-				ret = ksmctl_fail(KSMCTL_USAGE, optarg, "e.g. --sample 0.1",
-						  "estimate: --sample takes a fraction in (0, 1]");
-				goto out;
-			}
+			rq->cfg.sample = strtod(optarg, &end);
+			if (*end || errno || !(rq->cfg.sample > 0 && rq->cfg.sample <= 1))
+				return ksmctl_fail(KSMCTL_USAGE, optarg, "e.g. --sample 0.1",
+						   "estimate: --sample takes a fraction in (0, 1]");
 			break;
 		}
 		case OPT_MPS:
-			if ((ret =
-				 parse_uint_opt("--max-page-sharing", optarg, 2, 0x7fffffff, &mps)))
-				goto out;
+			if ((ret = parse_uint_opt("--max-page-sharing", optarg, 2, 0x7fffffff,
+						  &rq->mps)))
+				return ret;
 			break;
 		case OPT_UZP:
-			if ((ret = parse_uint_opt("--use-zero-pages", optarg, 0, 1, &uzp)))
-				goto out;
+			if ((ret = parse_uint_opt("--use-zero-pages", optarg, 0, 1, &rq->uzp)))
+				return ret;
 			break;
 		case OPT_TOP:
-			if ((ret = parse_uint_opt("--top", optarg, 0, 1000, &top)))
-				goto out;
+			if ((ret = parse_uint_opt("--top", optarg, 0, 1000, &rq->top)))
+				return ret;
 			break;
-		case OPT_NOPROG: noprog = true; break;
+		case OPT_NOPROG: rq->noprog = true; break;
 		case OPT_RANGE: {
 			unsigned long long lo, hi;
 			int pos = 0;
 
 			if (sscanf(optarg, "%llx-%llx%n", &lo, &hi, &pos) != 2 || optarg[pos] ||
-			    lo >= hi) {
-				ret = ksmctl_fail(
+			    lo >= hi)
+				return ksmctl_fail(
 				    KSMCTL_USAGE, optarg, "e.g. --range 7f0000000000-7f0040000000",
 				    "estimate: --range takes START-END in hex, START < END");
-				goto out;
-			}
-			cfg.range_start = lo & ~(uint64_t)(EST_PAGE_SIZE - 1);
-			cfg.range_end = (hi + EST_PAGE_SIZE - 1) & ~(uint64_t)(EST_PAGE_SIZE - 1);
+			rq->cfg.range_start = lo & ~(uint64_t)(EST_PAGE_SIZE - 1);
+			rq->cfg.range_end =
+			    (hi + EST_PAGE_SIZE - 1) & ~(uint64_t)(EST_PAGE_SIZE - 1);
 			break;
 		}
-		case 'h': fputs(usage, stdout); goto out;
+		case 'h':
+			fputs(usage, stdout);
+			rq->help = true;
+			return KSMCTL_OK;
 		default:
-			ret = ksmctl_fail(KSMCTL_USAGE, argv[optind - 1],
-					  "see ksmctl estimate --help",
-					  optopt ? "estimate: bad option or missing value"
-						 : "estimate: unknown option");
-			goto out;
+			return ksmctl_fail(KSMCTL_USAGE, argv[optind - 1],
+					   "see ksmctl estimate --help",
+					   optopt ? "estimate: bad option or missing value"
+						  : "estimate: unknown option");
 		}
 	}
-	if (optind < argc) {
-		ret = ksmctl_fail(KSMCTL_USAGE, argv[optind],
-				  "targets are given with --pid or --cgroup",
-				  "estimate: unexpected argument");
-		goto out;
-	}
-	if (all || !any_target)
-		add_all(&t);
+	if (optind < argc)
+		return ksmctl_fail(KSMCTL_USAGE, argv[optind],
+				   "targets are given with --pid or --cgroup",
+				   "estimate: unexpected argument");
+	return KSMCTL_OK;
+}
 
-	/* The knobs to model: the kernel's current values unless overridden. */
-	r.knob_source = "current values";
+/* The knobs to model: the kernel's current values unless given. */
+static void choose_knobs(const struct request *rq, struct report *r)
+{
+	long long mps = rq->mps, uzp = rq->uzp, v;
+
+	r->knob_source = "current values";
 	if (mps < 0) {
 		if (read_ll(KSM_SYSFS "max_page_sharing", &v) || v < 2) {
 			v = 256;
-			r.knob_source = "kernel defaults: /sys/kernel/mm/ksm unreadable";
+			r->knob_source = "kernel defaults: /sys/kernel/mm/ksm unreadable";
 		}
 		mps = v;
 	} else {
-		r.knob_source = "given values";
+		r->knob_source = "given values";
 	}
 	if (uzp < 0) {
 		if (read_ll(KSM_SYSFS "use_zero_pages", &v))
 			v = 0;
 		uzp = v != 0;
 	} else {
-		r.knob_source = "given values";
+		r->knob_source = "given values";
 	}
-	r.mps = (unsigned)mps;
-	r.uzp = uzp;
-	r.sample = cfg.sample >= 1 ? 1.0 : cfg.sample;
+	r->mps = (unsigned)mps;
+	r->uzp = uzp;
+	r->sample = rq->cfg.sample >= 1 ? 1.0 : rq->cfg.sample;
+}
 
-	cfg.max_page_sharing = r.mps;
-	cfg.use_zero_pages = r.uzp;
-	cfg.confirm_budget = (uint64_t)DEFAULT_CONFIRM_MIB << 20;
-	cfg.progress = progress_cb;
-	cfg.progress_arg = &pr;
-	if (est_new(&cfg, &e)) {
-		ret = ksmctl_fail(KSMCTL_NO, NULL, NULL, "estimate: out of memory");
-		goto out;
+/* Tags every target with its cgroup, sorts them by cgroup then pid (the
+ * engine's order) and adds them to the engine: 0 or -ENOMEM. */
+static int add_targets(struct targets *t, struct report *r, struct progress *pr)
+{
+	for (int i = 0; i < t->n; i++) {
+		if (!(t->v[i].cgroup = pid_cgroup(t->v[i].pid)))
+			return -ENOMEM;
+		pr->total += rss_anon(t->v[i].pid);
 	}
-	r.e = e;
+	if (t->n)
+		qsort(t->v, (size_t)t->n, sizeof(*t->v), target_cmp);
+	if (!(r->named = calloc((size_t)t->n + 1, sizeof(*r->named))))
+		return -ENOMEM;
+	for (int i = 0; i < t->n; i++) {
+		int cg = est_add_cgroup(r->e, t->v[i].cgroup);
 
-	for (int i = 0; i < t.n; i++) {
-		t.v[i].cgroup = pid_cgroup(t.v[i].pid);
-		if (!t.v[i].cgroup) {
-			ret = ksmctl_fail(KSMCTL_NO, NULL, NULL, "estimate: out of memory");
-			goto out;
-		}
-		pr.total += rss_anon(t.v[i].pid);
+		if (cg < 0 || est_add_proc(r->e, t->v[i].pid, cg) < 0)
+			return -ENOMEM;
+		r->named[i] = t->v[i].named;
 	}
-	if (t.n)
-		qsort(t.v, (size_t)t.n, sizeof(*t.v), target_cmp);
-	r.named = calloc((size_t)t.n + 1, sizeof(*r.named));
-	if (!r.named) {
-		ret = ksmctl_fail(KSMCTL_NO, NULL, NULL, "estimate: out of memory");
-		goto out;
-	}
-	for (int i = 0; i < t.n; i++) {
-		int cg = est_add_cgroup(e, t.v[i].cgroup);
+	return 0;
+}
 
-		if (cg < 0 || est_add_proc(e, t.v[i].pid, cg) < 0) {
-			ret = ksmctl_fail(KSMCTL_NO, NULL, NULL, "estimate: out of memory");
-			goto out;
-		}
-		r.named[i] = t.v[i].named;
-	}
+static double cpu_seconds(void)
+{
+	struct rusage ru;
 
-	pr.on = !noprog && isatty(STDERR_FILENO);
-	pr.start = now_seconds();
-	getrusage(RUSAGE_SELF, &ru0);
-	for (int i = 0; i < t.n; i++) {
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+	       (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Scans every target, one message on stderr for each that cannot be read:
+ * the number of processes read. */
+static int scan_targets(int n, struct report *r, struct progress *pr)
+{
+	double cpu0 = cpu_seconds();
+	int nread = 0;
+
+	pr->start = now_seconds();
+	for (int i = 0; i < n; i++) {
 		struct est_proc *p;
 		char buf[128];
 
-		est_scan_proc(e, i);
-		p = est_proc_at(e, i);
+		est_scan_proc(r->e, i);
+		p = est_proc_at(r->e, i);
 		if (p->status == EST_OK || (p->status == EST_EXITED && p->u.scanned))
 			nread++;
 		/* Processes found by --all or --cgroup come and go: say nothing of
 		 * those that were gone before anything could be read. */
 		bool vanished = p->status == EST_GONE || (p->status == EST_EXITED && !p->u.present);
-		if (p->status != EST_OK && listed(&r, i) && (!vanished || r.named[i])) {
-			if (pr.shown)
+		if (p->status != EST_OK && listed(r, i) && (!vanished || r->named[i])) {
+			if (pr->shown)
 				fputs("\r\033[K", stderr);
 			fprintf(stderr, "ksmctl: estimate: pid %d%s%s%s: %s\n", (int)p->pid,
 				p->comm[0] ? " (" : "", p->comm, p->comm[0] ? ")" : "",
 				status_text(p, buf, sizeof(buf)));
 		}
 	}
-	getrusage(RUSAGE_SELF, &ru1);
-	r.seconds = now_seconds() - pr.start;
-	r.cpu_seconds = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
-			(double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
-			(double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
-			(double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
-	if (pr.shown)
+	r->seconds = now_seconds() - pr->start;
+	r->cpu_seconds = cpu_seconds() - cpu0;
+	if (pr->shown)
 		fputs("\r\033[K", stderr);
+	return nread;
+}
 
-	est_finish(e, &r.t);
-	r.top = calloc((size_t)top + 1, sizeof(*r.top));
-	r.ntop = r.top ? est_top(e, r.top, (int)top) : 0;
-	if (json)
+int ksmctl_estimate(int argc, char **argv)
+{
+	struct request rq = {0};
+	struct report r = {0};
+	struct progress pr = {0};
+	int ret = parse_options(argc, argv, &rq), nread;
+
+	if (ret || rq.help)
+		goto out;
+	if (rq.all || !rq.any_target)
+		add_all(&rq.t);
+	choose_knobs(&rq, &r);
+	rq.cfg.max_page_sharing = r.mps;
+	rq.cfg.use_zero_pages = r.uzp;
+	rq.cfg.confirm_budget = (uint64_t)DEFAULT_CONFIRM_MIB << 20;
+	rq.cfg.progress = progress_cb;
+	rq.cfg.progress_arg = &pr;
+	if (est_new(&rq.cfg, &r.e) || add_targets(&rq.t, &r, &pr)) {
+		ret = ksmctl_fail(KSMCTL_NO, NULL, NULL, "estimate: out of memory");
+		goto out;
+	}
+	pr.on = !rq.noprog && isatty(STDERR_FILENO);
+	nread = scan_targets(rq.t.n, &r, &pr);
+	est_finish(r.e, &r.t);
+	r.top = calloc((size_t)rq.top + 1, sizeof(*r.top));
+	r.ntop = r.top ? est_top(r.e, r.top, (int)rq.top) : 0;
+	if (rq.json)
 		print_json(&r);
 	else
 		print_text(&r);
@@ -853,15 +849,15 @@ int ksmctl_estimate(int argc, char **argv)
 	if (!nread)
 		ret = ksmctl_fail(
 		    KSMCTL_NO, NULL,
-		    t.n ? "check the PIDs, and run as root to read other users' processes"
-			: "give --pid, --cgroup or --all",
+		    rq.t.n ? "check the PIDs, and run as root to read other users' processes"
+			   : "give --pid, --cgroup or --all",
 		    "estimate: no process could be read");
 out:
-	for (int i = 0; i < t.n; i++)
-		free(t.v[i].cgroup);
-	free(t.v);
+	for (int i = 0; i < rq.t.n; i++)
+		free(rq.t.v[i].cgroup);
+	free(rq.t.v);
 	free(r.top);
 	free(r.named);
-	est_free(e);
+	est_free(r.e);
 	return ret;
 }

@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,7 @@ int host_release(char *buf, size_t len)
 
 	/* proc/sys/kernel/osrelease is what a recorded tree carries. */
 	snprintf(path, sizeof(path), "%s/sys/kernel/osrelease", opt.proc_root);
-	if (read_text(path, buf, len) == 0)
+	if (procfs_read(path, buf, len) == 0)
 		return 0;
 	if (!opt.live || uname(&u))
 		return -ENOENT;
@@ -45,17 +46,10 @@ int host_release(char *buf, size_t len)
 
 long long host_meminfo_kb(const char *key)
 {
-	char path[PATH_MAX], text[8192];
-	size_t klen = strlen(key);
+	char path[PATH_MAX];
 
 	snprintf(path, sizeof(path), "%s/meminfo", opt.proc_root);
-	if (read_text(path, text, sizeof(text)))
-		return -1;
-	for (char *line = text; line && *line;
-	     line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-		if (strncmp(line, key, klen) == 0 && line[klen] == ':')
-			return strtoll(line + klen + 1, NULL, 10);
-	return -1;
+	return procfs_number(path, key);
 }
 
 /* Scans kernel config text for CONFIG_KSM: 1, 0, or -1 when not mentioned. */
@@ -73,36 +67,61 @@ static int config_says(FILE *f)
 	return ret;
 }
 
-/* Decompresses config.gz with gzip(1) through a pipe, without a shell. */
-static int config_gz_says(const char *path)
+/* Runs argv (found in PATH, no shell) with its stdout on the FILE returned,
+ * or NULL; close with command_close(). */
+static FILE *command_open(char *const argv[], pid_t *pid)
 {
-	int fds[2], status, ret;
-	pid_t pid;
+	int fds[2];
 	FILE *f;
 
-	if (access(path, R_OK) || pipe(fds))
-		return -1;
-	pid = fork();
-	if (pid < 0) {
+	if (pipe(fds))
+		return NULL;
+	*pid = fork();
+	if (*pid < 0) {
 		close(fds[0]);
 		close(fds[1]);
-		return -1;
+		return NULL;
 	}
-	if (pid == 0) {
+	if (*pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
 		dup2(fds[1], 1);
+		if (null >= 0)
+			dup2(null, 2);
 		close(fds[0]);
 		close(fds[1]);
-		execlp("gzip", "gzip", "-dc", path, (char *)NULL);
+		execvp(argv[0], argv);
 		_exit(127);
 	}
 	close(fds[1]);
-	f = fdopen(fds[0], "r");
-	ret = f ? config_says(f) : -1;
+	if (!(f = fdopen(fds[0], "r")))
+		close(fds[0]);
+	return f;
+}
+
+/* Closes f and reaps the command: its exit status, or -1. */
+static int command_close(FILE *f, pid_t pid)
+{
+	int status;
+
 	if (f)
 		fclose(f);
-	else
-		close(fds[0]);
-	waitpid(pid, &status, 0);
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+/* Decompresses config.gz with gzip(1) through a pipe, without a shell. */
+static int config_gz_says(const char *path)
+{
+	char *argv[] = {"gzip", "-dc", (char *)path, NULL};
+	pid_t pid;
+	FILE *f;
+	int ret;
+
+	if (access(path, R_OK) || !(f = command_open(argv, &pid)))
+		return -1;
+	ret = config_says(f);
+	command_close(f, pid);
 	return ret;
 }
 
@@ -127,54 +146,23 @@ int host_kconfig_ksm(char *src, size_t len)
 	return ret;
 }
 
-static int find_ksmd(void)
-{
-	char path[PATH_MAX], comm[64];
-	DIR *d = opendir(opt.proc_root);
-	struct dirent *e;
-	int pid = -ENOENT;
-
-	if (!d)
-		return -errno;
-	/* ksmd is a kernel thread started early: it has a small pid. */
-	while ((e = readdir(d))) {
-		if (!isdigit((unsigned char)e->d_name[0]))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s/comm", opt.proc_root, e->d_name);
-		if (read_text(path, comm, sizeof(comm)) == 0 && strcmp(comm, "ksmd") == 0) {
-			pid = atoi(e->d_name);
-			break;
-		}
-	}
-	closedir(d);
-	return pid;
-}
-
 int host_ksmd_cpu(double *cpu_s, double *alive_s)
 {
-	char path[PATH_MAX], text[1024];
-	unsigned long long f[23] = {0};
-	double hz = (double)sysconf(_SC_CLK_TCK), uptime;
-	int pid = find_ksmd(), err;
-	char *p;
+	char path[PATH_MAX], text[128];
+	double hz = (double)sysconf(_SC_CLK_TCK);
+	struct procfs_stat st;
+	/* ksmd is a kernel thread started early: it has a small pid. */
+	int pid = procfs_find_comm(opt.proc_root, "ksmd"), err;
 
 	if (pid < 0)
 		return pid;
-	snprintf(path, sizeof(path), "%s/%d/stat", opt.proc_root, pid);
-	if ((err = read_text(path, text, sizeof(text))))
+	if ((err = procfs_stat(procfs_path(path, sizeof(path), opt.proc_root, pid, "stat"), &st)))
 		return err;
-	/* Fields count from 1; field 3 follows the ")" that ends comm. */
-	if (!(p = strrchr(text, ')')))
-		return -EINVAL;
-	p = strtok(p + 1, " ");
-	for (int i = 3; i <= 22 && p; i++, p = strtok(NULL, " "))
-		f[i] = strtoull(p, NULL, 10);
 	snprintf(path, sizeof(path), "%s/uptime", opt.proc_root);
-	if ((err = read_text(path, text, sizeof(text))))
+	if ((err = procfs_read(path, text, sizeof(text))))
 		return err;
-	uptime = strtod(text, NULL);
-	*cpu_s = (double)(f[14] + f[15]) / hz;
-	*alive_s = uptime - (double)f[22] / hz;
+	*cpu_s = (double)(st.utime + st.stime) / hz;
+	*alive_s = strtod(text, NULL) - (double)st.starttime / hz;
 	return 0;
 }
 
@@ -186,6 +174,26 @@ int host_prctl_merge(const char *release, const char **how)
 	}
 	*how = "inferred from the kernel version";
 	return version_cmp(release, "6.4") >= 0 && knob_present("run");
+}
+
+int host_systemd_version(void)
+{
+	char path[PATH_MAX], comm[64], line[256] = "";
+	char *argv[] = {"systemctl", "--version", NULL};
+	pid_t pid;
+	FILE *f;
+	int v = 0;
+
+	if (procfs_comm(procfs_path(path, sizeof(path), opt.proc_root, 1, "comm"), comm,
+			sizeof(comm)) ||
+	    strcmp(comm, "systemd"))
+		return 0;
+	if (!(f = command_open(argv, &pid)))
+		return 0;
+	/* "systemd 252 (252.36-1~deb12u1)" */
+	if (fgets(line, sizeof(line), f) && strncmp(line, "systemd ", 8) == 0)
+		v = atoi(line + 8);
+	return command_close(f, pid) == 0 ? v : 0;
 }
 
 int host_numa_nodes(void)
@@ -211,7 +219,7 @@ int host_thp(char *buf, size_t len)
 	int err;
 
 	snprintf(path, sizeof(path), "%s/kernel/mm/transparent_hugepage/enabled", opt.sys_root);
-	if ((err = read_text(path, text, sizeof(text))))
+	if ((err = procfs_read(path, text, sizeof(text))))
 		return err;
 	knob_selected(text, buf, len);
 	return 0;

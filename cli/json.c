@@ -6,6 +6,9 @@
 
 #include <math.h>
 
+#include "procfs.h"
+#include "util.h"
+
 void json_init(struct json *j, FILE *f)
 {
 	j->f = f;
@@ -13,12 +16,19 @@ void json_init(struct json *j, FILE *f)
 	j->need_comma[0] = false;
 }
 
+/* Any bytes give a valid JSON string: printable UTF-8 is kept, control
+ * characters are JSON escapes, and other bytes (not UTF-8) are written as
+ * the text "\xHH", as procfs_escape() writes them. */
 static void put_string(FILE *f, const char *s)
 {
 	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		size_t n = procfs_printable(p);
+
+		if (n == 1 && (*p == '"' || *p == '\\'))
 			fprintf(f, "\\%c", *p);
+		else if (n)
+			fwrite(p, 1, n, f);
 		else if (*p == '\n')
 			fputs("\\n", f);
 		else if (*p == '\t')
@@ -26,7 +36,8 @@ static void put_string(FILE *f, const char *s)
 		else if (*p < 0x20 || *p == 0x7f)
 			fprintf(f, "\\u%04x", *p);
 		else
-			fputc(*p, f);
+			fprintf(f, "\\\\x%02x", *p);
+		p += n ? n : 1;
 	}
 	fputc('"', f);
 }
@@ -105,8 +116,10 @@ void json_int(struct json *j, const char *key, long long value)
 void json_double(struct json *j, const char *key, double value)
 {
 	prefix(j, key);
+	char buf[32];
+
 	if (isfinite(value))
-		fprintf(j->f, "%.6g", value);
+		fputs(fmt_double(buf, sizeof(buf), value), j->f);
 	else
 		fputs("null", j->f);
 }

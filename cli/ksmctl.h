@@ -50,6 +50,7 @@ VERB(run);
 VERB(top);
 VERB(doctor);
 VERB(wait);
+VERB(info);
 #undef VERB
 
 /* Reads a knob as a number through opt.be: 0, -ENOENT (absent), -EINVAL.
@@ -76,16 +77,16 @@ struct ksm_derived {
 	long long shared, sharing, unshared, volatile_pages, zero_pages, rmap_items;
 	long long general_profit; /* -1 and has_profit false before 6.4 */
 	bool has_profit;
-	double saved_bytes;	   /* (pages_sharing + ksm_zero_pages) * page size */
-	double sharing_ratio;	   /* pages_sharing / pages_shared */
-	double unshared_ratio;	   /* pages_unshared / pages_sharing: wasted effort */
-	double volatile_fraction;  /* pages_volatile / rmap_items */
-	double unmerge_cost_bytes; /* memory needed if every merged page were unmerged */
-	double mem_available_bytes;
-	double ksmd_cpu_seconds;  /* ksmd's CPU time so far */
-	double ksmd_cpu_percent;  /* average over ksmd's life */
-	double scan_rate;	  /* pages per second at most: pages_to_scan per sleep */
-	double full_scan_seconds; /* rmap_items / scan_rate, or the advisor's target */
+	long long saved_bytes;	       /* (pages_sharing + ksm_zero_pages) * page size */
+	double sharing_ratio;	       /* pages_sharing / pages_shared */
+	double unshared_ratio;	       /* pages_unshared / pages_sharing: wasted effort */
+	double volatile_fraction;      /* pages_volatile / rmap_items */
+	long long unmerge_cost_bytes;  /* memory needed if every merged page were unmerged */
+	long long mem_available_bytes; /* -1 unknown */
+	double ksmd_cpu_seconds;       /* ksmd's CPU time so far */
+	double ksmd_cpu_percent;       /* average over ksmd's life */
+	double scan_rate;	       /* pages per second at most: pages_to_scan per sleep */
+	double full_scan_seconds;      /* rmap_items / scan_rate, or the advisor's target */
 };
 void ksm_derive(struct ksm_derived *d);
 
@@ -97,8 +98,14 @@ struct proc_list {
 };
 int proc_list_collect(struct proc_list *l);
 void proc_list_free(struct proc_list *l);
-/* Bytes this process saves: ksm_process_profit, or merging pages x page size. */
-double process_saved(const struct ksm_process *p);
+/* The systemd unit of a cgroup path (top.c): the innermost .service, .scope
+ * or .slice component, else the last one. */
+void cgroup_unit(const char *cgroup, char *buf, size_t len);
+/* Bytes of this process in KSM pages: (ksm_merging_pages + ksm_zero_pages)
+ * x page size, or smaps_rollup's "KSM:".  Each KSM page counts once per
+ * mapping, the copy that is kept too: summed over processes this is
+ * (pages_shared + pages_sharing + ksm_zero_pages) pages, not what is saved. */
+long long process_merged_bytes(const struct ksm_process *p);
 
 /* Host facts (host.c), from opt's roots. */
 int host_release(char *buf, size_t len);	   /* "6.18.44-fc": 0 or -errno */
@@ -106,8 +113,11 @@ long long host_meminfo_kb(const char *key);	   /* "MemAvailable" -> kB, or -1 */
 int host_kconfig_ksm(char *src, size_t len);	   /* 1 y, 0 not set, -1 unknown; src: where */
 int host_ksmd_cpu(double *cpu_s, double *alive_s); /* ksmd's CPU seconds and age: 0/-errno */
 int host_prctl_merge(const char *release, const char **how); /* 1 yes, 0 no */
-int host_numa_nodes(void);				     /* online NUMA nodes, 1 if unknown */
-int host_thp(char *buf, size_t len);			     /* selected THP mode: 0/-errno */
+/* The version of systemd running as PROC/1 ("systemctl --version"), or 0 if
+ * PID 1 is not systemd or the version is unknown. */
+int host_systemd_version(void);
+int host_numa_nodes(void);	     /* online NUMA nodes, 1 if unknown */
+int host_thp(char *buf, size_t len); /* selected THP mode: 0/-errno */
 long page_size(void);
 
 #endif

@@ -16,14 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#if defined(__has_include)
-#if __has_include("estimate.h")
 #include "estimate.h"
-#define HAVE_ESTIMATE 1
-#endif
-#endif
 
 struct ksmctl_options opt = {
     .sys_root = "/sys",
@@ -41,7 +37,7 @@ static const struct verb verbs[] = {
     V(check, "is KSM supported, running, and can this user change it"),
     V(status, "every knob and counter, savings, cost and scan speed"),
     V(set, "validate and write knobs, all or nothing"),
-    V(start, "start ksmd (run=1)"),
+    V(start, "start ksmd (run=1); start NPAGES [SLEEP] sets pages_to_scan, sleep first"),
     V(stop, "stop ksmd, keep merged pages (run=0)"),
     V(unmerge, "stop ksmd and unmerge every page (run=2)"),
     V(apply, "apply a declarative file of knobs (default /etc/ksm.conf)"),
@@ -51,9 +47,8 @@ static const struct verb verbs[] = {
     V(top, "KSM savings per process or per cgroup"),
     V(doctor, "explain why KSM is not merging, with the fix"),
     V(wait, "wait for N full scans, or until merging converged"),
-#ifdef HAVE_ESTIMATE
     {"estimate", ksmctl_estimate, NULL, "estimate what KSM would save, before enabling it"},
-#endif
+    V(info, "the original ksmctl's one line: flags (run), pages_to_scan, sleep_time"),
 };
 #undef V
 #define NVERBS (sizeof(verbs) / sizeof(verbs[0]))
@@ -224,6 +219,33 @@ static int take_global(int *argc, char **argv, int i)
 	return 0;
 }
 
+/* A root given on the command line must be a directory: a typo would
+ * otherwise read as a machine without KSM or without processes. */
+static int check_roots(void)
+{
+	static const struct {
+		const char *option, *const *value, *def, *example;
+	} roots[] = {
+	    {"--sysfs-root", &opt.sys_root, "/sys", "a recorded tree's sys/"},
+	    {"--proc-root", &opt.proc_root, "/proc", "a recorded tree's proc/"},
+	    {"--boot-root", &opt.boot_root, "/boot", "a recorded tree's boot/"},
+	};
+
+	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
+		struct stat st;
+		const char *dir = *roots[i].value;
+		char fix[128];
+
+		if (dir == roots[i].def || (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)))
+			continue;
+		snprintf(fix, sizeof(fix), "give an existing directory (%s, or %s)", roots[i].def,
+			 roots[i].example);
+		return ksmctl_fail(KSMCTL_USAGE, dir, fix, "%s: %s", roots[i].option,
+				   stat(dir, &st) ? strerror(errno) : "not a directory");
+	}
+	return 0;
+}
+
 /* Verbs that only the kernel's KSM has, and what to do for samepaged. */
 static const struct {
 	const char *verb, *why, *fix;
@@ -304,6 +326,13 @@ int main(int argc, char **argv)
 	}
 	if (!v)
 		return print_global_usage(stderr, KSMCTL_USAGE);
+	int bad_root = check_roots();
+	if (bad_root)
+		return bad_root;
+	if (v->run == ksmctl_estimate && !opt.live)
+		return ksmctl_fail(KSMCTL_USAGE, "--sysfs-root/--proc-root/--boot-root",
+				   "leave them out: estimate reads this machine's processes",
+				   "estimate: recorded trees hold no process memory to read");
 	if (opt.user) {
 		static char self[PATH_MAX + 32];
 		snprintf(self, sizeof(self), "ksmctl %s%s", opt.socket ? "--socket " : "--user",

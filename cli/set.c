@@ -17,10 +17,13 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "json.h"
+#include "ksmconf.h"
 #include "plan.h"
 
 const char usage_set[] =
@@ -36,26 +39,31 @@ const char usage_set[] =
     "                     pages_shared to reach 0, change, restore run\n"
     "  --dry-run          check only, and show what would change\n"
     "  --json             report the read-back values as JSON\n"
-    "  --timeout SECONDS  how long to wait for the unmerge (default 60)\n";
-const char usage_start[] = "start [--json]\n\nStarts ksmd: writes run=1.\n";
-const char usage_stop[] = "stop [--json]\n\nStops ksmd and keeps merged pages: writes run=0.\n";
+    "  --timeout SECONDS  how long to wait for the unmerge (default 60); its\n"
+    "                     progress is shown on a terminal\n";
+const char usage_start[] =
+    "start [--json] [--dry-run] [NPAGES [SLEEP]]\n"
+    "\n"
+    "Starts ksmd: writes run=1; with NPAGES, pages_to_scan=NPAGES first, and\n"
+    "with SLEEP, sleep_millisecs=SLEEP (the form of Debian's ksmtuned package,\n"
+    "`ksmctl start 5000 100`).  On a kernel with max_kernel_pages (2.6.32), it\n"
+    "is set to $KSM_MAX_KERNEL_PAGES, or half the RAM's pages, as that\n"
+    "package's ksmctl did.\n";
+const char usage_stop[] =
+    "stop [--json] [--dry-run]\n\nStops ksmd and keeps merged pages: writes run=0.\n";
+const char usage_info[] =
+    "info\n"
+    "\n"
+    "Prints \"flags RUN, pages_to_scan N, sleep_time MS\", the line of the\n"
+    "original ksmctl's info (flags 1: ksmd runs; sleep_time is sleep_millisecs,\n"
+    "in milliseconds).  `ksmctl status` tells more.\n";
 const char usage_unmerge[] =
-    "unmerge [--json]\n\n"
-    "Stops ksmd and unmerges every merged page: writes run=2.  This needs as much\n"
-    "free memory as KSM saved (see `ksmctl status`, unmerge cost).\n";
+    "unmerge [--json] [--timeout SECONDS]\n\n"
+    "Stops ksmd and unmerges every merged page: writes run=2 and waits until\n"
+    "pages_shared is 0 (default 60 s), with its progress on a terminal.  This\n"
+    "needs as much free memory as KSM saved (see `ksmctl status`, unmerge cost).\n";
 
 /* ---- checking values ---- */
-
-static const char *range_text(const struct samepage_knob *k, char *buf, size_t len)
-{
-	if (k->format == SAMEPAGE_FMT_BOOL)
-		snprintf(buf, len, "0 or 1 (or y/n, on/off)");
-	else if (k->format == SAMEPAGE_FMT_MODE)
-		snprintf(buf, len, "none or scan-time");
-	else
-		snprintf(buf, len, "a whole number from %llu to %llu", k->min, k->max);
-	return buf;
-}
 
 static void canonical(const struct samepage_knob *k, unsigned long long v, char *buf, size_t len)
 {
@@ -82,7 +90,7 @@ int plan_add(struct plan *p, const char *name, const char *value, const char *or
 		return ksmctl_fail(KSMCTL_USAGE, input, "only tunables can be written",
 				   "\"%s\" is a counter, not a knob", name);
 	if (err) {
-		snprintf(fix, sizeof(fix), "give %s", range_text(k, range, sizeof(range)));
+		snprintf(fix, sizeof(fix), "give %s", ksmconf_range(k, range, sizeof(range)));
 		return ksmctl_fail(KSMCTL_USAGE, input, fix, "bad value for %s", name);
 	}
 	for (int i = 0; i < p->n; i++)
@@ -265,27 +273,90 @@ static int write_error(const struct change *c, int err)
 	if (err == -EBUSY)
 		return ksmctl_fail(KSMCTL_REFUSED, input, "add --unmerge",
 				   "%s refused the write: pages are merged (EBUSY)", opt.be->who);
+	if (err == -ETIMEDOUT)
+		return ksmctl_fail(
+		    KSMCTL_TIMEOUT, input, "give a longer --timeout",
+		    "pages_shared did not reach 0 after run=2; run is back as it was");
 	return ksmctl_fail(KSMCTL_REFUSED, input, "see `ksmctl doctor`; nothing was changed",
 			   "%s refused the write: %s", opt.be->who, strerror(-err));
 }
 
-/* Writes run=2 and waits until the kernel reports no shared page. */
-static int unmerge_all(const struct plan *p)
+/* Pages an unmerge has yet to give back their own copy. */
+static long long merged_pages(void)
 {
-	double deadline = now_seconds() + p->timeout;
+	return knob_or("pages_shared", 0) + knob_or("pages_sharing", 0) +
+	       knob_or("ksm_zero_pages", 0);
+}
+
+/*
+ * The progress of an unmerge, on a terminal, once it has taken a second: a
+ * child process reads the merged pages left five times a second while this
+ * one writes run=2 (the kernel's write returns only when every page is
+ * unmerged) and waits for pages_shared to reach 0.  Returns its pid, or 0.
+ */
+static pid_t progress_start(void)
+{
+	long long total = merged_pages(), left;
+	double start = now_seconds();
+	pid_t pid;
+
+	if (!isatty(STDERR_FILENO) || total <= 0)
+		return 0;
+	fflush(stdout);
+	fflush(stderr);
+	if ((pid = fork()) != 0)
+		return pid > 0 ? pid : 0;
+	for (;;) {
+		sleep_seconds(0.2);
+		if (now_seconds() - start < 1)
+			continue;
+		left = merged_pages();
+		left = left > total ? total : left;
+		fprintf(stderr, "\r\033[Kunmerging: %3.0f%%, %lld of %lld merged pages left",
+			100.0 * (double)(total - left) / (double)total, left, total);
+	}
+}
+
+static void progress_stop(pid_t pid, double start)
+{
+	if (!pid)
+		return;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	if (now_seconds() - start >= 1)
+		fprintf(stderr, "\r\033[Kunmerging: done in %.1f s\n", now_seconds() - start);
+}
+
+/* Writes run=2, then waits until no page is shared, showing progress:
+ * 0, the write's -errno, or -ETIMEDOUT after timeout seconds. */
+static int run_unmerge(double timeout)
+{
+	double start = now_seconds();
+	pid_t progress = progress_start();
 	int err = opt.be->write(opt.be, "run", "2");
 
+	while (!err && knob_or("pages_shared", 0) > 0) {
+		if (now_seconds() - start > timeout)
+			err = -ETIMEDOUT;
+		else
+			sleep_seconds(0.1);
+	}
+	progress_stop(progress, start);
+	return err;
+}
+
+/* --unmerge: run=2 before a knob that needs it. */
+static int unmerge_all(const struct plan *p)
+{
+	int err = run_unmerge(p->timeout);
+
+	if (err == -ETIMEDOUT)
+		return ksmctl_fail(KSMCTL_TIMEOUT, "run=2 (--unmerge)", "give a longer --timeout",
+				   "pages_shared did not reach 0");
 	if (err)
 		return ksmctl_fail(err == -EACCES || err == -EPERM ? KSMCTL_PERM : KSMCTL_REFUSED,
 				   "run=2 (--unmerge)", "free memory, or stop a merging workload",
 				   "unmerging failed: %s", strerror(-err));
-	while (knob_or("pages_shared", 0) > 0) {
-		if (now_seconds() > deadline)
-			return ksmctl_fail(KSMCTL_TIMEOUT, "run=2 (--unmerge)",
-					   "give a longer --timeout",
-					   "pages_shared did not reach 0");
-		sleep_seconds(0.1);
-	}
 	return 0;
 }
 
@@ -398,7 +469,9 @@ int plan_apply(struct plan *p)
 		struct change *c = &p->c[i];
 		if (!c->write)
 			continue;
-		if ((err = opt.be->write(opt.be, c->k->name, c->value))) {
+		bool run2 = strcmp(c->k->name, "run") == 0 && strcmp(c->value, "2") == 0;
+		if ((err = run2 ? run_unmerge(p->timeout)
+				: opt.be->write(opt.be, c->k->name, c->value))) {
 			undo(p);
 			if (unmerge && prev_run != 2) {
 				char v[8];
@@ -510,9 +583,90 @@ static int set_run(int argc, char **argv, const char *value, const char *usage)
 	return plan_apply(&p);
 }
 
+/* max_kernel_pages (2.6.32 only): $KSM_MAX_KERNEL_PAGES, or half the RAM's
+ * pages, as the ksmctl of Debian's ksmtuned package wrote at start.
+ * *old is empty when this kernel has no such file. */
+static int max_kernel_pages(char *old, size_t olen, char *value, size_t vlen)
+{
+	const char *env = getenv("KSM_MAX_KERNEL_PAGES");
+	long long v;
+
+	old[0] = '\0';
+	if (opt.user || opt.be->read(opt.be, "max_kernel_pages", old, olen)) {
+		old[0] = '\0';
+		return 0;
+	}
+	if (env && *env) {
+		if (parse_ll(env, &v) || v < 0)
+			return ksmctl_fail(KSMCTL_USAGE, env,
+					   "give a number of pages, or unset it for half the RAM",
+					   "start: bad KSM_MAX_KERNEL_PAGES");
+	} else {
+		v = sysconf(_SC_PHYS_PAGES) / 2;
+	}
+	snprintf(value, vlen, "%lld", v);
+	return 0;
+}
+
 int cmd_start(int argc, char **argv)
 {
-	return set_run(argc, argv, "1", usage_start);
+	static const char *const legacy[] = {"pages_to_scan", "sleep_millisecs"};
+	struct plan p = {.timeout = 60};
+	char old[64], mkp[32] = "", origin[64];
+	bool dry = false;
+	int ret = set_args(argc, argv, &p, &dry, usage_start), err;
+
+	if (ret)
+		return ret;
+	if (argc - optind > 2)
+		return ksmctl_fail(KSMCTL_USAGE, argv[optind + 2],
+				   "give at most NPAGES and SLEEP: ksmctl start 5000 100",
+				   "start: unexpected argument");
+	for (int i = optind; i < argc; i++) {
+		long long v;
+		if (parse_ll(argv[i], &v) || v < 0)
+			return ksmctl_fail(KSMCTL_USAGE, argv[i],
+					   i == optind ? "NPAGES is pages_to_scan, e.g. 5000"
+						       : "SLEEP is sleep_millisecs, e.g. 100",
+					   "start: %s must be a whole number",
+					   i == optind ? "NPAGES" : "SLEEP");
+		snprintf(origin, sizeof(origin), "start %s", i == optind ? "NPAGES" : "SLEEP");
+		if ((ret = plan_add(&p, legacy[i - optind], argv[i], origin)))
+			return ret;
+	}
+	if ((ret = plan_add(&p, "run", "1", argv[0])) || (ret = plan_check(&p)) ||
+	    (ret = max_kernel_pages(old, sizeof(old), mkp, sizeof(mkp))))
+		return ret;
+	if (dry) {
+		if (old[0] && strcmp(old, mkp))
+			printf("max_kernel_pages: %s -> %s\n", old, mkp);
+		plan_diff(&p);
+		return KSMCTL_OK;
+	}
+	if (old[0] && (err = opt.be->write(opt.be, "max_kernel_pages", mkp)))
+		return ksmctl_fail(KSMCTL_REFUSED, mkp, NULL,
+				   "the kernel refused max_kernel_pages: %s", strerror(-err));
+	if (old[0] && strcmp(old, mkp))
+		printf("max_kernel_pages: %s -> %s\n", old, mkp);
+	ret = plan_apply(&p);
+	if (ret && old[0])
+		opt.be->write(opt.be, "max_kernel_pages", old);
+	return ret;
+}
+
+int cmd_info(int argc, char **argv)
+{
+	int err;
+
+	if (argc > 1)
+		return ksmctl_fail(KSMCTL_USAGE, argv[1],
+				   "info takes no arguments; for scripts, ksmctl status --json",
+				   "info: unexpected argument");
+	if ((err = opt.be->available(opt.be)))
+		return ksm_unavailable(err, "build the kernel with CONFIG_KSM=y");
+	printf("flags %lld, pages_to_scan %lld, sleep_time %lld\n", knob_or("run", 0),
+	       knob_or("pages_to_scan", 0), knob_or("sleep_millisecs", 0));
+	return KSMCTL_OK;
 }
 
 int cmd_stop(int argc, char **argv)

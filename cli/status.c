@@ -20,12 +20,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "json.h"
 
 const char usage_status[] =
-    "status [--json | --prometheus] [--watch SECONDS]\n"
+    "status [--json | --prometheus [--no-node-ksmd]] [--watch SECONDS] [--output FILE]\n"
     "\n"
     "Shows every KSM knob and counter this kernel has, and derived figures:\n"
     "memory saved, sharing ratio, wasted effort, general_profit, the memory an\n"
@@ -34,7 +35,12 @@ const char usage_status[] =
     "\n"
     "  --json            one JSON object\n"
     "  --prometheus      Prometheus text format (node_ksmd_* and samepage_ksm_*)\n"
-    "  --watch SECONDS   redraw every SECONDS until interrupted\n";
+    "  --watch SECONDS   redraw every SECONDS until interrupted\n"
+    "  --output FILE     write to FILE, replaced at once (rename) every time, so a\n"
+    "                    reader such as node_exporter's textfile collector never\n"
+    "                    sees half a file\n"
+    "  --no-node-ksmd    samepage_ksm_* instead of node_ksmd_* names, for hosts\n"
+    "                    where node_exporter's --collector.ksmd exports those\n";
 
 static double ratio(long long a, long long b)
 {
@@ -57,14 +63,14 @@ void ksm_derive(struct ksm_derived *d)
 	d->has_profit = knob_number("general_profit", &d->general_profit) == 0;
 	if (!d->has_profit)
 		d->general_profit = -1;
-	d->saved_bytes = (double)(d->sharing + d->zero_pages) * (double)ps;
+	d->saved_bytes = (d->sharing + d->zero_pages) * ps;
 	d->sharing_ratio = ratio(d->sharing, d->shared);
 	d->unshared_ratio = ratio(d->unshared, d->sharing);
 	d->volatile_fraction = ratio(d->volatile_pages, d->rmap_items);
 	/* Unmerging gives every mapping of a KSM page its own copy again:
 	 * exactly the pages saved come back. */
 	d->unmerge_cost_bytes = d->saved_bytes;
-	d->mem_available_bytes = avail < 0 ? NAN : (double)avail * 1024;
+	d->mem_available_bytes = avail < 0 ? -1 : avail * 1024;
 	/* samepaged's scanning runs in its clients' threads: no ksmd to time. */
 	if (!opt.user && host_ksmd_cpu(&d->ksmd_cpu_seconds, &alive) == 0)
 		d->ksmd_cpu_percent = alive > 0 ? 100 * d->ksmd_cpu_seconds / alive : NAN;
@@ -200,7 +206,8 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 	printf("KSM on Linux %s (%s back-end, %s)\n", rel, opt.be->name, opt.be->where);
 	text_line("state", "%s", run_words(run));
 	text_line("memory saved", "%s (pages_sharing %lld + ksm_zero_pages %lld, %ld-byte pages)",
-		  fmt_bytes(a, sizeof(a), d->saved_bytes), d->sharing, d->zero_pages, page_size());
+		  fmt_bytes(a, sizeof(a), (double)d->saved_bytes), d->sharing, d->zero_pages,
+		  page_size());
 	if (d->has_profit)
 		text_line("general_profit", "%s (saved minus %lld rmap_items of metadata)",
 			  fmt_bytes(a, sizeof(a), (double)d->general_profit), d->rmap_items);
@@ -222,15 +229,15 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 	if (!isnan(d->volatile_fraction))
 		text_line("volatile", "%.1f%% of tracked pages change too fast to merge",
 			  100 * d->volatile_fraction);
-	if (isnan(d->mem_available_bytes))
+	if (d->mem_available_bytes < 0)
 		text_line("unmerge cost", "%s if every merged page were unmerged",
-			  fmt_bytes(a, sizeof(a), d->unmerge_cost_bytes));
+			  fmt_bytes(a, sizeof(a), (double)d->unmerge_cost_bytes));
 	else
 		text_line("unmerge cost",
 			  "%s if every merged page were unmerged; MemAvailable %s (%.1f%%)",
-			  fmt_bytes(a, sizeof(a), d->unmerge_cost_bytes),
-			  fmt_bytes(b, sizeof(b), d->mem_available_bytes),
-			  100 * d->unmerge_cost_bytes / d->mem_available_bytes);
+			  fmt_bytes(a, sizeof(a), (double)d->unmerge_cost_bytes),
+			  fmt_bytes(b, sizeof(b), (double)d->mem_available_bytes),
+			  100 * (double)d->unmerge_cost_bytes / (double)d->mem_available_bytes);
 	if (!isnan(cpu_interval))
 		text_line("ksmd CPU", "%.1f%% over the last interval", cpu_interval);
 	else if (!isnan(d->ksmd_cpu_percent))
@@ -300,7 +307,7 @@ static void print_json(const struct ksm_derived *d)
 	for_each_value(json_value, &j);
 	json_object_end(&j);
 	json_object_begin(&j, "derived");
-	json_double(&j, "saved_bytes", d->saved_bytes);
+	json_int(&j, "saved_bytes", d->saved_bytes);
 	if (d->has_profit)
 		json_int(&j, "general_profit_bytes", d->general_profit);
 	else
@@ -309,8 +316,11 @@ static void print_json(const struct ksm_derived *d)
 	json_maybe(&j, "sharing_ratio", d->sharing_ratio);
 	json_maybe(&j, "unshared_per_sharing", d->unshared_ratio);
 	json_maybe(&j, "volatile_fraction", d->volatile_fraction);
-	json_double(&j, "unmerge_cost_bytes", d->unmerge_cost_bytes);
-	json_maybe(&j, "mem_available_bytes", d->mem_available_bytes);
+	json_int(&j, "unmerge_cost_bytes", d->unmerge_cost_bytes);
+	if (d->mem_available_bytes < 0)
+		json_null(&j, "mem_available_bytes");
+	else
+		json_int(&j, "mem_available_bytes", d->mem_available_bytes);
 	json_maybe(&j, "ksmd_cpu_seconds", d->ksmd_cpu_seconds);
 	json_maybe(&j, "ksmd_cpu_percent", d->ksmd_cpu_percent);
 	json_maybe(&j, "scan_rate_pages_per_second", isinf(d->scan_rate) ? NAN : d->scan_rate);
@@ -324,6 +334,10 @@ static void print_json(const struct ksm_derived *d)
 /* samepaged's series (--user) are samepaged_* instead of node_ksmd_* and
  * samepage_ksm_*, so that one node_exporter can export both the kernel's
  * KSM and samepaged without a clash (samepaged_pages_sharing, ...). */
+/* --no-node-ksmd: node_exporter's own ksmd collector exports the
+ * node_ksmd_* series; with both, node_exporter sees every one twice. */
+static bool no_node_ksmd;
+
 static const char *prom_name(const char *name, char *buf, size_t len)
 {
 	static const char *const ours[] = {"node_ksmd_", "samepage_ksm_"};
@@ -333,17 +347,46 @@ static const char *prom_name(const char *name, char *buf, size_t len)
 			snprintf(buf, len, "samepaged_%s", name + strlen(ours[i]));
 			return buf;
 		}
+	if (no_node_ksmd && strncmp(name, "node_ksmd_", 10) == 0) {
+		snprintf(buf, len, "samepage_ksm_%s", name + 10);
+		return buf;
+	}
 	return name;
 }
 
-static void prom_metric(const char *metric, const char *type, const char *help, double v)
+/* A sample's value: integers exactly (a byte count beyond 2^53 too), other
+ * numbers with the digits that read back as the same double. */
+static void prom_number(double v, long long exact, bool is_int)
+{
+	char buf[32];
+
+	if (is_int)
+		printf(" %lld\n", exact);
+	else
+		printf(" %s\n", fmt_double(buf, sizeof(buf), v));
+}
+
+/* "# HELP", "# TYPE" and the start of the sample line. */
+static void prom_head(const char *metric, const char *type, const char *help)
 {
 	char buf[160];
 	const char *name = prom_name(metric, buf, sizeof(buf));
 
+	printf("# HELP %s %s\n# TYPE %s %s\n%s", name, help, name, type, name);
+}
+
+static void prom_metric(const char *metric, const char *type, const char *help, double v)
+{
 	if (isnan(v) || isinf(v))
 		return;
-	printf("# HELP %s %s\n# TYPE %s %s\n%s %.15g\n", name, help, name, type, name, v);
+	prom_head(metric, type, help);
+	prom_number(v, 0, false);
+}
+
+static void prom_metric_int(const char *metric, const char *type, const char *help, long long v)
+{
+	prom_head(metric, type, help);
+	prom_number(0, v, true);
 }
 
 /* node_exporter's ksmd collector names, so existing dashboards keep working. */
@@ -368,72 +411,109 @@ static void prom_value(const char *name, const struct samepage_knob *k, const ch
 	snprintf(help, sizeof(help), "ksmd '%s' file%s%s%s.", name, k ? ": " : "", k ? k->help : "",
 		 k && k->format == SAMEPAGE_FMT_MODE ? " (1 = scan-time)" : "");
 	if (strcmp(name, "full_scans") == 0)
-		prom_metric("node_ksmd_full_scans_total", "counter", help, (double)v);
+		prom_metric_int("node_ksmd_full_scans_total", "counter", help, v);
 	else if (strcmp(name, "sleep_millisecs") == 0)
 		prom_metric("node_ksmd_sleep_seconds", "gauge", help, (double)v / 1000);
 	else if (strcmp(name, "general_profit") == 0)
-		prom_metric("node_ksmd_general_profit_bytes", "gauge", help, (double)v);
+		prom_metric_int("node_ksmd_general_profit_bytes", "gauge", help, v);
 	else if (node) {
 		snprintf(metric, sizeof(metric), "node_ksmd_%s", name);
-		prom_metric(metric, "gauge", help, (double)v);
+		prom_metric_int(metric, "gauge", help, v);
 	} else if (strcmp(name, "pages_scanned") == 0 || strcmp(name, "pages_skipped") == 0) {
 		snprintf(metric, sizeof(metric), "samepage_ksm_%s_total", name);
-		prom_metric(metric, "counter", help, (double)v);
+		prom_metric_int(metric, "counter", help, v);
 	} else {
 		snprintf(metric, sizeof(metric), "samepage_ksm_%s", name);
-		prom_metric(metric, "gauge", help, (double)v);
+		prom_metric_int(metric, "gauge", help, v);
 	}
 	(void)arg;
 }
 
-static void prom_label(const char *s)
+/* Appends name="value" to a label set: the value valid for any bytes
+ * (procfs_escape()'s printable UTF-8, then the exposition format's escapes
+ * of backslash and double quote). */
+static void prom_label(char *set, size_t len, const char *name, const char *value)
 {
-	for (; *s; s++) {
-		if (*s == '\\' || *s == '"')
-			printf("\\%c", *s);
-		else if (*s == '\n')
-			fputs("\\n", stdout);
-		else
-			putchar(*s);
+	char text[PROCFS_ESCAPED_SIZE(512)];
+	size_t o = strlen(set);
+
+	o += (size_t)snprintf(set + o, len - o, "%s%s=\"", o ? "," : "", name);
+	for (const char *p = procfs_escape(value, text, sizeof(text)); *p && o + 3 < len; p++) {
+		if (*p == '\\' || *p == '"')
+			set[o++] = '\\';
+		set[o++] = *p;
 	}
+	snprintf(set + o, len - o, "\"");
 }
 
-/* One family of per-process series: # HELP/# TYPE once, a line per process. */
-static void prom_processes(const struct proc_list *l, const char *metric, const char *help,
-			   double (*get)(const struct ksm_process *))
+/* The labels of a process's series: its VM, else its unit and command (and
+ * samepaged's domain), never its pid, so that a restarted VM or service
+ * continues its series instead of starting new ones. */
+static void process_labels(const struct ksm_process *p, char *set, size_t len)
 {
+	char unit[256];
+
+	set[0] = '\0';
+	if (p->vm[0]) {
+		prom_label(set, len, "vm", p->vm);
+	} else {
+		cgroup_unit(p->cgroup[0] ? p->cgroup : "(unknown)", unit, sizeof(unit));
+		prom_label(set, len, "unit", unit);
+		prom_label(set, len, "comm", p->comm);
+	}
+	if (opt.user)
+		prom_label(set, len, "domain", p->domain);
+}
+
+/* One family of per-process series: # HELP/# TYPE once, then one sample
+ * per label set, summed over the processes that share it (the threads of a
+ * service, a VM's helper processes); get gives LLONG_MIN for "not
+ * reported". */
+static void prom_processes(const struct proc_list *l, const char *metric, const char *help,
+			   long long (*get)(const struct ksm_process *))
+{
+	struct series {
+		char labels[2048];
+		long long v;
+	} *s = calloc((size_t)l->n + 1, sizeof(*s));
 	char buf[160];
 	const char *name = prom_name(metric, buf, sizeof(buf));
-	bool head = false;
+	int n = 0;
 
-	for (int i = 0; i < l->n; i++) {
-		double v = get(&l->p[i]);
-		if (isnan(v))
+	for (int i = 0; s && i < l->n; i++) {
+		char set[sizeof(s->labels)];
+		long long v = get(&l->p[i]);
+		int k;
+
+		if (v == LLONG_MIN)
 			continue;
-		if (!head)
-			printf("# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
-		head = true;
-		printf("%s{pid=\"%d\",comm=\"", name, l->p[i].pid);
-		prom_label(l->p[i].comm);
-		fputs("\",cgroup=\"", stdout);
-		prom_label(l->p[i].cgroup);
-		printf("\"} %.15g\n", v);
+		process_labels(&l->p[i], set, sizeof(set));
+		for (k = 0; k < n && strcmp(s[k].labels, set); k++)
+			;
+		if (k == n)
+			snprintf(s[n++].labels, sizeof(s->labels), "%s", set);
+		s[k].v += v;
 	}
+	if (n)
+		printf("# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+	for (int k = 0; k < n; k++)
+		printf("%s{%s} %lld\n", name, s[k].labels, s[k].v);
+	free(s);
 }
 
-static double get_merging(const struct ksm_process *p)
+static long long get_merging(const struct ksm_process *p)
 {
-	return p->merging_pages < 0 ? NAN : (double)p->merging_pages;
+	return p->merging_pages < 0 ? LLONG_MIN : p->merging_pages;
 }
 
-static double get_profit(const struct ksm_process *p)
+static long long get_profit(const struct ksm_process *p)
 {
-	return p->profit == LLONG_MIN ? NAN : (double)p->profit;
+	return p->profit;
 }
 
-static double get_rmap(const struct ksm_process *p)
+static long long get_rmap(const struct ksm_process *p)
 {
-	return p->rmap_items < 0 ? NAN : (double)p->rmap_items;
+	return p->rmap_items < 0 ? LLONG_MIN : p->rmap_items;
 }
 
 static void print_prometheus(const struct ksm_derived *d)
@@ -441,16 +521,18 @@ static void print_prometheus(const struct ksm_derived *d)
 	struct proc_list l;
 
 	for_each_value(prom_value, NULL);
-	prom_metric("samepage_ksm_saved_bytes", "gauge",
-		    "Memory saved: (pages_sharing + ksm_zero_pages) * page size.", d->saved_bytes);
+	prom_metric_int("samepage_ksm_saved_bytes", "gauge",
+			"Memory saved: (pages_sharing + ksm_zero_pages) * page size.",
+			d->saved_bytes);
 	prom_metric("samepage_ksm_sharing_ratio", "gauge",
 		    "pages_sharing / pages_shared: mappings saved per KSM page.", d->sharing_ratio);
 	prom_metric("samepage_ksm_unshared_per_sharing_ratio", "gauge",
 		    "pages_unshared / pages_sharing: wasted scanning effort.", d->unshared_ratio);
-	prom_metric("samepage_ksm_unmerge_cost_bytes", "gauge",
-		    "Memory needed if every merged page were unmerged.", d->unmerge_cost_bytes);
-	prom_metric("samepage_ksm_mem_available_bytes", "gauge", "MemAvailable from /proc/meminfo.",
-		    d->mem_available_bytes);
+	prom_metric_int("samepage_ksm_unmerge_cost_bytes", "gauge",
+			"Memory needed if every merged page were unmerged.", d->unmerge_cost_bytes);
+	if (d->mem_available_bytes >= 0)
+		prom_metric_int("samepage_ksm_mem_available_bytes", "gauge",
+				"MemAvailable from /proc/meminfo.", d->mem_available_bytes);
 	prom_metric("samepage_ksm_ksmd_cpu_seconds_total", "counter", "CPU time used by ksmd.",
 		    d->ksmd_cpu_seconds);
 	prom_metric("samepage_ksm_scan_rate_pages_per_second", "gauge",
@@ -460,17 +542,69 @@ static void print_prometheus(const struct ksm_derived *d)
 		    "Estimated seconds per full scan of all tracked pages.", d->full_scan_seconds);
 	if (proc_list_collect(&l) == 0) {
 		prom_processes(&l, "samepage_ksm_process_merging_pages",
-			       "Pages of the process that map a KSM page (ksm_merging_pages).",
+			       "Pages that map a KSM page (ksm_merging_pages), per VM or per unit "
+			       "and command.",
 			       get_merging);
 		prom_processes(&l, "samepage_ksm_process_profit_bytes",
-			       "ksm_process_profit of the process.", get_profit);
+			       "ksm_process_profit, per VM or per unit and command.", get_profit);
 		prom_processes(&l, "samepage_ksm_process_rmap_items",
-			       "Pages of the process tracked by KSM (ksm_rmap_items).", get_rmap);
+			       "Pages tracked by KSM (ksm_rmap_items), per VM or per unit and "
+			       "command.",
+			       get_rmap);
 		proc_list_free(&l);
 	}
 }
 
 /* ---- the verb ---- */
+
+/* --output FILE: each report goes to a new file beside FILE, which then
+ * replaces FILE at once (rename), so that a reader such as node_exporter's
+ * textfile collector never sees half a file.  The temporary name starts
+ * with a dot and does not end in .prom, so the collector skips it. */
+struct output {
+	const char *path;
+	char tmp[4096];
+	int saved_stdout;
+};
+
+static int output_begin(struct output *o)
+{
+	const char *slash = strrchr(o->path, '/');
+	int fd;
+
+	fflush(stdout);
+	snprintf(o->tmp, sizeof(o->tmp), "%.*s.%s.XXXXXX", slash ? (int)(slash - o->path + 1) : 0,
+		 o->path, slash ? slash + 1 : o->path);
+	if ((fd = mkstemp(o->tmp)) < 0)
+		return -errno;
+	/* Readable by node_exporter's own user, as a file written by > is. */
+	fchmod(fd, 0644);
+	o->saved_stdout = dup(STDOUT_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	close(fd);
+	return 0;
+}
+
+static int output_commit(struct output *o)
+{
+	int err = fflush(stdout) || fsync(STDOUT_FILENO) ? -errno : 0;
+
+	dup2(o->saved_stdout, STDOUT_FILENO);
+	close(o->saved_stdout);
+	if (!err && rename(o->tmp, o->path))
+		err = -errno;
+	if (err)
+		unlink(o->tmp);
+	return err;
+}
+
+static int output_error(const struct output *o, int err)
+{
+	return ksmctl_fail(err == -EACCES || err == -EPERM ? KSMCTL_PERM : KSMCTL_USAGE, o->path,
+			   "give a file in an existing, writable directory (Debian's node_exporter "
+			   "reads /var/lib/prometheus/node-exporter/*.prom)",
+			   "status: cannot write the output file: %s", strerror(-err));
+}
 
 static volatile sig_atomic_t stop_watch;
 
@@ -488,9 +622,12 @@ int cmd_status(int argc, char **argv)
 	    {"json", no_argument, NULL, 'j'},
 	    {"prometheus", no_argument, NULL, 'p'},
 	    {"watch", required_argument, NULL, 'w'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"no-node-ksmd", no_argument, NULL, 'n'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
+	struct output out = {0};
 	int fmt = FMT_TEXT, c, err;
 	double interval = 0, last_t = 0, last_cpu = NAN;
 	long long last_scanned = -1;
@@ -503,6 +640,10 @@ int cmd_status(int argc, char **argv)
 						   "choose one output format",
 						   "status: two formats given");
 			fmt = c == 'j' ? FMT_JSON : FMT_PROM;
+		} else if (c == 'o') {
+			out.path = optarg;
+		} else if (c == 'n') {
+			no_node_ksmd = true;
 		} else if (c == 'w') {
 			if (parse_seconds(optarg, &interval) || interval < 0.1)
 				return ksmctl_fail(KSMCTL_USAGE, optarg,
@@ -515,6 +656,12 @@ int cmd_status(int argc, char **argv)
 	if (optind < argc)
 		return ksmctl_fail(KSMCTL_USAGE, argv[optind], "status takes no arguments",
 				   "status: unexpected argument");
+	if (no_node_ksmd && fmt != FMT_PROM)
+		return ksmctl_fail(KSMCTL_USAGE, "--no-node-ksmd", "add --prometheus",
+				   "status: --no-node-ksmd names Prometheus series");
+	if (out.path && fmt == FMT_TEXT)
+		return ksmctl_fail(KSMCTL_USAGE, "--output", "add --prometheus or --json",
+				   "status: --output writes a machine-readable format");
 	if ((err = opt.be->available(opt.be)))
 		return ksm_unavailable(err,
 				       "build the kernel with CONFIG_KSM=y, or run `ksmctl check`");
@@ -534,12 +681,16 @@ int cmd_status(int argc, char **argv)
 		last_t = t, last_scanned = scanned, last_cpu = d.ksmd_cpu_seconds;
 		if (interval > 0 && fmt == FMT_TEXT && tty)
 			fputs("\033[H\033[2J", stdout); /* home, clear: a live view */
+		if (out.path && (err = output_begin(&out)))
+			return output_error(&out, err);
 		if (fmt == FMT_JSON)
 			print_json(&d);
 		else if (fmt == FMT_PROM)
 			print_prometheus(&d);
 		else
 			print_text(&d, rate, cpu);
+		if (out.path && (err = output_commit(&out)))
+			return output_error(&out, err);
 		if (interval > 0 && fmt == FMT_TEXT)
 			printf("\nEvery %g s; Ctrl-C to quit.\n", interval);
 		fflush(stdout);

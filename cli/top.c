@@ -19,15 +19,32 @@
 
 #include "json.h"
 
-const char usage_top[] = "top [--json] [--by process|cgroup] [--limit N]\n"
-			 "\n"
-			 "Lists the processes (or cgroups: systemd units, containers, VMs) whose\n"
-			 "memory KSM merges, with pages merged, pages tracked, memory saved and\n"
-			 "profit (saved minus KSM's metadata), largest profit first.\n"
-			 "\n"
-			 "  --json              a JSON object with one entry per row\n"
-			 "  --by process|cgroup group rows (default: process)\n"
-			 "  --limit N           show the first N rows only\n";
+const char usage_top[] =
+    "top [--json] [--by process|cgroup|vm|domain] [--limit N]\n"
+    "\n"
+    "Lists the processes (or cgroups: systemd units, containers; or VMs; or\n"
+    "samepaged's domains) whose memory KSM merges, largest profit first:\n"
+    "  MERGING  pages that map a KSM page (ksm_merging_pages)\n"
+    "  ZERO     pages merged with the zero page (ksm_zero_pages)\n"
+    "  TRACKED  pages KSM scans (ksm_rmap_items)\n"
+    "  MERGED   (MERGING + ZERO) x page size: memory in merged pages, each\n"
+    "           mapping counted, the copy KSM keeps too\n"
+    "  PROFIT   ksm_process_profit: MERGED minus KSM's metadata\n"
+    "The sum of MERGED is (pages_shared + pages_sharing + ksm_zero_pages) pages,\n"
+    "more than what is saved: of N mappings of one KSM page, N - 1 are saved.\n"
+    "The total line gives what is saved host-wide, as `ksmctl status` does\n"
+    "((pages_sharing + ksm_zero_pages) x page size).  Names are printed with\n"
+    "every byte that is not printable UTF-8 as \\xHH.\n"
+    "\n"
+    "  --json              a JSON object with one entry per row\n"
+    "  --by process|cgroup|vm|domain\n"
+    "                      group rows (default: process); vm: QEMU's -name\n"
+    "                      guest=NAME or libvirt's machine scope; domain:\n"
+    "                      samepaged's domains (with --user)\n"
+    "  --limit N           show the first N rows only\n";
+
+enum by { BY_PROCESS, BY_CGROUP, BY_VM, BY_DOMAIN };
+static const char *const by_names[] = {"process", "cgroup", "vm", "domain"};
 
 static bool process_active(const struct ksm_process *p)
 {
@@ -64,31 +81,32 @@ void proc_list_free(struct proc_list *l)
 	l->n = 0;
 }
 
-double process_saved(const struct ksm_process *p)
+long long process_merged_bytes(const struct ksm_process *p)
 {
 	if (p->merging_pages >= 0)
-		return (double)(p->merging_pages + (p->zero_pages > 0 ? p->zero_pages : 0)) *
-		       (double)page_size();
-	return p->ksm_kb >= 0 ? (double)p->ksm_kb * 1024 : 0;
+		return (p->merging_pages + (p->zero_pages > 0 ? p->zero_pages : 0)) * page_size();
+	return p->ksm_kb >= 0 ? p->ksm_kb * 1024 : 0;
 }
 
-/* A row of the report: one process, or the sum over one cgroup. */
+/* A row of the report: one process, or the sum over one cgroup, VM or
+ * domain.  Names are printable text already (the back-ends escape them). */
 struct row {
-	char name[512]; /* comm, or the cgroup path */
+	char name[512]; /* comm, cgroup path, VM name or domain */
 	char cgroup[512];
-	char unit[256];		  /* the systemd unit (or container, VM scope) of cgroup */
-	int pid;		  /* 0 for a cgroup */
+	char unit[256]; /* the systemd unit (or container, VM scope) of cgroup */
+	char vm[sizeof(((struct ksm_process *)0)->vm)];
+	char domain[sizeof(((struct ksm_process *)0)->domain)];
+	int pid;		  /* 0 for a group */
 	int merge_any, mergeable; /* the process's ksm_stat flags, -1 unknown */
 	int processes;
-	long long merging, zero, rmap;
-	double saved, profit;
+	long long merging, zero, rmap, merged, profit;
 	bool has_rmap, has_profit;
 };
 
 /* The systemd unit a cgroup belongs to: the innermost .service, .scope or
  * .slice component ("machine-qemu\x2d1\x2dvm.scope/libvirt/emulator" is
  * the VM's scope), else the last component. */
-static void cgroup_unit(const char *cgroup, char *buf, size_t len)
+void cgroup_unit(const char *cgroup, char *buf, size_t len)
 {
 	const char *best = NULL, *last = cgroup;
 	size_t best_len = 0;
@@ -112,24 +130,25 @@ static void row_add(struct row *r, const struct ksm_process *p)
 {
 	long long meta = 64; /* sizeof(struct ksm_rmap_item) on 64-bit */
 
-	r->processes++;
+	/* A process connected to two samepaged domains comes twice: one row. */
+	r->processes += r->pid == 0 || r->processes == 0;
 	r->merging += p->merging_pages > 0 ? p->merging_pages : 0;
 	r->zero += p->zero_pages > 0 ? p->zero_pages : 0;
 	r->rmap += p->rmap_items > 0 ? p->rmap_items : 0;
 	r->has_rmap |= p->rmap_items >= 0;
-	r->saved += process_saved(p);
+	r->merged += process_merged_bytes(p);
 	/* Before 6.4 there is no ksm_process_profit: derive it as the kernel does. */
 	if (p->profit != LLONG_MIN)
-		r->profit += (double)p->profit, r->has_profit = true;
+		r->profit += p->profit, r->has_profit = true;
 	else if (p->rmap_items >= 0)
-		r->profit += process_saved(p) - (double)(p->rmap_items * meta),
-		    r->has_profit = true;
+		r->profit += process_merged_bytes(p) - p->rmap_items * meta, r->has_profit = true;
 }
 
 static int by_profit(const void *a, const void *b)
 {
 	const struct row *x = a, *y = b;
-	double px = x->has_profit ? x->profit : x->saved, py = y->has_profit ? y->profit : y->saved;
+	long long px = x->has_profit ? x->profit : x->merged;
+	long long py = y->has_profit ? y->profit : y->merged;
 
 	if (px != py)
 		return px < py ? 1 : -1;
@@ -138,7 +157,18 @@ static int by_profit(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-static int build_rows(const struct proc_list *l, bool by_cgroup, struct row **out)
+/* What a row is named by: its grouping key. */
+static const char *row_key(const struct ksm_process *p, enum by by)
+{
+	switch (by) {
+	case BY_CGROUP: return p->cgroup[0] ? p->cgroup : "(unknown)";
+	case BY_VM: return p->vm[0] ? p->vm : "(not a VM)";
+	case BY_DOMAIN: return p->domain[0] ? p->domain : "(none)";
+	default: return p->comm;
+	}
+}
+
+static int build_rows(const struct proc_list *l, enum by by, struct row **out)
 {
 	struct row *rows = calloc((size_t)l->n + 1, sizeof(*rows));
 	int n = 0;
@@ -147,19 +177,21 @@ static int build_rows(const struct proc_list *l, bool by_cgroup, struct row **ou
 		return -ENOMEM;
 	for (int i = 0; i < l->n; i++) {
 		const struct ksm_process *p = &l->p[i];
-		const char *cg = p->cgroup[0] ? p->cgroup : "(unknown)";
-		int r = n;
+		const char *key = row_key(p, by);
+		int r;
 
-		if (by_cgroup)
-			for (r = 0; r < n && strcmp(rows[r].cgroup, cg); r++)
-				;
+		for (r = 0; r < n; r++)
+			if (by == BY_PROCESS ? rows[r].pid == p->pid : !strcmp(rows[r].name, key))
+				break;
 		if (r == n) {
 			n++;
-			snprintf(rows[r].cgroup, sizeof(rows[r].cgroup), "%s", cg);
-			cgroup_unit(cg, rows[r].unit, sizeof(rows[r].unit));
-			snprintf(rows[r].name, sizeof(rows[r].name), "%s",
-				 by_cgroup ? cg : p->comm);
-			rows[r].pid = by_cgroup ? 0 : p->pid;
+			snprintf(rows[r].name, sizeof(rows[r].name), "%s", key);
+			snprintf(rows[r].cgroup, sizeof(rows[r].cgroup), "%s",
+				 p->cgroup[0] ? p->cgroup : "(unknown)");
+			cgroup_unit(rows[r].cgroup, rows[r].unit, sizeof(rows[r].unit));
+			snprintf(rows[r].vm, sizeof(rows[r].vm), "%s", p->vm);
+			snprintf(rows[r].domain, sizeof(rows[r].domain), "%s", p->domain);
+			rows[r].pid = by == BY_PROCESS ? p->pid : 0;
 			rows[r].merge_any = p->merge_any;
 			rows[r].mergeable = p->mergeable;
 		}
@@ -168,6 +200,13 @@ static int build_rows(const struct proc_list *l, bool by_cgroup, struct row **ou
 	qsort(rows, (size_t)n, sizeof(*rows), by_profit);
 	*out = rows;
 	return n;
+}
+
+/* What is saved host-wide: (pages_sharing + ksm_zero_pages) x page size, as
+ * `ksmctl status` says. */
+static long long host_saved_bytes(void)
+{
+	return (knob_or("pages_sharing", 0) + knob_or("ksm_zero_pages", 0)) * page_size();
 }
 
 /* ksm_stat's yes/no lines (6.15+): true, false, or null before. */
@@ -179,29 +218,38 @@ static void json_yes_no(struct json *j, const char *key, int v)
 		json_bool(j, key, v);
 }
 
-static void print_rows_json(const struct row *rows, int n, bool by_cgroup)
+static void print_rows_json(const struct row *rows, int n, enum by by)
 {
 	struct json j;
 
 	json_init(&j, stdout);
 	json_object_begin(&j, NULL);
-	json_string(&j, "by", by_cgroup ? "cgroup" : "process");
+	json_string(&j, "by", by_names[by]);
 	json_int(&j, "page_size", page_size());
+	json_int(&j, "saved_bytes", host_saved_bytes());
 	json_array_begin(&j, "rows");
 	for (int i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
 		json_object_begin(&j, NULL);
-		if (by_cgroup) {
-			json_string(&j, "cgroup", r->cgroup);
-			json_string(&j, "unit", r->unit);
-			json_int(&j, "processes", r->processes);
-		} else {
+		if (by == BY_PROCESS) {
 			json_int(&j, "pid", r->pid);
 			json_string(&j, "comm", r->name);
 			json_string(&j, "cgroup", r->cgroup);
 			json_string(&j, "unit", r->unit);
+			json_string(&j, "vm", r->vm[0] ? r->vm : NULL);
+			if (opt.user)
+				json_string(&j, "domain", r->domain);
 			json_yes_no(&j, "merge_any", r->merge_any);
 			json_yes_no(&j, "mergeable", r->mergeable);
+		} else {
+			/* null: the processes that are in no VM, or no domain. */
+			json_string(&j, by_names[by],
+				    (by == BY_VM && !r->vm[0]) || (by == BY_DOMAIN && !r->domain[0])
+					? NULL
+					: r->name);
+			if (by == BY_CGROUP)
+				json_string(&j, "unit", r->unit);
+			json_int(&j, "processes", r->processes);
 		}
 		json_int(&j, "merging_pages", r->merging);
 		json_int(&j, "zero_pages", r->zero);
@@ -209,9 +257,9 @@ static void print_rows_json(const struct row *rows, int n, bool by_cgroup)
 			json_int(&j, "rmap_items", r->rmap);
 		else
 			json_null(&j, "rmap_items");
-		json_double(&j, "saved_bytes", r->saved);
+		json_int(&j, "merged_bytes", r->merged);
 		if (r->has_profit)
-			json_double(&j, "profit_bytes", r->profit);
+			json_int(&j, "profit_bytes", r->profit);
 		else
 			json_null(&j, "profit_bytes");
 		json_object_end(&j);
@@ -220,42 +268,52 @@ static void print_rows_json(const struct row *rows, int n, bool by_cgroup)
 	json_object_end(&j);
 }
 
-static void print_rows_text(const struct row *rows, int n, bool by_cgroup)
+static void print_rows_text(const struct row *rows, int n, enum by by)
 {
-	char saved[32], profit[32];
-	double total_saved = 0, total_profit = 0;
+	static const char *const last[] = {"CGROUP", "UNIT                         CGROUP", "VM",
+					   "DOMAIN"};
+	static const char *const plural[] = {"processes", "cgroups", "VMs", "domains"};
+	static const char *const singular[] = {"process", "cgroup", "VM", "domain"};
+	char merged[32], profit[32], saved[32];
+	long long total_merged = 0, total_profit = 0;
+	int groups = 0; /* rows that are a VM (--by vm), else every row */
 
-	if (by_cgroup)
-		printf("%5s %10s %10s %10s %11s %11s  %-28s %s\n", "PROCS", "MERGING", "ZERO",
-		       "TRACKED", "SAVED", "PROFIT", "UNIT", "CGROUP");
+	if (by == BY_PROCESS)
+		printf("%7s %-15s ", "PID", "COMMAND");
 	else
-		printf("%7s %-15s %10s %10s %10s %11s %11s  %s\n", "PID", "COMMAND", "MERGING",
-		       "ZERO", "TRACKED", "SAVED", "PROFIT", "CGROUP");
+		printf("%5s ", "PROCS");
+	printf("%10s %10s %10s %11s %11s  %s\n", "MERGING", "ZERO", "TRACKED", "MERGED", "PROFIT",
+	       last[by]);
 	for (int i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
 		char tracked[24];
 
 		snprintf(tracked, sizeof(tracked), r->has_rmap ? "%lld" : "-", r->rmap);
-		fmt_bytes(saved, sizeof(saved), r->saved);
+		fmt_bytes(merged, sizeof(merged), (double)r->merged);
 		if (r->has_profit)
-			fmt_bytes(profit, sizeof(profit), r->profit);
+			fmt_bytes(profit, sizeof(profit), (double)r->profit);
 		else
 			snprintf(profit, sizeof(profit), "-");
-		if (by_cgroup)
-			printf("%5d ", r->processes);
-		else
+		if (by == BY_PROCESS)
 			printf("%7d %-15s ", r->pid, r->name);
-		printf("%10lld %10lld %10s %11s %11s  ", r->merging, r->zero, tracked, saved,
+		else
+			printf("%5d ", r->processes);
+		printf("%10lld %10lld %10s %11s %11s  ", r->merging, r->zero, tracked, merged,
 		       profit);
-		if (by_cgroup)
-			printf("%-28s ", r->unit);
-		printf("%s\n", r->cgroup);
-		total_saved += r->saved;
+		if (by == BY_CGROUP)
+			printf("%-28s %s\n", r->unit, r->cgroup);
+		else
+			printf("%s\n", by == BY_PROCESS ? r->cgroup : r->name);
+		groups += by != BY_VM || r->vm[0];
+		total_merged += r->merged;
 		total_profit += r->has_profit ? r->profit : 0;
 	}
-	printf("total: %d %s, %s saved, %s profit\n", n, by_cgroup ? "cgroups" : "processes",
-	       fmt_bytes(saved, sizeof(saved), total_saved),
-	       fmt_bytes(profit, sizeof(profit), total_profit));
+	printf("total: %d %s, %s merged, %s profit; saved host-wide: %s "
+	       "(pages_sharing + ksm_zero_pages, as in status)\n",
+	       groups, groups == 1 ? singular[by] : plural[by],
+	       fmt_bytes(merged, sizeof(merged), (double)total_merged),
+	       fmt_bytes(profit, sizeof(profit), (double)total_profit),
+	       fmt_bytes(saved, sizeof(saved), (double)host_saved_bytes()));
 }
 
 int cmd_top(int argc, char **argv)
@@ -267,7 +325,8 @@ int cmd_top(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	bool json = false, by_cgroup = false;
+	bool json = false;
+	enum by by = BY_PROCESS;
 	long long limit = -1;
 	struct proc_list l;
 	struct row *rows;
@@ -277,11 +336,18 @@ int cmd_top(int argc, char **argv)
 		if (c == 'j') {
 			json = true;
 		} else if (c == 'b') {
-			if (strcmp(optarg, "process") && strcmp(optarg, "cgroup"))
+			for (by = 0; by <= BY_DOMAIN && strcmp(optarg, by_names[by]); by++)
+				;
+			if (by > BY_DOMAIN)
 				return ksmctl_fail(KSMCTL_USAGE, optarg,
-						   "use --by process or --by cgroup",
+						   "use --by process, cgroup, vm or domain",
 						   "top: unknown grouping");
-			by_cgroup = strcmp(optarg, "cgroup") == 0;
+			if (by == BY_DOMAIN && !opt.user)
+				return ksmctl_fail(
+				    KSMCTL_USAGE, optarg,
+				    "domains are samepaged's: ksmctl --user top --by "
+				    "domain; for the kernel's KSM, --by vm or --by cgroup",
+				    "top: the kernel's KSM has no domains");
 		} else if (c == 'l') {
 			if (parse_ll(optarg, &limit) || limit < 0)
 				return ksmctl_fail(KSMCTL_USAGE, optarg, "give a row count",
@@ -309,16 +375,16 @@ int cmd_top(int argc, char **argv)
 	/* ksm_stat is readable by its owner only (S_IRUSR). */
 	if (opt.live && !opt.user && geteuid() != 0)
 		ksmctl_warn("not root: only your own processes are shown");
-	n = build_rows(&l, by_cgroup, &rows);
+	n = build_rows(&l, by, &rows);
 	proc_list_free(&l);
 	if (n < 0)
 		return ksmctl_fail(KSMCTL_REFUSED, NULL, NULL, "top: out of memory");
 	if (limit >= 0 && limit < n)
 		n = (int)limit;
 	if (json)
-		print_rows_json(rows, n, by_cgroup);
+		print_rows_json(rows, n, by);
 	else
-		print_rows_text(rows, n, by_cgroup);
+		print_rows_text(rows, n, by);
 	free(rows);
 	return KSMCTL_OK;
 }

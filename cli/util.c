@@ -4,6 +4,8 @@
  */
 #include "util.h"
 
+#include "procfs.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -42,32 +44,6 @@ void ksmctl_warn(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-int read_text(const char *path, char *buf, size_t len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t got = 0;
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	/* sysfs returns the whole value in one read, /proc files may not. */
-	while (got + 1 < len && (n = read(fd, buf + got, len - 1 - got)) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			n = -errno;
-			close(fd);
-			return (int)n;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	buf[got] = '\0';
-	while (got && (buf[got - 1] == '\n' || buf[got - 1] == ' '))
-		buf[--got] = '\0';
-	return 0;
-}
-
 int parse_ll(const char *s, long long *out)
 {
 	char *end;
@@ -87,7 +63,7 @@ int parse_ll(const char *s, long long *out)
 int read_ll(const char *path, long long *out)
 {
 	char buf[64];
-	int err = read_text(path, buf, sizeof(buf));
+	int err = procfs_read(path, buf, sizeof(buf));
 
 	return err ? err : parse_ll(buf, out);
 }
@@ -104,6 +80,16 @@ const char *fmt_bytes(char *buf, size_t len, double bytes)
 		snprintf(buf, len, "%.0f B", bytes);
 	else
 		snprintf(buf, len, "%.1f %s", bytes < 0 ? -a : a, unit[u]);
+	return buf;
+}
+
+const char *fmt_double(char *buf, size_t len, double v)
+{
+	for (int digits = 15; digits <= 17; digits++) {
+		snprintf(buf, len, "%.*g", digits, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
 	return buf;
 }
 

@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "procfs.h" /* procfs_read() reads a small file, sysfs's too */
+
 /* Exit statuses, documented in ksmctl(1). */
 enum {
 	KSMCTL_OK = 0,
@@ -33,15 +35,16 @@ int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, .
     __attribute__((format(printf, 4, 5)));
 void ksmctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Reads a whole small file into buf without its trailing newline(s):
- * 0 or -errno. */
-int read_text(const char *path, char *buf, size_t len);
 /* Reads a file holding one decimal number: 0 or -errno (-EINVAL: not a number). */
 int read_ll(const char *path, long long *out);
 /* Parses a clean, optionally signed decimal number: 0 or -EINVAL. */
 int parse_ll(const char *s, long long *out);
 /* "1.5 GiB", "12 KiB", "0 B": binary units, one decimal. */
 const char *fmt_bytes(char *buf, size_t len, double bytes);
+/* The shortest of "%.15g", "%.16g" and "%.17g" that reads back as v: for JSON and
+ * Prometheus, where a number must not lose digits.  Integers are printed
+ * with %lld, never through a double. */
+const char *fmt_double(char *buf, size_t len, double v);
 /* Compares a release "6.18.44-fc" with a version "6.8": <0, 0, >0. */
 int version_cmp(const char *release, const char *version);
 /* Monotonic seconds. */

@@ -25,6 +25,7 @@
  * does them.
  */
 #include "../lib/internal.h"
+#include "ksmconf.h" /* common/: the config file parser ksmctl apply uses */
 
 #include <dirent.h>
 #include <errno.h>
@@ -93,39 +94,27 @@ static void on_signal(int sig)
  * checked as the kernel checks them.  Exits 2 on the first bad line. */
 static void load_config(const char *path)
 {
-	char line[512];
-	int lineno = 0;
-	FILE *f = fopen(path, "re");
-	if (!f) {
-		logmsg("cannot read config %s: %s (fix: give an existing file to --config)", path,
-		       strerror(errno));
+	/* common/ksmconf.c: the parser `ksmctl apply` uses, same messages. */
+	static struct ksmconf_file conf;
+	struct ksmconf_error err;
+	int ret = ksmconf_read(path, &conf, &err);
+	for (int i = 0; !ret && i < conf.n; i++) {
+		bool unmerge;
+		const struct ksmconf_entry *e = &conf.e[i];
+		ret = knob_store(g.knob, knob_index(e->knob->name), e->v, false, &unmerge);
+		if (ret) {
+			snprintf(err.cause, sizeof(err.cause), "%s refused: %s", e->knob->name,
+				 samepage_strerror(ret));
+			snprintf(err.input, sizeof(err.input), "%.800s: %s = %s", e->origin,
+				 e->knob->name, e->value);
+			snprintf(err.fix, sizeof(err.fix),
+				 "see samepage(3) for the knobs, their ranges and rules");
+		}
+	}
+	if (ret) {
+		logmsg("%s\n  input: %s\n  fix: %s", err.cause, err.input, err.fix);
 		exit(2);
 	}
-	while (fgets(line, sizeof(line), f)) {
-		char name[128], value[256];
-		unsigned long long v;
-		bool unmerge;
-		lineno++;
-		char *h = strchr(line, '#');
-		if (h)
-			*h = 0;
-		if (strspn(line, " \t\r\n") == strlen(line))
-			continue;
-		if (sscanf(line, " %127[A-Za-z0-9_] = %255s", name, value) != 2) {
-			logmsg("%s:%d: expected 'name = value', got: %s", path, lineno, line);
-			exit(2);
-		}
-		int err = samepage_knob_parse(name, value, &v);
-		if (!err)
-			err = knob_store(g.knob, knob_index(name), v, false, &unmerge);
-		if (err) {
-			logmsg("%s:%d: %s = %s: %s (fix: see samepage(3) for the knobs and their "
-			       "ranges)",
-			       path, lineno, name, value, samepage_strerror(err));
-			exit(2);
-		}
-	}
-	fclose(f);
 }
 
 /* ---- domains ---- */

@@ -24,6 +24,8 @@
  */
 #include <samepage.h>
 
+#include "procfs.h" /* common/: the /proc reader of the tree's programs */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -64,26 +66,17 @@ static double now(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* A "Key: N kB" line of a /proc file, 0 if missing. */
 static long long kb_of(const char *path, const char *field)
 {
-	char line[256];
-	long long v = 0;
-	size_t n = strlen(field);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n) && line[n] == ':')
-			v = atoll(line + n + 1);
-	fclose(f);
-	return v;
+	long long v = procfs_number(path, field);
+	return v < 0 ? 0 : v;
 }
 
 static long long pss_kb(pid_t pid)
 {
 	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
-	return kb_of(path, "Pss");
+	return kb_of(procfs_path(path, sizeof(path), "/proc", (int)pid, "smaps_rollup"), "Pss");
 }
 
 static long long system_kb(void)
@@ -94,40 +87,19 @@ static long long system_kb(void)
 /* CPU seconds of the threads or tasks named `comm` under /proc/PID/task. */
 static double cpu_of(pid_t pid, const char *comm)
 {
-	char path[128], buf[1024];
+	char dir[64], path[128], name[64];
+	struct procfs_stat st;
 	double s = 0;
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	FILE *ls = NULL;
-	char cmd[160];
-	snprintf(cmd, sizeof(cmd), "ls %s 2>/dev/null", path);
-	ls = popen(cmd, "r");
-	while (ls && fgets(buf, sizeof(buf), ls)) {
-		int tid = atoi(buf);
-		char p2[160], name[64] = "";
-		snprintf(p2, sizeof(p2), "/proc/%d/task/%d/comm", (int)pid, tid);
-		FILE *f = fopen(p2, "r");
-		if (f) {
-			if (!fgets(name, sizeof(name), f))
-				name[0] = 0;
-			fclose(f);
-		}
-		if (strncmp(name, comm, strlen(comm)))
-			continue;
-		snprintf(p2, sizeof(p2), "/proc/%d/task/%d/stat", (int)pid, tid);
-		f = fopen(p2, "r");
-		if (f && fgets(buf, sizeof(buf), f)) {
-			unsigned long ut = 0, st = 0;
-			char *q = strrchr(buf, ')');
-			if (q &&
-			    sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-				   &ut, &st) == 2)
-				s += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-		}
-		if (f)
-			fclose(f);
-	}
-	if (ls)
-		pclose(ls);
+	int *tids, n;
+
+	n = procfs_pids(procfs_path(dir, sizeof(dir), "/proc", (int)pid, "task"), &tids);
+	for (int i = 0; i < n; i++)
+		if (procfs_comm(procfs_path(path, sizeof(path), dir, tids[i], "comm"), name,
+				sizeof(name)) == 0 &&
+		    !strncmp(name, comm, strlen(comm)) &&
+		    procfs_stat(procfs_path(path, sizeof(path), dir, tids[i], "stat"), &st) == 0)
+			s += (double)(st.utime + st.stime) / (double)sysconf(_SC_CLK_TCK);
+	free(tids);
 	return s;
 }
 
@@ -278,25 +250,15 @@ static int kernel_set(const char *name, const char *value)
 
 static long long kernel_get(const char *name)
 {
-	char path[128], buf[64] = "";
+	char path[128], buf[64];
 	snprintf(path, sizeof(path), KSM "%s", name);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	buf[n > 0 ? n : 0] = 0;
-	return atoll(buf);
+	return procfs_read(path, buf, sizeof(buf)) ? 0 : atoll(buf);
 }
 
 static double kernel_cpu(void)
 {
-	char buf[64];
-	FILE *p = popen("pgrep -x ksmd", "r");
-	pid_t pid = p && fgets(buf, sizeof(buf), p) ? atoi(buf) : 0;
-	if (p)
-		pclose(p);
-	return pid ? cpu_of(pid, "ksmd") : 0;
+	int pid = procfs_find_comm("/proc", "ksmd");
+	return pid > 0 ? cpu_of(pid, "ksmd") : 0;
 }
 
 /* The kernel knobs the demo touches, put back by restore_kernel(). */

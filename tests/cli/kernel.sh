@@ -201,7 +201,8 @@ PY
 	grep -qF "\"cgroup\": \"$cg\"" "$tmp/out" || fail "top --by cgroup lacks the child's cgroup $cg"
 	expect_exit 0 status --prometheus
 	python3 "$src/promcheck.py" "$tmp/out" || fail "status --prometheus is not valid"
-	grep -q "^samepage_ksm_process_merging_pages{pid=\"$pid\"" "$tmp/out" ||
+	# Labelled by unit and command (no pid: a restart continues the series).
+	grep -Eq "^samepage_ksm_process_merging_pages\{unit=\"[^\"]*\",comm=\"cli_dupfill\"\} [1-9]" "$tmp/out" ||
 		fail "no per-process series for the child"
 	expect_exit 0 top
 	grep -q "^ *$pid cli_dupfill" "$tmp/out" || fail "top does not list the child"

@@ -3,7 +3,7 @@
 """Checks Prometheus text exposition format: every sample line is
 `name{label="value",...} number`, every metric family has one # TYPE line
 before its samples (and at most one # HELP), names are valid, counters end
-in _total, and no series repeats.  Exit 1 with the offending line otherwise.
+in _total, no series repeats, and the file is UTF-8.  Exit 1 with the offending line otherwise.
 """
 import re
 import sys
@@ -16,7 +16,11 @@ TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
 
 def main(path):
     types, helps, seen = {}, set(), set()
-    lines = open(path).read().splitlines()
+    try:
+        # node_exporter's textfile collector refuses a file that is not UTF-8.
+        lines = open(path, "rb").read().decode("utf-8", errors="strict").splitlines()
+    except UnicodeDecodeError as e:
+        return f"not UTF-8: {e}"
     if not lines:
         return "empty output"
     for n, line in enumerate(lines, 1):

@@ -3,10 +3,15 @@
 # cli.unit: `ksmctl install-service --root DIR` writes a unit that
 # `systemd-analyze verify` accepts (with ExecStart pointed at the built
 # ksmctl, since the installed one may not exist yet), a sample config that
-# `ksmctl apply --check` accepts, and the enable symlink.  Nothing outside a
-# temporary directory is touched.
+# `ksmctl apply --check` accepts, and the enable symlink; the textfile
+# collector's service and timer verify too, and the service's command
+# writes a complete ksm.prom (here into a temporary directory) that
+# promcheck.py accepts, with no temporary file left beside it.  Nothing
+# outside a temporary directory is touched.
+#
+# usage: unit.sh KSMCTL [CLI_BUILD_DIR CLI_SOURCE_DIR TESTS_CLI_DIR]
 set -u
-ksmctl=$1
+ksmctl=$1 built=${2:-} srcdir=${3:-} testdir=${4:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
@@ -32,4 +37,26 @@ echo "run = 1" >"$tmp/etc/ksm.conf"
 "$ksmctl" install-service --root "$tmp" --no-enable | grep -q "keep $tmp/etc/ksm.conf" ||
 	fail "a second install-service did not keep the existing /etc/ksm.conf"
 [ "$(cat "$tmp/etc/ksm.conf")" = "run = 1" ] || fail "install-service overwrote /etc/ksm.conf"
+
+if [ -n "$built" ] && [ -d /sys/kernel/mm/ksm ]; then
+	mkdir -p "$tmp/units" "$tmp/textfile"
+	cp "$built/ksm-prometheus.service" "$srcdir/ksm-prometheus.timer" "$tmp/units/"
+	svc=$tmp/units/ksm-prometheus.service
+	grep -q '^ExecStart=[^ ]*/ksmctl status --prometheus --output /var/lib/prometheus/node-exporter/ksm.prom$' "$svc" ||
+		fail "ksm-prometheus.service does not write Debian's node_exporter directory"
+	sed -i "s#^ExecStart=[^ ]*#ExecStart=$ksmctl#" "$svc"
+	out=$(cd "$tmp/units" && systemd-analyze verify --man=no "$svc" ksm-prometheus.timer 2>&1)
+	rc=$?
+	echo "$out"
+	[ $rc -eq 0 ] && [ -z "$out" ] || fail "systemd-analyze verify of the textfile units: exit $rc"
+	# The service's own command, with the directory changed to ours.
+	cmd=$(sed -n 's/^ExecStart=//p' "$svc" | sed "s#/var/lib/prometheus/node-exporter#$tmp/textfile#")
+	echo old >"$tmp/textfile/ksm.prom"
+	before=$(stat -c %i "$tmp/textfile/ksm.prom")
+	$cmd || fail "'$cmd' exited $?"
+	python3 "$testdir/promcheck.py" "$tmp/textfile/ksm.prom" || fail "ksm.prom is not valid exposition format"
+	[ "$(stat -c %i "$tmp/textfile/ksm.prom")" != "$before" ] || fail "ksm.prom was rewritten in place, not replaced"
+	[ "$(stat -c %a "$tmp/textfile/ksm.prom")" = 644 ] || fail "ksm.prom is not readable by node_exporter's user"
+	[ "$(ls -A "$tmp/textfile")" = ksm.prom ] || fail "files left beside ksm.prom: $(ls -A "$tmp/textfile")"
+fi
 echo "ok"

@@ -135,14 +135,16 @@ e2e()
 	expect 0 --user --socket "$sock" status --prometheus
 	python3 "$src/promcheck.py" "$tmp/out" || fail "--prometheus output is not valid exposition format"
 	grep -Eq '^samepaged_pages_sharing [1-9]' "$tmp/out" || fail "no samepaged_pages_sharing > 0"
-	grep -Eq '^samepaged_process_merging_pages\{pid="'"$client_pid"'"' "$tmp/out" ||
-		fail "no samepaged_process_merging_pages for the client"
+	grep -Eq '^samepaged_process_merging_pages\{unit="[^"]*",comm="cli_spclient",domain="vm"\} [1-9]' "$tmp/out" ||
+		fail "no samepaged_process_merging_pages for the client (unit, comm, domain)"
 	! grep -Eq '^(# [A-Z]+ )?(node_ksmd_|samepage_ksm_)' "$tmp/out" || fail "kernel metric names in --user output"
 
 	expect 0 --user --socket "$sock" top --json
 	json_ok 'any(r["pid"] == '"$client_pid"' and r["comm"] == "cli_spclient" and r["merging_pages"] > 0 for r in d["rows"])'
 	expect 0 --user --socket "$sock" top
 	says "$tmp/out" "$client_pid cli_spclient"
+	expect 0 --user --socket "$sock" top --by domain --json
+	json_ok 'any(r["domain"] == "vm" and r["processes"] == 1 and r["merging_pages"] > 0 for r in d["rows"])'
 
 	expect 0 --user --socket "$sock" check --json
 	json_ok 'd["reachable"] and d["running"] and d["clients"] == 1 and "pages_sharing" in d["knobs_present"] and "pool_pages" in d["knobs_present"]'

@@ -11,6 +11,7 @@
  * (default: 1024 MiB, every case).
  */
 #include "estimate-scan.h"
+#include "splitmix.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -24,14 +25,6 @@
 
 #define PAGE 4096
 #define BASE 0x6e0000000000ULL
-
-static uint64_t splitmix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ULL;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-	return x ^ (x >> 31);
-}
 
 static void fill(unsigned char *p, uint64_t id)
 {

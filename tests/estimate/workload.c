@@ -24,6 +24,8 @@
  * It prints "ready PID PID ..." once every process is built, then waits for
  * its standard input to close (or for SIGTERM), and kills its processes.
  */
+#include "splitmix.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -44,14 +46,6 @@ static long n_mutate, n_unique, n_dup_k, n_dup_n, n_zero, n_ro, n_protnone;
 static long n_procs = 1, exit_after_ms = -1;
 static int do_fork, do_madvise;
 static uint64_t salt;
-
-static uint64_t splitmix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ULL;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-	return x ^ (x >> 31);
-}
 
 /* Fills a page with the content named id: different ids, different pages. */
 static void fill(unsigned char *p, uint64_t id)

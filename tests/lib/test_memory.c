@@ -36,14 +36,9 @@ static long long meminfo_kb(void)
 
 static int count_maps(void)
 {
-	char line[512];
-	int n = 0;
-	FILE *f = fopen("/proc/self/maps", "r");
-	REQUIRE(f);
-	while (fgets(line, sizeof(line), f))
-		n++;
-	fclose(f);
-	return n;
+	long long n = procfs_count_maps("/proc/self/maps");
+	REQUIRE(n >= 0);
+	return (int)n;
 }
 
 static void fill(char *p, size_t i, uint64_t content)

@@ -108,17 +108,19 @@ static void *churn(void *arg)
 	return NULL;
 }
 
+static int count_pool_mapping(const struct procfs_map *m, void *arg)
+{
+	/* The engine's own view is the shared (rw-s) one. */
+	if (strstr(m->path, "samepage-pool") && strcmp(m->perms, "rw-s"))
+		++*(int *)arg;
+	return 0;
+}
+
 /* Counts the private mappings of the pool left in the process. */
 static int pool_mappings(void)
 {
-	char line[512];
 	int n = 0;
-	FILE *f = fopen("/proc/self/maps", "r");
-	REQUIRE(f);
-	while (fgets(line, sizeof(line), f))
-		if (strstr(line, "samepage-pool") && strstr(line, " rw-s ") == NULL)
-			n++; /* the engine's own view is the shared (rw-s) one */
-	fclose(f);
+	REQUIRE(procfs_maps("/proc/self/maps", count_pool_mapping, &n) == 0);
 	return n;
 }
 

@@ -8,6 +8,7 @@
 #define SAMEPAGE_TEST_UTIL_H
 
 #include "check.h"
+#include "procfs.h" /* common/: the /proc reader of the tree's programs */
 
 #include <samepage.h>
 #include <stdint.h>
@@ -58,22 +59,10 @@ static inline int wait_scans(samepage_t *sp, long long n)
 	return -1;
 }
 
-/* A field of a /proc file, in kB. */
+/* A field of a /proc file, in kB (common/procfs.h). */
 static inline long long proc_kb(const char *path, const char *field)
 {
-	char line[256];
-	long long v = -1;
-	size_t n = strlen(field);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n) && line[n] == ':') {
-			v = atoll(line + n + 1);
-			break;
-		}
-	fclose(f);
-	return v;
+	return procfs_number(path, field);
 }
 
 /* This process's private anonymous memory, as the kernel counts it. */

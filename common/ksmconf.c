@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ksmconf.c - the KSM config file reader (see ksmconf.h).
+ */
+#include "ksmconf.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *ksmconf_range(const struct samepage_knob *k, char *buf, size_t len)
+{
+	if (k->format == SAMEPAGE_FMT_BOOL)
+		snprintf(buf, len, "0 or 1 (or y/n, on/off)");
+	else if (k->format == SAMEPAGE_FMT_MODE)
+		snprintf(buf, len, "none or scan-time");
+	else
+		snprintf(buf, len, "a whole number from %llu to %llu", k->min, k->max);
+	return buf;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	s += strspn(s, " \t");
+	e = s + strlen(s);
+	while (e > s && strchr(" \t\r\n", e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* Checks one "name = value" line into s: 0 or -EINVAL with err filled. */
+static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_entry *prev,
+		      int nprev, struct ksmconf_error *err)
+{
+	char *eq = strchr(text, '='), *name, *value, range[96];
+	int r;
+
+	if (!eq) {
+		snprintf(err->cause, sizeof(err->cause), "syntax error: no \"=\"");
+		snprintf(err->fix, sizeof(err->fix),
+			 "write one \"name = value\" per line, e.g. run = 1");
+		return -EINVAL;
+	}
+	*eq = '\0';
+	name = trim(text);
+	value = trim(eq + 1);
+	if (!*name || !*value || strpbrk(name, " \t") || strpbrk(value, " \t")) {
+		snprintf(err->cause, sizeof(err->cause), "syntax error: %s",
+			 !*name || !*value ? "a name and a value are needed"
+					   : "one word on each side of \"=\"");
+		snprintf(err->fix, sizeof(err->fix),
+			 "write one \"name = value\" per line, e.g. run = 1 (a comment starts "
+			 "with #)");
+		return -EINVAL;
+	}
+	s->knob = samepage_knob_find(name);
+	r = samepage_knob_parse(name, value, &s->v);
+	if (r == -ENOENT) {
+		snprintf(err->cause, sizeof(err->cause), "unknown knob \"%.64s\"", name);
+		snprintf(err->fix, sizeof(err->fix),
+			 "use a knob of /sys/kernel/mm/ksm: `ksmctl apply --sample` lists them");
+		return -EINVAL;
+	}
+	if (r == -EACCES) {
+		snprintf(err->cause, sizeof(err->cause), "\"%.64s\" is a counter, not a knob",
+			 name);
+		snprintf(err->fix, sizeof(err->fix), "only tunables can be set: remove the line");
+		return -EINVAL;
+	}
+	if (r || strlen(value) >= sizeof(s->value)) {
+		snprintf(err->cause, sizeof(err->cause), "bad value for %s", s->knob->name);
+		snprintf(err->fix, sizeof(err->fix), "give one value: %s",
+			 ksmconf_range(s->knob, range, sizeof(range)));
+		return -EINVAL;
+	}
+	for (int i = 0; i < nprev; i++)
+		if (prev[i].knob == s->knob) {
+			snprintf(err->cause, sizeof(err->cause),
+				 "%s is set twice (first on line %d)", s->knob->name, prev[i].line);
+			snprintf(err->fix, sizeof(err->fix), "give each knob once");
+			return -EINVAL;
+		}
+	snprintf(s->value, sizeof(s->value), "%s", value);
+	return 0;
+}
+
+int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_error *err)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	int lineno = 0, ret = 0;
+	FILE *f = fopen(path, "re");
+
+	memset(err, 0, sizeof(*err));
+	out->n = 0;
+	if (!f) {
+		ret = -errno;
+		snprintf(err->cause, sizeof(err->cause), "cannot read the config file: %s",
+			 strerror(-ret));
+		snprintf(err->input, sizeof(err->input), "%s", path);
+		snprintf(err->fix, sizeof(err->fix),
+			 "create it (`ksmctl apply --sample > FILE`) or name another file");
+		return ret;
+	}
+	while (!ret && getline(&line, &cap, f) > 0) {
+		struct ksmconf_entry *e = &out->e[out->n];
+		char *text, shown[256];
+
+		lineno++;
+		line[strcspn(line, "#")] = '\0';
+		text = trim(line);
+		if (!*text)
+			continue;
+		snprintf(shown, sizeof(shown), "%s", text);
+		if (out->n == KSMCONF_MAX) {
+			snprintf(err->cause, sizeof(err->cause), "too many settings");
+			snprintf(err->fix, sizeof(err->fix), "give each knob once");
+			ret = -E2BIG;
+		} else {
+			e->line = lineno;
+			ret = check_line(text, e, out->e, out->n, err);
+		}
+		if (ret) {
+			snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno,
+				 shown);
+		} else {
+			snprintf(e->origin, sizeof(e->origin), "%.1000s:%d", path, lineno);
+			out->n++;
+		}
+	}
+	fclose(f);
+	free(line);
+	return ret;
+}

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ksmconf.h - the one reader of KSM config files ("name = value" lines,
+ * '#' comments): `ksmctl apply` (/etc/ksm.conf) and `samepaged --config`
+ * read a file through it, so a file one accepts the other accepts, and a
+ * refused line gets the same cause, input and fix from both.
+ *
+ * A line is empty, a comment, or NAME = VALUE with one word on each side.
+ * NAME must be a tunable of the knob table (lib/knobs.def), VALUE what the
+ * kernel's store function for it accepts (samepage_knob_parse), and each
+ * NAME may come once.  Needs libsamepage's knob table: link
+ * samepage_ksmconf (it brings samepage_static).
+ */
+#ifndef SAMEPAGE_COMMON_KSMCONF_H
+#define SAMEPAGE_COMMON_KSMCONF_H
+
+#include <stddef.h>
+
+#include "samepage.h"
+
+#define KSMCONF_MAX 64 /* settings per file: the table has fewer tunables */
+
+/* One setting, checked against the knob table. */
+struct ksmconf_entry {
+	const struct samepage_knob *knob;
+	unsigned long long v; /* as parsed */
+	int line;
+	char value[64];	   /* as written: "300", "scan-time", "y" */
+	char origin[1024]; /* "FILE:LINE" */
+};
+
+/* A whole file: its settings in file order. */
+struct ksmconf_file {
+	int n;
+	struct ksmconf_entry e[KSMCONF_MAX];
+};
+
+/* Why a file was refused, in the three parts every program prints:
+ * "CAUSE", "  input: INPUT", "  fix: FIX". */
+struct ksmconf_error {
+	char cause[256];  /* "bad value for pages_to_scan" */
+	char input[1024]; /* "FILE:LINE: pages_to_scan = 300 junk" */
+	char fix[256];	  /* "give one value: a whole number from 0 to 4294967295" */
+};
+
+/* Reads and checks the whole of path into out: 0, or -errno with *err
+ * filled (-EINVAL: a line is refused; out is then not to be used). */
+int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_error *err);
+
+/* The values a knob accepts, for fixes: "a whole number from 0 to 2". */
+const char *ksmconf_range(const struct samepage_knob *k, char *buf, size_t len);
+
+#endif

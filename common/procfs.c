@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: MIT
+/*
+ * procfs.c - the /proc reader of the programs (see procfs.h).
+ */
+#include "procfs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *procfs_path(char *buf, size_t len, const char *root, int pid, const char *file)
+{
+	if (file)
+		snprintf(buf, len, "%s/%d/%s", root, pid, file);
+	else
+		snprintf(buf, len, "%s/%d", root, pid);
+	return buf;
+}
+
+int procfs_read(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t got = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	/* sysfs returns the whole value in one read, /proc files may not. */
+	while (got + 1 < len && (n = read(fd, buf + got, len - 1 - got)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			n = -errno;
+			close(fd);
+			return (int)n;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	if (len)
+		buf[got] = '\0';
+	while (got && (buf[got - 1] == '\n' || buf[got - 1] == ' '))
+		buf[--got] = '\0';
+	return 0;
+}
+
+const char *procfs_find_key(const char *text, const char *key)
+{
+	size_t klen = strlen(key);
+
+	for (const char *line = text; line && *line;) {
+		if (strncmp(line, key, klen) == 0 && (line[klen] == ':' || line[klen] == ' '))
+			return line + klen + strspn(line + klen, ": \t");
+		line = strchr(line, '\n');
+		line = line ? line + 1 : NULL;
+	}
+	return NULL;
+}
+
+long long procfs_number(const char *path, const char *key)
+{
+	char text[16384];
+	const char *v;
+	char *end;
+
+	if (procfs_read(path, text, sizeof(text)) || !(v = procfs_find_key(text, key)))
+		return -1;
+	long long n = strtoll(v, &end, 10);
+	return end == v ? -1 : n;
+}
+
+int procfs_stat(const char *path, struct procfs_stat *st)
+{
+	char text[1024];
+	unsigned long long f[23] = {0};
+	int err = procfs_read(path, text, sizeof(text));
+	char *p, *save = NULL;
+	int i = 3;
+
+	if (err)
+		return err;
+	/* "pid (comm) S ...": comm may hold ") ", so take the last ")". */
+	if (!(p = strrchr(text, ')')) || p[1] != ' ' || !p[2] || p[3] != ' ')
+		return -EINVAL;
+	st->state = p[2];
+	for (p = strtok_r(p + 4, " ", &save); p && i < 22; p = strtok_r(NULL, " ", &save))
+		f[++i] = strtoull(p, NULL, 10);
+	if (i < 22)
+		return -EINVAL;
+	st->ppid = (int)f[4];
+	st->utime = f[14];
+	st->stime = f[15];
+	st->starttime = f[22];
+	return 0;
+}
+
+int procfs_comm(const char *path, char *buf, size_t len)
+{
+	char text[64];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, text, sizeof(text) - 1);
+	if (n < 0)
+		n = -errno;
+	close(fd);
+	if (n < 0)
+		return (int)n;
+	/* The kernel ends comm with one newline; a newline inside is the name's. */
+	if (n > 0 && text[n - 1] == '\n')
+		n--;
+	snprintf(buf, len, "%.*s", (int)n, text);
+	return 0;
+}
+
+int procfs_cmdline(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t got = 0;
+	ssize_t n = 0;
+
+	if (fd < 0)
+		return -errno;
+	while (got < len && (n = read(fd, buf + got, len - got)) > 0)
+		got += (size_t)n;
+	if (n < 0)
+		n = -errno;
+	close(fd);
+	if (n < 0)
+		return (int)n;
+	if (got == len && len) /* cut: end the last argument */
+		buf[len - 1] = '\0';
+	return (int)got;
+}
+
+int procfs_cgroup(const char *path, char *buf, size_t len)
+{
+	char text[8192];
+	int err = procfs_read(path, text, sizeof(text));
+	const char *s;
+
+	if (err)
+		return err;
+	if (strncmp(text, "0::", 3) == 0)
+		s = text + 3;
+	else if ((s = strstr(text, "\n0::")))
+		s += 4;
+	else if ((s = strstr(text, "name=systemd:")))
+		s += strlen("name=systemd:");
+	if (!s)
+		return -ENOENT;
+	snprintf(buf, len, "%.*s", (int)strcspn(s, "\n"), s);
+	return 0;
+}
+
+int procfs_parse_map(char *line, struct procfs_map *m)
+{
+	int pos = 0;
+
+	line[strcspn(line, "\n")] = '\0';
+	if (sscanf(line, "%llx-%llx %4s %llx %*s %lu %n", &m->start, &m->end, m->perms, &m->offset,
+		   &m->inode, &pos) < 5 ||
+	    !pos)
+		return -EINVAL;
+	m->path = line + pos;
+	return 0;
+}
+
+int procfs_maps(const char *path, int (*fn)(const struct procfs_map *m, void *arg), void *arg)
+{
+	FILE *f = fopen(path, "re");
+	char *line = NULL;
+	size_t cap = 0;
+	int ret = 0;
+
+	if (!f)
+		return -errno;
+	while (!ret && getline(&line, &cap, f) > 0) {
+		struct procfs_map m;
+
+		if (procfs_parse_map(line, &m) == 0)
+			ret = fn(&m, arg);
+	}
+	if (!ret && ferror(f))
+		ret = -EIO;
+	free(line);
+	fclose(f);
+	return ret;
+}
+
+long long procfs_count_maps(const char *path)
+{
+	char buf[65536];
+	long long lines = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; i < n; i++)
+			lines += buf[i] == '\n';
+	close(fd);
+	return lines;
+}
+
+static int by_number(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+int procfs_pids(const char *dir, int **pids)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int *v = NULL, n = 0, cap = 0;
+
+	*pids = NULL;
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		char *end;
+		long id = strtol(e->d_name, &end, 10);
+
+		if (*end || end == e->d_name || id <= 0 || id > 0x7fffffff)
+			continue;
+		if (n == cap) {
+			int *nv = realloc(v, sizeof(int) * (size_t)(cap = cap ? 2 * cap : 256));
+			if (!nv) {
+				free(v);
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		v[n++] = (int)id;
+	}
+	closedir(d);
+	qsort(v, (size_t)n, sizeof(int), by_number);
+	*pids = v;
+	return n;
+}
+
+int procfs_find_comm(const char *dir, const char *name)
+{
+	int *ids, n = procfs_pids(dir, &ids), found = -ENOENT;
+
+	for (int i = 0; i < n && found < 0; i++) {
+		char path[4096], comm[64];
+
+		if (procfs_comm(procfs_path(path, sizeof(path), dir, ids[i], "comm"), comm,
+				sizeof(comm)) == 0 &&
+		    strcmp(comm, name) == 0)
+			found = ids[i];
+	}
+	free(ids);
+	return n < 0 ? n : found;
+}
+
+/* Overlong forms, surrogates and C1 controls are not printable either. */
+size_t procfs_printable(const unsigned char *s)
+{
+	unsigned cp;
+	size_t n;
+
+	if (s[0] >= 0x20 && s[0] < 0x7f)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
+		return 0;
+	return n;
+}
+
+const char *procfs_escape(const char *in, char *out, size_t outlen)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	size_t o = 0;
+
+	if (!outlen)
+		return out;
+	while (*s) {
+		size_t n = procfs_printable(s);
+		char esc[8];
+		const char *piece = (const char *)s;
+
+		if (!n)
+			n = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", *s), piece = esc;
+		if (o + n >= outlen)
+			break;
+		memcpy(out + o, piece, n);
+		o += n;
+		s += piece == (const char *)s ? n : 1;
+	}
+	out[o] = '\0';
+	return out;
+}

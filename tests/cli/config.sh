@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# cli.config: one config parser (common/ksmconf.c) for `ksmctl apply` and
+# `samepaged --config`.  Every refused file is refused by both, exit 2,
+# with the same cause, the same input (FILE:LINE: the line) and the same
+# fix; `pages_to_scan = 300 junk` among them (samepaged used to run with
+# 300).  A good file is accepted by both, and samepaged runs with it.
+#
+# usage: config.sh KSMCTL SAMEPAGED SRCDIR
+set -u
+ksmctl=$1 samepaged=$2 src=$3
+tmp=$(mktemp -d) shm=$(mktemp -d /dev/shm/cli-config-XXXXXX) daemon_pid=
+trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; wait; rm -rf "$tmp" "$shm"' EXIT
+bad=0
+tree=$src/trees/linux-4.19 # no advisor: pages_to_scan may be set
+
+n=0
+while IFS='|' read -r text want; do
+	n=$((n + 1))
+	printf '%b' "$text" >"$tmp/c$n.conf"
+	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check "$tmp/c$n.conf" \
+		>/dev/null 2>"$tmp/k.err"
+	k=$?
+	timeout 20 "$samepaged" --foreground --config "$tmp/c$n.conf" --socket "$tmp/s$n.sock" \
+		--state-dir "$shm/s$n" >/dev/null 2>"$tmp/d.err"
+	d=$?
+	kmsg=$(sed 's/^ksmctl: //' "$tmp/k.err") dmsg=$(sed 's/^samepaged: //' "$tmp/d.err")
+	if [ $k != 2 ] || [ $d != 2 ]; then
+		echo "FAIL: '$text': ksmctl apply exits $k, samepaged --config $d (want 2 and 2)"
+		echo "$kmsg"; echo "$dmsg"; bad=1
+	elif [ "$kmsg" != "$dmsg" ]; then
+		echo "FAIL: '$text': the messages differ:"; diff <(echo "$kmsg") <(echo "$dmsg"); bad=1
+	elif ! grep -q "^  input: $tmp/c$n.conf:[0-9]*: .*$want" <<<"$kmsg" || ! grep -q "^  fix: ." <<<"$kmsg"; then
+		echo "FAIL: '$text': no 'input: FILE:LINE: ...$want' and fix in:"; echo "$kmsg"; bad=1
+	fi
+done <<'CASES'
+run = 1\npages_to_scan = 300 junk\n|pages_to_scan = 300 junk
+run 1\n|run 1
+max_page_sharing = 1\n|max_page_sharing = 1
+frobnicate = 1\n|frobnicate = 1
+pages_shared = 0\n|pages_shared = 0
+run = 1\nsleep_millisecs = 10\nrun = 0\n|run = 0
+= 1\n|= 1
+run =\n|run =
+use_zero_pages = maybe\n|use_zero_pages = maybe
+advisor_mode = fast\n|advisor_mode = fast
+CASES
+
+# A good file, comments and blank lines included: both accept it.
+printf '# the seed\n\npages_to_scan = 300   # per batch\nsleep_millisecs=50\nrun = 1\n' >"$tmp/good.conf"
+"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check "$tmp/good.conf" >/dev/null ||
+	{ echo "FAIL: ksmctl apply --check refuses the good file"; bad=1; }
+"$samepaged" --foreground --config "$tmp/good.conf" --socket "$tmp/good.sock" --state-dir "$shm/good" \
+	2>"$tmp/d.err" &
+daemon_pid=$!
+for _ in $(seq 100); do [ -S "$tmp/good.sock" ] && break; sleep 0.1; done
+got=$("$ksmctl" --socket "$tmp/good.sock" status --json 2>&1 |
+	python3 -c 'import json,sys; f=json.load(sys.stdin)["files"]; print(f["pages_to_scan"], f["sleep_millisecs"], f["run"])' 2>&1)
+[ "$got" = "300 50 1" ] || { echo "FAIL: samepaged with the good file: pages_to_scan, sleep_millisecs, run = '$got'"; cat "$tmp/d.err"; bad=1; }
+[ $bad = 0 ] && echo "ok: $n refused files, same message from both; the good file runs"
+exit $bad

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""cli.dashboard: contrib/grafana/ksm-dashboard.json is valid JSON, a
+Grafana dashboard (panels with gridPos and targets), and every series its
+queries name is one `ksmctl status --prometheus` writes for a 6.18 tree,
+with the labels the queries select on (vm, unit, comm).
+
+usage: dashboard.py KSMCTL SRCDIR(tests/cli) DASHBOARD
+"""
+import json
+import re
+import subprocess
+import sys
+
+
+def main(ksmctl, src, path):
+    dash = json.load(open(path, encoding="utf-8"))
+    tree = f"{src}/trees/linux-6.18"
+    prom = subprocess.run([ksmctl, "--sysfs-root", f"{tree}/sys", "--proc-root", f"{tree}/proc",
+                           "status", "--prometheus"], capture_output=True, text=True, check=True)
+    names, labels = set(), set()
+    for line in prom.stdout.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? ", line)
+        if m and not line.startswith("#"):
+            names.add(m.group(1))
+            labels |= set(re.findall(r'([a-z_]+)="', m.group(3) or ""))
+    assert dash.get("title") and dash.get("uid") and dash.get("panels"), "not a dashboard"
+    queried = 0
+    for p in dash["panels"]:
+        assert {"x", "y", "w", "h"} <= set(p.get("gridPos", {})), f"panel {p.get('title')}: gridPos"
+        assert p.get("targets"), f"panel {p.get('title')}: no query"
+        for t in p["targets"]:
+            expr = t["expr"]
+            for name in re.findall(r"\b((?:node_ksmd|samepage_ksm)_[a-z_]+)\b", expr):
+                queried += 1
+                if name not in names:
+                    sys.exit(f"FAIL: panel '{p['title']}' queries {name}, which ksmctl does not write")
+            for label in re.findall(r"\b([a-z_]+)(?:=~|!=|=)\"", expr):
+                if label not in labels | {"instance", "job"}:
+                    sys.exit(f"FAIL: panel '{p['title']}' selects on label {label}, which ksmctl does not write")
+    variables = dash["templating"]["list"]
+    for v in variables:
+        for name in re.findall(r"\b((?:node_ksmd|samepage_ksm)_[a-z_]+)\b", v.get("query", "")):
+            if name not in names:
+                sys.exit(f"FAIL: variable {v['name']} queries {name}")
+    print(f"ok: {len(dash['panels'])} panels, {queried} series queried, all written by ksmctl")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# cli.install: `cmake --install` into a temporary prefix gives every
+# function that include/samepage.h declares its own man page, a ".so" of
+# samepage(3), so that `man samepage_open` finds the manual; and the
+# completion, the unit and ksmctl(1) are installed.
+#
+# usage: install.sh BUILD_DIR PROJECT_SOURCE_DIR
+set -u
+build=$1 top=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+bad=0
+cmake --install "$build" --prefix "$tmp" >"$tmp/log" 2>&1 || { cat "$tmp/log"; echo "FAIL: cmake --install"; exit 1; }
+man3=$tmp/share/man/man3
+# Every function the header declares, found as the docs test finds them
+# (tests/docs/knobs.py), not by CMake's own rule.
+fns=$(python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import knobs
+print(" ".join(knobs.header_functions(sys.argv[2])))' "$top/tests/docs" "$top/include/samepage.h")
+[ -n "$fns" ] || { echo "FAIL: no function found in samepage.h"; exit 1; }
+n=0
+for fn in $fns; do
+	n=$((n + 1))
+	if [ "$(cat "$man3/$fn.3" 2>/dev/null)" != ".so man3/samepage.3" ]; then
+		echo "FAIL: $man3/$fn.3 is missing or is not '.so man3/samepage.3'"
+		bad=1
+		continue
+	fi
+	# man itself follows the .so to samepage(3) (its NAME section).
+	if command -v man >/dev/null && ! MANWIDTH=100 man -M "$tmp/share/man" 3 "$fn" 2>/dev/null | grep -q "samepage_open"; then
+		echo "FAIL: man -M $tmp/share/man 3 $fn does not show samepage(3)"
+		bad=1
+	fi
+done
+extra=$(cd "$man3" && ls | grep -v '^samepage\.3$' | sed 's/\.3$//' | sort)
+want=$(tr ' ' '\n' <<<"$fns" | sort)
+[ "$extra" = "$want" ] || { echo "FAIL: man3 pages and header functions differ:"; diff <(echo "$want") <(echo "$extra"); bad=1; }
+for f in share/man/man1/ksmctl.1 share/bash-completion/completions/ksmctl lib/systemd/system/ksm-apply.service \
+	lib/systemd/system/ksm-prometheus.service lib/systemd/system/ksm-prometheus.timer; do
+	[ -s "$tmp/$f" ] || { echo "FAIL: $f is not installed"; bad=1; }
+done
+[ $bad = 0 ] && echo "ok: $n functions, each with a man page that shows samepage(3)"
+exit $bad
