@@ -248,6 +248,30 @@ static bool pid_alive(pid_t pid, unsigned long long starttime)
 	return now && (!starttime || now == starttime);
 }
 
+/* "DOMAIN.PID.ledger" -> DOMAIN and PID.  A domain name may hold dots
+ * ("vm.A"), a pid never does: the pid is what follows the last dot before
+ * ".ledger".  False for any other name. */
+static bool ledger_name_parse(const char *fname, char dom[72], pid_t *pid)
+{
+	size_t n = strlen(fname), sl = strlen(".ledger");
+	if (n <= sl || strcmp(fname + n - sl, ".ledger"))
+		return false;
+	const char *end = fname + n - sl, *dot = end;
+	while (dot > fname && dot[-1] != '.')
+		dot--;
+	if (dot == fname || dot == end || (size_t)(dot - 1 - fname) >= 72)
+		return false;
+	long long v = 0;
+	for (const char *p = dot; p < end; p++) {
+		if (*p < '0' || *p > '9' || (v = v * 10 + (*p - '0')) > INT32_MAX)
+			return false;
+	}
+	memcpy(dom, fname, (size_t)(dot - 1 - fname));
+	dom[dot - 1 - fname] = 0;
+	*pid = (pid_t)v;
+	return v > 0 && domain_name_ok(dom);
+}
+
 /* At start-up, and every few seconds: ledgers of processes that died while
  * nobody watched (the daemon was down, or they never reconnected). */
 static void reap_orphans(void)
@@ -256,16 +280,9 @@ static void reap_orphans(void)
 	struct dirent *e;
 	while (dir && (e = readdir(dir))) {
 		char dom[72];
-		int pid;
-		size_t n = strlen(e->d_name);
-		if (n < 8 || strcmp(e->d_name + n - 7, ".ledger"))
+		pid_t pid;
+		if (!ledger_name_parse(e->d_name, dom, &pid))
 			continue;
-		char *dot = strchr(e->d_name, '.');
-		if (!dot || (size_t)(dot - e->d_name) >= sizeof(dom) ||
-		    sscanf(dot + 1, "%d", &pid) != 1)
-			continue;
-		memcpy(dom, e->d_name, (size_t)(dot - e->d_name));
-		dom[dot - e->d_name] = 0;
 		bool connected = false;
 		for (int c = 0; c < g.nclients; c++)
 			connected |= g.clients[c].pid == pid && g.clients[c].d &&

@@ -17,6 +17,7 @@
  */
 #include "../lib/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -324,6 +325,41 @@ static void test_daemon_restart(void)
 	CHECK_EQ_INT(blocks, 0);
 }
 
+/* Files of the state directory whose name starts with prefix and ends
+ * with suffix. */
+static int state_files(const char *prefix, const char *suffix)
+{
+	int n = 0;
+	DIR *d = opendir(state);
+	REQUIRE(d);
+	for (struct dirent *e; (e = readdir(d));) {
+		size_t len = strlen(e->d_name), sl = strlen(suffix);
+		n += !strncmp(e->d_name, prefix, strlen(prefix)) && len >= sl &&
+		     !strcmp(e->d_name + len - sl, suffix);
+	}
+	closedir(d);
+	return n;
+}
+
+/* Regression (issue 9 item 4): a domain name with a dot.  Its clients die
+ * while the daemon is down; the restarted daemon reaps their ledgers
+ * ("vm.A.PID.ledger": the domain is what comes before the last dot but
+ * one) and frees their pool pages. */
+static void test_dotted_domain_reaped_after_restart(void)
+{
+	struct vm vm[2] = {spawn("vm.A", 0), spawn("vm.A", 1)};
+	converge();
+	CHECK(daemon_value("pool_pages") > 0);
+	CHECK_EQ_INT(state_files("vm.A.", ".ledger"), 2);
+	kill_daemon(SIGKILL);
+	for (int g = 0; g < 2; g++)
+		end(&vm[g], SIGKILL);
+	start_daemon(); /* answers once the orphans of the last run are reaped */
+	CHECK_EQ_INT(daemon_value("pool_pages"), 0);
+	CHECK_EQ_INT(state_files("vm.A.", ".ledger"), 0);
+	CHECK(pool_blocks("vm.A") <= 0); /* no block held, or the file is gone */
+}
+
 static void test_other_user(void)
 {
 	if (geteuid() != 0)
@@ -359,6 +395,7 @@ int main(int argc, char **argv)
 
 	test_domains_and_kill();
 	test_daemon_restart();
+	test_dotted_domain_reaped_after_restart();
 	test_other_user();
 
 	kill_daemon(SIGTERM);
