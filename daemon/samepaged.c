@@ -669,6 +669,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: samepaged [--foreground] [--socket PATH] [--state-dir DIR]\n"
 		   "                 [--config FILE] [--pid-file FILE]\n"
+		   "       samepaged --help | --version\n"
 		   "Merges identical pages across the processes of each security domain\n"
 		   "(clients use samepage_connect(3)).  See samepaged(8).\n");
 }
@@ -683,6 +684,9 @@ int main(int argc, char **argv)
 			g.foreground = true;
 		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 			usage(stdout);
+			return 0;
+		} else if (!strcmp(a, "--version")) {
+			printf("samepaged %s\n", SAMEPAGE_VERSION_STRING);
 			return 0;
 		} else if (v && !strcmp(a, "--socket")) {
 			snprintf(g.socket_path, sizeof(g.socket_path), "%s", v), i++;
