@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * state.h - what samepaged holds: the domains it has open, the processes
+ * connected to it, and the ledgers that count what each process maps.
+ *
+ * The daemon has no socket in here (samepaged.c has them) and no request
+ * parsing (protocol.c): this is the state both act on, kept in files of
+ * the state directory so that a restarted daemon takes it back.
+ *
+ * Files of the state directory:
+ *   DOMAIN.index        the domain's stable index, allocator, knobs, counters
+ *   DOMAIN.pool         the domain's pool of KSM pages (sparse)
+ *   DOMAIN.PID.ledger   how many of process PID's pages map each KSM page
+ * A domain name may contain dots ("vm.A"); a pid never does.
+ */
+#ifndef SAMEPAGED_STATE_H
+#define SAMEPAGED_STATE_H
+
+#include "../lib/internal.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define MAX_CLIENTS 1024
+#define MAX_DOMAINS 64
+
+/* A domain the daemon has open: an engine over its two files that never
+ * scans (the daemon reads no process's memory), used to reap ledgers and
+ * to read the domain's counters. */
+struct dom {
+	char name[72];
+	struct samepage *sp;
+};
+
+/* A connection.  d is set by HELLO: from then on the process's ledger
+ * exists, and its references are dropped when its last connection to d
+ * closes. */
+struct client {
+	int fd; /* samepaged.c's; the protocol never touches it */
+	pid_t pid;
+	struct dom *d;
+	char comm[32];
+};
+
+/* Invariants: doms[0..ndoms) are open (sp != NULL); every clients[i].d
+ * points into doms[]. */
+struct state {
+	char dir[256];		  /* the state directory */
+	bool config_given;	  /* knobs came from --config: keep them */
+	bool knobs_taken;	  /* knobs already taken back from a domain */
+	unsigned long long *knob; /* the daemon-wide knobs, by knob_index() */
+	struct dom doms[MAX_DOMAINS];
+	int ndoms;
+	struct client clients[MAX_CLIENTS];
+	int nclients;
+};
+
+/* "samepaged: " + the message, on standard error. */
+void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+extern bool logmsg_quiet; /* the fuzz target's: no log lines */
+
+/* Domains */
+struct dom *state_domain_get(struct state *s, const char *name, bool create);
+void state_take_back(struct state *s);
+int state_knob_store(struct state *s, int idx, unsigned long long v);
+
+/* Ledgers */
+void state_ledger_path(const struct state *s, char *buf, size_t len, const char *domain, pid_t pid);
+bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, struct ledger *lg);
+int state_ledger_open(struct state *s, const struct dom *d, const struct client *c);
+void state_reap(struct state *s, struct dom *d, pid_t pid);
+void state_reap_orphans(struct state *s);
+
+/* Clients */
+struct client *state_client_add(struct state *s, int fd, pid_t pid);
+void state_client_remove(struct state *s, int i);
+
+/* Counters: a knob, or a counter summed over the domains and the
+ * connected processes; false if the daemon does not know it. */
+bool state_value(const struct state *s, int idx, long long *v);
+
+#endif
