@@ -15,67 +15,13 @@
  *
  * Usage: test_daemon PATH-TO-SAMEPAGED
  */
-#include "../lib/util.h"
-
-#include <dirent.h>
-#include <errno.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
+#include "daemon_util.h"
 
 #define IMAGE_MIB 64
 #define NPAGES (IMAGE_MIB * 256)
 #define PRIVATE_PAGES (NPAGES / 10)
 
-static char dir[256], sock[300], state[300];
-static const char *daemon_bin;
-static pid_t daemon_pid;
-
-static void start_daemon(void)
-{
-	daemon_pid = fork();
-	REQUIRE(daemon_pid >= 0);
-	if (daemon_pid == 0) {
-		execl(daemon_bin, daemon_bin, "--foreground", "--socket", sock, "--state-dir",
-		      state, (char *)NULL);
-		_exit(127);
-	}
-	char reply[256];
-	for (int i = 0; i < 5000; i++) {
-		if (samepage_control(sock, "GET run", reply, sizeof(reply)) == 0)
-			return;
-		usleep(2000);
-	}
-	REQUIRE(!"samepaged did not start");
-}
-
-static void kill_daemon(int sig)
-{
-	kill(daemon_pid, sig);
-	waitpid(daemon_pid, NULL, 0);
-}
-
-static long long daemon_value(const char *name)
-{
-	char req[128], reply[512];
-	snprintf(req, sizeof(req), "GET %s", name);
-	REQUIRE(samepage_control(sock, req, reply, sizeof(reply)) == 0);
-	char *nl = strchr(reply, '\n');
-	REQUIRE(nl);
-	return atoll(strchr(nl, ' ') + 1);
-}
-
-static void daemon_set(const char *name, const char *value)
-{
-	char req[128], reply[512];
-	snprintf(req, sizeof(req), "SET %s %s", name, value);
-	int err = samepage_control(sock, req, reply, sizeof(reply));
-	if (err)
-		fprintf(stderr, "SET %s %s: %s (%s)\n", name, value, samepage_strerror(err), reply);
-	REQUIRE(err == 0);
-}
+static struct daemon D;
 
 /* ---- a client process, driven through a pipe ---- */
 
@@ -206,14 +152,14 @@ static void end(struct vm *v, int sig)
  * every client (the convergence signal), with a hang guard. */
 static void converge(void)
 {
-	long long last = -1, stable = 0, scans = daemon_value("full_scans");
+	long long last = -1, stable = 0, scans = daemon_value(&D, "full_scans");
 	for (int i = 0; i < 60000 && stable < 2; i++) {
 		usleep(2000);
-		long long s = daemon_value("full_scans");
+		long long s = daemon_value(&D, "full_scans");
 		if (s == scans)
 			continue;
 		scans = s;
-		long long sh = daemon_value("pages_sharing");
+		long long sh = daemon_value(&D, "pages_sharing");
 		stable = sh == last && sh > 0 && s >= 2 ? stable + 1 : 0;
 		last = sh;
 	}
@@ -224,7 +170,7 @@ static long long pool_blocks(const char *domain)
 {
 	char path[512];
 	struct stat st;
-	snprintf(path, sizeof(path), "%s/%s.pool", state, domain);
+	snprintf(path, sizeof(path), "%s/%s.pool", D.state, domain);
 	return stat(path, &st) == 0 ? (long long)st.st_blocks : -1;
 }
 
@@ -248,7 +194,7 @@ static void test_domains_and_kill(void)
 	printf("4 processes x %d MiB image (10%% private): %lld kB before, %lld kB after "
 	       "merging (%.2f images); domain pages_shared %lld pages_sharing %lld\n",
 	       IMAGE_MIB, before, after, (double)after / (double)image_kb,
-	       daemon_value("pages_shared"), daemon_value("pages_sharing"));
+	       daemon_value(&D, "pages_shared"), daemon_value(&D, "pages_sharing"));
 	/* One image, three more private tenths, and metadata: under 1.5 images
 	 * (the sanitizers' shadow memory adds to every process's Pss). */
 #ifdef SAMEPAGE_SANITIZE
@@ -280,7 +226,7 @@ static void test_domains_and_kill(void)
 		blocks = pool_blocks("vm");
 	}
 	CHECK_EQ_INT(blocks, 0);
-	CHECK_EQ_INT(daemon_value("pool_pages"), 0); /* "other" never made one */
+	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 0); /* "other" never made one */
 	end(&other, 0);
 }
 
@@ -290,13 +236,13 @@ static void test_daemon_restart(void)
 	converge();
 	long long merged = ask(&vm[0], 's');
 	CHECK(merged > 0);
-	kill_daemon(SIGKILL);
+	daemon_stop(&D, SIGKILL);
 	for (int g = 0; g < 2; g++) {
 		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
 		CHECK_EQ_INT(ask(&vm[g], 'w'), 1);
 		CHECK_EQ_INT(ask(&vm[g], 'k'), ENOTCONN); /* knobs need the daemon */
 	}
-	start_daemon();
+	daemon_start(&D, NULL);
 	/* The clients reconnect within a few seconds. */
 	long long k = -1;
 	for (int i = 0; i < 100 && k != 0; i++) {
@@ -325,22 +271,6 @@ static void test_daemon_restart(void)
 	CHECK_EQ_INT(blocks, 0);
 }
 
-/* Files of the state directory whose name starts with prefix and ends
- * with suffix. */
-static int state_files(const char *prefix, const char *suffix)
-{
-	int n = 0;
-	DIR *d = opendir(state);
-	REQUIRE(d);
-	for (struct dirent *e; (e = readdir(d));) {
-		size_t len = strlen(e->d_name), sl = strlen(suffix);
-		n += !strncmp(e->d_name, prefix, strlen(prefix)) && len >= sl &&
-		     !strcmp(e->d_name + len - sl, suffix);
-	}
-	closedir(d);
-	return n;
-}
-
 /* Regression (issue 9 item 4): a domain name with a dot.  Its clients die
  * while the daemon is down; the restarted daemon reaps their ledgers
  * ("vm.A.PID.ledger": the domain is what comes before the last dot but
@@ -349,14 +279,14 @@ static void test_dotted_domain_reaped_after_restart(void)
 {
 	struct vm vm[2] = {spawn("vm.A", 0), spawn("vm.A", 1)};
 	converge();
-	CHECK(daemon_value("pool_pages") > 0);
-	CHECK_EQ_INT(state_files("vm.A.", ".ledger"), 2);
-	kill_daemon(SIGKILL);
+	CHECK(daemon_value(&D, "pool_pages") > 0);
+	CHECK_EQ_INT(state_files(&D, "vm.A.", ".ledger"), 2);
+	daemon_stop(&D, SIGKILL);
 	for (int g = 0; g < 2; g++)
 		end(&vm[g], SIGKILL);
-	start_daemon(); /* answers once the orphans of the last run are reaped */
-	CHECK_EQ_INT(daemon_value("pool_pages"), 0);
-	CHECK_EQ_INT(state_files("vm.A.", ".ledger"), 0);
+	daemon_start(&D, NULL); /* answers once the orphans of the last run are reaped */
+	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 0);
+	CHECK_EQ_INT(state_files(&D, "vm.A.", ".ledger"), 0);
 	CHECK(pool_blocks("vm.A") <= 0); /* no block held, or the file is gone */
 }
 
@@ -366,7 +296,7 @@ static void test_other_user(void)
 		SKIP("needs root to switch to another user");
 	pid_t p = fork();
 	if (p == 0) {
-		if (chmod(dir, 0755) || setgid(65534) || setuid(65534))
+		if (chmod(D.dir, 0755) || setgid(65534) || setuid(65534))
 			_exit(2);
 		samepage_t *sp;
 		_exit(samepage_connect(&sp, "vm") == -EACCES ? 0 : 1);
@@ -374,34 +304,25 @@ static void test_other_user(void)
 	int st;
 	waitpid(p, &st, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	chmod(dir, 0700);
+	chmod(D.dir, 0700);
 }
 
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 2);
-	daemon_bin = argv[1];
-	snprintf(dir, sizeof(dir), "/dev/shm/samepaged-test-XXXXXX");
-	REQUIRE(mkdtemp(dir));
-	snprintf(sock, sizeof(sock), "%s/s.sock", dir);
-	snprintf(state, sizeof(state), "%s/state", dir);
-	setenv("SAMEPAGE_SOCKET", sock, 1);
-	start_daemon();
-	daemon_set("pages_to_scan", "100000");
-	daemon_set("sleep_millisecs", "0");
-	daemon_set("run", "1");
-	CHECK_EQ_INT(samepage_control(sock, "SET run 3", (char[256]){0}, 256), -EINVAL);
-	CHECK_EQ_INT(samepage_control(sock, "SET bogus 1", (char[256]){0}, 256), -ENOENT);
+	daemon_init(&D, argv[1]);
+	daemon_start(&D, NULL);
+	daemon_set(&D, "pages_to_scan", "100000");
+	daemon_set(&D, "sleep_millisecs", "0");
+	daemon_set(&D, "run", "1");
+	CHECK_EQ_INT(samepage_control(D.sock, "SET run 3", (char[256]){0}, 256), -EINVAL);
+	CHECK_EQ_INT(samepage_control(D.sock, "SET bogus 1", (char[256]){0}, 256), -ENOENT);
 
 	test_domains_and_kill();
 	test_daemon_restart();
 	test_dotted_domain_reaped_after_restart();
 	test_other_user();
 
-	kill_daemon(SIGTERM);
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd))
-		fprintf(stderr, "could not remove %s\n", dir);
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("daemon");
 }
