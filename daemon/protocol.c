@@ -53,16 +53,36 @@ void proto_reply_done(struct proto_reply *r)
 static void answer_hello(struct state *s, struct client *c, const char *domain,
 			 struct proto_reply *r)
 {
+	char what[200];
 	if (!domain_name_ok(domain))
 		return proto_error(r, -EINVAL, "domain name (1 to 64 of A-Za-z0-9._-)");
 	if (c->d)
 		return proto_error(r, -EISCONN, "already connected to a domain");
-	struct dom *d = state_domain_get(s, domain, true);
-	if (!d)
-		return proto_error(r, -EIO, "domain files");
+	int in = state_domains_of(s, c->pid, domain);
+	if (in >= s->lim.domains_per_process) {
+		snprintf(what, sizeof(what),
+			 "process %d is in %d domains, the most --max-domains-per-process allows",
+			 (int)c->pid, in);
+		logmsg_throttled(&s->log_limit, "refused HELLO %s of process %d (%s): %s", domain,
+				 (int)c->pid, c->comm, what);
+		return proto_error(r, -EMFILE, what);
+	}
+	struct dom *d;
+	int err = state_domain_get(s, domain, true, &d);
+	if (err == -ENFILE) {
+		snprintf(what, sizeof(what), "%d domains open, the most --max-domains allows",
+			 s->lim.domains);
+		logmsg_throttled(&s->log_limit, "refused HELLO %s of process %d (%s): %s", domain,
+				 (int)c->pid, c->comm, what);
+		return proto_error(r, err, what);
+	}
+	if (err)
+		return proto_error(r, err, "domain files");
 	int lfd = state_ledger_open(s, d, c);
-	if (lfd < 0)
+	if (lfd < 0) {
+		state_domain_close_if_unused(s, d);
 		return proto_error(r, lfd, "ledger file");
+	}
 	c->d = d;
 	reply_add(r, "OK %016llx", (unsigned long long)d->sp->dom->instance);
 	r->fds[0] = d->sp->stable.fd;

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
@@ -51,7 +52,9 @@ static struct {
 	int listen_fd;
 	unsigned long long knob[64]; /* daemon-wide */
 	struct state st;
+	struct limits lim;
 	struct proto_reply reply;
+	uint64_t accept_paused_until; /* out of descriptors: accept again then */
 	volatile sig_atomic_t stop;
 } g;
 
@@ -136,13 +139,34 @@ static void drop_client(int i)
 	state_client_remove(&g.st, i);
 }
 
-static void accept_client(void)
+/* Closes connection i (never one that said HELLO), telling it why. */
+static void close_client(int i, int err, const char *what)
 {
-	int fd = accept4(g.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	if (fd < 0)
-		return;
+	struct client *c = &g.st.clients[i];
+	logmsg_throttled(&g.st.log_limit, "closed a connection of process %d (%s): %s", (int)c->pid,
+			 c->comm, what);
+	proto_error(&g.reply, err, what);
+	send_reply(c->fd, &g.reply);
+	drop_client(i);
+}
+
+/* Connections that never said HELLO, idle for --idle-timeout. */
+static void close_idle(uint64_t now)
+{
+	char what[200];
+	uint64_t limit = (uint64_t)g.st.lim.idle_timeout * 1000000000ULL;
+	snprintf(what, sizeof(what), "closed after %d s without HELLO or request (--idle-timeout)",
+		 g.st.lim.idle_timeout);
+	for (int i = g.st.nclients; i-- > 0;)
+		if (!g.st.clients[i].d && g.st.clients[i].active_ns + limit < now)
+			close_client(i, -ETIMEDOUT, what);
+}
+
+static void accept_client(int fd)
+{
 	struct ucred cr;
 	socklen_t l = sizeof(cr);
+	char what[200];
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) {
 		close(fd);
 		return;
@@ -154,8 +178,115 @@ static void accept_client(void)
 		logmsg("refused process %d of uid %d", (int)cr.pid, (int)cr.uid);
 		return;
 	}
-	if (!state_client_add(&g.st, fd, cr.pid))
-		refuse(fd, -EAGAIN, "too many clients");
+	int err = state_client_add(&g.st, fd, cr.pid, cr.uid);
+	int idlest = err == -ENFILE ? state_client_idlest(&g.st) : -1;
+	if (idlest >= 0) {
+		/* Room for the newcomer: a flood of idle connections never
+		 * locks a client out. */
+		snprintf(what, sizeof(what),
+			 "closed to make room: %d connections open, the most --max-connections "
+			 "allows, and this one idle the longest without HELLO",
+			 g.st.lim.connections);
+		close_client(idlest, -ENFILE, what);
+		err = state_client_add(&g.st, fd, cr.pid, cr.uid);
+	}
+	if (err == -EMFILE)
+		snprintf(what, sizeof(what),
+			 "process %d holds %d connections, the most --max-connections-per-process "
+			 "allows",
+			 (int)cr.pid, state_connections_of(&g.st, cr.pid));
+	else if (err == -ENFILE)
+		snprintf(what, sizeof(what),
+			 "%d connections open, all said HELLO: the most --max-connections allows",
+			 g.st.lim.connections);
+	if (err) {
+		logmsg_throttled(&g.st.log_limit, "refused a connection of process %d: %s",
+				 (int)cr.pid, what);
+		refuse(fd, err, what);
+	}
+}
+
+/* The connections waiting in the listen backlog (a bounded batch). */
+static void accept_clients(void)
+{
+	for (int k = 0; k < 64; k++) {
+		int fd = accept4(g.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd >= 0) {
+			accept_client(fd);
+			continue;
+		}
+		if (errno == EMFILE || errno == ENFILE) {
+			/* Out of descriptors: stop polling the backlog for a
+			 * while instead of spinning on it. */
+			g.accept_paused_until = prim_now_ns() + 100000000ULL;
+			logmsg_throttled(
+			    &g.st.log_limit,
+			    "cannot accept a connection: %s (fix: a larger LimitNOFILE= "
+			    "or ulimit -n, or a smaller --max-connections)",
+			    strerror(errno));
+		}
+		return;
+	}
+}
+
+/* A request of connection i, answered. */
+static void serve_client(int i, uint64_t now)
+{
+	char msg[1024];
+	struct client *c = &g.st.clients[i];
+	ssize_t got = recv(c->fd, msg, sizeof(msg) - 1, 0);
+	if (got < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (got <= 0) {
+		drop_client(i);
+		return;
+	}
+	c->active_ns = now;
+	proto_answer(&g.st, c, msg, (size_t)got, &g.reply);
+	send_reply(c->fd, &g.reply);
+}
+
+/* The poll loop, until SIGTERM or SIGINT (blocked but in ppoll, so that
+ * one arriving between two rounds is never missed). */
+static void serve(void)
+{
+	struct pollfd *p = calloc((size_t)g.st.lim.connections + 1, sizeof(*p));
+	sigset_t blocked, during_poll;
+	sigemptyset(&blocked);
+	sigaddset(&blocked, SIGTERM);
+	sigaddset(&blocked, SIGINT);
+	sigprocmask(SIG_BLOCK, &blocked, &during_poll);
+	sigdelset(&during_poll, SIGTERM);
+	sigdelset(&during_poll, SIGINT);
+	if (!p) {
+		logmsg("out of memory for %d connections (fix: a smaller --max-connections)",
+		       g.st.lim.connections);
+		return;
+	}
+	uint64_t last_sweep = prim_now_ns();
+	while (!g.stop) {
+		bool accepting = prim_now_ns() >= g.accept_paused_until;
+		p[0] = (struct pollfd){.fd = g.listen_fd, .events = accepting ? POLLIN : 0};
+		for (int i = 0; i < g.st.nclients; i++)
+			p[i + 1] = (struct pollfd){.fd = g.st.clients[i].fd, .events = POLLIN};
+		struct timespec tick = {.tv_sec = accepting ? 1 : 0,
+					.tv_nsec = accepting ? 0 : 100000000};
+		int n = ppoll(p, (nfds_t)g.st.nclients + 1, &tick, &during_poll);
+		if (n < 0 && errno != EINTR)
+			break;
+		uint64_t now = prim_now_ns();
+		for (int i = g.st.nclients; n > 0 && i-- > 0;)
+			if (p[i + 1].revents)
+				serve_client(i, now);
+		if (n > 0 && (p[0].revents & POLLIN))
+			accept_clients();
+		close_idle(now);
+		if (now - last_sweep > 5000000000ULL) {
+			state_reap_orphans(&g.st);
+			last_sweep = now;
+		}
+	}
+	free(p);
 }
 
 /* ---- start-up ---- */
@@ -211,15 +342,85 @@ static int listen_socket(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: samepaged [--foreground] [--socket PATH] [--state-dir DIR]\n"
-		   "                 [--config FILE] [--pid-file FILE]\n"
-		   "       samepaged --help | --version\n"
-		   "Merges identical pages across the processes of each security domain\n"
-		   "(clients use samepage_connect(3)).  See samepaged(8).\n");
+	const struct limits def = LIMITS_DEFAULT;
+	fprintf(f,
+		"usage: samepaged [--foreground] [--socket PATH] [--state-dir DIR]\n"
+		"                 [--config FILE] [--pid-file FILE] [LIMITS]\n"
+		"       samepaged --help | --version\n"
+		"Merges identical pages across the processes of each security domain\n"
+		"(clients use samepage_connect(3)).  See samepaged(8).\n"
+		"Limits (one process cannot lock the others out):\n"
+		"  --max-connections N               connections at once (%d); when full, the\n"
+		"                                    one idle the longest without HELLO is closed\n"
+		"  --max-connections-per-process N   connections of one process (%d)\n"
+		"  --max-domains N                   domains open at once (%d)\n"
+		"  --max-domains-per-process N       domains one process is in (%d)\n"
+		"  --idle-timeout SECONDS            a connection without HELLO is closed after\n"
+		"                                    this long without a request (%d)\n",
+		def.connections, def.connections_per_process, def.domains, def.domains_per_process,
+		def.idle_timeout);
+}
+
+/* The numeric options: name, where, accepted range. */
+static const struct numeric_option {
+	const char *name;
+	size_t offset; /* in struct limits */
+	int min, max;
+} numeric_options[] = {
+    {"--max-connections", offsetof(struct limits, connections), 1, 65536},
+    {"--max-connections-per-process", offsetof(struct limits, connections_per_process), 1, 65536},
+    /* Each open domain maps its 64 GiB pool (address space, not memory). */
+    {"--max-domains", offsetof(struct limits, domains), 1, 1024},
+    {"--max-domains-per-process", offsetof(struct limits, domains_per_process), 1, 1024},
+    {"--idle-timeout", offsetof(struct limits, idle_timeout), 1, 86400},
+};
+
+/* 1 if a is a numeric option (its value stored), 0 if not; exits 2 on a
+ * bad value. */
+static int numeric_option(const char *a, const char *v)
+{
+	for (size_t i = 0; i < sizeof(numeric_options) / sizeof(numeric_options[0]); i++) {
+		const struct numeric_option *o = &numeric_options[i];
+		if (strcmp(a, o->name))
+			continue;
+		char *end;
+		errno = 0;
+		long n = v ? strtol(v, &end, 10) : 0;
+		if (!v || !*v || *end || errno || n < o->min || n > o->max) {
+			fprintf(stderr, "samepaged: %s %s: expected a whole number from %d to %d\n",
+				a, v ? v : "(missing)", o->min, o->max);
+			exit(2);
+		}
+		*(int *)((char *)&g.lim + o->offset) = (int)n;
+		return 1;
+	}
+	return 0;
+}
+
+/* Raises the soft descriptor limit to the hard one, and says so if the
+ * limits may need more. */
+static void check_descriptors(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	rlim_t need = (rlim_t)g.lim.connections + 2 * (rlim_t)g.lim.domains + 16;
+	if (rl.rlim_cur < need)
+		logmsg("warning: --max-connections %d and --max-domains %d need %llu descriptors, "
+		       "the limit is %llu: connections past it wait (fix: LimitNOFILE=%llu in the "
+		       "unit, or ulimit -n %llu)",
+		       g.lim.connections, g.lim.domains, (unsigned long long)need,
+		       (unsigned long long)rl.rlim_cur, (unsigned long long)need,
+		       (unsigned long long)need);
 }
 
 int main(int argc, char **argv)
 {
+	g.lim = (struct limits)LIMITS_DEFAULT;
 	for (int i = 0; i < samepage_knob_count(); i++)
 		g.knob[i] = samepage_knob_at(i)->def;
 	g.st.knob = g.knob;
@@ -241,6 +442,8 @@ int main(int argc, char **argv)
 			g.config = v, i++;
 		} else if (v && !strcmp(a, "--pid-file")) {
 			snprintf(g.pid_file, sizeof(g.pid_file), "%s", v), i++;
+		} else if (numeric_option(a, v)) {
+			i++;
 		} else {
 			fprintf(stderr, "samepaged: unknown option or missing value: %s\n", a);
 			usage(stderr);
@@ -272,6 +475,8 @@ int main(int argc, char **argv)
 		       g.listen_fd == -EADDRINUSE ? " (another samepaged answers there)" : "");
 		return 1;
 	}
+	/* accept_clients() takes the backlog until it is empty. */
+	fcntl(g.listen_fd, F_SETFL, fcntl(g.listen_fd, F_GETFL) | O_NONBLOCK);
 	if (!g.foreground) {
 		pid_t p = fork();
 		if (p < 0)
@@ -298,40 +503,18 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	if (state_init(&g.st, &g.lim)) {
+		logmsg("out of memory for the tables (fix: smaller --max-connections, "
+		       "--max-domains)");
+		return 1;
+	}
+	check_descriptors();
 	/* Take back the domains and the clients of a previous run. */
 	state_take_back(&g.st);
 	logmsg("listening on %s, state in %s", g.socket_path, g.st.dir);
 	notify_ready();
 
-	uint64_t last_sweep = prim_now_ns();
-	while (!g.stop) {
-		struct pollfd p[MAX_CLIENTS + 1];
-		p[0] = (struct pollfd){.fd = g.listen_fd, .events = POLLIN};
-		for (int i = 0; i < g.st.nclients; i++)
-			p[i + 1] = (struct pollfd){.fd = g.st.clients[i].fd, .events = POLLIN};
-		int n = poll(p, (nfds_t)g.st.nclients + 1, 1000);
-		if (n < 0 && errno != EINTR)
-			break;
-		for (int i = g.st.nclients; n > 0 && i-- > 0;) {
-			if (!p[i + 1].revents)
-				continue;
-			char msg[1024];
-			ssize_t got = recv(g.st.clients[i].fd, msg, sizeof(msg) - 1, 0);
-			if (got <= 0) {
-				drop_client(i);
-				continue;
-			}
-			struct client *c = &g.st.clients[i];
-			proto_answer(&g.st, c, msg, (size_t)got, &g.reply);
-			send_reply(c->fd, &g.reply);
-		}
-		if (n > 0 && (p[0].revents & POLLIN))
-			accept_client();
-		if (prim_now_ns() - last_sweep > 5000000000ULL) {
-			state_reap_orphans(&g.st);
-			last_sweep = prim_now_ns();
-		}
-	}
+	serve();
 	logmsg("stopping; clients keep their memory and resume when samepaged is back");
 	if (g.own_socket)
 		unlink(g.socket_path);

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # cli.sh SAMEPAGED VERSION: samepaged's command line without a daemon
 # running: --version prints the project's version, --help every option
-# of samepaged(8), a bad option exits 2 naming it.
+# of samepaged(8), a bad option or limit exits 2 naming it.
 set -u
 bin=$1 version=$2 man=$3
 tmp=$(mktemp -d)
@@ -24,6 +24,18 @@ done
 rc=$?
 [ "$rc" = 2 ] && grep -q -- "--bogus" "$tmp/err" && ok ||
 	fail "--bogus exited $rc: $(cat "$tmp/err")"
+
+# A bad value of a limit: exit 2, the option and its range named, before
+# anything is made.
+for bad in "--max-connections 0" "--max-domains 99999" "--idle-timeout 10s" \
+	"--max-domains-per-process -1" "--max-connections-per-process"; do
+	# shellcheck disable=SC2086
+	"$bin" --foreground --socket "$tmp/s" --state-dir "$tmp/state" $bad >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	opt=${bad%% *}
+	[ "$rc" = 2 ] && grep -q -- "$opt" "$tmp/err" && [ ! -e "$tmp/state" ] && [ ! -e "$tmp/s" ] &&
+		ok || fail "$bad exited $rc: $(cat "$tmp/err")"
+done
 
 echo "cli: $passed passed, $fails failed"
 [ "$fails" = 0 ]

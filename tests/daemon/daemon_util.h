@@ -18,6 +18,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -96,8 +97,8 @@ static inline void daemon_init(struct daemon *d, const char *bin)
  * returns once it answers GET. */
 static inline void daemon_start(struct daemon *d, const char *const *extra)
 {
-	const char *argv[32] = {d->bin, "--foreground", "--socket", d->sock, "--state-dir",
-				d->state};
+	const char *argv[32] = {d->bin,	 "--foreground", "--socket",
+				d->sock, "--state-dir",	 d->state};
 	int n = 6;
 	for (; extra && *extra && n < 30; extra++)
 		argv[n++] = *extra;
@@ -105,6 +106,7 @@ static inline void daemon_start(struct daemon *d, const char *const *extra)
 	d->pid = fork();
 	REQUIRE(d->pid >= 0);
 	if (d->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test killed by its timeout */
 		int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 		if (fd >= 0)
 			dup2(fd, 2);
@@ -199,7 +201,7 @@ static inline int daemon_fds(const struct daemon *d)
 static inline int raw_dial(const struct daemon *d, bool nonblock)
 {
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", d->sock);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%.107s", d->sock);
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
 	if (fd < 0)
 		return -errno;

@@ -7,11 +7,13 @@
  *    smaps_rollup); a fifth with the same image in domain "other" shares
  *    nothing with them;
  *  - a client killed with SIGKILL leaves no pool page that nobody maps:
- *    when every client of the domain is gone, its pool file holds no block;
+ *    when every client of the domain is gone, the domain is closed and its
+ *    files removed (which the daemon does only once its pool is empty);
  *  - a daemon killed with SIGKILL leaves every client's memory valid and
  *    writable; knob writes say ENOTCONN; a restarted daemon takes the
  *    domain back, the clients reconnect and merge new pages again;
- *  - another user may not connect.
+ *  - another user may not connect;
+ *  - the knobs outlive the domains (closed with their last process).
  *
  * Usage: test_daemon PATH-TO-SAMEPAGED
  */
@@ -174,6 +176,23 @@ static long long pool_blocks(const char *domain)
 	return stat(path, &st) == 0 ? (long long)st.st_blocks : -1;
 }
 
+/* Waits (10 s at most) until the domain's files are gone: with its last
+ * process, a domain is closed and its files removed, once its pool holds
+ * no page.  True if they went. */
+static bool domain_files_gone(const char *domain)
+{
+	char index[512], pool[512];
+	struct stat st;
+	snprintf(index, sizeof(index), "%s/%s.index", D.state, domain);
+	snprintf(pool, sizeof(pool), "%s/%s.pool", D.state, domain);
+	for (int i = 0; i < 5000; i++) {
+		if (stat(index, &st) < 0 && stat(pool, &st) < 0)
+			return true;
+		usleep(2000);
+	}
+	return false;
+}
+
 static void test_domains_and_kill(void)
 {
 	struct vm vm[4], other;
@@ -220,12 +239,7 @@ static void test_domains_and_kill(void)
 	CHECK(pool_blocks("vm") > 0);
 	for (int g = 1; g < 4; g++)
 		end(&vm[g], SIGKILL);
-	long long blocks = -1;
-	for (int i = 0; i < 5000 && blocks != 0; i++) {
-		usleep(2000);
-		blocks = pool_blocks("vm");
-	}
-	CHECK_EQ_INT(blocks, 0);
+	CHECK(domain_files_gone("vm"));
 	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 0); /* "other" never made one */
 	end(&other, 0);
 }
@@ -263,12 +277,7 @@ static void test_daemon_restart(void)
 		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
 		end(&vm[g], 0);
 	}
-	long long blocks = -1;
-	for (int i = 0; i < 5000 && blocks != 0; i++) {
-		usleep(2000);
-		blocks = pool_blocks("vm");
-	}
-	CHECK_EQ_INT(blocks, 0);
+	CHECK(domain_files_gone("vm"));
 }
 
 /* Regression (issue 9 item 4): a domain name with a dot.  Its clients die
@@ -287,7 +296,7 @@ static void test_dotted_domain_reaped_after_restart(void)
 	daemon_start(&D, NULL); /* answers once the orphans of the last run are reaped */
 	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 0);
 	CHECK_EQ_INT(state_files(&D, "vm.A.", ".ledger"), 0);
-	CHECK(pool_blocks("vm.A") <= 0); /* no block held, or the file is gone */
+	CHECK(domain_files_gone("vm.A"));
 }
 
 static void test_other_user(void)
@@ -307,6 +316,39 @@ static void test_other_user(void)
 	chmod(D.dir, 0700);
 }
 
+static unsigned long long knob_default(const char *name)
+{
+	for (int i = 0; i < samepage_knob_count(); i++)
+		if (!strcmp(samepage_knob_at(i)->name, name))
+			return samepage_knob_at(i)->def;
+	REQUIRE(!"no such knob");
+	return 0;
+}
+
+/* Domains are closed with their last process; the knobs are not lost
+ * with them: a daemon restarted with no domain left keeps them (DIR/knobs),
+ * and a junk knobs file is ignored, never fatal. */
+static void test_knobs_kept_without_domains(void)
+{
+	CHECK_EQ_INT(state_files(&D, "", ".index"), 0);
+	daemon_set(&D, "sleep_millisecs", "7");
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	daemon_start(&D, NULL);
+	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), 7);
+	CHECK_EQ_INT(daemon_value(&D, "run"), 1);
+
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	char path[512];
+	snprintf(path, sizeof(path), "%s/knobs", D.state);
+	FILE *f = fopen(path, "w");
+	REQUIRE(f);
+	fputs("sleep_millisecs = 7\n", f); /* not its format */
+	fclose(f);
+	daemon_start(&D, NULL);
+	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), knob_default("sleep_millisecs"));
+	CHECK(daemon_logged(&D, "is not a knobs file"));
+}
+
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 2);
@@ -322,6 +364,7 @@ int main(int argc, char **argv)
 	test_daemon_restart();
 	test_dotted_domain_reaped_after_restart();
 	test_other_user();
+	test_knobs_kept_without_domains();
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("daemon");
