@@ -125,8 +125,13 @@ static void answer_set(struct state *s, struct client *c, const char *args, stru
 {
 	char name[128], value[256];
 	unsigned long long v;
-	if (sscanf(args, "%127s %255s", name, value) != 2)
-		return proto_error(r, -EINVAL, "SET needs a name and a value");
+	size_t n = strcspn(args, " "), vlen = strlen(args + n + (args[n] == ' '));
+	const char *val = args + n + (args[n] == ' ');
+	if (!n || !args[n] || !vlen || strchr(val, ' ') || n >= sizeof(name) ||
+	    vlen >= sizeof(value))
+		return proto_error(r, -EINVAL, "SET needs a name and a value, one space apart");
+	snprintf(name, sizeof(name), "%.*s", (int)n, args);
+	snprintf(value, sizeof(value), "%s", val);
 	int err = samepage_knob_parse(name, value, &v);
 	if (!err)
 		err = state_knob_store(s, knob_index(name), v);
@@ -174,15 +179,27 @@ void proto_answer(struct state *s, struct client *c, const char *request, size_t
 		  struct proto_reply *r)
 {
 	char msg[REQUEST_MAX];
-	if (len > sizeof(msg) - 1)
-		len = sizeof(msg) - 1;
-	memcpy(msg, request, len);
-	msg[len] = 0;
-	msg[strcspn(msg, "\r\n")] = 0;
 	r->len = 0;
 	r->text[0] = 0;
 	r->nfds = 0;
 	r->close_fd = -1;
+	if (len > sizeof(msg) - 1) {
+		char what[80];
+		snprintf(what, sizeof(what), "a request of %zu bytes: the most is %zu", len,
+			 sizeof(msg) - 1);
+		return proto_error(r, -EMSGSIZE, what);
+	}
+	/* One line of text: a line end at the end is allowed, nothing else
+	 * that is not printable. */
+	if (len && request[len - 1] == '\n')
+		len -= 1 + (len > 1 && request[len - 2] == '\r');
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)request[i] < ' ' || request[i] == 0x7f)
+			return proto_error(r, -EINVAL,
+					   "a request is one line of text (a control character or "
+					   "NUL byte in it)");
+	memcpy(msg, request, len);
+	msg[len] = 0;
 	for (size_t i = 0; i < sizeof(requests) / sizeof(requests[0]); i++) {
 		const struct request *q = &requests[i];
 		size_t n = strlen(q->verb);

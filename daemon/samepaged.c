@@ -107,7 +107,8 @@ static void load_config(const char *path)
 
 /* ---- connections ---- */
 
-static void send_reply(int fd, struct proto_reply *r)
+/* Sends a reply: 0, or -errno (EAGAIN: the client does not read). */
+static int send_reply(int fd, struct proto_reply *r)
 {
 	char cbuf[CMSG_SPACE(sizeof(r->fds))];
 	struct iovec iov = {.iov_base = r->text, .iov_len = r->len};
@@ -122,8 +123,9 @@ static void send_reply(int fd, struct proto_reply *r)
 		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)r->nfds);
 		memcpy(CMSG_DATA(c), r->fds, sizeof(int) * (size_t)r->nfds);
 	}
-	sendmsg(fd, &msg, MSG_NOSIGNAL);
+	int err = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 ? -errno : 0;
 	proto_reply_done(r);
+	return err;
 }
 
 static void refuse(int fd, int err, const char *what)
@@ -229,21 +231,30 @@ static void accept_clients(void)
 	}
 }
 
-/* A request of connection i, answered. */
-static void serve_client(int i, uint64_t now)
+/* A request of connection i, answered; or its end.  A request may be
+ * empty (recv 0 with no end of the stream seen) or too long (it is read
+ * whole, up to PROTO_MAX bytes, and refused). */
+static void serve_client(int i, short revents, uint64_t now)
 {
-	char msg[1024];
+	static char msg[PROTO_MAX];
 	struct client *c = &g.st.clients[i];
-	ssize_t got = recv(c->fd, msg, sizeof(msg) - 1, 0);
+	ssize_t got = recv(c->fd, msg, sizeof(msg), MSG_DONTWAIT);
 	if (got < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
-	if (got <= 0) {
-		drop_client(i);
+	if (got < 0 || (got == 0 && (revents & (POLLRDHUP | POLLHUP | POLLERR)))) {
+		drop_client(i); /* closed, or shut down: state.c decides if it is gone */
 		return;
 	}
 	c->active_ns = now;
 	proto_answer(&g.st, c, msg, (size_t)got, &g.reply);
-	send_reply(c->fd, &g.reply);
+	if (send_reply(c->fd, &g.reply) == -EAGAIN && !c->d) {
+		/* A control connection that does not read its answers. */
+		logmsg_throttled(&g.st.log_limit,
+				 "closed a connection of process %d (%s): it does not read its "
+				 "answers",
+				 (int)c->pid, c->comm);
+		drop_client(i);
+	}
 }
 
 /* The poll loop, until SIGTERM or SIGINT (blocked but in ppoll, so that
@@ -268,7 +279,8 @@ static void serve(void)
 		bool accepting = prim_now_ns() >= g.accept_paused_until;
 		p[0] = (struct pollfd){.fd = g.listen_fd, .events = accepting ? POLLIN : 0};
 		for (int i = 0; i < g.st.nclients; i++)
-			p[i + 1] = (struct pollfd){.fd = g.st.clients[i].fd, .events = POLLIN};
+			p[i + 1] =
+			    (struct pollfd){.fd = g.st.clients[i].fd, .events = POLLIN | POLLRDHUP};
 		struct timespec tick = {.tv_sec = accepting ? 1 : 0,
 					.tv_nsec = accepting ? 0 : 100000000};
 		int n = ppoll(p, (nfds_t)g.st.nclients + 1, &tick, &during_poll);
@@ -277,7 +289,7 @@ static void serve(void)
 		uint64_t now = prim_now_ns();
 		for (int i = g.st.nclients; n > 0 && i-- > 0;)
 			if (p[i + 1].revents)
-				serve_client(i, now);
+				serve_client(i, p[i + 1].revents, now);
 		if (n > 0 && (p[0].revents & POLLIN))
 			accept_clients();
 		close_idle(now);
@@ -322,7 +334,13 @@ static int listen_socket(void)
 	if (fd < 0)
 		return -errno;
 	/* A socket file left by a daemon that died: take it over only if
-	 * nothing answers there. */
+	 * nothing answers there.  Anything else at that path is not ours to
+	 * remove. */
+	struct stat st;
+	if (lstat(g.socket_path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		close(fd);
+		return -EEXIST;
+	}
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
 		close(fd);
 		return -EADDRINUSE;
@@ -338,6 +356,34 @@ static int listen_socket(void)
 	}
 	g.own_socket = true;
 	return fd;
+}
+
+/* The state directory holds every domain's pages: it must be a directory
+ * (not a link to one) of this daemon's user, which nobody else may enter.
+ * /dev/shm is world-writable: another user could have made it first. */
+static bool state_dir_ok(const char *dir)
+{
+	struct stat st;
+	if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		logmsg("state directory %s is not a directory%s (fix: move it away, or "
+		       "--state-dir DIR)",
+		       dir, S_ISLNK(st.st_mode) ? " but a symbolic link" : "");
+		return false;
+	}
+	if (st.st_uid != geteuid()) {
+		logmsg("state directory %s belongs to uid %d, not to this daemon's user %d: that "
+		       "user could read and change every domain's pages (fix: move it away, or "
+		       "--state-dir DIR of your own)",
+		       dir, (int)st.st_uid, (int)geteuid());
+		return false;
+	}
+	if (st.st_mode & 0077) {
+		logmsg("state directory %s is mode %04o: other users could see or change the "
+		       "domains (fix: chmod 700 %s)",
+		       dir, (unsigned)(st.st_mode & 07777), dir);
+		return false;
+	}
+	return true;
 }
 
 static void usage(FILE *f)
@@ -464,6 +510,8 @@ int main(int argc, char **argv)
 		       strerror(errno));
 		return 1;
 	}
+	if (!state_dir_ok(g.st.dir))
+		return 1;
 	struct statfs sfs;
 	if (statfs(g.st.dir, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC)
 		logmsg("warning: %s is not tmpfs: the pool would be a disk file's page cache, "
@@ -472,7 +520,10 @@ int main(int argc, char **argv)
 	g.listen_fd = listen_socket();
 	if (g.listen_fd < 0) {
 		logmsg("cannot listen on %s: %s%s", g.socket_path, strerror(-g.listen_fd),
-		       g.listen_fd == -EADDRINUSE ? " (another samepaged answers there)" : "");
+		       g.listen_fd == -EADDRINUSE ? " (another samepaged answers there)"
+		       : g.listen_fd == -EEXIST
+			   ? " and it is not a socket (fix: move it away, or --socket PATH)"
+			   : "");
 		return 1;
 	}
 	/* accept_clients() takes the backlog until it is empty. */

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 bool logmsg_quiet;
@@ -104,20 +105,36 @@ static bool ledger_name_parse(const char *fname, char dom[72], pid_t *pid)
 
 /* ---- domains ---- */
 
+/* A domain file (index or pool), made empty-sized if new: its descriptor,
+ * or -EIO after a log line naming it and the fix.  A file of this name
+ * that is not one (a link, a directory, a FIFO, another size) is never
+ * opened for writing, followed or changed. */
 static int open_state(const struct state *s, const char *name, const char *suffix, size_t size,
 		      bool *created)
 {
 	char path[512];
-	state_path(s, path, sizeof(path), name, suffix);
-	int fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT, 0600);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return -errno;
+	state_path(s, path, sizeof(path), name, suffix);
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0600);
+	if (fd < 0) {
+		logmsg("%s: %s (fix: move it away)", path,
+		       errno == ELOOP ? "a symbolic link, not a domain file" : strerror(errno));
+		return -EIO;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (st.st_size != 0 && st.st_size != (off_t)size)) {
+		logmsg("%s: not a domain file of this samepaged (%s of %lld bytes; a domain's is "
+		       "%zu) (fix: move it away)",
+		       path, S_ISREG(st.st_mode) ? "a file" : "not a regular file",
+		       (long long)st.st_size, size);
+		close(fd);
+		return -EIO;
+	}
 	*created = st.st_size == 0;
 	if (*created && ftruncate(fd, (off_t)size) < 0) {
-		int err = -errno;
+		logmsg("%s: %s", path, strerror(errno));
 		close(fd);
-		return err;
+		return -EIO;
 	}
 	return fd;
 }
@@ -140,16 +157,31 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 		return -ENOENT;
 	if (!d)
 		return -ENFILE;
-	bool new_index, new_pool;
+	bool new_index = false, new_pool = false;
 	int ifd = open_state(s, name, ".index", DOM_SIZE, &new_index);
-	int pfd = open_state(s, name, ".pool", (size_t)DOM_NODES << PAGE_SHIFT, &new_pool);
+	int pfd = ifd < 0
+		      ? -EIO
+		      : open_state(s, name, ".pool", (size_t)DOM_NODES << PAGE_SHIFT, &new_pool);
+	if (ifd >= 0 && pfd >= 0 && new_index != new_pool) {
+		/* One file without the other: its pages, or the index saying
+		 * which are used, are lost.  The one just made goes again. */
+		char path[512];
+		state_path(s, path, sizeof(path), name, new_index ? ".index" : ".pool");
+		unlink(path);
+		logmsg("domain %s: %s/%s%s exists without %s (fix: move it away)", name, s->dir,
+		       name, new_index ? ".pool" : ".index", new_index ? ".index" : ".pool");
+		close(ifd);
+		close(pfd);
+		return -EIO;
+	}
 	if (ifd < 0 || pfd < 0) {
-		logmsg("domain %s: cannot open its files in %s: %s", name, s->dir,
-		       strerror(ifd < 0 ? -ifd : -pfd));
 		if (ifd >= 0)
 			close(ifd);
-		if (pfd >= 0)
-			close(pfd);
+		if (new_index) { /* made just now: no trace of a domain that failed */
+			char path[512];
+			state_path(s, path, sizeof(path), name, ".index");
+			unlink(path);
+		}
 		return -EIO;
 	}
 	if (new_index) {
@@ -370,67 +402,201 @@ bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, s
 	return got == (ssize_t)sizeof(*lg);
 }
 
-/* The ledger of c in d, made if new: its descriptor, or -errno. */
-int state_ledger_open(struct state *s, const struct dom *d, const struct client *c)
+/* Why the ledger open at fd cannot be trusted, or NULL: a ledger is a
+ * regular file of at most LEDGER_SIZE bytes that starts with the magic
+ * and the pid of its name.  One cut short is read as far as it goes. */
+static const char *ledger_unfit(int fd, pid_t pid, struct stat *st)
 {
-	char path[512];
-	state_ledger_path(s, path, sizeof(path), d->name, c->pid);
-	int lfd = open(path, O_RDWR | O_CLOEXEC | O_CREAT, 0600);
-	struct stat st;
-	if (lfd < 0 || fstat(lfd, &st) < 0)
-		return -errno;
-	if (st.st_size == 0) {
-		struct ledger lg = {
-		    .magic = LEDGER_MAGIC, .pid = c->pid, .starttime = proc_starttime(c->pid)};
-		snprintf(lg.comm, sizeof(lg.comm), "%s", c->comm);
-		if (ftruncate(lfd, (off_t)LEDGER_SIZE) < 0 ||
-		    pwrite(lfd, &lg, sizeof(lg), 0) != (ssize_t)sizeof(lg)) {
-			int err = -errno;
-			close(lfd);
-			return err;
+	struct ledger lg;
+	size_t head = offsetof(struct ledger, pid) + sizeof(lg.pid);
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode))
+		return "not a regular file";
+	if (st->st_size > (off_t)LEDGER_SIZE)
+		return "longer than a ledger";
+	if (pread(fd, &lg, head, 0) != (ssize_t)head)
+		return "shorter than a ledger's header";
+	if (lg.magic != LEDGER_MAGIC)
+		return "not a ledger of this samepaged";
+	if (lg.pid != pid)
+		return "the ledger of another pid";
+	return NULL;
+}
+
+/* A ledger that cannot be trusted is set aside (NAME.broken), never
+ * reaped: its counts might be anyone's. */
+static void ledger_set_aside(const char *path, const char *why)
+{
+	char broken[600];
+	snprintf(broken, sizeof(broken), "%s.broken", path);
+	if (rename(path, broken) == 0)
+		logmsg("%s: %s: set aside as %s, its counts not dropped (fix: look at it, then "
+		       "remove it)",
+		       path, why, broken);
+	else
+		logmsg("%s: %s, and it cannot be set aside: %s (fix: move it away)", path, why,
+		       strerror(errno));
+}
+
+/* Drops the references counted in the ledger open at fd (size bytes) from
+ * d: read in chunks, its holes skipped, never past the end of the file or
+ * of the domain's pool (whose page count a client may have written
+ * anything into).  The domain is locked only if there is something to
+ * drop.  The references dropped. */
+static uint64_t ledger_drop(struct dom *d, int fd, off_t size)
+{
+	static uint32_t refs[16384];
+	struct samepage *sp = d->sp;
+	uint32_t nr = sp->dom->nr < DOM_NODES ? sp->dom->nr : DOM_NODES;
+	off_t end = (off_t)(LEDGER_OFF_REFS + (size_t)nr * sizeof(uint32_t));
+	uint64_t dropped = 0;
+	bool locked = false;
+	if (end > size)
+		end = size;
+	for (off_t off = LEDGER_OFF_REFS; off < end;) {
+		off_t data = lseek(fd, off, SEEK_DATA);
+		if (data < 0 || data >= end)
+			break;
+		data &= ~(off_t)(sizeof(uint32_t) - 1);
+		if (data < off)
+			data = off;
+		size_t want =
+		    end - data < (off_t)sizeof(refs) ? (size_t)(end - data) : sizeof(refs);
+		ssize_t got = pread(fd, refs, want, data);
+		if (got < (ssize_t)sizeof(uint32_t))
+			break;
+		uint32_t first = (uint32_t)((data - (off_t)LEDGER_OFF_REFS) / sizeof(uint32_t));
+		for (size_t i = 0; i < (size_t)got / sizeof(uint32_t); i++) {
+			if (!refs[i])
+				continue;
+			if (!locked)
+				domain_lock(sp);
+			locked = true;
+			dropped += refs[i];
+			stable_drop(sp, first + (uint32_t)i, refs[i], false);
 		}
+		off = data + (off_t)((size_t)got & ~(sizeof(uint32_t) - 1));
 	}
-	return lfd;
+	if (locked)
+		domain_unlock(sp);
+	return dropped;
 }
 
 /* Drops every reference a gone process's ledger counts, then removes it. */
 void state_reap(struct state *s, struct dom *d, pid_t pid)
 {
 	char path[512];
+	struct stat st;
 	state_ledger_path(s, path, sizeof(path), d->name, pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return;
-	const char *m = prim_mmap(NULL, LEDGER_SIZE, PROT_READ, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	const char *why = ledger_unfit(fd, pid, &st);
+	if (why) {
+		close(fd);
+		return ledger_set_aside(path, why);
+	}
+	uint64_t before = d->sp->dom->live, dropped = ledger_drop(d, fd, st.st_size);
 	close(fd);
-	if (m == MAP_FAILED)
-		return;
-	const uint32_t *refs = (const uint32_t *)(m + LEDGER_OFF_REFS);
-	struct samepage *sp = d->sp;
-	uint64_t dropped = 0, before = sp->dom->live;
-	domain_lock(sp);
-	for (uint32_t i = 0; i < sp->dom->nr; i++)
-		if (refs[i]) {
-			dropped += refs[i];
-			stable_drop(sp, i, refs[i], false);
-		}
-	uint64_t after = sp->dom->live;
-	domain_unlock(sp);
-	prim_munmap((void *)m, LEDGER_SIZE);
 	unlink(path);
-	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed",
+	uint64_t after = d->sp->dom->live;
+	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed%s",
 	       d->name, (int)pid, (unsigned long long)dropped,
-	       (unsigned long long)(before - after));
+	       before > after ? (unsigned long long)(before - after) : 0,
+	       st.st_size < (off_t)LEDGER_SIZE
+		   ? " (its ledger was cut short: the pages counted past its end stay)"
+		   : "");
 }
 
-static bool pid_alive(pid_t pid, unsigned long long starttime)
+/* The ledger of c in d, made if new: its descriptor, or -errno.  A ledger
+ * of this name that is not c's (an earlier process with the same pid, or
+ * not a ledger) is reaped or set aside first: a client is handed only a
+ * full-sized ledger of its own. */
+int state_ledger_open(struct state *s, struct dom *d, const struct client *c)
+{
+	char path[512];
+	struct stat st;
+	struct ledger lg;
+	unsigned long long starttime = proc_starttime(c->pid);
+	state_ledger_path(s, path, sizeof(path), d->name, c->pid);
+	int lfd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (lfd >= 0) {
+		const char *why = ledger_unfit(lfd, c->pid, &st);
+		if (!why && st.st_size != (off_t)LEDGER_SIZE)
+			why = "cut short";
+		if (!why && pread(lfd, &lg, sizeof(lg), 0) == (ssize_t)sizeof(lg) &&
+		    lg.starttime == starttime)
+			return lfd; /* its own: a client reconnecting */
+		close(lfd);
+		if (why)
+			ledger_set_aside(path, why);
+		else
+			state_reap(s, d, c->pid); /* a gone process's, with the same pid */
+	}
+	lfd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+	if (lfd < 0)
+		return -errno;
+	lg = (struct ledger){.magic = LEDGER_MAGIC, .pid = c->pid, .starttime = starttime};
+	snprintf(lg.comm, sizeof(lg.comm), "%s", c->comm);
+	if (ftruncate(lfd, (off_t)LEDGER_SIZE) < 0 ||
+	    pwrite(lfd, &lg, sizeof(lg), 0) != (ssize_t)sizeof(lg)) {
+		int err = -errno;
+		close(lfd);
+		unlink(path);
+		return err;
+	}
+	return lfd;
+}
+
+/* Whether process pid may still map a page of the pool of domain `name`:
+ * it runs (with that start time, if known) and its mappings name the pool
+ * file, or they cannot be read.  A process that closed its connection
+ * but kept running (a daemon closing every descriptor, say) keeps its
+ * pages; one that exited or exec'd maps nothing any more. */
+static bool pid_runs(pid_t pid, unsigned long long starttime)
 {
 	unsigned long long now = proc_starttime(pid);
 	return now && (!starttime || now == starttime);
 }
 
-/* At start-up, and every few seconds: ledgers of processes that died while
- * nobody watched (the daemon was down, or they never reconnected). */
+static bool may_map_pool(const struct state *s, const char *name, pid_t pid,
+			 unsigned long long starttime)
+{
+	if (!pid_runs(pid, starttime))
+		return false;
+	char path[512];
+	struct stat pool;
+	state_path(s, path, sizeof(path), name, ".pool");
+	if (stat(path, &pool) < 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return true; /* cannot tell: keep its pages */
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+	while (!found && getline(&line, &cap, f) > 0) {
+		unsigned major, minor;
+		unsigned long long ino;
+		found = sscanf(line, "%*x-%*x %*s %*x %x:%x %llu", &major, &minor, &ino) == 3 &&
+			makedev(major, minor) == pool.st_dev &&
+			ino == (unsigned long long)pool.st_ino;
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/* The start time a process's ledger recorded, or 0. */
+static unsigned long long ledger_starttime(const struct state *s, const char *domain, pid_t pid)
+{
+	struct ledger lg;
+	return state_ledger_header(s, domain, pid, &lg) ? lg.starttime : 0;
+}
+
+/* At start-up, and every few seconds: ledgers of processes that are gone
+ * while nobody watched (the daemon was down, or they never reconnected),
+ * or that closed their connection and have since exited or exec'd. */
 void state_reap_orphans(struct state *s)
 {
 	DIR *dir = opendir(s->dir);
@@ -444,14 +610,26 @@ void state_reap_orphans(struct state *s)
 		for (int c = 0; c < s->nclients; c++)
 			connected |= s->clients[c].pid == pid && s->clients[c].d &&
 				     !strcmp(s->clients[c].d->name, dom);
-		if (connected)
-			continue;
-		struct ledger lg;
-		unsigned long long st = state_ledger_header(s, dom, pid, &lg) ? lg.starttime : 0;
-		if (pid_alive(pid, st))
-			continue; /* alive: it will reconnect, or be reaped when it dies */
+		if (connected || may_map_pool(s, dom, pid, ledger_starttime(s, dom, pid)))
+			continue; /* it will reconnect, or be reaped when it is gone */
 		struct dom *d;
-		if (state_domain_get(s, dom, true, &d) == 0) {
+		char path[512];
+		state_path(s, path, sizeof(path), dom, ".index");
+		if (access(path, F_OK) < 0) {
+			/* No domain: nothing to drop; not a ledger: set aside. */
+			if (pid_runs(pid, ledger_starttime(s, dom, pid)))
+				continue;
+			state_ledger_path(s, path, sizeof(path), dom, pid);
+			int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+			struct stat st;
+			const char *why = fd >= 0 ? ledger_unfit(fd, pid, &st) : NULL;
+			if (fd >= 0)
+				close(fd);
+			if (why)
+				ledger_set_aside(path, why);
+			else if (fd >= 0 && unlink(path) == 0)
+				logmsg("%s: a ledger of no domain: removed", path);
+		} else if (state_domain_get(s, dom, true, &d) == 0) {
 			state_reap(s, d, pid);
 			state_domain_close_if_unused(s, d);
 		}
@@ -519,6 +697,12 @@ void state_client_remove(struct state *s, int i)
 	for (int k = 0; k < s->nclients; k++)
 		if (s->clients[k].pid == pid && s->clients[k].d == d)
 			return;
+	if (may_map_pool(s, d->name, pid, ledger_starttime(s, d->name, pid))) {
+		logmsg("domain %s: process %d closed its connection but still maps the pool: "
+		       "its pages are kept until it exits",
+		       d->name, (int)pid);
+		return;
+	}
 	state_reap(s, d, pid);
 	state_domain_close_if_unused(s, d);
 }

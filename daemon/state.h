@@ -96,7 +96,7 @@ int state_knob_store(struct state *s, int idx, unsigned long long v);
 /* Ledgers */
 void state_ledger_path(const struct state *s, char *buf, size_t len, const char *domain, pid_t pid);
 bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, struct ledger *lg);
-int state_ledger_open(struct state *s, const struct dom *d, const struct client *c);
+int state_ledger_open(struct state *s, struct dom *d, const struct client *c);
 void state_reap(struct state *s, struct dom *d, pid_t pid);
 void state_reap_orphans(struct state *s);
 

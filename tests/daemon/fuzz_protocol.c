@@ -10,8 +10,10 @@
  *   bit 7 clear: the rest is a request of connection (byte % 3);
  *   bit 7 set:   connection ((byte & 0x7f) % 3) closes (a later request
  *                opens a new one).
- * Connections 0 and 1 are this process's (two engines of one process),
- * connection 2 its parent's (another process).
+ * Connections 0 and 1 are one process's (two engines of one process),
+ * connection 2 another's: two idle children of the fuzzer, which (unlike
+ * the fuzzer, which plays the daemon) map no pool, so that a closed
+ * connection is a gone process.
  *
  * Checked after every request: the reply is "OK..." or "ERR <errno> ...",
  * its length is its text's, descriptors come only with an OK to HELLO.
@@ -27,10 +29,13 @@
 #include "../../daemon/state.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define CONNS 3
@@ -38,6 +43,7 @@
 static struct state st;
 static unsigned long long knob[64], knob_default[64];
 static struct proto_reply reply;
+static pid_t peers[2]; /* the processes at the other end of the connections */
 
 static int open_fds(void)
 {
@@ -48,6 +54,15 @@ static int open_fds(void)
 	if (d)
 		closedir(d);
 	return n;
+}
+
+static void end_peers(void)
+{
+	for (int i = 0; i < 2; i++)
+		if (peers[i] > 0) {
+			kill(peers[i], SIGKILL);
+			waitpid(peers[i], NULL, 0);
+		}
 }
 
 static void remove_state_dir(void)
@@ -82,6 +97,17 @@ static void setup(void)
 	if (state_init(&st, &lim))
 		abort();
 	atexit(remove_state_dir);
+	for (int i = 0; i < 2; i++) {
+		peers[i] = fork();
+		if (peers[i] < 0)
+			abort();
+		if (peers[i] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			for (;;)
+				pause();
+		}
+	}
+	atexit(end_peers);
 	logmsg_quiet = true;
 }
 
@@ -91,7 +117,7 @@ static int conn(int k)
 	for (int i = 0; i < st.nclients; i++)
 		if (st.clients[i].fd == k)
 			return i;
-	pid_t pid = k == 2 ? getppid() : getpid();
+	pid_t pid = peers[k == 2];
 	return state_client_add(&st, k, pid, getuid()) ? -1 : st.nclients - 1;
 }
 

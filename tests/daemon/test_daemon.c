@@ -12,6 +12,8 @@
  *  - a daemon killed with SIGKILL leaves every client's memory valid and
  *    writable; knob writes say ENOTCONN; a restarted daemon takes the
  *    domain back, the clients reconnect and merge new pages again;
+ *  - a client that closes or shuts down its connection and runs on keeps
+ *    its pages, until it exits;
  *  - another user may not connect;
  *  - the knobs outlive the domains (closed with their last process).
  *
@@ -63,9 +65,24 @@ static long long footprint_kb(void)
 	return proc_kb("/proc/self/smaps_rollup", "Pss");
 }
 
+/* This process's connection to the daemon (its one SOCK_SEQPACKET
+ * socket), or -1. */
+static int daemon_connection(void)
+{
+	for (int fd = 3; fd < 1024; fd++) {
+		int type;
+		socklen_t len = sizeof(type);
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_SEQPACKET)
+			return fd;
+	}
+	return -1;
+}
+
 /* Commands: 'm' measure footprint, 'v' verify, 'w' write a page and check,
  * 'k' try a knob write (answers the errno), 'n' a new shared region,
- * 's' ksm_merging_pages, 'q' quit. */
+ * 's' ksm_merging_pages, 'c' close the connection to the daemon (as a
+ * daemon closing every descriptor does), 'h' shut its writing side down,
+ * 'q' quit. */
 static void client_main(const char *domain, int guest, int cmd, int res)
 {
 	samepage_t *sp;
@@ -85,7 +102,13 @@ static void client_main(const char *domain, int guest, int cmd, int res)
 		long long v = 0;
 		switch (c) {
 		case 'm': v = footprint_kb(); break;
-		case 'v': v = image_ok(p, NPAGES, guest) && (!extra || extra[5] == 'e'); break;
+		case 'v':
+			v = image_ok(p, NPAGES, guest);
+			for (size_t i = 0; extra && i < 1024 * PG; i += PG / 2)
+				v = v && extra[i] == 'e';
+			break;
+		case 'c': v = close(daemon_connection()) == 0; break;
+		case 'h': v = shutdown(daemon_connection(), SHUT_WR) == 0; break;
 		case 'w': { /* a shared page: copy-on-write, then back */
 			volatile char *b = p + (PRIVATE_PAGES + 1) * PG + 56;
 			char old = *b;
@@ -176,16 +199,17 @@ static long long pool_blocks(const char *domain)
 	return stat(path, &st) == 0 ? (long long)st.st_blocks : -1;
 }
 
-/* Waits (10 s at most) until the domain's files are gone: with its last
- * process, a domain is closed and its files removed, once its pool holds
- * no page.  True if they went. */
+/* Waits (20 s at most: the sweep of gone processes' ledgers runs every 5 s)
+ * until the domain's files are gone: with its last process, a domain is
+ * closed and its files removed, once its pool holds no page.  True if they
+ * went. */
 static bool domain_files_gone(const char *domain)
 {
 	char index[512], pool[512];
 	struct stat st;
 	snprintf(index, sizeof(index), "%s/%s.index", D.state, domain);
 	snprintf(pool, sizeof(pool), "%s/%s.pool", D.state, domain);
-	for (int i = 0; i < 5000; i++) {
+	for (int i = 0; i < 10000; i++) {
 		if (stat(index, &st) < 0 && stat(pool, &st) < 0)
 			return true;
 		usleep(2000);
@@ -299,6 +323,38 @@ static void test_dotted_domain_reaped_after_restart(void)
 	CHECK(domain_files_gone("vm.A"));
 }
 
+/* Regression: a client that closes its connection (as a daemon closing
+ * every descriptor does) or shuts it down, and runs on, keeps its merged
+ * pages: they were freed under it, its memory read zeros.  Only a process
+ * that exited or exec'd is reaped; this one is, once it exits. */
+static void test_connection_closed_by_live_client(void)
+{
+	struct vm vm[2] = {spawn("live", 0), spawn("live", 1)};
+	for (int g = 0; g < 2; g++)
+		CHECK_EQ_INT(ask(&vm[g], 'n'), 0); /* 1024 pages of one content */
+	long long merged = 0;
+	for (int i = 0; i < 3000 && merged < 2 * 1000; i++) {
+		usleep(10000);
+		merged = ask(&vm[0], 's') + ask(&vm[1], 's');
+	}
+	CHECK_CMP(merged, >=, 2 * 1000, long long, "%lld");
+	CHECK_EQ_INT(ask(&vm[0], 'c'), 1);
+	CHECK_EQ_INT(ask(&vm[1], 'h'), 1);
+	/* The daemon has seen both ends (the log says so), and kept their
+	 * pages: their memory reads what it held. */
+	bool seen = false;
+	for (int i = 0; i < 1000 && !seen; i++, usleep(10000))
+		seen = daemon_logged(&D, "closed its connection but still maps the pool");
+	CHECK(seen);
+	usleep(200000);
+	for (int g = 0; g < 2; g++)
+		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
+	CHECK(daemon_value(&D, "pool_pages") > 0);
+	for (int g = 0; g < 2; g++)
+		end(&vm[g], SIGKILL);
+	CHECK(domain_files_gone("live")); /* the sweep of gone processes' ledgers */
+}
+
 static void test_other_user(void)
 {
 	if (geteuid() != 0)
@@ -363,6 +419,7 @@ int main(int argc, char **argv)
 	test_domains_and_kill();
 	test_daemon_restart();
 	test_dotted_domain_reaped_after_restart();
+	test_connection_closed_by_live_client();
 	test_other_user();
 	test_knobs_kept_without_domains();
 
