@@ -9,7 +9,10 @@
  * says what happens:
  *   bit 7 clear: the rest is a request of connection (byte % 3);
  *   bit 7 set:   connection ((byte & 0x7f) % 3) closes (a later request
- *                opens a new one).
+ *                opens a new one);
+ *   bit 6 set:   connection (byte % 3), once in a domain, writes what a
+ *                client may: a count into its ledger, the domain's page
+ *                count (scribble()).
  * Connections 0 and 1 are one process's (two engines of one process),
  * connection 2 another's: two idle children of the fuzzer, which (unlike
  * the fuzzer, which plays the daemon) map no pool, so that a closed
@@ -18,8 +21,9 @@
  * Checked after every request: the reply is "OK..." or "ERR <errno> ...",
  * its length is its text's, descriptors come only with an OK to HELLO.
  * Checked after every input, once its connections are closed: no domain
- * is left open and no descriptor leaked (nothing was merged, so every
- * domain must have been closed with its last connection).
+ * is left open (nothing was merged, so every
+ * domain must have been closed with its last connection), and no
+ * descriptor of a file of the state directory is open.
  *
  * Built with -DSAMEPAGE_FUZZ=ON (clang, -fsanitize=fuzzer,address,undefined)
  * as fuzz_protocol; built with fuzz_replay.c as a plain program, it replays
@@ -29,6 +33,7 @@
 #include "../../daemon/state.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,12 +50,21 @@ static unsigned long long knob[64], knob_default[64];
 static struct proto_reply reply;
 static pid_t peers[2]; /* the processes at the other end of the connections */
 
-static int open_fds(void)
+/* Descriptors of this process open on files of the state directory (the
+ * library and libFuzzer keep descriptors of their own). */
+static int open_state_fds(void)
 {
 	int n = 0;
 	DIR *d = opendir("/proc/self/fd");
-	for (struct dirent *e; d && (e = readdir(d));)
-		n += e->d_name[0] != '.';
+	for (struct dirent *e; d && (e = readdir(d));) {
+		char path[300], target[600];
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		ssize_t len = readlink(path, target, sizeof(target) - 1);
+		if (len > 0) {
+			target[len] = 0;
+			n += !strncmp(target, st.dir, strlen(st.dir));
+		}
+	}
 	if (d)
 		closedir(d);
 	return n;
@@ -128,6 +142,28 @@ static void close_conn(int k)
 			return state_client_remove(&st, i);
 }
 
+/* What a client may write into its files: its ledger's counts, and the
+ * domain's page count (payload: node, count, nr; little-endian u32s). */
+static void scribble(int k, const uint8_t *p, size_t len)
+{
+	int i = conn(k);
+	uint32_t v[3];
+	if (i < 0 || !st.clients[i].d || len < 8)
+		return;
+	memcpy(v, p, len < sizeof(v) ? len : sizeof(v));
+	char path[512];
+	state_ledger_path(&st, path, sizeof(path), st.clients[i].d->name, st.clients[i].pid);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		off_t at = (off_t)(LEDGER_OFF_REFS + (v[0] % 65536) * sizeof(uint32_t));
+		if (pwrite(fd, &v[1], sizeof(v[1]), at) != sizeof(v[1]))
+			abort();
+		close(fd);
+	}
+	if (len >= sizeof(v))
+		st.clients[i].d->sp->dom->nr = v[2];
+}
+
 static void check_reply(const char *req, size_t len)
 {
 	const struct proto_reply *r = &reply;
@@ -143,12 +179,9 @@ static void check_reply(const char *req, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static int fds_before = -1;
 	if (!st.doms)
 		setup();
 	memcpy(knob, knob_default, sizeof(knob));
-	if (fds_before < 0)
-		fds_before = open_fds();
 	const uint8_t *end = data + size;
 	while (data < end) {
 		const uint8_t *sep = memchr(data, 0xff, (size_t)(end - data));
@@ -157,6 +190,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			int k = (data[0] & 0x7f) % CONNS;
 			if (data[0] & 0x80) {
 				close_conn(k);
+			} else if (data[0] & 0x40) {
+				scribble(k, data + 1, (size_t)(stop - data - 1));
 			} else {
 				int i = conn(k);
 				if (i >= 0) {
@@ -178,9 +213,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				st.doms[i].name);
 			abort();
 		}
-	int fds = open_fds();
-	if (fds != fds_before) {
-		fprintf(stderr, "%d descriptors before the input, %d after\n", fds_before, fds);
+	int fds = open_state_fds();
+	if (fds) {
+		fprintf(stderr, "%d descriptors of %s left open\n", fds, st.dir);
 		abort();
 	}
 	return 0;
