@@ -18,25 +18,27 @@
  *  - keeps its state in files (--state-dir), so that a restarted daemon
  *    takes the same domains back and its clients resume merging.
  *
+ * This file is the program: options, the socket, the poll loop, signals.
+ * The state it keeps is state.c's; a request is answered by protocol.c.
+ *
  * Usage: samepaged [--foreground] [--socket PATH] [--state-dir DIR]
  *                  [--config FILE] [--pid-file FILE]
  * The state directory (default /dev/shm/samepaged-UID) must be on tmpfs.
  * Socket activation (LISTEN_FDS) and readiness (NOTIFY_SOCKET) as systemd
  * does them.
  */
-#include "../lib/internal.h"
 #include "ksmconf.h" /* common/: the config file parser ksmctl apply uses */
+#include "protocol.h"
+#include "state.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
@@ -44,43 +46,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define MAX_CLIENTS 1024
-#define MAX_DOMAINS 64
-
-struct dom {
-	char name[72];
-	struct samepage *sp; /* an engine over the domain's files, never started */
-};
-
-struct client {
-	int fd;
-	pid_t pid;
-	struct dom *d; /* after HELLO */
-	char comm[32];
-};
-
 static struct {
-	char socket_path[108], state_dir[256], pid_file[256];
+	char socket_path[108], pid_file[256];
 	const char *config;
-	bool foreground, own_socket, knobs_taken;
+	bool foreground, own_socket;
 	int listen_fd;
 	unsigned long long knob[64]; /* daemon-wide */
-	struct dom doms[MAX_DOMAINS];
-	int ndoms;
-	struct client clients[MAX_CLIENTS];
-	int nclients;
+	struct state st;
+	struct limits lim;
+	struct proto_reply reply;
+	uint64_t accept_paused_until; /* out of descriptors: accept again then */
 	volatile sig_atomic_t stop;
 } g;
-
-static void logmsg(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "samepaged: ");
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-}
 
 static void on_signal(int sig)
 {
@@ -117,401 +94,70 @@ static void load_config(const char *path)
 	}
 }
 
-/* ---- domains ---- */
+/* ---- connections ---- */
 
-static int open_state(const char *name, const char *suffix, size_t size, bool *created)
+/* Sends a reply: 0, or -errno (EAGAIN: the client does not read). */
+static int send_reply(int fd, struct proto_reply *r)
 {
-	char path[512];
-	snprintf(path, sizeof(path), "%.255s/%.72s%s", g.state_dir, name, suffix);
-	int fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT, 0600);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return -errno;
-	*created = st.st_size == 0;
-	if (*created && ftruncate(fd, (off_t)size) < 0) {
-		int err = -errno;
-		close(fd);
-		return err;
-	}
-	return fd;
-}
-
-/* The domain's engine (index and pool mapped), made or taken back from
- * the state directory. */
-static struct dom *domain_get(const char *name, bool create)
-{
-	for (int i = 0; i < g.ndoms; i++)
-		if (!strcmp(g.doms[i].name, name))
-			return &g.doms[i];
-	if (!create || g.ndoms == MAX_DOMAINS)
-		return NULL;
-	bool new_index, new_pool;
-	int ifd = open_state(name, ".index", DOM_SIZE, &new_index);
-	int pfd = open_state(name, ".pool", (size_t)DOM_NODES << PAGE_SHIFT, &new_pool);
-	if (ifd < 0 || pfd < 0) {
-		logmsg("domain %s: cannot open its files in %s: %s", name, g.state_dir,
-		       strerror(ifd < 0 ? -ifd : -pfd));
-		return NULL;
-	}
-	if (new_index) {
-		/* A fresh domain file: initialise it like a local engine's. */
-		int tmp_i, tmp_p;
-		if (domain_create(&tmp_i, &tmp_p, name) == 0) {
-			char *src = mmap(NULL, PAGE_SIZE, PROT_READ, MAP_SHARED, tmp_i, 0);
-			char *dst =
-			    mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
-			if (src != MAP_FAILED && dst != MAP_FAILED)
-				memcpy(dst, src, sizeof(struct domain));
-			if (src != MAP_FAILED)
-				munmap(src, PAGE_SIZE);
-			if (dst != MAP_FAILED) {
-				memcpy(((struct domain *)dst)->knob, g.knob, sizeof(g.knob));
-				munmap(dst, PAGE_SIZE);
-			}
-			close(tmp_i);
-			close(tmp_p);
-		}
-	}
-	struct dom *d = &g.doms[g.ndoms];
-	if (engine_open(&d->sp, ifd, pfd)) {
-		logmsg("domain %s: cannot map its files", name);
-		return NULL;
-	}
-	if (d->sp->dom->magic != DOM_MAGIC) {
-		logmsg("domain %s: %s/%s.index is not a samepage domain file; move it away", name,
-		       g.state_dir, name);
-		engine_free(d->sp);
-		return NULL;
-	}
-	if (!new_index && !g.config && !g.knobs_taken) {
-		/* Restarted without a config: the knobs the domain ran with. */
-		memcpy(g.knob, d->sp->dom->knob, sizeof(g.knob));
-		g.knobs_taken = true;
-	}
-	memcpy(d->sp->dom->knob, g.knob, sizeof(g.knob)); /* one set for the daemon */
-	snprintf(d->name, sizeof(d->name), "%s", name);
-	g.ndoms++;
-	logmsg("domain %s: %s (%u KSM pages)", name, new_index ? "created" : "taken back",
-	       d->sp->dom->live);
-	return d;
-}
-
-static void ledger_path(char *buf, size_t len, const char *domain, pid_t pid)
-{
-	snprintf(buf, len, "%.255s/%.72s.%d.ledger", g.state_dir, domain, (int)pid);
-}
-
-/* Drops every reference a gone client's ledger counts, then removes it. */
-static void reap(struct dom *d, pid_t pid)
-{
-	char path[512];
-	ledger_path(path, sizeof(path), d->name, pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	const char *m = mmap(NULL, LEDGER_SIZE, PROT_READ, MAP_SHARED | MAP_NORESERVE, fd, 0);
-	close(fd);
-	if (m == MAP_FAILED)
-		return;
-	const uint32_t *refs = (const uint32_t *)(m + LEDGER_OFF_REFS);
-	struct samepage *sp = d->sp;
-	uint64_t dropped = 0, before = sp->dom->live;
-	index_lock(sp);
-	for (uint32_t i = 0; i < sp->dom->nr; i++)
-		if (refs[i]) {
-			dropped += refs[i];
-			stable_drop(sp, i, refs[i], false);
-		}
-	uint64_t after = sp->dom->live;
-	index_unlock(sp);
-	munmap((void *)m, LEDGER_SIZE);
-	unlink(path);
-	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed",
-	       d->name, (int)pid, (unsigned long long)dropped,
-	       (unsigned long long)(before - after));
-}
-
-static bool pid_alive(pid_t pid, unsigned long long starttime)
-{
-	unsigned long long now = prim_starttime(pid);
-	return now && (!starttime || now == starttime);
-}
-
-/* At start-up, and every few seconds: ledgers of processes that died while
- * nobody watched (the daemon was down, or they never reconnected). */
-static void reap_orphans(void)
-{
-	DIR *dir = opendir(g.state_dir);
-	struct dirent *e;
-	while (dir && (e = readdir(dir))) {
-		char dom[72];
-		int pid;
-		size_t n = strlen(e->d_name);
-		if (n < 8 || strcmp(e->d_name + n - 7, ".ledger"))
-			continue;
-		char *dot = strchr(e->d_name, '.');
-		if (!dot || (size_t)(dot - e->d_name) >= sizeof(dom) ||
-		    sscanf(dot + 1, "%d", &pid) != 1)
-			continue;
-		memcpy(dom, e->d_name, (size_t)(dot - e->d_name));
-		dom[dot - e->d_name] = 0;
-		bool connected = false;
-		for (int c = 0; c < g.nclients; c++)
-			connected |= g.clients[c].pid == pid && g.clients[c].d &&
-				     !strcmp(g.clients[c].d->name, dom);
-		if (connected)
-			continue;
-		char path[512];
-		ledger_path(path, sizeof(path), dom, pid);
-		unsigned long long st = 0;
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			struct ledger lg;
-			if (pread(fd, &lg, sizeof(lg), 0) == (ssize_t)sizeof(lg))
-				st = lg.starttime;
-			close(fd);
-		}
-		if (pid_alive(pid, st))
-			continue; /* alive: it will reconnect, or be reaped when it dies */
-		struct dom *d = domain_get(dom, true);
-		if (d)
-			reap(d, pid);
-	}
-	if (dir)
-		closedir(dir);
-}
-
-/* ---- the protocol ---- */
-
-static void reply(int fd, const char *text, const int *fds, int nfds)
-{
-	char cbuf[CMSG_SPACE(sizeof(int) * 4)];
-	struct iovec iov = {.iov_base = (void *)text, .iov_len = strlen(text)};
+	char cbuf[CMSG_SPACE(sizeof(r->fds))];
+	struct iovec iov = {.iov_base = r->text, .iov_len = r->len};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (nfds) {
+	if (r->nfds) {
 		memset(cbuf, 0, sizeof(cbuf));
 		msg.msg_control = cbuf;
-		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)r->nfds);
 		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)r->nfds);
+		memcpy(CMSG_DATA(c), r->fds, sizeof(int) * (size_t)r->nfds);
 	}
-	sendmsg(fd, &msg, MSG_NOSIGNAL);
+	int err = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 ? -errno : 0;
+	proto_reply_done(r);
+	return err;
 }
 
-static void reply_err(int fd, int err, const char *what)
+static void refuse(int fd, int err, const char *what)
 {
-	char buf[1024];
-	snprintf(buf, sizeof(buf), "ERR %d %.200s: %s", -err, what, samepage_strerror(err));
-	reply(fd, buf, NULL, 0);
-}
-
-static void do_hello(struct client *c, const char *domain)
-{
-	char path[512];
-	if (!domain_name_ok(domain))
-		return reply_err(c->fd, -EINVAL, "domain name (1 to 64 of A-Za-z0-9._-)");
-	if (c->d)
-		return reply_err(c->fd, -EISCONN, "already connected to a domain");
-	struct dom *d = domain_get(domain, true);
-	if (!d)
-		return reply_err(c->fd, -EIO, "domain files");
-	ledger_path(path, sizeof(path), domain, c->pid);
-	int lfd = open(path, O_RDWR | O_CLOEXEC | O_CREAT, 0600);
-	struct stat st;
-	if (lfd < 0 || fstat(lfd, &st) < 0)
-		return reply_err(c->fd, -errno, "ledger file");
-	if (st.st_size == 0) {
-		struct ledger lg = {
-		    .magic = LEDGER_MAGIC, .pid = c->pid, .starttime = prim_starttime(c->pid)};
-		snprintf(lg.comm, sizeof(lg.comm), "%s", c->comm);
-		if (ftruncate(lfd, (off_t)LEDGER_SIZE) < 0 ||
-		    pwrite(lfd, &lg, sizeof(lg), 0) != (ssize_t)sizeof(lg)) {
-			close(lfd);
-			return reply_err(c->fd, -errno, "ledger file");
-		}
-	}
-	c->d = d;
-	char ok[64];
-	snprintf(ok, sizeof(ok), "OK %016llx", (unsigned long long)d->sp->dom->instance);
-	int fds[3] = {d->sp->stable.fd, d->sp->pool.fd, lfd};
-	reply(c->fd, ok, fds, 3);
-	close(lfd);
-}
-
-/* The daemon's counts: the domains' sums, and the clients' (from their
- * ledgers); full_scans is the least any connected client has done. */
-static void daemon_counts(struct ksm_counts *c)
-{
-	char path[512];
-	bool any = false;
-	*c = (struct ksm_counts){.process = false};
-	for (int i = 0; i < g.ndoms; i++) {
-		const struct domain *d = g.doms[i].sp->dom;
-		c->pages_shared += d->pages_shared;
-		c->pages_sharing += d->pages_sharing;
-		c->chains += d->chains;
-		c->dups += d->dups;
-		c->pool_pages += d->live;
-		c->reclaimed += d->reclaimed;
-	}
-	for (int i = 0; i < g.nclients; i++) {
-		struct client *k = &g.clients[i];
-		struct ledger lg;
-		if (!k->d)
-			continue;
-		ledger_path(path, sizeof(path), k->d->name, k->pid);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		ssize_t got = pread(fd, &lg, sizeof(lg), 0);
-		close(fd);
-		if (got != (ssize_t)sizeof(lg))
-			continue;
-		c->rmap_items += (uint64_t)lg.rmap_items;
-		c->merging_pages += (uint64_t)lg.merging_pages;
-		c->unshared += (uint64_t)lg.unshared;
-		c->zero_pages += (uint64_t)lg.zero_pages;
-		c->pages_scanned += (uint64_t)lg.pages_scanned;
-		c->pages_skipped += (uint64_t)lg.pages_skipped;
-		c->pages_tracked += (uint64_t)lg.tracked_pages;
-		c->metadata_bytes += (uint64_t)lg.metadata_bytes;
-		if (!any || (uint64_t)lg.full_scans < c->full_scans)
-			c->full_scans = (uint64_t)lg.full_scans;
-		any = true;
-	}
-}
-
-static bool value_of(const struct ksm_counts *c, int idx, long long *v)
-{
-	if (samepage_knob_at(idx)->kind == SAMEPAGE_KNOB_TUNABLE) {
-		*v = (long long)g.knob[idx];
-		return true;
-	}
-	return counter_value(c, idx, v);
-}
-
-static void do_get(struct client *c, const char *name)
-{
-	static char out[PROTO_MAX];
-	struct ksm_counts counts;
-	daemon_counts(&counts);
-	size_t n = (size_t)snprintf(out, sizeof(out), "OK");
-	for (int i = 0; i < samepage_knob_count(); i++) {
-		long long v;
-		char val[64];
-		if (name && *name && strcmp(samepage_knob_at(i)->name, name))
-			continue;
-		if (!value_of(&counts, i, &v))
-			continue;
-		knob_format(i, v, val, sizeof(val));
-		n += (size_t)snprintf(out + n, sizeof(out) - n, "\n%s %s",
-				      samepage_knob_at(i)->name, val);
-	}
-	if (name && *name && n == 2)
-		return reply_err(c->fd, -ENOENT, name);
-	reply(c->fd, out, NULL, 0);
-}
-
-static void do_set(struct client *c, const char *args)
-{
-	char name[128], value[256];
-	unsigned long long v;
-	bool unmerge;
-	if (sscanf(args, "%127s %255s", name, value) != 2)
-		return reply_err(c->fd, -EINVAL, "SET needs a name and a value");
-	int err = samepage_knob_parse(name, value, &v), idx = knob_index(name);
-	if (!err) {
-		bool busy = false; /* KSM pages exist: the kernel's EBUSY rule */
-		for (int i = 0; i < g.ndoms; i++)
-			busy |= g.doms[i].sp->dom->pages_shared > 0;
-		err = knob_store(g.knob, idx, v, busy, &unmerge);
-		if (!err) {
-			for (int i = 0; i < g.ndoms; i++) {
-				struct domain *dm = g.doms[i].sp->dom;
-				memcpy(dm->knob, g.knob, sizeof(g.knob));
-				if (unmerge) /* every client unmerges its own pages */
-					atomic_fetch_add(&dm->unmerge_epoch, 1);
-			}
-			logmsg("%s = %s (by process %d)", name, value, (int)c->pid);
-		}
-	}
-	if (err)
-		return reply_err(c->fd, err, name);
-	reply(c->fd, "OK", NULL, 0);
-}
-
-static void do_clients(struct client *c)
-{
-	static char out[PROTO_MAX];
-	char path[512];
-	size_t n = (size_t)snprintf(out, sizeof(out), "OK");
-	for (int i = 0; i < g.nclients && n < sizeof(out) - 512; i++) {
-		struct client *k = &g.clients[i];
-		struct ledger lg;
-		if (!k->d)
-			continue;
-		ledger_path(path, sizeof(path), k->d->name, k->pid);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		ssize_t got = pread(fd, &lg, sizeof(lg), 0);
-		close(fd);
-		if (got != (ssize_t)sizeof(lg))
-			continue;
-		n += (size_t)snprintf(out + n, sizeof(out) - n,
-				      "\npid=%d domain=%s comm=%s ksm_rmap_items=%lld "
-				      "ksm_merging_pages=%lld ksm_zero_pages=%lld "
-				      "ksm_process_profit=%lld pages_tracked=%lld full_scans=%lld",
-				      (int)k->pid, k->d->name, lg.comm, (long long)lg.rmap_items,
-				      (long long)lg.merging_pages, (long long)lg.zero_pages,
-				      (long long)lg.process_profit, (long long)lg.tracked_pages,
-				      (long long)lg.full_scans);
-	}
-	reply(c->fd, out, NULL, 0);
-}
-
-static void handle(struct client *c, char *msg)
-{
-	msg[strcspn(msg, "\r\n")] = 0;
-	if (!strncmp(msg, "HELLO ", 6))
-		do_hello(c, msg + 6);
-	else if (!strcmp(msg, "GET") || !strncmp(msg, "GET ", 4))
-		do_get(c, msg[3] ? msg + 4 : NULL);
-	else if (!strncmp(msg, "SET ", 4))
-		do_set(c, msg + 4);
-	else if (!strcmp(msg, "CLIENTS"))
-		do_clients(c);
-	else
-		reply_err(c->fd, -EINVAL, "unknown request (HELLO, GET, SET, CLIENTS)");
+	proto_error(&g.reply, err, what);
+	send_reply(fd, &g.reply);
+	close(fd);
 }
 
 static void drop_client(int i)
 {
-	struct client *c = &g.clients[i];
-	struct dom *d = c->d;
-	pid_t pid = c->pid;
-	close(c->fd);
-	g.clients[i] = g.clients[--g.nclients];
-	if (!d)
-		return;
-	/* The process may hold another connection to the same domain (two
-	 * engines): its ledger is shared, reap after the last one. */
-	for (int k = 0; k < g.nclients; k++)
-		if (g.clients[k].pid == pid && g.clients[k].d == d)
-			return;
-	reap(d, pid);
+	close(g.st.clients[i].fd);
+	state_client_remove(&g.st, i);
 }
 
-static void accept_client(void)
+/* Closes connection i (never one that said HELLO), telling it why. */
+static void close_client(int i, int err, const char *what)
 {
-	int fd = accept4(g.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	if (fd < 0)
-		return;
+	struct client *c = &g.st.clients[i];
+	logmsg_throttled(&g.st.log_limit, "closed a connection of process %d (%s): %s", (int)c->pid,
+			 c->comm, what);
+	proto_error(&g.reply, err, what);
+	send_reply(c->fd, &g.reply);
+	drop_client(i);
+}
+
+/* Connections that never said HELLO, idle for --idle-timeout. */
+static void close_idle(uint64_t now)
+{
+	char what[200];
+	uint64_t limit = (uint64_t)g.st.lim.idle_timeout * 1000000000ULL;
+	snprintf(what, sizeof(what), "closed after %d s without HELLO or request (--idle-timeout)",
+		 g.st.lim.idle_timeout);
+	for (int i = g.st.nclients; i-- > 0;)
+		if (!g.st.clients[i].d && g.st.clients[i].active_ns + limit < now)
+			close_client(i, -ETIMEDOUT, what);
+}
+
+static void accept_client(int fd)
+{
 	struct ucred cr;
 	socklen_t l = sizeof(cr);
+	char what[200];
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) {
 		close(fd);
 		return;
@@ -519,26 +165,129 @@ static void accept_client(void)
 	if (cr.uid != geteuid() && cr.uid != 0) {
 		/* Only the daemon's user, or root: another user's process could
 		 * learn which pages exist by merging (a side channel). */
-		reply_err(fd, -EACCES, "this samepaged belongs to another user");
-		close(fd);
+		refuse(fd, -EACCES, "this samepaged belongs to another user");
 		logmsg("refused process %d of uid %d", (int)cr.pid, (int)cr.uid);
 		return;
 	}
-	if (g.nclients == MAX_CLIENTS) {
-		reply_err(fd, -EAGAIN, "too many clients");
-		close(fd);
+	int err = state_client_add(&g.st, fd, cr.pid, cr.uid);
+	int idlest = err == -ENFILE ? state_client_idlest(&g.st) : -1;
+	if (idlest >= 0) {
+		/* Room for the newcomer: a flood of idle connections never
+		 * locks a client out. */
+		snprintf(what, sizeof(what),
+			 "closed to make room: %d connections open, the most --max-connections "
+			 "allows, and this one idle the longest without HELLO",
+			 g.st.lim.connections);
+		close_client(idlest, -ENFILE, what);
+		err = state_client_add(&g.st, fd, cr.pid, cr.uid);
+	}
+	if (err == -EMFILE)
+		snprintf(what, sizeof(what),
+			 "process %d holds %d connections, the most --max-connections-per-process "
+			 "allows",
+			 (int)cr.pid, state_connections_of(&g.st, cr.pid));
+	else if (err == -ENFILE)
+		snprintf(what, sizeof(what),
+			 "%d connections open, all said HELLO: the most --max-connections allows",
+			 g.st.lim.connections);
+	if (err) {
+		logmsg_throttled(&g.st.log_limit, "refused a connection of process %d: %s",
+				 (int)cr.pid, what);
+		refuse(fd, err, what);
+	}
+}
+
+/* The connections waiting in the listen backlog (a bounded batch). */
+static void accept_clients(void)
+{
+	for (int k = 0; k < 64; k++) {
+		int fd = accept4(g.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd >= 0) {
+			accept_client(fd);
+			continue;
+		}
+		if (errno == EMFILE || errno == ENFILE) {
+			/* Out of descriptors: stop polling the backlog for a
+			 * while instead of spinning on it. */
+			g.accept_paused_until = prim_now_ns() + 100000000ULL;
+			logmsg_throttled(
+			    &g.st.log_limit,
+			    "cannot accept a connection: %s (fix: a larger LimitNOFILE= "
+			    "or ulimit -n, or a smaller --max-connections)",
+			    strerror(errno));
+		}
 		return;
 	}
-	struct client *c = &g.clients[g.nclients++];
-	*c = (struct client){.fd = fd, .pid = cr.pid};
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)cr.pid);
-	FILE *f = fopen(path, "re");
-	if (f) {
-		if (fgets(c->comm, sizeof(c->comm), f))
-			c->comm[strcspn(c->comm, "\n")] = 0;
-		fclose(f);
+}
+
+/* A request of connection i, answered; or its end.  A request may be
+ * empty (recv 0 with no end of the stream seen) or too long (it is read
+ * whole, up to PROTO_MAX bytes, and refused). */
+static void serve_client(int i, short revents, uint64_t now)
+{
+	static char msg[PROTO_MAX];
+	struct client *c = &g.st.clients[i];
+	ssize_t got = recv(c->fd, msg, sizeof(msg), MSG_DONTWAIT);
+	if (got < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (got < 0 || (got == 0 && (revents & (POLLRDHUP | POLLHUP | POLLERR)))) {
+		drop_client(i); /* closed, or shut down: state.c decides if it is gone */
+		return;
 	}
+	c->active_ns = now;
+	proto_answer(&g.st, c, msg, (size_t)got, &g.reply);
+	if (send_reply(c->fd, &g.reply) == -EAGAIN && !c->d) {
+		/* A control connection that does not read its answers. */
+		logmsg_throttled(&g.st.log_limit,
+				 "closed a connection of process %d (%s): it does not read its "
+				 "answers",
+				 (int)c->pid, c->comm);
+		drop_client(i);
+	}
+}
+
+/* The poll loop, until SIGTERM or SIGINT (blocked but in ppoll, so that
+ * one arriving between two rounds is never missed). */
+static void serve(void)
+{
+	struct pollfd *p = calloc((size_t)g.st.lim.connections + 1, sizeof(*p));
+	sigset_t blocked, during_poll;
+	sigemptyset(&blocked);
+	sigaddset(&blocked, SIGTERM);
+	sigaddset(&blocked, SIGINT);
+	sigprocmask(SIG_BLOCK, &blocked, &during_poll);
+	sigdelset(&during_poll, SIGTERM);
+	sigdelset(&during_poll, SIGINT);
+	if (!p) {
+		logmsg("out of memory for %d connections (fix: a smaller --max-connections)",
+		       g.st.lim.connections);
+		return;
+	}
+	uint64_t last_sweep = prim_now_ns();
+	while (!g.stop) {
+		bool accepting = prim_now_ns() >= g.accept_paused_until;
+		p[0] = (struct pollfd){.fd = g.listen_fd, .events = accepting ? POLLIN : 0};
+		for (int i = 0; i < g.st.nclients; i++)
+			p[i + 1] =
+			    (struct pollfd){.fd = g.st.clients[i].fd, .events = POLLIN | POLLRDHUP};
+		struct timespec tick = {.tv_sec = accepting ? 1 : 0,
+					.tv_nsec = accepting ? 0 : 100000000};
+		int n = ppoll(p, (nfds_t)g.st.nclients + 1, &tick, &during_poll);
+		if (n < 0 && errno != EINTR)
+			break;
+		uint64_t now = prim_now_ns();
+		for (int i = g.st.nclients; n > 0 && i-- > 0;)
+			if (p[i + 1].revents)
+				serve_client(i, p[i + 1].revents, now);
+		if (n > 0 && (p[0].revents & POLLIN))
+			accept_clients();
+		close_idle(now);
+		if (now - last_sweep > 5000000000ULL) {
+			state_reap_orphans(&g.st);
+			last_sweep = now;
+		}
+	}
+	free(p);
 }
 
 /* ---- start-up ---- */
@@ -574,7 +323,13 @@ static int listen_socket(void)
 	if (fd < 0)
 		return -errno;
 	/* A socket file left by a daemon that died: take it over only if
-	 * nothing answers there. */
+	 * nothing answers there.  Anything else at that path is not ours to
+	 * remove. */
+	struct stat st;
+	if (lstat(g.socket_path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		close(fd);
+		return -EEXIST;
+	}
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
 		close(fd);
 		return -EADDRINUSE;
@@ -592,18 +347,118 @@ static int listen_socket(void)
 	return fd;
 }
 
+/* The state directory holds every domain's pages: it must be a directory
+ * (not a link to one) of this daemon's user, which nobody else may enter.
+ * /dev/shm is world-writable: another user could have made it first. */
+static bool state_dir_ok(const char *dir)
+{
+	struct stat st;
+	if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		logmsg("state directory %s is not a directory%s (fix: move it away, or "
+		       "--state-dir DIR)",
+		       dir, S_ISLNK(st.st_mode) ? " but a symbolic link" : "");
+		return false;
+	}
+	if (st.st_uid != geteuid()) {
+		logmsg("state directory %s belongs to uid %d, not to this daemon's user %d: that "
+		       "user could read and change every domain's pages (fix: move it away, or "
+		       "--state-dir DIR of your own)",
+		       dir, (int)st.st_uid, (int)geteuid());
+		return false;
+	}
+	if (st.st_mode & 0077) {
+		logmsg("state directory %s is mode %04o: other users could see or change the "
+		       "domains (fix: chmod 700 %s)",
+		       dir, (unsigned)(st.st_mode & 07777), dir);
+		return false;
+	}
+	return true;
+}
+
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: samepaged [--foreground] [--socket PATH] [--state-dir DIR]\n"
-		   "                 [--config FILE] [--pid-file FILE]\n"
-		   "Merges identical pages across the processes of each security domain\n"
-		   "(clients use samepage_connect(3)).  See samepaged(8).\n");
+	const struct limits def = LIMITS_DEFAULT;
+	fprintf(f,
+		"usage: samepaged [--foreground] [--socket PATH] [--state-dir DIR]\n"
+		"                 [--config FILE] [--pid-file FILE] [LIMITS]\n"
+		"       samepaged --help | --version\n"
+		"Merges identical pages across the processes of each security domain\n"
+		"(clients use samepage_connect(3)).  See samepaged(8).\n"
+		"Limits (one process cannot lock the others out):\n"
+		"  --max-connections N               connections at once (%d); when full, the\n"
+		"                                    one idle the longest without HELLO is closed\n"
+		"  --max-connections-per-process N   connections of one process (%d)\n"
+		"  --max-domains N                   domains open at once (%d)\n"
+		"  --max-domains-per-process N       domains one process is in (%d)\n"
+		"  --idle-timeout SECONDS            a connection without HELLO is closed after\n"
+		"                                    this long without a request (%d)\n",
+		def.connections, def.connections_per_process, def.domains, def.domains_per_process,
+		def.idle_timeout);
+}
+
+/* The numeric options: name, where, accepted range. */
+static const struct numeric_option {
+	const char *name;
+	size_t offset; /* in struct limits */
+	int min, max;
+} numeric_options[] = {
+    {"--max-connections", offsetof(struct limits, connections), 1, 65536},
+    {"--max-connections-per-process", offsetof(struct limits, connections_per_process), 1, 65536},
+    /* Each open domain maps its 64 GiB pool (address space, not memory). */
+    {"--max-domains", offsetof(struct limits, domains), 1, 1024},
+    {"--max-domains-per-process", offsetof(struct limits, domains_per_process), 1, 1024},
+    {"--idle-timeout", offsetof(struct limits, idle_timeout), 1, 86400},
+};
+
+/* 1 if a is a numeric option (its value stored), 0 if not; exits 2 on a
+ * bad value. */
+static int numeric_option(const char *a, const char *v)
+{
+	for (size_t i = 0; i < sizeof(numeric_options) / sizeof(numeric_options[0]); i++) {
+		const struct numeric_option *o = &numeric_options[i];
+		if (strcmp(a, o->name))
+			continue;
+		char *end;
+		errno = 0;
+		long n = v ? strtol(v, &end, 10) : 0;
+		if (!v || !*v || *end || errno || n < o->min || n > o->max) {
+			fprintf(stderr, "samepaged: %s %s: expected a whole number from %d to %d\n",
+				a, v ? v : "(missing)", o->min, o->max);
+			exit(2);
+		}
+		*(int *)((char *)&g.lim + o->offset) = (int)n;
+		return 1;
+	}
+	return 0;
+}
+
+/* Raises the soft descriptor limit to the hard one, and says so if the
+ * limits may need more. */
+static void check_descriptors(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	rlim_t need = (rlim_t)g.lim.connections + 2 * (rlim_t)g.lim.domains + 16;
+	if (rl.rlim_cur < need)
+		logmsg("warning: --max-connections %d and --max-domains %d need %llu descriptors, "
+		       "the limit is %llu: connections past it wait (fix: LimitNOFILE=%llu in the "
+		       "unit, or ulimit -n %llu)",
+		       g.lim.connections, g.lim.domains, (unsigned long long)need,
+		       (unsigned long long)rl.rlim_cur, (unsigned long long)need,
+		       (unsigned long long)need);
 }
 
 int main(int argc, char **argv)
 {
+	g.lim = (struct limits)LIMITS_DEFAULT;
 	for (int i = 0; i < samepage_knob_count(); i++)
 		g.knob[i] = samepage_knob_at(i)->def;
+	g.st.knob = g.knob;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--foreground") || !strcmp(a, "-f")) {
@@ -611,14 +466,19 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 			usage(stdout);
 			return 0;
+		} else if (!strcmp(a, "--version")) {
+			printf("samepaged %s\n", SAMEPAGE_VERSION_STRING);
+			return 0;
 		} else if (v && !strcmp(a, "--socket")) {
 			snprintf(g.socket_path, sizeof(g.socket_path), "%s", v), i++;
 		} else if (v && !strcmp(a, "--state-dir")) {
-			snprintf(g.state_dir, sizeof(g.state_dir), "%s", v), i++;
+			snprintf(g.st.dir, sizeof(g.st.dir), "%s", v), i++;
 		} else if (v && !strcmp(a, "--config")) {
 			g.config = v, i++;
 		} else if (v && !strcmp(a, "--pid-file")) {
 			snprintf(g.pid_file, sizeof(g.pid_file), "%s", v), i++;
+		} else if (numeric_option(a, v)) {
+			i++;
 		} else {
 			fprintf(stderr, "samepaged: unknown option or missing value: %s\n", a);
 			usage(stderr);
@@ -629,26 +489,34 @@ int main(int argc, char **argv)
 		logmsg("socket path too long (fix: --socket PATH)");
 		return 2;
 	}
-	if (!g.state_dir[0]) /* memory, not disk: /dev/shm is tmpfs on every Linux */
-		snprintf(g.state_dir, sizeof(g.state_dir), "/dev/shm/samepaged-%d", (int)geteuid());
+	if (!g.st.dir[0]) /* memory, not disk: /dev/shm is tmpfs on every Linux */
+		snprintf(g.st.dir, sizeof(g.st.dir), "/dev/shm/samepaged-%d", (int)geteuid());
 	if (g.config)
 		load_config(g.config);
-	if (mkdir(g.state_dir, 0700) < 0 && errno != EEXIST) {
-		logmsg("cannot make the state directory %s: %s (fix: --state-dir DIR)", g.state_dir,
+	g.st.config_given = g.config != NULL;
+	if (mkdir(g.st.dir, 0700) < 0 && errno != EEXIST) {
+		logmsg("cannot make the state directory %s: %s (fix: --state-dir DIR)", g.st.dir,
 		       strerror(errno));
 		return 1;
 	}
+	if (!state_dir_ok(g.st.dir))
+		return 1;
 	struct statfs sfs;
-	if (statfs(g.state_dir, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC)
+	if (statfs(g.st.dir, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC)
 		logmsg("warning: %s is not tmpfs: the pool would be a disk file's page cache, "
 		       "written back to disk (fix: --state-dir on tmpfs, e.g. /dev/shm)",
-		       g.state_dir);
+		       g.st.dir);
 	g.listen_fd = listen_socket();
 	if (g.listen_fd < 0) {
 		logmsg("cannot listen on %s: %s%s", g.socket_path, strerror(-g.listen_fd),
-		       g.listen_fd == -EADDRINUSE ? " (another samepaged answers there)" : "");
+		       g.listen_fd == -EADDRINUSE ? " (another samepaged answers there)"
+		       : g.listen_fd == -EEXIST
+			   ? " and it is not a socket (fix: move it away, or --socket PATH)"
+			   : "");
 		return 1;
 	}
+	/* accept_clients() takes the backlog until it is empty. */
+	fcntl(g.listen_fd, F_SETFL, fcntl(g.listen_fd, F_GETFL) | O_NONBLOCK);
 	if (!g.foreground) {
 		pid_t p = fork();
 		if (p < 0)
@@ -675,52 +543,18 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	/* Take back the domains and the clients of a previous run. */
-	DIR *dir = opendir(g.state_dir);
-	struct dirent *e;
-	while (dir && (e = readdir(dir))) {
-		size_t n = strlen(e->d_name);
-		if (n > 6 && !strcmp(e->d_name + n - 6, ".index")) {
-			char name[72];
-			snprintf(name, sizeof(name), "%.*s", (int)(n - 6), e->d_name);
-			if (domain_name_ok(name))
-				domain_get(name, true);
-		}
+	if (state_init(&g.st, &g.lim)) {
+		logmsg("out of memory for the tables (fix: smaller --max-connections, "
+		       "--max-domains)");
+		return 1;
 	}
-	if (dir)
-		closedir(dir);
-	reap_orphans();
-	logmsg("listening on %s, state in %s", g.socket_path, g.state_dir);
+	check_descriptors();
+	/* Take back the domains and the clients of a previous run. */
+	state_take_back(&g.st);
+	logmsg("listening on %s, state in %s", g.socket_path, g.st.dir);
 	notify_ready();
 
-	uint64_t last_sweep = prim_now_ns();
-	while (!g.stop) {
-		struct pollfd p[MAX_CLIENTS + 1];
-		p[0] = (struct pollfd){.fd = g.listen_fd, .events = POLLIN};
-		for (int i = 0; i < g.nclients; i++)
-			p[i + 1] = (struct pollfd){.fd = g.clients[i].fd, .events = POLLIN};
-		int n = poll(p, (nfds_t)g.nclients + 1, 1000);
-		if (n < 0 && errno != EINTR)
-			break;
-		for (int i = g.nclients; n > 0 && i-- > 0;) {
-			if (!p[i + 1].revents)
-				continue;
-			char msg[1024];
-			ssize_t got = recv(g.clients[i].fd, msg, sizeof(msg) - 1, 0);
-			if (got <= 0) {
-				drop_client(i);
-				continue;
-			}
-			msg[got] = 0;
-			handle(&g.clients[i], msg);
-		}
-		if (n > 0 && (p[0].revents & POLLIN))
-			accept_client();
-		if (prim_now_ns() - last_sweep > 5000000000ULL) {
-			reap_orphans();
-			last_sweep = prim_now_ns();
-		}
-	}
+	serve();
 	logmsg("stopping; clients keep their memory and resume when samepaged is back");
 	if (g.own_socket)
 		unlink(g.socket_path);

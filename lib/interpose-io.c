@@ -74,7 +74,8 @@ static void iov_span(const struct iovec *iov, int n, uintptr_t *start, uintptr_t
 	for (int i = 0; i < n; i++) {
 		if (!iov[i].iov_len)
 			continue;
-		uintptr_t s = page_down(iov[i].iov_base), e = page_up(iov[i].iov_base, iov[i].iov_len);
+		uintptr_t s = page_down(iov[i].iov_base),
+			  e = page_up(iov[i].iov_base, iov[i].iov_len);
 		*start = s < *start ? s : *start;
 		*end = e > *end ? e : *end;
 	}
@@ -103,9 +104,8 @@ static void iov_span(const struct iovec *iov, int n, uintptr_t *start, uintptr_t
 static void *_Atomic real_read, *_Atomic real___read_chk, *_Atomic real_pread,
     *_Atomic real_pread64, *_Atomic real___pread_chk, *_Atomic real___pread64_chk,
     *_Atomic real_readv, *_Atomic real_preadv, *_Atomic real_preadv64, *_Atomic real_preadv2,
-    *_Atomic real_preadv64v2, *_Atomic real_recv, *_Atomic real___recv_chk,
-    *_Atomic real_recvfrom, *_Atomic real___recvfrom_chk, *_Atomic real_recvmsg,
-    *_Atomic real_recvmmsg;
+    *_Atomic real_preadv64v2, *_Atomic real_recv, *_Atomic real___recv_chk, *_Atomic real_recvfrom,
+    *_Atomic real___recvfrom_chk, *_Atomic real_recvmsg, *_Atomic real_recvmmsg;
 
 typedef ssize_t (*read_fn)(int, void *, size_t);
 typedef ssize_t (*read_chk_fn)(int, void *, size_t, size_t);
@@ -144,8 +144,7 @@ EXPORT ssize_t pread64(int fd, void *buf, size_t len, off_t off)
 
 EXPORT ssize_t __pread_chk(int fd, void *buf, size_t len, off_t off, size_t buflen)
 {
-	return BUF_IN_FLIGHT(buf, len,
-			     REAL(__pread_chk, pread_chk_fn)(fd, buf, len, off, buflen));
+	return BUF_IN_FLIGHT(buf, len, REAL(__pread_chk, pread_chk_fn)(fd, buf, len, off, buflen));
 }
 
 EXPORT ssize_t __pread64_chk(int fd, void *buf, size_t len, off_t off, size_t buflen)
@@ -206,9 +205,9 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockadd
 EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
 			      struct sockaddr *from, socklen_t *fromlen)
 {
-	return BUF_IN_FLIGHT(buf, len,
-			     REAL(__recvfrom_chk, recvfrom_chk_fn)(fd, buf, len, buflen, flags,
-								   from, fromlen));
+	return BUF_IN_FLIGHT(
+	    buf, len,
+	    REAL(__recvfrom_chk, recvfrom_chk_fn)(fd, buf, len, buflen, flags, from, fromlen));
 }
 
 /* The message's buffers, its control buffer and its address. */

@@ -7,74 +7,25 @@
  *    smaps_rollup); a fifth with the same image in domain "other" shares
  *    nothing with them;
  *  - a client killed with SIGKILL leaves no pool page that nobody maps:
- *    when every client of the domain is gone, its pool file holds no block;
+ *    when every client of the domain is gone, the domain is closed and its
+ *    files removed (which the daemon does only once its pool is empty);
  *  - a daemon killed with SIGKILL leaves every client's memory valid and
  *    writable; knob writes say ENOTCONN; a restarted daemon takes the
  *    domain back, the clients reconnect and merge new pages again;
- *  - another user may not connect.
+ *  - a client that closes or shuts down its connection and runs on keeps
+ *    its pages, until it exits;
+ *  - another user may not connect;
+ *  - the knobs outlive the domains (closed with their last process).
  *
  * Usage: test_daemon PATH-TO-SAMEPAGED
  */
-#include "../lib/util.h"
-
-#include <errno.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
+#include "daemon_util.h"
 
 #define IMAGE_MIB 64
 #define NPAGES (IMAGE_MIB * 256)
 #define PRIVATE_PAGES (NPAGES / 10)
 
-static char dir[256], sock[300], state[300];
-static const char *daemon_bin;
-static pid_t daemon_pid;
-
-static void start_daemon(void)
-{
-	daemon_pid = fork();
-	REQUIRE(daemon_pid >= 0);
-	if (daemon_pid == 0) {
-		execl(daemon_bin, daemon_bin, "--foreground", "--socket", sock, "--state-dir",
-		      state, (char *)NULL);
-		_exit(127);
-	}
-	char reply[256];
-	for (int i = 0; i < 5000; i++) {
-		if (samepage_control(sock, "GET run", reply, sizeof(reply)) == 0)
-			return;
-		usleep(2000);
-	}
-	REQUIRE(!"samepaged did not start");
-}
-
-static void kill_daemon(int sig)
-{
-	kill(daemon_pid, sig);
-	waitpid(daemon_pid, NULL, 0);
-}
-
-static long long daemon_value(const char *name)
-{
-	char req[128], reply[512];
-	snprintf(req, sizeof(req), "GET %s", name);
-	REQUIRE(samepage_control(sock, req, reply, sizeof(reply)) == 0);
-	char *nl = strchr(reply, '\n');
-	REQUIRE(nl);
-	return atoll(strchr(nl, ' ') + 1);
-}
-
-static void daemon_set(const char *name, const char *value)
-{
-	char req[128], reply[512];
-	snprintf(req, sizeof(req), "SET %s %s", name, value);
-	int err = samepage_control(sock, req, reply, sizeof(reply));
-	if (err)
-		fprintf(stderr, "SET %s %s: %s (%s)\n", name, value, samepage_strerror(err), reply);
-	REQUIRE(err == 0);
-}
+static struct daemon D;
 
 /* ---- a client process, driven through a pipe ---- */
 
@@ -114,9 +65,24 @@ static long long footprint_kb(void)
 	return proc_kb("/proc/self/smaps_rollup", "Pss");
 }
 
+/* This process's connection to the daemon (its one SOCK_SEQPACKET
+ * socket), or -1. */
+static int daemon_connection(void)
+{
+	for (int fd = 3; fd < 1024; fd++) {
+		int type;
+		socklen_t len = sizeof(type);
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_SEQPACKET)
+			return fd;
+	}
+	return -1;
+}
+
 /* Commands: 'm' measure footprint, 'v' verify, 'w' write a page and check,
  * 'k' try a knob write (answers the errno), 'n' a new shared region,
- * 's' ksm_merging_pages, 'q' quit. */
+ * 's' ksm_merging_pages, 'c' close the connection to the daemon (as a
+ * daemon closing every descriptor does), 'h' shut its writing side down,
+ * 'q' quit. */
 static void client_main(const char *domain, int guest, int cmd, int res)
 {
 	samepage_t *sp;
@@ -136,7 +102,13 @@ static void client_main(const char *domain, int guest, int cmd, int res)
 		long long v = 0;
 		switch (c) {
 		case 'm': v = footprint_kb(); break;
-		case 'v': v = image_ok(p, NPAGES, guest) && (!extra || extra[5] == 'e'); break;
+		case 'v':
+			v = image_ok(p, NPAGES, guest);
+			for (size_t i = 0; extra && i < 1024 * PG; i += PG / 2)
+				v = v && extra[i] == 'e';
+			break;
+		case 'c': v = close(daemon_connection()) == 0; break;
+		case 'h': v = shutdown(daemon_connection(), SHUT_WR) == 0; break;
 		case 'w': { /* a shared page: copy-on-write, then back */
 			volatile char *b = p + (PRIVATE_PAGES + 1) * PG + 56;
 			char old = *b;
@@ -205,14 +177,14 @@ static void end(struct vm *v, int sig)
  * every client (the convergence signal), with a hang guard. */
 static void converge(void)
 {
-	long long last = -1, stable = 0, scans = daemon_value("full_scans");
+	long long last = -1, stable = 0, scans = daemon_value(&D, "full_scans");
 	for (int i = 0; i < 60000 && stable < 2; i++) {
 		usleep(2000);
-		long long s = daemon_value("full_scans");
+		long long s = daemon_value(&D, "full_scans");
 		if (s == scans)
 			continue;
 		scans = s;
-		long long sh = daemon_value("pages_sharing");
+		long long sh = daemon_value(&D, "pages_sharing");
 		stable = sh == last && sh > 0 && s >= 2 ? stable + 1 : 0;
 		last = sh;
 	}
@@ -223,8 +195,26 @@ static long long pool_blocks(const char *domain)
 {
 	char path[512];
 	struct stat st;
-	snprintf(path, sizeof(path), "%s/%s.pool", state, domain);
+	snprintf(path, sizeof(path), "%s/%s.pool", D.state, domain);
 	return stat(path, &st) == 0 ? (long long)st.st_blocks : -1;
+}
+
+/* Waits (20 s at most: the sweep of gone processes' ledgers runs every 5 s)
+ * until the domain's files are gone: with its last process, a domain is
+ * closed and its files removed, once its pool holds no page.  True if they
+ * went. */
+static bool domain_files_gone(const char *domain)
+{
+	char index[512], pool[512];
+	struct stat st;
+	snprintf(index, sizeof(index), "%s/%s.index", D.state, domain);
+	snprintf(pool, sizeof(pool), "%s/%s.pool", D.state, domain);
+	for (int i = 0; i < 10000; i++) {
+		if (stat(index, &st) < 0 && stat(pool, &st) < 0)
+			return true;
+		usleep(2000);
+	}
+	return false;
 }
 
 static void test_domains_and_kill(void)
@@ -247,7 +237,7 @@ static void test_domains_and_kill(void)
 	printf("4 processes x %d MiB image (10%% private): %lld kB before, %lld kB after "
 	       "merging (%.2f images); domain pages_shared %lld pages_sharing %lld\n",
 	       IMAGE_MIB, before, after, (double)after / (double)image_kb,
-	       daemon_value("pages_shared"), daemon_value("pages_sharing"));
+	       daemon_value(&D, "pages_shared"), daemon_value(&D, "pages_sharing"));
 	/* One image, three more private tenths, and metadata: under 1.5 images
 	 * (the sanitizers' shadow memory adds to every process's Pss). */
 #ifdef SAMEPAGE_SANITIZE
@@ -273,13 +263,8 @@ static void test_domains_and_kill(void)
 	CHECK(pool_blocks("vm") > 0);
 	for (int g = 1; g < 4; g++)
 		end(&vm[g], SIGKILL);
-	long long blocks = -1;
-	for (int i = 0; i < 5000 && blocks != 0; i++) {
-		usleep(2000);
-		blocks = pool_blocks("vm");
-	}
-	CHECK_EQ_INT(blocks, 0);
-	CHECK_EQ_INT(daemon_value("pool_pages"), 0); /* "other" never made one */
+	CHECK(domain_files_gone("vm"));
+	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 0); /* "other" never made one */
 	end(&other, 0);
 }
 
@@ -289,13 +274,13 @@ static void test_daemon_restart(void)
 	converge();
 	long long merged = ask(&vm[0], 's');
 	CHECK(merged > 0);
-	kill_daemon(SIGKILL);
+	daemon_stop(&D, SIGKILL);
 	for (int g = 0; g < 2; g++) {
 		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
 		CHECK_EQ_INT(ask(&vm[g], 'w'), 1);
 		CHECK_EQ_INT(ask(&vm[g], 'k'), ENOTCONN); /* knobs need the daemon */
 	}
-	start_daemon();
+	daemon_start(&D, NULL);
 	/* The clients reconnect within a few seconds. */
 	long long k = -1;
 	for (int i = 0; i < 100 && k != 0; i++) {
@@ -316,12 +301,58 @@ static void test_daemon_restart(void)
 		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
 		end(&vm[g], 0);
 	}
-	long long blocks = -1;
-	for (int i = 0; i < 5000 && blocks != 0; i++) {
-		usleep(2000);
-		blocks = pool_blocks("vm");
+	CHECK(domain_files_gone("vm"));
+}
+
+/* Regression (issue 9 item 4): a domain name with a dot.  Its clients die
+ * while the daemon is down; the restarted daemon reaps their ledgers
+ * ("vm.A.PID.ledger": the domain is what comes before the last dot but
+ * one) and frees their pool pages. */
+static void test_dotted_domain_reaped_after_restart(void)
+{
+	struct vm vm[2] = {spawn("vm.A", 0), spawn("vm.A", 1)};
+	converge();
+	CHECK(daemon_value(&D, "pool_pages") > 0);
+	CHECK_EQ_INT(state_files(&D, "vm.A.", ".ledger"), 2);
+	daemon_stop(&D, SIGKILL);
+	for (int g = 0; g < 2; g++)
+		end(&vm[g], SIGKILL);
+	daemon_start(&D, NULL); /* answers once the orphans of the last run are reaped */
+	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 0);
+	CHECK_EQ_INT(state_files(&D, "vm.A.", ".ledger"), 0);
+	CHECK(domain_files_gone("vm.A"));
+}
+
+/* Regression: a client that closes its connection (as a daemon closing
+ * every descriptor does) or shuts it down, and runs on, keeps its merged
+ * pages: they were freed under it, its memory read zeros.  Only a process
+ * that exited or exec'd is reaped; this one is, once it exits. */
+static void test_connection_closed_by_live_client(void)
+{
+	struct vm vm[2] = {spawn("live", 0), spawn("live", 1)};
+	for (int g = 0; g < 2; g++)
+		CHECK_EQ_INT(ask(&vm[g], 'n'), 0); /* 1024 pages of one content */
+	long long merged = 0;
+	for (int i = 0; i < 3000 && merged < 2 * 1000; i++) {
+		usleep(10000);
+		merged = ask(&vm[0], 's') + ask(&vm[1], 's');
 	}
-	CHECK_EQ_INT(blocks, 0);
+	CHECK_CMP(merged, >=, 2 * 1000, long long, "%lld");
+	CHECK_EQ_INT(ask(&vm[0], 'c'), 1);
+	CHECK_EQ_INT(ask(&vm[1], 'h'), 1);
+	/* The daemon has seen both ends (the log says so), and kept their
+	 * pages: their memory reads what it held. */
+	bool seen = false;
+	for (int i = 0; i < 1000 && !seen; i++, usleep(10000))
+		seen = daemon_logged(&D, "closed its connection but still maps the pool");
+	CHECK(seen);
+	usleep(200000);
+	for (int g = 0; g < 2; g++)
+		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
+	CHECK(daemon_value(&D, "pool_pages") > 0);
+	for (int g = 0; g < 2; g++)
+		end(&vm[g], SIGKILL);
+	CHECK(domain_files_gone("live")); /* the sweep of gone processes' ledgers */
 }
 
 static void test_other_user(void)
@@ -330,7 +361,7 @@ static void test_other_user(void)
 		SKIP("needs root to switch to another user");
 	pid_t p = fork();
 	if (p == 0) {
-		if (chmod(dir, 0755) || setgid(65534) || setuid(65534))
+		if (chmod(D.dir, 0755) || setgid(65534) || setuid(65534))
 			_exit(2);
 		samepage_t *sp;
 		_exit(samepage_connect(&sp, "vm") == -EACCES ? 0 : 1);
@@ -338,33 +369,60 @@ static void test_other_user(void)
 	int st;
 	waitpid(p, &st, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	chmod(dir, 0700);
+	chmod(D.dir, 0700);
+}
+
+static unsigned long long knob_default(const char *name)
+{
+	for (int i = 0; i < samepage_knob_count(); i++)
+		if (!strcmp(samepage_knob_at(i)->name, name))
+			return samepage_knob_at(i)->def;
+	REQUIRE(!"no such knob");
+	return 0;
+}
+
+/* Domains are closed with their last process; the knobs are not lost
+ * with them: a daemon restarted with no domain left keeps them (DIR/knobs),
+ * and a junk knobs file is ignored, never fatal. */
+static void test_knobs_kept_without_domains(void)
+{
+	CHECK_EQ_INT(state_files(&D, "", ".index"), 0);
+	daemon_set(&D, "sleep_millisecs", "7");
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	daemon_start(&D, NULL);
+	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), 7);
+	CHECK_EQ_INT(daemon_value(&D, "run"), 1);
+
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	char path[512];
+	snprintf(path, sizeof(path), "%s/knobs", D.state);
+	FILE *f = fopen(path, "w");
+	REQUIRE(f);
+	fputs("sleep_millisecs = 7\n", f); /* not its format */
+	fclose(f);
+	daemon_start(&D, NULL);
+	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), knob_default("sleep_millisecs"));
+	CHECK(daemon_logged(&D, "is not a knobs file"));
 }
 
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 2);
-	daemon_bin = argv[1];
-	snprintf(dir, sizeof(dir), "/dev/shm/samepaged-test-XXXXXX");
-	REQUIRE(mkdtemp(dir));
-	snprintf(sock, sizeof(sock), "%s/s.sock", dir);
-	snprintf(state, sizeof(state), "%s/state", dir);
-	setenv("SAMEPAGE_SOCKET", sock, 1);
-	start_daemon();
-	daemon_set("pages_to_scan", "100000");
-	daemon_set("sleep_millisecs", "0");
-	daemon_set("run", "1");
-	CHECK_EQ_INT(samepage_control(sock, "SET run 3", (char[256]){0}, 256), -EINVAL);
-	CHECK_EQ_INT(samepage_control(sock, "SET bogus 1", (char[256]){0}, 256), -ENOENT);
+	daemon_init(&D, argv[1]);
+	daemon_start(&D, NULL);
+	daemon_set(&D, "pages_to_scan", "100000");
+	daemon_set(&D, "sleep_millisecs", "0");
+	daemon_set(&D, "run", "1");
+	CHECK_EQ_INT(samepage_control(D.sock, "SET run 3", (char[256]){0}, 256), -EINVAL);
+	CHECK_EQ_INT(samepage_control(D.sock, "SET bogus 1", (char[256]){0}, 256), -ENOENT);
 
 	test_domains_and_kill();
 	test_daemon_restart();
+	test_dotted_domain_reaped_after_restart();
+	test_connection_closed_by_live_client();
 	test_other_user();
+	test_knobs_kept_without_domains();
 
-	kill_daemon(SIGTERM);
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd))
-		fprintf(stderr, "could not remove %s\n", dir);
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("daemon");
 }

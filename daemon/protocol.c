@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: MIT
+/*
+ * protocol.c - parsing and answering one request of samepaged's control
+ * protocol (see protocol.h).
+ *
+ * Each request is a line of the table below: its verb, whether it takes
+ * arguments, and the function that answers it.  A new request is one more
+ * line and one more function.
+ */
+#include "protocol.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define REQUEST_MAX 1024 /* the longest request read, its NUL included */
+
+/* Appends to the reply's text; false once it is full. */
+static bool reply_add(struct proto_reply *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static bool reply_add(struct proto_reply *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(r->text + r->len, sizeof(r->text) - r->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(r->text) - r->len) {
+		r->len = sizeof(r->text) - 1;
+		return false;
+	}
+	r->len += (size_t)n;
+	return true;
+}
+
+void proto_error(struct proto_reply *r, int err, const char *what)
+{
+	r->len = 0;
+	r->nfds = 0;
+	r->close_fd = -1;
+	reply_add(r, "ERR %d %.200s: %s", -err, what, samepage_strerror(err));
+}
+
+void proto_reply_done(struct proto_reply *r)
+{
+	if (r->close_fd >= 0)
+		close(r->close_fd);
+	r->close_fd = -1;
+}
+
+/* HELLO <domain>: the domain's index and pool, and the process's ledger. */
+static void answer_hello(struct state *s, struct client *c, const char *domain,
+			 struct proto_reply *r)
+{
+	char what[200];
+	if (!domain_name_ok(domain))
+		return proto_error(r, -EINVAL, "domain name (1 to 64 of A-Za-z0-9._-)");
+	if (c->d)
+		return proto_error(r, -EISCONN, "already connected to a domain");
+	int in = state_domains_of(s, c->pid, domain);
+	if (in >= s->lim.domains_per_process) {
+		snprintf(what, sizeof(what),
+			 "process %d is in %d domains, the most --max-domains-per-process allows",
+			 (int)c->pid, in);
+		logmsg_throttled(&s->log_limit, "refused HELLO %s of process %d (%s): %s", domain,
+				 (int)c->pid, c->comm, what);
+		return proto_error(r, -EMFILE, what);
+	}
+	struct dom *d;
+	int err = state_domain_get(s, domain, true, &d);
+	if (err == -ENFILE) {
+		snprintf(what, sizeof(what), "%d domains open, the most --max-domains allows",
+			 s->lim.domains);
+		logmsg_throttled(&s->log_limit, "refused HELLO %s of process %d (%s): %s", domain,
+				 (int)c->pid, c->comm, what);
+		return proto_error(r, err, what);
+	}
+	if (err)
+		return proto_error(r, err, "domain files");
+	int lfd = state_ledger_open(s, d, c);
+	if (lfd < 0) {
+		state_domain_close_if_unused(s, d);
+		return proto_error(r, lfd, "ledger file");
+	}
+	c->d = d;
+	reply_add(r, "OK %016llx", (unsigned long long)d->sp->dom->instance);
+	r->fds[0] = d->sp->stable.fd;
+	r->fds[1] = d->sp->pool.fd;
+	r->fds[2] = r->close_fd = lfd;
+	r->nfds = 3;
+}
+
+/* GET [name]: every knob and counter the daemon knows, or one. */
+static void answer_get(struct state *s, struct client *c, const char *name, struct proto_reply *r)
+{
+	reply_add(r, "OK");
+	for (int i = 0; i < samepage_knob_count(); i++) {
+		long long v;
+		char val[64];
+		if (name && *name && strcmp(samepage_knob_at(i)->name, name))
+			continue;
+		if (!state_value(s, i, &v))
+			continue;
+		knob_format(i, v, val, sizeof(val));
+		reply_add(r, "\n%s %s", samepage_knob_at(i)->name, val);
+	}
+	if (name && *name && r->len == 2)
+		return proto_error(r, -ENOENT, name);
+}
+
+/* SET <name> <value>: a daemon-wide knob, with the kernel's rules. */
+static void answer_set(struct state *s, struct client *c, const char *args, struct proto_reply *r)
+{
+	char name[128], value[256];
+	unsigned long long v;
+	size_t n = strcspn(args, " "), vlen = strlen(args + n + (args[n] == ' '));
+	const char *val = args + n + (args[n] == ' ');
+	if (!n || !args[n] || !vlen || strchr(val, ' ') || n >= sizeof(name) ||
+	    vlen >= sizeof(value))
+		return proto_error(r, -EINVAL, "SET needs a name and a value, one space apart");
+	snprintf(name, sizeof(name), "%.*s", (int)n, args);
+	snprintf(value, sizeof(value), "%s", val);
+	int err = samepage_knob_parse(name, value, &v);
+	if (!err)
+		err = state_knob_store(s, knob_index(name), v);
+	if (err)
+		return proto_error(r, err, name);
+	logmsg("%s = %s (by process %d)", name, value, (int)c->pid);
+	reply_add(r, "OK");
+}
+
+/* CLIENTS: one line per connected process, its ksm_stat counters. */
+static void answer_clients(struct state *s, struct client *c, const char *args,
+			   struct proto_reply *r)
+{
+	reply_add(r, "OK");
+	for (int i = 0; i < s->nclients && r->len < sizeof(r->text) - 512; i++) {
+		const struct client *k = &s->clients[i];
+		struct ledger lg;
+		if (!k->d || !state_ledger_header(s, k->d->name, k->pid, &lg))
+			continue;
+		reply_add(r,
+			  "\npid=%d domain=%s comm=%s ksm_rmap_items=%lld "
+			  "ksm_merging_pages=%lld ksm_zero_pages=%lld "
+			  "ksm_process_profit=%lld pages_tracked=%lld full_scans=%lld",
+			  (int)k->pid, k->d->name, lg.comm, (long long)lg.rmap_items,
+			  (long long)lg.merging_pages, (long long)lg.zero_pages,
+			  (long long)lg.process_profit, (long long)lg.tracked_pages,
+			  (long long)lg.full_scans);
+	}
+}
+
+enum args { ARGS_NONE, ARGS_OPTIONAL, ARGS_REQUIRED };
+
+static const struct request {
+	const char *verb;
+	enum args args;
+	void (*answer)(struct state *s, struct client *c, const char *args, struct proto_reply *r);
+} requests[] = {
+    {"HELLO", ARGS_REQUIRED, answer_hello},
+    {"GET", ARGS_OPTIONAL, answer_get},
+    {"SET", ARGS_REQUIRED, answer_set},
+    {"CLIENTS", ARGS_NONE, answer_clients},
+};
+
+void proto_answer(struct state *s, struct client *c, const char *request, size_t len,
+		  struct proto_reply *r)
+{
+	char msg[REQUEST_MAX];
+	r->len = 0;
+	r->text[0] = 0;
+	r->nfds = 0;
+	r->close_fd = -1;
+	if (len > sizeof(msg) - 1) {
+		char what[80];
+		snprintf(what, sizeof(what), "a request of %zu bytes: the most is %zu", len,
+			 sizeof(msg) - 1);
+		return proto_error(r, -EMSGSIZE, what);
+	}
+	/* One line of text: a line end at the end is allowed, nothing else
+	 * that is not printable. */
+	if (len && request[len - 1] == '\n')
+		len -= 1 + (len > 1 && request[len - 2] == '\r');
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)request[i] < ' ' || request[i] == 0x7f)
+			return proto_error(r, -EINVAL,
+					   "a request is one line of text (a control character or "
+					   "NUL byte in it)");
+	memcpy(msg, request, len);
+	msg[len] = 0;
+	for (size_t i = 0; i < sizeof(requests) / sizeof(requests[0]); i++) {
+		const struct request *q = &requests[i];
+		size_t n = strlen(q->verb);
+		if (strncmp(msg, q->verb, n) || (msg[n] && msg[n] != ' '))
+			continue;
+		const char *args = msg[n] ? msg + n + 1 : NULL;
+		if ((q->args == ARGS_NONE && args) || (q->args == ARGS_REQUIRED && !args))
+			continue;
+		return q->answer(s, c, args, r);
+	}
+	proto_error(r, -EINVAL, "unknown request (HELLO, GET, SET, CLIENTS)");
+}

@@ -1,0 +1,768 @@
+// SPDX-License-Identifier: MIT
+/*
+ * state.c - samepaged's domains, ledgers and reaping (see state.h).
+ *
+ * A process that says HELLO gets its domain's two files and a ledger of
+ * its own, in which it counts, per KSM page, how many of its pages map it.
+ * When the process is gone (its last connection to the domain closed, or
+ * its ledger names a pid that no longer runs), the daemon drops every
+ * reference the ledger counts ("reaps" it): no pool page stays that nobody
+ * maps, even after a SIGKILL.
+ */
+#include "state.h"
+#include "procfs.h" /* common/: the one reader of /proc */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+bool logmsg_quiet;
+
+void logmsg(const char *fmt, ...)
+{
+	va_list ap;
+	if (logmsg_quiet)
+		return;
+	va_start(ap, fmt);
+	fprintf(stderr, "samepaged: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+void logmsg_throttled(struct throttle *t, const char *fmt, ...)
+{
+	uint64_t now = prim_now_ns();
+	if (t->last_ns && now - t->last_ns < 1000000000ULL) {
+		t->suppressed++;
+		return;
+	}
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (t->suppressed)
+		logmsg("%s (and %u more like it in the last second)", line, t->suppressed);
+	else
+		logmsg("%s", line);
+	t->last_ns = now;
+	t->suppressed = 0;
+}
+
+/* The tables, at the sizes the limits give: 0 or -ENOMEM. */
+int state_init(struct state *s, const struct limits *lim)
+{
+	s->lim = *lim;
+	s->doms = calloc((size_t)lim->domains, sizeof(*s->doms));
+	s->clients = calloc((size_t)lim->connections, sizeof(*s->clients));
+	return s->doms && s->clients ? 0 : -ENOMEM;
+}
+
+/* ---- file names ---- */
+
+static void state_path(const struct state *s, char *buf, size_t len, const char *name,
+		       const char *suffix)
+{
+	snprintf(buf, len, "%.255s/%.72s%s", s->dir, name, suffix);
+}
+
+void state_ledger_path(const struct state *s, char *buf, size_t len, const char *domain, pid_t pid)
+{
+	snprintf(buf, len, "%.255s/%.72s.%d.ledger", s->dir, domain, (int)pid);
+}
+
+/* "DOMAIN.PID.ledger" -> DOMAIN and PID.  A domain name may hold dots
+ * ("vm.A"), a pid never does: the pid is what follows the last dot before
+ * ".ledger".  False for any other name. */
+static bool ledger_name_parse(const char *fname, char dom[72], pid_t *pid)
+{
+	size_t n = strlen(fname), sl = strlen(".ledger");
+	if (n <= sl || strcmp(fname + n - sl, ".ledger"))
+		return false;
+	const char *end = fname + n - sl, *dot = end;
+	while (dot > fname && dot[-1] != '.')
+		dot--;
+	if (dot == fname || dot == end || (size_t)(dot - 1 - fname) >= 72)
+		return false;
+	long long v = 0;
+	for (const char *p = dot; p < end; p++) {
+		if (*p < '0' || *p > '9' || (v = v * 10 + (*p - '0')) > INT32_MAX)
+			return false;
+	}
+	memcpy(dom, fname, (size_t)(dot - 1 - fname));
+	dom[dot - 1 - fname] = 0;
+	*pid = (pid_t)v;
+	return v > 0 && domain_name_ok(dom);
+}
+
+/* ---- domains ---- */
+
+/* A domain file (index or pool), made empty-sized if new: its descriptor,
+ * or -EIO after a log line naming it and the fix.  A file of this name
+ * that is not one (a link, a directory, a FIFO, another size) is never
+ * opened for writing, followed or changed. */
+static int open_state(const struct state *s, const char *name, const char *suffix, size_t size,
+		      bool *created)
+{
+	char path[512];
+	struct stat st;
+	state_path(s, path, sizeof(path), name, suffix);
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0600);
+	if (fd < 0) {
+		logmsg("%s: %s (fix: move it away)", path,
+		       errno == ELOOP ? "a symbolic link, not a domain file" : strerror(errno));
+		return -EIO;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (st.st_size != 0 && st.st_size != (off_t)size)) {
+		logmsg("%s: not a domain file of this samepaged (%s of %lld bytes; a domain's is "
+		       "%zu) (fix: move it away)",
+		       path, S_ISREG(st.st_mode) ? "a file" : "not a regular file",
+		       (long long)st.st_size, size);
+		close(fd);
+		return -EIO;
+	}
+	*created = st.st_size == 0;
+	if (*created && ftruncate(fd, (off_t)size) < 0) {
+		logmsg("%s: %s", path, strerror(errno));
+		close(fd);
+		return -EIO;
+	}
+	return fd;
+}
+
+/* The domain's engine (index and pool mapped), made or taken back from
+ * the state directory: 0, -ENOENT (not open, and not to be made),
+ * -ENFILE (no free slot: --max-domains), or -EIO (its files; logged). */
+int state_domain_get(struct state *s, const char *name, bool create, struct dom **out)
+{
+	struct dom *d = NULL;
+	for (int i = 0; i < s->lim.domains; i++) {
+		if (s->doms[i].sp && !strcmp(s->doms[i].name, name)) {
+			*out = &s->doms[i];
+			return 0;
+		}
+		if (!s->doms[i].sp && !d)
+			d = &s->doms[i];
+	}
+	if (!create)
+		return -ENOENT;
+	if (!d)
+		return -ENFILE;
+	bool new_index = false, new_pool = false;
+	int ifd = open_state(s, name, ".index", DOM_SIZE, &new_index);
+	int pfd = ifd < 0
+		      ? -EIO
+		      : open_state(s, name, ".pool", (size_t)DOM_NODES << PAGE_SHIFT, &new_pool);
+	if (ifd >= 0 && pfd >= 0 && new_index != new_pool) {
+		/* One file without the other: its pages, or the index saying
+		 * which are used, are lost.  The one just made goes again. */
+		char path[512];
+		state_path(s, path, sizeof(path), name, new_index ? ".index" : ".pool");
+		unlink(path);
+		logmsg("domain %s: %s/%s%s exists without %s (fix: move it away)", name, s->dir,
+		       name, new_index ? ".pool" : ".index", new_index ? ".index" : ".pool");
+		close(ifd);
+		close(pfd);
+		return -EIO;
+	}
+	if (ifd < 0 || pfd < 0) {
+		if (ifd >= 0)
+			close(ifd);
+		if (new_index) { /* made just now: no trace of a domain that failed */
+			char path[512];
+			state_path(s, path, sizeof(path), name, ".index");
+			unlink(path);
+		}
+		return -EIO;
+	}
+	if (new_index) {
+		/* A fresh domain file: initialise it like a local engine's. */
+		int tmp_i, tmp_p;
+		if (domain_create(&tmp_i, &tmp_p, name) == 0) {
+			char *src = mmap(NULL, PAGE_SIZE, PROT_READ, MAP_SHARED, tmp_i, 0);
+			char *dst =
+			    mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
+			if (src != MAP_FAILED && dst != MAP_FAILED)
+				memcpy(dst, src, sizeof(struct domain));
+			if (src != MAP_FAILED)
+				munmap(src, PAGE_SIZE);
+			if (dst != MAP_FAILED) {
+				memcpy(((struct domain *)dst)->knob, s->knob,
+				       sizeof(((struct domain *)dst)->knob));
+				munmap(dst, PAGE_SIZE);
+			}
+			close(tmp_i);
+			close(tmp_p);
+		}
+	}
+	if (engine_open(&d->sp, ifd, pfd)) {
+		logmsg("domain %s: cannot map its files", name);
+		return -EIO;
+	}
+	if (d->sp->dom->magic != DOM_MAGIC) {
+		logmsg("domain %s: %s/%s.index is not a samepage domain file; move it away", name,
+		       s->dir, name);
+		engine_free(d->sp);
+		d->sp = NULL;
+		return -EIO;
+	}
+	if (!new_index && !s->config_given && !s->knobs_taken) {
+		/* Restarted without a config: the knobs the domain ran with. */
+		memcpy(s->knob, d->sp->dom->knob, sizeof(d->sp->dom->knob));
+		s->knobs_taken = true;
+	}
+	memcpy(d->sp->dom->knob, s->knob, sizeof(d->sp->dom->knob)); /* one set for the daemon */
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	logmsg("domain %s: %s (%u KSM pages)", name, new_index ? "created" : "taken back",
+	       d->sp->dom->live);
+	*out = d;
+	return 0;
+}
+
+/* Whether a ledger of domain `name` is in the state directory. */
+static bool domain_has_ledgers(const struct state *s, const char *name)
+{
+	DIR *dir = opendir(s->dir);
+	struct dirent *e;
+	bool found = false;
+	while (dir && !found && (e = readdir(dir))) {
+		char dom[72];
+		pid_t pid;
+		found = ledger_name_parse(e->d_name, dom, &pid) && !strcmp(dom, name);
+	}
+	if (dir)
+		closedir(dir);
+	return found;
+}
+
+/* Closes d if nothing holds it any more: no connection, no ledger (of a
+ * process that will reconnect), no pool page in use.  Its files go with
+ * it: a domain of that name made later starts empty. */
+void state_domain_close_if_unused(struct state *s, struct dom *d)
+{
+	for (int i = 0; i < s->nclients; i++)
+		if (s->clients[i].d == d)
+			return;
+	if (d->sp->dom->live || domain_has_ledgers(s, d->name))
+		return;
+	char path[512];
+	s->reclaimed_closed += d->sp->dom->reclaimed;
+	engine_free(d->sp);
+	d->sp = NULL;
+	state_path(s, path, sizeof(path), d->name, ".index");
+	unlink(path);
+	state_path(s, path, sizeof(path), d->name, ".pool");
+	unlink(path);
+	logmsg("domain %s: no process left, closed and its files removed", d->name);
+}
+
+/* The domains process pid is in (HELLO), other than `except`. */
+int state_domains_of(const struct state *s, pid_t pid, const char *except)
+{
+	int n = 0;
+	for (int i = 0; i < s->lim.domains; i++) {
+		const struct dom *d = &s->doms[i];
+		if (!d->sp || (except && !strcmp(d->name, except)))
+			continue;
+		for (int k = 0; k < s->nclients; k++)
+			if (s->clients[k].pid == pid && s->clients[k].d == d) {
+				n++;
+				break;
+			}
+	}
+	return n;
+}
+
+/*
+ * The daemon-wide knobs, kept in DIR/knobs as well as in every domain's
+ * file, so that a daemon restarted without --config keeps them even when
+ * no domain is left.  Binary, of this build's knob table: a file of any
+ * other size or magic is ignored (and rewritten at the next SET).
+ */
+#define KNOBS_MAGIC 0x3153424f4e4b5353ULL /* "SSKNOBS1" */
+struct knobs_file {
+	uint64_t magic;
+	uint32_t count;
+	uint32_t zero;
+	unsigned long long knob[64];
+};
+
+static void knobs_save(const struct state *s)
+{
+	char path[512], tmp[512];
+	struct knobs_file k = {.magic = KNOBS_MAGIC, .count = (uint32_t)samepage_knob_count()};
+	memcpy(k.knob, s->knob, sizeof(k.knob));
+	state_path(s, path, sizeof(path), "knobs", "");
+	state_path(s, tmp, sizeof(tmp), "knobs", ".tmp");
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	bool ok = fd >= 0 && write(fd, &k, sizeof(k)) == (ssize_t)sizeof(k);
+	if (fd >= 0)
+		close(fd);
+	if (!ok || rename(tmp, path) < 0) {
+		logmsg("cannot write %s: %s (the knobs hold until the daemon stops)", path,
+		       strerror(errno));
+		unlink(tmp);
+	}
+}
+
+static void knobs_load(struct state *s)
+{
+	char path[512];
+	struct knobs_file k;
+	state_path(s, path, sizeof(path), "knobs", "");
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	struct stat st;
+	bool sized = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == sizeof(k);
+	bool got = sized && read(fd, &k, sizeof(k)) == (ssize_t)sizeof(k);
+	close(fd);
+	if (!got || k.magic != KNOBS_MAGIC || k.count != (uint32_t)samepage_knob_count()) {
+		logmsg("%s is not a knobs file of this samepaged: ignored (it is rewritten at the "
+		       "next SET)",
+		       path);
+		return;
+	}
+	memcpy(s->knob, k.knob, sizeof(k.knob));
+	s->knobs_taken = true;
+	logmsg("knobs taken back from %s", path);
+}
+
+/* A knob written (SET): the daemon's, then every domain's.  0 or -errno,
+ * with the kernel's rules (knob_store). */
+int state_knob_store(struct state *s, int idx, unsigned long long v)
+{
+	long long shared = 0;
+	bool unmerge;
+	/* The kernel's rule: refused (EBUSY) while KSM pages exist; pool pages
+	 * kept only for forked children are not KSM pages. */
+	state_value(s, KNOB_pages_shared, &shared);
+	int err = knob_store(s->knob, idx, v, shared > 0, &unmerge);
+	if (err)
+		return err;
+	for (int i = 0; i < s->lim.domains; i++) {
+		if (!s->doms[i].sp)
+			continue;
+		struct domain *dm = s->doms[i].sp->dom;
+		memcpy(dm->knob, s->knob, sizeof(dm->knob));
+		if (unmerge) /* every client unmerges its own pages */
+			atomic_fetch_add(&dm->unmerge_epoch, 1);
+	}
+	knobs_save(s);
+	return 0;
+}
+
+/* At start-up: the domains of a previous run, then the ledgers of the
+ * processes that died meanwhile. */
+void state_take_back(struct state *s)
+{
+	if (!s->config_given)
+		knobs_load(s);
+	DIR *dir = opendir(s->dir);
+	struct dirent *e;
+	while (dir && (e = readdir(dir))) {
+		size_t n = strlen(e->d_name);
+		if (n > 6 && !strcmp(e->d_name + n - 6, ".index")) {
+			char name[72];
+			snprintf(name, sizeof(name), "%.*s", (int)(n - 6), e->d_name);
+			struct dom *d;
+			if (domain_name_ok(name) && state_domain_get(s, name, true, &d) == -ENFILE)
+				logmsg("domain %s: not taken back: %d domains open, the most "
+				       "--max-domains allows (fix: a larger --max-domains)",
+				       name, s->lim.domains);
+		}
+	}
+	if (dir)
+		closedir(dir);
+	state_reap_orphans(s);
+	for (int i = 0; i < s->lim.domains; i++)
+		if (s->doms[i].sp)
+			state_domain_close_if_unused(s, &s->doms[i]);
+}
+
+/* ---- ledgers ---- */
+
+/* The counters a process published in its ledger (read, never mapped). */
+bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, struct ledger *lg)
+{
+	char path[512];
+	state_ledger_path(s, path, sizeof(path), domain, pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t got = pread(fd, lg, sizeof(*lg), 0);
+	close(fd);
+	return got == (ssize_t)sizeof(*lg);
+}
+
+/* Why the ledger open at fd cannot be trusted, or NULL: a ledger is a
+ * regular file of at most LEDGER_SIZE bytes that starts with the magic
+ * and the pid of its name.  One cut short is read as far as it goes. */
+static const char *ledger_unfit(int fd, pid_t pid, struct stat *st)
+{
+	struct ledger lg;
+	size_t head = offsetof(struct ledger, pid) + sizeof(lg.pid);
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode))
+		return "not a regular file";
+	if (st->st_size > (off_t)LEDGER_SIZE)
+		return "longer than a ledger";
+	if (pread(fd, &lg, head, 0) != (ssize_t)head)
+		return "shorter than a ledger's header";
+	if (lg.magic != LEDGER_MAGIC)
+		return "not a ledger of this samepaged";
+	if (lg.pid != pid)
+		return "the ledger of another pid";
+	return NULL;
+}
+
+/* A ledger that cannot be trusted is set aside (NAME.broken), never
+ * reaped: its counts might be anyone's. */
+static void ledger_set_aside(const char *path, const char *why)
+{
+	char broken[600];
+	snprintf(broken, sizeof(broken), "%s.broken", path);
+	if (rename(path, broken) == 0)
+		logmsg("%s: %s: set aside as %s, its counts not dropped (fix: look at it, then "
+		       "remove it)",
+		       path, why, broken);
+	else
+		logmsg("%s: %s, and it cannot be set aside: %s (fix: move it away)", path, why,
+		       strerror(errno));
+}
+
+/* Drops the references counted in the ledger open at fd (size bytes) from
+ * d: read in chunks, its holes skipped, never past the end of the file or
+ * of the domain's pool (whose page count a client may have written
+ * anything into).  The domain is locked only if there is something to
+ * drop.  The references dropped. */
+static uint64_t ledger_drop(struct dom *d, int fd, off_t size)
+{
+	static uint32_t refs[16384];
+	struct samepage *sp = d->sp;
+	uint32_t nr = sp->dom->nr < DOM_NODES ? sp->dom->nr : DOM_NODES;
+	off_t end = (off_t)(LEDGER_OFF_REFS + (size_t)nr * sizeof(uint32_t));
+	uint64_t dropped = 0;
+	bool locked = false;
+	if (end > size)
+		end = size;
+	for (off_t off = LEDGER_OFF_REFS; off < end;) {
+		off_t data = lseek(fd, off, SEEK_DATA);
+		if (data < 0 || data >= end)
+			break;
+		data &= ~(off_t)(sizeof(uint32_t) - 1);
+		if (data < off)
+			data = off;
+		size_t want =
+		    end - data < (off_t)sizeof(refs) ? (size_t)(end - data) : sizeof(refs);
+		ssize_t got = pread(fd, refs, want, data);
+		if (got < (ssize_t)sizeof(uint32_t))
+			break;
+		uint32_t first = (uint32_t)((data - (off_t)LEDGER_OFF_REFS) / sizeof(uint32_t));
+		for (size_t i = 0; i < (size_t)got / sizeof(uint32_t); i++) {
+			if (!refs[i])
+				continue;
+			if (!locked)
+				index_lock(sp);
+			locked = true;
+			dropped += refs[i];
+			stable_drop(sp, first + (uint32_t)i, refs[i], false);
+		}
+		off = data + (off_t)((size_t)got & ~(sizeof(uint32_t) - 1));
+	}
+	if (locked)
+		index_unlock(sp);
+	return dropped;
+}
+
+/* Drops every reference a gone process's ledger counts, then removes it. */
+void state_reap(struct state *s, struct dom *d, pid_t pid)
+{
+	char path[512];
+	struct stat st;
+	state_ledger_path(s, path, sizeof(path), d->name, pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return;
+	const char *why = ledger_unfit(fd, pid, &st);
+	if (why) {
+		close(fd);
+		return ledger_set_aside(path, why);
+	}
+	uint64_t before = d->sp->dom->live, dropped = ledger_drop(d, fd, st.st_size);
+	close(fd);
+	unlink(path);
+	uint64_t after = d->sp->dom->live;
+	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed%s",
+	       d->name, (int)pid, (unsigned long long)dropped,
+	       before > after ? (unsigned long long)(before - after) : 0,
+	       st.st_size < (off_t)LEDGER_SIZE
+		   ? " (its ledger was cut short: the pages counted past its end stay)"
+		   : "");
+}
+
+/* A process's start time (/proc/PID/stat field 22), 0 if it is gone. */
+static unsigned long long proc_start(pid_t pid)
+{
+	char path[64];
+	struct procfs_stat st;
+	procfs_path(path, sizeof(path), "/proc", (int)pid, "stat");
+	return procfs_stat(path, &st) ? 0 : st.starttime;
+}
+
+/* The ledger of c in d, made if new: its descriptor, or -errno.  A ledger
+ * of this name that is not c's (an earlier process with the same pid, or
+ * not a ledger) is reaped or set aside first: a client is handed only a
+ * full-sized ledger of its own. */
+int state_ledger_open(struct state *s, struct dom *d, const struct client *c)
+{
+	char path[512];
+	struct stat st;
+	struct ledger lg;
+	unsigned long long starttime = proc_start(c->pid);
+	state_ledger_path(s, path, sizeof(path), d->name, c->pid);
+	int lfd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (lfd >= 0) {
+		const char *why = ledger_unfit(lfd, c->pid, &st);
+		if (!why && st.st_size != (off_t)LEDGER_SIZE)
+			why = "cut short";
+		if (!why && pread(lfd, &lg, sizeof(lg), 0) == (ssize_t)sizeof(lg) &&
+		    lg.starttime == starttime)
+			return lfd; /* its own: a client reconnecting */
+		close(lfd);
+		if (why)
+			ledger_set_aside(path, why);
+		else
+			state_reap(s, d, c->pid); /* a gone process's, with the same pid */
+	}
+	lfd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+	if (lfd < 0)
+		return -errno;
+	lg = (struct ledger){.magic = LEDGER_MAGIC, .pid = c->pid, .starttime = starttime};
+	snprintf(lg.comm, sizeof(lg.comm), "%s", c->comm);
+	if (ftruncate(lfd, (off_t)LEDGER_SIZE) < 0 ||
+	    pwrite(lfd, &lg, sizeof(lg), 0) != (ssize_t)sizeof(lg)) {
+		int err = -errno;
+		close(lfd);
+		unlink(path);
+		return err;
+	}
+	return lfd;
+}
+
+/* Whether process pid may still map a page of the pool of domain `name`:
+ * it runs (with that start time, if known) and its mappings name the pool
+ * file, or they cannot be read.  A process that closed its connection
+ * but kept running (a daemon closing every descriptor, say) keeps its
+ * pages; one that exited or exec'd maps nothing any more. */
+static bool pid_runs(pid_t pid, unsigned long long starttime)
+{
+	unsigned long long now = proc_start(pid);
+	return now && (!starttime || now == starttime);
+}
+
+struct pool_file {
+	const char *path;
+	ino_t ino;
+};
+
+/* A mapping of the pool file: its inode, and its path (maps names the
+ * file, so an inode of another file system cannot match by chance). */
+static int maps_pool(const struct procfs_map *m, void *arg)
+{
+	const struct pool_file *p = arg;
+	return m->inode == (unsigned long)p->ino && !strncmp(m->path, p->path, strlen(p->path));
+}
+
+static bool may_map_pool(const struct state *s, const char *name, pid_t pid,
+			 unsigned long long starttime)
+{
+	if (!pid_runs(pid, starttime))
+		return false;
+	char path[512];
+	struct stat pool;
+	state_path(s, path, sizeof(path), name, ".pool");
+	if (stat(path, &pool) < 0)
+		return false;
+	char maps[64];
+	struct pool_file want = {path, pool.st_ino};
+	procfs_path(maps, sizeof(maps), "/proc", (int)pid, "maps");
+	int found = procfs_maps(maps, maps_pool, &want);
+	return found != 0; /* unreadable (< 0): cannot tell, keep its pages */
+}
+
+/* The start time a process's ledger recorded, or 0. */
+static unsigned long long ledger_starttime(const struct state *s, const char *domain, pid_t pid)
+{
+	struct ledger lg;
+	return state_ledger_header(s, domain, pid, &lg) ? lg.starttime : 0;
+}
+
+/* At start-up, and every few seconds: ledgers of processes that are gone
+ * while nobody watched (the daemon was down, or they never reconnected),
+ * or that closed their connection and have since exited or exec'd. */
+void state_reap_orphans(struct state *s)
+{
+	DIR *dir = opendir(s->dir);
+	struct dirent *e;
+	while (dir && (e = readdir(dir))) {
+		char dom[72];
+		pid_t pid;
+		if (!ledger_name_parse(e->d_name, dom, &pid))
+			continue;
+		bool connected = false;
+		for (int c = 0; c < s->nclients; c++)
+			connected |= s->clients[c].pid == pid && s->clients[c].d &&
+				     !strcmp(s->clients[c].d->name, dom);
+		if (connected || may_map_pool(s, dom, pid, ledger_starttime(s, dom, pid)))
+			continue; /* it will reconnect, or be reaped when it is gone */
+		struct dom *d;
+		char path[512];
+		state_path(s, path, sizeof(path), dom, ".index");
+		if (access(path, F_OK) < 0) {
+			/* No domain: nothing to drop; not a ledger: set aside. */
+			if (pid_runs(pid, ledger_starttime(s, dom, pid)))
+				continue;
+			state_ledger_path(s, path, sizeof(path), dom, pid);
+			int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+			struct stat st;
+			const char *why = fd >= 0 ? ledger_unfit(fd, pid, &st) : NULL;
+			if (fd >= 0)
+				close(fd);
+			if (why)
+				ledger_set_aside(path, why);
+			else if (fd >= 0 && unlink(path) == 0)
+				logmsg("%s: a ledger of no domain: removed", path);
+		} else if (state_domain_get(s, dom, true, &d) == 0) {
+			state_reap(s, d, pid);
+			state_domain_close_if_unused(s, d);
+		}
+	}
+	if (dir)
+		closedir(dir);
+}
+
+/* ---- clients ---- */
+
+/* The connections of process pid. */
+int state_connections_of(const struct state *s, pid_t pid)
+{
+	int n = 0;
+	for (int i = 0; i < s->nclients; i++)
+		n += s->clients[i].pid == pid;
+	return n;
+}
+
+/* A new connection: 0, -EMFILE (the process holds
+ * --max-connections-per-process) or -ENFILE (the table is full). */
+int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid)
+{
+	if (state_connections_of(s, pid) >= s->lim.connections_per_process)
+		return -EMFILE;
+	if (s->nclients == s->lim.connections)
+		return -ENFILE;
+	struct client *c = &s->clients[s->nclients++];
+	*c = (struct client){.fd = fd, .pid = pid, .uid = uid, .active_ns = prim_now_ns()};
+	char path[64], comm[32];
+	procfs_path(path, sizeof(path), "/proc", (int)pid, "comm");
+	if (procfs_comm(path, comm, sizeof(comm)) == 0)
+		procfs_escape(comm, c->comm, sizeof(c->comm));
+	return 0;
+}
+
+/* The connection without HELLO idle the longest, or -1. */
+int state_client_idlest(const struct state *s)
+{
+	int best = -1;
+	for (int i = 0; i < s->nclients; i++)
+		if (!s->clients[i].d &&
+		    (best < 0 || s->clients[i].active_ns < s->clients[best].active_ns))
+			best = i;
+	return best;
+}
+
+/* Connection i closed (its descriptor is the caller's to close).  After a
+ * process's last connection to a domain, its ledger is reaped; after the
+ * domain's last process, the domain is closed. */
+void state_client_remove(struct state *s, int i)
+{
+	struct client *c = &s->clients[i];
+	struct dom *d = c->d;
+	pid_t pid = c->pid;
+	s->clients[i] = s->clients[--s->nclients];
+	if (!d)
+		return;
+	/* The process may hold another connection to the same domain (two
+	 * engines): its ledger is shared, reap after the last one. */
+	for (int k = 0; k < s->nclients; k++)
+		if (s->clients[k].pid == pid && s->clients[k].d == d)
+			return;
+	if (may_map_pool(s, d->name, pid, ledger_starttime(s, d->name, pid))) {
+		logmsg("domain %s: process %d closed its connection but still maps the pool: "
+		       "its pages are kept until it exits",
+		       d->name, (int)pid);
+		return;
+	}
+	state_reap(s, d, pid);
+	state_domain_close_if_unused(s, d);
+}
+
+/* ---- counters ---- */
+
+/* The daemon's counts: its domains' sums, and its clients' from their
+ * ledgers; full_scans is the least any connected process has done. */
+static void state_counts(const struct state *s, struct ksm_counts *c)
+{
+	bool any = false;
+	*c = (struct ksm_counts){.process = false, .reclaimed = s->reclaimed_closed};
+	for (int i = 0; i < s->lim.domains; i++) {
+		if (!s->doms[i].sp)
+			continue;
+		const struct domain *d = s->doms[i].sp->dom;
+		c->pages_shared += d->pages_shared;
+		c->pages_sharing += d->pages_sharing;
+		c->chains += d->chains;
+		c->dups += d->dups;
+		c->pool_pages += d->live;
+		c->reclaimed += d->reclaimed;
+	}
+	for (int i = 0; i < s->nclients; i++) {
+		const struct client *k = &s->clients[i];
+		struct ledger lg;
+		if (!k->d)
+			continue;
+		if (!state_ledger_header(s, k->d->name, k->pid, &lg))
+			lg = (struct ledger){0};
+		c->rmap_items += (uint64_t)lg.rmap_items;
+		c->merging_pages += (uint64_t)lg.merging_pages;
+		c->unshared += (uint64_t)lg.unshared;
+		c->zero_pages += (uint64_t)lg.zero_pages;
+		c->pages_scanned += (uint64_t)lg.pages_scanned;
+		c->pages_skipped += (uint64_t)lg.pages_skipped;
+		c->pages_tracked += (uint64_t)lg.tracked_pages;
+		c->metadata_bytes += (uint64_t)lg.metadata_bytes;
+		if (!any || (uint64_t)lg.full_scans < c->full_scans)
+			c->full_scans = (uint64_t)lg.full_scans;
+		any = true;
+	}
+}
+
+/* A knob, or a counter as counters.c defines it from the daemon's counts. */
+bool state_value(const struct state *s, int idx, long long *v)
+{
+	struct ksm_counts c;
+	if (samepage_knob_at(idx)->kind == SAMEPAGE_KNOB_TUNABLE) {
+		*v = (long long)s->knob[idx];
+		return true;
+	}
+	state_counts(s, &c);
+	return counter_value(&c, idx, v);
+}

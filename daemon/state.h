@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * state.h - what samepaged holds: the domains it has open, the processes
+ * connected to it, and the ledgers that count what each process maps.
+ *
+ * The daemon has no socket in here (samepaged.c has them) and no request
+ * parsing (protocol.c): this is the state both act on, kept in files of
+ * the state directory so that a restarted daemon takes it back.
+ *
+ * Files of the state directory:
+ *   DOMAIN.index        the domain's stable index, allocator, knobs, counters
+ *   DOMAIN.pool         the domain's pool of KSM pages (sparse)
+ *   DOMAIN.PID.ledger   how many of process PID's pages map each KSM page
+ * A domain name may contain dots ("vm.A"); a pid never does.
+ */
+#ifndef SAMEPAGED_STATE_H
+#define SAMEPAGED_STATE_H
+
+#include "../lib/internal.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* What one process, or all of them, may hold at once (samepaged(8)
+ * lists the options and why the defaults are what they are). */
+struct limits {
+	int connections;	     /* --max-connections */
+	int connections_per_process; /* --max-connections-per-process */
+	int domains;		     /* --max-domains */
+	int domains_per_process;     /* --max-domains-per-process */
+	int idle_timeout;	     /* --idle-timeout, seconds without HELLO */
+};
+#define LIMITS_DEFAULT                                                                             \
+	{                                                                                          \
+		1024, 16, 64, 4, 10                                                                \
+	}
+
+/* A domain the daemon has open: an engine over its two files that never
+ * scans (the daemon reads no process's memory), used to reap ledgers and
+ * to read the domain's counters.  A free slot has sp == NULL. */
+struct dom {
+	char name[72];
+	struct samepage *sp;
+};
+
+/* A connection.  d is set by HELLO: from then on the process's ledger
+ * exists, and its references are dropped when its last connection to d
+ * closes; such a connection is never closed by the daemon. */
+struct client {
+	int fd; /* samepaged.c's; the protocol never touches it */
+	pid_t pid;
+	uid_t uid;
+	struct dom *d;
+	char comm[32];
+	uint64_t active_ns; /* accepted, or its last request (CLOCK_MONOTONIC) */
+};
+
+/* A log line that a flood would repeat: at most one a second. */
+struct throttle {
+	uint64_t last_ns;
+	unsigned suppressed;
+};
+
+/* Invariants: every clients[i].d is an open slot of doms[]; an open
+ * domain has a connected client, a ledger file, or a pool page in use
+ * (otherwise it is closed and its files removed). */
+struct state {
+	char dir[256];		  /* the state directory */
+	bool config_given;	  /* knobs came from --config: keep them */
+	bool knobs_taken;	  /* knobs already taken back from the state directory */
+	unsigned long long *knob; /* the daemon-wide knobs, by knob_index() */
+	struct limits lim;
+	struct dom *doms;	/* lim.domains slots */
+	struct client *clients; /* [0, nclients) of lim.connections */
+	int nclients;
+	uint64_t reclaimed_closed; /* pool_pages_reclaimed of the domains closed */
+	struct throttle log_limit; /* refusals and closings for a limit */
+};
+
+/* "samepaged: " + the message, on standard error. */
+void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+extern bool logmsg_quiet; /* the fuzz target's: no log lines */
+
+int state_init(struct state *s, const struct limits *lim);
+void logmsg_throttled(struct throttle *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Domains */
+int state_domain_get(struct state *s, const char *name, bool create, struct dom **out);
+void state_domain_close_if_unused(struct state *s, struct dom *d);
+int state_domains_of(const struct state *s, pid_t pid, const char *except);
+void state_take_back(struct state *s);
+int state_knob_store(struct state *s, int idx, unsigned long long v);
+
+/* Ledgers */
+void state_ledger_path(const struct state *s, char *buf, size_t len, const char *domain, pid_t pid);
+bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, struct ledger *lg);
+int state_ledger_open(struct state *s, struct dom *d, const struct client *c);
+void state_reap(struct state *s, struct dom *d, pid_t pid);
+void state_reap_orphans(struct state *s);
+
+/* Clients */
+int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid);
+int state_connections_of(const struct state *s, pid_t pid);
+int state_client_idlest(const struct state *s);
+void state_client_remove(struct state *s, int i);
+
+/* Counters: a knob, or a counter summed over the domains and the
+ * connected processes; false if the daemon does not know it. */
+bool state_value(const struct state *s, int idx, long long *v);
+
+#endif

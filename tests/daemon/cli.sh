@@ -1,0 +1,73 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# cli.sh SAMEPAGED VERSION: samepaged's command line without a daemon
+# running: --version prints the project's version, --help every option
+# of samepaged(8), a bad option or limit exits 2 naming it; a socket path
+# that holds a file, and a state directory that others may enter, belongs
+# to another user or is a link, are refused (exit 1) and left alone.
+set -u
+bin=$1 version=$2 man=$3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0 passed=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+ok() { passed=$((passed + 1)); }
+
+"$bin" --version >"$tmp/out" 2>"$tmp/err" && [ "$(cat "$tmp/out")" = "samepaged $version" ] &&
+	[ ! -s "$tmp/err" ] && ok || fail "--version printed '$(cat "$tmp/out" "$tmp/err")'"
+
+"$bin" --help >"$tmp/help" 2>&1 && ok || fail "--help exited non-zero"
+# Every option of the man page's SYNOPSIS is in --help.
+for opt in $(sed -n '/^\.SH SYNOPSIS/,/^\.SH/p' "$man" | grep -o '\\-\\-[a-z\\-]*' | sed 's/\\//g'); do
+	grep -q -- "$opt" "$tmp/help" && ok || fail "--help lacks $opt"
+done
+
+"$bin" --bogus >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ "$rc" = 2 ] && grep -q -- "--bogus" "$tmp/err" && ok ||
+	fail "--bogus exited $rc: $(cat "$tmp/err")"
+
+# A bad value of a limit: exit 2, the option and its range named, before
+# anything is made.
+for bad in "--max-connections 0" "--max-domains 99999" "--idle-timeout 10s" \
+	"--max-domains-per-process -1" "--max-connections-per-process"; do
+	# shellcheck disable=SC2086
+	"$bin" --foreground --socket "$tmp/s" --state-dir "$tmp/state" $bad >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	opt=${bad%% *}
+	[ "$rc" = 2 ] && grep -q -- "$opt" "$tmp/err" && [ ! -e "$tmp/state" ] && [ ! -e "$tmp/s" ] &&
+		ok || fail "$bad exited $rc: $(cat "$tmp/err")"
+done
+
+# refused WHAT TEXT ARGS...: samepaged exits 1 at start-up (5 s at most),
+# its message holding TEXT.
+refused()
+{
+	local what=$1 text=$2 rc
+	shift 2
+	timeout 5 "$bin" --foreground "$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	[ "$rc" = 1 ] && grep -q -- "$text" "$tmp/err" && ok ||
+		fail "$what: exited $rc: $(cat "$tmp/err")"
+}
+
+# Something at the socket's path that is not a socket is never removed.
+echo precious >"$tmp/file"
+refused "--socket at a file" "not a socket" --socket "$tmp/file" --state-dir "$tmp/st"
+[ "$(cat "$tmp/file")" = precious ] && ok || fail "--socket removed the file at its path"
+
+# A state directory others may enter, or of another user, or a link.
+mkdir -m 755 "$tmp/open"
+refused "state directory of mode 0755" "chmod 700" --socket "$tmp/s" --state-dir "$tmp/open"
+mkdir -m 700 "$tmp/real"
+ln -s "$tmp/real" "$tmp/link"
+refused "state directory as a link" "symbolic link" --socket "$tmp/s" --state-dir "$tmp/link"
+if [ "$(id -u)" = 0 ]; then
+	mkdir -m 700 "$tmp/theirs"
+	chown 65534 "$tmp/theirs"
+	refused "state directory of another user" "belongs to uid 65534" --socket "$tmp/s" \
+		--state-dir "$tmp/theirs"
+fi
+
+echo "cli: $passed passed, $fails failed"
+[ "$fails" = 0 ]

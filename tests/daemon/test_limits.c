@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_limits.c - one process cannot lock everyone else out of samepaged
+ * (issue 9 item 5), spoken in the raw protocol as any process could:
+ *
+ *  - a flood of idle connections from one process is refused past
+ *    --max-connections-per-process, and a new client still gets through;
+ *  - a flood from several processes past --max-connections makes room by
+ *    closing the connection idle the longest that never said HELLO;
+ *  - a connection that never says HELLO, or a control connection that
+ *    holds still, is closed after --idle-timeout; a client's (HELLO) is
+ *    never;
+ *  - more than 64 domain names, one after the other, do not fill the
+ *    domain table: a domain is closed, and its files removed, when its
+ *    last process goes;
+ *  - --max-domains-per-process and --max-domains refuse with an error
+ *    that names the option, and the log says it too.
+ *
+ * Usage: test_limits PATH-TO-SAMEPAGED
+ */
+#include "daemon_util.h"
+
+static struct daemon D;
+
+static void restart(const char *const *options)
+{
+	daemon_stop(&D, SIGTERM);
+	daemon_start(&D, options);
+}
+
+/* A child process asks GET run (a new client): 0 if answered. */
+static int new_client_gets_through(void)
+{
+	pid_t p = fork();
+	REQUIRE(p >= 0);
+	if (p == 0) {
+		char reply[256];
+		alarm(20); /* a daemon that never answers fails the test, not hangs it */
+		int err = samepage_control(D.sock, "GET run", reply, sizeof(reply));
+		if (err)
+			fprintf(stderr, "new client: %s (%s)\n", samepage_strerror(err), reply);
+		_exit(err ? 1 : 0);
+	}
+	int st;
+	waitpid(p, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Opens up to n idle connections (fds[]); the number opened.  A full
+ * listen backlog (EAGAIN) is waited out, 10 s in all at most. */
+static int flood(int *fds, int n)
+{
+	int k = 0;
+	for (int waits = 0; k < n && waits < 10000;) {
+		fds[k] = raw_dial(&D, true);
+		if (fds[k] == -EAGAIN) {
+			waits++;
+			usleep(1000);
+			continue;
+		}
+		if (fds[k] < 0)
+			break;
+		k++;
+	}
+	return k;
+}
+
+static void close_all(int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+static void test_flood_from_one_process(void)
+{
+	static int fds[1100];
+	int n = flood(fds, 1100);
+	printf("one process opened %d connections\n", n);
+	CHECK_EQ_INT(n, 1100);
+	CHECK_EQ_INT(new_client_gets_through(), 0);
+	/* Past its 16th, each was answered with an error naming the option. */
+	char reply[512];
+	int got = raw_recv(fds[n - 1], reply, sizeof(reply));
+	CHECK(got > 0 && reply_errno(reply) == EMFILE &&
+	      strstr(reply, "--max-connections-per-process"));
+	if (got > 0)
+		printf("the last one was answered: %s\n", reply);
+	CHECK(daemon_logged(&D, "--max-connections-per-process"));
+	close_all(fds, n);
+}
+
+static void test_flood_from_many_processes(void)
+{
+	restart((const char *[]){"--max-connections", "24", "--max-connections-per-process", "8",
+				 NULL});
+	pid_t kids[4];
+	int ready[2];
+	REQUIRE(pipe(ready) == 0);
+	for (int k = 0; k < 4; k++) {
+		kids[k] = fork();
+		REQUIRE(kids[k] >= 0);
+		if (kids[k] == 0) {
+			int fds[8], n = flood(fds, 8);
+			if (write(ready[1], &n, sizeof(n)) != sizeof(n))
+				_exit(1);
+			pause();
+			_exit(0);
+		}
+	}
+	int total = 0;
+	for (int k = 0; k < 4; k++) {
+		int n = 0;
+		REQUIRE(read(ready[0], &n, sizeof(n)) == sizeof(n));
+		total += n;
+	}
+	close(ready[0]);
+	close(ready[1]);
+	printf("4 processes opened %d idle connections, --max-connections 24\n", total);
+	CHECK_EQ_INT(new_client_gets_through(), 0);
+	CHECK(daemon_logged(&D, "--max-connections"));
+	for (int k = 0; k < 4; k++) {
+		kill(kids[k], SIGKILL);
+		waitpid(kids[k], NULL, 0);
+	}
+}
+
+static void test_idle_timeout(void)
+{
+	restart((const char *[]){"--idle-timeout", "1", NULL});
+	char reply[512];
+	int silent = raw_dial(&D, false), still = raw_dial(&D, false), client = raw_dial(&D, false);
+	REQUIRE(silent >= 0 && still >= 0 && client >= 0);
+	CHECK_EQ_INT(reply_errno((raw_asks(still, "GET run", reply, sizeof(reply)), reply)), 0);
+	CHECK_EQ_INT(reply_errno((raw_asks(client, "HELLO idle", reply, sizeof(reply)), reply)), 0);
+	/* The two without HELLO are told why, then closed (10 s at most). */
+	for (int *fd = (int[]){silent, still, -1}; *fd >= 0; fd++) {
+		int got = raw_recv(*fd, reply, sizeof(reply));
+		CHECK(got > 0 && strstr(reply, "--idle-timeout"));
+		CHECK_EQ_INT(raw_recv(*fd, reply, sizeof(reply)), 0);
+		close(*fd);
+	}
+	CHECK(daemon_logged(&D, "--idle-timeout"));
+	/* The client's connection outlived them and still answers. */
+	CHECK_EQ_INT(reply_errno((raw_asks(client, "GET run", reply, sizeof(reply)), reply)), 0);
+	close(client);
+}
+
+/* HELLO on a new connection: the errno of the answer (0: OK); the
+ * connection stays open in *fd. */
+static int hello(int *fd, const char *domain)
+{
+	char req[128], reply[512];
+	*fd = raw_dial(&D, false);
+	REQUIRE(*fd >= 0);
+	snprintf(req, sizeof(req), "HELLO %s", domain);
+	int got = raw_asks(*fd, req, reply, sizeof(reply));
+	REQUIRE(got > 0);
+	if (reply_errno(reply))
+		printf("HELLO %s: %s\n", domain, reply);
+	return reply_errno(reply);
+}
+
+/* Waits (10 s at most) until the state directory holds n files of the
+ * prefix and suffix. */
+static int wait_state_files(const char *prefix, const char *suffix, int n)
+{
+	int k = -1;
+	for (int i = 0; i < 1000 && (k = state_files(&D, prefix, suffix)) != n; i++)
+		usleep(10000);
+	return k;
+}
+
+static void test_domain_churn(void)
+{
+	restart(NULL);
+	for (int i = 0; i < 100; i++) {
+		char name[32];
+		int fd;
+		snprintf(name, sizeof(name), "churn-%d", i);
+		CHECK_EQ_INT(hello(&fd, name), 0);
+		close(fd);
+	}
+	int fd;
+	CHECK_EQ_INT(hello(&fd, "after-churn"), 0);
+	close(fd);
+	/* Every one closed when its process went, its files removed. */
+	CHECK_EQ_INT(wait_state_files("churn-", "", 0), 0);
+	CHECK_EQ_INT(wait_state_files("after-churn", "", 0), 0);
+	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 0);
+}
+
+static void test_domains_per_process(void)
+{
+	int fd[6];
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ_INT(hello(&fd[i], (const char *[]){"a", "b", "c", "d"}[i]), 0);
+	CHECK_EQ_INT(hello(&fd[4], "e"), EMFILE);
+	CHECK(daemon_logged(&D, "--max-domains-per-process"));
+	CHECK_EQ_INT(hello(&fd[5], "a"), 0); /* a domain it is in already */
+	close_all(fd, 6);
+	CHECK_EQ_INT(wait_state_files("", ".index", 0), 0);
+}
+
+static void test_domain_table_full(void)
+{
+	restart((const char *[]){"--max-domains", "2", NULL});
+	int fd[3];
+	CHECK_EQ_INT(hello(&fd[0], "one"), 0);
+	CHECK_EQ_INT(hello(&fd[1], "two"), 0);
+	CHECK_EQ_INT(hello(&fd[2], "three"), ENFILE);
+	CHECK(daemon_logged(&D, "--max-domains"));
+	close(fd[0]);
+	close(fd[2]);
+	/* "one" is closed when its process leaves it: room for "three". */
+	CHECK_EQ_INT(wait_state_files("one.", "", 0), 0);
+	CHECK_EQ_INT(hello(&fd[2], "three"), 0);
+	close(fd[1]);
+	close(fd[2]);
+}
+
+int main(int argc, char **argv)
+{
+	REQUIRE(argc == 2);
+	daemon_init(&D, argv[1]);
+	daemon_start(&D, NULL);
+
+	test_flood_from_one_process();
+	test_domain_churn();
+	test_domains_per_process();
+	test_flood_from_many_processes();
+	test_idle_timeout();
+	test_domain_table_full();
+
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	return check_report("limits");
+}

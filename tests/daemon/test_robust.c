@@ -1,0 +1,387 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_robust.c - samepaged against what a production host throws at it:
+ *
+ *  - requests: a 64 KiB packet (EMSGSIZE, the connection goes on), packets
+ *    carrying descriptors (none kept), a NUL byte or a second line in a
+ *    request, SET with a word too many (EINVAL, the knob unchanged);
+ *  - a control connection that never reads its answers is closed, and the
+ *    daemon serves the others meanwhile;
+ *  - a state directory holding junk: files, directories, a FIFO and a
+ *    symbolic link named like domain files, ledgers of no domain, empty
+ *    ledgers: the daemon starts, says what it ignores, changes none of
+ *    them, and the file a link points to stays as it was;
+ *  - ledgers a restarted daemon finds broken: cut short (reaped as far as
+ *    they go, never read past their end), of another format (set aside as
+ *    .broken, never reaped: their counts would drop other processes'
+ *    pages), and a domain file whose page count was overwritten;
+ *  - a ledger left by an earlier process with the same pid is not handed
+ *    to a new one; a ledger of the wrong size is never handed out;
+ *  - SIGTERM while HELLOs are in flight: a clean exit, and after a restart
+ *    every ledger reaped and every domain closed.
+ *
+ * Usage: test_robust PATH-TO-SAMEPAGED
+ */
+#include "../../lib/internal.h"
+#include "daemon_util.h"
+
+#include <stddef.h>
+#include <sys/stat.h>
+
+static struct daemon D;
+
+static void path_of(char *buf, size_t len, const char *name)
+{
+	snprintf(buf, len, "%s/%s", D.state, name);
+}
+
+static long long file_size(const char *name)
+{
+	char path[512];
+	struct stat st;
+	path_of(path, sizeof(path), name);
+	return lstat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+static void write_file(const char *name, const void *data, size_t len)
+{
+	char path[512];
+	path_of(path, sizeof(path), name);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	REQUIRE(fd >= 0 && write(fd, data, len) == (ssize_t)len);
+	close(fd);
+}
+
+/* ---- requests ---- */
+
+static void test_requests(void)
+{
+	char reply[PROTO_MAX];
+	int fd = raw_dial(&D, false);
+	REQUIRE(fd >= 0);
+
+	static char big[65536];
+	memcpy(big, "GET ", 4);
+	memset(big + 4, 'x', sizeof(big) - 4);
+	CHECK(raw_ask(fd, big, sizeof(big), reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), EMSGSIZE);
+	CHECK_EQ_INT(reply_errno((raw_asks(fd, "GET run", reply, sizeof(reply)), reply)), 0);
+
+	/* Descriptors sent along: the daemon keeps none. */
+	int before = daemon_fds(&D), null = open("/dev/null", O_RDONLY);
+	REQUIRE(null >= 0);
+	for (int round = 0; round < 50; round++) {
+		int fds[200];
+		for (int i = 0; i < 200; i++)
+			fds[i] = null;
+		char cbuf[CMSG_SPACE(sizeof(fds))];
+		struct iovec iov = {.iov_base = big, .iov_len = round % 2 ? sizeof(big) : 7};
+		struct msghdr msg = {.msg_iov = &iov,
+				     .msg_iovlen = 1,
+				     .msg_control = cbuf,
+				     .msg_controllen = sizeof(cbuf)};
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(fds));
+		memcpy(CMSG_DATA(c), fds, sizeof(fds));
+		REQUIRE(sendmsg(fd, &msg, MSG_NOSIGNAL) > 0);
+		CHECK(raw_recv(fd, reply, sizeof(reply)) > 0);
+	}
+	close(null);
+	CHECK_EQ_INT(daemon_fds(&D), before);
+
+	/* One request is one line of text. */
+	static const char nul[] = "GET run\0SET run 2";
+	CHECK(raw_ask(fd, nul, sizeof(nul) - 1, reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), EINVAL);
+	CHECK(raw_asks(fd, "GET run\nSET run 2", reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), EINVAL);
+	CHECK(raw_asks(fd, "GET run\n", reply, sizeof(reply)) > 0); /* one line end is fine */
+	CHECK_EQ_INT(reply_errno(reply), 0);
+	long long sleep_ms = daemon_value(&D, "sleep_millisecs");
+	CHECK(raw_asks(fd, "SET sleep_millisecs 5 junk", reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), EINVAL);
+	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), sleep_ms);
+	CHECK_EQ_INT(daemon_value(&D, "run"), 0);
+	close(fd);
+}
+
+static void test_reader_that_never_reads(void)
+{
+	char reply[PROTO_MAX];
+	int fd = raw_dial(&D, false);
+	REQUIRE(fd >= 0);
+	/* 4000 answers of a full GET are more than a socket buffer holds:
+	 * the daemon cannot send them all, and closes the connection. */
+	int sent = 0;
+	alarm(60); /* a send blocked for ever fails the test */
+	for (; sent < 4000; sent++)
+		if (send(fd, "GET", 3, MSG_NOSIGNAL) < 0)
+			break;
+	alarm(0);
+	/* The others are served meanwhile. */
+	CHECK_EQ_INT(daemon_value(&D, "run"), 0);
+	int got, answers = 0;
+	while ((got = raw_recv(fd, reply, sizeof(reply))) > 0)
+		answers++;
+	printf("sent %d requests without reading: %d answers, then %s\n", sent, answers,
+	       got == 0 ? "closed" : strerror(-got));
+	CHECK(got == 0 || got == -ECONNRESET); /* reset: it closed with requests unread */
+	CHECK(answers < sent);
+	CHECK(daemon_logged(&D, "does not read its answers"));
+	close(fd);
+}
+
+/* ---- the state directory ---- */
+
+static void test_junk_in_state_dir(void)
+{
+	daemon_stop(&D, SIGTERM);
+	char path[512], target[512];
+	write_file("junk", "hello\n", 6);
+	write_file("a.index", "not a domain", 12);
+	path_of(path, sizeof(path), "b.index");
+	REQUIRE(mkdir(path, 0700) == 0);
+	snprintf(target, sizeof(target), "%s/link-target", D.dir);
+	write_file("../link-target", "", 0);
+	path_of(path, sizeof(path), "c.index");
+	REQUIRE(symlink(target, path) == 0);
+	write_file("d.pool", "x", 1);
+	write_file("e.99999999.ledger", "x", 1); /* no such pid, no such domain */
+	write_file("f.1.ledger", "", 0);	 /* pid 1 lives: not an orphan */
+	path_of(path, sizeof(path), "g.index");
+	REQUIRE(mkfifo(path, 0600) == 0);
+	write_file("h i.index", "", 0); /* not a domain name */
+	daemon_start(&D, NULL);
+
+	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 0);
+	CHECK_EQ_INT(file_size("junk"), 6);
+	CHECK_EQ_INT(file_size("a.index"), 12);
+	CHECK_EQ_INT(file_size("d.pool"), 1);
+	CHECK_EQ_INT(file_size("f.1.ledger"), 0);
+	CHECK_EQ_INT(file_size("h i.index"), 0);
+	CHECK_EQ_INT(file_size("../link-target"), 0); /* never followed */
+	CHECK(daemon_logged(&D, "a.index"));
+	CHECK(daemon_logged(&D, "c.index"));
+	/* A HELLO to a domain whose files are junk is refused, and says so. */
+	int fd = raw_dial(&D, false);
+	char reply[512];
+	REQUIRE(fd >= 0);
+	CHECK(raw_asks(fd, "HELLO a", reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), EIO);
+	close(fd);
+	CHECK_EQ_INT(file_size("a.index"), 12);
+	/* The daemon works: a new domain comes and goes. */
+	fd = raw_dial(&D, false);
+	REQUIRE(fd >= 0);
+	CHECK(raw_asks(fd, "HELLO fresh", reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), 0);
+	close(fd);
+
+	/* Clean up for the next tests. */
+	daemon_stop(&D, SIGTERM);
+	const char *junk[] = {
+	    "junk",	  "a.index", "d.pool",	"e.99999999.ledger", "e.99999999.ledger.broken",
+	    "f.1.ledger", "c.index", "g.index", "h i.index"};
+	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+		path_of(path, sizeof(path), junk[i]);
+		unlink(path);
+	}
+	path_of(path, sizeof(path), "b.index");
+	rmdir(path);
+	daemon_start(&D, NULL);
+}
+
+/* ---- ledgers ---- */
+
+/* A child process that says HELLO to domain and waits to be killed. */
+static pid_t hello_child(const char *domain)
+{
+	int ready[2];
+	REQUIRE(pipe(ready) == 0);
+	pid_t p = fork();
+	REQUIRE(p >= 0);
+	if (p == 0) {
+		char req[128], reply[256];
+		int fd = raw_dial(&D, false);
+		snprintf(req, sizeof(req), "HELLO %s", domain);
+		char ok = fd >= 0 && raw_asks(fd, req, reply, sizeof(reply)) > 0 &&
+			  reply_errno(reply) == 0;
+		if (write(ready[1], &ok, 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	char ok = 0;
+	REQUIRE(read(ready[0], &ok, 1) == 1 && ok == 1);
+	close(ready[0]);
+	close(ready[1]);
+	return p;
+}
+
+static void kill_child(pid_t p)
+{
+	kill(p, SIGKILL);
+	waitpid(p, NULL, 0);
+}
+
+static void ledger_name(char *buf, size_t len, const char *domain, pid_t pid)
+{
+	snprintf(buf, len, "%s.%d.ledger", domain, (int)pid);
+}
+
+/* Writes v at offset off of a state file. */
+static void poke(const char *name, off_t off, const void *v, size_t len)
+{
+	char path[512];
+	path_of(path, sizeof(path), name);
+	int fd = open(path, O_WRONLY);
+	REQUIRE(fd >= 0 && pwrite(fd, v, len, off) == (ssize_t)len);
+	close(fd);
+}
+
+static void test_broken_ledgers_after_restart(void)
+{
+	pid_t cut = hello_child("cut"), junk = hello_child("junk"), wide = hello_child("wide");
+	char cut_l[128], junk_l[128], wide_l[128], path[512];
+	ledger_name(cut_l, sizeof(cut_l), "cut", cut);
+	ledger_name(junk_l, sizeof(junk_l), "junk", junk);
+	ledger_name(wide_l, sizeof(wide_l), "wide", wide);
+	daemon_stop(&D, SIGKILL);
+	kill_child(cut);
+	kill_child(junk);
+	kill_child(wide);
+
+	/* cut: its domain has 10 KSM pages' worth of nodes, its ledger 100
+	 * bytes (a header, no counts). */
+	uint32_t nr = 10;
+	poke("cut.index", offsetof(struct domain, nr), &nr, sizeof(nr));
+	path_of(path, sizeof(path), cut_l);
+	REQUIRE(truncate(path, 100) == 0);
+	/* junk: a ledger of the right size but another format, with counts. */
+	uint64_t bad_magic = 0x4b4e554a4b4e554aULL;
+	uint32_t refs[4] = {7, 7, 7, 7};
+	poke(junk_l, 0, &bad_magic, sizeof(bad_magic));
+	poke(junk_l, LEDGER_OFF_REFS, refs, sizeof(refs));
+	/* wide: the domain file says its pool has more pages than it can. */
+	nr = UINT32_MAX;
+	poke("wide.index", offsetof(struct domain, nr), &nr, sizeof(nr));
+
+	daemon_start(&D, NULL);
+	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 0);
+	CHECK_EQ_INT(file_size(cut_l), -1); /* reaped as far as it went */
+	CHECK_EQ_INT(file_size(wide_l), -1);
+	CHECK_EQ_INT(file_size(junk_l), -1);
+	char broken[200];
+	snprintf(broken, sizeof(broken), "%s.broken", junk_l);
+	CHECK_EQ_INT(file_size(broken), (long long)LEDGER_SIZE); /* set aside, not reaped */
+	CHECK(daemon_logged(&D, broken));
+	path_of(path, sizeof(path), broken);
+	unlink(path);
+}
+
+/* The ledger HELLO hands to this process, as the daemon wrote it. */
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+static bool ledger_header(const char *domain, pid_t pid, struct ledger *lg)
+{
+	char name[128], path[512];
+	ledger_name(name, sizeof(name), domain, pid);
+	path_of(path, sizeof(path), name);
+	int fd = open(path, O_RDONLY);
+	bool ok = fd >= 0 && pread(fd, lg, sizeof(*lg), 0) == (ssize_t)sizeof(*lg);
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static void test_ledger_left_by_same_pid(void)
+{
+	/* What an earlier process with this pid left, since the last sweep:
+	 * another start time, and counts that are not this process's. */
+	struct ledger old = {.magic = LEDGER_MAGIC, .pid = getpid(), .starttime = 1};
+	char name[128], path[512], reply[256];
+	ledger_name(name, sizeof(name), "reuse", getpid());
+	write_file(name, &old, sizeof(old));
+	path_of(path, sizeof(path), name);
+	REQUIRE(truncate(path, (off_t)LEDGER_SIZE) == 0);
+	int fd = raw_dial(&D, false);
+	REQUIRE(fd >= 0 && raw_asks(fd, "HELLO reuse", reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), 0);
+	struct ledger now;
+	CHECK(ledger_header("reuse", getpid(), &now));
+	CHECK(now.starttime != 1 && now.starttime != 0);
+	close(fd);
+
+	/* A ledger of the wrong size for this pid: never handed out. */
+	ledger_name(name, sizeof(name), "short", getpid());
+	write_file(name, &old, sizeof(old));
+	fd = raw_dial(&D, false);
+	REQUIRE(fd >= 0 && raw_asks(fd, "HELLO short", reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), 0);
+	CHECK_EQ_INT(file_size(name), (long long)LEDGER_SIZE);
+	close(fd);
+}
+
+/* ---- signals ---- */
+
+static void test_sigterm_during_hellos(void)
+{
+	pid_t kids[4];
+	for (int k = 0; k < 4; k++) {
+		kids[k] = fork();
+		REQUIRE(kids[k] >= 0);
+		if (kids[k] == 0) {
+			/* HELLO after HELLO, 3 s: some land as the daemon stops. */
+			char req[64], reply[256];
+			snprintf(req, sizeof(req), "HELLO term-%d", k);
+			for (uint64_t end = now_ns() + 3000000000ULL; now_ns() < end;) {
+				int fd = raw_dial(&D, false);
+				if (fd < 0) {
+					usleep(1000);
+					continue;
+				}
+				raw_asks(fd, req, reply, sizeof(reply));
+				close(fd);
+			}
+			_exit(0);
+		}
+	}
+	usleep(300000);
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0); /* exited 0, at once */
+	daemon_start(&D, NULL);
+	for (int k = 0; k < 4; k++)
+		waitpid(kids[k], NULL, 0);
+	/* Every ledger reaped (at once, or by the sweep of dead processes'
+	 * ledgers), every domain closed. */
+	int left = -1;
+	for (int i = 0; i < 1500 && left; i++) {
+		usleep(10000);
+		left = state_files(&D, "term-", "");
+	}
+	CHECK_EQ_INT(left, 0);
+	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 0);
+}
+
+int main(int argc, char **argv)
+{
+	REQUIRE(argc == 2);
+	daemon_init(&D, argv[1]);
+	daemon_start(&D, NULL);
+
+	test_requests();
+	test_reader_that_never_reads();
+	test_junk_in_state_dir();
+	test_broken_ledgers_after_restart();
+	test_ledger_left_by_same_pid();
+	test_sigterm_during_hellos();
+
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	return check_report("robust");
+}
