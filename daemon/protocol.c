@@ -8,10 +8,12 @@
  * line and one more function.
  */
 #include "protocol.h"
+#include "pool.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -86,9 +88,27 @@ static void answer_hello(struct state *s, struct client *c, const char *domain,
 	c->d = d;
 	reply_add(r, "OK %016llx", (unsigned long long)d->sp->dom->instance);
 	r->fds[0] = d->sp->stable.fd;
-	r->fds[1] = d->sp->pool.fd;
+	r->fds[1] = d->pool_ro; /* read-only: the daemon writes the pool (pool.c) */
 	r->fds[2] = r->close_fd = lfd;
-	r->nfds = 3;
+	r->fds[3] = d->guard_ro;
+	r->nfds = 4;
+}
+
+/* PLACE <n>: the daemon writes the n new KSM pages the process staged in
+ * its ledger into the pool (pool.c).  "OK <placed>". */
+static void answer_place(struct state *s, struct client *c, const char *args, struct proto_reply *r)
+{
+	char *end;
+	unsigned long n = strtoul(args, &end, 10);
+	unsigned placed;
+	if (!c->d)
+		return proto_error(r, -ENOTCONN, "PLACE before HELLO");
+	if (*end || end == args || n > PLACE_MAX)
+		return proto_error(r, -EINVAL, "PLACE needs a count of at most 512 pages");
+	int err = dpool_place(s, c, (unsigned)n, &placed);
+	if (err)
+		return proto_error(r, err, "PLACE");
+	reply_add(r, "OK %u", placed);
 }
 
 /* GET [name]: every knob and counter the daemon knows, or one. */
@@ -158,10 +178,9 @@ static const struct request {
 	enum args args;
 	void (*answer)(struct state *s, struct client *c, const char *args, struct proto_reply *r);
 } requests[] = {
-    {"HELLO", ARGS_REQUIRED, answer_hello},
-    {"GET", ARGS_OPTIONAL, answer_get},
-    {"SET", ARGS_REQUIRED, answer_set},
-    {"CLIENTS", ARGS_NONE, answer_clients},
+    {"HELLO", ARGS_REQUIRED, answer_hello}, {"GET", ARGS_OPTIONAL, answer_get},
+    {"SET", ARGS_REQUIRED, answer_set},	    {"CLIENTS", ARGS_NONE, answer_clients},
+    {"PLACE", ARGS_REQUIRED, answer_place},
 };
 
 void proto_answer(struct state *s, struct client *c, const char *request, size_t len,

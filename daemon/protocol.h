@@ -18,7 +18,7 @@
 struct proto_reply {
 	char text[PROTO_MAX];
 	size_t len;
-	int fds[3];
+	int fds[HELLO_FDS];
 	int nfds;
 	int close_fd;
 };

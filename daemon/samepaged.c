@@ -28,12 +28,14 @@
  * does them.
  */
 #include "ksmconf.h" /* common/: the config file parser ksmctl apply uses */
+#include "pool.h"
 #include "protocol.h"
 #include "state.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +119,43 @@ static int send_reply(int fd, struct proto_reply *r)
 	return err;
 }
 
+/* --allow-user: the users (beside the daemon's and root) whose processes
+ * may connect.  Run as root, samepaged then serves VM monitors of other
+ * users, which cannot write the pool (samepaged(8), SECURITY). */
+#define MAX_ALLOWED 32
+static uid_t allowed[MAX_ALLOWED];
+static int nallowed;
+
+static bool user_allowed(uid_t uid)
+{
+	for (int i = 0; i < nallowed; i++)
+		if (allowed[i] == uid)
+			return true;
+	return false;
+}
+
+static void allow_user(const char *name)
+{
+	struct passwd *pw = getpwnam(name);
+	char *end;
+	unsigned long uid = strtoul(name, &end, 10);
+	if (pw)
+		uid = pw->pw_uid;
+	else if (!*name || *end) {
+		fprintf(stderr,
+			"samepaged: --allow-user %s: no such user (fix: a user name or "
+			"number)\n",
+			name);
+		exit(2);
+	}
+	if (nallowed == MAX_ALLOWED) {
+		fprintf(stderr, "samepaged: --allow-user %s: at most %d users\n", name,
+			MAX_ALLOWED);
+		exit(2);
+	}
+	allowed[nallowed++] = (uid_t)uid;
+}
+
 static void refuse(int fd, int err, const char *what)
 {
 	proto_error(&g.reply, err, what);
@@ -162,9 +201,10 @@ static void accept_client(int fd)
 		close(fd);
 		return;
 	}
-	if (cr.uid != geteuid() && cr.uid != 0) {
-		/* Only the daemon's user, or root: another user's process could
-		 * learn which pages exist by merging (a side channel). */
+	if (cr.uid != geteuid() && cr.uid != 0 && !user_allowed(cr.uid)) {
+		/* Only the daemon's user, root, or a user --allow-user names:
+		 * another user's process could learn which pages exist by
+		 * merging (a side channel). */
 		refuse(fd, -EACCES, "this samepaged belongs to another user");
 		logmsg("refused process %d of uid %d", (int)cr.pid, (int)cr.uid);
 		return;
@@ -282,10 +322,15 @@ static void serve(void)
 		if (n > 0 && (p[0].revents & POLLIN))
 			accept_clients();
 		close_idle(now);
-		if (now - last_sweep > 5000000000ULL) {
+		bool every5s = now - last_sweep > 5000000000ULL;
+		if (every5s) {
 			state_reap_orphans(&g.st);
 			last_sweep = now;
 		}
+		/* Pool pages the clients freed go back to the kernel (pool.c). */
+		for (int i = 0; i < g.st.lim.domains; i++)
+			if (g.st.doms[i].sp)
+				dpool_sweep(&g.st, &g.st.doms[i], every5s);
 	}
 	free(p);
 }
@@ -335,7 +380,9 @@ static int listen_socket(void)
 		return -EADDRINUSE;
 	}
 	unlink(g.socket_path);
-	mode_t old = umask(0077); /* the socket is the user's alone */
+	/* The socket is the user's alone, unless --allow-user names others:
+	 * then anyone may connect, and SO_PEERCRED decides. */
+	mode_t old = umask(nallowed ? 0 : 0077);
 	int rc = bind(fd, (struct sockaddr *)&a, sizeof(a));
 	umask(old);
 	if (rc < 0 || listen(fd, 64) < 0) {
@@ -380,7 +427,8 @@ static void usage(FILE *f)
 	const struct limits def = LIMITS_DEFAULT;
 	fprintf(f,
 		"usage: samepaged [--foreground] [--socket PATH] [--state-dir DIR]\n"
-		"                 [--config FILE] [--pid-file FILE] [LIMITS]\n"
+		"                 [--config FILE] [--pid-file FILE] [--allow-user USER]...\n"
+		"                 [LIMITS]\n"
 		"       samepaged --help | --version\n"
 		"Merges identical pages across the processes of each security domain\n"
 		"(clients use samepage_connect(3)).  See samepaged(8).\n"
@@ -477,6 +525,8 @@ int main(int argc, char **argv)
 			g.config = v, i++;
 		} else if (v && !strcmp(a, "--pid-file")) {
 			snprintf(g.pid_file, sizeof(g.pid_file), "%s", v), i++;
+		} else if (v && !strcmp(a, "--allow-user")) {
+			allow_user(v), i++;
 		} else if (numeric_option(a, v)) {
 			i++;
 		} else {

@@ -9,6 +9,7 @@
  * reference the ledger counts ("reaps" it): no pool page stays that nobody
  * maps, even after a SIGKILL.
  */
+#include "pool.h"
 #include "state.h"
 #include "procfs.h" /* common/: the one reader of /proc */
 
@@ -82,7 +83,7 @@ void state_ledger_path(const struct state *s, char *buf, size_t len, const char 
 /* "DOMAIN.PID.ledger" -> DOMAIN and PID.  A domain name may hold dots
  * ("vm.A"), a pid never does: the pid is what follows the last dot before
  * ".ledger".  False for any other name. */
-static bool ledger_name_parse(const char *fname, char dom[72], pid_t *pid)
+bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid)
 {
 	size_t n = strlen(fname), sl = strlen(".ledger");
 	if (n <= sl || strcmp(fname + n - sl, ".ledger"))
@@ -222,6 +223,15 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 	}
 	memcpy(d->sp->dom->knob, s->knob, sizeof(d->sp->dom->knob)); /* one set for the daemon */
 	snprintf(d->name, sizeof(d->name), "%s", name);
+	char gpath[512], ppath[512];
+	state_path(s, gpath, sizeof(gpath), name, ".guard");
+	state_path(s, ppath, sizeof(ppath), name, ".pool");
+	if (dpool_open(gpath, ppath, d)) {
+		logmsg("domain %s: cannot open %s (fix: move it away)", name, gpath);
+		engine_free(d->sp);
+		d->sp = NULL;
+		return -EIO;
+	}
 	logmsg("domain %s: %s (%u KSM pages)", name, new_index ? "created" : "taken back",
 	       d->sp->dom->live);
 	*out = d;
@@ -237,7 +247,7 @@ static bool domain_has_ledgers(const struct state *s, const char *name)
 	while (dir && !found && (e = readdir(dir))) {
 		char dom[72];
 		pid_t pid;
-		found = ledger_name_parse(e->d_name, dom, &pid) && !strcmp(dom, name);
+		found = state_ledger_name_parse(e->d_name, dom, &pid) && !strcmp(dom, name);
 	}
 	if (dir)
 		closedir(dir);
@@ -256,11 +266,14 @@ void state_domain_close_if_unused(struct state *s, struct dom *d)
 		return;
 	char path[512];
 	s->reclaimed_closed += d->sp->dom->reclaimed;
+	dpool_close(d);
 	engine_free(d->sp);
 	d->sp = NULL;
 	state_path(s, path, sizeof(path), d->name, ".index");
 	unlink(path);
 	state_path(s, path, sizeof(path), d->name, ".pool");
+	unlink(path);
+	state_path(s, path, sizeof(path), d->name, ".guard");
 	unlink(path);
 	logmsg("domain %s: no process left, closed and its files removed", d->name);
 }
@@ -616,7 +629,7 @@ void state_reap_orphans(struct state *s)
 	while (dir && (e = readdir(dir))) {
 		char dom[72];
 		pid_t pid;
-		if (!ledger_name_parse(e->d_name, dom, &pid))
+		if (!state_ledger_name_parse(e->d_name, dom, &pid))
 			continue;
 		bool connected = false;
 		for (int c = 0; c < s->nclients; c++)

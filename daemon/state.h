@@ -9,7 +9,9 @@
  *
  * Files of the state directory:
  *   DOMAIN.index        the domain's stable index, allocator, knobs, counters
- *   DOMAIN.pool         the domain's pool of KSM pages (sparse)
+ *   DOMAIN.pool         the domain's pool of KSM pages (sparse): written by the
+ *                       daemon only (pool.c), read-only to clients
+ *   DOMAIN.guard        one byte per pool page: being rewritten or punched
  *   DOMAIN.PID.ledger   how many of process PID's pages map each KSM page
  * A domain name may contain dots ("vm.A"); a pid never does.
  */
@@ -42,6 +44,14 @@ struct limits {
 struct dom {
 	char name[72];
 	struct samepage *sp;
+	/* pool.c: the guard file (read-write here), the read-only descriptors
+	 * of the pool and the guard that clients get, the pool pages known
+	 * to be holes, and when the pool was last swept. */
+	_Atomic uint8_t *guard;
+	int pool_ro, guard_ro;
+	uint64_t *punched;
+	uint64_t swept;
+	bool sweep;
 };
 
 /* A connection.  d is set by HELLO: from then on the process's ledger
@@ -94,6 +104,7 @@ void state_take_back(struct state *s);
 int state_knob_store(struct state *s, int idx, unsigned long long v);
 
 /* Ledgers */
+bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid);
 void state_ledger_path(const struct state *s, char *buf, size_t len, const char *domain, pid_t pid);
 bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, struct ledger *lg);
 int state_ledger_open(struct state *s, struct dom *d, const struct client *c);

@@ -6,7 +6,16 @@
  * index and the pool) and each client's ledger; every client scans its own
  * memory with its own scanner thread, looks pages up in the domain's
  * shared index and does its own remaps, so no process ever reads another's
- * memory.  What is shared is only the pool, which every client may read.
+ * memory.  What is shared is only the pool, which every client may read
+ * and none may write: the daemon hands it over read-only, and writes the
+ * new KSM pages itself (PLACE: the client stages their contents in its
+ * ledger), into pool pages no other client refers to.  Pool pages are
+ * punched by the daemon only, once no ledger refers to them.  Each check
+ * is ordered with the clients' by the guard file: the daemon marks a page
+ * before it checks the references; a client takes its reference before it
+ * checks the mark (index.c).  So one compromised client cannot change the
+ * memory of another: it can only fail its own merges, or keep pool pages
+ * alive.
  *
  * Across processes the unstable tree cannot compare two pages (neither
  * process can read the other's), so the domain keeps a small lossy table of
@@ -31,13 +40,34 @@
 #include <string.h>
 #include <sys/mman.h>
 
-static struct ledger *ledger_map(int fd)
+static void *map_file(int fd, size_t len, int prot)
 {
 	void *m;
-	return prim_mmap(&m, NULL, LEDGER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-			 fd, 0)
-		   ? NULL
-		   : m;
+	return prim_mmap(&m, NULL, len, prot, MAP_SHARED | MAP_NORESERVE, fd, 0) ? NULL : m;
+}
+
+/* A new KSM page: staged in the ledger for the daemon to write. */
+static void client_place(struct samepage *sp, uint32_t off, const void *page)
+{
+	char *lg = (char *)sp->ledger;
+	if (sp->nplace == PLACE_MAX)
+		sp->place_flush(sp);
+	uint32_t k = sp->nplace++;
+	memcpy(lg + LEDGER_OFF_STAGING + (size_t)k * PAGE_SIZE, page, PAGE_SIZE);
+	((uint32_t *)(lg + LEDGER_OFF_PLACE))[k] = off;
+}
+
+/* Before a batch merges: the daemon writes the staged pages into the pool
+ * (those it refuses, because another client refers to the page, simply
+ * fail their compare and do not merge). */
+static void client_place_flush(struct samepage *sp)
+{
+	char req[32], reply[64];
+	if (!sp->detached && sp->conn_fd >= 0) {
+		snprintf(req, sizeof(req), "PLACE %u", sp->nplace);
+		control_request(sp->conn_fd, req, reply, sizeof(reply));
+	}
+	sp->nplace = 0;
 }
 
 /* This process's counters, for the daemon (ksmctl --user top). */
@@ -68,7 +98,7 @@ static void ledger_publish(struct samepage *sp)
 static void client_poll(struct samepage *sp)
 {
 	ledger_publish(sp);
-	if (!sp->detached) {
+	if (!sp->detached && sp->conn_fd >= 0) {
 		if (prim_hung_up(sp->conn_fd)) {
 			prim_close(sp->conn_fd);
 			sp->conn_fd = -1;
@@ -81,14 +111,14 @@ static void client_poll(struct samepage *sp)
 	if (now - sp->reconnect_ns < 1000000000ULL)
 		return;
 	sp->reconnect_ns = now;
-	int conn, fds[3];
+	int conn, fds[HELLO_FDS];
 	if (control_hello(sp->socket_path, sp->domain_name, &conn, fds))
 		return;
 	dev_t dev;
 	ino_t ino;
 	bool same =
 	    prim_file_id(fds[1], &dev, &ino) == 0 && dev == sp->pool.dev && ino == sp->pool.ino;
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < HELLO_FDS; i++)
 		prim_close(fds[i]);
 	if (!same) {
 		/* A daemon that lost its files made a new domain: ours stays
@@ -107,15 +137,20 @@ static void client_detach(struct samepage *sp)
 	if (sp->ledger) {
 		ledger_publish(sp);
 		sp->stable.refs = NULL;
+		sp->fork = NULL; /* it was the ledger's */
 		prim_munmap(sp->ledger, LEDGER_SIZE);
 		sp->ledger = NULL;
+	}
+	if (sp->stable.guard) {
+		prim_munmap((void *)sp->stable.guard, GUARD_SIZE);
+		sp->stable.guard = NULL;
 	}
 }
 
 int samepage_connect(samepage_t **out, const char *domain)
 {
 	char path[108];
-	int conn, fds[3], err;
+	int conn, fds[HELLO_FDS], err;
 
 	if (!out)
 		return -EINVAL;
@@ -128,9 +163,15 @@ int samepage_connect(samepage_t **out, const char *domain)
 	err = control_hello(path, domain, &conn, fds);
 	if (err)
 		return err;
-	struct ledger *lg = ledger_map(fds[2]);
+	struct ledger *lg = map_file(fds[2], LEDGER_SIZE, PROT_READ | PROT_WRITE);
+	const _Atomic uint8_t *guard = map_file(fds[3], GUARD_SIZE, PROT_READ);
 	prim_close(fds[2]);
-	if (!lg) {
+	prim_close(fds[3]);
+	if (!lg || !guard) {
+		if (lg)
+			prim_munmap(lg, LEDGER_SIZE);
+		if (guard)
+			prim_munmap((void *)guard, GUARD_SIZE);
 		prim_close(fds[0]);
 		prim_close(fds[1]);
 		prim_close(conn);
@@ -139,19 +180,27 @@ int samepage_connect(samepage_t **out, const char *domain)
 	err = engine_open(out, fds[0], fds[1]);
 	if (err) {
 		prim_munmap(lg, LEDGER_SIZE);
+		prim_munmap((void *)guard, GUARD_SIZE);
 		prim_close(conn);
 		return err;
 	}
 	struct samepage *sp = *out;
 	sp->ledger = lg;
-	sp->stable.refs = (uint32_t *)((char *)lg + LEDGER_OFF_REFS);
+	sp->stable.refs = (_Atomic uint32_t *)((char *)lg + LEDGER_OFF_REFS);
+	sp->stable.guard = guard;
+	/* The daemon sees this process's forked children in its ledger. */
+	prim_munmap(sp->fork, PAGE_SIZE);
+	sp->fork = (struct fork_shared *)((char *)lg + LEDGER_OFF_FORK);
 	sp->conn_fd = conn;
 	sp->poll = client_poll;
 	sp->detach = client_detach;
+	sp->place = client_place;
+	sp->place_flush = client_place_flush;
 	snprintf(sp->domain_name, sizeof(sp->domain_name), "%s", domain);
 	snprintf(sp->socket_path, sizeof(sp->socket_path), "%s", path);
 	err = engine_start(sp);
 	if (err) {
+		client_detach(sp);
 		engine_free(sp);
 		prim_close(conn);
 		*out = NULL;

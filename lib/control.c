@@ -86,6 +86,7 @@ static int exchange(int fd, const char *request, char *reply, size_t len, int *f
 		if (err != -EPIPE && err != -ECONNRESET)
 			return err;
 		refused = true;
+		err = 0;
 	}
 	ssize_t n = prim_recv_fds(fd, reply, len - 1, refused, fds, nfds, &got);
 	if (n == -ECONNRESET) /* reported before the answer still queued */
@@ -137,17 +138,25 @@ int samepage_control(const char *socket_path, const char *request, char *reply, 
 	return err < 0 ? err : 0;
 }
 
-/* HELLO: the connection, and the domain's index and pool and this
- * process's ledger (fds[0..2]), each checked. */
-int control_hello(const char *socket_path, const char *domain, int *conn, int fds[3])
+/* One request on an open connection (a client's, after HELLO). */
+int control_request(int fd, const char *request, char *reply, size_t len)
+{
+	int err = exchange(fd, request, reply, len, NULL, 0);
+	return err < 0 ? err : 0;
+}
+
+/* HELLO: the connection, and the domain's index, pool (read-only), this
+ * process's ledger and the domain's guard (read-only): fds[0..3], each
+ * checked. */
+int control_hello(const char *socket_path, const char *domain, int *conn, int fds[HELLO_FDS])
 {
 	char req[128], reply[256];
 	int fd = dial(socket_path);
 	if (fd < 0)
 		return fd;
 	snprintf(req, sizeof(req), "HELLO %s", domain);
-	int got = exchange(fd, req, reply, sizeof(reply), fds, 3);
-	if (got != 3) {
+	int got = exchange(fd, req, reply, sizeof(reply), fds, HELLO_FDS);
+	if (got != HELLO_FDS) {
 		for (int i = 0; i < got; i++)
 			prim_close(fds[i]);
 		prim_close(fd);

@@ -43,7 +43,11 @@ static void pin_mapped_nodes(struct samepage *sp)
 				continue;
 			uint32_t id = r->meta[i].link;
 			if (!bits) {
-				sp->stable.nodes[id].pinned = 255; /* cannot count: for ever */
+				/* cannot count: for ever (and a reference that
+				 * samepaged keeps until this process is gone) */
+				if (sp->stable.nodes[id].pinned != 255)
+					ledger_ref(sp, id);
+				sp->stable.nodes[id].pinned = 255;
 				continue;
 			}
 			if (!(bits[id / 64] & (1ULL << (id % 64)))) {
@@ -74,8 +78,10 @@ static void pin_mapped_nodes(struct samepage *sp)
 		while (old < sp->npins && sp->pins[old] < id)
 			old++;
 		bool had = old < sp->npins && sp->pins[old] == id;
-		if (!had && sp->stable.nodes[id].pinned < 255)
+		if (!had && sp->stable.nodes[id].pinned < 255) {
 			sp->stable.nodes[id].pinned++;
+			ledger_ref(sp, id); /* samepaged keeps it for the children too */
+		}
 	}
 	prim_free_pages(bits, bytes);
 	pins_free(sp->pins, sp->npins);
@@ -160,6 +166,7 @@ void fork_reap(struct samepage *sp)
 		struct stable_node *n = &sp->stable.nodes[sp->pins[k]];
 		if (n->pinned && n->pinned < 255)
 			n->pinned--;
+		ledger_unref(sp, sp->pins[k]);
 		stable_drop(sp, sp->pins[k], 0, false); /* frees it if nothing maps it */
 	}
 	pins_free(sp->pins, sp->npins);

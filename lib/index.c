@@ -108,7 +108,7 @@ int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint
 	int err = pool_alloc(sp, want_off, &idx);
 	if (err)
 		return err;
-	memcpy(pool_page(&sp->pool, idx), page, PAGE_SIZE);
+	pool_write(sp, idx, page);
 	uint32_t dups = for_each_dup(sp, page, checksum, NULL, NULL);
 	chain_counts(sp, dups, dups + 1);
 
@@ -121,6 +121,33 @@ int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint
 	return 0;
 }
 
+/* samepaged's ledger: this process's references to pool page idx, which
+ * the daemon checks before it rewrites or punches the page.  A reference
+ * is taken when a merge is queued (before the page is compared) and kept
+ * by the mapping; dropped when the merge fails or the mapping goes. */
+void ledger_ref(struct samepage *sp, uint32_t idx)
+{
+	if (sp->stable.refs)
+		atomic_fetch_add(&sp->stable.refs[idx], 1);
+}
+
+void ledger_unref(struct samepage *sp, uint32_t idx)
+{
+	if (sp->stable.refs && atomic_load(&sp->stable.refs[idx]))
+		atomic_fetch_sub(&sp->stable.refs[idx], 1);
+}
+
+/* Whether samepaged is rewriting or punching pool page idx: checked after
+ * the reference is taken (a full fence between), as the daemon checks the
+ * references after it marks the page, so one of the two sees the other. */
+bool pool_page_dying(struct samepage *sp, uint32_t idx)
+{
+	if (!sp->stable.guard)
+		return false;
+	atomic_thread_fence(memory_order_seq_cst);
+	return atomic_load(&sp->stable.guard[idx]) != 0;
+}
+
 /* A verified mapping joins the node: the first makes it a shared page, the
  * others are "sharing" (pages saved). */
 void stable_get(struct samepage *sp, uint32_t idx)
@@ -130,9 +157,7 @@ void stable_get(struct samepage *sp, uint32_t idx)
 		sp->dom->pages_shared++;
 	else
 		sp->dom->pages_sharing++;
-	sp->c.merging_pages++;
-	if (sp->stable.refs)
-		sp->stable.refs[idx]++;
+	sp->c.merging_pages++; /* the ledger counted it when the merge was queued */
 }
 
 static void stable_free(struct samepage *sp, uint32_t idx)
@@ -166,8 +191,7 @@ void stable_drop(struct samepage *sp, uint32_t idx, uint32_t count, bool mine)
 			sp->dom->pages_sharing--;
 		if (mine) {
 			sp->c.merging_pages--;
-			if (sp->stable.refs && sp->stable.refs[idx])
-				sp->stable.refs[idx]--;
+			ledger_unref(sp, idx);
 		}
 	}
 	if (n->in_use && n->mapcount == 0 && n->pending == 0 && !n->pinned)
@@ -190,7 +214,8 @@ void index_lock(struct samepage *sp)
 	struct domain *d = sp->dom;
 	if (domain_lock(d) != EOWNERDEAD)
 		return;
-	for (uint32_t i = 0; i < d->nr; i++) {
+	uint32_t nr = d->nr < DOM_NODES ? d->nr : DOM_NODES; /* a client may have written it */
+	for (uint32_t i = 0; i < nr; i++) {
 		struct stable_node *n = &sp->stable.nodes[i];
 		n->pending = 0;
 		if (n->in_use)

@@ -64,7 +64,9 @@ bool counter_value(const struct ksm_counts *c, int idx, long long *out);
 
 /* control.c */
 bool domain_name_ok(const char *name);
-int control_hello(const char *socket_path, const char *domain, int *conn, int fds[3]);
+#define HELLO_FDS 4 /* index, pool, ledger, guard */
+int control_hello(const char *socket_path, const char *domain, int *conn, int fds[HELLO_FDS]);
+int control_request(int fd, const char *request, char *reply, size_t len);
 
 /* guard.c */
 enum { WINDOW_MPROTECT, WINDOW_UFFD_USER, WINDOW_UFFD }; /* the window mechanisms */
@@ -102,6 +104,7 @@ void domain_unlock(struct domain *d);
 int pool_open(struct pool *p, int fd);
 void pool_destroy(struct pool *p);
 int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off);
+void pool_write(struct samepage *sp, uint32_t off, const void *page);
 void pool_release(struct samepage *sp, uint32_t off);
 static inline char *pool_page(struct pool *p, uint32_t off)
 {
@@ -129,6 +132,9 @@ static inline bool region_clip(const struct region *r, uintptr_t start, uintptr_
 }
 
 /* index.c */
+void ledger_ref(struct samepage *sp, uint32_t idx);
+void ledger_unref(struct samepage *sp, uint32_t idx);
+bool pool_page_dying(struct samepage *sp, uint32_t idx);
 void index_lock(struct samepage *sp);
 void index_unlock(struct samepage *sp);
 uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full);

@@ -57,6 +57,8 @@ static void finish_page(struct samepage *sp, const struct merge_req *q, bool mer
 	}
 	struct stable_node *n = &sp->stable.nodes[q->node];
 	n->pending--;
+	if (!merged)
+		ledger_unref(sp, q->node); /* the merge's reference */
 	if (merged) {
 		r->merged = true;
 		m->flags |= PM_STABLE | PM_POOLMAP;
@@ -91,8 +93,9 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 	}
 	for (size_t i = 0; i < n; i++)
 		ok[i] = zero ? guarded_is_zero((void *)q[i].addr, PAGE_SIZE)
-			     : guarded_equal((void *)q[i].addr, pool_page(&sp->pool, q[i].pool_off),
-					     PAGE_SIZE);
+			     : !pool_page_dying(sp, q[i].pool_off) &&
+				   guarded_equal((void *)q[i].addr,
+						 pool_page(&sp->pool, q[i].pool_off), PAGE_SIZE);
 	for (size_t i = 0; i < n;) {
 		size_t j = i;
 		while (j < n && ok[j] == ok[i])
@@ -146,6 +149,8 @@ void merge_batch(struct samepage *sp)
 	struct merge_req *q = sp->reqs;
 	size_t n = sp->nreqs;
 
+	if (sp->nplace && sp->place_flush)
+		sp->place_flush(sp); /* samepaged writes the new KSM pages */
 	if (!n)
 		return;
 	qsort(q, n, sizeof(*q), cmp_req);

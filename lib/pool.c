@@ -4,7 +4,8 @@
  *
  * Every KSM page is a page of this file (pool page i belongs to stable
  * node i).  The engine maps the whole file MAP_SHARED at `view` to write
- * new KSM pages and to compare pages with them; the application's merged
+ * new KSM pages (read-only in samepaged's clients: the daemon writes
+ * them) and to compare pages with them; the application's merged
  * pages map it MAP_PRIVATE, so a write gets a private copy from the kernel
  * (copy-on-write) and the pool page stays unchanged.  The file is sparse:
  * a page costs memory from its first write until it is punched.
@@ -27,6 +28,9 @@ int pool_open(struct pool *p, int fd)
 	p->view_pages = DOM_NODES;
 	int err = prim_mmap((void **)&p->view, NULL, p->view_pages << PAGE_SHIFT,
 			    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (err == -EACCES) /* samepaged hands its clients the pool read-only */
+		err = prim_mmap((void **)&p->view, NULL, p->view_pages << PAGE_SHIFT, PROT_READ,
+				MAP_SHARED | MAP_NORESERVE, fd, 0);
 	if (err) {
 		p->view = NULL;
 		return err;
@@ -78,12 +82,28 @@ int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off)
 	return 0;
 }
 
-/* Gives a pool page back to the kernel (fallocate PUNCH_HOLE) and to the
- * allocator.  Only when no mapping can still read it. */
+/* Writes the contents of a new KSM page at pool page off: into our own
+ * pool, or staged for samepaged to write (its clients' views are
+ * read-only). */
+void pool_write(struct samepage *sp, uint32_t off, const void *page)
+{
+	if (sp->place)
+		sp->place(sp, off, page);
+	else
+		memcpy(pool_page(&sp->pool, off), page, PAGE_SIZE);
+}
+
+/* Gives a pool page back to the allocator, and to the kernel (fallocate
+ * PUNCH_HOLE): at once for our own pool, after samepaged's check that no
+ * client still refers to it for a domain's.  Only when no mapping can
+ * still read it. */
 void pool_release(struct samepage *sp, uint32_t off)
 {
 	struct domain *d = sp->dom;
-	prim_punch(sp->pool.fd, (off_t)off << PAGE_SHIFT, (off_t)PAGE_SIZE);
+	if (sp->punch)
+		sp->punch(sp, off);
+	else if (!sp->stable.refs)
+		prim_punch(sp->pool.fd, (off_t)off << PAGE_SHIFT, (off_t)PAGE_SIZE);
 	d->reclaimed++;
 	if (d->free_top < DOM_NODES)
 		sp->stable.free[d->free_top++] = off;

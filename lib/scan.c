@@ -100,8 +100,10 @@ static void queue_merge(struct samepage *sp, size_t ri, size_t i, uint32_t node)
 	q->index = (uint32_t)i;
 	q->node = node;
 	q->pool_off = node == NIL ? 0 : sp->stable.nodes[node].pool_off;
-	if (node != NIL)
+	if (node != NIL) {
 		sp->stable.nodes[node].pending++;
+		ledger_ref(sp, node); /* before the page is compared: see index.c */
+	}
 	r->meta[i].flags |= PM_PENDING;
 }
 

@@ -150,7 +150,12 @@ struct stable_index {
 	uint32_t *free;
 	uint32_t *heads;
 	_Atomic uint64_t *hints;
-	uint32_t *refs; /* this process's mappings per node (samepaged's ledger), or NULL */
+	/* samepaged's domains (NULL for a local engine): this process's
+	 * references per pool page (its ledger: mappings, merges under way,
+	 * pins for forked children), and the daemon's "dying" marks, one
+	 * byte per pool page, read-only here (see client.c). */
+	_Atomic uint32_t *refs;
+	const _Atomic uint8_t *guard;
 	int fd;
 };
 
@@ -264,19 +269,37 @@ struct samepage {
 	 * samepage_close() (so the engine needs no link to the client). */
 	void (*poll)(struct samepage *sp);
 	void (*detach)(struct samepage *sp);
+	/* How new KSM pages reach the pool and freed ones leave it (pool.c):
+	 * NULL for a local engine, which writes and punches its own pool.  A
+	 * samepaged client stages them for the daemon (place, flush before a
+	 * batch merges); the daemon checks every client's references before
+	 * it punches (punch). */
+	void (*place)(struct samepage *sp, uint32_t off, const void *page);
+	void (*place_flush)(struct samepage *sp);
+	void (*punch)(struct samepage *sp, uint32_t off);
+	uint32_t nplace; /* pages staged this batch */
 
 	struct samepage *next_engine; /* the process's list of engines */
 };
 
 /*
  * A client's ledger: a file of samepaged's state directory, shared between
- * the client (which writes it) and the daemon (which reads it when the
- * client is gone, to drop the client's references).  refs[i] is how many
- * of the client's pages map KSM page i.  Sparse: 4 bytes per KSM page the
- * client maps, in practice.
+ * the client (which writes it) and the daemon (which reads it).
+ *   header     struct ledger: who, and the counters (ksmctl --user top)
+ *   place      the pool offsets of the pages staged below (PLACE)
+ *   fork       struct fork_shared: the client's forked children, whose
+ *              mappings of the pool the daemon keeps after the client dies
+ *   staging    new KSM pages for the daemon to write into the pool
+ *   refs       refs[i]: the client's references to pool page i: mappings,
+ *              merges under way, pins for forked children
+ * Sparse: 4 bytes per KSM page the client maps, in practice.
  */
-#define LEDGER_MAGIC 0x31474452444c5353ULL /* "SSLDRDG1" */
-#define LEDGER_OFF_REFS 4096UL
+#define LEDGER_MAGIC 0x32474452444c5353ULL /* "SSLDRDG2" */
+#define PLACE_MAX BATCH_PAGES		   /* new KSM pages of one batch, at most */
+#define LEDGER_OFF_PLACE 4096UL
+#define LEDGER_OFF_FORK 8192UL
+#define LEDGER_OFF_STAGING 12288UL
+#define LEDGER_OFF_REFS (LEDGER_OFF_STAGING + (size_t)PLACE_MAX * PAGE_SIZE)
 #define LEDGER_SIZE (LEDGER_OFF_REFS + (size_t)DOM_NODES * sizeof(uint32_t))
 struct ledger {
 	uint64_t magic;
@@ -286,6 +309,14 @@ struct ledger {
 	_Atomic int64_t process_profit, tracked_pages, metadata_bytes, pages_scanned, pages_skipped;
 	char comm[32];
 };
+_Static_assert(sizeof(struct ledger) <= LEDGER_OFF_PLACE, "ledger header");
+_Static_assert(PLACE_MAX * sizeof(uint32_t) <= LEDGER_OFF_FORK - LEDGER_OFF_PLACE, "place");
+_Static_assert(sizeof(struct fork_shared) <= LEDGER_OFF_STAGING - LEDGER_OFF_FORK, "fork");
+
+/* The guard file: one byte per pool page, written by the daemon only; a
+ * page marked is being rewritten or punched, and no client may start a
+ * merge onto it. */
+#define GUARD_SIZE ((size_t)DOM_NODES)
 
 /* The control protocol (one message per SOCK_SEQPACKET packet, text):
  *   HELLO <domain>        -> OK <instance>, with the index, pool and ledger fds

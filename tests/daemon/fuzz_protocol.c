@@ -169,7 +169,7 @@ static void check_reply(const char *req, size_t len)
 	const struct proto_reply *r = &reply;
 	bool ok = !strncmp(r->text, "OK", 2), err = !strncmp(r->text, "ERR ", 4);
 	if (r->len != strlen(r->text) || r->len >= sizeof(r->text) || (!ok && !err) ||
-	    (r->nfds && (!ok || len < 6 || memcmp(req, "HELLO ", 6) || r->nfds != 3)) ||
+	    (r->nfds && (!ok || len < 6 || memcmp(req, "HELLO ", 6) || r->nfds != HELLO_FDS)) ||
 	    (r->close_fd >= 0 && r->close_fd != r->fds[2])) {
 		fprintf(stderr, "bad reply to %.*s: %.200s (len %zu, nfds %d)\n", (int)len, req,
 			r->text, r->len, r->nfds);

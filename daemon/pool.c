@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: MIT
+/*
+ * pool.c - samepaged is the only writer of a domain's pool.
+ *
+ * Every client maps the pool, and a client that could write it could change
+ * the memory of every other client of its domain (the pages they merged
+ * are private mappings of it).  So the daemon hands each client the pool
+ * and the guard file read-only, and:
+ *
+ *  - writes new KSM pages itself (PLACE n: the client staged their
+ *    contents and pool offsets in its ledger), only into pool pages no
+ *    other client refers to;
+ *  - punches pool pages (the sweep) only when no ledger refers to them.
+ *
+ * A client's references (its ledger's refs[]) count its mappings of a pool
+ * page, its merges under way and its pins for forked children; it takes a
+ * merge's reference before it compares its page with the pool page.  The
+ * daemon marks a page in the guard file before it reads the references,
+ * and a client reads the mark after it took its reference (with full
+ * fences on both sides): so either the daemon sees the reference and
+ * leaves the page alone, or the client sees the mark and does not merge.
+ * Nothing a client writes in the shared index (which it may) is trusted
+ * for this: only the ledgers, each written by its own process.
+ */
+#include "pool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The daemon's engine over the domain never punches on its own: the sweep
+ * does, after the check. */
+static void no_punch(struct samepage *sp, uint32_t off)
+{
+	(void)sp;
+	(void)off;
+}
+
+int dpool_open(const char *guard_path, const char *pool_path, struct dom *d)
+{
+	int g = open(guard_path, O_RDWR | O_CLOEXEC | O_CREAT | O_NOFOLLOW, 0600);
+	struct stat st;
+	if (g < 0 || fstat(g, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (st.st_size != (off_t)GUARD_SIZE && ftruncate(g, (off_t)GUARD_SIZE) < 0)) {
+		int err = -errno;
+		if (g >= 0)
+			close(g);
+		return err ? err : -EIO;
+	}
+	void *m = mmap(NULL, GUARD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, g, 0);
+	/* A daemon that died in the middle of a check left marks: clear. */
+	if (m != MAP_FAILED)
+		madvise(m, GUARD_SIZE, MADV_REMOVE);
+	int gro = open(guard_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int pro = open(pool_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	close(g);
+	if (m == MAP_FAILED || gro < 0 || pro < 0) {
+		if (m != MAP_FAILED)
+			munmap(m, GUARD_SIZE);
+		if (gro >= 0)
+			close(gro);
+		if (pro >= 0)
+			close(pro);
+		return -EIO;
+	}
+	d->guard = m;
+	d->guard_ro = gro;
+	d->pool_ro = pro;
+	d->sp->punch = no_punch;
+	d->swept = 0;
+	d->sweep = true;
+	return 0;
+}
+
+void dpool_close(struct dom *d)
+{
+	if (d->guard)
+		munmap((void *)d->guard, GUARD_SIZE);
+	if (d->guard_ro >= 0)
+		close(d->guard_ro);
+	if (d->pool_ro >= 0)
+		close(d->pool_ro);
+	free(d->punched);
+	d->guard = NULL;
+	d->guard_ro = d->pool_ro = -1;
+	d->punched = NULL;
+}
+
+/* ---- the references of every ledger of the domain ---- */
+
+#define MAX_LEDGERS 1024
+struct ledgers {
+	int fd[MAX_LEDGERS];
+	int n;
+	bool overflow; /* more ledgers than we could open: refuse everything */
+};
+
+/* Opens every ledger file of domain d, but process `except`'s. */
+static void ledgers_open(const struct state *s, const struct dom *d, pid_t except,
+			 struct ledgers *l)
+{
+	DIR *dir = opendir(s->dir);
+	struct dirent *e;
+	l->n = 0;
+	l->overflow = !dir;
+	while (dir && (e = readdir(dir))) {
+		char dom[72];
+		pid_t pid;
+		if (!state_ledger_name_parse(e->d_name, dom, &pid) || strcmp(dom, d->name) ||
+		    pid == except)
+			continue;
+		int fd = openat(dirfd(dir), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		if (fd < 0 || l->n == MAX_LEDGERS) {
+			l->overflow = true;
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		l->fd[l->n++] = fd;
+	}
+	if (dir)
+		closedir(dir);
+}
+
+static void ledgers_close(struct ledgers *l)
+{
+	for (int i = 0; i < l->n; i++)
+		close(l->fd[i]);
+	l->n = 0;
+}
+
+/* held[k] = whether any ledger refers to pool page first + k, k < n. */
+static void ledgers_refs(const struct ledgers *l, uint32_t first, uint32_t n, bool *held)
+{
+	static uint32_t refs[PLACE_MAX];
+	memset(held, l->overflow, n * sizeof(*held));
+	for (int i = 0; i < l->n; i++) {
+		ssize_t got = pread(l->fd[i], refs, n * sizeof(uint32_t),
+				    (off_t)(LEDGER_OFF_REFS + (size_t)first * sizeof(uint32_t)));
+		for (uint32_t k = 0; got > 0 && k < (uint32_t)got / sizeof(uint32_t); k++)
+			held[k] |= refs[k] != 0;
+	}
+}
+
+/* Marks [first, first + n) dying, then reads who still refers to it. */
+static void mark_and_check(struct dom *d, const struct ledgers *l, uint32_t first, uint32_t n,
+			   bool *held)
+{
+	for (uint32_t k = 0; k < n; k++)
+		atomic_store(&d->guard[first + k], 1);
+	atomic_thread_fence(memory_order_seq_cst);
+	ledgers_refs(l, first, n, held);
+}
+
+static void unmark(struct dom *d, uint32_t first, uint32_t n)
+{
+	for (uint32_t k = 0; k < n; k++)
+		atomic_store(&d->guard[first + k], 0);
+}
+
+static bool punched(const struct dom *d, uint32_t off)
+{
+	return d->punched && (d->punched[off / 64] >> (off % 64)) & 1;
+}
+
+static void set_punched(struct dom *d, uint32_t off, bool on)
+{
+	if (!d->punched && on)
+		d->punched = calloc(DOM_NODES / 64, sizeof(uint64_t));
+	if (!d->punched)
+		return;
+	if (on)
+		d->punched[off / 64] |= 1ULL << (off % 64);
+	else
+		d->punched[off / 64] &= ~(1ULL << (off % 64));
+}
+
+/* ---- PLACE ---- */
+
+/* Writes the n pages process c staged in its ledger into the pool, each
+ * only if no other process refers to its pool page.  The number placed. */
+int dpool_place(const struct state *s, struct client *c, unsigned n, unsigned *placed)
+{
+	static uint32_t offs[PLACE_MAX];
+	bool held[PLACE_MAX];
+	char path[512];
+	struct dom *d = c->d;
+	*placed = 0;
+	if (!d || n > PLACE_MAX)
+		return -EINVAL;
+	state_ledger_path(s, path, sizeof(path), d->name, c->pid);
+	int lfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (lfd < 0)
+		return -errno;
+	if (pread(lfd, offs, n * sizeof(uint32_t), LEDGER_OFF_PLACE) != (ssize_t)(n * sizeof(uint32_t))) {
+		close(lfd);
+		return -EIO;
+	}
+	struct ledgers l;
+	ledgers_open(s, d, c->pid, &l);
+	char *view = d->sp->pool.view;
+	for (unsigned k = 0; k < n;) {
+		/* A run of consecutive pool pages is checked at once. */
+		unsigned j = k + 1;
+		while (j < n && offs[j] == offs[j - 1] + 1)
+			j++;
+		if (offs[k] >= DOM_NODES || offs[k] + (j - k) > DOM_NODES) {
+			k = j;
+			continue;
+		}
+		mark_and_check(d, &l, offs[k], j - k, held);
+		for (unsigned i = k; i < j; i++) {
+			if (held[i - k])
+				continue;
+			off_t from = (off_t)(LEDGER_OFF_STAGING + (size_t)i * PAGE_SIZE);
+			if (pread(lfd, view + ((size_t)offs[i] << PAGE_SHIFT), PAGE_SIZE, from) ==
+			    (ssize_t)PAGE_SIZE) {
+				set_punched(d, offs[i], false);
+				(*placed)++;
+			}
+		}
+		unmark(d, offs[k], j - k);
+		k = j;
+	}
+	ledgers_close(&l);
+	close(lfd);
+	return 0;
+}
+
+/* ---- the sweep ---- */
+
+/* Punches the pool pages the index says are free and no ledger refers to,
+ * when a client freed some since the last sweep (the domain's reclaimed
+ * count moved) or when asked to (force). */
+void dpool_sweep(const struct state *s, struct dom *d, bool force)
+{
+	static bool held[PLACE_MAX];
+	struct samepage *sp = d->sp;
+	uint64_t reclaimed = ((volatile struct domain *)sp->dom)->reclaimed;
+	if (!force && !d->sweep && reclaimed == d->swept)
+		return;
+	d->swept = reclaimed;
+	d->sweep = false;
+	uint32_t nr = sp->dom->nr < DOM_NODES ? sp->dom->nr : DOM_NODES;
+	struct ledgers l;
+	bool opened = false;
+	for (uint32_t off = 0; off < nr;) {
+		const struct stable_node *nd = &sp->stable.nodes[off];
+		if (nd->in_use || nd->pending || nd->pinned || punched(d, off)) {
+			off++;
+			continue;
+		}
+		uint32_t n = 1;
+		while (n < PLACE_MAX && off + n < nr && !sp->stable.nodes[off + n].in_use &&
+		       !sp->stable.nodes[off + n].pending && !sp->stable.nodes[off + n].pinned &&
+		       !punched(d, off + n))
+			n++;
+		if (!opened) {
+			ledgers_open(s, d, 0, &l);
+			opened = true;
+		}
+		mark_and_check(d, &l, off, n, held);
+		for (uint32_t k = 0; k < n;) {
+			uint32_t j = k;
+			while (j < n && !held[j])
+				j++;
+			if (j > k &&
+			    fallocate(sp->pool.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				      (off_t)(off + k) << PAGE_SHIFT,
+				      (off_t)(j - k) << PAGE_SHIFT) == 0)
+				for (uint32_t i = k; i < j; i++)
+					set_punched(d, off + i, true);
+			k = j + 1;
+		}
+		unmark(d, off, n);
+		off += n;
+	}
+	if (opened)
+		ledgers_close(&l);
+}
