@@ -124,6 +124,7 @@ class KernelKSM:
 
     def __init__(self, lock_wait, merge=True):
         self.merge = merge
+        self.launch = []  # e.g. `ksmctl run --` (prctl merge-any)
         self.saved = {}
         self.lock_fd = None
         if not os.path.isdir(KSM):
@@ -208,7 +209,7 @@ class KernelKSM:
         return cpu_seconds(f"/proc/{self.ksmd}/stat") if self.ksmd else 0.0
 
     def launcher(self):
-        return []
+        return self.launch
 
     def wait_unmerged(self, timeout=120):
         """After the guests are gone: ksmd frees a dead process's rmap
@@ -314,6 +315,8 @@ class Samepaged:
             if os.path.exists(f"{self.dir}/sock"):
                 break
             time.sleep(0.05)
+        if self.launch:
+            return None  # the caller's own launcher: no need for `ksmctl --user run`
         probe = self.ctl("run", "--domain", "vms", "--", "/bin/true", check=False)
         if probe.returncode != 0:
             first = (probe.stderr.strip().splitlines() or ["exit %d" % probe.returncode])[0]
@@ -515,19 +518,22 @@ def plateau(series, value, tol):
 
 
 def convergence(series, scans=3, seconds=5, band=0.01):
-    """Converged when the saved pages (pages_sharing + ksm_zero_pages) and
-    the guests' Pss have both stayed within `band` (1%; at least 256 pages)
-    of their last values for the last `scans` full scans and `seconds`.
-    Returns the index of the first sample of that plateau (when it was
-    reached), or None."""
+    """Converged when the saved pages (pages_sharing + ksm_zero_pages) have
+    stayed within `band` (1%, at least 256 pages) of their last value for
+    the last `scans` full scans and `seconds`.  Returns the index of the
+    first sample of that plateau (when it was reached), or None."""
     if not series or saved_pages(series[-1]) <= 0:
         return None
-    first = max(plateau(series, saved_pages, max(band * saved_pages(series[-1]), 256)),
-                plateau(series, lambda s: s["pss_kB"], max(band * series[-1]["pss_kB"], 256 * PAGE_KB)))
+    first = plateau(series, saved_pages, max(band * saved_pages(series[-1]), 256))
     last = series[-1]
     if last["full_scans"] - series[first]["full_scans"] < scans or last["t_s"] - series[first]["t_s"] < seconds:
         return None
     return first
+
+
+def pss_settled(series, band=0.01):
+    """When the guests' Pss came within `band` of its last value."""
+    return series[plateau(series, lambda s: s["pss_kB"], band * series[-1]["pss_kB"])]["t_s"]
 
 
 def settle(engine, guests, seconds=20):
@@ -548,7 +554,7 @@ def settle(engine, guests, seconds=20):
 def measure(a, kit, engine, label, knobs, tsv):
     """One configuration: boot, settle, merge, measure; returns its row."""
     engine.configure(knobs)
-    launcher = shlex.split(a.launcher) if a.launcher else engine.launcher()
+    launcher = engine.launcher()
     guests = []
     try:
         log(f"{label}: booting {a.guests} guests of {a.mib} MiB"
@@ -596,6 +602,7 @@ def measure(a, kit, engine, label, knobs, tsv):
             "pages_shared": end["pages_shared"], "pages_sharing": end["pages_sharing"],
             "ksm_zero_pages": end["ksm_zero_pages"], "counted_saved_kB": saved_pages(end) * PAGE_KB,
             "converged_s": round(series[conv]["t_s"], 1) if conv is not None else "-",
+            "pss_settled_s": pss_settled(series) if engine.merge else "-",
             "scans_to_converge": series[conv]["full_scans"] - scans0 if conv is not None else "-",
             "full_scans": end["full_scans"] - scans0,
             "scanner_cpu_converge_s": round(series[conv]["scanner_cpu_s"] - cpu0, 2) if conv is not None else "-",
@@ -620,7 +627,7 @@ def measure(a, kit, engine, label, knobs, tsv):
 
 SUMMARY = ["config", "engine", "launcher", "guests", "mib", "pages_to_scan", "sleep_ms", "use_zero_pages",
            "boot_s", "pss_before_kB", "pss_after_kB", "pss_saved_kB", "pages_shared", "pages_sharing",
-           "ksm_zero_pages", "counted_saved_kB", "converged_s", "scans_to_converge", "full_scans",
+           "ksm_zero_pages", "counted_saved_kB", "converged_s", "pss_settled_s", "scans_to_converge", "full_scans",
            "scanner_cpu_converge_s", "scanner_cpu_run_s", "run_s", "memavail_before_kB",
            "memavail_after_kB", "anon_before_kB", "anon_after_kB", "thp_split_page", "cow_ksm", "checks"]
 
@@ -639,6 +646,7 @@ def table(rows):
              ("ksm_zero_pages", lambda r: r["ksm_zero_pages"]),
              ("time to converge (s)", lambda r: r["converged_s"]),
              ("full scans to converge", lambda r: r["scans_to_converge"]),
+             ("Pss within 1% of its end (s)", lambda r: r["pss_settled_s"]),
              ("scanner CPU to converge (s)", lambda r: r["scanner_cpu_converge_s"]),
              ("scanner CPU, whole run (s)", lambda r: r["scanner_cpu_run_s"]),
              ("run measured (s)", lambda r: r["run_s"]),
@@ -664,6 +672,14 @@ def unavailable_row(label, why):
 # ---------------------------------------------------------------- commands
 
 
+def launcher_arg(a):
+    return shlex.split(a.launcher) if a.launcher else []
+
+
+def samepaged_engine(a):
+    return Samepaged(a.ksmctl, a.samepaged, a.out, launcher_arg(a))
+
+
 def seed_knobs(a, zero):
     return {"pages_to_scan": a.pages_to_scan, "sleep_millisecs": a.sleep_ms, "use_zero_pages": zero}
 
@@ -674,7 +690,7 @@ def cmd_run(a, held):
     with open(f"{a.out}/series.tsv", "w") as tsv:
         tsv.write("\t".join(SERIES) + "\n")
         if a.engine == "samepaged":
-            eng = Samepaged(a.ksmctl, a.samepaged, a.out)
+            eng = samepaged_engine(a)
             try:
                 if eng.unavailable():
                     rows.append(unavailable_row(f"samepaged-z{a.zero}", eng.unavailable()))
@@ -684,6 +700,7 @@ def cmd_run(a, held):
                 eng.restore()
         else:
             held.merge = a.engine == "kernel"
+            held.launch = launcher_arg(a)
             label = f"kernel-z{a.zero}" if held.merge else "none"
             rows.append(measure(a, kit, held, label, seed_knobs(a, a.zero), tsv))
     return report(a, rows)
@@ -700,7 +717,7 @@ def cmd_compare(a, held):
         for z in (0, 1):
             rows.append(measure(a, kit, held, f"kernel-z{z}", seed_knobs(a, z), tsv))
         held.merge = False  # the kernel stays at run=0 while libsamepage merges
-        eng = Samepaged(a.ksmctl, a.samepaged, a.out)
+        eng = samepaged_engine(a)
         try:
             for z in (0, 1):
                 if eng.unavailable():
@@ -747,7 +764,7 @@ def io_result(g):
 def cmd_io(a, held):
     kit = build_kit(a)
     if a.engine == "samepaged":
-        eng = Samepaged(a.ksmctl, a.samepaged, a.out)
+        eng = samepaged_engine(a)
         if eng.unavailable():
             eng.restore()
             raise Skip(f"libsamepage: {eng.unavailable()}")
@@ -755,13 +772,14 @@ def cmd_io(a, held):
     else:
         eng = held
         held.merge = a.engine == "kernel"
+        held.launch = launcher_arg(a)
     modes = {"threads": "aio=threads", "native": "aio=native,cache=none"}
     guests = []
     cow0 = proc_fields("/proc/vmstat", ["cow_ksm"]).get("cow_ksm", 0)
     try:
         eng.configure(seed_knobs(a, a.zero))
         eng.start()
-        launcher = shlex.split(a.launcher) if a.launcher else eng.launcher()
+        launcher = eng.launcher()
         for m in a.aio.split(","):
             if m not in modes:
                 raise Fail(f"--aio {m}: not one of {', '.join(modes)}")
@@ -822,7 +840,9 @@ def main():
     common.add_argument("--mib", type=int, default=512, help="guest RAM (-m)")
     common.add_argument("--qemu", default="qemu-system-x86_64")
     common.add_argument("--accel", default="tcg", help="tcg (default; nested KVM does not boot here) or kvm")
-    common.add_argument("--launcher", help="a command put before QEMU's, e.g. 'ksmctl --user run --domain vms --'")
+    common.add_argument("--launcher", help="a command put before QEMU's: with --engine kernel e.g. 'ksmctl run --'; "
+                        "with samepaged it replaces 'ksmctl --user run --domain vms --' (and its probe); "
+                        "compare uses it for the samepaged columns only")
     common.add_argument("--pages-to-scan", type=int, default=20000, help="the seed's 20000")
     common.add_argument("--sleep-ms", type=int, default=200, help="the seed's 200")
     common.add_argument("--zero", type=int, choices=(0, 1), default=0, help="use_zero_pages")
