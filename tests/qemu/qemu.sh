@@ -6,7 +6,7 @@
 # Exit 77 (skip) when QEMU, busybox-static or a readable kernel image is
 # missing (.ci/run installs them; bench/guests/kit.sh --install too).
 #
-# usage: qemu.sh TEST SRCDIR OUTDIR
+# usage: qemu.sh TEST SRCDIR OUTDIR [KSMCTL SAMEPAGED]
 #   guests   3 guests of 512 MiB from one kernel, the seed's knobs, until
 #            converged: the kernel's arithmetic holds on the guests'
 #            counters and their Pss, measured from outside, goes down
@@ -16,8 +16,14 @@
 #   io_check the same check catches a byte changed behind the checksums
 #   restore  a run stopped by SIGTERM, and a QEMU that fails at start, leave
 #            every knob as it was and no QEMU behind (a stand-in QEMU)
+#   samepaged_guests, samepaged_io
+#            guests and io with libsamepage: every QEMU started by
+#            `KSMCTL --user run --domain vms --` against a private SAMEPAGED
+#            (the kernel's KSM held at run=0); skipped (77) while
+#            `ksmctl --user run` does not run programs
 set -u
 test=$1 src=$2 out=$3
+user=(--ksmctl "${4:-}" --samepaged "${5:-}")
 guests=(python3 "$src/bench/guests/guests.py")
 rm -rf "$out"
 mkdir -p "$out"
@@ -48,6 +54,15 @@ t_guests() {
 
 t_io() {
 	"${guests[@]}" io --engine kernel --seconds 60 --out "$out"
+}
+
+t_samepaged_guests() {
+	"${guests[@]}" run --engine samepaged "${user[@]}" --guests 3 --mib 512 --until-converged \
+		--duration 180 --strict --out "$out"
+}
+
+t_samepaged_io() {
+	"${guests[@]}" io --engine samepaged "${user[@]}" --seconds 60 --out "$out"
 }
 
 t_io_check() {
