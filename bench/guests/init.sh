@@ -1,0 +1,108 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# /init of the real guests (busybox sh; kit.sh puts it in the initramfs).
+# Mounts proc, sys and devtmpfs, prints SAMEPAGE-GUEST-READY on the serial
+# console, then runs the workload named on the kernel command line:
+#   samepage.work=idle   (default) nothing: sleeps until the host kills it
+#   samepage.work=io     the I/O guest: see io() below; then powers off
+#   samepage.seconds=N   how long the I/O loop runs (default 60)
+#   samepage.blocks=N    MiB of /dev/vda it writes and re-reads (default 16)
+#   samepage.corrupt=1   changes a byte on the disk behind the checksums
+#                        (to test the check itself)
+# Every line meant for the host starts with SAMEPAGE-.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+
+arg() { # arg NAME DEFAULT: samepage.NAME=VALUE from the kernel command line
+	v=$(tr ' ' '\n' </proc/cmdline | sed -n "s/^samepage\.$1=//p" | tail -n 1)
+	echo "${v:-$2}"
+}
+now() { cut -d. -f1 /proc/uptime; }
+
+echo "SAMEPAGE-GUEST-READY uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+# The I/O guest: writes BLOCKS blocks of 1 MiB to /dev/vda with O_DIRECT,
+# then re-reads all of them twice (O_DIRECT, then through the page cache)
+# and compares their md5 with the one taken before the write, round after
+# round for SECONDS.  Even blocks
+# are one page repeated (the host merges them, and the buffers they pass
+# through, at once), odd blocks are random; both change every round, so a
+# lost or misplaced write shows as a wrong checksum.
+io() {
+	secs=$(arg seconds 60) blocks=$(arg blocks 16)
+	while read -r m; do insmod /lib/modules/"$m" || echo "SAMEPAGE-IO-WARN insmod $m failed"; done \
+		</lib/modules/order
+	i=0
+	while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+	if [ ! -b /dev/vda ]; then
+		echo "SAMEPAGE-IO-RESULT rounds=0 blocks=0 bad=0 ioerr=1 reason=no-/dev/vda"
+		return
+	fi
+	have=$(($(cat /sys/block/vda/size) / 2048))
+	if [ "$have" -lt "$blocks" ]; then
+		echo "SAMEPAGE-IO-RESULT rounds=0 blocks=0 bad=0 ioerr=1 reason=disk-of-${have}MiB-for-${blocks}"
+		return
+	fi
+	mkdir -p /tmp/sums
+	end=$(($(now) + secs)) round=0 bad=0 ioerr=0 total=0
+	while [ "$(now)" -lt $end ]; do
+		round=$((round + 1)) rbad=0 rerr=0 b=0
+		while [ $b -lt $blocks ]; do
+			if [ $((b % 2)) = 0 ]; then
+				yes "samepage round $round block $b" | head -c 4096 >/tmp/p1
+				for n in 1 2 4 8 16 32 64 128; do cat /tmp/p$n /tmp/p$n >/tmp/p$((n * 2)); done
+				mv /tmp/p256 /tmp/blk
+			else
+				head -c 1048576 /dev/urandom >/tmp/blk
+			fi
+			md5sum </tmp/blk >/tmp/sums/$b
+			dd if=/tmp/blk of=/dev/vda bs=1M seek=$b count=1 oflag=direct conv=notrunc,fsync \
+				status=none || rerr=$((rerr + 1))
+			b=$((b + 1))
+		done
+		# samepage.corrupt=1 (the checker's own test): one byte of block 1
+		# changes behind the checksum's back in round 1.
+		if [ "$round" = 1 ] && [ "$(arg corrupt 0)" = 1 ] && [ "$blocks" -gt 1 ]; then
+			printf X | dd of=/dev/vda bs=1 seek=$((1048576 + 100)) conv=notrunc,fsync status=none
+		fi
+		# Re-read: with O_DIRECT (into dd's buffer), then through the page
+		# cache after dropping it, so the reads land in freshly freed guest
+		# pages, which the host had merged meanwhile.
+		for how in iflag=direct cached; do
+			[ $how = cached ] && sync && echo 3 >/proc/sys/vm/drop_caches
+			b=0
+			while [ $b -lt $blocks ]; do
+				rm -f /tmp/rd
+				flag=$how
+				[ $how = cached ] && flag=
+				if dd if=/dev/vda of=/tmp/rd bs=1M skip=$b count=1 $flag status=none; then
+					[ "$(md5sum </tmp/rd)" = "$(cat /tmp/sums/$b)" ] || {
+						rbad=$((rbad + 1))
+						echo "SAMEPAGE-IO-BAD round=$round block=$b read=$how"
+					}
+				else
+					rerr=$((rerr + 1))
+				fi
+				b=$((b + 1))
+			done
+		done
+		bad=$((bad + rbad)) ioerr=$((ioerr + rerr)) total=$((total + 2 * blocks))
+		echo "SAMEPAGE-IO round=$round verified=$((2 * blocks)) bad=$rbad ioerr=$rerr uptime=$(now)"
+	done
+	echo "SAMEPAGE-IO-RESULT rounds=$round blocks=$total bad=$bad ioerr=$ioerr"
+}
+
+case $(arg work idle) in
+io)
+	io
+	sync
+	poweroff -f
+	;;
+*)
+	while :; do sleep 3600; done
+	;;
+esac
