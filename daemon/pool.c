@@ -114,7 +114,8 @@ static void ledgers_open(const struct state *s, const struct dom *d, pid_t excep
 		if (!state_ledger_name_parse(e->d_name, dom, &pid) || strcmp(dom, d->name) ||
 		    pid == except)
 			continue;
-		int fd = openat(dirfd(dir), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		int fd =
+		    openat(dirfd(dir), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 		if (fd < 0 || l->n == MAX_LEDGERS) {
 			l->overflow = true;
 			if (fd >= 0)
@@ -197,7 +198,8 @@ int dpool_place(const struct state *s, struct client *c, unsigned n, unsigned *p
 	int lfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (lfd < 0)
 		return -errno;
-	if (pread(lfd, offs, n * sizeof(uint32_t), LEDGER_OFF_PLACE) != (ssize_t)(n * sizeof(uint32_t))) {
+	if (pread(lfd, offs, n * sizeof(uint32_t), LEDGER_OFF_PLACE) !=
+	    (ssize_t)(n * sizeof(uint32_t))) {
 		close(lfd);
 		return -EIO;
 	}

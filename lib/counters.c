@@ -57,6 +57,8 @@ bool counter_value(const struct ksm_counts *c, int idx, long long *out)
 		case KNOB_merge_window_waits: v = (long long)c->window_waits; break;
 		case KNOB_merge_window: v = (long long)c->window_kind; break;
 		case KNOB_merges_skipped_io: v = (long long)c->skipped_io; break;
+		case KNOB_pages_kept_wipeonfork: v = (long long)c->kept_wipeonfork; break;
+		case KNOB_pages_kept_malloc: v = (long long)c->kept_malloc; break;
 		default: return false; /* a tunable */
 		}
 	}

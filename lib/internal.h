@@ -10,6 +10,7 @@
  *   counters.c    the counters' one definition
  *   control.c     the samepaged socket: one request, trust checks
  *   guard.c       the address-space lock, merge windows, guarded reads
+ *   promise.c     the flags of the application's mappings, kept across merges
  *   domain.c      the shared half of an engine: one file, its lock
  *   pool.c        the pool memfd and its allocator
  *   pages.c       page id -> region and rmap item
@@ -92,6 +93,17 @@ bool guarded_is_zero(const void *a, size_t len);
 bool guarded_hash(const void *page, uint64_t *h);
 int guarded_touch(uintptr_t a, int prot);
 extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
+
+/* promise.c */
+#define PROMISE_DONTFORK 0x01
+#define PROMISE_DONTDUMP 0x02
+#define PROMISE_LOCKED 0x04
+#define PROMISE_WIPEONFORK 0x08
+#define PROMISE_MALLOC 0x10
+void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
+void promise_apply(uintptr_t start, uintptr_t end);
+void promise_move(uintptr_t old, size_t len, uintptr_t new);
+unsigned promise_flags(uintptr_t addr);
 
 /* domain.c */
 int domain_create(int *index_fd, int *pool_fd, const char *name);

@@ -63,8 +63,10 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 		return libc_map_result(prim_mmap(&m, addr, len, prot, flags, fd, off), &m);
 	as_lock_shared();
 	int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
-	if (!err)
+	if (!err) {
 		engine_note_unmap((uintptr_t)addr, len);
+		promise_set((uintptr_t)addr, (uintptr_t)addr + len, 0, false);
+	}
 	as_unlock();
 	return libc_map_result(err, &m);
 }
@@ -78,8 +80,10 @@ EXPORT int munmap(void *addr, size_t len)
 		return libc_result(prim_munmap(addr, len));
 	as_lock_shared();
 	int err = prim_munmap(addr, len);
-	if (!err)
+	if (!err) {
 		engine_note_unmap((uintptr_t)addr, len);
+		promise_set((uintptr_t)addr, (uintptr_t)addr + len, 0, false);
+	}
 	as_unlock();
 	return libc_result(err);
 }
@@ -220,6 +224,8 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 
 	as_lock_shared();
 	int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);
+	if (!err && m != old)
+		promise_move(o, olen < new_len ? olen : new_len, (uintptr_t)m);
 	if (!err) {
 		engine_note_unmap(o, olen);
 		if (flags & MREMAP_FIXED)
@@ -260,9 +266,11 @@ static int keep(struct samepage *sp, uintptr_t start, size_t len)
  * MADV_DONTNEED and its kin: merged pages are private mappings of the pool
  * and would read back the pool's contents: they become fresh anonymous
  * memory first (also those of engines closed or inherited from a parent).
- * MADV_WIPEONFORK, MADV_DONTFORK, MADV_DONTDUMP: a merge replaces the
- * mapping and would drop the flag, so the range's pages are kept out of
- * merging first (the kernel keeps its VMA; we keep the promise).
+ * MADV_DONTFORK, MADV_DONTDUMP and their undoing: the kernel sets the flag
+ * on the mappings there now, promise.c remembers it for the mappings a
+ * merge puts there later (remembered first, so that a merge in between
+ * sees it).  MADV_WIPEONFORK cannot be set on a mapping of the pool: the
+ * range's pages are kept out of merging.
  */
 EXPORT int madvise(void *addr, size_t len, int advice)
 {
@@ -280,32 +288,44 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 		stale_pools_discard(a, a + l);
 		break;
 	case MADV_WIPEONFORK:
-	case MADV_DONTFORK:
-	case MADV_DONTDUMP:
+		promise_set(a, a + l, PROMISE_WIPEONFORK, true);
 		if (active())
 			for_engines_in(a, l, keep, false);
 		break;
+	case MADV_KEEPONFORK: promise_set(a, a + l, PROMISE_WIPEONFORK, false); break;
+	case MADV_DONTFORK: promise_set(a, a + l, PROMISE_DONTFORK, true); break;
+	case MADV_DOFORK: promise_set(a, a + l, PROMISE_DONTFORK, false); break;
+	case MADV_DONTDUMP: promise_set(a, a + l, PROMISE_DONTDUMP, true); break;
+	case MADV_DODUMP: promise_set(a, a + l, PROMISE_DONTDUMP, false); break;
 	}
 	return libc_result(prim_madvise(addr, len, advice));
 }
 
-/* mlock: a merge would replace the locked mapping by an unlocked one, so
- * locked pages are kept out of merging (mlockall is not seen: see
- * samepage(3)). */
-EXPORT int mlock(const void *addr, size_t len)
+/* mlock and munlock: as MADV_DONTFORK above, the kernel locks what is
+ * there now and promise.c what a merge puts there later.  (mlockall with
+ * MCL_FUTURE locks every new mapping in the kernel, ours included;
+ * mlockall(MCL_CURRENT) alone is not seen: samepage(3).) */
+static void lock_promise(const void *addr, size_t len, bool on)
 {
 	uintptr_t a = (uintptr_t)addr & ~(PAGE_SIZE - 1);
-	if (active())
-		for_engines_in(a, ((uintptr_t)addr + len - a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
-			       keep, false);
+	uintptr_t e = ((uintptr_t)addr + len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	promise_set(a, e, PROMISE_LOCKED, on);
+}
+
+EXPORT int mlock(const void *addr, size_t len)
+{
+	lock_promise(addr, len, true);
 	return libc_result(prim_mlock(addr, len, 0));
 }
 
 EXPORT int mlock2(const void *addr, size_t len, unsigned int flags)
 {
-	uintptr_t a = (uintptr_t)addr & ~(PAGE_SIZE - 1);
-	if (active())
-		for_engines_in(a, ((uintptr_t)addr + len - a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
-			       keep, false);
+	lock_promise(addr, len, true);
 	return libc_result(prim_mlock(addr, len, flags));
+}
+
+EXPORT int munlock(const void *addr, size_t len)
+{
+	lock_promise(addr, len, false);
+	return libc_result(prim_munlock(addr, len));
 }

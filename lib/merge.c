@@ -111,6 +111,7 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 					MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 			if (!err) {
 				guard_arm(a, e);
+				promise_apply(a, e);
 				sp->c.map_count += 2;
 			}
 		} else if (ok[i] && zero) {
@@ -123,6 +124,7 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 					sp->pool.fd, (off_t)q[i].pool_off << PAGE_SHIFT);
 			if (!err) {
 				guard_arm(a, e);
+				promise_apply(a, e); /* dont-fork, dont-dump, locked */
 				/* Map the pool pages now (read faults only), as the
 				 * kernel's KSM leaves its PTEs in place: the pages
 				 * show in the RSS and in pagemap as file pages. */

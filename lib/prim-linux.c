@@ -150,6 +150,11 @@ int prim_uffd_wake(int fd, uintptr_t start, size_t len)
 	return ioctl(fd, UFFDIO_WAKE, &r) ? -errno : 0;
 }
 
+int prim_munlock(const void *addr, size_t len)
+{
+	return (int)sys_result(syscall(SYS_munlock, addr, len));
+}
+
 void *prim_alloc_pages(size_t len)
 {
 	void *p = NULL;

@@ -28,6 +28,7 @@ int prim_mprotect(void *addr, size_t len, int prot);
 int prim_madvise(void *addr, size_t len, int advice);
 int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int prim_mlock(const void *addr, size_t len, unsigned int flags); /* mlock2 */
+int prim_munlock(const void *addr, size_t len);
 /* userfaultfd write-protect: an fd with the write-protect features (for
  * anonymous memory and shmem), handling kernel-mode faults unless
  * user_only; registration (MODE_WP) of a range, or its removal; protect

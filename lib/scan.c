@@ -231,6 +231,9 @@ static void end_full_scan(struct samepage *sp)
 	if (KNOB(sp, advisor_mode) == 1)
 		scan_time_advisor(sp);
 	sp->c.full_scans++;
+	sp->c.kept_wipeonfork = sp->c.kept_wf_scan;
+	sp->c.kept_malloc = sp->c.kept_malloc_scan;
+	sp->c.kept_wf_scan = sp->c.kept_malloc_scan = 0;
 	sp->scan_running = false;
 	invariants_check(sp);
 }
@@ -309,7 +312,10 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 			sp->c.pages_scanned++;
 			continue;
 		}
-		if (m->flags & PM_KEEP) { /* scanned, never merged */
+		if (m->flags & PM_KEEP) { /* scanned, never merged: say why */
+			unsigned why = promise_flags(region_addr(r, from + i));
+			sp->c.kept_wf_scan += !!(why & PROMISE_WIPEONFORK);
+			sp->c.kept_malloc_scan += !!(why & PROMISE_MALLOC);
 			used++;
 			sp->c.pages_scanned++;
 			continue;

@@ -199,6 +199,9 @@ struct counters {
 	uint64_t merging_pages, pages_unshared, rmap_items;
 	uint64_t pages_scanned, pages_skipped, full_scans, zero_pages;
 	uint64_t skipped_map_budget, cow_ksm;
+	/* pages kept out of merging, by reason: counted during a full scan,
+	 * published at its end */
+	uint64_t kept_wipeonfork, kept_malloc, kept_wf_scan, kept_malloc_scan;
 	uint64_t map_count, max_map_count;
 };
 
@@ -342,7 +345,7 @@ struct ksm_counts {
 	uint64_t pages_scanned, pages_skipped, pages_tracked, metadata_bytes;
 	/* the process's only */
 	uint64_t metadata_per_page, skipped_map_budget, map_count, max_map_count, cow_ksm,
-	    window_waits, window_kind, skipped_io;
+	    window_waits, window_kind, skipped_io, kept_wipeonfork, kept_malloc;
 };
 
 #endif

@@ -8,8 +8,9 @@
  *    merged pages become private anonymous memory with their contents;
  *  - pool_mappings_to_anon(): the MADV_DONTNEED of merged memory (zeros),
  *    and the replacement unmerge uses (contents);
- *  - regions_keep(): pages whose mapping carries a promise a merge would
- *    drop (mlock, wipe-on-fork, dont-fork, dont-dump) stay out of merging;
+ *  - regions_keep(): pages whose mapping carries a promise no mapping of
+ *    the pool can keep (wipe-on-fork), or that the C library discards
+ *    behind our back (malloc's heaps, in merge-any), stay out of merging;
  *  - stale pools: pools of engines this process no longer runs.
  *
  * Why a replacement, not a write: a page copied at a write stays in the
@@ -100,8 +101,10 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 	if (!copy) {
 		err = prim_mmap(&m, (void *)s, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
 				-1, 0);
-		if (!err)
+		if (!err) {
 			guard_arm(s, e);
+			promise_apply(s, e);
+		}
 		return err;
 	}
 	char *scratch;
@@ -131,10 +134,12 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 		if (!err)
 			err = prim_mremap(&m, scratch + off, n, n, MREMAP_MAYMOVE | MREMAP_FIXED,
 					  (void *)a);
-		if (err)
+		if (err) {
 			window_restore(slot, a, a + n, prot);
-		else
+		} else {
 			guard_arm(a, a + n);
+			promise_apply(a, a + n);
+		}
 		window_close(slot);
 		if (err)
 			break; /* scratch + off is still ours: unmapped below */
@@ -379,26 +384,32 @@ struct keep_arg {
 	uintptr_t start, end;
 };
 
-static int keep_flagged(uintptr_t s, uintptr_t e, const char *flags, void *arg)
+static int remember_flags(uintptr_t s, uintptr_t e, const char *flags, void *arg)
 {
 	struct keep_arg *k = arg;
 	if (e <= k->start || s >= k->end)
 		return 0;
-	if (strstr(flags, " lo") || strstr(flags, " wf") || strstr(flags, " dc") ||
-	    strstr(flags, " dd")) {
-		uintptr_t from = s > k->start ? s : k->start;
-		uintptr_t to = e < k->end ? e : k->end;
+	uintptr_t from = s > k->start ? s : k->start;
+	uintptr_t to = e < k->end ? e : k->end;
+	if (strstr(flags, " dc"))
+		promise_set(from, to, PROMISE_DONTFORK, true);
+	if (strstr(flags, " dd"))
+		promise_set(from, to, PROMISE_DONTDUMP, true);
+	if (strstr(flags, " lo"))
+		promise_set(from, to, PROMISE_LOCKED, true);
+	if (strstr(flags, " wf")) {
+		promise_set(from, to, PROMISE_WIPEONFORK, true);
 		regions_keep(k->sp, from, to - from);
 	}
 	return 0;
 }
 
-/* Mappings a merge must not replace, because the replacement would lose
- * a promise the application asked for: VmFlags lo (mlock), wf
- * (MADV_WIPEONFORK), dc (MADV_DONTFORK), dd (MADV_DONTDUMP).  Their pages
- * are kept (regions_keep).  Read when a range is registered. */
+/* What the application asked of the mappings of a range being registered
+ * (VmFlags dc, dd, lo, wf in /proc/self/smaps): remembered, so that every
+ * mapping a merge puts in place gets it again (promise.c); wipe-on-fork
+ * cannot be kept on a mapping of the pool, so those pages are kept out. */
 void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 {
 	struct keep_arg k = {sp, start, end};
-	prim_vmflags_walk(keep_flagged, &k);
+	prim_vmflags_walk(remember_flags, &k);
 }

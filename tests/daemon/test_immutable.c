@@ -60,8 +60,8 @@ static void victim(int ready, int go)
 		fprintf(stderr, "victim: samepage_connect: %s\n", samepage_strerror(err));
 		_exit(10);
 	}
-	char *p = mmap(NULL, VICTIM_PAGES * PG, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *p = mmap(NULL, VICTIM_PAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
 	memset(p, 'v', VICTIM_PAGES * PG);
 	for (size_t i = 0; i < VICTIM_PAGES / 2; i++) /* half of them: a run of contents */
 		p[i * PG] = (char)i;
@@ -93,8 +93,8 @@ static int hello(int fds[4])
 	send(s, "HELLO vm", 8, 0);
 	char buf[256], cbuf[CMSG_SPACE(sizeof(int) * 4)];
 	struct iovec iov = {buf, sizeof(buf)};
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			   .msg_controllen = sizeof(cbuf)};
+	struct msghdr m = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	if (recvmsg(s, &m, 0) <= 0 || !CMSG_FIRSTHDR(&m))
 		return -1;
 	memcpy(fds, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int) * 4);
@@ -135,9 +135,10 @@ static void attacker(void)
 		_exit(100);
 	int got = try_write(fds[1], "the pool") + try_write(fds[3], "the guard");
 	/* The index is shared and writable: find the victim's KSM pages. */
-	char *ix = mmap(NULL, DOM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fds[0], 0);
-	char *lg = mmap(NULL, LEDGER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fds[2],
-			0);
+	char *ix =
+	    mmap(NULL, DOM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fds[0], 0);
+	char *lg =
+	    mmap(NULL, LEDGER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fds[2], 0);
 	if (ix == MAP_FAILED || lg == MAP_FAILED)
 		_exit(101);
 	struct domain *d = (struct domain *)ix;

@@ -191,6 +191,9 @@ void test_wipeonfork_kept(void)
 		_exit(0);
 	}
 	CHECK_EQ_INT(adv_wait(pid), 0);
+	/* Kept out, and said so. */
+	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), 0);
+	CHECK_EQ_INT(rd(sp, "pages_kept_wipeonfork"), (long long)n);
 	samepage_close(sp);
 }
 
@@ -219,5 +222,73 @@ void test_mlock_kept(void)
 	printf("VmLck %lld -> %lld kB, ksm_merging_pages %lld\n", before, vmlck_kb(),
 	       rd(sp, "ksm_merging_pages"));
 	CHECK_CMP(vmlck_kb(), >=, before, long long, "%lld");
+	/* Merged all the same, as the kernel's KSM merges locked memory. */
+	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), (long long)n);
+	wr(sp, "run", "2"); /* unmerged: still locked */
+	CHECK_CMP(vmlck_kb(), >=, before, long long, "%lld");
+	samepage_close(sp);
+}
+
+/* Does the mapping holding addr have VmFlags flag ("dc", "dd")? */
+static bool vmflag(const void *addr, const char *flag)
+{
+	char line[512];
+	unsigned long long s = 0, e = 0, a = (uintptr_t)addr;
+	bool in = false, found = false;
+	FILE *f = fopen("/proc/self/smaps", "r");
+	REQUIRE(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long x, y;
+		if (sscanf(line, "%llx-%llx ", &x, &y) == 2 &&
+		    line[strspn(line, "0123456789abcdef")] == '-') {
+			s = x, e = y;
+			in = a >= s && a < e;
+		} else if (in && !strncmp(line, "VmFlags:", 8)) {
+			char want[8];
+			snprintf(want, sizeof(want), " %s", flag);
+			found = strstr(line, want) != NULL;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* Regression (issue 12): MADV_DONTFORK and MADV_DONTDUMP memory merges (as
+ * QEMU's guest RAM, which is DONTFORK) and keeps its flags on the merged
+ * mappings and after unmerging: a child does not inherit it. */
+void test_dontfork_dontdump_kept(void)
+{
+	const size_t n = 32;
+	samepage_t *sp = open_fast();
+	char *p = map_pages(2 * n);
+	memset(p, 'f', 2 * n * PG);
+	REQUIRE(madvise(p, n * PG, MADV_DONTFORK) == 0);
+	REQUIRE(madvise(p + n * PG, n * PG, MADV_DONTDUMP) == 0);
+	REQUIRE(samepage_madvise(sp, p, 2 * n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), (long long)(2 * n));
+	CHECK_EQ_U64(pages_mapping_pool(p, 2 * n), 2 * n);
+	for (int round = 0; round < 2; round++) {
+		size_t dc = 0, dd = 0;
+		for (size_t i = 0; i < n; i++) {
+			dc += vmflag(p + i * PG, "dc");
+			dd += vmflag(p + (n + i) * PG, "dd");
+		}
+		CHECK_EQ_U64(dc, n);
+		CHECK_EQ_U64(dd, n);
+		pid_t pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0) /* the DONTFORK half is not mapped here */
+			_exit(msync(p, PG, MS_ASYNC) == -1 && errno == ENOMEM && p[n * PG] == 'f'
+				  ? 0
+				  : 1);
+		CHECK_EQ_INT(adv_wait(pid), 0);
+		wr(sp, "run", "2"); /* the same after unmerging */
+		CHECK_EQ_U64(pages_mapping_pool(p, 2 * n), 0);
+	}
+	for (size_t i = 0; i < 2 * n * PG; i += 997)
+		REQUIRE(p[i] == 'f');
 	samepage_close(sp);
 }

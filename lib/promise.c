@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: MIT
+/*
+ * promise.c - what the application asked of its mappings, kept when a
+ * merge or an unmerge replaces them.
+ *
+ * The kernel's KSM merges a page inside its VMA, which keeps its flags.  A
+ * merge here replaces the page's mapping by a mapping of the pool (and an
+ * unmerge by a new anonymous mapping): a new VMA, without the flags the
+ * application set on the old one.  So the flags are remembered per address
+ * range, from the interposed madvise(MADV_DONTFORK/DOFORK/DONTDUMP/DODUMP)
+ * and mlock/munlock calls and from /proc/self/smaps when a range is
+ * registered, and set again on every mapping the engine puts in place:
+ *
+ *   PROMISE_DONTFORK  MADV_DONTFORK: a child does not inherit the range
+ *   PROMISE_DONTDUMP  MADV_DONTDUMP: not in a core dump
+ *   PROMISE_LOCKED    mlock: resident, never swapped
+ *
+ * Two more say why a range is kept out of merging (regions_keep), for the
+ * counters pages_kept_wipeonfork and pages_kept_malloc:
+ *
+ *   PROMISE_WIPEONFORK  MADV_WIPEONFORK, which the kernel allows on private
+ *                       anonymous mappings only, not on a mapping of the pool
+ *   PROMISE_MALLOC      a heap of the C library's malloc, which it discards
+ *                       with its own madvise(MADV_DONTNEED) and then trusts
+ *                       to read zeros (merge-any only: see engine.c)
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+struct promise {
+	uintptr_t start, end;
+	unsigned flags;
+};
+
+static pthread_mutex_t promise_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct promise *promises; /* sorted by start, not overlapping */
+static size_t npromises, promises_cap;
+
+/* Makes room for one more interval at index i. */
+static bool promise_insert(size_t i, struct promise p)
+{
+	if (npromises == promises_cap) {
+		size_t cap = promises_cap ? promises_cap * 2 : 16;
+		struct promise *n = realloc(promises, cap * sizeof(*n));
+		if (!n)
+			return false;
+		promises = n;
+		promises_cap = cap;
+	}
+	memmove(&promises[i + 1], &promises[i], (npromises - i) * sizeof(*promises));
+	promises[i] = p;
+	npromises++;
+	return true;
+}
+
+/* Splits the interval holding addr, so that one starts exactly there. */
+static void promise_split(uintptr_t addr)
+{
+	for (size_t i = 0; i < npromises; i++) {
+		struct promise *p = &promises[i];
+		if (p->start < addr && addr < p->end) {
+			struct promise tail = {addr, p->end, p->flags};
+			p->end = addr;
+			promise_insert(i + 1, tail);
+			return;
+		}
+	}
+}
+
+/* Drops empty intervals and joins neighbours with the same flags. */
+static void promise_tidy(void)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < npromises; i++) {
+		struct promise p = promises[i];
+		if (!p.flags)
+			continue;
+		if (k && promises[k - 1].end == p.start && promises[k - 1].flags == p.flags)
+			promises[k - 1].end = p.end;
+		else
+			promises[k++] = p;
+	}
+	npromises = k;
+}
+
+/* [start, end) gains (on) or loses a flag; flag 0 with on false forgets
+ * every flag (the range was unmapped). */
+void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on)
+{
+	if (end <= start || (!on && !npromises))
+		return;
+	pthread_mutex_lock(&promise_lock);
+	promise_split(start);
+	promise_split(end);
+	uintptr_t covered = start;
+	size_t i = 0;
+	while (i < npromises && promises[i].end <= start)
+		i++;
+	for (; i < npromises && promises[i].start < end; i++) {
+		if (on && promises[i].start > covered &&
+		    promise_insert(i, (struct promise){covered, promises[i].start, flag}))
+			i++; /* the hole before it, now an interval */
+		struct promise *p = &promises[i];
+		p->flags = on ? p->flags | flag : flag ? p->flags & ~flag : 0;
+		covered = p->end;
+	}
+	if (on && covered < end) /* before promises[i], the first past end */
+		promise_insert(i, (struct promise){covered, end, flag});
+	promise_tidy();
+	pthread_mutex_unlock(&promise_lock);
+}
+
+/* The flags of [start, end) set again on the mapping now there (after a
+ * merge or an unmerge replaced it). */
+void promise_apply(uintptr_t start, uintptr_t end)
+{
+	pthread_mutex_lock(&promise_lock);
+	for (size_t i = 0; i < npromises; i++) {
+		const struct promise *p = &promises[i];
+		if (p->end <= start || p->start >= end)
+			continue;
+		uintptr_t s = p->start > start ? p->start : start;
+		uintptr_t e = p->end < end ? p->end : end;
+		if (p->flags & PROMISE_DONTFORK)
+			prim_madvise((void *)s, e - s, MADV_DONTFORK);
+		if (p->flags & PROMISE_DONTDUMP)
+			prim_madvise((void *)s, e - s, MADV_DONTDUMP);
+		if (p->flags & PROMISE_LOCKED)
+			prim_mlock((void *)s, e - s, 0);
+	}
+	pthread_mutex_unlock(&promise_lock);
+}
+
+/* mremap moved [old, old + len) to new: its flags go with it (they are
+ * the VMA's). */
+void promise_move(uintptr_t old, size_t len, uintptr_t new)
+{
+	struct promise moved[64];
+	size_t n = 0;
+	pthread_mutex_lock(&promise_lock);
+	for (size_t i = 0; i < npromises && n < 64; i++) {
+		const struct promise *p = &promises[i];
+		if (p->end <= old || p->start >= old + len)
+			continue;
+		uintptr_t s = p->start > old ? p->start : old;
+		uintptr_t e = p->end < old + len ? p->end : old + len;
+		moved[n++] = (struct promise){s - old + new, e - old + new, p->flags};
+	}
+	pthread_mutex_unlock(&promise_lock);
+	promise_set(old, old + len, 0, false);
+	for (size_t i = 0; i < n; i++)
+		for (unsigned f = 1; f <= PROMISE_MALLOC; f <<= 1)
+			if (moved[i].flags & f)
+				promise_set(moved[i].start, moved[i].end, f, true);
+}
+
+/* The flags of the page at addr. */
+unsigned promise_flags(uintptr_t addr)
+{
+	unsigned f = 0;
+	pthread_mutex_lock(&promise_lock);
+	size_t lo = 0, hi = npromises;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (addr < promises[mid].start)
+			hi = mid;
+		else if (addr >= promises[mid].end)
+			lo = mid + 1;
+		else {
+			f = promises[mid].flags;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&promise_lock);
+	return f;
+}
