@@ -250,12 +250,6 @@ static int check_roots(void)
 static const struct {
 	const char *verb, *why, *fix;
 } kernel_only[] = {
-    {"run",
-     "run: samepaged cannot make another program mergeable (run sets the kernel's "
-     "prctl(PR_SET_MEMORY_MERGE))",
-     "link the program with libsamepage: samepage_connect(&sp, \"DOMAIN\") and "
-     "samepage_madvise(sp, addr, len, SAMEPAGE_MERGEABLE); or drop --user to use the "
-     "kernel's KSM"},
     {"install-service",
      "install-service: the unit it installs applies /etc/ksm.conf to the kernel's KSM",
      "for samepaged: systemctl --user enable --now samepaged.socket (its knobs at start: "

@@ -7,13 +7,24 @@
  * kernel keeps it across fork since 6.4 and across exec since 6.7.  On
  * older kernels the exec would silently drop it, so ksmctl says so and
  * what to do instead, rather than pretend.
+ *
+ * `ksmctl --user run [--domain NAME] -- COMMAND` runs it on libsamepage
+ * instead: LD_PRELOAD=libsamepage-preload.so (lib/preload.c), merge-any,
+ * in samepaged's domain NAME or with a private engine.  A program that
+ * cannot be preloaded (statically linked, set-user-ID) is refused, with
+ * the reason.
  */
 #include "ksmctl.h"
 
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #ifndef PR_SET_MEMORY_MERGE
@@ -22,17 +33,210 @@
 
 const char usage_run[] =
     "run [--] COMMAND [ARGS...]\n"
+    "--user run [--domain NAME] [--no-merge-any] [--set NAME=VALUE]... [--] COMMAND [ARGS...]\n"
     "\n"
     "Runs COMMAND with its memory mergeable by KSM (prctl(PR_SET_MEMORY_MERGE),\n"
     "kept across exec since Linux 6.7, inherited by its children).  No root is\n"
-    "needed; ksmd must be running (`ksmctl start`) for pages to merge.  The exit\n"
-    "status is COMMAND's; 126/127 if it cannot be run.\n";
+    "needed; ksmd must be running (`ksmctl start`) for pages to merge.\n"
+    "\n"
+    "With --user, COMMAND runs unmodified on libsamepage (LD_PRELOAD of\n"
+    "libsamepage-preload.so): its madvise(MADV_MERGEABLE) and prctl go to the\n"
+    "library, and every private anonymous mapping is mergeable (merge-any).\n"
+    "  --domain NAME     merge with samepaged's domain NAME (its knobs: ksmctl\n"
+    "                    --user set); without it, a private engine per process\n"
+    "  --no-merge-any    only what COMMAND itself marks mergeable\n"
+    "  --set NAME=VALUE  a knob of the private engine (run is 1 unless set)\n"
+    "Statically linked and set-user-ID programs cannot be preloaded: refused\n"
+    "(exit 1).\n"
+    "\n"
+    "The exit status is COMMAND's; 126/127 if it cannot be run.\n";
+
+/* The preload library: $SAMEPAGE_PRELOAD, the build tree's (beside this
+ * ksmctl), or the installed one. */
+static bool preload_path(char *buf, size_t len)
+{
+	const char *env = getenv("SAMEPAGE_PRELOAD");
+	char exe[PATH_MAX];
+	ssize_t n;
+	if (env && *env) {
+		snprintf(buf, len, "%s", env);
+		return access(buf, R_OK) == 0;
+	}
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		char *slash = strrchr(exe, '/');
+		if (slash) {
+			*slash = 0;
+			snprintf(buf, len, "%.*s/../lib/libsamepage-preload.so", (int)(len - 40),
+				 exe);
+			if (access(buf, R_OK) == 0)
+				return true;
+		}
+	}
+	snprintf(buf, len, "%s", SAMEPAGE_PRELOAD_INSTALLED);
+	return access(buf, R_OK) == 0;
+}
+
+/* The file execvp would run for name: its path in buf, or false. */
+static bool find_command(const char *name, char *buf, size_t len)
+{
+	if (strchr(name, '/')) {
+		snprintf(buf, len, "%s", name);
+		return access(buf, X_OK) == 0;
+	}
+	const char *path = getenv("PATH");
+	char dirs[4096];
+	snprintf(dirs, sizeof(dirs), "%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
+	char *save = NULL;
+	for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		snprintf(buf, len, "%s/%s", *d ? d : ".", name);
+		if (access(buf, X_OK) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Why a program cannot be preloaded, or NULL: statically linked (an ELF
+ * without an interpreter), or set-user/group-ID (the dynamic linker
+ * ignores LD_PRELOAD for it).  Scripts run their interpreter: fine. */
+static const char *not_preloadable(const char *file)
+{
+	struct stat st;
+	if (stat(file, &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))
+		return "it is set-user-ID or set-group-ID: the dynamic linker ignores LD_PRELOAD "
+		       "for it";
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	Elf64_Ehdr eh;
+	if (fd < 0)
+		return NULL; /* execvp says why */
+	bool elf = pread(fd, &eh, sizeof(eh), 0) == (ssize_t)sizeof(eh) &&
+		   !memcmp(eh.e_ident, ELFMAG, SELFMAG) && eh.e_ident[EI_CLASS] == ELFCLASS64;
+	bool interp = false;
+	for (int i = 0; elf && i < eh.e_phnum && !interp; i++) {
+		Elf64_Phdr ph;
+		if (pread(fd, &ph, sizeof(ph), (off_t)(eh.e_phoff + (size_t)i * eh.e_phentsize)) !=
+		    (ssize_t)sizeof(ph))
+			break;
+		interp = ph.p_type == PT_INTERP;
+	}
+	close(fd);
+	return elf && !interp ? "it is statically linked: LD_PRELOAD cannot reach it" : NULL;
+}
+
+/* ksmctl --user run. */
+static int run_user(int argc, char **argv)
+{
+	const char *domain = NULL;
+	char knobs[1024] = "", preload[PATH_MAX], file[PATH_MAX], env[PATH_MAX + 64];
+	bool any = true;
+	int i = 1;
+	for (; i < argc && strcmp(argv[i], "--"); i++) {
+		if (!strcmp(argv[i], "--domain") && i + 1 < argc) {
+			domain = argv[++i];
+		} else if (!strcmp(argv[i], "--no-merge-any")) {
+			any = false;
+		} else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+			unsigned long long v;
+			char name[128], *eq = strchr(argv[++i], '=');
+			snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - argv[i]) : 0, argv[i]);
+			int err = eq ? samepage_knob_parse(name, eq + 1, &v) : -EINVAL;
+			if (err)
+				return ksmctl_fail(
+				    KSMCTL_USAGE, argv[i],
+				    "NAME=VALUE with a tunable of `ksmctl --user set` "
+				    "(samepage(3) lists them and their ranges)",
+				    "run: --set %s: %s", argv[i],
+				    err == -ENOENT   ? "no such knob"
+				    : err == -EACCES ? "a counter, not a tunable"
+						     : "not a valid value for it");
+			snprintf(knobs + strlen(knobs), sizeof(knobs) - strlen(knobs), "%s%s",
+				 *knobs ? "," : "", argv[i]);
+		} else if (argv[i][0] == '-') {
+			return ksmctl_fail(KSMCTL_USAGE, argv[i], "see ksmctl --user run --help",
+					   "run: unknown option %s", argv[i]);
+		} else {
+			break; /* the command, without "--" */
+		}
+	}
+	if (i < argc && !strcmp(argv[i], "--"))
+		i++;
+	if (i >= argc)
+		return ksmctl_fail(KSMCTL_USAGE, "run",
+				   "give a command: ksmctl --user run --domain vms -- myprogram",
+				   "run: no command");
+	if (domain && *knobs)
+		return ksmctl_fail(
+		    KSMCTL_USAGE, knobs,
+		    "set the domain's knobs with `ksmctl --user set`, or drop --domain "
+		    "for a private engine",
+		    "run: --set is for a private engine; domain %s uses samepaged's knobs", domain);
+	if (!preload_path(preload, sizeof(preload)))
+		return ksmctl_fail(KSMCTL_NO, preload,
+				   "reinstall samepage (make install), or set SAMEPAGE_PRELOAD to "
+				   "libsamepage-preload.so",
+				   "run: the preload library is missing");
+	if (domain) {
+		char reply[256], sock[108] = "";
+		if (opt.socket)
+			snprintf(sock, sizeof(sock), "%s", opt.socket);
+		else
+			samepage_socket_path(sock, sizeof(sock));
+		int err = samepage_control(opt.socket, "GET run", reply, sizeof(reply));
+		if (err == -ENOENT || err == -ECONNREFUSED)
+			return ksmctl_fail(
+			    KSMCTL_NO, sock,
+			    "start samepaged (systemctl --user start samepaged.socket), "
+			    "or give its socket with --socket PATH",
+			    "run: no samepaged listens at %s", sock);
+		if (err)
+			return ksmctl_fail(err == -EACCES ? KSMCTL_PERM : KSMCTL_NO, sock,
+					   "start samepaged as this user, or give its socket with "
+					   "--socket PATH",
+					   "run: samepaged at %s: %s", sock,
+					   samepage_strerror(err));
+		if (!strstr(reply, "run 1"))
+			ksmctl_warn("samepaged is not merging (run is not 1): nothing merges until "
+				    "`ksmctl --user set run=1`");
+	}
+	if (!find_command(argv[i], file, sizeof(file))) {
+		ksmctl_fail(127, argv[i], "check the command's name and PATH",
+			    "run: cannot execute: %s", strerror(ENOENT));
+		return 127;
+	}
+	const char *why = not_preloadable(file);
+	if (why)
+		return ksmctl_fail(
+		    KSMCTL_NO, file,
+		    "link it with libsamepage (samepage_connect, samepage_merge_any), "
+		    "or use the kernel's KSM: ksmctl run",
+		    "run: %s cannot run on libsamepage: %s", argv[i], why);
+	const char *old = getenv("LD_PRELOAD");
+	snprintf(env, sizeof(env), "%s%s%s", preload, old && *old ? ":" : "", old ? old : "");
+	setenv("LD_PRELOAD", env, 1);
+	if (domain)
+		setenv("SAMEPAGE_DOMAIN", domain, 1);
+	else
+		unsetenv("SAMEPAGE_DOMAIN");
+	setenv("SAMEPAGE_MERGE_ANY", any ? "1" : "0", 1);
+	if (*knobs)
+		setenv("SAMEPAGE_KNOBS", knobs, 1);
+	if (opt.socket)
+		setenv("SAMEPAGE_SOCKET", opt.socket, 1);
+	execv(file, argv + i);
+	int err = errno;
+	ksmctl_fail(err == ENOENT ? 127 : 126, argv[i], "check the command's name and PATH",
+		    "run: cannot execute: %s", strerror(err));
+	return err == ENOENT ? 127 : 126;
+}
 
 int cmd_run(int argc, char **argv)
 {
 	char release[128] = "";
 	int first = 1;
 
+	if (opt.user)
+		return run_user(argc, argv);
 	if (first < argc && strcmp(argv[first], "--") == 0)
 		first++;
 	if (first >= argc)

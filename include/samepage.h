@@ -74,6 +74,16 @@ SAMEPAGE_API void samepage_close(samepage_t *sp);
  * page in the range a private copy again and stops scanning it. */
 SAMEPAGE_API int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice);
 
+/* merge-any, as prctl(PR_SET_MEMORY_MERGE) is for the kernel's KSM: on
+ * (non-zero), every private anonymous mapping of the process is
+ * mergeable, those mapped later too, but for what the library keeps out
+ * (its own memory, ranges made SAMEPAGE_UNMERGEABLE, the heaps of the C
+ * library's secondary malloc arenas: see samepage(3)); off, every merged
+ * page is unmerged and every range forgotten.  _get says whether it is
+ * on. */
+SAMEPAGE_API int samepage_merge_any(samepage_t *sp, int on);
+SAMEPAGE_API int samepage_merge_any_get(samepage_t *sp);
+
 /* ---------------------------------------------------------------------
  * Knobs and counters: the names of /sys/kernel/mm/ksm/, plus the
  * per-process names of /proc/self/ksm_stat and a few of our own.

@@ -27,7 +27,7 @@ void invariants_check(struct samepage *sp)
 	uint64_t items = 0, merging = 0, zero = 0, unshared = 0, tracked = 0;
 	uint32_t *maps = NULL;
 	if (local && sp->dom->nr)
-		maps = calloc(sp->dom->nr, sizeof(*maps));
+		maps = lib_calloc(sp->dom->nr, sizeof(*maps));
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		const struct region *r = &sp->regions[ri];
 		size_t mergeable = 0;
@@ -70,6 +70,6 @@ void invariants_check(struct samepage *sp)
 		}
 		SP_ASSERT(2, shared == sp->dom->pages_shared);
 		SP_ASSERT(2, sharing == sp->dom->pages_sharing);
-		free(maps);
+		lib_free(maps);
 	}
 }

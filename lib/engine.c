@@ -27,7 +27,7 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	int err;
 
 	*out = NULL;
-	sp = calloc(1, sizeof(*sp));
+	sp = lib_calloc(1, sizeof(*sp));
 	if (!sp) {
 		prim_close(index_fd);
 		prim_close(pool_fd);
@@ -40,9 +40,9 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	sp->pool.fd = -1;
 	sp->stable.fd = -1;
 	sp->conn_fd = -1;
-	sp->buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
-	sp->pagemap = calloc(BATCH_PAGES, sizeof(uint64_t));
-	sp->reqs = calloc(BATCH_PAGES * 2, sizeof(struct merge_req));
+	sp->buf = lib_pages(PAGE_SIZE);
+	sp->pagemap = lib_calloc(BATCH_PAGES, sizeof(uint64_t));
+	sp->reqs = lib_calloc(BATCH_PAGES * 2, sizeof(struct merge_req));
 	if (prim_mmap((void **)&sp->fork, NULL, PAGE_SIZE, PROT_READ | PROT_WRITE,
 		      MAP_SHARED | MAP_ANONYMOUS, -1, 0))
 		sp->fork = NULL;
@@ -68,6 +68,7 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	if (err)
 		goto fail;
 	sp->c.max_map_count = (uint64_t)prim_max_map_count();
+	guard_own_statics();
 	handler_ensure();
 	fork_init();
 	*out = sp;
@@ -91,24 +92,25 @@ int engine_start(struct samepage *sp)
 void engine_free(struct samepage *sp)
 {
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		own_remove((uintptr_t)sp->regions[ri].meta);
 		prim_munmap(sp->regions[ri].meta,
 			    sp->regions[ri].npages * sizeof(struct page_meta));
-		free(sp->regions[ri].spans);
+		lib_free(sp->regions[ri].spans);
 	}
-	free(sp->regions);
-	free(sp->forget);
+	lib_free(sp->regions);
+	lib_free(sp->forget);
 	fork_forget_pins(sp);
-	free(sp->unstable.heads);
+	lib_free(sp->unstable.heads);
 	domain_unmap(&sp->stable);
 	if (sp->stable.fd >= 0)
 		prim_close(sp->stable.fd);
 	pool_destroy(&sp->pool);
 	if (sp->fork)
 		prim_munmap(sp->fork, PAGE_SIZE);
-	free(sp->buf);
-	free(sp->pagemap);
-	free(sp->reqs);
-	free(sp);
+	lib_pages_free(sp->buf, PAGE_SIZE);
+	lib_free(sp->pagemap);
+	lib_free(sp->reqs);
+	lib_free(sp);
 }
 
 int samepage_open(samepage_t **out)
@@ -194,11 +196,48 @@ int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice)
 		err = engine_register(sp, (uintptr_t)addr, len);
 	else if (!(err = regions_check_mapped(sp, (uintptr_t)addr, (uintptr_t)addr + len)))
 		err = regions_unmerge(sp, (uintptr_t)addr, len);
+	if (!err) /* merge-any leaves an unmergeable range alone */
+		promise_set((uintptr_t)addr, (uintptr_t)addr + len, PROMISE_UNMERGEABLE,
+			    advice == SAMEPAGE_UNMERGEABLE);
 	engine_leave(sp);
 	if (!err)
 		pthread_cond_broadcast(&sp->wake);
 	pthread_mutex_unlock(&sp->lock);
 	return err;
+}
+
+/* merge-any, as prctl(PR_SET_MEMORY_MERGE) for the kernel's KSM: on,
+ * every private anonymous mapping is mergeable, present and future
+ * (mergeany.c); off, everything is unmerged and forgotten, as the kernel
+ * does. */
+int samepage_merge_any(samepage_t *sp, int on)
+{
+	if (!sp)
+		return -EINVAL;
+	if (!engine_alive(sp))
+		return -ECHILD;
+	engine_lock(sp);
+	engine_enter(sp);
+	if (on && !sp->merge_any) {
+		sp->merge_any = true;
+		merge_any_refresh(sp);
+	} else if (!on && sp->merge_any) {
+		sp->merge_any = false;
+		while (sp->nregions) {
+			struct region *r = &sp->regions[0];
+			regions_unmerge(sp, r->start, r->npages << PAGE_SHIFT);
+		}
+	}
+	engine_leave(sp);
+	pthread_cond_broadcast(&sp->wake);
+	pthread_mutex_unlock(&sp->lock);
+	return 0;
+}
+
+/* Whether merge-any is on. */
+int samepage_merge_any_get(samepage_t *sp)
+{
+	return sp && engine_alive(sp) ? sp->merge_any : 0;
 }
 
 /* ---- memory owned by the library ---- */

@@ -73,7 +73,7 @@ void engine_note_unmap(uintptr_t start, size_t len)
 		pthread_mutex_lock(&sp->forget_lock);
 		if (sp->nforget == sp->forget_cap) {
 			size_t cap = sp->forget_cap ? sp->forget_cap * 2 : 64;
-			void *n = realloc(sp->forget, cap * sizeof(*sp->forget));
+			void *n = lib_realloc(sp->forget, cap * sizeof(*sp->forget));
 			if (n) {
 				sp->forget = n;
 				sp->forget_cap = cap;

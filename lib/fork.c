@@ -19,7 +19,7 @@
 static void pins_free(uint32_t *pins, size_t n)
 {
 	if (pins)
-		prim_munmap(pins, (n * sizeof(*pins) + PAGE_SIZE) & ~(PAGE_SIZE - 1));
+		lib_pages_free(pins, n * sizeof(*pins));
 }
 
 /* engine_free(): the pin list goes with the engine. */
@@ -35,7 +35,7 @@ static void pin_mapped_nodes(struct samepage *sp)
 	size_t nr = sp->dom->nr, bytes = ((nr + 63) / 64) * 8, n = 0;
 	if (!nr)
 		return;
-	uint64_t *bits = prim_alloc_pages(bytes);
+	uint64_t *bits = lib_pages(bytes);
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		for (size_t i = 0; i < r->npages; i++) {
@@ -63,10 +63,9 @@ static void pin_mapped_nodes(struct samepage *sp)
 			bits[sp->pins[k] / 64] |= 1ULL << (sp->pins[k] % 64);
 			n++;
 		}
-	uint32_t *ids =
-	    n ? prim_alloc_pages((n * sizeof(*ids) + PAGE_SIZE) & ~(PAGE_SIZE - 1)) : NULL;
+	uint32_t *ids = n ? lib_pages((n * sizeof(*ids) + PAGE_SIZE) & ~(PAGE_SIZE - 1)) : NULL;
 	if (n && !ids) {
-		prim_free_pages(bits, bytes);
+		lib_pages_free(bits, bytes);
 		return;
 	}
 	size_t u = 0, old = 0;
@@ -83,7 +82,7 @@ static void pin_mapped_nodes(struct samepage *sp)
 			ledger_ref(sp, id); /* samepaged keeps it for the children too */
 		}
 	}
-	prim_free_pages(bits, bytes);
+	lib_pages_free(bits, bytes);
 	pins_free(sp->pins, sp->npins);
 	sp->pins = ids;
 	sp->npins = u;

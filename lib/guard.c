@@ -345,7 +345,7 @@ void io_begin(uintptr_t start, uintptr_t end, uintptr_t key)
 	}
 	if (ninflight == inflight_cap) {
 		size_t cap = inflight_cap ? inflight_cap * 2 : 64;
-		struct io_range *n = realloc(inflight, cap * sizeof(*n));
+		struct io_range *n = lib_realloc(inflight, cap * sizeof(*n));
 		if (!n) {
 			/* Cannot remember it: wait for no window instead of
 			 * failing the read; merges may then race with it, as
@@ -509,6 +509,55 @@ void window_close(int slot)
 	if (windows[slot].uffd)
 		prim_uffd_wake(uffd, start, end - start);
 	window_slot_close(slot);
+}
+
+/* ---- what a thread must never put in a window of its own ---- */
+
+/* The mapping holding the library's static data (its .bss: the windows,
+ * the locks): the library's own, never merged (alloc.c). */
+static int own_statics(const struct map_entry *e, void *arg)
+{
+	uintptr_t a = (uintptr_t)arg;
+	if (a >= e->start && a < e->end) {
+		own_add(e->start, e->end);
+		return 1;
+	}
+	return 0;
+}
+
+static void own_statics_once(void)
+{
+	prim_maps_walk(0, own_statics, (void *)&window_seq);
+}
+
+void guard_own_statics(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, own_statics_once);
+}
+
+/* Does [start, end) overlap the calling thread's stack?  A thread that
+ * opened a window there would wait for itself at its next call. */
+bool guard_on_own_stack(uintptr_t start, uintptr_t end)
+{
+	static __thread uintptr_t lo, hi;
+	if (!hi) {
+		pthread_attr_t a;
+		void *base;
+		size_t size;
+		if (pthread_getattr_np(pthread_self(), &a) == 0) {
+			if (pthread_attr_getstack(&a, &base, &size) == 0) {
+				lo = (uintptr_t)base;
+				hi = lo + size;
+			}
+			pthread_attr_destroy(&a);
+		}
+		if (!hi) { /* unknown: around this frame */
+			lo = (uintptr_t)&a - (1UL << 20);
+			hi = (uintptr_t)&a + (1UL << 16);
+		}
+	}
+	return start < hi && lo < end;
 }
 
 /* ---- guarded reads ---- */

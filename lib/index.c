@@ -242,10 +242,10 @@ int unstable_resize(struct samepage *sp, uint64_t pages)
 		return 0;
 	if (want < (uint64_t)sp->unstable.mask + 1 && sp->unstable.heads)
 		return 0; /* never shrink mid-life: cheap to keep */
-	uint32_t *h = malloc(want * sizeof(uint32_t));
+	uint32_t *h = lib_malloc(want * sizeof(uint32_t));
 	if (!h)
 		return -ENOMEM;
-	free(sp->unstable.heads);
+	lib_free(sp->unstable.heads);
 	sp->unstable.heads = h;
 	sp->unstable.mask = (uint32_t)(want - 1);
 	unstable_reset(sp);

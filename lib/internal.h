@@ -9,6 +9,7 @@
  *   knobs.c       the knob table, the kernel's parsing and write rules
  *   counters.c    the counters' one definition
  *   control.c     the samepaged socket: one request, trust checks
+ *   alloc.c       the library's own memory, never merged
  *   guard.c       the address-space lock, merge windows, guarded reads
  *   promise.c     the flags of the application's mappings, kept across merges
  *   domain.c      the shared half of an engine: one file, its lock
@@ -21,11 +22,13 @@
  *   merge.c       merging a batch, run by run
  *   engines.c     the list of engines and the lock order
  *   fork.c        fork() keeps its semantics
+ *   mergeany.c    merge-any: every private anonymous mapping is mergeable
  *   scan.c        ksmd: the scan loop and the merge decision
  *   engine.c      the public calls: open, close, madvise, knobs, counters
  *   client.c      samepage_connect: an engine of a samepaged domain
  *   interpose.c   the application's mmap/munmap/mremap/mprotect/madvise/mlock
  *   interpose-io.c the application's reading calls, libaio, signal masks
+ *   preload.c     unmodified programs: LD_PRELOAD=libsamepage-preload.so
  */
 #ifndef SAMEPAGE_INTERNAL_H
 #define SAMEPAGE_INTERNAL_H
@@ -46,6 +49,11 @@ enum {
  * the sanitizer build; off (and free) otherwise. */
 #ifndef SAMEPAGE_DEBUG
 #define SAMEPAGE_DEBUG 0
+/* interpose.c */
+extern int (*interpose_merge_advice)(void *addr, size_t len, int advice);
+extern void (*_Atomic interpose_pending)(void);
+bool interpose_active(void);
+
 #endif
 void debug_fail(const char *file, int line, const char *cond);
 #define SP_ASSERT(level, cond)                                                                     \
@@ -69,6 +77,17 @@ bool domain_name_ok(const char *name);
 int control_hello(const char *socket_path, const char *domain, int *conn, int fds[HELLO_FDS]);
 int control_request(int fd, const char *request, char *reply, size_t len);
 
+/* alloc.c */
+void own_add(uintptr_t start, uintptr_t end);
+void own_remove(uintptr_t start);
+bool own_find(uintptr_t start, uintptr_t end, uintptr_t *os, uintptr_t *oe);
+void *lib_pages(size_t len);
+void lib_pages_free(void *p, size_t len);
+void *lib_malloc(size_t n);
+void *lib_calloc(size_t n, size_t size);
+void *lib_realloc(void *p, size_t n);
+void lib_free(void *p);
+
 /* guard.c */
 enum { WINDOW_MPROTECT, WINDOW_UFFD_USER, WINDOW_UFFD }; /* the window mechanisms */
 int guard_window_kind(void);
@@ -84,6 +103,8 @@ void as_lock_shared(void);
 void as_unlock(void);
 void as_reinit(void);
 void handler_ensure(void);
+void guard_own_statics(void);
+bool guard_on_own_stack(uintptr_t start, uintptr_t end);
 int window_open(uintptr_t start, uintptr_t end, int prot);
 void window_restore(int slot, uintptr_t start, uintptr_t end, int prot);
 void window_close(int slot);
@@ -100,10 +121,12 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 #define PROMISE_LOCKED 0x04
 #define PROMISE_WIPEONFORK 0x08
 #define PROMISE_MALLOC 0x10
+#define PROMISE_UNMERGEABLE 0x20
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
 void promise_move(uintptr_t old, size_t len, uintptr_t new);
 unsigned promise_flags(uintptr_t addr);
+bool promise_find(uintptr_t start, uintptr_t end, unsigned flag, uintptr_t *fs, uintptr_t *fe);
 
 /* domain.c */
 int domain_create(int *index_fd, int *pool_fd, const char *name);
@@ -169,6 +192,7 @@ void invariants_check(struct samepage *sp);
 int regions_refresh(struct samepage *sp);
 int regions_check_mapped(struct samepage *sp, uintptr_t start, uintptr_t end);
 int regions_add(struct samepage *sp, uintptr_t start, uintptr_t end);
+int regions_add_anon(struct samepage *sp, uintptr_t start, uintptr_t end);
 void regions_forget(struct samepage *sp, uintptr_t start, size_t len);
 struct unmapped {
 	uintptr_t start;
@@ -212,6 +236,9 @@ void fork_init(void);
 void fork_reap(struct samepage *sp);
 void fork_forget_pins(struct samepage *sp);
 
+/* mergeany.c */
+void merge_any_refresh(struct samepage *sp);
+
 /* scan.c */
 int ksmd_start(struct samepage *sp);
 void ksmd_stop(struct samepage *sp);
@@ -225,5 +252,10 @@ void engine_free(struct samepage *sp);
 int engine_register(struct samepage *sp, uintptr_t start, size_t len);
 int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len);
 void engine_counts(struct samepage *sp, struct ksm_counts *out);
+
+/* interpose.c */
+extern int (*interpose_merge_advice)(void *addr, size_t len, int advice);
+extern void (*_Atomic interpose_pending)(void);
+bool interpose_active(void);
 
 #endif

@@ -37,10 +37,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-static bool active(void)
-{
-	return atomic_load(&nengines) > 0;
-}
+#define active() interpose_active()
 
 /* The next definition of name: the C library's (or libaio's). */
 static void *real(const char *name, void *_Atomic *cache)

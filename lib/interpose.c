@@ -32,10 +32,23 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-static bool active(void)
+/* Set by the preload library (preload.c): where the program's own
+ * MADV_MERGEABLE/MADV_UNMERGEABLE go, and what a forked child must do at
+ * its first interposed call. */
+int (*interpose_merge_advice)(void *addr, size_t len, int advice);
+void (*_Atomic interpose_pending)(void);
+
+/* Whether an engine is open (then the calls take the locks); runs what is
+ * pending first. */
+bool interpose_active(void)
 {
+	void (*f)(void) = atomic_load(&interpose_pending);
+	if (f && atomic_compare_exchange_strong(&interpose_pending, &f, NULL))
+		f();
 	return atomic_load(&nengines) > 0;
 }
+
+#define active() interpose_active()
 
 /* The C library's convention, from prim's 0-or-negative-errno. */
 static int libc_result(int err)
@@ -279,6 +292,11 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	if (a & (PAGE_SIZE - 1) || !l)
 		return libc_result(prim_madvise(addr, len, advice));
 	switch (advice) {
+	case MADV_MERGEABLE:
+	case MADV_UNMERGEABLE:
+		if (interpose_merge_advice) /* the preload library's engine */
+			return libc_result(interpose_merge_advice(addr, len, advice));
+		break;
 	case MADV_DONTNEED:
 	case MADV_FREE:
 	case MADV_REMOVE:

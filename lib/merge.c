@@ -24,10 +24,18 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-static int cmp_req(const void *a, const void *b)
+/* Sorts a batch's requests by address.  Insertion sort: a batch comes
+ * nearly sorted (pages are scanned in order), and the C library's qsort
+ * may allocate, which the scanner must not do (alloc.c). */
+static void sort_reqs(struct merge_req *q, size_t n)
 {
-	const struct merge_req *x = a, *y = b;
-	return x->addr < y->addr ? -1 : x->addr > y->addr;
+	for (size_t i = 1; i < n; i++) {
+		struct merge_req x = q[i];
+		size_t j = i;
+		for (; j > 0 && q[j - 1].addr > x.addr; j--)
+			q[j] = q[j - 1];
+		q[j] = x;
+	}
 }
 
 /* The mapping budget: every merged run can split one anonymous VMA into
@@ -155,7 +163,7 @@ void merge_batch(struct samepage *sp)
 		sp->place_flush(sp); /* samepaged writes the new KSM pages */
 	if (!n)
 		return;
-	qsort(q, n, sizeof(*q), cmp_req);
+	sort_reqs(q, n);
 	for (size_t i = 0; i < n;) {
 		struct region *r = &sp->regions[q[i].region];
 		int prot = region_prot_at(r, q[i].addr);

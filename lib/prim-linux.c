@@ -155,20 +155,6 @@ int prim_munlock(const void *addr, size_t len)
 	return (int)sys_result(syscall(SYS_munlock, addr, len));
 }
 
-void *prim_alloc_pages(size_t len)
-{
-	void *p = NULL;
-	return prim_mmap(&p, NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-		   ? NULL
-		   : p;
-}
-
-void prim_free_pages(void *p, size_t len)
-{
-	if (p)
-		prim_munmap(p, len);
-}
-
 /* ---- files ---- */
 
 int prim_memfd(const char *name)

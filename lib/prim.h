@@ -37,9 +37,6 @@ int prim_userfaultfd(bool user_only);
 int prim_uffd_register(int fd, uintptr_t start, size_t len, bool reg);
 int prim_uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp);
 int prim_uffd_wake(int fd, uintptr_t start, size_t len);
-/* Anonymous private read-write memory, and its release. */
-void *prim_alloc_pages(size_t len);
-void prim_free_pages(void *p, size_t len);
 
 /* ---- files ---- */
 int prim_memfd(const char *name);		       /* an fd, close-on-exec */

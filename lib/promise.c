@@ -22,7 +22,11 @@
  *                       anonymous mappings only, not on a mapping of the pool
  *   PROMISE_MALLOC      a heap of the C library's malloc, which it discards
  *                       with its own madvise(MADV_DONTNEED) and then trusts
- *                       to read zeros (merge-any only: see engine.c)
+ *                       to read zeros (merge-any only: see mergeany.c)
+ *
+ * And one says what merge-any must leave alone:
+ *
+ *   PROMISE_UNMERGEABLE the application made the range MADV_UNMERGEABLE
  */
 #include "internal.h"
 
@@ -44,7 +48,7 @@ static bool promise_insert(size_t i, struct promise p)
 {
 	if (npromises == promises_cap) {
 		size_t cap = promises_cap ? promises_cap * 2 : 16;
-		struct promise *n = realloc(promises, cap * sizeof(*n));
+		struct promise *n = lib_realloc(promises, cap * sizeof(*n));
 		if (!n)
 			return false;
 		promises = n;
@@ -152,9 +156,26 @@ void promise_move(uintptr_t old, size_t len, uintptr_t new)
 	pthread_mutex_unlock(&promise_lock);
 	promise_set(old, old + len, 0, false);
 	for (size_t i = 0; i < n; i++)
-		for (unsigned f = 1; f <= PROMISE_MALLOC; f <<= 1)
+		for (unsigned f = 1; f <= PROMISE_UNMERGEABLE; f <<= 1)
 			if (moved[i].flags & f)
 				promise_set(moved[i].start, moved[i].end, f, true);
+}
+
+/* The first range with flag that overlaps [start, end): false if none. */
+bool promise_find(uintptr_t start, uintptr_t end, unsigned flag, uintptr_t *fs, uintptr_t *fe)
+{
+	bool found = false;
+	pthread_mutex_lock(&promise_lock);
+	for (size_t i = 0; i < npromises && !found; i++) {
+		const struct promise *p = &promises[i];
+		if (p->start < end && start < p->end && (p->flags & flag)) {
+			*fs = p->start;
+			*fe = p->end;
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&promise_lock);
+	return found;
 }
 
 /* The flags of the page at addr. */

@@ -33,7 +33,7 @@ static int maps_collect(const struct map_entry *e, void *arg)
 	struct maps *m = arg;
 	if (m->n == m->cap) {
 		size_t cap = m->cap ? m->cap * 2 : 256;
-		struct map_entry *ne = realloc(m->e, cap * sizeof(*ne));
+		struct map_entry *ne = lib_realloc(m->e, cap * sizeof(*ne));
 		if (!ne)
 			return -ENOMEM;
 		m->e = ne;
@@ -48,7 +48,7 @@ static int maps_read(struct maps *m)
 	memset(m, 0, sizeof(*m));
 	int err = prim_maps_walk(0, maps_collect, m);
 	if (err) {
-		free(m->e);
+		lib_free(m->e);
 		memset(m, 0, sizeof(*m));
 	}
 	return err;
@@ -131,8 +131,9 @@ static void region_free(struct samepage *sp, size_t ri)
 {
 	struct region *r = &sp->regions[ri];
 	forget_pages(sp, r, 0, r->npages, NULL);
+	own_remove((uintptr_t)r->meta);
 	prim_munmap(r->meta, r->npages * sizeof(struct page_meta));
-	free(r->spans);
+	lib_free(r->spans);
 	sp->tracked_pages -= r->npages;
 	/* Page ids are 32-bit: the last region's go back to the pool of ids. */
 	if (ri == sp->nregions - 1)
@@ -184,7 +185,7 @@ static void region_sync(struct samepage *sp, struct region *r, const struct maps
 			spans[ns - 1].end = t;
 			continue;
 		}
-		struct prot_span *n2 = realloc(spans, (ns + 1) * sizeof(*spans));
+		struct prot_span *n2 = lib_realloc(spans, (ns + 1) * sizeof(*spans));
 		if (!n2)
 			break;
 		spans = n2;
@@ -195,7 +196,7 @@ static void region_sync(struct samepage *sp, struct region *r, const struct maps
 		if (!(r->meta[i].flags & PM_OFF))
 			forget_page(sp, r, i, m);
 	}
-	free(r->spans);
+	lib_free(r->spans);
 	r->spans = spans;
 	r->nspans = ns;
 }
@@ -213,7 +214,7 @@ int regions_refresh(struct samepage *sp)
 	for (size_t ri = sp->nregions; ri-- > 0;)
 		if (!sp->regions[ri].mergeable_pages)
 			region_free(sp, ri);
-	free(m.e);
+	lib_free(m.e);
 	sp->maps_dirty = false;
 	return 0;
 }
@@ -226,7 +227,7 @@ static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
 		return -ENOMEM; /* page ids are 32-bit: 16 TiB registered over a lifetime */
 	if (sp->nregions == sp->regions_cap) {
 		size_t cap = sp->regions_cap ? sp->regions_cap * 2 : 16;
-		struct region *n = realloc(sp->regions, cap * sizeof(*n));
+		struct region *n = lib_realloc(sp->regions, cap * sizeof(*n));
 		if (!n)
 			return -ENOMEM;
 		sp->regions = n;
@@ -242,6 +243,7 @@ static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
 		prim_munmap(meta, npages * sizeof(struct page_meta));
 		return err;
 	}
+	own_add((uintptr_t)meta, (uintptr_t)meta + npages * sizeof(struct page_meta));
 	struct region *r = &sp->regions[sp->nregions++];
 	*r = (struct region){.start = start,
 			     .npages = npages,
@@ -327,6 +329,18 @@ int regions_check_mapped(struct samepage *sp, uintptr_t start, uintptr_t end)
 	return stop == 1 || a.covered < end ? -ENOMEM : 0;
 }
 
+/* Registers [start, end), known to be private anonymous memory (merge-any
+ * read the maps): the caller refreshes the regions once afterwards. */
+int regions_add_anon(struct samepage *sp, uintptr_t start, uintptr_t end)
+{
+	int err = mark_mergeable(sp, start, end);
+	if (!err) {
+		guard_arm(start, end);
+		sp->maps_dirty = true;
+	}
+	return err;
+}
+
 /* Registers the mergeable kinds of mapping of [start, end): private
  * anonymous memory, and pages of our pool already merged.  The caller
  * checked the range is mapped. */
@@ -359,7 +373,7 @@ void regions_forget_unmapped(struct samepage *sp, const struct unmapped *u, size
 	for (size_t k = 0; k < n; k++)
 		forget_ranges(sp, u[k].start, u[k].len, have ? &m : NULL);
 	if (have)
-		free(m.e);
+		lib_free(m.e);
 }
 
 /* Pages [start, start+len) are no longer mergeable: forgotten, and the

@@ -28,7 +28,9 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 uint32_t zero_checksum;
@@ -218,7 +220,9 @@ static void start_full_scan(struct samepage *sp)
 	advisor_start_scan(sp);
 	engine_enter(sp);
 	regions_refresh(sp); /* forget what the application unmapped */
-	fork_reap(sp);	     /* unpin the pool pages no forked child maps */
+	if (sp->merge_any)
+		merge_any_refresh(sp); /* and take what it mapped */
+	fork_reap(sp);		       /* unpin the pool pages no forked child maps */
 	engine_leave(sp);
 	unstable_reset(sp); /* the unstable tree lives one full scan */
 	sp->scan_running = true;
@@ -347,7 +351,7 @@ static void let_application_in(struct samepage *sp)
  * the end of a full scan, so ksmd sleeps even when nothing is present. */
 void ksm_do_scan(struct samepage *sp, uint64_t budget)
 {
-	while (budget && sp->nregions && !sp->stopping && KNOB(sp, run) == 1) {
+	while (budget && (sp->nregions || sp->merge_any) && !sp->stopping && KNOB(sp, run) == 1) {
 		handler_ensure(); /* the guarded reads need our SIGSEGV handler */
 		if (!sp->scan_running)
 			start_full_scan(sp);
@@ -381,7 +385,7 @@ static void *ksmd(void *arg)
 			fork_reap(sp);
 			engine_leave(sp);
 		}
-		if (KNOB(sp, run) == 1 && sp->nregions) {
+		if (KNOB(sp, run) == 1 && (sp->nregions || sp->merge_any)) {
 			ksm_do_scan(sp, KNOB(sp, pages_to_scan));
 			if (sp->stopping)
 				break;
@@ -419,13 +423,28 @@ static void zero_checksum_init(void)
 	zero_checksum = (uint32_t)XXH3_64bits(zeros, PAGE_SIZE);
 }
 
+#define KSMD_STACK (1UL << 20)
+
 int ksmd_start(struct samepage *sp)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, zero_checksum_init);
-	int err = pthread_create(&sp->thread, NULL, ksmd, sp);
-	if (err)
+	/* Its own stack, never merged (alloc.c): ksmd writes it inside its
+	 * merge windows.  A page of it is a guard. */
+	sp->stack = lib_pages(KSMD_STACK + PAGE_SIZE);
+	if (!sp->stack)
+		return -ENOMEM;
+	prim_mprotect(sp->stack, PAGE_SIZE, PROT_NONE);
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setstack(&a, (char *)sp->stack + PAGE_SIZE, KSMD_STACK);
+	int err = pthread_create(&sp->thread, &a, ksmd, sp);
+	pthread_attr_destroy(&a);
+	if (err) {
+		lib_pages_free(sp->stack, KSMD_STACK + PAGE_SIZE);
+		sp->stack = NULL;
 		return -err;
+	}
 	pthread_setname_np(sp->thread, "samepage-ksmd");
 	sp->thread_started = true;
 	return 0;
@@ -441,4 +460,6 @@ void ksmd_stop(struct samepage *sp)
 	pthread_mutex_unlock(&sp->lock);
 	pthread_join(sp->thread, NULL);
 	sp->thread_started = false;
+	lib_pages_free(sp->stack, KSMD_STACK + PAGE_SIZE);
+	sp->stack = NULL;
 }

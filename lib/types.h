@@ -217,6 +217,7 @@ struct samepage {
 	_Atomic int app_waiting; /* application threads waiting for lock (engine_lock) */
 	pthread_cond_t wake;
 	pthread_t thread;
+	void *stack; /* the scanner's (alloc.c) */
 	bool thread_started, stopping;
 	pid_t owner; /* the process that opened it; a forked child's copy is inert */
 
@@ -242,6 +243,7 @@ struct samepage {
 	uint32_t *pins; /* the nodes this process pinned for its children, sorted */
 	size_t npins;
 	bool maps_dirty; /* protections or mappings changed: reread /proc/self/maps */
+	bool merge_any;	 /* every private anonymous mapping is mergeable (mergeany.c) */
 
 	struct merge_req *reqs;
 	size_t nreqs;

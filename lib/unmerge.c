@@ -86,9 +86,10 @@ int break_cow(struct samepage *sp, struct region *r, size_t i)
  * no write is lost and none waits longer than one chunk's copy: the chunk
  * is copied into a scratch mapping, which mremap moves over it atomically.
  * The chunks come from one scratch mapping, so the kernel joins them again
- * into one mapping where they land.  A chunk with I/O in flight gets no
- * window: its pages are unshared in place instead (each written, so the
- * kernel copies it), and stay in the pool's mapping.  Returns 0, 1 if some
+ * into one mapping where they land.  A chunk with I/O in flight, or on the
+ * calling thread's own stack, gets no window: its pages are unshared in
+ * place instead (each written, so the kernel copies it), and stay in the
+ * pool's mapping.  Returns 0, 1 if some
  * pages stayed in the pool's mapping that way, or -errno.
  */
 #define UNMERGE_CHUNK (64 * PAGE_SIZE)
@@ -115,7 +116,9 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 	for (; off < len && !err; off += UNMERGE_CHUNK) {
 		size_t n = len - off < UNMERGE_CHUNK ? len - off : UNMERGE_CHUNK;
 		uintptr_t a = s + off;
-		int slot = window_open(a, a + n, prot);
+		/* Not over this thread's own stack (merge-any merges stacks):
+		 * it would wait for its own window. */
+		int slot = guard_on_own_stack(a, a + n) ? -EBUSY : window_open(a, a + n, prot);
 		if (slot == -EBUSY) {
 			for (uintptr_t p = a; p < a + n && !err; p += PAGE_SIZE)
 				err = guarded_touch(p, prot);
@@ -188,7 +191,7 @@ static int collect_piece(const struct map_entry *e, void *arg)
 	}
 	if (p->n == p->cap) {
 		size_t cap = p->cap ? p->cap * 2 : 16;
-		struct prot_span *ns = realloc(p->spans, cap * sizeof(*ns));
+		struct prot_span *ns = lib_realloc(p->spans, cap * sizeof(*ns));
 		if (!ns)
 			return -ENOMEM;
 		p->spans = ns;
@@ -213,7 +216,7 @@ static int pools_to_anon(const struct pool_id *ids, size_t nids, uintptr_t start
 		else if (e && !err)
 			err = e;
 	}
-	free(p.spans);
+	lib_free(p.spans);
 	return err ? err : in_place;
 }
 

@@ -5,8 +5,9 @@
 # KSM is never touched.
 #  absent  no daemon (no socket file; a stale socket): status, set, wait, top
 #          and check exit 1 and say "samepaged is not running at SOCKET" and
-#          how to start it, for --socket and for $SAMEPAGE_SOCKET; run and
-#          install-service exit 2 and say what to do instead.
+#          how to start it, for --socket and for $SAMEPAGE_SOCKET; run with
+#          a domain exits 1 and says the same, run with a private engine runs
+#          the program; install-service exits 2 and says what to do instead.
 #  e2e     a daemon and a client (spclient) merging 16 MiB of duplicate
 #          pages: set, wait --converged, status (text, --json: pages_sharing
 #          > 0, --prometheus: promcheck.py and samepaged_* names only), top
@@ -93,8 +94,11 @@ absent()
 	python3 -c "import socket, sys; socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET).bind(sys.argv[1])" "$stale"
 	expect 1 --socket "$stale" status
 	says "$tmp/err" "samepaged is not running at $stale (Connection refused)"
-	expect 2 --user --socket "$sock" run -- true
-	says "$tmp/err" "prctl(PR_SET_MEMORY_MERGE)"
+	# run: a domain needs its daemon (exit 1, with how to start it); a
+	# private engine needs none.
+	expect 1 --user --socket "$sock" run --domain vms -- true
+	says "$tmp/err" "no samepaged listens at $sock"
+	expect 0 --user --socket "$sock" run -- true
 	expect 2 --user --socket "$sock" install-service --dry-run
 	says "$tmp/err" "systemctl --user enable --now samepaged.socket"
 	expect 2 --socket
@@ -158,7 +162,9 @@ e2e()
 	[ "$(value run)" = 1 ] && [ "$(value pages_to_scan)" = 10000 ] || fail "set run=3 changed a knob"
 	expect 5 --user --socket "$sock" set sleep_millisecs=7 max_page_sharing=100
 	[ "$(value max_page_sharing)" = 256 ] && [ "$(value sleep_millisecs)" = 0 ] || fail "a refused set changed a knob"
-	expect 2 --user --socket "$sock" run -- true
+	expect 0 --user --socket "$sock" run --domain vms -- true
+	expect 2 --user --socket "$sock" run --domain vms --set run=1 -- true
+	says "$tmp/err" "ksmctl --user set"
 
 	printf 'pages_to_scan = 20000\n' >"$tmp/ksm.conf"
 	expect 0 --user --socket "$sock" apply "$tmp/ksm.conf"

@@ -357,3 +357,56 @@ void test_mprotect_munmap_during_merge(void)
 	CHECK(probe == mp_area + 256 * PG);
 	samepage_close(sp);
 }
+
+/* merge-any (issue 12): a mapping made after it is on merges without any
+ * madvise; the heaps of glibc's secondary malloc arenas are kept out and
+ * counted; the library's own memory never merges; off, everything is
+ * unmerged, as prctl(PR_SET_MEMORY_MERGE, 0) does for the kernel. */
+static void *arena_user(void *arg)
+{
+	/* A thread's malloc uses a secondary arena: its heap is 64 MiB
+	 * aligned, with the arena's header at its start.  (Blocks under
+	 * malloc's mmap threshold, 128 KiB, come from the heap.) */
+	char **b = arg;
+	for (int i = 0; i < 8; i++) {
+		b[i] = malloc(100 << 10);
+		memset(b[i], 'h', 100 << 10);
+	}
+	return NULL;
+}
+
+void test_merge_any(void)
+{
+	samepage_t *sp = open_fast();
+	char *heap_block[8];
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, arena_user, heap_block) == 0);
+	pthread_join(t, NULL);
+	REQUIRE(samepage_merge_any(sp, 1) == 0);
+	CHECK_EQ_INT(samepage_merge_any_get(sp), 1);
+	char *p = mmap(NULL, 64 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	memset(p, 'a', 64 * PG);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, 64), 64);  /* no madvise: merged all the same */
+	CHECK(rd(sp, "pages_kept_malloc") >= 8 * 25); /* the arena's blocks, kept out */
+	for (int i = 0; i < 8; i++)
+		CHECK_EQ_U64(pages_mapping_pool(heap_block[i] + PG, 20), 0);
+	for (size_t i = 0; i < 64 * PG; i += 513)
+		REQUIRE(p[i] == 'a');
+	/* A range made unmergeable stays so under merge-any. */
+	REQUIRE(samepage_madvise(sp, p, 32 * PG, SAMEPAGE_UNMERGEABLE) == 0);
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, 32), 0);
+	CHECK_EQ_U64(pages_mapping_pool(p + 32 * PG, 32), 32);
+	REQUIRE(samepage_merge_any(sp, 0) == 0);
+	CHECK_EQ_INT(samepage_merge_any_get(sp), 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, 64), 0);
+	CHECK_EQ_INT(rd(sp, "pages_tracked"), 0);
+	for (size_t i = 0; i < 64 * PG; i += 513)
+		REQUIRE(p[i] == 'a');
+	for (int i = 0; i < 8; i++)
+		free(heap_block[i]);
+	samepage_close(sp);
+}

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: MIT
+/*
+ * alloc.c - the library's own memory, which is never merged.
+ *
+ * In merge-any mode every private anonymous mapping of the process is
+ * mergeable, the C library's heap included.  The engine's own state must
+ * not be: a thread that opens a merge window and then writes a page under
+ * it waits for itself, and a thread that waits in a window while it holds
+ * one of the engine's locks stops the scanner.  So the library allocates
+ * its state here, from mappings of its own (lib_malloc and its kin), keeps
+ * a table of them (and of its scanner threads' stacks and its .bss), and
+ * merge-any never registers a page of that table (own_find()).
+ */
+#include "internal.h"
+
+#include <string.h>
+#include <sys/mman.h>
+
+struct owned {
+	uintptr_t start, end;
+};
+
+static pthread_mutex_t own_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct owned *own; /* sorted by start; itself an owned range */
+static size_t nown, own_cap;
+
+static size_t round_pages(size_t n)
+{
+	return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+}
+
+static void own_insert_locked(uintptr_t start, uintptr_t end)
+{
+	size_t i = nown;
+	while (i > 0 && own[i - 1].start > start)
+		i--;
+	memmove(&own[i + 1], &own[i], (nown - i) * sizeof(*own));
+	own[i] = (struct owned){start, end};
+	nown++;
+}
+
+static void own_remove_locked(uintptr_t start)
+{
+	for (size_t i = 0; i < nown; i++)
+		if (own[i].start == start) {
+			memmove(&own[i], &own[i + 1], (nown - i - 1) * sizeof(*own));
+			nown--;
+			return;
+		}
+}
+
+/* Room for one more entry: the table grows by mremap, and stays one of
+ * its own entries. */
+static bool own_reserve_locked(void)
+{
+	if (nown + 2 <= own_cap)
+		return true;
+	size_t old = round_pages(own_cap * sizeof(*own)), len = old ? old * 2 : PAGE_SIZE;
+	void *m;
+	int err = own ? prim_mremap(&m, own, old, len, MREMAP_MAYMOVE, NULL)
+		      : prim_mmap(&m, NULL, len, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (err)
+		return false;
+	uintptr_t was = (uintptr_t)own;
+	own = m; /* the entries moved with it */
+	own_cap = len / sizeof(*own);
+	if (was)
+		own_remove_locked(was);
+	own_insert_locked((uintptr_t)own, (uintptr_t)own + len);
+	return true;
+}
+
+/* [start, end) is the library's own (its arena, its metadata, its .bss). */
+void own_add(uintptr_t start, uintptr_t end)
+{
+	pthread_mutex_lock(&own_lock);
+	if (own_reserve_locked())
+		own_insert_locked(start, end);
+	pthread_mutex_unlock(&own_lock);
+}
+
+void own_remove(uintptr_t start)
+{
+	pthread_mutex_lock(&own_lock);
+	own_remove_locked(start);
+	pthread_mutex_unlock(&own_lock);
+}
+
+/* The first of the library's own ranges that overlaps [start, end):
+ * false if none. */
+bool own_find(uintptr_t start, uintptr_t end, uintptr_t *os, uintptr_t *oe)
+{
+	bool found = false;
+	pthread_mutex_lock(&own_lock);
+	for (size_t i = 0; i < nown && !found; i++)
+		if (own[i].start < end && start < own[i].end) {
+			*os = own[i].start;
+			*oe = own[i].end;
+			found = true;
+		}
+	pthread_mutex_unlock(&own_lock);
+	return found;
+}
+
+/* ---- pages: one arena, so that the library's allocations never land in
+ * a hole the application just unmapped (and may map again) ---- */
+
+#define ARENA_PAGES (1UL << 18) /* 1 GiB of address space; pages cost once touched */
+static char *arena;
+static uint64_t arena_used[ARENA_PAGES / 64];
+static size_t arena_next;
+static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool arena_bit(size_t i)
+{
+	return (arena_used[i / 64] >> (i % 64)) & 1;
+}
+
+static void arena_mark(size_t i, size_t n, bool on)
+{
+	for (size_t k = i; k < i + n; k++)
+		if (on)
+			arena_used[k / 64] |= 1ULL << (k % 64);
+		else
+			arena_used[k / 64] &= ~(1ULL << (k % 64));
+}
+
+/* n free pages in a row, first fit from the last allocation on. */
+static void *arena_take(size_t n)
+{
+	if (!arena) {
+		void *m;
+		if (prim_mmap(&m, NULL, ARENA_PAGES << PAGE_SHIFT, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0))
+			return NULL;
+		arena = m;
+		own_add((uintptr_t)arena, (uintptr_t)arena + (ARENA_PAGES << PAGE_SHIFT));
+	}
+	for (size_t pass = 0; pass < 2; pass++) {
+		size_t run = 0;
+		for (size_t i = pass ? 0 : arena_next; i < ARENA_PAGES; i++) {
+			run = arena_bit(i) ? 0 : run + 1;
+			if (run == n) {
+				size_t first = i + 1 - n;
+				arena_mark(first, n, true);
+				arena_next = i + 1;
+				return arena + (first << PAGE_SHIFT);
+			}
+		}
+	}
+	return NULL;
+}
+
+void *lib_pages(size_t len)
+{
+	size_t n = round_pages(len) >> PAGE_SHIFT;
+	pthread_mutex_lock(&arena_lock);
+	void *m = n ? arena_take(n) : NULL;
+	pthread_mutex_unlock(&arena_lock);
+	return m;
+}
+
+/* Gives the pages back (they read zeros when taken again). */
+void lib_pages_free(void *p, size_t len)
+{
+	if (!p)
+		return;
+	size_t n = round_pages(len) >> PAGE_SHIFT, first = ((char *)p - arena) >> PAGE_SHIFT;
+	prim_madvise(p, n << PAGE_SHIFT, MADV_DONTNEED);
+	pthread_mutex_lock(&arena_lock);
+	arena_mark(first, n, false);
+	if (first < arena_next)
+		arena_next = first;
+	pthread_mutex_unlock(&arena_lock);
+}
+
+/* ---- malloc's kin: a mapping each, its length in a header ---- */
+
+#define HEADER 16
+
+void *lib_malloc(size_t n)
+{
+	if (n > SIZE_MAX - HEADER - PAGE_SIZE)
+		return NULL;
+	size_t len = round_pages(n + HEADER);
+	char *m = lib_pages(len);
+	if (!m)
+		return NULL;
+	*(size_t *)m = len;
+	return m + HEADER;
+}
+
+void *lib_calloc(size_t n, size_t size)
+{
+	if (size && n > SIZE_MAX / size)
+		return NULL;
+	return lib_malloc(n * size); /* fresh pages read zeros */
+}
+
+void lib_free(void *p)
+{
+	if (!p)
+		return;
+	char *m = (char *)p - HEADER;
+	lib_pages_free(m, *(size_t *)m);
+}
+
+void *lib_realloc(void *p, size_t n)
+{
+	if (!p)
+		return lib_malloc(n);
+	char *m = (char *)p - HEADER;
+	size_t len = *(size_t *)m;
+	if (n + HEADER <= len)
+		return p;
+	void *q = lib_malloc(n < 2 * (len - HEADER) ? 2 * (len - HEADER) : n);
+	if (!q)
+		return NULL;
+	memcpy(q, p, len - HEADER);
+	lib_free(p);
+	return q;
+}

@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: MIT
+/*
+ * mergeany.c - merge-any: every private anonymous mapping of the process
+ * is mergeable, present and future, as prctl(PR_SET_MEMORY_MERGE) makes
+ * them for the kernel's KSM (6.4+).
+ *
+ * At the start of every full scan the maps are read and the private
+ * anonymous mappings not registered yet are registered, but:
+ *
+ *  - the library's own memory (alloc.c), which it writes inside its merge
+ *    windows;
+ *  - ranges the application made MADV_UNMERGEABLE since (PROMISE_UNMERGEABLE);
+ *  - PROT_NONE reservations (registered when they become accessible: the
+ *    mprotect is seen) and mappings larger than 4 TiB (sanitizers' shadow);
+ *  - the heaps of the C library's secondary malloc arenas, registered but
+ *    kept out of merging and counted (pages_kept_malloc): malloc shrinks
+ *    them with its own madvise(MADV_DONTNEED), which the library cannot
+ *    see, and then trusts the pages to read zeros; a merged page would
+ *    read its pool page back.  (The main arena's heap shrinks with brk,
+ *    which the kernel makes read zeros.)
+ */
+#include "internal.h"
+
+#include <sys/mman.h>
+
+#define MAX_MAPPING (4ULL << 40)
+
+struct anon_ranges {
+	struct prot_span *r;
+	size_t n, cap;
+	bool failed;
+};
+
+static void add_range(struct anon_ranges *a, uintptr_t s, uintptr_t e, int prot)
+{
+	if (a->n == a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64;
+		struct prot_span *n = lib_realloc(a->r, cap * sizeof(*n));
+		if (!n) {
+			a->failed = true;
+			return;
+		}
+		a->r = n;
+		a->cap = cap;
+	}
+	a->r[a->n++] = (struct prot_span){s, e, prot};
+}
+
+static int collect_anon(const struct map_entry *e, void *arg)
+{
+	struct anon_ranges *a = arg;
+	if (e->anon && !e->shared && e->prot != PROT_NONE && e->end - e->start <= MAX_MAPPING)
+		add_range(a, e->start, e->end, e->prot);
+	return 0;
+}
+
+/* Is [s, e) registered already (every page mergeable or kept)? */
+static bool registered(struct samepage *sp, uintptr_t s, uintptr_t e)
+{
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		const struct region *r = &sp->regions[ri];
+		if (r->start <= s && e <= region_addr(r, r->npages))
+			return true;
+	}
+	return false;
+}
+
+/* glibc's heap_info, at the start of every heap of a secondary arena: a
+ * mapping aligned to HEAP_MAX_SIZE (64 MiB on 64-bit systems) whose arena
+ * pointer points just after it (the arena's first heap) or into the head
+ * of another such heap. */
+#define MALLOC_HEAP_MAX (64UL << 20)
+struct heap_head {
+	uintptr_t ar_ptr, prev;
+	size_t size, mprotect_size;
+};
+
+static bool heap_head_ok(uintptr_t at, struct heap_head *h)
+{
+	return guarded_copy(h, (const void *)at, sizeof(*h)) && h->size >= PAGE_SIZE &&
+	       h->size <= MALLOC_HEAP_MAX && h->mprotect_size >= h->size &&
+	       h->mprotect_size <= MALLOC_HEAP_MAX;
+}
+
+static bool malloc_heap(uintptr_t start, int prot)
+{
+	struct heap_head h, first;
+	if (start % MALLOC_HEAP_MAX || !(prot & PROT_WRITE) || !heap_head_ok(start, &h))
+		return false;
+	if (h.ar_ptr > start && h.ar_ptr < start + 256)
+		return true; /* the arena's first heap: the arena follows */
+	uintptr_t head = h.ar_ptr - h.ar_ptr % MALLOC_HEAP_MAX;
+	return head != start && h.ar_ptr - head < 256 && heap_head_ok(head, &first) &&
+	       first.ar_ptr == h.ar_ptr;
+}
+
+/* Registers what merge-any makes mergeable and is not registered yet.
+ * Called inside engine_enter(). */
+void merge_any_refresh(struct samepage *sp)
+{
+	struct anon_ranges a = {0};
+	bool added = false;
+	if (prim_maps_walk(0, collect_anon, &a) < 0 || a.failed) {
+		lib_free(a.r);
+		return;
+	}
+	for (size_t k = 0; k < a.n; k++) {
+		uintptr_t s = a.r[k].start, e = a.r[k].end, os, oe;
+		while (s < e) {
+			/* The part before the next range of the library's own. */
+			uintptr_t t = e;
+			if (own_find(s, e, &os, &oe)) {
+				t = os > s ? os : s;
+				if (os <= s) {
+					s = oe < e ? oe : e;
+					continue;
+				}
+			}
+			for (uintptr_t p = s, us, ue; p < t;) {
+				/* and not what the application made unmergeable */
+				uintptr_t q = t;
+				if (promise_find(p, t, PROMISE_UNMERGEABLE, &us, &ue))
+					q = us > p ? us : p;
+				if (q > p && !registered(sp, p, q) && !regions_add_anon(sp, p, q))
+					added = true;
+				p = q < t ? (ue < t ? ue : t) : t;
+			}
+			s = t;
+		}
+		if (malloc_heap(a.r[k].start, a.r[k].prot)) {
+			uintptr_t end = a.r[k].start + MALLOC_HEAP_MAX;
+			promise_set(a.r[k].start, end, PROMISE_MALLOC, true);
+			regions_keep(sp, a.r[k].start, MALLOC_HEAP_MAX);
+		}
+	}
+	if (added) {
+		regions_refresh(sp);
+		keep_protected_vmas(sp, 0, UINTPTR_MAX);
+	}
+	lib_free(a.r);
+}

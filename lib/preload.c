@@ -1,0 +1,288 @@
+// SPDX-License-Identifier: MIT
+/*
+ * preload.c - libsamepage for programs that were not written for it.
+ *
+ *   LD_PRELOAD=libsamepage-preload.so PROGRAM ARGS...
+ *
+ * (what `ksmctl --user run` does).  The program's madvise(MADV_MERGEABLE /
+ * MADV_UNMERGEABLE) and prctl(PR_SET_MEMORY_MERGE / PR_GET_MEMORY_MERGE)
+ * go to libsamepage instead of the kernel's KSM; its mmap, munmap, mremap,
+ * mprotect, madvise, mlock and reading calls are interposed as for any
+ * program linked with the library.  The environment says the rest:
+ *
+ *   SAMEPAGE_DOMAIN     merge with the processes of this samepaged domain
+ *                       (samepage_connect); unset, a private engine
+ *   SAMEPAGE_MERGE_ANY  1: every private anonymous mapping is mergeable from
+ *                       the start (merge-any), as prctl(PR_SET_MEMORY_MERGE)
+ *   SAMEPAGE_KNOBS      a private engine's knobs: "name=value,name=value"
+ *                       (run is 1 unless it says otherwise); with a domain,
+ *                       the knobs are the daemon's (ksmctl --user set)
+ *   SAMEPAGE_SOCKET     samepaged's socket (samepage_socket_path)
+ *
+ * The environment goes to children and exec'd programs, as the kernel keeps
+ * merge-any across fork and exec (6.7+): a forked child opens its own
+ * engine at its first interposed call, with the parent's ranges.  A
+ * process that opens /dev/kvm is refused it unless merge windows use
+ * userfaultfd for kernel-mode faults: KVM writes guest memory from the
+ * kernel, and only that window makes it wait.
+ */
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#define PR_GET_MEMORY_MERGE 68
+#endif
+
+#define EXPORT __attribute__((visibility("default")))
+
+static pthread_mutex_t preload_lock = PTHREAD_MUTEX_INITIALIZER;
+static samepage_t *engine;
+static bool engine_failed;
+static struct samepage *parent_engine; /* a forked child's copy of its parent's */
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n > 0 && write(2, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1) < 0)
+		return;
+}
+
+/* SAMEPAGE_KNOBS: "name=value,name=value" (spaces allowed as separators). */
+static void apply_knobs(samepage_t *sp, const char *spec)
+{
+	char buf[1024], *save = NULL;
+	snprintf(buf, sizeof(buf), "%s", spec);
+	for (char *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+		char *eq = strchr(tok, '=');
+		int err = eq ? (*eq = 0, samepage_write(sp, tok, eq + 1)) : -EINVAL;
+		if (err)
+			say("samepage: SAMEPAGE_KNOBS: %s%s%s: %s (fix: name=value pairs of "
+			    "samepage(3)'s knobs)\n",
+			    tok, eq ? "=" : "", eq ? eq + 1 : "", samepage_strerror(err));
+	}
+}
+
+/* The process's engine, made at the first need.  Locked by the caller. */
+static samepage_t *preload_engine_locked(void)
+{
+	if (engine || engine_failed)
+		return engine;
+	const char *domain = getenv("SAMEPAGE_DOMAIN"), *knobs = getenv("SAMEPAGE_KNOBS");
+	int err;
+	if (domain && *domain) {
+		err = samepage_connect(&engine, domain);
+		if (err) {
+			char path[108] = "";
+			samepage_socket_path(path, sizeof(path));
+			say("samepage: cannot join domain %s of samepaged at %s: %s (fix: start "
+			    "samepaged, or set SAMEPAGE_SOCKET); this process runs without merging\n",
+			    domain, path, samepage_strerror(err));
+		} else if (knobs && *knobs) {
+			say("samepage: SAMEPAGE_KNOBS ignored: domain %s uses samepaged's knobs "
+			    "(ksmctl --user set)\n",
+			    domain);
+		}
+	} else {
+		err = samepage_open(&engine);
+		if (err)
+			say("samepage: cannot open an engine: %s; this process runs without "
+			    "merging\n",
+			    samepage_strerror(err));
+		else {
+			samepage_write(engine, "run", "1");
+			if (knobs && *knobs)
+				apply_knobs(engine, knobs);
+		}
+	}
+	engine_failed = !engine;
+	return engine;
+}
+
+static samepage_t *preload_engine(void)
+{
+	pthread_mutex_lock(&preload_lock);
+	samepage_t *sp = preload_engine_locked();
+	pthread_mutex_unlock(&preload_lock);
+	return sp;
+}
+
+/* MADV_MERGEABLE / MADV_UNMERGEABLE from the program (interpose.c). */
+static int preload_madvise(void *addr, size_t len, int advice)
+{
+	samepage_t *sp = preload_engine();
+	return sp ? samepage_madvise(sp, addr, len, advice) : -EAGAIN;
+}
+
+/* ---- fork ---- */
+
+/* In a forked child, at its first interposed call: an engine of its own,
+ * with what its parent had mergeable (the kernel keeps VM_MERGEABLE and
+ * merge-any across fork). */
+static void child_engine(void)
+{
+	pthread_mutex_lock(&preload_lock);
+	struct samepage *old = parent_engine;
+	parent_engine = NULL;
+	samepage_t *sp = old ? preload_engine_locked() : NULL;
+	pthread_mutex_unlock(&preload_lock);
+	if (!sp)
+		return;
+	if (old->merge_any)
+		samepage_merge_any(sp, 1);
+	for (size_t ri = 0; ri < old->nregions; ri++) {
+		const struct region *r = &old->regions[ri];
+		for (size_t i = 0; i < r->npages;) {
+			size_t j = i;
+			while (j < r->npages && !(r->meta[j].flags & PM_OFF))
+				j++;
+			if (j > i)
+				samepage_madvise(sp, (void *)region_addr(r, i), (j - i) << PAGE_SHIFT,
+						 SAMEPAGE_MERGEABLE);
+			i = j + 1;
+		}
+	}
+	/* The parent's engine stays as it was: its copy here is inert. */
+}
+
+static void preload_fork_child(void)
+{
+	if (!engine)
+		return;
+	parent_engine = engine;
+	engine = NULL;
+	engine_failed = false;
+	interpose_pending = child_engine;
+}
+
+/* ---- start ---- */
+
+__attribute__((constructor)) static void preload_init(void)
+{
+	interpose_merge_advice = preload_madvise;
+	pthread_atfork(NULL, NULL, preload_fork_child);
+	const char *any = getenv("SAMEPAGE_MERGE_ANY");
+	if (any && !strcmp(any, "1")) {
+		samepage_t *sp = preload_engine();
+		if (sp)
+			samepage_merge_any(sp, 1);
+	}
+}
+
+/* ---- prctl ---- */
+
+EXPORT int prctl(int option, ...)
+{
+	va_list ap;
+	unsigned long a[4];
+	va_start(ap, option);
+	for (int i = 0; i < 4; i++)
+		a[i] = va_arg(ap, unsigned long);
+	va_end(ap);
+	if (option == PR_SET_MEMORY_MERGE || option == PR_GET_MEMORY_MERGE) {
+		samepage_t *sp = preload_engine();
+		int err = !sp ? -EAGAIN
+			  : option == PR_GET_MEMORY_MERGE
+			      ? samepage_merge_any_get(sp)
+			      : a[0] > 1 || a[1] || a[2] || a[3] ? -EINVAL
+								 : samepage_merge_any(sp, (int)a[0]);
+		if (err < 0) {
+			errno = -err;
+			return -1;
+		}
+		return err;
+	}
+	return (int)syscall(SYS_prctl, option, a[0], a[1], a[2], a[3]);
+}
+
+/* ---- /dev/kvm ---- */
+
+/* KVM writes guest memory from the kernel: only the userfaultfd window that
+ * handles kernel-mode faults makes it wait; with the others its KVM_RUN
+ * would fail with EFAULT.  Refused, with the reason, before it starts. */
+static bool kvm_refused(const char *path)
+{
+	if (strcmp(path, "/dev/kvm") || guard_window_kind() == WINDOW_UFFD)
+		return false;
+	say("samepage: refusing %s to this process: KVM writes guest memory from the kernel, "
+	    "which waits for a merge only with the userfaultfd window, not available here (fix: "
+	    "run as root or with CAP_SYS_PTRACE, give access to /dev/userfaultfd, or set "
+	    "vm.unprivileged_userfaultfd=1; see samepage(3))\n",
+	    path);
+	errno = EPERM;
+	return true;
+}
+
+static int open_mode(int flags, va_list ap)
+{
+	return flags & (O_CREAT | O_TMPFILE) ? va_arg(ap, int) : 0;
+}
+
+typedef int (*open_fn)(const char *, int, ...);
+typedef int (*openat_fn)(int, const char *, int, ...);
+static void *_Atomic real_open, *_Atomic real_openat;
+
+static void *next(const char *name, void *_Atomic *cache)
+{
+	void *f = atomic_load(cache);
+	if (!f) {
+		f = dlsym(RTLD_NEXT, name);
+		atomic_store(cache, f);
+	}
+	return f;
+}
+
+EXPORT int open(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	int mode = open_mode(flags, ap);
+	va_end(ap);
+	if (kvm_refused(path))
+		return -1;
+	return ((open_fn)next("open", &real_open))(path, flags, mode);
+}
+
+EXPORT int open64(const char *path, int flags, ...) __attribute__((alias("open")));
+
+EXPORT int __open_2(const char *path, int flags)
+{
+	return open(path, flags);
+}
+
+EXPORT int __open64_2(const char *path, int flags) __attribute__((alias("__open_2")));
+
+EXPORT int openat(int dir, const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	int mode = open_mode(flags, ap);
+	va_end(ap);
+	if (kvm_refused(path))
+		return -1;
+	return ((openat_fn)next("openat", &real_openat))(dir, path, flags, mode);
+}
+
+EXPORT int openat64(int dir, const char *path, int flags, ...) __attribute__((alias("openat")));
+
+EXPORT int __openat_2(int dir, const char *path, int flags)
+{
+	return openat(dir, path, flags);
+}
+
+EXPORT int __openat64_2(int dir, const char *path, int flags) __attribute__((alias("__openat_2")));

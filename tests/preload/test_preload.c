@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_preload.c - unmodified programs on libsamepage through `ksmctl
+ * --user run` (issue 12), memory measured from outside (the programs'
+ * /proc/PID/smaps_rollup).
+ *
+ *   private   merge-any with a private engine: the program's memory merges
+ *   madvise   --no-merge-any: what the program marks MADV_MERGEABLE merges
+ *   prctl     --no-merge-any: prctl(PR_SET_MEMORY_MERGE) turns merge-any on
+ *   dontfork  MADV_DONTFORK guest RAM (as QEMU's) merges, and stays so
+ *   fork      a forked child merges its memory too
+ *   exec      an exec'd program stays on libsamepage
+ *   domain    two programs in one samepaged domain share their pages; a
+ *             third, in another domain, shares none of them
+ *   static    a statically linked program is refused (exit 1), with why
+ *   malloc    merge-any under a malloc/calloc/realloc/malloc_trim storm of
+ *             several threads: no block ever reads wrong
+ *   kvm       with the mprotect window, /dev/kvm is refused (EPERM)
+ *
+ * Usage: test_preload CASE KSMCTL WORKLOAD SAMEPAGED [STATIC_WORKLOAD]
+ */
+#include "../lib/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static const char *ksmctl, *workload, *samepaged;
+static pid_t daemon_pid;
+static char dir[] = "/tmp/samepage-preload-XXXXXX";
+static char sock[128];
+
+struct prog {
+	pid_t pid;
+	FILE *out; /* its stdout */
+	int in;	   /* its stdin */
+};
+
+/* Starts `ksmctl --user [--socket S] run OPTS -- workload ARGS`; argv is
+ * the part after "run", ending with NULL. */
+static struct prog start(const char *const *argv)
+{
+	int i[2], o[2];
+	REQUIRE(pipe(i) == 0 && pipe(o) == 0);
+	struct prog p = {.pid = fork()};
+	REQUIRE(p.pid >= 0);
+	if (p.pid == 0) {
+		const char *args[32] = {ksmctl, "--user"};
+		int n = 2;
+		if (sock[0]) {
+			args[n++] = "--socket";
+			args[n++] = sock;
+		}
+		args[n++] = "run";
+		for (int k = 0; argv[k] && n < 31; k++)
+			args[n++] = argv[k];
+		args[n] = NULL;
+		dup2(i[0], 0);
+		dup2(o[1], 1);
+		close(i[1]);
+		close(o[0]);
+		execv(ksmctl, (char **)args);
+		_exit(127);
+	}
+	close(i[0]);
+	close(o[1]);
+	p.in = i[1];
+	p.out = fdopen(o[0], "r");
+	return p;
+}
+
+static bool ready(struct prog *p)
+{
+	char line[64];
+	return fgets(line, sizeof(line), p->out) && !strncmp(line, "ready", 5);
+}
+
+static int finish(struct prog *p)
+{
+	if (write(p->in, "check\n", 6) != 6)
+		return -1;
+	close(p->in);
+	fclose(p->out);
+	int st;
+	REQUIRE(waitpid(p->pid, &st, 0) == p->pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* What a process's memory costs, as the kernel counts it (kB). */
+static long long cost_kb(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+	long long a = proc_kb(path, "Pss_Anon"), s = proc_kb(path, "Pss_Shmem");
+	return a < 0 || s < 0 ? -1 : a + s;
+}
+
+/* Waits until the process's memory costs at most limit kB (a generous
+ * time limit only stops a hung test): its cost at the end. */
+static long long wait_cost(pid_t pid, long long limit)
+{
+	long long c = cost_kb(pid);
+	for (int i = 0; i < 1200 && c > limit; i++) {
+		usleep(100000);
+		c = cost_kb(pid);
+	}
+	return c;
+}
+
+#define FAST "--set", "pages_to_scan=100000", "--set", "sleep_millisecs=0"
+
+/* One program of MIB, its memory expected to merge down to a quarter. */
+static void merges(const char *const *argv, long long mib)
+{
+	struct prog p = start(argv);
+	REQUIRE(ready(&p));
+	long long before = cost_kb(p.pid), after = wait_cost(p.pid, mib * 1024 / 4);
+	printf("%lld MiB: %lld -> %lld kB\n", mib, before, after);
+	CHECK_GE_U64(before, mib * 1024 * 9 / 10); /* it held its memory first */
+	CHECK_LE_U64(after, mib * 1024 / 4);
+	CHECK_EQ_INT(finish(&p), 0); /* every byte reads what it wrote */
+}
+
+static pid_t child_of(pid_t pid)
+{
+	char path[64], buf[64] = "";
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+	for (int i = 0; i < 1000 && !buf[0]; i++) {
+		FILE *f = fopen(path, "r");
+		if (f) {
+			if (!fgets(buf, sizeof(buf), f))
+				buf[0] = 0;
+			fclose(f);
+		}
+		if (!buf[0])
+			usleep(10000);
+	}
+	return (pid_t)atoi(buf);
+}
+
+static void start_daemon(void)
+{
+	char state[160], req[64], reply[256];
+	snprintf(sock, sizeof(sock), "%s/sock", dir);
+	snprintf(state, sizeof(state), "/dev/shm/%s", strrchr(dir, '/') + 1);
+	pid_t d = daemon_pid = fork();
+	REQUIRE(d >= 0);
+	if (d == 0) {
+		execl(samepaged, samepaged, "--foreground", "--socket", sock, "--state-dir", state,
+		      (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 5000 && samepage_control(sock, "GET run", reply, sizeof(reply)); i++)
+		usleep(2000);
+	const char *set[] = {"pages_to_scan 100000", "sleep_millisecs 0", "run 1"};
+	for (int k = 0; k < 3; k++) {
+		snprintf(req, sizeof(req), "SET %s", set[k]);
+		REQUIRE(samepage_control(sock, req, reply, sizeof(reply)) == 0);
+	}
+}
+
+static void test_domain(void)
+{
+	start_daemon();
+	const char *vm[] = {"--domain", "vms", "--", workload, "fill", "32", "5", "distinct", NULL};
+	const char *other[] = {"--domain", "other", "--", workload, "fill", "32", "5", "distinct",
+			       NULL};
+	struct prog a = start(vm), b = start(vm), c = start(other);
+	REQUIRE(ready(&a) && ready(&b) && ready(&c));
+	/* Two processes of one domain: one image between them, about. */
+	long long sum = 0;
+	for (int i = 0; i < 1200; i++) {
+		sum = cost_kb(a.pid) + cost_kb(b.pid);
+		if (sum <= 32 * 1024 * 13 / 10)
+			break;
+		usleep(100000);
+	}
+	long long third = cost_kb(c.pid);
+	printf("domain vms: two processes of 32 MiB cost %lld kB; domain other: %lld kB\n", sum,
+	       third);
+	CHECK_LE_U64(sum, 32 * 1024 * 13 / 10);
+	CHECK_GE_U64(third, 32 * 1024 * 9 / 10); /* nothing shared across domains */
+	CHECK_EQ_INT(finish(&a), 0);
+	CHECK_EQ_INT(finish(&b), 0);
+	CHECK_EQ_INT(finish(&c), 0);
+}
+
+static void test_fork(void)
+{
+	const char *argv[] = {FAST, "--", workload, "fork", "64", "9", NULL};
+	struct prog p = start(argv);
+	REQUIRE(ready(&p));
+	pid_t child = child_of(p.pid);
+	REQUIRE(child > 0);
+	long long after = wait_cost(child, 64 * 1024 / 4);
+	printf("forked child: %lld kB\n", after);
+	CHECK_LE_U64(after, 64 * 1024 / 4);
+	CHECK_EQ_INT(finish(&p), 0);
+}
+
+static int run_plain(const char *const *argv, char *err, size_t len)
+{
+	struct prog p = start(argv);
+	close(p.in);
+	size_t n = fread(err, 1, len - 1, p.out);
+	err[n] = 0;
+	fclose(p.out);
+	int st;
+	waitpid(p.pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 5) {
+		fprintf(stderr, "usage: test_preload CASE KSMCTL WORKLOAD SAMEPAGED [STATIC]\n");
+		return 2;
+	}
+	const char *c = argv[1];
+	ksmctl = argv[2], workload = argv[3], samepaged = argv[4];
+	signal(SIGPIPE, SIG_IGN);
+	REQUIRE(mkdtemp(dir));
+	if (!strcmp(c, "private")) {
+		const char *a[] = {FAST, "--", workload, "fill", "64", "7", NULL};
+		merges(a, 64);
+	} else if (!strcmp(c, "madvise")) {
+		const char *a[] = {"--no-merge-any", FAST, "--", workload, "fill", "64", "7",
+				   "madvise", NULL};
+		merges(a, 64);
+	} else if (!strcmp(c, "prctl")) {
+		const char *a[] = {"--no-merge-any", FAST, "--", workload, "fill", "64", "7",
+				   "prctl", NULL};
+		merges(a, 64);
+	} else if (!strcmp(c, "dontfork")) {
+		const char *a[] = {"--no-merge-any", FAST, "--", workload, "fill", "64", "7",
+				   "dontfork", NULL};
+		merges(a, 64);
+	} else if (!strcmp(c, "exec")) {
+		const char *a[] = {FAST, "--", workload, "exec", "64", "3", NULL};
+		merges(a, 64);
+	} else if (!strcmp(c, "fork")) {
+		test_fork();
+	} else if (!strcmp(c, "domain")) {
+		test_domain();
+	} else if (!strcmp(c, "static")) {
+		if (argc < 6 || access(argv[5], X_OK))
+			SKIP("no statically linked workload (glibc's static libraries missing)");
+		char out[1024];
+		const char *a[] = {"--", argv[5], "fill", "1", "1", NULL};
+		int rc = run_plain(a, out, sizeof(out));
+		CHECK_EQ_INT(rc, 1);
+	} else if (!strcmp(c, "malloc")) {
+		char out[1024];
+		const char *a[] = {FAST, "--", workload, "malloc", "20", "4", NULL};
+		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
+	} else if (!strcmp(c, "kvm")) {
+		if (access("/dev/kvm", F_OK))
+			SKIP("no /dev/kvm on this machine");
+		char out[64];
+		setenv("SAMEPAGE_WINDOW", "mprotect", 1);
+		const char *a[] = {"--", workload, "kvm", NULL};
+		int rc = run_plain(a, out, sizeof(out));
+		CHECK_EQ_INT(rc, 1);
+		CHECK_EQ_INT(atoi(out), EPERM);
+	} else {
+		fprintf(stderr, "no case %s\n", c);
+		return 2;
+	}
+	if (daemon_pid > 0) {
+		kill(daemon_pid, SIGTERM);
+		waitpid(daemon_pid, NULL, 0);
+	}
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s /dev/shm/%s", dir, strrchr(dir, '/') + 1);
+	if (system(cmd))
+		fprintf(stderr, "could not remove %s\n", dir);
+	return check_report(c);
+}

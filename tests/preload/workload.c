@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: MIT
+/*
+ * workload.c - an unmodified program (it knows nothing of libsamepage) for
+ * the tests of `ksmctl --user run` (test_preload.c).
+ *
+ *   workload fill MIB BYTE [madvise|prctl|dontfork]
+ *       maps MIB of private anonymous memory filled with BYTE (optionally
+ *       marked MADV_MERGEABLE, merge-any by prctl, or MADV_DONTFORK then
+ *       MADV_MERGEABLE as QEMU does with guest RAM; or "distinct": every
+ *       page differs, the same pages in every process), says "ready" on
+ *       stdout, waits for a line on stdin, checks every byte, exits 0 if
+ *       all are right
+ *   workload fork MIB BYTE
+ *       the same, in a child of a fork (the parent waits for it)
+ *   workload exec MIB BYTE
+ *       execs itself as "fill MIB BYTE" (the environment goes with it)
+ *   workload malloc SECONDS THREADS
+ *       threads allocate, fill, check and free blocks of many sizes with
+ *       malloc, calloc and realloc (calloc's must read zeros), for SECONDS;
+ *       exits 0 if no block ever read wrong, 1 with the first wrong one
+ *   workload kvm
+ *       opens /dev/kvm: exits 0 if it opened, 1 with errno otherwise
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PG 4096UL
+
+static int fill(size_t mib, int byte, const char *how)
+{
+	size_t len = mib << 20;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return 2;
+	madvise(p, len, MADV_NOHUGEPAGE);
+	memset(p, byte, len);
+	bool distinct = how && !strcmp(how, "distinct");
+	for (size_t i = 0; distinct && i < len / PG; i++)
+		memcpy(p + i * PG, &i, sizeof(i)); /* pages differ, the same in every process */
+	if (how && !strcmp(how, "dontfork") && madvise(p, len, MADV_DONTFORK))
+		return 3;
+	if (how && (!strcmp(how, "madvise") || !strcmp(how, "dontfork")) &&
+	    madvise(p, len, MADV_MERGEABLE))
+		return 4;
+	if (how && !strcmp(how, "prctl") && prctl(67 /* PR_SET_MEMORY_MERGE */, 1, 0, 0, 0))
+		return 5;
+	printf("ready\n");
+	fflush(stdout);
+	char line[16];
+	if (!fgets(line, sizeof(line), stdin))
+		return 6;
+	for (size_t i = 0; i < len; i++) {
+		char want = (char)byte;
+		size_t pg = i / PG, off = i % PG;
+		if (distinct && off < sizeof(pg))
+			want = ((char *)&pg)[off];
+		if (p[i] != want) {
+			fprintf(stderr, "workload: byte %zu reads %d, not %d\n", i, p[i], want);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static atomic_int bad;
+static double deadline;
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Each block holds its own pattern: byte i of block b is (b + i) * 31. */
+static bool holds(const unsigned char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i += 61)
+		if (p[i] != (unsigned char)((seed + i) * 31))
+			return false;
+	return true;
+}
+
+static void put(unsigned char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (unsigned char)((seed + i) * 31);
+}
+
+static void *churn(void *arg)
+{
+	enum { SLOTS = 256 };
+	unsigned char *blk[SLOTS] = {0};
+	size_t len[SLOTS] = {0};
+	unsigned seed[SLOTS] = {0};
+	uint64_t s = 0x9e3779b97f4a7c15ULL * ((uintptr_t)arg + 1);
+	while (now() < deadline && !atomic_load(&bad)) {
+		s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+		int k = (int)(s % SLOTS);
+		if (blk[k] && !holds(blk[k], len[k], seed[k])) {
+			fprintf(stderr, "workload: a block of %zu bytes changed\n", len[k]);
+			atomic_store(&bad, 1);
+			break;
+		}
+		/* sizes from 16 bytes to 4 MiB: the small bins, the arenas'
+		 * heaps, and chunks malloc maps by themselves */
+		size_t n = (size_t)16 << (s >> 20) % 19;
+		n += (s >> 40) % n;
+		switch ((s >> 8) % 3) {
+		case 0:
+			free(blk[k]);
+			blk[k] = calloc(1, n);
+			if (blk[k])
+				for (size_t i = 0; i < n; i += 97)
+					if (blk[k][i]) {
+						fprintf(stderr, "workload: calloc of %zu bytes "
+								"read %d at %zu\n",
+							n, blk[k][i], i);
+						atomic_store(&bad, 1);
+					}
+			break;
+		case 1:
+			free(blk[k]);
+			blk[k] = malloc(n);
+			break;
+		default:
+			if (blk[k]) {
+				unsigned char *r = realloc(blk[k], n);
+				if (r && !holds(r, n < len[k] ? n : len[k], seed[k])) {
+					fprintf(stderr, "workload: realloc lost a block\n");
+					atomic_store(&bad, 1);
+				}
+				blk[k] = r;
+			} else {
+				blk[k] = malloc(n);
+			}
+		}
+		if (!blk[k])
+			continue;
+		len[k] = n;
+		seed[k] = (unsigned)(s >> 32) % 4; /* few contents: blocks merge */
+		put(blk[k], n, seed[k]);
+		if (s % 1024 == 0)
+			malloc_trim(0); /* what QEMU's RCU thread does */
+	}
+	for (int k = 0; k < SLOTS; k++)
+		free(blk[k]);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 4 && !strcmp(argv[1], "fill"))
+		return fill(strtoul(argv[2], NULL, 10), atoi(argv[3]), argc > 4 ? argv[4] : NULL);
+	if (argc >= 4 && !strcmp(argv[1], "fork")) {
+		pid_t pid = fork();
+		if (pid == 0)
+			return fill(strtoul(argv[2], NULL, 10), atoi(argv[3]), NULL);
+		int st;
+		waitpid(pid, &st, 0);
+		return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+	}
+	if (argc >= 4 && !strcmp(argv[1], "exec")) {
+		char *args[] = {argv[0], "fill", argv[2], argv[3], NULL};
+		execv("/proc/self/exe", args);
+		return 127;
+	}
+	if (argc >= 4 && !strcmp(argv[1], "malloc")) {
+		int n = atoi(argv[3]);
+		pthread_t t[64];
+		deadline = now() + atof(argv[2]);
+		for (long i = 0; i < n && i < 64; i++)
+			pthread_create(&t[i], NULL, churn, (void *)i);
+		for (int i = 0; i < n && i < 64; i++)
+			pthread_join(t[i], NULL);
+		return atomic_load(&bad) ? 1 : 0;
+	}
+	if (argc >= 2 && !strcmp(argv[1], "kvm")) {
+		int fd = open("/dev/kvm", O_RDWR);
+		if (fd < 0) {
+			printf("%d\n", errno);
+			return 1;
+		}
+		close(fd);
+		return 0;
+	}
+	fprintf(stderr, "usage: workload fill|fork|exec MIB BYTE [how] | malloc SECONDS THREADS "
+			"| kvm\n");
+	return 2;
+}
