@@ -27,8 +27,12 @@ test-asan:
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900 -LE nosan
 
+# make demo QEMU=1: then real QEMU guests too (bench/guests/guests.py: no
+# merging, the kernel's KSM, libsamepage + samepaged), when QEMU is installed.
 demo: build
 	$(BUILD)/examples/demo --samepaged $(BUILD)/daemon/samepaged $(DEMO_ARGS)
+	$(if $(QEMU),python3 bench/guests/guests.py compare --out $(BUILD)/guests \
+		--ksmctl $(BUILD)/cli/ksmctl --samepaged $(BUILD)/daemon/samepaged,)
 
 bench: build
 	bash bench/run.sh $(if $(QUICK),--quick,)

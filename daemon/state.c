@@ -735,7 +735,10 @@ void state_client_remove(struct state *s, int i)
 static void state_counts(const struct state *s, struct ksm_counts *c)
 {
 	bool any = false;
-	*c = (struct ksm_counts){.process = false, .reclaimed = s->reclaimed_closed};
+	*c = (struct ksm_counts){.process = false,
+				 .reclaimed = s->reclaimed_closed,
+				 .use_zero_pages = s->knob[KNOB_use_zero_pages],
+				 .max_page_sharing = s->knob[KNOB_max_page_sharing]};
 	for (int i = 0; i < s->lim.domains; i++) {
 		if (!s->doms[i].sp)
 			continue;

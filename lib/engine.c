@@ -356,6 +356,8 @@ void engine_counts(struct samepage *sp, struct ksm_counts *out)
 			    ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
 	*out = (struct ksm_counts){
 	    .process = true,
+	    .use_zero_pages = KNOB(sp, use_zero_pages),
+	    .max_page_sharing = KNOB(sp, max_page_sharing),
 	    .pages_shared = d->pages_shared,
 	    .pages_sharing = d->pages_sharing,
 	    .chains = d->chains,
@@ -452,7 +454,11 @@ int samepage_write(samepage_t *sp, const char *name, const char *value)
 	bool mode_change = idx == KNOB_advisor_mode && v != KNOB(sp, advisor_mode);
 	/* The kernel refuses while KSM pages exist (ksm_pages_shared); pool
 	 * pages kept only for forked children are not KSM pages. */
-	err = knob_store(sp->knob, idx, v, sp->dom->pages_shared > 0, &unmerge);
+	struct ksm_counts c;
+	long long shared = 0;
+	engine_counts(sp, &c);
+	counter_value(&c, KNOB_pages_shared, &shared); /* zero pages' too, as the kernel's */
+	err = knob_store(sp->knob, idx, v, shared > 0, &unmerge);
 	if (!err && mode_change)
 		memset(&sp->adv, 0, sizeof(sp->adv)); /* the advisor starts afresh */
 	if (unmerge) {

@@ -91,7 +91,8 @@ static samepage_t *preload_engine_locked(void)
 			char path[108] = "";
 			samepage_socket_path(path, sizeof(path));
 			say("samepage: cannot join domain %s of samepaged at %s: %s (fix: start "
-			    "samepaged, or set SAMEPAGE_SOCKET); this process runs without merging\n",
+			    "samepaged, or set SAMEPAGE_SOCKET); this process runs without "
+			    "merging\n",
 			    domain, path, samepage_strerror(err));
 		} else if (knobs && *knobs) {
 			say("samepage: SAMEPAGE_KNOBS ignored: domain %s uses samepaged's knobs "
@@ -152,8 +153,8 @@ static void child_engine(void)
 			while (j < r->npages && !(r->meta[j].flags & PM_OFF))
 				j++;
 			if (j > i)
-				samepage_madvise(sp, (void *)region_addr(r, i), (j - i) << PAGE_SHIFT,
-						 SAMEPAGE_MERGEABLE);
+				samepage_madvise(sp, (void *)region_addr(r, i),
+						 (j - i) << PAGE_SHIFT, SAMEPAGE_MERGEABLE);
 			i = j + 1;
 		}
 	}
@@ -196,11 +197,10 @@ EXPORT int prctl(int option, ...)
 	va_end(ap);
 	if (option == PR_SET_MEMORY_MERGE || option == PR_GET_MEMORY_MERGE) {
 		samepage_t *sp = preload_engine();
-		int err = !sp ? -EAGAIN
-			  : option == PR_GET_MEMORY_MERGE
-			      ? samepage_merge_any_get(sp)
-			      : a[0] > 1 || a[1] || a[2] || a[3] ? -EINVAL
-								 : samepage_merge_any(sp, (int)a[0]);
+		int err = !sp				     ? -EAGAIN
+			  : option == PR_GET_MEMORY_MERGE    ? samepage_merge_any_get(sp)
+			  : a[0] > 1 || a[1] || a[2] || a[3] ? -EINVAL
+							     : samepage_merge_any(sp, (int)a[0]);
 		if (err < 0) {
 			errno = -err;
 			return -1;

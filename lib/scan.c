@@ -14,7 +14,11 @@
  *  - its checksum is computed; if it differs from the last visit's, the
  *    page is "volatile": remember the checksum and go on.  So a page needs
  *    two visits (two full scans) before it can merge;
- *  - an all-zero page with use_zero_pages merges with the zero page;
+ *  - an all-zero page is dropped (MADV_DONTNEED: the kernel's zero page
+ *    backs it), whatever use_zero_pages says: it costs no mapping and no
+ *    pool page.  The counters show it as the kernel would for the knob's
+ *    value (counters.c): in ksm_zero_pages, or as pages of a zero-content
+ *    KSM page (pages_shared/pages_sharing in max_page_sharing groups);
  *  - the stable index is searched: an equal KSM page with room
  *    (max_page_sharing) takes the page;
  *  - else the unstable index (pages seen unchanged, this full scan) is
@@ -127,8 +131,7 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 		m->checksum = checksum;
 		return; /* volatile */
 	}
-	if (KNOB(sp, use_zero_pages) && checksum == zero_checksum &&
-	    guarded_is_zero(page, PAGE_SIZE)) {
+	if (checksum == zero_checksum && guarded_is_zero(page, PAGE_SIZE)) {
 		queue_merge(sp, ri, i, NIL);
 		return;
 	}

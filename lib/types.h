@@ -340,6 +340,9 @@ _Static_assert(sizeof(struct fork_shared) <= LEDGER_OFF_STAGING - LEDGER_OFF_FOR
  */
 struct ksm_counts {
 	bool process; /* one process's counts (else a daemon's sums) */
+	/* the knobs the counters' meaning depends on */
+	bool use_zero_pages;
+	uint64_t max_page_sharing;
 	/* the domain's (a daemon: summed over its domains) */
 	uint64_t pages_shared, pages_sharing, chains, dups, pool_pages, reclaimed;
 	/* the process's (a daemon: summed over its clients) */

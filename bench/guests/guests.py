@@ -358,7 +358,8 @@ class Samepaged:
         return total
 
     def launcher(self):
-        return self.launch or [self.ksmctl, "--user", "run", "--domain", "vms", "--"]
+        return self.launch or [self.ksmctl, "--user", "--socket", f"{self.dir}/sock", "run",
+                               "--domain", "vms", "--"]
 
     def wait_unmerged(self, timeout=120):
         pass

@@ -165,8 +165,8 @@ static void test_domain(void)
 {
 	start_daemon();
 	const char *vm[] = {"--domain", "vms", "--", workload, "fill", "32", "5", "distinct", NULL};
-	const char *other[] = {"--domain", "other", "--", workload, "fill", "32", "5", "distinct",
-			       NULL};
+	const char *other[] = {"--domain", "other", "--",	workload, "fill",
+			       "32",	   "5",	    "distinct", NULL};
 	struct prog a = start(vm), b = start(vm), c = start(other);
 	REQUIRE(ready(&a) && ready(&b) && ready(&c));
 	/* Two processes of one domain: one image between them, about. */
@@ -227,15 +227,15 @@ int main(int argc, char **argv)
 		merges(a, 64);
 	} else if (!strcmp(c, "madvise")) {
 		const char *a[] = {"--no-merge-any", FAST, "--", workload, "fill", "64", "7",
-				   "madvise", NULL};
+				   "madvise",	     NULL};
 		merges(a, 64);
 	} else if (!strcmp(c, "prctl")) {
 		const char *a[] = {"--no-merge-any", FAST, "--", workload, "fill", "64", "7",
-				   "prctl", NULL};
+				   "prctl",	     NULL};
 		merges(a, 64);
 	} else if (!strcmp(c, "dontfork")) {
 		const char *a[] = {"--no-merge-any", FAST, "--", workload, "fill", "64", "7",
-				   "dontfork", NULL};
+				   "dontfork",	     NULL};
 		merges(a, 64);
 	} else if (!strcmp(c, "exec")) {
 		const char *a[] = {FAST, "--", workload, "exec", "64", "3", NULL};

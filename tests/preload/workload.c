@@ -126,8 +126,9 @@ static void *churn(void *arg)
 			if (blk[k])
 				for (size_t i = 0; i < n; i += 97)
 					if (blk[k][i]) {
-						fprintf(stderr, "workload: calloc of %zu bytes "
-								"read %d at %zu\n",
+						fprintf(stderr,
+							"workload: calloc of %zu bytes "
+							"read %d at %zu\n",
 							n, blk[k][i], i);
 						atomic_store(&bad, 1);
 					}
