@@ -562,12 +562,39 @@ bool guard_on_own_stack(uintptr_t start, uintptr_t end)
 
 /* ---- guarded reads ---- */
 
+#ifdef __SANITIZE_ADDRESS__
+#define APP_ACCESS __attribute__((no_sanitize_address))
+/* The engine reads the application's memory as the kernel's KSM does, a
+ * page at a time, whatever the application's allocator keeps in it (under
+ * AddressSanitizer: redzones); those reads are not the program's. */
+APP_ACCESS static void app_copy(void *dst, const void *src, size_t len)
+{
+	const volatile unsigned char *s = src;
+	unsigned char *d = dst;
+	for (size_t i = 0; i < len; i++)
+		d[i] = s[i];
+}
+
+APP_ACCESS static int app_cmp(const void *a, const void *b, size_t len)
+{
+	const volatile unsigned char *x = a, *y = b;
+	for (size_t i = 0; i < len; i++)
+		if (x[i] != y[i])
+			return x[i] < y[i] ? -1 : 1;
+	return 0;
+}
+#else
+#define APP_ACCESS
+#define app_copy memcpy
+#define app_cmp memcmp
+#endif
+
 bool guarded_copy(void *dst, const void *src, size_t len)
 {
 	sigjmp_buf jb;
 	if (sigsetjmp(jb, 0) == 0) {
 		guard_jmp = &jb;
-		memcpy(dst, src, len);
+		app_copy(dst, src, len);
 		guard_jmp = NULL;
 		return true;
 	}
@@ -582,7 +609,7 @@ bool guarded_equal(const void *a, const void *b, size_t len)
 	volatile int eq = 0;
 	if (sigsetjmp(jb, 0) == 0) {
 		guard_jmp = &jb;
-		eq = memcmp(a, b, len) == 0;
+		eq = app_cmp(a, b, len) == 0;
 		guard_jmp = NULL;
 		return eq;
 	}
@@ -631,7 +658,7 @@ bool guarded_hash(const void *page, uint64_t *h)
  * store), else a rewrite through /proc/self/mem, which forces the same
  * copy and races with no writer.  prot is the page's protection.
  */
-int guarded_touch(uintptr_t a, int prot)
+APP_ACCESS int guarded_touch(uintptr_t a, int prot)
 {
 	if ((prot & (PROT_READ | PROT_WRITE)) == (PROT_READ | PROT_WRITE)) {
 		sigjmp_buf jb;

@@ -51,14 +51,16 @@ static void *real(const char *name, void *_Atomic *cache)
 }
 #define REAL(name, type) ((type)real(#name, &real_##name))
 
-static uintptr_t page_down(const void *p)
+/* Addresses, not pointers: gcc takes a const pointer argument as a read
+ * of the buffer the call is about to fill (-Wmaybe-uninitialized). */
+static uintptr_t page_down(uintptr_t p)
 {
-	return (uintptr_t)p & ~(PAGE_SIZE - 1);
+	return p & ~(PAGE_SIZE - 1);
 }
 
-static uintptr_t page_up(const void *p, size_t len)
+static uintptr_t page_up(uintptr_t p, size_t len)
 {
-	return ((uintptr_t)p + len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	return (p + len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 }
 
 /* The pages a list of buffers covers, as one span (what a merge must keep
@@ -71,8 +73,8 @@ static void iov_span(const struct iovec *iov, int n, uintptr_t *start, uintptr_t
 	for (int i = 0; i < n; i++) {
 		if (!iov[i].iov_len)
 			continue;
-		uintptr_t s = page_down(iov[i].iov_base),
-			  e = page_up(iov[i].iov_base, iov[i].iov_len);
+		uintptr_t s = page_down((uintptr_t)iov[i].iov_base),
+			  e = page_up((uintptr_t)iov[i].iov_base, iov[i].iov_len);
 		*start = s < *start ? s : *start;
 		*end = e > *end ? e : *end;
 	}
@@ -94,7 +96,8 @@ static void iov_span(const struct iovec *iov, int n, uintptr_t *start, uintptr_t
 		errno = saved_;                                                                    \
 		r_;                                                                                \
 	})
-#define BUF_IN_FLIGHT(buf, len, call) IN_FLIGHT(page_down(buf), page_up(buf, len), call)
+#define BUF_IN_FLIGHT(buf, len, call)                                                              \
+	IN_FLIGHT(page_down((uintptr_t)(buf)), page_up((uintptr_t)(buf), len), call)
 
 /* ---- read(2) and its kin ---- */
 
@@ -216,7 +219,8 @@ static void msg_span(const struct msghdr *m, uintptr_t *start, uintptr_t *end)
 	for (int i = 0; i < 2; i++) {
 		if (!extra[i] || !lens[i])
 			continue;
-		uintptr_t s = page_down(extra[i]), e = page_up(extra[i], lens[i]);
+		uintptr_t s = page_down((uintptr_t)extra[i]),
+			  e = page_up((uintptr_t)extra[i], lens[i]);
 		*start = *end == 0 || s < *start ? s : *start;
 		*end = e > *end ? e : *end;
 	}
@@ -243,7 +247,7 @@ EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct
 	}
 	/* The headers themselves get msg_len written. */
 	if (v && n) {
-		uintptr_t a = page_down(v), b = page_up(v, n * sizeof(*v));
+		uintptr_t a = page_down((uintptr_t)v), b = page_up((uintptr_t)v, n * sizeof(*v));
 		s = e == 0 || a < s ? a : s;
 		e = b > e ? b : e;
 	}
@@ -269,8 +273,8 @@ static void aio_begin(aio_context_t ctx, long n, struct iocb **ios)
 		struct iocb *cb = ios[i];
 		uintptr_t s = 0, e = 0;
 		if (cb->aio_lio_opcode == IOCB_CMD_PREAD) {
-			s = page_down((void *)(uintptr_t)cb->aio_buf);
-			e = page_up((void *)(uintptr_t)cb->aio_buf, (size_t)cb->aio_nbytes);
+			s = page_down((uintptr_t)cb->aio_buf);
+			e = page_up((uintptr_t)cb->aio_buf, (size_t)cb->aio_nbytes);
 		} else if (cb->aio_lio_opcode == IOCB_CMD_PREADV) {
 			iov_span((const struct iovec *)(uintptr_t)cb->aio_buf, (int)cb->aio_nbytes,
 				 &s, &e);

@@ -98,7 +98,9 @@ absent()
 	# private engine needs none.
 	expect 1 --user --socket "$sock" run --domain vms -- true
 	says "$tmp/err" "no samepaged listens at $sock"
-	expect 0 --user --socket "$sock" run -- true
+	# A sanitized preload library cannot be loaded into the unsanitized
+	# programs it is for (the preload.* tests cover it, unsanitized).
+	[ -n "${SAMEPAGE_SANITIZED:-}" ] || expect 0 --user --socket "$sock" run -- true
 	expect 2 --user --socket "$sock" install-service --dry-run
 	says "$tmp/err" "systemctl --user enable --now samepaged.socket"
 	expect 2 --socket
@@ -162,7 +164,7 @@ e2e()
 	[ "$(value run)" = 1 ] && [ "$(value pages_to_scan)" = 10000 ] || fail "set run=3 changed a knob"
 	expect 5 --user --socket "$sock" set sleep_millisecs=7 max_page_sharing=100
 	[ "$(value max_page_sharing)" = 256 ] && [ "$(value sleep_millisecs)" = 0 ] || fail "a refused set changed a knob"
-	expect 0 --user --socket "$sock" run --domain vms -- true
+	[ -n "${SAMEPAGE_SANITIZED:-}" ] || expect 0 --user --socket "$sock" run --domain vms -- true
 	expect 2 --user --socket "$sock" run --domain vms --set run=1 -- true
 	says "$tmp/err" "ksmctl --user set"
 
