@@ -81,6 +81,7 @@ fail:
 /* Starts the scanner and lists the engine for interpose.c and fork. */
 int engine_start(struct samepage *sp)
 {
+	engine_publish(sp); /* the counters readers see until the first batch */
 	int err = ksmd_start(sp);
 	if (!err)
 		engines_add(sp);
@@ -202,7 +203,7 @@ int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice)
 	engine_leave(sp);
 	if (!err)
 		pthread_cond_broadcast(&sp->wake);
-	pthread_mutex_unlock(&sp->lock);
+	engine_unlock(sp);
 	return err;
 }
 
@@ -230,7 +231,7 @@ int samepage_merge_any(samepage_t *sp, int on)
 	}
 	engine_leave(sp);
 	pthread_cond_broadcast(&sp->wake);
-	pthread_mutex_unlock(&sp->lock);
+	engine_unlock(sp);
 	return 0;
 }
 
@@ -276,7 +277,7 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
 	if (!err)
 		regions_forget(sp, (uintptr_t)addr, len);
 	engine_leave(sp);
-	pthread_mutex_unlock(&sp->lock);
+	engine_unlock(sp);
 	return err;
 }
 
@@ -321,71 +322,11 @@ int samepage_discard(samepage_t *sp, void *addr, size_t len)
 	engine_leave(sp);
 	if (!err)
 		err = prim_madvise(addr, len, MADV_DONTNEED);
-	pthread_mutex_unlock(&sp->lock);
+	engine_unlock(sp);
 	return err;
 }
 
 /* ---- knobs and counters ---- */
-
-/* What the engine's metadata costs: the per-page items and the unstable
- * index, and this process's share of the domain's stable nodes and
- * buckets (the whole of them for a local engine). */
-static uint64_t metadata_bytes(struct samepage *sp)
-{
-	uint64_t b = sp->tracked_pages * sizeof(struct page_meta);
-	/* The buckets are hashed: every node may touch a page of them. */
-	uint64_t nodes = sp->dom->nr, head_pages = DOM_BUCKETS * sizeof(uint32_t) / PAGE_SIZE;
-	b += ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
-	b += nodes * sizeof(struct stable_node) +
-	     (nodes < head_pages ? nodes : head_pages) * PAGE_SIZE;
-	for (size_t ri = 0; ri < sp->nregions; ri++)
-		b += sp->regions[ri].nspans * sizeof(struct prot_span) + sizeof(struct region);
-	return b;
-}
-
-/* This engine's counts (domain-wide ones from the domain). */
-void engine_counts(struct samepage *sp, struct ksm_counts *out)
-{
-	const struct counters *c = &sp->c;
-	const struct domain *d = sp->dom;
-	uint64_t tracked = 0;
-	for (size_t ri = 0; ri < sp->nregions; ri++)
-		tracked += sp->regions[ri].mergeable_pages;
-	/* The rmap item's equivalent: what every tracked page costs. */
-	uint64_t per_page = sp->tracked_pages * sizeof(struct page_meta) +
-			    ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
-	*out = (struct ksm_counts){
-	    .process = true,
-	    .use_zero_pages = KNOB(sp, use_zero_pages),
-	    .max_page_sharing = KNOB(sp, max_page_sharing),
-	    .pages_shared = d->pages_shared,
-	    .pages_sharing = d->pages_sharing,
-	    .chains = d->chains,
-	    .dups = d->dups,
-	    .pool_pages = d->live,
-	    .reclaimed = d->reclaimed,
-	    .rmap_items = c->rmap_items,
-	    .merging_pages = c->merging_pages,
-	    .unshared = c->pages_unshared,
-	    .zero_pages = c->zero_pages,
-	    .full_scans = c->full_scans,
-	    .pages_scanned = c->pages_scanned,
-	    .pages_skipped = c->pages_skipped,
-	    .pages_tracked = tracked,
-	    .metadata_bytes = metadata_bytes(sp),
-	    .metadata_per_page =
-		sp->tracked_pages ? (per_page + sp->tracked_pages / 2) / sp->tracked_pages : 0,
-	    .skipped_map_budget = c->skipped_map_budget,
-	    .map_count = c->map_count,
-	    .max_map_count = c->max_map_count,
-	    .cow_ksm = c->cow_ksm,
-	    .window_waits = atomic_load(&merge_window_waits),
-	    .window_kind = (uint64_t)guard_window_kind(),
-	    .skipped_io = atomic_load(&merges_skipped_io),
-	    .kept_wipeonfork = c->kept_wipeonfork,
-	    .kept_malloc = c->kept_malloc,
-	};
-}
 
 int samepage_read_number(samepage_t *sp, const char *name, long long *out)
 {
@@ -397,15 +338,21 @@ int samepage_read_number(samepage_t *sp, const char *name, long long *out)
 		return -ENOENT;
 	if (!engine_alive(sp))
 		return -ECHILD;
-	engine_lock(sp);
-	/* Count what the application unmapped as gone already. */
-	engine_enter(sp);
-	fork_reap(sp);
-	engine_counts(sp, &c);
+	/* Never waits for the scanner: the counters come from the snapshot
+	 * it publishes after every batch (engines.c), a knob from the
+	 * domain.  Only when the application unmapped registered memory or
+	 * forked since, the engine catches up first, so that what is gone
+	 * is counted as gone when the call that freed it has returned. */
+	if (engine_behind(sp)) {
+		engine_lock(sp);
+		engine_enter(sp);
+		fork_reap(sp);
+		engine_leave(sp);
+		engine_unlock(sp);
+	}
+	engine_snapshot(sp, &c);
 	if (!counter_value(&c, idx, out))
 		*out = (long long)sp->knob[idx];
-	engine_leave(sp);
-	pthread_mutex_unlock(&sp->lock);
 	return 0;
 }
 
@@ -469,6 +416,6 @@ int samepage_write(samepage_t *sp, const char *name, const char *value)
 		engine_leave(sp);
 	}
 	pthread_cond_broadcast(&sp->wake);
-	pthread_mutex_unlock(&sp->lock);
+	engine_unlock(sp);
 	return err;
 }

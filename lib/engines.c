@@ -23,6 +23,7 @@
 #include "internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 pthread_mutex_t engines_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_rwlock_t engines_rw = PTHREAD_RWLOCK_INITIALIZER; /* the list, for the wrappers */
@@ -145,4 +146,106 @@ void engine_sync(struct samepage *sp)
 	atomic_store(&sp->changed, false);
 	pthread_mutex_unlock(&sp->forget_lock);
 	regions_refresh(sp);
+}
+
+/* ---- the counters, read without waiting ---- */
+
+/* What the engine's metadata costs: the per-page items and the unstable
+ * index, and this process's share of the domain's stable nodes and
+ * buckets (the whole of them for a local engine). */
+static uint64_t metadata_bytes(struct samepage *sp)
+{
+	uint64_t b = sp->tracked_pages * sizeof(struct page_meta);
+	/* The buckets are hashed: every node may touch a page of them. */
+	uint64_t nodes = sp->dom->nr, head_pages = DOM_BUCKETS * sizeof(uint32_t) / PAGE_SIZE;
+	b += ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
+	b += nodes * sizeof(struct stable_node) +
+	     (nodes < head_pages ? nodes : head_pages) * PAGE_SIZE;
+	for (size_t ri = 0; ri < sp->nregions; ri++)
+		b += sp->regions[ri].nspans * sizeof(struct prot_span) + sizeof(struct region);
+	return b;
+}
+
+/* This engine's counts (domain-wide ones from the domain).  With sp->lock. */
+void engine_counts(struct samepage *sp, struct ksm_counts *out)
+{
+	const struct counters *c = &sp->c;
+	const struct domain *d = sp->dom;
+	uint64_t tracked = 0;
+	for (size_t ri = 0; ri < sp->nregions; ri++)
+		tracked += sp->regions[ri].mergeable_pages;
+	/* The rmap item's equivalent: what every tracked page costs. */
+	uint64_t per_page = sp->tracked_pages * sizeof(struct page_meta) +
+			    ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
+	*out = (struct ksm_counts){
+	    .process = true,
+	    .use_zero_pages = KNOB(sp, use_zero_pages),
+	    .max_page_sharing = KNOB(sp, max_page_sharing),
+	    .pages_shared = d->pages_shared,
+	    .pages_sharing = d->pages_sharing,
+	    .chains = d->chains,
+	    .dups = d->dups,
+	    .pool_pages = d->live,
+	    .reclaimed = d->reclaimed,
+	    .rmap_items = c->rmap_items,
+	    .merging_pages = c->merging_pages,
+	    .unshared = c->pages_unshared,
+	    .zero_pages = c->zero_pages,
+	    .full_scans = c->full_scans,
+	    .pages_scanned = c->pages_scanned,
+	    .pages_skipped = c->pages_skipped,
+	    .pages_tracked = tracked,
+	    .metadata_bytes = metadata_bytes(sp),
+	    .metadata_per_page =
+		sp->tracked_pages ? (per_page + sp->tracked_pages / 2) / sp->tracked_pages : 0,
+	    .skipped_map_budget = c->skipped_map_budget,
+	    .map_count = c->map_count,
+	    .max_map_count = c->max_map_count,
+	    .cow_ksm = c->cow_ksm,
+	    .window_waits = atomic_load(&merge_window_waits),
+	    .window_kind = (uint64_t)guard_window_kind(),
+	    .skipped_io = atomic_load(&merges_skipped_io),
+	    .kept_wipeonfork = c->kept_wipeonfork,
+	    .kept_malloc = c->kept_malloc,
+	};
+}
+
+/* Publishes the counters for readers that must not wait (seqlock): after
+ * every batch of the scanner and every application call that changed the
+ * engine.  With sp->lock. */
+void engine_publish(struct samepage *sp)
+{
+	atomic_fetch_add_explicit(&sp->snap_seq, 1, memory_order_acq_rel);
+	engine_counts(sp, &sp->snap);
+	atomic_fetch_add_explicit(&sp->snap_seq, 1, memory_order_release);
+}
+
+/* The last counters published. */
+void engine_snapshot(struct samepage *sp, struct ksm_counts *out)
+{
+	for (;;) {
+		uint32_t a = atomic_load_explicit(&sp->snap_seq, memory_order_acquire);
+		if (a & 1)
+			continue;
+		memcpy(out, (const void *)&sp->snap, sizeof(*out));
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&sp->snap_seq, memory_order_relaxed) == a)
+			return;
+	}
+}
+
+/* Whether the published counters may still count what the application
+ * unmapped (the wrappers' forget list) or what forked children held. */
+bool engine_behind(struct samepage *sp)
+{
+	uint32_t started = atomic_load(&sp->fork->started);
+	return atomic_load(&sp->changed) ||
+	       (started && atomic_load(&sp->fork->registered) == started); /* fork_reap()'s test */
+}
+
+/* Lets go of sp->lock, the counters published first. */
+void engine_unlock(struct samepage *sp)
+{
+	engine_publish(sp);
+	pthread_mutex_unlock(&sp->lock);
 }

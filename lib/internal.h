@@ -230,6 +230,11 @@ void engine_lock(struct samepage *sp);
 void engine_enter(struct samepage *sp);
 void engine_leave(struct samepage *sp);
 void engine_sync(struct samepage *sp);
+void engine_counts(struct samepage *sp, struct ksm_counts *out);
+void engine_publish(struct samepage *sp);
+void engine_snapshot(struct samepage *sp, struct ksm_counts *out);
+bool engine_behind(struct samepage *sp);
+void engine_unlock(struct samepage *sp);
 
 /* fork.c */
 void fork_init(void);
@@ -251,7 +256,6 @@ int engine_start(struct samepage *sp);
 void engine_free(struct samepage *sp);
 int engine_register(struct samepage *sp, uintptr_t start, size_t len);
 int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len);
-void engine_counts(struct samepage *sp, struct ksm_counts *out);
 
 /* interpose.c */
 extern int (*interpose_merge_advice)(void *addr, size_t len, int advice);

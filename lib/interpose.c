@@ -155,7 +155,7 @@ static int for_engines_in(uintptr_t start, size_t len,
 			if (e && !err)
 				err = e;
 		}
-		pthread_mutex_unlock(&sp->lock);
+		engine_unlock(sp);
 	}
 	pthread_mutex_unlock(&engines_lock);
 	return err;
@@ -222,7 +222,7 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			continue;
 		engine_lock(sp);
 		if (!hits(sp, o, olen)) {
-			pthread_mutex_unlock(&sp->lock);
+			engine_unlock(sp);
 			continue;
 		}
 		engine_enter(sp);
@@ -259,7 +259,7 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			engine_register(sp, (uintptr_t)m + off, len);
 		}
 		engine_leave(sp);
-		pthread_mutex_unlock(&sp->lock);
+		engine_unlock(sp);
 	}
 	pthread_mutex_unlock(&engines_lock);
 	return libc_map_result(err, &m);

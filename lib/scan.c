@@ -243,6 +243,7 @@ static void end_full_scan(struct samepage *sp)
 	sp->c.kept_wf_scan = sp->c.kept_malloc_scan = 0;
 	sp->scan_running = false;
 	invariants_check(sp);
+	engine_publish(sp);
 }
 
 /* One page of the batch: updates what its pagemap entry says happened to
@@ -336,6 +337,7 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	merge_batch(sp);
 	engine_leave(sp);
 	sp->cur_index = from + i;
+	engine_publish(sp);
 	return used;
 }
 

@@ -212,6 +212,28 @@ struct advisor {
 	uint64_t change;    /* EWMA of the change factor */
 };
 
+/*
+ * The counters, as numbers: what the kernel's sysfs and ksm_stat names are
+ * derived from (counters.c).  The library fills one from an engine, the
+ * daemon from the sums of its domains and clients' ledgers, so that the
+ * derived counters (pages_volatile, general_profit, ksm_process_profit)
+ * have one definition.
+ */
+struct ksm_counts {
+	bool process; /* one process's counts (else a daemon's sums) */
+	/* the knobs the counters' meaning depends on */
+	bool use_zero_pages;
+	uint64_t max_page_sharing;
+	/* the domain's (a daemon: summed over its domains) */
+	uint64_t pages_shared, pages_sharing, chains, dups, pool_pages, reclaimed;
+	/* the process's (a daemon: summed over its clients) */
+	uint64_t rmap_items, merging_pages, unshared, zero_pages, full_scans;
+	uint64_t pages_scanned, pages_skipped, pages_tracked, metadata_bytes;
+	/* the process's only */
+	uint64_t metadata_per_page, skipped_map_budget, map_count, max_map_count, cow_ksm,
+	    window_waits, window_kind, skipped_io, kept_wipeonfork, kept_malloc;
+};
+
 struct samepage {
 	pthread_mutex_t lock;	 /* everything below; the scanner holds it per batch */
 	_Atomic int app_waiting; /* application threads waiting for lock (engine_lock) */
@@ -238,6 +260,8 @@ struct samepage {
 	struct unstable_index unstable;
 	struct pool pool;
 	struct counters c;
+	struct ksm_counts snap;	   /* published for lock-free reads (engines.c) */
+	_Atomic uint32_t snap_seq; /* odd while snap is being written */
 	struct advisor adv;
 	struct fork_shared *fork;
 	uint32_t *pins; /* the nodes this process pinned for its children, sorted */
@@ -330,27 +354,5 @@ _Static_assert(sizeof(struct fork_shared) <= LEDGER_OFF_STAGING - LEDGER_OFF_FOR
  *   CLIENTS               -> OK, then one line per client (see samepaged.c)
  * An error is "ERR <errno> <message>". */
 #define PROTO_MAX 65536
-
-/*
- * The counters, as numbers: what the kernel's sysfs and ksm_stat names are
- * derived from (counters.c).  The library fills one from an engine, the
- * daemon from the sums of its domains and clients' ledgers, so that the
- * derived counters (pages_volatile, general_profit, ksm_process_profit)
- * have one definition.
- */
-struct ksm_counts {
-	bool process; /* one process's counts (else a daemon's sums) */
-	/* the knobs the counters' meaning depends on */
-	bool use_zero_pages;
-	uint64_t max_page_sharing;
-	/* the domain's (a daemon: summed over its domains) */
-	uint64_t pages_shared, pages_sharing, chains, dups, pool_pages, reclaimed;
-	/* the process's (a daemon: summed over its clients) */
-	uint64_t rmap_items, merging_pages, unshared, zero_pages, full_scans;
-	uint64_t pages_scanned, pages_skipped, pages_tracked, metadata_bytes;
-	/* the process's only */
-	uint64_t metadata_per_page, skipped_map_budget, map_count, max_map_count, cow_ksm,
-	    window_waits, window_kind, skipped_io, kept_wipeonfork, kept_malloc;
-};
 
 #endif

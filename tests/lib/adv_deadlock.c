@@ -109,3 +109,62 @@ void test_idle_no_spin(void)
 	CHECK_LE_U64(scans, 2);
 	samepage_close(sp);
 }
+
+/* The test's own fork handler: registered before the library's, so it runs
+ * after the library's prepare handler has taken every engine's lock (the
+ * prepare handlers run in the reverse order of registration). */
+static atomic_int in_prepare, reads_done, prepare_armed;
+static void hold_prepare(void)
+{
+	if (!atomic_load(&prepare_armed))
+		return;
+	atomic_store(&in_prepare, 1);
+	while (!atomic_load(&reads_done))
+		sched_yield(); /* no progress here is a deadlock: the hang guard */
+}
+
+static samepage_t *held_sp;
+static long long read_during_hold[3];
+static int read_err[3];
+static void *read_while_held(void *arg)
+{
+	while (!atomic_load(&in_prepare))
+		sched_yield();
+	static const char *names[] = {"pages_scanned", "full_scans", "pages_sharing"};
+	for (int i = 0; i < 3; i++)
+		read_err[i] = samepage_read_number(held_sp, names[i], &read_during_hold[i]);
+	atomic_store(&reads_done, 1);
+	return NULL;
+}
+
+/* Regression (issue 13, 5): reading a counter never waits for the engine's
+ * lock.  BENCHMARKS.md measured samepage_read_number() at up to 1.5 s while
+ * the scanner ran with sleep_millisecs 0; here the lock is held for as long
+ * as the reads take (fork's prepare handler holds it, and the test's own
+ * handler waits for the reads): a read that takes the lock never returns.
+ * The values read are the last ones the scanner published. */
+void test_counters_never_wait(void)
+{
+	REQUIRE(pthread_atfork(hold_prepare, NULL, NULL) == 0);
+	char *p;
+	held_sp = adv_merged(&p, 64, 'r');
+	long long sharing = 0, scanned = 0;
+	REQUIRE(samepage_read_number(held_sp, "pages_sharing", &sharing) == 0);
+	REQUIRE(samepage_read_number(held_sp, "pages_scanned", &scanned) == 0);
+	CHECK(sharing > 0);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, read_while_held, NULL) == 0);
+	atomic_store(&prepare_armed, 1);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	atomic_store(&prepare_armed, 0);
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	pthread_join(t, NULL);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ_INT(read_err[i], 0);
+	CHECK(read_during_hold[0] >= scanned);
+	CHECK(read_during_hold[2] >= sharing);
+	samepage_close(held_sp);
+}
