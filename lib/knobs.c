@@ -83,13 +83,35 @@ static int parse_decimal(const char *s, unsigned long long *out)
 	return 0;
 }
 
-/* kstrtobool: only the first one or two characters count. */
+/* kstrtoint's negative numbers, for max_page_sharing: all are below its
+ * minimum (-EINVAL from the store), except those below INT_MIN (-ERANGE
+ * from the parser). */
+static int parse_negative_int(const char *s)
+{
+	unsigned long long m;
+	if (s[1] == '+')
+		return -EINVAL;
+	int err = parse_decimal(s + 1, &m);
+	return err ? err : m > 2147483648ULL ? -ERANGE : -EINVAL;
+}
+
+/* kstrtobool (Linux 6.18): only the first one or two characters count:
+ * "yes", "true", "enable", "1" and "on"; "no", "false", "disable", "0"
+ * and "off". */
 static int parse_bool(const char *s, unsigned long long *out)
 {
 	switch (s[0]) {
+	case 'e':
+	case 'E':
+	case 't':
+	case 'T':
 	case 'y':
 	case 'Y':
 	case '1': *out = 1; return 0;
+	case 'd':
+	case 'D':
+	case 'f':
+	case 'F':
 	case 'n':
 	case 'N':
 	case '0': *out = 0; return 0;
@@ -141,6 +163,8 @@ int samepage_knob_parse(const char *name, const char *value, unsigned long long 
 			err = -EINVAL;
 		break;
 	default:
+		if (value[0] == '-' && !strcmp(k->name, "max_page_sharing"))
+			return parse_negative_int(value);
 		err = parse_decimal(value, &v);
 		if (!err && (v > k->max || v < k->min))
 			err = -EINVAL;

@@ -42,6 +42,21 @@ int main(void)
 	expect_parse("use_zero_pages", "yes", 0, 1);
 	expect_parse("use_zero_pages", "off", 0, 0);
 	expect_parse("use_zero_pages", "maybe", -EINVAL, 0);
+	/* Linux 6.18's kstrtobool (written to the kernel's use_zero_pages) */
+	expect_parse("use_zero_pages", "true", 0, 1);
+	expect_parse("use_zero_pages", "enable", 0, 1);
+	expect_parse("use_zero_pages", "T", 0, 1);
+	expect_parse("use_zero_pages", "false", 0, 0);
+	expect_parse("use_zero_pages", "disable", 0, 0);
+	expect_parse("use_zero_pages", "o", -EINVAL, 0);
+	/* kstrtoint's sign (the kernel's max_page_sharing, written here) */
+	expect_parse("max_page_sharing", "-3000000000", -ERANGE, 0);
+	expect_parse("max_page_sharing", "-2147483649", -ERANGE, 0);
+	expect_parse("max_page_sharing", "-2147483648", -EINVAL, 0);
+	expect_parse("max_page_sharing", "-3", -EINVAL, 0);
+	expect_parse("max_page_sharing", "-", -EINVAL, 0);
+	expect_parse("max_page_sharing", "-+3", -EINVAL, 0);
+	expect_parse("pages_to_scan", "-3000000000", -EINVAL, 0);
 	expect_parse("advisor_mode", "scan-time\n", 0, 1);
 	expect_parse("advisor_mode", "none", 0, 0);
 	expect_parse("advisor_mode", "scan", -EINVAL, 0);
