@@ -446,7 +446,8 @@ int plan_apply(struct plan *p)
 	long long prev_run = knob_or("run", 0);
 	int err, bad;
 
-	qsort(p->c, (size_t)p->n, sizeof(p->c[0]), by_rank);
+	if (p->n)
+		qsort(p->c, (size_t)p->n, sizeof(p->c[0]), by_rank);
 	for (int i = 0; i < p->n; i++)
 		unmerge |= p->unmerge && needs_unmerge(&p->c[i]) && knob_or("pages_shared", 0) > 0;
 	if (unmerge) {

@@ -116,7 +116,8 @@ static void list_extras(struct extra_names *x)
 {
 	x->n = 0;
 	opt.be->list(opt.be, add_extra, x);
-	qsort(x->names, (size_t)x->n, sizeof(x->names[0]), by_name);
+	if (x->n)
+		qsort(x->names, (size_t)x->n, sizeof(x->names[0]), by_name);
 }
 
 static bool has_extras(void)

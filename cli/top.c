@@ -197,7 +197,8 @@ static int build_rows(const struct proc_list *l, enum by by, struct row **out)
 		}
 		row_add(&rows[r], p);
 	}
-	qsort(rows, (size_t)n, sizeof(*rows), by_profit);
+	if (n)
+		qsort(rows, (size_t)n, sizeof(*rows), by_profit);
 	*out = rows;
 	return n;
 }

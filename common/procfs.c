@@ -244,7 +244,8 @@ int procfs_pids(const char *dir, int **pids)
 		v[n++] = (int)id;
 	}
 	closedir(d);
-	qsort(v, (size_t)n, sizeof(int), by_number);
+	if (n)
+		qsort(v, (size_t)n, sizeof(int), by_number);
 	*pids = v;
 	return n;
 }
