@@ -96,6 +96,7 @@ want_files samepage /etc/ksm.conf /usr/bin/ksmctl /usr/sbin/ksmctl /usr/sbin/sam
 	/usr/share/bash-completion/completions/ksmctl /usr/share/man/man1/ksmctl.1.gz \
 	/usr/share/man/man8/samepaged.8.gz /usr/share/samepage/ksm.conf /usr/share/doc/samepage/copyright
 want_files libsamepage0 "/usr/lib/$ma/libsamepage.so.0" /usr/share/doc/libsamepage0/copyright
+# shellcheck disable=SC2046 # one path per function
 want_files libsamepage-dev /usr/include/samepage.h "/usr/lib/$ma/libsamepage.a" \
 	"/usr/lib/$ma/libsamepage.so" "/usr/lib/$ma/pkgconfig/samepage.pc" /usr/share/man/man3/samepage.3.gz \
 	/usr/share/doc/libsamepage-dev/examples/basic.c \
@@ -218,7 +219,9 @@ bad=0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || ! command -v unshare >/dev/null; then
 	echo "apt install not tried: it needs root, apt-get and unshare (a copy of the system in a mount namespace)"
 elif ! in_copy true 2>"$work/overlay.log"; then
-	echo "apt install not tried: no overlay copy of / here ($(head -c 300 "$work/overlay.log"))"
+	msg="no overlay copy of / here ($(head -c 300 "$work/overlay.log"))"
+	# CI runs as root on a machine that has it: there the check is due.
+	if [ -n "${CI:-}" ]; then fail "apt install: $msg"; else echo "apt install not tried: $msg"; fi
 else
 	in_copy "$clean"'
 apt_install ./samepage_*.deb ./libsamepage0_*.deb || no "apt install ./samepage_*.deb ./libsamepage0_*.deb"
