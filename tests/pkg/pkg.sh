@@ -229,6 +229,8 @@ apt_install ./samepage_*.deb ./libsamepage0_*.deb || no "apt install ./samepage_
 [ "$(/usr/sbin/ksmctl --version)" = "ksmctl '"$version"'" ] || no "installed /usr/sbin/ksmctl --version: $(/usr/sbin/ksmctl --version 2>&1)"
 dpkg-query -W -f="\${Conffiles}" samepage | grep -q "^ /etc/ksm.conf " || no "/etc/ksm.conf is not a conffile of the installed samepage"
 ldconfig -p | grep -q "libsamepage\.so\.0 .*=> .*/'"$ma"'/libsamepage\.so\.0$" || no "ldconfig does not know libsamepage.so.0"
+# ksmctl --user run finds the installed preload library (a private engine).
+env -u SAMEPAGE_PRELOAD ksmctl --user run -- true || no "the installed ksmctl --user run -- true failed"
 for u in ksm-apply.service:enabled ksm.service:disabled samepaged.socket:disabled samepaged.service:disabled \
 	ksm-prometheus.timer:disabled; do
 	s=$(systemctl is-enabled ${u%%:*} 2>&1)
