@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -255,6 +256,22 @@ static int client_line(char *line, void *arg)
 	if (strstr(rest, " ksm_process_profit=")) {
 		long long profit = field(rest, "ksm_process_profit");
 		p->profit = p->profit == LLONG_MIN ? profit : p->profit + profit;
+	}
+	/* One process's mapping budget: the largest of its engines'. */
+	static const struct {
+		const char *key;
+		size_t off;
+	} budget[] = {
+	    {"map_count", offsetof(struct ksm_process, map_count)},
+	    {"max_map_count", offsetof(struct ksm_process, max_map_count)},
+	    {"max_map_count_needed", offsetof(struct ksm_process, map_count_needed)},
+	    {"merges_skipped_map_budget", offsetof(struct ksm_process, skipped_map_budget)},
+	};
+	for (size_t k = 0; k < sizeof(budget) / sizeof(budget[0]); k++) {
+		long long v = field(rest, budget[k].key),
+			  *at = (long long *)((char *)p + budget[k].off);
+		if (v > *at)
+			*at = v;
 	}
 	/* ksm_stat's ksm_mergeable: some memory was marked mergeable. */
 	p->mergeable |= field(rest, "pages_tracked") > 0;

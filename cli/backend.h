@@ -35,6 +35,8 @@ struct ksm_process {
 	int mergeable;	  /* ksm_stat ksm_mergeable: 1 yes, 0 no (6.15+) */
 	long long ksm_kb; /* smaps_rollup "KSM:" (6.6+) */
 	long long rss_kb; /* smaps_rollup "Rss:" */
+	/* libsamepage's mapping budget (samepaged's clients; -1 unknown) */
+	long long map_count, max_map_count, map_count_needed, skipped_map_budget;
 };
 
 typedef int (*ksm_name_fn)(const char *name, void *arg);

@@ -258,6 +258,35 @@ static enum severity process_loses(const struct facts *f, struct finding *out)
 	return INFO;
 }
 
+/* libsamepage's mapping budget refused merges (samepaged's clients). */
+static enum severity map_budget(const struct facts *f, struct finding *out)
+{
+	const struct ksm_process *worst = NULL;
+	char a[32];
+
+	for (int i = 0; f->procs_ok && i < f->procs.n; i++) {
+		const struct ksm_process *p = &f->procs.p[i];
+		if (p->map_count_needed > 0 && p->map_count_needed > p->max_map_count &&
+		    (!worst || p->map_count_needed > worst->map_count_needed))
+			worst = p;
+	}
+	if (!worst)
+		return NONE;
+	long long more = worst->map_count_needed - worst->map_count;
+	SAY(summary, "the mapping budget stops merges");
+	SAY(evidence,
+	    "%s (pid %d, domain %s): %lld merges refused so far, %lld of vm.max_map_count %lld "
+	    "mappings used; every merge of its last full scan needs vm.max_map_count %lld",
+	    worst->comm, worst->pid, worst->domain, worst->skipped_map_budget, worst->map_count,
+	    worst->max_map_count, worst->map_count_needed);
+	SAY(fix,
+	    "sysctl -w vm.max_map_count=%lld (persist it in /etc/sysctl.d/); the %lld more "
+	    "mappings cost the kernel about %s of slab",
+	    worst->map_count_needed, more > 0 ? more : 0,
+	    fmt_bytes(a, sizeof(a), (double)(more > 0 ? more : 0) * 240));
+	return WARN;
+}
+
 static enum severity thp(const struct facts *f, struct finding *out)
 {
 	if (strcmp(f->thp, "always"))
@@ -294,6 +323,7 @@ static const struct {
     {"negative-profit", negative_profit},
     {"slow-scan", slow_scan},
     {"process-loses", process_loses},
+    {"map-budget", map_budget},
     {"capped", capped},
     {"smart-scan", smart_skipping},
     {"advisor", advisor},

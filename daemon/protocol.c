@@ -163,11 +163,15 @@ static void answer_clients(struct state *s, struct client *c, const char *args,
 		reply_add(r,
 			  "\npid=%d domain=%s comm=%s ksm_rmap_items=%lld "
 			  "ksm_merging_pages=%lld ksm_zero_pages=%lld "
-			  "ksm_process_profit=%lld pages_tracked=%lld full_scans=%lld",
+			  "ksm_process_profit=%lld pages_tracked=%lld full_scans=%lld "
+			  "map_count=%lld max_map_count=%lld max_map_count_needed=%lld "
+			  "merges_skipped_map_budget=%lld",
 			  (int)k->pid, k->d->name, lg.comm, (long long)lg.rmap_items,
 			  (long long)lg.merging_pages, (long long)lg.zero_pages,
 			  (long long)lg.process_profit, (long long)lg.tracked_pages,
-			  (long long)lg.full_scans);
+			  (long long)lg.full_scans, (long long)lg.map_count,
+			  (long long)lg.max_map_count, (long long)lg.map_count_needed,
+			  (long long)lg.skipped_map_budget);
 	}
 }
 

@@ -325,6 +325,7 @@ static void serve(void)
 		bool every5s = now - last_sweep > 5000000000ULL;
 		if (every5s) {
 			state_reap_orphans(&g.st);
+			state_budget_watch(&g.st);
 			last_sweep = now;
 		}
 		/* Pool pages the clients freed go back to the kernel (pool.c). */

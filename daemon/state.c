@@ -622,6 +622,29 @@ static unsigned long long ledger_starttime(const struct state *s, const char *do
 /* At start-up, and every few seconds: ledgers of processes that are gone
  * while nobody watched (the daemon was down, or they never reconnected),
  * or that closed their connection and have since exited or exec'd. */
+/* Says in the log when a client's mapping budget refused merges, and what
+ * would let them happen: once, and again when the need grew by 1/8. */
+void state_budget_watch(struct state *s)
+{
+	for (int i = 0; i < s->nclients; i++) {
+		struct client *k = &s->clients[i];
+		struct ledger lg;
+		if (!k->d || !state_ledger_header(s, k->d->name, k->pid, &lg))
+			continue;
+		int64_t need = lg.map_count_needed;
+		if (need <= lg.max_map_count || need <= k->budget_said + k->budget_said / 8)
+			continue;
+		k->budget_said = need;
+		logmsg("domain %s: process %d (%s): the mapping budget refused %lld merges "
+		       "(%lld of vm.max_map_count %lld mappings); vm.max_map_count %lld would let "
+		       "them all happen (sysctl -w vm.max_map_count=%lld; ~240 bytes of kernel "
+		       "memory per mapping)",
+		       k->d->name, (int)k->pid, lg.comm, (long long)lg.skipped_map_budget,
+		       (long long)lg.map_count, (long long)lg.max_map_count, (long long)need,
+		       (long long)need);
+	}
+}
+
 void state_reap_orphans(struct state *s)
 {
 	DIR *dir = opendir(s->dir);

@@ -63,7 +63,8 @@ struct client {
 	uid_t uid;
 	struct dom *d;
 	char comm[32];
-	uint64_t active_ns; /* accepted, or its last request (CLOCK_MONOTONIC) */
+	uint64_t active_ns;  /* accepted, or its last request (CLOCK_MONOTONIC) */
+	int64_t budget_said; /* the max_map_count_needed last logged for it */
 };
 
 /* A log line that a flood would repeat: at most one a second. */
@@ -110,6 +111,7 @@ bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, s
 int state_ledger_open(struct state *s, struct dom *d, const struct client *c);
 void state_reap(struct state *s, struct dom *d, pid_t pid);
 void state_reap_orphans(struct state *s);
+void state_budget_watch(struct state *s);
 
 /* Clients */
 int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid);

@@ -90,6 +90,10 @@ static void ledger_publish(struct samepage *sp)
 	atomic_store(&lg->pages_scanned, (int64_t)c.pages_scanned);
 	atomic_store(&lg->pages_skipped, (int64_t)c.pages_skipped);
 	atomic_store(&lg->process_profit, (int64_t)profit);
+	atomic_store(&lg->map_count, (int64_t)c.map_count);
+	atomic_store(&lg->max_map_count, (int64_t)c.max_map_count);
+	atomic_store(&lg->map_count_needed, (int64_t)c.map_count_needed);
+	atomic_store(&lg->skipped_map_budget, (int64_t)c.skipped_map_budget);
 }
 
 /* Called by the scanner between batches: publishes the counters, notices

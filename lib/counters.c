@@ -91,6 +91,7 @@ bool counter_value(const struct ksm_counts *in, int idx, long long *out)
 		case KNOB_merges_skipped_map_budget: v = (long long)c->skipped_map_budget; break;
 		case KNOB_map_count: v = (long long)c->map_count; break;
 		case KNOB_max_map_count: v = (long long)c->max_map_count; break;
+		case KNOB_max_map_count_needed: v = (long long)c->map_count_needed; break;
 		case KNOB_cow_ksm: v = (long long)c->cow_ksm; break;
 		case KNOB_merge_window_waits: v = (long long)c->window_waits; break;
 		case KNOB_merge_window: v = (long long)c->window_kind; break;

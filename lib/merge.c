@@ -39,10 +39,19 @@ static void sort_reqs(struct merge_req *q, size_t n)
 }
 
 /* The mapping budget: every merged run can split one anonymous VMA into
- * three.  Keep 1/8 of vm.max_map_count for the application. */
+ * three (+2), and costs less next to a mapping it joins or already splits;
+ * the count is that upper bound, made exact from the maps when it is near
+ * the limit and merges happened since the last count.  Keep 1/8 of
+ * vm.max_map_count for the application. */
 static bool map_budget_allows(struct samepage *sp)
 {
 	uint64_t max = sp->c.max_map_count;
+	if (sp->c.map_count + 2 <= max - max / 8)
+		return true;
+	if (sp->c.map_count == sp->c.map_recounted)
+		return false;
+	regions_count_maps(sp);
+	sp->c.map_recounted = sp->c.map_count;
 	return sp->c.map_count + 2 <= max - max / 8;
 }
 
@@ -139,6 +148,7 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 				if (prot & PROT_READ)
 					prim_madvise((void *)a, e - a, MADV_POPULATE_READ);
 				sp->c.map_count += 2;
+				sp->c.pool_maps++;
 			}
 		}
 		if (err) {
@@ -176,8 +186,10 @@ void merge_batch(struct samepage *sp)
 		       region_prot_at(r, q[j].addr) == prot)
 			j++;
 		if (prot < 0 || (q[i].node != NIL && !map_budget_allows(sp))) {
-			if (prot >= 0)
+			if (prot >= 0) {
 				sp->c.skipped_map_budget += j - i;
+				sp->c.budget_runs_scan++;
+			}
 			for (size_t k = i; k < j; k++)
 				finish_page(sp, &q[k], false);
 		} else {

@@ -68,6 +68,32 @@ static bool mergeable_entry(struct samepage *sp, const struct map_entry *e)
 		 e->end <= (uintptr_t)sp->pool.view + (sp->pool.view_pages << PAGE_SHIFT));
 }
 
+/* A private mapping of our pool made by a merge (not our own view). */
+static bool is_pool_map(struct samepage *sp, const struct map_entry *e)
+{
+	return !e->anon && !e->shared && mergeable_entry(sp, e);
+}
+
+static int count_entry(const struct map_entry *e, void *arg)
+{
+	struct samepage *sp = arg;
+	sp->c.map_count++;
+	sp->c.pool_maps += is_pool_map(sp, e);
+	return 0;
+}
+
+/* Counts this process's mappings, and the engine's among them, from the
+ * maps (the mapping budget, near its limit). */
+void regions_count_maps(struct samepage *sp)
+{
+	uint64_t n = sp->c.map_count, pool = sp->c.pool_maps;
+	sp->c.map_count = sp->c.pool_maps = 0;
+	if (prim_maps_walk(0, count_entry, sp)) {
+		sp->c.map_count = n;
+		sp->c.pool_maps = pool;
+	}
+}
+
 /* Is pool page `off` mapped anywhere but in our own view? */
 static bool pool_page_mapped(struct samepage *sp, const struct maps *m, uint32_t off)
 {
@@ -209,6 +235,9 @@ int regions_refresh(struct samepage *sp)
 		return err;
 	sp->c.map_count = m.n;
 	sp->c.max_map_count = (uint64_t)prim_max_map_count();
+	sp->c.pool_maps = 0;
+	for (size_t k = 0; k < m.n; k++)
+		sp->c.pool_maps += is_pool_map(sp, &m.e[k]);
 	for (size_t ri = 0; ri < sp->nregions; ri++)
 		region_sync(sp, &sp->regions[ri], &m);
 	for (size_t ri = sp->nregions; ri-- > 0;)

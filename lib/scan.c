@@ -241,6 +241,18 @@ static void end_full_scan(struct samepage *sp)
 	sp->c.kept_wipeonfork = sp->c.kept_wf_scan;
 	sp->c.kept_malloc = sp->c.kept_malloc_scan;
 	sp->c.kept_wf_scan = sp->c.kept_malloc_scan = 0;
+	/* Every refused run needs a mapping of the pool and a split at most;
+	 * the budget keeps 1/8 of the limit for the application.  While the
+	 * budget stays full, what was said stands (smart scan skips the pages
+	 * refused before, so a later scan refuses fewer). */
+	uint64_t want = sp->c.map_count + 2 * sp->c.budget_runs_scan;
+	uint64_t need = sp->c.budget_runs_scan ? want + want / 7 + 1 : 0;
+	uint64_t max = sp->c.max_map_count;
+	bool full = sp->c.map_count + 2 > max - max / 8;
+	if (need > sp->c.map_count_needed || !full)
+		sp->c.map_count_needed = need;
+	sp->c.budget_runs_scan = 0;
+	sp->c.max_map_count = (uint64_t)prim_max_map_count(); /* an administrator may raise it */
 	sp->scan_running = false;
 	invariants_check(sp);
 	engine_publish(sp);

@@ -203,6 +203,11 @@ struct counters {
 	 * published at its end */
 	uint64_t kept_wipeonfork, kept_malloc, kept_wf_scan, kept_malloc_scan;
 	uint64_t map_count, max_map_count;
+	/* the mapping budget: the engine's mappings of the pool, as last
+	 * counted; runs the budget refused this full scan; the vm.max_map_count
+	 * that would have let the last full scan merge them all (0: none
+	 * refused); map_count when it was last recounted from the maps */
+	uint64_t pool_maps, budget_runs_scan, map_count_needed, map_recounted;
 };
 
 struct advisor {
@@ -230,8 +235,8 @@ struct ksm_counts {
 	uint64_t rmap_items, merging_pages, unshared, zero_pages, full_scans;
 	uint64_t pages_scanned, pages_skipped, pages_tracked, metadata_bytes;
 	/* the process's only */
-	uint64_t metadata_per_page, skipped_map_budget, map_count, max_map_count, cow_ksm,
-	    window_waits, window_kind, skipped_io, kept_wipeonfork, kept_malloc;
+	uint64_t metadata_per_page, skipped_map_budget, map_count, max_map_count, map_count_needed,
+	    cow_ksm, window_waits, window_kind, skipped_io, kept_wipeonfork, kept_malloc;
 };
 
 struct samepage {
@@ -284,6 +289,10 @@ struct samepage {
 	size_t nforget, forget_cap;
 	bool forget_lost;
 	_Atomic bool changed; /* maps_dirty, set from application threads */
+	/* Unmaps noted (forget list), caught up with (sync), and counted in
+	 * the published counters: a read is behind while they differ. */
+	_Atomic uint64_t unmap_gen, published_gen;
+	uint64_t synced_gen;
 
 	/* samepaged (client.c): the connection, the ledger this process's
 	 * references are counted in, and whether merging is paused because
@@ -337,6 +346,8 @@ struct ledger {
 	_Atomic int64_t rmap_items, merging_pages, zero_pages, unshared, full_scans;
 	_Atomic int64_t process_profit, tracked_pages, metadata_bytes, pages_scanned, pages_skipped;
 	char comm[32];
+	/* the mapping budget (samepage(3): map_count ... max_map_count_needed) */
+	_Atomic int64_t map_count, max_map_count, map_count_needed, skipped_map_budget;
 };
 _Static_assert(sizeof(struct ledger) <= LEDGER_OFF_PLACE, "ledger header");
 _Static_assert(PLACE_MAX * sizeof(uint32_t) <= LEDGER_OFF_FORK - LEDGER_OFF_PLACE, "place");

@@ -7,7 +7,10 @@
  * "ready PID" and sleeps until killed.  Its engine's scanner merges the
  * pages once ksmctl writes run=1 to the daemon.
  *
- * usage: spclient DOMAIN MIB
+ * With "scatter", every other page is unique instead: scattered duplicates,
+ * a mapping of their own each (the mapping budget).
+ *
+ * usage: spclient DOMAIN MIB [scatter]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +25,8 @@ int main(int argc, char **argv)
 	samepage_t *sp;
 	int err;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: spclient DOMAIN MIB\n");
+	if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "scatter"))) {
+		fprintf(stderr, "usage: spclient DOMAIN MIB [scatter]\n");
 		return 2;
 	}
 	size_t len = (size_t)atol(argv[2]) << 20;
@@ -39,8 +42,12 @@ int main(int argc, char **argv)
 		perror("spclient: mmap");
 		return 1;
 	}
-	for (size_t off = 0; off < len; off += (size_t)ps)
-		memset(m + off, 1 + (int)((off / (size_t)ps) % 4), (size_t)ps);
+	for (size_t off = 0; off < len; off += (size_t)ps) {
+		size_t page = off / (size_t)ps;
+		memset(m + off, 1 + (int)(page % 4), (size_t)ps);
+		if (argc == 4 && page % 2)
+			memcpy(m + off, &page, sizeof(page));
+	}
 	if ((err = samepage_madvise(sp, m, len, SAMEPAGE_MERGEABLE))) {
 		fprintf(stderr, "spclient: samepage_madvise: %s\n", samepage_strerror(err));
 		return 1;

@@ -172,6 +172,29 @@ e2e()
 	expect 0 --user --socket "$sock" apply "$tmp/ksm.conf"
 	[ "$(value pages_to_scan)" = 20000 ] || fail "apply did not write pages_to_scan"
 
+	# The mapping budget: 30,720 scattered duplicates need a mapping each,
+	# more than vm.max_map_count allows; doctor and the log say what would.
+	local max
+	max=$(cat /proc/sys/vm/max_map_count)
+	if [ "$max" -lt 100000 ]; then
+		SAMEPAGE_SOCKET=$sock "$spclient" vm 240 scatter >"$tmp/scatter.out" 2>&1 &
+		local scatter=$!
+		local found=
+		for _ in $(seq 1200); do
+			"$ksmctl" --user --socket "$sock" doctor --json >"$tmp/out" 2>"$tmp/err"
+			grep -q '"map-budget"' "$tmp/out" && found=1 && break
+			sleep 0.1
+		done
+		[ -n "$found" ] || fail "doctor never reported the mapping budget: $(cat "$tmp/out")"
+		json_ok 'any(f["id"] == "map-budget" and "sysctl -w vm.max_map_count=" in f["fix"] and int(f["fix"].split("=")[1].split()[0]) > '"$max"' for f in d["findings"])'
+		for _ in $(seq 100); do grep -q "mapping budget refused" "$tmp/daemon.log" && break; sleep 0.1; done
+		says "$tmp/daemon.log" "would let them all happen (sysctl -w vm.max_map_count="
+		kill "$scatter"
+		wait "$scatter" 2>/dev/null
+	else
+		echo "ok: the mapping budget not tried: vm.max_map_count is $max here"
+	fi
+
 	expect 0 --user --socket "$sock" unmerge
 	says "$tmp/out" "run: 1 -> 2"
 	local sharing=

@@ -109,6 +109,17 @@ static void test_map_budget(void)
 	       rd(sp, "pages_sharing"), skipped, maps, max);
 	CHECK(skipped > 0);
 	CHECK(rd(sp, "pages_sharing") > 0);
+	/* What would let them all merge: a mapping of the pool and a split
+	 * for each of the 30000 duplicates, more than the limit today. */
+	long long needed = rd(sp, "max_map_count_needed");
+	printf("max_map_count_needed %lld, metadata_bytes %lld\n", needed,
+	       rd(sp, "metadata_bytes"));
+	CHECK_CMP(needed, >, max, long long, "%lld");
+	CHECK_CMP(needed, >=, (long long)n, long long, "%lld");
+	/* The mappings' slab is the engine's metadata: ~240 bytes for each
+	 * mapping of the pool and for the split it makes. */
+	CHECK_CMP(rd(sp, "metadata_bytes"), >=, (long long)pool_mappings() * 2 * 240, long long,
+		  "%lld");
 	/* Within the budget, give or take the mappings other threads (the
 	 * sanitizer's runtime, say) made since the engine last counted. */
 	CHECK_CMP(maps, <=, (int)(max - max / 8) + 64, int, "%d");

@@ -108,22 +108,6 @@ static void *churn(void *arg)
 	return NULL;
 }
 
-static int count_pool_mapping(const struct procfs_map *m, void *arg)
-{
-	/* The engine's own view is the shared (rw-s) one. */
-	if (strstr(m->path, "samepage-pool") && strcmp(m->perms, "rw-s"))
-		++*(int *)arg;
-	return 0;
-}
-
-/* Counts the private mappings of the pool left in the process. */
-static int pool_mappings(void)
-{
-	int n = 0;
-	REQUIRE(procfs_maps("/proc/self/maps", count_pool_mapping, &n) == 0);
-	return n;
-}
-
 int main(void)
 {
 	pthread_t w[WRITERS], c;

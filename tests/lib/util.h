@@ -112,6 +112,22 @@ static inline void check_ksm_pages_count(samepage_t *sp, long long n)
 
 #endif
 
+static inline int count_pool_mapping(const struct procfs_map *m, void *arg)
+{
+	/* The engine's own view is the shared (rw-s) one. */
+	if (strstr(m->path, "samepage-pool") && strcmp(m->perms, "rw-s"))
+		++*(int *)arg;
+	return 0;
+}
+
+/* Counts the private mappings of the pool left in the process. */
+static inline int pool_mappings(void)
+{
+	int n = 0;
+	REQUIRE(procfs_maps("/proc/self/maps", count_pool_mapping, &n) == 0);
+	return n;
+}
+
 /* Does any present page of [p, p+n pages) still map the pool (a file page)?
  * The kernel selftests ask "does the range map duplicates"; for us a page
  * that maps the pool is a merged page. */
