@@ -126,6 +126,7 @@ void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
 void promise_move(uintptr_t old, size_t len, uintptr_t new);
 unsigned promise_flags(uintptr_t addr);
+int promise_map_locked(uintptr_t start, uintptr_t end);
 bool promise_find(uintptr_t start, uintptr_t end, unsigned flag, uintptr_t *fs, uintptr_t *fe);
 
 /* domain.c */

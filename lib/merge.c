@@ -125,7 +125,9 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			 * pool: a discard would bring the pool page back.  A new
 			 * anonymous mapping reads zeros (the zero page). */
 			err = prim_mmap(&m, (void *)a, e - a, prot,
-					MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+					MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED |
+					    promise_map_locked(a, e),
+					-1, 0);
 			if (!err) {
 				guard_arm(a, e);
 				promise_apply(a, e);
@@ -137,7 +139,8 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			if (!err)
 				window_restore(slot, a, e, prot);
 		} else if (ok[i]) {
-			err = prim_mmap(&m, (void *)a, e - a, prot, MAP_PRIVATE | MAP_FIXED,
+			err = prim_mmap(&m, (void *)a, e - a, prot,
+					MAP_PRIVATE | MAP_FIXED | promise_map_locked(a, e),
 					sp->pool.fd, (off_t)q[i].pool_off << PAGE_SHIFT);
 			if (!err) {
 				guard_arm(a, e);

@@ -178,6 +178,17 @@ bool promise_find(uintptr_t start, uintptr_t end, unsigned flag, uintptr_t *fs, 
 	return found;
 }
 
+/* MAP_LOCKED when all of [start, end) is locked, else 0: a mapping put in
+ * place there is then locked from its first instant (mlock after the mmap
+ * would leave a moment when the application's locked memory is not). */
+int promise_map_locked(uintptr_t start, uintptr_t end)
+{
+	uintptr_t fs, fe;
+	return promise_find(start, end, PROMISE_LOCKED, &fs, &fe) && fs <= start && fe >= end
+		   ? MAP_LOCKED
+		   : 0;
+}
+
 /* The flags of the page at addr. */
 unsigned promise_flags(uintptr_t addr)
 {

@@ -100,7 +100,8 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 	int err, in_place = 0;
 
 	if (!copy) {
-		err = prim_mmap(&m, (void *)s, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+		err = prim_mmap(&m, (void *)s, len, prot,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | promise_map_locked(s, e),
 				-1, 0);
 		if (!err) {
 			guard_arm(s, e);
@@ -134,6 +135,9 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 			err = -EFAULT;
 		else if (prot != (PROT_READ | PROT_WRITE))
 			err = prim_mprotect(scratch + off, n, prot);
+		/* Locked before it moves in: VM_LOCKED goes with the mapping. */
+		if (!err && promise_map_locked(a, a + n))
+			err = prim_mlock(scratch + off, n, 0);
 		if (!err)
 			err = prim_mremap(&m, scratch + off, n, n, MREMAP_MAYMOVE | MREMAP_FIXED,
 					  (void *)a);
