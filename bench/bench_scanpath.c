@@ -7,7 +7,9 @@
  * computes checksums, the second fills the unstable index or merges, the
  * third revisits), without smart scan, and prints pages_scanned.  --dup 0: all pages differ
  * (the scan-only path); --dup 1: the second half repeats the first (every
- * page merges, in runs).  Run it under
+ * page merges, in runs); --dup 2: every page alike (ksm_tests -P's shape:
+ * the content needs pages / max_page_sharing KSM pages, a chain of dups).
+ * Run it under
  *   valgrind --tool=callgrind --toggle-collect=ksm_do_scan
  * so that only the scanner's work is counted: instructions are repeatable
  * where timings are not.  Never uses the kernel's KSM.
@@ -32,7 +34,7 @@ int main(int argc, char **argv)
 	}
 	char *p = map_pages(npages);
 	for (size_t i = 0; i < npages; i++)
-		fill_page(p + i * PG, dup ? i % (npages / 2) : i);
+		fill_page(p + i * PG, dup == 2 ? 1 : dup ? i % (npages / 2) : i);
 	int err = samepage_open(&sp);
 	if (!err)
 		err = samepage_write(sp, "pages_to_scan", "512");

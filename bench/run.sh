@@ -140,13 +140,13 @@ flock -u 9
 # callgrind: instructions per page of the library's scan path (full run
 # only: slow).  Only ksm_do_scan and what it calls is counted.
 if [ $quick = 0 ] && [ $callgrind = 1 ] && command -v valgrind >/dev/null; then
-	for dup in 0 1; do
+	for dup in 0 1 2; do
 		cg=$out/callgrind-dup$dup.out
 		scanned=$(valgrind --tool=callgrind --toggle-collect=ksm_do_scan \
 			--callgrind-out-file="$cg" "$bin/bench_scanpath" --pages 8192 --dup $dup \
 			2>/dev/null | awk '$1 == "pages_scanned" { print $2 }') || true
 		ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$cg" 2>/dev/null) || true
-		name=$([ $dup = 0 ] && echo scan_only || echo merge)
+		name=$(case $dup in 0) echo scan_only ;; 1) echo merge ;; *) echo all_alike ;; esac)
 		if [ -n "$scanned" ] && [ -n "$ir" ] && [ "$ir" != 0 ]; then
 			printf 'callgrind\t-\tengine\t%s_per_page\tIr\t%s\n' "$name" \
 				"$(awk -v a="$ir" -v b="$scanned" 'BEGIN { printf "%.1f", a / b }')" >>"$raw"

@@ -30,24 +30,75 @@
 
 #define BUCKET(c) ((c) & (DOM_BUCKETS - 1))
 
-/* Calls fn on every node holding the same contents as `page` (the dups of
- * one content), confirmed by memcmp; returns how many there are. */
-static uint32_t for_each_dup(struct samepage *sp, const void *page, uint32_t checksum,
-			     void (*fn)(struct samepage *, uint32_t, void *), void *arg)
+/*
+ * The dups of one content (the kernel's stable_node_chain) are linked
+ * newest first through dupnext, in the order of their bucket (both take a
+ * new node at their head), so the first node of the bucket that holds the
+ * contents is the chain's head: one memcmp finds every dup.  A chain is
+ * followed only while its nodes are in use with the same checksum: a
+ * domain's index is shared, and a merge compares the bytes again anyway.
+ */
+static uint32_t dup_head(struct samepage *sp, const void *page, uint32_t checksum)
 {
 	struct stable_index *s = &sp->stable;
+	for (uint32_t l = s->heads[BUCKET(checksum)]; l; l = s->nodes[l - 1].hnext)
+		if (s->nodes[l - 1].checksum == checksum &&
+		    !memcmp(pool_page(&sp->pool, l - 1), page, PAGE_SIZE))
+			return l - 1;
+	return NIL;
+}
+
+static uint32_t dup_next(struct samepage *sp, uint32_t i, uint32_t checksum)
+{
+	uint32_t l = sp->stable.nodes[i].dupnext;
+	if (!l || l > sp->dom->nr)
+		return NIL;
+	const struct stable_node *n = &sp->stable.nodes[l - 1];
+	return n->in_use && n->checksum == checksum ? l - 1 : NIL;
+}
+
+/* Calls fn on every dup of `page`'s contents from `head`; returns how many
+ * there are. */
+static uint32_t for_each_dup_from(struct samepage *sp, uint32_t head, uint32_t checksum,
+				  void (*fn)(struct samepage *, uint32_t, void *), void *arg)
+{
 	uint32_t count = 0;
-	for (uint32_t l = s->heads[BUCKET(checksum)]; l; l = s->nodes[l - 1].hnext) {
-		uint32_t i = l - 1;
-		struct stable_node *n = &s->nodes[i];
-		if (n->checksum != checksum ||
-		    memcmp(pool_page(&sp->pool, n->pool_off), page, PAGE_SIZE))
-			continue;
+	for (uint32_t i = head; i != NIL && count <= sp->dom->nr; i = dup_next(sp, i, checksum)) {
 		count++;
 		if (fn)
 			fn(sp, i, arg);
 	}
 	return count;
+}
+
+static uint32_t for_each_dup(struct samepage *sp, const void *page, uint32_t checksum,
+			     void (*fn)(struct samepage *, uint32_t, void *), void *arg)
+{
+	return for_each_dup_from(sp, dup_head(sp, page, checksum), checksum, fn, arg);
+}
+
+/* debug.c: every node's chain holds exactly the dups its bucket holds (a
+ * memcmp of each), and the chains' count is the domain's. */
+void index_check_chains(struct samepage *sp)
+{
+	struct stable_index *s = &sp->stable;
+	uint64_t chains = 0, dups = 0;
+	for (uint32_t i = 0; i < sp->dom->nr; i++) {
+		const struct stable_node *n = &s->nodes[i];
+		if (!n->in_use)
+			continue;
+		const void *page = pool_page(&sp->pool, i);
+		uint32_t by_bucket = 0;
+		for (uint32_t l = s->heads[BUCKET(n->checksum)]; l; l = s->nodes[l - 1].hnext)
+			by_bucket += s->nodes[l - 1].checksum == n->checksum &&
+				     !memcmp(pool_page(&sp->pool, l - 1), page, PAGE_SIZE);
+		uint32_t head = dup_head(sp, page, n->checksum);
+		SP_ASSERT(2, by_bucket == for_each_dup_from(sp, head, n->checksum, NULL, NULL));
+		if (head == i && by_bucket >= 2)
+			chains++, dups += by_bucket;
+	}
+	SP_ASSERT(2, chains == sp->dom->chains);
+	SP_ASSERT(2, dups == sp->dom->dups);
 }
 
 static bool is_page_sharing_candidate(struct samepage *sp, const struct stable_node *n)
@@ -109,11 +160,13 @@ int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint
 	if (err)
 		return err;
 	pool_write(sp, idx, page);
-	uint32_t dups = for_each_dup(sp, page, checksum, NULL, NULL);
+	uint32_t head = dup_head(sp, page, checksum);
+	uint32_t dups = for_each_dup_from(sp, head, checksum, NULL, NULL);
 	chain_counts(sp, dups, dups + 1);
 
 	struct stable_node *n = &s->nodes[idx];
-	*n = (struct stable_node){.checksum = checksum, .pool_off = idx, .in_use = NODE_USED};
+	*n = (struct stable_node){
+	    .checksum = checksum, .dupnext = head == NIL ? 0 : head + 1, .in_use = NODE_USED};
 	n->hnext = s->heads[BUCKET(checksum)];
 	s->heads[BUCKET(checksum)] = idx + 1; /* linked last: a dying writer leaves no half node */
 	sp->dom->live++;
@@ -166,14 +219,23 @@ static void stable_free(struct samepage *sp, uint32_t idx)
 	struct stable_node *n = &s->nodes[idx];
 	uint32_t *pp = &s->heads[BUCKET(n->checksum)];
 
-	uint32_t dups = for_each_dup(sp, pool_page(&sp->pool, idx), n->checksum, NULL, NULL);
+	uint32_t head = dup_head(sp, pool_page(&sp->pool, idx), n->checksum);
+	uint32_t dups = for_each_dup_from(sp, head, n->checksum, NULL, NULL);
 	chain_counts(sp, dups, dups - 1);
+	/* Out of its chain (the head leaves by leaving the bucket), then out of
+	 * the bucket. */
+	for (uint32_t i = head; i != NIL && i != idx; i = dup_next(sp, i, n->checksum))
+		if (s->nodes[i].dupnext == idx + 1) {
+			s->nodes[i].dupnext = n->dupnext;
+			break;
+		}
 	while (*pp && *pp != idx + 1)
 		pp = &s->nodes[*pp - 1].hnext;
 	if (*pp)
 		*pp = n->hnext;
 	n->in_use = 0;
 	n->hnext = 0;
+	n->dupnext = 0;
 	sp->dom->live--;
 	pool_release(sp, idx);
 }

@@ -117,7 +117,7 @@ static void forget_page(struct samepage *sp, struct region *r, size_t i, const s
 
 	if (pm->flags & PM_STABLE) {
 		struct stable_node *n = &sp->stable.nodes[pm->link];
-		if (m && n->mapcount == 1 && pool_page_mapped(sp, m, n->pool_off))
+		if (m && n->mapcount == 1 && pool_page_mapped(sp, m, pm->link))
 			n->pinned = 255; /* still mapped where we cannot see: keep it */
 	}
 	remove_rmap_item_from_tree(sp, id);

@@ -105,7 +105,7 @@ static void queue_merge(struct samepage *sp, size_t ri, size_t i, uint32_t node)
 	q->region = (uint32_t)ri;
 	q->index = (uint32_t)i;
 	q->node = node;
-	q->pool_off = node == NIL ? 0 : sp->stable.nodes[node].pool_off;
+	q->pool_off = node == NIL ? 0 : node; /* a node is its pool page */
 	if (node != NIL) {
 		sp->stable.nodes[node].pending++;
 		ledger_ref(sp, node); /* before the page is compared: see index.c */
@@ -165,7 +165,7 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 	if (stable_insert(sp, sp->buf, checksum, want, &node))
 		return;
 	sp->last_new_addr = (uintptr_t)page;
-	sp->last_new_off = sp->stable.nodes[node].pool_off;
+	sp->last_new_off = node; /* a node is its pool page */
 	queue_merge(sp, tri, tidx, node);
 	queue_merge(sp, ri, i, node);
 }

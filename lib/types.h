@@ -101,8 +101,8 @@ struct region {
  * bucket walk finds them, so no separate chain list is kept.
  */
 struct stable_node {
-	uint32_t checksum;
-	uint32_t pool_off; /* = the node's index; kept for readability */
+	uint32_t checksum; /* a node's index is its pool page's offset */
+	uint32_t dupnext;  /* the next older dup of the same contents, plus one (0 ends) */
 	uint32_t mapcount; /* verified mappings in all processes (rmap_hlist_len) */
 	uint32_t hnext;	   /* next node in the bucket, plus one (0 ends) */
 	uint16_t pending;  /* merges decided in a batch, not yet done */
