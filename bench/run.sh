@@ -105,6 +105,7 @@ for c in $cases; do
 	run bench_scan $c "${q[@]}"
 	run bench_scatter $c "${q[@]}"
 	run bench_cow $c "${q[@]}"
+	run bench_churn $c "${q[@]}"
 done
 
 # 7-multi: the seed's scenario across processes (issue 5): guest processes

@@ -65,11 +65,18 @@ void engines_remove(struct samepage *sp)
 
 /* The application's unmaps, noted while its thread holds the
  * address-space lock shared (see the lock order above). */
+/* Whether a change of [start, start + len) can concern sp's regions. */
+static bool engine_spans(struct samepage *sp, uintptr_t start, size_t len)
+{
+	return sp->merge_any ||
+	       (start < atomic_load(&sp->span_hi) && start + len > atomic_load(&sp->span_lo));
+}
+
 void engine_note_unmap(uintptr_t start, size_t len)
 {
 	pthread_rwlock_rdlock(&engines_rw);
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-		if (!engine_alive(sp))
+		if (!engine_alive(sp) || !engine_spans(sp, start, len))
 			continue;
 		pthread_mutex_lock(&sp->forget_lock);
 		if (sp->nforget == sp->forget_cap) {
@@ -96,11 +103,12 @@ void engine_note_unmap(uintptr_t start, size_t len)
 	pthread_rwlock_unlock(&engines_rw);
 }
 
-void engine_note_change(void)
+void engine_note_change(uintptr_t start, size_t len)
 {
 	pthread_rwlock_rdlock(&engines_rw);
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
-		atomic_store(&sp->changed, true);
+		if (engine_spans(sp, start, len))
+			atomic_store(&sp->changed, true);
 	pthread_rwlock_unlock(&engines_rw);
 }
 

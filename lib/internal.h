@@ -228,7 +228,7 @@ bool engine_alive(const struct samepage *sp);
 void engines_add(struct samepage *sp);
 void engines_remove(struct samepage *sp);
 void engine_note_unmap(uintptr_t start, size_t len);
-void engine_note_change(void);
+void engine_note_change(uintptr_t start, size_t len);
 void engine_lock(struct samepage *sp);
 void engine_enter(struct samepage *sp);
 void engine_leave(struct samepage *sp);

@@ -108,7 +108,7 @@ EXPORT int mprotect(void *addr, size_t len, int prot)
 	as_lock_shared();
 	int err = prim_mprotect(addr, len, prot);
 	if (!err)
-		engine_note_change();
+		engine_note_change((uintptr_t)addr, len);
 	as_unlock();
 	return libc_result(err);
 }

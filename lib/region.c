@@ -245,6 +245,14 @@ int regions_refresh(struct samepage *sp)
 			region_free(sp, ri);
 	lib_free(m.e);
 	sp->maps_dirty = false;
+	uintptr_t lo = UINTPTR_MAX, hi = 0;
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		const struct region *r = &sp->regions[ri];
+		lo = r->start < lo ? r->start : lo;
+		hi = region_addr(r, r->npages) > hi ? region_addr(r, r->npages) : hi;
+	}
+	atomic_store(&sp->span_lo, lo);
+	atomic_store(&sp->span_hi, hi);
 	return 0;
 }
 
@@ -252,6 +260,12 @@ int regions_refresh(struct samepage *sp)
 
 static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
 {
+	/* The span grows before the region exists (the wrappers see it). */
+	uintptr_t end = start + (npages << PAGE_SHIFT);
+	if (start < atomic_load(&sp->span_lo))
+		atomic_store(&sp->span_lo, start);
+	if (end > atomic_load(&sp->span_hi))
+		atomic_store(&sp->span_hi, end);
 	if ((uint64_t)sp->next_page_id + npages >= NIL)
 		return -ENOMEM; /* page ids are 32-bit: 16 TiB registered over a lifetime */
 	if (sp->nregions == sp->regions_cap) {

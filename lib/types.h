@@ -273,6 +273,9 @@ struct samepage {
 	size_t npins;
 	bool maps_dirty; /* protections or mappings changed: reread /proc/self/maps */
 	bool merge_any;	 /* every private anonymous mapping is mergeable (mergeany.c) */
+	/* What the regions span, for the wrappers (read without sp->lock):
+	 * an unmap or mprotect outside it is none of this engine's business. */
+	_Atomic uintptr_t span_lo, span_hi;
 
 	struct merge_req *reqs;
 	size_t nreqs;
