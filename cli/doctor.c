@@ -233,18 +233,30 @@ static enum severity negative_profit(const struct facts *f, struct finding *out)
 	return WARN;
 }
 
+/* The process with the highest score above 0, or NULL. */
+static const struct ksm_process *worst_process(const struct facts *f,
+					       long long (*score)(const struct ksm_process *))
+{
+	const struct ksm_process *worst = NULL;
+	for (int i = 0; f->procs_ok && i < f->procs.n; i++) {
+		const struct ksm_process *p = &f->procs.p[i];
+		if (score(p) > 0 && (!worst || score(p) > score(worst)))
+			worst = p;
+	}
+	return worst;
+}
+
+static long long loss(const struct ksm_process *p)
+{
+	return p->profit != LLONG_MIN && p->profit < 0 ? -p->profit : 0;
+}
+
 /* The kernel's rule: a process whose profit is negative should drop its madvise. */
 static enum severity process_loses(const struct facts *f, struct finding *out)
 {
-	const struct ksm_process *worst = NULL;
+	const struct ksm_process *worst = worst_process(f, loss);
 	char a[32];
 
-	for (int i = 0; f->procs_ok && i < f->procs.n; i++) {
-		const struct ksm_process *p = &f->procs.p[i];
-		if (p->profit != LLONG_MIN && p->profit < 0 &&
-		    (!worst || p->profit < worst->profit))
-			worst = p;
-	}
 	if (!worst)
 		return NONE;
 	SAY(summary, "a process loses memory to KSM");
@@ -258,18 +270,17 @@ static enum severity process_loses(const struct facts *f, struct finding *out)
 	return INFO;
 }
 
+static long long budget_short(const struct ksm_process *p)
+{
+	return p->map_count_needed > p->max_map_count ? p->map_count_needed : 0;
+}
+
 /* libsamepage's mapping budget refused merges (samepaged's clients). */
 static enum severity map_budget(const struct facts *f, struct finding *out)
 {
-	const struct ksm_process *worst = NULL;
+	const struct ksm_process *worst = worst_process(f, budget_short);
 	char a[32];
 
-	for (int i = 0; f->procs_ok && i < f->procs.n; i++) {
-		const struct ksm_process *p = &f->procs.p[i];
-		if (p->map_count_needed > 0 && p->map_count_needed > p->max_map_count &&
-		    (!worst || p->map_count_needed > worst->map_count_needed))
-			worst = p;
-	}
 	if (!worst)
 		return NONE;
 	long long more = worst->map_count_needed - worst->map_count;
