@@ -26,7 +26,7 @@
 #define MIB (1024UL * 1024UL)
 
 /* The pages_to_scan both engines get (sleep_millisecs is always 0): the
- * value design.md §2 measured the kernel with. */
+ * value the design notes (../shared/docs/design.md §2) measured the kernel with. */
 #define BENCH_PAGES_TO_SCAN 25600
 
 enum engine_kind { ENGINE_LIB, ENGINE_KERNEL };
