@@ -322,6 +322,7 @@ static void serve(void)
 		if (n > 0 && (p[0].revents & POLLIN))
 			accept_clients();
 		close_idle(now);
+		state_count_scanners(&g.st);
 		bool every5s = now - last_sweep > 5000000000ULL;
 		if (every5s) {
 			state_reap_orphans(&g.st);

@@ -622,6 +622,21 @@ static unsigned long long ledger_starttime(const struct state *s, const char *do
 /* At start-up, and every few seconds: ledgers of processes that are gone
  * while nobody watched (the daemon was down, or they never reconnected),
  * or that closed their connection and have since exited or exec'd. */
+/* Tells each domain how many engines scan it (struct domain's scanners):
+ * they share pages_to_scan. */
+void state_count_scanners(struct state *s)
+{
+	for (int i = 0; i < s->lim.domains; i++) {
+		struct dom *d = &s->doms[i];
+		if (!d->sp)
+			continue;
+		uint32_t n = 0;
+		for (int k = 0; k < s->nclients; k++)
+			n += s->clients[k].d == d;
+		atomic_store(&d->sp->dom->scanners, n);
+	}
+}
+
 /* Says in the log when a client's mapping budget refused merges, and what
  * would let them happen: once, and again when the need grew by 1/8. */
 void state_budget_watch(struct state *s)

@@ -112,6 +112,7 @@ int state_ledger_open(struct state *s, struct dom *d, const struct client *c);
 void state_reap(struct state *s, struct dom *d, pid_t pid);
 void state_reap_orphans(struct state *s);
 void state_budget_watch(struct state *s);
+void state_count_scanners(struct state *s);
 
 /* Clients */
 int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid);

@@ -364,6 +364,17 @@ static void let_application_in(struct samepage *sp)
 	pthread_mutex_lock(&sp->lock);
 }
 
+/* pages_to_scan is a domain's rate, as it is ksmd's for the whole system:
+ * each of the n engines samepaged counts in the domain scans 1/n of it per
+ * wake-up (rounded up), so that the domain's scanners together scan what
+ * ksmd would. */
+static unsigned long long scan_share(struct samepage *sp)
+{
+	unsigned long long pages = KNOB(sp, pages_to_scan);
+	uint32_t n = atomic_load(&sp->dom->scanners);
+	return n > 1 ? (pages + n - 1) / n : pages;
+}
+
 /* Scans up to budget pages; like the kernel's ksm_do_scan, it returns at
  * the end of a full scan, so ksmd sleeps even when nothing is present. */
 void ksm_do_scan(struct samepage *sp, uint64_t budget)
@@ -403,7 +414,7 @@ static void *ksmd(void *arg)
 			engine_leave(sp);
 		}
 		if (KNOB(sp, run) == 1 && (sp->nregions || sp->merge_any)) {
-			ksm_do_scan(sp, KNOB(sp, pages_to_scan));
+			ksm_do_scan(sp, scan_share(sp));
 			if (sp->stopping)
 				break;
 			uint64_t ms = KNOB(sp, sleep_millisecs);

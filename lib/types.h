@@ -141,6 +141,10 @@ struct domain {
 	uint32_t live; /* nodes in use = pool pages held */
 	uint64_t pages_shared, pages_sharing, chains, dups, reclaimed;
 	char name[72];
+	/* samepaged's count of the engines connected to the domain: they
+	 * share pages_to_scan, the domain's rate as ksmd's is the system's
+	 * (0 for a local engine's own domain) */
+	_Atomic uint32_t scanners;
 };
 
 /* The process-local view of a domain. */

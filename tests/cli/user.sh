@@ -121,6 +121,28 @@ e2e()
 	says "$tmp/out" "reachable          yes"
 	says "$tmp/out" "clients            0 processes"
 
+	# pages_to_scan is the domain's rate, as ksmd's is the system's: two
+	# clients of one domain scan half of it each per wake-up (issue 13, 6).
+	SAMEPAGE_SOCKET=$sock "$spclient" rate 16 >"$tmp/rate1.out" 2>&1 &
+	local r1=$!
+	SAMEPAGE_SOCKET=$sock "$spclient" rate 16 >"$tmp/rate2.out" 2>&1 &
+	local r2=$!
+	for _ in $(seq 100); do grep -q ready "$tmp/rate1.out" && grep -q ready "$tmp/rate2.out" && break; sleep 0.1; done
+	expect 0 --user --socket "$sock" set pages_to_scan=1000 sleep_millisecs=600000 run=1
+	local scanned=0
+	for _ in $(seq 100); do
+		scanned=$(value pages_scanned)
+		[ "$scanned" -ge 1000 ] && break
+		sleep 0.1
+	done
+	sleep 1
+	scanned=$(value pages_scanned)
+	[ "$scanned" = 1000 ] && echo "ok: two clients scanned pages_to_scan between them" ||
+		fail "two clients of one domain scanned $scanned pages in their first wake-up, not pages_to_scan (1000)"
+	expect 0 --user --socket "$sock" set run=0
+	kill $r1 $r2
+	wait $r1 $r2 2>/dev/null
+
 	# Knobs first, client second: a client whose scanner is idle does not
 	# notice run=1 written through the daemon by another process until it
 	# calls the library itself (see the report on lib/scan.c's ksmd()).
