@@ -46,7 +46,8 @@ int main(int argc, char **argv)
 
 	uint64_t ops = 0, t0 = now_ns();
 	while (secs_since(t0) < 2) {
-		char *m = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		char *m =
+		    mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (m == MAP_FAILED)
 			bench_die("mmap");
 		m[0] = 1;
