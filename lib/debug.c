@@ -59,8 +59,7 @@ void invariants_check(struct samepage *sp)
 	SP_ASSERT(2, merging == sp->c.merging_pages);
 	SP_ASSERT(2, zero == sp->c.zero_pages);
 	SP_ASSERT(2, unshared == sp->c.pages_unshared);
-	if (local)
-		index_check_chains(sp);
+	SP_ASSERT(2, !local || index_chains_ok(sp));
 	if (maps) {
 		/* A local engine's nodes are mapped by its own pages only. */
 		uint64_t shared = 0, sharing = 0;

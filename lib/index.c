@@ -77,9 +77,9 @@ static uint32_t for_each_dup(struct samepage *sp, const void *page, uint32_t che
 	return for_each_dup_from(sp, dup_head(sp, page, checksum), checksum, fn, arg);
 }
 
-/* debug.c: every node's chain holds exactly the dups its bucket holds (a
- * memcmp of each), and the chains' count is the domain's. */
-void index_check_chains(struct samepage *sp)
+/* For debug.c: whether every node's chain holds exactly the dups its
+ * bucket holds (a memcmp of each), and the chains' count is the domain's. */
+bool index_chains_ok(struct samepage *sp)
 {
 	struct stable_index *s = &sp->stable;
 	uint64_t chains = 0, dups = 0;
@@ -93,12 +93,12 @@ void index_check_chains(struct samepage *sp)
 			by_bucket += s->nodes[l - 1].checksum == n->checksum &&
 				     !memcmp(pool_page(&sp->pool, l - 1), page, PAGE_SIZE);
 		uint32_t head = dup_head(sp, page, n->checksum);
-		SP_ASSERT(2, by_bucket == for_each_dup_from(sp, head, n->checksum, NULL, NULL));
+		if (by_bucket != for_each_dup_from(sp, head, n->checksum, NULL, NULL))
+			return false;
 		if (head == i && by_bucket >= 2)
 			chains++, dups += by_bucket;
 	}
-	SP_ASSERT(2, chains == sp->dom->chains);
-	SP_ASSERT(2, dups == sp->dom->dups);
+	return chains == sp->dom->chains && dups == sp->dom->dups;
 }
 
 static bool is_page_sharing_candidate(struct samepage *sp, const struct stable_node *n)

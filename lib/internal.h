@@ -173,7 +173,7 @@ void ledger_unref(struct samepage *sp, uint32_t idx);
 bool pool_page_dying(struct samepage *sp, uint32_t idx);
 void index_lock(struct samepage *sp);
 void index_unlock(struct samepage *sp);
-void index_check_chains(struct samepage *sp);
+bool index_chains_ok(struct samepage *sp);
 uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full);
 int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
 		  uint32_t *out);
