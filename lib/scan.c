@@ -453,6 +453,15 @@ static void zero_checksum_init(void)
 
 #define KSMD_STACK (1UL << 20)
 
+/* The guard page goes back to the arena writable, as it came: the arena
+ * hands it out again to the library's next allocation. */
+static void stack_free(struct samepage *sp)
+{
+	prim_mprotect(sp->stack, PAGE_SIZE, PROT_READ | PROT_WRITE);
+	lib_pages_free(sp->stack, KSMD_STACK + PAGE_SIZE);
+	sp->stack = NULL;
+}
+
 int ksmd_start(struct samepage *sp)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -469,8 +478,7 @@ int ksmd_start(struct samepage *sp)
 	int err = pthread_create(&sp->thread, &a, ksmd, sp);
 	pthread_attr_destroy(&a);
 	if (err) {
-		lib_pages_free(sp->stack, KSMD_STACK + PAGE_SIZE);
-		sp->stack = NULL;
+		stack_free(sp);
 		return -err;
 	}
 	pthread_setname_np(sp->thread, "samepage-ksmd");
@@ -488,6 +496,5 @@ void ksmd_stop(struct samepage *sp)
 	pthread_mutex_unlock(&sp->lock);
 	pthread_join(sp->thread, NULL);
 	sp->thread_started = false;
-	lib_pages_free(sp->stack, KSMD_STACK + PAGE_SIZE);
-	sp->stack = NULL;
+	stack_free(sp);
 }

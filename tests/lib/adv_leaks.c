@@ -51,3 +51,35 @@ void test_sparse_range_metadata(void)
 	munmap(m, len);
 	samepage_close(sp);
 }
+
+/* Regression: an engine's scanner stack has a PROT_NONE guard page, and
+ * samepage_close() gave the stack back to the library's arena with the
+ * guard still PROT_NONE: the library's next allocation there (another
+ * engine's metadata) crashed (seen in lib.adv_two_engines under ASan).
+ * Engine A is closed while B lives; B then registers 600 separate ranges,
+ * whose metadata takes more of the arena than A's stack held. */
+void test_reopen_reuses_stack(void)
+{
+	samepage_t *a = open_fast(), *b = open_fast();
+	char *pa = map_pages(16);
+	memset(pa, 'a', 16 * PG);
+	REQUIRE(samepage_madvise(a, pa, 16 * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(a, "run", "1");
+	REQUIRE(wait_scans(a, 1) == 0);
+	samepage_close(a);
+	/* Separate ranges: every other page of one mapping. */
+	const size_t n = 600;
+	char *p = map_pages(2 * n);
+	for (size_t i = 0; i < n; i++) {
+		memset(p + 2 * i * PG, 'b', PG);
+		REQUIRE(samepage_madvise(b, p + 2 * i * PG, PG, SAMEPAGE_MERGEABLE) == 0);
+		check_tick();
+	}
+	wr(b, "run", "1");
+	REQUIRE(wait_scans(b, 2) == 0);
+	CHECK_EQ_INT(rd(b, "pages_tracked"), (long long)n);
+	CHECK(rd(b, "pages_sharing") > 0);
+	for (size_t i = 0; i < n; i++)
+		REQUIRE(p[2 * i * PG] == 'b');
+	samepage_close(b);
+}
