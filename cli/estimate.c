@@ -1030,7 +1030,9 @@ static int scan_targets(int n, struct report *r, struct progress *pr)
 		r->pass_bytes[pass - 1] = est_bytes_read(r->e) - b0;
 		pr->pass_start = est_bytes_read(r->e);
 		pr->total = r->pass_bytes[pass - 1]; /* what the next pass will read */
-		if (pass < r->passes)
+		/* Nothing read (every target gone, or nothing mergeable): no
+		 * page to see change, no reason to wait. */
+		if (pass < r->passes && r->pass_bytes[pass - 1])
 			progress_wait(pr, t0 + r->interval);
 	}
 	r->seconds = now_seconds() - pr->start;
