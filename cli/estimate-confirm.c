@@ -202,36 +202,42 @@ static int tab_find(struct est *e, const unsigned char *page, uint64_t addr, uin
 	}
 }
 
-/* Counts one more copy of ent, found in the current process. */
-static void count_copy(struct est *e, struct est_entry *ent, bool zero)
+/*
+ * Counts one more copy of ent, found in the current process.  kernel_n is
+ * how many copies the kernel has seen before this one, for its arithmetic
+ * (the table's count, or for zero pages those outside huge pages); kernel
+ * is false for a copy the kernel frees without counting it (a zero page in
+ * a huge page it splits).
+ */
+static void count_copy(struct est *e, struct est_entry *ent, bool zero, uint64_t kernel_n,
+		       bool kernel)
 {
 	struct est_proc *p = &e->procs[e->cur];
-	struct est_unit *pu = &p->u, *cu = &e->cgroups[p->cgroup].u, *tu = &e->total;
 	uint32_t i = ent->count;
-	bool ksm_saved = zero && e->cfg.use_zero_pages ? true : i % e->cfg.max_page_sharing != 0;
+	bool ksm_saved =
+	    kernel &&
+	    (zero && e->cfg.use_zero_pages ? true : kernel_n % e->cfg.max_page_sharing != 0);
+	bool first_in_proc = ent->last_proc != (uint32_t)e->cur + 1;
+	bool first_in_cg = ent->last_cg != (uint32_t)p->cgroup + 1;
 
 	if (zero) {
-		if (ent->last_proc != (uint32_t)e->cur + 1)
-			pu->zero_distinct++;
-		if (ent->last_cg != (uint32_t)p->cgroup + 1)
-			cu->zero_distinct++;
+		e->pu->zero_distinct += first_in_proc;
+		e->cu->zero_distinct += first_in_cg;
 		if (i == 0)
-			tu->zero_distinct++;
+			e->tu->zero_distinct++;
 		else
-			BUMP(pu, cu, tu, zero_saved);
+			BUMP(e, zero_saved);
 		if (ksm_saved)
-			BUMP(pu, cu, tu, zero_ksm_saved);
+			BUMP(e, zero_ksm_saved);
 	} else {
-		if (ent->last_proc != (uint32_t)e->cur + 1)
-			pu->tbl_distinct++;
-		if (ent->last_cg != (uint32_t)p->cgroup + 1)
-			cu->tbl_distinct++;
+		e->pu->tbl_distinct += first_in_proc;
+		e->cu->tbl_distinct += first_in_cg;
 		if (i == 0)
-			tu->tbl_distinct++;
+			e->tu->tbl_distinct++;
 		else
-			BUMP(pu, cu, tu, tbl_saved);
+			BUMP(e, tbl_saved);
 		if (ksm_saved)
-			BUMP(pu, cu, tu, tbl_ksm_saved);
+			BUMP(e, tbl_ksm_saved);
 	}
 	ent->last_proc = (uint32_t)e->cur + 1;
 	ent->last_cg = (uint32_t)p->cgroup + 1;
@@ -243,39 +249,49 @@ static void count_copy(struct est *e, struct est_entry *ent, bool zero)
 
 static void count_table_copy(struct est *e, struct est_entry *ent)
 {
-	struct est_proc *p = &e->procs[e->cur];
-
-	BUMP(&p->u, &e->cgroups[p->cgroup].u, &e->total, tbl_pages);
-	count_copy(e, ent, false);
+	BUMP(e, tbl_pages);
+	count_copy(e, ent, false, ent->count, true);
 }
 
 static void count_unreadable(struct est *e)
 {
-	struct est_proc *p = &e->procs[e->cur];
-
-	BUMP(&p->u, &e->cgroups[p->cgroup].u, &e->total, unreadable);
+	BUMP(e, unreadable);
 }
 
-/* Hashes and counts page j of the batch, or leaves it pending. */
+/*
+ * Hashes and counts page j of the batch, or leaves it pending.  A page
+ * that changed between passes is volatile and counts nowhere else; in the
+ * passes before the last, pages are only hashed and recorded.
+ */
 static void account_page(struct est *e, int j)
 {
-	struct est_proc *p = &e->procs[e->cur];
-	struct est_unit *pu = &p->u, *cu = &e->cgroups[p->cgroup].u, *tu = &e->total;
 	const unsigned char *page = e->b.buf + (size_t)j * EST_PAGE_SIZE;
 	uint64_t addr = e->b.addr[j] | (e->b.shared[j] ? ADDR_SHARED : 0);
 	uint64_t h = XXH3_64bits(page, EST_PAGE_SIZE), slot = 0;
 	struct est_entry *ent = NULL;
 
 	e->b.done = j; /* batch_lookup sees the pages before this one only */
-	BUMP(pu, cu, tu, scanned);
+	if (!est_seen_stable(e, e->b.addr[j], h)) {
+		if (e->final)
+			BUMP(e, volatile_pages);
+		return;
+	}
+	if (!e->final)
+		return;
+	BUMP(e, scanned);
 	if (h == e->zero_hash && est_page_is_zero(page)) {
-		BUMP(pu, cu, tu, zero);
+		bool huge = e->b.huge[j];
+
+		BUMP(e, zero);
+		if (huge)
+			BUMP(e, zero_huge);
 		if (!e->zero.count) {
 			e->zero.hash = h;
 			e->zero.proc = (uint32_t)e->cur;
 			e->zero.addr = addr;
 		}
-		count_copy(e, &e->zero, true);
+		count_copy(e, &e->zero, true, e->zero_small, !huge);
+		e->zero_small += !huge;
 		return;
 	}
 	if (h > e->thresh)
@@ -478,12 +494,13 @@ int est_batch_flush(struct est *e)
 	return ret;
 }
 
-int est_batch_add(struct est *e, uint64_t addr, bool shared)
+int est_batch_add(struct est *e, uint64_t addr, bool shared, bool huge)
 {
 	struct est_batch *b = &e->b;
 
 	b->valid[b->count] = 0;
 	b->shared[b->count] = shared;
+	b->huge[b->count] = huge;
 	b->addr[b->count++] = addr;
 	return b->count == BATCH_PAGES ? est_batch_flush(e) : 0;
 }

@@ -3,8 +3,9 @@
  * estimate-internal.h - what the parts of the estimate engine share (see
  * estimate-scan.h for the engine's interface and estimate-scan.c for how
  * it works): the tables (estimate-table.c), the batched reads and their
- * byte-for-byte confirmation (estimate-confirm.c), and the readers of a
- * process's maps and pagemap (estimate-read.c).
+ * byte-for-byte confirmation (estimate-confirm.c), the readers of a
+ * process's maps and pagemap (estimate-read.c), and the hashes kept from
+ * one pass to the next (estimate-pass.c).
  */
 #ifndef KSMCTL_ESTIMATE_INTERNAL_H
 #define KSMCTL_ESTIMATE_INTERNAL_H
@@ -73,6 +74,7 @@ struct est_batch {
 	uint64_t addr[BATCH_PAGES];	   /* remote address of each page, ascending */
 	unsigned char valid[BATCH_PAGES];  /* page was read and accounted */
 	unsigned char shared[BATCH_PAGES]; /* not exclusively mapped: read via /proc/PID/mem */
+	unsigned char huge[BATCH_PAGES];   /* inside a PMD-mapped transparent huge page */
 	unsigned char state[BATCH_PAGES];  /* 0 to read, 1 read, 2 failed */
 	int count;
 	int done; /* pages [0, done) are accounted (or failed) */
@@ -85,8 +87,26 @@ struct est_pend {
 	uint64_t h;
 };
 
+/*
+ * The hashes of one process's pages read in a pass, in address order: runs
+ * of consecutive pages, one word per page (32 bits of the XXH3, the low bit
+ * cleared; an odd word marks a page that already changed once), and a cursor
+ * for the lookups of the next pass, which come in address order too.
+ */
+struct est_seen {
+	uint64_t *start; /* first address of each run */
+	uint32_t *len;	 /* pages in each run */
+	uint32_t *w;	 /* one word per page, run after run */
+	uint32_t nruns, runs_cap;
+	uint64_t nw, w_cap;
+	uint32_t run;  /* lookup cursor: its run, */
+	uint64_t base; /* and the index in w of that run's first page */
+};
+
 struct est {
 	struct est_config cfg;
+	int pass;	    /* 1 to cfg.passes */
+	bool final;	    /* the last pass: the one that counts */
 	uint64_t thresh;    /* keep a non-zero content iff hash <= thresh */
 	uint64_t zero_hash; /* XXH3 of a page of zeros */
 
@@ -94,6 +114,7 @@ struct est {
 	uint64_t tab_mask;
 	uint64_t tab_used;
 	struct est_entry zero; /* the zero content, outside the table */
+	uint64_t zero_small;   /* zero pages outside huge pages: the kernel's copies */
 
 	struct est_occ *occ;
 	uint32_t nocc, occ_cap;
@@ -117,8 +138,15 @@ struct est {
 	struct est_unit total;
 	struct est_totals tot; /* counters of confirmation, bytes read */
 
-	/* The process being scanned. */
+	struct est_seen *seen; /* per process: the hashes of the previous pass */
+	struct est_seen next;  /* the current process's, for the next pass */
+
+	/* The process being scanned, and the units its pages count in: its
+	 * own, its cgroup's and the total in the last pass, scratch ones in
+	 * the passes that only record hashes (sink). */
 	int cur;
+	struct est_unit *pu, *cu, *tu;
+	struct est_unit sink[3];
 	int mem_fd; /* /proc/PID/mem, opened on the first unreadable page */
 	struct est_batch b;
 	unsigned char *page2;	/* one page for re-reads */
@@ -127,11 +155,12 @@ struct est {
 	int npend;
 };
 
-#define BUMP(pu, cu, tu, field)                                                                    \
+/* Counts one more of field for the current process, its cgroup and the total. */
+#define BUMP(e, field)                                                                             \
 	do {                                                                                       \
-		(pu)->field++;                                                                     \
-		(cu)->field++;                                                                     \
-		(tu)->field++;                                                                     \
+		(e)->pu->field++;                                                                  \
+		(e)->cu->field++;                                                                  \
+		(e)->tu->field++;                                                                  \
 	} while (0)
 
 /* ---- estimate-table.c: the PFN set, the reference store, the content
@@ -156,9 +185,22 @@ void est_occ_note(struct est *e, struct est_entry *ent);
  * confirmation of every match byte for byte ---- */
 
 /* Queues the page at addr of the current process (shared: mapped
- * elsewhere too), reading the batch when it is full: 0 or -errno. */
-int est_batch_add(struct est *e, uint64_t addr, bool shared);
+ * elsewhere too; huge: in a transparent huge page), reading the batch when
+ * it is full: 0 or -errno. */
+int est_batch_add(struct est *e, uint64_t addr, bool shared, bool huge);
 /* Reads and accounts the queued pages: 0, -ESRCH (gone) or -EPERM. */
 int est_batch_flush(struct est *e);
+
+/* ---- estimate-pass.c: the hashes kept from one pass to the next ---- */
+
+/*
+ * Whether the page at addr of the current process, of hash h, is unchanged
+ * since the previous passes (always true with one pass), and records it for
+ * the next pass unless this is the last.  Called in address order.
+ */
+bool est_seen_stable(struct est *e, uint64_t addr, uint64_t h);
+/* After a process's scan: its record becomes the one of this pass. */
+void est_seen_end_proc(struct est *e);
+void est_seen_free(struct est_seen *s);
 
 #endif

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * estimate-read.c - the readers of one process: its maps (the areas KSM
- * could merge), its pagemap (present, swapped, exclusive pages and their
- * PFNs, with PAGEMAP_SCAN to skip empty page tables), its comm and state;
- * the pages found are queued in the batch (estimate-confirm.c).
+ * estimate-read.c - the readers of one process: its ksm_stat and smaps (the
+ * areas ksmd would scan), its pagemap (present, swapped, exclusive pages
+ * and their PFNs, with PAGEMAP_SCAN to skip empty page tables and file
+ * pages and to see huge pages), its comm and state; the pages found are
+ * queued in the batch (estimate-confirm.c).
  */
 #include "estimate-internal.h"
 #include "procfs.h"
@@ -22,8 +23,10 @@
  * The PAGEMAP_SCAN ioctl of Linux 6.7 (include/uapi/linux/fs.h), declared
  * here because the build machines' kernel headers may predate it.
  */
+#define EST_PAGE_IS_FILE (1 << 2)
 #define EST_PAGE_IS_PRESENT (1 << 3)
 #define EST_PAGE_IS_SWAPPED (1 << 4)
+#define EST_PAGE_IS_HUGE (1 << 6)
 struct est_page_region {
 	uint64_t start, end, categories;
 };
@@ -37,18 +40,18 @@ struct est_pm_scan_arg {
  * page, 2 to read a page mapped elsewhere too. */
 static int classify(struct est *e, uint64_t pm)
 {
-	struct est_proc *p = &e->procs[e->cur];
-	struct est_unit *pu = &p->u, *cu = &e->cgroups[p->cgroup].u, *tu = &e->total;
 	uint64_t pfn, *slot;
 
+	if (pm & PM_FILE)
+		return 0; /* a file page (of a private file mapping): ksmd skips it */
 	if (!(pm & PM_PRESENT)) {
 		if (pm & PM_SWAP)
-			BUMP(pu, cu, tu, swapped);
+			BUMP(e, swapped);
 		return 0;
 	}
-	BUMP(pu, cu, tu, present);
+	BUMP(e, present);
 	if (pm & PM_EXCLUSIVE) {
-		BUMP(pu, cu, tu, rmap_items);
+		BUMP(e, rmap_items);
 		return 1;
 	}
 	pfn = pm & PM_PFN_MASK;
@@ -57,23 +60,23 @@ static int classify(struct est *e, uint64_t pm)
 		 * Mapped more than once, and no PFN to tell the zero page from a
 		 * page shared since fork (not root): counted apart, not read.
 		 */
-		BUMP(pu, cu, tu, already_shared);
+		BUMP(e, already_shared);
 		return 0;
 	}
 	if (pfn == e->zero_pfn) {
-		BUMP(pu, cu, tu, zero_mapped);
+		BUMP(e, zero_mapped);
 		return 0;
 	}
 	slot = est_pfn_slot(e, pfn);
 	if (slot && *slot) {
 		if (*slot & PFN_ZERO) {
-			BUMP(pu, cu, tu, zero_mapped);
+			BUMP(e, zero_mapped);
 			return 0;
 		}
-		BUMP(pu, cu, tu, rmap_items);
-		BUMP(pu, cu, tu, already_shared);
+		BUMP(e, rmap_items);
+		BUMP(e, already_shared);
 		if (*slot & PFN_KSM)
-			BUMP(pu, cu, tu, already_ksm);
+			BUMP(e, already_ksm);
 		return 0;
 	}
 	uint64_t f = est_kpageflags(e, pfn);
@@ -83,10 +86,10 @@ static int classify(struct est *e, uint64_t pm)
 		e->pfn_used++;
 	}
 	if (f & (1ULL << KPF_ZERO_PAGE)) { /* the huge zero page */
-		BUMP(pu, cu, tu, zero_mapped);
+		BUMP(e, zero_mapped);
 		return 0;
 	}
-	BUMP(pu, cu, tu, rmap_items);
+	BUMP(e, rmap_items);
 	return 2;
 }
 
@@ -94,30 +97,49 @@ struct vma {
 	uint64_t start, end;
 };
 
+/* The areas of one process to read, from its smaps. */
 struct maps_acc {
 	const struct est *e;
+	bool every;	/* every compatible area, marked mergeable or not */
+	struct vma cur; /* the area whose lines are being read */
+	bool cur_private;
 	struct vma *v;
 	int n, cap;
+	int areas; /* every area of the process */
 };
 
-/* Keeps the areas KSM could merge: private, anonymous, not special. */
-static bool vma_mergeable(const struct procfs_map *m)
+/*
+ * Whether ksmd would scan an area of these VmFlags: marked mergeable ("mg"),
+ * or, when every is set (merge-any, --all-memory), compatible: what
+ * vma_ksm_compatible() accepts, not shared ("sh", "ms"), PFN-mapped ("pf"),
+ * I/O ("io"), non-expandable ("de"), hugetlb ("ht"), mixed ("mm") or
+ * droppable ("dp").
+ */
+static bool flags_scanned(const char *flags, bool private, bool every)
 {
-	if (m->perms[3] != 'p' || m->inode != 0)
-		return false;
-	if (!*m->path)
-		return true;
-	return !strcmp(m->path, "[heap]") || !strncmp(m->path, "[stack", 6) ||
-	       !strncmp(m->path, "[anon:", 6);
+	static const char *const refused[] = {"sh", "ms", "pf", "io", "de", "ht", "mm", "dp"};
+	bool mg = false;
+
+	for (const char *f = flags; *f;) {
+		size_t n = strcspn(f, " \n");
+
+		if (n == 2) {
+			if (!memcmp(f, "mg", 2))
+				mg = true;
+			for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+				if (!memcmp(f, refused[i], 2))
+					return false;
+		}
+		f += n;
+		f += strspn(f, " \n");
+	}
+	return private && (mg || every);
 }
 
-static int maps_keep(const struct procfs_map *m, void *arg)
+static int maps_keep(struct maps_acc *a)
 {
-	struct maps_acc *a = arg;
-	uint64_t start = m->start, end = m->end;
+	uint64_t start = a->cur.start, end = a->cur.end;
 
-	if (!vma_mergeable(m))
-		return 0;
 	if (a->e->cfg.range_end) {
 		start = start > a->e->cfg.range_start ? start : a->e->cfg.range_start;
 		end = end < a->e->cfg.range_end ? end : a->e->cfg.range_end;
@@ -137,20 +159,70 @@ static int maps_keep(const struct procfs_map *m, void *arg)
 	return 0;
 }
 
-static int read_maps(const struct est *e, pid_t pid, struct vma **out, int *n)
+/* The areas ksmd would scan, from /proc/PID/smaps: each area's header
+ * line, then its "VmFlags:" line.  *areas is the number of areas of every
+ * kind (0: the process has no memory, a kernel thread or a zombie). */
+static int read_smaps(const struct est *e, pid_t pid, bool every, struct vma **out, int *n,
+		      int *areas)
 {
 	char path[64];
-	struct maps_acc a = {.e = e};
-	int err =
-	    procfs_maps(procfs_path(path, sizeof(path), "/proc", (int)pid, "maps"), maps_keep, &a);
+	struct maps_acc a = {.e = e, .every = every};
+	FILE *f = fopen(procfs_path(path, sizeof(path), "/proc", (int)pid, "smaps"), "re");
+	char *line = NULL;
+	size_t cap = 0;
+	int err = 0;
 
+	if (!f)
+		return -errno;
+	while (!err && getline(&line, &cap, f) > 0) {
+		struct procfs_map m;
+
+		if (!strncmp(line, "VmFlags:", 8)) {
+			if (a.cur.end && flags_scanned(line + 8, a.cur_private, every))
+				err = maps_keep(&a);
+			a.cur.end = 0;
+		} else if (procfs_parse_map(line, &m) == 0) {
+			a.cur = (struct vma){m.start, m.end};
+			/* [vsyscall] is the kernel's gate area, no area of the mm. */
+			a.cur_private = m.perms[3] == 'p' && strcmp(m.path, "[vsyscall]");
+			a.areas++;
+		}
+	}
+	if (!err && ferror(f))
+		err = -EIO;
+	free(line);
+	fclose(f);
 	if (err) {
 		free(a.v);
 		return err;
 	}
 	*out = a.v;
 	*n = a.n;
+	*areas = a.areas;
 	return 0;
+}
+
+/*
+ * Which memory of process p ksmd would scan: every compatible area with
+ * all_memory or merge-any (ksm_stat's "ksm_merge_any: yes", Linux 6.15),
+ * else the areas marked mergeable; none at all when ksm_stat says the
+ * process never had any ("ksm_mergeable: no").
+ */
+static enum est_memory memory_of(const struct est *e, pid_t pid)
+{
+	char path[64], text[512];
+	const char *v;
+
+	if (e->cfg.all_memory)
+		return EST_MEM_ALL;
+	if (procfs_read(procfs_path(path, sizeof(path), "/proc", (int)pid, "ksm_stat"), text,
+			sizeof(text)))
+		return EST_MEM_MADVISE;
+	if ((v = procfs_find_key(text, "ksm_merge_any")) && !strncmp(v, "yes", 3))
+		return EST_MEM_MERGE_ANY;
+	if ((v = procfs_find_key(text, "ksm_mergeable")) && !strncmp(v, "no", 2))
+		return EST_MEM_NONE;
+	return EST_MEM_MADVISE;
 }
 
 static void read_comm(struct est_proc *p)
@@ -162,14 +234,27 @@ static void read_comm(struct est_proc *p)
 		procfs_escape(raw, p->comm, sizeof(p->comm));
 }
 
-static bool is_zombie(pid_t pid)
+/*
+ * Whether a process without memory of its own is a kernel thread, rather
+ * than a process that has exited (a zombie) or is exiting: its memory is
+ * released before it becomes a zombie, and freeing a large one takes long
+ * enough for a pass to find it there, running, with no memory.  "Kthread:"
+ * in its status (Linux 6.x); before that, kernel threads are kthreadd (PID
+ * 2) and its children.
+ */
+static bool is_kthread(pid_t pid)
 {
-	char path[64];
+	char path[64], text[2048];
 	struct procfs_stat st;
+	const char *v;
 
+	if (procfs_read(procfs_path(path, sizeof(path), "/proc", (int)pid, "status"), text,
+			sizeof(text)) == 0 &&
+	    (v = procfs_find_key(text, "Kthread")))
+		return *v == '1';
 	if (procfs_stat(procfs_path(path, sizeof(path), "/proc", (int)pid, "stat"), &st))
-		return true; /* gone altogether */
-	return st.state == 'Z' || st.state == 'X';
+		return false; /* gone altogether */
+	return st.state != 'Z' && st.state != 'X' && (pid == 2 || st.ppid == 2);
 }
 
 static enum est_status status_of(int err)
@@ -184,7 +269,7 @@ static enum est_status status_of(int err)
 }
 
 /* Reads pagemap for [start, end) and queues the pages to read. */
-static int scan_range(struct est *e, int fd, uint64_t *pm, uint64_t start, uint64_t end)
+static int scan_range(struct est *e, int fd, uint64_t *pm, uint64_t start, uint64_t end, bool huge)
 {
 	int ret = 0;
 
@@ -204,7 +289,7 @@ static int scan_range(struct est *e, int fd, uint64_t *pm, uint64_t start, uint6
 			int c = classify(e, pm[k]);
 
 			if (c)
-				ret = est_batch_add(e, a + k * EST_PAGE_SIZE, c == 2);
+				ret = est_batch_add(e, a + k * EST_PAGE_SIZE, c == 2, huge);
 		}
 		a += npages * EST_PAGE_SIZE;
 	}
@@ -213,9 +298,12 @@ static int scan_range(struct est *e, int fd, uint64_t *pm, uint64_t start, uint6
 
 /*
  * Scans one area.  With PAGEMAP_SCAN (Linux 6.7) the kernel lists the runs
- * of present or swapped pages, skipping empty page tables, so that huge
- * sparse reservations (a sanitizer's shadow, a JIT's heap: terabytes of
- * address space) cost nothing; pagemap is then read for those runs only.
+ * of present or swapped pages that are not file pages, skipping empty page
+ * tables, so that huge sparse reservations (a sanitizer's shadow, a JIT's
+ * heap: terabytes of address space) and the file pages of a private file
+ * mapping cost nothing; pagemap is then read for those runs only.  The runs
+ * also say which pages are in PMD-mapped huge pages (before Linux 6.7,
+ * none is taken to be: see docs/estimate.md).
  */
 static int scan_area(struct est *e, int fd, uint64_t *pm, uint64_t start, uint64_t end)
 {
@@ -223,7 +311,7 @@ static int scan_area(struct est *e, int fd, uint64_t *pm, uint64_t start, uint64
 	int ret = 0;
 
 	if (e->no_pagemap_scan)
-		return scan_range(e, fd, pm, start, end);
+		return scan_range(e, fd, pm, start, end, false);
 	for (uint64_t a = start; a < end && !ret;) {
 		struct est_pm_scan_arg arg = {
 		    .size = sizeof(arg),
@@ -231,28 +319,30 @@ static int scan_area(struct est *e, int fd, uint64_t *pm, uint64_t start, uint64
 		    .end = end,
 		    .vec = (uint64_t)(uintptr_t)r,
 		    .vec_len = 64,
+		    .category_inverted = EST_PAGE_IS_FILE,
+		    .category_mask = EST_PAGE_IS_FILE,
 		    .category_anyof_mask = EST_PAGE_IS_PRESENT | EST_PAGE_IS_SWAPPED,
-		    .return_mask = EST_PAGE_IS_PRESENT | EST_PAGE_IS_SWAPPED,
+		    .return_mask = EST_PAGE_IS_PRESENT | EST_PAGE_IS_SWAPPED | EST_PAGE_IS_HUGE,
 		};
 		int n = ioctl(fd, EST_PAGEMAP_SCAN, &arg);
 
 		if (n < 0) {
 			if (errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP) {
 				e->no_pagemap_scan = true; /* before Linux 6.7 */
-				return scan_range(e, fd, pm, a, end);
+				return scan_range(e, fd, pm, a, end, false);
 			}
 			return errno == ENOENT ? -ESRCH : -errno;
 		}
 		for (int i = 0; i < n && !ret; i++) {
 			if (r[i].categories & EST_PAGE_IS_PRESENT) {
-				ret = scan_range(e, fd, pm, r[i].start, r[i].end);
+				ret = scan_range(e, fd, pm, r[i].start, r[i].end,
+						 r[i].categories & EST_PAGE_IS_HUGE);
 			} else {
-				struct est_proc *p = &e->procs[e->cur];
 				uint64_t k = (r[i].end - r[i].start) / EST_PAGE_SIZE;
 
-				p->u.swapped += k;
-				e->cgroups[p->cgroup].u.swapped += k;
-				e->total.swapped += k;
+				e->pu->swapped += k;
+				e->cu->swapped += k;
+				e->tu->swapped += k;
 			}
 		}
 		if (arg.walk_end <= a)
@@ -262,26 +352,51 @@ static int scan_area(struct est *e, int fd, uint64_t *pm, uint64_t start, uint64
 	return ret;
 }
 
+/* The units the current process's pages count in (see struct est). */
+static void set_units(struct est *e, struct est_proc *p)
+{
+	if (e->final) {
+		e->pu = &p->u;
+		e->cu = &e->cgroups[p->cgroup].u;
+		e->tu = &e->total;
+	} else {
+		e->pu = &e->sink[0];
+		e->cu = &e->sink[1];
+		e->tu = &e->sink[2];
+	}
+}
+
 int est_scan_proc(struct est *e, int idx)
 {
 	struct est_proc *p = &e->procs[idx];
 	uint64_t *pm = NULL;
 	struct vma *v = NULL;
-	int nv = 0, fd = -1, ret;
+	int nv = 0, areas = 0, fd = -1, ret;
 	char path[64];
 	uint64_t before = e->tot.bytes_read;
 
 	e->cur = idx;
 	e->mem_fd = -1;
+	set_units(e, p);
 	if (!p->comm[0])
 		read_comm(p);
-	ret = read_maps(e, p->pid, &v, &nv);
+	p->memory = memory_of(e, p->pid);
+	ret = p->memory == EST_MEM_NONE
+		  ? 0
+		  : read_smaps(e, p->pid, p->memory != EST_MEM_MADVISE, &v, &nv, &areas);
 	if (ret)
 		goto fail;
+	if (p->memory == EST_MEM_NONE || (!nv && areas)) {
+		/* Memory, but none that ksmd would scan. */
+		if (p->memory == EST_MEM_MADVISE)
+			p->memory = EST_MEM_NONE;
+		p->status = EST_OK;
+		goto out;
+	}
 	if (!nv) {
-		/* No memory of its own: a zombie (it has exited), or a kernel
-		 * thread. */
-		if (is_zombie(p->pid)) {
+		/* No memory of its own: a kernel thread, or a process that
+		 * has exited or is exiting. */
+		if (!is_kthread(p->pid)) {
 			p->status = EST_EXITED;
 			p->err = ESRCH;
 			ret = -ESRCH;
@@ -323,6 +438,9 @@ fail:
 	if (e->tot.bytes_read > before)
 		ret = 0;
 out:
+	if (e->tot.bytes_read > before)
+		p->read_pass = e->pass;
+	est_seen_end_proc(e);
 	if (e->mem_fd >= 0)
 		close(e->mem_fd);
 	e->mem_fd = -1;

@@ -43,9 +43,10 @@
 /*
  * The engine's files: estimate-table.c (the PFN set, the reference store,
  * the content table), estimate-confirm.c (batched reads, lookup and
- * byte-for-byte confirmation, counting), estimate-read.c (maps, pagemap,
- * one process's scan); this one creates the engine and computes the
- * kernel's model and the most duplicated contents at the end.
+ * byte-for-byte confirmation, counting), estimate-read.c (smaps, pagemap,
+ * one process's scan), estimate-pass.c (the hashes kept between passes);
+ * this one creates the engine and computes the kernel's model and the most
+ * duplicated contents at the end.
  */
 
 static const unsigned char zero_page[EST_PAGE_SIZE];
@@ -82,6 +83,10 @@ int est_new(const struct est_config *cfg, struct est **out)
 	if (!e)
 		return -ENOMEM;
 	e->cfg = *cfg;
+	if (e->cfg.passes < 1)
+		e->cfg.passes = 1;
+	e->pass = 1;
+	e->final = e->cfg.passes == 1;
 	if (e->cfg.max_page_sharing < 2)
 		e->cfg.max_page_sharing = 2;
 	if (!(e->cfg.sample > 0) || e->cfg.sample >= 1.0)
@@ -126,6 +131,10 @@ void est_free(struct est *e)
 	for (int i = 0; i < e->ncgroups; i++)
 		free(e->cgroups[i].path);
 	free(e->cgroups);
+	for (int i = 0; i < e->nprocs; i++)
+		est_seen_free(&e->seen[i]);
+	est_seen_free(&e->next);
+	free(e->seen);
 	free(e->procs);
 	if (e->kpageflags_fd >= 0)
 		close(e->kpageflags_fd);
@@ -158,13 +167,19 @@ int est_add_proc(struct est *e, pid_t pid, int cgroup)
 	if (e->nprocs == e->procs_cap) {
 		int ncap = e->procs_cap ? e->procs_cap * 2 : 64;
 		struct est_proc *n = est_xrealloc_array(e->procs, (size_t)ncap, sizeof(*n));
+		struct est_seen *ns;
 
 		if (!n)
 			return -ENOMEM;
 		e->procs = n;
+		ns = est_xrealloc_array(e->seen, (size_t)ncap, sizeof(*ns));
+		if (!ns)
+			return -ENOMEM;
+		e->seen = ns;
 		e->procs_cap = ncap;
 	}
 	memset(&e->procs[e->nprocs], 0, sizeof(e->procs[0]));
+	memset(&e->seen[e->nprocs], 0, sizeof(e->seen[0]));
 	e->procs[e->nprocs].pid = pid;
 	e->procs[e->nprocs].cgroup = cgroup;
 	e->cgroups[cgroup].nprocs++;
@@ -204,14 +219,17 @@ void est_finish(struct est *e, struct est_totals *t)
 	t->ksm_pages_shared = (uint64_t)(nz_shared / f + 0.5);
 	t->ksm_pages_sharing = (uint64_t)(nz_sharing / f + 0.5);
 	t->ksm_stable_node_chains = (uint64_t)(nz_chains / f + 0.5);
-	if (e->zero.count) {
+	/* Zero pages inside huge pages go to the zero page when ksmd splits
+	 * the huge page, uncounted; the others are the kernel's copies. */
+	t->ksm_zero_huge = e->zero.count - e->zero_small;
+	if (e->zero_small) {
 		if (e->cfg.use_zero_pages) {
-			t->ksm_zero_pages = e->zero.count;
+			t->ksm_zero_pages = e->zero_small;
 		} else {
-			kernel_model(e, e->zero.count, &shared, &saved);
+			kernel_model(e, e->zero_small, &shared, &saved);
 			t->ksm_pages_shared += shared;
 			t->ksm_pages_sharing += saved;
-			t->ksm_stable_node_chains += e->zero.count > e->cfg.max_page_sharing;
+			t->ksm_stable_node_chains += e->zero_small > e->cfg.max_page_sharing;
 		}
 	}
 	/* Horvitz-Thompson variance estimates: each content is kept with
@@ -312,4 +330,9 @@ struct est_cgroup *est_cgroup_at(struct est *e, int i)
 bool est_have_pfns(const struct est *e)
 {
 	return e->have_pfns;
+}
+
+uint64_t est_bytes_read(const struct est *e)
+{
+	return e->tot.bytes_read;
 }

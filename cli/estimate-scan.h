@@ -10,14 +10,26 @@
  * total, so that each level can be reported without a second pass.
  *
  * What is counted, and why (the kernel's KSM rules, mm/ksm.c):
- *  - only private anonymous areas ([heap], [stack], unnamed and [anon:...]
- *    mappings): KSM ignores VM_SHARED, file-backed and hugetlb areas, and the
- *    private copy-on-write pages of a file mapping stay in a file VMA;
- *  - only present pages (pagemap bit 63): ksmd does not swap pages in;
+ *  - only areas the kernel would scan: by default those marked mergeable
+ *    (VmFlags "mg" in /proc/PID/smaps: madvise(MADV_MERGEABLE)), every
+ *    compatible area of a process with merge-any (prctl PR_SET_MEMORY_MERGE,
+ *    systemd MemoryKSM=), or every compatible area with all_memory; an area
+ *    is compatible unless it is shared, PFN-mapped, I/O, hugetlb, mixed or
+ *    droppable (vma_ksm_compatible());
+ *  - in them, only anonymous pages (a private file mapping's copy-on-write
+ *    pages, not its file pages), present (pagemap bit 63): ksmd does not swap
+ *    pages in;
  *  - a physical page mapped in several places (after fork, or already a KSM
  *    page) is hashed once; its other mappings are "already shared" and are
  *    not savings; mappings of the shared zero page are counted apart too
  *    (ksmd skips them, they cost nothing);
+ *  - with several passes, only pages whose content was the same in every
+ *    pass: ksmd merges a page only when its checksum is unchanged since its
+ *    previous visit; the others are "volatile";
+ *  - a zero page inside a transparent huge page is freed when ksmd splits
+ *    that huge page to merge (the split maps zero-filled subpages to the
+ *    shared zero page) and is counted in neither pages_sharing nor
+ *    ksm_zero_pages: it is reported apart;
  *  - a page is a duplicate only after a byte-for-byte comparison with the
  *    first page of that content (see estimate-scan.c, "Confirmation").
  */
@@ -38,14 +50,17 @@
  * when --sample is below 1, so they are scaled by 1/fraction when reported;
  * zero pages are never sampled out, their figures are always exact.
  *
- * Invariants: scanned = zero + tbl_pages + sampled_out;
+ * Invariants: scanned = zero + tbl_pages + sampled_out (volatile pages
+ * are read but not scanned: they enter no count but their own);
  * tbl_saved <= tbl_pages; zero_saved <= zero.  At the total level
  * tbl_pages - tbl_saved = tbl_distinct (every copy but the first is saved).
  */
 struct est_unit {
 	uint64_t present;	 /* present mappings in eligible areas, all kinds */
 	uint64_t scanned;	 /* physical pages read and hashed (first mapping of each) */
+	uint64_t volatile_pages; /* read, but changed between passes: not scanned */
 	uint64_t zero;		 /* scanned pages that are all zeros */
+	uint64_t zero_huge;	 /* of those, inside a transparent huge page */
 	uint64_t rmap_items;	 /* mappings ksmd would track: present, not the zero page */
 	uint64_t already_shared; /* further mappings of a physical page already counted */
 	uint64_t already_ksm;	 /* of those, KSM pages (kpageflags KPF_KSM) */
@@ -61,6 +76,14 @@ struct est_unit {
 	uint64_t zero_ksm_saved; /* zero pages the kernel would free, attributed */
 };
 
+/* Which of a process's memory the kernel would scan, so which is read. */
+enum est_memory {
+	EST_MEM_NONE,	   /* nothing mergeable: not read */
+	EST_MEM_MADVISE,   /* the areas marked mergeable ("mg") */
+	EST_MEM_MERGE_ANY, /* merge-any: every compatible area */
+	EST_MEM_ALL,	   /* all_memory: every compatible area */
+};
+
 enum est_status {
 	EST_OK = 0,
 	EST_GONE,   /* no such process when the scan began */
@@ -74,8 +97,10 @@ struct est_proc {
 	pid_t pid;
 	char comm[65]; /* printable: procfs_escape()d, 16 bytes at most 4 each */
 	int cgroup;    /* index into est->cgroups */
+	enum est_memory memory;
 	enum est_status status;
-	int err; /* errno of the failure, when status is not EST_OK */
+	int err;       /* errno of the failure, when status is not EST_OK */
+	int read_pass; /* the last pass in which any of its pages was read, or 0 */
 	struct est_unit u;
 };
 
@@ -103,6 +128,7 @@ struct est_totals {
 	uint64_t ksm_pages_shared;  /* kernel's pages_shared after merging */
 	uint64_t ksm_pages_sharing; /* kernel's pages_sharing */
 	uint64_t ksm_zero_pages;    /* kernel's ksm_zero_pages (use_zero_pages=1) */
+	uint64_t ksm_zero_huge;	    /* zero pages freed by huge page splits, uncounted */
 	uint64_t ksm_stable_node_chains;
 	/* Sums over sampled contents for the variances (see estimate.c). */
 	double var_saved, var_ksm_saved, var_distinct;
@@ -125,6 +151,8 @@ struct est_config {
 	uint64_t confirm_budget; /* bytes kept for byte confirmation */
 	uint64_t range_start;	 /* read only [range_start, range_end) when range_end */
 	uint64_t range_end;
+	bool all_memory;	  /* every compatible area, not only the mergeable ones */
+	int passes;		  /* reads of every page; > 1: unchanged pages only */
 	est_progress_fn progress; /* called after each batch, may be NULL */
 	void *progress_arg;
 };
@@ -138,10 +166,20 @@ int est_add_cgroup(struct est *e, const char *path);
 int est_add_proc(struct est *e, pid_t pid, int cgroup);
 
 /*
- * Scans process i.  Processes must be scanned in index order, and the
- * processes of one cgroup one after the other, so that per-unit distinct
- * counts need only a "last seen in" mark per content.  Fills the process's
- * status; returns 0 if anything was read, or -errno.
+ * Starts pass `pass` (1 to cfg.passes, in order).  Every pass reads the
+ * same processes; the passes before the last only record each page's hash,
+ * and the last one counts, keeping only the pages whose hash never changed
+ * (cfg.passes == 1: every page, a snapshot).  The time between passes is
+ * the caller's (cli/estimate.c waits for --interval).
+ */
+void est_begin_pass(struct est *e, int pass);
+
+/*
+ * Scans process i in the current pass.  Processes must be scanned in index
+ * order, and the processes of one cgroup one after the other, so that
+ * per-unit distinct counts need only a "last seen in" mark per content.
+ * Fills the process's status and memory; returns 0 if anything was read
+ * (or if it has nothing mergeable to read), or -errno.
  */
 int est_scan_proc(struct est *e, int i);
 
@@ -158,5 +196,8 @@ struct est_cgroup *est_cgroup_at(struct est *e, int i);
 
 /* Whether PFNs (and so fork/KSM sharing) could be seen: needs CAP_SYS_ADMIN. */
 bool est_have_pfns(const struct est *e);
+
+/* Bytes read so far, over every pass. */
+uint64_t est_bytes_read(const struct est *e);
 
 #endif

@@ -6,9 +6,11 @@
  *
  * Targets are gathered (--pid, --cgroup, --all), each is tagged with its
  * cgroup v2 path from /proc/PID/cgroup, and they are scanned sorted by
- * cgroup then PID, which the engine needs for its per-unit counts.  A target
- * that cannot be read gets one message on stderr and a "status" in the
- * report; the exit status is non-zero only when nothing could be read.
+ * cgroup then PID, which the engine needs for its per-unit counts.  They
+ * are read --passes times, --interval seconds apart, and only the pages
+ * that stayed the same are counted (the engine's passes).  A target that
+ * cannot be read gets one message on stderr and a "status" in the report;
+ * the exit status is non-zero only when nothing could be read.
  */
 #include "estimate.h"
 #include "estimate-scan.h"
@@ -28,17 +30,28 @@
 
 #define KSM_SYSFS "/sys/kernel/mm/ksm/"
 #define DEFAULT_CONFIRM_MIB 256
+/* Two reads one second apart: see docs/estimate.md, "Volatile pages", for
+ * the measurements behind these defaults. */
+#define DEFAULT_PASSES 2
+#define DEFAULT_INTERVAL 1.0
+#define MAX_PASSES 100
 #define Z95 1.959963984540054 /* two-sided 95% quantile of the normal law */
 
 static const char usage[] =
     "usage: ksmctl estimate [--pid PID ...] [--cgroup PATH ...] [--all] [--json]\n"
+    "                       [--all-memory] [--passes N] [--interval SECONDS]\n"
     "                       [--sample FRACTION] [--max-page-sharing N] [--use-zero-pages 0|1]\n"
     "                       [--top N] [--range START-END] [--no-progress]\n"
     "\n"
-    "Reads the private anonymous memory of running processes, without stopping them or\n"
-    "enabling KSM, and reports how many pages a merge would free: a perfect merge, and the\n"
-    "kernel's KSM with its current knobs (max_page_sharing, use_zero_pages, 64 bytes of\n"
-    "metadata per scanned page, i.e. general_profit).  Per process, per cgroup and in total.\n"
+    "Reads the memory the kernel's KSM would scan in running processes, without stopping\n"
+    "them or enabling KSM, and reports how many pages a merge would free: a perfect merge,\n"
+    "and the kernel's KSM with its current knobs (pages_sharing + ksm_zero_pages as it\n"
+    "would count them with max_page_sharing and use_zero_pages; 64 bytes of metadata per\n"
+    "scanned page, i.e. general_profit).  Per process, per cgroup and in total.\n"
+    "Counted: the areas marked mergeable (madvise MADV_MERGEABLE, e.g. QEMU's guest RAM)\n"
+    "and every area of a process with merge-any (prctl PR_SET_MEMORY_MERGE, systemd\n"
+    "MemoryKSM=), and only the pages whose content stayed the same from one pass to the\n"
+    "next: the others are volatile, as ksmd would find them.\n"
     "\n"
     "  --pid PID           a process to read (repeatable, or PID,PID,...)\n"
     "  --cgroup PATH       the processes of a cgroup v2 and of its descendants (repeatable);\n"
@@ -46,6 +59,13 @@ static const char usage[] =
     "                      under the cgroup2 mount\n"
     "  --all               every process (the default when no target is given)\n"
     "  --json              JSON on stdout\n"
+    "  --all-memory        count every area KSM could merge, marked mergeable or not: what\n"
+    "                      merge-any (prctl, MemoryKSM=) would make mergeable everywhere\n"
+    "  --passes N          read every page N times (default 2); 1: a snapshot, no page is\n"
+    "                      found volatile\n"
+    "  --interval SECONDS  time between passes (default 1): a page that changes within it\n"
+    "                      is volatile; ksmd's own time between two visits of a page is\n"
+    "                      what it models\n"
     "  --sample FRACTION   keep only that fraction of the contents (chosen by hash) to bound\n"
     "                      memory on very large hosts; every page is still read; figures are\n"
     "                      scaled and given with a 95% confidence interval\n"
@@ -53,7 +73,8 @@ static const char usage[] =
     "                      model these knob values instead of the kernel's current ones\n"
     "  --top N             list the N most duplicated contents (default 10)\n"
     "  --range START-END   read only addresses in [START, END) (hex), e.g. one VM's RAM\n"
-    "  --no-progress       no progress bar on stderr (shown only on a terminal, after 1 s)\n"
+    "  --no-progress       no progress bar on stderr (shown only on a terminal, after 1 s,\n"
+    "                      and while waiting between passes)\n"
     "\n"
     "Exit status: 0 if at least one process was read, 1 if none could be, 2 on bad usage.\n"
     "Needs root (or CAP_SYS_PTRACE) to read other users' processes, and CAP_SYS_ADMIN to\n"
@@ -234,7 +255,9 @@ static int add_pids(struct targets *t, const char *arg)
 struct progress {
 	bool on;
 	double start, last;
-	uint64_t total; /* expected bytes (RssAnon of the targets) */
+	uint64_t total;	     /* expected bytes per pass: RssAnon of the targets, then pass 1's */
+	uint64_t pass_start; /* bytes read before this pass */
+	int pass, passes;
 	bool shown;
 };
 
@@ -242,7 +265,7 @@ static void progress_cb(void *arg, uint64_t done, const struct est_proc *p)
 {
 	struct progress *pr = arg;
 	double now = now_seconds();
-	char a[32], b[32];
+	char a[32], b[32], what[32] = "";
 	int width = 30, fill;
 	double frac;
 
@@ -250,15 +273,40 @@ static void progress_cb(void *arg, uint64_t done, const struct est_proc *p)
 		return;
 	pr->last = now;
 	pr->shown = true;
+	done -= pr->pass_start;
 	frac = pr->total ? (double)done / (double)pr->total : 0;
 	if (frac > 1)
 		frac = 1;
 	fill = (int)(frac * width);
-	fprintf(stderr, "\r\033[Kestimate [%.*s%*s] %3.0f%% %s of ~%s, pid %d (%s)", fill,
+	if (pr->passes > 1)
+		snprintf(what, sizeof(what), " pass %d/%d", pr->pass, pr->passes);
+	fprintf(stderr, "\r\033[Kestimate%s [%.*s%*s] %3.0f%% %s of ~%s, pid %d (%s)", what, fill,
 		"##############################", width - fill, "", frac * 100,
 		fmt_bytes(a, sizeof(a), (double)done), fmt_bytes(b, sizeof(b), (double)pr->total),
 		(int)p->pid, p->comm);
 	fflush(stderr);
+}
+
+/* Waits until `until`, saying why on a terminal. */
+static void progress_wait(struct progress *pr, double until)
+{
+	char a[32];
+
+	for (double now = now_seconds(); now < until; now = now_seconds()) {
+		double left = until - now;
+
+		if (pr->on && left >= 0.2) {
+			fprintf(
+			    stderr,
+			    "\r\033[Kestimate: pass %d/%d read %s; pass %d in %.1f s (a page that "
+			    "changes meanwhile is volatile)",
+			    pr->pass, pr->passes, fmt_bytes(a, sizeof(a), (double)pr->total),
+			    pr->pass + 1, left);
+			fflush(stderr);
+			pr->shown = true;
+		}
+		sleep_seconds(left < 0.1 ? left : 0.1);
+	}
 }
 
 static uint64_t rss_anon(pid_t pid)
@@ -274,8 +322,9 @@ static uint64_t rss_anon(pid_t pid)
 
 /* A unit's figures as reported: sampled parts scaled by 1/fraction. */
 struct figs {
-	double present, scanned, zero, distinct, saved, saved_within, ksm_saved, rmap_items;
-	double profit, already_shared, already_ksm, zero_mapped, swapped, unreadable;
+	double present, scanned, volatile_pages, zero, zero_huge, distinct, saved, saved_within;
+	double ksm_saved, rmap_items, profit, already_shared, already_ksm, zero_mapped, swapped;
+	double unreadable;
 };
 
 static struct figs figs_of(const struct est_unit *u, double f, bool uzp)
@@ -288,14 +337,17 @@ static struct figs figs_of(const struct est_unit *u, double f, bool uzp)
 		nz_within = nz;
 	r.present = (double)u->present;
 	r.scanned = (double)u->scanned;
+	r.volatile_pages = (double)u->volatile_pages;
 	r.zero = (double)u->zero;
+	r.zero_huge = (double)u->zero_huge;
 	r.saved = (double)u->zero_saved + (double)u->tbl_saved / f;
 	r.saved_within = (u->zero ? (double)u->zero - 1 : 0) + nz_within;
 	r.distinct = r.scanned - r.saved_within;
 	r.ksm_saved = (double)u->zero_ksm_saved + (double)u->tbl_ksm_saved / f;
-	/* A page merged into the zero page loses its rmap_item at the next
-	 * pass (ksmd no longer finds a page there), so it costs nothing. */
-	r.rmap_items = (double)u->rmap_items - (uzp ? (double)u->zero : 0);
+	/* A page that ends up as the zero page (merged into it with
+	 * use_zero_pages, or a zero subpage of a huge page ksmd split) loses
+	 * its rmap_item at the next pass: ksmd no longer finds a page there. */
+	r.rmap_items = (double)u->rmap_items - (double)(uzp ? u->zero : u->zero_huge);
 	r.profit = r.ksm_saved * EST_PAGE_SIZE - r.rmap_items * EST_RMAP_ITEM_SIZE;
 	r.already_shared = (double)u->already_shared;
 	r.already_ksm = (double)u->already_ksm;
@@ -324,7 +376,9 @@ static const char *status_text(const struct est_proc *p, char *buf, size_t len)
 	case EST_GONE: return "no such process";
 	case EST_EXITED:
 		if (!p->u.present)
-			return "exited before it could be read";
+			return p->read_pass ? "exited before the last pass: its memory is gone, "
+					      "nothing counted"
+					    : "exited before it could be read";
 		return "exited during the scan: the pages read before are counted";
 	case EST_DENIED:
 		if (geteuid() == 0)
@@ -340,7 +394,9 @@ static void json_figs(struct json *j, const struct figs *r)
 {
 	json_int(j, "pages_present", rnd(r->present));
 	json_int(j, "pages_scanned", rnd(r->scanned));
+	json_int(j, "pages_volatile", rnd(r->volatile_pages));
 	json_int(j, "pages_zero", rnd(r->zero));
+	json_int(j, "pages_zero_huge", rnd(r->zero_huge));
 	json_int(j, "distinct_contents", rnd(r->distinct));
 	json_int(j, "pages_saved", rnd(r->saved));
 	json_int(j, "bytes_saved", rnd(r->saved) * EST_PAGE_SIZE);
@@ -367,7 +423,12 @@ struct report {
 	const char *knob_source;
 	double sample;
 	double seconds, cpu_seconds;
-	bool listed_all;
+	bool all_memory;
+	int passes;
+	double interval;
+	long long pages_to_scan, sleep_ms; /* the kernel's, -1 unknown */
+	double *pass_seconds, *pass_cpu;   /* per pass */
+	uint64_t *pass_bytes;
 	bool *named; /* per process index: given by --pid */
 };
 
@@ -383,6 +444,40 @@ static void interval(double v, double var, double lo_min, double hi_max, double 
 static bool listed(const struct report *r, int i)
 {
 	return est_proc_at(r->e, i)->status != EST_NO_MM || r->named[i];
+}
+
+/* Read, at least in part (a process that exited during the scan is). */
+static bool was_read(const struct est_proc *p)
+{
+	return p->status == EST_OK || (p->status == EST_EXITED && p->u.present);
+}
+
+/* Gone before anything could be read: processes found by --all or
+ * --cgroup come and go. */
+static bool vanished(const struct est_proc *p)
+{
+	return p->status == EST_GONE || (p->status == EST_EXITED && !p->u.present);
+}
+
+/* Read, but with nothing ksmd would scan. */
+static bool not_mergeable(const struct est_proc *p)
+{
+	return p->status == EST_OK && p->memory == EST_MEM_NONE;
+}
+
+static const char *memory_name(enum est_memory m)
+{
+	static const char *const names[] = {"no", "madvise", "merge_any", "all_memory"};
+
+	return names[m];
+}
+
+static void json_doubles(struct json *j, const char *key, const double *v, int n)
+{
+	json_array_begin(j, key);
+	for (int i = 0; i < n; i++)
+		json_double(j, NULL, v[i]);
+	json_array_end(j);
 }
 
 static void print_json(const struct report *r)
@@ -403,8 +498,12 @@ static void print_json(const struct report *r)
 	json_int(&j, "ksm_pages_shared", (long long)r->t.ksm_pages_shared);
 	json_int(&j, "ksm_pages_sharing", (long long)r->t.ksm_pages_sharing);
 	json_int(&j, "ksm_zero_pages", (long long)r->t.ksm_zero_pages);
+	json_int(&j, "ksm_zero_pages_huge", (long long)r->t.ksm_zero_huge);
 	json_int(&j, "ksm_stable_node_chains", (long long)r->t.ksm_stable_node_chains);
 	json_bool(&j, "pfns_visible", est_have_pfns(r->e));
+	json_bool(&j, "all_memory", r->all_memory);
+	json_int(&j, "passes", r->passes);
+	json_double(&j, "interval_seconds", r->interval);
 	json_double(&j, "sample", r->sample);
 	json_object_begin(&j, "confidence_95");
 	interval(tf.saved, r->t.var_saved, 0, tf.scanned, ci);
@@ -433,8 +532,14 @@ static void print_json(const struct report *r)
 	json_int(&j, "bytes_read", (long long)r->t.bytes_read);
 	json_double(&j, "seconds", r->seconds);
 	json_double(&j, "cpu_seconds", r->cpu_seconds);
+	json_doubles(&j, "pass_seconds", r->pass_seconds, r->passes);
+	json_doubles(&j, "pass_cpu_seconds", r->pass_cpu, r->passes);
+	json_array_begin(&j, "pass_bytes_read");
+	for (int i = 0; i < r->passes; i++)
+		json_int(&j, NULL, (long long)r->pass_bytes[i]);
+	json_array_end(&j);
 
-	int ok = 0, failed = 0;
+	int ok = 0, failed = 0, mergeable = 0;
 	json_array_begin(&j, "processes");
 	for (int i = 0; i < est_nprocs(r->e); i++) {
 		struct est_proc *p = est_proc_at(r->e, i);
@@ -442,14 +547,16 @@ static void print_json(const struct report *r)
 
 		if (!listed(r, i))
 			continue;
-		if (p->status == EST_OK || (p->status == EST_EXITED && p->u.scanned))
+		if (was_read(p))
 			ok++;
 		else
 			failed++;
+		mergeable += was_read(p) && p->memory != EST_MEM_NONE;
 		json_object_begin(&j, NULL);
 		json_int(&j, "pid", p->pid);
 		json_string(&j, "comm", p->comm);
 		json_string(&j, "cgroup", est_cgroup_at(r->e, p->cgroup)->path);
+		json_string(&j, "mergeable", was_read(p) ? memory_name(p->memory) : NULL);
 		json_string(&j, "status", status_name(p->status));
 		json_string(&j, "error", status_text(p, buf, sizeof(buf)));
 		json_figs(&j, &pf);
@@ -457,6 +564,7 @@ static void print_json(const struct report *r)
 	}
 	json_array_end(&j);
 	json_int(&j, "processes_read", ok);
+	json_int(&j, "processes_mergeable", mergeable);
 	json_int(&j, "processes_failed", failed);
 
 	json_array_begin(&j, "cgroups");
@@ -507,6 +615,28 @@ static const char *mib(char *buf, size_t len, double pages)
 	return fmt_bytes(buf, len, pages * EST_PAGE_SIZE);
 }
 
+/*
+ * A page counts as stable when it did not change within --interval; ksmd
+ * merges it when it did not change between two of its visits.  Says how
+ * far apart those are with the kernel's pages_to_scan and sleep_millisecs
+ * (its own CPU time and other processes' pages make it longer), when that
+ * is much longer than the interval.
+ */
+static void say_revisit(const struct report *r, double pages)
+{
+	double s;
+
+	if (r->passes < 2 || r->pages_to_scan < 1 || r->sleep_ms < 0)
+		return;
+	s = ceil(pages / (double)r->pages_to_scan) * (double)r->sleep_ms / 1000;
+	if (s > 2 * r->interval)
+		printf("  note: ksmd would visit each of these pages every %.0f s or more "
+		       "(pages_to_scan %lld, sleep_millisecs %lld): a page that changes less often "
+		       "than every %g s but more often than that will not merge; --interval %.0f "
+		       "reads the pages that far apart\n",
+		       s, r->pages_to_scan, r->sleep_ms, r->interval, s);
+}
+
 static void print_text(const struct report *r)
 {
 	struct figs tf = figs_of(&r->t.u, r->sample, r->uzp);
@@ -514,14 +644,22 @@ static void print_text(const struct report *r)
 	double ci[2];
 	bool sampled = r->sample < 1;
 
-	printf("ksmctl estimate: %s of private anonymous memory read in %.2f s (%.2f GB/s)%s\n",
-	       fmt_bytes(a, sizeof(a), (double)r->t.bytes_read), r->seconds,
-	       r->seconds > 0 ? (double)r->t.bytes_read / r->seconds / 1e9 : 0,
+	double last = r->pass_seconds[r->passes - 1], last_cpu = r->pass_cpu[r->passes - 1];
+	int hidden = 0, gone = 0;
+
+	printf("ksmctl estimate: %s of %s memory read",
+	       fmt_bytes(a, sizeof(a), (double)r->pass_bytes[r->passes - 1]),
+	       r->all_memory ? "private anonymous" : "mergeable");
+	if (r->passes > 1)
+		printf(" %d times, %g s apart,", r->passes, r->interval);
+	printf(" in %.2f s (last pass %.2f s, %.2f GB/s per core)%s\n", r->seconds, last,
+	       last_cpu > 0 ? (double)r->pass_bytes[r->passes - 1] / last_cpu / 1e9 : 0,
 	       sampled ? ", contents sampled" : "");
 	printf("\nper process (SAVED: pages freed by a perfect merge, each content's first copy\n"
-	       "kept where it was seen first; KSM: what the kernel would free):\n");
-	printf("%8s %-15s %10s %9s %10s %10s %10s %9s  %s\n", "PID", "COMM", "SCANNED", "ZERO",
-	       "DISTINCT", "SAVED", "KSM", "SHARED", "CGROUP");
+	       "kept where it was seen first; KSM: what the kernel would free; VOLATILE: changed\n"
+	       "between passes, not counted):\n");
+	printf("%8s %-15s %10s %9s %10s %10s %10s %9s %9s  %s\n", "PID", "COMM", "SCANNED", "ZERO",
+	       "DISTINCT", "SAVED", "KSM", "VOLATILE", "SHARED", "CGROUP");
 	for (int i = 0; i < est_nprocs(r->e); i++) {
 		struct est_proc *p = est_proc_at(r->e, i);
 		struct figs f = figs_of(&p->u, r->sample, r->uzp);
@@ -529,14 +667,27 @@ static void print_text(const struct report *r)
 
 		if (!listed(r, i))
 			continue;
-		printf("%8d %-15s %10lld %9lld %10lld %10lld %10lld %9lld  %s", (int)p->pid,
+		if (!r->named[i] && (not_mergeable(p) || vanished(p))) {
+			hidden += not_mergeable(p);
+			gone += vanished(p);
+			continue;
+		}
+		printf("%8d %-15s %10lld %9lld %10lld %10lld %10lld %9lld %9lld  %s", (int)p->pid,
 		       p->comm, rnd(f.scanned), rnd(f.zero), rnd(f.distinct), rnd(f.saved),
-		       rnd(f.ksm_saved), rnd(f.already_shared + f.zero_mapped),
-		       est_cgroup_at(r->e, p->cgroup)->path);
+		       rnd(f.ksm_saved), rnd(f.volatile_pages),
+		       rnd(f.already_shared + f.zero_mapped), est_cgroup_at(r->e, p->cgroup)->path);
 		if (p->status != EST_OK)
 			printf("  (%s)", status_text(p, buf, sizeof(buf)));
+		else if (not_mergeable(p))
+			printf("  (no mergeable memory)");
 		putchar('\n');
 	}
+	if (hidden)
+		printf("%8s %d more processes without mergeable memory: not counted (--all-memory "
+		       "counts them)\n",
+		       "", hidden);
+	if (gone)
+		printf("%8s %d more processes exited before they could be read\n", "", gone);
 	if (est_ncgroups(r->e) > 1) {
 		printf("\nper cgroup:\n%-40s %6s %10s %10s %10s %10s\n", "CGROUP", "PROCS",
 		       "SCANNED", "DISTINCT", "SAVED", "KSM");
@@ -551,6 +702,11 @@ static void print_text(const struct report *r)
 	printf("\ntotal:\n");
 	printf("  pages scanned          %12lld  %s\n", rnd(tf.scanned),
 	       mib(a, sizeof(a), tf.scanned));
+	if (r->passes > 1)
+		printf(
+		    "  volatile, not counted  %12lld  %s (changed within %d passes %g s apart)\n",
+		    rnd(tf.volatile_pages), mib(a, sizeof(a), tf.volatile_pages), r->passes,
+		    r->interval);
 	printf("  zero pages             %12lld  %s\n", rnd(tf.zero), mib(a, sizeof(a), tf.zero));
 	printf("  distinct contents      %12lld\n", rnd(tf.distinct));
 	printf("  perfect merge frees    %12lld  %s (%.1f%% of scanned)\n", rnd(tf.saved),
@@ -566,8 +722,12 @@ static void print_text(const struct report *r)
 	printf("    pages_shared %llu, pages_sharing %llu, ksm_zero_pages %llu\n",
 	       (unsigned long long)r->t.ksm_pages_shared,
 	       (unsigned long long)r->t.ksm_pages_sharing, (unsigned long long)r->t.ksm_zero_pages);
-	printf("    frees                %12lld  %s\n", rnd(tf.ksm_saved),
-	       mib(a, sizeof(a), tf.ksm_saved));
+	printf("    frees                %12lld  %s (pages_sharing + ksm_zero_pages)\n",
+	       rnd(tf.ksm_saved), mib(a, sizeof(a), tf.ksm_saved));
+	if (r->t.ksm_zero_huge)
+		printf("    and, uncounted       %12llu  %s: zero pages of huge pages it splits\n",
+		       (unsigned long long)r->t.ksm_zero_huge,
+		       mib(b, sizeof(b), (double)r->t.ksm_zero_huge));
 	if (sampled) {
 		interval(tf.ksm_saved, r->t.var_ksm_saved, 0, tf.scanned, ci);
 		printf("                          95%% interval %lld .. %lld pages\n", rnd(ci[0]),
@@ -583,6 +743,7 @@ static void print_text(const struct report *r)
 	if (tf.swapped || tf.unreadable)
 		printf("  not read: %lld swapped out, %lld unreadable\n", rnd(tf.swapped),
 		       rnd(tf.unreadable));
+	say_revisit(r, tf.rmap_items);
 	if (r->ntop) {
 		printf("\nmost duplicated contents:\n%10s  %-34s %s\n", "COPIES", "CONTENT",
 		       "PROCESSES (copies)");
@@ -624,12 +785,22 @@ struct request {
 	struct est_config cfg;
 	bool all, json, noprog, any_target, help;
 	long long mps, uzp, top; /* -1: the kernel's current knob */
+	double interval;
 };
 
 /* Parses the options into rq: 0, or an exit status (usage printed). */
 static int parse_options(int argc, char **argv, struct request *rq)
 {
-	enum { OPT_MPS = 256, OPT_UZP, OPT_TOP, OPT_NOPROG, OPT_RANGE };
+	enum {
+		OPT_MPS = 256,
+		OPT_UZP,
+		OPT_TOP,
+		OPT_NOPROG,
+		OPT_RANGE,
+		OPT_ALLMEM,
+		OPT_PASSES,
+		OPT_INTERVAL
+	};
 	static const struct option longopts[] = {
 	    {"pid", required_argument, NULL, 'p'},
 	    {"cgroup", required_argument, NULL, 'c'},
@@ -641,12 +812,17 @@ static int parse_options(int argc, char **argv, struct request *rq)
 	    {"top", required_argument, NULL, OPT_TOP},
 	    {"no-progress", no_argument, NULL, OPT_NOPROG},
 	    {"range", required_argument, NULL, OPT_RANGE},
+	    {"all-memory", no_argument, NULL, OPT_ALLMEM},
+	    {"passes", required_argument, NULL, OPT_PASSES},
+	    {"interval", required_argument, NULL, OPT_INTERVAL},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	int c, ret;
+	long long passes = DEFAULT_PASSES;
 
 	rq->cfg.sample = 1.0;
+	rq->interval = DEFAULT_INTERVAL;
 	rq->mps = rq->uzp = -1;
 	rq->top = 10;
 	optind = 0; /* glibc: start afresh, main() may have used getopt */
@@ -690,6 +866,23 @@ static int parse_options(int argc, char **argv, struct request *rq)
 				return ret;
 			break;
 		case OPT_NOPROG: rq->noprog = true; break;
+		case OPT_ALLMEM: rq->cfg.all_memory = true; break;
+		case OPT_PASSES:
+			if ((ret = parse_uint_opt("--passes", optarg, 1, MAX_PASSES, &passes)))
+				return ret;
+			break;
+		case OPT_INTERVAL: {
+			char *end;
+
+			errno = 0;
+			rq->interval = strtod(optarg, &end);
+			if (end == optarg || *end || errno ||
+			    !(rq->interval >= 0 && rq->interval <= 3600))
+				return ksmctl_fail(
+				    KSMCTL_USAGE, optarg, "e.g. --interval 2.5",
+				    "estimate: --interval takes seconds from 0 to 3600");
+			break;
+		}
 		case OPT_RANGE: {
 			unsigned long long lo, hi;
 			int pos = 0;
@@ -719,6 +912,7 @@ static int parse_options(int argc, char **argv, struct request *rq)
 		return ksmctl_fail(KSMCTL_USAGE, argv[optind],
 				   "targets are given with --pid or --cgroup",
 				   "estimate: unexpected argument");
+	rq->cfg.passes = (int)passes;
 	return KSMCTL_OK;
 }
 
@@ -746,6 +940,10 @@ static void choose_knobs(const struct request *rq, struct report *r)
 	}
 	r->mps = (unsigned)mps;
 	r->uzp = uzp;
+	if (read_ll(KSM_SYSFS "pages_to_scan", &r->pages_to_scan) || r->pages_to_scan < 1)
+		r->pages_to_scan = -1;
+	if (read_ll(KSM_SYSFS "sleep_millisecs", &r->sleep_ms) || r->sleep_ms < 0)
+		r->sleep_ms = -1;
 	r->sample = rq->cfg.sample >= 1 ? 1.0 : rq->cfg.sample;
 }
 
@@ -781,32 +979,61 @@ static double cpu_seconds(void)
 	       (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-/* Scans every target, one message on stderr for each that cannot be read:
- * the number of processes read. */
+/* One message on stderr for a process of the last pass that could not be
+ * read, or that was named and has nothing mergeable. */
+static void say_status(const struct report *r, int i, struct progress *pr)
+{
+	struct est_proc *p = est_proc_at(r->e, i);
+	char buf[128];
+	const char *what = status_text(p, buf, sizeof(buf));
+
+	if (not_mergeable(p) && r->named[i])
+		what = "no mergeable memory (not marked MADV_MERGEABLE, no merge-any): not "
+		       "counted; --all-memory counts it";
+	else if (p->status == EST_OK || !listed(r, i) || (vanished(p) && !r->named[i]))
+		return;
+	if (pr->shown)
+		fputs("\r\033[K", stderr);
+	fprintf(stderr, "ksmctl: estimate: pid %d%s%s%s: %s\n", (int)p->pid, p->comm[0] ? " (" : "",
+		p->comm, p->comm[0] ? ")" : "", what);
+}
+
+/*
+ * Reads every target --passes times, each pass starting --interval seconds
+ * after the previous one began (or when it ends, if it took longer), so
+ * that each page is read twice at least that far apart; one message on
+ * stderr for each target that cannot be read in the last pass.  Returns
+ * the number of processes read.
+ */
 static int scan_targets(int n, struct report *r, struct progress *pr)
 {
 	double cpu0 = cpu_seconds();
 	int nread = 0;
 
 	pr->start = now_seconds();
-	for (int i = 0; i < n; i++) {
-		struct est_proc *p;
-		char buf[128];
+	pr->passes = r->passes;
+	for (int pass = 1; pass <= r->passes; pass++) {
+		double t0 = now_seconds(), c0 = cpu_seconds();
+		uint64_t b0 = pr->pass_start;
 
-		est_scan_proc(r->e, i);
-		p = est_proc_at(r->e, i);
-		if (p->status == EST_OK || (p->status == EST_EXITED && p->u.scanned))
-			nread++;
-		/* Processes found by --all or --cgroup come and go: say nothing of
-		 * those that were gone before anything could be read. */
-		bool vanished = p->status == EST_GONE || (p->status == EST_EXITED && !p->u.present);
-		if (p->status != EST_OK && listed(r, i) && (!vanished || r->named[i])) {
-			if (pr->shown)
-				fputs("\r\033[K", stderr);
-			fprintf(stderr, "ksmctl: estimate: pid %d%s%s%s: %s\n", (int)p->pid,
-				p->comm[0] ? " (" : "", p->comm, p->comm[0] ? ")" : "",
-				status_text(p, buf, sizeof(buf)));
+		pr->pass = pass;
+		est_begin_pass(r->e, pass);
+		for (int i = 0; i < n; i++) {
+			est_scan_proc(r->e, i);
+			if (pass == r->passes) {
+				nread += was_read(est_proc_at(r->e, i));
+				say_status(r, i, pr);
+			}
 		}
+		r->pass_seconds[pass - 1] = now_seconds() - t0;
+		r->pass_cpu[pass - 1] = cpu_seconds() - c0;
+		r->pass_bytes[pass - 1] = est_bytes_read(r->e) - b0;
+		pr->pass_start = est_bytes_read(r->e);
+		pr->total = r->pass_bytes[pass - 1]; /* what the next pass will read */
+		/* Nothing read (every target gone, or nothing mergeable): no
+		 * page to see change, no reason to wait. */
+		if (pass < r->passes && r->pass_bytes[pass - 1])
+			progress_wait(pr, t0 + r->interval);
 	}
 	r->seconds = now_seconds() - pr->start;
 	r->cpu_seconds = cpu_seconds() - cpu0;
@@ -832,7 +1059,14 @@ int ksmctl_estimate(int argc, char **argv)
 	rq.cfg.confirm_budget = (uint64_t)DEFAULT_CONFIRM_MIB << 20;
 	rq.cfg.progress = progress_cb;
 	rq.cfg.progress_arg = &pr;
-	if (est_new(&rq.cfg, &r.e) || add_targets(&rq.t, &r, &pr)) {
+	r.all_memory = rq.cfg.all_memory;
+	r.passes = rq.cfg.passes;
+	r.interval = rq.interval;
+	r.pass_seconds = calloc((size_t)r.passes, sizeof(*r.pass_seconds));
+	r.pass_cpu = calloc((size_t)r.passes, sizeof(*r.pass_cpu));
+	r.pass_bytes = calloc((size_t)r.passes, sizeof(*r.pass_bytes));
+	if (!r.pass_seconds || !r.pass_cpu || !r.pass_bytes || est_new(&rq.cfg, &r.e) ||
+	    add_targets(&rq.t, &r, &pr)) {
 		ret = ksmctl_fail(KSMCTL_NO, NULL, NULL, "estimate: out of memory");
 		goto out;
 	}
@@ -858,6 +1092,9 @@ out:
 	free(rq.t.v);
 	free(r.top);
 	free(r.named);
+	free(r.pass_seconds);
+	free(r.pass_cpu);
+	free(r.pass_bytes);
 	est_free(r.e);
 	return ret;
 }

@@ -8,8 +8,10 @@ DRIVER is the stand-alone estimate verb (tests/estimate/driver.c), WORKLOAD
 builds processes whose pages are known (tests/estimate/workload.c).  Every
 expected number below is computed from the workload's command line; the
 scan is limited with --range to the workload's region, so the C library's
-own pages in those processes do not blur the counts.  Exit 0 pass, 1 fail,
-77 skip (with the reason printed).
+own pages in those processes do not blur the counts, and most tests count
+with --all-memory (the workload marks nothing mergeable unless asked to:
+a mergeable page could be merged by a KSM that another test runs, while it
+is read).  Exit 0 pass, 1 fail, 77 skip (with the reason printed).
 """
 import atexit
 import json
@@ -21,6 +23,8 @@ import tempfile
 import time
 
 RANGE = "6e0000000000-6f0000000000"
+BASE = 0x6e0000000000
+THP_BASE = BASE + (1 << 30)  # workload.c's second region
 KSM = "/sys/kernel/mm/ksm/"
 NAME, DRIVER, WORKLOAD = sys.argv[1], sys.argv[2], sys.argv[3]
 VERB = sys.argv[4:]  # ["estimate"] when DRIVER is ksmctl itself
@@ -72,8 +76,16 @@ def stop_all():
 atexit.register(stop_all)
 
 
-def estimate(*args, range_=True, user=None, want_rc=0):
-    cmd = [DRIVER, *VERB, "--json", "--no-progress", *map(str, args)]
+def estimate(*args, range_=True, user=None, want_rc=0, all_memory=True, interval="0.1"):
+    """Runs the estimate, JSON out; by default on every compatible area
+    (--all-memory) and with two passes 0.1 s apart (the workload's pages
+    do not change unless it is asked to change them)."""
+    cmd = [DRIVER, *VERB, "--json", "--no-progress"]
+    if all_memory:
+        cmd += ["--all-memory"]
+    if interval is not None:
+        cmd += ["--interval", interval]
+    cmd += [*map(str, args)]
     if range_:
         cmd += ["--range", RANGE]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, user=user)
@@ -257,7 +269,7 @@ def t_mutating():
     w = Workload("--mutate", 64, "--unique", 200, "--dup", "8:8")
     changed = 0
     for _ in range(8):
-        doc, _ = estimate("--pid", pids_arg(w))
+        doc, _ = estimate("--pid", pids_arg(w), "--passes", 1)
         eq(doc["pages_scanned"], 328, "pages scanned")
         check(56 <= doc["pages_saved"] <= 56 + 64, "saved within bounds",
               doc["pages_saved"], "56..120")
@@ -267,12 +279,22 @@ def t_mutating():
         changed += doc["confirmation"]["reference_changed"]
         print("mutating: saved %d, distinct %d, confirmation %s"
               % (doc["pages_saved"], doc["distinct_contents"], doc["confirmation"]))
+    # Read twice: a mutating page may be caught with the same content both
+    # times (it switches back and forth), so it is volatile or counted, and
+    # the stable part is still exact.
+    for _ in range(3):
+        doc, _ = estimate("--pid", pids_arg(w))
+        eq(doc["pages_scanned"] + doc["pages_volatile"], 328, "pages scanned or volatile")
+        check(doc["pages_volatile"] <= 64, "only mutating pages are volatile",
+              doc["pages_volatile"], "<= 64")
+        check(56 <= doc["pages_saved"] <= 56 + 64 - doc["pages_volatile"],
+              "saved within bounds", doc["pages_saved"], "56..120 less the volatile")
     w.stop()
     # Two mutating pages: too few copies for the reference store, so the
     # duplicates in later batches read the first copy again, often changed.
     w = Workload("--mutate", 2, "--unique", 200, "--dup", "8:8", "--salt", 4)
     for _ in range(8):
-        doc, _ = estimate("--pid", pids_arg(w))
+        doc, _ = estimate("--pid", pids_arg(w), "--passes", 1)
         eq(doc["pages_scanned"], 266, "pages scanned")
         check(56 <= doc["pages_saved"] <= 58, "saved within bounds", doc["pages_saved"],
               "56..58")
@@ -282,6 +304,96 @@ def t_mutating():
         print("mutating: saved %d, distinct %d, confirmation %s"
               % (doc["pages_saved"], doc["distinct_contents"], doc["confirmation"]))
     print("first copies found changed when read again: %d" % changed)
+
+
+def t_volatile():
+    # 512 pages rewritten every 50 ms, 8 contents at any moment, beside
+    # stable pages: a snapshot takes the rewritten ones for duplicates,
+    # reads some time apart find them changed.
+    w = Workload("--rewrite", 512, "--unique", 100, "--dup", "10:5", "--salt", 13)
+    doc, _ = estimate("--pid", pids_arg(w), "--passes", 1)
+    expect(doc, "one pass", pages_scanned=662, pages_volatile=0)
+    check(doc["pages_saved"] >= 40 + 512 - 16, "a snapshot counts the rewritten pages",
+          doc["pages_saved"], ">= 536")
+    for passes in (2, 3):
+        # The default interval (1 s) is 20 rewrites.  A rewriter starved of
+        # CPU for that long on a loaded machine leaves some pages unchanged:
+        # read again rather than fail on the machine's load.
+        for attempt in range(3):
+            doc, _ = estimate("--pid", pids_arg(w), "--passes", passes, interval=None)
+            if doc["pages_volatile"] == 512 or attempt == 2:
+                break
+            print("attempt %d: %d pages found volatile, not 512: the rewriter was "
+                  "descheduled?" % (attempt + 1, doc["pages_volatile"]))
+        expect(doc, "%d passes" % passes, pages_volatile=512, pages_scanned=150,
+               pages_saved=40, ksm_pages_saved=40, distinct_contents=110, passes=passes,
+               interval_seconds=1.0)
+        eq(proc(doc, w.pids[0])["pages_volatile"], 512, "the process's volatile pages")
+        eq(doc["ksm_rmap_items"], 662, "ksmd tracks volatile pages too")
+        eq(len(doc["pass_seconds"]), passes, "a time for each pass")
+        check(sum(doc["pass_bytes_read"]) == doc["bytes_read"], "bytes read add up")
+        check(doc["seconds"] >= (passes - 1) * 1.0, "passes 1 s apart", doc["seconds"],
+              ">= %d" % (passes - 1))
+
+
+def t_huge_pages():
+    # Zero subpages of a transparent huge page go to the zero page when
+    # ksmd splits it to merge the other subpages, counted nowhere.
+    w = Workload("--thp", 4, "--unique", 10, "--salt", 17)
+    if thp_kb(w.pids[0]) != 4 * 2048:
+        raise Skip("no transparent huge pages here (AnonHugePages %d kB, want 8192)"
+                   % thp_kb(w.pids[0]))
+    for uzp in (0, 1):
+        doc, _ = estimate("--pid", pids_arg(w), "--use-zero-pages", uzp, "--max-page-sharing",
+                          256)
+        expect(doc, "uzp=%d" % uzp, pages_scanned=2058, pages_zero=1024, pages_zero_huge=1024,
+               ksm_zero_pages=0, ksm_zero_pages_huge=1024, pages_saved=1023 + 16 * 63,
+               ksm_pages_saved=16 * 63, ksm_pages_sharing=16 * 63, ksm_pages_shared=16,
+               ksm_rmap_items=2058 - 1024)
+        eq(proc(doc, w.pids[0])["pages_zero_huge"], 1024, "per process")
+
+
+def t_mergeable():
+    # Marking pages mergeable lets a running ksmd merge them while they are
+    # read: hold the kernel-KSM lock, and need ksmd stopped.
+    take_ksm_lock()
+    if os.path.exists(KSM + "run") and kread("run") == "1":
+        raise Skip("the kernel's KSM is running (run=1): it would merge the test's pages")
+    marked = Workload("--madvise", "--unique", 100, "--dup", "10:5", "--salt", 14)
+    plain = Workload("--unique", 60, "--dup", "4:5", "--salt", 15)
+    both = "%s,%s" % (pids_arg(marked), pids_arg(plain))
+    # By default, only what ksmd would scan: the marked region, none of the
+    # rest of either process (no --range needed).
+    doc, err = estimate("--pid", both, range_=False, all_memory=False)
+    expect(proc(doc, marked.pids[0]), "marked", mergeable="madvise", pages_scanned=150,
+           pages_saved=40, status="ok")
+    expect(proc(doc, plain.pids[0]), "plain", mergeable="no", pages_scanned=0,
+           pages_present=0, status="ok")
+    expect(doc, "total", pages_scanned=150, pages_saved=40, ksm_pages_saved=40,
+           processes_read=2, processes_mergeable=1, all_memory=False)
+    check("pid %d" % plain.pids[0] in err and "no mergeable memory" in err,
+          "says why the plain process is not counted: " + err)
+    r = subprocess.run([DRIVER, *VERB, "--no-progress", "--interval", "0.1", "--pid", both],
+                       capture_output=True, text=True)
+    eq(r.returncode, 0, "exit status of the text report")
+    rows = [l for l in r.stdout.splitlines() if l.split()[:1] == [str(plain.pids[0])]]
+    check(len(rows) == 1 and "no mergeable memory" in rows[0],
+          "the plain process's row says why it counts nothing: %r" % rows)
+    # --all-memory counts what merge-any would make mergeable.
+    doc, _ = estimate("--pid", both)
+    expect(proc(doc, plain.pids[0]), "plain, --all-memory", mergeable="all_memory",
+           pages_scanned=80, pages_saved=16)
+    expect(doc, "--all-memory", pages_scanned=230, all_memory=True)
+    # A merge-any process: every area counts, its C library's pages too.
+    anyp = Workload("--merge-any", "--unique", 30, "--salt", 16)
+    doc, _ = estimate("--pid", pids_arg(anyp), range_=False, all_memory=False)
+    p = proc(doc, anyp.pids[0])
+    want = "merge_any" if ksm_stat(anyp.pids[0], "ksm_merge_any") else "madvise"
+    eq(p["mergeable"], want, "a merge-any process (ksm_stat: %r)"
+       % ksm_stat(anyp.pids[0], "ksm_merge_any"))
+    check(p["pages_scanned"] > 30, "more than its region", p["pages_scanned"], "> 30")
+    doc, _ = estimate("--pid", pids_arg(anyp), all_memory=False)
+    eq(proc(doc, anyp.pids[0])["pages_scanned"], 30, "its region alone (--range)")
 
 
 def free_pid():
@@ -317,6 +429,9 @@ def t_exiting_pid():
     check(st["status"] in ("exited", "gone", "ok"), "status", st["status"])
     if st["status"] != "ok":
         check("pid %d" % big.pids[0] in err, "a message for the exiting pid: " + err)
+    # Its memory is freed before it is a zombie: a pass that comes then
+    # finds it running with no memory, which is no kernel thread.
+    check("kernel thread" not in err, "not taken for a kernel thread: " + err)
     check(st["pages_scanned"] <= 131072, "no more than it had")
     eq(proc(doc, small.pids[0])["pages_scanned"], 15, "the other process is still reported")
     eq(proc(doc, small.pids[0])["pages_saved"], 4, "and exactly")
@@ -334,6 +449,10 @@ def t_nothing_readable():
     bad = free_pid()
     _, err = estimate("--pid", bad, want_rc=1)
     check("no process could be read" in err, "says nothing could be read: " + err)
+    # Nothing read in the first pass: no page can be seen to change, so no
+    # wait for the next (it would outlast estimate()'s 240 s limit).
+    _, err = estimate("--pid", bad, "--interval", 3600, want_rc=1, interval=None)
+    check("no process could be read" in err, "with --interval 3600 too: " + err)
     _, err = estimate("--cgroup", "/no/such/cgroup-estimate", want_rc=1)
     check("no such cgroup" in err, "names the cgroup: " + err)
 
@@ -413,20 +532,23 @@ def t_json():
 
 def t_text():
     w = Workload("--unique", 10, "--dup", "2:6")
-    r = subprocess.run([DRIVER, "--pid", pids_arg(w), "--range", RANGE],
-                       capture_output=True, text=True)
+    r = subprocess.run([DRIVER, *VERB, "--pid", pids_arg(w), "--range", RANGE, "--all-memory",
+                        "--interval", "0.1"], capture_output=True, text=True)
     eq(r.returncode, 0, "exit status")
     out = r.stdout
     print(out)
     for s in ("pages scanned", "22", "distinct contents", "perfect merge frees",
-              "general_profit", "most duplicated contents", str(w.pids[0])):
+              "general_profit", "most duplicated contents", str(w.pids[0]),
+              "volatile, not counted", "read 2 times, 0.1 s apart"):
         check(s in out, "text report mentions %r" % s)
     r = subprocess.run([DRIVER, "--help"], capture_output=True, text=True)
     eq(r.returncode, 0, "--help exit status")
     check("--sample" in r.stdout and "--cgroup" in r.stdout, "usage lists the options")
     for bad in (["--sample", "0"], ["--sample", "2"], ["--pid", "x"], ["--bogus"],
                 ["--use-zero-pages", "3"], ["--max-page-sharing", "1"], ["--range", "5-1"],
-                ["extra"]):
+                ["--passes", "0"], ["--passes", "101"], ["--passes", "two"],
+                ["--interval", "-1"], ["--interval", "1s"], ["--interval", ""],
+                ["--interval", "nan"], ["extra"]):
         r = subprocess.run([DRIVER, *bad], capture_output=True, text=True)
         eq(r.returncode, 2, "exit status of %s" % bad)
         check(r.stderr.startswith("ksmctl: "), "a message for %s: %r" % (bad, r.stderr))
@@ -528,36 +650,92 @@ def wait_scans(n, timeout=180):
         time.sleep(0.05)
 
 
-def merged_in(pids, npages):
-    """What the kernel merged in our region only, from pagemap and kpageflags:
-    (KSM pages, further mappings of them, mappings of the zero page).  Other
-    users of KSM on the machine do not blur this, unlike the global counters."""
-    base = int(RANGE.split("-")[0], 16) // 4096
+def take_ksm_lock():
+    """The project's lock for the kernel's KSM beyond ctest (bench/run.sh,
+    bench/harness.c and bench/guests take it too), unless our caller holds
+    it for us; held until exit."""
+    if os.environ.get("SAMEPAGE_KSM_LOCK_HELD"):
+        return
+    import fcntl
+    lock = open("/tmp/samepage-kernel-ksm.lock", "a")
+    deadline = time.monotonic() + 900
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            check(time.monotonic() < deadline, "the kernel-KSM lock stayed taken")
+            time.sleep(1)
+    globals()["ksm_lock"] = lock
+
+
+def ksm_stat(pid, key):
+    for line in open("/proc/%d/ksm_stat" % pid):
+        name, _, value = line.partition(" ")
+        if name.rstrip(":") == key:
+            return value.strip()
+    return None
+
+
+def merged_in(pids, areas):
+    """What the kernel merged in our regions only: (KSM pages, further
+    mappings of them, pages it merged into the zero page).  KSM pages come
+    from pagemap and kpageflags over areas, a list of (address, pages); the
+    zero pages from each process's ksm_stat (a zero page mapped by a split
+    huge page is no KSM zero page, and pagemap cannot tell them apart).
+    Other users of KSM on the machine do not blur this, unlike the global
+    counters."""
     kpf = open("/proc/kpageflags", "rb")
     ksm_pfns, ksm_maps, zero = set(), 0, 0
     for pid in pids:
+        zero += int(ksm_stat(pid, "ksm_zero_pages") or 0)
         with open("/proc/%d/pagemap" % pid, "rb") as f:
-            f.seek(base * 8)
-            data = f.read(npages * 8)
-        for i in range(0, len(data), 8):
-            e = int.from_bytes(data[i:i + 8], "little")
-            if not e >> 63:
-                continue
-            pfn = e & ((1 << 55) - 1)
-            kpf.seek(pfn * 8)
-            flags = int.from_bytes(kpf.read(8), "little")
-            if flags >> 24 & 1:
-                zero += 1
-            elif flags >> 21 & 1:
-                ksm_maps += 1
-                ksm_pfns.add(pfn)
+            for start, npages in areas:
+                f.seek(start // 4096 * 8)
+                data = f.read(npages * 8)
+                for i in range(0, len(data), 8):
+                    e = int.from_bytes(data[i:i + 8], "little")
+                    if not e >> 63:
+                        continue
+                    pfn = e & ((1 << 55) - 1)
+                    kpf.seek(pfn * 8)
+                    flags = int.from_bytes(kpf.read(8), "little")
+                    if flags >> 21 & 1 and not flags >> 24 & 1:
+                        ksm_maps += 1
+                        ksm_pfns.add(pfn)
     return len(ksm_pfns), ksm_maps - len(ksm_pfns), zero
 
 
-def kernel_case(label, uzp, mps, workload_args, npages):
+def thp_kb(pid):
+    """AnonHugePages of the workload's huge page region, in kB."""
+    inside = False
+    for line in open("/proc/%d/smaps" % pid):
+        if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+            inside = int(line.split("-")[0], 16) == THP_BASE
+        elif inside and line.startswith("AnonHugePages:"):
+            return int(line.split()[1])
+    return 0
+
+
+def kernel_case(label, uzp, mps, workload_args, areas, bound, pages_to_scan=20000, sleep_ms=0):
+    """Estimates a workload (default options: the areas marked mergeable,
+    two passes), then lets the kernel merge it and compares pages_sharing +
+    ksm_zero_pages in the workload's own pages with the estimate."""
     kwrite("run", 2)
+    kwrite("pages_to_scan", pages_to_scan)
+    kwrite("sleep_millisecs", sleep_ms)
     w = Workload(*workload_args, "--madvise")
-    doc, _ = estimate("--pid", pids_arg(w), "--use-zero-pages", uzp, "--max-page-sharing", mps)
+    if "--thp" in workload_args:
+        n = workload_args[workload_args.index("--thp") + 1]
+        if any(thp_kb(pid) != n * 2048 for pid in w.pids):
+            print("%s: no transparent huge pages here (AnonHugePages %s kB, want %d): "
+                  "case skipped" % (label, [thp_kb(pid) for pid in w.pids], n * 2048))
+            w.stop()
+            return
+    doc, _ = estimate("--pid", pids_arg(w), "--use-zero-pages", uzp, "--max-page-sharing", mps,
+                      range_=False, all_memory=False, interval=None)
+    snap, _ = estimate("--pid", pids_arg(w), "--use-zero-pages", uzp, "--max-page-sharing", mps,
+                       "--passes", 1, range_=False, all_memory=False, interval=None)
     want = doc["ksm_pages_saved"]
     kwrite("use_zero_pages", uzp)
     kwrite("max_page_sharing", mps)
@@ -567,26 +745,31 @@ def kernel_case(label, uzp, mps, workload_args, npages):
         sharing = int(kread("pages_sharing"))
         zero = int(kread("ksm_zero_pages"))
         shared = int(kread("pages_shared"))
-        ours = merged_in(w.pids, npages)
+        ours = merged_in(w.pids, areas)
         got = ours[1] + ours[2]
         if abs(got - want) <= max(2, 0.01 * want):
             break
         wait_scans(1)  # a page may still be on its way: one more pass
     print("%s: estimate ksm_pages_saved %d (pages_shared %d, pages_sharing %d, "
-          "ksm_zero_pages %d, general_profit %d; perfect merge %d); kernel pages_sharing + ksm_zero_pages "
-          "= %d + %d = %d (pages_shared %d, general_profit %s); in the workload's own "
-          "pages: %d KSM pages, %d sharing, %d zero pages = %d; difference %.2f%%"
+          "ksm_zero_pages %d, %d zero pages of huge pages uncounted, %d volatile, "
+          "general_profit %d; perfect merge %d; one pass: %d); kernel pages_sharing + "
+          "ksm_zero_pages = %d + %d = %d (pages_shared %d, pages_volatile %s, general_profit %s); "
+          "in the workload's own pages: %d KSM pages, %d sharing, %d zero pages = %d; "
+          "difference %.2f%% (one pass: %.2f%%)"
           % (label, want, doc["ksm_pages_shared"], doc["ksm_pages_sharing"],
-             doc["ksm_zero_pages"], doc["ksm_general_profit"], doc["pages_saved"], sharing, zero, sharing + zero, shared,
-             kread("general_profit"), ours[0], ours[1], ours[2], got,
-             100.0 * (got - want) / max(want, 1)))
+             doc["ksm_zero_pages"], doc["ksm_zero_pages_huge"], doc["pages_volatile"],
+             doc["ksm_general_profit"], doc["pages_saved"], snap["ksm_pages_saved"], sharing,
+             zero, sharing + zero, shared, kread("pages_volatile"), kread("general_profit"),
+             ours[0], ours[1], ours[2], got, 100.0 * (want - got) / max(got, 1),
+             100.0 * (snap["ksm_pages_saved"] - got) / max(got, 1)))
     if sharing + zero != got:
         print("note: other processes use KSM too; the global counters include them")
-    else:
+    elif bound <= 3:
         profit = int(kread("general_profit"))
         check(abs(profit - doc["ksm_general_profit"]) <= max(8192, 0.03 * abs(profit)),
               "general_profit", doc["ksm_general_profit"], profit)
-    check(abs(got - want) <= max(2, 0.03 * want), "kernel within 3% of the estimate", got, want)
+    check(abs(got - want) <= max(2, bound / 100 * got),
+          "estimate within %g%% of the kernel" % bound, want, got)
     w.stop()
     kwrite("run", 2)
 
@@ -596,20 +779,7 @@ def t_kernel_compare():
         raise Skip("this kernel has no KSM (/sys/kernel/mm/ksm missing)")
     if os.geteuid() != 0:
         raise Skip("needs root to drive /sys/kernel/mm/ksm")
-    # The project's lock for the kernel's KSM beyond ctest (bench/run.sh and
-    # bench/harness.c take it too), unless our caller holds it for us.
-    if not os.environ.get("SAMEPAGE_KSM_LOCK_HELD"):
-        import fcntl
-        lock = open("/tmp/samepage-kernel-ksm.lock", "a")
-        deadline = time.monotonic() + 900
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                check(time.monotonic() < deadline, "the kernel-KSM lock stayed taken")
-                time.sleep(1)
-        globals()["ksm_lock"] = lock  # held until exit
+    take_ksm_lock()
     for name in KNOBS:
         if os.path.exists(KSM + name):
             saved_knobs[name] = kread(name)
@@ -623,17 +793,30 @@ def t_kernel_compare():
         kwrite("merge_across_nodes", 1)
     if "smart_scan" in saved_knobs:
         kwrite("smart_scan", 0)  # no skipping while we count
-    kwrite("pages_to_scan", 20000)
-    kwrite("sleep_millisecs", 0)
     # Two processes, within and across them: unique pages, duplicates, zeros.
     kernel_case("use_zero_pages=0 max_page_sharing=256", 0, 256,
                 ["--procs", 2, "--unique", 2000, "--dup", "200:10", "--zero", 1000,
-                 "--salt", 11], 5002)
+                 "--salt", 11], [(BASE, 5002)], 3)
     # Chains: 2 x 150 copies of 20 contents with max_page_sharing 64, and
     # zero pages going to the kernel's zero page.
     kernel_case("use_zero_pages=1 max_page_sharing=64", 1, 64,
                 ["--procs", 2, "--unique", 2000, "--dup", "20:150", "--zero", 1000,
-                 "--salt", 12], 6002)
+                 "--salt", 12], [(BASE, 6002)], 3)
+    # Volatile pages, the workload of issue 14: 2 x 4096 pages rewritten
+    # every 50 ms, holding 8 contents at any moment, beside 2 x 25 copies of
+    # 500 stable contents; ksmd with the seed's knobs (20000 pages, then
+    # 200 ms of sleep) finds the rewritten ones changed at every visit.  A
+    # snapshot counts them as duplicates: 2 x (4096 - 8) pages, 31.9 MiB
+    # too many (the issue's 127.6 MiB predicted for 95.7 MiB saved).
+    kernel_case("volatile: 2 x 4096 pages rewritten every 50 ms", 0, 256,
+                ["--procs", 2, "--rewrite", 4096, "--period", 50, "--unique", 2000,
+                 "--dup", "500:25", "--salt", 18], [(BASE, 4096 + 2000 + 12500 + 1)], 10,
+                pages_to_scan=20000, sleep_ms=200)
+    # Transparent huge pages: their zero subpages are freed when ksmd splits
+    # them, uncounted; small zero pages go to ksm_zero_pages.
+    kernel_case("huge pages, use_zero_pages=1", 1, 256,
+                ["--procs", 2, "--thp", 8, "--zero", 500, "--unique", 500, "--dup", "50:4",
+                 "--salt", 19], [(BASE, 1202), (THP_BASE, 8 * 512)], 3)
     restore_knobs()
 
 

@@ -10,15 +10,26 @@
  *   --mutate N     N pages rewritten all the time by a thread, switching
  *                  between a copy of dup content 0 and a page of its own
  *                  (first, so that a first copy can change under the scan)
+ *   --rewrite N    N pages rewritten every --period MS milliseconds (default
+ *                  50) by a thread: each round writes 8 new contents, page i
+ *                  a copy of content i % 8, so that any snapshot finds
+ *                  duplicates there but ksmd, which visits a page less often,
+ *                  finds them changed every time (pages_volatile)
  *   --unique N     N pages of contents found nowhere else
  *   --dup K:N      K contents, N copies of each, the same in every process
  *   --zero N       N pages written, then cleared: real pages of zeros
  *   --read-only N  N pages only read: they map the kernel's zero page
  *   --prot-none N  N copies of one more content, then made PROT_NONE
+ * and, in a second region at THP_BASE (2 MiB aligned, within BASE's
+ * terabyte):
+ *   --thp N        N transparent huge pages (MADV_HUGEPAGE), each with 256
+ *                  zero subpages then 256 copies of 16 contents (subpage j
+ *                  holds content j % 16, the same in every huge page)
  * Then:
  *   --procs P      P processes built independently (no sharing between them)
  *   --fork         each process forks a child that keeps the pages shared
- *   --madvise      MADV_MERGEABLE on the region (for the kernel comparison)
+ *   --madvise      MADV_MERGEABLE on the regions (for the kernel comparison)
+ *   --merge-any    prctl(PR_SET_MEMORY_MERGE): every area mergeable
  *   --exit-after MS  each process exits after MS milliseconds
  *   --salt S       a namespace for contents, so two runs differ
  * It prints "ready PID PID ..." once every process is built, then waits for
@@ -41,10 +52,16 @@
 
 #define PAGE 4096
 #define BASE ((uintptr_t)0x6e0000000000ULL)
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67 /* Linux 6.4: headers older than the kernel */
+#endif
+#define THP_BASE (BASE + ((uintptr_t)1 << 30))
+#define HUGE (2UL << 20)
 
-static long n_mutate, n_unique, n_dup_k, n_dup_n, n_zero, n_ro, n_protnone;
-static long n_procs = 1, exit_after_ms = -1;
-static int do_fork, do_madvise;
+static long n_mutate, n_rewrite, period_ms = 50, n_unique, n_dup_k, n_dup_n, n_zero, n_ro,
+				 n_protnone;
+static long n_thp, n_procs = 1, exit_after_ms = -1;
+static int do_fork, do_madvise, do_merge_any;
 static uint64_t salt;
 
 /* Fills a page with the content named id: different ids, different pages. */
@@ -81,9 +98,31 @@ static void *mutator(void *arg)
 	return NULL;
 }
 
+struct rewrite {
+	unsigned char *p;
+	long n;
+	int proc;
+};
+
+static void *rewriter(void *arg)
+{
+	struct rewrite *rw = arg;
+	static unsigned char tmpl[8][PAGE];
+	struct timespec ts = {period_ms / 1000, period_ms % 1000 * 1000000L};
+
+	for (uint64_t round = 1;; round++) {
+		for (int k = 0; k < 8; k++)
+			fill(tmpl[k], ID(5, rw->proc + 1, round * 8 + (uint64_t)k));
+		for (long i = 0; i < rw->n; i++)
+			memcpy(rw->p + i * PAGE, tmpl[i % 8], PAGE);
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
 static void build(int proc)
 {
-	long total = n_mutate + n_unique + n_dup_k * n_dup_n + n_zero + n_ro;
+	long total = n_mutate + n_rewrite + n_unique + n_dup_k * n_dup_n + n_zero + n_ro;
 	unsigned char *r, *p;
 
 	r = mmap((void *)BASE, (size_t)(total + n_protnone + 1) * PAGE, PROT_READ | PROT_WRITE,
@@ -106,6 +145,16 @@ static void build(int proc)
 		pthread_create(&th, NULL, mutator, &m);
 		p += n_mutate * PAGE;
 	}
+	if (n_rewrite) {
+		static struct rewrite rw;
+		pthread_t th;
+
+		rw = (struct rewrite){p, n_rewrite, proc};
+		for (long i = 0; i < n_rewrite; i++)
+			fill(p + i * PAGE, ID(5, proc + 1, (uint64_t)(i % 8)));
+		pthread_create(&th, NULL, rewriter, &rw);
+		p += n_rewrite * PAGE;
+	}
 	for (long i = 0; i < n_unique; i++, p += PAGE)
 		fill(p, ID(1, proc + 1, i));
 	/* Copies interleaved, as scattered duplicates are in real memory. */
@@ -126,6 +175,28 @@ static void build(int proc)
 	}
 	if (do_madvise && madvise(r, (size_t)(total + n_protnone + 1) * PAGE, MADV_MERGEABLE)) {
 		perror("workload: madvise(MADV_MERGEABLE)");
+		exit(1);
+	}
+	if (n_thp) {
+		size_t len = (size_t)n_thp * HUGE;
+
+		r = mmap((void *)THP_BASE, len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (r == MAP_FAILED) {
+			perror("workload: mmap (--thp)");
+			exit(1);
+		}
+		madvise(r, len, MADV_HUGEPAGE);
+		for (long h = 0; h < n_thp; h++)
+			for (long j = HUGE / PAGE / 2; j < (long)(HUGE / PAGE); j++)
+				fill(r + (size_t)h * HUGE + (size_t)j * PAGE, ID(6, 0, j % 16));
+		if (do_madvise && madvise(r, len, MADV_MERGEABLE)) {
+			perror("workload: madvise(MADV_MERGEABLE)");
+			exit(1);
+		}
+	}
+	if (do_merge_any && prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0)) {
+		perror("workload: prctl(PR_SET_MEMORY_MERGE)");
 		exit(1);
 	}
 }
@@ -159,6 +230,10 @@ int main(int argc, char **argv)
 			do_madvise = 1;
 			continue;
 		}
+		if (!strcmp(a, "--merge-any")) {
+			do_merge_any = 1;
+			continue;
+		}
 		if (!v) {
 			fprintf(stderr, "workload: %s needs a value\n", a);
 			return 2;
@@ -166,6 +241,10 @@ int main(int argc, char **argv)
 		i++;
 		if (!strcmp(a, "--mutate"))
 			n_mutate = num(v);
+		else if (!strcmp(a, "--rewrite"))
+			n_rewrite = num(v);
+		else if (!strcmp(a, "--period"))
+			period_ms = num(v);
 		else if (!strcmp(a, "--unique"))
 			n_unique = num(v);
 		else if (!strcmp(a, "--dup")) {
@@ -175,6 +254,8 @@ int main(int argc, char **argv)
 			n_zero = num(v);
 		else if (!strcmp(a, "--read-only"))
 			n_ro = num(v);
+		else if (!strcmp(a, "--thp"))
+			n_thp = num(v);
 		else if (!strcmp(a, "--prot-none"))
 			n_protnone = num(v);
 		else if (!strcmp(a, "--procs"))
