@@ -403,6 +403,10 @@ static void prom_value(const char *name, const struct samepage_knob *k, const ch
 	long long v;
 	bool node = false;
 
+	/* A file whose name makes no metric name is not one of KSM's (a
+	 * fuzzer's tree, say): left out, as node_exporter does. */
+	if (name[strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")])
+		return;
 	for (size_t i = 0; i < sizeof(node_ksmd_files) / sizeof(node_ksmd_files[0]); i++)
 		node |= strcmp(name, node_ksmd_files[i]) == 0;
 	if (k && k->format == SAMEPAGE_FMT_MODE)
