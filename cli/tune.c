@@ -8,7 +8,8 @@
  * `retune`), it takes a reading (tune-read.c), lets the policy decide
  * (tune-pressure.c, the default; tune-ksmtuned.c, ksmtuned's algorithm),
  * writes the knobs that differ, in the kernel's order, and logs one line:
- * what it read, what it set and why.  --once decides once and exits;
+ * what it read, what it set and why (the daemon: only a decision that
+ * changes something, or that SIGUSR1 asked for).  --once decides once and exits;
  * --state FILE keeps the policy's memory across --once runs (cron).
  * SIGTERM, SIGINT and SIGHUP end it; it leaves the knobs as they are,
  * unless --restore asks it to put back those it found.
@@ -37,8 +38,9 @@ const char usage_tune[] =
     "       [--config FILE]                             (--policy ksmtuned)\n"
     "\n"
     "Drives pages_to_scan, sleep_millisecs and run: a small daemon, ksmtuned's\n"
-    "successor.  Every decision is logged in one line: what it read, what it\n"
-    "set, why.  SIGUSR1 decides at once.\n"
+    "successor.  A decision that changes a knob or the state, and every one\n"
+    "SIGUSR1 asks for, is logged in one line: what it read, what it set, why.\n"
+    "SIGUSR1 decides at once.\n"
     "\n"
     "  --policy pressure  (default) merge while memory is needed (MemAvailable,\n"
     "                     PSI), within a CPU budget for ksmd, near-idle once\n"
@@ -85,6 +87,8 @@ static long long *setting(struct tune_settings *s, size_t i)
 
 struct tuner {
 	bool ksmtuned, once, json, dry, restore;
+	bool usr1;	   /* this decision was asked for by SIGUSR1 */
+	const char *state; /* the last decision's state */
 	double interval;
 	const char *state_file;
 	struct ksmtuned_conf kc;
@@ -345,7 +349,13 @@ static int decide(struct tuner *t)
 	}
 	if (!t->dry)
 		err = write_settings(&d.set, &failed, written, sizeof(written));
-	log_decision(t, &r, &d, written, err, failed);
+	/* The daemon logs what changes something, not every unchanged
+	 * decision (8640 lines a day at the default interval). */
+	if (t->once || t->dry || !t->decisions || t->usr1 || err || written[0] ||
+	    strcmp(d.state, t->state))
+		log_decision(t, &r, &d, written, err, failed);
+	t->state = d.state;
+	t->usr1 = false;
 	t->decisions++;
 	state_save(t);
 	if (err && t->decisions == 1)
@@ -555,7 +565,7 @@ int cmd_tune(int argc, char **argv)
 	int sig = t.ksmtuned && !t.once ? wait_signal(&set, t.interval) : 0;
 	while (sig == 0 || sig == SIGUSR1) {
 		if (sig == SIGUSR1)
-			t.ps.kick = true;
+			t.ps.kick = t.usr1 = true;
 		if ((ret = decide(&t)) || t.once)
 			break;
 		sig = wait_signal(&set, t.interval);

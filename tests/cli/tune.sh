@@ -371,6 +371,20 @@ t_signals() {
 	says "$tmp/d.out" "SIGUSR1: something new to merge"
 	stop_daemon
 	[ "$(grep -c ' tune ' "$tmp/d.out")" = 2 ] || fail "more than two decisions: $(cat "$tmp/d.out")"
+	# Unchanged decisions are not logged; a change of state is.  The state
+	# file tells that a decision has read the new clock.
+	mktree linux-6.18
+	setmem 16777216 14000000 0 0 14000000
+	daemon --interval 0.1 --state "$tmp/dstate"
+	decisions 1 || return
+	settime 2000
+	for _ in $(seq 600); do grep -q '^ps.prev.t 2000$' "$tmp/dstate" 2>/dev/null && break; sleep 0.1; done
+	grep -q '^ps.prev.t 2000$' "$tmp/dstate" || fail "no decision read the new clock"
+	[ "$(grep -c ' tune ' "$tmp/d.out")" = 1 ] || fail "unchanged decisions logged: $(cat "$tmp/d.out")"
+	setmem 16777216 1000000 0 0 1000000
+	decisions 2 || return
+	says "$tmp/d.out" "tune pressure converging"
+	stop_daemon
 	# ksmtuned's first decision comes after its interval, or on SIGUSR1.
 	mktree linux-6.18
 	setmem 16777216 1000000 0 0 1000000
