@@ -35,10 +35,11 @@
  * Writes DIR/series-CONFIG.tsv (every second) and DIR/summary.tsv, and
  * prints the summary: the pages saved at the end (the mean of the last 10 s),
  * when 95% of that was first reached (t95) and when 95% of the static
- * settings' final figure was (t_static), ksmd's CPU seconds over the run, the
- * plentiful phase, the pressure phase and the last 60 s, and ksmd's CPU
- * since boot when the configuration started (the advisor counts it, see
- * ksmctl(1), TUNE).
+ * settings' final figure was (t_static), when MemAvailable first fell
+ * below 20% of MemTotal, where both tuners' defaults want merging
+ * (t_need), ksmd's CPU seconds over the run, the plentiful phase, the
+ * pressure phase and the last 60 s, and ksmd's CPU since boot when the
+ * configuration started (the advisor counts it, see ksmctl(1), TUNE).
  */
 #include "harness.h"
 #include "kernel-ksm.h"
@@ -272,6 +273,7 @@ struct summary {
 	double saved_end_mib, t95, cpu_total, cpu_plenty, cpu_pressure, cpu_last60;
 	double saved_at_pressure_mib;
 	double t_static;    /* first time saved >= 95% of static's final, NAN never */
+	double t_need;	    /* first time MemAvailable < 20% of MemTotal, NAN never */
 	double ksmd_before; /* ksmd's CPU seconds since boot at the start */
 	struct sample *s;   /* every second */
 	int n;
@@ -331,6 +333,12 @@ static void summarize(const struct params *p, const struct sample *s, int n, str
 			r->cpu_last60 = s[i].cpu;
 	}
 	r->cpu_pressure = r->cpu_total - r->cpu_plenty;
+	/* Memory is needed by both tuners' defaults below 20% available
+	 * (ksmctl tune --available 20; ksmtuned's KSM_THRES_COEF 20). */
+	r->t_need = NAN;
+	for (int i = 0; i < n && isnan(r->t_need); i++)
+		if ((double)s[i].avail_kb < 0.2 * (double)total_kb())
+			r->t_need = s[i].t;
 	r->cpu_last60 = r->cpu_total - r->cpu_last60;
 }
 
@@ -464,13 +472,13 @@ int main(int argc, char **argv)
 		"# guests %d x %d MiB, one every %d s; pressure at %d s (MemAvailable "
 		"%.0f%%); %d s\n",
 		p.guests, p.mib, p.arrive, p.pressure_at, p.available, p.duration);
-	fprintf(sum, "config\tsaved_end_mib\tsaved_at_pressure_mib\tt95_s\tt_static_s\t"
+	fprintf(sum, "config\tsaved_end_mib\tsaved_at_pressure_mib\tt95_s\tt_static_s\tt_need_s\t"
 		     "cpu_total_s\tcpu_plenty_s\tcpu_pressure_s\tcpu_last60_s\tksmd_before_s\n");
 	for (int i = 0; i < nrun; i++)
-		fprintf(sum, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\n",
+		fprintf(sum, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\n",
 			run[i]->name, r[i].saved_end_mib, r[i].saved_at_pressure_mib, r[i].t95,
-			r[i].t_static, r[i].cpu_total, r[i].cpu_plenty, r[i].cpu_pressure,
-			r[i].cpu_last60, r[i].ksmd_before);
+			r[i].t_static, r[i].t_need, r[i].cpu_total, r[i].cpu_plenty,
+			r[i].cpu_pressure, r[i].cpu_last60, r[i].ksmd_before);
 	fclose(sum);
 	snprintf(path, sizeof(path), "cat '%s/summary.tsv'", p.out);
 	return system(path) == 0 ? 0 : 1;
