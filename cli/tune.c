@@ -101,6 +101,15 @@ struct tuner {
 
 /* ---- writing ---- */
 
+/* The text of knob i's value v: advisor_mode's by name, others' numbers. */
+static const char *value_text(size_t i, long long v, char *buf, size_t len)
+{
+	if (strcmp(order[i].name, "advisor_mode") == 0)
+		return v ? "scan-time" : "none";
+	snprintf(buf, len, "%lld", v);
+	return buf;
+}
+
 /* Writes the knobs of s that differ from their current value: 0, or the
  * first error (-errno) with *failed naming the knob. */
 static int write_settings(struct tune_settings *s, const char **failed, char *done, size_t len)
@@ -111,14 +120,12 @@ static int write_settings(struct tune_settings *s, const char **failed, char *do
 	done[0] = '\0';
 	for (size_t i = 0; i < NORDER; i++) {
 		long long want = *setting(s, i), now;
-		char text[32];
+		char buf[32];
+		const char *text;
 
 		if (want < 0 || (knob_number(order[i].name, &now) == 0 && now == want))
 			continue;
-		if (strcmp(order[i].name, "advisor_mode") == 0)
-			snprintf(text, sizeof(text), "%s", want ? "scan-time" : "none");
-		else
-			snprintf(text, sizeof(text), "%lld", want);
+		text = value_text(i, want, buf, sizeof(buf));
 		if ((err = opt.be->write(opt.be, order[i].name, text))) {
 			*failed = order[i].name;
 			return err;
@@ -137,14 +144,11 @@ static void describe(const struct tune_settings *s, char *buf, size_t len)
 	buf[0] = '\0';
 	for (size_t i = 0; i < NORDER && o < len; i++) {
 		long long v = *setting((struct tune_settings *)s, i);
-		if (v < 0)
-			continue;
-		if (strcmp(order[i].name, "advisor_mode") == 0)
+		char text[32];
+
+		if (v >= 0)
 			o += (size_t)snprintf(buf + o, len - o, "%s%s=%s", o ? " " : "",
-					      order[i].name, v ? "scan-time" : "none");
-		else
-			o += (size_t)snprintf(buf + o, len - o, "%s%s=%lld", o ? " " : "",
-					      order[i].name, v);
+					      order[i].name, value_text(i, v, text, sizeof(text)));
 	}
 }
 
@@ -196,11 +200,9 @@ static void log_decision(const struct tuner *t, const struct tune_reading *r,
 		json_object_begin(&j, "set");
 		for (size_t i = 0; i < NORDER; i++) {
 			long long v = *setting((struct tune_settings *)&d->set, i);
-			if (v < 0)
-				continue;
-			if (strcmp(order[i].name, "advisor_mode") == 0)
+			if (v >= 0 && strcmp(order[i].name, "advisor_mode") == 0)
 				json_string(&j, order[i].name, v ? "scan-time" : "none");
-			else
+			else if (v >= 0)
 				json_int(&j, order[i].name, v);
 		}
 		json_object_end(&j);
