@@ -18,6 +18,7 @@
 #include "tune.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -264,14 +265,34 @@ static const struct {
 };
 #undef F
 
-static void state_load(struct tuner *t)
+/* state_save writes FILE.tmp, then renames it over FILE. */
+static void state_tmp(const struct tuner *t, char *tmp, size_t len)
 {
-	char line[256], name[128];
+	snprintf(tmp, len, "%s.tmp", t->state_file);
+}
+
+/* Loads the state file, if there is one: 0, or the exit status for a
+ * state file that could not be written (before any knob is). */
+static int state_load(struct tuner *t)
+{
+	char line[256], name[128], tmp[PATH_MAX];
 	double v;
 	FILE *f;
+	int fd;
 
-	if (!t->state_file || !(f = fopen(t->state_file, "re")))
-		return; /* none yet: the policy starts afresh */
+	if (!t->state_file)
+		return 0;
+	state_tmp(t, tmp, sizeof(tmp));
+	if (!t->dry && (fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0)
+		return ksmctl_fail(KSMCTL_USAGE, t->state_file,
+				   "name a file in a directory you can write, or leave --state out",
+				   "tune: cannot write the state file: %s", strerror(errno));
+	if (!t->dry) {
+		close(fd);
+		unlink(tmp);
+	}
+	if (!(f = fopen(t->state_file, "re")))
+		return 0; /* none yet: the policy starts afresh */
 	while (fgets(line, sizeof(line), f)) {
 		size_t i;
 		if (sscanf(line, "%127s %lf", name, &v) != 2)
@@ -292,6 +313,7 @@ static void state_load(struct tuner *t)
 			*(int *)p = (int)v;
 	}
 	if (!feof(f)) {
+		line[strcspn(line, "\n")] = '\0';
 		ksmctl_warn("tune: %s: not a state file this ksmctl wrote (line \"%.60s\"); "
 			    "starting afresh",
 			    t->state_file, line);
@@ -299,6 +321,7 @@ static void state_load(struct tuner *t)
 		memset(&t->ps, 0, sizeof(t->ps));
 	}
 	fclose(f);
+	return 0;
 }
 
 static void state_save(const struct tuner *t)
@@ -308,7 +331,7 @@ static void state_save(const struct tuner *t)
 
 	if (!t->state_file || t->dry)
 		return;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", t->state_file);
+	state_tmp(t, tmp, sizeof(tmp));
 	if (!(f = fopen(tmp, "we"))) {
 		ksmctl_warn("tune: cannot write %s: %s", tmp, strerror(errno));
 		return;
@@ -553,7 +576,8 @@ int cmd_tune(int argc, char **argv)
 		    "tune: %s has no scan-time advisor (Linux 6.8+): ksmctl keeps ksmd within "
 		    "the budget itself",
 		    opt.be->who);
-	state_load(&t);
+	if ((ret = state_load(&t)))
+		return ret;
 	if (t.restore)
 		remember_found(&t);
 

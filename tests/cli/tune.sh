@@ -458,6 +458,15 @@ t_config() {
 		tune --once $c
 		refused "$c" "ksmctl: tune:" "fix:"
 	done
+	# A state file it could not write: refused before any knob is written.
+	tune --once --state "$tmp/no/such/dir/state"
+	refused "--state in a missing directory" "ksmctl: tune: cannot write the state file" \
+		"input: $tmp/no/such/dir/state" "fix: name a file in a directory you can write"
+	# A file that is not a state file: a warning on one line, then afresh.
+	echo garbage >"$tmp/garbage"
+	tune --once --dry-run --state "$tmp/garbage"
+	[ $rc = 0 ] || fail "--state FILE of garbage: exit $rc"
+	says "$tmp/err" '(line "garbage"); starting afresh'
 	# Not allowed to write: exit 3, before deciding.
 	chmod 0444 "$ksm/run"
 	if ! [ -w "$ksm/run" ]; then
