@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -88,6 +89,7 @@ static long long *setting(struct tune_settings *s, size_t i)
 
 struct tuner {
 	bool ksmtuned, once, json, dry, restore;
+	bool journal;	   /* stdout is the journal, which stamps each line itself */
 	bool usr1;	   /* this decision was asked for by SIGUSR1 */
 	const char *state; /* the last decision's state */
 	double interval;
@@ -213,11 +215,12 @@ static void log_decision(const struct tuner *t, const struct tune_reading *r,
 		json_string(&j, "why", d->why);
 		json_object_end(&j);
 	} else {
-		char stamp[32];
+		char stamp[32] = "";
 		time_t now = time(NULL);
 
-		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", localtime(&now));
-		printf("%s tune %s %s: read %s; set %s%s; why %s\n", stamp,
+		if (!t->journal)
+			strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S ", localtime(&now));
+		printf("%stune %s %s: read %s; set %s%s; why %s\n", stamp,
 		       t->ksmtuned ? "ksmtuned" : "pressure", d->state, d->read,
 		       set[0] ? set : "nothing",
 		       t->dry	  ? " (dry run: nothing written)"
@@ -229,6 +232,17 @@ static void log_decision(const struct tuner *t, const struct tune_reading *r,
 	if (err)
 		ksmctl_warn("tune: writing %s: %s", failed, strerror(-err));
 	fflush(stdout);
+}
+
+/* Is stdout the journal?  systemd says so in JOURNAL_STREAM=DEV:INODE. */
+static bool stdout_is_journal(void)
+{
+	const char *v = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return v && sscanf(v, "%llu:%llu", &dev, &ino) == 2 && fstat(STDOUT_FILENO, &st) == 0 &&
+	       (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
 /* ---- the policy's memory across --once runs ---- */
@@ -578,6 +592,7 @@ int cmd_tune(int argc, char **argv)
 		    opt.be->who);
 	if ((ret = state_load(&t)))
 		return ret;
+	t.journal = stdout_is_journal();
 	if (t.restore)
 		remember_found(&t);
 

@@ -418,6 +418,14 @@ t_signals() {
 	decisions 1 || return
 	stop_daemon
 	expect_knobs "no --restore" run=1 sleep_millisecs=100
+	# A line starts with its time, except in the journal (JOURNAL_STREAM
+	# names stdout), which stamps each line itself.
+	tune --once --dry-run >/dev/null
+	grep -Eq '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8} tune pressure ' "$tmp/out" || fail "no time: $(cat "$tmp/out")"
+	: >"$tmp/j.out"
+	JOURNAL_STREAM=$(stat -c '%d:%i' "$tmp/j.out") "$ksmctl" --sysfs-root "$tree/sys" \
+		--proc-root "$tree/proc" tune --once --dry-run >>"$tmp/j.out"
+	grep -q '^tune pressure ' "$tmp/j.out" || fail "a time of its own in the journal: $(cat "$tmp/j.out")"
 }
 
 # ---- bad input ----
