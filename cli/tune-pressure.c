@@ -24,12 +24,12 @@
  *
  * 3. How fast?  Converging: ksmd gets --max-cpu percent of a CPU; idle,
  *    --idle-cpu, enough for ksmd to notice new pages and re-merge pages
- *    written meanwhile, at near-zero cost.  The cost of a page (ksmd's CPU
- *    seconds per page scanned) is measured over every interval, from
- *    ksmd's CPU time and pages_scanned (or, before 6.6, from the rate the
- *    knobs asked for), and the pages_to_scan of a budget follows: a batch
- *    of P pages costs P * cost, then ksmd sleeps S, so its share of a CPU
- *    is P*cost / (S + P*cost).
+ *    written meanwhile, at near-zero cost (its pages_to_scan rewritten
+ *    only when the budget's is more than twice or less than half of it).  The cost of a page
+ * (ksmd's CPU seconds per page scanned) is measured over every interval, from ksmd's CPU time and
+ * pages_scanned (or, before 6.6, from the rate the knobs asked for), and the pages_to_scan of a
+ * budget follows: a batch of P pages costs P * cost, then ksmd sleeps S, so its share of a CPU is
+ * P*cost / (S + P*cost).
  *
  *    The kernel's scan-time advisor (6.8+) is not used unless --advisor
  *    asks for it, because it is the wrong tool here, measured (see
@@ -59,6 +59,7 @@
 #define ADVISOR_MIN_CPU 10	     /* the kernel's KSM_ADVISOR_MIN_CPU */
 #define HYSTERESIS_PCT 5	     /* needed until MemAvailable is this far above */
 #define MERGEABLE_MIN_KB (64 * 1024) /* growth of mergeable memory that counts */
+#define IDLE_SLACK 2		     /* idle: pages_to_scan kept within this factor */
 
 void pressure_defaults(struct pressure_conf *c)
 {
@@ -241,10 +242,17 @@ void pressure_decide(const struct pressure_conf *c, struct pressure_state *s,
 		d->set.advisor_min_pages = pressure_pages_for(c->max_cpu, SLEEP_MS, cost);
 		d->set.advisor_mode = 1;
 	} else {
+		long long p = pressure_pages_for(s->phase == PHASE_IDLE ? c->idle_cpu : c->max_cpu,
+						 SLEEP_MS, cost);
+		/* Idle, the cost measured over 10 s of a 1% budget wanders (a few
+		 * clock ticks of ksmd): the value in place stands within a factor
+		 * of IDLE_SLACK, so that idle is quiet. */
+		if (s->phase == PHASE_IDLE && r->advisor_mode != 1 && r->pages_to_scan > 0 &&
+		    p <= IDLE_SLACK * r->pages_to_scan && IDLE_SLACK * p >= r->pages_to_scan)
+			p = r->pages_to_scan;
 		if (c->has_advisor)
 			d->set.advisor_mode = 0;
-		d->set.pages_to_scan = pressure_pages_for(
-		    s->phase == PHASE_IDLE ? c->idle_cpu : c->max_cpu, SLEEP_MS, cost);
+		d->set.pages_to_scan = p;
 	}
 	d->state = s->phase == PHASE_IDLE ? "idle" : "converging";
 	snprintf(d->why, sizeof(d->why), "%s; %s; %s %g%% CPU at %.2f us/page%s", need, what,
