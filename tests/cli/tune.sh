@@ -527,11 +527,15 @@ t_unit() {
 		fail "install-service --tune did not enable ksm-tune.service"
 	[ ! -e "$root/etc/ksm.conf" ] || fail "install-service --tune wrote /etc/ksm.conf, which tune does not read"
 	says "$unit" "Conflicts=ksmtuned.service ksm.service"
+	says "$unit" "After=ksm-apply.service ksmtuned.service ksm.service"
 	says "$unit" "ExecReload=/bin/kill -USR1 \$MAINPID"
 	grep -q '^ExecStart=[^ ]*/ksmctl tune \$KSMCTL_TUNE_ARGS$' "$unit" || fail "ksm-tune.service's ExecStart"
 	"$ksmctl" install-service --root "$root" --no-enable >"$tmp/out"
 	unit=$root/etc/systemd/system/ksm-apply.service
 	says "$unit" "Conflicts=ksmtuned.service ksm.service"
+	# Conflicts= alone does not order the conflicting unit's stop (run=0)
+	# before this unit's start.
+	says "$unit" "After=local-fs.target ksmtuned.service ksm.service"
 	grep -q '^ExecStop=[^ ]*/ksmctl stop$' "$unit" || fail "ksm-apply.service has no ExecStop=ksmctl stop"
 	if command -v systemd-analyze >/dev/null; then
 		sed -i "s#^\(Exec[A-Za-z]*\)=[^ ]*/ksmctl#\1=$ksmctl#" "$root"/etc/systemd/system/*.service
