@@ -21,23 +21,6 @@
 
 #define GUESTS 4
 
-enum kind { IMAGE, PRIVATE, ZERO };
-
-/* The image's layout: a kind for every page, in runs. */
-static unsigned char *make_layout(size_t npages)
-{
-	unsigned char *kind = malloc(npages);
-	uint64_t rng = 42;
-	for (size_t i = 0; i < npages;) {
-		size_t run = 1 + rng_next(&rng) % 256;
-		unsigned roll = (unsigned)(rng_next(&rng) % 100);
-		enum kind k = roll < 70 ? IMAGE : roll < 80 ? PRIVATE : ZERO;
-		for (size_t j = 0; j < run && i < npages; j++)
-			kind[i++] = (unsigned char)k;
-	}
-	return kind;
-}
-
 int main(int argc, char **argv)
 {
 	struct bench b;
@@ -49,18 +32,10 @@ int main(int argc, char **argv)
 		b.o.workload = "2-VM-zero";
 	size_t npages = (b.o.quick ? 32 : 256) * MIB / PG;
 	double timeout = b.o.quick ? 30 : 120;
-	unsigned char *kind = make_layout(npages);
+	unsigned char *kind = vm_layout(npages);
 	for (size_t g = 0; g < GUESTS; g++) {
 		char *p = map_pages(npages);
-		for (size_t i = 0; i < npages; i++) {
-			char *page = p + i * PG;
-			if (kind[i] == IMAGE)
-				fill_page(page, (1ULL << 40) + i);
-			else if (kind[i] == PRIVATE)
-				fill_page(page, ((g + 1) << 32) + i);
-			else
-				memset(page, 0, PG); /* touched: a present zero page */
-		}
+		vm_fill(p, npages, kind, (unsigned)g);
 		guests[g] = (struct span){p, npages * PG};
 	}
 	if (b.o.series && !(series = fopen(b.o.series, "w"))) {

@@ -183,6 +183,36 @@ static pid_t find_by_comm(const char *dir, const char *name)
 	return id > 0 ? id : -1;
 }
 
+unsigned char *vm_layout(size_t npages)
+{
+	unsigned char *kind = malloc(npages);
+	uint64_t rng = 42;
+
+	if (!kind)
+		bench_die("malloc");
+	for (size_t i = 0; i < npages;) {
+		size_t run = 1 + rng_next(&rng) % 256;
+		unsigned roll = (unsigned)(rng_next(&rng) % 100);
+		enum vm_page_kind k = roll < 70 ? VM_IMAGE : roll < 80 ? VM_PRIVATE : VM_ZERO;
+		for (size_t j = 0; j < run && i < npages; j++)
+			kind[i++] = (unsigned char)k;
+	}
+	return kind;
+}
+
+void vm_fill(char *p, size_t npages, const unsigned char *layout, unsigned guest)
+{
+	for (size_t i = 0; i < npages; i++) {
+		char *page = p + i * PG;
+		if (layout[i] == VM_IMAGE)
+			fill_page(page, (1ULL << 40) + i);
+		else if (layout[i] == VM_PRIVATE)
+			fill_page(page, ((uint64_t)(guest + 1) << 32) + i);
+		else
+			memset(page, 0, PG); /* touched: a present zero page */
+	}
+}
+
 /* ---- the engine ---- */
 
 static void lib_write(struct engine *e, const char *name, const char *value)

@@ -75,6 +75,15 @@ void fill_page(char *page, uint64_t key);
 /* A reproducible pseudo-random sequence (splitmix64). */
 uint64_t rng_next(uint64_t *state);
 
+/* A guest's memory, as workload 2 (VM-like) lays it out: runs of 1 to 256
+ * pages, 70% of them image pages (identical in every guest at the same
+ * offsets), 10% private (different in every guest), 20% zero pages. */
+enum vm_page_kind { VM_IMAGE, VM_PRIVATE, VM_ZERO };
+/* The kind of every page of npages (malloc'd), the same on every call. */
+unsigned char *vm_layout(size_t npages);
+/* Fills guest's npages at p as layout says (zero pages are touched). */
+void vm_fill(char *p, size_t npages, const unsigned char *layout, unsigned guest);
+
 /* ---- the engine under test ---- */
 
 struct engine {

@@ -43,12 +43,13 @@ const char usage_apply[] =
     "  --sample    print a commented sample file with every knob's default\n";
 
 const char usage_install_service[] =
-    "install-service [--root DIR] [--dry-run] [--no-enable]\n"
+    "install-service [--tune] [--root DIR] [--dry-run] [--no-enable]\n"
     "\n"
     "Installs ksm-apply.service (applies /etc/ksm.conf at boot) into\n"
     "DIR/etc/systemd/system, writes a commented DIR/etc/ksm.conf if there is\n"
     "none, and enables the unit.\n"
     "\n"
+    "  --tune       install and enable ksm-tune.service (ksmctl tune) instead\n"
     "  --root DIR   install below DIR instead of / (enables by a symlink)\n"
     "  --dry-run    say what would be done, do nothing\n"
     "  --no-enable  install only\n";
@@ -147,6 +148,7 @@ int cmd_apply(int argc, char **argv)
 struct install {
 	char root[PATH_MAX];
 	bool dry, enable;
+	const char *unit; /* "ksm-apply.service", or "ksm-tune.service" with --tune */
 };
 
 /* Writes text to path unless it exists and keep is set. */
@@ -200,15 +202,15 @@ static int run_command(const struct install *in, char *const argv[])
 /* Below a root other than /, enable as systemctl does: a wants/ symlink. */
 static int enable_in_root(const struct install *in)
 {
-	char dir[PATH_MAX * 2], link[PATH_MAX * 3];
+	char dir[PATH_MAX * 2], link[PATH_MAX * 3], target[PATH_MAX];
 
 	snprintf(dir, sizeof(dir), "%s/etc/systemd/system/multi-user.target.wants", in->root);
-	snprintf(link, sizeof(link), "%s/ksm-apply.service", dir);
-	printf("link %s -> ../ksm-apply.service\n", link);
+	snprintf(link, sizeof(link), "%s/%s", dir, in->unit);
+	snprintf(target, sizeof(target), "../%s", in->unit);
+	printf("link %s -> %s\n", link, target);
 	if (in->dry)
 		return 0;
-	if ((mkdir(dir, 0755) && errno != EEXIST) ||
-	    (symlink("../ksm-apply.service", link) && errno != EEXIST))
+	if ((mkdir(dir, 0755) && errno != EEXIST) || (symlink(target, link) && errno != EEXIST))
 		return ksmctl_fail(KSMCTL_REFUSED, link, NULL, "install-service: cannot enable: %s",
 				   strerror(errno));
 	return 0;
@@ -234,10 +236,13 @@ int cmd_install_service(int argc, char **argv)
 	    {"root", required_argument, NULL, 'r'},
 	    {"dry-run", no_argument, NULL, 'n'},
 	    {"no-enable", no_argument, NULL, 'e'},
+	    {"tune", no_argument, NULL, 't'}, /* ksm-tune.service instead */
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	struct install in = {.root = "", .enable = true};
+	struct install in = {.root = "", .enable = true, .unit = "ksm-apply.service"};
+	const char *unit_text = ksm_apply_unit_text;
+	char unit_path[PATH_MAX];
 	char *sample = NULL, dir[PATH_MAX * 2];
 	size_t sample_len = 0;
 	int c, ret;
@@ -249,6 +254,8 @@ int cmd_install_service(int argc, char **argv)
 			in.dry = true;
 		else if (c == 'e')
 			in.enable = false;
+		else if (c == 't')
+			in.unit = "ksm-tune.service", unit_text = ksm_tune_unit_text;
 		else
 			return verb_usage(usage_install_service, KSMCTL_USAGE);
 	}
@@ -277,8 +284,9 @@ int cmd_install_service(int argc, char **argv)
 		return ksmctl_fail(KSMCTL_REFUSED, NULL, NULL, "out of memory");
 	print_sample(mem);
 	fclose(mem);
-	ret = install_file(&in, "/etc/systemd/system/ksm-apply.service", ksm_unit_text, false);
-	if (!ret)
+	snprintf(unit_path, sizeof(unit_path), "/etc/systemd/system/%s", in.unit);
+	ret = install_file(&in, unit_path, unit_text, false);
+	if (!ret && unit_text == ksm_apply_unit_text)
 		ret = install_file(&in, "/etc/ksm.conf", sample, true);
 	free(sample);
 	if (ret || !in.enable)
@@ -286,7 +294,7 @@ int cmd_install_service(int argc, char **argv)
 	if (in.root[0])
 		return enable_in_root(&in);
 	char *reload[] = {"systemctl", "daemon-reload", NULL};
-	char *enable[] = {"systemctl", "enable", "ksm-apply.service", NULL};
+	char *enable[] = {"systemctl", "enable", (char *)in.unit, NULL};
 	if ((ret = run_command(&in, reload)) || (ret = run_command(&in, enable)))
 		return ret;
 	return KSMCTL_OK;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "tune.h"
 
 const char usage_doctor[] =
     "doctor [--json]\n"
@@ -35,7 +36,8 @@ struct facts {
 	long long run, full_scans, max_sharing, chains, skipped, scanned, smart, advisor;
 	long long pages_to_scan, target, max_cpu, across_nodes;
 	int numa_nodes;
-	int systemd; /* its version, 0 if not systemd: MemoryKSM= needs 254 */
+	int ksmtuned; /* its pid, 0 if not running */
+	int systemd;  /* its version, 0 if not systemd: MemoryKSM= needs 254 */
 	char thp[32], release[128], kconfig_src[512];
 	int kconfig;
 	struct proc_list procs;
@@ -71,6 +73,22 @@ static enum severity no_ksm(const struct facts *f, struct finding *out)
 	    "use a kernel built with CONFIG_KSM=y (and /sys mounted), or libsamepage/samepaged "
 	    "to merge in user space");
 	return ERROR;
+}
+
+/* ksmtuned rewrites run, pages_to_scan and sleep_millisecs every minute. */
+static enum severity ksmtuned_running(const struct facts *f, struct finding *out)
+{
+	if (!f->ksmtuned)
+		return NONE;
+	SAY(summary, "ksmtuned is running: it undoes ksmctl apply and set");
+	SAY(evidence,
+	    "pid %d is ksmtuned; it writes run, pages_to_scan and sleep_millisecs every "
+	    "KSM_MONITOR_INTERVAL (60 s), whatever /etc/ksm.conf says",
+	    f->ksmtuned);
+	SAY(fix, "systemctl disable --now ksmtuned.service; then either ksmctl install-service "
+		 "(static knobs from /etc/ksm.conf) or ksmctl install-service --tune (ksmctl tune: "
+		 "by memory pressure; ksmtuned's own algorithm with --policy ksmtuned)");
+	return WARN;
 }
 
 static enum severity not_running(const struct facts *f, struct finding *out)
@@ -325,6 +343,7 @@ static const struct {
 	check_fn fn;
 } checks[] = {
     {"no-ksm", no_ksm},
+    {"ksmtuned", ksmtuned_running},
     {"not-running", not_running},
     {"read-only", read_only},
     {"nothing-mergeable", nothing_mergeable},
@@ -366,6 +385,7 @@ static void gather(struct facts *f)
 	f->max_cpu = knob_or("advisor_max_cpu", 0);
 	f->across_nodes = knob_or("merge_across_nodes", 1);
 	f->numa_nodes = host_numa_nodes();
+	f->ksmtuned = opt.user ? 0 : tune_ksmtuned_pid(); /* it drives the kernel's only */
 	f->systemd = host_systemd_version();
 	if (host_thp(f->thp, sizeof(f->thp)))
 		f->thp[0] = '\0';

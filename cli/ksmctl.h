@@ -51,6 +51,7 @@ VERB(top);
 VERB(doctor);
 VERB(wait);
 VERB(info);
+VERB(tune);
 #undef VERB
 
 /* Reads a knob as a number through opt.be: 0, -ENOENT (absent), -EINVAL.

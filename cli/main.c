@@ -47,6 +47,7 @@ static const struct verb verbs[] = {
     V(top, "KSM savings per process or per cgroup"),
     V(doctor, "explain why KSM is not merging, with the fix"),
     V(wait, "wait for N full scans, or until merging converged"),
+    V(tune, "a daemon that drives pages_to_scan, sleep and run: ksmtuned's successor"),
     {"estimate", ksmctl_estimate, NULL, "estimate what KSM would save, before enabling it"},
     V(info, "the original ksmctl's one line: flags (run), pages_to_scan, sleep_time"),
 };

@@ -299,5 +299,8 @@ t_restore_on_failure() {
 	! pgrep -x "$(basename "$dupfill" | cut -c1-15)" >/dev/null || fail "the workload survived the failed test"
 }
 
+# Tests of other verbs, in their own files, sharing the helpers above.
+. "$src/kernel-tune.sh"
+
 "t_$test"
 echo "ok: $test"

@@ -25,7 +25,7 @@ unit=$tmp/etc/systemd/system/ksm-apply.service
 	fail "install-service did not enable the unit"
 grep -q '^ExecStart=.*/ksmctl apply /etc/ksm.conf$' "$unit" || fail "ExecStart does not apply /etc/ksm.conf"
 grep -q '^Type=oneshot$' "$unit" || fail "the unit is not Type=oneshot"
-sed -i "s#^ExecStart=[^ ]*#ExecStart=$ksmctl#" "$unit"
+sed -i "s#^\(Exec[A-Za-z]*\)=[^ ]*/ksmctl#\1=$ksmctl#" "$unit" # ExecStart and ExecStop
 out=$(systemd-analyze verify --man=no "$unit" 2>&1)
 rc=$?
 echo "$out"

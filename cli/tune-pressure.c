@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: MIT
+/*
+ * tune-pressure.c - `ksmctl tune`'s own policy (--policy pressure, the
+ * default).
+ *
+ * Three questions at every decision, each answered from the reading:
+ *
+ * 1. Is merging worth it?  Memory is needed when MemAvailable is below
+ *    --available percent of MemTotal, or when tasks stall on memory (PSI
+ *    "some avg10" at --psi percent or more).  It stays needed until
+ *    MemAvailable is 5 points above the threshold and the stalls are under
+ *    half of theirs (no flapping at the edge).  Not needed: run=0, which
+ *    costs no CPU and keeps every merged page merged.  --always: always
+ *    needed.
+ *
+ * 2. Is there anything to merge?  The pages saved (pages_sharing +
+ *    ksm_zero_pages) and tracked (shared + sharing + unshared + volatile)
+ *    are marked when they change by more than 1%, and the memory of
+ *    mergeable processes when it grows by more than 2% (a guest arrives or
+ *    grows before ksmd has seen its pages); SIGUSR1 marks too (libvirt's
+ *    hook sends it when a guest starts).  Converging: a change since the
+ *    mark.  Converged: two full scans (full_scans) since the mark without
+ *    one, i.e. every page was visited twice, which is what merging needs.
+ *
+ * 3. How fast?  Converging: ksmd gets --max-cpu percent of a CPU; idle,
+ *    --idle-cpu, enough for ksmd to notice new pages and re-merge pages
+ *    written meanwhile, at near-zero cost (its pages_to_scan rewritten
+ *    only when the budget's is more than twice or less than half of it).  The cost of a page
+ * (ksmd's CPU seconds per page scanned) is measured over every interval, from ksmd's CPU time and
+ * pages_scanned (or, before 6.6, from the rate the knobs asked for), and the pages_to_scan of a
+ * budget follows: a batch of P pages costs P * cost, then ksmd sleeps S, so its share of a CPU is
+ * P*cost / (S + P*cost).
+ *
+ *    The kernel's scan-time advisor (6.8+) is not used unless --advisor
+ *    asks for it, because it is the wrong tool here, measured (see
+ *    BENCHMARKS.md, "Tuning"): writing advisor_mode=scan-time zeroes its
+ *    context, so its first adjustment counts all of ksmd's CPU time since
+ *    boot as spent on one scan and cuts pages_to_scan to a few dozen
+ *    pages (90 from 21428 here), which makes the next full scan, and so
+ *    the next adjustment, minutes away; and its floor of 10% CPU
+ *    (KSM_ADVISOR_MIN_CPU) forbids idling.  Converging starts every time
+ *    something arrives, when speed matters most.  With --advisor,
+ *    converging is handed to it (advisor_max_cpu the budget,
+ *    advisor_target_scan_time 1 for the fastest scan the budget allows,
+ *    advisor_min_pages_to_scan the budget's pages) and idle turns it off.
+ */
+#include "tune.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+#define SLEEP_MS 100		     /* between batches, in every phase */
+#define DEFAULT_COST 2e-6	     /* seconds of ksmd CPU per page until measured */
+#define MIN_PAGES 16		     /* the smallest batch we set */
+#define MAX_PAGES 1000000	     /* the largest */
+#define ADVISOR_MIN_CPU 10	     /* the kernel's KSM_ADVISOR_MIN_CPU */
+#define HYSTERESIS_PCT 5	     /* needed until MemAvailable is this far above */
+#define MERGEABLE_MIN_KB (64 * 1024) /* growth of mergeable memory that counts */
+#define IDLE_SLACK 2		     /* idle: pages_to_scan kept within this factor */
+
+void pressure_defaults(struct pressure_conf *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->available_pct = 20;
+	c->psi_pct = 1;
+	c->max_cpu = 30;
+	c->idle_cpu = 1;
+}
+
+long long pressure_pages_for(double cpu_pct, long long sleep_ms, double cost)
+{
+	double f = cpu_pct / 100, p;
+
+	if (f >= 1)
+		return MAX_PAGES;
+	p = f * (double)sleep_ms / 1000 / (cost * (1 - f));
+	return p < MIN_PAGES ? MIN_PAGES : p > MAX_PAGES ? MAX_PAGES : (long long)p;
+}
+
+static long long saved_pages(const struct tune_reading *r)
+{
+	return r->sharing + (r->zero_pages > 0 ? r->zero_pages : 0);
+}
+
+static long long tracked_pages(const struct tune_reading *r)
+{
+	return r->shared + r->sharing + r->unshared + r->volatile_pages;
+}
+
+/* More than 1% (and 256 pages) away from the mark. */
+static bool moved(long long now, long long mark)
+{
+	long long d = now - mark, tol = (mark > 0 ? mark : 0) / 100;
+
+	return (d < 0 ? -d : d) > (tol > 256 ? tol : 256);
+}
+
+static double pct(long long part, long long whole)
+{
+	return whole > 0 && part >= 0 ? 100.0 * (double)part / (double)whole : NAN;
+}
+
+/* Memory needed?  Sets why; keeps s->needed with its hysteresis. */
+static bool needed(const struct pressure_conf *c, struct pressure_state *s,
+		   const struct tune_reading *r, char *why, size_t len)
+{
+	double avail = pct(r->mem_available_kb, r->mem_total_kb);
+	bool low = avail < c->available_pct;
+	bool stall = !isnan(r->psi_some10) && r->psi_some10 >= c->psi_pct;
+
+	if (c->always) {
+		snprintf(why, len, "merging always (--always)");
+		return s->needed = true;
+	}
+	if (low || stall) {
+		if (stall)
+			snprintf(why, len, "memory needed: tasks stall on memory %.2f%% >= %g%%",
+				 r->psi_some10, c->psi_pct);
+		else
+			snprintf(why, len, "memory needed: MemAvailable %.1f%% < %g%%", avail,
+				 c->available_pct);
+		return s->needed = true;
+	}
+	if (s->needed && (avail < c->available_pct + HYSTERESIS_PCT ||
+			  (!isnan(r->psi_some10) && r->psi_some10 >= c->psi_pct / 2))) {
+		snprintf(why, len, "memory still needed: MemAvailable %.1f%% < %g%% (hysteresis)",
+			 avail, c->available_pct + HYSTERESIS_PCT);
+		return true;
+	}
+	snprintf(why, len, "memory plentiful: MemAvailable %.1f%% >= %g%%, stalls %.2f%% < %g%%",
+		 avail, s->needed ? c->available_pct + HYSTERESIS_PCT : c->available_pct,
+		 isnan(r->psi_some10) ? 0 : r->psi_some10, c->psi_pct);
+	return s->needed = false;
+}
+
+static void mark(struct pressure_state *s, const struct tune_reading *r)
+{
+	s->mark_scans = r->full_scans;
+	s->mark_saved = saved_pages(r);
+	s->mark_items = tracked_pages(r);
+	s->mark_mergeable = r->mergeable_kb;
+}
+
+/* Learns the cost of a page from the last interval, if ksmd ran under the
+ * same knobs all along. */
+static void learn_cost(struct pressure_state *s, const struct tune_reading *r)
+{
+	const struct tune_reading *p = &s->prev;
+	double dt = r->t - p->t, dcpu = r->ksmd_cpu_s - p->ksmd_cpu_s, cost = 0;
+
+	if (!s->have_prev || dt <= 0 || isnan(dcpu) || dcpu < 0 || p->run != 1 || r->run != 1)
+		return;
+	if (r->scanned >= 0 && p->scanned >= 0 && r->scanned - p->scanned >= 1000) {
+		cost = dcpu / (double)(r->scanned - p->scanned);
+	} else if (r->scanned < 0 && p->pages_to_scan == r->pages_to_scan &&
+		   p->sleep_ms == r->sleep_ms && p->pages_to_scan > 0 && dcpu > 0) {
+		/* f = P*cost / (S + P*cost), solved for cost. */
+		double f = dcpu / dt;
+		if (f < 0.99)
+			cost =
+			    f * (double)r->sleep_ms / 1000 / ((double)r->pages_to_scan * (1 - f));
+	}
+	if (cost > 0)
+		s->cost = s->cost > 0 ? (s->cost + cost) / 2 : cost;
+}
+
+/* What ksmd's CPU was over the last interval, for the log: percent or NAN. */
+static double cpu_pct(const struct pressure_state *s, const struct tune_reading *r)
+{
+	double dt = r->t - s->prev.t;
+
+	if (!s->have_prev || dt <= 0 || isnan(r->ksmd_cpu_s) || isnan(s->prev.ksmd_cpu_s))
+		return NAN;
+	return 100 * (r->ksmd_cpu_s - s->prev.ksmd_cpu_s) / dt;
+}
+
+void pressure_decide(const struct pressure_conf *c, struct pressure_state *s,
+		     const struct tune_reading *r, struct tune_decision *d)
+{
+	char need[160], what[160] = "";
+	double cost, cpu = cpu_pct(s, r);
+	bool use_advisor;
+
+	memset(&d->set, 0xff, sizeof(d->set)); /* every knob -1: left alone */
+	learn_cost(s, r);
+	cost = s->cost > 0 ? s->cost : DEFAULT_COST;
+	if (!needed(c, s, r, need, sizeof(need))) {
+		s->phase = PHASE_STOPPED;
+		d->set.run = 0;
+		d->state = "stopped";
+		snprintf(d->why, sizeof(d->why), "%s: run=0 (merged pages stay merged)", need);
+		goto out;
+	}
+	if (s->phase == PHASE_STOPPED || s->kick || r->full_scans < s->mark_scans) {
+		snprintf(what, sizeof(what), "%s",
+			 s->kick		     ? "SIGUSR1: something new to merge"
+			 : s->phase == PHASE_STOPPED ? "merging starts"
+						     : "the counters were reset");
+		mark(s, r);
+		s->phase = PHASE_CONVERGING;
+		s->kick = false;
+	} else if (moved(saved_pages(r), s->mark_saved)) {
+		snprintf(what, sizeof(what), "pages saved changed: %lld -> %lld", s->mark_saved,
+			 saved_pages(r));
+		mark(s, r);
+		s->phase = PHASE_CONVERGING;
+	} else if (tracked_pages(r) > s->mark_items && moved(tracked_pages(r), s->mark_items)) {
+		snprintf(what, sizeof(what), "new pages tracked: %lld -> %lld", s->mark_items,
+			 tracked_pages(r));
+		mark(s, r);
+		s->phase = PHASE_CONVERGING;
+	} else if (r->mergeable_kb >= 0 && s->mark_mergeable >= 0 &&
+		   r->mergeable_kb - s->mark_mergeable > (s->mark_mergeable / 50 > MERGEABLE_MIN_KB
+							      ? s->mark_mergeable / 50
+							      : MERGEABLE_MIN_KB)) {
+		snprintf(what, sizeof(what), "mergeable processes grew: %lld -> %lld kB",
+			 s->mark_mergeable, r->mergeable_kb);
+		mark(s, r);
+		s->phase = PHASE_CONVERGING;
+	} else if (r->full_scans - s->mark_scans >= 2) {
+		snprintf(what, sizeof(what), "converged: pages saved steady over %lld full scans",
+			 r->full_scans - s->mark_scans);
+		s->phase = PHASE_IDLE;
+	} else {
+		snprintf(what, sizeof(what), "%s: %lld of 2 full scans without change",
+			 s->phase == PHASE_IDLE ? "idle" : "converging",
+			 r->full_scans - s->mark_scans);
+	}
+	if (r->mergeable_kb >= 0 && (s->mark_mergeable < 0 || r->mergeable_kb < s->mark_mergeable))
+		s->mark_mergeable = r->mergeable_kb;
+
+	use_advisor = c->advisor && c->has_advisor && c->max_cpu >= ADVISOR_MIN_CPU &&
+		      s->phase == PHASE_CONVERGING;
+	d->set.run = 1;
+	d->set.sleep_ms = SLEEP_MS;
+	if (use_advisor) {
+		d->set.advisor_max_cpu = (long long)c->max_cpu;
+		d->set.advisor_target = 1;
+		d->set.advisor_min_pages = pressure_pages_for(c->max_cpu, SLEEP_MS, cost);
+		d->set.advisor_mode = 1;
+	} else {
+		long long p = pressure_pages_for(s->phase == PHASE_IDLE ? c->idle_cpu : c->max_cpu,
+						 SLEEP_MS, cost);
+		/* Idle, the cost measured over 10 s of a 1% budget wanders (a few
+		 * clock ticks of ksmd): the value in place stands within a factor
+		 * of IDLE_SLACK, so that idle is quiet. */
+		if (s->phase == PHASE_IDLE && r->advisor_mode != 1 && r->pages_to_scan > 0 &&
+		    p <= IDLE_SLACK * r->pages_to_scan && IDLE_SLACK * p >= r->pages_to_scan)
+			p = r->pages_to_scan;
+		if (c->has_advisor)
+			d->set.advisor_mode = 0;
+		d->set.pages_to_scan = p;
+	}
+	d->state = s->phase == PHASE_IDLE ? "idle" : "converging";
+	snprintf(d->why, sizeof(d->why), "%s; %s; %s %g%% CPU at %.2f us/page%s", need, what,
+		 s->phase == PHASE_IDLE ? "idle budget" : "budget",
+		 s->phase == PHASE_IDLE ? c->idle_cpu : c->max_cpu, cost * 1e6,
+		 use_advisor ? ", by the kernel's scan-time advisor" : "");
+out:
+	char cpu_text[32] = "not measured yet";
+	if (!isnan(cpu))
+		snprintf(cpu_text, sizeof(cpu_text), "%.1f%%", cpu);
+	snprintf(d->read, sizeof(d->read),
+		 "MemAvailable %.1f%%, stalls %.2f%%, ksmd CPU %s, full_scans %lld, saved %lld, "
+		 "tracked %lld, mergeable %lld kB in %d processes",
+		 pct(r->mem_available_kb, r->mem_total_kb),
+		 isnan(r->psi_some10) ? 0 : r->psi_some10, cpu_text, r->full_scans, saved_pages(r),
+		 tracked_pages(r), r->mergeable_kb, r->mergeable_procs);
+	/* The next interval runs under the knobs decided now. */
+	s->prev = *r;
+	if (d->set.run >= 0)
+		s->prev.run = d->set.run;
+	if (d->set.pages_to_scan >= 0)
+		s->prev.pages_to_scan = d->set.pages_to_scan;
+	if (d->set.sleep_ms >= 0)
+		s->prev.sleep_ms = d->set.sleep_ms;
+	s->have_prev = true;
+}
