@@ -7,7 +7,7 @@ PREFIX ?= /usr/local
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all build test test-asan demo bench install clean format format-check
+.PHONY: all build test test-asan demo bench soak fuzz install clean format format-check
 
 all: build
 
@@ -36,6 +36,17 @@ demo: build
 
 bench: build
 	bash bench/run.sh $(if $(QUICK),--quick,)
+
+# The soak (RELIABILITY.md): every kind of operation by default, for
+# SOAK_SECONDS; SOAK_OPS=write,fork,... (or all) and SOAK_ARGS=... (see
+# samepage_soak --help) isolate or tune it.
+SOAK_SECONDS ?= 300
+SOAK_SEED ?= 1
+SOAK_OPS ?= all
+soak: build
+	$(BUILD)/tests/soak/samepage_soak --duration $(SOAK_SECONDS) --seed $(SOAK_SEED) \
+		--ops $(SOAK_OPS) --samepaged $(BUILD)/daemon/samepaged --ksmctl $(BUILD)/cli/ksmctl \
+		--dir $(BUILD) $(SOAK_ARGS)
 
 # Configured again with PREFIX: the pkg-config file and the systemd units
 # name installed paths.
