@@ -31,13 +31,6 @@
 
 static __thread const char *thread_who = "engine";
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static samepage_t *engine_get(struct worker *w, struct region *r)
 {
 	struct engine *e = &w->env->engines[r->engine];
@@ -521,11 +514,14 @@ static enum op pick_op(struct worker *w, double *next_fork)
 	for (int k = 0; k < NOPS; k++) {
 		unsigned wk = opts->on[k] && (!w->sigblock || k == OP_WRITE) ? weight[k] : 0;
 		if (x < wk) {
-			if (k == OP_FORK) { /* at most ten forks a second per worker */
-				double t = now();
+			/* At most two forks a second per worker: a fork keeps the
+			 * KSM pages it saw until its child is gone, and more
+			 * would leave little to merge. */
+			if (k == OP_FORK) {
+				double t = soak_now();
 				if (t < *next_fork)
-					return OP_VERIFY;
-				*next_fork = t + 0.1;
+					return OP_WRITE;
+				*next_fork = t + 0.5;
 			}
 			return (enum op)k;
 		}

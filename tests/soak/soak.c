@@ -74,10 +74,8 @@ void note(const char *fmt, ...)
 {
 	struct soak_note *n = NULL;
 	for (int i = 0; i < SOAK_NOTES && !n; i++) {
-		uintptr_t cur = atomic_load(&stats->notes[i].fmt);
-		if (cur == (uintptr_t)fmt ||
-		    (!cur &&
-		     atomic_compare_exchange_strong(&stats->notes[i].fmt, &cur, (uintptr_t)fmt)) ||
+		uintptr_t cur = 0; /* a free slot is claimed; a taken one may be ours */
+		if (atomic_compare_exchange_strong(&stats->notes[i].fmt, &cur, (uintptr_t)fmt) ||
 		    cur == (uintptr_t)fmt)
 			n = &stats->notes[i];
 	}
@@ -99,7 +97,7 @@ bool soak_stopping(void)
 	return atomic_load(&stats->stop);
 }
 
-static double now(void)
+double soak_now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -510,7 +508,7 @@ static void reap(bool restart)
 /* Waits for every process but the daemon to finish its last checks. */
 static void wait_all(double limit)
 {
-	double end = now() + limit;
+	double end = soak_now() + limit;
 	for (;;) {
 		reap(false);
 		bool left = false;
@@ -518,7 +516,7 @@ static void wait_all(double limit)
 			left |= procs[i].pid && procs[i].role != R_DAEMON;
 		if (!left)
 			return;
-		if (now() > end)
+		if (soak_now() > end)
 			break;
 		usleep(20000);
 	}
@@ -813,7 +811,7 @@ int main(int argc, char **argv)
 	print_ops();
 	printf("\n");
 
-	double t0 = now(), next_report = o.report_every;
+	double t0 = soak_now(), next_report = o.report_every;
 	double next_client_kill = 3, next_daemon_kill = 6, daemon_back = 0;
 	uint64_t rng = seed_for(o.seed, 300, 0);
 	if (o.on[OP_DAEMON]) {
@@ -824,7 +822,7 @@ int main(int argc, char **argv)
 	}
 	start_engine_process();
 	double t;
-	while ((t = now() - t0) < o.duration && !interrupted) {
+	while ((t = soak_now() - t0) < o.duration && !interrupted) {
 		usleep(50000);
 		reap(true);
 		if (o.on[OP_DAEMON])
@@ -835,7 +833,7 @@ int main(int argc, char **argv)
 		}
 	}
 	atomic_store(&stats->stop, 1);
-	take_sample(now() - t0);
+	take_sample(soak_now() - t0);
 	wait_all(120);
 	if (o.on[OP_DAEMON]) {
 		struct proc *d = proc_of(R_DAEMON, 0);
@@ -846,5 +844,5 @@ int main(int argc, char **argv)
 	}
 	write_csv();
 	cleanup_dirs();
-	return report(now() - t0);
+	return report(soak_now() - t0);
 }

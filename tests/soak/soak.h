@@ -187,6 +187,7 @@ void fill_pattern(char *page, unsigned p);
  * supervisor, so a format has the same address in all of them). */
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool soak_stopping(void);
+double soak_now(void); /* monotonic seconds */
 
 /* ops.c */
 void region_map(struct worker *w, struct region *r);
