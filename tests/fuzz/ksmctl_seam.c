@@ -108,6 +108,7 @@ int tree_put(const char *dir, const char *rel, const void *data, size_t len)
 		strlen(rel))
 		return -1;
 	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	mkdir(dir, 0755);
 	for (char *s = path + strlen(dir) + 1; (s = strchr(s, '/')); s++) {
 		*s = 0;
 		mkdir(path, 0755);
