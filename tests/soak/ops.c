@@ -69,6 +69,7 @@ static void record(struct region *r, size_t page, size_t off, size_t bytes, enum
 	m->actual = (uint8_t)r->addr[page * PG + off];
 	m->found_by = (uint8_t)op;
 	m->last_write = r->last_write[page];
+	m->alloced = r->alloced;
 	m->pid = getpid();
 	snprintf(m->who, sizeof(m->who), "%s", thread_who);
 }

@@ -727,11 +727,11 @@ static int report(double elapsed)
 	uint32_t nrec = atomic_load(&stats->nrecords);
 	for (uint32_t i = 0; i < nrec && i < SOAK_RECORDS; i++) {
 		struct mismatch *m = &stats->rec[i];
-		printf(
-		    "mismatch %u: %s pid %d at 0x%llx: expected 0x%02x, found 0x%02x (%u bytes of "
-		    "the page differ); found after %s, last written by %s\n",
-		    i + 1, m->who, m->pid, (unsigned long long)m->addr, m->expected, m->actual,
-		    m->bytes, op_name[m->found_by], op_name[m->last_write]);
+		printf("mismatch %u: %s pid %d at 0x%llx (%s): expected 0x%02x, found 0x%02x (%u "
+		       "bytes of the page differ); found after %s, last written by %s\n",
+		       i + 1, m->who, m->pid, (unsigned long long)m->addr,
+		       m->alloced ? "samepage_alloc" : "mmap", m->expected, m->actual, m->bytes,
+		       op_name[m->found_by], op_name[m->last_write]);
 	}
 	for (int i = 0; i < SOAK_NOTES; i++) {
 		struct soak_note *n = &stats->notes[i];

@@ -82,6 +82,7 @@ struct mismatch {
 	uint8_t expected, actual;
 	uint8_t found_by;   /* the operation after which it was found (enum op) */
 	uint8_t last_write; /* the last operation that wrote the page */
+	bool alloced;	    /* in memory from samepage_alloc (else mmap) */
 	int pid;
 	char who[24]; /* "engine", "client A0", "child of engine" */
 };
