@@ -74,8 +74,10 @@ static int knob_write(samepage_t *sp, const char *what, const char *name, const 
 	int rerr = samepage_read_number(sp, name, &after);
 	if (rerr) {
 		api_refused("reading back", name, value, rerr, 0);
-	} else if (err) { /* a refused write changes nothing */
-		if (after != before) {
+	} else if (err) { /* a refused write changes nothing (the advisor moves pages_to_scan) */
+		long long advisor = 0;
+		samepage_read_number(sp, "advisor_mode", &advisor);
+		if (after != before && !(advisor == 1 && !strcmp(name, "pages_to_scan"))) {
 			atomic_fetch_add(&stats->api_errors, 1);
 			note("%s: samepage_write(%s, %s) was refused but changed it from %lld to "
 			     "%lld",
