@@ -62,14 +62,9 @@ static unsigned byte(struct in *in)
 	return *in->p++;
 }
 
-/* A name: one of the table (most often), or bytes up to a NUL. */
-static void take_name(struct in *in, char *buf, size_t len)
+/* Bytes up to a NUL (or the end of the input). */
+static void take_string(struct in *in, char *buf, size_t len)
 {
-	unsigned b = byte(in);
-	if (b < 224) {
-		snprintf(buf, len, "%s", samepage_knob_at((int)(b % samepage_knob_count()))->name);
-		return;
-	}
 	size_t i = 0;
 	while (in->n && i + 1 < len) {
 		unsigned c = byte(in);
@@ -80,16 +75,14 @@ static void take_name(struct in *in, char *buf, size_t len)
 	buf[i] = 0;
 }
 
-static void take_value(struct in *in, char *buf, size_t len)
+/* A name: one of the table (most often), or a string. */
+static void take_name(struct in *in, char *buf, size_t len)
 {
-	size_t i = 0;
-	while (in->n && i + 1 < len) {
-		unsigned c = byte(in);
-		if (!c)
-			break;
-		buf[i++] = (char)c;
-	}
-	buf[i] = 0;
+	unsigned b = byte(in);
+	if (b < 224)
+		snprintf(buf, len, "%s", samepage_knob_at((int)(b % samepage_knob_count()))->name);
+	else
+		take_string(in, buf, len);
 }
 
 static long long number(const char *name)
@@ -103,7 +96,7 @@ static void op_write(struct in *in)
 {
 	char name[80], value[80];
 	take_name(in, name, sizeof(name));
-	take_value(in, value, sizeof(value));
+	take_string(in, value, sizeof(value));
 	const struct samepage_knob *k = samepage_knob_find(name);
 	bool advisor = number("advisor_mode") == 1;
 	long long before = k ? number(name) : 0;
