@@ -247,7 +247,7 @@ static void engine_reopen(int e)
 	for (int i = 0; i < nworkers; i++)
 		for (int j = 0; j < workers[i].nregions; j++) {
 			struct region *r = &workers[i].regions[j];
-			if (r->engine != e)
+			if (r->engine != e || !r->addr)
 				continue;
 			err =
 			    samepage_madvise(eng->sp, r->addr, r->npages * PG, SAMEPAGE_MERGEABLE);

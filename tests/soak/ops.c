@@ -173,8 +173,8 @@ void region_unmap(struct worker *w, struct region *r)
 	} else if (munmap(r->addr, len)) {
 		syscall_error("munmap");
 	}
+	r->addr = NULL; /* under the lock: an engine reopened meanwhile skips it */
 	engine_put(w, r);
-	r->addr = NULL;
 }
 
 /* ---- the operations ---- */
