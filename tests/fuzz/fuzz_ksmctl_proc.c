@@ -53,7 +53,10 @@ static void unpack(const char *root, const char *p, size_t n)
 		const char *body = nl ? nl + 1 : end;
 		const char *next = memmem(body, (size_t)(end - body), "\n==> ", 5);
 		next = next ? next + 1 : end;
-		tree_put(root, rel, body, (size_t)(next - body));
+		/* sysfs names are the kernel's identifiers (ksmctl makes metric
+		 * names of them): a '-' there is not a kernel's tree */
+		if (strncmp(rel, "sys/", 4) || !strchr(rel, '-'))
+			tree_put(root, rel, body, (size_t)(next - body));
 		p = next;
 	}
 }

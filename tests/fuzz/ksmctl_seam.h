@@ -4,8 +4,9 @@
  *
  * tests/fuzz/CMakeLists.txt builds the sources of cli/ again with main() renamed
  * ksmctl_main(); ksmctl_run() calls it with the global options as at
- * start-up (main() sets them from argv), stdout captured, LeakSanitizer
- * off (a program that ends may keep what it allocated).  The trees are
+ * start-up (main() sets them from argv), stdout captured, its messages on
+ * stderr dropped, LeakSanitizer off (a program that ends may keep what it
+ * allocated).  The trees are
  * scratch copies of sysfs/procfs under a directory of /dev/shm.
  */
 #ifndef SAMEPAGE_KSMCTL_SEAM_H
