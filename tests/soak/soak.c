@@ -452,9 +452,17 @@ static void check_ksmctl(void)
 		_exit(127);
 	}
 	int status = 0;
-	waitpid(pid, &status, 0);
+	pid_t got = 0;
+	for (int i = 0; i < 3000 && (got = waitpid(pid, &status, WNOHANG)) == 0; i++)
+		usleep(10000);
 	ksmctl_checks++;
-	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+	if (got == 0) { /* 30 s: it waits for an answer that does not come */
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		atomic_fetch_add(&stats->hangs, 1);
+		note("ksmctl --user --socket %s status: no answer within 30 s with the daemon up",
+		     sockpath);
+	} else if (!WIFEXITED(status) || WEXITSTATUS(status)) {
 		atomic_fetch_add(&stats->api_errors, 1);
 		note("ksmctl --user --socket %s status: exit %d with the daemon up", sockpath,
 		     WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
