@@ -266,16 +266,14 @@ void stable_put(struct samepage *sp, uint32_t idx)
 	stable_drop(sp, idx, 1, true);
 }
 
-/* Takes the domain lock for a change of the stable index.  A process that
- * died in the middle of a batch left nodes it was merging into with a
- * pending count: clear them, and free the nodes nothing maps (made for
- * merges that never happened).  Every other change made under the lock is
- * a counter or a link written last, so the rest is consistent. */
-void index_lock(struct samepage *sp)
+/* After the domain lock was taken from a process that died holding it:
+ * that process was in the middle of a batch and left nodes it was merging
+ * into with a pending count: clear them, and free the nodes nothing maps
+ * (made for merges that never happened).  Every other change made under
+ * the lock is a counter or a link written last, so the rest is consistent. */
+static void index_repair(struct samepage *sp)
 {
 	struct domain *d = sp->dom;
-	if (domain_lock(d) != EOWNERDEAD)
-		return;
 	uint32_t nr = d->nr < DOM_NODES ? d->nr : DOM_NODES; /* a client may have written it */
 	for (uint32_t i = 0; i < nr; i++) {
 		struct stable_node *n = &sp->stable.nodes[i];
@@ -284,6 +282,24 @@ void index_lock(struct samepage *sp)
 			stable_drop(sp, i, 0, false);
 	}
 	pthread_mutex_consistent(&d->lock);
+}
+
+/* Takes the domain lock for a change of the stable index. */
+void index_lock(struct samepage *sp)
+{
+	if (domain_lock(sp->dom) == EOWNERDEAD)
+		index_repair(sp);
+}
+
+/* The same for samepaged, which must never wait for it: a client holds it
+ * through a whole batch, and waits in it for samepaged's answer to PLACE.
+ * False if another process holds it. */
+bool index_trylock(struct samepage *sp)
+{
+	int err = domain_trylock(sp->dom);
+	if (err == EOWNERDEAD)
+		index_repair(sp);
+	return err != EBUSY;
 }
 
 void index_unlock(struct samepage *sp)

@@ -134,6 +134,7 @@ int domain_create(int *index_fd, int *pool_fd, const char *name);
 int domain_map(struct stable_index *s, int index_fd);
 void domain_unmap(struct stable_index *s);
 int domain_lock(struct domain *d);
+int domain_trylock(struct domain *d);
 void domain_unlock(struct domain *d);
 
 /* pool.c */
@@ -172,6 +173,7 @@ void ledger_ref(struct samepage *sp, uint32_t idx);
 void ledger_unref(struct samepage *sp, uint32_t idx);
 bool pool_page_dying(struct samepage *sp, uint32_t idx);
 void index_lock(struct samepage *sp);
+bool index_trylock(struct samepage *sp);
 void index_unlock(struct samepage *sp);
 bool index_chains_ok(struct samepage *sp);
 uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full);

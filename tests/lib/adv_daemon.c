@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: MIT
+/*
+ * adv_daemon.c - adversarial tests of engines connected to samepaged
+ * (samepage_connect), against a daemon of the test's own: the path of
+ * samepaged is in SAMEPAGE_TEST_SAMEPAGED (tests/lib/CMakeLists.txt sets
+ * it); without it the tests are skipped (77).
+ */
+#include "../../lib/internal.h"
+#include "../daemon/daemon_util.h"
+#include "adv_util.h"
+
+static struct daemon D;
+
+static void daemon_up(void)
+{
+	const char *bin = getenv("SAMEPAGE_TEST_SAMEPAGED");
+	if (!bin || !*bin) {
+		printf("# skipped: SAMEPAGE_TEST_SAMEPAGED does not name samepaged\n");
+		exit(77);
+	}
+	daemon_init(&D, bin);
+	daemon_start(&D, NULL);
+	daemon_set(&D, "pages_to_scan", "100000");
+	daemon_set(&D, "sleep_millisecs", "0");
+	daemon_set(&D, "run", "1");
+}
+
+static samepage_t *connect_or_die(const char *domain)
+{
+	samepage_t *sp;
+	int err = samepage_connect(&sp, domain);
+	if (err) {
+		fprintf(stderr, "samepage_connect(%s): %s\n", domain, samepage_strerror(err));
+		exit(1);
+	}
+	return sp;
+}
+
+/* Waits (a limit only against a hang) until sp has merged n pages. */
+static void wait_merging(samepage_t *sp, long long n)
+{
+	for (int i = 0; i < 60000 && rd(sp, "ksm_merging_pages") < n; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	REQUIRE(rd(sp, "ksm_merging_pages") >= n);
+}
+
+/* A child connected to domain, with n pages of val merged: it writes one
+ * byte into the pipe when they are, then waits to be killed. */
+static pid_t merged_client(const char *domain, size_t n, int val)
+{
+	int fds[2];
+	REQUIRE(pipe(fds) == 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		samepage_t *sp = connect_or_die(domain);
+		char *p = map_pages(n);
+		memset(p, val, n * PG);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wait_merging(sp, (long long)n - 1);
+		REQUIRE(write(fds[1], "m", 1) == 1);
+		for (;;)
+			pause();
+	}
+	close(fds[1]);
+	char c;
+	REQUIRE(read(fds[0], &c, 1) == 1);
+	close(fds[0]);
+	return pid;
+}
+
+/* GET run on a connection of its own, with a receive limit: 0 if the
+ * daemon answered, -1 if not within limit_s. */
+static int daemon_answers_within(int limit_s)
+{
+	int fd = raw_dial(&D, false);
+	REQUIRE(fd >= 0);
+	struct timeval tv = {.tv_sec = limit_s};
+	REQUIRE(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0);
+	char reply[PROTO_MAX];
+	const char *req = "GET run";
+	int got = send(fd, req, strlen(req), 0) == (ssize_t)strlen(req)
+		      ? (int)recv(fd, reply, sizeof(reply) - 1, 0)
+		      : -1;
+	close(fd);
+	return got > 0 ? 0 : -1;
+}
+
+/*
+ * Finding 12 (RELIABILITY.md): a client's scanner holds the domain's lock
+ * while it waits for samepaged's answer to PLACE; samepaged, told that
+ * another client of the domain died, reaped its ledger under the same lock
+ * and waited for it: the daemon and every client of the domain deadlocked.
+ * Here the test holds the domain's lock as a scanner does in a batch, a
+ * client with merged pages is SIGKILLed, and samepaged must go on
+ * answering; once the lock is let go the dead client's references are
+ * dropped all the same (its pages are no longer counted).
+ */
+void test_daemon_reap_while_locked(void)
+{
+	daemon_up();
+	pid_t victim = merged_client("adv", 32, 'k');
+	samepage_t *me = connect_or_die("adv");
+	long long sharing = daemon_value(&D, "pages_sharing");
+	CHECK(sharing > 0);
+
+	/* The lock, as a client's scanner takes it (the domain's index file
+	 * of the state directory, mapped as every client maps it). */
+	char path[600];
+	snprintf(path, sizeof(path), "%s/adv.index", D.state);
+	int ifd = open(path, O_RDWR | O_CLOEXEC);
+	REQUIRE(ifd >= 0);
+	struct domain *dom = mmap(NULL, sizeof(*dom), PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
+	REQUIRE(dom != MAP_FAILED);
+	close(ifd);
+	REQUIRE(pthread_mutex_lock(&dom->lock) == 0);
+	kill(victim, SIGKILL);
+	CHECK_EQ_INT(adv_wait(victim), 128 + SIGKILL);
+	/* The daemon sees the connection close at once; each GET is one more
+	 * chance for it to have reached the reap first. */
+	for (int i = 0; i < 3; i++) {
+		usleep(300000);
+		int answered = daemon_answers_within(15);
+		if (answered)
+			fprintf(stderr, "samepaged did not answer within 15 s while a client "
+					"held the domain's lock (reaping the killed client)\n");
+		CHECK_EQ_INT(answered, 0);
+	}
+	pthread_mutex_unlock(&dom->lock);
+	munmap(dom, sizeof(*dom));
+
+	/* Reaped later: the killed client's ledger goes, and its pages with it. */
+	int ledgers = 2;
+	for (int i = 0; i < 60000 && (ledgers = state_files(&D, "adv.", ".ledger")) > 1; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	CHECK_EQ_INT(ledgers, 1);
+	CHECK_EQ_INT(daemon_value(&D, "pages_sharing"), 0);
+	CHECK_EQ_INT(daemon_value(&D, "pages_shared"), 0);
+	samepage_close(me);
+}
