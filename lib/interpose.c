@@ -113,8 +113,7 @@ EXPORT int mprotect(void *addr, size_t len, int prot)
 	return libc_result(err);
 }
 
-/* Runs fn on every engine of this process that has a region in range,
- * with the engine's lock held. */
+/* Has the engine a region in the range?  (With the engine's lock held.) */
 static bool hits(struct samepage *sp, uintptr_t start, size_t len)
 {
 	size_t from, to;
@@ -139,8 +138,7 @@ static bool hits_merged(struct samepage *sp, uintptr_t start, size_t len)
 /* Runs fn on every engine of this process that has a region in range,
  * inside engine_enter(). */
 static int for_engines_in(uintptr_t start, size_t len,
-			  int (*fn)(struct samepage *sp, uintptr_t start, size_t len),
-			  bool merged_only)
+			  int (*fn)(struct samepage *sp, uintptr_t start, size_t len))
 {
 	int err = 0;
 	pthread_mutex_lock(&engines_lock);
@@ -148,7 +146,7 @@ static int for_engines_in(uintptr_t start, size_t len,
 		if (!engine_alive(sp))
 			continue;
 		engine_lock(sp);
-		if (merged_only ? hits_merged(sp, start, len) : hits(sp, start, len)) {
+		if (hits(sp, start, len)) {
 			engine_enter(sp);
 			int e = fn(sp, start, len);
 			engine_leave(sp);
@@ -265,9 +263,49 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	return libc_map_result(err, &m);
 }
 
-static int discard(struct samepage *sp, uintptr_t start, size_t len)
+/*
+ * MADV_DONTNEED and its kin on [addr, addr+len): every engine with a region
+ * there is held (its lock, taken in the list's order as everywhere) from
+ * before its merged pages there become anonymous until the kernel has
+ * discarded the range: a page its scanner merged in between would be a
+ * private mapping of the pool when the kernel discards it, and read the
+ * pool's page (its old contents) instead of zeros.
+ */
+static int discard_advice(void *addr, size_t len, int advice)
 {
-	return engine_discard_locked(sp, start, len);
+	uintptr_t a = (uintptr_t)addr;
+	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	bool engines_held = active();
+	if (engines_held) {
+		pthread_mutex_lock(&engines_lock);
+		for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+			sp->held_for_discard = false;
+			if (!engine_alive(sp))
+				continue;
+			engine_lock(sp);
+			if (!hits(sp, a, l)) {
+				engine_unlock(sp);
+				continue;
+			}
+			sp->held_for_discard = true;
+			if (hits_merged(sp, a, l)) {
+				engine_enter(sp);
+				engine_discard_locked(sp, a, l);
+				engine_leave(sp);
+			}
+		}
+	}
+	stale_pools_discard(a, a + l);
+	int err = prim_madvise(addr, len, advice);
+	if (engines_held) {
+		for (struct samepage *sp = engines; sp; sp = sp->next_engine)
+			if (sp->held_for_discard) {
+				sp->held_for_discard = false;
+				engine_unlock(sp);
+			}
+		pthread_mutex_unlock(&engines_lock);
+	}
+	return libc_result(err);
 }
 
 static int keep(struct samepage *sp, uintptr_t start, size_t len)
@@ -300,15 +338,11 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	case MADV_DONTNEED:
 	case MADV_FREE:
 	case MADV_REMOVE:
-	case MADV_DONTNEED_LOCKED:
-		if (active())
-			for_engines_in(a, l, discard, true);
-		stale_pools_discard(a, a + l);
-		break;
+	case MADV_DONTNEED_LOCKED: return discard_advice(addr, len, advice);
 	case MADV_WIPEONFORK:
 		promise_set(a, a + l, PROMISE_WIPEONFORK, true);
 		if (active())
-			for_engines_in(a, l, keep, false);
+			for_engines_in(a, l, keep);
 		break;
 	case MADV_KEEPONFORK: promise_set(a, a + l, PROMISE_WIPEONFORK, false); break;
 	case MADV_DONTFORK: promise_set(a, a + l, PROMISE_DONTFORK, true); break;

@@ -325,6 +325,7 @@ struct samepage {
 	uint32_t nplace; /* pages staged this batch */
 
 	struct samepage *next_engine; /* the process's list of engines */
+	bool held_for_discard;	      /* interpose.c, under engines_lock */
 };
 
 /*
