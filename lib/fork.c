@@ -105,12 +105,14 @@ static void fork_prepare(void)
 		pin_mapped_nodes(sp);
 		index_unlock(sp);
 	}
+	stale_pools_lock();  /* the child adds to them */
 	as_lock_exclusive(); /* no merge window is open across the fork */
 }
 
 static void fork_parent(void)
 {
 	as_unlock();
+	stale_pools_unlock();
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
 		if (engine_alive(sp))
 			pthread_mutex_unlock(&sp->lock);
@@ -121,6 +123,7 @@ static void fork_child(void)
 {
 	pid_t parent = prim_getppid();
 	as_reinit(); /* the parent's thread held it: it cannot be released here */
+	stale_pools_unlock();
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
 		uint32_t k = atomic_fetch_add(&sp->fork->registered, 1);
 		if (k < MAX_FORK_CHILDREN)

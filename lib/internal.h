@@ -216,6 +216,8 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end);
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy);
 int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_t to);
 void stale_pool_add(dev_t dev, ino_t ino);
+void stale_pools_lock(void);
+void stale_pools_unlock(void);
 int stale_pools_discard(uintptr_t start, uintptr_t end);
 
 /* merge.c */

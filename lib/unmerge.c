@@ -255,6 +255,18 @@ void stale_pool_add(dev_t dev, ino_t ino)
 	pthread_mutex_unlock(&stale_lock);
 }
 
+/* fork: the prepare handler holds the lock across the fork (a child
+ * whose copy was held by another thread could never add its pools). */
+void stale_pools_lock(void)
+{
+	pthread_mutex_lock(&stale_lock);
+}
+
+void stale_pools_unlock(void)
+{
+	pthread_mutex_unlock(&stale_lock);
+}
+
 int stale_pools_discard(uintptr_t start, uintptr_t end)
 {
 	if (!atomic_load(&nstale))
