@@ -320,6 +320,8 @@ int samepage_discard(samepage_t *sp, void *addr, size_t len)
 	engine_enter(sp);
 	err = engine_discard_locked(sp, (uintptr_t)addr, len);
 	engine_leave(sp);
+	if (!err) /* pages merged by engines since closed read zeros too */
+		err = stale_pools_discard((uintptr_t)addr, (uintptr_t)addr + len);
 	if (!err)
 		err = prim_madvise(addr, len, MADV_DONTNEED);
 	engine_unlock(sp);

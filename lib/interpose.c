@@ -201,11 +201,14 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		va_end(ap);
 	}
 	void *m = NULL;
-	if (!active())
-		return libc_map_result(prim_mremap(&m, old, old_len, new_len, flags, new_addr), &m);
-
 	uintptr_t o = (uintptr_t)old;
 	size_t olen = (old_len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	if (!active()) {
+		/* Pages merged by engines since closed: one mapping again. */
+		if (!(o & (PAGE_SIZE - 1)) && stale_pools_unmerge(o, o + olen) > 0)
+			guard_disarm(o, o + olen);
+		return libc_map_result(prim_mremap(&m, old, old_len, new_len, flags, new_addr), &m);
+	}
 	struct moved mv[8];
 	size_t nmv = 0;
 
@@ -229,8 +232,10 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	}
 	/* Registering a part of a mapping for merge windows split it, as
 	 * MADV_MERGEABLE splits a kernel VMA; mremap wants one mapping.  The
-	 * moved parts are registered again where they land. */
-	if (nmv)
+	 * moved parts are registered again where they land.  Pages merged by
+	 * engines since closed are made one mapping again too. */
+	bool stale = !(o & (PAGE_SIZE - 1)) && stale_pools_unmerge(o, o + olen) > 0;
+	if (nmv || stale)
 		guard_disarm(o, o + olen);
 
 	as_lock_shared();

@@ -282,6 +282,22 @@ static int piece_seen(const struct map_entry *e, void *arg)
 	return is_pool_entry(arg, e);
 }
 
+/* p's range, with every page's contents, as one anonymous mapping of
+ * protection prot again, if any page of it maps one of p's pools (mremap
+ * needs one mapping: never leave pages in a pool's, retried while I/O in
+ * flight keeps a chunk there).  1 if it was replaced, 0 if nothing mapped
+ * a pool, or -errno. */
+static int pieces_to_one_mapping(struct pieces *p, int prot)
+{
+	int err = 0, tries = 0;
+	if (prim_maps_walk(0, piece_seen, p) != 1)
+		return 0;
+	do
+		err = replace_with_anon(p->start, p->end, prot, true);
+	while (err > 0 && ++tries < 1000 && prim_maps_walk(0, piece_seen, p) == 1);
+	return err > 0 ? -EBUSY : err < 0 ? err : 1;
+}
+
 /* Before the application moves r[from, to) with mremap: the range was one
  * mapping when the application made it, and must be one again (merging
  * split it), with its contents and no pool mapping.  Called inside
@@ -292,20 +308,51 @@ int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_
 	struct pieces p = {
 	    .ids = &id, .nids = 1, .start = region_addr(r, from), .end = region_addr(r, to)};
 	int err = 0, prot = region_prot_at(r, p.start);
-	if (prim_maps_walk(0, piece_seen, &p) == 1 && prot >= 0) {
-		/* mremap needs one mapping: never leave pages in the pool's
-		 * (retried while I/O in flight keeps a chunk there). */
-		int tries = 0;
-		do
-			err = replace_with_anon(p.start, p.end, prot, true);
-		while (err > 0 && ++tries < 1000 && prim_maps_walk(0, piece_seen, &p) == 1);
-		if (err > 0)
-			err = -EBUSY;
-		sp->maps_dirty = true;
-	}
+	if (prot >= 0 && (err = pieces_to_one_mapping(&p, prot)) > 0)
+		err = 0;
+	sp->maps_dirty = true;
 	for (size_t i = from; i < to; i++)
 		if (r->meta[i].flags & PM_STABLE)
 			forget_merge(sp, &r->meta[i]);
+	return err;
+}
+
+/* The protection of [start, end) if it is all mapped with one, else -1. */
+struct one_prot {
+	uintptr_t start, end, next;
+	int prot;
+};
+
+static int same_prot(const struct map_entry *e, void *arg)
+{
+	struct one_prot *o = arg;
+	if (e->end <= o->start || e->start >= o->end)
+		return 0;
+	if (e->start > o->next || (o->prot >= 0 && e->prot != o->prot)) {
+		o->prot = -1; /* a hole, or another protection */
+		return 1;
+	}
+	o->prot = e->prot;
+	o->next = e->end;
+	return 0;
+}
+
+/* Before the application moves [start, end) with mremap: pages there that
+ * still map a stale pool (merged by an engine since closed) get their
+ * contents back in one anonymous mapping, as unmerge_for_mremap() does for
+ * a running engine's.  1 if they did, 0 if there were none, or -errno. */
+int stale_pools_unmerge(uintptr_t start, uintptr_t end)
+{
+	if (!atomic_load(&nstale))
+		return 0;
+	struct one_prot o = {start, end, start, -2};
+	if (prim_maps_walk(0, same_prot, &o) != 0 || o.next < end || o.prot < 0)
+		return 0; /* not one mapping for the application either */
+	pthread_mutex_lock(&stale_lock);
+	struct pieces p = {
+	    .ids = stale_pools, .nids = (size_t)atomic_load(&nstale), .start = start, .end = end};
+	int err = pieces_to_one_mapping(&p, o.prot);
+	pthread_mutex_unlock(&stale_lock);
 	return err;
 }
 

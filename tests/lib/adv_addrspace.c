@@ -121,3 +121,73 @@ void test_mremap_partial_registration(void)
 		REQUIRE(q[i] == 'p');
 	samepage_close(sp);
 }
+
+/*
+ * Finding 2 (RELIABILITY.md): memory merged by an engine that was closed
+ * is still made of private mappings of that engine's pool.  There:
+ * samepage_discard() of another engine read the old contents back instead
+ * of zeros (only the interposed madvise knew such "stale" pools), and
+ * mremap failed with EFAULT (the range is many mappings, mremap wants one).
+ * Each case with the range registered with the new engine, and without.
+ */
+static char *merged_then_closed(size_t n, int val)
+{
+	char *p;
+	samepage_t *old = adv_merged(&p, n, val);
+	REQUIRE(rd(old, "ksm_merging_pages") == (long long)n);
+	samepage_close(old);
+	return p;
+}
+
+void test_discard_after_close(void)
+{
+	const size_t n = 64;
+	samepage_t *sp = open_fast(); /* run=0: it merges nothing itself */
+	for (int registered = 0; registered < 2; registered++) {
+		char *p = merged_then_closed(n, 'z');
+		if (registered)
+			REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		CHECK_EQ_INT(samepage_discard(sp, p + 8 * PG, 16 * PG), 0);
+		size_t old = 0, kept = 0;
+		for (size_t i = 0; i < n; i++) {
+			bool discarded = i >= 8 && i < 24;
+			old += discarded && p[i * PG + 7] != 0;
+			kept += !discarded && p[i * PG + 7] == 'z';
+		}
+		if (old)
+			fprintf(stderr, "registered %d: %zu discarded pages read old contents\n",
+				registered, old);
+		CHECK_EQ_U64(old, 0);
+		CHECK_EQ_U64(kept, n - 16);
+	}
+	samepage_close(sp);
+}
+
+void test_mremap_after_close(void)
+{
+	const size_t n = 64;
+	samepage_t *sp = open_fast();
+	for (int registered = 0; registered < 3; registered++) {
+		char *p = merged_then_closed(n, 'g');
+		if (registered == 1)
+			REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		if (registered == 2) { /* no engine left at all */
+			samepage_close(sp);
+			sp = NULL;
+		}
+		char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
+		if (q == MAP_FAILED)
+			fprintf(stderr, "registered %d: mremap to grow: %s\n", registered,
+				strerror(errno));
+		CHECK(q != MAP_FAILED);
+		if (q == MAP_FAILED)
+			continue;
+		size_t kept = 0;
+		for (size_t i = 0; i < n; i++)
+			kept += q[i * PG] == 'g' && q[i * PG + PG - 1] == 'g';
+		CHECK_EQ_U64(kept, n);
+		CHECK_EQ_INT(q[n * PG], 0);
+		munmap(q, (n + 1) * PG);
+	}
+	samepage_close(sp);
+}
