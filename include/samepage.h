@@ -93,7 +93,9 @@ SAMEPAGE_API int samepage_merge_any_get(samepage_t *sp);
  * -ENOENT: unknown name; -EACCES: read-only name; -EINVAL: bad value;
  * -ERANGE: max_page_sharing or merge_across_nodes past their type (as the
  * kernel); -EBUSY: the change needs every page unmerged first (run = 2);
- * -ENOTCONN: a samepage_connect() engine whose daemon is not running. */
+ * -ENOTCONN: a samepage_connect() engine whose daemon is not running, or
+ * died during the request (then the write may or may not have been
+ * applied). */
 SAMEPAGE_API int samepage_write(samepage_t *sp, const char *name, const char *value);
 
 /* Reads a knob or counter as the kernel prints it, without the newline.

@@ -378,8 +378,11 @@ static int daemon_write(struct samepage *sp, const char *name, const char *value
 	/* Strip the newline the kernel's parsing accepts: one line per field. */
 	req[strcspn(req, "\n")] = 0;
 	int err = samepage_control(sp->socket_path, req, reply, sizeof(reply));
-	if (err == -ENOENT || err == -ECONNREFUSED)
-		return -ENOTCONN; /* the daemon is not running */
+	/* The daemon is not running, or died during the request (the
+	 * connection ended with no answer: the write may or may not have
+	 * been applied). */
+	if (err == -ENOENT || err == -ECONNREFUSED || err == -ECONNRESET || err == -EPIPE)
+		return -ENOTCONN;
 	return err;
 }
 

@@ -145,3 +145,53 @@ void test_daemon_reap_while_locked(void)
 	CHECK_EQ_INT(daemon_value(&D, "pages_shared"), 0);
 	samepage_close(me);
 }
+
+/*
+ * Finding 6 (RELIABILITY.md): samepage_write() on a samepage_connect()
+ * engine whose daemon dies during the request returned -ECONNRESET (or
+ * -EPIPE), where samepage.h promises -ENOTCONN for a daemon that is not
+ * there.  Here the daemon is killed and a socket in its place takes each
+ * request and closes without an answer, as a daemon dying then does.
+ */
+static void *answer_nothing(void *arg)
+{
+	int lfd = *(int *)arg;
+	for (int i = 0; i < 2; i++) {
+		int c = accept(lfd, NULL, NULL);
+		if (c < 0)
+			break;
+		char buf[256];
+		if (i == 0 && recv(c, buf, sizeof(buf), 0) < 0)
+			perror("recv");
+		close(c); /* the second without reading: EPIPE or ECONNRESET */
+	}
+	return NULL;
+}
+
+void test_daemon_dies_during_write(void)
+{
+	daemon_up();
+	samepage_t *sp = connect_or_die("adv");
+	daemon_stop(&D, SIGKILL);
+	unlink(D.sock);
+	int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	REQUIRE(strlen(D.sock) < sizeof(addr.sun_path));
+	memcpy(addr.sun_path, D.sock, strlen(D.sock) + 1);
+	REQUIRE(lfd >= 0 && bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+	REQUIRE(listen(lfd, 4) == 0);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, answer_nothing, &lfd) == 0);
+	for (int i = 0; i < 2; i++) {
+		int err = samepage_write(sp, "sleep_millisecs", "20");
+		if (err != -ENOTCONN)
+			fprintf(stderr, "write %d: %s\n", i, samepage_strerror(err));
+		CHECK_EQ_INT(err, -ENOTCONN);
+	}
+	pthread_join(t, NULL);
+	close(lfd);
+	unlink(D.sock);
+	/* No daemon at all: the same. */
+	CHECK_EQ_INT(samepage_write(sp, "sleep_millisecs", "20"), -ENOTCONN);
+	samepage_close(sp);
+}

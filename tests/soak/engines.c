@@ -40,7 +40,8 @@ static void peak(_Atomic uint64_t *max, long long v)
 
 /* A samepaged client: the knobs are the daemon's, written by every client
  * (so a read-back may see another client's write), and a write fails with
- * ENOTCONN while the daemon is down. */
+ * ENOTCONN while the daemon is down or when it dies during the request
+ * (any other error is a failure). */
 static bool daemon_engine;
 
 /* Writes a knob and checks the answer; 0 or the error. */
@@ -54,15 +55,6 @@ static int knob_write(samepage_t *sp, const char *what, const char *name, const 
 	atomic_fetch_add(&stats->knob_writes, 1);
 	if (err == -ENOTCONN && daemon_engine) {
 		atomic_fetch_add(&stats->knobs_enotconn, 1);
-		return err;
-	}
-	if ((err == -ECONNRESET || err == -EPIPE) && daemon_engine) {
-		/* The daemon died during the request (we SIGKILL it): not a
-		 * failure, but samepage.h names only ENOTCONN for this. */
-		atomic_fetch_add(&stats->knobs_reset, 1);
-		note("%s: samepage_write(%s, %s) returned %d (%s) as the daemon died, not ENOTCONN "
-		     "(counted, not a failure)",
-		     what, name, value, err, samepage_strerror(err));
 		return err;
 	}
 	if (err != expected) {

@@ -706,13 +706,12 @@ static int report(double elapsed)
 	       (unsigned long long)atomic_load(&stats->merged_peak_daemon),
 	       (unsigned long long)atomic_load(&stats->cow_ksm),
 	       (unsigned long long)atomic_load(&stats->merge_window_waits));
-	printf("events           knob writes %llu (ENOTCONN %llu, ECONNRESET/EPIPE %llu), knob "
+	printf("events           knob writes %llu (ENOTCONN %llu), knob "
 	       "reads %llu, run=2 %llu, "
 	       "engines reopened %llu, engine process restarts %d, clients killed %d, samepaged "
 	       "killed %d, ksmctl checks %d\n",
 	       (unsigned long long)atomic_load(&stats->knob_writes),
 	       (unsigned long long)atomic_load(&stats->knobs_enotconn),
-	       (unsigned long long)atomic_load(&stats->knobs_reset),
 	       (unsigned long long)atomic_load(&stats->knob_reads),
 	       (unsigned long long)atomic_load(&stats->runs2),
 	       (unsigned long long)atomic_load(&stats->engines_reopened), restarts, clients_killed,

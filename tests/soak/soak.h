@@ -108,8 +108,7 @@ struct soak_stats {
 	_Atomic uint64_t syscall_errors; /* unexpected errors of mmap, munmap, fork... */
 	_Atomic uint64_t api_errors; /* the library refused what it should accept, or the reverse */
 	_Atomic uint64_t knob_writes, knob_reads, knobs_enotconn;
-	_Atomic uint64_t knobs_reset; /* ECONNRESET/EPIPE: the daemon died during the request */
-	_Atomic uint64_t runs2;	      /* run=2 written */
+	_Atomic uint64_t runs2; /* run=2 written */
 	_Atomic uint64_t children, child_crashes;
 	_Atomic uint64_t hangs; /* a process that did not finish in a minute, killed */
 	_Atomic uint64_t engines_reopened;
