@@ -122,8 +122,12 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 #define PROMISE_WIPEONFORK 0x08
 #define PROMISE_MALLOC 0x10
 #define PROMISE_UNMERGEABLE 0x20
+#define PROMISE_NOHUGEPAGE 0x40
+#define PROMISE_HUGEPAGE 0x80
+#define PROMISE_LAST PROMISE_HUGEPAGE
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
+void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at);
 void promise_move(uintptr_t old, size_t len, uintptr_t new);
 unsigned promise_flags(uintptr_t addr);
 int promise_map_locked(uintptr_t start, uintptr_t end);

@@ -353,6 +353,11 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	case MADV_DONTFORK: promise_set(a, a + l, PROMISE_DONTFORK, true); break;
 	case MADV_DOFORK: promise_set(a, a + l, PROMISE_DONTFORK, false); break;
 	case MADV_DONTDUMP: promise_set(a, a + l, PROMISE_DONTDUMP, true); break;
+	case MADV_NOHUGEPAGE:
+	case MADV_HUGEPAGE:
+		promise_set(a, a + l, PROMISE_NOHUGEPAGE, advice == MADV_NOHUGEPAGE);
+		promise_set(a, a + l, PROMISE_HUGEPAGE, advice == MADV_HUGEPAGE);
+		break;
 	case MADV_DODUMP: promise_set(a, a + l, PROMISE_DONTDUMP, false); break;
 	}
 	return libc_result(prim_madvise(addr, len, advice));

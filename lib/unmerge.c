@@ -111,7 +111,7 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 	}
 	char *scratch;
 	err = prim_mmap((void **)&scratch, NULL, len, PROT_READ | PROT_WRITE,
-			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (err)
 		return err;
 	for (; off < len && !err; off += UNMERGE_CHUNK) {
@@ -138,6 +138,8 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 		/* Locked before it moves in: VM_LOCKED goes with the mapping. */
 		if (!err && promise_map_locked(a, a + n))
 			err = prim_mlock(scratch + off, n, 0);
+		if (!err) /* the range's flags before the move: it joins its neighbours */
+			promise_apply_at(a, a + n, (uintptr_t)scratch + off);
 		if (!err)
 			err = prim_mremap(&m, scratch + off, n, n, MREMAP_MAYMOVE | MREMAP_FIXED,
 					  (void *)a);
@@ -277,6 +279,34 @@ int stale_pools_discard(uintptr_t start, uintptr_t end)
 	return err;
 }
 
+/* The protection of [start, end) if it is all mapped with one, else -1. */
+struct one_prot {
+	uintptr_t start, end, next;
+	int prot;
+};
+
+static int same_prot(const struct map_entry *e, void *arg)
+{
+	struct one_prot *o = arg;
+	if (e->end <= o->start || e->start >= o->end)
+		return 0;
+	if (e->start > o->next || (o->prot >= 0 && e->prot != o->prot)) {
+		o->prot = -1; /* a hole, or another protection */
+		return 1;
+	}
+	o->prot = e->prot;
+	o->next = e->end;
+	return 0;
+}
+
+static int range_prot(uintptr_t start, uintptr_t end)
+{
+	struct one_prot o = {start, end, start, -1};
+	if (prim_maps_walk(0, same_prot, &o) != 0 || o.next < end)
+		return -1;
+	return o.prot;
+}
+
 static int piece_seen(const struct map_entry *e, void *arg)
 {
 	return is_pool_entry(arg, e);
@@ -317,26 +347,6 @@ int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_
 	return err;
 }
 
-/* The protection of [start, end) if it is all mapped with one, else -1. */
-struct one_prot {
-	uintptr_t start, end, next;
-	int prot;
-};
-
-static int same_prot(const struct map_entry *e, void *arg)
-{
-	struct one_prot *o = arg;
-	if (e->end <= o->start || e->start >= o->end)
-		return 0;
-	if (e->start > o->next || (o->prot >= 0 && e->prot != o->prot)) {
-		o->prot = -1; /* a hole, or another protection */
-		return 1;
-	}
-	o->prot = e->prot;
-	o->next = e->end;
-	return 0;
-}
-
 /* Before the application moves [start, end) with mremap: pages there that
  * still map a stale pool (merged by an engine since closed) get their
  * contents back in one anonymous mapping, as unmerge_for_mremap() does for
@@ -345,24 +355,42 @@ int stale_pools_unmerge(uintptr_t start, uintptr_t end)
 {
 	if (!atomic_load(&nstale))
 		return 0;
-	struct one_prot o = {start, end, start, -2};
-	if (prim_maps_walk(0, same_prot, &o) != 0 || o.next < end || o.prot < 0)
+	int prot = range_prot(start, end);
+	if (prot < 0)
 		return 0; /* not one mapping for the application either */
 	pthread_mutex_lock(&stale_lock);
 	struct pieces p = {
 	    .ids = stale_pools, .nids = (size_t)atomic_load(&nstale), .start = start, .end = end};
-	int err = pieces_to_one_mapping(&p, o.prot);
+	int err = pieces_to_one_mapping(&p, prot);
 	pthread_mutex_unlock(&stale_lock);
 	return err;
 }
 
 /* ---- ranges ---- */
 
+/* [start, end), where some pages map sp's pool, as anonymous memory with
+ * its contents: in one copy if it has one protection, so that it is one
+ * mapping again (copies of each merged run could not join their
+ * neighbours: their pages are another anon_vma's), else run by run.  0, 1
+ * if some pages stay unshared in the pool's mapping, or -errno. */
+static int range_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end)
+{
+	struct pool_id id = {sp->pool.dev, sp->pool.ino};
+	struct pieces p = {.ids = &id, .nids = 1, .start = start, .end = end};
+	if (prim_maps_walk(0, piece_seen, &p) != 1)
+		return 0;
+	int prot = range_prot(start, end);
+	if (prot < 0)
+		return pool_mappings_to_anon(sp, start, end, true);
+	sp->maps_dirty = true;
+	return replace_with_anon(start, end, prot, true);
+}
+
 /* MADV_UNMERGEABLE and run = 2 on r[from, to): the merged pages become
  * private anonymous memory with their contents, as in the kernel. */
 int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to)
 {
-	int err = pool_mappings_to_anon(sp, region_addr(r, from), region_addr(r, to), true);
+	int err = range_to_anon(sp, region_addr(r, from), region_addr(r, to));
 	bool anon = err == 0;
 	if (err > 0)
 		err = 0; /* unshared in place: private, in the pool's mapping */
@@ -463,6 +491,10 @@ static int remember_flags(uintptr_t s, uintptr_t e, const char *flags, void *arg
 		promise_set(from, to, PROMISE_DONTDUMP, true);
 	if (strstr(flags, " lo"))
 		promise_set(from, to, PROMISE_LOCKED, true);
+	if (strstr(flags, " nh"))
+		promise_set(from, to, PROMISE_NOHUGEPAGE, true);
+	if (strstr(flags, " hg"))
+		promise_set(from, to, PROMISE_HUGEPAGE, true);
 	if (strstr(flags, " wf")) {
 		promise_set(from, to, PROMISE_WIPEONFORK, true);
 		regions_keep(k->sp, from, to - from);
@@ -471,7 +503,7 @@ static int remember_flags(uintptr_t s, uintptr_t e, const char *flags, void *arg
 }
 
 /* What the application asked of the mappings of a range being registered
- * (VmFlags dc, dd, lo, wf in /proc/self/smaps): remembered, so that every
+ * (VmFlags dc, dd, lo, nh, hg, wf in /proc/self/smaps): remembered, so that every
  * mapping a merge puts in place gets it again (promise.c); wipe-on-fork
  * cannot be kept on a mapping of the pool, so those pages are kept out. */
 void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)

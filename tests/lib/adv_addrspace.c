@@ -191,3 +191,63 @@ void test_mremap_after_close(void)
 	}
 	samepage_close(sp);
 }
+
+/* The mappings /proc/self/maps shows in [p, p+len). */
+static int mappings_in(const char *p, size_t len)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	REQUIRE(f);
+	unsigned long s, e;
+	int n = 0;
+	char line[512];
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && e > (uintptr_t)p &&
+		    s < (uintptr_t)p + len)
+			n++;
+	fclose(f);
+	return n;
+}
+
+/*
+ * Finding 4 (RELIABILITY.md): after run=2 (or MADV_UNMERGEABLE) a region
+ * that was one mapping stayed many: every merged run was replaced by its
+ * own copy, mapped MAP_NORESERVE and without the range's MADV_NOHUGEPAGE,
+ * so that no replacement joined its neighbours.  Then mremap to grow it
+ * failed with EFAULT (the kernel's KSM leaves one VMA), and the mapping
+ * budget paid for it.  Here every other page of a region merges, run=2
+ * unmerges, and the region must be one mapping again, growable.
+ */
+void test_unmerge_leaves_one_mapping(void)
+{
+	const size_t n = 256;
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);		 /* MADV_NOHUGEPAGE, as the soak's regions */
+	for (size_t i = 0; i < n; i++) { /* even pages 'u', odd ones unique */
+		memset(p + i * PG, 'u', PG);
+		if (i % 2)
+			memcpy(p + i * PG, &i, sizeof(i));
+	}
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK(rd(sp, "ksm_merging_pages") >= (long long)n / 2);
+	CHECK(mappings_in(p, n * PG) > 1); /* merging split it */
+	wr(sp, "run", "2");
+	int maps = mappings_in(p, n * PG);
+	if (maps != 1)
+		fprintf(stderr, "%d mappings in the region after run=2\n", maps);
+	CHECK_EQ_INT(maps, 1);
+	char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
+	CHECK(q != MAP_FAILED);
+	if (q != MAP_FAILED) {
+		size_t kept = 0;
+		for (size_t i = 0; i < n; i++) {
+			size_t v = 0;
+			memcpy(&v, q + i * PG, sizeof(v));
+			kept += q[i * PG + 9] == 'u' && (i % 2 ? v == i : q[i * PG] == 'u');
+		}
+		CHECK_EQ_U64(kept, n);
+		p = q;
+	}
+	samepage_close(sp);
+}
