@@ -461,7 +461,7 @@ static void ledger_set_aside(const char *path, const char *why)
  * if a client holds it.  0, and *dropped the references dropped. */
 static int ledger_drop(struct dom *d, int fd, off_t size, uint64_t *dropped_out)
 {
-	static uint32_t refs[16384];
+	static uint32_t refs[16384], held[16384];
 	struct samepage *sp = d->sp;
 	uint32_t nr = sp->dom->nr < DOM_NODES ? sp->dom->nr : DOM_NODES;
 	off_t end = (off_t)(LEDGER_OFF_REFS + (size_t)nr * sizeof(uint32_t));
@@ -482,6 +482,12 @@ static int ledger_drop(struct dom *d, int fd, off_t size, uint64_t *dropped_out)
 		if (got < (ssize_t)sizeof(uint32_t))
 			break;
 		uint32_t first = (uint32_t)((data - (off_t)LEDGER_OFF_REFS) / sizeof(uint32_t));
+		/* Of those, the ones that are no mappings (none past a ledger
+		 * cut short). */
+		ssize_t hgot = pread(fd, held, (size_t)got,
+				     data - (off_t)LEDGER_OFF_REFS + (off_t)LEDGER_OFF_HELD);
+		memset((char *)held + (hgot > 0 ? hgot : 0), 0,
+		       (size_t)got - (size_t)(hgot > 0 ? hgot : 0));
 		for (size_t i = 0; i < (size_t)got / sizeof(uint32_t); i++) {
 			if (!refs[i])
 				continue;
@@ -489,7 +495,7 @@ static int ledger_drop(struct dom *d, int fd, off_t size, uint64_t *dropped_out)
 				return -EBUSY;
 			locked = true;
 			dropped += refs[i];
-			stable_drop(sp, first + (uint32_t)i, refs[i], false);
+			ledger_reap(sp, first + (uint32_t)i, refs[i], held[i]);
 		}
 		off = data + (off_t)((size_t)got & ~(sizeof(uint32_t) - 1));
 	}

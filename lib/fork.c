@@ -46,7 +46,7 @@ static void pin_mapped_nodes(struct samepage *sp)
 				/* cannot count: for ever (and a reference that
 				 * samepaged keeps until this process is gone) */
 				if (sp->stable.nodes[id].pinned != 255)
-					ledger_ref(sp, id);
+					ledger_hold(sp, id);
 				sp->stable.nodes[id].pinned = 255;
 				continue;
 			}
@@ -79,7 +79,7 @@ static void pin_mapped_nodes(struct samepage *sp)
 		bool had = old < sp->npins && sp->pins[old] == id;
 		if (!had && sp->stable.nodes[id].pinned < 255) {
 			sp->stable.nodes[id].pinned++;
-			ledger_ref(sp, id); /* samepaged keeps it for the children too */
+			ledger_hold(sp, id); /* samepaged keeps it for the children too */
 		}
 	}
 	lib_pages_free(bits, bytes);
@@ -168,7 +168,7 @@ void fork_reap(struct samepage *sp)
 		struct stable_node *n = &sp->stable.nodes[sp->pins[k]];
 		if (n->pinned && n->pinned < 255)
 			n->pinned--;
-		ledger_unref(sp, sp->pins[k]);
+		ledger_unhold(sp, sp->pins[k], false);
 		stable_drop(sp, sp->pins[k], 0, false); /* frees it if nothing maps it */
 	}
 	pins_free(sp->pins, sp->npins);

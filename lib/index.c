@@ -178,16 +178,40 @@ int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint
  * the daemon checks before it rewrites or punches the page.  A reference
  * is taken when a merge is queued (before the page is compared) and kept
  * by the mapping; dropped when the merge fails or the mapping goes. */
-void ledger_ref(struct samepage *sp, uint32_t idx)
+static void counter_down(_Atomic uint32_t *c)
 {
-	if (sp->stable.refs)
-		atomic_fetch_add(&sp->stable.refs[idx], 1);
+	if (atomic_load(c))
+		atomic_fetch_sub(c, 1);
 }
 
+/* A mapping's reference goes. */
 void ledger_unref(struct samepage *sp, uint32_t idx)
 {
-	if (sp->stable.refs && atomic_load(&sp->stable.refs[idx]))
-		atomic_fetch_sub(&sp->stable.refs[idx], 1);
+	if (sp->stable.refs)
+		counter_down(&sp->stable.refs[idx]);
+}
+
+/* A reference that is no mapping: a merge under way, or a pin for forked
+ * children.  Counted in held too, held first: a process killed in between
+ * leaves held at least its share, and samepaged's reaper takes refs - held
+ * off the page's mapping count (ledger_reap), never too many. */
+void ledger_hold(struct samepage *sp, uint32_t idx)
+{
+	if (sp->stable.refs) {
+		atomic_fetch_add(&sp->stable.held[idx], 1);
+		atomic_fetch_add(&sp->stable.refs[idx], 1);
+	}
+}
+
+/* Its end: the reference goes (refs first, for the same reason), or stays
+ * as the mapping a merge made (mapped: after stable_get counted it). */
+void ledger_unhold(struct samepage *sp, uint32_t idx, bool mapped)
+{
+	if (!sp->stable.refs)
+		return;
+	if (!mapped)
+		counter_down(&sp->stable.refs[idx]);
+	counter_down(&sp->stable.held[idx]);
 }
 
 /* Whether samepaged is rewriting or punching pool page idx: checked after
@@ -258,6 +282,15 @@ void stable_drop(struct samepage *sp, uint32_t idx, uint32_t count, bool mine)
 	}
 	if (n->in_use && n->mapcount == 0 && n->pending == 0 && !n->pinned)
 		stable_free(sp, idx);
+}
+
+/* samepaged's reaper: the references a gone process's ledger counts to
+ * node idx (refs, of which held are no mappings).  Its mappings leave the
+ * node's count; its merges under way were cleared with the lock
+ * (index_repair); its pins stay, for its children may still map the page. */
+void ledger_reap(struct samepage *sp, uint32_t idx, uint32_t refs, uint32_t held)
+{
+	stable_drop(sp, idx, refs > held ? refs - held : 0, false);
 }
 
 /* A mapping left the node (copy-on-write, unmerge, unmap). */

@@ -195,3 +195,71 @@ void test_daemon_dies_during_write(void)
 	CHECK_EQ_INT(samepage_write(sp, "sleep_millisecs", "20"), -ENOTCONN);
 	samepage_close(sp);
 }
+
+/*
+ * Finding 13 (RELIABILITY.md): a client's ledger counts its mappings of
+ * each pool page, and also its merges under way and its pins for forked
+ * children; samepaged, reaping a killed client, took all of them off the
+ * page's mapping count, so the pages another client of the domain shared
+ * with it were counted too few (and that client's own count of merged
+ * pages drifted: the sanitizer build's invariant check aborted it).  Here
+ * a client merges, forks a child, and is killed; the child then execs
+ * (closing the connection it inherited); the test's own engine merged onto
+ * the same KSM pages: the domain must count exactly the test's mappings
+ * once the killed client is reaped.
+ */
+void test_daemon_reap_counts_mappings_only(void)
+{
+	const size_t n = 16;
+	daemon_up();
+	int fds[2], go[2];
+	REQUIRE(pipe(fds) == 0 && pipe(go) == 0);
+	pid_t victim = fork();
+	REQUIRE(victim >= 0);
+	if (victim == 0) {
+		samepage_t *sp = connect_or_die("adv");
+		char *p = map_pages(n);
+		memset(p, 'x', n * PG);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wait_merging(sp, (long long)n);
+		pid_t child = fork(); /* pins the KSM pages it maps */
+		REQUIRE(child >= 0);
+		if (child == 0) {
+			/* Once its parent is dead: exec, which closes the
+			 * connection it inherited (samepaged reaps then). */
+			char c;
+			if (read(go[0], &c, 1) == 1)
+				execl("/bin/sleep", "sleep", "600", (char *)NULL);
+			_exit(1);
+		}
+		REQUIRE(write(fds[1], &child, sizeof(child)) == sizeof(child));
+		for (;;)
+			pause();
+	}
+	pid_t child;
+	REQUIRE(read(fds[0], &child, sizeof(child)) == sizeof(child));
+	samepage_t *me = connect_or_die("adv");
+	char *p = map_pages(n);
+	memset(p, 'x', n * PG);
+	REQUIRE(samepage_madvise(me, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wait_merging(me, (long long)n);
+	kill(victim, SIGKILL);
+	CHECK_EQ_INT(adv_wait(victim), 128 + SIGKILL);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	for (int i = 0; i < 60000 && state_files(&D, "adv.", ".ledger") > 1; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000); /* the limit only stops a hang */
+	}
+	CHECK_EQ_INT(state_files(&D, "adv.", ".ledger"), 1);
+	long long mine = rd(me, "ksm_merging_pages");
+	long long counted = daemon_value(&D, "pages_shared") + daemon_value(&D, "pages_sharing");
+	if (counted != mine)
+		fprintf(stderr,
+			"the domain counts %lld mappings of KSM pages, the client maps %lld\n",
+			counted, mine);
+	CHECK_EQ_INT(mine, (long long)n);
+	CHECK_EQ_INT(counted, mine);
+	kill(child, SIGKILL);
+	samepage_close(me);
+}
