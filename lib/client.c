@@ -165,6 +165,8 @@ int samepage_connect(samepage_t **out, const char *domain)
 	if (err)
 		return err;
 	err = control_hello(path, domain, &conn, fds);
+	if (err == -ECONNRESET || err == -EPIPE)
+		return -ENOTCONN; /* the daemon died during HELLO (as samepage_write) */
 	if (err)
 		return err;
 	struct ledger *lg = map_file(fds[2], LEDGER_SIZE, PROT_READ | PROT_WRITE);

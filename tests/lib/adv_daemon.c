@@ -168,32 +168,66 @@ static void *answer_nothing(void *arg)
 	return NULL;
 }
 
-void test_daemon_dies_during_write(void)
+/* A socket in the killed daemon's place, answering nothing (two
+ * connections, then it is closed): its descriptor. */
+static int fake_daemon(pthread_t *t)
 {
-	daemon_up();
-	samepage_t *sp = connect_or_die("adv");
-	daemon_stop(&D, SIGKILL);
+	static int lfd;
 	unlink(D.sock);
-	int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	REQUIRE(strlen(D.sock) < sizeof(addr.sun_path));
 	memcpy(addr.sun_path, D.sock, strlen(D.sock) + 1);
 	REQUIRE(lfd >= 0 && bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
 	REQUIRE(listen(lfd, 4) == 0);
+	REQUIRE(pthread_create(t, NULL, answer_nothing, &lfd) == 0);
+	return lfd;
+}
+
+static void fake_daemon_end(pthread_t t, int lfd)
+{
+	pthread_join(t, NULL);
+	close(lfd);
+	unlink(D.sock);
+}
+
+void test_daemon_dies_during_write(void)
+{
+	daemon_up();
+	samepage_t *sp = connect_or_die("adv");
+	daemon_stop(&D, SIGKILL);
 	pthread_t t;
-	REQUIRE(pthread_create(&t, NULL, answer_nothing, &lfd) == 0);
+	int lfd = fake_daemon(&t);
 	for (int i = 0; i < 2; i++) {
 		int err = samepage_write(sp, "sleep_millisecs", "20");
 		if (err != -ENOTCONN)
 			fprintf(stderr, "write %d: %s\n", i, samepage_strerror(err));
 		CHECK_EQ_INT(err, -ENOTCONN);
 	}
-	pthread_join(t, NULL);
-	close(lfd);
-	unlink(D.sock);
+	fake_daemon_end(t, lfd);
 	/* No daemon at all: the same. */
 	CHECK_EQ_INT(samepage_write(sp, "sleep_millisecs", "20"), -ENOTCONN);
 	samepage_close(sp);
+}
+
+/* The same for samepage_connect() (found by the soak once finding 6 was
+ * fixed: a daemon killed during a client's HELLO gave -ECONNRESET, which
+ * samepage.h did not name either). */
+void test_daemon_dies_during_connect(void)
+{
+	daemon_up();
+	daemon_stop(&D, SIGKILL);
+	pthread_t t;
+	int lfd = fake_daemon(&t);
+	for (int i = 0; i < 2; i++) {
+		samepage_t *sp = NULL;
+		int err = samepage_connect(&sp, "adv");
+		if (err != -ENOTCONN)
+			fprintf(stderr, "connect %d: %s\n", i, samepage_strerror(err));
+		CHECK_EQ_INT(err, -ENOTCONN);
+		CHECK(sp == NULL);
+	}
+	fake_daemon_end(t, lfd);
 }
 
 /*
