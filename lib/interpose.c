@@ -123,6 +123,19 @@ static bool hits(struct samepage *sp, uintptr_t start, size_t len)
 	return false;
 }
 
+/* Takes the engine's lock if it is alive and has a region in the range:
+ * whether it did.  (With engines_lock held: the list's order.) */
+static bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len)
+{
+	if (!engine_alive(sp))
+		return false;
+	engine_lock(sp);
+	if (hits(sp, start, len))
+		return true;
+	engine_unlock(sp);
+	return false;
+}
+
 /* Has any page of the range been merged since it was last made anonymous
  * again?  If not, a discard has nothing of ours to undo. */
 static bool hits_merged(struct samepage *sp, uintptr_t start, size_t len)
@@ -143,16 +156,13 @@ static int for_engines_in(uintptr_t start, size_t len,
 	int err = 0;
 	pthread_mutex_lock(&engines_lock);
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-		if (!engine_alive(sp))
+		if (!hold_if_hits(sp, start, len))
 			continue;
-		engine_lock(sp);
-		if (hits(sp, start, len)) {
-			engine_enter(sp);
-			int e = fn(sp, start, len);
-			engine_leave(sp);
-			if (e && !err)
-				err = e;
-		}
+		engine_enter(sp);
+		int e = fn(sp, start, len);
+		engine_leave(sp);
+		if (e && !err)
+			err = e;
 		engine_unlock(sp);
 	}
 	pthread_mutex_unlock(&engines_lock);
@@ -219,13 +229,8 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	 * the unmerge and the move. */
 	pthread_mutex_lock(&engines_lock);
 	for (struct samepage *sp = engines; sp && nmv < 8; sp = sp->next_engine) {
-		if (!engine_alive(sp))
+		if (!hold_if_hits(sp, o, olen))
 			continue;
-		engine_lock(sp);
-		if (!hits(sp, o, olen)) {
-			engine_unlock(sp);
-			continue;
-		}
 		engine_enter(sp);
 		prepare_move(sp, o, olen, &mv[nmv++]);
 		engine_leave(sp);
@@ -284,16 +289,8 @@ static int discard_advice(void *addr, size_t len, int advice)
 	if (engines_held) {
 		pthread_mutex_lock(&engines_lock);
 		for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-			sp->held_for_discard = false;
-			if (!engine_alive(sp))
-				continue;
-			engine_lock(sp);
-			if (!hits(sp, a, l)) {
-				engine_unlock(sp);
-				continue;
-			}
-			sp->held_for_discard = true;
-			if (hits_merged(sp, a, l)) {
+			sp->held_for_discard = hold_if_hits(sp, a, l);
+			if (sp->held_for_discard && hits_merged(sp, a, l)) {
 				engine_enter(sp);
 				engine_discard_locked(sp, a, l);
 				engine_leave(sp);
