@@ -237,11 +237,37 @@ int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, b
 
 /* The pools of engines this process no longer runs (closed, or inherited
  * from a parent by fork): their merged pages are still private mappings
- * of the pool, and MADV_DONTNEED there must still read zeros. */
-#define MAX_STALE_POOLS 64
+ * of the pool, and MADV_DONTNEED there must still read zeros.  A full
+ * table forgets the pools nothing maps any more (an application that
+ * reopens engines all day closes more than it could hold). */
+#define MAX_STALE_POOLS 256
 static struct pool_id stale_pools[MAX_STALE_POOLS];
 static _Atomic int nstale;
 static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int mark_mapped_pool(const struct map_entry *e, void *arg)
+{
+	bool *mapped = arg;
+	int n = atomic_load(&nstale);
+	for (int k = 0; k < n && !e->anon && !e->shared; k++)
+		if (e->dev == stale_pools[k].dev && e->ino == stale_pools[k].ino)
+			mapped[k] = true;
+	return 0;
+}
+
+/* With stale_lock held.  Reads the maps, allocates nothing (the fork
+ * handler may call it). */
+static void stale_pools_prune(void)
+{
+	bool mapped[MAX_STALE_POOLS] = {false};
+	if (prim_maps_walk(0, mark_mapped_pool, mapped) < 0)
+		return;
+	int n = atomic_load(&nstale), kept = 0;
+	for (int k = 0; k < n; k++)
+		if (mapped[k])
+			stale_pools[kept++] = stale_pools[k];
+	atomic_store(&nstale, kept);
+}
 
 void stale_pool_add(dev_t dev, ino_t ino)
 {
@@ -250,6 +276,10 @@ void stale_pool_add(dev_t dev, ino_t ino)
 	bool known = false;
 	for (int k = 0; k < n && !known; k++)
 		known = stale_pools[k].dev == dev && stale_pools[k].ino == ino;
+	if (!known && n == MAX_STALE_POOLS) {
+		stale_pools_prune();
+		n = atomic_load(&nstale);
+	}
 	if (!known && n < MAX_STALE_POOLS) {
 		stale_pools[n] = (struct pool_id){dev, ino};
 		atomic_store(&nstale, n + 1);
