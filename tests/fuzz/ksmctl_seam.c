@@ -388,8 +388,11 @@ const char *prometheus_error(const char *text, size_t len)
 		line[n] = 0;
 		if (n && line[0] != '#') {
 			const char *why = prometheus_line(line, line + n);
-			if (why)
-				return why;
+			if (why) { /* the reason, and the line */
+				static char msg[sizeof(line) + 64];
+				snprintf(msg, sizeof(msg), "%s: %s", why, line);
+				return msg;
+			}
 		}
 		p = nl + 1;
 	}
