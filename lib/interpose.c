@@ -215,7 +215,7 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	size_t olen = (old_len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	if (!active()) {
 		/* Pages merged by engines since closed: one mapping again. */
-		if (!(o & (PAGE_SIZE - 1)) && stale_pools_unmerge(o, o + olen) > 0)
+		if (!(o & (PAGE_SIZE - 1)) && mremap_one_mapping(o, o + olen) > 0)
 			guard_disarm(o, o + olen);
 		return libc_map_result(prim_mremap(&m, old, old_len, new_len, flags, new_addr), &m);
 	}
@@ -238,8 +238,9 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	/* Registering a part of a mapping for merge windows split it, as
 	 * MADV_MERGEABLE splits a kernel VMA; mremap wants one mapping.  The
 	 * moved parts are registered again where they land.  Pages merged by
-	 * engines since closed are made one mapping again too. */
-	bool stale = !(o & (PAGE_SIZE - 1)) && stale_pools_unmerge(o, o + olen) > 0;
+	 * engines since closed, or a range still split, are made one mapping
+	 * again too. */
+	bool stale = !(o & (PAGE_SIZE - 1)) && mremap_one_mapping(o, o + olen) > 0;
 	if (nmv || stale)
 		guard_disarm(o, o + olen);
 

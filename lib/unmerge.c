@@ -309,10 +309,11 @@ int stale_pools_discard(uintptr_t start, uintptr_t end)
 	return err;
 }
 
-/* The protection of [start, end) if it is all mapped with one, else -1. */
+/* The protection of [start, end) if it is all mapped with one, else -1;
+ * and in how many mappings. */
 struct one_prot {
 	uintptr_t start, end, next;
-	int prot;
+	int prot, mappings;
 };
 
 static int same_prot(const struct map_entry *e, void *arg)
@@ -326,14 +327,17 @@ static int same_prot(const struct map_entry *e, void *arg)
 	}
 	o->prot = e->prot;
 	o->next = e->end;
+	o->mappings++;
 	return 0;
 }
 
-static int range_prot(uintptr_t start, uintptr_t end)
+static int range_prot(uintptr_t start, uintptr_t end, int *mappings)
 {
-	struct one_prot o = {start, end, start, -1};
+	struct one_prot o = {start, end, start, -1, 0};
 	if (prim_maps_walk(0, same_prot, &o) != 0 || o.next < end)
 		return -1;
+	if (mappings)
+		*mappings = o.mappings;
 	return o.prot;
 }
 
@@ -343,14 +347,14 @@ static int piece_seen(const struct map_entry *e, void *arg)
 }
 
 /* p's range, with every page's contents, as one anonymous mapping of
- * protection prot again, if any page of it maps one of p's pools (mremap
- * needs one mapping: never leave pages in a pool's, retried while I/O in
- * flight keeps a chunk there).  1 if it was replaced, 0 if nothing mapped
- * a pool, or -errno. */
-static int pieces_to_one_mapping(struct pieces *p, int prot)
+ * protection prot again, if any page of it maps one of p's pools or it is
+ * split (mremap needs one mapping: never leave pages in a pool's, retried
+ * while I/O in flight keeps a chunk there).  1 if it was replaced, 0 if
+ * there was no need, or -errno. */
+static int pieces_to_one_mapping(struct pieces *p, int prot, bool split)
 {
 	int err = 0, tries = 0;
-	if (prim_maps_walk(0, piece_seen, p) != 1)
+	if (!split && prim_maps_walk(0, piece_seen, p) != 1)
 		return 0;
 	do
 		err = replace_with_anon(p->start, p->end, prot, true);
@@ -367,8 +371,8 @@ int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_
 	struct pool_id id = {sp->pool.dev, sp->pool.ino};
 	struct pieces p = {
 	    .ids = &id, .nids = 1, .start = region_addr(r, from), .end = region_addr(r, to)};
-	int err = 0, prot = region_prot_at(r, p.start);
-	if (prot >= 0 && (err = pieces_to_one_mapping(&p, prot)) > 0)
+	int err = 0, prot = range_prot(p.start, p.end, NULL);
+	if (prot >= 0 && (err = pieces_to_one_mapping(&p, prot, false)) > 0)
 		err = 0;
 	sp->maps_dirty = true;
 	for (size_t i = from; i < to; i++)
@@ -377,21 +381,22 @@ int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_
 	return err;
 }
 
-/* Before the application moves [start, end) with mremap: pages there that
- * still map a stale pool (merged by an engine since closed) get their
- * contents back in one anonymous mapping, as unmerge_for_mremap() does for
- * a running engine's.  1 if they did, 0 if there were none, or -errno. */
-int stale_pools_unmerge(uintptr_t start, uintptr_t end)
+/* Before the application moves [start, end) with mremap, after the
+ * engines did their part (unmerge_for_mremap): if it has one protection
+ * but is still several mappings (pages that map a pool of an engine since
+ * closed, or copies of runs unmerged one by one while the range had
+ * several protections, each with its own anon_vma), one anonymous mapping
+ * with the pages' contents, as the kernel would have left it.  1 if it was
+ * replaced, 0 if not, or -errno. */
+int mremap_one_mapping(uintptr_t start, uintptr_t end)
 {
-	if (!atomic_load(&nstale))
-		return 0;
-	int prot = range_prot(start, end);
+	int mappings = 0, prot = range_prot(start, end, &mappings);
 	if (prot < 0)
 		return 0; /* not one mapping for the application either */
 	pthread_mutex_lock(&stale_lock);
 	struct pieces p = {
 	    .ids = stale_pools, .nids = (size_t)atomic_load(&nstale), .start = start, .end = end};
-	int err = pieces_to_one_mapping(&p, prot);
+	int err = pieces_to_one_mapping(&p, prot, mappings > 1);
 	pthread_mutex_unlock(&stale_lock);
 	return err;
 }
@@ -409,7 +414,7 @@ static int range_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end)
 	struct pieces p = {.ids = &id, .nids = 1, .start = start, .end = end};
 	if (prim_maps_walk(0, piece_seen, &p) != 1)
 		return 0;
-	int prot = range_prot(start, end);
+	int prot = range_prot(start, end, NULL);
 	if (prot < 0)
 		return pool_mappings_to_anon(sp, start, end, true);
 	sp->maps_dirty = true;

@@ -251,3 +251,45 @@ void test_unmerge_leaves_one_mapping(void)
 	}
 	samepage_close(sp);
 }
+
+/*
+ * Found by the ten-minute soak: run=2 while part of a region was read-only
+ * (the application's mprotect) unmerged it run by run (a range of several
+ * protections cannot be copied whole), and once all of it was writable
+ * again it stayed many mappings (each copy its own anon_vma): mremap could
+ * not grow it (EFAULT; 26 mappings in a soak region).  mremap now makes a
+ * range of one protection that is several mappings one mapping first.
+ */
+void test_mremap_after_partial_unmerge(void)
+{
+	const size_t n = 64;
+	samepage_t *sp = open_fast();
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	for (size_t i = 0; i < n; i++) { /* even pages 'u', odd ones unique */
+		memset(p + i * PG, 'u', PG);
+		if (i % 2)
+			memcpy(p + i * PG, &i, sizeof(i));
+	}
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	REQUIRE(mprotect(p, 8 * PG, PROT_READ) == 0);
+	wr(sp, "run", "2");
+	REQUIRE(mprotect(p, 8 * PG, PROT_READ | PROT_WRITE) == 0);
+	char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
+	if (q == MAP_FAILED)
+		fprintf(stderr, "mremap to grow: %s, %d mappings\n", strerror(errno),
+			mappings_in(p, n * PG));
+	CHECK(q != MAP_FAILED);
+	if (q != MAP_FAILED) {
+		size_t kept = 0;
+		for (size_t i = 0; i < n; i++) {
+			size_t v = 0;
+			memcpy(&v, q + i * PG, sizeof(v));
+			kept += q[i * PG + 9] == 'u' && (i % 2 ? v == i : q[i * PG] == 'u');
+		}
+		CHECK_EQ_U64(kept, n);
+	}
+	samepage_close(sp);
+}
