@@ -7,7 +7,7 @@ PREFIX ?= /usr/local
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all build test test-asan demo bench install clean format format-check
+.PHONY: all build test test-asan demo bench soak fuzz install clean format format-check
 
 all: build
 
@@ -36,6 +36,34 @@ demo: build
 
 bench: build
 	bash bench/run.sh $(if $(QUICK),--quick,)
+
+# The soak (RELIABILITY.md): every kind of operation by default, for
+# SOAK_SECONDS; SOAK_OPS=write,fork,... (or all) and SOAK_ARGS=... (see
+# samepage_soak --help) isolate or tune it.
+SOAK_SECONDS ?= 300
+SOAK_SEED ?= 1
+SOAK_OPS ?= all
+soak: build
+	$(BUILD)/tests/soak/samepage_soak --duration $(SOAK_SECONDS) --seed $(SOAK_SEED) \
+		--ops $(SOAK_OPS) --samepaged $(BUILD)/daemon/samepaged --ksmctl $(BUILD)/cli/ksmctl \
+		--dir $(BUILD) $(SOAK_ARGS)
+
+# The fuzz targets (RELIABILITY.md): built with clang, libFuzzer, ASan and
+# UBSan in FUZZ_BUILD, each run for FUZZ_SECONDS (FUZZ_TARGETS: some only).
+# FUZZ_EXCLUDE leaves out checks that known bugs fail (tests/fuzz/fuzz.h),
+# FUZZ_SKIP targets that fail at once on one (RELIABILITY.md).
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS ?=
+FUZZ_EXCLUDE ?=
+FUZZ_SKIP ?=
+fuzz:
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DSAMEPAGE_FUZZ=ON \
+		-DCMAKE_BUILD_TYPE=Debug -DSAMEPAGE_SKIP="examples;bench;lib;estimate;docs;soak" \
+		$(CMAKE_FLAGS)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	SAMEPAGE_FUZZ_EXCLUDE="$(FUZZ_EXCLUDE)" FUZZ_SKIP="$(FUZZ_SKIP)" \
+		sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # Configured again with PREFIX: the pkg-config file and the systemd units
 # name installed paths.

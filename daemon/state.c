@@ -456,10 +456,12 @@ static void ledger_set_aside(const char *path, const char *why)
  * d: read in chunks, its holes skipped, never past the end of the file or
  * of the domain's pool (whose page count a client may have written
  * anything into).  The domain is locked only if there is something to
- * drop.  The references dropped. */
-static uint64_t ledger_drop(struct dom *d, int fd, off_t size)
+ * drop, and never waited for (a client holds it through a batch, in which
+ * it waits for this daemon's answer to PLACE): -EBUSY, nothing dropped,
+ * if a client holds it.  0, and *dropped the references dropped. */
+static int ledger_drop(struct dom *d, int fd, off_t size, uint64_t *dropped_out)
 {
-	static uint32_t refs[16384];
+	static uint32_t refs[16384], held[16384];
 	struct samepage *sp = d->sp;
 	uint32_t nr = sp->dom->nr < DOM_NODES ? sp->dom->nr : DOM_NODES;
 	off_t end = (off_t)(LEDGER_OFF_REFS + (size_t)nr * sizeof(uint32_t));
@@ -480,38 +482,55 @@ static uint64_t ledger_drop(struct dom *d, int fd, off_t size)
 		if (got < (ssize_t)sizeof(uint32_t))
 			break;
 		uint32_t first = (uint32_t)((data - (off_t)LEDGER_OFF_REFS) / sizeof(uint32_t));
+		/* Of those, the ones that are no mappings (none past a ledger
+		 * cut short). */
+		ssize_t hgot = pread(fd, held, (size_t)got,
+				     data - (off_t)LEDGER_OFF_REFS + (off_t)LEDGER_OFF_HELD);
+		memset((char *)held + (hgot > 0 ? hgot : 0), 0,
+		       (size_t)got - (size_t)(hgot > 0 ? hgot : 0));
 		for (size_t i = 0; i < (size_t)got / sizeof(uint32_t); i++) {
 			if (!refs[i])
 				continue;
-			if (!locked)
-				index_lock(sp);
+			if (!locked && !index_trylock(sp))
+				return -EBUSY;
 			locked = true;
 			dropped += refs[i];
-			stable_drop(sp, first + (uint32_t)i, refs[i], false);
+			ledger_reap(sp, first + (uint32_t)i, refs[i], held[i]);
 		}
 		off = data + (off_t)((size_t)got & ~(sizeof(uint32_t) - 1));
 	}
 	if (locked)
 		index_unlock(sp);
-	return dropped;
+	*dropped_out = dropped;
+	return 0;
 }
 
-/* Drops every reference a gone process's ledger counts, then removes it. */
-void state_reap(struct state *s, struct dom *d, pid_t pid)
+/* Drops every reference a gone process's ledger counts, then removes it:
+ * 0, or -EBUSY if a client holds the domain's lock (the ledger stays, for
+ * state_reap_orphans() to reap later). */
+int state_reap(struct state *s, struct dom *d, pid_t pid)
 {
 	char path[512];
 	struct stat st;
 	state_ledger_path(s, path, sizeof(path), d->name, pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
-		return;
+		return 0;
 	const char *why = ledger_unfit(fd, pid, &st);
 	if (why) {
 		close(fd);
-		return ledger_set_aside(path, why);
+		ledger_set_aside(path, why);
+		return 0;
 	}
-	uint64_t before = d->sp->dom->live, dropped = ledger_drop(d, fd, st.st_size);
+	uint64_t before = d->sp->dom->live, dropped = 0;
+	int err = ledger_drop(d, fd, st.st_size, &dropped);
 	close(fd);
+	if (err) {
+		logmsg("domain %s: process %d gone: its references are dropped later (a client "
+		       "holds the domain's lock)",
+		       d->name, (int)pid);
+		return err;
+	}
 	unlink(path);
 	uint64_t after = d->sp->dom->live;
 	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed%s",
@@ -520,6 +539,7 @@ void state_reap(struct state *s, struct dom *d, pid_t pid)
 	       st.st_size < (off_t)LEDGER_SIZE
 		   ? " (its ledger was cut short: the pages counted past its end stay)"
 		   : "");
+	return 0;
 }
 
 /* A process's start time (/proc/PID/stat field 22), 0 if it is gone. */
@@ -534,7 +554,8 @@ static unsigned long long proc_start(pid_t pid)
 /* The ledger of c in d, made if new: its descriptor, or -errno.  A ledger
  * of this name that is not c's (an earlier process with the same pid, or
  * not a ledger) is reaped or set aside first: a client is handed only a
- * full-sized ledger of its own. */
+ * full-sized ledger of its own (-EAGAIN while that reap must wait for the
+ * domain's lock). */
 int state_ledger_open(struct state *s, struct dom *d, const struct client *c)
 {
 	char path[512];
@@ -553,8 +574,8 @@ int state_ledger_open(struct state *s, struct dom *d, const struct client *c)
 		close(lfd);
 		if (why)
 			ledger_set_aside(path, why);
-		else
-			state_reap(s, d, c->pid); /* a gone process's, with the same pid */
+		else if (state_reap(s, d, c->pid)) /* a gone process's, with the same pid */
+			return -EAGAIN;		   /* not reaped yet: the client tries again */
 	}
 	lfd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
 	if (lfd < 0)

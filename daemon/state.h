@@ -109,7 +109,7 @@ bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid);
 void state_ledger_path(const struct state *s, char *buf, size_t len, const char *domain, pid_t pid);
 bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, struct ledger *lg);
 int state_ledger_open(struct state *s, struct dom *d, const struct client *c);
-void state_reap(struct state *s, struct dom *d, pid_t pid);
+int state_reap(struct state *s, struct dom *d, pid_t pid);
 void state_reap_orphans(struct state *s);
 void state_budget_watch(struct state *s);
 void state_count_scanners(struct state *s);

@@ -140,7 +140,7 @@ static void client_detach(struct samepage *sp)
 {
 	if (sp->ledger) {
 		ledger_publish(sp);
-		sp->stable.refs = NULL;
+		sp->stable.refs = sp->stable.held = NULL;
 		sp->fork = NULL; /* it was the ledger's */
 		prim_munmap(sp->ledger, LEDGER_SIZE);
 		sp->ledger = NULL;
@@ -165,6 +165,8 @@ int samepage_connect(samepage_t **out, const char *domain)
 	if (err)
 		return err;
 	err = control_hello(path, domain, &conn, fds);
+	if (err == -ECONNRESET || err == -EPIPE)
+		return -ENOTCONN; /* the daemon died during HELLO (as samepage_write) */
 	if (err)
 		return err;
 	struct ledger *lg = map_file(fds[2], LEDGER_SIZE, PROT_READ | PROT_WRITE);
@@ -191,6 +193,7 @@ int samepage_connect(samepage_t **out, const char *domain)
 	struct samepage *sp = *out;
 	sp->ledger = lg;
 	sp->stable.refs = (_Atomic uint32_t *)((char *)lg + LEDGER_OFF_REFS);
+	sp->stable.held = (_Atomic uint32_t *)((char *)lg + LEDGER_OFF_HELD);
 	sp->stable.guard = guard;
 	/* The daemon sees this process's forked children in its ledger. */
 	prim_munmap(sp->fork, PAGE_SIZE);

@@ -93,6 +93,14 @@ int domain_lock(struct domain *d)
 	return pthread_mutex_lock(&d->lock) == EOWNERDEAD ? EOWNERDEAD : 0;
 }
 
+/* The same without waiting: EBUSY when another thread holds the lock
+ * (samepaged never waits for a lock its clients hold: index_trylock()). */
+int domain_trylock(struct domain *d)
+{
+	int err = pthread_mutex_trylock(&d->lock);
+	return err == EOWNERDEAD || err == EBUSY ? err : 0;
+}
+
 void domain_unlock(struct domain *d)
 {
 	pthread_mutex_unlock(&d->lock);

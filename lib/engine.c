@@ -320,6 +320,8 @@ int samepage_discard(samepage_t *sp, void *addr, size_t len)
 	engine_enter(sp);
 	err = engine_discard_locked(sp, (uintptr_t)addr, len);
 	engine_leave(sp);
+	if (!err) /* pages merged by engines since closed read zeros too */
+		err = stale_pools_discard((uintptr_t)addr, (uintptr_t)addr + len);
 	if (!err)
 		err = prim_madvise(addr, len, MADV_DONTNEED);
 	engine_unlock(sp);
@@ -376,8 +378,11 @@ static int daemon_write(struct samepage *sp, const char *name, const char *value
 	/* Strip the newline the kernel's parsing accepts: one line per field. */
 	req[strcspn(req, "\n")] = 0;
 	int err = samepage_control(sp->socket_path, req, reply, sizeof(reply));
-	if (err == -ENOENT || err == -ECONNREFUSED)
-		return -ENOTCONN; /* the daemon is not running */
+	/* The daemon is not running, or died during the request (the
+	 * connection ended with no answer: the write may or may not have
+	 * been applied). */
+	if (err == -ENOENT || err == -ECONNREFUSED || err == -ECONNRESET || err == -EPIPE)
+		return -ENOTCONN;
 	return err;
 }
 

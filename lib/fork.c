@@ -46,7 +46,7 @@ static void pin_mapped_nodes(struct samepage *sp)
 				/* cannot count: for ever (and a reference that
 				 * samepaged keeps until this process is gone) */
 				if (sp->stable.nodes[id].pinned != 255)
-					ledger_ref(sp, id);
+					ledger_hold(sp, id);
 				sp->stable.nodes[id].pinned = 255;
 				continue;
 			}
@@ -79,7 +79,7 @@ static void pin_mapped_nodes(struct samepage *sp)
 		bool had = old < sp->npins && sp->pins[old] == id;
 		if (!had && sp->stable.nodes[id].pinned < 255) {
 			sp->stable.nodes[id].pinned++;
-			ledger_ref(sp, id); /* samepaged keeps it for the children too */
+			ledger_hold(sp, id); /* samepaged keeps it for the children too */
 		}
 	}
 	lib_pages_free(bits, bytes);
@@ -105,12 +105,14 @@ static void fork_prepare(void)
 		pin_mapped_nodes(sp);
 		index_unlock(sp);
 	}
+	stale_pools_lock();  /* the child adds to them */
 	as_lock_exclusive(); /* no merge window is open across the fork */
 }
 
 static void fork_parent(void)
 {
 	as_unlock();
+	stale_pools_unlock();
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
 		if (engine_alive(sp))
 			pthread_mutex_unlock(&sp->lock);
@@ -121,6 +123,7 @@ static void fork_child(void)
 {
 	pid_t parent = prim_getppid();
 	as_reinit(); /* the parent's thread held it: it cannot be released here */
+	stale_pools_unlock();
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
 		uint32_t k = atomic_fetch_add(&sp->fork->registered, 1);
 		if (k < MAX_FORK_CHILDREN)
@@ -165,7 +168,7 @@ void fork_reap(struct samepage *sp)
 		struct stable_node *n = &sp->stable.nodes[sp->pins[k]];
 		if (n->pinned && n->pinned < 255)
 			n->pinned--;
-		ledger_unref(sp, sp->pins[k]);
+		ledger_unhold(sp, sp->pins[k], false);
 		stable_drop(sp, sp->pins[k], 0, false); /* frees it if nothing maps it */
 	}
 	pins_free(sp->pins, sp->npins);

@@ -187,6 +187,10 @@ static __thread sigjmp_buf *volatile guard_jmp;
  * whose window closed just before we looked (retry) from a real one. */
 static __thread uintptr_t last_fault;
 static __thread uint32_t last_fault_seq;
+/* While this thread's handler chains a real fault to the handler it
+ * replaced: that fault's address, and the handler's frame. */
+static __thread uintptr_t chain_addr;
+static __thread uintptr_t chain_frame;
 
 static bool overlaps(uintptr_t a, uintptr_t b, uintptr_t s, uintptr_t e)
 {
@@ -435,7 +439,20 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
 	}
 	last_fault = 0;
 	errno = saved;
+	/* A handler installed after ours that saved ours as its previous one
+	 * chains back to us: the same fault, deeper on the same stack.  Then
+	 * nobody handles it: the default action (as chain() does when nobody
+	 * is there), not a recursion between the two for ever. */
+	uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
+	if (chain_frame && chain_addr == a && frame < chain_frame) {
+		struct sigaction dfl = {.sa_handler = SIG_DFL};
+		prim_sigaction(sig, &dfl, NULL);
+		return;
+	}
+	chain_addr = a;
+	chain_frame = frame;
 	chain(sig == SIGSEGV ? &chained_segv : &chained_bus, sig, si, uc);
+	chain_frame = 0;
 }
 
 /* Installs the handler, or re-installs it if the application replaced it

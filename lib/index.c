@@ -178,16 +178,40 @@ int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint
  * the daemon checks before it rewrites or punches the page.  A reference
  * is taken when a merge is queued (before the page is compared) and kept
  * by the mapping; dropped when the merge fails or the mapping goes. */
-void ledger_ref(struct samepage *sp, uint32_t idx)
+static void counter_down(_Atomic uint32_t *c)
 {
-	if (sp->stable.refs)
-		atomic_fetch_add(&sp->stable.refs[idx], 1);
+	if (atomic_load(c))
+		atomic_fetch_sub(c, 1);
 }
 
+/* A mapping's reference goes. */
 void ledger_unref(struct samepage *sp, uint32_t idx)
 {
-	if (sp->stable.refs && atomic_load(&sp->stable.refs[idx]))
-		atomic_fetch_sub(&sp->stable.refs[idx], 1);
+	if (sp->stable.refs)
+		counter_down(&sp->stable.refs[idx]);
+}
+
+/* A reference that is no mapping: a merge under way, or a pin for forked
+ * children.  Counted in held too, held first: a process killed in between
+ * leaves held at least its share, and samepaged's reaper takes refs - held
+ * off the page's mapping count (ledger_reap), never too many. */
+void ledger_hold(struct samepage *sp, uint32_t idx)
+{
+	if (sp->stable.refs) {
+		atomic_fetch_add(&sp->stable.held[idx], 1);
+		atomic_fetch_add(&sp->stable.refs[idx], 1);
+	}
+}
+
+/* Its end: the reference goes (refs first, for the same reason), or stays
+ * as the mapping a merge made (mapped: after stable_get counted it). */
+void ledger_unhold(struct samepage *sp, uint32_t idx, bool mapped)
+{
+	if (!sp->stable.refs)
+		return;
+	if (!mapped)
+		counter_down(&sp->stable.refs[idx]);
+	counter_down(&sp->stable.held[idx]);
 }
 
 /* Whether samepaged is rewriting or punching pool page idx: checked after
@@ -260,22 +284,29 @@ void stable_drop(struct samepage *sp, uint32_t idx, uint32_t count, bool mine)
 		stable_free(sp, idx);
 }
 
+/* samepaged's reaper: the references a gone process's ledger counts to
+ * node idx (refs, of which held are no mappings).  Its mappings leave the
+ * node's count; its merges under way were cleared with the lock
+ * (index_repair); its pins stay, for its children may still map the page. */
+void ledger_reap(struct samepage *sp, uint32_t idx, uint32_t refs, uint32_t held)
+{
+	stable_drop(sp, idx, refs > held ? refs - held : 0, false);
+}
+
 /* A mapping left the node (copy-on-write, unmerge, unmap). */
 void stable_put(struct samepage *sp, uint32_t idx)
 {
 	stable_drop(sp, idx, 1, true);
 }
 
-/* Takes the domain lock for a change of the stable index.  A process that
- * died in the middle of a batch left nodes it was merging into with a
- * pending count: clear them, and free the nodes nothing maps (made for
- * merges that never happened).  Every other change made under the lock is
- * a counter or a link written last, so the rest is consistent. */
-void index_lock(struct samepage *sp)
+/* After the domain lock was taken from a process that died holding it:
+ * that process was in the middle of a batch and left nodes it was merging
+ * into with a pending count: clear them, and free the nodes nothing maps
+ * (made for merges that never happened).  Every other change made under
+ * the lock is a counter or a link written last, so the rest is consistent. */
+static void index_repair(struct samepage *sp)
 {
 	struct domain *d = sp->dom;
-	if (domain_lock(d) != EOWNERDEAD)
-		return;
 	uint32_t nr = d->nr < DOM_NODES ? d->nr : DOM_NODES; /* a client may have written it */
 	for (uint32_t i = 0; i < nr; i++) {
 		struct stable_node *n = &sp->stable.nodes[i];
@@ -284,6 +315,24 @@ void index_lock(struct samepage *sp)
 			stable_drop(sp, i, 0, false);
 	}
 	pthread_mutex_consistent(&d->lock);
+}
+
+/* Takes the domain lock for a change of the stable index. */
+void index_lock(struct samepage *sp)
+{
+	if (domain_lock(sp->dom) == EOWNERDEAD)
+		index_repair(sp);
+}
+
+/* The same for samepaged, which must never wait for it: a client holds it
+ * through a whole batch, and waits in it for samepaged's answer to PLACE.
+ * False if another process holds it. */
+bool index_trylock(struct samepage *sp)
+{
+	int err = domain_trylock(sp->dom);
+	if (err == EOWNERDEAD)
+		index_repair(sp);
+	return err != EBUSY;
 }
 
 void index_unlock(struct samepage *sp)

@@ -122,8 +122,12 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 #define PROMISE_WIPEONFORK 0x08
 #define PROMISE_MALLOC 0x10
 #define PROMISE_UNMERGEABLE 0x20
+#define PROMISE_NOHUGEPAGE 0x40
+#define PROMISE_HUGEPAGE 0x80
+#define PROMISE_LAST PROMISE_HUGEPAGE
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
+void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at);
 void promise_move(uintptr_t old, size_t len, uintptr_t new);
 unsigned promise_flags(uintptr_t addr);
 int promise_map_locked(uintptr_t start, uintptr_t end);
@@ -134,6 +138,7 @@ int domain_create(int *index_fd, int *pool_fd, const char *name);
 int domain_map(struct stable_index *s, int index_fd);
 void domain_unmap(struct stable_index *s);
 int domain_lock(struct domain *d);
+int domain_trylock(struct domain *d);
 void domain_unlock(struct domain *d);
 
 /* pool.c */
@@ -168,10 +173,13 @@ static inline bool region_clip(const struct region *r, uintptr_t start, uintptr_
 }
 
 /* index.c */
-void ledger_ref(struct samepage *sp, uint32_t idx);
 void ledger_unref(struct samepage *sp, uint32_t idx);
+void ledger_hold(struct samepage *sp, uint32_t idx);
+void ledger_unhold(struct samepage *sp, uint32_t idx, bool mapped);
+void ledger_reap(struct samepage *sp, uint32_t idx, uint32_t refs, uint32_t held);
 bool pool_page_dying(struct samepage *sp, uint32_t idx);
 void index_lock(struct samepage *sp);
+bool index_trylock(struct samepage *sp);
 void index_unlock(struct samepage *sp);
 bool index_chains_ok(struct samepage *sp);
 uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full);
@@ -214,7 +222,10 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end);
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy);
 int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_t to);
 void stale_pool_add(dev_t dev, ino_t ino);
+void stale_pools_lock(void);
+void stale_pools_unlock(void);
 int stale_pools_discard(uintptr_t start, uintptr_t end);
+int mremap_one_mapping(uintptr_t start, uintptr_t end);
 
 /* merge.c */
 void merge_batch(struct samepage *sp);

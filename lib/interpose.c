@@ -113,14 +113,26 @@ EXPORT int mprotect(void *addr, size_t len, int prot)
 	return libc_result(err);
 }
 
-/* Runs fn on every engine of this process that has a region in range,
- * with the engine's lock held. */
+/* Has the engine a region in the range?  (With the engine's lock held.) */
 static bool hits(struct samepage *sp, uintptr_t start, size_t len)
 {
 	size_t from, to;
 	for (size_t ri = 0; ri < sp->nregions; ri++)
 		if (region_clip(&sp->regions[ri], start, start + len, &from, &to))
 			return true;
+	return false;
+}
+
+/* Takes the engine's lock if it is alive and has a region in the range:
+ * whether it did.  (With engines_lock held: the list's order.) */
+static bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len)
+{
+	if (!engine_alive(sp))
+		return false;
+	engine_lock(sp);
+	if (hits(sp, start, len))
+		return true;
+	engine_unlock(sp);
 	return false;
 }
 
@@ -139,22 +151,18 @@ static bool hits_merged(struct samepage *sp, uintptr_t start, size_t len)
 /* Runs fn on every engine of this process that has a region in range,
  * inside engine_enter(). */
 static int for_engines_in(uintptr_t start, size_t len,
-			  int (*fn)(struct samepage *sp, uintptr_t start, size_t len),
-			  bool merged_only)
+			  int (*fn)(struct samepage *sp, uintptr_t start, size_t len))
 {
 	int err = 0;
 	pthread_mutex_lock(&engines_lock);
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-		if (!engine_alive(sp))
+		if (!hold_if_hits(sp, start, len))
 			continue;
-		engine_lock(sp);
-		if (merged_only ? hits_merged(sp, start, len) : hits(sp, start, len)) {
-			engine_enter(sp);
-			int e = fn(sp, start, len);
-			engine_leave(sp);
-			if (e && !err)
-				err = e;
-		}
+		engine_enter(sp);
+		int e = fn(sp, start, len);
+		engine_leave(sp);
+		if (e && !err)
+			err = e;
 		engine_unlock(sp);
 	}
 	pthread_mutex_unlock(&engines_lock);
@@ -203,11 +211,14 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		va_end(ap);
 	}
 	void *m = NULL;
-	if (!active())
-		return libc_map_result(prim_mremap(&m, old, old_len, new_len, flags, new_addr), &m);
-
 	uintptr_t o = (uintptr_t)old;
 	size_t olen = (old_len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	if (!active()) {
+		/* Pages merged by engines since closed: one mapping again. */
+		if (!(o & (PAGE_SIZE - 1)) && mremap_one_mapping(o, o + olen) > 0)
+			guard_disarm(o, o + olen);
+		return libc_map_result(prim_mremap(&m, old, old_len, new_len, flags, new_addr), &m);
+	}
 	struct moved mv[8];
 	size_t nmv = 0;
 
@@ -218,21 +229,19 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	 * the unmerge and the move. */
 	pthread_mutex_lock(&engines_lock);
 	for (struct samepage *sp = engines; sp && nmv < 8; sp = sp->next_engine) {
-		if (!engine_alive(sp))
+		if (!hold_if_hits(sp, o, olen))
 			continue;
-		engine_lock(sp);
-		if (!hits(sp, o, olen)) {
-			engine_unlock(sp);
-			continue;
-		}
 		engine_enter(sp);
 		prepare_move(sp, o, olen, &mv[nmv++]);
 		engine_leave(sp);
 	}
 	/* Registering a part of a mapping for merge windows split it, as
 	 * MADV_MERGEABLE splits a kernel VMA; mremap wants one mapping.  The
-	 * moved parts are registered again where they land. */
-	if (nmv)
+	 * moved parts are registered again where they land.  Pages merged by
+	 * engines since closed, or a range still split, are made one mapping
+	 * again too. */
+	bool stale = !(o & (PAGE_SIZE - 1)) && mremap_one_mapping(o, o + olen) > 0;
+	if (nmv || stale)
 		guard_disarm(o, o + olen);
 
 	as_lock_shared();
@@ -265,9 +274,41 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	return libc_map_result(err, &m);
 }
 
-static int discard(struct samepage *sp, uintptr_t start, size_t len)
+/*
+ * MADV_DONTNEED and its kin on [addr, addr+len): every engine with a region
+ * there is held (its lock, taken in the list's order as everywhere) from
+ * before its merged pages there become anonymous until the kernel has
+ * discarded the range: a page its scanner merged in between would be a
+ * private mapping of the pool when the kernel discards it, and read the
+ * pool's page (its old contents) instead of zeros.
+ */
+static int discard_advice(void *addr, size_t len, int advice)
 {
-	return engine_discard_locked(sp, start, len);
+	uintptr_t a = (uintptr_t)addr;
+	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	bool engines_held = active();
+	if (engines_held) {
+		pthread_mutex_lock(&engines_lock);
+		for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+			sp->held_for_discard = hold_if_hits(sp, a, l);
+			if (sp->held_for_discard && hits_merged(sp, a, l)) {
+				engine_enter(sp);
+				engine_discard_locked(sp, a, l);
+				engine_leave(sp);
+			}
+		}
+	}
+	stale_pools_discard(a, a + l);
+	int err = prim_madvise(addr, len, advice);
+	if (engines_held) {
+		for (struct samepage *sp = engines; sp; sp = sp->next_engine)
+			if (sp->held_for_discard) {
+				sp->held_for_discard = false;
+				engine_unlock(sp);
+			}
+		pthread_mutex_unlock(&engines_lock);
+	}
+	return libc_result(err);
 }
 
 static int keep(struct samepage *sp, uintptr_t start, size_t len)
@@ -300,20 +341,21 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	case MADV_DONTNEED:
 	case MADV_FREE:
 	case MADV_REMOVE:
-	case MADV_DONTNEED_LOCKED:
-		if (active())
-			for_engines_in(a, l, discard, true);
-		stale_pools_discard(a, a + l);
-		break;
+	case MADV_DONTNEED_LOCKED: return discard_advice(addr, len, advice);
 	case MADV_WIPEONFORK:
 		promise_set(a, a + l, PROMISE_WIPEONFORK, true);
 		if (active())
-			for_engines_in(a, l, keep, false);
+			for_engines_in(a, l, keep);
 		break;
 	case MADV_KEEPONFORK: promise_set(a, a + l, PROMISE_WIPEONFORK, false); break;
 	case MADV_DONTFORK: promise_set(a, a + l, PROMISE_DONTFORK, true); break;
 	case MADV_DOFORK: promise_set(a, a + l, PROMISE_DONTFORK, false); break;
 	case MADV_DONTDUMP: promise_set(a, a + l, PROMISE_DONTDUMP, true); break;
+	case MADV_NOHUGEPAGE:
+	case MADV_HUGEPAGE:
+		promise_set(a, a + l, PROMISE_NOHUGEPAGE, advice == MADV_NOHUGEPAGE);
+		promise_set(a, a + l, PROMISE_HUGEPAGE, advice == MADV_HUGEPAGE);
+		break;
 	case MADV_DODUMP: promise_set(a, a + l, PROMISE_DONTDUMP, false); break;
 	}
 	return libc_result(prim_madvise(addr, len, advice));

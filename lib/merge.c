@@ -74,14 +74,16 @@ static void finish_page(struct samepage *sp, const struct merge_req *q, bool mer
 	}
 	struct stable_node *n = &sp->stable.nodes[q->node];
 	n->pending--;
-	if (!merged)
-		ledger_unref(sp, q->node); /* the merge's reference */
 	if (merged) {
 		r->merged = true;
 		m->flags |= PM_STABLE | PM_POOLMAP;
 		m->link = q->node;
 		stable_get(sp, q->node);
-	} else if (n->mapcount == 0 && n->pending == 0) {
+		ledger_unhold(sp, q->node, true); /* the merge's reference: a mapping now */
+		return;
+	}
+	ledger_unhold(sp, q->node, false); /* the merge's reference goes */
+	if (n->mapcount == 0 && n->pending == 0) {
 		stable_put(sp, q->node); /* frees the unused node */
 	}
 }

@@ -7,13 +7,17 @@
  * merge here replaces the page's mapping by a mapping of the pool (and an
  * unmerge by a new anonymous mapping): a new VMA, without the flags the
  * application set on the old one.  So the flags are remembered per address
- * range, from the interposed madvise(MADV_DONTFORK/DOFORK/DONTDUMP/DODUMP)
+ * range, from the interposed madvise(MADV_DONTFORK/DOFORK/DONTDUMP/DODUMP/
+ * NOHUGEPAGE/HUGEPAGE)
  * and mlock/munlock calls and from /proc/self/smaps when a range is
  * registered, and set again on every mapping the engine puts in place:
  *
  *   PROMISE_DONTFORK  MADV_DONTFORK: a child does not inherit the range
  *   PROMISE_DONTDUMP  MADV_DONTDUMP: not in a core dump
  *   PROMISE_LOCKED    mlock: resident, never swapped
+ *   PROMISE_NOHUGEPAGE, PROMISE_HUGEPAGE  MADV_NOHUGEPAGE, MADV_HUGEPAGE:
+ *                     also what lets a replacement join its neighbours
+ *                     into one mapping again (the VMAs' flags must match)
  *
  * Two more say why a range is kept out of merging (regions_keep), for the
  * counters pages_kept_wipeonfork and pages_kept_malloc:
@@ -121,19 +125,31 @@ void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on)
  * merge or an unmerge replaced it). */
 void promise_apply(uintptr_t start, uintptr_t end)
 {
+	promise_apply_at(start, end, start);
+}
+
+/* The flags of [start, end) set on the mapping at [at, at + end - start):
+ * a copy about to be moved over the range, so that it joins its
+ * neighbours there. */
+void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
+{
 	pthread_mutex_lock(&promise_lock);
 	for (size_t i = 0; i < npromises; i++) {
 		const struct promise *p = &promises[i];
 		if (p->end <= start || p->start >= end)
 			continue;
-		uintptr_t s = p->start > start ? p->start : start;
-		uintptr_t e = p->end < end ? p->end : end;
+		uintptr_t s = (p->start > start ? p->start : start) - start + at;
+		uintptr_t e = (p->end < end ? p->end : end) - start + at;
 		if (p->flags & PROMISE_DONTFORK)
 			prim_madvise((void *)s, e - s, MADV_DONTFORK);
 		if (p->flags & PROMISE_DONTDUMP)
 			prim_madvise((void *)s, e - s, MADV_DONTDUMP);
 		if (p->flags & PROMISE_LOCKED)
 			prim_mlock((void *)s, e - s, 0);
+		if (p->flags & PROMISE_NOHUGEPAGE)
+			prim_madvise((void *)s, e - s, MADV_NOHUGEPAGE);
+		if (p->flags & PROMISE_HUGEPAGE)
+			prim_madvise((void *)s, e - s, MADV_HUGEPAGE);
 	}
 	pthread_mutex_unlock(&promise_lock);
 }
@@ -156,7 +172,7 @@ void promise_move(uintptr_t old, size_t len, uintptr_t new)
 	pthread_mutex_unlock(&promise_lock);
 	promise_set(old, old + len, 0, false);
 	for (size_t i = 0; i < n; i++)
-		for (unsigned f = 1; f <= PROMISE_UNMERGEABLE; f <<= 1)
+		for (unsigned f = 1; f <= PROMISE_LAST; f <<= 1)
 			if (moved[i].flags & f)
 				promise_set(moved[i].start, moved[i].end, f, true);
 }

@@ -108,7 +108,7 @@ static void queue_merge(struct samepage *sp, size_t ri, size_t i, uint32_t node)
 	q->pool_off = node == NIL ? 0 : node; /* a node is its pool page */
 	if (node != NIL) {
 		sp->stable.nodes[node].pending++;
-		ledger_ref(sp, node); /* before the page is compared: see index.c */
+		ledger_hold(sp, node); /* before the page is compared: see index.c */
 	}
 	r->meta[i].flags |= PM_PENDING;
 }

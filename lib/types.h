@@ -159,6 +159,7 @@ struct stable_index {
 	 * pins for forked children), and the daemon's "dying" marks, one
 	 * byte per pool page, read-only here (see client.c). */
 	_Atomic uint32_t *refs;
+	_Atomic uint32_t *held; /* of refs, those not mappings: see index.c */
 	const _Atomic uint8_t *guard;
 	int fd;
 };
@@ -325,6 +326,7 @@ struct samepage {
 	uint32_t nplace; /* pages staged this batch */
 
 	struct samepage *next_engine; /* the process's list of engines */
+	bool held_for_discard;	      /* interpose.c, under engines_lock */
 };
 
 /*
@@ -337,15 +339,19 @@ struct samepage {
  *   staging    new KSM pages for the daemon to write into the pool
  *   refs       refs[i]: the client's references to pool page i: mappings,
  *              merges under way, pins for forked children
+ *   held       held[i]: of refs[i], the merges under way and pins (so that
+ *              the daemon reaping a gone client takes only its mappings
+ *              off the page's mapping count)
  * Sparse: 4 bytes per KSM page the client maps, in practice.
  */
-#define LEDGER_MAGIC 0x32474452444c5353ULL /* "SSLDRDG2" */
+#define LEDGER_MAGIC 0x33474452444c5353ULL /* "SSLDRDG3" */
 #define PLACE_MAX BATCH_PAGES		   /* new KSM pages of one batch, at most */
 #define LEDGER_OFF_PLACE 4096UL
 #define LEDGER_OFF_FORK 8192UL
 #define LEDGER_OFF_STAGING 12288UL
 #define LEDGER_OFF_REFS (LEDGER_OFF_STAGING + (size_t)PLACE_MAX * PAGE_SIZE)
-#define LEDGER_SIZE (LEDGER_OFF_REFS + (size_t)DOM_NODES * sizeof(uint32_t))
+#define LEDGER_OFF_HELD (LEDGER_OFF_REFS + (size_t)DOM_NODES * sizeof(uint32_t))
+#define LEDGER_SIZE (LEDGER_OFF_HELD + (size_t)DOM_NODES * sizeof(uint32_t))
 struct ledger {
 	uint64_t magic;
 	int32_t pid;

@@ -111,7 +111,7 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 	}
 	char *scratch;
 	err = prim_mmap((void **)&scratch, NULL, len, PROT_READ | PROT_WRITE,
-			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (err)
 		return err;
 	for (; off < len && !err; off += UNMERGE_CHUNK) {
@@ -138,6 +138,8 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 		/* Locked before it moves in: VM_LOCKED goes with the mapping. */
 		if (!err && promise_map_locked(a, a + n))
 			err = prim_mlock(scratch + off, n, 0);
+		if (!err) /* the range's flags before the move: it joins its neighbours */
+			promise_apply_at(a, a + n, (uintptr_t)scratch + off);
 		if (!err)
 			err = prim_mremap(&m, scratch + off, n, n, MREMAP_MAYMOVE | MREMAP_FIXED,
 					  (void *)a);
@@ -235,11 +237,37 @@ int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, b
 
 /* The pools of engines this process no longer runs (closed, or inherited
  * from a parent by fork): their merged pages are still private mappings
- * of the pool, and MADV_DONTNEED there must still read zeros. */
-#define MAX_STALE_POOLS 64
+ * of the pool, and MADV_DONTNEED there must still read zeros.  A full
+ * table forgets the pools nothing maps any more (an application that
+ * reopens engines all day closes more than it could hold). */
+#define MAX_STALE_POOLS 256
 static struct pool_id stale_pools[MAX_STALE_POOLS];
 static _Atomic int nstale;
 static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int mark_mapped_pool(const struct map_entry *e, void *arg)
+{
+	bool *mapped = arg;
+	int n = atomic_load(&nstale);
+	for (int k = 0; k < n && !e->anon && !e->shared; k++)
+		if (e->dev == stale_pools[k].dev && e->ino == stale_pools[k].ino)
+			mapped[k] = true;
+	return 0;
+}
+
+/* With stale_lock held.  Reads the maps, allocates nothing (the fork
+ * handler may call it). */
+static void stale_pools_prune(void)
+{
+	bool mapped[MAX_STALE_POOLS] = {false};
+	if (prim_maps_walk(0, mark_mapped_pool, mapped) < 0)
+		return;
+	int n = atomic_load(&nstale), kept = 0;
+	for (int k = 0; k < n; k++)
+		if (mapped[k])
+			stale_pools[kept++] = stale_pools[k];
+	atomic_store(&nstale, kept);
+}
 
 void stale_pool_add(dev_t dev, ino_t ino)
 {
@@ -248,10 +276,26 @@ void stale_pool_add(dev_t dev, ino_t ino)
 	bool known = false;
 	for (int k = 0; k < n && !known; k++)
 		known = stale_pools[k].dev == dev && stale_pools[k].ino == ino;
+	if (!known && n == MAX_STALE_POOLS) {
+		stale_pools_prune();
+		n = atomic_load(&nstale);
+	}
 	if (!known && n < MAX_STALE_POOLS) {
 		stale_pools[n] = (struct pool_id){dev, ino};
 		atomic_store(&nstale, n + 1);
 	}
+	pthread_mutex_unlock(&stale_lock);
+}
+
+/* fork: the prepare handler holds the lock across the fork (a child
+ * whose copy was held by another thread could never add its pools). */
+void stale_pools_lock(void)
+{
+	pthread_mutex_lock(&stale_lock);
+}
+
+void stale_pools_unlock(void)
+{
 	pthread_mutex_unlock(&stale_lock);
 }
 
@@ -265,9 +309,57 @@ int stale_pools_discard(uintptr_t start, uintptr_t end)
 	return err;
 }
 
+/* The protection of [start, end) if it is all mapped with one, else -1;
+ * and in how many mappings. */
+struct one_prot {
+	uintptr_t start, end, next;
+	int prot, mappings;
+};
+
+static int same_prot(const struct map_entry *e, void *arg)
+{
+	struct one_prot *o = arg;
+	if (e->end <= o->start || e->start >= o->end)
+		return 0;
+	if (e->start > o->next || (o->prot >= 0 && e->prot != o->prot)) {
+		o->prot = -1; /* a hole, or another protection */
+		return 1;
+	}
+	o->prot = e->prot;
+	o->next = e->end;
+	o->mappings++;
+	return 0;
+}
+
+static int range_prot(uintptr_t start, uintptr_t end, int *mappings)
+{
+	struct one_prot o = {start, end, start, -1, 0};
+	if (prim_maps_walk(0, same_prot, &o) != 0 || o.next < end)
+		return -1;
+	if (mappings)
+		*mappings = o.mappings;
+	return o.prot;
+}
+
 static int piece_seen(const struct map_entry *e, void *arg)
 {
 	return is_pool_entry(arg, e);
+}
+
+/* p's range, with every page's contents, as one anonymous mapping of
+ * protection prot again, if any page of it maps one of p's pools or it is
+ * split (mremap needs one mapping: never leave pages in a pool's, retried
+ * while I/O in flight keeps a chunk there).  1 if it was replaced, 0 if
+ * there was no need, or -errno. */
+static int pieces_to_one_mapping(struct pieces *p, int prot, bool split)
+{
+	int err = 0, tries = 0;
+	if (!split && prim_maps_walk(0, piece_seen, p) != 1)
+		return 0;
+	do
+		err = replace_with_anon(p->start, p->end, prot, true);
+	while (err > 0 && ++tries < 1000 && prim_maps_walk(0, piece_seen, p) == 1);
+	return err > 0 ? -EBUSY : err < 0 ? err : 1;
 }
 
 /* Before the application moves r[from, to) with mremap: the range was one
@@ -279,31 +371,61 @@ int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_
 	struct pool_id id = {sp->pool.dev, sp->pool.ino};
 	struct pieces p = {
 	    .ids = &id, .nids = 1, .start = region_addr(r, from), .end = region_addr(r, to)};
-	int err = 0, prot = region_prot_at(r, p.start);
-	if (prim_maps_walk(0, piece_seen, &p) == 1 && prot >= 0) {
-		/* mremap needs one mapping: never leave pages in the pool's
-		 * (retried while I/O in flight keeps a chunk there). */
-		int tries = 0;
-		do
-			err = replace_with_anon(p.start, p.end, prot, true);
-		while (err > 0 && ++tries < 1000 && prim_maps_walk(0, piece_seen, &p) == 1);
-		if (err > 0)
-			err = -EBUSY;
-		sp->maps_dirty = true;
-	}
+	int err = 0, prot = range_prot(p.start, p.end, NULL);
+	if (prot >= 0 && (err = pieces_to_one_mapping(&p, prot, false)) > 0)
+		err = 0;
+	sp->maps_dirty = true;
 	for (size_t i = from; i < to; i++)
 		if (r->meta[i].flags & PM_STABLE)
 			forget_merge(sp, &r->meta[i]);
 	return err;
 }
 
+/* Before the application moves [start, end) with mremap, after the
+ * engines did their part (unmerge_for_mremap): if it has one protection
+ * but is still several mappings (pages that map a pool of an engine since
+ * closed, or copies of runs unmerged one by one while the range had
+ * several protections, each with its own anon_vma), one anonymous mapping
+ * with the pages' contents, as the kernel would have left it.  1 if it was
+ * replaced, 0 if not, or -errno. */
+int mremap_one_mapping(uintptr_t start, uintptr_t end)
+{
+	int mappings = 0, prot = range_prot(start, end, &mappings);
+	if (prot < 0)
+		return 0; /* not one mapping for the application either */
+	pthread_mutex_lock(&stale_lock);
+	struct pieces p = {
+	    .ids = stale_pools, .nids = (size_t)atomic_load(&nstale), .start = start, .end = end};
+	int err = pieces_to_one_mapping(&p, prot, mappings > 1);
+	pthread_mutex_unlock(&stale_lock);
+	return err;
+}
+
 /* ---- ranges ---- */
+
+/* [start, end), where some pages map sp's pool, as anonymous memory with
+ * its contents: in one copy if it has one protection, so that it is one
+ * mapping again (copies of each merged run could not join their
+ * neighbours: their pages are another anon_vma's), else run by run.  0, 1
+ * if some pages stay unshared in the pool's mapping, or -errno. */
+static int range_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end)
+{
+	struct pool_id id = {sp->pool.dev, sp->pool.ino};
+	struct pieces p = {.ids = &id, .nids = 1, .start = start, .end = end};
+	if (prim_maps_walk(0, piece_seen, &p) != 1)
+		return 0;
+	int prot = range_prot(start, end, NULL);
+	if (prot < 0)
+		return pool_mappings_to_anon(sp, start, end, true);
+	sp->maps_dirty = true;
+	return replace_with_anon(start, end, prot, true);
+}
 
 /* MADV_UNMERGEABLE and run = 2 on r[from, to): the merged pages become
  * private anonymous memory with their contents, as in the kernel. */
 int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to)
 {
-	int err = pool_mappings_to_anon(sp, region_addr(r, from), region_addr(r, to), true);
+	int err = range_to_anon(sp, region_addr(r, from), region_addr(r, to));
 	bool anon = err == 0;
 	if (err > 0)
 		err = 0; /* unshared in place: private, in the pool's mapping */
@@ -404,6 +526,10 @@ static int remember_flags(uintptr_t s, uintptr_t e, const char *flags, void *arg
 		promise_set(from, to, PROMISE_DONTDUMP, true);
 	if (strstr(flags, " lo"))
 		promise_set(from, to, PROMISE_LOCKED, true);
+	if (strstr(flags, " nh"))
+		promise_set(from, to, PROMISE_NOHUGEPAGE, true);
+	if (strstr(flags, " hg"))
+		promise_set(from, to, PROMISE_HUGEPAGE, true);
 	if (strstr(flags, " wf")) {
 		promise_set(from, to, PROMISE_WIPEONFORK, true);
 		regions_keep(k->sp, from, to - from);
@@ -412,7 +538,7 @@ static int remember_flags(uintptr_t s, uintptr_t e, const char *flags, void *arg
 }
 
 /* What the application asked of the mappings of a range being registered
- * (VmFlags dc, dd, lo, wf in /proc/self/smaps): remembered, so that every
+ * (VmFlags dc, dd, lo, nh, hg, wf in /proc/self/smaps): remembered, so that every
  * mapping a merge puts in place gets it again (promise.c); wipe-on-fork
  * cannot be kept on a mapping of the pool, so those pages are kept out. */
 void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)

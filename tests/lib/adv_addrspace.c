@@ -121,3 +121,175 @@ void test_mremap_partial_registration(void)
 		REQUIRE(q[i] == 'p');
 	samepage_close(sp);
 }
+
+/*
+ * Finding 2 (RELIABILITY.md): memory merged by an engine that was closed
+ * is still made of private mappings of that engine's pool.  There:
+ * samepage_discard() of another engine read the old contents back instead
+ * of zeros (only the interposed madvise knew such "stale" pools), and
+ * mremap failed with EFAULT (the range is many mappings, mremap wants one).
+ * Each case with the range registered with the new engine, and without.
+ */
+static char *merged_then_closed(size_t n, int val)
+{
+	char *p;
+	samepage_t *old = adv_merged(&p, n, val);
+	REQUIRE(rd(old, "ksm_merging_pages") == (long long)n);
+	samepage_close(old);
+	return p;
+}
+
+void test_discard_after_close(void)
+{
+	const size_t n = 64;
+	samepage_t *sp = open_fast(); /* run=0: it merges nothing itself */
+	for (int registered = 0; registered < 2; registered++) {
+		char *p = merged_then_closed(n, 'z');
+		if (registered)
+			REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		CHECK_EQ_INT(samepage_discard(sp, p + 8 * PG, 16 * PG), 0);
+		size_t old = 0, kept = 0;
+		for (size_t i = 0; i < n; i++) {
+			bool discarded = i >= 8 && i < 24;
+			old += discarded && p[i * PG + 7] != 0;
+			kept += !discarded && p[i * PG + 7] == 'z';
+		}
+		if (old)
+			fprintf(stderr, "registered %d: %zu discarded pages read old contents\n",
+				registered, old);
+		CHECK_EQ_U64(old, 0);
+		CHECK_EQ_U64(kept, n - 16);
+	}
+	samepage_close(sp);
+}
+
+void test_mremap_after_close(void)
+{
+	const size_t n = 64;
+	samepage_t *sp = open_fast();
+	for (int registered = 0; registered < 3; registered++) {
+		char *p = merged_then_closed(n, 'g');
+		if (registered == 1)
+			REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		if (registered == 2) { /* no engine left at all */
+			samepage_close(sp);
+			sp = NULL;
+		}
+		char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
+		if (q == MAP_FAILED)
+			fprintf(stderr, "registered %d: mremap to grow: %s\n", registered,
+				strerror(errno));
+		CHECK(q != MAP_FAILED);
+		if (q == MAP_FAILED)
+			continue;
+		size_t kept = 0;
+		for (size_t i = 0; i < n; i++)
+			kept += q[i * PG] == 'g' && q[i * PG + PG - 1] == 'g';
+		CHECK_EQ_U64(kept, n);
+		CHECK_EQ_INT(q[n * PG], 0);
+		munmap(q, (n + 1) * PG);
+	}
+	samepage_close(sp);
+}
+
+/* The mappings /proc/self/maps shows in [p, p+len). */
+static int mappings_in(const char *p, size_t len)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	REQUIRE(f);
+	unsigned long s, e;
+	int n = 0;
+	char line[512];
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && e > (uintptr_t)p &&
+		    s < (uintptr_t)p + len)
+			n++;
+	fclose(f);
+	return n;
+}
+
+/*
+ * Finding 4 (RELIABILITY.md): after run=2 (or MADV_UNMERGEABLE) a region
+ * that was one mapping stayed many: every merged run was replaced by its
+ * own copy, mapped MAP_NORESERVE and without the range's MADV_NOHUGEPAGE,
+ * so that no replacement joined its neighbours.  Then mremap to grow it
+ * failed with EFAULT (the kernel's KSM leaves one VMA), and the mapping
+ * budget paid for it.  Here every other page of a region merges, run=2
+ * unmerges, and the region must be one mapping again, growable.
+ */
+void test_unmerge_leaves_one_mapping(void)
+{
+	const size_t n = 256;
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);		 /* MADV_NOHUGEPAGE, as the soak's regions */
+	for (size_t i = 0; i < n; i++) { /* even pages 'u', odd ones unique */
+		memset(p + i * PG, 'u', PG);
+		if (i % 2)
+			memcpy(p + i * PG, &i, sizeof(i));
+	}
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK(rd(sp, "ksm_merging_pages") >= (long long)n / 2);
+	CHECK(mappings_in(p, n * PG) > 1); /* merging split it */
+	wr(sp, "run", "2");
+	int maps = mappings_in(p, n * PG);
+	if (maps != 1)
+		fprintf(stderr, "%d mappings in the region after run=2\n", maps);
+	CHECK_EQ_INT(maps, 1);
+	char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
+	CHECK(q != MAP_FAILED);
+	if (q != MAP_FAILED) {
+		size_t kept = 0;
+		for (size_t i = 0; i < n; i++) {
+			size_t v = 0;
+			memcpy(&v, q + i * PG, sizeof(v));
+			kept += q[i * PG + 9] == 'u' && (i % 2 ? v == i : q[i * PG] == 'u');
+		}
+		CHECK_EQ_U64(kept, n);
+		p = q;
+	}
+	samepage_close(sp);
+}
+
+/*
+ * Found by the ten-minute soak: run=2 while part of a region was read-only
+ * (the application's mprotect) unmerged it run by run (a range of several
+ * protections cannot be copied whole), and once all of it was writable
+ * again it stayed many mappings (each copy its own anon_vma): mremap could
+ * not grow it (EFAULT; 26 mappings in a soak region).  mremap now makes a
+ * range of one protection that is several mappings one mapping first.
+ */
+void test_mremap_after_partial_unmerge(void)
+{
+	const size_t n = 64;
+	samepage_t *sp = open_fast();
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	for (size_t i = 0; i < n; i++) { /* even pages 'u', odd ones unique */
+		memset(p + i * PG, 'u', PG);
+		if (i % 2)
+			memcpy(p + i * PG, &i, sizeof(i));
+	}
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	REQUIRE(mprotect(p, 8 * PG, PROT_READ) == 0);
+	wr(sp, "run", "2");
+	REQUIRE(mprotect(p, 8 * PG, PROT_READ | PROT_WRITE) == 0);
+	char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
+	if (q == MAP_FAILED)
+		fprintf(stderr, "mremap to grow: %s, %d mappings\n", strerror(errno),
+			mappings_in(p, n * PG));
+	CHECK(q != MAP_FAILED);
+	if (q != MAP_FAILED) {
+		size_t kept = 0;
+		for (size_t i = 0; i < n; i++) {
+			size_t v = 0;
+			memcpy(&v, q + i * PG, sizeof(v));
+			kept += q[i * PG + 9] == 'u' && (i % 2 ? v == i : q[i * PG] == 'u');
+		}
+		CHECK_EQ_U64(kept, n);
+	}
+	samepage_close(sp);
+}

@@ -292,3 +292,91 @@ void test_dontfork_dontdump_kept(void)
 		REQUIRE(p[i] == 'f');
 	samepage_close(sp);
 }
+
+/*
+ * Finding 3 (RELIABILITY.md): a forked child deadlocked in the fork
+ * handler.  The child adds its engines' pools to the stale pools under
+ * stale_lock; a thread that held that lock at the fork (a MADV_DONTNEED
+ * looking for mappings of a closed engine's pool) left the child's copy
+ * locked for ever: the prepare handler did not take it.  Here a thread
+ * discards memory again and again once an engine was closed (each call
+ * walks the process's many mappings under the lock), while the main
+ * thread opens an engine, forks and closes it.  Each child only exits.
+ */
+static atomic_int discarding;
+static void *discard_loop(void *arg)
+{
+	char *p = arg;
+	while (atomic_load(&discarding)) {
+		p[0] = 1;
+		madvise(p, PG, MADV_DONTNEED);
+	}
+	return NULL;
+}
+
+void test_fork_during_stale_discard(void)
+{
+	samepage_t *old = open_fast();
+	samepage_close(old); /* a stale pool: every discard walks the maps */
+	enum { GAPS = 2000 };
+	char *gaps = mmap(NULL, 2 * GAPS * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(gaps != MAP_FAILED);
+	for (size_t i = 0; i < GAPS; i++) /* every other page: one mapping each */
+		REQUIRE(mprotect(gaps + 2 * i * PG, PG, PROT_READ) == 0);
+	char *page = map_pages(1);
+	atomic_store(&discarding, 1);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, discard_loop, page) == 0);
+	int forks = 0, hung = 0;
+	for (; forks < 200 && hung == 0; forks++) {
+		samepage_t *sp = open_fast();
+		pid_t pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0)
+			_exit(0);
+		int st = 0;
+		pid_t got = 0;
+		for (int ms = 0; ms < 20000 && (got = waitpid(pid, &st, WNOHANG)) == 0; ms++)
+			usleep(1000); /* a limit only against the hang */
+		if (got == 0) {
+			hung++;
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+		}
+		samepage_close(sp);
+		check_tick();
+	}
+	atomic_store(&discarding, 0);
+	pthread_join(t, NULL);
+	printf("%d forks while a thread discarded memory: %d children hung in fork\n", forks, hung);
+	CHECK_EQ_INT(hung, 0);
+	munmap(gaps, 2 * GAPS * PG);
+}
+
+/*
+ * Found by the ten-minute soak after finding 2's fix: the pools of closed
+ * engines were kept in a table of 64, and the 65th closed engine's pool
+ * was not remembered, so MADV_DONTNEED on the memory it had merged read
+ * its old contents again (the soak reopens an engine every ~8 s: 874 pages
+ * after 480 s).  Now a full table forgets the pools nothing maps.  Here
+ * 300 engines merge a few pages each and close, the memory of every other
+ * one is unmapped, and the memory of the last one is discarded.
+ */
+void test_many_closed_engines(void)
+{
+	enum { ENGINES = 300, N = 4 };
+	char *last = NULL;
+	for (int i = 0; i < ENGINES; i++) {
+		if (last && i % 2) /* half of them gone: their pools map nothing */
+			munmap(last, N * PG);
+		samepage_t *sp = adv_merged(&last, N, 'a' + i % 26);
+		REQUIRE(rd(sp, "ksm_merging_pages") == N);
+		samepage_close(sp);
+		check_tick();
+	}
+	REQUIRE(madvise(last, N * PG, MADV_DONTNEED) == 0);
+	size_t old = 0;
+	for (size_t i = 0; i < N; i++)
+		old += last[i * PG + 3] != 0;
+	CHECK_EQ_U64(old, 0);
+}

@@ -170,3 +170,103 @@ void test_late_app_handler_prot_none(void)
 	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), 64);
 	samepage_close(sp);
 }
+
+/*
+ * Finding 5 (RELIABILITY.md): a crash reporter installed after
+ * samepage_open() saves the engine's SIGSEGV handler as its previous one
+ * and chains to it; the engine re-installs its handler on top (before every
+ * batch) and chains to the reporter: a real segmentation fault then went
+ * from one to the other for ever instead of killing the process (under
+ * libFuzzer, a NULL dereference in the library hung the fuzzer).  Here, in
+ * a child, a reporter counts its calls and chains; the child then
+ * dereferences NULL: it must die of SIGSEGV after a few calls.
+ */
+static struct sigaction reporter_prev;
+static atomic_int reporter_calls;
+static void reporter(int sig, siginfo_t *si, void *uc)
+{
+	if (atomic_fetch_add(&reporter_calls, 1) == 1000)
+		_exit(3); /* the recursion: no end in sight */
+	if (reporter_prev.sa_flags & SA_SIGINFO)
+		reporter_prev.sa_sigaction(sig, si, uc);
+	else if (reporter_prev.sa_handler == SIG_DFL)
+		signal(sig, SIG_DFL);
+}
+
+void test_chained_handler_crashes(void)
+{
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		samepage_t *sp = open_fast();
+		char *p = map_pages(16);
+		memset(p, 'c', 16 * PG);
+		REQUIRE(samepage_madvise(sp, p, 16 * PG, SAMEPAGE_MERGEABLE) == 0);
+		struct sigaction sa = {0};
+		sa.sa_sigaction = reporter;
+		sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+		sigemptyset(&sa.sa_mask);
+		REQUIRE(sigaction(SIGSEGV, &sa, &reporter_prev) == 0);
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 2) == 0); /* the engine's handler is on top again */
+		struct sigaction cur;
+		REQUIRE(sigaction(SIGSEGV, NULL, &cur) == 0);
+		if (cur.sa_sigaction == reporter)
+			_exit(4); /* not re-installed: nothing to test */
+		*(volatile int *)(uintptr_t)atomic_load(&reporter_calls) = 1; /* NULL */
+		_exit(0);
+	}
+	int st = adv_wait(pid);
+	if (st != 128 + SIGSEGV)
+		fprintf(stderr, "the child %s\n",
+			st == 3 ? "recursed between the two handlers" : "did not die of SIGSEGV");
+	CHECK_EQ_INT(st, 128 + SIGSEGV);
+}
+
+/*
+ * Finding 1 (RELIABILITY.md): MADV_DONTNEED on registered memory now and
+ * then read a page's old contents back.  The interposed madvise made the
+ * range's merged pages anonymous, let the engine go, and only then called
+ * the kernel's madvise: a page the scanner merged in between was a private
+ * mapping of the pool when the kernel discarded it, and read the pool's
+ * page (its own old contents) instead of zeros.  Here one region is merged
+ * onto one KSM page; a second is written with the same contents (the
+ * scanner merges it at its next visit) and discarded at once, again and
+ * again.  A pool of a closed engine makes the call look at the process's
+ * mappings once more after the engine's part, and many mappings make that
+ * look slow: the window the scanner needs.
+ */
+void test_dontneed_vs_merge(void)
+{
+	const size_t n = 32;
+	samepage_t *old = open_fast();
+	samepage_close(old); /* a stale pool: the discard walks the maps again */
+	enum { GAPS = 3000 };
+	char *gaps = mmap(NULL, 2 * GAPS * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(gaps != MAP_FAILED);
+	for (size_t i = 0; i < GAPS; i++) /* every other page: one mapping each */
+		REQUIRE(mprotect(gaps + 2 * i * PG, PG, PROT_READ) == 0);
+
+	char *a, *b = map_pages(n);
+	samepage_t *sp = adv_merged(&a, n, 'd');
+	REQUIRE(samepage_madvise(sp, b, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	long rounds = 0, bad_rounds = 0, bad_pages = 0;
+	while (rounds < 500 && !bad_rounds) {
+		memset(b, 'd', n * PG);
+		REQUIRE(madvise(b, n * PG, MADV_DONTNEED) == 0);
+		long bad = 0;
+		for (size_t i = 0; i < n; i++)
+			bad += b[i * PG] != 0 || b[i * PG + PG - 1] != 0;
+		bad_rounds += bad > 0;
+		bad_pages += bad;
+		if (++rounds % 100 == 0)
+			check_tick();
+	}
+	printf("%ld discards of %zu pages the scanner was merging: %ld pages of %ld discards read "
+	       "old contents\n",
+	       rounds, n, bad_pages, bad_rounds);
+	CHECK_EQ_INT(bad_pages, 0);
+	CHECK(rd(sp, "pages_sharing") > 0); /* the first region stayed merged */
+	samepage_close(sp);
+	munmap(gaps, 2 * GAPS * PG);
+}

@@ -110,8 +110,6 @@ static inline void check_ksm_pages_count(samepage_t *sp, long long n)
 	CHECK_EQ_INT(rd(sp, "stable_node_dups"), shared >= 2 ? shared : 0);
 }
 
-#endif
-
 static inline int count_pool_mapping(const struct procfs_map *m, void *arg)
 {
 	/* The engine's own view is the shared (rw-s) one. */
@@ -147,3 +145,5 @@ static inline size_t pages_mapping_pool(const void *p, size_t n)
 	fclose(f);
 	return hits;
 }
+
+#endif

@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: MIT
+/*
+ * adv_daemon.c - adversarial tests of engines connected to samepaged
+ * (samepage_connect), against a daemon of the test's own: the path of
+ * samepaged is in SAMEPAGE_TEST_SAMEPAGED (tests/lib/CMakeLists.txt sets
+ * it); without it the tests are skipped (77).
+ */
+#include "../../lib/internal.h"
+#include "../daemon/daemon_util.h"
+#include "adv_util.h"
+
+static struct daemon D;
+
+static void daemon_up(void)
+{
+	const char *bin = getenv("SAMEPAGE_TEST_SAMEPAGED");
+	if (!bin || !*bin) {
+		printf("# skipped: SAMEPAGE_TEST_SAMEPAGED does not name samepaged\n");
+		exit(77);
+	}
+	daemon_init(&D, bin);
+	daemon_start(&D, NULL);
+	daemon_set(&D, "pages_to_scan", "100000");
+	daemon_set(&D, "sleep_millisecs", "0");
+	daemon_set(&D, "run", "1");
+}
+
+static samepage_t *connect_or_die(const char *domain)
+{
+	samepage_t *sp;
+	int err = samepage_connect(&sp, domain);
+	if (err) {
+		fprintf(stderr, "samepage_connect(%s): %s\n", domain, samepage_strerror(err));
+		exit(1);
+	}
+	return sp;
+}
+
+/* Waits (a limit only against a hang) until sp has merged n pages. */
+static void wait_merging(samepage_t *sp, long long n)
+{
+	for (int i = 0; i < 60000 && rd(sp, "ksm_merging_pages") < n; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	REQUIRE(rd(sp, "ksm_merging_pages") >= n);
+}
+
+/* A child connected to domain, with n pages of val merged: it writes one
+ * byte into the pipe when they are, then waits to be killed. */
+static pid_t merged_client(const char *domain, size_t n, int val)
+{
+	int fds[2];
+	REQUIRE(pipe(fds) == 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		samepage_t *sp = connect_or_die(domain);
+		char *p = map_pages(n);
+		memset(p, val, n * PG);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wait_merging(sp, (long long)n - 1);
+		REQUIRE(write(fds[1], "m", 1) == 1);
+		for (;;)
+			pause();
+	}
+	close(fds[1]);
+	char c;
+	REQUIRE(read(fds[0], &c, 1) == 1);
+	close(fds[0]);
+	return pid;
+}
+
+/* GET run on a connection of its own, with a receive limit: 0 if the
+ * daemon answered, -1 if not within limit_s. */
+static int daemon_answers_within(int limit_s)
+{
+	int fd = raw_dial(&D, false);
+	REQUIRE(fd >= 0);
+	struct timeval tv = {.tv_sec = limit_s};
+	REQUIRE(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0);
+	char reply[PROTO_MAX];
+	const char *req = "GET run";
+	int got = send(fd, req, strlen(req), 0) == (ssize_t)strlen(req)
+		      ? (int)recv(fd, reply, sizeof(reply) - 1, 0)
+		      : -1;
+	close(fd);
+	return got > 0 ? 0 : -1;
+}
+
+/*
+ * Finding 12 (RELIABILITY.md): a client's scanner holds the domain's lock
+ * while it waits for samepaged's answer to PLACE; samepaged, told that
+ * another client of the domain died, reaped its ledger under the same lock
+ * and waited for it: the daemon and every client of the domain deadlocked.
+ * Here the test holds the domain's lock as a scanner does in a batch, a
+ * client with merged pages is SIGKILLed, and samepaged must go on
+ * answering; once the lock is let go the dead client's references are
+ * dropped all the same (its pages are no longer counted).
+ */
+void test_daemon_reap_while_locked(void)
+{
+	daemon_up();
+	pid_t victim = merged_client("adv", 32, 'k');
+	samepage_t *me = connect_or_die("adv");
+	long long sharing = daemon_value(&D, "pages_sharing");
+	CHECK(sharing > 0);
+
+	/* The lock, as a client's scanner takes it (the domain's index file
+	 * of the state directory, mapped as every client maps it). */
+	char path[600];
+	snprintf(path, sizeof(path), "%s/adv.index", D.state);
+	int ifd = open(path, O_RDWR | O_CLOEXEC);
+	REQUIRE(ifd >= 0);
+	struct domain *dom = mmap(NULL, sizeof(*dom), PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
+	REQUIRE(dom != MAP_FAILED);
+	close(ifd);
+	REQUIRE(pthread_mutex_lock(&dom->lock) == 0);
+	kill(victim, SIGKILL);
+	CHECK_EQ_INT(adv_wait(victim), 128 + SIGKILL);
+	/* The daemon sees the connection close at once; each GET is one more
+	 * chance for it to have reached the reap first. */
+	for (int i = 0; i < 3; i++) {
+		usleep(300000);
+		int answered = daemon_answers_within(15);
+		if (answered)
+			fprintf(stderr, "samepaged did not answer within 15 s while a client "
+					"held the domain's lock (reaping the killed client)\n");
+		CHECK_EQ_INT(answered, 0);
+	}
+	pthread_mutex_unlock(&dom->lock);
+	munmap(dom, sizeof(*dom));
+
+	/* Reaped later: the killed client's ledger goes, and its pages with it. */
+	int ledgers = 2;
+	for (int i = 0; i < 60000 && (ledgers = state_files(&D, "adv.", ".ledger")) > 1; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	CHECK_EQ_INT(ledgers, 1);
+	CHECK_EQ_INT(daemon_value(&D, "pages_sharing"), 0);
+	CHECK_EQ_INT(daemon_value(&D, "pages_shared"), 0);
+	samepage_close(me);
+}
+
+/*
+ * Finding 6 (RELIABILITY.md): samepage_write() on a samepage_connect()
+ * engine whose daemon dies during the request returned -ECONNRESET (or
+ * -EPIPE), where samepage.h promises -ENOTCONN for a daemon that is not
+ * there.  Here the daemon is killed and a socket in its place takes each
+ * request and closes without an answer, as a daemon dying then does.
+ */
+static void *answer_nothing(void *arg)
+{
+	int lfd = *(int *)arg;
+	for (int i = 0; i < 2; i++) {
+		int c = accept(lfd, NULL, NULL);
+		if (c < 0)
+			break;
+		char buf[256];
+		if (i == 0 && recv(c, buf, sizeof(buf), 0) < 0)
+			perror("recv");
+		close(c); /* the second without reading: EPIPE or ECONNRESET */
+	}
+	return NULL;
+}
+
+/* A socket in the killed daemon's place, answering nothing (two
+ * connections, then it is closed): its descriptor. */
+static int fake_daemon(pthread_t *t)
+{
+	static int lfd;
+	unlink(D.sock);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	REQUIRE(strlen(D.sock) < sizeof(addr.sun_path));
+	memcpy(addr.sun_path, D.sock, strlen(D.sock) + 1);
+	REQUIRE(lfd >= 0 && bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+	REQUIRE(listen(lfd, 4) == 0);
+	REQUIRE(pthread_create(t, NULL, answer_nothing, &lfd) == 0);
+	return lfd;
+}
+
+static void fake_daemon_end(pthread_t t, int lfd)
+{
+	pthread_join(t, NULL);
+	close(lfd);
+	unlink(D.sock);
+}
+
+void test_daemon_dies_during_write(void)
+{
+	daemon_up();
+	samepage_t *sp = connect_or_die("adv");
+	daemon_stop(&D, SIGKILL);
+	pthread_t t;
+	int lfd = fake_daemon(&t);
+	for (int i = 0; i < 2; i++) {
+		int err = samepage_write(sp, "sleep_millisecs", "20");
+		if (err != -ENOTCONN)
+			fprintf(stderr, "write %d: %s\n", i, samepage_strerror(err));
+		CHECK_EQ_INT(err, -ENOTCONN);
+	}
+	fake_daemon_end(t, lfd);
+	/* No daemon at all: the same. */
+	CHECK_EQ_INT(samepage_write(sp, "sleep_millisecs", "20"), -ENOTCONN);
+	samepage_close(sp);
+}
+
+/* The same for samepage_connect() (found by the soak once finding 6 was
+ * fixed: a daemon killed during a client's HELLO gave -ECONNRESET, which
+ * samepage.h did not name either). */
+void test_daemon_dies_during_connect(void)
+{
+	daemon_up();
+	daemon_stop(&D, SIGKILL);
+	pthread_t t;
+	int lfd = fake_daemon(&t);
+	for (int i = 0; i < 2; i++) {
+		samepage_t *sp = NULL;
+		int err = samepage_connect(&sp, "adv");
+		if (err != -ENOTCONN)
+			fprintf(stderr, "connect %d: %s\n", i, samepage_strerror(err));
+		CHECK_EQ_INT(err, -ENOTCONN);
+		CHECK(sp == NULL);
+	}
+	fake_daemon_end(t, lfd);
+}
+
+/*
+ * Finding 13 (RELIABILITY.md): a client's ledger counts its mappings of
+ * each pool page, and also its merges under way and its pins for forked
+ * children; samepaged, reaping a killed client, took all of them off the
+ * page's mapping count, so the pages another client of the domain shared
+ * with it were counted too few (and that client's own count of merged
+ * pages drifted: the sanitizer build's invariant check aborted it).  Here
+ * a client merges, forks a child, and is killed; the child then execs
+ * (closing the connection it inherited); the test's own engine merged onto
+ * the same KSM pages: the domain must count exactly the test's mappings
+ * once the killed client is reaped.
+ */
+void test_daemon_reap_counts_mappings_only(void)
+{
+	const size_t n = 16;
+	daemon_up();
+	int fds[2], go[2];
+	REQUIRE(pipe(fds) == 0 && pipe(go) == 0);
+	pid_t victim = fork();
+	REQUIRE(victim >= 0);
+	if (victim == 0) {
+		samepage_t *sp = connect_or_die("adv");
+		char *p = map_pages(n);
+		memset(p, 'x', n * PG);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wait_merging(sp, (long long)n);
+		pid_t child = fork(); /* pins the KSM pages it maps */
+		REQUIRE(child >= 0);
+		if (child == 0) {
+			/* Once its parent is dead: exec, which closes the
+			 * connection it inherited (samepaged reaps then). */
+			char c;
+			if (read(go[0], &c, 1) == 1)
+				execl("/bin/sleep", "sleep", "600", (char *)NULL);
+			_exit(1);
+		}
+		REQUIRE(write(fds[1], &child, sizeof(child)) == sizeof(child));
+		for (;;)
+			pause();
+	}
+	pid_t child;
+	REQUIRE(read(fds[0], &child, sizeof(child)) == sizeof(child));
+	samepage_t *me = connect_or_die("adv");
+	char *p = map_pages(n);
+	memset(p, 'x', n * PG);
+	REQUIRE(samepage_madvise(me, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wait_merging(me, (long long)n);
+	kill(victim, SIGKILL);
+	CHECK_EQ_INT(adv_wait(victim), 128 + SIGKILL);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	for (int i = 0; i < 60000 && state_files(&D, "adv.", ".ledger") > 1; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000); /* the limit only stops a hang */
+	}
+	CHECK_EQ_INT(state_files(&D, "adv.", ".ledger"), 1);
+	long long mine = rd(me, "ksm_merging_pages");
+	long long counted = daemon_value(&D, "pages_shared") + daemon_value(&D, "pages_sharing");
+	if (counted != mine)
+		fprintf(stderr,
+			"the domain counts %lld mappings of KSM pages, the client maps %lld\n",
+			counted, mine);
+	CHECK_EQ_INT(mine, (long long)n);
+	CHECK_EQ_INT(counted, mine);
+	kill(child, SIGKILL);
+	samepage_close(me);
+}
