@@ -427,6 +427,18 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
 		errno = saved;
 		return; /* the write is retried on the merged (or restored) page */
 	}
+	/* A handler installed after ours that saved ours as its previous one
+	 * chains back to us: the same fault, deeper on the same stack, while
+	 * we chain to it.  Then nobody handles it: the default action (as
+	 * chain() does when nobody is there), not a recursion between the two
+	 * for ever. */
+	uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
+	if (chain_frame && chain_addr == a && frame < chain_frame) {
+		struct sigaction dfl = {.sa_handler = SIG_DFL};
+		prim_sigaction(sig, &dfl, NULL);
+		errno = saved;
+		return;
+	}
 	uint32_t seq = atomic_load(&window_seq);
 	if (sig == SIGSEGV && (a != last_fault || seq != last_fault_seq)) {
 		/* A window may have closed between the fault and this check:
@@ -439,16 +451,6 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
 	}
 	last_fault = 0;
 	errno = saved;
-	/* A handler installed after ours that saved ours as its previous one
-	 * chains back to us: the same fault, deeper on the same stack.  Then
-	 * nobody handles it: the default action (as chain() does when nobody
-	 * is there), not a recursion between the two for ever. */
-	uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
-	if (chain_frame && chain_addr == a && frame < chain_frame) {
-		struct sigaction dfl = {.sa_handler = SIG_DFL};
-		prim_sigaction(sig, &dfl, NULL);
-		return;
-	}
 	chain_addr = a;
 	chain_frame = frame;
 	chain(sig == SIGSEGV ? &chained_segv : &chained_bus, sig, si, uc);

@@ -309,6 +309,12 @@ int stale_pools_discard(uintptr_t start, uintptr_t end)
 	return err;
 }
 
+/* A copy of a whole range touches every page of it (an untouched page
+ * too): ranges past this size are copied run by run (and may stay several
+ * mappings), not whole (merge-any registers every private mapping, a
+ * sanitizer's gigabytes of shadow among them). */
+#define WHOLE_COPY_MAX (64UL << 20)
+
 /* The protection of [start, end) if it is all mapped with one, else -1;
  * and in how many mappings. */
 struct one_prot {
@@ -391,8 +397,8 @@ int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_
 int mremap_one_mapping(uintptr_t start, uintptr_t end)
 {
 	int mappings = 0, prot = range_prot(start, end, &mappings);
-	if (prot < 0)
-		return 0; /* not one mapping for the application either */
+	if (prot < 0 || end - start > WHOLE_COPY_MAX)
+		return 0; /* not one mapping for the application either, or big */
 	pthread_mutex_lock(&stale_lock);
 	struct pieces p = {
 	    .ids = stale_pools, .nids = (size_t)atomic_load(&nstale), .start = start, .end = end};
@@ -415,7 +421,7 @@ static int range_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end)
 	if (prim_maps_walk(0, piece_seen, &p) != 1)
 		return 0;
 	int prot = range_prot(start, end, NULL);
-	if (prot < 0)
+	if (prot < 0 || end - start > WHOLE_COPY_MAX)
 		return pool_mappings_to_anon(sp, start, end, true);
 	sp->maps_dirty = true;
 	return replace_with_anon(start, end, prot, true);
