@@ -259,7 +259,7 @@ void pressure_decide(const struct pressure_conf *c, struct pressure_state *s,
 		 s->phase == PHASE_IDLE ? "idle budget" : "budget",
 		 s->phase == PHASE_IDLE ? c->idle_cpu : c->max_cpu, cost * 1e6,
 		 use_advisor ? ", by the kernel's scan-time advisor" : "");
-out:
+out:;
 	char cpu_text[32] = "not measured yet";
 	if (!isnan(cpu))
 		snprintf(cpu_text, sizeof(cpu_text), "%.1f%%", cpu);
