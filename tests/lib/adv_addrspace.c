@@ -208,6 +208,18 @@ static int mappings_in(const char *p, size_t len)
 	return n;
 }
 
+/* The pages of [q, q + n pages) that still hold the pattern of the two
+ * tests below: even pages all 'u', odd ones 'u' with their index first. */
+static size_t pattern_kept(const char *q, size_t n)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t v = 0;
+		memcpy(&v, q + i * PG, sizeof(v));
+		kept += q[i * PG + 9] == 'u' && (i % 2 ? v == i : q[i * PG] == 'u');
+	}
+	return kept;
+}
 /*
  * Finding 4 (RELIABILITY.md): after run=2 (or MADV_UNMERGEABLE) a region
  * that was one mapping stayed many: every merged run was replaced by its
@@ -240,13 +252,7 @@ void test_unmerge_leaves_one_mapping(void)
 	char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
 	CHECK(q != MAP_FAILED);
 	if (q != MAP_FAILED) {
-		size_t kept = 0;
-		for (size_t i = 0; i < n; i++) {
-			size_t v = 0;
-			memcpy(&v, q + i * PG, sizeof(v));
-			kept += q[i * PG + 9] == 'u' && (i % 2 ? v == i : q[i * PG] == 'u');
-		}
-		CHECK_EQ_U64(kept, n);
+		CHECK_EQ_U64(pattern_kept(q, n), n);
 		p = q;
 	}
 	samepage_close(sp);
@@ -283,13 +289,7 @@ void test_mremap_after_partial_unmerge(void)
 			mappings_in(p, n * PG));
 	CHECK(q != MAP_FAILED);
 	if (q != MAP_FAILED) {
-		size_t kept = 0;
-		for (size_t i = 0; i < n; i++) {
-			size_t v = 0;
-			memcpy(&v, q + i * PG, sizeof(v));
-			kept += q[i * PG + 9] == 'u' && (i % 2 ? v == i : q[i * PG] == 'u');
-		}
-		CHECK_EQ_U64(kept, n);
+		CHECK_EQ_U64(pattern_kept(q, n), n);
 	}
 	samepage_close(sp);
 }
