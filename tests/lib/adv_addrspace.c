@@ -208,8 +208,18 @@ static int mappings_in(const char *p, size_t len)
 	return n;
 }
 
-/* The pages of [q, q + n pages) that still hold the pattern of the two
- * tests below: even pages all 'u', odd ones 'u' with their index first. */
+/* The pattern of the two tests below: even pages all 'u', odd ones 'u'
+ * with their index first (unique). */
+static void pattern_fill(char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		memset(p + i * PG, 'u', PG);
+		if (i % 2)
+			memcpy(p + i * PG, &i, sizeof(i));
+	}
+}
+
+/* The pages of [q, q + n pages) that still hold that pattern. */
 static size_t pattern_kept(const char *q, size_t n)
 {
 	size_t kept = 0;
@@ -233,12 +243,8 @@ void test_unmerge_leaves_one_mapping(void)
 {
 	const size_t n = 256;
 	samepage_t *sp = open_fast();
-	char *p = map_pages(n);		 /* MADV_NOHUGEPAGE, as the soak's regions */
-	for (size_t i = 0; i < n; i++) { /* even pages 'u', odd ones unique */
-		memset(p + i * PG, 'u', PG);
-		if (i % 2)
-			memcpy(p + i * PG, &i, sizeof(i));
-	}
+	char *p = map_pages(n); /* MADV_NOHUGEPAGE, as the soak's regions */
+	pattern_fill(p, n);
 	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
 	wr(sp, "run", "1");
 	REQUIRE(wait_scans(sp, 3) == 0);
@@ -272,11 +278,7 @@ void test_mremap_after_partial_unmerge(void)
 	samepage_t *sp = open_fast();
 	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	REQUIRE(p != MAP_FAILED);
-	for (size_t i = 0; i < n; i++) { /* even pages 'u', odd ones unique */
-		memset(p + i * PG, 'u', PG);
-		if (i % 2)
-			memcpy(p + i * PG, &i, sizeof(i));
-	}
+	pattern_fill(p, n);
 	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
 	wr(sp, "run", "1");
 	REQUIRE(wait_scans(sp, 3) == 0);
