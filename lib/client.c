@@ -57,6 +57,20 @@ static void client_place(struct samepage *sp, uint32_t off, const void *page)
 	((uint32_t *)(lg + LEDGER_OFF_PLACE))[k] = off;
 }
 
+/* The contents of pool page off if it was placed in this batch and the
+ * daemon has not written it yet (NULL if not): the stable index compares
+ * with them, so that a content made a KSM page in this batch is found by
+ * the next page that holds it. */
+static const void *client_staged(struct samepage *sp, uint32_t off)
+{
+	const char *lg = (const char *)sp->ledger;
+	const uint32_t *place = (const uint32_t *)(lg + LEDGER_OFF_PLACE);
+	for (uint32_t k = sp->nplace; k-- > 0;)
+		if (place[k] == off)
+			return lg + LEDGER_OFF_STAGING + (size_t)k * PAGE_SIZE;
+	return NULL;
+}
+
 /* Before a batch merges: the daemon writes the staged pages into the pool
  * (those it refuses, because another client refers to the page, simply
  * fail their compare and do not merge). */
@@ -203,6 +217,7 @@ int samepage_connect(samepage_t **out, const char *domain)
 	sp->detach = client_detach;
 	sp->place = client_place;
 	sp->place_flush = client_place_flush;
+	sp->staged = client_staged;
 	snprintf(sp->domain_name, sizeof(sp->domain_name), "%s", domain);
 	snprintf(sp->socket_path, sizeof(sp->socket_path), "%s", path);
 	err = engine_start(sp);

@@ -43,9 +43,15 @@ static uint32_t dup_head(struct samepage *sp, const void *page, uint32_t checksu
 	struct stable_index *s = &sp->stable;
 	for (uint32_t l = s->heads[BUCKET(checksum)]; l; l = s->nodes[l - 1].hnext)
 		if (s->nodes[l - 1].checksum == checksum &&
-		    !memcmp(pool_page(&sp->pool, l - 1), page, PAGE_SIZE))
+		    !memcmp(pool_contents(sp, l - 1), page, PAGE_SIZE))
 			return l - 1;
 	return NIL;
+}
+
+/* The chain head of `page`'s contents, or NIL. */
+uint32_t stable_chain_head(struct samepage *sp, const void *page, uint32_t checksum)
+{
+	return dup_head(sp, page, checksum);
 }
 
 static uint32_t dup_next(struct samepage *sp, uint32_t i, uint32_t checksum)
@@ -87,11 +93,11 @@ bool index_chains_ok(struct samepage *sp)
 		const struct stable_node *n = &s->nodes[i];
 		if (!n->in_use)
 			continue;
-		const void *page = pool_page(&sp->pool, i);
+		const void *page = pool_contents(sp, i);
 		uint32_t by_bucket = 0;
 		for (uint32_t l = s->heads[BUCKET(n->checksum)]; l; l = s->nodes[l - 1].hnext)
 			by_bucket += s->nodes[l - 1].checksum == n->checksum &&
-				     !memcmp(pool_page(&sp->pool, l - 1), page, PAGE_SIZE);
+				     !memcmp(pool_contents(sp, l - 1), page, PAGE_SIZE);
 		uint32_t head = dup_head(sp, page, n->checksum);
 		if (by_bucket != for_each_dup_from(sp, head, n->checksum, NULL, NULL))
 			return false;
@@ -150,17 +156,22 @@ static void chain_counts(struct samepage *sp, uint32_t before, uint32_t after)
 
 /* stable_tree_insert: a new KSM page holding `page`'s contents, at pool
  * offset want_off if that is free.  It starts with no mapping; the merges
- * that follow add them. */
-int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
-		  uint32_t *out)
+ * that follow add them.  It becomes the newest dup of its contents' chain,
+ * whose head is `head` (NIL: none yet); stable_insert() finds the head,
+ * a strip (scan.c) names it, for a samepaged client cannot read a pool
+ * page it made in this batch before the daemon writes it. */
+int stable_insert_dup(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
+		      uint32_t head, uint32_t *out)
 {
 	struct stable_index *s = &sp->stable;
 	uint32_t idx;
+	if (head != NIL &&
+	    (head >= sp->dom->nr || !s->nodes[head].in_use || s->nodes[head].checksum != checksum))
+		head = dup_head(sp, page, checksum); /* the named head is gone */
 	int err = pool_alloc(sp, want_off, &idx);
 	if (err)
 		return err;
 	pool_write(sp, idx, page);
-	uint32_t head = dup_head(sp, page, checksum);
 	uint32_t dups = for_each_dup_from(sp, head, checksum, NULL, NULL);
 	chain_counts(sp, dups, dups + 1);
 
@@ -172,6 +183,12 @@ int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint
 	sp->dom->live++;
 	*out = idx;
 	return 0;
+}
+
+int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
+		  uint32_t *out)
+{
+	return stable_insert_dup(sp, page, checksum, want_off, dup_head(sp, page, checksum), out);
 }
 
 /* samepaged's ledger: this process's references to pool page idx, which
@@ -243,7 +260,7 @@ static void stable_free(struct samepage *sp, uint32_t idx)
 	struct stable_node *n = &s->nodes[idx];
 	uint32_t *pp = &s->heads[BUCKET(n->checksum)];
 
-	uint32_t head = dup_head(sp, pool_page(&sp->pool, idx), n->checksum);
+	uint32_t head = dup_head(sp, pool_contents(sp, idx), n->checksum);
 	uint32_t dups = for_each_dup_from(sp, head, n->checksum, NULL, NULL);
 	chain_counts(sp, dups, dups - 1);
 	/* Out of its chain (the head leaves by leaving the bucket), then out of

@@ -145,6 +145,8 @@ void domain_unlock(struct domain *d);
 int pool_open(struct pool *p, int fd);
 void pool_destroy(struct pool *p);
 int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off);
+bool pool_can_take(struct samepage *sp, uint32_t off);
+const void *pool_contents(struct samepage *sp, uint32_t off);
 void pool_write(struct samepage *sp, uint32_t off, const void *page);
 void pool_release(struct samepage *sp, uint32_t off);
 static inline char *pool_page(struct pool *p, uint32_t off)
@@ -182,9 +184,12 @@ void index_lock(struct samepage *sp);
 bool index_trylock(struct samepage *sp);
 void index_unlock(struct samepage *sp);
 bool index_chains_ok(struct samepage *sp);
+uint32_t stable_chain_head(struct samepage *sp, const void *page, uint32_t checksum);
 uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full);
 int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
 		  uint32_t *out);
+int stable_insert_dup(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
+		      uint32_t head, uint32_t *out);
 void stable_get(struct samepage *sp, uint32_t node);
 void stable_put(struct samepage *sp, uint32_t node);
 void stable_drop(struct samepage *sp, uint32_t node, uint32_t count, bool mine);

@@ -55,6 +55,12 @@ static bool page_free(struct samepage *sp, uint32_t o)
 	return o < sp->dom->nr && !sp->stable.nodes[o].in_use && !sp->stable.nodes[o].pending;
 }
 
+/* Whether pool_alloc() would give pool page off to a caller that wants it. */
+bool pool_can_take(struct samepage *sp, uint32_t off)
+{
+	return off < DOM_NODES && (off == sp->dom->nr || page_free(sp, off));
+}
+
 /* Called with the domain locked.  The free stack may hold pages taken
  * since by `want`: they are skipped when popped. */
 int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off)
@@ -64,7 +70,7 @@ int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off)
 	uint32_t o = NIL;
 
 	for (int c = 0; c < 2 && o == NIL; c++)
-		if (cand[c] != NIL && (cand[c] == d->nr || page_free(sp, cand[c])))
+		if (cand[c] != NIL && pool_can_take(sp, cand[c]))
 			o = cand[c];
 	while (o == NIL && d->free_top) {
 		uint32_t f = sp->stable.free[--d->free_top];
@@ -91,6 +97,14 @@ void pool_write(struct samepage *sp, uint32_t off, const void *page)
 		sp->place(sp, off, page);
 	else
 		memcpy(pool_page(&sp->pool, off), page, PAGE_SIZE);
+}
+
+/* What pool page off holds for the index's compares: what this batch
+ * placed there, while samepaged has not written it yet. */
+const void *pool_contents(struct samepage *sp, uint32_t off)
+{
+	const void *staged = sp->nplace && sp->staged ? sp->staged(sp, off) : NULL;
+	return staged ? staged : pool_page(&sp->pool, off);
 }
 
 /* Gives a pool page back to the allocator, and to the kernel (fallocate

@@ -19,6 +19,11 @@
  *    pool page.  The counters show it as the kernel would for the knob's
  *    value (counters.c): in ksm_zero_pages, or as pages of a zero-content
  *    KSM page (pages_shared/pages_sharing in max_page_sharing groups);
+ *  - a page that starts a run of pages with its contents, long enough
+ *    that the kernel would make several KSM pages of them (max_page_sharing),
+ *    is merged onto a strip: that many KSM pages side by side in the pool,
+ *    the run's pages onto them in turn, so that each lap is one mapping
+ *    (strip_node());
  *  - the stable index is searched: an equal KSM page with room
  *    (max_page_sharing) takes the page;
  *  - else the unstable index (pages seen unchanged, this full scan) is
@@ -34,6 +39,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <xxhash.h>
 
@@ -113,6 +119,87 @@ static void queue_merge(struct samepage *sp, size_t ri, size_t i, uint32_t node)
 	r->meta[i].flags |= PM_PENDING;
 }
 
+/* ---- strips: a run of one content, one mapping per max_page_sharing ---- */
+
+#define RUN_FLAGS (PM_OFF | PM_ITEM | PM_STABLE | PM_ZERO | PM_PENDING | PM_KEEP)
+
+/* The pages from page i of r on that had its contents at their last visit
+ * (the same checksum) and would merge now: the run page i starts. */
+static size_t run_length(const struct region *r, size_t i, uint32_t checksum)
+{
+	size_t j = i + 1;
+	while (j < r->npages && r->meta[j].checksum == checksum &&
+	       (r->meta[j].flags & RUN_FLAGS) == PM_ITEM)
+		j++;
+	return j - i;
+}
+
+/* Starts a strip at page i if its run needs two dups or more in the
+ * kernel: the kernel fills one KSM page to max_page_sharing, then makes
+ * the next, and leaves the last page alone when one is left over.  The
+ * strip makes the same number of dups and fills them in turn, page after
+ * page: the same counters, ceil(pages / dups) mappings instead of one per
+ * page.  Its pool pages start at the pool's high-water mark, free for
+ * them. */
+static bool strip_start(struct samepage *sp, struct region *r, size_t i, uint32_t checksum)
+{
+	struct strip *s = &sp->strip;
+	uintptr_t a = region_addr(r, i);
+	uint64_t mps = KNOB(sp, max_page_sharing);
+
+	s->size = 0;
+	if (a < s->none_until)
+		return false; /* inside a run already found too short */
+	size_t len = run_length(r, i, checksum);
+	s->none_until = a + len * PAGE_SIZE;
+	if (len % mps == 1)
+		len--;
+	uint64_t size = (len + mps - 1) / mps;
+	if (size < 2 || (uint64_t)sp->dom->nr + size > DOM_NODES)
+		return false;
+	*s = (struct strip){.next = a,
+			    .end = a + len * PAGE_SIZE,
+			    .none_until = s->none_until,
+			    .base = sp->dom->nr,
+			    .size = (uint32_t)size,
+			    .checksum = checksum,
+			    .head = stable_chain_head(sp, sp->buf, checksum)};
+	return true;
+}
+
+/* The dup of the strip that page i (contents in sp->buf) should map, made
+ * if it is the first lap; NIL if the page is in no strip, or its dup is
+ * full (the usual search then finds it another). */
+static uint32_t strip_node(struct samepage *sp, struct region *r, size_t i, uint32_t checksum)
+{
+	struct strip *s = &sp->strip;
+	uintptr_t a = region_addr(r, i);
+
+	if (!(s->size && a >= s->next && a < s->end && checksum == s->checksum) &&
+	    !strip_start(sp, r, i, checksum))
+		return NIL;
+	uint32_t slot = s->k % s->size, off = s->base + slot, node;
+	struct stable_node *n = &sp->stable.nodes[off];
+	s->next = a + PAGE_SIZE;
+	if (slot < s->made && n->in_use && n->checksum == checksum) {
+		s->k++;
+		return n->mapcount + n->pending < KNOB(sp, max_page_sharing) ? off : NIL;
+	}
+	/* Its first page, or its pages' merges failed and it went: made at
+	 * its place in the strip, or the strip ends (the page was taken). */
+	if (!pool_can_take(sp, off) ||
+	    stable_insert_dup(sp, sp->buf, checksum, off, s->head, &node)) {
+		s->size = 0;
+		return NIL;
+	}
+	n->in_use |= NODE_SOLO; /* one mapping until the next lap: keep it */
+	s->head = node;
+	if (slot == s->made)
+		s->made++;
+	s->k++;
+	return node;
+}
+
 static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 {
 	struct region *r = &sp->regions[ri];
@@ -137,7 +224,9 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 	}
 	if (!guarded_copy(sp->buf, page, PAGE_SIZE))
 		return;
-	node = stable_search(sp, sp->buf, checksum, &all_full);
+	node = strip_node(sp, r, i, checksum);
+	if (node == NIL)
+		node = stable_search(sp, sp->buf, checksum, &all_full);
 	if (node != NIL) {
 		queue_merge(sp, ri, i, node);
 		return;
@@ -228,6 +317,7 @@ static void start_full_scan(struct samepage *sp)
 	fork_reap(sp);		       /* unpin the pool pages no forked child maps */
 	engine_leave(sp);
 	unstable_reset(sp); /* the unstable tree lives one full scan */
+	memset(&sp->strip, 0, sizeof(sp->strip));
 	sp->scan_running = true;
 	sp->cur_region = 0;
 	sp->cur_index = 0;

@@ -190,6 +190,24 @@ struct merge_req {
 	uint32_t pool_off;
 };
 
+/*
+ * A strip (scan.c): a run of pages with one content, merged onto `size`
+ * dups of it at consecutive pool pages, the run's k-th page onto dup
+ * base + k % size, so that `size` pages map with one mapping instead of
+ * one each.  size is the number of dups the kernel would make for the run
+ * (ceil(pages / max_page_sharing)), so the counters stay the kernel's.
+ * The scanner's own state, for one run of one full scan; size 0: none.
+ */
+struct strip {
+	uintptr_t next, end;  /* the run's pages still to come: [next, end) */
+	uintptr_t none_until; /* no run starts before this address */
+	uint32_t base, size;  /* pool pages [base, base + size) */
+	uint32_t made;	      /* dups made so far: the first `made` */
+	uint32_t k;	      /* pages of the run given a dup so far */
+	uint32_t checksum;
+	uint32_t head; /* the newest dup of the contents (its chain's head) */
+};
+
 /* Shared with forked children (MAP_SHARED): they register here so that the
  * parent keeps every pool page they may map until they are gone. */
 #define MAX_FORK_CHILDREN 1000 /* the page holds the pids of this many forks */
@@ -289,6 +307,7 @@ struct samepage {
 	bool scan_running;	 /* a full scan has started and not ended */
 	uintptr_t last_new_addr; /* to keep runs of new KSM pages contiguous */
 	uint32_t last_new_off;
+	struct strip strip;
 
 	/* Ranges the application unmapped (interpose.c), to forget at the
 	 * next batch; on overflow, maps_dirty makes the scanner reread all. */
@@ -322,6 +341,7 @@ struct samepage {
 	 * it punches (punch). */
 	void (*place)(struct samepage *sp, uint32_t off, const void *page);
 	void (*place_flush)(struct samepage *sp);
+	const void *(*staged)(struct samepage *sp, uint32_t off); /* a page placed, not written */
 	void (*punch)(struct samepage *sp, uint32_t off);
 	uint32_t nplace; /* pages staged this batch */
 

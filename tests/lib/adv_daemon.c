@@ -301,3 +301,55 @@ void test_daemon_reap_counts_mappings_only(void)
 	kill(child, SIGKILL);
 	samepage_close(me);
 }
+
+/*
+ * Issue 13.2: a samepaged client merges a run of one content onto a strip
+ * of dups, as a local engine does.  The daemon writes a client's new KSM
+ * pages only when the batch merges, so the strip names each new dup's
+ * chain head itself: the domain's chain counts must be the kernel's.
+ */
+void test_daemon_strip(void)
+{
+	const size_t n = 1000; /* 4 dups of 250 at max_page_sharing 256 */
+	daemon_up();
+	samepage_t *sp = connect_or_die("adv");
+	char *p = map_pages(n);
+	memset(p, 's', n * PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wait_merging(sp, (long long)n);
+	CHECK_EQ_INT(daemon_value(&D, "pages_shared"), 4);
+	CHECK_EQ_INT(daemon_value(&D, "pages_sharing"), (long long)n - 4);
+	CHECK_EQ_INT(daemon_value(&D, "stable_node_chains"), 1);
+	CHECK_EQ_INT(daemon_value(&D, "stable_node_dups"), 4);
+	CHECK_CMP(pool_mappings(), <=, (int)(n / 4 + 2), int, "%d");
+	for (size_t i = 0; i < n * PG; i += 4093)
+		REQUIRE(p[i] == 's');
+	p[7 * PG] = 'w'; /* copy-on-write inside a strip */
+	CHECK(p[7 * PG] == 'w' && p[8 * PG] == 's' && p[6 * PG + PG - 1] == 's');
+	samepage_close(sp);
+}
+
+/*
+ * The same for contents that make no run (a, b, a, b...): a KSM page a
+ * client made earlier in the batch, which samepaged has not written yet,
+ * is found by the next page of its contents (it made a new KSM page for
+ * every pair before: 373 for 1000 pages of one content).
+ */
+void test_daemon_same_batch(void)
+{
+	const size_t n = 1000; /* 500 of each: 2 dups each at 256 */
+	daemon_up();
+	samepage_t *sp = connect_or_die("adv");
+	char *p = map_pages(n);
+	for (size_t i = 0; i < n; i++)
+		memset(p + i * PG, i % 2 ? 'a' : 'b', PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wait_merging(sp, (long long)n);
+	CHECK_EQ_INT(daemon_value(&D, "pages_shared"), 4);
+	CHECK_EQ_INT(daemon_value(&D, "pages_sharing"), (long long)n - 4);
+	CHECK_EQ_INT(daemon_value(&D, "stable_node_chains"), 2);
+	CHECK_EQ_INT(daemon_value(&D, "stable_node_dups"), 4);
+	for (size_t i = 0; i < n; i++)
+		REQUIRE(p[i * PG + (i % PG)] == (i % 2 ? 'a' : 'b'));
+	samepage_close(sp);
+}

@@ -20,6 +20,12 @@ static void test_merge(size_t npages, const char *mps)
 	wr(sp, "run", "1");
 	REQUIRE(wait_scans(sp, 2) == 0);
 	check_ksm_pages_count(sp, (long long)npages);
+	/* A run that needs several KSM pages maps them as a strip: the dups
+	 * side by side in the pool, one mapping for a page of each (issue
+	 * 13.2), not one mapping per page. */
+	long long shared = rd(sp, "pages_shared"), maps = pool_mappings();
+	if (shared >= 2)
+		CHECK_CMP(maps, <=, (long long)npages / shared + 2, long long, "%lld");
 	long long after = anon_kb();
 	long long saved_kb = (rd(sp, "pages_sharing")) * 4;
 	/* What the engine says it saved, the kernel took back (within 5%;
@@ -115,10 +121,12 @@ static void test_run2(void)
 int main(void)
 {
 	test_merge(10, "256");
-	test_merge(1000, "256"); /* n % mps not 0 or 1: a chain of dups */
-	test_merge(257, "256");	 /* n % mps == 1: one page stays unshared */
-	test_merge(512, "256");	 /* n % mps == 0 */
-	test_merge(100, "2");	 /* the smallest max_page_sharing */
+	test_merge(1000, "256");  /* n % mps not 0 or 1: a chain of dups */
+	test_merge(257, "256");	  /* n % mps == 1: one page stays unshared */
+	test_merge(512, "256");	  /* n % mps == 0 */
+	test_merge(100, "2");	  /* the smallest max_page_sharing */
+	test_merge(16384, "256"); /* 64 MiB: 64 dups, 256 mappings (was 16,384) */
+	test_merge(1001, "3");	  /* 1000 pages in 334 dups, the last page alone */
 	test_unmerge();
 	test_zero(0);
 	test_zero(1);
