@@ -33,7 +33,7 @@ static void usage(const char *argv0)
 {
 	fprintf(stderr,
 		"usage: %s --engine lib|kernel [--case idle|busy] [--quick] [--zero 0|1] "
-		"[--series FILE]\n",
+		"[--series FILE] [--mib N] [--max-map-count N]\n",
 		argv0);
 	exit(2);
 }
@@ -60,6 +60,10 @@ void bench_parse(int argc, char **argv, const char *workload, struct bench_opts 
 			o->use_zero_pages = atoi(v);
 		else if (!strcmp(a, "--series"))
 			o->series = v;
+		else if (!strcmp(a, "--mib") && atol(v) > 0)
+			o->mib = (size_t)atol(v);
+		else if (!strcmp(a, "--max-map-count") && atol(v) >= 65530)
+			o->max_map_count = atol(v);
 		else
 			usage(argv[0]);
 	}
@@ -233,8 +237,47 @@ static void set_knob(struct engine *e, const char *name, const char *value)
 		kernel_ksm_write(name, value);
 }
 
+/* Writes value into the file at path: 0, or -1 with errno set. */
+static int write_file(const char *path, const char *value)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, value, strlen(value));
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return n == (ssize_t)strlen(value) ? 0 : -1;
+}
+
+/* vm.max_map_count as it was before --max-map-count, put back at exit. */
+static char saved_max_map_count[32];
+
+static void restore_max_map_count(void)
+{
+	if (saved_max_map_count[0] &&
+	    write_file("/proc/sys/vm/max_map_count", saved_max_map_count) != 0)
+		fprintf(stderr, "bench: could not put vm.max_map_count back to %s\n",
+			saved_max_map_count);
+}
+
+static void set_max_map_count(long v)
+{
+	char buf[32];
+	if (procfs_read("/proc/sys/vm/max_map_count", saved_max_map_count,
+			sizeof(saved_max_map_count)))
+		bench_die("read /proc/sys/vm/max_map_count");
+	saved_max_map_count[strcspn(saved_max_map_count, "\n")] = 0;
+	atexit(restore_max_map_count);
+	snprintf(buf, sizeof(buf), "%ld", v);
+	if (write_file("/proc/sys/vm/max_map_count", buf))
+		bench_die("write /proc/sys/vm/max_map_count (root?)");
+}
+
 void bench_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_scan)
 {
+	if (o->max_map_count)
+		set_max_map_count(o->max_map_count); /* before the engine reads it */
 	char v[32];
 	memset(e, 0, sizeof(*e));
 	e->kind = o->engine;
@@ -513,6 +556,8 @@ void bench_merge_end(struct engine *e, struct merge_run *m)
 	 * Pss; the library's is inside it (heap and mmap).  Net of it, both
 	 * count the same thing. */
 	m->net_returned_mib = m->pss_returned_mib;
+	if (e->kind == ENGINE_LIB && m->maps_added > 0) /* the mappings' slab */
+		m->net_returned_mib -= (double)m->maps_added * MAPPING_SLAB_BYTES / MIB;
 	if (e->kind == ENGINE_KERNEL)
 		m->net_returned_mib -=
 		    metadata_per_page(e) * (double)bench_counter(e, "ksm_rmap_items") / MIB;

@@ -38,7 +38,14 @@ struct bench_opts {
 	int use_zero_pages;   /* --zero 0|1, both engines alike */
 	const char *series;   /* --series FILE: memory returned over time */
 	const char *workload; /* the name on every result line */
+	size_t mib;	      /* --mib N: the workload's size, where it has one (0: its own) */
+	long max_map_count;   /* --max-map-count N: vm.max_map_count for the run, put back after */
 };
+
+/* What the kernel's slab holds for one more mapping (VMA): the
+ * vm_area_struct, its anon_vma_chain and maple-tree share, as the library
+ * counts it (lib/engines.c), measured here: ~15 MB of Slab for ~65k. */
+#define MAPPING_SLAB_BYTES 240
 
 /* Parses the common options; exits with a usage message on a bad one. */
 void bench_parse(int argc, char **argv, const char *workload, struct bench_opts *o);

@@ -64,6 +64,7 @@ knobs() {
 	done
 }
 knobs_before=$(knobs)
+mmc_before=$(cat /proc/sys/vm/max_map_count)
 
 failed=0
 # run PROG CASE [ARGS...]: the program for both engines, engine first
@@ -106,6 +107,10 @@ for c in $cases; do
 	run bench_scatter $c "${q[@]}"
 	run bench_cow $c "${q[@]}"
 	run bench_churn $c "${q[@]}"
+	# 10-scale at the default vm.max_map_count, and at 1048576 (the
+	# program sets it for its run and puts it back).
+	run bench_scale $c "${q[@]}"
+	run bench_scale $c "${q[@]}" --max-map-count 1048576
 done
 
 # 7-multi: the seed's scenario across processes (issue 5): guest processes
@@ -132,6 +137,11 @@ if [ "$knobs_before" != "$knobs_after" ]; then
 fi
 if [ "$(cat /sys/kernel/mm/ksm/run)" = 1 ] && ! grep -qx run=1 <<<"$knobs_before"; then
 	echo "run.sh: run=1 left behind" >&2
+	failed=1
+fi
+
+if [ "$(cat /proc/sys/vm/max_map_count)" != "$mmc_before" ]; then
+	echo "run.sh: vm.max_map_count was $mmc_before and is $(cat /proc/sys/vm/max_map_count)" >&2
 	failed=1
 fi
 
@@ -172,6 +182,9 @@ function target(w, m) {
 	if (w == "5-C" && m == "cow_break") return "<=1"
 	if (w ~ /^(1|2|4)-/ && m == "returned_net") return ">=1"
 	if (w ~ /^6-metadata/ && m == "per_page") return "engine<=16"
+	if (w == "10-scale" && m == "returned_net") return ">=0.5"
+	if (w ~ /^10-scale@/ && m == "returned_net") return ">=0.95"
+	if (w ~ /^10-scale@/ && m == "converge") return "<=1"
 	return ""
 }
 function verdict(t, e, r) {
@@ -210,7 +223,7 @@ END {
 }' "$raw" <(sort -t$'\t' -k1,5 -k6,6g "$raw") >"$table"
 
 # Every workload must have produced numbers for both engines.
-want="1-P 5-D 2-VM 6-metadata 3-scan 4-scatter 5-C"
+want="1-P 5-D 2-VM 6-metadata 3-scan 4-scatter 5-C 10-scale 10-scale@1048576"
 for w in $want; do
 	for eng in engine kernel; do
 		awk -F'\t' -v w="$w" -v e="$eng" '$1 == w && $3 == e { found = 1 } END { exit !found }' \
