@@ -233,6 +233,8 @@ int regions_refresh(struct samepage *sp)
 	int err = maps_read(&m);
 	if (err)
 		return err;
+	sp->maps_read_ns = prim_now_ns();
+	sp->maps_reads++;
 	sp->c.map_count = m.n;
 	sp->c.max_map_count = (uint64_t)prim_max_map_count();
 	sp->c.pool_maps = 0;

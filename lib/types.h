@@ -294,8 +294,10 @@ struct samepage {
 	struct fork_shared *fork;
 	uint32_t *pins; /* the nodes this process pinned for its children, sorted */
 	size_t npins;
-	bool maps_dirty; /* protections or mappings changed: reread /proc/self/maps */
-	bool merge_any;	 /* every private anonymous mapping is mergeable (mergeany.c) */
+	bool maps_dirty;       /* protections or mappings changed: reread /proc/self/maps */
+	uint64_t maps_read_ns; /* when regions_refresh() last read them */
+	uint64_t maps_reads;   /* how often (tests) */
+	bool merge_any;	       /* every private anonymous mapping is mergeable (mergeany.c) */
 	/* What the regions span, for the wrappers (read without sp->lock):
 	 * an unmap or mprotect outside it is none of this engine's business. */
 	_Atomic uintptr_t span_lo, span_hi;
