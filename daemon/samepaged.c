@@ -382,13 +382,25 @@ static int listen_socket(void)
 		return -EADDRINUSE;
 	}
 	unlink(g.socket_path);
+	/* Bound and listening under a temporary name, then renamed: the path
+	 * appears only when a connect there is accepted (a client that waits
+	 * for the file, as a unit's ExecStartPost or a script does, never
+	 * gets ECONNREFUSED from a socket not listening yet).  A path too
+	 * long for the temporary name is bound in place. */
+	struct sockaddr_un t = a;
+	bool renamed = snprintf(t.sun_path, sizeof(t.sun_path), "%s.%d~", g.socket_path,
+				(int)getpid()) < (int)sizeof(t.sun_path);
+	if (renamed)
+		unlink(t.sun_path);
 	/* The socket is the user's alone, unless --allow-user names others:
 	 * then anyone may connect, and SO_PEERCRED decides. */
 	mode_t old = umask(nallowed ? 0 : 0077);
-	int rc = bind(fd, (struct sockaddr *)&a, sizeof(a));
+	int rc = bind(fd, (struct sockaddr *)(renamed ? &t : &a), sizeof(a));
 	umask(old);
-	if (rc < 0 || listen(fd, 64) < 0) {
+	if (rc < 0 || listen(fd, 64) < 0 || (renamed && rename(t.sun_path, g.socket_path) < 0)) {
 		int err = -errno;
+		if (renamed && rc == 0)
+			unlink(t.sun_path);
 		close(fd);
 		return err;
 	}
