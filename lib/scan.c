@@ -415,7 +415,17 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	size_t ri = sp->cur_region, from = sp->cur_index, n = r->npages - from, i;
 	if (n > BATCH_PAGES)
 		n = BATCH_PAGES;
-	if (prim_pagemap(region_addr(r, from), n, sp->pagemap)) {
+	/* The page tables are read without the domain's lock: in a domain of
+	 * samepaged the other processes' scanners go on meanwhile (this is a
+	 * third of a scanner's time).  The address-space lock stays held, so
+	 * the regions cannot change; what the entries say may, as it may
+	 * after any read: a merge compares the pages again under its window. */
+	if (sp->ledger)
+		index_unlock(sp);
+	int err = prim_pagemap(region_addr(r, from), n, sp->pagemap);
+	if (sp->ledger)
+		index_lock(sp);
+	if (err) {
 		engine_leave(sp);
 		sp->cur_index += n;
 		return 0;
