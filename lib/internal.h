@@ -219,6 +219,7 @@ void region_drop_page(struct samepage *sp, struct region *r, size_t i);
 
 /* unmerge.c */
 int break_cow(struct samepage *sp, struct region *r, size_t i);
+int huge_block_to_small(uintptr_t s, uintptr_t e, int prot);
 int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to);
 int regions_unmerge(struct samepage *sp, uintptr_t start, size_t len);
 void unmerge_all(struct samepage *sp);

@@ -168,6 +168,40 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 		finish_page(sp, &q[i], ok[i]);
 }
 
+/*
+ * Transparent huge pages.  A merge inside a THP that the kernel maps with
+ * one page-table entry (PMD) unmaps part of it, and the kernel frees the
+ * unmapped pages only when it splits the THP, under memory pressure:
+ * measured, 111 MiB merged out of THPs left MemAvailable where it was
+ * until a drop_caches ran the shrinker that splits them.  The kernel's
+ * KSM splits the THP it merges from.  Here each such block that a merge
+ * of the batch touches is first replaced by a copy in small pages
+ * (huge_block_to_small()), so that the THP goes whole, at once.
+ */
+static void break_huge_blocks(struct samepage *sp, const struct merge_req *q, size_t n)
+{
+	size_t pmd = prim_pmd_size();
+	uintptr_t huge[16][2], last = 0;
+	int nh =
+	    prim_huge_ranges(q[0].addr & ~(pmd - 1), (q[n - 1].addr | (pmd - 1)) + 1, huge, 16);
+	for (size_t i = 0; i < n && nh > 0; i++) {
+		uintptr_t b = q[i].addr & ~(pmd - 1);
+		if (b == last)
+			continue;
+		last = b;
+		bool is_huge = false;
+		for (int k = 0; k < nh && !is_huge; k++)
+			is_huge = huge[k][0] <= b && b + pmd <= huge[k][1];
+		struct region *r = &sp->regions[q[i].region];
+		int prot = region_prot_at(r, b);
+		if (!is_huge || b < r->start || b + pmd > region_addr(r, r->npages) || prot < 0 ||
+		    region_prot_at(r, b + pmd - PAGE_SIZE) != prot || !map_budget_allows(sp))
+			continue;
+		if (huge_block_to_small(b, b + pmd, prot) == 0)
+			sp->c.map_count += 2;
+	}
+}
+
 /* Does every pending merge of the batch, run by run. */
 void merge_batch(struct samepage *sp)
 {
@@ -179,6 +213,7 @@ void merge_batch(struct samepage *sp)
 	if (!n)
 		return;
 	sort_reqs(q, n);
+	break_huge_blocks(sp, q, n);
 	for (size_t i = 0; i < n;) {
 		struct region *r = &sp->regions[q[i].region];
 		int prot = region_prot_at(r, q[i].addr);

@@ -14,10 +14,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/futex.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,6 +308,43 @@ int prim_pagemap(uintptr_t addr, size_t npages, uint64_t *out)
 	return 0;
 }
 
+/* PAGEMAP_SCAN (Linux 6.7), from its manual page, ioctl_pagemap_scan(2),
+ * for C libraries whose kernel headers predate it. */
+#ifndef PAGEMAP_SCAN
+struct page_region {
+	uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGE_IS_HUGE (1 << 6)
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#endif
+
+int prim_huge_ranges(uintptr_t start, uintptr_t end, uintptr_t (*out)[2], size_t max)
+{
+	struct page_region r[16];
+	struct pm_scan_arg a = {.size = sizeof(a),
+				.start = start,
+				.end = end,
+				.vec = (uintptr_t)r,
+				.vec_len = max < 16 ? max : 16,
+				.category_mask = PAGE_IS_HUGE,
+				.return_mask = PAGE_IS_HUGE};
+	open_self_files();
+	if (pagemap_fd < 0)
+		return -EACCES;
+	int n = ioctl(pagemap_fd, PAGEMAP_SCAN, &a);
+	if (n < 0)
+		return -errno;
+	for (int i = 0; i < n; i++) {
+		out[i][0] = (uintptr_t)r[i].start;
+		out[i][1] = (uintptr_t)r[i].end;
+	}
+	return n;
+}
+
 ssize_t prim_mem_read(uintptr_t addr, void *buf, size_t len)
 {
 	open_self_files();
@@ -346,6 +385,21 @@ long prim_max_map_count(void)
 	if (read_small("/proc/sys/vm/max_map_count", buf, sizeof(buf)) > 0)
 		v = strtol(buf, NULL, 10);
 	return v > 0 ? v : 65530; /* the kernel's default */
+}
+
+size_t prim_pmd_size(void)
+{
+	static _Atomic size_t cached;
+	char buf[32];
+	size_t v = atomic_load(&cached);
+	if (v)
+		return v;
+	if (read_small("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", buf, sizeof(buf)) > 0)
+		v = (size_t)strtoull(buf, NULL, 10);
+	if (!v || (v & (v - 1)))
+		v = 2UL << 20; /* x86-64's, and arm64's with 4 KiB pages */
+	atomic_store(&cached, v);
+	return v;
 }
 
 unsigned long long prim_starttime(pid_t pid)

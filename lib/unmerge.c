@@ -93,7 +93,31 @@ int break_cow(struct samepage *sp, struct region *r, size_t i)
  * pages stayed in the pool's mapping that way, or -errno.
  */
 #define UNMERGE_CHUNK (64 * PAGE_SIZE)
+static int replace_chunked(uintptr_t s, uintptr_t e, int prot, bool copy, size_t chunk, bool small);
+
 static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
+{
+	return replace_chunked(s, e, prot, copy, UNMERGE_CHUNK, false);
+}
+
+/*
+ * A block of anonymous memory the kernel maps with one huge page (a THP)
+ * is replaced by a copy in small pages, in one chunk (one window), before
+ * pages of it merge: the THP leaves the block whole and is freed at once.
+ * A merge inside the THP would unmap part of it instead, and the kernel
+ * frees a THP's unmapped pages only when it splits it, under memory
+ * pressure: until then the memory merged is not available (the kernel's
+ * KSM splits a THP it merges from).  The copy's scratch mapping takes no
+ * huge page (MADV_NOHUGEPAGE); the block gets its mapping's flags back.
+ * 0, 1 if the window could not open (I/O in flight: nothing done), or
+ * -errno.
+ */
+int huge_block_to_small(uintptr_t s, uintptr_t e, int prot)
+{
+	return replace_chunked(s, e, prot, true, e - s, true);
+}
+
+static int replace_chunked(uintptr_t s, uintptr_t e, int prot, bool copy, size_t chunk, bool small)
 {
 	size_t len = e - s, off = 0;
 	void *m;
@@ -114,8 +138,10 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
 			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (err)
 		return err;
-	for (; off < len && !err; off += UNMERGE_CHUNK) {
-		size_t n = len - off < UNMERGE_CHUNK ? len - off : UNMERGE_CHUNK;
+	if (small) /* small pages, whatever THP's mode */
+		prim_madvise(scratch, len, MADV_NOHUGEPAGE);
+	for (; off < len && !err; off += chunk) {
+		size_t n = len - off < chunk ? len - off : chunk;
 		uintptr_t a = s + off;
 		/* Not over this thread's own stack (merge-any merges stacks):
 		 * it would wait for its own window. */
