@@ -112,6 +112,17 @@ void engine_note_change(uintptr_t start, size_t len)
 	pthread_rwlock_unlock(&engines_rw);
 }
 
+/* The application mapped private anonymous memory: engines that merge any
+ * look for it at their next full scan (else once a second: scan.c). */
+void engine_note_new(void)
+{
+	pthread_rwlock_rdlock(&engines_rw);
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
+		if (sp->merge_any)
+			atomic_store(&sp->any_new, true);
+	pthread_rwlock_unlock(&engines_rw);
+}
+
 /* sp->lock for an application thread: the scanner hands it over between
  * batches when someone waits (glibc's mutexes are not fair). */
 void engine_lock(struct samepage *sp)

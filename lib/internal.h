@@ -246,6 +246,7 @@ void engines_add(struct samepage *sp);
 void engines_remove(struct samepage *sp);
 void engine_note_unmap(uintptr_t start, size_t len);
 void engine_note_change(uintptr_t start, size_t len);
+void engine_note_new(void);
 void engine_lock(struct samepage *sp);
 void engine_enter(struct samepage *sp);
 void engine_leave(struct samepage *sp);

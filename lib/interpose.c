@@ -72,13 +72,20 @@ static void *libc_map_result(int err, void *const *m)
 EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	void *m = NULL;
-	if (!active() || !(flags & MAP_FIXED) || (flags & MAP_FIXED_NOREPLACE))
-		return libc_map_result(prim_mmap(&m, addr, len, prot, flags, fd, off), &m);
+	bool anon = (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE;
+	if (!active() || !(flags & MAP_FIXED) || (flags & MAP_FIXED_NOREPLACE)) {
+		int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
+		if (!err && anon && active())
+			engine_note_new();
+		return libc_map_result(err, &m);
+	}
 	as_lock_shared();
 	int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
 	if (!err) {
 		engine_note_unmap((uintptr_t)addr, len);
 		promise_set((uintptr_t)addr, (uintptr_t)addr + len, 0, false);
+		if (anon)
+			engine_note_new();
 	}
 	as_unlock();
 	return libc_map_result(err, &m);

@@ -100,6 +100,7 @@ void merge_any_refresh(struct samepage *sp)
 {
 	struct anon_ranges a = {0};
 	bool added = false;
+	sp->maps_reads++;
 	if (prim_maps_walk(0, collect_anon, &a) < 0 || a.failed) {
 		lib_free(a.r);
 		return;

@@ -322,9 +322,16 @@ static void start_full_scan(struct samepage *sp)
 	engine_enter(sp);
 	if (prim_now_ns() - sp->maps_read_ns >= MAPS_REREAD_NS)
 		regions_refresh(sp); /* what the wrappers could not see */
-	if (sp->merge_any)
-		merge_any_refresh(sp); /* and take what it mapped */
-	fork_reap(sp);		       /* unpin the pool pages no forked child maps */
+	/* merge-any: take what the application mapped (the wrappers saw it),
+	 * or what anything else did, looked for once a second: the maps of a
+	 * VM monitor with merged memory run to 10,000s of lines. */
+	uint64_t now = prim_now_ns();
+	if (sp->merge_any &&
+	    (atomic_exchange(&sp->any_new, false) || now - sp->any_read_ns >= MAPS_REREAD_NS)) {
+		merge_any_refresh(sp);
+		sp->any_read_ns = now;
+	}
+	fork_reap(sp); /* unpin the pool pages no forked child maps */
 	engine_leave(sp);
 	unstable_reset(sp); /* the unstable tree lives one full scan */
 	memset(&sp->strip, 0, sizeof(sp->strip));

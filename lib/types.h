@@ -298,6 +298,8 @@ struct samepage {
 	uint64_t maps_read_ns; /* when regions_refresh() last read them */
 	uint64_t maps_reads;   /* how often (tests) */
 	bool merge_any;	       /* every private anonymous mapping is mergeable (mergeany.c) */
+	_Atomic bool any_new;  /* merge-any: the application mapped anonymous memory */
+	uint64_t any_read_ns;  /* merge-any: when the maps were last read for new mappings */
 	/* What the regions span, for the wrappers (read without sp->lock):
 	 * an unmap or mprotect outside it is none of this engine's business. */
 	_Atomic uintptr_t span_lo, span_hi;

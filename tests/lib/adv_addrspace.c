@@ -338,5 +338,22 @@ void test_maps_not_reread_every_scan(void)
 	REQUIRE(mprotect(p, PG, PROT_READ | PROT_WRITE) == 0);
 	p[0] = 'w';
 	CHECK(p[0] == 'w' && p[1] == 'm' && p[PG] == 'm');
+
+	/* Merge-any read them at every full scan too, for new mappings: now
+	 * once a second, and at once after an mmap the wrappers see. */
+	REQUIRE(samepage_merge_any(sp, 1) == 0);
+	r0 = maps_reads(sp);
+	t0 = secs_now();
+	REQUIRE(wait_scans(sp, 20) == 0);
+	r1 = maps_reads(sp);
+	secs = secs_now() - t0;
+	CHECK_CMP((double)(r1 - r0), <=, 2 * (secs + 1), double, "%g");
+	char *q = mmap(NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(q != MAP_FAILED);
+	memset(q, 'm', 16 * PG);
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(q, 16), 16);
+	REQUIRE(samepage_merge_any(sp, 0) == 0);
+	munmap(q, 16 * PG);
 	samepage_close(sp);
 }
