@@ -55,18 +55,8 @@ int main(int argc, char **argv)
 		}
 	}
 	double perfect = (double)(zero + copies - distinct) * PG / MIB;
-	double timeout = 600;
-	struct span s = {p, npages * PG};
-
-	bench_merge_begin(&b.e, &s, 1, &b.m);
-	b.m.wait_s = wait_converged(&b.e, &b.m, NULL, timeout);
-	bench_merge_end(&b.e, &b.m);
-	if (b.m.wait_s < 0) {
-		fprintf(stderr, "bench_scale: not converged in %.0f s\n", timeout);
+	if (bench_converge(&b, p, npages * PG, 600))
 		return 1;
-	}
-	bench_result(&b.o, "converge", "s", b.m.wait_s);
-	bench_merge_report(&b.o, &b.m);
 	bench_result(&b.o, "perfect", "MiB", perfect);
 	bench_result(&b.o, "of_perfect_net", "%", 100.0 * b.m.net_returned_mib / perfect);
 	if (b.e.kind == ENGINE_LIB) {

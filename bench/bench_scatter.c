@@ -31,17 +31,8 @@ int main(int argc, char **argv)
 		fill_page(p + i * PG,
 			  r & 1 ? (4ULL << 40) + (r >> 1) % CONTENTS : (5ULL << 40) + i);
 	}
-	struct span s = {p, npages * PG};
-
-	bench_merge_begin(&b.e, &s, 1, &b.m);
-	b.m.wait_s = wait_converged(&b.e, &b.m, NULL, timeout);
-	bench_merge_end(&b.e, &b.m);
-	if (b.m.wait_s < 0) {
-		fprintf(stderr, "bench_scatter: not converged in %.0f s\n", timeout);
+	if (bench_converge(&b, p, npages * PG, timeout))
 		return 1;
-	}
-	bench_result(&b.o, "converge", "s", b.m.wait_s);
-	bench_merge_report(&b.o, &b.m);
 	bench_result(
 	    &b.o, "merges_skipped", "pages",
 	    b.e.kind == ENGINE_LIB ? (double)bench_counter(&b.e, "merges_skipped_map_budget") : 0);

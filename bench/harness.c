@@ -237,26 +237,13 @@ static void set_knob(struct engine *e, const char *name, const char *value)
 		kernel_ksm_write(name, value);
 }
 
-/* Writes value into the file at path: 0, or -1 with errno set. */
-static int write_file(const char *path, const char *value)
-{
-	int fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -1;
-	ssize_t n = write(fd, value, strlen(value));
-	int saved = errno;
-	close(fd);
-	errno = saved;
-	return n == (ssize_t)strlen(value) ? 0 : -1;
-}
-
 /* vm.max_map_count as it was before --max-map-count, put back at exit. */
 static char saved_max_map_count[32];
 
 static void restore_max_map_count(void)
 {
 	if (saved_max_map_count[0] &&
-	    write_file("/proc/sys/vm/max_map_count", saved_max_map_count) != 0)
+	    bench_write_file("/proc/sys/vm/max_map_count", saved_max_map_count) != 0)
 		fprintf(stderr, "bench: could not put vm.max_map_count back to %s\n",
 			saved_max_map_count);
 }
@@ -270,7 +257,7 @@ static void set_max_map_count(long v)
 	saved_max_map_count[strcspn(saved_max_map_count, "\n")] = 0;
 	atexit(restore_max_map_count);
 	snprintf(buf, sizeof(buf), "%ld", v);
-	if (write_file("/proc/sys/vm/max_map_count", buf))
+	if (bench_write_file("/proc/sys/vm/max_map_count", buf))
 		bench_die("write /proc/sys/vm/max_map_count (root?)");
 }
 
@@ -602,6 +589,21 @@ double metadata_per_page(struct engine *e)
 	return ((double)items * slab_size("ksm_rmap_item") + nodes * slab_size("ksm_stable_node") +
 		slab_size("ksm_mm_slot")) /
 	       (double)items;
+}
+
+int bench_converge(struct bench *b, void *addr, size_t len, double timeout_s)
+{
+	struct span s = {addr, len};
+	bench_merge_begin(&b->e, &s, 1, &b->m);
+	b->m.wait_s = wait_converged(&b->e, &b->m, NULL, timeout_s);
+	bench_merge_end(&b->e, &b->m);
+	if (b->m.wait_s < 0) {
+		fprintf(stderr, "%s: not converged in %.0f s\n", b->o.workload, timeout_s);
+		return 1;
+	}
+	bench_result(&b->o, "converge", "s", b->m.wait_s);
+	bench_merge_report(&b->o, &b->m);
+	return 0;
 }
 
 void bench_init(struct bench *b, int argc, char **argv, const char *workload)

@@ -187,6 +187,11 @@ struct bench {
 /* Parses the options and opens the engine with BENCH_PAGES_TO_SCAN. */
 void bench_init(struct bench *b, int argc, char **argv, const char *workload);
 
+/* One merge of [addr, addr + len) timed to convergence (at most
+ * timeout_s), reported ("converge" and bench_merge_report()'s lines):
+ * 0, or 1 after saying that it did not converge. */
+int bench_converge(struct bench *b, void *addr, size_t len, double timeout_s);
+
 /* Metadata bytes per tracked page: the library's own counter, or the
  * kernel's KSM slabs (/proc/slabinfo) per rmap item. */
 double metadata_per_page(struct engine *e);

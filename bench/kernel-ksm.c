@@ -77,10 +77,8 @@ static int sysfs_read(const char *name, char *buf, size_t len)
 	return 0;
 }
 
-static int sysfs_write(const char *name, const char *value)
+int bench_write_file(const char *path, const char *value)
 {
-	char path[128] = KSM_DIR;
-	strncat(path, name, sizeof(path) - strlen(path) - 1);
 	int fd = open(path, O_WRONLY);
 	if (fd < 0)
 		return -1;
@@ -88,7 +86,14 @@ static int sysfs_write(const char *name, const char *value)
 	int saved = errno;
 	close(fd);
 	errno = saved;
-	return n < 0 ? -1 : 0;
+	return n == (ssize_t)strlen(value) ? 0 : -1;
+}
+
+static int sysfs_write(const char *name, const char *value)
+{
+	char path[128] = KSM_DIR;
+	strncat(path, name, sizeof(path) - strlen(path) - 1);
+	return bench_write_file(path, value);
 }
 
 long long kernel_ksm_number(const char *name)

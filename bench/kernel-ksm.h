@@ -16,6 +16,9 @@ void kernel_ksm_acquire(void);
 void kernel_ksm_release(void);
 /* Writes a knob of /sys/kernel/mm/ksm; exits 1 on failure. */
 void kernel_ksm_write(const char *name, const char *value);
+/* Writes value into the file at path (open/write/close only: safe in a
+ * signal handler): 0, or -1 with errno set. */
+int bench_write_file(const char *path, const char *value);
 /* A knob or counter of /sys/kernel/mm/ksm as a number, -1 if unreadable. */
 long long kernel_ksm_number(const char *name);
 

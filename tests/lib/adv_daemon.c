@@ -302,6 +302,15 @@ void test_daemon_reap_counts_mappings_only(void)
 	samepage_close(me);
 }
 
+/* The domain's counters, as samepaged says them. */
+static void check_domain(long long shared, long long sharing, long long chains, long long dups)
+{
+	CHECK_EQ_INT(daemon_value(&D, "pages_shared"), shared);
+	CHECK_EQ_INT(daemon_value(&D, "pages_sharing"), sharing);
+	CHECK_EQ_INT(daemon_value(&D, "stable_node_chains"), chains);
+	CHECK_EQ_INT(daemon_value(&D, "stable_node_dups"), dups);
+}
+
 /*
  * Issue 13.2: a samepaged client merges a run of one content onto a strip
  * of dups, as a local engine does.  The daemon writes a client's new KSM
@@ -317,10 +326,7 @@ void test_daemon_strip(void)
 	memset(p, 's', n * PG);
 	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
 	wait_merging(sp, (long long)n);
-	CHECK_EQ_INT(daemon_value(&D, "pages_shared"), 4);
-	CHECK_EQ_INT(daemon_value(&D, "pages_sharing"), (long long)n - 4);
-	CHECK_EQ_INT(daemon_value(&D, "stable_node_chains"), 1);
-	CHECK_EQ_INT(daemon_value(&D, "stable_node_dups"), 4);
+	check_domain(4, (long long)n - 4, 1, 4);
 	CHECK_CMP(pool_mappings(), <=, (int)(n / 4 + 2), int, "%d");
 	for (size_t i = 0; i < n * PG; i += 4093)
 		REQUIRE(p[i] == 's');
@@ -345,10 +351,7 @@ void test_daemon_same_batch(void)
 		memset(p + i * PG, i % 2 ? 'a' : 'b', PG);
 	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
 	wait_merging(sp, (long long)n);
-	CHECK_EQ_INT(daemon_value(&D, "pages_shared"), 4);
-	CHECK_EQ_INT(daemon_value(&D, "pages_sharing"), (long long)n - 4);
-	CHECK_EQ_INT(daemon_value(&D, "stable_node_chains"), 2);
-	CHECK_EQ_INT(daemon_value(&D, "stable_node_dups"), 4);
+	check_domain(4, (long long)n - 4, 2, 4);
 	for (size_t i = 0; i < n; i++)
 		REQUIRE(p[i * PG + (i % PG)] == (i % 2 ? 'a' : 'b'));
 	samepage_close(sp);

@@ -223,17 +223,25 @@ void test_two_engines(void)
 	samepage_close(b);
 }
 
-/* A THP-backed range (MADV_HUGEPAGE) of identical pages merges, reads
- * right and gives its memory back. */
-void test_thp_range(void)
+/* n pages at a huge page's boundary, MADV_HUGEPAGE (the test is skipped
+ * where the kernel has no THP). */
+static char *thp_area(size_t n)
 {
-	const size_t n = 2048; /* 8 MiB: four huge pages */
 	char *raw =
 	    mmap(NULL, (n + 512) * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	REQUIRE(raw != MAP_FAILED);
 	char *p = (char *)(((uintptr_t)raw + (2 << 20) - 1) & ~((uintptr_t)(2 << 20) - 1));
 	if (madvise(p, n * PG, MADV_HUGEPAGE))
 		SKIP("no THP");
+	return p;
+}
+
+/* A THP-backed range (MADV_HUGEPAGE) of identical pages merges, reads
+ * right and gives its memory back. */
+void test_thp_range(void)
+{
+	const size_t n = 2048; /* 8 MiB: four huge pages */
+	char *p = thp_area(n);
 	memset(p, 'h', n * PG);
 	long long thp = proc_kb("/proc/self/smaps_rollup", "AnonHugePages");
 	samepage_t *sp = open_fast();
@@ -284,12 +292,7 @@ static int page_in_thp(const void *p)
 void test_thp_partial(void)
 {
 	const size_t n = 2048; /* 8 MiB: four huge pages */
-	char *raw =
-	    mmap(NULL, (n + 512) * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	REQUIRE(raw != MAP_FAILED);
-	char *p = (char *)(((uintptr_t)raw + (2 << 20) - 1) & ~((uintptr_t)(2 << 20) - 1));
-	if (madvise(p, n * PG, MADV_HUGEPAGE))
-		SKIP("no THP");
+	char *p = thp_area(n);
 	for (size_t i = 0; i < n; i++) {
 		memset(p + i * PG, 'h', PG);
 		if (i % 2)
