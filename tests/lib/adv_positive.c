@@ -320,6 +320,43 @@ void test_thp_partial(void)
 	samepage_close(sp);
 }
 
+/* Writers keep their pages equal to a shadow copy while the range's THP
+ * blocks are copied into small pages before they merge; every round the
+ * range is unmerged and made THPs again (MADV_COLLAPSE, Linux 6.1).  No
+ * write may be lost. */
+void test_thp_writers(void)
+{
+	samepage_t *sp = open_fast();
+	w_area = thp_area(W_PAGES);
+	w_shadow = malloc(W_PAGES * PG);
+	REQUIRE(w_shadow);
+	for (size_t i = 0; i < W_PAGES; i++) {
+		memset(w_area + i * PG, (int)(i % 3), PG);
+		memset(w_shadow + i * PG, (int)(i % 3), PG);
+	}
+	REQUIRE(samepage_madvise(sp, w_area, W_PAGES * PG, SAMEPAGE_MERGEABLE) == 0);
+	pthread_t t[2];
+	for (long i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&t[i], NULL, shadow_writer, (void *)i) == 0);
+	wr(sp, "run", "1");
+	int collapsed = 0;
+	for (int round = 0; round < 20; round++) {
+		REQUIRE(wait_scans(sp, 2) == 0);
+		CHECK_EQ_INT(samepage_madvise(sp, w_area, W_PAGES * PG, SAMEPAGE_UNMERGEABLE), 0);
+		collapsed += madvise(w_area, W_PAGES * PG, 25 /* MADV_COLLAPSE */) == 0;
+		CHECK_EQ_INT(samepage_madvise(sp, w_area, W_PAGES * PG, SAMEPAGE_MERGEABLE), 0);
+	}
+	REQUIRE(wait_scans(sp, 2) == 0);
+	atomic_store(&stop_flag, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	printf("THPs made again in %d of 20 rounds; %lld pages merged at the end\n", collapsed,
+	       rd(sp, "ksm_merging_pages"));
+	CHECK_EQ_INT(atomic_load(&w_bad), 0);
+	CHECK(memcmp(w_area, w_shadow, W_PAGES * PG) == 0);
+	samepage_close(sp);
+}
+
 /* A page-aligned block from malloc (posix_memalign) can be registered,
  * merges, is written and freed. */
 void test_malloc_block(void)
