@@ -237,35 +237,13 @@ static void set_knob(struct engine *e, const char *name, const char *value)
 		kernel_ksm_write(name, value);
 }
 
-/* vm.max_map_count as it was before --max-map-count, put back at exit. */
-static char saved_max_map_count[32];
-
-static void restore_max_map_count(void)
-{
-	if (saved_max_map_count[0] &&
-	    bench_write_file("/proc/sys/vm/max_map_count", saved_max_map_count) != 0)
-		fprintf(stderr, "bench: could not put vm.max_map_count back to %s\n",
-			saved_max_map_count);
-}
-
-static void set_max_map_count(long v)
-{
-	char buf[32];
-	if (procfs_read("/proc/sys/vm/max_map_count", saved_max_map_count,
-			sizeof(saved_max_map_count)))
-		bench_die("read /proc/sys/vm/max_map_count");
-	saved_max_map_count[strcspn(saved_max_map_count, "\n")] = 0;
-	atexit(restore_max_map_count);
-	snprintf(buf, sizeof(buf), "%ld", v);
-	if (bench_write_file("/proc/sys/vm/max_map_count", buf))
-		bench_die("write /proc/sys/vm/max_map_count (root?)");
-}
-
 void bench_open(struct engine *e, const struct bench_opts *o, unsigned pages_to_scan)
 {
-	if (o->max_map_count)
-		set_max_map_count(o->max_map_count); /* before the engine reads it */
 	char v[32];
+	if (o->max_map_count) { /* before the engine reads it */
+		snprintf(v, sizeof(v), "%ld", o->max_map_count);
+		bench_sysctl_set("/proc/sys/vm/max_map_count", v);
+	}
 	memset(e, 0, sizeof(*e));
 	e->kind = o->engine;
 	e->busy = o->busy;

@@ -126,11 +126,53 @@ static void restore_knobs(void)
 	sysfs_write("run", saved_knob[NKNOBS - 1]);
 }
 
+/* One sysctl a benchmark changed (bench_sysctl_set), put back with the
+ * knobs: at exit and on SIGINT/SIGTERM/SIGHUP. */
+static char sysctl_path[64], sysctl_saved[32];
+
+static void restore_sysctl(void)
+{
+	if (sysctl_path[0] && bench_write_file(sysctl_path, sysctl_saved) == 0)
+		sysctl_path[0] = 0;
+}
+
 static void on_signal(int sig)
 {
 	restore_knobs();
+	restore_sysctl();
 	signal(sig, SIG_DFL);
 	raise(sig);
+}
+
+static void catch_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+static void restore_sysctl_at_exit(void)
+{
+	restore_sysctl();
+	if (sysctl_path[0])
+		fprintf(stderr, "bench: could not put %s back to %s\n", sysctl_path, sysctl_saved);
+}
+
+void bench_sysctl_set(const char *path, const char *value)
+{
+	if (procfs_read(path, sysctl_saved, sizeof(sysctl_saved)))
+		bench_die(path);
+	snprintf(sysctl_path, sizeof(sysctl_path), "%s", path);
+	atexit(restore_sysctl_at_exit);
+	catch_signals();
+	if (bench_write_file(path, value)) {
+		fprintf(stderr, "bench: writing %s to %s: %s (root?)\n", value, path,
+			strerror(errno));
+		exit(1);
+	}
 }
 
 /* Is anyone else using the kernel's KSM? */
@@ -195,12 +237,7 @@ void kernel_ksm_acquire(void)
 	}
 	knobs_saved = 1;
 	atexit(restore_knobs);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
+	catch_signals();
 }
 
 /* After restore_knobs(): is every knob back?  (Someone else writing a

@@ -19,6 +19,9 @@ void kernel_ksm_write(const char *name, const char *value);
 /* Writes value into the file at path (open/write/close only: safe in a
  * signal handler): 0, or -1 with errno set. */
 int bench_write_file(const char *path, const char *value);
+/* Writes a sysctl (e.g. /proc/sys/vm/max_map_count) for the run, and puts
+ * its value back at exit and on SIGINT/SIGTERM/SIGHUP, as the knobs. */
+void bench_sysctl_set(const char *path, const char *value);
 /* A knob or counter of /sys/kernel/mm/ksm as a number, -1 if unreadable. */
 long long kernel_ksm_number(const char *name);
 
