@@ -66,10 +66,10 @@ void prim_deadline(uint64_t ms, struct timespec *out); /* CLOCK_REALTIME + ms */
 #define PM_EXCLUSIVE (1ULL << 56)
 /* npages pagemap entries of this process from addr (absent ones read 0). */
 int prim_pagemap(uintptr_t addr, size_t npages, uint64_t *out);
-/* The ranges of [start, end) mapped by huge pages (a PMD-mapped THP):
- * their number (at most max, 16), or -errno (-ENOTTY before Linux 6.7). */
 /* The size of a PMD-mapped transparent huge page (2 MiB on x86-64). */
 size_t prim_pmd_size(void);
+/* The ranges of [start, end) mapped by huge pages (a PMD-mapped THP):
+ * their number (at most max, 16), or -errno (-ENOTTY before Linux 6.7). */
 int prim_huge_ranges(uintptr_t start, uintptr_t end, uintptr_t (*out)[2], size_t max);
 /* /proc/self/mem: reaches PROT_NONE and read-only pages (FOLL_FORCE), and
  * fails cleanly where nothing is mapped.  Return the bytes moved. */

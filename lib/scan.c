@@ -320,12 +320,12 @@ static void start_full_scan(struct samepage *sp)
 {
 	advisor_start_scan(sp);
 	engine_enter(sp);
-	if (prim_now_ns() - sp->maps_read_ns >= MAPS_REREAD_NS)
+	uint64_t now = prim_now_ns();
+	if (now - sp->maps_read_ns >= MAPS_REREAD_NS)
 		regions_refresh(sp); /* what the wrappers could not see */
 	/* merge-any: take what the application mapped (the wrappers saw it),
 	 * or what anything else did, looked for once a second: the maps of a
 	 * VM monitor with merged memory run to 10,000s of lines. */
-	uint64_t now = prim_now_ns();
 	if (sp->merge_any &&
 	    (atomic_exchange(&sp->any_new, false) || now - sp->any_read_ns >= MAPS_REREAD_NS)) {
 		merge_any_refresh(sp);
