@@ -48,6 +48,17 @@ static uint32_t dup_head(struct samepage *sp, const void *page, uint32_t checksu
 	return NIL;
 }
 
+/* Whether a KSM page with this checksum may exist: the bucket alone, no
+ * memcmp (a search confirms it). */
+bool stable_has_checksum(struct samepage *sp, uint32_t checksum)
+{
+	struct stable_index *s = &sp->stable;
+	for (uint32_t l = s->heads[BUCKET(checksum)]; l; l = s->nodes[l - 1].hnext)
+		if (s->nodes[l - 1].checksum == checksum && s->nodes[l - 1].in_use)
+			return true;
+	return false;
+}
+
 /* The chain head of `page`'s contents, or NIL. */
 uint32_t stable_chain_head(struct samepage *sp, const void *page, uint32_t checksum)
 {
@@ -388,6 +399,13 @@ void unstable_reset(struct samepage *sp)
 static bool in_unstable_now(struct samepage *sp, const struct page_meta *m)
 {
 	return (m->flags & PM_UNSTABLE) && m->seqnr == (uint8_t)sp->c.full_scans;
+}
+
+/* Whether the full scan that has just ended left page m in its tree (the
+ * tree is thrown away when the next one starts). */
+bool unstable_in_last_scan(struct samepage *sp, const struct page_meta *m)
+{
+	return (m->flags & PM_UNSTABLE) && m->seqnr == (uint8_t)(sp->c.full_scans - 1);
 }
 
 /* unstable_tree_search_insert: a page id of equal contents already in the

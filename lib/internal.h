@@ -185,6 +185,7 @@ bool index_trylock(struct samepage *sp);
 void index_unlock(struct samepage *sp);
 bool index_chains_ok(struct samepage *sp);
 uint32_t stable_chain_head(struct samepage *sp, const void *page, uint32_t checksum);
+bool stable_has_checksum(struct samepage *sp, uint32_t checksum);
 uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full);
 int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
 		  uint32_t *out);
@@ -198,6 +199,7 @@ void unstable_reset(struct samepage *sp);
 uint32_t unstable_search_insert(struct samepage *sp, uint32_t id, const void *page,
 				uint32_t checksum);
 void unstable_remove(struct samepage *sp, uint32_t id);
+bool unstable_in_last_scan(struct samepage *sp, const struct page_meta *m);
 void remove_rmap_item_from_tree(struct samepage *sp, uint32_t id);
 
 /* debug.c */

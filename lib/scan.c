@@ -200,6 +200,22 @@ static uint32_t strip_node(struct samepage *sp, struct region *r, size_t i, uint
 	return node;
 }
 
+/* A new KSM page of sp->buf's contents for `page`: placed right after the
+ * previous new one when this page follows that one's page, so that runs
+ * stay runs in the pool (one mapping each, in every process that maps
+ * them).  0, or an error from stable_insert(). */
+static int new_ksm_page(struct samepage *sp, const void *page, uint32_t checksum, uint32_t *node)
+{
+	uint32_t want =
+	    sp->last_new_addr + PAGE_SIZE == (uintptr_t)page ? sp->last_new_off + 1 : NIL;
+	int err = stable_insert(sp, sp->buf, checksum, want, node);
+	if (!err) {
+		sp->last_new_addr = (uintptr_t)page;
+		sp->last_new_off = *node; /* a node is its pool page */
+	}
+	return err;
+}
+
 static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 {
 	struct region *r = &sp->regions[ri];
@@ -233,28 +249,27 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 	}
 	tree = unstable_search_insert(sp, id, sp->buf, checksum);
 	if (tree == NIL) {
-		if (sp->ledger && other_process_has(sp, hash) &&
-		    !stable_insert(sp, sp->buf, checksum, NIL, &node)) {
-			/* Make the KSM page for the other process to find. */
-			unstable_remove(sp, id);
-			sp->stable.nodes[node].in_use |= NODE_SOLO;
-			queue_merge(sp, ri, i, node);
+		if (!sp->ledger)
+			return;
+		if (!other_process_has(sp, hash)) {
+			sp->hints_posted++;
+			return;
 		}
+		/* Make the KSM page for the other process to find. */
+		if (new_ksm_page(sp, page, checksum, &node))
+			return;
+		unstable_remove(sp, id);
+		sp->stable.nodes[node].in_use |= NODE_SOLO;
+		queue_merge(sp, ri, i, node);
 		return;
 	}
 
-	/* try_to_merge_two_pages: both become mappings of a new KSM page,
-	 * placed right after the previous new one when this page follows the
-	 * previous page, so that runs stay runs in the pool. */
+	/* try_to_merge_two_pages: both become mappings of a new KSM page. */
 	size_t tidx, tri;
 	region_of_id(sp, tree, &tidx, &tri);
 	unstable_remove(sp, tree);
-	uint32_t want =
-	    sp->last_new_addr + PAGE_SIZE == (uintptr_t)page ? sp->last_new_off + 1 : NIL;
-	if (stable_insert(sp, sp->buf, checksum, want, &node))
+	if (new_ksm_page(sp, page, checksum, &node))
 		return;
-	sp->last_new_addr = (uintptr_t)page;
-	sp->last_new_off = node; /* a node is its pool page */
 	queue_merge(sp, tri, tidx, node);
 	queue_merge(sp, ri, i, node);
 }
@@ -481,6 +496,61 @@ static void let_application_in(struct samepage *sp)
 	pthread_mutex_lock(&sp->lock);
 }
 
+/*
+ * Partners in other processes.  The kernel merges a page that finds its
+ * twin in the unstable tree together with the twin, at once.  In a domain
+ * the twin may be in another process, whose memory this one cannot map:
+ * the page that finds the other's hint makes the KSM page
+ * (other_process_has()), and the twin would find it only when its own
+ * process visits it again, a full scan later: guests under samepaged
+ * converged a full scan after the kernel's.  So before this process
+ * throws its unstable tree away, the pages still in it whose contents
+ * have a KSM page now are merged: the twin's half of
+ * try_to_merge_two_pages, one full scan sooner.  It is not a visit (the
+ * kernel's twin is not visited either): pages_scanned does not count it.
+ */
+#define PARTNER_CHUNK 4096 /* pages looked at under one engine_enter() */
+
+static void merge_partners(struct samepage *sp)
+{
+	if (!sp->ledger || !sp->hints_posted)
+		return;
+	sp->hints_posted = 0;
+	for (size_t ri = 0, i = 0; !sp->stopping && !sp->detached && KNOB(sp, run) == 1;) {
+		engine_enter(sp);
+		if (ri >= sp->nregions) {
+			engine_leave(sp);
+			return;
+		}
+		struct region *r = &sp->regions[ri];
+		size_t end = r->npages - i > PARTNER_CHUNK ? i + PARTNER_CHUNK : r->npages;
+		for (; i < end; i++) {
+			struct page_meta *m = &r->meta[i];
+			uint32_t node;
+			bool all_full;
+			if ((m->flags & RUN_FLAGS) != PM_ITEM || !unstable_in_last_scan(sp, m) ||
+			    !stable_has_checksum(sp, m->checksum) ||
+			    !guarded_copy(sp->buf, (const void *)region_addr(r, i), PAGE_SIZE))
+				continue;
+			node = stable_search(sp, sp->buf, m->checksum, &all_full);
+			if (node == NIL)
+				continue;
+			unstable_remove(sp, r->base_id + (uint32_t)i);
+			queue_merge(sp, ri, i, node);
+			if (sp->nreqs >= BATCH_PAGES)
+				merge_batch(sp);
+		}
+		merge_batch(sp);
+		if (i >= r->npages) {
+			ri++;
+			i = 0;
+		}
+		engine_leave(sp);
+		engine_publish(sp);
+		let_application_in(sp);
+	}
+}
+
 /* pages_to_scan is a domain's rate, as it is ksmd's for the whole system:
  * each of the n engines samepaged counts in the domain scans 1/n of it per
  * wake-up (rounded up), so that the domain's scanners together scan what
@@ -498,8 +568,10 @@ void ksm_do_scan(struct samepage *sp, uint64_t budget)
 {
 	while (budget && (sp->nregions || sp->merge_any) && !sp->stopping && KNOB(sp, run) == 1) {
 		handler_ensure(); /* the guarded reads need our SIGSEGV handler */
-		if (!sp->scan_running)
+		if (!sp->scan_running) {
+			merge_partners(sp);
 			start_full_scan(sp);
+		}
 		if (sp->cur_region >= sp->nregions) {
 			end_full_scan(sp);
 			return;

@@ -311,6 +311,7 @@ struct samepage {
 	bool scan_running;	 /* a full scan has started and not ended */
 	uintptr_t last_new_addr; /* to keep runs of new KSM pages contiguous */
 	uint32_t last_new_off;
+	uint32_t hints_posted; /* this full scan: pages other processes may make KSM pages of */
 	struct strip strip;
 
 	/* Ranges the application unmapped (interpose.c), to forget at the

@@ -356,3 +356,87 @@ void test_daemon_same_batch(void)
 		REQUIRE(p[i * PG + (i % PG)] == (i % 2 ? 'a' : 'b'));
 	samepage_close(sp);
 }
+
+/* n pages of contents no two alike. */
+static void fill_distinct(char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		memset(p + i * PG, (int)(i % 251), PG);
+		memcpy(p + i * PG, &i, sizeof(i));
+	}
+}
+
+/*
+ * Issue 12: a page whose twin is in another process merged a full scan
+ * after the kernel would merge it.  The kernel merges both pages of an
+ * unstable match at once; across a domain, the page that finds the other
+ * process's hint makes the KSM page, and the twin found it only at its
+ * own next visit.  Here process A has done its full scans alone (its
+ * pages wait in its unstable tree, with hints) and is held between two
+ * full scans; process B makes the KSM pages.  A must then merge its twins
+ * before it visits them again: more pages merged than visited.  Before,
+ * every merge of A's needed a visit, so it could never merge more than
+ * it visited.
+ */
+void test_daemon_partner(void)
+{
+	const size_t n = 2000;
+	int go[2], done[2];
+	REQUIRE(pipe(go) == 0 && pipe(done) == 0);
+	daemon_up();
+	/* 200 pages a wake-up for the domain: a full scan takes many. */
+	daemon_set(&D, "pages_to_scan", "200");
+	daemon_set(&D, "sleep_millisecs", "50");
+	pid_t b = fork(); /* before A has an engine: no fork for it to see */
+	REQUIRE(b >= 0);
+	if (b == 0) {
+		char c;
+		REQUIRE(read(go[0], &c, 1) == 1);
+		samepage_t *sb = connect_or_die("adv");
+		char *q = map_pages(n);
+		fill_distinct(q, n);
+		REQUIRE(samepage_madvise(sb, q, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		/* All but the few whose hint another of A's pages took. */
+		wait_merging(sb, (long long)(n - n / 10));
+		REQUIRE(write(done[1], "m", 1) == 1);
+		for (;;)
+			pause();
+	}
+	samepage_t *a = connect_or_die("adv");
+	char *p = map_pages(n);
+	fill_distinct(p, n);
+	REQUIRE(samepage_madvise(a, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	REQUIRE(wait_scans(a, 3) == 0); /* from the second, every page waits with a hint */
+	CHECK_EQ_INT(rd(a, "ksm_merging_pages"), 0);
+
+	/* Hold A between two full scans: its scanner sleeps without the lock. */
+	for (;;) {
+		pthread_mutex_lock(&a->lock);
+		if (!a->scan_running)
+			break;
+		pthread_mutex_unlock(&a->lock);
+		usleep(1000);
+	}
+	REQUIRE(write(go[1], "g", 1) == 1);
+	char c;
+	REQUIRE(read(done[0], &c, 1) == 1);
+	long long visits0 = (long long)a->c.pages_scanned;
+	pthread_mutex_unlock(&a->lock);
+
+	long long merged = 0;
+	for (int i = 0; i < 60000 && (merged = rd(a, "ksm_merging_pages")) < (long long)n / 2; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000); /* the limit only stops a hang */
+	}
+	long long visits = rd(a, "pages_scanned") - visits0;
+	printf("# A merged %lld pages with %lld visits since B made the KSM pages\n", merged,
+	       visits);
+	CHECK_CMP(merged, >=, (long long)n / 2, long long, "%lld");
+	CHECK_CMP(merged, >, visits, long long, "%lld");
+	kill(b, SIGKILL);
+	CHECK_EQ_INT(adv_wait(b), 128 + SIGKILL);
+	for (size_t i = 0; i < n; i++)
+		REQUIRE(!memcmp(p + i * PG, &i, sizeof(i)) && p[i * PG + PG - 1] == (char)(i % 251));
+	samepage_close(a);
+}
