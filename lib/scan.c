@@ -28,7 +28,11 @@
  *    (max_page_sharing) takes the page;
  *  - else the unstable index (pages seen unchanged, this full scan) is
  *    searched: an equal page there and this one become a new KSM page;
- *  - else the page goes into the unstable index.
+ *  - else the page goes into the unstable index; in a samepaged domain
+ *    it leaves a hint there, and a process whose page finds another's
+ *    hint makes the KSM page; the hinting process merges its pages onto
+ *    such KSM pages before it throws its unstable index away
+ *    (merge_partners()), as the kernel merges both pages of a match.
  *
  * Decisions are collected for a batch and carried out together by
  * merge_batch(), one write-protect and one mmap per run of pages, which is

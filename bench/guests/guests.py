@@ -295,8 +295,9 @@ class Samepaged:
     name = "samepaged"
     merge = True
 
-    def __init__(self, ksmctl, samepaged, out, launcher=None):
+    def __init__(self, ksmctl, samepaged, out, launcher=None, merge_any=True):
         self.ksmctl, self.samepaged = ksmctl, samepaged
+        self.merge_any = merge_any
         self.dir = tempfile.mkdtemp(prefix="samepaged.", dir=out)
         self.state = tempfile.mkdtemp(prefix="samepage-guests.", dir="/dev/shm")
         self.env = dict(os.environ, SAMEPAGE_SOCKET=f"{self.dir}/sock")
@@ -359,7 +360,7 @@ class Samepaged:
 
     def launcher(self):
         return self.launch or [self.ksmctl, "--user", "--socket", f"{self.dir}/sock", "run",
-                               "--domain", "vms", "--"]
+                               "--domain", "vms"] + ([] if self.merge_any else ["--no-merge-any"]) + ["--"]
 
     def wait_unmerged(self, timeout=120):
         pass
@@ -681,7 +682,7 @@ def launcher_arg(a):
 
 
 def samepaged_engine(a):
-    return Samepaged(a.ksmctl, a.samepaged, a.out, launcher_arg(a))
+    return Samepaged(a.ksmctl, a.samepaged, a.out, launcher_arg(a), not a.no_merge_any)
 
 
 def seed_knobs(a, zero):
@@ -847,6 +848,9 @@ def main():
     common.add_argument("--launcher", help="a command put before QEMU's: with --engine kernel e.g. 'ksmctl run --'; "
                         "with samepaged it replaces 'ksmctl --user run --domain vms --' (and its probe); "
                         "compare uses it for the samepaged columns only")
+    common.add_argument("--no-merge-any", action="store_true",
+                        help="samepaged: only what QEMU marks mergeable (its guest RAM), as the kernel's KSM "
+                        "without a launcher; default: ksmctl --user run's merge-any")
     common.add_argument("--pages-to-scan", type=int, default=20000, help="the seed's 20000")
     common.add_argument("--sleep-ms", type=int, default=200, help="the seed's 200")
     common.add_argument("--zero", type=int, choices=(0, 1), default=0, help="use_zero_pages")
