@@ -424,7 +424,8 @@ void test_daemon_partner(void)
 	pthread_mutex_unlock(&a->lock);
 
 	long long merged = 0;
-	for (int i = 0; i < 60000 && (merged = rd(a, "ksm_merging_pages")) < (long long)n / 2; i++) {
+	for (int i = 0; i < 60000 && (merged = rd(a, "ksm_merging_pages")) < (long long)n / 2;
+	     i++) {
 		if (i % 100 == 0)
 			check_tick();
 		usleep(1000); /* the limit only stops a hang */
@@ -437,6 +438,7 @@ void test_daemon_partner(void)
 	kill(b, SIGKILL);
 	CHECK_EQ_INT(adv_wait(b), 128 + SIGKILL);
 	for (size_t i = 0; i < n; i++)
-		REQUIRE(!memcmp(p + i * PG, &i, sizeof(i)) && p[i * PG + PG - 1] == (char)(i % 251));
+		REQUIRE(!memcmp(p + i * PG, &i, sizeof(i)) &&
+			p[i * PG + PG - 1] == (char)(i % 251));
 	samepage_close(a);
 }
