@@ -527,6 +527,8 @@ static void merge_partners(struct samepage *sp)
 			return;
 		}
 		struct region *r = &sp->regions[ri];
+		if (i > r->npages)
+			i = r->npages; /* the range shrank meanwhile */
 		size_t end = r->npages - i > PARTNER_CHUNK ? i + PARTNER_CHUNK : r->npages;
 		for (; i < end; i++) {
 			struct page_meta *m = &r->meta[i];
