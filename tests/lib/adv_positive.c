@@ -38,6 +38,18 @@ static void *shadow_writer(void *arg)
 	return NULL;
 }
 
+/* The writers' area and its shadow copy, filled alike: three contents. */
+static void shadowed(char *area)
+{
+	w_area = area;
+	w_shadow = malloc(W_PAGES * PG);
+	REQUIRE(w_shadow);
+	for (size_t i = 0; i < W_PAGES; i++) {
+		memset(w_area + i * PG, (int)(i % 3), PG);
+		memset(w_shadow + i * PG, (int)(i % 3), PG);
+	}
+}
+
 /* Writers keep their pages equal to a shadow copy while the main thread
  * flips run 1/2, UNMERGEABLE/MERGEABLE and samepage_discard()s nothing of
  * theirs (a separate range).  No write may be lost.
@@ -47,13 +59,7 @@ static void *shadow_writer(void *arg)
 void test_writers_during_unmerge(void)
 {
 	samepage_t *sp = open_fast();
-	w_area = map_pages(W_PAGES);
-	w_shadow = malloc(W_PAGES * PG);
-	REQUIRE(w_shadow);
-	for (size_t i = 0; i < W_PAGES; i++) {
-		memset(w_area + i * PG, (int)(i % 3), PG);
-		memset(w_shadow + i * PG, (int)(i % 3), PG);
-	}
+	shadowed(map_pages(W_PAGES));
 	char *other;
 	REQUIRE(samepage_alloc(sp, 64 * PG, (void **)&other) == 0);
 	REQUIRE(samepage_madvise(sp, w_area, W_PAGES * PG, SAMEPAGE_MERGEABLE) == 0);
@@ -327,13 +333,7 @@ void test_thp_partial(void)
 void test_thp_writers(void)
 {
 	samepage_t *sp = open_fast();
-	w_area = thp_area(W_PAGES);
-	w_shadow = malloc(W_PAGES * PG);
-	REQUIRE(w_shadow);
-	for (size_t i = 0; i < W_PAGES; i++) {
-		memset(w_area + i * PG, (int)(i % 3), PG);
-		memset(w_shadow + i * PG, (int)(i % 3), PG);
-	}
+	shadowed(thp_area(W_PAGES));
 	REQUIRE(samepage_madvise(sp, w_area, W_PAGES * PG, SAMEPAGE_MERGEABLE) == 0);
 	pthread_t t[2];
 	for (long i = 0; i < 2; i++)
