@@ -264,6 +264,7 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 			return;
 		unstable_remove(sp, id);
 		sp->stable.nodes[node].in_use |= NODE_SOLO;
+		atomic_fetch_add(&sp->dom->partner_made, 1);
 		queue_merge(sp, ri, i, node);
 		return;
 	}
@@ -512,14 +513,19 @@ static void let_application_in(struct samepage *sp)
  * have a KSM page now are merged: the twin's half of
  * try_to_merge_two_pages, one full scan sooner.  It is not a visit (the
  * kernel's twin is not visited either): pages_scanned does not count it.
+ * Only while the domain makes such KSM pages (partner_made): once merging
+ * has converged, no walk over every page at every full scan.
  */
 #define PARTNER_CHUNK 4096 /* pages looked at under one engine_enter() */
 
 static void merge_partners(struct samepage *sp)
 {
-	if (!sp->ledger || !sp->hints_posted)
-		return;
+	uint32_t made = sp->ledger ? atomic_load(&sp->dom->partner_made) : 0;
+	bool look = sp->hints_posted && made != sp->partner_seen;
 	sp->hints_posted = 0;
+	sp->partner_seen = made;
+	if (!look)
+		return; /* no KSM page made for anyone since: nothing to find */
 	for (size_t ri = 0, i = 0; !sp->stopping && !sp->detached && KNOB(sp, run) == 1;) {
 		engine_enter(sp);
 		if (ri >= sp->nregions) {

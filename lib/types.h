@@ -145,6 +145,9 @@ struct domain {
 	 * share pages_to_scan, the domain's rate as ksmd's is the system's
 	 * (0 for a local engine's own domain) */
 	_Atomic uint32_t scanners;
+	/* KSM pages made for a partner in another process (scan.c), ever:
+	 * a process looks for its partners only when it grew */
+	_Atomic uint32_t partner_made;
 };
 
 /* The process-local view of a domain. */
@@ -312,6 +315,7 @@ struct samepage {
 	uintptr_t last_new_addr; /* to keep runs of new KSM pages contiguous */
 	uint32_t last_new_off;
 	uint32_t hints_posted; /* this full scan: pages other processes may make KSM pages of */
+	uint32_t partner_seen; /* dom->partner_made when merge_partners() last looked */
 	struct strip strip;
 
 	/* Ranges the application unmapped (interpose.c), to forget at the
