@@ -55,6 +55,23 @@ static void client_place(struct samepage *sp, uint32_t off, const void *page)
 	uint32_t k = sp->nplace++;
 	memcpy(lg + LEDGER_OFF_STAGING + (size_t)k * PAGE_SIZE, page, PAGE_SIZE);
 	((uint32_t *)(lg + LEDGER_OFF_PLACE))[k] = off;
+	if (sp->nplace > sp->staging_touched)
+		sp->staging_touched = sp->nplace;
+	sp->staged_scan = sp->c.full_scans;
+}
+
+/* The staging area is up to 2 MiB of the ledger (shmem), written while new
+ * KSM pages are made and then idle: once a whole full scan has staged
+ * nothing, it goes back to the kernel (MADV_REMOVE punches the ledger
+ * file), as a converged domain needs no staging. */
+static void staging_release(struct samepage *sp)
+{
+	if (!sp->staging_touched || sp->nplace || sp->c.full_scans < sp->staged_scan + 2)
+		return;
+	char *lg = (char *)sp->ledger;
+	if (prim_madvise(lg + LEDGER_OFF_STAGING, (size_t)sp->staging_touched * PAGE_SIZE,
+			 MADV_REMOVE) == 0)
+		sp->staging_touched = 0;
 }
 
 /* The contents of pool page off if it was placed in this batch and the
@@ -116,6 +133,7 @@ static void ledger_publish(struct samepage *sp)
 static void client_poll(struct samepage *sp)
 {
 	ledger_publish(sp);
+	staging_release(sp);
 	if (!sp->detached && sp->conn_fd >= 0) {
 		if (prim_hung_up(sp->conn_fd)) {
 			prim_close(sp->conn_fd);

@@ -353,6 +353,11 @@ struct samepage {
 	const void *(*staged)(struct samepage *sp, uint32_t off); /* a page placed, not written */
 	void (*punch)(struct samepage *sp, uint32_t off);
 	uint32_t nplace; /* pages staged this batch */
+	/* The staging pages touched since they were last given back, and
+	 * the full scan that last staged one (client.c): a client that has
+	 * staged nothing for a whole full scan gives them back. */
+	uint32_t staging_touched;
+	uint64_t staged_scan;
 
 	struct samepage *next_engine; /* the process's list of engines */
 	bool held_for_discard;	      /* interpose.c, under engines_lock */
