@@ -15,6 +15,8 @@
  * pool_alloc() therefore prefers the page the caller wants (the one after
  * the previous page's), then the page after the last one it gave.
  */
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "internal.h"
 
 #include <errno.h>
@@ -95,7 +97,8 @@ void pool_write(struct samepage *sp, uint32_t off, const void *page)
 {
 	if (sp->place)
 		sp->place(sp, off, page);
-	else
+	else if (syscall(SYS_pwrite64, sp->pool.fd, page, PAGE_SIZE, (off_t)off << PAGE_SHIFT) !=
+		 (long)PAGE_SIZE)
 		memcpy(pool_page(&sp->pool, off), page, PAGE_SIZE);
 }
 
