@@ -50,6 +50,10 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 TICK = os.sysconf("SC_CLK_TCK")
 # struct ksm_rmap_item on 64-bit kernels: general_profit's unit of metadata.
 RMAP_ITEM_BYTES = 64
+# Slab per separate mapping (vm_area_struct, maple tree, anon_vma_chain):
+# ~15 MB of Slab for ~65k mappings, measured here (lib/engines.c's
+# MAPPING_SLAB_BYTES).
+MAPPING_SLAB_BYTES = 240
 # Every tunable, in the order they are put back: advisor_mode before
 # pages_to_scan (changing the mode resets it), run last (see harness.c).
 KNOBS = ["advisor_mode", "max_page_sharing", "merge_across_nodes", "use_zero_pages",
@@ -100,6 +104,24 @@ def cpu_seconds(stat_path):
     """utime + stime of /proc/.../stat, in seconds."""
     rest = read_text(stat_path).rpartition(")")[2].split()
     return (int(rest[11]) + int(rest[12])) / TICK
+
+
+def map_count(pid):
+    with open(f"/proc/{pid}/maps", "rb") as f:
+        return f.read().count(b"\n")
+
+
+def pss_of_files(pid, prefix):
+    """The Pss (kB) of a process's mappings of files under prefix."""
+    total, inside = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                fields = line.split(None, 5)
+                inside = len(fields) == 6 and fields[5].startswith(prefix)
+            elif inside and line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total
 
 
 def find_comm(name):
@@ -207,6 +229,13 @@ class KernelKSM:
 
     def scanner_cpu(self, pids):
         return cpu_seconds(f"/proc/{self.ksmd}/stat") if self.ksmd else 0.0
+
+    def outside_kB(self, pids):
+        """Memory the engine holds outside the guests' Pss: the guests'
+        rmap items (slab), as general_profit counts them."""
+        rmap = sum(proc_fields(f"/proc/{p}/ksm_stat", ["ksm_rmap_items"]).get("ksm_rmap_items", 0)
+                   for p in pids)
+        return rmap * RMAP_ITEM_BYTES // 1024
 
     def launcher(self):
         return self.launch
@@ -357,6 +386,18 @@ class Samepaged:
                 except OSError:
                     pass
         return total
+
+    def outside_kB(self, pids):
+        """Memory the engine holds outside the guests' Pss: samepaged's own
+        Pss, and the pages of its state files (pool, index, ledgers) that
+        no process maps.  What the guests map is in their Pss already."""
+        if not self.daemon:
+            return 0
+        files = [os.path.join(self.state, n) for n in os.listdir(self.state)]
+        resident = sum(os.stat(f).st_blocks * 512 for f in files if os.path.isfile(f)) // 1024
+        mapped = sum(pss_of_files(p, self.state + "/") for p in pids + [self.daemon.pid])
+        daemon = proc_fields(f"/proc/{self.daemon.pid}/smaps_rollup", ["Pss"])["Pss"]
+        return daemon + max(0, resident - mapped)
 
     def launcher(self):
         return self.launch or [self.ksmctl, "--user", "--socket", f"{self.dir}/sock", "run",
@@ -569,6 +610,8 @@ def measure(a, kit, engine, label, knobs, tsv):
         wait_ready(guests, a.boot_timeout)
         boot_s = max(g.ready_s for g in guests)
         before = settle(engine, guests)
+        pids = [g.pid for g in guests]
+        outside0, maps0 = engine.outside_kB(pids), sum(map_count(p) for p in pids)
         log(f"{label}: booted in {boot_s:.1f} s, Pss {before['pss_kB'] / 1024:.0f} MiB; merging for up to {a.duration} s")
         vm0 = proc_fields("/proc/vmstat", ["thp_split_page", "cow_ksm"])
         series, conv = [], None
@@ -587,6 +630,7 @@ def measure(a, kit, engine, label, knobs, tsv):
                 break
             time.sleep(max(0.0, 1 - (time.monotonic() - t0 - t)))
         end = series[-1]
+        outside1, maps1 = engine.outside_kB(pids), sum(map_count(p) for p in pids)
         vm = proc_fields("/proc/vmstat", ["thp_split_page", "cow_ksm"])
         after_pss = sum(x["pss_kB"] for x in series[-3:]) // len(series[-3:])
         engine.freeze()
@@ -604,6 +648,12 @@ def measure(a, kit, engine, label, knobs, tsv):
             "use_zero_pages": knobs.get("use_zero_pages", "-"), "boot_s": round(boot_s, 1),
             "pss_before_kB": before["pss_kB"], "pss_after_kB": after_pss,
             "pss_saved_kB": before["pss_kB"] - after_pss,
+            # What merging cost outside the guests' Pss: the engine's
+            # metadata there, and the slab of the mappings it added.
+            "outside_before_kB": outside0, "outside_after_kB": outside1,
+            "maps_before": maps0, "maps_after": maps1,
+            "net_saved_kB": before["pss_kB"] - after_pss - (outside1 - outside0)
+            - (maps1 - maps0) * MAPPING_SLAB_BYTES // 1024,
             "pages_shared": end["pages_shared"], "pages_sharing": end["pages_sharing"],
             "ksm_zero_pages": end["ksm_zero_pages"], "counted_saved_kB": saved_pages(end) * PAGE_KB,
             "converged_s": round(series[conv]["t_s"], 1) if conv is not None else "-",
@@ -631,7 +681,8 @@ def measure(a, kit, engine, label, knobs, tsv):
 
 
 SUMMARY = ["config", "engine", "launcher", "guests", "mib", "pages_to_scan", "sleep_ms", "use_zero_pages",
-           "boot_s", "pss_before_kB", "pss_after_kB", "pss_saved_kB", "pages_shared", "pages_sharing",
+           "boot_s", "pss_before_kB", "pss_after_kB", "pss_saved_kB", "outside_before_kB", "outside_after_kB",
+           "maps_before", "maps_after", "net_saved_kB", "pages_shared", "pages_sharing",
            "ksm_zero_pages", "counted_saved_kB", "converged_s", "pss_settled_s", "scans_to_converge", "full_scans",
            "scanner_cpu_converge_s", "scanner_cpu_run_s", "run_s", "memavail_before_kB",
            "memavail_after_kB", "anon_before_kB", "anon_after_kB", "thp_split_page", "cow_ksm", "checks"]
@@ -645,6 +696,11 @@ def table(rows):
              ("guest memory before (MiB, Pss)", lambda r: mib(r["pss_before_kB"])),
              ("after (MiB, Pss)", lambda r: mib(r["pss_after_kB"])),
              ("saved (MiB, Pss)", lambda r: mib(r["pss_saved_kB"])),
+             ("engine's memory outside Pss (MiB)", lambda r: mib(r["outside_after_kB"] - r["outside_before_kB"])
+              if isinstance(r["outside_after_kB"], int) else "-"),
+             ("mappings added", lambda r: r["maps_after"] - r["maps_before"]
+              if isinstance(r["maps_after"], int) else "-"),
+             ("saved, net of both (MiB)", lambda r: mib(r["net_saved_kB"])),
              ("saved by the counters (MiB)", lambda r: mib(r["counted_saved_kB"])),
              ("pages_shared", lambda r: r["pages_shared"]),
              ("pages_sharing", lambda r: r["pages_sharing"]),
