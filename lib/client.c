@@ -43,7 +43,7 @@
 static void *map_file(int fd, size_t len, int prot)
 {
 	void *m;
-	return prim_mmap(&m, NULL, len, prot, MAP_SHARED | MAP_NORESERVE, fd, 0) ? NULL : m;
+	return prim_map_own(&m, len, prot, fd) ? NULL : m;
 }
 
 /* A new KSM page: staged in the ledger for the daemon to write. */

@@ -65,8 +65,7 @@ int domain_map(struct stable_index *s, int index_fd)
 {
 	memset(s, 0, sizeof(*s));
 	char *m;
-	int err = prim_mmap((void **)&m, NULL, DOM_SIZE, PROT_READ | PROT_WRITE,
-			    MAP_SHARED | MAP_NORESERVE, index_fd, 0);
+	int err = prim_map_own((void **)&m, DOM_SIZE, PROT_READ | PROT_WRITE, index_fd);
 	if (err)
 		return err;
 	s->dom = (struct domain *)m;

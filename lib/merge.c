@@ -55,6 +55,18 @@ static bool map_budget_allows(struct samepage *sp)
 	return sp->c.map_count + 2 <= max - max / 8;
 }
 
+/* A merged page is a private mapping of the pool, which a core dump leaves
+ * out unless /proc/self/coredump_filter dumps private file mappings; the
+ * kernel's KSM pages are anonymous memory, and dumped.  So the process's
+ * first merge sets that bit, when the filter dumps private anonymous
+ * memory (the default).  The library's own mappings are never dumped. */
+static void dump_merged_pages(void)
+{
+	static _Atomic bool done;
+	if (!atomic_exchange(&done, true))
+		prim_dump_private_file_mappings();
+}
+
 static void finish_page(struct samepage *sp, const struct merge_req *q, bool merged)
 {
 	struct region *r = &sp->regions[q->region];
@@ -147,6 +159,7 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			if (!err) {
 				guard_arm(a, e);
 				promise_apply(a, e); /* dont-fork, dont-dump, locked */
+				dump_merged_pages();
 				/* Map the pool pages now (read faults only), as the
 				 * kernel's KSM leaves its PTEs in place: the pages
 				 * show in the RSS and in pagemap as file pages. */

@@ -26,11 +26,11 @@ int pool_open(struct pool *p, int fd)
 	memset(p, 0, sizeof(*p));
 	p->fd = fd;
 	p->view_pages = DOM_NODES;
-	int err = prim_mmap((void **)&p->view, NULL, p->view_pages << PAGE_SHIFT,
-			    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	/* Not in core dumps: 64 GiB of holes that a dump would fill. */
+	int err =
+	    prim_map_own((void **)&p->view, p->view_pages << PAGE_SHIFT, PROT_READ | PROT_WRITE, fd);
 	if (err == -EACCES) /* samepaged hands its clients the pool read-only */
-		err = prim_mmap((void **)&p->view, NULL, p->view_pages << PAGE_SHIFT, PROT_READ,
-				MAP_SHARED | MAP_NORESERVE, fd, 0);
+		err = prim_map_own((void **)&p->view, p->view_pages << PAGE_SHIFT, PROT_READ, fd);
 	if (err) {
 		p->view = NULL;
 		return err;

@@ -180,6 +180,34 @@ int prim_pwrite_all(int fd, const void *buf, size_t len, off_t off)
 	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
 }
 
+int prim_map_own(void **out, size_t len, int prot, int fd)
+{
+	int err = prim_mmap(out, NULL, len, prot, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (!err)
+		prim_madvise(*out, len, MADV_DONTDUMP);
+	return err;
+}
+
+int prim_dump_private_file_mappings(void)
+{
+	char buf[32];
+	int fd = open("/proc/self/coredump_filter", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = sys_read(fd, buf, sizeof(buf) - 1);
+	int rc = n < 0 ? -errno : n == 0 ? -EIO : 0;
+	if (n > 0) {
+		buf[n] = 0;
+		unsigned long v = strtoul(buf, NULL, 16);
+		if ((v & 1) && !(v & 4)) {
+			int len = snprintf(buf, sizeof(buf), "0x%lx", v | 4);
+			rc = pwrite(fd, buf, (size_t)len, 0) == len ? 1 : -errno;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
 int prim_file_id(int fd, dev_t *dev, ino_t *ino)
 {
 	struct stat st;

@@ -48,6 +48,12 @@ int prim_close(int fd);
 int prim_random(void *buf, size_t len); /* getrandom */
 /* pwrite of the whole buffer: 0, or -errno (-EIO if short) */
 int prim_pwrite_all(int fd, const void *buf, size_t len, off_t off);
+/* Maps all of a file MAP_SHARED for the library's own use, left out of core
+ * dumps (MADV_DONTDUMP): 0 or -errno. */
+int prim_map_own(void **out, size_t len, int prot, int fd);
+/* Sets bit 2 of /proc/self/coredump_filter (private file mappings) if bit 0
+ * (private anonymous memory) is set: 1 if it set it, 0 if not, -errno. */
+int prim_dump_private_file_mappings(void);
 
 /* ---- threads, signals, processes ---- */
 int prim_futex_wait(_Atomic uint32_t *word, uint32_t val); /* FUTEX_WAIT_PRIVATE */

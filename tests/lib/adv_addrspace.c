@@ -9,6 +9,9 @@
 #include "../../lib/internal.h"
 #include "adv_util.h"
 
+#include <elf.h>
+#include <sys/stat.h>
+
 /* Regression test (failed at 2be579c, passes since samepage_madvise() calls
  * engine_enter(), which syncs first).  Was: munmap, mmap at the same address (address reuse), then
  * samepage_madvise(MERGEABLE) of the new range: the registration is lost.
@@ -358,4 +361,123 @@ void test_maps_not_reread_every_scan(void)
 	munmap(q, 16 * PG);
 #endif
 	samepage_close(sp);
+}
+
+/* The core file the kernel wrote for pid in dir ("core" or "core.PID"):
+ * an open fd, or -1. */
+static int open_core(const char *dir, pid_t pid)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/core", dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(path, sizeof(path), "%s/core.%d", dir, (int)pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
+/* The bytes [addr, addr + len) as the core holds them, segment after
+ * segment: how many it holds before the first it does not. */
+static size_t core_read(int fd, uintptr_t addr, char *out, size_t len)
+{
+	Elf64_Ehdr eh;
+	REQUIRE(pread(fd, &eh, sizeof(eh), 0) == (ssize_t)sizeof(eh));
+	REQUIRE(!memcmp(eh.e_ident, ELFMAG, SELFMAG) && eh.e_type == ET_CORE);
+	size_t done = 0;
+	for (bool more = true; more && done < len;) {
+		more = false;
+		for (unsigned i = 0; i < eh.e_phnum; i++) {
+			Elf64_Phdr ph;
+			REQUIRE(
+			    pread(fd, &ph, sizeof(ph), (off_t)(eh.e_phoff + i * eh.e_phentsize)) ==
+			    (ssize_t)sizeof(ph));
+			uintptr_t a = addr + done;
+			if (ph.p_type != PT_LOAD || a < ph.p_vaddr || a >= ph.p_vaddr + ph.p_memsz)
+				continue;
+			uint64_t off = a - ph.p_vaddr;
+			if (off >= ph.p_filesz)
+				return done;
+			size_t want = len - done,
+			       have = ph.p_filesz - off < want ? (size_t)(ph.p_filesz - off) : want;
+			if (pread(fd, out + done, have, (off_t)(ph.p_offset + off)) !=
+			    (ssize_t)have)
+				return done;
+			done += have;
+			more = true;
+			break;
+		}
+	}
+	return done;
+}
+
+/*
+ * A process that merged, then crashed: its core dump must hold the merged
+ * pages, as it holds the kernel's KSM pages (anonymous memory), and must
+ * not hold the library's own mappings.  Before: a merged page is a private
+ * mapping of the pool, which the default coredump_filter leaves out (the
+ * core read nothing there), and the local engine's 64 GiB pool and its
+ * index, shared memfds, were dumped whole: the kernel filled every hole to
+ * write it (here it stopped at the 256 MiB RLIMIT_CORE the test sets).
+ */
+void test_core_dump(void)
+{
+	char pat[256] = "";
+	FILE *f = fopen("/proc/sys/kernel/core_pattern", "r");
+	if (f) {
+		if (!fgets(pat, sizeof(pat), f))
+			pat[0] = 0;
+		fclose(f);
+	}
+	pat[strcspn(pat, "\n")] = 0;
+	if (strcmp(pat, "core")) {
+		printf(
+		    "# skipped: core_pattern is '%s': this test reads the file 'core' the kernel "
+		    "writes in the crashed process's directory\n",
+		    pat);
+		exit(77);
+	}
+	const size_t n = 64;
+	char dir[] = "/tmp/samepage-core-XXXXXX";
+	REQUIRE(mkdtemp(dir));
+	int fds[2];
+	REQUIRE(pipe(fds) == 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		struct rlimit lim = {256UL << 20, 256UL << 20}; /* a bound on what a bug dumps */
+		REQUIRE(chdir(dir) == 0 && setrlimit(RLIMIT_CORE, &lim) == 0);
+		char *p;
+		samepage_t *sp = adv_merged(&p, n, 'Q');
+		for (int i = 0; i < 10000 && rd(sp, "ksm_merging_pages") < (long long)n; i++)
+			usleep(1000);
+		REQUIRE(rd(sp, "ksm_merging_pages") == (long long)n);
+		REQUIRE(write(fds[1], &p, sizeof(p)) == (ssize_t)sizeof(p));
+		abort();
+	}
+	close(fds[1]);
+	char *p = NULL;
+	REQUIRE(read(fds[0], &p, sizeof(p)) == (ssize_t)sizeof(p));
+	close(fds[0]);
+	CHECK_EQ_INT(adv_wait(pid), 128 + SIGABRT);
+	int fd = open_core(dir, pid);
+	rmdir(dir);
+	REQUIRE(fd >= 0);
+	struct stat st;
+	REQUIRE(fstat(fd, &st) == 0);
+	/* Its blocks: the holes it skipped (pages never touched) cost none. */
+	long long written = (long long)st.st_blocks * 512;
+	printf("# core of %lld bytes written\n", written);
+	CHECK_CMP(written, <, 64LL << 20, long long, "%lld");
+	static char buf[64 * PG];
+	size_t got = core_read(fd, (uintptr_t)p, buf, n * PG);
+	printf("# the core holds %zu of the %zu merged bytes\n", got, n * PG);
+	CHECK_EQ_INT(got, n * PG);
+	size_t bad = 0;
+	for (size_t i = 0; i < got; i++)
+		bad += buf[i] != 'Q';
+	CHECK_EQ_INT(bad, 0);
+	close(fd);
 }
