@@ -27,8 +27,8 @@ int pool_open(struct pool *p, int fd)
 	p->fd = fd;
 	p->view_pages = DOM_NODES;
 	/* Not in core dumps: 64 GiB of holes that a dump would fill. */
-	int err =
-	    prim_map_own((void **)&p->view, p->view_pages << PAGE_SHIFT, PROT_READ | PROT_WRITE, fd);
+	int err = prim_map_own((void **)&p->view, p->view_pages << PAGE_SHIFT,
+			       PROT_READ | PROT_WRITE, fd);
 	if (err == -EACCES) /* samepaged hands its clients the pool read-only */
 		err = prim_map_own((void **)&p->view, p->view_pages << PAGE_SHIFT, PROT_READ, fd);
 	if (err) {
