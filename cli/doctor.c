@@ -35,6 +35,7 @@ struct facts {
 	int writable; /* 0 or -errno for run */
 	long long run, full_scans, max_sharing, chains, skipped, scanned, smart, advisor;
 	long long pages_to_scan, target, max_cpu, across_nodes;
+	long long pool_refused, pool_pages; /* samepaged's (0 for the kernel) */
 	int numa_nodes;
 	int ksmtuned; /* its pid, 0 if not running */
 	int systemd;  /* its version, 0 if not systemd: MemoryKSM= needs 254 */
@@ -316,6 +317,22 @@ static enum severity map_budget(const struct facts *f, struct finding *out)
 	return WARN;
 }
 
+static enum severity pool_room(const struct facts *f, struct finding *out)
+{
+	char a[32];
+
+	if (f->pool_refused <= 0)
+		return NONE;
+	SAY(summary, "samepaged's memory cgroup stops new KSM pages");
+	SAY(evidence,
+	    "pool_pages_refused %lld: samepaged writes the pool, %lld pages (%s), and its "
+	    "cgroup was within 4 MiB of its limit",
+	    f->pool_refused, f->pool_pages, fmt_bytes(a, sizeof(a), (double)f->pool_pages * 4096));
+	SAY(fix, "raise MemoryMax= of samepaged.service (systemctl [--user] edit "
+		 "samepaged.service) above the pool's size; see samepaged(8), Memory accounting");
+	return WARN;
+}
+
 static enum severity thp(const struct facts *f, struct finding *out)
 {
 	if (strcmp(f->thp, "always"))
@@ -354,6 +371,7 @@ static const struct {
     {"slow-scan", slow_scan},
     {"process-loses", process_loses},
     {"map-budget", map_budget},
+    {"pool-room", pool_room},
     {"capped", capped},
     {"smart-scan", smart_skipping},
     {"advisor", advisor},
@@ -384,6 +402,8 @@ static void gather(struct facts *f)
 	f->target = knob_or("advisor_target_scan_time", 0);
 	f->max_cpu = knob_or("advisor_max_cpu", 0);
 	f->across_nodes = knob_or("merge_across_nodes", 1);
+	f->pool_refused = knob_or("pool_pages_refused", 0);
+	f->pool_pages = knob_or("pool_pages", 0);
 	f->numa_nodes = host_numa_nodes();
 	f->ksmtuned = opt.user ? 0 : tune_ksmtuned_pid(); /* it drives the kernel's only */
 	f->systemd = host_systemd_version();

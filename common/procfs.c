@@ -159,6 +159,81 @@ int procfs_cgroup(const char *path, char *buf, size_t len)
 	return 0;
 }
 
+/* limit - usage of one cgroup directory, or -1 when it has no limit. */
+static long long memcg_dir_room(const char *dir, bool v2)
+{
+	char path[4800], text[64];
+	long long limit, usage;
+	snprintf(path, sizeof(path), "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
+	if (procfs_read(path, text, sizeof(text)) || !strcmp(text, "max"))
+		return -1;
+	limit = strtoll(text, NULL, 10);
+	if (limit <= 0 || limit >= (1LL << 62)) /* v1's "unlimited": 2^63 - a page */
+		return -1;
+	snprintf(path, sizeof(path), "%s/%s", dir, v2 ? "memory.current" : "memory.usage_in_bytes");
+	if (procfs_read(path, text, sizeof(text)))
+		return -1;
+	usage = strtoll(text, NULL, 10);
+	return limit > usage ? limit - usage : 0;
+}
+
+/* cgroup v1: the path on the line "N:controllers:/path" whose controllers
+ * include memory, or NULL. */
+static const char *v1_memory_path(const char *text)
+{
+	for (const char *s = text; *s;) {
+		const char *end = s + strcspn(s, "\n");
+		const char *c = memchr(s, ':', (size_t)(end - s));
+		const char *p = c ? memchr(c + 1, ':', (size_t)(end - c - 1)) : NULL;
+		for (const char *w = c ? c + 1 : end; p && w < p;) {
+			size_t k = strcspn(w, ",:");
+			if (k == 6 && !strncmp(w, "memory", 6))
+				return p + 1;
+			w += k + 1;
+		}
+		s = *end ? end + 1 : end;
+	}
+	return NULL;
+}
+
+long long procfs_memcg_room(const char *path, const char *root)
+{
+	char text[8192], dir[4700], base[512];
+	const char *line;
+	bool v2 = false;
+
+	if (procfs_read(path, text, sizeof(text)))
+		return -1;
+	line = v1_memory_path(text);
+	if (line) {
+		snprintf(base, sizeof(base), "%s/memory", root);
+	} else {
+		char ctl[600], have[512];
+		snprintf(ctl, sizeof(ctl), "%s/cgroup.controllers", root);
+		line = !strncmp(text, "0::", 3) ? text + 3 : strstr(text, "\n0::");
+		if (line && line != text + 3)
+			line += 4;
+		if (!line || procfs_read(ctl, have, sizeof(have)) || !strstr(have, "memory"))
+			return -1;
+		v2 = true;
+		snprintf(base, sizeof(base), "%s", root);
+	}
+	char rel[4096];
+	snprintf(rel, sizeof(rel), "%.*s", (int)strcspn(line, "\n"), line);
+	long long least = -1;
+	for (;;) {
+		snprintf(dir, sizeof(dir), "%s%s", base, rel);
+		long long room = memcg_dir_room(dir, v2);
+		if (room >= 0 && (least < 0 || room < least))
+			least = room;
+		char *slash = strrchr(rel, '/');
+		if (!slash || slash == rel)
+			break;
+		*slash = '\0';
+	}
+	return least;
+}
+
 int procfs_parse_map(char *line, struct procfs_map *m)
 {
 	int pos = 0;

@@ -59,6 +59,14 @@ int procfs_cmdline(const char *path, char *buf, size_t len);
  * host the name=systemd line): 0, -errno, or -ENOENT. */
 int procfs_cgroup(const char *path, char *buf, size_t len);
 
+/* The room left in a process's memory cgroup: the least of (limit - usage)
+ * in bytes over its cgroup and their ancestors, read from the PROC/PID/cgroup
+ * file `path` and the cgroup file systems under `root` (/sys/fs/cgroup):
+ * cgroup v2 (memory.max, memory.current) or v1's memory controller
+ * (memory.limit_in_bytes, memory.usage_in_bytes).  -1 when no limit applies
+ * or none can be read; 0 when a cgroup is at or over its limit. */
+long long procfs_memcg_room(const char *path, const char *root);
+
 /* One line of /proc/PID/maps. */
 struct procfs_map {
 	unsigned long long start, end, offset;

@@ -23,6 +23,7 @@
  * for this: only the ledgers, each written by its own process.
  */
 #include "pool.h"
+#include "procfs.h" /* common/: the memory cgroup's room */
 
 #include <dirent.h>
 #include <errno.h>
@@ -186,15 +187,62 @@ static void set_punched(struct dom *d, uint32_t off, bool on)
 
 /* ---- PLACE ---- */
 
+/* The pool is samepaged's to write, so its memory cgroup is charged for
+ * every KSM page of its domains.  A page written past the cgroup's limit
+ * would have the kernel's OOM killer end samepaged (and merging, and a
+ * restarted daemon again): so a PLACE writes only the pages the cgroup has
+ * room for, 4 MiB kept for the daemon's own needs, and counts the others
+ * (pool_pages_refused), whose merges do not happen.  The room is read at
+ * most every 100 ms, and what was written since is taken off it. */
+#define ROOM_KEEP (4LL << 20)
+static long long room_pages(unsigned want)
+{
+	static uint64_t read_ns;
+	static long long room = -1;
+	uint64_t now = prim_now_ns();
+	if (!read_ns || now - read_ns >= 100000000ULL) {
+		long long bytes = procfs_memcg_room("/proc/self/cgroup", "/sys/fs/cgroup");
+		room = bytes < 0	   ? -1
+		       : bytes > ROOM_KEEP ? (bytes - ROOM_KEEP) / (long long)PAGE_SIZE
+					   : 0;
+		read_ns = now;
+	}
+	if (room < 0)
+		return want;
+	long long give = room < (long long)want ? room : (long long)want;
+	room -= give;
+	return give;
+}
+
+/* Says that the cgroup stops new KSM pages: once a minute at most, with
+ * how many it stopped since the last time it said so. */
+static void say_refused(const struct dom *d, unsigned refused)
+{
+	static uint64_t said_ns;
+	static unsigned long long since;
+	uint64_t now = prim_now_ns();
+	since += refused;
+	if (said_ns && now - said_ns < 60000000000ULL)
+		return;
+	logmsg("domain %s: %llu new KSM pages not written%s: samepaged's memory cgroup is "
+	       "within 4 MiB of its limit, and the pool (%u pages) is charged to it; they stay "
+	       "unmerged until it has room: raise MemoryMax= of samepaged.service (samepaged(8), "
+	       "Memory accounting)",
+	       d->name, since, said_ns ? " in the last minute" : "", d->sp->dom->live);
+	said_ns = now;
+	since = 0;
+}
+
 /* Writes the n pages process c staged in its ledger into the pool, each
  * only if no other process refers to its pool page.  The number placed. */
-int dpool_place(const struct state *s, struct client *c, unsigned n, unsigned *placed)
+int dpool_place(const struct state *s, struct client *c, unsigned n, unsigned *placed,
+		unsigned *refused_out)
 {
 	static uint32_t offs[PLACE_MAX];
 	bool held[PLACE_MAX];
 	char path[512];
 	struct dom *d = c->d;
-	*placed = 0;
+	*placed = *refused_out = 0;
 	if (!d || n > PLACE_MAX)
 		return -EINVAL;
 	state_ledger_path(s, path, sizeof(path), d->name, c->pid);
@@ -209,6 +257,8 @@ int dpool_place(const struct state *s, struct client *c, unsigned n, unsigned *p
 	struct ledgers l;
 	ledgers_open(s, d, c->pid, &l);
 	char *view = d->sp->pool.view;
+	long long room = room_pages(n);
+	unsigned refused = 0;
 	for (unsigned k = 0; k < n;) {
 		/* A run of consecutive pool pages is checked at once. */
 		unsigned j = k + 1;
@@ -222,6 +272,10 @@ int dpool_place(const struct state *s, struct client *c, unsigned n, unsigned *p
 		for (unsigned i = k; i < j; i++) {
 			if (held[i - k])
 				continue;
+			if (room-- <= 0) {
+				refused++;
+				continue;
+			}
 			off_t from = (off_t)(LEDGER_OFF_STAGING + (size_t)i * PAGE_SIZE);
 			if (pread(lfd, view + ((size_t)offs[i] << PAGE_SHIFT), PAGE_SIZE, from) ==
 			    (ssize_t)PAGE_SIZE) {
@@ -234,6 +288,11 @@ int dpool_place(const struct state *s, struct client *c, unsigned n, unsigned *p
 	}
 	ledgers_close(&l);
 	close(lfd);
+	*refused_out = refused;
+	if (refused) {
+		atomic_fetch_add(&d->sp->dom->refused, refused);
+		say_refused(d, refused);
+	}
 	return 0;
 }
 

@@ -95,20 +95,21 @@ static void answer_hello(struct state *s, struct client *c, const char *domain,
 }
 
 /* PLACE <n>: the daemon writes the n new KSM pages the process staged in
- * its ledger into the pool (pool.c).  "OK <placed>". */
+ * its ledger into the pool (pool.c).  "OK <placed> <refused>": refused for
+ * want of room in samepaged's memory cgroup. */
 static void answer_place(struct state *s, struct client *c, const char *args, struct proto_reply *r)
 {
 	char *end;
 	unsigned long n = strtoul(args, &end, 10);
-	unsigned placed;
+	unsigned placed, refused = 0;
 	if (!c->d)
 		return proto_error(r, -ENOTCONN, "PLACE before HELLO");
 	if (*end || end == args || n > PLACE_MAX)
 		return proto_error(r, -EINVAL, "PLACE needs a count of at most 512 pages");
-	int err = dpool_place(s, c, (unsigned)n, &placed);
+	int err = dpool_place(s, c, (unsigned)n, &placed, &refused);
 	if (err)
 		return proto_error(r, err, "PLACE");
-	reply_add(r, "OK %u", placed);
+	reply_add(r, "OK %u %u", placed, refused);
 }
 
 /* GET [name]: every knob and counter the daemon knows, or one. */

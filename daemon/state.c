@@ -808,6 +808,7 @@ static void state_counts(const struct state *s, struct ksm_counts *c)
 		c->dups += d->dups;
 		c->pool_pages += d->live;
 		c->reclaimed += d->reclaimed;
+		c->refused += atomic_load(&d->refused);
 	}
 	for (int i = 0; i < s->nclients; i++) {
 		const struct client *k = &s->clients[i];

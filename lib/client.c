@@ -94,9 +94,14 @@ static const void *client_staged(struct samepage *sp, uint32_t off)
 static void client_place_flush(struct samepage *sp)
 {
 	char req[32], reply[64];
+	unsigned placed, refused;
 	if (!sp->detached && sp->conn_fd >= 0) {
 		snprintf(req, sizeof(req), "PLACE %u", sp->nplace);
-		control_request(sp->conn_fd, req, reply, sizeof(reply));
+		/* "OK placed refused": refused when samepaged's memory cgroup
+		 * had no room; make no more until the next full scan. */
+		if (control_request(sp->conn_fd, req, reply, sizeof(reply)) == 0 &&
+		    sscanf(reply, "OK %u %u", &placed, &refused) == 2 && refused)
+			sp->pool_full_scan = sp->c.full_scans + 1;
 	}
 	sp->nplace = 0;
 }

@@ -79,6 +79,7 @@ bool counter_value(const struct ksm_counts *in, int idx, long long *out)
 	case KNOB_pages_tracked: v = (long long)c->pages_tracked; break;
 	case KNOB_pool_pages: v = (long long)c->pool_pages; break;
 	case KNOB_pool_pages_reclaimed: v = (long long)c->reclaimed; break;
+	case KNOB_pool_pages_refused: v = (long long)c->refused; break;
 	default:
 		if (!c->process)
 			return false; /* one process's only, or a tunable */

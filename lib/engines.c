@@ -221,6 +221,7 @@ void engine_counts(struct samepage *sp, struct ksm_counts *out)
 	    .dups = d->dups,
 	    .pool_pages = d->live,
 	    .reclaimed = d->reclaimed,
+	    .refused = atomic_load(&d->refused),
 	    .rmap_items = c->rmap_items,
 	    .merging_pages = c->merging_pages,
 	    .unshared = c->pages_unshared,

@@ -210,6 +210,8 @@ static uint32_t strip_node(struct samepage *sp, struct region *r, size_t i, uint
  * them).  0, or an error from stable_insert(). */
 static int new_ksm_page(struct samepage *sp, const void *page, uint32_t checksum, uint32_t *node)
 {
+	if (sp->pool_full_scan == sp->c.full_scans + 1)
+		return -ENOSPC; /* samepaged has no room for more (client.c) */
 	uint32_t want =
 	    sp->last_new_addr + PAGE_SIZE == (uintptr_t)page ? sp->last_new_off + 1 : NIL;
 	int err = stable_insert(sp, sp->buf, checksum, want, node);

@@ -148,7 +148,11 @@ struct domain {
 	/* KSM pages made for a partner in another process (scan.c), ever:
 	 * a process looks for its partners only when it grew */
 	_Atomic uint32_t partner_made;
+	/* new KSM pages samepaged did not write: its memory cgroup had no
+	 * room (daemon/pool.c), ever */
+	_Atomic uint64_t refused;
 };
+_Static_assert(sizeof(struct domain) <= DOM_OFF_NODES, "domain header");
 
 /* The process-local view of a domain. */
 struct stable_index {
@@ -256,7 +260,7 @@ struct ksm_counts {
 	bool use_zero_pages;
 	uint64_t max_page_sharing;
 	/* the domain's (a daemon: summed over its domains) */
-	uint64_t pages_shared, pages_sharing, chains, dups, pool_pages, reclaimed;
+	uint64_t pages_shared, pages_sharing, chains, dups, pool_pages, reclaimed, refused;
 	/* the process's (a daemon: summed over its clients) */
 	uint64_t rmap_items, merging_pages, unshared, zero_pages, full_scans;
 	uint64_t pages_scanned, pages_skipped, pages_tracked, metadata_bytes;
@@ -358,6 +362,9 @@ struct samepage {
 	 * staged nothing for a whole full scan gives them back. */
 	uint32_t staging_touched;
 	uint64_t staged_scan;
+	/* full_scans + 1 while samepaged refuses new KSM pages (its memory
+	 * cgroup is full): none are made until the next full scan */
+	uint64_t pool_full_scan;
 
 	struct samepage *next_engine; /* the process's list of engines */
 	bool held_for_discard;	      /* interpose.c, under engines_lock */

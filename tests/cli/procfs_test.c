@@ -146,6 +146,59 @@ static void test_files(void)
 	CHECK(procfs_cgroup(put("cg0", "3:memory:/a\n"), buf, sizeof(buf)) == -ENOENT);
 }
 
+/* mkdir -p DIR/rel */
+static void mkdirs(const char *rel)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	for (char *s = path + strlen(dir) + 1; (s = strchr(s, '/')); s++) {
+		*s = '\0';
+		mkdir(path, 0755);
+		*s = '/';
+	}
+	mkdir(path, 0755);
+}
+
+/* The room of a memory cgroup: the least (limit - usage) up the tree. */
+static void test_memcg_room(void)
+{
+	char root[4096];
+	snprintf(root, sizeof(root), "%s/fs", dir);
+	/* v1: memory's line, limits at two levels; the root is unlimited. */
+	mkdirs("fs/memory/system.slice/s.service");
+	put("fs/memory/memory.limit_in_bytes", "9223372036854771712\n");
+	put("fs/memory/system.slice/memory.limit_in_bytes", "100000000\n");
+	put("fs/memory/system.slice/memory.usage_in_bytes", "99000000\n");
+	put("fs/memory/system.slice/s.service/memory.limit_in_bytes", "50000000\n");
+	put("fs/memory/system.slice/s.service/memory.usage_in_bytes", "10000000\n");
+	char v1[4096], v2[4096]; /* put()'s path is overwritten by the next */
+	snprintf(v1, sizeof(v1), "%s",
+		 put("cgv1", "12:pids:/x\n5:cpu,memory:/system.slice/s.service\n"
+			     "1:name=systemd:/system.slice/s.service\n0::/\n"));
+	CHECK(procfs_memcg_room(v1, root) == 1000000); /* the parent's is the least */
+	put("fs/memory/system.slice/memory.usage_in_bytes", "1000\n");
+	CHECK(procfs_memcg_room(v1, root) == 40000000);
+	put("fs/memory/system.slice/s.service/memory.usage_in_bytes", "60000000\n");
+	CHECK(procfs_memcg_room(v1, root) == 0); /* over the limit */
+	/* v2: "0::", the controller enabled, "max" is no limit. */
+	char root2[4096];
+	snprintf(root2, sizeof(root2), "%s/fs2", dir);
+	mkdirs("fs2/machine.slice/vm.scope");
+	put("fs2/cgroup.controllers", "cpuset cpu io memory pids\n");
+	put("fs2/machine.slice/memory.max", "max\n");
+	put("fs2/machine.slice/memory.current", "5\n");
+	put("fs2/machine.slice/vm.scope/memory.max", "8388608\n");
+	put("fs2/machine.slice/vm.scope/memory.current", "4194304\n");
+	snprintf(v2, sizeof(v2), "%s", put("cgv2", "0::/machine.slice/vm.scope\n"));
+	CHECK(procfs_memcg_room(v2, root2) == 4194304);
+	put("fs2/machine.slice/vm.scope/memory.max", "max\n");
+	CHECK(procfs_memcg_room(v2, root2) == -1); /* no limit anywhere */
+	put("fs2/cgroup.controllers", "cpu io pids\n");
+	put("fs2/machine.slice/vm.scope/memory.max", "8388608\n");
+	CHECK(procfs_memcg_room(v2, root2) == -1); /* no memory controller */
+	CHECK(procfs_memcg_room(put("cgnone", ""), root2) == -1);
+}
+
 static int count_anon(const struct procfs_map *m, void *arg)
 {
 	if (m->inode == 0 && m->perms[3] == 'p')
@@ -211,6 +264,7 @@ int main(int argc, char **argv)
 	dir = argv[1];
 	test_escape();
 	test_files();
+	test_memcg_room();
 	test_maps();
 	test_pids();
 	if (failures)
