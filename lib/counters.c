@@ -99,6 +99,7 @@ bool counter_value(const struct ksm_counts *in, int idx, long long *out)
 		case KNOB_merges_skipped_io: v = (long long)c->skipped_io; break;
 		case KNOB_pages_kept_wipeonfork: v = (long long)c->kept_wipeonfork; break;
 		case KNOB_pages_kept_malloc: v = (long long)c->kept_malloc; break;
+		case KNOB_pages_kept_uffd: v = (long long)c->kept_uffd; break;
 		default: return false; /* a tunable */
 		}
 	}

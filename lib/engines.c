@@ -243,6 +243,7 @@ void engine_counts(struct samepage *sp, struct ksm_counts *out)
 	    .skipped_io = atomic_load(&merges_skipped_io),
 	    .kept_wipeonfork = c->kept_wipeonfork,
 	    .kept_malloc = c->kept_malloc,
+	    .kept_uffd = c->kept_uffd,
 	};
 }
 

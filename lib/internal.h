@@ -124,7 +124,8 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 #define PROMISE_UNMERGEABLE 0x20
 #define PROMISE_NOHUGEPAGE 0x40
 #define PROMISE_HUGEPAGE 0x80
-#define PROMISE_LAST PROMISE_HUGEPAGE
+#define PROMISE_UFFD 0x100 /* registered with the application's own userfaultfd */
+#define PROMISE_LAST PROMISE_UFFD
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
 void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at);
@@ -226,6 +227,7 @@ int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to)
 int regions_unmerge(struct samepage *sp, uintptr_t start, size_t len);
 void unmerge_all(struct samepage *sp);
 int regions_keep(struct samepage *sp, uintptr_t start, size_t len);
+void regions_unkeep(struct samepage *sp, uintptr_t start, size_t len);
 void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end);
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy);
 int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_t to);

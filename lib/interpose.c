@@ -27,8 +27,14 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <linux/userfaultfd.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -395,4 +401,66 @@ EXPORT int munlock(const void *addr, size_t len)
 {
 	lock_promise(addr, len, false);
 	return libc_result(prim_munlock(addr, len));
+}
+
+/*
+ * The application's own userfaultfd.  A range takes one userfaultfd only,
+ * and merge windows register mergeable memory with the library's: the
+ * application's UFFDIO_REGISTER there failed with EBUSY (QEMU registers
+ * guest RAM for a postcopy migration's incoming side and for a background
+ * snapshot).  Now the range stops merging first: its merged pages get
+ * private copies, the library's registration goes, and its pages are
+ * counted (pages_kept_uffd) until the application's UFFDIO_UNREGISTER,
+ * after which they merge again.  The scanner does not read kept pages, so
+ * it never waits on the application's faults.
+ */
+static bool is_userfaultfd(int fd)
+{
+	char path[64], link[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return false;
+	link[n] = 0;
+	return !strcmp(link, "anon_inode:[userfaultfd]");
+}
+
+static int uffd_unkeep(struct samepage *sp, uintptr_t start, size_t len)
+{
+	regions_unkeep(sp, start, len);
+	return 0;
+}
+
+static void app_uffd(uintptr_t a, size_t l, bool registered)
+{
+
+	promise_set(a, a + l, PROMISE_UFFD, registered);
+	if (active())
+		for_engines_in(a, l, registered ? keep : uffd_unkeep);
+	if (registered)
+		guard_disarm(a, a + l);
+}
+
+EXPORT int ioctl(int fd, unsigned long request, ...)
+{
+	va_list ap;
+	va_start(ap, request);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	const struct uffdio_range *r = NULL;
+	if (request == UFFDIO_REGISTER && arg && is_userfaultfd(fd))
+		r = &((const struct uffdio_register *)arg)->range;
+	else if (request == UFFDIO_UNREGISTER && arg && is_userfaultfd(fd))
+		r = arg;
+	uintptr_t a = r ? (uintptr_t)r->start : 0, fs, fe;
+	size_t l = r ? (size_t)r->len : 0;
+	bool was = l && promise_find(a, a + l, PROMISE_UFFD, &fs, &fe);
+	if (l && request == UFFDIO_REGISTER)
+		app_uffd(a, l, true);
+	long rc = syscall(SYS_ioctl, fd, request, arg);
+	if (l && request == UFFDIO_REGISTER && rc && !was)
+		app_uffd(a, l, false); /* refused: as it was */
+	else if (l && request == UFFDIO_UNREGISTER && !rc)
+		app_uffd(a, l, false);
+	return (int)rc;
 }

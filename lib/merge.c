@@ -81,6 +81,8 @@ static void finish_page(struct samepage *sp, const struct merge_req *q, bool mer
 			m->flags &= (uint8_t) ~(PM_ITEM | PM_POOLMAP);
 			sp->c.rmap_items--;
 			sp->c.zero_pages++;
+			/* a discard of the range must forget it (interpose.c) */
+			r->merged = true;
 		}
 		return;
 	}

@@ -48,6 +48,12 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, off_t off)
 	return syscall(SYS_pread64, fd, buf, len, off);
 }
 
+/* ioctl is interposed too (the application's own userfaultfd). */
+static int sys_ioctl(int fd, unsigned long request, void *arg)
+{
+	return (int)syscall(SYS_ioctl, fd, request, arg);
+}
+
 /* syscall(2) says -1 and errno; the contract says -errno. */
 static long sys_result(long rc)
 {
@@ -104,10 +110,10 @@ static int uffd_api(int fd)
 {
 	const uint64_t need = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
 	struct uffdio_api api = {.api = UFFD_API, .features = need | UFFD_FEATURE_WP_UNPOPULATED};
-	if (ioctl(fd, UFFDIO_API, &api) == 0)
+	if (sys_ioctl(fd, UFFDIO_API, &api) == 0)
 		return 0;
 	api = (struct uffdio_api){.api = UFFD_API, .features = need}; /* before 6.4 */
-	return ioctl(fd, UFFDIO_API, &api) ? -errno : 0;
+	return sys_ioctl(fd, UFFDIO_API, &api) ? -errno : 0;
 }
 
 int prim_userfaultfd(bool user_only)
@@ -118,7 +124,8 @@ int prim_userfaultfd(bool user_only)
 		/* Not privileged: /dev/userfaultfd may still be ours to use. */
 		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 		if (dev >= 0) {
-			fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+			fd = sys_ioctl(dev, USERFAULTFD_IOC_NEW,
+				       (void *)(uintptr_t)(O_CLOEXEC | O_NONBLOCK));
 			close(dev);
 		}
 	}
@@ -135,7 +142,8 @@ int prim_userfaultfd(bool user_only)
 int prim_uffd_register(int fd, uintptr_t start, size_t len, bool reg)
 {
 	struct uffdio_register r = {.range = {start, len}, .mode = UFFDIO_REGISTER_MODE_WP};
-	int rc = reg ? ioctl(fd, UFFDIO_REGISTER, &r) : ioctl(fd, UFFDIO_UNREGISTER, &r.range);
+	int rc =
+	    reg ? sys_ioctl(fd, UFFDIO_REGISTER, &r) : sys_ioctl(fd, UFFDIO_UNREGISTER, &r.range);
 	return rc ? -errno : 0;
 }
 
@@ -143,13 +151,13 @@ int prim_uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp)
 {
 	struct uffdio_writeprotect w = {.range = {start, len},
 					.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0};
-	return ioctl(fd, UFFDIO_WRITEPROTECT, &w) ? -errno : 0;
+	return sys_ioctl(fd, UFFDIO_WRITEPROTECT, &w) ? -errno : 0;
 }
 
 int prim_uffd_wake(int fd, uintptr_t start, size_t len)
 {
 	struct uffdio_range r = {start, len};
-	return ioctl(fd, UFFDIO_WAKE, &r) ? -errno : 0;
+	return sys_ioctl(fd, UFFDIO_WAKE, &r) ? -errno : 0;
 }
 
 int prim_munlock(const void *addr, size_t len)
@@ -369,7 +377,7 @@ int prim_huge_ranges(uintptr_t start, uintptr_t end, uintptr_t (*out)[2], size_t
 	open_self_files();
 	if (pagemap_fd < 0)
 		return -EACCES;
-	int n = ioctl(pagemap_fd, PAGEMAP_SCAN, &a);
+	int n = sys_ioctl(pagemap_fd, PAGEMAP_SCAN, &a);
 	if (n < 0)
 		return -errno;
 	for (int i = 0; i < n; i++) {

@@ -28,6 +28,12 @@
  *                       with its own madvise(MADV_DONTNEED) and then trusts
  *                       to read zeros (merge-any only: see mergeany.c)
  *
+ * and one more for pages_kept_uffd:
+ *
+ *   PROMISE_UFFD        the application registered the range with its own
+ *                       userfaultfd (a range takes one only, and merge windows
+ *                       need the library's): kept until it unregisters it
+ *
  * And one says what merge-any must leave alone:
  *
  *   PROMISE_UNMERGEABLE the application made the range MADV_UNMERGEABLE

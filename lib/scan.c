@@ -369,7 +369,8 @@ static void end_full_scan(struct samepage *sp)
 	sp->c.full_scans++;
 	sp->c.kept_wipeonfork = sp->c.kept_wf_scan;
 	sp->c.kept_malloc = sp->c.kept_malloc_scan;
-	sp->c.kept_wf_scan = sp->c.kept_malloc_scan = 0;
+	sp->c.kept_uffd = sp->c.kept_uffd_scan;
+	sp->c.kept_wf_scan = sp->c.kept_malloc_scan = sp->c.kept_uffd_scan = 0;
 	/* Every refused run needs a mapping of the pool and a split at most;
 	 * the budget keeps 1/8 of the limit for the application.  While the
 	 * budget stays full, what was said stands (smart scan skips the pages
@@ -475,6 +476,7 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 			unsigned why = promise_flags(region_addr(r, from + i));
 			sp->c.kept_wf_scan += !!(why & PROMISE_WIPEONFORK);
 			sp->c.kept_malloc_scan += !!(why & PROMISE_MALLOC);
+			sp->c.kept_uffd_scan += !!(why & PROMISE_UFFD);
 			used++;
 			sp->c.pages_scanned++;
 			continue;

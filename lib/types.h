@@ -91,7 +91,8 @@ struct region {
 	struct prot_span *spans; /* sorted, covering [start, end) where mapped */
 	size_t nspans;
 	size_t mergeable_pages; /* pages without PM_OFF */
-	bool merged;		/* a merge happened here since the range was last made anonymous */
+	bool merged; /* a merge (or a zero page dropped) here since the range was last made
+			anonymous */
 };
 
 /*
@@ -232,6 +233,7 @@ struct counters {
 	/* pages kept out of merging, by reason: counted during a full scan,
 	 * published at its end */
 	uint64_t kept_wipeonfork, kept_malloc, kept_wf_scan, kept_malloc_scan;
+	uint64_t kept_uffd, kept_uffd_scan;
 	uint64_t map_count, max_map_count;
 	/* the mapping budget: the engine's mappings of the pool, as last
 	 * counted; runs the budget refused this full scan; the vm.max_map_count
@@ -266,7 +268,7 @@ struct ksm_counts {
 	uint64_t pages_scanned, pages_skipped, pages_tracked, metadata_bytes;
 	/* the process's only */
 	uint64_t metadata_per_page, skipped_map_budget, map_count, max_map_count, map_count_needed,
-	    cow_ksm, window_waits, window_kind, skipped_io, kept_wipeonfork, kept_malloc;
+	    cow_ksm, window_waits, window_kind, skipped_io, kept_wipeonfork, kept_malloc, kept_uffd;
 };
 
 struct samepage {

@@ -577,4 +577,31 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 {
 	struct keep_arg k = {sp, start, end};
 	prim_vmflags_walk(remember_flags, &k);
+	/* and what the application registered with its own userfaultfd */
+	uintptr_t p = start, fs, fe;
+	while (p < end && promise_find(p, end, PROMISE_UFFD, &fs, &fe)) {
+		uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
+		regions_keep(sp, s, e - s);
+		p = e;
+	}
+}
+
+/* The application unregistered [start, start+len) from its own
+ * userfaultfd: its pages merge again, unless another reason keeps them
+ * (MADV_WIPEONFORK, a malloc heap), and merge windows may register them
+ * again.  Called inside engine_enter(). */
+void regions_unkeep(struct samepage *sp, uintptr_t start, size_t len)
+{
+	const unsigned still = PROMISE_WIPEONFORK | PROMISE_MALLOC | PROMISE_UFFD;
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		size_t from, to;
+		if (!region_clip(r, start, start + len, &from, &to))
+			continue;
+		for (size_t i = from; i < to; i++)
+			if ((r->meta[i].flags & PM_KEEP) &&
+			    !(promise_flags(region_addr(r, i)) & still))
+				r->meta[i].flags &= (uint8_t)~PM_KEEP;
+		guard_arm(region_addr(r, from), region_addr(r, to));
+	}
 }

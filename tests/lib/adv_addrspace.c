@@ -10,7 +10,10 @@
 #include "adv_util.h"
 
 #include <elf.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 /* Regression test (failed at 2be579c, passes since samepage_madvise() calls
  * engine_enter(), which syncs first).  Was: munmap, mmap at the same address (address reuse), then
@@ -480,4 +483,115 @@ void test_core_dump(void)
 		bad += buf[i] != 'Q';
 	CHECK_EQ_INT(bad, 0);
 	close(fd);
+}
+
+/*
+ * The application registers mergeable memory with its own userfaultfd, as
+ * QEMU does with guest RAM on a postcopy migration's incoming side.  A
+ * range takes one userfaultfd only, and the library's merge windows had
+ * registered it: UFFDIO_REGISTER failed with EBUSY (so did the migration).
+ * Now the range stops merging while the application has it registered
+ * (its merged pages get private copies, counted in pages_kept_uffd), and
+ * merges again after UFFDIO_UNREGISTER.
+ */
+void test_app_userfaultfd(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'U');
+	for (int i = 0; i < 10000 && rd(sp, "ksm_merging_pages") < (long long)n; i++)
+		usleep(1000);
+	REQUIRE(rd(sp, "ksm_merging_pages") == (long long)n);
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0) {
+		printf("# skipped: userfaultfd: %s\n", strerror(errno));
+		exit(77);
+	}
+	struct uffdio_api api = {.api = UFFD_API};
+	REQUIRE(ioctl(uffd, UFFDIO_API, &api) == 0);
+	struct uffdio_register reg = {.range = {(uintptr_t)p, n * PG},
+				      .mode = UFFDIO_REGISTER_MODE_MISSING};
+	int rc = ioctl(uffd, UFFDIO_REGISTER, &reg);
+	printf("# the application's UFFDIO_REGISTER: %s\n", rc ? strerror(errno) : "done");
+	CHECK_EQ_INT(rc, 0);
+	REQUIRE(wait_scans(sp, 2) == 0);
+	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), 0);
+	CHECK_EQ_INT(rd(sp, "pages_kept_uffd"), (long long)n);
+	for (size_t i = 0; i < n; i++)
+		REQUIRE(p[i * PG] == 'U' && p[i * PG + PG - 1] == 'U');
+	/* Unregistered, the pages merge again. */
+	CHECK_EQ_INT(ioctl(uffd, UFFDIO_UNREGISTER, &reg.range), 0);
+	for (int i = 0; i < 10000 && rd(sp, "ksm_merging_pages") < (long long)n; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), (long long)n);
+	REQUIRE(wait_scans(sp, 1) == 0);
+	CHECK_EQ_INT(rd(sp, "pages_kept_uffd"), 0);
+	for (size_t i = 0; i < n; i++)
+		REQUIRE(p[i * PG] == 'U' && p[i * PG + PG - 1] == 'U');
+	close(uffd);
+	samepage_close(sp);
+}
+
+/* Pages of [p, p + n pages) in memory, from pagemap. */
+static size_t present_pages(const char *p, size_t n)
+{
+	size_t in = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t e = 0;
+		REQUIRE(pread(fd, &e, sizeof(e), (off_t)(((uintptr_t)p / PG + i) * sizeof(e))) ==
+			(ssize_t)sizeof(e));
+		in += (e >> 63) & 1;
+	}
+	close(fd);
+	return in;
+}
+
+/*
+ * The same with zero pages the engine dropped, which the application then
+ * discarded itself: QEMU's postcopy discards guest RAM that must come again
+ * from the source, registers it, and places the pages with UFFDIO_COPY.
+ * Before, a discard forgot the engine's dropped zero pages only in a range
+ * where a page had merged into the pool: here none had, so stopping the
+ * merge at UFFDIO_REGISTER wrote them back as private zero pages, and the
+ * application's placement failed (EEXIST; a real postcopy migration of a
+ * QEMU guest paused with "postcopy_place_page: File exists").
+ */
+void test_app_userfaultfd_after_discard(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 0); /* zero pages: dropped */
+	for (int i = 0; i < 10000 && present_pages(p, n); i++)
+		usleep(1000);
+	REQUIRE(present_pages(p, n) == 0);
+	REQUIRE(madvise(p, n * PG, MADV_DONTNEED) == 0); /* the application's */
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0) {
+		printf("# skipped: userfaultfd: %s\n", strerror(errno));
+		exit(77);
+	}
+	struct uffdio_api api = {.api = UFFD_API};
+	REQUIRE(ioctl(uffd, UFFDIO_API, &api) == 0);
+	struct uffdio_register reg = {.range = {(uintptr_t)p, n * PG},
+				      .mode = UFFDIO_REGISTER_MODE_MISSING};
+	REQUIRE(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
+	size_t in = present_pages(p, n);
+	printf("# %zu of %zu discarded pages in memory after UFFDIO_REGISTER\n", in, n);
+	CHECK_EQ_INT(in, 0);
+	static char src[4096];
+	memset(src, 'C', sizeof(src));
+	struct uffdio_copy copy = {.dst = (uintptr_t)p, .src = (uintptr_t)src, .len = PG};
+	int rc = ioctl(uffd, UFFDIO_COPY, &copy);
+	printf("# UFFDIO_COPY into a discarded page: %s\n", rc ? strerror(errno) : "done");
+	CHECK_EQ_INT(rc, 0);
+	if (!rc)
+		CHECK_EQ_INT(p[PG - 1], 'C');
+	CHECK_EQ_INT(ioctl(uffd, UFFDIO_UNREGISTER, &reg.range), 0);
+	close(uffd);
+	samepage_close(sp);
 }
