@@ -12,6 +12,9 @@
   guests.py io       I/O guests (virtio-blk on a raw file, one with
                      aio=threads, one with aio=native,cache=none) writing and
                      re-reading checksummed data while merging runs hot
+  guests.py postcopy a live migration with postcopy of a guest that checks
+                     its memory every second, from one QEMU to another on
+                     this host, both merged by the engine
 
 The guests come from kit.sh (the Debian kernel and a busybox initramfs with
 init.sh as /init), built afresh in OUT/kit.  Every guest runs as
@@ -37,6 +40,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -434,7 +438,7 @@ class Guest:
     output to OUT/NAME.qemu.log, its pid from -pidfile (a launcher may
     stand between us and QEMU)."""
 
-    def __init__(self, a, kit, name, launcher, append="", drive=None):
+    def __init__(self, a, kit, name, launcher, append="", drive=None, extra=()):
         self.name, self.out = name, a.out
         self.console = f"{a.out}/{name}.console"
         self.pidfile = f"{a.out}/{name}.pid"
@@ -451,7 +455,7 @@ class Guest:
                "-name", name]
         if drive:
             cmd += ["-drive", f"if=none,id=d0,format=raw,{drive}", "-device", "virtio-blk-pci,drive=d0"]
-        self.cmd = launcher + cmd
+        self.cmd = launcher + cmd + list(extra)
         self.started = time.monotonic()
         self.ready_s = None
         with open(f"{a.out}/{name}.qemu.log", "w") as qlog:
@@ -890,6 +894,156 @@ def cmd_io(a, held):
     return 0
 
 
+class QMP:
+    """A QEMU monitor (QMP) on a unix socket: cmd() returns the reply,
+    skipping events."""
+
+    def __init__(self, path, guest, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            guest.check_alive()
+            try:
+                self.s = socket.socket(socket.AF_UNIX)
+                self.s.settimeout(30)
+                self.s.connect(path)
+                break
+            except OSError:
+                self.s.close()
+                if time.monotonic() > deadline:
+                    raise Fail(f"{guest.name}: no QMP socket {path} within {timeout} s")
+                time.sleep(0.1)
+        self.f = self.s.makefile("rw")
+        json.loads(self.f.readline())  # the greeting
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name, **args):
+        try:
+            self.f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
+            self.f.flush()
+            while True:
+                r = json.loads(self.f.readline())
+                if "event" not in r:
+                    break
+        except (OSError, ValueError) as e:
+            raise Fail(f"QMP {name}: QEMU went away ({e})")
+        if "error" in r:
+            raise Fail(f"QMP {name}: {r['error'].get('desc', r['error'])}")
+        return r.get("return")
+
+    def close(self):
+        self.s.close()
+
+
+def mem_rounds(g):
+    """The memory guest's SAMEPAGE-MEM lines: [(round, bad)]."""
+    out = []
+    for l in g.text().splitlines():
+        if l.startswith("SAMEPAGE-MEM "):
+            f = dict(kv.split("=", 1) for kv in l.split()[1:] if "=" in kv)
+            out.append((int(f.get("round", 0)), int(f.get("bad", -1))))
+    return out
+
+
+def cmd_postcopy(a, held):
+    """A live migration with postcopy between two QEMUs on this host, both
+    started by the engine's launcher: the source boots the memory guest,
+    merging runs until it saved pages, precopy starts at 8 MiB/s, and
+    after 2 s the guest switches to the destination, which fetches the
+    rest on its faults (userfaultfd).  Passes when the migration completed,
+    the destination runs, and the guest's memory checks after it all
+    found every block right."""
+    kit = build_kit(a)
+    if a.engine == "samepaged":
+        eng = samepaged_engine(a)
+        if eng.unavailable():
+            eng.restore()
+            raise Skip(f"libsamepage: {eng.unavailable()}")
+        held.merge = False
+    else:
+        eng = held
+        held.merge = a.engine == "kernel"
+        held.launch = launcher_arg(a)
+    with socket.socket() as s:  # a free port for the incoming side
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = f"samepage.work=mem samepage.mib={a.mem_mib}"
+    guests, qmps = [], []
+    try:
+        eng.configure(seed_knobs(a, a.zero))
+        eng.start()
+        launcher = eng.launcher()
+        src = Guest(a, kit, "pc-src", launcher, work, extra=["-qmp", f"unix:{a.out}/pc-src.qmp,server=on,wait=off"])
+        guests.append(src)
+        dst = Guest(a, kit, "pc-dst", launcher, work,
+                    extra=["-qmp", f"unix:{a.out}/pc-dst.qmp,server=on,wait=off",
+                           "-incoming", f"tcp:127.0.0.1:{port}"])
+        guests.append(dst)
+        wait_ready([src], a.boot_timeout)
+        deadline = time.monotonic() + a.boot_timeout
+        while len(mem_rounds(src)) < 3 or (held.merge or eng is not held) and saved_pages(eng.counters()) == 0:
+            src.check_alive()
+            if time.monotonic() > deadline:
+                raise Fail(f"the source guest filled its memory and the engine merged nothing within {a.boot_timeout} s")
+            time.sleep(1)
+        before = saved_pages(eng.counters())
+        qs, qd = QMP(f"{a.out}/pc-src.qmp", src), QMP(f"{a.out}/pc-dst.qmp", dst)
+        qmps += [qs, qd]
+        caps = [{"capability": "postcopy-ram", "state": True}]
+        qs.cmd("migrate-set-capabilities", capabilities=caps)
+        qd.cmd("migrate-set-capabilities", capabilities=caps)
+        qs.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 20})
+        log(f"migrating pc-src to pc-dst with postcopy (pages saved by {eng.name}: {before})")
+        qs.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+        time.sleep(2)
+        qs.cmd("migrate-start-postcopy")
+        status, t0 = None, time.monotonic()
+        while time.monotonic() - t0 < a.seconds:
+            status = qs.cmd("query-migrate").get("status")
+            if status in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.5)
+        took = time.monotonic() - t0
+        try:
+            running = qd.cmd("query-status").get("status")
+        except Fail:
+            running = "gone"
+        # The guest goes on checking its memory on the destination.
+        n0 = len(mem_rounds(dst))
+        t1 = time.monotonic()
+        while running == "running" and len(mem_rounds(dst)) < n0 + 3 and time.monotonic() - t1 < 60:
+            dst.check_alive()
+            time.sleep(1)
+        rounds = mem_rounds(dst)
+        after = saved_pages(eng.counters())
+    finally:
+        for q in qmps:
+            q.close()
+        for g in guests:
+            g.kill()
+        if eng is not held:
+            eng.restore()
+    trouble = [l.strip() for g in guests for l in g.text().splitlines() if any(t in l for t in KERNEL_TROUBLE)]
+    bad = [r for r in rounds if r[1] != 0]
+    print(f"  migration: {status} in {took:.1f} s after the switch; destination {running}; "
+          f"pages saved by {eng.name} before / after: {before} / {after}")
+    print(f"  the guest's memory checks on the destination: {len(rounds)} rounds, "
+          f"{len(bad)} with a bad block")
+    for l in trouble[:10]:
+        print(f"      {l}")
+    failed = []
+    if status != "completed":
+        failed.append(f"migration {status}: {read_text(f'{a.out}/pc-dst.qemu.log').strip()[-300:]}")
+    if running != "running":
+        failed.append(f"destination {running}")
+    if len(rounds) < 3 or bad:
+        failed.append(f"memory checks on the destination: {len(rounds)} rounds, {len(bad)} bad")
+    if trouble:
+        failed.append("kernel trouble on a console")
+    if failed:
+        raise Fail(f"postcopy: {'; '.join(failed)}; logs in {a.out}")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -928,6 +1082,10 @@ def main():
     s.add_argument("--aio", default="threads,native", help="threads, native (with cache=none), or both")
     s.add_argument("--corrupt", action="store_true",
                    help="the guests change a byte behind their checksums: the check must fail")
+    s = sub.add_parser("postcopy", parents=[common], help="a live migration with postcopy while merging")
+    s.add_argument("--engine", choices=("none", "kernel", "samepaged"), default="samepaged")
+    s.add_argument("--seconds", type=int, default=120, help="the most the migration may take")
+    s.add_argument("--mem-mib", type=int, default=64, help="MiB the guest fills and checks")
     p.set_defaults()
     a = p.parse_args()
     if a.cmd == "io" and a.sleep_ms == 200 and "--sleep-ms" not in sys.argv:
@@ -949,7 +1107,7 @@ def main():
         if subprocess.run(["sh", "-c", f"command -v {shlex.quote(a.qemu)}"], capture_output=True).returncode:
             raise Skip(f"no {a.qemu} (apt-get install qemu-system-x86, or bench/guests/kit.sh --install)")
         held = KernelKSM(a.lock_wait)
-        code = {"run": cmd_run, "compare": cmd_compare, "io": cmd_io}[a.cmd](a, held)
+        code = {"run": cmd_run, "compare": cmd_compare, "io": cmd_io, "postcopy": cmd_postcopy}[a.cmd](a, held)
     except Skip as e:
         print(f"SKIP: {e}", file=sys.stderr)
         code = 77

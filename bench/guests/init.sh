@@ -5,6 +5,8 @@
 # console, then runs the workload named on the kernel command line:
 #   samepage.work=idle   (default) nothing: sleeps until the host kills it
 #   samepage.work=io     the I/O guest: see io() below; then powers off
+#   samepage.work=mem    the memory guest: see mem() below (migrations)
+#   samepage.mib=N       MiB of guest memory mem() fills and checks (default 64)
 #   samepage.seconds=N   how long the I/O loop runs (default 60)
 #   samepage.blocks=N    MiB of /dev/vda it writes and re-reads (default 16)
 #   samepage.corrupt=1   changes a byte on the disk behind the checksums
@@ -96,7 +98,36 @@ io() {
 	echo "SAMEPAGE-IO-RESULT rounds=$round blocks=$total bad=$bad ioerr=$ioerr"
 }
 
+# The memory guest: fills MIB MiB of tmpfs (guest RAM) with blocks of
+# 1 MiB, even ones a few pages repeated (the host merges them), odd ones
+# random, takes their md5, then checks them every second for ever, one
+# SAMEPAGE-MEM line a round: a page lost or misplaced by the host (a
+# migration, a merge) shows as bad > 0.
+mem() {
+	mib=$(arg mib 64) i=0
+	mkdir -p /tmp/m
+	while [ $i -lt "$mib" ]; do
+		if [ $((i % 2)) = 0 ]; then
+			yes "samepage mem $((i % 4))" | head -c 1048576 >/tmp/m/$i
+		else
+			head -c 1048576 /dev/urandom >/tmp/m/$i
+		fi
+		i=$((i + 1))
+	done
+	md5sum /tmp/m/* >/tmp/mem.sums
+	round=0
+	while :; do
+		round=$((round + 1))
+		bad=$(md5sum -c /tmp/mem.sums 2>/dev/null | grep -vc ': OK$')
+		echo "SAMEPAGE-MEM round=$round blocks=$mib bad=$bad uptime=$(now)"
+		sleep 1
+	done
+}
+
 case $(arg work idle) in
+mem)
+	mem
+	;;
 io)
 	io
 	sync

@@ -16,8 +16,11 @@
 #   io_check the same check catches a byte changed behind the checksums
 #   restore  a run stopped by SIGTERM, and a QEMU that fails at start, leave
 #            every knob as it was and no QEMU behind (a stand-in QEMU)
-#   samepaged_guests, samepaged_io
-#            guests and io with libsamepage: every QEMU started by
+#   postcopy a live migration with postcopy from one QEMU to another, the
+#            guest checking its memory every second: it completes, the
+#            guest runs on the destination, every block right
+#   samepaged_guests, samepaged_io, samepaged_postcopy
+#            guests, io and postcopy with libsamepage: every QEMU started by
 #            `KSMCTL --user run --domain vms --` against a private SAMEPAGED
 #            (the kernel's KSM held at run=0); skipped (77) while
 #            `ksmctl --user run` does not run programs
@@ -59,6 +62,14 @@ t_io() {
 t_samepaged_guests() {
 	"${guests[@]}" run --engine samepaged "${user[@]}" --guests 3 --mib 512 --until-converged \
 		--duration 180 --strict --out "$out"
+}
+
+t_postcopy() {
+	"${guests[@]}" postcopy --engine kernel --mib 256 --out "$out"
+}
+
+t_samepaged_postcopy() {
+	"${guests[@]}" postcopy --engine samepaged "${user[@]}" --mib 256 --out "$out"
 }
 
 t_samepaged_io() {
