@@ -826,18 +826,24 @@ def io_result(g):
     return ok, res[-1] + f" qemu-exit={g.proc.returncode}", trouble + bad
 
 
-def cmd_io(a, held):
-    kit = build_kit(a)
+def chosen_engine(a, held):
+    """--engine's: samepaged (the kernel's KSM held at run=0), or the
+    kernel's (merging, or none)."""
     if a.engine == "samepaged":
         eng = samepaged_engine(a)
         if eng.unavailable():
             eng.restore()
             raise Skip(f"libsamepage: {eng.unavailable()}")
         held.merge = False
-    else:
-        eng = held
-        held.merge = a.engine == "kernel"
-        held.launch = launcher_arg(a)
+        return eng
+    held.merge = a.engine == "kernel"
+    held.launch = launcher_arg(a)
+    return held
+
+
+def cmd_io(a, held):
+    kit = build_kit(a)
+    eng = chosen_engine(a, held)
     modes = {"threads": "aio=threads", "native": "aio=native,cache=none"}
     guests = []
     cow0 = proc_fields("/proc/vmstat", ["cow_ksm"]).get("cow_ksm", 0)
@@ -953,16 +959,7 @@ def cmd_postcopy(a, held):
     the destination runs, and the guest's memory checks after it all
     found every block right."""
     kit = build_kit(a)
-    if a.engine == "samepaged":
-        eng = samepaged_engine(a)
-        if eng.unavailable():
-            eng.restore()
-            raise Skip(f"libsamepage: {eng.unavailable()}")
-        held.merge = False
-    else:
-        eng = held
-        held.merge = a.engine == "kernel"
-        held.launch = launcher_arg(a)
+    eng = chosen_engine(a, held)
     with socket.socket() as s:  # a free port for the incoming side
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

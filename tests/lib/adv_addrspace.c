@@ -485,6 +485,19 @@ void test_core_dump(void)
 	close(fd);
 }
 
+/* The application's own userfaultfd (skipped, 77, where it gets none). */
+static int app_uffd(void)
+{
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0) {
+		printf("# skipped: userfaultfd: %s\n", strerror(errno));
+		exit(77);
+	}
+	struct uffdio_api api = {.api = UFFD_API};
+	REQUIRE(ioctl(uffd, UFFDIO_API, &api) == 0);
+	return uffd;
+}
+
 /*
  * The application registers mergeable memory with its own userfaultfd, as
  * QEMU does with guest RAM on a postcopy migration's incoming side.  A
@@ -502,13 +515,7 @@ void test_app_userfaultfd(void)
 	for (int i = 0; i < 10000 && rd(sp, "ksm_merging_pages") < (long long)n; i++)
 		usleep(1000);
 	REQUIRE(rd(sp, "ksm_merging_pages") == (long long)n);
-	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (uffd < 0) {
-		printf("# skipped: userfaultfd: %s\n", strerror(errno));
-		exit(77);
-	}
-	struct uffdio_api api = {.api = UFFD_API};
-	REQUIRE(ioctl(uffd, UFFDIO_API, &api) == 0);
+	int uffd = app_uffd();
 	struct uffdio_register reg = {.range = {(uintptr_t)p, n * PG},
 				      .mode = UFFDIO_REGISTER_MODE_MISSING};
 	int rc = ioctl(uffd, UFFDIO_REGISTER, &reg);
@@ -570,13 +577,7 @@ void test_app_userfaultfd_after_discard(void)
 		usleep(1000);
 	REQUIRE(present_pages(p, n) == 0);
 	REQUIRE(madvise(p, n * PG, MADV_DONTNEED) == 0); /* the application's */
-	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (uffd < 0) {
-		printf("# skipped: userfaultfd: %s\n", strerror(errno));
-		exit(77);
-	}
-	struct uffdio_api api = {.api = UFFD_API};
-	REQUIRE(ioctl(uffd, UFFDIO_API, &api) == 0);
+	int uffd = app_uffd();
 	struct uffdio_register reg = {.range = {(uintptr_t)p, n * PG},
 				      .mode = UFFDIO_REGISTER_MODE_MISSING};
 	REQUIRE(ioctl(uffd, UFFDIO_REGISTER, &reg) == 0);
