@@ -84,8 +84,9 @@ void proc_list_free(struct proc_list *l)
 long long process_merged_bytes(const struct ksm_process *p)
 {
 	if (p->merging_pages >= 0)
-		return (p->merging_pages + (p->zero_pages > 0 ? p->zero_pages : 0)) * page_size();
-	return p->ksm_kb >= 0 ? p->ksm_kb * 1024 : 0;
+		return sat_mul(sat_add(p->merging_pages, p->zero_pages > 0 ? p->zero_pages : 0),
+			       page_size());
+	return p->ksm_kb >= 0 ? sat_mul(p->ksm_kb, 1024) : 0;
 }
 
 /* A row of the report: one process, or the sum over one cgroup, VM or
@@ -132,16 +133,18 @@ static void row_add(struct row *r, const struct ksm_process *p)
 
 	/* A process connected to two samepaged domains comes twice: one row. */
 	r->processes += r->pid == 0 || r->processes == 0;
-	r->merging += p->merging_pages > 0 ? p->merging_pages : 0;
-	r->zero += p->zero_pages > 0 ? p->zero_pages : 0;
-	r->rmap += p->rmap_items > 0 ? p->rmap_items : 0;
+	r->merging = sat_add(r->merging, p->merging_pages > 0 ? p->merging_pages : 0);
+	r->zero = sat_add(r->zero, p->zero_pages > 0 ? p->zero_pages : 0);
+	r->rmap = sat_add(r->rmap, p->rmap_items > 0 ? p->rmap_items : 0);
 	r->has_rmap |= p->rmap_items >= 0;
-	r->merged += process_merged_bytes(p);
+	r->merged = sat_add(r->merged, process_merged_bytes(p));
 	/* Before 6.4 there is no ksm_process_profit: derive it as the kernel does. */
 	if (p->profit != LLONG_MIN)
-		r->profit += p->profit, r->has_profit = true;
+		r->profit = sat_add(r->profit, p->profit), r->has_profit = true;
 	else if (p->rmap_items >= 0)
-		r->profit += process_merged_bytes(p) - p->rmap_items * meta, r->has_profit = true;
+		r->profit = sat_add(
+		    r->profit, sat_add(process_merged_bytes(p), -sat_mul(p->rmap_items, meta))),
+		r->has_profit = true;
 }
 
 static int by_profit(const void *a, const void *b)
@@ -306,8 +309,8 @@ static void print_rows_text(const struct row *rows, int n, enum by by)
 		else
 			printf("%s\n", by == BY_PROCESS ? r->cgroup : r->name);
 		groups += by != BY_VM || r->vm[0];
-		total_merged += r->merged;
-		total_profit += r->has_profit ? r->profit : 0;
+		total_merged = sat_add(total_merged, r->merged);
+		total_profit = sat_add(total_profit, r->has_profit ? r->profit : 0);
 	}
 	printf("total: %d %s, %s merged, %s profit; saved host-wide: %s "
 	       "(pages_sharing + ksm_zero_pages, as in status)\n",

@@ -11,6 +11,8 @@
 #ifndef KSMCTL_UTIL_H
 #define KSMCTL_UTIL_H
 
+#include <limits.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -39,6 +41,19 @@ void ksmctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int read_ll(const char *path, long long *out);
 /* Parses a clean, optionally signed decimal number: 0 or -EINVAL. */
 int parse_ll(const char *s, long long *out);
+
+/* Sums and products of counts read from /proc and sysfs, which any value
+ * may reach: they stop at LLONG_MIN and LLONG_MAX instead of overflowing. */
+static inline long long sat_add(long long a, long long b)
+{
+	long long r;
+	return __builtin_add_overflow(a, b, &r) ? (b > 0 ? LLONG_MAX : LLONG_MIN) : r;
+}
+static inline long long sat_mul(long long a, long long b)
+{
+	long long r;
+	return __builtin_mul_overflow(a, b, &r) ? ((a < 0) != (b < 0) ? LLONG_MIN : LLONG_MAX) : r;
+}
 /* "1.5 GiB", "12 KiB", "0 B": binary units, one decimal. */
 const char *fmt_bytes(char *buf, size_t len, double bytes);
 /* The shortest of "%.15g", "%.16g" and "%.17g" that reads back as v: for JSON and
