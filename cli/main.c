@@ -124,7 +124,7 @@ int verb_json_only(int argc, char **argv, const char *usage, bool *json)
 
 int knob_number(const char *name, long long *out)
 {
-	char text[128], sel[64];
+	char text[128], sel[128];
 	int err = opt.be->read(opt.be, name, text, sizeof(text));
 
 	if (err)

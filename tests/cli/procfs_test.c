@@ -30,7 +30,7 @@ static const char *dir;
 
 static const char *put(const char *name, const char *text)
 {
-	static char path[4096];
+	static char path[8400]; /* dir and name: p of test_pids is 4200 */
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
