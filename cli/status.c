@@ -59,18 +59,19 @@ void ksm_derive(struct ksm_derived *d)
 	d->unshared = knob_or("pages_unshared", 0);
 	d->volatile_pages = knob_or("pages_volatile", 0);
 	d->zero_pages = knob_or("ksm_zero_pages", 0);
-	d->rmap_items = d->shared + d->sharing + d->unshared + d->volatile_pages;
+	d->rmap_items =
+	    sat_add(sat_add(d->shared, d->sharing), sat_add(d->unshared, d->volatile_pages));
 	d->has_profit = knob_number("general_profit", &d->general_profit) == 0;
 	if (!d->has_profit)
 		d->general_profit = -1;
-	d->saved_bytes = (d->sharing + d->zero_pages) * ps;
+	d->saved_bytes = sat_mul(sat_add(d->sharing, d->zero_pages), ps);
 	d->sharing_ratio = ratio(d->sharing, d->shared);
 	d->unshared_ratio = ratio(d->unshared, d->sharing);
 	d->volatile_fraction = ratio(d->volatile_pages, d->rmap_items);
 	/* Unmerging gives every mapping of a KSM page its own copy again:
 	 * exactly the pages saved come back. */
 	d->unmerge_cost_bytes = d->saved_bytes;
-	d->mem_available_bytes = avail < 0 ? -1 : avail * 1024;
+	d->mem_available_bytes = avail < 0 ? -1 : sat_mul(avail, 1024);
 	/* samepaged's scanning runs in its clients' threads: no ksmd to time. */
 	if (!opt.user && host_ksmd_cpu(&d->ksmd_cpu_seconds, &alive) == 0)
 		d->ksmd_cpu_percent = alive > 0 ? 100 * d->ksmd_cpu_seconds / alive : NAN;
@@ -497,7 +498,7 @@ static void prom_processes(const struct proc_list *l, const char *metric, const 
 			;
 		if (k == n)
 			snprintf(s[n++].labels, sizeof(s->labels), "%s", set);
-		s[k].v += v;
+		s[k].v = sat_add(s[k].v, v);
 	}
 	if (n)
 		printf("# HELP %s %s\n# TYPE %s gauge\n", name, help, name);

@@ -210,7 +210,8 @@ static int build_rows(const struct proc_list *l, enum by by, struct row **out)
  * `ksmctl status` says. */
 static long long host_saved_bytes(void)
 {
-	return (knob_or("pages_sharing", 0) + knob_or("ksm_zero_pages", 0)) * page_size();
+	return sat_mul(sat_add(knob_or("pages_sharing", 0), knob_or("ksm_zero_pages", 0)),
+		       page_size());
 }
 
 /* ksm_stat's yes/no lines (6.15+): true, false, or null before. */
