@@ -433,10 +433,10 @@ static int uffd_unkeep(struct samepage *sp, uintptr_t start, size_t len)
 
 static void app_uffd(uintptr_t a, size_t l, bool registered)
 {
-
-	promise_set(a, a + l, PROMISE_UFFD, registered);
-	if (active())
-		for_engines_in(a, l, registered ? keep : uffd_unkeep);
+	promise_set(a, a + l, PROMISE_UFFD, registered); /* for engines opened later */
+	if (!active())
+		return; /* no engine: no registration of ours to take away */
+	for_engines_in(a, l, registered ? keep : uffd_unkeep);
 	if (registered)
 		guard_disarm(a, a + l);
 }
