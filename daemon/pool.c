@@ -53,13 +53,13 @@ int dpool_open(const char *guard_path, const char *pool_path, struct dom *d)
 			close(g);
 		return err ? err : -EIO;
 	}
-	void *m = mmap(NULL, GUARD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, g, 0);
-	/* A daemon that died in the middle of a check left marks: clear.
-	 * Not in core dumps (the library's own mappings are not either). */
-	if (m != MAP_FAILED) {
+	/* Mapped as the library maps its own files (not in core dumps). */
+	void *m;
+	if (prim_map_own(&m, GUARD_SIZE, PROT_READ | PROT_WRITE, g))
+		m = MAP_FAILED;
+	/* A daemon that died in the middle of a check left marks: clear. */
+	if (m != MAP_FAILED)
 		madvise(m, GUARD_SIZE, MADV_REMOVE);
-		madvise(m, GUARD_SIZE, MADV_DONTDUMP);
-	}
 	int gro = open(guard_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	int pro = open(pool_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	close(g);
