@@ -327,7 +327,8 @@ static enum severity pool_room(const struct facts *f, struct finding *out)
 	SAY(evidence,
 	    "pool_pages_refused %lld: samepaged writes the pool, %lld pages (%s), and its "
 	    "cgroup was within 4 MiB of its limit",
-	    f->pool_refused, f->pool_pages, fmt_bytes(a, sizeof(a), (double)f->pool_pages * 4096));
+	    f->pool_refused, f->pool_pages,
+	    fmt_bytes(a, sizeof(a), (double)f->pool_pages * (double)page_size()));
 	SAY(fix, "raise MemoryMax= of samepaged.service (systemctl [--user] edit "
 		 "samepaged.service) above the pool's size; see samepaged(8), Memory accounting");
 	return WARN;

@@ -198,28 +198,25 @@ static const char *v1_memory_path(const char *text)
 
 long long procfs_memcg_room(const char *path, const char *root)
 {
-	char text[8192], dir[4700], base[512];
+	char text[8192], dir[4700], base[512], rel[4096];
 	const char *line;
 	bool v2 = false;
 
 	if (procfs_read(path, text, sizeof(text)))
 		return -1;
-	line = v1_memory_path(text);
-	if (line) {
+	if ((line = v1_memory_path(text))) {
 		snprintf(base, sizeof(base), "%s/memory", root);
+		snprintf(rel, sizeof(rel), "%.*s", (int)strcspn(line, "\n"), line);
 	} else {
-		char ctl[600], have[512];
-		snprintf(ctl, sizeof(ctl), "%s/cgroup.controllers", root);
-		line = !strncmp(text, "0::", 3) ? text + 3 : strstr(text, "\n0::");
-		if (line && line != text + 3)
-			line += 4;
-		if (!line || procfs_read(ctl, have, sizeof(have)) || !strstr(have, "memory"))
+		/* v2: its "0::" line, where the root enables the controller */
+		char have[512];
+		snprintf(base, sizeof(base), "%s/cgroup.controllers", root);
+		if (procfs_read(base, have, sizeof(have)) || !strstr(have, "memory") ||
+		    procfs_cgroup(path, rel, sizeof(rel)))
 			return -1;
 		v2 = true;
 		snprintf(base, sizeof(base), "%s", root);
 	}
-	char rel[4096];
-	snprintf(rel, sizeof(rel), "%.*s", (int)strcspn(line, "\n"), line);
 	long long least = -1;
 	for (;;) {
 		snprintf(dir, sizeof(dir), "%s%s", base, rel);
