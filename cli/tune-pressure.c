@@ -21,6 +21,11 @@
  *    hook sends it when a guest starts).  Converging: a change since the
  *    mark.  Converged: two full scans (full_scans) since the mark without
  *    one, i.e. every page was visited twice, which is what merging needs.
+ *    While converging it decides every second, not every interval: at the
+ *    budget a full scan takes seconds, and the full scans ksmd makes after
+ *    converging and before the next decision merge nothing (measured in
+ *    BENCHMARKS.md, "Tuning": with the interval's 10 s, 39 full scans
+ *    where the static settings made 29).
  *
  * 3. How fast?  Converging: ksmd gets --max-cpu percent of a CPU; idle,
  *    --idle-cpu, enough for ksmd to notice new pages and re-merge pages
@@ -60,6 +65,7 @@
 #define HYSTERESIS_PCT 5	     /* needed until MemAvailable is this far above */
 #define MERGEABLE_MIN_KB (64 * 1024) /* growth of mergeable memory that counts */
 #define IDLE_SLACK 2		     /* idle: pages_to_scan kept within this factor */
+#define CONVERGING_CHECK_S 1.0	     /* converging: decide again this soon */
 
 void pressure_defaults(struct pressure_conf *c)
 {
@@ -255,6 +261,11 @@ void pressure_decide(const struct pressure_conf *c, struct pressure_state *s,
 		d->set.pages_to_scan = p;
 	}
 	d->state = s->phase == PHASE_IDLE ? "idle" : "converging";
+	/* Converging ends two full scans after the last change, which at the
+	 * budget takes seconds: waiting the whole interval at the converging
+	 * budget would spend it on full scans that merge nothing. */
+	if (s->phase == PHASE_CONVERGING)
+		d->next_s = CONVERGING_CHECK_S;
 	snprintf(d->why, sizeof(d->why), "%s; %s; %s %g%% CPU at %.2f us/page%s", need, what,
 		 s->phase == PHASE_IDLE ? "idle budget" : "budget",
 		 s->phase == PHASE_IDLE ? c->idle_cpu : c->max_cpu, cost * 1e6,

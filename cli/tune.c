@@ -100,6 +100,7 @@ struct tuner {
 	struct pressure_state ps;
 	struct tune_settings found; /* the knobs at start, for --restore */
 	int decisions;
+	double next; /* seconds to the next decision */
 };
 
 /* ---- writing ---- */
@@ -394,6 +395,7 @@ static int decide(struct tuner *t)
 	    strcmp(d.state, t->state))
 		log_decision(t, &r, &d, written, err, failed);
 	t->state = d.state;
+	t->next = d.next_s > 0 && d.next_s < t->interval ? d.next_s : t->interval;
 	t->usr1 = false;
 	t->decisions++;
 	state_save(t);
@@ -609,7 +611,7 @@ int cmd_tune(int argc, char **argv)
 			t.ps.kick = t.usr1 = true;
 		if ((ret = decide(&t)) || t.once)
 			break;
-		sig = wait_signal(&set, t.interval);
+		sig = wait_signal(&set, t.next);
 	}
 	if (t.restore && !t.dry)
 		restore_found(&t);

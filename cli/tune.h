@@ -44,6 +44,7 @@ struct tune_settings {
 struct tune_decision {
 	struct tune_settings set;
 	const char *state; /* "stopped", "converging", "idle"; ksmtuned's "boost", "decay" */
+	double next_s;	   /* decide again within this many seconds; 0: at the interval */
 	char read[320];	   /* what it read, for the log line */
 	char why[512];	   /* the reasons */
 };

@@ -382,6 +382,17 @@ t_signals() {
 	says "$tmp/d.out" "SIGUSR1: something new to merge"
 	stop_daemon
 	[ "$(grep -c ' tune ' "$tmp/d.out")" = 2 ] || fail "more than two decisions: $(cat "$tmp/d.out")"
+	# Converging, it decides again within a second, whatever the interval:
+	# with an hour between decisions, a new clock is still read.
+	mktree linux-6.18
+	setmem 16777216 1000000 0 0 1000000
+	daemon --interval 3600 --state "$tmp/cstate"
+	decisions 1 || return
+	says "$tmp/d.out" "tune pressure converging"
+	settime 2000
+	for _ in $(seq 600); do grep -q '^ps.prev.t 2000$' "$tmp/cstate" 2>/dev/null && break; sleep 0.1; done
+	grep -q '^ps.prev.t 2000$' "$tmp/cstate" || fail "converging, no decision came before the interval"
+	stop_daemon
 	# Unchanged decisions are not logged; a change of state is.  The state
 	# file tells that a decision has read the new clock.
 	mktree linux-6.18
