@@ -212,6 +212,17 @@ pages_for() {
 		printf "%d\n", p }'
 }
 
+# converging_pages CPU_PCT COST KB: converging, the budget's pages_to_scan,
+# or fewer if KB of mergeable memory (VmRSS) take a full scan every 3 s with
+# fewer (tune-pressure.c's pacing).
+converging_pages() {
+	local budget pace
+	budget=$(pages_for "$1" 100 "$2")
+	pace=$(($3 / ($(getconf PAGESIZE) / 1024) * 100 / 3000))
+	[ "$pace" -lt 16 ] && pace=16
+	echo $((pace < budget ? pace : budget))
+}
+
 t_pressure() {
 	local total=16777216 cost c1 cost2 cost3 p
 	mktree linux-6.18
@@ -228,7 +239,8 @@ t_pressure() {
 	settime 1010
 	once
 	expect_knobs "memory needed" run=1 sleep_millisecs=100 advisor_mode=none \
-		pages_to_scan="$(pages_for 30 100 2e-6)"
+		pages_to_scan="$(converging_pages 30 2e-6 1048576)"
+	says "$tmp/out" "paced to a full scan every 3 s"
 	says "$tmp/out" "memory needed: MemAvailable 8.9% < 20%"
 	# 10 s later: 2.5 s of ksmd CPU over 1000000 pages scanned, and pages merged.
 	settime 1020
@@ -236,7 +248,7 @@ t_pressure() {
 	counters 11 9000 900 500 50 2000000
 	once --json
 	cost=$(awk 'BEGIN { printf "%.17g", (250 / 100 - 0 / 100) / 1000000 }')
-	expect_knobs "converging" pages_to_scan="$(pages_for 30 100 "$cost")"
+	expect_knobs "converging" pages_to_scan="$(converging_pages 30 "$cost" 1048576)"
 	json_ok 'd["state"] == "converging" and "pages saved changed" in d["why"]'
 	# One full scan, then two, without change: converged, idle at 1% CPU.
 	settime 1030
@@ -244,7 +256,7 @@ t_pressure() {
 	counters 12 9000 900 500 50 2400000
 	once
 	c1=$(awk -v c="$cost" 'BEGIN { printf "%.17g", (c + (3.0 - 2.5) / 400000) / 2 }')
-	expect_knobs "one scan without change" pages_to_scan="$(pages_for 30 100 "$c1")"
+	expect_knobs "one scan without change" pages_to_scan="$(converging_pages 30 "$c1" 1048576)"
 	says "$tmp/out" "converging: 1 of 2 full scans without change"
 	settime 1040
 	setcpu 350
@@ -274,7 +286,7 @@ t_pressure() {
 	addproc 3101 qemu-system-x86 524288
 	settime 1060
 	once
-	expect_knobs "new guest" pages_to_scan="$(pages_for 30 100 "$cost3")"
+	expect_knobs "new guest" pages_to_scan="$(converging_pages 30 "$cost3" $((1048576 + 524288)))"
 	says "$tmp/out" "mergeable processes grew"
 	# Idle again: from the converging value, the idle one is written.
 	settime 1070
@@ -285,7 +297,7 @@ t_pressure() {
 	settime 1080
 	counters 18 9005 900 60000 50 2840000
 	once
-	expect_knobs "new pages" pages_to_scan="$(pages_for 30 100 "$cost3")"
+	expect_knobs "new pages" pages_to_scan="$(converging_pages 30 "$cost3" $((1048576 + 524288)))"
 	says "$tmp/out" "new pages tracked"
 	# Hysteresis: needed until MemAvailable is 5 points above 20%.
 	setmem $total 3700000 0 0 3700000 # 22%
@@ -306,7 +318,8 @@ t_pressure() {
 	setknob run 0
 	setmem $total 8000000 0 0 8000000
 	once --always --max-cpu 50
-	expect_knobs "--always" run=1 advisor_mode=none pages_to_scan="$(pages_for 50 100 2e-6)"
+	expect_knobs "--always" run=1 advisor_mode=none \
+		pages_to_scan="$(converging_pages 50 2e-6 $((1048576 + 524288)))"
 	says "$tmp/out" "merging always (--always)"
 	# --advisor: converging under the kernel's advisor, idle without it.
 	rm -f "$tmp/state"
@@ -332,7 +345,7 @@ t_pressure() {
 	# 4.19: no advisor, no pages_scanned, no ksm_stat.  The cost comes from
 	# the CPU share the knobs gave: f = P*cost / (S + P*cost).
 	mktree linux-4.19
-	addproc 3100 qemu-system-x86 1048576
+	addproc 3100 qemu-system-x86 67108864 # 64 GiB: the pace's pages are more than the budget's
 	counters 10 1000 100 500 50
 	setmem $total 1000000 0 0 1000000
 	once --max-cpu 40
