@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: MIT
+/* test_prim.c - the engine's system layer (lib/prim-linux.c), tested
+ * directly: it is linked with the library's internal symbols. */
+#include "../../lib/internal.h"
+#include "check.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#define PG 4096UL
+
+/* Every line of /proc/self/maps, parsed independently with sscanf(3). */
+struct maps_copy {
+	struct map_entry e[4096];
+	size_t n;
+};
+
+static int maps_copy_add(const struct map_entry *e, void *arg)
+{
+	struct maps_copy *c = arg;
+	if (c->n < 4096)
+		c->e[c->n] = *e;
+	c->n++;
+	return 0;
+}
+
+/* The engine parses /proc/self/maps by hand (sscanf was a sixth of a
+ * scanner's time with a few hundred thousand mappings): every line of a
+ * real maps file must read as sscanf(3) reads it, and mappings made to
+ * show each field (a 64-bit file offset, shared and private, each
+ * protection, a path with spaces) must read as what was mapped. */
+static void test_maps_parse(void)
+{
+	int fd = memfd_create("samepage test maps", 0);
+	REQUIRE(fd >= 0);
+	REQUIRE(ftruncate(fd, 1LL << 40) == 0); /* sparse: offsets above 4 GiB */
+	struct stat st;
+	REQUIRE(fstat(fd, &st) == 0);
+	const off_t far = (off_t)0x876543000LL;
+	char *shared = mmap(NULL, 2 * PG, PROT_READ, MAP_SHARED, fd, far);
+	char *priv = mmap(NULL, PG, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, PG);
+	char *anon = mmap(NULL, 3 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(shared != MAP_FAILED && priv != MAP_FAILED && anon != MAP_FAILED);
+
+	static struct maps_copy got;
+	got.n = 0;
+	REQUIRE(prim_maps_walk(0, maps_copy_add, &got) == 0);
+	REQUIRE(got.n <= 4096);
+
+	/* The same file read again with sscanf: line by line, field by field. */
+	FILE *f = fopen("/proc/self/maps", "r");
+	REQUIRE(f);
+	char line[4096];
+	size_t k = 0, seen = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long start, end, off, inode;
+		unsigned maj, min;
+		char perms[5];
+		REQUIRE(sscanf(line, "%llx-%llx %4s %llx %x:%x %llu", &start, &end, perms, &off,
+			       &maj, &min, &inode) == 7);
+		/* The maps may have changed between the two reads (this
+		 * process's stdio buffer): compare the lines both saw. */
+		while (k < got.n && got.e[k].start < start)
+			k++;
+		if (k == got.n || got.e[k].start != start)
+			continue;
+		const struct map_entry *e = &got.e[k];
+		CHECK_EQ_U64(e->end, end);
+		CHECK_EQ_U64(e->pgoff, off);
+		CHECK_EQ_U64(e->dev, makedev(maj, min));
+		CHECK_EQ_U64(e->ino, inode);
+		CHECK_EQ_INT(e->anon, inode == 0);
+		CHECK_EQ_INT(e->shared, perms[3] == 's');
+		CHECK_EQ_INT(e->prot, (perms[0] == 'r' ? PROT_READ : 0) |
+					  (perms[1] == 'w' ? PROT_WRITE : 0) |
+					  (perms[2] == 'x' ? PROT_EXEC : 0));
+		seen++;
+	}
+	fclose(f);
+	CHECK(seen + 2 >= got.n); /* at most the stdio buffer's mapping differs */
+
+	int found = 0;
+	for (size_t i = 0; i < got.n; i++) {
+		const struct map_entry *e = &got.e[i];
+		if (e->start == (uintptr_t)shared) {
+			CHECK_EQ_U64(e->end, (uintptr_t)shared + 2 * PG);
+			CHECK_EQ_U64(e->pgoff, (unsigned long long)far);
+			CHECK_EQ_U64(e->dev, st.st_dev);
+			CHECK_EQ_U64(e->ino, st.st_ino);
+			CHECK(e->shared && !e->anon && e->prot == PROT_READ);
+			found |= 1;
+		} else if (e->start == (uintptr_t)priv) {
+			CHECK_EQ_U64(e->pgoff, PG);
+			CHECK_EQ_U64(e->ino, st.st_ino);
+			CHECK(!e->shared && !e->anon && e->prot == (PROT_READ | PROT_EXEC));
+			found |= 2;
+		} else if (e->start <= (uintptr_t)anon && e->end >= (uintptr_t)anon + 3 * PG) {
+			CHECK(!e->shared && e->anon && e->prot == (PROT_READ | PROT_WRITE));
+			found |= 4;
+		}
+	}
+	CHECK_EQ_INT(found, 7);
+	munmap(shared, 2 * PG);
+	munmap(priv, PG);
+	munmap(anon, 3 * PG);
+	close(fd);
+}
+
+int main(void)
+{
+	if (sysconf(_SC_PAGESIZE) != (long)PG)
+		SKIP("the test's offsets assume 4 KiB pages; this kernel's are %ld bytes",
+		     sysconf(_SC_PAGESIZE));
+	test_maps_parse();
+	return check_report("prim");
+}
