@@ -10,10 +10,11 @@
 # back.
 #
 # usage: bench/tune/run.sh [--out DIR] [bench_tune options] [CONFIG...]
+# DIR defaults to bench/tune/results/COMMIT (the checkout's short commit).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$root/${BUILD:-build}
-out=$root/bench/tune/results
+out=$root/bench/tune/results/$(git -C "$root" rev-parse --short=7 HEAD 2>/dev/null || echo work)
 if [ "${1:-}" = --out ]; then
 	out=$2
 	shift 2
