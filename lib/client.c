@@ -19,8 +19,9 @@
  *
  * Across processes the unstable tree cannot compare two pages (neither
  * process can read the other's), so the domain keeps a small lossy table of
- * "hints": the 64-bit hash of a page waiting in some process's unstable
- * tree, with that process's pid.  A process that finds another's hint for
+ * "hints": the hash of a page waiting in some process's unstable tree,
+ * with that process's pid, in buckets of 8 where the oldest hint makes way
+ * (other_process_has() in scan.c).  A process that finds another's hint for
  * its own page makes the KSM page from its copy (a "solo" node, one
  * mapping: no memory is lost by it), and the other process, at its next
  * visit, finds that KSM page in the stable index and merges onto it after

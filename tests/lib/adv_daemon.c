@@ -9,6 +9,8 @@
 #include "../daemon/daemon_util.h"
 #include "adv_util.h"
 
+#include <xxhash.h>
+
 static struct daemon D;
 
 static void daemon_up(void)
@@ -440,6 +442,90 @@ void test_daemon_partner(void)
 	for (size_t i = 0; i < n; i++)
 		REQUIRE(!memcmp(p + i * PG, &i, sizeof(i)) &&
 			p[i * PG + PG - 1] == (char)(i % 251));
+	samepage_close(a);
+}
+
+/* A page of 'h' whose XXH3 (the engine's page hash) falls in hint slot
+ * `slot` (slot < 0: any), counted from *seed. */
+static void page_in_slot(char *page, long long slot, uint64_t *seed)
+{
+	memset(page, 'h', PG);
+	do {
+		++*seed;
+		memcpy(page, seed, sizeof(*seed));
+	} while (slot >= 0 && (long long)(XXH3_64bits(page, PG) % DOM_HINTS) != slot);
+}
+
+/*
+ * The domain's hints were one a slot.  A process posts the hints of its
+ * waiting pages again at every full scan, so its unique pages overwrote
+ * the hint of a page whose twin had not come yet: the twin, coming later,
+ * found no hint, and the two merged only when the first process visited
+ * its page again, which the smart scan was by then skipping (4 processes
+ * of one image: 11-22 full scans to converge instead of the kernel's 4-5).
+ * Here A holds page X and 7 unique pages whose hashes fall in X's slot,
+ * scans, and is then held between two full scans; B maps X.  B must find
+ * A's hint and merge X within 3 of its own full scans (before: never,
+ * while A was held).
+ */
+void test_daemon_hint_collision(void)
+{
+	const size_t n = 8;
+	int go[2], done[2];
+	REQUIRE(pipe(go) == 0 && pipe(done) == 0);
+	static char pages[8][4096];
+	uint64_t seed = 0;
+	page_in_slot(pages[0], -1, &seed);
+	long long slot = (long long)(XXH3_64bits(pages[0], PG) % DOM_HINTS);
+	for (size_t i = 1; i < n; i++)
+		page_in_slot(pages[i], slot, &seed);
+	daemon_up();
+	daemon_set(&D, "sleep_millisecs", "20");
+	pid_t b = fork(); /* before A has an engine: no fork for it to see */
+	REQUIRE(b >= 0);
+	if (b == 0) {
+		char c;
+		REQUIRE(read(go[0], &c, 1) == 1);
+		samepage_t *sb = connect_or_die("adv");
+		char *q = map_pages(1);
+		memcpy(q, pages[0], PG);
+		REQUIRE(samepage_madvise(sb, q, PG, SAMEPAGE_MERGEABLE) == 0);
+		long long scans0 = rd(sb, "full_scans"), scans = 0;
+		while (rd(sb, "ksm_merging_pages") < 1 && scans < 10) {
+			REQUIRE(wait_scans(sb, 1) == 0);
+			scans = rd(sb, "full_scans") - scans0;
+		}
+		char r = (char)(rd(sb, "ksm_merging_pages") >= 1 ? scans : 100);
+		REQUIRE(write(done[1], &r, 1) == 1);
+		for (;;)
+			pause();
+	}
+	samepage_t *a = connect_or_die("adv");
+	char *p = map_pages(n);
+	for (size_t i = 0; i < n; i++)
+		memcpy(p + i * PG, pages[i], PG);
+	REQUIRE(samepage_madvise(a, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	REQUIRE(wait_scans(a, 4) == 0); /* from the second, every page waits with a hint */
+	CHECK_EQ_INT(rd(a, "ksm_merging_pages"), 0);
+
+	/* Hold A between two full scans: its scanner sleeps without the lock. */
+	for (;;) {
+		pthread_mutex_lock(&a->lock);
+		if (!a->scan_running)
+			break;
+		pthread_mutex_unlock(&a->lock);
+		usleep(1000);
+	}
+	REQUIRE(write(go[1], "g", 1) == 1);
+	char r;
+	REQUIRE(read(done[0], &r, 1) == 1);
+	pthread_mutex_unlock(&a->lock);
+	printf("# B merged X after %d of its full scans (100: not in 10)\n", r);
+	CHECK_CMP((int)r, <=, 3, int, "%d");
+	kill(b, SIGKILL);
+	CHECK_EQ_INT(adv_wait(b), 128 + SIGKILL);
+	for (size_t i = 0; i < n; i++)
+		REQUIRE(!memcmp(p + i * PG, pages[i], PG));
 	samepage_close(a);
 }
 
