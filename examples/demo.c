@@ -55,6 +55,7 @@ struct guest {
 
 struct outcome {
 	double before_mib, after_mib, secs, cpu_s;
+	long long scans; /* full scans until converged (the domain's least) */
 	long long shared, sharing;
 	bool ran;
 };
@@ -318,7 +319,7 @@ static struct outcome run(const struct backend *be, bool kernel)
 	printf("  echo 1      > run\n");
 
 	/* Converged: pages_sharing unchanged over two full scans. */
-	long long last = -1, stable = 0, scans = be->get("full_scans");
+	long long last = -1, stable = 0, scans = be->get("full_scans"), scans0 = scans;
 	int tty = isatty(1);
 	double last_print = 0;
 	while (stable < 2 && now() - t0 < 600) {
@@ -345,6 +346,7 @@ static struct outcome run(const struct backend *be, bool kernel)
 	}
 	o.secs = now() - t0;
 	o.cpu_s = be->cpu() - cpu0;
+	o.scans = be->get("full_scans") - scans0;
 	o.shared = be->get("pages_shared");
 	o.sharing = be->get("pages_sharing");
 	long long pss1 = 0;
@@ -490,6 +492,8 @@ int main(int argc, char **argv)
 	k.ran ? printf(" %16lld\n", k.sharing) : printf("\n");
 	printf("  %-28s %16.1f", "time to converge (s)", u.secs);
 	k.ran ? printf(" %16.1f\n", k.secs) : printf("\n");
+	printf("  %-28s %16lld", "full scans to converge", u.scans);
+	k.ran ? printf(" %16lld\n", k.scans) : printf("\n");
 	printf("  %-28s %16.2f", "scanner CPU (s)", u.cpu_s);
 	k.ran ? printf(" %16.2f\n", k.cpu_s) : printf("\n");
 	printf("\n(pages_to_scan %s, sleep_millisecs %s%s; memory is the guests' Pss from "
@@ -508,6 +512,7 @@ int main(int argc, char **argv)
 		fprintf(tsv, "7-multi\tidle\t%s\treturned\tMiB\t%.6g\n", who,
 			o->before_mib - o->after_mib);
 		fprintf(tsv, "7-multi\tidle\t%s\tcpu\ts\t%.6g\n", who, o->cpu_s);
+		fprintf(tsv, "7-multi\tidle\t%s\tfull_scans\tscans\t%lld\n", who, o->scans);
 	}
 	if (tsv)
 		fclose(tsv);
