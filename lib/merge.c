@@ -141,12 +141,10 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			 * pool: a discard would bring the pool page back.  A new
 			 * anonymous mapping reads zeros (the zero page). */
 			err = prim_mmap(&m, (void *)a, e - a, prot,
-					MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED |
-					    promise_map_locked(a, e),
-					-1, 0);
+					MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 			if (!err) {
 				guard_arm(a, e);
-				promise_apply(a, e);
+				promise_apply_merged(a, e); /* locked: the zero page */
 				sp->c.map_count += 2;
 			}
 		} else if (ok[i] && zero) {
@@ -155,12 +153,13 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			if (!err)
 				window_restore(slot, a, e, prot);
 		} else if (ok[i]) {
-			err = prim_mmap(&m, (void *)a, e - a, prot,
-					MAP_PRIVATE | MAP_FIXED | promise_map_locked(a, e),
+			/* Not MAP_LOCKED: it populates a private writable
+			 * mapping with write faults, copying every page. */
+			err = prim_mmap(&m, (void *)a, e - a, prot, MAP_PRIVATE | MAP_FIXED,
 					sp->pool.fd, (off_t)q[i].pool_off << PAGE_SHIFT);
 			if (!err) {
 				guard_arm(a, e);
-				promise_apply(a, e); /* dont-fork, dont-dump, locked */
+				promise_apply_merged(a, e); /* dont-fork, dont-dump, locked */
 				dump_merged_pages();
 				/* Map the pool pages now (read faults only), as the
 				 * kernel's KSM leaves its PTEs in place: the pages

@@ -127,17 +127,9 @@ void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on)
 	pthread_mutex_unlock(&promise_lock);
 }
 
-/* The flags of [start, end) set again on the mapping now there (after a
- * merge or an unmerge replaced it). */
-void promise_apply(uintptr_t start, uintptr_t end)
-{
-	promise_apply_at(start, end, start);
-}
-
-/* The flags of [start, end) set on the mapping at [at, at + end - start):
- * a copy about to be moved over the range, so that it joins its
- * neighbours there. */
-void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
+/* The flags set on [at, at + end - start) from those of [start, end);
+ * lock_flags are mlock2's. */
+static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock_flags)
 {
 	pthread_mutex_lock(&promise_lock);
 	for (size_t i = 0; i < npromises; i++) {
@@ -151,13 +143,38 @@ void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
 		if (p->flags & PROMISE_DONTDUMP)
 			prim_madvise((void *)s, e - s, MADV_DONTDUMP);
 		if (p->flags & PROMISE_LOCKED)
-			prim_mlock((void *)s, e - s, 0);
+			prim_mlock((void *)s, e - s, lock_flags);
 		if (p->flags & PROMISE_NOHUGEPAGE)
 			prim_madvise((void *)s, e - s, MADV_NOHUGEPAGE);
 		if (p->flags & PROMISE_HUGEPAGE)
 			prim_madvise((void *)s, e - s, MADV_HUGEPAGE);
 	}
 	pthread_mutex_unlock(&promise_lock);
+}
+
+/* The flags of [start, end) set again on the mapping now there (after an
+ * unmerge replaced it with anonymous memory). */
+void promise_apply(uintptr_t start, uintptr_t end)
+{
+	apply_at(start, end, start, 0);
+}
+
+/* The same on a merged range, a private mapping of the pool: locked memory
+ * is locked on fault (MLOCK_ONFAULT), and the merge's read faults then map
+ * and lock the pool pages.  A plain mlock (or MAP_LOCKED) populates a
+ * private writable mapping with write faults, which copy every page: the
+ * merge was undone at once, and redone at the next visit, for ever. */
+void promise_apply_merged(uintptr_t start, uintptr_t end)
+{
+	apply_at(start, end, start, MLOCK_ONFAULT);
+}
+
+/* The flags of [start, end) set on the mapping at [at, at + end - start):
+ * a copy about to be moved over the range, so that it joins its
+ * neighbours there. */
+void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
+{
+	apply_at(start, end, at, 0);
 }
 
 /* mremap moved [old, old + len) to new: its flags go with it (they are

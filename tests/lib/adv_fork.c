@@ -224,6 +224,16 @@ void test_mlock_kept(void)
 	CHECK_CMP(vmlck_kb(), >=, before, long long, "%lld");
 	/* Merged all the same, as the kernel's KSM merges locked memory. */
 	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), (long long)n);
+	/* And it stays merged.  Regression: the merged mapping was made
+	 * MAP_LOCKED, which populates a private writable mapping with write
+	 * faults: every page was copied at once (the next visit counted the
+	 * copies in cow_ksm), merged again, copied again, for ever, and
+	 * ksm_merging_pages read n only between the two. */
+	REQUIRE(wait_scans(sp, 4) == 0);
+	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), (long long)n);
+	CHECK_EQ_INT(rd(sp, "cow_ksm"), 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+	CHECK_CMP(vmlck_kb(), >=, before, long long, "%lld");
 	wr(sp, "run", "2"); /* unmerged: still locked */
 	CHECK_CMP(vmlck_kb(), >=, before, long long, "%lld");
 	samepage_close(sp);
