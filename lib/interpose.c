@@ -75,12 +75,16 @@ static void *libc_map_result(int err, void *const *m)
 	return *m;
 }
 
+static void lock_new_mapping(void *addr, size_t len);
+
 EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	void *m = NULL;
 	bool anon = (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE;
 	if (!active() || !(flags & MAP_FIXED) || (flags & MAP_FIXED_NOREPLACE)) {
 		int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
+		if (!err)
+			lock_new_mapping(m, len);
 		if (!err && anon && active())
 			engine_note_new();
 		return libc_map_result(err, &m);
@@ -90,6 +94,7 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 	if (!err) {
 		engine_note_unmap((uintptr_t)addr, len);
 		promise_set((uintptr_t)addr, (uintptr_t)addr + len, 0, false);
+		lock_new_mapping(m, len);
 		if (anon)
 			engine_note_new();
 	}
@@ -375,9 +380,7 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 }
 
 /* mlock and munlock: as MADV_DONTFORK above, the kernel locks what is
- * there now and promise.c what a merge puts there later.  (mlockall with
- * MCL_FUTURE locks every new mapping in the kernel, ours included;
- * mlockall(MCL_CURRENT) alone is not seen: samepage(3).) */
+ * there now and promise.c what a merge puts there later. */
 static void lock_promise(const void *addr, size_t len, bool on)
 {
 	uintptr_t a = (uintptr_t)addr & ~(PAGE_SIZE - 1);
@@ -401,6 +404,90 @@ EXPORT int munlock(const void *addr, size_t len)
 {
 	lock_promise(addr, len, false);
 	return libc_result(prim_munlock(addr, len));
+}
+
+/*
+ * mlockall.  The kernel's would lock and populate every mapping, the
+ * library's own too: its pool and index are sparse files of up to 64 GiB
+ * (under QEMU's -overcommit mem-lock=on, the host's memory), and a merged
+ * page's private mapping of the pool would be populated with write faults,
+ * which copy it.  So MCL_CURRENT locks each mapping of /proc/self/maps
+ * but the library's own files, merged pages on fault and read in (as
+ * promise_apply_merged), and remembers the promise for later merges;
+ * MCL_FUTURE is given to the kernel with MCL_ONFAULT, so that the
+ * library's new mappings are not populated, and the application's mmap
+ * calls seen here are then populated as the kernel would have.
+ */
+static _Atomic int lock_future; /* 0, MCL_FUTURE, or MCL_FUTURE | MCL_ONFAULT */
+
+struct lock_all {
+	unsigned flags; /* mlock2's */
+	int err;
+};
+
+static int lock_one(const struct map_entry *e, void *arg)
+{
+	struct lock_all *l = arg;
+	bool pool = !e->anon && prim_own_file(e->dev, e->ino);
+	uintptr_t os, oe;
+	if (pool && e->shared)
+		return 0; /* the library's own file: never populated */
+	if (e->start >= (uintptr_t)1 << 56)
+		return 0; /* [vsyscall]: the kernel's, not in the address space */
+	size_t len = e->end - e->start;
+	if (own_find(e->start, e->end, &os, &oe)) /* its arena, metadata: as touched */
+		return prim_mlock((void *)e->start, len, MLOCK_ONFAULT), 0;
+	int err = prim_mlock((void *)e->start, len, pool ? MLOCK_ONFAULT : l->flags);
+	if (pool && !err && (e->prot & PROT_READ))
+		prim_madvise((void *)e->start, len, MADV_POPULATE_READ); /* merged pages */
+	if (!e->shared)
+		promise_set(e->start, e->end, PROMISE_LOCKED, true);
+	/* As the kernel's mlockall: what could not be populated is no error
+	 * (PROT_NONE, holes); being refused the locking is. */
+	if ((err == -EPERM || err == -ENOMEM || err == -EAGAIN) && !l->err)
+		l->err = err;
+	return 0;
+}
+
+EXPORT int mlockall(int flags)
+{
+	if (!(flags & (MCL_CURRENT | MCL_FUTURE)) ||
+	    (flags & ~(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)))
+		return libc_result(-EINVAL);
+	int err = 0;
+	if (flags & MCL_FUTURE) {
+		err = prim_mlockall(MCL_FUTURE | MCL_ONFAULT);
+		if (!err)
+			atomic_store(&lock_future, MCL_FUTURE | (flags & MCL_ONFAULT));
+	}
+	if (!err && (flags & MCL_CURRENT)) {
+		struct lock_all l = {(flags & MCL_ONFAULT) ? MLOCK_ONFAULT : 0, 0};
+		err = prim_maps_walk(0, lock_one, &l);
+		if (!err)
+			err = l.err;
+	}
+	return libc_result(err);
+}
+
+EXPORT int munlockall(void)
+{
+	atomic_store(&lock_future, 0);
+	promise_set(0, UINTPTR_MAX & ~(uintptr_t)(PAGE_SIZE - 1), PROMISE_LOCKED, false);
+	return libc_result(prim_munlockall());
+}
+
+/* A new mapping of the application's under mlockall(MCL_FUTURE): locked
+ * (the kernel did it, on fault) and, unless MCL_ONFAULT was asked for,
+ * populated, as the kernel's MCL_FUTURE does. */
+static void lock_new_mapping(void *addr, size_t len)
+{
+	int future = atomic_load(&lock_future);
+	if (!future)
+		return;
+	uintptr_t a = (uintptr_t)addr, e = (a + len + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
+	promise_set(a, e, PROMISE_LOCKED, true);
+	if (!(future & MCL_ONFAULT))
+		prim_mlock(addr, e - a, 0);
 }
 
 /*

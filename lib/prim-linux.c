@@ -71,9 +71,53 @@ int prim_mmap(void **out, void *addr, size_t len, int prot, int flags, int fd, o
 	return 0;
 }
 
+/* The library's own shared mappings (prim_map_own): its pools, indexes,
+ * ledgers and guards, sparse files of up to 64 GiB that nothing must ever
+ * populate (mlockall would).  A slot is claimed with start 1, then filled. */
+#define OWN_MAPS 64
+static struct {
+	_Atomic uintptr_t start;
+	uintptr_t end;
+	dev_t dev;
+	ino_t ino;
+} own_maps[OWN_MAPS];
+
+static void own_map_add(uintptr_t start, uintptr_t end, int fd)
+{
+	dev_t dev;
+	ino_t ino;
+	if (prim_file_id(fd, &dev, &ino))
+		return;
+	for (int i = 0; i < OWN_MAPS; i++) {
+		uintptr_t none = 0;
+		if (atomic_compare_exchange_strong(&own_maps[i].start, &none, 1)) {
+			own_maps[i].end = end;
+			own_maps[i].dev = dev;
+			own_maps[i].ino = ino;
+			atomic_store(&own_maps[i].start, start);
+			return;
+		}
+	}
+}
+
+bool prim_own_file(dev_t dev, ino_t ino)
+{
+	for (int i = 0; i < OWN_MAPS; i++)
+		if (atomic_load(&own_maps[i].start) > 1 && own_maps[i].dev == dev &&
+		    own_maps[i].ino == ino)
+			return true;
+	return false;
+}
+
 int prim_munmap(void *addr, size_t len)
 {
-	return (int)sys_result(syscall(SYS_munmap, addr, len));
+	int err = (int)sys_result(syscall(SYS_munmap, addr, len));
+	for (int i = 0; !err && i < OWN_MAPS; i++) {
+		uintptr_t a = (uintptr_t)addr;
+		if (atomic_load(&own_maps[i].start) == a && own_maps[i].end == a + len)
+			atomic_store(&own_maps[i].start, 0);
+	}
+	return err;
 }
 
 int prim_mprotect(void *addr, size_t len, int prot)
@@ -98,6 +142,16 @@ int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags
 int prim_mlock(const void *addr, size_t len, unsigned int flags)
 {
 	return (int)sys_result(syscall(SYS_mlock2, addr, len, flags));
+}
+
+int prim_mlockall(int flags)
+{
+	return (int)sys_result(syscall(SYS_mlockall, flags));
+}
+
+int prim_munlockall(void)
+{
+	return (int)sys_result(syscall(SYS_munlockall));
 }
 
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
@@ -191,8 +245,10 @@ int prim_pwrite_all(int fd, const void *buf, size_t len, off_t off)
 int prim_map_own(void **out, size_t len, int prot, int fd)
 {
 	int err = prim_mmap(out, NULL, len, prot, MAP_SHARED | MAP_NORESERVE, fd, 0);
-	if (!err)
+	if (!err) {
 		prim_madvise(*out, len, MADV_DONTDUMP);
+		own_map_add((uintptr_t)*out, (uintptr_t)*out + len, fd);
+	}
 	return err;
 }
 

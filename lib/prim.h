@@ -28,6 +28,8 @@ int prim_mprotect(void *addr, size_t len, int prot);
 int prim_madvise(void *addr, size_t len, int advice);
 int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int prim_mlock(const void *addr, size_t len, unsigned int flags); /* mlock2 */
+int prim_mlockall(int flags);
+int prim_munlockall(void);
 int prim_munlock(const void *addr, size_t len);
 /* userfaultfd write-protect: an fd with the write-protect features (for
  * anonymous memory and shmem), handling kernel-mode faults unless
@@ -51,6 +53,8 @@ int prim_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 /* Maps all of a file MAP_SHARED for the library's own use, left out of core
  * dumps (MADV_DONTDUMP): 0 or -errno. */
 int prim_map_own(void **out, size_t len, int prot, int fd);
+/* Is dev/ino a file the library maps for itself (prim_map_own)? */
+bool prim_own_file(dev_t dev, ino_t ino);
 /* Sets bit 2 of /proc/self/coredump_filter (private file mappings) if bit 0
  * (private anonymous memory) is set: 1 if it set it, 0 if not, -errno. */
 int prim_dump_private_file_mappings(void);

@@ -239,6 +239,61 @@ void test_mlock_kept(void)
 	samepage_close(sp);
 }
 
+/*
+ * Regression: mlockall() (QEMU's -overcommit mem-lock=on) went to the
+ * kernel, which locks and populates every mapping: the library's pool, a
+ * sparse 64 GiB file, was populated (the machine ran out of memory), and
+ * merged pages, private mappings of the pool, were populated with write
+ * faults, which copy them.  Now the library's files are left alone,
+ * merged pages stay merged and locked, and later mappings are populated
+ * as MCL_FUTURE asks.
+ */
+void test_mlockall_kept(void)
+{
+	const size_t n = 64, later = 16;
+	struct rlimit rl;
+	REQUIRE(getrlimit(RLIMIT_MEMLOCK, &rl) == 0);
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);
+	memset(p, 'L', n * PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	REQUIRE(rd(sp, "ksm_merging_pages") == (long long)n);
+	long long rss0 = proc_kb("/proc/self/status", "VmRSS");
+	if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0) {
+		if (errno != ENOMEM && errno != EPERM)
+			REQUIRE(!"mlockall failed");
+		munlockall();
+		SKIP("mlockall: %s (RLIMIT_MEMLOCK %llu bytes and no CAP_IPC_LOCK)",
+		     strerror(errno), (unsigned long long)rl.rlim_cur);
+	}
+	long long rss1 = proc_kb("/proc/self/status", "VmRSS");
+	printf("VmRSS %lld -> %lld kB, VmLck %lld kB\n", rss0, rss1, vmlck_kb());
+	CHECK_CMP(rss1 - rss0, <, 64 * 1024, long long, "%lld"); /* not the pool's 64 GiB */
+	CHECK_CMP(vmlck_kb(), >=, (long long)(n * PG / 1024), long long, "%lld");
+	REQUIRE(wait_scans(sp, 4) == 0);
+	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), (long long)n);
+	CHECK_EQ_INT(rd(sp, "cow_ksm"), 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+	/* MCL_FUTURE: a new mapping is locked and populated. */
+	long long lck = vmlck_kb();
+	char *q =
+	    mmap(NULL, later * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(q != MAP_FAILED);
+	unsigned char vec[16];
+	REQUIRE(mincore(q, later * PG, vec) == 0);
+	size_t in = 0;
+	for (size_t i = 0; i < later; i++)
+		in += vec[i] & 1;
+	CHECK_EQ_U64(in, later);
+	CHECK_CMP(vmlck_kb(), >=, lck + (long long)(later * PG / 1024), long long, "%lld");
+	REQUIRE(munlockall() == 0);
+	CHECK_EQ_INT(vmlck_kb(), 0);
+	munmap(q, later * PG);
+	samepage_close(sp);
+}
+
 /* Does the mapping holding addr have VmFlags flag ("dc", "dd")? */
 static bool vmflag(const void *addr, const char *flag)
 {
