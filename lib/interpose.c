@@ -30,9 +30,11 @@
 #include <linux/userfaultfd.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -421,32 +423,66 @@ EXPORT int munlock(const void *addr, size_t len)
 static _Atomic int lock_future; /* 0, MCL_FUTURE, or MCL_FUTURE | MCL_ONFAULT */
 
 struct lock_all {
-	unsigned flags; /* mlock2's */
+	unsigned flags;		  /* mlock2's */
+	unsigned long long bytes; /* the first pass: what would be locked */
+	bool count;		  /* the first pass */
 	int err;
 };
+
+/* Would the library lock this mapping for mlockall, and how: -1 no (the
+ * library's own file, [vsyscall]), else mlock2's flags. */
+static int lock_how(const struct map_entry *e, unsigned app_flags)
+{
+	uintptr_t os, oe;
+	if (!e->anon && e->shared && prim_own_file(e->dev, e->ino))
+		return -1; /* the library's own file: never populated */
+	if (e->start >= (uintptr_t)1 << 56)
+		return -1; /* [vsyscall]: the kernel's, not in the address space */
+	if (own_find(e->start, e->end, &os, &oe) || (!e->anon && prim_own_file(e->dev, e->ino)))
+		return MLOCK_ONFAULT; /* the library's arena and metadata; merged pages */
+	return (int)app_flags;
+}
 
 static int lock_one(const struct map_entry *e, void *arg)
 {
 	struct lock_all *l = arg;
+	int how = lock_how(e, l->flags);
+	if (how < 0)
+		return 0;
+	if (l->count) {
+		l->bytes += e->end - e->start;
+		return 0;
+	}
 	bool pool = !e->anon && prim_own_file(e->dev, e->ino);
-	uintptr_t os, oe;
-	if (pool && e->shared)
-		return 0; /* the library's own file: never populated */
-	if (e->start >= (uintptr_t)1 << 56)
-		return 0; /* [vsyscall]: the kernel's, not in the address space */
-	size_t len = e->end - e->start;
-	if (own_find(e->start, e->end, &os, &oe)) /* its arena, metadata: as touched */
-		return prim_mlock((void *)e->start, len, MLOCK_ONFAULT), 0;
-	int err = prim_mlock((void *)e->start, len, pool ? MLOCK_ONFAULT : l->flags);
-	if (pool && !err && (e->prot & PROT_READ))
-		prim_madvise((void *)e->start, len, MADV_POPULATE_READ); /* merged pages */
+	int err = prim_mlock((void *)e->start, e->end - e->start, (unsigned)how);
+	if (pool && !err && (e->prot & PROT_READ)) /* merged pages: mapped and locked */
+		prim_madvise((void *)e->start, e->end - e->start, MADV_POPULATE_READ);
 	if (!e->shared)
 		promise_set(e->start, e->end, PROMISE_LOCKED, true);
-	/* As the kernel's mlockall: what could not be populated is no error
-	 * (PROT_NONE, holes); being refused the locking is. */
-	if ((err == -EPERM || err == -ENOMEM || err == -EAGAIN) && !l->err)
+	/* As the kernel's mlockall, what could not be populated (PROT_NONE:
+	 * ENOMEM from mlock) is no error; being refused the lock is. */
+	if ((err == -EPERM || err == -EAGAIN) && !l->err)
 		l->err = err;
 	return 0;
+}
+
+/* The kernel's mlockall refuses MCL_CURRENT (ENOMEM) when the address
+ * space is larger than RLIMIT_MEMLOCK and the caller may not lock more
+ * (CAP_IPC_LOCK); the same check, on what the library would lock. */
+static bool may_lock(unsigned long long bytes)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) || rl.rlim_cur == RLIM_INFINITY || bytes <= rl.rlim_cur)
+		return true;
+	char line[128];
+	bool cap = false;
+	FILE *f = fopen("/proc/self/status", "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "CapEff:", 7))
+			cap = (strtoull(line + 7, NULL, 16) >> 14) & 1; /* CAP_IPC_LOCK */
+	if (f)
+		fclose(f);
+	return cap;
 }
 
 EXPORT int mlockall(int flags)
@@ -461,8 +497,14 @@ EXPORT int mlockall(int flags)
 			atomic_store(&lock_future, MCL_FUTURE | (flags & MCL_ONFAULT));
 	}
 	if (!err && (flags & MCL_CURRENT)) {
-		struct lock_all l = {(flags & MCL_ONFAULT) ? MLOCK_ONFAULT : 0, 0};
+		struct lock_all l = {.flags = (flags & MCL_ONFAULT) ? MLOCK_ONFAULT : 0,
+				     .count = true};
 		err = prim_maps_walk(0, lock_one, &l);
+		if (!err && !may_lock(l.bytes))
+			err = -ENOMEM;
+		l.count = false;
+		if (!err)
+			err = prim_maps_walk(0, lock_one, &l);
 		if (!err)
 			err = l.err;
 	}

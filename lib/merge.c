@@ -102,6 +102,13 @@ static void finish_page(struct samepage *sp, const struct merge_req *q, bool mer
 	}
 }
 
+/* Is any of [start, end) locked (mlock)? */
+static bool locked_any(uintptr_t start, uintptr_t end)
+{
+	uintptr_t fs, fe;
+	return promise_find(start, end, PROMISE_LOCKED, &fs, &fe);
+}
+
 /* Is the page of q in a private mapping of the pool? */
 static bool req_poolmap(struct samepage *sp, const struct merge_req *q)
 {
@@ -136,10 +143,12 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 		uintptr_t a = q[i].addr, e = q[j - 1].addr + PAGE_SIZE;
 		int err = -1;
 		void *m;
-		if (ok[i] && zero && poolmap) {
+		if (ok[i] && zero && (poolmap || locked_any(a, e))) {
 			/* All zeros, but a private copy inside a mapping of the
-			 * pool: a discard would bring the pool page back.  A new
-			 * anonymous mapping reads zeros (the zero page). */
+			 * pool (a discard would bring the pool page back), or
+			 * locked memory (MADV_DONTNEED refuses it): a new
+			 * anonymous mapping, locked on fault, reads zeros (the
+			 * zero page). */
 			err = prim_mmap(&m, (void *)a, e - a, prot,
 					MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 			if (!err) {
