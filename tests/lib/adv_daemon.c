@@ -75,6 +75,46 @@ static pid_t merged_client(const char *domain, size_t n, int val)
 	return pid;
 }
 
+/* Process B, forked before A has an engine (no fork for it to see): in B,
+ * returns 0 once told to go (a byte on go), connected to domain "adv"
+ * (*sb); in A, B's pid. */
+static pid_t fork_waiting(int go, samepage_t **sb)
+{
+	pid_t b = fork();
+	REQUIRE(b >= 0);
+	if (b == 0) {
+		char c;
+		REQUIRE(read(go, &c, 1) == 1);
+		*sb = connect_or_die("adv");
+	}
+	return b;
+}
+
+/* Takes a's lock between two of its full scans: its scanner, which sleeps
+ * without the lock, cannot start another until it is let go. */
+static void hold_between_scans(samepage_t *a)
+{
+	for (;;) {
+		pthread_mutex_lock(&a->lock);
+		if (!a->scan_running)
+			return;
+		pthread_mutex_unlock(&a->lock);
+		usleep(1000);
+	}
+}
+
+/* Holds a between two full scans, tells process B to go (a byte on go)
+ * and returns the byte B answers on done when it is through; a's lock is
+ * still held. */
+static char release_b_while_held(samepage_t *a, int go, int done)
+{
+	char c;
+	hold_between_scans(a);
+	REQUIRE(write(go, "g", 1) == 1);
+	REQUIRE(read(done, &c, 1) == 1);
+	return c;
+}
+
 /* GET run on a connection of its own, with a receive limit: 0 if the
  * daemon answered, -1 if not within limit_s. */
 static int daemon_answers_within(int limit_s)
@@ -389,12 +429,9 @@ void test_daemon_partner(void)
 	/* 200 pages a wake-up for the domain: a full scan takes many. */
 	daemon_set(&D, "pages_to_scan", "200");
 	daemon_set(&D, "sleep_millisecs", "50");
-	pid_t b = fork(); /* before A has an engine: no fork for it to see */
-	REQUIRE(b >= 0);
+	samepage_t *sb;
+	pid_t b = fork_waiting(go[0], &sb);
 	if (b == 0) {
-		char c;
-		REQUIRE(read(go[0], &c, 1) == 1);
-		samepage_t *sb = connect_or_die("adv");
 		char *q = map_pages(n);
 		fill_distinct(q, n);
 		REQUIRE(samepage_madvise(sb, q, n * PG, SAMEPAGE_MERGEABLE) == 0);
@@ -411,17 +448,7 @@ void test_daemon_partner(void)
 	REQUIRE(wait_scans(a, 3) == 0); /* from the second, every page waits with a hint */
 	CHECK_EQ_INT(rd(a, "ksm_merging_pages"), 0);
 
-	/* Hold A between two full scans: its scanner sleeps without the lock. */
-	for (;;) {
-		pthread_mutex_lock(&a->lock);
-		if (!a->scan_running)
-			break;
-		pthread_mutex_unlock(&a->lock);
-		usleep(1000);
-	}
-	REQUIRE(write(go[1], "g", 1) == 1);
-	char c;
-	REQUIRE(read(done[0], &c, 1) == 1);
+	release_b_while_held(a, go[1], done[0]);
 	long long visits0 = (long long)a->c.pages_scanned;
 	pthread_mutex_unlock(&a->lock);
 
@@ -481,12 +508,9 @@ void test_daemon_hint_collision(void)
 		page_in_slot(pages[i], slot, &seed);
 	daemon_up();
 	daemon_set(&D, "sleep_millisecs", "20");
-	pid_t b = fork(); /* before A has an engine: no fork for it to see */
-	REQUIRE(b >= 0);
+	samepage_t *sb;
+	pid_t b = fork_waiting(go[0], &sb);
 	if (b == 0) {
-		char c;
-		REQUIRE(read(go[0], &c, 1) == 1);
-		samepage_t *sb = connect_or_die("adv");
 		char *q = map_pages(1);
 		memcpy(q, pages[0], PG);
 		REQUIRE(samepage_madvise(sb, q, PG, SAMEPAGE_MERGEABLE) == 0);
@@ -508,17 +532,7 @@ void test_daemon_hint_collision(void)
 	REQUIRE(wait_scans(a, 4) == 0); /* from the second, every page waits with a hint */
 	CHECK_EQ_INT(rd(a, "ksm_merging_pages"), 0);
 
-	/* Hold A between two full scans: its scanner sleeps without the lock. */
-	for (;;) {
-		pthread_mutex_lock(&a->lock);
-		if (!a->scan_running)
-			break;
-		pthread_mutex_unlock(&a->lock);
-		usleep(1000);
-	}
-	REQUIRE(write(go[1], "g", 1) == 1);
-	char r;
-	REQUIRE(read(done[0], &r, 1) == 1);
+	char r = release_b_while_held(a, go[1], done[0]);
 	pthread_mutex_unlock(&a->lock);
 	printf("# B merged X after %d of its full scans (100: not in 10)\n", r);
 	CHECK_CMP((int)r, <=, 3, int, "%d");

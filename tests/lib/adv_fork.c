@@ -202,15 +202,22 @@ static long long vmlck_kb(void)
 	return proc_kb("/proc/self/status", "VmLck");
 }
 
+/* Skips the test unless bytes may be locked. */
+static void require_memlock(size_t bytes)
+{
+	struct rlimit rl;
+	REQUIRE(getrlimit(RLIMIT_MEMLOCK, &rl) == 0);
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < bytes)
+		SKIP("RLIMIT_MEMLOCK is %llu bytes, the test locks %zu",
+		     (unsigned long long)rl.rlim_cur, bytes);
+}
+
 /* Regression: mlock() is kept: VmLck does not fall while the range is
  * registered mergeable and scanned. */
 void test_mlock_kept(void)
 {
 	const size_t n = 64;
-	struct rlimit rl;
-	REQUIRE(getrlimit(RLIMIT_MEMLOCK, &rl) == 0);
-	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 2 * n * PG)
-		SKIP("RLIMIT_MEMLOCK too small");
+	require_memlock(2 * n * PG);
 	samepage_t *sp = open_fast();
 	char *p = map_pages(n);
 	memset(p, 'l', n * PG);
@@ -248,10 +255,7 @@ void test_mlock_kept(void)
 void test_mlock_zero_pages(void)
 {
 	const size_t n = 256;
-	struct rlimit rl;
-	REQUIRE(getrlimit(RLIMIT_MEMLOCK, &rl) == 0);
-	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 2 * n * PG)
-		SKIP("RLIMIT_MEMLOCK too small");
+	require_memlock(2 * n * PG);
 	samepage_t *sp = open_fast();
 	char *p = map_pages(n);
 	memset(p, 0, n * PG);
