@@ -420,7 +420,8 @@ EXPORT int munlock(const void *addr, size_t len)
  * library's new mappings are not populated, and the application's mmap
  * calls seen here are then populated as the kernel would have.
  */
-static _Atomic int lock_future; /* 0, MCL_FUTURE, or MCL_FUTURE | MCL_ONFAULT */
+static _Atomic int lock_future;	      /* 0, MCL_FUTURE, or MCL_FUTURE | MCL_ONFAULT */
+static _Atomic pid_t lock_future_pid; /* a child of fork does not inherit it */
 
 struct lock_all {
 	unsigned flags;		  /* mlock2's */
@@ -430,30 +431,33 @@ struct lock_all {
 };
 
 /* Would the library lock this mapping for mlockall, and how: -1 no (the
- * library's own file, [vsyscall]), else mlock2's flags. */
-static int lock_how(const struct map_entry *e, unsigned app_flags)
+ * library's own file, [vsyscall]), else mlock2's flags; *pool: a private
+ * mapping of the library's pool (merged pages). */
+static int lock_how(const struct map_entry *e, unsigned app_flags, bool *pool)
 {
 	uintptr_t os, oe;
-	if (!e->anon && e->shared && prim_own_file(e->dev, e->ino))
+	bool own_file = !e->anon && prim_own_file(e->dev, e->ino);
+	*pool = own_file && !e->shared;
+	if (own_file && e->shared)
 		return -1; /* the library's own file: never populated */
 	if (e->start >= (uintptr_t)1 << 56)
 		return -1; /* [vsyscall]: the kernel's, not in the address space */
-	if (own_find(e->start, e->end, &os, &oe) || (!e->anon && prim_own_file(e->dev, e->ino)))
-		return MLOCK_ONFAULT; /* the library's arena and metadata; merged pages */
+	if (*pool || own_find(e->start, e->end, &os, &oe))
+		return MLOCK_ONFAULT; /* merged pages; the library's arena and metadata */
 	return (int)app_flags;
 }
 
 static int lock_one(const struct map_entry *e, void *arg)
 {
 	struct lock_all *l = arg;
-	int how = lock_how(e, l->flags);
+	bool pool;
+	int how = lock_how(e, l->flags, &pool);
 	if (how < 0)
 		return 0;
 	if (l->count) {
 		l->bytes += e->end - e->start;
 		return 0;
 	}
-	bool pool = !e->anon && prim_own_file(e->dev, e->ino);
 	int err = prim_mlock((void *)e->start, e->end - e->start, (unsigned)how);
 	if (pool && !err && (e->prot & PROT_READ)) /* merged pages: mapped and locked */
 		prim_madvise((void *)e->start, e->end - e->start, MADV_POPULATE_READ);
@@ -493,8 +497,10 @@ EXPORT int mlockall(int flags)
 	int err = 0;
 	if (flags & MCL_FUTURE) {
 		err = prim_mlockall(MCL_FUTURE | MCL_ONFAULT);
-		if (!err)
+		if (!err) {
+			atomic_store(&lock_future_pid, prim_getpid());
 			atomic_store(&lock_future, MCL_FUTURE | (flags & MCL_ONFAULT));
+		}
 	}
 	if (!err && (flags & MCL_CURRENT)) {
 		struct lock_all l = {.flags = (flags & MCL_ONFAULT) ? MLOCK_ONFAULT : 0,
@@ -524,7 +530,7 @@ EXPORT int munlockall(void)
 static void lock_new_mapping(void *addr, size_t len)
 {
 	int future = atomic_load(&lock_future);
-	if (!future)
+	if (!future || atomic_load(&lock_future_pid) != prim_getpid())
 		return;
 	uintptr_t a = (uintptr_t)addr, e = (a + len + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
 	promise_set(a, e, PROMISE_LOCKED, true);

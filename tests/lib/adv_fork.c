@@ -330,6 +330,16 @@ void test_mlockall_kept(void)
 		in += vec[i] & 1;
 	CHECK_EQ_U64(in, later);
 	CHECK_CMP(vmlck_kb(), >=, lck + (long long)(later * PG / 1024), long long, "%lld");
+	/* A child of fork inherits no lock (the kernel's rule), and so no
+	 * MCL_FUTURE for its new mappings either. */
+	pid_t c = fork();
+	REQUIRE(c >= 0);
+	if (c == 0) {
+		char *r = mmap(NULL, later * PG, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		_exit(r != MAP_FAILED && vmlck_kb() == 0 ? 0 : 1);
+	}
+	CHECK_EQ_INT(adv_wait(c), 0);
 	REQUIRE(munlockall() == 0);
 	CHECK_EQ_INT(vmlck_kb(), 0);
 	munmap(q, later * PG);
