@@ -161,13 +161,18 @@ void *lib_pages(size_t len)
 	return m;
 }
 
-/* Gives the pages back (they read zeros when taken again). */
+/* Gives the pages back (they read zeros when taken again).  Under the
+ * application's mlockall the arena is locked (on fault), and MADV_DONTNEED
+ * refuses locked memory: MADV_DONTNEED_LOCKED (Linux 5.18) discards it
+ * all the same, and before it the pages are cleared by hand. */
 void lib_pages_free(void *p, size_t len)
 {
 	if (!p)
 		return;
 	size_t n = round_pages(len) >> PAGE_SHIFT, first = ((char *)p - arena) >> PAGE_SHIFT;
-	prim_madvise(p, n << PAGE_SHIFT, MADV_DONTNEED);
+	if (prim_madvise(p, n << PAGE_SHIFT, MADV_DONTNEED) &&
+	    prim_madvise(p, n << PAGE_SHIFT, MADV_DONTNEED_LOCKED))
+		memset(p, 0, n << PAGE_SHIFT);
 	pthread_mutex_lock(&arena_lock);
 	arena_mark(first, n, false);
 	if (first < arena_next)

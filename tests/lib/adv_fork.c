@@ -347,6 +347,35 @@ void test_mlockall_kept(void)
 	samepage_close(sp);
 }
 
+/* Regression: engines opened, used and closed under mlockall.  The
+ * library's own memory is then locked (on fault), and MADV_DONTNEED, with
+ * which its allocator gave pages back to read zeros when taken again,
+ * fails on locked memory: the next engine was made of the last one's
+ * leftovers (its regions, whose page metadata was unmapped: SIGSEGV).
+ * Found by the soak's mlock operation with "engines". */
+void test_mlockall_engines_reopened(void)
+{
+	const size_t n = 48;
+	if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
+		SKIP("mlockall: %s", strerror(errno));
+	for (int round = 0; round < 4; round++) {
+		samepage_t *sp = open_fast();
+		char *p = map_pages(n);
+		memset(p, 'a' + round, n * PG);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		CHECK_EQ_INT(rd(sp, "ksm_rmap_items"), 0); /* a new engine: nothing yet */
+		CHECK_EQ_INT(rd(sp, "full_scans"), 0);
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 2) == 0);
+		CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), (long long)n);
+		samepage_close(sp);
+		for (size_t i = 0; i < n * PG; i += 811)
+			REQUIRE(p[i] == 'a' + round);
+		munmap(p, n * PG);
+	}
+	REQUIRE(munlockall() == 0);
+}
+
 /* Does the mapping holding addr have VmFlags flag ("dc", "dd")? */
 static bool vmflag(const void *addr, const char *flag)
 {
