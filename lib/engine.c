@@ -257,6 +257,7 @@ int samepage_alloc(samepage_t *sp, size_t len, void **out)
 	    prim_mmap(&m, NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (err)
 		return err;
+	promise_set((uintptr_t)m, (uintptr_t)m + len, 0, false); /* as interpose.c's mmap */
 	err = samepage_madvise(sp, m, len, SAMEPAGE_MERGEABLE);
 	if (err) {
 		prim_munmap(m, len);
@@ -274,8 +275,10 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
 	engine_lock(sp);
 	engine_enter(sp);
 	err = prim_munmap(addr, len);
-	if (!err)
+	if (!err) {
 		regions_forget(sp, (uintptr_t)addr, len);
+		promise_set((uintptr_t)addr, (uintptr_t)addr + len, 0, false);
+	}
 	engine_leave(sp);
 	engine_unlock(sp);
 	return err;

@@ -85,8 +85,13 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 	bool anon = (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE;
 	if (!active() || !(flags & MAP_FIXED) || (flags & MAP_FIXED_NOREPLACE)) {
 		int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
-		if (!err)
+		if (!err) {
+			/* A new mapping has no promise: one left by memory
+			 * unmapped unseen here (samepage_free, the C library's
+			 * own munmap) must not apply to it. */
+			promise_set((uintptr_t)m, (uintptr_t)m + len, 0, false);
 			lock_new_mapping(m, len);
+		}
 		if (!err && anon && active())
 			engine_note_new();
 		return libc_map_result(err, &m);
@@ -266,8 +271,12 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 
 	as_lock_shared();
 	int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);
-	if (!err && m != old)
+	if (!err && m != old) {
+		promise_set((uintptr_t)m, (uintptr_t)m + new_len, 0, false); /* as mmap's */
 		promise_move(o, olen < new_len ? olen : new_len, (uintptr_t)m);
+	} else if (!err && new_len > olen) {
+		promise_set(o + olen, o + new_len, 0, false); /* grown in place */
+	}
 	if (!err) {
 		engine_note_unmap(o, olen);
 		if (flags & MREMAP_FIXED)

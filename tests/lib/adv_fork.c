@@ -440,6 +440,59 @@ void test_dontfork_dontdump_kept(void)
 	samepage_close(sp);
 }
 
+/* Regression: a mapping's promises (MADV_DONTFORK, MADV_DONTDUMP, mlock)
+ * end with it.  samepage_free unmapped without forgetting them, and the
+ * application's next mapping at that address had its merged pages made
+ * DONTFORK (a child of fork found them missing: SIGSEGV), DONTDUMP and
+ * locked (its MADV_DONTNEED then failed with EINVAL).  Found by the soak's
+ * mlock operation. */
+void test_promises_end_with_mapping(void)
+{
+	const size_t n = 32;
+	struct rlimit rl;
+	bool lock = getrlimit(RLIMIT_MEMLOCK, &rl) == 0 &&
+		    (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= 2 * n * PG);
+	samepage_t *sp = open_fast();
+	void *a;
+	REQUIRE(samepage_alloc(sp, n * PG, &a) == 0);
+	REQUIRE(madvise(a, n * PG, MADV_DONTFORK) == 0);
+	REQUIRE(madvise(a, n * PG, MADV_DONTDUMP) == 0);
+	if (lock)
+		REQUIRE(mlock(a, n * PG) == 0);
+	REQUIRE(samepage_free(sp, a, n * PG) == 0);
+	long long locked = vmlck_kb();
+	/* The application's own mapping, at the same address. */
+	char *p = mmap(a, n * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	REQUIRE(p == a);
+	memset(p, 'g', n * PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+	size_t dc = 0, dd = 0;
+	for (size_t i = 0; i < n; i++) {
+		dc += vmflag(p + i * PG, "dc");
+		dd += vmflag(p + i * PG, "dd");
+	}
+	CHECK_EQ_U64(dc, 0);
+	CHECK_EQ_U64(dd, 0);
+	CHECK_EQ_INT(vmlck_kb(), locked);
+	CHECK_EQ_INT(madvise(p, PG, MADV_DONTNEED), 0);
+	memset(p, 'g', PG);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) { /* every page is the child's too */
+		for (size_t i = 0; i < n * PG; i += 1009)
+			if (p[i] != 'g')
+				_exit(1);
+		_exit(0);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	samepage_close(sp);
+	munmap(p, n * PG);
+}
+
 /*
  * Finding 3 (RELIABILITY.md): a forked child deadlocked in the fork
  * handler.  The child adds its engines' pools to the stale pools under
