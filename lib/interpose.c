@@ -399,22 +399,31 @@ static void lock_promise(const void *addr, size_t len, bool on)
 	promise_set(a, e, PROMISE_LOCKED, on);
 }
 
+/* Under the address-space lock, as mprotect: a merge batch decides from
+ * the promise whether the pages it maps are locked, and maps them after;
+ * a lock or an unlock between the two would be lost. */
+static int lock_range(const void *addr, size_t len, bool on, unsigned flags)
+{
+	as_lock_shared();
+	lock_promise(addr, len, on);
+	int err = on ? prim_mlock(addr, len, flags) : prim_munlock(addr, len);
+	as_unlock();
+	return libc_result(err);
+}
+
 EXPORT int mlock(const void *addr, size_t len)
 {
-	lock_promise(addr, len, true);
-	return libc_result(prim_mlock(addr, len, 0));
+	return lock_range(addr, len, true, 0);
 }
 
 EXPORT int mlock2(const void *addr, size_t len, unsigned int flags)
 {
-	lock_promise(addr, len, true);
-	return libc_result(prim_mlock(addr, len, flags));
+	return lock_range(addr, len, true, flags);
 }
 
 EXPORT int munlock(const void *addr, size_t len)
 {
-	lock_promise(addr, len, false);
-	return libc_result(prim_munlock(addr, len));
+	return lock_range(addr, len, false, 0);
 }
 
 /*
@@ -504,6 +513,7 @@ EXPORT int mlockall(int flags)
 	    (flags & ~(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)))
 		return libc_result(-EINVAL);
 	int err = 0;
+	as_lock_shared(); /* as lock_range */
 	if (flags & MCL_FUTURE) {
 		err = prim_mlockall(MCL_FUTURE | MCL_ONFAULT);
 		if (!err) {
@@ -523,14 +533,18 @@ EXPORT int mlockall(int flags)
 		if (!err)
 			err = l.err;
 	}
+	as_unlock();
 	return libc_result(err);
 }
 
 EXPORT int munlockall(void)
 {
+	as_lock_shared();
 	atomic_store(&lock_future, 0);
 	promise_set(0, UINTPTR_MAX & ~(uintptr_t)(PAGE_SIZE - 1), PROMISE_LOCKED, false);
-	return libc_result(prim_munlockall());
+	int err = prim_munlockall();
+	as_unlock();
+	return libc_result(err);
 }
 
 /* A new mapping of the application's under mlockall(MCL_FUTURE): locked
