@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -153,6 +154,7 @@ void region_map(struct worker *w, struct region *r)
 	}
 	fill_region(w, r);
 	r->split = false;
+	r->locked = false;
 	if (!r->alloced && sp) {
 		err = samepage_madvise(sp, r->addr, len, SAMEPAGE_MERGEABLE);
 		if (err)
@@ -178,6 +180,25 @@ void region_unmap(struct worker *w, struct region *r)
 }
 
 /* ---- the operations ---- */
+
+static bool is_zero(const char *page)
+{
+	return page[0] == 0 && !memcmp(page, page + 1, PG - 1);
+}
+
+/* mlockall(MCL_CURRENT | MCL_FUTURE) is in force, and how many
+ * munlockall calls were made (op_mlock). */
+static _Atomic int all_locked;
+static _Atomic unsigned unlock_epoch;
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Whether the kernel may refuse to discard [part of] the region, since it
+ * is locked. */
+static bool maybe_locked(const struct region *r)
+{
+	return atomic_load(&all_locked) ||
+	       (r->locked && r->lock_epoch == atomic_load(&unlock_epoch));
+}
 
 static void op_write(struct worker *w, struct region *r)
 {
@@ -339,14 +360,30 @@ static void op_discard(struct worker *w, struct region *r)
 		n = r->npages;
 	size_t page = rnd_below(&w->rng, r->npages - n + 1);
 	samepage_t *sp = engine_get(w, r);
-	if (r->alloced && sp) {
-		int err = samepage_discard(sp, r->addr + page * PG, n * PG);
-		if (err)
-			api_error("samepage_discard", err);
-	} else if (madvise(r->addr + page * PG, n * PG, MADV_DONTNEED)) {
-		syscall_error("madvise(MADV_DONTNEED)");
-	}
+	bool locked = maybe_locked(r);
+	int err = 0;
+	if (r->alloced && sp)
+		err = samepage_discard(sp, r->addr + page * PG, n * PG);
+	else if (madvise(r->addr + page * PG, n * PG, MADV_DONTNEED))
+		err = -errno;
 	engine_put(w, r);
+	if (err == -EINVAL && (locked || maybe_locked(r))) {
+		/* The kernel refuses to discard locked memory, after it has
+		 * discarded the mappings before it in the range: each page
+		 * reads either what it held or zeros. */
+		for (size_t p = page; p < page + n; p++)
+			if (memcmp(r->addr + p * PG, r->shadow + p * PG, PG) &&
+			    is_zero(r->addr + p * PG)) {
+				memset(r->shadow + p * PG, 0, PG);
+				mark(r, p * PG, PG, OP_DISCARD);
+			}
+		check_pages(w, r, page, n, OP_DISCARD);
+		return;
+	}
+	if (err && r->alloced && sp)
+		api_error("samepage_discard", err);
+	else if (err)
+		syscall_error("madvise(MADV_DONTNEED)");
 	memset(r->shadow + page * PG, 0, n * PG);
 	mark(r, page * PG, n * PG, OP_DISCARD);
 	check_pages(w, r, page, n, OP_DISCARD);
@@ -445,6 +482,77 @@ static void op_mmap(struct worker *w, struct region *r)
 	check_pages(w, r, 0, r->npages, OP_MMAP);
 }
 
+/* Whether this process may lock memory: root (CAP_IPC_LOCK) or no limit.
+ * Otherwise the mlock operation is a write: RLIMIT_MEMLOCK's 8 MiB would
+ * refuse it, which is the kernel's rule, not the library's. */
+static bool may_lock(void)
+{
+	struct rlimit rl;
+	return geteuid() == 0 ||
+	       (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY);
+}
+
+/* Sanitizers map terabytes of shadow memory: mlockall would lock it. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SOAK_MLOCKALL 0
+#else
+#define SOAK_MLOCKALL 1
+#endif
+
+/* Locked memory merges and stays locked (the kernel's KSM merges it too):
+ * a range of the region locked, or the whole region unlocked, then written
+ * and checked; now and then the whole process locked (mlockall, current
+ * and future mappings) or unlocked (munlockall) by whichever worker comes. */
+static void op_mlock(struct worker *w, struct region *r)
+{
+	size_t n = 1 + rnd_below(&w->rng, r->npages);
+	size_t page = rnd_below(&w->rng, r->npages - n + 1);
+	if (!may_lock()) {
+		op_write(w, r);
+		return;
+	}
+	switch (rnd_below(&w->rng, 16)) {
+	case 0: /* the flag is set before the call and cleared after it */
+		pthread_mutex_lock(&all_lock);
+		if (SOAK_MLOCKALL && !all_locked) {
+			all_locked = 1;
+			if (mlockall(MCL_CURRENT | MCL_FUTURE))
+				syscall_error("mlockall(MCL_CURRENT | MCL_FUTURE)");
+		}
+		pthread_mutex_unlock(&all_lock);
+		break;
+	case 1:
+		pthread_mutex_lock(&all_lock);
+		if (all_locked) {
+			if (munlockall())
+				syscall_error("munlockall");
+			atomic_fetch_add(&unlock_epoch, 1);
+			all_locked = 0;
+		}
+		pthread_mutex_unlock(&all_lock);
+		break;
+	case 2:
+	case 3:
+	case 4:
+	case 5:
+		if (munlock(r->addr, r->npages * PG))
+			syscall_error("munlock");
+		r->locked = false;
+		break;
+	default: /* not while another worker calls munlockall: the epoch says */
+		pthread_mutex_lock(&all_lock);
+		if (mlock(r->addr + page * PG, n * PG))
+			syscall_error("mlock");
+		r->locked = true;
+		r->lock_epoch = atomic_load(&unlock_epoch);
+		pthread_mutex_unlock(&all_lock);
+		r->split |= n < r->npages; /* the kernel splits the VMA at the lock */
+		break;
+	}
+	check_pages(w, r, 0, r->npages, OP_MLOCK);
+	op_write(w, r);
+}
+
 /* A child checks its copy of the worker's regions, writes and checks. */
 static void child_main(struct worker *w)
 {
@@ -501,8 +609,8 @@ static void op_fork(struct worker *w)
 
 /* Relative frequencies of the worker's operations. */
 static const unsigned weight[NOPS] = {
-    [OP_WRITE] = 24, [OP_PREAD] = 4,   [OP_DIRECT] = 3, [OP_READV] = 3,
-    [OP_RECV] = 3,   [OP_DISCARD] = 2, [OP_MMAP] = 1,	[OP_FORK] = 1};
+    [OP_WRITE] = 24,  [OP_PREAD] = 4, [OP_DIRECT] = 3, [OP_READV] = 3, [OP_RECV] = 3,
+    [OP_DISCARD] = 2, [OP_MMAP] = 1,  [OP_FORK] = 1,   [OP_MLOCK] = 1};
 
 static enum op pick_op(struct worker *w, double *next_fork)
 {
@@ -587,6 +695,7 @@ void *worker_main(void *arg)
 		case OP_DISCARD: op_discard(w, r); break;
 		case OP_MMAP: op_mmap(w, r); break;
 		case OP_FORK: op_fork(w); break;
+		case OP_MLOCK: op_mlock(w, r); break;
 		default: check_pages(w, r, 0, r->npages, OP_VERIFY); break;
 		}
 		atomic_fetch_add(&stats->ops[op], 1);

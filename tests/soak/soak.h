@@ -46,7 +46,8 @@
 	X(SMART_SCAN, "smart-scan", "smart_scan toggled (with knobs)")                             \
 	X(ENGINES, "engines", "several engines in one process, closed and reopened")               \
 	X(DAEMON, "daemon", "samepaged clients in two domains; clients and daemon SIGKILLed")      \
-	X(SIGBLOCK, "sigblock", "threads that block every signal write into registered memory")
+	X(SIGBLOCK, "sigblock", "threads that block every signal write into registered memory")    \
+	X(MLOCK, "mlock", "mlock/munlock of ranges, mlockall/munlockall (not under sanitizers)")
 
 #define SOAK_ENUM(e, name, help) OP_##e,
 enum op { SOAK_OPS(SOAK_ENUM) NOPS, OP_VERIFY = NOPS, OP_CHILD, NWHO };
@@ -153,6 +154,8 @@ struct region {
 	int engine;
 	bool alloced; /* from samepage_alloc (else mmap + samepage_madvise) */
 	bool split;   /* a page was mapped again with MAP_FIXED: several VMAs */
+	bool locked;  /* mlock'd (part of it) since munlockall number lock_epoch */
+	unsigned lock_epoch;
 };
 
 struct worker {
