@@ -178,9 +178,12 @@ static bool strip_start(struct samepage *sp, struct region *r, size_t i, uint32_
 	uint64_t mps = KNOB(sp, max_page_sharing);
 
 	s->size = 0;
-	if (a < s->none_until)
+	if (a >= s->none_from && a < s->none_until)
 		return false; /* inside a run already found too short */
 	size_t len = run_length(r, i, checksum);
+	/* The run's own range: regions are scanned in the order they were
+	 * registered, not by address. */
+	s->none_from = a;
 	s->none_until = a + len * PAGE_SIZE;
 	if (len % mps == 1)
 		len--;
@@ -189,6 +192,7 @@ static bool strip_start(struct samepage *sp, struct region *r, size_t i, uint32_
 		return false;
 	*s = (struct strip){.next = a,
 			    .end = a + len * PAGE_SIZE,
+			    .none_from = s->none_from,
 			    .none_until = s->none_until,
 			    .base = sp->dom->nr,
 			    .size = (uint32_t)size,

@@ -208,7 +208,8 @@ struct merge_req {
  */
 struct strip {
 	uintptr_t next, end;  /* the run's pages still to come: [next, end) */
-	uintptr_t none_until; /* no run starts before this address */
+	uintptr_t none_from;  /* the last run found too short: no run */
+	uintptr_t none_until; /* starts in [none_from, none_until) */
 	uint32_t base, size;  /* pool pages [base, base + size) */
 	uint32_t made;	      /* dups made so far: the first `made` */
 	uint32_t k;	      /* pages of the run given a dup so far */
