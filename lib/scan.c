@@ -647,6 +647,7 @@ static void *ksmd(void *arg)
 			unmerge_all(sp);
 			fork_reap(sp);
 			engine_leave(sp);
+			engine_publish(sp); /* the counters say so at once */
 		}
 		if (KNOB(sp, run) == 1 && (sp->nregions || sp->merge_any)) {
 			ksm_do_scan(sp, scan_share(sp));

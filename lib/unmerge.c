@@ -527,6 +527,9 @@ void unmerge_all(struct samepage *sp)
 		}
 	}
 	sp->c.full_scans = 0;
+	/* No full scan may come to count the mappings gone (and their slab
+	 * in metadata_bytes): counted now. */
+	regions_count_maps(sp);
 	sp->unmerge_epoch = atomic_load(&sp->dom->unmerge_epoch);
 	sp->scan_running = false;
 	sp->cur_region = sp->cur_index = 0;
