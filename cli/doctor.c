@@ -162,7 +162,7 @@ static enum severity first_scan(const struct facts *f, struct finding *out)
 	SAY(summary, "ksmd has not finished two full scans yet");
 	SAY(evidence, "full_scans = %lld; a page merges on its second visit at the earliest",
 	    f->full_scans);
-	SAY(fix, "wait: ksmctl wait --scans 2");
+	SAY(fix, "wait: %s wait --scans 2", opt.self);
 	return INFO;
 }
 
@@ -184,8 +184,10 @@ static enum severity wasted_effort(const struct facts *f, struct finding *out)
 		return NONE;
 	SAY(summary, "most scanned pages are unique: wasted effort");
 	SAY(evidence, "pages_unshared %lld vs pages_sharing %lld", f->d.unshared, f->d.sharing);
-	SAY(fix, "opt in only workloads with duplicate memory (see ksmctl top); a slower scan "
-		 "(sleep_millisecs) costs less CPU");
+	SAY(fix,
+	    "opt in only workloads with duplicate memory (see %s top); a slower scan "
+	    "(sleep_millisecs) costs less CPU",
+	    opt.self);
 	return WARN;
 }
 
@@ -199,8 +201,10 @@ static enum severity capped(const struct facts *f, struct finding *out)
 	SAY(evidence,
 	    "max_page_sharing %lld, stable_node_chains %lld, pages_sharing/pages_shared %.1f",
 	    f->max_sharing, f->chains, f->d.sharing_ratio);
-	SAY(fix, "raise it: ksmctl set --unmerge max_page_sharing=N (longer rmap walks on "
-		 "swap, compaction and migration)");
+	SAY(fix,
+	    "raise it: %s set --unmerge max_page_sharing=N (longer rmap walks on "
+	    "swap, compaction and migration)",
+	    opt.self);
 	return INFO;
 }
 
@@ -211,8 +215,10 @@ static enum severity smart_skipping(const struct facts *f, struct finding *out)
 	SAY(summary, "smart scan skips most pages");
 	SAY(evidence, "pages_skipped %lld, pages_scanned %lld (smart_scan = 1)", f->skipped,
 	    f->scanned);
-	SAY(fix, "expected for pages that never merged; ksmctl set smart_scan=0 re-checks them on "
-		 "every scan, at more CPU");
+	SAY(fix,
+	    "expected for pages that never merged; %s set smart_scan=0 re-checks them on "
+	    "every scan, at more CPU",
+	    opt.self);
 	return INFO;
 }
 
@@ -237,8 +243,10 @@ static enum severity slow_scan(const struct facts *f, struct finding *out)
 	SAY(summary, "a full scan takes a long time: merging is slow");
 	SAY(evidence, "%lld tracked pages at %.0f pages/s: about %.0f s per full scan",
 	    f->d.rmap_items, f->d.scan_rate, f->d.full_scan_seconds);
-	SAY(fix, "raise pages_to_scan or lower sleep_millisecs, or let the kernel tune it: "
-		 "ksmctl set advisor_mode=scan-time");
+	SAY(fix,
+	    "raise pages_to_scan or lower sleep_millisecs, or let %s tune it: "
+	    "%s set advisor_mode=scan-time",
+	    opt.user ? "samepaged" : "the kernel", opt.self);
 	return WARN;
 }
 
@@ -248,7 +256,7 @@ static enum severity negative_profit(const struct facts *f, struct finding *out)
 		return NONE;
 	SAY(summary, "KSM costs more metadata than it saves");
 	SAY(evidence, "general_profit %lld bytes", f->d.general_profit);
-	SAY(fix, "opt out processes with negative profit (ksmctl top)");
+	SAY(fix, "opt out processes with negative profit (%s top)", opt.self);
 	return WARN;
 }
 
@@ -283,9 +291,9 @@ static enum severity process_loses(const struct facts *f, struct finding *out)
 	    worst->comm, worst->pid, worst->cgroup, fmt_bytes(a, sizeof(a), (double)worst->profit),
 	    worst->rmap_items, worst->merging_pages);
 	SAY(fix,
-	    "stop marking its memory mergeable (drop %sksmctl run, or its madvise); "
-	    "ksmctl top lists every process's profit",
-	    f->systemd >= 254 ? "MemoryKSM=yes, " : "");
+	    "stop marking its memory mergeable (drop %s%s run, or its madvise); "
+	    "%s top lists every process's profit",
+	    f->systemd >= 254 ? "MemoryKSM=yes, " : "", opt.self, opt.self);
 	return INFO;
 }
 
@@ -351,8 +359,10 @@ static enum severity numa(const struct facts *f, struct finding *out)
 		return NONE;
 	SAY(summary, "pages merge only within a NUMA node");
 	SAY(evidence, "%d NUMA nodes, merge_across_nodes = 0", f->numa_nodes);
-	SAY(fix, "ksmctl set --unmerge merge_across_nodes=1 merges more, at the cost of remote "
-		 "accesses");
+	SAY(fix,
+	    "%s set --unmerge merge_across_nodes=1 merges more, at the cost of remote "
+	    "accesses",
+	    opt.self);
 	return INFO;
 }
 

@@ -197,7 +197,8 @@ static int run_user(int argc, char **argv)
 					   samepage_strerror(err));
 		if (!strstr(reply, "run 1"))
 			ksmctl_warn("samepaged is not merging (run is not 1): nothing merges until "
-				    "`ksmctl --user set run=1`");
+				    "`%s set run=1`",
+				    opt.self);
 	}
 	if (!find_command(argv[i], file, sizeof(file))) {
 		ksmctl_fail(127, argv[i], "check the command's name and PATH",

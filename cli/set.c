@@ -76,16 +76,23 @@ static void canonical(const struct samepage_knob *k, unsigned long long v, char 
 int plan_add(struct plan *p, const char *name, const char *value, const char *origin)
 {
 	const struct samepage_knob *k = samepage_knob_find(name);
-	char input[512], range[96], fix[160];
+	char input[512], range[96], fix[320];
 	unsigned long long v;
 	int err;
 
 	snprintf(input, sizeof(input), "%s=%s (%s)", name, value, origin);
 	err = samepage_knob_parse(name, value, &v);
-	if (err == -ENOENT)
+	if (err == -ENOENT) {
+		if (opt.user) {
+			snprintf(fix, sizeof(fix),
+				 "use a name of samepaged's knobs; `%s status` lists them",
+				 opt.self);
+			return ksmctl_fail(KSMCTL_USAGE, input, fix, "unknown knob \"%s\"", name);
+		}
 		return ksmctl_fail(KSMCTL_USAGE, input,
 				   "use a name of /sys/kernel/mm/ksm; `ksmctl status` lists them",
 				   "unknown knob \"%s\"", name);
+	}
 	if (err == -EACCES)
 		return ksmctl_fail(KSMCTL_USAGE, input, "only tunables can be written",
 				   "\"%s\" is a counter, not a knob", name);

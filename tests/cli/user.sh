@@ -107,7 +107,9 @@ absent()
 	says "$tmp/err" "--socket needs a socket path"
 }
 
-e2e()
+# start_daemon: samepaged on $sock, its state in /dev/shm; 1 if it did not
+# answer.
+start_daemon()
 {
 	[ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] || { echo "skip: /dev/shm is not tmpfs"; exit 77; }
 	shm=$(mktemp -d /dev/shm/ksmctl-user.XXXXXX)
@@ -117,7 +119,47 @@ e2e()
 		"$ksmctl" --socket "$sock" check >/dev/null 2>&1 && break
 		sleep 0.1
 	done
-	expect 0 --user --socket "$sock" check || { cat "$tmp/daemon.log"; return; }
+	expect 0 --user --socket "$sock" check || { cat "$tmp/daemon.log"; return 1; }
+}
+
+# advice: the commands that --user's messages advise are --user's own (with
+# --socket PATH when given), never the kernel's `ksmctl set`: doctor's
+# fixes, run's warning that samepaged is not merging, an unknown knob.
+advice()
+{
+	start_daemon || return
+	expect 2 --user --socket "$sock" set bogus=1
+	says "$tmp/err" "use a name of samepaged's knobs; \`ksmctl --socket $sock status\` lists them"
+	if [ -z "${SAMEPAGE_SANITIZED:-}" ]; then
+		expect 0 --user --socket "$sock" run --domain vm -- true
+		says "$tmp/err" "nothing merges until \`ksmctl --socket $sock set run=1\`"
+	fi
+	# 4 patterns in 4096 pages: 1024 copies each, more than max_page_sharing
+	# (256), so doctor reports the cap and how to raise it.
+	expect 0 --user --socket "$sock" set pages_to_scan=10000 sleep_millisecs=0 run=1
+	SAMEPAGE_SOCKET=$sock "$spclient" vm 16 >"$tmp/client.out" 2>&1 &
+	client_pid=$!
+	for _ in $(seq 100); do grep -q ready "$tmp/client.out" && break; sleep 0.1; done
+	expect 0 --user --socket "$sock" wait --converged --timeout 120
+	"$ksmctl" --user --socket "$sock" doctor --json >"$tmp/out" 2>"$tmp/err"
+	json_ok 'any(f["id"] == "capped" for f in d["findings"])'
+	python3 - "$tmp/out" "$sock" <<'PY' || fail "a doctor fix advises a command not of ksmctl --socket $sock"
+import json, re, sys
+d = json.load(open(sys.argv[1]))
+bad = [f["fix"] for f in d["findings"]
+       if re.search(r"ksmctl (set|start|wait|top|run)\b", f["fix"])
+       or ("ksmctl" in f["fix"] and "ksmctl --socket " + sys.argv[2] not in f["fix"])]
+for b in bad:
+    print("  fix: " + b)
+sys.exit(1 if bad else 0)
+PY
+	SAMEPAGE_SOCKET=$sock "$ksmctl" --user doctor >"$tmp/out" 2>"$tmp/err"
+	says "$tmp/out" "ksmctl --user set --unmerge max_page_sharing=N"
+}
+
+e2e()
+{
+	start_daemon || return
 	says "$tmp/out" "reachable          yes"
 	says "$tmp/out" "clients            0 processes"
 
@@ -232,6 +274,7 @@ e2e()
 
 case $test in
 absent) absent ;;
+advice) advice ;;
 e2e) e2e ;;
 *) echo "unknown test $test"; exit 2 ;;
 esac
