@@ -124,6 +124,10 @@ static const char *not_preloadable(const char *file)
 	return elf && !interp ? "it is statically linked: LD_PRELOAD cannot reach it" : NULL;
 }
 
+/* The rule of a domain's name: lib/control.c's, in samepage_ctl, which
+ * ksmctl links; samepage_connect and samepaged apply the same function. */
+bool domain_name_ok(const char *name);
+
 /* ksmctl --user run. */
 static int run_user(int argc, char **argv)
 {
@@ -165,6 +169,11 @@ static int run_user(int argc, char **argv)
 		return ksmctl_fail(KSMCTL_USAGE, "run",
 				   "give a command: ksmctl --user run --domain vms -- myprogram",
 				   "run: no command");
+	if (domain && !domain_name_ok(domain))
+		return ksmctl_fail(KSMCTL_USAGE, domain,
+				   "name the domain with 1 to 64 of A-Za-z0-9._-, not starting "
+				   "with a dot: --domain vms",
+				   "run: bad domain name");
 	if (domain && *knobs)
 		return ksmctl_fail(
 		    KSMCTL_USAGE, knobs,

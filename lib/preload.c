@@ -87,7 +87,12 @@ static samepage_t *preload_engine_locked(void)
 	int err;
 	if (domain && *domain) {
 		err = samepage_connect(&engine, domain);
-		if (err) {
+		if (err == -EINVAL) {
+			say("samepage: cannot join domain %.80s: not a domain name (fix: set "
+			    "SAMEPAGE_DOMAIN to 1 to 64 of A-Za-z0-9._-, not starting with a dot); "
+			    "this process runs without merging\n",
+			    domain);
+		} else if (err) {
 			char path[108] = "";
 			samepage_socket_path(path, sizeof(path));
 			say("samepage: cannot join domain %s of samepaged at %s: %s (fix: start "

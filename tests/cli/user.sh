@@ -6,7 +6,8 @@
 #  absent  no daemon (no socket file; a stale socket): status, set, wait, top
 #          and check exit 1 and say "samepaged is not running at SOCKET" and
 #          how to start it, for --socket and for $SAMEPAGE_SOCKET; run with
-#          a domain exits 1 and says the same, run with a private engine runs
+#          a domain exits 1 and says the same, run with a bad domain name
+#          exits 2 without running the program, run with a private engine runs
 #          the program; install-service exits 2 and says what to do instead.
 #  e2e     a daemon and a client (spclient) merging 16 MiB of duplicate
 #          pages: set, wait --converged, status (text, --json: pages_sharing
@@ -98,6 +99,20 @@ absent()
 	# private engine needs none.
 	expect 1 --user --socket "$sock" run --domain vms -- true
 	says "$tmp/err" "no samepaged listens at $sock"
+	# A name no daemon accepts is bad usage (exit 2), refused before the
+	# program runs, with the rule; the preload library says the same rule.
+	local name
+	for name in a/b "bad name" .hidden "$(printf '%0300d' 0)"; do
+		expect 2 --user --socket "$sock" run --domain "$name" -- sh -c "touch $tmp/ran"
+		says "$tmp/err" "run: bad domain name"
+		says "$tmp/err" "1 to 64 of A-Za-z0-9._-, not starting with a dot"
+		[ ! -e "$tmp/ran" ] || fail "run --domain '$name' ran the program"
+	done
+	if [ -z "${SAMEPAGE_SANITIZED:-}" ] && [ -n "${SAMEPAGE_PRELOAD:-}" ]; then
+		SAMEPAGE_MERGE_ANY=1 SAMEPAGE_DOMAIN=a/b SAMEPAGE_SOCKET=$sock LD_PRELOAD=$SAMEPAGE_PRELOAD \
+			"$(type -P true)" 2>"$tmp/err"
+		says "$tmp/err" "cannot join domain a/b: not a domain name (fix: set SAMEPAGE_DOMAIN to 1 to 64"
+	fi
 	# A sanitized preload library cannot be loaded into the unsanitized
 	# programs it is for (the preload.* tests cover it, unsanitized).
 	[ -n "${SAMEPAGE_SANITIZED:-}" ] || expect 0 --user --socket "$sock" run -- true
