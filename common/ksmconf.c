@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char *ksmconf_range(const struct samepage_knob *k, char *buf, size_t len)
 {
@@ -105,7 +106,26 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 			 "create it (`ksmctl apply --sample > FILE`) or name another file");
 		return ret;
 	}
-	while (!ret && getline(&line, &cap, f) > 0) {
+	/* A directory reads as an error, a device as endless or empty text:
+	 * only a regular file (or a pipe, as from <(...)) is a config file. */
+	struct stat st;
+	if (fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode)) {
+		ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		snprintf(err->cause, sizeof(err->cause),
+			 "the config file is not a regular file: %s",
+			 S_ISDIR(st.st_mode)	? "a directory"
+			 : S_ISCHR(st.st_mode)	? "a character device"
+			 : S_ISBLK(st.st_mode)	? "a block device"
+			 : S_ISSOCK(st.st_mode) ? "a socket"
+						: "not a file");
+		snprintf(err->input, sizeof(err->input), "%s", path);
+		snprintf(err->fix, sizeof(err->fix),
+			 "name a config file (`ksmctl apply --sample > FILE` writes one)");
+		fclose(f);
+		return ret;
+	}
+	ssize_t got = 0;
+	while (!ret && (got = getline(&line, &cap, f)) > 0) {
 		struct ksmconf_entry *e = &out->e[out->n];
 		char *text, shown[256];
 
@@ -130,6 +150,21 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 			snprintf(e->origin, sizeof(e->origin), "%.1000s:%d", path, lineno);
 			out->n++;
 		}
+	}
+	/* getline's -1 is the end of the file or an error: an error part-way
+	 * must not leave the lines before it to be applied. */
+	if (!ret && got < 0 && ferror(f)) {
+		ret = errno ? -errno : -EIO;
+		out->n = 0;
+		snprintf(err->cause, sizeof(err->cause),
+			 "cannot read the config file: %s; none of it is used", strerror(-ret));
+		if (lineno)
+			snprintf(err->input, sizeof(err->input), "%.1000s, after line %d", path,
+				 lineno);
+		else
+			snprintf(err->input, sizeof(err->input), "%s", path);
+		snprintf(err->fix, sizeof(err->fix),
+			 "check the file (its disk or filesystem) and run again");
 	}
 	fclose(f);
 	free(line);

@@ -4,7 +4,9 @@
 # `samepaged --config`.  Every refused file is refused by both, exit 2,
 # with the same cause, the same input (FILE:LINE: the line) and the same
 # fix; `pages_to_scan = 300 junk` among them (samepaged used to run with
-# 300).  A good file is accepted by both, and samepaged runs with it.
+# 300).  So are a directory and a file whose read fails (both used to
+# read as an empty file: "0 settings valid", exit 0).  A good file is
+# accepted by both, and samepaged runs with it.
 #
 # usage: config.sh KSMCTL SAMEPAGED SRCDIR
 set -u
@@ -45,6 +47,33 @@ run =\n|run =
 use_zero_pages = maybe\n|use_zero_pages = maybe
 advisor_mode = fast\n|advisor_mode = fast
 CASES
+
+# Not a config file, or one that cannot be read (/proc/self/mem: EIO at
+# the first read): refused by both, exit 2, the same message naming the
+# path, never "0 settings" applied.  ksmctl apply on a copy of the tree.
+cp -r "$tree" "$tmp/tree"
+for path in "$tmp" /proc/self/mem; do
+	for mode in --check --diff ""; do
+		# shellcheck disable=SC2086
+		"$ksmctl" --sysfs-root "$tmp/tree/sys" --proc-root "$tmp/tree/proc" apply $mode "$path" \
+			>"$tmp/k.out" 2>"$tmp/k.err"
+		k=$?
+		if [ $k != 2 ] || [ -s "$tmp/k.out" ] || ! grep -qF "  input: $path" "$tmp/k.err" ||
+			! grep -q "^  fix: ." "$tmp/k.err"; then
+			echo "FAIL: ksmctl apply $mode $path exits $k (want 2, no output, input: $path and a fix)"
+			cat "$tmp/k.out" "$tmp/k.err"; bad=1
+		fi
+	done
+	timeout 20 "$samepaged" --foreground --config "$path" --socket "$tmp/np.sock" \
+		--state-dir "$shm/np" >/dev/null 2>"$tmp/d.err"
+	d=$?
+	kmsg=$(sed 's/^ksmctl: //' "$tmp/k.err") dmsg=$(sed 's/^samepaged: //' "$tmp/d.err")
+	if [ $d != 2 ]; then
+		echo "FAIL: samepaged --config $path exits $d, not 2"; cat "$tmp/d.err"; bad=1
+	elif [ "$kmsg" != "$dmsg" ]; then
+		echo "FAIL: $path: the messages differ:"; diff <(echo "$kmsg") <(echo "$dmsg"); bad=1
+	fi
+done
 
 # A good file, comments and blank lines included: both accept it.
 printf '# the seed\n\npages_to_scan = 300   # per batch\nsleep_millisecs=50\nrun = 1\n' >"$tmp/good.conf"
