@@ -216,6 +216,42 @@ static int enable_in_root(const struct install *in)
 	return 0;
 }
 
+/* The program the unit's ExecStart= runs: "/usr/local/bin/ksmctl". */
+static void exec_program(const char *unit_text, char *buf, size_t len)
+{
+	const char *p = strstr(unit_text, "\nExecStart=");
+	p = p ? p + strlen("\nExecStart=") : "";
+	snprintf(buf, len, "%.*s", (int)strcspn(p, " \n"), p);
+}
+
+/* The unit runs a ksmctl where make install puts it: one that is not there
+ * makes a unit that fails at every boot.  On this machine (no --root) that
+ * is refused; below --root (a staging tree, a package being built) the
+ * program may come later, so a warning says so. */
+static int check_exec_program(const struct install *in, const char *unit_text)
+{
+	char prog[PATH_MAX], full[PATH_MAX * 2];
+
+	exec_program(unit_text, prog, sizeof(prog));
+	snprintf(full, sizeof(full), "%s%s", in->root, prog);
+	if (!in->root[0]) {
+		if (access(full, X_OK) == 0)
+			return 0;
+		return ksmctl_fail(
+		    KSMCTL_REFUSED, full,
+		    "install ksmctl there first (make install), or give --root DIR "
+		    "for a staging tree",
+		    "install-service: the unit's ExecStart= program is not installed: "
+		    "%s",
+		    strerror(errno));
+	}
+	if (access(full, X_OK))
+		ksmctl_warn("install-service: %s is not in the tree (%s): the unit's ExecStart= "
+			    "runs %s; install ksmctl below %s too (make install DESTDIR=%s)",
+			    full, strerror(errno), prog, in->root, in->root);
+	return 0;
+}
+
 static void make_dirs(const char *path)
 {
 	char p[PATH_MAX * 2];
@@ -269,6 +305,8 @@ int cmd_install_service(int argc, char **argv)
 				   "give an existing directory (mkdir it first for a new staging "
 				   "tree), or leave --root out to install on this machine",
 				   "install-service: --root is not a directory");
+	if ((ret = check_exec_program(&in, unit_text)))
+		return ret;
 	snprintf(dir, sizeof(dir), "%s/etc/systemd/system", in.root);
 	/* A staging root (a package, a test) may start empty below it. */
 	if (in.root[0] && !in.dry)

@@ -6,9 +6,12 @@
 # (python3 -m json.tool), --prometheus output must pass promcheck.py.
 # KSMCTL_GOLDEN_UPDATE=1 rewrites the expected file instead.
 #
-# usage: golden.sh KSMCTL SRCDIR NAME
+# BINDIR, where make install puts ksmctl (the units' ExecStart=), reads as
+# @BINDIR@, so the expected files do not depend on the install prefix.
+#
+# usage: golden.sh KSMCTL SRCDIR NAME [BINDIR]
 set -u
-ksmctl=$1 src=$2 name=$3
+ksmctl=$1 src=$2 name=$3 bindir=${4:-/nonexistent}
 line=$(grep -E "^$name +\|" "$src/golden/cases.txt") || { echo "no case $name"; exit 1; }
 IFS='|' read -r _ tree mode args <<<"$line"
 tree=$(echo $tree) mode=$(echo $mode)
@@ -34,7 +37,8 @@ rc=$?
 		echo "--- knobs after"
 		for f in "$root"/sys/kernel/mm/ksm/*; do echo "$(basename "$f") = $(cat "$f")"; done
 	fi
-} | sed -e "s|$root|@TREE@|g" -e "s|$src|@SRC@|g" -e "s|$tmp|@TMP@|g" >"$tmp/actual"
+} | sed -e "s|$root|@TREE@|g" -e "s|$src|@SRC@|g" -e "s|$tmp|@TMP@|g" \
+	-e "s|$bindir/ksmctl|@BINDIR@/ksmctl|g" >"$tmp/actual"
 
 status=0
 case " $args " in

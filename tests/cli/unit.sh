@@ -6,8 +6,10 @@
 # `ksmctl apply --check` accepts, and the enable symlink; the textfile
 # collector's service and timer verify too, and the service's command
 # writes a complete ksm.prom (here into a temporary directory) that
-# promcheck.py accepts, with no temporary file left beside it.  Nothing
-# outside a temporary directory is touched.
+# promcheck.py accepts, with no temporary file left beside it.  The unit's
+# ExecStart= program: refused when not installed (no --root, --dry-run),
+# a warning when the --root tree lacks it.  Nothing outside a temporary
+# directory is touched.
 #
 # usage: unit.sh KSMCTL [CLI_BUILD_DIR CLI_SOURCE_DIR TESTS_CLI_DIR]
 set -u
@@ -15,6 +17,35 @@ ksmctl=$1 built=${2:-} srcdir=${3:-} testdir=${4:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
+
+# The unit's ExecStart= program must exist: on this machine (no --root)
+# install-service refuses (exit 5, even for --dry-run) when it is not
+# installed; below --root it warns when the tree lacks it.
+if [ -n "$built" ]; then
+	prog=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$built/ksm-apply.service")
+	mkdir "$tmp/r1" "$tmp/r2"
+	"$ksmctl" install-service --root "$tmp/r1" --dry-run >/dev/null 2>"$tmp/err" ||
+		fail "install-service --root without ksmctl in the tree exited $?"
+	grep -qF "warning: install-service: $tmp/r1$prog is not in the tree" "$tmp/err" &&
+		grep -qF "make install DESTDIR=$tmp/r1" "$tmp/err" ||
+		fail "no warning that $tmp/r1$prog is missing: $(cat "$tmp/err")"
+	mkdir -p "$tmp/r2$(dirname "$prog")" && cp "$ksmctl" "$tmp/r2$prog"
+	"$ksmctl" install-service --root "$tmp/r2" --dry-run >/dev/null 2>"$tmp/err" ||
+		fail "install-service --root with ksmctl in the tree exited $?"
+	[ ! -s "$tmp/err" ] || fail "install-service --root with ksmctl in the tree warned: $(cat "$tmp/err")"
+	if [ -x "$prog" ]; then
+		echo "skip: $prog is installed here, so install-service would not refuse"
+	else
+		"$ksmctl" install-service --dry-run >"$tmp/out" 2>"$tmp/err"
+		rc=$?
+		[ $rc = 5 ] || fail "install-service with $prog missing exited $rc, not 5: $(cat "$tmp/out" "$tmp/err")"
+		[ ! -s "$tmp/out" ] || fail "install-service with $prog missing went on: $(cat "$tmp/out")"
+		grep -qF "the unit's ExecStart= program is not installed" "$tmp/err" &&
+			grep -qF "input: $prog" "$tmp/err" && grep -qF "make install" "$tmp/err" ||
+			fail "install-service with $prog missing does not say so: $(cat "$tmp/err")"
+	fi
+	rm -rf "$tmp/r1" "$tmp/r2"
+fi
 
 command -v systemd-analyze >/dev/null ||
 	fail "systemd-analyze is missing: install Debian's systemd package"
