@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "ksm_unit.h"
+#include "json.h"
 #include "ksmconf.h"
 #include "plan.h"
 
@@ -39,7 +40,8 @@ const char usage_apply[] =
     "  --diff      show what applying would change, change nothing\n"
     "  --unmerge   allow merge_across_nodes/max_page_sharing changes while pages\n"
     "              are merged (see ksmctl set --help)\n"
-    "  --json      report the read-back values as JSON\n"
+    "  --json      report the read-back values as JSON (with --check or --diff:\n"
+    "              the file's settings, or what would change)\n"
     "  --sample    print a commented sample file with every knob's default\n";
 
 const char usage_install_service[] =
@@ -132,12 +134,31 @@ int cmd_apply(int argc, char **argv)
 		file = argv[optind];
 	if ((ret = read_config(file, &p)) || (ret = plan_check(&p)))
 		return ret;
+	if (mode == 'c' && p.json) {
+		struct json j;
+		json_init(&j, stdout);
+		json_object_begin(&j, NULL);
+		json_string(&j, "file", file);
+		json_bool(&j, "valid", true);
+		json_int(&j, "settings", p.n);
+		json_array_begin(&j, "knobs");
+		for (int i = 0; i < p.n; i++) {
+			json_object_begin(&j, NULL);
+			json_string(&j, "name", p.c[i].k->name);
+			json_string(&j, "value", p.c[i].value);
+			json_string(&j, "origin", p.c[i].origin);
+			json_object_end(&j);
+		}
+		json_array_end(&j);
+		json_object_end(&j);
+		return KSMCTL_OK;
+	}
 	if (mode == 'c') {
 		printf("%s: %d setting%s valid for this kernel\n", file, p.n, p.n == 1 ? "" : "s");
 		return KSMCTL_OK;
 	}
 	if (mode == 'd') {
-		plan_diff(&p);
+		plan_diff(&p, file, NULL);
 		return KSMCTL_OK;
 	}
 	return plan_apply(&p);

@@ -41,7 +41,11 @@ int plan_add(struct plan *p, const char *name, const char *value, const char *or
 int plan_check(struct plan *p);
 /* Writes the plan (after plan_check) and reports: 0 or an exit status. */
 int plan_apply(struct plan *p);
-/* Prints what plan_apply would change: "name: old -> new". */
-void plan_diff(const struct plan *p);
+/* Prints what plan_apply would change: "name: old -> new", or with
+ * p->json an object {"dry_run": true, "file": file (if not NULL),
+ * "changes": [{"name", "old", "new", "change"}], "changed": N}.  extra,
+ * if not NULL, is one more {name, old, new} outside the knob table
+ * (start's max_kernel_pages), listed first. */
+void plan_diff(const struct plan *p, const char *file, const char *const extra[3]);
 
 #endif

@@ -38,7 +38,8 @@ const char usage_set[] =
     "                     while pages are merged: write run=2, wait for\n"
     "                     pages_shared to reach 0, change, restore run\n"
     "  --dry-run          check only, and show what would change\n"
-    "  --json             report the read-back values as JSON\n"
+    "  --json             report the read-back values as JSON (with --dry-run:\n"
+    "                     what would change)\n"
     "  --timeout SECONDS  how long to wait for the unmerge (default 60); its\n"
     "                     progress is shown on a terminal\n";
 const char usage_start[] =
@@ -496,10 +497,44 @@ int plan_apply(struct plan *p)
 	return bad ? KSMCTL_REFUSED : KSMCTL_OK;
 }
 
-void plan_diff(const struct plan *p)
+void plan_diff(const struct plan *p, const char *file, const char *const extra[3])
 {
-	int n = 0;
+	bool extra_changes = extra && strcmp(extra[1], extra[2]);
+	int n = extra_changes;
 
+	if (p->json) {
+		struct json j;
+		json_init(&j, stdout);
+		json_object_begin(&j, NULL);
+		json_bool(&j, "dry_run", true);
+		if (file)
+			json_string(&j, "file", file);
+		json_array_begin(&j, "changes");
+		if (extra) {
+			json_object_begin(&j, NULL);
+			json_string(&j, "name", extra[0]);
+			json_string(&j, "old", extra[1]);
+			json_string(&j, "new", extra[2]);
+			json_bool(&j, "change", extra_changes);
+			json_object_end(&j);
+		}
+		for (int i = 0; i < p->n; i++) {
+			const struct change *c = &p->c[i];
+			json_object_begin(&j, NULL);
+			json_string(&j, "name", c->k->name);
+			json_string(&j, "old", c->old);
+			json_string(&j, "new", c->value);
+			json_bool(&j, "change", c->write);
+			json_object_end(&j);
+			n += c->write;
+		}
+		json_array_end(&j);
+		json_int(&j, "changed", n);
+		json_object_end(&j);
+		return;
+	}
+	if (extra_changes)
+		printf("%s: %s -> %s\n", extra[0], extra[1], extra[2]);
 	for (int i = 0; i < p->n; i++)
 		if (p->c[i].write)
 			printf("%s: %s -> %s\n", p->c[i].k->name, p->c[i].old, p->c[i].value), n++;
@@ -562,7 +597,7 @@ int cmd_set(int argc, char **argv)
 	if ((ret = plan_check(&p)))
 		return ret;
 	if (dry) {
-		plan_diff(&p);
+		plan_diff(&p, NULL, NULL);
 		return KSMCTL_OK;
 	}
 	return plan_apply(&p);
@@ -585,7 +620,7 @@ static int set_run(int argc, char **argv, const char *value, const char *usage)
 	/* run=2 twice unmerges again (pages merged since): always write it. */
 	p.c[0].write |= strcmp(value, "2") == 0;
 	if (dry) {
-		plan_diff(&p);
+		plan_diff(&p, NULL, NULL);
 		return KSMCTL_OK;
 	}
 	return plan_apply(&p);
@@ -646,9 +681,8 @@ int cmd_start(int argc, char **argv)
 	    (ret = max_kernel_pages(old, sizeof(old), mkp, sizeof(mkp))))
 		return ret;
 	if (dry) {
-		if (old[0] && strcmp(old, mkp))
-			printf("max_kernel_pages: %s -> %s\n", old, mkp);
-		plan_diff(&p);
+		const char *const extra[3] = {"max_kernel_pages", old, mkp};
+		plan_diff(&p, NULL, old[0] ? extra : NULL);
 		return KSMCTL_OK;
 	}
 	if (old[0] && (err = opt.be->write(opt.be, "max_kernel_pages", mkp)))
