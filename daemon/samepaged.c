@@ -581,12 +581,35 @@ int main(int argc, char **argv)
 	}
 	/* accept_clients() takes the backlog until it is empty. */
 	fcntl(g.listen_fd, F_SETFL, fcntl(g.listen_fd, F_GETFL) | O_NONBLOCK);
+	/* The pid file is opened before the fork (and after the socket, so that
+	 * a second daemon does not truncate the first one's), while the error
+	 * can still be told and the exit status seen: a daemon without its pid
+	 * file cannot be stopped by it.  The parent writes the child's pid
+	 * before it exits, so the file is whole once the start command returns. */
+	FILE *pidf = NULL;
+	if (g.pid_file[0] && !(pidf = fopen(g.pid_file, "we"))) {
+		logmsg("cannot write the pid file %s: %s (fix: create its directory, or give "
+		       "--pid-file a writable path)",
+		       g.pid_file, strerror(errno));
+		if (g.own_socket)
+			unlink(g.socket_path);
+		return 1;
+	}
 	if (!g.foreground) {
 		pid_t p = fork();
-		if (p < 0)
+		if (p < 0) {
+			logmsg("cannot fork: %s", strerror(errno));
 			return 1;
-		if (p > 0)
+		}
+		if (p > 0) {
+			if (pidf && (fprintf(pidf, "%d\n", (int)p) < 0 || fclose(pidf))) {
+				logmsg("cannot write the pid file %s: %s", g.pid_file,
+				       strerror(errno));
+				kill(p, SIGTERM);
+				return 1;
+			}
 			return 0;
+		}
 		setsid();
 		int null = open("/dev/null", O_RDWR);
 		if (null >= 0) {
@@ -595,12 +618,11 @@ int main(int argc, char **argv)
 			close(null);
 		}
 	}
-	if (g.pid_file[0]) {
-		FILE *f = fopen(g.pid_file, "we");
-		if (f) {
-			fprintf(f, "%d\n", (int)getpid());
-			fclose(f);
-		}
+	if (pidf && !g.foreground) {
+		fclose(pidf); /* the parent wrote the pid: nothing is buffered here */
+	} else if (pidf && (fprintf(pidf, "%d\n", (int)getpid()) < 0 || fclose(pidf))) {
+		logmsg("cannot write the pid file %s: %s", g.pid_file, strerror(errno));
+		return 1;
 	}
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGTERM, &sa, NULL);

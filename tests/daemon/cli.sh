@@ -4,7 +4,9 @@
 # running: --version prints the project's version, --help every option
 # of samepaged(8), a bad option or limit exits 2 naming it; a socket path
 # that holds a file, and a state directory that others may enter, belongs
-# to another user or is a link, are refused (exit 1) and left alone.
+# to another user or is a link, are refused (exit 1) and left alone; a
+# --pid-file that cannot be written is refused before the fork (exit 1),
+# and a good one names the daemon when the start returns.
 set -u
 bin=$1 version=$2 man=$3
 tmp=$(mktemp -d)
@@ -68,6 +70,37 @@ if [ "$(id -u)" = 0 ]; then
 	refused "state directory of another user" "belongs to uid 65534" --socket "$tmp/s" \
 		--state-dir "$tmp/theirs"
 fi
+
+# --pid-file in the background (the fork): a pid file that cannot be
+# written is refused before the fork (exit 1, the path and a fix named, no
+# socket left); a good one holds the daemon's pid when the start returns.
+# A daemon left running by a failure is found by its unique socket path.
+stop_daemon()
+{
+	local pid
+	for pid in $(pgrep -f -- "--socket $1" 2>/dev/null); do
+		kill -TERM "$pid" 2>/dev/null
+		for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null
+	done
+}
+timeout 5 "$bin" --socket "$tmp/pf.sock" --state-dir "$tmp/pfst" --pid-file "$tmp/no/such/dir/g.pid" \
+	>"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ "$rc" = 1 ] && grep -q "cannot write the pid file $tmp/no/such/dir/g.pid" "$tmp/err" &&
+	grep -q "fix: " "$tmp/err" && [ ! -e "$tmp/pf.sock" ] && ok ||
+	fail "--pid-file in a missing directory exited $rc (want 1, no socket left): $(cat "$tmp/err")"
+stop_daemon "$tmp/pf.sock"
+timeout 5 "$bin" --socket "$tmp/pg.sock" --state-dir "$tmp/pgst" --pid-file "$tmp/g.pid" \
+	>"$tmp/out" 2>"$tmp/err"
+rc=$?
+pid=$(cat "$tmp/g.pid" 2>/dev/null)
+[ "$rc" = 0 ] && [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = samepaged ] && ok ||
+	fail "--pid-file $tmp/g.pid: exit $rc, pid '$pid' is not samepaged: $(cat "$tmp/err")"
+stop_daemon "$tmp/pg.sock"
 
 echo "cli: $passed passed, $fails failed"
 [ "$fails" = 0 ]
