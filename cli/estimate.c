@@ -1075,17 +1075,30 @@ int ksmctl_estimate(int argc, char **argv)
 	est_finish(r.e, &r.t);
 	r.top = calloc((size_t)rq.top + 1, sizeof(*r.top));
 	r.ntop = r.top ? est_top(r.e, r.top, (int)rq.top) : 0;
+	if (!nread) {
+		/* Nothing read: a report of zeros would only hide the error. */
+		char input[256] = "";
+		size_t len = 0;
+		for (int i = 0; i < rq.t.n && len < 200; i++)
+			len += (size_t)snprintf(input + len, sizeof(input) - len, "%s%d",
+						i	     ? " "
+						: rq.t.n > 1 ? "pids "
+							     : "pid ",
+						(int)rq.t.v[i].pid);
+		if (rq.t.n > 1 && len >= 200)
+			snprintf(input + len, sizeof(input) - len, " ... (%d processes)", rq.t.n);
+		ret = ksmctl_fail(
+		    KSMCTL_NO, rq.t.n ? input : "estimate",
+		    rq.t.n ? "check the PIDs, and run as root to read other users' processes"
+			   : "give --pid, --cgroup or --all",
+		    "estimate: no process could be read");
+		goto out;
+	}
 	if (rq.json)
 		print_json(&r);
 	else
 		print_text(&r);
 	fflush(stdout);
-	if (!nread)
-		ret = ksmctl_fail(
-		    KSMCTL_NO, NULL,
-		    rq.t.n ? "check the PIDs, and run as root to read other users' processes"
-			   : "give --pid, --cgroup or --all",
-		    "estimate: no process could be read");
 out:
 	for (int i = 0; i < rq.t.n; i++)
 		free(rq.t.v[i].cgroup);

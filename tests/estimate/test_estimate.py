@@ -91,6 +91,8 @@ def estimate(*args, range_=True, user=None, want_rc=0, all_memory=True, interval
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, user=user)
     sys.stderr.write(r.stderr)
     check(r.returncode == want_rc, "exit status of %s" % " ".join(cmd), r.returncode, want_rc)
+    if want_rc and not r.stdout:
+        return None, r.stderr  # an error alone, no report
     try:
         doc = json.loads(r.stdout)
     except ValueError:
@@ -455,8 +457,11 @@ def t_bad_cgroup():
 
 def t_nothing_readable():
     bad = free_pid()
-    _, err = estimate("--pid", bad, want_rc=1)
+    doc, err = estimate("--pid", bad, want_rc=1)
     check("no process could be read" in err, "says nothing could be read: " + err)
+    # The error alone, with its input: a report of zeros would hide it.
+    check(doc is None, "prints no report when nothing was read: %r" % (doc,))
+    check("  input: pid %d\n" % bad in err, "names the pid as the input: " + err)
     # Nothing read in the first pass: no page can be seen to change, so no
     # wait for the next (it would outlast estimate()'s 240 s limit).
     _, err = estimate("--pid", bad, "--interval", 3600, want_rc=1, interval=None)
