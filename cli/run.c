@@ -33,7 +33,8 @@
 
 const char usage_run[] =
     "run [--] COMMAND [ARGS...]\n"
-    "--user run [--domain NAME] [--no-merge-any] [--set NAME=VALUE]... [--] COMMAND [ARGS...]\n"
+    "       ksmctl --user run [--domain NAME] [--no-merge-any] [--set NAME=VALUE]...\n"
+    "                         [--] COMMAND [ARGS...]\n"
     "\n"
     "Runs COMMAND with its memory mergeable by KSM (prctl(PR_SET_MEMORY_MERGE),\n"
     "kept across exec since Linux 6.7, inherited by its children).  No root is\n"

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # cli.docs: every verb that `ksmctl --help` lists has --help (exit 0), a
 # section in the man page docs/ksmctl.1 and a place in the bash completion;
-# every exit status of util.h is documented; no --help prints "%%"; the
+# every exit status of util.h is documented; each line of a verb's
+# synopsis names ksmctl (or continues the line above); no --help prints "%%"; the
 # LICENSE file is the MIT licence every SPDX line names.
 #
 # usage: docs.sh KSMCTL PROJECT_SOURCE_DIR
@@ -16,6 +17,10 @@ for v in $verbs; do
 	help=$("$ksmctl" "$v" --help 2>&1) || { echo "FAIL: ksmctl $v --help exits $?"; bad=1; }
 	# A printf escape printed as it is ("95%%") means the text went through fputs.
 	grep -q '%%' <<<"$help" && { echo "FAIL: ksmctl $v --help prints '%%'"; bad=1; }
+	# Each synopsis line is a command (usage: ksmctl ..., or ksmctl ...
+	# under it) or indented continuation: never a bare "--user VERB".
+	sed '/^$/q' <<<"$help" | grep -Ev '^($|usage: ksmctl |       ksmctl |    )' |
+		sed "s/^/FAIL: ksmctl $v --help: a synopsis line without ksmctl: /" | grep . && bad=1
 	grep -q "^\.B.* $(sed 's/-/\\\\-/g' <<<"$v")\b\|^\.B $(sed 's/-/\\\\-/g' <<<"$v")\$\|^\.BR $v " "$man" ||
 		{ echo "FAIL: the man page has no entry for $v"; bad=1; }
 	grep -qw -- "$v" "$comp" || { echo "FAIL: the bash completion lacks $v"; bad=1; }
