@@ -257,7 +257,8 @@ static int client_line(char *line, void *arg)
 		long long profit = field(rest, "ksm_process_profit");
 		p->profit = p->profit == LLONG_MIN ? profit : p->profit + profit;
 	}
-	/* One process's mapping budget: the largest of its engines'. */
+	/* One process's mapping budget and full scans: the largest of its
+	 * engines'. */
 	static const struct {
 		const char *key;
 		size_t off;
@@ -266,6 +267,7 @@ static int client_line(char *line, void *arg)
 	    {"max_map_count", offsetof(struct ksm_process, max_map_count)},
 	    {"max_map_count_needed", offsetof(struct ksm_process, map_count_needed)},
 	    {"merges_skipped_map_budget", offsetof(struct ksm_process, skipped_map_budget)},
+	    {"full_scans", offsetof(struct ksm_process, full_scans)},
 	};
 	for (size_t k = 0; k < sizeof(budget) / sizeof(budget[0]); k++) {
 		long long v = field(rest, budget[k].key),

@@ -273,12 +273,17 @@ static const struct ksm_process *worst_process(const struct facts *f,
 	return worst;
 }
 
+/* A process not scanned yet (a client of samepaged at run = 0, or just
+ * started) has only its metadata to show: no loss to report yet. */
 static long long loss(const struct ksm_process *p)
 {
+	if (p->full_scans == 0)
+		return 0;
 	return p->profit != LLONG_MIN && p->profit < 0 ? -p->profit : 0;
 }
 
-/* The kernel's rule: a process whose profit is negative should drop its madvise. */
+/* The kernel's rule: a process whose profit is negative should drop its
+ * madvise, once it was scanned. */
 static enum severity process_loses(const struct facts *f, struct finding *out)
 {
 	const struct ksm_process *worst = worst_process(f, loss);

@@ -15,6 +15,9 @@
 #          --json finds the client, check, doctor, all-or-nothing refusals
 #          (run=3: exit 2; max_page_sharing while merged: exit 5) that
 #          change nothing, apply, and unmerge bringing pages_sharing to 0.
+#  unscanned  a program under `ksmctl --user run` while run = 0: its profit
+#          is its metadata only (negative), but doctor does not report
+#          process-loses (nor advise dropping `ksmctl run`) before a scan.
 # The daemon and the client are killed on every exit (trap).
 #
 # usage: user.sh TEST KSMCTL SAMEPAGED SPCLIENT SRCDIR
@@ -287,8 +290,35 @@ e2e()
 	says "$tmp/err" "start it: ksmctl --socket $sock start"
 }
 
+# unscanned: doctor judges a process's profit only once it was scanned.
+unscanned()
+{
+	[ -z "${SAMEPAGE_SANITIZED:-}" ] || { echo "skip: a sanitized preload library"; exit 77; }
+	start_daemon || return
+	expect 0 --user --socket "$sock" set run=0
+	"$ksmctl" --user --socket "$sock" run --domain d -- \
+		python3 -c 'import sys, time; x = bytearray(8 << 20); print("ready", flush=True); time.sleep(120)' \
+		>"$tmp/client.out" 2>&1 &
+	client_pid=$!
+	local profit=
+	for _ in $(seq 100); do
+		"$ksmctl" --user --socket "$sock" top --json >"$tmp/out" 2>"$tmp/err"
+		profit=$(python3 -c 'import json, sys; r = [r for r in json.load(sys.stdin)["rows"] if r["comm"] == "python3"]; print(r[0]["profit_bytes"] if r and r[0].get("profit_bytes") is not None else "")' <"$tmp/out" 2>/dev/null)
+		[ -n "$profit" ] && [ "$profit" -lt 0 ] && break
+		sleep 0.1
+	done
+	[ -n "$profit" ] || { fail "ksmctl --user top never listed the client: $(cat "$tmp/out" "$tmp/client.out")"; return; }
+	echo "ok: the unscanned client's profit is $profit"
+	"$ksmctl" --user --socket "$sock" doctor --json >"$tmp/out" 2>"$tmp/err"
+	json_ok 'all(f["id"] != "process-loses" for f in d["findings"])'
+	json_ok 'any(f["id"] == "not-running" for f in d["findings"])'
+	"$ksmctl" --user --socket "$sock" doctor >"$tmp/out" 2>"$tmp/err"
+	! grep -q "loses memory" "$tmp/out" || fail "doctor says an unscanned process loses memory: $(grep -A2 'loses memory' "$tmp/out")"
+}
+
 case $test in
 absent) absent ;;
+unscanned) unscanned ;;
 advice) advice ;;
 e2e) e2e ;;
 *) echo "unknown test $test"; exit 2 ;;
