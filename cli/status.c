@@ -210,7 +210,16 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 	text_line("memory saved", "%s (pages_sharing %lld + ksm_zero_pages %lld, %ld-byte pages)",
 		  fmt_bytes(a, sizeof(a), (double)d->saved_bytes), d->sharing, d->zero_pages,
 		  page_size());
-	if (d->has_profit)
+	long long meta = -1;
+	if (d->has_profit && opt.user && knob_number("metadata_bytes", &meta) == 0)
+		/* libsamepage's metadata is not 64 bytes per rmap item: the
+		 * tracked pages' items, the index and the merges' mappings. */
+		text_line("general_profit",
+			  "%s (saved minus metadata_bytes %s: per-page items, index and the "
+			  "merges' mappings)",
+			  fmt_bytes(a, sizeof(a), (double)d->general_profit),
+			  fmt_bytes(b, sizeof(b), (double)meta));
+	else if (d->has_profit)
 		text_line("general_profit", "%s (saved minus %lld rmap_items of metadata)",
 			  fmt_bytes(a, sizeof(a), (double)d->general_profit), d->rmap_items);
 	else

@@ -10,7 +10,8 @@
 #          exits 2 without running the program, run with a private engine runs
 #          the program; install-service exits 2 and says what to do instead.
 #  e2e     a daemon and a client (spclient) merging 16 MiB of duplicate
-#          pages: set, wait --converged, status (text, --json: pages_sharing
+#          pages: set, wait --converged, status (text: general_profit is
+#          saved minus metadata_bytes; --json: pages_sharing
 #          > 0, --prometheus: promcheck.py and samepaged_* names only), top
 #          --json finds the client, check, doctor, all-or-nothing refusals
 #          (run=3: exit 2; max_page_sharing while merged: exit 5) that
@@ -218,6 +219,9 @@ e2e()
 
 	expect 0 --user --socket "$sock" status
 	says "$tmp/out" "(samepaged back-end, $sock)"
+	# samepaged's general_profit subtracts metadata_bytes, not rmap items.
+	says "$tmp/out" "(saved minus metadata_bytes "
+	! grep -q "rmap_items of metadata" "$tmp/out" || fail "status --user explains general_profit with rmap_items"
 	SAMEPAGE_SOCKET=$sock expect 0 --user status --json
 	json_ok 'd["backend"] == "samepaged" and d["path"] == "'"$sock"'" and d["files"]["pages_sharing"] > 0 and d["files"]["run"] == 1'
 	expect 0 --user --socket "$sock" status --prometheus
