@@ -304,10 +304,12 @@ int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len)
 		for (size_t k = from; k < to; k++) {
 			if (r->meta[k].flags & PM_OFF)
 				continue;
-			region_drop_page(sp, r, k); /* forgets its state... */
+			uint8_t keep = r->meta[k].flags & PM_KEEP; /* wipe-on-fork... */
+			region_drop_page(sp, r, k);		   /* forgets its state... */
 			/* ...and it stays mergeable (still a pool mapping if the
-			 * replacement failed: a discard must not read it back) */
-			r->meta[k].flags = err ? PM_POOLMAP : 0;
+			 * replacement failed: a discard must not read it back),
+			 * or kept out for what kept it out */
+			r->meta[k].flags = (uint8_t)((err ? PM_POOLMAP : 0) | keep);
 			r->mergeable_pages++;
 		}
 	}

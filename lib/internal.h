@@ -236,6 +236,7 @@ void stale_pool_add(dev_t dev, ino_t ino);
 void stale_pools_lock(void);
 void stale_pools_unlock(void);
 int stale_pools_discard(uintptr_t start, uintptr_t end);
+int stale_pools_keep(uintptr_t start, uintptr_t end);
 int mremap_one_mapping(uintptr_t start, uintptr_t end);
 
 /* merge.c */

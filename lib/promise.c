@@ -128,8 +128,10 @@ void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on)
 }
 
 /* The flags set on [at, at + end - start) from those of [start, end);
- * lock_flags are mlock2's. */
-static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock_flags)
+ * lock_flags are mlock2's; anon: the mapping there is anonymous memory
+ * (an unmerged copy), which may be wipe-on-fork, where a mapping of the
+ * pool may not (such pages are never merged). */
+static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock_flags, bool anon)
 {
 	pthread_mutex_lock(&promise_lock);
 	for (size_t i = 0; i < npromises; i++) {
@@ -148,6 +150,8 @@ static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock
 			prim_madvise((void *)s, e - s, MADV_NOHUGEPAGE);
 		if (p->flags & PROMISE_HUGEPAGE)
 			prim_madvise((void *)s, e - s, MADV_HUGEPAGE);
+		if (anon && (p->flags & PROMISE_WIPEONFORK))
+			prim_madvise((void *)s, e - s, MADV_WIPEONFORK);
 	}
 	pthread_mutex_unlock(&promise_lock);
 }
@@ -156,7 +160,7 @@ static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock
  * unmerge replaced it with anonymous memory). */
 void promise_apply(uintptr_t start, uintptr_t end)
 {
-	apply_at(start, end, start, 0);
+	apply_at(start, end, start, 0, true);
 }
 
 /* The same on a merged range, a private mapping of the pool: locked memory
@@ -166,7 +170,7 @@ void promise_apply(uintptr_t start, uintptr_t end)
  * merge was undone at once, and redone at the next visit, for ever. */
 void promise_apply_merged(uintptr_t start, uintptr_t end)
 {
-	apply_at(start, end, start, MLOCK_ONFAULT);
+	apply_at(start, end, start, MLOCK_ONFAULT, false);
 }
 
 /* The flags of [start, end) set on the mapping at [at, at + end - start):
@@ -174,7 +178,7 @@ void promise_apply_merged(uintptr_t start, uintptr_t end)
  * neighbours there. */
 void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
 {
-	apply_at(start, end, at, 0);
+	apply_at(start, end, at, 0, true);
 }
 
 /* mremap moved [old, old + len) to new: its flags go with it (they are

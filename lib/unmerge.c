@@ -325,14 +325,26 @@ void stale_pools_unlock(void)
 	pthread_mutex_unlock(&stale_lock);
 }
 
-int stale_pools_discard(uintptr_t start, uintptr_t end)
+static int stale_pools_to_anon(uintptr_t start, uintptr_t end, bool copy)
 {
 	if (!atomic_load(&nstale))
 		return 0;
 	pthread_mutex_lock(&stale_lock);
-	int err = pools_to_anon(stale_pools, (size_t)atomic_load(&nstale), start, end, false);
+	int err = pools_to_anon(stale_pools, (size_t)atomic_load(&nstale), start, end, copy);
 	pthread_mutex_unlock(&stale_lock);
 	return err;
+}
+
+int stale_pools_discard(uintptr_t start, uintptr_t end)
+{
+	return stale_pools_to_anon(start, end, false);
+}
+
+/* Their merged pages in [start, end) become anonymous copies: the kernel
+ * refuses MADV_WIPEONFORK on a mapping of a file. */
+int stale_pools_keep(uintptr_t start, uintptr_t end)
+{
+	return stale_pools_to_anon(start, end, true);
 }
 
 /* A copy of a whole range touches every page of it (an untouched page
