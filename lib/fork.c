@@ -107,10 +107,12 @@ static void fork_prepare(void)
 	}
 	stale_pools_lock();  /* the child adds to them */
 	as_lock_exclusive(); /* no merge window is open across the fork */
+	promise_fork_lock(); /* the child's wrappers take it */
 }
 
 static void fork_parent(void)
 {
+	promise_fork_unlock();
 	as_unlock();
 	stale_pools_unlock();
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
@@ -122,6 +124,7 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	pid_t parent = prim_getppid();
+	promise_fork_unlock();
 	as_reinit(); /* the parent's thread held it: it cannot be released here */
 	stale_pools_unlock();
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {

@@ -128,6 +128,8 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 #define PROMISE_LAST PROMISE_UFFD
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
+void promise_fork_lock(void);
+void promise_fork_unlock(void);
 void promise_apply_merged(uintptr_t start, uintptr_t end);
 void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at);
 void promise_move(uintptr_t old, size_t len, uintptr_t new);

@@ -46,6 +46,14 @@
 int (*interpose_merge_advice)(void *addr, size_t len, int advice);
 void (*_Atomic interpose_pending)(void);
 
+/* The wrappers keep promises (promise.c) before any engine is open too,
+ * under a lock a forked child must not find held: fork's handlers (which
+ * take it across the fork) are there from the start. */
+__attribute__((constructor)) static void interpose_init(void)
+{
+	fork_init();
+}
+
 /* Whether an engine is open (then the calls take the locks); runs what is
  * pending first. */
 bool interpose_active(void)

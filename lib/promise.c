@@ -50,6 +50,19 @@ struct promise {
 };
 
 static pthread_mutex_t promise_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* fork: the prepare handler holds the lock across the fork (another
+ * thread of the parent could hold it then, and the child's copy would stay
+ * locked for ever: its first madvise or mmap would wait). */
+void promise_fork_lock(void)
+{
+	pthread_mutex_lock(&promise_lock);
+}
+
+void promise_fork_unlock(void)
+{
+	pthread_mutex_unlock(&promise_lock);
+}
 static struct promise *promises; /* sorted by start, not overlapping */
 static size_t npromises, promises_cap;
 

@@ -605,6 +605,57 @@ void test_fork_during_stale_discard(void)
 	munmap(gaps, 2 * GAPS * PG);
 }
 
+/* Regression: a forked child deadlocked in its first madvise or mmap.
+ * The promises' lock (lib/promise.c), which those wrappers take, could be
+ * held by another thread of the parent at the fork; the child's copy then
+ * stayed locked for ever.  Here a thread advises a page again and again
+ * (each call takes the lock, with many promises to walk) while the main
+ * thread forks; each child advises a page and exits.  Found by the soak's
+ * advise operation (a child hung for 60 s). */
+static atomic_int advising;
+static void *advise_loop(void *arg)
+{
+	char *p = arg;
+	while (atomic_load(&advising))
+		for (size_t i = 0; i < 64; i++)
+			madvise(p + 2 * i * PG, PG, i % 2 ? MADV_DONTFORK : MADV_DOFORK);
+	return NULL;
+}
+
+void test_fork_during_advice(void)
+{
+	samepage_t *sp = open_fast();
+	char *p = map_pages(128), *mine = map_pages(1);
+	REQUIRE(samepage_madvise(sp, p, 128 * PG, SAMEPAGE_MERGEABLE) == 0);
+	atomic_store(&advising, 1);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, advise_loop, p) == 0);
+	int forks = 0, hung = 0;
+	for (; forks < 300 && hung == 0; forks++) {
+		pid_t pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0)
+			_exit(madvise(mine, PG, MADV_DONTFORK) == 0 ? 0 : 1);
+		int st = 0;
+		pid_t got = 0;
+		for (int ms = 0; ms < 20000 && (got = waitpid(pid, &st, WNOHANG)) == 0; ms++)
+			usleep(1000); /* a limit only against the hang */
+		if (got == 0) {
+			hung++;
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+		}
+		check_tick();
+	}
+	atomic_store(&advising, 0);
+	pthread_join(t, NULL);
+	printf("%d forks while a thread advised memory: %d children hung\n", forks, hung);
+	CHECK_EQ_INT(hung, 0);
+	samepage_close(sp);
+	munmap(p, 128 * PG);
+	munmap(mine, PG);
+}
+
 /*
  * Found by the ten-minute soak after finding 2's fix: the pools of closed
  * engines were kept in a table of 64, and the 65th closed engine's pool
