@@ -533,7 +533,7 @@ void unmerge_all(struct samepage *sp)
 			remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
 			if (m->flags & PM_ITEM)
 				sp->c.rmap_items--;
-			m->flags &= PM_OFF;
+			m->flags &= PM_OFF | PM_KEEP; /* kept out still: wipe-on-fork... */
 			m->age = m->remaining_skips = 0;
 			m->checksum = 0;
 		}

@@ -215,9 +215,10 @@ static int child_sees(const char *p, size_t n, size_t wiped, size_t z0, size_t z
 /* Regression: MADV_WIPEONFORK holds on memory merged before it was given.
  * (1) A discard of merged pages and wiped ones together replaced the
  * range with fresh memory that was not wipe-on-fork: a child read the
- * parent's later data there.  (2) On pages merged by an engine since closed the
- * kernel refused it (EINVAL: a mapping of the pool is a file's).  Found by
- * the soak's advise operation. */
+ * parent's later data there; a discard, and run=2, also forgot why the
+ * wiped pages were kept out, and they merged again.  (2) On pages merged by an engine since closed
+ * the kernel refused it (EINVAL: a mapping of the pool is a file's).  Found by the soak's advise
+ * operation. */
 void test_wipeonfork_after_merge(void)
 {
 	const size_t n = 64, half = 32;
@@ -241,6 +242,11 @@ void test_wipeonfork_after_merge(void)
 			/* The discarded wiped pages written again: still kept
 			 * out (a discard forgot why they were), not merged. */
 			memset(p + 24 * PG, 'w', 16 * PG);
+			REQUIRE(wait_scans(sp, 3) == 0);
+			CHECK_EQ_INT(child_sees(p, n, half, 0, 0, 'w'), 0);
+			/* And after run=2, which frees every page's state. */
+			wr(sp, "run", "2");
+			wr(sp, "run", "1");
 			REQUIRE(wait_scans(sp, 3) == 0);
 			CHECK_EQ_INT(child_sees(p, n, half, 0, 0, 'w'), 0);
 			samepage_close(sp);
