@@ -155,6 +155,7 @@ void region_map(struct worker *w, struct region *r)
 	fill_region(w, r);
 	r->split = false;
 	r->locked = false;
+	memset(r->advice, 0, r->npages); /* a new mapping: no advice */
 	if (!r->alloced && sp) {
 		err = samepage_madvise(sp, r->addr, len, SAMEPAGE_MERGEABLE);
 		if (err)
@@ -472,6 +473,7 @@ static void op_mmap(struct worker *w, struct region *r)
 			exit(2); /* a hole in the region */
 		}
 		r->split = true; /* a VMA of its own, even without us */
+		r->advice[page] = 0;
 		memset(r->shadow + page * PG, 0, PG);
 		mark(r, page * PG, PG, OP_MMAP);
 		reregister(sp, r);
@@ -553,10 +555,72 @@ static void op_mlock(struct worker *w, struct region *r)
 	op_write(w, r);
 }
 
+/* What the application asks of its memory beside merging: each advice
+ * must hold on merged pages as on any (the kernel's KSM keeps the flags
+ * of the VMA), which a forked child shows (child_view). */
+static void op_advise(struct worker *w, struct region *r)
+{
+	static const struct {
+		int advice;
+		const char *name;
+		uint8_t set, clear;
+	} kinds[] = {
+	    {MADV_DONTFORK, "MADV_DONTFORK", ADV_DONTFORK, 0},
+	    {MADV_DOFORK, "MADV_DOFORK", 0, ADV_DONTFORK},
+	    {MADV_WIPEONFORK, "MADV_WIPEONFORK", ADV_WIPEONFORK, 0},
+	    {MADV_KEEPONFORK, "MADV_KEEPONFORK", 0, ADV_WIPEONFORK},
+	    {MADV_DONTDUMP, "MADV_DONTDUMP", 0, 0},
+	    {MADV_DODUMP, "MADV_DODUMP", 0, 0},
+	};
+	unsigned k = (unsigned)rnd_below(&w->rng, sizeof(kinds) / sizeof(kinds[0]));
+	size_t n = 1 + rnd_below(&w->rng, r->npages);
+	size_t page = rnd_below(&w->rng, r->npages - n + 1);
+	samepage_t *sp = engine_get(w, r); /* not while the engine is reopened */
+	if (madvise(r->addr + page * PG, n * PG, kinds[k].advice)) {
+		int saved = errno;
+		atomic_fetch_add(&stats->syscall_errors, 1);
+		note("%s: madvise(%s) of %zu pages (%s): %s", thread_who, kinds[k].name, n,
+		     r->alloced ? "from samepage_alloc" : "mmap", strerror(saved));
+	} else {
+		for (size_t p = page; p < page + n; p++)
+			r->advice[p] = (uint8_t)((r->advice[p] | kinds[k].set) & ~kinds[k].clear);
+		r->split |= n < r->npages; /* the kernel splits the VMA there */
+	}
+	(void)sp;
+	engine_put(w, r);
+	check_pages(w, r, 0, r->npages, OP_ADVISE);
+	op_write(w, r);
+}
+
+/* A forked child's view of the regions, from their advice: a DONTFORK
+ * page is not mapped (then replaced by a fresh page here, so that the
+ * child can go on), a WIPEONFORK page reads zeros. */
+static void child_view(struct region *r)
+{
+	for (size_t p = 0; p < r->npages; p++) {
+		char *a = r->addr + p * PG;
+		if (r->advice[p] & ADV_DONTFORK) {
+			if (!(msync(a, PG, MS_ASYNC) == -1 && errno == ENOMEM)) {
+				atomic_fetch_add(&stats->mismatch_pages, 1);
+				note(
+				    "child of a fork: a MADV_DONTFORK page is mapped in the child");
+			}
+			if (mmap(a, PG, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+				_exit(3);
+			memset(r->shadow + p * PG, 0, PG);
+		} else if (r->advice[p] & ADV_WIPEONFORK) {
+			memset(r->shadow + p * PG, 0, PG);
+		}
+	}
+}
+
 /* A child checks its copy of the worker's regions, writes and checks. */
 static void child_main(struct worker *w)
 {
 	thread_who = "child of a fork";
+	for (int i = 0; i < w->nregions; i++)
+		child_view(&w->regions[i]);
 	for (int i = 0; i < w->nregions; i++)
 		check_pages(w, &w->regions[i], 0, w->regions[i].npages, OP_CHILD);
 	for (int round = 0; round < 8; round++) {
@@ -610,7 +674,7 @@ static void op_fork(struct worker *w)
 /* Relative frequencies of the worker's operations. */
 static const unsigned weight[NOPS] = {
     [OP_WRITE] = 24,  [OP_PREAD] = 4, [OP_DIRECT] = 3, [OP_READV] = 3, [OP_RECV] = 3,
-    [OP_DISCARD] = 2, [OP_MMAP] = 1,  [OP_FORK] = 1,   [OP_MLOCK] = 1};
+    [OP_DISCARD] = 2, [OP_MMAP] = 1,  [OP_FORK] = 1,   [OP_MLOCK] = 1, [OP_ADVISE] = 1};
 
 static enum op pick_op(struct worker *w, double *next_fork)
 {
@@ -665,7 +729,8 @@ void worker_setup(struct worker *w, struct env *env, int nregions, int first_eng
 		r->shadow = mmap(NULL, r->npages * PG, PROT_READ | PROT_WRITE,
 				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		r->last_write = calloc(r->npages, 1);
-		if (r->shadow == MAP_FAILED || !r->last_write) {
+		r->advice = calloc(r->npages, 1);
+		if (r->shadow == MAP_FAILED || !r->last_write || !r->advice) {
 			fprintf(stderr, "soak: out of memory for the shadow\n");
 			exit(2);
 		}
@@ -696,6 +761,7 @@ void *worker_main(void *arg)
 		case OP_MMAP: op_mmap(w, r); break;
 		case OP_FORK: op_fork(w); break;
 		case OP_MLOCK: op_mlock(w, r); break;
+		case OP_ADVISE: op_advise(w, r); break;
 		default: check_pages(w, r, 0, r->npages, OP_VERIFY); break;
 		}
 		atomic_fetch_add(&stats->ops[op], 1);
@@ -721,6 +787,7 @@ void worker_teardown(struct worker *w)
 		munmap(r->addr, r->npages * PG);
 		munmap(r->shadow, r->npages * PG);
 		free(r->last_write);
+		free(r->advice);
 	}
 	free(w->regions);
 	if (w->sock[0] >= 0) {

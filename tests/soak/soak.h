@@ -47,7 +47,12 @@
 	X(ENGINES, "engines", "several engines in one process, closed and reopened")               \
 	X(DAEMON, "daemon", "samepaged clients in two domains; clients and daemon SIGKILLed")      \
 	X(SIGBLOCK, "sigblock", "threads that block every signal write into registered memory")    \
-	X(MLOCK, "mlock", "mlock/munlock of ranges, mlockall/munlockall (not under sanitizers)")
+	X(MLOCK, "mlock", "mlock/munlock of ranges, mlockall/munlockall (not under sanitizers)")   \
+	X(ADVISE, "advise", "MADV_DONTFORK/DOFORK, WIPEONFORK/KEEPONFORK, DONTDUMP/DODUMP")
+
+/* What a page was advised, for a forked child's view of it. */
+#define ADV_DONTFORK 1	 /* not in the child */
+#define ADV_WIPEONFORK 2 /* zeros in the child */
 
 #define SOAK_ENUM(e, name, help) OP_##e,
 enum op { SOAK_OPS(SOAK_ENUM) NOPS, OP_VERIFY = NOPS, OP_CHILD, NWHO };
@@ -150,6 +155,7 @@ struct env {
 struct region {
 	char *addr, *shadow;
 	uint8_t *last_write; /* per page: the last operation that wrote it */
+	uint8_t *advice;     /* per page: ADV_DONTFORK, ADV_WIPEONFORK (op_advise) */
 	size_t npages;
 	int engine;
 	bool alloced; /* from samepage_alloc (else mmap + samepage_madvise) */
