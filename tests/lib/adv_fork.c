@@ -223,12 +223,8 @@ void test_wipeonfork_after_merge(void)
 {
 	const size_t n = 64, half = 32;
 	for (int closed = 0; closed < 2; closed++) {
-		samepage_t *sp = open_fast();
-		char *p = map_pages(n);
-		memset(p, 'w', n * PG);
-		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
-		wr(sp, "run", "1");
-		REQUIRE(wait_scans(sp, 2) == 0);
+		char *p;
+		samepage_t *sp = adv_merged(&p, n, 'w');
 		REQUIRE(pages_mapping_pool(p, n) == n);
 		if (closed)
 			samepage_close(sp);
@@ -349,12 +345,8 @@ void test_mlockall_kept(void)
 	const size_t n = 64, later = 16;
 	struct rlimit rl;
 	REQUIRE(getrlimit(RLIMIT_MEMLOCK, &rl) == 0);
-	samepage_t *sp = open_fast();
-	char *p = map_pages(n);
-	memset(p, 'L', n * PG);
-	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
-	wr(sp, "run", "1");
-	REQUIRE(wait_scans(sp, 2) == 0);
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'L');
 	REQUIRE(rd(sp, "ksm_merging_pages") == (long long)n);
 	/* A guard page (PROT_NONE), as every thread stack has: mlock()
 	 * cannot populate it (ENOMEM), mlockall() is not refused for it. */
@@ -572,6 +564,21 @@ static void *discard_loop(void *arg)
 	return NULL;
 }
 
+/* Waits up to 20 s for a forked child (a limit only against a hang):
+ * whether it hung, then killed. */
+static bool child_hung(pid_t pid)
+{
+	int st = 0;
+	pid_t got = 0;
+	for (int ms = 0; ms < 20000 && (got = waitpid(pid, &st, WNOHANG)) == 0; ms++)
+		usleep(1000);
+	if (got == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+	}
+	return got == 0;
+}
+
 void test_fork_during_stale_discard(void)
 {
 	samepage_t *old = open_fast();
@@ -592,15 +599,7 @@ void test_fork_during_stale_discard(void)
 		REQUIRE(pid >= 0);
 		if (pid == 0)
 			_exit(0);
-		int st = 0;
-		pid_t got = 0;
-		for (int ms = 0; ms < 20000 && (got = waitpid(pid, &st, WNOHANG)) == 0; ms++)
-			usleep(1000); /* a limit only against the hang */
-		if (got == 0) {
-			hung++;
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-		}
+		hung += child_hung(pid);
 		samepage_close(sp);
 		check_tick();
 	}
@@ -642,15 +641,7 @@ void test_fork_during_advice(void)
 		REQUIRE(pid >= 0);
 		if (pid == 0)
 			_exit(madvise(mine, PG, MADV_DONTFORK) == 0 ? 0 : 1);
-		int st = 0;
-		pid_t got = 0;
-		for (int ms = 0; ms < 20000 && (got = waitpid(pid, &st, WNOHANG)) == 0; ms++)
-			usleep(1000); /* a limit only against the hang */
-		if (got == 0) {
-			hung++;
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-		}
+		hung += child_hung(pid);
 		check_tick();
 	}
 	atomic_store(&advising, 0);
