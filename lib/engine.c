@@ -316,21 +316,88 @@ int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len)
 	return err;
 }
 
+/* Has the engine a region in the range?  (With the engine's lock held.) */
+static bool hits(struct samepage *sp, uintptr_t start, size_t len)
+{
+	size_t from, to;
+	for (size_t ri = 0; ri < sp->nregions; ri++)
+		if (region_clip(&sp->regions[ri], start, start + len, &from, &to))
+			return true;
+	return false;
+}
+
+/* Takes the engine's lock if it is alive and has a region in the range:
+ * whether it did.  (With engines_lock held: the list's order.) */
+bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len)
+{
+	if (!engine_alive(sp))
+		return false;
+	engine_lock(sp);
+	if (hits(sp, start, len))
+		return true;
+	engine_unlock(sp);
+	return false;
+}
+
+/* Has any page of the range been merged since it was last made anonymous
+ * again?  If not, a discard has nothing of ours to undo. */
+static bool hits_merged(struct samepage *sp, uintptr_t start, size_t len)
+{
+	size_t from, to;
+	for (size_t ri = 0; ri < sp->nregions; ri++)
+		if (sp->regions[ri].merged &&
+		    region_clip(&sp->regions[ri], start, start + len, &from, &to))
+			return true;
+	return false;
+}
+
+/*
+ * MADV_DONTNEED and its kin on [addr, addr+len), for the whole process:
+ * every engine with a region there (a merge-any engine has every private
+ * mapping) is held, its lock taken in the list's order as everywhere, from
+ * before its merged pages there become anonymous until the kernel has
+ * discarded the range: a page its scanner merged in between would be a
+ * private mapping of the pool when the kernel discards it, and read the
+ * pool's page (its old contents) instead of zeros.  Pages merged by
+ * engines since closed read zeros too.  0 or -errno.
+ */
+int engines_discard(void *addr, size_t len, int advice)
+{
+	uintptr_t a = (uintptr_t)addr;
+	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	bool held = atomic_load(&nengines) > 0;
+	if (held) {
+		pthread_mutex_lock(&engines_lock);
+		for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+			sp->held_for_discard = hold_if_hits(sp, a, l);
+			if (sp->held_for_discard && hits_merged(sp, a, l)) {
+				engine_enter(sp);
+				engine_discard_locked(sp, a, l);
+				engine_leave(sp);
+			}
+		}
+	}
+	stale_pools_discard(a, a + l);
+	int err = prim_madvise(addr, len, advice);
+	if (held) {
+		for (struct samepage *sp = engines; sp; sp = sp->next_engine)
+			if (sp->held_for_discard) {
+				sp->held_for_discard = false;
+				engine_unlock(sp);
+			}
+		pthread_mutex_unlock(&engines_lock);
+	}
+	return err;
+}
+
+/* The engine's own merged pages, and those of every other engine of the
+ * process (samepage_discard promises zeros, whoever merged them). */
 int samepage_discard(samepage_t *sp, void *addr, size_t len)
 {
 	int err = range_call(sp, addr, &len);
 	if (err)
 		return err < 0 ? err : 0;
-	engine_lock(sp);
-	engine_enter(sp);
-	err = engine_discard_locked(sp, (uintptr_t)addr, len);
-	engine_leave(sp);
-	if (!err) /* pages merged by engines since closed read zeros too */
-		err = stale_pools_discard((uintptr_t)addr, (uintptr_t)addr + len);
-	if (!err)
-		err = prim_madvise(addr, len, MADV_DONTNEED);
-	engine_unlock(sp);
-	return err;
+	return engines_discard(addr, len, MADV_DONTNEED);
 }
 
 /* ---- knobs and counters ---- */

@@ -285,6 +285,8 @@ int engine_start(struct samepage *sp);
 void engine_free(struct samepage *sp);
 int engine_register(struct samepage *sp, uintptr_t start, size_t len);
 int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len);
+bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len);
+int engines_discard(void *addr, size_t len, int advice);
 
 /* interpose.c */
 extern int (*interpose_merge_advice)(void *addr, size_t len, int advice);

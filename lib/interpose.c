@@ -146,41 +146,6 @@ EXPORT int mprotect(void *addr, size_t len, int prot)
 	return libc_result(err);
 }
 
-/* Has the engine a region in the range?  (With the engine's lock held.) */
-static bool hits(struct samepage *sp, uintptr_t start, size_t len)
-{
-	size_t from, to;
-	for (size_t ri = 0; ri < sp->nregions; ri++)
-		if (region_clip(&sp->regions[ri], start, start + len, &from, &to))
-			return true;
-	return false;
-}
-
-/* Takes the engine's lock if it is alive and has a region in the range:
- * whether it did.  (With engines_lock held: the list's order.) */
-static bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len)
-{
-	if (!engine_alive(sp))
-		return false;
-	engine_lock(sp);
-	if (hits(sp, start, len))
-		return true;
-	engine_unlock(sp);
-	return false;
-}
-
-/* Has any page of the range been merged since it was last made anonymous
- * again?  If not, a discard has nothing of ours to undo. */
-static bool hits_merged(struct samepage *sp, uintptr_t start, size_t len)
-{
-	size_t from, to;
-	for (size_t ri = 0; ri < sp->nregions; ri++)
-		if (sp->regions[ri].merged &&
-		    region_clip(&sp->regions[ri], start, start + len, &from, &to))
-			return true;
-	return false;
-}
-
 /* Runs fn on every engine of this process that has a region in range,
  * inside engine_enter(). */
 static int for_engines_in(uintptr_t start, size_t len,
@@ -311,41 +276,12 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	return libc_map_result(err, &m);
 }
 
-/*
- * MADV_DONTNEED and its kin on [addr, addr+len): every engine with a region
- * there is held (its lock, taken in the list's order as everywhere) from
- * before its merged pages there become anonymous until the kernel has
- * discarded the range: a page its scanner merged in between would be a
- * private mapping of the pool when the kernel discards it, and read the
- * pool's page (its old contents) instead of zeros.
- */
+/* MADV_DONTNEED and its kin: engines_discard() (engine.c), for every
+ * engine of the process. */
 static int discard_advice(void *addr, size_t len, int advice)
 {
-	uintptr_t a = (uintptr_t)addr;
-	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	bool engines_held = active();
-	if (engines_held) {
-		pthread_mutex_lock(&engines_lock);
-		for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-			sp->held_for_discard = hold_if_hits(sp, a, l);
-			if (sp->held_for_discard && hits_merged(sp, a, l)) {
-				engine_enter(sp);
-				engine_discard_locked(sp, a, l);
-				engine_leave(sp);
-			}
-		}
-	}
-	stale_pools_discard(a, a + l);
-	int err = prim_madvise(addr, len, advice);
-	if (engines_held) {
-		for (struct samepage *sp = engines; sp; sp = sp->next_engine)
-			if (sp->held_for_discard) {
-				sp->held_for_discard = false;
-				engine_unlock(sp);
-			}
-		pthread_mutex_unlock(&engines_lock);
-	}
-	return libc_result(err);
+	active(); /* what a forked child must do first */
+	return libc_result(engines_discard(addr, len, advice));
 }
 
 static int keep(struct samepage *sp, uintptr_t start, size_t len)

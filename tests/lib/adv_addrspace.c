@@ -170,6 +170,45 @@ void test_discard_after_close(void)
 	samepage_close(sp);
 }
 
+/* Regression: samepage_discard() through one engine on pages another
+ * engine of the process merged (here a merge-any engine, which takes every
+ * private mapping): only the caller's own merged pages were made
+ * anonymous before the discard, and the other's read their old contents
+ * back (the soak under merge-any).  The interposed madvise was right. */
+void test_discard_merged_by_another_engine(void)
+{
+	const size_t n = 64;
+	samepage_t *any = open_fast(), *own = open_fast();
+	for (int via_api = 0; via_api < 2; via_api++) {
+		char *p = map_pages(n);
+		memset(p, 'y', n * PG);
+		REQUIRE(samepage_madvise(own, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		REQUIRE(samepage_merge_any(any, 1) == 0);
+		wr(any, "run", "1");
+		for (int k = 0; k < 50 && pages_mapping_pool(p, n) < n; k++)
+			REQUIRE(wait_scans(any, 1) == 0);
+		REQUIRE(pages_mapping_pool(p, n) == n); /* merged by `any` */
+		if (via_api)
+			CHECK_EQ_INT(samepage_discard(own, p + 8 * PG, 16 * PG), 0);
+		else
+			CHECK_EQ_INT(madvise(p + 8 * PG, 16 * PG, MADV_DONTNEED), 0);
+		size_t old = 0, kept = 0;
+		for (size_t i = 0; i < n; i++) {
+			bool discarded = i >= 8 && i < 24;
+			old += discarded && p[i * PG + 7] != 0;
+			kept += !discarded && p[i * PG + 7] == 'y';
+		}
+		CHECK_EQ_U64(old, 0);
+		CHECK_EQ_U64(kept, n - 16);
+		wr(any, "run", "2");
+		REQUIRE(samepage_merge_any(any, 0) == 0);
+		REQUIRE(samepage_madvise(own, p, n * PG, SAMEPAGE_UNMERGEABLE) == 0);
+		munmap(p, n * PG);
+	}
+	samepage_close(own);
+	samepage_close(any);
+}
+
 void test_mremap_after_close(void)
 {
 	const size_t n = 64;
