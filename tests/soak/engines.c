@@ -143,6 +143,16 @@ static struct env local;
 static struct worker *workers;
 static int nworkers;
 
+/* The first engine of the engine process, with "merge-any". */
+static void engine_merge_any(samepage_t *sp)
+{
+	int err = samepage_merge_any(sp, 1);
+	if (err) {
+		atomic_fetch_add(&stats->api_errors, 1);
+		note("samepage_merge_any: %s", samepage_strerror(err));
+	}
+}
+
 static void engine_start(samepage_t *sp)
 {
 	knob_write(sp, "start", "pages_to_scan", "5000", 0);
@@ -236,6 +246,8 @@ static void engine_reopen(int e)
 		exit(2);
 	}
 	engine_start(eng->sp);
+	if (e == 0 && opts->on[OP_MERGE_ANY] && !SOAK_SANITIZED)
+		engine_merge_any(eng->sp);
 	for (int i = 0; i < nworkers; i++)
 		for (int j = 0; j < workers[i].nregions; j++) {
 			struct region *r = &workers[i].regions[j];
@@ -365,6 +377,8 @@ int engine_process_main(int generation)
 		pthread_rwlock_init(&local.engines[e].lock, NULL);
 		engine_start(local.engines[e].sp);
 	}
+	if (opts->on[OP_MERGE_ANY] && !SOAK_SANITIZED)
+		engine_merge_any(local.engines[0].sp);
 	run_workers(&local, opts->workers, opts->on[OP_SIGBLOCK] ? opts->sigblock_threads : 0,
 		    opts->regions, seed, engine_loop);
 	close_file(&local);

@@ -494,13 +494,6 @@ static bool may_lock(void)
 	       (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY);
 }
 
-/* Sanitizers map terabytes of shadow memory: mlockall would lock it. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SOAK_MLOCKALL 0
-#else
-#define SOAK_MLOCKALL 1
-#endif
-
 /* Locked memory merges and stays locked (the kernel's KSM merges it too):
  * a range of the region locked, or the whole region unlocked, then written
  * and checked; now and then the whole process locked (mlockall, current
@@ -516,7 +509,7 @@ static void op_mlock(struct worker *w, struct region *r)
 	switch (rnd_below(&w->rng, 16)) {
 	case 0: /* the flag is set before the call and cleared after it */
 		pthread_mutex_lock(&all_lock);
-		if (SOAK_MLOCKALL && !all_locked) {
+		if (!SOAK_SANITIZED && !all_locked) {
 			all_locked = 1;
 			if (mlockall(MCL_CURRENT | MCL_FUTURE))
 				syscall_error("mlockall(MCL_CURRENT | MCL_FUTURE)");

@@ -48,7 +48,17 @@
 	X(DAEMON, "daemon", "samepaged clients in two domains; clients and daemon SIGKILLed")      \
 	X(SIGBLOCK, "sigblock", "threads that block every signal write into registered memory")    \
 	X(MLOCK, "mlock", "mlock/munlock of ranges, mlockall/munlockall (not under sanitizers)")   \
-	X(ADVISE, "advise", "MADV_DONTFORK/DOFORK, WIPEONFORK/KEEPONFORK, DONTDUMP/DODUMP")
+	X(ADVISE, "advise", "MADV_DONTFORK/DOFORK, WIPEONFORK/KEEPONFORK, DONTDUMP/DODUMP")        \
+	X(MERGE_ANY, "merge-any",                                                                  \
+	  "the engine process's first engine merges every private mapping (not under sanitizers)")
+
+/* Sanitizers map terabytes of shadow memory: mlockall would lock it, and
+ * merge-any would scan it. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SOAK_SANITIZED 1
+#else
+#define SOAK_SANITIZED 0
+#endif
 
 /* What a page was advised, for a forked child's view of it. */
 #define ADV_DONTFORK 1	 /* not in the child */
