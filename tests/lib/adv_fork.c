@@ -213,12 +213,11 @@ static int child_sees(const char *p, size_t n, size_t wiped, size_t z0, size_t z
 }
 
 /* Regression: MADV_WIPEONFORK holds on memory merged before it was given.
- * (1) A discard of merged pages and wiped ones together replaced the
- * range with fresh memory that was not wipe-on-fork: a child read the
- * parent's later data there; a discard, and run=2, also forgot why the
- * wiped pages were kept out, and they merged again.  (2) On pages merged by an engine since closed
- * the kernel refused it (EINVAL: a mapping of the pool is a file's).  Found by the soak's advise
- * operation. */
+ * (1) A discard, and run=2, forgot why the wiped pages were kept out:
+ * they merged again, and a forked child read the parent's data there.
+ * (2) On pages merged by an engine since closed the kernel refused it
+ * (EINVAL: a mapping of the pool is a file's).  Found by the soak's
+ * advise operation. */
 void test_wipeonfork_after_merge(void)
 {
 	const size_t n = 64, half = 32;
