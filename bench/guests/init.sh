@@ -50,8 +50,10 @@ io() {
 		return
 	fi
 	mkdir -p /tmp/sums
+	# At least one round: now() is whole seconds, and a second may end
+	# between the two reads of a one-second run.
 	end=$(($(now) + secs)) round=0 bad=0 ioerr=0 total=0
-	while [ "$(now)" -lt $end ]; do
+	while [ $round = 0 ] || [ "$(now)" -lt $end ]; do
 		round=$((round + 1)) rbad=0 rerr=0 b=0
 		while [ $b -lt $blocks ]; do
 			if [ $((b % 2)) = 0 ]; then
