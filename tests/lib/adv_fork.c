@@ -214,7 +214,8 @@ static int child_sees(const char *p, size_t n, size_t wiped, size_t z0, size_t z
 
 /* Regression: MADV_WIPEONFORK holds on memory merged before it was given.
  * (1) A discard, and run=2, forgot why the wiped pages were kept out:
- * they merged again, and a forked child read the parent's data there.
+ * they merged again, and a forked child read the parent's data there;
+ * run=2 also copied the range back as one mapping without wipe-on-fork.
  * (2) On pages merged by an engine since closed the kernel refused it
  * (EINVAL: a mapping of the pool is a file's).  Found by the soak's
  * advise operation. */
