@@ -84,15 +84,9 @@ int plan_add(struct plan *p, const char *name, const char *value, const char *or
 	snprintf(input, sizeof(input), "%s=%s (%s)", name, value, origin);
 	err = samepage_knob_parse(name, value, &v);
 	if (err == -ENOENT) {
-		if (opt.user) {
-			snprintf(fix, sizeof(fix),
-				 "use a name of samepaged's knobs; `%s status` lists them",
-				 opt.self);
-			return ksmctl_fail(KSMCTL_USAGE, input, fix, "unknown knob \"%s\"", name);
-		}
-		return ksmctl_fail(KSMCTL_USAGE, input,
-				   "use a name of /sys/kernel/mm/ksm; `ksmctl status` lists them",
-				   "unknown knob \"%s\"", name);
+		snprintf(fix, sizeof(fix), "use a name of %s; `%s status` lists them",
+			 opt.user ? "samepaged's knobs" : "/sys/kernel/mm/ksm", opt.self);
+		return ksmctl_fail(KSMCTL_USAGE, input, fix, "unknown knob \"%s\"", name);
 	}
 	if (err == -EACCES)
 		return ksmctl_fail(KSMCTL_USAGE, input, "only tunables can be written",
