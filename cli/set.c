@@ -330,8 +330,9 @@ static void progress_stop(pid_t pid, double start)
 }
 
 /* Writes run=2, then waits until no page is shared, showing progress:
- * 0, the write's -errno, or -ETIMEDOUT after timeout seconds. */
-static int run_unmerge(double timeout)
+ * 0, the write's -errno, or -ETIMEDOUT after timeout seconds, with run
+ * put back to prev (its value before). */
+static int run_unmerge(double timeout, const char *prev)
 {
 	double start = now_seconds();
 	pid_t progress = progress_start();
@@ -344,17 +345,22 @@ static int run_unmerge(double timeout)
 			sleep_seconds(0.1);
 	}
 	progress_stop(progress, start);
+	if (err == -ETIMEDOUT && strcmp(prev, "2") && opt.be->write(opt.be, "run", prev))
+		ksmctl_warn("could not restore run=%s", prev);
 	return err;
 }
 
 /* --unmerge: run=2 before a knob that needs it. */
-static int unmerge_all(const struct plan *p)
+static int unmerge_all(const struct plan *p, long long prev_run)
 {
-	int err = run_unmerge(p->timeout);
+	char prev[24];
+	int err;
 
+	snprintf(prev, sizeof(prev), "%lld", prev_run);
+	err = run_unmerge(p->timeout, prev);
 	if (err == -ETIMEDOUT)
 		return ksmctl_fail(KSMCTL_TIMEOUT, "run=2 (--unmerge)", "give a longer --timeout",
-				   "pages_shared did not reach 0");
+				   "pages_shared did not reach 0; run is back as it was");
 	if (err)
 		return ksmctl_fail(err == -EACCES || err == -EPERM ? KSMCTL_PERM : KSMCTL_REFUSED,
 				   "run=2 (--unmerge)", "free memory, or stop a merging workload",
@@ -453,7 +459,7 @@ int plan_apply(struct plan *p)
 	for (int i = 0; i < p->n; i++)
 		unmerge |= p->unmerge && needs_unmerge(&p->c[i]) && knob_or("pages_shared", 0) > 0;
 	if (unmerge) {
-		if ((err = unmerge_all(p)))
+		if ((err = unmerge_all(p, prev_run)))
 			return err;
 		/* Give run back: the requested value, or the one before the unmerge. */
 		struct change *run = plan_find(p, "run");
@@ -473,7 +479,7 @@ int plan_apply(struct plan *p)
 		if (!c->write)
 			continue;
 		bool run2 = strcmp(c->k->name, "run") == 0 && strcmp(c->value, "2") == 0;
-		if ((err = run2 ? run_unmerge(p->timeout)
+		if ((err = run2 ? run_unmerge(p->timeout, c->old)
 				: opt.be->write(opt.be, c->k->name, c->value))) {
 			undo(p);
 			if (unmerge && prev_run != 2) {
