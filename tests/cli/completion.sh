@@ -43,5 +43,16 @@ got=$(offer ksmctl top --by "")
 [ "$got" = "cgroup domain process vm " ] || { echo "FAIL: top --by offers '$got'"; bad=1; }
 got=$(offer ksmctl --user "")
 grep -qw install-service <<<"$got" && { echo "FAIL: --user offers install-service"; bad=1; }
+# --user run is samepaged's (ksmctl --user run --domain vms -- qemu...):
+# offered, with its options before COMMAND, none after it.
+grep -qw run <<<"$got" || { echo "FAIL: --user does not offer run"; bad=1; }
+got=$(offer ksmctl --user run --)
+[ "$got" = "--domain --help --no-merge-any --set " ] ||
+	{ echo "FAIL: --user run --<TAB> offers '$got'"; bad=1; }
+got=$(offer ksmctl --user run --domain vms --set "")
+[ "$got" = "$(sed 's/$/=/' <<<"$tunables" | sort | tr '\n' ' ')" ] ||
+	{ echo "FAIL: --user run --set <TAB> offers '$got', not every tunable"; bad=1; }
+got=$(offer ksmctl --user run --domain vms -- prog --)
+[ -z "${got// /}" ] || { echo "FAIL: --user run ... -- prog --<TAB> offers '$got'"; bad=1; }
 [ $bad = 0 ] && echo "ok: $(wc -w <<<"$verbs") verbs' options, set's tunables, top --by"
 exit $bad
