@@ -113,6 +113,12 @@ void json_int(struct json *j, const char *key, long long value)
 	fprintf(j->f, "%lld", value);
 }
 
+void json_uint(struct json *j, const char *key, unsigned long long value)
+{
+	prefix(j, key);
+	fprintf(j->f, "%llu", value);
+}
+
 void json_double(struct json *j, const char *key, double value)
 {
 	prefix(j, key);

@@ -286,10 +286,13 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 static void json_value(const char *name, const struct samepage_knob *k, const char *value,
 		       void *arg)
 {
+	unsigned long long u;
 	long long v;
 
 	if (parse_ll(value, &v) == 0)
 		json_int(arg, name, v);
+	else if (parse_ull(value, &u) == 0)
+		json_uint(arg, name, u); /* beyond 2^63: the advisor's unsigned longs */
 	else
 		json_string(arg, name, value);
 	(void)k;
@@ -406,12 +409,20 @@ static const char *const node_ksmd_files[] = {
     "pages_unshared", "pages_volatile",	    "run",	    "sleep_millisecs", "general_profit",
 };
 
+static void prom_metric_text(const char *metric, const char *type, const char *help,
+			     const char *number)
+{
+	prom_head(metric, type, help);
+	printf(" %s\n", number);
+}
+
 static void prom_value(const char *name, const struct samepage_knob *k, const char *value,
 		       void *arg)
 {
-	char metric[128], help[256];
+	char metric[128], help[256], num[32];
+	unsigned long long u;
 	long long v;
-	bool node = false;
+	bool node = false, big = false;
 
 	/* A file whose name makes no metric name is not one of KSM's (a
 	 * fuzzer's tree, say): left out, as node_exporter does. */
@@ -421,25 +432,34 @@ static void prom_value(const char *name, const struct samepage_knob *k, const ch
 		node |= strcmp(name, node_ksmd_files[i]) == 0;
 	if (k && k->format == SAMEPAGE_FMT_MODE)
 		v = strcmp(value, "scan-time") == 0;
-	else if (parse_ll(value, &v))
+	else if (parse_ll(value, &v) == 0)
+		;
+	else if (parse_ull(value, &u) == 0)
+		big = true, v = LLONG_MAX; /* beyond 2^63: the advisor's unsigned longs */
+	else
 		return;
+	/* The sample's value exactly, as the file has it. */
+	if (big)
+		snprintf(num, sizeof(num), "%llu", u);
+	else
+		snprintf(num, sizeof(num), "%lld", v);
 	snprintf(help, sizeof(help), "ksmd '%s' file%s%s%s.", name, k ? ": " : "", k ? k->help : "",
 		 k && k->format == SAMEPAGE_FMT_MODE ? " (1 = scan-time)" : "");
 	if (strcmp(name, "full_scans") == 0)
-		prom_metric_int("node_ksmd_full_scans_total", "counter", help, v);
+		prom_metric_text("node_ksmd_full_scans_total", "counter", help, num);
 	else if (strcmp(name, "sleep_millisecs") == 0)
 		prom_metric("node_ksmd_sleep_seconds", "gauge", help, (double)v / 1000);
 	else if (strcmp(name, "general_profit") == 0)
-		prom_metric_int("node_ksmd_general_profit_bytes", "gauge", help, v);
+		prom_metric_text("node_ksmd_general_profit_bytes", "gauge", help, num);
 	else if (node) {
 		snprintf(metric, sizeof(metric), "node_ksmd_%s", name);
-		prom_metric_int(metric, "gauge", help, v);
+		prom_metric_text(metric, "gauge", help, num);
 	} else if (strcmp(name, "pages_scanned") == 0 || strcmp(name, "pages_skipped") == 0) {
 		snprintf(metric, sizeof(metric), "samepage_ksm_%s_total", name);
-		prom_metric_int(metric, "counter", help, v);
+		prom_metric_text(metric, "counter", help, num);
 	} else {
 		snprintf(metric, sizeof(metric), "samepage_ksm_%s", name);
-		prom_metric_int(metric, "gauge", help, v);
+		prom_metric_text(metric, "gauge", help, num);
 	}
 	(void)arg;
 }

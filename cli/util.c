@@ -60,6 +60,24 @@ int parse_ll(const char *s, long long *out)
 	return 0;
 }
 
+int parse_ull(const char *s, unsigned long long *out)
+{
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	while (*end == ' ' || *end == '\n')
+		end++;
+	if (*end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 int read_ll(const char *path, long long *out)
 {
 	char buf[64];

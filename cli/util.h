@@ -41,6 +41,9 @@ void ksmctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int read_ll(const char *path, long long *out);
 /* Parses a clean, optionally signed decimal number: 0 or -EINVAL. */
 int parse_ll(const char *s, long long *out);
+/* The same for an unsigned decimal number up to 2^64-1 (the kernel's
+ * unsigned long knobs): 0 or -EINVAL. */
+int parse_ull(const char *s, unsigned long long *out);
 
 /* Sums and products of counts read from /proc and sysfs, which any value
  * may reach: they stop at LLONG_MIN and LLONG_MAX instead of overflowing. */

@@ -13,7 +13,8 @@ usage: names.py TEST KSMCTL SRCDIR
             process, and give each name back when its \\xHH escapes are
             undone; per-process series keep their labels when every pid
             changes (a restart).  Integers are exact: a ksm_process_profit of 2^53 + 1
-            comes out as 9007199254740993; top's total saved equals status's.
+            comes out as 9007199254740993, an advisor_max_pages_to_scan of
+            2^64 - 1 as 18446744073709551615; top's total saved equals status's.
   estimate  ksmctl estimate --json and its table on live processes whose
             comm holds every byte value (set through /proc/PID/comm).
 """
@@ -27,6 +28,8 @@ import tempfile
 import time
 
 HUGE = 2**53 + 1  # not representable as a double
+U64_MAX = 2**64 - 1  # an unsigned long knob's largest value
+U64_MAX = 2**64 - 1  # an unsigned long knob's largest value
 
 
 def fail(msg):
@@ -144,6 +147,9 @@ def check_tree(ksmctl, src):
         for odd in ("odd-name", "x.y", "sp ace", "back\\slash", "9starts_with_digit"):
             with open(os.path.join(ksm, odd), "w") as f:
                 f.write("7\n")
+        # An unsigned long knob of the advisor may hold up to 2^64 - 1.
+        with open(os.path.join(ksm, "advisor_max_pages_to_scan"), "w") as f:
+            f.write(f"{U64_MAX}\n")
         prom = run(ksmctl, ["status", "--prometheus"], root)
         path = os.path.join(root, "metrics.prom")
         with open(path, "w", encoding="utf-8") as f:
@@ -154,6 +160,8 @@ def check_tree(ksmctl, src):
             fail(f"status --prometheus: {check.stdout.strip()}")
         if not re.search(rf"^samepage_ksm_process_profit_bytes\{{[^}}]*\}} {HUGE}$", prom, re.M):
             fail(f"status --prometheus: no profit sample of exactly {HUGE}")
+        if not re.search(rf"^samepage_ksm_advisor_max_pages_to_scan {U64_MAX}$", prom, re.M):
+            fail(f"status --prometheus: no advisor_max_pages_to_scan sample of {U64_MAX}")
 
         # Restarted processes (new pids, same VMs and units) continue their
         # series: the per-process label sets do not change.
@@ -175,6 +183,9 @@ def check_tree(ksmctl, src):
         saved = status["derived"]["saved_bytes"]
         if type(saved) is not int or top["saved_bytes"] != saved:
             fail(f"status saved_bytes {saved!r}, top's total saved {top['saved_bytes']!r}")
+        big = status["files"]["advisor_max_pages_to_scan"]
+        if type(big) is not int or big != U64_MAX:
+            fail(f"status --json: advisor_max_pages_to_scan is {big!r}, not {U64_MAX}")
         if type(status["derived"]["unmerge_cost_bytes"]) is not int:
             fail("status --json: unmerge_cost_bytes is not an integer")
 
