@@ -102,8 +102,12 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 		snprintf(err->cause, sizeof(err->cause), "cannot read the config file: %s",
 			 strerror(-ret));
 		snprintf(err->input, sizeof(err->input), "%s", path);
-		snprintf(err->fix, sizeof(err->fix),
-			 "create it (`ksmctl apply --sample > FILE`) or name another file");
+		if (ret == -EACCES || ret == -EPERM)
+			snprintf(err->fix, sizeof(err->fix),
+				 "make it readable by this user (chmod, chown), or run as root");
+		else
+			snprintf(err->fix, sizeof(err->fix),
+				 "create it (`ksmctl apply --sample > FILE`) or name another file");
 		return ret;
 	}
 	/* A directory reads as an error, a device as endless or empty text:

@@ -75,6 +75,33 @@ for path in "$tmp" /proc/self/mem; do
 	fi
 done
 
+# A file this user may not read: both refuse it, exit 2, the same message,
+# whose fix is the permission (not "create it": it exists).  As nobody,
+# when root can switch to it.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+	printf 'run = 1\n' >"$tmp/secret.conf"
+	chmod 600 "$tmp/secret.conf"
+	chmod 755 "$tmp" "$shm"
+	mkdir -m 777 "$shm/nobody"
+	as_nobody "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check \
+		"$tmp/secret.conf" >/dev/null 2>"$tmp/k.err"
+	k=$?
+	as_nobody timeout 20 "$samepaged" --foreground --config "$tmp/secret.conf" \
+		--socket "$shm/nobody/s.sock" --state-dir "$shm/nobody/st" >/dev/null 2>"$tmp/d.err"
+	d=$?
+	kmsg=$(sed 's/^ksmctl: //' "$tmp/k.err") dmsg=$(sed 's/^samepaged: //' "$tmp/d.err")
+	if [ $k != 2 ] || [ $d != 2 ]; then
+		echo "FAIL: unreadable file: ksmctl apply exits $k, samepaged --config $d (want 2 and 2)"
+		echo "$kmsg"; echo "$dmsg"; bad=1
+	elif [ "$kmsg" != "$dmsg" ]; then
+		echo "FAIL: unreadable file: the messages differ:"; diff <(echo "$kmsg") <(echo "$dmsg"); bad=1
+	elif ! grep -qF "  input: $tmp/secret.conf" <<<"$kmsg" || ! grep -q "^  fix: .*readable" <<<"$kmsg"; then
+		echo "FAIL: unreadable file: no input naming it, or a fix that is not the permission:"
+		echo "$kmsg"; bad=1
+	fi
+fi
+
 # A good file, comments and blank lines included: both accept it.
 printf '# the seed\n\npages_to_scan = 300   # per batch\nsleep_millisecs=50\nrun = 1\n' >"$tmp/good.conf"
 "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check "$tmp/good.conf" >/dev/null ||
