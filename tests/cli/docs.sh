@@ -4,6 +4,7 @@
 # section in the man page docs/ksmctl.1 and a place in the bash completion;
 # every exit status of util.h is documented; each line of a verb's
 # synopsis names ksmctl (or continues the line above); no --help prints "%%"; the
+# man page, rendered, runs no two sentences together; the
 # LICENSE file is the MIT licence every SPDX line names.
 #
 # usage: docs.sh KSMCTL PROJECT_SOURCE_DIR
@@ -28,6 +29,12 @@ done
 for code in 0 1 2 3 4 5; do
 	grep -q "^\.B $code\$" "$man" || { echo "FAIL: the man page does not document exit status $code"; bad=1; }
 done
+# Rendered, no sentence runs into the next ("set).Each": a .BR line's
+# third word is joined to the second).
+if command -v groff >/dev/null; then
+	groff -man -Tutf8 -rLL=300n "$man" 2>/dev/null | col -b | grep -E '[a-z)]\.[A-Z][a-z]' |
+		sed 's/^ */FAIL: the man page runs two sentences together: /' | grep . && bad=1
+fi
 bash -n "$comp" || bad=1
 # The licence the SPDX lines name is in the tree.
 grep -q '^MIT License$' "$top/LICENSE" 2>/dev/null || { echo "FAIL: no MIT LICENSE file"; bad=1; }
