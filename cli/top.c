@@ -41,7 +41,8 @@ const char usage_top[] =
     "                      group rows (default: process); vm: QEMU's -name\n"
     "                      guest=NAME or libvirt's machine scope; domain:\n"
     "                      samepaged's domains (with --user)\n"
-    "  --limit N           show the first N rows only\n";
+    "  --limit N           show the first N rows only (the total line still\n"
+    "                      sums every row)\n";
 
 enum by { BY_PROCESS, BY_CGROUP, BY_VM, BY_DOMAIN };
 static const char *const by_names[] = {"process", "cgroup", "vm", "domain"};
@@ -273,7 +274,9 @@ static void print_rows_json(const struct row *rows, int n, enum by by)
 	json_object_end(&j);
 }
 
-static void print_rows_text(const struct row *rows, int n, enum by by)
+/* The first shown of n rows; the total line sums all n (--limit shortens
+ * the list, not the total). */
+static void print_rows_text(const struct row *rows, int n, int shown, enum by by)
 {
 	static const char *const last[] = {"CGROUP", "UNIT                         CGROUP", "VM",
 					   "DOMAIN"};
@@ -281,7 +284,7 @@ static void print_rows_text(const struct row *rows, int n, enum by by)
 	static const char *const singular[] = {"process", "cgroup", "VM", "domain"};
 	char merged[32], profit[32], saved[32];
 	long long total_merged = 0, total_profit = 0;
-	int groups = 0; /* rows that are a VM (--by vm), else every row */
+	int groups = 0, groups_shown = 0; /* rows that are a VM (--by vm), else every row */
 
 	if (by == BY_PROCESS)
 		printf("%7s %-15s ", "PID", "COMMAND");
@@ -293,6 +296,12 @@ static void print_rows_text(const struct row *rows, int n, enum by by)
 		const struct row *r = &rows[i];
 		char tracked[24];
 
+		groups += by != BY_VM || r->vm[0];
+		total_merged = sat_add(total_merged, r->merged);
+		total_profit = sat_add(total_profit, r->has_profit ? r->profit : 0);
+		if (i >= shown)
+			continue;
+		groups_shown += by != BY_VM || r->vm[0];
 		snprintf(tracked, sizeof(tracked), r->has_rmap ? "%lld" : "-", r->rmap);
 		fmt_bytes(merged, sizeof(merged), (double)r->merged);
 		if (r->has_profit)
@@ -309,13 +318,12 @@ static void print_rows_text(const struct row *rows, int n, enum by by)
 			printf("%-28s %s\n", r->unit, r->cgroup);
 		else
 			printf("%s\n", by == BY_PROCESS ? r->cgroup : r->name);
-		groups += by != BY_VM || r->vm[0];
-		total_merged = sat_add(total_merged, r->merged);
-		total_profit = sat_add(total_profit, r->has_profit ? r->profit : 0);
 	}
-	printf("total: %d %s, %s merged, %s profit; saved host-wide: %s "
+	printf("total: %d %s", groups, groups == 1 ? singular[by] : plural[by]);
+	if (shown < n)
+		printf(" (%d shown, --limit)", groups_shown);
+	printf(", %s merged, %s profit; saved host-wide: %s "
 	       "(pages_sharing + ksm_zero_pages, as in status)\n",
-	       groups, groups == 1 ? singular[by] : plural[by],
 	       fmt_bytes(merged, sizeof(merged), (double)total_merged),
 	       fmt_bytes(profit, sizeof(profit), (double)total_profit),
 	       fmt_bytes(saved, sizeof(saved), (double)host_saved_bytes()));
@@ -384,12 +392,10 @@ int cmd_top(int argc, char **argv)
 	proc_list_free(&l);
 	if (n < 0)
 		return ksmctl_fail(KSMCTL_REFUSED, NULL, NULL, "top: out of memory");
-	if (limit >= 0 && limit < n)
-		n = (int)limit;
 	if (json)
-		print_rows_json(rows, n, by);
+		print_rows_json(rows, limit >= 0 && limit < n ? (int)limit : n, by);
 	else
-		print_rows_text(rows, n, by);
+		print_rows_text(rows, n, limit >= 0 && limit < n ? (int)limit : n, by);
 	free(rows);
 	return KSMCTL_OK;
 }
