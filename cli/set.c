@@ -450,7 +450,7 @@ static void note_advisor_reset(struct plan *p)
 
 int plan_apply(struct plan *p)
 {
-	bool unmerge = false;
+	bool unmerge = false, unmerged = false;
 	long long prev_run = knob_or("run", 0);
 	int err, bad;
 
@@ -490,9 +490,11 @@ int plan_apply(struct plan *p)
 			return write_error(c, err);
 		}
 		c->done = true;
+		unmerged |= run2;
 	}
 	bad = read_back(p);
-	report(p, unmerge, bad);
+	/* unmerged: every page was unmerged, by --unmerge or by run=2 itself. */
+	report(p, unmerge || unmerged, bad);
 	note_advisor_reset(p);
 	return bad ? KSMCTL_REFUSED : KSMCTL_OK;
 }

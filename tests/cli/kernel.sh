@@ -173,7 +173,9 @@ t_start_stop_merge() {
 	expect_exit 0 start --json
 	json_ok
 	[ "$(knob run)" = 1 ] || fail "run is $(knob run) after start"
-	expect_exit 0 unmerge
+	expect_exit 0 unmerge --json
+	json_ok
+	grep -q '"unmerged": true' "$tmp/out" || fail "unmerge --json does not report the unmerge"
 	[ "$(knob run)" = 2 ] || fail "run is $(knob run) after unmerge"
 	[ "$(knob pages_shared)" = 0 ] || fail "pages_shared is $(knob pages_shared) after unmerge"
 	grep -q 'ksm_merging_pages 0' /proc/$pid/ksm_stat || fail "the workload still has merged pages"
