@@ -69,7 +69,8 @@ bool knob_present(const char *name);
 int ksm_unavailable(int err, const char *kernel_fix);
 /* Parses a verb whose only option is --json: 0 or an exit status. */
 int verb_json_only(int argc, char **argv, const char *usage, bool *json);
-/* Handles "--help"/"-h" for verbs that use getopt_long: prints usage. */
+/* Handles "--help"/"-h" for verbs that use getopt_long: prints usage
+ * (status 0); else says which option getopt_long refused, with status. */
 int verb_usage(const char *usage, int status);
 
 /* What a person wants to know, derived from the counters (status.c).

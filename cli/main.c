@@ -82,12 +82,28 @@ static int print_global_usage(FILE *f, int status)
 	return status;
 }
 
+/* The verb's arguments, for verb_usage()'s message. */
+static int verb_argc;
+static char **verb_argv;
+
 int verb_usage(const char *usage, int status)
 {
-	FILE *f = status ? stderr : stdout;
+	char fix[PATH_MAX + 64];
 
-	fprintf(f, "usage: ksmctl %s", usage);
-	return status;
+	if (status == KSMCTL_OK) {
+		printf("usage: ksmctl %s", usage);
+		return status;
+	}
+	/* getopt_long's '?' (opterr is 0): optind is past the option it
+	 * refused; optopt is 0 for an unknown long option, the option's own
+	 * value for one that lacks its argument or has one it does not take. */
+	const char *bad = optind > 1 && optind <= verb_argc ? verb_argv[optind - 1] : "";
+	const char *why = strncmp(bad, "--", 2) || !optopt ? "unknown option"
+			  : strchr(bad, '=')		   ? "this option takes no value"
+							   : "this option needs a value";
+
+	snprintf(fix, sizeof(fix), "see %s %s --help", opt.self, verb_argv[0]);
+	return ksmctl_fail(status, bad, fix, "%s: %s", verb_argv[0], why);
 }
 
 int ksm_unavailable(int err, const char *kernel_fix)
@@ -343,5 +359,7 @@ int main(int argc, char **argv)
 	if (refused)
 		return refused;
 	optind = 0; /* each verb runs getopt_long on its own argv */
+	opterr = 0; /* and verb_usage() says what it refused, in ksmctl's shape */
+	verb_argc = argc - vi, verb_argv = argv + vi;
 	return v->run(argc - vi, argv + vi);
 }
