@@ -385,7 +385,13 @@ static void report(const struct plan *p, bool unmerged, int mismatches)
 	if (!p->json) {
 		for (int i = 0; i < p->n; i++) {
 			const struct change *c = &p->c[i];
-			if (c->write)
+			/* Written with the value it had: run=2 again, or run put
+			 * back after --unmerge's run=2. */
+			if (c->write && strcmp(c->old, c->value) == 0)
+				printf("%s: %s (%s)\n", c->k->name, c->value,
+				       strcmp(c->value, "2") ? "put back after the unmerge"
+							     : "written again");
+			else if (c->write)
 				printf("%s: %s -> %s\n", c->k->name, c->old, c->value);
 			else
 				printf("%s: %s (unchanged)\n", c->k->name, c->value);

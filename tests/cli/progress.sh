@@ -38,6 +38,9 @@ for cmd in "unmerge" "set --unmerge max_page_sharing=512"; do
 		echo "FAIL: ksmctl $cmd exited $rc:"; cat "$tmp/lines"; bad=1
 	elif [ -z "$left" ] || ! grep -q "unmerging: done" "$tmp/lines"; then
 		echo "FAIL: ksmctl $cmd showed no progress:"; cat "$tmp/lines"; bad=1
+	elif grep -q '^run: 1 -> 1' "$tmp/lines"; then
+		# run went 1 -> 2 -> 1: not a change "from 1 to 1"
+		echo "FAIL: ksmctl $cmd reports run: 1 -> 1:"; cat "$tmp/lines"; bad=1
 	elif [ "$(sort -n -r <<<"$left")" != "$left" ] || [ "$(head -1 <<<"$left")" = "$(tail -1 <<<"$left")" ]; then
 		echo "FAIL: ksmctl $cmd: the pages left did not fall: $(echo $left)"; bad=1
 	else
