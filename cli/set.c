@@ -295,12 +295,14 @@ static long long merged_pages(void)
  * child process reads the merged pages left five times a second while this
  * one writes run=2 (the kernel's write returns only when every page is
  * unmerged) and waits for pages_shared to reach 0.  Returns its pid, or 0.
+ * The child ends with its parent: killed (SIGTERM, SIGKILL), the parent
+ * cannot stop it, and it would write to the terminal forever.
  */
 static pid_t progress_start(void)
 {
 	long long total = merged_pages(), left;
 	double start = now_seconds();
-	pid_t pid;
+	pid_t pid, parent = getpid();
 
 	if (!isatty(STDERR_FILENO) || total <= 0)
 		return 0;
@@ -310,6 +312,8 @@ static pid_t progress_start(void)
 		return pid > 0 ? pid : 0;
 	for (;;) {
 		sleep_seconds(0.2);
+		if (getppid() != parent)
+			_exit(0);
 		if (now_seconds() - start < 1)
 			continue;
 		left = merged_pages();

@@ -47,4 +47,25 @@ for cmd in "unmerge" "set --unmerge max_page_sharing=512"; do
 		echo "ok: ksmctl $cmd: $(wc -l <<<"$left") progress lines, pages left $(echo $left)"
 	fi
 done
+
+# ksmctl killed during an unmerge (SIGTERM from another terminal): its
+# progress child ends too, instead of writing to the terminal, which stays
+# open, for ever.  The tree's counters never fall, so the unmerge waits.
+rm -rf "$tmp/tree"
+cp -a "$src/trees/linux-6.18" "$tmp/tree"
+script -qefc "'$ksmctl' --sysfs-root '$tmp/tree/sys' --proc-root '$tmp/tree/proc' unmerge --timeout 60 &
+	echo \$! >'$tmp/pid'; wait; sleep 4" /dev/null >"$tmp/out" 2>&1 &
+for _ in $(seq 100); do [ -s "$tmp/pid" ] && break; sleep 0.05; done
+sleep 1.5
+kill -TERM "$(cat "$tmp/pid")"
+sleep 1
+left=$(pgrep -f -- "--sysfs-root $tmp/tree/sys")
+if [ -n "$left" ]; then
+	echo "FAIL: ksmctl unmerge killed, its progress goes on: $(ps -o pid=,ppid=,args= -p "$(echo $left | tr ' ' ,)")"
+	kill $left
+	bad=1
+else
+	echo "ok: ksmctl unmerge killed: its progress ended with it"
+fi
+wait
 exit $bad
