@@ -37,6 +37,7 @@ const char usage_apply[] =
     "this kernel lacks are skipped with a warning.\n"
     "\n"
     "  --check     validate the file against the table and this kernel only\n"
+    "              (no root needed)\n"
     "  --diff      show what applying would change, change nothing\n"
     "  --unmerge   allow merge_across_nodes/max_page_sharing changes while pages\n"
     "              are merged (see ksmctl set --help)\n"
@@ -132,6 +133,7 @@ int cmd_apply(int argc, char **argv)
 				   "apply: too many arguments");
 	if (optind < argc)
 		file = argv[optind];
+	p.validate = mode == 'c';
 	if ((ret = read_config(file, &p)) || (ret = plan_check(&p)))
 		return ret;
 	if (mode == 'c' && p.json) {

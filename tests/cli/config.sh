@@ -100,6 +100,12 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 		echo "FAIL: unreadable file: no input naming it, or a fix that is not the permission:"
 		echo "$kmsg"; bad=1
 	fi
+	# --check validates the file: no root needed (a lint step, a review).
+	printf 'pages_to_scan = 300\n' >"$tmp/lint.conf"
+	chmod 644 "$tmp/lint.conf"
+	out=$(as_nobody "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check \
+		"$tmp/lint.conf" 2>&1) ||
+		{ echo "FAIL: apply --check as nobody exits $?: $out"; bad=1; }
 fi
 
 # A good file, comments and blank lines included: both accept it.
