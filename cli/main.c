@@ -271,6 +271,11 @@ static const struct {
      "install-service: the unit it installs applies /etc/ksm.conf to the kernel's KSM",
      "for samepaged: systemctl --user enable --now samepaged.socket (its knobs at start: "
      "samepaged --config FILE); or drop --user for the kernel's unit"},
+    {"estimate",
+     "estimate: it predicts what the kernel's KSM would save from the processes' memory "
+     "(samepaged's domains report what they save: ksmctl --user status)",
+     "drop --user; for programs run with `ksmctl --user run`, add --all-memory (the kernel "
+     "does not see their memory as mergeable)"},
 };
 
 static int refuse_kernel_only(const struct verb *v)

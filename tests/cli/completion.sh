@@ -43,6 +43,7 @@ got=$(offer ksmctl top --by "")
 [ "$got" = "cgroup domain process vm " ] || { echo "FAIL: top --by offers '$got'"; bad=1; }
 got=$(offer ksmctl --user "")
 grep -qw install-service <<<"$got" && { echo "FAIL: --user offers install-service"; bad=1; }
+grep -qw estimate <<<"$got" && { echo "FAIL: --user offers estimate (the kernel's only)"; bad=1; }
 # --user run is samepaged's (ksmctl --user run --domain vms -- qemu...):
 # offered, with its options before COMMAND, none after it.
 grep -qw run <<<"$got" || { echo "FAIL: --user does not offer run"; bad=1; }

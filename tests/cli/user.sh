@@ -122,6 +122,8 @@ absent()
 	[ -n "${SAMEPAGE_SANITIZED:-}" ] || expect 0 --user --socket "$sock" run -- true
 	expect 2 --user --socket "$sock" install-service --dry-run
 	says "$tmp/err" "systemctl --user enable --now samepaged.socket"
+	expect 2 --user --socket "$sock" estimate --all
+	says "$tmp/err" "drop --user; for programs run with \`ksmctl --user run\`, add --all-memory"
 	expect 2 --socket
 	says "$tmp/err" "--socket needs a socket path"
 }
