@@ -159,6 +159,10 @@ static enum severity first_scan(const struct facts *f, struct finding *out)
 {
 	if (f->run != 1 || f->full_scans >= 2 || f->d.sharing > 0)
 		return NONE;
+	/* With nothing mergeable ksmd does not scan: waiting would never end
+	 * (nothing-mergeable says what to do). */
+	if (f->d.rmap_items == 0 && !(f->procs_ok && f->procs.n > 0))
+		return NONE;
 	SAY(summary, "ksmd has not finished two full scans yet");
 	SAY(evidence, "full_scans = %lld; a page merges on its second visit at the earliest",
 	    f->full_scans);
