@@ -415,11 +415,35 @@ static void chain(const struct sigaction *old, int sig, siginfo_t *si, void *uc)
 	prim_sigaction(sig, &dfl, NULL);
 }
 
+/* A SIGSEGV or SIGBUS some process sent (kill, raise, sigqueue: si_code
+ * <= 0) is no fault: nothing to wait for or retry, and returning does not
+ * send it again.  It goes where it would go without us: the handler we
+ * replaced, nowhere if that ignores it, else the default action (the
+ * process dies of it, as the shell's 128+n shows). */
+static void sent_signal(int sig, siginfo_t *si, void *uc)
+{
+	const struct sigaction *old = sig == SIGSEGV ? &chained_segv : &chained_bus;
+	if (old->sa_handler == SIG_IGN)
+		return;
+	if (old->sa_handler != SIG_DFL) {
+		chain(old, sig, si, uc);
+		return;
+	}
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	prim_sigaction(sig, &dfl, NULL);
+	raise(sig); /* unblocked here (SA_NODEFER): delivered at once */
+}
+
 static void fault_handler(int sig, siginfo_t *si, void *uc)
 {
 	int saved = errno;
 	uintptr_t a = (uintptr_t)si->si_addr;
 
+	if (si->si_code <= 0) { /* SI_FROMUSER */
+		sent_signal(sig, si, uc);
+		errno = saved;
+		return;
+	}
 	if (guard_jmp) /* the scanner's guarded read hit an unreadable page */
 		siglongjmp(*guard_jmp, 1);
 	if (sig == SIGSEGV && in_window(a)) {

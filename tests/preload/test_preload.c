@@ -16,6 +16,9 @@
  *   malloc    merge-any under a malloc/calloc/realloc/malloc_trim storm of
  *             several threads: no block ever reads wrong
  *   kvm       with the mprotect window, /dev/kvm is refused (EPERM)
+ *   signal    a program that sends itself SIGSEGV or SIGBUS (kill) dies of
+ *             it, 128+n as without the library (the fault handler took
+ *             it for a fault to retry, and the program went on)
  *
  * Usage: test_preload CASE KSMCTL WORKLOAD SAMEPAGED [STATIC_WORKLOAD]
  */
@@ -274,6 +277,14 @@ int main(int argc, char **argv)
 		int rc = run_plain(a, out, sizeof(out));
 		CHECK_EQ_INT(rc, 1);
 		CHECK_EQ_INT(atoi(out), EPERM);
+	} else if (!strcmp(c, "signal")) {
+		char out[64], num[8];
+		int sigs[] = {SIGSEGV, SIGBUS};
+		for (int k = 0; k < 2; k++) {
+			snprintf(num, sizeof(num), "%d", sigs[k]);
+			const char *a[] = {FAST, "--", workload, "kill", num, NULL};
+			CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 128 + sigs[k]);
+		}
 	} else {
 		fprintf(stderr, "no case %s\n", c);
 		return 2;

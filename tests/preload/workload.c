@@ -20,6 +20,10 @@
  *       exits 0 if no block ever read wrong, 1 with the first wrong one
  *   workload kvm
  *       opens /dev/kvm: exits 0 if it opened, 1 with errno otherwise
+ *   workload kill SIGNAL
+ *       fills 8 MiB, lets the engine work a while, then sends itself
+ *       SIGNAL with kill(2): dies of it as any program would, or exits 0
+ *       if it survived
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -198,7 +203,19 @@ int main(int argc, char **argv)
 		close(fd);
 		return 0;
 	}
+	if (argc >= 3 && !strcmp(argv[1], "kill")) {
+		size_t len = 8UL << 20;
+		char *p =
+		    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return 2;
+		memset(p, 7, len);
+		usleep(300000);
+		kill(getpid(), atoi(argv[2]));
+		usleep(100000);
+		return 0;
+	}
 	fprintf(stderr, "usage: workload fill|fork|exec MIB BYTE [how] | malloc SECONDS THREADS "
-			"| kvm\n");
+			"| kvm | kill SIGNAL\n");
 	return 2;
 }
