@@ -79,23 +79,29 @@ static bool preload_path(char *buf, size_t len)
 	return access(buf, R_OK) == 0;
 }
 
-/* The file execvp would run for name: its path in buf, or false. */
+/* The file execvp would run for name: its path in buf, or false (none in
+ * PATH).  A name with a slash is that file, and a name found in PATH only
+ * without execute permission is the first such file, as with execvp: the
+ * exec then fails with the shell's reason (EACCES: 126, not 127). */
 static bool find_command(const char *name, char *buf, size_t len)
 {
 	if (strchr(name, '/')) {
 		snprintf(buf, len, "%s", name);
-		return access(buf, X_OK) == 0;
+		return true;
 	}
 	const char *path = getenv("PATH");
-	char dirs[4096];
+	char dirs[4096], denied[PATH_MAX] = "";
 	snprintf(dirs, sizeof(dirs), "%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
 	char *save = NULL;
 	for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
 		snprintf(buf, len, "%s/%s", *d ? d : ".", name);
 		if (access(buf, X_OK) == 0)
 			return true;
+		if (!*denied && errno == EACCES)
+			snprintf(denied, sizeof(denied), "%s", buf);
 	}
-	return false;
+	snprintf(buf, len, "%s", denied);
+	return *denied;
 }
 
 /* Why a program cannot be preloaded, or NULL: statically linked (an ELF
@@ -238,6 +244,20 @@ static int run_user(int argc, char **argv)
 		setenv("SAMEPAGE_SOCKET", opt.socket, 1);
 	execv(file, argv + i);
 	int err = errno;
+	if (err == ENOEXEC) {
+		/* A script without "#!": the shell runs it, as execvp and the
+		 * shell itself do (and `ksmctl run`). */
+		int n = argc - i;
+		char **sh = calloc((size_t)n + 2, sizeof(*sh));
+		if (sh) {
+			sh[0] = "/bin/sh";
+			sh[1] = file;
+			memcpy(sh + 2, argv + i + 1, (size_t)n * sizeof(*sh)); /* with NULL */
+			execv(sh[0], sh);
+			free(sh);
+		}
+		errno = err;
+	}
 	ksmctl_fail(err == ENOENT ? 127 : 126, argv[i], "check the command's name and PATH",
 		    "run: cannot execute: %s", strerror(err));
 	return err == ENOENT ? 127 : 126;

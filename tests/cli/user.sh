@@ -19,6 +19,10 @@
 #  unscanned  a program under `ksmctl --user run` while run = 0: its profit
 #          is its metadata only (negative), but doctor does not report
 #          process-loses (nor advise dropping `ksmctl run`) before a scan.
+#  command  `ksmctl --user run` runs its command as the shell and `ksmctl
+#          run` do: a file without execute permission (named or found in
+#          PATH) is "Permission denied", 126, not 127; a script without "#!"
+#          runs with /bin/sh; a missing command is 127.
 # The daemon and the client are killed on every exit (trap).
 #
 # usage: user.sh TEST KSMCTL SAMEPAGED SPCLIENT SRCDIR
@@ -322,8 +326,25 @@ unscanned()
 	! grep -q "loses memory" "$tmp/out" || fail "doctor says an unscanned process loses memory: $(grep -A2 'loses memory' "$tmp/out")"
 }
 
+run_command()
+{
+	printf 'echo "ran $1"\n' >"$tmp/noshebang"
+	expect 126 --user run -- "$tmp/noshebang" x
+	says "$tmp/err" "cannot execute: Permission denied"
+	PATH=$tmp:$PATH expect 126 --user run -- noshebang x
+	says "$tmp/err" "cannot execute: Permission denied"
+	expect 127 --user run -- "$tmp/missing"
+	says "$tmp/err" "cannot execute: No such file or directory"
+	# A sanitized preload library cannot be loaded into /bin/sh.
+	[ -z "${SAMEPAGE_SANITIZED:-}" ] || return 0
+	chmod +x "$tmp/noshebang"
+	expect 0 --user run -- "$tmp/noshebang" "x y"
+	says "$tmp/out" "ran x y"
+}
+
 case $test in
 absent) absent ;;
+command) run_command ;;
 unscanned) unscanned ;;
 advice) advice ;;
 e2e) e2e ;;
