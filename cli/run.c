@@ -11,8 +11,8 @@
  * `ksmctl --user run [--domain NAME] -- COMMAND` runs it on libsamepage
  * instead: LD_PRELOAD=libsamepage-preload.so (lib/preload.c), merge-any,
  * in samepaged's domain NAME or with a private engine.  A program that
- * cannot be preloaded (statically linked, set-user-ID) is refused, with
- * the reason.
+ * cannot be preloaded (statically linked, set-user-ID, file capabilities)
+ * is refused, with the reason.
  */
 #include "ksmctl.h"
 
@@ -24,7 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <stdint.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #ifndef PR_SET_MEMORY_MERGE
@@ -47,8 +49,8 @@ const char usage_run[] =
     "                    --user set); without it, a private engine per process\n"
     "  --no-merge-any    only what COMMAND itself marks mergeable\n"
     "  --set NAME=VALUE  a knob of the private engine (run is 1 unless set)\n"
-    "Statically linked and set-user-ID programs cannot be preloaded: refused\n"
-    "(exit 1).\n"
+    "Statically linked and set-user-ID programs, and those given capabilities\n"
+    "by their file, cannot be preloaded: refused (exit 1).\n"
     "\n"
     "The exit status is COMMAND's; 126/127 if it cannot be run.\n";
 
@@ -104,15 +106,49 @@ static bool find_command(const char *name, char *buf, size_t len)
 	return *denied;
 }
 
+/* A capability set of this process from /proc/self/status ("CapPrm"). */
+static uint64_t own_caps(const char *name)
+{
+	char line[256];
+	unsigned long long v = 0;
+	size_t n = strlen(name);
+	FILE *f = fopen("/proc/self/status", "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, n) && line[n] == ':')
+			v = strtoull(line + n + 1, NULL, 16);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* Whether exec'ing file gives this process capabilities it lacks (file
+ * capabilities, security.capability): the kernel then runs it in secure
+ * mode (AT_SECURE), as a set-user-ID program, and the dynamic linker
+ * ignores LD_PRELOAD.  Its permitted set, within the bounding set, beyond
+ * what this process has permitted or ambient. */
+static bool caps_grow(const char *file)
+{
+	uint32_t cap[6] = {0}; /* magic_etc, {permitted, inheritable} x 2, rootid */
+	ssize_t n = getxattr(file, "security.capability", cap, sizeof(cap));
+	if (n < 12)
+		return false;
+	uint64_t fp = cap[1] | (n >= 20 ? (uint64_t)cap[3] << 32 : 0);
+	return (fp & own_caps("CapBnd") & ~(own_caps("CapPrm") | own_caps("CapAmb"))) != 0;
+}
+
 /* Why a program cannot be preloaded, or NULL: statically linked (an ELF
- * without an interpreter), or set-user/group-ID (the dynamic linker
- * ignores LD_PRELOAD for it).  Scripts run their interpreter: fine. */
+ * without an interpreter), or set-user/group-ID or given capabilities by
+ * the file (the dynamic linker ignores LD_PRELOAD for it).  Scripts run
+ * their interpreter: fine. */
 static const char *not_preloadable(const char *file)
 {
 	struct stat st;
 	if (stat(file, &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))
 		return "it is set-user-ID or set-group-ID: the dynamic linker ignores LD_PRELOAD "
 		       "for it";
+	if (caps_grow(file))
+		return "it has file capabilities (security.capability) this user lacks: the "
+		       "dynamic linker ignores LD_PRELOAD for it";
 	int fd = open(file, O_RDONLY | O_CLOEXEC);
 	Elf64_Ehdr eh;
 	if (fd < 0)

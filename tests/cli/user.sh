@@ -22,7 +22,10 @@
 #  command  `ksmctl --user run` runs its command as the shell and `ksmctl
 #          run` do: a file without execute permission (named or found in
 #          PATH) is "Permission denied", 126, not 127; a script without "#!"
-#          runs with /bin/sh; a missing command is 127.
+#          runs with /bin/sh; a missing command is 127.  A program with file
+#          capabilities the user lacks (run as nobody; needs root to set
+#          them) is refused (exit 1), as a set-user-ID one: the dynamic
+#          linker would ignore LD_PRELOAD and it would run without merging.
 # The daemon and the client are killed on every exit (trap).
 #
 # usage: user.sh TEST KSMCTL SAMEPAGED SPCLIENT SRCDIR
@@ -328,6 +331,7 @@ unscanned()
 
 run_command()
 {
+	local rc
 	printf 'echo "ran $1"\n' >"$tmp/noshebang"
 	expect 126 --user run -- "$tmp/noshebang" x
 	says "$tmp/err" "cannot execute: Permission denied"
@@ -335,6 +339,20 @@ run_command()
 	says "$tmp/err" "cannot execute: Permission denied"
 	expect 127 --user run -- "$tmp/missing"
 	says "$tmp/err" "cannot execute: No such file or directory"
+	if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+		cp "$(type -P true)" "$tmp/captrue"
+		# security.capability, revision 2: CAP_NET_RAW (13) permitted, effective.
+		if python3 -c 'import os, struct, sys; os.setxattr(sys.argv[1], "security.capability", struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0))' "$tmp/captrue" 2>/dev/null; then
+			chmod 755 "$tmp"
+			setpriv --reuid=65534 --regid=65534 --clear-groups \
+				"$ksmctl" --user run -- "$tmp/captrue" >"$tmp/out" 2>"$tmp/err"
+			rc=$?
+			[ "$rc" = 1 ] || fail "a program with file capabilities run as nobody: exit $rc, not 1"
+			says "$tmp/err" "it has file capabilities (security.capability)"
+			# root has them all: it runs, preloaded.
+			[ -n "${SAMEPAGE_SANITIZED:-}" ] || expect 0 --user run -- "$tmp/captrue"
+		fi
+	fi
 	# A sanitized preload library cannot be loaded into /bin/sh.
 	[ -z "${SAMEPAGE_SANITIZED:-}" ] || return 0
 	chmod +x "$tmp/noshebang"
