@@ -15,6 +15,7 @@
  * is refused, with the reason.
  */
 #include "ksmctl.h"
+#include "ksmconf.h"
 
 #include <elf.h>
 #include <errno.h>
@@ -179,24 +180,43 @@ static int run_user(int argc, char **argv)
 	bool any = true;
 	int i = 1;
 	for (; i < argc && strcmp(argv[i], "--"); i++) {
-		if (!strcmp(argv[i], "--domain") && i + 1 < argc) {
+		if ((!strcmp(argv[i], "--domain") || !strcmp(argv[i], "--set")) && i + 1 >= argc) {
+			return ksmctl_fail(
+			    KSMCTL_USAGE, argv[i],
+			    !strcmp(argv[i], "--set") ? "--set pages_to_scan=20000 -- myprogram"
+						      : "--domain vms -- myprogram",
+			    "run: %s needs %s", argv[i],
+			    !strcmp(argv[i], "--set") ? "NAME=VALUE" : "a domain's name");
+		} else if (!strcmp(argv[i], "--domain")) {
 			domain = argv[++i];
 		} else if (!strcmp(argv[i], "--no-merge-any")) {
 			any = false;
-		} else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+		} else if (!strcmp(argv[i], "--set")) {
 			unsigned long long v;
-			char name[128], *eq = strchr(argv[++i], '=');
+			char name[128], range[96], fix[256], *eq = strchr(argv[++i], '=');
 			snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - argv[i]) : 0, argv[i]);
 			int err = eq ? samepage_knob_parse(name, eq + 1, &v) : -EINVAL;
-			if (err)
+			if (!eq)
+				return ksmctl_fail(KSMCTL_USAGE, argv[i],
+						   "give NAME=VALUE: --set pages_to_scan=20000",
+						   "run: --set %s: not NAME=VALUE", argv[i]);
+			if (err == -ENOENT)
 				return ksmctl_fail(
 				    KSMCTL_USAGE, argv[i],
-				    "NAME=VALUE with a tunable of `ksmctl --user set` "
-				    "(samepage(3) lists them and their ranges)",
-				    "run: --set %s: %s", argv[i],
-				    err == -ENOENT   ? "no such knob"
-				    : err == -EACCES ? "a counter, not a tunable"
-						     : "not a valid value for it");
+				    "use a tunable of samepage(3), as `ksmctl --user "
+				    "set` takes them",
+				    "run: --set: unknown knob \"%s\"", name);
+			if (err == -EACCES)
+				return ksmctl_fail(
+				    KSMCTL_USAGE, argv[i], "only tunables can be set",
+				    "run: --set: \"%s\" is a counter, not a knob", name);
+			if (err) {
+				snprintf(
+				    fix, sizeof(fix), "give %s %s", name,
+				    ksmconf_range(samepage_knob_find(name), range, sizeof(range)));
+				return ksmctl_fail(KSMCTL_USAGE, argv[i], fix,
+						   "run: --set: bad value for %s", name);
+			}
 			snprintf(knobs + strlen(knobs), sizeof(knobs) - strlen(knobs), "%s%s",
 				 *knobs ? "," : "", argv[i]);
 		} else if (argv[i][0] == '-') {

@@ -26,6 +26,8 @@
 #          capabilities the user lacks (run as nobody; needs root to set
 #          them) is refused (exit 1), as a set-user-ID one: the dynamic
 #          linker would ignore LD_PRELOAD and it would run without merging.
+#          A bad --set is refused (exit 2) naming the knob and the values it
+#          takes; --set or --domain without its argument says what it needs.
 # The daemon and the client are killed on every exit (trap).
 #
 # usage: user.sh TEST KSMCTL SAMEPAGED SPCLIENT SRCDIR
@@ -332,6 +334,22 @@ unscanned()
 run_command()
 {
 	local rc
+	expect 2 --user run --set run=5 -- sh -c "touch $tmp/ran"
+	says "$tmp/err" "run: --set: bad value for run"
+	says "$tmp/err" "fix: give run a whole number from 0 to 2"
+	expect 2 --user run --set max_page_sharing=1 -- true
+	says "$tmp/err" "fix: give max_page_sharing a whole number from 2 to 2147483647"
+	expect 2 --user run --set pages_to_scan -- true
+	says "$tmp/err" "run: --set pages_to_scan: not NAME=VALUE"
+	expect 2 --user run --set pages_shared=1 -- true
+	says "$tmp/err" "\"pages_shared\" is a counter, not a knob"
+	expect 2 --user run --set no_such=1 -- true
+	says "$tmp/err" "unknown knob \"no_such\""
+	expect 2 --user run --set
+	says "$tmp/err" "run: --set needs NAME=VALUE"
+	expect 2 --user run --domain
+	says "$tmp/err" "run: --domain needs a domain's name"
+	[ ! -e "$tmp/ran" ] || fail "run --set run=5 ran the program"
 	printf 'echo "ran $1"\n' >"$tmp/noshebang"
 	expect 126 --user run -- "$tmp/noshebang" x
 	says "$tmp/err" "cannot execute: Permission denied"
