@@ -321,6 +321,22 @@ int prim_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 	return sigaction(sig, act, old) ? -errno : 0;
 }
 
+/* The calling thread's mask, as pthread_sigmask (interposed, not called
+ * here): never blocking the signals the C library keeps for itself (those
+ * below SIGRTMIN: cancellation's, setxid's, which setuid() sends every
+ * thread and waits for). */
+int prim_sigmask(int how, const sigset_t *set, sigset_t *old)
+{
+	sigset_t copy;
+	if (set && how != SIG_UNBLOCK) {
+		copy = *set;
+		for (int s = 32; s < SIGRTMIN; s++)
+			sigdelset(&copy, s);
+		set = &copy;
+	}
+	return (int)sys_result(syscall(SYS_rt_sigprocmask, how, set, old, _NSIG / 8));
+}
+
 bool prim_pid_alive(pid_t pid)
 {
 	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);

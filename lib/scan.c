@@ -43,6 +43,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <xxhash.h>
@@ -711,7 +712,20 @@ int ksmd_start(struct samepage *sp)
 	pthread_attr_t a;
 	pthread_attr_init(&a);
 	pthread_attr_setstack(&a, (char *)sp->stack + PAGE_SIZE, KSMD_STACK);
+	/* ksmd takes none of the application's signals, as the kernel's is
+	 * no thread of it: a handler run here could write into a merge
+	 * window this thread holds open and wait for itself (Python's
+	 * SIGCHLD handler did), and a signal every application thread
+	 * blocks (for sigwait or a signalfd) would be taken here instead.
+	 * Only the synchronous ones, its own faults, stay unblocked. */
+	sigset_t all, old;
+	sigfillset(&all);
+	int sync[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS};
+	for (size_t i = 0; i < sizeof(sync) / sizeof(sync[0]); i++)
+		sigdelset(&all, sync[i]);
+	prim_sigmask(SIG_SETMASK, &all, &old); /* the thread starts with it */
 	int err = pthread_create(&sp->thread, &a, ksmd, sp);
+	prim_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&a);
 	if (err) {
 		stack_free(sp);

@@ -16,6 +16,8 @@
  *   malloc    merge-any under a malloc/calloc/realloc/malloc_trim storm of
  *             several threads: no block ever reads wrong
  *   kvm       with the mprotect window, /dev/kvm is refused (EPERM)
+ *   sigwait   a signal every thread of the program blocks (it waits for
+ *             it with sigwait) is not taken by the engine's thread
  *   signal    a program that sends itself SIGSEGV or SIGBUS (kill) dies of
  *             it, 128+n as without the library (the fault handler took
  *             it for a fault to retry, and the program went on)
@@ -277,6 +279,10 @@ int main(int argc, char **argv)
 		int rc = run_plain(a, out, sizeof(out));
 		CHECK_EQ_INT(rc, 1);
 		CHECK_EQ_INT(atoi(out), EPERM);
+	} else if (!strcmp(c, "sigwait")) {
+		char out[64];
+		const char *a[] = {FAST, "--", workload, "sigwait", NULL};
+		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
 	} else if (!strcmp(c, "signal")) {
 		char out[64], num[8];
 		int sigs[] = {SIGSEGV, SIGBUS};

@@ -20,6 +20,10 @@
  *       exits 0 if no block ever read wrong, 1 with the first wrong one
  *   workload kvm
  *       opens /dev/kvm: exits 0 if it opened, 1 with errno otherwise
+ *   workload sigwait
+ *       blocks SIGUSR1 (the engine's thread is already running), sends it
+ *       to itself and takes it with sigwait: exits 0; killed by it (128+10)
+ *       if another thread took it
  *   workload kill SIGNAL
  *       fills 8 MiB, lets the engine work a while, then sends itself
  *       SIGNAL with kill(2): dies of it as any program would, or exits 0
@@ -203,6 +207,22 @@ int main(int argc, char **argv)
 		close(fd);
 		return 0;
 	}
+	if (argc >= 2 && !strcmp(argv[1], "sigwait")) {
+		size_t len = 8UL << 20;
+		char *p =
+		    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return 2;
+		memset(p, 7, len);
+		sigset_t set;
+		int sig = 0;
+		sigemptyset(&set);
+		sigaddset(&set, SIGUSR1);
+		pthread_sigmask(SIG_BLOCK, &set, NULL);
+		usleep(100000);
+		kill(getpid(), SIGUSR1);
+		return sigwait(&set, &sig) == 0 && sig == SIGUSR1 ? 0 : 3;
+	}
 	if (argc >= 3 && !strcmp(argv[1], "kill")) {
 		size_t len = 8UL << 20;
 		char *p =
@@ -216,6 +236,6 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	fprintf(stderr, "usage: workload fill|fork|exec MIB BYTE [how] | malloc SECONDS THREADS "
-			"| kvm | kill SIGNAL\n");
+			"| kvm | sigwait | kill SIGNAL\n");
 	return 2;
 }
