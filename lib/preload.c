@@ -222,7 +222,7 @@ EXPORT int prctl(int option, ...)
  * would fail with EFAULT.  Refused, with the reason, before it starts. */
 static bool kvm_refused(const char *path)
 {
-	if (strcmp(path, "/dev/kvm") || guard_window_kind() == WINDOW_UFFD)
+	if (!path || strcmp(path, "/dev/kvm") || guard_window_kind() == WINDOW_UFFD)
 		return false;
 	say("samepage: refusing %s to this process: KVM writes guest memory from the kernel, "
 	    "which waits for a merge only with the userfaultfd window, not available here (fix: "

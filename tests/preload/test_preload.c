@@ -16,6 +16,7 @@
  *   malloc    merge-any under a malloc/calloc/realloc/malloc_trim storm of
  *             several threads: no block ever reads wrong
  *   kvm       with the mprotect window, /dev/kvm is refused (EPERM)
+ *   opennull  open(NULL) fails with EFAULT (the /dev/kvm check crashed on it)
  *   sigwait   a signal every thread of the program blocks (it waits for
  *             it with sigwait) is not taken by the engine's thread
  *   signal    a program that sends itself SIGSEGV or SIGBUS (kill) dies of
@@ -279,6 +280,10 @@ int main(int argc, char **argv)
 		int rc = run_plain(a, out, sizeof(out));
 		CHECK_EQ_INT(rc, 1);
 		CHECK_EQ_INT(atoi(out), EPERM);
+	} else if (!strcmp(c, "opennull")) {
+		char out[64];
+		const char *a[] = {"--", workload, "opennull", NULL};
+		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
 	} else if (!strcmp(c, "sigwait")) {
 		char out[64];
 		const char *a[] = {FAST, "--", workload, "sigwait", NULL};

@@ -20,6 +20,9 @@
  *       exits 0 if no block ever read wrong, 1 with the first wrong one
  *   workload kvm
  *       opens /dev/kvm: exits 0 if it opened, 1 with errno otherwise
+ *   workload opennull
+ *       open(NULL) and openat(NULL) fail with EFAULT, as the kernel says:
+ *       exits 0 if both did
  *   workload sigwait
  *       blocks SIGUSR1 (the engine's thread is already running), sends it
  *       to itself and takes it with sigwait: exits 0; killed by it (128+10)
@@ -207,6 +210,12 @@ int main(int argc, char **argv)
 		close(fd);
 		return 0;
 	}
+	if (argc >= 2 && !strcmp(argv[1], "opennull")) {
+		const char *volatile none = NULL;
+		int a = open(none, O_RDONLY), ea = errno;
+		int b = openat(AT_FDCWD, none, O_RDONLY), eb = errno;
+		return a == -1 && ea == EFAULT && b == -1 && eb == EFAULT ? 0 : 1;
+	}
 	if (argc >= 2 && !strcmp(argv[1], "sigwait")) {
 		size_t len = 8UL << 20;
 		char *p =
@@ -236,6 +245,6 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	fprintf(stderr, "usage: workload fill|fork|exec MIB BYTE [how] | malloc SECONDS THREADS "
-			"| kvm | sigwait | kill SIGNAL\n");
+			"| kvm | opennull | sigwait | kill SIGNAL\n");
 	return 2;
 }
