@@ -220,10 +220,8 @@ static int run_user(int argc, char **argv)
 			snprintf(knobs + strlen(knobs), sizeof(knobs) - strlen(knobs), "%s%s",
 				 *knobs ? "," : "", argv[i]);
 		} else if (argv[i][0] == '-') {
-			bool known = !strcmp(argv[i], "--domain") || !strcmp(argv[i], "--set");
-			return ksmctl_fail(
-			    KSMCTL_USAGE, argv[i], "see ksmctl --user run --help",
-			    known ? "run: %s needs a value" : "run: unknown option %s", argv[i]);
+			return ksmctl_fail(KSMCTL_USAGE, argv[i], "see ksmctl --user run --help",
+					   "run: unknown option %s", argv[i]);
 		} else {
 			break; /* the command, without "--" */
 		}
