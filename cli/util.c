@@ -44,17 +44,21 @@ void ksmctl_warn(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+/* Nothing but blanks and newlines after a number. */
+static bool only_blanks(const char *end)
+{
+	while (*end == ' ' || *end == '\n')
+		end++;
+	return !*end;
+}
+
 int parse_ll(const char *s, long long *out)
 {
 	char *end;
 
 	errno = 0;
 	long long v = strtoll(s, &end, 10);
-	if (end == s || errno)
-		return -EINVAL;
-	while (*end == ' ' || *end == '\n')
-		end++;
-	if (*end)
+	if (end == s || errno || !only_blanks(end))
 		return -EINVAL;
 	*out = v;
 	return 0;
@@ -68,11 +72,7 @@ int parse_ull(const char *s, unsigned long long *out)
 		return -EINVAL;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	while (*end == ' ' || *end == '\n')
-		end++;
-	if (*end)
+	if (errno || !only_blanks(end))
 		return -EINVAL;
 	*out = v;
 	return 0;

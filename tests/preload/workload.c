@@ -174,6 +174,15 @@ static void *churn(void *arg)
 	return NULL;
 }
 
+/* len bytes of one content, mapped for merge-any to take. */
+static char *alike_memory(size_t len)
+{
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	return memset(p, 7, len);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 4 && !strcmp(argv[1], "fill"))
@@ -217,12 +226,8 @@ int main(int argc, char **argv)
 		return a == -1 && ea == EFAULT && b == -1 && eb == EFAULT ? 0 : 1;
 	}
 	if (argc >= 2 && !strcmp(argv[1], "sigwait")) {
-		size_t len = 8UL << 20;
-		char *p =
-		    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED)
+		if (!alike_memory(8UL << 20))
 			return 2;
-		memset(p, 7, len);
 		sigset_t set;
 		int sig = 0;
 		sigemptyset(&set);
@@ -233,12 +238,8 @@ int main(int argc, char **argv)
 		return sigwait(&set, &sig) == 0 && sig == SIGUSR1 ? 0 : 3;
 	}
 	if (argc >= 3 && !strcmp(argv[1], "kill")) {
-		size_t len = 8UL << 20;
-		char *p =
-		    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED)
+		if (!alike_memory(8UL << 20))
 			return 2;
-		memset(p, 7, len);
 		usleep(300000);
 		kill(getpid(), atoi(argv[2]));
 		usleep(100000);
