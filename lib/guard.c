@@ -112,6 +112,21 @@ static int uffd = -1;
 static int window_kind = WINDOW_MPROTECT;
 static pthread_once_t kind_once = PTHREAD_ONCE_INIT;
 
+/* A userfaultfd acts on the address space that created it: a forked
+ * child's windows need one of the child's own, or they would protect the
+ * parent's pages instead of the child's (a child killed in a window would
+ * leave its parent's writers waiting forever).  The child's mappings lost
+ * their registrations at the fork; uffd_protect() registers them again.
+ * No window is open across a fork (fork.c holds the address-space lock). */
+static void uffd_fork_child(void)
+{
+	int inherited = uffd;
+	uffd = prim_userfaultfd(window_kind == WINDOW_UFFD_USER);
+	if (uffd < 0)
+		window_kind = WINDOW_MPROTECT; /* as a process that could not open one */
+	prim_close(inherited);
+}
+
 static void window_kind_init(void)
 {
 	const char *want = getenv("SAMEPAGE_WINDOW");
@@ -125,8 +140,10 @@ static void window_kind_init(void)
 		kind = WINDOW_UFFD_USER;
 		uffd = prim_userfaultfd(true);
 	}
-	if (uffd >= 0)
+	if (uffd >= 0) {
 		window_kind = kind;
+		pthread_atfork(NULL, NULL, uffd_fork_child);
+	}
 }
 
 int guard_window_kind(void)

@@ -680,3 +680,68 @@ void test_many_closed_engines(void)
 		old += last[i * PG + 3] != 0;
 	CHECK_EQ_U64(old, 0);
 }
+
+/* Does the mapping at p in /proc/PID/smaps carry VmFlags flag (e.g. "uw":
+ * registered for userfaultfd write-protect)? */
+static bool vm_flag(pid_t pid, const void *p, const char *flag)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	FILE *f = fopen(path, "r");
+	REQUIRE(f);
+	bool in = false, has = false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' '))
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		else if (in && !strncmp(line, "VmFlags:", 8)) {
+			char want[8];
+			snprintf(want, sizeof(want), " %s", flag);
+			for (char *s = line + 8; (s = strstr(s, want)); s++)
+				if (s[strlen(want)] == ' ' || s[strlen(want)] == '\n')
+					has = true;
+			break;
+		}
+	}
+	fclose(f);
+	return has;
+}
+
+/* Regression: a forked child's merge windows write-protect the child's
+ * memory, never its parent's.  A userfaultfd acts on the address space
+ * that created it, and the child used the one it inherited: its windows
+ * registered and protected the parent's pages (and not its own, so a
+ * write in the child could be lost), and a child killed inside a window
+ * (a pool worker terminated) left the parent's page protected, its next
+ * write there waiting forever (RELIABILITY.md: the hang under Python's
+ * multiprocessing).  Where the window is userfaultfd, the child's range
+ * is registered in the child, and the parent's, never merged, is not. */
+void test_child_window_own_memory(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, 16, 'u'); /* the parent's window is open once */
+	char *m = map_pages(n);
+	memset(m, 'm', n * PG);
+	bool uffd = vm_flag(getpid(), p, "uw");
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		samepage_t *c = open_fast();
+		if (samepage_madvise(c, m, n * PG, SAMEPAGE_MERGEABLE))
+			_exit(2);
+		wr(c, "run", "1");
+		if (wait_scans(c, 2) || rd(c, "pages_sharing") < 1)
+			_exit(3);
+		if (uffd && !vm_flag(getpid(), m, "uw"))
+			_exit(4); /* the child's merges were not protected */
+		_exit(m[0] == 'm' ? 0 : 5);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	CHECK(!vm_flag(getpid(), m, "uw"));
+	m[0] = 'w';
+	CHECK(m[0] == 'w' && m[1] == 'm');
+	munmap(m, n * PG);
+	samepage_close(sp);
+}
