@@ -22,8 +22,11 @@
  *   signal    a program that sends itself SIGSEGV or SIGBUS (kill) dies of
  *             it, 128+n as without the library (the fault handler took
  *             it for a fault to retry, and the program went on)
+ *   pools     Python's multiprocessing pools (fork, spawn, forkserver)
+ *             under merge-any in a domain merging hot (pools.py) end with
+ *             every result right (a worker's windows hung its parent)
  *
- * Usage: test_preload CASE KSMCTL WORKLOAD SAMEPAGED [STATIC_WORKLOAD]
+ * Usage: test_preload CASE KSMCTL WORKLOAD SAMEPAGED [STATIC_WORKLOAD [POOLS_PY]]
  */
 #include "../lib/util.h"
 
@@ -295,6 +298,18 @@ int main(int argc, char **argv)
 			snprintf(num, sizeof(num), "%d", sigs[k]);
 			const char *a[] = {FAST, "--", workload, "kill", num, NULL};
 			CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 128 + sigs[k]);
+		}
+	} else if (!strcmp(c, "pools")) {
+		if (argc < 7 || access("/usr/bin/python3", X_OK))
+			SKIP("no /usr/bin/python3 (CI installs it)");
+		start_daemon();
+		char out[4096] = "";
+		const char *a[] = {"--domain", "vms", "--", "/usr/bin/python3", argv[6], NULL};
+		for (int k = 0; k < 2; k++) {
+			int rc = run_plain(a, out, sizeof(out));
+			printf("run %d: exit %d, %s", k + 1, rc, out);
+			CHECK_EQ_INT(rc, 0);
+			CHECK(!strcmp(out, "done\n"));
 		}
 	} else {
 		fprintf(stderr, "no case %s\n", c);
