@@ -161,6 +161,21 @@ void *lib_pages(size_t len)
 	return m;
 }
 
+/* fork: the allocator's locks are held across it (fork.c), so that the
+ * child finds them free and the state they guard whole.  The arena's is
+ * taken first: arena_take() adds to the own list under it. */
+void alloc_fork_lock(void)
+{
+	pthread_mutex_lock(&arena_lock);
+	pthread_mutex_lock(&own_lock);
+}
+
+void alloc_fork_unlock(void)
+{
+	pthread_mutex_unlock(&own_lock);
+	pthread_mutex_unlock(&arena_lock);
+}
+
 /* Gives the pages back (they read zeros when taken again).  Under the
  * application's mlockall the arena is locked (on fault), and MADV_DONTNEED
  * refuses locked memory: MADV_DONTNEED_LOCKED (Linux 5.18) discards it

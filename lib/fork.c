@@ -108,10 +108,14 @@ static void fork_prepare(void)
 	stale_pools_lock();  /* the child adds to them */
 	as_lock_exclusive(); /* no merge window is open across the fork */
 	promise_fork_lock(); /* the child's wrappers take it */
+	guard_fork_lock();   /* the reads in flight */
+	alloc_fork_lock();   /* last: every lock above allocates under it */
 }
 
 static void fork_parent(void)
 {
+	alloc_fork_unlock();
+	guard_fork_parent();
 	promise_fork_unlock();
 	as_unlock();
 	stale_pools_unlock();
@@ -124,7 +128,12 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	pid_t parent = prim_getppid();
+	alloc_fork_unlock();
+	guard_fork_child(); /* its own userfaultfd, no reads in flight */
 	promise_fork_unlock();
+	/* The wrappers' readers of the list were other threads, not copied
+	 * (its writers hold engines_lock, which this thread took). */
+	pthread_rwlock_init(&engines_rw, NULL);
 	as_reinit(); /* the parent's thread held it: it cannot be released here */
 	stale_pools_unlock();
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {

@@ -112,21 +112,6 @@ static int uffd = -1;
 static int window_kind = WINDOW_MPROTECT;
 static pthread_once_t kind_once = PTHREAD_ONCE_INIT;
 
-/* A userfaultfd acts on the address space that created it: a forked
- * child's windows need one of the child's own, or they would protect the
- * parent's pages instead of the child's (a child killed in a window would
- * leave its parent's writers waiting forever).  The child's mappings lost
- * their registrations at the fork; uffd_protect() registers them again.
- * No window is open across a fork (fork.c holds the address-space lock). */
-static void uffd_fork_child(void)
-{
-	int inherited = uffd;
-	uffd = prim_userfaultfd(window_kind == WINDOW_UFFD_USER);
-	if (uffd < 0)
-		window_kind = WINDOW_MPROTECT; /* as a process that could not open one */
-	prim_close(inherited);
-}
-
 static void window_kind_init(void)
 {
 	const char *want = getenv("SAMEPAGE_WINDOW");
@@ -140,10 +125,8 @@ static void window_kind_init(void)
 		kind = WINDOW_UFFD_USER;
 		uffd = prim_userfaultfd(true);
 	}
-	if (uffd >= 0) {
+	if (uffd >= 0)
 		window_kind = kind;
-		pthread_atfork(NULL, NULL, uffd_fork_child);
-	}
 }
 
 int guard_window_kind(void)
@@ -354,6 +337,45 @@ static void window_slot_close(int slot)
 	pthread_mutex_lock(&io_lock);
 	pthread_cond_broadcast(&io_cond);
 	pthread_mutex_unlock(&io_lock);
+}
+
+/* fork (fork.c's handlers, after every other lock of the library but the
+ * allocator's): the reads in flight are held still across it. */
+void guard_fork_lock(void)
+{
+	pthread_mutex_lock(&io_lock);
+}
+
+void guard_fork_parent(void)
+{
+	pthread_mutex_unlock(&io_lock);
+}
+
+/*
+ * In the forked child, alone in it.  The reads in flight were other
+ * threads' (not copied) or libaio's (the child has no AIO context), and
+ * the condition may count their waits: the child starts with none.
+ *
+ * A userfaultfd acts on the address space that created it: the child's
+ * windows need one of the child's own, or they would protect the parent's
+ * pages instead of the child's (a child killed in a window left its
+ * parent's writers waiting forever).  The child's mappings lost their
+ * registrations at the fork; uffd_protect() registers them again.  No
+ * window is open across a fork (fork.c holds the address-space lock).
+ */
+void guard_fork_child(void)
+{
+	ninflight = 0;
+	nrings = 0;
+	pthread_cond_init(&io_cond, NULL);
+	pthread_mutex_unlock(&io_lock);
+	if (uffd < 0)
+		return;
+	int inherited = uffd;
+	uffd = prim_userfaultfd(window_kind == WINDOW_UFFD_USER);
+	if (uffd < 0)
+		window_kind = WINDOW_MPROTECT; /* as a process that could not open one */
+	prim_close(inherited);
 }
 
 static bool in_window(uintptr_t a)

@@ -87,6 +87,8 @@ void *lib_malloc(size_t n);
 void *lib_calloc(size_t n, size_t size);
 void *lib_realloc(void *p, size_t n);
 void lib_free(void *p);
+void alloc_fork_lock(void);
+void alloc_fork_unlock(void);
 
 /* guard.c */
 enum { WINDOW_MPROTECT, WINDOW_UFFD_USER, WINDOW_UFFD }; /* the window mechanisms */
@@ -102,6 +104,9 @@ void as_lock_exclusive(void);
 void as_lock_shared(void);
 void as_unlock(void);
 void as_reinit(void);
+void guard_fork_lock(void);
+void guard_fork_parent(void);
+void guard_fork_child(void);
 void handler_ensure(void);
 void guard_own_statics(void);
 bool guard_on_own_stack(uintptr_t start, uintptr_t end);

@@ -166,8 +166,23 @@ static void child_engine(void)
 	/* The parent's engine stays as it was: its copy here is inert. */
 }
 
+/* fork: preload_lock is held across it, so that the child finds it free
+ * and no engine half made.  It comes before every lock of fork.c's (an
+ * engine is made under it), so its handler is registered after fork.c's:
+ * prepare handlers run last registered first. */
+static void preload_fork_prepare(void)
+{
+	pthread_mutex_lock(&preload_lock);
+}
+
+static void preload_fork_parent(void)
+{
+	pthread_mutex_unlock(&preload_lock);
+}
+
 static void preload_fork_child(void)
 {
+	pthread_mutex_unlock(&preload_lock);
 	if (!engine)
 		return;
 	parent_engine = engine;
@@ -181,7 +196,8 @@ static void preload_fork_child(void)
 __attribute__((constructor)) static void preload_init(void)
 {
 	interpose_merge_advice = preload_madvise;
-	pthread_atfork(NULL, NULL, preload_fork_child);
+	fork_init();
+	pthread_atfork(preload_fork_prepare, preload_fork_parent, preload_fork_child);
 	const char *any = getenv("SAMEPAGE_MERGE_ANY");
 	if (any && !strcmp(any, "1")) {
 		samepage_t *sp = preload_engine();

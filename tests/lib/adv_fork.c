@@ -565,8 +565,8 @@ static void *discard_loop(void *arg)
 }
 
 /* Waits up to 20 s for a forked child (a limit only against a hang):
- * whether it hung, then killed. */
-static bool child_hung(pid_t pid)
+ * whether it hung, then killed; its wait status in *status. */
+static bool child_hung_status(pid_t pid, int *status)
 {
 	int st = 0;
 	pid_t got = 0;
@@ -576,7 +576,14 @@ static bool child_hung(pid_t pid)
 		kill(pid, SIGKILL);
 		waitpid(pid, &st, 0);
 	}
+	*status = st;
 	return got == 0;
+}
+
+static bool child_hung(pid_t pid)
+{
+	int st;
+	return child_hung_status(pid, &st);
 }
 
 void test_fork_during_stale_discard(void)
@@ -744,4 +751,85 @@ void test_child_window_own_memory(void)
 	CHECK(m[0] == 'w' && m[1] == 'm');
 	munmap(m, n * PG);
 	samepage_close(sp);
+}
+
+static atomic_int busy_wrappers;
+
+/* munmap: the wrappers note it for every engine (engines_rw read-locked,
+ * the engine's forget list grown with the library's allocator). */
+static void *unmap_loop(void *arg)
+{
+	(void)arg;
+	while (atomic_load(&busy_wrappers)) {
+		void *m =
+		    mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m != MAP_FAILED)
+			munmap(m, PG);
+	}
+	return NULL;
+}
+
+/* read(2) into mergeable memory: in flight from before the call to after
+ * it (io_lock, the in-flight list). */
+static void *read_loop(void *arg)
+{
+	char *p = arg;
+	int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	while (fd >= 0 && atomic_load(&busy_wrappers))
+		if (read(fd, p, 64) < 0)
+			break;
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+/* Regression: a forked child never finds one of the library's locks held
+ * by a thread the fork did not copy.  Threads were inside the wrappers of
+ * munmap and read(2) (the engine list's read lock, the in-flight reads'
+ * lock, the allocator's) when another thread forked, and the child's first
+ * engine or first read waited forever for a thread that is not there. */
+void test_fork_vs_wrappers(void)
+{
+	samepage_t *sp = open_fast();
+	char *p = map_pages(64);
+	memset(p, 'r', 64 * PG);
+	REQUIRE(samepage_madvise(sp, p, 64 * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	atomic_store(&busy_wrappers, 1);
+	pthread_t t[3];
+	REQUIRE(pthread_create(&t[0], NULL, unmap_loop, NULL) == 0);
+	REQUIRE(pthread_create(&t[1], NULL, unmap_loop, NULL) == 0);
+	REQUIRE(pthread_create(&t[2], NULL, read_loop, p + PG) == 0);
+	int forks = 0, hung = 0, failed = 0;
+	for (; forks < 300 && hung == 0; forks++) {
+		pid_t pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0) {
+			/* What a forked child of a merging program does first. */
+			int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+			if (fd < 0 || read(fd, p + 2 * PG, 64) != 64)
+				_exit(2);
+			samepage_t *c = NULL;
+			void *m = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (samepage_open(&c) || m == MAP_FAILED ||
+			    samepage_madvise(c, m, 4 * PG, SAMEPAGE_MERGEABLE) || munmap(m, 4 * PG))
+				_exit(3);
+			samepage_close(c);
+			_exit(0);
+		}
+		int st = 0;
+		hung += child_hung_status(pid, &st);
+		failed += !WIFEXITED(st) || WEXITSTATUS(st);
+		check_tick();
+	}
+	atomic_store(&busy_wrappers, 0);
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	printf("%d forks while threads were in the wrappers: %d children hung, %d failed\n", forks,
+	       hung, failed);
+	CHECK_EQ_INT(hung, 0);
+	CHECK_EQ_INT(failed, 0);
+	samepage_close(sp);
+	munmap(p, 64 * PG);
 }

@@ -22,6 +22,9 @@
  *   signal    a program that sends itself SIGSEGV or SIGBUS (kill) dies of
  *             it, 128+n as without the library (the fault handler took
  *             it for a fault to retry, and the program went on)
+ *   forks     forks while other threads are in the library's wrappers
+ *             (madvise, read, mmap, munmap): no child finds a lock held
+ *             by a thread the fork did not copy
  *   pools     Python's multiprocessing pools (fork, spawn, forkserver)
  *             under merge-any in a domain merging hot (pools.py) end with
  *             every result right (a worker's windows hung its parent)
@@ -299,6 +302,10 @@ int main(int argc, char **argv)
 			const char *a[] = {FAST, "--", workload, "kill", num, NULL};
 			CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 128 + sigs[k]);
 		}
+	} else if (!strcmp(c, "forks")) {
+		char out[64];
+		const char *a[] = {FAST, "--", workload, "forks", "300", NULL};
+		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
 	} else if (!strcmp(c, "pools")) {
 		if (argc < 7 || access("/usr/bin/python3", X_OK))
 			SKIP("no /usr/bin/python3 (CI installs it)");

@@ -27,6 +27,11 @@
  *       blocks SIGUSR1 (the engine's thread is already running), sends it
  *       to itself and takes it with sigwait: exits 0; killed by it (128+10)
  *       if another thread took it
+ *   workload forks N
+ *       threads call madvise(MADV_MERGEABLE/MADV_UNMERGEABLE), read(2),
+ *       mmap and munmap without pause while the main thread forks N
+ *       times; each child makes the same calls once and exits: exits 0 if
+ *       every child did, 1 if one hung (20 s) or failed
  *   workload kill SIGNAL
  *       fills 8 MiB, lets the engine work a while, then sends itself
  *       SIGNAL with kill(2): dies of it as any program would, or exits 0
@@ -183,6 +188,76 @@ static char *alike_memory(size_t len)
 	return memset(p, 7, len);
 }
 
+static atomic_int forking;
+
+/* What the threads of a merging program do while another one forks: each
+ * call goes through the library's wrappers and locks. */
+static int busy_reads(int fd, char *p)
+{
+	return read(fd, p, 64) == 64 ? 0 : 1;
+}
+
+static int busy_maps(void)
+{
+	void *m = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED || madvise(m, 4 * PG, MADV_MERGEABLE) ||
+	    madvise(m, 4 * PG, MADV_UNMERGEABLE) || munmap(m, 4 * PG))
+		return 1;
+	return 0;
+}
+
+/* Thread 0 reads, thread 1 maps and advises. */
+static void *busy_loop(void *arg)
+{
+	char *p = arg;
+	int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	bool maps = ((uintptr_t)p / PG) & 1;
+	while (fd >= 0 && atomic_load(&forking))
+		if (maps ? busy_maps() : busy_reads(fd, p))
+			break;
+	close(fd);
+	return NULL;
+}
+
+static int forks(int n)
+{
+	char *p = alike_memory(1UL << 20);
+	if (!p)
+		return 2;
+	pthread_t t[2];
+	atomic_store(&forking, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_create(&t[i], NULL, busy_loop, p + i * PG);
+	int failed = 0;
+	for (int k = 0; k < n && !failed; k++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			return 2;
+		if (pid == 0) {
+			int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+			_exit(fd < 0 || busy_reads(fd, p + 2 * PG) || busy_maps());
+		}
+		int st = 0, ms = 0;
+		pid_t got;
+		while ((got = waitpid(pid, &st, WNOHANG)) == 0 && ms++ < 20000)
+			usleep(1000);
+		if (got == 0) {
+			fprintf(stderr, "workload: fork %d: the child hung\n", k + 1);
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			failed = 1;
+		} else if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+			fprintf(stderr, "workload: fork %d: the child failed (status %#x)\n", k + 1,
+				st);
+			failed = 1;
+		}
+	}
+	atomic_store(&forking, 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	return failed;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 4 && !strcmp(argv[1], "fill"))
@@ -237,6 +312,8 @@ int main(int argc, char **argv)
 		kill(getpid(), SIGUSR1);
 		return sigwait(&set, &sig) == 0 && sig == SIGUSR1 ? 0 : 3;
 	}
+	if (argc >= 3 && !strcmp(argv[1], "forks"))
+		return forks(atoi(argv[2]));
 	if (argc >= 3 && !strcmp(argv[1], "kill")) {
 		if (!alike_memory(8UL << 20))
 			return 2;
@@ -246,6 +323,6 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	fprintf(stderr, "usage: workload fill|fork|exec MIB BYTE [how] | malloc SECONDS THREADS "
-			"| kvm | opennull | sigwait | kill SIGNAL\n");
+			"| kvm | opennull | sigwait | forks N | kill SIGNAL\n");
 	return 2;
 }
