@@ -218,10 +218,13 @@ EXPORT int prctl(int option, ...)
 	va_end(ap);
 	if (option == PR_SET_MEMORY_MERGE || option == PR_GET_MEMORY_MERGE) {
 		samepage_t *sp = preload_engine();
-		int err = !sp				     ? -EAGAIN
-			  : option == PR_GET_MEMORY_MERGE    ? samepage_merge_any_get(sp)
-			  : a[0] > 1 || a[1] || a[2] || a[3] ? -EINVAL
-							     : samepage_merge_any(sp, (int)a[0]);
+		/* The kernel's rules: unused arguments must be 0; any
+		 * non-zero value turns merge-any on. */
+		bool get = option == PR_GET_MEMORY_MERGE;
+		int err = !sp					  ? -EAGAIN
+			  : (get && a[0]) || a[1] || a[2] || a[3] ? -EINVAL
+			  : get					  ? samepage_merge_any_get(sp)
+				: samepage_merge_any(sp, a[0] != 0);
 		if (err < 0) {
 			errno = -err;
 			return -1;

@@ -72,7 +72,13 @@ static int fill(size_t mib, int byte, const char *how)
 	if (how && (!strcmp(how, "madvise") || !strcmp(how, "dontfork")) &&
 	    madvise(p, len, MADV_MERGEABLE))
 		return 4;
-	if (how && !strcmp(how, "prctl") && prctl(67 /* PR_SET_MEMORY_MERGE */, 1, 0, 0, 0))
+	/* The kernel's rules (Linux 6.18, checked on this machine): any
+	 * non-zero argument turns merge-any on; unused arguments must be 0,
+	 * PR_GET_MEMORY_MERGE's too. */
+	if (how && !strcmp(how, "prctl") &&
+	    (prctl(67 /* PR_SET_MEMORY_MERGE */, 2, 0, 0, 0) ||
+	     prctl(68 /* PR_GET_MEMORY_MERGE */, 0, 0, 0, 0) != 1 || prctl(68, 1, 0, 0, 0) != -1 ||
+	     errno != EINVAL || prctl(67, 1, 1, 0, 0) != -1 || errno != EINVAL))
 		return 5;
 	printf("ready\n");
 	fflush(stdout);
