@@ -118,6 +118,41 @@ bool index_chains_ok(struct samepage *sp)
 	return chains == sp->dom->chains && dups == sp->dom->dups;
 }
 
+struct load {
+	uint64_t held, room, mps;
+};
+
+static void add_load(struct samepage *sp, uint32_t i, void *arg)
+{
+	struct load *l = arg;
+	const struct stable_node *n = &sp->stable.nodes[i];
+	uint64_t held = (uint64_t)n->mapcount + n->pending;
+	l->held += held;
+	l->room += held < l->mps ? l->mps - held : 0;
+}
+
+/* The mappings (and merges under way) the dups of a chain hold, and the
+ * room left in them under max_page_sharing. */
+void stable_chain_load(struct samepage *sp, uint32_t head, uint32_t checksum, uint64_t *held,
+		       uint64_t *room)
+{
+	struct load l = {0, 0, KNOB(sp, max_page_sharing)};
+	for_each_dup_from(sp, head, checksum, add_load, &l);
+	*held = l.held;
+	*room = l.room;
+}
+
+/* Whether pool page off is a KSM page of these contents (by checksum: the
+ * merge compares the pages) that may take one more mapping. */
+bool stable_dup_has_room(struct samepage *sp, uint32_t off, uint32_t checksum)
+{
+	if (off >= sp->dom->nr)
+		return false;
+	const struct stable_node *n = &sp->stable.nodes[off];
+	return n->in_use && n->checksum == checksum &&
+	       (uint64_t)n->mapcount + n->pending < KNOB(sp, max_page_sharing);
+}
+
 static bool is_page_sharing_candidate(struct samepage *sp, const struct stable_node *n)
 {
 	uint64_t held = (uint64_t)n->mapcount + n->pending;

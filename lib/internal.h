@@ -194,6 +194,9 @@ bool index_trylock(struct samepage *sp);
 void index_unlock(struct samepage *sp);
 bool index_chains_ok(struct samepage *sp);
 uint32_t stable_chain_head(struct samepage *sp, const void *page, uint32_t checksum);
+void stable_chain_load(struct samepage *sp, uint32_t head, uint32_t checksum, uint64_t *held,
+		       uint64_t *room);
+bool stable_dup_has_room(struct samepage *sp, uint32_t off, uint32_t checksum);
 bool stable_has_checksum(struct samepage *sp, uint32_t checksum);
 uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full);
 int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,

@@ -165,6 +165,64 @@ static size_t run_length(const struct region *r, size_t i, uint32_t checksum)
 	return j - i;
 }
 
+/*
+ * A run shorter than max_page_sharing: the kernel maps it onto one KSM page
+ * (a mapping per page here).  Once its contents have merged a run's worth
+ * elsewhere and their KSM pages have no room left for this run, it is
+ * merged onto a lap strip instead: as many new dups as it has pages, at
+ * consecutive pool pages, one mapping; and the next runs of the contents
+ * map the same dups again, one lap (one mapping) each, while they have
+ * room.  Malloc'd blocks of one content (a header page, then a run) are
+ * such runs: 200 blocks of 1 MiB took 51,244 mappings.  The price is the
+ * dups: a run of L pages holds L KSM pages where the kernel would hold
+ * ceil(L / max_page_sharing) more of its sharing pages; paid back from the
+ * second run on the strip.
+ */
+static bool lap_strip_start(struct samepage *sp, uintptr_t a, size_t len, uint32_t checksum)
+{
+	struct strip *s = &sp->strip;
+	struct lap_strip *l = &sp->laps[checksum % LAP_STRIPS];
+	uint32_t head = stable_chain_head(sp, sp->buf, checksum), base, size, made;
+	uint64_t held, room;
+
+	if (head == NIL)
+		return false; /* the first run of its contents: as the kernel */
+	bool known = l->checksum == checksum && l->size >= 2;
+	size = made = 0;
+	if (known) {
+		/* From its first dup with room: runs of different lengths
+		 * fill the first dups first. */
+		size_t j = 0, m = 0;
+		while (j < l->size && !stable_dup_has_room(sp, l->base + j, checksum))
+			j++;
+		while (m < len && j + m < l->size &&
+		       stable_dup_has_room(sp, l->base + (uint32_t)(j + m), checksum))
+			m++;
+		base = l->base + (uint32_t)j;
+		size = made = (uint32_t)m;
+	}
+	if (size < 2) {
+		stable_chain_load(sp, head, checksum, &held, &room);
+		if (held < len || (!known && room >= len) ||
+		    (uint64_t)sp->dom->nr + len > DOM_NODES)
+			return false;
+		base = sp->dom->nr;
+		size = (uint32_t)len;
+		made = 0;
+		*l = (struct lap_strip){.checksum = checksum, .base = base, .size = size};
+	}
+	*s = (struct strip){.next = a,
+			    .end = a + (uintptr_t)size * PAGE_SIZE,
+			    .none_from = s->none_from,
+			    .none_until = s->none_until,
+			    .base = base,
+			    .size = size,
+			    .made = made,
+			    .checksum = checksum,
+			    .head = head};
+	return true;
+}
+
 /* Starts a strip at page i if its run needs two dups or more in the
  * kernel: the kernel fills one KSM page to max_page_sharing, then makes
  * the next, and leaves the last page alone when one is left over.  The
@@ -186,6 +244,8 @@ static bool strip_start(struct samepage *sp, struct region *r, size_t i, uint32_
 	 * registered, not by address. */
 	s->none_from = a;
 	s->none_until = a + len * PAGE_SIZE;
+	if (len >= 2 && len < mps)
+		return lap_strip_start(sp, a, len, checksum);
 	if (len % mps == 1)
 		len--;
 	uint64_t size = (len + mps - 1) / mps;

@@ -217,6 +217,15 @@ struct strip {
 	uint32_t head; /* the newest dup of the contents (its chain's head) */
 };
 
+/* A lap strip (scan.c): dups of one content at consecutive pool pages,
+ * made for a run shorter than max_page_sharing, that later runs of the
+ * same content map again, one lap each.  A small cache by checksum,
+ * checked against the index at each use. */
+#define LAP_STRIPS 64
+struct lap_strip {
+	uint32_t checksum, base, size;
+};
+
 /* Shared with forked children (MAP_SHARED): they register here so that the
  * parent keeps every pool page they may map until they are gone. */
 #define MAX_FORK_CHILDREN 1000 /* the page holds the pids of this many forks */
@@ -324,6 +333,7 @@ struct samepage {
 	uint32_t hints_posted; /* this full scan: pages other processes may make KSM pages of */
 	uint32_t partner_seen; /* dom->partner_made when merge_partners() last looked */
 	struct strip strip;
+	struct lap_strip laps[LAP_STRIPS];
 
 	/* Ranges the application unmapped (interpose.c), to forget at the
 	 * next batch; on overflow, maps_dirty makes the scanner reread all. */

@@ -162,6 +162,55 @@ static void test_strip_below_scanned_region(void)
 	samepage_close(sp);
 }
 
+/* Runs shorter than max_page_sharing, many of one content, each after a
+ * page of its own: malloc'd blocks (a header page, then the block).  The
+ * kernel maps them onto one KSM page after another, a mapping per page
+ * here: 64 blocks of 48 pages took 3,072 mappings.  Once the contents
+ * have merged a run's worth and their KSM pages have no room for the
+ * next, the runs map lap strips: a mapping or two per block.  The memory
+ * still goes back, and the counters hold together. */
+static void test_lap_strips(void)
+{
+	const size_t blocks = 64, run = 48, n = blocks * (run + 1);
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);
+	for (size_t b = 0; b < blocks; b++) {
+		char *h = p + b * (run + 1) * PG;
+		memset(h, 'h', PG);
+		memcpy(h, &b, sizeof(b)); /* a header of its own */
+		memset(h + PG, '=', run * PG);
+	}
+	long long before = anon_kb();
+	CHECK_EQ_INT(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE), 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	long long shared = rd(sp, "pages_shared"), sharing = rd(sp, "pages_sharing");
+	long long maps = pool_mappings(), after = anon_kb();
+	printf("lap strips: %zu blocks of %zu pages: %lld mappings, pages_shared %lld, "
+	       "pages_sharing %lld\n",
+	       blocks, run, maps, shared, sharing);
+	CHECK_EQ_INT(shared + sharing, (long long)(blocks * run));
+	CHECK_EQ_U64(pages_mapping_pool(p, n), blocks * run);
+	/* The kernel's way until the first KSM page is full (256 / 48 = 5
+	 * blocks), then a lap strip: at most two mappings a block. */
+	CHECK_CMP(maps, <=, (long long)(6 * run + 2 * blocks), long long, "%lld");
+	CHECK_CMP(sharing, >=, (long long)(blocks * run * 8 / 10), long long, "%lld");
+#ifndef SAMEPAGE_SANITIZE /* the sanitizer's shadow memory moves Anonymous */
+	CHECK_CMP(before - after, >=, sharing * 4 * 95 / 100, long long, "%lld");
+#endif
+	for (size_t b = 0; b < blocks; b++) {
+		const char *h = p + b * (run + 1) * PG;
+		size_t got;
+		memcpy(&got, h, sizeof(got));
+		REQUIRE(got == b && h[PG - 1] == 'h' && h[PG] == '=' &&
+			h[(run + 1) * PG - 1] == '=');
+	}
+	p[3 * PG] = 'w'; /* copy-on-write inside a lap */
+	CHECK(p[3 * PG] == 'w' && p[2 * PG] == '=' && p[4 * PG] == '=');
+	munmap(p, n * PG);
+	samepage_close(sp);
+}
+
 int main(void)
 {
 	test_merge(10, "256");
@@ -176,5 +225,6 @@ int main(void)
 	test_zero(1);
 	test_run2();
 	test_strip_below_scanned_region();
+	test_lap_strips();
 	return check_report("merge");
 }
