@@ -15,7 +15,7 @@
  * is refused, with the reason.
  */
 #include "ksmctl.h"
-#include "ksmconf.h"
+#include "plan.h"
 
 #include <elf.h>
 #include <errno.h>
@@ -176,7 +176,8 @@ bool domain_name_ok(const char *name);
 static int run_user(int argc, char **argv)
 {
 	const char *domain = NULL;
-	char knobs[1024] = "", preload[PATH_MAX], file[PATH_MAX], env[PATH_MAX + 64];
+	static struct plan knobs; /* the private engine's --set, checked */
+	char spec[1024] = "", preload[PATH_MAX], file[PATH_MAX], env[PATH_MAX + 64];
 	bool any = true;
 	int i = 1;
 	for (; i < argc && strcmp(argv[i], "--"); i++) {
@@ -192,33 +193,16 @@ static int run_user(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--no-merge-any")) {
 			any = false;
 		} else if (!strcmp(argv[i], "--set")) {
-			unsigned long long v;
-			char name[128], range[96], fix[256], *eq = strchr(argv[++i], '=');
-			snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - argv[i]) : 0, argv[i]);
-			int err = eq ? samepage_knob_parse(name, eq + 1, &v) : -EINVAL;
-			if (!eq)
+			/* Checked as `ksmctl set` checks its arguments (plan_add). */
+			char name[64], *eq = strchr(argv[++i], '=');
+			if (!eq || eq == argv[i] || (size_t)(eq - argv[i]) >= sizeof(name))
 				return ksmctl_fail(KSMCTL_USAGE, argv[i],
 						   "give NAME=VALUE: --set pages_to_scan=20000",
 						   "run: --set %s: not NAME=VALUE", argv[i]);
-			if (err == -ENOENT)
-				return ksmctl_fail(
-				    KSMCTL_USAGE, argv[i],
-				    "use a tunable of samepage(3), as `ksmctl --user "
-				    "set` takes them",
-				    "run: --set: unknown knob \"%s\"", name);
-			if (err == -EACCES)
-				return ksmctl_fail(
-				    KSMCTL_USAGE, argv[i], "only tunables can be set",
-				    "run: --set: \"%s\" is a counter, not a knob", name);
-			if (err) {
-				snprintf(
-				    fix, sizeof(fix), "give %s %s", name,
-				    ksmconf_range(samepage_knob_find(name), range, sizeof(range)));
-				return ksmctl_fail(KSMCTL_USAGE, argv[i], fix,
-						   "run: --set: bad value for %s", name);
-			}
-			snprintf(knobs + strlen(knobs), sizeof(knobs) - strlen(knobs), "%s%s",
-				 *knobs ? "," : "", argv[i]);
+			snprintf(name, sizeof(name), "%.*s", (int)(eq - argv[i]), argv[i]);
+			int ret = plan_add(&knobs, name, eq + 1, "--set");
+			if (ret)
+				return ret;
 		} else if (argv[i][0] == '-') {
 			return ksmctl_fail(KSMCTL_USAGE, argv[i], "see ksmctl --user run --help",
 					   "run: unknown option %s", argv[i]);
@@ -237,9 +221,13 @@ static int run_user(int argc, char **argv)
 				   "name the domain with 1 to 64 of A-Za-z0-9._-, not starting "
 				   "with a dot: --domain vms",
 				   "run: bad domain name");
-	if (domain && *knobs)
+	/* SAMEPAGE_KNOBS, canonical values: 13 tunables fit in spec. */
+	for (int k = 0; k < knobs.n; k++)
+		snprintf(spec + strlen(spec), sizeof(spec) - strlen(spec), "%s%s=%s", k ? "," : "",
+			 knobs.c[k].k->name, knobs.c[k].value);
+	if (domain && knobs.n)
 		return ksmctl_fail(
-		    KSMCTL_USAGE, knobs,
+		    KSMCTL_USAGE, spec,
 		    "set the domain's knobs with `ksmctl --user set`, or drop --domain "
 		    "for a private engine",
 		    "run: --set is for a private engine; domain %s uses samepaged's knobs", domain);
@@ -292,8 +280,8 @@ static int run_user(int argc, char **argv)
 	else
 		unsetenv("SAMEPAGE_DOMAIN");
 	setenv("SAMEPAGE_MERGE_ANY", any ? "1" : "0", 1);
-	if (*knobs)
-		setenv("SAMEPAGE_KNOBS", knobs, 1);
+	if (knobs.n)
+		setenv("SAMEPAGE_KNOBS", spec, 1);
 	if (opt.socket)
 		setenv("SAMEPAGE_SOCKET", opt.socket, 1);
 	execv(file, argv + i);

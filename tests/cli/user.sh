@@ -27,7 +27,8 @@
 #          them) is refused (exit 1), as a set-user-ID one: the dynamic
 #          linker would ignore LD_PRELOAD and it would run without merging.
 #          A bad --set is refused (exit 2) naming the knob and the values it
-#          takes; --set or --domain without its argument says what it needs.
+#          takes, as `ksmctl set` refuses it, and so is a knob set twice;
+#          --set or --domain without its argument says what it needs.
 # The daemon and the client are killed on every exit (trap).
 #
 # usage: user.sh TEST KSMCTL SAMEPAGED SPCLIENT SRCDIR
@@ -334,17 +335,24 @@ unscanned()
 run_command()
 {
 	local rc
+	# --set is checked as `ksmctl set` checks its arguments (plan_add):
+	# the same messages, the input with its origin "--set".
 	expect 2 --user run --set run=5 -- sh -c "touch $tmp/ran"
-	says "$tmp/err" "run: --set: bad value for run"
-	says "$tmp/err" "fix: give run a whole number from 0 to 2"
+	says "$tmp/err" "ksmctl: bad value for run"
+	says "$tmp/err" "input: run=5 (--set)"
+	says "$tmp/err" "fix: give a whole number from 0 to 2"
 	expect 2 --user run --set max_page_sharing=1 -- true
-	says "$tmp/err" "fix: give max_page_sharing a whole number from 2 to 2147483647"
+	says "$tmp/err" "fix: give a whole number from 2 to 2147483647"
 	expect 2 --user run --set pages_to_scan -- true
 	says "$tmp/err" "run: --set pages_to_scan: not NAME=VALUE"
 	expect 2 --user run --set pages_shared=1 -- true
 	says "$tmp/err" "\"pages_shared\" is a counter, not a knob"
 	expect 2 --user run --set no_such=1 -- true
 	says "$tmp/err" "unknown knob \"no_such\""
+	says "$tmp/err" "input: no_such=1 (--set)"
+	# A knob given twice is refused, as by `ksmctl set` (run took both).
+	expect 2 --user run --set run=1 --set run=0 -- sh -c "touch $tmp/ran"
+	says "$tmp/err" "run is set twice (first at --set)"
 	expect 2 --user run --set
 	says "$tmp/err" "run: --set needs NAME=VALUE"
 	expect 2 --user run --domain
