@@ -107,19 +107,12 @@ static bool find_command(const char *name, char *buf, size_t len)
 	return *denied;
 }
 
-/* A capability set of this process from /proc/self/status ("CapPrm"). */
-static uint64_t own_caps(const char *name)
+/* A capability set ("CapPrm") in this process's /proc/self/status text: 0
+ * when it is missing. */
+static uint64_t own_caps(const char *status, const char *name)
 {
-	char line[256];
-	unsigned long long v = 0;
-	size_t n = strlen(name);
-	FILE *f = fopen("/proc/self/status", "re");
-	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, name, n) && line[n] == ':')
-			v = strtoull(line + n + 1, NULL, 16);
-	if (f)
-		fclose(f);
-	return v;
+	const char *v = procfs_find_key(status, name);
+	return v ? strtoull(v, NULL, 16) : 0;
 }
 
 /* Whether exec'ing file gives this process capabilities it lacks (file
@@ -134,7 +127,11 @@ static bool caps_grow(const char *file)
 	if (n < 12)
 		return false;
 	uint64_t fp = cap[1] | (n >= 20 ? (uint64_t)cap[3] << 32 : 0);
-	return (fp & own_caps("CapBnd") & ~(own_caps("CapPrm") | own_caps("CapAmb"))) != 0;
+	char status[16384];
+	if (procfs_read("/proc/self/status", status, sizeof(status)))
+		return false; /* no bounding set read: none to grow within */
+	return (fp & own_caps(status, "CapBnd") &
+		~(own_caps(status, "CapPrm") | own_caps(status, "CapAmb"))) != 0;
 }
 
 /* Why a program cannot be preloaded, or NULL: statically linked (an ELF
