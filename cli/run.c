@@ -11,8 +11,8 @@
  * `ksmctl --user run [--domain NAME] -- COMMAND` runs it on libsamepage
  * instead: LD_PRELOAD=libsamepage-preload.so (lib/preload.c), merge-any,
  * in samepaged's domain NAME or with a private engine.  A program that
- * cannot be preloaded (statically linked, set-user-ID, file capabilities)
- * is refused, with the reason.
+ * cannot be preloaded (statically linked, set-user-ID, file capabilities),
+ * or a script whose "#!" interpreter cannot, is refused, with the reason.
  */
 #include "ksmctl.h"
 #include "plan.h"
@@ -51,7 +51,8 @@ const char usage_run[] =
     "  --no-merge-any    only what COMMAND itself marks mergeable\n"
     "  --set NAME=VALUE  a knob of the private engine (run is 1 unless set)\n"
     "Statically linked and set-user-ID programs, and those given capabilities\n"
-    "by their file, cannot be preloaded: refused (exit 1).\n"
+    "by their file, cannot be preloaded: refused (exit 1), as are scripts whose\n"
+    "\"#!\" interpreter is one.\n"
     "\n"
     "The exit status is COMMAND's; 126/127 if it cannot be run.\n";
 
@@ -134,18 +135,18 @@ static bool caps_grow(const char *file)
 		~(own_caps(status, "CapPrm") | own_caps(status, "CapAmb"))) != 0;
 }
 
-/* Why a program cannot be preloaded, or NULL: statically linked (an ELF
- * without an interpreter), or set-user/group-ID or given capabilities by
- * the file (the dynamic linker ignores LD_PRELOAD for it).  Scripts run
- * their interpreter: fine. */
-static const char *not_preloadable(const char *file)
+/* Why the file itself cannot be preloaded, or NULL: statically linked (an
+ * ELF without an interpreter), or set-user/group-ID or given capabilities
+ * by the file (the dynamic linker ignores LD_PRELOAD for it).  A script is
+ * judged by its interpreter: see not_preloadable. */
+static const char *file_not_preloadable(const char *file)
 {
 	struct stat st;
 	if (stat(file, &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))
-		return "it is set-user-ID or set-group-ID: the dynamic linker ignores LD_PRELOAD "
+		return "is set-user-ID or set-group-ID: the dynamic linker ignores LD_PRELOAD "
 		       "for it";
 	if (caps_grow(file))
-		return "it has file capabilities (security.capability) this user lacks: the "
+		return "has file capabilities (security.capability) this user lacks: the "
 		       "dynamic linker ignores LD_PRELOAD for it";
 	int fd = open(file, O_RDONLY | O_CLOEXEC);
 	Elf64_Ehdr eh;
@@ -162,7 +163,68 @@ static const char *not_preloadable(const char *file)
 		interp = ph.p_type == PT_INTERP;
 	}
 	close(fd);
-	return elf && !interp ? "it is statically linked: LD_PRELOAD cannot reach it" : NULL;
+	return elf && !interp ? "is statically linked: LD_PRELOAD cannot reach it" : NULL;
+}
+
+/* A script's "#!" line as the kernel reads it (fs/binfmt_script.c): the
+ * interpreter's path into interp and its one optional argument (the rest
+ * of the line, blanks around it cut) into arg; false if file does not
+ * start with "#!" or the line fills the buffer before its interpreter ends. */
+static bool shebang(const char *file, char *interp, size_t ilen, char *arg, size_t alen)
+{
+	char line[256]; /* BINPRM_BUF_SIZE */
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : pread(fd, line, sizeof(line) - 1, 0);
+	if (fd >= 0)
+		close(fd);
+	if (n < 2 || line[0] != '#' || line[1] != '!')
+		return false;
+	line[n] = 0;
+	char *nl = strchr(line, '\n'), *p = line + 2, *end;
+	if (nl)
+		*nl = 0;
+	p += strspn(p, " \t");
+	end = p + strcspn(p, " \t");
+	if (end == p || (!nl && !*end && (size_t)n == sizeof(line) - 1))
+		return false; /* the kernel's ENOEXEC: the path may go on */
+	snprintf(interp, ilen, "%.*s", (int)(end - p), p);
+	end += strspn(end, " \t");
+	size_t k = strlen(end);
+	while (k && (end[k - 1] == ' ' || end[k - 1] == '\t'))
+		k--;
+	snprintf(arg, alen, "%.*s", (int)k, end);
+	return true;
+}
+
+/* Why a program cannot be preloaded, or NULL; culprit is the interpreter
+ * the reason is about, or "" when it is about the program itself.  A script
+ * runs its "#!" interpreter, which the kernel follows up to 5 scripts deep,
+ * and "#!/usr/bin/env NAME" runs NAME from PATH (env's only argument a
+ * plain name: no option, no NAME=VALUE). */
+static const char *not_preloadable(const char *file, char *culprit, size_t len)
+{
+	char interp[PATH_MAX], arg[256], next[PATH_MAX] = "";
+	snprintf(culprit, len, "%s", file);
+	for (int depth = 0; depth < 8; depth++) {
+		const char *why = file_not_preloadable(culprit);
+		if (why && !depth)
+			*culprit = 0;
+		if (why)
+			return why;
+		if (*next) { /* env's NAME, after env itself */
+			snprintf(culprit, len, "%s", next);
+			*next = 0;
+			continue;
+		}
+		if (!shebang(culprit, interp, sizeof(interp), arg, sizeof(arg)))
+			return NULL;
+		const char *base = strrchr(interp, '/');
+		if (!strcmp(base ? base + 1 : interp, "env") && *arg && *arg != '-' &&
+		    !strpbrk(arg, " \t=") && !find_command(arg, next, sizeof(next)))
+			*next = 0; /* not in PATH: env says so */
+		snprintf(culprit, len, "%s", interp);
+	}
+	return NULL; /* too deep: the exec fails (ELOOP) and says so */
 }
 
 /* The rule of a domain's name: lib/control.c's, in samepage_ctl, which
@@ -262,13 +324,20 @@ static int run_user(int argc, char **argv)
 			    "run: cannot execute: %s", strerror(ENOENT));
 		return 127;
 	}
-	const char *why = not_preloadable(file);
-	if (why)
+	char culprit[PATH_MAX];
+	const char *why = not_preloadable(file, culprit, sizeof(culprit));
+	if (why && !*culprit)
 		return ksmctl_fail(
 		    KSMCTL_NO, file,
 		    "link it with libsamepage (samepage_connect, samepage_merge_any), "
 		    "or use the kernel's KSM: ksmctl run",
-		    "run: %s cannot run on libsamepage: %s", argv[i], why);
+		    "run: %s cannot run on libsamepage: it %s", argv[i], why);
+	if (why)
+		return ksmctl_fail(KSMCTL_NO, file,
+				   "run it with an interpreter that can be preloaded, or use the "
+				   "kernel's KSM: ksmctl run",
+				   "run: %s cannot run on libsamepage: its interpreter %s %s",
+				   argv[i], culprit, why);
 	const char *old = getenv("LD_PRELOAD");
 	snprintf(env, sizeof(env), "%s%s%s", preload, old && *old ? ":" : "", old ? old : "");
 	setenv("LD_PRELOAD", env, 1);
