@@ -84,25 +84,42 @@ static bool preload_path(char *buf, size_t len)
 }
 
 /* The file execvp would run for name: its path in buf, or false (none in
- * PATH).  A name with a slash is that file, and a name found in PATH only
- * without execute permission is the first such file, as with execvp: the
- * exec then fails with the shell's reason (EACCES: 126, not 127). */
+ * PATH).  As glibc's execvp: a name with a slash is that file; otherwise
+ * each entry of PATH in turn (confstr's _CS_PATH if PATH is unset), an
+ * empty one meaning the current directory (POSIX), and the first regular
+ * file there that this user may execute.  A name found only without
+ * execute permission (or as a directory) is the first such file: the exec
+ * then fails with the shell's reason (EACCES: 126, not 127). */
 static bool find_command(const char *name, char *buf, size_t len)
 {
+	if (!*name)
+		return false; /* execvp: ENOENT */
 	if (strchr(name, '/')) {
 		snprintf(buf, len, "%s", name);
 		return true;
 	}
-	const char *path = getenv("PATH");
-	char dirs[4096], denied[PATH_MAX] = "";
-	snprintf(dirs, sizeof(dirs), "%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
-	char *save = NULL;
-	for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-		snprintf(buf, len, "%s/%s", *d ? d : ".", name);
-		if (access(buf, X_OK) == 0)
-			return true;
-		if (!*denied && errno == EACCES)
-			snprintf(denied, sizeof(denied), "%s", buf);
+	char cs[256], denied[PATH_MAX] = "";
+	const char *path = getenv("PATH"), *end;
+	if (!path) {
+		size_t n = confstr(_CS_PATH, cs, sizeof(cs));
+		if (n == 0 || n > sizeof(cs))
+			snprintf(cs, sizeof(cs), "/bin:/usr/bin");
+		path = cs;
+	}
+	for (const char *d = path;; d = end + 1) {
+		struct stat st;
+		end = strchrnul(d, ':');
+		int n = (int)(end - d);
+		if ((size_t)snprintf(buf, len, "%.*s/%s", n ? n : 1, n ? d : ".", name) < len) {
+			bool x = access(buf, X_OK) == 0, no_x = !x && errno == EACCES;
+			bool reg = stat(buf, &st) == 0 && S_ISREG(st.st_mode);
+			if (x && reg)
+				return true;
+			if (!*denied && (x || no_x)) /* not a regular file, or not executable */
+				snprintf(denied, sizeof(denied), "%s", buf);
+		}
+		if (!*end)
+			break;
 	}
 	snprintf(buf, len, "%s", denied);
 	return *denied;
@@ -319,11 +336,11 @@ static int run_user(int argc, char **argv)
 				    "`%s set run=1`",
 				    opt.self);
 	}
-	if (!find_command(argv[i], file, sizeof(file))) {
-		ksmctl_fail(127, argv[i], "check the command's name and PATH",
-			    "run: cannot execute: %s", strerror(ENOENT));
-		return 127;
-	}
+	if (!find_command(argv[i], file, sizeof(file)))
+		return ksmctl_fail(127, argv[i], "check the command's name and PATH",
+				   *argv[i] ? "run: %s: not found in PATH"
+					    : "run: the command's name is empty%s",
+				   argv[i]);
 	char culprit[PATH_MAX];
 	const char *why = not_preloadable(file, culprit, sizeof(culprit));
 	if (why && !*culprit)

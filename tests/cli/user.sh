@@ -22,7 +22,8 @@
 #  command  `ksmctl --user run` runs its command as the shell and `ksmctl
 #          run` do: a file without execute permission (named or found in
 #          PATH) is "Permission denied", 126, not 127; a script without "#!"
-#          runs with /bin/sh; a missing command is 127.  A program with file
+#          runs with /bin/sh; a missing command is 127.  PATH is searched as
+#          execvp searches it: an empty entry is the current directory.  A program with file
 #          capabilities the user lacks (run as nobody; needs root to set
 #          them) is refused (exit 1), as a set-user-ID one: the dynamic
 #          linker would ignore LD_PRELOAD and it would run without merging.
@@ -365,6 +366,15 @@ run_command()
 	says "$tmp/err" "cannot execute: Permission denied"
 	expect 127 --user run -- "$tmp/missing"
 	says "$tmp/err" "cannot execute: No such file or directory"
+	# A name in no directory of PATH, even with empty entries (the
+	# current directory for execvp), is 127, and says so.
+	cd "$tmp" || return
+	PATH=":/nonexistent::" "$ksmctl" --user run -- no-such-command-x >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	cd - >/dev/null || return
+	[ "$rc" = 127 ] || fail "a command in no directory of PATH=:/nonexistent:: exited $rc, not 127"
+	says "$tmp/err" "run: no-such-command-x: not found in PATH"
+	expect 127 --user run -- ""
 	if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 		cp "$(type -P true)" "$tmp/captrue"
 		# security.capability, revision 2: CAP_NET_RAW (13) permitted, effective.
@@ -384,6 +394,25 @@ run_command()
 	chmod +x "$tmp/noshebang"
 	expect 0 --user run -- "$tmp/noshebang" "x y"
 	says "$tmp/out" "ran x y"
+	# PATH is searched as execvp searches it (env(1) is execvp): an empty
+	# entry (leading, doubled, trailing, or all of PATH="") is the current
+	# directory; a directory of the program's name is passed over.
+	mkdir -p "$tmp/cwd" "$tmp/bin" "$tmp/dir/probe"
+	printf '#!/bin/sh\necho cwd\n' >"$tmp/cwd/probe"
+	printf '#!/bin/sh\necho bin\n' >"$tmp/bin/probe"
+	chmod +x "$tmp/cwd/probe" "$tmp/bin/probe"
+	local p want got env
+	env=$(type -P env)
+	cd "$tmp/cwd" || return
+	for p in ":$tmp/bin=cwd" "$tmp/dir::$tmp/bin=cwd" "$tmp/dir:=cwd" "=cwd" "$tmp/dir:$tmp/bin=bin"; do
+		want=$(PATH=${p%=*} "$env" probe 2>&1)
+		got=$(PATH=${p%=*} "$ksmctl" --user run -- probe 2>&1)
+		[ "$want" = "${p##*=}" ] || fail "PATH='${p%=*}': execvp (env) ran '$want', not the probe of ${p##*=}"
+		[ "$got" = "$want" ] &&
+			echo "ok: PATH='${p%=*}': ksmctl --user run ran the probe of $got, as execvp" ||
+			fail "PATH='${p%=*}': ksmctl --user run ran '$got', execvp the probe of '$want'"
+	done
+	cd - >/dev/null || return
 }
 
 case $test in
