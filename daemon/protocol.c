@@ -159,6 +159,7 @@ static void answer_clients(struct state *s, struct client *c, const char *args,
 	for (int i = 0; i < s->nclients && r->len < sizeof(r->text) - 512; i++) {
 		const struct client *k = &s->clients[i];
 		struct ledger lg;
+		char comm[sizeof(lg.comm)];
 		if (!k->d || !state_ledger_header(s, k->d->name, k->pid, &lg))
 			continue;
 		reply_add(r,
@@ -167,12 +168,12 @@ static void answer_clients(struct state *s, struct client *c, const char *args,
 			  "ksm_process_profit=%lld pages_tracked=%lld full_scans=%lld "
 			  "map_count=%lld max_map_count=%lld max_map_count_needed=%lld "
 			  "merges_skipped_map_budget=%lld",
-			  (int)k->pid, k->d->name, lg.comm, (long long)lg.rmap_items,
-			  (long long)lg.merging_pages, (long long)lg.zero_pages,
-			  (long long)lg.process_profit, (long long)lg.tracked_pages,
-			  (long long)lg.full_scans, (long long)lg.map_count,
-			  (long long)lg.max_map_count, (long long)lg.map_count_needed,
-			  (long long)lg.skipped_map_budget);
+			  (int)k->pid, k->d->name, state_client_comm(&lg, comm, sizeof(comm)),
+			  (long long)lg.rmap_items, (long long)lg.merging_pages,
+			  (long long)lg.zero_pages, (long long)lg.process_profit,
+			  (long long)lg.tracked_pages, (long long)lg.full_scans,
+			  (long long)lg.map_count, (long long)lg.max_map_count,
+			  (long long)lg.map_count_needed, (long long)lg.skipped_map_budget);
 	}
 }
 

@@ -551,6 +551,18 @@ static unsigned long long proc_start(pid_t pid)
 	return procfs_stat(path, &st) ? 0 : st.starttime;
 }
 
+/* Process pid's name now (/proc/PID/comm, escaped as samepaged shows every
+ * name) into buf: false if it cannot be read (gone). */
+static bool proc_comm(pid_t pid, char *buf, size_t len)
+{
+	char path[64], comm[32];
+	procfs_path(path, sizeof(path), "/proc", (int)pid, "comm");
+	if (procfs_comm(path, comm, sizeof(comm)))
+		return false;
+	procfs_escape(comm, buf, len);
+	return true;
+}
+
 /* The ledger of c in d, made if new: its descriptor, or -errno.  A ledger
  * of this name that is not c's (an earlier process with the same pid, or
  * not a ledger) is reaped or set aside first: a client is handed only a
@@ -601,6 +613,14 @@ static bool pid_runs(pid_t pid, unsigned long long starttime)
 {
 	unsigned long long now = proc_start(pid);
 	return now && (!starttime || now == starttime);
+}
+
+const char *state_client_comm(const struct ledger *lg, char *buf, size_t len)
+{
+	if (pid_runs(lg->pid, lg->starttime) && proc_comm(lg->pid, buf, len))
+		return buf;
+	snprintf(buf, len, "%.*s", (int)sizeof(lg->comm), lg->comm);
+	return buf;
 }
 
 struct pool_file {
@@ -671,13 +691,14 @@ void state_budget_watch(struct state *s)
 		if (need <= lg.max_map_count || need <= k->budget_said + k->budget_said / 8)
 			continue;
 		k->budget_said = need;
+		char comm[sizeof(lg.comm)];
 		logmsg("domain %s: process %d (%s): the mapping budget refused %lld merges "
 		       "(%lld of vm.max_map_count %lld mappings); vm.max_map_count %lld would let "
 		       "them all happen (sysctl -w vm.max_map_count=%lld; ~240 bytes of kernel "
 		       "memory per mapping)",
-		       k->d->name, (int)k->pid, lg.comm, (long long)lg.skipped_map_budget,
-		       (long long)lg.map_count, (long long)lg.max_map_count, (long long)need,
-		       (long long)need);
+		       k->d->name, (int)k->pid, state_client_comm(&lg, comm, sizeof(comm)),
+		       (long long)lg.skipped_map_budget, (long long)lg.map_count,
+		       (long long)lg.max_map_count, (long long)need, (long long)need);
 	}
 }
 
@@ -743,10 +764,7 @@ int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid)
 		return -ENFILE;
 	struct client *c = &s->clients[s->nclients++];
 	*c = (struct client){.fd = fd, .pid = pid, .uid = uid, .active_ns = prim_now_ns()};
-	char path[64], comm[32];
-	procfs_path(path, sizeof(path), "/proc", (int)pid, "comm");
-	if (procfs_comm(path, comm, sizeof(comm)) == 0)
-		procfs_escape(comm, c->comm, sizeof(c->comm));
+	proc_comm(pid, c->comm, sizeof(c->comm));
 	return 0;
 }
 

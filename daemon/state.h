@@ -109,6 +109,10 @@ bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid);
 void state_ledger_path(const struct state *s, char *buf, size_t len, const char *domain, pid_t pid);
 bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, struct ledger *lg);
 int state_ledger_open(struct state *s, struct dom *d, const struct client *c);
+/* The name of a ledger's process, into buf: its /proc/PID/comm now while it
+ * runs (the ledger's is the one it had when the ledger was made, which an
+ * exec or a rename since made stale), else the ledger's.  Returns buf. */
+const char *state_client_comm(const struct ledger *lg, char *buf, size_t len);
 int state_reap(struct state *s, struct dom *d, pid_t pid);
 void state_reap_orphans(struct state *s);
 void state_budget_watch(struct state *s);

@@ -19,6 +19,7 @@
 #  unscanned  a program under `ksmctl --user run` while run = 0: its profit
 #          is its metadata only (negative), but doctor does not report
 #          process-loses (nor advise dropping `ksmctl run`) before a scan.
+#  exec    a client that exec'd is listed by top under its current name.
 #  command  `ksmctl --user run` runs its command as the shell and `ksmctl
 #          run` do: a file without execute permission (named or found in
 #          PATH) is "Permission denied", 126, not 127; a script without "#!"
@@ -333,6 +334,39 @@ unscanned()
 	! grep -q "loses memory" "$tmp/out" || fail "doctor says an unscanned process loses memory: $(grep -A2 'loses memory' "$tmp/out")"
 }
 
+# exec_name: a client that exec'd is listed by top with its current name,
+# not the one it had when it first joined its domain: python3 closes its
+# connection (all its descriptors, as a daemon does) while it maps the pool,
+# so samepaged keeps its ledger, then execs sleep, which joins again with
+# the same pid and start time and gets that ledger back, named python3.
+exec_name()
+{
+	[ -z "${SAMEPAGE_SANITIZED:-}" ] || { echo "skip: a sanitized preload library"; exit 77; }
+	start_daemon || return
+	"$ksmctl" --user --socket "$sock" run --domain d -- python3 -c '
+import os, sys, time
+time.sleep(0.5)
+os.closerange(3, 65536)
+time.sleep(0.5)  # samepaged sees the connection closed while the pool is mapped
+print("ready", flush=True)
+os.execv("'"$(type -P sleep)"'", ["sleep", "120"])' >"$tmp/client.out" 2>&1 &
+	client_pid=$!
+	for _ in $(seq 100); do grep -q ready "$tmp/client.out" && break; sleep 0.1; done
+	grep -q ready "$tmp/client.out" || { fail "the client did not start: $(cat "$tmp/client.out")"; return; }
+	local comm=
+	for _ in $(seq 50); do
+		"$ksmctl" --user --socket "$sock" top --json >"$tmp/out" 2>"$tmp/err"
+		comm=$(python3 -c 'import json, sys; r = [r for r in json.load(sys.stdin)["rows"] if r["pid"] == int(sys.argv[1])]; print(r[0]["comm"] if r else "")' "$client_pid" <"$tmp/out")
+		[ "$comm" = sleep ] && break
+		sleep 0.1
+	done
+	[ "$(cat /proc/$client_pid/comm)" = sleep ] || fail "the client's comm is $(cat /proc/$client_pid/comm), not sleep"
+	[ "$comm" = sleep ] && echo "ok: top names the exec'd client sleep" ||
+		fail "ksmctl --user top names the exec'd client '$comm', not sleep: $(cat "$tmp/out")"
+	expect 0 --user --socket "$sock" top
+	grep -Eq "^ *$client_pid +sleep " "$tmp/out" || fail "top's table does not name $client_pid sleep: $(cat "$tmp/out")"
+}
+
 run_command()
 {
 	local rc
@@ -418,6 +452,7 @@ run_command()
 case $test in
 absent) absent ;;
 command) run_command ;;
+exec) exec_name ;;
 unscanned) unscanned ;;
 advice) advice ;;
 e2e) e2e ;;
