@@ -336,11 +336,12 @@ static int run_user(int argc, char **argv)
 				    "`%s set run=1`",
 				    opt.self);
 	}
+	if (!*argv[i])
+		return ksmctl_fail(127, "\"\"", "give the command's name or path",
+				   "run: the command's name is empty");
 	if (!find_command(argv[i], file, sizeof(file)))
 		return ksmctl_fail(127, argv[i], "check the command's name and PATH",
-				   *argv[i] ? "run: %s: not found in PATH"
-					    : "run: the command's name is empty%s",
-				   argv[i]);
+				   "run: %s: not found in PATH", argv[i]);
 	char culprit[PATH_MAX];
 	const char *why = not_preloadable(file, culprit, sizeof(culprit));
 	if (why && !*culprit)

@@ -409,6 +409,7 @@ run_command()
 	[ "$rc" = 127 ] || fail "a command in no directory of PATH=:/nonexistent:: exited $rc, not 127"
 	says "$tmp/err" "run: no-such-command-x: not found in PATH"
 	expect 127 --user run -- ""
+	says "$tmp/err" "run: the command's name is empty"
 	if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 		cp "$(type -P true)" "$tmp/captrue"
 		# security.capability, revision 2: CAP_NET_RAW (13) permitted, effective.
