@@ -11,6 +11,11 @@
  */
 #include "internal.h"
 
+#include <errno.h>
+
+/* pids[k] of a child fork_reap_pages() found gone (0: not written yet). */
+#define PID_GONE ((pid_t)-1)
+
 /* Pins every KSM page this process maps, once per process: `pinned`
  * counts the processes (of the domain) whose children may map the page.
  * Runs in the fork handler, so it allocates nothing from the C library
@@ -63,7 +68,7 @@ static void pin_mapped_nodes(struct samepage *sp)
 			bits[sp->pins[k] / 64] |= 1ULL << (sp->pins[k] % 64);
 			n++;
 		}
-	uint32_t *ids = n ? lib_pages((n * sizeof(*ids) + PAGE_SIZE) & ~(PAGE_SIZE - 1)) : NULL;
+	uint32_t *ids = n ? lib_pages(n * sizeof(*ids)) : NULL; /* what pins_free() frees */
 	if (n && !ids) {
 		lib_pages_free(bits, bytes);
 		return;
@@ -169,12 +174,18 @@ void fork_reap(struct samepage *sp)
 	uint32_t reg = atomic_load(&sp->fork->registered);
 	if (!started || reg != started || reg > MAX_FORK_CHILDREN)
 		return;
-	for (uint32_t k = 0; k < reg; k++)
-		if (pid_maps_pool(sp, atomic_load(&sp->fork->pids[k])))
-			return;
+	for (uint32_t k = 0; k < reg; k++) {
+		pid_t pid = atomic_load(&sp->fork->pids[k]);
+		if (!pid || (pid != PID_GONE && pid_maps_pool(sp, pid)))
+			return; /* its pid not written yet, or it maps the pool */
+	}
 	/* The counters are only reset if no fork began meanwhile. */
 	if (!atomic_compare_exchange_strong(&sp->fork->started, &started, 0))
 		return;
+	/* The next children write their pids here (0: not written yet); they
+	 * are forked once this thread lets go of sp->lock. */
+	for (uint32_t k = 0; k < reg; k++)
+		atomic_store(&sp->fork->pids[k], 0);
 	atomic_store(&sp->fork->registered, 0);
 	for (size_t k = 0; k < sp->npins; k++) {
 		struct stable_node *n = &sp->stable.nodes[sp->pins[k]];
@@ -186,6 +197,96 @@ void fork_reap(struct samepage *sp)
 	pins_free(sp->pins, sp->npins);
 	sp->pins = NULL;
 	sp->npins = 0;
+}
+
+/* The pool pages a live child maps, from its /proc/PID/maps: a node is its
+ * pool page. */
+struct coverage {
+	const struct pool *pool;
+	uint64_t *bits;
+	size_t nr;
+	bool any;
+};
+
+static int cover(const struct map_entry *e, void *arg)
+{
+	struct coverage *c = arg;
+	/* The engine's own view of the whole pool (shared) is no page of
+	 * the application's: the child's copy of the engine is inert. */
+	if (e->anon || e->shared || e->dev != c->pool->dev || e->ino != c->pool->ino)
+		return 0;
+	c->any = true;
+	uint64_t first = e->pgoff >> PAGE_SHIFT, n = (e->end - e->start) >> PAGE_SHIFT;
+	for (uint64_t o = first; o < first + n && o < c->nr; o++)
+		c->bits[o / 64] |= 1ULL << (o % 64);
+	return 0;
+}
+
+/*
+ * At the end of a full scan: while some forked children live, unpins the
+ * pool pages none of them maps any more.  fork_reap() only unpins when
+ * every child is gone: a program that keeps one child for its lifetime
+ * (a logger, a server's helper) and forks others kept every KSM page
+ * mapped at any of its forks pinned for good, its pool growing as its
+ * contents changed.  A child only loses mappings of the pool (it makes
+ * its own merges in a pool of its own, or maps the domain's, which only
+ * keeps more pinned), and a child forked after its maps were read (a
+ * grandchild) maps what its parent mapped then: a fork begun meanwhile
+ * (started moved) makes this wait for the next full scan.
+ */
+void fork_reap_pages(struct samepage *sp)
+{
+	uint32_t started = atomic_load(&sp->fork->started);
+	uint32_t reg = atomic_load(&sp->fork->registered);
+	fork_reap(sp);
+	if (!started || reg != started || reg > MAX_FORK_CHILDREN || !sp->npins ||
+	    !atomic_load(&sp->fork->started))
+		return; /* a fork under way, too many children, or all reaped */
+	size_t nr = sp->dom->nr, bytes = ((nr + 63) / 64) * 8;
+	struct coverage c = {&sp->pool, lib_pages(bytes), nr, false};
+	if (!c.bits)
+		return;
+	for (uint32_t k = 0; k < reg; k++) {
+		pid_t pid = atomic_load(&sp->fork->pids[k]);
+		if (pid == PID_GONE)
+			continue;
+		if (!pid)
+			goto out; /* its pid not written yet */
+		c.any = false;
+		int err = prim_maps_walk(pid, cover, &c);
+		if (err < 0 && err != -ENOENT && err != -ESRCH)
+			goto out; /* a child whose maps are closed to us keeps every pin */
+		if (!c.any)
+			atomic_store(&sp->fork->pids[k], PID_GONE); /* gone, or exec'd */
+	}
+	if (atomic_load(&sp->fork->started) != started)
+		goto out;
+	size_t keep = 0;
+	for (size_t k = 0; k < sp->npins; k++)
+		keep += (c.bits[sp->pins[k] / 64] >> (sp->pins[k] % 64)) & 1;
+	if (keep == sp->npins)
+		goto out;
+	uint32_t *ids = keep ? lib_pages(keep * sizeof(*ids)) : NULL;
+	if (keep && !ids)
+		goto out;
+	size_t u = 0;
+	for (size_t k = 0; k < sp->npins; k++) {
+		uint32_t id = sp->pins[k];
+		if ((c.bits[id / 64] >> (id % 64)) & 1) {
+			ids[u++] = id;
+			continue;
+		}
+		struct stable_node *n = &sp->stable.nodes[id];
+		if (n->pinned && n->pinned < 255)
+			n->pinned--;
+		ledger_unhold(sp, id, false);
+		stable_drop(sp, id, 0, false); /* frees it if nothing maps it */
+	}
+	pins_free(sp->pins, sp->npins);
+	sp->pins = ids;
+	sp->npins = u;
+out:
+	lib_pages_free(c.bits, bytes);
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

@@ -276,6 +276,7 @@ void engine_unlock(struct samepage *sp);
 /* fork.c */
 void fork_init(void);
 void fork_reap(struct samepage *sp);
+void fork_reap_pages(struct samepage *sp);
 void fork_forget_pins(struct samepage *sp);
 
 /* mergeany.c */

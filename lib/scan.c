@@ -444,7 +444,7 @@ static void start_full_scan(struct samepage *sp)
 		merge_any_refresh(sp);
 		sp->any_read_ns = now;
 	}
-	fork_reap(sp); /* unpin the pool pages no forked child maps */
+	fork_reap_pages(sp); /* unpin the pool pages no forked child maps */
 	engine_leave(sp);
 	unstable_reset(sp); /* the unstable tree lives one full scan */
 	memset(&sp->strip, 0, sizeof(sp->strip));

@@ -833,3 +833,51 @@ void test_fork_vs_wrappers(void)
 	samepage_close(sp);
 	munmap(p, 64 * PG);
 }
+
+/* Regression: while a child forked long ago lives (a logger, a server's
+ * helper), the pool pages no child maps any more go back at the end of a
+ * full scan.  Only "every child gone" unpinned them: a program that keeps
+ * one child and forks others kept every KSM page of any fork pinned for
+ * its lifetime.  The long-lived child still reads what it inherited. */
+void test_fork_pins_with_live_child(void)
+{
+	const size_t n = 32;
+	char *a;
+	samepage_t *sp = adv_merged(&a, n, 'a');
+	int go[2];
+	REQUIRE(pipe(go) == 0);
+	pid_t keeper = fork(); /* maps a's KSM pages for as long as it runs */
+	REQUIRE(keeper >= 0);
+	if (keeper == 0) {
+		char c;
+		close(go[1]);
+		if (read(go[0], &c, 1) != 1)
+			_exit(2);
+		for (size_t i = 0; i < n * PG; i += 97)
+			if (a[i] != 'a')
+				_exit(1);
+		_exit(0);
+	}
+	close(go[0]);
+	char *b = map_pages(n);
+	memset(b, 'b', n * PG);
+	REQUIRE(samepage_madvise(sp, b, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	REQUIRE(wait_scans(sp, 2) == 0);
+	long long with_b = rd(sp, "pool_pages");
+	pid_t brief = fork(); /* pins b's KSM pages too, and goes */
+	REQUIRE(brief >= 0);
+	if (brief == 0)
+		_exit(0);
+	CHECK_EQ_INT(adv_wait(brief), 0);
+	REQUIRE(munmap(b, n * PG) == 0); /* nothing maps b's KSM pages now */
+	REQUIRE(wait_scans(sp, 2) == 0);
+	long long after = rd(sp, "pool_pages");
+	printf("pool pages: %lld with b merged, %lld after b went (a child lives)\n", with_b,
+	       after);
+	CHECK_CMP(with_b, >, 0, long long, "%lld");
+	CHECK_CMP(after, <, with_b, long long, "%lld");
+	REQUIRE(write(go[1], "x", 1) == 1);
+	CHECK_EQ_INT(adv_wait(keeper), 0);
+	close(go[1]);
+	samepage_close(sp);
+}
