@@ -414,10 +414,10 @@ int samepage_read_number(samepage_t *sp, const char *name, long long *out)
 		return -ECHILD;
 	/* Never waits for the scanner: the counters come from the snapshot
 	 * it publishes after every batch (engines.c), a knob from the
-	 * domain.  Only when the application unmapped registered memory or
-	 * forked since, the engine catches up first, so that what is gone
+	 * domain.  Only when the application unmapped registered memory, or
+	 * its forked children are all gone, the engine catches up first, so that what is gone
 	 * is counted as gone when the call that freed it has returned. */
-	if (engine_behind(sp)) {
+	if (engine_behind(sp) || fork_children_gone(sp, NULL, NULL)) {
 		engine_lock(sp);
 		engine_enter(sp);
 		fork_reap(sp);

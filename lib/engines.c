@@ -273,12 +273,10 @@ void engine_snapshot(struct samepage *sp, struct ksm_counts *out)
 }
 
 /* Whether the published counters may still count what the application
- * unmapped (the wrappers' forget list) or what forked children held. */
+ * unmapped (the wrappers' forget list). */
 bool engine_behind(struct samepage *sp)
 {
-	uint32_t started = atomic_load(&sp->fork->started);
-	return atomic_load(&sp->unmap_gen) != atomic_load(&sp->published_gen) ||
-	       (started && atomic_load(&sp->fork->registered) == started); /* fork_reap()'s test */
+	return atomic_load(&sp->unmap_gen) != atomic_load(&sp->published_gen);
 }
 
 /* Lets go of sp->lock, the counters published first. */

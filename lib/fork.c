@@ -167,18 +167,32 @@ static bool pid_maps_pool(struct samepage *sp, pid_t pid)
 	return prim_maps_walk(pid, maps_our_pool, &sp->pool) == 1;
 }
 
-/* Unpins the pool once every forked child has let go of it. */
-void fork_reap(struct samepage *sp)
+/* Whether every forked child has let go of the pool (exited or exec'd),
+ * with no fork under way: what fork_reap() waits for.  Needs no lock: a
+ * counter read asks it first, and waits for the scanner only when there is
+ * something to reap (a live child would make every read wait). */
+bool fork_children_gone(struct samepage *sp, uint32_t *started_out, uint32_t *reg_out)
 {
 	uint32_t started = atomic_load(&sp->fork->started);
 	uint32_t reg = atomic_load(&sp->fork->registered);
+	if (started_out)
+		*started_out = started, *reg_out = reg;
 	if (!started || reg != started || reg > MAX_FORK_CHILDREN)
-		return;
+		return false;
 	for (uint32_t k = 0; k < reg; k++) {
 		pid_t pid = atomic_load(&sp->fork->pids[k]);
 		if (!pid || (pid != PID_GONE && pid_maps_pool(sp, pid)))
-			return; /* its pid not written yet, or it maps the pool */
+			return false; /* its pid not written yet, or it maps the pool */
 	}
+	return true;
+}
+
+/* Unpins the pool once every forked child has let go of it. */
+void fork_reap(struct samepage *sp)
+{
+	uint32_t started, reg;
+	if (!fork_children_gone(sp, &started, &reg))
+		return;
 	/* The counters are only reset if no fork began meanwhile. */
 	if (!atomic_compare_exchange_strong(&sp->fork->started, &started, 0))
 		return;

@@ -275,6 +275,7 @@ void engine_unlock(struct samepage *sp);
 
 /* fork.c */
 void fork_init(void);
+bool fork_children_gone(struct samepage *sp, uint32_t *started, uint32_t *registered);
 void fork_reap(struct samepage *sp);
 void fork_reap_pages(struct samepage *sp);
 void fork_forget_pins(struct samepage *sp);

@@ -6,6 +6,7 @@
  * Each test runs in its own process under a hang guard (adv_main.c,
  * adv_util.h); the list of tests and their hang limits is adversarial.def.
  */
+#include "../../lib/internal.h"
 #include "adv_util.h"
 
 /* Maps and unmaps (and re-protects) a private scratch page, forever. */
@@ -167,4 +168,49 @@ void test_counters_never_wait(void)
 	CHECK(read_during_hold[0] >= scanned);
 	CHECK(read_during_hold[2] >= sharing);
 	samepage_close(held_sp);
+}
+
+static atomic_int live_child_read_done;
+static long long live_child_value;
+
+static void *read_sharing(void *arg)
+{
+	samepage_read_number(arg, "pages_sharing", &live_child_value);
+	atomic_store(&live_child_read_done, 1);
+	return NULL;
+}
+
+/* Regression: with a forked child alive, reading a counter still never
+ * waits for the engine's lock.  While any child lived, the read took the
+ * lock to reap the children first (nothing to reap: the child maps the
+ * pool), so every read waited for the scanner's batch; here the lock is
+ * held until the read is done, and a read that takes it never returns. */
+void test_counters_never_wait_live_child(void)
+{
+	char *p;
+	samepage_t *sp = adv_merged(&p, 64, 'l');
+	int go[2];
+	REQUIRE(pipe(go) == 0);
+	pid_t child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0) {
+		char c;
+		close(go[1]);
+		_exit(read(go[0], &c, 1) == 1 && p[5] == 'l' ? 0 : 1);
+	}
+	close(go[0]);
+	long long sharing = rd(sp, "pages_sharing"); /* the child is registered since */
+	struct samepage *e = (struct samepage *)sp;
+	pthread_mutex_lock(&e->lock);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, read_sharing, sp) == 0);
+	while (!atomic_load(&live_child_read_done)) /* the hang guard ends a read that waits */
+		usleep(1000);
+	pthread_mutex_unlock(&e->lock);
+	pthread_join(t, NULL);
+	CHECK_EQ_INT(live_child_value, sharing);
+	REQUIRE(write(go[1], "x", 1) == 1);
+	CHECK_EQ_INT(adv_wait(child), 0);
+	close(go[1]);
+	samepage_close(sp);
 }
