@@ -21,6 +21,12 @@ struct owned {
 };
 
 static pthread_mutex_t own_lock = PTHREAD_MUTEX_INITIALIZER;
+/* How many of the allocator's locks this thread is between locking and
+ * unlocking: a fork from a signal handler that interrupted it must not
+ * wait for them (alloc_fork_lock), nor allocate (lib_pages). */
+static __thread int alloc_held;
+#define ALLOC_LOCK(m) (alloc_held++, pthread_mutex_lock(m))
+#define ALLOC_UNLOCK(m) (pthread_mutex_unlock(m), alloc_held--)
 static struct owned *own; /* sorted by start; itself an owned range */
 static size_t nown, own_cap;
 
@@ -74,17 +80,17 @@ static bool own_reserve_locked(void)
 /* [start, end) is the library's own (its arena, its metadata, its .bss). */
 void own_add(uintptr_t start, uintptr_t end)
 {
-	pthread_mutex_lock(&own_lock);
+	ALLOC_LOCK(&own_lock);
 	if (own_reserve_locked())
 		own_insert_locked(start, end);
-	pthread_mutex_unlock(&own_lock);
+	ALLOC_UNLOCK(&own_lock);
 }
 
 void own_remove(uintptr_t start)
 {
-	pthread_mutex_lock(&own_lock);
+	ALLOC_LOCK(&own_lock);
 	own_remove_locked(start);
-	pthread_mutex_unlock(&own_lock);
+	ALLOC_UNLOCK(&own_lock);
 }
 
 /* The first of the library's own ranges that overlaps [start, end):
@@ -92,14 +98,14 @@ void own_remove(uintptr_t start)
 bool own_find(uintptr_t start, uintptr_t end, uintptr_t *os, uintptr_t *oe)
 {
 	bool found = false;
-	pthread_mutex_lock(&own_lock);
+	ALLOC_LOCK(&own_lock);
 	for (size_t i = 0; i < nown && !found; i++)
 		if (own[i].start < end && start < own[i].end) {
 			*os = own[i].start;
 			*oe = own[i].end;
 			found = true;
 		}
-	pthread_mutex_unlock(&own_lock);
+	ALLOC_UNLOCK(&own_lock);
 	return found;
 }
 
@@ -155,25 +161,34 @@ static void *arena_take(size_t n)
 void *lib_pages(size_t len)
 {
 	size_t n = round_pages(len) >> PAGE_SHIFT;
-	pthread_mutex_lock(&arena_lock);
+	if (alloc_held)
+		return NULL; /* re-entered by a signal handler's fork (fork.c copes) */
+	ALLOC_LOCK(&arena_lock);
 	void *m = n ? arena_take(n) : NULL;
-	pthread_mutex_unlock(&arena_lock);
+	ALLOC_UNLOCK(&arena_lock);
 	return m;
 }
 
 /* fork: the allocator's locks are held across it (fork.c), so that the
  * child finds them free and the state they guard whole.  The arena's is
- * taken first: arena_take() adds to the own list under it. */
+ * taken first: arena_take() adds to the own list under it.  Not when this
+ * thread holds one: a signal handler interrupted it to fork, and it
+ * finishes its section when the handler returns, in the parent and in the
+ * child (taken again here, the process waited for itself for ever). */
+static bool arena_fork_taken, own_fork_taken;
+
 void alloc_fork_lock(void)
 {
-	pthread_mutex_lock(&arena_lock);
-	pthread_mutex_lock(&own_lock);
+	arena_fork_taken = prim_fork_mutex_take(&arena_lock, alloc_held);
+	own_fork_taken = prim_fork_mutex_take(&own_lock, alloc_held);
 }
 
 void alloc_fork_unlock(void)
 {
-	pthread_mutex_unlock(&own_lock);
-	pthread_mutex_unlock(&arena_lock);
+	if (own_fork_taken)
+		pthread_mutex_unlock(&own_lock);
+	if (arena_fork_taken)
+		pthread_mutex_unlock(&arena_lock);
 }
 
 /* Gives the pages back (they read zeros when taken again).  Under the
@@ -182,17 +197,17 @@ void alloc_fork_unlock(void)
  * all the same, and before it the pages are cleared by hand. */
 void lib_pages_free(void *p, size_t len)
 {
-	if (!p)
-		return;
+	if (!p || alloc_held)
+		return; /* (re-entered by a signal handler's fork: kept) */
 	size_t n = round_pages(len) >> PAGE_SHIFT, first = ((char *)p - arena) >> PAGE_SHIFT;
 	if (prim_madvise(p, n << PAGE_SHIFT, MADV_DONTNEED) &&
 	    prim_madvise(p, n << PAGE_SHIFT, MADV_DONTNEED_LOCKED))
 		memset(p, 0, n << PAGE_SHIFT);
-	pthread_mutex_lock(&arena_lock);
+	ALLOC_LOCK(&arena_lock);
 	arena_mark(first, n, false);
 	if (first < arena_next)
 		arena_next = first;
-	pthread_mutex_unlock(&arena_lock);
+	ALLOC_UNLOCK(&arena_lock);
 }
 
 /* ---- malloc's kin: a mapping each, its length in a header ---- */

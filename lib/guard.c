@@ -178,6 +178,30 @@ _Atomic uint64_t merges_skipped_io;
 /* The buffers of reads in flight; io_lock orders them with the windows. */
 static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t io_cond = PTHREAD_COND_INITIALIZER;
+/* Whether this thread is between its lock and unlock of io_lock, and
+ * whether it waits on io_cond: a fork from a signal handler that
+ * interrupted it must not take the lock again, nor make the condition
+ * new under its own wait (guard_fork_lock, guard_fork_child). */
+static __thread bool io_entered, io_waiting;
+
+static void io_lock_take(void)
+{
+	io_entered = true;
+	pthread_mutex_lock(&io_lock);
+}
+
+static void io_lock_drop(void)
+{
+	pthread_mutex_unlock(&io_lock);
+	io_entered = false;
+}
+
+static void io_cond_wait(void)
+{
+	io_waiting = true;
+	pthread_cond_wait(&io_cond, &io_lock);
+	io_waiting = false;
+}
 static struct io_range {
 	uintptr_t start, end;
 	uintptr_t key; /* libaio's iocb, or 0 */
@@ -275,7 +299,7 @@ static void rings_reap_locked(void)
 void io_ring_reap(uintptr_t ctx)
 {
 	struct aio_ring_head h;
-	pthread_mutex_lock(&io_lock);
+	io_lock_take();
 	int k = 0;
 	while (k < nrings && rings[k].ctx != ctx)
 		k++;
@@ -286,20 +310,20 @@ void io_ring_reap(uintptr_t ctx)
 		rings[nrings].ctx = ctx;
 		rings[nrings++].tail = h.tail;
 	}
-	pthread_mutex_unlock(&io_lock);
+	io_lock_drop();
 }
 
 /* io_destroy: the ring goes away (its iocbs are cancelled or completed). */
 void io_ring_forget(uintptr_t ctx)
 {
-	pthread_mutex_lock(&io_lock);
+	io_lock_take();
 	for (int k = 0; k < nrings; k++)
 		if (rings[k].ctx == ctx) {
 			ring_reap_locked(k);
 			rings[k] = rings[--nrings];
 			break;
 		}
-	pthread_mutex_unlock(&io_lock);
+	io_lock_drop();
 }
 
 /* A slot for [start, end), unless I/O is in flight there.  Under io_lock,
@@ -307,7 +331,7 @@ void io_ring_forget(uintptr_t ctx)
 static int window_slot(uintptr_t start, uintptr_t end)
 {
 	int slot = -EBUSY;
-	pthread_mutex_lock(&io_lock);
+	io_lock_take();
 	bool busy = io_overlaps(start, end);
 	if (busy && nrings) {
 		rings_reap_locked(); /* libaio reads may have completed unseen */
@@ -324,7 +348,7 @@ static int window_slot(uintptr_t start, uintptr_t end)
 			}
 		}
 	}
-	pthread_mutex_unlock(&io_lock);
+	io_lock_drop();
 	return slot;
 }
 
@@ -334,27 +358,36 @@ static void window_slot_close(int slot)
 	atomic_store(&windows[slot].end, 0);
 	atomic_fetch_add(&window_seq, 1);
 	prim_futex_wake(&window_seq);
-	pthread_mutex_lock(&io_lock);
+	io_lock_take();
 	pthread_cond_broadcast(&io_cond);
-	pthread_mutex_unlock(&io_lock);
+	io_lock_drop();
 }
 
 /* fork (fork.c's handlers, after every other lock of the library but the
- * allocator's): the reads in flight are held still across it. */
+ * allocator's): the reads in flight are held still across it.  Not when
+ * the forking thread holds the lock itself: a signal handler forked while
+ * it was inside one of the sections below, which it finishes when the
+ * handler returns, in the parent and in the child (taken again here, the
+ * process waited for itself for ever). */
+static bool io_fork_taken;
+
 void guard_fork_lock(void)
 {
-	pthread_mutex_lock(&io_lock);
+	io_fork_taken = prim_fork_mutex_take(&io_lock, io_entered);
 }
 
 void guard_fork_parent(void)
 {
-	pthread_mutex_unlock(&io_lock);
+	if (io_fork_taken)
+		pthread_mutex_unlock(&io_lock);
 }
 
 /*
  * In the forked child, alone in it.  The reads in flight were other
  * threads' (not copied) or libaio's (the child has no AIO context), and
- * the condition may count their waits: the child starts with none.
+ * the condition may count their waits: the child starts with none (but
+ * for this thread's own wait, if a signal handler forked during it, and
+ * the list this thread was changing when it did).
  *
  * A userfaultfd acts on the address space that created it: the child's
  * windows need one of the child's own, or they would protect the parent's
@@ -365,10 +398,13 @@ void guard_fork_parent(void)
  */
 void guard_fork_child(void)
 {
-	ninflight = 0;
-	nrings = 0;
-	pthread_cond_init(&io_cond, NULL);
-	pthread_mutex_unlock(&io_lock);
+	if (io_fork_taken) {
+		ninflight = 0;
+		nrings = 0;
+		if (!io_waiting)
+			pthread_cond_init(&io_cond, NULL);
+		pthread_mutex_unlock(&io_lock);
+	}
 	if (uffd < 0)
 		return;
 	int inherited = uffd;
@@ -387,10 +423,10 @@ static bool in_window(uintptr_t a)
  * then the range is in flight until io_end(). */
 void io_begin(uintptr_t start, uintptr_t end, uintptr_t key)
 {
-	pthread_mutex_lock(&io_lock);
+	io_lock_take();
 	while (window_overlaps(start, end)) {
 		atomic_fetch_add(&merge_window_waits, 1);
-		pthread_cond_wait(&io_cond, &io_lock);
+		io_cond_wait();
 	}
 	if (ninflight == inflight_cap) {
 		size_t cap = inflight_cap ? inflight_cap * 2 : 64;
@@ -399,20 +435,20 @@ void io_begin(uintptr_t start, uintptr_t end, uintptr_t key)
 			/* Cannot remember it: wait for no window instead of
 			 * failing the read; merges may then race with it, as
 			 * without us.  (Out of memory.) */
-			pthread_mutex_unlock(&io_lock);
+			io_lock_drop();
 			return;
 		}
 		inflight = n;
 		inflight_cap = cap;
 	}
 	inflight[ninflight++] = (struct io_range){start, end, key};
-	pthread_mutex_unlock(&io_lock);
+	io_lock_drop();
 }
 
 /* The read of [start, end) (or every buffer of libaio's iocb key) is done. */
 void io_end(uintptr_t start, uintptr_t end, uintptr_t key)
 {
-	pthread_mutex_lock(&io_lock);
+	io_lock_take();
 	if (key) {
 		io_end_key_locked(key);
 	} else {
@@ -423,17 +459,17 @@ void io_end(uintptr_t start, uintptr_t end, uintptr_t key)
 				break;
 			}
 	}
-	pthread_mutex_unlock(&io_lock);
+	io_lock_drop();
 }
 
 /* Is an iocb still in flight (libaio)? */
 bool io_pending(uintptr_t key)
 {
 	bool found = false;
-	pthread_mutex_lock(&io_lock);
+	io_lock_take();
 	for (size_t k = 0; k < ninflight && !found; k++)
 		found = inflight[k].key == key;
-	pthread_mutex_unlock(&io_lock);
+	io_lock_drop();
 	return found;
 }
 

@@ -18,6 +18,8 @@
 #include <linux/futex.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -745,4 +747,43 @@ bool prim_hung_up(int fd)
 {
 	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
 	return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR));
+}
+
+/*
+ * fork's prepare handlers: takes m, unless the calling thread holds it
+ * already, which only a signal handler that forked can find (a thread
+ * interrupted inside one of the library's short sections, which it
+ * finishes when the handler returns, in the parent and in the child;
+ * taken again, the process waited for itself for ever).  entered: the
+ * thread was between its lock and unlock calls.  False if not taken.
+ */
+bool prim_fork_mutex_take(pthread_mutex_t *m, bool entered)
+{
+	if (!entered) {
+		pthread_mutex_lock(m);
+		return true;
+	}
+	for (int tries = 0;; tries++) {
+		if (pthread_mutex_trylock(m) == 0)
+			return true; /* interrupted before it took the lock */
+#ifdef __GLIBC__
+		int owner = m->__data.__owner, self = (int)syscall(SYS_gettid);
+		if (owner == self)
+			return false;
+		if (owner) { /* another thread's: this one waited for it */
+			pthread_mutex_lock(m);
+			return true;
+		}
+		/* Taken, its owner not written (or already cleared): another
+		 * thread's for a few instructions, or this one's, interrupted
+		 * there. */
+		if (tries >= 2000)
+			return false;
+		if (tries % 500 == 499)
+			sched_yield(); /* the other thread may have been preempted there */
+#else
+		(void)tries;
+		return false;
+#endif
+	}
 }

@@ -8,6 +8,8 @@
  */
 #include "adv_util.h"
 
+#include <sys/time.h>
+
 /* Regression: a forked child's first munmap/mprotect/mremap/MAP_FIXED
  * mmap/fork completes: the child initialises the address-space lock again
  * (the parent's thread held it at the fork). */
@@ -880,4 +882,70 @@ void test_fork_pins_with_live_child(void)
 	CHECK_EQ_INT(adv_wait(keeper), 0);
 	close(go[1]);
 	samepage_close(sp);
+}
+
+/* A fork from a signal handler (a crash reporter, a timer's): the handler
+ * may interrupt the library's own short critical sections in the thread
+ * it runs on (the in-flight reads' lock around read(2), the allocator's).
+ * The fork handlers took those locks again on the same thread, and the
+ * process waited for itself for ever; without them (as before the locks
+ * were held across fork) the interrupted thread finishes its section in
+ * the parent and in the child alike. */
+static atomic_int handler_forks, handler_fork_failed;
+
+static void fork_on_alarm(int sig)
+{
+	(void)sig;
+	int saved = errno;
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	int st = 0;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
+		atomic_fetch_add(&handler_fork_failed, 1);
+	if (atomic_fetch_add(&handler_forks, 1) + 1 >= 1000) {
+		struct itimerval off = {{0, 0}, {0, 0}};
+		setitimer(ITIMER_REAL, &off, NULL);
+	}
+	errno = saved;
+}
+
+void test_fork_in_signal_handler(void)
+{
+	/* An engine open (the wrappers mark reads in flight), its scanner
+	 * stopped: a scanner waiting for the lock the interrupted thread
+	 * holds, while holding one the fork waits for, is a deadlock no fork
+	 * handler can avoid (a fork in a signal handler is not
+	 * async-signal-safe once handlers are registered). */
+	samepage_t *sp = open_fast();
+	char *p = map_pages(64);
+	memset(p, 's', 64 * PG);
+	REQUIRE(samepage_madvise(sp, p, 64 * PG, SAMEPAGE_MERGEABLE) == 0);
+	struct sigaction sa = {.sa_handler = fork_on_alarm, .sa_flags = SA_RESTART};
+	sigemptyset(&sa.sa_mask);
+	REQUIRE(sigaction(SIGALRM, &sa, NULL) == 0);
+	struct itimerval it = {{0, 2000}, {0, 2000}};
+	REQUIRE(setitimer(ITIMER_REAL, &it, NULL) == 0);
+	int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	long long reads = 0, last = 0;
+	while (atomic_load(&handler_forks) < 1000) {
+		if (read(fd, p + PG, 64) != 64)
+			break;
+		reads++;
+		if (atomic_load(&handler_forks) >= last + 100) {
+			last = atomic_load(&handler_forks);
+			check_tick();
+		}
+	}
+	struct itimerval off = {{0, 0}, {0, 0}};
+	setitimer(ITIMER_REAL, &off, NULL);
+	signal(SIGALRM, SIG_DFL);
+	close(fd);
+	printf("%d forks from a signal handler during %lld reads, %d failed\n",
+	       atomic_load(&handler_forks), reads, atomic_load(&handler_fork_failed));
+	CHECK_CMP(atomic_load(&handler_forks), >=, 1000, int, "%d");
+	CHECK_EQ_INT(atomic_load(&handler_fork_failed), 0);
+	samepage_close(sp);
+	munmap(p, 64 * PG);
 }
