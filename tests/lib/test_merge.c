@@ -197,6 +197,8 @@ static void test_lap_strips(void)
 	CHECK_CMP(sharing, >=, (long long)(blocks * run * 8 / 10), long long, "%lld");
 #ifndef SAMEPAGE_SANITIZE /* the sanitizer's shadow memory moves Anonymous */
 	CHECK_CMP(before - after, >=, sharing * 4 * 95 / 100, long long, "%lld");
+#else
+	(void)before, (void)after;
 #endif
 	for (size_t b = 0; b < blocks; b++) {
 		const char *h = p + b * (run + 1) * PG;
