@@ -187,6 +187,17 @@ bool fork_children_gone(struct samepage *sp, uint32_t *started_out, uint32_t *re
 	return true;
 }
 
+/* This process's pin on node id goes (the node is freed if nothing maps
+ * it any more). */
+static void unpin(struct samepage *sp, uint32_t id)
+{
+	struct stable_node *n = &sp->stable.nodes[id];
+	if (n->pinned && n->pinned < 255)
+		n->pinned--;
+	ledger_unhold(sp, id, false);
+	stable_drop(sp, id, 0, false);
+}
+
 /* Unpins the pool once every forked child has let go of it. */
 void fork_reap(struct samepage *sp)
 {
@@ -201,13 +212,8 @@ void fork_reap(struct samepage *sp)
 	for (uint32_t k = 0; k < reg; k++)
 		atomic_store(&sp->fork->pids[k], 0);
 	atomic_store(&sp->fork->registered, 0);
-	for (size_t k = 0; k < sp->npins; k++) {
-		struct stable_node *n = &sp->stable.nodes[sp->pins[k]];
-		if (n->pinned && n->pinned < 255)
-			n->pinned--;
-		ledger_unhold(sp, sp->pins[k], false);
-		stable_drop(sp, sp->pins[k], 0, false); /* frees it if nothing maps it */
-	}
+	for (size_t k = 0; k < sp->npins; k++)
+		unpin(sp, sp->pins[k]);
 	pins_free(sp->pins, sp->npins);
 	sp->pins = NULL;
 	sp->npins = 0;
@@ -286,15 +292,10 @@ void fork_reap_pages(struct samepage *sp)
 	size_t u = 0;
 	for (size_t k = 0; k < sp->npins; k++) {
 		uint32_t id = sp->pins[k];
-		if ((c.bits[id / 64] >> (id % 64)) & 1) {
+		if ((c.bits[id / 64] >> (id % 64)) & 1)
 			ids[u++] = id;
-			continue;
-		}
-		struct stable_node *n = &sp->stable.nodes[id];
-		if (n->pinned && n->pinned < 255)
-			n->pinned--;
-		ledger_unhold(sp, id, false);
-		stable_drop(sp, id, 0, false); /* frees it if nothing maps it */
+		else
+			unpin(sp, id);
 	}
 	pins_free(sp->pins, sp->npins);
 	sp->pins = ids;
