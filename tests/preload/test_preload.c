@@ -35,6 +35,7 @@
  */
 #include "../lib/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -224,9 +225,8 @@ static void test_fork(void)
 	CHECK_EQ_INT(finish(&p), 0);
 }
 
-static int run_plain(const char *const *argv, char *err, size_t len)
+static int output_of(struct prog p, char *err, size_t len)
 {
-	struct prog p = start(argv);
 	close(p.in);
 	size_t n = fread(err, 1, len - 1, p.out);
 	err[n] = 0;
@@ -234,6 +234,115 @@ static int run_plain(const char *const *argv, char *err, size_t len)
 	int st;
 	waitpid(p.pid, &st, 0);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int run_plain(const char *const *argv, char *err, size_t len)
+{
+	return output_of(start(argv), err, len);
+}
+
+/* The processes whose ancestors include root (root too): their pids in
+ * pids, how many as the result. */
+static int tree(pid_t root, pid_t *pids, int max)
+{
+	int n = 0;
+	pids[n++] = root;
+	for (int grew = 1; grew && n < max;) {
+		grew = 0;
+		DIR *d = opendir("/proc");
+		struct dirent *e;
+		while (d && (e = readdir(d)) && n < max) {
+			char path[300], buf[512];
+			pid_t pid = (pid_t)atoi(e->d_name), ppid = 0;
+			snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+			FILE *f = pid > 0 ? fopen(path, "r") : NULL;
+			char *close_paren =
+			    f && fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+			if (f)
+				fclose(f);
+			if (!close_paren || sscanf(close_paren + 2, "%*c %d", &ppid) != 1)
+				continue;
+			bool known = false, parent_known = false;
+			for (int k = 0; k < n; k++) {
+				known |= pids[k] == pid;
+				parent_known |= pids[k] == ppid;
+			}
+			if (!known && parent_known) {
+				pids[n++] = pid;
+				grew = 1;
+			}
+		}
+		if (d)
+			closedir(d);
+	}
+	return n;
+}
+
+/* Prints what every thread of pid waits for: its kernel stack, its
+ * system call, and its user stack when gdb is installed. */
+static void dump_process(pid_t pid)
+{
+	char cmd[1024];
+	printf("=== process %d\n", (int)pid);
+	fflush(stdout);
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "cd /proc/%d && tr '\\0' ' ' < cmdline && echo && grep -E '^(State|Sig)' status;"
+	    " for t in task/*; do echo \"-- $t $(cat $t/comm) wchan=$(cat $t/wchan)"
+	    " syscall=$(cat $t/syscall)\"; cat $t/stack; done;"
+	    " command -v gdb >/dev/null && gdb -p %d -batch -ex 'thread apply all bt' 2>/dev/null"
+	    " | grep -E '^(#|Thread)'",
+	    (int)pid, (int)pid);
+	if (system(cmd) == -1)
+		printf("could not run the shell\n");
+}
+
+/*
+ * A watchdog for a program that may hang: a child process that, if not
+ * killed within seconds, stops every process of the program's tree,
+ * prints what each of them and samepaged wait for, and kills the tree (so
+ * the test fails with the reason in its log, not at ctest's timeout with
+ * nothing).  stop_watch() says whether it fired.
+ */
+static int *watch_fired; /* shared with the watchdog */
+
+static pid_t watch(pid_t root, unsigned seconds)
+{
+	if (!watch_fired) {
+		watch_fired = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE,
+				   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		REQUIRE(watch_fired != MAP_FAILED);
+	}
+	*watch_fired = 0;
+	fflush(stdout);
+	pid_t w = fork();
+	REQUIRE(w >= 0);
+	if (w > 0)
+		return w;
+	for (int fd = 3; fd < 1024; fd++)
+		close(fd); /* the program's pipes: its stdin must see EOF */
+	sleep(seconds);
+	*watch_fired = 1;
+	pid_t pids[256];
+	int n = tree(root, pids, 256);
+	for (int k = 0; k < n; k++)
+		kill(pids[k], SIGSTOP); /* as they are: none may finish now */
+	printf("hung after %u s: %d processes\n", seconds, n);
+	for (int k = 0; k < n; k++)
+		dump_process(pids[k]);
+	if (daemon_pid > 0)
+		dump_process(daemon_pid);
+	for (int k = 0; k < n; k++)
+		kill(pids[k], SIGKILL);
+	fflush(stdout);
+	_exit(0);
+}
+
+static bool stop_watch(pid_t w)
+{
+	kill(w, SIGKILL);
+	REQUIRE(waitpid(w, NULL, 0) == w);
+	return *watch_fired;
 }
 
 /* run_plain with its stderr, not its stdout, in err. */
@@ -382,7 +491,10 @@ int main(int argc, char **argv)
 		char out[4096] = "";
 		const char *a[] = {"--domain", "vms", "--", "/usr/bin/python3", argv[6], NULL};
 		for (int k = 0; k < 2; k++) {
-			int rc = run_plain(a, out, sizeof(out));
+			struct prog p = start(a);
+			pid_t w = watch(p.pid, 240); /* a run takes 10-60 s */
+			int rc = output_of(p, out, sizeof(out));
+			CHECK(!stop_watch(w));
 			printf("run %d: exit %d, %s", k + 1, rc, out);
 			CHECK_EQ_INT(rc, 0);
 			CHECK(!strcmp(out, "done\n"));
