@@ -115,8 +115,9 @@ static void ledgers_open(const struct state *s, const struct dom *d, pid_t excep
 	while (dir && (e = readdir(dir))) {
 		char dom[72];
 		pid_t pid;
-		if (!state_ledger_name_parse(e->d_name, dom, &pid) || strcmp(dom, d->name) ||
-		    pid == except)
+		bool forked; /* a gone client's pins: refers to its pages too */
+		if (!state_ledger_name_parse(e->d_name, dom, &pid, &forked) ||
+		    strcmp(dom, d->name) || (pid == except && !forked))
 			continue;
 		int fd =
 		    openat(dirfd(dir), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);

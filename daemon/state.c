@@ -80,13 +80,22 @@ void state_ledger_path(const struct state *s, char *buf, size_t len, const char 
 	snprintf(buf, len, "%.255s/%.72s.%d.ledger", s->dir, domain, (int)pid);
 }
 
-/* "DOMAIN.PID.ledger" -> DOMAIN and PID.  A domain name may hold dots
- * ("vm.A"), a pid never does: the pid is what follows the last dot before
- * ".ledger".  False for any other name. */
-bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid)
+/* A gone client's ledger kept for its forked children: its pins only. */
+static void state_forked_path(const struct state *s, char *buf, size_t len, const char *domain,
+			      pid_t pid)
+{
+	snprintf(buf, len, "%.255s/%.72s.%d.forked", s->dir, domain, (int)pid);
+}
+
+/* "DOMAIN.PID.ledger" (or "DOMAIN.PID.forked", a gone client's pins kept
+ * for its forked children: *forked true) -> DOMAIN and PID.  A domain name
+ * may hold dots ("vm.A"), a pid never does: the pid is what follows the
+ * last dot before the suffix.  False for any other name. */
+bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *forked)
 {
 	size_t n = strlen(fname), sl = strlen(".ledger");
-	if (n <= sl || strcmp(fname + n - sl, ".ledger"))
+	*forked = n > sl && !strcmp(fname + n - sl, ".forked");
+	if (n <= sl || (strcmp(fname + n - sl, ".ledger") && !*forked))
 		return false;
 	const char *end = fname + n - sl, *dot = end;
 	while (dot > fname && dot[-1] != '.')
@@ -238,7 +247,8 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 	return 0;
 }
 
-/* Whether a ledger of domain `name` is in the state directory. */
+/* Whether a ledger of domain `name` is in the state directory (a forked
+ * one too). */
 static bool domain_has_ledgers(const struct state *s, const char *name)
 {
 	DIR *dir = opendir(s->dir);
@@ -247,7 +257,9 @@ static bool domain_has_ledgers(const struct state *s, const char *name)
 	while (dir && !found && (e = readdir(dir))) {
 		char dom[72];
 		pid_t pid;
-		found = state_ledger_name_parse(e->d_name, dom, &pid) && !strcmp(dom, name);
+		bool forked;
+		found =
+		    state_ledger_name_parse(e->d_name, dom, &pid, &forked) && !strcmp(dom, name);
 	}
 	if (dir)
 		closedir(dir);
@@ -452,21 +464,33 @@ static void ledger_set_aside(const char *path, const char *why)
 		       strerror(errno));
 }
 
+static bool may_map_pool(const struct state *s, const char *name, pid_t pid,
+			 unsigned long long starttime);
+
+/* What reaping a ledger did. */
+struct reaped {
+	uint64_t dropped; /* references dropped */
+	uint64_t pins;	  /* of the pages the client pinned: kept, or unpinned */
+};
+
 /* Drops the references counted in the ledger open at fd (size bytes) from
  * d: read in chunks, its holes skipped, never past the end of the file or
  * of the domain's pool (whose page count a client may have written
- * anything into).  The domain is locked only if there is something to
- * drop, and never waited for (a client holds it through a batch, in which
- * it waits for this daemon's answer to PLACE): -EBUSY, nothing dropped,
- * if a client holds it.  0, and *dropped the references dropped. */
-static int ledger_drop(struct dom *d, int fd, off_t size, uint64_t *dropped_out)
+ * anything into).  Its pins for forked children go too if children_gone;
+ * else they stay, and the ledger is rewritten to count them alone (so that
+ * the next reap, once the children are gone, drops no mapping twice).
+ * The domain is locked only if there is something to drop, and never
+ * waited for (a client holds it through a batch, in which it waits for
+ * this daemon's answer to PLACE): -EBUSY, nothing dropped, if a client
+ * holds it.  0 and *out otherwise. */
+static int ledger_drop(struct dom *d, int fd, off_t size, bool children_gone, struct reaped *out)
 {
 	static uint32_t refs[16384], held[16384];
 	struct samepage *sp = d->sp;
 	uint32_t nr = sp->dom->nr < DOM_NODES ? sp->dom->nr : DOM_NODES;
 	off_t end = (off_t)(LEDGER_OFF_REFS + (size_t)nr * sizeof(uint32_t));
-	uint64_t dropped = 0;
-	bool locked = false;
+	struct reaped r = {0, 0};
+	bool locked = false, unwritten = false;
 	if (end > size)
 		end = size;
 	for (off_t off = LEDGER_OFF_REFS; off < end;) {
@@ -481,39 +505,79 @@ static int ledger_drop(struct dom *d, int fd, off_t size, uint64_t *dropped_out)
 		ssize_t got = pread(fd, refs, want, data);
 		if (got < (ssize_t)sizeof(uint32_t))
 			break;
+		size_t n = (size_t)got / sizeof(uint32_t);
 		uint32_t first = (uint32_t)((data - (off_t)LEDGER_OFF_REFS) / sizeof(uint32_t));
+		off_t held_at = data - (off_t)LEDGER_OFF_REFS + (off_t)LEDGER_OFF_HELD;
 		/* Of those, the ones that are no mappings (none past a ledger
 		 * cut short). */
-		ssize_t hgot = pread(fd, held, (size_t)got,
-				     data - (off_t)LEDGER_OFF_REFS + (off_t)LEDGER_OFF_HELD);
+		ssize_t hgot = pread(fd, held, n * sizeof(uint32_t), held_at);
 		memset((char *)held + (hgot > 0 ? hgot : 0), 0,
-		       (size_t)got - (size_t)(hgot > 0 ? hgot : 0));
-		for (size_t i = 0; i < (size_t)got / sizeof(uint32_t); i++) {
+		       n * sizeof(uint32_t) - (size_t)(hgot > 0 ? hgot : 0));
+		bool pinned = false;
+		for (size_t i = 0; i < n; i++) {
 			if (!refs[i])
 				continue;
 			if (!locked && !index_trylock(sp))
 				return -EBUSY;
 			locked = true;
-			dropped += refs[i];
-			ledger_reap(sp, first + (uint32_t)i, refs[i], held[i]);
+			bool pin =
+			    ledger_reap(sp, first + (uint32_t)i, refs[i], held[i], children_gone);
+			r.dropped += refs[i] - (pin && !children_gone);
+			r.pins += pin;
+			pinned |= pin;
+			refs[i] = pin, held[i] = pin ? LEDGER_PIN : 0; /* what stays */
 		}
-		off = data + (off_t)((size_t)got & ~(sizeof(uint32_t) - 1));
+		ssize_t bytes = (ssize_t)(n * sizeof(uint32_t));
+		if (pinned && !children_gone &&
+		    (pwrite(fd, refs, (size_t)bytes, data) != bytes ||
+		     pwrite(fd, held, (size_t)bytes, held_at) != bytes))
+			unwritten = true;
+		off = data + bytes;
 	}
 	if (locked)
 		index_unlock(sp);
-	*dropped_out = dropped;
+	if (unwritten)
+		r.pins = 0; /* what stays cannot be told: the pins stay for good */
+	*out = r;
 	return 0;
 }
 
-/* Drops every reference a gone process's ledger counts, then removes it:
- * 0, or -EBUSY if a client holds the domain's lock (the ledger stays, for
- * state_reap_orphans() to reap later). */
-int state_reap(struct state *s, struct dom *d, pid_t pid)
+/* Whether a gone client's forked children may still map the domain's
+ * pool, from the fork area of its ledger (fork.c): a child whose pid is
+ * not written yet, a fork begun and never registered (it failed, or the
+ * client died in it), more children than the area names, a child that
+ * maps the pool or whose maps cannot be read: they may. */
+static bool forked_children_live(const struct state *s, const struct dom *d, int fd)
 {
-	char path[512];
+	struct fork_shared f;
+	if (pread(fd, &f, sizeof(f), (off_t)LEDGER_OFF_FORK) != (ssize_t)sizeof(f))
+		return true;
+	uint32_t started = atomic_load(&f.started), reg = atomic_load(&f.registered);
+	if (!started)
+		return false;
+	if (reg != started || reg > MAX_FORK_CHILDREN)
+		return true;
+	for (uint32_t k = 0; k < reg; k++) {
+		pid_t pid = atomic_load(&f.pids[k]);
+		if (!pid || (pid != FORK_PID_GONE && may_map_pool(s, d->name, pid, 0)))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Drops every reference a gone process's ledger counts, then removes it:
+ * 0, or -EBUSY if a client holds the domain's lock (the ledger stays, for
+ * state_reap_orphans() to reap later).  While its forked children may
+ * still map the pool, its pins stay: the ledger becomes DOMAIN.PID.forked,
+ * counting them alone, until a later pass finds the children gone.
+ */
+static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked)
+{
+	char path[512], kept[512];
 	struct stat st;
-	state_ledger_path(s, path, sizeof(path), d->name, pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	(forked ? state_forked_path : state_ledger_path)(s, path, sizeof(path), d->name, pid);
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return 0;
 	const char *why = ledger_unfit(fd, pid, &st);
@@ -522,8 +586,14 @@ int state_reap(struct state *s, struct dom *d, pid_t pid)
 		ledger_set_aside(path, why);
 		return 0;
 	}
-	uint64_t before = d->sp->dom->live, dropped = 0;
-	int err = ledger_drop(d, fd, st.st_size, &dropped);
+	bool gone = !forked_children_live(s, d, fd);
+	if (forked && !gone) {
+		close(fd); /* the children still live: nothing changed */
+		return 0;
+	}
+	uint64_t before = d->sp->dom->live;
+	struct reaped r;
+	int err = ledger_drop(d, fd, st.st_size, gone, &r);
 	close(fd);
 	if (err) {
 		logmsg("domain %s: process %d gone: its references are dropped later (a client "
@@ -531,15 +601,38 @@ int state_reap(struct state *s, struct dom *d, pid_t pid)
 		       d->name, (int)pid);
 		return err;
 	}
-	unlink(path);
 	uint64_t after = d->sp->dom->live;
-	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed%s",
-	       d->name, (int)pid, (unsigned long long)dropped,
-	       before > after ? (unsigned long long)(before - after) : 0,
+	unsigned long long freed = before > after ? before - after : 0;
+	if (forked) {
+		unlink(path);
+		logmsg("domain %s: process %d's forked children are gone: %llu KSM pages unpinned, "
+		       "%llu pool pages freed",
+		       d->name, (int)pid, (unsigned long long)r.pins, freed);
+		return 0;
+	}
+	state_forked_path(s, kept, sizeof(kept), d->name, pid);
+	if (!gone && r.pins && access(kept, F_OK) == 0)
+		reap_file(s, d, pid, true); /* an earlier process of this pid's */
+	bool keep = !gone && r.pins && access(kept, F_OK) < 0 && rename(path, kept) == 0;
+	if (!keep)
+		unlink(path);
+	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed%s%s",
+	       d->name, (int)pid, (unsigned long long)r.dropped, freed,
 	       st.st_size < (off_t)LEDGER_SIZE
 		   ? " (its ledger was cut short: the pages counted past its end stay)"
-		   : "");
+		   : "",
+	       keep ? "; the KSM pages it pinned for its forked children stay until they are gone"
+		    : "");
+	if (!gone && r.pins && !keep)
+		logmsg("domain %s: process %d gone: %llu KSM pages it pinned for its forked "
+		       "children stay until samepaged restarts (%s is taken)",
+		       d->name, (int)pid, (unsigned long long)r.pins, kept);
 	return 0;
+}
+
+int state_reap(struct state *s, struct dom *d, pid_t pid)
+{
+	return reap_file(s, d, pid, false);
 }
 
 /* A process's start time (/proc/PID/stat field 22), 0 if it is gone. */
@@ -709,22 +802,25 @@ void state_reap_orphans(struct state *s)
 	while (dir && (e = readdir(dir))) {
 		char dom[72];
 		pid_t pid;
-		if (!state_ledger_name_parse(e->d_name, dom, &pid))
+		bool forked; /* a gone process's pins, whatever runs with its pid now */
+		if (!state_ledger_name_parse(e->d_name, dom, &pid, &forked))
 			continue;
 		bool connected = false;
 		for (int c = 0; c < s->nclients; c++)
 			connected |= s->clients[c].pid == pid && s->clients[c].d &&
 				     !strcmp(s->clients[c].d->name, dom);
-		if (connected || may_map_pool(s, dom, pid, ledger_starttime(s, dom, pid)))
+		if (!forked &&
+		    (connected || may_map_pool(s, dom, pid, ledger_starttime(s, dom, pid))))
 			continue; /* it will reconnect, or be reaped when it is gone */
 		struct dom *d;
 		char path[512];
 		state_path(s, path, sizeof(path), dom, ".index");
 		if (access(path, F_OK) < 0) {
 			/* No domain: nothing to drop; not a ledger: set aside. */
-			if (pid_runs(pid, ledger_starttime(s, dom, pid)))
+			if (!forked && pid_runs(pid, ledger_starttime(s, dom, pid)))
 				continue;
-			state_ledger_path(s, path, sizeof(path), dom, pid);
+			(forked ? state_forked_path : state_ledger_path)(s, path, sizeof(path), dom,
+									 pid);
 			int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 			struct stat st;
 			const char *why = fd >= 0 ? ledger_unfit(fd, pid, &st) : NULL;
@@ -735,7 +831,7 @@ void state_reap_orphans(struct state *s)
 			else if (fd >= 0 && unlink(path) == 0)
 				logmsg("%s: a ledger of no domain: removed", path);
 		} else if (state_domain_get(s, dom, true, &d) == 0) {
-			state_reap(s, d, pid);
+			reap_file(s, d, pid, forked);
 			state_domain_close_if_unused(s, d);
 		}
 	}

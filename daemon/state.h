@@ -105,7 +105,7 @@ void state_take_back(struct state *s);
 int state_knob_store(struct state *s, int idx, unsigned long long v);
 
 /* Ledgers */
-bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid);
+bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *forked);
 void state_ledger_path(const struct state *s, char *buf, size_t len, const char *domain, pid_t pid);
 bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, struct ledger *lg);
 int state_ledger_open(struct state *s, struct dom *d, const struct client *c);

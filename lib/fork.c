@@ -13,9 +13,6 @@
 
 #include <errno.h>
 
-/* pids[k] of a child fork_reap_pages() found gone (0: not written yet). */
-#define PID_GONE ((pid_t)-1)
-
 /* Pins every KSM page this process maps, once per process: `pinned`
  * counts the processes (of the domain) whose children may map the page.
  * Runs in the fork handler, so it allocates nothing from the C library
@@ -51,7 +48,7 @@ static void pin_mapped_nodes(struct samepage *sp)
 				/* cannot count: for ever (and a reference that
 				 * samepaged keeps until this process is gone) */
 				if (sp->stable.nodes[id].pinned != 255)
-					ledger_hold(sp, id);
+					ledger_pin(sp, id);
 				sp->stable.nodes[id].pinned = 255;
 				continue;
 			}
@@ -84,7 +81,7 @@ static void pin_mapped_nodes(struct samepage *sp)
 		bool had = old < sp->npins && sp->pins[old] == id;
 		if (!had && sp->stable.nodes[id].pinned < 255) {
 			sp->stable.nodes[id].pinned++;
-			ledger_hold(sp, id); /* samepaged keeps it for the children too */
+			ledger_pin(sp, id); /* samepaged keeps it for the children too */
 		}
 	}
 	lib_pages_free(bits, bytes);
@@ -181,7 +178,7 @@ bool fork_children_gone(struct samepage *sp, uint32_t *started_out, uint32_t *re
 		return false;
 	for (uint32_t k = 0; k < reg; k++) {
 		pid_t pid = atomic_load(&sp->fork->pids[k]);
-		if (!pid || (pid != PID_GONE && pid_maps_pool(sp, pid)))
+		if (!pid || (pid != FORK_PID_GONE && pid_maps_pool(sp, pid)))
 			return false; /* its pid not written yet, or it maps the pool */
 	}
 	return true;
@@ -191,11 +188,8 @@ bool fork_children_gone(struct samepage *sp, uint32_t *started_out, uint32_t *re
  * it any more). */
 static void unpin(struct samepage *sp, uint32_t id)
 {
-	struct stable_node *n = &sp->stable.nodes[id];
-	if (n->pinned && n->pinned < 255)
-		n->pinned--;
-	ledger_unhold(sp, id, false);
-	stable_drop(sp, id, 0, false);
+	ledger_unpin(sp, id);
+	stable_unpin(sp, id);
 }
 
 /* Unpins the pool once every forked child has let go of it. */
@@ -268,7 +262,7 @@ void fork_reap_pages(struct samepage *sp)
 		return;
 	for (uint32_t k = 0; k < reg; k++) {
 		pid_t pid = atomic_load(&sp->fork->pids[k]);
-		if (pid == PID_GONE)
+		if (pid == FORK_PID_GONE)
 			continue;
 		if (!pid)
 			goto out; /* its pid not written yet */
@@ -277,7 +271,7 @@ void fork_reap_pages(struct samepage *sp)
 		if (err < 0 && err != -ENOENT && err != -ESRCH)
 			goto out; /* a child whose maps are closed to us keeps every pin */
 		if (!c.any)
-			atomic_store(&sp->fork->pids[k], PID_GONE); /* gone, or exec'd */
+			atomic_store(&sp->fork->pids[k], FORK_PID_GONE); /* gone, or exec'd */
 	}
 	if (atomic_load(&sp->fork->started) != started)
 		goto out;

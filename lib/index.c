@@ -254,8 +254,8 @@ void ledger_unref(struct samepage *sp, uint32_t idx)
 		counter_down(&sp->stable.refs[idx]);
 }
 
-/* A reference that is no mapping: a merge under way, or a pin for forked
- * children.  Counted in held too, held first: a process killed in between
+/* A reference that is no mapping: a merge under way (a pin for forked
+ * children: ledger_pin).  Counted in held too, held first: a process killed in between
  * leaves held at least its share, and samepaged's reaper takes refs - held
  * off the page's mapping count (ledger_reap), never too many. */
 void ledger_hold(struct samepage *sp, uint32_t idx)
@@ -274,7 +274,33 @@ void ledger_unhold(struct samepage *sp, uint32_t idx, bool mapped)
 		return;
 	if (!mapped)
 		counter_down(&sp->stable.refs[idx]);
-	counter_down(&sp->stable.held[idx]);
+	if (atomic_load(&sp->stable.held[idx]) & ~LEDGER_PIN) /* never the pin's bit */
+		atomic_fetch_sub(&sp->stable.held[idx], 1);
+}
+
+/* This process pins node idx for its forked children (at most once: the
+ * node's `pinned` counts processes): a reference, marked by LEDGER_PIN in
+ * held rather than counted there, so that samepaged, reaping this process
+ * once its children are gone, knows which nodes' `pinned` it had raised. */
+void ledger_pin(struct samepage *sp, uint32_t idx)
+{
+	if (sp->stable.refs && !(atomic_fetch_or(&sp->stable.held[idx], LEDGER_PIN) & LEDGER_PIN))
+		atomic_fetch_add(&sp->stable.refs[idx], 1);
+}
+
+void ledger_unpin(struct samepage *sp, uint32_t idx)
+{
+	if (sp->stable.refs && (atomic_load(&sp->stable.held[idx]) & LEDGER_PIN)) {
+		counter_down(&sp->stable.refs[idx]);
+		atomic_fetch_and(&sp->stable.held[idx], ~LEDGER_PIN);
+	}
+}
+
+/* Of a ledger's refs[idx], those that are no mappings: the merges under
+ * way counted in held, and the pin it marks. */
+static uint32_t ledger_held_refs(uint32_t held)
+{
+	return (held & ~LEDGER_PIN) + !!(held & LEDGER_PIN);
 }
 
 /* Whether samepaged is rewriting or punching pool page idx: checked after
@@ -347,13 +373,31 @@ void stable_drop(struct samepage *sp, uint32_t idx, uint32_t count, bool mine)
 		stable_free(sp, idx);
 }
 
-/* samepaged's reaper: the references a gone process's ledger counts to
- * node idx (refs, of which held are no mappings).  Its mappings leave the
- * node's count; its merges under way were cleared with the lock
- * (index_repair); its pins stay, for its children may still map the page. */
-void ledger_reap(struct samepage *sp, uint32_t idx, uint32_t refs, uint32_t held)
+/* A process's pin on node idx goes: the node is freed (its pool page
+ * punched) if nothing else maps it, is about to, or pins it.  A node
+ * pinned for good (255: the pins could not be counted) stays. */
+void stable_unpin(struct samepage *sp, uint32_t idx)
 {
-	stable_drop(sp, idx, refs > held ? refs - held : 0, false);
+	struct stable_node *n = &sp->stable.nodes[idx];
+	if (n->pinned && n->pinned < 255)
+		n->pinned--;
+	stable_drop(sp, idx, 0, false);
+}
+
+/* samepaged's reaper: the references a gone process's ledger counts to
+ * node idx (refs, of which held says which are no mappings).  Its
+ * mappings leave the node's count; its merges under way were cleared with
+ * the lock (index_repair).  Its pin (the result: whether it had one) goes
+ * only with children_gone: until its forked children are gone they may
+ * still read the page. */
+bool ledger_reap(struct samepage *sp, uint32_t idx, uint32_t refs, uint32_t held,
+		 bool children_gone)
+{
+	uint32_t not_mapped = ledger_held_refs(held);
+	stable_drop(sp, idx, refs > not_mapped ? refs - not_mapped : 0, false);
+	if (children_gone && (held & LEDGER_PIN))
+		stable_unpin(sp, idx);
+	return held & LEDGER_PIN;
 }
 
 /* A mapping left the node (copy-on-write, unmerge, unmap). */

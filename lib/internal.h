@@ -187,7 +187,11 @@ static inline bool region_clip(const struct region *r, uintptr_t start, uintptr_
 void ledger_unref(struct samepage *sp, uint32_t idx);
 void ledger_hold(struct samepage *sp, uint32_t idx);
 void ledger_unhold(struct samepage *sp, uint32_t idx, bool mapped);
-void ledger_reap(struct samepage *sp, uint32_t idx, uint32_t refs, uint32_t held);
+void ledger_pin(struct samepage *sp, uint32_t idx);
+void ledger_unpin(struct samepage *sp, uint32_t idx);
+bool ledger_reap(struct samepage *sp, uint32_t idx, uint32_t refs, uint32_t held,
+		 bool children_gone);
+void stable_unpin(struct samepage *sp, uint32_t idx);
 bool pool_page_dying(struct samepage *sp, uint32_t idx);
 void index_lock(struct samepage *sp);
 bool index_trylock(struct samepage *sp);

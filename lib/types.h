@@ -229,6 +229,8 @@ struct lap_strip {
 /* Shared with forked children (MAP_SHARED): they register here so that the
  * parent keeps every pool page they may map until they are gone. */
 #define MAX_FORK_CHILDREN 1000 /* the page holds the pids of this many forks */
+/* pids[k] of a child fork_reap_pages() found gone (0: not written yet). */
+#define FORK_PID_GONE ((pid_t)-1)
 struct fork_shared {
 	_Atomic uint32_t started;    /* forks begun by a process of this engine */
 	_Atomic uint32_t registered; /* children that wrote their pid */
@@ -393,13 +395,16 @@ struct samepage {
  *   staging    new KSM pages for the daemon to write into the pool
  *   refs       refs[i]: the client's references to pool page i: mappings,
  *              merges under way, pins for forked children
- *   held       held[i]: of refs[i], the merges under way and pins (so that
- *              the daemon reaping a gone client takes only its mappings
- *              off the page's mapping count)
+ *   held       held[i]: of refs[i], the merges under way, and LEDGER_PIN
+ *              if one of them is the client's pin for its forked children
+ *              (so that the daemon reaping a gone client takes only its
+ *              mappings off the page's mapping count, and its pins once
+ *              its children are gone)
  * Sparse: 4 bytes per KSM page the client maps, in practice.
  */
 #define LEDGER_MAGIC 0x33474452444c5353ULL /* "SSLDRDG3" */
 #define PLACE_MAX BATCH_PAGES		   /* new KSM pages of one batch, at most */
+#define LEDGER_PIN (1U << 31)		   /* in held[i] */
 #define LEDGER_OFF_PLACE 4096UL
 #define LEDGER_OFF_FORK 8192UL
 #define LEDGER_OFF_STAGING 12288UL

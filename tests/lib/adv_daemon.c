@@ -344,6 +344,113 @@ void test_daemon_reap_counts_mappings_only(void)
 	samepage_close(me);
 }
 
+/* The memory the kernel holds for domain adv's pool (its blocks, bytes):
+ * 0 once the domain is closed and its files removed. */
+static long long pool_bytes(void)
+{
+	char path[600];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/adv.pool", D.state);
+	if (stat(path, &st) < 0 && errno == ENOENT)
+		return 0;
+	REQUIRE(stat(path, &st) == 0);
+	return (long long)st.st_blocks * 512;
+}
+
+/* Waits (a limit that only stops a hang) until the state directory holds
+ * want files of that suffix for domain adv. */
+static void wait_state_files(const char *suffix, int want)
+{
+	for (int i = 0; i < 60000 && state_files(&D, "adv.", suffix) != want; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	CHECK_EQ_INT(state_files(&D, "adv.", suffix), want);
+}
+
+/*
+ * Finding 28 (RELIABILITY.md): a client pins the KSM pages it maps when
+ * it forks (its child's copies map them).  Killed, its mappings were
+ * reaped but its pins stayed for good: samepaged did not know when the
+ * children were gone, and the pool pages stayed until it restarted.  Here
+ * a client merges k contents, forks, and is killed: its pages must stay
+ * while the child lives (the child reads them, right), and go back to the
+ * kernel (the pool file's blocks) once the child has exited.
+ */
+void test_daemon_reap_pins_after_children(void)
+{
+	const size_t k = 8, n = 2 * k; /* two pages of each of k contents */
+	/* The child outlives its parent: this process reaps it. */
+	REQUIRE(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+	daemon_up();
+	daemon_set(&D, "sleep_millisecs", "20"); /* samepaged gets the lock */
+	int fds[2], go[2], done[2];
+	REQUIRE(pipe(fds) == 0 && pipe(go) == 0 && pipe(done) == 0);
+	pid_t victim = fork();
+	REQUIRE(victim >= 0);
+	if (victim == 0) {
+		samepage_t *sp = connect_or_die("adv");
+		char *p = map_pages(n);
+		for (size_t i = 0; i < n; i++)
+			memset(p + i * PG, 'a' + (int)(i % k), PG);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wait_merging(sp, (long long)n);
+		pid_t child = fork(); /* pins the KSM pages it maps */
+		REQUIRE(child >= 0);
+		if (child == 0) {
+			/* As a daemon's helper does: every descriptor but its
+			 * own closed (the connection it inherited too, so that
+			 * samepaged reaps the parent when it dies). */
+			for (int fd = 3; fd < 1024; fd++)
+				if (fd != go[0] && fd != done[1])
+					close(fd);
+			char c;
+			size_t bad = 0;
+			if (read(go[0], &c, 1) != 1)
+				_exit(1);
+			for (size_t i = 0; i < n * PG; i++)
+				bad += p[i] != 'a' + (int)((i / PG) % k);
+			REQUIRE(write(done[1], &bad, sizeof(bad)) == sizeof(bad));
+			if (read(go[0], &c, 1) != 1)
+				_exit(1);
+			_exit(0); /* its mappings of the pool go */
+		}
+		REQUIRE(write(fds[1], &child, sizeof(child)) == sizeof(child));
+		for (;;)
+			pause();
+	}
+	pid_t child;
+	REQUIRE(read(fds[0], &child, sizeof(child)) == sizeof(child));
+	long long merged = pool_bytes();
+	printf("# pool: %lld bytes while the client lives\n", merged);
+	CHECK_CMP(merged, >=, (long long)(k * PG), long long, "%lld");
+	kill(victim, SIGKILL);
+	CHECK_EQ_INT(adv_wait(victim), 128 + SIGKILL);
+	/* Reaped, its pins kept for the child: which reads every page. */
+	wait_state_files(".ledger", 0);
+	wait_state_files(".forked", 1);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	size_t bad = 1;
+	REQUIRE(read(done[0], &bad, sizeof(bad)) == sizeof(bad));
+	CHECK_EQ_INT(bad, 0);
+	CHECK_CMP(pool_bytes(), >=, (long long)(k * PG), long long, "%lld");
+	/* The child gone, so are the pins and the pool's pages. */
+	REQUIRE(write(go[1], "e", 1) == 1);
+	CHECK_EQ_INT(adv_wait(child), 0);
+	wait_state_files(".forked", 0);
+	long long left = pool_bytes();
+	for (int i = 0; i < 60000 && left > 0; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000); /* samepaged punches freed pages at its next sweep */
+		left = pool_bytes();
+	}
+	printf("# pool: %lld bytes once the child is gone\n", left);
+	CHECK_EQ_INT(left, 0);
+	CHECK(daemon_logged(&D, "forked children are gone"));
+}
+
 /* The domain's counters, as samepaged says them. */
 static void check_domain(long long shared, long long sharing, long long chains, long long dups)
 {
