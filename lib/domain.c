@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #define POOL_BYTES ((off_t)DOM_NODES << PAGE_SHIFT)
 
@@ -92,15 +93,41 @@ int domain_lock(struct domain *d)
 	return pthread_mutex_lock(&d->lock) == EOWNERDEAD ? EOWNERDEAD : 0;
 }
 
-/* The same without waiting: EBUSY when another thread holds the lock
- * (samepaged never waits for a lock its clients hold: index_trylock()). */
-int domain_trylock(struct domain *d)
+/* The same, waiting at most ms milliseconds: EBUSY when another thread
+ * holds the lock that long (samepaged never waits longer for a lock its
+ * clients hold: index_trylock()). */
+int domain_trylock(struct domain *d, unsigned ms)
 {
-	int err = pthread_mutex_trylock(&d->lock);
-	return err == EOWNERDEAD || err == EBUSY ? err : 0;
+	struct timespec deadline;
+	prim_deadline(ms, &deadline);
+	int err =
+	    ms ? pthread_mutex_timedlock(&d->lock, &deadline) : pthread_mutex_trylock(&d->lock);
+	return err == EOWNERDEAD ? err : err ? EBUSY : 0;
 }
 
-void domain_unlock(struct domain *d)
+/* Unlocks: true if a thread (of any process) may be waiting for the lock,
+ * for domain_hand_over(). */
+bool domain_unlock(struct domain *d)
 {
+	bool waiters = prim_mutex_waiters(&d->lock);
 	pthread_mutex_unlock(&d->lock);
+	return waiters;
+}
+
+/*
+ * After an unlock with waiters, lets one of them have the lock before this
+ * thread takes it again.  glibc's mutexes are not fair: the woken waiter
+ * must still be scheduled to take it, and a scanner that locks again at
+ * once (with sleep_millisecs 0 it does, batch after batch) wins nearly
+ * every time.  Clients of a domain scanning hot on a loaded machine
+ * starved another's scanner for minutes, and that scanner held its
+ * process's address-space lock meanwhile, which the application's munmap
+ * waits for (RELIABILITY.md, finding 29).  At most 2 ms, only when
+ * someone waited.
+ */
+void domain_hand_over(struct domain *d)
+{
+	const struct timespec pause = {0, 50000};
+	for (int i = 0; i < 40 && !prim_mutex_held(&d->lock); i++)
+		nanosleep(&pause, NULL);
 }

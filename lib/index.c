@@ -431,12 +431,15 @@ void index_lock(struct samepage *sp)
 		index_repair(sp);
 }
 
-/* The same for samepaged, which must never wait for it: a client holds it
- * through a whole batch, and waits in it for samepaged's answer to PLACE.
- * False if another process holds it. */
+/* The same for samepaged, which must never wait long for it: a client
+ * holds it through a whole batch, and may wait in it for samepaged's
+ * answer to PLACE.  It waits 50 ms: a client's scanner that sees it
+ * waiting lets it have the lock at the end of its batch (index_hand_over);
+ * with no wait at all, clients scanning hot kept it from the lock for
+ * minutes.  False if another process held it all that time. */
 bool index_trylock(struct samepage *sp)
 {
-	int err = domain_trylock(sp->dom);
+	int err = domain_trylock(sp->dom, 50);
 	if (err == EOWNERDEAD)
 		index_repair(sp);
 	return err != EBUSY;
@@ -444,7 +447,17 @@ bool index_trylock(struct samepage *sp)
 
 void index_unlock(struct samepage *sp)
 {
-	domain_unlock(sp->dom);
+	sp->dom_waiters |= domain_unlock(sp->dom);
+}
+
+/* After index_unlock(): if another thread waited for the domain lock
+ * meanwhile, lets it have the lock first (domain_hand_over()). */
+void index_hand_over(struct samepage *sp)
+{
+	if (sp->dom_waiters) {
+		sp->dom_waiters = false;
+		domain_hand_over(sp->dom);
+	}
 }
 
 /* ---- unstable index ---- */

@@ -147,8 +147,9 @@ int domain_create(int *index_fd, int *pool_fd, const char *name);
 int domain_map(struct stable_index *s, int index_fd);
 void domain_unmap(struct stable_index *s);
 int domain_lock(struct domain *d);
-int domain_trylock(struct domain *d);
-void domain_unlock(struct domain *d);
+int domain_trylock(struct domain *d, unsigned ms);
+bool domain_unlock(struct domain *d);
+void domain_hand_over(struct domain *d);
 
 /* pool.c */
 int pool_open(struct pool *p, int fd);
@@ -196,6 +197,7 @@ bool pool_page_dying(struct samepage *sp, uint32_t idx);
 void index_lock(struct samepage *sp);
 bool index_trylock(struct samepage *sp);
 void index_unlock(struct samepage *sp);
+void index_hand_over(struct samepage *sp);
 bool index_chains_ok(struct samepage *sp);
 uint32_t stable_chain_head(struct samepage *sp, const void *page, uint32_t checksum);
 void stable_chain_load(struct samepage *sp, uint32_t head, uint32_t checksum, uint64_t *held,

@@ -787,3 +787,23 @@ bool prim_fork_mutex_take(pthread_mutex_t *m, bool entered)
 #endif
 	}
 }
+
+bool prim_mutex_waiters(pthread_mutex_t *m)
+{
+#ifdef __GLIBC__
+	return atomic_load((_Atomic int *)&m->__data.__lock) & FUTEX_WAITERS;
+#else
+	(void)m;
+	return false;
+#endif
+}
+
+bool prim_mutex_held(pthread_mutex_t *m)
+{
+#ifdef __GLIBC__
+	return atomic_load((_Atomic int *)&m->__data.__lock) & FUTEX_TID_MASK;
+#else
+	(void)m;
+	return true;
+#endif
+}

@@ -123,5 +123,10 @@ bool prim_hung_up(int fd); /* the peer closed: poll(POLLRDHUP) */
 /* fork's prepare handlers: takes m unless the calling thread holds it
  * (entered: it was inside its section); false if not taken. */
 bool prim_fork_mutex_take(pthread_mutex_t *m, bool entered);
+/* From the futex word of m (glibc): whether a thread may be waiting for it
+ * (m held by the caller; after a hand-over glibc sets the mark once more
+ * than needed), and whether any thread holds it. */
+bool prim_mutex_waiters(pthread_mutex_t *m);
+bool prim_mutex_held(pthread_mutex_t *m);
 
 #endif

@@ -544,8 +544,10 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	if (sp->ledger)
 		index_unlock(sp);
 	int err = prim_pagemap(region_addr(r, from), n, sp->pagemap);
-	if (sp->ledger)
+	if (sp->ledger) {
+		index_hand_over(sp);
 		index_lock(sp);
+	}
 	if (err) {
 		engine_leave(sp);
 		sp->cur_index += n;
@@ -585,11 +587,16 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	return used;
 }
 
-/* Lets an application thread that waits for sp->lock have it: glibc's
- * mutexes are not fair, and unlock-then-lock would starve it. */
+/* Lets an application thread that waits for sp->lock have it, and a
+ * thread of any process that waited for the domain lock: glibc's mutexes
+ * are not fair, and unlock-then-lock would starve them. */
 static void let_application_in(struct samepage *sp)
 {
+	bool dom_waiters = sp->dom_waiters; /* and the domain lock's */
+	sp->dom_waiters = false;
 	pthread_mutex_unlock(&sp->lock);
+	if (dom_waiters)
+		domain_hand_over(sp->dom);
 	sched_yield();
 	for (int i = 0; i < 1000 && atomic_load(&sp->app_waiting); i++)
 		sched_yield();

@@ -4,12 +4,14 @@
 #include "../../lib/internal.h"
 #include "check.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define PG 4096UL
@@ -142,11 +144,55 @@ static void test_maps_parse(void)
 	close(fd);
 }
 
+/* The domain lock tells its unlocker whether a thread of another process
+ * waited (domain_unlock(), from the futex word): what a scanner looks at
+ * before it lets that thread have the lock (domain_hand_over()). */
+static void test_domain_lock_waiters(void)
+{
+	struct domain *d =
+	    mmap(NULL, sizeof(*d), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(d != MAP_FAILED);
+	pthread_mutexattr_t a;
+	pthread_mutexattr_init(&a);
+	pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+	pthread_mutex_init(&d->lock, &a);
+	CHECK(!prim_mutex_held(&d->lock));
+	CHECK_EQ_INT(domain_lock(d), 0);
+	CHECK(prim_mutex_held(&d->lock));
+	CHECK(!domain_unlock(d)); /* nobody waited */
+	CHECK_EQ_INT(domain_lock(d), 0);
+	int got[2];
+	REQUIRE(pipe(got) == 0);
+	pid_t child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0) {
+		domain_lock(d);
+		_exit(write(got[1], "x", 1) == 1 ? 0 : 1); /* dies holding it */
+	}
+	for (int i = 0; i < 100000 && !prim_mutex_waiters(&d->lock); i++)
+		usleep(100); /* the limit only stops a hang */
+	CHECK(prim_mutex_waiters(&d->lock));
+	CHECK(domain_unlock(d)); /* the child waited */
+	domain_hand_over(d);
+	char c;
+	CHECK_EQ_INT(read(got[0], &c, 1), 1); /* it had the lock */
+	int st;
+	REQUIRE(waitpid(child, &st, 0) == child);
+	CHECK_EQ_INT(domain_lock(d), EOWNERDEAD); /* robust, as before */
+	pthread_mutex_consistent(&d->lock);
+	domain_unlock(d);
+	close(got[0]);
+	close(got[1]);
+	munmap(d, sizeof(*d));
+}
+
 int main(void)
 {
 	if (sysconf(_SC_PAGESIZE) != (long)PG)
 		SKIP("the test's offsets assume 4 KiB pages; this kernel's are %ld bytes",
 		     sysconf(_SC_PAGESIZE));
 	test_maps_parse();
+	test_domain_lock_waiters();
 	return check_report("prim");
 }
