@@ -90,7 +90,13 @@ void domain_unmap(struct stable_index *s)
  * index_lock(), and marks the lock consistent). */
 int domain_lock(struct domain *d)
 {
-	return pthread_mutex_lock(&d->lock) == EOWNERDEAD ? EOWNERDEAD : 0;
+	int err = pthread_mutex_trylock(&d->lock);
+	if (err == EBUSY) { /* counted while it waits: domain_unlock() */
+		atomic_fetch_add(&d->lock_waiters, 1);
+		err = pthread_mutex_lock(&d->lock);
+		atomic_fetch_sub(&d->lock_waiters, 1);
+	}
+	return err == EOWNERDEAD ? EOWNERDEAD : 0;
 }
 
 /* The same, waiting at most ms milliseconds: EBUSY when another thread
@@ -100,16 +106,22 @@ int domain_trylock(struct domain *d, unsigned ms)
 {
 	struct timespec deadline;
 	prim_deadline(ms, &deadline);
-	int err =
-	    ms ? pthread_mutex_timedlock(&d->lock, &deadline) : pthread_mutex_trylock(&d->lock);
+	int err = pthread_mutex_trylock(&d->lock);
+	if (err == EBUSY && ms) {
+		atomic_fetch_add(&d->lock_waiters, 1);
+		err = pthread_mutex_timedlock(&d->lock, &deadline);
+		atomic_fetch_sub(&d->lock_waiters, 1);
+	}
 	return err == EOWNERDEAD ? err : err ? EBUSY : 0;
 }
 
-/* Unlocks: true if a thread (of any process) may be waiting for the lock,
- * for domain_hand_over(). */
+/* Unlocks: true if a thread (of any process) waits for the lock, for
+ * domain_hand_over(): the futex word says so (glibc marks it also once
+ * more than needed, after a waiter took the lock) and so does the count
+ * of waiters (which a waiter killed while it waited leaves too high). */
 bool domain_unlock(struct domain *d)
 {
-	bool waiters = prim_mutex_waiters(&d->lock);
+	bool waiters = prim_mutex_waiters(&d->lock) && atomic_load(&d->lock_waiters);
 	pthread_mutex_unlock(&d->lock);
 	return waiters;
 }

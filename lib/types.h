@@ -152,6 +152,8 @@ struct domain {
 	/* new KSM pages samepaged did not write: its memory cgroup had no
 	 * room (daemon/pool.c), ever */
 	_Atomic uint64_t refused;
+	/* threads waiting for lock (domain_lock): when to hand it over */
+	_Atomic uint32_t lock_waiters;
 };
 _Static_assert(sizeof(struct domain) <= DOM_OFF_NODES, "domain header");
 
