@@ -100,6 +100,11 @@ FAKE
 t_restore() {
 	[ -d /sys/kernel/mm/ksm ] || { echo "SKIP: no /sys/kernel/mm/ksm"; exit 77; }
 	fake_qemu
+	# The knobs are read under the kernel-KSM lock, which guests.py then
+	# holds through this test (another user of the kernel's KSM sets them).
+	exec 9>/tmp/samepage-kernel-ksm.lock
+	flock -w 900 9 || fail "the kernel-KSM lock was not free within 900 s"
+	export SAMEPAGE_KSM_LOCK_HELD=1
 	before=$(knobs)
 	opts=(run --engine kernel --guests 2 --qemu "$out/qemu" --kit "$out" --pages-to-scan 1234
 		--sleep-ms 77 --zero 1 --out "$out")
