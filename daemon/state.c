@@ -624,8 +624,9 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked)
 	       keep ? "; the KSM pages it pinned for its forked children stay until they are gone"
 		    : "");
 	if (!gone && r.pins && !keep)
-		logmsg("domain %s: process %d gone: %llu KSM pages it pinned for its forked "
-		       "children stay until samepaged restarts (%s is taken)",
+		logmsg("domain %s: process %d gone: the %llu KSM pages it pinned for its forked "
+		       "children stay pinned (%s, of an earlier process with this pid, has "
+		       "children alive)",
 		       d->name, (int)pid, (unsigned long long)r.pins, kept);
 	return 0;
 }
