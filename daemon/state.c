@@ -513,7 +513,7 @@ static int ledger_drop(struct dom *d, int fd, off_t size, bool children_gone, st
 		ssize_t hgot = pread(fd, held, n * sizeof(uint32_t), held_at);
 		memset((char *)held + (hgot > 0 ? hgot : 0), 0,
 		       n * sizeof(uint32_t) - (size_t)(hgot > 0 ? hgot : 0));
-		bool pinned = false;
+		bool changed = false;
 		for (size_t i = 0; i < n; i++) {
 			if (!refs[i])
 				continue;
@@ -524,11 +524,13 @@ static int ledger_drop(struct dom *d, int fd, off_t size, bool children_gone, st
 			    ledger_reap(sp, first + (uint32_t)i, refs[i], held[i], children_gone);
 			r.dropped += refs[i] - (pin && !children_gone);
 			r.pins += pin;
-			pinned |= pin;
+			changed = true;
 			refs[i] = pin, held[i] = pin ? LEDGER_PIN : 0; /* what stays */
 		}
+		/* Kept: every reference dropped leaves it, or the next reap
+		 * would drop it again. */
 		ssize_t bytes = (ssize_t)(n * sizeof(uint32_t));
-		if (pinned && !children_gone &&
+		if (changed && !children_gone &&
 		    (pwrite(fd, refs, (size_t)bytes, data) != bytes ||
 		     pwrite(fd, held, (size_t)bytes, held_at) != bytes))
 			unwritten = true;

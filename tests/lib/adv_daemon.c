@@ -374,8 +374,9 @@ static void wait_state_files(const char *suffix, int want)
  * it forks (its child's copies map them).  Killed, its mappings were
  * reaped but its pins stayed for good: samepaged did not know when the
  * children were gone, and the pool pages stayed until it restarted.  Here
- * a client merges k contents, forks, and is killed: its pages must stay
- * while the child lives (the child reads them, right), and go back to the
+ * a client merges k contents, forks, merges k more, and is killed: the
+ * pages it pinned must stay while the child lives (the child reads them,
+ * right), counted alone in what stays of its ledger, and go back to the
  * kernel (the pool file's blocks) once the child has exited.
  */
 void test_daemon_reap_pins_after_children(void)
@@ -415,6 +416,12 @@ void test_daemon_reap_pins_after_children(void)
 				_exit(1);
 			_exit(0); /* its mappings of the pool go */
 		}
+		/* Merged after the fork: KSM pages it maps and has not pinned. */
+		char *q = map_pages(n);
+		for (size_t i = 0; i < n; i++)
+			memset(q + i * PG, 'A' + (int)(i % k), PG);
+		REQUIRE(samepage_madvise(sp, q, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wait_merging(sp, (long long)(2 * n));
 		REQUIRE(write(fds[1], &child, sizeof(child)) == sizeof(child));
 		for (;;)
 			pause();
@@ -429,6 +436,23 @@ void test_daemon_reap_pins_after_children(void)
 	/* Reaped, its pins kept for the child: which reads every page. */
 	wait_state_files(".ledger", 0);
 	wait_state_files(".forked", 1);
+	/* What stays counts its k pins alone: each one reference, marked as
+	 * the pin (the next reap drops no mapping twice). */
+	char path[600];
+	snprintf(path, sizeof(path), "%s/adv.%d.forked", D.state, (int)victim);
+	int fd = open(path, O_RDONLY);
+	REQUIRE(fd >= 0);
+	static uint32_t refs[1024], held[1024];
+	REQUIRE(pread(fd, refs, sizeof(refs), LEDGER_OFF_REFS) == sizeof(refs));
+	REQUIRE(pread(fd, held, sizeof(held), LEDGER_OFF_HELD) == sizeof(held));
+	close(fd);
+	size_t pins = 0, odd = 0;
+	for (size_t i = 0; i < 1024; i++) {
+		pins += refs[i] == 1 && held[i] == LEDGER_PIN;
+		odd += refs[i] > 1 || (refs[i] == 1) != (held[i] == LEDGER_PIN);
+	}
+	CHECK_EQ_INT(pins, k);
+	CHECK_EQ_INT(odd, 0);
 	REQUIRE(write(go[1], "g", 1) == 1);
 	size_t bad = 1;
 	REQUIRE(read(done[0], &bad, sizeof(bad)) == sizeof(bad));
