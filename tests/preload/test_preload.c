@@ -33,6 +33,7 @@
  *
  * Usage: test_preload CASE KSMCTL WORKLOAD SAMEPAGED [STATIC_WORKLOAD [POOLS_PY]]
  */
+#include "../../lib/types.h" /* struct domain: who holds its lock */
 #include "../lib/util.h"
 
 #include <dirent.h>
@@ -297,6 +298,34 @@ static void dump_process(pid_t pid)
 		printf("could not run the shell\n");
 }
 
+/* Who holds each domain lock of samepaged's state directory, and who
+ * waits (glibc's futex word: the owner's thread id). */
+static void dump_domain_locks(void)
+{
+	char state[160], path[400];
+	snprintf(state, sizeof(state), "/dev/shm/%s", strrchr(dir, '/') + 1);
+	DIR *d = opendir(state);
+	for (struct dirent *e; d && (e = readdir(d));) {
+		size_t len = strlen(e->d_name);
+		if (len < 7 || strcmp(e->d_name + len - 6, ".index"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", state, e->d_name);
+		struct domain dom;
+		int fd = open(path, O_RDONLY);
+		if (fd >= 0 && pread(fd, &dom, sizeof(dom), 0) == (ssize_t)sizeof(dom)) {
+			int word = dom.lock.__data.__lock;
+			printf("=== %s: lock word %#x (owner thread %d), %u counted waiters\n",
+			       e->d_name, (unsigned)word, word & 0x3fffffff,
+			       (unsigned)atomic_load(&dom.lock_waiters));
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	if (d)
+		closedir(d);
+	fflush(stdout);
+}
+
 /*
  * A watchdog for a program that may hang: a child process that, if not
  * killed within seconds, stops every process of the program's tree,
@@ -332,6 +361,7 @@ static pid_t watch(pid_t root, unsigned seconds)
 		dump_process(pids[k]);
 	if (daemon_pid > 0)
 		dump_process(daemon_pid);
+	dump_domain_locks();
 	for (int k = 0; k < n; k++)
 		kill(pids[k], SIGKILL);
 	fflush(stdout);
