@@ -788,22 +788,23 @@ bool prim_fork_mutex_take(pthread_mutex_t *m, bool entered)
 	}
 }
 
-bool prim_mutex_waiters(pthread_mutex_t *m)
+/* The futex word of m (glibc's): its owner's thread id, FUTEX_WAITERS. */
+static int mutex_word(pthread_mutex_t *m)
 {
 #ifdef __GLIBC__
-	return atomic_load((_Atomic int *)&m->__data.__lock) & FUTEX_WAITERS;
+	return atomic_load((_Atomic int *)&m->__data.__lock);
 #else
 	(void)m;
-	return false;
+	return FUTEX_TID_MASK; /* held, nobody waits: no hand-over */
 #endif
+}
+
+bool prim_mutex_waiters(pthread_mutex_t *m)
+{
+	return mutex_word(m) & FUTEX_WAITERS;
 }
 
 bool prim_mutex_held(pthread_mutex_t *m)
 {
-#ifdef __GLIBC__
-	return atomic_load((_Atomic int *)&m->__data.__lock) & FUTEX_TID_MASK;
-#else
-	(void)m;
-	return true;
-#endif
+	return mutex_word(m) & FUTEX_TID_MASK;
 }
