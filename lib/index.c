@@ -255,9 +255,10 @@ void ledger_unref(struct samepage *sp, uint32_t idx)
 }
 
 /* A reference that is no mapping: a merge under way (a pin for forked
- * children: ledger_pin).  Counted in held too, held first: a process killed in between
- * leaves held at least its share, and samepaged's reaper takes refs - held
- * off the page's mapping count (ledger_reap), never too many. */
+ * children: ledger_pin).  Counted in held too, held first: a process
+ * killed in between leaves held at least its share, and samepaged's
+ * reaper takes refs - held off the page's mapping count (ledger_reap),
+ * never too many. */
 void ledger_hold(struct samepage *sp, uint32_t idx)
 {
 	if (sp->stable.refs) {
