@@ -302,7 +302,7 @@ static void dump_process(pid_t pid)
  * waits (glibc's futex word: the owner's thread id). */
 static void dump_domain_locks(void)
 {
-	char state[160], path[400];
+	char state[160], path[450];
 	snprintf(state, sizeof(state), "/dev/shm/%s", strrchr(dir, '/') + 1);
 	DIR *d = opendir(state);
 	for (struct dirent *e; d && (e = readdir(d));) {
