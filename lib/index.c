@@ -435,7 +435,7 @@ void index_lock(struct samepage *sp)
 /* The same for samepaged, which must never wait long for it: a client
  * holds it through a whole batch, and may wait in it for samepaged's
  * answer to PLACE.  It waits 50 ms: a client's scanner that sees it
- * waiting lets it have the lock at the end of its batch (index_hand_over);
+ * waiting lets it have the lock at the end of its batch (domain_hand_over);
  * with no wait at all, clients scanning hot kept it from the lock for
  * minutes.  False if another process held it all that time. */
 bool index_trylock(struct samepage *sp)
@@ -451,14 +451,14 @@ void index_unlock(struct samepage *sp)
 	sp->dom_waiters |= domain_unlock(sp->dom);
 }
 
-/* After index_unlock(): if another thread waited for the domain lock
- * meanwhile, lets it have the lock first (domain_hand_over()). */
-void index_hand_over(struct samepage *sp)
+/* Whether a thread waited for the domain lock at an index_unlock() since
+ * the last call (then the caller lets it have the lock before taking it
+ * again: domain_hand_over()).  Under sp->lock. */
+bool index_waited(struct samepage *sp)
 {
-	if (sp->dom_waiters) {
-		sp->dom_waiters = false;
-		domain_hand_over(sp->dom);
-	}
+	bool waited = sp->dom_waiters;
+	sp->dom_waiters = false;
+	return waited;
 }
 
 /* ---- unstable index ---- */

@@ -197,7 +197,7 @@ bool pool_page_dying(struct samepage *sp, uint32_t idx);
 void index_lock(struct samepage *sp);
 bool index_trylock(struct samepage *sp);
 void index_unlock(struct samepage *sp);
-void index_hand_over(struct samepage *sp);
+bool index_waited(struct samepage *sp);
 bool index_chains_ok(struct samepage *sp);
 uint32_t stable_chain_head(struct samepage *sp, const void *page, uint32_t checksum);
 void stable_chain_load(struct samepage *sp, uint32_t head, uint32_t checksum, uint64_t *held,

@@ -545,7 +545,8 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 		index_unlock(sp);
 	int err = prim_pagemap(region_addr(r, from), n, sp->pagemap);
 	if (sp->ledger) {
-		index_hand_over(sp);
+		if (index_waited(sp))
+			domain_hand_over(sp->dom);
 		index_lock(sp);
 	}
 	if (err) {
@@ -592,10 +593,9 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
  * are not fair, and unlock-then-lock would starve them. */
 static void let_application_in(struct samepage *sp)
 {
-	bool dom_waiters = sp->dom_waiters; /* and the domain lock's */
-	sp->dom_waiters = false;
+	bool dom_waited = index_waited(sp); /* and the domain lock's */
 	pthread_mutex_unlock(&sp->lock);
-	if (dom_waiters)
+	if (dom_waited)
 		domain_hand_over(sp->dom);
 	sched_yield();
 	for (int i = 0; i < 1000 && atomic_load(&sp->app_waiting); i++)

@@ -288,7 +288,7 @@ struct ksm_counts {
 struct samepage {
 	pthread_mutex_t lock;	 /* everything below; the scanner holds it per batch */
 	_Atomic int app_waiting; /* application threads waiting for lock (engine_lock) */
-	bool dom_waiters;	 /* under lock: the domain lock had waiters (index_hand_over) */
+	bool dom_waiters;	 /* under lock: the domain lock had waiters (index_waited) */
 	pthread_cond_t wake;
 	pthread_t thread;
 	void *stack; /* the scanner's (alloc.c) */
