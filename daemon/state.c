@@ -544,6 +544,18 @@ static int ledger_drop(struct dom *d, int fd, off_t size, bool children_gone, st
 	return 0;
 }
 
+/* Does a child of a gone client map the pool (forked_children_live)? */
+struct pool_of {
+	const struct state *s;
+	const char *domain;
+};
+
+static bool child_maps_pool(pid_t pid, void *arg)
+{
+	const struct pool_of *p = arg;
+	return may_map_pool(p->s, p->domain, pid, 0);
+}
+
 /* Whether a gone client's forked children may still map the domain's
  * pool, from the fork area of its ledger (fork.c): a child whose pid is
  * not written yet, a fork begun and never registered (it failed, or the
@@ -554,17 +566,9 @@ static bool forked_children_live(const struct state *s, const struct dom *d, int
 	struct fork_shared f;
 	if (pread(fd, &f, sizeof(f), (off_t)LEDGER_OFF_FORK) != (ssize_t)sizeof(f))
 		return true;
-	uint32_t started = atomic_load(&f.started), reg = atomic_load(&f.registered);
-	if (!started)
-		return false;
-	if (reg != started || reg > MAX_FORK_CHILDREN)
-		return true;
-	for (uint32_t k = 0; k < reg; k++) {
-		pid_t pid = atomic_load(&f.pids[k]);
-		if (!pid || (pid != FORK_PID_GONE && may_map_pool(s, d->name, pid, 0)))
-			return true;
-	}
-	return false;
+	struct pool_of p = {s, d->name};
+	return fork_area_live(&f, atomic_load(&f.started), atomic_load(&f.registered),
+			      child_maps_pool, &p);
 }
 
 /*

@@ -164,6 +164,29 @@ static bool pid_maps_pool(struct samepage *sp, pid_t pid)
 	return prim_maps_walk(pid, maps_our_pool, &sp->pool) == 1;
 }
 
+/* Whether a child that the fork area f names (started forks, registered
+ * children) may still map the pool: one whose pid is not written yet, a
+ * fork begun and not registered, more children than f can name, or one
+ * that maps(pid, arg) says maps it.  Shared with samepaged, which asks it
+ * of a gone client's ledger. */
+bool fork_area_live(const struct fork_shared *f, uint32_t started, uint32_t reg,
+		    bool (*maps)(pid_t pid, void *arg), void *arg)
+{
+	if (reg != started || reg > MAX_FORK_CHILDREN)
+		return true;
+	for (uint32_t k = 0; k < reg; k++) {
+		pid_t pid = atomic_load(&f->pids[k]);
+		if (!pid || (pid != FORK_PID_GONE && maps(pid, arg)))
+			return true; /* its pid not written yet, or it maps the pool */
+	}
+	return false;
+}
+
+static bool pid_maps_our_pool(pid_t pid, void *sp)
+{
+	return pid_maps_pool(sp, pid);
+}
+
 /* Whether every forked child has let go of the pool (exited or exec'd),
  * with no fork under way: what fork_reap() waits for.  Needs no lock: a
  * counter read asks it first, and waits for the scanner only when there is
@@ -174,14 +197,7 @@ bool fork_children_gone(struct samepage *sp, uint32_t *started_out, uint32_t *re
 	uint32_t reg = atomic_load(&sp->fork->registered);
 	if (started_out)
 		*started_out = started, *reg_out = reg;
-	if (!started || reg != started || reg > MAX_FORK_CHILDREN)
-		return false;
-	for (uint32_t k = 0; k < reg; k++) {
-		pid_t pid = atomic_load(&sp->fork->pids[k]);
-		if (!pid || (pid != FORK_PID_GONE && pid_maps_pool(sp, pid)))
-			return false; /* its pid not written yet, or it maps the pool */
-	}
-	return true;
+	return started && !fork_area_live(sp->fork, started, reg, pid_maps_our_pool, sp);
 }
 
 /* This process's pin on node id goes (the node is freed if nothing maps

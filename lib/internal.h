@@ -282,6 +282,8 @@ void engine_unlock(struct samepage *sp);
 /* fork.c */
 void fork_init(void);
 bool fork_children_gone(struct samepage *sp, uint32_t *started, uint32_t *registered);
+bool fork_area_live(const struct fork_shared *f, uint32_t started, uint32_t reg,
+		    bool (*maps)(pid_t pid, void *arg), void *arg);
 void fork_reap(struct samepage *sp);
 void fork_reap_pages(struct samepage *sp);
 void fork_forget_pins(struct samepage *sp);
