@@ -166,11 +166,19 @@ static pid_t child_of(pid_t pid)
 	return (pid_t)atoi(buf);
 }
 
+/* samepaged's state directory (on tmpfs, named as dir). */
+static const char *state_dir(void)
+{
+	static char state[160];
+	snprintf(state, sizeof(state), "/dev/shm/%s", strrchr(dir, '/') + 1);
+	return state;
+}
+
 static void start_daemon(void)
 {
-	char state[160], req[64], reply[256];
+	char req[64], reply[256];
+	const char *state = state_dir();
 	snprintf(sock, sizeof(sock), "%s/sock", dir);
-	snprintf(state, sizeof(state), "/dev/shm/%s", strrchr(dir, '/') + 1);
 	pid_t d = daemon_pid = fork();
 	REQUIRE(d >= 0);
 	if (d == 0) {
@@ -302,8 +310,8 @@ static void dump_process(pid_t pid)
  * waits (glibc's futex word: the owner's thread id). */
 static void dump_domain_locks(void)
 {
-	char state[160], path[450];
-	snprintf(state, sizeof(state), "/dev/shm/%s", strrchr(dir, '/') + 1);
+	char path[450];
+	const char *state = state_dir();
 	DIR *d = opendir(state);
 	for (struct dirent *e; d && (e = readdir(d));) {
 		size_t len = strlen(e->d_name);
@@ -537,8 +545,8 @@ int main(int argc, char **argv)
 		kill(daemon_pid, SIGTERM);
 		waitpid(daemon_pid, NULL, 0);
 	}
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s /dev/shm/%s", dir, strrchr(dir, '/') + 1);
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", dir, state_dir());
 	if (system(cmd))
 		fprintf(stderr, "could not remove %s\n", dir);
 	return check_report(c);
