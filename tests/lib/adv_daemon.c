@@ -369,6 +369,44 @@ static void wait_state_files(const char *suffix, int want)
 	CHECK_EQ_INT(state_files(&D, "adv.", suffix), want);
 }
 
+/* n pages of contents no two alike. */
+static void fill_distinct(char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		memset(p + i * PG, (int)(i % 251), PG);
+		memcpy(p + i * PG, &i, sizeof(i));
+	}
+}
+
+/* What client pid's ledger of domain adv counts (suffix "ledger", or
+ * "forked" once samepaged has reaped it for its children): its pins (one
+ * reference, marked as the pin), other references, and the last pool page
+ * it counts, over the first 65,536 pool pages. */
+struct census {
+	size_t pins, odd, last;
+};
+
+static struct census ledger_census(const char *suffix, pid_t pid)
+{
+	static uint32_t refs[4 * 16384], held[4 * 16384];
+	const size_t nr = sizeof(refs) / sizeof(refs[0]);
+	char path[600];
+	snprintf(path, sizeof(path), "%s/adv.%d.%s", D.state, (int)pid, suffix);
+	int fd = open(path, O_RDONLY);
+	REQUIRE(fd >= 0);
+	REQUIRE(pread(fd, refs, sizeof(refs), LEDGER_OFF_REFS) == sizeof(refs));
+	REQUIRE(pread(fd, held, sizeof(held), LEDGER_OFF_HELD) == sizeof(held));
+	close(fd);
+	struct census c = {0, 0, 0};
+	for (size_t i = 0; i < nr; i++) {
+		bool pin = refs[i] == 1 && held[i] == LEDGER_PIN;
+		c.pins += pin;
+		c.odd += !pin && (refs[i] || held[i]);
+		c.last = refs[i] ? i : c.last;
+	}
+	return c;
+}
+
 /*
  * Finding 28 (RELIABILITY.md): a client pins the KSM pages it maps when
  * it forks (its child's copies map them).  Killed, its mappings were
@@ -377,11 +415,16 @@ static void wait_state_files(const char *suffix, int want)
  * a client merges k contents, forks, merges k more, and is killed: the
  * pages it pinned must stay while the child lives (the child reads them,
  * right), counted alone in what stays of its ledger, and go back to the
- * kernel (the pool file's blocks) once the child has exited.
+ * kernel (the pool file's blocks) once the child has exited.  samepaged
+ * reads a ledger 16,384 pool pages at a time: the KSM pages merged after
+ * the fork reach past the first such chunk, into one that holds no pin
+ * (cb30fa7: such a chunk was left as it was, its references to be
+ * dropped a second time).
  */
 void test_daemon_reap_pins_after_children(void)
 {
 	const size_t k = 8, n = 2 * k; /* two pages of each of k contents */
+	const size_t m = 16384;	       /* contents merged after the fork, in pairs */
 	/* The child outlives its parent: this process reaps it. */
 	REQUIRE(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
 	daemon_up(); /* scanning hot: the reaps get the lock all the same */
@@ -416,12 +459,18 @@ void test_daemon_reap_pins_after_children(void)
 				_exit(1);
 			_exit(0); /* its mappings of the pool go */
 		}
-		/* Merged after the fork: KSM pages it maps and has not pinned. */
+		/* Merged after the fork: KSM pages it maps and has not pinned,
+		 * m of them first, then k that come after the first chunk. */
+		char *f = map_pages(2 * m);
+		fill_distinct(f, m);
+		memcpy(f + m * PG, f, m * PG);
+		REQUIRE(samepage_madvise(sp, f, 2 * m * PG, SAMEPAGE_MERGEABLE) == 0);
+		wait_merging(sp, (long long)(n + 2 * m));
 		char *q = map_pages(n);
 		for (size_t i = 0; i < n; i++)
 			memset(q + i * PG, 'A' + (int)(i % k), PG);
 		REQUIRE(samepage_madvise(sp, q, n * PG, SAMEPAGE_MERGEABLE) == 0);
-		wait_merging(sp, (long long)(2 * n));
+		wait_merging(sp, (long long)(2 * n + 2 * m));
 		REQUIRE(write(fds[1], &child, sizeof(child)) == sizeof(child));
 		for (;;)
 			pause();
@@ -431,6 +480,10 @@ void test_daemon_reap_pins_after_children(void)
 	long long merged = pool_bytes();
 	printf("# pool: %lld bytes while the client lives\n", merged);
 	CHECK_CMP(merged, >=, (long long)(k * PG), long long, "%lld");
+	/* The premise: its ledger counts pool pages past the first chunk. */
+	size_t last = ledger_census("ledger", victim).last;
+	printf("# the client's ledger counts pool pages up to %zu\n", last);
+	CHECK_CMP(last, >=, (size_t)16384, size_t, "%zu");
 	kill(victim, SIGKILL);
 	CHECK_EQ_INT(adv_wait(victim), 128 + SIGKILL);
 	/* Reaped, its pins kept for the child: which reads every page. */
@@ -438,21 +491,10 @@ void test_daemon_reap_pins_after_children(void)
 	wait_state_files(".forked", 1);
 	/* What stays counts its k pins alone: each one reference, marked as
 	 * the pin (the next reap drops no mapping twice). */
-	char path[600];
-	snprintf(path, sizeof(path), "%s/adv.%d.forked", D.state, (int)victim);
-	int fd = open(path, O_RDONLY);
-	REQUIRE(fd >= 0);
-	static uint32_t refs[1024], held[1024];
-	REQUIRE(pread(fd, refs, sizeof(refs), LEDGER_OFF_REFS) == sizeof(refs));
-	REQUIRE(pread(fd, held, sizeof(held), LEDGER_OFF_HELD) == sizeof(held));
-	close(fd);
-	size_t pins = 0, odd = 0;
-	for (size_t i = 0; i < 1024; i++) {
-		pins += refs[i] == 1 && held[i] == LEDGER_PIN;
-		odd += refs[i] > 1 || (refs[i] == 1) != (held[i] == LEDGER_PIN);
-	}
-	CHECK_EQ_INT(pins, k);
-	CHECK_EQ_INT(odd, 0);
+	struct census c = ledger_census("forked", victim);
+	printf("# .forked: %zu pins, %zu other references\n", c.pins, c.odd);
+	CHECK_EQ_INT(c.pins, k);
+	CHECK_EQ_INT(c.odd, 0);
 	REQUIRE(write(go[1], "g", 1) == 1);
 	size_t bad = 1;
 	REQUIRE(read(done[0], &bad, sizeof(bad)) == sizeof(bad));
@@ -527,15 +569,6 @@ void test_daemon_same_batch(void)
 	for (size_t i = 0; i < n; i++)
 		REQUIRE(p[i * PG + (i % PG)] == (i % 2 ? 'a' : 'b'));
 	samepage_close(sp);
-}
-
-/* n pages of contents no two alike. */
-static void fill_distinct(char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		memset(p + i * PG, (int)(i % 251), PG);
-		memcpy(p + i * PG, &i, sizeof(i));
-	}
 }
 
 /*
