@@ -253,6 +253,7 @@ void stale_pools_lock(void);
 void stale_pools_unlock(void);
 int stale_pools_discard(uintptr_t start, uintptr_t end);
 int stale_pools_keep(uintptr_t start, uintptr_t end);
+void stale_pools_moved(void);
 int mremap_one_mapping(uintptr_t start, uintptr_t end);
 
 /* merge.c */

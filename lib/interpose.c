@@ -215,7 +215,10 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		/* Pages merged by engines since closed: one mapping again. */
 		if (!(o & (PAGE_SIZE - 1)) && mremap_one_mapping(o, o + olen) > 0)
 			guard_disarm(o, o + olen);
-		return libc_map_result(prim_mremap(&m, old, old_len, new_len, flags, new_addr), &m);
+		int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);
+		if (!err)
+			stale_pools_moved();
+		return libc_map_result(err, &m);
 	}
 	struct moved mv[8];
 	size_t nmv = 0;
@@ -256,6 +259,8 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			engine_note_unmap((uintptr_t)new_addr, new_len);
 	}
 	as_unlock();
+	if (!err)
+		stale_pools_moved();
 	/* VM_MERGEABLE moves with a kernel VMA: the same parts stay mergeable,
 	 * with the same engine, where they are now. */
 	for (size_t k = 0; k < nmv; k++) {

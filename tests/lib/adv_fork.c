@@ -152,6 +152,62 @@ void test_child_dontneed_zeros(void)
 	samepage_close(sp);
 }
 
+/* The read(2) calls this process has made (/proc/self/io's syscr). */
+static long long read_calls(void)
+{
+	char buf[512];
+	FILE *f = fopen("/proc/self/io", "r");
+	long long v = -1;
+	while (f && fgets(buf, sizeof(buf), f))
+		if (sscanf(buf, "syscr: %lld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* In a forked child every madvise(MADV_DONTNEED) read the whole
+ * /proc/self/maps to find the inherited pool's pages (36 us a call
+ * against 2 in the parent): the child reads where they are once, and
+ * reads nothing for a discard elsewhere.  Its merged pages still read
+ * zeros once discarded, in two steps (the second after the first changed
+ * where they are), and its parent's keep their contents. */
+void test_child_discards_read_maps_once(void)
+{
+	const size_t n = 64, rounds = 1000;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'o');
+	REQUIRE(rd(sp, "ksm_merging_pages") == (long long)n);
+	char *q = map_pages(1);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		long long before = read_calls();
+		for (size_t i = 0; i < rounds; i++) {
+			q[0] = 1;
+			if (madvise(q, PG, MADV_DONTNEED) || q[0])
+				_exit(2);
+		}
+		long long reads = read_calls() - before;
+		printf("# child: %lld read calls for %zu discards\n", reads, rounds);
+		fflush(stdout);
+		size_t bad = 0;
+		if (madvise(p, n / 2 * PG, MADV_DONTNEED))
+			_exit(2);
+		for (size_t i = 0; i < n * PG; i += 97)
+			bad += p[i] != (i < n / 2 * PG ? 0 : 'o');
+		if (madvise(p + n / 2 * PG, n / 2 * PG, MADV_DONTNEED))
+			_exit(2);
+		for (size_t i = 0; i < n * PG; i += 97)
+			bad += p[i] != 0;
+		_exit(bad ? 3 : before < 0 || reads >= (long long)rounds / 10 ? 4 : 0);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	for (size_t i = 0; i < n * PG; i += 97)
+		REQUIRE(p[i] == 'o');
+	samepage_close(sp);
+}
+
 /* Regression: after samepage_close(), madvise(MADV_DONTNEED) on memory
  * that was merged reads zeros, not the old contents. */
 void test_close_then_dontneed(void)
