@@ -23,6 +23,7 @@ struct change {
 	char origin[256]; /* where it came from: "argument 2", "/etc/ksm.conf:12" */
 	char old[64];	  /* the value before, as read */
 	bool write;	  /* differs from the current value */
+	bool again;	  /* written though it has the value: advisor_mode resets it */
 	bool done;	  /* written */
 };
 

@@ -30,9 +30,10 @@ const char usage_set[] =
     "set [--unmerge] [--json] [--dry-run] [--timeout SECONDS] NAME=VALUE...\n"
     "\n"
     "Writes knobs of /sys/kernel/mm/ksm.  Every value is checked before any is\n"
-    "written; if a write fails, those already made are undone.  Writes follow\n"
-    "the kernel's order (advisor_mode, advisor_*, pages_to_scan, others,\n"
-    "merge_across_nodes and max_page_sharing, run last) and are read back.\n"
+    "written; if a write fails, or a value reads back other than written,\n"
+    "those already made are undone.  Writes follow the kernel's order\n"
+    "(advisor_mode, advisor_*, pages_to_scan, others, merge_across_nodes and\n"
+    "max_page_sharing, run last).\n"
     "\n"
     "  --unmerge          allow changing merge_across_nodes or max_page_sharing\n"
     "                     while pages are merged: write run=2, wait for\n"
@@ -208,11 +209,20 @@ int plan_check(struct plan *p)
 		}
 	}
 	pts = plan_find(p, "pages_to_scan"), adv = plan_find(p, "advisor_mode");
-	if (pts && (adv ? adv->v == 1 : knob_or("advisor_mode", 0) == 1))
+	if (pts && adv && adv->v == 1)
+		return ksmctl_fail(KSMCTL_USAGE, change_input(pts, input, sizeof(input)),
+				   "leave pages_to_scan out (the advisor sets it), or set "
+				   "advisor_mode=none",
+				   "pages_to_scan cannot be set with advisor_mode=scan-time");
+	if (pts && !adv && knob_or("advisor_mode", 0) == 1)
 		return ksmctl_fail(KSMCTL_REFUSED, change_input(pts, input, sizeof(input)),
 				   "set advisor_mode=none with it, or leave pages_to_scan out",
 				   "pages_to_scan cannot be set while advisor_mode is scan-time "
 				   "(the advisor sets it)");
+	/* Writing advisor_mode resets pages_to_scan: written after it even
+	 * if it has the value asked for now. */
+	if (pts && adv && adv->write && !pts->write)
+		pts->write = pts->again = true;
 	for (int i = 0; i < p->n; i++) {
 		struct change *c = &p->c[i];
 		long long shared = knob_or("pages_shared", 0);
@@ -391,7 +401,10 @@ static void report(const struct plan *p, bool unmerged, int mismatches)
 			const struct change *c = &p->c[i];
 			/* Written with the value it had: run=2 again, or run put
 			 * back after --unmerge's run=2. */
-			if (c->write && strcmp(c->old, c->value) == 0)
+			if (c->again)
+				printf("%s: %s (written again: writing advisor_mode resets it)\n",
+				       c->k->name, c->value);
+			else if (c->write && strcmp(c->old, c->value) == 0)
 				printf("%s: %s (%s)\n", c->k->name, c->value,
 				       strcmp(c->value, "2") ? "put back after the unmerge"
 							     : "written again");
@@ -425,8 +438,9 @@ static void report(const struct plan *p, bool unmerged, int mismatches)
 	json_object_end(&j);
 }
 
-/* Compares what the kernel now reports with what was written. */
-static int read_back(const struct plan *p)
+/* Compares what the kernel now reports with what was written: how many
+ * differ, and the first of them (*first). */
+static int read_back(const struct plan *p, const struct change **first)
 {
 	int bad = 0;
 
@@ -440,7 +454,8 @@ static int read_back(const struct plan *p)
 		knob_selected(text, sel, sizeof(sel));
 		if (samepage_knob_parse(c->k->name, sel, &v) || v != c->v) {
 			ksmctl_warn("%s reads back \"%s\", not %s", c->k->name, sel, c->value);
-			bad++;
+			if (!bad++)
+				*first = c;
 		}
 	}
 	return bad;
@@ -502,11 +517,23 @@ int plan_apply(struct plan *p)
 		c->done = true;
 		unmerged |= run2;
 	}
-	bad = read_back(p);
+	const struct change *first = NULL;
+	bad = read_back(p, &first);
+	if (bad) {
+		/* All or nothing: what the kernel did not keep undoes the rest. */
+		char input[320];
+		undo(p);
+		return ksmctl_fail(KSMCTL_REFUSED, change_input(first, input, sizeof(input)),
+				   "check the value against the kernel's documentation "
+				   "(admin-guide/mm/ksm)",
+				   "the kernel kept %d value%s other than written (above); every "
+				   "change was undone",
+				   bad, bad == 1 ? "" : "s");
+	}
 	/* unmerged: every page was unmerged, by --unmerge or by run=2 itself. */
 	report(p, unmerge || unmerged, bad);
 	note_advisor_reset(p);
-	return bad ? KSMCTL_REFUSED : KSMCTL_OK;
+	return KSMCTL_OK;
 }
 
 void plan_diff(const struct plan *p, const char *file, const char *const extra[3])
@@ -547,9 +574,15 @@ void plan_diff(const struct plan *p, const char *file, const char *const extra[3
 	}
 	if (extra_changes)
 		printf("%s: %s -> %s\n", extra[0], extra[1], extra[2]);
-	for (int i = 0; i < p->n; i++)
-		if (p->c[i].write)
-			printf("%s: %s -> %s\n", p->c[i].k->name, p->c[i].old, p->c[i].value), n++;
+	for (int i = 0; i < p->n; i++) {
+		const struct change *c = &p->c[i];
+		if (c->again)
+			printf("%s: %s (written again: writing advisor_mode resets it)\n",
+			       c->k->name, c->value);
+		else if (c->write)
+			printf("%s: %s -> %s\n", c->k->name, c->old, c->value);
+		n += c->write;
+	}
 	if (!n)
 		printf("no changes\n");
 }

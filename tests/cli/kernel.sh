@@ -145,6 +145,20 @@ t_set_restore() {
 		before=$(knob pages_to_scan)
 		expect_exit 5 set pages_to_scan=10
 		[ "$(knob pages_to_scan)" = "$before" ] || fail "pages_to_scan changed under the advisor"
+		# Contradicts itself: a usage error (2, not 5), nothing written.
+		expect_exit 2 set advisor_mode=scan-time pages_to_scan=10
+		grep -q '\[scan-time\]' $ksm/advisor_mode || fail "a refused set changed advisor_mode"
+		# The value pages_to_scan has under the advisor, asked for with
+		# advisor_mode=none (the refusal's own fix): written again after
+		# advisor_mode, which resets it (it read back the kernel's 100).
+		now=$(knob pages_to_scan)
+		expect_exit 0 set --dry-run advisor_mode=none pages_to_scan="$now"
+		grep -q "^pages_to_scan: $now (written again" "$tmp/out" ||
+			fail "set --dry-run does not say pages_to_scan is written again"
+		expect_exit 0 set advisor_mode=none pages_to_scan="$now"
+		[ "$(knob pages_to_scan)" = "$now" ] || fail "pages_to_scan is $(knob pages_to_scan), not $now"
+		grep -q '\[none\]' $ksm/advisor_mode || fail "advisor_mode not none"
+		expect_exit 0 set advisor_mode=scan-time
 		expect_exit 0 set pages_to_scan=777 advisor_mode=none
 		[ "$(knob pages_to_scan)" = 777 ] || fail "pages_to_scan is $(knob pages_to_scan), not 777"
 		grep -q '\[none\]' $ksm/advisor_mode || fail "advisor_mode not none"
