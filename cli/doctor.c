@@ -140,6 +140,17 @@ static enum severity nothing_mergeable(const struct facts *f, struct finding *ou
 			 "memory with samepage_madvise(sp, addr, len, SAMEPAGE_MERGEABLE)");
 		return WARN;
 	}
+	/* ksm_stat is readable by its owner only (S_IRUSR): another user's
+	 * processes may have opted in, unseen. */
+	if (f->procs.accounted && opt.live && geteuid() != 0) {
+		SAY(summary, "none of this user's processes has mergeable memory");
+		SAY(evidence,
+		    "no /proc/PID/ksm_stat of this user's shows tracked or merged pages; "
+		    "rmap_items %lld; other users' are readable by root only",
+		    f->d.rmap_items);
+		SAY(fix, "run ksmctl doctor as root to see every process");
+		return INFO;
+	}
 	if (f->procs.accounted)
 		SAY(evidence,
 		    "no /proc/PID/ksm_stat shows tracked or merged pages; rmap_items %lld",

@@ -78,6 +78,9 @@ static void warn_if_nothing_to_scan(void)
 {
 	struct proc_list l;
 
+	/* Not root: other users' ksm_stat cannot be read, nothing is known. */
+	if (opt.live && geteuid() != 0)
+		return;
 	if (proc_list_collect(&l) == 0 && l.accounted && l.n == 0)
 		ksmctl_warn("no process has mergeable memory, so ksmd does not scan and full_scans "
 			    "will not advance (ksmctl doctor)");
