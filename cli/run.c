@@ -396,6 +396,15 @@ int cmd_run(int argc, char **argv)
 
 	if (opt.user)
 		return run_user(argc, argv);
+	if (first < argc && strncmp(argv[first], "--domain", 8) == 0)
+		return ksmctl_fail(
+		    KSMCTL_USAGE, argv[first],
+		    "a domain is samepaged's: ksmctl --user run --domain NAME -- PROGRAM",
+		    "run: --domain needs --user");
+	if (first < argc && argv[first][0] == '-' && strcmp(argv[first], "--") != 0)
+		return ksmctl_fail(KSMCTL_USAGE, argv[first],
+				   "put -- before the command: ksmctl run -- PROGRAM ARGS...",
+				   "run: unknown option");
 	if (first < argc && strcmp(argv[first], "--") == 0)
 		first++;
 	if (first >= argc)
