@@ -404,9 +404,10 @@ static void prom_metric_int(const char *metric, const char *type, const char *he
 }
 
 /* node_exporter's ksmd collector names, so existing dashboards keep working. */
+/* The files node_exporter's ksmd collector reads, by its names. */
 static const char *const node_ksmd_files[] = {
     "full_scans",     "merge_across_nodes", "pages_shared", "pages_sharing",   "pages_to_scan",
-    "pages_unshared", "pages_volatile",	    "run",	    "sleep_millisecs", "general_profit",
+    "pages_unshared", "pages_volatile",	    "run",	    "sleep_millisecs",
 };
 
 static void prom_metric_text(const char *metric, const char *type, const char *help,
@@ -450,7 +451,7 @@ static void prom_value(const char *name, const struct samepage_knob *k, const ch
 	else if (strcmp(name, "sleep_millisecs") == 0)
 		prom_metric("node_ksmd_sleep_seconds", "gauge", help, (double)v / 1000);
 	else if (strcmp(name, "general_profit") == 0)
-		prom_metric_text("node_ksmd_general_profit_bytes", "gauge", help, num);
+		prom_metric_text("samepage_ksm_general_profit_bytes", "gauge", help, num);
 	else if (node) {
 		snprintf(metric, sizeof(metric), "node_ksmd_%s", name);
 		prom_metric_text(metric, "gauge", help, num);

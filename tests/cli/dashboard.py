@@ -3,7 +3,10 @@
 """cli.dashboard: contrib/grafana/ksm-dashboard.json is valid JSON, a
 Grafana dashboard (panels with gridPos and targets), and every series its
 queries name is one `ksmctl status --prometheus` writes for a 6.18 tree,
-with the labels the queries select on (vm, unit, comm).
+with the labels the queries select on (vm, unit, comm).  It works on a
+host whose node_exporter runs its own ksmd collector too: every series is
+then written by `--no-node-ksmd` or by that collector (its nine files, by
+its names: general_profit is none of them).
 
 usage: dashboard.py KSMCTL SRCDIR(tests/cli) DASHBOARD
 """
@@ -13,17 +16,30 @@ import subprocess
 import sys
 
 
-def main(ksmctl, src, path):
-    dash = json.load(open(path, encoding="utf-8"))
-    tree = f"{src}/trees/linux-6.18"
+# node_exporter's ksmd collector (collector/ksmd_linux.go): what it exports.
+NODE_EXPORTER_KSMD = {"node_ksmd_full_scans_total", "node_ksmd_sleep_seconds"} | {
+    f"node_ksmd_{f}" for f in ("merge_across_nodes", "pages_shared", "pages_sharing",
+                               "pages_to_scan", "pages_unshared", "pages_volatile", "run")}
+
+
+def series(ksmctl, tree, *extra):
     prom = subprocess.run([ksmctl, "--sysfs-root", f"{tree}/sys", "--proc-root", f"{tree}/proc",
-                           "status", "--prometheus"], capture_output=True, text=True, check=True)
+                           "status", "--prometheus", *extra], capture_output=True, text=True,
+                          check=True)
     names, labels = set(), set()
     for line in prom.stdout.splitlines():
         m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? ", line)
         if m and not line.startswith("#"):
             names.add(m.group(1))
             labels |= set(re.findall(r'([a-z_]+)="', m.group(3) or ""))
+    return names, labels
+
+
+def main(ksmctl, src, path):
+    dash = json.load(open(path, encoding="utf-8"))
+    tree = f"{src}/trees/linux-6.18"
+    names, labels = series(ksmctl, tree)
+    beside = series(ksmctl, tree, "--no-node-ksmd")[0] | NODE_EXPORTER_KSMD
     assert dash.get("title") and dash.get("uid") and dash.get("panels"), "not a dashboard"
     queried = 0
     for p in dash["panels"]:
@@ -35,6 +51,9 @@ def main(ksmctl, src, path):
                 queried += 1
                 if name not in names:
                     sys.exit(f"FAIL: panel '{p['title']}' queries {name}, which ksmctl does not write")
+                if name not in beside:
+                    sys.exit(f"FAIL: panel '{p['title']}' queries {name}, which neither "
+                             "ksmctl --no-node-ksmd nor node_exporter's ksmd collector writes")
             for label in re.findall(r"\b([a-z_]+)(?:=~|!=|=)\"", expr):
                 if label not in labels | {"instance", "job"}:
                     sys.exit(f"FAIL: panel '{p['title']}' selects on label {label}, which ksmctl does not write")
