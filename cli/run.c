@@ -57,7 +57,8 @@ const char usage_run[] =
     "The exit status is COMMAND's; 126/127 if it cannot be run.\n";
 
 /* The preload library: $SAMEPAGE_PRELOAD, the build tree's (beside this
- * ksmctl), or the installed one. */
+ * ksmctl), the installed one where this ksmctl is installed, or where
+ * make install put it. */
 static bool preload_path(char *buf, size_t len)
 {
 	const char *env = getenv("SAMEPAGE_PRELOAD");
@@ -75,6 +76,10 @@ static bool preload_path(char *buf, size_t len)
 			*slash = 0;
 			snprintf(buf, len, "%.*s/../lib/libsamepage-preload.so", (int)(len - 40),
 				 exe);
+			if (access(buf, R_OK) == 0)
+				return true;
+			snprintf(buf, len, "%.*s/%s", (int)(len / 2), exe,
+				 SAMEPAGE_PRELOAD_FROM_BINDIR);
 			if (access(buf, R_OK) == 0)
 				return true;
 		}

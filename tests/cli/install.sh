@@ -3,7 +3,11 @@
 # cli.install: `cmake --install` into a temporary prefix gives every
 # function that include/samepage.h declares its own man page, a ".so" of
 # samepage(3), so that `man samepage_open` finds the manual; and the
-# completion, the unit and ksmctl(1) are installed.
+# completion, the unit and ksmctl(1) are installed.  The prefix given to
+# `cmake --install` is the one in samepage.pc (a program builds with
+# `pkg-config --cflags --libs samepage` and runs), and the installed
+# ksmctl finds the installed preload library (`--user run`): both named
+# the configured prefix before.
 #
 # usage: install.sh BUILD_DIR PROJECT_SOURCE_DIR
 set -u
@@ -39,5 +43,28 @@ for f in share/man/man1/ksmctl.1 share/bash-completion/completions/ksmctl lib/sy
 	lib/systemd/system/ksm-prometheus.service lib/systemd/system/ksm-prometheus.timer; do
 	[ -s "$tmp/$f" ] || { echo "FAIL: $f is not installed"; bad=1; }
 done
-[ $bad = 0 ] && echo "ok: $n functions, each with a man page that shows samepage(3)"
+pc=$(find "$tmp" -name samepage.pc)
+if [ -z "$pc" ]; then
+	echo "FAIL: samepage.pc is not installed"
+	bad=1
+elif command -v pkg-config >/dev/null; then
+	flags=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --cflags --libs samepage)
+	echo "pkg-config: $flags"
+	grep -q -- "-I$tmp/include" <<<"$flags" || { echo "FAIL: samepage.pc does not name $tmp/include"; bad=1; }
+	libdir=$(sed -n 's/^-L//p' <<<"$(tr ' ' '\n' <<<"$flags")")
+	# shellcheck disable=SC2086
+	if cc -o "$tmp/basic" "$top/examples/basic.c" $flags -Wl,-rpath,"$libdir" 2>"$tmp/cc.err"; then
+		"$tmp/basic" >"$tmp/basic.out" 2>&1 || { cat "$tmp/basic.out"; echo "FAIL: basic.c built with pkg-config does not run"; bad=1; }
+		grep -q "saved" "$tmp/basic.out" || { cat "$tmp/basic.out"; echo "FAIL: basic.c says nothing saved"; bad=1; }
+	else
+		cat "$tmp/cc.err"
+		echo "FAIL: cc basic.c \$(pkg-config --cflags --libs samepage)"
+		bad=1
+	fi
+fi
+(
+	unset SAMEPAGE_PRELOAD SAMEPAGE_SOCKET SAMEPAGE_DOMAIN
+	"$tmp/bin/ksmctl" --user run -- true 2>"$tmp/run.err"
+) || { cat "$tmp/run.err"; echo "FAIL: the installed ksmctl --user run does not find the installed preload library"; bad=1; }
+[ $bad = 0 ] && echo "ok: $n functions, each with a man page that shows samepage(3); pkg-config and --user run"
 exit $bad
