@@ -345,6 +345,14 @@ int main(int argc, char **argv)
 	int bad_root = check_roots();
 	if (bad_root)
 		return bad_root;
+	/* --help before any refusal; a verb without a usage text (estimate)
+	 * prints its own. */
+	bool help = wants_help(v, argc - vi, argv + vi);
+	if (help && !v->usage) {
+		char *args[] = {argv[vi], "--help", NULL};
+		optind = 0, opterr = 0;
+		return v->run(2, args);
+	}
 	if (v->run == ksmctl_estimate && !opt.live)
 		return ksmctl_fail(KSMCTL_USAGE, "--sysfs-root/--proc-root/--boot-root",
 				   "leave them out: estimate reads this machine's processes",
@@ -358,7 +366,7 @@ int main(int argc, char **argv)
 	} else {
 		opt.be = backend_kernel(opt.sys_root, opt.proc_root);
 	}
-	if (v->usage && wants_help(v, argc - vi, argv + vi))
+	if (help)
 		return verb_usage(v->usage, KSMCTL_OK);
 	int refused = opt.user ? refuse_kernel_only(v) : 0;
 	if (refused)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# cli.docs: every verb that `ksmctl --help` lists has --help (exit 0), a
-# section in the man page docs/ksmctl.1 and a place in the bash completion;
+# cli.docs: every verb that `ksmctl --help` lists has --help (exit 0, with
+# --user too), a section in the man page docs/ksmctl.1 and a place in the
+# bash completion;
 # every exit status of util.h is documented; each line of a verb's
 # synopsis names ksmctl (or continues the line above); no --help prints "%%"; the
 # man page, rendered, runs no two sentences together; the
@@ -16,6 +17,9 @@ verbs=$("$ksmctl" --help | sed -n '/^Verbs:/,/^$/p' | awk 'NR > 1 && NF {print $
 [ -n "$verbs" ] || { echo "FAIL: ksmctl --help lists no verbs"; exit 1; }
 for v in $verbs; do
 	help=$("$ksmctl" "$v" --help 2>&1) || { echo "FAIL: ksmctl $v --help exits $?"; bad=1; }
+	# The help comes before any refusal of the global options (estimate's
+	# did not: "--user estimate --help" was refused, exit 2).
+	"$ksmctl" --user "$v" --help >/dev/null 2>&1 || { echo "FAIL: ksmctl --user $v --help exits $?"; bad=1; }
 	# A printf escape printed as it is ("95%%") means the text went through fputs.
 	grep -q '%%' <<<"$help" && { echo "FAIL: ksmctl $v --help prints '%%'"; bad=1; }
 	# Each synopsis line is a command (usage: ksmctl ..., or ksmctl ...
