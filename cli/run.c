@@ -52,7 +52,7 @@ const char usage_run[] =
     "  --set NAME=VALUE  a knob of the private engine (run is 1 unless set)\n"
     "Statically linked and set-user-ID programs, and those given capabilities\n"
     "by their file, cannot be preloaded: refused (exit 1), as are scripts whose\n"
-    "\"#!\" interpreter is one.\n"
+    "\"#!\" interpreter is one (through env NAME or env -S NAME too).\n"
     "\n"
     "The exit status is COMMAND's; 126/127 if it cannot be run.\n";
 
@@ -218,14 +218,37 @@ static bool shebang(const char *file, char *interp, size_t ilen, char *arg, size
 	return true;
 }
 
+/* The program "#!/usr/bin/env ARG" runs, from ARG (the rest of the line,
+ * one argument): a plain NAME, or "-S [VAR=VALUE...] NAME [ARGS]" (env
+ * splits it); "" for anything else (other options: not followed). */
+static void env_program(const char *arg, char *name, size_t len)
+{
+	const char *p = arg;
+	*name = 0;
+	if (!strncmp(p, "-S", 2) && (p[2] == ' ' || p[2] == '\t')) {
+		p += 2;
+		for (;;) { /* the assignments env makes first */
+			p += strspn(p, " \t");
+			size_t w = strcspn(p, " \t");
+			if (!memchr(p, '=', w))
+				break;
+			p += w;
+		}
+	} else if (strpbrk(p, " \t")) {
+		return;
+	}
+	size_t w = strcspn(p, " \t");
+	if (w && *p != '-' && !memchr(p, '=', w) && !memchr(p, '\\', w) && !memchr(p, '$', w))
+		snprintf(name, len, "%.*s", (int)w, p);
+}
+
 /* Why a program cannot be preloaded, or NULL; culprit is the interpreter
  * the reason is about, or "" when it is about the program itself.  A script
  * runs its "#!" interpreter, which the kernel follows up to 5 scripts deep,
- * and "#!/usr/bin/env NAME" runs NAME from PATH (env's only argument a
- * plain name: no option, no NAME=VALUE). */
+ * and "#!/usr/bin/env NAME" (or env -S NAME ARGS) runs NAME from PATH. */
 static const char *not_preloadable(const char *file, char *culprit, size_t len)
 {
-	char interp[PATH_MAX], arg[256], next[PATH_MAX] = "";
+	char interp[PATH_MAX], arg[256], name[256], next[PATH_MAX] = "";
 	snprintf(culprit, len, "%s", file);
 	for (int depth = 0; depth < 8; depth++) {
 		const char *why = file_not_preloadable(culprit);
@@ -241,9 +264,11 @@ static const char *not_preloadable(const char *file, char *culprit, size_t len)
 		if (!shebang(culprit, interp, sizeof(interp), arg, sizeof(arg)))
 			return NULL;
 		const char *base = strrchr(interp, '/');
-		if (!strcmp(base ? base + 1 : interp, "env") && *arg && *arg != '-' &&
-		    !strpbrk(arg, " \t=") && !find_command(arg, next, sizeof(next)))
-			*next = 0; /* not in PATH: env says so */
+		if (!strcmp(base ? base + 1 : interp, "env")) {
+			env_program(arg, name, sizeof(name));
+			if (*name && !find_command(name, next, sizeof(next)))
+				*next = 0; /* not in PATH: env says so */
+		}
 		snprintf(culprit, len, "%s", interp);
 	}
 	return NULL; /* too deep: the exec fails (ELOOP) and says so */
@@ -371,6 +396,8 @@ static int run_user(int argc, char **argv)
 	setenv("SAMEPAGE_MERGE_ANY", any ? "1" : "0", 1);
 	if (knobs.n)
 		setenv("SAMEPAGE_KNOBS", spec, 1);
+	else
+		unsetenv("SAMEPAGE_KNOBS"); /* the private engine's are --set's */
 	if (opt.socket)
 		setenv("SAMEPAGE_SOCKET", opt.socket, 1);
 	execv(file, argv + i);

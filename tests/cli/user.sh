@@ -429,6 +429,14 @@ run_command()
 	chmod +x "$tmp/noshebang"
 	expect 0 --user run -- "$tmp/noshebang" "x y"
 	says "$tmp/out" "ran x y"
+	# The private engine's knobs are --set's, its domain --domain's: none
+	# comes from the caller's environment (a stray SAMEPAGE_KNOBS=run=0
+	# merged nothing, without a word).
+	SAMEPAGE_KNOBS=run=0 SAMEPAGE_DOMAIN=stray expect 0 --user run -- env
+	grep -q '^SAMEPAGE_KNOBS=' "$tmp/out" && fail "--user run passed the caller's SAMEPAGE_KNOBS on"
+	grep -q '^SAMEPAGE_DOMAIN=' "$tmp/out" && fail "--user run passed the caller's SAMEPAGE_DOMAIN on"
+	SAMEPAGE_KNOBS=run=0 expect 0 --user run --set pages_to_scan=7 -- env
+	says "$tmp/out" "SAMEPAGE_KNOBS=pages_to_scan=7"
 	# PATH is searched as execvp searches it (env(1) is execvp): an empty
 	# entry (leading, doubled, trailing, or all of PATH="") is the current
 	# directory; a directory of the program's name is passed over.

@@ -416,8 +416,8 @@ static void script(char *path, size_t len, const char *name, const char *line)
 }
 
 /* A statically linked program is refused (exit 1), and so is a script
- * whose "#!" interpreter is one, named or found in PATH by env (neither
- * was refused: the script ran, without the library); the message names
+ * whose "#!" interpreter is one, named or found in PATH by env or env -S
+ * (none was refused: the script ran, without the library); the message names
  * the interpreter.  A script of a dynamically linked interpreter runs. */
 static void test_static(const char *stat)
 {
@@ -440,6 +440,12 @@ static void test_static(const char *stat)
 	snprintf(line, sizeof(line), "/usr/bin/env %s", strrchr(stat, '/') + 1);
 	script(path, sizeof(path), "env.sh", line);
 	if (access("/usr/bin/env", X_OK) == 0) {
+		CHECK_EQ_INT(run_err(s, err, sizeof(err)), 1);
+		CHECK(strstr(err, expect) != NULL);
+		/* env -S [VAR=VALUE...] NAME ARGS: env splits the line (it ran
+		 * without the library, without a word). */
+		snprintf(line, sizeof(line), "/usr/bin/env -S V=1 %s fill", strrchr(stat, '/') + 1);
+		script(path, sizeof(path), "env-s.sh", line);
 		CHECK_EQ_INT(run_err(s, err, sizeof(err)), 1);
 		CHECK(strstr(err, expect) != NULL);
 	}
