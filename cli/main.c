@@ -75,7 +75,7 @@ static int print_global_usage(FILE *f, int status)
 	fputs(global_usage, f);
 	for (size_t i = 0; i < NVERBS; i++)
 		fprintf(f, "  %-16s %s\n", verbs[i].name, verbs[i].summary);
-	fputs("\nExit status: 0 ok, 1 no (not supported, not converged, problems found),\n"
+	fputs("\nExit status: 0 ok, 1 no (not supported, not running, problems found),\n"
 	      "2 usage or input error, 3 permission, 4 timeout, 5 refused by the kernel.\n"
 	      "See ksmctl(1).\n",
 	      f);

@@ -589,15 +589,22 @@ void plan_diff(const struct plan *p, const char *file, const char *const extra[3
 
 /* ---- the verbs ---- */
 
-static int set_args(int argc, char **argv, struct plan *p, bool *dry, const char *usage)
+/* The options of set, stop and unmerge; each verb takes those its usage
+ * lists (allowed: their letters), and refuses the others as unknown. */
+static int set_args(int argc, char **argv, struct plan *p, bool *dry, const char *usage,
+		    const char *allowed)
 {
-	static const struct option lo[] = {
+	static const struct option all[] = {
 	    {"unmerge", no_argument, NULL, 'u'}, {"json", no_argument, NULL, 'j'},
 	    {"dry-run", no_argument, NULL, 'n'}, {"timeout", required_argument, NULL, 't'},
-	    {"help", no_argument, NULL, 'h'},	 {0},
+	    {"help", no_argument, NULL, 'h'},
 	};
-	int c;
+	struct option lo[sizeof(all) / sizeof(all[0]) + 1] = {{0}};
+	int c, n = 0;
 
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (all[i].val == 'h' || strchr(allowed, all[i].val))
+			lo[n++] = all[i];
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		if (c == 'u')
 			p->unmerge = true;
@@ -620,7 +627,7 @@ int cmd_set(int argc, char **argv)
 {
 	struct plan p = {.timeout = 60};
 	bool dry = false;
-	int ret = set_args(argc, argv, &p, &dry, usage_set);
+	int ret = set_args(argc, argv, &p, &dry, usage_set, "ujnt");
 
 	if (ret)
 		return ret;
@@ -649,11 +656,11 @@ int cmd_set(int argc, char **argv)
 }
 
 /* start, stop and unmerge: set run=N. */
-static int set_run(int argc, char **argv, const char *value, const char *usage)
+static int set_run(int argc, char **argv, const char *value, const char *usage, const char *allowed)
 {
 	struct plan p = {.timeout = 60};
 	bool dry = false;
-	int ret = set_args(argc, argv, &p, &dry, usage);
+	int ret = set_args(argc, argv, &p, &dry, usage, allowed);
 
 	if (ret)
 		return ret;
@@ -702,7 +709,7 @@ int cmd_start(int argc, char **argv)
 	struct plan p = {.timeout = 60};
 	char old[64], mkp[32] = "", origin[64];
 	bool dry = false;
-	int ret = set_args(argc, argv, &p, &dry, usage_start), err;
+	int ret = set_args(argc, argv, &p, &dry, usage_start, "jn"), err;
 
 	if (ret)
 		return ret;
@@ -758,10 +765,10 @@ int cmd_info(int argc, char **argv)
 
 int cmd_stop(int argc, char **argv)
 {
-	return set_run(argc, argv, "0", usage_stop);
+	return set_run(argc, argv, "0", usage_stop, "jn");
 }
 
 int cmd_unmerge(int argc, char **argv)
 {
-	return set_run(argc, argv, "2", usage_unmerge);
+	return set_run(argc, argv, "2", usage_unmerge, "jt");
 }
