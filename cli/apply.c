@@ -134,6 +134,7 @@ int cmd_apply(int argc, char **argv)
 	if (optind < argc)
 		file = argv[optind];
 	p.validate = mode == 'c';
+	p.dry = mode == 'd';
 	if ((ret = read_config(file, &p)) || (ret = plan_check(&p)))
 		return ret;
 	if (mode == 'c' && p.json) {

@@ -33,6 +33,7 @@ struct plan {
 	bool unmerge;	  /* --unmerge: allowed to write run=2 first */
 	bool skip_absent; /* knobs this kernel lacks are warnings (apply) */
 	bool validate;	  /* apply --check: the file, not this user's permission */
+	bool dry;	  /* --dry-run, apply --diff: this user's permission a warning */
 	bool json;
 	double timeout; /* seconds to wait for pages_shared to reach 0 */
 };

@@ -192,6 +192,7 @@ int plan_check(struct plan *p)
 {
 	char release[128] = "unknown", a[32], b[32], fix[400], input[320];
 	struct change *pts, *adv;
+	bool warned = false;
 	int err, ret;
 
 	if ((err = opt.be->available(opt.be)))
@@ -243,7 +244,13 @@ int plan_check(struct plan *p)
 					   "(pages_shared is %lld)",
 					   c->k->name, shared);
 		}
-		if (c->write && !p->validate && (ret = check_writable(c)))
+		if (c->write && p->dry && !warned && opt.be->writable(opt.be, c->k->name)) {
+			ksmctl_warn("this user cannot write %s: the changes below need root "
+				    "(sudo ksmctl ...)",
+				    c->k->name);
+			warned = true;
+		}
+		if (c->write && !p->validate && !p->dry && (ret = check_writable(c)))
 			return ret;
 	}
 	return 0;
@@ -611,7 +618,7 @@ static int set_args(int argc, char **argv, struct plan *p, bool *dry, const char
 		else if (c == 'j')
 			p->json = true;
 		else if (c == 'n')
-			*dry = true;
+			*dry = p->dry = true;
 		else if (c == 't' && parse_seconds(optarg, &p->timeout) == 0)
 			continue;
 		else if (c == 't')

@@ -134,6 +134,15 @@ t_set_restore() {
 		[ $rc -eq 3 ] || fail "set as an unprivileged user exited $rc, expected 3"
 		grep -q "run as root" "$tmp/out" || fail "the refusal does not say to run as root"
 		[ "$(knob sleep_millisecs)" = 33 ] || fail "an unprivileged set changed sleep_millisecs"
+		# A dry run writes nothing: it shows the change to anyone, and
+		# says it needs root (it was refused, exit 3).
+		setpriv --reuid=65534 --regid=65534 --clear-groups "$tmp/bin/ksmctl" set --dry-run sleep_millisecs=5 \
+			>"$tmp/out" 2>&1
+		rc=$?
+		cat "$tmp/out"
+		[ $rc -eq 0 ] || fail "set --dry-run as an unprivileged user exited $rc, expected 0"
+		grep -q "sleep_millisecs: 33 -> 5" "$tmp/out" || fail "set --dry-run does not show the change"
+		grep -q "need root" "$tmp/out" || fail "set --dry-run does not say the change needs root"
 	fi
 	expect_exit 2 set no_such_knob=1
 	expect_exit 2 set pages_shared=0
