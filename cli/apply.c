@@ -53,7 +53,8 @@ const char usage_install_service[] =
     "none, and enables the unit.\n"
     "\n"
     "  --tune       install and enable ksm-tune.service (ksmctl tune) instead\n"
-    "  --root DIR   install below DIR instead of / (enables by a symlink)\n"
+    "  --root DIR   install below DIR, an existing directory, instead of /\n"
+    "               (enables by a symlink); an empty DIR is refused\n"
     "  --dry-run    say what would be done, do nothing\n"
     "  --no-enable  install only\n";
 
@@ -308,7 +309,12 @@ int cmd_install_service(int argc, char **argv)
 	int c, ret;
 
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		if (c == 'r')
+		if (c == 'r' && !*optarg)
+			/* Not "/": an unset $DESTDIR must not install here. */
+			return ksmctl_empty_value("install-service", "--root", "a directory",
+						  "give the directory to install below, or leave "
+						  "--root out to install on this machine");
+		else if (c == 'r')
 			snprintf(in.root, sizeof(in.root), "%s", strcmp(optarg, "/") ? optarg : "");
 		else if (c == 'n')
 			in.dry = true;

@@ -44,6 +44,17 @@ void ksmctl_warn(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+int ksmctl_empty_value(const char *verb, const char *option, const char *what, const char *fix)
+{
+	char input[64], full[512];
+
+	snprintf(input, sizeof(input), "%s \"\"", option);
+	snprintf(full, sizeof(full), "%s (%s \"$VAR\" with VAR unset gives an empty one)", fix,
+		 option);
+	return ksmctl_fail(KSMCTL_USAGE, input, full, "%s: %s needs %s, not an empty string", verb,
+			   option, what);
+}
+
 /* Nothing but blanks and newlines after a number. */
 static bool only_blanks(const char *end)
 {

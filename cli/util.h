@@ -36,6 +36,13 @@ enum {
 int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void ksmctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * Refuses an empty value of a path option (exit status 2): "--root" with
+ * an unset variable ("--root \"$DESTDIR\"") must not mean the default,
+ * which is this machine.  what is "a directory", fix the usual way out.
+ * Returns KSMCTL_USAGE.
+ */
+int ksmctl_empty_value(const char *verb, const char *option, const char *what, const char *fix);
 
 /* Reads a file holding one decimal number: 0 or -errno (-EINVAL: not a number). */
 int read_ll(const char *path, long long *out);
