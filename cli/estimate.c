@@ -837,6 +837,11 @@ static int parse_options(int argc, char **argv, struct request *rq)
 						   "estimate: --pid takes a positive number");
 			break;
 		case 'c':
+			/* Not the root cgroup: that is every process. */
+			if (!*optarg)
+				return ksmctl_empty_value("estimate", "--cgroup", "a cgroup path",
+							  "give a path as in /proc/PID/cgroup, "
+							  "or --all for every process");
 			rq->any_target = true;
 			add_cgroup(&rq->t, optarg); /* reports its own error; others go on */
 			break;

@@ -677,6 +677,11 @@ int cmd_status(int argc, char **argv)
 						   "status: two formats given");
 			fmt = c == 'j' ? FMT_JSON : FMT_PROM;
 		} else if (c == 'o') {
+			if (!*optarg)
+				return ksmctl_empty_value(
+				    "status", "--output", "a file",
+				    "name the file to write, or leave --output "
+				    "out for stdout");
 			out.path = optarg;
 		} else if (c == 'n') {
 			no_node_ksmd = true;

@@ -494,14 +494,26 @@ static int parse_options(struct tuner *t, int argc, char **argv, const char **co
 		case 'j': t->json = true; break;
 		case 'n': t->dry = true; break;
 		case 'r': t->restore = true; break;
-		case 's': t->state_file = optarg; break;
+		case 's':
+			if (!*optarg)
+				return ksmctl_empty_value(
+				    "tune", "--state", "a file",
+				    "name the state file, or leave --state out");
+			t->state_file = optarg;
+			break;
 		case 'a': ret = parse_pct("--available", optarg, 0, &t->pc.available_pct); break;
 		case 'P': ret = parse_pct("--psi", optarg, 0, &t->pc.psi_pct); break;
 		case 'A': t->pc.always = true; break;
 		case 'm': ret = parse_pct("--max-cpu", optarg, 0.1, &t->pc.max_cpu); break;
 		case 'I': ret = parse_pct("--idle-cpu", optarg, 0.01, &t->pc.idle_cpu); break;
 		case 'N': t->pc.advisor = true; break;
-		case 'c': *config = optarg; break;
+		case 'c':
+			if (!*optarg)
+				return ksmctl_empty_value(
+				    "tune", "--config", "a file",
+				    "name ksmtuned's file, or leave --config out for its defaults");
+			*config = optarg;
+			break;
 		default: return verb_usage(usage_tune, KSMCTL_USAGE);
 		}
 	}

@@ -93,10 +93,17 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 	char *line = NULL;
 	size_t cap = 0;
 	int lineno = 0, ret = 0;
-	FILE *f = fopen(path, "re");
+	FILE *f = *path ? fopen(path, "re") : NULL;
 
 	memset(err, 0, sizeof(*err));
 	out->n = 0;
+	if (!*path) { /* "$CONF" with CONF unset: not a file that is missing */
+		snprintf(err->cause, sizeof(err->cause), "the config file's name is empty");
+		snprintf(err->input, sizeof(err->input), "\"\"");
+		snprintf(err->fix, sizeof(err->fix),
+			 "name a config file (an unset variable gives an empty name)");
+		return -ENOENT;
+	}
 	if (!f) {
 		ret = -errno;
 		snprintf(err->cause, sizeof(err->cause), "cannot read the config file: %s",

@@ -46,7 +46,8 @@ struct ksmconf_error {
 /* Reads and checks the whole of path into out: 0, or -errno with *err
  * filled (-EINVAL: a line is refused, or path is not a regular file or a
  * pipe; -EISDIR: a directory; another -errno: it cannot be opened, or a
- * read failed, even part-way).  On an error out is not to be used. */
+ * read failed, even part-way; -ENOENT too for an empty path, which names
+ * no file).  On an error out is not to be used. */
 int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_error *err);
 
 /* The values a knob accepts, for fixes: "a whole number from 0 to 2". */

@@ -75,6 +75,23 @@ for path in "$tmp" /proc/self/mem; do
 	fi
 done
 
+# An empty name (an unset variable, as in --config "$CONF"): refused by
+# both, exit 2, the same message saying so (not "create it").
+"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check "" >/dev/null 2>"$tmp/k.err"
+k=$?
+timeout 20 "$samepaged" --foreground --config "" --socket "$tmp/empty.sock" --state-dir "$shm/empty" \
+	>/dev/null 2>"$tmp/d.err"
+d=$?
+kmsg=$(sed 's/^ksmctl: //' "$tmp/k.err") dmsg=$(sed 's/^samepaged: //' "$tmp/d.err")
+if [ $k != 2 ] || [ $d != 2 ]; then
+	echo "FAIL: an empty file name: ksmctl apply exits $k, samepaged --config $d (want 2 and 2)"
+	echo "$kmsg"; echo "$dmsg"; bad=1
+elif [ "$kmsg" != "$dmsg" ]; then
+	echo "FAIL: an empty file name: the messages differ:"; diff <(echo "$kmsg") <(echo "$dmsg"); bad=1
+elif ! grep -qx "the config file's name is empty" <<<"$kmsg" || ! grep -qx '  input: ""' <<<"$kmsg"; then
+	echo "FAIL: an empty file name: the message does not say so:"; echo "$kmsg"; bad=1
+fi
+
 # A file this user may not read: both refuse it, exit 2, the same message,
 # whose fix is the permission (not "create it": it exists).  As nobody,
 # when root can switch to it.

@@ -505,6 +505,19 @@ t_config() {
 	tune --once --state "$tmp/no/such/dir/state"
 	refused "--state in a missing directory" "ksmctl: tune: cannot write the state file" \
 		"input: $tmp/no/such/dir/state" "fix: name a file in a directory you can write"
+	# An empty --state or --config (an unset variable): refused, not taken
+	# for ".tmp" in the current directory (the state lost at every run) or
+	# for a missing file.
+	mkdir "$tmp/cwd"
+	cd "$tmp/cwd" || exit 1
+	tune --once --state ""
+	refused "--state ''" "ksmctl: tune: --state needs a file, not an empty string" \
+		'input: --state ""' "fix: name the state file, or leave --state out"
+	tune --once --policy ksmtuned --config=
+	refused "--config=" "ksmctl: tune: --config needs a file, not an empty string" \
+		'input: --config ""' "fix: name ksmtuned's file"
+	cd - >/dev/null || exit 1
+	[ -z "$(ls -A "$tmp/cwd")" ] || fail "an empty --state or --config left: $(ls -A "$tmp/cwd")"
 	# A file that is not a state file: a warning on one line, then afresh.
 	echo garbage >"$tmp/garbage"
 	tune --once --dry-run --state "$tmp/garbage"

@@ -453,6 +453,11 @@ def t_bad_cgroup():
     check("no such cgroup" in err and "/no/such/cgroup-estimate" in err,
           "a clear message for the cgroup: " + err)
     eq(doc["pages_scanned"], 15, "the pid is still reported")
+    # An empty PATH (an unset variable) is not the root cgroup, which
+    # would be every process: refused as bad usage.
+    doc, err = estimate("--cgroup", "", want_rc=2)
+    check(doc is None and "--cgroup needs a cgroup path, not an empty string" in err
+          and '  input: --cgroup ""\n' in err, "an empty --cgroup refused: " + err)
 
 
 def t_nothing_readable():
