@@ -32,6 +32,22 @@ static char *trim(char *s)
 	return s;
 }
 
+/* The line's len bytes as text for a message, its newline left out and a
+ * NUL byte shown as \x00. */
+static void show_line(const char *line, size_t len, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	for (size_t i = 0; i < len && o + 5 < outlen; i++)
+		if (line[i])
+			out[o++] = line[i];
+		else
+			o += (size_t)snprintf(out + o, outlen - o, "\\x00");
+	out[o] = '\0';
+}
+
 /* Checks one "name = value" line into s: 0 or -EINVAL with err filled. */
 static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_entry *prev,
 		      int nprev, struct ksmconf_error *err)
@@ -141,6 +157,18 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 		char *text, shown[256];
 
 		lineno++;
+		/* getline counts a NUL byte; a C string would end there and
+		 * drop the rest of the line unseen. */
+		if (memchr(line, '\0', (size_t)got)) {
+			show_line(line, (size_t)got, shown, sizeof(shown));
+			snprintf(err->cause, sizeof(err->cause), "the line contains a NUL byte");
+			snprintf(err->fix, sizeof(err->fix),
+				 "remove it: a config file is text (tr -d '\\000' < FILE > NEW)");
+			snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno,
+				 shown);
+			ret = -EINVAL;
+			break;
+		}
 		line[strcspn(line, "#")] = '\0';
 		text = trim(line);
 		if (!*text)

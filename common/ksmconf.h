@@ -5,7 +5,8 @@
  * read a file through it, so a file one accepts the other accepts, and a
  * refused line gets the same cause, input and fix from both.
  *
- * A line is empty, a comment, or NAME = VALUE with one word on each side.
+ * A line is empty, a comment, or NAME = VALUE with one word on each side;
+ * a NUL byte anywhere in it refuses it (a C string would end there).
  * NAME must be a tunable of the knob table (lib/knobs.def), VALUE what the
  * kernel's store function for it accepts (samepage_knob_parse), and each
  * NAME may come once.  Needs libsamepage's knob table: link

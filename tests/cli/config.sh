@@ -4,9 +4,11 @@
 # `samepaged --config`.  Every refused file is refused by both, exit 2,
 # with the same cause, the same input (FILE:LINE: the line) and the same
 # fix; `pages_to_scan = 300 junk` among them (samepaged used to run with
-# 300).  So are a directory and a file whose read fails (both used to
-# read as an empty file: "0 settings valid", exit 0).  A good file is
-# accepted by both, and samepaged runs with it.
+# 300), and a line with a NUL byte (both read it up to the NUL:
+# "pages_to_scan = 1000\0run=1" was one valid setting).  So are a
+# directory and a file whose read fails (both used to read as an empty
+# file: "0 settings valid", exit 0).  A good file is accepted by both, and
+# samepaged runs with it.
 #
 # usage: config.sh KSMCTL SAMEPAGED SRCDIR
 set -u
@@ -46,6 +48,8 @@ run = 1\nsleep_millisecs = 10\nrun = 0\n|run = 0
 run =\n|run =
 use_zero_pages = maybe\n|use_zero_pages = maybe
 advisor_mode = fast\n|advisor_mode = fast
+pages_to_scan = 1000\0run=1\n|pages_to_scan = 1000\\x00run=1
+run = 1\n# a comment\0\n|# a comment\\x00
 CASES
 
 # Not a config file, or one that cannot be read (/proc/self/mem: EIO at
