@@ -5,10 +5,13 @@
 #include "ksmconf.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "procfs.h" /* procfs_printable: names are shown as ps-like tools show them */
 
 const char *ksmconf_range(const struct samepage_knob *k, char *buf, size_t len)
 {
@@ -32,27 +35,38 @@ static char *trim(char *s)
 	return s;
 }
 
-/* The line's len bytes as text for a message, its newline left out and a
- * NUL byte shown as \x00. */
-static void show_line(const char *line, size_t len, char *out, size_t outlen)
+const char *ksmconf_show(const char *line, size_t len, char *out, size_t outlen)
 {
-	size_t o = 0;
+	const unsigned char *s = (const unsigned char *)line;
+	size_t o = 0, i = 0;
 
-	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+	if (!outlen)
+		return out;
+	while (len && (s[len - 1] == '\n' || s[len - 1] == '\r'))
 		len--;
-	for (size_t i = 0; i < len && o + 5 < outlen; i++)
-		if (line[i])
-			out[o++] = line[i];
-		else
-			o += (size_t)snprintf(out + o, outlen - o, "\\x00");
+	while (i < len) {
+		bool bom = len - i >= 3 && memcmp(s + i, "\xef\xbb\xbf", 3) == 0;
+		size_t n = s[i] && !bom ? procfs_printable(s + i) : 0;
+		const char *piece = (const char *)s + i;
+		char esc[8];
+
+		if (!n || n > len - i)
+			n = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", s[i]), piece = esc;
+		if (o + n >= outlen)
+			break;
+		memcpy(out + o, piece, n);
+		o += n;
+		i += piece == esc ? 1 : n;
+	}
 	out[o] = '\0';
+	return out;
 }
 
 /* Checks one "name = value" line into s: 0 or -EINVAL with err filled. */
 static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_entry *prev,
 		      int nprev, struct ksmconf_error *err)
 {
-	char *eq = strchr(text, '='), *name, *value, range[96];
+	char *eq = strchr(text, '='), *name, *value, range[96], shown[160];
 	int r;
 
 	if (!eq) {
@@ -76,7 +90,8 @@ static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_
 	s->knob = samepage_knob_find(name);
 	r = samepage_knob_parse(name, value, &s->v);
 	if (r == -ENOENT) {
-		snprintf(err->cause, sizeof(err->cause), "unknown knob \"%.64s\"", name);
+		snprintf(err->cause, sizeof(err->cause), "unknown knob \"%s\"",
+			 ksmconf_show(name, strlen(name), shown, sizeof(shown)));
 		snprintf(err->fix, sizeof(err->fix),
 			 "use a knob of /sys/kernel/mm/ksm: `ksmctl apply --sample` lists them");
 		return -EINVAL;
@@ -154,13 +169,19 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 	ssize_t got = 0;
 	while (!ret && (got = getline(&line, &cap, f)) > 0) {
 		struct ksmconf_entry *e = &out->e[out->n];
-		char *text, shown[256];
+		char *text, shown[600];
 
 		lineno++;
+		/* A UTF-8 byte-order mark (Windows editors write one) is no
+		 * part of the first name. */
+		if (lineno == 1 && got >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0) {
+			memmove(line, line + 3, (size_t)got - 2);
+			got -= 3;
+		}
 		/* getline counts a NUL byte; a C string would end there and
 		 * drop the rest of the line unseen. */
 		if (memchr(line, '\0', (size_t)got)) {
-			show_line(line, (size_t)got, shown, sizeof(shown));
+			ksmconf_show(line, (size_t)got, shown, sizeof(shown));
 			snprintf(err->cause, sizeof(err->cause), "the line contains a NUL byte");
 			snprintf(err->fix, sizeof(err->fix),
 				 "remove it: a config file is text (tr -d '\\000' < FILE > NEW)");
@@ -173,7 +194,7 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 		text = trim(line);
 		if (!*text)
 			continue;
-		snprintf(shown, sizeof(shown), "%s", text);
+		ksmconf_show(text, strlen(text), shown, sizeof(shown));
 		if (out->n == KSMCONF_MAX) {
 			snprintf(err->cause, sizeof(err->cause), "too many settings");
 			snprintf(err->fix, sizeof(err->fix), "give each knob once");

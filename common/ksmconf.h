@@ -6,7 +6,8 @@
  * refused line gets the same cause, input and fix from both.
  *
  * A line is empty, a comment, or NAME = VALUE with one word on each side;
- * a NUL byte anywhere in it refuses it (a C string would end there).
+ * a NUL byte anywhere in it refuses it (a C string would end there).  A
+ * UTF-8 byte-order mark at the start of the file is skipped.
  * NAME must be a tunable of the knob table (lib/knobs.def), VALUE what the
  * kernel's store function for it accepts (samepage_knob_parse), and each
  * NAME may come once.  Needs libsamepage's knob table: link
@@ -50,6 +51,15 @@ struct ksmconf_error {
  * read failed, even part-way; -ENOENT too for an empty path, which names
  * no file).  On an error out is not to be used. */
 int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_error *err);
+
+/*
+ * A config line's first len bytes as printable text for a message, as
+ * procfs_escape() shows a process name: printable UTF-8 is kept, any other
+ * byte becomes "\xHH", a NUL byte and a byte-order mark (U+FEFF, which no
+ * terminal shows) too.  A trailing newline is left out; the result is cut
+ * on a whole character to fit outlen.  Returns out.
+ */
+const char *ksmconf_show(const char *line, size_t len, char *out, size_t outlen);
 
 /* The values a knob accepts, for fixes: "a whole number from 0 to 2". */
 const char *ksmconf_range(const struct samepage_knob *k, char *buf, size_t len);

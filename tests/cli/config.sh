@@ -3,12 +3,13 @@
 # cli.config: one config parser (common/ksmconf.c) for `ksmctl apply` and
 # `samepaged --config`.  Every refused file is refused by both, exit 2,
 # with the same cause, the same input (FILE:LINE: the line) and the same
-# fix; `pages_to_scan = 300 junk` among them (samepaged used to run with
-# 300), and a line with a NUL byte (both read it up to the NUL:
-# "pages_to_scan = 1000\0run=1" was one valid setting).  So are a
-# directory and a file whose read fails (both used to read as an empty
-# file: "0 settings valid", exit 0).  A good file is accepted by both, and
-# samepaged runs with it.
+# fix, the line shown with its control bytes, NUL bytes and byte-order
+# marks escaped (\xHH, as names are); `pages_to_scan = 300 junk` among
+# them (samepaged used to run with 300), and a line with a NUL byte (both
+# read it up to the NUL: "pages_to_scan = 1000\0run=1" was one valid
+# setting).  So are a directory and a file whose read fails (both used to
+# read as an empty file: "0 settings valid", exit 0).  A good file is
+# accepted by both, a byte-order mark first, and samepaged runs with it.
 #
 # usage: config.sh KSMCTL SAMEPAGED SRCDIR
 set -u
@@ -36,6 +37,8 @@ while IFS='|' read -r text want; do
 		echo "FAIL: '$text': the messages differ:"; diff <(echo "$kmsg") <(echo "$dmsg"); bad=1
 	elif ! grep -q "^  input: $tmp/c$n.conf:[0-9]*: .*$want" <<<"$kmsg" || ! grep -q "^  fix: ." <<<"$kmsg"; then
 		echo "FAIL: '$text': no 'input: FILE:LINE: ...$want' and fix in:"; echo "$kmsg"; bad=1
+	elif tr -d '\n' <<<"$kmsg" | LC_ALL=C grep -q '[[:cntrl:]]'; then
+		echo "FAIL: '$text': a control character printed raw:"; cat -A <<<"$kmsg"; bad=1
 	fi
 done <<'CASES'
 run = 1\npages_to_scan = 300 junk\n|pages_to_scan = 300 junk
@@ -50,6 +53,9 @@ use_zero_pages = maybe\n|use_zero_pages = maybe
 advisor_mode = fast\n|advisor_mode = fast
 pages_to_scan = 1000\0run=1\n|pages_to_scan = 1000\\x00run=1
 run = 1\n# a comment\0\n|# a comment\\x00
+run = 1\n\xef\xbb\xbfpages_to_scan = 100\n|\\xef\\xbb\\xbfpages_to_scan = 100
+pages_to_scan = 1\x1b[31mX\n|pages_to_scan = 1\\x1b\[31mX
+run\a = 1\n|run\\x07 = 1
 CASES
 
 # Not a config file, or one that cannot be read (/proc/self/mem: EIO at
@@ -129,8 +135,11 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 		{ echo "FAIL: apply --check as nobody exits $?: $out"; bad=1; }
 fi
 
-# A good file, comments and blank lines included: both accept it.
-printf '# the seed\n\npages_to_scan = 300   # per batch\nsleep_millisecs=50\nrun = 1\n' >"$tmp/good.conf"
+# A good file, comments and blank lines included, and a UTF-8 byte-order
+# mark first (as Windows editors write; it was read as part of the first
+# name): both accept it.
+printf '\xef\xbb\xbfpages_to_scan = 300   # per batch\n# the seed\n\nsleep_millisecs=50\nrun = 1\n' \
+	>"$tmp/good.conf"
 "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check "$tmp/good.conf" >/dev/null ||
 	{ echo "FAIL: ksmctl apply --check refuses the good file"; bad=1; }
 "$samepaged" --foreground --config "$tmp/good.conf" --socket "$tmp/good.sock" --state-dir "$shm/good" \
