@@ -126,7 +126,9 @@ static int check_line(char *text, struct ksmtuned_conf *c, int *seen, int lineno
 			 "use KSM_MONITOR_INTERVAL, KSM_SLEEP_MSEC, KSM_NPAGES_BOOST, "
 			 "KSM_NPAGES_DECAY, KSM_NPAGES_MIN, KSM_NPAGES_MAX, KSM_THRES_COEF, "
 			 "KSM_THRES_CONST, LOGFILE or DEBUG");
-		REFUSE("unknown variable \"%.64s\"", name);
+		char shown[160];
+		REFUSE("unknown variable \"%s\"",
+		       ksmconf_show(name, strlen(name), shown, sizeof(shown)));
 	}
 	value = unquote(eq + 1);
 	if (!value) {
@@ -154,9 +156,10 @@ refused:
 
 int ksmtuned_conf_read(const char *path, struct ksmtuned_conf *c, struct ksmconf_error *err)
 {
-	char *line = NULL, shown[256];
+	char *line = NULL, shown[600];
 	size_t cap = 0;
 	int lineno = 0, ret = 0, seen[NVARS] = {0};
+	ssize_t got;
 	FILE *f = fopen(path, "re");
 
 	memset(err, 0, sizeof(*err));
@@ -170,14 +173,25 @@ int ksmtuned_conf_read(const char *path, struct ksmtuned_conf *c, struct ksmconf
 			 "name an existing file, or leave --config out for ksmtuned's defaults");
 		return ret;
 	}
-	while (!ret && getline(&line, &cap, f) > 0) {
+	while (!ret && (got = getline(&line, &cap, f)) > 0) {
 		char *text = line + strspn(line, " \t");
 
 		lineno++;
+		/* As ksm.conf (common/ksmconf.c): a NUL byte would end the
+		 * line unseen. */
+		if (memchr(line, '\0', (size_t)got)) {
+			snprintf(err->cause, sizeof(err->cause), "the line contains a NUL byte");
+			snprintf(err->fix, sizeof(err->fix),
+				 "remove it: the file is text (tr -d '\\000' < FILE > NEW)");
+			snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno,
+				 ksmconf_show(line, (size_t)got, shown, sizeof(shown)));
+			ret = -EINVAL;
+			break;
+		}
 		text[strcspn(text, "\r\n")] = '\0';
 		if (*text == '\0' || *text == '#')
 			continue;
-		snprintf(shown, sizeof(shown), "%s", text);
+		ksmconf_show(text, strlen(text), shown, sizeof(shown));
 		if ((ret = check_line(text, c, seen, lineno, err)))
 			snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno,
 				 shown);

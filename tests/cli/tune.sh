@@ -478,10 +478,12 @@ t_config() {
 	mktree linux-6.18
 	setmem 16777216 1000000 0 0 1000000
 	before=$(snapshot)
-	bad() { # bad TEXT-OF-LINE-3 CAUSE FIX
-		printf '# ksmtuned.conf\nKSM_MONITOR_INTERVAL=60\n%s\n' "$1" >"$tmp/bad.conf"
+	bad() { # bad TEXT-OF-LINE-3 CAUSE FIX [SHOWN-IN-INPUT]: TEXT as printf %b reads it
+		printf '# ksmtuned.conf\nKSM_MONITOR_INTERVAL=60\n%b\n' "$1" >"$tmp/bad.conf"
 		tune --once --policy ksmtuned --config "$tmp/bad.conf"
-		refused "$1" "ksmctl: $2" "input: $tmp/bad.conf:3" "fix: $3"
+		refused "$1" "ksmctl: $2" "input: $tmp/bad.conf:3${4:+: $4}" "fix: $3"
+		! tr -d '\n' <"$tmp/err" | LC_ALL=C grep -q '[[:cntrl:]]' ||
+			fail "$1: a control character printed raw: $(cat -A "$tmp/err")"
 	}
 	bad "KSM_NPAGES_MAXX=1250" 'unknown variable "KSM_NPAGES_MAXX"' "use KSM_MONITOR_INTERVAL,"
 	bad "KSM_NPAGES_MAX=many" "bad value for KSM_NPAGES_MAX" "give a whole number from 0 to 4294967295 (pages)"
@@ -489,6 +491,12 @@ t_config() {
 	bad "KSM_SLEEP_MSEC = 10" 'syntax error: a space before "="' 'no space around "="'
 	bad "KSM_SLEEP_MSEC=10 20" 'syntax error: more than one word after "="' 'give one word, or quote it'
 	bad "KSM_SLEEP_MSEC=\$HOME" "bad value for KSM_SLEEP_MSEC" "give a whole number"
+	# A NUL byte ended the line unseen (KSM_NPAGES_MAX=1250 was taken);
+	# a control byte is shown as \xHH, not sent to the terminal.
+	bad 'KSM_NPAGES_MAX=1250\0junk' "the line contains a NUL byte" "remove it" \
+		'KSM_NPAGES_MAX=1250\x00junk'
+	bad 'KSM_NPAGES_MAXX\x1b[2J=1' 'unknown variable "KSM_NPAGES_MAXX\x1b[2J"' "use KSM_MONITOR_INTERVAL," \
+		'KSM_NPAGES_MAXX\x1b[2J=1'
 	bad "KSM_MONITOR_INTERVAL=30" "KSM_MONITOR_INTERVAL is set twice (first on line 2)" "give each variable once"
 	bad "ksm start" 'syntax error: not NAME=VALUE' "write one NAME=VALUE per line"
 	bad "KSM_NPAGES_MIN=2000" "KSM_NPAGES_MIN (2000) is above KSM_NPAGES_MAX (1250)" "give KSM_NPAGES_MIN <= KSM_NPAGES_MAX"
