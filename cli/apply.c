@@ -43,7 +43,8 @@ const char usage_apply[] =
     "              are merged (see ksmctl set --help)\n"
     "  --json      report the read-back values as JSON (with --check or --diff:\n"
     "              the file's settings, or what would change)\n"
-    "  --sample    print a commented sample file with every knob's default\n";
+    "  --sample    print a commented sample file with every knob's default to\n"
+    "              stdout (ksmctl apply --sample > FILE)\n";
 
 const char usage_install_service[] =
     "install-service [--tune] [--root DIR] [--dry-run] [--no-enable]\n"
@@ -126,6 +127,13 @@ int cmd_apply(int argc, char **argv)
 		}
 	}
 	if (mode == 's') {
+		if (optind < argc) {
+			char fix[PATH_MAX + 64];
+			snprintf(fix, sizeof(fix),
+				 "redirect the output: ksmctl apply --sample > %s", argv[optind]);
+			return ksmctl_fail(KSMCTL_USAGE, argv[optind], fix,
+					   "apply: --sample takes no file, it prints to stdout");
+		}
 		print_sample(stdout);
 		return KSMCTL_OK;
 	}
