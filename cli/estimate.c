@@ -76,7 +76,8 @@ static const char usage[] =
     "  --no-progress       no progress bar on stderr (shown only on a terminal, after 1 s,\n"
     "                      and while waiting between passes)\n"
     "\n"
-    "Exit status: 0 if at least one process was read, 1 if none could be, 2 on bad usage.\n"
+    "Exit status: 0 if at least one process was read, 1 if none could be, 2 on bad usage\n"
+    "(a --cgroup that does not exist too).\n"
     "Needs root (or CAP_SYS_PTRACE) to read other users' processes, and CAP_SYS_ADMIN to\n"
     "see PFNs, which tell pages shared since fork or already merged apart.\n";
 
@@ -205,7 +206,7 @@ static int add_cgroup(struct targets *t, const char *arg)
 	else
 		snprintf(dir, sizeof(dir), "%s%s%s", mnt, arg[0] == '/' ? "" : "/", arg);
 	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
-		return ksmctl_fail(KSMCTL_NO, arg,
+		return ksmctl_fail(KSMCTL_USAGE, arg,
 				   "give a path as in /proc/PID/cgroup (\"0::\" line), "
 				   "e.g. /system.slice/foo.service",
 				   "estimate: no such cgroup: %s does not exist", dir);
@@ -784,6 +785,8 @@ struct request {
 	struct targets t;
 	struct est_config cfg;
 	bool all, json, noprog, any_target, help;
+	int ncgroups;		 /* --cgroup given, all of them existing */
+	const char *cgroup;	 /* the last one */
 	long long mps, uzp, top; /* -1: the kernel's current knob */
 	double interval;
 };
@@ -843,7 +846,10 @@ static int parse_options(int argc, char **argv, struct request *rq)
 							  "give a path as in /proc/PID/cgroup, "
 							  "or --all for every process");
 			rq->any_target = true;
-			add_cgroup(&rq->t, optarg); /* reports its own error; others go on */
+			/* One that does not exist is a typo: nothing is read. */
+			if ((ret = add_cgroup(&rq->t, optarg)))
+				return ret;
+			rq->ncgroups++, rq->cgroup = optarg;
 			break;
 		case 'a': rq->all = true; break;
 		case 'j': rq->json = true; break;
@@ -1092,11 +1098,20 @@ int ksmctl_estimate(int argc, char **argv)
 						(int)rq.t.v[i].pid);
 		if (rq.t.n > 1 && len >= 200)
 			snprintf(input + len, sizeof(input) - len, " ... (%d processes)", rq.t.n);
-		ret = ksmctl_fail(
-		    KSMCTL_NO, rq.t.n ? input : "estimate",
-		    rq.t.n ? "check the PIDs, and run as root to read other users' processes"
-			   : "give --pid, --cgroup or --all",
-		    "estimate: no process could be read");
+		if (!rq.t.n && rq.ncgroups)
+			/* Not "give --cgroup": it was given, and exists. */
+			ret = ksmctl_fail(KSMCTL_NO, rq.ncgroups > 1 ? "--cgroup" : rq.cgroup,
+					  "give a cgroup that holds processes, or --pid or --all",
+					  "estimate: no process could be read: %s",
+					  rq.ncgroups > 1 ? "the cgroups given hold none"
+							  : "the cgroup given holds none");
+		else
+			ret = ksmctl_fail(
+			    KSMCTL_NO, rq.t.n ? input : "estimate",
+			    rq.t.n
+				? "check the PIDs, and run as root to read other users' processes"
+				: "give --pid, --cgroup or --all",
+			    "estimate: no process could be read");
 		goto out;
 	}
 	if (rq.json)

@@ -448,11 +448,19 @@ def t_exiting_pid():
 
 
 def t_bad_cgroup():
+    # A cgroup that does not exist is a typo, bad usage: exit 2, its one
+    # message, nothing read, even with another target (the whole machine's
+    # figures without the cgroup meant would mislead).  It was exit 1 with
+    # a second message, "no process could be read ... give --pid, --cgroup
+    # or --all", alone; the other targets' report with one.
     w = Workload("--unique", 10, "--dup", "1:5")
-    doc, err = estimate("--cgroup", "/no/such/cgroup-estimate", "--pid", pids_arg(w))
-    check("no such cgroup" in err and "/no/such/cgroup-estimate" in err,
-          "a clear message for the cgroup: " + err)
-    eq(doc["pages_scanned"], 15, "the pid is still reported")
+    for args in (("--cgroup", "/no/such/cgroup-estimate", "--pid", pids_arg(w)),
+                 ("--cgroup", "/no/such/cgroup-estimate")):
+        doc, err = estimate(*args, want_rc=2)
+        check(doc is None, "no report: %r" % (doc,))
+        check("no such cgroup" in err and "  input: /no/such/cgroup-estimate\n" in err,
+              "a clear message for the cgroup: " + err)
+        eq(err.count("ksmctl: "), 1, "one message: " + err)
     # An empty PATH (an unset variable) is not the root cgroup, which
     # would be every process: refused as bad usage.
     doc, err = estimate("--cgroup", "", want_rc=2)
@@ -471,8 +479,6 @@ def t_nothing_readable():
     # wait for the next (it would outlast estimate()'s 240 s limit).
     _, err = estimate("--pid", bad, "--interval", 3600, want_rc=1, interval=None)
     check("no process could be read" in err, "with --interval 3600 too: " + err)
-    _, err = estimate("--cgroup", "/no/such/cgroup-estimate", want_rc=1)
-    check("no such cgroup" in err, "names the cgroup: " + err)
 
 
 def cgroup2_mount():
@@ -527,6 +533,13 @@ def t_cgroup():
         # b's copies of the 4 shared contents are all savings: a kept the first.
         expect(cgs[top + "/b"], "cgroup b", pages_scanned=50, distinct_contents=34,
                pages_saved=20, pages_saved_within=16)
+    # One that exists and holds no process: exit 1, one message naming it,
+    # not "give --pid, --cgroup or --all".
+    os.mkdir(mnt + top + "/empty")
+    made.append(mnt + top + "/empty")
+    _, err = estimate("--cgroup", top + "/empty", want_rc=1)
+    check("the cgroup given holds none" in err and "  input: %s/empty\n" % top in err
+          and "give --pid, --cgroup" not in err, "an empty cgroup named: " + err)
     cleanup()
 
 
