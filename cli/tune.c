@@ -54,7 +54,8 @@ const char usage_tune[] =
     "  --json             print each decision as a JSON object\n"
     "  --dry-run          decide and log, write nothing\n"
     "  --restore          on exit, put back the knobs found at start\n"
-    "  --state FILE       keep the policy's memory in FILE (for --once from cron)\n"
+    "  --state FILE       keep the policy's memory in FILE (for --once from cron), a\n"
+    "                     regular file replaced by a rename (a directory is refused)\n"
     "  --available PCT    memory is needed below PCT% of MemTotal available (20)\n"
     "  --psi PCT          ... or when tasks stall on memory PCT% of the time (1)\n"
     "  --always           merge whether memory is needed or not\n"
@@ -286,17 +287,52 @@ static void state_tmp(const struct tuner *t, char *tmp, size_t len)
 	snprintf(tmp, len, "%s.tmp", t->state_file);
 }
 
+/* Why state_save's rename over the state file would fail, checked before
+ * any knob is written (with --dry-run too): 0, or the exit status.  A
+ * directory (or a device) cannot be replaced, nor a file of another user
+ * in a sticky directory such as /tmp; a file FILE.tmp can be written where
+ * those can (state_save only warned then, at every decision). */
+static int state_check(const struct tuner *t)
+{
+	static const char fix[] = "name a file in a directory you can write, or leave --state out";
+	char dir[PATH_MAX];
+	const char *slash = strrchr(t->state_file, '/');
+	struct stat st, ds;
+
+	if (stat(t->state_file, &st))
+		return errno == ENOENT
+			   ? 0 /* none yet */
+			   : ksmctl_fail(KSMCTL_USAGE, t->state_file, fix,
+					 "tune: cannot use the state file: %s", strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return ksmctl_fail(KSMCTL_USAGE, t->state_file,
+				   "name a file (e.g. DIR/ksm-tune.state), or leave --state out",
+				   "tune: the state file is %s",
+				   S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+	snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - t->state_file) + 1 : 1,
+		 slash ? t->state_file : ".");
+	if (geteuid() != 0 && st.st_uid != geteuid() && stat(dir, &ds) == 0 &&
+	    (ds.st_mode & S_ISVTX) && ds.st_uid != geteuid())
+		return ksmctl_fail(KSMCTL_USAGE, t->state_file, fix,
+				   "tune: cannot replace the state file: another user's file in a "
+				   "sticky directory (%s)",
+				   dir);
+	return 0;
+}
+
 /* Loads the state file, if there is one: 0, or the exit status for a
  * state file that could not be written (before any knob is). */
 static int state_load(struct tuner *t)
 {
-	char line[256], name[128], tmp[PATH_MAX];
+	char line[256] = "", name[128], tmp[PATH_MAX];
 	double v;
 	FILE *f;
-	int fd;
+	int fd, ret;
 
 	if (!t->state_file)
 		return 0;
+	if ((ret = state_check(t)))
+		return ret;
 	state_tmp(t, tmp, sizeof(tmp));
 	if (!t->dry && (fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0)
 		return ksmctl_fail(KSMCTL_USAGE, t->state_file,

@@ -513,6 +513,43 @@ t_config() {
 	tune --once --state "$tmp/no/such/dir/state"
 	refused "--state in a missing directory" "ksmctl: tune: cannot write the state file" \
 		"input: $tmp/no/such/dir/state" "fix: name a file in a directory you can write"
+	# A state path that state_save cannot rename over, or must not: refused
+	# up front, --dry-run too, as a missing directory is.  A directory was
+	# a warning at every decision, exit 0, no state kept; a device was
+	# replaced by a regular file (root's --state /dev/null: never test that
+	# on the real one, a copy of its node here).
+	mkdir "$tmp/statedir"
+	[ "$(id -u)" = 0 ] && mknod "$tmp/null" c 1 3
+	for mode in "" --dry-run; do
+		# shellcheck disable=SC2086
+		tune --once $mode --state "$tmp/statedir"
+		refused "--state DIR $mode" "ksmctl: tune: the state file is a directory" \
+			"input: $tmp/statedir" "fix: name a file"
+		[ -c "$tmp/null" ] || continue
+		# shellcheck disable=SC2086
+		tune --once $mode --state "$tmp/null"
+		refused "--state DEVICE $mode" "ksmctl: tune: the state file is not a regular file" \
+			"input: $tmp/null"
+		[ -c "$tmp/null" ] || fail "--state DEVICE $mode replaced the device"
+	done
+	[ ! -e "$tmp/statedir.tmp" ] || fail "--state DIR left $tmp/statedir.tmp"
+	# Another user's file in a sticky directory (as in /tmp): the rename
+	# over it fails, so it is refused too.  As nobody, when root can
+	# switch to it.
+	if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+		mkdir -m 1777 "$tmp/sticky"
+		echo "run 1" >"$tmp/sticky/state"
+		chmod 755 "$tmp"
+		chmod -R a+rwX "$tree"
+		setpriv --reuid=65534 --regid=65534 --clear-groups "$ksmctl" --sysfs-root "$tree/sys" \
+			--proc-root "$tree/proc" --boot-root "$tree/boot" tune --once \
+			--state "$tmp/sticky/state" >"$tmp/out" 2>"$tmp/err"
+		rc=$?
+		refused "another user's --state in a sticky directory" \
+			"ksmctl: tune: cannot replace the state file: another user's file in a sticky directory" \
+			"input: $tmp/sticky/state"
+		chmod 700 "$tmp"
+	fi
 	# An empty --state or --config (an unset variable): refused, not taken
 	# for ".tmp" in the current directory (the state lost at every run) or
 	# for a missing file.
