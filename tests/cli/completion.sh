@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # cli.completion: the bash completion offers each verb exactly the options
-# of its synopsis (`ksmctl VERB --help`, first paragraph) and --help; `set`
+# of its synopsis (`ksmctl VERB --help`, first paragraph) and --help, and
+# after each of them its value or the options again, as the synopsis says
+# of that verb (apply --sample is a flag, estimate --sample FRACTION); `set`
 # gets the tunables of the recorded tree that are in lib/knobs.def's table,
 # NAME=, and never a counter; `top --by` its groupings.
 #
@@ -9,6 +11,8 @@
 set -u
 ksmctl=$1 comp=$2 knobs=$3 tree=$4
 bad=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 # shellcheck source=/dev/null
 source "$comp"
 
@@ -24,10 +28,30 @@ offer() {
 verbs=$("$ksmctl" --help | sed -n '/^Verbs:/,/^$/p' | awk 'NR > 1 && NF {print $1}')
 for v in $verbs; do
 	[ "$v" = run ] && continue # its arguments are a command
-	want=$( ("$ksmctl" "$v" --help | sed '/^$/q' | grep -o -- '--[a-z][a-z-]*'; echo --help) | sort -u | tr '\n' ' ')
+	synopsis=$("$ksmctl" "$v" --help | sed '/^$/q')
+	want=$( (grep -o -- '--[a-z][a-z-]*' <<<"$synopsis"; echo --help) | sort -u | tr '\n' ' ')
 	got=$(offer ksmctl "$v" --)
 	[ "$got" = "$want" ] || { echo "FAIL: ksmctl $v --<TAB> offers '$got', its synopsis has '$want'"; bad=1; }
+	# After an option, per verb: its value if the synopsis gives it one
+	# ("--sample FRACTION": no option offered), else the options again
+	# (apply's --sample is a flag, estimate's takes a value).
+	valued=$(grep -o -- '--[a-z][a-z-]* [A-Za-z0-9]' <<<"$synopsis" | sed 's/ .*//')
+	for o in $(grep -o -- '--[a-z][a-z-]*' <<<"$synopsis" | sort -u); do
+		got=$(offer ksmctl "$v" "$o" --)
+		if grep -qx -- "$o" <<<"$valued"; then
+			[ -z "${got// /}" ] ||
+				{ echo "FAIL: ksmctl $v $o --<TAB> offers '$got', but $o takes a value"; bad=1; }
+		elif [ "$got" != "$want" ]; then
+			echo "FAIL: ksmctl $v $o --<TAB> offers '$got', not the options: $o takes no value"; bad=1
+		fi
+	done
 done
+# apply's FILE, except after --sample, which takes none (> FILE).
+mkdir -p "$tmp/files" && : >"$tmp/files/k.conf"
+got=$(cd "$tmp/files" && offer ksmctl apply --check "")
+[ "$got" = "k.conf " ] || { echo "FAIL: apply --check <TAB> offers '$got', not the files"; bad=1; }
+got=$(cd "$tmp/files" && offer ksmctl apply --sample "")
+[ -z "${got// /}" ] || { echo "FAIL: apply --sample <TAB> offers '$got': it takes no FILE"; bad=1; }
 
 tunables=$(sed -n 's/^SAMEPAGE_KNOB(\([a-z0-9_]*\), TUNABLE,.*/\1/p' "$knobs")
 want=$(for f in "$tree"/sys/kernel/mm/ksm/*; do
