@@ -151,29 +151,38 @@ static void answer_set(struct state *s, struct client *c, const char *args, stru
 	reply_add(r, "OK");
 }
 
-/* CLIENTS: one line per connected process, its ksm_stat counters. */
+/* CLIENTS: one line per connected process, its ksm_stat counters, as
+ * counter_value() says them (what GET says is their sum). */
 static void answer_clients(struct state *s, struct client *c, const char *args,
 			   struct proto_reply *r)
 {
+	static const int fields[] = {
+	    KNOB_ksm_rmap_items,
+	    KNOB_ksm_merging_pages,
+	    KNOB_ksm_zero_pages,
+	    KNOB_ksm_process_profit,
+	    KNOB_pages_tracked,
+	    KNOB_full_scans,
+	    KNOB_map_count,
+	    KNOB_max_map_count,
+	    KNOB_max_map_count_needed,
+	    KNOB_merges_skipped_map_budget,
+	};
 	reply_add(r, "OK");
 	for (int i = 0; i < s->nclients && r->len < sizeof(r->text) - 512; i++) {
 		const struct client *k = &s->clients[i];
 		struct ledger lg;
+		struct ksm_counts counts;
 		char comm[sizeof(lg.comm)];
-		if (!k->d || !state_ledger_header(s, k->d->name, k->pid, &lg))
+		if (!k->d || !state_client_counts(s, k, &lg, &counts))
 			continue;
-		reply_add(r,
-			  "\npid=%d domain=%s comm=%s ksm_rmap_items=%lld "
-			  "ksm_merging_pages=%lld ksm_zero_pages=%lld "
-			  "ksm_process_profit=%lld pages_tracked=%lld full_scans=%lld "
-			  "map_count=%lld max_map_count=%lld max_map_count_needed=%lld "
-			  "merges_skipped_map_budget=%lld",
-			  (int)k->pid, k->d->name, state_client_comm(&lg, comm, sizeof(comm)),
-			  (long long)lg.rmap_items, (long long)lg.merging_pages,
-			  (long long)lg.zero_pages, (long long)lg.process_profit,
-			  (long long)lg.tracked_pages, (long long)lg.full_scans,
-			  (long long)lg.map_count, (long long)lg.max_map_count,
-			  (long long)lg.map_count_needed, (long long)lg.skipped_map_budget);
+		reply_add(r, "\npid=%d domain=%s comm=%s", (int)k->pid, k->d->name,
+			  state_client_comm(&lg, comm, sizeof(comm)));
+		for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+			long long v = 0;
+			counter_value(&counts, fields[f], &v);
+			reply_add(r, " %s=%lld", samepage_knob_at(fields[f])->name, v);
+		}
 	}
 }
 

@@ -910,8 +910,39 @@ void state_client_remove(struct state *s, int i)
 
 /* ---- counters ---- */
 
+/* One client's counts, from its ledger, as its engine's counts for
+ * counter_value() (process; the domain's are not in them); false if it has
+ * no ledger (yet), with zeros. */
+bool state_client_counts(const struct state *s, const struct client *k, struct ledger *lg,
+			 struct ksm_counts *c)
+{
+	bool got = k->d && state_ledger_header(s, k->d->name, k->pid, lg);
+	if (!got)
+		*lg = (struct ledger){0};
+	*c = (struct ksm_counts){
+	    .process = true,
+	    .use_zero_pages = s->knob[KNOB_use_zero_pages],
+	    .max_page_sharing = s->knob[KNOB_max_page_sharing],
+	    .rmap_items = (uint64_t)lg->rmap_items,
+	    .merging_pages = (uint64_t)lg->merging_pages,
+	    .unshared = (uint64_t)lg->unshared,
+	    .zero_pages = (uint64_t)lg->zero_pages,
+	    .full_scans = (uint64_t)lg->full_scans,
+	    .pages_scanned = (uint64_t)lg->pages_scanned,
+	    .pages_skipped = (uint64_t)lg->pages_skipped,
+	    .pages_tracked = (uint64_t)lg->tracked_pages,
+	    .metadata_bytes = (uint64_t)lg->metadata_bytes,
+	    .skipped_map_budget = (uint64_t)lg->skipped_map_budget,
+	    .map_count = (uint64_t)lg->map_count,
+	    .max_map_count = (uint64_t)lg->max_map_count,
+	    .map_count_needed = (uint64_t)lg->map_count_needed,
+	};
+	return got;
+}
+
 /* The daemon's counts: its domains' sums, and its clients' from their
- * ledgers; full_scans is the least any connected process has done. */
+ * ledgers (counts_add_process); full_scans is the least any connected
+ * process has done. */
 static void state_counts(const struct state *s, struct ksm_counts *c)
 {
 	bool any = false;
@@ -934,20 +965,13 @@ static void state_counts(const struct state *s, struct ksm_counts *c)
 	for (int i = 0; i < s->nclients; i++) {
 		const struct client *k = &s->clients[i];
 		struct ledger lg;
+		struct ksm_counts one;
 		if (!k->d)
 			continue;
-		if (!state_ledger_header(s, k->d->name, k->pid, &lg))
-			lg = (struct ledger){0};
-		c->rmap_items += (uint64_t)lg.rmap_items;
-		c->merging_pages += (uint64_t)lg.merging_pages;
-		c->unshared += (uint64_t)lg.unshared;
-		c->zero_pages += (uint64_t)lg.zero_pages;
-		c->pages_scanned += (uint64_t)lg.pages_scanned;
-		c->pages_skipped += (uint64_t)lg.pages_skipped;
-		c->pages_tracked += (uint64_t)lg.tracked_pages;
-		c->metadata_bytes += (uint64_t)lg.metadata_bytes;
-		if (!any || (uint64_t)lg.full_scans < c->full_scans)
-			c->full_scans = (uint64_t)lg.full_scans;
+		state_client_counts(s, k, &lg, &one);
+		counts_add_process(c, &one);
+		if (!any || one.full_scans < c->full_scans)
+			c->full_scans = one.full_scans;
 		any = true;
 	}
 }

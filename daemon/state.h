@@ -127,5 +127,7 @@ void state_client_remove(struct state *s, int i);
 /* Counters: a knob, or a counter summed over the domains and the
  * connected processes; false if the daemon does not know it. */
 bool state_value(const struct state *s, int idx, long long *v);
+bool state_client_counts(const struct state *s, const struct client *k, struct ledger *lg,
+			 struct ksm_counts *c);
 
 #endif

@@ -6,8 +6,12 @@
  * (rmap items neither merged nor waiting in the unstable tree),
  * general_profit (pages saved, zero pages included, less the metadata) and
  * ksm_process_profit (the same for one process).  The library (one
- * engine), samepaged (sums over its domains and clients) and the client's
- * ledger all answer through counter_value(), so they cannot disagree.
+ * engine), samepaged (sums over its domains and clients, and each client's
+ * own in CLIENTS) and the client's ledger all answer through
+ * counter_value(), and samepaged's sums are made of its clients' counts by
+ * counts_add_process(), so they cannot disagree: a domain's
+ * ksm_merging_pages, ksm_rmap_items and ksm_zero_pages are the sums of its
+ * clients'.
  * general_profit subtracts our real metadata (metadata_bytes), not 64
  * bytes per rmap item.
  */
@@ -46,12 +50,14 @@ bool counter_value(const struct ksm_counts *in, int idx, long long *out)
 	long long v;
 	if (!c->use_zero_pages) {
 		struct zero_view z = zero_as_ksm_pages(c->zero_pages, c->max_page_sharing);
+		/* a process's own merged zero pages; a daemon's, its clients' */
+		uint64_t merged = c->process ? z.shared + z.sharing : c->zero_merged;
 		c->pages_shared += z.shared;
 		c->pages_sharing += z.sharing;
 		c->chains += z.chains;
 		c->dups += z.dups;
-		c->merging_pages += z.shared + z.sharing;
-		c->rmap_items += z.shared + z.sharing;
+		c->merging_pages += merged;
+		c->rmap_items += merged;
 		c->zero_pages = 0;
 	}
 	switch (idx) {
@@ -105,4 +111,21 @@ bool counter_value(const struct ksm_counts *in, int idx, long long *out)
 	}
 	*out = v;
 	return true;
+}
+
+/* Adds one process's counts (process: a client's, from its ledger) to a
+ * daemon's sums, its zero pages as counter_value() counts them for it:
+ * what CLIENTS says of each client then sums to what GET says. */
+void counts_add_process(struct ksm_counts *sum, const struct ksm_counts *one)
+{
+	struct zero_view z = zero_as_ksm_pages(one->zero_pages, one->max_page_sharing);
+	sum->rmap_items += one->rmap_items;
+	sum->merging_pages += one->merging_pages;
+	sum->unshared += one->unshared;
+	sum->zero_pages += one->zero_pages;
+	sum->zero_merged += z.shared + z.sharing;
+	sum->pages_scanned += one->pages_scanned;
+	sum->pages_skipped += one->pages_skipped;
+	sum->pages_tracked += one->pages_tracked;
+	sum->metadata_bytes += one->metadata_bytes;
 }

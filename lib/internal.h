@@ -70,6 +70,7 @@ int knob_format(int idx, long long v, char *buf, size_t len);
 
 /* counters.c */
 bool counter_value(const struct ksm_counts *c, int idx, long long *out);
+void counts_add_process(struct ksm_counts *sum, const struct ksm_counts *one);
 
 /* control.c */
 bool domain_name_ok(const char *name);

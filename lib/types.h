@@ -280,6 +280,10 @@ struct ksm_counts {
 	/* the process's (a daemon: summed over its clients) */
 	uint64_t rmap_items, merging_pages, unshared, zero_pages, full_scans;
 	uint64_t pages_scanned, pages_skipped, pages_tracked, metadata_bytes;
+	/* a daemon's only: its clients' zero pages as counter_value() counts
+	 * each client's in ksm_merging_pages with use_zero_pages 0, summed
+	 * (counts_add_process) */
+	uint64_t zero_merged;
 	/* the process's only */
 	uint64_t metadata_per_page, skipped_map_budget, map_count, max_map_count, map_count_needed,
 	    cow_ksm, window_waits, window_kind, skipped_io, kept_wipeonfork, kept_malloc, kept_uffd;
