@@ -515,6 +515,19 @@ static void check_descriptors(void)
 		       (unsigned long long)need);
 }
 
+/* A start that failed leaves nothing it made: the socket it bound, the
+ * state directory if it made it (never one that was there, and only while
+ * still empty).  The exit status. */
+static int start_failed(bool made_dir)
+{
+	if (g.own_socket)
+		unlink(g.socket_path);
+	g.own_socket = false;
+	if (made_dir)
+		rmdir(g.st.dir);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	g.lim = (struct limits)LIMITS_DEFAULT;
@@ -558,13 +571,14 @@ int main(int argc, char **argv)
 	if (g.config)
 		load_config(g.config);
 	g.st.config_given = g.config != NULL;
-	if (mkdir(g.st.dir, 0700) < 0 && errno != EEXIST) {
+	bool made_dir = mkdir(g.st.dir, 0700) == 0;
+	if (!made_dir && errno != EEXIST) {
 		logmsg("cannot make the state directory %s: %s (fix: --state-dir DIR)", g.st.dir,
 		       strerror(errno));
 		return 1;
 	}
 	if (!state_dir_ok(g.st.dir))
-		return 1;
+		return start_failed(made_dir);
 	struct statfs sfs;
 	if (statfs(g.st.dir, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC)
 		logmsg("warning: %s is not tmpfs: the pool would be a disk file's page cache, "
@@ -577,7 +591,7 @@ int main(int argc, char **argv)
 		       : g.listen_fd == -EEXIST
 			   ? " and it is not a socket (fix: move it away, or --socket PATH)"
 			   : "");
-		return 1;
+		return start_failed(made_dir);
 	}
 	/* accept_clients() takes the backlog until it is empty. */
 	fcntl(g.listen_fd, F_SETFL, fcntl(g.listen_fd, F_GETFL) | O_NONBLOCK);
@@ -591,15 +605,13 @@ int main(int argc, char **argv)
 		logmsg("cannot write the pid file %s: %s (fix: create its directory, or give "
 		       "--pid-file a writable path)",
 		       g.pid_file, strerror(errno));
-		if (g.own_socket)
-			unlink(g.socket_path);
-		return 1;
+		return start_failed(made_dir);
 	}
 	if (!g.foreground) {
 		pid_t p = fork();
 		if (p < 0) {
 			logmsg("cannot fork: %s", strerror(errno));
-			return 1;
+			return start_failed(made_dir);
 		}
 		if (p > 0) {
 			if (pidf && (fprintf(pidf, "%d\n", (int)p) < 0 || fclose(pidf))) {
@@ -622,7 +634,7 @@ int main(int argc, char **argv)
 		fclose(pidf); /* the parent wrote the pid: nothing is buffered here */
 	} else if (pidf && (fprintf(pidf, "%d\n", (int)getpid()) < 0 || fclose(pidf))) {
 		logmsg("cannot write the pid file %s: %s", g.pid_file, strerror(errno));
-		return 1;
+		return start_failed(made_dir);
 	}
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGTERM, &sa, NULL);
@@ -632,7 +644,7 @@ int main(int argc, char **argv)
 	if (state_init(&g.st, &g.lim)) {
 		logmsg("out of memory for the tables (fix: smaller --max-connections, "
 		       "--max-domains)");
-		return 1;
+		return start_failed(made_dir);
 	}
 	check_descriptors();
 	/* Take back the domains and the clients of a previous run. */

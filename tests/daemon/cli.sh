@@ -6,7 +6,9 @@
 # that holds a file, and a state directory that others may enter, belongs
 # to another user or is a link, are refused (exit 1) and left alone; a
 # --pid-file that cannot be written is refused before the fork (exit 1),
-# and a good one names the daemon when the start returns.
+# and a good one names the daemon when the start returns.  A start refused
+# for its socket or pid file leaves no state directory it made (one that
+# was there stays).
 set -u
 bin=$1 version=$2 man=$3
 tmp=$(mktemp -d)
@@ -57,6 +59,11 @@ refused()
 echo precious >"$tmp/file"
 refused "--socket at a file" "not a socket" --socket "$tmp/file" --state-dir "$tmp/st"
 [ "$(cat "$tmp/file")" = precious ] && ok || fail "--socket removed the file at its path"
+[ ! -e "$tmp/st" ] && ok || fail "--socket at a file: the new state directory $tmp/st was left"
+mkdir -m 700 "$tmp/was"
+refused "--socket at a file, state directory there" "not a socket" --socket "$tmp/file" \
+	--state-dir "$tmp/was"
+[ -d "$tmp/was" ] && ok || fail "--socket at a file: removed the state directory that was there"
 
 # A state directory others may enter, or of another user, or a link.
 mkdir -m 755 "$tmp/open"
@@ -91,8 +98,8 @@ timeout 5 "$bin" --socket "$tmp/pf.sock" --state-dir "$tmp/pfst" --pid-file "$tm
 	>"$tmp/out" 2>"$tmp/err"
 rc=$?
 [ "$rc" = 1 ] && grep -q "cannot write the pid file $tmp/no/such/dir/g.pid" "$tmp/err" &&
-	grep -q "fix: " "$tmp/err" && [ ! -e "$tmp/pf.sock" ] && ok ||
-	fail "--pid-file in a missing directory exited $rc (want 1, no socket left): $(cat "$tmp/err")"
+	grep -q "fix: " "$tmp/err" && [ ! -e "$tmp/pf.sock" ] && [ ! -e "$tmp/pfst" ] && ok ||
+	fail "--pid-file in a missing directory exited $rc (want 1, no socket or state directory left): $(cat "$tmp/err")"
 stop_daemon "$tmp/pf.sock"
 timeout 5 "$bin" --socket "$tmp/pg.sock" --state-dir "$tmp/pgst" --pid-file "$tmp/g.pid" \
 	>"$tmp/out" 2>"$tmp/err"
@@ -100,6 +107,11 @@ rc=$?
 pid=$(cat "$tmp/g.pid" 2>/dev/null)
 [ "$rc" = 0 ] && [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = samepaged ] && ok ||
 	fail "--pid-file $tmp/g.pid: exit $rc, pid '$pid' is not samepaged: $(cat "$tmp/err")"
+# A second samepaged on the same socket: refused, nothing made.
+refused "--socket served by another samepaged" "another samepaged answers there" \
+	--socket "$tmp/pg.sock" --state-dir "$tmp/second"
+[ ! -e "$tmp/second" ] && [ -S "$tmp/pg.sock" ] && ok ||
+	fail "a second samepaged on $tmp/pg.sock left its state directory, or took the socket"
 stop_daemon "$tmp/pg.sock"
 
 echo "cli: $passed passed, $fails failed"
