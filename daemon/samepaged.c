@@ -392,9 +392,10 @@ static int listen_socket(void)
 				(int)getpid()) < (int)sizeof(t.sun_path);
 	if (renamed)
 		unlink(t.sun_path);
-	/* The socket is the user's alone, unless --allow-user names others:
-	 * then anyone may connect, and SO_PEERCRED decides. */
-	mode_t old = umask(nallowed ? 0 : 0077);
+	/* The socket is the user's alone (0600), unless --allow-user names
+	 * others: then anyone may connect (0666), and SO_PEERCRED decides.
+	 * Nobody executes a socket. */
+	mode_t old = umask(nallowed ? 0111 : 0177);
 	int rc = bind(fd, (struct sockaddr *)(renamed ? &t : &a), sizeof(a));
 	umask(old);
 	if (rc < 0 || listen(fd, 64) < 0 || (renamed && rename(t.sun_path, g.socket_path) < 0)) {

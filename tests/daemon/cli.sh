@@ -6,7 +6,8 @@
 # that holds a file, and a state directory that others may enter, belongs
 # to another user or is a link, are refused (exit 1) and left alone; a
 # --pid-file that cannot be written is refused before the fork (exit 1),
-# and a good one names the daemon when the start returns.  A start refused
+# and a good one names the daemon when the start returns; its socket is
+# mode 0600 (0666 with --allow-user).  A start refused
 # for its socket or pid file leaves no state directory it made (one that
 # was there stays).
 set -u
@@ -107,12 +108,21 @@ rc=$?
 pid=$(cat "$tmp/g.pid" 2>/dev/null)
 [ "$rc" = 0 ] && [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = samepaged ] && ok ||
 	fail "--pid-file $tmp/g.pid: exit $rc, pid '$pid' is not samepaged: $(cat "$tmp/err")"
+# The control socket is the user's alone: mode 0600 (samepaged(8)).
+mode=$(stat -c %a "$tmp/pg.sock" 2>/dev/null)
+[ "$mode" = 600 ] && ok || fail "the control socket's mode is $mode (want 600)"
 # A second samepaged on the same socket: refused, nothing made.
 refused "--socket served by another samepaged" "another samepaged answers there" \
 	--socket "$tmp/pg.sock" --state-dir "$tmp/second"
 [ ! -e "$tmp/second" ] && [ -S "$tmp/pg.sock" ] && ok ||
 	fail "a second samepaged on $tmp/pg.sock left its state directory, or took the socket"
 stop_daemon "$tmp/pg.sock"
+# With --allow-user, anyone may connect (0666) and SO_PEERCRED decides.
+timeout 5 "$bin" --socket "$tmp/pa.sock" --state-dir "$tmp/past" --allow-user 65534 \
+	>"$tmp/out" 2>"$tmp/err"
+mode=$(stat -c %a "$tmp/pa.sock" 2>/dev/null)
+[ "$mode" = 666 ] && ok || fail "--allow-user: the control socket's mode is $mode (want 666)"
+stop_daemon "$tmp/pa.sock"
 
 echo "cli: $passed passed, $fails failed"
 [ "$fails" = 0 ]
