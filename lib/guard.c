@@ -33,8 +33,10 @@
  *              handler.  The reading calls are interposed as above, and
  *              threads may not block SIGSEGV (sigprocmask is interposed).
  *
- * SAMEPAGE_WINDOW=uffd|uffd-user|mprotect in the environment chooses one
- * (for tests and measurements); the default is the best one that works.
+ * SAMEPAGE_WINDOW=uffd|uffd-user|mprotect (or 2|1|0, merge_window's
+ * numbers) in the environment chooses one (for tests and measurements);
+ * the default is the best one that works.  Another value is said on
+ * standard error, once, and taken as unset.
  *
  * I/O in flight: a reading call interposed by interpose-io.c marks its
  * buffer in flight for its duration (a direct-I/O read pins the page and
@@ -55,9 +57,12 @@
 #include <linux/userfaultfd.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <xxhash.h>
 #if defined(__x86_64__) && __has_include(<xxh_x86dispatch.h>)
 /* libxxhash's run-time dispatch: the same XXH3-64, with AVX2 or AVX-512
@@ -112,16 +117,50 @@ static int uffd = -1;
 static int window_kind = WINDOW_MPROTECT;
 static pthread_once_t kind_once = PTHREAD_ONCE_INIT;
 
+/* SAMEPAGE_WINDOW as samepage(3) lists it (uffd or 2, uffd-user or 1,
+ * mprotect or 0): the mechanism wanted, or -1 for the best one (unset or
+ * empty; any other value is said once, then taken as unset). */
+static int window_wanted(void)
+{
+	static const struct {
+		const char *name, *number;
+		int kind;
+	} names[] = {{"uffd", "2", WINDOW_UFFD},
+		     {"uffd-user", "1", WINDOW_UFFD_USER},
+		     {"mprotect", "0", WINDOW_MPROTECT}};
+	static atomic_bool said;
+	const char *want = getenv("SAMEPAGE_WINDOW");
+	if (!want || !*want)
+		return -1;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(want, names[i].name) || !strcmp(want, names[i].number))
+			return names[i].kind;
+	if (!atomic_exchange(&said, true)) {
+		char msg[256];
+		int n = snprintf(msg, sizeof(msg),
+				 "samepage: SAMEPAGE_WINDOW=%.40s: not a merge window (fix: uffd, "
+				 "uffd-user or mprotect, or 2, 1 or 0; unset, the best one this "
+				 "process may use); the best one is used\n",
+				 want);
+		if (n > 0 &&
+		    write(2, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1) < 0)
+			return -1;
+	}
+	return -1;
+}
+
+void guard_window_env_check(void)
+{
+	(void)window_wanted();
+}
+
 static void window_kind_init(void)
 {
-	const char *want = getenv("SAMEPAGE_WINDOW");
-	int kind = WINDOW_UFFD;
-	if (want && !strcmp(want, "mprotect"))
+	int want = window_wanted(), kind = want < 0 ? WINDOW_UFFD : want;
+	if (kind == WINDOW_MPROTECT)
 		return;
-	if (want && !strcmp(want, "uffd-user"))
-		kind = WINDOW_UFFD_USER;
 	uffd = prim_userfaultfd(kind == WINDOW_UFFD_USER);
-	if (uffd < 0 && kind == WINDOW_UFFD && !(want && !strcmp(want, "uffd"))) {
+	if (uffd < 0 && kind == WINDOW_UFFD && want < 0) {
 		kind = WINDOW_UFFD_USER;
 		uffd = prim_userfaultfd(true);
 	}

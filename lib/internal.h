@@ -94,6 +94,7 @@ void alloc_fork_unlock(void);
 /* guard.c */
 enum { WINDOW_MPROTECT, WINDOW_UFFD_USER, WINDOW_UFFD }; /* the window mechanisms */
 int guard_window_kind(void);
+void guard_window_env_check(void);
 void guard_arm(uintptr_t start, uintptr_t end);
 void guard_disarm(uintptr_t start, uintptr_t end);
 void io_begin(uintptr_t start, uintptr_t end, uintptr_t key);

@@ -13,7 +13,8 @@
  *   SAMEPAGE_DOMAIN     merge with the processes of this samepaged domain
  *                       (samepage_connect); unset, a private engine
  *   SAMEPAGE_MERGE_ANY  1: every private anonymous mapping is mergeable from
- *                       the start (merge-any), as prctl(PR_SET_MEMORY_MERGE)
+ *                       the start (merge-any), as prctl(PR_SET_MEMORY_MERGE);
+ *                       0 or unset: what the program marks
  *   SAMEPAGE_KNOBS      a private engine's knobs: "name=value,name=value"
  *                       (run is 1 unless it says otherwise); with a domain,
  *                       the knobs are the daemon's (ksmctl --user set)
@@ -198,7 +199,16 @@ __attribute__((constructor)) static void preload_init(void)
 	interpose_merge_advice = preload_madvise;
 	fork_init();
 	pthread_atfork(preload_fork_prepare, preload_fork_parent, preload_fork_child);
+	/* The environment's values as samepage(3) lists them; another is said
+	 * once (here, at the start) and taken as unset. */
 	const char *any = getenv("SAMEPAGE_MERGE_ANY");
+	if (any && *any && strcmp(any, "1") && strcmp(any, "0"))
+		say("samepage: SAMEPAGE_MERGE_ANY=%.40s: neither 1 nor 0 (fix: 1 for merge-any "
+		    "from "
+		    "the start, 0 or unset for only what the program marks mergeable); merge-any "
+		    "is off\n",
+		    any);
+	guard_window_env_check();
 	if (any && !strcmp(any, "1")) {
 		samepage_t *sp = preload_engine();
 		if (sp)

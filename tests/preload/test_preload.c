@@ -27,6 +27,11 @@
  *   forks     forks while other threads are in the library's wrappers
  *             (madvise, read, mmap, munmap): no child finds a lock held
  *             by a thread the fork did not copy
+ *   environment  SAMEPAGE_MERGE_ANY and SAMEPAGE_WINDOW take what
+ *             samepage(3) lists (1/0; uffd/uffd-user/mprotect or 2/1/0);
+ *             another value is said on standard error once, naming it and
+ *             the fix, and taken as unset (both were silently ignored, and
+ *             SAMEPAGE_WINDOW=0 was not mprotect)
  *   pools     Python's multiprocessing pools (fork, spawn, forkserver)
  *             under merge-any in a domain merging hot (pools.py) end with
  *             every result right (a worker's windows hung its parent)
@@ -405,6 +410,94 @@ static int run_err(const char *const *argv, char *err, size_t len)
 	return rc;
 }
 
+/* The workload with ARGS, the preload library in LD_PRELOAD and NAME=VALUE
+ * in its environment (not through ksmctl, which sets SAMEPAGE_MERGE_ANY
+ * itself): its exit status, its standard error in err. */
+static int run_preloaded(const char *name, const char *value, const char *arg, char *err,
+			 size_t len)
+{
+	char path[128];
+	const char *lib = getenv("SAMEPAGE_PRELOAD");
+	REQUIRE(lib && *lib);
+	snprintf(path, sizeof(path), "%s/stderr", dir);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || dup2(fd, 2) < 0)
+			_exit(126);
+		setenv("LD_PRELOAD", lib, 1);
+		setenv(name, value, 1);
+		execl(workload, workload, arg, (char *)NULL);
+		_exit(127);
+	}
+	int st, fd;
+	REQUIRE(waitpid(pid, &st, 0) == pid);
+	ssize_t n = (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 ? -1 : read(fd, err, len - 1);
+	err[n > 0 ? n : 0] = 0;
+	if (fd >= 0)
+		close(fd);
+	int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	printf("%s=%s %s: exit %d: %s%s", name, value, arg, rc, err,
+	       err[0] && err[strlen(err) - 1] == '\n' ? "" : "\n");
+	return rc;
+}
+
+/* How many times needle is in hay. */
+static int occurrences(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+static void test_environment(void)
+{
+	char err[4096], said[128];
+	static const char *const bad_any[] = {"yes", "2", "true", " 1"};
+	for (size_t i = 0; i < sizeof(bad_any) / sizeof(bad_any[0]); i++) {
+		CHECK_EQ_INT(
+		    run_preloaded("SAMEPAGE_MERGE_ANY", bad_any[i], "opennull", err, sizeof(err)),
+		    0);
+		snprintf(said, sizeof(said), "SAMEPAGE_MERGE_ANY=%s:", bad_any[i]);
+		CHECK_EQ_INT(occurrences(err, said), 1);
+		CHECK(strstr(err, "(fix: ") != NULL);
+	}
+	static const char *const good_any[] = {"1", "0", ""};
+	for (size_t i = 0; i < sizeof(good_any) / sizeof(good_any[0]); i++) {
+		CHECK_EQ_INT(
+		    run_preloaded("SAMEPAGE_MERGE_ANY", good_any[i], "opennull", err, sizeof(err)),
+		    0);
+		CHECK_EQ_INT(err[0], 0);
+	}
+	static const char *const bad_window[] = {"bogus", "3", "UFFD", "full"};
+	for (size_t i = 0; i < sizeof(bad_window) / sizeof(bad_window[0]); i++) {
+		CHECK_EQ_INT(
+		    run_preloaded("SAMEPAGE_WINDOW", bad_window[i], "opennull", err, sizeof(err)),
+		    0);
+		snprintf(said, sizeof(said), "SAMEPAGE_WINDOW=%s:", bad_window[i]);
+		CHECK_EQ_INT(occurrences(err, said), 1);
+		CHECK(strstr(err, "(fix: ") != NULL);
+	}
+	static const char *const good_window[] = {"uffd", "2", "uffd-user", "1", "mprotect", "0"};
+	for (size_t i = 0; i < sizeof(good_window) / sizeof(good_window[0]); i++) {
+		CHECK_EQ_INT(
+		    run_preloaded("SAMEPAGE_WINDOW", good_window[i], "opennull", err, sizeof(err)),
+		    0);
+		CHECK_EQ_INT(err[0], 0);
+	}
+	/* 0 is mprotect: /dev/kvm is refused (EPERM), as with "mprotect" (it
+	 * was taken for unset: userfaultfd where the process may use it). */
+	if (access("/dev/kvm", R_OK | W_OK) == 0) {
+		int rc = run_preloaded("SAMEPAGE_WINDOW", "mprotect", "kvm", err, sizeof(err));
+		CHECK_EQ_INT(rc, 1);
+		CHECK_EQ_INT(run_preloaded("SAMEPAGE_WINDOW", "0", "kvm", err, sizeof(err)), rc);
+	} else {
+		printf("# no /dev/kvm to open: SAMEPAGE_WINDOW=0's mechanism not seen\n");
+	}
+}
+
 /* A script in dir whose first line is "#!line": its path in path. */
 static void script(char *path, size_t len, const char *name, const char *line)
 {
@@ -528,6 +621,8 @@ int main(int argc, char **argv)
 		char out[64];
 		const char *a[] = {FAST, "--", workload, "forks", "300", NULL};
 		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
+	} else if (!strcmp(c, "environment")) {
+		test_environment();
 	} else if (!strcmp(c, "pools")) {
 		if (argc < 7 || access("/usr/bin/python3", X_OK))
 			SKIP("no /usr/bin/python3 (CI installs it)");
