@@ -55,7 +55,8 @@ const char usage_tune[] =
     "  --dry-run          decide and log, write nothing\n"
     "  --restore          on exit, put back the knobs found at start\n"
     "  --state FILE       keep the policy's memory in FILE (for --once from cron), a\n"
-    "                     regular file replaced by a rename (a directory is refused)\n"
+    "                     regular file replaced by a rename (a directory, or a file\n"
+    "                     that is no state file, is refused)\n"
     "  --available PCT    memory is needed below PCT% of MemTotal available (20)\n"
     "  --psi PCT          ... or when tasks stall on memory PCT% of the time (1)\n"
     "  --always           merge whether memory is needed or not\n"
@@ -344,6 +345,7 @@ static int state_load(struct tuner *t)
 	}
 	if (!(f = fopen(t->state_file, "re")))
 		return 0; /* none yet: the policy starts afresh */
+	int known = 0;
 	while (fgets(line, sizeof(line), f)) {
 		size_t i;
 		if (sscanf(line, "%127s %lf", name, &v) != 2)
@@ -362,6 +364,22 @@ static int state_load(struct tuner *t)
 			*(bool *)p = v != 0;
 		else
 			*(int *)p = (int)v;
+		known++;
+	}
+	if (!feof(f) && !known) {
+		/* Not one at all (a typo'd --state /etc/passwd): the first
+		 * decision would replace it. */
+		char shown[PROCFS_ESCAPED_SIZE(60)];
+		line[strcspn(line, "\n")] = '\0';
+		line[60] = '\0';
+		fclose(f);
+		return ksmctl_fail(
+		    KSMCTL_USAGE, t->state_file,
+		    "name the file ksmctl tune keeps its state in (a new one is "
+		    "made), or remove this one if it is a state file after all",
+		    "tune: not a state file ksmctl wrote (its first line is \"%s\"): "
+		    "tune would replace it",
+		    procfs_escape(line, shown, sizeof(shown)));
 	}
 	if (!feof(f)) {
 		line[strcspn(line, "\n")] = '\0';

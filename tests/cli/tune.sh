@@ -513,6 +513,13 @@ t_config() {
 	tune --once --state "$tmp/no/such/dir/state"
 	refused "--state in a missing directory" "ksmctl: tune: cannot write the state file" \
 		"input: $tmp/no/such/dir/state" "fix: name a file in a directory you can write"
+	# A file that is no state file at all (a typo'd --state /etc/passwd):
+	# refused, unchanged; it was read as "starting afresh" and replaced at
+	# the first decision.
+	printf 'root:x:0:0:root:/root:/bin/bash\n' >"$tmp/passwd"
+	tune --once --state "$tmp/passwd"
+	refused "--state OTHER-FILE" "ksmctl: tune: not a state file ksmctl wrote" "input: $tmp/passwd"
+	[ "$(cat "$tmp/passwd")" = "root:x:0:0:root:/root:/bin/bash" ] || fail "--state OTHER-FILE changed it"
 	# A state path that state_save cannot rename over, or must not: refused
 	# up front, --dry-run too, as a missing directory is.  A directory was
 	# a warning at every decision, exit 0, no state kept; a device was
@@ -563,8 +570,9 @@ t_config() {
 		'input: --config ""' "fix: name ksmtuned's file"
 	cd - >/dev/null || exit 1
 	[ -z "$(ls -A "$tmp/cwd")" ] || fail "an empty --state or --config left: $(ls -A "$tmp/cwd")"
-	# A file that is not a state file: a warning on one line, then afresh.
-	echo garbage >"$tmp/garbage"
+	# A state file with a line this ksmctl does not know (another
+	# version's): a warning on one line, then afresh.
+	printf 'ps.prev.t 2000\ngarbage\n' >"$tmp/garbage"
 	tune --once --dry-run --state "$tmp/garbage"
 	[ $rc = 0 ] || fail "--state FILE of garbage: exit $rc"
 	says "$tmp/err" '(line "garbage"); starting afresh'
