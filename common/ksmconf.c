@@ -45,8 +45,7 @@ const char *ksmconf_show(const char *line, size_t len, char *out, size_t outlen)
 	while (len && (s[len - 1] == '\n' || s[len - 1] == '\r'))
 		len--;
 	while (i < len) {
-		bool bom = len - i >= 3 && memcmp(s + i, "\xef\xbb\xbf", 3) == 0;
-		size_t n = s[i] && !bom ? procfs_printable(s + i) : 0;
+		size_t n = s[i] ? procfs_printable(s + i) : 0;
 		const char *piece = (const char *)s + i;
 		char esc[8];
 

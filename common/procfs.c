@@ -338,7 +338,18 @@ int procfs_find_comm(const char *dir, const char *name)
 	return n < 0 ? n : found;
 }
 
-/* Overlong forms, surrogates and C1 controls are not printable either. */
+/* Overlong forms, surrogates and C1 controls are not printable either, nor
+ * are the characters that show nothing or reorder what follows: the soft
+ * hyphen, zero-width spaces and joiners, the line and paragraph
+ * separators, bidirectional controls, the word joiner and invisible
+ * operators, and the byte-order mark (a name made of them would print as
+ * another, or as nothing). */
+static bool invisible(unsigned cp)
+{
+	return cp == 0xad || (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+	       (cp >= 0x2060 && cp <= 0x2064) || (cp >= 0x2066 && cp <= 0x206f) || cp == 0xfeff;
+}
+
 size_t procfs_printable(const unsigned char *s)
 {
 	unsigned cp;
@@ -360,7 +371,7 @@ size_t procfs_printable(const unsigned char *s)
 		cp = cp << 6 | (s[i] & 0x3f);
 	}
 	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
+	    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0) || invisible(cp))
 		return 0;
 	return n;
 }

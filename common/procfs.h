@@ -94,7 +94,8 @@ int procfs_find_comm(const char *dir, const char *name);
 /*
  * Copies in to out as printable text: valid UTF-8 sequences of printable
  * characters are kept, and every other byte (control characters, newline,
- * DEL, bytes that are not UTF-8) becomes "\xHH", as systemd escapes unit
+ * DEL, bytes that are not UTF-8, invisible or reordering characters such
+ * as zero-width spaces and bidirectional controls) becomes "\xHH", as systemd escapes unit
  * names, so a cgroup path keeps its "machine-qemu\x2d1.scope" as it is.
  * The result is always terminated, cut on a whole character if out is too
  * small.  Returns out.

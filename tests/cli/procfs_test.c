@@ -107,6 +107,13 @@ static void test_escape(void)
 	procfs_escape("\xc0\xaf\xed\xa0\x80\xc2\x85", out,
 		      sizeof(out)); /* overlong, surrogate, C1 */
 	CHECK(strcmp(out, "\\xc0\\xaf\\xed\\xa0\\x80\\xc2\\x85") == 0);
+	/* Invisible or reordering: a zero-width space, a right-to-left
+	 * override, a byte-order mark (the name "ab" and these would look
+	 * alike). */
+	procfs_escape("a\xe2\x80\x8b\xe2\x80\xae\xef\xbb\xbf"
+		      "b",
+		      out, sizeof(out));
+	CHECK(strcmp(out, "a\\xe2\\x80\\x8b\\xe2\\x80\\xae\\xef\\xbb\\xbfb") == 0);
 	procfs_escape("\xff\xff\xff", out, 9); /* cut on a whole escape */
 	CHECK(strcmp(out, "\\xff\\xff") == 0);
 }
