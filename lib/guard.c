@@ -160,7 +160,7 @@ static void window_kind_init(void)
 	if (kind == WINDOW_MPROTECT)
 		return;
 	uffd = prim_userfaultfd(kind == WINDOW_UFFD_USER);
-	if (uffd < 0 && kind == WINDOW_UFFD && want < 0) {
+	if (uffd < 0 && kind == WINDOW_UFFD) { /* the next, as unset does */
 		kind = WINDOW_UFFD_USER;
 		uffd = prim_userfaultfd(true);
 	}

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <sys/socket.h>
+#include <grp.h>
 #include <sys/uio.h>
 
 #define IO_PAGES 1024 /* 4 MiB: two contents, merging into two KSM pages */
@@ -234,4 +235,30 @@ void test_unmerge_under_load(void)
 	CHECK_EQ_INT(rd(sp, "pages_shared"), 0);
 	CHECK_EQ_U64(pages_mapping_pool(big, n), 0);
 	samepage_close(sp);
+}
+
+/* SAMEPAGE_WINDOW=uffd where kernel-mode userfaultfd is refused (an
+ * unprivileged process, vm.unprivileged_userfaultfd 0): the next
+ * mechanism, as samepage(3) says, uffd-user; it fell to mprotect. */
+void test_window_forced_uffd_falls_back(void)
+{
+	if (geteuid() != 0)
+		SKIP("not root: cannot become another user");
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+		    setresuid(65534, 65534, 65534))
+			_exit(2);
+		setenv("SAMEPAGE_WINDOW", "uffd", 1);
+		samepage_t *sp;
+		if (samepage_open(&sp))
+			_exit(3);
+		long long w = rd(sp, "merge_window");
+		printf("# as nobody, SAMEPAGE_WINDOW=uffd: merge_window %lld\n", w);
+		fflush(stdout);
+		samepage_close(sp);
+		_exit(w == 0 ? 1 : 0);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
 }

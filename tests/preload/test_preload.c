@@ -493,6 +493,10 @@ static void test_environment(void)
 		int rc = run_preloaded("SAMEPAGE_WINDOW", "mprotect", "kvm", err, sizeof(err));
 		CHECK_EQ_INT(rc, 1);
 		CHECK_EQ_INT(run_preloaded("SAMEPAGE_WINDOW", "0", "kvm", err, sizeof(err)), rc);
+		/* The refusal names the cause, the variable, not the privilege
+		 * (it said to run as root, which this test is). */
+		CHECK(strstr(err, "SAMEPAGE_WINDOW=0") != NULL);
+		CHECK(strstr(err, "unset SAMEPAGE_WINDOW") != NULL);
 	} else {
 		printf("# no /dev/kvm to open: SAMEPAGE_WINDOW=0's mechanism not seen\n");
 	}
