@@ -44,12 +44,14 @@
 #include <sys/socket.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/statfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 static struct {
 	char socket_path[108], pid_file[256];
+	bool pid_opened; /* pid_file opened (a regular file): removed on a failed start */
 	const char *config;
 	bool foreground, own_socket;
 	int listen_fd;
@@ -524,6 +526,9 @@ static int start_failed(bool made_dir)
 	if (g.own_socket)
 		unlink(g.socket_path);
 	g.own_socket = false;
+	if (g.pid_opened) /* a regular file it opened: no daemon's pid in it */
+		unlink(g.pid_file);
+	g.pid_opened = false;
 	if (made_dir)
 		rmdir(g.st.dir);
 	return 1;
@@ -602,12 +607,20 @@ int main(int argc, char **argv)
 	 * file cannot be stopped by it.  The parent writes the child's pid
 	 * before it exits, so the file is whole once the start command returns. */
 	FILE *pidf = NULL;
+	struct stat pst;
+	if (g.pid_file[0] && (!stat(g.pid_file, &pst) && !S_ISREG(pst.st_mode))) {
+		logmsg("the pid file %s is not a regular file (fix: give --pid-file a file's "
+		       "path)",
+		       g.pid_file);
+		return start_failed(made_dir);
+	}
 	if (g.pid_file[0] && !(pidf = fopen(g.pid_file, "we"))) {
 		logmsg("cannot write the pid file %s: %s (fix: create its directory, or give "
 		       "--pid-file a writable path)",
 		       g.pid_file, strerror(errno));
 		return start_failed(made_dir);
 	}
+	g.pid_opened = pidf != NULL;
 	if (!g.foreground) {
 		pid_t p = fork();
 		if (p < 0) {
@@ -618,8 +631,9 @@ int main(int argc, char **argv)
 			if (pidf && (fprintf(pidf, "%d\n", (int)p) < 0 || fclose(pidf))) {
 				logmsg("cannot write the pid file %s: %s", g.pid_file,
 				       strerror(errno));
-				kill(p, SIGTERM);
-				return 1;
+				kill(p, SIGKILL); /* not started: no daemon to stop by it */
+				waitpid(p, NULL, 0);
+				return start_failed(made_dir);
 			}
 			return 0;
 		}

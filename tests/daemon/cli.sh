@@ -102,6 +102,22 @@ rc=$?
 	grep -q "fix: " "$tmp/err" && [ ! -e "$tmp/pf.sock" ] && [ ! -e "$tmp/pfst" ] && ok ||
 	fail "--pid-file in a missing directory exited $rc (want 1, no socket or state directory left): $(cat "$tmp/err")"
 stop_daemon "$tmp/pf.sock"
+# A pid file it cannot write whole (no room: a file size limit of 0) is
+# not left behind, empty, nor is the socket; one that is no regular file
+# is refused and left as it is (root's --pid-file /dev/null was truncated).
+(
+	ulimit -f 0
+	trap '' XFSZ
+	timeout 5 "$bin" --foreground --socket "$tmp/ph.sock" --state-dir "$tmp/phst" \
+		--pid-file "$tmp/h.pid" 2>&1
+) | cat >"$tmp/err"
+grep -q "cannot write the pid file $tmp/h.pid" "$tmp/err" && [ ! -e "$tmp/h.pid" ] &&
+	[ ! -e "$tmp/ph.sock" ] && [ ! -e "$tmp/phst" ] && ok ||
+	fail "--pid-file with no room: the pid file, socket or state directory left: $(cat "$tmp/err")"
+mkfifo "$tmp/fifo.pid"
+refused "--pid-file at a FIFO" "is not a regular file" --socket "$tmp/pi.sock" --state-dir "$tmp/pist" \
+	--pid-file "$tmp/fifo.pid"
+[ -p "$tmp/fifo.pid" ] && [ ! -e "$tmp/pi.sock" ] && ok || fail "--pid-file at a FIFO: changed, or the socket left"
 timeout 5 "$bin" --socket "$tmp/pg.sock" --state-dir "$tmp/pgst" --pid-file "$tmp/g.pid" \
 	>"$tmp/out" 2>"$tmp/err"
 rc=$?
