@@ -521,6 +521,20 @@ static void check_descriptors(void)
 /* A start that failed leaves nothing it made: the socket it bound, the
  * state directory if it made it (never one that was there, and only while
  * still empty).  The exit status. */
+/* A path option's value into buf: false, said, if it is empty (an unset
+ * variable) or longer than buf holds (it would name another file). */
+static bool path_option(const char *opt, const char *v, char *buf, size_t len)
+{
+	if (!*v || strlen(v) >= len) {
+		fprintf(stderr,
+			"samepaged: %s \"%.64s%s\": %s (fix: give a path of 1 to %zu bytes)\n", opt,
+			v, strlen(v) > 64 ? "..." : "", *v ? "too long" : "empty", len - 1);
+		return false;
+	}
+	memcpy(buf, v, strlen(v) + 1);
+	return true;
+}
+
 static int start_failed(bool made_dir)
 {
 	if (g.own_socket)
@@ -551,13 +565,19 @@ int main(int argc, char **argv)
 			printf("samepaged %s\n", SAMEPAGE_VERSION_STRING);
 			return 0;
 		} else if (v && !strcmp(a, "--socket")) {
-			snprintf(g.socket_path, sizeof(g.socket_path), "%s", v), i++;
+			if (!path_option(a, v, g.socket_path, sizeof(g.socket_path)))
+				return 2;
+			i++;
 		} else if (v && !strcmp(a, "--state-dir")) {
-			snprintf(g.st.dir, sizeof(g.st.dir), "%s", v), i++;
+			if (!path_option(a, v, g.st.dir, sizeof(g.st.dir)))
+				return 2;
+			i++;
 		} else if (v && !strcmp(a, "--config")) {
 			g.config = v, i++;
 		} else if (v && !strcmp(a, "--pid-file")) {
-			snprintf(g.pid_file, sizeof(g.pid_file), "%s", v), i++;
+			if (!path_option(a, v, g.pid_file, sizeof(g.pid_file)))
+				return 2;
+			i++;
 		} else if (v && !strcmp(a, "--allow-user")) {
 			allow_user(v), i++;
 		} else if (numeric_option(a, v)) {

@@ -44,6 +44,19 @@ for bad in "--max-connections 0" "--max-domains 99999" "--idle-timeout 10s" \
 		ok || fail "$bad exited $rc: $(cat "$tmp/err")"
 done
 
+# An empty path (an unset variable) or one longer than samepaged keeps:
+# exit 2, nothing made (an empty one was the default, a long socket path
+# was cut to another path).
+long=$tmp/$(printf 'x%.0s' $(seq 120))
+for bad in "--socket" "--state-dir" "--pid-file" "--socket $long"; do
+	# shellcheck disable=SC2086
+	timeout 5 "$bin" --foreground --socket "$tmp/s" --state-dir "$tmp/state" $bad "" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	opt=${bad%% *}
+	[ "$rc" = 2 ] && grep -q -- "$opt \"" "$tmp/err" && grep -q "fix: " "$tmp/err" &&
+		[ ! -e "$tmp/state" ] && [ ! -e "$tmp/s" ] && ok || fail "$bad '' exited $rc: $(cat "$tmp/err")"
+done
+
 # refused WHAT TEXT ARGS...: samepaged exits 1 at start-up (5 s at most),
 # its message holding TEXT.
 refused()
