@@ -271,7 +271,17 @@ static struct pool_id stale_pools[MAX_STALE_POOLS];
 static _Atomic int nstale;
 static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Where they are mapped (stale_extents_hit()), with stale_lock held. */
+/*
+ * Where the stale pools are mapped (stale_extents_hit()), with stale_lock
+ * held: read from the maps once and kept until something may have moved
+ * them, so that a discard elsewhere reads nothing (in a forked child every
+ * MADV_DONTNEED read the whole maps, 36 us against 2).  The extents cover
+ * every private mapping of a stale pool, and more where there are more
+ * mappings than the table holds: neighbours closer than a gap are joined,
+ * the gap doubling until they fit.  Read again (stale_extents_read false)
+ * after a pool is added, after pages of them were made anonymous, and
+ * after every mremap, which can move them.
+ */
 #define MAX_STALE_EXTENTS 256
 static struct {
 	uintptr_t start, end;
@@ -334,17 +344,6 @@ void stale_pools_unlock(void)
 {
 	pthread_mutex_unlock(&stale_lock);
 }
-
-/*
- * Where the stale pools are mapped, read from the maps once and kept until
- * something may have moved them: a discard elsewhere reads nothing (in a
- * forked child every MADV_DONTNEED read the whole maps, 36 us against 2).
- * The extents cover every private mapping of a stale pool, and more
- * where there are more mappings than the table holds: neighbours closer
- * than a gap are joined, the gap doubling until they fit.  Read again (stale_extents_read
- * false) after a pool is added, after pages of them were made anonymous,
- * and after every mremap, which can move them.
- */
 
 /* A full table: the gap doubles, and the extents it now joins are one. */
 static void stale_extents_coarsen(void)
