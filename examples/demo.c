@@ -55,7 +55,9 @@ struct guest {
 
 struct outcome {
 	double before_mib, after_mib, secs, cpu_s;
-	long long scans; /* full scans until converged (the domain's least) */
+	double daemon_mib; /* samepaged's Pss at the end (its share of the pool) */
+	double system_mib; /* saved system-wide: AnonPages + Shmem + SUnreclaim */
+	long long scans;   /* full scans until converged (the domain's least) */
 	long long shared, sharing;
 	bool ran;
 };
@@ -80,9 +82,13 @@ static long long pss_kb(pid_t pid)
 	return kb_of(procfs_path(path, sizeof(path), "/proc", (int)pid, "smaps_rollup"), "Pss");
 }
 
+/* The memory merging changes, system-wide: anonymous pages, shared memory
+ * (a pool), and unreclaimable slab (the kernel's rmap_items and stable
+ * nodes, the mappings of a merge). */
 static long long system_kb(void)
 {
-	return kb_of("/proc/meminfo", "AnonPages") + kb_of("/proc/meminfo", "Shmem");
+	return kb_of("/proc/meminfo", "AnonPages") + kb_of("/proc/meminfo", "Shmem") +
+	       kb_of("/proc/meminfo", "SUnreclaim");
 }
 
 /* CPU seconds of the threads or tasks named `comm` under /proc/PID/task. */
@@ -303,11 +309,15 @@ static struct outcome run(const struct backend *be, bool kernel)
 		o.ran = false;
 		return o;
 	}
-	long long pss0 = 0;
+	/* samepaged maps the whole pool too: its share of the pool's Pss is
+	 * memory the merge costs outside the guests. */
+	pid_t daemon = kernel ? 0 : daemon_pid;
+	long long pss0 = daemon > 0 ? pss_kb(daemon) : 0;
 	for (unsigned g = 0; g < guests; g++)
 		pss0 += pss_kb(gs[g].pid);
 	o.before_mib = (double)pss0 / 1024;
-	printf("guests booted: %.0f MiB (their Pss), system AnonPages+Shmem +%lld MiB\n",
+	printf("guests booted: %.0f MiB (their Pss), system (AnonPages+Shmem+SUnreclaim) +%lld "
+	       "MiB\n",
 	       o.before_mib, (system_kb() - sys0) / 1024);
 	printf("turning merging on, as the seed blog post does:\n");
 	for (int i = 0; i < 2; i++) {
@@ -315,6 +325,7 @@ static struct outcome run(const struct backend *be, bool kernel)
 		printf("  echo %-6s > %s\n", knobs[i][1], knobs[i][0]);
 	}
 	double t0 = now(), cpu0 = be->cpu();
+	long long system0 = system_kb();
 	be->set("run", "1");
 	printf("  echo 1      > run\n");
 
@@ -333,15 +344,15 @@ static struct outcome run(const struct backend *be, bool kernel)
 		if (now() - last_print < (tty ? 0.25 : 2.0))
 			continue;
 		last_print = now();
-		long long total = 0;
+		long long total = daemon > 0 ? pss_kb(daemon) : 0;
 		printf("%s[%5.1fs] scans %lld | saved per guest:", tty ? "\r" : "", now() - t0, s);
 		for (unsigned g = 0; g < guests; g++) {
 			long long p = pss_kb(gs[g].pid);
 			total += p;
 			printf(" %4lld", (long long)(o.before_mib * 1024 / guests - p) / 1024);
 		}
-		printf(" MiB | total %5lld MiB | meminfo %5lld MiB%s", (pss0 - total) / 1024,
-		       (sys0 + pss0 - system_kb()) / 1024, tty ? "   " : "\n");
+		printf(" MiB | total %5lld MiB | system %5lld MiB%s", (pss0 - total) / 1024,
+		       (system0 - system_kb()) / 1024, tty ? "   " : "\n");
 		fflush(stdout);
 	}
 	o.secs = now() - t0;
@@ -349,10 +360,12 @@ static struct outcome run(const struct backend *be, bool kernel)
 	o.scans = be->get("full_scans") - scans0;
 	o.shared = be->get("pages_shared");
 	o.sharing = be->get("pages_sharing");
-	long long pss1 = 0;
+	long long outside = daemon > 0 ? pss_kb(daemon) : 0, pss1 = outside;
 	for (unsigned g = 0; g < guests; g++)
 		pss1 += pss_kb(gs[g].pid);
 	o.after_mib = (double)pss1 / 1024;
+	o.daemon_mib = (double)outside / 1024;
+	o.system_mib = (double)(system0 - system_kb()) / 1024;
 	bool ok = stop_guests(gs);
 	be->set("run", "2");
 	printf("\n%s: %.0f MiB -> %.0f MiB in %.1f s; every guest's memory %s\n", be->name,
@@ -480,12 +493,16 @@ int main(int argc, char **argv)
 	}
 
 	printf("\n  %-28s %16s %16s\n", "", "libsamepage", k.ran ? "kernel KSM" : "");
-	printf("  %-28s %16.0f", "guest memory before (MiB)", u.before_mib);
+	printf("  %-28s %16.0f", "memory before (MiB)", u.before_mib);
 	k.ran ? printf(" %16.0f\n", k.before_mib) : printf("\n");
 	printf("  %-28s %16.0f", "after merging (MiB)", u.after_mib);
 	k.ran ? printf(" %16.0f\n", k.after_mib) : printf("\n");
+	printf("  %-28s %16.0f", "  of which samepaged (MiB)", u.daemon_mib);
+	k.ran ? printf(" %16s\n", "-") : printf("\n");
 	printf("  %-28s %16.0f", "saved (MiB)", u.before_mib - u.after_mib);
 	k.ran ? printf(" %16.0f\n", k.before_mib - k.after_mib) : printf("\n");
+	printf("  %-28s %16.0f", "saved system-wide (MiB)", u.system_mib);
+	k.ran ? printf(" %16.0f\n", k.system_mib) : printf("\n");
 	printf("  %-28s %16lld", "pages_shared", u.shared);
 	k.ran ? printf(" %16lld\n", k.shared) : printf("\n");
 	printf("  %-28s %16lld", "pages_sharing", u.sharing);
@@ -497,8 +514,10 @@ int main(int argc, char **argv)
 	printf("  %-28s %16.2f", "scanner CPU (s)", u.cpu_s);
 	k.ran ? printf(" %16.2f\n", k.cpu_s) : printf("\n");
 	printf("\n(pages_to_scan %s, sleep_millisecs %s%s; memory is the guests' Pss from "
-	       "/proc/PID/smaps_rollup; scanner CPU is the guests' samepage-ksmd threads vs "
-	       "ksmd)\n",
+	       "/proc/PID/smaps_rollup, with samepaged's (its share of the pool it maps); "
+	       "system-wide is /proc/meminfo's AnonPages + Shmem + SUnreclaim, the kernel's "
+	       "metadata and the merges' mappings included, from other processes too; scanner "
+	       "CPU is the guests' samepage-ksmd threads vs ksmd)\n",
 	       seed_pages_to_scan, seed_sleep_ms,
 	       strcmp(seed_pages_to_scan, "20000") || strcmp(seed_sleep_ms, "200")
 		   ? ""
