@@ -271,7 +271,7 @@ static int check_exec_program(const struct install *in, const char *unit_text)
 		if (access(full, X_OK) == 0)
 			return 0;
 		return ksmctl_fail(
-		    KSMCTL_REFUSED, full,
+		    KSMCTL_NO, full,
 		    "install ksmctl there first (make install), or give --root DIR "
 		    "for a staging tree",
 		    "install-service: the unit's ExecStart= program is not installed: "

@@ -38,7 +38,7 @@ if [ -n "$built" ]; then
 	else
 		"$ksmctl" install-service --dry-run >"$tmp/out" 2>"$tmp/err"
 		rc=$?
-		[ $rc = 5 ] || fail "install-service with $prog missing exited $rc, not 5: $(cat "$tmp/out" "$tmp/err")"
+		[ $rc = 1 ] || fail "install-service with $prog missing exited $rc, not 1: $(cat "$tmp/out" "$tmp/err")"
 		[ ! -s "$tmp/out" ] || fail "install-service with $prog missing went on: $(cat "$tmp/out")"
 		grep -qF "the unit's ExecStart= program is not installed" "$tmp/err" &&
 			grep -qF "input: $prog" "$tmp/err" && grep -qF "make install" "$tmp/err" ||
