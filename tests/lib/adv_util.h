@@ -80,6 +80,10 @@ static inline int adv_run(const struct adv_test *t, size_t n, const char *name)
 			int st;
 			pid_t r = waitpid(pid, &st, WNOHANG);
 			if (r == pid) {
+				/* What the test left of its process group (a client
+				 * child a failed REQUIRE did not kill) goes with it:
+				 * it would scan on and hold ctest's output pipe. */
+				kill(-pid, SIGKILL);
 				if (WIFSIGNALED(st)) {
 					fprintf(stderr, "%s: killed by signal %d\n", name,
 						WTERMSIG(st));
