@@ -452,41 +452,35 @@ static int occurrences(const char *hay, const char *needle)
 	return n;
 }
 
-static void test_environment(void)
+/* Each of values of variable var said once on standard error, with a fix
+ * (bad), or nothing said (good); the program runs either way. */
+static void environment_said(const char *var, const char *const *values, size_t n, bool bad)
 {
 	char err[4096], said[128];
+	for (size_t i = 0; i < n; i++) {
+		CHECK_EQ_INT(run_preloaded(var, values[i], "opennull", err, sizeof(err)), 0);
+		snprintf(said, sizeof(said), "%s=%s:", var, values[i]);
+		CHECK_EQ_INT(occurrences(err, said), bad ? 1 : 0);
+		CHECK_EQ_INT(strstr(err, "(fix: ") != NULL, bad);
+		if (!bad)
+			CHECK_EQ_INT(err[0], 0);
+	}
+}
+
+static void test_environment(void)
+{
+	char err[4096];
 	static const char *const bad_any[] = {"yes", "2", "true", " 1"};
-	for (size_t i = 0; i < sizeof(bad_any) / sizeof(bad_any[0]); i++) {
-		CHECK_EQ_INT(
-		    run_preloaded("SAMEPAGE_MERGE_ANY", bad_any[i], "opennull", err, sizeof(err)),
-		    0);
-		snprintf(said, sizeof(said), "SAMEPAGE_MERGE_ANY=%s:", bad_any[i]);
-		CHECK_EQ_INT(occurrences(err, said), 1);
-		CHECK(strstr(err, "(fix: ") != NULL);
-	}
 	static const char *const good_any[] = {"1", "0", ""};
-	for (size_t i = 0; i < sizeof(good_any) / sizeof(good_any[0]); i++) {
-		CHECK_EQ_INT(
-		    run_preloaded("SAMEPAGE_MERGE_ANY", good_any[i], "opennull", err, sizeof(err)),
-		    0);
-		CHECK_EQ_INT(err[0], 0);
-	}
 	static const char *const bad_window[] = {"bogus", "3", "UFFD", "full"};
-	for (size_t i = 0; i < sizeof(bad_window) / sizeof(bad_window[0]); i++) {
-		CHECK_EQ_INT(
-		    run_preloaded("SAMEPAGE_WINDOW", bad_window[i], "opennull", err, sizeof(err)),
-		    0);
-		snprintf(said, sizeof(said), "SAMEPAGE_WINDOW=%s:", bad_window[i]);
-		CHECK_EQ_INT(occurrences(err, said), 1);
-		CHECK(strstr(err, "(fix: ") != NULL);
-	}
 	static const char *const good_window[] = {"uffd", "2", "uffd-user", "1", "mprotect", "0"};
-	for (size_t i = 0; i < sizeof(good_window) / sizeof(good_window[0]); i++) {
-		CHECK_EQ_INT(
-		    run_preloaded("SAMEPAGE_WINDOW", good_window[i], "opennull", err, sizeof(err)),
-		    0);
-		CHECK_EQ_INT(err[0], 0);
-	}
+	environment_said("SAMEPAGE_MERGE_ANY", bad_any, sizeof(bad_any) / sizeof(bad_any[0]), true);
+	environment_said("SAMEPAGE_MERGE_ANY", good_any, sizeof(good_any) / sizeof(good_any[0]),
+			 false);
+	environment_said("SAMEPAGE_WINDOW", bad_window, sizeof(bad_window) / sizeof(bad_window[0]),
+			 true);
+	environment_said("SAMEPAGE_WINDOW", good_window,
+			 sizeof(good_window) / sizeof(good_window[0]), false);
 	/* 0 is mprotect: /dev/kvm is refused (EPERM), as with "mprotect" (it
 	 * was taken for unset: userfaultfd where the process may use it). */
 	if (access("/dev/kvm", R_OK | W_OK) == 0) {
