@@ -19,23 +19,33 @@ trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; wait; rm -rf "$tmp
 bad=0
 tree=$src/trees/linux-4.19 # no advisor: pages_to_scan may be set
 
+# [as=CMD] both_refuse WHAT FILE SOCKET STATE: ksmctl apply --check FILE
+# and samepaged --config FILE (run by CMD if given) both exit 2 with the
+# same message, left in kmsg; else says so and fails.
+both_refuse()
+{
+	local what=$1 file=$2 sock=$3 state=$4 k d
+	${as:-} "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check "$file" \
+		>/dev/null 2>"$tmp/k.err"
+	k=$?
+	${as:-} timeout 20 "$samepaged" --foreground --config "$file" --socket "$sock" \
+		--state-dir "$state" >/dev/null 2>"$tmp/d.err"
+	d=$?
+	kmsg=$(sed 's/^ksmctl: //' "$tmp/k.err") dmsg=$(sed 's/^samepaged: //' "$tmp/d.err")
+	if [ $k != 2 ] || [ $d != 2 ]; then
+		echo "FAIL: $what: ksmctl apply exits $k, samepaged --config $d (want 2 and 2)"
+		echo "$kmsg"; echo "$dmsg"; bad=1; return 1
+	elif [ "$kmsg" != "$dmsg" ]; then
+		echo "FAIL: $what: the messages differ:"; diff <(echo "$kmsg") <(echo "$dmsg"); bad=1; return 1
+	fi
+}
+
 n=0
 while IFS='|' read -r text want; do
 	n=$((n + 1))
 	printf '%b' "$text" >"$tmp/c$n.conf"
-	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check "$tmp/c$n.conf" \
-		>/dev/null 2>"$tmp/k.err"
-	k=$?
-	timeout 20 "$samepaged" --foreground --config "$tmp/c$n.conf" --socket "$tmp/s$n.sock" \
-		--state-dir "$shm/s$n" >/dev/null 2>"$tmp/d.err"
-	d=$?
-	kmsg=$(sed 's/^ksmctl: //' "$tmp/k.err") dmsg=$(sed 's/^samepaged: //' "$tmp/d.err")
-	if [ $k != 2 ] || [ $d != 2 ]; then
-		echo "FAIL: '$text': ksmctl apply exits $k, samepaged --config $d (want 2 and 2)"
-		echo "$kmsg"; echo "$dmsg"; bad=1
-	elif [ "$kmsg" != "$dmsg" ]; then
-		echo "FAIL: '$text': the messages differ:"; diff <(echo "$kmsg") <(echo "$dmsg"); bad=1
-	elif ! grep -q "^  input: $tmp/c$n.conf:[0-9]*: .*$want" <<<"$kmsg" || ! grep -q "^  fix: ." <<<"$kmsg"; then
+	both_refuse "'$text'" "$tmp/c$n.conf" "$tmp/s$n.sock" "$shm/s$n" || continue
+	if ! grep -q "^  input: $tmp/c$n.conf:[0-9]*: .*$want" <<<"$kmsg" || ! grep -q "^  fix: ." <<<"$kmsg"; then
 		echo "FAIL: '$text': no 'input: FILE:LINE: ...$want' and fix in:"; echo "$kmsg"; bad=1
 	elif tr -d '\n' <<<"$kmsg" | LC_ALL=C grep -q '[[:cntrl:]]'; then
 		echo "FAIL: '$text': a control character printed raw:"; cat -A <<<"$kmsg"; bad=1
@@ -87,18 +97,8 @@ done
 
 # An empty name (an unset variable, as in --config "$CONF"): refused by
 # both, exit 2, the same message saying so (not "create it").
-"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check "" >/dev/null 2>"$tmp/k.err"
-k=$?
-timeout 20 "$samepaged" --foreground --config "" --socket "$tmp/empty.sock" --state-dir "$shm/empty" \
-	>/dev/null 2>"$tmp/d.err"
-d=$?
-kmsg=$(sed 's/^ksmctl: //' "$tmp/k.err") dmsg=$(sed 's/^samepaged: //' "$tmp/d.err")
-if [ $k != 2 ] || [ $d != 2 ]; then
-	echo "FAIL: an empty file name: ksmctl apply exits $k, samepaged --config $d (want 2 and 2)"
-	echo "$kmsg"; echo "$dmsg"; bad=1
-elif [ "$kmsg" != "$dmsg" ]; then
-	echo "FAIL: an empty file name: the messages differ:"; diff <(echo "$kmsg") <(echo "$dmsg"); bad=1
-elif ! grep -qx "the config file's name is empty" <<<"$kmsg" || ! grep -qx '  input: ""' <<<"$kmsg"; then
+if both_refuse "an empty file name" "" "$tmp/empty.sock" "$shm/empty" &&
+	{ ! grep -qx "the config file's name is empty" <<<"$kmsg" || ! grep -qx '  input: ""' <<<"$kmsg"; }; then
 	echo "FAIL: an empty file name: the message does not say so:"; echo "$kmsg"; bad=1
 fi
 
@@ -111,19 +111,9 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 	chmod 600 "$tmp/secret.conf"
 	chmod 755 "$tmp" "$shm"
 	mkdir -m 777 "$shm/nobody"
-	as_nobody "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check \
-		"$tmp/secret.conf" >/dev/null 2>"$tmp/k.err"
-	k=$?
-	as_nobody timeout 20 "$samepaged" --foreground --config "$tmp/secret.conf" \
-		--socket "$shm/nobody/s.sock" --state-dir "$shm/nobody/st" >/dev/null 2>"$tmp/d.err"
-	d=$?
-	kmsg=$(sed 's/^ksmctl: //' "$tmp/k.err") dmsg=$(sed 's/^samepaged: //' "$tmp/d.err")
-	if [ $k != 2 ] || [ $d != 2 ]; then
-		echo "FAIL: unreadable file: ksmctl apply exits $k, samepaged --config $d (want 2 and 2)"
-		echo "$kmsg"; echo "$dmsg"; bad=1
-	elif [ "$kmsg" != "$dmsg" ]; then
-		echo "FAIL: unreadable file: the messages differ:"; diff <(echo "$kmsg") <(echo "$dmsg"); bad=1
-	elif ! grep -qF "  input: $tmp/secret.conf" <<<"$kmsg" || ! grep -q "^  fix: .*readable" <<<"$kmsg"; then
+	if as=as_nobody both_refuse "unreadable file" "$tmp/secret.conf" "$shm/nobody/s.sock" \
+		"$shm/nobody/st" &&
+		{ ! grep -qF "  input: $tmp/secret.conf" <<<"$kmsg" || ! grep -q "^  fix: .*readable" <<<"$kmsg"; }; then
 		echo "FAIL: unreadable file: no input naming it, or a fix that is not the permission:"
 		echo "$kmsg"; bad=1
 	fi
