@@ -177,14 +177,7 @@ int ksmtuned_conf_read(const char *path, struct ksmtuned_conf *c, struct ksmconf
 		char *text = line + strspn(line, " \t");
 
 		lineno++;
-		/* As ksm.conf (common/ksmconf.c): a NUL byte would end the
-		 * line unseen. */
-		if (memchr(line, '\0', (size_t)got)) {
-			snprintf(err->cause, sizeof(err->cause), "the line contains a NUL byte");
-			snprintf(err->fix, sizeof(err->fix),
-				 "remove it: the file is text (tr -d '\\000' < FILE > NEW)");
-			snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno,
-				 ksmconf_show(line, (size_t)got, shown, sizeof(shown)));
+		if (ksmconf_nul_line(path, lineno, line, (size_t)got, err)) {
 			ret = -EINVAL;
 			break;
 		}

@@ -5,7 +5,6 @@
 #include "ksmconf.h"
 
 #include <errno.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,28 +36,23 @@ static char *trim(char *s)
 
 const char *ksmconf_show(const char *line, size_t len, char *out, size_t outlen)
 {
-	const unsigned char *s = (const unsigned char *)line;
-	size_t o = 0, i = 0;
-
-	if (!outlen)
-		return out;
-	while (len && (s[len - 1] == '\n' || s[len - 1] == '\r'))
+	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 		len--;
-	while (i < len) {
-		size_t n = s[i] ? procfs_printable(s + i) : 0;
-		const char *piece = (const char *)s + i;
-		char esc[8];
+	return procfs_escape_n(line, len, out, outlen);
+}
 
-		if (!n || n > len - i)
-			n = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", s[i]), piece = esc;
-		if (o + n >= outlen)
-			break;
-		memcpy(out + o, piece, n);
-		o += n;
-		i += piece == esc ? 1 : n;
-	}
-	out[o] = '\0';
-	return out;
+bool ksmconf_nul_line(const char *path, int lineno, const char *line, size_t len,
+		      struct ksmconf_error *err)
+{
+	char shown[600];
+	if (!memchr(line, '\0', len))
+		return false;
+	snprintf(err->cause, sizeof(err->cause), "the line contains a NUL byte");
+	snprintf(err->fix, sizeof(err->fix),
+		 "remove it: a config file is text (tr -d '\\000' < FILE > NEW)");
+	snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno,
+		 ksmconf_show(line, len, shown, sizeof(shown)));
+	return true;
 }
 
 /* Checks one "name = value" line into s: 0 or -EINVAL with err filled. */
@@ -177,15 +171,7 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 			memmove(line, line + 3, (size_t)got - 2);
 			got -= 3;
 		}
-		/* getline counts a NUL byte; a C string would end there and
-		 * drop the rest of the line unseen. */
-		if (memchr(line, '\0', (size_t)got)) {
-			ksmconf_show(line, (size_t)got, shown, sizeof(shown));
-			snprintf(err->cause, sizeof(err->cause), "the line contains a NUL byte");
-			snprintf(err->fix, sizeof(err->fix),
-				 "remove it: a config file is text (tr -d '\\000' < FILE > NEW)");
-			snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno,
-				 shown);
+		if (ksmconf_nul_line(path, lineno, line, (size_t)got, err)) {
 			ret = -EINVAL;
 			break;
 		}

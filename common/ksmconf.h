@@ -16,6 +16,7 @@
 #ifndef SAMEPAGE_COMMON_KSMCONF_H
 #define SAMEPAGE_COMMON_KSMCONF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "samepage.h"
@@ -52,14 +53,17 @@ struct ksmconf_error {
  * no file).  On an error out is not to be used. */
 int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_error *err);
 
-/*
- * A config line's first len bytes as printable text for a message, as
- * procfs_escape() shows a process name: printable UTF-8 is kept, any other
- * byte becomes "\xHH", a NUL byte and a byte-order mark (U+FEFF, which no
- * terminal shows) too.  A trailing newline is left out; the result is cut
- * on a whole character to fit outlen.  Returns out.
- */
+/* A config line's first len bytes as printable text for a message, as a
+ * process name is shown (procfs_escape_n: a NUL byte and invisible
+ * characters as "\xHH"), its trailing newline left out.  Returns out. */
 const char *ksmconf_show(const char *line, size_t len, char *out, size_t outlen);
+
+/* Whether line lineno of path (len bytes, as getline counted them) holds a
+ * NUL byte, which a C string would end at, dropping the rest unseen: then
+ * *err says so (file:line, the line shown).  Both readers of config files
+ * (this one and ksmctl tune's of ksmtuned.conf) refuse such a line. */
+bool ksmconf_nul_line(const char *path, int lineno, const char *line, size_t len,
+		      struct ksmconf_error *err);
 
 /* The values a knob accepts, for fixes: "a whole number from 0 to 2". */
 const char *ksmconf_range(const struct samepage_knob *k, char *buf, size_t len);

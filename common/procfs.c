@@ -376,26 +376,31 @@ size_t procfs_printable(const unsigned char *s)
 	return n;
 }
 
-const char *procfs_escape(const char *in, char *out, size_t outlen)
+const char *procfs_escape_n(const char *in, size_t len, char *out, size_t outlen)
 {
 	const unsigned char *s = (const unsigned char *)in;
-	size_t o = 0;
+	size_t o = 0, i = 0;
 
 	if (!outlen)
 		return out;
-	while (*s) {
-		size_t n = procfs_printable(s);
+	while (i < len) {
+		size_t n = s[i] ? procfs_printable(s + i) : 0;
+		const char *piece = (const char *)s + i;
 		char esc[8];
-		const char *piece = (const char *)s;
 
-		if (!n)
-			n = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", *s), piece = esc;
+		if (!n || n > len - i)
+			n = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", s[i]), piece = esc;
 		if (o + n >= outlen)
 			break;
 		memcpy(out + o, piece, n);
 		o += n;
-		s += piece == (const char *)s ? n : 1;
+		i += piece == esc ? 1 : n;
 	}
 	out[o] = '\0';
 	return out;
+}
+
+const char *procfs_escape(const char *in, char *out, size_t outlen)
+{
+	return procfs_escape_n(in, strlen(in), out, outlen);
 }

@@ -101,6 +101,9 @@ int procfs_find_comm(const char *dir, const char *name);
  * small.  Returns out.
  */
 const char *procfs_escape(const char *in, char *out, size_t outlen);
+/* The same for the first len bytes of in, a NUL among them escaped too
+ * ("\x00"); in[len] must be readable (a string's NUL, getline's). */
+const char *procfs_escape_n(const char *in, size_t len, char *out, size_t outlen);
 /* The length of the printable UTF-8 character at s (1 to 4), or 0 when s
  * does not start one: the test procfs_escape applies to each byte. */
 size_t procfs_printable(const unsigned char *s);
