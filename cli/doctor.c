@@ -142,7 +142,7 @@ static enum severity nothing_mergeable(const struct facts *f, struct finding *ou
 	}
 	/* ksm_stat is readable by its owner only (S_IRUSR): another user's
 	 * processes may have opted in, unseen. */
-	if (f->procs.accounted && opt.live && geteuid() != 0) {
+	if (f->procs.accounted && others_unseen()) {
 		SAY(summary, "none of this user's processes has mergeable memory");
 		SAY(evidence,
 		    "no /proc/PID/ksm_stat of this user's shows tracked or merged pages; "

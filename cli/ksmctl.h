@@ -63,6 +63,9 @@ long long knob_or(const char *name, long long def);
 void knob_selected(const char *text, char *buf, size_t len);
 /* True if the back-end has the knob or counter. */
 bool knob_present(const char *name);
+/* True when other users' processes cannot be seen: this machine's kernel
+ * KSM, not root (their /proc/PID/ksm_stat is S_IRUSR). */
+bool others_unseen(void);
 /* Reports that the back-end is not there (available() gave err): its own
  * explanation if it has one, else "KSM is not available" with kernel_fix.
  * Returns the exit status: 3 when refused (-EACCES), else 1. */

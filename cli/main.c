@@ -167,6 +167,11 @@ bool knob_present(const char *name)
 	return opt.be->read(opt.be, name, text, sizeof(text)) != -ENOENT;
 }
 
+bool others_unseen(void)
+{
+	return opt.live && !opt.user && geteuid() != 0;
+}
+
 void knob_selected(const char *text, char *buf, size_t len)
 {
 	const char *open = strchr(text, '[');

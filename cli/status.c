@@ -682,16 +682,10 @@ int cmd_status(int argc, char **argv)
 				    "status", "--output", "a file",
 				    "name the file to write, or leave --output "
 				    "out for stdout");
-			/* Replaced by a rename: root's --output /dev/null would
-			 * turn the device into a file. */
-			struct stat st;
-			if (stat(optarg, &st) == 0 && !S_ISREG(st.st_mode))
-				return ksmctl_fail(KSMCTL_USAGE, optarg,
-						   "name a regular file, replaced at once by a "
-						   "rename (leave --output out for stdout)",
-						   "status: the output file is %s",
-						   S_ISDIR(st.st_mode) ? "a directory"
-								       : "not a regular file");
+			if ((err = ksmctl_replaceable("status", optarg, "the output file",
+						      "name a regular file, replaced at once by a "
+						      "rename (leave --output out for stdout)")))
+				return err;
 			out.path = optarg;
 		} else if (c == 'n') {
 			no_node_ksmd = true;

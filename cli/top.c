@@ -386,7 +386,7 @@ int cmd_top(int argc, char **argv)
 		    "top: this kernel does not account KSM per process");
 	}
 	/* ksm_stat is readable by its owner only (S_IRUSR). */
-	if (opt.live && !opt.user && geteuid() != 0)
+	if (others_unseen())
 		ksmctl_warn("not root: only your own processes are shown");
 	n = build_rows(&l, by, &rows);
 	proc_list_free(&l);

@@ -305,11 +305,10 @@ static int state_check(const struct tuner *t)
 			   ? 0 /* none yet */
 			   : ksmctl_fail(KSMCTL_USAGE, t->state_file, fix,
 					 "tune: cannot use the state file: %s", strerror(errno));
-	if (!S_ISREG(st.st_mode))
-		return ksmctl_fail(KSMCTL_USAGE, t->state_file,
-				   "name a file (e.g. DIR/ksm-tune.state), or leave --state out",
-				   "tune: the state file is %s",
-				   S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+	int ret = ksmctl_replaceable("tune", t->state_file, "the state file",
+				     "name a file (e.g. DIR/ksm-tune.state), or leave --state out");
+	if (ret)
+		return ret;
 	snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - t->state_file) + 1 : 1,
 		 slash ? t->state_file : ".");
 	if (geteuid() != 0 && st.st_uid != geteuid() && stat(dir, &ds) == 0 &&

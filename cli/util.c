@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,6 +54,16 @@ int ksmctl_empty_value(const char *verb, const char *option, const char *what, c
 		 option);
 	return ksmctl_fail(KSMCTL_USAGE, input, full, "%s: %s needs %s, not an empty string", verb,
 			   option, what);
+}
+
+int ksmctl_replaceable(const char *verb, const char *path, const char *what, const char *fix)
+{
+	struct stat st;
+
+	if (stat(path, &st) || S_ISREG(st.st_mode))
+		return 0;
+	return ksmctl_fail(KSMCTL_USAGE, path, fix, "%s: %s is %s", verb, what,
+			   S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
 }
 
 /* Nothing but blanks and newlines after a number. */

@@ -43,6 +43,13 @@ void ksmctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * Returns KSMCTL_USAGE.
  */
 int ksmctl_empty_value(const char *verb, const char *option, const char *what, const char *fix);
+/*
+ * A file the verb will replace by a rename (status --output, tune --state)
+ * must be a regular file, or none yet: a directory cannot be, and root's
+ * rename over /dev/null would turn the device into a file.  0, or exit
+ * status 2 said as "VERB: WHAT is a directory" with fix.
+ */
+int ksmctl_replaceable(const char *verb, const char *path, const char *what, const char *fix);
 
 /* Reads a file holding one decimal number: 0 or -errno (-EINVAL: not a number). */
 int read_ll(const char *path, long long *out);

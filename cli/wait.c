@@ -78,8 +78,7 @@ static void warn_if_nothing_to_scan(void)
 {
 	struct proc_list l;
 
-	/* Not root: other users' ksm_stat cannot be read, nothing is known. */
-	if (opt.live && geteuid() != 0)
+	if (others_unseen()) /* nothing is known of theirs */
 		return;
 	if (proc_list_collect(&l) == 0 && l.accounted && l.n == 0)
 		ksmctl_warn("no process has mergeable memory, so ksmd does not scan and full_scans "
