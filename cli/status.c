@@ -403,8 +403,8 @@ static void prom_metric_int(const char *metric, const char *type, const char *he
 	prom_number(0, v, true);
 }
 
-/* node_exporter's ksmd collector names, so existing dashboards keep working. */
-/* The files node_exporter's ksmd collector reads, by its names. */
+/* The files node_exporter's ksmd collector reads, named as it names them,
+ * so that existing dashboards keep working. */
 static const char *const node_ksmd_files[] = {
     "full_scans",     "merge_across_nodes", "pages_shared", "pages_sharing",   "pages_to_scan",
     "pages_unshared", "pages_volatile",	    "run",	    "sleep_millisecs",

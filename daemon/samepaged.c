@@ -518,9 +518,6 @@ static void check_descriptors(void)
 		       (unsigned long long)need);
 }
 
-/* A start that failed leaves nothing it made: the socket it bound, the
- * state directory if it made it (never one that was there, and only while
- * still empty).  The exit status. */
 /* A path option's value into buf: false, said, if it is empty (an unset
  * variable) or longer than buf holds (it would name another file). */
 static bool path_option(const char *opt, const char *v, char *buf, size_t len)
@@ -535,6 +532,9 @@ static bool path_option(const char *opt, const char *v, char *buf, size_t len)
 	return true;
 }
 
+/* A start that failed leaves nothing it made: the socket it bound, the pid
+ * file it opened, the state directory if it made it (never one that was
+ * there, and only while still empty).  The exit status. */
 static int start_failed(bool made_dir)
 {
 	if (g.own_socket)

@@ -258,18 +258,15 @@ static bool kvm_refused(const char *path)
 	if (!path || strcmp(path, "/dev/kvm") || guard_window_kind() == WINDOW_UFFD)
 		return false;
 	const char *env = getenv("SAMEPAGE_WINDOW");
-	if (env && *env && guard_window_kind() != WINDOW_UFFD)
-		say("samepage: refusing %s to this process: KVM writes guest memory from the "
-		    "kernel, which waits for a merge only with the userfaultfd window, and "
-		    "SAMEPAGE_WINDOW=%.40s chose another or it is not available here (fix: unset "
-		    "SAMEPAGE_WINDOW; see samepage(3))\n",
-		    path, env);
-	else
-		say("samepage: refusing %s to this process: KVM writes guest memory from the "
-		    "kernel, which waits for a merge only with the userfaultfd window, not "
-		    "available here (fix: run as root or with CAP_SYS_PTRACE, give access to "
-		    "/dev/userfaultfd, or set vm.unprivileged_userfaultfd=1; see samepage(3))\n",
-		    path);
+	bool chosen = env && *env; /* then it may be why */
+	say("samepage: refusing %s to this process: KVM writes guest memory from the kernel, "
+	    "which waits for a merge only with the userfaultfd window, %s%.40s%s (fix: %s; see "
+	    "samepage(3))\n",
+	    path, chosen ? "and SAMEPAGE_WINDOW=" : "not available here", chosen ? env : "",
+	    chosen ? " chose another or it is not available here" : "",
+	    chosen ? "unset SAMEPAGE_WINDOW"
+		   : "run as root or with CAP_SYS_PTRACE, give access to /dev/userfaultfd, or "
+		     "set vm.unprivileged_userfaultfd=1");
 	errno = EPERM;
 	return true;
 }
