@@ -633,7 +633,6 @@ void handler_ensure(void)
  */
 int window_open(uintptr_t start, uintptr_t end, int prot)
 {
-	handler_ensure(); /* the mprotect fallback's writers wait in our handler */
 	int slot = window_slot(start, end);
 	if (slot < 0)
 		return slot;
@@ -641,9 +640,10 @@ int window_open(uintptr_t start, uintptr_t end, int prot)
 	if (!(prot & PROT_WRITE))
 		return slot;
 	if (guard_window_kind() != WINDOW_MPROTECT && !uffd_protect(start, end, true)) {
-		windows[slot].uffd = true;
+		windows[slot].uffd = true; /* writers wait in the kernel */
 		return slot;
 	}
+	handler_ensure(); /* the mprotect fallback's writers wait in our handler */
 	int err = prim_mprotect((void *)start, end - start, prot & ~PROT_WRITE);
 	if (err) {
 		window_slot_close(slot);

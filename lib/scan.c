@@ -79,7 +79,7 @@ static bool calc_checksum(const void *page, uint32_t *out, uint64_t *hash)
 static bool other_process_has(struct samepage *sp, uint64_t hash)
 {
 	_Atomic uint64_t *b = &sp->stable.hints[hash % (DOM_HINTS / HINT_WAYS) * HINT_WAYS];
-	uint32_t me = (uint32_t)prim_getpid() & HINT_PID_MASK;
+	uint32_t me = (uint32_t)sp->owner & HINT_PID_MASK; /* the scanner runs in its owner */
 	uint32_t now = (uint32_t)(prim_now_ns() / 1000000000ULL) & 1023;
 	uint64_t key = hash & HINT_KEY_MASK;
 	unsigned victim = 0, best = 0;
