@@ -41,7 +41,7 @@
 #include <unistd.h>
 
 #define PG 4096UL
-#define MAX_GUESTS 16
+#define MAX_GUESTS 64
 #define KSM "/sys/kernel/mm/ksm/"
 static const char *seed_pages_to_scan = "20000", *seed_sleep_ms = "200";
 static unsigned guests = 4, mib = 256;
