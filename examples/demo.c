@@ -17,7 +17,10 @@
  *  then the two side by side.
  *
  * Usage: demo [--guests N] [--mib M] [--samepaged PATH] [--no-kernel]
- *             [--pages-to-scan N] [--sleep-ms N] [--tsv]
+ *             [--pages-to-scan N] [--sleep-ms N] [--hold S] [--tsv]
+ * --hold S keeps the guests S seconds once merged and reports what the
+ * scanner costs then (% of one CPU), as a host pays it for as long as its
+ * VMs run.
  * --tsv prints bench/run.sh's result lines (workload 7-multi) on standard
  * output and everything else on standard error; SAMEPAGE_KSM_LOCK_HELD=1
  * says the caller holds the kernel-KSM lock file already.
@@ -44,7 +47,7 @@
 #define MAX_GUESTS 64
 #define KSM "/sys/kernel/mm/ksm/"
 static const char *seed_pages_to_scan = "20000", *seed_sleep_ms = "200";
-static unsigned guests = 4, mib = 256;
+static unsigned guests = 4, mib = 256, hold;
 static FILE *tsv;
 static const char *samepaged = "samepaged";
 
@@ -59,6 +62,7 @@ struct outcome {
 	double system_mib; /* saved system-wide: AnonPages + Shmem + SUnreclaim */
 	long long scans;   /* full scans until converged (the domain's least) */
 	long long shared, sharing;
+	double hold_pct; /* scanner CPU while converged (--hold), % of one CPU */
 	bool ran;
 };
 
@@ -360,6 +364,15 @@ static struct outcome run(const struct backend *be, bool kernel)
 	o.scans = be->get("full_scans") - scans0;
 	o.shared = be->get("pages_shared");
 	o.sharing = be->get("pages_sharing");
+	if (hold) {
+		/* What scanning costs once merged, for as long as the guests
+		 * run: the figure a host pays every hour. */
+		printf("\nconverged; holding the guests %u s to measure the scanner then\n", hold);
+		double h0 = now(), c0 = be->cpu();
+		while (now() - h0 < hold)
+			usleep(100000);
+		o.hold_pct = 100 * (be->cpu() - c0) / (now() - h0);
+	}
 	long long outside = daemon > 0 ? pss_kb(daemon) : 0, pss1 = outside;
 	for (unsigned g = 0; g < guests; g++)
 		pss1 += pss_kb(gs[g].pid);
@@ -446,14 +459,16 @@ int main(int argc, char **argv)
 			seed_pages_to_scan = argv[++i];
 		else if (!strcmp(argv[i], "--sleep-ms") && i + 1 < argc)
 			seed_sleep_ms = argv[++i];
+		else if (!strcmp(argv[i], "--hold") && i + 1 < argc)
+			hold = (unsigned)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--tsv")) {
 			/* Result lines on stdout, the rest on stderr. */
 			tsv = fdopen(dup(1), "w");
 			dup2(2, 1);
 		} else {
-			fprintf(stderr,
-				"usage: demo [--guests N] [--mib M] [--samepaged PATH] "
-				"[--no-kernel] [--pages-to-scan N] [--sleep-ms N] [--tsv]\n");
+			fprintf(stderr, "usage: demo [--guests N] [--mib M] [--samepaged PATH] "
+					"[--no-kernel] [--pages-to-scan N] [--sleep-ms N] [--hold "
+					"S] [--tsv]\n");
 			return 2;
 		}
 	}
@@ -513,6 +528,10 @@ int main(int argc, char **argv)
 	k.ran ? printf(" %16lld\n", k.scans) : printf("\n");
 	printf("  %-28s %16.2f", "scanner CPU (s)", u.cpu_s);
 	k.ran ? printf(" %16.2f\n", k.cpu_s) : printf("\n");
+	if (hold) {
+		printf("  %-28s %16.2f", "then, % of a CPU", u.hold_pct);
+		k.ran ? printf(" %16.2f\n", k.hold_pct) : printf("\n");
+	}
 	printf("\n(pages_to_scan %s, sleep_millisecs %s%s; memory is the guests' Pss from "
 	       "/proc/PID/smaps_rollup, with samepaged's (its share of the pool it maps); "
 	       "system-wide is /proc/meminfo's AnonPages + Shmem + SUnreclaim, the kernel's "
@@ -532,6 +551,9 @@ int main(int argc, char **argv)
 			o->before_mib - o->after_mib);
 		fprintf(tsv, "7-multi\tidle\t%s\tcpu\ts\t%.6g\n", who, o->cpu_s);
 		fprintf(tsv, "7-multi\tidle\t%s\tfull_scans\tscans\t%lld\n", who, o->scans);
+		if (hold)
+			fprintf(tsv, "7-multi\tidle\t%s\tcpu_converged\tpct\t%.6g\n", who,
+				o->hold_pct);
 	}
 	if (tsv)
 		fclose(tsv);
