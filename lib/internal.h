@@ -228,6 +228,7 @@ void invariants_check(struct samepage *sp);
 /* region.c */
 int regions_refresh(struct samepage *sp);
 void regions_count_maps(struct samepage *sp);
+bool regions_range_current(struct samepage *sp, uintptr_t a, uintptr_t e, int prot, bool poolmap);
 int regions_check_mapped(struct samepage *sp, uintptr_t start, uintptr_t end);
 int regions_add(struct samepage *sp, uintptr_t start, uintptr_t end);
 int regions_add_anon(struct samepage *sp, uintptr_t start, uintptr_t end);

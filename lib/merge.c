@@ -124,7 +124,9 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 	bool zero = q[0].node == NIL;
 	bool poolmap = req_poolmap(sp, &q[0]);
 	bool ok[BATCH_PAGES * 2];
-	int slot = window_open(start, end, prot);
+	int slot = regions_range_current(sp, start, end, prot, poolmap)
+		       ? window_open(start, end, prot)
+		       : -EAGAIN;
 
 	if (slot < 0) {
 		for (size_t i = 0; i < n; i++)
@@ -218,7 +220,8 @@ static void break_huge_blocks(struct samepage *sp, const struct merge_req *q, si
 		struct region *r = &sp->regions[q[i].region];
 		int prot = region_prot_at(r, b);
 		if (!is_huge || b < r->start || b + pmd > region_addr(r, r->npages) || prot < 0 ||
-		    region_prot_at(r, b + pmd - PAGE_SIZE) != prot || !map_budget_allows(sp))
+		    region_prot_at(r, b + pmd - PAGE_SIZE) != prot || !map_budget_allows(sp) ||
+		    !regions_range_current(sp, b, b + pmd, prot, false))
 			continue;
 		if (huge_block_to_small(b, b + pmd, prot) == 0)
 			sp->c.map_count += 2;

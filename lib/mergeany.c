@@ -4,8 +4,10 @@
  * is mergeable, present and future, as prctl(PR_SET_MEMORY_MERGE) makes
  * them for the kernel's KSM (6.4+).
  *
- * At the start of every full scan the maps are read and the private
- * anonymous mappings not registered yet are registered, but:
+ * At the start of a full scan after a mapping the wrappers saw, and every
+ * 10 s (1 s before Linux 6.11) for those they did not, the maps are read
+ * and the private anonymous mappings not registered yet are registered,
+ * but:
  *
  *  - the library's own memory (alloc.c), which it writes inside its merge
  *    windows;

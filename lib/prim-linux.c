@@ -391,20 +391,23 @@ void prim_deadline(uint64_t ms, struct timespec *out)
 
 /* The descriptors are opened once per process and reopened after a fork
  * (they name "self", which /proc resolves at open time). */
-static int pagemap_fd = -1, mem_fd = -1;
+static int pagemap_fd = -1, mem_fd = -1, maps_fd = -1;
 static pid_t fds_pid;
 
 static void open_self_files(void)
 {
 	pid_t pid = getpid();
-	if (fds_pid == pid && pagemap_fd >= 0 && mem_fd >= 0)
+	if (fds_pid == pid && pagemap_fd >= 0 && mem_fd >= 0 && maps_fd >= 0)
 		return;
 	if (pagemap_fd >= 0)
 		close(pagemap_fd);
 	if (mem_fd >= 0)
 		close(mem_fd);
+	if (maps_fd >= 0)
+		close(maps_fd);
 	pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	mem_fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	fds_pid = pid;
 }
 
@@ -459,6 +462,67 @@ int prim_huge_ranges(uintptr_t start, uintptr_t end, uintptr_t (*out)[2], size_t
 		out[i][1] = (uintptr_t)r[i].end;
 	}
 	return n;
+}
+
+/* PROCMAP_QUERY (Linux 6.11), from its description in the kernel's
+ * include/uapi/linux/fs.h, for C libraries whose headers predate it. */
+#ifndef PROCMAP_QUERY
+struct procmap_query {
+	uint64_t size, query_flags, query_addr;
+	uint64_t vma_start, vma_end, vma_flags, vma_page_size, vma_offset, inode;
+	uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+	uint64_t vma_name_addr, build_id_addr;
+};
+#define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
+#define PROCMAP_QUERY_VMA_READABLE 0x01
+#define PROCMAP_QUERY_VMA_WRITABLE 0x02
+#define PROCMAP_QUERY_VMA_EXECUTABLE 0x04
+#define PROCMAP_QUERY_VMA_SHARED 0x08
+#endif
+
+static _Atomic int map_at_works = -1; /* not asked yet */
+
+int prim_map_at(uintptr_t addr, struct map_entry *e)
+{
+	struct procmap_query q = {.size = sizeof(q), .query_addr = addr};
+	if (!atomic_load(&map_at_works))
+		return -ENOTTY;
+	open_self_files();
+	if (maps_fd < 0)
+		return -EACCES;
+	if (sys_ioctl(maps_fd, PROCMAP_QUERY, &q) < 0) {
+		int err = errno;
+		if (err == ENOTTY || err == EINVAL) { /* a kernel before 6.11 */
+			atomic_store(&map_at_works, 0);
+			return -ENOTTY;
+		}
+		if (err == ENOENT)
+			atomic_store(&map_at_works, 1); /* asked, and answered: nothing there */
+		return -err;
+	}
+	atomic_store(&map_at_works, 1);
+	*e = (struct map_entry){
+	    .start = (uintptr_t)q.vma_start,
+	    .end = (uintptr_t)q.vma_end,
+	    .prot = (q.vma_flags & PROCMAP_QUERY_VMA_READABLE ? PROT_READ : 0) |
+		    (q.vma_flags & PROCMAP_QUERY_VMA_WRITABLE ? PROT_WRITE : 0) |
+		    (q.vma_flags & PROCMAP_QUERY_VMA_EXECUTABLE ? PROT_EXEC : 0),
+	    .shared = q.vma_flags & PROCMAP_QUERY_VMA_SHARED,
+	    .pgoff = q.vma_offset,
+	    .dev = makedev(q.dev_major, q.dev_minor),
+	    .ino = (ino_t)q.inode,
+	    .anon = q.inode == 0,
+	};
+	return 0;
+}
+
+bool prim_map_at_works(void)
+{
+	if (atomic_load(&map_at_works) < 0) {
+		struct map_entry e;
+		prim_map_at((uintptr_t)&map_at_works, &e);
+	}
+	return atomic_load(&map_at_works) == 1;
 }
 
 ssize_t prim_mem_read(uintptr_t addr, void *buf, size_t len)

@@ -105,6 +105,11 @@ struct map_entry {
  * returns non-zero, which is returned.  Allocates nothing. */
 typedef int (*maps_fn)(const struct map_entry *e, void *arg);
 int prim_maps_walk(pid_t pid, maps_fn fn, void *arg);
+/* The mapping of this process that holds addr, as its maps line would say
+ * (PROCMAP_QUERY, Linux 6.11: nothing formatted, one mapping): 0, -ENOENT
+ * where nothing is mapped, -ENOTTY on a kernel without it. */
+int prim_map_at(uintptr_t addr, struct map_entry *e);
+bool prim_map_at_works(void);
 /* Calls fn for each mapping of /proc/self/smaps with the two-letter
  * VmFlags it has (a string such as " rd wr mr mw me ac lo"). */
 typedef int (*vmflags_fn)(uintptr_t start, uintptr_t end, const char *flags, void *arg);

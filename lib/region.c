@@ -3,9 +3,11 @@
  * region.c - the mergeable ranges, and what the application did to them.
  *
  * The kernel knows its VMAs; we learn ours from /proc/self/maps.  The maps
- * are read when a range is registered, at the start of every full scan, and
- * whenever an application call seen by interpose.c changed the address
- * space.  A page that is no longer in an anonymous private mapping (or a
+ * are read when a range is registered, whenever an application call seen
+ * by interpose.c changed the address space, and at the start of a full
+ * scan once they are 10 s old (1 s on a kernel without PROCMAP_QUERY,
+ * scan.c); a merge in maps over a second old asks the kernel about its
+ * own run first (regions_range_current()).  A page that is no longer in an anonymous private mapping (or a
  * private mapping of our pool) is forgotten, as the kernel forgets the rmap
  * items of an unmapped range.
  *
@@ -92,6 +94,35 @@ void regions_count_maps(struct samepage *sp)
 		sp->c.map_count = n;
 		sp->c.pool_maps = pool;
 	}
+}
+
+/*
+ * Is [a, e) still what the maps said when they were read: private
+ * mappings of protection prot, anonymous (poolmap: of our pool)?  A raw
+ * system call the wrappers do not see may have changed it since, and a
+ * merge maps what the regions say.  Maps read under MAPS_REREAD_NS ago
+ * are taken as they are; older ones, each mapping of the range is asked
+ * for (PROCMAP_QUERY), and a difference has the next batch read them
+ * again (engine_sync).  Without PROCMAP_QUERY the maps are never older
+ * than that at a full scan's start (scan.c), and the range is taken.
+ */
+bool regions_range_current(struct samepage *sp, uintptr_t a, uintptr_t e, int prot, bool poolmap)
+{
+	if (prim_now_ns() - sp->maps_read_ns < MAPS_REREAD_NS)
+		return true;
+	for (uintptr_t at = a; at < e;) {
+		struct map_entry m;
+		int err = prim_map_at(at, &m);
+		if (err == -ENOTTY)
+			return true;
+		if (err || !mergeable_entry(sp, &m) || m.prot != prot || m.anon == poolmap ||
+		    m.end <= at) {
+			sp->maps_dirty = true;
+			return false;
+		}
+		at = m.end;
+	}
+	return true;
 }
 
 /* Is pool page `off` mapped anywhere but in our own view? */

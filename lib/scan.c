@@ -421,26 +421,39 @@ static void scan_time_advisor(struct samepage *sp)
 /* ---- the scan loop ---- */
 
 /* The maps are read again at the start of a full scan if they were not
- * read for this long: a change the wrappers see makes the next batch read
+ * read for a while: a change the wrappers see makes the next batch read
  * them (engine_sync), one they cannot see (a raw system call) is caught
- * within this time.  A read costs about a microsecond per mapping under
- * the address-space lock, which the application's mmap, mprotect and
- * munmap wait for: read at every full scan of a small range with many
- * mappings, it cut an application's mmap rate 20-fold (9-churn). */
-#define MAPS_REREAD_NS 1000000000ULL
+ * then.  A read costs about a microsecond per mapping under the
+ * address-space lock, which the application's mmap, mprotect and munmap
+ * wait for: read at every full scan of a small range with many mappings,
+ * it cut an application's mmap rate 20-fold (9-churn); read once a second,
+ * it was more than half of what 16 merged processes of 64 MiB spent
+ * scanning (the demo's --hold: 9.9% of a CPU, 4.3% without).  So where
+ * the kernel answers PROCMAP_QUERY, a merge asks it about its own run
+ * instead (regions_range_current()), and the whole maps are read every
+ * MAPS_QUERIED_REREAD_NS, for what else a raw call changed (new mappings
+ * under merge-any, pool pages no longer mapped); without it, every
+ * MAPS_REREAD_NS. */
+#define MAPS_QUERIED_REREAD_NS (10 * MAPS_REREAD_NS)
+
+static uint64_t maps_reread_ns(void)
+{
+	return prim_map_at_works() ? MAPS_QUERIED_REREAD_NS : MAPS_REREAD_NS;
+}
 
 static void start_full_scan(struct samepage *sp)
 {
 	advisor_start_scan(sp);
 	engine_enter(sp);
-	uint64_t now = prim_now_ns();
-	if (now - sp->maps_read_ns >= MAPS_REREAD_NS)
+	uint64_t now = prim_now_ns(), every = maps_reread_ns();
+	if (now - sp->maps_read_ns >= every)
 		regions_refresh(sp); /* what the wrappers could not see */
 	/* merge-any: take what the application mapped (the wrappers saw it),
-	 * or what anything else did, looked for once a second: the maps of a
-	 * VM monitor with merged memory run to 10,000s of lines. */
+	 * or what anything else did (a thread's stack), looked for as often:
+	 * the maps of a VM monitor with merged memory run to 10,000s of
+	 * lines. */
 	if (sp->merge_any &&
-	    (atomic_exchange(&sp->any_new, false) || now - sp->any_read_ns >= MAPS_REREAD_NS)) {
+	    (atomic_exchange(&sp->any_new, false) || now - sp->any_read_ns >= every)) {
 		merge_any_refresh(sp);
 		sp->any_read_ns = now;
 	}

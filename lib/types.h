@@ -29,6 +29,8 @@
  * address-space lock.  512 pages = 2 MiB: long enough to make runs, short
  * enough that an application's munmap() never waits long. */
 #define BATCH_PAGES 512
+/* Maps read this recently are taken as they are (region.c, scan.c). */
+#define MAPS_REREAD_NS 1000000000ULL
 
 /*
  * page_meta.flags.  Zero means "mergeable, no state", so an untouched page
