@@ -622,9 +622,12 @@ t_unit() {
 	grep -q '^ExecStart=[^ ]*/ksmctl tune \$KSMCTL_TUNE_ARGS$' "$unit" || fail "ksm-tune.service's ExecStart"
 	"$ksmctl" install-service --root "$root" --no-enable >"$tmp/out"
 	unit=$root/etc/systemd/system/ksm-apply.service
-	says "$unit" "Conflicts=ksmtuned.service ksm.service"
+	# Not ksm.service: both are wanted at boot (ksmtuned's enabling kept),
+	# and a conflict would drop it (run=1 at boot).
+	says "$unit" "Conflicts=ksmtuned.service"
+	grep -q '^Conflicts=.*ksm\.service' "$unit" && fail "ksm-apply.service conflicts with ksm.service"
 	# Conflicts= alone does not order the conflicting unit's stop (run=0)
-	# before this unit's start.
+	# before this unit's start; ksm.service's start (run=1) comes first.
 	says "$unit" "After=local-fs.target ksmtuned.service ksm.service"
 	grep -q '^ExecStop=[^ ]*/ksmctl stop$' "$unit" || fail "ksm-apply.service has no ExecStop=ksmctl stop"
 	if command -v systemd-analyze >/dev/null; then

@@ -23,7 +23,9 @@
 #     of / in a private mount namespace: the real system is never
 #     written), the units enabled as debian/rules says, a purge leaves
 #     nothing; and, when apt can fetch ksmtuned, installing over it removes
-#     it and keeps its ksm.service enabled (now ours).
+#     it and keeps its ksm.service enabled (now ours); where systemd --test
+#     computes the boot's initial transaction, the boot starts
+#     ksm-apply.service, and ksm.service too over ksmtuned.
 # Skipped (77) without dpkg-buildpackage or debhelper.
 #
 # usage: pkg.sh SRCDIR WORKDIR VERSION
@@ -203,6 +205,10 @@ in_copy() {
 		mount -t overlay overlay -o lowerdir=/,upperdir="$d/upper",workdir="$d/work" "$d/root"
 		mount -t proc proc "$d/root/proc"
 		mount --rbind /dev "$d/root/dev"
+		# /sys read-only (systemd --test needs it and its cgroups; the
+		# kernel'"'"'s KSM knobs cannot be written from the copy).
+		mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$d/root/sys" 2>/dev/null &&
+			mount --bind -o ro /sys/fs/cgroup "$d/root/sys/fs/cgroup" 2>/dev/null || true
 		for m in run tmp; do mount -t tmpfs tmpfs "$d/root/$m"; done
 		mkdir "$d/root/tmp/debs"
 		cp "$sp" "$lib" "$dev" "$d/root/tmp/debs/"
@@ -221,6 +227,14 @@ done
 apt_install() { apt-get install -y -q --no-install-recommends "$@" >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; return 1; }; }
 no() { echo "FAIL: $*"; bad=1; }
 bad=0
+# The units the boot would start: the start jobs of systemd'"'"'s initial
+# transaction for multi-user.target (systemd --test, which refuses root), one
+# a line; nothing where systemd cannot compute it here.  Enabled is not
+# enough: of two wanted units that conflict, the boot starts one.
+boot_starts() {
+	runuser -u nobody -- /lib/systemd/systemd --test --system --unit=multi-user.target --no-pager 2>/dev/null |
+		sed -n "/^-> By jobs:/,\$ s/^[[:space:]]*Action: \(.*\) -> start\$/\1/p"
+}
 '
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || ! command -v unshare >/dev/null; then
 	echo "apt install not tried: it needs root, apt-get and unshare (a copy of the system in a mount namespace)"
@@ -242,6 +256,11 @@ for u in ksm-apply.service:enabled ksm.service:disabled samepaged.socket:disable
 	s=$(systemctl is-enabled ${u%%:*} 2>&1)
 	[ "$s" = ${u#*:} ] || no "${u%%:*} is $s after installation, not ${u#*:}"
 done
+boot=$(boot_starts)
+if [ -n "$boot" ]; then
+	grep -qx ksm-apply.service <<<"$boot" || no "the boot would not start ksm-apply.service (/etc/ksm.conf)"
+	! grep -qx ksm.service <<<"$boot" || no "the boot would start ksm.service (run=1), which a new installation leaves disabled"
+fi
 apt-get purge -y -q samepage libsamepage0 >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; no "apt-get purge samepage libsamepage0"; }
 left=$(ls -d /etc/ksm.conf /usr/bin/ksmctl /usr/sbin/ksmctl /usr/lib/'"$ma"'/libsamepage.so.0 \
 	/etc/systemd/system/*/ksm-apply.service 2>/dev/null)
@@ -259,6 +278,16 @@ apt_install ./samepage_*.deb ./libsamepage0_*.deb || no "apt install ./samepage_
 [ "$(/usr/sbin/ksmctl --version)" = "ksmctl '"$version"'" ] || no "/usr/sbin/ksmctl is not ours: $(/usr/sbin/ksmctl --version 2>&1)"
 [ "$(systemctl is-enabled ksm.service)" = enabled ] || no "ksm.service, enabled by ksmtuned, is $(systemctl is-enabled ksm.service) after samepage replaced it"
 grep -qx "ExecStart=/usr/sbin/ksmctl start" '"$unitdir"'/ksm.service || no "ksm.service is not samepage'\''s"
+boot=$(boot_starts)
+if [ -z "$boot" ]; then
+	echo "the boot over ksmtuned not checked: no initial transaction from systemd --test here"
+else
+	# ksmtuned started KSM at boot (ksm.service): so must samepage, which
+	# also applies /etc/ksm.conf (ksm-apply.service).
+	for u in ksm.service ksm-apply.service; do
+		grep -qx "$u" <<<"$boot" || no "the boot would not start $u (samepage installed over ksmtuned): it starts $(grep ksm <<<"$boot" | tr "\n" " ")"
+	done
+fi
 [ $bad = 0 ] && echo "ok: installed over ksmtuned: removed it, /usr/sbin/ksmctl and ksm.service (still enabled) are ours"
 exit $bad' || bad=1
 fi
