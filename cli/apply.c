@@ -51,7 +51,8 @@ const char usage_install_service[] =
     "\n"
     "Installs ksm-apply.service (applies /etc/ksm.conf at boot) into\n"
     "DIR/etc/systemd/system, writes a commented DIR/etc/ksm.conf if there is\n"
-    "none, and enables the unit.\n"
+    "none, and enables the unit.  Where a package or make install put the\n"
+    "unit of this ksmctl in a system unit directory, that one is enabled.\n"
     "\n"
     "  --tune       install and enable ksm-tune.service (ksmctl tune) instead\n"
     "  --root DIR   install below DIR, an existing directory, instead of /\n"
@@ -285,6 +286,44 @@ static int check_exec_program(const struct install *in, const char *unit_text)
 	return 0;
 }
 
+/* The unit as a package or `make install` put it in a system unit
+ * directory (PREFIX/lib/systemd/system of the ksmctl the unit runs,
+ * Debian 12's /lib/systemd/system, /usr/lib/systemd/system), running
+ * this same program: enabling it is all that install-service has to do.
+ * A copy in /etc/systemd/system would hide the package's later versions
+ * of it and outlive its removal, enabled, running a program that is gone.
+ * Fills path and returns true when there is one. */
+static bool installed_unit(const char *unit, const char *unit_text, char *path, size_t len)
+{
+	char prog[PATH_MAX], prefix[PATH_MAX], dirs[3][PATH_MAX + 32], text[8192];
+	char *slash;
+	size_t n;
+	FILE *f;
+
+	exec_program(unit_text, prog, sizeof(prog));
+	snprintf(prefix, sizeof(prefix), "%s", prog); /* PREFIX/bin/ksmctl */
+	for (int i = 0; i < 2; i++)
+		if ((slash = strrchr(prefix, '/')))
+			*slash = '\0';
+	snprintf(dirs[0], sizeof(dirs[0]), "%s/lib/systemd/system", prefix);
+	snprintf(dirs[1], sizeof(dirs[1]), "/lib/systemd/system");
+	snprintf(dirs[2], sizeof(dirs[2]), "/usr/lib/systemd/system");
+	for (int i = 0; i < 3; i++) {
+		if (snprintf(path, len, "%s/%s", dirs[i], unit) >= (int)len)
+			continue;
+		if (!(f = fopen(path, "r")))
+			continue;
+		n = fread(text, 1, sizeof(text) - 1, f);
+		fclose(f);
+		text[n] = '\0';
+		char theirs[PATH_MAX];
+		exec_program(text, theirs, sizeof(theirs));
+		if (!strcmp(theirs, prog))
+			return true;
+	}
+	return false;
+}
+
 static void make_dirs(const char *path)
 {
 	char p[PATH_MAX * 2];
@@ -345,11 +384,13 @@ int cmd_install_service(int argc, char **argv)
 				   "install-service: --root is not a directory");
 	if ((ret = check_exec_program(&in, unit_text)))
 		return ret;
+	char installed[PATH_MAX + 64];
+	bool keep = !in.root[0] && installed_unit(in.unit, unit_text, installed, sizeof(installed));
 	snprintf(dir, sizeof(dir), "%s/etc/systemd/system", in.root);
 	/* A staging root (a package, a test) may start empty below it. */
 	if (in.root[0] && !in.dry)
 		make_dirs(dir);
-	if (!in.dry && access(dir, W_OK))
+	if (!keep && !in.dry && access(dir, W_OK))
 		return ksmctl_fail(errno == ENOENT ? KSMCTL_REFUSED : KSMCTL_PERM, dir,
 				   errno == ENOENT ? "is systemd installed? give --root for a tree"
 						   : "run as root",
@@ -361,7 +402,10 @@ int cmd_install_service(int argc, char **argv)
 	print_sample(mem);
 	fclose(mem);
 	snprintf(unit_path, sizeof(unit_path), "/etc/systemd/system/%s", in.unit);
-	ret = install_file(&in, unit_path, unit_text, false);
+	if (keep)
+		printf("keep %s (installed with ksmctl)\n", installed);
+	else
+		ret = install_file(&in, unit_path, unit_text, false);
 	if (!ret && unit_text == ksm_apply_unit_text)
 		ret = install_file(&in, "/etc/ksm.conf", sample, true);
 	free(sample);
@@ -371,7 +415,7 @@ int cmd_install_service(int argc, char **argv)
 		return enable_in_root(&in);
 	char *reload[] = {"systemctl", "daemon-reload", NULL};
 	char *enable[] = {"systemctl", "enable", (char *)in.unit, NULL};
-	if ((ret = run_command(&in, reload)) || (ret = run_command(&in, enable)))
+	if ((!keep && (ret = run_command(&in, reload))) || (ret = run_command(&in, enable)))
 		return ret;
 	return KSMCTL_OK;
 }

@@ -21,8 +21,9 @@
 #  4. as root: the README's `apt install ./samepage_*.deb
 #     ./libsamepage0_*.deb` in a throwaway copy of this system (an overlay
 #     of / in a private mount namespace: the real system is never
-#     written), the units enabled as debian/rules says, a purge leaves
-#     nothing; and, when apt can fetch ksmtuned, installing over it removes
+#     written), the units enabled as debian/rules says, `ksmctl
+#     install-service [--tune]` enables the package's units (no copy in
+#     /etc), a purge leaves nothing; and, when apt can fetch ksmtuned, installing over it removes
 #     it and keeps its ksm.service enabled (now ours); where systemd --test
 #     computes the boot's initial transaction, the boot starts
 #     ksm-apply.service, and ksm.service too over ksmtuned.
@@ -256,14 +257,24 @@ for u in ksm-apply.service:enabled ksm.service:disabled samepaged.socket:disable
 	s=$(systemctl is-enabled ${u%%:*} 2>&1)
 	[ "$s" = ${u#*:} ] || no "${u%%:*} is $s after installation, not ${u#*:}"
 done
+# ksmctl install-service [--tune] (README, doctor'"'"'s fix) enables the
+# package'"'"'s unit: a copy in /etc/systemd/system would hide the package'"'"'s
+# later versions and outlive its purge, enabled, running a ksmctl that is gone.
+for v in "--tune ksm-tune.service" " ksm-apply.service"; do
+	ksmctl install-service ${v% *} >/tmp/is.log 2>&1 || no "ksmctl install-service ${v% *} exited $?: $(cat /tmp/is.log)"
+	[ ! -e /etc/systemd/system/${v#* } ] || no "ksmctl install-service ${v% *} wrote /etc/systemd/system/${v#* } over the package'"'"'s unit"
+	[ "$(systemctl is-enabled ${v#* })" = enabled ] || no "${v#* } is $(systemctl is-enabled ${v#* }) after ksmctl install-service ${v% *}"
+done
 boot=$(boot_starts)
 if [ -n "$boot" ]; then
 	grep -qx ksm-apply.service <<<"$boot" || no "the boot would not start ksm-apply.service (/etc/ksm.conf)"
 	! grep -qx ksm.service <<<"$boot" || no "the boot would start ksm.service (run=1), which a new installation leaves disabled"
+	grep -qx ksm-tune.service <<<"$boot" || no "the boot would not start ksm-tune.service, enabled by install-service --tune"
 fi
 apt-get purge -y -q samepage libsamepage0 >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; no "apt-get purge samepage libsamepage0"; }
 left=$(ls -d /etc/ksm.conf /usr/bin/ksmctl /usr/sbin/ksmctl /usr/lib/'"$ma"'/libsamepage.so.0 \
-	/etc/systemd/system/*/ksm-apply.service 2>/dev/null)
+	/etc/systemd/system/*/ksm-apply.service /etc/systemd/system/ksm-*.service \
+	/etc/systemd/system/*/ksm-tune.service 2>/dev/null)
 [ -z "$left" ] || no "left after purge: $left"
 [ $bad = 0 ] && echo "ok: apt install ./samepage_*.deb ./libsamepage0_*.deb, the units, purge"
 exit $bad' || bad=1
