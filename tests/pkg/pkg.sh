@@ -23,7 +23,8 @@
 #     of / in a private mount namespace: the real system is never
 #     written), the units enabled as debian/rules says, `ksmctl
 #     install-service [--tune]` enables the package's units (no copy in
-#     /etc), a purge leaves nothing; and, when apt can fetch ksmtuned, installing over it removes
+#     /etc), a purge leaves nothing (ksm-prometheus.service's ksm.prom
+#     included); and, when apt can fetch ksmtuned, installing over it removes
 #     it and keeps its ksm.service enabled (now ours); where systemd --test
 #     computes the boot's initial transaction, the boot starts
 #     ksm-apply.service, and ksm.service too over ksmtuned.
@@ -271,11 +272,22 @@ if [ -n "$boot" ]; then
 	! grep -qx ksm.service <<<"$boot" || no "the boot would start ksm.service (run=1), which a new installation leaves disabled"
 	grep -qx ksm-tune.service <<<"$boot" || no "the boot would not start ksm-tune.service, enabled by install-service --tune"
 fi
+# ksm-prometheus.service'"'"'s metrics (its command, as its timer runs it where
+# node_exporter'"'"'s directory is): gone with the package, or node_exporter
+# would serve the last ones for ever.
+prom=/var/lib/prometheus/node-exporter/ksm.prom
+mkdir -p ${prom%/*}
+cmd=$(sed -n "s/^ExecStart=//p" '"$unitdir"'/ksm-prometheus.service)
+if ! $cmd >/tmp/prom.log 2>&1 || [ ! -s $prom ]; then
+	echo "ksm.prom not checked: the unit'"'"'s $cmd failed here: $(cat /tmp/prom.log)"
+	prom=
+fi
 apt-get purge -y -q samepage libsamepage0 >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; no "apt-get purge samepage libsamepage0"; }
 left=$(ls -d /etc/ksm.conf /usr/bin/ksmctl /usr/sbin/ksmctl /usr/lib/'"$ma"'/libsamepage.so.0 \
 	/etc/systemd/system/*/ksm-apply.service /etc/systemd/system/ksm-*.service \
 	/etc/systemd/system/*/ksm-tune.service 2>/dev/null)
 [ -z "$left" ] || no "left after purge: $left"
+[ -z "$prom" ] || [ ! -e $prom ] || no "left after purge: $prom (ksm-prometheus.service'"'"'s metrics)"
 [ $bad = 0 ] && echo "ok: apt install ./samepage_*.deb ./libsamepage0_*.deb, the units, purge"
 exit $bad' || bad=1
 	in_copy "$clean"'
