@@ -73,9 +73,13 @@ static void samepaged_explain(const struct ksm_backend *be, int err, char *cause
 
 	if (err == -ENOENT || err == -ECONNREFUSED) {
 		snprintf(cause, clen, "samepaged is not running at %s (%s)", sock, strerror(-err));
+		/* Without $XDG_RUNTIME_DIR (root by sudo, a service) the socket is
+		 * the system unit's: a user unit listens elsewhere. */
+		bool system = !strcmp(sock, "/run/samepaged.sock");
 		snprintf(fix, flen,
-			 "start it with `samepaged` or `systemctl --user start samepaged.socket`, "
-			 "or name its socket with --socket PATH");
+			 "start it with `samepaged` or `systemctl %sstart samepaged.socket`%s, "
+			 "or name its socket with --socket PATH",
+			 system ? "" : "--user ", system ? " (as root)" : "");
 	} else if (err == -EACCES || err == -EPERM) {
 		snprintf(cause, clen, "samepaged at %s refuses this user (%s)", sock,
 			 strerror(-err));

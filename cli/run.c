@@ -349,11 +349,15 @@ static int run_user(int argc, char **argv)
 		else
 			samepage_socket_path(sock, sizeof(sock));
 		int err = samepage_control(opt.socket, "GET run", reply, sizeof(reply));
+		/* /run/samepaged.sock (no $XDG_RUNTIME_DIR) is the system unit's. */
+		bool system = !strcmp(sock, "/run/samepaged.sock");
 		if (err == -ENOENT || err == -ECONNREFUSED)
 			return ksmctl_fail(
 			    KSMCTL_NO, sock,
-			    "start samepaged (systemctl --user start samepaged.socket), "
-			    "or give its socket with --socket PATH",
+			    system ? "start samepaged (systemctl start samepaged.socket, as "
+				     "root), or give its socket with --socket PATH"
+				   : "start samepaged (systemctl --user start "
+				     "samepaged.socket), or give its socket with --socket PATH",
 			    "run: no samepaged listens at %s", sock);
 		if (err)
 			return ksmctl_fail(err == -EACCES ? KSMCTL_PERM : KSMCTL_NO, sock,

@@ -96,7 +96,7 @@ value()
 
 absent()
 {
-	local verb stale=$tmp/stale.sock
+	local verb stale=$tmp/stale.sock rc
 	for verb in status "set run=1" "wait --scans 1" top check unmerge; do
 		# shellcheck disable=SC2086
 		expect 1 --user --socket "$sock" $verb
@@ -105,6 +105,22 @@ absent()
 	done
 	SAMEPAGE_SOCKET=$sock expect 1 --user status
 	says "$tmp/err" "samepaged is not running at $sock"
+	# No socket named and no XDG_RUNTIME_DIR (root by sudo, a service):
+	# /run/samepaged.sock, the system unit's socket, which `systemctl --user`
+	# does not start.
+	if [ ! -e /run/samepaged.sock ]; then
+		env -u SAMEPAGE_SOCKET -u XDG_RUNTIME_DIR "$ksmctl" --user status >"$tmp/out" 2>"$tmp/err"
+		rc=$?
+		[ $rc = 1 ] || fail "ksmctl --user status without a socket exited $rc, not 1"
+		says "$tmp/err" "samepaged is not running at /run/samepaged.sock"
+		says "$tmp/err" "systemctl start samepaged.socket"
+		! grep -q 'systemctl --user' "$tmp/err" || fail "the fix for /run/samepaged.sock says systemctl --user: $(cat "$tmp/err")"
+		env -u SAMEPAGE_SOCKET -u XDG_RUNTIME_DIR "$ksmctl" --user run --domain d -- true >"$tmp/out" 2>"$tmp/err"
+		rc=$?
+		[ $rc = 1 ] || fail "ksmctl --user run --domain without a socket exited $rc, not 1"
+		says "$tmp/err" "systemctl start samepaged.socket, as root"
+		! grep -q 'systemctl --user' "$tmp/err" || fail "run's fix for /run/samepaged.sock says systemctl --user: $(cat "$tmp/err")"
+	fi
 	expect 1 --user --socket "$sock" check --json
 	json_ok 'd["reachable"] is False and d["backend"] == "samepaged"'
 	# A socket file nobody listens on: ECONNREFUSED, the same advice.
