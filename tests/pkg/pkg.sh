@@ -25,9 +25,11 @@
 #     install-service [--tune]` enables the package's units (no copy in
 #     /etc), a purge leaves nothing (ksm-prometheus.service's ksm.prom
 #     included); and, when apt can fetch ksmtuned, installing over it removes
-#     it and keeps its ksm.service enabled (now ours); where systemd --test
-#     computes the boot's initial transaction, the boot starts
-#     ksm-apply.service, and ksm.service too over ksmtuned.
+#     it and keeps its ksm.service enabled (now ours), and its enabled
+#     tuner goes on as ksm-tune.service --policy ksmtuned (a disabled one
+#     stays off); where systemd --test computes the boot's initial
+#     transaction, the boot starts ksm-apply.service, and over ksmtuned
+#     ksm-tune.service or, without its tuner, ksm.service too.
 # Skipped (77) without dpkg-buildpackage or debhelper.
 #
 # usage: pkg.sh SRCDIR WORKDIR VERSION
@@ -290,29 +292,50 @@ left=$(ls -d /etc/ksm.conf /usr/bin/ksmctl /usr/sbin/ksmctl /usr/lib/'"$ma"'/lib
 [ -z "$prom" ] || [ ! -e $prom ] || no "left after purge: $prom (ksm-prometheus.service'"'"'s metrics)"
 [ $bad = 0 ] && echo "ok: apt install ./samepage_*.deb ./libsamepage0_*.deb, the units, purge"
 exit $bad' || bad=1
-	in_copy "$clean"'
+	# Over ksmtuned, twice: as it installs itself (its tuner,
+	# ksmtuned.service, enabled), and with its tuner disabled.
+	over='
 if ! apt_install ksmtuned >/dev/null; then
 	echo "apt could not install ksmtuned here: installing over it not tried"
 	exit 0
 fi
 [ "$(systemctl is-enabled ksm.service)" = enabled ] || no "ksmtuned did not enable its ksm.service"
+[ $tuner = yes ] || systemctl disable -q ksmtuned.service
 apt_install ./samepage_*.deb ./libsamepage0_*.deb || no "apt install ./samepage_*.deb over ksmtuned"
 [ "$(dpkg-query -W -f="\${db:Status-Abbrev}" ksmtuned)" = "rc " ] || no "ksmtuned is not removed: $(dpkg-query -W -f="\${db:Status-Abbrev}" ksmtuned)"
 [ "$(/usr/sbin/ksmctl --version)" = "ksmctl '"$version"'" ] || no "/usr/sbin/ksmctl is not ours: $(/usr/sbin/ksmctl --version 2>&1)"
 [ "$(systemctl is-enabled ksm.service)" = enabled ] || no "ksm.service, enabled by ksmtuned, is $(systemctl is-enabled ksm.service) after samepage replaced it"
-grep -qx "ExecStart=/usr/sbin/ksmctl start" '"$unitdir"'/ksm.service || no "ksm.service is not samepage'\''s"
+grep -qx "ExecStart=/usr/sbin/ksmctl start" '"$unitdir"'/ksm.service || no "ksm.service is not samepage'"'"'s"
+# ksmtuned'"'"'s enabled tuner goes on as ksm-tune.service, with its algorithm
+# and the /etc/ksmtuned.conf apt kept; a disabled one stays off.
+tune=$(systemctl is-enabled ksm-tune.service 2>&1)
+if [ $tuner = yes ]; then
+	[ "$tune" = enabled ] || no "ksm-tune.service is $tune after samepage replaced ksmtuned with ksmtuned.service enabled"
+	grep -qx "KSMCTL_TUNE_ARGS=\"--policy ksmtuned\"" /etc/default/ksm-tune 2>/dev/null ||
+		no "/etc/default/ksm-tune does not give --policy ksmtuned: $(cat /etc/default/ksm-tune 2>&1)"
+	[ -f /etc/ksmtuned.conf ] || no "/etc/ksmtuned.conf is gone after apt removed ksmtuned"
+	want="ksm-tune.service ksm-apply.service"
+else
+	[ "$tune" = disabled ] || no "ksm-tune.service is $tune after samepage replaced ksmtuned with ksmtuned.service disabled"
+	[ ! -e /etc/default/ksm-tune ] || no "/etc/default/ksm-tune written, ksmtuned.service was disabled"
+	want="ksm.service ksm-apply.service"
+fi
 boot=$(boot_starts)
 if [ -z "$boot" ]; then
 	echo "the boot over ksmtuned not checked: no initial transaction from systemd --test here"
 else
-	# ksmtuned started KSM at boot (ksm.service): so must samepage, which
-	# also applies /etc/ksm.conf (ksm-apply.service).
-	for u in ksm.service ksm-apply.service; do
-		grep -qx "$u" <<<"$boot" || no "the boot would not start $u (samepage installed over ksmtuned): it starts $(grep ksm <<<"$boot" | tr "\n" " ")"
+	# ksmtuned started KSM at boot (ksm.service, then its tuner): so must
+	# samepage, which also applies /etc/ksm.conf (ksm-apply.service).
+	for u in $want; do
+		grep -qx "$u" <<<"$boot" || no "the boot would not start $u (samepage installed over ksmtuned, tuner=$tuner): it starts $(grep ksm <<<"$boot" | tr "\n" " ")"
 	done
 fi
-[ $bad = 0 ] && echo "ok: installed over ksmtuned: removed it, /usr/sbin/ksmctl and ksm.service (still enabled) are ours"
-exit $bad' || bad=1
+apt-get purge -y -q samepage libsamepage0 >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; no "apt-get purge samepage libsamepage0"; }
+[ ! -e /etc/default/ksm-tune ] || no "left after purge: /etc/default/ksm-tune"
+[ $bad = 0 ] && echo "ok: installed over ksmtuned (tuner=$tuner): removed it, /usr/sbin/ksmctl and ksm.service (still enabled) are ours, the tuner goes on or stays off, purge"
+exit $bad'
+	in_copy "$clean tuner=yes $over" || bad=1
+	in_copy "$clean tuner=no $over" || bad=1
 fi
 
 [ $bad = 0 ] && echo "ok: $(basename "$sp") $(basename "$lib") $(basename "$dev"): contents, relations, the programs, the library, $(command -v lintian >/dev/null && echo 'lintian, ')apt install"
