@@ -32,7 +32,9 @@
  * still maps; when it closes, the daemon drops the process's references
  * counted in its ledger.  If the daemon goes away, merging pauses (the
  * files stay mapped, merged memory stays valid) and the scanner reconnects
- * every second; a daemon that comes back with the same files resumes.
+ * every second; a daemon that comes back with the same files resumes.  One
+ * that has other files (its state directory was removed, or it runs with
+ * another) is not asked again until its socket changes (client_poll).
  */
 #include "internal.h"
 
@@ -153,21 +155,40 @@ static void client_poll(struct samepage *sp)
 	if (now - sp->reconnect_ns < 1000000000ULL)
 		return;
 	sp->reconnect_ns = now;
+	dev_t sdev = 0, dev;
+	ino_t sino = 0, ino;
+	prim_path_id(sp->socket_path, &sdev, &sino);
+	if (sp->stale && sdev == sp->stale_dev && sino == sp->stale_ino)
+		return; /* the daemon that has other files: see below */
 	int conn, fds[HELLO_FDS];
 	if (control_hello(sp->socket_path, sp->domain_name, &conn, fds))
 		return;
-	dev_t dev;
-	ino_t ino;
 	bool same =
 	    prim_file_id(fds[1], &dev, &ino) == 0 && dev == sp->pool.dev && ino == sp->pool.ino;
 	for (int i = 0; i < HELLO_FDS; i++)
 		prim_close(fds[i]);
 	if (!same) {
-		/* A daemon that lost its files made a new domain: ours stays
-		 * valid but cannot merge with the new one.  Stay paused. */
+		/* A daemon that lost its files (its state directory was
+		 * removed, or it runs with another) made a new domain: ours
+		 * stays valid but cannot merge with the new one.  Stay paused,
+		 * and do not ask this daemon again: every HELLO would make it
+		 * create the domain, reap this process as gone and close the
+		 * domain, once a second for as long as the process runs.  A
+		 * daemon started again binds a new socket: that one is asked. */
 		prim_close(conn);
+		if (!sp->stale)
+			fprintf(stderr,
+				"libsamepage: samepaged at %s has other files for domain %s (its "
+				"state directory was removed, or it runs with another one): "
+				"merged memory stays valid, merging stays paused until "
+				"samepaged runs with the files it had\n",
+				sp->socket_path, sp->domain_name);
+		sp->stale = true;
+		sp->stale_dev = sdev;
+		sp->stale_ino = sino;
 		return;
 	}
+	sp->stale = false;
 	sp->conn_fd = conn;
 	sp->detached = false;
 }

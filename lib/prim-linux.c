@@ -284,6 +284,16 @@ int prim_file_id(int fd, dev_t *dev, ino_t *ino)
 	return 0;
 }
 
+int prim_path_id(const char *path, dev_t *dev, ino_t *ino)
+{
+	struct stat st;
+	if (stat(path, &st))
+		return -errno;
+	*dev = st.st_dev;
+	*ino = st.st_ino;
+	return 0;
+}
+
 int prim_file_owner(int fd, uid_t *uid, mode_t *mode)
 {
 	struct stat st;

@@ -41,11 +41,12 @@ int prim_uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp);
 int prim_uffd_wake(int fd, uintptr_t start, size_t len);
 
 /* ---- files ---- */
-int prim_memfd(const char *name);		       /* an fd, close-on-exec */
-int prim_truncate(int fd, off_t size);		       /* ftruncate */
-int prim_punch(int fd, off_t off, off_t len);	       /* fallocate PUNCH_HOLE */
-int prim_file_id(int fd, dev_t *dev, ino_t *ino);      /* fstat */
-int prim_file_owner(int fd, uid_t *uid, mode_t *mode); /* fstat: owner and mode */
+int prim_memfd(const char *name);			    /* an fd, close-on-exec */
+int prim_truncate(int fd, off_t size);			    /* ftruncate */
+int prim_punch(int fd, off_t off, off_t len);		    /* fallocate PUNCH_HOLE */
+int prim_file_id(int fd, dev_t *dev, ino_t *ino);	    /* fstat */
+int prim_path_id(const char *path, dev_t *dev, ino_t *ino); /* stat */
+int prim_file_owner(int fd, uid_t *uid, mode_t *mode);	    /* fstat: owner and mode */
 int prim_close(int fd);
 int prim_random(void *buf, size_t len); /* getrandom */
 /* pwrite of the whole buffer: 0, or -errno (-EIO if short) */

@@ -365,6 +365,11 @@ struct samepage {
 	struct ledger *ledger;
 	bool detached;
 	uint64_t reconnect_ns;
+	/* The socket (dev/ino) of a daemon that answered with other files
+	 * for the domain: not asked again until the socket changes. */
+	bool stale;
+	dev_t stale_dev;
+	ino_t stale_ino;
 	char domain_name[72];
 	char socket_path[108];
 	/* Set by client.c: called by the scanner between batches, and by

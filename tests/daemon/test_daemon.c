@@ -12,6 +12,10 @@
  *  - a daemon killed with SIGKILL leaves every client's memory valid and
  *    writable; knob writes say ENOTCONN; a restarted daemon takes the
  *    domain back, the clients reconnect and merge new pages again;
+ *  - a daemon restarted with other files (its state directory removed, or
+ *    another one) is asked once by a paused client, not every second for
+ *    as long as it runs; a daemon started again with the files it had is
+ *    asked, and the client resumes;
  *  - a client that closes or shuts down its connection and runs on keeps
  *    its pages, until it exits;
  *  - another user may not connect;
@@ -304,6 +308,68 @@ static void test_daemon_restart(void)
 	CHECK(domain_files_gone("vm"));
 }
 
+/* Lines of the daemon's log that hold text. */
+static int log_count(const char *text)
+{
+	char line[1024];
+	int n = 0;
+	FILE *f = fopen(D.log, "r");
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, text) != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* Regression: a daemon restarted without its files (its state directory
+ * removed, or another --state-dir) made the domain anew for each HELLO of
+ * a paused client, reaped the client as "gone" (it runs) and closed the
+ * domain, every second for as long as the client ran.  The client asks
+ * that daemon once; it keeps its memory; a daemon started again with the
+ * files it had is asked, and the client resumes. */
+static void test_daemon_restart_with_other_files(void)
+{
+	char kept[400];
+	snprintf(kept, sizeof(kept), "%s.kept", D.state);
+	struct vm vm = spawn("moved", 0);
+	CHECK_EQ_INT(ask(&vm, 'n'), 0); /* 1024 pages of one content */
+	long long merged = 0;
+	for (int i = 0; i < 3000 && merged < 1000; i++) {
+		usleep(10000);
+		merged = ask(&vm, 's');
+	}
+	CHECK_CMP(merged, >=, 1000, long long, "%lld");
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	REQUIRE(rename(D.state, kept) == 0);
+	int before = log_count("domain moved: created");
+	daemon_start(&D, NULL);
+	/* Its first try comes within a second or two (hang guard: 20 s). */
+	for (int i = 0; i < 2000 && log_count("domain moved: created") == before; i++)
+		usleep(10000);
+	CHECK_EQ_INT(log_count("domain moved: created"), before + 1);
+	/* Three more seconds: one more try each second, before the fix. */
+	usleep(3500000);
+	CHECK_EQ_INT(log_count("domain moved: created"), before + 1);
+	CHECK_EQ_INT(daemon_value(&D, "ksm_merging_pages"), 0); /* not its client */
+	CHECK_EQ_INT(ask(&vm, 'v'), 1);
+	CHECK_EQ_INT(ask(&vm, 'w'), 1);
+	/* The daemon with the files it had: the client resumes. */
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	char cmd[1400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s && mv %s %s", D.state, kept, D.state);
+	REQUIRE(system(cmd) == 0);
+	daemon_start(&D, NULL);
+	long long counted = 0;
+	for (int i = 0; i < 100 && counted < 1000; i++) {
+		usleep(100000);
+		counted = daemon_value(&D, "ksm_merging_pages"); /* its client's, once back */
+	}
+	CHECK_CMP(counted, >=, 1000, long long, "%lld");
+	CHECK_EQ_INT(ask(&vm, 'v'), 1);
+	end(&vm, 0);
+	CHECK(domain_files_gone("moved"));
+}
+
 /* Regression (issue 9 item 4): a domain name with a dot.  Its clients die
  * while the daemon is down; the restarted daemon reaps their ledgers
  * ("vm.A.PID.ledger": the domain is what comes before the last dot but
@@ -418,6 +484,7 @@ int main(int argc, char **argv)
 
 	test_domains_and_kill();
 	test_daemon_restart();
+	test_daemon_restart_with_other_files();
 	test_dotted_domain_reaped_after_restart();
 	test_connection_closed_by_live_client();
 	test_other_user();
