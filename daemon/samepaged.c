@@ -688,7 +688,7 @@ int main(int argc, char **argv)
 	notify_ready();
 
 	serve();
-	logmsg("stopping; clients keep their memory and resume when samepaged is back");
+	state_log_stop(&g.st);
 	if (g.own_socket)
 		unlink(g.socket_path);
 	if (g.pid_file[0])

@@ -290,6 +290,37 @@ void state_domain_close_if_unused(struct state *s, struct dom *d)
 	logmsg("domain %s: no process left, closed and its files removed", d->name);
 }
 
+/* The line samepaged logs when it stops: what it leaves behind.  Its open
+ * domains' files stay, and so does what their processes leave when they
+ * exit while no daemon runs (their ledgers, the pool pages only they
+ * referred to): only a daemon started again with this directory reaps
+ * them and closes the domains. */
+void state_log_stop(const struct state *s)
+{
+	int domains = 0, processes = 0;
+	unsigned long long pages = 0;
+	for (int i = 0; i < s->lim.domains; i++)
+		if (s->doms[i].sp) {
+			domains++;
+			pages += s->doms[i].sp->dom->live;
+		}
+	for (int k = 0; k < s->nclients; k++) {
+		bool first = s->clients[k].d != NULL;
+		for (int j = 0; j < k && first; j++)
+			first = s->clients[j].pid != s->clients[k].pid || !s->clients[j].d;
+		processes += first;
+	}
+	if (!domains) {
+		logmsg("stopping; no domain open");
+		return;
+	}
+	logmsg("stopping; domains open: %d, processes connected: %d; they keep their merged "
+	       "memory and resume when samepaged is back; the domains' files (%llu KSM pages) "
+	       "stay in %s, and what a process leaves when it exits is freed only when "
+	       "samepaged runs again with this directory",
+	       domains, processes, pages, s->dir);
+}
+
 /* The domains process pid is in (HELLO), other than `except`. */
 int state_domains_of(const struct state *s, pid_t pid, const char *except)
 {

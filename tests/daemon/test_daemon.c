@@ -19,7 +19,8 @@
  *  - a client that closes or shuts down its connection and runs on keeps
  *    its pages, until it exits;
  *  - another user may not connect;
- *  - the knobs outlive the domains (closed with their last process).
+ *  - the knobs outlive the domains (closed with their last process);
+ *  - samepaged's last log line says what it leaves behind when it stops.
  *
  * Usage: test_daemon PATH-TO-SAMEPAGED
  */
@@ -340,6 +341,9 @@ static void test_daemon_restart_with_other_files(void)
 	}
 	CHECK_CMP(merged, >=, 1000, long long, "%lld");
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	/* The log says what the stopped daemon leaves. */
+	CHECK(daemon_logged(&D, "stopping; domains open: 1, processes connected: 1;"));
+	CHECK(daemon_logged(&D, "freed only when samepaged runs again with this directory"));
 	REQUIRE(rename(D.state, kept) == 0);
 	int before = log_count("domain moved: created");
 	daemon_start(&D, NULL);
@@ -455,6 +459,7 @@ static void test_knobs_kept_without_domains(void)
 	CHECK_EQ_INT(state_files(&D, "", ".index"), 0);
 	daemon_set(&D, "sleep_millisecs", "7");
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	CHECK(daemon_logged(&D, "stopping; no domain open"));
 	daemon_start(&D, NULL);
 	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), 7);
 	CHECK_EQ_INT(daemon_value(&D, "run"), 1);
