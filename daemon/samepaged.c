@@ -327,6 +327,7 @@ static void serve(void)
 		state_count_scanners(&g.st);
 		bool every5s = now - last_sweep > 5000000000ULL;
 		if (every5s) {
+			state_dir_check(&g.st);
 			state_reap_orphans(&g.st);
 			state_budget_watch(&g.st);
 			last_sweep = now;

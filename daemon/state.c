@@ -115,6 +115,34 @@ bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *
 
 /* ---- domains ---- */
 
+/* The state directory was removed while the daemon ran (by hand, a
+ * tmpfiles clean-up, logind's RemoveIPC= for the user's /dev/shm files):
+ * the open domains go on with their open files, but no domain can be made
+ * or taken back, no ledger opened or reaped.  Said once, until it is back
+ * (state_dir_check). */
+static bool dir_gone_said;
+
+void state_dir_gone(const struct state *s)
+{
+	if (dir_gone_said)
+		return;
+	dir_gone_said = true;
+	logmsg("the state directory %s was removed while samepaged ran: no process can join a "
+	       "domain and no gone process's pages are freed (fix: restart samepaged, which "
+	       "makes it again; the processes connected now keep their merged memory, but "
+	       "merge no more)",
+	       s->dir);
+}
+
+/* Every 5 s: is the state directory still there? */
+void state_dir_check(const struct state *s)
+{
+	if (access(s->dir, F_OK) < 0 && errno == ENOENT)
+		state_dir_gone(s);
+	else
+		dir_gone_said = false;
+}
+
 /* A domain file (index or pool), made empty-sized if new: its descriptor,
  * or -EIO after a log line naming it and the fix.  A file of this name
  * that is not one (a link, a directory, a FIFO, another size) is never
@@ -126,6 +154,10 @@ static int open_state(const struct state *s, const char *name, const char *suffi
 	struct stat st;
 	state_path(s, path, sizeof(path), name, suffix);
 	int fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0600);
+	if (fd < 0 && errno == ENOENT && access(s->dir, F_OK) < 0) {
+		state_dir_gone(s);
+		return -EIO;
+	}
 	if (fd < 0) {
 		logmsg("%s: %s (fix: move it away)", path,
 		       errno == ELOOP ? "a symbolic link, not a domain file" : strerror(errno));
@@ -721,6 +753,10 @@ int state_ledger_open(struct state *s, struct dom *d, const struct client *c)
 			return -EAGAIN;		   /* not reaped yet: the client tries again */
 	}
 	lfd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+	if (lfd < 0 && errno == ENOENT && access(s->dir, F_OK) < 0) {
+		state_dir_gone(s);
+		return -EIO;
+	}
 	if (lfd < 0)
 		return -errno;
 	lg = (struct ledger){.magic = LEDGER_MAGIC, .pid = c->pid, .starttime = starttime};

@@ -103,6 +103,8 @@ void state_domain_close_if_unused(struct state *s, struct dom *d);
 int state_domains_of(const struct state *s, pid_t pid, const char *except);
 void state_take_back(struct state *s);
 void state_log_stop(const struct state *s);
+void state_dir_gone(const struct state *s);
+void state_dir_check(const struct state *s);
 int state_knob_store(struct state *s, int idx, unsigned long long v);
 
 /* Ledgers */

@@ -96,10 +96,14 @@ static samepage_t *preload_engine_locked(void)
 		} else if (err) {
 			char path[108] = "";
 			samepage_socket_path(path, sizeof(path));
-			say("samepage: cannot join domain %s of samepaged at %s: %s (fix: start "
-			    "samepaged, or set SAMEPAGE_SOCKET); this process runs without "
-			    "merging\n",
-			    domain, path, samepage_strerror(err));
+			/* Not running there, or it answered and refused (its
+			 * log says why). */
+			bool absent = err == -ENOENT || err == -ECONNREFUSED || err == -ENOTCONN;
+			say("samepage: cannot join domain %s of samepaged at %s: %s (fix: %s); "
+			    "this process runs without merging\n",
+			    domain, path, samepage_strerror(err),
+			    absent ? "start samepaged, or set SAMEPAGE_SOCKET"
+				   : "samepaged refused it: its log says why");
 		} else if (knobs && *knobs) {
 			say("samepage: SAMEPAGE_KNOBS ignored: domain %s uses samepaged's knobs "
 			    "(ksmctl --user set)\n",

@@ -20,6 +20,9 @@
 #          is its metadata only (negative), but doctor does not report
 #          process-loses (nor advise dropping `ksmctl run`) before a scan.
 #  exec    a client that exec'd is listed by top under its current name.
+#  statedir  the daemon's state directory removed while it runs: its log
+#          says so and how to fix it, and a program under `ksmctl --user
+#          run --domain` says samepaged refused it (not "start samepaged").
 #  command  `ksmctl --user run` runs its command as the shell and `ksmctl
 #          run` do: a file without execute permission (named or found in
 #          PATH) is "Permission denied", 126, not 127; a script without "#!"
@@ -383,6 +386,21 @@ os.execv("'"$(type -P sleep)"'", ["sleep", "120"])' >"$tmp/client.out" 2>&1 &
 	grep -Eq "^ *$client_pid +sleep " "$tmp/out" || fail "top's table does not name $client_pid sleep: $(cat "$tmp/out")"
 }
 
+statedir()
+{
+	[ -z "${SAMEPAGE_SANITIZED:-}" ] || { echo "skip: a sanitized preload library"; exit 77; }
+	start_daemon || return
+	rm -rf "$shm/state"
+	expect 0 --user --socket "$sock" run --domain vms -- true
+	says "$tmp/err" "cannot join domain vms of samepaged at $sock"
+	says "$tmp/err" "(fix: samepaged refused it: its log says why)"
+	grep -qF "start samepaged" "$tmp/err" && fail "the program advises starting a samepaged that runs"
+	grep -qF "the state directory $shm/state was removed while samepaged ran" "$tmp/daemon.log" &&
+		echo "ok: samepaged says its state directory was removed" ||
+		fail "samepaged's log does not say its state directory was removed: $(cat "$tmp/daemon.log")"
+	grep -qF "fix: restart samepaged" "$tmp/daemon.log" || fail "samepaged's log lacks the fix"
+}
+
 run_command()
 {
 	local rc
@@ -478,6 +496,7 @@ case $test in
 absent) absent ;;
 command) run_command ;;
 exec) exec_name ;;
+statedir) statedir ;;
 unscanned) unscanned ;;
 advice) advice ;;
 e2e) e2e ;;
