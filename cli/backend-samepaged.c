@@ -72,13 +72,18 @@ static void samepaged_explain(const struct ksm_backend *be, int err, char *cause
 	const char *sock = priv(be)->socket;
 
 	if (err == -ENOENT || err == -ECONNREFUSED) {
-		snprintf(cause, clen, "samepaged is not running at %s (%s)", sock, strerror(-err));
+		/* Its clients (if it had any) run on, paused: say what the
+		 * gap costs, as an administrator restarting it asks. */
+		snprintf(cause, clen,
+			 "samepaged is not running at %s (%s); processes it served keep their "
+			 "merged memory, but merge no more and free nothing until it runs again",
+			 sock, strerror(-err));
 		/* Without $XDG_RUNTIME_DIR (root by sudo, a service) the socket is
 		 * the system unit's: a user unit listens elsewhere. */
 		bool system = !strcmp(sock, "/run/samepaged.sock");
 		snprintf(fix, flen,
-			 "start it with `samepaged` or `systemctl %sstart samepaged.socket`%s, "
-			 "or name its socket with --socket PATH",
+			 "start it with `samepaged` or `systemctl %sstart samepaged.socket`%s "
+			 "(with the state directory it had), or name its socket with --socket PATH",
 			 system ? "" : "--user ", system ? " (as root)" : "");
 	} else if (err == -EACCES || err == -EPERM) {
 		snprintf(cause, clen, "samepaged at %s refuses this user (%s)", sock,

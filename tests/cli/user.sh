@@ -4,8 +4,9 @@
 # samepaged on a private socket, with its state in /dev/shm.  The kernel's
 # KSM is never touched.
 #  absent  no daemon (no socket file; a stale socket): status, set, wait, top
-#          and check exit 1 and say "samepaged is not running at SOCKET" and
-#          how to start it, for --socket and for $SAMEPAGE_SOCKET; run with
+#          and check exit 1 and say "samepaged is not running at SOCKET", what
+#          that means for the processes it served (doctor too) and how to
+#          start it, for --socket and for $SAMEPAGE_SOCKET; run with
 #          a domain exits 1 and says the same, run with a bad domain name
 #          exits 2 without running the program, run with a private engine runs
 #          the program; install-service exits 2 and says what to do instead.
@@ -105,7 +106,11 @@ absent()
 		expect 1 --user --socket "$sock" $verb
 		says "$tmp/err" "samepaged is not running at $sock"
 		says "$tmp/err" "systemctl --user start samepaged.socket"
+		says "$tmp/err" "processes it served keep their merged memory, but merge no more and free nothing until it runs again"
 	done
+	expect 1 --user --socket "$sock" doctor
+	says "$tmp/out" "processes it served keep their merged memory, but merge no more"
+	says "$tmp/out" "(with the state directory it had)"
 	SAMEPAGE_SOCKET=$sock expect 1 --user status
 	says "$tmp/err" "samepaged is not running at $sock"
 	# No socket named and no XDG_RUNTIME_DIR (root by sudo, a service):
