@@ -34,7 +34,8 @@
  * files stay mapped, merged memory stays valid) and the scanner reconnects
  * every second; a daemon that comes back with the same files resumes.  One
  * that has other files (its state directory was removed, or it runs with
- * another) is not asked again until its socket changes (client_poll).
+ * another) is not asked again until its socket changes, or for 10 minutes
+ * (client_poll).
  */
 #include "internal.h"
 
@@ -158,7 +159,8 @@ static void client_poll(struct samepage *sp)
 	dev_t sdev = 0, dev;
 	ino_t sino = 0, ino;
 	prim_path_id(sp->socket_path, &sdev, &sino);
-	if (sp->stale && sdev == sp->stale_dev && sino == sp->stale_ino)
+	if (sp->stale && sdev == sp->stale_dev && sino == sp->stale_ino &&
+	    now - sp->stale_ns < 600000000000ULL)
 		return; /* the daemon that has other files: see below */
 	int conn, fds[HELLO_FDS];
 	if (control_hello(sp->socket_path, sp->domain_name, &conn, fds))
@@ -174,7 +176,9 @@ static void client_poll(struct samepage *sp)
 		 * and do not ask this daemon again: every HELLO would make it
 		 * create the domain, reap this process as gone and close the
 		 * domain, once a second for as long as the process runs.  A
-		 * daemon started again binds a new socket: that one is asked. */
+		 * daemon started again binds a new socket: that one is asked;
+		 * the same socket (systemd's, under socket activation) is
+		 * asked again after 10 minutes. */
 		prim_close(conn);
 		if (!sp->stale)
 			fprintf(stderr,
@@ -184,6 +188,7 @@ static void client_poll(struct samepage *sp)
 				"samepaged runs with the files it had\n",
 				sp->socket_path, sp->domain_name);
 		sp->stale = true;
+		sp->stale_ns = now;
 		sp->stale_dev = sdev;
 		sp->stale_ino = sino;
 		return;

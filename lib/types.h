@@ -366,8 +366,10 @@ struct samepage {
 	bool detached;
 	uint64_t reconnect_ns;
 	/* The socket (dev/ino) of a daemon that answered with other files
-	 * for the domain: not asked again until the socket changes. */
+	 * for the domain, and when: not asked again until the socket
+	 * changes, or for 10 minutes. */
 	bool stale;
+	uint64_t stale_ns;
 	dev_t stale_dev;
 	ino_t stale_ino;
 	char domain_name[72];
