@@ -24,6 +24,16 @@
 #            `KSMCTL --user run --domain vms --` against a private SAMEPAGED
 #            (the kernel's KSM held at run=0); skipped (77) while
 #            `ksmctl --user run` does not run programs
+#   samepaged_restart
+#            samepaged restarted under running guests (a memory guest and an
+#            I/O guest, 256 MiB, started by `KSMCTL --user run --domain vms`
+#            against a private SAMEPAGED; the kernel's KSM is not touched):
+#            after SIGTERM and after SIGKILL the guests run on with their
+#            merged memory (Pss well under the unmerged one), ksmctl says
+#            what the gap means, the restarted daemon takes them back and
+#            they merge again (after run=2 and run=1); a guest killed with
+#            SIGKILL is reaped; the domain's files go with the last guest.
+#            No memory block or disk checksum goes wrong.
 set -u
 test=$1 src=$2 out=$3
 user=(--ksmctl "${4:-}" --samepaged "${5:-}")
@@ -134,6 +144,114 @@ t_restore() {
 	[ $rc = 1 ] || fail "guests.py with a failing QEMU exited $rc, expected 1"
 	grep -q "exited with status 3" "$out/log2" || fail "the failing QEMU's status is not reported"
 	[ "$(knobs)" = "$before" ] || fail "knobs not restored after a failed QEMU: $(diff <(echo "$before") <(knobs))"
+}
+
+# The guests of samepaged_restart: their Pss summed (kB).
+pss_sum() {
+	local p t=0
+	for p in "$@"; do t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"))); done
+	echo $t
+}
+
+t_samepaged_restart() {
+	local ksmctl=${user[1]} samepaged=${user[3]}
+	[ -x "$ksmctl" ] && [ -x "$samepaged" ] || { echo "SKIP: no ksmctl/samepaged"; exit 77; }
+	bash "$src/bench/guests/kit.sh" "$out/kit" || exit $?
+	local sock=$out/s.sock log=$out/samepaged.log g
+	# st, dpid, qs and pids are global: the EXIT trap uses them after return.
+	st=$(mktemp -d /dev/shm/samepage-qemu-restart.XXXXXX) dpid= qs=() pids=()
+	ctl() { "$ksmctl" --user --socket "$sock" "$@"; }
+	daemon() {
+		"$samepaged" --foreground --socket "$sock" --state-dir "$st/state" 2>>"$log" &
+		dpid=$!
+		for _ in $(seq 100); do ctl check >/dev/null 2>&1 && return; sleep 0.1; done
+		fail "samepaged did not start: $(tail -5 "$log")"
+	}
+	cleanup_restart() {
+		local q
+		for q in "${pids[@]}" "${qs[@]}" $dpid; do kill -KILL "$q" 2>/dev/null; done
+		wait 2>/dev/null
+		rm -rf "$st"
+	}
+	trap cleanup_restart EXIT
+	alive() { for g in "${pids[@]}"; do kill -0 "$g" 2>/dev/null || fail "guest $g died: $(tail -5 "$out"/*.qemu.log)"; done; }
+	# Waits until top lists n processes (a guard, not a timing check).
+	listed() {
+		for _ in $(seq 300); do
+			[ "$(ctl top --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["rows"]))')" = "$1" ] && return
+			sleep 0.1
+		done
+		fail "ksmctl --user top does not list $1 guests"
+	}
+	sharing() { ctl status --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["files"]["pages_sharing"])'; }
+	daemon
+	ctl set pages_to_scan=20000 sleep_millisecs=100 run=0 >/dev/null || fail "ksmctl --user set failed"
+	truncate -s 16M "$out/disk.raw"
+	for g in mem io; do
+		local app="samepage.work=$g samepage.mib=64" drive=()
+		[ $g = io ] && app="samepage.work=io samepage.seconds=100000 samepage.blocks=16" &&
+			drive=(-drive "if=none,id=d0,format=raw,file=$out/disk.raw,aio=threads" -device virtio-blk-pci,drive=d0)
+		ctl run --domain vms -- qemu-system-x86_64 -accel tcg -m 256 -smp 1 -nodefaults -nographic \
+			-monitor none -serial "file:$out/$g.console" -no-reboot -kernel "$out/kit/vmlinuz" \
+			-initrd "$out/kit/initramfs.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check $app" \
+			-pidfile "$out/$g.pid" "${drive[@]}" >"$out/$g.qemu.log" 2>&1 &
+		qs+=($!)
+	done
+	for _ in $(seq 1800); do
+		grep -q "SAMEPAGE-MEM round=2 " "$out/mem.console" 2>/dev/null &&
+			grep -q "SAMEPAGE-IO round=2 " "$out/io.console" 2>/dev/null && break
+		sleep 0.2
+	done
+	pids=("$(cat "$out/mem.pid")" "$(cat "$out/io.pid")")
+	alive
+	local unmerged merged gap
+	unmerged=$(pss_sum "${pids[@]}")
+	ctl set run=1 >/dev/null
+	ctl wait --converged --timeout 600 || fail "not converged"
+	merged=$(pss_sum "${pids[@]}")
+	echo "Pss of the guests: ${unmerged} kB unmerged, ${merged} kB merged, pages_sharing $(sharing)"
+	[ $((merged * 10)) -lt $((unmerged * 8)) ] || fail "merging saved too little: $merged kB of $unmerged"
+	for sig in TERM KILL; do
+		kill -$sig $dpid
+		wait $dpid 2>/dev/null
+		[ $sig = TERM ] && { grep -q "stopping; domains open: 1, processes connected: 2;" "$log" ||
+			fail "samepaged's stop line does not say what it leaves: $(tail -1 "$log")"; }
+		ctl status >/dev/null 2>"$out/err" && fail "ksmctl --user status succeeded with samepaged down"
+		grep -q "processes it served keep their merged memory" "$out/err" ||
+			fail "ksmctl --user status does not say what the gap means: $(cat "$out/err")"
+		sleep 3
+		alive
+		gap=$(pss_sum "${pids[@]}")
+		echo "SIG$sig: Pss ${gap} kB with samepaged down"
+		[ $((gap * 10)) -lt $((unmerged * 8)) ] || fail "merged memory lost with samepaged down: $gap kB of $unmerged"
+		daemon
+		grep -q "domain vms: taken back" "$log" || fail "samepaged did not take domain vms back"
+		listed 2
+		[ "$(sharing)" -gt 0 ] || fail "nothing merged after the restart (SIG$sig)"
+	done
+	# run=2 then run=1 across the restarted domain: unmerged, merged again.
+	ctl set run=2 >/dev/null
+	for _ in $(seq 600); do [ "$(sharing)" = 0 ] && break; sleep 0.1; done
+	[ "$(sharing)" = 0 ] || fail "run=2 left pages_sharing $(sharing)"
+	ctl set run=1 >/dev/null
+	ctl wait --converged --timeout 600 || fail "not converged again"
+	merged=$(pss_sum "${pids[@]}")
+	echo "merged again: Pss ${merged} kB, pages_sharing $(sharing)"
+	[ $((merged * 10)) -lt $((unmerged * 8)) ] || fail "merging again saved too little: $merged kB of $unmerged"
+	alive
+	grep -q "bad=[1-9]" "$out/mem.console" && fail "a memory block changed: $(grep "bad=[1-9]" "$out/mem.console" | head -3)"
+	grep -Eq "SAMEPAGE-IO-BAD|ioerr=[1-9]" "$out/io.console" && fail "disk I/O went wrong: $(grep -E "BAD|ioerr=[1-9]" "$out/io.console" | head -3)"
+	# A guest killed with SIGKILL is reaped; the last one closes the domain.
+	kill -KILL "${pids[0]}"
+	for _ in $(seq 300); do grep -q "process ${pids[0]} gone" "$log" && break; sleep 0.1; done
+	grep -q "process ${pids[0]} gone" "$log" || fail "the killed guest was not reaped"
+	kill -KILL "${pids[1]}"
+	for _ in $(seq 300); do grep -q "domain vms: no process left, closed" "$log" && break; sleep 0.1; done
+	grep -q "domain vms: no process left, closed" "$log" || fail "the domain outlived its guests"
+	[ -z "$(ls "$st/state" | grep '^vms\.')" ] || fail "files left: $(ls "$st/state")"
+	[ "$(ctl status --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["files"]["pool_pages"])')" = 0 ] ||
+		fail "pool pages left"
+	grep -E "gone|closed" "$log"
 }
 
 "t_$test"
