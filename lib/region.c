@@ -7,9 +7,9 @@
  * by interpose.c changed the address space, and at the start of a full
  * scan once they are 10 s old (1 s on a kernel without PROCMAP_QUERY,
  * scan.c); a merge in maps over a second old asks the kernel about its
- * own run first (regions_range_current()).  A page that is no longer in an anonymous private mapping (or a
- * private mapping of our pool) is forgotten, as the kernel forgets the rmap
- * items of an unmapped range.
+ * own run first (regions_range_current()).  A page that is no longer in
+ * an anonymous private mapping (or a private mapping of our pool) is
+ * forgotten, as the kernel forgets the rmap items of an unmapped range.
  *
  * Reclaim: a pool page is punched when its last mapping is gone.  If the
  * application moved a merged page with a raw mremap(2) that we did not see,
