@@ -58,7 +58,8 @@ static enum severity no_ksm(const struct facts *f, struct finding *out)
 {
 	if (f->ksm)
 		return NONE;
-	if (opt.be->explain) {
+	if (opt.be->explain) { /* samepaged: no daemon, not a kernel without KSM */
+		out->id = "no-samepaged";
 		SAY(summary, "%s is not reachable", opt.be->who);
 		opt.be->explain(opt.be, f->absent, out->evidence, sizeof(out->evidence), out->fix,
 				sizeof(out->fix));

@@ -111,6 +111,8 @@ absent()
 	expect 1 --user --socket "$sock" doctor
 	says "$tmp/out" "processes it served keep their merged memory, but merge no more"
 	says "$tmp/out" "(with the state directory it had)"
+	# its own finding: no samepaged is not a kernel without KSM
+	says "$tmp/out" "samepaged is not reachable (no-samepaged)"
 	SAMEPAGE_SOCKET=$sock expect 1 --user status
 	says "$tmp/err" "samepaged is not running at $sock"
 	# No socket named and no XDG_RUNTIME_DIR (root by sudo, a service):
