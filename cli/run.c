@@ -339,8 +339,8 @@ static int run_user(int argc, char **argv)
 		    "run: --set is for a private engine; domain %s uses samepaged's knobs", domain);
 	if (!preload_path(preload, sizeof(preload)))
 		return ksmctl_fail(KSMCTL_NO, preload,
-				   "reinstall samepage (make install), or set SAMEPAGE_PRELOAD to "
-				   "libsamepage-preload.so",
+				   "reinstall samepage (its package, or make install), or set "
+				   "SAMEPAGE_PRELOAD to libsamepage-preload.so",
 				   "run: the preload library is missing");
 	if (domain) {
 		char reply[256], sock[108] = "";
