@@ -20,6 +20,12 @@
  *                       the knobs are the daemon's (ksmctl --user set)
  *   SAMEPAGE_SOCKET     samepaged's socket (samepage_socket_path)
  *
+ * With a domain and no samepaged answering yet (the program started first,
+ * or during a restart), the process waits for it: what the program marks
+ * meanwhile (MADV_MERGEABLE ranges, merge-any) is remembered, samepaged is
+ * asked every WAIT_RETRY_S seconds from a thread of the library's, and the
+ * process joins the domain with it when it answers.
+ *
  * The environment goes to children and exec'd programs, as the kernel keeps
  * merge-any across fork and exec (6.7+): a forked child opens its own
  * engine at its first interposed call, with the parent's ranges.  A
@@ -52,6 +58,17 @@ static samepage_t *engine;
 static bool engine_failed;
 static struct samepage *parent_engine; /* a forked child's copy of its parent's */
 
+/* Waiting for samepaged (see the top): what the program marked meanwhile,
+ * under preload_lock. */
+#define WAIT_RETRY_S 2
+#define WAIT_MARKS 256
+static bool waiting, waiter_started, wait_any;
+static struct {
+	uintptr_t start, end;
+} marks[WAIT_MARKS];
+static size_t nmarks;
+static bool marks_lost; /* more ranges than WAIT_MARKS: said once */
+
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
@@ -79,6 +96,97 @@ static void apply_knobs(samepage_t *sp, const char *spec)
 	}
 }
 
+static samepage_t *preload_engine_locked(void);
+
+/* The range [start, end) marked (MADV_MERGEABLE) or unmarked while
+ * waiting: the remembered ranges are kept apart and sorted by nothing;
+ * an unmark cuts them. */
+static void wait_mark(uintptr_t start, uintptr_t end, bool on)
+{
+	size_t n = nmarks;
+	for (size_t i = 0; i < n; i++) {
+		uintptr_t s = marks[i].start, e = marks[i].end;
+		if (e <= start || s >= end)
+			continue;
+		/* Take the overlap out of the kept range: what remains on
+		 * either side stays (the right side at the end of the list). */
+		marks[i].end = s < start ? start : s;
+		if (e > end) {
+			if (nmarks < WAIT_MARKS)
+				marks[nmarks++] = (typeof(marks[0])){end, e};
+			else
+				marks_lost = true;
+		}
+	}
+	size_t k = 0; /* drop the emptied ones */
+	for (size_t i = 0; i < nmarks; i++)
+		if (marks[i].end > marks[i].start)
+			marks[k++] = marks[i];
+	nmarks = k;
+	if (!on)
+		return;
+	if (nmarks < WAIT_MARKS)
+		marks[nmarks++] = (typeof(marks[0])){start, end};
+	else
+		marks_lost = true;
+}
+
+/* The library's thread that asks samepaged every WAIT_RETRY_S seconds and,
+ * when it answers, joins the domain with what the program marked. */
+static void *waiter(void *arg)
+{
+	(void)arg;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are not ours */
+	for (;;) {
+		sleep(WAIT_RETRY_S);
+		pthread_mutex_lock(&preload_lock);
+		if (!waiting) { /* joined meanwhile (by a program call), or forked away */
+			pthread_mutex_unlock(&preload_lock);
+			return NULL;
+		}
+		engine_failed = false;
+		samepage_t *sp = preload_engine_locked();
+		if (sp) {
+			/* Under the lock, so that no call of the program's
+			 * comes between (an unmark must come after the marks). */
+			if (wait_any)
+				samepage_merge_any(sp, 1);
+			for (size_t i = 0; i < nmarks; i++)
+				samepage_madvise(sp, (void *)marks[i].start,
+						 marks[i].end - marks[i].start, SAMEPAGE_MERGEABLE);
+			if (marks_lost)
+				say("samepage: the program marked more than %d ranges mergeable "
+				    "while it waited for samepaged: the first %d are merged\n",
+				    WAIT_MARKS, WAIT_MARKS);
+			nmarks = 0;
+			say("samepage: joined samepaged's domain %s\n", getenv("SAMEPAGE_DOMAIN"));
+		}
+		pthread_mutex_unlock(&preload_lock);
+		if (sp)
+			return NULL;
+	}
+}
+
+/* No samepaged yet: wait for it.  Locked by the caller. */
+static void wait_for_daemon_locked(void)
+{
+	waiting = true;
+	if (waiter_started)
+		return;
+	pthread_t t;
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	waiter_started = pthread_create(&t, &a, waiter, NULL) == 0;
+	pthread_attr_destroy(&a);
+	if (waiter_started)
+		pthread_setname_np(t, "samepage-wait");
+	else
+		waiting = false; /* as before: without merging */
+}
+
 /* The process's engine, made at the first need.  Locked by the caller. */
 static samepage_t *preload_engine_locked(void)
 {
@@ -99,11 +207,20 @@ static samepage_t *preload_engine_locked(void)
 			/* Not running there, or it answered and refused (its
 			 * log says why). */
 			bool absent = err == -ENOENT || err == -ECONNREFUSED || err == -ENOTCONN;
-			say("samepage: cannot join domain %s of samepaged at %s: %s (fix: %s); "
-			    "this process runs without merging\n",
-			    domain, path, samepage_strerror(err),
-			    absent ? "start samepaged, or set SAMEPAGE_SOCKET"
-				   : "samepaged refused it: its log says why");
+			if (absent && !waiting)
+				say("samepage: samepaged is not running at %s (%s): this process "
+				    "merges nothing until it starts there, and joins domain %s "
+				    "then (fix: start samepaged, or set SAMEPAGE_SOCKET)\n",
+				    path, samepage_strerror(err), domain);
+			else if (!absent)
+				say("samepage: cannot join domain %s of samepaged at %s: %s (fix: "
+				    "samepaged refused it: its log says why); this process runs "
+				    "without merging\n",
+				    domain, path, samepage_strerror(err));
+			if (absent)
+				wait_for_daemon_locked();
+			else
+				waiting = false; /* refused: asking again would not help */
 		} else if (knobs && *knobs) {
 			say("samepage: SAMEPAGE_KNOBS ignored: domain %s uses samepaged's knobs "
 			    "(ksmctl --user set)\n",
@@ -122,21 +239,26 @@ static samepage_t *preload_engine_locked(void)
 		}
 	}
 	engine_failed = !engine;
+	if (engine)
+		waiting = false;
 	return engine;
-}
-
-static samepage_t *preload_engine(void)
-{
-	pthread_mutex_lock(&preload_lock);
-	samepage_t *sp = preload_engine_locked();
-	pthread_mutex_unlock(&preload_lock);
-	return sp;
 }
 
 /* MADV_MERGEABLE / MADV_UNMERGEABLE from the program (interpose.c). */
 static int preload_madvise(void *addr, size_t len, int advice)
 {
-	samepage_t *sp = preload_engine();
+	pthread_mutex_lock(&preload_lock);
+	samepage_t *sp = preload_engine_locked();
+	if (!sp && waiting) { /* remembered for when samepaged answers */
+		uintptr_t a = (uintptr_t)addr;
+		int err = a % PAGE_SIZE || a + len < a ? -EINVAL : 0;
+		if (!err)
+			wait_mark(a, (a + len + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1),
+				  advice == SAMEPAGE_MERGEABLE);
+		pthread_mutex_unlock(&preload_lock);
+		return err;
+	}
+	pthread_mutex_unlock(&preload_lock);
 	return sp ? samepage_madvise(sp, addr, len, advice) : -EAGAIN;
 }
 
@@ -185,9 +307,27 @@ static void preload_fork_parent(void)
 	pthread_mutex_unlock(&preload_lock);
 }
 
+/* A forked child of a process waiting for samepaged waits too, with a
+ * thread of its own (the parent's is not copied), made at its first
+ * interposed call. */
+static void child_wait(void)
+{
+	pthread_mutex_lock(&preload_lock);
+	if (waiting && !engine) {
+		engine_failed = false;
+		preload_engine_locked();
+	}
+	pthread_mutex_unlock(&preload_lock);
+}
+
 static void preload_fork_child(void)
 {
 	pthread_mutex_unlock(&preload_lock);
+	if (!engine && waiting) {
+		waiter_started = false;
+		interpose_pending = child_wait;
+		return;
+	}
 	if (!engine)
 		return;
 	parent_engine = engine;
@@ -214,7 +354,11 @@ __attribute__((constructor)) static void preload_init(void)
 		    any);
 	guard_window_env_check();
 	if (any && !strcmp(any, "1")) {
-		samepage_t *sp = preload_engine();
+		pthread_mutex_lock(&preload_lock);
+		samepage_t *sp = preload_engine_locked();
+		if (!sp && waiting)
+			wait_any = true; /* when samepaged answers */
+		pthread_mutex_unlock(&preload_lock);
 		if (sp)
 			samepage_merge_any(sp, 1);
 	}
@@ -231,14 +375,22 @@ EXPORT int prctl(int option, ...)
 		a[i] = va_arg(ap, unsigned long);
 	va_end(ap);
 	if (option == PR_SET_MEMORY_MERGE || option == PR_GET_MEMORY_MERGE) {
-		samepage_t *sp = preload_engine();
 		/* The kernel's rules: unused arguments must be 0; any
 		 * non-zero value turns merge-any on. */
 		bool get = option == PR_GET_MEMORY_MERGE;
-		int err = !sp					  ? -EAGAIN
-			  : (get && a[0]) || a[1] || a[2] || a[3] ? -EINVAL
-			  : get					  ? samepage_merge_any_get(sp)
-				: samepage_merge_any(sp, a[0] != 0);
+		bool bad = (get && a[0]) || a[1] || a[2] || a[3];
+		pthread_mutex_lock(&preload_lock);
+		samepage_t *sp = preload_engine_locked();
+		int err = -EAGAIN;
+		if (!sp && waiting) { /* for when samepaged answers */
+			err = bad ? -EINVAL : get ? wait_any : (wait_any = a[0] != 0, 0);
+			sp = NULL;
+		}
+		pthread_mutex_unlock(&preload_lock);
+		if (sp)
+			err = bad   ? -EINVAL
+			      : get ? samepage_merge_any_get(sp)
+				    : samepage_merge_any(sp, a[0] != 0);
 		if (err < 0) {
 			errno = -err;
 			return -1;

@@ -32,6 +32,11 @@
  *             another value is said on standard error once, naming it and
  *             the fix, and taken as unset (both were silently ignored, and
  *             SAMEPAGE_WINDOW=0 was not mprotect)
+ *   late      a program preloaded (by hand, not through ksmctl, which refuses
+ *             then) with a domain before its samepaged starts: what it marks
+ *             meanwhile (MADV_MERGEABLE; merge-any from the environment) is
+ *             merged once samepaged starts, and every byte reads right (it
+ *             ran without merging for good before)
  *   pools     Python's multiprocessing pools (fork, spawn, forkserver)
  *             under merge-any in a domain merging hot (pools.py) end with
  *             every result right (a worker's windows hung its parent)
@@ -222,6 +227,63 @@ static void test_domain(void)
 	CHECK_LE_U64(sum, 32 * 1024 * 13 / 10);
 	CHECK_GE_U64(third, 32 * 1024 * 9 / 10); /* nothing shared across domains */
 	CHECK_EQ_INT(finish(&a), 0);
+	CHECK_EQ_INT(finish(&b), 0);
+	CHECK_EQ_INT(finish(&c), 0);
+}
+
+/* The workload (MODE MIB 5 [how], MODE fill or fork) preloaded by hand
+ * into domain vms of the samepaged at sock, without ksmctl; merge-any from
+ * the environment if any. */
+static struct prog start_preloaded(const char *mode, const char *mib, const char *how, bool any)
+{
+	int i[2], o[2];
+	const char *preload = getenv("SAMEPAGE_PRELOAD");
+	REQUIRE(preload && pipe(i) == 0 && pipe(o) == 0);
+	struct prog p = {.pid = fork()};
+	REQUIRE(p.pid >= 0);
+	if (p.pid == 0) {
+		setenv("LD_PRELOAD", preload, 1);
+		setenv("SAMEPAGE_DOMAIN", "vms", 1);
+		setenv("SAMEPAGE_SOCKET", sock, 1);
+		if (any)
+			setenv("SAMEPAGE_MERGE_ANY", "1", 1);
+		dup2(i[0], 0);
+		dup2(o[1], 1);
+		close(i[1]);
+		close(o[0]);
+		execl(workload, workload, mode, mib, "5", how, (char *)NULL);
+		_exit(127);
+	}
+	close(i[0]);
+	close(o[1]);
+	p.in = i[1];
+	p.out = fdopen(o[0], "r");
+	return p;
+}
+
+static void test_late(void)
+{
+	snprintf(sock, sizeof(sock), "%s/sock", dir); /* where start_daemon() puts it */
+	struct prog a = start_preloaded("fill", "32", "madvise", false),
+		    b = start_preloaded("fill", "32", NULL, true),
+		    c = start_preloaded("fork", "32", NULL, true); /* a child fills */
+	REQUIRE(ready(&a) && ready(&b) && ready(&c));
+	pid_t child = child_of(c.pid);
+	REQUIRE(child > 0);
+	/* They run, merging nothing: no samepaged yet. */
+	CHECK_GE_U64(cost_kb(a.pid), 32 * 1024 * 9 / 10);
+	CHECK_GE_U64(cost_kb(b.pid), 32 * 1024 * 9 / 10);
+	CHECK_GE_U64(cost_kb(child), 32 * 1024 * 9 / 10);
+	start_daemon();
+	long long ca = wait_cost(a.pid, 32 * 1024 / 4), cb = wait_cost(b.pid, 32 * 1024 / 4),
+		  cc = wait_cost(child, 32 * 1024 / 4);
+	printf("after samepaged started: %lld kB (marked mergeable), %lld kB (merge-any), "
+	       "%lld kB (a forked child, merge-any)\n",
+	       ca, cb, cc);
+	CHECK_LE_U64(ca, 32 * 1024 / 4);
+	CHECK_LE_U64(cb, 32 * 1024 / 4);
+	CHECK_LE_U64(cc, 32 * 1024 / 4);
+	CHECK_EQ_INT(finish(&a), 0); /* every byte reads what it wrote */
 	CHECK_EQ_INT(finish(&b), 0);
 	CHECK_EQ_INT(finish(&c), 0);
 }
@@ -621,6 +683,8 @@ int main(int argc, char **argv)
 		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
 	} else if (!strcmp(c, "environment")) {
 		test_environment();
+	} else if (!strcmp(c, "late")) {
+		test_late();
 	} else if (!strcmp(c, "pools")) {
 		if (argc < 7 || access("/usr/bin/python3", X_OK))
 			SKIP("no /usr/bin/python3 (CI installs it)");
