@@ -342,6 +342,9 @@ static int run_user(int argc, char **argv)
 				   "reinstall samepage (its package, or make install), or set "
 				   "SAMEPAGE_PRELOAD to libsamepage-preload.so",
 				   "run: the preload library is missing");
+	/* No samepaged at this socket yet: said once the program is found. */
+	char no_daemon[108] = "";
+	bool no_daemon_system = false;
 	if (domain) {
 		char reply[256], sock[108] = "";
 		if (opt.socket)
@@ -351,21 +354,20 @@ static int run_user(int argc, char **argv)
 		int err = samepage_control(opt.socket, "GET run", reply, sizeof(reply));
 		/* /run/samepaged.sock (no $XDG_RUNTIME_DIR) is the system unit's. */
 		bool system = !strcmp(sock, "/run/samepaged.sock");
-		if (err == -ENOENT || err == -ECONNREFUSED)
-			return ksmctl_fail(
-			    KSMCTL_NO, sock,
-			    system ? "start samepaged (systemctl start samepaged.socket, as "
-				     "root), or give its socket with --socket PATH"
-				   : "start samepaged (systemctl --user start "
-				     "samepaged.socket), or give its socket with --socket PATH",
-			    "run: no samepaged listens at %s", sock);
-		if (err)
+		/* No daemon yet (the program starts first, or samepaged is
+		 * being restarted): the program runs, and the preload library
+		 * joins the domain when samepaged starts (samepage(3)).  Like
+		 * the kernel's KSM, merging never stops a program starting. */
+		if (err == -ENOENT || err == -ECONNREFUSED) {
+			snprintf(no_daemon, sizeof(no_daemon), "%s", sock);
+			no_daemon_system = system;
+		} else if (err)
 			return ksmctl_fail(err == -EACCES ? KSMCTL_PERM : KSMCTL_NO, sock,
 					   "start samepaged as this user, or give its socket with "
 					   "--socket PATH",
 					   "run: samepaged at %s: %s", sock,
 					   samepage_strerror(err));
-		if (!strstr(reply, "run 1"))
+		if (!err && !strstr(reply, "run 1"))
 			ksmctl_warn("samepaged is not merging (run is not 1): nothing merges until "
 				    "`%s set run=1`",
 				    opt.self);
@@ -390,6 +392,16 @@ static int run_user(int argc, char **argv)
 				   "kernel's KSM: ksmctl run",
 				   "run: %s cannot run on libsamepage: its interpreter %s %s",
 				   argv[i], culprit, why);
+	/* No daemon yet (the program starts first, or samepaged is being
+	 * restarted): the program runs, and the preload library joins the
+	 * domain when samepaged starts (samepage(3)).  As with the kernel's
+	 * KSM, merging never keeps a program from starting. */
+	if (*no_daemon)
+		ksmctl_warn("no samepaged listens at %s: %s runs without merging and joins domain "
+			    "%s when samepaged starts there (fix: start samepaged (systemctl %s"
+			    "start samepaged.socket%s), or give its socket with --socket PATH)",
+			    no_daemon, argv[i], domain, no_daemon_system ? "" : "--user ",
+			    no_daemon_system ? ", as root" : "");
 	const char *old = getenv("LD_PRELOAD");
 	snprintf(env, sizeof(env), "%s%s%s", preload, old && *old ? ":" : "", old ? old : "");
 	setenv("LD_PRELOAD", env, 1);

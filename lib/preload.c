@@ -211,7 +211,7 @@ static samepage_t *preload_engine_locked(void)
 				say("samepage: samepaged is not running at %s (%s): this process "
 				    "merges nothing until it starts there, and joins domain %s "
 				    "then (fix: start samepaged, or set SAMEPAGE_SOCKET)\n",
-				    path, samepage_strerror(err), domain);
+				    path, strerror(-err), domain);
 			else if (!absent)
 				say("samepage: cannot join domain %s of samepaged at %s: %s (fix: "
 				    "samepaged refused it: its log says why); this process runs "
