@@ -64,30 +64,28 @@ struct prog {
 	int in;	   /* its stdin */
 };
 
-/* Starts `ksmctl --user [--socket S] run OPTS -- workload ARGS`; argv is
- * the part after "run", ending with NULL. */
-static struct prog start(const char *const *argv)
+/* Runs path with args, its stdin and stdout piped to the test; preloaded:
+ * into domain vms of the samepaged at sock, by hand (merge-any if any). */
+static struct prog spawn(const char *path, const char *const *args, bool preloaded, bool any)
 {
 	int i[2], o[2];
-	REQUIRE(pipe(i) == 0 && pipe(o) == 0);
+	const char *preload = getenv("SAMEPAGE_PRELOAD");
+	REQUIRE((!preloaded || preload) && pipe(i) == 0 && pipe(o) == 0);
 	struct prog p = {.pid = fork()};
 	REQUIRE(p.pid >= 0);
 	if (p.pid == 0) {
-		const char *args[32] = {ksmctl, "--user"};
-		int n = 2;
-		if (sock[0]) {
-			args[n++] = "--socket";
-			args[n++] = sock;
+		if (preloaded) {
+			setenv("LD_PRELOAD", preload, 1);
+			setenv("SAMEPAGE_DOMAIN", "vms", 1);
+			setenv("SAMEPAGE_SOCKET", sock, 1);
+			if (any)
+				setenv("SAMEPAGE_MERGE_ANY", "1", 1);
 		}
-		args[n++] = "run";
-		for (int k = 0; argv[k] && n < 31; k++)
-			args[n++] = argv[k];
-		args[n] = NULL;
 		dup2(i[0], 0);
 		dup2(o[1], 1);
 		close(i[1]);
 		close(o[0]);
-		execv(ksmctl, (char **)args);
+		execv(path, (char **)args);
 		_exit(127);
 	}
 	close(i[0]);
@@ -95,6 +93,23 @@ static struct prog start(const char *const *argv)
 	p.in = i[1];
 	p.out = fdopen(o[0], "r");
 	return p;
+}
+
+/* Starts `ksmctl --user [--socket S] run OPTS -- workload ARGS`; argv is
+ * the part after "run", ending with NULL. */
+static struct prog start(const char *const *argv)
+{
+	const char *args[32] = {ksmctl, "--user"};
+	int n = 2;
+	if (sock[0]) {
+		args[n++] = "--socket";
+		args[n++] = sock;
+	}
+	args[n++] = "run";
+	for (int k = 0; argv[k] && n < 31; k++)
+		args[n++] = argv[k];
+	args[n] = NULL;
+	return spawn(ksmctl, args, false, false);
 }
 
 static bool ready(struct prog *p)
@@ -232,33 +247,11 @@ static void test_domain(void)
 }
 
 /* The workload (MODE MIB 5 [how], MODE fill or fork) preloaded by hand
- * into domain vms of the samepaged at sock, without ksmctl; merge-any from
- * the environment if any. */
+ * into domain vms, without ksmctl; merge-any from the environment if any. */
 static struct prog start_preloaded(const char *mode, const char *mib, const char *how, bool any)
 {
-	int i[2], o[2];
-	const char *preload = getenv("SAMEPAGE_PRELOAD");
-	REQUIRE(preload && pipe(i) == 0 && pipe(o) == 0);
-	struct prog p = {.pid = fork()};
-	REQUIRE(p.pid >= 0);
-	if (p.pid == 0) {
-		setenv("LD_PRELOAD", preload, 1);
-		setenv("SAMEPAGE_DOMAIN", "vms", 1);
-		setenv("SAMEPAGE_SOCKET", sock, 1);
-		if (any)
-			setenv("SAMEPAGE_MERGE_ANY", "1", 1);
-		dup2(i[0], 0);
-		dup2(o[1], 1);
-		close(i[1]);
-		close(o[0]);
-		execl(workload, workload, mode, mib, "5", how, (char *)NULL);
-		_exit(127);
-	}
-	close(i[0]);
-	close(o[1]);
-	p.in = i[1];
-	p.out = fdopen(o[0], "r");
-	return p;
+	const char *args[] = {workload, mode, mib, "5", how, NULL};
+	return spawn(workload, args, true, any);
 }
 
 static void test_late(void)
