@@ -848,6 +848,16 @@ static void *read_loop(void *arg)
  * engine or first read waited forever for a thread that is not there. */
 void test_fork_vs_wrappers(void)
 {
+#ifdef SAMEPAGE_SANITIZE
+	/* Caught hanging 2 runs in 8 at bff02cf on this machine, the child's
+	 * stack in libasan: its allocator takes no lock across fork (GCC
+	 * 12's libasan; glibc's malloc does), so a child whose first free()
+	 * comes after a fork taken while another thread was inside malloc
+	 * waits for that thread's lock for ever.  Not the library's locks,
+	 * which this test is for: the release build runs it. */
+	SKIP("the sanitizer's allocator is not fork-safe with threads allocating (GCC 12's "
+	     "libasan); the release build runs this test");
+#endif
 	samepage_t *sp = open_fast();
 	char *p = map_pages(64);
 	memset(p, 'r', 64 * PG);
