@@ -323,8 +323,6 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 	bool all_full;
 
 	remove_rmap_item_from_tree(sp, id);
-	if (sp->detached)
-		return; /* samepaged is away: no new merges until it is back */
 	if (!calc_checksum(page, &checksum, &hash))
 		return; /* unreadable now: the range changed under us */
 	if (checksum != m->checksum) {
@@ -693,7 +691,8 @@ static unsigned long long scan_share(struct samepage *sp)
  * the end of a full scan, so ksmd sleeps even when nothing is present. */
 void ksm_do_scan(struct samepage *sp, uint64_t budget)
 {
-	while (budget && (sp->nregions || sp->merge_any) && !sp->stopping && KNOB(sp, run) == 1) {
+	while (budget && (sp->nregions || sp->merge_any) && !sp->stopping && !sp->detached &&
+	       KNOB(sp, run) == 1) {
 		handler_ensure(); /* the guarded reads need our SIGSEGV handler */
 		if (!sp->scan_running) {
 			merge_partners(sp);
@@ -730,7 +729,11 @@ static void *ksmd(void *arg)
 			engine_leave(sp);
 			engine_publish(sp); /* the counters say so at once */
 		}
-		if (KNOB(sp, run) == 1 && (sp->nregions || sp->merge_any)) {
+		/* While samepaged is away (detached), merging pauses: no scan,
+		 * as ksmd's with run 0, so that full_scans does not count scans
+		 * that could merge nothing (`ksmctl wait --converged` would
+		 * take them for convergence). */
+		if (KNOB(sp, run) == 1 && (sp->nregions || sp->merge_any) && !sp->detached) {
 			ksm_do_scan(sp, scan_share(sp));
 			if (sp->stopping)
 				break;

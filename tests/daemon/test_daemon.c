@@ -14,8 +14,8 @@
  *    domain back, the clients reconnect and merge new pages again;
  *  - a daemon restarted with other files (its state directory removed, or
  *    another one) is asked once by a paused client, not every second for
- *    as long as it runs; a daemon started again with the files it had is
- *    asked, and the client resumes;
+ *    as long as it runs, and does not scan meanwhile; a daemon started
+ *    again with the files it had is asked, and the client resumes;
  *  - a client that closes or shuts down its connection and runs on keeps
  *    its pages, until it exits;
  *  - another user may not connect;
@@ -85,7 +85,7 @@ static int daemon_connection(void)
 
 /* Commands: 'm' measure footprint, 'v' verify, 'w' write a page and check,
  * 'k' try a knob write (answers the errno), 'n' a new shared region,
- * 's' ksm_merging_pages, 'c' close the connection to the daemon (as a
+ * 's' ksm_merging_pages, 'f' full_scans, 'c' close the connection to the daemon (as a
  * daemon closing every descriptor does), 'h' shut its writing side down,
  * 'q' quit. */
 static void client_main(const char *domain, int guest, int cmd, int res)
@@ -130,6 +130,7 @@ static void client_main(const char *domain, int guest, int cmd, int res)
 			v = samepage_madvise(sp, extra, 1024 * PG, SAMEPAGE_MERGEABLE);
 			break;
 		case 's': samepage_read_number(sp, "ksm_merging_pages", &v); break;
+		case 'f': samepage_read_number(sp, "full_scans", &v); break;
 		case 'q': _exit(0);
 		}
 		if (write(res, &v, sizeof(v)) != sizeof(v))
@@ -351,9 +352,14 @@ static void test_daemon_restart_with_other_files(void)
 	for (int i = 0; i < 2000 && log_count("domain moved: created") == before; i++)
 		usleep(10000);
 	CHECK_EQ_INT(log_count("domain moved: created"), before + 1);
-	/* Three more seconds: one more try each second, before the fix. */
+	/* Three more seconds: one more try each second, before the fix.  A
+	 * paused client does not scan, as ksmd with run 0: its full_scans
+	 * stays put (it counted scans that merged nothing, and `ksmctl wait
+	 * --converged` after a restart took them for convergence). */
+	long long scans = ask(&vm, 'f');
 	usleep(3500000);
 	CHECK_EQ_INT(log_count("domain moved: created"), before + 1);
+	CHECK_EQ_INT(ask(&vm, 'f'), scans);
 	CHECK_EQ_INT(daemon_value(&D, "ksm_merging_pages"), 0); /* not its client */
 	CHECK_EQ_INT(ask(&vm, 'v'), 1);
 	CHECK_EQ_INT(ask(&vm, 'w'), 1);
