@@ -49,11 +49,6 @@ enum {
  * the sanitizer build; off (and free) otherwise. */
 #ifndef SAMEPAGE_DEBUG
 #define SAMEPAGE_DEBUG 0
-/* interpose.c */
-extern int (*interpose_merge_advice)(void *addr, size_t len, int advice);
-extern void (*_Atomic interpose_pending)(void);
-bool interpose_active(void);
-
 #endif
 void debug_fail(const char *file, int line, const char *cond);
 #define SP_ASSERT(level, cond)                                                                     \
@@ -210,7 +205,7 @@ uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum,
 int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
 		  uint32_t *out);
 int stable_insert_dup(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
-		      uint32_t head, uint32_t *out);
+		      uint32_t named, uint32_t *out);
 void stable_get(struct samepage *sp, uint32_t node);
 void stable_put(struct samepage *sp, uint32_t node);
 void stable_drop(struct samepage *sp, uint32_t node, uint32_t count, bool mine);
