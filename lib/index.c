@@ -23,6 +23,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,9 @@
  * contents is the chain's head: one memcmp finds every dup.  A chain is
  * followed only while its nodes are in use with the same checksum: a
  * domain's index is shared, and a merge compares the bytes again anyway.
+ * A node's checksum may be of other contents than its pool page (a writer
+ * changed the page between the scanner's hash and its copy): it is found
+ * by its bytes, so it never joins another content's chain.
  */
 static uint32_t dup_head(struct samepage *sp, const void *page, uint32_t checksum)
 {
@@ -94,8 +98,31 @@ static uint32_t for_each_dup(struct samepage *sp, const void *page, uint32_t che
 	return for_each_dup_from(sp, dup_head(sp, page, checksum), checksum, fn, arg);
 }
 
+/* For debug.c, what is wrong with node i's chain, on stderr. */
+static void chain_print(struct samepage *sp, uint32_t i, uint32_t head)
+{
+	struct stable_index *s = &sp->stable;
+	const struct stable_node *n = &s->nodes[i];
+	fprintf(stderr, "libsamepage: node %u (checksum %08x): bucket", i, n->checksum);
+	for (uint32_t l = s->heads[BUCKET(n->checksum)]; l; l = s->nodes[l - 1].hnext) {
+		const struct stable_node *b = &s->nodes[l - 1];
+		if (b->checksum == n->checksum)
+			fprintf(stderr, " %u%s(next %d, maps %u, pending %u)", l - 1,
+				memcmp(pool_contents(sp, l - 1), pool_contents(sp, i), PAGE_SIZE)
+				    ? "[other]"
+				    : "",
+				(int)b->dupnext - 1, b->mapcount, b->pending);
+	}
+	fprintf(stderr, "; chain from %d:", (int)head);
+	for (uint32_t c = head, k = 0; c != NIL && k <= sp->dom->nr;
+	     c = dup_next(sp, c, n->checksum), k++)
+		fprintf(stderr, " %u", c);
+	fprintf(stderr, "\n");
+}
+
 /* For debug.c: whether every node's chain holds exactly the dups its
- * bucket holds (a memcmp of each), and the chains' count is the domain's. */
+ * bucket holds (a memcmp of each), and the chains' count is the domain's;
+ * what is wrong goes to stderr. */
 bool index_chains_ok(struct samepage *sp)
 {
 	struct stable_index *s = &sp->stable;
@@ -110,12 +137,19 @@ bool index_chains_ok(struct samepage *sp)
 			by_bucket += s->nodes[l - 1].checksum == n->checksum &&
 				     !memcmp(pool_contents(sp, l - 1), page, PAGE_SIZE);
 		uint32_t head = dup_head(sp, page, n->checksum);
-		if (by_bucket != for_each_dup_from(sp, head, n->checksum, NULL, NULL))
+		if (by_bucket != for_each_dup_from(sp, head, n->checksum, NULL, NULL)) {
+			chain_print(sp, i, head);
 			return false;
+		}
 		if (head == i && by_bucket >= 2)
 			chains++, dups += by_bucket;
 	}
-	return chains == sp->dom->chains && dups == sp->dom->dups;
+	if (chains == sp->dom->chains && dups == sp->dom->dups)
+		return true;
+	fprintf(stderr, "libsamepage: %llu chains of %llu dups counted, %llu of %llu found\n",
+		(unsigned long long)sp->dom->chains, (unsigned long long)sp->dom->dups,
+		(unsigned long long)chains, (unsigned long long)dups);
+	return false;
 }
 
 struct load {
@@ -202,18 +236,13 @@ static void chain_counts(struct samepage *sp, uint32_t before, uint32_t after)
 
 /* stable_tree_insert: a new KSM page holding `page`'s contents, at pool
  * offset want_off if that is free.  It starts with no mapping; the merges
- * that follow add them.  It becomes the newest dup of its contents' chain,
- * whose head is `head` (NIL: none yet); stable_insert() finds the head,
- * a strip (scan.c) names it, for a samepaged client cannot read a pool
- * page it made in this batch before the daemon writes it. */
-int stable_insert_dup(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
-		      uint32_t head, uint32_t *out)
+ * that follow add them.  It becomes the newest dup of its contents' chain
+ * (found by its bytes: dup_head()). */
+int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
+		  uint32_t *out)
 {
 	struct stable_index *s = &sp->stable;
-	uint32_t idx;
-	if (head != NIL &&
-	    (head >= sp->dom->nr || !s->nodes[head].in_use || s->nodes[head].checksum != checksum))
-		head = dup_head(sp, page, checksum); /* the named head is gone */
+	uint32_t idx, head = dup_head(sp, page, checksum);
 	int err = pool_alloc(sp, want_off, &idx);
 	if (err)
 		return err;
@@ -229,12 +258,6 @@ int stable_insert_dup(struct samepage *sp, const void *page, uint32_t checksum, 
 	sp->dom->live++;
 	*out = idx;
 	return 0;
-}
-
-int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
-		  uint32_t *out)
-{
-	return stable_insert_dup(sp, page, checksum, want_off, dup_head(sp, page, checksum), out);
 }
 
 /* samepaged's ledger: this process's references to pool page idx, which

@@ -204,8 +204,6 @@ bool stable_has_checksum(struct samepage *sp, uint32_t checksum);
 uint32_t stable_search(struct samepage *sp, const void *page, uint32_t checksum, bool *all_full);
 int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
 		  uint32_t *out);
-int stable_insert_dup(struct samepage *sp, const void *page, uint32_t checksum, uint32_t want_off,
-		      uint32_t named, uint32_t *out);
 void stable_get(struct samepage *sp, uint32_t node);
 void stable_put(struct samepage *sp, uint32_t node);
 void stable_drop(struct samepage *sp, uint32_t node, uint32_t count, bool mine);

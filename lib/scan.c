@@ -218,8 +218,7 @@ static bool lap_strip_start(struct samepage *sp, uintptr_t a, size_t len, uint32
 			    .base = base,
 			    .size = size,
 			    .made = made,
-			    .checksum = checksum,
-			    .head = head};
+			    .checksum = checksum};
 	return true;
 }
 
@@ -257,8 +256,7 @@ static bool strip_start(struct samepage *sp, struct region *r, size_t i, uint32_
 			    .none_until = s->none_until,
 			    .base = sp->dom->nr,
 			    .size = (uint32_t)size,
-			    .checksum = checksum,
-			    .head = stable_chain_head(sp, sp->buf, checksum)};
+			    .checksum = checksum};
 	return true;
 }
 
@@ -282,13 +280,11 @@ static uint32_t strip_node(struct samepage *sp, struct region *r, size_t i, uint
 	}
 	/* Its first page, or its pages' merges failed and it went: made at
 	 * its place in the strip, or the strip ends (the page was taken). */
-	if (!pool_can_take(sp, off) ||
-	    stable_insert_dup(sp, sp->buf, checksum, off, s->head, &node)) {
+	if (!pool_can_take(sp, off) || stable_insert(sp, sp->buf, checksum, off, &node)) {
 		s->size = 0;
 		return NIL;
 	}
 	n->in_use |= NODE_SOLO; /* one mapping until the next lap: keep it */
-	s->head = node;
 	if (slot == s->made)
 		s->made++;
 	s->k++;

@@ -218,7 +218,6 @@ struct strip {
 	uint32_t made;	      /* dups made so far: the first `made` */
 	uint32_t k;	      /* pages of the run given a dup so far */
 	uint32_t checksum;
-	uint32_t head; /* the newest dup of the contents (its chain's head) */
 };
 
 /* A lap strip (scan.c): dups of one content at consecutive pool pages,
