@@ -64,7 +64,7 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	err = -ENOMEM;
 	if (!sp->buf || !sp->pagemap || !sp->reqs || !sp->fork)
 		goto fail;
-	err = unstable_resize(sp, 0);
+	err = unstable_start(sp);
 	if (err)
 		goto fail;
 	sp->c.max_map_count = (uint64_t)prim_max_map_count();

@@ -207,8 +207,7 @@ int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint
 void stable_get(struct samepage *sp, uint32_t node);
 void stable_put(struct samepage *sp, uint32_t node);
 void stable_drop(struct samepage *sp, uint32_t node, uint32_t count, bool mine);
-int unstable_resize(struct samepage *sp, uint64_t pages);
-void unstable_reset(struct samepage *sp);
+int unstable_start(struct samepage *sp);
 uint32_t unstable_search_insert(struct samepage *sp, uint32_t id, const void *page,
 				uint32_t checksum);
 void unstable_remove(struct samepage *sp, uint32_t id);

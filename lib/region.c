@@ -314,11 +314,6 @@ static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (err)
 		return err;
-	err = unstable_resize(sp, sp->tracked_pages + npages);
-	if (err) {
-		prim_munmap(meta, npages * sizeof(struct page_meta));
-		return err;
-	}
 	own_add((uintptr_t)meta, (uintptr_t)meta + npages * sizeof(struct page_meta));
 	struct region *r = &sp->regions[sp->nregions++];
 	*r = (struct region){.start = start,

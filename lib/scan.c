@@ -453,7 +453,7 @@ static void start_full_scan(struct samepage *sp)
 	}
 	fork_reap_pages(sp); /* unpin the pool pages no forked child maps */
 	engine_leave(sp);
-	unstable_reset(sp); /* the unstable tree lives one full scan */
+	unstable_start(sp); /* the unstable tree lives one full scan */
 	memset(&sp->strip, 0, sizeof(sp->strip));
 	sp->scan_running = true;
 	sp->cur_region = 0;
