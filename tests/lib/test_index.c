@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
 /* test_index.c - the stable index (lib/index.c), tested directly: the
  * chains of dups of one content, which debug.c's index_chains_ok() checks
- * under SAMEPAGE_DEBUG, kept right by every insert and free. */
+ * under SAMEPAGE_DEBUG, kept right by every insert and free; and the
+ * unstable index's size. */
 #include "../../lib/internal.h"
 #include "check.h"
 
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 static unsigned char page_a[PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
@@ -101,6 +104,43 @@ static void test_copy_changed_after_checksum(struct samepage *sp)
 	index_unlock(sp);
 }
 
+static long long number(samepage_t *sp, const char *name)
+{
+	long long v = -1;
+	CHECK_EQ_INT(samepage_read_number(sp, name, &v), 0);
+	return v;
+}
+
+/* The unstable index is sized for the pages present, not for the range
+ * registered: merge-any registers whole address spaces (a QEMU guest's
+ * 1.6 GiB tracked for 190 MiB present), and its heads were sized by the
+ * range, 1 MiB a guest rewritten at every full scan. */
+static void test_unstable_sized_for_present(void)
+{
+	const size_t pages = 65536, present = 64; /* 256 MiB, 256 KiB of it touched */
+	samepage_t *sp;
+	REQUIRE(samepage_open(&sp) == 0);
+	char *p = mmap(NULL, pages * PAGE_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	for (size_t i = 0; i < present; i++)
+		memset(p + i * PAGE_SIZE, (int)i + 1, PAGE_SIZE);
+	REQUIRE(samepage_madvise(sp, p, pages * PAGE_SIZE, SAMEPAGE_MERGEABLE) == 0);
+	REQUIRE(samepage_write(sp, "pages_to_scan", "100000") == 0);
+	REQUIRE(samepage_write(sp, "sleep_millisecs", "0") == 0);
+	REQUIRE(samepage_write(sp, "run", "1") == 0);
+	for (int i = 0; i < 30000 && number(sp, "full_scans") < 3; i++)
+		usleep(1000);
+	CHECK(number(sp, "full_scans") >= 3);
+	CHECK_EQ_INT(number(sp, "ksm_rmap_items"), (long long)present);
+	pthread_mutex_lock(&sp->lock);
+	uint64_t heads = (uint64_t)sp->unstable.mask + 1;
+	pthread_mutex_unlock(&sp->lock);
+	CHECK_LE_U64(heads, 1024); /* 32768 when sized by the range */
+	samepage_close(sp);
+	munmap(p, pages * PAGE_SIZE);
+}
+
 int main(void)
 {
 	samepage_t *sp;
@@ -111,5 +151,6 @@ int main(void)
 	test_chain_of_three(sp);
 	test_copy_changed_after_checksum(sp);
 	samepage_close(sp);
+	test_unstable_sized_for_present();
 	return check_report("lib.index");
 }
