@@ -410,14 +410,17 @@ void stable_unpin(struct samepage *sp, uint32_t idx)
 
 /* samepaged's reaper: the references a gone process's ledger counts to
  * node idx (refs, of which held says which are no mappings).  Its
- * mappings leave the node's count; its merges under way were cleared with
- * the lock (index_repair).  Its pin (the result: whether it had one) goes
- * only with children_gone: until its forked children are gone they may
- * still read the page. */
+ * mappings leave the node's count, and its merges under way (held, less
+ * the pin's bit) the node's pending count: a client merges with the lock
+ * let go (merge_batch), so it may die with merges under way without it.
+ * Its pin (the result: whether it had one) goes only with children_gone:
+ * until its forked children are gone they may still read the page. */
 bool ledger_reap(struct samepage *sp, uint32_t idx, uint32_t refs, uint32_t held,
 		 bool children_gone)
 {
-	uint32_t not_mapped = ledger_held_refs(held);
+	uint32_t not_mapped = ledger_held_refs(held), under_way = held & ~LEDGER_PIN;
+	struct stable_node *n = &sp->stable.nodes[idx];
+	n->pending = n->pending > under_way ? (uint16_t)(n->pending - under_way) : 0;
 	stable_drop(sp, idx, refs > not_mapped ? refs - not_mapped : 0, false);
 	if (children_gone && (held & LEDGER_PIN))
 		stable_unpin(sp, idx);
@@ -431,17 +434,18 @@ void stable_put(struct samepage *sp, uint32_t idx)
 }
 
 /* After the domain lock was taken from a process that died holding it:
- * that process was in the middle of a batch and left nodes it was merging
- * into with a pending count: clear them, and free the nodes nothing maps
- * (made for merges that never happened).  Every other change made under
- * the lock is a counter or a link written last, so the rest is consistent. */
+ * free the nodes nothing maps and nothing is about to (made for merges
+ * that never happened).  The pending counts it left on nodes it was
+ * merging into stay until samepaged reaps its ledger, which holds them
+ * (ledger_reap): other processes' merges under way count there too, as
+ * they merge with the lock let go.  Every other change made under the
+ * lock is a counter or a link written last, so the rest is consistent. */
 static void index_repair(struct samepage *sp)
 {
 	struct domain *d = sp->dom;
 	uint32_t nr = d->nr < DOM_NODES ? d->nr : DOM_NODES; /* a client may have written it */
 	for (uint32_t i = 0; i < nr; i++) {
 		struct stable_node *n = &sp->stable.nodes[i];
-		n->pending = 0;
 		if (n->in_use)
 			stable_drop(sp, i, 0, false);
 	}
@@ -472,6 +476,26 @@ bool index_trylock(struct samepage *sp)
 void index_unlock(struct samepage *sp)
 {
 	sp->dom_waiters |= domain_unlock(sp->dom);
+}
+
+/* A samepaged client lets its domain's lock go while it works on its own
+ * address space alone (reading its page tables, merging a batch): the
+ * other processes' scanners and samepaged go on meanwhile.  A local
+ * engine's domain is its own: it keeps the lock. */
+void index_release(struct samepage *sp)
+{
+	if (sp->ledger)
+		index_unlock(sp);
+}
+
+/* ...and takes it back, after a thread that waited for it had its turn. */
+void index_retake(struct samepage *sp)
+{
+	if (!sp->ledger)
+		return;
+	if (index_waited(sp))
+		domain_hand_over(sp->dom);
+	index_lock(sp);
 }
 
 /* Whether a thread waited for the domain lock at an index_unlock() since

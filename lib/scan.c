@@ -548,14 +548,9 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	 * third of a scanner's time).  The address-space lock stays held, so
 	 * the regions cannot change; what the entries say may, as it may
 	 * after any read: a merge compares the pages again under its window. */
-	if (sp->ledger)
-		index_unlock(sp);
+	index_release(sp);
 	int err = prim_pagemap(region_addr(r, from), n, sp->pagemap);
-	if (sp->ledger) {
-		if (index_waited(sp))
-			domain_hand_over(sp->dom);
-		index_lock(sp);
-	}
+	index_retake(sp);
 	if (err) {
 		engine_leave(sp);
 		sp->cur_index += n;

@@ -200,6 +200,7 @@ struct merge_req {
 	uint32_t index;	 /* page index in the region */
 	uint32_t node;	 /* NIL for the zero page */
 	uint32_t pool_off;
+	bool merged; /* its result, until the domain's lock is back */
 };
 
 /*

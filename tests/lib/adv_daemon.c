@@ -853,3 +853,70 @@ void test_daemon_clients_zero_pages(void)
 	CHECK_EQ_INT(adv_wait(child), 128 + SIGKILL);
 	samepage_close(sp);
 }
+
+/*
+ * Clients merge with their domain's lock let go (merge_batch()): one
+ * killed in the middle of a batch's merges leaves the pending counts of
+ * the nodes it was merging into, which only samepaged's reaper takes off
+ * (the merges under way its ledger holds, ledger_reap()).  A count left
+ * behind keeps its node, and its pool page, while the domain lives.
+ * Beside a client that stays (one KSM page), pairs of clients of one
+ * image killed at moments spread over their merging; once they are
+ * reaped, the pool holds the one page that stays.
+ */
+void test_daemon_killed_while_merging(void)
+{
+	daemon_up();
+	pid_t stays = merged_client("killed", 64, 'S');
+	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 1);
+	const size_t n = 8192; /* 32 MiB a client, 251 contents */
+	long long merged_seen = 0;
+	for (int round = 0; round < 16; round++) {
+		pid_t pid[2];
+		int ready[2];
+		REQUIRE(pipe(ready) == 0);
+		for (int k = 0; k < 2; k++) {
+			pid[k] = fork();
+			REQUIRE(pid[k] >= 0);
+			if (pid[k] == 0) {
+				close(ready[0]);
+				samepage_t *sp = connect_or_die("killed");
+				char *p = map_pages(n);
+				for (size_t i = 0; i < n; i++)
+					memset(p + i * PG, (int)(i % 251) + 1, PG);
+				REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+				REQUIRE(write(ready[1], "r", 1) == 1);
+				for (;;)
+					pause();
+			}
+		}
+		close(ready[1]);
+		char c;
+		for (int k = 0; k < 2; k++)
+			REQUIRE(read(ready[0], &c, 1) == 1);
+		close(ready[0]);
+		usleep((useconds_t)(2000 + round * 4000)); /* 2 to 62 ms into merging */
+		merged_seen += daemon_value(&D, "ksm_merging_pages");
+		for (int k = 0; k < 2; k++) {
+			kill(pid[k], SIGKILL);
+			waitpid(pid[k], NULL, 0);
+		}
+		check_tick();
+	}
+	printf("merging pages seen at the kills, summed: %lld\n", merged_seen);
+	CHECK(merged_seen > 0); /* the kills came while pages merged */
+	for (int i = 0; i < 20000 && (state_files(&D, "killed.", ".ledger") > 1 ||
+				      daemon_value(&D, "pool_pages") > 1);
+	     i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	CHECK_EQ_INT(state_files(&D, "killed.", ".ledger"), 1);
+	CHECK_EQ_INT(daemon_value(&D, "pool_pages"), 1);
+	kill(stays, SIGKILL);
+	waitpid(stays, NULL, 0);
+	for (int i = 0; i < 20000 && state_files(&D, "killed.", "") > 0; i++)
+		usleep(1000);
+	CHECK_EQ_INT(state_files(&D, "killed.", ""), 0);
+}
