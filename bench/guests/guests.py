@@ -842,18 +842,20 @@ def chosen_engine(a, held):
 
 
 def cmd_io(a, held):
+    modes = {"threads": "aio=threads", "native": "aio=native,cache=none"}
+    aios = list(modes) if a.aio == "both" else a.aio.split(",")
+    for m in aios:  # before anything is built, started or changed
+        if m not in modes:
+            raise Fail(f"--aio {m}: not one of {', '.join(modes)} (or both)")
     kit = build_kit(a)
     eng = chosen_engine(a, held)
-    modes = {"threads": "aio=threads", "native": "aio=native,cache=none"}
     guests = []
     cow0 = proc_fields("/proc/vmstat", ["cow_ksm"]).get("cow_ksm", 0)
     try:
         eng.configure(seed_knobs(a, a.zero))
         eng.start()
         launcher = eng.launcher()
-        for m in a.aio.split(","):
-            if m not in modes:
-                raise Fail(f"--aio {m}: not one of {', '.join(modes)}")
+        for m in aios:
             disk = f"{a.out}/io-{m}.raw"
             with open(disk, "wb") as f:
                 f.truncate(a.blocks << 20)
@@ -1076,7 +1078,7 @@ def main():
     s.add_argument("--engine", choices=("none", "kernel", "samepaged"), default="kernel")
     s.add_argument("--seconds", type=int, default=600, help="I/O loop duration in each guest")
     s.add_argument("--blocks", type=int, default=16, help="MiB of disk written and re-read per round")
-    s.add_argument("--aio", default="threads,native", help="threads, native (with cache=none), or both")
+    s.add_argument("--aio", default="both", help="threads, native (with cache=none), or both (the default)")
     s.add_argument("--corrupt", action="store_true",
                    help="the guests change a byte behind their checksums: the check must fail")
     s = sub.add_parser("postcopy", parents=[common], help="a live migration with postcopy while merging")
