@@ -93,6 +93,15 @@ t_io_check() {
 	[ $rc = 77 ] && exit 77
 	[ $rc = 1 ] || fail "a guest whose disk changed behind its checksums passed (exit $rc)"
 	grep -q "SAMEPAGE-IO-BAD round=1 block=1" "$out/log" || fail "the changed block is not reported"
+	# A mode it does not know is refused before anything is built or
+	# started (it was refused after the engine had started).
+	"${guests[@]}" io --engine kernel --aio bogus --out "$out/bad" >"$out/bad.log" 2>&1
+	rc=$?
+	cat "$out/bad.log"
+	[ $rc = 1 ] || fail "--aio bogus: exit $rc, want 1"
+	grep -q -- "--aio bogus: not one of threads, native (or both)" "$out/bad.log" ||
+		fail "--aio bogus: the message does not name the input and what it takes"
+	[ ! -e "$out/bad/kit" ] || fail "--aio bogus: the kit was built before the refusal"
 }
 
 # A stand-in for qemu-system-x86_64: writes its -pidfile and sleeps
