@@ -510,11 +510,6 @@ bool index_waited(struct samepage *sp)
 
 /* ---- unstable index ---- */
 
-static void unstable_reset(struct samepage *sp)
-{
-	memset(sp->unstable.heads, 0xff, ((size_t)sp->unstable.mask + 1) * sizeof(uint32_t));
-}
-
 /* The unstable tree lives one full scan: it is thrown away at the start of
  * each, and sized then for the pages the last full scan found present
  * (rmap_items), two per head, not for the address space registered.
@@ -538,7 +533,7 @@ int unstable_start(struct samepage *sp)
 			sp->unstable.mask = (uint32_t)(want - 1);
 		}
 	}
-	unstable_reset(sp);
+	memset(sp->unstable.heads, 0xff, ((size_t)sp->unstable.mask + 1) * sizeof(uint32_t));
 	return 0;
 }
 
