@@ -354,10 +354,7 @@ static int run_user(int argc, char **argv)
 		int err = samepage_control(opt.socket, "GET run", reply, sizeof(reply));
 		/* /run/samepaged.sock (no $XDG_RUNTIME_DIR) is the system unit's. */
 		bool system = !strcmp(sock, "/run/samepaged.sock");
-		/* No daemon yet (the program starts first, or samepaged is
-		 * being restarted): the program runs, and the preload library
-		 * joins the domain when samepaged starts (samepage(3)).  Like
-		 * the kernel's KSM, merging never stops a program starting. */
+		/* No daemon yet: said below, and the program runs. */
 		if (err == -ENOENT || err == -ECONNREFUSED) {
 			snprintf(no_daemon, sizeof(no_daemon), "%s", sock);
 			no_daemon_system = system;
