@@ -399,6 +399,12 @@ static int run_user(int argc, char **argv)
 			    "start samepaged.socket%s), or give its socket with --socket PATH)",
 			    no_daemon, argv[i], domain, no_daemon_system ? "" : "--user ",
 			    no_daemon_system ? ", as root" : "");
+	/* Said here, with the systemctl line: the preload library, which
+	 * would say it again from inside the program, keeps quiet. */
+	if (*no_daemon)
+		setenv("SAMEPAGE_WAIT_SAID", "1", 1);
+	else
+		unsetenv("SAMEPAGE_WAIT_SAID");
 	const char *old = getenv("LD_PRELOAD");
 	snprintf(env, sizeof(env), "%s%s%s", preload, old && *old ? ":" : "", old ? old : "");
 	setenv("LD_PRELOAD", env, 1);

@@ -19,6 +19,8 @@
  *                       (run is 1 unless it says otherwise); with a domain,
  *                       the knobs are the daemon's (ksmctl --user set)
  *   SAMEPAGE_SOCKET     samepaged's socket (samepage_socket_path)
+ *   SAMEPAGE_WAIT_SAID  1: `ksmctl --user run` already said that no
+ *                       samepaged answers; the process does not say it again
  *
  * With a domain and no samepaged answering yet (the program started first,
  * or during a restart), the process waits for it: what the program marks
@@ -207,7 +209,8 @@ static samepage_t *preload_engine_locked(void)
 			/* Not running there, or it answered and refused (its
 			 * log says why). */
 			bool absent = err == -ENOENT || err == -ECONNREFUSED || err == -ENOTCONN;
-			if (absent && !waiting)
+			const char *said = getenv("SAMEPAGE_WAIT_SAID");
+			if (absent && !waiting && !(said && *said == '1'))
 				say("samepage: samepaged is not running at %s (%s): this process "
 				    "merges nothing until it starts there, and joins domain %s "
 				    "then (fix: start samepaged, or set SAMEPAGE_SOCKET)\n",

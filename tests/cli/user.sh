@@ -148,6 +148,15 @@ absent()
 		expect 3 --user --socket "$sock" run --domain vms -- sh -c 'exit 3'
 		says "$tmp/err" "no samepaged listens at $sock: sh runs without merging and joins domain vms when samepaged starts there"
 		says "$tmp/err" "systemctl --user start samepaged.socket"
+		# Said once: the preload library inside sh does not repeat it.
+		! grep -q "samepaged is not running at" "$tmp/err" ||
+			fail "run --domain said twice that no samepaged answers"
+	fi
+	# Without ksmctl, the preload library is the one that says it.
+	if [ -z "${SAMEPAGE_SANITIZED:-}" ] && [ -n "${SAMEPAGE_PRELOAD:-}" ]; then
+		SAMEPAGE_MERGE_ANY=1 SAMEPAGE_DOMAIN=vms SAMEPAGE_SOCKET=$sock LD_PRELOAD=$SAMEPAGE_PRELOAD \
+			"$(type -P true)" 2>"$tmp/err"
+		says "$tmp/err" "samepage: samepaged is not running at $sock"
 	fi
 	# A name no daemon accepts is bad usage (exit 2), refused before the
 	# program runs, with the rule; the preload library says the same rule.
