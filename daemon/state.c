@@ -548,15 +548,17 @@ struct reaped {
  * d: read in chunks, its holes skipped, never past the end of the file or
  * of the domain's pool (whose page count a client may have written
  * anything into).  Its pins for forked children go too if children_gone;
- * else they stay, and the ledger is rewritten to count them alone (so that
- * the next reap, once the children are gone, drops no mapping twice).
+ * else they stay.  Each chunk of the ledger is rewritten to count what
+ * stays (nothing, or the pins) before its references drop, so that no
+ * later reap drops one twice: not the one once the children are gone, nor
+ * one after this samepaged died in the middle.
  * The domain is locked only if there is something to drop, and never
  * waited for (a client holds it through a batch, in which it waits for
  * this daemon's answer to PLACE): -EBUSY, nothing dropped, if a client
  * holds it.  0 and *out otherwise. */
 static int ledger_drop(struct dom *d, int fd, off_t size, bool children_gone, struct reaped *out)
 {
-	static uint32_t refs[16384], held[16384];
+	static uint32_t refs[16384], held[16384], stay_refs[16384], stay_held[16384];
 	struct samepage *sp = d->sp;
 	uint32_t nr = sp->dom->nr < DOM_NODES ? sp->dom->nr : DOM_NODES;
 	off_t end = (off_t)(LEDGER_OFF_REFS + (size_t)nr * sizeof(uint32_t));
@@ -584,27 +586,34 @@ static int ledger_drop(struct dom *d, int fd, off_t size, bool children_gone, st
 		ssize_t hgot = pread(fd, held, n * sizeof(uint32_t), held_at);
 		memset((char *)held + (hgot > 0 ? hgot : 0), 0,
 		       n * sizeof(uint32_t) - (size_t)(hgot > 0 ? hgot : 0));
+		/* What stays of the chunk is written to the ledger before its
+		 * references are dropped, or a reap that dies in between (its
+		 * samepaged killed) would drop them again at the next start,
+		 * from other processes' counts: a reap cut short leaves counts
+		 * too high (pages kept until the domain closes), never too low. */
 		bool changed = false;
 		for (size_t i = 0; i < n; i++) {
-			if (!refs[i])
-				continue;
+			bool pin = refs[i] && !children_gone && (held[i] & LEDGER_PIN);
+			stay_refs[i] = pin, stay_held[i] = pin ? LEDGER_PIN : 0;
+			changed |= refs[i] != 0;
+		}
+		ssize_t bytes = (ssize_t)(n * sizeof(uint32_t));
+		if (changed) {
 			if (!locked && !index_trylock(sp))
 				return -EBUSY;
 			locked = true;
+			if (pwrite(fd, stay_refs, (size_t)bytes, data) != bytes ||
+			    pwrite(fd, stay_held, (size_t)bytes, held_at) != bytes)
+				unwritten = true;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (!refs[i])
+				continue;
 			bool pin =
 			    ledger_reap(sp, first + (uint32_t)i, refs[i], held[i], children_gone);
 			r.dropped += refs[i] - (pin && !children_gone);
 			r.pins += pin;
-			changed = true;
-			refs[i] = pin, held[i] = pin ? LEDGER_PIN : 0; /* what stays */
 		}
-		/* Kept: every reference dropped leaves it, or the next reap
-		 * would drop it again. */
-		ssize_t bytes = (ssize_t)(n * sizeof(uint32_t));
-		if (changed && !children_gone &&
-		    (pwrite(fd, refs, (size_t)bytes, data) != bytes ||
-		     pwrite(fd, held, (size_t)bytes, held_at) != bytes))
-			unwritten = true;
 		off = data + bytes;
 	}
 	if (locked)

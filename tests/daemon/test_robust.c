@@ -18,9 +18,11 @@
  *  - a ledger left by an earlier process with the same pid is not handed
  *    to a new one; a ledger of the wrong size is never handed out;
  *  - SIGTERM while HELLOs are in flight: a clean exit, and after a restart
- *    every ledger reaped and every domain closed.
+ *    every ledger reaped and every domain closed;
+ *  - samepaged killed in the middle of reaping a gone process's ledger:
+ *    the next start drops none of its references twice.
  *
- * Usage: test_robust PATH-TO-SAMEPAGED
+ * Usage: test_robust PATH-TO-SAMEPAGED PATH-TO-DIE_AT_UNLINK.so
  */
 #include "../../lib/internal.h"
 #include "daemon_util.h"
@@ -196,18 +198,27 @@ static void test_junk_in_state_dir(void)
 /* ---- ledgers ---- */
 
 /* A child process that says HELLO to domain and waits to be killed. */
-static pid_t hello_child(const char *domain)
+/* A process that says HELLO to domain and waits; with map_pool, it maps
+ * the domain's pool too, as a client that merged does (samepaged then
+ * counts it alive when it starts again). */
+static pid_t hello_child_mapping(const char *domain, bool map_pool)
 {
 	int ready[2];
 	REQUIRE(pipe(ready) == 0);
 	pid_t p = fork();
 	REQUIRE(p >= 0);
 	if (p == 0) {
-		char req[128], reply[256];
+		char req[128], reply[256], pool[512];
 		int fd = raw_dial(&D, false);
 		snprintf(req, sizeof(req), "HELLO %s", domain);
 		char ok = fd >= 0 && raw_asks(fd, req, reply, sizeof(reply)) > 0 &&
 			  reply_errno(reply) == 0;
+		if (ok && map_pool) {
+			snprintf(pool, sizeof(pool), "%s/%s.pool", D.state, domain);
+			int pfd = open(pool, O_RDONLY);
+			ok = pfd >= 0 &&
+			     mmap(NULL, 4096, PROT_READ, MAP_SHARED, pfd, 0) != MAP_FAILED;
+		}
 		if (write(ready[1], &ok, 1) != 1)
 			_exit(1);
 		pause();
@@ -218,6 +229,11 @@ static pid_t hello_child(const char *domain)
 	close(ready[0]);
 	close(ready[1]);
 	return p;
+}
+
+static pid_t hello_child(const char *domain)
+{
+	return hello_child_mapping(domain, false);
 }
 
 static void kill_child(pid_t p)
@@ -390,9 +406,88 @@ static void test_count_nobody_holds(void)
 	CHECK(daemon_logged(&D, "domain held: 1 KSM pages still counted with no process left"));
 }
 
+/* The node idx of a domain's index file. */
+static struct stable_node node_of(const char *index, uint32_t idx)
+{
+	char path[512];
+	struct stable_node n;
+	path_of(path, sizeof(path), index);
+	int fd = open(path, O_RDONLY);
+	REQUIRE(fd >= 0);
+	REQUIRE(pread(fd, &n, sizeof(n), (off_t)(DOM_OFF_NODES + idx * sizeof(n))) ==
+		(ssize_t)sizeof(n));
+	close(fd);
+	return n;
+}
+
+/* samepaged killed in the middle of a reap (after the drops, before the
+ * unlink: the shim kills it there): the next start reaps the ledger again,
+ * and must not drop its references twice from the pages another process
+ * still maps.  Before the ledger was rewritten ahead of the drops, node 0
+ * lost both mappings: freed, with a live process's reference on it. */
+static void test_reap_killed_midway(const char *shim)
+{
+	pid_t stays = hello_child_mapping("twice", true), goes = hello_child("twice");
+	char goes_l[128], stays_l[128];
+	ledger_name(goes_l, sizeof(goes_l), "twice", goes);
+	ledger_name(stays_l, sizeof(stays_l), "twice", stays);
+	daemon_stop(&D, SIGKILL);
+	kill_child(goes);
+
+	/* One KSM page that both processes map. */
+	uint32_t nr = 1, live = 1, one = 1;
+	uint64_t shared = 1, sharing = 1;
+	struct stable_node n = {.checksum = 1, .mapcount = 2, .in_use = NODE_USED};
+	poke("twice.index", offsetof(struct domain, nr), &nr, sizeof(nr));
+	poke("twice.index", offsetof(struct domain, live), &live, sizeof(live));
+	poke("twice.index", offsetof(struct domain, pages_shared), &shared, sizeof(shared));
+	poke("twice.index", offsetof(struct domain, pages_sharing), &sharing, sizeof(sharing));
+	poke("twice.index", DOM_OFF_NODES, &n, sizeof(n));
+	poke(goes_l, LEDGER_OFF_REFS, &one, sizeof(one));
+	poke(stays_l, LEDGER_OFF_REFS, &one, sizeof(one));
+
+	/* samepaged reaps the gone process's ledger at start, and dies at
+	 * its unlink. */
+	char asan[256];
+	const char *old = getenv("ASAN_OPTIONS");
+	snprintf(asan, sizeof(asan), "%s%sverify_asan_link_order=0", old ? old : "",
+		 old && *old ? ":" : "");
+	pid_t p = fork();
+	REQUIRE(p >= 0);
+	if (p == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		int fd = open(D.log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0)
+			dup2(fd, 2);
+		setenv("LD_PRELOAD", shim, 1);
+		setenv("ASAN_OPTIONS", asan, 1);
+		setenv("SAMEPAGE_TEST_DIE_AT_UNLINK", goes_l, 1);
+		execl(D.bin, D.bin, "--foreground", "--socket", D.sock, "--state-dir", D.state,
+		      (char *)NULL);
+		_exit(127);
+	}
+	int st = 0, i;
+	for (i = 0; i < 10000 && waitpid(p, &st, WNOHANG) != p; i++)
+		usleep(1000);
+	if (i == 10000) {
+		kill(p, SIGKILL);
+		waitpid(p, &st, 0);
+	}
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && i < 10000);
+	CHECK(file_size(goes_l) > 0); /* killed before the unlink */
+	CHECK_EQ_INT(node_of("twice.index", 0).mapcount, 1);
+
+	daemon_start(&D, NULL); /* reaps the same ledger again */
+	CHECK_EQ_INT(file_size(goes_l), -1);
+	struct stable_node after = node_of("twice.index", 0);
+	CHECK_EQ_INT(after.mapcount, 1);
+	CHECK_EQ_INT(after.in_use & NODE_USED, NODE_USED);
+	kill_child(stays);
+}
+
 int main(int argc, char **argv)
 {
-	REQUIRE(argc == 2);
+	REQUIRE(argc == 3);
 	daemon_init(&D, argv[1]);
 	daemon_start(&D, NULL);
 
@@ -403,6 +498,7 @@ int main(int argc, char **argv)
 	test_ledger_left_by_same_pid();
 	test_sigterm_during_hellos();
 	test_count_nobody_holds();
+	test_reap_killed_midway(argv[2]);
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("robust");
