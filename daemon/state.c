@@ -181,6 +181,8 @@ static int open_state(const struct state *s, const char *name, const char *suffi
 	return fd;
 }
 
+static bool domain_has_ledgers(const struct state *s, const char *name);
+
 /* The domain's engine (index and pool mapped), made or taken back from
  * the state directory: 0, -ENOENT (not open, and not to be made),
  * -ENFILE (no free slot: --max-domains), or -EIO (its files; logged). */
@@ -204,6 +206,20 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 	int pfd = ifd < 0
 		      ? -EIO
 		      : open_state(s, name, ".pool", (size_t)DOM_NODES << PAGE_SHIFT, &new_pool);
+	if (ifd >= 0 && pfd >= 0 && new_index != new_pool && !domain_has_ledgers(s, name)) {
+		/* One file without the other and no process holding the
+		 * domain: what a samepaged killed between the unlinks of a
+		 * domain it was closing leaves.  Nothing refers to it. */
+		int old = new_index ? pfd : ifd;
+		size_t size = new_index ? (size_t)DOM_NODES << PAGE_SHIFT : DOM_SIZE;
+		if (ftruncate(old, 0) == 0 && ftruncate(old, (off_t)size) == 0) {
+			logmsg("domain %s: %s/%s%s was left without %s by a domain closed midway "
+			       "(no process holds it): made anew",
+			       name, s->dir, name, new_index ? ".pool" : ".index",
+			       new_index ? ".index" : ".pool");
+			new_index = new_pool = true;
+		}
+	}
 	if (ifd >= 0 && pfd >= 0 && new_index != new_pool) {
 		/* One file without the other: its pages, or the index saying
 		 * which are used, are lost.  The one just made goes again. */
@@ -457,8 +473,8 @@ int state_knob_store(struct state *s, int idx, unsigned long long v)
 	return 0;
 }
 
-/* At start-up: the domains of a previous run, then the ledgers of the
- * processes that died meanwhile. */
+/* At start-up: the domains of a previous run (by their index or pool
+ * files), then the ledgers of the processes that died meanwhile. */
 void state_take_back(struct state *s)
 {
 	if (!s->config_given)
@@ -466,10 +482,19 @@ void state_take_back(struct state *s)
 	DIR *dir = opendir(s->dir);
 	struct dirent *e;
 	while (dir && (e = readdir(dir))) {
-		size_t n = strlen(e->d_name);
-		if (n > 6 && !strcmp(e->d_name + n - 6, ".index")) {
-			char name[72];
-			snprintf(name, sizeof(name), "%.*s", (int)(n - 6), e->d_name);
+		/* A pool without its index too: a domain closed midway, whose
+		 * pages are freed once it is taken back and closed again. */
+		size_t n = strlen(e->d_name), sl = 0;
+		if (n > 6 && !strcmp(e->d_name + n - 6, ".index"))
+			sl = 6;
+		else if (n > 5 && !strcmp(e->d_name + n - 5, ".pool"))
+			sl = 5;
+		if (sl) {
+			char name[72], index[512];
+			snprintf(name, sizeof(name), "%.*s", (int)(n - sl), e->d_name);
+			state_path(s, index, sizeof(index), name, ".index");
+			if (sl == 5 && access(index, F_OK) == 0)
+				continue; /* taken back by its index */
 			struct dom *d;
 			if (domain_name_ok(name) && state_domain_get(s, name, true, &d) == -ENFILE)
 				logmsg("domain %s: not taken back: %d domains open, the most "

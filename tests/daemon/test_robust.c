@@ -20,7 +20,8 @@
  *  - SIGTERM while HELLOs are in flight: a clean exit, and after a restart
  *    every ledger reaped and every domain closed;
  *  - samepaged killed in the middle of reaping a gone process's ledger:
- *    the next start drops none of its references twice.
+ *    the next start drops none of its references twice; killed in the
+ *    middle of closing a domain: the next start frees what it left.
  *
  * Usage: test_robust PATH-TO-SAMEPAGED PATH-TO-DIE_AT_UNLINK.so
  */
@@ -420,6 +421,56 @@ static struct stable_node node_of(const char *index, uint32_t idx)
 	return n;
 }
 
+/* Starts samepaged with the shim that kills it when it unlinks a file
+ * whose name ends with tail; with answer, returns once it answers (and
+ * D.pid is it).  Its pid. */
+static pid_t daemon_dying_at(const char *shim, const char *tail, bool answer)
+{
+	char asan[256];
+	const char *old = getenv("ASAN_OPTIONS");
+	snprintf(asan, sizeof(asan), "%s%sverify_asan_link_order=0", old ? old : "",
+		 old && *old ? ":" : "");
+	pid_t p = fork();
+	REQUIRE(p >= 0);
+	if (p == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		int fd = open(D.log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0)
+			dup2(fd, 2);
+		setenv("LD_PRELOAD", shim, 1);
+		setenv("ASAN_OPTIONS", asan, 1); /* the shim comes before libasan */
+		setenv("SAMEPAGE_TEST_DIE_AT_UNLINK", tail, 1);
+		execl(D.bin, D.bin, "--foreground", "--socket", D.sock, "--state-dir", D.state,
+		      (char *)NULL);
+		_exit(127);
+	}
+	char reply[256];
+	for (int i = 0; answer && i < 5000; i++) {
+		if (samepage_control(D.sock, "GET run", reply, sizeof(reply)) == 0) {
+			D.pid = p;
+			return p;
+		}
+		usleep(2000);
+	}
+	REQUIRE(!answer);
+	return p;
+}
+
+/* Whether p ends killed by SIGKILL within 10 s (it is killed if not). */
+static bool killed(pid_t p)
+{
+	int st = 0, i;
+	for (i = 0; i < 10000 && waitpid(p, &st, WNOHANG) != p; i++)
+		usleep(1000);
+	if (i == 10000) {
+		kill(p, SIGKILL);
+		waitpid(p, &st, 0);
+	}
+	if (D.pid == p)
+		D.pid = 0;
+	return i < 10000 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+}
+
 /* samepaged killed in the middle of a reap (after the drops, before the
  * unlink: the shim kills it there): the next start reaps the ledger again,
  * and must not drop its references twice from the pages another process
@@ -448,32 +499,7 @@ static void test_reap_killed_midway(const char *shim)
 
 	/* samepaged reaps the gone process's ledger at start, and dies at
 	 * its unlink. */
-	char asan[256];
-	const char *old = getenv("ASAN_OPTIONS");
-	snprintf(asan, sizeof(asan), "%s%sverify_asan_link_order=0", old ? old : "",
-		 old && *old ? ":" : "");
-	pid_t p = fork();
-	REQUIRE(p >= 0);
-	if (p == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int fd = open(D.log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		if (fd >= 0)
-			dup2(fd, 2);
-		setenv("LD_PRELOAD", shim, 1);
-		setenv("ASAN_OPTIONS", asan, 1);
-		setenv("SAMEPAGE_TEST_DIE_AT_UNLINK", goes_l, 1);
-		execl(D.bin, D.bin, "--foreground", "--socket", D.sock, "--state-dir", D.state,
-		      (char *)NULL);
-		_exit(127);
-	}
-	int st = 0, i;
-	for (i = 0; i < 10000 && waitpid(p, &st, WNOHANG) != p; i++)
-		usleep(1000);
-	if (i == 10000) {
-		kill(p, SIGKILL);
-		waitpid(p, &st, 0);
-	}
-	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && i < 10000);
+	CHECK(killed(daemon_dying_at(shim, goes_l, false)));
 	CHECK(file_size(goes_l) > 0); /* killed before the unlink */
 	CHECK_EQ_INT(node_of("twice.index", 0).mapcount, 1);
 
@@ -483,6 +509,27 @@ static void test_reap_killed_midway(const char *shim)
 	CHECK_EQ_INT(after.mapcount, 1);
 	CHECK_EQ_INT(after.in_use & NODE_USED, NODE_USED);
 	kill_child(stays);
+}
+
+/* samepaged killed while it closes a domain nothing holds, between the
+ * unlinks of its index and of its pool: the pool left behind is removed
+ * at the next start (its KSM pages freed), and the domain's name works
+ * again.  Before, the pool stayed, and every HELLO of that domain was
+ * refused (EIO: "left.pool exists without .index") until someone moved
+ * the file away. */
+static void test_close_killed_midway(const char *shim)
+{
+	daemon_stop(&D, SIGTERM);
+	pid_t p = daemon_dying_at(shim, "/left.pool", true);
+	kill_child(hello_child("left")); /* the domain closes: its files go */
+	CHECK(killed(p));
+	CHECK_EQ_INT(file_size("left.index"), -1);
+	CHECK(file_size("left.pool") > 0);
+
+	daemon_start(&D, NULL);
+	CHECK_EQ_INT(file_size("left.pool"), -1);
+	CHECK(daemon_logged(&D, "left.pool was left without .index by a domain closed midway"));
+	kill_child(hello_child("left"));
 }
 
 int main(int argc, char **argv)
@@ -499,6 +546,7 @@ int main(int argc, char **argv)
 	test_sigterm_during_hellos();
 	test_count_nobody_holds();
 	test_reap_killed_midway(argv[2]);
+	test_close_killed_midway(argv[2]);
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("robust");
