@@ -183,6 +183,13 @@ static int open_state(const struct state *s, const char *name, const char *suffi
 
 static bool domain_has_ledgers(const struct state *s, const char *name);
 
+/* Empties a domain file of size bytes (sparse again), unless it was just
+ * made. */
+static bool remake(int fd, size_t size, bool made)
+{
+	return made || (ftruncate(fd, 0) == 0 && ftruncate(fd, (off_t)size) == 0);
+}
+
 /* The domain's engine (index and pool mapped), made or taken back from
  * the state directory: 0, -ENOENT (not open, and not to be made),
  * -ENFILE (no free slot: --max-domains), or -EIO (its files; logged). */
@@ -206,19 +213,26 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 	int pfd = ifd < 0
 		      ? -EIO
 		      : open_state(s, name, ".pool", (size_t)DOM_NODES << PAGE_SHIFT, &new_pool);
-	if (ifd >= 0 && pfd >= 0 && new_index != new_pool && !domain_has_ledgers(s, name)) {
-		/* One file without the other and no process holding the
-		 * domain: what a samepaged killed between the unlinks of a
-		 * domain it was closing leaves.  Nothing refers to it. */
-		int old = new_index ? pfd : ifd;
-		size_t size = new_index ? (size_t)DOM_NODES << PAGE_SHIFT : DOM_SIZE;
-		if (ftruncate(old, 0) == 0 && ftruncate(old, (off_t)size) == 0) {
+	/* What a samepaged killed in the middle of making or closing a domain
+	 * leaves, with no ledger (nothing can refer to it): one file without
+	 * the other (closed midway), or an index never initialised.  Both
+	 * are made anew. */
+	uint64_t magic = DOM_MAGIC;
+	if (ifd >= 0 && pfd >= 0 && !new_index && pread(ifd, &magic, sizeof(magic), 0) < 0)
+		magic = DOM_MAGIC;
+	if (ifd >= 0 && pfd >= 0 && (new_index != new_pool || magic == 0) &&
+	    !domain_has_ledgers(s, name) && remake(ifd, DOM_SIZE, new_index) &&
+	    remake(pfd, (size_t)DOM_NODES << PAGE_SHIFT, new_pool)) {
+		if (magic == 0)
+			logmsg("domain %s: %s/%s.index was never initialised (samepaged stopped "
+			       "while it made the domain): made anew",
+			       name, s->dir, name);
+		else
 			logmsg("domain %s: %s/%s%s was left without %s by a domain closed midway "
 			       "(no process holds it): made anew",
 			       name, s->dir, name, new_index ? ".pool" : ".index",
 			       new_index ? ".index" : ".pool");
-			new_index = new_pool = true;
-		}
+		new_index = new_pool = true;
 	}
 	if (ifd >= 0 && pfd >= 0 && new_index != new_pool) {
 		/* One file without the other: its pages, or the index saying

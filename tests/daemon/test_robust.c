@@ -21,7 +21,8 @@
  *    every ledger reaped and every domain closed;
  *  - samepaged killed in the middle of reaping a gone process's ledger:
  *    the next start drops none of its references twice; killed in the
- *    middle of closing a domain: the next start frees what it left.
+ *    middle of closing a domain, or of making one: the next start frees
+ *    what it left, and the domain's name works again.
  *
  * Usage: test_robust PATH-TO-SAMEPAGED PATH-TO-DIE_AT_UNLINK.so
  */
@@ -532,6 +533,26 @@ static void test_close_killed_midway(const char *shim)
 	kill_child(hello_child("left"));
 }
 
+/* samepaged stopped while it made a domain, after sizing its files and
+ * before writing its index: the next start makes it anew (before, the
+ * index was "not a samepage domain file" and the name refused for good). */
+static void test_index_never_initialised(void)
+{
+	char path[512];
+	daemon_stop(&D, SIGKILL);
+	write_file("zero.index", "", 0);
+	write_file("zero.pool", "", 0);
+	path_of(path, sizeof(path), "zero.index");
+	REQUIRE(truncate(path, (off_t)DOM_SIZE) == 0);
+	path_of(path, sizeof(path), "zero.pool");
+	REQUIRE(truncate(path, (off_t)((size_t)DOM_NODES << PAGE_SHIFT)) == 0);
+	daemon_start(&D, NULL);
+	CHECK(daemon_logged(&D, "zero.index was never initialised"));
+	CHECK_EQ_INT(file_size("zero.index"), -1);
+	CHECK_EQ_INT(file_size("zero.pool"), -1);
+	kill_child(hello_child("zero"));
+}
+
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 3);
@@ -547,6 +568,7 @@ int main(int argc, char **argv)
 	test_count_nobody_holds();
 	test_reap_killed_midway(argv[2]);
 	test_close_killed_midway(argv[2]);
+	test_index_never_initialised();
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("robust");
