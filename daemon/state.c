@@ -280,6 +280,14 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 		logmsg("domain %s: cannot map its files", name);
 		return -EIO;
 	}
+	if (pool_capacity(d->sp) < DOM_NODES) {
+		logmsg("domain %s: cannot map all of %s/%s.pool (%zu GiB of address space; fix: "
+		       "lift samepaged's address-space limit, ulimit -v or LimitAS=)",
+		       name, s->dir, name, ((size_t)DOM_NODES << PAGE_SHIFT) >> 30);
+		engine_free(d->sp);
+		d->sp = NULL;
+		return -EIO;
+	}
 	if (d->sp->dom->magic != DOM_MAGIC) {
 		logmsg("domain %s: %s/%s.index is not a samepage domain file; move it away", name,
 		       s->dir, name);

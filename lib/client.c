@@ -248,6 +248,13 @@ int samepage_connect(samepage_t **out, const char *domain)
 		return -ENOMEM;
 	}
 	err = engine_open(out, fds[0], fds[1]);
+	if (!err && pool_capacity(*out) < DOM_NODES) {
+		/* The other processes' KSM pages may be anywhere in the pool:
+		 * a view of part of it cannot merge with them. */
+		engine_free(*out);
+		*out = NULL;
+		err = -ENOMEM;
+	}
 	if (err) {
 		prim_munmap(lg, LEDGER_SIZE);
 		prim_munmap((void *)guard, GUARD_SIZE);

@@ -96,6 +96,7 @@ bool counter_value(const struct ksm_counts *in, int idx, long long *out)
 			break;
 		case KNOB_metadata_bytes_per_page: v = (long long)c->metadata_per_page; break;
 		case KNOB_merges_skipped_map_budget: v = (long long)c->skipped_map_budget; break;
+		case KNOB_merges_skipped_pool_full: v = (long long)c->skipped_pool_full; break;
 		case KNOB_map_count: v = (long long)c->map_count; break;
 		case KNOB_max_map_count: v = (long long)c->max_map_count; break;
 		case KNOB_max_map_count_needed: v = (long long)c->map_count_needed; break;

@@ -234,6 +234,7 @@ void engine_counts(struct samepage *sp, struct ksm_counts *out)
 	    .metadata_per_page =
 		sp->tracked_pages ? (per_page + sp->tracked_pages / 2) / sp->tracked_pages : 0,
 	    .skipped_map_budget = c->skipped_map_budget,
+	    .skipped_pool_full = c->skipped_pool_full,
 	    .map_count = c->map_count,
 	    .max_map_count = c->max_map_count,
 	    .map_count_needed = c->map_count_needed,

@@ -160,6 +160,12 @@ static inline char *pool_page(struct pool *p, uint32_t off)
 {
 	return p->view + ((size_t)off << PAGE_SHIFT);
 }
+/* How many KSM pages the engine may hold: DOM_NODES, or fewer for a
+ * local engine whose address space could not map the whole pool. */
+static inline uint32_t pool_capacity(const struct samepage *sp)
+{
+	return (uint32_t)sp->pool.view_pages;
+}
 
 /* pages.c */
 struct region *region_of_id(struct samepage *sp, uint32_t id, size_t *index, size_t *ri);

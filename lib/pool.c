@@ -21,16 +21,30 @@
 #include <string.h>
 #include <sys/mman.h>
 
+/* The smallest view of the pool a local engine makes do with. */
+#define POOL_MIN_PAGES (1u << 18) /* 1 GiB */
+
+/* Maps the pool: all DOM_NODES pages (64 GiB of address space, no memory)
+ * where the process may, else the largest half, quarter, ... of it down
+ * to 1 GiB, for a process whose address space is limited (RLIMIT_AS,
+ * valgrind's 32 GiB): view_pages says how much.  A local engine then
+ * holds that many KSM pages at most (pool_capacity); samepaged and its
+ * clients need it all (the other processes' pages may be anywhere). */
 int pool_open(struct pool *p, int fd)
 {
 	memset(p, 0, sizeof(*p));
 	p->fd = fd;
-	p->view_pages = DOM_NODES;
-	/* Not in core dumps: 64 GiB of holes that a dump would fill. */
-	int err = prim_map_own((void **)&p->view, p->view_pages << PAGE_SHIFT,
-			       PROT_READ | PROT_WRITE, fd);
-	if (err == -EACCES) /* samepaged hands its clients the pool read-only */
-		err = prim_map_own((void **)&p->view, p->view_pages << PAGE_SHIFT, PROT_READ, fd);
+	int err = -ENOMEM;
+	for (size_t pages = DOM_NODES; pages >= POOL_MIN_PAGES; pages /= 2) {
+		p->view_pages = pages;
+		/* Not in core dumps: 64 GiB of holes that a dump would fill. */
+		err = prim_map_own((void **)&p->view, pages << PAGE_SHIFT, PROT_READ | PROT_WRITE,
+				   fd);
+		if (err == -EACCES) /* samepaged hands its clients the pool read-only */
+			err = prim_map_own((void **)&p->view, pages << PAGE_SHIFT, PROT_READ, fd);
+		if (err != -ENOMEM && err != -EINVAL)
+			break;
+	}
 	if (err) {
 		p->view = NULL;
 		return err;
@@ -58,7 +72,7 @@ static bool page_free(struct samepage *sp, uint32_t o)
 /* Whether pool_alloc() would give pool page off to a caller that wants it. */
 bool pool_can_take(struct samepage *sp, uint32_t off)
 {
-	return off < DOM_NODES && (off == sp->dom->nr || page_free(sp, off));
+	return off < pool_capacity(sp) && (off == sp->dom->nr || page_free(sp, off));
 }
 
 /* Called with the domain locked.  The free stack may hold pages taken
@@ -79,7 +93,7 @@ int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off)
 	}
 	if (o == NIL)
 		o = d->nr;
-	if (o >= DOM_NODES)
+	if (o >= pool_capacity(sp))
 		return -ENOSPC;
 	if (o == d->nr)
 		d->nr++;

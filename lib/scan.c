@@ -204,7 +204,7 @@ static bool lap_strip_start(struct samepage *sp, uintptr_t a, size_t len, uint32
 	if (size < 2) {
 		stable_chain_load(sp, head, checksum, &held, &room);
 		if (held < len || (!known && room >= len) ||
-		    (uint64_t)sp->dom->nr + len > DOM_NODES)
+		    (uint64_t)sp->dom->nr + len > pool_capacity(sp))
 			return false;
 		base = sp->dom->nr;
 		size = (uint32_t)len;
@@ -248,7 +248,7 @@ static bool strip_start(struct samepage *sp, struct region *r, size_t i, uint32_
 	if (len % mps == 1)
 		len--;
 	uint64_t size = (len + mps - 1) / mps;
-	if (size < 2 || (uint64_t)sp->dom->nr + size > DOM_NODES)
+	if (size < 2 || (uint64_t)sp->dom->nr + size > pool_capacity(sp))
 		return false;
 	*s = (struct strip){.next = a,
 			    .end = a + len * PAGE_SIZE,
@@ -295,13 +295,16 @@ static uint32_t strip_node(struct samepage *sp, struct region *r, size_t i, uint
  * previous new one when this page follows that one's page, so that runs
  * stay runs in the pool (one mapping each, in every process that maps
  * them).  0, or an error from stable_insert(). */
-static int new_ksm_page(struct samepage *sp, const void *page, uint32_t checksum, uint32_t *node)
+static int new_ksm_page(struct samepage *sp, const void *page, uint32_t checksum, uint32_t *node,
+			unsigned pages)
 {
 	if (sp->pool_full_scan == sp->c.full_scans + 1)
 		return -ENOSPC; /* samepaged has no room for more (client.c) */
 	uint32_t want =
 	    sp->last_new_addr + PAGE_SIZE == (uintptr_t)page ? sp->last_new_off + 1 : NIL;
 	int err = stable_insert(sp, sp->buf, checksum, want, node);
+	if (err == -ENOSPC)
+		sp->c.skipped_pool_full += pages; /* the pages that would have merged */
 	if (!err) {
 		sp->last_new_addr = (uintptr_t)page;
 		sp->last_new_off = *node; /* a node is its pool page */
@@ -347,7 +350,7 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 			return;
 		}
 		/* Make the KSM page for the other process to find. */
-		if (new_ksm_page(sp, page, checksum, &node))
+		if (new_ksm_page(sp, page, checksum, &node, 1))
 			return;
 		unstable_remove(sp, id);
 		sp->stable.nodes[node].in_use |= NODE_SOLO;
@@ -360,7 +363,7 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 	size_t tidx, tri;
 	region_of_id(sp, tree, &tidx, &tri);
 	unstable_remove(sp, tree);
-	if (new_ksm_page(sp, page, checksum, &node))
+	if (new_ksm_page(sp, page, checksum, &node, 2))
 		return;
 	queue_merge(sp, tri, tidx, node);
 	queue_merge(sp, ri, i, node);

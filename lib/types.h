@@ -245,7 +245,7 @@ struct fork_shared {
 struct counters {
 	uint64_t merging_pages, pages_unshared, rmap_items;
 	uint64_t pages_scanned, pages_skipped, full_scans, zero_pages;
-	uint64_t skipped_map_budget, cow_ksm;
+	uint64_t skipped_map_budget, skipped_pool_full, cow_ksm;
 	/* pages kept out of merging, by reason: counted during a full scan,
 	 * published at its end */
 	uint64_t kept_wipeonfork, kept_malloc, kept_wf_scan, kept_malloc_scan;
@@ -287,8 +287,9 @@ struct ksm_counts {
 	 * (counts_add_process) */
 	uint64_t zero_merged;
 	/* the process's only */
-	uint64_t metadata_per_page, skipped_map_budget, map_count, max_map_count, map_count_needed,
-	    cow_ksm, window_waits, window_kind, skipped_io, kept_wipeonfork, kept_malloc, kept_uffd;
+	uint64_t metadata_per_page, skipped_map_budget, skipped_pool_full, map_count, max_map_count,
+	    map_count_needed, cow_ksm, window_waits, window_kind, skipped_io, kept_wipeonfork,
+	    kept_malloc, kept_uffd;
 };
 
 struct samepage {

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /* test_index.c - the stable index (lib/index.c), tested directly: the
  * chains of dups of one content, which debug.c's index_chains_ok() checks
- * under SAMEPAGE_DEBUG, kept right by every insert and free; and the
- * unstable index's size. */
+ * under SAMEPAGE_DEBUG, kept right by every insert and free; the
+ * unstable index's size; and a pool that is full. */
 #include "../../lib/internal.h"
 #include "check.h"
 
@@ -141,6 +141,44 @@ static void test_unstable_sized_for_present(void)
 	munmap(p, pages * PAGE_SIZE);
 }
 
+/* A local engine that could map only part of its pool (RLIMIT_AS,
+ * valgrind: pool_open) holds that many KSM pages, and counts the pages
+ * it could not merge for it (merges_skipped_pool_full).  Here its view is
+ * cut to 16 pages by hand; 64 pairs of duplicates want 64 KSM pages. */
+static void test_pool_full(void)
+{
+	const size_t pairs = 64, cap = 16;
+	samepage_t *sp;
+	REQUIRE(samepage_open(&sp) == 0);
+	pthread_mutex_lock(&sp->lock);
+	size_t view = sp->pool.view_pages;
+	sp->pool.view_pages = cap;
+	pthread_mutex_unlock(&sp->lock);
+	char *p = mmap(NULL, 2 * pairs * PAGE_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	for (size_t i = 0; i < 2 * pairs; i++)
+		memset(p + i * PAGE_SIZE, (int)(i / 2) + 1, PAGE_SIZE);
+	REQUIRE(samepage_madvise(sp, p, 2 * pairs * PAGE_SIZE, SAMEPAGE_MERGEABLE) == 0);
+	REQUIRE(samepage_write(sp, "pages_to_scan", "100000") == 0);
+	REQUIRE(samepage_write(sp, "sleep_millisecs", "0") == 0);
+	REQUIRE(samepage_write(sp, "run", "1") == 0);
+	for (int i = 0; i < 30000 && number(sp, "full_scans") < 4; i++)
+		usleep(1000);
+	CHECK(number(sp, "full_scans") >= 4);
+	CHECK_EQ_INT(number(sp, "pages_shared"), (long long)cap);
+	CHECK_EQ_INT(number(sp, "pages_sharing"), (long long)cap);
+	CHECK(number(sp, "merges_skipped_pool_full") >= (long long)(2 * (pairs - cap)));
+	for (size_t i = 0; i < 2 * pairs; i++)
+		CHECK(p[i * PAGE_SIZE + 100] == (char)(i / 2 + 1));
+	REQUIRE(samepage_write(sp, "run", "0") == 0);
+	pthread_mutex_lock(&sp->lock);
+	sp->pool.view_pages = view; /* for the unmap at close */
+	pthread_mutex_unlock(&sp->lock);
+	samepage_close(sp);
+	munmap(p, 2 * pairs * PAGE_SIZE);
+}
+
 int main(void)
 {
 	samepage_t *sp;
@@ -152,5 +190,6 @@ int main(void)
 	test_copy_changed_after_checksum(sp);
 	samepage_close(sp);
 	test_unstable_sized_for_present();
+	test_pool_full();
 	return check_report("lib.index");
 }

@@ -6,6 +6,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 /* -M: page_count identical pages merge into the oracle's counts, and the
  * memory really goes back (smaps_rollup Anonymous). */
@@ -213,6 +215,41 @@ static void test_lap_strips(void)
 	samepage_close(sp);
 }
 
+/* A process whose address space is limited (RLIMIT_AS, what `ulimit -v`
+ * and systemd's LimitAS= set; valgrind's is 32 GiB): the engine maps what
+ * it can of its pool and merges.  Before, samepage_open() failed for the
+ * pool's 64 GiB view, and no program linked with the library ran under
+ * valgrind.  (Not under the sanitizers: their shadow memory needs far
+ * more address space than any such limit.) */
+static void test_address_space_limit(void)
+{
+#ifndef SAMEPAGE_SANITIZE
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		struct rlimit rl = {8ULL << 30, 8ULL << 30};
+		samepage_t *sp;
+		if (setrlimit(RLIMIT_AS, &rl) || samepage_open(&sp))
+			_exit(2);
+		char *p = map_pages(64);
+		memset(p, '#', 64 * PG);
+		long long sharing = 0;
+		if (samepage_write(sp, "pages_to_scan", "100000") ||
+		    samepage_write(sp, "sleep_millisecs", "0") ||
+		    samepage_madvise(sp, p, 64 * PG, SAMEPAGE_MERGEABLE) ||
+		    samepage_write(sp, "run", "1") || wait_scans(sp, 3) ||
+		    samepage_read_number(sp, "pages_sharing", &sharing))
+			_exit(3);
+		p[5 * PG] = 'w'; /* copy-on-write still works */
+		_exit(sharing == 63 && p[5 * PG] == 'w' && p[6 * PG] == '#' ? 0 : 4);
+	}
+	int st;
+	REQUIRE(waitpid(pid, &st, 0) == pid);
+	CHECK(WIFEXITED(st));
+	CHECK_EQ_INT(WEXITSTATUS(st), 0);
+#endif
+}
+
 int main(void)
 {
 	test_merge(10, "256");
@@ -228,5 +265,6 @@ int main(void)
 	test_run2();
 	test_strip_below_scanned_region();
 	test_lap_strips();
+	test_address_space_limit();
 	return check_report("merge");
 }
