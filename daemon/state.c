@@ -419,8 +419,11 @@ int state_domains_of(const struct state *s, pid_t pid, const char *except)
 /*
  * The daemon-wide knobs, kept in DIR/knobs as well as in every domain's
  * file, so that a daemon restarted without --config keeps them even when
- * no domain is left.  Binary, of this build's knob table: a file of any
- * other size or magic is ignored (and rewritten at the next SET).
+ * no domain is left.  Binary, the knob table's values by index: the
+ * tunables come first in every version, and only they are read back (a
+ * version with more or fewer counters wrote the same tunables, as its
+ * domains' files do), each within its range or left at its default.  A
+ * file of another size or magic is ignored (and rewritten at the next SET).
  */
 #define KNOBS_MAGIC 0x3153424f4e4b5353ULL /* "SSKNOBS1" */
 struct knobs_file {
@@ -460,15 +463,28 @@ static void knobs_load(struct state *s)
 	bool sized = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == sizeof(k);
 	bool got = sized && read(fd, &k, sizeof(k)) == (ssize_t)sizeof(k);
 	close(fd);
-	if (!got || k.magic != KNOBS_MAGIC || k.count != (uint32_t)samepage_knob_count()) {
+	if (!got || k.magic != KNOBS_MAGIC || k.count > 64) {
 		logmsg("%s is not a knobs file of this samepaged: ignored (it is rewritten at the "
 		       "next SET)",
 		       path);
 		return;
 	}
-	memcpy(s->knob, k.knob, sizeof(k.knob));
+	int n = samepage_knob_count(), bad = 0;
+	for (int i = 0; i < n && i < (int)k.count; i++) {
+		const struct samepage_knob *kb = samepage_knob_at(i);
+		if (kb->kind != SAMEPAGE_KNOB_TUNABLE)
+			continue;
+		if (k.knob[i] >= kb->min && k.knob[i] <= kb->max)
+			s->knob[i] = k.knob[i];
+		else
+			bad++;
+	}
 	s->knobs_taken = true;
-	logmsg("knobs taken back from %s", path);
+	if (bad)
+		logmsg("knobs taken back from %s, but %d out of range: left at their defaults",
+		       path, bad);
+	else
+		logmsg("knobs taken back from %s", path);
 }
 
 /* A knob written (SET): the daemon's, then every domain's.  0 or -errno,
