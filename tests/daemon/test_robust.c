@@ -22,7 +22,9 @@
  *  - samepaged killed in the middle of reaping a gone process's ledger:
  *    the next start drops none of its references twice; killed in the
  *    middle of closing a domain, or of making one: the next start frees
- *    what it left, and the domain's name works again.
+ *    what it left, and the domain's name works again;
+ *  - under an address-space limit too small for a pool, a domain is
+ *    refused with the fix in the log.
  *
  * Usage: test_robust PATH-TO-SAMEPAGED PATH-TO-DIE_AT_UNLINK.so
  */
@@ -30,6 +32,7 @@
 #include "daemon_util.h"
 
 #include <stddef.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 static struct daemon D;
@@ -553,6 +556,34 @@ static void test_index_never_initialised(void)
 	kill_child(hello_child("zero"));
 }
 
+/* samepaged under an address-space limit (LimitAS=, ulimit -v) that
+ * cannot hold a domain's whole pool: the domain is refused (EIO) with a
+ * log line that names the limit, never a part of the pool that another
+ * process's KSM pages might be past.  (Not under the sanitizers, whose
+ * shadow memory needs more address space than any such limit.) */
+static void test_address_space_limit(void)
+{
+#ifndef SAMEPAGE_SANITIZE
+	struct rlimit old, rl;
+	REQUIRE(getrlimit(RLIMIT_AS, &old) == 0);
+	daemon_stop(&D, SIGTERM);
+	rl = (struct rlimit){8ULL << 30, old.rlim_max};
+	REQUIRE(setrlimit(RLIMIT_AS, &rl) == 0);
+	daemon_start(&D, NULL); /* inherits the limit */
+	REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
+	char reply[256];
+	int fd = raw_dial(&D, false);
+	REQUIRE(fd >= 0);
+	CHECK(raw_asks(fd, "HELLO limited", reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), EIO);
+	close(fd);
+	CHECK(daemon_logged(&D, "domain limited: cannot map all of"));
+	CHECK(daemon_logged(&D, "LimitAS="));
+	daemon_stop(&D, SIGTERM);
+	daemon_start(&D, NULL);
+#endif
+}
+
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 3);
@@ -569,6 +600,7 @@ int main(int argc, char **argv)
 	test_reap_killed_midway(argv[2]);
 	test_close_killed_midway(argv[2]);
 	test_index_never_initialised();
+	test_address_space_limit();
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("robust");
