@@ -115,6 +115,19 @@ static long long number(samepage_t *sp, const char *name)
  * registered: merge-any registers whole address spaces (a QEMU guest's
  * 1.6 GiB tracked for 190 MiB present), and its heads were sized by the
  * range, 1 MiB a guest rewritten at every full scan. */
+/* Registers pages at p and scans them at full speed for `scans` full
+ * scans (30 s at most: a hung test, not a timing). */
+static void scan_fast(samepage_t *sp, char *p, size_t pages, long long scans)
+{
+	REQUIRE(samepage_madvise(sp, p, pages * PAGE_SIZE, SAMEPAGE_MERGEABLE) == 0);
+	REQUIRE(samepage_write(sp, "pages_to_scan", "100000") == 0);
+	REQUIRE(samepage_write(sp, "sleep_millisecs", "0") == 0);
+	REQUIRE(samepage_write(sp, "run", "1") == 0);
+	for (int i = 0; i < 30000 && number(sp, "full_scans") < scans; i++)
+		usleep(1000);
+	CHECK(number(sp, "full_scans") >= scans);
+}
+
 static void test_unstable_sized_for_present(void)
 {
 	const size_t pages = 65536, present = 64; /* 256 MiB, 256 KiB of it touched */
@@ -125,13 +138,7 @@ static void test_unstable_sized_for_present(void)
 	REQUIRE(p != MAP_FAILED);
 	for (size_t i = 0; i < present; i++)
 		memset(p + i * PAGE_SIZE, (int)i + 1, PAGE_SIZE);
-	REQUIRE(samepage_madvise(sp, p, pages * PAGE_SIZE, SAMEPAGE_MERGEABLE) == 0);
-	REQUIRE(samepage_write(sp, "pages_to_scan", "100000") == 0);
-	REQUIRE(samepage_write(sp, "sleep_millisecs", "0") == 0);
-	REQUIRE(samepage_write(sp, "run", "1") == 0);
-	for (int i = 0; i < 30000 && number(sp, "full_scans") < 3; i++)
-		usleep(1000);
-	CHECK(number(sp, "full_scans") >= 3);
+	scan_fast(sp, p, pages, 3);
 	CHECK_EQ_INT(number(sp, "ksm_rmap_items"), (long long)present);
 	pthread_mutex_lock(&sp->lock);
 	uint64_t heads = (uint64_t)sp->unstable.mask + 1;
@@ -159,13 +166,7 @@ static void test_pool_full(void)
 	REQUIRE(p != MAP_FAILED);
 	for (size_t i = 0; i < 2 * pairs; i++)
 		memset(p + i * PAGE_SIZE, (int)(i / 2) + 1, PAGE_SIZE);
-	REQUIRE(samepage_madvise(sp, p, 2 * pairs * PAGE_SIZE, SAMEPAGE_MERGEABLE) == 0);
-	REQUIRE(samepage_write(sp, "pages_to_scan", "100000") == 0);
-	REQUIRE(samepage_write(sp, "sleep_millisecs", "0") == 0);
-	REQUIRE(samepage_write(sp, "run", "1") == 0);
-	for (int i = 0; i < 30000 && number(sp, "full_scans") < 4; i++)
-		usleep(1000);
-	CHECK(number(sp, "full_scans") >= 4);
+	scan_fast(sp, p, 2 * pairs, 4);
 	CHECK_EQ_INT(number(sp, "pages_shared"), (long long)cap);
 	CHECK_EQ_INT(number(sp, "pages_sharing"), (long long)cap);
 	CHECK(number(sp, "merges_skipped_pool_full") >= (long long)(2 * (pairs - cap)));
