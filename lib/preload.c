@@ -215,6 +215,13 @@ static samepage_t *preload_engine_locked(void)
 				    "merges nothing until it starts there, and joins domain %s "
 				    "then (fix: start samepaged, or set SAMEPAGE_SOCKET)\n",
 				    path, strerror(-err), domain);
+			else if (err == -ENOMEM)
+				say("samepage: cannot join domain %s of samepaged at %s: this "
+				    "process cannot map the domain's files (about 64 GiB of "
+				    "address "
+				    "space, not memory) (fix: lift its address-space limit: ulimit "
+				    "-v, systemd's LimitAS=); this process runs without merging\n",
+				    domain, path);
 			else if (!absent)
 				say("samepage: cannot join domain %s of samepaged at %s: %s (fix: "
 				    "samepaged refused it: its log says why); this process runs "

@@ -425,6 +425,20 @@ statedir()
 	grep -qF "fix: restart samepaged" "$tmp/daemon.log" || fail "samepaged's log lacks the fix"
 }
 
+# aslimit: a program under an address-space limit too small for the
+# domain's pool says so and how to lift it, and runs (without merging).
+aslimit()
+{
+	[ -z "${SAMEPAGE_SANITIZED:-}" ] || { echo "skip: a sanitized preload library"; exit 77; }
+	start_daemon || return
+	(ulimit -v 8388608 && exec "$ksmctl" --user --socket "$sock" run --domain vms -- sh -c 'exit 4') \
+		>"$tmp/out" 2>"$tmp/err"
+	local rc=$?
+	[ "$rc" = 4 ] || fail "the program under ulimit -v exited $rc, not its own 4"
+	says "$tmp/err" "cannot join domain vms of samepaged at $sock: this process cannot map the domain's files"
+	says "$tmp/err" "fix: lift its address-space limit: ulimit -v, systemd's LimitAS="
+}
+
 run_command()
 {
 	local rc
@@ -518,6 +532,7 @@ run_command()
 
 case $test in
 absent) absent ;;
+aslimit) aslimit ;;
 command) run_command ;;
 exec) exec_name ;;
 statedir) statedir ;;
