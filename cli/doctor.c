@@ -352,14 +352,16 @@ static enum severity pool_room(const struct facts *f, struct finding *out)
 
 	if (f->pool_refused <= 0)
 		return NONE;
-	SAY(summary, "samepaged's memory cgroup stops new KSM pages");
+	SAY(summary, "samepaged stops new KSM pages: no room for its pool");
 	SAY(evidence,
 	    "pool_pages_refused %lld: samepaged writes the pool, %lld pages (%s), and its "
-	    "cgroup was within 4 MiB of its limit",
+	    "memory cgroup was within 4 MiB of its limit, or the tmpfs of its state directory "
+	    "had less than 64 MiB or 1%% free (its log says which)",
 	    f->pool_refused, f->pool_pages,
 	    fmt_bytes(a, sizeof(a), (double)f->pool_pages * (double)page_size()));
 	SAY(fix, "raise MemoryMax= of samepaged.service (systemctl [--user] edit "
-		 "samepaged.service) above the pool's size; see samepaged(8), Memory accounting");
+		 "samepaged.service) above the pool's size, or give its state directory a larger "
+		 "tmpfs (--state-dir); see samepaged(8), Memory accounting and --state-dir");
 	return WARN;
 }
 

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* The daemon's engine over the domain never punches on its own: the sweep
@@ -57,9 +58,14 @@ int dpool_open(const char *guard_path, const char *pool_path, struct dom *d)
 	void *m;
 	if (prim_map_own(&m, GUARD_SIZE, PROT_READ | PROT_WRITE, g))
 		m = MAP_FAILED;
-	/* A daemon that died in the middle of a check left marks: clear. */
-	if (m != MAP_FAILED)
-		madvise(m, GUARD_SIZE, MADV_REMOVE);
+	/* A daemon that died in the middle of a check left marks: clear.
+	 * Then the marks of every pool page there is are allocated: clients
+	 * read them, and a hole of a full tmpfs is a SIGBUS at the read. */
+	uint32_t nr = d->sp->dom->nr < DOM_NODES ? d->sp->dom->nr : DOM_NODES;
+	if (m != MAP_FAILED && (madvise(m, GUARD_SIZE, MADV_REMOVE), nr && prim_populate(m, nr))) {
+		munmap(m, GUARD_SIZE);
+		m = MAP_FAILED;
+	}
 	int gro = open(guard_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	int pro = open(pool_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	close(g);
@@ -154,13 +160,20 @@ static void ledgers_refs(const struct ledgers *l, uint32_t first, uint32_t n, bo
 }
 
 /* Marks [first, first + n) dying, then reads who still refers to it. */
-static void mark_and_check(struct dom *d, const struct ledgers *l, uint32_t first, uint32_t n,
+static bool mark_and_check(struct dom *d, const struct ledgers *l, uint32_t first, uint32_t n,
 			   bool *held)
 {
+	/* Marks are allocated before they are written (clients read them):
+	 * without room, the pages count as held, and are not written. */
+	if (prim_populate((void *)&d->guard[first], n)) {
+		memset(held, 1, n * sizeof(*held));
+		return false;
+	}
 	for (uint32_t k = 0; k < n; k++)
 		atomic_store(&d->guard[first + k], 1);
 	atomic_thread_fence(memory_order_seq_cst);
 	ledgers_refs(l, first, n, held);
+	return true;
 }
 
 static void unmark(struct dom *d, uint32_t first, uint32_t n)
@@ -193,10 +206,39 @@ static void set_punched(struct dom *d, uint32_t off, bool on)
  * would have the kernel's OOM killer end samepaged (and merging, and a
  * restarted daemon again): so a PLACE writes only the pages the cgroup has
  * room for, 4 MiB kept for the daemon's own needs, and counts the others
- * (pool_pages_refused), whose merges do not happen.  The room is read at
- * most every 100 ms, and what was written since is taken off it. */
+ * (pool_pages_refused), whose merges do not happen.
+ *
+ * The state directory's filesystem (tmpfs) is the other bound.  A page
+ * that tmpfs cannot allocate is a SIGBUS in whichever process touches it
+ * first: samepaged, or a client (a VM) writing its ledger or the index,
+ * or reading a pool page that was not written (measured: with an 8 MiB
+ * tmpfs, samepaged and its client both died of SIGBUS).  So a PLACE also
+ * keeps 64 MiB or 1% of that filesystem free, whichever is more: room for
+ * the ledgers, the index and the reads of pool pages not written, and for
+ * the filesystem's other users; past it, new KSM pages are refused, as
+ * for the cgroup.  Both rooms are read at most every 100 ms, and what was
+ * written since is taken off them. */
 #define ROOM_KEEP (4LL << 20)
-static long long room_pages(unsigned want)
+#define STATE_KEEP (64LL << 20)
+
+/* Why the last PLACE refused pages. */
+enum { ROOM_CGROUP, ROOM_STATE_DIR };
+static int room_why;
+
+/* The bytes the state directory's filesystem may still give the pool, or
+ * -1 if it cannot be told. */
+static long long state_dir_room(const char *dir)
+{
+	struct statvfs v;
+	if (statvfs(dir, &v) < 0)
+		return -1;
+	long long total = (long long)v.f_blocks * (long long)v.f_frsize,
+		  free = (long long)v.f_bavail * (long long)v.f_frsize;
+	long long keep = total / 100 > STATE_KEEP ? total / 100 : STATE_KEEP;
+	return free > keep ? free - keep : 0;
+}
+
+static long long room_pages(const char *dir, unsigned want)
 {
 	static uint64_t read_ns;
 	static long long room = -1;
@@ -206,6 +248,12 @@ static long long room_pages(unsigned want)
 		room = bytes < 0	   ? -1
 		       : bytes > ROOM_KEEP ? (bytes - ROOM_KEEP) / (long long)PAGE_SIZE
 					   : 0;
+		room_why = ROOM_CGROUP;
+		long long state = state_dir_room(dir);
+		if (state >= 0 && (room < 0 || state / (long long)PAGE_SIZE < room)) {
+			room = state / (long long)PAGE_SIZE;
+			room_why = ROOM_STATE_DIR;
+		}
 		read_ns = now;
 	}
 	if (room < 0)
@@ -215,9 +263,10 @@ static long long room_pages(unsigned want)
 	return give;
 }
 
-/* Says that the cgroup stops new KSM pages: once a minute at most, with
- * how many it stopped since the last time it said so. */
-static void say_refused(const struct dom *d, unsigned refused)
+/* Says that the cgroup or the state directory stops new KSM pages: once a
+ * minute at most, with how many it stopped since the last time it said
+ * so. */
+static void say_refused(const struct state *s, const struct dom *d, unsigned refused)
 {
 	static uint64_t said_ns;
 	static unsigned long long since;
@@ -225,11 +274,20 @@ static void say_refused(const struct dom *d, unsigned refused)
 	since += refused;
 	if (said_ns && now - said_ns < 60000000000ULL)
 		return;
-	logmsg("domain %s: %llu new KSM pages not written%s: samepaged's memory cgroup is "
-	       "within 4 MiB of its limit, and the pool (%u pages) is charged to it; they stay "
-	       "unmerged until it has room: raise MemoryMax= of samepaged.service (samepaged(8), "
-	       "Memory accounting)",
-	       d->name, since, said_ns ? " in the last minute" : "", d->sp->dom->live);
+	if (room_why == ROOM_STATE_DIR)
+		logmsg("domain %s: %llu new KSM pages not written%s: the filesystem of the state "
+		       "directory %s is nearly full (samepaged keeps 64 MiB or 1%% of it free: a "
+		       "full tmpfs would kill its clients with SIGBUS), and the pool has %u pages; "
+		       "they stay unmerged until it has room: make room there, or give samepaged a "
+		       "larger tmpfs with --state-dir (samepaged(8), FILES)",
+		       d->name, since, said_ns ? " in the last minute" : "", s->dir,
+		       d->sp->dom->live);
+	else
+		logmsg("domain %s: %llu new KSM pages not written%s: samepaged's memory cgroup is "
+		       "within 4 MiB of its limit, and the pool (%u pages) is charged to it; they "
+		       "stay unmerged until it has room: raise MemoryMax= of samepaged.service "
+		       "(samepaged(8), Memory accounting)",
+		       d->name, since, said_ns ? " in the last minute" : "", d->sp->dom->live);
 	said_ns = now;
 	since = 0;
 }
@@ -258,7 +316,7 @@ int dpool_place(const struct state *s, struct client *c, unsigned n, unsigned *p
 	struct ledgers l;
 	ledgers_open(s, d, c->pid, &l);
 	char *view = d->sp->pool.view;
-	long long room = room_pages(n);
+	long long room = room_pages(s->dir, n);
 	unsigned refused = 0;
 	for (unsigned k = 0; k < n;) {
 		/* A run of consecutive pool pages is checked at once. */
@@ -269,22 +327,33 @@ int dpool_place(const struct state *s, struct client *c, unsigned n, unsigned *p
 			k = j;
 			continue;
 		}
-		mark_and_check(d, &l, offs[k], j - k, held);
+		bool marked = mark_and_check(d, &l, offs[k], j - k, held);
 		for (unsigned i = k; i < j; i++) {
-			if (held[i - k])
+			if (held[i - k]) {
+				if (!marked) { /* no room for the marks */
+					refused++;
+					room_why = ROOM_STATE_DIR;
+				}
 				continue;
+			}
 			if (room-- <= 0) {
 				refused++;
 				continue;
 			}
+			/* A page the filesystem cannot allocate fails the read
+			 * (EFAULT), not the daemon (SIGBUS). */
 			off_t from = (off_t)(LEDGER_OFF_STAGING + (size_t)i * PAGE_SIZE);
 			if (pread(lfd, view + ((size_t)offs[i] << PAGE_SHIFT), PAGE_SIZE, from) ==
 			    (ssize_t)PAGE_SIZE) {
 				set_punched(d, offs[i], false);
 				(*placed)++;
+			} else {
+				refused++;
+				room_why = ROOM_STATE_DIR;
 			}
 		}
-		unmark(d, offs[k], j - k);
+		if (marked)
+			unmark(d, offs[k], j - k);
 		k = j;
 	}
 	ledgers_close(&l);
@@ -292,7 +361,7 @@ int dpool_place(const struct state *s, struct client *c, unsigned n, unsigned *p
 	*refused_out = refused;
 	if (refused) {
 		atomic_fetch_add(&d->sp->dom->refused, refused);
-		say_refused(d, refused);
+		say_refused(s, d, refused);
 	}
 	return 0;
 }
@@ -329,7 +398,7 @@ void dpool_sweep(const struct state *s, struct dom *d, bool force)
 			ledgers_open(s, d, 0, &l);
 			opened = true;
 		}
-		mark_and_check(d, &l, off, n, held);
+		bool marked = mark_and_check(d, &l, off, n, held);
 		for (uint32_t k = 0; k < n;) {
 			uint32_t j = k;
 			while (j < n && !held[j])
@@ -342,7 +411,8 @@ void dpool_sweep(const struct state *s, struct dom *d, bool force)
 					set_punched(d, off + i, true);
 			k = j + 1;
 		}
-		unmark(d, off, n);
+		if (marked)
+			unmark(d, off, n);
 		off += n;
 	}
 	if (opened)

@@ -256,6 +256,7 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 		}
 		return -EIO;
 	}
+	bool written = !new_index;
 	if (new_index) {
 		/* A fresh domain file: initialise it like a local engine's. */
 		int tmp_i, tmp_p;
@@ -263,7 +264,12 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 			char *src = mmap(NULL, PAGE_SIZE, PROT_READ, MAP_SHARED, tmp_i, 0);
 			char *dst =
 			    mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
-			if (src != MAP_FAILED && dst != MAP_FAILED)
+			if (dst != MAP_FAILED && prim_populate(dst, PAGE_SIZE)) {
+				munmap(dst, PAGE_SIZE); /* no room: a write would be a SIGBUS */
+				dst = MAP_FAILED;
+			}
+			written = src != MAP_FAILED && dst != MAP_FAILED;
+			if (written)
 				memcpy(dst, src, sizeof(struct domain));
 			if (src != MAP_FAILED)
 				munmap(src, PAGE_SIZE);
@@ -275,6 +281,22 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 			close(tmp_i);
 			close(tmp_p);
 		}
+	}
+	if (!written) {
+		/* Not even the index's first page: an engine would read a hole,
+		 * a SIGBUS on a full tmpfs.  The files go (nothing refers to
+		 * them yet). */
+		logmsg("domain %s: cannot write its index in %s (fix: make room there, or give "
+		       "samepaged a larger tmpfs with --state-dir)",
+		       name, s->dir);
+		close(ifd);
+		close(pfd);
+		char path[512];
+		state_path(s, path, sizeof(path), name, ".index");
+		unlink(path);
+		state_path(s, path, sizeof(path), name, ".pool");
+		unlink(path);
+		return -EIO;
 	}
 	if (engine_open(&d->sp, ifd, pfd)) {
 		logmsg("domain %s: cannot map its files", name);
@@ -291,6 +313,17 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 	if (d->sp->dom->magic != DOM_MAGIC) {
 		logmsg("domain %s: %s/%s.index is not a samepage domain file; move it away", name,
 		       s->dir, name);
+		engine_free(d->sp);
+		d->sp = NULL;
+		return -EIO;
+	}
+	/* The index's bucket heads and hints, which every client writes
+	 * anywhere, allocated now: on a full tmpfs a first write there would
+	 * be a SIGBUS in a client (ledger_ready() in lib/pool.c). */
+	if (prim_populate((char *)d->sp->dom + DOM_OFF_HEADS, DOM_SIZE - DOM_OFF_HEADS)) {
+		logmsg("domain %s: no room for its index on the filesystem of %s (fix: make room "
+		       "there, or give samepaged a larger tmpfs with --state-dir)",
+		       name, s->dir);
 		engine_free(d->sp);
 		d->sp = NULL;
 		return -EIO;

@@ -64,6 +64,16 @@ static void client_place(struct samepage *sp, uint32_t off, const void *page)
 	sp->staged_scan = sp->c.full_scans;
 }
 
+/* Room for the next staged page (ledger_ready() in pool.c says why):
+ * its staging page allocated, if it was not. */
+static bool client_place_room(struct samepage *sp)
+{
+	uint32_t k = sp->nplace == PLACE_MAX ? 0 : sp->nplace;
+	return k < sp->staging_touched ||
+	       !prim_populate((char *)sp->ledger + LEDGER_OFF_STAGING + (size_t)k * PAGE_SIZE,
+			      PAGE_SIZE);
+}
+
 /* The staging area is up to 2 MiB of the ledger (shmem), written while new
  * KSM pages are made and then idle: once a whole full scan has staged
  * nothing, it goes back to the kernel (MADV_REMOVE punches the ledger
@@ -98,15 +108,28 @@ static const void *client_staged(struct samepage *sp, uint32_t off)
 static void client_place_flush(struct samepage *sp)
 {
 	char req[32], reply[64];
-	unsigned placed, refused;
+	unsigned placed = 0, refused = 0;
+	bool answered = false;
 	if (!sp->detached && sp->conn_fd >= 0) {
 		snprintf(req, sizeof(req), "PLACE %u", sp->nplace);
 		/* "OK placed refused": refused when samepaged's memory cgroup
-		 * had no room; make no more until the next full scan. */
-		if (control_request(sp->conn_fd, req, reply, sizeof(reply)) == 0 &&
-		    sscanf(reply, "OK %u %u", &placed, &refused) == 2 && refused)
+		 * or state directory had no room; make no more until the next
+		 * full scan. */
+		answered = control_request(sp->conn_fd, req, reply, sizeof(reply)) == 0 &&
+			   sscanf(reply, "OK %u %u", &placed, &refused) == 2;
+		if (answered && refused)
 			sp->pool_full_scan = sp->c.full_scans + 1;
 	}
+	/* Pages it did not write are holes of the pool: this batch's merges
+	 * onto them must not read them (a hole of a full tmpfs is a SIGBUS
+	 * at the read).  The ones written are in the page cache (mincore). */
+	const uint32_t *place = (const uint32_t *)((char *)sp->ledger + LEDGER_OFF_PLACE);
+	for (uint32_t k = 0; k < sp->nplace && (!answered || placed < sp->nplace); k++)
+		if (place[k] < sp->dom->nr && sp->nunplaced < PLACE_MAX &&
+		    !prim_resident(pool_page(&sp->pool, place[k]))) {
+			sp->unplaced[sp->nunplaced++] = place[k];
+			stable_hide(sp, place[k]);
+		}
 	sp->nplace = 0;
 }
 
@@ -247,6 +270,17 @@ int samepage_connect(samepage_t **out, const char *domain)
 		prim_close(conn);
 		return -ENOMEM;
 	}
+	/* The ledger's pages this process writes from the start (its header,
+	 * the place list, the fork area) are allocated now: without room on
+	 * samepaged's tmpfs, a write there would be a SIGBUS (ledger_ready()). */
+	if (prim_populate(lg, LEDGER_OFF_STAGING)) {
+		prim_munmap(lg, LEDGER_SIZE);
+		prim_munmap((void *)guard, GUARD_SIZE);
+		prim_close(fds[0]);
+		prim_close(fds[1]);
+		prim_close(conn);
+		return -ENOSPC;
+	}
 	err = engine_open(out, fds[0], fds[1]);
 	if (!err && pool_capacity(*out) < DOM_NODES) {
 		/* The other processes' KSM pages may be anywhere in the pool:
@@ -273,6 +307,7 @@ int samepage_connect(samepage_t **out, const char *domain)
 	sp->poll = client_poll;
 	sp->detach = client_detach;
 	sp->place = client_place;
+	sp->place_room = client_place_room;
 	sp->place_flush = client_place_flush;
 	sp->staged = client_staged;
 	snprintf(sp->domain_name, sizeof(sp->domain_name), "%s", domain);

@@ -350,13 +350,34 @@ void stable_get(struct samepage *sp, uint32_t idx)
 	sp->c.merging_pages++; /* the ledger counted it when the merge was queued */
 }
 
-static void stable_free(struct samepage *sp, uint32_t idx)
+/* The head of node idx's chain, by the links alone (no pool page is read:
+ * it may be a hole samepaged could not write): the newest node of its
+ * bucket with its checksum from which idx is reached; idx if none is. */
+static uint32_t chain_head_of(struct samepage *sp, uint32_t idx)
+{
+	struct stable_index *s = &sp->stable;
+	uint32_t checksum = s->nodes[idx].checksum;
+	for (uint32_t l = s->heads[BUCKET(checksum)]; l; l = s->nodes[l - 1].hnext) {
+		if (s->nodes[l - 1].checksum != checksum || !s->nodes[l - 1].in_use)
+			continue;
+		uint32_t k = 0;
+		for (uint32_t i = l - 1; i != NIL && k <= sp->dom->nr;
+		     i = dup_next(sp, i, checksum), k++)
+			if (i == idx)
+				return l - 1;
+	}
+	return idx;
+}
+
+/* Takes node idx out of its chain and its bucket: nobody finds it any
+ * more. */
+static void stable_unlink(struct samepage *sp, uint32_t idx)
 {
 	struct stable_index *s = &sp->stable;
 	struct stable_node *n = &s->nodes[idx];
 	uint32_t *pp = &s->heads[BUCKET(n->checksum)];
 
-	uint32_t head = dup_head(sp, pool_contents(sp, idx), n->checksum);
+	uint32_t head = chain_head_of(sp, idx);
 	uint32_t dups = for_each_dup_from(sp, head, n->checksum, NULL, NULL);
 	chain_counts(sp, dups, dups - 1);
 	/* Out of its chain (the head leaves by leaving the bucket), then out of
@@ -370,9 +391,23 @@ static void stable_free(struct samepage *sp, uint32_t idx)
 		pp = &s->nodes[*pp - 1].hnext;
 	if (*pp)
 		*pp = n->hnext;
-	n->in_use = 0;
 	n->hnext = 0;
 	n->dupnext = 0;
+}
+
+/* A node made in this batch whose pool page samepaged did not write (no
+ * room, client.c): out of the index at once, so that no process compares
+ * a page with that hole; its merges under way fail and free it. */
+void stable_hide(struct samepage *sp, uint32_t idx)
+{
+	if (sp->stable.nodes[idx].in_use)
+		stable_unlink(sp, idx);
+}
+
+static void stable_free(struct samepage *sp, uint32_t idx)
+{
+	stable_unlink(sp, idx);
+	sp->stable.nodes[idx].in_use = 0;
 	sp->dom->live--;
 	pool_release(sp, idx);
 }

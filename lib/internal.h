@@ -156,6 +156,8 @@ bool pool_can_take(struct samepage *sp, uint32_t off);
 const void *pool_contents(struct samepage *sp, uint32_t off);
 void pool_write(struct samepage *sp, uint32_t off, const void *page);
 void pool_release(struct samepage *sp, uint32_t off);
+bool ledger_ready(struct samepage *sp, uint32_t idx);
+bool pool_unplaced(struct samepage *sp, uint32_t idx);
 static inline char *pool_page(struct pool *p, uint32_t off)
 {
 	return p->view + ((size_t)off << PAGE_SHIFT);
@@ -197,6 +199,7 @@ bool ledger_reap(struct samepage *sp, uint32_t idx, uint32_t refs, uint32_t held
 		 bool children_gone);
 void stable_unpin(struct samepage *sp, uint32_t idx);
 bool pool_page_dying(struct samepage *sp, uint32_t idx);
+void stable_hide(struct samepage *sp, uint32_t idx);
 void index_lock(struct samepage *sp);
 bool index_trylock(struct samepage *sp);
 void index_unlock(struct samepage *sp);

@@ -238,6 +238,7 @@ const char *samepage_strerror(int err)
 	case ERANGE: return "value out of range, or the buffer is too small";
 	case EBUSY: return "busy: pages are merged; write run=2 to unmerge first";
 	case ENOMEM: return "out of memory, or the range is not mapped";
+	case ENOSPC: return "no room: samepaged's state directory is full";
 	case ECHILD: return "this handle belongs to the parent process (it was inherited by fork)";
 	case ECONNREFUSED: return "no samepaged listens at the socket (start samepaged)";
 	case ENOTCONN:

@@ -139,7 +139,8 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 	}
 	for (size_t i = 0; i < n; i++)
 		ok[i] = zero ? guarded_is_zero((void *)q[i].addr, PAGE_SIZE)
-			     : !pool_page_dying(sp, q[i].pool_off) &&
+			     : !pool_unplaced(sp, q[i].pool_off) &&
+				   !pool_page_dying(sp, q[i].pool_off) &&
 				   guarded_equal((void *)q[i].addr,
 						 pool_page(&sp->pool, q[i].pool_off), PAGE_SIZE);
 	for (size_t i = 0; i < n;) {
@@ -282,6 +283,7 @@ void merge_batch(struct samepage *sp)
 	for (size_t i = 0; i < n; i++)
 		finish_page(sp, &q[i], q[i].merged);
 	sp->nreqs = 0;
+	sp->nunplaced = 0; /* their nodes are gone with their merges */
 
 	/* A node made from an unstable match whose partner changed before
 	 * it could be merged holds a single mapping: break it, as the kernel

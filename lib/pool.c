@@ -75,6 +75,53 @@ bool pool_can_take(struct samepage *sp, uint32_t off)
 	return off < pool_capacity(sp) && (off == sp->dom->nr || page_free(sp, off));
 }
 
+/* A samepaged domain's files are on tmpfs, where a page that cannot be
+ * allocated is a SIGBUS at the first write (measured: samepaged and its
+ * client both killed when the state directory's filesystem filled up).
+ * So a page of the index or of this process's ledger is allocated
+ * (prim_populate) before anything is first written there, and a merge
+ * that finds no room does not happen.  This one: the page of the ledger's
+ * refs and held arrays that node idx's counts are on (each page holds
+ * 1024 nodes'); once per page.  False if there is no room. */
+bool ledger_ready(struct samepage *sp, uint32_t idx)
+{
+	if (!sp->stable.refs)
+		return true;
+	uint32_t pg = idx / (uint32_t)(PAGE_SIZE / sizeof(uint32_t));
+	uint64_t bit = 1ULL << (pg % 64);
+	if (sp->ledger_pages[pg / 64] & bit)
+		return true;
+	if (prim_populate((void *)&sp->stable.refs[idx], sizeof(uint32_t)) ||
+	    prim_populate((void *)&sp->stable.held[idx], sizeof(uint32_t)))
+		return false;
+	sp->ledger_pages[pg / 64] |= bit;
+	return true;
+}
+
+/* Whether the last PLACE left pool page idx unwritten (client.c): it
+ * must not be read (a hole of a full tmpfs is a SIGBUS). */
+bool pool_unplaced(struct samepage *sp, uint32_t idx)
+{
+	for (uint32_t k = 0; k < sp->nunplaced; k++)
+		if (sp->unplaced[k] == idx)
+			return true;
+	return false;
+}
+
+/* The pages a new node at o writes, allocated first (see ledger_ready()):
+ * in the index, a page of nodes that a new high-water mark starts; in a
+ * samepaged client, its ledger's counts and a staging page.  False if
+ * there is no room: no node is made. */
+static bool node_room(struct samepage *sp, uint32_t o)
+{
+	struct stable_node *n = &sp->stable.nodes[o];
+	uintptr_t first = (uintptr_t)n, last = (uintptr_t)(n + 1) - 1;
+	if (o == sp->dom->nr && (first - 1) / PAGE_SIZE != last / PAGE_SIZE &&
+	    prim_populate(n, sizeof(*n)))
+		return false;
+	return ledger_ready(sp, o) && (!sp->place_room || sp->place_room(sp));
+}
+
 /* Called with the domain locked.  The free stack may hold pages taken
  * since by `want`: they are skipped when popped. */
 int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off)
@@ -93,7 +140,7 @@ int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off)
 	}
 	if (o == NIL)
 		o = d->nr;
-	if (o >= pool_capacity(sp))
+	if (o >= pool_capacity(sp) || !node_room(sp, o))
 		return -ENOSPC;
 	if (o == d->nr)
 		d->nr++;
@@ -135,6 +182,11 @@ void pool_release(struct samepage *sp, uint32_t off)
 	else if (!sp->stable.refs)
 		prim_punch(sp->pool.fd, (off_t)off << PAGE_SHIFT, (off_t)PAGE_SIZE);
 	d->reclaimed++;
-	if (d->free_top < DOM_NODES)
+	/* A page of the free stack is allocated when the stack first reaches
+	 * it (ledger_ready()); without room, the page is not stacked (a new
+	 * node takes another). */
+	if (d->free_top < DOM_NODES &&
+	    (d->free_top % (PAGE_SIZE / sizeof(uint32_t)) ||
+	     !prim_populate(&sp->stable.free[d->free_top], sizeof(uint32_t))))
 		sp->stable.free[d->free_top++] = off;
 }

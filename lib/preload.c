@@ -222,6 +222,12 @@ static samepage_t *preload_engine_locked(void)
 				    "space, not memory) (fix: lift its address-space limit: ulimit "
 				    "-v, systemd's LimitAS=); this process runs without merging\n",
 				    domain, path);
+			else if (err == -ENOSPC)
+				say("samepage: cannot join domain %s of samepaged at %s: its state "
+				    "directory's filesystem is full (fix: make room there, or give "
+				    "samepaged a larger tmpfs with --state-dir); this process runs "
+				    "without merging\n",
+				    domain, path);
 			else if (!absent)
 				say("samepage: cannot join domain %s of samepaged at %s: %s (fix: "
 				    "samepaged refused it: its log says why); this process runs "

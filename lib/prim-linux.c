@@ -132,6 +132,25 @@ int prim_madvise(void *addr, size_t len, int advice)
 	return (int)sys_result(syscall(SYS_madvise, addr, len, advice));
 }
 
+/* Allocates the pages of a shared file mapping under [addr, addr + len)
+ * now, so that writing them later cannot fault with SIGBUS (a full tmpfs:
+ * samepaged's state directory): 0, or -errno (EFAULT: no room).  0 where
+ * the kernel predates MADV_POPULATE_WRITE (5.14): as before. */
+int prim_populate(void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr & ~(uintptr_t)((1UL << PAGE_SHIFT) - 1),
+		  e = ((uintptr_t)addr + len + (1UL << PAGE_SHIFT) - 1) &
+		      ~(uintptr_t)((1UL << PAGE_SHIFT) - 1);
+	int err = prim_madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+	return err == -EINVAL ? 0 : err;
+}
+
+bool prim_resident(const void *page)
+{
+	unsigned char v = 0;
+	return syscall(SYS_mincore, page, (size_t)1 << PAGE_SHIFT, &v) == 0 && (v & 1);
+}
+
 int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags, void *new_addr)
 {
 	long rc = syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);

@@ -137,6 +137,10 @@ static bool should_skip_rmap_item(struct samepage *sp, struct page_meta *m, uint
 static void queue_merge(struct samepage *sp, size_t ri, size_t i, uint32_t node)
 {
 	struct region *r = &sp->regions[ri];
+	if (node != NIL && !ledger_ready(sp, node)) {
+		sp->c.skipped_pool_full++; /* no room to count it: no merge */
+		return;
+	}
 	struct merge_req *q = &sp->reqs[sp->nreqs++];
 	q->addr = region_addr(r, i);
 	q->region = (uint32_t)ri;

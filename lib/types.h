@@ -385,6 +385,7 @@ struct samepage {
 	 * batch merges); the daemon checks every client's references before
 	 * it punches (punch). */
 	void (*place)(struct samepage *sp, uint32_t off, const void *page);
+	bool (*place_room)(struct samepage *sp); /* a staging page for the next place */
 	void (*place_flush)(struct samepage *sp);
 	const void *(*staged)(struct samepage *sp, uint32_t off); /* a page placed, not written */
 	void (*punch)(struct samepage *sp, uint32_t off);
@@ -397,6 +398,12 @@ struct samepage {
 	/* full_scans + 1 while samepaged refuses new KSM pages (its memory
 	 * cgroup is full): none are made until the next full scan */
 	uint64_t pool_full_scan;
+	/* The pool pages the last PLACE did not write (samepaged had no
+	 * room): this batch's merges onto them do not read them. */
+	uint32_t unplaced[BATCH_PAGES], nunplaced; /* BATCH_PAGES: PLACE_MAX */
+	/* The pages of the ledger's refs and held arrays that this process
+	 * has allocated (ledger_ready), one bit per page of each. */
+	uint64_t ledger_pages[DOM_NODES / (PAGE_SIZE / sizeof(uint32_t)) / 64];
 
 	struct samepage *next_engine; /* the process's list of engines */
 	bool held_for_discard;	      /* interpose.c, under engines_lock */
