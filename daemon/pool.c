@@ -279,7 +279,7 @@ static void say_refused(const struct state *s, const struct dom *d, unsigned ref
 		       "directory %s is nearly full (samepaged keeps 64 MiB or 1%% of it free: a "
 		       "full tmpfs would kill its clients with SIGBUS), and the pool has %u pages; "
 		       "they stay unmerged until it has room: make room there, or give samepaged a "
-		       "larger tmpfs with --state-dir (samepaged(8), FILES)",
+		       "larger tmpfs with --state-dir (samepaged(8), --state-dir)",
 		       d->name, since, said_ns ? " in the last minute" : "", s->dir,
 		       d->sp->dom->live);
 	else
