@@ -409,19 +409,26 @@ static bool start_daemon(void)
 	for (int i = 0; i < 2000; i++) {
 		if (samepage_control(sock, "GET run", reply, sizeof(reply)) == 0)
 			return true;
+		if (waitpid(daemon_pid, NULL, WNOHANG) == daemon_pid) {
+			daemon_pid = 0; /* it did not start (no such program, say) */
+			return false;
+		}
 		usleep(5000);
 	}
 	return false;
 }
 
+/* Stops samepaged, if it runs, and removes its state directory. */
 static void stop_daemon(void)
 {
 	char cmd[200];
-	kill(daemon_pid, SIGTERM);
-	waitpid(daemon_pid, NULL, 0);
+	if (daemon_pid > 0) {
+		kill(daemon_pid, SIGTERM);
+		waitpid(daemon_pid, NULL, 0);
+	}
 	daemon_pid = 0;
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", statedir);
-	if (system(cmd))
+	if (statedir[0] && system(cmd))
 		fprintf(stderr, "demo: could not remove %s\n", statedir);
 }
 
@@ -482,6 +489,7 @@ int main(int argc, char **argv)
 
 	if (!start_daemon()) {
 		fprintf(stderr, "demo: could not start %s (fix: --samepaged PATH)\n", samepaged);
+		stop_daemon(); /* and its state directory goes */
 		return 1;
 	}
 	struct backend user = {"libsamepage + samepaged", user_set, user_get, user_cpu};
