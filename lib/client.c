@@ -260,7 +260,11 @@ int samepage_connect(samepage_t **out, const char *domain)
 	const _Atomic uint8_t *guard = map_file(fds[3], GUARD_SIZE, PROT_READ);
 	prim_close(fds[2]);
 	prim_close(fds[3]);
-	if (!lg || !guard) {
+	/* The ledger's pages this process writes from the start (its header,
+	 * the place list, the fork area) are allocated now: without room on
+	 * samepaged's tmpfs, a write there would be a SIGBUS (ledger_ready()). */
+	err = !lg || !guard ? -ENOMEM : prim_populate(lg, LEDGER_OFF_STAGING) ? -ENOSPC : 0;
+	if (err) {
 		if (lg)
 			prim_munmap(lg, LEDGER_SIZE);
 		if (guard)
@@ -268,18 +272,7 @@ int samepage_connect(samepage_t **out, const char *domain)
 		prim_close(fds[0]);
 		prim_close(fds[1]);
 		prim_close(conn);
-		return -ENOMEM;
-	}
-	/* The ledger's pages this process writes from the start (its header,
-	 * the place list, the fork area) are allocated now: without room on
-	 * samepaged's tmpfs, a write there would be a SIGBUS (ledger_ready()). */
-	if (prim_populate(lg, LEDGER_OFF_STAGING)) {
-		prim_munmap(lg, LEDGER_SIZE);
-		prim_munmap((void *)guard, GUARD_SIZE);
-		prim_close(fds[0]);
-		prim_close(fds[1]);
-		prim_close(conn);
-		return -ENOSPC;
+		return err;
 	}
 	err = engine_open(out, fds[0], fds[1]);
 	if (!err && pool_capacity(*out) < DOM_NODES) {
