@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -43,11 +44,14 @@ struct facts {
 	int kconfig;
 	struct proc_list procs;
 	bool procs_ok;
+	struct guest_list guests;
+	int guest_vms, guest_out_vms;	     /* VM monitors; those with memory out of reach */
+	long long guest_out_kb, guest_in_kb; /* shared + hugetlbfs; private, large areas */
 };
 
 struct finding {
 	const char *id;
-	char summary[200], evidence[1024], fix[400];
+	char summary[200], evidence[1024], fix[512];
 };
 
 typedef enum severity (*check_fn)(const struct facts *f, struct finding *out);
@@ -161,10 +165,114 @@ static enum severity nothing_mergeable(const struct facts *f, struct finding *ou
 		    "pages_shared + pages_sharing + pages_unshared + pages_volatile = %lld",
 		    f->d.rmap_items);
 	SAY(fix,
-	    "opt programs in: ksmctl run -- PROGRAM,%s QEMU -machine mem-merge=on, or "
+	    "%sopt programs in: ksmctl run -- PROGRAM,%s QEMU -machine mem-merge=on, or "
 	    "madvise(MADV_MERGEABLE) in the program",
+	    f->guest_out_vms ? "the VMs here keep their memory out of KSM's reach (see "
+			       "guest-memory); for the rest, "
+			     : "",
 	    f->systemd >= 254 ? " systemd's MemoryKSM=yes," : "");
 	return WARN;
+}
+
+/* In --user mode, samepaged's clients only: another VM is not its business. */
+static bool guest_counts(const struct facts *f, const struct guest_memory *g)
+{
+	if (!opt.user)
+		return true;
+	for (int i = 0; f->procs_ok && i < f->procs.n; i++)
+		if (f->procs.p[i].pid == g->p.pid)
+			return true;
+	return false;
+}
+
+/* Guest memory this large out of reach makes a VM worth naming. */
+#define GUEST_OUT_MIN_KB (16 * 1024)
+
+static long long guest_out_kb(const struct guest_memory *g)
+{
+	return g->shared_kb + g->hugetlb_kb;
+}
+
+/* The most memory out of reach first, then by pid. */
+static int guest_cmp(const void *a, const void *b)
+{
+	const struct guest_memory *x = a, *y = b;
+	long long dx = guest_out_kb(x), dy = guest_out_kb(y);
+
+	if (dx != dy)
+		return dx > dy ? -1 : 1;
+	return (x->p.pid > y->p.pid) - (x->p.pid < y->p.pid);
+}
+
+static void guest_totals(struct facts *f)
+{
+	if (f->guests.n > 1)
+		qsort(f->guests.g, (size_t)f->guests.n, sizeof(f->guests.g[0]), guest_cmp);
+	for (int i = 0; i < f->guests.n; i++) {
+		const struct guest_memory *g = &f->guests.g[i];
+		long long kb = guest_out_kb(g);
+
+		if (!guest_counts(f, g))
+			continue;
+		f->guest_vms++;
+		f->guest_in_kb += g->private_kb;
+		if (kb >= GUEST_OUT_MIN_KB) {
+			f->guest_out_vms++;
+			f->guest_out_kb += kb;
+		}
+	}
+}
+
+/* VM monitors whose guest RAM is shared or hugetlbfs memory (guests.c):
+ * out of every KSM's reach, whatever the knobs.  A warning when such
+ * memory is more than the VM monitors' private memory, information
+ * otherwise (a host may give hugepages to a few VMs on purpose). */
+static enum severity guest_memory(const struct facts *f, struct finding *out)
+{
+	int listed = 0;
+	size_t at = 0;
+	char a[32], b[32];
+
+	if (!f->guest_out_vms)
+		return NONE;
+	for (int i = 0; i < f->guests.n && at < sizeof(out->evidence); i++) {
+		const struct guest_memory *g = &f->guests.g[i];
+		char what[80] = "";
+
+		if (!guest_counts(f, g) || guest_out_kb(g) < GUEST_OUT_MIN_KB)
+			continue;
+		if (listed == 4) {
+			at += (size_t)snprintf(out->evidence + at, sizeof(out->evidence) - at,
+					       "; %d more", f->guest_out_vms - listed);
+			break;
+		}
+		if (g->shared_kb)
+			snprintf(what, sizeof(what), "%s shared",
+				 fmt_bytes(a, sizeof(a), (double)g->shared_kb * 1024));
+		if (g->hugetlb_kb)
+			snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s%s hugetlbfs",
+				 what[0] ? ", " : "",
+				 fmt_bytes(a, sizeof(a), (double)g->hugetlb_kb * 1024));
+		at += (size_t)snprintf(out->evidence + at, sizeof(out->evidence) - at,
+				       "%s%s (%s, pid %d): %s", listed++ ? "; " : "",
+				       g->p.vm[0] ? g->p.vm : g->p.comm, g->p.comm, g->p.pid, what);
+	}
+	if (at < sizeof(out->evidence))
+		snprintf(out->evidence + at, sizeof(out->evidence) - at,
+			 ". In all %s out of reach, against %s of private memory in these VM "
+			 "monitors' large areas, which KSM can merge",
+			 fmt_bytes(a, sizeof(a), (double)f->guest_out_kb * 1024),
+			 fmt_bytes(b, sizeof(b), (double)f->guest_in_kb * 1024));
+	SAY(summary, "%d of %d VMs keep guest memory that KSM cannot merge", f->guest_out_vms,
+	    f->guest_vms);
+	SAY(fix,
+	    "%s merges private memory only. Shared guest RAM (share=on on QEMU's memory "
+	    "backend, libvirt's <access mode='shared'/>, which vhost-user and virtiofs need): "
+	    "drop it where nothing needs it. Hugetlbfs guest RAM (-mem-path on hugetlbfs, "
+	    "libvirt's <hugepages/>): use transparent huge pages instead, which KSM splits "
+	    "to merge, or leave these VMs out of KSM's account",
+	    opt.user ? "libsamepage, like the kernel's KSM," : "KSM");
+	return f->guest_out_kb > f->guest_in_kb ? WARN : INFO;
 }
 
 static enum severity first_scan(const struct facts *f, struct finding *out)
@@ -398,6 +506,7 @@ static const struct {
     {"not-running", not_running},
     {"read-only", read_only},
     {"nothing-mergeable", nothing_mergeable},
+    {"guest-memory", guest_memory},
     {"first-scan", first_scan},
     {"mostly-volatile", mostly_volatile},
     {"wasted-effort", wasted_effort},
@@ -444,6 +553,8 @@ static void gather(struct facts *f)
 	if (host_thp(f->thp, sizeof(f->thp)))
 		f->thp[0] = '\0';
 	f->procs_ok = proc_list_collect(&f->procs) == 0 && f->procs.accounted;
+	if (guest_list_collect(opt.proc_root, &f->guests) == 0)
+		guest_totals(f);
 }
 
 int cmd_doctor(int argc, char **argv)
@@ -498,5 +609,6 @@ int cmd_doctor(int argc, char **argv)
 		       fmt_bytes(a, sizeof(a), f.d.saved_bytes));
 	}
 	proc_list_free(&f.procs);
+	guest_list_free(&f.guests);
 	return worst >= WARN ? KSMCTL_NO : KSMCTL_OK;
 }

@@ -112,6 +112,22 @@ void cgroup_unit(const char *cgroup, char *buf, size_t len);
  * (pages_shared + pages_sharing + ksm_zero_pages) pages, not what is saved. */
 long long process_merged_bytes(const struct ksm_process *p);
 
+/* The VM monitors of PROC (guests.c): QEMU, Cloud Hypervisor, Firecracker,
+ * crosvm; their guest memory by what KSM can do with it, in kB. */
+struct guest_memory {
+	struct ksm_process p; /* pid, comm, cgroup, vm: the rest unknown */
+	long long shared_kb;  /* resident in shared areas of 16 MiB or more */
+	long long hugetlb_kb; /* in hugetlbfs areas (*_Hugetlb) */
+	long long private_kb; /* anonymous in private areas of 16 MiB or more */
+};
+struct guest_list {
+	struct guest_memory *g;
+	int n;
+	int unreadable; /* VM monitors whose smaps this user cannot read */
+};
+int guest_list_collect(const char *proc_root, struct guest_list *l);
+void guest_list_free(struct guest_list *l);
+
 /* Host facts (host.c), from opt's roots. */
 int host_release(char *buf, size_t len);	   /* "6.18.44-fc": 0 or -errno */
 long long host_meminfo_kb(const char *key);	   /* "MemAvailable" -> kB, or -1 */

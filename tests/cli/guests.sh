@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# cli.doctor.guests: `ksmctl doctor` names the VMs whose guest memory no
+# KSM can merge (shared or hugetlbfs guest RAM), and no other.
+#  tree  a recorded 6.18 tree with four processes: QEMU with a shared memfd
+#        backend of 1 GiB (900 MiB resident; named by libvirt's machine
+#        scope), qemu-kvm with 512 MiB of hugetlbfs, QEMU with 1.5 GiB of
+#        private guest RAM, and a shell with a shared 1 GiB mapping.  The
+#        finding is information (2 of 3 VMs, less out of reach than in),
+#        names the first two with their sizes and neither of the others;
+#        without the private VM it is a warning and doctor exits 1.
+#  live  this machine's /proc: FAKEVM (fakevm.c, built as
+#        qemu-system-x86_64) with 64 MiB of shared memory, then with 64 MiB
+#        of hugetlbfs (as root: 32 huge pages reserved, vm.nr_hugepages put
+#        back on every exit), is named with its pid; with private memory it
+#        is not.  The kernel's KSM is only read.
+#
+# usage: guests.sh KSMCTL SRCDIR FAKEVM
+set -u
+ksmctl=$1 src=$2 fakevm=$3
+tmp=$(mktemp -d) vm_pid= live_pid= hp_old=
+bad=0
+
+cleanup()
+{
+	[ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null && wait "$vm_pid" 2>/dev/null
+	[ -n "$hp_old" ] && echo "$hp_old" >/proc/sys/vm/nr_hugepages
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; bad=1; }
+
+# ---- tree: made-up processes in a recorded tree ----
+cp -a "$src/trees/linux-6.18" "$tmp/tree"
+root=$tmp/tree
+area()	# START SIZE_KB PERMS PATH RSS_KB ANON_KB HUGETLB_KB FLAGS
+{
+	printf '%s-%x %s 00000000 00:01 42 %s\n' "$1" $((0x$1 + $2 * 1024)) "$3" "$4"
+	printf 'Size: %d kB\nRss: %d kB\nAnonymous: %d kB\nShared_Hugetlb: 0 kB\nPrivate_Hugetlb: %d kB\nVmFlags: %s\n' \
+		"$2" "$5" "$6" "$7" "$8"
+}
+proc()	# PID COMM CMDLINE CGROUP; smaps on stdin
+{
+	mkdir -p "$root/proc/$1"
+	echo "$2" >"$root/proc/$1/comm"
+	printf '%b' "$3" >"$root/proc/$1/cmdline"
+	echo "0::$4" >"$root/proc/$1/cgroup"
+	cat >"$root/proc/$1/smaps"
+}
+{
+	area 7f0000000000 1048576 rw-s '/memfd:memory-backend-memfd (deleted)' 921600 0 0 'rd wr sh mr mw me ms'
+	area 7f1000000000 4096 rw-s /dev/shm/ring 4096 0 0 'rd wr sh mr mw me ms'
+} | proc 5100 qemu-system-x86 'qemu-system-x86_64\0-m\0001024\0' \
+	'/machine.slice/machine-qemu\x2d1\x2dweb.scope/libvirt/emulator'
+area 7f2000000000 524288 rw-p '/dev/hugepages/libvirt/qemu/2-db (deleted)' 0 0 524288 'rd wr mr mw me de ht' |
+	proc 5200 qemu-kvm 'qemu-kvm\0-name\0guest=db,debug-threads=on\0' '/machine.slice/x.scope'
+area 7f3000000000 2097152 rw-p '' 1572864 1572864 0 'rd wr mr mw me ac mg' |
+	proc 5300 qemu-system-x86 'qemu-system-x86_64\0-name\0guest=plain\0' '/'
+area 7f4000000000 1048576 rw-s /dev/shm/big 1048576 0 0 'rd wr sh mr mw me ms' |
+	proc 5400 bash 'bash\0' '/'
+
+doctor() { "$ksmctl" --sysfs-root "$root/sys" --proc-root "$root/proc" --boot-root "$root/boot" doctor "$@"; }
+finding()	# the guest-memory object of doctor --json, one line
+{
+	doctor --json | python3 -c '
+import json, sys
+for f in json.load(sys.stdin)["findings"]:
+    if f["id"] == "guest-memory":
+        print(f["severity"], "|", f["summary"], "|", f["evidence"])'
+}
+got=$(finding)
+echo "tree, 3 VMs: $got"
+[[ $got == "info | 2 of 3 VMs keep guest memory that KSM cannot merge |"* ]] || fail "not info, 2 of 3 VMs: $got"
+[[ $got == *"web (qemu-system-x86, pid 5100): 900.0 MiB shared"* ]] || fail "the shared VM, by its machine scope: $got"
+[[ $got == *"db (qemu-kvm, pid 5200): 512.0 MiB hugetlbfs"* ]] || fail "the hugetlbfs VM: $got"
+[[ $got == *"pid 5300"* || $got == *"pid 5400"* ]] && fail "names a VM of private memory, or a shell: $got"
+[[ $got == *"In all 1.4 GiB out of reach, against 1.5 GiB of private memory"* ]] || fail "totals: $got"
+rm -rf "$root/proc/5300"
+got=$(finding)
+echo "tree, 2 VMs: $got"
+[[ $got == "warning | 2 of 2 VMs"* ]] || fail "not a warning without the private VM: $got"
+doctor >"$tmp/out"
+rc=$?
+[ $rc = 1 ] || fail "doctor exits $rc with the warning, not 1"
+grep -q 'use transparent huge pages instead' "$tmp/out" || fail "no fix in the text: $(cat "$tmp/out")"
+
+# ---- live: this machine's /proc ----
+live()	# KIND: fakevm with 64 MiB of KIND; doctor's evidence in $got
+{
+	mkfifo "$tmp/in.$1"
+	"$fakevm" "--$1" 64 <"$tmp/in.$1" >"$tmp/ready" 2>&1 &
+	vm_pid=$! live_pid=$!
+	exec 9>"$tmp/in.$1"
+	for _ in $(seq 100); do grep -q ready "$tmp/ready" && break; sleep 0.1; done
+	got=
+	grep -q ready "$tmp/ready" || { fail "fakevm --$1: $(cat "$tmp/ready")"; return; }
+	"$ksmctl" doctor --json >"$tmp/live.json"
+	exec 9>&-
+	wait "$vm_pid"
+	vm_pid=
+	got=$(python3 -c '
+import json, sys
+for f in json.load(open(sys.argv[1]))["findings"]:
+    if f["id"] == "guest-memory":
+        print(f["evidence"])' "$tmp/live.json")
+	echo "live, $1: $got"
+}
+# named: whether $got names the live VM with 64 MiB of KIND; a host with
+# four VMs that keep more out of reach lists ours among "N more" (skip)
+named()
+{
+	[[ $got == *"(qemu-system-x86, pid $live_pid): 64.0 MiB $1"* ]] && return 0
+	[[ $got == *" more. In all"* ]] && { echo "skip: four larger VMs listed first"; return 0; }
+	return 1
+}
+live shared
+named shared || fail "live shared memory not named: $got"
+live private
+[[ $got == *"pid $live_pid)"* ]] && fail "live private memory named: $got"
+if [ "$(id -u)" = 0 ] && hp_old=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null); then
+	echo $((hp_old + 32)) >/proc/sys/vm/nr_hugepages
+	if [ "$(cat /proc/sys/vm/nr_hugepages)" -ge $((hp_old + 32)) ]; then
+		live hugetlb
+		named hugetlbfs || fail "live hugetlbfs not named: $got"
+	else
+		echo "skip hugetlbfs: the kernel gave $(cat /proc/sys/vm/nr_hugepages) huge pages of $((hp_old + 32)) asked"
+	fi
+else
+	echo "skip hugetlbfs: reserving huge pages needs root"
+fi
+[ $bad = 0 ] && echo "ok: doctor names the VMs whose guest memory no KSM merges"
+exit $bad
