@@ -185,19 +185,11 @@ static bool guest_counts(const struct facts *f, const struct guest_memory *g)
 	return false;
 }
 
-/* Guest memory this large out of reach makes a VM worth naming. */
-#define GUEST_OUT_MIN_KB (16 * 1024)
-
-static long long guest_out_kb(const struct guest_memory *g)
-{
-	return g->shared_kb + g->hugetlb_kb;
-}
-
 /* The most memory out of reach first, then by pid. */
 static int guest_cmp(const void *a, const void *b)
 {
 	const struct guest_memory *x = a, *y = b;
-	long long dx = guest_out_kb(x), dy = guest_out_kb(y);
+	long long dx = guest_unmergeable_kb(x), dy = guest_unmergeable_kb(y);
 
 	if (dx != dy)
 		return dx > dy ? -1 : 1;
@@ -210,13 +202,13 @@ static void guest_totals(struct facts *f)
 		qsort(f->guests.g, (size_t)f->guests.n, sizeof(f->guests.g[0]), guest_cmp);
 	for (int i = 0; i < f->guests.n; i++) {
 		const struct guest_memory *g = &f->guests.g[i];
-		long long kb = guest_out_kb(g);
+		long long kb = guest_unmergeable_kb(g);
 
 		if (!guest_counts(f, g))
 			continue;
 		f->guest_vms++;
 		f->guest_in_kb += g->private_kb;
-		if (kb >= GUEST_OUT_MIN_KB) {
+		if (kb) {
 			f->guest_out_vms++;
 			f->guest_out_kb += kb;
 		}
@@ -239,7 +231,7 @@ static enum severity guest_memory(const struct facts *f, struct finding *out)
 		const struct guest_memory *g = &f->guests.g[i];
 		char what[80] = "";
 
-		if (!guest_counts(f, g) || guest_out_kb(g) < GUEST_OUT_MIN_KB)
+		if (!guest_counts(f, g) || !guest_unmergeable_kb(g))
 			continue;
 		if (listed == 4) {
 			at += (size_t)snprintf(out->evidence + at, sizeof(out->evidence) - at,

@@ -154,6 +154,12 @@ int guest_list_collect(const char *proc_root, struct guest_list *l)
 	return 0;
 }
 
+long long guest_unmergeable_kb(const struct guest_memory *g)
+{
+	long long kb = g->shared_kb + g->hugetlb_kb;
+	return kb >= GUEST_AREA_MIN_KB ? kb : 0;
+}
+
 void guest_list_free(struct guest_list *l)
 {
 	free(l->g);

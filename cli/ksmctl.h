@@ -127,6 +127,9 @@ struct guest_list {
 };
 int guest_list_collect(const char *proc_root, struct guest_list *l);
 void guest_list_free(struct guest_list *l);
+/* Its memory out of every KSM's reach (shared + hugetlbfs, kB), or 0 when
+ * that is under 16 MiB: not worth naming the VM for. */
+long long guest_unmergeable_kb(const struct guest_memory *g);
 
 /* Host facts (host.c), from opt's roots. */
 int host_release(char *buf, size_t len);	   /* "6.18.44-fc": 0 or -errno */
