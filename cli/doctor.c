@@ -46,6 +46,7 @@ struct facts {
 	bool procs_ok;
 	struct guest_list guests;
 	int guest_vms, guest_out_vms;	     /* VM monitors; those with memory out of reach */
+	int guest_optout_vms;		     /* those whose private guest RAM is not marked */
 	long long guest_out_kb, guest_in_kb; /* shared + hugetlbfs; private, large areas */
 };
 
@@ -196,6 +197,16 @@ static int guest_cmp(const void *a, const void *b)
 	return (x->p.pid > y->p.pid) - (x->p.pid < y->p.pid);
 }
 
+/* A VM that never marked its private guest RAM mergeable: QEMU's
+ * -machine mem-merge=off, libvirt's <nosharepages/>.  The kernel's marks
+ * only: under samepaged the library takes the madvise, no "mg" is set. */
+static long long guest_opted_out_kb(const struct guest_memory *g)
+{
+	if (opt.user || guest_unmergeable_kb(g) || g->marked_kb || g->private_kb < 16 * 1024)
+		return 0;
+	return g->private_kb;
+}
+
 static void guest_totals(struct facts *f)
 {
 	if (f->guests.n > 1)
@@ -212,7 +223,52 @@ static void guest_totals(struct facts *f)
 			f->guest_out_vms++;
 			f->guest_out_kb += kb;
 		}
+		f->guest_optout_vms += guest_opted_out_kb(g) > 0;
 	}
+}
+
+/* Appends "NAME (COMM, pid N): WHAT" to the evidence for the first four VMs
+ * that describe() has something to say about (it returns false for the
+ * others), then "; N more" for the rest of the n such VMs.  Returns the
+ * length of the evidence. */
+static size_t list_guests(const struct facts *f, struct finding *out, int n,
+			  bool (*describe)(const struct guest_memory *g, char *buf, size_t len))
+{
+	int listed = 0;
+	size_t at = 0;
+
+	for (int i = 0; i < f->guests.n && at < sizeof(out->evidence); i++) {
+		const struct guest_memory *g = &f->guests.g[i];
+		char what[128];
+
+		if (!guest_counts(f, g) || !describe(g, what, sizeof(what)))
+			continue;
+		if (listed == 4) {
+			at += (size_t)snprintf(out->evidence + at, sizeof(out->evidence) - at,
+					       "; %d more", n - listed);
+			break;
+		}
+		at += (size_t)snprintf(out->evidence + at, sizeof(out->evidence) - at,
+				       "%s%s (%s, pid %d): %s", listed++ ? "; " : "",
+				       g->p.vm[0] ? g->p.vm : g->p.comm, g->p.comm, g->p.pid, what);
+	}
+	return at < sizeof(out->evidence) ? at : sizeof(out->evidence);
+}
+
+static bool describe_unmergeable(const struct guest_memory *g, char *buf, size_t len)
+{
+	char a[32];
+
+	if (!guest_unmergeable_kb(g))
+		return false;
+	buf[0] = '\0';
+	if (g->shared_kb)
+		snprintf(buf, len, "%s shared",
+			 fmt_bytes(a, sizeof(a), (double)g->shared_kb * 1024));
+	if (g->hugetlb_kb)
+		snprintf(buf + strlen(buf), len - strlen(buf), "%s%s hugetlbfs", buf[0] ? ", " : "",
+			 fmt_bytes(a, sizeof(a), (double)g->hugetlb_kb * 1024));
+	return true;
 }
 
 /* VM monitors whose guest RAM is shared or hugetlbfs memory (guests.c):
@@ -221,40 +277,17 @@ static void guest_totals(struct facts *f)
  * otherwise (a host may give hugepages to a few VMs on purpose). */
 static enum severity guest_memory(const struct facts *f, struct finding *out)
 {
-	int listed = 0;
-	size_t at = 0;
 	char a[32], b[32];
+	size_t at;
 
 	if (!f->guest_out_vms)
 		return NONE;
-	for (int i = 0; i < f->guests.n && at < sizeof(out->evidence); i++) {
-		const struct guest_memory *g = &f->guests.g[i];
-		char what[80] = "";
-
-		if (!guest_counts(f, g) || !guest_unmergeable_kb(g))
-			continue;
-		if (listed == 4) {
-			at += (size_t)snprintf(out->evidence + at, sizeof(out->evidence) - at,
-					       "; %d more", f->guest_out_vms - listed);
-			break;
-		}
-		if (g->shared_kb)
-			snprintf(what, sizeof(what), "%s shared",
-				 fmt_bytes(a, sizeof(a), (double)g->shared_kb * 1024));
-		if (g->hugetlb_kb)
-			snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s%s hugetlbfs",
-				 what[0] ? ", " : "",
-				 fmt_bytes(a, sizeof(a), (double)g->hugetlb_kb * 1024));
-		at += (size_t)snprintf(out->evidence + at, sizeof(out->evidence) - at,
-				       "%s%s (%s, pid %d): %s", listed++ ? "; " : "",
-				       g->p.vm[0] ? g->p.vm : g->p.comm, g->p.comm, g->p.pid, what);
-	}
-	if (at < sizeof(out->evidence))
-		snprintf(out->evidence + at, sizeof(out->evidence) - at,
-			 ". In all %s out of reach, against %s of private memory in these VM "
-			 "monitors' large areas, which KSM can merge",
-			 fmt_bytes(a, sizeof(a), (double)f->guest_out_kb * 1024),
-			 fmt_bytes(b, sizeof(b), (double)f->guest_in_kb * 1024));
+	at = list_guests(f, out, f->guest_out_vms, describe_unmergeable);
+	snprintf(out->evidence + at, sizeof(out->evidence) - at,
+		 ". In all %s out of reach, against %s of private memory in these VM "
+		 "monitors' large areas, which KSM can merge",
+		 fmt_bytes(a, sizeof(a), (double)f->guest_out_kb * 1024),
+		 fmt_bytes(b, sizeof(b), (double)f->guest_in_kb * 1024));
 	SAY(summary, "%d of %d VMs keep guest memory that KSM cannot merge", f->guest_out_vms,
 	    f->guest_vms);
 	SAY(fix,
@@ -265,6 +298,32 @@ static enum severity guest_memory(const struct facts *f, struct finding *out)
 	    "to merge, or leave these VMs out of KSM's account",
 	    opt.user ? "libsamepage, like the kernel's KSM," : "KSM");
 	return f->guest_out_kb > f->guest_in_kb ? WARN : INFO;
+}
+
+static bool describe_opted_out(const struct guest_memory *g, char *buf, size_t len)
+{
+	char a[32];
+
+	if (!guest_opted_out_kb(g))
+		return false;
+	snprintf(buf, len, "%s of private memory, none marked mergeable",
+		 fmt_bytes(a, sizeof(a), (double)g->private_kb * 1024));
+	return true;
+}
+
+/* VMs whose private guest RAM is not marked mergeable: opted out. */
+static enum severity vm_opted_out(const struct facts *f, struct finding *out)
+{
+	if (!f->guest_optout_vms)
+		return NONE;
+	list_guests(f, out, f->guest_optout_vms, describe_opted_out);
+	SAY(summary, "%d of %d VMs opted out of KSM", f->guest_optout_vms, f->guest_vms);
+	SAY(fix,
+	    "QEMU marks guest RAM mergeable unless -machine mem-merge=off (libvirt's "
+	    "<memoryBacking><nosharepages/>): remove it where the VM may share pages, or start "
+	    "the VM under ksmctl run (merge-any); keep it for VMs that must share no page with "
+	    "others");
+	return INFO;
 }
 
 static enum severity first_scan(const struct facts *f, struct finding *out)
@@ -499,6 +558,7 @@ static const struct {
     {"read-only", read_only},
     {"nothing-mergeable", nothing_mergeable},
     {"guest-memory", guest_memory},
+    {"vm-opted-out", vm_opted_out},
     {"first-scan", first_scan},
     {"mostly-volatile", mostly_volatile},
     {"wasted-effort", wasted_effort},

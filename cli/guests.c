@@ -12,9 +12,13 @@
  * out of KSM's reach whatever the knobs say.  "Why does KSM save nothing
  * for my VMs?" has this answer more often than any knob.
  *
+ * The other way a VM stays out: its private guest RAM never marked
+ * mergeable ("mg"), QEMU's -machine mem-merge=off (libvirt's
+ * <nosharepages/>).
+ *
  * Read from /proc/PID/smaps of every VM monitor this user can read: the
- * "VmFlags:" line of each area ("sh" shared, "ht" hugetlbfs) with its
- * Rss, Anonymous and *_Hugetlb lines.
+ * "VmFlags:" line of each area ("sh" shared, "ht" hugetlbfs, "mg" marked
+ * mergeable) with its Rss, Anonymous and *_Hugetlb lines.
  */
 #include "ksmctl.h"
 
@@ -66,6 +70,8 @@ struct area {
 
 static void area_done(struct guest_memory *g, const struct area *a, const char *flags)
 {
+	if (has_flag(flags, "mg"))
+		g->marked_kb += a->anon_kb;
 	if (has_flag(flags, "ht"))
 		g->hugetlb_kb += a->huge_kb;
 	else if (!a->private && a->size_kb >= GUEST_AREA_MIN_KB) /* "s" in maps: may share */

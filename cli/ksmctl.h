@@ -119,6 +119,7 @@ struct guest_memory {
 	long long shared_kb;  /* resident in shared areas of 16 MiB or more */
 	long long hugetlb_kb; /* in hugetlbfs areas (*_Hugetlb) */
 	long long private_kb; /* anonymous in private areas of 16 MiB or more */
+	long long marked_kb;  /* anonymous in areas marked mergeable ("mg") */
 };
 struct guest_list {
 	struct guest_memory *g;

@@ -7,9 +7,11 @@
  * waits until its standard input closes:
  *   --shared   memory-backend-memfd,share=on: a shared memfd mapping;
  *   --hugetlb  -mem-path on hugetlbfs: private MAP_HUGETLB memory;
- *   --private  the default backend: private anonymous memory.
+ *   --private  private anonymous memory, not marked mergeable: QEMU's
+ *              -machine mem-merge=off (libvirt's <nosharepages/>);
+ *   --mergeable  the same, marked MADV_MERGEABLE: QEMU's default.
  *
- * usage: qemu-system-x86_64 --shared|--hugetlb|--private MIB
+ * usage: qemu-system-x86_64 --shared|--hugetlb|--private|--mergeable MIB
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +22,8 @@
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
-		fprintf(stderr, "usage: %s --shared|--hugetlb|--private MIB\n", argv[0]);
+		fprintf(stderr, "usage: %s --shared|--hugetlb|--private|--mergeable MIB\n",
+			argv[0]);
 		return 2;
 	}
 	size_t len = (size_t)atol(argv[2]) << 20;
@@ -33,8 +36,13 @@ int main(int argc, char **argv)
 	} else if (!strcmp(argv[1], "--hugetlb")) {
 		m = mmap(NULL, len, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
-	} else if (!strcmp(argv[1], "--private")) {
+	} else if (!strcmp(argv[1], "--private") || !strcmp(argv[1], "--mergeable")) {
 		m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m != MAP_FAILED && !strcmp(argv[1], "--mergeable") &&
+		    madvise(m, len, MADV_MERGEABLE)) {
+			perror("fakevm: madvise(MADV_MERGEABLE)");
+			return 1;
+		}
 	}
 	if (m == MAP_FAILED) {
 		perror("fakevm: mmap");

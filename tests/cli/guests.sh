@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # cli.doctor.guests: `ksmctl doctor` names the VMs whose guest memory no
-# KSM can merge (shared or hugetlbfs guest RAM), and no other.
+# KSM can merge (shared or hugetlbfs guest RAM: guest-memory) and those
+# whose private guest RAM is not marked mergeable (mem-merge=off:
+# vm-opted-out), and no other.
 #  tree  a recorded 6.18 tree with four processes: QEMU with a shared memfd
 #        backend of 1 GiB (900 MiB resident; named by libvirt's machine
 #        scope), qemu-kvm with 512 MiB of hugetlbfs, QEMU with 1.5 GiB of
 #        private guest RAM, and a shell with a shared 1 GiB mapping.  The
 #        finding is information (2 of 3 VMs, less out of reach than in),
 #        names the first two with their sizes and neither of the others;
-#        without the private VM it is a warning and doctor exits 1.
+#        without the private VM it is a warning and doctor exits 1.  A
+#        fifth, QEMU with 1 GiB of private memory not marked mergeable, is
+#        the one vm-opted-out names.
 #  live  this machine's /proc: FAKEVM (fakevm.c, built as
 #        qemu-system-x86_64) with 64 MiB of shared memory, then with 64 MiB
 #        of hugetlbfs (as root: 32 huge pages reserved, vm.nr_hugepages put
-#        back on every exit), is named with its pid; with private memory it
-#        is not.  The kernel's KSM is only read.
+#        back on every exit), is named with its pid; with private memory
+#        marked mergeable it is named by neither finding; not marked, by
+#        vm-opted-out.  The kernel's KSM is only read.
 #
 # usage: guests.sh KSMCTL SRCDIR FAKEVM
 set -u
@@ -59,17 +64,24 @@ area 7f3000000000 2097152 rw-p '' 1572864 1572864 0 'rd wr mr mw me ac mg' |
 	proc 5300 qemu-system-x86 'qemu-system-x86_64\0-name\0guest=plain\0' '/'
 area 7f4000000000 1048576 rw-s /dev/shm/big 1048576 0 0 'rd wr sh mr mw me ms' |
 	proc 5400 bash 'bash\0' '/'
+area 7f5000000000 1048576 rw-p '' 1048576 1048576 0 'rd wr mr mw me ac' |
+	proc 5500 qemu-system-x86 'qemu-system-x86_64\0-machine\0mem-merge=off\0-name\0guest=off\0' '/'
 
 doctor() { "$ksmctl" --sysfs-root "$root/sys" --proc-root "$root/proc" --boot-root "$root/boot" doctor "$@"; }
-finding()	# the guest-memory object of doctor --json, one line
+finding()	# ID: that object of doctor --json, one line
 {
 	doctor --json | python3 -c '
 import json, sys
 for f in json.load(sys.stdin)["findings"]:
-    if f["id"] == "guest-memory":
-        print(f["severity"], "|", f["summary"], "|", f["evidence"])'
+    if f["id"] == sys.argv[1]:
+        print(f["severity"], "|", f["summary"], "|", f["evidence"])' "$1"
 }
-got=$(finding)
+got=$(finding vm-opted-out)
+echo "tree, opted out: $got"
+[[ $got == "info | 1 of 4 VMs opted out of KSM | off (qemu-system-x86, pid 5500): 1.0 GiB of private memory, none marked mergeable" ]] ||
+	fail "opted out: $got"
+rm -rf "$root/proc/5500"
+got=$(finding guest-memory)
 echo "tree, 3 VMs: $got"
 [[ $got == "info | 2 of 3 VMs keep guest memory that KSM cannot merge |"* ]] || fail "not info, 2 of 3 VMs: $got"
 [[ $got == *"web (qemu-system-x86, pid 5100): 900.0 MiB shared"* ]] || fail "the shared VM, by its machine scope: $got"
@@ -77,7 +89,7 @@ echo "tree, 3 VMs: $got"
 [[ $got == *"pid 5300"* || $got == *"pid 5400"* ]] && fail "names a VM of private memory, or a shell: $got"
 [[ $got == *"In all 1.4 GiB out of reach, against 1.5 GiB of private memory"* ]] || fail "totals: $got"
 rm -rf "$root/proc/5300"
-got=$(finding)
+got=$(finding guest-memory)
 echo "tree, 2 VMs: $got"
 [[ $got == "warning | 2 of 2 VMs"* ]] || fail "not a warning without the private VM: $got"
 doctor >"$tmp/out"
@@ -86,7 +98,8 @@ rc=$?
 grep -q 'use transparent huge pages instead' "$tmp/out" || fail "no fix in the text: $(cat "$tmp/out")"
 
 # ---- live: this machine's /proc ----
-live()	# KIND: fakevm with 64 MiB of KIND; doctor's evidence in $got
+live()	# KIND [ID]: fakevm with 64 MiB of KIND; the evidence of doctor's
+	# finding ID (guest-memory) in $got
 {
 	mkfifo "$tmp/in.$1"
 	"$fakevm" "--$1" 64 <"$tmp/in.$1" >"$tmp/ready" 2>&1 &
@@ -102,9 +115,9 @@ live()	# KIND: fakevm with 64 MiB of KIND; doctor's evidence in $got
 	got=$(python3 -c '
 import json, sys
 for f in json.load(open(sys.argv[1]))["findings"]:
-    if f["id"] == "guest-memory":
-        print(f["evidence"])' "$tmp/live.json")
-	echo "live, $1: $got"
+    if f["id"] == sys.argv[2]:
+        print(f["evidence"])' "$tmp/live.json" "${2:-guest-memory}")
+	echo "live, $1, ${2:-guest-memory}: $got"
 }
 # named: whether $got names the live VM with 64 MiB of KIND; a host with
 # four VMs that keep more out of reach lists ours among "N more" (skip)
@@ -116,8 +129,13 @@ named()
 }
 live shared
 named shared || fail "live shared memory not named: $got"
-live private
+live mergeable
 [[ $got == *"pid $live_pid)"* ]] && fail "live private memory named: $got"
+live mergeable vm-opted-out
+[[ $got == *"pid $live_pid)"* ]] && fail "live mergeable memory said opted out: $got"
+live private vm-opted-out
+[[ $got == *"(qemu-system-x86, pid $live_pid): 64.0 MiB of private memory, none marked mergeable"* ||
+	$got == *" more" ]] || fail "live memory not marked mergeable not named: $got"
 if [ "$(id -u)" = 0 ] && hp_old=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null); then
 	echo $((hp_old + 32)) >/proc/sys/vm/nr_hugepages
 	if [ "$(cat /proc/sys/vm/nr_hugepages)" -ge $((hp_old + 32)) ]; then
