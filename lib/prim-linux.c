@@ -509,11 +509,18 @@ struct procmap_query {
 #define PROCMAP_QUERY_VMA_SHARED 0x08
 #endif
 
+#ifndef PROCMAP_QUERY_COVERING_OR_NEXT_VMA
+#define PROCMAP_QUERY_COVERING_OR_NEXT_VMA 0x10
+#endif
+
 static _Atomic int map_at_works = -1; /* not asked yet */
 
-int prim_map_at(uintptr_t addr, struct map_entry *e)
+/* The mapping that holds addr, or with next the first one after it. */
+static int map_query(uintptr_t addr, bool next, struct map_entry *e)
 {
-	struct procmap_query q = {.size = sizeof(q), .query_addr = addr};
+	struct procmap_query q = {.size = sizeof(q),
+				  .query_flags = next ? PROCMAP_QUERY_COVERING_OR_NEXT_VMA : 0,
+				  .query_addr = addr};
 	if (!atomic_load(&map_at_works))
 		return -ENOTTY;
 	open_self_files();
@@ -542,6 +549,31 @@ int prim_map_at(uintptr_t addr, struct map_entry *e)
 	    .ino = (ino_t)q.inode,
 	    .anon = q.inode == 0,
 	};
+	return 0;
+}
+
+int prim_map_at(uintptr_t addr, struct map_entry *e)
+{
+	return map_query(addr, false, e);
+}
+
+int prim_maps_walk_range(uintptr_t start, uintptr_t end, maps_fn fn, void *arg)
+{
+	for (uintptr_t at = start; at < end;) {
+		struct map_entry e;
+		int err = map_query(at, true, &e);
+		if (err == -ENOTTY && at == start)
+			return prim_maps_walk(0, fn, arg); /* before Linux 6.11 */
+		if (err == -ENOENT)
+			return 0;
+		if (err)
+			return err;
+		if (e.start >= end)
+			return 0;
+		if ((err = fn(&e, arg)))
+			return err;
+		at = e.end;
+	}
 	return 0;
 }
 

@@ -113,6 +113,11 @@ int prim_maps_walk(pid_t pid, maps_fn fn, void *arg);
  * where nothing is mapped, -ENOTTY on a kernel without it. */
 int prim_map_at(uintptr_t addr, struct map_entry *e);
 bool prim_map_at_works(void);
+/* prim_maps_walk() for this process's mappings that meet [start, end)
+ * only, in order, each asked of the kernel (PROCMAP_QUERY): a few system
+ * calls instead of reading maps that run to 10,000s of lines.  Without
+ * PROCMAP_QUERY, the whole maps: fn must skip what lies outside. */
+int prim_maps_walk_range(uintptr_t start, uintptr_t end, maps_fn fn, void *arg);
 /* Calls fn for each mapping of /proc/self/smaps with the two-letter
  * VmFlags it has (a string such as " rd wr mr mw me ac lo"). */
 typedef int (*vmflags_fn)(uintptr_t start, uintptr_t end, const char *flags, void *arg);

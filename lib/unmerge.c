@@ -237,10 +237,12 @@ static int collect_piece(const struct map_entry *e, void *arg)
  * anonymous memory again (copy: same contents; else zeros).  Read from the
  * maps (pages copied at a write are covered too), then changed. */
 static int pools_to_anon(const struct pool_id *ids, size_t nids, uintptr_t start, uintptr_t end,
-			 bool copy)
+			 bool copy, size_t *replaced)
 {
 	struct pieces p = {.ids = ids, .nids = nids, .start = start, .end = end};
-	int err = prim_maps_walk(0, collect_piece, &p), in_place = 0;
+	int err = prim_maps_walk_range(start, end, collect_piece, &p), in_place = 0;
+	if (replaced)
+		*replaced = p.n;
 	for (size_t k = 0; k < p.n; k++) {
 		int e = replace_with_anon(p.spans[k].start, p.spans[k].end, p.spans[k].prot, copy);
 		if (e > 0)
@@ -253,12 +255,16 @@ static int pools_to_anon(const struct pool_id *ids, size_t nids, uintptr_t start
 }
 
 /* Called inside engine_enter().  0, 1 if some pages stay (unshared) in
- * mappings of the pool, or -errno. */
+ * mappings of the pool, or -errno.  Each mapping replaced may split its
+ * neighbours (+2 to the mapping budget's upper bound). */
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy)
 {
 	struct pool_id id = {sp->pool.dev, sp->pool.ino};
+	size_t replaced = 0;
 	sp->maps_dirty = true;
-	return pools_to_anon(&id, 1, start, end, copy);
+	int err = pools_to_anon(&id, 1, start, end, copy, &replaced);
+	sp->c.map_count += 2 * replaced;
+	return err;
 }
 
 /* The pools of engines this process no longer runs (closed, or inherited
@@ -416,7 +422,8 @@ static int stale_pools_to_anon(uintptr_t start, uintptr_t end, bool copy)
 	int err = 0;
 	pthread_mutex_lock(&stale_lock);
 	if (stale_extents_hit(start, end)) {
-		err = pools_to_anon(stale_pools, (size_t)atomic_load(&nstale), start, end, copy);
+		err = pools_to_anon(stale_pools, (size_t)atomic_load(&nstale), start, end, copy,
+				    NULL);
 		stale_extents_read = false;
 	}
 	pthread_mutex_unlock(&stale_lock);
@@ -466,7 +473,7 @@ static int same_prot(const struct map_entry *e, void *arg)
 static int range_prot(uintptr_t start, uintptr_t end, int *mappings)
 {
 	struct one_prot o = {start, end, start, -1, 0};
-	if (prim_maps_walk(0, same_prot, &o) != 0 || o.next < end)
+	if (prim_maps_walk_range(start, end, same_prot, &o) != 0 || o.next < end)
 		return -1;
 	if (mappings)
 		*mappings = o.mappings;
@@ -486,11 +493,12 @@ static int piece_seen(const struct map_entry *e, void *arg)
 static int pieces_to_one_mapping(struct pieces *p, int prot, bool split)
 {
 	int err = 0, tries = 0;
-	if (!split && prim_maps_walk(0, piece_seen, p) != 1)
+	if (!split && prim_maps_walk_range(p->start, p->end, piece_seen, p) != 1)
 		return 0;
 	do
 		err = replace_with_anon(p->start, p->end, prot, true);
-	while (err > 0 && ++tries < 1000 && prim_maps_walk(0, piece_seen, p) == 1);
+	while (err > 0 && ++tries < 1000 &&
+	       prim_maps_walk_range(p->start, p->end, piece_seen, p) == 1);
 	return err > 0 ? -EBUSY : err < 0 ? err : 1;
 }
 
@@ -544,7 +552,7 @@ static int range_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end)
 {
 	struct pool_id id = {sp->pool.dev, sp->pool.ino};
 	struct pieces p = {.ids = &id, .nids = 1, .start = start, .end = end};
-	if (prim_maps_walk(0, piece_seen, &p) != 1)
+	if (prim_maps_walk_range(start, end, piece_seen, &p) != 1)
 		return 0;
 	int prot = range_prot(start, end, NULL);
 	if (prot < 0 || end - start > WHOLE_COPY_MAX)

@@ -15,6 +15,10 @@
   guests.py postcopy a live migration with postcopy of a guest that checks
                      its memory every second, from one QEMU to another on
                      this host, both merged by the engine
+  guests.py balloon  guests that check their memory every second, each with
+                     a virtio-balloon device inflated (QEMU discards the
+                     guest's memory it gives back, merged pages among it)
+                     and deflated while the engine merges them
 
 The guests come from kit.sh (the Debian kernel and a busybox initramfs with
 init.sh as /init), built afresh in OUT/kit.  Every guest runs as
@@ -1043,6 +1047,114 @@ def cmd_postcopy(a, held):
     return 0
 
 
+def balloon_log_trouble(g):
+    """QEMU's own complaints about the balloon's discards (a failed
+    madvise(MADV_DONTNEED) on guest RAM)."""
+    text = read_text(f"{g.out}/{g.name}.qemu.log")
+    return [l.strip() for l in text.splitlines() if "discard" in l.lower() or "balloon" in l.lower()]
+
+
+def cmd_balloon(a, held):
+    """Memory guests with a virtio-balloon device: once the engine merged
+    them, the host inflates every balloon by --balloon-mib (the guest gives
+    that memory back, QEMU discards it: madvise(MADV_DONTNEED) on guest RAM,
+    merged pages among it), holds it while the guests check their memory,
+    then deflates.  Passes when every balloon reached its target both ways,
+    QEMU reported no failed discard, the guests' memory checked right all
+    along, and the engine's pages stayed merged."""
+    if a.balloon_mib <= 0 or a.balloon_mib >= a.mib - a.mem_mib - 64:
+        raise Fail(f"--balloon-mib {a.balloon_mib}: give 1 to {a.mib - a.mem_mib - 65} "
+                   f"(the guest keeps --mem-mib {a.mem_mib} and 64 MiB for its kernel)")
+    kit = build_kit(a)
+    eng = chosen_engine(a, held)
+    work = f"samepage.work=mem samepage.mib={a.mem_mib}"
+    guests, qmps, rows = [], [], []
+    try:
+        eng.configure(seed_knobs(a, a.zero))
+        eng.start()
+        launcher = eng.launcher()
+        for i in range(a.guests):
+            name = f"balloon-{i}"
+            guests.append(Guest(a, kit, name, launcher, work,
+                                extra=["-device", "virtio-balloon-pci,id=balloon0",
+                                       "-qmp", f"unix:{a.out}/{name}.qmp,server=on,wait=off"]))
+        wait_ready(guests, a.boot_timeout)
+        qmps = [QMP(f"{a.out}/{g.name}.qmp", g) for g in guests]
+
+        def rounds_after(n, what):
+            deadline = time.monotonic() + a.boot_timeout
+            while any(len(mem_rounds(g)) < n for g in guests):
+                for g in guests:
+                    g.check_alive()
+                if time.monotonic() > deadline:
+                    raise Fail(f"the guests' memory checks stopped {what}")
+                time.sleep(0.5)
+
+        def row(phase, t):
+            pids = [g.pid for g in guests]
+            c = eng.counters()
+            rows.append({"phase": phase, "seconds": round(t, 1),
+                         "actual_MiB": [q.cmd("query-balloon")["actual"] >> 20 for q in qmps],
+                         "pss_kB": sum(proc_fields(f"/proc/{p}/smaps_rollup", ["Pss"])["Pss"] for p in pids),
+                         "saved": saved_pages(c)})
+            log(f"{phase}: balloons at {rows[-1]['actual_MiB']} MiB in {t:.1f} s, guests' Pss "
+                f"{rows[-1]['pss_kB'] >> 10} MiB, pages saved by {eng.name} {rows[-1]['saved']}")
+
+        deadline = time.monotonic() + a.boot_timeout
+        rounds_after(3, "before merging")
+        while (held.merge or eng is not held) and saved_pages(eng.counters()) == 0:
+            if time.monotonic() > deadline:
+                raise Fail(f"{eng.name} merged nothing within {a.boot_timeout} s")
+            time.sleep(1)
+        time.sleep(a.settle)
+        row("merged", 0)
+        for phase, mib in (("inflated", a.mib - a.balloon_mib), ("deflated", a.mib)):
+            for q in qmps:
+                q.cmd("balloon", value=mib << 20)
+            t0 = time.monotonic()
+            while any(abs(q.cmd("query-balloon")["actual"] - (mib << 20)) > 1 << 20 for q in qmps):
+                for g in guests:
+                    g.check_alive()
+                if time.monotonic() - t0 > a.seconds:
+                    raise Fail(f"{phase}: the balloons are at "
+                               f"{[q.cmd('query-balloon')['actual'] >> 20 for q in qmps]} MiB, "
+                               f"not {mib}, after {a.seconds} s")
+                time.sleep(0.5)
+            took = time.monotonic() - t0
+            rounds_after(max(len(mem_rounds(g)) for g in guests) + 3, f"once {phase}")
+            row(phase, took)
+    finally:
+        for q in qmps:
+            q.close()
+        for g in guests:
+            g.kill()
+        if eng is not held:
+            eng.restore()
+    failed = []
+    for g in guests:
+        rounds = mem_rounds(g)
+        bad = [r for r in rounds if r[1] != 0]
+        trouble = [l.strip() for l in g.text().splitlines() if any(t in l for t in KERNEL_TROUBLE)]
+        qemu = balloon_log_trouble(g)
+        print(f"  {g.name:<10} memory checks: {len(rounds)} rounds, {len(bad)} with a bad block; "
+              f"QEMU: {qemu[0] if qemu else 'no complaint'}")
+        for l in (trouble + qemu[1:])[:10]:
+            print(f"      {l}")
+        if bad or len(rounds) < 9:
+            failed.append(f"{g.name}: {len(rounds)} rounds of memory checks, {len(bad)} bad")
+        if trouble or qemu:
+            failed.append(f"{g.name}: {'kernel trouble' if trouble else 'QEMU complained'}")
+    print(f"  {'phase':<9} {'balloons (MiB)':<16} {'took (s)':>8} {'Pss (MiB)':>10} {'saved pages':>12}")
+    for r in rows:
+        print(f"  {r['phase']:<9} {str(r['actual_MiB']):<16} {r['seconds']:>8} "
+              f"{r['pss_kB'] >> 10:>10} {r['saved']:>12}")
+    if (held.merge or eng is not held) and rows and rows[-1]["saved"] == 0:
+        failed.append(f"{eng.name} saves nothing after the balloons came back")
+    if failed:
+        raise Fail(f"balloon: {'; '.join(failed)}; logs in {a.out}")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1085,6 +1197,12 @@ def main():
     s.add_argument("--engine", choices=("none", "kernel", "samepaged"), default="samepaged")
     s.add_argument("--seconds", type=int, default=120, help="the most the migration may take")
     s.add_argument("--mem-mib", type=int, default=64, help="MiB the guest fills and checks")
+    s = sub.add_parser("balloon", parents=[common], help="virtio-balloon inflated and deflated while merged")
+    s.add_argument("--engine", choices=("none", "kernel", "samepaged"), default="samepaged")
+    s.add_argument("--seconds", type=int, default=120, help="the most a balloon may take to reach its target")
+    s.add_argument("--mem-mib", type=int, default=32, help="MiB each guest fills and checks")
+    s.add_argument("--balloon-mib", type=int, default=96, help="MiB each balloon takes from its guest")
+    s.add_argument("--settle", type=int, default=5, help="seconds of merging before the balloons inflate")
     p.set_defaults()
     a = p.parse_args()
     if a.cmd == "io" and a.sleep_ms == 200 and "--sleep-ms" not in sys.argv:
@@ -1106,7 +1224,8 @@ def main():
         if subprocess.run(["sh", "-c", f"command -v {shlex.quote(a.qemu)}"], capture_output=True).returncode:
             raise Skip(f"no {a.qemu} (apt-get install qemu-system-x86, or bench/guests/kit.sh --install)")
         held = KernelKSM(a.lock_wait)
-        code = {"run": cmd_run, "compare": cmd_compare, "io": cmd_io, "postcopy": cmd_postcopy}[a.cmd](a, held)
+        code = {"run": cmd_run, "compare": cmd_compare, "io": cmd_io, "postcopy": cmd_postcopy,
+                "balloon": cmd_balloon}[a.cmd](a, held)
     except Skip as e:
         print(f"SKIP: {e}", file=sys.stderr)
         code = 77

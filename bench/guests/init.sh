@@ -34,10 +34,15 @@ echo "SAMEPAGE-GUEST-READY uptime=$(cut -d' ' -f1 /proc/uptime)"
 # are one page repeated (the host merges them, and the buffers they pass
 # through, at once), odd blocks are random; both change every round, so a
 # lost or misplaced write shows as a wrong checksum.
+# The virtio modules of kit.sh (virtio-blk, virtio-balloon), in order.
+modules() {
+	while read -r m; do insmod /lib/modules/"$m" || echo "SAMEPAGE-$1-WARN insmod $m failed"; done \
+		</lib/modules/order
+}
+
 io() {
 	secs=$(arg seconds 60) blocks=$(arg blocks 16)
-	while read -r m; do insmod /lib/modules/"$m" || echo "SAMEPAGE-IO-WARN insmod $m failed"; done \
-		</lib/modules/order
+	modules IO
 	i=0
 	while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 	if [ ! -b /dev/vda ]; then
@@ -104,9 +109,10 @@ io() {
 # 1 MiB, even ones a few pages repeated (the host merges them), odd ones
 # random, takes their md5, then checks them every second for ever, one
 # SAMEPAGE-MEM line a round: a page lost or misplaced by the host (a
-# migration, a merge) shows as bad > 0.
+# migration, a merge, a balloon) shows as bad > 0.
 mem() {
 	mib=$(arg mib 64) i=0
+	modules MEM # a virtio-balloon device, when the host gives one
 	mkdir -p /tmp/m
 	while [ $i -lt "$mib" ]; do
 		if [ $((i % 2)) = 0 ]; then

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # bench/guests/kit.sh - builds the real guests' kit from Debian packages:
 # the Debian kernel image and an initramfs of busybox-static with our /init
-# (bench/guests/init.sh) and the virtio-blk modules, in OUTDIR (a build
+# (bench/guests/init.sh) and the virtio-blk and virtio-balloon modules, in OUTDIR (a build
 # directory: nothing here is committed).  Downloads nothing; with --install,
 # run as root, it first installs what is missing with apt-get.
 #
@@ -78,8 +78,9 @@ cp /bin/busybox "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 install -m 755 "$here/init.sh" "$root/init"
 
-# virtio-blk for the I/O guest, with its dependencies in load order (the
-# Debian kernel builds them as modules).  /init loads lib/modules/*.ko in
+# virtio-blk for the I/O guest and virtio-balloon for the memory guest,
+# with their dependencies in load order (the Debian kernel builds them as
+# modules).  /init loads lib/modules/*.ko in
 # the order of lib/modules/order.
 : >"$root/lib/modules/order"
 if [ -f "$mods/modules.dep" ]; then
@@ -90,7 +91,7 @@ if [ -f "$mods/modules.dep" ]; then
 		for d in ${line#*:}; do deps "$(basename "$d")"; done
 		echo "${line%%:*}"
 	}
-	for m in $(deps virtio_pci.ko; deps virtio_blk.ko); do
+	for m in $(deps virtio_pci.ko; deps virtio_blk.ko; deps virtio_balloon.ko); do
 		f=$(basename "$m")
 		grep -qx "$f" "$root/lib/modules/order" && continue
 		case $m in
@@ -103,7 +104,7 @@ if [ -f "$mods/modules.dep" ]; then
 	done
 fi
 [ -s "$root/lib/modules/order" ] ||
-	echo "kit.sh: no virtio modules in $mods: the I/O guest will have no disk unless the kernel has virtio-blk built in" >&2
+	echo "kit.sh: no virtio modules in $mods: the I/O guest will have no disk (and the memory guest no balloon) unless the kernel has them built in" >&2
 
 (cd "$root" && find . | /bin/busybox cpio -o -H newc -R 0:0 2>/dev/null) | gzip -6 >"$out/initramfs.gz.tmp"
 mv "$out/initramfs.gz.tmp" "$out/initramfs.gz"

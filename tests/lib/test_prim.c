@@ -142,6 +142,32 @@ static void test_maps_parse(void)
 		printf("SKIP: PROCMAP_QUERY (Linux 6.11): this kernel has none\n");
 	}
 
+	/* prim_maps_walk_range(): the full walk's mappings that meet the
+	 * range, in order, the first one entered in its middle (without
+	 * PROCMAP_QUERY: the full walk itself). */
+	uintptr_t lo = (uintptr_t)anon + PG, hi = (uintptr_t)anon + 3 * PG;
+	if ((uintptr_t)shared + 2 * PG > hi)
+		hi = (uintptr_t)shared + 2 * PG;
+	if ((uintptr_t)priv + PG > hi)
+		hi = (uintptr_t)priv + PG;
+	static struct maps_copy ranged;
+	ranged.n = 0;
+	REQUIRE(prim_maps_walk_range(lo, hi, maps_copy_add, &ranged) == 0);
+	size_t meet = 0;
+	for (size_t i = 0; i < got.n && i < 4096; i++) {
+		const struct map_entry *e = &got.e[i];
+		if (e->end <= lo || e->start >= hi)
+			continue;
+		if (prim_map_at_works() && meet < ranged.n) {
+			const struct map_entry *r = &ranged.e[meet];
+			CHECK(r->start == e->start && r->end == e->end && r->prot == e->prot &&
+			      r->ino == e->ino && r->pgoff == e->pgoff && r->shared == e->shared);
+		}
+		meet++;
+	}
+	CHECK(meet >= 3); /* anon, priv and shared at least */
+	CHECK_EQ_U64(ranged.n, prim_map_at_works() ? meet : got.n);
+
 	int found = 0;
 	for (size_t i = 0; i < got.n; i++) {
 		const struct map_entry *e = &got.e[i];

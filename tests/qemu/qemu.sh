@@ -19,8 +19,14 @@
 #   postcopy a live migration with postcopy from one QEMU to another, the
 #            guest checking its memory every second: it completes, the
 #            guest runs on the destination, every block right
-#   samepaged_guests, samepaged_io, samepaged_postcopy
-#            guests, io and postcopy with libsamepage: every QEMU started by
+#   balloon  2 guests of 256 MiB that check their memory every second, each
+#            with a virtio-balloon device: once merged, every balloon takes
+#            96 MiB (QEMU discards it page by page: madvise(MADV_DONTNEED)
+#            on merged guest RAM), then gives it back: each reaches its
+#            target within 120 s, QEMU reports no failed discard, every
+#            memory check right, pages still merged after
+#   samepaged_guests, samepaged_io, samepaged_postcopy, samepaged_balloon
+#            guests, io, postcopy and balloon with libsamepage: every QEMU started by
 #            `KSMCTL --user run --domain vms --` against a private SAMEPAGED
 #            (the kernel's KSM held at run=0); skipped (77) while
 #            `ksmctl --user run` does not run programs
@@ -80,6 +86,14 @@ t_postcopy() {
 
 t_samepaged_postcopy() {
 	"${guests[@]}" postcopy --engine samepaged "${user[@]}" --mib 256 --out "$out"
+}
+
+t_balloon() {
+	"${guests[@]}" balloon --engine kernel --guests 2 --mib 256 --out "$out"
+}
+
+t_samepaged_balloon() {
+	"${guests[@]}" balloon --engine samepaged "${user[@]}" --guests 2 --mib 256 --out "$out"
 }
 
 t_samepaged_io() {
