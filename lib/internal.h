@@ -127,13 +127,19 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 #define PROMISE_NOHUGEPAGE 0x40
 #define PROMISE_HUGEPAGE 0x80
 #define PROMISE_UFFD 0x100 /* registered with the application's own userfaultfd */
-#define PROMISE_LAST PROMISE_UFFD
+/* Eight bits of a memory policy's number in promise.c's table (mbind). */
+#define PROMISE_POLICY_SHIFT 9
+#define PROMISE_POLICY_MASK (0xffu << PROMISE_POLICY_SHIFT)
+#define PROMISE_LAST (0x80u << PROMISE_POLICY_SHIFT)
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
 void promise_fork_lock(void);
 void promise_fork_unlock(void);
 void promise_apply_merged(uintptr_t start, uintptr_t end);
 void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at);
+void promise_set_policy(uintptr_t start, uintptr_t end, int mode, const unsigned long *nodes,
+			unsigned long maxnode);
+void promise_policy_apply_at(uintptr_t start, uintptr_t end, uintptr_t at);
 void promise_move(uintptr_t old, size_t len, uintptr_t new);
 unsigned promise_flags(uintptr_t addr);
 int promise_map_locked(uintptr_t start, uintptr_t end);

@@ -342,6 +342,24 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	return libc_result(prim_madvise(addr, len, advice));
 }
 
+/* mbind (libnuma's, which QEMU's memory backends call with policy=bind):
+ * the policy is remembered for the mappings a merge or an unmerge puts
+ * in the range later, as the kernel's KSM keeps it on the VMA.  Under the
+ * address-space lock, as mprotect: a merge batch maps, then gives the
+ * remembered policy. */
+EXPORT long mbind(void *addr, unsigned long len, int mode, const unsigned long *nodes,
+		  unsigned long maxnode, unsigned flags)
+{
+	uintptr_t a = (uintptr_t)addr;
+	uintptr_t e = (a + len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	as_lock_shared();
+	long rc = prim_mbind_raw(addr, len, mode, nodes, maxnode, flags);
+	if (rc == 0 && !(a & (PAGE_SIZE - 1)))
+		promise_set_policy(a, e, mode, nodes, maxnode);
+	as_unlock();
+	return rc;
+}
+
 /* mlock and munlock: as MADV_DONTFORK above, the kernel locks what is
  * there now and promise.c what a merge puts there later. */
 static void lock_promise(const void *addr, size_t len, bool on)

@@ -165,6 +165,18 @@ int prim_mlock(const void *addr, size_t len, unsigned int flags)
 	return (int)sys_result(syscall(SYS_mlock2, addr, len, flags));
 }
 
+int prim_mbind(uintptr_t start, size_t len, const struct prim_policy *p)
+{
+	return (int)sys_result(
+	    syscall(SYS_mbind, start, len, p->mode, p->nodes, PRIM_MAX_NODES + 1, 0));
+}
+
+long prim_mbind_raw(void *start, unsigned long len, int mode, const unsigned long *nodes,
+		    unsigned long maxnode, unsigned flags)
+{
+	return syscall(SYS_mbind, start, len, mode, nodes, maxnode, flags);
+}
+
 int prim_mlockall(int flags)
 {
 	return (int)sys_result(syscall(SYS_mlockall, flags));

@@ -31,6 +31,17 @@ bool prim_resident(const void *page);	   /* mincore: in memory (a file's page: n
 int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int prim_mlock(const void *addr, size_t len, unsigned int flags); /* mlock2 */
 int prim_mlockall(int flags);
+/* A mapping's memory policy (mbind(2)): the mode with its mode flags
+ * (MPOL_F_STATIC_NODES...) and the nodes, up to PRIM_MAX_NODES. */
+#define PRIM_MAX_NODES 1024
+struct prim_policy {
+	int mode; /* 0: MPOL_DEFAULT */
+	unsigned long nodes[PRIM_MAX_NODES / (8 * sizeof(unsigned long))];
+};
+int prim_mbind(uintptr_t start, size_t len, const struct prim_policy *p);
+/* mbind(2) as the application calls it (libnuma's prototype). */
+long prim_mbind_raw(void *start, unsigned long len, int mode, const unsigned long *nodes,
+		    unsigned long maxnode, unsigned flags);
 int prim_munlockall(void);
 int prim_munlock(const void *addr, size_t len);
 /* userfaultfd write-protect: an fd with the write-protect features (for

@@ -37,6 +37,17 @@
  * And one says what merge-any must leave alone:
  *
  *   PROMISE_UNMERGEABLE the application made the range MADV_UNMERGEABLE
+ *
+ * The range's memory policy (mbind(2): QEMU's memory backends with
+ * policy=bind, libvirt's <numatune>) is kept too, as the number of its
+ * policy in a table (the PROMISE_POLICY_MASK bits), and given to every
+ * anonymous mapping an unmerge, a discard or a merge puts there: without
+ * it the range lost its policy for good once unmerged.  Not to a mapping
+ * of the pool: the kernel keeps a shared memory file's policy with the
+ * file (shmem_set_policy), so it would reach every process that maps the
+ * same pool pages.  A merged page's copy-on-write is allocated by the
+ * writing thread's policy and its cpuset (libvirt's strict <numatune>
+ * sets cpuset.mems too), where the kernel's KSM uses the VMA's.
  */
 #include "internal.h"
 
@@ -65,6 +76,12 @@ void promise_fork_unlock(void)
 }
 static struct promise *promises; /* sorted by start, not overlapping */
 static size_t npromises, promises_cap;
+
+/* The memory policies the application gave ranges (mbind), by number
+ * (1..255; 0 is the default policy, none to keep), with promise_lock. */
+#define MAX_POLICIES 255
+static struct prim_policy policies[MAX_POLICIES + 1];
+static unsigned npolicies;
 
 /* Makes room for one more interval at index i. */
 static bool promise_insert(size_t i, struct promise p)
@@ -140,11 +157,67 @@ void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on)
 	pthread_mutex_unlock(&promise_lock);
 }
 
+/* The number of policy p in the table (added if new), 0 if the table is
+ * full.  With promise_lock held. */
+static unsigned policy_number(const struct prim_policy *p)
+{
+	for (unsigned k = 1; k <= npolicies; k++)
+		if (!memcmp(&policies[k], p, sizeof(*p)))
+			return k;
+	if (npolicies == MAX_POLICIES)
+		return 0;
+	policies[++npolicies] = *p;
+	return npolicies;
+}
+
+/* The application's mbind(start, end - start, mode, nodes, maxnode) took:
+ * remembered for the mappings a merge or an unmerge puts there later
+ * (mode 0, MPOL_DEFAULT: nothing to keep). */
+void promise_set_policy(uintptr_t start, uintptr_t end, int mode, const unsigned long *nodes,
+			unsigned long maxnode)
+{
+	struct prim_policy p = {.mode = mode};
+	unsigned long bits = maxnode ? maxnode - 1 : 0; /* mbind's count, one too many */
+	for (unsigned long b = 0; nodes && mode && b < bits && b < PRIM_MAX_NODES; b++)
+		if (nodes[b / (8 * sizeof(long))] & (1UL << (b % (8 * sizeof(long)))))
+			p.nodes[b / (8 * sizeof(long))] |= 1UL << (b % (8 * sizeof(long)));
+	pthread_mutex_lock(&promise_lock);
+	unsigned id = mode ? policy_number(&p) : 0;
+	pthread_mutex_unlock(&promise_lock);
+	for (unsigned b = 0; b < 8; b++)
+		promise_set(start, end, 1u << (PROMISE_POLICY_SHIFT + b), id & (1u << b));
+}
+
+/* The policy of each part of [start, end) on the same part of
+ * [at, at + end - start), before a copy is written there (the pages it
+ * allocates follow it).  With promise_lock held. */
+static void policies_at(const struct promise *p, uintptr_t s, uintptr_t e)
+{
+	unsigned id = (p->flags & PROMISE_POLICY_MASK) >> PROMISE_POLICY_SHIFT;
+	if (id && id <= npolicies)
+		prim_mbind(s, e - s, &policies[id]);
+}
+
+void promise_policy_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
+{
+	pthread_mutex_lock(&promise_lock);
+	for (size_t i = 0; i < npromises; i++) {
+		const struct promise *p = &promises[i];
+		if (p->end <= start || p->start >= end || !(p->flags & PROMISE_POLICY_MASK))
+			continue;
+		uintptr_t s = (p->start > start ? p->start : start) - start + at;
+		uintptr_t e = (p->end < end ? p->end : end) - start + at;
+		policies_at(p, s, e);
+	}
+	pthread_mutex_unlock(&promise_lock);
+}
+
 /* The flags set on [at, at + end - start) from those of [start, end);
  * lock_flags are mlock2's; anon: the mapping there is anonymous memory
  * (an unmerged copy), which may be wipe-on-fork, where a mapping of the
  * pool may not (such pages are never merged). */
-static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock_flags, bool anon)
+static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock_flags, bool anon,
+		     bool policy)
 {
 	pthread_mutex_lock(&promise_lock);
 	for (size_t i = 0; i < npromises; i++) {
@@ -165,6 +238,8 @@ static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock
 			prim_madvise((void *)s, e - s, MADV_HUGEPAGE);
 		if (anon && (p->flags & PROMISE_WIPEONFORK))
 			prim_madvise((void *)s, e - s, MADV_WIPEONFORK);
+		if (policy)
+			policies_at(p, s, e);
 	}
 	pthread_mutex_unlock(&promise_lock);
 }
@@ -173,25 +248,26 @@ static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock
  * unmerge replaced it with anonymous memory). */
 void promise_apply(uintptr_t start, uintptr_t end)
 {
-	apply_at(start, end, start, 0, true);
+	apply_at(start, end, start, 0, true, true);
 }
 
-/* The same on a merged range, a private mapping of the pool: locked memory
- * is locked on fault (MLOCK_ONFAULT), and the merge's read faults then map
- * and lock the pool pages.  A plain mlock (or MAP_LOCKED) populates a
- * private writable mapping with write faults, which copy every page: the
- * merge was undone at once, and redone at the next visit, for ever. */
+/* The same on a merged range, a private mapping of the pool (no memory
+ * policy: see above): locked memory is locked on fault (MLOCK_ONFAULT), and the merge's read faults
+ * then map and lock the pool pages.  A plain mlock (or MAP_LOCKED) populates a private writable
+ * mapping with write faults, which copy every page: the merge was undone at once, and redone at the
+ * next visit, for ever. */
 void promise_apply_merged(uintptr_t start, uintptr_t end)
 {
-	apply_at(start, end, start, MLOCK_ONFAULT, false);
+	apply_at(start, end, start, MLOCK_ONFAULT, false, false);
 }
 
 /* The flags of [start, end) set on the mapping at [at, at + end - start):
  * a copy about to be moved over the range, so that it joins its
- * neighbours there. */
+ * neighbours there.  Its policy was given before the copy
+ * (promise_policy_apply_at). */
 void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
 {
-	apply_at(start, end, at, 0, true);
+	apply_at(start, end, at, 0, true, false);
 }
 
 /* mremap moved [old, old + len) to new: its flags go with it (they are

@@ -157,6 +157,8 @@ static int replace_chunked(uintptr_t s, uintptr_t e, int prot, bool copy, size_t
 			err = slot;
 			break;
 		}
+		/* The range's memory policy first: the copy's pages follow it. */
+		promise_policy_apply_at(a, a + n, (uintptr_t)scratch + off);
 		if (!guarded_copy(scratch + off, (const void *)a, n))
 			err = -EFAULT;
 		else if (prot != (PROT_READ | PROT_WRITE))
