@@ -52,7 +52,7 @@ struct facts {
 
 struct finding {
 	const char *id;
-	char summary[200], evidence[1024], fix[512];
+	char summary[200], evidence[1024], fix[768];
 };
 
 typedef enum severity (*check_fn)(const struct facts *f, struct finding *out);
@@ -190,7 +190,7 @@ static bool guest_counts(const struct facts *f, const struct guest_memory *g)
 static int guest_cmp(const void *a, const void *b)
 {
 	const struct guest_memory *x = a, *y = b;
-	long long dx = guest_unmergeable_kb(x), dy = guest_unmergeable_kb(y);
+	long long dx = guest_unmergeable_kb(x, opt.user), dy = guest_unmergeable_kb(y, opt.user);
 
 	if (dx != dy)
 		return dx > dy ? -1 : 1;
@@ -202,7 +202,8 @@ static int guest_cmp(const void *a, const void *b)
  * only: under samepaged the library takes the madvise, no "mg" is set. */
 static long long guest_opted_out_kb(const struct guest_memory *g)
 {
-	if (opt.user || guest_unmergeable_kb(g) || g->marked_kb || g->private_kb < 16 * 1024)
+	if (opt.user || guest_unmergeable_kb(g, opt.user) || g->marked_kb ||
+	    g->private_kb < 16 * 1024)
 		return 0;
 	return g->private_kb;
 }
@@ -213,12 +214,12 @@ static void guest_totals(struct facts *f)
 		qsort(f->guests.g, (size_t)f->guests.n, sizeof(f->guests.g[0]), guest_cmp);
 	for (int i = 0; i < f->guests.n; i++) {
 		const struct guest_memory *g = &f->guests.g[i];
-		long long kb = guest_unmergeable_kb(g);
+		long long kb = guest_unmergeable_kb(g, opt.user);
 
 		if (!guest_counts(f, g))
 			continue;
 		f->guest_vms++;
-		f->guest_in_kb += g->private_kb;
+		f->guest_in_kb += g->private_kb - (opt.user ? g->file_kb : 0);
 		if (kb) {
 			f->guest_out_vms++;
 			f->guest_out_kb += kb;
@@ -259,7 +260,7 @@ static bool describe_unmergeable(const struct guest_memory *g, char *buf, size_t
 {
 	char a[32];
 
-	if (!guest_unmergeable_kb(g))
+	if (!guest_unmergeable_kb(g, opt.user))
 		return false;
 	buf[0] = '\0';
 	if (g->shared_kb)
@@ -268,6 +269,9 @@ static bool describe_unmergeable(const struct guest_memory *g, char *buf, size_t
 	if (g->hugetlb_kb)
 		snprintf(buf + strlen(buf), len - strlen(buf), "%s%s hugetlbfs", buf[0] ? ", " : "",
 			 fmt_bytes(a, sizeof(a), (double)g->hugetlb_kb * 1024));
+	if (opt.user && g->file_kb)
+		snprintf(buf + strlen(buf), len - strlen(buf), "%s%s in a private file mapping",
+			 buf[0] ? ", " : "", fmt_bytes(a, sizeof(a), (double)g->file_kb * 1024));
 	return true;
 }
 
@@ -295,8 +299,12 @@ static enum severity guest_memory(const struct facts *f, struct finding *out)
 	    "backend, libvirt's <access mode='shared'/>, which vhost-user and virtiofs need): "
 	    "drop it where nothing needs it. Hugetlbfs guest RAM (-mem-path on hugetlbfs, "
 	    "libvirt's <hugepages/>): use transparent huge pages instead, which KSM splits "
-	    "to merge, or leave these VMs out of KSM's account",
-	    opt.user ? "libsamepage, like the kernel's KSM," : "KSM");
+	    "to merge, or leave these VMs out of KSM's account%s",
+	    opt.user ? "libsamepage, like the kernel's KSM," : "KSM",
+	    opt.user ? ". Guest RAM in a private file mapping (-mem-path on tmpfs, a "
+		       "memory-backend-file with share=off): libsamepage merges anonymous memory "
+		       "only; drop -mem-path, or merge these VMs with the kernel's KSM"
+		     : "");
 	return f->guest_out_kb > f->guest_in_kb ? WARN : INFO;
 }
 

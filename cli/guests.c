@@ -12,6 +12,10 @@
  * out of KSM's reach whatever the knobs say.  "Why does KSM save nothing
  * for my VMs?" has this answer more often than any knob.
  *
+ * libsamepage merges anonymous memory only: guest RAM in a private file
+ * mapping (-mem-path on tmpfs, a memory-backend-file with share=off),
+ * whose written pages the kernel's KSM merges, is out of its reach too.
+ *
  * The other way a VM stays out: its private guest RAM never marked
  * mergeable ("mg"), QEMU's -machine mem-merge=off (libvirt's
  * <nosharepages/>).
@@ -62,22 +66,48 @@ static bool has_flag(const char *flags, const char *flag)
 	return false;
 }
 
+/* One of libsamepage's own files: a private engine's memfds
+ * (memfd:samepage-pool, -index), samepaged's NAME.pool, NAME.index,
+ * NAME.guard and NAME.PID.ledger.
+ * Its mappings are the library's, not guest memory: the pool's view and
+ * the index are shared, merged pages private mappings of the pool. */
+static bool samepage_file(const char *path)
+{
+	static const char *const ends[] = {".pool", ".index", ".guard", ".ledger"};
+	size_t n = strlen(path);
+
+	if (strstr(path, "/memfd:samepage-"))
+		return true;
+	if (n > 10 && !strcmp(path + n - 10, " (deleted)"))
+		n -= 10;
+	for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
+		if (n >= strlen(ends[i]) &&
+		    !strncmp(path + n - strlen(ends[i]), ends[i], strlen(ends[i])))
+			return true;
+	return false;
+}
+
 /* One area's lines, summed into g at its "VmFlags:" line. */
 struct area {
-	bool open, private;
+	bool open, private, file, ours;
 	long long size_kb, rss_kb, anon_kb, huge_kb;
 };
 
 static void area_done(struct guest_memory *g, const struct area *a, const char *flags)
 {
+	if (a->ours)
+		return;
 	if (has_flag(flags, "mg"))
 		g->marked_kb += a->anon_kb;
 	if (has_flag(flags, "ht"))
 		g->hugetlb_kb += a->huge_kb;
 	else if (!a->private && a->size_kb >= GUEST_AREA_MIN_KB) /* "s" in maps: may share */
 		g->shared_kb += a->rss_kb;
-	else if (a->size_kb >= GUEST_AREA_MIN_KB)
+	else if (a->size_kb >= GUEST_AREA_MIN_KB) {
 		g->private_kb += a->anon_kb;
+		if (a->file)
+			g->file_kb += a->anon_kb;
+	}
 }
 
 static int read_smaps(const char *path, struct guest_memory *g)
@@ -114,7 +144,10 @@ static int read_smaps(const char *path, struct guest_memory *g)
 		if (v) {
 			*v = strtoll(key, NULL, 10);
 		} else if (procfs_parse_map(line, &m) == 0) {
-			a = (struct area){.open = true, .private = m.perms[3] == 'p'};
+			a = (struct area){.open = true,
+					  .private = m.perms[3] == 'p',
+					  .file = m.path[0] == '/',
+					  .ours = samepage_file(m.path)};
 		}
 	}
 	free(line);
@@ -160,9 +193,9 @@ int guest_list_collect(const char *proc_root, struct guest_list *l)
 	return 0;
 }
 
-long long guest_unmergeable_kb(const struct guest_memory *g)
+long long guest_unmergeable_kb(const struct guest_memory *g, bool anon_only)
 {
-	long long kb = g->shared_kb + g->hugetlb_kb;
+	long long kb = g->shared_kb + g->hugetlb_kb + (anon_only ? g->file_kb : 0);
 	return kb >= GUEST_AREA_MIN_KB ? kb : 0;
 }
 

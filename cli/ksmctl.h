@@ -120,6 +120,7 @@ struct guest_memory {
 	long long hugetlb_kb; /* in hugetlbfs areas (*_Hugetlb) */
 	long long private_kb; /* anonymous in private areas of 16 MiB or more */
 	long long marked_kb;  /* anonymous in areas marked mergeable ("mg") */
+	long long file_kb;    /* of private_kb, in private file mappings */
 };
 struct guest_list {
 	struct guest_memory *g;
@@ -128,9 +129,10 @@ struct guest_list {
 };
 int guest_list_collect(const char *proc_root, struct guest_list *l);
 void guest_list_free(struct guest_list *l);
-/* Its memory out of every KSM's reach (shared + hugetlbfs, kB), or 0 when
- * that is under 16 MiB: not worth naming the VM for. */
-long long guest_unmergeable_kb(const struct guest_memory *g);
+/* Its memory out of KSM's reach (shared + hugetlbfs; with anon_only, for
+ * libsamepage, private file mappings' too), kB, or 0 when that is under
+ * 16 MiB: not worth naming the VM for. */
+long long guest_unmergeable_kb(const struct guest_memory *g, bool anon_only);
 
 /* Host facts (host.c), from opt's roots. */
 int host_release(char *buf, size_t len);	   /* "6.18.44-fc": 0 or -errno */

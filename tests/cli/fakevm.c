@@ -9,9 +9,11 @@
  *   --hugetlb  -mem-path on hugetlbfs: private MAP_HUGETLB memory;
  *   --private  private anonymous memory, not marked mergeable: QEMU's
  *              -machine mem-merge=off (libvirt's <nosharepages/>);
- *   --mergeable  the same, marked MADV_MERGEABLE: QEMU's default.
+ *   --mergeable  the same, marked MADV_MERGEABLE: QEMU's default;
+ *   --file     -mem-path on tmpfs with share=off: a private mapping of a
+ *              file in $TMPDIR (or /tmp), marked MADV_MERGEABLE.
  *
- * usage: qemu-system-x86_64 --shared|--hugetlb|--private|--mergeable MIB
+ * usage: qemu-system-x86_64 --shared|--hugetlb|--private|--mergeable|--file MIB
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,19 @@ int main(int argc, char **argv)
 	} else if (!strcmp(argv[1], "--hugetlb")) {
 		m = mmap(NULL, len, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+	} else if (!strcmp(argv[1], "--file")) {
+		const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/fakevm-ram.XXXXXX", dir);
+		int fd = mkstemp(path);
+		if (fd >= 0 && ftruncate(fd, (off_t)len) == 0)
+			m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+		if (fd >= 0)
+			unlink(path);
+		if (m != MAP_FAILED && madvise(m, len, MADV_MERGEABLE)) {
+			perror("fakevm: madvise(MADV_MERGEABLE)");
+			return 1;
+		}
 	} else if (!strcmp(argv[1], "--private") || !strcmp(argv[1], "--mergeable")) {
 		m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (m != MAP_FAILED && !strcmp(argv[1], "--mergeable") &&

@@ -18,23 +18,88 @@
 #        of hugetlbfs (as root: 32 huge pages reserved, vm.nr_hugepages put
 #        back on every exit), is named with its pid; with private memory
 #        marked mergeable it is named by neither finding; not marked, by
-#        vm-opted-out.  The kernel's KSM is only read.
+#        vm-opted-out.  With a private file mapping (-mem-path on tmpfs,
+#        share=off) it is named by neither: the kernel merges its pages.
+#  user  (with SAMEPAGED) the same FAKEVM under `ksmctl --user run` against
+#        a private samepaged: with 64 MiB in a private file mapping it is
+#        named by `ksmctl --user doctor` (libsamepage merges anonymous
+#        memory only), with shared memory too.
 #
-# usage: guests.sh KSMCTL SRCDIR FAKEVM
+# usage: guests.sh KSMCTL SRCDIR FAKEVM [SAMEPAGED]
 set -u
-ksmctl=$1 src=$2 fakevm=$3
-tmp=$(mktemp -d) vm_pid= live_pid= hp_old=
+ksmctl=$1 src=$2 fakevm=$3 samepaged=${4:-}
+tmp=$(mktemp -d) vm_pid= live_pid= hp_old= daemon_pid= shm=
 bad=0
 
 cleanup()
 {
 	[ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null && wait "$vm_pid" 2>/dev/null
+	[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
 	[ -n "$hp_old" ] && echo "$hp_old" >/proc/sys/vm/nr_hugepages
-	rm -rf "$tmp"
+	rm -rf "$tmp" ${shm:+"$shm"}
 }
 trap cleanup EXIT
 
 fail() { echo "FAIL: $*"; bad=1; }
+
+# live KIND [ID [KSMCTL_ARGS...]]: fakevm with 64 MiB of KIND (under
+# `ksmctl --user run` with KSMCTL_ARGS); the evidence of doctor's finding
+# ID (guest-memory) in $got, the fakevm's pid in $live_pid
+live()
+{
+	local kind=$1 id=${2:-guest-memory}
+	shift $(($# < 2 ? $# : 2))
+	rm -f "$tmp/in" && mkfifo "$tmp/in"
+	if [ $# -gt 0 ]; then
+		"$ksmctl" "$@" run --domain guests -- "$fakevm" "--$kind" 64 <"$tmp/in" >"$tmp/ready" 2>&1 &
+	else
+		"$fakevm" "--$kind" 64 <"$tmp/in" >"$tmp/ready" 2>&1 &
+	fi
+	vm_pid=$! live_pid=$!
+	exec 9>"$tmp/in"
+	got=
+	for _ in $(seq 100); do grep -q ready "$tmp/ready" && break; sleep 0.1; done
+	if grep -q ready "$tmp/ready"; then
+		"$ksmctl" "$@" doctor --json >"$tmp/live.json"
+		got=$(python3 -c '
+import json, sys
+for f in json.load(open(sys.argv[1]))["findings"]:
+    if f["id"] == sys.argv[2]:
+        print(f["evidence"])' "$tmp/live.json" "$id")
+	else
+		fail "fakevm --$kind: $(cat "$tmp/ready")"
+	fi
+	exec 9>&-
+	wait "$vm_pid"
+	vm_pid=
+	echo "live, $kind, $id${*:+, $*}: $got"
+}
+# named WHAT: whether $got names the live VM with 64 MiB of WHAT; a host
+# with four VMs that keep more out of reach lists ours among "N more" (skip)
+named()
+{
+	[[ $got == *"(qemu-system-x86, pid $live_pid): 64.0 MiB $1"* ]] && return 0
+	[[ $got == *" more. In all"* ]] && { echo "skip: four larger VMs listed first"; return 0; }
+	return 1
+}
+
+if [ -n "$samepaged" ]; then
+	[ -z "${SAMEPAGE_SANITIZED:-}" ] || { echo "skip: ksmctl --user run in a sanitizer build"; exit 77; }
+	[ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] || { echo "skip: /dev/shm is not tmpfs"; exit 77; }
+	shm=$(mktemp -d /dev/shm/ksmctl-guests.XXXXXX)
+	sock=$tmp/s.sock
+	"$samepaged" --foreground --socket "$sock" --state-dir "$shm/state" 2>"$tmp/daemon.log" &
+	daemon_pid=$!
+	for _ in $(seq 100); do "$ksmctl" --socket "$sock" check >/dev/null 2>&1 && break; sleep 0.1; done
+	live file guest-memory --user --socket "$sock"
+	named "in a private file mapping" || fail "--user: file-backed guest RAM not named: $got"
+	live shared guest-memory --user --socket "$sock"
+	named shared || fail "--user: shared guest RAM not named: $got"
+	live mergeable guest-memory --user --socket "$sock"
+	[[ $got == *"pid $live_pid)"* ]] && fail "--user: anonymous guest RAM named: $got"
+	[ $bad = 0 ] && echo "ok: ksmctl --user doctor names the VMs libsamepage cannot merge"
+	exit $bad
+fi
 
 # ---- tree: made-up processes in a recorded tree ----
 cp -a "$src/trees/linux-6.18" "$tmp/tree"
@@ -98,35 +163,6 @@ rc=$?
 grep -q 'use transparent huge pages instead' "$tmp/out" || fail "no fix in the text: $(cat "$tmp/out")"
 
 # ---- live: this machine's /proc ----
-live()	# KIND [ID]: fakevm with 64 MiB of KIND; the evidence of doctor's
-	# finding ID (guest-memory) in $got
-{
-	mkfifo "$tmp/in.$1"
-	"$fakevm" "--$1" 64 <"$tmp/in.$1" >"$tmp/ready" 2>&1 &
-	vm_pid=$! live_pid=$!
-	exec 9>"$tmp/in.$1"
-	for _ in $(seq 100); do grep -q ready "$tmp/ready" && break; sleep 0.1; done
-	got=
-	grep -q ready "$tmp/ready" || { fail "fakevm --$1: $(cat "$tmp/ready")"; return; }
-	"$ksmctl" doctor --json >"$tmp/live.json"
-	exec 9>&-
-	wait "$vm_pid"
-	vm_pid=
-	got=$(python3 -c '
-import json, sys
-for f in json.load(open(sys.argv[1]))["findings"]:
-    if f["id"] == sys.argv[2]:
-        print(f["evidence"])' "$tmp/live.json" "${2:-guest-memory}")
-	echo "live, $1, ${2:-guest-memory}: $got"
-}
-# named: whether $got names the live VM with 64 MiB of KIND; a host with
-# four VMs that keep more out of reach lists ours among "N more" (skip)
-named()
-{
-	[[ $got == *"(qemu-system-x86, pid $live_pid): 64.0 MiB $1"* ]] && return 0
-	[[ $got == *" more. In all"* ]] && { echo "skip: four larger VMs listed first"; return 0; }
-	return 1
-}
 live shared
 named shared || fail "live shared memory not named: $got"
 live mergeable
@@ -136,6 +172,8 @@ live mergeable vm-opted-out
 live private vm-opted-out
 [[ $got == *"(qemu-system-x86, pid $live_pid): 64.0 MiB of private memory, none marked mergeable"* ||
 	$got == *" more" ]] || fail "live memory not marked mergeable not named: $got"
+live file
+[[ $got == *"pid $live_pid)"* ]] && fail "live file-backed private memory named: $got"
 if [ "$(id -u)" = 0 ] && hp_old=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null); then
 	echo $((hp_old + 32)) >/proc/sys/vm/nr_hugepages
 	if [ "$(cat /proc/sys/vm/nr_hugepages)" -ge $((hp_old + 32)) ]; then
