@@ -1119,7 +1119,7 @@ def cmd_balloon(a, held):
                     raise Fail(f"{phase}: the balloons are at "
                                f"{[q.cmd('query-balloon')['actual'] >> 20 for q in qmps]} MiB, "
                                f"not {mib}, after {a.seconds} s")
-                time.sleep(0.5)
+                time.sleep(0.1)
             took = time.monotonic() - t0
             rounds_after(max(len(mem_rounds(g)) for g in guests) + 3, f"once {phase}")
             row(phase, took)
