@@ -884,10 +884,7 @@ def cmd_io(a, held):
                           f"\t{c.get('ksm_zero_pages', 0)}\t{c.get('full_scans', 0)}\n")
                 time.sleep(1)
     finally:
-        for g in guests:
-            g.kill()
-        if eng is not held:
-            eng.restore()
+        stop_all([], guests, eng, held)
     cow = proc_fields("/proc/vmstat", ["cow_ksm"]).get("cow_ksm", 0) - cow0
     failed = []
     for g in guests:
@@ -944,6 +941,17 @@ class QMP:
 
     def close(self):
         self.s.close()
+
+
+def stop_all(qmps, guests, eng, held):
+    """Closes the monitors, stops the guests, and puts the engine back
+    (the kernel's KSM is put back by main())."""
+    for q in qmps:
+        q.close()
+    for g in guests:
+        g.kill()
+    if eng is not held:
+        eng.restore()
 
 
 def mem_rounds(g):
@@ -1019,12 +1027,7 @@ def cmd_postcopy(a, held):
         rounds = mem_rounds(dst)
         after = saved_pages(eng.counters())
     finally:
-        for q in qmps:
-            q.close()
-        for g in guests:
-            g.kill()
-        if eng is not held:
-            eng.restore()
+        stop_all(qmps, guests, eng, held)
     trouble = [l.strip() for g in guests for l in g.text().splitlines() if any(t in l for t in KERNEL_TROUBLE)]
     bad = [r for r in rounds if r[1] != 0]
     print(f"  migration: {status} in {took:.1f} s after the switch; destination {running}; "
@@ -1124,12 +1127,7 @@ def cmd_balloon(a, held):
             rounds_after(max(len(mem_rounds(g)) for g in guests) + 3, f"once {phase}")
             row(phase, took)
     finally:
-        for q in qmps:
-            q.close()
-        for g in guests:
-            g.kill()
-        if eng is not held:
-            eng.restore()
+        stop_all(qmps, guests, eng, held)
     failed = []
     for g in guests:
         rounds = mem_rounds(g)
