@@ -49,6 +49,7 @@ int pool_open(struct pool *p, int fd)
 		p->view = NULL;
 		return err;
 	}
+	p->thp_possible = prim_shmem_thp_possible();
 	return prim_file_id(fd, &p->dev, &p->ino);
 }
 
@@ -153,12 +154,16 @@ int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off)
  * pool, or staged for samepaged to write (its clients' views are
  * read-only).  Into our own with a write to the file: a write through our
  * view would fault, and the kernel clears a new shmem page before our
- * copy and maps it here (2-VM converged 6% sooner without that). */
+ * copy and maps it here (2-VM converged 6% sooner without that).  But
+ * where shmem may have huge pages (shmem_enabled always or within_size)
+ * a write to the file allocates 2 MiB for one page: then through the
+ * view, which has none (prim_map_own). */
 void pool_write(struct samepage *sp, uint32_t off, const void *page)
 {
 	if (sp->place)
 		sp->place(sp, off, page);
-	else if (prim_pwrite_all(sp->pool.fd, page, PAGE_SIZE, (off_t)off << PAGE_SHIFT))
+	else if (sp->pool.thp_possible ||
+		 prim_pwrite_all(sp->pool.fd, page, PAGE_SIZE, (off_t)off << PAGE_SHIFT))
 		memcpy(pool_page(&sp->pool, off), page, PAGE_SIZE);
 }
 

@@ -280,6 +280,10 @@ int prim_map_own(void **out, size_t len, int prot, int fd)
 	int err = prim_mmap(out, NULL, len, prot, MAP_SHARED | MAP_NORESERVE, fd, 0);
 	if (!err) {
 		prim_madvise(*out, len, MADV_DONTDUMP);
+		/* No huge page of these files through this mapping, whatever
+		 * shmem_enabled or the tmpfs's huge= say: one KSM page would
+		 * take 2 MiB, and khugepaged would fill a sparse pool's holes. */
+		prim_madvise(*out, len, MADV_NOHUGEPAGE);
 		own_map_add((uintptr_t)*out, (uintptr_t)*out + len, fd);
 	}
 	return err;
@@ -629,6 +633,18 @@ static ssize_t read_small(const char *path, char *buf, size_t len)
 		return -err;
 	buf[n] = 0;
 	return n;
+}
+
+bool prim_shmem_thp_possible(void)
+{
+	char buf[128];
+	ssize_t n =
+	    read_small("/sys/kernel/mm/transparent_hugepage/shmem_enabled", buf, sizeof(buf));
+	if (n == -ENOENT)
+		return false; /* no THP in this kernel */
+	if (n <= 0)
+		return true; /* unknown: the safe answer */
+	return !strstr(buf, "[never]") && !strstr(buf, "[deny]");
 }
 
 long prim_max_map_count(void)

@@ -27,7 +27,10 @@ int prim_munmap(void *addr, size_t len);
 int prim_mprotect(void *addr, size_t len, int prot);
 int prim_madvise(void *addr, size_t len, int advice);
 int prim_populate(void *addr, size_t len); /* MADV_POPULATE_WRITE: a write cannot SIGBUS */
-bool prim_resident(const void *page);	   /* mincore: in memory (a file's page: not a hole) */
+/* Whether a write(2) to a memfd may allocate a huge page
+ * (/sys/kernel/mm/transparent_hugepage/shmem_enabled not never or deny). */
+bool prim_shmem_thp_possible(void);
+bool prim_resident(const void *page); /* mincore: in memory (a file's page: not a hole) */
 int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int prim_mlock(const void *addr, size_t len, unsigned int flags); /* mlock2 */
 int prim_mlockall(int flags);

@@ -17,7 +17,9 @@
  *   PROMISE_LOCKED    mlock: resident, never swapped
  *   PROMISE_NOHUGEPAGE, PROMISE_HUGEPAGE  MADV_NOHUGEPAGE, MADV_HUGEPAGE:
  *                     also what lets a replacement join its neighbours
- *                     into one mapping again (the VMAs' flags must match)
+ *                     into one mapping again (the VMAs' flags must match);
+ *                     a merged mapping of the pool is always NOHUGEPAGE
+ *                     (promise_apply_merged)
  *
  * Two more say why a range is kept out of merging (regions_keep), for the
  * counters pages_kept_wipeonfork and pages_kept_malloc:
@@ -232,9 +234,9 @@ static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock
 			prim_madvise((void *)s, e - s, MADV_DONTDUMP);
 		if (p->flags & PROMISE_LOCKED)
 			prim_mlock((void *)s, e - s, lock_flags);
-		if (p->flags & PROMISE_NOHUGEPAGE)
+		if (anon && (p->flags & PROMISE_NOHUGEPAGE))
 			prim_madvise((void *)s, e - s, MADV_NOHUGEPAGE);
-		if (p->flags & PROMISE_HUGEPAGE)
+		if (anon && (p->flags & PROMISE_HUGEPAGE))
 			prim_madvise((void *)s, e - s, MADV_HUGEPAGE);
 		if (anon && (p->flags & PROMISE_WIPEONFORK))
 			prim_madvise((void *)s, e - s, MADV_WIPEONFORK);
@@ -259,6 +261,12 @@ void promise_apply(uintptr_t start, uintptr_t end)
 void promise_apply_merged(uintptr_t start, uintptr_t end)
 {
 	apply_at(start, end, start, MLOCK_ONFAULT, false, false);
+	/* Never MADV_HUGEPAGE, whatever the range's promise: shmem keeps huge
+	 * pages with the file (shmem_enabled advise or always), and khugepaged
+	 * collapsed a sparse pool's pages into huge ones through such a
+	 * mapping, the freed pages' holes filled with zeros (an application's
+	 * copy-on-write in a mapping of a file is never a huge page anyway). */
+	prim_madvise((void *)start, end - start, MADV_NOHUGEPAGE);
 }
 
 /* The flags of [start, end) set on the mapping at [at, at + end - start):

@@ -459,6 +459,7 @@ static void start_full_scan(struct samepage *sp)
 		sp->any_read_ns = now;
 	}
 	fork_reap_pages(sp); /* unpin the pool pages no forked child maps */
+	sp->pool.thp_possible = prim_shmem_thp_possible(); /* an administrator may change it */
 	engine_leave(sp);
 	unstable_start(sp); /* the unstable tree lives one full scan */
 	memset(&sp->strip, 0, sizeof(sp->strip));

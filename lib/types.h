@@ -190,6 +190,7 @@ struct pool {
 	size_t view_pages;
 	dev_t dev;
 	ino_t ino;
+	bool thp_possible; /* shmem may give a write huge pages (pool_write) */
 };
 
 /* A pending merge: this page should map `node`'s pool page (or the zero
