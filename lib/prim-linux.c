@@ -644,7 +644,8 @@ bool prim_shmem_thp_possible(void)
 		return false; /* no THP in this kernel */
 	if (n <= 0)
 		return true; /* unknown: the safe answer */
-	return !strstr(buf, "[never]") && !strstr(buf, "[deny]");
+	/* advise: only for mappings that ask (MADV_HUGEPAGE), never a write */
+	return strstr(buf, "[always]") || strstr(buf, "[within_size]") || strstr(buf, "[force]");
 }
 
 long prim_max_map_count(void)

@@ -28,7 +28,8 @@ int prim_mprotect(void *addr, size_t len, int prot);
 int prim_madvise(void *addr, size_t len, int advice);
 int prim_populate(void *addr, size_t len); /* MADV_POPULATE_WRITE: a write cannot SIGBUS */
 /* Whether a write(2) to a memfd may allocate a huge page
- * (/sys/kernel/mm/transparent_hugepage/shmem_enabled not never or deny). */
+ * (/sys/kernel/mm/transparent_hugepage/shmem_enabled always, within_size
+ * or force). */
 bool prim_shmem_thp_possible(void);
 bool prim_resident(const void *page); /* mincore: in memory (a file's page: not a hole) */
 int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
