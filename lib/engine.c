@@ -285,13 +285,14 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
 }
 
 /* The safe MADV_DONTNEED: every private mapping of the pool in the range
- * becomes fresh anonymous memory (zeros) and the pages' merge state is
- * forgotten; the range stays mergeable.  The caller then discards the
- * rest with the real madvise.  Called with sp->lock held. */
-int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len)
+ * becomes fresh anonymous memory (zeros; with copy, a private copy of its
+ * contents, as after a write) and the pages' merge state is forgotten;
+ * the range stays mergeable.  The caller then discards the rest with the
+ * real madvise.  Called with sp->lock held. */
+int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len, bool copy)
 {
 	bool dirty = sp->maps_dirty;
-	int err = pool_mappings_to_anon(sp, start, start + len, false);
+	int err = pool_mappings_to_anon(sp, start, start + len, copy);
 	/* The pool's mappings there are anonymous ones of the same protection
 	 * now, and every page's state is reset below: the regions stand, no
 	 * reread of the maps is due (a balloon discards page by page, and
@@ -360,16 +361,16 @@ static bool hits_merged(struct samepage *sp, uintptr_t start, size_t len)
 }
 
 /*
- * MADV_DONTNEED and its kin on [addr, addr+len), for the whole process:
- * every engine with a region there (a merge-any engine has every private
- * mapping) is held, its lock taken in the list's order as everywhere, from
- * before its merged pages there become anonymous until the kernel has
- * discarded the range: a page its scanner merged in between would be a
- * private mapping of the pool when the kernel discards it, and read the
- * pool's page (its old contents) instead of zeros.  Pages merged by
- * engines since closed read zeros too.  0 or -errno.
+ * MADV_DONTNEED and its kin on [addr, addr+len) (engines_discard), for the
+ * whole process: every engine with a region there (a merge-any engine has
+ * every private mapping) is held, its lock taken in the list's order as
+ * everywhere, from before its merged pages there become anonymous until
+ * the kernel has discarded the range (op): a page its scanner merged in
+ * between would be a private mapping of the pool when the kernel discards
+ * it, and read the pool's page (its old contents) instead of zeros.
+ * Pages merged by engines since closed read zeros too.  0 or -errno.
  */
-int engines_discard(void *addr, size_t len, int advice)
+static long engines_private_then(void *addr, size_t len, bool copy, long (*op)(void *), void *arg)
 {
 	uintptr_t a = (uintptr_t)addr;
 	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
@@ -380,13 +381,16 @@ int engines_discard(void *addr, size_t len, int advice)
 			sp->held_for_discard = hold_if_hits(sp, a, l);
 			if (sp->held_for_discard && hits_merged(sp, a, l)) {
 				engine_enter(sp);
-				engine_discard_locked(sp, a, l);
+				engine_discard_locked(sp, a, l, copy);
 				engine_leave(sp);
 			}
 		}
 	}
-	stale_pools_discard(a, a + l);
-	int err = prim_madvise(addr, len, advice);
+	if (copy)
+		stale_pools_keep(a, a + l);
+	else
+		stale_pools_discard(a, a + l);
+	long err = op(arg);
 	if (held) {
 		for (struct samepage *sp = engines; sp; sp = sp->next_engine)
 			if (sp->held_for_discard) {
@@ -396,6 +400,34 @@ int engines_discard(void *addr, size_t len, int advice)
 		pthread_mutex_unlock(&engines_lock);
 	}
 	return err;
+}
+
+struct advice {
+	void *addr;
+	size_t len;
+	int advice;
+};
+
+static long advise_op(void *arg)
+{
+	const struct advice *v = arg;
+	return prim_madvise(v->addr, v->len, v->advice);
+}
+
+int engines_discard(void *addr, size_t len, int advice)
+{
+	struct advice v = {addr, len, advice};
+	return (int)engines_private_then(addr, len, false, advise_op, &v);
+}
+
+/* op(arg) on [addr, addr+len) once no merged page is there: each is a
+ * private copy of its contents (as after a write), and stays one until op
+ * returns (the engines there are held).  mbind: the kernel keeps a policy
+ * given to a mapping of the pool with the pool's file, for every process
+ * that maps the same pages (promise.c). */
+long engines_with_copies(void *addr, size_t len, long (*op)(void *), void *arg)
+{
+	return engines_private_then(addr, len, true, op, arg);
 }
 
 /* The engine's own merged pages, and those of every other engine of the

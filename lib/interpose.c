@@ -346,18 +346,39 @@ EXPORT int madvise(void *addr, size_t len, int advice)
  * the policy is remembered for the mappings a merge or an unmerge puts
  * in the range later, as the kernel's KSM keeps it on the VMA.  Under the
  * address-space lock, as mprotect: a merge batch maps, then gives the
- * remembered policy. */
+ * remembered policy.  Merged pages in the range become private copies
+ * first (engines_with_copies): given to a mapping of the pool, the policy
+ * would be the pool file's, for every process mapping those pages. */
+struct mbind_call {
+	void *addr;
+	unsigned long len, maxnode;
+	int mode;
+	const unsigned long *nodes;
+	unsigned flags;
+};
+
+static long mbind_op(void *arg)
+{
+	const struct mbind_call *c = arg;
+	uintptr_t a = (uintptr_t)c->addr;
+	uintptr_t e = (a + c->len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	as_lock_shared();
+	long rc = prim_mbind_raw(c->addr, c->len, c->mode, c->nodes, c->maxnode, c->flags);
+	rc = rc ? -errno : 0;
+	if (rc == 0 && !(a & (PAGE_SIZE - 1)))
+		promise_set_policy(a, e, c->mode, c->nodes, c->maxnode);
+	as_unlock();
+	return rc;
+}
+
 EXPORT long mbind(void *addr, unsigned long len, int mode, const unsigned long *nodes,
 		  unsigned long maxnode, unsigned flags)
 {
-	uintptr_t a = (uintptr_t)addr;
-	uintptr_t e = (a + len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	as_lock_shared();
-	long rc = prim_mbind_raw(addr, len, mode, nodes, maxnode, flags);
-	if (rc == 0 && !(a & (PAGE_SIZE - 1)))
-		promise_set_policy(a, e, mode, nodes, maxnode);
-	as_unlock();
-	return rc;
+	struct mbind_call c = {addr, len, maxnode, mode, nodes, flags};
+	if ((uintptr_t)addr & (PAGE_SIZE - 1) || !len)
+		return libc_result((int)mbind_op(&c)); /* the kernel says what it thinks of it */
+	active();				       /* what a forked child must do first */
+	return libc_result((int)engines_with_copies(addr, len, mbind_op, &c));
 }
 
 /* mlock and munlock: as MADV_DONTFORK above, the kernel locks what is

@@ -47,7 +47,9 @@
  * it the range lost its policy for good once unmerged.  Not to a mapping
  * of the pool: the kernel keeps a shared memory file's policy with the
  * file (shmem_set_policy), so it would reach every process that maps the
- * same pool pages.  A merged page's copy-on-write is allocated by the
+ * same pool pages (and the interposed mbind makes merged pages private
+ * copies before the kernel sees it).  A merged page's copy-on-write is
+ * allocated by the
  * writing thread's policy and its cpuset (libvirt's strict <numatune>
  * sets cpuset.mems too), where the kernel's KSM uses the VMA's.
  */

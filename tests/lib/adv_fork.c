@@ -616,6 +616,15 @@ void test_mempolicy_kept(void)
 	for (int k = 0; k < 50 && pages_mapping_pool(p, 2 * n) < 2 * n - 2; k++)
 		REQUIRE(wait_scans(sp, 1) == 0);
 	CHECK_EQ_U64(bound_pages(p, 2 * n), 0);
+	/* The other half bound while merged: its pages become copies first,
+	 * so that the policy is not the pool file's, which the first half's
+	 * merged pages (the same pool pages) would then show too. */
+	size_t merged = pages_mapping_pool(p, n);
+	CHECK_CMP(merged, >=, n - 2, size_t, "%zu");
+	REQUIRE(mbind(p + n * PG, n * PG, TEST_MPOL_BIND, &node0, 8 * sizeof(node0) + 1, 0) == 0);
+	CHECK_EQ_U64(bound_pages(p, n), 0);
+	CHECK_EQ_U64(bound_pages(p + n * PG, n), n);
+	CHECK_EQ_U64(pages_mapping_pool(p + n * PG, n), 0);
 	for (size_t i = 0; i < 2 * n * PG; i += 997)
 		REQUIRE(p[i] == (i / PG == 3 ? (i % PG ? 'n' : 'w') : i / PG == 7 ? 0 : 'n'));
 	samepage_close(sp);
