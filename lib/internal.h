@@ -136,6 +136,7 @@ void promise_apply(uintptr_t start, uintptr_t end);
 void promise_fork_lock(void);
 void promise_fork_unlock(void);
 void promise_apply_merged(uintptr_t start, uintptr_t end);
+void promise_apply_onfault(uintptr_t start, uintptr_t end);
 void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at);
 void promise_set_policy(uintptr_t start, uintptr_t end, int mode, const unsigned long *nodes,
 			unsigned long maxnode);

@@ -160,8 +160,7 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 					MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 			if (!err) {
 				guard_arm(a, e);
-				promise_apply_merged(a, e);	  /* locked: the zero page */
-				promise_policy_apply_at(a, e, a); /* anonymous: its policy */
+				promise_apply_onfault(a, e); /* locked: the zero page */
 				sp->c.map_count += 2;
 			}
 		} else if (ok[i] && zero) {

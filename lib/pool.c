@@ -49,7 +49,6 @@ int pool_open(struct pool *p, int fd)
 		p->view = NULL;
 		return err;
 	}
-	p->thp_possible = prim_shmem_thp_possible();
 	return prim_file_id(fd, &p->dev, &p->ino);
 }
 

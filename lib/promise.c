@@ -49,9 +49,9 @@
  * file (shmem_set_policy), so it would reach every process that maps the
  * same pool pages (and the interposed mbind makes merged pages private
  * copies before the kernel sees it).  A merged page's copy-on-write is
- * allocated by the
- * writing thread's policy and its cpuset (libvirt's strict <numatune>
- * sets cpuset.mems too), where the kernel's KSM uses the VMA's.
+ * allocated by the writing thread's policy and its cpuset (libvirt's
+ * strict <numatune> sets cpuset.mems too), where the kernel's KSM uses
+ * the VMA's.
  */
 #include "internal.h"
 
@@ -192,36 +192,17 @@ void promise_set_policy(uintptr_t start, uintptr_t end, int mode, const unsigned
 		promise_set(start, end, 1u << (PROMISE_POLICY_SHIFT + b), id & (1u << b));
 }
 
-/* The policy of each part of [start, end) on the same part of
- * [at, at + end - start), before a copy is written there (the pages it
- * allocates follow it).  With promise_lock held. */
-static void policies_at(const struct promise *p, uintptr_t s, uintptr_t e)
-{
-	unsigned id = (p->flags & PROMISE_POLICY_MASK) >> PROMISE_POLICY_SHIFT;
-	if (id && id <= npolicies)
-		prim_mbind(s, e - s, &policies[id]);
-}
+/* What apply_at() sets on a new mapping from the range's promises. */
+enum {
+	APPLY_MARKS = 1,  /* MADV_DONTFORK, MADV_DONTDUMP, mlock */
+	APPLY_ANON = 2,	  /* MADV_[NO]HUGEPAGE, MADV_WIPEONFORK: anonymous memory only */
+	APPLY_POLICY = 4, /* mbind: anonymous memory only (see above) */
+};
 
-void promise_policy_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
-{
-	pthread_mutex_lock(&promise_lock);
-	for (size_t i = 0; i < npromises; i++) {
-		const struct promise *p = &promises[i];
-		if (p->end <= start || p->start >= end || !(p->flags & PROMISE_POLICY_MASK))
-			continue;
-		uintptr_t s = (p->start > start ? p->start : start) - start + at;
-		uintptr_t e = (p->end < end ? p->end : end) - start + at;
-		policies_at(p, s, e);
-	}
-	pthread_mutex_unlock(&promise_lock);
-}
-
-/* The flags set on [at, at + end - start) from those of [start, end);
- * lock_flags are mlock2's; anon: the mapping there is anonymous memory
- * (an unmerged copy), which may be wipe-on-fork, where a mapping of the
- * pool may not (such pages are never merged). */
-static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock_flags, bool anon,
-		     bool policy)
+/* What the promises of [start, end) ask, set on the same parts of
+ * [at, at + end - start); lock_flags are mlock2's. */
+static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock_flags,
+		     unsigned what)
 {
 	pthread_mutex_lock(&promise_lock);
 	for (size_t i = 0; i < npromises; i++) {
@@ -230,20 +211,21 @@ static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock
 			continue;
 		uintptr_t s = (p->start > start ? p->start : start) - start + at;
 		uintptr_t e = (p->end < end ? p->end : end) - start + at;
-		if (p->flags & PROMISE_DONTFORK)
+		unsigned f = p->flags, id = (f & PROMISE_POLICY_MASK) >> PROMISE_POLICY_SHIFT;
+		if ((what & APPLY_MARKS) && (f & PROMISE_DONTFORK))
 			prim_madvise((void *)s, e - s, MADV_DONTFORK);
-		if (p->flags & PROMISE_DONTDUMP)
+		if ((what & APPLY_MARKS) && (f & PROMISE_DONTDUMP))
 			prim_madvise((void *)s, e - s, MADV_DONTDUMP);
-		if (p->flags & PROMISE_LOCKED)
+		if ((what & APPLY_MARKS) && (f & PROMISE_LOCKED))
 			prim_mlock((void *)s, e - s, lock_flags);
-		if (anon && (p->flags & PROMISE_NOHUGEPAGE))
+		if ((what & APPLY_ANON) && (f & PROMISE_NOHUGEPAGE))
 			prim_madvise((void *)s, e - s, MADV_NOHUGEPAGE);
-		if (anon && (p->flags & PROMISE_HUGEPAGE))
+		if ((what & APPLY_ANON) && (f & PROMISE_HUGEPAGE))
 			prim_madvise((void *)s, e - s, MADV_HUGEPAGE);
-		if (anon && (p->flags & PROMISE_WIPEONFORK))
+		if ((what & APPLY_ANON) && (f & PROMISE_WIPEONFORK))
 			prim_madvise((void *)s, e - s, MADV_WIPEONFORK);
-		if (policy)
-			policies_at(p, s, e);
+		if ((what & APPLY_POLICY) && id && id <= npolicies)
+			prim_mbind(s, e - s, &policies[id]);
 	}
 	pthread_mutex_unlock(&promise_lock);
 }
@@ -252,17 +234,25 @@ static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock
  * unmerge replaced it with anonymous memory). */
 void promise_apply(uintptr_t start, uintptr_t end)
 {
-	apply_at(start, end, start, 0, true, true);
+	apply_at(start, end, start, 0, APPLY_MARKS | APPLY_ANON | APPLY_POLICY);
 }
 
-/* The same on a merged range, a private mapping of the pool (no memory
- * policy: see above): locked memory is locked on fault (MLOCK_ONFAULT), and the merge's read faults
- * then map and lock the pool pages.  A plain mlock (or MAP_LOCKED) populates a private writable
- * mapping with write faults, which copy every page: the merge was undone at once, and redone at the
- * next visit, for ever. */
+/* The same on anonymous memory a merge put there that must not be
+ * populated (zeros in a locked range: the zero page), locked on fault. */
+void promise_apply_onfault(uintptr_t start, uintptr_t end)
+{
+	apply_at(start, end, start, MLOCK_ONFAULT, APPLY_MARKS | APPLY_ANON | APPLY_POLICY);
+}
+
+/* The same on a merged range, a private mapping of the pool, without its
+ * memory policy (see above): locked memory is locked on fault
+ * (MLOCK_ONFAULT), and the merge's read faults then map and lock the pool
+ * pages.  A plain mlock (or MAP_LOCKED) populates a private writable
+ * mapping with write faults, which copy every page: the merge was undone
+ * at once, and redone at the next visit, for ever. */
 void promise_apply_merged(uintptr_t start, uintptr_t end)
 {
-	apply_at(start, end, start, MLOCK_ONFAULT, false, false);
+	apply_at(start, end, start, MLOCK_ONFAULT, APPLY_MARKS);
 	/* Never MADV_HUGEPAGE, whatever the range's promise: shmem keeps huge
 	 * pages with the file (shmem_enabled advise or always), and khugepaged
 	 * collapsed a sparse pool's pages into huge ones through such a
@@ -277,7 +267,14 @@ void promise_apply_merged(uintptr_t start, uintptr_t end)
  * (promise_policy_apply_at). */
 void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
 {
-	apply_at(start, end, at, 0, true, false);
+	apply_at(start, end, at, 0, APPLY_MARKS | APPLY_ANON);
+}
+
+/* The memory policy of [start, end) alone on [at, at + end - start),
+ * before a copy is written there: the pages it allocates follow it. */
+void promise_policy_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
+{
+	apply_at(start, end, at, 0, APPLY_POLICY);
 }
 
 /* mremap moved [old, old + len) to new: its flags go with it (they are

@@ -449,6 +449,11 @@ static void start_full_scan(struct samepage *sp)
 	uint64_t now = prim_now_ns(), every = maps_reread_ns();
 	if (now - sp->maps_read_ns >= every)
 		regions_refresh(sp); /* what the wrappers could not see */
+	if (!sp->place && now - sp->pool.thp_read_ns >= every) {
+		/* shmem_enabled, which an administrator may change */
+		sp->pool.thp_possible = prim_shmem_thp_possible();
+		sp->pool.thp_read_ns = now;
+	}
 	/* merge-any: take what the application mapped (the wrappers saw it),
 	 * or what anything else did (a thread's stack), looked for as often:
 	 * the maps of a VM monitor with merged memory run to 10,000s of
@@ -459,7 +464,6 @@ static void start_full_scan(struct samepage *sp)
 		sp->any_read_ns = now;
 	}
 	fork_reap_pages(sp); /* unpin the pool pages no forked child maps */
-	sp->pool.thp_possible = prim_shmem_thp_possible(); /* an administrator may change it */
 	engine_leave(sp);
 	unstable_start(sp); /* the unstable tree lives one full scan */
 	memset(&sp->strip, 0, sizeof(sp->strip));

@@ -190,7 +190,8 @@ struct pool {
 	size_t view_pages;
 	dev_t dev;
 	ino_t ino;
-	bool thp_possible; /* shmem may give a write huge pages (pool_write) */
+	bool thp_possible;    /* shmem may give a write huge pages (pool_write) */
+	uint64_t thp_read_ns; /* when that was read (a local engine's full scans) */
 };
 
 /* A pending merge: this page should map `node`'s pool page (or the zero
