@@ -200,12 +200,9 @@ static int guest_cmp(const void *a, const void *b)
 /* A VM that never marked its private guest RAM mergeable: QEMU's
  * -machine mem-merge=off, libvirt's <nosharepages/>.  The kernel's marks
  * only: under samepaged the library takes the madvise, no "mg" is set. */
-static long long guest_opted_out_kb(const struct guest_memory *g)
+static long long opted_out_kb(const struct guest_memory *g)
 {
-	if (opt.user || guest_unmergeable_kb(g, opt.user) || g->marked_kb ||
-	    g->private_kb < 16 * 1024)
-		return 0;
-	return g->private_kb;
+	return opt.user ? 0 : guest_opted_out_kb(g);
 }
 
 static void guest_totals(struct facts *f)
@@ -219,12 +216,12 @@ static void guest_totals(struct facts *f)
 		if (!guest_counts(f, g))
 			continue;
 		f->guest_vms++;
-		f->guest_in_kb += g->private_kb - (opt.user ? g->file_kb : 0);
+		f->guest_in_kb += guest_mergeable_kb(g, opt.user);
 		if (kb) {
 			f->guest_out_vms++;
 			f->guest_out_kb += kb;
 		}
-		f->guest_optout_vms += guest_opted_out_kb(g) > 0;
+		f->guest_optout_vms += opted_out_kb(g) > 0;
 	}
 }
 
@@ -312,7 +309,7 @@ static bool describe_opted_out(const struct guest_memory *g, char *buf, size_t l
 {
 	char a[32];
 
-	if (!guest_opted_out_kb(g))
+	if (!opted_out_kb(g))
 		return false;
 	snprintf(buf, len, "%s of private memory, none marked mergeable",
 		 fmt_bytes(a, sizeof(a), (double)g->private_kb * 1024));

@@ -118,22 +118,11 @@ struct maps_acc {
 static bool flags_scanned(const char *flags, bool private, bool every)
 {
 	static const char *const refused[] = {"sh", "ms", "pf", "io", "de", "ht", "mm", "dp"};
-	bool mg = false;
 
-	for (const char *f = flags; *f;) {
-		size_t n = strcspn(f, " \n");
-
-		if (n == 2) {
-			if (!memcmp(f, "mg", 2))
-				mg = true;
-			for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
-				if (!memcmp(f, refused[i], 2))
-					return false;
-		}
-		f += n;
-		f += strspn(f, " \n");
-	}
-	return private && (mg || every);
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		if (procfs_vmflag(flags, refused[i]))
+			return false;
+	return private && (every || procfs_vmflag(flags, "mg"));
 }
 
 static int maps_keep(struct maps_acc *a)

@@ -53,19 +53,6 @@ static bool vm_monitor(const char *comm)
 	return false;
 }
 
-static bool has_flag(const char *flags, const char *flag)
-{
-	for (const char *f = flags; *f;) {
-		size_t n = strcspn(f, " \n");
-
-		if (n == 2 && !memcmp(f, flag, 2))
-			return true;
-		f += n;
-		f += strspn(f, " \n");
-	}
-	return false;
-}
-
 /* One of libsamepage's own files: a private engine's memfds
  * (memfd:samepage-pool, -index), samepaged's NAME.pool, NAME.index,
  * NAME.guard and NAME.PID.ledger.
@@ -97,9 +84,9 @@ static void area_done(struct guest_memory *g, const struct area *a, const char *
 {
 	if (a->ours)
 		return;
-	if (has_flag(flags, "mg"))
+	if (procfs_vmflag(flags, "mg"))
 		g->marked_kb += a->anon_kb;
-	if (has_flag(flags, "ht"))
+	if (procfs_vmflag(flags, "ht"))
 		g->hugetlb_kb += a->huge_kb;
 	else if (!a->private && a->size_kb >= GUEST_AREA_MIN_KB) /* "s" in maps: may share */
 		g->shared_kb += a->rss_kb;
@@ -170,10 +157,8 @@ int guest_list_collect(const char *proc_root, struct guest_list *l)
 				sizeof(comm)) ||
 		    !vm_monitor(comm))
 			continue;
-		if (read_smaps(procfs_path(path, sizeof(path), proc_root, pids[i], "smaps"), &g)) {
-			l->unreadable++; /* another user's, or gone */
-			continue;
-		}
+		if (read_smaps(procfs_path(path, sizeof(path), proc_root, pids[i], "smaps"), &g))
+			continue; /* another user's, or gone */
 		ksm_process_init(&g.p, pids[i]);
 		procfs_escape(comm, g.p.comm, sizeof(g.p.comm));
 		ksm_process_read_cgroup(proc_root, &g.p);
@@ -197,6 +182,18 @@ long long guest_unmergeable_kb(const struct guest_memory *g, bool anon_only)
 {
 	long long kb = g->shared_kb + g->hugetlb_kb + (anon_only ? g->file_kb : 0);
 	return kb >= GUEST_AREA_MIN_KB ? kb : 0;
+}
+
+long long guest_mergeable_kb(const struct guest_memory *g, bool anon_only)
+{
+	return g->private_kb - (anon_only ? g->file_kb : 0);
+}
+
+long long guest_opted_out_kb(const struct guest_memory *g)
+{
+	if (guest_unmergeable_kb(g, false) || g->marked_kb || g->private_kb < GUEST_AREA_MIN_KB)
+		return 0;
+	return g->private_kb;
 }
 
 void guest_list_free(struct guest_list *l)

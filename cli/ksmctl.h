@@ -125,7 +125,6 @@ struct guest_memory {
 struct guest_list {
 	struct guest_memory *g;
 	int n;
-	int unreadable; /* VM monitors whose smaps this user cannot read */
 };
 int guest_list_collect(const char *proc_root, struct guest_list *l);
 void guest_list_free(struct guest_list *l);
@@ -133,6 +132,12 @@ void guest_list_free(struct guest_list *l);
  * libsamepage, private file mappings' too), kB, or 0 when that is under
  * 16 MiB: not worth naming the VM for. */
 long long guest_unmergeable_kb(const struct guest_memory *g, bool anon_only);
+/* Its private memory in large areas that KSM can merge (anon_only: not in
+ * file mappings), kB. */
+long long guest_mergeable_kb(const struct guest_memory *g, bool anon_only);
+/* Its private guest RAM when none of it is marked mergeable (QEMU's
+ * -machine mem-merge=off), kB; 0 otherwise.  The kernel's marks only. */
+long long guest_opted_out_kb(const struct guest_memory *g);
 
 /* Host facts (host.c), from opt's roots. */
 int host_release(char *buf, size_t len);	   /* "6.18.44-fc": 0 or -errno */

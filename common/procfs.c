@@ -61,6 +61,19 @@ const char *procfs_find_key(const char *text, const char *key)
 	return NULL;
 }
 
+bool procfs_vmflag(const char *flags, const char *flag)
+{
+	for (const char *f = flags; *f;) {
+		size_t n = strcspn(f, " \n");
+
+		if (n == 2 && !memcmp(f, flag, 2))
+			return true;
+		f += n;
+		f += strspn(f, " \n");
+	}
+	return false;
+}
+
 long long procfs_number(const char *path, const char *key)
 {
 	char text[16384];

@@ -31,6 +31,9 @@ int procfs_read(const char *path, char *buf, size_t len);
  * ("MemAvailable:   1234 kB", "ksm_rmap_items 12", "ksm_merge_any: yes"):
  * a pointer into text, or NULL when no line has that key. */
 const char *procfs_find_key(const char *text, const char *key);
+/* Whether the two-letter flag ("mg", "sh", "ht") is among the VmFlags of
+ * an smaps area (the text after "VmFlags:"). */
+bool procfs_vmflag(const char *flags, const char *flag);
 /* The same, read from a file, as a number (kB for "Key: N kB" files):
  * the number, or -1 when the file or the key is missing. */
 long long procfs_number(const char *path, const char *key);
