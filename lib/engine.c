@@ -291,15 +291,10 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
  * real madvise.  Called with sp->lock held. */
 int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len, bool copy)
 {
-	bool dirty = sp->maps_dirty;
+	/* No reread of the maps after it (pool_mappings_to_anon): a balloon
+	 * discards page by page, and each reread of a VM monitor's 10,000s of
+	 * mappings took milliseconds (inflating by 96 MiB took minutes). */
 	int err = pool_mappings_to_anon(sp, start, start + len, copy);
-	/* The pool's mappings there are anonymous ones of the same protection
-	 * now, and every page's state is reset below: the regions stand, no
-	 * reread of the maps is due (a balloon discards page by page, and
-	 * each reread of a VM monitor's 10,000s of mappings took milliseconds:
-	 * inflating by 96 MiB took minutes).  Unless something failed. */
-	if (err >= 0)
-		sp->maps_dirty = dirty;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		if (start <= r->start && start + len >= region_addr(r, r->npages))

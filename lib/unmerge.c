@@ -258,14 +258,17 @@ static int pools_to_anon(const struct pool_id *ids, size_t nids, uintptr_t start
 
 /* Called inside engine_enter().  0, 1 if some pages stay (unshared) in
  * mappings of the pool, or -errno.  Each mapping replaced may split its
- * neighbours (+2 to the mapping budget's upper bound). */
+ * neighbours (+2 to the mapping budget's upper bound); the regions stand
+ * (the same protection, anonymous), unless it failed: then the maps are
+ * read again. */
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy)
 {
 	struct pool_id id = {sp->pool.dev, sp->pool.ino};
 	size_t replaced = 0;
-	sp->maps_dirty = true;
 	int err = pools_to_anon(&id, 1, start, end, copy, &replaced);
 	sp->c.map_count += 2 * replaced;
+	if (err < 0)
+		sp->maps_dirty = true;
 	return err;
 }
 
@@ -557,9 +560,9 @@ static int range_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end)
 	if (prim_maps_walk_range(start, end, piece_seen, &p) != 1)
 		return 0;
 	int prot = range_prot(start, end, NULL);
+	sp->maps_dirty = true;
 	if (prot < 0 || end - start > WHOLE_COPY_MAX)
 		return pool_mappings_to_anon(sp, start, end, true);
-	sp->maps_dirty = true;
 	return replace_with_anon(start, end, prot, true);
 }
 
