@@ -176,6 +176,12 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			if (!err) {
 				guard_arm(a, e);
 				promise_apply_merged(a, e); /* dont-fork, dont-dump, locked */
+				/* Never a huge page of the pool where a write to shmem
+				 * may allocate one (shmem_enabled always): khugepaged
+				 * would collapse the pool's pages through this mapping,
+				 * the freed pages' holes filled with zeros. */
+				if (sp->pool.thp_possible)
+					prim_madvise((void *)a, e - a, MADV_NOHUGEPAGE);
 				dump_merged_pages();
 				/* Map the pool pages now (read faults only), as the
 				 * kernel's KSM leaves its PTEs in place: the pages

@@ -18,8 +18,8 @@
  *   PROMISE_NOHUGEPAGE, PROMISE_HUGEPAGE  MADV_NOHUGEPAGE, MADV_HUGEPAGE:
  *                     also what lets a replacement join its neighbours
  *                     into one mapping again (the VMAs' flags must match);
- *                     a merged mapping of the pool is always NOHUGEPAGE
- *                     (promise_apply_merged)
+ *                     never set on a merged mapping of the pool (see
+ *                     merge.c's merge_run)
  *
  * Two more say why a range is kept out of merging (regions_keep), for the
  * counters pages_kept_wipeonfork and pages_kept_malloc:
@@ -253,12 +253,6 @@ void promise_apply_onfault(uintptr_t start, uintptr_t end)
 void promise_apply_merged(uintptr_t start, uintptr_t end)
 {
 	apply_at(start, end, start, MLOCK_ONFAULT, APPLY_MARKS);
-	/* Never MADV_HUGEPAGE, whatever the range's promise: shmem keeps huge
-	 * pages with the file (shmem_enabled advise or always), and khugepaged
-	 * collapsed a sparse pool's pages into huge ones through such a
-	 * mapping, the freed pages' holes filled with zeros (an application's
-	 * copy-on-write in a mapping of a file is never a huge page anyway). */
-	prim_madvise((void *)start, end - start, MADV_NOHUGEPAGE);
 }
 
 /* The flags of [start, end) set on the mapping at [at, at + end - start):
