@@ -809,7 +809,7 @@ int prim_maps_walk(pid_t pid, maps_fn fn, void *arg)
 struct vmflags_walk {
 	vmflags_fn fn;
 	void *arg;
-	uintptr_t start, end;
+	struct map_entry e;
 };
 
 static int smaps_line(char *line, void *arg)
@@ -817,17 +817,15 @@ static int smaps_line(char *line, void *arg)
 	struct vmflags_walk *w = arg;
 	struct map_entry e;
 	if (!strncmp(line, "VmFlags:", 8))
-		return w->fn(w->start, w->end, line + 8, w->arg);
-	if (parse_maps_line(line, &e)) {
-		w->start = e.start;
-		w->end = e.end;
-	}
+		return w->fn(&w->e, line + 8, w->arg);
+	if (parse_maps_line(line, &e))
+		w->e = e;
 	return 0;
 }
 
 int prim_vmflags_walk(vmflags_fn fn, void *arg)
 {
-	struct vmflags_walk w = {fn, arg, 0, 0};
+	struct vmflags_walk w = {.fn = fn, .arg = arg};
 	return lines_walk("/proc/self/smaps", smaps_line, &w);
 }
 

@@ -133,9 +133,9 @@ bool prim_map_at_works(void);
  * calls instead of reading maps that run to 10,000s of lines.  Without
  * PROCMAP_QUERY, the whole maps: fn must skip what lies outside. */
 int prim_maps_walk_range(uintptr_t start, uintptr_t end, maps_fn fn, void *arg);
-/* Calls fn for each mapping of /proc/self/smaps with the two-letter
- * VmFlags it has (a string such as " rd wr mr mw me ac lo"). */
-typedef int (*vmflags_fn)(uintptr_t start, uintptr_t end, const char *flags, void *arg);
+/* Calls fn for each mapping of /proc/self/smaps (its maps line) with the
+ * two-letter VmFlags it has (a string such as " rd wr mr mw me ac lo"). */
+typedef int (*vmflags_fn)(const struct map_entry *e, const char *flags, void *arg);
 int prim_vmflags_walk(vmflags_fn fn, void *arg);
 
 /* ---- the control socket (samepaged) ---- */

@@ -661,13 +661,18 @@ struct keep_arg {
 	uintptr_t start, end;
 };
 
-static int remember_flags(uintptr_t s, uintptr_t e, const char *flags, void *arg)
+static int remember_flags(const struct map_entry *m, const char *flags, void *arg)
 {
 	struct keep_arg *k = arg;
-	if (e <= k->start || s >= k->end)
+	/* Only the application's own anonymous mappings say what it asked:
+	 * a merged page's mapping of a pool has the flags the merge gave it
+	 * (its promises, already known, and MADV_NOHUGEPAGE of its own, which
+	 * taken for the application's would stay on the page's copy at the
+	 * unmerge and split the range, and an mremap of it would fail). */
+	if (!m->anon || m->shared || m->end <= k->start || m->start >= k->end)
 		return 0;
-	uintptr_t from = s > k->start ? s : k->start;
-	uintptr_t to = e < k->end ? e : k->end;
+	uintptr_t from = m->start > k->start ? m->start : k->start;
+	uintptr_t to = m->end < k->end ? m->end : k->end;
 	if (strstr(flags, " dc"))
 		promise_set(from, to, PROMISE_DONTFORK, true);
 	if (strstr(flags, " dd"))

@@ -12,6 +12,15 @@
  * the contents then written away, the pool went back from 4 MiB to 32
  * MiB.  (And with "always" every write to the pool file allocated huge
  * pages.)  The pool's size is its memfd's allocated blocks.
+ *
+ * Regression (registered_again): with shmem_enabled "always" a merged
+ * page's mapping of the pool is MADV_NOHUGEPAGE (ours, not the
+ * application's).  A range registered again after merging (an mremap's
+ * new place, merge-any) read that flag from /proc/self/smaps as the
+ * application's promise, and the pages' copies kept it at the unmerge:
+ * the range stayed split, one mapping per merged run, and the
+ * application's mremap of it failed with EFAULT (the soak's "mremap ...
+ * to grow by a page: Bad address").
  */
 #include "check.h"
 #include "util.h"
@@ -41,8 +50,66 @@ static long long pool_bytes(void)
 	return bytes;
 }
 
+/* How many mappings meet [p, p + len), and how many of them have nh. */
+static int mappings(const char *p, size_t len, int *nohuge)
+{
+	char line[512];
+	int n = 0, in = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+	REQUIRE(f);
+	*nohuge = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char c;
+		if (sscanf(line, "%lx-%lx %c", &lo, &hi, &c) == 3) {
+			in = hi > (uintptr_t)p && lo < (uintptr_t)p + len;
+			n += in;
+		} else if (in && !strncmp(line, "VmFlags:", 8) && strstr(line, " nh")) {
+			*nohuge += 1;
+		}
+	}
+	fclose(f);
+	return n;
+}
+
+static void registered_again(void)
+{
+	const size_t n = 256;
+	samepage_t *sp = open_fast();
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	for (size_t i = 0; i < n; i++) { /* every 4th page a pair with the next */
+		memset(p + i * PG, 0, PG);
+		snprintf(p + i * PG, 64, "page %zu", i % 4 == 1 ? i - 1 : i);
+	}
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	for (int k = 0; k < 100 && rd(sp, "pages_sharing") < (long long)(n / 4); k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	CHECK_EQ_INT(rd(sp, "pages_sharing"), (long long)(n / 4));
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_UNMERGEABLE) == 0);
+	int nohuge, maps = mappings(p, n * PG, &nohuge);
+	printf("after the unmerge: %d mappings, %d of them MADV_NOHUGEPAGE\n", maps, nohuge);
+	CHECK_EQ_INT(nohuge, 0);
+	CHECK_EQ_INT(maps, 1);
+	char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
+	CHECK(q != MAP_FAILED);
+	if (q != MAP_FAILED) {
+		for (size_t i = 0; i < n; i++) {
+			char want[64];
+			snprintf(want, sizeof(want), "page %zu", i % 4 == 1 ? i - 1 : i);
+			CHECK(!strcmp(q + i * PG, want));
+		}
+		p = q;
+	}
+	samepage_close(sp);
+}
+
 int main(void)
 {
+	registered_again();
+
 	const size_t n = (64 << 20) / PG, half = n / 2;
 	samepage_t *sp = open_fast();
 	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

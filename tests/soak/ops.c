@@ -390,22 +390,33 @@ static void op_discard(struct worker *w, struct region *r)
 	check_pages(w, r, page, n, OP_DISCARD);
 }
 
-/* How many mappings (VMAs) /proc/self/maps shows in [p, p + len), and how
- * many of them map a file (the pool). */
-static int mappings_in(const char *p, size_t len, int *files)
+/* How many mappings (VMAs) /proc/self/smaps shows in [p, p + len), how
+ * many of them map a file (the pool), and the distinct VmFlags among them
+ * (what keeps them apart), as many as fit in flags. */
+static int mappings_in(const char *p, size_t len, int *files, char *flags, size_t size)
 {
 	char line[512];
-	int n = 0;
-	FILE *f = fopen("/proc/self/maps", "r");
+	int n = 0, in = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
 	*files = 0;
+	flags[0] = '\0';
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long lo, hi, inode = 0;
-		if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &inode) == 3 &&
-		    hi > (uintptr_t)p && lo < (uintptr_t)p + len) {
-			n++;
-			*files += inode != 0;
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &inode) == 3) {
+			in = hi > (uintptr_t)p && lo < (uintptr_t)p + len;
+			n += in;
+			*files += in && inode != 0;
+		} else if (in && !strncmp(line, "VmFlags:", 8)) {
+			char *v = line + 8;
+			v[strcspn(v, "\n")] = '\0';
+			size_t used = strlen(flags), k = strlen(v);
+			if (!strstr(flags, v) && used + k + 3 < size) {
+				flags[used] = '[';
+				memcpy(flags + used + 1, v, k);
+				memcpy(flags + used + 1 + k, "]", 2);
+			}
 		}
 	}
 	fclose(f);
@@ -435,13 +446,14 @@ static void op_mmap(struct worker *w, struct region *r)
 		samepage_t *sp = engine_get(w, r);
 		char *q = mremap(r->addr, len, len + PG, MREMAP_MAYMOVE);
 		if (q == MAP_FAILED) {
-			int saved = errno, files, maps = mappings_in(r->addr, len, &files);
+			char flags[200];
+			int saved = errno, files,
+			    maps = mappings_in(r->addr, len, &files, flags, sizeof(flags));
 			atomic_fetch_add(&stats->syscall_errors, 1);
-			note("%s: mremap of %p (%zu bytes, %d mappings, %d of a file, %s) to grow "
-			     "by "
-			     "a page: %s",
+			note("%s: mremap of %p (%zu bytes, %d mappings, %d of a file, %s; VmFlags "
+			     "%s) to grow by a page: %s",
 			     thread_who, (void *)r->addr, len, maps, files,
-			     r->alloced ? "from samepage_alloc" : "mmap", strerror(saved));
+			     r->alloced ? "from samepage_alloc" : "mmap", flags, strerror(saved));
 		} else {
 			r->addr = q;
 			if (mremap(q, len + PG, len, 0) == MAP_FAILED)

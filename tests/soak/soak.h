@@ -112,7 +112,7 @@ struct soak_note {
 	_Atomic uintptr_t fmt;
 	_Atomic uint64_t count;
 	_Atomic int ready;
-	char text[200];
+	char text[400];
 };
 
 struct soak_stats {
