@@ -19,10 +19,13 @@
                      a virtio-balloon device inflated (QEMU discards the
                      guest's memory it gives back, merged pages among it)
                      and deflated while the engine merges them
+  guests.py churn    SMP guests (-smp 2: a TCG thread per vCPU) with a
+                     writer per vCPU rewriting and checking its memory
+                     round after round while merging runs hot
 
 The guests come from kit.sh (the Debian kernel and a busybox initramfs with
 init.sh as /init), built afresh in OUT/kit.  Every guest runs as
-  LAUNCHER... qemu-system-x86_64 -accel tcg -m MIB -smp 1 -nographic ...
+  LAUNCHER... qemu-system-x86_64 -accel tcg -m MIB -smp SMP -nographic ...
 with QEMU's default mem-merge=on (guest RAM is madvise(MADV_MERGEABLE)).
 An engine decides who merges: "none" (the kernel's KSM held at run=0),
 "kernel" (/sys/kernel/mm/ksm) or "samepaged" (libsamepage: a private
@@ -449,7 +452,10 @@ class Guest:
         for f in (self.console, self.pidfile):
             if os.path.exists(f):
                 os.unlink(f)
-        cmd = [a.qemu, "-accel", a.accel, "-m", str(a.mib), "-smp", "1", "-nodefaults", "-nographic",
+        # More than one vCPU under TCG: one host thread each (MTTCG), all
+        # writing guest RAM at once.
+        accel = a.accel + (",thread=multi" if a.accel == "tcg" and a.smp > 1 else "")
+        cmd = [a.qemu, "-accel", accel, "-m", str(a.mib), "-smp", str(a.smp), "-nodefaults", "-nographic",
                "-monitor", "none", "-serial", f"file:{self.console}", "-no-reboot",
                "-kernel", f"{kit}/vmlinuz", "-initrd", f"{kit}/initramfs.gz",
                # no_timer_check: under TCG on a loaded host the kernel's
@@ -1153,6 +1159,67 @@ def cmd_balloon(a, held):
     return 0
 
 
+def churn_lines(g, tag):
+    """The churning guest's SAMEPAGE-CHURN (or -CHURN-DONE) lines, as dicts."""
+    out = []
+    for l in g.text().splitlines():
+        if l.startswith(f"SAMEPAGE-{tag} "):
+            out.append({k: int(v) for k, v in (kv.split("=", 1) for kv in l.split()[1:] if "=" in kv)})
+    return out
+
+
+def cmd_churn(a, held):
+    """SMP guests whose vCPUs all write guest RAM while merging runs hot:
+    each guest runs one writer per vCPU (init.sh's churn), rewriting its
+    blocks round after round and checking, before each rewrite, the blocks
+    it wrote the round before (merged meanwhile: like blocks are alike in
+    every guest).  Passes when every writer made at least 3 rounds with no
+    bad block, every guest powered off by itself with no kernel trouble,
+    and the engine merged pages while they ran."""
+    kit = build_kit(a)
+    eng = chosen_engine(a, held)
+    work = f"samepage.work=churn samepage.mib={a.mem_mib} samepage.seconds={a.seconds}"
+    guests, most = [], 0
+    try:
+        eng.configure(seed_knobs(a, a.zero))
+        eng.start()
+        launcher = eng.launcher()
+        guests = [Guest(a, kit, f"churn-{i}", launcher, work) for i in range(a.guests)]
+        wait_ready(guests, a.boot_timeout)
+        log(f"churn: {a.guests} guests of {a.mib} MiB, {a.smp} vCPUs each, {a.mem_mib} MiB rewritten "
+            f"for {a.seconds} s, {eng.name} at pages_to_scan {a.pages_to_scan}, sleep_millisecs {a.sleep_ms}")
+        deadline = time.monotonic() + a.seconds + a.boot_timeout
+        while any(g.proc.poll() is None for g in guests):
+            if time.monotonic() > deadline:
+                raise Fail(f"the guests still run {a.seconds + a.boot_timeout} s after booting")
+            if held.merge or eng is not held:
+                most = max(most, saved_pages(eng.counters()))
+            time.sleep(1)
+    finally:
+        stop_all([], guests, eng, held)
+    failed = []
+    for g in guests:
+        done = churn_lines(g, "CHURN-DONE")
+        rounds = churn_lines(g, "CHURN")
+        bad = sum(d.get("bad", 1) for d in done)
+        trouble = [l.strip() for l in g.text().splitlines() if any(t in l for t in KERNEL_TROUBLE)]
+        print(f"  {g.name:<8} writers {len(done)} of {a.smp}, rounds {[d.get('rounds') for d in done]}, "
+              f"bad blocks {bad}, QEMU exit {g.proc.returncode}")
+        for l in trouble[:10] + [f"SAMEPAGE-CHURN {r}" for r in rounds if r.get("bad")][:10]:
+            print(f"      {l}")
+        if len(done) != a.smp or bad or any(d.get("rounds", 0) < 3 for d in done):
+            failed.append(f"{g.name}: {len(done)} writers done of {a.smp}, {bad} bad blocks, "
+                          f"rounds {[d.get('rounds') for d in done]} (at least 3 each)")
+        if trouble or g.proc.returncode != 0:
+            failed.append(f"{g.name}: {'kernel trouble' if trouble else f'QEMU exited {g.proc.returncode}'}")
+    print(f"  pages saved by {eng.name} at most: {most}")
+    if (held.merge or eng is not held) and most == 0:
+        failed.append(f"{eng.name} merged nothing while the guests ran")
+    if failed:
+        raise Fail(f"churn: {'; '.join(failed)}; logs in {a.out}")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1164,6 +1231,7 @@ def main():
     common.add_argument("--mib", type=int, default=512, help="guest RAM (-m)")
     common.add_argument("--qemu", default="qemu-system-x86_64")
     common.add_argument("--accel", default="tcg", help="tcg (default; nested KVM does not boot here) or kvm")
+    common.add_argument("--smp", type=int, default=1, help="vCPUs a guest (-smp; churn's default 2)")
     common.add_argument("--launcher", help="a command put before QEMU's: with --engine kernel e.g. 'ksmctl run --'; "
                         "with samepaged it replaces 'ksmctl --user run --domain vms --' (and its probe); "
                         "compare uses it for the samepaged columns only")
@@ -1195,6 +1263,10 @@ def main():
     s.add_argument("--engine", choices=("none", "kernel", "samepaged"), default="samepaged")
     s.add_argument("--seconds", type=int, default=120, help="the most the migration may take")
     s.add_argument("--mem-mib", type=int, default=64, help="MiB the guest fills and checks")
+    s = sub.add_parser("churn", parents=[common], help="SMP guests rewriting their memory while merging runs hot")
+    s.add_argument("--engine", choices=("none", "kernel", "samepaged"), default="samepaged")
+    s.add_argument("--seconds", type=int, default=60, help="how long each guest rewrites its memory")
+    s.add_argument("--mem-mib", type=int, default=64, help="MiB each guest rewrites and checks")
     s = sub.add_parser("balloon", parents=[common], help="virtio-balloon inflated and deflated while merged")
     s.add_argument("--engine", choices=("none", "kernel", "samepaged"), default="samepaged")
     s.add_argument("--seconds", type=int, default=120, help="the most a balloon may take to reach its target")
@@ -1203,8 +1275,12 @@ def main():
     s.add_argument("--settle", type=int, default=5, help="seconds of merging before the balloons inflate")
     p.set_defaults()
     a = p.parse_args()
-    if a.cmd == "io" and a.sleep_ms == 200 and "--sleep-ms" not in sys.argv:
+    if a.cmd in ("io", "churn") and "--sleep-ms" not in sys.argv:
         a.sleep_ms = 0  # merging hot
+    if a.cmd == "churn" and "--smp" not in sys.argv:
+        a.smp = 2
+    if a.smp < 1:
+        p.error(f"--smp {a.smp}: give 1 or more vCPUs")
     if a.guests < 1 or a.mib < 64:
         p.error("--guests must be at least 1 and --mib at least 64")
     a.out = os.path.abspath(a.out)
@@ -1223,7 +1299,7 @@ def main():
             raise Skip(f"no {a.qemu} (apt-get install qemu-system-x86, or bench/guests/kit.sh --install)")
         held = KernelKSM(a.lock_wait)
         code = {"run": cmd_run, "compare": cmd_compare, "io": cmd_io, "postcopy": cmd_postcopy,
-                "balloon": cmd_balloon}[a.cmd](a, held)
+                "balloon": cmd_balloon, "churn": cmd_churn}[a.cmd](a, held)
     except Skip as e:
         print(f"SKIP: {e}", file=sys.stderr)
         code = 77

@@ -6,8 +6,10 @@
 #   samepage.work=idle   (default) nothing: sleeps until the host kills it
 #   samepage.work=io     the I/O guest: see io() below; then powers off
 #   samepage.work=mem    the memory guest: see mem() below (migrations)
-#   samepage.mib=N       MiB of guest memory mem() fills and checks (default 64)
-#   samepage.seconds=N   how long the I/O loop runs (default 60)
+#   samepage.work=churn  the churning guest: see churn() below (SMP writers)
+#   samepage.mib=N       MiB of guest memory mem() and churn() fill and check
+#                        (default 64)
+#   samepage.seconds=N   how long the I/O and churn loops run (default 60)
 #   samepage.blocks=N    MiB of /dev/vda it writes and re-reads (default 16)
 #   samepage.corrupt=1   changes a byte on the disk behind the checksums
 #                        (to test the check itself)
@@ -132,9 +134,54 @@ mem() {
 	done
 }
 
+# The churning guest: one writer per CPU (-smp N: every vCPU writes guest
+# RAM at once), each with its own MIB / N blocks of 1 MiB in /tmp, round
+# after round for SECONDS: checks the blocks it wrote the round before
+# (merged since, as like blocks are alike in every guest), then writes them
+# all again (the guest frees and reuses its pages: the host sees writes to
+# merged pages).  Even blocks are one line repeated, the same in every
+# guest and every third round; odd blocks are random.
+churn_writer() { # churn_writer ID BLOCKS END
+	id=$1 n=$2 end=$3 round=0 bad=0
+	while [ $round = 0 ] || [ "$(now)" -lt "$end" ]; do
+		round=$((round + 1)) rbad=0 b=0
+		[ $round = 1 ] || rbad=$(md5sum -c /tmp/c/$id.sums 2>/dev/null | grep -vc ': OK$')
+		bad=$((bad + rbad))
+		while [ $b -lt "$n" ]; do
+			if [ $((b % 2)) = 0 ]; then
+				yes "samepage churn $((round % 3)) block $b" | head -c 1048576 >/tmp/c/$id-$b
+			else
+				head -c 1048576 /dev/urandom >/tmp/c/$id-$b
+			fi
+			b=$((b + 1))
+		done
+		md5sum /tmp/c/$id-* >/tmp/c/$id.sums
+		echo "SAMEPAGE-CHURN cpu=$id round=$round bad=$rbad uptime=$(now)"
+	done
+	# and once more after the last write
+	rbad=$(md5sum -c /tmp/c/$id.sums 2>/dev/null | grep -vc ': OK$')
+	echo "SAMEPAGE-CHURN-DONE cpu=$id rounds=$round bad=$((bad + rbad))"
+}
+
+churn() {
+	secs=$(arg seconds 60) mib=$(arg mib 64) cpus=$(grep -c ^processor /proc/cpuinfo)
+	mkdir -p /tmp/c
+	end=$(($(now) + secs)) k=0
+	while [ $k -lt "$cpus" ]; do
+		churn_writer $k $((mib / cpus)) $end &
+		k=$((k + 1))
+	done
+	wait
+}
+
 case $(arg work idle) in
 mem)
 	mem
+	;;
+churn)
+	churn
+	sync
+	poweroff -f
 	;;
 io)
 	io

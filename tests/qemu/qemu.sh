@@ -25,8 +25,14 @@
 #            on merged guest RAM), then gives it back: each reaches its
 #            target within 120 s, QEMU reports no failed discard, every
 #            memory check right, pages still merged after
-#   samepaged_guests, samepaged_io, samepaged_postcopy, samepaged_balloon
-#            guests, io, postcopy and balloon with libsamepage: every QEMU started by
+#   churn    2 guests of 256 MiB with 2 vCPUs each (a TCG thread per vCPU),
+#            a writer per vCPU rewriting 32 MiB of its guest's memory round
+#            after round for 60 s, merging hot: every block it wrote checks
+#            right the round after (merged meanwhile), no kernel trouble,
+#            both guests power off by themselves, pages merged meanwhile
+#   samepaged_guests, samepaged_io, samepaged_postcopy, samepaged_balloon,
+#   samepaged_churn
+#            guests, io, postcopy, balloon and churn with libsamepage: every QEMU started by
 #            `KSMCTL --user run --domain vms --` against a private SAMEPAGED
 #            (the kernel's KSM held at run=0); skipped (77) while
 #            `ksmctl --user run` does not run programs
@@ -94,6 +100,14 @@ t_balloon() {
 
 t_samepaged_balloon() {
 	"${guests[@]}" balloon --engine samepaged "${user[@]}" --guests 2 --mib 256 --out "$out"
+}
+
+t_churn() {
+	"${guests[@]}" churn --engine kernel --guests 2 --mib 256 --seconds 60 --out "$out"
+}
+
+t_samepaged_churn() {
+	"${guests[@]}" churn --engine samepaged "${user[@]}" --guests 2 --mib 256 --seconds 60 --out "$out"
 }
 
 t_samepaged_io() {
