@@ -465,7 +465,7 @@ class Guest:
                "-name", name]
         if drive:
             cmd += ["-drive", f"if=none,id=d0,format=raw,{drive}", "-device", "virtio-blk-pci,drive=d0"]
-        self.cmd = launcher + cmd + list(extra)
+        self.cmd = launcher + cmd + list(extra) + list(getattr(a, "qemu_arg", None) or [])
         self.started = time.monotonic()
         self.ready_s = None
         with open(f"{a.out}/{name}.qemu.log", "w") as qlog:
@@ -1232,6 +1232,9 @@ def main():
     common.add_argument("--qemu", default="qemu-system-x86_64")
     common.add_argument("--accel", default="tcg", help="tcg (default; nested KVM does not boot here) or kvm")
     common.add_argument("--smp", type=int, default=1, help="vCPUs a guest (-smp; churn's default 2)")
+    common.add_argument("--qemu-arg", action="append", metavar="ARG",
+                        help="one more argument for every QEMU, repeated for more: e.g. "
+                        "--qemu-arg=-overcommit --qemu-arg=mem-lock=on")
     common.add_argument("--launcher", help="a command put before QEMU's: with --engine kernel e.g. 'ksmctl run --'; "
                         "with samepaged it replaces 'ksmctl --user run --domain vms --' (and its probe); "
                         "compare uses it for the samepaged columns only")
