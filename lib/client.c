@@ -281,12 +281,6 @@ int samepage_connect(samepage_t **out, const char *domain)
 		engine_free(*out);
 		*out = NULL;
 		err = -ENOMEM;
-	} else if (!err && (*out)->dom->magic != DOM_MAGIC && (*out)->dom->magic != DOM_MAGIC_V1) {
-		/* A domain of a samepaged of another version: its index is laid
-		 * out otherwise, and a merge there could corrupt it. */
-		engine_free(*out);
-		*out = NULL;
-		err = -EPROTO;
 	}
 	if (err) {
 		prim_munmap(lg, LEDGER_SIZE);

@@ -347,36 +347,6 @@ static void test_old_index_taken_back(void)
 	CHECK(domain_files_gone("old"));
 }
 
-/* A domain whose index this library does not know (a samepaged of a later
- * version made it): samepage_connect() refuses it with EPROTO, "another
- * version?", instead of merging into an index laid out otherwise. */
-static void test_unknown_index_refused(void)
-{
-	struct vm vm = spawn("newer", 0);
-	char path[512];
-	snprintf(path, sizeof(path), "%s/newer.index", D.state);
-	int fd = open(path, O_RDWR);
-	REQUIRE(fd >= 0);
-	uint64_t magic, later = 0x39444d4f44505353ULL; /* "SSPDOMD9" */
-	REQUIRE(pread(fd, &magic, sizeof(magic), 0) == sizeof(magic));
-	REQUIRE(pwrite(fd, &later, sizeof(later), 0) == sizeof(later));
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		samepage_t *sp;
-		int err = samepage_connect(&sp, "newer");
-		_exit(err == -EPROTO ? 0 : 1);
-	}
-	int status;
-	REQUIRE(waitpid(pid, &status, 0) == pid);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	REQUIRE(pwrite(fd, &magic, sizeof(magic), 0) == sizeof(magic));
-	close(fd);
-	CHECK_EQ_INT(ask(&vm, 'v'), 1);
-	end(&vm, 0);
-	CHECK(domain_files_gone("newer"));
-}
-
 /* Lines of the daemon's log that hold text. */
 static int log_count(const char *text)
 {
@@ -586,7 +556,6 @@ int main(int argc, char **argv)
 	test_daemon_restart();
 	test_daemon_restart_with_other_files();
 	test_old_index_taken_back();
-	test_unknown_index_refused();
 	test_dotted_domain_reaped_after_restart();
 	test_connection_closed_by_live_client();
 	test_other_user();
