@@ -310,7 +310,7 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 		d->sp = NULL;
 		return -EIO;
 	}
-	if (d->sp->dom->magic != DOM_MAGIC && d->sp->dom->magic != DOM_MAGIC_V1) {
+	if (d->sp->dom->magic != DOM_MAGIC) {
 		logmsg("domain %s: %s/%s.index is not a samepage domain file; move it away", name,
 		       s->dir, name);
 		engine_free(d->sp);

@@ -30,12 +30,9 @@
 /* ---- stable index (in the domain: called with the domain locked) ---- */
 
 /* The buckets in use: 1 << bucket_bits of the domain's DOM_BUCKETS heads
- * (all of them in a domain made before they grew: samepaged takes such a
- * domain back after an upgrade, with its clients of before). */
+ * (all of them in a domain made before they grew). */
 static uint32_t bucket_bits(const struct samepage *sp)
 {
-	if (sp->dom->magic == DOM_MAGIC_V1)
-		return DOM_BUCKET_BITS_MAX;
 	uint32_t b = sp->dom->bucket_bits;
 	return b >= DOM_BUCKET_BITS_MIN && b <= DOM_BUCKET_BITS_MAX ? b : DOM_BUCKET_BITS_MAX;
 }

@@ -122,9 +122,8 @@ struct stable_node {
  * file is sparse: only what is used costs memory.  Heads and links hold
  * index + 1 so that zeroed memory is an empty table.
  */
-#define DOM_MAGIC 0x32444d4f44505353ULL	   /* "SSPDOMD2": buckets that grow */
-#define DOM_MAGIC_V1 0x31444d4f44505353ULL /* "SSPDOMD1": all DOM_BUCKETS heads */
-#define DOM_NODES (16u << 20)		   /* 64 GiB of KSM pages per domain */
+#define DOM_MAGIC 0x31444d4f44505353ULL /* "SSPDOMD1" */
+#define DOM_NODES (16u << 20)		/* 64 GiB of KSM pages per domain */
 #define DOM_BUCKETS (1u << 18) /* the most: a domain starts with 1 << DOM_BUCKET_BITS_MIN */
 #define DOM_BUCKET_BITS_MIN 10u
 #define DOM_BUCKET_BITS_MAX 18u

@@ -310,43 +310,6 @@ static void test_daemon_restart(void)
 	CHECK(domain_files_gone("vm"));
 }
 
-/* An index of a version whose buckets did not grow ("SSPDOMD1", all
- * DOM_BUCKETS heads): a daemon upgraded under running clients takes it
- * back, and it merges as before (it was refused as "not a samepage domain
- * file" when the magic changed without it).  The file is made old before
- * any node is in it: its magic is the only difference. */
-static void test_old_index_taken_back(void)
-{
-	daemon_set(&D, "run", "0");
-	struct vm vm[2] = {spawn("old", 0), spawn("old", 1)};
-	daemon_stop(&D, SIGKILL);
-	char path[512];
-	snprintf(path, sizeof(path), "%s/old.index", D.state);
-	int fd = open(path, O_RDWR);
-	REQUIRE(fd >= 0);
-	uint64_t magic = 0x31444d4f44505353ULL; /* "SSPDOMD1" */
-	REQUIRE(pwrite(fd, &magic, sizeof(magic), 0) == sizeof(magic));
-	close(fd);
-	daemon_start(&D, NULL);
-	long long k = -1;
-	for (int i = 0; i < 100 && k != 0; i++) { /* the clients reconnect */
-		usleep(100000);
-		k = ask(&vm[0], 'k');
-	}
-	CHECK_EQ_INT(k, 0);
-	CHECK(daemon_logged(&D, "domain old: taken back"));
-	daemon_set(&D, "run", "1");
-	converge();
-	CHECK(ask(&vm[0], 's') > 0);
-	CHECK(ask(&vm[1], 's') > 0);
-	for (int g = 0; g < 2; g++) {
-		CHECK_EQ_INT(ask(&vm[g], 'w'), 1);
-		CHECK_EQ_INT(ask(&vm[g], 'v'), 1);
-		end(&vm[g], 0);
-	}
-	CHECK(domain_files_gone("old"));
-}
-
 /* Lines of the daemon's log that hold text. */
 static int log_count(const char *text)
 {
@@ -555,7 +518,6 @@ int main(int argc, char **argv)
 	test_domains_and_kill();
 	test_daemon_restart();
 	test_daemon_restart_with_other_files();
-	test_old_index_taken_back();
 	test_dotted_domain_reaped_after_restart();
 	test_connection_closed_by_live_client();
 	test_other_user();

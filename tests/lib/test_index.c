@@ -159,25 +159,6 @@ static void test_buckets_grow(void)
 	samepage_close(sp);
 }
 
-/* A domain made before the buckets grew ("SSPDOMD1": samepaged takes it
- * back after an upgrade, with the clients it had, which place nodes in all
- * DOM_BUCKETS heads) keeps all of them and never splits. */
-static void test_buckets_of_old_domain(void)
-{
-	samepage_t *sp;
-	REQUIRE(samepage_open(&sp) == 0);
-	index_lock(sp);
-	sp->dom->magic = DOM_MAGIC_V1;
-	sp->dom->bucket_bits = 0; /* a field it did not have */
-	CHECK_EQ_U64(stable_buckets(sp), DOM_BUCKETS);
-	insert_nodes(sp, 0, 3000);
-	CHECK_EQ_U64(stable_buckets(sp), DOM_BUCKETS);
-	CHECK_EQ_U64(sp->dom->bucket_bits, 0);
-	check_nodes_found(sp, 3000);
-	index_unlock(sp);
-	samepage_close(sp);
-}
-
 /* A process died in the middle of a split (half of the buckets split, the
  * lock held): the next taker of the lock finishes it.  The half split is
  * made here by hand, the death by a child that takes the lock and exits. */
@@ -354,7 +335,6 @@ int main(void)
 	samepage_close(sp);
 	test_buckets_grow();
 	test_split_finished_after_death();
-	test_buckets_of_old_domain();
 	test_index_sized_for_nodes();
 	test_unstable_sized_for_present();
 	test_pool_full();
