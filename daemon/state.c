@@ -317,12 +317,10 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 		d->sp = NULL;
 		return -EIO;
 	}
-	/* The index's bucket heads in use and its hints, which every client
-	 * writes anywhere, allocated now: on a full tmpfs a first write there
-	 * would be a SIGBUS in a client (ledger_ready() in lib/pool.c).  The
-	 * client that doubles the buckets allocates the new heads first. */
-	if (prim_populate(d->sp->stable.heads, stable_buckets(d->sp) * sizeof(uint32_t)) ||
-	    prim_populate((char *)d->sp->dom + DOM_OFF_HINTS, DOM_SIZE - DOM_OFF_HINTS)) {
+	/* The index's bucket heads and hints, which every client writes
+	 * anywhere, allocated now: on a full tmpfs a first write there would
+	 * be a SIGBUS in a client (ledger_ready() in lib/pool.c). */
+	if (prim_populate((char *)d->sp->dom + DOM_OFF_HEADS, DOM_SIZE - DOM_OFF_HEADS)) {
 		logmsg("domain %s: no room for its index on the filesystem of %s (fix: make room "
 		       "there, or give samepaged a larger tmpfs with --state-dir)",
 		       name, s->dir);

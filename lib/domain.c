@@ -52,7 +52,6 @@ int domain_create(int *index_fd, int *pool_fd, const char *name)
 	for (int i = 0; i < samepage_knob_count(); i++)
 		d->knob[i] = samepage_knob_at(i)->def;
 	d->last_alloc = NIL;
-	d->bucket_bits = DOM_BUCKET_BITS_MIN;
 	if (prim_random(&d->instance, sizeof(d->instance)))
 		d->instance = (uint64_t)prim_now_ns() ^ (uint64_t)prim_getpid();
 	snprintf(d->name, sizeof(d->name), "%s", name ? name : "");

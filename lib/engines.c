@@ -190,8 +190,7 @@ static uint64_t metadata_bytes(struct samepage *sp)
 {
 	uint64_t b = sp->tracked_pages * sizeof(struct page_meta);
 	/* The buckets are hashed: every node may touch a page of them. */
-	uint64_t nodes = sp->dom->nr,
-		 head_pages = stable_buckets(sp) * sizeof(uint32_t) / PAGE_SIZE;
+	uint64_t nodes = sp->dom->nr, head_pages = DOM_BUCKETS * sizeof(uint32_t) / PAGE_SIZE;
 	b += ((uint64_t)sp->unstable.mask + 1) * sizeof(uint32_t);
 	b += nodes * sizeof(struct stable_node) +
 	     (nodes < head_pages ? nodes : head_pages) * PAGE_SIZE;

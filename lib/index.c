@@ -29,23 +29,7 @@
 
 /* ---- stable index (in the domain: called with the domain locked) ---- */
 
-/* The buckets in use: 1 << bucket_bits of the domain's DOM_BUCKETS heads
- * (all of them in a domain made before they grew). */
-static uint32_t bucket_bits(const struct samepage *sp)
-{
-	uint32_t b = sp->dom->bucket_bits;
-	return b >= DOM_BUCKET_BITS_MIN && b <= DOM_BUCKET_BITS_MAX ? b : DOM_BUCKET_BITS_MAX;
-}
-
-uint32_t stable_buckets(const struct samepage *sp)
-{
-	return 1u << bucket_bits(sp);
-}
-
-static uint32_t *bucket(struct samepage *sp, uint32_t checksum)
-{
-	return &sp->stable.heads[checksum & (stable_buckets(sp) - 1)];
-}
+#define BUCKET(c) ((c) & (DOM_BUCKETS - 1))
 
 /*
  * The dups of one content (the kernel's stable_node_chain) are linked
@@ -61,7 +45,7 @@ static uint32_t *bucket(struct samepage *sp, uint32_t checksum)
 static uint32_t dup_head(struct samepage *sp, const void *page, uint32_t checksum)
 {
 	struct stable_index *s = &sp->stable;
-	for (uint32_t l = *bucket(sp, checksum); l; l = s->nodes[l - 1].hnext)
+	for (uint32_t l = s->heads[BUCKET(checksum)]; l; l = s->nodes[l - 1].hnext)
 		if (s->nodes[l - 1].checksum == checksum &&
 		    !memcmp(pool_contents(sp, l - 1), page, PAGE_SIZE))
 			return l - 1;
@@ -73,7 +57,7 @@ static uint32_t dup_head(struct samepage *sp, const void *page, uint32_t checksu
 bool stable_has_checksum(struct samepage *sp, uint32_t checksum)
 {
 	struct stable_index *s = &sp->stable;
-	for (uint32_t l = *bucket(sp, checksum); l; l = s->nodes[l - 1].hnext)
+	for (uint32_t l = s->heads[BUCKET(checksum)]; l; l = s->nodes[l - 1].hnext)
 		if (s->nodes[l - 1].checksum == checksum && s->nodes[l - 1].in_use)
 			return true;
 	return false;
@@ -120,7 +104,7 @@ static void chain_print(struct samepage *sp, uint32_t i, uint32_t head)
 	struct stable_index *s = &sp->stable;
 	const struct stable_node *n = &s->nodes[i];
 	fprintf(stderr, "libsamepage: node %u (checksum %08x): bucket", i, n->checksum);
-	for (uint32_t l = *bucket(sp, n->checksum); l; l = s->nodes[l - 1].hnext) {
+	for (uint32_t l = s->heads[BUCKET(n->checksum)]; l; l = s->nodes[l - 1].hnext) {
 		const struct stable_node *b = &s->nodes[l - 1];
 		if (b->checksum == n->checksum)
 			fprintf(stderr, " %u%s(next %d, maps %u, pending %u)", l - 1,
@@ -149,7 +133,7 @@ bool index_chains_ok(struct samepage *sp)
 			continue;
 		const void *page = pool_contents(sp, i);
 		uint32_t by_bucket = 0;
-		for (uint32_t l = *bucket(sp, n->checksum); l; l = s->nodes[l - 1].hnext)
+		for (uint32_t l = s->heads[BUCKET(n->checksum)]; l; l = s->nodes[l - 1].hnext)
 			by_bucket += s->nodes[l - 1].checksum == n->checksum &&
 				     !memcmp(pool_contents(sp, l - 1), page, PAGE_SIZE);
 		uint32_t head = dup_head(sp, page, n->checksum);
@@ -250,60 +234,6 @@ static void chain_counts(struct samepage *sp, uint32_t before, uint32_t after)
 	}
 }
 
-/*
- * The buckets double when the nodes outgrow them (one node a bucket on
- * average): from 1 << DOM_BUCKET_BITS_MIN, 4 KiB of heads, up to all of
- * them.  A fixed table of DOM_BUCKETS heads took 1 MiB once a few thousand
- * KSM pages had touched every page of it: 348 KiB of index for a local
- * engine's 100 KSM pages, 1 MiB for 1,000.
- *
- * Bucket b's nodes whose checksum has the new bit move, in their order (a
- * chain's dups keep theirs), to the tail of bucket b + n; the bits grow
- * when every bucket is done.  buckets_splitting holds the bits the split
- * makes until then: a process that dies in the middle leaves it set, and
- * the next taker of the lock finishes the split (index_repair(): it goes
- * on from where the lists are); the node it was moving may be lost to
- * lookups (a KSM page nobody finds: a later merge of its contents makes
- * another), never linked twice.
- */
-static void buckets_split(struct samepage *sp, uint32_t bits)
-{
-	struct stable_index *s = &sp->stable;
-	uint32_t n = 1u << (bits - 1), bound = sp->dom->nr + 1;
-	for (uint32_t b = 0; b < n; b++) {
-		uint32_t *lo = &s->heads[b], *hi = &s->heads[b + n], k = 0;
-		while (*hi && k++ <= bound) /* empty, unless a split died */
-			hi = &s->nodes[*hi - 1].hnext;
-		while (*lo && k++ <= bound) {
-			uint32_t l = *lo;
-			struct stable_node *x = &s->nodes[l - 1];
-			if (!(x->checksum & n)) {
-				lo = &x->hnext;
-				continue;
-			}
-			*lo = x->hnext; /* out of b */
-			x->hnext = 0;
-			*hi = l; /* and at the end of b + n */
-			hi = &x->hnext;
-		}
-	}
-	sp->dom->bucket_bits = (uint8_t)bits;
-	sp->dom->buckets_splitting = 0;
-}
-
-/* The new heads are allocated first: on a full filesystem (samepaged's
- * state directory) the buckets stay as they are, and no write to them can
- * be a SIGBUS. */
-static void buckets_grow(struct samepage *sp)
-{
-	uint32_t n = stable_buckets(sp);
-	if (bucket_bits(sp) >= DOM_BUCKET_BITS_MAX || sp->dom->live <= n ||
-	    prim_populate(&sp->stable.heads[n], n * sizeof(uint32_t)))
-		return;
-	sp->dom->buckets_splitting = (uint8_t)(bucket_bits(sp) + 1);
-	buckets_split(sp, bucket_bits(sp) + 1);
-}
-
 /* stable_tree_insert: a new KSM page holding `page`'s contents, at pool
  * offset want_off if that is free.  It starts with no mapping; the merges
  * that follow add them.  It becomes the newest dup of its contents' chain
@@ -323,10 +253,9 @@ int stable_insert(struct samepage *sp, const void *page, uint32_t checksum, uint
 	struct stable_node *n = &s->nodes[idx];
 	*n = (struct stable_node){
 	    .checksum = checksum, .dupnext = head == NIL ? 0 : head + 1, .in_use = NODE_USED};
-	n->hnext = *bucket(sp, checksum);
-	*bucket(sp, checksum) = idx + 1; /* linked last: a dying writer leaves no half node */
+	n->hnext = s->heads[BUCKET(checksum)];
+	s->heads[BUCKET(checksum)] = idx + 1; /* linked last: a dying writer leaves no half node */
 	sp->dom->live++;
-	buckets_grow(sp);
 	*out = idx;
 	return 0;
 }
@@ -428,7 +357,7 @@ static uint32_t chain_head_of(struct samepage *sp, uint32_t idx)
 {
 	struct stable_index *s = &sp->stable;
 	uint32_t checksum = s->nodes[idx].checksum;
-	for (uint32_t l = *bucket(sp, checksum); l; l = s->nodes[l - 1].hnext) {
+	for (uint32_t l = s->heads[BUCKET(checksum)]; l; l = s->nodes[l - 1].hnext) {
 		if (s->nodes[l - 1].checksum != checksum || !s->nodes[l - 1].in_use)
 			continue;
 		uint32_t k = 0;
@@ -446,7 +375,7 @@ static void stable_unlink(struct samepage *sp, uint32_t idx)
 {
 	struct stable_index *s = &sp->stable;
 	struct stable_node *n = &s->nodes[idx];
-	uint32_t *pp = bucket(sp, n->checksum);
+	uint32_t *pp = &s->heads[BUCKET(n->checksum)];
 
 	uint32_t head = chain_head_of(sp, idx);
 	uint32_t dups = for_each_dup_from(sp, head, n->checksum, NULL, NULL);
@@ -545,15 +474,10 @@ void stable_put(struct samepage *sp, uint32_t idx)
  * merging into stay until samepaged reaps its ledger, which holds them
  * (ledger_reap): other processes' merges under way count there too, as
  * they merge with the lock let go.  Every other change made under the
- * lock is a counter or a link written last, so the rest is consistent;
- * a split of the buckets is finished (buckets_split()). */
+ * lock is a counter or a link written last, so the rest is consistent. */
 static void index_repair(struct samepage *sp)
 {
 	struct domain *d = sp->dom;
-	uint32_t to = d->buckets_splitting;
-	if (to == bucket_bits(sp) + 1 && to <= DOM_BUCKET_BITS_MAX)
-		buckets_split(sp, to);
-	d->buckets_splitting = 0;
 	uint32_t nr = d->nr < DOM_NODES ? d->nr : DOM_NODES; /* a client may have written it */
 	for (uint32_t i = 0; i < nr; i++) {
 		struct stable_node *n = &sp->stable.nodes[i];

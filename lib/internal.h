@@ -215,8 +215,6 @@ void index_release(struct samepage *sp);
 void index_retake(struct samepage *sp);
 bool index_chains_ok(struct samepage *sp);
 uint32_t stable_chain_head(struct samepage *sp, const void *page, uint32_t checksum);
-/* How many of the DOM_BUCKETS heads the stable index uses now. */
-uint32_t stable_buckets(const struct samepage *sp);
 void stable_chain_load(struct samepage *sp, uint32_t head, uint32_t checksum, uint64_t *held,
 		       uint64_t *room);
 bool stable_dup_has_room(struct samepage *sp, uint32_t off, uint32_t checksum);

@@ -124,9 +124,7 @@ struct stable_node {
  */
 #define DOM_MAGIC 0x31444d4f44505353ULL /* "SSPDOMD1" */
 #define DOM_NODES (16u << 20)		/* 64 GiB of KSM pages per domain */
-#define DOM_BUCKETS (1u << 18) /* the most: a domain starts with 1 << DOM_BUCKET_BITS_MIN */
-#define DOM_BUCKET_BITS_MIN 10u
-#define DOM_BUCKET_BITS_MAX 18u
+#define DOM_BUCKETS (1u << 18)
 #define DOM_HINTS (1u << 18)
 #define DOM_OFF_NODES 8192UL
 #define DOM_OFF_FREE (DOM_OFF_NODES + (size_t)DOM_NODES * sizeof(struct stable_node))
@@ -158,12 +156,6 @@ struct domain {
 	_Atomic uint64_t refused;
 	/* threads waiting for lock (domain_lock): when to hand it over */
 	_Atomic uint32_t lock_waiters;
-	/* The stable index's buckets in use: 1 << bucket_bits of the
-	 * DOM_BUCKETS heads (0: all of them, a domain made before they grew);
-	 * doubled as the nodes outgrow them, bucket by bucket, with
-	 * buckets_splitting set meanwhile (index.c: buckets_grow()). */
-	uint8_t bucket_bits;
-	uint8_t buckets_splitting;
 };
 _Static_assert(sizeof(struct domain) <= DOM_OFF_NODES, "domain header");
 
