@@ -101,7 +101,7 @@ static void registered_again(void)
 			snprintf(want, sizeof(want), "page %zu", i % 4 == 1 ? i - 1 : i);
 			CHECK(!strcmp(q + i * PG, want));
 		}
-		p = q;
+		munmap(q, (n + 1) * PG);
 	}
 	samepage_close(sp);
 }

@@ -409,14 +409,15 @@ static int mappings_in(const char *p, size_t len, int *files, char *flags, size_
 			n += in;
 			*files += in && inode != 0;
 		} else if (in && !strncmp(line, "VmFlags:", 8)) {
-			char *v = line + 8;
-			v[strcspn(v, "\n")] = '\0';
-			size_t used = strlen(flags), k = strlen(v);
-			if (!strstr(flags, v) && used + k + 3 < size) {
-				flags[used] = '[';
-				memcpy(flags + used + 1, v, k);
-				memcpy(flags + used + 1 + k, "]", 2);
-			}
+			/* "[ rd wr ... ]": bracketed, so that one set is never
+			 * found inside a longer one (" ac " in " ac nh ") */
+			char v[160];
+			size_t used = strlen(flags);
+			int k = snprintf(v, sizeof(v), "[%.*s]", (int)strcspn(line + 8, "\n"),
+					 line + 8);
+			if (k > 0 && (size_t)k < sizeof(v) && !strstr(flags, v) &&
+			    used + (size_t)k < size)
+				memcpy(flags + used, v, (size_t)k + 1);
 		}
 	}
 	fclose(f);
