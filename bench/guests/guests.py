@@ -465,7 +465,7 @@ class Guest:
                "-name", name]
         if drive:
             cmd += ["-drive", f"if=none,id=d0,format=raw,{drive}", "-device", "virtio-blk-pci,drive=d0"]
-        self.cmd = launcher + cmd + list(extra) + list(getattr(a, "qemu_arg", None) or [])
+        self.cmd = launcher + cmd + list(extra) + (a.qemu_arg or [])
         self.started = time.monotonic()
         self.ready_s = None
         with open(f"{a.out}/{name}.qemu.log", "w") as qlog:
@@ -822,11 +822,16 @@ def report(a, rows):
     return 0
 
 
+def kernel_trouble(text):
+    """The guest kernel's complaints (KERNEL_TROUBLE) among console lines."""
+    return [l.strip() for l in text.splitlines() if any(t in l for t in KERNEL_TROUBLE)]
+
+
 def io_result(g):
     """The guest's verdict from its console: (ok, summary)."""
     text = g.text()
     res = [l for l in text.splitlines() if l.startswith("SAMEPAGE-IO-RESULT")]
-    trouble = [l.strip() for l in text.splitlines() if any(t in l for t in KERNEL_TROUBLE)]
+    trouble = kernel_trouble(text)
     bad = [l.strip() for l in text.splitlines() if l.startswith("SAMEPAGE-IO-BAD")]
     if not res:
         return False, "no SAMEPAGE-IO-RESULT line on the console", trouble + bad
@@ -960,14 +965,20 @@ def stop_all(qmps, guests, eng, held):
         eng.restore()
 
 
-def mem_rounds(g):
-    """The memory guest's SAMEPAGE-MEM lines: [(round, bad)]."""
+def marked_lines(g, tag):
+    """The guest's SAMEPAGE-TAG lines, each as a dict of its key=value
+    fields (numbers as int)."""
     out = []
     for l in g.text().splitlines():
-        if l.startswith("SAMEPAGE-MEM "):
+        if l.startswith(f"SAMEPAGE-{tag} "):
             f = dict(kv.split("=", 1) for kv in l.split()[1:] if "=" in kv)
-            out.append((int(f.get("round", 0)), int(f.get("bad", -1))))
+            out.append({k: int(v) if v.lstrip("-").isdigit() else v for k, v in f.items()})
     return out
+
+
+def mem_rounds(g):
+    """The memory guest's SAMEPAGE-MEM lines: [(round, bad)]."""
+    return [(f.get("round", 0), f.get("bad", -1)) for f in marked_lines(g, "MEM")]
 
 
 def cmd_postcopy(a, held):
@@ -1034,7 +1045,7 @@ def cmd_postcopy(a, held):
         after = saved_pages(eng.counters())
     finally:
         stop_all(qmps, guests, eng, held)
-    trouble = [l.strip() for g in guests for l in g.text().splitlines() if any(t in l for t in KERNEL_TROUBLE)]
+    trouble = [l for g in guests for l in kernel_trouble(g.text())]
     bad = [r for r in rounds if r[1] != 0]
     print(f"  migration: {status} in {took:.1f} s after the switch; destination {running}; "
           f"pages saved by {eng.name} before / after: {before} / {after}")
@@ -1138,7 +1149,7 @@ def cmd_balloon(a, held):
     for g in guests:
         rounds = mem_rounds(g)
         bad = [r for r in rounds if r[1] != 0]
-        trouble = [l.strip() for l in g.text().splitlines() if any(t in l for t in KERNEL_TROUBLE)]
+        trouble = kernel_trouble(g.text())
         qemu = balloon_log_trouble(g)
         print(f"  {g.name:<10} memory checks: {len(rounds)} rounds, {len(bad)} with a bad block; "
               f"QEMU: {qemu[0] if qemu else 'no complaint'}")
@@ -1157,15 +1168,6 @@ def cmd_balloon(a, held):
     if failed:
         raise Fail(f"balloon: {'; '.join(failed)}; logs in {a.out}")
     return 0
-
-
-def churn_lines(g, tag):
-    """The churning guest's SAMEPAGE-CHURN (or -CHURN-DONE) lines, as dicts."""
-    out = []
-    for l in g.text().splitlines():
-        if l.startswith(f"SAMEPAGE-{tag} "):
-            out.append({k: int(v) for k, v in (kv.split("=", 1) for kv in l.split()[1:] if "=" in kv)})
-    return out
 
 
 def cmd_churn(a, held):
@@ -1199,10 +1201,10 @@ def cmd_churn(a, held):
         stop_all([], guests, eng, held)
     failed = []
     for g in guests:
-        done = churn_lines(g, "CHURN-DONE")
-        rounds = churn_lines(g, "CHURN")
+        done = marked_lines(g, "CHURN-DONE")
+        rounds = marked_lines(g, "CHURN")
         bad = sum(d.get("bad", 1) for d in done)
-        trouble = [l.strip() for l in g.text().splitlines() if any(t in l for t in KERNEL_TROUBLE)]
+        trouble = kernel_trouble(g.text())
         print(f"  {g.name:<8} writers {len(done)} of {a.smp}, rounds {[d.get('rounds') for d in done]}, "
               f"bad blocks {bad}, QEMU exit {g.proc.returncode}")
         for l in trouble[:10] + [f"SAMEPAGE-CHURN {r}" for r in rounds if r.get("bad")][:10]:
@@ -1231,7 +1233,7 @@ def main():
     common.add_argument("--mib", type=int, default=512, help="guest RAM (-m)")
     common.add_argument("--qemu", default="qemu-system-x86_64")
     common.add_argument("--accel", default="tcg", help="tcg (default; nested KVM does not boot here) or kvm")
-    common.add_argument("--smp", type=int, default=1, help="vCPUs a guest (-smp; churn's default 2)")
+    common.add_argument("--smp", type=int, help="vCPUs a guest (-smp; default 1, churn's 2)")
     common.add_argument("--qemu-arg", action="append", metavar="ARG",
                         help="one more argument for every QEMU, repeated for more: e.g. "
                         "--qemu-arg=-overcommit --qemu-arg=mem-lock=on")
@@ -1242,7 +1244,8 @@ def main():
                         help="samepaged: only what QEMU marks mergeable (its guest RAM), as the kernel's KSM "
                         "without a launcher; default: ksmctl --user run's merge-any")
     common.add_argument("--pages-to-scan", type=int, default=20000, help="the seed's 20000")
-    common.add_argument("--sleep-ms", type=int, default=200, help="the seed's 200")
+    common.add_argument("--sleep-ms", type=int,
+                        help="default the seed's 200; io's and churn's 0 (merging hot)")
     common.add_argument("--zero", type=int, choices=(0, 1), default=0, help="use_zero_pages")
     common.add_argument("--boot-timeout", type=int, default=300)
     common.add_argument("--lock-wait", type=int, default=900, help="seconds to wait for the kernel's KSM")
@@ -1278,10 +1281,10 @@ def main():
     s.add_argument("--settle", type=int, default=5, help="seconds of merging before the balloons inflate")
     p.set_defaults()
     a = p.parse_args()
-    if a.cmd in ("io", "churn") and "--sleep-ms" not in sys.argv:
-        a.sleep_ms = 0  # merging hot
-    if a.cmd == "churn" and "--smp" not in sys.argv:
-        a.smp = 2
+    if a.sleep_ms is None:
+        a.sleep_ms = 0 if a.cmd in ("io", "churn") else 200
+    if a.smp is None:
+        a.smp = 2 if a.cmd == "churn" else 1
     if a.smp < 1:
         p.error(f"--smp {a.smp}: give 1 or more vCPUs")
     if a.guests < 1 or a.mib < 64:
