@@ -51,11 +51,35 @@ void proto_reply_done(struct proto_reply *r)
 	r->close_fd = -1;
 }
 
-/* HELLO <domain>: the domain's index and pool, and the process's ledger. */
-static void answer_hello(struct state *s, struct client *c, const char *domain,
-			 struct proto_reply *r)
+/* HELLO <domain> <layout>: the domain's index and pool, and the process's
+ * ledger, if the process's library shares them in this samepaged's layout
+ * (SHARED_LAYOUT in types.h): one of another samepage version must not map
+ * them. */
+static void answer_hello(struct state *s, struct client *c, const char *args, struct proto_reply *r)
 {
-	char what[200];
+	char what[200], domain[72];
+	const char *sp = strchr(args, ' ');
+	char *end;
+	unsigned long layout = sp ? strtoul(sp + 1, &end, 10) : 0;
+	snprintf(domain, sizeof(domain), "%.*s", sp ? (int)(sp - args) : 71, args);
+	if (sp && (sp[1] < '0' || sp[1] > '9' || *end || (size_t)(sp - args) >= 72))
+		return proto_error(r, -EINVAL,
+				   "HELLO needs a domain and a layout, one space apart");
+	if (layout != SHARED_LAYOUT) {
+		char theirs[40] = "none (an older version)";
+		if (sp)
+			snprintf(theirs, sizeof(theirs), "%lu", layout);
+		snprintf(what, sizeof(what),
+			 "the process's library shares files in layout %s, this samepaged (%s) in "
+			 "layout %u",
+			 theirs, SAMEPAGE_VERSION_STRING, (unsigned)SHARED_LAYOUT);
+		logmsg_throttled(
+		    &s->log_limit,
+		    "refused HELLO %s of process %d (%s): %s (fix: restart the process "
+		    "or samepaged, so that both are of one samepage version)",
+		    domain, (int)c->pid, c->comm, what);
+		return proto_error(r, -EPROTONOSUPPORT, what);
+	}
 	if (!domain_name_ok(domain))
 		return proto_error(r, -EINVAL, "domain name (1 to 64 of A-Za-z0-9._-)");
 	if (c->d)

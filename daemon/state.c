@@ -183,6 +183,35 @@ static int open_state(const struct state *s, const char *name, const char *suffi
 
 static bool domain_has_ledgers(const struct state *s, const char *name);
 
+/* A domain of another samepage version (its index has the magic, and
+ * another SHARED_LAYOUT: an upgrade) cannot be used by this samepaged, nor
+ * this samepaged's clients by it.  Its files are unlinked so that the
+ * domain is made anew: processes of that version keep what they merged (a
+ * mapping holds its file), merge no more, and their ledgers are removed as
+ * they are reaped (ledger_unfit). */
+static void drop_other_version(const struct state *s, const char *name)
+{
+	char path[512];
+	struct domain head;
+	struct stat st;
+	state_path(s, path, sizeof(path), name, ".index");
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return;
+	bool other = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		     pread(fd, &head, sizeof(head), 0) == (ssize_t)sizeof(head) &&
+		     head.magic == DOM_MAGIC && head.layout != SHARED_LAYOUT;
+	close(fd);
+	if (!other || unlink(path) < 0)
+		return;
+	state_path(s, path, sizeof(path), name, ".pool");
+	unlink(path);
+	logmsg("domain %s: its files were made by another samepage version (shared layout %u; "
+	       "this samepaged's is %u): removed, and the domain made anew (processes of that "
+	       "version keep what they merged, and merge again once restarted)",
+	       name, head.layout, (unsigned)SHARED_LAYOUT);
+}
+
 /* Empties a domain file of size bytes (sparse again), unless it was just
  * made. */
 static bool remake(int fd, size_t size, bool made)
@@ -208,6 +237,7 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 		return -ENOENT;
 	if (!d)
 		return -ENFILE;
+	drop_other_version(s, name);
 	bool new_index = false, new_pool = false;
 	int ifd = open_state(s, name, ".index", DOM_SIZE, &new_index);
 	int pfd = ifd < 0
@@ -599,6 +629,8 @@ bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, s
 /* Why the ledger open at fd cannot be trusted, or NULL: a ledger is a
  * regular file of at most LEDGER_SIZE bytes that starts with the magic
  * and the pid of its name.  One cut short is read as far as it goes. */
+static const char ledger_other_version[] = "a ledger of another samepage version";
+
 static const char *ledger_unfit(int fd, pid_t pid, struct stat *st)
 {
 	struct ledger lg;
@@ -613,6 +645,10 @@ static const char *ledger_unfit(int fd, pid_t pid, struct stat *st)
 		return "not a ledger of this samepaged";
 	if (lg.pid != pid)
 		return "the ledger of another pid";
+	if (pread(fd, &lg.layout, sizeof(lg.layout), offsetof(struct ledger, layout)) !=
+		(ssize_t)sizeof(lg.layout) ||
+	    lg.layout != SHARED_LAYOUT)
+		return ledger_other_version;
 	return NULL;
 }
 
@@ -621,6 +657,13 @@ static const char *ledger_unfit(int fd, pid_t pid, struct stat *st)
 static void ledger_set_aside(const char *path, const char *why)
 {
 	char broken[600];
+	if (why == ledger_other_version) {
+		/* Its domain went when this samepaged took the domain's name
+		 * (drop_other_version): nothing to drop its counts from. */
+		if (unlink(path) == 0)
+			logmsg("%s: %s, whose domain is gone: removed", path, why);
+		return;
+	}
 	snprintf(broken, sizeof(broken), "%s.broken", path);
 	if (rename(path, broken) == 0)
 		logmsg("%s: %s: set aside as %s, its counts not dropped (fix: look at it, then "
@@ -872,7 +915,8 @@ int state_ledger_open(struct state *s, struct dom *d, const struct client *c)
 	}
 	if (lfd < 0)
 		return -errno;
-	lg = (struct ledger){.magic = LEDGER_MAGIC, .pid = c->pid, .starttime = starttime};
+	lg = (struct ledger){
+	    .magic = LEDGER_MAGIC, .pid = c->pid, .starttime = starttime, .layout = SHARED_LAYOUT};
 	snprintf(lg.comm, sizeof(lg.comm), "%s", c->comm);
 	if (ftruncate(lfd, (off_t)LEDGER_SIZE) < 0 ||
 	    pwrite(lfd, &lg, sizeof(lg), 0) != (ssize_t)sizeof(lg)) {

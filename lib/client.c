@@ -275,6 +275,14 @@ int samepage_connect(samepage_t **out, const char *domain)
 		return err;
 	}
 	err = engine_open(out, fds[0], fds[1]);
+	if (!err && ((*out)->dom->magic != DOM_MAGIC || (*out)->dom->layout != SHARED_LAYOUT ||
+		     lg->magic != LEDGER_MAGIC || lg->layout != SHARED_LAYOUT)) {
+		/* Files of another samepage version (answer_hello refuses the
+		 * library's; this is for a samepaged that does not say). */
+		engine_free(*out);
+		*out = NULL;
+		err = -EPROTONOSUPPORT;
+	}
 	if (!err && pool_capacity(*out) < DOM_NODES) {
 		/* The other processes' KSM pages may be anywhere in the pool:
 		 * a view of part of it cannot merge with them. */

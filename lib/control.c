@@ -154,12 +154,16 @@ int control_hello(const char *socket_path, const char *domain, int *conn, int fd
 	int fd = dial(socket_path);
 	if (fd < 0)
 		return fd;
-	snprintf(req, sizeof(req), "HELLO %s", domain);
+	snprintf(req, sizeof(req), "HELLO %s %d", domain, SHARED_LAYOUT);
 	int got = exchange(fd, req, reply, sizeof(reply), fds, HELLO_FDS);
 	if (got != HELLO_FDS) {
 		for (int i = 0; i < got; i++)
 			prim_close(fds[i]);
 		prim_close(fd);
+		/* A samepaged older than the layout in HELLO reads "NAME LAYOUT"
+		 * as a domain name, and refuses it. */
+		if (got == -EINVAL && domain_name_ok(domain))
+			return -EPROTONOSUPPORT;
 		return got < 0 ? got : -EPROTO;
 	}
 	*conn = fd;

@@ -55,6 +55,7 @@ int domain_create(int *index_fd, int *pool_fd, const char *name)
 	if (prim_random(&d->instance, sizeof(d->instance)))
 		d->instance = (uint64_t)prim_now_ns() ^ (uint64_t)prim_getpid();
 	snprintf(d->name, sizeof(d->name), "%s", name ? name : "");
+	d->layout = SHARED_LAYOUT;
 	d->magic = DOM_MAGIC;
 	domain_unmap(&s);
 	*index_fd = ifd;

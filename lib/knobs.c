@@ -244,6 +244,9 @@ const char *samepage_strerror(int err)
 	case ENOTCONN:
 		return "samepaged is not running (start it: merged memory stays valid meanwhile)";
 	case EPROTO: return "samepaged's answer was not understood (another version?)";
+	case EPROTONOSUPPORT:
+		return "samepaged is of another samepage version than this library (restart "
+		       "samepaged, or the program, with the same version)";
 	case EPIPE: return "samepaged closed the connection without saying why";
 	default: return strerror(err < 0 ? -err : err);
 	}

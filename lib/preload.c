@@ -209,8 +209,19 @@ static samepage_t *preload_engine_locked(void)
 			/* Not running there, or it answered and refused (its
 			 * log says why). */
 			bool absent = err == -ENOENT || err == -ECONNREFUSED || err == -ENOTCONN;
+			/* Of another samepage version: it may be restarted from
+			 * this one (an upgrade), so the process asks again. */
+			bool other = err == -EPROTONOSUPPORT;
 			const char *said = getenv("SAMEPAGE_WAIT_SAID");
-			if (absent && !waiting && !(said && *said == '1'))
+			if (other && !waiting)
+				say("samepage: samepaged at %s is of another samepage version than "
+				    "this library (the layouts of their shared files differ; its "
+				    "log "
+				    "names both): this process merges nothing until a samepaged of "
+				    "its version answers there, and joins domain %s then (fix: "
+				    "restart samepaged from this version)\n",
+				    path, domain);
+			else if (absent && !waiting && !(said && *said == '1'))
 				say("samepage: samepaged is not running at %s (%s): this process "
 				    "merges nothing until it starts there, and joins domain %s "
 				    "then (fix: start samepaged, or set SAMEPAGE_SOCKET)\n",
@@ -228,12 +239,12 @@ static samepage_t *preload_engine_locked(void)
 				    "samepaged a larger tmpfs with --state-dir); this process runs "
 				    "without merging\n",
 				    domain, path);
-			else if (!absent)
+			else if (!absent && !other)
 				say("samepage: cannot join domain %s of samepaged at %s: %s (fix: "
 				    "samepaged refused it: its log says why); this process runs "
 				    "without merging\n",
 				    domain, path, samepage_strerror(err));
-			if (absent)
+			if (absent || other)
 				wait_for_daemon_locked();
 			else
 				waiting = false; /* refused: asking again would not help */

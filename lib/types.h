@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -156,6 +157,7 @@ struct domain {
 	_Atomic uint64_t refused;
 	/* threads waiting for lock (domain_lock): when to hand it over */
 	_Atomic uint32_t lock_waiters;
+	uint32_t layout; /* SHARED_LAYOUT of the samepaged (or engine) that made it */
 };
 _Static_assert(sizeof(struct domain) <= DOM_OFF_NODES, "domain header");
 
@@ -446,6 +448,7 @@ struct ledger {
 	char comm[32];
 	/* the mapping budget (samepage(3): map_count ... max_map_count_needed) */
 	_Atomic int64_t map_count, max_map_count, map_count_needed, skipped_map_budget;
+	uint32_t layout; /* SHARED_LAYOUT of the samepaged that made it */
 };
 _Static_assert(sizeof(struct ledger) <= LEDGER_OFF_PLACE, "ledger header");
 _Static_assert(PLACE_MAX * sizeof(uint32_t) <= LEDGER_OFF_FORK - LEDGER_OFF_PLACE, "place");
@@ -456,8 +459,32 @@ _Static_assert(sizeof(struct fork_shared) <= LEDGER_OFF_STAGING - LEDGER_OFF_FOR
  * merge onto it. */
 #define GUARD_SIZE ((size_t)DOM_NODES)
 
+/*
+ * The layout of what samepaged shares with its clients: the domain file,
+ * the pool, the ledger (its fork area too), the guard, and the protocol.
+ * A client must never map files of another layout (an upgraded library
+ * against a samepaged still running, or the reverse): HELLO carries the
+ * client's SHARED_LAYOUT, the daemon refuses another (EPROTONOSUPPORT) and
+ * keeps a domain file of another layout out of use, and the client checks
+ * the domain's and the ledger's headers.  LAYOUT_SUM weighs the sizes and
+ * offsets: when one changes, the assertion below fails until SHARED_LAYOUT
+ * is raised and the new sum written in.
+ */
+#define SHARED_LAYOUT 2
+#define LAYOUT_SUM                                                                                 \
+	((uint64_t)DOM_MAGIC % 1000003 + (uint64_t)LEDGER_MAGIC % 1000033 +                        \
+	 3 * (uint64_t)DOM_NODES + 5 * (uint64_t)DOM_BUCKETS + 7 * (uint64_t)DOM_HINTS +           \
+	 11 * (uint64_t)DOM_OFF_NODES + 13 * sizeof(struct stable_node) +                          \
+	 17 * sizeof(struct domain) + 19 * offsetof(struct domain, layout) +                       \
+	 23 * sizeof(struct ledger) + 29 * (uint64_t)LEDGER_OFF_PLACE +                            \
+	 31 * (uint64_t)LEDGER_OFF_FORK + 37 * (uint64_t)LEDGER_OFF_STAGING +                      \
+	 41 * (uint64_t)PLACE_MAX + 43 * sizeof(struct fork_shared) + 47 * (uint64_t)LEDGER_PIN +  \
+	 53 * (uint64_t)PAGE_SIZE + 59 * offsetof(struct ledger, layout))
+_Static_assert(LAYOUT_SUM == 100987723476ULL,
+	       "the shared files' layout changed: raise SHARED_LAYOUT");
+
 /* The control protocol (one message per SOCK_SEQPACKET packet, text):
- *   HELLO <domain>        -> OK <instance>, with the index, pool and ledger fds
+ *   HELLO <domain> <layout> -> OK <instance>, with the index, pool and ledger fds
  *   GET [name]            -> OK, then "name value" lines
  *   SET <name> <value>    -> OK
  *   CLIENTS               -> OK, then one line per client (see samepaged.c)

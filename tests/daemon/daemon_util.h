@@ -10,6 +10,7 @@
 #ifndef SAMEPAGE_TEST_DAEMON_UTIL_H
 #define SAMEPAGE_TEST_DAEMON_UTIL_H
 
+#include "../../lib/types.h" /* SHARED_LAYOUT */
 #include "../lib/util.h"
 
 #include <dirent.h>
@@ -245,6 +246,12 @@ static inline int raw_ask(int fd, const void *req, size_t len, char *reply, size
 		return -errno;
 	return raw_recv(fd, reply, rlen);
 }
+
+/* "HELLO <domain>" as this build's clients say it (control_hello), with
+ * the shared files' layout after the name. */
+#define LAYOUT_STR_(x) #x
+#define LAYOUT_STR(x) LAYOUT_STR_(x)
+#define HELLO(domain) "HELLO " domain " " LAYOUT_STR(SHARED_LAYOUT)
 
 static inline int raw_asks(int fd, const char *req, char *reply, size_t rlen)
 {

@@ -90,7 +90,9 @@ static int hello(int fds[4])
 	int s = socket(AF_UNIX, SOCK_SEQPACKET, 0);
 	if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0)
 		return -1;
-	send(s, "HELLO vm", 8, 0);
+	char req[32];
+	int n = snprintf(req, sizeof(req), "HELLO vm %d", SHARED_LAYOUT);
+	send(s, req, (size_t)n, 0);
 	char buf[256], cbuf[CMSG_SPACE(sizeof(int) * 4)];
 	struct iovec iov = {buf, sizeof(buf)};
 	struct msghdr m = {

@@ -131,7 +131,8 @@ static void test_idle_timeout(void)
 	int silent = raw_dial(&D, false), still = raw_dial(&D, false), client = raw_dial(&D, false);
 	REQUIRE(silent >= 0 && still >= 0 && client >= 0);
 	CHECK_EQ_INT(reply_errno((raw_asks(still, "GET run", reply, sizeof(reply)), reply)), 0);
-	CHECK_EQ_INT(reply_errno((raw_asks(client, "HELLO idle", reply, sizeof(reply)), reply)), 0);
+	CHECK_EQ_INT(reply_errno((raw_asks(client, HELLO("idle"), reply, sizeof(reply)), reply)),
+		     0);
 	/* The two without HELLO are told why, then closed (10 s at most). */
 	for (int *fd = (int[]){silent, still, -1}; *fd >= 0; fd++) {
 		int got = raw_recv(*fd, reply, sizeof(reply));
@@ -152,7 +153,7 @@ static int hello(int *fd, const char *domain)
 	char req[128], reply[512];
 	*fd = raw_dial(&D, false);
 	REQUIRE(*fd >= 0);
-	snprintf(req, sizeof(req), "HELLO %s", domain);
+	snprintf(req, sizeof(req), "HELLO %s %d", domain, SHARED_LAYOUT);
 	int got = raw_asks(*fd, req, reply, sizeof(reply));
 	REQUIRE(got > 0);
 	if (reply_errno(reply))

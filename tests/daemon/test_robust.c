@@ -175,14 +175,14 @@ static void test_junk_in_state_dir(void)
 	int fd = raw_dial(&D, false);
 	char reply[512];
 	REQUIRE(fd >= 0);
-	CHECK(raw_asks(fd, "HELLO a", reply, sizeof(reply)) > 0);
+	CHECK(raw_asks(fd, HELLO("a"), reply, sizeof(reply)) > 0);
 	CHECK_EQ_INT(reply_errno(reply), EIO);
 	close(fd);
 	CHECK_EQ_INT(file_size("a.index"), 12);
 	/* The daemon works: a new domain comes and goes. */
 	fd = raw_dial(&D, false);
 	REQUIRE(fd >= 0);
-	CHECK(raw_asks(fd, "HELLO fresh", reply, sizeof(reply)) > 0);
+	CHECK(raw_asks(fd, HELLO("fresh"), reply, sizeof(reply)) > 0);
 	CHECK_EQ_INT(reply_errno(reply), 0);
 	close(fd);
 
@@ -215,7 +215,7 @@ static pid_t hello_child_mapping(const char *domain, bool map_pool)
 	if (p == 0) {
 		char req[128], reply[256], pool[512];
 		int fd = raw_dial(&D, false);
-		snprintf(req, sizeof(req), "HELLO %s", domain);
+		snprintf(req, sizeof(req), "HELLO %s %d", domain, SHARED_LAYOUT);
 		char ok = fd >= 0 && raw_asks(fd, req, reply, sizeof(reply)) > 0 &&
 			  reply_errno(reply) == 0;
 		if (ok && map_pool) {
@@ -333,7 +333,7 @@ static void test_ledger_left_by_same_pid(void)
 	path_of(path, sizeof(path), name);
 	REQUIRE(truncate(path, (off_t)LEDGER_SIZE) == 0);
 	int fd = raw_dial(&D, false);
-	REQUIRE(fd >= 0 && raw_asks(fd, "HELLO reuse", reply, sizeof(reply)) > 0);
+	REQUIRE(fd >= 0 && raw_asks(fd, HELLO("reuse"), reply, sizeof(reply)) > 0);
 	CHECK_EQ_INT(reply_errno(reply), 0);
 	struct ledger now;
 	CHECK(ledger_header("reuse", getpid(), &now));
@@ -344,7 +344,7 @@ static void test_ledger_left_by_same_pid(void)
 	ledger_name(name, sizeof(name), "short", getpid());
 	write_file(name, &old, sizeof(old));
 	fd = raw_dial(&D, false);
-	REQUIRE(fd >= 0 && raw_asks(fd, "HELLO short", reply, sizeof(reply)) > 0);
+	REQUIRE(fd >= 0 && raw_asks(fd, HELLO("short"), reply, sizeof(reply)) > 0);
 	CHECK_EQ_INT(reply_errno(reply), 0);
 	CHECK_EQ_INT(file_size(name), (long long)LEDGER_SIZE);
 	close(fd);
@@ -361,7 +361,7 @@ static void test_sigterm_during_hellos(void)
 		if (kids[k] == 0) {
 			/* HELLO after HELLO, 3 s: some land as the daemon stops. */
 			char req[64], reply[256];
-			snprintf(req, sizeof(req), "HELLO term-%d", k);
+			snprintf(req, sizeof(req), "HELLO term-%d %d", k, SHARED_LAYOUT);
 			for (uint64_t end = now_ns() + 3000000000ULL; now_ns() < end;) {
 				int fd = raw_dial(&D, false);
 				if (fd < 0) {
@@ -574,7 +574,7 @@ static void test_address_space_limit(void)
 	char reply[256];
 	int fd = raw_dial(&D, false);
 	REQUIRE(fd >= 0);
-	CHECK(raw_asks(fd, "HELLO limited", reply, sizeof(reply)) > 0);
+	CHECK(raw_asks(fd, HELLO("limited"), reply, sizeof(reply)) > 0);
 	CHECK_EQ_INT(reply_errno(reply), EIO);
 	close(fd);
 	CHECK(daemon_logged(&D, "domain limited: cannot map all of"));

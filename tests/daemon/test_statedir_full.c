@@ -151,7 +151,7 @@ int main(int argc, char **argv)
 	int fd = raw_dial(&D, false);
 	char reply[256];
 	REQUIRE(fd >= 0);
-	CHECK(raw_asks(fd, "HELLO other", reply, sizeof(reply)) > 0);
+	CHECK(raw_asks(fd, HELLO("other"), reply, sizeof(reply)) > 0);
 	CHECK(reply_errno(reply) != 0);
 	close(fd);
 	CHECK(daemon_logged(&D, "domain other: cannot write its index"));
