@@ -177,8 +177,10 @@ static pid_t old_process(int *in, int *out)
 		int s = raw_dial(&D, false), fds[4];
 		char buf[256], cbuf[CMSG_SPACE(sizeof(fds))];
 		struct iovec iov = {buf, sizeof(buf)};
-		struct msghdr m = {
-		    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+		struct msghdr m = {.msg_iov = &iov,
+				   .msg_iovlen = 1,
+				   .msg_control = cbuf,
+				   .msg_controllen = sizeof(cbuf)};
 		const char *hello = HELLO("up");
 		if (s < 0 || send(s, hello, strlen(hello), 0) < 0 || recvmsg(s, &m, 0) <= 0 ||
 		    !CMSG_FIRSTHDR(&m))
@@ -259,8 +261,7 @@ static void test_upgrade(void)
 	/* A client of this version merges in the new domain. */
 	samepage_t *sp = NULL;
 	CHECK_EQ_INT(samepage_connect(&sp, "up"), 0);
-	CHECK_EQ_INT(layout_of("up.index", offsetof(struct domain, layout), &after),
-		     SHARED_LAYOUT);
+	CHECK_EQ_INT(layout_of("up.index", offsetof(struct domain, layout), &after), SHARED_LAYOUT);
 	CHECK(after != before);
 	if (sp) {
 		char *m = NULL;

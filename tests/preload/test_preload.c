@@ -37,6 +37,9 @@
  *             meanwhile (MADV_MERGEABLE; merge-any from the environment) is
  *             merged once samepaged starts, and every byte reads right (it
  *             ran without merging for good before)
+ *   upgrade   the same, started under an older samepaged that refuses the
+ *             library's HELLO: they merge once samepaged restarts from
+ *             their version (they stopped asking before)
  *   pools     Python's multiprocessing pools (fork, spawn, forkserver)
  *             under merge-any in a domain merging hot (pools.py) end with
  *             every result right (a worker's windows hung its parent)
@@ -49,8 +52,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 static const char *ksmctl, *workload, *samepaged;
@@ -254,19 +260,59 @@ static struct prog start_preloaded(const char *mode, const char *mib, const char
 	return spawn(workload, args, true, any);
 }
 
-static void test_late(void)
+/* An older samepaged at sock (upgrade): "NAME LAYOUT" is no domain name
+ * to it, so it refuses every HELLO of this version's library, until its
+ * socket is shut down. */
+static void *old_daemon(void *arg)
 {
+	int lfd = *(int *)arg, c;
+	while ((c = accept(lfd, NULL, NULL)) >= 0) {
+		char buf[256];
+		ssize_t n = recv(c, buf, sizeof(buf) - 1, 0);
+		buf[n > 0 ? n : 0] = 0;
+		const char *no =
+		    strncmp(buf, "HELLO ", 6)
+			? "OK"
+			: "ERR 22 domain name (1 to 64 of A-Za-z0-9._-): Invalid argument";
+		send(c, no, strlen(no), MSG_NOSIGNAL);
+		close(c);
+	}
+	return NULL;
+}
+
+/* Programs started before their samepaged (late), or under an older one
+ * that refuses them until samepaged restarts from their version (upgrade):
+ * both merge once it answers. */
+static void test_late(bool upgrade)
+{
+	int lfd = -1;
+	pthread_t old;
 	snprintf(sock, sizeof(sock), "%s/sock", dir); /* where start_daemon() puts it */
+	if (upgrade) {
+		struct sockaddr_un a = {.sun_family = AF_UNIX};
+		REQUIRE(strlen(sock) < sizeof(a.sun_path));
+		memcpy(a.sun_path, sock, strlen(sock) + 1);
+		lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		REQUIRE(lfd >= 0 && bind(lfd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+			listen(lfd, 8) == 0 && pthread_create(&old, NULL, old_daemon, &lfd) == 0);
+	}
 	struct prog a = start_preloaded("fill", "32", "madvise", false),
 		    b = start_preloaded("fill", "32", NULL, true),
 		    c = start_preloaded("fork", "32", NULL, true); /* a child fills */
 	REQUIRE(ready(&a) && ready(&b) && ready(&c));
 	pid_t child = child_of(c.pid);
 	REQUIRE(child > 0);
-	/* They run, merging nothing: no samepaged yet. */
+	/* They run, merging nothing: no samepaged (of their version) yet. */
 	CHECK_GE_U64(cost_kb(a.pid), 32 * 1024 * 9 / 10);
 	CHECK_GE_U64(cost_kb(b.pid), 32 * 1024 * 9 / 10);
 	CHECK_GE_U64(cost_kb(child), 32 * 1024 * 9 / 10);
+	if (upgrade) {
+		sleep(3); /* each has been refused at least once */
+		shutdown(lfd, SHUT_RDWR);
+		pthread_join(old, NULL);
+		close(lfd);
+		unlink(sock);
+	}
 	start_daemon();
 	long long ca = wait_cost(a.pid, 32 * 1024 / 4), cb = wait_cost(b.pid, 32 * 1024 / 4),
 		  cc = wait_cost(child, 32 * 1024 / 4);
@@ -676,8 +722,8 @@ int main(int argc, char **argv)
 		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
 	} else if (!strcmp(c, "environment")) {
 		test_environment();
-	} else if (!strcmp(c, "late")) {
-		test_late();
+	} else if (!strcmp(c, "late") || !strcmp(c, "upgrade")) {
+		test_late(!strcmp(c, "upgrade"));
 	} else if (!strcmp(c, "pools")) {
 		if (argc < 7 || access("/usr/bin/python3", X_OK))
 			SKIP("no /usr/bin/python3 (CI installs it)");
