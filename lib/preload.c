@@ -215,11 +215,11 @@ static samepage_t *preload_engine_locked(void)
 			const char *said = getenv("SAMEPAGE_WAIT_SAID");
 			if (other && !waiting)
 				say("samepage: samepaged at %s is of another samepage version than "
-				    "this library (the layouts of their shared files differ; its "
-				    "log "
-				    "names both): this process merges nothing until a samepaged of "
-				    "its version answers there, and joins domain %s then (fix: "
-				    "restart samepaged from this version)\n",
+				    "this library (the layouts of their shared files differ): this "
+				    "process merges nothing until a samepaged of its version "
+				    "answers "
+				    "there, and joins domain %s then (fix: restart samepaged from "
+				    "this version)\n",
 				    path, domain);
 			else if (absent && !waiting && !(said && *said == '1'))
 				say("samepage: samepaged is not running at %s (%s): this process "
