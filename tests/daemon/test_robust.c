@@ -81,18 +81,7 @@ static void test_requests(void)
 		int fds[200];
 		for (int i = 0; i < 200; i++)
 			fds[i] = null;
-		char cbuf[CMSG_SPACE(sizeof(fds))];
-		struct iovec iov = {.iov_base = big, .iov_len = round % 2 ? sizeof(big) : 7};
-		struct msghdr msg = {.msg_iov = &iov,
-				     .msg_iovlen = 1,
-				     .msg_control = cbuf,
-				     .msg_controllen = sizeof(cbuf)};
-		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(fds));
-		memcpy(CMSG_DATA(c), fds, sizeof(fds));
-		REQUIRE(sendmsg(fd, &msg, MSG_NOSIGNAL) > 0);
+		REQUIRE(send_fds(fd, big, round % 2 ? sizeof(big) : 7, fds, 200) > 0);
 		CHECK(raw_recv(fd, reply, sizeof(reply)) > 0);
 	}
 	close(null);

@@ -93,18 +93,7 @@ static void *fake_daemon(void *arg)
 	int c = accept(lfd, NULL, NULL);
 	REQUIRE(c >= 0);
 	if (recv(c, msg, sizeof(msg), 0) > 0) {
-		char cbuf[CMSG_SPACE(sizeof(files))] = {0};
-		struct iovec iov = {.iov_base = "OK 0000000000000001", .iov_len = 19};
-		struct msghdr m = {.msg_iov = &iov,
-				   .msg_iovlen = 1,
-				   .msg_control = cbuf,
-				   .msg_controllen = sizeof(cbuf)};
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(files));
-		memcpy(CMSG_DATA(cm), files, sizeof(files));
-		sendmsg(c, &m, MSG_NOSIGNAL);
+		send_fds(c, "OK 0000000000000001", 19, files, 3);
 	}
 	close(c);
 	for (int i = 0; i < 3; i++)

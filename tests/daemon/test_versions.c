@@ -111,16 +111,7 @@ static void *fake_daemon(void *arg)
 	    fake_file("ledger", LEDGER_SIZE, &lg, sizeof(lg)),
 	    fake_file("guard", GUARD_SIZE, NULL, 0),
 	};
-	char cbuf[CMSG_SPACE(sizeof(files))] = {0};
-	struct iovec iov = {.iov_base = "OK 0000000000000001", .iov_len = 19};
-	struct msghdr m = {
-	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(files));
-	memcpy(CMSG_DATA(cm), files, sizeof(files));
-	sendmsg(c, &m, MSG_NOSIGNAL);
+	send_fds(c, "OK 0000000000000001", 19, files, 4);
 	for (int i = 0; i < 4; i++)
 		close(files[i]);
 	/* The client keeps its connection: wait for it to go. */

@@ -15,10 +15,33 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define PG 4096UL
+
+/* Sends len bytes of buf with n (at most 256) descriptors on a socket, as
+ * samepaged hands over its files: what sendmsg() returns. */
+static inline ssize_t send_fds(int sock, const void *buf, size_t len, const int *fds, int n)
+{
+	union { /* aligned for the cmsghdr */
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * 256)];
+	} c;
+	memset(&c, 0, sizeof(c));
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	struct msghdr m = {.msg_iov = &iov,
+			   .msg_iovlen = 1,
+			   .msg_control = c.buf,
+			   .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n)};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+	memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)n);
+	return sendmsg(sock, &m, MSG_NOSIGNAL);
+}
 
 static inline long long rd(samepage_t *sp, const char *name)
 {
