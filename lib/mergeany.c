@@ -14,12 +14,20 @@
  *  - ranges the application made MADV_UNMERGEABLE since (PROMISE_UNMERGEABLE);
  *  - PROT_NONE reservations (registered when they become accessible: the
  *    mprotect is seen) and mappings larger than 4 TiB (sanitizers' shadow);
- *  - the heaps of the C library's secondary malloc arenas, registered but
- *    kept out of merging and counted (pages_kept_malloc): malloc shrinks
- *    them with its own madvise(MADV_DONTNEED), which the library cannot
- *    see, and then trusts the pages to read zeros; a merged page would
- *    read its pool page back.  (The main arena's heap shrinks with brk,
- *    which the kernel makes read zeros.)
+ *  - the C library's malloc memory, registered but kept out of merging and
+ *    counted (pages_kept_malloc): malloc maps, unmaps, shrinks and grows it
+ *    with its own system calls, which the library cannot see:
+ *      - the heaps of its secondary arenas: it shrinks them with its own
+ *        madvise(MADV_DONTNEED) and then trusts the pages to read zeros; a
+ *        merged page would read its pool page back;
+ *      - the main arena's heap, which it shrinks and grows with brk, and
+ *        the blocks it maps by themselves (at or above its mmap
+ *        threshold), which free() unmaps and the next malloc() maps again,
+ *        often at the same address: a merge whose window such a pair fell
+ *        into mapped the pool over the new memory after it was written,
+ *        and the write was lost (RELIABILITY.md 41: a Python worker's
+ *        buffer read one page of the previous task's).  A merge cannot
+ *        tell: the mapping it replaces is gone without a trace.
  */
 #include "internal.h"
 
@@ -96,6 +104,28 @@ static bool malloc_heap(uintptr_t start, int prot)
 	       first.ar_ptr == h.ar_ptr;
 }
 
+/* A block malloc mapped by itself, at p: its chunk's header (prev_size 0,
+ * then the size with IS_MMAPPED, 2) says the mapping's length, which fits
+ * before e.  Its length, or 0. */
+#define CHUNK_FLAGS 7UL
+#define CHUNK_IS_MMAPPED 2UL
+static size_t malloc_block(uintptr_t p, uintptr_t e)
+{
+	size_t h[2];
+	if (!guarded_copy(h, (const void *)p, sizeof(h)) || h[0] ||
+	    (h[1] & CHUNK_FLAGS) != CHUNK_IS_MMAPPED)
+		return 0;
+	size_t len = h[1] & ~CHUNK_FLAGS;
+	return len && len % PAGE_SIZE == 0 && len <= e - p ? len : 0;
+}
+
+/* [s, e) is malloc's: kept out (its pages registered since too). */
+static void keep_malloc(struct samepage *sp, uintptr_t s, uintptr_t e)
+{
+	promise_set(s, e, PROMISE_MALLOC, true);
+	regions_keep(sp, s, e - s);
+}
+
 /* Registers what merge-any makes mergeable and is not registered yet.
  * Called inside engine_enter(). */
 void merge_any_refresh(struct samepage *sp)
@@ -124,18 +154,22 @@ void merge_any_refresh(struct samepage *sp)
 				uintptr_t q = t;
 				if (promise_find(p, t, PROMISE_UNMERGEABLE, &us, &ue))
 					q = us > p ? us : p;
-				if (q > p && !registered(sp, p, q) && !regions_add_anon(sp, p, q))
+				if (q > p && !registered(sp, p, q) && !regions_add_anon(sp, p, q)) {
 					added = true;
+					for (uintptr_t b = p, n; b < q && (n = malloc_block(b, q));
+					     b += n)
+						keep_malloc(sp, b, b + n);
+				}
 				p = q < t ? (ue < t ? ue : t) : t;
 			}
 			s = t;
 		}
-		if (malloc_heap(a.r[k].start, a.r[k].prot)) {
-			uintptr_t end = a.r[k].start + MALLOC_HEAP_MAX;
-			promise_set(a.r[k].start, end, PROMISE_MALLOC, true);
-			regions_keep(sp, a.r[k].start, MALLOC_HEAP_MAX);
-		}
+		if (malloc_heap(a.r[k].start, a.r[k].prot))
+			keep_malloc(sp, a.r[k].start, a.r[k].start + MALLOC_HEAP_MAX);
 	}
+	uintptr_t hs, he;
+	if (prim_brk_range(&hs, &he) == 0 && he > hs)
+		keep_malloc(sp, hs & ~(PAGE_SIZE - 1), (he + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1));
 	if (added) {
 		regions_refresh(sp);
 		keep_protected_vmas(sp, 0, UINTPTR_MAX);

@@ -672,18 +672,31 @@ size_t prim_pmd_size(void)
 	return v;
 }
 
-unsigned long long prim_starttime(pid_t pid)
+/* Field `field` (counted from 1, as proc(5) does) of /proc/PID/stat, or 0. */
+static unsigned long long stat_field(pid_t pid, int field)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	if (read_small(path, buf, sizeof(buf)) <= 0)
 		return 0;
 	/* The comm may hold spaces and parentheses: fields count from the
-	 * last ')'.  state is field 3, starttime field 22. */
+	 * last ')'.  state is field 3. */
 	char *p = strrchr(buf, ')');
-	for (int field = 2; p && field < 22; field++)
+	for (int f = 2; p && f < field; f++)
 		p = strchr(p + 1, ' ');
 	return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+unsigned long long prim_starttime(pid_t pid)
+{
+	return stat_field(pid, 22);
+}
+
+int prim_brk_range(uintptr_t *start, uintptr_t *end)
+{
+	*start = (uintptr_t)stat_field(prim_getpid(), 47); /* start_brk */
+	*end = (uintptr_t)syscall(SYS_brk, 0);		   /* the break: nothing moves */
+	return *start && *end >= *start ? 0 : -ENOENT;
 }
 
 /* Calls fn on every complete line of the file, read with read(2) into a

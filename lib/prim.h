@@ -106,6 +106,8 @@ int prim_huge_ranges(uintptr_t start, uintptr_t end, uintptr_t (*out)[2], size_t
  * fails cleanly where nothing is mapped.  Return the bytes moved. */
 ssize_t prim_mem_read(uintptr_t addr, void *buf, size_t len);
 ssize_t prim_mem_write(uintptr_t addr, const void *buf, size_t len);
+/* The heap brk(2) grows and shrinks: [start_brk, the break now). */
+int prim_brk_range(uintptr_t *start, uintptr_t *end);
 long prim_max_map_count(void); /* vm.max_map_count; the kernel's default if unreadable */
 unsigned long long prim_starttime(pid_t pid); /* /proc/PID/stat field 22, 0 if gone */
 

@@ -9,6 +9,8 @@
 #include "../../lib/internal.h"
 #include "adv_util.h"
 
+#include <malloc.h>
+
 #ifndef ADV_OPS_MASK
 #define ADV_OPS_MASK 7 /* run=2, UNMERGEABLE/MERGEABLE, discard */
 #endif
@@ -522,9 +524,12 @@ void test_mprotect_munmap_during_merge(void)
 }
 
 /* merge-any (issue 12): a mapping made after it is on merges without any
- * madvise; the heaps of glibc's secondary malloc arenas are kept out and
- * counted; the library's own memory never merges; off, everything is
- * unmerged, as prctl(PR_SET_MEMORY_MERGE, 0) does for the kernel. */
+ * madvise; malloc's memory is kept out and counted (the heaps of glibc's
+ * secondary arenas; its main heap, which brk grows and shrinks, and the
+ * blocks it maps by themselves, which free() unmaps: both merged before,
+ * RELIABILITY.md 41); the library's own memory never merges; off,
+ * everything is unmerged, as prctl(PR_SET_MEMORY_MERGE, 0) does for the
+ * kernel. */
 static void *arena_user(void *arg)
 {
 	/* A thread's malloc uses a secondary arena: its heap is 64 MiB
@@ -541,10 +546,20 @@ static void *arena_user(void *arg)
 void test_merge_any(void)
 {
 	samepage_t *sp = open_fast();
-	char *heap_block[8];
+	char *heap_block[8], *main_block[8], *mapped_block;
 	pthread_t t;
 	REQUIRE(pthread_create(&t, NULL, arena_user, heap_block) == 0);
 	pthread_join(t, NULL);
+	/* This thread's blocks: from the main arena's heap (brk), and one of
+	 * 1 MiB that malloc maps by itself (its threshold fixed at 128 KiB,
+	 * which freeing mapped blocks raises). */
+	REQUIRE(mallopt(M_MMAP_THRESHOLD, 128 << 10) == 1);
+	for (int i = 0; i < 8; i++) {
+		main_block[i] = malloc(100 << 10);
+		memset(main_block[i], 'h', 100 << 10);
+	}
+	mapped_block = malloc(1 << 20);
+	memset(mapped_block, 'h', 1 << 20);
 	REQUIRE(samepage_merge_any(sp, 1) == 0);
 	CHECK_EQ_INT(samepage_merge_any_get(sp), 1);
 	char *p = mmap(NULL, 64 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -554,9 +569,13 @@ void test_merge_any(void)
 	REQUIRE(wait_scans(sp, 3) == 0);
 	CHECK_EQ_U64(pages_mapping_pool(p, 64), 64); /* no madvise: merged all the same */
 #ifndef SAMEPAGE_SANITIZE /* malloc is then the sanitizer's, with no arenas */
-	CHECK(rd(sp, "pages_kept_malloc") >= 8 * 25); /* the arena's blocks, kept out */
-	for (int i = 0; i < 8; i++)
+	/* the blocks of the arena, the main heap and the mapped one, kept out */
+	CHECK(rd(sp, "pages_kept_malloc") >= 8 * 25 + 8 * 25 + 256);
+	for (int i = 0; i < 8; i++) {
 		CHECK_EQ_U64(pages_mapping_pool(heap_block[i] + PG, 20), 0);
+		CHECK_EQ_U64(pages_mapping_pool(main_block[i] + PG, 20), 0);
+	}
+	CHECK_EQ_U64(pages_mapping_pool(mapped_block + PG, 250), 0);
 #endif
 	for (size_t i = 0; i < 64 * PG; i += 513)
 		REQUIRE(p[i] == 'a');
@@ -571,7 +590,10 @@ void test_merge_any(void)
 	CHECK_EQ_INT(rd(sp, "pages_tracked"), 0);
 	for (size_t i = 0; i < 64 * PG; i += 513)
 		REQUIRE(p[i] == 'a');
-	for (int i = 0; i < 8; i++)
+	for (int i = 0; i < 8; i++) {
 		free(heap_block[i]);
+		free(main_block[i]);
+	}
+	free(mapped_block);
 	samepage_close(sp);
 }
