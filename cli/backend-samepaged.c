@@ -262,6 +262,9 @@ static int client_line(char *line, void *arg)
 	add_counter(&p->rmap_items, field(rest, "ksm_rmap_items"));
 	add_counter(&p->merging_pages, field(rest, "ksm_merging_pages"));
 	add_counter(&p->zero_pages, field(rest, "ksm_zero_pages"));
+	add_counter(&p->kept_malloc, field(rest, "pages_kept_malloc"));
+	add_counter(&p->kept_wipeonfork, field(rest, "pages_kept_wipeonfork"));
+	add_counter(&p->kept_uffd, field(rest, "pages_kept_uffd"));
 	if (strstr(rest, " ksm_process_profit=")) {
 		long long profit = field(rest, "ksm_process_profit");
 		p->profit = p->profit == LLONG_MIN ? profit : p->profit + profit;

@@ -487,6 +487,46 @@ static long long budget_short(const struct ksm_process *p)
 	return p->map_count_needed > p->max_map_count ? p->map_count_needed : 0;
 }
 
+/* Pages libsamepage keeps out of merging (samepaged's clients), which the
+ * kernel's KSM would merge: by reason, with the process that keeps most. */
+static long long kept(const struct ksm_process *p)
+{
+	return (p->kept_malloc > 0 ? p->kept_malloc : 0) +
+	       (p->kept_wipeonfork > 0 ? p->kept_wipeonfork : 0) +
+	       (p->kept_uffd > 0 ? p->kept_uffd : 0);
+}
+
+static enum severity kept_out(const struct facts *f, struct finding *out)
+{
+	const struct ksm_process *worst = worst_process(f, kept);
+	long long m = 0, w = 0, u = 0;
+	int n = 0;
+	char a[32];
+
+	if (!worst)
+		return NONE;
+	for (int i = 0; i < f->procs.n; i++) {
+		const struct ksm_process *p = &f->procs.p[i];
+		n += kept(p) > 0;
+		m += p->kept_malloc > 0 ? p->kept_malloc : 0;
+		w += p->kept_wipeonfork > 0 ? p->kept_wipeonfork : 0;
+		u += p->kept_uffd > 0 ? p->kept_uffd : 0;
+	}
+	SAY(summary, "libsamepage keeps %s of its processes' memory out of merging",
+	    fmt_bytes(a, sizeof(a), (double)(m + w + u) * (double)page_size()));
+	SAY(evidence,
+	    "%d process%s, at its last full scan: pages_kept_malloc %lld (the C library's "
+	    "malloc heap and blocks, which it unmaps and maps again with calls libsamepage "
+	    "cannot see), pages_kept_wipeonfork %lld (MADV_WIPEONFORK), pages_kept_uffd %lld "
+	    "(registered with the program's own userfaultfd); most in %s (pid %d, domain %s): "
+	    "%lld pages",
+	    n, n == 1 ? "" : "es", m, w, u, worst->comm, worst->pid, worst->domain, kept(worst));
+	SAY(fix, "none needed: merging these pages could lose the program's writes or break what "
+		 "it asked of them (samepage(3), merge-any); the kernel's KSM would merge them. "
+		 "Memory the program marks MADV_MERGEABLE itself merges wherever it is");
+	return INFO;
+}
+
 /* libsamepage's mapping budget refused merges (samepaged's clients). */
 static enum severity map_budget(const struct facts *f, struct finding *out)
 {
@@ -571,6 +611,7 @@ static const struct {
     {"slow-scan", slow_scan},
     {"process-loses", process_loses},
     {"map-budget", map_budget},
+    {"kept-out", kept_out},
     {"pool-room", pool_room},
     {"capped", capped},
     {"smart-scan", smart_skipping},

@@ -191,6 +191,9 @@ static void answer_clients(struct state *s, struct client *c, const char *args,
 	    KNOB_max_map_count,
 	    KNOB_max_map_count_needed,
 	    KNOB_merges_skipped_map_budget,
+	    KNOB_pages_kept_wipeonfork,
+	    KNOB_pages_kept_malloc,
+	    KNOB_pages_kept_uffd,
 	};
 	reply_add(r, "OK");
 	for (int i = 0; i < s->nclients && r->len < sizeof(r->text) - 512; i++) {

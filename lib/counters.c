@@ -129,4 +129,7 @@ void counts_add_process(struct ksm_counts *sum, const struct ksm_counts *one)
 	sum->pages_skipped += one->pages_skipped;
 	sum->pages_tracked += one->pages_tracked;
 	sum->metadata_bytes += one->metadata_bytes;
+	sum->kept_wipeonfork += one->kept_wipeonfork;
+	sum->kept_malloc += one->kept_malloc;
+	sum->kept_uffd += one->kept_uffd;
 }

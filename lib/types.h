@@ -448,6 +448,8 @@ struct ledger {
 	char comm[32];
 	/* the mapping budget (samepage(3): map_count ... max_map_count_needed) */
 	_Atomic int64_t map_count, max_map_count, map_count_needed, skipped_map_budget;
+	/* pages kept out of merging, by reason (samepage(3): pages_kept_*) */
+	_Atomic int64_t kept_wipeonfork, kept_malloc, kept_uffd;
 	uint32_t layout; /* SHARED_LAYOUT of the samepaged that made it */
 };
 _Static_assert(sizeof(struct ledger) <= LEDGER_OFF_PLACE, "ledger header");
@@ -480,7 +482,7 @@ _Static_assert(sizeof(struct fork_shared) <= LEDGER_OFF_STAGING - LEDGER_OFF_FOR
 	 31 * (uint64_t)LEDGER_OFF_FORK + 37 * (uint64_t)LEDGER_OFF_STAGING +                      \
 	 41 * (uint64_t)PLACE_MAX + 43 * sizeof(struct fork_shared) + 47 * (uint64_t)LEDGER_PIN +  \
 	 53 * (uint64_t)PAGE_SIZE + 59 * offsetof(struct ledger, layout))
-_Static_assert(LAYOUT_SUM == 100987723476ULL,
+_Static_assert(LAYOUT_SUM == 100987725444ULL,
 	       "the shared files' layout changed: raise SHARED_LAYOUT");
 
 /* The control protocol (one message per SOCK_SEQPACKET packet, text):

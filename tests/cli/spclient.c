@@ -8,10 +8,13 @@
  * pages once ksmctl writes run=1 to the daemon.
  *
  * With "scatter", every other page is unique instead: scattered duplicates,
- * a mapping of their own each (the mapping budget).
+ * a mapping of their own each (the mapping budget).  With "malloc", the
+ * engine is in merge-any mode and the MIB are blocks of malloc (1 MiB each,
+ * which malloc maps by itself), which merge-any keeps out (pages_kept_malloc).
  *
- * usage: spclient DOMAIN MIB [scatter]
+ * usage: spclient DOMAIN MIB [scatter|malloc]
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +28,10 @@ int main(int argc, char **argv)
 	samepage_t *sp;
 	int err;
 
-	if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "scatter"))) {
-		fprintf(stderr, "usage: spclient DOMAIN MIB [scatter]\n");
+	bool scatter = argc == 4 && !strcmp(argv[3], "scatter");
+	bool use_malloc = argc == 4 && !strcmp(argv[3], "malloc");
+	if (argc != 3 && !scatter && !use_malloc) {
+		fprintf(stderr, "usage: spclient DOMAIN MIB [scatter|malloc]\n");
 		return 2;
 	}
 	size_t len = (size_t)atol(argv[2]) << 20;
@@ -35,6 +40,23 @@ int main(int argc, char **argv)
 		fprintf(stderr, "spclient: samepage_connect(%s): %s\n", argv[1],
 			samepage_strerror(err));
 		return 1;
+	}
+	if (use_malloc) {
+		if ((err = samepage_merge_any(sp, 1))) {
+			fprintf(stderr, "spclient: samepage_merge_any: %s\n",
+				samepage_strerror(err));
+			return 1;
+		}
+		for (size_t k = 0; k < len >> 20; k++) {
+			char *b = malloc(1 << 20);
+			if (!b)
+				return 1;
+			memset(b, 'm', 1 << 20);
+		}
+		printf("ready %d\n", (int)getpid());
+		fflush(stdout);
+		for (;;)
+			pause();
 	}
 	unsigned char *m =
 	    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -45,7 +67,7 @@ int main(int argc, char **argv)
 	for (size_t off = 0; off < len; off += (size_t)ps) {
 		size_t page = off / (size_t)ps;
 		memset(m + off, 1 + (int)(page % 4), (size_t)ps);
-		if (argc == 4 && page % 2)
+		if (scatter && page % 2)
 			memcpy(m + off, &page, sizeof(page));
 	}
 	if ((err = samepage_madvise(sp, m, len, SAMEPAGE_MERGEABLE))) {
