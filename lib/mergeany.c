@@ -104,9 +104,12 @@ static bool malloc_heap(uintptr_t start, int prot)
 	       first.ar_ptr == h.ar_ptr;
 }
 
-/* A block malloc mapped by itself, at p: its chunk's header (prev_size 0,
- * then the size with IS_MMAPPED, 2) says the mapping's length, which fits
- * before e.  Its length, or 0. */
+/* A block malloc mapped by itself, at p (in a mapping malloc made: read
+ * and write, nothing else; not [vsyscall], execute-only, whose read is a
+ * SIGSEGV the library's own threads do not guard): its chunk's header
+ * (prev_size 0, then the size with IS_MMAPPED, 2) says the mapping's
+ * length, which fits before e.  Its length, or 0. */
+#define RW (PROT_READ | PROT_WRITE)
 #define CHUNK_FLAGS 7UL
 #define CHUNK_IS_MMAPPED 2UL
 static size_t malloc_block(uintptr_t p, uintptr_t e)
@@ -156,7 +159,8 @@ void merge_any_refresh(struct samepage *sp)
 					q = us > p ? us : p;
 				if (q > p && !registered(sp, p, q) && !regions_add_anon(sp, p, q)) {
 					added = true;
-					for (uintptr_t b = p, n; b < q && (n = malloc_block(b, q));
+					for (uintptr_t b = p, n;
+					     b < q && a.r[k].prot == RW && (n = malloc_block(b, q));
 					     b += n)
 						keep_malloc(sp, b, b + n);
 				}

@@ -138,9 +138,12 @@ static void wait_mark(uintptr_t start, uintptr_t end, bool on)
 static void *waiter(void *arg)
 {
 	(void)arg;
+	/* The program's signals are not ours; this thread's own faults are
+	 * (merge-any's guarded reads of the program's memory, once joined:
+	 * blocked, a fault there killed the program). */
 	sigset_t all;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are not ours */
+	prim_sigset_async(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	for (;;) {
 		sleep(WAIT_RETRY_S);
 		pthread_mutex_lock(&preload_lock);

@@ -372,6 +372,14 @@ int prim_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
  * here): never blocking the signals the C library keeps for itself (those
  * below SIGRTMIN: cancellation's, setxid's, which setuid() sends every
  * thread and waits for). */
+void prim_sigset_async(sigset_t *set)
+{
+	static const int sync[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS};
+	sigfillset(set);
+	for (size_t i = 0; i < sizeof(sync) / sizeof(sync[0]); i++)
+		sigdelset(set, sync[i]);
+}
+
 int prim_sigmask(int how, const sigset_t *set, sigset_t *old)
 {
 	sigset_t copy;

@@ -82,7 +82,11 @@ int prim_futex_wait(_Atomic uint32_t *word, uint32_t val); /* FUTEX_WAIT_PRIVATE
 int prim_futex_wake(_Atomic uint32_t *word);		   /* wakes every waiter */
 int prim_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 int prim_sigmask(int how, const sigset_t *set, sigset_t *old); /* as pthread_sigmask */
-bool prim_pid_alive(pid_t pid);				       /* kill(pid, 0) */
+/* Every signal but the synchronous ones (a thread's own faults: SIGSEGV,
+ * SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS), which a library thread must
+ * not block: its guarded reads rely on them, and one blocked is fatal. */
+void prim_sigset_async(sigset_t *set);
+bool prim_pid_alive(pid_t pid); /* kill(pid, 0) */
 pid_t prim_getpid(void);
 pid_t prim_getppid(void);
 uid_t prim_geteuid(void);

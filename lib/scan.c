@@ -805,10 +805,7 @@ int ksmd_start(struct samepage *sp)
 	 * blocks (for sigwait or a signalfd) would be taken here instead.
 	 * Only the synchronous ones, its own faults, stay unblocked. */
 	sigset_t all, old;
-	sigfillset(&all);
-	int sync[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS};
-	for (size_t i = 0; i < sizeof(sync) / sizeof(sync[0]); i++)
-		sigdelset(&all, sync[i]);
+	prim_sigset_async(&all);
 	prim_sigmask(SIG_SETMASK, &all, &old); /* the thread starts with it */
 	int err = pthread_create(&sp->thread, &a, ksmd, sp);
 	prim_sigmask(SIG_SETMASK, &old, NULL);
