@@ -129,6 +129,14 @@ static void keep_malloc(struct samepage *sp, uintptr_t s, uintptr_t e)
 	regions_keep(sp, s, e - s);
 }
 
+/* Keeps out the blocks malloc mapped that follow each other from p in the
+ * mapping m. */
+static void keep_malloc_blocks(struct samepage *sp, uintptr_t p, struct prot_span m)
+{
+	for (size_t n; p < m.end && m.prot == RW && (n = malloc_block(p, m.end)); p += n)
+		keep_malloc(sp, p, p + n);
+}
+
 /* Registers what merge-any makes mergeable and is not registered yet.
  * Called inside engine_enter(). */
 void merge_any_refresh(struct samepage *sp)
@@ -142,6 +150,7 @@ void merge_any_refresh(struct samepage *sp)
 	}
 	for (size_t k = 0; k < a.n; k++) {
 		uintptr_t s = a.r[k].start, e = a.r[k].end, os, oe;
+		bool grew = false;
 		while (s < e) {
 			/* The part before the next range of the library's own. */
 			uintptr_t t = e;
@@ -158,16 +167,18 @@ void merge_any_refresh(struct samepage *sp)
 				if (promise_find(p, t, PROMISE_UNMERGEABLE, &us, &ue))
 					q = us > p ? us : p;
 				if (q > p && !registered(sp, p, q) && !regions_add_anon(sp, p, q)) {
-					added = true;
-					for (uintptr_t b = p, n;
-					     b < q && a.r[k].prot == RW && (n = malloc_block(b, q));
-					     b += n)
-						keep_malloc(sp, b, b + n);
+					added = grew = true;
+					keep_malloc_blocks(sp, p, a.r[k]);
 				}
 				p = q < t ? (ue < t ? ue : t) : t;
 			}
 			s = t;
 		}
+		/* A block mapped where an older one was (its range registered
+		 * still) is new only past the old one's end: its header is at
+		 * the mapping's start, or after other blocks there. */
+		if (grew)
+			keep_malloc_blocks(sp, a.r[k].start, a.r[k]);
 		if (malloc_heap(a.r[k].start, a.r[k].prot))
 			keep_malloc(sp, a.r[k].start, a.r[k].start + MALLOC_HEAP_MAX);
 	}
