@@ -516,8 +516,9 @@ static enum severity kept_out(const struct facts *f, struct finding *out)
 	    fmt_bytes(a, sizeof(a), (double)(m + w + u) * (double)page_size()));
 	SAY(evidence,
 	    "%d process%s, at its last full scan: pages_kept_malloc %lld (the C library's "
-	    "malloc heap and blocks, which it unmaps and maps again with calls libsamepage "
-	    "cannot see), pages_kept_wipeonfork %lld (MADV_WIPEONFORK), pages_kept_uffd %lld "
+	    "malloc memory and threads' stacks, which it unmaps and maps again with calls "
+	    "libsamepage cannot see), pages_kept_wipeonfork %lld (MADV_WIPEONFORK), "
+	    "pages_kept_uffd %lld "
 	    "(registered with the program's own userfaultfd); most in %s (pid %d, domain %s): "
 	    "%lld pages",
 	    n, n == 1 ? "" : "es", m, w, u, worst->comm, worst->pid, worst->domain, kept(worst));

@@ -27,7 +27,9 @@
  *        into mapped the pool over the new memory after it was written,
  *        and the write was lost (RELIABILITY.md 41: a Python worker's
  *        buffer read one page of the previous task's).  A merge cannot
- *        tell: the mapping it replaces is gone without a trace.
+ *        tell: the mapping it replaces is gone without a trace;
+ *      - for the same reason, the stacks of the threads it makes
+ *        (thread_stack()), which it unmaps when its cache of them is full.
  */
 #include "internal.h"
 
@@ -129,6 +131,32 @@ static void keep_malloc(struct samepage *sp, uintptr_t s, uintptr_t e)
 	regions_keep(sp, s, e - s);
 }
 
+/* A thread's stack as the C library maps it (pthread_create), which it
+ * unmaps itself once its cache of stacks is full, the next thread's stack
+ * often at the same address: the thread's descriptor sits at its top and,
+ * on x86-64, starts with a header whose first and third words point at it
+ * (tcbhead_t: tcb, dtv, self).  The top two pages are looked at, of
+ * read-write mappings up to 64 MiB (the guest RAM of a VM is no stack). */
+static bool thread_stack(struct prot_span m)
+{
+#if defined(__x86_64__)
+	uintptr_t w[34]; /* 256 bytes a read, and the two words past them */
+	if (m.prot != RW || m.end - m.start < 2 * PAGE_SIZE || m.end - m.start > (64UL << 20))
+		return false;
+	for (uintptr_t at = m.end - 256; at >= m.end - 2 * PAGE_SIZE; at -= 256) {
+		size_t n = at + sizeof(w) <= m.end ? sizeof(w) : 256;
+		if (!guarded_copy(w, (const void *)at, n))
+			return false;
+		for (size_t i = 0; i + 2 < n / sizeof(w[0]); i += 2)
+			if (w[i] == at + i * sizeof(w[0]) && w[i + 2] == w[i])
+				return true;
+	}
+#else
+	(void)m;
+#endif
+	return false;
+}
+
 /* Keeps out the blocks malloc mapped that follow each other from p in the
  * mapping m. */
 static void keep_malloc_blocks(struct samepage *sp, uintptr_t p, struct prot_span m)
@@ -179,6 +207,8 @@ void merge_any_refresh(struct samepage *sp)
 		 * the mapping's start, or after other blocks there. */
 		if (grew)
 			keep_malloc_blocks(sp, a.r[k].start, a.r[k]);
+		if (grew && thread_stack(a.r[k]))
+			keep_malloc(sp, a.r[k].start, a.r[k].end);
 		if (malloc_heap(a.r[k].start, a.r[k].prot))
 			keep_malloc(sp, a.r[k].start, a.r[k].start + MALLOC_HEAP_MAX);
 	}

@@ -527,7 +527,7 @@ void test_mprotect_munmap_during_merge(void)
  * madvise; malloc's memory is kept out and counted (the heaps of glibc's
  * secondary arenas; its main heap, which brk grows and shrinks, and the
  * blocks it maps by themselves, which free() unmaps: both merged before,
- * RELIABILITY.md 41); the library's own memory never merges; off,
+ * RELIABILITY.md 41), and so are the threads' stacks; the library's own memory never merges; off,
  * everything is unmerged, as prctl(PR_SET_MEMORY_MERGE, 0) does for the
  * kernel. */
 static void *arena_user(void *arg)
@@ -543,13 +543,31 @@ static void *arena_user(void *arg)
 	return NULL;
 }
 
+/* A thread whose stack holds 16 pages alike until it is told to go. */
+static _Atomic int stack_state; /* 1: filled, 2: go */
+static char *_Atomic stack_pages;
+static void *stack_user(void *arg)
+{
+	(void)arg;
+	char buf[17 * 4096];
+	memset(buf, 's', sizeof(buf));
+	atomic_store(&stack_pages, buf);
+	atomic_store(&stack_state, 1);
+	while (atomic_load(&stack_state) != 2)
+		usleep(1000);
+	return (void *)(uintptr_t)buf[100];
+}
+
 void test_merge_any(void)
 {
 	samepage_t *sp = open_fast();
 	char *heap_block[8], *main_block[8], *mapped_block;
-	pthread_t t;
+	pthread_t t, st;
 	REQUIRE(pthread_create(&t, NULL, arena_user, heap_block) == 0);
 	pthread_join(t, NULL);
+	REQUIRE(pthread_create(&st, NULL, stack_user, NULL) == 0);
+	while (atomic_load(&stack_state) != 1)
+		usleep(1000);
 	/* This thread's blocks: from the main arena's heap (brk), and one of
 	 * 1 MiB that malloc maps by itself (its threshold fixed at 128 KiB,
 	 * which freeing mapped blocks raises). */
@@ -577,6 +595,15 @@ void test_merge_any(void)
 	}
 	CHECK_EQ_U64(pages_mapping_pool(mapped_block + PG, 250), 0);
 #endif
+	/* A thread's stack is the C library's too: kept out (x86-64). */
+#if !defined(SAMEPAGE_SANITIZE) && defined(__x86_64__) /* ASan may move buf off the stack */
+	char *sb = (char *)(((uintptr_t)atomic_load(&stack_pages) + PG - 1) & ~(PG - 1));
+	CHECK_EQ_U64(pages_mapping_pool(sb, 16), 0);
+#endif
+	atomic_store(&stack_state, 2);
+	void *ret;
+	pthread_join(st, &ret);
+	CHECK_EQ_INT((int)(uintptr_t)ret, 's');
 	for (size_t i = 0; i < 64 * PG; i += 513)
 		REQUIRE(p[i] == 'a');
 	/* A range made unmergeable stays so under merge-any. */
