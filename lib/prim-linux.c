@@ -368,10 +368,6 @@ int prim_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 	return sigaction(sig, act, old) ? -errno : 0;
 }
 
-/* The calling thread's mask, as pthread_sigmask (interposed, not called
- * here): never blocking the signals the C library keeps for itself (those
- * below SIGRTMIN: cancellation's, setxid's, which setuid() sends every
- * thread and waits for). */
 void prim_sigset_async(sigset_t *set)
 {
 	static const int sync[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS};
@@ -380,6 +376,10 @@ void prim_sigset_async(sigset_t *set)
 		sigdelset(set, sync[i]);
 }
 
+/* The calling thread's mask, as pthread_sigmask (interposed, not called
+ * here): never blocking the signals the C library keeps for itself (those
+ * below SIGRTMIN: cancellation's, setxid's, which setuid() sends every
+ * thread and waits for). */
 int prim_sigmask(int how, const sigset_t *set, sigset_t *old)
 {
 	sigset_t copy;
