@@ -93,6 +93,8 @@ static void pin_mapped_nodes(struct samepage *sp)
 /* The domain lock is not held across fork (a robust mutex cannot be
  * released by the child): the KSM pages this process maps are pinned
  * before, while sp->lock keeps the scanner from making new ones. */
+_Thread_local bool fork_forking;
+
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&engines_lock);
@@ -112,10 +114,12 @@ static void fork_prepare(void)
 	promise_fork_lock(); /* the child's wrappers take it */
 	guard_fork_lock();   /* the reads in flight */
 	alloc_fork_lock();   /* last: every lock above allocates under it */
+	fork_forking = true;
 }
 
 static void fork_parent(void)
 {
+	fork_forking = false;
 	alloc_fork_unlock();
 	guard_fork_parent();
 	promise_fork_unlock();
@@ -130,6 +134,7 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	pid_t parent = prim_getppid();
+	fork_forking = false;
 	alloc_fork_unlock();
 	guard_fork_child(); /* its own userfaultfd, no reads in flight */
 	promise_fork_unlock();

@@ -294,6 +294,10 @@ bool engine_behind(struct samepage *sp);
 void engine_unlock(struct samepage *sp);
 
 /* fork.c */
+/* This thread is forking: between the prepare handler and the parent's or
+ * the child's, it holds every lock of the library (the other fork handlers
+ * run then, and may free memory). */
+extern _Thread_local bool fork_forking;
 void fork_init(void);
 bool fork_children_gone(struct samepage *sp, uint32_t *started, uint32_t *registered);
 bool fork_area_live(const struct fork_shared *f, uint32_t started, uint32_t reg,
@@ -303,6 +307,12 @@ void fork_reap_pages(struct samepage *sp);
 void fork_forget_pins(struct samepage *sp);
 
 /* mergeany.c */
+/* glibc's malloc chunk header, just before the memory it gives: the size
+ * of the chunk with 3 flags; IS_MMAPPED: a block mapped by itself, whose
+ * first word is its offset from the mapping's start. */
+#define CHUNK_FLAGS 7UL
+#define CHUNK_IS_MMAPPED 2UL
+extern bool merge_any_blocks;
 void merge_any_refresh(struct samepage *sp);
 
 /* scan.c */

@@ -27,7 +27,11 @@
  *        into mapped the pool over the new memory after it was written,
  *        and the write was lost (RELIABILITY.md 41: a Python worker's
  *        buffer read one page of the previous task's).  A merge cannot
- *        tell: the mapping it replaces is gone without a trace;
+ *        tell: the mapping it replaces is gone without a trace.
+ *        Except the blocks where the preload library interposes free()
+ *        and realloc() (merge_any_blocks): only those unmap a block, and
+ *        they take the address-space lock shared as munmap() does, so no
+ *        block goes while a batch of merges runs (preload.c);
  *      - for the same reason, the stacks of the threads it makes
  *        (thread_stack()), which it unmaps when its cache of them is full.
  */
@@ -112,8 +116,6 @@ static bool malloc_heap(uintptr_t start, int prot)
  * (prev_size 0, then the size with IS_MMAPPED, 2) says the mapping's
  * length, which fits before e.  Its length, or 0. */
 #define RW (PROT_READ | PROT_WRITE)
-#define CHUNK_FLAGS 7UL
-#define CHUNK_IS_MMAPPED 2UL
 static size_t malloc_block(uintptr_t p, uintptr_t e)
 {
 	size_t h[2];
@@ -157,11 +159,16 @@ static bool thread_stack(struct prot_span m)
 	return false;
 }
 
+/* Set by the preload library when the program's free() and realloc() are
+ * its own, in front of the C library's (preload.c): malloc's blocks merge. */
+bool merge_any_blocks;
+
 /* Keeps out the blocks malloc mapped that follow each other from p in the
- * mapping m. */
+ * mapping m (unless they merge). */
 static void keep_malloc_blocks(struct samepage *sp, uintptr_t p, struct prot_span m)
 {
-	for (size_t n; p < m.end && m.prot == RW && (n = malloc_block(p, m.end)); p += n)
+	for (size_t n;
+	     !merge_any_blocks && p < m.end && m.prot == RW && (n = malloc_block(p, m.end)); p += n)
 		keep_malloc(sp, p, p + n);
 }
 

@@ -726,6 +726,26 @@ int main(int argc, char **argv)
 		char out[1024];
 		const char *a[] = {FAST, "--", workload, "malloc", "20", "4", NULL};
 		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
+	} else if (!strcmp(c, "blocks")) {
+		/* malloc's blocks merge (free and realloc interposed), and a
+		 * block freed and allocated again never reads what a merge
+		 * compared before (RELIABILITY.md 41). */
+		const char *a[] = {FAST, "--", workload, "blocks", "64", "7", NULL};
+		merges(a, 64);
+		char out[1024];
+		const char *r[] = {FAST, "--", workload, "reuse", "20", "4", NULL};
+		CHECK_EQ_INT(run_plain(r, out, sizeof(out)), 0);
+	} else if (!strcmp(c, "atfork")) {
+		/* Fork handlers run before the preload library's free a block
+		 * while the forking thread holds its locks: the child hung in
+		 * free(), the parent released a lock it did not hold. */
+		const char *lib = getenv("SAMEPAGE_TEST_ATFORK");
+		REQUIRE(lib && *lib);
+		setenv("LD_PRELOAD", lib, 1); /* after the preload library */
+		char out[64];
+		const char *a[] = {FAST, "--", workload, "forks", "40", NULL};
+		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
+		unsetenv("LD_PRELOAD");
 	} else if (!strcmp(c, "kvm")) {
 		if (access("/dev/kvm", F_OK))
 			SKIP("no /dev/kvm on this machine");

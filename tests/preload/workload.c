@@ -18,6 +18,13 @@
  *       threads allocate, fill, check and free blocks of many sizes with
  *       malloc, calloc and realloc (calloc's must read zeros), for SECONDS;
  *       exits 0 if no block ever read wrong, 1 with the first wrong one
+ *   workload blocks MIB BYTE
+ *       as fill, in blocks of 1 MiB that malloc maps by itself
+ *   workload reuse SECONDS THREADS
+ *       threads free blocks that malloc mapped by themselves and allocate
+ *       them again (often at the same address), each filled with one of a
+ *       few contents so that they merge, for SECONDS: exits 0 if no block
+ *       ever read other than what was written, 1 with the first wrong one
  *   workload kvm
  *       opens /dev/kvm: exits 0 if it opened, 1 with errno otherwise
  *   workload opennull
@@ -56,6 +63,15 @@
 
 #define PG 4096UL
 
+/* Says "ready" and waits for a line on stdin: false at its end. */
+static bool ready_then_wait(void)
+{
+	char line[16];
+	printf("ready\n");
+	fflush(stdout);
+	return fgets(line, sizeof(line), stdin) != NULL;
+}
+
 static int fill(size_t mib, int byte, const char *how)
 {
 	size_t len = mib << 20;
@@ -80,10 +96,7 @@ static int fill(size_t mib, int byte, const char *how)
 	     prctl(68 /* PR_GET_MEMORY_MERGE */, 0, 0, 0, 0) != 1 || prctl(68, 1, 0, 0, 0) != -1 ||
 	     errno != EINVAL || prctl(67, 1, 1, 0, 0) != -1 || errno != EINVAL))
 		return 5;
-	printf("ready\n");
-	fflush(stdout);
-	char line[16];
-	if (!fgets(line, sizeof(line), stdin))
+	if (!ready_then_wait())
 		return 6;
 	for (size_t i = 0; i < len; i++) {
 		char want = (char)byte;
@@ -95,6 +108,41 @@ static int fill(size_t mib, int byte, const char *how)
 			return 1;
 		}
 	}
+	return 0;
+}
+
+/* malloc maps a block by itself from here, and keeps doing so: freeing
+ * one no longer raises the threshold (M_MMAP_THRESHOLD, mallopt(3)). */
+#define BLOCK (1UL << 20)
+static void blocks_mapped(void)
+{
+	mallopt(M_MMAP_THRESHOLD, 256 << 10);
+}
+
+static int fill_blocks(size_t mib, int byte)
+{
+	char **b = calloc(mib, sizeof(*b));
+	if (!b)
+		return 2;
+	blocks_mapped();
+	for (size_t k = 0; k < mib; k++) {
+		if (!(b[k] = malloc(BLOCK)))
+			return 2;
+		memset(b[k], byte, BLOCK);
+	}
+	if (!ready_then_wait())
+		return 6;
+	for (size_t k = 0; k < mib; k++) {
+		for (size_t i = 0; i < BLOCK; i++)
+			if (b[k][i] != (char)byte) {
+				fprintf(stderr,
+					"workload: byte %zu of block %zu reads %d, not %d\n", i, k,
+					b[k][i], byte);
+				return 1;
+			}
+		free(b[k]);
+	}
+	free(b);
 	return 0;
 }
 
@@ -179,6 +227,59 @@ static void *churn(void *arg)
 		put(blk[k], n, seed[k]);
 		if (s % 1024 == 0)
 			malloc_trim(0); /* what QEMU's RCU thread does */
+	}
+	for (int k = 0; k < SLOTS; k++)
+		free(blk[k]);
+	return NULL;
+}
+
+/* Is every page of block p (len bytes) what put() wrote with seed?  Says
+ * where it is not, and what the mapping there is. */
+static bool block_holds(const unsigned char *p, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i += PG / 2) {
+		if (p[i] == (unsigned char)((seed + i) * 31) &&
+		    p[i + 1] == (unsigned char)((seed + i + 1) * 31))
+			continue;
+		uintptr_t at = (uintptr_t)(p + i), s, e;
+		fprintf(stderr, "workload: block %p of seed %u: byte %zu reads %d, not %d\n",
+			(void *)p, seed, i, p[i], (unsigned char)((seed + i) * 31));
+		char line[512];
+		FILE *f = fopen("/proc/self/maps", "r");
+		while (f && fgets(line, sizeof(line), f))
+			if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s <= at && at < e)
+				fprintf(stderr, "workload: mapped there: %s", line);
+		if (f)
+			fclose(f);
+		return false;
+	}
+	return true;
+}
+
+/* A thread of `workload reuse`: blocks freed and allocated again while the
+ * engine merges them.  A merge whose window met a free and the next
+ * malloc at the same address, and a write, would put back the content the
+ * merge compared: the block then reads another seed's pattern. */
+static void *reuse(void *arg)
+{
+	enum { SLOTS = 8 };
+	unsigned char *blk[SLOTS] = {0};
+	unsigned seed[SLOTS] = {0};
+	uint64_t s = 0x9e3779b97f4a7c15ULL * ((uintptr_t)arg + 1);
+	for (unsigned long n = 0; now() < deadline && !atomic_load(&bad); n++) {
+		s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+		int k = (int)(s % SLOTS);
+		if (blk[k] && !block_holds(blk[k], BLOCK, seed[k])) {
+			atomic_store(&bad, 1);
+			break;
+		}
+		free(blk[k]);
+		if (!(blk[k] = malloc(BLOCK)))
+			continue;
+		seed[k] = (unsigned)(s >> 32) % 3;
+		put(blk[k], BLOCK, seed[k]);
+		if (n % 16 == 0)
+			usleep(1000); /* some blocks live long enough to merge */
 	}
 	for (int k = 0; k < SLOTS; k++)
 		free(blk[k]);
@@ -281,12 +382,17 @@ int main(int argc, char **argv)
 		execv("/proc/self/exe", args);
 		return 127;
 	}
-	if (argc >= 4 && !strcmp(argv[1], "malloc")) {
+	if (argc >= 4 && !strcmp(argv[1], "blocks"))
+		return fill_blocks(strtoul(argv[2], NULL, 10), atoi(argv[3]));
+	if (argc >= 4 && (!strcmp(argv[1], "malloc") || !strcmp(argv[1], "reuse"))) {
+		bool blocks = !strcmp(argv[1], "reuse");
 		int n = atoi(argv[3]);
 		pthread_t t[64];
 		deadline = now() + atof(argv[2]);
+		if (blocks)
+			blocks_mapped();
 		for (long i = 0; i < n && i < 64; i++)
-			pthread_create(&t[i], NULL, churn, (void *)i);
+			pthread_create(&t[i], NULL, blocks ? reuse : churn, (void *)i);
 		for (int i = 0; i < n && i < 64; i++)
 			pthread_join(t[i], NULL);
 		return atomic_load(&bad) ? 1 : 0;
@@ -328,7 +434,9 @@ int main(int argc, char **argv)
 		usleep(100000);
 		return 0;
 	}
-	fprintf(stderr, "usage: workload fill|fork|exec MIB BYTE [how] | malloc SECONDS THREADS "
-			"| kvm | opennull | sigwait | forks N | kill SIGNAL\n");
+	fprintf(
+	    stderr,
+	    "usage: workload fill|fork|exec|blocks MIB BYTE [how] | malloc|reuse SECONDS THREADS "
+	    "| kvm | opennull | sigwait | forks N | kill SIGNAL\n");
 	return 2;
 }
