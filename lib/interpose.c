@@ -28,6 +28,7 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <linux/userfaultfd.h>
 #include <stdarg.h>
@@ -51,8 +52,11 @@ void (*_Atomic interpose_pending)(void);
 /* The wrappers keep promises (promise.c) before any engine is open too,
  * under a lock a forked child must not find held: fork's handlers (which
  * take it across the fork) are there from the start. */
+static void blocks_check(void);
+
 __attribute__((constructor)) static void interpose_init(void)
 {
+	blocks_check();
 	fork_init();
 }
 
@@ -613,3 +617,149 @@ EXPORT int ioctl(int fd, unsigned long request, ...)
 		app_uffd(a, l, false);
 	return (int)rc;
 }
+
+/* ---- malloc's blocks ---- */
+
+/*
+ * The C library's malloc maps a block by itself at or above its mmap
+ * threshold (128 KiB to 32 MiB) and unmaps it with its own munmap, or moves
+ * it with its own mremap, in free() and realloc(), which no wrapper of
+ * munmap sees; the next block is often mapped at the same address.  So
+ * free() and realloc() are the library's too: one that may unmap a block
+ * (its chunk's IS_MMAPPED bit) takes the address-space lock shared around
+ * the C library's, as munmap() does, and tells the engines what went; no
+ * block goes while a batch of merges runs, and merge-any merges them
+ * (QEMU's 8-11 MiB blocks: RELIABILITY.md 41 and 42).  The other frees
+ * cost a load of the chunk's header, which the C library's free reads
+ * anyway.
+ *
+ * Only when the C library's malloc is the program's (its free is next
+ * after this library's, and this library's is the one the program calls),
+ * and not under valgrind or AddressSanitizer (whose mallocs have no such
+ * header): otherwise merge-any keeps malloc's blocks out where it finds
+ * them (mergeany.c).
+ * The C library's own frees call free() through its PLT (checked on
+ * Debian's glibc 2.36: the only direct calls to its free are from free and
+ * realloc themselves), so they come here too; a thread's cache of small
+ * chunks, freed at its exit, never holds a block.
+ */
+
+#if defined(__SANITIZE_ADDRESS__)
+/* ASan's malloc is the program's, and calls free() while it starts, before
+ * its shadow memory that this file's code would write exists. */
+static void blocks_check(void)
+{
+}
+#else
+extern void __libc_free(void *p);
+extern void *__libc_realloc(void *p, size_t n);
+
+typedef void (*free_fn)(void *);
+typedef void *(*realloc_fn)(void *, size_t);
+static void *_Atomic real_free, *_Atomic real_realloc;
+static bool lock_blocks; /* set once, at the start */
+static __thread bool resolving;
+
+/* The next free/realloc after this library's: resolved at the first call.
+ * dlsym may allocate; a call it makes meanwhile goes to the C library's. */
+static void *next_alloc(const char *name, void *_Atomic *cache, void *libc)
+{
+	void *f = atomic_load(cache);
+	if (f)
+		return f;
+	if (resolving)
+		return libc;
+	resolving = true;
+	f = dlsym(RTLD_NEXT, name);
+	resolving = false;
+	if (!f)
+		f = libc;
+	atomic_store(cache, f);
+	return f;
+}
+
+static free_fn next_free(void)
+{
+	return (free_fn)next_alloc("free", &real_free, (void *)__libc_free);
+}
+
+static realloc_fn next_realloc(void)
+{
+	return (realloc_fn)next_alloc("realloc", &real_realloc, (void *)__libc_realloc);
+}
+
+/* The mapping of the block p was allocated in, if malloc mapped it by
+ * itself: its chunk's header (the offset to the mapping's start, then the
+ * size with the flags) is just before p. */
+static bool mmapped_block(const void *p, uintptr_t *start, uintptr_t *end)
+{
+	const size_t *h = (const size_t *)p - 2;
+	if (!(h[1] & CHUNK_IS_MMAPPED))
+		return false;
+	*start = (uintptr_t)h - h[0];
+	*end = (uintptr_t)h + (h[1] & ~CHUNK_FLAGS);
+	return true;
+}
+
+/* [start, end), a block's mapping or part of one, is gone: forgotten, as
+ * munmap's wrapper forgets what it unmaps.  Under the address-space lock. */
+static void block_gone(uintptr_t start, uintptr_t end)
+{
+	if (end <= start)
+		return;
+	engine_note_unmap(start, end - start);
+	promise_set(start, end, 0, false);
+}
+
+/* Whether free(p) or realloc(p) takes the lock: a block of the C
+ * library's malloc, not in a fork handler (the forking thread holds the
+ * lock, and no merge runs until it lets go). */
+static bool locked_block(void *p, uintptr_t *s, uintptr_t *e)
+{
+	return p && lock_blocks && mmapped_block(p, s, e) && !fork_forking;
+}
+
+static void free_impl(void *p)
+{
+	uintptr_t s, e;
+	if (!locked_block(p, &s, &e)) {
+		next_free()(p);
+		return;
+	}
+	as_lock_shared();
+	next_free()(p);
+	block_gone(s, e);
+	as_unlock();
+}
+
+static void *realloc_impl(void *p, size_t n)
+{
+	uintptr_t s, e, ns, ne;
+	if (!locked_block(p, &s, &e))
+		return next_realloc()(p, n);
+	as_lock_shared();
+	void *r = next_realloc()(p, n);
+	if (r != p && (r || !n))
+		block_gone(s, e); /* moved or freed */
+	else if (r == p && mmapped_block(r, &ns, &ne) && ns == s && ne < e)
+		block_gone(ne, e); /* shrunk in place */
+	as_unlock();
+	return r;
+}
+
+EXPORT void free(void *p) __attribute__((alias("free_impl")));
+EXPORT void *realloc(void *p, size_t n) __attribute__((alias("realloc_impl")));
+
+/* Whether the program's free and realloc are this library's, with the C
+ * library's next. */
+static void blocks_check(void)
+{
+	const char *pre = getenv("LD_PRELOAD");
+	lock_blocks = !(pre && strstr(pre, "vgpreload")) &&
+		      dlsym(RTLD_DEFAULT, "free") == (void *)free_impl &&
+		      dlsym(RTLD_DEFAULT, "realloc") == (void *)realloc_impl &&
+		      next_free() == (free_fn)__libc_free &&
+		      next_realloc() == (realloc_fn)__libc_realloc;
+	merge_any_blocks = lock_blocks;
+}
+#endif

@@ -28,10 +28,12 @@
  *        and the write was lost (RELIABILITY.md 41: a Python worker's
  *        buffer read one page of the previous task's).  A merge cannot
  *        tell: the mapping it replaces is gone without a trace.
- *        Except the blocks where the preload library interposes free()
- *        and realloc() (merge_any_blocks): only those unmap a block, and
+ *        Except the blocks, when the program's free() and realloc() are
+ *        the library's (merge_any_blocks): only those unmap a block, and
  *        they take the address-space lock shared as munmap() does, so no
- *        block goes while a batch of merges runs (preload.c);
+ *        block goes while a batch of merges runs (interpose.c).  Found
+ *        otherwise from a mapping's start, block after block, which
+ *        misses some (RELIABILITY.md 42);
  *      - for the same reason, the stacks of the threads it makes
  *        (thread_stack()), which it unmaps when its cache of them is full.
  */
@@ -159,8 +161,8 @@ static bool thread_stack(struct prot_span m)
 	return false;
 }
 
-/* Set by the preload library when the program's free() and realloc() are
- * its own, in front of the C library's (preload.c): malloc's blocks merge. */
+/* Set when the program's free() and realloc() are the library's, in front
+ * of the C library's (interpose.c): malloc's blocks merge. */
 bool merge_any_blocks;
 
 /* Keeps out the blocks malloc mapped that follow each other from p in the
