@@ -9,8 +9,9 @@
  *
  * With "scatter", every other page is unique instead: scattered duplicates,
  * a mapping of their own each (the mapping budget).  With "malloc", the
- * engine is in merge-any mode and the MIB are blocks of malloc (1 MiB each,
- * which malloc maps by itself), which merge-any keeps out (pages_kept_malloc).
+ * engine is in merge-any mode and the MIB are blocks of malloc's main heap
+ * (120 KiB each, below its mmap threshold), which merge-any keeps out
+ * (pages_kept_malloc).
  *
  * usage: spclient DOMAIN MIB [scatter|malloc]
  */
@@ -47,11 +48,11 @@ int main(int argc, char **argv)
 				samepage_strerror(err));
 			return 1;
 		}
-		for (size_t k = 0; k < len >> 20; k++) {
-			char *b = malloc(1 << 20);
+		for (size_t k = 0; k <= len / (120 << 10); k++) {
+			char *b = malloc(120 << 10);
 			if (!b)
 				return 1;
-			memset(b, 'm', 1 << 20);
+			memset(b, 'm', 120 << 10);
 		}
 		printf("ready %d\n", (int)getpid());
 		fflush(stdout);
