@@ -199,6 +199,7 @@ struct clients {
 	int n;
 	char (*seen)[80]; /* "pid domain" pairs already counted */
 	int nseen;
+	long more; /* the answer's "more=N": where the next request starts */
 };
 
 /* The number after " key=" in s, or -1. */
@@ -229,6 +230,10 @@ static int client_line(char *line, void *arg)
 	struct ksm_process *p;
 	int pid, i;
 
+	if (!strncmp(line, "more=", 5)) {
+		c->more = atol(line + 5);
+		return 0;
+	}
 	if (strncmp(line, "pid=", 4) || !dom || !comm || !rest || comm > rest)
 		return 0; /* a line of a later protocol: skip it */
 	pid = atoi(line + 4);
@@ -301,8 +306,19 @@ static int by_pid(const void *a, const void *b)
 
 static int samepaged_for_each_process(const struct ksm_backend *be, ksm_process_fn fn, void *arg)
 {
-	struct clients c = {.n = 0};
+	struct clients c = {.n = 0, .more = -1};
 	int ret = ask_lines(be, "CLIENTS", client_line, &c);
+	/* An answer is one packet, so with many clients samepaged says where
+	 * to go on (older ones did not: they listed what fitted).  Clients
+	 * that come or go meanwhile may shift the rest: one counted twice is
+	 * counted once; one missed is what a later look sees. */
+	for (long from = 0; !ret && c.more > from;) {
+		char req[32];
+		from = c.more;
+		c.more = -1;
+		snprintf(req, sizeof(req), "CLIENTS %ld", from);
+		ret = ask_lines(be, req, client_line, &c);
+	}
 
 	free(c.seen);
 	if (c.n)

@@ -10,7 +10,9 @@
 #include "protocol.h"
 #include "pool.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,8 +177,10 @@ static void answer_set(struct state *s, struct client *c, const char *args, stru
 	reply_add(r, "OK");
 }
 
-/* CLIENTS: one line per connected process, its ksm_stat counters, as
- * counter_value() says them (what GET says is their sum). */
+/* CLIENTS [FROM]: one line per connected process, its ksm_stat counters,
+ * as counter_value() says them (what GET says is their sum), from the
+ * FROM'th client on (0).  An answer is one packet: when the next line may
+ * not fit, it ends with "more=N", where the next request starts. */
 static void answer_clients(struct state *s, struct client *c, const char *args,
 			   struct proto_reply *r)
 {
@@ -195,8 +199,16 @@ static void answer_clients(struct state *s, struct client *c, const char *args,
 	    KNOB_pages_kept_malloc,
 	    KNOB_pages_kept_uffd,
 	};
+	char *end;
+	unsigned long from = args ? strtoul(args, &end, 10) : 0;
+	if (args && (!isdigit((unsigned char)*args) || *end || from > INT_MAX))
+		return proto_error(r, -EINVAL, "CLIENTS takes one number: where to start");
 	reply_add(r, "OK");
-	for (int i = 0; i < s->nclients && r->len < sizeof(r->text) - 512; i++) {
+	for (int i = (int)from; i < s->nclients; i++) {
+		if (r->len >= sizeof(r->text) - 1024) {
+			reply_add(r, "\nmore=%d", i);
+			break;
+		}
 		const struct client *k = &s->clients[i];
 		struct ledger lg;
 		struct ksm_counts counts;
@@ -221,7 +233,7 @@ static const struct request {
 	void (*answer)(struct state *s, struct client *c, const char *args, struct proto_reply *r);
 } requests[] = {
     {"HELLO", ARGS_REQUIRED, answer_hello}, {"GET", ARGS_OPTIONAL, answer_get},
-    {"SET", ARGS_REQUIRED, answer_set},	    {"CLIENTS", ARGS_NONE, answer_clients},
+    {"SET", ARGS_REQUIRED, answer_set},	    {"CLIENTS", ARGS_OPTIONAL, answer_clients},
     {"PLACE", ARGS_REQUIRED, answer_place},
 };
 

@@ -23,6 +23,7 @@
 #          is its metadata only (negative), but doctor does not report
 #          process-loses (nor advise dropping `ksmctl run`) before a scan.
 #  exec    a client that exec'd is listed by top under its current name.
+#  many    300 clients: top lists them all, check counts them.
 #  statedir  the daemon's state directory removed while it runs: its log
 #          says so and how to fix it, and a program under `ksmctl --user
 #          run --domain` says samepaged refused it (not "start samepaged").
@@ -338,7 +339,7 @@ e2e()
 		echo "ok: the mapping budget not tried: vm.max_map_count is $max here"
 	fi
 
-	# Merge-any keeps malloc's blocks out (8 MiB, 2048 pages, once a full
+	# Merge-any keeps malloc's heap out (8 MiB, 2048 pages, once a full
 	# scan saw them all); doctor says how much and why.
 	# (Not under the sanitizers: malloc is theirs, no heap or chunk of glibc.)
 	if [ -z "${SAMEPAGE_SANITIZED:-}" ]; then
@@ -433,6 +434,37 @@ os.execv("'"$(type -P sleep)"'", ["sleep", "120"])' >"$tmp/client.out" 2>&1 &
 		fail "ksmctl --user top names the exec'd client '$comm', not sleep: $(cat "$tmp/out")"
 	expect 0 --user --socket "$sock" top
 	grep -Eq "^ *$client_pid +sleep " "$tmp/out" || fail "top's table does not name $client_pid sleep: $(cat "$tmp/out")"
+}
+
+# many: 300 clients, more than one answer of CLIENTS holds (a packet of
+# 64 KiB, about 200 lines): top --json lists every one (ksmctl follows the
+# answer's "more=N"; it listed the first ones only before).
+many()
+{
+	start_daemon || return
+	local n=300 k ready=0
+	for k in $(seq $n); do
+		SAMEPAGE_SOCKET=$sock "$spclient" many 1 >"$tmp/many.$k" 2>&1 &
+		client_pid="$client_pid $!"
+	done
+	for _ in $(seq 600); do
+		ready=$(cat "$tmp"/many.* | grep -c '^ready')
+		[ "$ready" = $n ] && break
+		sleep 0.1
+	done
+	[ "$ready" = $n ] || { fail "$ready of $n clients started: $(grep -vh ready "$tmp"/many.* | head -3)"; return; }
+	local rows=0
+	for _ in $(seq 100); do
+		"$ksmctl" --user --socket "$sock" top --json >"$tmp/out" 2>"$tmp/err" ||
+			{ fail "top --json failed: $(cat "$tmp/err")"; return; }
+		rows=$(python3 -c 'import json, sys; print(len({r["pid"] for r in json.load(sys.stdin)["rows"] if r["comm"] == "cli_spclient"}))' <"$tmp/out")
+		[ "$rows" = $n ] && break
+		sleep 0.1
+	done
+	[ "$rows" = $n ] && echo "ok: top --json lists all $n clients" ||
+		fail "top --json lists $rows of $n clients"
+	expect 0 --user --socket "$sock" check
+	says "$tmp/out" "clients            $n processes"
 }
 
 statedir()
@@ -564,6 +596,7 @@ statedir) statedir ;;
 unscanned) unscanned ;;
 advice) advice ;;
 e2e) e2e ;;
+many) many ;;
 *) echo "unknown test $test"; exit 2 ;;
 esac
 [ $fails = 0 ] && echo "ok: cli.user.$test" && exit 0

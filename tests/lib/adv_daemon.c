@@ -759,6 +759,15 @@ void test_daemon_staging_released(void)
 
 /* The sum over CLIENTS' lines of field (name=value), and of one pid's
  * line in *own. */
+/* How many times needle is in hay. */
+static int count_of(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *at = hay; (at = strstr(at, needle)); at++)
+		n++;
+	return n;
+}
+
 static long long clients_sum(const char *reply, const char *field, pid_t pid, long long *own)
 {
 	char key[64], me[32];
@@ -839,6 +848,14 @@ void test_daemon_clients_zero_pages(void)
 		usleep(10000);
 	}
 	REQUIRE(!strcmp(reply, again));
+	/* CLIENTS FROM: from the FROM'th client on; the first is 0 */
+	REQUIRE(samepage_control(D.sock, "CLIENTS 0", again, sizeof(again)) == 0);
+	CHECK_EQ_INT(count_of(again, "\npid="), count_of(reply, "\npid="));
+	CHECK(count_of(reply, "\npid=") >= 1);
+	CHECK_EQ_INT(samepage_control(D.sock, "CLIENTS 100000", again, sizeof(again)), 0);
+	CHECK_EQ_INT(count_of(again, "\npid="), 0);
+	CHECK_EQ_INT(samepage_control(D.sock, "CLIENTS x", again, sizeof(again)), -EINVAL);
+	CHECK_EQ_INT(samepage_control(D.sock, "CLIENTS 1 2", again, sizeof(again)), -EINVAL);
 	for (int i = 0; i < 3; i++) {
 		own[i] = -1;
 		sum[i] = clients_sum(reply, names[i], getpid(), &own[i]);
