@@ -90,11 +90,11 @@ static void pin_mapped_nodes(struct samepage *sp)
 	sp->npins = u;
 }
 
+_Thread_local bool fork_forking;
+
 /* The domain lock is not held across fork (a robust mutex cannot be
  * released by the child): the KSM pages this process maps are pinned
  * before, while sp->lock keeps the scanner from making new ones. */
-_Thread_local bool fork_forking;
-
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&engines_lock);
