@@ -635,7 +635,7 @@ EXPORT int ioctl(int fd, unsigned long request, ...)
  *
  * Only when the C library's malloc is the program's (its free is next
  * after this library's, and this library's is the one the program calls),
- * and not under valgrind or AddressSanitizer (whose mallocs have no such
+ * and not under valgrind or a sanitizer (whose mallocs have no such
  * header): otherwise merge-any keeps malloc's blocks out where it finds
  * them (mergeany.c).
  * The C library's own frees call free() through its PLT (checked on
@@ -644,9 +644,20 @@ EXPORT int ioctl(int fd, unsigned long request, ...)
  * chunks, freed at its exit, never holds a block.
  */
 
-#if defined(__SANITIZE_ADDRESS__)
-/* ASan's malloc is the program's, and calls free() while it starts, before
- * its shadow memory that this file's code would write exists. */
+/* A sanitizer's malloc is the program's (GCC says ASan and TSan with
+ * __SANITIZE_*__, clang with __has_feature), and ASan calls free() while it
+ * starts, before the shadow memory that this file's code would write
+ * exists: free() and realloc() are left to it. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZER_MALLOC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
+    __has_feature(memory_sanitizer) || __has_feature(hwaddress_sanitizer)
+#define SANITIZER_MALLOC 1
+#endif
+#endif
+
+#if defined(SANITIZER_MALLOC)
 static void blocks_check(void)
 {
 }
