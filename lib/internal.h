@@ -332,6 +332,7 @@ int engines_discard(void *addr, size_t len, int advice);
 long engines_with_copies(void *addr, size_t len, long (*op)(void *), void *arg);
 
 /* interpose.c */
+void *interpose_next(const char *name, void *_Atomic *cache, void *fallback);
 extern int (*interpose_merge_advice)(void *addr, size_t len, int advice);
 extern void (*_Atomic interpose_pending)(void);
 bool interpose_active(void);

@@ -618,6 +618,25 @@ EXPORT int ioctl(int fd, unsigned long request, ...)
 	return (int)rc;
 }
 
+/* The next definition of name after this library's (the C library's, or
+ * another library's in front of it), resolved at the first call and kept
+ * in *cache.  dlsym may allocate and free: a call that comes back here
+ * meanwhile gets fallback. */
+void *interpose_next(const char *name, void *_Atomic *cache, void *fallback)
+{
+	static _Thread_local bool resolving;
+	void *f = atomic_load(cache);
+	if (f || resolving)
+		return f ? f : fallback;
+	resolving = true;
+	f = dlsym(RTLD_NEXT, name);
+	resolving = false;
+	if (!f)
+		f = fallback;
+	atomic_store(cache, f);
+	return f;
+}
+
 /* ---- malloc's blocks ---- */
 
 /*
@@ -668,35 +687,15 @@ extern void *__libc_realloc(void *p, size_t n);
 typedef void (*free_fn)(void *);
 typedef void *(*realloc_fn)(void *, size_t);
 static void *_Atomic real_free, *_Atomic real_realloc;
-static bool lock_blocks; /* set once, at the start */
-static __thread bool resolving;
-
-/* The next free/realloc after this library's: resolved at the first call.
- * dlsym may allocate; a call it makes meanwhile goes to the C library's. */
-static void *next_alloc(const char *name, void *_Atomic *cache, void *libc)
-{
-	void *f = atomic_load(cache);
-	if (f)
-		return f;
-	if (resolving)
-		return libc;
-	resolving = true;
-	f = dlsym(RTLD_NEXT, name);
-	resolving = false;
-	if (!f)
-		f = libc;
-	atomic_store(cache, f);
-	return f;
-}
 
 static free_fn next_free(void)
 {
-	return (free_fn)next_alloc("free", &real_free, (void *)__libc_free);
+	return (free_fn)interpose_next("free", &real_free, (void *)__libc_free);
 }
 
 static realloc_fn next_realloc(void)
 {
-	return (realloc_fn)next_alloc("realloc", &real_realloc, (void *)__libc_realloc);
+	return (realloc_fn)interpose_next("realloc", &real_realloc, (void *)__libc_realloc);
 }
 
 /* The mapping of the block p was allocated in, if malloc mapped it by
@@ -727,7 +726,7 @@ static void block_gone(uintptr_t start, uintptr_t end)
  * lock, and no merge runs until it lets go). */
 static bool locked_block(void *p, uintptr_t *s, uintptr_t *e)
 {
-	return p && lock_blocks && mmapped_block(p, s, e) && !fork_forking;
+	return p && merge_any_blocks && mmapped_block(p, s, e) && !fork_forking;
 }
 
 static void free_impl(void *p)
@@ -766,11 +765,10 @@ EXPORT void *realloc(void *p, size_t n) __attribute__((alias("realloc_impl")));
 static void blocks_check(void)
 {
 	const char *pre = getenv("LD_PRELOAD");
-	lock_blocks = !(pre && strstr(pre, "vgpreload")) &&
-		      dlsym(RTLD_DEFAULT, "free") == (void *)free_impl &&
-		      dlsym(RTLD_DEFAULT, "realloc") == (void *)realloc_impl &&
-		      next_free() == (free_fn)__libc_free &&
-		      next_realloc() == (realloc_fn)__libc_realloc;
-	merge_any_blocks = lock_blocks;
+	merge_any_blocks = !(pre && strstr(pre, "vgpreload")) &&
+			   dlsym(RTLD_DEFAULT, "free") == (void *)free_impl &&
+			   dlsym(RTLD_DEFAULT, "realloc") == (void *)realloc_impl &&
+			   next_free() == (free_fn)__libc_free &&
+			   next_realloc() == (realloc_fn)__libc_realloc;
 }
 #endif

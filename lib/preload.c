@@ -37,7 +37,6 @@
  */
 #include "internal.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -466,16 +465,6 @@ typedef int (*open_fn)(const char *, int, ...);
 typedef int (*openat_fn)(int, const char *, int, ...);
 static void *_Atomic real_open, *_Atomic real_openat;
 
-static void *next(const char *name, void *_Atomic *cache)
-{
-	void *f = atomic_load(cache);
-	if (!f) {
-		f = dlsym(RTLD_NEXT, name);
-		atomic_store(cache, f);
-	}
-	return f;
-}
-
 EXPORT int open(const char *path, int flags, ...)
 {
 	va_list ap;
@@ -484,7 +473,7 @@ EXPORT int open(const char *path, int flags, ...)
 	va_end(ap);
 	if (kvm_refused(path))
 		return -1;
-	return ((open_fn)next("open", &real_open))(path, flags, mode);
+	return ((open_fn)interpose_next("open", &real_open, NULL))(path, flags, mode);
 }
 
 EXPORT int open64(const char *path, int flags, ...) __attribute__((alias("open")));
@@ -504,7 +493,7 @@ EXPORT int openat(int dir, const char *path, int flags, ...)
 	va_end(ap);
 	if (kvm_refused(path))
 		return -1;
-	return ((openat_fn)next("openat", &real_openat))(dir, path, flags, mode);
+	return ((openat_fn)interpose_next("openat", &real_openat, NULL))(dir, path, flags, mode);
 }
 
 EXPORT int openat64(int dir, const char *path, int flags, ...) __attribute__((alias("openat")));
