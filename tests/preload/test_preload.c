@@ -738,7 +738,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(c, "atfork")) {
 		/* Fork handlers run before the preload library's free a block
 		 * while the forking thread holds its locks: the child hung in
-		 * free(), the parent released a lock it did not hold. */
+		 * free() (RELIABILITY.md 42). */
 		const char *lib = getenv("SAMEPAGE_TEST_ATFORK");
 		REQUIRE(lib && *lib);
 		setenv("LD_PRELOAD", lib, 1); /* after the preload library */
