@@ -68,6 +68,10 @@ void invariants_check(struct samepage *sp)
 			if (!nd->in_use)
 				continue;
 			SP_ASSERT(2, nd->mapcount == maps[n]);
+			/* Filed under its own contents' checksum, or no page of
+			 * those contents finds it again. */
+			SP_ASSERT(2, !nd->mapcount ||
+					 (uint32_t)page_hash(pool_contents(sp, n)) == nd->checksum);
 			shared += nd->mapcount > 0;
 			sharing += nd->mapcount > 1 ? nd->mapcount - 1 : 0;
 		}

@@ -796,22 +796,10 @@ bool guarded_is_zero(const void *a, size_t len)
 	return true;
 }
 
-/* XXH3-64 of an application page, read under the guard. */
-bool guarded_hash(const void *page, uint64_t *h)
+/* XXH3-64 of a page of the engine's own memory (the dispatched one). */
+uint64_t page_hash(const void *page)
 {
-	sigjmp_buf jb;
-	if (sigsetjmp(jb, 0) == 0) {
-		guard_jmp = &jb;
-		*h = XXH3_64bits(page, PAGE_SIZE);
-		guard_jmp = NULL;
-		return true;
-	}
-	guard_jmp = NULL;
-	char tmp[PAGE_SIZE];
-	if (prim_mem_read((uintptr_t)page, tmp, PAGE_SIZE) != (ssize_t)PAGE_SIZE)
-		return false;
-	*h = XXH3_64bits(tmp, PAGE_SIZE);
-	return true;
+	return XXH3_64bits(page, PAGE_SIZE);
 }
 
 /*

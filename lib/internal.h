@@ -113,7 +113,7 @@ void window_close(int slot);
 bool guarded_copy(void *dst, const void *src, size_t len);
 bool guarded_equal(const void *a, const void *b, size_t len);
 bool guarded_is_zero(const void *a, size_t len);
-bool guarded_hash(const void *page, uint64_t *h);
+uint64_t page_hash(const void *page);
 int guarded_touch(uintptr_t a, int prot);
 extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 

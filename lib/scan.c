@@ -46,15 +46,24 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <xxhash.h>
 
 uint32_t zero_checksum;
 
-/* calc_checksum: the low 32 bits of XXH3-64, read under the guard. */
-static bool calc_checksum(const void *page, uint32_t *out, uint64_t *hash)
+static bool buf_is_zero(const void *page)
 {
-	if (!guarded_hash(page, hash))
+	const unsigned char *b = page;
+	return !b[0] && !memcmp(b, b + 1, PAGE_SIZE - 1);
+}
+
+/* calc_checksum: the low 32 bits of XXH3-64 of the page's copy in sp->buf.
+ * The checksum files what the scanner compares and maps, so both come from
+ * one read: a page written between two reads became a KSM page of its new
+ * contents under its old contents' checksum, found by nothing again. */
+static bool calc_checksum(struct samepage *sp, const void *page, uint32_t *out, uint64_t *hash)
+{
+	if (!guarded_copy(sp->buf, page, PAGE_SIZE))
 		return false;
+	*hash = page_hash(sp->buf);
 	*out = (uint32_t)*hash;
 	return true;
 }
@@ -326,18 +335,16 @@ static void cmp_and_merge_page(struct samepage *sp, size_t ri, size_t i)
 	bool all_full;
 
 	remove_rmap_item_from_tree(sp, id);
-	if (!calc_checksum(page, &checksum, &hash))
+	if (!calc_checksum(sp, page, &checksum, &hash))
 		return; /* unreadable now: the range changed under us */
 	if (checksum != m->checksum) {
 		m->checksum = checksum;
 		return; /* volatile */
 	}
-	if (checksum == zero_checksum && guarded_is_zero(page, PAGE_SIZE)) {
-		queue_merge(sp, ri, i, NIL);
+	if (checksum == zero_checksum && buf_is_zero(sp->buf)) {
+		queue_merge(sp, ri, i, NIL); /* merge_batch() looks again */
 		return;
 	}
-	if (!guarded_copy(sp->buf, page, PAGE_SIZE))
-		return;
 	node = strip_node(sp, r, i, checksum);
 	if (node == NIL)
 		node = stable_search(sp, sp->buf, checksum, &all_full);
@@ -771,7 +778,7 @@ static void *ksmd(void *arg)
 static void zero_checksum_init(void)
 {
 	static const char zeros[PAGE_SIZE];
-	zero_checksum = (uint32_t)XXH3_64bits(zeros, PAGE_SIZE);
+	zero_checksum = (uint32_t)page_hash(zeros);
 }
 
 #define KSMD_STACK (1UL << 20)
