@@ -25,8 +25,9 @@ static pthread_mutex_t own_lock = PTHREAD_MUTEX_INITIALIZER;
  * unlocking: a fork from a signal handler that interrupted it must not
  * wait for them (alloc_fork_lock), nor allocate (lib_pages). */
 static __thread int alloc_held;
-#define ALLOC_LOCK(m) (alloc_held++, pthread_mutex_lock(m))
-#define ALLOC_UNLOCK(m) (pthread_mutex_unlock(m), alloc_held--)
+_Thread_local bool fork_forking; /* internal.h */
+#define ALLOC_LOCK(m) (alloc_held++, fork_held_lock(m))
+#define ALLOC_UNLOCK(m) (fork_held_unlock(m), alloc_held--)
 static struct owned *own; /* sorted by start; itself an owned range */
 static size_t nown, own_cap;
 

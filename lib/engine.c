@@ -371,7 +371,7 @@ static long engines_private_then(void *addr, size_t len, bool copy, long (*op)(v
 	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	bool held = atomic_load(&nengines) > 0;
 	if (held) {
-		pthread_mutex_lock(&engines_lock);
+		fork_held_lock(&engines_lock);
 		for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
 			sp->held_for_discard = hold_if_hits(sp, a, l);
 			if (sp->held_for_discard && hits_merged(sp, a, l)) {
@@ -392,7 +392,7 @@ static long engines_private_then(void *addr, size_t len, bool copy, long (*op)(v
 				sp->held_for_discard = false;
 				engine_unlock(sp);
 			}
-		pthread_mutex_unlock(&engines_lock);
+		fork_held_unlock(&engines_lock);
 	}
 	return err;
 }

@@ -128,7 +128,7 @@ void engine_note_new(void)
 void engine_lock(struct samepage *sp)
 {
 	atomic_fetch_add(&sp->app_waiting, 1);
-	pthread_mutex_lock(&sp->lock);
+	fork_held_lock(&sp->lock);
 	atomic_fetch_sub(&sp->app_waiting, 1);
 }
 
@@ -284,5 +284,5 @@ bool engine_behind(struct samepage *sp)
 void engine_unlock(struct samepage *sp)
 {
 	engine_publish(sp);
-	pthread_mutex_unlock(&sp->lock);
+	fork_held_unlock(&sp->lock);
 }

@@ -90,8 +90,6 @@ static void pin_mapped_nodes(struct samepage *sp)
 	sp->npins = u;
 }
 
-_Thread_local bool fork_forking;
-
 /* The domain lock is not held across fork (a robust mutex cannot be
  * released by the child): the KSM pages this process maps are pinned
  * before, while sp->lock keeps the scanner from making new ones. */

@@ -86,21 +86,25 @@ static void as_init(void)
 	pthread_rwlockattr_destroy(&a);
 }
 
+/* The forking thread holds it for writing (fork_held_lock()). */
 void as_lock_exclusive(void)
 {
 	pthread_once(&as_once, as_init);
-	pthread_rwlock_wrlock(&as_rwlock);
+	if (!fork_forking)
+		pthread_rwlock_wrlock(&as_rwlock);
 }
 
 void as_lock_shared(void)
 {
 	pthread_once(&as_once, as_init);
-	pthread_rwlock_rdlock(&as_rwlock);
+	if (!fork_forking)
+		pthread_rwlock_rdlock(&as_rwlock);
 }
 
 void as_unlock(void)
 {
-	pthread_rwlock_unlock(&as_rwlock);
+	if (!fork_forking)
+		pthread_rwlock_unlock(&as_rwlock);
 }
 
 /* In a forked child: the parent's thread held the lock at the fork, and a
@@ -226,12 +230,12 @@ static __thread bool io_entered, io_waiting;
 static void io_lock_take(void)
 {
 	io_entered = true;
-	pthread_mutex_lock(&io_lock);
+	fork_held_lock(&io_lock);
 }
 
 static void io_lock_drop(void)
 {
-	pthread_mutex_unlock(&io_lock);
+	fork_held_unlock(&io_lock);
 	io_entered = false;
 }
 

@@ -74,6 +74,23 @@ int control_hello(const char *socket_path, const char *domain, int *conn, int fd
 int control_request(int fd, const char *request, char *reply, size_t len);
 
 /* alloc.c */
+/* This thread is forking (set by fork.c, defined in alloc.c, the lowest
+ * file that looks at it): between the prepare handler and the parent's or
+ * the child's, it holds every lock of the library (the other fork handlers
+ * run then, and may free memory). */
+extern _Thread_local bool fork_forking;
+/* The library's locks that fork_prepare() takes: a no-op in the forking
+ * thread, which holds them (RELIABILITY.md 44). */
+static inline void fork_held_lock(pthread_mutex_t *m)
+{
+	if (!fork_forking)
+		pthread_mutex_lock(m);
+}
+static inline void fork_held_unlock(pthread_mutex_t *m)
+{
+	if (!fork_forking)
+		pthread_mutex_unlock(m);
+}
 void own_add(uintptr_t start, uintptr_t end);
 void own_remove(uintptr_t start);
 bool own_find(uintptr_t start, uintptr_t end, uintptr_t *os, uintptr_t *oe);
@@ -294,10 +311,6 @@ bool engine_behind(struct samepage *sp);
 void engine_unlock(struct samepage *sp);
 
 /* fork.c */
-/* This thread is forking: between the prepare handler and the parent's or
- * the child's, it holds every lock of the library (the other fork handlers
- * run then, and may free memory). */
-extern _Thread_local bool fork_forking;
 void fork_init(void);
 bool fork_children_gone(struct samepage *sp, uint32_t *started, uint32_t *registered);
 bool fork_area_live(const struct fork_shared *f, uint32_t started, uint32_t reg,

@@ -158,7 +158,7 @@ static int for_engines_in(uintptr_t start, size_t len,
 			  int (*fn)(struct samepage *sp, uintptr_t start, size_t len))
 {
 	int err = 0;
-	pthread_mutex_lock(&engines_lock);
+	fork_held_lock(&engines_lock);
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
 		if (!hold_if_hits(sp, start, len))
 			continue;
@@ -169,7 +169,7 @@ static int for_engines_in(uintptr_t start, size_t len,
 			err = e;
 		engine_unlock(sp);
 	}
-	pthread_mutex_unlock(&engines_lock);
+	fork_held_unlock(&engines_lock);
 	return err;
 }
 
@@ -234,7 +234,7 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	 * had registered, to register them again where they move to.  The
 	 * engines stay locked until then, so that no merge happens between
 	 * the unmerge and the move. */
-	pthread_mutex_lock(&engines_lock);
+	fork_held_lock(&engines_lock);
 	for (struct samepage *sp = engines; sp && nmv < 8; sp = sp->next_engine) {
 		if (!hold_if_hits(sp, o, olen))
 			continue;
@@ -283,7 +283,7 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		engine_leave(sp);
 		engine_unlock(sp);
 	}
-	pthread_mutex_unlock(&engines_lock);
+	fork_held_unlock(&engines_lock);
 	return libc_map_result(err, &m);
 }
 
@@ -722,11 +722,11 @@ static void block_gone(uintptr_t start, uintptr_t end)
 }
 
 /* Whether free(p) or realloc(p) takes the lock: a block of the C
- * library's malloc, not in a fork handler (the forking thread holds the
- * lock, and no merge runs until it lets go). */
+ * library's malloc (in a fork handler, the forking thread holds it
+ * already: fork_held_lock()). */
 static bool locked_block(void *p, uintptr_t *s, uintptr_t *e)
 {
-	return p && merge_any_blocks && mmapped_block(p, s, e) && !fork_forking;
+	return p && merge_any_blocks && mmapped_block(p, s, e);
 }
 
 static void free_impl(void *p)

@@ -140,7 +140,7 @@ void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on)
 {
 	if (end <= start || (!on && !npromises))
 		return;
-	pthread_mutex_lock(&promise_lock);
+	fork_held_lock(&promise_lock);
 	promise_split(start);
 	promise_split(end);
 	uintptr_t covered = start;
@@ -158,7 +158,7 @@ void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on)
 	if (on && covered < end) /* before promises[i], the first past end */
 		promise_insert(i, (struct promise){covered, end, flag});
 	promise_tidy();
-	pthread_mutex_unlock(&promise_lock);
+	fork_held_unlock(&promise_lock);
 }
 
 /* The number of policy p in the table (added if new), 0 if the table is
@@ -185,9 +185,9 @@ void promise_set_policy(uintptr_t start, uintptr_t end, int mode, const unsigned
 	for (unsigned long b = 0; nodes && mode && b < bits && b < PRIM_MAX_NODES; b++)
 		if (nodes[b / (8 * sizeof(long))] & (1UL << (b % (8 * sizeof(long)))))
 			p.nodes[b / (8 * sizeof(long))] |= 1UL << (b % (8 * sizeof(long)));
-	pthread_mutex_lock(&promise_lock);
+	fork_held_lock(&promise_lock);
 	unsigned id = mode ? policy_number(&p) : 0;
-	pthread_mutex_unlock(&promise_lock);
+	fork_held_unlock(&promise_lock);
 	for (unsigned b = 0; b < 8; b++)
 		promise_set(start, end, 1u << (PROMISE_POLICY_SHIFT + b), id & (1u << b));
 }
@@ -204,7 +204,7 @@ enum {
 static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock_flags,
 		     unsigned what)
 {
-	pthread_mutex_lock(&promise_lock);
+	fork_held_lock(&promise_lock);
 	for (size_t i = 0; i < npromises; i++) {
 		const struct promise *p = &promises[i];
 		if (p->end <= start || p->start >= end)
@@ -227,7 +227,7 @@ static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock
 		if ((what & APPLY_POLICY) && id && id <= npolicies)
 			prim_mbind(s, e - s, &policies[id]);
 	}
-	pthread_mutex_unlock(&promise_lock);
+	fork_held_unlock(&promise_lock);
 }
 
 /* The flags of [start, end) set again on the mapping now there (after an
@@ -277,7 +277,7 @@ void promise_move(uintptr_t old, size_t len, uintptr_t new)
 {
 	struct promise moved[64];
 	size_t n = 0;
-	pthread_mutex_lock(&promise_lock);
+	fork_held_lock(&promise_lock);
 	for (size_t i = 0; i < npromises && n < 64; i++) {
 		const struct promise *p = &promises[i];
 		if (p->end <= old || p->start >= old + len)
@@ -286,7 +286,7 @@ void promise_move(uintptr_t old, size_t len, uintptr_t new)
 		uintptr_t e = p->end < old + len ? p->end : old + len;
 		moved[n++] = (struct promise){s - old + new, e - old + new, p->flags};
 	}
-	pthread_mutex_unlock(&promise_lock);
+	fork_held_unlock(&promise_lock);
 	promise_set(old, old + len, 0, false);
 	for (size_t i = 0; i < n; i++)
 		for (unsigned f = 1; f <= PROMISE_LAST; f <<= 1)
@@ -298,7 +298,7 @@ void promise_move(uintptr_t old, size_t len, uintptr_t new)
 bool promise_find(uintptr_t start, uintptr_t end, unsigned flag, uintptr_t *fs, uintptr_t *fe)
 {
 	bool found = false;
-	pthread_mutex_lock(&promise_lock);
+	fork_held_lock(&promise_lock);
 	for (size_t i = 0; i < npromises && !found; i++) {
 		const struct promise *p = &promises[i];
 		if (p->start < end && start < p->end && (p->flags & flag)) {
@@ -307,7 +307,7 @@ bool promise_find(uintptr_t start, uintptr_t end, unsigned flag, uintptr_t *fs, 
 			found = true;
 		}
 	}
-	pthread_mutex_unlock(&promise_lock);
+	fork_held_unlock(&promise_lock);
 	return found;
 }
 
@@ -326,7 +326,7 @@ int promise_map_locked(uintptr_t start, uintptr_t end)
 unsigned promise_flags(uintptr_t addr)
 {
 	unsigned f = 0;
-	pthread_mutex_lock(&promise_lock);
+	fork_held_lock(&promise_lock);
 	size_t lo = 0, hi = npromises;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
@@ -339,6 +339,6 @@ unsigned promise_flags(uintptr_t addr)
 			break;
 		}
 	}
-	pthread_mutex_unlock(&promise_lock);
+	fork_held_unlock(&promise_lock);
 	return f;
 }

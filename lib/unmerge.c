@@ -327,7 +327,7 @@ static void stale_pools_prune(void)
 
 void stale_pool_add(dev_t dev, ino_t ino)
 {
-	pthread_mutex_lock(&stale_lock);
+	fork_held_lock(&stale_lock);
 	int n = atomic_load(&nstale);
 	bool known = false;
 	for (int k = 0; k < n && !known; k++)
@@ -341,7 +341,7 @@ void stale_pool_add(dev_t dev, ino_t ino)
 		atomic_store(&nstale, n + 1);
 		stale_extents_read = false;
 	}
-	pthread_mutex_unlock(&stale_lock);
+	fork_held_unlock(&stale_lock);
 }
 
 /* fork: the prepare handler holds the lock across the fork (a child
@@ -415,9 +415,9 @@ void stale_pools_moved(void)
 {
 	if (!atomic_load(&nstale))
 		return;
-	pthread_mutex_lock(&stale_lock);
+	fork_held_lock(&stale_lock);
 	stale_extents_read = false;
-	pthread_mutex_unlock(&stale_lock);
+	fork_held_unlock(&stale_lock);
 }
 
 static int stale_pools_to_anon(uintptr_t start, uintptr_t end, bool copy)
@@ -425,13 +425,13 @@ static int stale_pools_to_anon(uintptr_t start, uintptr_t end, bool copy)
 	if (!atomic_load(&nstale))
 		return 0;
 	int err = 0;
-	pthread_mutex_lock(&stale_lock);
+	fork_held_lock(&stale_lock);
 	if (stale_extents_hit(start, end)) {
 		err = pools_to_anon(stale_pools, (size_t)atomic_load(&nstale), start, end, copy,
 				    NULL);
 		stale_extents_read = false;
 	}
-	pthread_mutex_unlock(&stale_lock);
+	fork_held_unlock(&stale_lock);
 	return err;
 }
 
@@ -538,11 +538,11 @@ int mremap_one_mapping(uintptr_t start, uintptr_t end)
 	int mappings = 0, prot = range_prot(start, end, &mappings);
 	if (prot < 0 || end - start > WHOLE_COPY_MAX)
 		return 0; /* not one mapping for the application either, or big */
-	pthread_mutex_lock(&stale_lock);
+	fork_held_lock(&stale_lock);
 	struct pieces p = {
 	    .ids = stale_pools, .nids = (size_t)atomic_load(&nstale), .start = start, .end = end};
 	int err = pieces_to_one_mapping(&p, prot, mappings > 1);
-	pthread_mutex_unlock(&stale_lock);
+	fork_held_unlock(&stale_lock);
 	return err;
 }
 

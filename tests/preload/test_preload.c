@@ -737,8 +737,9 @@ int main(int argc, char **argv)
 		CHECK_EQ_INT(run_plain(r, out, sizeof(out)), 0);
 	} else if (!strcmp(c, "atfork")) {
 		/* Fork handlers run before the preload library's free a block
-		 * while the forking thread holds its locks: the child hung in
-		 * free() (RELIABILITY.md 42). */
+		 * and map, re-protect, discard and unmap memory while the
+		 * forking thread holds its locks: the child hung in free()
+		 * (RELIABILITY.md 42), then in munmap() and the others (44). */
 		const char *lib = getenv("SAMEPAGE_TEST_ATFORK");
 		REQUIRE(lib && *lib);
 		setenv("LD_PRELOAD", lib, 1); /* after the preload library */
