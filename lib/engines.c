@@ -15,7 +15,9 @@
  *   domain lock      the stable index and pool allocator (index_lock)
  *
  * engine_enter()/engine_leave() take and release the last two, for a
- * change of pages or trees.  The application's unmaps are noted under
+ * change of pages or trees; the domain lock is waited for with the
+ * address-space lock let go (index_lock_as()), since another process may
+ * hold it while it is stopped.  The application's unmaps are noted under
  * engines_rw (a read lock), never engines_lock: fork and the madvise
  * wrapper hold engines_lock while they wait for the address-space lock,
  * and waiting for it there would deadlock.
@@ -138,7 +140,7 @@ void engine_lock(struct samepage *sp)
 void engine_enter(struct samepage *sp)
 {
 	as_lock_exclusive();
-	index_lock(sp);
+	index_lock_as(sp);
 	engine_sync(sp);
 }
 

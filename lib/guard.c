@@ -101,6 +101,13 @@ void as_lock_shared(void)
 		pthread_rwlock_rdlock(&as_rwlock);
 }
 
+/* Whether it took it for writing, without waiting. */
+bool as_trylock_exclusive(void)
+{
+	pthread_once(&as_once, as_init);
+	return fork_forking || !pthread_rwlock_trywrlock(&as_rwlock);
+}
+
 void as_unlock(void)
 {
 	if (!fork_forking)

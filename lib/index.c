@@ -494,6 +494,41 @@ void index_lock(struct samepage *sp)
 		index_repair(sp);
 }
 
+/*
+ * The domain lock, for a thread that holds the address-space lock for
+ * writing (engine_enter(), a batch taking the lock back), and holds it
+ * again on return.  Another process of the domain may hold the domain lock
+ * for as long as it is stopped (SIGSTOP, a debugger, a frozen cgroup):
+ * waiting for it with the address-space lock held stopped every mmap,
+ * munmap, mprotect and free() of a mapped block in this process, a VM
+ * monitor's threads with them (RELIABILITY.md 45).  So it waits with the
+ * address-space lock let go.  Returns whether it let it go: the
+ * application may have changed its mappings meanwhile (sp->changed says
+ * whether it did, engine_sync() catches up).
+ */
+bool index_lock_as(struct samepage *sp)
+{
+	int err = domain_trylock(sp->dom, 0);
+	if (err == EOWNERDEAD)
+		index_repair(sp);
+	if (err != EBUSY)
+		return false;
+	as_unlock();
+	for (;;) {
+		index_lock(sp); /* the wait, with no address-space lock held */
+		if (as_trylock_exclusive())
+			return true;
+		index_unlock(sp);
+		as_lock_exclusive();
+		err = domain_trylock(sp->dom, 0);
+		if (err == EOWNERDEAD)
+			index_repair(sp);
+		if (err != EBUSY)
+			return true;
+		as_unlock();
+	}
+}
+
 /* The same for samepaged, which must never wait long for it: a client
  * holds it through a whole batch, and may wait in it for samepaged's
  * answer to PLACE.  It waits 50 ms: a client's scanner that sees it
@@ -523,14 +558,16 @@ void index_release(struct samepage *sp)
 		index_unlock(sp);
 }
 
-/* ...and takes it back, after a thread that waited for it had its turn. */
-void index_retake(struct samepage *sp)
+/* ...and takes it back, after a thread that waited for it had its turn,
+ * with the address-space lock held for writing: whether it let that go
+ * meanwhile (index_lock_as()). */
+bool index_retake(struct samepage *sp)
 {
 	if (!sp->ledger)
-		return;
+		return false;
 	if (index_waited(sp))
 		domain_hand_over(sp->dom);
-	index_lock(sp);
+	return index_lock_as(sp);
 }
 
 /* Whether a thread waited for the domain lock at an index_unlock() since

@@ -116,6 +116,7 @@ void io_ring_reap(uintptr_t ctx);
 void io_ring_forget(uintptr_t ctx);
 void as_lock_exclusive(void);
 void as_lock_shared(void);
+bool as_trylock_exclusive(void);
 void as_unlock(void);
 void as_reinit(void);
 void guard_fork_lock(void);
@@ -225,11 +226,12 @@ void stable_unpin(struct samepage *sp, uint32_t idx);
 bool pool_page_dying(struct samepage *sp, uint32_t idx);
 void stable_hide(struct samepage *sp, uint32_t idx);
 void index_lock(struct samepage *sp);
+bool index_lock_as(struct samepage *sp);
 bool index_trylock(struct samepage *sp);
 void index_unlock(struct samepage *sp);
 bool index_waited(struct samepage *sp);
 void index_release(struct samepage *sp);
-void index_retake(struct samepage *sp);
+bool index_retake(struct samepage *sp);
 bool index_chains_ok(struct samepage *sp);
 uint32_t stable_chain_head(struct samepage *sp, const void *page, uint32_t checksum);
 void stable_chain_load(struct samepage *sp, uint32_t head, uint32_t checksum, uint64_t *held,
@@ -287,7 +289,7 @@ void stale_pools_moved(void);
 int mremap_one_mapping(uintptr_t start, uintptr_t end);
 
 /* merge.c */
-void merge_batch(struct samepage *sp);
+bool merge_batch(struct samepage *sp);
 
 /* engines.c */
 extern pthread_mutex_t engines_lock;

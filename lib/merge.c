@@ -249,8 +249,11 @@ static void break_huge_blocks(struct samepage *sp, const struct merge_req *q, si
  * each merge's pending count (no node is freed while it has one) and its
  * reference in the ledger (samepaged rewrites or punches no page a ledger
  * refers to).  The results go to the nodes once the lock is back.
+ * Returns whether the application changed its mappings meanwhile (the
+ * address-space lock was let go to wait for the domain's lock): then the
+ * caller merges nothing more before engine_enter() again.
  */
-void merge_batch(struct samepage *sp)
+bool merge_batch(struct samepage *sp)
 {
 	struct merge_req *q = sp->reqs;
 	size_t n = sp->nreqs;
@@ -258,7 +261,7 @@ void merge_batch(struct samepage *sp)
 	if (sp->nplace && sp->place_flush)
 		sp->place_flush(sp); /* samepaged writes the new KSM pages */
 	if (!n)
-		return;
+		return false;
 	sort_reqs(q, n);
 	index_release(sp);
 	break_huge_blocks(sp, q, n);
@@ -285,7 +288,10 @@ void merge_batch(struct samepage *sp)
 		}
 		i = j;
 	}
-	index_retake(sp);
+	/* The mappings changed while the address-space lock was let go:
+	 * the merges stand (what was unmapped since is forgotten at the next
+	 * engine_enter()), but no page is touched again until then. */
+	bool moved = index_retake(sp) && atomic_load(&sp->changed);
 	for (size_t i = 0; i < n; i++)
 		finish_page(sp, &q[i], q[i].merged);
 	sp->nreqs = 0;
@@ -294,7 +300,7 @@ void merge_batch(struct samepage *sp)
 	/* A node made from an unstable match whose partner changed before
 	 * it could be merged holds a single mapping: break it, as the kernel
 	 * does (break_cow after a failed try_to_merge_two_pages). */
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && !moved; i++) {
 		if (q[i].node == NIL)
 			continue;
 		struct stable_node *nd = &sp->stable.nodes[q[i].node];
@@ -304,4 +310,5 @@ void merge_batch(struct samepage *sp)
 		    r->meta[q[i].index].link == q[i].node)
 			break_cow(sp, r, q[i].index);
 	}
+	return moved;
 }

@@ -565,11 +565,18 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	/* The page tables are read without the domain's lock: in a domain of
 	 * samepaged the other processes' scanners go on meanwhile (this is a
 	 * third of a scanner's time).  The address-space lock stays held, so
-	 * the regions cannot change; what the entries say may, as it may
-	 * after any read: a merge compares the pages again under its window. */
+	 * the regions cannot change, unless another process kept the domain's
+	 * lock and the address-space lock was let go while waiting for it
+	 * (index_lock_as()): if the application changed its mappings then,
+	 * the batch again, once engine_enter() caught up.  What the entries
+	 * say may change, as it may after any read: a merge compares the
+	 * pages again under its window. */
 	index_release(sp);
 	int err = prim_pagemap(region_addr(r, from), n, sp->pagemap);
-	index_retake(sp);
+	if (index_retake(sp) && atomic_load(&sp->changed)) {
+		engine_leave(sp);
+		return 0;
+	}
 	if (err) {
 		engine_leave(sp);
 		sp->cur_index += n;
@@ -672,8 +679,10 @@ static void merge_partners(struct samepage *sp)
 				continue;
 			unstable_remove(sp, r->base_id + (uint32_t)i);
 			queue_merge(sp, ri, i, node);
-			if (sp->nreqs >= BATCH_PAGES)
-				merge_batch(sp);
+			if (sp->nreqs >= BATCH_PAGES && merge_batch(sp)) {
+				i++; /* the next chunk from here, after a catch-up */
+				break;
+			}
 		}
 		merge_batch(sp);
 		if (i >= r->npages) {

@@ -132,6 +132,20 @@ static int daemon_answers_within(int limit_s)
 	return got > 0 ? 0 : -1;
 }
 
+/* The domain's index file of the state directory, mapped as every client
+ * maps it: its lock is the one a client's scanner takes. */
+static struct domain *map_domain(const char *name)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/%s.index", D.state, name);
+	int ifd = open(path, O_RDWR | O_CLOEXEC);
+	REQUIRE(ifd >= 0);
+	struct domain *dom = mmap(NULL, sizeof(*dom), PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
+	REQUIRE(dom != MAP_FAILED);
+	close(ifd);
+	return dom;
+}
+
 /*
  * Finding 12 (RELIABILITY.md): a client's scanner holds the domain's lock
  * while it waits for samepaged's answer to PLACE; samepaged, told that
@@ -150,15 +164,8 @@ void test_daemon_reap_while_locked(void)
 	long long sharing = daemon_value(&D, "pages_sharing");
 	CHECK(sharing > 0);
 
-	/* The lock, as a client's scanner takes it (the domain's index file
-	 * of the state directory, mapped as every client maps it). */
-	char path[600];
-	snprintf(path, sizeof(path), "%s/adv.index", D.state);
-	int ifd = open(path, O_RDWR | O_CLOEXEC);
-	REQUIRE(ifd >= 0);
-	struct domain *dom = mmap(NULL, sizeof(*dom), PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
-	REQUIRE(dom != MAP_FAILED);
-	close(ifd);
+	/* The lock, as a client's scanner takes it. */
+	struct domain *dom = map_domain("adv");
 	REQUIRE(pthread_mutex_lock(&dom->lock) == 0);
 	kill(victim, SIGKILL);
 	CHECK_EQ_INT(adv_wait(victim), 128 + SIGKILL);
@@ -185,6 +192,74 @@ void test_daemon_reap_while_locked(void)
 	CHECK_EQ_INT(ledgers, 1);
 	CHECK_EQ_INT(daemon_value(&D, "pages_sharing"), 0);
 	CHECK_EQ_INT(daemon_value(&D, "pages_shared"), 0);
+	samepage_close(me);
+}
+
+/*
+ * Finding 45 (RELIABILITY.md): another process of the domain stops while
+ * it holds the domain's lock (SIGSTOP, a debugger, a frozen cgroup: the
+ * test holds the lock itself here).  This process's scanner then waits
+ * for the lock; it waited holding the address-space lock, so every mmap
+ * with MAP_FIXED, munmap, mprotect and free() of a mapped block of the
+ * process (a VM monitor's threads) waited too, for as long as the other
+ * stayed stopped.  Now a thread maps, re-protects and unmaps 100 times
+ * while the lock is held; once it is let go, pages merge again.
+ */
+static atomic_int mm_calls_done;
+
+static void *mm_calls(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 100; i++) {
+		char *m =
+		    mmap(NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		REQUIRE(m != MAP_FAILED);
+		m[0] = 1;
+		REQUIRE(mprotect(m, 16 * PG, PROT_READ) == 0);
+		REQUIRE(munmap(m, 16 * PG) == 0);
+	}
+	atomic_store(&mm_calls_done, 1);
+	return NULL;
+}
+
+void test_daemon_peer_stopped_holding_lock(void)
+{
+	daemon_up();
+	samepage_t *me = connect_or_die("adv");
+	char *p = map_pages(64);
+	memset(p, 's', 64 * PG);
+	REQUIRE(samepage_madvise(me, p, 64 * PG, SAMEPAGE_MERGEABLE) == 0);
+	wait_merging(me, 63);
+
+	struct domain *dom = map_domain("adv");
+	REQUIRE(pthread_mutex_lock(&dom->lock) == 0);
+	for (int i = 0; i < 60000 && !atomic_load(&dom->lock_waiters); i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000); /* until this process's scanner waits for it */
+	}
+	REQUIRE(atomic_load(&dom->lock_waiters) > 0);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, mm_calls, NULL) == 0);
+	/* A limit only against the hang this test is about. */
+	for (int i = 0; i < 30000 && !atomic_load(&mm_calls_done); i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	int done = atomic_load(&mm_calls_done);
+	if (!done)
+		fprintf(stderr, "mmap/mprotect/munmap waited 30 s for the domain's lock, which "
+				"another process held\n");
+	CHECK(done);
+	pthread_mutex_unlock(&dom->lock);
+	pthread_join(t, NULL);
+	munmap(dom, sizeof(*dom));
+
+	memset(p, 't', 64 * PG); /* new copies, merged once the lock is back */
+	wait_merging(me, 63);
+	for (size_t i = 0; i < 64 * PG; i += 97)
+		REQUIRE(p[i] == 't');
 	samepage_close(me);
 }
 
