@@ -5,7 +5,8 @@
  *
  * The supervisor (this file) starts the engine process and, with "daemon",
  * its own samepaged (--socket and --state-dir in temporary directories) and
- * clients in two domains, which it SIGKILLs and restarts at random.  It
+ * clients in two domains, which it SIGKILLs and restarts at random, and
+ * SIGSTOPs for a moment (one may hold its domain's lock then).  It
  * samples the memory (smaps_rollup Pss) of every process, restarts the
  * engine process if it crashes, and at the end prints the figures and
  * exits 1 on any mismatch, EFAULT, short read, crash, unexpected error or
@@ -320,7 +321,7 @@ struct proc {
 #define MAXPROCS 256
 static struct proc procs[MAXPROCS];
 static int nprocs;
-static int crashes[3], restarts, clients_killed, daemon_kills, ksmctl_checks;
+static int crashes[3], restarts, clients_killed, clients_stopped, daemon_kills, ksmctl_checks;
 static volatile sig_atomic_t interrupted;
 
 static void on_sigint(int sig)
@@ -619,9 +620,34 @@ static void write_csv(void)
 
 /* ---- the run ---- */
 
+/* A client stopped (SIGSTOP) for a moment, as a debugger or a frozen
+ * cgroup stops a VM: it may hold its domain's lock meanwhile, and the
+ * others must go on (RELIABILITY.md 45). */
+static pid_t stopped_pid;
+static double stopped_until, next_client_stop = 1;
+
+static void stop_or_continue(double t, uint64_t *rng)
+{
+	if (stopped_pid && t >= stopped_until) {
+		kill(stopped_pid, SIGCONT); /* killed meanwhile: ESRCH, or a zombie */
+		stopped_pid = 0;
+		next_client_stop = t + 1 + (double)rnd_below(rng, 2000) / 1000;
+	}
+	if (!stopped_pid && t >= next_client_stop && count_role(R_CLIENT) > 0) {
+		struct proc *p =
+		    proc_of(R_CLIENT, (int)rnd_below(rng, (uint64_t)count_role(R_CLIENT)));
+		if (kill(p->pid, SIGSTOP) == 0) {
+			stopped_pid = p->pid;
+			stopped_until = t + 0.2 + (double)rnd_below(rng, 800) / 1000;
+			clients_stopped++;
+		}
+	}
+}
+
 static void chaos(double t, double *next_client_kill, double *next_daemon_kill, double *daemon_back,
 		  uint64_t *rng)
 {
+	stop_or_continue(t, rng);
 	if (*daemon_back && t >= *daemon_back) {
 		*daemon_back = 0;
 		start_daemon();
@@ -708,14 +734,14 @@ static int report(double elapsed)
 	       (unsigned long long)atomic_load(&stats->merge_window_waits));
 	printf("events           knob writes %llu (ENOTCONN %llu), knob "
 	       "reads %llu, run=2 %llu, "
-	       "engines reopened %llu, engine process restarts %d, clients killed %d, samepaged "
-	       "killed %d, ksmctl checks %d\n",
+	       "engines reopened %llu, engine process restarts %d, clients killed %d, clients "
+	       "stopped %d, samepaged killed %d, ksmctl checks %d\n",
 	       (unsigned long long)atomic_load(&stats->knob_writes),
 	       (unsigned long long)atomic_load(&stats->knobs_enotconn),
 	       (unsigned long long)atomic_load(&stats->knob_reads),
 	       (unsigned long long)atomic_load(&stats->runs2),
 	       (unsigned long long)atomic_load(&stats->engines_reopened), restarts, clients_killed,
-	       daemon_kills, ksmctl_checks);
+	       clients_stopped, daemon_kills, ksmctl_checks);
 	if (nsamples) {
 		long long lo[3], hi[3];
 		for (int r = 0; r < 3; r++) {
@@ -840,6 +866,8 @@ int main(int argc, char **argv)
 		}
 	}
 	atomic_store(&stats->stop, 1);
+	if (stopped_pid)
+		kill(stopped_pid, SIGCONT);
 	take_sample(soak_now() - t0);
 	wait_all(120);
 	if (o.on[OP_DAEMON]) {
