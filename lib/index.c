@@ -506,12 +506,17 @@ void index_lock(struct samepage *sp)
  * application may have changed its mappings meanwhile (sp->changed says
  * whether it did, engine_sync() catches up).
  */
-bool index_lock_as(struct samepage *sp)
+static bool index_lock_now(struct samepage *sp)
 {
 	int err = domain_trylock(sp->dom, 0);
 	if (err == EOWNERDEAD)
 		index_repair(sp);
-	if (err != EBUSY)
+	return err != EBUSY;
+}
+
+bool index_lock_as(struct samepage *sp)
+{
+	if (index_lock_now(sp))
 		return false;
 	as_unlock();
 	for (;;) {
@@ -520,10 +525,7 @@ bool index_lock_as(struct samepage *sp)
 			return true;
 		index_unlock(sp);
 		as_lock_exclusive();
-		err = domain_trylock(sp->dom, 0);
-		if (err == EOWNERDEAD)
-			index_repair(sp);
-		if (err != EBUSY)
+		if (index_lock_now(sp))
 			return true;
 		as_unlock();
 	}
@@ -559,15 +561,16 @@ void index_release(struct samepage *sp)
 }
 
 /* ...and takes it back, after a thread that waited for it had its turn,
- * with the address-space lock held for writing: whether it let that go
- * meanwhile (index_lock_as()). */
+ * with the address-space lock held for writing: whether the application
+ * changed its mappings while that was let go (index_lock_as()); then the
+ * caller touches no page before engine_enter() caught up. */
 bool index_retake(struct samepage *sp)
 {
 	if (!sp->ledger)
 		return false;
 	if (index_waited(sp))
 		domain_hand_over(sp->dom);
-	return index_lock_as(sp);
+	return index_lock_as(sp) && atomic_load(&sp->changed);
 }
 
 /* Whether a thread waited for the domain lock at an index_unlock() since

@@ -291,7 +291,7 @@ bool merge_batch(struct samepage *sp)
 	/* The mappings changed while the address-space lock was let go:
 	 * the merges stand (what was unmapped since is forgotten at the next
 	 * engine_enter()), but no page is touched again until then. */
-	bool moved = index_retake(sp) && atomic_load(&sp->changed);
+	bool moved = index_retake(sp);
 	for (size_t i = 0; i < n; i++)
 		finish_page(sp, &q[i], q[i].merged);
 	sp->nreqs = 0;

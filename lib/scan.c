@@ -573,7 +573,7 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	 * pages again under its window. */
 	index_release(sp);
 	int err = prim_pagemap(region_addr(r, from), n, sp->pagemap);
-	if (index_retake(sp) && atomic_load(&sp->changed)) {
+	if (index_retake(sp)) {
 		engine_leave(sp);
 		return 0;
 	}
