@@ -11,11 +11,31 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 void debug_fail(const char *file, int line, const char *cond)
 {
 	fprintf(stderr, "libsamepage: %s:%d: invariant broken: %s\n", file, line, cond);
 	abort();
+}
+
+/* In a debug build, a pause of the given microseconds where
+ * SAMEPAGE_DEBUG_PAUSE=point:microseconds names this point: a test widens
+ * the window of a race it means to show closed (a few microseconds
+ * otherwise).  Nothing in a release build. */
+void debug_pause(const char *point)
+{
+	if (SAMEPAGE_DEBUG < 2)
+		return;
+	const char *want = getenv("SAMEPAGE_DEBUG_PAUSE");
+	size_t n = strlen(point);
+	if (!want || strncmp(want, point, n) || want[n] != ':')
+		return;
+	long us = atol(want + n + 1);
+	struct timespec t = {us / 1000000, us % 1000000 * 1000};
+	if (us > 0)
+		nanosleep(&t, NULL);
 }
 
 /* Called with sp->lock held (the scanner, at the end of a full scan). */

@@ -363,16 +363,33 @@ static bool hits_merged(struct samepage *sp, uintptr_t start, size_t len)
  * the kernel has discarded the range (op): a page its scanner merged in
  * between would be a private mapping of the pool when the kernel discards
  * it, and read the pool's page (its old contents) instead of zeros.
- * Pages merged by engines since closed read zeros too.  0 or -errno.
+ * Pages merged by engines since closed read zeros too.  op runs with the
+ * address-space lock held shared, once no engine has added a region since
+ * the engines were held (regions_added): an engine that had none in the
+ * range then (merge-any registering a new mapping) could have merged
+ * there since.  0 or -errno.
  */
+static void engines_release(void)
+{
+	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
+		if (sp->held_for_discard) {
+			sp->held_for_discard = false;
+			engine_unlock(sp);
+		}
+}
+
 static long engines_private_then(void *addr, size_t len, bool copy, long (*op)(void *), void *arg)
 {
 	uintptr_t a = (uintptr_t)addr;
 	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	bool held = atomic_load(&nengines) > 0;
-	if (held) {
-		fork_held_lock(&engines_lock);
-		for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
+	bool held = false;
+	for (;;) {
+		unsigned long added = atomic_load(&regions_added);
+		if (!held && atomic_load(&nengines) > 0) {
+			fork_held_lock(&engines_lock);
+			held = true;
+		}
+		for (struct samepage *sp = held ? engines : NULL; sp; sp = sp->next_engine) {
 			sp->held_for_discard = hold_if_hits(sp, a, l);
 			if (sp->held_for_discard && hits_merged(sp, a, l)) {
 				engine_enter(sp);
@@ -380,18 +397,22 @@ static long engines_private_then(void *addr, size_t len, bool copy, long (*op)(v
 				engine_leave(sp);
 			}
 		}
+		if (copy)
+			stale_pools_keep(a, a + l);
+		else
+			stale_pools_discard(a, a + l);
+		debug_pause("discard");
+		as_lock_shared();
+		if (atomic_load(&regions_added) == added)
+			break;
+		as_unlock(); /* a region was added: hold its engine too */
+		if (held)
+			engines_release();
 	}
-	if (copy)
-		stale_pools_keep(a, a + l);
-	else
-		stale_pools_discard(a, a + l);
 	long err = op(arg);
+	as_unlock();
 	if (held) {
-		for (struct samepage *sp = engines; sp; sp = sp->next_engine)
-			if (sp->held_for_discard) {
-				sp->held_for_discard = false;
-				engine_unlock(sp);
-			}
+		engines_release();
 		fork_held_unlock(&engines_lock);
 	}
 	return err;

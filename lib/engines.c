@@ -13,11 +13,13 @@
  *                    mmap/munmap/mremap/mprotect/madvise, exclusive for a
  *                    batch of merges
  *   domain lock      the stable index and pool allocator (index_lock)
+ *   stale_lock       the pools of engines since closed (unmerge.c): taken
+ *                    with the address-space lock held, or alone
  *
- * engine_enter()/engine_leave() take and release the last two, for a
- * change of pages or trees; the domain lock is waited for with the
- * address-space lock let go (index_lock_as()), since another process may
- * hold it while it is stopped.  The application's unmaps are noted under
+ * engine_enter()/engine_leave() take and release the address-space and
+ * domain locks, for a change of pages or trees; the domain lock is waited
+ * for with the address-space lock let go (index_lock_as()), since another
+ * process may hold it while it is stopped.  The application's unmaps are noted under
  * engines_rw (a read lock), never engines_lock: fork and the madvise
  * wrapper hold engines_lock while they wait for the address-space lock,
  * and waiting for it there would deadlock.

@@ -107,8 +107,8 @@ static void fork_prepare(void)
 		pin_mapped_nodes(sp);
 		index_unlock(sp);
 	}
-	stale_pools_lock();  /* the child adds to them */
 	as_lock_exclusive(); /* no merge window is open across the fork */
+	stale_pools_lock();  /* the child adds to them */
 	promise_fork_lock(); /* the child's wrappers take it */
 	guard_fork_lock();   /* the reads in flight */
 	alloc_fork_lock();   /* last: every lock above allocates under it */
@@ -121,8 +121,8 @@ static void fork_parent(void)
 	alloc_fork_unlock();
 	guard_fork_parent();
 	promise_fork_unlock();
-	as_unlock();
 	stale_pools_unlock();
+	as_unlock();
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
 		if (engine_alive(sp))
 			pthread_mutex_unlock(&sp->lock);
@@ -139,8 +139,8 @@ static void fork_child(void)
 	/* The wrappers' readers of the list were other threads, not copied
 	 * (its writers hold engines_lock, which this thread took). */
 	pthread_rwlock_init(&engines_rw, NULL);
-	as_reinit(); /* the parent's thread held it: it cannot be released here */
 	stale_pools_unlock();
+	as_reinit(); /* the parent's thread held it: it cannot be released here */
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
 		uint32_t k = atomic_fetch_add(&sp->fork->registered, 1);
 		if (k < MAX_FORK_CHILDREN)

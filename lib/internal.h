@@ -253,8 +253,10 @@ void remove_rmap_item_from_tree(struct samepage *sp, uint32_t id);
 
 /* debug.c */
 void invariants_check(struct samepage *sp);
+void debug_pause(const char *point);
 
 /* region.c */
+extern _Atomic unsigned long regions_added;
 int regions_refresh(struct samepage *sp);
 void regions_count_maps(struct samepage *sp);
 bool regions_range_current(struct samepage *sp, uintptr_t a, uintptr_t e, int prot, bool poolmap);

@@ -227,20 +227,33 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		return libc_map_result(err, &m);
 	}
 	struct moved mv[8];
-	size_t nmv = 0;
+	size_t nmv;
 
 	/* Each engine that has part of the range: one anonymous mapping with
 	 * the contents again (what the application mapped), and the parts it
 	 * had registered, to register them again where they move to.  The
 	 * engines stay locked until then, so that no merge happens between
-	 * the unmerge and the move. */
+	 * the unmerge and the move; and no other engine's either: the rest
+	 * is done under the address-space lock, once no engine added a
+	 * region since (regions_added, as engines_private_then()). */
 	fork_held_lock(&engines_lock);
-	for (struct samepage *sp = engines; sp && nmv < 8; sp = sp->next_engine) {
-		if (!hold_if_hits(sp, o, olen))
-			continue;
-		engine_enter(sp);
-		prepare_move(sp, o, olen, &mv[nmv++]);
-		engine_leave(sp);
+	for (;;) {
+		unsigned long added = atomic_load(&regions_added);
+		nmv = 0;
+		for (struct samepage *sp = engines; sp && nmv < 8; sp = sp->next_engine) {
+			if (!hold_if_hits(sp, o, olen))
+				continue;
+			engine_enter(sp);
+			prepare_move(sp, o, olen, &mv[nmv++]);
+			engine_leave(sp);
+		}
+		debug_pause("mremap");
+		as_lock_shared();
+		if (atomic_load(&regions_added) == added)
+			break;
+		as_unlock(); /* a region was added: hold its engine too */
+		for (size_t k = 0; k < nmv; k++)
+			engine_unlock(mv[k].sp);
 	}
 	/* Registering a part of a mapping for merge windows split it, as
 	 * MADV_MERGEABLE splits a kernel VMA; mremap wants one mapping.  The
@@ -251,7 +264,6 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	if (nmv || stale)
 		guard_disarm(o, o + olen);
 
-	as_lock_shared();
 	int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);
 	if (!err && m != old) {
 		promise_set((uintptr_t)m, (uintptr_t)m + new_len, 0, false); /* as mmap's */
@@ -349,10 +361,11 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 /* mbind (libnuma's, which QEMU's memory backends call with policy=bind):
  * the policy is remembered for the mappings a merge or an unmerge puts
  * in the range later, as the kernel's KSM keeps it on the VMA.  Under the
- * address-space lock, as mprotect: a merge batch maps, then gives the
- * remembered policy.  Merged pages in the range become private copies
- * first (engines_with_copies): given to a mapping of the pool, the policy
- * would be the pool file's, for every process mapping those pages. */
+ * address-space lock (engines_with_copies takes it for mbind_op), as
+ * mprotect: a merge batch maps, then gives the remembered policy.  Merged
+ * pages in the range become private copies first (engines_with_copies):
+ * given to a mapping of the pool, the policy would be the pool file's, for
+ * every process mapping those pages. */
 struct mbind_call {
 	void *addr;
 	unsigned long len, maxnode;
@@ -366,12 +379,10 @@ static long mbind_op(void *arg)
 	const struct mbind_call *c = arg;
 	uintptr_t a = (uintptr_t)c->addr;
 	uintptr_t e = (a + c->len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	as_lock_shared();
 	long rc = prim_mbind_raw(c->addr, c->len, c->mode, c->nodes, c->maxnode, c->flags);
 	rc = rc ? -errno : 0;
 	if (rc == 0 && !(a & (PAGE_SIZE - 1)))
 		promise_set_policy(a, e, c->mode, c->nodes, c->maxnode);
-	as_unlock();
 	return rc;
 }
 
@@ -379,9 +390,13 @@ EXPORT long mbind(void *addr, unsigned long len, int mode, const unsigned long *
 		  unsigned long maxnode, unsigned flags)
 {
 	struct mbind_call c = {addr, len, maxnode, mode, nodes, flags};
-	if ((uintptr_t)addr & (PAGE_SIZE - 1) || !len)
-		return libc_result((int)mbind_op(&c)); /* the kernel says what it thinks of it */
-	active();				       /* what a forked child must do first */
+	if ((uintptr_t)addr & (PAGE_SIZE - 1) || !len) {
+		as_lock_shared();
+		int rc = (int)mbind_op(&c); /* the kernel says what it thinks of it */
+		as_unlock();
+		return libc_result(rc);
+	}
+	active(); /* what a forked child must do first */
 	return libc_result((int)engines_with_copies(addr, len, mbind_op, &c));
 }
 

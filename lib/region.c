@@ -291,8 +291,18 @@ int regions_refresh(struct samepage *sp)
 
 /* ---- registering ranges (samepage_madvise) ---- */
 
+/* Bumped by every region an engine adds, under its lock, before the region
+ * exists.  A wrapper that held the engines with a region in its range
+ * (hold_if_hits) and finds the count unchanged once it holds the
+ * address-space lock knows that no other engine has a region there, so
+ * none can merge there (a batch of merges takes that lock exclusive) until
+ * it lets go: merge-any registers new mappings from its own thread, at any
+ * time (RELIABILITY.md 46). */
+_Atomic unsigned long regions_added;
+
 static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
 {
+	atomic_fetch_add(&regions_added, 1);
 	/* The span grows before the region exists (the wrappers see it). */
 	uintptr_t end = start + (npages << PAGE_SHIFT);
 	if (start < atomic_load(&sp->span_lo))

@@ -490,11 +490,20 @@ static int piece_seen(const struct map_entry *e, void *arg)
 	return is_pool_entry(arg, e);
 }
 
+/* Does p's range still map one of p's pools, or (split) is it still
+ * several mappings of one protection? */
+static bool pieces_left(struct pieces *p, bool split)
+{
+	int mappings = 0;
+	return prim_maps_walk_range(p->start, p->end, piece_seen, p) == 1 ||
+	       (split && range_prot(p->start, p->end, &mappings) >= 0 && mappings > 1);
+}
+
 /* p's range, with every page's contents, as one anonymous mapping of
  * protection prot again, if any page of it maps one of p's pools or it is
- * split (mremap needs one mapping: never leave pages in a pool's, retried
- * while I/O in flight keeps a chunk there).  1 if it was replaced, 0 if
- * there was no need, or -errno. */
+ * split (mremap needs one mapping: never leave pages in a pool's, nor the
+ * range split, retried while I/O in flight keeps a chunk where it is).  1
+ * if it was replaced, 0 if there was no need, or -errno. */
 static int pieces_to_one_mapping(struct pieces *p, int prot, bool split)
 {
 	int err = 0, tries = 0;
@@ -502,9 +511,8 @@ static int pieces_to_one_mapping(struct pieces *p, int prot, bool split)
 		return 0;
 	do
 		err = replace_with_anon(p->start, p->end, prot, true);
-	while (err > 0 && ++tries < 1000 &&
-	       prim_maps_walk_range(p->start, p->end, piece_seen, p) == 1);
-	return err > 0 ? -EBUSY : err < 0 ? err : 1;
+	while (err > 0 && ++tries < 1000 && pieces_left(p, split));
+	return err > 0 && pieces_left(p, split) ? -EBUSY : err < 0 ? err : 1;
 }
 
 /* Before the application moves r[from, to) with mremap: the range was one
