@@ -343,6 +343,7 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 		if (active())
 			for_engines_in(a, l, keep);
 		stale_pools_keep(a, a + l); /* merged by engines since closed */
+		debug_pause("wipeonfork");
 		break;
 	case MADV_KEEPONFORK: promise_set(a, a + l, PROMISE_WIPEONFORK, false); break;
 	case MADV_DONTFORK: promise_set(a, a + l, PROMISE_DONTFORK, true); break;

@@ -706,12 +706,18 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 {
 	struct keep_arg k = {sp, start, end};
 	prim_vmflags_walk(remember_flags, &k);
-	/* and what the application registered with its own userfaultfd */
-	uintptr_t p = start, fs, fe;
-	while (p < end && promise_find(p, end, PROMISE_UFFD, &fs, &fe)) {
-		uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
-		regions_keep(sp, s, e - s);
-		p = e;
+	/* And what the promises say keeps pages out: what the application
+	 * registered with its own userfaultfd, and wipe-on-fork that its
+	 * madvise is about to set (the wrapper promises it first, and the
+	 * smaps read above may come before the kernel sets it: finding 47). */
+	static const unsigned kept[] = {PROMISE_UFFD, PROMISE_WIPEONFORK};
+	for (size_t f = 0; f < sizeof(kept) / sizeof(kept[0]); f++) {
+		uintptr_t p = start, fs, fe;
+		while (p < end && promise_find(p, end, kept[f], &fs, &fe)) {
+			uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
+			regions_keep(sp, s, e - s);
+			p = e;
+		}
 	}
 }
 
