@@ -331,10 +331,14 @@ static bool hits(struct samepage *sp, uintptr_t start, size_t len)
 }
 
 /* Takes the engine's lock if it is alive and has a region in the range:
- * whether it did.  (With engines_lock held: the list's order.) */
+ * whether it did.  (With engines_lock held: the list's order.)  Not for a
+ * range outside its span: its scanner may hold the lock for long (waiting
+ * for a stopped peer's domain lock), and a call on memory the engine does
+ * not have must not wait for it.  A region added after this look bumps
+ * regions_added first, which the callers check. */
 bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len)
 {
-	if (!engine_alive(sp))
+	if (!engine_alive(sp) || !engine_spans(sp, start, len))
 		return false;
 	engine_lock(sp);
 	if (hits(sp, start, len))

@@ -67,15 +67,16 @@ void engines_remove(struct samepage *sp)
 	pthread_mutex_unlock(&engines_lock);
 }
 
-/* The application's unmaps, noted while its thread holds the
- * address-space lock shared (see the lock order above). */
-/* Whether a change of [start, start + len) can concern sp's regions. */
-static bool engine_spans(struct samepage *sp, uintptr_t start, size_t len)
+/* Whether a change of [start, start + len) can concern sp's regions (read
+ * without its lock: the span grows before a region is added). */
+bool engine_spans(struct samepage *sp, uintptr_t start, size_t len)
 {
 	return sp->merge_any ||
 	       (start < atomic_load(&sp->span_hi) && start + len > atomic_load(&sp->span_lo));
 }
 
+/* The application's unmaps, noted while its thread holds the
+ * address-space lock shared (see the lock order above). */
 void engine_note_unmap(uintptr_t start, size_t len)
 {
 	pthread_rwlock_rdlock(&engines_rw);

@@ -299,6 +299,7 @@ extern pthread_rwlock_t engines_rw;
 extern struct samepage *engines;
 extern _Atomic int nengines;
 bool engine_alive(const struct samepage *sp);
+bool engine_spans(struct samepage *sp, uintptr_t start, size_t len);
 void engines_add(struct samepage *sp);
 void engines_remove(struct samepage *sp);
 void engine_note_unmap(uintptr_t start, size_t len);

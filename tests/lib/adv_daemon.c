@@ -202,8 +202,10 @@ void test_daemon_reap_while_locked(void)
  * for the lock; it waited holding the address-space lock, so every mmap
  * with MAP_FIXED, munmap, mprotect and free() of a mapped block of the
  * process (a VM monitor's threads) waited too, for as long as the other
- * stayed stopped.  Now a thread maps, re-protects and unmaps 100 times
- * while the lock is held; once it is let go, pages merge again.
+ * stayed stopped; and so did a discard (MADV_DONTNEED) or an mremap of
+ * memory no engine has, which waited for the engine's lock its scanner
+ * held.  Now a thread maps, discards, grows, re-protects and unmaps 100
+ * times while the lock is held; once it is let go, pages merge again.
  */
 static atomic_int mm_calls_done;
 
@@ -215,8 +217,13 @@ static void *mm_calls(void *arg)
 		    mmap(NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		REQUIRE(m != MAP_FAILED);
 		m[0] = 1;
-		REQUIRE(mprotect(m, 16 * PG, PROT_READ) == 0);
-		REQUIRE(munmap(m, 16 * PG) == 0);
+		REQUIRE(madvise(m, 16 * PG, MADV_DONTNEED) == 0);
+		REQUIRE(m[0] == 0);
+		char *g = mremap(m, 16 * PG, 17 * PG, MREMAP_MAYMOVE);
+		REQUIRE(g != MAP_FAILED);
+		m = g;
+		REQUIRE(mprotect(m, 17 * PG, PROT_READ) == 0);
+		REQUIRE(munmap(m, 17 * PG) == 0);
 	}
 	atomic_store(&mm_calls_done, 1);
 	return NULL;
