@@ -767,6 +767,7 @@ struct late_register {
 	char *p;
 	size_t len;
 	pthread_barrier_t start;
+	int err; /* the registration's */
 };
 
 /* Registers the range 5 ms after the main thread's call began: inside the
@@ -777,8 +778,8 @@ static void *register_late(void *arg)
 	struct late_register *l = arg;
 	pthread_barrier_wait(&l->start);
 	usleep(5000);
-	int err = samepage_madvise(l->sp, l->p, l->len, SAMEPAGE_MERGEABLE);
-	REQUIRE(err == 0 || err == -ENOMEM);
+	l->err = samepage_madvise(l->sp, l->p, l->len, SAMEPAGE_MERGEABLE);
+	REQUIRE(l->err == 0 || l->err == -ENOMEM);
 	return NULL;
 }
 
@@ -810,62 +811,103 @@ static samepage_t *engine_with_anchor(int val)
 	return sp;
 }
 
-void test_mremap_vs_new_region(void)
+/* The range of one round: where it is and how long (an mremap moves and
+ * grows it). */
+struct round_range {
+	char *p;
+	size_t len;
+	bool registered; /* the other thread's registration took */
+};
+
+/* Ten rounds of: a fresh range of 64 pages of val, registered by another
+ * thread 5 ms into call(), which this thread makes on it with
+ * SAMEPAGE_DEBUG_PAUSE=pause; then check() once that thread is done.
+ * Each says what went wrong, and returns how many things did. */
+static size_t
+late_region_rounds(const char *pause, int val, size_t (*call)(struct round_range *r, size_t round),
+		   size_t (*check)(samepage_t *sp, struct round_range *r, size_t round))
 {
-	const size_t n = 64, rounds = 10;
-	setenv("SAMEPAGE_DEBUG_PAUSE", "mremap:50000", 1);
-	samepage_t *sp = engine_with_anchor('m');
-	size_t failed = 0, lost = 0;
-	for (size_t k = 0; k < rounds; k++) {
+	const size_t n = 64;
+	setenv("SAMEPAGE_DEBUG_PAUSE", pause, 1);
+	samepage_t *sp = engine_with_anchor(val);
+	size_t bad = 0;
+	for (size_t k = 0; k < 10; k++) {
 		struct late_register l;
 		pthread_t t;
-		char *p = range_registered_late(sp, n, 'm', &l, &t);
-		char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
-		int saved = errno;
+		struct round_range r = {range_registered_late(sp, n, val, &l, &t), n * PG, false};
+		bad += call(&r, k);
 		pthread_join(t, NULL);
-		if (q == MAP_FAILED) {
-			fprintf(stderr, "round %zu: mremap to grow: %s\n", k, strerror(saved));
-			failed++;
-			q = p;
-		} else {
-			lost += q[n * PG] != 0;
-		}
-		for (size_t i = 0; i < n; i++)
-			lost += q[i * PG + 7] != 'm';
-		REQUIRE(samepage_madvise(sp, q, n * PG, SAMEPAGE_UNMERGEABLE) == 0);
-		munmap(q, (n + 1) * PG);
+		r.registered = l.err == 0;
+		bad += check(sp, &r, k);
+		REQUIRE(samepage_madvise(sp, r.p, r.len, SAMEPAGE_UNMERGEABLE) == 0);
+		munmap(r.p, r.len);
 		check_tick();
 	}
-	CHECK_EQ_U64(failed, 0);
-	CHECK_EQ_U64(lost, 0);
 	samepage_close(sp);
+	return bad;
+}
+
+static size_t grow(struct round_range *r, size_t round)
+{
+	char *q = mremap(r->p, r->len, r->len + PG, MREMAP_MAYMOVE);
+	if (q == MAP_FAILED) {
+		fprintf(stderr, "round %zu: mremap to grow: %s\n", round, strerror(errno));
+		return 1;
+	}
+	r->p = q;
+	r->len += PG;
+	return 0;
+}
+
+/* The pages of 64 that do not read c, and the page grown after them
+ * that does not read zeros. */
+static size_t unlike(const struct round_range *r, char c, size_t round)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < 64; i++)
+		n += r->p[i * PG + 7] != c;
+	if (r->len > 64 * PG)
+		n += r->p[64 * PG] != 0;
+	if (n)
+		fprintf(stderr, "round %zu: %zu pages do not read what they should\n", round, n);
+	return n;
+}
+
+/* The contents moved, and so did the registration (as VM_MERGEABLE moves
+ * with a kernel VMA): the pages merge where they are now. */
+static size_t contents_moved(samepage_t *sp, struct round_range *r, size_t round)
+{
+	size_t bad = unlike(r, 'm', round);
+	for (int k = 0; k < 20 && r->registered && pages_mapping_pool(r->p, 64) < 64; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	if (r->registered && pages_mapping_pool(r->p, 64) < 64) {
+		fprintf(stderr, "round %zu: the moved range merges no more\n", round);
+		bad++;
+	}
+	return bad;
+}
+
+void test_mremap_vs_new_region(void)
+{
+	CHECK_EQ_U64(late_region_rounds("mremap:50000", 'm', grow, contents_moved), 0);
+}
+
+static size_t discard(struct round_range *r, size_t round)
+{
+	(void)round;
+	REQUIRE(madvise(r->p, r->len, MADV_DONTNEED) == 0);
+	return 0;
+}
+
+static size_t zeros(samepage_t *sp, struct round_range *r, size_t round)
+{
+	(void)sp;
+	return unlike(r, 0, round);
 }
 
 void test_discard_vs_new_region(void)
 {
-	const size_t n = 64, rounds = 10;
-	setenv("SAMEPAGE_DEBUG_PAUSE", "discard:50000", 1);
-	samepage_t *sp = engine_with_anchor('d');
-	size_t old = 0;
-	for (size_t k = 0; k < rounds; k++) {
-		struct late_register l;
-		pthread_t t;
-		char *p = range_registered_late(sp, n, 'd', &l, &t);
-		REQUIRE(madvise(p, n * PG, MADV_DONTNEED) == 0);
-		pthread_join(t, NULL);
-		size_t here = 0;
-		for (size_t i = 0; i < n; i++)
-			here += p[i * PG + 7] != 0;
-		if (here)
-			fprintf(stderr, "round %zu: %zu discarded pages read old contents\n", k,
-				here);
-		old += here;
-		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_UNMERGEABLE) == 0);
-		munmap(p, n * PG);
-		check_tick();
-	}
-	CHECK_EQ_U64(old, 0);
-	samepage_close(sp);
+	CHECK_EQ_U64(late_region_rounds("discard:50000", 'd', discard, zeros), 0);
 }
 
 /* The same race for MADV_WIPEONFORK (finding 47): a range registered
@@ -875,41 +917,26 @@ void test_discard_vs_new_region(void)
  * mappings (EINVAL), or, merged after it, a forked child read the
  * parent's data there instead of zeros.  Registration now also reads the
  * advice from the promises, which the wrapper sets first. */
+static size_t wipe_on_fork(struct round_range *r, size_t round)
+{
+	if (!madvise(r->p, r->len, MADV_WIPEONFORK))
+		return 0;
+	fprintf(stderr, "round %zu: madvise(MADV_WIPEONFORK): %s\n", round, strerror(errno));
+	return 1;
+}
+
+static size_t child_reads_zeros(samepage_t *sp, struct round_range *r, size_t round)
+{
+	REQUIRE(wait_scans(sp, 2) == 0); /* what merges later must keep out too */
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(unlike(r, 0, round) != 0);
+	return adv_wait(pid) != 0;
+}
+
 void test_wipeonfork_vs_new_region(void)
 {
-	const size_t n = 64, rounds = 10;
-	setenv("SAMEPAGE_DEBUG_PAUSE", "wipeonfork:50000", 1);
-	samepage_t *sp = engine_with_anchor('w');
-	size_t refused = 0, seen = 0;
-	for (size_t k = 0; k < rounds; k++) {
-		struct late_register l;
-		pthread_t t;
-		char *p = range_registered_late(sp, n, 'w', &l, &t);
-		int rc = madvise(p, n * PG, MADV_WIPEONFORK), saved = errno;
-		pthread_join(t, NULL);
-		if (rc) {
-			fprintf(stderr, "round %zu: madvise(MADV_WIPEONFORK): %s\n", k,
-				strerror(saved));
-			refused++;
-		}
-		REQUIRE(wait_scans(sp, 2) == 0); /* what merges later must keep out too */
-		pid_t pid = fork();
-		REQUIRE(pid >= 0);
-		if (pid == 0) {
-			for (size_t i = 0; i < n; i++)
-				if (p[i * PG + 7] != 0)
-					_exit(1);
-			_exit(0);
-		}
-		if (adv_wait(pid) != 0) {
-			fprintf(stderr, "round %zu: a forked child read the parent's data\n", k);
-			seen++;
-		}
-		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_UNMERGEABLE) == 0);
-		munmap(p, n * PG);
-		check_tick();
-	}
-	CHECK_EQ_U64(refused, 0);
-	CHECK_EQ_U64(seen, 0);
-	samepage_close(sp);
+	CHECK_EQ_U64(late_region_rounds("wipeonfork:50000", 'w', wipe_on_fork, child_reads_zeros),
+		     0);
 }
