@@ -332,16 +332,18 @@ static bool hits(struct samepage *sp, uintptr_t start, size_t len)
 
 /* Takes the engine's lock if it is alive and has a region in the range:
  * whether it did.  (With engines_lock held: the list's order.)  Not for a
- * range outside its span: its scanner may hold the lock for long (waiting
- * for a stopped peer's domain lock), and a call on memory the engine does
- * not have must not wait for it.  A region added after this look bumps
- * regions_added first, which the callers check. */
-bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len)
+ * range outside its span (the bounds of its regions): its scanner may
+ * hold the lock for long (waiting for a stopped peer's domain lock), and a
+ * call on memory out of the engine's bounds need not wait for it.  A
+ * region added after this look bumps regions_added, which the callers
+ * check; after a second such change (all), every live engine is held, so
+ * that none can add another. */
+bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len, bool all)
 {
-	if (!engine_alive(sp) || !engine_spans(sp, start, len))
+	if (!engine_alive(sp) || (!all && !engine_spans(sp, start, len)))
 		return false;
 	engine_lock(sp);
-	if (hits(sp, start, len))
+	if (all || hits(sp, start, len))
 		return true;
 	engine_unlock(sp);
 	return false;
@@ -387,14 +389,14 @@ static long engines_private_then(void *addr, size_t len, bool copy, long (*op)(v
 	uintptr_t a = (uintptr_t)addr;
 	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	bool held = false;
-	for (;;) {
+	for (int tries = 0;; tries++) {
 		unsigned long added = atomic_load(&regions_added);
 		if (!held && atomic_load(&nengines) > 0) {
 			fork_held_lock(&engines_lock);
 			held = true;
 		}
 		for (struct samepage *sp = held ? engines : NULL; sp; sp = sp->next_engine) {
-			sp->held_for_discard = hold_if_hits(sp, a, l);
+			sp->held_for_discard = hold_if_hits(sp, a, l, tries >= 2);
 			if (sp->held_for_discard && hits_merged(sp, a, l)) {
 				engine_enter(sp);
 				engine_discard_locked(sp, a, l, copy);

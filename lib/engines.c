@@ -71,7 +71,7 @@ void engines_remove(struct samepage *sp)
  * without its lock: the span grows before a region is added). */
 bool engine_spans(struct samepage *sp, uintptr_t start, size_t len)
 {
-	return sp->merge_any ||
+	return __atomic_load_n(&sp->merge_any, __ATOMIC_RELAXED) ||
 	       (start < atomic_load(&sp->span_hi) && start + len > atomic_load(&sp->span_lo));
 }
 

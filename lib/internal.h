@@ -345,7 +345,7 @@ int engine_start(struct samepage *sp);
 void engine_free(struct samepage *sp);
 int engine_register(struct samepage *sp, uintptr_t start, size_t len);
 int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len, bool copy);
-bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len);
+bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len, bool all);
 int engines_discard(void *addr, size_t len, int advice);
 long engines_with_copies(void *addr, size_t len, long (*op)(void *), void *arg);
 

@@ -160,7 +160,7 @@ static int for_engines_in(uintptr_t start, size_t len,
 	int err = 0;
 	fork_held_lock(&engines_lock);
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
-		if (!hold_if_hits(sp, start, len))
+		if (!hold_if_hits(sp, start, len, false))
 			continue;
 		engine_enter(sp);
 		int e = fn(sp, start, len);
@@ -235,13 +235,15 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	 * engines stay locked until then, so that no merge happens between
 	 * the unmerge and the move; and no other engine's either: the rest
 	 * is done under the address-space lock, once no engine added a
-	 * region since (regions_added, as engines_private_then()). */
+	 * region since (regions_added, as engines_private_then()).  Eight
+	 * engines at most: a ninth's merged pages there would be copied
+	 * (mremap_one_mapping()) and its registration left behind. */
 	fork_held_lock(&engines_lock);
-	for (;;) {
+	for (int tries = 0;; tries++) {
 		unsigned long added = atomic_load(&regions_added);
 		nmv = 0;
 		for (struct samepage *sp = engines; sp && nmv < 8; sp = sp->next_engine) {
-			if (!hold_if_hits(sp, o, olen))
+			if (!hold_if_hits(sp, o, olen, tries >= 2))
 				continue;
 			engine_enter(sp);
 			prepare_move(sp, o, olen, &mv[nmv++]);

@@ -291,18 +291,20 @@ int regions_refresh(struct samepage *sp)
 
 /* ---- registering ranges (samepage_madvise) ---- */
 
-/* Bumped by every region an engine adds, under its lock, before the region
- * exists.  A wrapper that held the engines with a region in its range
- * (hold_if_hits) and finds the count unchanged once it holds the
+/* Bumped by every region an engine adds, once it is there (its span grown
+ * first), inside engine_enter() (its lock and the address-space lock
+ * held).  A wrapper that read the count, then held the engines with a
+ * region in its range (hold_if_hits, which skips an engine whose span
+ * misses the range), and finds the count unchanged once it holds the
  * address-space lock knows that no other engine has a region there, so
  * none can merge there (a batch of merges takes that lock exclusive) until
  * it lets go: merge-any registers new mappings from its own thread, at any
- * time (RELIABILITY.md 46). */
+ * time (RELIABILITY.md 46).  Bumped before the span grew, a wrapper could
+ * read the new count and the old span. */
 _Atomic unsigned long regions_added;
 
 static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
 {
-	atomic_fetch_add(&regions_added, 1);
 	/* The span grows before the region exists (the wrappers see it). */
 	uintptr_t end = start + (npages << PAGE_SHIFT);
 	if (start < atomic_load(&sp->span_lo))
@@ -334,6 +336,8 @@ static int region_add(struct samepage *sp, uintptr_t start, size_t npages)
 	/* meta[] stays untouched: zero is a mergeable page with no state. */
 	sp->next_page_id += (uint32_t)npages;
 	sp->tracked_pages += npages;
+	atomic_fetch_add(&regions_added, 1);
+	debug_pause("region_add");
 	return 0;
 }
 

@@ -21,6 +21,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -509,9 +510,12 @@ static int pieces_to_one_mapping(struct pieces *p, int prot, bool split)
 	int err = 0, tries = 0;
 	if (!split && prim_maps_walk_range(p->start, p->end, piece_seen, p) != 1)
 		return 0;
-	do
+	for (;;) {
 		err = replace_with_anon(p->start, p->end, prot, true);
-	while (err > 0 && ++tries < 1000 && pieces_left(p, split));
+		if (err <= 0 || ++tries == 1000 || !pieces_left(p, split))
+			break;
+		sched_yield(); /* the I/O that kept a chunk in place may end */
+	}
 	return err > 0 && pieces_left(p, split) ? -EBUSY : err < 0 ? err : 1;
 }
 
