@@ -301,12 +301,61 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	return libc_map_result(err, &m);
 }
 
+/* Guard regions (Linux 6.13), for C libraries whose headers predate them. */
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
 /* MADV_DONTNEED and its kin: engines_discard() (engine.c), for every
- * engine of the process. */
+ * engine of the process.  The kernel refuses locked memory (but for
+ * MADV_DONTNEED_LOCKED) with EINVAL once it reaches it, after it has done
+ * the mappings before: so here, and the merged pages of the locked part
+ * keep their contents (they were made zeros first, then refused). */
 static int discard_advice(void *addr, size_t len, int advice)
 {
 	active(); /* what a forked child must do first */
-	return libc_result(engines_discard(addr, len, advice));
+	uintptr_t a = (uintptr_t)addr, e = a + ((len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)), fs, fe;
+	if (advice == MADV_DONTNEED_LOCKED || !promise_find(a, e, PROMISE_LOCKED, &fs, &fe))
+		return libc_result(engines_discard(addr, len, advice));
+	int err = fs > a ? engines_discard(addr, fs - a, advice) : 0;
+	return libc_result(err ? err : -EINVAL);
+}
+
+/* The flags the kernel sets on the mappings and promise.c remembers for
+ * the mappings a merge puts there later: the promise and the call under
+ * the address-space lock, so that a registration (which reads the
+ * mappings' flags from smaps into the promises, inside engine_enter())
+ * sees both or neither (RELIABILITY.md 48). */
+static int nohuge_pool(const struct map_entry *m, void *arg);
+
+static int advice_promised(void *addr, size_t len, int advice, unsigned flag, bool on)
+{
+	uintptr_t a = (uintptr_t)addr, e = a + len, r[2] = {a, e};
+	as_lock_shared();
+	promise_set(a, e, flag, on);
+	if (flag == PROMISE_NOHUGEPAGE) /* one or the other */
+		promise_set(a, e, PROMISE_HUGEPAGE, !on);
+	debug_pause("advice");
+	int err = prim_madvise(addr, len, advice);
+	if (!err && advice == MADV_HUGEPAGE)
+		prim_maps_walk_range(a, e, nohuge_pool, r);
+	as_unlock();
+	return libc_result(err);
+}
+
+/* Merged pages (private mappings of a pool) never take the application's
+ * MADV_HUGEPAGE, which the kernel just gave them: khugepaged would
+ * collapse the pool's pages, for every process that maps them (README,
+ * "Transparent huge pages"). */
+static int nohuge_pool(const struct map_entry *m, void *arg)
+{
+	const uintptr_t *r = arg;
+	if (m->anon || m->shared || !prim_own_file(m->dev, m->ino))
+		return 0;
+	uintptr_t s = m->start > r[0] ? m->start : r[0], t = m->end < r[1] ? m->end : r[1];
+	if (s < t)
+		prim_madvise((void *)s, t - s, MADV_NOHUGEPAGE);
+	return 0;
 }
 
 static int keep(struct samepage *sp, uintptr_t start, size_t len)
@@ -318,11 +367,11 @@ static int keep(struct samepage *sp, uintptr_t start, size_t len)
  * MADV_DONTNEED and its kin: merged pages are private mappings of the pool
  * and would read back the pool's contents: they become fresh anonymous
  * memory first (also those of engines closed or inherited from a parent).
- * MADV_DONTFORK, MADV_DONTDUMP and their undoing: the kernel sets the flag
- * on the mappings there now, promise.c remembers it for the mappings a
- * merge puts there later (remembered first, so that a merge in between
- * sees it).  MADV_WIPEONFORK cannot be set on a mapping of the pool: the
- * range's pages are kept out of merging.
+ * MADV_DONTFORK, MADV_DONTDUMP, MADV_[NO]HUGEPAGE and their undoing: the
+ * kernel sets the flag on the mappings there now, promise.c remembers it
+ * for the mappings a merge puts there later (advice_promised()).
+ * MADV_WIPEONFORK cannot be set on a mapping of the pool: the range's
+ * pages are kept out of merging.
  */
 EXPORT int madvise(void *addr, size_t len, int advice)
 {
@@ -338,8 +387,9 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 		break;
 	case MADV_DONTNEED:
 	case MADV_FREE:
-	case MADV_REMOVE:
+	case MADV_GUARD_INSTALL: /* zaps the pages: removed, they read zeros */
 	case MADV_DONTNEED_LOCKED: return discard_advice(addr, len, advice);
+	case MADV_REMOVE: /* shared memory only: the kernel refuses it on any page of ours */ break;
 	case MADV_WIPEONFORK:
 		promise_set(a, a + l, PROMISE_WIPEONFORK, true);
 		if (active())
@@ -347,16 +397,13 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 		stale_pools_keep(a, a + l); /* merged by engines since closed */
 		debug_pause("wipeonfork");
 		break;
-	case MADV_KEEPONFORK: promise_set(a, a + l, PROMISE_WIPEONFORK, false); break;
-	case MADV_DONTFORK: promise_set(a, a + l, PROMISE_DONTFORK, true); break;
-	case MADV_DOFORK: promise_set(a, a + l, PROMISE_DONTFORK, false); break;
-	case MADV_DONTDUMP: promise_set(a, a + l, PROMISE_DONTDUMP, true); break;
-	case MADV_NOHUGEPAGE:
-	case MADV_HUGEPAGE:
-		promise_set(a, a + l, PROMISE_NOHUGEPAGE, advice == MADV_NOHUGEPAGE);
-		promise_set(a, a + l, PROMISE_HUGEPAGE, advice == MADV_HUGEPAGE);
-		break;
-	case MADV_DODUMP: promise_set(a, a + l, PROMISE_DONTDUMP, false); break;
+	case MADV_KEEPONFORK: return advice_promised(addr, l, advice, PROMISE_WIPEONFORK, false);
+	case MADV_DONTFORK: return advice_promised(addr, l, advice, PROMISE_DONTFORK, true);
+	case MADV_DOFORK: return advice_promised(addr, l, advice, PROMISE_DONTFORK, false);
+	case MADV_DONTDUMP: return advice_promised(addr, l, advice, PROMISE_DONTDUMP, true);
+	case MADV_DODUMP: return advice_promised(addr, l, advice, PROMISE_DONTDUMP, false);
+	case MADV_NOHUGEPAGE: return advice_promised(addr, l, advice, PROMISE_NOHUGEPAGE, true);
+	case MADV_HUGEPAGE: return advice_promised(addr, l, advice, PROMISE_NOHUGEPAGE, false);
 	}
 	return libc_result(prim_madvise(addr, len, advice));
 }

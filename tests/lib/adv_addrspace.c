@@ -956,3 +956,112 @@ void test_discard_vs_region_being_added(void)
 	CHECK_EQ_U64(
 	    late_region_rounds("region_add:50000,discard:300000", 'a', true, discard, zeros), 0);
 }
+
+/* The same race for the advice the promises remember (finding 48): the
+ * wrapper changed the promise, then called the kernel; a registration in
+ * between read the mapping's flags from smaps (still `dc`) and put
+ * MADV_DONTFORK back in the promises after MADV_DOFORK had taken it
+ * out; every later merge gave it to its mapping of the pool, and a forked
+ * child did not read the range's contents.  The flag is set here with a
+ * raw system call, as by another library; the pages are written and
+ * merged again before the fork (the kernel's MADV_DOFORK cleared the
+ * flag on the mappings merged during the call). */
+static size_t dofork(struct round_range *r, size_t round)
+{
+	REQUIRE(syscall(SYS_madvise, r->p, r->len, MADV_DONTFORK) == 0);
+	if (!madvise(r->p, r->len, MADV_DOFORK))
+		return 0;
+	fprintf(stderr, "round %zu: madvise(MADV_DOFORK): %s\n", round, strerror(errno));
+	return 1;
+}
+
+static size_t child_reads_contents(samepage_t *sp, struct round_range *r, size_t round)
+{
+	/* Written again (copies), then merged again: what do merges give? */
+	REQUIRE(wait_scans(sp, 2) == 0);
+	memset(r->p, 'f', r->len);
+	REQUIRE(wait_scans(sp, 2) == 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(unlike(r, 'f', round) != 0);
+	int st = adv_wait(pid);
+	if (st)
+		fprintf(stderr, "round %zu: a forked child could not read the range (%d)\n", round,
+			st);
+	return st != 0;
+}
+
+void test_dofork_vs_new_region(void)
+{
+	CHECK_EQ_U64(late_region_rounds("advice:50000", 'f', false, dofork, child_reads_contents),
+		     0);
+}
+
+/*
+ * Finding 48: a discard the kernel refuses changed nothing under the
+ * kernel's KSM, but here the merged pages were made zeros first, then the
+ * kernel said EINVAL (MADV_DONTNEED and MADV_FREE on locked memory,
+ * MADV_REMOVE on private memory): the application's data was gone.  Now
+ * the locked part is refused as the kernel refuses it (after the
+ * mappings before it, which the kernel discards first), and MADV_REMOVE
+ * goes to the kernel alone.
+ */
+void test_discard_refused_keeps_contents(void)
+{
+	const size_t n = 64, half = 32;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'k');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	REQUIRE(mlock(p + half * PG, half * PG) == 0);
+	static const int refused[] = {MADV_DONTNEED, MADV_FREE, MADV_REMOVE};
+	for (size_t k = 0; k < sizeof(refused) / sizeof(refused[0]); k++) {
+		errno = 0;
+		CHECK_EQ_INT(madvise(p + half * PG, half * PG, refused[k]), -1);
+		CHECK(errno == EINVAL || errno == EACCES);
+	}
+	/* The whole range: the unlocked half discarded, then EINVAL. */
+	errno = 0;
+	CHECK_EQ_INT(madvise(p, n * PG, MADV_DONTNEED), -1);
+	CHECK_EQ_INT(errno, EINVAL);
+	size_t zeros = 0, kept = 0;
+	for (size_t i = 0; i < n; i++) {
+		zeros += i < half && p[i * PG + 7] == 0;
+		kept += i >= half && p[i * PG + 7] == 'k';
+	}
+	CHECK_EQ_U64(zeros, half);
+	CHECK_EQ_U64(kept, half);
+	munlock(p + half * PG, half * PG);
+	samepage_close(sp);
+}
+
+/* Finding 48: MADV_GUARD_INSTALL zaps the pages of its range; once the
+ * guard is removed, anonymous pages read zeros.  On merged pages (private
+ * mappings of the pool, which Linux 6.15 lets take guards) they read the
+ * pool's pages again, the old contents.  Now they are made anonymous
+ * first, as for MADV_DONTNEED. */
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#define MADV_GUARD_REMOVE 103
+#endif
+void test_guard_on_merged_pages(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'g');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	wr(sp, "run", "0");
+	if (madvise(p + 8 * PG, 4 * PG, MADV_GUARD_INSTALL) && errno == EINVAL &&
+	    syscall(SYS_madvise, map_pages(1), PG, MADV_GUARD_INSTALL))
+		SKIP("the kernel has no guard regions (MADV_GUARD_INSTALL, Linux 6.13)");
+	REQUIRE(madvise(p + 8 * PG, 4 * PG, MADV_GUARD_REMOVE) == 0);
+	size_t old = 0, kept = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool guarded = i >= 8 && i < 12;
+		old += guarded && p[i * PG + 7] != 0;
+		kept += !guarded && p[i * PG + 7] == 'g';
+	}
+	CHECK_EQ_U64(old, 0);
+	CHECK_EQ_U64(kept, n - 4);
+	samepage_close(sp);
+}

@@ -510,6 +510,31 @@ static bool vmflag(const void *addr, const char *flag)
 	return found;
 }
 
+/* Finding 48: the application's MADV_HUGEPAGE on a merged range reached
+ * the merged pages' mappings of the pool (the kernel sets it on every
+ * mapping there), which khugepaged may then collapse into huge pages of
+ * the pool, for every process mapping them.  Now they are given
+ * MADV_NOHUGEPAGE again in the same call; the range's own memory keeps
+ * the advice. */
+void test_hugepage_spares_pool(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'h');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	wr(sp, "run", "0");
+	REQUIRE(madvise(p, n * PG, MADV_HUGEPAGE) == 0);
+	size_t hg = 0;
+	for (size_t i = 0; i < n; i++)
+		hg += vmflag(p + i * PG, "hg");
+	CHECK_EQ_U64(hg, 0);
+	/* Unmerged (run=2), the copies are the application's memory: the
+	 * advice holds there (the promise). */
+	wr(sp, "run", "2");
+	CHECK(vmflag(p, "hg"));
+	samepage_close(sp);
+}
+
 /* Regression (issue 12): MADV_DONTFORK and MADV_DONTDUMP memory merges (as
  * QEMU's guest RAM, which is DONTFORK) and keeps its flags on the merged
  * mappings and after unmerging: a child does not inherit it. */
