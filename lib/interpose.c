@@ -390,6 +390,17 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	case MADV_GUARD_INSTALL: /* zaps the pages: removed, they read zeros */
 	case MADV_DONTNEED_LOCKED: return discard_advice(addr, len, advice);
 	case MADV_REMOVE: /* shared memory only: the kernel refuses it on any page of ours */ break;
+	case MADV_POPULATE_WRITE: {
+		/* Not into an open merge window (a batch of merges holds the
+		 * lock exclusive): the kernel's write faults fail there with
+		 * EFAULT or EINVAL (the uffd-user and mprotect windows) where
+		 * they break a KSM page under the kernel's KSM (QEMU
+		 * preallocates hot-plugged memory so: RELIABILITY.md 48). */
+		as_lock_shared();
+		int err = prim_madvise(addr, len, advice);
+		as_unlock();
+		return libc_result(err);
+	}
 	case MADV_WIPEONFORK:
 		promise_set(a, a + l, PROMISE_WIPEONFORK, true);
 		if (active())

@@ -137,6 +137,7 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			q[i].merged = false;
 		return;
 	}
+	debug_pause("merge_window");
 	for (size_t i = 0; i < n; i++)
 		ok[i] = zero ? guarded_is_zero((void *)q[i].addr, PAGE_SIZE)
 			     : !pool_unplaced(sp, q[i].pool_off) &&

@@ -1065,3 +1065,40 @@ void test_guard_on_merged_pages(void)
 	CHECK_EQ_U64(kept, n - 4);
 	samepage_close(sp);
 }
+
+/* Finding 48: MADV_POPULATE_WRITE (QEMU preallocates hot-plugged memory
+ * with it) over pages a batch of merges had in its window failed under
+ * the uffd-user and mprotect windows (the kernel's write faults there
+ * fail, EFAULT or EINVAL), where under the kernel's KSM it breaks the KSM
+ * pages.  Now it waits for the batch (the address-space lock).  The debug
+ * build holds each window open 20 ms. */
+void test_populate_write_during_merges(void)
+{
+	const size_t n = 64;
+	setenv("SAMEPAGE_DEBUG_PAUSE", "merge_window:20000", 1);
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);
+	memset(p, 'p', n * PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	size_t failed = 0, calls = 0;
+	for (int round = 0; round < 10; round++) {
+		REQUIRE(wait_scans(sp, 2) == 0); /* merged again */
+		for (int k = 0; k < 20; k++, calls++) {
+			if (madvise(p, n * PG, MADV_POPULATE_WRITE)) {
+				if (!failed)
+					fprintf(stderr, "madvise(MADV_POPULATE_WRITE): %s\n",
+						strerror(errno));
+				failed++;
+			}
+			usleep(2000);
+		}
+		check_tick();
+	}
+	printf("# %zu of %zu calls failed; merged at the end %zu\n", failed, calls,
+	       pages_mapping_pool(p, n));
+	CHECK_EQ_U64(failed, 0);
+	for (size_t i = 0; i < n * PG; i += 97)
+		REQUIRE(p[i] == 'p');
+	samepage_close(sp);
+}
