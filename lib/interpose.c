@@ -684,8 +684,10 @@ EXPORT int ioctl(int fd, unsigned long request, ...)
 	uintptr_t a = r ? (uintptr_t)r->start : 0, fs, fe;
 	size_t l = r ? (size_t)r->len : 0;
 	bool was = l && promise_find(a, a + l, PROMISE_UFFD, &fs, &fe);
-	if (l && request == UFFDIO_REGISTER)
+	if (l && request == UFFDIO_REGISTER) {
 		app_uffd(a, l, true);
+		debug_pause("uffd_register");
+	}
 	long rc = syscall(SYS_ioctl, fd, request, arg);
 	if (l && request == UFFDIO_REGISTER && rc && !was)
 		app_uffd(a, l, false); /* refused: as it was */

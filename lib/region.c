@@ -383,6 +383,22 @@ struct mark_arg {
 	bool apply;
 };
 
+/* The merge windows' userfaultfd on [s, t), but for the parts the
+ * application registered with its own (a range takes one only: its
+ * UFFDIO_REGISTER would fail with EBUSY, and the pages are kept out of
+ * merging: RELIABILITY.md 48). */
+static void arm_but_app_uffd(uintptr_t s, uintptr_t t)
+{
+	uintptr_t fs, fe;
+	while (s < t && promise_find(s, t, PROMISE_UFFD, &fs, &fe)) {
+		if (fs > s)
+			guard_arm(s, fs);
+		s = fe;
+	}
+	if (s < t)
+		guard_arm(s, t);
+}
+
 static int mark_walk(const struct map_entry *e, void *arg)
 {
 	struct mark_arg *a = arg;
@@ -396,7 +412,7 @@ static int mark_walk(const struct map_entry *e, void *arg)
 		uintptr_t t = e->end < a->end ? e->end : a->end;
 		a->err = mark_mergeable(a->sp, s, t);
 		if (!a->err)
-			guard_arm(s, t); /* merge windows write-protect it */
+			arm_but_app_uffd(s, t); /* merge windows write-protect it */
 		if (a->err)
 			return 2;
 	}
@@ -420,7 +436,7 @@ int regions_add_anon(struct samepage *sp, uintptr_t start, uintptr_t end)
 {
 	int err = mark_mergeable(sp, start, end);
 	if (!err) {
-		guard_arm(start, end);
+		arm_but_app_uffd(start, end);
 		sp->maps_dirty = true;
 	}
 	return err;

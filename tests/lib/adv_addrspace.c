@@ -1102,3 +1102,39 @@ void test_populate_write_during_merges(void)
 		REQUIRE(p[i] == 'p');
 	samepage_close(sp);
 }
+
+/* Finding 48: the application's UFFDIO_REGISTER failed with EBUSY when an
+ * engine registered the range during the call: a registration put the
+ * merge windows' userfaultfd on all of it, the pages the application's
+ * own userfaultfd keeps out too, after the wrapper had taken it off.  A
+ * registration now leaves those ranges alone (QEMU registers guest RAM
+ * so for a postcopy migration's incoming side). */
+static int round_uffd = -1;
+
+static size_t uffd_register(struct round_range *r, size_t round)
+{
+	round_uffd = app_uffd();
+	struct uffdio_register reg = {.range = {(uintptr_t)r->p, r->len},
+				      .mode = UFFDIO_REGISTER_MODE_MISSING};
+	if (!ioctl(round_uffd, UFFDIO_REGISTER, &reg))
+		return 0;
+	fprintf(stderr, "round %zu: the application's UFFDIO_REGISTER: %s\n", round,
+		strerror(errno));
+	return 1;
+}
+
+static size_t uffd_unregister(samepage_t *sp, struct round_range *r, size_t round)
+{
+	(void)sp;
+	struct uffdio_range range = {(uintptr_t)r->p, r->len};
+	ioctl(round_uffd, UFFDIO_UNREGISTER, &range);
+	close(round_uffd);
+	return unlike(r, 'u', round);
+}
+
+void test_uffd_register_vs_new_region(void)
+{
+	CHECK_EQ_U64(
+	    late_region_rounds("uffd_register:50000", 'u', false, uffd_register, uffd_unregister),
+	    0);
+}
