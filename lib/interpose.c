@@ -100,10 +100,15 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 	if (!active() || !(flags & MAP_FIXED) || (flags & MAP_FIXED_NOREPLACE)) {
 		int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
 		if (!err) {
+			debug_pause("mmap");
 			/* A new mapping has no promise: one left by memory
 			 * unmapped unseen here (samepage_free, the C library's
-			 * own munmap) must not apply to it. */
+			 * own munmap) must not apply to it.  But its own, which
+			 * a registration may have read from smaps meanwhile
+			 * (RELIABILITY.md 48). */
 			promise_set((uintptr_t)m, (uintptr_t)m + len, 0, false);
+			if (flags & MAP_LOCKED)
+				promise_set((uintptr_t)m, (uintptr_t)m + len, PROMISE_LOCKED, true);
 			lock_new_mapping(m, len);
 		}
 		if (!err && anon && active())
@@ -115,6 +120,8 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 	if (!err) {
 		engine_note_unmap((uintptr_t)addr, len);
 		promise_set((uintptr_t)addr, (uintptr_t)addr + len, 0, false);
+		if (flags & MAP_LOCKED)
+			promise_set((uintptr_t)addr, (uintptr_t)addr + len, PROMISE_LOCKED, true);
 		lock_new_mapping(m, len);
 		if (anon)
 			engine_note_new();

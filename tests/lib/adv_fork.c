@@ -510,6 +510,64 @@ static bool vmflag(const void *addr, const char *flag)
 	return found;
 }
 
+/* Finding 48: a mapping made with MAP_LOCKED, registered by another
+ * thread (or merge-any) while the mmap wrapper had not yet forgotten the
+ * promises of the memory there before: the registration read `lo` into
+ * the promises, the wrapper then forgot them all, and the merges mapped
+ * the pool there unlocked (VmLck fell).  The debug build pauses the
+ * wrapper 50 ms after the kernel's mmap. */
+struct locked_late {
+	samepage_t *sp;
+	char *at;
+	size_t len;
+	pthread_barrier_t start;
+	int err;
+};
+
+static void *register_at(void *arg)
+{
+	struct locked_late *l = arg;
+	pthread_barrier_wait(&l->start);
+	usleep(5000);
+	l->err = samepage_madvise(l->sp, l->at, l->len, SAMEPAGE_MERGEABLE);
+	REQUIRE(l->err == 0 || l->err == -ENOMEM); /* not mapped yet: registered after */
+	return NULL;
+}
+
+void test_map_locked_registered_during_mmap(void)
+{
+	const size_t n = 64;
+	require_memlock(2 * n * PG);
+	setenv("SAMEPAGE_DEBUG_PAUSE", "mmap:50000", 1);
+	char *anchor;
+	samepage_t *sp = adv_merged(&anchor, 4, 'L'); /* a KSM page of 'L' */
+	struct locked_late l = {.sp = sp, .len = n * PG};
+	pthread_barrier_init(&l.start, NULL, 2);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, register_at, &l) == 0);
+	l.at = map_pages(n); /* a free address, after the thread's stack */
+	REQUIRE(munmap(l.at, n * PG) == 0);
+	pthread_barrier_wait(&l.start);
+	char *p = mmap(l.at, n * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_LOCKED, -1, 0);
+	pthread_join(t, NULL);
+	if (p != l.at)
+		SKIP("could not map the same address again");
+	if (l.err)
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	memset(p, 'L', n * PG);
+	for (int k = 0; k < 20 && pages_mapping_pool(p, n) < n; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	size_t merged = pages_mapping_pool(p, n), locked = 0;
+	for (size_t i = 0; i < n; i++)
+		locked += vmflag(p + i * PG, "lo");
+	printf("# %zu of %zu pages merged, %zu locked\n", merged, n, locked);
+	CHECK_EQ_U64(merged, n);
+	CHECK_EQ_U64(locked, n);
+	munlock(p, n * PG);
+	samepage_close(sp);
+}
+
 /* Finding 48: the application's MADV_HUGEPAGE on a merged range reached
  * the merged pages' mappings of the pool (the kernel sets it on every
  * mapping there), which khugepaged may then collapse into huge pages of
