@@ -129,6 +129,22 @@ void test_mremap_partial_registration(void)
 	samepage_close(sp);
 }
 
+/* Pages [z0, z1) of the n at p read zeros (discarded), the others c:
+ * checked, and how many discarded pages read old contents said. */
+static void check_discarded(const char *p, size_t n, size_t z0, size_t z1, char c)
+{
+	size_t old = 0, kept = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool discarded = i >= z0 && i < z1;
+		old += discarded && p[i * PG + 7] != 0;
+		kept += !discarded && p[i * PG + 7] == c;
+	}
+	if (old)
+		fprintf(stderr, "%zu discarded pages read old contents\n", old);
+	CHECK_EQ_U64(old, 0);
+	CHECK_EQ_U64(kept, n - (z1 - z0));
+}
+
 /*
  * Finding 2 (RELIABILITY.md): memory merged by an engine that was closed
  * is still made of private mappings of that engine's pool.  There:
@@ -155,17 +171,7 @@ void test_discard_after_close(void)
 		if (registered)
 			REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
 		CHECK_EQ_INT(samepage_discard(sp, p + 8 * PG, 16 * PG), 0);
-		size_t old = 0, kept = 0;
-		for (size_t i = 0; i < n; i++) {
-			bool discarded = i >= 8 && i < 24;
-			old += discarded && p[i * PG + 7] != 0;
-			kept += !discarded && p[i * PG + 7] == 'z';
-		}
-		if (old)
-			fprintf(stderr, "registered %d: %zu discarded pages read old contents\n",
-				registered, old);
-		CHECK_EQ_U64(old, 0);
-		CHECK_EQ_U64(kept, n - 16);
+		check_discarded(p, n, 8, 24, 'z');
 	}
 	samepage_close(sp);
 }
@@ -192,14 +198,7 @@ void test_discard_merged_by_another_engine(void)
 			CHECK_EQ_INT(samepage_discard(own, p + 8 * PG, 16 * PG), 0);
 		else
 			CHECK_EQ_INT(madvise(p + 8 * PG, 16 * PG, MADV_DONTNEED), 0);
-		size_t old = 0, kept = 0;
-		for (size_t i = 0; i < n; i++) {
-			bool discarded = i >= 8 && i < 24;
-			old += discarded && p[i * PG + 7] != 0;
-			kept += !discarded && p[i * PG + 7] == 'y';
-		}
-		CHECK_EQ_U64(old, 0);
-		CHECK_EQ_U64(kept, n - 16);
+		check_discarded(p, n, 8, 24, 'y');
 		wr(any, "run", "2");
 		REQUIRE(samepage_merge_any(any, 0) == 0);
 		REQUIRE(samepage_madvise(own, p, n * PG, SAMEPAGE_UNMERGEABLE) == 0);
@@ -1055,14 +1054,7 @@ void test_guard_on_merged_pages(void)
 	    syscall(SYS_madvise, map_pages(1), PG, MADV_GUARD_INSTALL))
 		SKIP("the kernel has no guard regions (MADV_GUARD_INSTALL, Linux 6.13)");
 	REQUIRE(madvise(p + 8 * PG, 4 * PG, MADV_GUARD_REMOVE) == 0);
-	size_t old = 0, kept = 0;
-	for (size_t i = 0; i < n; i++) {
-		bool guarded = i >= 8 && i < 12;
-		old += guarded && p[i * PG + 7] != 0;
-		kept += !guarded && p[i * PG + 7] == 'g';
-	}
-	CHECK_EQ_U64(old, 0);
-	CHECK_EQ_U64(kept, n - 4);
+	check_discarded(p, n, 8, 12, 'g');
 	samepage_close(sp);
 }
 
