@@ -263,6 +263,7 @@ bool regions_range_current(struct samepage *sp, uintptr_t a, uintptr_t e, int pr
 int regions_check_mapped(struct samepage *sp, uintptr_t start, uintptr_t end);
 int regions_add(struct samepage *sp, uintptr_t start, uintptr_t end);
 int regions_add_anon(struct samepage *sp, uintptr_t start, uintptr_t end);
+void regions_arm(uintptr_t s, uintptr_t t);
 void regions_forget(struct samepage *sp, uintptr_t start, size_t len);
 struct unmapped {
 	uintptr_t start;

@@ -370,6 +370,12 @@ static int keep(struct samepage *sp, uintptr_t start, size_t len)
 	return regions_keep(sp, start, len);
 }
 
+static int unkeep(struct samepage *sp, uintptr_t start, size_t len)
+{
+	regions_unkeep(sp, start, len);
+	return 0;
+}
+
 /*
  * MADV_DONTNEED and its kin: merged pages are private mappings of the pool
  * and would read back the pool's contents: they become fresh anonymous
@@ -415,7 +421,14 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 		stale_pools_keep(a, a + l); /* merged by engines since closed */
 		debug_pause("wipeonfork");
 		break;
-	case MADV_KEEPONFORK: return advice_promised(addr, l, advice, PROMISE_WIPEONFORK, false);
+	case MADV_KEEPONFORK: {
+		/* The pages merge again, as under the kernel's KSM, where
+		 * wipe-on-fork never kept them out (RELIABILITY.md 48). */
+		int rc = advice_promised(addr, l, advice, PROMISE_WIPEONFORK, false);
+		if (!rc && active())
+			for_engines_in(a, l, unkeep);
+		return rc;
+	}
 	case MADV_DONTFORK: return advice_promised(addr, l, advice, PROMISE_DONTFORK, true);
 	case MADV_DOFORK: return advice_promised(addr, l, advice, PROMISE_DONTFORK, false);
 	case MADV_DONTDUMP: return advice_promised(addr, l, advice, PROMISE_DONTDUMP, true);
@@ -661,18 +674,12 @@ static bool is_userfaultfd(int fd)
 	return !strcmp(link, "anon_inode:[userfaultfd]");
 }
 
-static int uffd_unkeep(struct samepage *sp, uintptr_t start, size_t len)
-{
-	regions_unkeep(sp, start, len);
-	return 0;
-}
-
 static void app_uffd(uintptr_t a, size_t l, bool registered)
 {
 	promise_set(a, a + l, PROMISE_UFFD, registered); /* for engines opened later */
 	if (!active())
 		return; /* no engine: no registration of ours to take away */
-	for_engines_in(a, l, registered ? keep : uffd_unkeep);
+	for_engines_in(a, l, registered ? keep : unkeep);
 	if (registered)
 		guard_disarm(a, a + l);
 }

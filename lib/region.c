@@ -387,7 +387,7 @@ struct mark_arg {
  * application registered with its own (a range takes one only: its
  * UFFDIO_REGISTER would fail with EBUSY, and the pages are kept out of
  * merging: RELIABILITY.md 48). */
-static void arm_but_app_uffd(uintptr_t s, uintptr_t t)
+void regions_arm(uintptr_t s, uintptr_t t)
 {
 	uintptr_t fs, fe;
 	while (s < t && promise_find(s, t, PROMISE_UFFD, &fs, &fe)) {
@@ -412,7 +412,7 @@ static int mark_walk(const struct map_entry *e, void *arg)
 		uintptr_t t = e->end < a->end ? e->end : a->end;
 		a->err = mark_mergeable(a->sp, s, t);
 		if (!a->err)
-			arm_but_app_uffd(s, t); /* merge windows write-protect it */
+			regions_arm(s, t); /* merge windows write-protect it */
 		if (a->err)
 			return 2;
 	}
@@ -436,7 +436,7 @@ int regions_add_anon(struct samepage *sp, uintptr_t start, uintptr_t end)
 {
 	int err = mark_mergeable(sp, start, end);
 	if (!err) {
-		arm_but_app_uffd(start, end);
+		regions_arm(start, end);
 		sp->maps_dirty = true;
 	}
 	return err;

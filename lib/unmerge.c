@@ -726,9 +726,10 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 }
 
 /* The application unregistered [start, start+len) from its own
- * userfaultfd: its pages merge again, unless another reason keeps them
- * (MADV_WIPEONFORK, a malloc heap), and merge windows may register them
- * again.  Called inside engine_enter(). */
+ * userfaultfd, or undid MADV_WIPEONFORK there: its pages merge again,
+ * unless another reason keeps them (the other of the two, a malloc
+ * heap), and merge windows may register them again.  Called inside
+ * engine_enter(). */
 void regions_unkeep(struct samepage *sp, uintptr_t start, size_t len)
 {
 	const unsigned still = PROMISE_WIPEONFORK | PROMISE_MALLOC | PROMISE_UFFD;
@@ -741,6 +742,6 @@ void regions_unkeep(struct samepage *sp, uintptr_t start, size_t len)
 			if ((r->meta[i].flags & PM_KEEP) &&
 			    !(promise_flags(region_addr(r, i)) & still))
 				r->meta[i].flags &= (uint8_t)~PM_KEEP;
-		guard_arm(region_addr(r, from), region_addr(r, to));
+		regions_arm(region_addr(r, from), region_addr(r, to));
 	}
 }

@@ -256,6 +256,37 @@ void test_wipeonfork_kept(void)
 	samepage_close(sp);
 }
 
+/* Finding 48: MADV_KEEPONFORK undoes MADV_WIPEONFORK, and the pages,
+ * which wipe-on-fork alone kept out of merging here (the kernel's KSM
+ * merges them all along), merge again; they stayed kept out for good. */
+void test_keeponfork_merges_again(void)
+{
+	const size_t n = 64;
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);
+	memset(p, 'k', n * PG);
+	REQUIRE(madvise(p, n * PG, MADV_WIPEONFORK) == 0);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	CHECK_EQ_INT(rd(sp, "pages_kept_wipeonfork"), (long long)n);
+	REQUIRE(madvise(p, n * PG, MADV_KEEPONFORK) == 0);
+	for (int k = 0; k < 20 && pages_mapping_pool(p, n) < n; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+	CHECK_EQ_INT(rd(sp, "pages_kept_wipeonfork"), 0);
+	pid_t pid = fork(); /* and a child reads them, no longer wiped */
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		for (size_t i = 0; i < n * PG; i += 97)
+			if (p[i] != 'k')
+				_exit(1);
+		_exit(0);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
+	samepage_close(sp);
+}
+
 /* A forked child's view of p's n pages: the first `wiped` read zeros,
  * pages [z0, z1) too, the rest `c`. */
 static int child_sees(const char *p, size_t n, size_t wiped, size_t z0, size_t z1, char c)
