@@ -148,7 +148,8 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 /* Eight bits of a memory policy's number in promise.c's table (mbind). */
 #define PROMISE_POLICY_SHIFT 9
 #define PROMISE_POLICY_MASK (0xffu << PROMISE_POLICY_SHIFT)
-#define PROMISE_LAST (0x80u << PROMISE_POLICY_SHIFT)
+#define PROMISE_ONFAULT (0x100u << PROMISE_POLICY_SHIFT) /* locked on fault (MLOCK_ONFAULT) */
+#define PROMISE_LAST PROMISE_ONFAULT
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
 void promise_fork_lock(void);

@@ -483,11 +483,12 @@ EXPORT long mbind(void *addr, unsigned long len, int mode, const unsigned long *
 
 /* mlock and munlock: as MADV_DONTFORK above, the kernel locks what is
  * there now and promise.c what a merge puts there later. */
-static void lock_promise(const void *addr, size_t len, bool on)
+static void lock_promise(const void *addr, size_t len, bool on, unsigned flags)
 {
 	uintptr_t a = (uintptr_t)addr & ~(PAGE_SIZE - 1);
 	uintptr_t e = ((uintptr_t)addr + len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	promise_set(a, e, PROMISE_LOCKED, on);
+	promise_set(a, e, PROMISE_ONFAULT, on && (flags & MLOCK_ONFAULT));
 }
 
 /* Under the address-space lock, as mprotect: a merge batch decides from
@@ -496,7 +497,7 @@ static void lock_promise(const void *addr, size_t len, bool on)
 static int lock_range(const void *addr, size_t len, bool on, unsigned flags)
 {
 	as_lock_shared();
-	lock_promise(addr, len, on);
+	lock_promise(addr, len, on, flags);
 	int err = on ? prim_mlock(addr, len, flags) : prim_munlock(addr, len);
 	as_unlock();
 	return libc_result(err);
@@ -570,8 +571,10 @@ static int lock_one(const struct map_entry *e, void *arg)
 	int err = prim_mlock((void *)e->start, e->end - e->start, (unsigned)how);
 	if (pool && !err && (e->prot & PROT_READ)) /* merged pages: mapped and locked */
 		prim_madvise((void *)e->start, e->end - e->start, MADV_POPULATE_READ);
-	if (!e->shared)
+	if (!e->shared) {
 		promise_set(e->start, e->end, PROMISE_LOCKED, true);
+		promise_set(e->start, e->end, PROMISE_ONFAULT, l->flags & MLOCK_ONFAULT);
+	}
 	/* As the kernel's mlockall, what could not be populated (PROT_NONE:
 	 * ENOMEM from mlock) is no error; being refused the lock is. */
 	if ((err == -EPERM || err == -EAGAIN) && !l->err)
@@ -633,6 +636,7 @@ EXPORT int munlockall(void)
 	as_lock_shared();
 	atomic_store(&lock_future, 0);
 	promise_set(0, UINTPTR_MAX & ~(uintptr_t)(PAGE_SIZE - 1), PROMISE_LOCKED, false);
+	promise_set(0, UINTPTR_MAX & ~(uintptr_t)(PAGE_SIZE - 1), PROMISE_ONFAULT, false);
 	int err = prim_munlockall();
 	as_unlock();
 	return libc_result(err);
@@ -648,6 +652,7 @@ static void lock_new_mapping(void *addr, size_t len)
 		return;
 	uintptr_t a = (uintptr_t)addr, e = (a + len + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
 	promise_set(a, e, PROMISE_LOCKED, true);
+	promise_set(a, e, PROMISE_ONFAULT, future & MCL_ONFAULT);
 	if (!(future & MCL_ONFAULT))
 		prim_mlock(addr, e - a, 0);
 }

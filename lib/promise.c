@@ -217,7 +217,8 @@ static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock
 		if ((what & APPLY_MARKS) && (f & PROMISE_DONTDUMP))
 			prim_madvise((void *)s, e - s, MADV_DONTDUMP);
 		if ((what & APPLY_MARKS) && (f & PROMISE_LOCKED))
-			prim_mlock((void *)s, e - s, lock_flags);
+			prim_mlock((void *)s, e - s,
+				   lock_flags | (f & PROMISE_ONFAULT ? MLOCK_ONFAULT : 0));
 		if ((what & APPLY_ANON) && (f & PROMISE_NOHUGEPAGE))
 			prim_madvise((void *)s, e - s, MADV_NOHUGEPAGE);
 		if ((what & APPLY_ANON) && (f & PROMISE_HUGEPAGE))
@@ -317,9 +318,10 @@ bool promise_find(uintptr_t start, uintptr_t end, unsigned flag, uintptr_t *fs, 
 int promise_map_locked(uintptr_t start, uintptr_t end)
 {
 	uintptr_t fs, fe;
-	return promise_find(start, end, PROMISE_LOCKED, &fs, &fe) && fs <= start && fe >= end
+	return promise_find(start, end, PROMISE_LOCKED, &fs, &fe) && fs <= start && fe >= end &&
+		       !promise_find(start, end, PROMISE_ONFAULT, &fs, &fe)
 		   ? MAP_LOCKED
-		   : 0;
+		   : 0; /* locked on fault: locked by promise_apply(), not populated */
 }
 
 /* The flags of the page at addr. */

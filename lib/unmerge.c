@@ -691,6 +691,8 @@ static int remember_flags(const struct map_entry *m, const char *flags, void *ar
 		promise_set(from, to, PROMISE_DONTDUMP, true);
 	if (strstr(flags, " lo"))
 		promise_set(from, to, PROMISE_LOCKED, true);
+	if (strstr(flags, " lf"))
+		promise_set(from, to, PROMISE_ONFAULT, true);
 	if (strstr(flags, " nh"))
 		promise_set(from, to, PROMISE_NOHUGEPAGE, true);
 	if (strstr(flags, " hg"))

@@ -541,6 +541,31 @@ static bool vmflag(const void *addr, const char *flag)
 	return found;
 }
 
+/* Finding 48: memory locked on fault (mlock2(MLOCK_ONFAULT), QEMU's
+ * -overcommit mem-lock=on-fault) was remembered as locked only: every
+ * copy an unmerge put there was locked the plain way (VmFlags lo without
+ * lf), so the range's mappings differed from what the application asked
+ * (and a discard's zeros were populated).  Now the promise says on fault,
+ * and so do the copies. */
+void test_mlock_onfault_kept(void)
+{
+	const size_t n = 64;
+	require_memlock(2 * n * PG);
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'o');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	REQUIRE(mlock2(p, n * PG, MLOCK_ONFAULT) == 0);
+	wr(sp, "run", "2"); /* every merged page an anonymous copy again */
+	size_t lf = 0;
+	for (size_t i = 0; i < n; i++)
+		lf += vmflag(p + i * PG, "lf");
+	CHECK_EQ_U64(lf, n);
+	for (size_t i = 0; i < n * PG; i += 97)
+		REQUIRE(p[i] == 'o');
+	munlock(p, n * PG);
+	samepage_close(sp);
+}
+
 /* Finding 48: a mapping made with MAP_LOCKED, registered by another
  * thread (or merge-any) while the mmap wrapper had not yet forgotten the
  * promises of the memory there before: the registration read `lo` into
