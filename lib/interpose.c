@@ -93,9 +93,17 @@ static void *libc_map_result(int err, void *const *m)
 
 static void lock_new_mapping(void *addr, size_t len);
 
+/* A length as the kernel takes it: whole pages, the last one partly
+ * asked for too (munmap(p, 4097) unmaps two pages). */
+static size_t pages_len(size_t len)
+{
+	return (len + PAGE_SIZE - 1) & ~(size_t)(PAGE_SIZE - 1);
+}
+
 EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	void *m = NULL;
+	size_t l = pages_len(len);
 	bool anon = (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE;
 	if (!active() || !(flags & MAP_FIXED) || (flags & MAP_FIXED_NOREPLACE)) {
 		int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
@@ -106,9 +114,9 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 			 * own munmap) must not apply to it.  But its own, which
 			 * a registration may have read from smaps meanwhile
 			 * (RELIABILITY.md 48). */
-			promise_set((uintptr_t)m, (uintptr_t)m + len, 0, false);
+			promise_set((uintptr_t)m, (uintptr_t)m + l, 0, false);
 			if (flags & MAP_LOCKED)
-				promise_set((uintptr_t)m, (uintptr_t)m + len, PROMISE_LOCKED, true);
+				promise_set((uintptr_t)m, (uintptr_t)m + l, PROMISE_LOCKED, true);
 			lock_new_mapping(m, len);
 		}
 		if (!err && anon && active())
@@ -118,10 +126,10 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 	as_lock_shared();
 	int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
 	if (!err) {
-		engine_note_unmap((uintptr_t)addr, len);
-		promise_set((uintptr_t)addr, (uintptr_t)addr + len, 0, false);
+		engine_note_unmap((uintptr_t)addr, l);
+		promise_set((uintptr_t)addr, (uintptr_t)addr + l, 0, false);
 		if (flags & MAP_LOCKED)
-			promise_set((uintptr_t)addr, (uintptr_t)addr + len, PROMISE_LOCKED, true);
+			promise_set((uintptr_t)addr, (uintptr_t)addr + l, PROMISE_LOCKED, true);
 		lock_new_mapping(m, len);
 		if (anon)
 			engine_note_new();
@@ -140,8 +148,8 @@ EXPORT int munmap(void *addr, size_t len)
 	as_lock_shared();
 	int err = prim_munmap(addr, len);
 	if (!err) {
-		engine_note_unmap((uintptr_t)addr, len);
-		promise_set((uintptr_t)addr, (uintptr_t)addr + len, 0, false);
+		engine_note_unmap((uintptr_t)addr, pages_len(len));
+		promise_set((uintptr_t)addr, (uintptr_t)addr + pages_len(len), 0, false);
 	}
 	as_unlock();
 	return libc_result(err);
@@ -223,7 +231,7 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	}
 	void *m = NULL;
 	uintptr_t o = (uintptr_t)old;
-	size_t olen = (old_len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	size_t olen = pages_len(old_len);
 	if (!active()) {
 		/* Pages merged by engines since closed: one mapping again. */
 		if (!(o & (PAGE_SIZE - 1)) && mremap_one_mapping(o, o + olen) > 0)
@@ -274,16 +282,17 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		guard_disarm(o, o + olen);
 
 	int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);
+	size_t nlen = pages_len(new_len);
 	if (!err && m != old) {
-		promise_set((uintptr_t)m, (uintptr_t)m + new_len, 0, false); /* as mmap's */
-		promise_move(o, olen < new_len ? olen : new_len, (uintptr_t)m);
-	} else if (!err && new_len > olen) {
-		promise_set(o + olen, o + new_len, 0, false); /* grown in place */
+		promise_set((uintptr_t)m, (uintptr_t)m + nlen, 0, false); /* as mmap's */
+		promise_move(o, olen < nlen ? olen : nlen, (uintptr_t)m);
+	} else if (!err && nlen > olen) {
+		promise_set(o + olen, o + nlen, 0, false); /* grown in place */
 	}
 	if (!err) {
 		engine_note_unmap(o, olen);
 		if (flags & MREMAP_FIXED)
-			engine_note_unmap((uintptr_t)new_addr, new_len);
+			engine_note_unmap((uintptr_t)new_addr, nlen);
 	}
 	as_unlock();
 	if (!err)
@@ -295,10 +304,10 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		engine_enter(sp); /* forgets the old range first */
 		for (size_t p = 0; !err && p < mv[k].n; p++) {
 			size_t off = mv[k].part[p].off, len = mv[k].part[p].len;
-			if (off >= new_len)
+			if (off >= nlen)
 				continue;
-			if (off + len > new_len)
-				len = new_len - off;
+			if (off + len > nlen)
+				len = nlen - off;
 			engine_register(sp, (uintptr_t)m + off, len);
 		}
 		engine_leave(sp);
@@ -321,7 +330,7 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 static int discard_advice(void *addr, size_t len, int advice)
 {
 	active(); /* what a forked child must do first */
-	uintptr_t a = (uintptr_t)addr, e = a + ((len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)), fs, fe;
+	uintptr_t a = (uintptr_t)addr, e = a + pages_len(len), fs, fe;
 	if (advice == MADV_DONTNEED_LOCKED || !promise_find(a, e, PROMISE_LOCKED, &fs, &fe))
 		return libc_result(engines_discard(addr, len, advice));
 	int err = fs > a ? engines_discard(addr, fs - a, advice) : 0;
@@ -389,7 +398,7 @@ static int unkeep(struct samepage *sp, uintptr_t start, size_t len)
 EXPORT int madvise(void *addr, size_t len, int advice)
 {
 	uintptr_t a = (uintptr_t)addr;
-	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	size_t l = pages_len(len);
 	if (a & (PAGE_SIZE - 1) || !l)
 		return libc_result(prim_madvise(addr, len, advice));
 	switch (advice) {

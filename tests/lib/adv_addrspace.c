@@ -1130,3 +1130,25 @@ void test_uffd_register_vs_new_region(void)
 	    late_region_rounds("uffd_register:50000", 'u', false, uffd_register, uffd_unregister),
 	    0);
 }
+
+/* Finding 48: a length that is not a multiple of the page size covers
+ * its last page too (munmap(p, 4097) unmaps two pages); the wrappers'
+ * bookkeeping rounded it down: the engine kept the last page registered,
+ * and memory mapped there later, which nobody made mergeable, was
+ * tracked (and merged). */
+void test_unaligned_munmap_forgets_last_page(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'e');
+	REQUIRE(munmap(p + (n - 2) * PG, PG + 1) == 0); /* the last two pages */
+	char *q = mmap(p + (n - 2) * PG, 2 * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (q != p + (n - 2) * PG)
+		SKIP("could not map the same address again");
+	memset(q, 'e', 2 * PG); /* never made mergeable */
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_INT(rd(sp, "pages_tracked"), (long long)n - 2);
+	CHECK_EQ_U64(pages_mapping_pool(q, 2), 0);
+	samepage_close(sp);
+}
