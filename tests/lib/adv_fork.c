@@ -227,29 +227,33 @@ void test_close_then_dontneed(void)
 	CHECK_EQ_U64(nonzero, 0);
 }
 
+static int child_sees(const char *p, size_t n, size_t wiped, size_t z0, size_t z1, char c);
+
+/* n pages of val, MADV_WIPEONFORK, registered with a running engine that
+ * has scanned them twice. */
+static samepage_t *wiped_range(char **out, size_t n, int val)
+{
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);
+	memset(p, val, n * PG);
+	REQUIRE(madvise(p, n * PG, MADV_WIPEONFORK) == 0);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	*out = p;
+	return sp;
+}
+
 /* Regression: MADV_WIPEONFORK is kept: a forked child reads zeros in the
  * range, never the parent's data (e.g. a CSPRNG state), whether or not
  * its pages were merged. */
 void test_wipeonfork_kept(void)
 {
 	const size_t n = 64;
-	samepage_t *sp = open_fast();
-	char *p = map_pages(n);
-	memset(p, 'w', n * PG);
-	REQUIRE(madvise(p, n * PG, MADV_WIPEONFORK) == 0);
-	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
-	wr(sp, "run", "1");
-	REQUIRE(wait_scans(sp, 2) == 0);
+	char *p;
+	samepage_t *sp = wiped_range(&p, n, 'w');
 	printf("ksm_merging_pages %lld\n", rd(sp, "ksm_merging_pages"));
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		for (size_t i = 0; i < n * PG; i += 97)
-			if (p[i] != 0)
-				_exit(1);
-		_exit(0);
-	}
-	CHECK_EQ_INT(adv_wait(pid), 0);
+	CHECK_EQ_INT(child_sees(p, n, n, 0, 0, 'w'), 0);
 	/* Kept out, and said so. */
 	CHECK_EQ_INT(rd(sp, "ksm_merging_pages"), 0);
 	CHECK_EQ_INT(rd(sp, "pages_kept_wipeonfork"), (long long)n);
@@ -262,28 +266,15 @@ void test_wipeonfork_kept(void)
 void test_keeponfork_merges_again(void)
 {
 	const size_t n = 64;
-	samepage_t *sp = open_fast();
-	char *p = map_pages(n);
-	memset(p, 'k', n * PG);
-	REQUIRE(madvise(p, n * PG, MADV_WIPEONFORK) == 0);
-	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
-	wr(sp, "run", "1");
-	REQUIRE(wait_scans(sp, 2) == 0);
+	char *p;
+	samepage_t *sp = wiped_range(&p, n, 'k');
 	CHECK_EQ_INT(rd(sp, "pages_kept_wipeonfork"), (long long)n);
 	REQUIRE(madvise(p, n * PG, MADV_KEEPONFORK) == 0);
 	for (int k = 0; k < 20 && pages_mapping_pool(p, n) < n; k++)
 		REQUIRE(wait_scans(sp, 1) == 0);
 	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
 	CHECK_EQ_INT(rd(sp, "pages_kept_wipeonfork"), 0);
-	pid_t pid = fork(); /* and a child reads them, no longer wiped */
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		for (size_t i = 0; i < n * PG; i += 97)
-			if (p[i] != 'k')
-				_exit(1);
-		_exit(0);
-	}
-	CHECK_EQ_INT(adv_wait(pid), 0);
+	CHECK_EQ_INT(child_sees(p, n, 0, 0, 0, 'k'), 0); /* no longer wiped */
 	samepage_close(sp);
 }
 
