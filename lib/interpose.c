@@ -93,6 +93,19 @@ static void *libc_map_result(int err, void *const *m)
 
 static void lock_new_mapping(void *addr, size_t len);
 
+/* What a new mapping at [a, a + l) is promised: nothing left by memory
+ * unmapped unseen here (samepage_free, the C library's own munmap), but
+ * its own MAP_LOCKED (a registration may have read `lo` from smaps before
+ * this: RELIABILITY.md 48) and mlockall's MCL_FUTURE. */
+static void promise_new_mapping(void *m, size_t l, int flags)
+{
+	uintptr_t a = (uintptr_t)m;
+	promise_set(a, a + l, 0, false);
+	if (flags & MAP_LOCKED)
+		promise_set(a, a + l, PROMISE_LOCKED, true);
+	lock_new_mapping(m, l);
+}
+
 /* A length as the kernel takes it: whole pages, the last one partly
  * asked for too (munmap(p, 4097) unmaps two pages). */
 static size_t pages_len(size_t len)
@@ -109,15 +122,7 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 		int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
 		if (!err) {
 			debug_pause("mmap");
-			/* A new mapping has no promise: one left by memory
-			 * unmapped unseen here (samepage_free, the C library's
-			 * own munmap) must not apply to it.  But its own, which
-			 * a registration may have read from smaps meanwhile
-			 * (RELIABILITY.md 48). */
-			promise_set((uintptr_t)m, (uintptr_t)m + l, 0, false);
-			if (flags & MAP_LOCKED)
-				promise_set((uintptr_t)m, (uintptr_t)m + l, PROMISE_LOCKED, true);
-			lock_new_mapping(m, len);
+			promise_new_mapping(m, l, flags);
 		}
 		if (!err && anon && active())
 			engine_note_new();
@@ -127,10 +132,7 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 	int err = prim_mmap(&m, addr, len, prot, flags, fd, off);
 	if (!err) {
 		engine_note_unmap((uintptr_t)addr, l);
-		promise_set((uintptr_t)addr, (uintptr_t)addr + l, 0, false);
-		if (flags & MAP_LOCKED)
-			promise_set((uintptr_t)addr, (uintptr_t)addr + l, PROMISE_LOCKED, true);
-		lock_new_mapping(m, len);
+		promise_new_mapping(m, l, flags);
 		if (anon)
 			engine_note_new();
 	}
@@ -148,8 +150,9 @@ EXPORT int munmap(void *addr, size_t len)
 	as_lock_shared();
 	int err = prim_munmap(addr, len);
 	if (!err) {
-		engine_note_unmap((uintptr_t)addr, pages_len(len));
-		promise_set((uintptr_t)addr, (uintptr_t)addr + pages_len(len), 0, false);
+		size_t l = pages_len(len);
+		engine_note_unmap((uintptr_t)addr, l);
+		promise_set((uintptr_t)addr, (uintptr_t)addr + l, 0, false);
 	}
 	as_unlock();
 	return libc_result(err);

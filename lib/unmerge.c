@@ -508,15 +508,16 @@ static bool pieces_left(struct pieces *p, bool split)
 static int pieces_to_one_mapping(struct pieces *p, int prot, bool split)
 {
 	int err = 0, tries = 0;
+	bool left = false;
 	if (!split && prim_maps_walk_range(p->start, p->end, piece_seen, p) != 1)
 		return 0;
 	for (;;) {
 		err = replace_with_anon(p->start, p->end, prot, true);
-		if (err <= 0 || ++tries == 1000 || !pieces_left(p, split))
+		if (err <= 0 || !(left = pieces_left(p, split)) || ++tries == 1000)
 			break;
 		sched_yield(); /* the I/O that kept a chunk in place may end */
 	}
-	return err > 0 && pieces_left(p, split) ? -EBUSY : err < 0 ? err : 1;
+	return err < 0 ? err : left ? -EBUSY : 1;
 }
 
 /* Before the application moves r[from, to) with mremap: the range was one
@@ -716,14 +717,11 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 	 * registered with its own userfaultfd, and wipe-on-fork that its
 	 * madvise is about to set (the wrapper promises it first, and the
 	 * smaps read above may come before the kernel sets it: finding 47). */
-	static const unsigned kept[] = {PROMISE_UFFD, PROMISE_WIPEONFORK};
-	for (size_t f = 0; f < sizeof(kept) / sizeof(kept[0]); f++) {
-		uintptr_t p = start, fs, fe;
-		while (p < end && promise_find(p, end, kept[f], &fs, &fe)) {
-			uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
-			regions_keep(sp, s, e - s);
-			p = e;
-		}
+	uintptr_t p = start, fs, fe;
+	while (p < end && promise_find(p, end, PROMISE_UFFD | PROMISE_WIPEONFORK, &fs, &fe)) {
+		uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
+		regions_keep(sp, s, e - s);
+		p = e;
 	}
 }
 
