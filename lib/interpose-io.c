@@ -9,9 +9,12 @@
  * come back short.  And a direct-I/O read pins the page and writes it
  * later, whatever the window: if the page merged meanwhile, the data would
  * land in the page that was replaced.  So every reading call below marks
- * its buffer in flight for its duration (io_begin/io_end, guard.c): it
- * waits for a window open there to close before it starts, and no window
- * opens over it until it returns.  libaio's reads (io_submit) stay in
+ * what the kernel writes for it in flight for its duration (io_begin/
+ * io_end, guard.c): its buffers, and a receive's sender address, message
+ * header and timeout too (written as the data is: an EFAULT there loses a
+ * datagram already taken off the socket).  It waits for a window open
+ * there to close before it starts, and no window opens over it until it
+ * returns.  libaio's reads (io_submit) stay in
  * flight until their completion is seen: returned by io_getevents, or
  * found in the completion ring (programs such as QEMU read the ring
  * themselves), io_cancel or io_destroy.
@@ -63,24 +66,84 @@ static uintptr_t page_up(uintptr_t p, size_t len)
 	return (p + len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 }
 
-/* The pages a list of buffers covers, as one span (what a merge must keep
- * away from; holes between the buffers lose a little merging, nothing
- * else). */
-static void iov_span(const struct iovec *iov, int n, uintptr_t *start, uintptr_t *end)
+/*
+ * The buffers one call writes, as a few spans of pages.  Buffers near each
+ * other share a span (the pages between them lose a little merging while
+ * the call lasts); distant ones (a header on the stack, data on the heap)
+ * get spans of their own, so a call that blocks keeps only its own pages
+ * from merging, not everything mapped between them.  Past FLIGHT_SPANS, a
+ * buffer joins the nearest span.
+ */
+#define FLIGHT_SPANS 8
+#define FLIGHT_GAP (16 * PAGE_SIZE)
+#define FLIGHT_MAX_VECS 1024 /* UIO_MAXIOV: the kernel refuses more (or reads no more) */
+
+struct flight {
+	int n;
+	uintptr_t start[FLIGHT_SPANS], end[FLIGHT_SPANS];
+};
+
+static void flight_add(struct flight *f, uintptr_t p, size_t len)
 {
-	*start = UINTPTR_MAX;
-	*end = 0;
-	for (int i = 0; i < n; i++) {
-		if (!iov[i].iov_len)
-			continue;
-		uintptr_t s = page_down((uintptr_t)iov[i].iov_base),
-			  e = page_up((uintptr_t)iov[i].iov_base, iov[i].iov_len);
-		*start = s < *start ? s : *start;
-		*end = e > *end ? e : *end;
+	if (!p || !len)
+		return;
+	uintptr_t s = page_down(p), e = page_up(p, len), best_gap = UINTPTR_MAX;
+	int best = -1;
+	for (int i = 0; i < f->n; i++) {
+		uintptr_t gap = s > f->end[i]	  ? s - f->end[i]
+				: f->start[i] > e ? f->start[i] - e
+						  : 0;
+		if (gap < best_gap) {
+			best = i;
+			best_gap = gap;
+		}
 	}
-	if (*end == 0)
-		*start = 0;
+	if (best < 0 || (best_gap > FLIGHT_GAP && f->n < FLIGHT_SPANS)) {
+		f->start[f->n] = s;
+		f->end[f->n++] = e;
+		return;
+	}
+	f->start[best] = s < f->start[best] ? s : f->start[best];
+	f->end[best] = e > f->end[best] ? e : f->end[best];
 }
+
+static void flight_iov(struct flight *f, const struct iovec *iov, size_t n)
+{
+	for (size_t i = 0; iov && i < n && i < FLIGHT_MAX_VECS; i++)
+		flight_add(f, (uintptr_t)iov[i].iov_base, iov[i].iov_len);
+}
+
+/* What recvmsg writes: the data, the control messages, the sender's
+ * address, and the header itself (msg_namelen, msg_controllen, msg_flags). */
+static void flight_msg(struct flight *f, const struct msghdr *m)
+{
+	flight_iov(f, m->msg_iov, m->msg_iovlen);
+	flight_add(f, (uintptr_t)m->msg_control, m->msg_controllen);
+	flight_add(f, (uintptr_t)m->msg_name, m->msg_namelen);
+	flight_add(f, (uintptr_t)m, sizeof(*m));
+}
+
+static void flight_begin(const struct flight *f, uintptr_t key)
+{
+	for (int i = 0; i < f->n; i++)
+		io_begin(f->start[i], f->end[i], key);
+}
+
+/* Runs the call with the flight's spans in flight; saves the call's errno.
+ * Its key (odd: never an iocb's address) ends every span at once. */
+#define FLIGHT(f, call)                                                                            \
+	({                                                                                         \
+		uintptr_t k_ = (uintptr_t)(f) | 1;                                                 \
+		bool on_ = (f)->n > 0; /* built only when active() */                              \
+		if (on_)                                                                           \
+			flight_begin(f, k_);                                                       \
+		__typeof__(call) r_ = (call);                                                      \
+		int saved_ = errno;                                                                \
+		if (on_)                                                                           \
+			io_end(0, 0, k_);                                                          \
+		errno = saved_;                                                                    \
+		r_;                                                                                \
+	})
 
 /* Runs the call with [start, end) in flight; saves the call's errno. */
 #define IN_FLIGHT(start, end, call)                                                                \
@@ -155,9 +218,10 @@ EXPORT ssize_t __pread64_chk(int fd, void *buf, size_t len, off_t off, size_t bu
 
 #define IOV_IN_FLIGHT(iov, n, call)                                                                \
 	({                                                                                         \
-		uintptr_t s__, e__;                                                                \
-		iov_span(iov, n, &s__, &e__);                                                      \
-		IN_FLIGHT(s__, e__, call);                                                         \
+		struct flight f__ = {0};                                                           \
+		if ((n) > 0 && active())                                                           \
+			flight_iov(&f__, iov, (size_t)(n));                                        \
+		FLIGHT(&f__, call);                                                                \
 	})
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
@@ -195,63 +259,57 @@ EXPORT ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flag
 	return BUF_IN_FLIGHT(buf, len, REAL(__recv_chk, recv_chk_fn)(fd, buf, len, buflen, flags));
 }
 
+/* What recvfrom writes: the data, the sender's address and its length. */
+static void flight_from(struct flight *f, const void *buf, size_t len, const struct sockaddr *from,
+			const socklen_t *fromlen)
+{
+	if (!active())
+		return;
+	flight_add(f, (uintptr_t)buf, len);
+	if (from && fromlen) {
+		flight_add(f, (uintptr_t)from, *fromlen);
+		flight_add(f, (uintptr_t)fromlen, sizeof(*fromlen));
+	}
+}
+
 EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
 			socklen_t *fromlen)
 {
-	return BUF_IN_FLIGHT(buf, len,
-			     REAL(recvfrom, recvfrom_fn)(fd, buf, len, flags, from, fromlen));
+	struct flight f = {0};
+	flight_from(&f, buf, len, from, fromlen);
+	return FLIGHT(&f, REAL(recvfrom, recvfrom_fn)(fd, buf, len, flags, from, fromlen));
 }
 
 EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
 			      struct sockaddr *from, socklen_t *fromlen)
 {
-	return BUF_IN_FLIGHT(
-	    buf, len,
-	    REAL(__recvfrom_chk, recvfrom_chk_fn)(fd, buf, len, buflen, flags, from, fromlen));
-}
-
-/* The message's buffers, its control buffer and its address. */
-static void msg_span(const struct msghdr *m, uintptr_t *start, uintptr_t *end)
-{
-	iov_span(m->msg_iov, (int)m->msg_iovlen, start, end);
-	const void *extra[2] = {m->msg_control, m->msg_name};
-	size_t lens[2] = {m->msg_controllen, m->msg_namelen};
-	for (int i = 0; i < 2; i++) {
-		if (!extra[i] || !lens[i])
-			continue;
-		uintptr_t s = page_down((uintptr_t)extra[i]),
-			  e = page_up((uintptr_t)extra[i], lens[i]);
-		*start = *end == 0 || s < *start ? s : *start;
-		*end = e > *end ? e : *end;
-	}
+	struct flight f = {0};
+	flight_from(&f, buf, len, from, fromlen);
+	return FLIGHT(
+	    &f, REAL(__recvfrom_chk, recvfrom_chk_fn)(fd, buf, len, buflen, flags, from, fromlen));
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-	uintptr_t s = 0, e = 0;
-	if (msg)
-		msg_span(msg, &s, &e);
-	return IN_FLIGHT(s, e, REAL(recvmsg, recvmsg_fn)(fd, msg, flags));
+	struct flight f = {0};
+	if (msg && active())
+		flight_msg(&f, msg);
+	return FLIGHT(&f, REAL(recvmsg, recvmsg_fn)(fd, msg, flags));
 }
 
+/* recvmmsg writes each message as recvmsg does, each msg_len, and what is
+ * left of the timeout. */
 EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct timespec *t)
 {
-	uintptr_t s = 0, e = 0;
-	for (unsigned int i = 0; v && i < n; i++) {
-		uintptr_t a, b;
-		msg_span(&v[i].msg_hdr, &a, &b);
-		if (b > a) {
-			s = e == 0 || a < s ? a : s;
-			e = b > e ? b : e;
-		}
+	struct flight f = {0};
+	if (v && active()) {
+		for (unsigned int i = 0; i < n && i < FLIGHT_MAX_VECS; i++)
+			flight_msg(&f, &v[i].msg_hdr);
+		flight_add(&f, (uintptr_t)v,
+			   (n < FLIGHT_MAX_VECS ? n : FLIGHT_MAX_VECS) * sizeof(*v));
+		flight_add(&f, (uintptr_t)t, t ? sizeof(*t) : 0);
 	}
-	/* The headers themselves get msg_len written. */
-	if (v && n) {
-		uintptr_t a = page_down((uintptr_t)v), b = page_up((uintptr_t)v, n * sizeof(*v));
-		s = e == 0 || a < s ? a : s;
-		e = b > e ? b : e;
-	}
-	return IN_FLIGHT(s, e, REAL(recvmmsg, recvmmsg_fn)(fd, v, n, flags, t));
+	return FLIGHT(&f, REAL(recvmmsg, recvmmsg_fn)(fd, v, n, flags, t));
 }
 
 /* ---- libaio ---- */
@@ -271,16 +329,13 @@ static void aio_begin(aio_context_t ctx, long n, struct iocb **ios)
 	io_ring_reap(ctx); /* completions seen since the last call */
 	for (long i = 0; i < n; i++) {
 		struct iocb *cb = ios[i];
-		uintptr_t s = 0, e = 0;
-		if (cb->aio_lio_opcode == IOCB_CMD_PREAD) {
-			s = page_down((uintptr_t)cb->aio_buf);
-			e = page_up((uintptr_t)cb->aio_buf, (size_t)cb->aio_nbytes);
-		} else if (cb->aio_lio_opcode == IOCB_CMD_PREADV) {
-			iov_span((const struct iovec *)(uintptr_t)cb->aio_buf, (int)cb->aio_nbytes,
-				 &s, &e);
-		}
-		if (e > s)
-			io_begin(s, e, (uintptr_t)cb);
+		struct flight f = {0};
+		if (cb->aio_lio_opcode == IOCB_CMD_PREAD)
+			flight_add(&f, (uintptr_t)cb->aio_buf, (size_t)cb->aio_nbytes);
+		else if (cb->aio_lio_opcode == IOCB_CMD_PREADV)
+			flight_iov(&f, (const struct iovec *)(uintptr_t)cb->aio_buf,
+				   (size_t)cb->aio_nbytes);
+		flight_begin(&f, (uintptr_t)cb);
 	}
 }
 

@@ -14,7 +14,9 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 #include <grp.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 
 #define IO_PAGES 1024 /* 4 MiB: two contents, merging into two KSM pages */
 #define IO_THREADS 4
@@ -271,4 +273,159 @@ void test_window_forced_uffd_falls_back(void)
 		_exit(w == 0 ? 1 : 0);
 	}
 	CHECK_EQ_INT(adv_wait(pid), 0);
+}
+
+/* Two datagram sockets bound to abstract names, so that a receive has a
+ * sender's address to write. */
+static void dgram_pair(int *tx, int *rx)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	for (int i = 0; i < 2; i++) {
+		int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		REQUIRE(fd >= 0);
+		snprintf(a.sun_path + 1, sizeof(a.sun_path) - 1, "samepage-test-%d-%d", getpid(),
+			 i);
+		REQUIRE(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+		*(i ? rx : tx) = fd;
+	}
+	REQUIRE(getsockname(*rx, (struct sockaddr *)&a, &(socklen_t){sizeof(a)}) == 0);
+	REQUIRE(connect(*tx, (struct sockaddr *)&a, sizeof(a)) == 0);
+}
+
+/* Finding 49: recvfrom's address and its length, and recvmsg's header
+ * (msg_namelen, msg_controllen, msg_flags come back in it), are written
+ * by the kernel as the data is: in pages that merge, under the uffd-user
+ * and mprotect windows, the call failed with EFAULT and the datagram,
+ * already taken off the socket, was lost.  The pages here get the same
+ * bytes at every call and have a twin, so they merge again and again; the
+ * debug build holds each window open 5 ms. */
+void test_recv_side_buffers_during_merges(void)
+{
+	const size_t n = 16;
+	setenv("SAMEPAGE_DEBUG_PAUSE", "merge_window:5000", 1);
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);
+	memset(p, 'r', n * PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	int tx, rx;
+	dgram_pair(&tx, &rx);
+	/* Page 0: recvfrom's address and length; page 2: recvmsg's header
+	 * (its buffer and its address are the test's own).  Pages 1 and 3
+	 * are their twins. */
+	struct sockaddr_un *from = (struct sockaddr_un *)p;
+	socklen_t *fromlen = (socklen_t *)(p + PG - sizeof(socklen_t));
+	struct msghdr *mh = (struct msghdr *)(p + 2 * PG);
+	char data[64], got[64];
+	struct iovec iov = {got, sizeof(got)};
+	struct sockaddr_un name;
+	*fromlen = sizeof(*from);
+	memset(from, 0, sizeof(*from));
+	*mh = (struct msghdr){
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_name = &name, .msg_namelen = sizeof(name)};
+	wr(sp, "run", "1");
+	long calls = 0, failed = 0, lost = 0;
+	for (int round = 0; round < 20; round++) {
+		for (int k = 0; k < 40; k++, calls++) {
+			snprintf(data, sizeof(data), "datagram %ld", calls);
+			REQUIRE(send(tx, data, sizeof(data), 0) == (ssize_t)sizeof(data));
+			ssize_t r;
+			memset(got, 0, sizeof(got));
+			if (k & 1) {
+				mh->msg_namelen = sizeof(name);
+				r = recvmsg(rx, mh, MSG_DONTWAIT);
+			} else {
+				r = recvfrom(rx, got, sizeof(got), MSG_DONTWAIT,
+					     (struct sockaddr *)from, fromlen);
+			}
+			if (r < 0) {
+				if (!failed)
+					fprintf(stderr, "%s: %s\n", k & 1 ? "recvmsg" : "recvfrom",
+						strerror(errno));
+				failed++;
+				if (recv(rx, got, sizeof(got), MSG_DONTWAIT) < 0)
+					lost++; /* taken by the failed call */
+			} else if (r != (ssize_t)sizeof(data) || memcmp(got, data, sizeof(data))) {
+				lost++;
+			}
+			if (calls == 0) /* the bytes every call writes: the twins */
+				memcpy(p + PG, p, PG), memcpy(p + 3 * PG, p + 2 * PG, PG);
+			usleep(500);
+		}
+		check_tick();
+	}
+	printf("# %ld calls: %ld failed, %ld datagrams lost; merged at the end %zu, "
+	       "merge_window_waits %lld\n",
+	       calls, failed, lost, pages_mapping_pool(p, n), rd(sp, "merge_window_waits"));
+	CHECK_EQ_INT(failed, 0);
+	CHECK_EQ_INT(lost, 0);
+	CHECK(rd(sp, "pages_sharing") > 0);
+	close(tx);
+	close(rx);
+	samepage_close(sp);
+}
+
+/* A receive that blocks, with its header on a thread's stack and its
+ * buffer in the program's data or heap, kept every page mapped between the
+ * two from merging while it waited (its buffers were marked in flight as
+ * one span): now the buffers of a call far apart are spans of their own.
+ * Here the buffer is the page below a registered range and the header and
+ * address the page above it. */
+static char *blocked_buf;
+static struct msghdr *blocked_mh;
+static int blocked_rx;
+static atomic_int blocked_tid;
+
+static void *blocked_receiver(void *arg)
+{
+	(void)arg;
+	atomic_store(&blocked_tid, (int)syscall(SYS_gettid));
+	return (void *)(intptr_t)recvmsg(blocked_rx, blocked_mh, 0);
+}
+
+void test_blocked_recv_spares_merging(void)
+{
+	const size_t n = 256;
+	int tx;
+	dgram_pair(&tx, &blocked_rx);
+	samepage_t *sp = open_fast();
+	char *all = map_pages(n + 2), *p = all + PG;
+	blocked_buf = all;
+	blocked_mh = (struct msghdr *)(all + (n + 1) * PG);
+	struct iovec *iov = (struct iovec *)(blocked_mh + 1);
+	*iov = (struct iovec){blocked_buf, 64};
+	*blocked_mh = (struct msghdr){.msg_iov = iov,
+				      .msg_iovlen = 1,
+				      .msg_name = iov + 1,
+				      .msg_namelen = sizeof(struct sockaddr_un)};
+	memset(p, 'b', n * PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, blocked_receiver, NULL) == 0);
+	while (!atomic_load(&blocked_tid))
+		usleep(1000);
+	/* Waits until the thread is inside the system call, past the wrapper. */
+	char path[64], line[64] = "";
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", atomic_load(&blocked_tid));
+	for (int i = 0; i < 5000 && atoi(line) != SYS_recvmsg; i++) {
+		usleep(1000);
+		FILE *f = fopen(path, "r");
+		REQUIRE(f);
+		if (!fgets(line, sizeof(line), f))
+			line[0] = 0;
+		fclose(f);
+	}
+	REQUIRE(atoi(line) == SYS_recvmsg);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	printf("# with a receive blocked: merged %zu of %zu, merges_skipped_io %lld\n",
+	       pages_mapping_pool(p, n), n, rd(sp, "merges_skipped_io"));
+	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+	REQUIRE(send(tx, "wake", 5, 0) == 5);
+	void *r;
+	pthread_join(t, &r);
+	CHECK_EQ_INT((intptr_t)r, 5);
+	CHECK(strcmp(blocked_buf, "wake") == 0);
+	close(tx);
+	close(blocked_rx);
+	samepage_close(sp);
 }
