@@ -362,65 +362,98 @@ static bool hits_merged(struct samepage *sp, uintptr_t start, size_t len)
 }
 
 /*
- * MADV_DONTNEED and its kin on [addr, addr+len) (engines_discard), for the
- * whole process: every engine with a region there (a merge-any engine has
- * every private mapping) is held, its lock taken in the list's order as
- * everywhere, from before its merged pages there become anonymous until
- * the kernel has discarded the range (op): a page its scanner merged in
- * between would be a private mapping of the pool when the kernel discards
- * it, and read the pool's page (its old contents) instead of zeros.
- * Pages merged by engines since closed read zeros too.  op runs with the
- * address-space lock held shared, once no engine has added a region since
- * the engines were held (regions_added): an engine that had none in the
- * range then (merge-any registering a new mapping) could have merged
- * there since.  0 or -errno.
+ * Holds every engine of the process with a region in [start, start+len),
+ * its lock taken in the list's order as everywhere, each prepared by
+ * h->engine() (inside engine_enter()), then h->rest(); and returns with
+ * the address-space lock held shared, once no engine has added a region
+ * since the engines were held (regions_added): an engine that had none in
+ * the range then (merge-any registering a new mapping, samepage_madvise
+ * from another thread) could merge there before the caller's system call,
+ * which the engines held cannot.  Else it holds them again, every live
+ * engine from the third try, so that none can add another.  The held
+ * engines are marked sp->held (under engines_lock, which stays taken);
+ * engines_unhold() gives them back.  Whether engines_lock was taken (none
+ * is when the process has no engine).
  */
-static void engines_release(void)
+static void release_held(void)
 {
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
-		if (sp->held_for_discard) {
-			sp->held_for_discard = false;
+		if (sp->held) {
+			sp->held = false;
 			engine_unlock(sp);
 		}
 }
 
-static long engines_private_then(void *addr, size_t len, bool copy, long (*op)(void *), void *arg)
+bool engines_hold(uintptr_t start, size_t len, const struct hold *h, void *ctx)
 {
-	uintptr_t a = (uintptr_t)addr;
-	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	bool held = false;
+	bool locked = false;
 	for (int tries = 0;; tries++) {
 		unsigned long added = atomic_load(&regions_added);
-		if (!held && atomic_load(&nengines) > 0) {
+		if (!locked && atomic_load(&nengines) > 0) {
 			fork_held_lock(&engines_lock);
-			held = true;
+			locked = true;
 		}
-		for (struct samepage *sp = held ? engines : NULL; sp; sp = sp->next_engine) {
-			sp->held_for_discard = hold_if_hits(sp, a, l, tries >= 2);
-			if (sp->held_for_discard && hits_merged(sp, a, l)) {
+		for (struct samepage *sp = locked ? engines : NULL; sp; sp = sp->next_engine) {
+			sp->held = hold_if_hits(sp, start, len, tries >= 2);
+			if (sp->held && h->engine) {
 				engine_enter(sp);
-				engine_discard_locked(sp, a, l, copy);
+				h->engine(sp, start, len, ctx);
 				engine_leave(sp);
 			}
 		}
-		if (copy)
-			stale_pools_keep(a, a + l);
-		else
-			stale_pools_discard(a, a + l);
-		debug_pause("discard");
+		if (h->rest)
+			h->rest(start, len, ctx);
+		debug_pause(h->pause);
 		as_lock_shared();
 		if (atomic_load(&regions_added) == added)
-			break;
+			return locked;
 		as_unlock(); /* a region was added: hold its engine too */
-		if (held)
-			engines_release();
+		if (locked)
+			release_held();
 	}
-	long err = op(arg);
-	as_unlock();
-	if (held) {
-		engines_release();
+}
+
+/* Gives back the engines engines_hold() held, and engines_lock if taken. */
+void engines_unhold(bool locked)
+{
+	if (locked) {
+		release_held();
 		fork_held_unlock(&engines_lock);
 	}
+}
+
+/*
+ * MADV_DONTNEED and its kin on [addr, addr+len) (engines_discard), for the
+ * whole process: every engine with a region there (a merge-any engine has
+ * every private mapping) is held from before its merged pages there
+ * become anonymous until the kernel has discarded the range (op): a page
+ * its scanner merged in between would be a private mapping of the pool
+ * when the kernel discards it, and read the pool's page (its old
+ * contents) instead of zeros.  Pages merged by engines since closed read
+ * zeros too.  0 or -errno.
+ */
+static void private_engine(struct samepage *sp, uintptr_t start, size_t len, void *copy)
+{
+	if (hits_merged(sp, start, len))
+		engine_discard_locked(sp, start, len, *(bool *)copy);
+}
+
+static void private_stale(uintptr_t start, size_t len, void *copy)
+{
+	if (*(bool *)copy)
+		stale_pools_keep(start, start + len);
+	else
+		stale_pools_discard(start, start + len);
+}
+
+static long engines_private_then(void *addr, size_t len, bool copy, long (*op)(void *), void *arg)
+{
+	static const struct hold h = {private_engine, private_stale, "discard"};
+	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	bool locked = engines_hold((uintptr_t)addr, l, &h, &copy);
+	long err = op(arg);
+	as_unlock();
+	engines_unhold(locked);
 	return err;
 }
 

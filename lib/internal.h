@@ -348,6 +348,14 @@ void engine_free(struct samepage *sp);
 int engine_register(struct samepage *sp, uintptr_t start, size_t len);
 int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len, bool copy);
 bool hold_if_hits(struct samepage *sp, uintptr_t start, size_t len, bool all);
+struct hold {
+	/* each engine held, inside engine_enter(); then the rest, each try */
+	void (*engine)(struct samepage *sp, uintptr_t start, size_t len, void *ctx);
+	void (*rest)(uintptr_t start, size_t len, void *ctx);
+	const char *pause; /* debug_pause()'s point before the address-space lock */
+};
+bool engines_hold(uintptr_t start, size_t len, const struct hold *h, void *ctx);
+void engines_unhold(bool locked);
 int engines_discard(void *addr, size_t len, int advice);
 long engines_with_copies(void *addr, size_t len, long (*op)(void *), void *arg);
 

@@ -191,36 +191,27 @@ static int for_engines_in(uintptr_t start, size_t len,
 	return err;
 }
 
-/* The parts of [start, start+len) an engine has registered, as offsets. */
-#define MAX_PARTS 16
-struct moved {
-	struct samepage *sp;
-	size_t n;
-	struct {
-		size_t off, len;
-	} part[MAX_PARTS];
-};
-
-static int prepare_move(struct samepage *sp, uintptr_t start, size_t len, struct moved *mv)
+/* mremap: the engine's merged pages in the range are one anonymous
+ * mapping with the contents again (what the application mapped), and the
+ * parts it had registered are noted, to register them again where they
+ * move to (engines_hold() keeps the engine held until then, so that no
+ * merge happens between the unmerge and the move). */
+static void prepare_move(struct samepage *sp, uintptr_t start, size_t len, void *ctx)
 {
-	int err = 0;
-	mv->sp = sp;
-	mv->n = 0;
+	(void)ctx;
+	sp->nmoved = 0;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		size_t from, to;
 		if (!region_clip(r, start, start + len, &from, &to))
 			continue;
-		int e = unmerge_for_mremap(sp, r, from, to);
-		if (e && !err)
-			err = e;
-		if (mv->n < MAX_PARTS) {
-			mv->part[mv->n].off = region_addr(r, from) - start;
-			mv->part[mv->n].len = (to - from) << PAGE_SHIFT;
-			mv->n++;
+		unmerge_for_mremap(sp, r, from, to);
+		if (sp->nmoved < sizeof(sp->moved) / sizeof(sp->moved[0])) {
+			sp->moved[sp->nmoved].off = region_addr(r, from) - start;
+			sp->moved[sp->nmoved].len = (to - from) << PAGE_SHIFT;
+			sp->nmoved++;
 		}
 	}
-	return err;
 }
 
 EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
@@ -244,44 +235,18 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			stale_pools_moved();
 		return libc_map_result(err, &m);
 	}
-	struct moved mv[8];
-	size_t nmv;
-
-	/* Each engine that has part of the range: one anonymous mapping with
-	 * the contents again (what the application mapped), and the parts it
-	 * had registered, to register them again where they move to.  The
-	 * engines stay locked until then, so that no merge happens between
-	 * the unmerge and the move; and no other engine's either: the rest
-	 * is done under the address-space lock, once no engine added a
-	 * region since (regions_added, as engines_private_then()).  Eight
-	 * engines at most: a ninth's merged pages there would be copied
-	 * (mremap_one_mapping()) and its registration left behind. */
-	fork_held_lock(&engines_lock);
-	for (int tries = 0;; tries++) {
-		unsigned long added = atomic_load(&regions_added);
-		nmv = 0;
-		for (struct samepage *sp = engines; sp && nmv < 8; sp = sp->next_engine) {
-			if (!hold_if_hits(sp, o, olen, tries >= 2))
-				continue;
-			engine_enter(sp);
-			prepare_move(sp, o, olen, &mv[nmv++]);
-			engine_leave(sp);
-		}
-		debug_pause("mremap");
-		as_lock_shared();
-		if (atomic_load(&regions_added) == added)
-			break;
-		as_unlock(); /* a region was added: hold its engine too */
-		for (size_t k = 0; k < nmv; k++)
-			engine_unlock(mv[k].sp);
-	}
+	static const struct hold h = {prepare_move, NULL, "mremap"};
+	bool locked = engines_hold(o, olen, &h, NULL);
+	bool any = false;
+	for (struct samepage *sp = locked ? engines : NULL; sp; sp = sp->next_engine)
+		any |= sp->held;
 	/* Registering a part of a mapping for merge windows split it, as
 	 * MADV_MERGEABLE splits a kernel VMA; mremap wants one mapping.  The
 	 * moved parts are registered again where they land.  Pages merged by
 	 * engines since closed, or a range still split, are made one mapping
 	 * again too. */
 	bool stale = !(o & (PAGE_SIZE - 1)) && mremap_one_mapping(o, o + olen) > 0;
-	if (nmv || stale)
+	if (any || stale)
 		guard_disarm(o, o + olen);
 
 	int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);
@@ -302,11 +267,12 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		stale_pools_moved();
 	/* VM_MERGEABLE moves with a kernel VMA: the same parts stay mergeable,
 	 * with the same engine, where they are now. */
-	for (size_t k = 0; k < nmv; k++) {
-		struct samepage *sp = mv[k].sp;
+	for (struct samepage *sp = locked ? engines : NULL; sp; sp = sp->next_engine) {
+		if (!sp->held)
+			continue;
 		engine_enter(sp); /* forgets the old range first */
-		for (size_t p = 0; !err && p < mv[k].n; p++) {
-			size_t off = mv[k].part[p].off, len = mv[k].part[p].len;
+		for (size_t p = 0; !err && p < sp->nmoved; p++) {
+			size_t off = sp->moved[p].off, len = sp->moved[p].len;
 			if (off >= nlen)
 				continue;
 			if (off + len > nlen)
@@ -314,9 +280,8 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			engine_register(sp, (uintptr_t)m + off, len);
 		}
 		engine_leave(sp);
-		engine_unlock(sp);
 	}
-	fork_held_unlock(&engines_lock);
+	engines_unhold(locked);
 	return libc_map_result(err, &m);
 }
 

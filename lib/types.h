@@ -410,7 +410,13 @@ struct samepage {
 	uint64_t ledger_pages[DOM_NODES / (PAGE_SIZE / sizeof(uint32_t)) / 64];
 
 	struct samepage *next_engine; /* the process's list of engines */
-	bool held_for_discard;	      /* interpose.c, under engines_lock */
+	bool held;		      /* by engines_hold(), under engines_lock */
+	/* The parts of an mremap's old range the engine had registered, as
+	 * offsets, while the mremap wrapper holds it (interpose.c). */
+	size_t nmoved;
+	struct {
+		size_t off, len;
+	} moved[16];
 };
 
 /*
