@@ -73,12 +73,23 @@ static int collect_anon(const struct map_entry *e, void *arg)
 }
 
 /* Is [s, e) registered already (every page mergeable or kept)? */
+/* Is [s, e) registered, and mergeable?  A part of a region that was
+ * unmapped, then mapped again (mmap(MAP_FIXED) inside it, or an mmap the
+ * kernel put in the hole), is registered but off (PM_OFF): new memory,
+ * which merge-any makes mergeable as the kernel does a new VMA.  (What
+ * the application made unmergeable the caller has left out.) */
 static bool registered(struct samepage *sp, uintptr_t s, uintptr_t e)
 {
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		const struct region *r = &sp->regions[ri];
-		if (r->start <= s && e <= region_addr(r, r->npages))
+		if (r->start > s || e > region_addr(r, r->npages))
+			continue;
+		if (r->mergeable_pages == r->npages)
 			return true;
+		for (uintptr_t a = s; a < e; a += PAGE_SIZE)
+			if (r->meta[(a - r->start) >> PAGE_SHIFT].flags & PM_OFF)
+				return false;
+		return true;
 	}
 	return false;
 }
