@@ -1112,10 +1112,8 @@ void test_populate_write_during_merges(void)
 {
 	const size_t n = 64;
 	setenv("SAMEPAGE_DEBUG_PAUSE", "merge_window:20000", 1);
-	samepage_t *sp = open_fast();
-	char *p = map_pages(n);
-	memset(p, 'p', n * PG);
-	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	char *p;
+	samepage_t *sp = adv_registered(&p, n, 'p');
 	wr(sp, "run", "1");
 	size_t failed = 0, calls = 0;
 	for (int round = 0; round < 10; round++) {

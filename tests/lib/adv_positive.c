@@ -548,6 +548,18 @@ static void *arena_user(void *arg)
  * mmap(MAP_FIXED) over its middle; the same when the kernel puts a new
  * mapping in a hole left by munmap) is new memory and merges.  It was
  * left out for good: its pages were registered but off since the unmap. */
+static void mapped_again_merges(samepage_t *sp, char *at, size_t n, int flags, int val,
+				const char *what)
+{
+	char *q =
+	    mmap(at, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
+	REQUIRE(q == at);
+	memset(q, val, n * PG);
+	REQUIRE(wait_scans(sp, 3) == 0);
+	printf("# %s: %zu of %zu pages merged\n", what, pages_mapping_pool(q, n), n);
+	CHECK_EQ_U64(pages_mapping_pool(q, n), n);
+}
+
 void test_merge_any_mapped_again(void)
 {
 	samepage_t *sp = open_fast();
@@ -558,24 +570,12 @@ void test_merge_any_mapped_again(void)
 	wr(sp, "run", "1");
 	REQUIRE(wait_scans(sp, 3) == 0);
 	CHECK_EQ_U64(pages_mapping_pool(p, 64), 64);
-	char *q = mmap(p + 16 * PG, 16 * PG, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-	REQUIRE(q == p + 16 * PG);
-	memset(q, 'b', 16 * PG);
-	REQUIRE(wait_scans(sp, 3) == 0);
-	printf("# mapped again: %zu of 16 pages merged\n", pages_mapping_pool(q, 16));
-	CHECK_EQ_U64(pages_mapping_pool(q, 16), 16);
+	mapped_again_merges(sp, p + 16 * PG, 16, MAP_FIXED, 'b', "mapped over");
 	/* A hole, then a mapping in it (MAP_FIXED_NOREPLACE: where the kernel
 	 * may put the next mmap). */
 	REQUIRE(munmap(p + 40 * PG, 8 * PG) == 0);
 	REQUIRE(wait_scans(sp, 1) == 0);
-	char *h = mmap(p + 40 * PG, 8 * PG, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-	REQUIRE(h == p + 40 * PG);
-	memset(h, 'c', 8 * PG);
-	REQUIRE(wait_scans(sp, 3) == 0);
-	printf("# in the hole: %zu of 8 pages merged\n", pages_mapping_pool(h, 8));
-	CHECK_EQ_U64(pages_mapping_pool(h, 8), 8);
+	mapped_again_merges(sp, p + 40 * PG, 8, MAP_FIXED_NOREPLACE, 'c', "in the hole");
 	CHECK_EQ_U64(pages_mapping_pool(p, 16) + pages_mapping_pool(p + 32 * PG, 8) +
 			 pages_mapping_pool(p + 48 * PG, 16),
 		     40);

@@ -29,17 +29,24 @@ struct adv_test {
 	int hang_s; /* hang guard only: the test is a failure if it has not ended by then */
 };
 
-/* Opens a fast engine, fills n pages with val, registers them and waits for
- * two full scans (the kernel selftests' convergence rule). */
-static inline samepage_t *adv_merged(char **out, size_t n, int val)
+/* Opens a fast engine, fills n new pages with val and registers them. */
+static inline samepage_t *adv_registered(char **out, size_t n, int val)
 {
 	samepage_t *sp = open_fast();
 	char *p = map_pages(n);
 	memset(p, val, n * PG);
 	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	*out = p;
+	return sp;
+}
+
+/* The same, then run=1 and two full scans (the kernel selftests'
+ * convergence rule). */
+static inline samepage_t *adv_merged(char **out, size_t n, int val)
+{
+	samepage_t *sp = adv_registered(out, n, val);
 	wr(sp, "run", "1");
 	REQUIRE(wait_scans(sp, 2) == 0);
-	*out = p;
 	return sp;
 }
 

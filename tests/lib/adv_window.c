@@ -303,10 +303,8 @@ void test_recv_side_buffers_during_merges(void)
 {
 	const size_t n = 16;
 	setenv("SAMEPAGE_DEBUG_PAUSE", "merge_window:5000", 1);
-	samepage_t *sp = open_fast();
-	char *p = map_pages(n);
-	memset(p, 'r', n * PG);
-	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	char *p;
+	samepage_t *sp = adv_registered(&p, n, 'r');
 	int tx, rx;
 	dgram_pair(&tx, &rx);
 	/* Page 0: recvfrom's address and length; page 2: recvmsg's header
