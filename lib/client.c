@@ -231,8 +231,14 @@ static void client_detach(struct samepage *sp)
 	if (sp->ledger) {
 		ledger_publish(sp);
 		sp->stable.refs = sp->stable.held = NULL;
+		if (sp->fork) {
+			prim_munmap(sp->ledger, LEDGER_SIZE);
+		} else { /* its fork area stays: the stale pools count forks there */
+			prim_munmap(sp->ledger, LEDGER_OFF_FORK);
+			prim_munmap((char *)sp->ledger + LEDGER_OFF_STAGING,
+				    LEDGER_SIZE - LEDGER_OFF_STAGING);
+		}
 		sp->fork = NULL; /* it was the ledger's */
-		prim_munmap(sp->ledger, LEDGER_SIZE);
 		sp->ledger = NULL;
 	}
 	if (sp->stable.guard) {

@@ -137,9 +137,18 @@ void samepage_close(samepage_t *sp)
 		return;
 	if (engine_alive(sp))
 		ksmd_stop(sp);
+	/* Merged pages stay private mappings of the pool after close; this
+	 * process's forks still count where someone reads them (a forked
+	 * child's copy: its parent's area; a samepaged client's: its
+	 * ledger's, which samepaged reads), before the engine leaves the
+	 * list, so that no fork goes uncounted (unmerge.c). */
+	if (engine_alive(sp) && sp->ledger && sp->fork)
+		fork_pin_at_close(sp);
+	struct fork_shared *area = !engine_alive(sp) || sp->ledger ? sp->fork : NULL;
+	stale_pool_add(sp->pool.dev, sp->pool.ino, area, sp->ledger != NULL);
+	if (area)
+		sp->fork = NULL; /* the stale pools have it now */
 	engines_remove(sp);
-	/* Merged pages stay private mappings of the pool after close. */
-	stale_pool_add(sp->pool.dev, sp->pool.ino);
 	if (sp->detach)
 		sp->detach(sp);
 	engine_free(sp);
@@ -295,7 +304,10 @@ int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len, bool
 	 * discards page by page, and each reread of a VM monitor's 10,000s of
 	 * mappings took milliseconds (inflating by 96 MiB took minutes). */
 	int err = pool_mappings_to_anon(sp, start, start + len, copy);
-	for (size_t ri = 0; ri < sp->nregions; ri++) {
+	struct pooled pl = {0};
+	if (err < 0) /* the caller gives up its call: those pages stay merged */
+		pooled_read(sp, start, start + len, &pl);
+	for (size_t ri = 0; ri < sp->nregions && err >= 0; ri++) {
 		struct region *r = &sp->regions[ri];
 		if (start <= r->start && start + len >= region_addr(r, r->npages))
 			r->merged = false; /* all of it is anonymous again */
@@ -306,17 +318,18 @@ int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len, bool
 		if (!region_clip(r, start, start + len, &from, &to))
 			continue;
 		for (size_t k = from; k < to; k++) {
-			if (r->meta[k].flags & PM_OFF)
+			if ((r->meta[k].flags & PM_OFF) || pooled_has(&pl, region_addr(r, k)))
 				continue;
 			uint8_t keep = r->meta[k].flags & PM_KEEP; /* wipe-on-fork... */
 			region_drop_page(sp, r, k);		   /* forgets its state... */
-			/* ...and it stays mergeable (still a pool mapping if the
-			 * replacement failed: a discard must not read it back),
-			 * or kept out for what kept it out */
-			r->meta[k].flags = (uint8_t)((err ? PM_POOLMAP : 0) | keep);
+			/* ...and it stays mergeable (a private copy in a mapping of
+			 * the pool if unshared in place: a discard must not read
+			 * it back), or kept out for what kept it out */
+			r->meta[k].flags = (uint8_t)((err > 0 ? PM_POOLMAP : 0) | keep);
 			r->mergeable_pages++;
 		}
 	}
+	pooled_free(&pl);
 	return err;
 }
 
@@ -432,26 +445,40 @@ void engines_unhold(bool locked)
  * contents) instead of zeros.  Pages merged by engines since closed read
  * zeros too.  0 or -errno.
  */
-static void private_engine(struct samepage *sp, uintptr_t start, size_t len, void *copy)
+struct private
 {
-	if (hits_merged(sp, start, len))
-		engine_discard_locked(sp, start, len, *(bool *)copy);
+	bool copy;
+	int err; /* the first replacement that failed */
+};
+
+static void private_engine(struct samepage *sp, uintptr_t start, size_t len, void *arg)
+{
+	struct private *pv = arg;
+	int err = hits_merged(sp, start, len) ? engine_discard_locked(sp, start, len, pv->copy) : 0;
+	if (err < 0 && !pv->err)
+		pv->err = err;
 }
 
-static void private_stale(uintptr_t start, size_t len, void *copy)
+static void private_stale(uintptr_t start, size_t len, void *arg)
 {
-	if (*(bool *)copy)
-		stale_pools_keep(start, start + len);
-	else
-		stale_pools_discard(start, start + len);
+	struct private *pv = arg;
+	int err = pv->copy ? stale_pools_keep(start, start + len)
+			   : stale_pools_discard(start, start + len);
+	if (err < 0 && !pv->err)
+		pv->err = err;
 }
 
+/* Where a merged page could not be made private (out of memory, of
+ * mappings: RELIABILITY.md 52), op is not run: the call fails with that
+ * error, as the kernel's may fail with ENOMEM, and those pages keep their
+ * contents (a discard would read the pool's page back). */
 static long engines_private_then(void *addr, size_t len, bool copy, long (*op)(void *), void *arg)
 {
 	static const struct hold h = {private_engine, private_stale, "discard"};
 	size_t l = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	bool locked = engines_hold((uintptr_t)addr, l, &h, &copy);
-	long err = op(arg);
+	struct private pv = {copy, 0};
+	bool locked = engines_hold((uintptr_t)addr, l, &h, &pv);
+	long err = pv.err ? pv.err : op(arg);
 	as_unlock();
 	engines_unhold(locked);
 	return err;
@@ -583,7 +610,11 @@ int samepage_write(samepage_t *sp, const char *name, const char *value)
 	if (unmerge) {
 		atomic_fetch_add(&sp->dom->unmerge_epoch, 1);
 		engine_enter(sp);
-		unmerge_all(sp);
+		int e = unmerge_all(sp);
+		if (e < 0) { /* the kernel's too: run=0 and the error */
+			sp->knob[KNOB_run] = 0;
+			err = e;
+		}
 		fork_reap(sp); /* children gone: their pool pages go too */
 		engine_leave(sp);
 	}

@@ -90,6 +90,20 @@ static void pin_mapped_nodes(struct samepage *sp)
 	sp->npins = u;
 }
 
+/* A samepaged client closing its engine: the KSM pages it maps are pinned
+ * as at a fork, since a child it forks after the close maps them too
+ * (counted in the fork area its stale pool keeps: unmerge.c); samepaged
+ * keeps them while such a child lives, and drops them with the rest once
+ * the process and its children are gone (RELIABILITY.md 53). */
+void fork_pin_at_close(struct samepage *sp)
+{
+	pthread_mutex_lock(&sp->lock);
+	index_lock(sp);
+	pin_mapped_nodes(sp);
+	index_unlock(sp);
+	pthread_mutex_unlock(&sp->lock);
+}
+
 /* The domain lock is not held across fork (a robust mutex cannot be
  * released by the child): the KSM pages this process maps are pinned
  * before, while sp->lock keeps the scanner from making new ones. */
@@ -109,6 +123,7 @@ static void fork_prepare(void)
 	}
 	as_lock_exclusive(); /* no merge window is open across the fork */
 	stale_pools_lock();  /* the child adds to them */
+	stale_forks_started();
 	promise_fork_lock(); /* the child's wrappers take it */
 	guard_fork_lock();   /* the reads in flight */
 	alloc_fork_lock();   /* last: every lock above allocates under it */
@@ -139,6 +154,7 @@ static void fork_child(void)
 	/* The wrappers' readers of the list were other threads, not copied
 	 * (its writers hold engines_lock, which this thread took). */
 	pthread_rwlock_init(&engines_rw, NULL);
+	stale_forks_register(prim_getpid());
 	stale_pools_unlock();
 	as_reinit(); /* the parent's thread held it: it cannot be released here */
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
@@ -146,7 +162,7 @@ static void fork_child(void)
 		if (k < MAX_FORK_CHILDREN)
 			atomic_store(&sp->fork->pids[k], prim_getpid());
 		/* Our merged pages map its pool: discards must still read zeros. */
-		stale_pool_add(sp->pool.dev, sp->pool.ino);
+		stale_pool_add(sp->pool.dev, sp->pool.ino, NULL, false);
 		if (sp->owner != parent)
 			continue;	    /* not locked in fork_prepare */
 		sp->thread_started = false; /* threads do not survive fork */

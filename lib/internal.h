@@ -278,13 +278,23 @@ int break_cow(struct samepage *sp, struct region *r, size_t i);
 int huge_block_to_small(uintptr_t s, uintptr_t e, int prot);
 int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to);
 int regions_unmerge(struct samepage *sp, uintptr_t start, size_t len);
-void unmerge_all(struct samepage *sp);
+int unmerge_all(struct samepage *sp);
 int regions_keep(struct samepage *sp, uintptr_t start, size_t len);
 void regions_unkeep(struct samepage *sp, uintptr_t start, size_t len);
 void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end);
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy);
+struct pooled {
+	struct prot_span *spans;
+	size_t n, k;
+	bool read, all;
+};
+void pooled_read(struct samepage *sp, uintptr_t start, uintptr_t end, struct pooled *pl);
+bool pooled_has(struct pooled *pl, uintptr_t a);
+void pooled_free(struct pooled *pl);
 int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_t to);
-void stale_pool_add(dev_t dev, ino_t ino);
+void stale_pool_add(dev_t dev, ino_t ino, struct fork_shared *area, bool unmap);
+void stale_forks_started(void);
+void stale_forks_register(pid_t pid);
 void stale_pools_lock(void);
 void stale_pools_unlock(void);
 int stale_pools_discard(uintptr_t start, uintptr_t end);
@@ -323,6 +333,7 @@ bool fork_children_gone(struct samepage *sp, uint32_t *started, uint32_t *regist
 bool fork_area_live(const struct fork_shared *f, uint32_t started, uint32_t reg,
 		    bool (*maps)(pid_t pid, void *arg), void *arg);
 void fork_reap(struct samepage *sp);
+void fork_pin_at_close(struct samepage *sp);
 void fork_reap_pages(struct samepage *sp);
 void fork_forget_pins(struct samepage *sp);
 

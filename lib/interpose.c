@@ -198,14 +198,16 @@ static int for_engines_in(uintptr_t start, size_t len,
  * merge happens between the unmerge and the move). */
 static void prepare_move(struct samepage *sp, uintptr_t start, size_t len, void *ctx)
 {
-	(void)ctx;
+	int *failed = ctx;
 	sp->nmoved = 0;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		size_t from, to;
 		if (!region_clip(r, start, start + len, &from, &to))
 			continue;
-		unmerge_for_mremap(sp, r, from, to);
+		int err = unmerge_for_mremap(sp, r, from, to);
+		if (err < 0 && !*failed)
+			*failed = err;
 		if (sp->nmoved < sizeof(sp->moved) / sizeof(sp->moved[0])) {
 			sp->moved[sp->nmoved].off = region_addr(r, from) - start;
 			sp->moved[sp->nmoved].len = (to - from) << PAGE_SHIFT;
@@ -236,7 +238,8 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		return libc_map_result(err, &m);
 	}
 	static const struct hold h = {prepare_move, NULL, "mremap"};
-	bool locked = engines_hold(o, olen, &h, NULL);
+	int failed = 0;
+	bool locked = engines_hold(o, olen, &h, &failed);
 	bool any = false;
 	for (struct samepage *sp = locked ? engines : NULL; sp; sp = sp->next_engine)
 		any |= sp->held;
@@ -249,7 +252,10 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	if (any || stale)
 		guard_disarm(o, o + olen);
 
-	int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);
+	/* Merged pages that could not be made one mapping again (out of
+	 * memory, of mappings) stay merged where they are: the call fails,
+	 * with nothing moved (RELIABILITY.md 52). */
+	int err = failed ? failed : prim_mremap(&m, old, old_len, new_len, flags, new_addr);
 	size_t nlen = pages_len(new_len);
 	if (!err && m != old) {
 		promise_set((uintptr_t)m, (uintptr_t)m + nlen, 0, false); /* as mmap's */

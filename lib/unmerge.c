@@ -273,6 +273,40 @@ int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, b
 	return err;
 }
 
+/*
+ * After a replacement that failed partway (no memory for the scratch
+ * mapping, vm.max_map_count, RLIMIT_AS or RLIMIT_MEMLOCK): which pages of
+ * [start, end) still map sp's pool.  Those stay merged, their pool pages
+ * theirs: forgotten, the pool page would be punched (or given to other
+ * contents) under a page that still maps it, which would read zeros.
+ * Asked in address order.  Maps that cannot be read: every page.
+ */
+void pooled_read(struct samepage *sp, uintptr_t start, uintptr_t end, struct pooled *pl)
+{
+	struct pool_id id = {sp->pool.dev, sp->pool.ino};
+	struct pieces p = {.ids = &id, .nids = 1, .start = start, .end = end};
+	pl->all = prim_maps_walk_range(start, end, collect_piece, &p) != 0;
+	pl->spans = p.spans;
+	pl->n = p.n;
+	pl->k = 0;
+	pl->read = true;
+}
+
+bool pooled_has(struct pooled *pl, uintptr_t a)
+{
+	if (!pl->read)
+		return false; /* nothing failed */
+	while (pl->k < pl->n && pl->spans[pl->k].end <= a)
+		pl->k++;
+	return pl->all || (pl->k < pl->n && pl->spans[pl->k].start <= a);
+}
+
+void pooled_free(struct pooled *pl)
+{
+	lib_free(pl->spans);
+	*pl = (struct pooled){0};
+}
+
 /* The pools of engines this process no longer runs (closed, or inherited
  * from a parent by fork): their merged pages are still private mappings
  * of the pool, and MADV_DONTNEED there must still read zeros.  A full
@@ -282,6 +316,23 @@ int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, b
 static struct pool_id stale_pools[MAX_STALE_POOLS];
 static _Atomic int nstale;
 static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * And, beside each, the fork area of the engine closed here if someone
+ * still reads it: a forked child's copy of its parent's engine (the
+ * parent's area: the parent unpins its pool pages once every process
+ * forked from it has let go of them), or a samepaged client's (in its
+ * ledger: the daemon reaps a gone client's references by it).  This
+ * process's forks after the close, which map the same pool pages, count
+ * there still (fork.c's handlers); forgotten, a grandchild, or a child
+ * of a client that closed its engine, read zeros once the pages were
+ * punched under it (RELIABILITY.md 53).  unmap: the page is the
+ * process's own mapping of it, let go with the entry.
+ */
+static struct {
+	struct fork_shared *area;
+	bool unmap;
+} stale_forks[MAX_STALE_POOLS];
 
 /*
  * Where the stale pools are mapped (stale_extents_hit()), with stale_lock
@@ -320,29 +371,65 @@ static void stale_pools_prune(void)
 	if (prim_maps_walk(0, mark_mapped_pool, mapped) < 0)
 		return;
 	int n = atomic_load(&nstale), kept = 0;
-	for (int k = 0; k < n; k++)
-		if (mapped[k])
+	for (int k = 0; k < n; k++) {
+		if (mapped[k]) {
+			stale_forks[kept] = stale_forks[k];
 			stale_pools[kept++] = stale_pools[k];
+		} else if (stale_forks[k].area && stale_forks[k].unmap) {
+			/* Nothing here maps its pages: no fork can any more. */
+			prim_munmap(stale_forks[k].area, PAGE_SIZE);
+		}
+	}
 	atomic_store(&nstale, kept);
 }
 
-void stale_pool_add(dev_t dev, ino_t ino)
+/* An engine's pool this process no longer runs, and the fork area its
+ * forks must still count in (or NULL). */
+void stale_pool_add(dev_t dev, ino_t ino, struct fork_shared *area, bool unmap)
 {
 	fork_held_lock(&stale_lock);
-	int n = atomic_load(&nstale);
-	bool known = false;
-	for (int k = 0; k < n && !known; k++)
-		known = stale_pools[k].dev == dev && stale_pools[k].ino == ino;
-	if (!known && n == MAX_STALE_POOLS) {
+	int n = atomic_load(&nstale), k = 0;
+	while (k < n && !(stale_pools[k].dev == dev && stale_pools[k].ino == ino))
+		k++;
+	if (k == n && n == MAX_STALE_POOLS) {
 		stale_pools_prune();
-		n = atomic_load(&nstale);
+		n = k = atomic_load(&nstale);
 	}
-	if (!known && n < MAX_STALE_POOLS) {
+	if (k == n && n < MAX_STALE_POOLS) {
 		stale_pools[n] = (struct pool_id){dev, ino};
+		stale_forks[n].area = NULL;
 		atomic_store(&nstale, n + 1);
 		stale_extents_read = false;
 	}
+	if (k < atomic_load(&nstale) && area && !stale_forks[k].area) {
+		stale_forks[k].area = area;
+		stale_forks[k].unmap = unmap;
+		area = NULL;
+	}
 	fork_held_unlock(&stale_lock);
+	if (area && unmap) /* no room: cannot be counted (a full table) */
+		prim_munmap(area, PAGE_SIZE);
+}
+
+/* fork, with stale_lock held (stale_pools_lock()): a fork begins... */
+void stale_forks_started(void)
+{
+	for (int k = 0; k < atomic_load(&nstale); k++)
+		if (stale_forks[k].area)
+			atomic_fetch_add(&stale_forks[k].area->started, 1);
+}
+
+/* ...and, in the child, it is one of the processes mapping the pages. */
+void stale_forks_register(pid_t pid)
+{
+	for (int k = 0; k < atomic_load(&nstale); k++) {
+		struct fork_shared *f = stale_forks[k].area;
+		if (!f)
+			continue;
+		uint32_t r = atomic_fetch_add(&f->registered, 1);
+		if (r < MAX_FORK_CHILDREN)
+			atomic_store(&f->pids[r], pid);
+	}
 }
 
 /* fork: the prepare handler holds the lock across the fork (a child
@@ -530,12 +617,16 @@ int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_
 	struct pieces p = {
 	    .ids = &id, .nids = 1, .start = region_addr(r, from), .end = region_addr(r, to)};
 	int err = 0, prot = range_prot(p.start, p.end, NULL);
+	struct pooled pl = {0};
 	if (prot >= 0 && (err = pieces_to_one_mapping(&p, prot, false)) > 0)
 		err = 0;
+	if (err < 0)
+		pooled_read(sp, p.start, p.end, &pl); /* the wrapper refuses the mremap */
 	sp->maps_dirty = true;
 	for (size_t i = from; i < to; i++)
-		if (r->meta[i].flags & PM_STABLE)
+		if ((r->meta[i].flags & PM_STABLE) && !pooled_has(&pl, region_addr(r, i)))
 			forget_merge(sp, &r->meta[i]);
+	pooled_free(&pl);
 	return err;
 }
 
@@ -585,20 +676,25 @@ int unmerge_range(struct samepage *sp, struct region *r, size_t from, size_t to)
 {
 	int err = range_to_anon(sp, region_addr(r, from), region_addr(r, to));
 	bool anon = err == 0;
+	struct pooled pl = {0};
 	if (err > 0)
 		err = 0; /* unshared in place: private, in the pool's mapping */
+	else if (err < 0)
+		pooled_read(sp, region_addr(r, from), region_addr(r, to), &pl);
 	for (size_t i = from; i < to; i++) {
 		struct page_meta *m = &r->meta[i];
 		if (anon)
 			m->flags &= (uint8_t)~PM_POOLMAP;
 		if (m->flags & PM_STABLE) {
-			forget_merge(sp, m);
+			if (!pooled_has(&pl, region_addr(r, i))) /* else still merged */
+				forget_merge(sp, m);
 		} else if (m->flags & PM_ZERO) {
 			int e = unshare_zero_page(sp, r, i);
 			if (e && !err)
 				err = e;
 		}
 	}
+	pooled_free(&pl);
 	return err;
 }
 
@@ -616,8 +712,9 @@ static int unmerge_span(struct samepage *sp, uintptr_t start, size_t len, bool k
 		int e = unmerge_range(sp, r, from, to);
 		if (e && !err)
 			err = e;
+		/* (A page still merged, its unmerge failed, stays so.) */
 		for (size_t i = from; keep && i < to; i++)
-			if (!(r->meta[i].flags & PM_OFF)) {
+			if (!(r->meta[i].flags & (PM_OFF | PM_STABLE))) {
 				remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
 				r->meta[i].flags |= PM_KEEP;
 			}
@@ -630,20 +727,29 @@ static int unmerge_span(struct samepage *sp, uintptr_t start, size_t len, bool k
 int regions_unmerge(struct samepage *sp, uintptr_t start, size_t len)
 {
 	int err = unmerge_span(sp, start, len, false);
+	if (err < 0)
+		return err; /* as the kernel's: the range stays mergeable */
 	regions_forget(sp, start, len);
 	guard_disarm(start, start + len);
 	return err;
 }
 
-/* run = 2 in this process.  Called inside engine_enter(). */
-void unmerge_all(struct samepage *sp)
+/* run = 2 in this process.  Called inside engine_enter().  0, or the first
+ * error of an unmerge that failed: its pages stay merged (RELIABILITY.md
+ * 52), as the kernel's stay when its unmerge fails. */
+int unmerge_all(struct samepage *sp)
 {
+	int err = 0;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
-		unmerge_range(sp, r, 0, r->npages);
+		int e = unmerge_range(sp, r, 0, r->npages);
+		if (e < 0 && !err)
+			err = e;
 		/* run=2 frees every rmap item; the ranges stay registered. */
 		for (size_t i = 0; i < r->npages; i++) {
 			struct page_meta *m = &r->meta[i];
+			if (m->flags & PM_STABLE)
+				continue; /* still merged */
 			remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
 			if (m->flags & PM_ITEM)
 				sp->c.rmap_items--;
@@ -659,6 +765,7 @@ void unmerge_all(struct samepage *sp)
 	sp->unmerge_epoch = atomic_load(&sp->dom->unmerge_epoch);
 	sp->scan_running = false;
 	sp->cur_region = sp->cur_index = 0;
+	return err;
 }
 
 /* Pages of [start, start+len) keep their own mapping from now on: merged

@@ -152,6 +152,100 @@ void test_mremap_nine_engines(void)
 		samepage_close(sp[k]);
 }
 
+/* RELIABILITY.md 52: an unmerge that cannot make the merged pages
+ * private (here RLIMIT_AS leaves no room for its scratch mapping; the same
+ * with vm.max_map_count or RLIMIT_MEMLOCK) forgot them all the same: their
+ * pool pages were punched under them, and they read zeros.  Now the call
+ * fails (MADV_UNMERGEABLE, or mremap with ENOMEM) and those pages keep
+ * their contents, merged still. */
+static size_t pairs_wrong(const char *p, size_t n)
+{
+	size_t bad = 0;
+	for (size_t i = 0; i < n; i++)
+		for (size_t b = 0; b < PG; b += 61)
+			if ((unsigned char)p[i * PG + b] != (unsigned char)(i / 2 + 1)) {
+				bad++;
+				break;
+			}
+	return bad;
+}
+
+static samepage_t *merged_pairs(char **out, size_t n)
+{
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n + 1); /* and a neighbour: a grown range must move */
+	for (size_t i = 0; i < n; i++)
+		memset(p + i * PG, (int)(i / 2 + 1), PG); /* pairs of one content */
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	wr(sp, "run", "0");
+	*out = p;
+	return sp;
+}
+
+/* RLIMIT_AS at what the process maps now, plus a little. */
+static struct rlimit tight_as(size_t slack)
+{
+	struct rlimit old, lim;
+	REQUIRE(getrlimit(RLIMIT_AS, &old) == 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)(proc_kb("/proc/self/status", "VmSize") * 1024 + (long long)slack);
+	REQUIRE(setrlimit(RLIMIT_AS, &lim) == 0);
+	return old;
+}
+
+void test_unmerge_failed_keeps_contents(void)
+{
+	const size_t n = 256;
+	char *p;
+	samepage_t *sp = merged_pairs(&p, n);
+	struct rlimit old = tight_as(n * PG / 2);
+	int err = samepage_madvise(sp, p, n * PG, SAMEPAGE_UNMERGEABLE);
+	REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
+	size_t bad = pairs_wrong(p, n);
+	printf("# MADV_UNMERGEABLE under RLIMIT_AS: %d (%s), %zu of %zu pages wrong, %zu still "
+	       "merged\n",
+	       err, strerror(-err), bad, n, pages_mapping_pool(p, n));
+	CHECK_EQ_U64(bad, 0);
+	/* Once there is room, the unmerge goes through. */
+	CHECK_EQ_INT(samepage_madvise(sp, p, n * PG, SAMEPAGE_UNMERGEABLE), 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+	CHECK_EQ_U64(pairs_wrong(p, n), 0);
+	samepage_close(sp);
+
+	/* An mremap that must move: the range must first be one mapping
+	 * again. */
+	sp = merged_pairs(&p, n);
+	old = tight_as(n * PG / 2);
+	char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
+	int e = errno;
+	REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
+	if (q != MAP_FAILED)
+		p = q;
+	bad = pairs_wrong(p, n);
+	printf("# mremap under RLIMIT_AS: %s, %zu of %zu pages wrong\n",
+	       q == MAP_FAILED ? strerror(e) : "moved", bad, n);
+	CHECK_EQ_U64(bad, 0);
+	samepage_close(sp);
+
+	/* run = 2: it fails as the kernel's does (run back to 0). */
+	sp = merged_pairs(&p, n);
+	old = tight_as(n * PG / 2);
+	err = samepage_write(sp, "run", "2");
+	REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
+	bad = pairs_wrong(p, n);
+	printf("# run=2 under RLIMIT_AS: %d (%s), run %lld, %zu of %zu pages wrong\n", err,
+	       strerror(-err), rd(sp, "run"), bad, n);
+	CHECK_EQ_U64(bad, 0);
+	CHECK(err == 0 || rd(sp, "run") == 0);
+	wr(sp, "run", "2");
+	CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+	CHECK_EQ_U64(pairs_wrong(p, n), 0);
+	samepage_close(sp);
+}
+
 /* Regression: mremap() of a mapping of which only a part was marked
  * mergeable keeps only that part mergeable where it moves to (the kernel
  * splits the VMA at MADV_MERGEABLE). */

@@ -598,6 +598,80 @@ void test_daemon_reap_pins_after_children(void)
 	CHECK(daemon_logged(&D, "forked children are gone"));
 }
 
+/*
+ * RELIABILITY.md 53: a client that closes its engine and then forks (its
+ * merged pages stay mappings of the pool, the child's copies too), the
+ * child closing its descriptors as a daemon's does; the client exits
+ * while another client keeps the domain open.  samepaged reaped its
+ * references, nothing counting the child, and punched the pages under
+ * it: the child read zeros.  Now the close pins the pages it maps and its
+ * forks count in its ledger's fork area, as before the close.
+ */
+void test_daemon_fork_after_close(void)
+{
+	const size_t n = 64;
+	REQUIRE(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+	daemon_up();
+	pid_t keeper = merged_client("adv", 4, 'k'); /* the domain stays open */
+	int tell[2], go[2], done[2];
+	REQUIRE(pipe(tell) == 0 && pipe(go) == 0 && pipe(done) == 0);
+	pid_t client = fork();
+	REQUIRE(client >= 0);
+	if (client == 0) {
+		samepage_t *sp = connect_or_die("adv");
+		char *p = map_pages(n);
+		fill_distinct(p, n / 2);
+		memcpy(p + n / 2 * PG, p, n / 2 * PG);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wait_merging(sp, (long long)n);
+		samepage_close(sp);
+		pid_t child = fork();
+		REQUIRE(child >= 0);
+		if (child == 0) {
+			for (int fd = 3; fd < 1024; fd++)
+				if (fd != go[0] && fd != done[1])
+					close(fd);
+			char c;
+			if (read(go[0], &c, 1) != 1)
+				_exit(1);
+			char *want = map_pages(n / 2);
+			fill_distinct(want, n / 2);
+			size_t bad = 0;
+			for (size_t i = 0; i < n; i++)
+				bad += memcmp(p + i * PG, want + (i % (n / 2)) * PG, PG) != 0;
+			REQUIRE(write(done[1], &bad, sizeof(bad)) == sizeof(bad));
+			_exit(0);
+		}
+		REQUIRE(write(tell[1], &child, sizeof(child)) == sizeof(child));
+		_exit(0); /* the client goes; its child stays */
+	}
+	pid_t child;
+	REQUIRE(read(tell[0], &child, sizeof(child)) == sizeof(child));
+	CHECK_EQ_INT(adv_wait(client), 0);
+	/* samepaged reaps the client (its log says so), and its next sweeps
+	 * punch what it dropped. */
+	char gone[64];
+	snprintf(gone, sizeof(gone), "process %d gone", (int)client);
+	for (int i = 0; i < 60000 && !daemon_logged(&D, gone); i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	REQUIRE(daemon_logged(&D, gone));
+	usleep(200000);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	size_t bad = n;
+	REQUIRE(read(done[0], &bad, sizeof(bad)) == sizeof(bad));
+	printf("# the child of a client that closed its engine: %zu of %zu pages wrong\n", bad, n);
+	CHECK_EQ_INT(bad, 0);
+	CHECK_EQ_INT(adv_wait(child), 0);
+	/* The child gone, so are the pins (nothing leaks). */
+	wait_state_files(".forked", 0);
+	CHECK(daemon_logged(&D, "forked children are gone"));
+	kill(keeper, SIGKILL);
+	adv_wait(keeper);
+}
+
 /* The domain's counters, as samepaged says them. */
 static void check_domain(long long shared, long long sharing, long long chains, long long dups)
 {
