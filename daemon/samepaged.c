@@ -33,6 +33,7 @@
 #include "state.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
@@ -606,6 +607,19 @@ int main(int argc, char **argv)
 	}
 	if (!state_dir_ok(g.st.dir))
 		return start_failed(made_dir);
+	/* The kernel names the pool in /proc/PID/maps by its resolved path,
+	 * which is how samepaged tells whether a process still maps it: a
+	 * trailing slash or a symbolic link in --state-dir made every live
+	 * process look gone, and their pages were punched (RELIABILITY.md 55). */
+	char real[PATH_MAX];
+	bool resolved = realpath(g.st.dir, real) != NULL;
+	if (!resolved || strlen(real) >= sizeof(g.st.dir)) {
+		logmsg("cannot resolve the state directory %s: %s (fix: --state-dir with a "
+		       "shorter path)",
+		       g.st.dir, resolved ? "its resolved path is too long" : strerror(errno));
+		return start_failed(made_dir);
+	}
+	snprintf(g.st.dir, sizeof(g.st.dir), "%s", real);
 	struct statfs sfs;
 	if (statfs(g.st.dir, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC)
 		logmsg("warning: %s is not tmpfs: the pool would be a disk file's page cache, "

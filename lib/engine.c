@@ -219,9 +219,12 @@ int samepage_madvise(samepage_t *sp, void *addr, size_t len, int advice)
 /* merge-any, as prctl(PR_SET_MEMORY_MERGE) for the kernel's KSM: on,
  * every private anonymous mapping is mergeable, present and future
  * (mergeany.c); off, everything is unmerged and forgotten, as the kernel
- * does. */
+ * does.  An unmerge that fails (no memory for the copies: RELIABILITY.md
+ * 52) leaves merge-any on and what is left registered, and the error is
+ * returned, as the kernel's ksm_disable_merge_any() puts its VMAs back. */
 int samepage_merge_any(samepage_t *sp, int on)
 {
+	int err = 0;
 	if (!sp)
 		return -EINVAL;
 	if (!engine_alive(sp))
@@ -233,15 +236,19 @@ int samepage_merge_any(samepage_t *sp, int on)
 		merge_any_refresh(sp);
 	} else if (!on && sp->merge_any) {
 		sp->merge_any = false;
-		while (sp->nregions) {
+		while (sp->nregions && err >= 0) {
 			struct region *r = &sp->regions[0];
-			regions_unmerge(sp, r->start, r->npages << PAGE_SHIFT);
+			err = regions_unmerge(sp, r->start, r->npages << PAGE_SHIFT);
 		}
+		if (err < 0)
+			sp->merge_any = true;
+		else
+			err = 0;
 	}
 	engine_leave(sp);
 	pthread_cond_broadcast(&sp->wake);
 	engine_unlock(sp);
-	return 0;
+	return err;
 }
 
 /* Whether merge-any is on. */

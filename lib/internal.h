@@ -285,11 +285,11 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end);
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy);
 struct pooled {
 	struct prot_span *spans;
-	size_t n, k;
+	size_t n;
 	bool read, all;
 };
 void pooled_read(struct samepage *sp, uintptr_t start, uintptr_t end, struct pooled *pl);
-bool pooled_has(struct pooled *pl, uintptr_t a);
+bool pooled_has(const struct pooled *pl, uintptr_t a);
 void pooled_free(struct pooled *pl);
 int unmerge_for_mremap(struct samepage *sp, struct region *r, size_t from, size_t to);
 void stale_pool_add(dev_t dev, ino_t ino, struct fork_shared *area, bool unmap);

@@ -266,8 +266,10 @@ static void flight_from(struct flight *f, const void *buf, size_t len, const str
 	if (!active())
 		return;
 	flight_add(f, (uintptr_t)buf, len);
-	if (from && fromlen) {
-		flight_add(f, (uintptr_t)from, *fromlen);
+	socklen_t n;
+	/* A bad pointer is the kernel's to refuse (EFAULT), not a crash here. */
+	if (from && fromlen && guarded_copy(&n, fromlen, sizeof(n))) {
+		flight_add(f, (uintptr_t)from, n);
 		flight_add(f, (uintptr_t)fromlen, sizeof(*fromlen));
 	}
 }

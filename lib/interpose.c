@@ -206,8 +206,8 @@ static void prepare_move(struct samepage *sp, uintptr_t start, size_t len, void 
 		if (!region_clip(r, start, start + len, &from, &to))
 			continue;
 		int err = unmerge_for_mremap(sp, r, from, to);
-		if (err < 0 && !*failed)
-			*failed = err;
+		if (err < 0 && !*failed) /* (-EBUSY: I/O in flight kept a chunk) */
+			*failed = err == -EBUSY ? -ENOMEM : err;
 		if (sp->nmoved < sizeof(sp->moved) / sizeof(sp->moved[0])) {
 			sp->moved[sp->nmoved].off = region_addr(r, from) - start;
 			sp->moved[sp->nmoved].len = (to - from) << PAGE_SHIFT;
@@ -249,7 +249,7 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	 * engines since closed, or a range still split, are made one mapping
 	 * again too. */
 	bool stale = !(o & (PAGE_SIZE - 1)) && mremap_one_mapping(o, o + olen) > 0;
-	if (any || stale)
+	if ((any || stale) && !failed) /* (not moved: its merges go on as they were) */
 		guard_disarm(o, o + olen);
 
 	/* Merged pages that could not be made one mapping again (out of

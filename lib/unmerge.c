@@ -288,17 +288,26 @@ void pooled_read(struct samepage *sp, uintptr_t start, uintptr_t end, struct poo
 	pl->all = prim_maps_walk_range(start, end, collect_piece, &p) != 0;
 	pl->spans = p.spans;
 	pl->n = p.n;
-	pl->k = 0;
 	pl->read = true;
 }
 
-bool pooled_has(struct pooled *pl, uintptr_t a)
+bool pooled_has(const struct pooled *pl, uintptr_t a)
 {
 	if (!pl->read)
 		return false; /* nothing failed */
-	while (pl->k < pl->n && pl->spans[pl->k].end <= a)
-		pl->k++;
-	return pl->all || (pl->k < pl->n && pl->spans[pl->k].start <= a);
+	if (pl->all)
+		return true;
+	/* The spans come in address order; the regions asked about do not
+	 * (they are in the order they were registered). */
+	size_t lo = 0, hi = pl->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (pl->spans[mid].end <= a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < pl->n && pl->spans[lo].start <= a;
 }
 
 void pooled_free(struct pooled *pl)
@@ -318,21 +327,25 @@ static _Atomic int nstale;
 static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /*
- * And, beside each, the fork area of the engine closed here if someone
- * still reads it: a forked child's copy of its parent's engine (the
- * parent's area: the parent unpins its pool pages once every process
- * forked from it has let go of them), or a samepaged client's (in its
- * ledger: the daemon reaps a gone client's references by it).  This
- * process's forks after the close, which map the same pool pages, count
- * there still (fork.c's handlers); forgotten, a grandchild, or a child
- * of a client that closed its engine, read zeros once the pages were
- * punched under it (RELIABILITY.md 53).  unmap: the page is the
- * process's own mapping of it, let go with the entry.
+ * And the fork areas of the engines closed here that someone still reads:
+ * a forked child's copy of its parent's engine (the parent's area: the
+ * parent unpins its pool pages once every process forked from it has let
+ * go of them), or a samepaged client's (in its ledger: the daemon reaps a
+ * gone client's references by it; a domain's clients share one pool, so
+ * one pool may have several).  This process's forks after the close,
+ * which map the same pool pages, count there still (fork.c's handlers);
+ * forgotten, a grandchild, or a child of a client that closed its engine,
+ * read zeros once the pages were punched under it (RELIABILITY.md 53).
+ * unmap: the page is the process's own mapping of it, let go with the
+ * entry, once nothing here maps the pool.  With stale_lock held.
  */
+#define MAX_KEPT_FORKS 256
 static struct {
+	struct pool_id pool;
 	struct fork_shared *area;
 	bool unmap;
-} stale_forks[MAX_STALE_POOLS];
+} kept_forks[MAX_KEPT_FORKS];
+static int nkept_forks;
 
 /*
  * Where the stale pools are mapped (stale_extents_hit()), with stale_lock
@@ -364,22 +377,28 @@ static int mark_mapped_pool(const struct map_entry *e, void *arg)
 }
 
 /* With stale_lock held.  Reads the maps, allocates nothing (the fork
- * handler may call it). */
+ * handler may call it): forgets the pools nothing maps any more, and the
+ * fork areas of those (no fork can map their pages now). */
 static void stale_pools_prune(void)
 {
 	bool mapped[MAX_STALE_POOLS] = {false};
 	if (prim_maps_walk(0, mark_mapped_pool, mapped) < 0)
 		return;
-	int n = atomic_load(&nstale), kept = 0;
-	for (int k = 0; k < n; k++) {
-		if (mapped[k]) {
-			stale_forks[kept] = stale_forks[k];
-			stale_pools[kept++] = stale_pools[k];
-		} else if (stale_forks[k].area && stale_forks[k].unmap) {
-			/* Nothing here maps its pages: no fork can any more. */
-			prim_munmap(stale_forks[k].area, PAGE_SIZE);
-		}
+	int n = atomic_load(&nstale), kept = 0, live = 0;
+	for (int j = 0; j < nkept_forks; j++) {
+		int k = 0;
+		while (k < n && !(stale_pools[k].dev == kept_forks[j].pool.dev &&
+				  stale_pools[k].ino == kept_forks[j].pool.ino))
+			k++;
+		if (k == n || mapped[k]) /* (a pool not listed: kept, to be safe) */
+			kept_forks[live++] = kept_forks[j];
+		else if (kept_forks[j].unmap)
+			prim_munmap(kept_forks[j].area, PAGE_SIZE);
 	}
+	nkept_forks = live;
+	for (int k = 0; k < n; k++)
+		if (mapped[k])
+			stale_pools[kept++] = stale_pools[k];
 	atomic_store(&nstale, kept);
 }
 
@@ -388,44 +407,43 @@ static void stale_pools_prune(void)
 void stale_pool_add(dev_t dev, ino_t ino, struct fork_shared *area, bool unmap)
 {
 	fork_held_lock(&stale_lock);
-	int n = atomic_load(&nstale), k = 0;
-	while (k < n && !(stale_pools[k].dev == dev && stale_pools[k].ino == ino))
-		k++;
-	if (k == n && n == MAX_STALE_POOLS) {
+	int n = atomic_load(&nstale);
+	bool known = false;
+	for (int k = 0; k < n && !known; k++)
+		known = stale_pools[k].dev == dev && stale_pools[k].ino == ino;
+	if ((!known && n == MAX_STALE_POOLS) || (area && nkept_forks == MAX_KEPT_FORKS)) {
 		stale_pools_prune();
-		n = k = atomic_load(&nstale);
+		n = atomic_load(&nstale);
 	}
-	if (k == n && n < MAX_STALE_POOLS) {
+	if (!known && n < MAX_STALE_POOLS) {
 		stale_pools[n] = (struct pool_id){dev, ino};
-		stale_forks[n].area = NULL;
 		atomic_store(&nstale, n + 1);
 		stale_extents_read = false;
 	}
-	if (k < atomic_load(&nstale) && area && !stale_forks[k].area) {
-		stale_forks[k].area = area;
-		stale_forks[k].unmap = unmap;
+	for (int j = 0; area && j < nkept_forks; j++)
+		if (kept_forks[j].area == area)
+			area = NULL; /* counted there already */
+	if (area && nkept_forks < MAX_KEPT_FORKS) {
+		kept_forks[nkept_forks++] = (typeof(kept_forks[0])){{dev, ino}, area, unmap};
 		area = NULL;
 	}
 	fork_held_unlock(&stale_lock);
-	if (area && unmap) /* no room: cannot be counted (a full table) */
+	if (area && unmap) /* no room: cannot be counted (256 closed engines' pools all mapped) */
 		prim_munmap(area, PAGE_SIZE);
 }
 
 /* fork, with stale_lock held (stale_pools_lock()): a fork begins... */
 void stale_forks_started(void)
 {
-	for (int k = 0; k < atomic_load(&nstale); k++)
-		if (stale_forks[k].area)
-			atomic_fetch_add(&stale_forks[k].area->started, 1);
+	for (int j = 0; j < nkept_forks; j++)
+		atomic_fetch_add(&kept_forks[j].area->started, 1);
 }
 
 /* ...and, in the child, it is one of the processes mapping the pages. */
 void stale_forks_register(pid_t pid)
 {
-	for (int k = 0; k < atomic_load(&nstale); k++) {
-		struct fork_shared *f = stale_forks[k].area;
-		if (!f)
-			continue;
+	for (int j = 0; j < nkept_forks; j++) {
+		struct fork_shared *f = kept_forks[j].area;
 		uint32_t r = atomic_fetch_add(&f->registered, 1);
 		if (r < MAX_FORK_CHILDREN)
 			atomic_store(&f->pids[r], pid);
@@ -712,10 +730,12 @@ static int unmerge_span(struct samepage *sp, uintptr_t start, size_t len, bool k
 		int e = unmerge_range(sp, r, from, to);
 		if (e && !err)
 			err = e;
-		/* (A page still merged, its unmerge failed, stays so.) */
+		/* (A page still merged, its unmerge failed, stays so, kept out
+		 * once a write or a discard has made it its own again.) */
 		for (size_t i = from; keep && i < to; i++)
-			if (!(r->meta[i].flags & (PM_OFF | PM_STABLE))) {
-				remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
+			if (!(r->meta[i].flags & PM_OFF)) {
+				if (!(r->meta[i].flags & PM_STABLE))
+					remove_rmap_item_from_tree(sp, r->base_id + (uint32_t)i);
 				r->meta[i].flags |= PM_KEEP;
 			}
 	}
@@ -797,9 +817,17 @@ static int remember_flags(const struct map_entry *m, const char *flags, void *ar
 		promise_set(from, to, PROMISE_DONTFORK, true);
 	if (strstr(flags, " dd"))
 		promise_set(from, to, PROMISE_DONTDUMP, true);
-	if (strstr(flags, " lo"))
+	/* A lock the wrappers saw (mlock, mlock2, mlockall) is promised as
+	 * the application asked it; the maps may show the library's own
+	 * doing there (locked zero pages merge into mappings locked on fault,
+	 * merge.c), which taken for the application's would lock copies on
+	 * fault in part, split the range and fail its mremap (RELIABILITY.md
+	 * 54).  Only a lock no wrapper saw is read from them. */
+	uintptr_t ls, le;
+	bool seen = promise_find(from, to, PROMISE_LOCKED, &ls, &le) && ls <= from && le >= to;
+	if (!seen && strstr(flags, " lo"))
 		promise_set(from, to, PROMISE_LOCKED, true);
-	if (strstr(flags, " lf"))
+	if (!seen && strstr(flags, " lf"))
 		promise_set(from, to, PROMISE_ONFAULT, true);
 	if (strstr(flags, " nh"))
 		promise_set(from, to, PROMISE_NOHUGEPAGE, true);

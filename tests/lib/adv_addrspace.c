@@ -246,6 +246,68 @@ void test_unmerge_failed_keeps_contents(void)
 	samepage_close(sp);
 }
 
+/* The same for mbind (its merged pages are copied first), over two
+ * regions registered the upper one first, one page that is not merged
+ * between them: the pages still merged after the failed copy were looked
+ * up in address order, the regions' order is not, and the lower region's
+ * pages were forgotten (a review of 52's first version; 64 of 64 read
+ * zeros). */
+long mbind(void *addr, unsigned long len, int mode, const unsigned long *nodes,
+	   unsigned long maxnode, unsigned flags);
+
+void test_mbind_failed_keeps_contents(void)
+{
+	const size_t n = 64; /* pages a half */
+	samepage_t *sp = open_fast();
+	char *p = map_pages(2 * n + 2), *hi = p + (n + 1) * PG;
+	for (size_t i = 0; i < n; i++) {
+		memset(p + i * PG, (int)(i / 2 + 1), PG);
+		memset(hi + i * PG, (int)(i / 2 + 101), PG);
+	}
+	memset(p + n * PG, 0xEE, PG); /* unique: two spans of the pool */
+	REQUIRE(samepage_madvise(sp, hi, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	REQUIRE(samepage_madvise(sp, p, (n + 1) * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	wr(sp, "run", "0");
+	REQUIRE(pages_mapping_pool(p, n) == n && pages_mapping_pool(hi, n) == n);
+	struct rlimit old = tight_as(n * PG / 2);
+	long rc = mbind(p, (2 * n + 1) * PG, 0 /* MPOL_DEFAULT */, NULL, 0, 0);
+	int e = errno;
+	REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	size_t bad = pairs_wrong(p, n);
+	for (size_t i = 0; i < n; i++)
+		bad += (unsigned char)hi[i * PG + 7] != (unsigned char)(i / 2 + 101);
+	printf("# mbind under RLIMIT_AS: %s; %zu of %zu pages wrong\n", rc ? strerror(e) : "done",
+	       bad, 2 * n);
+	CHECK_EQ_U64(bad, 0);
+	samepage_close(sp);
+}
+
+/* Merge-any off, whose unmerge fails: it looped for ever (the regions it
+ * unmerges one by one stayed), holding the address-space lock (a review
+ * of 52's first version).  Now merge-any stays on, with the error. */
+void test_merge_any_off_failed(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = merged_pairs(&p, n);
+	REQUIRE(samepage_merge_any(sp, 1) == 0);
+	struct rlimit old = tight_as(n * PG / 2);
+	int err = samepage_merge_any(sp, 0);
+	REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
+	printf("# merge-any off under RLIMIT_AS: %d (%s), merge-any %d, %zu of %zu pages wrong\n",
+	       err, strerror(-err), samepage_merge_any_get(sp), pairs_wrong(p, n), n);
+	CHECK_EQ_U64(pairs_wrong(p, n), 0);
+	CHECK(err == 0 || samepage_merge_any_get(sp) == 1);
+	CHECK_EQ_INT(samepage_merge_any(sp, 0), 0); /* with room */
+	CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+	CHECK_EQ_U64(pairs_wrong(p, n), 0);
+	samepage_close(sp);
+}
+
 /* Regression: mremap() of a mapping of which only a part was marked
  * mergeable keeps only that part mergeable where it moves to (the kernel
  * splits the VMA at MADV_MERGEABLE). */

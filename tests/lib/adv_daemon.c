@@ -13,7 +13,8 @@
 
 static struct daemon D;
 
-static void daemon_up(void)
+/* slash: --state-dir DIR/, as a user may type it. */
+static void daemon_up_slash(bool slash)
 {
 	const char *bin = getenv("SAMEPAGE_TEST_SAMEPAGED");
 	if (!bin || !*bin) {
@@ -21,10 +22,27 @@ static void daemon_up(void)
 		exit(77);
 	}
 	daemon_init(&D, bin);
+	if (slash)
+		strcat(D.state, "/");
 	daemon_start(&D, NULL);
 	daemon_set(&D, "pages_to_scan", "100000");
 	daemon_set(&D, "sleep_millisecs", "0");
 	daemon_set(&D, "run", "1");
+}
+
+static void daemon_up(void)
+{
+	daemon_up_slash(false);
+}
+
+/* As a daemon's helper does: every descriptor closed but a and b (the
+ * connection to samepaged a child inherited too, so that samepaged reaps
+ * its parent when the parent dies). */
+static void close_all_but(int a, int b)
+{
+	for (int fd = 3; fd < 1024; fd++)
+		if (fd != a && fd != b)
+			close(fd);
 }
 
 static samepage_t *connect_or_die(const char *domain)
@@ -524,12 +542,7 @@ void test_daemon_reap_pins_after_children(void)
 		pid_t child = fork(); /* pins the KSM pages it maps */
 		REQUIRE(child >= 0);
 		if (child == 0) {
-			/* As a daemon's helper does: every descriptor but its
-			 * own closed (the connection it inherited too, so that
-			 * samepaged reaps the parent when it dies). */
-			for (int fd = 3; fd < 1024; fd++)
-				if (fd != go[0] && fd != done[1])
-					close(fd);
+			close_all_but(go[0], done[1]);
 			char c;
 			size_t bad = 0;
 			if (read(go[0], &c, 1) != 1)
@@ -607,11 +620,11 @@ void test_daemon_reap_pins_after_children(void)
  * it: the child read zeros.  Now the close pins the pages it maps and its
  * forks count in its ledger's fork area, as before the close.
  */
-void test_daemon_fork_after_close(void)
+static void fork_after_close(bool slash)
 {
 	const size_t n = 64;
 	REQUIRE(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
-	daemon_up();
+	daemon_up_slash(slash);
 	pid_t keeper = merged_client("adv", 4, 'k'); /* the domain stays open */
 	int tell[2], go[2], done[2];
 	REQUIRE(pipe(tell) == 0 && pipe(go) == 0 && pipe(done) == 0);
@@ -628,9 +641,7 @@ void test_daemon_fork_after_close(void)
 		pid_t child = fork();
 		REQUIRE(child >= 0);
 		if (child == 0) {
-			for (int fd = 3; fd < 1024; fd++)
-				if (fd != go[0] && fd != done[1])
-					close(fd);
+			close_all_but(go[0], done[1]);
 			char c;
 			if (read(go[0], &c, 1) != 1)
 				_exit(1);
@@ -670,6 +681,21 @@ void test_daemon_fork_after_close(void)
 	CHECK(daemon_logged(&D, "forked children are gone"));
 	kill(keeper, SIGKILL);
 	adv_wait(keeper);
+}
+
+void test_daemon_fork_after_close(void)
+{
+	fork_after_close(false);
+}
+
+/* RELIABILITY.md 55: the same (a forked child, its parent gone, the child
+ * having closed its descriptors), with --state-dir given with a trailing
+ * slash: samepaged read every process's maps for a pool path of its own
+ * making (DIR//adv.pool), found none, took the child for gone and
+ * punched its pages (a helper's review found it). */
+void test_daemon_state_dir_slash(void)
+{
+	fork_after_close(true);
 }
 
 /* The domain's counters, as samepaged says them. */

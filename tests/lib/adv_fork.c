@@ -427,6 +427,39 @@ void test_mlock_zero_pages(void)
 	samepage_close(sp);
 }
 
+/* Locked zero pages merge into anonymous mappings locked on fault (the
+ * zero page, not populated), the library's doing: a registration that read
+ * the maps' flags (VmFlags lf) took it for the application's lock, so the
+ * copies an mremap made of the range were locked on fault in part, the
+ * kernel kept them apart, and the mremap failed with EFAULT (the soak,
+ * RELIABILITY.md 54).  The locks the wrappers saw are the application's. */
+void test_mlock_zero_pages_mremap(void)
+{
+	const size_t n = 64;
+	require_memlock(4 * n * PG);
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n + 1); /* and a neighbour: growing moves it */
+	memset(p, 0, n * PG);
+	for (size_t i = 0; i < n; i += 2)
+		memset(p + i * PG, 'z', PG);
+	REQUIRE(mlock(p, n * PG) == 0);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	/* Registered again: the maps' flags are read. */
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	REQUIRE(wait_scans(sp, 2) == 0);
+	char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
+	if (q == MAP_FAILED)
+		fprintf(stderr, "mremap: %s\n", strerror(errno));
+	CHECK(q != MAP_FAILED);
+	if (q != MAP_FAILED)
+		p = q;
+	for (size_t i = 0; i < n; i++)
+		REQUIRE(p[i * PG + 5] == (i % 2 ? 0 : 'z'));
+	samepage_close(sp);
+}
+
 /*
  * Regression: mlockall() (QEMU's -overcommit mem-lock=on) went to the
  * kernel, which locks and populates every mapping: the library's pool, a
