@@ -152,6 +152,7 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 #define PROMISE_LAST PROMISE_ONFAULT
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
+void promise_future_locked(bool on);
 void promise_fork_lock(void);
 void promise_fork_unlock(void);
 void promise_apply_merged(uintptr_t start, uintptr_t end);

@@ -216,6 +216,23 @@ static void prepare_move(struct samepage *sp, uintptr_t start, size_t len, void 
 	}
 }
 
+/* The promises follow an mremap: what moved is promised where it lands
+ * (the rest of a new place is new memory), what it grew is new memory, and
+ * what it gave up (a shrink, or the old place) is forgotten.  With no
+ * engine open too: the promises outlive the engines (RELIABILITY.md 56). */
+static void mremap_promises(uintptr_t o, size_t olen, uintptr_t m, size_t nlen)
+{
+	if (m != o) {
+		promise_set(m, m + nlen, 0, false); /* as mmap's */
+		promise_move(o, olen < nlen ? olen : nlen, m);
+		promise_set(o, o + olen, 0, false);
+	} else if (nlen > olen) {
+		promise_set(o + olen, o + nlen, 0, false); /* grown in place */
+	} else if (nlen < olen) {
+		promise_set(o + nlen, o + olen, 0, false); /* shrunk in place */
+	}
+}
+
 EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 {
 	void *new_addr = NULL;
@@ -233,6 +250,8 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		if (!(o & (PAGE_SIZE - 1)) && mremap_one_mapping(o, o + olen) > 0)
 			guard_disarm(o, o + olen);
 		int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);
+		if (!err)
+			mremap_promises(o, olen, (uintptr_t)m, pages_len(new_len));
 		if (!err)
 			stale_pools_moved();
 		return libc_map_result(err, &m);
@@ -257,12 +276,8 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	 * with nothing moved (RELIABILITY.md 52). */
 	int err = failed ? failed : prim_mremap(&m, old, old_len, new_len, flags, new_addr);
 	size_t nlen = pages_len(new_len);
-	if (!err && m != old) {
-		promise_set((uintptr_t)m, (uintptr_t)m + nlen, 0, false); /* as mmap's */
-		promise_move(o, olen < nlen ? olen : nlen, (uintptr_t)m);
-	} else if (!err && nlen > olen) {
-		promise_set(o + olen, o + nlen, 0, false); /* grown in place */
-	}
+	if (!err)
+		mremap_promises(o, olen, (uintptr_t)m, nlen);
 	if (!err) {
 		engine_note_unmap(o, olen);
 		if (flags & MREMAP_FIXED)
@@ -477,11 +492,39 @@ static void lock_promise(const void *addr, size_t len, bool on, unsigned flags)
 /* Under the address-space lock, as mprotect: a merge batch decides from
  * the promise whether the pages it maps are locked, and maps them after;
  * a lock or an unlock between the two would be lost. */
+struct relock {
+	uintptr_t start, end;
+	unsigned flags;
+};
+
+static int promise_as_locked(const struct map_entry *m, const char *vmflags, void *arg)
+{
+	const struct relock *r = arg;
+	if (m->end <= r->start || m->start >= r->end || !strstr(vmflags, " lo"))
+		return 0;
+	uintptr_t s = m->start > r->start ? m->start : r->start;
+	uintptr_t e = m->end < r->end ? m->end : r->end;
+	promise_set(s, e, PROMISE_LOCKED, true);
+	promise_set(s, e, PROMISE_ONFAULT, r->flags & MLOCK_ONFAULT);
+	return 0;
+}
+
 static int lock_range(const void *addr, size_t len, bool on, unsigned flags)
 {
 	as_lock_shared();
 	lock_promise(addr, len, on, flags);
 	int err = on ? prim_mlock(addr, len, flags) : prim_munlock(addr, len);
+	if (err && on) {
+		/* Refused (RLIMIT_MEMLOCK), or stopped at a hole: what is
+		 * locked is what the kernel locked (a promise of a lock it
+		 * refused made later discards fail with EINVAL: RELIABILITY.md
+		 * 56). */
+		struct relock r = {(uintptr_t)addr & ~(PAGE_SIZE - 1),
+				   ((uintptr_t)addr + len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1),
+				   flags};
+		lock_promise(addr, len, false, 0);
+		prim_vmflags_walk(promise_as_locked, &r);
+	}
 	as_unlock();
 	return libc_result(err);
 }
@@ -596,6 +639,7 @@ EXPORT int mlockall(int flags)
 		if (!err) {
 			atomic_store(&lock_future_pid, prim_getpid());
 			atomic_store(&lock_future, MCL_FUTURE | (flags & MCL_ONFAULT));
+			promise_future_locked(true);
 		}
 	}
 	if (!err && (flags & MCL_CURRENT)) {
@@ -618,6 +662,7 @@ EXPORT int munlockall(void)
 {
 	as_lock_shared();
 	atomic_store(&lock_future, 0);
+	promise_future_locked(false);
 	promise_set(0, UINTPTR_MAX & ~(uintptr_t)(PAGE_SIZE - 1), PROMISE_LOCKED, false);
 	promise_set(0, UINTPTR_MAX & ~(uintptr_t)(PAGE_SIZE - 1), PROMISE_ONFAULT, false);
 	int err = prim_munlockall();

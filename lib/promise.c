@@ -199,11 +199,42 @@ enum {
 	APPLY_POLICY = 4, /* mbind: anonymous memory only (see above) */
 };
 
+/* The process that asked mlockall(MCL_FUTURE), or 0: the kernel then
+ * locks every new mapping, the library's too (interpose.c). */
+static _Atomic pid_t future_locked;
+
+void promise_future_locked(bool on)
+{
+	atomic_store(&future_locked, on ? prim_getpid() : 0);
+}
+
+/* Under mlockall(MCL_FUTURE) the kernel locked the mapping at [at, ...)
+ * that the library just put in place: where the application's memory was
+ * not locked (MCL_FUTURE alone, or munlock after), it is unlocked, as the
+ * application's memory there is.  Locked, a discard of it failed with
+ * EINVAL (after its merged pages were zeroed), and a registration read
+ * the lock back as the application's (RELIABILITY.md 56). */
+static void unlock_unpromised(uintptr_t start, uintptr_t end, uintptr_t at)
+{
+	uintptr_t p = start, fs, fe;
+	if (atomic_load(&future_locked) != prim_getpid())
+		return;
+	while (p < end) {
+		bool found = promise_find(p, end, PROMISE_LOCKED, &fs, &fe);
+		uintptr_t gap_end = found ? (fs > p ? fs : p) : end;
+		if (gap_end > p)
+			prim_munlock((void *)(at + (p - start)), gap_end - p);
+		p = found ? fe : end;
+	}
+}
+
 /* What the promises of [start, end) ask, set on the same parts of
  * [at, at + end - start); lock_flags are mlock2's. */
 static void apply_at(uintptr_t start, uintptr_t end, uintptr_t at, unsigned lock_flags,
 		     unsigned what)
 {
+	if (what & APPLY_MARKS)
+		unlock_unpromised(start, end, at);
 	fork_held_lock(&promise_lock);
 	for (size_t i = 0; i < npromises; i++) {
 		const struct promise *p = &promises[i];

@@ -125,9 +125,15 @@ static int replace_chunked(uintptr_t s, uintptr_t e, int prot, bool copy, size_t
 	int err, in_place = 0;
 
 	if (!copy) {
+		int locked = promise_map_locked(s, e);
 		err = prim_mmap(&m, (void *)s, len, prot,
-				MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | promise_map_locked(s, e),
-				-1, 0);
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | locked, -1, 0);
+		/* Near RLIMIT_MEMLOCK the kernel counts the new mapping before
+		 * the locked one it replaces goes: unlocked first, locked by
+		 * promise_apply() right after (RELIABILITY.md 56). */
+		if (err == -EAGAIN && locked)
+			err = prim_mmap(&m, (void *)s, len, prot,
+					MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 		if (!err) {
 			guard_arm(s, e);
 			promise_apply(s, e);
@@ -164,9 +170,14 @@ static int replace_chunked(uintptr_t s, uintptr_t e, int prot, bool copy, size_t
 			err = -EFAULT;
 		else if (prot != (PROT_READ | PROT_WRITE))
 			err = prim_mprotect(scratch + off, n, prot);
-		/* Locked before it moves in: VM_LOCKED goes with the mapping. */
-		if (!err && promise_map_locked(a, a + n))
+		/* Locked before it moves in: VM_LOCKED goes with the mapping.
+		 * Near RLIMIT_MEMLOCK (the range's own pages still count):
+		 * locked by promise_apply() once moved in, a moment later. */
+		if (!err && promise_map_locked(a, a + n)) {
 			err = prim_mlock(scratch + off, n, 0);
+			if (err == -ENOMEM || err == -EAGAIN)
+				err = 0;
+		}
 		if (!err) /* the range's flags before the move: it joins its neighbours */
 			promise_apply_at(a, a + n, (uintptr_t)scratch + off);
 		if (!err)

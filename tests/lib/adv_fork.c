@@ -8,6 +8,7 @@
  */
 #include "adv_util.h"
 
+#include <grp.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 
@@ -578,6 +579,138 @@ static bool vmflag(const void *addr, const char *flag)
 	}
 	fclose(f);
 	return found;
+}
+
+/* RELIABILITY.md 56: mlockall(MCL_FUTURE) alone locks what is mapped
+ * later, not the memory there now; the library gives the kernel MCL_FUTURE
+ * (on fault), so the mappings it put in place were locked, where the
+ * application's memory was not: a discard there failed with EINVAL (the
+ * kernel refuses locked memory) after its merged pages had been zeroed. */
+void test_mlockall_future_discard(void)
+{
+	const size_t n = 64;
+	char *p;
+	samepage_t *sp = adv_registered(&p, n, 'A');
+	REQUIRE(mlockall(MCL_FUTURE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 2) == 0);
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	bool locked = vmflag(p + 8 * PG, "lo");
+	int r = madvise(p + 8 * PG, 8 * PG, MADV_DONTNEED);
+	int e = errno;
+	size_t zeros = 0, kept = 0;
+	for (size_t i = 0; i < n; i++)
+		if (i >= 8 && i < 16)
+			zeros += p[i * PG] == 0;
+		else
+			kept += p[i * PG] == 'A';
+	printf("# merged pages locked: %s; MADV_DONTNEED: %s; %zu of 8 zeros, %zu of %zu kept\n",
+	       locked ? "yes" : "no", r ? strerror(e) : "done", zeros, kept, n - 8);
+	CHECK(!locked);
+	CHECK_EQ_INT(r, 0);
+	CHECK_EQ_U64(zeros, 8);
+	CHECK_EQ_U64(kept, n - 8);
+	REQUIRE(munlockall() == 0);
+	samepage_close(sp);
+}
+
+/* RELIABILITY.md 56: an mlock the kernel refused in part (a hole in the
+ * range; the same with RLIMIT_MEMLOCK) was promised whole: a discard of
+ * the part it never locked failed with EINVAL, where the kernel's
+ * succeeds (no engine needed). */
+void test_refused_mlock_then_dontneed(void)
+{
+	char *p = map_pages(3);
+	memset(p, 1, 3 * PG);
+	REQUIRE(munmap(p + PG, PG) == 0);
+	CHECK(mlock(p, 3 * PG) != 0); /* ENOMEM at the hole: the first page locked */
+	int r = madvise(p + 2 * PG, PG, MADV_DONTNEED);
+	int e = errno;
+	printf("# MADV_DONTNEED on the page the refused mlock never locked: %s\n",
+	       r ? strerror(e) : "done");
+	CHECK_EQ_INT(r, 0);
+	CHECK(p[2 * PG] == 0);
+	CHECK(vmflag(p, "lo"));
+	CHECK_EQ_INT(madvise(p, PG, MADV_DONTNEED), -1); /* the locked one: refused */
+	REQUIRE(munlock(p, PG) == 0);
+}
+
+/* RELIABILITY.md 56: mremap left the promises of what it gave up (a tail
+ * it shrank in place; the old place with no engine open): memory the C
+ * library mapped there later by itself (malloc's blocks: no wrapper sees
+ * it) was taken for locked, and a discard of it failed with EINVAL. */
+static char *raw_map_at(char *at, size_t n)
+{
+	char *q = (char *)syscall(SYS_mmap, at, n * PG, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	REQUIRE(q == at);
+	memset(q, 1, n * PG);
+	return q;
+}
+
+void test_mremap_forgets_promises(void)
+{
+	char *p = map_pages(4);
+	REQUIRE(mlock(p, 4 * PG) == 0);
+	REQUIRE(mremap(p, 4 * PG, 2 * PG, 0) == p); /* shrunk in place */
+	char *tail = raw_map_at(p + 2 * PG, 2);
+	int r1 = madvise(tail, 2 * PG, MADV_DONTNEED);
+	char *q = map_pages(3); /* moved: a neighbour after it */
+	REQUIRE(mlock(q, 2 * PG) == 0);
+	char *moved = mremap(q, 2 * PG, 4 * PG, MREMAP_MAYMOVE);
+	REQUIRE(moved != MAP_FAILED && moved != q);
+	char *at_old = raw_map_at(q, 2);
+	int r2 = madvise(at_old, 2 * PG, MADV_DONTNEED);
+	printf("# MADV_DONTNEED where a shrink left: %s; where a move left: %s\n",
+	       r1 ? strerror(errno) : "done", r2 ? strerror(errno) : "done");
+	CHECK_EQ_INT(r1, 0);
+	CHECK_EQ_INT(r2, 0);
+	CHECK(vmflag(moved, "lo") && vmflag(p, "lo")); /* the locks that stayed */
+	REQUIRE(munlock(p, 2 * PG) == 0 && munlock(moved, 2 * PG) == 0);
+}
+
+/* RELIABILITY.md 56: locked merged memory near RLIMIT_MEMLOCK (an
+ * unprivileged process): each copy an unmerge makes was locked before the
+ * pages it replaces went, which the limit refused (mremap and run=2 failed
+ * with ENOMEM and the pages stayed merged).  Now it is locked once in
+ * place. */
+void test_locked_near_memlock_limit(void)
+{
+	if (geteuid() != 0)
+		SKIP("not root: cannot become another user");
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		const size_t n = 64;
+		struct rlimit rl = {(n + 16) * PG, (n + 16) * PG};
+		if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+		    setresuid(65534, 65534, 65534) || setrlimit(RLIMIT_MEMLOCK, &rl) ||
+		    prctl(PR_SET_DUMPABLE, 1)) /* its /proc/self files its own again */
+			_exit(2);
+		char *p;
+		samepage_t *sp = adv_registered(&p, n, 'L');
+		if (mlock(p, n * PG))
+			_exit(3);
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 2) == 0);
+		REQUIRE(pages_mapping_pool(p, n) == n);
+		char *dst = mmap(NULL, n * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		char *q = mremap(p, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+		int e = errno;
+		int err = q == MAP_FAILED ? 0 : samepage_write(sp, "run", "2");
+		printf("# as nobody, RLIMIT_MEMLOCK %zu kB: mremap %s, run=2 %s, %lld kB locked\n",
+		       (n + 16) * PG / 1024, q == MAP_FAILED ? strerror(e) : "moved",
+		       err ? samepage_strerror(err) : "done",
+		       proc_kb("/proc/self/status", "VmLck"));
+		fflush(stdout);
+		if (q == MAP_FAILED || err)
+			_exit(1);
+		for (size_t i = 0; i < n * PG; i += 97)
+			if (q[i] != 'L')
+				_exit(4);
+		_exit(pages_mapping_pool(q, n) == 0 && vmflag(q, "lo") ? 0 : 5);
+	}
+	CHECK_EQ_INT(adv_wait(pid), 0);
 }
 
 /* Finding 48: memory locked on fault (mlock2(MLOCK_ONFAULT), QEMU's
