@@ -619,7 +619,7 @@ int main(int argc, char **argv)
 		       g.st.dir, resolved ? "its resolved path is too long" : strerror(errno));
 		return start_failed(made_dir);
 	}
-	snprintf(g.st.dir, sizeof(g.st.dir), "%s", real);
+	memcpy(g.st.dir, real, strlen(real) + 1); /* fits: checked above */
 	struct statfs sfs;
 	if (statfs(g.st.dir, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC)
 		logmsg("warning: %s is not tmpfs: the pool would be a disk file's page cache, "
