@@ -676,16 +676,11 @@ void test_mremap_forgets_promises(void)
  * place. */
 void test_locked_near_memlock_limit(void)
 {
-	if (geteuid() != 0)
-		SKIP("not root: cannot become another user");
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
+	pid_t pid = adv_fork_as_nobody();
 	if (pid == 0) {
 		const size_t n = 64;
 		struct rlimit rl = {(n + 16) * PG, (n + 16) * PG};
-		if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
-		    setresuid(65534, 65534, 65534) || setrlimit(RLIMIT_MEMLOCK, &rl) ||
-		    prctl(PR_SET_DUMPABLE, 1)) /* its /proc/self files its own again */
+		if (setrlimit(RLIMIT_MEMLOCK, &rl))
 			_exit(2);
 		char *p;
 		samepage_t *sp = adv_registered(&p, n, 'L');

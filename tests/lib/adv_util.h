@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -48,6 +49,21 @@ static inline samepage_t *adv_merged(char **out, size_t n, int val)
 	wr(sp, "run", "1");
 	REQUIRE(wait_scans(sp, 2) == 0);
 	return sp;
+}
+
+/* Forks a child that runs as user nobody (65534, no groups), its
+ * /proc/self files its own again: 0 in the child, its pid in the parent.
+ * A test that needs it is skipped when not run as root. */
+static inline pid_t adv_fork_as_nobody(void)
+{
+	if (geteuid() != 0)
+		SKIP("not root: cannot become another user");
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0 && (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+			 setresuid(65534, 65534, 65534) || prctl(PR_SET_DUMPABLE, 1)))
+		_exit(2);
+	return pid;
 }
 
 /* Waits for pid; returns its exit status, or 128+signal. */

@@ -254,14 +254,8 @@ void test_unmerge_under_load(void)
  * mechanism, as samepage(3) says, uffd-user; it fell to mprotect. */
 void test_window_forced_uffd_falls_back(void)
 {
-	if (geteuid() != 0)
-		SKIP("not root: cannot become another user");
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
+	pid_t pid = adv_fork_as_nobody();
 	if (pid == 0) {
-		if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
-		    setresuid(65534, 65534, 65534))
-			_exit(2);
 		setenv("SAMEPAGE_WINDOW", "uffd", 1);
 		samepage_t *sp;
 		if (samepage_open(&sp))
