@@ -217,7 +217,10 @@ void promise_future_locked(bool on)
 static void unlock_unpromised(uintptr_t start, uintptr_t end, uintptr_t at)
 {
 	uintptr_t p = start, fs, fe;
-	if (atomic_load(&future_locked) != prim_getpid())
+	pid_t locker = atomic_load(&future_locked);
+	/* (getpid() is a system call: asked only under MCL_FUTURE, not at
+	 * every merge) */
+	if (!locker || locker != prim_getpid())
 		return;
 	while (p < end) {
 		bool found = promise_find(p, end, PROMISE_LOCKED, &fs, &fe);
