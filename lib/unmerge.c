@@ -109,13 +109,48 @@ static int replace_with_anon(uintptr_t s, uintptr_t e, int prot, bool copy)
  * frees a THP's unmapped pages only when it splits it, under memory
  * pressure: until then the memory merged is not available (the kernel's
  * KSM splits a THP it merges from).  The copy's scratch mapping takes no
- * huge page (MADV_NOHUGEPAGE); the block gets its mapping's flags back.
+ * huge page (scratch_off_huge()); the block keeps its mapping's flags.
  * 0, 1 if the window could not open (I/O in flight: nothing done), or
  * -errno.
  */
 int huge_block_to_small(uintptr_t s, uintptr_t e, int prot)
 {
 	return replace_chunked(s, e, prot, true, e - s, true);
+}
+
+/*
+ * The scratch mapping of a huge page's block (len at most a huge page)
+ * takes small pages whatever THP's mode, without MADV_NOHUGEPAGE: that
+ * flag would move in with the copy and stay on the application's memory
+ * (it loses THP there, and the block no longer joins its neighbours: after
+ * a registration read the flag back and run=2 the range was 13 mappings
+ * and its mremap failed with EFAULT, RELIABILITY.md 57).  A mapping that
+ * starts a page off the huge page alignment holds no aligned block, so the
+ * kernel's faults give it small pages; PROT_NONE pages either side (from
+ * *flank, SCRATCH_FLANKS pages in all) keep it from joining a neighbour.
+ */
+#define SCRATCH_FLANKS 3
+static int scratch_off_huge(char **scratch, char **flank, size_t len)
+{
+	size_t pmd = prim_pmd_size();
+	char *r;
+	int err = prim_mmap((void **)&r, NULL, len + SCRATCH_FLANKS * PAGE_SIZE, PROT_NONE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (err)
+		return err;
+	char *s = r + PAGE_SIZE;
+	if (((uintptr_t)s & (pmd - 1)) == 0)
+		s += PAGE_SIZE;
+	void *m;
+	err = prim_mmap(&m, s, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+			-1, 0);
+	if (err) {
+		prim_munmap(r, len + SCRATCH_FLANKS * PAGE_SIZE);
+		return err;
+	}
+	*scratch = s;
+	*flank = r;
+	return 0;
 }
 
 static int replace_chunked(uintptr_t s, uintptr_t e, int prot, bool copy, size_t chunk, bool small)
@@ -140,13 +175,12 @@ static int replace_chunked(uintptr_t s, uintptr_t e, int prot, bool copy, size_t
 		}
 		return err;
 	}
-	char *scratch;
-	err = prim_mmap((void **)&scratch, NULL, len, PROT_READ | PROT_WRITE,
-			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *scratch, *flank = NULL;
+	err = small ? scratch_off_huge(&scratch, &flank, len)
+		    : prim_mmap((void **)&scratch, NULL, len, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (err)
 		return err;
-	if (small) /* small pages, whatever THP's mode */
-		prim_madvise(scratch, len, MADV_NOHUGEPAGE);
 	for (; off < len && !err; off += chunk) {
 		size_t n = len - off < chunk ? len - off : chunk;
 		uintptr_t a = s + off;
@@ -195,6 +229,10 @@ static int replace_chunked(uintptr_t s, uintptr_t e, int prot, bool copy, size_t
 	}
 	if (off < len)
 		prim_munmap(scratch + off, len - off);
+	if (flank) { /* not what lies between: the copy's place may be mapped again */
+		prim_munmap(flank, (size_t)(scratch - flank));
+		prim_munmap(scratch + len, SCRATCH_FLANKS * PAGE_SIZE - (size_t)(scratch - flank));
+	}
 	return err ? err : in_place;
 }
 

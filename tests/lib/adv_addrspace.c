@@ -437,22 +437,6 @@ void test_mremap_after_close(void)
 	samepage_close(sp);
 }
 
-/* The mappings /proc/self/maps shows in [p, p+len). */
-static int mappings_in(const char *p, size_t len)
-{
-	FILE *f = fopen("/proc/self/maps", "r");
-	REQUIRE(f);
-	unsigned long s, e;
-	int n = 0;
-	char line[512];
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && e > (uintptr_t)p &&
-		    s < (uintptr_t)p + len)
-			n++;
-	fclose(f);
-	return n;
-}
-
 /* The pattern of the two tests below: even pages all 'u', odd ones 'u'
  * with their index first (unique). */
 static void pattern_fill(char *p, size_t n)
@@ -494,9 +478,9 @@ void test_unmerge_leaves_one_mapping(void)
 	wr(sp, "run", "1");
 	REQUIRE(wait_scans(sp, 3) == 0);
 	CHECK(rd(sp, "ksm_merging_pages") >= (long long)n / 2);
-	CHECK(mappings_in(p, n * PG) > 1); /* merging split it */
+	CHECK(mappings_in(p, n * PG, NULL) > 1); /* merging split it */
 	wr(sp, "run", "2");
-	int maps = mappings_in(p, n * PG);
+	int maps = mappings_in(p, n * PG, NULL);
 	if (maps != 1)
 		fprintf(stderr, "%d mappings in the region after run=2\n", maps);
 	CHECK_EQ_INT(maps, 1);
@@ -533,11 +517,55 @@ void test_mremap_after_partial_unmerge(void)
 	char *q = mremap(p, n * PG, (n + 1) * PG, MREMAP_MAYMOVE);
 	if (q == MAP_FAILED)
 		fprintf(stderr, "mremap to grow: %s, %d mappings\n", strerror(errno),
-			mappings_in(p, n * PG));
+			mappings_in(p, n * PG, NULL));
 	CHECK(q != MAP_FAILED);
 	if (q != MAP_FAILED) {
 		CHECK_EQ_U64(pattern_kept(q, n), n);
 	}
+	samepage_close(sp);
+}
+
+/*
+ * RELIABILITY.md 57: a THP block that a merge splits into small pages was
+ * copied through a scratch mapping marked MADV_NOHUGEPAGE, and the flag
+ * moved in with the copy: memory the application never marked lost THP,
+ * and once a registration read the flag back as the application's, run=2
+ * left the range 13 mappings and its mremap failed with EFAULT.  Here THPs
+ * the application made (MADV_COLLAPSE, as THP "always" makes them) merge
+ * in part; the range must keep its flags (no nh), and after a second
+ * registration and run=2 be one mapping again, growable, contents kept.
+ */
+void test_thp_split_keeps_flags(void)
+{
+	const size_t n = 2048, huge = (size_t)2 << 20; /* four huge pages */
+	char *raw =
+	    mmap(NULL, n * PG + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(raw != MAP_FAILED);
+	char *p = (char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
+	pattern_fill(p, n);
+	if (madvise(p, n * PG, 25 /* MADV_COLLAPSE, Linux 6.1 */) != 0 ||
+	    proc_kb("/proc/self/smaps_rollup", "AnonHugePages") < (long long)(n * PG / 1024))
+		SKIP("the kernel made no THP of the range (MADV_COLLAPSE)");
+	samepage_t *sp = open_fast();
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_CMP(rd(sp, "ksm_merging_pages"), >=, (long long)n / 2, long long, "%lld");
+	int nohuge, maps = mappings_in(p, n * PG, &nohuge);
+	printf("merged: %d mappings, %d of them MADV_NOHUGEPAGE\n", maps, nohuge);
+	CHECK_EQ_INT(nohuge, 0);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0); /* reads flags again */
+	wr(sp, "run", "2");
+	maps = mappings_in(p, n * PG, &nohuge);
+	printf("after run=2: %d mappings, %d of them MADV_NOHUGEPAGE\n", maps, nohuge);
+	CHECK_EQ_INT(maps, 1);
+	CHECK_EQ_INT(nohuge, 0);
+	char *q = mremap(p, n * PG, n * PG + huge, MREMAP_MAYMOVE);
+	if (q == MAP_FAILED)
+		fprintf(stderr, "mremap to grow: %s\n", strerror(errno));
+	CHECK(q != MAP_FAILED);
+	if (q != MAP_FAILED)
+		CHECK_EQ_U64(pattern_kept(q, n), n);
 	samepage_close(sp);
 }
 

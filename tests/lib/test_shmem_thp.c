@@ -50,28 +50,6 @@ static long long pool_bytes(void)
 	return bytes;
 }
 
-/* How many mappings meet [p, p + len), and how many of them have nh. */
-static int mappings(const char *p, size_t len, int *nohuge)
-{
-	char line[512];
-	int n = 0, in = 0;
-	FILE *f = fopen("/proc/self/smaps", "r");
-	REQUIRE(f);
-	*nohuge = 0;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long lo, hi;
-		char c;
-		if (sscanf(line, "%lx-%lx %c", &lo, &hi, &c) == 3) {
-			in = hi > (uintptr_t)p && lo < (uintptr_t)p + len;
-			n += in;
-		} else if (in && !strncmp(line, "VmFlags:", 8) && strstr(line, " nh")) {
-			*nohuge += 1;
-		}
-	}
-	fclose(f);
-	return n;
-}
-
 static void registered_again(void)
 {
 	const size_t n = 256;
@@ -89,7 +67,7 @@ static void registered_again(void)
 	CHECK_EQ_INT(rd(sp, "pages_sharing"), (long long)(n / 4));
 	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
 	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_UNMERGEABLE) == 0);
-	int nohuge, maps = mappings(p, n * PG, &nohuge);
+	int nohuge, maps = mappings_in(p, n * PG, &nohuge);
 	printf("after the unmerge: %d mappings, %d of them MADV_NOHUGEPAGE\n", maps, nohuge);
 	CHECK_EQ_INT(nohuge, 0);
 	CHECK_EQ_INT(maps, 1);

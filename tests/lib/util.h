@@ -141,6 +141,30 @@ static inline int count_pool_mapping(const struct procfs_map *m, void *arg)
 	return 0;
 }
 
+/* How many mappings meet [p, p + len), and (nohuge not NULL) how many of
+ * them have MADV_NOHUGEPAGE (VmFlags nh). */
+static inline int mappings_in(const void *p, size_t len, int *nohuge)
+{
+	char line[512];
+	int n = 0, in = 0, nh = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+	REQUIRE(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char c;
+		if (sscanf(line, "%lx-%lx %c", &lo, &hi, &c) == 3) {
+			in = hi > (uintptr_t)p && lo < (uintptr_t)p + len;
+			n += in;
+		} else if (in && !strncmp(line, "VmFlags:", 8) && strstr(line, " nh")) {
+			nh++;
+		}
+	}
+	fclose(f);
+	if (nohuge)
+		*nohuge = nh;
+	return n;
+}
+
 /* Counts the private mappings of the pool left in the process. */
 static inline int pool_mappings(void)
 {
