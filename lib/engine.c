@@ -100,6 +100,7 @@ void engine_free(struct samepage *sp)
 	}
 	lib_free(sp->regions);
 	lib_free(sp->forget);
+	lib_free(sp->moved);
 	fork_forget_pins(sp);
 	lib_free(sp->unstable.heads);
 	domain_unmap(&sp->stable);

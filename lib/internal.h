@@ -161,7 +161,7 @@ void promise_apply_at(uintptr_t start, uintptr_t end, uintptr_t at);
 void promise_set_policy(uintptr_t start, uintptr_t end, int mode, const unsigned long *nodes,
 			unsigned long maxnode);
 void promise_policy_apply_at(uintptr_t start, uintptr_t end, uintptr_t at);
-void promise_move(uintptr_t old, size_t len, uintptr_t new);
+void promise_move(uintptr_t old, size_t len, uintptr_t new, bool keep_old);
 unsigned promise_flags(uintptr_t addr);
 int promise_map_locked(uintptr_t start, uintptr_t end);
 bool promise_find(uintptr_t start, uintptr_t end, unsigned flag, uintptr_t *fs, uintptr_t *fe);

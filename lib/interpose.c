@@ -208,24 +208,34 @@ static void prepare_move(struct samepage *sp, uintptr_t start, size_t len, void 
 		int err = unmerge_for_mremap(sp, r, from, to);
 		if (err < 0 && !*failed) /* (-EBUSY: I/O in flight kept a chunk) */
 			*failed = err == -EBUSY ? -ENOMEM : err;
-		if (sp->nmoved < sizeof(sp->moved) / sizeof(sp->moved[0])) {
-			sp->moved[sp->nmoved].off = region_addr(r, from) - start;
-			sp->moved[sp->nmoved].len = (to - from) << PAGE_SHIFT;
-			sp->nmoved++;
+		if (sp->nmoved == sp->moved_cap) {
+			size_t cap = sp->moved_cap ? 2 * sp->moved_cap : 16;
+			struct moved_part *m = lib_realloc(sp->moved, cap * sizeof(*m));
+			if (!m)
+				continue; /* no memory: not registered where it lands */
+			sp->moved = m;
+			sp->moved_cap = cap;
 		}
+		sp->moved[sp->nmoved].off = region_addr(r, from) - start;
+		sp->moved[sp->nmoved].len = (to - from) << PAGE_SHIFT;
+		sp->nmoved++;
 	}
 }
 
 /* The promises follow an mremap: what moved is promised where it lands
  * (the rest of a new place is new memory), what it grew is new memory, and
- * what it gave up (a shrink, or the old place) is forgotten.  With no
- * engine open too: the promises outlive the engines (RELIABILITY.md 56). */
-static void mremap_promises(uintptr_t o, size_t olen, uintptr_t m, size_t nlen)
+ * what it gave up (a shrink, or the old place) is forgotten, but for the
+ * old place MREMAP_DONTUNMAP leaves mapped (its flags stay but the lock).
+ * With no engine open too: the promises outlive the engines
+ * (RELIABILITY.md 56). */
+static void mremap_promises(uintptr_t o, size_t olen, uintptr_t m, size_t nlen, int flags)
 {
 	if (m != o) {
-		promise_set(m, m + nlen, 0, false); /* as mmap's */
-		promise_move(o, olen < nlen ? olen : nlen, m);
-		promise_set(o, o + olen, 0, false);
+		bool keep_old = flags & MREMAP_DONTUNMAP; /* (olen == nlen) */
+		promise_set(m, m + nlen, 0, false);	  /* as mmap's */
+		promise_move(o, olen < nlen ? olen : nlen, m, keep_old);
+		if (!keep_old)
+			promise_set(o, o + olen, 0, false);
 	} else if (nlen > olen) {
 		promise_set(o + olen, o + nlen, 0, false); /* grown in place */
 	} else if (nlen < olen) {
@@ -251,7 +261,7 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			guard_disarm(o, o + olen);
 		int err = prim_mremap(&m, old, old_len, new_len, flags, new_addr);
 		if (!err)
-			mremap_promises(o, olen, (uintptr_t)m, pages_len(new_len));
+			mremap_promises(o, olen, (uintptr_t)m, pages_len(new_len), flags);
 		if (!err)
 			stale_pools_moved();
 		return libc_map_result(err, &m);
@@ -277,7 +287,7 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	int err = failed ? failed : prim_mremap(&m, old, old_len, new_len, flags, new_addr);
 	size_t nlen = pages_len(new_len);
 	if (!err)
-		mremap_promises(o, olen, (uintptr_t)m, nlen);
+		mremap_promises(o, olen, (uintptr_t)m, nlen, flags);
 	if (!err) {
 		engine_note_unmap(o, olen);
 		if (flags & MREMAP_FIXED)
@@ -287,7 +297,9 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	if (!err)
 		stale_pools_moved();
 	/* VM_MERGEABLE moves with a kernel VMA: the same parts stay mergeable,
-	 * with the same engine, where they are now. */
+	 * with the same engine, where they are now (and where they were too,
+	 * if MREMAP_DONTUNMAP left that mapped: the kernel keeps the flag on
+	 * the old VMA). */
 	for (struct samepage *sp = locked ? engines : NULL; sp; sp = sp->next_engine) {
 		if (!sp->held)
 			continue;
@@ -299,6 +311,8 @@ EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			if (off + len > nlen)
 				len = nlen - off;
 			engine_register(sp, (uintptr_t)m + off, len);
+			if (flags & MREMAP_DONTUNMAP)
+				engine_register(sp, o + off, len);
 		}
 		engine_leave(sp);
 	}

@@ -307,26 +307,36 @@ void promise_policy_apply_at(uintptr_t start, uintptr_t end, uintptr_t at)
 }
 
 /* mremap moved [old, old + len) to new: its flags go with it (they are
- * the VMA's). */
-void promise_move(uintptr_t old, size_t len, uintptr_t new)
+ * the VMA's), every interval of them.  keep_old (MREMAP_DONTUNMAP): the
+ * old range stays mapped with its flags but its lock, as the kernel leaves
+ * its VMA; otherwise it is forgotten. */
+void promise_move(uintptr_t old, size_t len, uintptr_t new, bool keep_old)
 {
-	struct promise moved[64];
+	struct promise *moved = NULL;
 	size_t n = 0;
 	fork_held_lock(&promise_lock);
-	for (size_t i = 0; i < npromises && n < 64; i++) {
+	for (size_t i = 0; i < npromises; i++)
+		n += promises[i].end > old && promises[i].start < old + len;
+	if (n && !(moved = lib_malloc(n * sizeof(*moved))))
+		n = 0; /* no memory: the new place has none (as mmap's) */
+	for (size_t i = 0, k = 0; i < npromises && k < n; i++) {
 		const struct promise *p = &promises[i];
 		if (p->end <= old || p->start >= old + len)
 			continue;
 		uintptr_t s = p->start > old ? p->start : old;
 		uintptr_t e = p->end < old + len ? p->end : old + len;
-		moved[n++] = (struct promise){s - old + new, e - old + new, p->flags};
+		moved[k++] = (struct promise){s - old + new, e - old + new, p->flags};
 	}
 	fork_held_unlock(&promise_lock);
-	promise_set(old, old + len, 0, false);
+	if (keep_old)
+		promise_set(old, old + len, PROMISE_LOCKED | PROMISE_ONFAULT, false);
+	else
+		promise_set(old, old + len, 0, false);
 	for (size_t i = 0; i < n; i++)
 		for (unsigned f = 1; f <= PROMISE_LAST; f <<= 1)
 			if (moved[i].flags & f)
 				promise_set(moved[i].start, moved[i].end, f, true);
+	lib_free(moved);
 }
 
 /* The first range with flag that overlaps [start, end): false if none. */

@@ -412,11 +412,12 @@ struct samepage {
 	struct samepage *next_engine; /* the process's list of engines */
 	bool held;		      /* by engines_hold(), under engines_lock */
 	/* The parts of an mremap's old range the engine had registered, as
-	 * offsets, while the mremap wrapper holds it (interpose.c). */
-	size_t nmoved;
-	struct {
+	 * offsets, while the mremap wrapper holds it (interpose.c): every
+	 * one (lib_realloc'd, kept for the next mremap). */
+	size_t nmoved, moved_cap;
+	struct moved_part {
 		size_t off, len;
-	} moved[16];
+	} * moved;
 };
 
 /*

@@ -936,6 +936,86 @@ void test_mempolicy_kept(void)
 	samepage_close(sp);
 }
 
+/* A range of n pages bound to node 0 one page in two (n / 2 policies
+ * the application gave), merged. */
+static samepage_t *bound_every_other(char *p, size_t n)
+{
+	unsigned long node0 = 1;
+	memset(p, 'm', n * PG);
+	for (size_t i = 1; i < n; i += 2)
+		REQUIRE(mbind(p + i * PG, PG, TEST_MPOL_BIND, &node0, 8 * sizeof(node0) + 1, 0) ==
+			0);
+	CHECK_EQ_U64(bound_pages(p, n), n / 2);
+	samepage_t *sp = open_fast();
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	for (int k = 0; k < 50 && pages_mapping_pool(p, n) < n; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+	return sp;
+}
+
+/* Regression: mremap moved 64 intervals of a range's promises at most,
+ * and registered 16 of its parts again where it landed: past them the
+ * moved range never merged again (the kernel's VM_MERGEABLE moves with
+ * every VMA), and its memory policies (and merge-any's marks, which no
+ * registration reads back) were forgotten, so that the copies an unmerge
+ * put there took the default policy (16 of 200 pages merged again; with
+ * every part registered, 32 of 100 bound pages kept their policy). */
+void test_mremap_moves_every_promise(void)
+{
+	const size_t n = 200;
+	char *p = map_pages(n), *to = map_pages(n);
+	samepage_t *sp = bound_every_other(p, n);
+	char *q = mremap(p, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+	REQUIRE(q == to);
+	for (int k = 0; k < 50 && pages_mapping_pool(q, n) < n; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	printf("%zu of %zu pages merged again where they moved\n", pages_mapping_pool(q, n), n);
+	CHECK_EQ_U64(pages_mapping_pool(q, n), n);
+	wr(sp, "run", "2"); /* copies, which take the promised policy */
+	CHECK_EQ_U64(pages_mapping_pool(q, n), 0);
+	size_t odd = 0;
+	for (size_t i = 1; i < n; i += 2)
+		odd += bound_pages(q + i * PG, 1);
+	printf("%zu of %zu bound pages kept their policy\n", odd, n / 2);
+	CHECK_EQ_U64(odd, n / 2);
+	CHECK_EQ_U64(bound_pages(q, n), n / 2);
+	for (size_t i = 0; i < n * PG; i += 997)
+		REQUIRE(q[i] == 'm');
+	samepage_close(sp);
+}
+
+/* Regression: mremap with MREMAP_DONTUNMAP leaves the old range mapped,
+ * empty, with its VMA's flags (but the lock) and VM_MERGEABLE, as the
+ * kernel's KSM sees it.  The wrapper forgot the old range's promises and
+ * registration: what the application wrote there again never merged, and
+ * an unmerge's copies would have lost its memory policy. */
+void test_mremap_dontunmap_keeps_old(void)
+{
+	const size_t n = 32;
+	char *p = map_pages(n), *to = map_pages(n);
+	samepage_t *sp = bound_every_other(p, n);
+	char *q = mremap(p, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to);
+	if (q == MAP_FAILED && errno == EINVAL)
+		SKIP("no MREMAP_DONTUNMAP (Linux 5.7)");
+	REQUIRE(q == to);
+	CHECK_EQ_INT(p[0], 0); /* the old range: mapped, empty */
+	memset(p, 'o', n * PG);
+	CHECK_EQ_U64(bound_pages(p, n), n / 2); /* the kernel's policies stayed */
+	for (int k = 0; k < 50 && pages_mapping_pool(p, n) < n; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	printf("%zu of %zu pages of the old range merged\n", pages_mapping_pool(p, n), n);
+	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+	wr(sp, "run", "2");
+	CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+	CHECK_EQ_U64(bound_pages(p, n), n / 2);
+	CHECK_EQ_U64(bound_pages(q, n), n / 2);
+	for (size_t i = 0; i < n * PG; i += 997)
+		REQUIRE(p[i] == 'o' && q[i] == 'm');
+	samepage_close(sp);
+}
+
 /* Regression: a mapping's promises (MADV_DONTFORK, MADV_DONTDUMP, mlock)
  * end with it.  samepage_free unmapped without forgetting them, and the
  * application's next mapping at that address had its merged pages made
