@@ -495,20 +495,12 @@ void io_begin(uintptr_t start, uintptr_t end, uintptr_t key)
 	io_lock_drop();
 }
 
-/* The read of [start, end) (or every buffer of libaio's iocb key) is done. */
-void io_end(uintptr_t start, uintptr_t end, uintptr_t key)
+/* The reads marked with key are done: every span of one call's flight, or
+ * every buffer of libaio's iocb key. */
+void io_end(uintptr_t key)
 {
 	io_lock_take();
-	if (key) {
-		io_end_key_locked(key);
-	} else {
-		for (size_t k = ninflight; k-- > 0;)
-			if (inflight[k].start == start && inflight[k].end == end &&
-			    !inflight[k].key) {
-				inflight[k] = inflight[--ninflight];
-				break;
-			}
-	}
+	io_end_key_locked(key);
 	io_lock_drop();
 }
 

@@ -110,7 +110,7 @@ void guard_window_env_check(void);
 void guard_arm(uintptr_t start, uintptr_t end);
 void guard_disarm(uintptr_t start, uintptr_t end);
 void io_begin(uintptr_t start, uintptr_t end, uintptr_t key);
-void io_end(uintptr_t start, uintptr_t end, uintptr_t key);
+void io_end(uintptr_t key);
 bool io_pending(uintptr_t key);
 void io_ring_reap(uintptr_t ctx);
 void io_ring_forget(uintptr_t ctx);

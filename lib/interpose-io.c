@@ -140,27 +140,19 @@ static void flight_begin(const struct flight *f, uintptr_t key)
 		__typeof__(call) r_ = (call);                                                      \
 		int saved_ = errno;                                                                \
 		if (on_)                                                                           \
-			io_end(0, 0, k_);                                                          \
+			io_end(k_);                                                                \
 		errno = saved_;                                                                    \
 		r_;                                                                                \
 	})
 
-/* Runs the call with [start, end) in flight; saves the call's errno. */
-#define IN_FLIGHT(start, end, call)                                                                \
-	({                                                                                         \
-		uintptr_t s_ = (start), e_ = (end);                                                \
-		bool on_ = active() && e_ > s_;                                                    \
-		if (on_)                                                                           \
-			io_begin(s_, e_, 0);                                                       \
-		__typeof__(call) r_ = (call);                                                      \
-		int saved_ = errno;                                                                \
-		if (on_)                                                                           \
-			io_end(s_, e_, 0);                                                         \
-		errno = saved_;                                                                    \
-		r_;                                                                                \
-	})
+/* Runs the call with one buffer's pages in flight (a flight of one span). */
 #define BUF_IN_FLIGHT(buf, len, call)                                                              \
-	IN_FLIGHT(page_down((uintptr_t)(buf)), page_up((uintptr_t)(buf), len), call)
+	({                                                                                         \
+		struct flight f__ = {0};                                                           \
+		if (active())                                                                      \
+			flight_add(&f__, (uintptr_t)(buf), len);                                   \
+		FLIGHT(&f__, call);                                                                \
+	})
 
 /* ---- read(2) and its kin ---- */
 
@@ -352,7 +344,7 @@ EXPORT int io_submit(aio_context_t ctx, long n, struct iocb **ios)
 	int r = f(ctx, n, ios);
 	/* The iocbs the kernel did not take are not in flight. */
 	for (long i = r < 0 ? 0 : r; i < n; i++)
-		io_end(0, 0, (uintptr_t)ios[i]);
+		io_end((uintptr_t)ios[i]);
 	return r;
 }
 
@@ -364,7 +356,7 @@ EXPORT int io_getevents(aio_context_t ctx, long min, long n, struct io_event *ev
 		return -ENOSYS;
 	int r = f(ctx, min, n, ev, t);
 	for (int i = 0; i < r; i++)
-		io_end(0, 0, (uintptr_t)ev[i].obj);
+		io_end((uintptr_t)ev[i].obj);
 	if (active())
 		io_ring_reap(ctx);
 	return r;
@@ -377,7 +369,7 @@ EXPORT int io_cancel(aio_context_t ctx, struct iocb *cb, struct io_event *ev)
 		return -ENOSYS;
 	int r = f(ctx, cb, ev);
 	if (r == 0)
-		io_end(0, 0, (uintptr_t)cb);
+		io_end((uintptr_t)cb);
 	return r;
 }
 
