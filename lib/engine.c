@@ -136,16 +136,17 @@ void samepage_close(samepage_t *sp)
 {
 	if (!sp)
 		return;
-	if (engine_alive(sp))
+	bool alive = engine_alive(sp); /* not an inert copy in a forked child */
+	if (alive)
 		ksmd_stop(sp);
 	/* Merged pages stay private mappings of the pool after close; this
 	 * process's forks still count where someone reads them (a forked
 	 * child's copy: its parent's area; a samepaged client's: its
 	 * ledger's, which samepaged reads), before the engine leaves the
 	 * list, so that no fork goes uncounted (unmerge.c). */
-	if (engine_alive(sp) && sp->ledger && sp->fork)
+	if (alive && sp->ledger && sp->fork)
 		fork_pin_at_close(sp);
-	struct fork_shared *area = !engine_alive(sp) || sp->ledger ? sp->fork : NULL;
+	struct fork_shared *area = !alive || sp->ledger ? sp->fork : NULL;
 	stale_pool_add(sp->pool.dev, sp->pool.ino, area, sp->ledger != NULL);
 	if (area)
 		sp->fork = NULL; /* the stale pools have it now */
