@@ -433,6 +433,30 @@ static void reregister(samepage_t *sp, struct region *r)
 		api_error("samepage_madvise(MERGEABLE) again", err);
 }
 
+/* The region moved with MREMAP_DONTUNMAP (as userfaultfd-based migration
+ * and garbage collectors move memory): the old range stays mapped, empty,
+ * and must read zeros (no merge may map anything there), then goes. */
+static void move_dontunmap(struct region *r)
+{
+	size_t len = r->npages * PG;
+	char *old = r->addr, *q = mremap(old, len, len, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+	if (q == MAP_FAILED) {
+		if (errno != EINVAL) /* EINVAL: before Linux 5.7 */
+			syscall_error("mremap(MREMAP_DONTUNMAP)");
+		return;
+	}
+	r->addr = q;
+	static const char zeros[PG];
+	for (size_t i = 0; i < r->npages; i++)
+		if (memcmp(old + i * PG, zeros, PG)) {
+			atomic_fetch_add(&stats->mismatch_pages, 1);
+			note("%s: page %zu of the range MREMAP_DONTUNMAP left is not zeros",
+			     thread_who, i);
+		}
+	if (munmap(old, len))
+		syscall_error("munmap (the old range of MREMAP_DONTUNMAP)");
+}
+
 static void op_mmap(struct worker *w, struct region *r)
 {
 	size_t len = r->npages * PG;
@@ -445,6 +469,12 @@ static void op_mmap(struct worker *w, struct region *r)
 		if (r->split) /* the kernel resizes one VMA only */
 			break;
 		samepage_t *sp = engine_get(w, r);
+		if (!r->alloced && rnd_below(&w->rng, 2)) {
+			move_dontunmap(r);
+			reregister(sp, r);
+			engine_put(w, r);
+			break;
+		}
 		char *q = mremap(r->addr, len, len + PG, MREMAP_MAYMOVE);
 		if (q == MAP_FAILED) {
 			char flags[200];
