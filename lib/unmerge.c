@@ -123,8 +123,8 @@ int huge_block_to_small(uintptr_t s, uintptr_t e, int prot)
  * takes small pages whatever THP's mode, without MADV_NOHUGEPAGE: that
  * flag would move in with the copy and stay on the application's memory
  * (it loses THP there, and the block no longer joins its neighbours: after
- * a registration read the flag back and run=2 the range was 13 mappings
- * and its mremap failed with EFAULT, RELIABILITY.md 57).  A mapping that
+ * a registration read the flag back and run=2 the range stayed many
+ * mappings and its mremap failed with EFAULT, RELIABILITY.md 57).  A mapping that
  * starts a page off the huge page alignment holds no aligned block, so the
  * kernel's faults give it small pages; PROT_NONE pages either side (from
  * *flank, SCRATCH_FLANKS pages in all) keep it from joining a neighbour.
