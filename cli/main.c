@@ -311,7 +311,7 @@ static bool wants_help(const struct verb *v, int argc, char **argv)
 	return false;
 }
 
-int main(int argc, char **argv)
+static int run_ksmctl(int argc, char **argv)
 {
 	const struct verb *v = NULL;
 	int vi = 0;
@@ -380,4 +380,26 @@ int main(int argc, char **argv)
 	opterr = 0; /* and verb_usage() says what it refused, in ksmctl's shape */
 	verb_argc = argc - vi, verb_argv = argv + vi;
 	return v->run(argc - vi, argv + vi);
+}
+
+/* A report that did not reach standard output (a full disk under
+ * "> FILE", an I/O error) must not exit 0: a script that installs the file
+ * on success (the textfile collector's "> ksm.prom.tmp && mv") would
+ * install half a report.  Exit status 1 unless the verb failed already;
+ * what a verb changed stays changed. */
+static int stdout_written(int rc)
+{
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return rc;
+	ksmctl_fail(KSMCTL_NO, "standard output",
+		    "make room where it goes, or send it elsewhere; a change the verb made is "
+		    "kept",
+		    "cannot write the output: %s", errno ? strerror(errno) : "a write failed");
+	return rc ? rc : KSMCTL_NO;
+}
+
+int main(int argc, char **argv)
+{
+	return stdout_written(run_ksmctl(argc, argv));
 }
