@@ -16,16 +16,17 @@
 
 #include "json.h"
 
-const char usage_wait[] = "wait [--scans N | --converged] [--timeout SECONDS] [--json]\n"
-			  "\n"
-			  "Waits until ksmd has completed N more full scans (default 1), or with\n"
-			  "--converged until pages_sharing has not grown over two full scans.\n"
-			  "Exits 1 if ksmd is not running, 4 on timeout.\n"
-			  "\n"
-			  "  --scans N          full scans to wait for\n"
-			  "  --converged        wait for pages_sharing to stop growing\n"
-			  "  --timeout SECONDS  give up after SECONDS (default: never)\n"
-			  "  --json             report the result as JSON\n";
+const char usage_wait[] =
+    "wait [--scans N | --converged] [--timeout SECONDS] [--json]\n"
+    "\n"
+    "Waits until ksmd has completed N more full scans (default 1), or with\n"
+    "--converged until pages_sharing has not grown over two full scans.\n"
+    "Exits 1 if ksmd is not running, 4 on timeout.\n"
+    "\n"
+    "  --scans N          full scans to wait for\n"
+    "  --converged        wait for pages_sharing to stop growing\n"
+    "  --timeout SECONDS  give up after SECONDS (default: never; 0: check once)\n"
+    "  --json             report the result as JSON\n";
 
 /* pages_sharing at the end of recent full scans, newest last. */
 struct history {
@@ -94,7 +95,7 @@ int cmd_wait(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},	       {0},
 	};
 	long long want = -1, start, scans, sharing, base;
-	double timeout = 0, t0 = now_seconds();
+	double timeout = -1, t0 = now_seconds(); /* -1: no --timeout, never give up */
 	bool conv = false, json = false, tty = isatty(2);
 	struct history h = {.n = 0};
 	char fix[64];
@@ -151,7 +152,7 @@ int cmd_wait(int argc, char **argv)
 					   "wait: ksmd is not running (run = %lld)",
 					   knob_or("run", 0));
 		}
-		if (timeout > 0 && elapsed > timeout) {
+		if (timeout >= 0 && elapsed >= timeout) {
 			if (tty)
 				fputs("\r\033[K", stderr);
 			if (json)
