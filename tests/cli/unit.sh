@@ -19,7 +19,7 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
 # The unit's ExecStart= program must exist: on this machine (no --root)
-# install-service refuses (exit 5, even for --dry-run) when it is not
+# install-service refuses (exit 1, even for --dry-run) when it is not
 # installed; below --root it warns when the tree lacks it.
 if [ -n "$built" ]; then
 	prog=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$built/ksm-apply.service")
