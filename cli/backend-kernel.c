@@ -213,11 +213,12 @@ static bool machine_scope_name(const char *cgroup, char *buf, size_t blen)
 			buf[o++] = s[i];
 	}
 	buf[o] = '\0';
-	/* "qemu-1-web": the driver, the machine id, then the name. */
-	char *name = strchr(buf, '-');
-	if (!name)
+	/* "qemu-1-web": the driver, the machine id, then the name.  Only
+	 * QEMU's: another machine's scope (systemd-nspawn's
+	 * machine-my\x2dcontainer.scope, libvirt's LXC) is no VM. */
+	if (strncmp(buf, "qemu-", 5))
 		return false;
-	name++;
+	char *name = buf + 5;
 	if (*name >= '0' && *name <= '9' && name[strspn(name, "0123456789")] == '-')
 		name += strspn(name, "0123456789") + 1;
 	memmove(buf, name, strlen(name) + 1);
