@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "ksmconf.h" /* the advisor rule, samepaged --config's too */
 #include "ksmconf.h"
 #include "plan.h"
 
@@ -212,9 +213,7 @@ int plan_check(struct plan *p)
 	pts = plan_find(p, "pages_to_scan"), adv = plan_find(p, "advisor_mode");
 	if (pts && adv && adv->v == 1)
 		return ksmctl_fail(KSMCTL_USAGE, change_input(pts, input, sizeof(input)),
-				   "leave pages_to_scan out (the advisor sets it), or set "
-				   "advisor_mode=none",
-				   "pages_to_scan cannot be set with advisor_mode=scan-time");
+				   KSMCONF_ADVISOR_FIX, KSMCONF_ADVISOR_CAUSE);
 	if (pts && !adv && knob_or("advisor_mode", 0) == 1)
 		return ksmctl_fail(KSMCTL_REFUSED, change_input(pts, input, sizeof(input)),
 				   "set advisor_mode=none with it, or leave pages_to_scan out",

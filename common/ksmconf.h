@@ -65,6 +65,15 @@ const char *ksmconf_show(const char *line, size_t len, char *out, size_t outlen)
 bool ksmconf_nul_line(const char *path, int lineno, const char *line, size_t len,
 		      struct ksmconf_error *err);
 
+/* pages_to_scan with advisor_mode=scan-time in one command or file: the
+ * kernel refuses pages_to_scan under the advisor, and writing advisor_mode
+ * resets it, so whatever the order, one of the two is lost.  `ksmctl set`
+ * and `apply` (cli/set.c) and `samepaged --config` refuse it, exit 2,
+ * with this cause and fix, the input as "pages_to_scan=VALUE (ORIGIN)". */
+#define KSMCONF_ADVISOR_CAUSE "pages_to_scan cannot be set with advisor_mode=scan-time"
+#define KSMCONF_ADVISOR_FIX                                                                        \
+	"leave pages_to_scan out (the advisor sets it), or set advisor_mode=none"
+
 /* The values a knob accepts, for fixes: "a whole number from 0 to 2". */
 const char *ksmconf_range(const struct samepage_knob *k, char *buf, size_t len);
 

@@ -10,6 +10,8 @@
 # setting).  So are a directory and a file whose read fails (both used to
 # read as an empty file: "0 settings valid", exit 0).  A good file is
 # accepted by both, a byte-order mark first, and samepaged runs with it.
+# pages_to_scan with advisor_mode=scan-time is refused by both in either
+# order (samepaged ran with scan-time second, and reset pages_to_scan).
 #
 # usage: config.sh KSMCTL SAMEPAGED SRCDIR
 set -u
@@ -67,6 +69,19 @@ run = 1\n\xef\xbb\xbfpages_to_scan = 100\n|\\xef\\xbb\\xbfpages_to_scan = 100
 pages_to_scan = 1\x1b[31mX\n|pages_to_scan = 1\\x1b\[31mX
 run\a = 1\n|run\\x07 = 1
 CASES
+
+# pages_to_scan with advisor_mode=scan-time, in either order: ksmctl
+# apply refuses the file on a kernel with the advisor (6.18), and so must
+# samepaged, whose knobs have it (it ran with the file whose scan-time
+# came second: the advisor reset pages_to_scan), with the same message.
+for text in 'advisor_mode = scan-time\npages_to_scan = 200\n' \
+	'pages_to_scan = 200\nadvisor_mode = scan-time\n'; do
+	n=$((n + 1))
+	printf '%b' "$text" >"$tmp/c$n.conf"
+	tree=$src/trees/linux-6.18 both_refuse "'$text'" "$tmp/c$n.conf" "$tmp/s$n.sock" "$shm/s$n" &&
+		! grep -qF "  input: pages_to_scan=200 ($tmp/c$n.conf:" <<<"$kmsg" &&
+		{ echo "FAIL: '$text': the input is not the pages_to_scan line:"; echo "$kmsg"; bad=1; }
+done
 
 # Not a config file, or one that cannot be read (/proc/self/mem: EIO at
 # the first read): refused by both, exit 2, the same message naming the
