@@ -142,7 +142,10 @@ static int check_user(bool json)
 		json_bool(&j, "reachable", !err);
 		json_string(&j, "error", err ? cause : NULL);
 		json_bool(&j, "running", run == 1);
-		json_int(&j, "run", run);
+		if (run < 0) /* not reachable: no value, not -1 */
+			json_null(&j, "run");
+		else
+			json_int(&j, "run", run);
 		if (err)
 			json_null(&j, "clients");
 		else
@@ -209,7 +212,10 @@ int cmd_check(int argc, char **argv)
 		json_bool(&j, "prctl_kept_across_exec",
 			  prctl_ok && version_cmp(release, "6.7") >= 0);
 		json_bool(&j, "running", run == 1);
-		json_int(&j, "run", run);
+		if (run < 0) /* no KSM (or no run file): no value, not -1 */
+			json_null(&j, "run");
+		else
+			json_int(&j, "run", run);
 		json_bool(&j, "can_change", strcmp(change, "yes") == 0);
 		json_string(&j, "can_change_detail", change);
 		knob_list_json(&j, "knobs_present", PRESENT, release);

@@ -137,7 +137,7 @@ absent()
 		fi
 	fi
 	expect 1 --user --socket "$sock" check --json
-	json_ok 'd["reachable"] is False and d["backend"] == "samepaged"'
+	json_ok 'd["reachable"] is False and d["backend"] == "samepaged" and d["run"] is None'
 	# A socket file nobody listens on: ECONNREFUSED, the same advice.
 	python3 -c "import socket, sys; socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET).bind(sys.argv[1])" "$stale"
 	expect 1 --socket "$stale" status
