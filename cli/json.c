@@ -13,7 +13,14 @@ void json_init(struct json *j, FILE *f)
 {
 	j->f = f;
 	j->depth = 0;
+	j->one_line = false;
 	j->need_comma[0] = false;
+}
+
+void json_init_line(struct json *j, FILE *f)
+{
+	json_init(j, f);
+	j->one_line = true;
 }
 
 /* Any bytes give a valid JSON string: printable UTF-8 is kept, control
@@ -46,8 +53,8 @@ static void put_string(FILE *f, const char *s)
 static void prefix(struct json *j, const char *key)
 {
 	if (j->need_comma[j->depth])
-		fputc(',', j->f);
-	if (j->depth)
+		fputs(j->one_line ? ", " : ",", j->f);
+	if (j->depth && !j->one_line)
 		fprintf(j->f, "\n%*s", 2 * j->depth, "");
 	j->need_comma[j->depth] = true;
 	if (key) {
@@ -71,7 +78,7 @@ static void close_(struct json *j, char c)
 
 	if (j->depth)
 		j->depth--;
-	if (!empty)
+	if (!empty && !j->one_line)
 		fprintf(j->f, "\n%*s", 2 * j->depth, "");
 	fputc(c, j->f);
 	if (!j->depth)

@@ -6,7 +6,8 @@
  * the nesting and whether a comma is due, so output needs no memory beyond
  * one struct.  Every value call takes a key: the member name inside an
  * object, NULL inside an array or at the top.  Output is indented by two
- * spaces, one member per line, and ends with a newline.  Non-finite numbers
+ * spaces, one member per line (or all on one line: json_init_line), and
+ * ends with a newline.  Non-finite numbers
  * are written as null, which JSON requires.  The API is stable: `ksmctl
  * estimate` uses it too.
  */
@@ -21,10 +22,15 @@
 struct json {
 	FILE *f;
 	int depth;
+	bool one_line; /* json_init_line() */
 	bool need_comma[JSON_MAX_DEPTH];
 };
 
 void json_init(struct json *j, FILE *f);
+/* The same, each top-level value on one line ({"a": 1, "b": [2, 3]}):
+ * for a stream of records, such as tune's decisions in the journal, where
+ * a line is a record. */
+void json_init_line(struct json *j, FILE *f);
 void json_object_begin(struct json *j, const char *key);
 void json_object_end(struct json *j);
 void json_array_begin(struct json *j, const char *key);

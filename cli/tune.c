@@ -51,7 +51,7 @@ const char usage_tune[] =
     "  --interval SECONDS between decisions (pressure: 10; ksmtuned:\n"
     "                     KSM_MONITOR_INTERVAL, 60)\n"
     "  --once             decide once, now, and exit\n"
-    "  --json             print each decision as a JSON object\n"
+    "  --json             print each decision as a JSON object, one per line\n"
     "  --dry-run          decide and log, write nothing\n"
     "  --restore          on exit, put back the knobs found at start\n"
     "  --state FILE       keep the policy's memory in FILE (for --once from cron), a\n"
@@ -198,7 +198,7 @@ static void log_decision(const struct tuner *t, const struct tune_reading *r,
 	if (t->json) {
 		struct json j;
 
-		json_init(&j, stdout);
+		json_init_line(&j, stdout); /* a decision per line: the journal's records */
 		json_object_begin(&j, NULL);
 		json_string(&j, "policy", t->ksmtuned ? "ksmtuned" : "pressure");
 		json_string(&j, "state", d->state);

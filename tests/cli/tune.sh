@@ -341,6 +341,8 @@ t_pressure() {
 	tune --once --dry-run --json
 	[ "$before" = "$(snapshot)" ] || fail "--dry-run changed knobs"
 	json_ok 'd["dry_run"] and d["set"]["run"] == 1 and d["written"] == ""'
+	# One decision, one line: the journal keeps a line as a record.
+	[ "$(wc -l <"$tmp/out")" = 1 ] || fail "--json wrote a decision on $(wc -l <"$tmp/out") lines"
 
 	# 4.19: no advisor, no pages_scanned, no ksm_stat.  The cost comes from
 	# the CPU share the knobs gave: f = P*cost / (S + P*cost).
