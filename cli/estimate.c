@@ -431,6 +431,7 @@ struct report {
 	double *pass_seconds, *pass_cpu;   /* per pass */
 	uint64_t *pass_bytes;
 	bool *named; /* per process index: given by --pid */
+	int denied;  /* other users' processes not named, not read: said once */
 };
 
 static void interval(double v, double var, double lo_min, double hi_max, double out[2])
@@ -992,7 +993,7 @@ static double cpu_seconds(void)
 
 /* One message on stderr for a process of the last pass that could not be
  * read, or that was named and has nothing mergeable. */
-static void say_status(const struct report *r, int i, struct progress *pr)
+static void say_status(struct report *r, int i, struct progress *pr)
 {
 	struct est_proc *p = est_proc_at(r->e, i);
 	char buf[128];
@@ -1003,6 +1004,10 @@ static void say_status(const struct report *r, int i, struct progress *pr)
 		       "counted; --all-memory counts it";
 	else if (p->status == EST_OK || !listed(r, i) || (vanished(p) && !r->named[i]))
 		return;
+	else if (p->status == EST_DENIED && !r->named[i] && geteuid() != 0) {
+		r->denied++; /* a line each would bury the report: one for all */
+		return;
+	}
 	if (pr->shown)
 		fputs("\r\033[K", stderr);
 	fprintf(stderr, "ksmctl: estimate: pid %d%s%s%s: %s\n", (int)p->pid, p->comm[0] ? " (" : "",
@@ -1050,6 +1055,11 @@ static int scan_targets(int n, struct report *r, struct progress *pr)
 	r->cpu_seconds = cpu_seconds() - cpu0;
 	if (pr->shown)
 		fputs("\r\033[K", stderr);
+	if (r->denied)
+		fprintf(stderr,
+			"ksmctl: estimate: %d processes of other users not read (permission "
+			"denied): run as root, or with CAP_SYS_PTRACE\n",
+			r->denied);
 	return nread;
 }
 

@@ -610,6 +610,12 @@ def t_permission():
     expect(proc(doc, theirs.pids[0]), "own process", pages_scanned=15, pages_saved=4,
            status="ok")
     _, err = estimate("--pid", pids_arg(mine), user=nobody, want_rc=1)
+    # Every process (no --pid): the other users' are one line, not a line
+    # each (hundreds on a host), and the own ones are read.
+    doc, err = estimate(user=nobody)
+    check("processes of other users not read (permission denied)" in err
+          and "pid %d" % mine.pids[0] not in err, "one line for the others: " + err)
+    eq(proc(doc, theirs.pids[0])["status"], "ok", "own process, with every process read")
 
 
 # ------------------------------------------------- the kernel's own KSM ----
