@@ -39,6 +39,7 @@ struct facts {
 	long long pool_refused, pool_pages; /* samepaged's (0 for the kernel) */
 	int numa_nodes;
 	int ksmtuned; /* its pid, 0 if not running */
+	int tuner;    /* a `ksmctl tune` daemon's pid, 0 if none */
 	int systemd;  /* its version, 0 if not systemd: MemoryKSM= needs 254 */
 	char thp[32], release[128], kconfig_src[512];
 	int kconfig;
@@ -593,6 +594,22 @@ static enum severity numa(const struct facts *f, struct finding *out)
 	    opt.self);
 	return INFO;
 }
+/* ksmctl tune writes the same knobs at each decision: set and apply last
+ * until then. */
+static enum severity tuner_running(const struct facts *f, struct finding *out)
+{
+	if (!f->tuner)
+		return NONE;
+	SAY(summary, "ksmctl tune drives run, pages_to_scan and sleep_millisecs");
+	SAY(evidence,
+	    "pid %d is ksmctl tune; what ksmctl set or apply writes to those knobs lasts until "
+	    "its next decision",
+	    f->tuner);
+	SAY(fix, "give tune its limits instead (KSMCTL_TUNE_ARGS in /etc/default/ksm-tune: "
+		 "--max-cpu, --available, --always; then systemctl reload-or-restart ksm-tune), "
+		 "or stop it to set them by hand: systemctl disable --now ksm-tune.service");
+	return INFO;
+}
 
 static const struct {
 	const char *id;
@@ -600,6 +617,7 @@ static const struct {
 } checks[] = {
     {"no-ksm", no_ksm},
     {"ksmtuned", ksmtuned_running},
+    {"tuner", tuner_running},
     {"not-running", not_running},
     {"read-only", read_only},
     {"nothing-mergeable", nothing_mergeable},
@@ -648,6 +666,7 @@ static void gather(struct facts *f)
 	f->pool_pages = knob_or("pool_pages", 0);
 	f->numa_nodes = host_numa_nodes();
 	f->ksmtuned = opt.user ? 0 : tune_ksmtuned_pid(); /* it drives the kernel's only */
+	f->tuner = tune_daemon_pid();
 	f->systemd = host_systemd_version();
 	if (host_thp(f->thp, sizeof(f->thp)))
 		f->thp[0] = '\0';

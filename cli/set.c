@@ -23,9 +23,9 @@
 #include <unistd.h>
 
 #include "json.h"
-#include "ksmconf.h" /* the advisor rule, samepaged --config's too */
 #include "ksmconf.h"
 #include "plan.h"
+#include "tune.h" /* tune_daemon_pid */
 
 const char usage_set[] =
     "set [--unmerge] [--json] [--dry-run] [--timeout SECONDS] NAME=VALUE...\n"
@@ -479,6 +479,27 @@ static void note_advisor_reset(struct plan *p)
 			    knob_or("pages_to_scan", 0));
 }
 
+/* ksmctl tune (ksm-tune.service) writes run, pages_to_scan and
+ * sleep_millisecs (and advisor_mode) at every decision: a value written
+ * here lasts until its next one, which the admin should hear of now. */
+static void note_tuner(const struct plan *p)
+{
+	static const char *const driven[] = {"run", "pages_to_scan", "sleep_millisecs",
+					     "advisor_mode"};
+	const char *which = NULL;
+	int pid;
+
+	for (int i = 0; i < p->n && !which; i++)
+		for (size_t k = 0; k < sizeof(driven) / sizeof(driven[0]); k++)
+			if (p->c[i].done && strcmp(p->c[i].k->name, driven[k]) == 0)
+				which = driven[k];
+	if (which && (pid = tune_daemon_pid()))
+		ksmctl_warn("ksmctl tune (pid %d) drives run, pages_to_scan and sleep_millisecs: "
+			    "it will set %s again at its next decision (to keep this value, stop "
+			    "it: systemctl disable --now ksm-tune.service)",
+			    pid, which);
+}
+
 int plan_apply(struct plan *p)
 {
 	bool unmerge = false, unmerged = false;
@@ -539,6 +560,7 @@ int plan_apply(struct plan *p)
 	/* unmerged: every page was unmerged, by --unmerge or by run=2 itself. */
 	report(p, unmerge || unmerged, bad);
 	note_advisor_reset(p);
+	note_tuner(p);
 	return KSMCTL_OK;
 }
 

@@ -194,3 +194,57 @@ int tune_ksmtuned_pid(void)
 
 	return pid > 0 ? pid : 0;
 }
+
+/* Whether PATH and the root given to a ksmctl name the same directory. */
+static bool same_root(const char *theirs, const char *ours)
+{
+	char a[PATH_MAX], b[PATH_MAX];
+
+	if (!realpath(theirs, a) || !realpath(ours, b))
+		return strcmp(theirs, ours) == 0;
+	return strcmp(a, b) == 0;
+}
+
+int tune_daemon_pid(void)
+{
+	int *pids, n = procfs_pids("/proc", &pids), found = 0;
+
+	for (int i = 0; i < n && !found; i++) {
+		char path[64], cmd[4096];
+		int len;
+
+		if (pids[i] == (int)getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/cmdline", pids[i]);
+		if ((len = procfs_cmdline(path, cmd, sizeof(cmd))) <= 0)
+			continue;
+		const char *a = cmd, *end = cmd + len, *prog = strrchr(cmd, '/');
+		const char *sys = "/sys";
+		bool user = false, verb = false, daemon = true;
+
+		if (strcmp(prog ? prog + 1 : cmd, "ksmctl"))
+			continue;
+		for (a += strlen(a) + 1; a < end && !verb; a += strlen(a) + 1) {
+			const char *v = a + strlen(a) + 1;
+			if (!strcmp(a, "--sysfs-root") && v < end)
+				sys = v, a = v;
+			else if (!strncmp(a, "--sysfs-root=", 13))
+				sys = a + 13;
+			else if ((!strcmp(a, "--proc-root") || !strcmp(a, "--boot-root")) &&
+				 v < end)
+				a = v;
+			else if (!strcmp(a, "--user") || !strncmp(a, "--socket", 8))
+				user = true, a = strcmp(a, "--socket") || v >= end ? a : v;
+			else if (a[0] != '-')
+				verb = !strcmp(a, "tune"), daemon = verb;
+		}
+		for (; a < end && daemon; a += strlen(a) + 1)
+			daemon = strcmp(a, "--once") && strcmp(a, "--dry-run") &&
+				 strcmp(a, "--help") && strcmp(a, "-h");
+		if (verb && daemon && user == opt.user && (user || same_root(sys, opt.sys_root)))
+			found = pids[i];
+	}
+	if (n > 0)
+		free(pids);
+	return found;
+}

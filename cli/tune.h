@@ -118,6 +118,12 @@ long long pressure_pages_for(double cpu_pct, long long sleep_ms, double cost);
 bool tune_is_qemu(const char *comm);
 /* The pid of a running ksmtuned under the proc root, or 0. */
 int tune_ksmtuned_pid(void);
+/* A running `ksmctl tune` daemon (not --once, not --dry-run) that drives
+ * what this ksmctl drives: the kernel's KSM under the same --sysfs-root, or
+ * samepaged (--user).  Looked for in this machine's /proc whatever
+ * --proc-root says (a daemon writing a recorded tree runs here).  Its pid,
+ * or 0. */
+int tune_daemon_pid(void);
 /* Takes a reading through opt's back-end and roots: 0 or -errno. */
 int tune_read(struct tune_reading *r);
 

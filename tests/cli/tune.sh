@@ -392,6 +392,23 @@ t_signals() {
 	# The pressure policy decides at once, then every hour; SIGUSR1 now.
 	daemon --interval 3600
 	decisions 1 || return
+	# While it runs, set of a knob it drives warns that it will not last,
+	# and doctor says it runs; set of another knob, or of another tree's,
+	# says nothing of it.
+	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" set pages_to_scan=77 >/dev/null \
+		2>"$tmp/err" || fail "set pages_to_scan beside the daemon exited $?: $(cat "$tmp/err")"
+	says "$tmp/err" "ksmctl tune (pid $dpid) drives run, pages_to_scan and sleep_millisecs"
+	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" set use_zero_pages=0 >/dev/null \
+		2>"$tmp/err"
+	! grep -q "ksmctl tune" "$tmp/err" || fail "set use_zero_pages warned: $(cat "$tmp/err")"
+	cp -a "$tree" "$tmp/other"
+	"$ksmctl" --sysfs-root "$tmp/other/sys" --proc-root "$tmp/other/proc" set pages_to_scan=78 \
+		>/dev/null 2>"$tmp/err"
+	! grep -q "ksmctl tune" "$tmp/err" || fail "set on another tree warned: $(cat "$tmp/err")"
+	rm -rf "$tmp/other"
+	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" --boot-root "$tree/boot" doctor \
+		--json >"$tmp/out"
+	json_ok 'any(f["id"] == "tuner" and "pid %d" % '"$dpid"' in f["evidence"] for f in d["findings"])'
 	kill -USR1 "$dpid"
 	decisions 2 || return
 	says "$tmp/d.out" "SIGUSR1: something new to merge"
