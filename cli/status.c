@@ -552,10 +552,22 @@ static long long get_rmap(const struct ksm_process *p)
 	return p->rmap_items < 0 ? LLONG_MIN : p->rmap_items;
 }
 
+/* samepage_ksm_up (samepaged_up with --user): 1 above the figures, 0 alone
+ * in a report written while KSM (samepaged) did not answer, so that a
+ * textfile collector does not go on exporting the last figures as now's. */
+static void prom_up(int up)
+{
+	prom_metric_int("samepage_ksm_up", "gauge",
+			"1: the figures were read; 0: KSM (with --user, samepaged) did not answer "
+			"and there are none.",
+			up);
+}
+
 static void print_prometheus(const struct ksm_derived *d)
 {
 	struct proc_list l;
 
+	prom_up(1);
 	for_each_value(prom_value, NULL);
 	prom_metric_int("samepage_ksm_saved_bytes", "gauge",
 			"Memory saved: (pages_sharing + ksm_zero_pages) * page size.",
@@ -707,9 +719,16 @@ int cmd_status(int argc, char **argv)
 	if (out.path && fmt == FMT_TEXT)
 		return ksmctl_fail(KSMCTL_USAGE, "--output", "add --prometheus or --json",
 				   "status: --output writes a machine-readable format");
-	if ((err = opt.be->available(opt.be)))
+	if ((err = opt.be->available(opt.be))) {
+		/* A report still, saying so: the last one's figures must go. */
+		if (fmt == FMT_PROM && (!out.path || output_begin(&out) == 0)) {
+			prom_up(0);
+			if (out.path && output_commit(&out))
+				ksmctl_warn("status: cannot write the output file %s", out.path);
+		}
 		return ksm_unavailable(err,
 				       "build the kernel with CONFIG_KSM=y, or run `ksmctl check`");
+	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	do {

@@ -138,6 +138,11 @@ absent()
 	fi
 	expect 1 --user --socket "$sock" check --json
 	json_ok 'd["reachable"] is False and d["backend"] == "samepaged" and d["run"] is None'
+	# A Prometheus report all the same, samepaged_up 0 alone, so that a
+	# textfile collector's file loses the last figures.
+	expect 1 --user --socket "$sock" status --prometheus
+	[ "$(grep -v '^#' "$tmp/out")" = "samepaged_up 0" ] ||
+		fail "status --prometheus without samepaged: $(cat "$tmp/out")"
 	# A socket file nobody listens on: ECONNREFUSED, the same advice.
 	python3 -c "import socket, sys; socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET).bind(sys.argv[1])" "$stale"
 	expect 1 --socket "$stale" status
