@@ -224,17 +224,27 @@ static void json_yes_no(struct json *j, const char *key, int v)
 		json_bool(j, key, v);
 }
 
-static void print_rows_json(const struct row *rows, int n, enum by by)
+/* The first shown of n rows; the totals sum all n, as the text's total
+ * line does (--limit shortens the list, not the total). */
+static void print_rows_json(const struct row *rows, int n, int shown, enum by by)
 {
+	long long total_merged = 0, total_profit = 0;
 	struct json j;
 
+	for (int i = 0; i < n; i++) {
+		total_merged = sat_add(total_merged, rows[i].merged);
+		total_profit = sat_add(total_profit, rows[i].has_profit ? rows[i].profit : 0);
+	}
 	json_init(&j, stdout);
 	json_object_begin(&j, NULL);
 	json_string(&j, "by", by_names[by]);
 	json_int(&j, "page_size", page_size());
 	json_int(&j, "saved_bytes", host_saved_bytes());
+	json_int(&j, "total_rows", n);
+	json_int(&j, "total_merged_bytes", total_merged);
+	json_int(&j, "total_profit_bytes", total_profit);
 	json_array_begin(&j, "rows");
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < shown; i++) {
 		const struct row *r = &rows[i];
 		json_object_begin(&j, NULL);
 		if (by == BY_PROCESS) {
@@ -393,7 +403,7 @@ int cmd_top(int argc, char **argv)
 	if (n < 0)
 		return ksmctl_fail(KSMCTL_REFUSED, NULL, NULL, "top: out of memory");
 	if (json)
-		print_rows_json(rows, limit >= 0 && limit < n ? (int)limit : n, by);
+		print_rows_json(rows, n, limit >= 0 && limit < n ? (int)limit : n, by);
 	else
 		print_rows_text(rows, n, limit >= 0 && limit < n ? (int)limit : n, by);
 	free(rows);
