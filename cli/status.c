@@ -637,6 +637,7 @@ static int output_commit(struct output *o)
 {
 	int err = fflush(stdout) || fsync(STDOUT_FILENO) ? -errno : 0;
 
+	clearerr(stdout); /* the file's error is said here, not again at exit for stdout */
 	dup2(o->saved_stdout, STDOUT_FILENO);
 	close(o->saved_stdout);
 	if (!err && rename(o->tmp, o->path))
@@ -648,9 +649,12 @@ static int output_commit(struct output *o)
 
 static int output_error(const struct output *o, int err)
 {
+	bool full = err == -ENOSPC || err == -EDQUOT;
+
 	return ksmctl_fail(err == -EACCES || err == -EPERM ? KSMCTL_PERM : KSMCTL_USAGE, o->path,
-			   "give a file in an existing, writable directory (Debian's node_exporter "
-			   "reads /var/lib/prometheus/node-exporter/*.prom)",
+			   full ? "make room on its filesystem (the file as it was is kept)"
+				: "give a file in an existing, writable directory (Debian's "
+				  "node_exporter reads /var/lib/prometheus/node-exporter/*.prom)",
 			   "status: cannot write the output file: %s", strerror(-err));
 }
 
