@@ -735,11 +735,32 @@ int cmd_status(int argc, char **argv)
 	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	bool first = true;
 	do {
 		struct ksm_derived d;
 		double t = now_seconds(), rate = NAN, cpu = NAN;
-		long long scanned = knob_or("pages_scanned", -1);
+		long long scanned;
 
+		/* --watch: samepaged may stop meanwhile (or come back).  A report
+		 * of what could not be read would be zeros under up 1. */
+		if (!first && (err = opt.be->available(opt.be))) {
+			char cause[512] = "", fix[512] = "";
+			if (opt.be->explain)
+				opt.be->explain(opt.be, err, cause, sizeof(cause), fix,
+						sizeof(fix));
+			ksmctl_warn("%s", cause[0] ? cause : strerror(-err));
+			if (fmt == FMT_PROM && (!out.path || output_begin(&out) == 0)) {
+				prom_up(0);
+				if (out.path && (err = output_commit(&out)))
+					return output_error(&out, err);
+			}
+			last_t = 0;
+			fflush(stdout);
+			sleep_seconds(interval);
+			continue;
+		}
+		first = false;
+		scanned = knob_or("pages_scanned", -1);
 		ksm_derive(&d);
 		if (last_t > 0 && t > last_t) {
 			if (scanned >= 0 && last_scanned >= 0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # cli.watch: `ksmctl status --watch` keeps producing frames until SIGINT,
-# then exits 0.  Waits for the second frame (with a generous limit) rather
+# then exits 0; with --prometheus --output, KSM gone meanwhile is up 0.  Waits for the second frame (with a generous limit) rather
 # than for a time, then checks that every frame is a whole JSON object.
 #
 # usage: watch.sh KSMCTL SRCDIR
@@ -36,4 +36,25 @@ while text[pos:].strip():
 print(f"{n} frames")
 assert n >= 2
 PY
+
+# --prometheus --output: when KSM goes away under a watch (a tree's ksm
+# directory removed; samepaged stopped, with --user), the file says
+# samepage_ksm_up 0 alone instead of zeros under up 1; it comes back.
+cp -a "$tree" "$tmp/tree"
+"$ksmctl" --sysfs-root "$tmp/tree/sys" --proc-root "$tmp/tree/proc" --boot-root "$tmp/tree/boot" \
+	status --prometheus --watch 0.1 --output "$tmp/ksm.prom" 2>"$tmp/err" &
+pid=$!
+wait_for() { # wait_for SAMPLE-LINE: until the file has it (30 s at most)
+	for _ in $(seq 600); do grep -qx "$1" "$tmp/ksm.prom" 2>/dev/null && return 0; sleep 0.05; done
+	fail "no '$1' in 30 s: $(cat "$tmp/ksm.prom" "$tmp/err")"
+}
+wait_for "samepage_ksm_up 1"
+mv "$tmp/tree/sys/kernel/mm/ksm" "$tmp/ksm.away"
+wait_for "samepage_ksm_up 0"
+[ "$(grep -vc '^#' "$tmp/ksm.prom")" = 1 ] || fail "more than up 0 without KSM: $(cat "$tmp/ksm.prom")"
+mv "$tmp/ksm.away" "$tmp/tree/sys/kernel/mm/ksm"
+wait_for "samepage_ksm_up 1"
+grep -qx "node_ksmd_pages_to_scan 2400" "$tmp/ksm.prom" || fail "no figures once back: $(cat "$tmp/ksm.prom")"
+kill -INT $pid
+wait $pid
 echo ok
