@@ -196,7 +196,7 @@ static int install_file(const struct install *in, const char *path, const char *
 		printf("keep %s (exists)\n", full);
 		return 0;
 	}
-	printf("write %s\n", full);
+	printf("%swrite %s\n", in->dry ? "would " : "", full);
 	if (in->dry)
 		return 0;
 	if (!(f = fopen(full, "w")))
@@ -216,7 +216,7 @@ static int run_command(const struct install *in, char *const argv[])
 	int status;
 	pid_t pid;
 
-	printf("run");
+	printf("%srun", in->dry ? "would " : "");
 	for (int i = 0; argv[i]; i++)
 		printf(" %s", argv[i]);
 	printf("\n");
@@ -241,7 +241,7 @@ static int enable_in_root(const struct install *in)
 	snprintf(dir, sizeof(dir), "%s/etc/systemd/system/multi-user.target.wants", in->root);
 	snprintf(link, sizeof(link), "%s/%s", dir, in->unit);
 	snprintf(target, sizeof(target), "../%s", in->unit);
-	printf("link %s -> %s\n", link, target);
+	printf("%slink %s -> %s\n", in->dry ? "would " : "", link, target);
 	if (in->dry)
 		return 0;
 	if ((mkdir(dir, 0755) && errno != EEXIST) || (symlink(target, link) && errno != EEXIST))
