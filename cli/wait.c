@@ -146,11 +146,18 @@ int cmd_wait(int argc, char **argv)
 			       elapsed);
 			return KSMCTL_OK;
 		}
-		if (knob_or("run", 0) != 1) {
+		long long run = 0;
+		/* run unreadable: samepaged stopped (--user) or KSM went away,
+		 * which "start it" would not fix. */
+		if (knob_number("run", &run) && (err = opt.be->available(opt.be))) {
+			if (tty)
+				fputs("\r\033[K", stderr);
+			return ksm_unavailable(err, "run `ksmctl check`");
+		}
+		if (run != 1) {
 			snprintf(fix, sizeof(fix), "start it: %s start", opt.self);
 			return ksmctl_fail(KSMCTL_NO, "run", fix,
-					   "wait: ksmd is not running (run = %lld)",
-					   knob_or("run", 0));
+					   "wait: ksmd is not running (run = %lld)", run);
 		}
 		if (timeout >= 0 && elapsed >= timeout) {
 			if (tty)
