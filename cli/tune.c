@@ -102,7 +102,8 @@ struct tuner {
 	struct pressure_state ps;
 	struct tune_settings found; /* the knobs at start, for --restore */
 	int decisions;
-	double next; /* seconds to the next decision */
+	bool unreadable; /* the last reading failed: said once, until one works */
+	double next;	 /* seconds to the next decision */
 };
 
 /* ---- writing ---- */
@@ -432,9 +433,22 @@ static int decide(struct tuner *t)
 				   "readable",
 				   "tune: cannot read the memory or KSM state: %s", strerror(-err));
 	if (err) { /* later: samepaged restarting, say; the next interval retries */
-		ksmctl_warn("tune: cannot read the memory or KSM state: %s", strerror(-err));
+		char cause[512] = "", fix[512];
+		int gone = opt.be->available(opt.be);
+
+		if (gone && opt.be->explain)
+			opt.be->explain(opt.be, gone, cause, sizeof(cause), fix, sizeof(fix));
+		/* Once per outage: one line each interval would fill the journal. */
+		if (!t->unreadable)
+			ksmctl_warn("tune: cannot read the memory or KSM state: %s; retrying every "
+				    "interval, quietly until it can",
+				    cause[0] ? cause : strerror(-err));
+		t->unreadable = true;
 		return 0;
 	}
+	if (t->unreadable)
+		ksmctl_warn("tune: the memory and KSM state can be read again");
+	t->unreadable = false;
 	if (t->ksmtuned) {
 		ksmtuned_decide(&t->kc, &t->ks, &r, &d);
 	} else {

@@ -409,6 +409,23 @@ t_signals() {
 	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" --boot-root "$tree/boot" doctor \
 		--json >"$tmp/out"
 	json_ok 'any(f["id"] == "tuner" and "pid %d" % '"$dpid"' in f["evidence"] for f in d["findings"])'
+	stop_daemon
+	# KSM unreadable for a while (samepaged stopped, with --user): one
+	# warning for the outage, not one per decision, and one when it is back.
+	daemon --interval 0.1
+	decisions 1 || return
+	mv "$ksm" "$tmp/ksm.away"
+	sleep 1
+	mv "$tmp/ksm.away" "$ksm"
+	for _ in $(seq 600); do grep -q "can be read again" "$tmp/d.err" && break; sleep 0.1; done
+	[ "$(grep -c "cannot read the memory or KSM state" "$tmp/d.err")" = 1 ] &&
+		grep -q "can be read again" "$tmp/d.err" ||
+		fail "not one warning for the outage and one at its end: $(cat "$tmp/d.err")"
+	stop_daemon
+	mktree linux-6.18
+	setmem 16777216 1000000 0 0 1000000
+	daemon --interval 3600
+	decisions 1 || return
 	kill -USR1 "$dpid"
 	decisions 2 || return
 	says "$tmp/d.out" "SIGUSR1: something new to merge"
