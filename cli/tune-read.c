@@ -220,11 +220,11 @@ int tune_daemon_pid(void)
 			continue;
 		const char *a = cmd, *end = cmd + len, *prog = strrchr(cmd, '/');
 		const char *sys = "/sys";
-		bool user = false, verb = false, daemon = true;
+		bool user = false, verb = false, seen = false, daemon = true;
 
 		if (strcmp(prog ? prog + 1 : cmd, "ksmctl"))
 			continue;
-		for (a += strlen(a) + 1; a < end && !verb; a += strlen(a) + 1) {
+		for (a += strlen(a) + 1; a < end && !seen; a += strlen(a) + 1) {
 			const char *v = a + strlen(a) + 1;
 			if (!strcmp(a, "--sysfs-root") && v < end)
 				sys = v, a = v;
@@ -235,8 +235,8 @@ int tune_daemon_pid(void)
 				a = v;
 			else if (!strcmp(a, "--user") || !strncmp(a, "--socket", 8))
 				user = true, a = strcmp(a, "--socket") || v >= end ? a : v;
-			else if (a[0] != '-')
-				verb = !strcmp(a, "tune"), daemon = verb;
+			else if (a[0] != '-') /* the verb: the first word not an option's */
+				seen = true, verb = daemon = !strcmp(a, "tune");
 		}
 		for (; a < end && daemon; a += strlen(a) + 1)
 			daemon = strcmp(a, "--once") && strcmp(a, "--dry-run") &&
