@@ -185,16 +185,48 @@ struct install {
 	const char *unit; /* "ksm-apply.service", or "ksm-tune.service" with --tune */
 };
 
-/* Writes text to path unless it exists and keep is set. */
+/* Whether the file at path holds something other than text (it exists). */
+static bool file_differs(const char *path, const char *text)
+{
+	size_t len = strlen(text), n;
+	char *buf = malloc(len + 2);
+	FILE *f = fopen(path, "r");
+	bool differs = true;
+
+	if (f && buf) {
+		n = fread(buf, 1, len + 1, f);
+		differs = n != len || memcmp(buf, text, len);
+	}
+	if (f)
+		fclose(f);
+	free(buf);
+	return differs;
+}
+
+/* Writes text to path unless it exists and keep is set.  Replaced, a file
+ * that differs from text (edited by hand since, or written by another
+ * version) is kept beside it as PATH.ksmctl-old, and said so: not lost. */
 static int install_file(const struct install *in, const char *path, const char *text, bool keep)
 {
-	char full[PATH_MAX * 2];
+	char full[PATH_MAX * 2], old[PATH_MAX * 2 + 16];
 	FILE *f;
 
 	snprintf(full, sizeof(full), "%s%s", in->root, path);
 	if (keep && access(full, F_OK) == 0) {
 		printf("keep %s (exists)\n", full);
 		return 0;
+	}
+	if (access(full, F_OK) == 0 && file_differs(full, text)) {
+		const char *base = strrchr(path, '/');
+		snprintf(old, sizeof(old), "%s.ksmctl-old", full);
+		printf("%skeep %s (the file as it was, not this version's; put changes in a "
+		       "drop-in: systemctl edit %s)\n",
+		       in->dry ? "would " : "", old, base ? base + 1 : path);
+		if (!in->dry && rename(full, old))
+			return ksmctl_fail(errno == EACCES ? KSMCTL_PERM : KSMCTL_REFUSED, old,
+					   errno == EACCES ? "run as root" : NULL,
+					   "install-service: cannot keep the old file: %s",
+					   strerror(errno));
 	}
 	printf("%swrite %s\n", in->dry ? "would " : "", full);
 	if (in->dry)

@@ -63,11 +63,22 @@ echo "$out"
 [ $rc -eq 0 ] || fail "systemd-analyze verify exited $rc"
 [ -z "$out" ] || fail "systemd-analyze verify printed warnings"
 "$ksmctl" apply --check "$tmp/etc/ksm.conf" || fail "the installed sample config does not pass apply --check"
-# A second install keeps the administrator's config.
+# A second install keeps the administrator's config, and the unit as it
+# was (edited above: ExecStart) beside the new one.
 echo "run = 1" >"$tmp/etc/ksm.conf"
-"$ksmctl" install-service --root "$tmp" --no-enable | grep -q "keep $tmp/etc/ksm.conf" ||
+"$ksmctl" install-service --root "$tmp" --no-enable >"$tmp/out" || fail "a second install-service exited $?"
+grep -q "keep $tmp/etc/ksm.conf" "$tmp/out" ||
 	fail "a second install-service did not keep the existing /etc/ksm.conf"
 [ "$(cat "$tmp/etc/ksm.conf")" = "run = 1" ] || fail "install-service overwrote /etc/ksm.conf"
+grep -qF "keep $unit.ksmctl-old (the file as it was" "$tmp/out" ||
+	fail "a second install-service replaced the edited unit without saying so: $(cat "$tmp/out")"
+grep -qF "ExecStart=$ksmctl " "$unit.ksmctl-old" || fail "the edited unit was not kept as $unit.ksmctl-old"
+grep -q '^ExecStart=.*/ksmctl apply /etc/ksm.conf$' "$unit" && ! grep -qF "ExecStart=$ksmctl " "$unit" ||
+	fail "the second install-service did not write the unit afresh"
+rm "$unit.ksmctl-old"
+"$ksmctl" install-service --root "$tmp" --no-enable >"$tmp/out" || fail "a third install-service exited $?"
+[ ! -e "$unit.ksmctl-old" ] && ! grep -q ksmctl-old "$tmp/out" ||
+	fail "an unchanged unit was kept as if edited: $(cat "$tmp/out")"
 
 if [ -n "$built" ] && [ -d /sys/kernel/mm/ksm ]; then
 	mkdir -p "$tmp/units" "$tmp/textfile"
