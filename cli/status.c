@@ -306,12 +306,17 @@ static void json_maybe(struct json *j, const char *key, double v)
 		json_double(j, key, v);
 }
 
-static void print_json(const struct ksm_derived *d)
+/* one_line: --watch to standard output, a stream of reports, one a line
+ * (JSON Lines), which line-based readers and jq take alike. */
+static void print_json(const struct ksm_derived *d, bool one_line)
 {
 	struct json j;
 	char rel[128] = "";
 
-	json_init(&j, stdout);
+	if (one_line)
+		json_init_line(&j, stdout);
+	else
+		json_init(&j, stdout);
 	json_object_begin(&j, NULL);
 	json_string(&j, "backend", opt.be->name);
 	json_string(&j, "path", opt.be->where);
@@ -773,7 +778,7 @@ int cmd_status(int argc, char **argv)
 		if (out.path && (err = output_begin(&out)))
 			return output_error(&out, err);
 		if (fmt == FMT_JSON)
-			print_json(&d);
+			print_json(&d, interval > 0 && !out.path);
 		else if (fmt == FMT_PROM)
 			print_prometheus(&d);
 		else

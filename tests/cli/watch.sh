@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # cli.watch: `ksmctl status --watch` keeps producing frames until SIGINT,
-# then exits 0; with --prometheus --output, KSM gone meanwhile is up 0.  Waits for the second frame (with a generous limit) rather
-# than for a time, then checks that every frame is a whole JSON object.
+# then exits 0; with --prometheus --output, KSM gone meanwhile is up 0.
+# Waits for the second frame (with a generous limit) rather than for a
+# time, then checks that every frame is a whole JSON object on a line of
+# its own (JSON Lines).
 #
 # usage: watch.sh KSMCTL SRCDIR
 set -u
@@ -24,13 +26,11 @@ kill -INT $pid
 wait $pid
 rc=$?
 [ $rc -eq 0 ] || fail "status --watch exited $rc on SIGINT, expected 0"
-python3 - "$tmp/out" <<'PY' || fail "a frame is not a JSON object"
+python3 - "$tmp/out" <<'PY' || fail "a frame is not a JSON object on a line of its own"
 import json, sys
-text, dec, pos, n = open(sys.argv[1]).read(), json.JSONDecoder(), 0, 0
-while text[pos:].strip():
-    while text[pos].isspace():
-        pos += 1
-    obj, pos = dec.raw_decode(text, pos)
+n = 0
+for line in open(sys.argv[1]).read().splitlines():  # JSON Lines: an object a line
+    obj = json.loads(line)
     assert obj["files"]["pages_to_scan"] == 2400, obj
     n += 1
 print(f"{n} frames")
