@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "samepage.h"
 
@@ -70,8 +71,20 @@ static void samepaged_explain(const struct ksm_backend *be, int err, char *cause
 			      char *fix, size_t flen)
 {
 	const char *sock = priv(be)->socket;
+	struct stat st;
 
-	if (err == -ENOENT || err == -ECONNREFUSED) {
+	if (err == -ECONNREFUSED && stat(sock, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		/* A path mistyped for the socket: "not running" would send
+		 * the admin to start a daemon that may well be running. */
+		snprintf(cause, clen, "%s is %s, not a socket: no samepaged listens there", sock,
+			 S_ISDIR(st.st_mode)   ? "a directory"
+			 : S_ISREG(st.st_mode) ? "a regular file"
+					       : "a file of another kind");
+		snprintf(
+		    fix, flen,
+		    "name samepaged's socket with --socket PATH or $SAMEPAGE_SOCKET (where "
+		    "samepaged listens: its --socket, or `systemctl status samepaged.socket`)");
+	} else if (err == -ENOENT || err == -ECONNREFUSED) {
 		/* Its clients (if it had any) run on, paused: say what the
 		 * gap costs, as an administrator restarting it asks. */
 		snprintf(cause, clen,

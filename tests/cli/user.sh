@@ -147,6 +147,17 @@ absent()
 	python3 -c "import socket, sys; socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET).bind(sys.argv[1])" "$stale"
 	expect 1 --socket "$stale" status
 	says "$tmp/err" "samepaged is not running at $stale (Connection refused)"
+	# A path that is no socket (a directory, a file): said so, not "not
+	# running", which would send the admin to start a daemon.
+	local notsock
+	: >"$tmp/plain"
+	for notsock in "$tmp" "$tmp/plain"; do
+		expect 1 --user --socket "$notsock" status
+		says "$tmp/err" "$notsock is a"
+		says "$tmp/err" "not a socket: no samepaged listens there"
+		! grep -q "samepaged is not running" "$tmp/err" ||
+			fail "--socket $notsock (no socket) said samepaged is not running: $(cat "$tmp/err")"
+	done
 	# run: with no daemon yet the program runs all the same (its exit
 	# status), with a warning that says it joins the domain when samepaged
 	# starts and how to start it; a private engine needs none.
