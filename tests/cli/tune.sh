@@ -201,6 +201,9 @@ t_ksmtuned() {
 	addproc 3008 "xqemu-kvm" 4000000
 	tune --once --dry-run --json --policy ksmtuned --config /dev/null
 	json_ok 'd["read"]["committed_kb"] == 1000 + 20000 + 300000'
+	# What is not known is null, not -1; advisor_mode a word, as set's.
+	json_ok 'all(v is None or isinstance(v, str) or v >= 0 for v in d["read"].values())
+		and d["read"]["advisor_mode"] in ("none", "scan-time", None)'
 }
 
 # ---- the pressure policy ----
