@@ -107,20 +107,32 @@ static void flight_add(struct flight *f, uintptr_t p, size_t len)
 	f->end[best] = e > f->end[best] ? e : f->end[best];
 }
 
+/* The application's arrays and headers are read guarded, as the kernel
+ * reads them: a bad pointer is the kernel's to refuse (EFAULT), not a
+ * crash here.  What cannot be read adds nothing. */
 static void flight_iov(struct flight *f, const struct iovec *iov, size_t n)
 {
-	for (size_t i = 0; iov && i < n && i < FLIGHT_MAX_VECS; i++)
-		flight_add(f, (uintptr_t)iov[i].iov_base, iov[i].iov_len);
+	struct iovec v[32];
+	for (size_t i = 0; iov && i < n && i < FLIGHT_MAX_VECS; i += 32) {
+		size_t k = n - i < 32 ? n - i : 32;
+		if (!guarded_copy(v, iov + i, k * sizeof(*v)))
+			return;
+		for (size_t j = 0; j < k; j++)
+			flight_add(f, (uintptr_t)v[j].iov_base, v[j].iov_len);
+	}
 }
 
 /* What recvmsg writes: the data, the control messages, the sender's
  * address, and the header itself (msg_namelen, msg_controllen, msg_flags). */
-static void flight_msg(struct flight *f, const struct msghdr *m)
+static void flight_msg(struct flight *f, const struct msghdr *mp)
 {
-	flight_iov(f, m->msg_iov, m->msg_iovlen);
-	flight_add(f, (uintptr_t)m->msg_control, m->msg_controllen);
-	flight_add(f, (uintptr_t)m->msg_name, m->msg_namelen);
-	flight_add(f, (uintptr_t)m, sizeof(*m));
+	struct msghdr m;
+	if (!guarded_copy(&m, mp, sizeof(m)))
+		return;
+	flight_iov(f, m.msg_iov, m.msg_iovlen);
+	flight_add(f, (uintptr_t)m.msg_control, m.msg_controllen);
+	flight_add(f, (uintptr_t)m.msg_name, m.msg_namelen);
+	flight_add(f, (uintptr_t)mp, sizeof(m));
 }
 
 static void flight_begin(const struct flight *f, uintptr_t key)
@@ -317,19 +329,29 @@ typedef int (*io_getevents_fn)(aio_context_t, long, long, struct io_event *, str
 typedef int (*io_cancel_fn)(aio_context_t, struct iocb *, struct io_event *);
 typedef int (*io_destroy_fn)(aio_context_t);
 
+/* The iocb ios[i] (its address: the key), or NULL where ios cannot be
+ * read (the kernel refuses it with EFAULT). */
+static struct iocb *iocb_at(struct iocb **ios, long i)
+{
+	struct iocb *cb;
+	return guarded_copy(&cb, &ios[i], sizeof(cb)) ? cb : NULL;
+}
+
 /* Marks the buffers of the reads among iocbs in flight (keyed by iocb). */
 static void aio_begin(aio_context_t ctx, long n, struct iocb **ios)
 {
 	io_ring_reap(ctx); /* completions seen since the last call */
 	for (long i = 0; i < n; i++) {
-		struct iocb *cb = ios[i];
+		struct iocb *p = iocb_at(ios, i), cb;
 		struct flight f = {0};
-		if (cb->aio_lio_opcode == IOCB_CMD_PREAD)
-			flight_add(&f, (uintptr_t)cb->aio_buf, (size_t)cb->aio_nbytes);
-		else if (cb->aio_lio_opcode == IOCB_CMD_PREADV)
-			flight_iov(&f, (const struct iovec *)(uintptr_t)cb->aio_buf,
-				   (size_t)cb->aio_nbytes);
-		flight_begin(&f, (uintptr_t)cb);
+		if (!p || !guarded_copy(&cb, p, sizeof(cb)))
+			continue;
+		if (cb.aio_lio_opcode == IOCB_CMD_PREAD)
+			flight_add(&f, (uintptr_t)cb.aio_buf, (size_t)cb.aio_nbytes);
+		else if (cb.aio_lio_opcode == IOCB_CMD_PREADV)
+			flight_iov(&f, (const struct iovec *)(uintptr_t)cb.aio_buf,
+				   (size_t)cb.aio_nbytes);
+		flight_begin(&f, (uintptr_t)p);
 	}
 }
 
@@ -344,7 +366,7 @@ EXPORT int io_submit(aio_context_t ctx, long n, struct iocb **ios)
 	int r = f(ctx, n, ios);
 	/* The iocbs the kernel did not take are not in flight. */
 	for (long i = r < 0 ? 0 : r; i < n; i++)
-		io_end((uintptr_t)ios[i]);
+		io_end((uintptr_t)iocb_at(ios, i));
 	return r;
 }
 

@@ -356,6 +356,44 @@ void test_recv_side_buffers_during_merges(void)
 	samepage_close(sp);
 }
 
+/* Regression: readv, recvmsg and recvmmsg given a bad pointer (an iovec
+ * array, a message header) crashed the program with SIGSEGV in the
+ * library's wrapper, which read them to mark the buffers in flight; the
+ * kernel refuses them with EFAULT, and so must the call here.  A page
+ * never mapped and a PROT_NONE page, with an engine open. */
+void test_reads_with_bad_pointers(void)
+{
+	char *p;
+	samepage_t *sp = adv_registered(&p, 4, 'b');
+	char *none = mmap(NULL, PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *gone = mmap(NULL, PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(none != MAP_FAILED && gone != MAP_FAILED && munmap(gone, PG) == 0);
+	int tx, rx;
+	dgram_pair(&tx, &rx);
+	char *bad[] = {none, gone};
+	for (int b = 0; b < 2; b++) {
+		ssize_t r;
+		errno = 0;
+		r = readv(rx, (const struct iovec *)bad[b], 1);
+		CHECK(r == -1 && errno == EFAULT);
+		errno = 0;
+		r = recvmsg(rx, (struct msghdr *)bad[b], MSG_DONTWAIT);
+		CHECK(r == -1 && errno == EFAULT);
+		errno = 0;
+		r = recvmmsg(rx, (struct mmsghdr *)bad[b], 1, MSG_DONTWAIT, NULL);
+		CHECK(r == -1 && errno == EFAULT);
+		REQUIRE(send(tx, "x", 1, 0) == 1);
+		errno = 0;
+		r = recvfrom(rx, p, 1, MSG_DONTWAIT, (struct sockaddr *)p, (socklen_t *)bad[b]);
+		CHECK(r == -1 && errno == EFAULT);
+		recv(rx, p, 1, MSG_DONTWAIT); /* the datagram, if the kernel kept it */
+	}
+	close(tx);
+	close(rx);
+	munmap(none, PG);
+	samepage_close(sp);
+}
+
 /* A receive that blocks, with its header on a thread's stack and its
  * buffer in the program's data or heap, kept every page mapped between the
  * two from merging while it waited (its buffers were marked in flight as
