@@ -738,12 +738,16 @@ EXPORT int ioctl(int fd, unsigned long request, ...)
 	void *arg = va_arg(ap, void *);
 	va_end(ap);
 	const struct uffdio_range *r = NULL;
+	struct uffdio_range range = {0};
 	if (request == UFFDIO_REGISTER && arg && is_userfaultfd(fd))
 		r = &((const struct uffdio_register *)arg)->range;
 	else if (request == UFFDIO_UNREGISTER && arg && is_userfaultfd(fd))
 		r = arg;
-	uintptr_t a = r ? (uintptr_t)r->start : 0, fs, fe;
-	size_t l = r ? (size_t)r->len : 0;
+	/* Read guarded: a bad pointer is the kernel's EFAULT, not a crash. */
+	if (r && !guarded_copy(&range, r, sizeof(range)))
+		range.len = 0;
+	uintptr_t a = (uintptr_t)range.start, fs, fe;
+	size_t l = (size_t)range.len;
 	bool was = l && promise_find(a, a + l, PROMISE_UFFD, &fs, &fe);
 	if (l && request == UFFDIO_REGISTER) {
 		app_uffd(a, l, true);

@@ -921,6 +921,24 @@ void test_app_userfaultfd(void)
 	samepage_close(sp);
 }
 
+/* Regression: the ioctl wrapper read UFFDIO_REGISTER's and
+ * UFFDIO_UNREGISTER's range from the application's pointer directly: a
+ * bad one crashed the program (SIGSEGV) where the kernel says EFAULT. */
+void test_uffd_ioctl_bad_pointer(void)
+{
+	char *p;
+	samepage_t *sp = adv_registered(&p, 4, 'u');
+	int uffd = app_uffd();
+	char *gone = mmap(NULL, PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(gone != MAP_FAILED && munmap(gone, PG) == 0);
+	errno = 0;
+	CHECK(ioctl(uffd, UFFDIO_REGISTER, gone) == -1 && errno == EFAULT);
+	errno = 0;
+	CHECK(ioctl(uffd, UFFDIO_UNREGISTER, gone) == -1 && errno == EFAULT);
+	close(uffd);
+	samepage_close(sp);
+}
+
 /* Pages of [p, p + n pages) in memory, from pagemap. */
 static size_t present_pages(const char *p, size_t n)
 {
