@@ -594,6 +594,7 @@ static enum severity numa(const struct facts *f, struct finding *out)
 	    opt.self);
 	return INFO;
 }
+
 /* ksmctl tune writes the same knobs at each decision: set and apply last
  * until then. */
 static enum severity tuner_running(const struct facts *f, struct finding *out)
