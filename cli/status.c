@@ -254,6 +254,9 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 	else if (!isnan(d->ksmd_cpu_percent))
 		text_line("ksmd CPU", "%.2f%% average since it started (%.0f s of CPU)",
 			  d->ksmd_cpu_percent, d->ksmd_cpu_seconds);
+	else if (opt.user) /* no one thread to time (status.c's ksm_derive) */
+		text_line("ksmd CPU", "not one thread: each client scans in its own samepage-ksmd "
+				      "thread (ps -eLo pid,comm,time | grep samepage-ksmd)");
 	else
 		text_line("ksmd CPU", "unknown (no ksmd thread found)");
 	if (!isnan(measured_rate))
