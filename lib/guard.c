@@ -609,8 +609,11 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
  * every batch, so an application may install its handler at any time.
  * (sigsetjmp(jb, 0) in the guards: SA_NODEFER keeps SIGSEGV unblocked in
  * the handler, so there is no mask to restore and no syscall to pay.) */
+static _Atomic bool handler_set; /* handler_ensure() ran: an engine was started */
+
 void handler_ensure(void)
 {
+	atomic_store(&handler_set, true);
 	struct sigaction cur, sa;
 	int sigs[2] = {SIGSEGV, SIGBUS};
 	struct sigaction *saved[2] = {&chained_segv, &chained_bus};
@@ -766,6 +769,18 @@ bool guarded_copy(void *dst, const void *src, size_t len)
 	}
 	guard_jmp = NULL;
 	return prim_mem_read((uintptr_t)src, dst, len) == (ssize_t)len;
+}
+
+/* Reads memory a call was given, which may be a bad pointer: false where
+ * the kernel would refuse it with EFAULT.  Under the fault guard once this
+ * library's handler is in place (an engine was started); before, with
+ * process_vm_readv, a system call (the wrappers that may run then, ioctl's
+ * userfaultfd registrations, are rare). */
+bool app_read(void *dst, const void *src, size_t len)
+{
+	if (atomic_load(&handler_set))
+		return guarded_copy(dst, src, len);
+	return prim_self_read(dst, src, len) == (ssize_t)len;
 }
 
 /* Compares application memory a with b (engine memory). */

@@ -109,6 +109,7 @@ int prim_huge_ranges(uintptr_t start, uintptr_t end, uintptr_t (*out)[2], size_t
 /* /proc/self/mem: reaches PROT_NONE and read-only pages (FOLL_FORCE), and
  * fails cleanly where nothing is mapped.  Return the bytes moved. */
 ssize_t prim_mem_read(uintptr_t addr, void *buf, size_t len);
+ssize_t prim_self_read(void *dst, const void *src, size_t len);
 ssize_t prim_mem_write(uintptr_t addr, const void *buf, size_t len);
 /* The heap brk(2) grows and shrinks: [start_brk, the break now). */
 int prim_brk_range(uintptr_t *start, uintptr_t *end);

@@ -18,8 +18,7 @@
  *   malloc    merge-any under a malloc/calloc/realloc/malloc_trim storm of
  *             several threads: no block ever reads wrong
  *   kvm       with the mprotect window, /dev/kvm is refused (EPERM)
- *   opennull  open(NULL) and open(an unmapped address) fail with EFAULT
- *             (the /dev/kvm check crashed on them)
+ *   opennull  open(NULL) fails with EFAULT (the /dev/kvm check crashed on it)
  *   sigwait   a signal every thread of the program blocks (it waits for
  *             it with sigwait) is not taken by the engine's thread
  *   signal    a program that sends itself SIGSEGV or SIGBUS (kill) dies of
