@@ -1036,11 +1036,13 @@ void test_promises_end_with_mapping(void)
 	if (lock)
 		REQUIRE(mlock(a, n * PG) == 0);
 	REQUIRE(samepage_free(sp, a, n * PG) == 0);
-	long long locked = vmlck_kb();
-	/* The application's own mapping, at the same address. */
+	/* The application's own mapping, at the same address, at once: a
+	 * mapping made meanwhile (reading /proc below allocates; under ASan
+	 * its allocator maps memory) would take the hole first. */
 	char *p = mmap(a, n * PG, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 	REQUIRE(p == a);
+	long long locked = vmlck_kb(); /* (the new mapping is not locked) */
 	memset(p, 'g', n * PG);
 	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
 	wr(sp, "run", "1");
