@@ -655,6 +655,16 @@ static int output_commit(struct output *o)
 	return err;
 }
 
+/* The report written while KSM (samepaged) does not answer: up 0 alone,
+ * to --output's file too.  0, or output_commit()'s error. */
+static int report_down(struct output *o)
+{
+	if (o->path && output_begin(o))
+		return 0; /* no temporary file: the file stays as it was */
+	prom_up(0);
+	return o->path ? output_commit(o) : 0;
+}
+
 static int output_error(const struct output *o, int err)
 {
 	bool full = err == -ENOSPC || err == -EDQUOT;
@@ -733,11 +743,8 @@ int cmd_status(int argc, char **argv)
 				   "status: --output writes a machine-readable format");
 	if ((err = opt.be->available(opt.be))) {
 		/* A report still, saying so: the last one's figures must go. */
-		if (fmt == FMT_PROM && (!out.path || output_begin(&out) == 0)) {
-			prom_up(0);
-			if (out.path && output_commit(&out))
-				ksmctl_warn("status: cannot write the output file %s", out.path);
-		}
+		if (fmt == FMT_PROM && report_down(&out))
+			ksmctl_warn("status: cannot write the output file %s", out.path);
 		return ksm_unavailable(err,
 				       "build the kernel with CONFIG_KSM=y, or run `ksmctl check`");
 	}
@@ -757,11 +764,8 @@ int cmd_status(int argc, char **argv)
 				opt.be->explain(opt.be, err, cause, sizeof(cause), fix,
 						sizeof(fix));
 			ksmctl_warn("%s", cause[0] ? cause : strerror(-err));
-			if (fmt == FMT_PROM && (!out.path || output_begin(&out) == 0)) {
-				prom_up(0);
-				if (out.path && (err = output_commit(&out)))
-					return output_error(&out, err);
-			}
+			if (fmt == FMT_PROM && (err = report_down(&out)))
+				return output_error(&out, err);
 			last_t = 0;
 			fflush(stdout);
 			sleep_seconds(interval);
