@@ -296,6 +296,8 @@ e2e()
 	# samepaged's general_profit subtracts metadata_bytes, not rmap items.
 	says "$tmp/out" "(saved minus metadata_bytes "
 	! grep -q "rmap_items of metadata" "$tmp/out" || fail "status --user explains general_profit with rmap_items"
+	# No ksmd: the scanning runs in each client's own thread, said so.
+	says "$tmp/out" "each client scans in its own samepage-ksmd thread"
 	SAMEPAGE_SOCKET=$sock expect 0 --user status --json
 	json_ok 'd["backend"] == "samepaged" and d["path"] == "'"$sock"'" and d["files"]["pages_sharing"] > 0 and d["files"]["run"] == 1'
 	expect 0 --user --socket "$sock" status --prometheus
