@@ -758,9 +758,17 @@ APP_ACCESS static int app_cmp(const void *a, const void *b, size_t len)
 #define app_cmp memcmp
 #endif
 
+/* Reads len bytes at src, memory the application owns or a call was given,
+ * which may be a bad pointer: false where the kernel would refuse it with
+ * EFAULT.  Under the fault guard once this library's handler is in place
+ * (an engine was started); before, with process_vm_readv, a system call
+ * (the wrappers that may run then, ioctl's userfaultfd registrations, are
+ * rare). */
 bool guarded_copy(void *dst, const void *src, size_t len)
 {
 	sigjmp_buf jb;
+	if (!atomic_load_explicit(&handler_set, memory_order_relaxed))
+		return prim_self_read(dst, src, len) == (ssize_t)len;
 	if (sigsetjmp(jb, 0) == 0) {
 		guard_jmp = &jb;
 		app_copy(dst, src, len);
@@ -769,18 +777,6 @@ bool guarded_copy(void *dst, const void *src, size_t len)
 	}
 	guard_jmp = NULL;
 	return prim_mem_read((uintptr_t)src, dst, len) == (ssize_t)len;
-}
-
-/* Reads memory a call was given, which may be a bad pointer: false where
- * the kernel would refuse it with EFAULT.  Under the fault guard once this
- * library's handler is in place (an engine was started); before, with
- * process_vm_readv, a system call (the wrappers that may run then, ioctl's
- * userfaultfd registrations, are rare). */
-bool app_read(void *dst, const void *src, size_t len)
-{
-	if (atomic_load(&handler_set))
-		return guarded_copy(dst, src, len);
-	return prim_self_read(dst, src, len) == (ssize_t)len;
 }
 
 /* Compares application memory a with b (engine memory). */

@@ -129,7 +129,6 @@ int window_open(uintptr_t start, uintptr_t end, int prot);
 void window_restore(int slot, uintptr_t start, uintptr_t end, int prot);
 void window_close(int slot);
 bool guarded_copy(void *dst, const void *src, size_t len);
-bool app_read(void *dst, const void *src, size_t len);
 bool guarded_equal(const void *a, const void *b, size_t len);
 bool guarded_is_zero(const void *a, size_t len);
 uint64_t page_hash(const void *page);

@@ -744,7 +744,7 @@ EXPORT int ioctl(int fd, unsigned long request, ...)
 	else if (request == UFFDIO_UNREGISTER && arg && is_userfaultfd(fd))
 		r = arg;
 	/* Read guarded: a bad pointer is the kernel's EFAULT, not a crash. */
-	if (r && !app_read(&range, r, sizeof(range)))
+	if (r && !guarded_copy(&range, r, sizeof(range)))
 		range.len = 0;
 	uintptr_t a = (uintptr_t)range.start, fs, fe;
 	size_t l = (size_t)range.len;
