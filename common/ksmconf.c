@@ -112,6 +112,27 @@ static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_
 	return 0;
 }
 
+/* pages_to_scan and advisor_mode=scan-time in one file, in either order
+ * (ksmconf.h): -EINVAL, *err naming the pages_to_scan line. */
+static int check_advisor(const struct ksmconf_file *conf, struct ksmconf_error *err)
+{
+	const struct ksmconf_entry *pts = NULL;
+	bool scan_time = false;
+
+	for (int i = 0; i < conf->n; i++)
+		if (!strcmp(conf->e[i].knob->name, "pages_to_scan"))
+			pts = &conf->e[i];
+		else if (!strcmp(conf->e[i].knob->name, "advisor_mode"))
+			scan_time = conf->e[i].v == 1;
+	if (!pts || !scan_time)
+		return 0;
+	snprintf(err->cause, sizeof(err->cause), "%s", KSMCONF_ADVISOR_CAUSE);
+	snprintf(err->input, sizeof(err->input), "pages_to_scan=%s (%.900s)", pts->value,
+		 pts->origin);
+	snprintf(err->fix, sizeof(err->fix), "%s", KSMCONF_ADVISOR_FIX);
+	return -EINVAL;
+}
+
 int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_error *err)
 {
 	char *line = NULL;
@@ -211,6 +232,8 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 		snprintf(err->fix, sizeof(err->fix),
 			 "check the file (its disk or filesystem) and run again");
 	}
+	if (!ret)
+		ret = check_advisor(out, err);
 	fclose(f);
 	free(line);
 	return ret;

@@ -67,9 +67,10 @@ bool ksmconf_nul_line(const char *path, int lineno, const char *line, size_t len
 
 /* pages_to_scan with advisor_mode=scan-time in one command or file: the
  * kernel refuses pages_to_scan under the advisor, and writing advisor_mode
- * resets it, so whatever the order, one of the two is lost.  `ksmctl set`
- * and `apply` (cli/set.c) and `samepaged --config` refuse it, exit 2,
- * with this cause and fix, the input as "pages_to_scan=VALUE (ORIGIN)". */
+ * resets it, so whatever the order, one of the two is lost.  ksmconf_read
+ * refuses such a file (for `ksmctl apply` and `samepaged --config` alike),
+ * `ksmctl set` such a command line (cli/set.c), exit 2, with this cause
+ * and fix, the input as "pages_to_scan=VALUE (ORIGIN)". */
 #define KSMCONF_ADVISOR_CAUSE "pages_to_scan cannot be set with advisor_mode=scan-time"
 #define KSMCONF_ADVISOR_FIX                                                                        \
 	"leave pages_to_scan out (the advisor sets it), or set advisor_mode=none"

@@ -76,27 +76,11 @@ static void on_signal(int sig)
  * checked as the kernel checks them.  Exits 2 on the first bad line. */
 static void load_config(const char *path)
 {
-	/* common/ksmconf.c: the parser `ksmctl apply` uses, same messages. */
+	/* common/ksmconf.c: the parser `ksmctl apply` uses, same messages
+	 * and rules (pages_to_scan with advisor_mode=scan-time refused). */
 	static struct ksmconf_file conf;
 	struct ksmconf_error err;
 	int ret = ksmconf_read(path, &conf, &err);
-	/* ksmctl apply's rule: pages_to_scan and advisor_mode=scan-time in one
-	 * file are refused in either order (in file order, scan-time after
-	 * pages_to_scan would reset it, and apply refuses the file). */
-	const struct ksmconf_entry *pts = NULL;
-	bool scan_time = false;
-	for (int i = 0; !ret && i < conf.n; i++)
-		if (!strcmp(conf.e[i].knob->name, "pages_to_scan"))
-			pts = &conf.e[i];
-		else if (!strcmp(conf.e[i].knob->name, "advisor_mode"))
-			scan_time = conf.e[i].v == 1;
-	if (!ret && pts && scan_time) {
-		snprintf(err.cause, sizeof(err.cause), "%s", KSMCONF_ADVISOR_CAUSE);
-		snprintf(err.input, sizeof(err.input), "pages_to_scan=%s (%.900s)", pts->value,
-			 pts->origin);
-		snprintf(err.fix, sizeof(err.fix), "%s", KSMCONF_ADVISOR_FIX);
-		ret = -EINVAL;
-	}
 	for (int i = 0; !ret && i < conf.n; i++) {
 		bool unmerge;
 		const struct ksmconf_entry *e = &conf.e[i];

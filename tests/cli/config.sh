@@ -11,7 +11,8 @@
 # read as an empty file: "0 settings valid", exit 0).  A good file is
 # accepted by both, a byte-order mark first, and samepaged runs with it.
 # pages_to_scan with advisor_mode=scan-time is refused by both in either
-# order (samepaged ran with scan-time second, and reset pages_to_scan).
+# order, whatever the kernel (samepaged ran with scan-time second, and
+# reset pages_to_scan; apply applied it on a kernel without the advisor).
 #
 # usage: config.sh KSMCTL SAMEPAGED SRCDIR
 set -u
@@ -70,17 +71,22 @@ pages_to_scan = 1\x1b[31mX\n|pages_to_scan = 1\\x1b\[31mX
 run\a = 1\n|run\\x07 = 1
 CASES
 
-# pages_to_scan with advisor_mode=scan-time, in either order: ksmctl
-# apply refuses the file on a kernel with the advisor (6.18), and so must
-# samepaged, whose knobs have it (it ran with the file whose scan-time
-# came second: the advisor reset pages_to_scan), with the same message.
-for text in 'advisor_mode = scan-time\npages_to_scan = 200\n' \
-	'pages_to_scan = 200\nadvisor_mode = scan-time\n'; do
-	n=$((n + 1))
-	printf '%b' "$text" >"$tmp/c$n.conf"
-	tree=$src/trees/linux-6.18 both_refuse "'$text'" "$tmp/c$n.conf" "$tmp/s$n.sock" "$shm/s$n" &&
-		! grep -qF "  input: pages_to_scan=200 ($tmp/c$n.conf:" <<<"$kmsg" &&
-		{ echo "FAIL: '$text': the input is not the pages_to_scan line:"; echo "$kmsg"; bad=1; }
+# pages_to_scan with advisor_mode=scan-time, in either order: the parser
+# refuses the file, so ksmctl apply and samepaged, whose knobs have the
+# advisor, both do, with the same message (samepaged ran with the file
+# whose scan-time came second: the advisor reset pages_to_scan), and apply
+# does on a kernel without the advisor too (4.19: it skipped advisor_mode
+# as absent and applied the rest of a contradictory file).
+for kernel in linux-6.18 linux-4.19; do
+	for text in 'advisor_mode = scan-time\npages_to_scan = 200\n' \
+		'pages_to_scan = 200\nadvisor_mode = scan-time\n'; do
+		n=$((n + 1))
+		printf '%b' "$text" >"$tmp/c$n.conf"
+		tree=$src/trees/$kernel both_refuse "'$text' ($kernel)" "$tmp/c$n.conf" \
+			"$tmp/s$n.sock" "$shm/s$n" &&
+			! grep -qF "  input: pages_to_scan=200 ($tmp/c$n.conf:" <<<"$kmsg" &&
+			{ echo "FAIL: '$text': the input is not the pages_to_scan line:"; echo "$kmsg"; bad=1; }
+	done
 done
 
 # Not a config file, or one that cannot be read (/proc/self/mem: EIO at
