@@ -38,7 +38,7 @@ void json_array_end(struct json *j);
 void json_string(struct json *j, const char *key, const char *value); /* NULL: null */
 void json_int(struct json *j, const char *key, long long value);
 void json_uint(struct json *j, const char *key, unsigned long long value);
-void json_double(struct json *j, const char *key, double value);
+void json_double(struct json *j, const char *key, double value); /* NAN, inf: null */
 void json_bool(struct json *j, const char *key, bool value);
 void json_null(struct json *j, const char *key);
 

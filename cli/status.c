@@ -301,14 +301,6 @@ static void json_value(const char *name, const struct samepage_knob *k, const ch
 	(void)k;
 }
 
-static void json_maybe(struct json *j, const char *key, double v)
-{
-	if (isnan(v))
-		json_null(j, key);
-	else
-		json_double(j, key, v);
-}
-
 /* one_line: --watch to standard output, a stream of reports, one a line
  * (JSON Lines), which line-based readers and jq take alike. */
 static void print_json(const struct ksm_derived *d, bool one_line)
@@ -335,18 +327,18 @@ static void print_json(const struct ksm_derived *d, bool one_line)
 	else
 		json_null(&j, "general_profit_bytes");
 	json_int(&j, "rmap_items", d->rmap_items);
-	json_maybe(&j, "sharing_ratio", d->sharing_ratio);
-	json_maybe(&j, "unshared_per_sharing", d->unshared_ratio);
-	json_maybe(&j, "volatile_fraction", d->volatile_fraction);
+	json_double(&j, "sharing_ratio", d->sharing_ratio);
+	json_double(&j, "unshared_per_sharing", d->unshared_ratio);
+	json_double(&j, "volatile_fraction", d->volatile_fraction);
 	json_int(&j, "unmerge_cost_bytes", d->unmerge_cost_bytes);
 	if (d->mem_available_bytes < 0)
 		json_null(&j, "mem_available_bytes");
 	else
 		json_int(&j, "mem_available_bytes", d->mem_available_bytes);
-	json_maybe(&j, "ksmd_cpu_seconds", d->ksmd_cpu_seconds);
-	json_maybe(&j, "ksmd_cpu_percent", d->ksmd_cpu_percent);
-	json_maybe(&j, "scan_rate_pages_per_second", isinf(d->scan_rate) ? NAN : d->scan_rate);
-	json_maybe(&j, "full_scan_seconds", d->full_scan_seconds);
+	json_double(&j, "ksmd_cpu_seconds", d->ksmd_cpu_seconds);
+	json_double(&j, "ksmd_cpu_percent", d->ksmd_cpu_percent);
+	json_double(&j, "scan_rate_pages_per_second", d->scan_rate);
+	json_double(&j, "full_scan_seconds", d->full_scan_seconds);
 	json_object_end(&j);
 	json_object_end(&j);
 }

@@ -161,7 +161,8 @@ static void describe(const struct tune_settings *s, char *buf, size_t len)
 
 /* ---- logging ---- */
 
-/* A reading's value, null where it is not known here (-1, NAN). */
+/* A reading's count, null where it is not known here (-1); its doubles
+ * are NAN there, which json_double() writes as null. */
 static void json_known(struct json *j, const char *key, long long v)
 {
 	if (v < 0)
@@ -170,28 +171,20 @@ static void json_known(struct json *j, const char *key, long long v)
 		json_int(j, key, v);
 }
 
-static void json_known_double(struct json *j, const char *key, double v)
-{
-	if (isnan(v) || v < 0)
-		json_null(j, key);
-	else
-		json_double(j, key, v);
-}
-
 static void json_reading(struct json *j, const struct tune_reading *r)
 {
 	json_object_begin(j, "read");
-	json_known_double(j, "uptime_seconds", r->t);
+	json_double(j, "uptime_seconds", r->t);
 	json_known(j, "mem_total_kb", r->mem_total_kb);
 	json_known(j, "mem_free_kb", r->mem_free_kb);
 	json_known(j, "buffers_kb", r->buffers_kb);
 	json_known(j, "cached_kb", r->cached_kb);
 	json_known(j, "mem_available_kb", r->mem_available_kb);
-	json_known_double(j, "psi_memory_some_avg10", r->psi_some10);
+	json_double(j, "psi_memory_some_avg10", r->psi_some10);
 	json_known(j, "committed_kb", r->committed_kb);
 	json_known(j, "mergeable_kb", r->mergeable_kb);
 	json_known(j, "mergeable_processes", r->mergeable_procs);
-	json_known_double(j, "ksmd_cpu_seconds", r->ksmd_cpu_s);
+	json_double(j, "ksmd_cpu_seconds", r->ksmd_cpu_s);
 	json_known(j, "run", r->run);
 	json_known(j, "pages_to_scan", r->pages_to_scan);
 	json_known(j, "sleep_millisecs", r->sleep_ms);
