@@ -44,6 +44,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -433,24 +435,29 @@ EXPORT int prctl(int option, ...)
 
 /* KVM writes guest memory from the kernel: only the userfaultfd window that
  * handles kernel-mode faults makes it wait; with the others its KVM_RUN
- * would fail with EFAULT.  Refused, with the reason, before it starts. */
-static bool kvm_refused(const char *path)
+ * would fail with EFAULT.  Refused, with the reason, before it starts.
+ * What is refused is the device, whatever the name it was opened by
+ * ("kvm" in /dev, /proc/self/cwd/kvm, a link): fd, just opened, is closed
+ * if it is /dev/kvm (the misc device 10:232, Documentation/admin-guide/
+ * devices.txt), which costs an fstat per open with the other windows.
+ * The path itself is never read here: the kernel checked it (a bad
+ * pointer is its EFAULT, not a crash in this library). */
+#define KVM_MAJOR 10
+#define KVM_MINOR 232
+static bool kvm_refused(int fd, int flags)
 {
-	/* The C library declares open's path nonnull, and the compiler,
-	 * inlining this into the wrappers, would drop the test (an -O3 build
-	 * crashed on open(NULL)): the empty asm hides what it knows. */
-	__asm__("" : "+r"(path));
-	/* (Read directly: a bad path other than NULL crashes here where the
-	 * kernel says EFAULT; reading it safely would cost a system call at
-	 * every open while no engine runs.  RELIABILITY.md 59.) */
-	if (!path || strcmp(path, "/dev/kvm") || guard_window_kind() == WINDOW_UFFD)
+	struct stat st;
+	if (fd < 0 || (flags & O_PATH) || guard_window_kind() == WINDOW_UFFD || fstat(fd, &st) ||
+	    !S_ISCHR(st.st_mode) || major(st.st_rdev) != KVM_MAJOR ||
+	    minor(st.st_rdev) != KVM_MINOR)
 		return false;
+	syscall(SYS_close, fd);
 	const char *env = getenv("SAMEPAGE_WINDOW");
 	bool chosen = env && *env; /* then it may be why */
-	say("samepage: refusing %s to this process: KVM writes guest memory from the kernel, "
-	    "which waits for a merge only with the userfaultfd window, %s%.40s%s (fix: %s; see "
-	    "samepage(3))\n",
-	    path, chosen ? "and SAMEPAGE_WINDOW=" : "not available here", chosen ? env : "",
+	say("samepage: refusing /dev/kvm to this process: KVM writes guest memory from the "
+	    "kernel, which waits for a merge only with the userfaultfd window, %s%.40s%s (fix: %s; "
+	    "see samepage(3))\n",
+	    chosen ? "and SAMEPAGE_WINDOW=" : "not available here", chosen ? env : "",
 	    chosen ? " chose another or it is not available here" : "",
 	    chosen ? "unset SAMEPAGE_WINDOW"
 		   : "run as root or with CAP_SYS_PTRACE, give access to /dev/userfaultfd, or "
@@ -474,9 +481,8 @@ EXPORT int open(const char *path, int flags, ...)
 	va_start(ap, flags);
 	int mode = open_mode(flags, ap);
 	va_end(ap);
-	if (kvm_refused(path))
-		return -1;
-	return ((open_fn)interpose_next("open", &real_open, NULL))(path, flags, mode);
+	int fd = ((open_fn)interpose_next("open", &real_open, NULL))(path, flags, mode);
+	return kvm_refused(fd, flags) ? -1 : fd;
 }
 
 EXPORT int open64(const char *path, int flags, ...) __attribute__((alias("open")));
@@ -494,9 +500,8 @@ EXPORT int openat(int dir, const char *path, int flags, ...)
 	va_start(ap, flags);
 	int mode = open_mode(flags, ap);
 	va_end(ap);
-	if (kvm_refused(path))
-		return -1;
-	return ((openat_fn)interpose_next("openat", &real_openat, NULL))(dir, path, flags, mode);
+	int fd = ((openat_fn)interpose_next("openat", &real_openat, NULL))(dir, path, flags, mode);
+	return kvm_refused(fd, flags) ? -1 : fd;
 }
 
 EXPORT int openat64(int dir, const char *path, int flags, ...) __attribute__((alias("openat")));

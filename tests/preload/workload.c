@@ -26,10 +26,12 @@
  *       few contents so that they merge, for SECONDS: exits 0 if no block
  *       ever read other than what was written, 1 with the first wrong one
  *   workload kvm
- *       opens /dev/kvm: exits 0 if it opened, 1 with errno otherwise
+ *       opens /dev/kvm by five names (/dev/kvm, /dev/./kvm, kvm in /dev
+ *       by openat and by a relative path, /proc/self/cwd/kvm): prints the
+ *       errno of each (0: opened), exits 0 if any opened, 1 if none did
  *   workload opennull
- *       open(NULL) and openat(NULL) fail with EFAULT, as the kernel says:
- *       exits 0 if both did
+ *       open and openat of NULL and of an unmapped address fail with
+ *       EFAULT, as the kernel says: exits 0 if all four did
  *   workload sigwait
  *       blocks SIGUSR1 (the engine's thread is already running), sends it
  *       to itself and takes it with sigwait: exits 0; killed by it (128+10)
@@ -398,19 +400,35 @@ int main(int argc, char **argv)
 		return atomic_load(&bad) ? 1 : 0;
 	}
 	if (argc >= 2 && !strcmp(argv[1], "kvm")) {
-		int fd = open("/dev/kvm", O_RDWR);
-		if (fd < 0) {
-			printf("%d\n", errno);
-			return 1;
+		/* /dev/kvm by every name a program may give it: the errno of
+		 * each, 0 where it opened. */
+		int dev = open("/dev", O_RDONLY | O_DIRECTORY), fds[5], opened = 0;
+		fds[0] = open("/dev/kvm", O_RDWR);
+		fds[1] = open("/dev/./kvm", O_RDWR);
+		fds[2] = openat(dev, "kvm", O_RDWR);
+		fds[3] = chdir("/dev") == 0 ? open("kvm", O_RDWR) : -1;
+		fds[4] = open("/proc/self/cwd/kvm", O_RDWR);
+		for (int i = 0; i < 5; i++) {
+			printf("%d%c", fds[i] < 0 ? errno : 0, i < 4 ? ' ' : '\n');
+			if (fds[i] >= 0)
+				close(fds[i]), opened++;
 		}
-		close(fd);
-		return 0;
+		return opened ? 0 : 1;
 	}
 	if (argc >= 2 && !strcmp(argv[1], "opennull")) {
+		/* NULL, and an address with nothing mapped (a page taken
+		 * back): EFAULT from the kernel, no crash. */
 		const char *volatile none = NULL;
+		char *gone = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		munmap(gone, 4096);
 		int a = open(none, O_RDONLY), ea = errno;
 		int b = openat(AT_FDCWD, none, O_RDONLY), eb = errno;
-		return a == -1 && ea == EFAULT && b == -1 && eb == EFAULT ? 0 : 1;
+		int c = open(gone, O_RDONLY), ec = errno;
+		int d = openat(AT_FDCWD, gone, O_RDONLY), ed = errno;
+		return a == -1 && ea == EFAULT && b == -1 && eb == EFAULT && c == -1 &&
+			       ec == EFAULT && d == -1 && ed == EFAULT
+			   ? 0
+			   : 1;
 	}
 	if (argc >= 2 && !strcmp(argv[1], "sigwait")) {
 		if (!alike_memory(8UL << 20))
