@@ -466,6 +466,62 @@ static bool kvm_refused(int fd, int flags)
 	return true;
 }
 
+/* ---- io_uring ---- */
+
+/* io_uring moves data into the process's memory where no wrapper sees it:
+ * from the kernel's workers, and for direct I/O and registered buffers
+ * into pages pinned when the request was submitted.  A merge of such a
+ * page in the meantime loses the data (the pinned page is no longer
+ * mapped when it arrives): measured with QEMU's aio=io_uring,cache=none,
+ * a guest read back a block wrong within minutes.  The kernel's KSM skips
+ * pages with pins; user space cannot see them.  So the rings that liburing
+ * would set up are refused (EPERM, as the kernel's io_uring_disabled
+ * gives), with the reason: programs fall back to other I/O, or stop with
+ * the error (QEMU with aio=io_uring).  Raw io_uring_setup(2) calls are not
+ * seen (samepage(3), BUGS).  liburing returns -errno; -EPERM is also -1.
+ * The reason is said once a process. */
+static int uring_refused(const char *call)
+{
+	static _Atomic bool said; /* QEMU asks once per I/O context */
+	if (!atomic_exchange(&said, true))
+		say("samepage: refusing io_uring (%s) to this process: its reads land in memory "
+		    "where "
+		    "the merging engine cannot see them, and a read into a page merged meanwhile "
+		    "would "
+		    "be lost (fix: another I/O method, e.g. QEMU's aio=threads or aio=native; see "
+		    "samepage(3))\n",
+		    call);
+	errno = EPERM;
+	return -EPERM;
+}
+
+/* liburing's entry points that make a ring (liburing.h's prototypes; the
+ * structures are not read). */
+EXPORT int io_uring_queue_init(unsigned entries, void *ring, unsigned flags)
+{
+	(void)entries, (void)ring, (void)flags;
+	return uring_refused("io_uring_queue_init");
+}
+
+EXPORT int io_uring_queue_init_params(unsigned entries, void *ring, void *params)
+{
+	(void)entries, (void)ring, (void)params;
+	return uring_refused("io_uring_queue_init_params");
+}
+
+EXPORT int io_uring_queue_init_mem(unsigned entries, void *ring, void *params, void *buf,
+				   size_t size)
+{
+	(void)entries, (void)ring, (void)params, (void)buf, (void)size;
+	return uring_refused("io_uring_queue_init_mem");
+}
+
+EXPORT int io_uring_setup(unsigned entries, void *params)
+{
+	(void)entries, (void)params;
+	return uring_refused("io_uring_setup");
+}
+
 static int open_mode(int flags, va_list ap)
 {
 	return flags & (O_CREAT | O_TMPFILE) ? va_arg(ap, int) : 0;

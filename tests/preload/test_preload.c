@@ -19,6 +19,8 @@
  *             several threads: no block ever reads wrong
  *   kvm       with the mprotect window, /dev/kvm is refused (EPERM), by
  *             any name (only "/dev/kvm" was: "kvm" in /dev opened it)
+ *   uring     a ring liburing would make is refused (EPERM), with why: reads
+ *             into pinned pages (direct I/O) would be lost in a merge
  *   opennull  open of NULL or of an unmapped address fails with EFAULT
  *             (the /dev/kvm check, which read the path, crashed on them)
  *   sigwait   a signal every thread of the program blocks (it waits for
@@ -762,6 +764,27 @@ int main(int argc, char **argv)
 		CHECK_EQ_INT(sscanf(out, "%d %d %d %d %d", &e[0], &e[1], &e[2], &e[3], &e[4]), 5);
 		for (int i = 0; i < 5; i++)
 			CHECK_EQ_INT(e[i], EPERM);
+	} else if (!strcmp(c, "uring")) {
+		/* Without the library the ring is made (else this host has no
+		 * io_uring to refuse); with it, refused with the reason. */
+		pid_t pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0) {
+			unsetenv("LD_PRELOAD");
+			execl(workload, workload, "uring", (char *)NULL);
+			_exit(127);
+		}
+		int st;
+		REQUIRE(waitpid(pid, &st, 0) == pid);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) == 2)
+			SKIP("no liburing.so.2 (CI installs it with QEMU)");
+		if (WEXITSTATUS(st) != 0)
+			SKIP("io_uring is refused on this host without the library");
+		char err[4096];
+		CHECK_EQ_INT(run_preloaded("SAMEPAGE_MERGE_ANY", "1", "uring", err, sizeof(err)),
+			     1);
+		CHECK(strstr(err, "refusing io_uring (io_uring_queue_init)") != NULL);
+		CHECK(strstr(err, "fix: ") != NULL);
 	} else if (!strcmp(c, "opennull")) {
 		char out[64];
 		const char *a[] = {"--", workload, "opennull", NULL};

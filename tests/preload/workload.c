@@ -29,6 +29,9 @@
  *       opens /dev/kvm by five names (/dev/kvm, /dev/./kvm, kvm in /dev
  *       by openat and by a relative path, /proc/self/cwd/kvm): prints the
  *       errno of each (0: opened), exits 0 if any opened, 1 if none did
+ *   workload uring
+ *       sets up an io_uring ring through liburing.so.2: exits 0 if it
+ *       was made, 1 if refused with EPERM, 2 without liburing, 3 else
  *   workload opennull
  *       open and openat of NULL and of an unmapped address fail with
  *       EFAULT, as the kernel says: exits 0 if all four did
@@ -46,6 +49,7 @@
  *       SIGNAL with kill(2): dies of it as any program would, or exits 0
  *       if it survived
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -415,6 +419,22 @@ int main(int argc, char **argv)
 		}
 		return opened ? 0 : 1;
 	}
+#ifndef WORKLOAD_STATIC
+	if (argc >= 2 && !strcmp(argv[1], "uring")) {
+		/* As a program linked with liburing calls it (the global
+		 * scope, where a preloaded library comes first). */
+		if (!dlopen("liburing.so.2", RTLD_NOW | RTLD_GLOBAL))
+			return 2;
+		int (*init)(unsigned, void *, unsigned) =
+		    (int (*)(unsigned, void *, unsigned))dlsym(RTLD_DEFAULT, "io_uring_queue_init");
+		void (*fini)(void *) = (void (*)(void *))dlsym(RTLD_DEFAULT, "io_uring_queue_exit");
+		static _Alignas(64) char ring[4096]; /* struct io_uring, 216 bytes in 2.3 */
+		int rc = init && fini ? init(8, ring, 0) : -ENOSYS;
+		if (rc >= 0)
+			fini(ring);
+		return rc >= 0 ? 0 : rc == -EPERM ? 1 : 3;
+	}
+#endif
 	if (argc >= 2 && !strcmp(argv[1], "opennull")) {
 		/* NULL, and an address with nothing mapped (a page taken
 		 * back): EFAULT from the kernel, no crash. */
