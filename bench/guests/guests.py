@@ -1263,7 +1263,9 @@ def main():
     s.add_argument("--engine", choices=("none", "kernel", "samepaged"), default="kernel")
     s.add_argument("--seconds", type=int, default=600, help="I/O loop duration in each guest")
     s.add_argument("--blocks", type=int, default=16, help="MiB of disk written and re-read per round")
-    s.add_argument("--aio", default="both", help="threads, native (with cache=none), or both (the default)")
+    s.add_argument("--aio", default="both",
+                   help="threads, native (with cache=none), io_uring, io_uring-direct (with cache=none),"
+                   " comma-separated, or both (threads and native, the default)")
     s.add_argument("--corrupt", action="store_true",
                    help="the guests change a byte behind their checksums: the check must fail")
     s = sub.add_parser("postcopy", parents=[common], help="a live migration with postcopy while merging")
