@@ -32,9 +32,10 @@ const char usage_apply[] =
     "apply [FILE] [--check | --diff] [--unmerge] [--json]\n"
     "       apply --sample\n"
     "\n"
-    "Applies FILE (default /etc/ksm.conf): one \"name = value\" per line, '#'\n"
-    "comments.  The whole file is checked before any knob is written; knobs\n"
-    "this kernel lacks are skipped with a warning.\n"
+    "Applies FILE (default /etc/ksm.conf; - reads standard input): one\n"
+    "\"name = value\" per line, '#' comments.  The whole file is checked\n"
+    "before any knob is written; knobs this kernel lacks are skipped with a\n"
+    "warning.\n"
     "\n"
     "  --check     validate the file against the table and this kernel only\n"
     "              (no root needed)\n"
@@ -143,6 +144,7 @@ int cmd_apply(int argc, char **argv)
 				   "apply: too many arguments");
 	if (optind < argc)
 		file = argv[optind];
+	const char *name = ksmconf_name(file); /* "-": "(standard input)" */
 	p.validate = mode == 'c';
 	p.dry = mode == 'd';
 	if ((ret = read_config(file, &p)) || (ret = plan_check(&p)))
@@ -151,7 +153,7 @@ int cmd_apply(int argc, char **argv)
 		struct json j;
 		json_init(&j, stdout);
 		json_object_begin(&j, NULL);
-		json_string(&j, "file", file);
+		json_string(&j, "file", name);
 		json_bool(&j, "valid", true);
 		json_int(&j, "settings", p.n);
 		json_array_begin(&j, "knobs");
@@ -167,11 +169,11 @@ int cmd_apply(int argc, char **argv)
 		return KSMCTL_OK;
 	}
 	if (mode == 'c') {
-		printf("%s: %d setting%s valid for this kernel\n", file, p.n, p.n == 1 ? "" : "s");
+		printf("%s: %d setting%s valid for this kernel\n", name, p.n, p.n == 1 ? "" : "s");
 		return KSMCTL_OK;
 	}
 	if (mode == 'd') {
-		plan_diff(&p, file, NULL);
+		plan_diff(&p, name, NULL);
 		return KSMCTL_OK;
 	}
 	return plan_apply(&p);

@@ -23,6 +23,11 @@ const char *ksmconf_range(const struct samepage_knob *k, char *buf, size_t len)
 	return buf;
 }
 
+const char *ksmconf_name(const char *path)
+{
+	return strcmp(path, "-") ? path : "(standard input)";
+}
+
 static char *trim(char *s)
 {
 	char *e;
@@ -138,7 +143,8 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 	char *line = NULL;
 	size_t cap = 0;
 	int lineno = 0, ret = 0;
-	FILE *f = *path ? fopen(path, "re") : NULL;
+	bool std_in = !strcmp(path, "-");
+	FILE *f = std_in ? stdin : *path ? fopen(path, "re") : NULL;
 
 	memset(err, 0, sizeof(*err));
 	out->n = 0;
@@ -162,6 +168,7 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 				 "create it (`ksmctl apply --sample > FILE`) or name another file");
 		return ret;
 	}
+	path = ksmconf_name(path);
 	/* A directory reads as an error, a device as endless or empty text:
 	 * only a regular file (or a pipe, as from <(...)) is a config file. */
 	struct stat st;
@@ -175,9 +182,12 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 			 : S_ISSOCK(st.st_mode) ? "a socket"
 						: "not a file");
 		snprintf(err->input, sizeof(err->input), "%s", path);
-		snprintf(err->fix, sizeof(err->fix),
-			 "name a config file (`ksmctl apply --sample > FILE` writes one)");
-		fclose(f);
+		snprintf(err->fix, sizeof(err->fix), "%s",
+			 std_in ? "give a file on standard input (- < FILE, or a pipe), or name "
+				  "the file"
+				: "name a config file (`ksmctl apply --sample > FILE` writes one)");
+		if (!std_in)
+			fclose(f);
 		return ret;
 	}
 	ssize_t got = 0;
@@ -234,7 +244,8 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 	}
 	if (!ret)
 		ret = check_advisor(out, err);
-	fclose(f);
+	if (!std_in)
+		fclose(f);
 	free(line);
 	return ret;
 }

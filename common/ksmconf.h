@@ -46,12 +46,16 @@ struct ksmconf_error {
 	char fix[256];	  /* "give one value: a whole number from 0 to 4294967295" */
 };
 
-/* Reads and checks the whole of path into out: 0, or -errno with *err
+/* Reads and checks the whole of path into out ("-": standard input, named
+ * "(standard input)" in messages and origins): 0, or -errno with *err
  * filled (-EINVAL: a line is refused, or path is not a regular file or a
  * pipe; -EISDIR: a directory; another -errno: it cannot be opened, or a
  * read failed, even part-way; -ENOENT too for an empty path, which names
  * no file).  On an error out is not to be used. */
 int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_error *err);
+
+/* How messages name path: "(standard input)" for "-", else path. */
+const char *ksmconf_name(const char *path);
 
 /* A config line's first len bytes as printable text for a message, as a
  * process name is shown (procfs_escape_n: a NUL byte and invisible

@@ -13,6 +13,8 @@
 # pages_to_scan with advisor_mode=scan-time is refused by both in either
 # order, whatever the kernel (samepaged ran with scan-time second, and
 # reset pages_to_scan; apply applied it on a kernel without the advisor).
+# "-" is standard input for both (it was a file named "-"): a refused line
+# is named "(standard input):LINE", a good file on a pipe is accepted.
 #
 # usage: config.sh KSMCTL SAMEPAGED SRCDIR
 set -u
@@ -22,17 +24,18 @@ trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; wait; rm -rf "$tmp
 bad=0
 tree=$src/trees/linux-4.19 # no advisor: pages_to_scan may be set
 
-# [as=CMD] both_refuse WHAT FILE SOCKET STATE: ksmctl apply --check FILE
-# and samepaged --config FILE (run by CMD if given) both exit 2 with the
-# same message, left in kmsg; else says so and fails.
+# [as=CMD] [in=INPUT] both_refuse WHAT FILE SOCKET STATE: ksmctl apply
+# --check FILE and samepaged --config FILE (run by CMD if given, INPUT on
+# their standard input) both exit 2 with the same message, left in kmsg;
+# else says so and fails.
 both_refuse()
 {
 	local what=$1 file=$2 sock=$3 state=$4 k d
 	${as:-} "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check "$file" \
-		>/dev/null 2>"$tmp/k.err"
+		<"${in:-/dev/null}" >/dev/null 2>"$tmp/k.err"
 	k=$?
 	${as:-} timeout 20 "$samepaged" --foreground --config "$file" --socket "$sock" \
-		--state-dir "$state" >/dev/null 2>"$tmp/d.err"
+		--state-dir "$state" <"${in:-/dev/null}" >/dev/null 2>"$tmp/d.err"
 	d=$?
 	kmsg=$(sed 's/^ksmctl: //' "$tmp/k.err") dmsg=$(sed 's/^samepaged: //' "$tmp/d.err")
 	if [ $k != 2 ] || [ $d != 2 ]; then
@@ -123,6 +126,15 @@ if both_refuse "an empty file name" "" "$tmp/empty.sock" "$shm/empty" &&
 	echo "FAIL: an empty file name: the message does not say so:"; echo "$kmsg"; bad=1
 fi
 
+# "-" is standard input: a refused line is named "(standard input):LINE"
+# by both.
+printf 'run = 1\nrun = 0\n' >"$tmp/twice.conf"
+if in=$tmp/twice.conf both_refuse "a refused file on stdin" - "$tmp/stdin.sock" "$shm/stdin" &&
+	! grep -qxF '  input: (standard input):2: run = 0' <<<"$kmsg"; then
+	echo "FAIL: a refused file on stdin: the input is not '(standard input):2: run = 0':"
+	echo "$kmsg"; bad=1
+fi
+
 # A file this user may not read: both refuse it, exit 2, the same message,
 # whose fix is the permission (not "create it": it exists).  As nobody,
 # when root can switch to it.
@@ -153,6 +165,9 @@ printf '\xef\xbb\xbfpages_to_scan = 300   # per batch\n# the seed\n\nsleep_milli
 	>"$tmp/good.conf"
 "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check "$tmp/good.conf" >/dev/null ||
 	{ echo "FAIL: ksmctl apply --check refuses the good file"; bad=1; }
+out=$(cat "$tmp/good.conf" | "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" apply --check - 2>&1)
+[ "$out" = "(standard input): 3 settings valid for this kernel" ] ||
+	{ echo "FAIL: ksmctl apply --check - on a pipe of the good file: $out"; bad=1; }
 "$samepaged" --foreground --config "$tmp/good.conf" --socket "$tmp/good.sock" --state-dir "$shm/good" \
 	2>"$tmp/d.err" &
 daemon_pid=$!

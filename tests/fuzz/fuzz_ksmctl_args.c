@@ -10,8 +10,9 @@
  * they act on this machine, not on the tree: the verbs run (executes a
  * program), install-service (writes under /etc), wait (waits for the real
  * ksmd) and estimate (reads every process), --watch (runs until SIGINT),
- * the root and socket options, and any word with a '/' (a FILE for apply
- * is one of tests/cli/conf's, by name: host.conf, bad-value.conf...).
+ * the root and socket options, any word with a '/' (a FILE for apply
+ * is one of tests/cli/conf's, by name: host.conf, bad-value.conf...) and
+ * "-" (apply's standard input, the fuzzer's own).
  * Promises checked: no crash, no memory error, an exit status of
  * ksmctl(1) (0..5), and with the "json" check, --json output that is one
  * valid JSON value (when it starts as JSON: --help and its abbreviations
@@ -109,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		char *w = words[nw++];
 		if (strchr(w, '/') || !strncmp(w, "--sysfs-root", 12) ||
 		    !strncmp(w, "--proc-root", 11) || !strncmp(w, "--boot-root", 11) ||
-		    !strncmp(w, "--socket", 8) || !strncmp(w, "--w", 3))
+		    !strncmp(w, "--socket", 8) || !strncmp(w, "--w", 3) || !strcmp(w, "-"))
 			return 0; /* this machine's state, or a run without end */
 		if (!strcmp(w, "--"))
 			dashdash = true;
