@@ -231,14 +231,16 @@ static int add_all(struct targets *t)
 	return 0;
 }
 
+/* PID[,PID...]: every item a pid, none empty ("5," and "5,,6" are typos,
+ * refused; strtok_r skipped their empty items).  0 or -EINVAL. */
 static int add_pids(struct targets *t, const char *arg)
 {
-	char *copy = strdup(arg), *save = NULL;
+	char *copy = strdup(arg), *rest = copy, *s;
 	int ret = 0;
 
 	if (!copy)
 		return -ENOMEM;
-	for (char *s = strtok_r(copy, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+	while ((s = strsep(&rest, ","))) {
 		long long v;
 
 		if (parse_ll(s, &v) || v <= 0 || v > 0x7fffffff) {
@@ -835,10 +837,15 @@ static int parse_options(int argc, char **argv, struct request *rq)
 		switch (c) {
 		case 'p':
 			rq->any_target = true;
+			if (!*optarg)
+				return ksmctl_empty_value("estimate", "--pid", "a process id",
+							  "give process ids, e.g. --pid 1234");
 			if (add_pids(&rq->t, optarg))
-				return ksmctl_fail(KSMCTL_USAGE, optarg,
-						   "give a process id, e.g. --pid 1234",
-						   "estimate: --pid takes a positive number");
+				return ksmctl_fail(
+				    KSMCTL_USAGE, optarg,
+				    "give process ids, e.g. --pid 1234 or --pid 1234,5678",
+				    "estimate: --pid takes process ids (positive numbers) "
+				    "separated by commas, none empty");
 			break;
 		case 'c':
 			/* Not the root cgroup: that is every process. */
