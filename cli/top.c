@@ -284,24 +284,41 @@ static void print_rows_json(const struct row *rows, int n, int shown, enum by by
 	json_object_end(&j);
 }
 
+/* The columns a name takes: one per character (the back-ends escaped
+ * every byte that is not printable UTF-8; a wide character counts one). */
+static int text_columns(const char *s)
+{
+	int n = 0;
+
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
+}
+
 /* The first shown of n rows; the total line sums all n (--limit shortens
  * the list, not the total). */
 static void print_rows_text(const struct row *rows, int n, int shown, enum by by)
 {
-	static const char *const last[] = {"CGROUP", "UNIT                         CGROUP", "VM",
-					   "DOMAIN"};
+	static const char *const last[] = {"CGROUP", "UNIT", "VM", "DOMAIN"};
 	static const char *const plural[] = {"processes", "cgroups", "VMs", "domains"};
 	static const char *const singular[] = {"process", "cgroup", "VM", "domain"};
 	char merged[32], profit[32], saved[32];
 	long long total_merged = 0, total_profit = 0;
 	int groups = 0, groups_shown = 0; /* rows that are a VM (--by vm), else every row */
+	int unit_width = 28;		  /* --by cgroup: as wide as the widest unit shown */
 
+	for (int i = 0; by == BY_CGROUP && i < shown; i++)
+		if (text_columns(rows[i].unit) > unit_width)
+			unit_width = text_columns(rows[i].unit);
 	if (by == BY_PROCESS)
 		printf("%7s %-15s ", "PID", "COMMAND");
 	else
 		printf("%5s ", "PROCS");
-	printf("%10s %10s %10s %11s %11s  %s\n", "MERGING", "ZERO", "TRACKED", "MERGED", "PROFIT",
+	printf("%10s %10s %10s %11s %11s  %s", "MERGING", "ZERO", "TRACKED", "MERGED", "PROFIT",
 	       last[by]);
+	if (by == BY_CGROUP)
+		printf("%*s CGROUP", unit_width - (int)strlen(last[by]), "");
+	printf("\n");
 	for (int i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
 		char tracked[24];
@@ -325,7 +342,8 @@ static void print_rows_text(const struct row *rows, int n, int shown, enum by by
 		printf("%10lld %10lld %10s %11s %11s  ", r->merging, r->zero, tracked, merged,
 		       profit);
 		if (by == BY_CGROUP)
-			printf("%-28s %s\n", r->unit, r->cgroup);
+			printf("%s%*s %s\n", r->unit, unit_width - text_columns(r->unit), "",
+			       r->cgroup);
 		else
 			printf("%s\n", by == BY_PROCESS ? r->cgroup : r->name);
 	}
