@@ -689,10 +689,10 @@ int cmd_doctor(int argc, char **argv)
 	if (json) {
 		json_init(&j, stdout);
 		json_object_begin(&j, NULL);
-		json_string(&j, "kernel", f.release);
+		json_string(&j, "kernel", f.release[0] ? f.release : NULL); /* null: unknown */
 		json_array_begin(&j, "findings");
 	} else {
-		printf("KSM doctor, Linux %s\n", f.release);
+		printf("KSM doctor, Linux %s\n", f.release[0] ? f.release : "unknown");
 	}
 	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++) {
 		struct finding out = {.id = checks[i].id};

@@ -31,13 +31,16 @@ long page_size(void)
 
 int host_release(char *buf, size_t len)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], rel[128];
 	struct utsname u;
 
-	/* proc/sys/kernel/osrelease is what a recorded tree carries. */
+	/* proc/sys/kernel/osrelease is what a recorded tree carries; an
+	 * empty one names no release.  buf is left as it was without one. */
 	snprintf(path, sizeof(path), "%s/sys/kernel/osrelease", opt.proc_root);
-	if (procfs_read(path, buf, len) == 0)
+	if (procfs_read(path, rel, sizeof(rel)) == 0 && rel[0]) {
+		snprintf(buf, len, "%s", rel);
 		return 0;
+	}
 	if (!opt.live || uname(&u))
 		return -ENOENT;
 	snprintf(buf, len, "%s", u.release);

@@ -140,7 +140,7 @@ long long guest_mergeable_kb(const struct guest_memory *g, bool anon_only);
 long long guest_opted_out_kb(const struct guest_memory *g);
 
 /* Host facts (host.c), from opt's roots. */
-int host_release(char *buf, size_t len);	   /* "6.18.44-fc": 0 or -errno */
+int host_release(char *buf, size_t len);	   /* "6.18.44-fc": 0 or -errno, buf kept */
 long long host_meminfo_kb(const char *key);	   /* "MemAvailable" -> kB, or -1 */
 int host_kconfig_ksm(char *src, size_t len);	   /* 1 y, 0 not set, -1 unknown; src: where */
 int host_ksmd_cpu(double *cpu_s, double *alive_s); /* ksmd's CPU seconds and age: 0/-errno */
