@@ -57,7 +57,8 @@ const char usage_install_service[] =
     "\n"
     "  --tune       install and enable ksm-tune.service (ksmctl tune) instead\n"
     "  --root DIR   install below DIR, an existing directory, instead of /\n"
-    "               (enables by a symlink); an empty DIR is refused\n"
+    "               (enables by a symlink; one to another file already there\n"
+    "               is refused); an empty DIR is refused\n"
     "  --dry-run    say what would be done, do nothing\n"
     "  --no-enable  install only\n";
 
@@ -267,13 +268,58 @@ static int run_command(const struct install *in, char *const argv[])
 	return 0;
 }
 
-/* Below a root other than /, enable as systemctl does: a wants/ symlink. */
-static int enable_in_root(const struct install *in)
+/* Below a root other than /, the unit is enabled as systemctl does: by a
+ * symlink in the wants/ directory. */
+#define WANTS_DIR "/etc/systemd/system/multi-user.target.wants"
+
+/* The enable link that is already there (below --root), if any, must be
+ * this unit's: "../UNIT" (install-service's) or "/etc/systemd/system/UNIT"
+ * (systemctl enable's).  One to another file (or a file in its place)
+ * would be left enabling something else under the unit's name: refused
+ * (exit 5) before anything is written, with --dry-run too.  Fills target
+ * with the link's target when there is one of ours, else empty. */
+static int check_enable_link(const struct install *in, char *target, size_t len)
+{
+	char link[PATH_MAX * 2], rel[PATH_MAX], abs[PATH_MAX + 32], what[PATH_MAX * 2 + 64];
+	struct stat st;
+	ssize_t n = -1;
+
+	target[0] = '\0';
+	snprintf(link, sizeof(link), "%s" WANTS_DIR "/%s", in->root, in->unit);
+	if (lstat(link, &st))
+		return 0; /* none yet (enable_in_root says why if it cannot make one) */
+	snprintf(rel, sizeof(rel), "../%s", in->unit);
+	snprintf(abs, sizeof(abs), "/etc/systemd/system/%s", in->unit);
+	if (S_ISLNK(st.st_mode) && (n = readlink(link, target, len - 1)) >= 0) {
+		target[n] = '\0';
+		if (!strcmp(target, rel) || !strcmp(target, abs))
+			return 0;
+		snprintf(what, sizeof(what), "points to another file: %s, not %s", target, rel);
+	} else {
+		snprintf(what, sizeof(what), "is not a symlink: %s is in its place",
+			 S_ISDIR(st.st_mode)   ? "a directory"
+			 : S_ISREG(st.st_mode) ? "a regular file"
+					       : "another kind of file");
+	}
+	target[0] = '\0';
+	return ksmctl_fail(
+	    KSMCTL_REFUSED, link,
+	    "check what it enables, then remove it and run again, or give --no-enable",
+	    "install-service: the enable link %s", what);
+}
+
+/* Enables the unit below --root; existing is the target of the unit's own
+ * link already there (check_enable_link), or empty. */
+static int enable_in_root(const struct install *in, const char *existing)
 {
 	char dir[PATH_MAX * 2], link[PATH_MAX * 3], target[PATH_MAX];
 
-	snprintf(dir, sizeof(dir), "%s/etc/systemd/system/multi-user.target.wants", in->root);
+	snprintf(dir, sizeof(dir), "%s" WANTS_DIR, in->root);
 	snprintf(link, sizeof(link), "%s/%s", dir, in->unit);
+	if (existing[0]) {
+		printf("keep %s -> %s (enabled)\n", link, existing);
+		return 0;
+	}
 	snprintf(target, sizeof(target), "../%s", in->unit);
 	printf("%slink %s -> %s\n", in->dry ? "would " : "", link, target);
 	if (in->dry)
@@ -422,6 +468,9 @@ int cmd_install_service(int argc, char **argv)
 	bool keep = !in.root[0] && installed_unit(in.unit, unit_text, installed, sizeof(installed));
 	snprintf(dir, sizeof(dir), "%s/etc/systemd/system", in.root);
 	/* A staging root (a package, a test) may start empty below it. */
+	char linked[PATH_MAX] = ""; /* the unit's own enable link's target */
+	if (in.root[0] && in.enable && (ret = check_enable_link(&in, linked, sizeof(linked))))
+		return ret;
 	if (in.root[0] && !in.dry)
 		make_dirs(dir);
 	if (!keep && !in.dry && access(dir, W_OK))
@@ -446,7 +495,7 @@ int cmd_install_service(int argc, char **argv)
 	if (ret || !in.enable)
 		return ret;
 	if (in.root[0])
-		return enable_in_root(&in);
+		return enable_in_root(&in, linked);
 	char *reload[] = {"systemctl", "daemon-reload", NULL};
 	char *enable[] = {"systemctl", "enable", (char *)in.unit, NULL};
 	if ((!keep && (ret = run_command(&in, reload))) || (ret = run_command(&in, enable)))
