@@ -5,7 +5,11 @@
 # after each of them its value or the options again, as the synopsis says
 # of that verb (apply --sample is a flag, estimate --sample FRACTION); `set`
 # gets the tunables of the recorded tree that are in lib/knobs.def's table,
-# NAME=, and never a counter; `top --by` its groupings.
+# NAME=, and never a counter, then after NAME= the values of a knob that
+# has a small set of them (run=0/1/2, advisor_mode=none/scan-time, the
+# 0/1 knobs), whether bash splits the word at "=" or not; `top --by` its
+# groupings, domain only with --user (domains are samepaged's).  domain
+# was offered without --user, and nothing after NAME=.
 #
 # usage: completion.sh KSMCTL COMPLETION KNOBS_DEF TREE
 set -u
@@ -64,7 +68,28 @@ got=$(offer ksmctl --user set "")
 [ "$got" = "$(sed 's/$/=/' <<<"$tunables" | sort | tr '\n' ' ')" ] ||
 	{ echo "FAIL: --user set <TAB> offers '$got', not every tunable"; bad=1; }
 got=$(offer ksmctl top --by "")
-[ "$got" = "cgroup domain process vm " ] || { echo "FAIL: top --by offers '$got'"; bad=1; }
+[ "$got" = "cgroup process vm " ] || { echo "FAIL: top --by offers '$got' (domain is --user's)"; bad=1; }
+got=$(offer ksmctl --user top --by "")
+[ "$got" = "cgroup domain process vm " ] || { echo "FAIL: --user top --by offers '$got'"; bad=1; }
+# set NAME=<TAB>: the knob's values where they are few, as bash gives the
+# words with "=" a word break (its default: NAME, =, VALUE) and without.
+while IFS='|' read -r words want; do
+	eval "words=($words)" # '' is the empty word being typed
+	got=$(offer ksmctl --sysfs-root "$tree/sys" set "${words[@]}")
+	[ "${got% }" = "$want" ] || { echo "FAIL: set ${words[*]}<TAB> offers '$got', not '$want'"; bad=1; }
+done <<'CASES'
+run = ''|0 1 2
+run =|0 1 2
+run=|run=0 run=1 run=2
+advisor_mode = s|scan-time
+advisor_mode=|advisor_mode=none advisor_mode=scan-time
+use_zero_pages = ''|0 1
+merge_across_nodes = ''|0 1
+smart_scan=|smart_scan=0 smart_scan=1
+sleep_millisecs = ''|
+pages_to_scan=|
+run=1 use_zero_pages = ''|0 1
+CASES
 got=$(offer ksmctl --user "")
 grep -qw install-service <<<"$got" && { echo "FAIL: --user offers install-service"; bad=1; }
 grep -qw estimate <<<"$got" && { echo "FAIL: --user offers estimate (the kernel's only)"; bad=1; }
@@ -79,5 +104,5 @@ got=$(offer ksmctl --user run --domain vms --set "")
 	{ echo "FAIL: --user run --set <TAB> offers '$got', not every tunable"; bad=1; }
 got=$(offer ksmctl --user run --domain vms -- prog --)
 [ -z "${got// /}" ] || { echo "FAIL: --user run ... -- prog --<TAB> offers '$got'"; bad=1; }
-[ $bad = 0 ] && echo "ok: $(wc -w <<<"$verbs") verbs' options, set's tunables, top --by"
+[ $bad = 0 ] && echo "ok: $(wc -w <<<"$verbs") verbs' options, set's tunables and values, top --by"
 exit $bad
