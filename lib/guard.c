@@ -146,17 +146,12 @@ static int window_wanted(void)
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (!strcmp(want, names[i].name) || !strcmp(want, names[i].number))
 			return names[i].kind;
-	if (!atomic_exchange(&said, true)) {
-		char msg[256];
-		int n = snprintf(msg, sizeof(msg),
-				 "samepage: SAMEPAGE_WINDOW=%.40s: not a merge window (fix: uffd, "
-				 "uffd-user or mprotect, or 2, 1 or 0; unset, the best one this "
-				 "process may use); the best one is used\n",
-				 want);
-		if (n > 0 &&
-		    write(2, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1) < 0)
-			return -1;
-	}
+	if (!atomic_exchange(&said, true))
+		prim_say(
+		    "samepage: SAMEPAGE_WINDOW=%.40s: not a merge window (fix: uffd, uffd-user "
+		    "or mprotect, or 2, 1 or 0; unset, the best one this process may use); the "
+		    "best one is used\n",
+		    want);
 	return -1;
 }
 

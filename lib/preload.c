@@ -72,18 +72,6 @@ static struct {
 static size_t nmarks;
 static bool marks_lost; /* more ranges than WAIT_MARKS: said once */
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (n > 0 && write(2, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1) < 0)
-		return;
-}
-
 /* SAMEPAGE_KNOBS: "name=value,name=value" (spaces allowed as separators). */
 static void apply_knobs(samepage_t *sp, const char *spec)
 {
@@ -93,9 +81,9 @@ static void apply_knobs(samepage_t *sp, const char *spec)
 		char *eq = strchr(tok, '=');
 		int err = eq ? (*eq = 0, samepage_write(sp, tok, eq + 1)) : -EINVAL;
 		if (err)
-			say("samepage: SAMEPAGE_KNOBS: %s%s%s: %s (fix: name=value pairs of "
-			    "samepage(3)'s knobs)\n",
-			    tok, eq ? "=" : "", eq ? eq + 1 : "", samepage_strerror(err));
+			prim_say("samepage: SAMEPAGE_KNOBS: %s%s%s: %s (fix: name=value pairs of "
+				 "samepage(3)'s knobs)\n",
+				 tok, eq ? "=" : "", eq ? eq + 1 : "", samepage_strerror(err));
 	}
 }
 
@@ -163,11 +151,13 @@ static void *waiter(void *arg)
 				samepage_madvise(sp, (void *)marks[i].start,
 						 marks[i].end - marks[i].start, SAMEPAGE_MERGEABLE);
 			if (marks_lost)
-				say("samepage: the program marked more than %d ranges mergeable "
+				prim_say(
+				    "samepage: the program marked more than %d ranges mergeable "
 				    "while it waited for samepaged: the first %d are merged\n",
 				    WAIT_MARKS, WAIT_MARKS);
 			nmarks = 0;
-			say("samepage: joined samepaged's domain %s\n", getenv("SAMEPAGE_DOMAIN"));
+			prim_say("samepage: joined samepaged's domain %s\n",
+				 getenv("SAMEPAGE_DOMAIN"));
 		}
 		pthread_mutex_unlock(&preload_lock);
 		if (sp)
@@ -203,7 +193,8 @@ static samepage_t *preload_engine_locked(void)
 	if (domain && *domain) {
 		err = samepage_connect(&engine, domain);
 		if (err == -EINVAL) {
-			say("samepage: cannot join domain %.80s: not a domain name (fix: set "
+			prim_say(
+			    "samepage: cannot join domain %.80s: not a domain name (fix: set "
 			    "SAMEPAGE_DOMAIN to 1 to 64 of A-Za-z0-9._-, not starting with a dot); "
 			    "this process runs without merging\n",
 			    domain);
@@ -218,7 +209,8 @@ static samepage_t *preload_engine_locked(void)
 			bool other = err == -EPROTONOSUPPORT;
 			const char *said = getenv("SAMEPAGE_WAIT_SAID");
 			if (other && !waiting)
-				say("samepage: samepaged at %s is of another samepage version than "
+				prim_say(
+				    "samepage: samepaged at %s is of another samepage version than "
 				    "this library (the layouts of their shared files differ): this "
 				    "process merges nothing until a samepaged of its version "
 				    "answers "
@@ -226,25 +218,29 @@ static samepage_t *preload_engine_locked(void)
 				    "this version)\n",
 				    path, domain);
 			else if (absent && !waiting && !(said && *said == '1'))
-				say("samepage: samepaged is not running at %s (%s): this process "
+				prim_say(
+				    "samepage: samepaged is not running at %s (%s): this process "
 				    "merges nothing until it starts there, and joins domain %s "
 				    "then (fix: start samepaged, or set SAMEPAGE_SOCKET)\n",
 				    path, strerror(-err), domain);
 			else if (err == -ENOMEM)
-				say("samepage: cannot join domain %s of samepaged at %s: this "
+				prim_say(
+				    "samepage: cannot join domain %s of samepaged at %s: this "
 				    "process cannot map the domain's files (about 64 GiB of "
 				    "address "
 				    "space, not memory) (fix: lift its address-space limit: ulimit "
 				    "-v, systemd's LimitAS=); this process runs without merging\n",
 				    domain, path);
 			else if (err == -ENOSPC)
-				say("samepage: cannot join domain %s of samepaged at %s: its state "
+				prim_say(
+				    "samepage: cannot join domain %s of samepaged at %s: its state "
 				    "directory's filesystem is full (fix: make room there, or give "
 				    "samepaged a larger tmpfs with --state-dir); this process runs "
 				    "without merging\n",
 				    domain, path);
 			else if (!absent && !other)
-				say("samepage: cannot join domain %s of samepaged at %s: %s (fix: "
+				prim_say(
+				    "samepage: cannot join domain %s of samepaged at %s: %s (fix: "
 				    "samepaged refused it: its log says why); this process runs "
 				    "without merging\n",
 				    domain, path, samepage_strerror(err));
@@ -253,16 +249,17 @@ static samepage_t *preload_engine_locked(void)
 			else
 				waiting = false; /* refused: asking again would not help */
 		} else if (knobs && *knobs) {
-			say("samepage: SAMEPAGE_KNOBS ignored: domain %s uses samepaged's knobs "
+			prim_say(
+			    "samepage: SAMEPAGE_KNOBS ignored: domain %s uses samepaged's knobs "
 			    "(ksmctl --user set)\n",
 			    domain);
 		}
 	} else {
 		err = samepage_open(&engine);
 		if (err)
-			say("samepage: cannot open an engine: %s; this process runs without "
-			    "merging\n",
-			    samepage_strerror(err));
+			prim_say("samepage: cannot open an engine: %s; this process runs without "
+				 "merging\n",
+				 samepage_strerror(err));
 		else {
 			samepage_write(engine, "run", "1");
 			if (knobs && *knobs)
@@ -378,7 +375,8 @@ __attribute__((constructor)) static void preload_init(void)
 	 * once (here, at the start) and taken as unset. */
 	const char *any = getenv("SAMEPAGE_MERGE_ANY");
 	if (any && *any && strcmp(any, "1") && strcmp(any, "0"))
-		say("samepage: SAMEPAGE_MERGE_ANY=%.40s: neither 1 nor 0 (fix: 1 for merge-any "
+		prim_say(
+		    "samepage: SAMEPAGE_MERGE_ANY=%.40s: neither 1 nor 0 (fix: 1 for merge-any "
 		    "from "
 		    "the start, 0 or unset for only what the program marks mergeable); merge-any "
 		    "is off\n",
@@ -454,7 +452,8 @@ static bool kvm_refused(int fd, int flags)
 	syscall(SYS_close, fd);
 	const char *env = getenv("SAMEPAGE_WINDOW");
 	bool chosen = env && *env; /* then it may be why */
-	say("samepage: refusing /dev/kvm to this process: KVM writes guest memory from the "
+	prim_say(
+	    "samepage: refusing /dev/kvm to this process: KVM writes guest memory from the "
 	    "kernel, which waits for a merge only with the userfaultfd window, %s%.40s%s (fix: %s; "
 	    "see samepage(3))\n",
 	    chosen ? "and SAMEPAGE_WINDOW=" : "not available here", chosen ? env : "",
@@ -484,7 +483,8 @@ static int uring_refused(const char *call)
 {
 	static _Atomic bool said; /* QEMU asks once per I/O context */
 	if (!atomic_exchange(&said, true))
-		say("samepage: refusing io_uring (%s) to this process: its reads land in memory "
+		prim_say(
+		    "samepage: refusing io_uring (%s) to this process: its reads land in memory "
 		    "where "
 		    "the merging engine cannot see them, and a read into a page merged meanwhile "
 		    "would "

@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -609,6 +610,17 @@ bool prim_map_at_works(void)
 		prim_map_at((uintptr_t)&map_at_works, &e);
 	}
 	return atomic_load(&map_at_works) == 1;
+}
+
+void prim_say(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n > 0 && write(2, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1) < 0)
+		return; /* nowhere to say it */
 }
 
 ssize_t prim_mem_read(uintptr_t addr, void *buf, size_t len)

@@ -77,6 +77,10 @@ bool prim_own_file(dev_t dev, ino_t ino);
  * (private anonymous memory) is set: 1 if it set it, 0 if not, -errno. */
 int prim_dump_private_file_mappings(void);
 
+/* A message to the user on standard error, one write(2) of at most 512
+ * bytes (what the library says where it refuses or ignores something). */
+void prim_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* ---- threads, signals, processes ---- */
 int prim_futex_wait(_Atomic uint32_t *word, uint32_t val); /* FUTEX_WAIT_PRIVATE */
 int prim_futex_wake(_Atomic uint32_t *word);		   /* wakes every waiter */
