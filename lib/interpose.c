@@ -31,6 +31,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <linux/userfaultfd.h>
+#include <linux/vfio.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -731,12 +732,40 @@ static void app_uffd(uintptr_t a, size_t l, bool registered)
 		guard_disarm(a, a + l);
 }
 
+/*
+ * Device DMA.  VFIO (device assignment: a GPU, an SR-IOV network function)
+ * and iommufd map the process's memory for a device, pinning its pages for
+ * as long as the mapping lasts; the device then writes into those pages,
+ * not into whatever the addresses map later.  A merge replaces the
+ * mapping, so what the device writes afterwards is lost (the kernel's KSM
+ * skips pinned pages; user space cannot see pins).  With an engine open
+ * the mapping is refused (EPERM), with the reason: run such a program, QEMU
+ * with a passthrough device, without the library (its memory, all pinned,
+ * would not merge under the kernel's KSM either).
+ */
+#define IOMMUFD_TYPE ';'
+#define IOMMUFD_CMD_IOAS_MAP 0x85
+#define IOMMU_IOAS_MAP _IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_MAP)
+static bool dma_map_refused(unsigned long request)
+{
+	if ((request != VFIO_IOMMU_MAP_DMA && request != IOMMU_IOAS_MAP) || !active())
+		return false;
+	prim_say("samepage: refusing a device DMA mapping (%s) to this process: the device "
+		 "writes into pages the kernel pins, and a page merged meanwhile would lose what "
+		 "it writes (fix: run this program without samepage; see samepage(3))\n",
+		 request == VFIO_IOMMU_MAP_DMA ? "VFIO_IOMMU_MAP_DMA" : "IOMMU_IOAS_MAP");
+	errno = EPERM;
+	return true;
+}
+
 EXPORT int ioctl(int fd, unsigned long request, ...)
 {
 	va_list ap;
 	va_start(ap, request);
 	void *arg = va_arg(ap, void *);
 	va_end(ap);
+	if (dma_map_refused(request))
+		return -1;
 	const struct uffdio_range *r = NULL;
 	struct uffdio_range range = {0};
 	if (request == UFFDIO_REGISTER && arg && is_userfaultfd(fd))

@@ -19,6 +19,8 @@
  *             several threads: no block ever reads wrong
  *   kvm       with the mprotect window, /dev/kvm is refused (EPERM), by
  *             any name (only "/dev/kvm" was: "kvm" in /dev opened it)
+ *   dma       VFIO's and iommufd's device DMA mappings are refused (EPERM),
+ *             with why: the device writes into pinned pages a merge loses
  *   uring     a ring liburing would make is refused (EPERM), with why: reads
  *             into pinned pages (direct I/O) would be lost in a merge
  *   opennull  open of NULL or of an unmapped address fails with EFAULT
@@ -553,6 +555,22 @@ static int run_err(const char *const *argv, char *err, size_t len)
 /* The workload with ARGS, the preload library in LD_PRELOAD and NAME=VALUE
  * in its environment (not through ksmctl, which sets SAMEPAGE_MERGE_ANY
  * itself): its exit status, its standard error in err. */
+/* argv run as it is, without the preload library: its exit status (128+n
+ * if killed by signal n). */
+static int run_unpreloaded(const char *const *argv)
+{
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		unsetenv("LD_PRELOAD");
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	int st;
+	REQUIRE(waitpid(pid, &st, 0) == pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 static int run_preloaded(const char *name, const char *value, const char *arg, char *err,
 			 size_t len)
 {
@@ -764,21 +782,22 @@ int main(int argc, char **argv)
 		CHECK_EQ_INT(sscanf(out, "%d %d %d %d %d", &e[0], &e[1], &e[2], &e[3], &e[4]), 5);
 		for (int i = 0; i < 5; i++)
 			CHECK_EQ_INT(e[i], EPERM);
+	} else if (!strcmp(c, "dma")) {
+		/* The kernel's answer without the library; refused with it. */
+		const char *a[] = {workload, "dma", NULL};
+		CHECK_EQ_INT(run_unpreloaded(a), 0);
+		char err[4096];
+		CHECK_EQ_INT(run_preloaded("SAMEPAGE_MERGE_ANY", "1", "dma", err, sizeof(err)), 1);
+		CHECK(strstr(err, "refusing a device DMA mapping (VFIO_IOMMU_MAP_DMA)") != NULL);
+		CHECK(strstr(err, "refusing a device DMA mapping (IOMMU_IOAS_MAP)") != NULL);
 	} else if (!strcmp(c, "uring")) {
 		/* Without the library the ring is made (else this host has no
 		 * io_uring to refuse); with it, refused with the reason. */
-		pid_t pid = fork();
-		REQUIRE(pid >= 0);
-		if (pid == 0) {
-			unsetenv("LD_PRELOAD");
-			execl(workload, workload, "uring", (char *)NULL);
-			_exit(127);
-		}
-		int st;
-		REQUIRE(waitpid(pid, &st, 0) == pid);
-		if (!WIFEXITED(st) || WEXITSTATUS(st) == 2)
+		const char *a[] = {workload, "uring", NULL};
+		int rc = run_unpreloaded(a);
+		if (rc == 2)
 			SKIP("no liburing.so.2 (CI installs it with QEMU)");
-		if (WEXITSTATUS(st) != 0)
+		if (rc != 0)
 			SKIP("io_uring is refused on this host without the library");
 		char err[4096];
 		CHECK_EQ_INT(run_preloaded("SAMEPAGE_MERGE_ANY", "1", "uring", err, sizeof(err)),

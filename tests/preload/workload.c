@@ -29,6 +29,10 @@
  *       opens /dev/kvm by five names (/dev/kvm, /dev/./kvm, kvm in /dev
  *       by openat and by a relative path, /proc/self/cwd/kvm): prints the
  *       errno of each (0: opened), exits 0 if any opened, 1 if none did
+ *   workload dma
+ *       asks VFIO's and iommufd's device DMA mapping of its memory (of
+ *       /dev/null): exits 0 if both failed with ENOTTY (the kernel's
+ *       answer), 1 if both were refused with EPERM, 3 else
  *   workload uring
  *       sets up an io_uring ring through liburing.so.2: exits 0 if it
  *       was made, 1 if refused with EPERM, 2 without liburing, 3 else
@@ -50,6 +54,7 @@
  *       if it survived
  */
 #include <dlfcn.h>
+#include <linux/vfio.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -60,6 +65,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -418,6 +424,24 @@ int main(int argc, char **argv)
 				close(fds[i]), opened++;
 		}
 		return opened ? 0 : 1;
+	}
+	if (argc >= 2 && !strcmp(argv[1], "dma")) {
+		/* A device DMA mapping of 1 MiB, VFIO's and iommufd's, asked
+		 * of /dev/null: the kernel says ENOTTY, the library EPERM. */
+		static char buf[1 << 20];
+		struct vfio_iommu_type1_dma_map map = {
+		    .argsz = sizeof(map),
+		    .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+		    .vaddr = (uintptr_t)buf,
+		    .size = sizeof(buf),
+		};
+		uint64_t ioas[6] = {sizeof(ioas), 0, 0, (uintptr_t)buf, sizeof(buf), 0};
+		int fd = open("/dev/null", O_RDWR), e[2];
+		e[0] = ioctl(fd, VFIO_IOMMU_MAP_DMA, &map) < 0 ? errno : 0;
+		e[1] = ioctl(fd, _IO(';', 0x85), ioas) < 0 ? errno : 0; /* IOMMU_IOAS_MAP */
+		return e[0] == ENOTTY && e[1] == ENOTTY ? 0
+		       : e[0] == EPERM && e[1] == EPERM ? 1
+							: 3;
 	}
 #ifndef WORKLOAD_STATIC
 	if (argc >= 2 && !strcmp(argv[1], "uring")) {
