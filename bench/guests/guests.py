@@ -859,7 +859,7 @@ def chosen_engine(a, held):
 def cmd_io(a, held):
     modes = {"threads": "aio=threads", "native": "aio=native,cache=none",
              "io_uring": "aio=io_uring", "io_uring-direct": "aio=io_uring,cache=none"}
-    aios = list(modes) if a.aio == "both" else a.aio.split(",")
+    aios = ["threads", "native"] if a.aio == "both" else a.aio.split(",")
     for m in aios:  # before anything is built, started or changed
         if m not in modes:
             raise Fail(f"--aio {m}: not one of {', '.join(modes)} (or both)")
