@@ -306,12 +306,16 @@ static void print_rows_text(const struct row *rows, int n, int shown, enum by by
 	long long total_merged = 0, total_profit = 0;
 	int groups = 0, groups_shown = 0; /* rows that are a VM (--by vm), else every row */
 	int unit_width = 28;		  /* --by cgroup: as wide as the widest unit shown */
+	int name_width = 15;		  /* a command's 15 bytes, wider where shown as \xHH */
 
 	for (int i = 0; by == BY_CGROUP && i < shown; i++)
 		if (text_columns(rows[i].unit) > unit_width)
 			unit_width = text_columns(rows[i].unit);
+	for (int i = 0; by == BY_PROCESS && i < shown; i++)
+		if (text_columns(rows[i].name) > name_width)
+			name_width = text_columns(rows[i].name);
 	if (by == BY_PROCESS)
-		printf("%7s %-15s ", "PID", "COMMAND");
+		printf("%7s %-*s ", "PID", name_width, "COMMAND");
 	else
 		printf("%5s ", "PROCS");
 	printf("%10s %10s %10s %11s %11s  %s", "MERGING", "ZERO", "TRACKED", "MERGED", "PROFIT",
@@ -336,7 +340,8 @@ static void print_rows_text(const struct row *rows, int n, int shown, enum by by
 		else
 			snprintf(profit, sizeof(profit), "-");
 		if (by == BY_PROCESS)
-			printf("%7d %-15s ", r->pid, r->name);
+			printf("%7d %s%*s ", r->pid, r->name, name_width - text_columns(r->name),
+			       "");
 		else
 			printf("%5d ", r->processes);
 		printf("%10lld %10lld %10s %11s %11s  ", r->merging, r->zero, tracked, merged,
