@@ -149,7 +149,7 @@ t_io_check() {
 	rc=$?
 	cat "$out/bad.log"
 	[ $rc = 1 ] || fail "--aio bogus: exit $rc, want 1"
-	grep -q -- "--aio bogus: not one of threads, native (or both)" "$out/bad.log" ||
+	grep -q -- "--aio bogus: not one of threads, native, io_uring, io_uring-direct (or both)" "$out/bad.log" ||
 		fail "--aio bogus: the message does not name the input and what it takes"
 	[ ! -e "$out/bad/kit" ] || fail "--aio bogus: the kit was built before the refusal"
 }
