@@ -8,8 +8,9 @@
 # NAME=, and never a counter, then after NAME= the values of a knob that
 # has a small set of them (run=0/1/2, advisor_mode=none/scan-time, the
 # 0/1 knobs), whether bash splits the word at "=" or not; `top --by` its
-# groupings, domain only with --user (domains are samepaged's).  domain
-# was offered without --user, and nothing after NAME=.
+# groupings, domain only with --user (domains are samepaged's); `--user
+# run --set NAME=` the values as set does.  domain was offered without
+# --user, and nothing after NAME= (nor after run --set NAME=).
 #
 # usage: completion.sh KSMCTL COMPLETION KNOBS_DEF TREE
 set -u
@@ -102,6 +103,21 @@ got=$(offer ksmctl --user run --)
 got=$(offer ksmctl --user run --domain vms --set "")
 [ "$got" = "$(sed 's/$/=/' <<<"$tunables" | sort | tr '\n' ' ')" ] ||
 	{ echo "FAIL: --user run --set <TAB> offers '$got', not every tunable"; bad=1; }
+# --set NAME=<TAB>: the values, as for set; after a whole NAME = VALUE the
+# options again (the three words were taken for COMMAND).
+while IFS='|' read -r words want; do
+	eval "words=($words)"
+	got=$(offer ksmctl --user run --set "${words[@]}")
+	[ "${got% }" = "$want" ] || { echo "FAIL: --user run --set ${words[*]}<TAB> offers '$got', not '$want'"; bad=1; }
+done <<'CASES'
+run = ''|0 1 2
+run =|0 1 2
+run=|run=0 run=1 run=2
+use_zero_pages=|use_zero_pages=0 use_zero_pages=1
+pages_to_scan = ''|
+run = 1 --|--domain --help --no-merge-any --set
+run=1 --|--domain --help --no-merge-any --set
+CASES
 got=$(offer ksmctl --user run --domain vms -- prog --)
 [ -z "${got// /}" ] || { echo "FAIL: --user run ... -- prog --<TAB> offers '$got'"; bad=1; }
 [ $bad = 0 ] && echo "ok: $(wc -w <<<"$verbs") verbs' options, set's tunables and values, top --by"
