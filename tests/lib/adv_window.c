@@ -368,8 +368,10 @@ void test_reads_with_bad_pointers(void)
 	char *p;
 	samepage_t *sp = adv_registered(&p, 4, 'b');
 	char *none = mmap(NULL, PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	char *gone = mmap(NULL, PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	REQUIRE(none != MAP_FAILED && gone != MAP_FAILED && munmap(gone, PG) == 0);
+	/* Below vm.mmap_min_addr: never mapped (a page unmapped here was
+	 * mapped again by the time of the calls once, under ASan). */
+	char *gone = (char *)(uintptr_t)PG;
+	REQUIRE(none != MAP_FAILED);
 	int tx, rx;
 	dgram_pair(&tx, &rx);
 	char *bad[] = {none, gone};
