@@ -398,6 +398,13 @@ static int run_plain(const char *const *argv, char *err, size_t len)
 	return output_of(start(argv), err, len);
 }
 
+/* argv run as it is, not preloaded: its exit status (spawn's). */
+static int run_unpreloaded(const char *const *argv)
+{
+	char out[256];
+	return output_of(spawn(argv[0], argv, false, false), out, sizeof(out));
+}
+
 /* The processes whose ancestors include root (root too): their pids in
  * pids, how many as the result. */
 static int tree(pid_t root, pid_t *pids, int max)
@@ -556,22 +563,6 @@ static int run_err(const char *const *argv, char *err, size_t len)
 /* The workload with ARGS, the preload library in LD_PRELOAD and NAME=VALUE
  * in its environment (not through ksmctl, which sets SAMEPAGE_MERGE_ANY
  * itself): its exit status, its standard error in err. */
-/* argv run as it is, without the preload library: its exit status (128+n
- * if killed by signal n). */
-static int run_unpreloaded(const char *const *argv)
-{
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		unsetenv("LD_PRELOAD");
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	int st;
-	REQUIRE(waitpid(pid, &st, 0) == pid);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 static int run_preloaded(const char *name, const char *value, const char *arg, char *err,
 			 size_t len)
 {
