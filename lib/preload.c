@@ -483,14 +483,11 @@ static int uring_refused(const char *call)
 {
 	static _Atomic bool said; /* QEMU asks once per I/O context */
 	if (!atomic_exchange(&said, true))
-		prim_say(
-		    "samepage: refusing io_uring (%s) to this process: its reads land in memory "
-		    "where "
-		    "the merging engine cannot see them, and a read into a page merged meanwhile "
-		    "would "
-		    "be lost (fix: another I/O method, e.g. QEMU's aio=threads or aio=native; see "
-		    "samepage(3))\n",
-		    call);
+		prim_say("samepage: refusing io_uring (%s) to this process: its reads land in "
+			 "memory where the merging engine cannot see them, and a read into a page "
+			 "merged meanwhile would be lost (fix: another I/O method, e.g. QEMU's "
+			 "aio=threads or aio=native; see samepage(3))\n",
+			 call);
 	errno = EPERM;
 	return -EPERM;
 }
