@@ -377,4 +377,7 @@ extern int (*interpose_merge_advice)(void *addr, size_t len, int advice);
 extern void (*_Atomic interpose_pending)(void);
 bool interpose_active(void);
 
+/* interpose-io.c */
+long interpose_rt_sigprocmask(int how, const void *set, void *old, size_t size);
+
 #endif

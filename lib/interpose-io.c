@@ -25,9 +25,10 @@
  * mprotect, sigprocmask and pthread_sigmask, which may not block SIGSEGV
  * or SIGBUS (the window's writer waits in the SIGSEGV handler).
  *
- * Not seen: raw syscall(2)s, the C library's internal reads (stdio's
- * buffers), io_uring.  With no engine open, each call is one atomic load
- * and the real call.
+ * A program's syscall() of these reaches them under the preload library
+ * (preload.c).  Not seen: system call instructions in the program's own
+ * code, the C library's internal reads (stdio's buffers), io_uring.  With no engine open, each call
+ * is one atomic load and the real call.
  */
 #include "internal.h"
 
@@ -35,7 +36,9 @@
 #include <errno.h>
 #include <linux/aio_abi.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -321,13 +324,18 @@ EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct
 /* ---- libaio ---- */
 
 /* libaio's struct iocb and io_event are the kernel's (linux/aio_abi.h);
- * its io_context_t is the address of the completion ring. */
-static void *_Atomic real_io_submit, *_Atomic real_io_getevents, *_Atomic real_io_cancel,
-    *_Atomic real_io_destroy;
-typedef int (*io_submit_fn)(aio_context_t, long, struct iocb **);
-typedef int (*io_getevents_fn)(aio_context_t, long, long, struct io_event *, struct timespec *);
-typedef int (*io_cancel_fn)(aio_context_t, struct iocb *, struct io_event *);
-typedef int (*io_destroy_fn)(aio_context_t);
+ * its io_context_t is the address of the completion ring.  One of libaio's calls, made here: as
+ * libaio answers, -errno, errno left as it was.  Not through libaio: libaio makes them with the C
+ * library's syscall(), which the preload library interposes and routes
+ * back to these wrappers (preload.c). */
+#define AIO_CALL(...)                                                                              \
+	({                                                                                         \
+		int saved_ = errno;                                                                \
+		long rc_ = prim_syscall(__VA_ARGS__);                                              \
+		int r_ = rc_ == -1 ? -errno : (int)rc_;                                            \
+		errno = saved_;                                                                    \
+		r_;                                                                                \
+	})
 
 /* The iocb ios[i] (its address: the key), or NULL where ios cannot be
  * read (the kernel refuses it with EFAULT). */
@@ -357,13 +365,10 @@ static void aio_begin(aio_context_t ctx, long n, struct iocb **ios)
 
 EXPORT int io_submit(aio_context_t ctx, long n, struct iocb **ios)
 {
-	io_submit_fn f = REAL(io_submit, io_submit_fn);
-	if (!f)
-		return -ENOSYS;
 	if (!active() || n <= 0 || !ios)
-		return f(ctx, n, ios);
+		return AIO_CALL(SYS_io_submit, ctx, n, ios);
 	aio_begin(ctx, n, ios);
-	int r = f(ctx, n, ios);
+	int r = AIO_CALL(SYS_io_submit, ctx, n, ios);
 	/* The iocbs the kernel did not take are not in flight. */
 	for (long i = r < 0 ? 0 : r; i < n; i++)
 		io_end((uintptr_t)iocb_at(ios, i));
@@ -373,10 +378,7 @@ EXPORT int io_submit(aio_context_t ctx, long n, struct iocb **ios)
 EXPORT int io_getevents(aio_context_t ctx, long min, long n, struct io_event *ev,
 			struct timespec *t)
 {
-	io_getevents_fn f = REAL(io_getevents, io_getevents_fn);
-	if (!f)
-		return -ENOSYS;
-	int r = f(ctx, min, n, ev, t);
+	int r = AIO_CALL(SYS_io_getevents, ctx, min, n, ev, t);
 	for (int i = 0; i < r; i++)
 		io_end((uintptr_t)ev[i].obj);
 	if (active())
@@ -386,10 +388,7 @@ EXPORT int io_getevents(aio_context_t ctx, long min, long n, struct io_event *ev
 
 EXPORT int io_cancel(aio_context_t ctx, struct iocb *cb, struct io_event *ev)
 {
-	io_cancel_fn f = REAL(io_cancel, io_cancel_fn);
-	if (!f)
-		return -ENOSYS;
-	int r = f(ctx, cb, ev);
+	int r = AIO_CALL(SYS_io_cancel, ctx, cb, ev);
 	if (r == 0)
 		io_end((uintptr_t)cb);
 	return r;
@@ -397,11 +396,8 @@ EXPORT int io_cancel(aio_context_t ctx, struct iocb *cb, struct io_event *ev)
 
 EXPORT int io_destroy(aio_context_t ctx)
 {
-	io_destroy_fn f = REAL(io_destroy, io_destroy_fn);
-	if (!f)
-		return -ENOSYS;
 	io_ring_forget(ctx); /* waits for nothing: the kernel cancels or completes */
-	return f(ctx);
+	return AIO_CALL(SYS_io_destroy, ctx);
 }
 
 /* ---- signal masks (mprotect windows) ---- */
@@ -421,6 +417,21 @@ static const sigset_t *unblock_faults(int how, const sigset_t *set, sigset_t *co
 	sigdelset(copy, SIGSEGV);
 	sigdelset(copy, SIGBUS);
 	return copy;
+}
+
+/* rt_sigprocmask(2) made through syscall() (preload.c): the kernel's mask
+ * of size bytes, under the same rule.  What cannot be read, or is not the
+ * kernel's size, goes to the kernel as it is (EFAULT, EINVAL). */
+long interpose_rt_sigprocmask(int how, const void *set, void *old, size_t size)
+{
+	sigset_t in, copy;
+	const void *pass = set;
+	if (set && size == _NSIG / 8 && guard_window_kind() == WINDOW_MPROTECT) {
+		sigemptyset(&in);
+		if (guarded_copy(&in, set, size))
+			pass = unblock_faults(how, &in, &copy);
+	}
+	return prim_syscall(SYS_rt_sigprocmask, how, pass, old, size);
 }
 
 EXPORT int sigprocmask(int how, const sigset_t *set, sigset_t *old)

@@ -18,13 +18,13 @@
  *  - madvise(MADV_DONTNEED/FREE/REMOVE): merged pages become fresh zeroed
  *    memory, as they would be without us (see the hazard in samepage.h).
  *
- * Calls that bypass the C library (a raw syscall(2), glibc's own internal
- * munmap in free()) are not seen; for those, the engine asks the kernel
- * about a run's mapping before it merges there (PROCMAP_QUERY, where the
- * maps it read are over a second old), rereads /proc/self/maps every 10 s
- * (every second before Linux 6.11), reads memory only under a fault
- * guard, and never reclaims a pool page that some mapping may still read.
- * With no engine open, every wrapper is one atomic load and the syscall.
+ * Calls that bypass the C library (a system call instruction in the
+ * program's own code, glibc's own internal munmap in free(); syscall()
+ * itself outside the preload library, which routes it here) are not seen; for those, the engine
+ * asks the kernel about a run's mapping before it merges there (PROCMAP_QUERY, where the maps it
+ * read are over a second old), rereads /proc/self/maps every 10 s (every second before Linux 6.11),
+ * reads memory only under a fault guard, and never reclaims a pool page that some mapping may still
+ * read. With no engine open, every wrapper is one atomic load and the syscall.
  */
 #include "internal.h"
 
@@ -782,7 +782,7 @@ EXPORT int ioctl(int fd, unsigned long request, ...)
 		app_uffd(a, l, true);
 		debug_pause("uffd_register");
 	}
-	long rc = syscall(SYS_ioctl, fd, request, arg);
+	long rc = prim_syscall(SYS_ioctl, fd, request, arg);
 	if (l && request == UFFDIO_REGISTER && rc && !was)
 		app_uffd(a, l, false); /* refused: as it was */
 	else if (l && request == UFFDIO_UNREGISTER && !rc)

@@ -39,14 +39,19 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/aio_abi.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifndef PR_SET_MEMORY_MERGE
@@ -426,7 +431,7 @@ EXPORT int prctl(int option, ...)
 		}
 		return err;
 	}
-	return (int)syscall(SYS_prctl, option, a[0], a[1], a[2], a[3]);
+	return (int)prim_syscall(SYS_prctl, option, a[0], a[1], a[2], a[3]);
 }
 
 /* ---- /dev/kvm ---- */
@@ -449,7 +454,7 @@ static bool kvm_refused(int fd, int flags)
 	    !S_ISCHR(st.st_mode) || major(st.st_rdev) != KVM_MAJOR ||
 	    minor(st.st_rdev) != KVM_MINOR)
 		return false;
-	syscall(SYS_close, fd);
+	prim_syscall(SYS_close, fd);
 	const char *env = getenv("SAMEPAGE_WINDOW");
 	bool chosen = env && *env; /* then it may be why */
 	prim_say(
@@ -476,8 +481,9 @@ static bool kvm_refused(int fd, int flags)
  * pages with pins; user space cannot see them.  So the rings that liburing
  * would set up are refused (EPERM, as the kernel's io_uring_disabled
  * gives), with the reason: programs fall back to other I/O, or stop with
- * the error (QEMU with aio=io_uring).  Raw io_uring_setup(2) calls are not
- * seen (samepage(3), BUGS).  liburing returns -errno; -EPERM is also -1.
+ * the error (QEMU with aio=io_uring).  syscall(SYS_io_uring_setup) is
+ * refused the same way (below); the program's own system call instruction
+ * is not seen (samepage(3), BUGS).  liburing returns -errno; -EPERM is also -1.
  * The reason is said once a process. */
 static int uring_refused(const char *call)
 {
@@ -565,3 +571,123 @@ EXPORT int __openat_2(int dir, const char *path, int flags)
 }
 
 EXPORT int __openat64_2(int dir, const char *path, int flags) __attribute__((alias("__openat_2")));
+
+/* ---- syscall(2) ---- */
+
+/* libaio's calls, as interpose-io.c defines them (-errno). */
+int io_submit(aio_context_t ctx, long n, struct iocb **ios);
+int io_getevents(aio_context_t ctx, long min, long n, struct io_event *ev, struct timespec *t);
+int io_cancel(aio_context_t ctx, struct iocb *cb, struct io_event *ev);
+int io_destroy(aio_context_t ctx);
+long mbind(void *addr, unsigned long len, int mode, const unsigned long *nodes,
+	   unsigned long maxnode, unsigned flags);
+
+/* -errno as syscall(2) answers it: -1 and errno. */
+static long as_syscall(long rc)
+{
+	if (rc >= 0)
+		return rc;
+	errno = (int)-rc;
+	return -1;
+}
+
+/* openat2(2) (no C library wrapper): /dev/kvm as open's check.  The
+ * flags are open_how's first member. */
+static long openat2_checked(const long *a)
+{
+	long fd = prim_syscall(SYS_openat2, a[0], a[1], a[2], a[3]);
+	uint64_t flags = 0;
+	if (fd >= 0 && !guarded_copy(&flags, (const void *)a[2], sizeof(flags)))
+		flags = 0;
+	return kvm_refused((int)fd, (int)flags) ? -1 : fd;
+}
+
+/*
+ * A program's syscall() of a call the library interposes goes where the
+ * C library's function would have taken it: to the wrapper (the
+ * address-space lock, the merge window's reads, the refusals above), so
+ * that a raw madvise(MADV_DONTNEED) of merged memory reads zeros, a raw
+ * read into merging pages waits for the window, and a raw io_uring_setup
+ * is refused as liburing's is.  Every other call goes to the kernel as it
+ * is.  Six arguments are taken whatever the call, as the C library's own
+ * syscall() does.  Not seen: the system call instruction in a program's
+ * own code (Go's runtime, a liburing built into the program).
+ */
+#ifdef PRIM_OWN_SYSCALL
+static long syscall_routed(long nr, const long *a)
+{
+	void *p = (void *)a[0];
+	switch (nr) {
+	case SYS_mmap:
+		return (long)mmap(p, (size_t)a[1], (int)a[2], (int)a[3], (int)a[4], (off_t)a[5]);
+	case SYS_munmap: return munmap(p, (size_t)a[1]);
+	case SYS_mprotect: return mprotect(p, (size_t)a[1], (int)a[2]);
+	case SYS_madvise: return madvise(p, (size_t)a[1], (int)a[2]);
+	case SYS_mremap:
+		return (long)mremap(p, (size_t)a[1], (size_t)a[2], (int)a[3], (void *)a[4]);
+	case SYS_mlock: return mlock(p, (size_t)a[1]);
+	case SYS_mlock2: return mlock2(p, (size_t)a[1], (unsigned)a[2]);
+	case SYS_munlock: return munlock(p, (size_t)a[1]);
+	case SYS_mlockall: return mlockall((int)a[0]);
+	case SYS_munlockall: return munlockall();
+	case SYS_mbind:
+		return mbind(p, (unsigned long)a[1], (int)a[2], (const unsigned long *)a[3],
+			     (unsigned long)a[4], (unsigned)a[5]);
+	case SYS_ioctl: return ioctl((int)a[0], (unsigned long)a[1], (void *)a[2]);
+	case SYS_prctl: return prctl((int)a[0], a[1], a[2], a[3], a[4]);
+#ifdef SYS_open
+	case SYS_open: return open((const char *)a[0], (int)a[1], (int)a[2]);
+#endif
+	case SYS_openat: return openat((int)a[0], (const char *)a[1], (int)a[2], (int)a[3]);
+	case SYS_openat2: return openat2_checked(a);
+	case SYS_io_uring_setup: return as_syscall(uring_refused("io_uring_setup(2)"));
+	case SYS_read: return read((int)a[0], (void *)a[1], (size_t)a[2]);
+	case SYS_pread64: return pread((int)a[0], (void *)a[1], (size_t)a[2], (off_t)a[3]);
+	case SYS_readv: return readv((int)a[0], (const struct iovec *)a[1], (int)a[2]);
+	case SYS_preadv: /* the offset's high half (a[4]) is 0 on 64-bit */
+		return preadv((int)a[0], (const struct iovec *)a[1], (int)a[2], (off_t)a[3]);
+	case SYS_preadv2:
+		return preadv2((int)a[0], (const struct iovec *)a[1], (int)a[2], (off_t)a[3],
+			       (int)a[5]);
+	case SYS_recvfrom:
+		return recvfrom((int)a[0], (void *)a[1], (size_t)a[2], (int)a[3],
+				(struct sockaddr *)a[4], (socklen_t *)a[5]);
+	case SYS_recvmsg: return recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]);
+	case SYS_recvmmsg:
+		return recvmmsg((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2], (int)a[3],
+				(struct timespec *)a[4]);
+	case SYS_io_submit:
+		return as_syscall(io_submit((aio_context_t)a[0], a[1], (struct iocb **)a[2]));
+	case SYS_io_getevents:
+		return as_syscall(io_getevents((aio_context_t)a[0], a[1], a[2],
+					       (struct io_event *)a[3], (struct timespec *)a[4]));
+	case SYS_io_cancel:
+		return as_syscall(
+		    io_cancel((aio_context_t)a[0], (struct iocb *)a[1], (struct io_event *)a[2]));
+	case SYS_io_destroy: return as_syscall(io_destroy((aio_context_t)a[0]));
+	case SYS_rt_sigprocmask:
+		return interpose_rt_sigprocmask((int)a[0], (const void *)a[1], (void *)a[2],
+						(size_t)a[3]);
+	}
+	return prim_syscall6(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+EXPORT long syscall(long nr, ...)
+{
+	/* A wrapper's "real" call that a library makes through syscall()
+	 * itself (as libaio does its own) goes to the kernel, not back. */
+	static __thread bool routing;
+	va_list ap;
+	long a[6];
+	va_start(ap, nr);
+	for (int i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (routing)
+		return prim_syscall6(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	routing = true;
+	long rc = syscall_routed(nr, a);
+	routing = false;
+	return rc;
+}
+#endif

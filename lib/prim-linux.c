@@ -3,7 +3,7 @@
  * prim-linux.c - prim.h on Linux: the only file of libsamepage that calls
  * the operating system.
  *
- * Address-space calls go straight to the kernel through syscall(2), never
+ * Address-space calls go straight to the kernel (prim_syscall), never
  * through the C library's symbols: libsamepage interposes mmap, munmap,
  * mremap, mprotect, madvise and mlock (interpose.c) to keep the
  * application's address-space changes from racing with a merge, and its
@@ -40,22 +40,59 @@
 
 #define PAGE_SHIFT 12
 
+/* The system call instruction, as the kernel's ABI has it. */
+long prim_syscall6(long nr, long a, long b, long c, long d, long e, long f)
+{
+#if defined(__x86_64__)
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+	register long r9 __asm__("r9") = f;
+	long rc;
+	__asm__ volatile("syscall"
+			 : "=a"(rc)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+			 : "rcx", "r11", "memory");
+#elif defined(__aarch64__)
+	register long x8 __asm__("x8") = nr;
+	register long x0 __asm__("x0") = a;
+	register long x1 __asm__("x1") = b;
+	register long x2 __asm__("x2") = c;
+	register long x3 __asm__("x3") = d;
+	register long x4 __asm__("x4") = e;
+	register long x5 __asm__("x5") = f;
+	__asm__ volatile("svc 0"
+			 : "+r"(x0)
+			 : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+			 : "memory", "cc");
+	long rc = x0;
+#else
+	return syscall(nr, a, b, c, d, e, f);
+#endif
+#ifdef PRIM_OWN_SYSCALL
+	if ((unsigned long)rc > -4096UL) { /* -errno */
+		errno = (int)-rc;
+		return -1;
+	}
+	return rc;
+#endif
+}
+
 /* The C library's read, pread and recvmsg are interposed (interpose-io.c):
  * the library's own reads go straight to the kernel. */
 static ssize_t sys_read(int fd, void *buf, size_t len)
 {
-	return syscall(SYS_read, fd, buf, len);
+	return prim_syscall(SYS_read, fd, buf, len);
 }
 
 static ssize_t sys_pread(int fd, void *buf, size_t len, off_t off)
 {
-	return syscall(SYS_pread64, fd, buf, len, off);
+	return prim_syscall(SYS_pread64, fd, buf, len, off);
 }
 
 /* ioctl is interposed too (the application's own userfaultfd). */
 static int sys_ioctl(int fd, unsigned long request, void *arg)
 {
-	return (int)syscall(SYS_ioctl, fd, request, arg);
+	return (int)prim_syscall(SYS_ioctl, fd, request, arg);
 }
 
 /* syscall(2) says -1 and errno; the contract says -errno. */
@@ -68,7 +105,7 @@ static long sys_result(long rc)
 
 int prim_mmap(void **out, void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	long rc = syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+	long rc = prim_syscall(SYS_mmap, addr, len, prot, flags, fd, off);
 	if (rc == -1)
 		return -errno;
 	*out = (void *)rc;
@@ -115,7 +152,7 @@ bool prim_own_file(dev_t dev, ino_t ino)
 
 int prim_munmap(void *addr, size_t len)
 {
-	int err = (int)sys_result(syscall(SYS_munmap, addr, len));
+	int err = (int)sys_result(prim_syscall(SYS_munmap, addr, len));
 	for (int i = 0; !err && i < OWN_MAPS; i++) {
 		uintptr_t a = (uintptr_t)addr;
 		if (atomic_load(&own_maps[i].start) == a && own_maps[i].end == a + len)
@@ -126,12 +163,12 @@ int prim_munmap(void *addr, size_t len)
 
 int prim_mprotect(void *addr, size_t len, int prot)
 {
-	return (int)sys_result(syscall(SYS_mprotect, addr, len, prot));
+	return (int)sys_result(prim_syscall(SYS_mprotect, addr, len, prot));
 }
 
 int prim_madvise(void *addr, size_t len, int advice)
 {
-	return (int)sys_result(syscall(SYS_madvise, addr, len, advice));
+	return (int)sys_result(prim_syscall(SYS_madvise, addr, len, advice));
 }
 
 /* Allocates the pages of a shared file mapping under [addr, addr + len)
@@ -150,12 +187,12 @@ int prim_populate(void *addr, size_t len)
 bool prim_resident(const void *page)
 {
 	unsigned char v = 0;
-	return syscall(SYS_mincore, page, (size_t)1 << PAGE_SHIFT, &v) == 0 && (v & 1);
+	return prim_syscall(SYS_mincore, page, (size_t)1 << PAGE_SHIFT, &v) == 0 && (v & 1);
 }
 
 int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags, void *new_addr)
 {
-	long rc = syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
+	long rc = prim_syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
 	if (rc == -1)
 		return -errno;
 	*out = (void *)rc;
@@ -164,29 +201,29 @@ int prim_mremap(void **out, void *old, size_t old_len, size_t new_len, int flags
 
 int prim_mlock(const void *addr, size_t len, unsigned int flags)
 {
-	return (int)sys_result(syscall(SYS_mlock2, addr, len, flags));
+	return (int)sys_result(prim_syscall(SYS_mlock2, addr, len, flags));
 }
 
 int prim_mbind(uintptr_t start, size_t len, const struct prim_policy *p)
 {
 	return (int)sys_result(
-	    syscall(SYS_mbind, start, len, p->mode, p->nodes, PRIM_MAX_NODES + 1, 0));
+	    prim_syscall(SYS_mbind, start, len, p->mode, p->nodes, PRIM_MAX_NODES + 1, 0));
 }
 
 long prim_mbind_raw(void *start, unsigned long len, int mode, const unsigned long *nodes,
 		    unsigned long maxnode, unsigned flags)
 {
-	return syscall(SYS_mbind, start, len, mode, nodes, maxnode, flags);
+	return prim_syscall(SYS_mbind, start, len, mode, nodes, maxnode, flags);
 }
 
 int prim_mlockall(int flags)
 {
-	return (int)sys_result(syscall(SYS_mlockall, flags));
+	return (int)sys_result(prim_syscall(SYS_mlockall, flags));
 }
 
 int prim_munlockall(void)
 {
-	return (int)sys_result(syscall(SYS_munlockall));
+	return (int)sys_result(prim_syscall(SYS_munlockall));
 }
 
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
@@ -208,7 +245,7 @@ static int uffd_api(int fd)
 int prim_userfaultfd(bool user_only)
 {
 	int flags = O_CLOEXEC | O_NONBLOCK | (user_only ? UFFD_USER_MODE_ONLY : 0);
-	int fd = (int)syscall(SYS_userfaultfd, flags);
+	int fd = (int)prim_syscall(SYS_userfaultfd, flags);
 	if (fd < 0 && !user_only) {
 		/* Not privileged: /dev/userfaultfd may still be ours to use. */
 		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
@@ -251,14 +288,14 @@ int prim_uffd_wake(int fd, uintptr_t start, size_t len)
 
 int prim_munlock(const void *addr, size_t len)
 {
-	return (int)sys_result(syscall(SYS_munlock, addr, len));
+	return (int)sys_result(prim_syscall(SYS_munlock, addr, len));
 }
 
 /* ---- files ---- */
 
 int prim_memfd(const char *name)
 {
-	return (int)sys_result(syscall(SYS_memfd_create, name, MFD_CLOEXEC));
+	return (int)sys_result(prim_syscall(SYS_memfd_create, name, MFD_CLOEXEC));
 }
 
 int prim_truncate(int fd, off_t size)
@@ -273,7 +310,7 @@ int prim_punch(int fd, off_t off, off_t len)
 
 int prim_pwrite_all(int fd, const void *buf, size_t len, off_t off)
 {
-	ssize_t n = syscall(SYS_pwrite64, fd, buf, len, off);
+	ssize_t n = prim_syscall(SYS_pwrite64, fd, buf, len, off);
 	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
 }
 
@@ -356,13 +393,14 @@ int prim_random(void *buf, size_t len)
 
 int prim_futex_wait(_Atomic uint32_t *word, uint32_t val)
 {
-	return (int)sys_result(syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0));
+	return (int)sys_result(
+	    prim_syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0));
 }
 
 int prim_futex_wake(_Atomic uint32_t *word)
 {
 	return (int)sys_result(
-	    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0));
+	    prim_syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0));
 }
 
 int prim_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
@@ -391,7 +429,7 @@ int prim_sigmask(int how, const sigset_t *set, sigset_t *old)
 			sigdelset(&copy, s);
 		set = &copy;
 	}
-	return (int)sys_result(syscall(SYS_rt_sigprocmask, how, set, old, _NSIG / 8));
+	return (int)sys_result(prim_syscall(SYS_rt_sigprocmask, how, set, old, _NSIG / 8));
 }
 
 bool prim_pid_alive(pid_t pid)
@@ -637,7 +675,7 @@ ssize_t prim_mem_read(uintptr_t addr, void *buf, size_t len)
 ssize_t prim_self_read(void *dst, const void *src, size_t len)
 {
 	struct iovec local = {dst, len}, remote = {(void *)src, len};
-	ssize_t n = syscall(SYS_process_vm_readv, prim_getpid(), &local, 1, &remote, 1, 0);
+	ssize_t n = prim_syscall(SYS_process_vm_readv, prim_getpid(), &local, 1, &remote, 1, 0);
 	return n < 0 ? -errno : n;
 }
 
@@ -725,7 +763,7 @@ unsigned long long prim_starttime(pid_t pid)
 int prim_brk_range(uintptr_t *start, uintptr_t *end)
 {
 	*start = (uintptr_t)stat_field(prim_getpid(), 47); /* start_brk */
-	*end = (uintptr_t)syscall(SYS_brk, 0);		   /* the break: nothing moves */
+	*end = (uintptr_t)prim_syscall(SYS_brk, 0);	   /* the break: nothing moves */
 	return *start && *end >= *start ? 0 : -ENOENT;
 }
 
@@ -918,7 +956,7 @@ ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, in
 	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	int got = 0;
 	ssize_t n =
-	    syscall(SYS_recvmsg, fd, &msg, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
+	    prim_syscall(SYS_recvmsg, fd, &msg, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
 	if (n < 0)
 		return -errno;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
@@ -962,7 +1000,7 @@ bool prim_fork_mutex_take(pthread_mutex_t *m, bool entered)
 		if (pthread_mutex_trylock(m) == 0)
 			return true; /* interrupted before it took the lock */
 #ifdef __GLIBC__
-		int owner = m->__data.__owner, self = (int)syscall(SYS_gettid);
+		int owner = m->__data.__owner, self = (int)prim_syscall(SYS_gettid);
 		if (owner == self)
 			return false;
 		if (owner) { /* another thread's: this one waited for it */

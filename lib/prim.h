@@ -21,6 +21,22 @@
 #include <sys/types.h>
 #include <time.h>
 
+/* ---- system calls by number ---- */
+/* syscall(2), made here, not by the C library's syscall(): the preload
+ * library interposes that one (preload.c), so that a program's raw calls
+ * reach the wrappers, and libsamepage's own calls must go straight to the
+ * kernel.  The one call here that answers as syscall(2) does: -1 and
+ * errno.  prim_syscall(NR, args...) takes up to six arguments. */
+long prim_syscall6(long nr, long a, long b, long c, long d, long e, long f);
+#define prim_syscall(...) PRIM_SYSCALL_(__VA_ARGS__, 0, 0, 0, 0, 0, 0, 0)
+#define PRIM_SYSCALL_(nr, a, b, c, d, e, f, ...)                                                   \
+	prim_syscall6(nr, (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+/* Whether prim_syscall is this library's own (x86-64, arm64): where it is
+ * the C library's, syscall() is not interposed. */
+#if defined(__x86_64__) || defined(__aarch64__)
+#define PRIM_OWN_SYSCALL 1
+#endif
+
 /* ---- the address space ---- */
 int prim_mmap(void **out, void *addr, size_t len, int prot, int flags, int fd, off_t off);
 int prim_munmap(void *addr, size_t len);

@@ -24,6 +24,12 @@
  *             with why: the device writes into pinned pages a merge loses
  *   uring     a ring liburing would make is refused (EPERM), with why: reads
  *             into pinned pages (direct I/O) would be lost in a merge
+ *   syscall   a program's syscall() of a call the library interposes is
+ *             the wrapper's: MADV_MERGEABLE merges, MADV_DONTNEED of merged
+ *             memory reads zeros (it read the merged contents back), and
+ *             io_uring_setup, /dev/kvm (openat, openat2, mprotect window)
+ *             and blocking SIGSEGV are refused as through the C library;
+ *             libaio, which makes its calls with syscall(), still reads
  *   opennull  open of NULL or of an unmapped address fails with EFAULT
  *             (the /dev/kvm check, which read the path, crashed on them)
  *   sigwait   a signal every thread of the program blocks (it waits for
@@ -398,11 +404,13 @@ static int run_plain(const char *const *argv, char *err, size_t len)
 	return output_of(start(argv), err, len);
 }
 
-/* argv run as it is, not preloaded: its exit status (spawn's). */
-static int run_unpreloaded(const char *const *argv)
+/* argv run as it is, not preloaded: its exit status (spawn's), its
+ * standard output in out if out is not NULL. */
+static int run_unpreloaded(const char *const *argv, char *out, size_t len)
 {
-	char out[256];
-	return output_of(spawn(argv[0], argv, false, false), out, sizeof(out));
+	char buf[256];
+	return out ? output_of(spawn(argv[0], argv, false, false), out, len)
+		   : output_of(spawn(argv[0], argv, false, false), buf, sizeof(buf));
 }
 
 /* The processes whose ancestors include root (root too): their pids in
@@ -700,6 +708,51 @@ static void test_static(const char *stat)
 	}
 }
 
+/* Raw syscall()s reach the wrappers (RELIABILITY.md 63). */
+static void test_syscall(void)
+{
+	/* Marked and discarded by syscall(): merged, then zeros; under
+	 * merge-any too (it read the merged pages' 7s back). */
+	const char *f[] = {"--no-merge-any", FAST, "--", workload, "fill", "64", "7",
+			   "syscall",	     NULL};
+	merges(f, 64);
+	merges(f + 1, 64);
+	/* The refusals, against what the kernel says without the library. */
+	const char *a[] = {workload, "rawcalls", NULL};
+	char plain[64], out[64];
+	int k[5], w[5];
+	CHECK_EQ_INT(run_unpreloaded(a, plain, sizeof(plain)), 0);
+	REQUIRE(sscanf(plain, "%d %d %d %d %d", &k[0], &k[1], &k[2], &k[3], &k[4]) == 5);
+	printf("without the library: %s", plain);
+	setenv("SAMEPAGE_WINDOW", "mprotect", 1);
+	const char *r[] = {"--", workload, "rawcalls", NULL};
+	CHECK_EQ_INT(run_plain(r, out, sizeof(out)), 0);
+	unsetenv("SAMEPAGE_WINDOW");
+	REQUIRE(sscanf(out, "%d %d %d %d %d", &w[0], &w[1], &w[2], &w[3], &w[4]) == 5);
+	printf("with it, the mprotect window: %s", out);
+	if (k[0] == 0)
+		CHECK_EQ_INT(w[0], EPERM); /* io_uring_setup */
+	else
+		printf("# io_uring refused on this host without the library (%d)\n", k[0]);
+	for (int i = 1; i <= 2; i++) /* /dev/kvm by openat, openat2 */
+		if (k[i] == 0)
+			CHECK_EQ_INT(w[i], EPERM);
+		else
+			printf("# /dev/kvm not opened here without the library (%d)\n", k[i]);
+	CHECK_EQ_INT(k[3], 1); /* SIGSEGV blocked by the kernel's rule, */
+	CHECK_EQ_INT(w[3], 0); /* not under the mprotect window */
+	CHECK_EQ_INT(k[4], EINVAL);
+	CHECK_EQ_INT(w[4], EINVAL); /* syscall()'s -1 and errno, not -EINVAL */
+	/* libaio, which makes its calls through syscall(), reads as ever
+	 * (it recursed through the wrappers until the stack overflowed). */
+	const char *l[] = {FAST, "--", workload, "libaio", NULL};
+	int rc = run_plain(l, out, sizeof(out));
+	if (rc == 2)
+		printf("# no libaio.so.1 here (CI installs it with QEMU)\n");
+	else
+		CHECK_EQ_INT(rc, 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 5) {
@@ -786,7 +839,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(c, "dma")) {
 		/* The kernel's answer without the library; refused with it. */
 		const char *a[] = {workload, "dma", NULL};
-		CHECK_EQ_INT(run_unpreloaded(a), 0);
+		CHECK_EQ_INT(run_unpreloaded(a, NULL, 0), 0);
 		char err[4096];
 		CHECK_EQ_INT(run_preloaded("SAMEPAGE_MERGE_ANY", "1", "dma", err, sizeof(err)), 1);
 		CHECK(strstr(err, "refusing a device DMA mapping (VFIO_IOMMU_MAP_DMA)") != NULL);
@@ -795,7 +848,7 @@ int main(int argc, char **argv)
 		/* Without the library the ring is made (else this host has no
 		 * io_uring to refuse); with it, refused with the reason. */
 		const char *a[] = {workload, "uring", NULL};
-		int rc = run_unpreloaded(a);
+		int rc = run_unpreloaded(a, NULL, 0);
 		if (rc == 2)
 			SKIP("no liburing.so.2 (CI installs it with QEMU)");
 		if (rc != 0)
@@ -805,6 +858,8 @@ int main(int argc, char **argv)
 			     1);
 		CHECK(strstr(err, "refusing io_uring (io_uring_queue_init)") != NULL);
 		CHECK(strstr(err, "fix: ") != NULL);
+	} else if (!strcmp(c, "syscall")) {
+		test_syscall();
 	} else if (!strcmp(c, "opennull")) {
 		char out[64];
 		const char *a[] = {"--", workload, "opennull", NULL};

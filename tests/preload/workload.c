@@ -3,13 +3,15 @@
  * workload.c - an unmodified program (it knows nothing of libsamepage) for
  * the tests of `ksmctl --user run` (test_preload.c).
  *
- *   workload fill MIB BYTE [madvise|prctl|dontfork]
+ *   workload fill MIB BYTE [madvise|prctl|dontfork|syscall]
  *       maps MIB of private anonymous memory filled with BYTE (optionally
  *       marked MADV_MERGEABLE, merge-any by prctl, or MADV_DONTFORK then
  *       MADV_MERGEABLE as QEMU does with guest RAM; or "distinct": every
  *       page differs, the same pages in every process), says "ready" on
  *       stdout, waits for a line on stdin, checks every byte, exits 0 if
- *       all are right
+ *       all are right.  "syscall": marked MADV_MERGEABLE by syscall(2),
+ *       and its first half discarded by syscall(SYS_madvise, MADV_DONTNEED)
+ *       before the check (it must read zeros)
  *   workload fork MIB BYTE
  *       the same, in a child of a fork (the parent waits for it)
  *   workload exec MIB BYTE
@@ -36,6 +38,15 @@
  *   workload uring
  *       sets up an io_uring ring through liburing.so.2: exits 0 if it
  *       was made, 1 if refused with EPERM, 2 without liburing, 3 else
+ *   workload rawcalls
+ *       through syscall(2): sets up an io_uring ring, opens /dev/kvm with
+ *       openat and openat2, blocks SIGSEGV, destroys AIO context 0; prints
+ *       the errno of each (0: done; for SIGSEGV, 1 if it is blocked after),
+ *       exits 0
+ *   workload libaio
+ *       reads a page of a file into its memory through libaio.so.1
+ *       (io_setup, io_submit, io_getevents, io_destroy): exits 0 if it
+ *       read it, 2 without libaio, 1 else
  *   workload opennull
  *       open and openat of NULL and of an unmapped address fail with
  *       EFAULT, as the kernel says: exits 0 if all four did
@@ -65,10 +76,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/aio_abi.h>
+#include <linux/io_uring.h>
+#include <linux/openat2.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -100,6 +115,9 @@ static int fill(size_t mib, int byte, const char *how)
 	if (how && (!strcmp(how, "madvise") || !strcmp(how, "dontfork")) &&
 	    madvise(p, len, MADV_MERGEABLE))
 		return 4;
+	bool raw = how && !strcmp(how, "syscall");
+	if (raw && syscall(SYS_madvise, p, len, MADV_MERGEABLE))
+		return 4;
 	/* The kernel's rules (Linux 6.18, checked on this machine): any
 	 * non-zero argument turns merge-any on; unused arguments must be 0,
 	 * PR_GET_MEMORY_MERGE's too. */
@@ -110,8 +128,11 @@ static int fill(size_t mib, int byte, const char *how)
 		return 5;
 	if (!ready_then_wait())
 		return 6;
+	size_t zeroed = raw ? len / 2 : 0;
+	if (raw && syscall(SYS_madvise, p, zeroed, MADV_DONTNEED))
+		return 7;
 	for (size_t i = 0; i < len; i++) {
-		char want = (char)byte;
+		char want = i < zeroed ? 0 : (char)byte;
 		size_t pg = i / PG, off = i % PG;
 		if (distinct && off < sizeof(pg))
 			want = ((char *)&pg)[off];
@@ -458,7 +479,67 @@ int main(int argc, char **argv)
 			fini(ring);
 		return rc >= 0 ? 0 : rc == -EPERM ? 1 : 3;
 	}
+	if (argc >= 2 && !strcmp(argv[1], "libaio")) {
+		/* libaio makes its calls with syscall(): under the library's
+		 * syscall(), which routes them to its io_submit wrapper, that
+		 * came back into libaio without end (a stack overflow). */
+		/* As a program linked with libaio calls it (QEMU): the global
+		 * scope, where the preloaded library's wrappers come first. */
+		void *aio = dlopen("libaio.so.1", RTLD_NOW | RTLD_GLOBAL);
+		if (!aio)
+			return 2;
+		typedef int (*setup_fn)(int, aio_context_t *);
+		typedef int (*submit_fn)(aio_context_t, long, struct iocb **);
+		typedef int (*getevents_fn)(aio_context_t, long, long, struct io_event *,
+					    struct timespec *);
+		typedef int (*destroy_fn)(aio_context_t);
+		setup_fn setup = (setup_fn)dlsym(RTLD_DEFAULT, "io_setup");
+		submit_fn submit = (submit_fn)dlsym(RTLD_DEFAULT, "io_submit");
+		getevents_fn getev = (getevents_fn)dlsym(RTLD_DEFAULT, "io_getevents");
+		destroy_fn destroy = (destroy_fn)dlsym(RTLD_DEFAULT, "io_destroy");
+		static char src[PG], dst[PG];
+		memset(src, 'a', PG);
+		int fd = memfd_create("aio", 0);
+		aio_context_t ctx = 0;
+		struct iocb cb = {.aio_lio_opcode = IOCB_CMD_PREAD,
+				  .aio_fildes = (uint32_t)fd,
+				  .aio_buf = (uintptr_t)dst,
+				  .aio_nbytes = PG};
+		struct iocb *cbs[1] = {&cb};
+		struct io_event ev;
+		if (fd < 0 || write(fd, src, PG) != (ssize_t)PG || !setup || !submit || !getev ||
+		    !destroy || setup(4, &ctx) || submit(ctx, 1, cbs) != 1 ||
+		    getev(ctx, 1, 1, &ev, NULL) != 1 || ev.res != (long)PG || destroy(ctx))
+			return 1;
+		return memcmp(src, dst, PG) ? 1 : 0;
+	}
 #endif
+	if (argc >= 2 && !strcmp(argv[1], "rawcalls")) {
+		/* Through syscall(2), as programs that make their own calls
+		 * (the io-uring crates of Rust, for one) do. */
+		struct io_uring_params prm = {0};
+		long ring = syscall(SYS_io_uring_setup, 4, &prm);
+		int e_ring = ring < 0 ? errno : 0;
+		long kvm = syscall(SYS_openat, AT_FDCWD, "/dev/kvm", O_RDWR);
+		int e_kvm = kvm < 0 ? errno : 0;
+		struct open_how oh = {.flags = O_RDWR};
+		long kvm2 = syscall(SYS_openat2, AT_FDCWD, "/dev/kvm", &oh, sizeof(oh));
+		int e_kvm2 = kvm2 < 0 ? errno : 0;
+		uint64_t segv = 1ULL << (SIGSEGV - 1), mask = 0;
+		syscall(SYS_rt_sigprocmask, SIG_BLOCK, &segv, NULL, 8);
+		syscall(SYS_rt_sigprocmask, SIG_BLOCK, NULL, &mask, 8);
+		syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, &segv, NULL, 8);
+		int e_aio = syscall(SYS_io_destroy, 0) < 0 ? errno : 0;
+		printf("%d %d %d %d %d\n", e_ring, e_kvm, e_kvm2, (int)(mask >> (SIGSEGV - 1) & 1),
+		       e_aio);
+		for (long fd = ring; fd >= 0; fd = -1)
+			close((int)fd);
+		if (kvm >= 0)
+			close((int)kvm);
+		if (kvm2 >= 0)
+			close((int)kvm2);
+		return 0;
+	}
 	if (argc >= 2 && !strcmp(argv[1], "opennull")) {
 		/* NULL, and an address with nothing mapped (a page taken
 		 * back): EFAULT from the kernel, no crash. */
