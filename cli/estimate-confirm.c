@@ -209,8 +209,8 @@ static int tab_find(struct est *e, const unsigned char *page, uint64_t addr, uin
  * is false for a copy the kernel frees without counting it (a zero page in
  * a huge page it splits).
  */
-static void count_copy(struct est *e, struct est_entry *ent, bool zero, uint64_t kernel_n,
-		       bool kernel)
+static void count_copy(struct est *e, struct est_entry *ent, bool zero, bool heavy,
+		       uint64_t kernel_n, bool kernel)
 {
 	struct est_proc *p = &e->procs[e->cur];
 	uint32_t i = ent->count;
@@ -239,6 +239,16 @@ static void count_copy(struct est *e, struct est_entry *ent, bool zero, uint64_t
 		if (ksm_saved)
 			BUMP(e, tbl_ksm_saved);
 	}
+	if (heavy) { /* the same, for the part counted exactly */
+		e->pu->hv_distinct += first_in_proc;
+		e->cu->hv_distinct += first_in_cg;
+		if (i == 0)
+			e->tu->hv_distinct++;
+		else
+			BUMP(e, hv_saved);
+		if (ksm_saved)
+			BUMP(e, hv_ksm_saved);
+	}
 	ent->last_proc = (uint32_t)e->cur + 1;
 	ent->last_cg = (uint32_t)p->cgroup + 1;
 	if (i >= 1)
@@ -247,10 +257,14 @@ static void count_copy(struct est *e, struct est_entry *ent, bool zero, uint64_t
 		ent->count++;
 }
 
-static void count_table_copy(struct est *e, struct est_entry *ent)
+/* A copy of a table content; heavy: counted whatever its hash
+ * (estimate-heavy.c). */
+static void count_table_copy(struct est *e, struct est_entry *ent, bool heavy)
 {
 	BUMP(e, tbl_pages);
-	count_copy(e, ent, false, ent->count, true);
+	if (heavy)
+		BUMP(e, hv_pages);
+	count_copy(e, ent, false, heavy, ent->count, true);
 }
 
 static void count_unreadable(struct est *e)
@@ -271,6 +285,8 @@ static void account_page(struct est *e, int j)
 	struct est_entry *ent = NULL;
 
 	e->b.done = j; /* batch_lookup sees the pages before this one only */
+	if (e->pass == 1 && !e->final && e->heavy.key && h != e->zero_hash)
+		est_heavy_add(e, h);
 	if (!est_seen_stable(e, e->b.addr[j], h)) {
 		if (e->final)
 			BUMP(e, volatile_pages);
@@ -290,14 +306,15 @@ static void account_page(struct est *e, int j)
 			e->zero.proc = (uint32_t)e->cur;
 			e->zero.addr = addr;
 		}
-		count_copy(e, &e->zero, true, e->zero_small, !huge);
+		count_copy(e, &e->zero, true, false, e->zero_small, !huge);
 		e->zero_small += !huge;
 		return;
 	}
-	if (h > e->thresh)
+	bool heavy = e->heavy.used && est_heavy_has(e, h);
+	if (h > e->thresh && !heavy)
 		return; /* sampled out: scanned, not counted */
 	switch (tab_find(e, page, addr, h, h & e->tab_mask, true, &ent, &slot)) {
-	case MATCH: count_table_copy(e, ent); break;
+	case MATCH: count_table_copy(e, ent, heavy); break;
 	case PENDING: e->pend[e->npend++] = (struct est_pend){j, slot, h}; break;
 	default: count_unreadable(e); /* out of memory: say so rather than guess */
 	}
@@ -389,7 +406,7 @@ static void resolve_pending(struct est *e)
 			r = tab_find(e, page, addr, pd->h, (pd->slot + 1) & e->tab_mask, false,
 				     &ent, &pd->slot);
 		if (r == MATCH)
-			count_table_copy(e, ent);
+			count_table_copy(e, ent, est_heavy_has(e, pd->h));
 		else
 			count_unreadable(e);
 	}

@@ -103,12 +103,21 @@ struct est_seen {
 	uint64_t base; /* and the index in w of that run's first page */
 };
 
+/* The contents with many copies (estimate-heavy.c). */
+struct est_heavy {
+	uint64_t *key, *spare_key;
+	uint32_t *n, *spare_n; /* counts; 0: an empty slot */
+	uint32_t used;
+	bool settled; /* the last pass's set: contents of EST_HEAVY_COPIES or more */
+};
+
 struct est {
 	struct est_config cfg;
-	int pass;	    /* 1 to cfg.passes */
-	bool final;	    /* the last pass: the one that counts */
-	uint64_t thresh;    /* keep a non-zero content iff hash <= thresh */
-	uint64_t zero_hash; /* XXH3 of a page of zeros */
+	int pass;		/* 1 to cfg.passes */
+	bool final;		/* the last pass: the one that counts */
+	uint64_t thresh;	/* keep a non-zero content iff hash <= thresh, */
+	struct est_heavy heavy; /* or it is heavy (with --sample, two passes or more) */
+	uint64_t zero_hash;	/* XXH3 of a page of zeros */
 
 	struct est_entry *tab;
 	uint64_t tab_mask;
@@ -190,6 +199,14 @@ void est_occ_note(struct est *e, struct est_entry *ent);
 int est_batch_add(struct est *e, uint64_t addr, bool shared, bool huge);
 /* Reads and accounts the queued pages: 0, -ESRCH (gone) or -EPERM. */
 int est_batch_flush(struct est *e);
+
+/* ---- estimate-heavy.c: contents with many copies, exact under --sample ---- */
+
+int est_heavy_init(struct est *e); /* 0 or -1 (out of memory) */
+void est_heavy_free(struct est *e);
+void est_heavy_add(struct est *e, uint64_t h); /* a page of the first pass */
+void est_heavy_settle(struct est *e);	       /* before the last pass */
+bool est_heavy_has(const struct est *e, uint64_t h);
 
 /* ---- estimate-pass.c: the hashes kept from one pass to the next ---- */
 

@@ -30,6 +30,8 @@ void est_begin_pass(struct est *e, int pass)
 {
 	e->pass = pass;
 	e->final = pass >= e->cfg.passes;
+	if (e->final && e->heavy.key)
+		est_heavy_settle(e); /* what the first pass found heavy */
 	/* Each pass sees every physical page afresh (a page shared since fork
 	 * is read once per pass). */
 	memset(e->pfns, 0, (e->pfn_mask + 1) * sizeof(*e->pfns));

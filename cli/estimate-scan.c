@@ -27,7 +27,8 @@
  * the hash alone.  Both cases are counted and reported.
  *
  * Sampling: with --sample F, a non-zero content enters the table only if its
- * hash falls in the lowest fraction F of the hash space.  Every copy of a
+ * hash falls in the lowest fraction F of the hash space, or it has many
+ * copies (estimate-heavy.c: those are counted exactly).  Every copy of a
  * sampled content is seen, so the saving per sampled content is exact and
  * the total is a Horvitz-Thompson estimate; estimate.c states the interval.
  */
@@ -108,6 +109,10 @@ int est_new(const struct est_config *cfg, struct est **out)
 		est_free(e);
 		return -ENOMEM;
 	}
+	if (e->thresh != UINT64_MAX && e->cfg.passes > 1 && est_heavy_init(e)) {
+		est_free(e);
+		return -ENOMEM;
+	}
 	probe_zero_pfn(e);
 	if (e->have_pfns)
 		e->kpageflags_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
@@ -128,6 +133,7 @@ void est_free(struct est *e)
 	free(e->b.buf);
 	free(e->page2);
 	free(e->scratch);
+	est_heavy_free(e);
 	for (int i = 0; i < e->ncgroups; i++)
 		free(e->cgroups[i].path);
 	free(e->cgroups);
@@ -198,7 +204,8 @@ static void kernel_model(const struct est *e, uint64_t n, uint64_t *shared, uint
 void est_finish(struct est *e, struct est_totals *t)
 {
 	double f = e->thresh == UINT64_MAX ? 1.0 : e->cfg.sample;
-	double s_saved = 0, s_ksm = 0, nz_shared = 0, nz_sharing = 0, nz_chains = 0;
+	double s_saved = 0, s_ksm = 0;
+	double nz[2][3] = {{0}}; /* sampled, heavy: pages_shared, pages_sharing, chains */
 	uint64_t shared, saved, distinct = 0;
 
 	for (uint64_t i = 0; e->tab && i <= e->tab_mask; i++) {
@@ -206,19 +213,24 @@ void est_finish(struct est *e, struct est_totals *t)
 
 		if (!n)
 			continue;
-		distinct++;
+		bool heavy = e->heavy.used && est_heavy_has(e, e->tab[i].hash);
 		kernel_model(e, n, &shared, &saved);
-		nz_shared += (double)shared;
-		nz_sharing += (double)saved;
-		nz_chains += n > e->cfg.max_page_sharing;
+		nz[heavy][0] += (double)shared;
+		nz[heavy][1] += (double)saved;
+		nz[heavy][2] += n > e->cfg.max_page_sharing;
+		if (heavy)
+			continue; /* counted exactly: no variance */
+		distinct++;
 		s_saved += (double)(n - 1) * (double)(n - 1);
 		s_ksm += (double)saved * (double)saved;
 	}
 	*t = e->tot;
 	t->u = e->total;
-	t->ksm_pages_shared = (uint64_t)(nz_shared / f + 0.5);
-	t->ksm_pages_sharing = (uint64_t)(nz_sharing / f + 0.5);
-	t->ksm_stable_node_chains = (uint64_t)(nz_chains / f + 0.5);
+	t->ksm_pages_shared = (uint64_t)(nz[0][0] / f + nz[1][0] + 0.5);
+	t->ksm_pages_sharing = (uint64_t)(nz[0][1] / f + nz[1][1] + 0.5);
+	t->ksm_stable_node_chains = (uint64_t)(nz[0][2] / f + nz[1][2] + 0.5);
+	t->heavy_known = e->heavy.settled;
+	t->heavy_contents = e->heavy.settled ? e->heavy.used : 0;
 	/* Zero pages inside huge pages go to the zero page when ksmd splits
 	 * the huge page, uncounted; the others are the kernel's copies. */
 	t->ksm_zero_huge = e->zero.count - e->zero_small;

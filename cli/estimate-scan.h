@@ -42,13 +42,18 @@
 
 #define EST_PAGE_SIZE 4096
 #define EST_RMAP_ITEM_SIZE 64 /* sizeof(struct ksm_rmap_item) on 64-bit */
+/* Under --sample, a content of this many copies or more (in the first of
+ * two passes or more) is counted exactly, not sampled (estimate-heavy.c). */
+#define EST_HEAVY_COPIES 64
 
 /*
  * Counts for one unit: a process, a cgroup or the total.
  *
  * Pages whose content went into the table ("tbl_*") are the sampled ones
- * when --sample is below 1, so they are scaled by 1/fraction when reported;
- * zero pages are never sampled out, their figures are always exact.
+ * when --sample is below 1, so they are scaled by 1/fraction when reported,
+ * but for the heavy contents' part ("hv_*", included in tbl_*), which is
+ * counted whatever the hash (estimate-heavy.c); zero pages are never
+ * sampled out: those figures are exact.
  *
  * Invariants: scanned = zero + tbl_pages + sampled_out (volatile pages
  * are read but not scanned: they enter no count but their own);
@@ -71,6 +76,10 @@ struct est_unit {
 	uint64_t tbl_distinct;	 /* distinct table contents within this unit */
 	uint64_t tbl_saved;	 /* copies after the first, in scan order (perfect merge) */
 	uint64_t tbl_ksm_saved;	 /* copies the kernel would free, in scan order */
+	uint64_t hv_pages;	 /* of tbl_*, the heavy contents' (exact under --sample): */
+	uint64_t hv_distinct;
+	uint64_t hv_saved;
+	uint64_t hv_ksm_saved;
 	uint64_t zero_distinct;	 /* 1 if the unit holds a zero page */
 	uint64_t zero_saved;	 /* zero pages freed by a perfect merge, attributed */
 	uint64_t zero_ksm_saved; /* zero pages the kernel would free, attributed */
@@ -132,6 +141,8 @@ struct est_totals {
 	uint64_t ksm_stable_node_chains;
 	/* Sums over sampled contents for the variances (see estimate.c). */
 	double var_saved, var_ksm_saved, var_distinct;
+	uint64_t heavy_contents;    /* contents counted exactly beyond the sample */
+	bool heavy_known;	    /* a first pass looked for them (--sample, passes >= 2) */
 	uint64_t confirmed;	    /* duplicates confirmed byte for byte */
 	uint64_t rereads;	    /* first copies read a second time to confirm */
 	uint64_t collisions;	    /* equal hashes, different bytes */

@@ -68,7 +68,8 @@ static const char usage[] =
     "                      what it models\n"
     "  --sample FRACTION   keep only that fraction of the contents (chosen by hash) to bound\n"
     "                      memory on very large hosts; every page is still read; figures are\n"
-    "                      scaled and given with a 95% confidence interval\n"
+    "                      scaled and given with a 95% confidence interval; contents of 64\n"
+    "                      copies or more (found by the first of two passes) are exact\n"
     "  --max-page-sharing N, --use-zero-pages 0|1\n"
     "                      model these knob values instead of the kernel's current ones\n"
     "  --top N             list the N most duplicated contents (default 10)\n"
@@ -334,7 +335,10 @@ static struct figs figs_of(const struct est_unit *u, double f, bool uzp)
 {
 	struct figs r;
 	double nz = (double)(u->scanned - u->zero);
-	double nz_within = ((double)u->tbl_pages - (double)u->tbl_distinct) / f;
+	/* The heavy contents' part (hv_*, within tbl_*) is exact. */
+	double hv_within = (double)u->hv_pages - (double)u->hv_distinct;
+	double nz_within =
+	    ((double)u->tbl_pages - (double)u->tbl_distinct - hv_within) / f + hv_within;
 
 	if (nz_within > nz)
 		nz_within = nz;
@@ -343,10 +347,12 @@ static struct figs figs_of(const struct est_unit *u, double f, bool uzp)
 	r.volatile_pages = (double)u->volatile_pages;
 	r.zero = (double)u->zero;
 	r.zero_huge = (double)u->zero_huge;
-	r.saved = (double)u->zero_saved + (double)u->tbl_saved / f;
+	r.saved =
+	    (double)u->zero_saved + (double)u->hv_saved + (double)(u->tbl_saved - u->hv_saved) / f;
 	r.saved_within = (u->zero ? (double)u->zero - 1 : 0) + nz_within;
 	r.distinct = r.scanned - r.saved_within;
-	r.ksm_saved = (double)u->zero_ksm_saved + (double)u->tbl_ksm_saved / f;
+	r.ksm_saved = (double)u->zero_ksm_saved + (double)u->hv_ksm_saved +
+		      (double)(u->tbl_ksm_saved - u->hv_ksm_saved) / f;
 	/* A page that ends up as the zero page (merged into it with
 	 * use_zero_pages, or a zero subpage of a huge page ksmd split) loses
 	 * its rmap_item at the next pass: ksmd no longer finds a page there. */
@@ -509,6 +515,10 @@ static void print_json(const struct report *r)
 	json_int(&j, "passes", r->passes);
 	json_double(&j, "interval_seconds", r->interval);
 	json_double(&j, "sample", r->sample);
+	if (r->t.heavy_known)
+		json_uint(&j, "heavy_contents", r->t.heavy_contents);
+	else
+		json_null(&j, "heavy_contents");
 	json_object_begin(&j, "confidence_95");
 	interval(tf.saved, r->t.var_saved, 0, tf.scanned, ci);
 	json_array_begin(&j, "pages_saved");
@@ -718,8 +728,13 @@ static void print_text(const struct report *r)
 	if (sampled) {
 		interval(tf.saved, r->t.var_saved, 0, tf.scanned, ci);
 		printf("                          95%% interval %lld .. %lld pages (sample %g of "
-		       "contents, zero pages exact)\n",
+		       "contents; exact: zero pages",
 		       rnd(ci[0]), rnd(ci[1]), r->sample);
+		if (r->t.heavy_known)
+			printf(" and %llu contents of %d copies or more)\n",
+			       (unsigned long long)r->t.heavy_contents, EST_HEAVY_COPIES);
+		else
+			printf("; with --passes 1, contents of many copies are sampled too)\n");
 	}
 	printf("  kernel KSM (max_page_sharing %u, use_zero_pages %d, %s):\n", r->mps, r->uzp,
 	       r->knob_source);

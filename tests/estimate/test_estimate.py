@@ -263,6 +263,40 @@ def t_sample():
               doc["pages_saved"], 1500)
 
 
+def t_sample_heavy():
+    # A few contents hold every duplicate (4 buffers of one byte value
+    # each, say): sampled by hash, the sample kept none of them (0 saved at
+    # 0.1) or scaled one up. The first pass finds them; they are counted
+    # exactly, and only the others are sampled.
+    w = Workload("--unique", 4000, "--dup", "4:1025", "--salt", 5)
+    for frac in (0.25, 0.1):
+        doc, _ = estimate("--pid", pids_arg(w), "--sample", frac)
+        print("heavy, sample %.2f: pages_saved %d, interval %s, heavy_contents %s"
+              % (frac, doc["pages_saved"], doc["confidence_95"]["pages_saved"],
+                 doc["heavy_contents"]))
+        eq(doc["pages_saved"], 4096, "pages saved, counted exactly")
+        eq(doc["confidence_95"]["pages_saved"], [4096, 4096], "no sampling error left")
+        eq(doc["distinct_contents"], 4004, "distinct contents")
+        eq(doc["ksm_pages_saved"], 4 * ksm_saved(1025, doc["ksm_max_page_sharing"]),
+           "the kernel's saving")
+        eq(doc["heavy_contents"], 4, "the heavy contents found")
+    # Beside many light contents: those stay sampled (an interval of some
+    # width), the heavy ones exact, and the true figure in the interval.
+    w2 = Workload("--unique", 2000, "--dup", "400:4", "--salt", 6)
+    doc, _ = estimate("--pid", pids_arg(w, w2), "--sample", 0.25)
+    lo, hi = doc["confidence_95"]["pages_saved"]
+    true = 4096 + 400 * 3
+    print("heavy and light, sample 0.25: pages_saved %d, interval [%d, %d], true %d"
+          % (doc["pages_saved"], lo, hi, true))
+    check(lo <= true <= hi and lo < hi, "the interval holds the true value", [lo, hi], true)
+    check(lo >= 4096, "the heavy part is not in the sampling error", lo, ">= 4096")
+    # One pass: no first pass to find them; the report says so (null).
+    doc, _ = estimate("--pid", pids_arg(w), "--sample", 0.25, "--passes", 1)
+    eq(doc["heavy_contents"], None, "heavy_contents with one pass")
+    doc, _ = estimate("--pid", pids_arg(w))
+    eq(doc["heavy_contents"], None, "heavy_contents without --sample")
+
+
 def t_mutating():
     # 64 pages switch between a copy of dup content 0 and a unique page while
     # they are read: the stable part must be exact, the rest within bounds.
@@ -553,7 +587,7 @@ def t_json():
     for key in ("pages_scanned", "pages_zero", "distinct_contents", "pages_saved",
                 "bytes_saved", "ksm_pages_saved", "ksm_general_profit", "ksm_rmap_items",
                 "pages_already_shared", "processes", "cgroups", "top_contents",
-                "confidence_95", "sample"):
+                "confidence_95", "sample", "heavy_contents"):
         check(key in doc, "key %s at the top level" % key)
     eq(doc["pages_saved"], doc["pages_scanned"] - doc["distinct_contents"],
        "pages_saved = pages_scanned - distinct_contents")
