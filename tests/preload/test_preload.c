@@ -720,15 +720,15 @@ static void test_syscall(void)
 	/* The refusals, against what the kernel says without the library. */
 	const char *a[] = {workload, "rawcalls", NULL};
 	char plain[64], out[64];
-	int k[5], w[5];
+	int k[6], w[6];
 	CHECK_EQ_INT(run_unpreloaded(a, plain, sizeof(plain)), 0);
-	REQUIRE(sscanf(plain, "%d %d %d %d %d", &k[0], &k[1], &k[2], &k[3], &k[4]) == 5);
+	REQUIRE(sscanf(plain, "%d %d %d %d %d %d", &k[0], &k[1], &k[2], &k[3], &k[4], &k[5]) == 6);
 	printf("without the library: %s", plain);
 	setenv("SAMEPAGE_WINDOW", "mprotect", 1);
 	const char *r[] = {"--", workload, "rawcalls", NULL};
 	CHECK_EQ_INT(run_plain(r, out, sizeof(out)), 0);
 	unsetenv("SAMEPAGE_WINDOW");
-	REQUIRE(sscanf(out, "%d %d %d %d %d", &w[0], &w[1], &w[2], &w[3], &w[4]) == 5);
+	REQUIRE(sscanf(out, "%d %d %d %d %d %d", &w[0], &w[1], &w[2], &w[3], &w[4], &w[5]) == 6);
 	printf("with it, the mprotect window: %s", out);
 	if (k[0] == 0)
 		CHECK_EQ_INT(w[0], EPERM); /* io_uring_setup */
@@ -743,6 +743,8 @@ static void test_syscall(void)
 	CHECK_EQ_INT(w[3], 0); /* not under the mprotect window */
 	CHECK_EQ_INT(k[4], EINVAL);
 	CHECK_EQ_INT(w[4], EINVAL); /* syscall()'s -1 and errno, not -EINVAL */
+	CHECK_EQ_INT(k[5], EBADF);
+	CHECK_EQ_INT(w[5], EBADF); /* a number not routed: the same answer */
 	/* libaio, which makes its calls through syscall(), reads as ever
 	 * (it recursed through the wrappers until the stack overflowed). */
 	const char *l[] = {FAST, "--", workload, "libaio", NULL};

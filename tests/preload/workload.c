@@ -40,7 +40,8 @@
  *       was made, 1 if refused with EPERM, 2 without liburing, 3 else
  *   workload rawcalls
  *       through syscall(2): sets up an io_uring ring, opens /dev/kvm with
- *       openat and openat2, blocks SIGSEGV, destroys AIO context 0; prints
+ *       openat and openat2, blocks SIGSEGV, destroys AIO context 0, closes
+ *       descriptor -1; prints
  *       the errno of each (0: done; for SIGSEGV, 1 if it is blocked after),
  *       exits 0
  *   workload libaio
@@ -530,8 +531,9 @@ int main(int argc, char **argv)
 		syscall(SYS_rt_sigprocmask, SIG_BLOCK, NULL, &mask, 8);
 		syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, &segv, NULL, 8);
 		int e_aio = syscall(SYS_io_destroy, 0) < 0 ? errno : 0;
-		printf("%d %d %d %d %d\n", e_ring, e_kvm, e_kvm2, (int)(mask >> (SIGSEGV - 1) & 1),
-		       e_aio);
+		int e_close = syscall(SYS_close, -1) < 0 ? errno : 0; /* not routed: the kernel's */
+		printf("%d %d %d %d %d %d\n", e_ring, e_kvm, e_kvm2,
+		       (int)(mask >> (SIGSEGV - 1) & 1), e_aio, e_close);
 		for (long fd = ring; fd >= 0; fd = -1)
 			close((int)fd);
 		if (kvm >= 0)
