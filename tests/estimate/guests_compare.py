@@ -125,6 +125,9 @@ def main():
     p.add_argument("--mib", type=int, default=512)
     p.add_argument("--qemu", default="qemu-system-x86_64")
     p.add_argument("--accel", default="tcg")
+    # guests.Guest reads these too (guests.py's options of the same names).
+    p.add_argument("--smp", type=int, default=1, help="vCPUs a guest")
+    p.add_argument("--qemu-arg", action="append", metavar="ARG", help="one more QEMU argument")
     p.add_argument("--pages-to-scan", type=int, default=20000)
     p.add_argument("--sleep-ms", type=int, default=200)
     p.add_argument("--zero", type=int, choices=(0, 1), default=0, help="use_zero_pages")
