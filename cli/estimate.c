@@ -475,6 +475,13 @@ static bool not_mergeable(const struct est_proc *p)
 	return p->status == EST_OK && p->memory == EST_MEM_NONE;
 }
 
+/* A row of the text table: listed, and named or with something to show. */
+static bool shown_row(const struct report *r, int i)
+{
+	const struct est_proc *p = est_proc_at(r->e, i);
+	return listed(r, i) && (r->named[i] || !(not_mergeable(p) || vanished(p)));
+}
+
 static const char *memory_name(enum est_memory m)
 {
 	static const char *const names[] = {"no", "madvise", "merge_any", "all_memory"};
@@ -672,8 +679,16 @@ static void print_text(const struct report *r)
 	printf("\nper process (SAVED: pages freed by a perfect merge, each content's first copy\n"
 	       "kept where it was seen first; KSM: what the kernel would free; VOLATILE: changed\n"
 	       "between passes, not counted):\n");
-	printf("%8s %-15s %10s %9s %10s %10s %10s %9s %9s  %s\n", "PID", "COMM", "SCANNED", "ZERO",
-	       "DISTINCT", "SAVED", "KSM", "VOLATILE", "SHARED", "CGROUP");
+	/* COMM as wide as the widest name shown (a name escaped as \xHH
+	 * is wider than its 15 bytes), in the columns a terminal gives it. */
+	int comm_width = 15;
+	for (int i = 0; i < est_nprocs(r->e); i++) {
+		struct est_proc *p = est_proc_at(r->e, i);
+		if (shown_row(r, i) && text_columns(p->comm) > comm_width)
+			comm_width = text_columns(p->comm);
+	}
+	printf("%8s %-*s %10s %9s %10s %10s %10s %9s %9s  %s\n", "PID", comm_width, "COMM",
+	       "SCANNED", "ZERO", "DISTINCT", "SAVED", "KSM", "VOLATILE", "SHARED", "CGROUP");
 	for (int i = 0; i < est_nprocs(r->e); i++) {
 		struct est_proc *p = est_proc_at(r->e, i);
 		struct figs f = figs_of(&p->u, r->sample, r->uzp);
@@ -681,14 +696,14 @@ static void print_text(const struct report *r)
 
 		if (!listed(r, i))
 			continue;
-		if (!r->named[i] && (not_mergeable(p) || vanished(p))) {
+		if (!shown_row(r, i)) {
 			hidden += not_mergeable(p);
 			gone += vanished(p);
 			continue;
 		}
-		printf("%8d %-15s %10lld %9lld %10lld %10lld %10lld %9lld %9lld  %s", (int)p->pid,
-		       p->comm, rnd(f.scanned), rnd(f.zero), rnd(f.distinct), rnd(f.saved),
-		       rnd(f.ksm_saved), rnd(f.volatile_pages),
+		printf("%8d %s%*s %10lld %9lld %10lld %10lld %10lld %9lld %9lld  %s", (int)p->pid,
+		       p->comm, comm_width - text_columns(p->comm), "", rnd(f.scanned), rnd(f.zero),
+		       rnd(f.distinct), rnd(f.saved), rnd(f.ksm_saved), rnd(f.volatile_pages),
 		       rnd(f.already_shared + f.zero_mapped), est_cgroup_at(r->e, p->cgroup)->path);
 		if (p->status != EST_OK)
 			printf("  (%s)", status_text(p, buf, sizeof(buf)));

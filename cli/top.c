@@ -284,17 +284,6 @@ static void print_rows_json(const struct row *rows, int n, int shown, enum by by
 	json_object_end(&j);
 }
 
-/* The columns a name takes: one per character (the back-ends escaped
- * every byte that is not printable UTF-8; a wide character counts one). */
-static int text_columns(const char *s)
-{
-	int n = 0;
-
-	for (; *s; s++)
-		n += ((unsigned char)*s & 0xc0) != 0x80;
-	return n;
-}
-
 /* The first shown of n rows; the total line sums all n (--limit shortens
  * the list, not the total). */
 static void print_rows_text(const struct row *rows, int n, int shown, enum by by)

@@ -8,13 +8,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <locale.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
 
 int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, ...)
 {
@@ -181,4 +184,45 @@ void sleep_seconds(double s)
 	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
 
 	nanosleep(&ts, NULL);
+}
+
+/* The columns a terminal gives a name (the back-ends escaped every byte
+ * that is not printable UTF-8): wcwidth(3) of each character in C.UTF-8,
+ * whatever the user's locale (a CJK character two, a combining mark
+ * none); one per character where C.UTF-8 is missing. */
+int text_columns(const char *s)
+{
+	static locale_t utf8;
+	static bool tried;
+	int n = 0;
+
+	if (!tried) {
+		utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+		tried = true;
+	}
+	if (!utf8) {
+		for (; *s; s++)
+			n += ((unsigned char)*s & 0xc0) != 0x80;
+		return n;
+	}
+	locale_t old = uselocale(utf8);
+	mbstate_t st = {0};
+	for (size_t len = strlen(s); len;) {
+		wchar_t wc;
+		size_t k = mbrtowc(&wc, s, len, &st);
+		int w;
+
+		if (k == (size_t)-1 || k == (size_t)-2) { /* not UTF-8: a byte a column */
+			memset(&st, 0, sizeof(st));
+			k = 1;
+			w = 1;
+		} else {
+			w = wcwidth(wc);
+		}
+		n += w < 0 ? 1 : w;
+		s += k;
+		len -= k;
+	}
+	uselocale(old);
+	return n;
 }

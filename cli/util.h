@@ -85,5 +85,8 @@ double now_seconds(void);
 void sleep_seconds(double s);
 /* Parses a non-negative number of seconds ("2", "0.5"): 0 or -EINVAL. */
 int parse_seconds(const char *s, double *out);
+/* The columns a terminal gives s, printable UTF-8 (names as procfs_escape
+ * leaves them): a wide character two, a combining mark none. */
+int text_columns(const char *s);
 
 #endif

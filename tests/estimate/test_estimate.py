@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 
 RANGE = "6e0000000000-6f0000000000"
 BASE = 0x6e0000000000
@@ -606,6 +607,24 @@ def t_text():
               "general_profit", "most duplicated contents", str(w.pids[0]),
               "volatile, not counted", "read 2 times, 0.1 s apart"):
         check(s in out, "text report mentions %r" % s)
+    # Names in the columns a terminal gives them: a wide character two,
+    # a combining mark none (they were counted one column each).
+    def columns(text):
+        return sum(0 if unicodedata.combining(c) else
+                   2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    for name in ("\u6570\u636e\u5e93", "cafe\u0301"):
+        w2 = Workload("--unique", 4, "--name", name)
+        r = subprocess.run([DRIVER, *VERB, "--pid", pids_arg(w2), "--range", RANGE,
+                            "--all-memory", "--interval", "0.1"], capture_output=True, text=True)
+        lines = r.stdout.splitlines()
+        head = [l for l in lines if l.split()[:2] == ["PID", "COMM"]][0]
+        row = [l for l in lines if l.split()[:1] == [str(w2.pids[0])]][0]
+        print(head + "\n" + row)
+        after = row.index(name) + len(name)
+        scanned = row[after:].split()[0]
+        end_row = columns(row[:after + row[after:].index(scanned) + len(scanned)])
+        end_head = columns(head[:head.index("SCANNED") + len("SCANNED")])
+        eq(end_row, end_head, "the SCANNED column lines up after %r" % name)
     r = subprocess.run([DRIVER, "--help"], capture_output=True, text=True)
     eq(r.returncode, 0, "--help exit status")
     check("--sample" in r.stdout and "--cgroup" in r.stdout, "usage lists the options")

@@ -32,6 +32,7 @@
  *   --merge-any    prctl(PR_SET_MEMORY_MERGE): every area mergeable
  *   --exit-after MS  each process exits after MS milliseconds
  *   --salt S       a namespace for contents, so two runs differ
+ *   --name NAME    the processes' name (comm, 15 bytes at most)
  * It prints "ready PID PID ..." once every process is built, then waits for
  * its standard input to close (or for SIGTERM), and kills its processes.
  */
@@ -264,6 +265,8 @@ int main(int argc, char **argv)
 			exit_after_ms = num(v);
 		else if (!strcmp(a, "--salt"))
 			salt = (uint64_t)num(v);
+		else if (!strcmp(a, "--name"))
+			prctl(PR_SET_NAME, v); /* its processes' comm */
 		else {
 			fprintf(stderr, "workload: unknown option %s\n", a);
 			return 2;
