@@ -220,35 +220,27 @@ static void count_copy(struct est *e, struct est_entry *ent, bool zero, bool hea
 	bool first_in_proc = ent->last_proc != (uint32_t)e->cur + 1;
 	bool first_in_cg = ent->last_cg != (uint32_t)p->cgroup + 1;
 
-	if (zero) {
-		e->pu->zero_distinct += first_in_proc;
-		e->cu->zero_distinct += first_in_cg;
-		if (i == 0)
-			e->tu->zero_distinct++;
-		else
-			BUMP(e, zero_saved);
-		if (ksm_saved)
-			BUMP(e, zero_ksm_saved);
-	} else {
-		e->pu->tbl_distinct += first_in_proc;
-		e->cu->tbl_distinct += first_in_cg;
-		if (i == 0)
-			e->tu->tbl_distinct++;
-		else
-			BUMP(e, tbl_saved);
-		if (ksm_saved)
-			BUMP(e, tbl_ksm_saved);
-	}
-	if (heavy) { /* the same, for the part counted exactly */
-		e->pu->hv_distinct += first_in_proc;
-		e->cu->hv_distinct += first_in_cg;
-		if (i == 0)
-			e->tu->hv_distinct++;
-		else
-			BUMP(e, hv_saved);
-		if (ksm_saved)
-			BUMP(e, hv_ksm_saved);
-	}
+	/* One class of copies (zero, table, the table's heavy part): its
+	 * distinct contents in each unit, its copies after the first, and
+	 * those the kernel frees. */
+#define COUNT(distinct, saved, ksm)                                                                \
+	do {                                                                                       \
+		e->pu->distinct += first_in_proc;                                                  \
+		e->cu->distinct += first_in_cg;                                                    \
+		if (i == 0)                                                                        \
+			e->tu->distinct++;                                                         \
+		else                                                                               \
+			BUMP(e, saved);                                                            \
+		if (ksm_saved)                                                                     \
+			BUMP(e, ksm);                                                              \
+	} while (0)
+	if (zero)
+		COUNT(zero_distinct, zero_saved, zero_ksm_saved);
+	else
+		COUNT(tbl_distinct, tbl_saved, tbl_ksm_saved);
+	if (heavy)
+		COUNT(hv_distinct, hv_saved, hv_ksm_saved);
+#undef COUNT
 	ent->last_proc = (uint32_t)e->cur + 1;
 	ent->last_cg = (uint32_t)p->cgroup + 1;
 	if (i >= 1)
