@@ -89,6 +89,14 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, off_t off)
 	return prim_syscall(SYS_pread64, fd, buf, len, off);
 }
 
+/* So are open and openat (the preload library's /dev/kvm check, which
+ * asks guard_window_kind(), whose first call probes userfaultfd and opens
+ * /dev/userfaultfd: through the wrapper, that waited for itself). */
+static int sys_open(const char *path, int flags)
+{
+	return (int)prim_syscall(SYS_openat, AT_FDCWD, path, flags, 0);
+}
+
 /* ioctl is interposed too (the application's own userfaultfd). */
 static int sys_ioctl(int fd, unsigned long request, void *arg)
 {
@@ -248,7 +256,7 @@ int prim_userfaultfd(bool user_only)
 	int fd = (int)prim_syscall(SYS_userfaultfd, flags);
 	if (fd < 0 && !user_only) {
 		/* Not privileged: /dev/userfaultfd may still be ours to use. */
-		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+		int dev = sys_open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 		if (dev >= 0) {
 			fd = sys_ioctl(dev, USERFAULTFD_IOC_NEW,
 				       (void *)(uintptr_t)(O_CLOEXEC | O_NONBLOCK));
@@ -331,7 +339,7 @@ int prim_map_own(void **out, size_t len, int prot, int fd)
 int prim_dump_private_file_mappings(void)
 {
 	char buf[32];
-	int fd = open("/proc/self/coredump_filter", O_RDWR | O_CLOEXEC);
+	int fd = sys_open("/proc/self/coredump_filter", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	ssize_t n = sys_read(fd, buf, sizeof(buf) - 1);
@@ -498,9 +506,9 @@ static void open_self_files(void)
 		close(mem_fd);
 	if (maps_fd >= 0)
 		close(maps_fd);
-	pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	mem_fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
-	maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	pagemap_fd = sys_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	mem_fd = sys_open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	maps_fd = sys_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	fds_pid = pid;
 }
 
@@ -691,7 +699,7 @@ ssize_t prim_mem_write(uintptr_t addr, const void *buf, size_t len)
 /* Reads a small /proc file whole into buf (NUL-terminated); its length. */
 static ssize_t read_small(const char *path, char *buf, size_t len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = sys_open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	ssize_t n = sys_read(fd, buf, len - 1);
@@ -774,7 +782,7 @@ static int lines_walk(const char *path, int (*fn)(char *line, void *arg), void *
 {
 	char buf[65536];
 	size_t have = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = sys_open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	for (;;) {

@@ -30,6 +30,10 @@
  *             io_uring_setup, /dev/kvm (openat, openat2, mprotect window)
  *             and blocking SIGSEGV are refused as through the C library;
  *             libaio, which makes its calls with syscall(), still reads
+ *   uffd_device  an unprivileged process with access to /dev/userfaultfd
+ *             (what the library's messages advise) runs: it hung at its
+ *             first open (the /dev/kvm check probed userfaultfd through
+ *             the open wrapper, which waited for itself)
  *   opennull  open of NULL or of an unmapped address fails with EFAULT
  *             (the /dev/kvm check, which read the path, crashed on them)
  *   sigwait   a signal every thread of the program blocks (it waits for
@@ -66,7 +70,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <pwd.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -708,6 +715,60 @@ static void test_static(const char *stat)
 	}
 }
 
+/* As user nobody, in a mount namespace of its own where /dev/userfaultfd
+ * is a node of the same device that anyone may open: nothing outside the
+ * namespace changes (RELIABILITY.md 64). */
+static void test_uffd_device(void)
+{
+	struct stat st;
+	struct passwd *pw = getpwnam("nobody");
+	char un[8] = "";
+	FILE *f = fopen("/proc/sys/vm/unprivileged_userfaultfd", "r");
+	if (f) {
+		if (!fgets(un, sizeof(un), f))
+			un[0] = 0;
+		fclose(f);
+	}
+	if (geteuid() != 0)
+		SKIP("not root: cannot give a user its own /dev/userfaultfd");
+	if (stat("/dev/userfaultfd", &st) || !S_ISCHR(st.st_mode))
+		SKIP("no /dev/userfaultfd (Linux 6.1 or later has it)");
+	if (!pw)
+		SKIP("no user nobody to run the program as");
+	if (un[0] == '1')
+		SKIP("vm.unprivileged_userfaultfd=1: the library never opens the device");
+	const char *lib = getenv("SAMEPAGE_PRELOAD");
+	REQUIRE(lib && *lib);
+	char mnt[] = "/tmp/samepage-uffd-XXXXXX";
+	REQUIRE(mkdtemp(mnt));
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		char node[64];
+		snprintf(node, sizeof(node), "%s/userfaultfd", mnt);
+		if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
+		    mount("tmpfs", mnt, "tmpfs", 0, "mode=0755") ||
+		    mknod(node, S_IFCHR | 0666, st.st_rdev) || chmod(node, 0666) ||
+		    mount(node, "/dev/userfaultfd", NULL, MS_BIND, NULL) || setgid(pw->pw_gid) ||
+		    setuid(pw->pw_uid))
+			_exit(125);
+		setenv("LD_PRELOAD", lib, 1);
+		setenv("SAMEPAGE_MERGE_ANY", "1", 1);
+		alarm(60); /* kept across exec: a program that hangs dies of it */
+		execl(workload, workload, "open", (char *)NULL);
+		_exit(127);
+	}
+	int st2;
+	REQUIRE(waitpid(pid, &st2, 0) == pid);
+	rmdir(mnt);
+	int rc = WIFEXITED(st2) ? WEXITSTATUS(st2) : 128 + WTERMSIG(st2);
+	if (rc == 125)
+		SKIP("cannot make a private /dev/userfaultfd here (mount namespace, tmpfs, mknod)");
+	printf("as nobody with /dev/userfaultfd: exit %d (%d: hung, killed by SIGALRM)\n", rc,
+	       128 + SIGALRM);
+	CHECK_EQ_INT(rc, 0);
+}
+
 /* Raw syscall()s reach the wrappers (RELIABILITY.md 63). */
 static void test_syscall(void)
 {
@@ -862,6 +923,8 @@ int main(int argc, char **argv)
 		CHECK(strstr(err, "fix: ") != NULL);
 	} else if (!strcmp(c, "syscall")) {
 		test_syscall();
+	} else if (!strcmp(c, "uffd_device")) {
+		test_uffd_device();
 	} else if (!strcmp(c, "opennull")) {
 		char out[64];
 		const char *a[] = {"--", workload, "opennull", NULL};

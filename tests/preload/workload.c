@@ -48,6 +48,8 @@
  *       reads a page of a file into its memory through libaio.so.1
  *       (io_setup, io_submit, io_getevents, io_destroy): exits 0 if it
  *       read it, 2 without libaio, 1 else
+ *   workload open
+ *       opens /dev/null: exits 0 if it did
  *   workload opennull
  *       open and openat of NULL and of an unmapped address fail with
  *       EFAULT, as the kernel says: exits 0 if all four did
@@ -541,6 +543,10 @@ int main(int argc, char **argv)
 		if (kvm2 >= 0)
 			close((int)kvm2);
 		return 0;
+	}
+	if (argc >= 2 && !strcmp(argv[1], "open")) {
+		int fd = open("/dev/null", O_RDONLY);
+		return fd >= 0 && close(fd) == 0 ? 0 : 1;
 	}
 	if (argc >= 2 && !strcmp(argv[1], "opennull")) {
 		/* NULL, and an address with nothing mapped (a page taken
