@@ -27,8 +27,8 @@
  *
  * A program's syscall() of these reaches them under the preload library
  * (preload.c).  Not seen: system call instructions in the program's own
- * code, the C library's internal reads (stdio's buffers), io_uring.  With no engine open, each call
- * is one atomic load and the real call.
+ * code, the C library's internal reads (stdio's buffers), io_uring.  With
+ * no engine open, each call is one atomic load and the real call.
  */
 #include "internal.h"
 
@@ -324,10 +324,12 @@ EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct
 /* ---- libaio ---- */
 
 /* libaio's struct iocb and io_event are the kernel's (linux/aio_abi.h);
- * its io_context_t is the address of the completion ring.  One of libaio's calls, made here: as
- * libaio answers, -errno, errno left as it was.  Not through libaio: libaio makes them with the C
- * library's syscall(), which the preload library interposes and routes
- * back to these wrappers (preload.c). */
+ * its io_context_t is the address of the completion ring.
+ *
+ * One of libaio's calls, made here: as libaio answers, -errno, errno left
+ * as it was.  Not through libaio: libaio makes them with the C library's
+ * syscall(), which the preload library interposes and routes back to
+ * these wrappers (preload.c). */
 #define AIO_CALL(...)                                                                              \
 	({                                                                                         \
 		int saved_ = errno;                                                                \

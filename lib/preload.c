@@ -674,8 +674,11 @@ static long syscall_routed(long nr, const long *a)
 
 EXPORT long syscall(long nr, ...)
 {
-	/* A wrapper's "real" call that a library makes through syscall()
-	 * itself (as libaio does its own) goes to the kernel, not back. */
+	/* A wrapper whose real call is a library's that makes it through
+	 * syscall() (libaio was one, before interpose-io.c made its calls
+	 * itself) reaches the kernel, not the wrapper again.  (A routed call
+	 * left by a longjmp leaves this thread's syscall() going straight to
+	 * the kernel, as before the library interposed it.) */
 	static __thread bool routing;
 	va_list ap;
 	long a[6];
