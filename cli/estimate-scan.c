@@ -206,7 +206,7 @@ void est_finish(struct est *e, struct est_totals *t)
 	double f = e->thresh == UINT64_MAX ? 1.0 : e->cfg.sample;
 	double s_saved = 0, s_ksm = 0;
 	double nz[2][3] = {{0}}; /* sampled, heavy: pages_shared, pages_sharing, chains */
-	uint64_t shared, saved, distinct = 0;
+	uint64_t shared, saved, distinct = 0, heavy_seen = 0;
 
 	for (uint64_t i = 0; e->tab && i <= e->tab_mask; i++) {
 		uint64_t n = e->tab[i].count;
@@ -218,6 +218,7 @@ void est_finish(struct est *e, struct est_totals *t)
 		nz[heavy][0] += (double)shared;
 		nz[heavy][1] += (double)saved;
 		nz[heavy][2] += n > e->cfg.max_page_sharing;
+		heavy_seen += heavy;
 		if (heavy)
 			continue; /* counted exactly: no variance */
 		distinct++;
@@ -230,7 +231,7 @@ void est_finish(struct est *e, struct est_totals *t)
 	t->ksm_pages_sharing = (uint64_t)(nz[0][1] / f + nz[1][1] + 0.5);
 	t->ksm_stable_node_chains = (uint64_t)(nz[0][2] / f + nz[1][2] + 0.5);
 	t->heavy_known = e->heavy.settled;
-	t->heavy_contents = e->heavy.settled ? e->heavy.used : 0;
+	t->heavy_contents = heavy_seen; /* seen in the last pass, counted exactly */
 	/* Zero pages inside huge pages go to the zero page when ksmd splits
 	 * the huge page, uncounted; the others are the kernel's copies. */
 	t->ksm_zero_huge = e->zero.count - e->zero_small;
