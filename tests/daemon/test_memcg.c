@@ -61,12 +61,7 @@ static long long read_number(const char *dir, const char *name)
 static bool cg_make(void)
 {
 	char have[512] = "";
-	FILE *f = fopen("/sys/fs/cgroup/cgroup.subtree_control", "r");
-	if (f) {
-		if (!fgets(have, sizeof(have), f))
-			have[0] = 0;
-		fclose(f);
-	}
+	procfs_read("/sys/fs/cgroup/cgroup.subtree_control", have, sizeof(have));
 	if (strstr(have, "memory")) {
 		v2 = true;
 		snprintf(cg, sizeof(cg), "/sys/fs/cgroup/samepage-test-%d", (int)getpid());

@@ -808,13 +808,7 @@ static size_t core_read(int fd, uintptr_t addr, char *out, size_t len)
 void test_core_dump(void)
 {
 	char pat[256] = "";
-	FILE *f = fopen("/proc/sys/kernel/core_pattern", "r");
-	if (f) {
-		if (!fgets(pat, sizeof(pat), f))
-			pat[0] = 0;
-		fclose(f);
-	}
-	pat[strcspn(pat, "\n")] = 0;
+	procfs_read("/proc/sys/kernel/core_pattern", pat, sizeof(pat)); /* no newline */
 	if (strcmp(pat, "core")) {
 		printf(
 		    "# skipped: core_pattern is '%s': this test reads the file 'core' the kernel "

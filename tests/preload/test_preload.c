@@ -723,12 +723,7 @@ static void test_uffd_device(void)
 	struct stat st;
 	struct passwd *pw = getpwnam("nobody");
 	char un[8] = "";
-	FILE *f = fopen("/proc/sys/vm/unprivileged_userfaultfd", "r");
-	if (f) {
-		if (!fgets(un, sizeof(un), f))
-			un[0] = 0;
-		fclose(f);
-	}
+	procfs_read("/proc/sys/vm/unprivileged_userfaultfd", un, sizeof(un));
 	if (geteuid() != 0)
 		SKIP("not root: cannot give a user its own /dev/userfaultfd");
 	if (stat("/dev/userfaultfd", &st) || !S_ISCHR(st.st_mode))
