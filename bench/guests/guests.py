@@ -1223,33 +1223,53 @@ def cmd_churn(a, held):
     return 0
 
 
+def add_guest_options(p):
+    """The options that shape the guests and the merging (Guest, settle
+    and the engines read them), for guests.py's commands and for
+    tests/estimate/guests_compare.py alike."""
+    p.add_argument("--kit", help="a kit built by kit.sh (default: build one in OUT/kit)")
+    p.add_argument("--guests", type=int, default=3)
+    p.add_argument("--mib", type=int, default=512, help="guest RAM (-m)")
+    p.add_argument("--qemu", default="qemu-system-x86_64")
+    p.add_argument("--accel", default="tcg", help="tcg (default; nested KVM does not boot here) or kvm")
+    p.add_argument("--smp", type=int, help="vCPUs a guest (-smp; default 1, churn's 2)")
+    p.add_argument("--qemu-arg", action="append", metavar="ARG",
+                   help="one more argument for every QEMU, repeated for more: e.g. "
+                   "--qemu-arg=-overcommit --qemu-arg=mem-lock=on")
+    p.add_argument("--pages-to-scan", type=int, default=20000, help="the seed's 20000")
+    p.add_argument("--sleep-ms", type=int,
+                   help="default the seed's 200; io's and churn's 0 (merging hot)")
+    p.add_argument("--zero", type=int, choices=(0, 1), default=0, help="use_zero_pages")
+    p.add_argument("--boot-timeout", type=int, default=300)
+    p.add_argument("--lock-wait", type=int, default=900, help="seconds to wait for the kernel's KSM")
+
+
+def check_guest_options(p, a, hot=False, smp=1):
+    """add_guest_options' defaults that depend on the command (hot: merging
+    with sleep_millisecs 0), and their limits (p.error)."""
+    if a.sleep_ms is None:
+        a.sleep_ms = 0 if hot else 200
+    if a.smp is None:
+        a.smp = smp
+    if a.smp < 1:
+        p.error(f"--smp {a.smp}: give 1 or more vCPUs")
+    if a.guests < 1 or a.mib < 64:
+        p.error("--guests must be at least 1 and --mib at least 64")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", default=f"{ROOT}/build/guests", help="logs, kit, TSV (default build/guests)")
-    common.add_argument("--kit", help="a kit built by kit.sh (default: build one in OUT/kit)")
-    common.add_argument("--guests", type=int, default=3)
-    common.add_argument("--mib", type=int, default=512, help="guest RAM (-m)")
-    common.add_argument("--qemu", default="qemu-system-x86_64")
-    common.add_argument("--accel", default="tcg", help="tcg (default; nested KVM does not boot here) or kvm")
-    common.add_argument("--smp", type=int, help="vCPUs a guest (-smp; default 1, churn's 2)")
-    common.add_argument("--qemu-arg", action="append", metavar="ARG",
-                        help="one more argument for every QEMU, repeated for more: e.g. "
-                        "--qemu-arg=-overcommit --qemu-arg=mem-lock=on")
+    add_guest_options(common)
     common.add_argument("--launcher", help="a command put before QEMU's: with --engine kernel e.g. 'ksmctl run --'; "
                         "with samepaged it replaces 'ksmctl --user run --domain vms --' (and its probe); "
                         "compare uses it for the samepaged columns only")
     common.add_argument("--no-merge-any", action="store_true",
                         help="samepaged: only what QEMU marks mergeable (its guest RAM), as the kernel's KSM "
                         "without a launcher; default: ksmctl --user run's merge-any")
-    common.add_argument("--pages-to-scan", type=int, default=20000, help="the seed's 20000")
-    common.add_argument("--sleep-ms", type=int,
-                        help="default the seed's 200; io's and churn's 0 (merging hot)")
-    common.add_argument("--zero", type=int, choices=(0, 1), default=0, help="use_zero_pages")
-    common.add_argument("--boot-timeout", type=int, default=300)
-    common.add_argument("--lock-wait", type=int, default=900, help="seconds to wait for the kernel's KSM")
     common.add_argument("--ksmctl", default=f"{ROOT}/build/cli/ksmctl")
     common.add_argument("--samepaged", default=f"{ROOT}/build/daemon/samepaged")
     common.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
@@ -1284,14 +1304,7 @@ def main():
     s.add_argument("--settle", type=int, default=5, help="seconds of merging before the balloons inflate")
     p.set_defaults()
     a = p.parse_args()
-    if a.sleep_ms is None:
-        a.sleep_ms = 0 if a.cmd in ("io", "churn") else 200
-    if a.smp is None:
-        a.smp = 2 if a.cmd == "churn" else 1
-    if a.smp < 1:
-        p.error(f"--smp {a.smp}: give 1 or more vCPUs")
-    if a.guests < 1 or a.mib < 64:
-        p.error("--guests must be at least 1 and --mib at least 64")
+    check_guest_options(p, a, hot=a.cmd in ("io", "churn"), smp=2 if a.cmd == "churn" else 1)
     a.out = os.path.abspath(a.out)
     os.makedirs(a.out, exist_ok=True)
 

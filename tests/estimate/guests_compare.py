@@ -110,7 +110,7 @@ def compare(a, kit, eng):
             eng.wait_unmerged()
 
 
-def main():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ksmctl", default=f"{ROOT}/build/cli/ksmctl estimate",
@@ -120,25 +120,19 @@ def main():
     p.add_argument("--baseline", help="another estimate command (e.g. an older ksmctl's "
                    "'ksmctl estimate'), run once with its own defaults, for comparison")
     p.add_argument("--out", default=f"{ROOT}/build/guests-estimate")
-    p.add_argument("--kit", help="a kit built by bench/guests/kit.sh (default: build one in OUT/kit)")
-    p.add_argument("--guests", type=int, default=3)
-    p.add_argument("--mib", type=int, default=512)
-    p.add_argument("--qemu", default="qemu-system-x86_64")
-    p.add_argument("--accel", default="tcg")
-    # guests.Guest reads these too (guests.py's options of the same names).
-    p.add_argument("--smp", type=int, default=1, help="vCPUs a guest")
-    p.add_argument("--qemu-arg", action="append", metavar="ARG", help="one more QEMU argument")
-    p.add_argument("--pages-to-scan", type=int, default=20000)
-    p.add_argument("--sleep-ms", type=int, default=200)
-    p.add_argument("--zero", type=int, choices=(0, 1), default=0, help="use_zero_pages")
+    guests.add_guest_options(p)  # the guests' options are guests.py's own
     p.add_argument("--wait", type=int, default=0, help="seconds to wait after boot before estimating")
     p.add_argument("--duration", type=int, default=300, help="at most this long for the kernel to converge")
-    p.add_argument("--boot-timeout", type=int, default=300)
-    p.add_argument("--lock-wait", type=int, default=900)
     p.add_argument("--bound", type=float, help="exit 1 unless every |error| is within this percent")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    guests.check_guest_options(p, a)
     a.estimate = a.estimate or [""]
     a.out = os.path.abspath(a.out)
+    return a
+
+
+def main():
+    a = parse_args()
     os.makedirs(a.out, exist_ok=True)
 
     def on_signal(sig, _frame):
