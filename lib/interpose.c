@@ -20,11 +20,13 @@
  *
  * Calls that bypass the C library (a system call instruction in the
  * program's own code, glibc's own internal munmap in free(); syscall()
- * itself outside the preload library, which routes it here) are not seen; for those, the engine
- * asks the kernel about a run's mapping before it merges there (PROCMAP_QUERY, where the maps it
- * read are over a second old), rereads /proc/self/maps every 10 s (every second before Linux 6.11),
- * reads memory only under a fault guard, and never reclaims a pool page that some mapping may still
- * read. With no engine open, every wrapper is one atomic load and the syscall.
+ * itself outside the preload library, which routes it here) are not seen;
+ * for those, the engine asks the kernel about a run's mapping before it
+ * merges there (PROCMAP_QUERY, where the maps it read are over a second
+ * old), rereads /proc/self/maps every 10 s (every second before Linux
+ * 6.11), reads memory only under a fault guard, and never reclaims a pool
+ * page that some mapping may still read.  With no engine open, every
+ * wrapper is one atomic load and the syscall.
  */
 #include "internal.h"
 
