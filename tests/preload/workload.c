@@ -519,7 +519,7 @@ int main(int argc, char **argv)
 #endif
 	if (argc >= 2 && !strcmp(argv[1], "rawcalls")) {
 		/* Through syscall(2), as programs that make their own calls
-		 * (the io-uring crates of Rust, for one) do. */
+		 * do (libuv's io_uring, for one). */
 		struct io_uring_params prm = {0};
 		long ring = syscall(SYS_io_uring_setup, 4, &prm);
 		int e_ring = ring < 0 ? errno : 0;
