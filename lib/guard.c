@@ -180,8 +180,23 @@ int guard_window_kind(void)
 	return window_kind;
 }
 
+/* Releases every page of [start, end) that userfaultfd write-protected,
+ * whatever else is mapped there: the whole range in one call, or, if a
+ * mapping in it is not registered (the kernel stops there), page by page. */
+static void uffd_release(uintptr_t start, uintptr_t end)
+{
+	if (prim_uffd_writeprotect(uffd, start, end - start, false))
+		for (uintptr_t a = start; a < end; a += PAGE_SIZE)
+			prim_uffd_writeprotect(uffd, a, PAGE_SIZE, false);
+}
+
 /* Write-protects (wp) or releases [start, end) with userfaultfd; a range
- * not registered yet is registered first. */
+ * not registered yet is registered first.  The kernel write-protects a
+ * range mapping after mapping and stops at the first one it cannot (a
+ * private mapping of a file outside tmpfs: a samepaged pool on a disk),
+ * leaving the ones before it protected: a failure releases them all, or
+ * their writers would wait for a window that never closes (RELIABILITY.md
+ * 65). */
 static int uffd_protect(uintptr_t start, uintptr_t end, bool wp)
 {
 	int err = prim_uffd_writeprotect(uffd, start, end - start, wp);
@@ -189,6 +204,8 @@ static int uffd_protect(uintptr_t start, uintptr_t end, bool wp)
 		guard_arm(start, end);
 		err = prim_uffd_writeprotect(uffd, start, end - start, wp);
 	}
+	if (err)
+		uffd_release(start, end);
 	return err;
 }
 
