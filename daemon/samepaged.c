@@ -624,7 +624,9 @@ int main(int argc, char **argv)
 	struct statfs sfs;
 	if (statfs(g.st.dir, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC)
 		logmsg("warning: %s is not tmpfs: the pool would be a disk file's page cache, "
-		       "written back to disk (fix: --state-dir on tmpfs, e.g. /dev/shm)",
+		       "written back to disk, and userfaultfd cannot write-protect merged pages "
+		       "there (their merge windows fall back to mprotect) (fix: --state-dir on "
+		       "tmpfs, e.g. /dev/shm)",
 		       g.st.dir);
 	g.listen_fd = listen_socket();
 	if (g.listen_fd < 0) {
