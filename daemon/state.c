@@ -829,10 +829,13 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked)
 	uint64_t after = d->sp->dom->live;
 	unsigned long long freed = before > after ? before - after : 0;
 	if (forked) {
-		unlink(path);
+		/* Said before the file goes: whoever sees it gone finds it
+		 * said (lib.adv_daemon_fork_after_close failed one run in
+		 * three, reading the log between the two). */
 		logmsg("domain %s: process %d's forked children are gone: %llu KSM pages unpinned, "
 		       "%llu pool pages freed",
 		       d->name, (int)pid, (unsigned long long)r.pins, freed);
+		unlink(path);
 		return 0;
 	}
 	state_forked_path(s, kept, sizeof(kept), d->name, pid);
