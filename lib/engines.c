@@ -75,9 +75,10 @@ bool engine_spans(struct samepage *sp, uintptr_t start, size_t len)
 	       (start < atomic_load(&sp->span_hi) && start + len > atomic_load(&sp->span_lo));
 }
 
-/* The application's unmaps, noted while its thread holds the
- * address-space lock shared (see the lock order above). */
-void engine_note_unmap(uintptr_t start, size_t len)
+/* The application's unmaps and changes of protection (keep), noted while
+ * its thread holds the address-space lock shared (see the lock order
+ * above). */
+static void note_range(uintptr_t start, size_t len, bool keep)
 {
 	pthread_rwlock_rdlock(&engines_rw);
 	for (struct samepage *sp = engines; sp; sp = sp->next_engine) {
@@ -93,28 +94,31 @@ void engine_note_unmap(uintptr_t start, size_t len)
 			}
 		}
 		if (sp->nforget < sp->forget_cap) {
-			sp->forget[sp->nforget].start = start;
-			sp->forget[sp->nforget].len = len;
-			sp->nforget++;
+			sp->forget[sp->nforget++] =
+			    (struct unmapped){.start = start, .len = len, .keep = keep};
+		} else if (keep) {
+			sp->prot_lost = true; /* no memory: read every region again */
 		} else {
 			/* No memory to remember it: stop merging this engine's
 			 * ranges rather than risk merging the new mapping. */
 			sp->forget_lost = true;
 		}
 		atomic_store(&sp->changed, true);
-		atomic_fetch_add(&sp->unmap_gen, 1);
+		if (!keep)
+			atomic_fetch_add(&sp->unmap_gen, 1);
 		pthread_mutex_unlock(&sp->forget_lock);
 	}
 	pthread_rwlock_unlock(&engines_rw);
 }
 
+void engine_note_unmap(uintptr_t start, size_t len)
+{
+	note_range(start, len, false);
+}
+
 void engine_note_change(uintptr_t start, size_t len)
 {
-	pthread_rwlock_rdlock(&engines_rw);
-	for (struct samepage *sp = engines; sp; sp = sp->next_engine)
-		if (engine_spans(sp, start, len))
-			atomic_store(&sp->changed, true);
-	pthread_rwlock_unlock(&engines_rw);
+	note_range(start, len, true);
 }
 
 /* The application mapped private anonymous memory: engines that merge any
@@ -161,17 +165,18 @@ void engine_sync(struct samepage *sp)
 		return;
 	pthread_mutex_lock(&sp->forget_lock);
 	sp->synced_gen = atomic_load(&sp->unmap_gen);
-	regions_forget_unmapped(sp, sp->forget, sp->nforget);
-	sp->nforget = 0;
-	if (sp->forget_lost) {
+	bool lost = sp->forget_lost;
+	if (lost) {
 		for (size_t ri = sp->nregions; ri-- > 0;)
 			regions_forget(sp, sp->regions[ri].start,
 				       sp->regions[ri].npages << PAGE_SHIFT);
 		sp->forget_lost = false;
 	}
+	regions_catch_up(sp, sp->forget, sp->nforget, lost || sp->prot_lost || sp->maps_dirty);
+	sp->nforget = 0;
+	sp->prot_lost = false;
 	atomic_store(&sp->changed, false);
 	pthread_mutex_unlock(&sp->forget_lock);
-	regions_refresh(sp);
 }
 
 /* ---- the counters, read without waiting ---- */

@@ -270,8 +270,9 @@ void regions_forget(struct samepage *sp, uintptr_t start, size_t len);
 struct unmapped {
 	uintptr_t start;
 	size_t len;
+	bool keep; /* given another protection, not unmapped */
 };
-void regions_forget_unmapped(struct samepage *sp, const struct unmapped *u, size_t n);
+void regions_catch_up(struct samepage *sp, const struct unmapped *u, size_t n, bool dirty);
 void region_drop_page(struct samepage *sp, struct region *r, size_t i);
 
 /* unmerge.c */

@@ -48,10 +48,15 @@ static bool map_budget_allows(struct samepage *sp)
 	uint64_t max = sp->c.max_map_count;
 	if (sp->c.map_count + 2 <= max - max / 8)
 		return true;
-	if (sp->c.map_count == sp->c.map_recounted)
+	/* The count may be high (regions_catch_up() adds two for each change
+	 * of the application's it did not read): counted again from the
+	 * maps, once a second at most (50,000 lines at the budget). */
+	uint64_t now = prim_now_ns();
+	if (sp->c.map_count == sp->c.map_recounted || now - sp->c.map_recount_ns < MAPS_REREAD_NS)
 		return false;
 	regions_count_maps(sp);
 	sp->c.map_recounted = sp->c.map_count;
+	sp->c.map_recount_ns = now;
 	return sp->c.map_count + 2 <= max - max / 8;
 }
 

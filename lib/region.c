@@ -45,9 +45,10 @@ static int maps_collect(const struct map_entry *e, void *arg)
 	return 0;
 }
 
-static int maps_read(struct maps *m)
+static int maps_read(struct samepage *sp, struct maps *m)
 {
 	memset(m, 0, sizeof(*m));
+	sp->maps_reads++;
 	int err = prim_maps_walk(0, maps_collect, m);
 	if (err) {
 		lib_free(m->e);
@@ -90,6 +91,7 @@ void regions_count_maps(struct samepage *sp)
 {
 	uint64_t n = sp->c.map_count, pool = sp->c.pool_maps;
 	sp->c.map_count = sp->c.pool_maps = 0;
+	sp->maps_reads++;
 	if (prim_maps_walk(0, count_entry, sp)) {
 		sp->c.map_count = n;
 		sp->c.pool_maps = pool;
@@ -258,25 +260,20 @@ static void region_sync(struct samepage *sp, struct region *r, const struct maps
 	r->nspans = ns;
 }
 
-int regions_refresh(struct samepage *sp)
+/* The regions as the maps m say, which the caller frees. */
+static void regions_refresh_from(struct samepage *sp, const struct maps *m)
 {
-	struct maps m;
-	int err = maps_read(&m);
-	if (err)
-		return err;
 	sp->maps_read_ns = prim_now_ns();
-	sp->maps_reads++;
-	sp->c.map_count = m.n;
+	sp->c.map_count = m->n;
 	sp->c.max_map_count = (uint64_t)prim_max_map_count();
 	sp->c.pool_maps = 0;
-	for (size_t k = 0; k < m.n; k++)
-		sp->c.pool_maps += is_pool_map(sp, &m.e[k]);
+	for (size_t k = 0; k < m->n; k++)
+		sp->c.pool_maps += is_pool_map(sp, &m->e[k]);
 	for (size_t ri = 0; ri < sp->nregions; ri++)
-		region_sync(sp, &sp->regions[ri], &m);
+		region_sync(sp, &sp->regions[ri], m);
 	for (size_t ri = sp->nregions; ri-- > 0;)
 		if (!sp->regions[ri].mergeable_pages)
 			region_free(sp, ri);
-	lib_free(m.e);
 	sp->maps_dirty = false;
 	uintptr_t lo = UINTPTR_MAX, hi = 0;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
@@ -286,6 +283,16 @@ int regions_refresh(struct samepage *sp)
 	}
 	atomic_store(&sp->span_lo, lo);
 	atomic_store(&sp->span_hi, hi);
+}
+
+int regions_refresh(struct samepage *sp)
+{
+	struct maps m;
+	int err = maps_read(sp, &m);
+	if (err)
+		return err;
+	regions_refresh_from(sp, &m);
+	lib_free(m.e);
 	return 0;
 }
 
@@ -455,26 +462,55 @@ int regions_add(struct samepage *sp, uintptr_t start, uintptr_t end)
 
 static void forget_ranges(struct samepage *sp, uintptr_t start, size_t len, const struct maps *m);
 
-/* The application unmapped these ranges (seen by interpose.c).  The maps
- * are read once, so that a merged page whose pool page is still mapped
- * somewhere (a range moved, not unmapped) never has it punched. */
-void regions_forget_unmapped(struct samepage *sp, const struct unmapped *u, size_t n)
+/* Does [start, start + len) hold a page of a region (*hit), and a
+ * merged one (the return)? */
+static bool regions_hit(struct samepage *sp, uintptr_t start, size_t len, bool *hit)
 {
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		const struct region *r = &sp->regions[ri];
+		size_t from, to;
+		if (!region_clip(r, start, start + len, &from, &to))
+			continue;
+		*hit = true;
+		for (size_t i = from; i < to; i++)
+			if (r->meta[i].flags & PM_STABLE)
+				return true;
+	}
+	return false;
+}
+
+/*
+ * Catches up with the ranges the application unmapped or gave another
+ * protection (u, seen by interpose.c) and, with dirty, with what else may
+ * have changed: the unmapped pages forgotten, the regions read again from
+ * the maps.  The maps are read once, and only where needed: for a merged
+ * page unmapped (its pool page may still be mapped somewhere, a range
+ * moved, and must not be punched), a region's page given another
+ * protection, or dirty.  Else the unmapped pages are forgotten without
+ * them: a JVM maps its heap's bookkeeping anew 4 KiB at a time, hundreds
+ * of times a second, and a read of its 50,000 mappings at each of the
+ * scanner's batches took most of its process's time.  The mapping count,
+ * which a change of the application's raises by two at most, is then
+ * counted high until the next read, or a recount near the budget.
+ */
+void regions_catch_up(struct samepage *sp, const struct unmapped *u, size_t n, bool dirty)
+{
+	bool read = dirty;
+	for (size_t k = 0; k < n && !read; k++) {
+		bool hit = false, merged = regions_hit(sp, u[k].start, u[k].len, &hit);
+		read = merged || (hit && u[k].keep);
+	}
 	struct maps m;
-	bool hit = false, have;
-	for (size_t k = 0; k < n && !hit; k++)
-		for (size_t ri = 0; ri < sp->nregions && !hit; ri++) {
-			size_t from, to;
-			hit = region_clip(&sp->regions[ri], u[k].start, u[k].start + u[k].len,
-					  &from, &to);
-		}
-	if (!hit)
-		return; /* the application's other mappings: nothing of ours */
-	have = maps_read(&m) == 0;
+	bool have = read && maps_read(sp, &m) == 0;
 	for (size_t k = 0; k < n; k++)
-		forget_ranges(sp, u[k].start, u[k].len, have ? &m : NULL);
-	if (have)
+		if (!u[k].keep)
+			forget_ranges(sp, u[k].start, u[k].len, have ? &m : NULL);
+	if (have) {
+		regions_refresh_from(sp, &m);
 		lib_free(m.e);
+	} else {
+		sp->c.map_count += 2 * n;
+	}
 }
 
 /* Pages [start, start+len) are no longer mergeable: forgotten, and the

@@ -258,8 +258,9 @@ struct counters {
 	/* the mapping budget: the engine's mappings of the pool, as last
 	 * counted; runs the budget refused this full scan; the vm.max_map_count
 	 * that would have let the last full scan merge them all (0: none
-	 * refused); map_count when it was last recounted from the maps */
-	uint64_t pool_maps, budget_runs_scan, map_count_needed, map_recounted;
+	 * refused); map_count when it was last recounted from the maps, and
+	 * when */
+	uint64_t pool_maps, budget_runs_scan, map_count_needed, map_recounted, map_recount_ns;
 };
 
 struct advisor {
@@ -351,12 +352,13 @@ struct samepage {
 	struct strip strip;
 	struct lap_strip laps[LAP_STRIPS];
 
-	/* Ranges the application unmapped (interpose.c), to forget at the
-	 * next batch; on overflow, maps_dirty makes the scanner reread all. */
+	/* Ranges the application unmapped or protected anew (interpose.c),
+	 * to catch up with at the next batch; on overflow, every region is
+	 * forgotten (an unmap lost) or read again (a protection lost). */
 	pthread_mutex_t forget_lock;
 	struct unmapped *forget;
 	size_t nforget, forget_cap;
-	bool forget_lost;
+	bool forget_lost, prot_lost;
 	_Atomic bool changed; /* maps_dirty, set from application threads */
 	/* Unmaps noted (forget list), caught up with (sync), and counted in
 	 * the published counters: a read is behind while they differ. */

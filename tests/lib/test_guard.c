@@ -56,7 +56,8 @@ static void test_window_partly_protected(void)
 	window_restore(slot, (uintptr_t)p, (uintptr_t)p + 2 * PG, PROT_READ | PROT_WRITE);
 	window_close(slot);
 	bool wp = uffd_wp_bit(p);
-	printf("# after the window the page is %swrite-protected by userfaultfd\n", wp ? "" : "not ");
+	printf("# after the window the page is %swrite-protected by userfaultfd\n",
+	       wp ? "" : "not ");
 	CHECK(!wp);
 	if (!wp) { /* else this write would wait for ever */
 		p[0] = 'x';
