@@ -60,6 +60,11 @@
  *   pools     Python's multiprocessing pools (fork, spawn, forkserver)
  *             under merge-any in a domain merging hot (pools.py) end with
  *             every result right (a worker's windows hung its parent)
+ *   jvm       two JVMs (Heap.java, beside pools.py) in a domain merging
+ *             hot whose state directory is on a disk where there is one:
+ *             their arrays merge, every byte reads right, and neither
+ *             stops (a thread waited for ever on a page a window fell
+ *             back from: RELIABILITY.md 65)
  *
  * Usage: test_preload CASE KSMCTL WORKLOAD SAMEPAGED [STATIC_WORKLOAD [POOLS_PY]]
  */
@@ -75,7 +80,9 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 
@@ -217,10 +224,14 @@ static pid_t child_of(pid_t pid)
 	return (pid_t)atoi(buf);
 }
 
-/* samepaged's state directory (on tmpfs, named as dir). */
+/* samepaged's state directory: on tmpfs, named as dir; or disk_state. */
+static char disk_state[160];
+
 static const char *state_dir(void)
 {
 	static char state[160];
+	if (disk_state[0])
+		return disk_state;
 	snprintf(state, sizeof(state), "/dev/shm/%s", strrchr(dir, '/') + 1);
 	return state;
 }
@@ -715,6 +726,57 @@ static void test_static(const char *stat)
 	}
 }
 
+/* RELIABILITY.md 65: two JVMs in one domain, merging hot, with the
+ * state directory on a disk (ctest's working directory, the build tree,
+ * where it is not tmpfs: samepaged warns and goes on), where merge
+ * windows over merged pages fall back to mprotect.  A JVM's thread then
+ * waited for ever on a page that a window left write-protected by
+ * userfaultfd (two of two runs of three JVMs for 60 s). */
+static void test_jvm(const char *heap_java)
+{
+	const char *probe[] = {"/bin/sh", "-c",
+			       "java --list-modules 2>/dev/null | grep -q '^jdk.compiler@'", NULL};
+	if (run_unpreloaded(probe, NULL, 0) != 0)
+		SKIP("no JDK in PATH (java with jdk.compiler; CI installs default-jdk-headless)");
+	struct statfs fs;
+	if (statfs(".", &fs) == 0 && fs.f_type != TMPFS_MAGIC && getcwd(disk_state, 100))
+		snprintf(disk_state + strlen(disk_state), sizeof(disk_state) - strlen(disk_state),
+			 "/jvm-state.%d", (int)getpid());
+	printf("# state directory %s\n", state_dir());
+	start_daemon();
+	char cmd[2 * PATH_MAX + 128];
+	snprintf(cmd, sizeof(cmd),
+		 "java -Xmx512m %s 40 & a=$!; java -Xmx512m %s 40 & b=$!; "
+		 "wait $a; x=$?; wait $b; y=$?; exit $((x | y))",
+		 heap_java, heap_java);
+	const char *a[] = {"--domain", "vms", "--", "/bin/sh", "-c", cmd, NULL};
+	struct prog p = start(a);
+	close(p.in);
+	pid_t w = watch(p.pid, 300); /* a run takes 45 s */
+	long long most = 0;
+	int st;
+	while (waitpid(p.pid, &st, WNOHANG) == 0) {
+		char reply[128];
+		if (samepage_control(sock, "GET pages_sharing", reply, sizeof(reply)) == 0) {
+			const char *v = strchr(reply, ' ');
+			long long n = v ? atoll(v + 1) : 0;
+			most = n > most ? n : most;
+		}
+		usleep(200000);
+	}
+	CHECK(!stop_watch(w));
+	char out[512];
+	size_t len = fread(out, 1, sizeof(out) - 1, p.out);
+	out[len] = 0;
+	fclose(p.out);
+	int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	printf("exit %d, pages_sharing at most %lld, the JVMs said:\n%s", rc, most, out);
+	CHECK_EQ_INT(rc, 0);
+	CHECK_EQ_INT(occurrences(out, "ok "), 2);
+	/* 96 arrays of one byte value a JVM, 24,576 pages, nearly all alike */
+	CHECK_CMP(most, >=, 24576LL, long long, "%lld");
+}
+
 /* As user nobody, in a mount namespace of its own where /dev/userfaultfd
  * is a node of the same device that anyone may open: nothing outside the
  * namespace changes (RELIABILITY.md 64). */
@@ -944,6 +1006,13 @@ int main(int argc, char **argv)
 		test_environment();
 	} else if (!strcmp(c, "late") || !strcmp(c, "upgrade")) {
 		test_late(!strcmp(c, "upgrade"));
+	} else if (!strcmp(c, "jvm")) {
+		if (argc < 7)
+			SKIP("no path of pools.py, beside which Heap.java is");
+		char heap[PATH_MAX];
+		snprintf(heap, sizeof(heap), "%.*s/Heap.java",
+			 (int)(strrchr(argv[6], '/') - argv[6]), argv[6]);
+		test_jvm(heap);
 	} else if (!strcmp(c, "pools")) {
 		if (argc < 7 || access("/usr/bin/python3", X_OK))
 			SKIP("no /usr/bin/python3 (CI installs it)");
