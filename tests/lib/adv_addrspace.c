@@ -697,7 +697,7 @@ void test_discard_page_by_page(void)
  * times a second.  Each such unmap made the scanner's next batch read the
  * whole maps twice (to forget the pages, then to read the regions again):
  * 41 reads a second of 57,000 mappings, a third of the process's time, the
- * JVM at half the kernel's KSM's throughput.  Unmerged pages are
+ * JVM at two thirds of its throughput under the kernel's KSM.  Unmerged pages are
  * forgotten without the maps now; here a page mapped anew at each full
  * scan, 32 times, beside merged pages: they read what they should, and
  * the maps are not read for each.
