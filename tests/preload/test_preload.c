@@ -739,9 +739,10 @@ static void test_jvm(const char *heap_java)
 	if (run_unpreloaded(probe, NULL, 0) != 0)
 		SKIP("no JDK in PATH (java with jdk.compiler; CI installs default-jdk-headless)");
 	struct statfs fs;
-	if (statfs(".", &fs) == 0 && fs.f_type != TMPFS_MAGIC && getcwd(disk_state, 100))
-		snprintf(disk_state + strlen(disk_state), sizeof(disk_state) - strlen(disk_state),
-			 "/jvm-state.%d", (int)getpid());
+	char cwd[PATH_MAX];
+	if (statfs(".", &fs) == 0 && fs.f_type != TMPFS_MAGIC && getcwd(cwd, sizeof(cwd)) &&
+	    strlen(cwd) + 32 < sizeof(disk_state))
+		snprintf(disk_state, sizeof(disk_state), "%s/jvm-state.%d", cwd, (int)getpid());
 	printf("# state directory %s\n", state_dir());
 	start_daemon();
 	char cmd[2 * PATH_MAX + 128];
