@@ -903,10 +903,16 @@ static bool locked_block(void *p, uintptr_t *s, uintptr_t *e)
 	return p && merge_any_blocks && mmapped_block(p, s, e);
 }
 
+/* While blocks_check() calls the program's free and realloc (probing),
+ * whether they came here (probed). */
+static _Thread_local bool probing, probed;
+
 static void free_impl(void *p)
 {
 	uintptr_t s, e;
 	if (!locked_block(p, &s, &e)) {
+		if (!p && probing)
+			probed = true;
 		next_free()(p);
 		return;
 	}
@@ -919,6 +925,10 @@ static void free_impl(void *p)
 static void *realloc_impl(void *p, size_t n)
 {
 	uintptr_t s, e, ns, ne;
+	if (!p && probing) {
+		probed = true;
+		return NULL; /* allocates nothing: only blocks_check() calls it so */
+	}
 	if (!locked_block(p, &s, &e))
 		return next_realloc()(p, n);
 	as_lock_shared();
@@ -934,15 +944,39 @@ static void *realloc_impl(void *p, size_t n)
 EXPORT void free(void *p) __attribute__((alias("free_impl")));
 EXPORT void *realloc(void *p, size_t n) __attribute__((alias("realloc_impl")));
 
+/* Whether f, the program's free or realloc as dlsym() finds it, is this
+ * library's (ours), or calls it.  A program built without PIE that takes
+ * free's address in its code may have its own PLT entry as free's
+ * address, for dlsym() and every object (Node.js's builds do), and that
+ * entry calls the free the program was bound to: called here with what
+ * does nothing (free(NULL), realloc(NULL, 0) answered here without
+ * allocating), it tells. */
+static bool program_calls(void *f, void *ours, bool is_free)
+{
+	if (f == ours)
+		return true;
+	if (!f)
+		return false;
+	probing = true;
+	probed = false;
+	if (is_free)
+		((free_fn)f)(NULL);
+	else
+		((realloc_fn)f)(NULL, 0); /* another's: a block left, once */
+	bool r = probed;
+	probing = false;
+	return r;
+}
+
 /* Whether the program's free and realloc are this library's, with the C
  * library's next. */
 static void blocks_check(void)
 {
 	const char *pre = getenv("LD_PRELOAD");
-	merge_any_blocks = !(pre && strstr(pre, "vgpreload")) &&
-			   dlsym(RTLD_DEFAULT, "free") == (void *)free_impl &&
-			   dlsym(RTLD_DEFAULT, "realloc") == (void *)realloc_impl &&
-			   next_free() == (free_fn)__libc_free &&
-			   next_realloc() == (realloc_fn)__libc_realloc;
+	merge_any_blocks =
+	    !(pre && strstr(pre, "vgpreload")) &&
+	    program_calls(dlsym(RTLD_DEFAULT, "free"), (void *)free_impl, true) &&
+	    program_calls(dlsym(RTLD_DEFAULT, "realloc"), (void *)realloc_impl, false) &&
+	    next_free() == (free_fn)__libc_free && next_realloc() == (realloc_fn)__libc_realloc;
 }
 #endif

@@ -401,8 +401,20 @@ static int forks(int n)
 	return failed;
 }
 
+#ifdef WORKLOAD_NOPIE
+/* Built without PIE, the program takes free's and realloc's addresses in
+ * its code, as Node.js's builds do: the linker then makes the program's own
+ * PLT entries their addresses, which dlsym() returns for every object. */
+static void (*volatile own_free)(void *);
+static void *(*volatile own_realloc)(void *, size_t);
+#endif
+
 int main(int argc, char **argv)
 {
+#ifdef WORKLOAD_NOPIE
+	own_free = free;
+	own_realloc = realloc;
+#endif
 	if (argc >= 4 && !strcmp(argv[1], "fill"))
 		return fill(strtoul(argv[2], NULL, 10), atoi(argv[3]), argc > 4 ? argv[4] : NULL);
 	if (argc >= 4 && !strcmp(argv[1], "fork")) {
