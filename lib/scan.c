@@ -535,6 +535,17 @@ static bool page_visit(struct samepage *sp, struct region *r, size_t i, uint64_t
 		}
 		return false;
 	}
+	if (m->flags & PM_KEEP) {
+		/* Kept out: in no tree and without an rmap item, so that
+		 * pages_volatile (items neither merged nor in the unstable
+		 * tree) does not call it a page that changes too fast. */
+		if (m->flags & PM_ITEM) {
+			remove_rmap_item_from_tree(sp, id);
+			m->flags &= (uint8_t)~PM_ITEM;
+			sp->c.rmap_items--;
+		}
+		return true;
+	}
 	if (!(m->flags & PM_ITEM)) {
 		m->flags |= PM_ITEM;
 		m->checksum = 0;
