@@ -527,15 +527,13 @@ static enum severity kept_out(const struct facts *f, struct finding *out)
 	    "none needed: merging these pages could lose the program's writes or break what it "
 	    "asked of them (samepage(3), merge-any); the kernel's KSM would merge them. Memory the "
 	    "program marks MADV_MERGEABLE itself merges wherever it is%s",
-	    m > 0
-		? ". Most of malloc's is its heap: run the program with "
-		  "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 (ksmctl --user run -- env "
-		  "GLIBC_TUNABLES=... PROGRAM) and glibc maps every block of 128 KiB or more by "
-		  "itself, which merges (without it, the threshold rises to the largest block "
-		  "freed, "
-		  "up to 32 MiB, and such blocks go to the heap); blocks allocated and freed often "
-		  "then cost a system call each"
-		: "");
+	    m > 0 ? ". For malloc's heap, run the program with "
+		    "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 (ksmctl --user run -- env "
+		    "GLIBC_TUNABLES=... PROGRAM) and glibc maps every block of 128 KiB or more by "
+		    "itself, which merges (without it, the threshold rises to the largest block "
+		    "freed, up to 32 MiB, and such blocks go to the heap); blocks allocated and "
+		    "freed often then cost a system call each"
+		  : "");
 	return INFO;
 }
 
