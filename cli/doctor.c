@@ -423,7 +423,7 @@ static enum severity slow_scan(const struct facts *f, struct finding *out)
 		return NONE;
 	SAY(summary, "a full scan takes a long time: merging is slow");
 	SAY(evidence, "%lld tracked pages at %.0f pages/s: about %.0f s per full scan",
-	    f->d.rmap_items, f->d.scan_rate, f->d.full_scan_seconds);
+	    f->d.scan_pages, f->d.scan_rate, f->d.full_scan_seconds);
 	SAY(fix,
 	    "raise pages_to_scan or lower sleep_millisecs, or let %s tune it: "
 	    "%s set advisor_mode=scan-time",

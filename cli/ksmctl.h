@@ -91,7 +91,9 @@ struct ksm_derived {
 	double ksmd_cpu_seconds;       /* ksmd's CPU time so far */
 	double ksmd_cpu_percent;       /* average over ksmd's life */
 	double scan_rate;	       /* pages per second at most: pages_to_scan per sleep */
-	double full_scan_seconds;      /* rmap_items / scan_rate, or the advisor's target */
+	long long scan_pages;	       /* what a full scan visits: rmap_items, and the pages
+					* samepaged's clients keep out (pages_kept_*) */
+	double full_scan_seconds;      /* scan_pages / scan_rate, or the advisor's target */
 };
 void ksm_derive(struct ksm_derived *d);
 

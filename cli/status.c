@@ -61,6 +61,11 @@ void ksm_derive(struct ksm_derived *d)
 	d->zero_pages = knob_or("ksm_zero_pages", 0);
 	d->rmap_items =
 	    sat_add(sat_add(d->shared, d->sharing), sat_add(d->unshared, d->volatile_pages));
+	/* samepaged's clients visit the pages they keep out too (counted,
+	 * never merged, no rmap item): a full scan's time covers them. */
+	d->scan_pages = sat_add(d->rmap_items, sat_add(knob_or("pages_kept_malloc", 0),
+						       sat_add(knob_or("pages_kept_wipeonfork", 0),
+							       knob_or("pages_kept_uffd", 0))));
 	d->has_profit = knob_number("general_profit", &d->general_profit) == 0;
 	if (!d->has_profit)
 		d->general_profit = -1;
@@ -84,8 +89,8 @@ void ksm_derive(struct ksm_derived *d)
 	if (knob_or("advisor_mode", 0) == 1)
 		d->full_scan_seconds = (double)knob_or("advisor_target_scan_time", -1);
 	else
-		d->full_scan_seconds = d->rmap_items && isfinite(d->scan_rate)
-					   ? (double)d->rmap_items / d->scan_rate
+		d->full_scan_seconds = d->scan_pages && isfinite(d->scan_rate)
+					   ? (double)d->scan_pages / d->scan_rate
 					   : NAN;
 }
 
@@ -269,13 +274,13 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 	if (knob_or("advisor_mode", 0) == 1)
 		text_line("full scan", "%.0f s targeted by the scan-time advisor",
 			  d->full_scan_seconds);
-	else if (!d->rmap_items)
+	else if (!d->scan_pages)
 		text_line("full scan", "no pages tracked yet");
 	else if (isnan(d->full_scan_seconds))
-		text_line("full scan", "%lld tracked pages, as fast as ksmd can go", d->rmap_items);
+		text_line("full scan", "%lld tracked pages, as fast as ksmd can go", d->scan_pages);
 	else
 		text_line("full scan", "%.1f s at least for %lld tracked pages",
-			  d->full_scan_seconds, d->rmap_items);
+			  d->full_scan_seconds, d->scan_pages);
 	for (int s = 0; s < 3; s++) {
 		if (s == 2 && !has_extras())
 			break;

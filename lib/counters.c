@@ -86,6 +86,9 @@ bool counter_value(const struct ksm_counts *in, int idx, long long *out)
 	case KNOB_pool_pages: v = (long long)c->pool_pages; break;
 	case KNOB_pool_pages_reclaimed: v = (long long)c->reclaimed; break;
 	case KNOB_pool_pages_refused: v = (long long)c->refused; break;
+	case KNOB_pages_kept_wipeonfork: v = (long long)c->kept_wipeonfork; break;
+	case KNOB_pages_kept_malloc: v = (long long)c->kept_malloc; break;
+	case KNOB_pages_kept_uffd: v = (long long)c->kept_uffd; break;
 	default:
 		if (!c->process)
 			return false; /* one process's only, or a tunable */
@@ -104,9 +107,6 @@ bool counter_value(const struct ksm_counts *in, int idx, long long *out)
 		case KNOB_merge_window_waits: v = (long long)c->window_waits; break;
 		case KNOB_merge_window: v = (long long)c->window_kind; break;
 		case KNOB_merges_skipped_io: v = (long long)c->skipped_io; break;
-		case KNOB_pages_kept_wipeonfork: v = (long long)c->kept_wipeonfork; break;
-		case KNOB_pages_kept_malloc: v = (long long)c->kept_malloc; break;
-		case KNOB_pages_kept_uffd: v = (long long)c->kept_uffd; break;
 		default: return false; /* a tunable */
 		}
 	}

@@ -377,6 +377,28 @@ e2e()
 		done
 		[ -n "$kept" ] && echo "ok: doctor reports malloc's pages kept out, and the tunable that maps blocks by themselves" ||
 			fail "doctor never reported 2048 pages of malloc kept out: $(cat "$tmp/out")"
+		# status sums them over the clients, and Prometheus exports them.
+		"$ksmctl" --user --socket "$sock" status --json >"$tmp/out" 2>"$tmp/err"
+		# (and a full scan's time counts them, which the scanner visits:
+		# asked at a bounded rate, sleep_millisecs 50, put back after)
+		local old_sleep
+		old_sleep=$("$ksmctl" --user --socket "$sock" status --json |
+			python3 -c 'import json, sys; print(json.load(sys.stdin)["files"]["sleep_millisecs"])')
+		"$ksmctl" --user --socket "$sock" set sleep_millisecs=50 >/dev/null
+		"$ksmctl" --user --socket "$sock" status --json >"$tmp/out" 2>"$tmp/err"
+		"$ksmctl" --user --socket "$sock" set "sleep_millisecs=$old_sleep" >/dev/null
+		python3 -c 'import json, sys
+d = json.load(open(sys.argv[1])); f, g = d["files"], d["derived"]
+items = f["pages_shared"] + f["pages_sharing"] + f["pages_unshared"] + f["pages_volatile"]
+sys.exit(0 if f["pages_kept_malloc"] >= 2048 and
+         g["full_scan_seconds"] * g["scan_rate_pages_per_second"] >= items + f["pages_kept_malloc"] - 1
+         else 1)' "$tmp/out" &&
+			echo "ok: status sums pages_kept_malloc over the clients, a full scan's time counts them" ||
+			fail "status --json: no pages_kept_malloc of 2048 or more, or a full scan that leaves them out: $(cat "$tmp/out" "$tmp/err")"
+		"$ksmctl" --user --socket "$sock" status --prometheus >"$tmp/out" 2>"$tmp/err"
+		grep -Eq '^samepaged_pages_kept_malloc ([2-9][0-9]{3}|[0-9]{5,})$' "$tmp/out" &&
+			echo "ok: status --prometheus exports pages_kept_malloc" ||
+			fail "status --prometheus: no samepaged_pages_kept_malloc of 2048 or more: $(grep kept "$tmp/out")"
 		kill "$mallocer"
 		wait "$mallocer" 2>/dev/null
 	else
