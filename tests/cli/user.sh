@@ -377,10 +377,9 @@ e2e()
 		done
 		[ -n "$kept" ] && echo "ok: doctor reports malloc's pages kept out, and the tunable that maps blocks by themselves" ||
 			fail "doctor never reported 2048 pages of malloc kept out: $(cat "$tmp/out")"
-		# status sums them over the clients, and Prometheus exports them.
-		"$ksmctl" --user --socket "$sock" status --json >"$tmp/out" 2>"$tmp/err"
-		# (and a full scan's time counts them, which the scanner visits:
-		# asked at a bounded rate, sleep_millisecs 50, put back after)
+		# status sums them over the clients, Prometheus exports them, and a
+		# full scan's time counts them, which the scanners visit (asked
+		# at a bounded rate: sleep_millisecs 50, put back after).
 		local old_sleep
 		old_sleep=$("$ksmctl" --user --socket "$sock" status --json |
 			python3 -c 'import json, sys; print(json.load(sys.stdin)["files"]["sleep_millisecs"])')
