@@ -157,8 +157,9 @@ void engine_leave(struct samepage *sp)
 	as_unlock();
 }
 
-/* Forgets what the application unmapped and rereads the maps if anything
- * changed.  Called inside engine_enter(). */
+/* Catches up with what the application unmapped or protected anew
+ * (regions_catch_up(): the maps are read only where that needs them).
+ * Called inside engine_enter(). */
 void engine_sync(struct samepage *sp)
 {
 	if (!atomic_load(&sp->changed) && !sp->maps_dirty)
