@@ -47,14 +47,21 @@ tmp=$(mktemp -d /dev/shm/samepage-runtimes.XXXXXX)
 chmod 700 "$tmp"
 daemon=
 saved_knobs=
+# The kernel's knobs as they were before the kernel configuration: every
+# page unmerged first (run=2), then the old values.
+restore_knobs() {
+	[ -n "$saved_knobs" ] || return 0
+	local r p s
+	read -r r p s <<<"$saved_knobs"
+	echo 2 >$ksm/run
+	echo "$p" >$ksm/pages_to_scan
+	echo "$s" >$ksm/sleep_millisecs
+	echo "$r" >$ksm/run
+	saved_knobs=
+}
 cleanup() {
 	[ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-	if [ -n "$saved_knobs" ]; then
-		read -r r p s <<<"$saved_knobs"
-		echo "$p" >$ksm/pages_to_scan
-		echo "$s" >$ksm/sleep_millisecs
-		echo "$r" >$ksm/run
-	fi
+	restore_knobs
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -135,12 +142,7 @@ for c in $configs; do
 		echo $sleep_ms >$ksm/sleep_millisecs
 		echo 1 >$ksm/run
 		run_config kernel "$@" || status=1
-		read -r r p s <<<"$saved_knobs"
-		echo 2 >$ksm/run
-		echo "$p" >$ksm/pages_to_scan
-		echo "$s" >$ksm/sleep_millisecs
-		echo "$r" >$ksm/run
-		saved_knobs=
+		restore_knobs
 		flock -u 9
 		;;
 	samepaged*)
