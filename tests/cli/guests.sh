@@ -60,6 +60,13 @@ live()
 	got=
 	for _ in $(seq 100); do grep -q ready "$tmp/ready" && break; sleep 0.1; done
 	if grep -q ready "$tmp/ready"; then
+		# Under --user, a client of samepaged once it has said HELLO,
+		# which may come after "ready": doctor sees it from then on.
+		for _ in $(seq 100); do
+			[ $# -gt 0 ] || break
+			"$ksmctl" "$@" top 2>/dev/null | grep -qw "$live_pid" && break
+			sleep 0.1
+		done
 		"$ksmctl" "$@" doctor --json >"$tmp/live.json"
 		got=$(python3 -c '
 import json, sys
