@@ -259,6 +259,8 @@ void debug_pause(const char *point);
 
 /* region.c */
 extern _Atomic unsigned long regions_added;
+void regions_note_merge(struct samepage *sp);
+bool regions_merged_by_another(const struct samepage *sp);
 int regions_refresh(struct samepage *sp);
 void regions_count_maps(struct samepage *sp);
 bool regions_range_current(struct samepage *sp, uintptr_t a, uintptr_t e, int prot, bool poolmap);

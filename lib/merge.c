@@ -136,6 +136,11 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 	int slot = regions_range_current(sp, start, end, prot, poolmap)
 		       ? window_open(start, end, prot)
 		       : -EAGAIN;
+	/* Another engine merged since the maps were read, and the kernel
+	 * cannot be asked what is mapped here (no PROCMAP_QUERY): these pages
+	 * may be a private mapping of its pool, where MADV_DONTNEED would
+	 * bring its page back. */
+	bool unsure = zero && !poolmap && regions_merged_by_another(sp) && !prim_map_at_works();
 
 	if (slot < 0) {
 		for (size_t i = 0; i < n; i++)
@@ -156,8 +161,8 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 		uintptr_t a = q[i].addr, e = q[j - 1].addr + PAGE_SIZE;
 		int err = -1;
 		void *m;
-		if (ok[i] && zero && (poolmap || locked_any(a, e))) {
-			/* All zeros, but a private copy inside a mapping of the
+		if (ok[i] && zero && (poolmap || unsure || locked_any(a, e))) {
+			/* All zeros, but a private copy inside a mapping of a
 			 * pool (a discard would bring the pool page back), or
 			 * locked memory (MADV_DONTNEED refuses it): a new
 			 * anonymous mapping, locked on fault, reads zeros (the
@@ -168,6 +173,7 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 				guard_arm(a, e);
 				promise_apply_onfault(a, e); /* locked: the zero page */
 				sp->c.map_count += 2;
+				regions_note_merge(sp);
 			}
 		} else if (ok[i] && zero) {
 			/* The page is all zeros: drop it; reads map the zero page. */
@@ -196,6 +202,7 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 					prim_madvise((void *)a, e - a, MADV_POPULATE_READ);
 				sp->c.map_count += 2;
 				sp->c.pool_maps++;
+				regions_note_merge(sp);
 			}
 		}
 		if (err) {

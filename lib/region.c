@@ -28,7 +28,31 @@
 struct maps {
 	struct map_entry *e;
 	size_t n, cap;
+	unsigned long merges; /* merges_mapped before they were read */
 };
+
+/*
+ * Bumped by every merge that mapped something over the application's pages
+ * (a pool's pages, or fresh anonymous memory for zeros), by any engine of
+ * the process.  Two engines may have regions over the same pages (merge-any
+ * registers every private mapping, another engine's ranges too): a page
+ * one engine's maps call anonymous may since be a private mapping of the
+ * other's pool, where MADV_DONTNEED, which drops a page of zeros, brings
+ * the pool's page back instead of zeros (RELIABILITY.md 67).  An engine
+ * whose count (maps_merges) is behind trusts its maps no more.
+ */
+static _Atomic unsigned long merges_mapped;
+
+void regions_note_merge(struct samepage *sp)
+{
+	atomic_fetch_add(&merges_mapped, 1);
+	sp->maps_merges++;
+}
+
+bool regions_merged_by_another(const struct samepage *sp)
+{
+	return atomic_load(&merges_mapped) != sp->maps_merges;
+}
 
 static int maps_collect(const struct map_entry *e, void *arg)
 {
@@ -49,6 +73,7 @@ static int maps_read(struct samepage *sp, struct maps *m)
 {
 	memset(m, 0, sizeof(*m));
 	sp->maps_reads++;
+	m->merges = atomic_load(&merges_mapped);
 	int err = prim_maps_walk(0, maps_collect, m);
 	if (err) {
 		lib_free(m->e);
@@ -103,14 +128,15 @@ void regions_count_maps(struct samepage *sp)
  * mappings of protection prot, anonymous (poolmap: of our pool)?  A raw
  * system call the wrappers do not see may have changed it since, and a
  * merge maps what the regions say.  Maps read under MAPS_REREAD_NS ago
- * are taken as they are; older ones, each mapping of the range is asked
- * for (PROCMAP_QUERY), and a difference has the next batch read them
- * again (engine_sync).  Without PROCMAP_QUERY the maps are never older
- * than that at a full scan's start (scan.c), and the range is taken.
+ * are taken as they are, unless another engine merged since; older ones,
+ * each mapping of the range is asked for (PROCMAP_QUERY), and a difference
+ * has the next batch read them again (engine_sync).  Without PROCMAP_QUERY
+ * the maps are never older than that at a full scan's start (scan.c), and
+ * the range is taken (the caller minds another engine's merges).
  */
 bool regions_range_current(struct samepage *sp, uintptr_t a, uintptr_t e, int prot, bool poolmap)
 {
-	if (prim_now_ns() - sp->maps_read_ns < MAPS_REREAD_NS)
+	if (prim_now_ns() - sp->maps_read_ns < MAPS_REREAD_NS && !regions_merged_by_another(sp))
 		return true;
 	for (uintptr_t at = a; at < e;) {
 		struct map_entry m;
@@ -264,6 +290,7 @@ static void region_sync(struct samepage *sp, struct region *r, const struct maps
 static void regions_refresh_from(struct samepage *sp, const struct maps *m)
 {
 	sp->maps_read_ns = prim_now_ns();
+	sp->maps_merges = m->merges;
 	sp->c.map_count = m->n;
 	sp->c.max_map_count = (uint64_t)prim_max_map_count();
 	sp->c.pool_maps = 0;

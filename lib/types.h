@@ -332,10 +332,13 @@ struct samepage {
 	size_t npins;
 	bool maps_dirty;       /* protections or mappings changed: reread /proc/self/maps */
 	uint64_t maps_read_ns; /* when regions_refresh() last read them */
-	uint64_t maps_reads;   /* how often (tests) */
-	bool merge_any;	       /* every private anonymous mapping is mergeable (mergeany.c) */
-	_Atomic bool any_new;  /* merge-any: the application mapped anonymous memory */
-	uint64_t any_read_ns;  /* merge-any: when the maps were last read for new mappings */
+	/* merges_mapped when they were read, plus this engine's own merges
+	 * since: less than merges_mapped, another engine merged (region.c) */
+	unsigned long maps_merges;
+	uint64_t maps_reads;  /* how often (tests) */
+	bool merge_any;	      /* every private anonymous mapping is mergeable (mergeany.c) */
+	_Atomic bool any_new; /* merge-any: the application mapped anonymous memory */
+	uint64_t any_read_ns; /* merge-any: when the maps were last read for new mappings */
 	/* What the regions span, for the wrappers (read without sp->lock):
 	 * an unmap or mprotect outside it is none of this engine's business. */
 	_Atomic uintptr_t span_lo, span_hi;
