@@ -316,7 +316,9 @@ int engine_discard_locked(struct samepage *sp, uintptr_t start, size_t len, bool
 	struct pooled pl = {0};
 	if (err < 0) /* the caller gives up its call: those pages stay merged */
 		pooled_read(sp, start, start + len, &pl);
-	for (size_t ri = 0; ri < sp->nregions && err >= 0; ri++) {
+	/* (err 1: some pages were unshared in place, private copies still in
+	 * a mapping of the pool, which a discard must make anonymous first) */
+	for (size_t ri = 0; ri < sp->nregions && err == 0; ri++) {
 		struct region *r = &sp->regions[ri];
 		if (start <= r->start && start + len >= region_addr(r, r->npages))
 			r->merged = false; /* all of it is anonymous again */

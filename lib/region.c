@@ -266,6 +266,18 @@ static void region_sync(struct samepage *sp, struct region *r, const struct maps
 		covered = t;
 		if (!ok)
 			continue;
+		/* A private mapping of the pool that this engine did not make
+		 * here (a domain's pool mapped by an engine of this process
+		 * before, since closed; a parent's, in a forked child that
+		 * connected again): MADV_DONTNEED there would read the pool
+		 * page back, so its pages are marked as the merges mark theirs
+		 * (RELIABILITY.md 67).  Anonymous mappings' pages are not
+		 * touched: a sparse range's metadata stays unwritten. */
+		if (is_pool_map(sp, e)) {
+			for (uintptr_t a = s; a < t; a += PAGE_SIZE)
+				r->meta[(a - r->start) >> PAGE_SHIFT].flags |= PM_POOLMAP;
+			r->merged = true; /* a discard must make them anonymous first */
+		}
 		if (ns && spans[ns - 1].end == s && spans[ns - 1].prot == e->prot) {
 			spans[ns - 1].end = t;
 			continue;
@@ -396,7 +408,7 @@ static int mark_mergeable(struct samepage *sp, uintptr_t s, uintptr_t t)
 			for (; s < stop; s += PAGE_SIZE) {
 				struct page_meta *m = &hit->meta[(s - hit->start) >> PAGE_SHIFT];
 				if (m->flags & PM_OFF) {
-					m->flags = 0;
+					m->flags &= PM_POOLMAP; /* (it may still be) */
 					hit->mergeable_pages++;
 				}
 			}

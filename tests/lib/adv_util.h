@@ -51,6 +51,34 @@ static inline samepage_t *adv_merged(char **out, size_t n, int val)
 	return sp;
 }
 
+/* Waits until sp has made n more full scans, or tracks no page any more
+ * (its scanner then waits for a region, and counts no full scan). */
+static inline void adv_scans_or_untracked(samepage_t *sp, long long n)
+{
+	long long start = rd(sp, "full_scans");
+	for (int i = 0; i < 120000 && rd(sp, "full_scans") < start + n; i++) {
+		if (rd(sp, "pages_tracked") == 0)
+			return;
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	REQUIRE(rd(sp, "full_scans") >= start + n);
+}
+
+#ifdef SAMEPAGE_INTERNAL_H
+/* Makes sp take the maps it read last as current (read under
+ * MAPS_REREAD_NS ago) at its next merges, as they are for a second after
+ * each read: a test's interleaving then needs no luck with time.  Only
+ * while sp's scanner waits (run=0): samepage_write(run) orders it. */
+static inline void adv_maps_fresh(samepage_t *sp)
+{
+	struct timespec t; /* prim_now_ns()'s clock */
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	sp->maps_read_ns = (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+#endif
+
 /* Forks a child that runs as user nobody (65534, no groups), its
  * /proc/self files its own again: 0 in the child, its pid in the parent.
  * A test that needs it is skipped when not run as root. */
