@@ -23,12 +23,19 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* A samepaged client: the knobs are the daemon's, written by every client
+ * (so a read-back may see another client's write), and a write fails with
+ * ENOTCONN while the daemon is down or when it dies during the request
+ * (any other error is a failure). */
+static bool daemon_engine;
+
 static void api_refused(const char *what, const char *name, const char *value, int err,
 			int expected)
 {
 	atomic_fetch_add(&stats->api_errors, 1);
-	note("%s: samepage_write(%s, %s) returned %d (%s), expected %d", what, name, value, err,
-	     err ? samepage_strerror(err) : "success", expected);
+	note("%s: samepage_write(%s, %s) returned %d (%s), expected %d (%s engine)", what, name,
+	     value, err, err ? samepage_strerror(err) : "success", expected,
+	     daemon_engine ? "a samepaged client's" : "the engine process's");
 }
 
 static void peak(_Atomic uint64_t *max, long long v)
@@ -37,12 +44,6 @@ static void peak(_Atomic uint64_t *max, long long v)
 	while (v > 0 && (uint64_t)v > cur && !atomic_compare_exchange_weak(max, &cur, (uint64_t)v))
 		;
 }
-
-/* A samepaged client: the knobs are the daemon's, written by every client
- * (so a read-back may see another client's write), and a write fails with
- * ENOTCONN while the daemon is down or when it dies during the request
- * (any other error is a failure). */
-static bool daemon_engine;
 
 /* Writes a knob and checks the answer; 0 or the error. */
 static int knob_write(samepage_t *sp, const char *what, const char *name, const char *value,
