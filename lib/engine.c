@@ -295,6 +295,10 @@ int samepage_free(samepage_t *sp, void *addr, size_t len)
 	err = prim_munmap(addr, len);
 	if (!err) {
 		regions_forget(sp, (uintptr_t)addr, len);
+		/* The other engines too, as the munmap() wrapper tells them:
+		 * merge-any registers this memory in every engine that merges
+		 * any, whose merged and zero pages here are gone now. */
+		engine_note_unmap((uintptr_t)addr, len);
 		promise_set((uintptr_t)addr, (uintptr_t)addr + len, 0, false);
 	}
 	engine_leave(sp);

@@ -483,6 +483,53 @@ void test_zero_drop_in_another_engines_merge_no_query(void)
 	zero_drop_in_another_engines_merge(false);
 }
 
+/* samepage_free() unmaps an engine's memory; merge-any registers it in
+ * every other engine that merges any, which must forget it too, as the
+ * munmap() wrapper makes them: `any` dropped own's zero pages (its
+ * zero pages, use_zero_pages 1), own freed them, and any's run=2 then
+ * touched pages that were gone (-EIO, run left at 0: the soak's one API
+ * error of the twenty-eighth session).  With memory mapped at the same
+ * address since (`reuse`), the unmerge must leave its contents alone. */
+void test_free_forgotten_by_other_engines(void)
+{
+	const size_t n = 64;
+	for (int reuse = 0; reuse < 2; reuse++) {
+		samepage_t *any = open_fast(), *own = open_fast();
+		char *p;
+		REQUIRE(samepage_alloc(own, n * PG, (void **)&p) == 0);
+		memset(p, 0, n * PG); /* present, all zeros */
+		wr(any, "use_zero_pages", "1");
+		REQUIRE(samepage_merge_any(any, 1) == 0);
+		wr(any, "run", "1"); /* own stays at run 0: only any merges */
+		for (int k = 0; k < 50 && rd(any, "ksm_zero_pages") < (long long)n; k++)
+			REQUIRE(wait_scans(any, 1) == 0);
+		REQUIRE(rd(any, "ksm_zero_pages") >= (long long)n);
+		wr(any, "run", "0"); /* its scanner must not see the unmap first */
+		REQUIRE(samepage_free(own, p, n * PG) == 0);
+		if (reuse) {
+			char *q = mmap(p, n * PG, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+			REQUIRE(q == p);
+			memset(p, 'r', n * PG);
+		}
+		int err = samepage_write(any, "run", "2");
+		printf("reuse %d: run=2 returned %d (%s), run reads %lld\n", reuse, err,
+		       err ? strerror(-err) : "ok", rd(any, "run"));
+		CHECK_EQ_INT(err, 0);
+		CHECK_EQ_INT(rd(any, "run"), 2);
+		if (reuse) {
+			size_t bad = 0;
+			for (size_t i = 0; i < n * PG; i++)
+				bad += p[i] != 'r';
+			CHECK_EQ_U64(bad, 0);
+			munmap(p, n * PG);
+		}
+		REQUIRE(samepage_merge_any(any, 0) == 0);
+		samepage_close(own);
+		samepage_close(any);
+	}
+}
+
 void test_mremap_after_close(void)
 {
 	const size_t n = 64;
