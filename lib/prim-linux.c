@@ -838,6 +838,20 @@ static const char *maps_number(const char *s, unsigned base, char end, unsigned 
 	return *p ? p + 1 : p;
 }
 
+/* Is the mapping named s (after the inode's spaces) one of the kernel's
+ * own ([vdso], [vvar], [vvar_vclock], [vsyscall], [uprobes]: VM_SPECIAL,
+ * which its KSM leaves alone: some of their pages fault when read, the
+ * others are the kernel's, and a merge would map the pool over the clock
+ * the vDSO reads)?  Anonymous memory's names are [heap], [stack] and
+ * [anon:NAME] (PR_SET_VMA_ANON_NAME). */
+static bool kernel_mapping_name(const char *s)
+{
+	while (*s == ' ')
+		s++;
+	return *s == '[' && strncmp(s, "[heap]", 6) && strncmp(s, "[stack", 6) &&
+	       strncmp(s, "[anon:", 6);
+}
+
 /* "start-end perms offset maj:min inode [path]", parsed by hand: a full
  * scan rereads the maps, hundreds of thousands of lines once merges have
  * split them, and sscanf(3) was a sixth of a scanner's time there (8
@@ -867,7 +881,7 @@ static bool parse_maps_line(const char *line, struct map_entry *e)
 	    .pgoff = off,
 	    .dev = makedev((unsigned)maj, (unsigned)min),
 	    .ino = (ino_t)inode,
-	    .anon = inode == 0,
+	    .anon = inode == 0 && !kernel_mapping_name(s),
 	};
 	return true;
 }

@@ -144,7 +144,10 @@ struct map_entry {
 	unsigned long long pgoff; /* in bytes */
 	dev_t dev;
 	ino_t ino;
-	bool anon; /* no file: anonymous, [heap], [stack] */
+	/* No file: anonymous, [heap], [stack], [anon:NAME]; from the maps,
+	 * not the kernel's own mappings ([vdso], [vvar], ...), which no
+	 * region holds (PROCMAP_QUERY says no name: anon there too). */
+	bool anon;
 };
 /* Calls fn for each line of /proc/PID/maps (pid 0: this process) until it
  * returns non-zero, which is returned.  Allocates nothing. */

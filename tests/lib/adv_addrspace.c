@@ -530,6 +530,39 @@ void test_free_forgotten_by_other_engines(void)
 	}
 }
 
+/* The kernel's own mappings ([vdso], [vvar], [vvar_vclock]: VM_SPECIAL)
+ * have no file, as anonymous memory: MADV_MERGEABLE there succeeds and
+ * changes nothing for the kernel's KSM, and merge-any leaves them out;
+ * registered, their pages were scanned (some fault when read) and a merge
+ * would map the pool over what the vDSO reads.  Each must register no
+ * page.  ([vsyscall] is above the address space: left out.) */
+void test_kernel_mappings_not_registered(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	REQUIRE(f != NULL);
+	char line[512];
+	int seen = 0;
+	samepage_t *sp = open_fast();
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long s, e;
+		char name[64] = "";
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %63s", &s, &e, name) < 2 ||
+		    name[0] != '[' || !strcmp(name, "[heap]") || !strncmp(name, "[stack", 6) ||
+		    !strncmp(name, "[anon:", 6) || e > (1UL << 47))
+			continue;
+		seen++;
+		int err = samepage_madvise(sp, (void *)s, e - s, SAMEPAGE_MERGEABLE);
+		long long tracked = rd(sp, "pages_tracked");
+		printf("%s: %lu pages, madvise %d, pages_tracked %lld\n", name, (e - s) / PG, err,
+		       tracked);
+		CHECK_EQ_INT(err, 0);
+		CHECK_EQ_INT(tracked, 0);
+	}
+	fclose(f);
+	CHECK(seen > 0);
+	samepage_close(sp);
+}
+
 void test_mremap_after_close(void)
 {
 	const size_t n = 64;
