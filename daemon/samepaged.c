@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <linux/magic.h>
@@ -55,7 +56,7 @@ static struct {
 	bool pid_opened; /* pid_file opened (a regular file): removed on a failed start */
 	const char *config;
 	bool foreground, own_socket;
-	int listen_fd;
+	int listen_fd, lock_fd;
 	unsigned long long knob[64]; /* daemon-wide */
 	struct state st;
 	struct limits lim;
@@ -546,9 +547,56 @@ static int start_failed(bool made_dir)
 	if (g.pid_opened) /* a regular file it opened: no daemon's pid in it */
 		unlink(g.pid_file);
 	g.pid_opened = false;
-	if (made_dir)
+	if (made_dir) {
+		char lock[PATH_MAX + 8];
+		snprintf(lock, sizeof(lock), "%s/lock", g.st.dir);
+		unlink(lock);
 		rmdir(g.st.dir);
+	}
 	return 1;
+}
+
+/* One daemon a state directory: a second one would take the first one's
+ * domains, clear its guard marks and reap its clients as gone (their
+ * pages punched).  DIR/lock, locked for the daemon's life (the lock goes
+ * with the fork, and with the process), says whose it is.  false (logged)
+ * if another daemon holds it. */
+static bool state_dir_lock(void)
+{
+	char path[PATH_MAX + 8];
+	snprintf(path, sizeof(path), "%s/lock", g.st.dir);
+	g.lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (g.lock_fd < 0) {
+		logmsg("cannot open %s: %s (fix: move it away, or --state-dir DIR)", path,
+		       strerror(errno));
+		return false;
+	}
+	if (flock(g.lock_fd, LOCK_EX | LOCK_NB) == 0)
+		return true;
+	int err = errno;
+	char pid[16] = "";
+	ssize_t n = pread(g.lock_fd, pid, sizeof(pid) - 1, 0);
+	pid[n > 0 ? n : 0] = 0;
+	pid[strcspn(pid, "\n")] = 0;
+	if (err == EWOULDBLOCK)
+		logmsg("another samepaged%s%s%s uses the state directory %s (fix: stop it, or "
+		       "give this one --state-dir DIR of its own)",
+		       pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "", g.st.dir);
+	else
+		logmsg("cannot lock %s: %s (fix: --state-dir on a file system with flock)", path,
+		       strerror(err));
+	close(g.lock_fd);
+	g.lock_fd = -1;
+	return false;
+}
+
+/* The daemon's pid in DIR/lock, for the message of a second one. */
+static void state_dir_lock_owner(void)
+{
+	char pid[16];
+	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(g.lock_fd, 0) || pwrite(g.lock_fd, pid, (size_t)n, 0) != n)
+		logmsg("cannot write the pid in %s/lock: %s", g.st.dir, strerror(errno));
 }
 
 int main(int argc, char **argv)
@@ -621,6 +669,8 @@ int main(int argc, char **argv)
 		return start_failed(made_dir);
 	}
 	memcpy(g.st.dir, real, strlen(real) + 1); /* fits: checked above */
+	if (!state_dir_lock())
+		return start_failed(made_dir);
 	struct statfs sfs;
 	if (statfs(g.st.dir, &sfs) == 0 && sfs.f_type != TMPFS_MAGIC)
 		logmsg("warning: %s is not tmpfs: the pool would be a disk file's page cache, "
@@ -689,6 +739,7 @@ int main(int argc, char **argv)
 		logmsg("cannot write the pid file %s: %s", g.pid_file, strerror(errno));
 		return start_failed(made_dir);
 	}
+	state_dir_lock_owner();
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);

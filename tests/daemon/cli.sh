@@ -145,7 +145,18 @@ refused "--socket served by another samepaged" "another samepaged answers there"
 	--socket "$tmp/pg.sock" --state-dir "$tmp/second"
 [ ! -e "$tmp/second" ] && [ -S "$tmp/pg.sock" ] && ok ||
 	fail "a second samepaged on $tmp/pg.sock left its state directory, or took the socket"
+# A second samepaged on another socket and the same state directory would
+# take the first one's domains and reap its clients: refused, naming the
+# first one's pid, its socket not left; the first one goes on.
+refused "--state-dir used by another samepaged" "another samepaged (pid $pid) uses the state directory" \
+	--socket "$tmp/pg2.sock" --state-dir "$tmp/pgst"
+[ ! -e "$tmp/pg2.sock" ] && [ -S "$tmp/pg.sock" ] && kill -0 "$pid" 2>/dev/null && ok ||
+	fail "a second samepaged on $tmp/pgst left its socket, or the first one stopped"
 stop_daemon "$tmp/pg.sock"
+# Once the first one stopped, the directory is free again.
+timeout 5 "$bin" --socket "$tmp/pg3.sock" --state-dir "$tmp/pgst" >"$tmp/out" 2>"$tmp/err" &&
+	[ -S "$tmp/pg3.sock" ] && ok || fail "the state directory stayed locked after its daemon stopped: $(cat "$tmp/err")"
+stop_daemon "$tmp/pg3.sock"
 # With --allow-user, anyone may connect (0666) and SO_PEERCRED decides.
 timeout 5 "$bin" --socket "$tmp/pa.sock" --state-dir "$tmp/past" --allow-user 65534 \
 	>"$tmp/out" 2>"$tmp/err"
