@@ -249,8 +249,8 @@ int procfs_parse_map(char *line, struct procfs_map *m)
 	int pos = 0;
 
 	line[strcspn(line, "\n")] = '\0';
-	if (sscanf(line, "%llx-%llx %4s %llx %*s %lu %n", &m->start, &m->end, m->perms, &m->offset,
-		   &m->inode, &pos) < 5 ||
+	if (sscanf(line, "%llx-%llx %4s %llx %x:%x %lu %n", &m->start, &m->end, m->perms,
+		   &m->offset, &m->dev_major, &m->dev_minor, &m->inode, &pos) < 7 ||
 	    !pos)
 		return -EINVAL;
 	m->path = line + pos;

@@ -74,7 +74,8 @@ long long procfs_memcg_room(const char *path, const char *root);
 struct procfs_map {
 	unsigned long long start, end, offset;
 	unsigned long inode;
-	char perms[5];	  /* "rw-p" */
+	unsigned dev_major, dev_minor; /* the file's device ("00:1a") */
+	char perms[5];		       /* "rw-p" */
 	const char *path; /* "" for anonymous memory, "[heap]", a file; into the line */
 };
 /* Parses one line (its newline, if any, is cut): 0 or -EINVAL. */

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 bool logmsg_quiet;
@@ -952,15 +953,20 @@ const char *state_client_comm(const struct ledger *lg, char *buf, size_t len)
 
 struct pool_file {
 	const char *path;
+	dev_t dev;
 	ino_t ino;
 };
 
-/* A mapping of the pool file: its inode, and its path (maps names the
- * file, so an inode of another file system cannot match by chance). */
+/* A mapping of the pool file: its inode, on its device or under its path
+ * (the device alone misses a file of overlayfs, whose maps say the real
+ * file's; the path alone a state directory reached by another path, a
+ * bind mount: every live client then looked gone, its pages punched). */
 static int maps_pool(const struct procfs_map *m, void *arg)
 {
 	const struct pool_file *p = arg;
-	return m->inode == (unsigned long)p->ino && !strncmp(m->path, p->path, strlen(p->path));
+	return m->inode == (unsigned long)p->ino &&
+	       (makedev(m->dev_major, m->dev_minor) == p->dev ||
+		!strncmp(m->path, p->path, strlen(p->path)));
 }
 
 static bool may_map_pool(const struct state *s, const char *name, pid_t pid,
@@ -974,7 +980,7 @@ static bool may_map_pool(const struct state *s, const char *name, pid_t pid,
 	if (stat(path, &pool) < 0)
 		return false;
 	char maps[64];
-	struct pool_file want = {path, pool.st_ino};
+	struct pool_file want = {path, pool.st_dev, pool.st_ino};
 	procfs_path(maps, sizeof(maps), "/proc", (int)pid, "maps");
 	int found = procfs_maps(maps, maps_pool, &want);
 	return found != 0; /* unreadable (< 0): cannot tell, keep its pages */

@@ -24,7 +24,9 @@
  *    middle of closing a domain, or of making one: the next start frees
  *    what it left, and the domain's name works again;
  *  - under an address-space limit too small for a pool, a domain is
- *    refused with the fix in the log.
+ *    refused with the fix in the log;
+ *  - restarted with its state directory named by another path (a bind
+ *    mount), it still sees its live clients map the pool.
  *
  * Usage: test_robust PATH-TO-SAMEPAGED PATH-TO-DIE_AT_UNLINK.so
  */
@@ -32,6 +34,8 @@
 #include "daemon_util.h"
 
 #include <stddef.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -573,6 +577,90 @@ static void test_address_space_limit(void)
 #endif
 }
 
+/* ---- a restart that names the state directory by another path ---- */
+
+/* A bind mount of the state directory is the same directory by another
+ * path; the clients' maps name the pool by the path they opened it by.
+ * samepaged started again under the other path must still see that a
+ * client maps its pool (its device and inode), not reap it as gone:
+ * before, all 256 of the client's references were dropped and the domain
+ * closed while the client lived (a helper's probe, twenty-ninth session),
+ * which left it paused for good; with the domain held open, its pages
+ * were punched and read zeros.  In a mount namespace of the test's own. */
+static void test_restart_by_another_path(void)
+{
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) {
+		printf("SKIP restart_by_another_path: no mount namespace of its own (%s): "
+		       "needs CAP_SYS_ADMIN\n",
+		       strerror(errno));
+		return;
+	}
+	const size_t n = 256;
+	int go[2], ready[2];
+	REQUIRE(pipe(go) == 0 && pipe(ready) == 0);
+	daemon_set(&D, "pages_to_scan", "100000");
+	daemon_set(&D, "sleep_millisecs", "0");
+	daemon_set(&D, "run", "1");
+	pid_t c = fork();
+	REQUIRE(c >= 0);
+	if (c == 0) {
+		samepage_t *sp;
+		REQUIRE(samepage_connect(&sp, "bindpath") == 0);
+		char *p = map_pages(n);
+		for (size_t i = 0; i < n; i++)
+			memset(p + i * PG, 'a' + (int)(i % 8), PG);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		long long merged = 0;
+		for (int i = 0; i < 20000 && merged < (long long)n; i++) {
+			usleep(1000);
+			samepage_read_number(sp, "ksm_merging_pages", &merged);
+		}
+		REQUIRE(merged == (long long)n);
+		REQUIRE(write(ready[1], "r", 1) == 1);
+		char x;
+		REQUIRE(read(go[0], &x, 1) == 1);
+		/* Back in its domain, as after a restart with the same path. */
+		for (int i = 0; i < 100 && (sp->detached || sp->stale); i++)
+			usleep(100000);
+		size_t bad = 0;
+		for (size_t i = 0; i < n * PG; i++)
+			bad += p[i] != 'a' + (int)(i / PG % 8);
+		printf("client %d: detached %d, stale %d, %zu bytes wrong\n", (int)getpid(),
+		       (int)sp->detached, (int)sp->stale, bad);
+		fflush(stdout);
+		char ok = sp->detached || sp->stale || bad ? 'n' : 'y';
+		REQUIRE(write(ready[1], &ok, 1) == 1);
+		REQUIRE(read(go[0], &x, 1) == 1); /* alive while the log is read */
+		_exit(0);
+	}
+	char x;
+	REQUIRE(read(ready[0], &x, 1) == 1);
+	CHECK_EQ_INT(daemon_stop(&D, SIGKILL), SIGKILL);
+	char bind[264], state[300];
+	snprintf(bind, sizeof(bind), "%s.bind", D.dir);
+	REQUIRE(mkdir(bind, 0700) == 0);
+	REQUIRE(mount(D.dir, bind, NULL, MS_BIND, NULL) == 0);
+	memcpy(state, D.state, sizeof(state));
+	snprintf(D.state, sizeof(D.state), "%s/state", bind);
+	daemon_start(&D, NULL);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	REQUIRE(read(ready[0], &x, 1) == 1);
+	CHECK_EQ_INT(x, 'y'); /* merged again, its pages as written */
+	char gone[64];
+	snprintf(gone, sizeof(gone), "process %d gone", (int)c);
+	CHECK(!daemon_logged(&D, gone)); /* while it lived */
+	REQUIRE(write(go[1], "g", 1) == 1);
+	int st;
+	REQUIRE(waitpid(c, &st, 0) == c);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
+	umount2(bind, MNT_DETACH);
+	rmdir(bind);
+	memcpy(D.state, state, sizeof(state));
+	daemon_start(&D, NULL);
+	close(go[0]), close(go[1]), close(ready[0]), close(ready[1]);
+}
+
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 3);
@@ -590,6 +678,7 @@ int main(int argc, char **argv)
 	test_close_killed_midway(argv[2]);
 	test_index_never_initialised();
 	test_address_space_limit();
+	test_restart_by_another_path();
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("robust");
