@@ -98,6 +98,14 @@ static void samepaged_explain(const struct ksm_backend *be, int err, char *cause
 			 "start it with `samepaged` or `systemctl %sstart samepaged.socket`%s "
 			 "(with the state directory it had), or name its socket with --socket PATH",
 			 system ? "" : "--user ", system ? " (as root)" : "");
+	} else if (err == -ETIMEDOUT) {
+		snprintf(cause, clen,
+			 "samepaged at %s took the connection but answered nothing in 10 s: it is "
+			 "stopped (SIGSTOP, a debugger, a frozen cgroup) or stuck",
+			 sock);
+		snprintf(fix, flen,
+			 "look at it (`systemctl status samepaged`, its log, its state in `ps -o "
+			 "stat`); `kill -CONT PID` if it was stopped");
 	} else if (err == -EACCES || err == -EPERM) {
 		snprintf(cause, clen, "samepaged at %s refuses this user (%s)", sock,
 			 strerror(-err));

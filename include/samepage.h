@@ -93,9 +93,9 @@ SAMEPAGE_API int samepage_merge_any_get(samepage_t *sp);
  * -ENOENT: unknown name; -EACCES: read-only name; -EINVAL: bad value;
  * -ERANGE: max_page_sharing or merge_across_nodes past their type (as the
  * kernel); -EBUSY: the change needs every page unmerged first (run = 2);
- * -ENOTCONN: a samepage_connect() engine whose daemon is not running, or
- * died during the request (then the write may or may not have been
- * applied). */
+ * -ENOTCONN: a samepage_connect() engine whose daemon is not running,
+ * died during the request, or answered nothing in 10 s (stopped: SIGSTOP,
+ * a debugger); then the write may or may not have been applied. */
 SAMEPAGE_API int samepage_write(samepage_t *sp, const char *name, const char *value);
 
 /* Reads a knob or counter as the kernel prints it, without the newline.
@@ -160,7 +160,7 @@ SAMEPAGE_API int samepage_knob_parse(const char *name, const char *value, unsign
  * metadata; the others are this process's.  domain: 1 to 64 of [A-Za-z0-9._-], not starting with
  * '.'. The socket is $SAMEPAGE_SOCKET, else $XDG_RUNTIME_DIR/samepaged.sock, else
  * /run/samepaged.sock.  -ENOENT/-ECONNREFUSED: no daemon there; -ENOTCONN: the daemon died
- * during the call; -EACCES: the daemon is
+ * during the call, or answered nothing in 10 s (stopped); -EACCES: the daemon is
  * not run by this user or root (SO_PEERCRED), refused us, or handed over a file that is not
  * its own or that others may write; -EINVAL: bad domain name. If the daemon goes away, merged
  * memory stays valid; merging pauses and resumes when the daemon is back. */
@@ -171,7 +171,8 @@ SAMEPAGE_API int samepage_socket_path(char *buf, size_t len);
 
 /* One request of samepaged's control protocol ("GET", "GET name",
  * "SET name value", "CLIENTS"); reply gets the answer's text.  Returns 0,
- * the -errno of an "ERR" answer, or the -errno of the connection. */
+ * the -errno of an "ERR" answer, or the -errno of the connection
+ * (-ETIMEDOUT: no answer in 10 s, the daemon stopped or stuck). */
 SAMEPAGE_API int samepage_control(const char *socket_path, const char *request, char *reply,
 				  size_t len);
 

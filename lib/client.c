@@ -189,7 +189,7 @@ static void client_poll(struct samepage *sp)
 	    now - sp->stale_ns < 600000000000ULL)
 		return; /* the daemon that has other files: see below */
 	int conn, fds[HELLO_FDS];
-	if (control_hello(sp->socket_path, sp->domain_name, &conn, fds))
+	if (control_hello(sp->socket_path, sp->domain_name, RECONNECT_TIMEOUT_MS, &conn, fds))
 		return;
 	bool same =
 	    prim_file_id(fds[1], &dev, &ino) == 0 && dev == sp->pool.dev && ino == sp->pool.ino;
@@ -260,9 +260,11 @@ int samepage_connect(samepage_t **out, const char *domain)
 	err = samepage_socket_path(path, sizeof(path));
 	if (err)
 		return err;
-	err = control_hello(path, domain, &conn, fds);
-	if (err == -ECONNRESET || err == -EPIPE)
-		return -ENOTCONN; /* the daemon died during HELLO (as samepage_write) */
+	err = control_hello(path, domain, CONTROL_TIMEOUT_MS, &conn, fds);
+	/* The daemon died during HELLO, or answered nothing in time (as
+	 * samepage_write). */
+	if (err == -ECONNRESET || err == -EPIPE || err == -ETIMEDOUT)
+		return -ENOTCONN;
 	if (err)
 		return err;
 	struct ledger *lg = map_file(fds[2], LEDGER_SIZE, PROT_READ | PROT_WRITE);

@@ -62,8 +62,13 @@ static int file_trusted(int fd, uid_t peer)
 	return 0;
 }
 
-/* Connects to the daemon at path, if it is ours: this user's or root's. */
-static int dial(const char *path)
+/* Connects to the daemon at path, if it is ours: this user's or root's.
+ * A request waits timeout_ms at most for its answer (-ETIMEDOUT): a
+ * daemon stopped (SIGSTOP, a debugger, a frozen cgroup) still takes
+ * connections into its socket's backlog and answers nothing, and a
+ * caller waiting for ever would hold what it holds meanwhile (a client's
+ * scanner, its engine's lock). */
+static int dial(const char *path, unsigned timeout_ms)
 {
 	uid_t peer;
 	int fd = prim_unix_connect(path, &peer);
@@ -71,6 +76,8 @@ static int dial(const char *path)
 		prim_close(fd);
 		return -EACCES;
 	}
+	if (fd >= 0)
+		prim_sock_timeout(fd, timeout_ms);
 	return fd;
 }
 
@@ -84,12 +91,14 @@ static int exchange(int fd, const char *request, char *reply, size_t len, int *f
 	if (err) {
 		/* A daemon that refuses us says why, then closes: read that. */
 		if (err != -EPIPE && err != -ECONNRESET)
-			return err;
+			return err == -EAGAIN ? -ETIMEDOUT : err;
 		refused = true;
 		err = 0;
 	}
 	ssize_t n = prim_recv_fds(fd, reply, len - 1, refused, fds, nfds, &got);
-	if (n == -ECONNRESET) /* reported before the answer still queued */
+	if (n == -EAGAIN && !refused)
+		return -ETIMEDOUT; /* no answer in time: stopped, or stuck */
+	if (n == -ECONNRESET)	   /* reported before the answer still queued */
 		n = prim_recv_fds(fd, reply, len - 1, true, fds, nfds, &got);
 	if (n < 0)
 		return refused ? -EPIPE : n == -EAGAIN ? -ECONNRESET : (int)n;
@@ -130,7 +139,7 @@ int samepage_control(const char *socket_path, const char *request, char *reply, 
 			return err;
 		socket_path = path;
 	}
-	fd = dial(socket_path);
+	fd = dial(socket_path, CONTROL_TIMEOUT_MS);
 	if (fd < 0)
 		return fd;
 	err = exchange(fd, request, reply, len, NULL, 0);
@@ -148,10 +157,11 @@ int control_request(int fd, const char *request, char *reply, size_t len)
 /* HELLO: the connection, and the domain's index, pool (read-only), this
  * process's ledger and the domain's guard (read-only): fds[0..3], each
  * checked. */
-int control_hello(const char *socket_path, const char *domain, int *conn, int fds[HELLO_FDS])
+int control_hello(const char *socket_path, const char *domain, unsigned timeout_ms, int *conn,
+		  int fds[HELLO_FDS])
 {
 	char req[128], reply[256];
-	int fd = dial(socket_path);
+	int fd = dial(socket_path, timeout_ms);
 	if (fd < 0)
 		return fd;
 	snprintf(req, sizeof(req), "HELLO %s %d", domain, SHARED_LAYOUT);
@@ -166,6 +176,7 @@ int control_hello(const char *socket_path, const char *domain, int *conn, int fd
 			return -EPROTONOSUPPORT;
 		return got < 0 ? got : -EPROTO;
 	}
+	prim_sock_timeout(fd, 0); /* the client's connection: its PLACEs wait */
 	*conn = fd;
 	return 0;
 }

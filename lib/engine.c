@@ -587,10 +587,11 @@ static int daemon_write(struct samepage *sp, const char *name, const char *value
 	/* Strip the newline the kernel's parsing accepts: one line per field. */
 	req[strcspn(req, "\n")] = 0;
 	int err = samepage_control(sp->socket_path, req, reply, sizeof(reply));
-	/* The daemon is not running, or died during the request (the
-	 * connection ended with no answer: the write may or may not have
-	 * been applied). */
-	if (err == -ENOENT || err == -ECONNREFUSED || err == -ECONNRESET || err == -EPIPE)
+	/* The daemon is not running, died during the request or answered
+	 * nothing in time (stopped: the write may or may not have been
+	 * applied). */
+	if (err == -ENOENT || err == -ECONNREFUSED || err == -ECONNRESET || err == -EPIPE ||
+	    err == -ETIMEDOUT)
 		return -ENOTCONN;
 	return err;
 }

@@ -70,7 +70,12 @@ void counts_add_process(struct ksm_counts *sum, const struct ksm_counts *one);
 /* control.c */
 bool domain_name_ok(const char *name);
 #define HELLO_FDS 4 /* index, pool, ledger, guard */
-int control_hello(const char *socket_path, const char *domain, int *conn, int fds[HELLO_FDS]);
+/* How long a request to samepaged waits for its answer (-ETIMEDOUT), and
+ * a scanner's HELLO to a daemon that was away (asked again each second). */
+#define CONTROL_TIMEOUT_MS 10000
+#define RECONNECT_TIMEOUT_MS 1000
+int control_hello(const char *socket_path, const char *domain, unsigned timeout_ms, int *conn,
+		  int fds[HELLO_FDS]);
 int control_request(int fd, const char *request, char *reply, size_t len);
 
 /* alloc.c */

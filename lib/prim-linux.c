@@ -963,6 +963,15 @@ int prim_unix_connect(const char *path, uid_t *peer_uid)
 	return fd;
 }
 
+int prim_sock_timeout(int fd, unsigned ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)))
+		return -errno;
+	return 0;
+}
+
 int prim_send(int fd, const void *buf, size_t len, bool dontwait)
 {
 	ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | (dontwait ? MSG_DONTWAIT : 0));

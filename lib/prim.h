@@ -173,6 +173,8 @@ int prim_vmflags_walk(vmflags_fn fn, void *arg);
 int prim_unix_connect(const char *path, uid_t *peer_uid);
 int prim_unix_peer(int fd, uid_t *peer_uid); /* SO_PEERCRED */
 int prim_send(int fd, const void *buf, size_t len, bool dontwait);
+/* Sends and receives on fd wait ms at most (EAGAIN after), 0 for ever. */
+int prim_sock_timeout(int fd, unsigned ms);
 /* One packet into buf (returns its length) with up to nfds descriptors
  * (close-on-exec; extra ones are closed); *nfds_out says how many came. */
 ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, int nfds,

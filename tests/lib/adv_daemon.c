@@ -372,6 +372,30 @@ void test_daemon_dies_during_connect(void)
 	fake_daemon_end(t, lfd);
 }
 
+/* A daemon stopped (SIGSTOP, a debugger, a frozen cgroup) still takes
+ * connections into its socket's backlog and answers nothing: a knob
+ * write, a connect and a control request waited for ever (the test's
+ * hang guard), a client's scanner asking it again held its engine's lock
+ * meanwhile.  Each now ends after 10 s: -ENOTCONN (samepage.h: the daemon
+ * is not there), -ETIMEDOUT for samepage_control(); and all is as before
+ * once the daemon goes on. */
+void test_daemon_stopped_answers_nothing(void)
+{
+	daemon_up();
+	samepage_t *sp = connect_or_die("adv");
+	CHECK_EQ_INT(kill(D.pid, SIGSTOP), 0);
+	CHECK_EQ_INT(samepage_write(sp, "sleep_millisecs", "20"), -ENOTCONN);
+	samepage_t *other = NULL;
+	CHECK_EQ_INT(samepage_connect(&other, "adv"), -ENOTCONN);
+	CHECK(other == NULL);
+	char reply[256];
+	CHECK_EQ_INT(samepage_control(D.sock, "GET run", reply, sizeof(reply)), -ETIMEDOUT);
+	CHECK_EQ_INT(kill(D.pid, SIGCONT), 0);
+	CHECK_EQ_INT(samepage_write(sp, "sleep_millisecs", "20"), 0);
+	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), 20);
+	samepage_close(sp);
+}
+
 /*
  * Finding 13 (RELIABILITY.md): a client's ledger counts its mappings of
  * each pool page, and also its merges under way and its pins for forked
