@@ -620,7 +620,7 @@ static void test_restart_by_another_path(void)
 		char x;
 		REQUIRE(read(go[0], &x, 1) == 1);
 		/* Back in its domain, as after a restart with the same path. */
-		for (int i = 0; i < 100 && (sp->detached || sp->stale); i++)
+		for (int i = 0; i < 300 && (sp->detached || sp->stale); i++)
 			usleep(100000);
 		size_t bad = 0;
 		for (size_t i = 0; i < n * PG; i++)
