@@ -147,6 +147,7 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	pid_t parent = prim_getppid();
+	prim_fork_child();
 	fork_forking = false;
 	alloc_fork_unlock();
 	guard_fork_child(); /* its own userfaultfd, no reads in flight */

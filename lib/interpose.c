@@ -32,6 +32,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <linux/close_range.h>
 #include <linux/userfaultfd.h>
 #include <linux/vfio.h>
 #include <stdarg.h>
@@ -809,6 +810,74 @@ void *interpose_next(const char *name, void *_Atomic *cache, void *fallback)
 		f = fallback;
 	atomic_store(cache, f);
 	return f;
+}
+
+/* ---- the library's own descriptors ---- */
+
+/*
+ * A program that closes every descriptor it did not open (a daemon's
+ * start: a loop of close(), close_range(), closefrom()) closed the
+ * library's too, and the files it opened next took their numbers: the
+ * library then punched the holes of freed KSM pages in them, and read or
+ * wrote /proc/self's files through them (RELIABILITY.md 72).  These leave
+ * the library's open (prim_own_fd) and answer as if they had closed them;
+ * the numbers stay taken, so a file opened next gets another.  A dup2()
+ * onto one of them is not caught.
+ */
+typedef int (*close_fn)(int);
+typedef int (*close_range_fn)(unsigned, unsigned, int);
+static void *_Atomic real_close, *_Atomic real_close_range;
+
+static int raw_close(int fd)
+{
+	return (int)prim_syscall(SYS_close, fd);
+}
+
+static int raw_close_range(unsigned first, unsigned last, int flags)
+{
+	return (int)prim_syscall(SYS_close_range, first, last, flags);
+}
+
+EXPORT int close(int fd)
+{
+	if (prim_is_own_fd(fd))
+		return 0;
+	return ((close_fn)interpose_next("close", &real_close, (void *)raw_close))(fd);
+}
+
+EXPORT int close_range(unsigned first, unsigned last, int flags)
+{
+	close_range_fn f = (close_range_fn)interpose_next("close_range", &real_close_range,
+							  (void *)raw_close_range);
+	int own = prim_own_fd_next(first, last);
+	if (own < 0 || (flags & CLOSE_RANGE_CLOEXEC) || first > last)
+		return f(first, last, flags); /* marking close-on-exec: the library's are */
+	for (;;) {
+		int rc = (unsigned)own > first ? f(first, (unsigned)own - 1, flags) : 0;
+		if (rc)
+			return rc;
+		flags &= ~CLOSE_RANGE_UNSHARE; /* unshared by the first call */
+		if ((unsigned)own >= last)
+			return 0;
+		first = (unsigned)own + 1;
+		own = prim_own_fd_next(first, last);
+		if (own < 0)
+			return f(first, last, flags);
+	}
+}
+
+EXPORT void closefrom(int low)
+{
+	if (low < 0)
+		low = 0;
+	if (close_range((unsigned)low, ~0U, 0) == 0)
+		return;
+	/* No close_range (before Linux 5.9): one by one, as the C library's. */
+	struct rlimit rl;
+	int top =
+	    getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
+	for (int fd = low; fd < top; fd++)
+		close(fd);
 }
 
 /* ---- malloc's blocks ---- */

@@ -641,6 +641,8 @@ static long syscall_routed(long nr, const long *a)
 	case SYS_openat: return openat((int)a[0], (const char *)a[1], (int)a[2], (int)a[3]);
 	case SYS_openat2: return openat2_checked(a);
 	case SYS_io_uring_setup: return as_syscall(uring_refused("io_uring_setup(2)"));
+	case SYS_close: return close((int)a[0]);
+	case SYS_close_range: return close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]);
 	case SYS_read: return read((int)a[0], (void *)a[1], (size_t)a[2]);
 	case SYS_pread64: return pread((int)a[0], (void *)a[1], (size_t)a[2], (off_t)a[3]);
 	case SYS_readv: return readv((int)a[0], (const struct iovec *)a[1], (int)a[2]);

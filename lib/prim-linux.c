@@ -97,6 +97,12 @@ static int sys_open(const char *path, int flags)
 	return (int)prim_syscall(SYS_openat, AT_FDCWD, path, flags, 0);
 }
 
+/* close too (the library's own descriptors stay open: interpose.c). */
+static int sys_close(int fd)
+{
+	return (int)prim_syscall(SYS_close, fd);
+}
+
 /* ioctl is interposed too (the application's own userfaultfd). */
 static int sys_ioctl(int fd, unsigned long request, void *arg)
 {
@@ -147,6 +153,46 @@ static void own_map_add(uintptr_t start, uintptr_t end, int fd)
 			return;
 		}
 	}
+}
+
+/* The library's long-lived descriptors (its memfds, its userfaultfd,
+ * /proc/self's files, its connection to samepaged): the close(),
+ * close_range() and closefrom() wrappers leave them open, since a program
+ * that closes every descriptor it did not open (a daemon's start) and
+ * opens files after would otherwise give their numbers to its own files,
+ * and the library would punch holes in them (RELIABILITY.md 72). */
+#define OWN_FD_MAX 65536
+static _Atomic uint64_t own_fd_bits[OWN_FD_MAX / 64];
+
+void prim_own_fd(int fd, bool own)
+{
+	if (fd < 0 || fd >= OWN_FD_MAX)
+		return;
+	uint64_t bit = 1ULL << (fd % 64);
+	if (own)
+		atomic_fetch_or(&own_fd_bits[fd / 64], bit);
+	else
+		atomic_fetch_and(&own_fd_bits[fd / 64], ~bit);
+}
+
+bool prim_is_own_fd(long fd)
+{
+	return fd >= 0 && fd < OWN_FD_MAX &&
+	       (atomic_load_explicit(&own_fd_bits[fd / 64], memory_order_relaxed) >> (fd % 64) & 1);
+}
+
+int prim_own_fd_next(unsigned from, unsigned to)
+{
+	for (unsigned fd = from; fd <= to && fd < OWN_FD_MAX; fd++) {
+		uint64_t w = atomic_load_explicit(&own_fd_bits[fd / 64], memory_order_relaxed);
+		if (!w) {
+			fd |= 63; /* the next word */
+			continue;
+		}
+		if (w >> (fd % 64) & 1)
+			return (int)fd;
+	}
+	return -1;
 }
 
 bool prim_own_file(dev_t dev, ino_t ino)
@@ -260,16 +306,17 @@ int prim_userfaultfd(bool user_only)
 		if (dev >= 0) {
 			fd = sys_ioctl(dev, USERFAULTFD_IOC_NEW,
 				       (void *)(uintptr_t)(O_CLOEXEC | O_NONBLOCK));
-			close(dev);
+			sys_close(dev);
 		}
 	}
 	if (fd < 0)
 		return -errno;
 	int err = uffd_api(fd);
 	if (err) {
-		close(fd);
+		sys_close(fd);
 		return err;
 	}
+	prim_own_fd(fd, true);
 	return fd;
 }
 
@@ -303,7 +350,9 @@ int prim_munlock(const void *addr, size_t len)
 
 int prim_memfd(const char *name)
 {
-	return (int)sys_result(prim_syscall(SYS_memfd_create, name, MFD_CLOEXEC));
+	int fd = (int)sys_result(prim_syscall(SYS_memfd_create, name, MFD_CLOEXEC));
+	prim_own_fd(fd, true);
+	return fd;
 }
 
 int prim_truncate(int fd, off_t size)
@@ -352,7 +401,7 @@ int prim_dump_private_file_mappings(void)
 			rc = pwrite(fd, buf, (size_t)len, 0) == len ? 1 : -errno;
 		}
 	}
-	close(fd);
+	sys_close(fd);
 	return rc;
 }
 
@@ -388,7 +437,8 @@ int prim_file_owner(int fd, uid_t *uid, mode_t *mode)
 
 int prim_close(int fd)
 {
-	return close(fd) ? -errno : 0;
+	prim_own_fd(fd, false);
+	return sys_close(fd) ? -errno : 0;
 }
 
 int prim_random(void *buf, size_t len)
@@ -495,20 +545,41 @@ void prim_deadline(uint64_t ms, struct timespec *out)
 static int pagemap_fd = -1, mem_fd = -1, maps_fd = -1;
 static pid_t fds_pid;
 
+void prim_fork_child(void)
+{
+	/* The parent's descriptors are the parent's engines' (inert here): a
+	 * child may close them (a helper that closes every descriptor lets
+	 * samepaged see its parent go); the child's own are marked anew. */
+	for (size_t i = 0; i < OWN_FD_MAX / 64; i++)
+		atomic_store_explicit(&own_fd_bits[i], 0, memory_order_relaxed);
+	/* /proc/self's files name the parent: opened again at their next
+	 * use, closed now, before the program could reuse their numbers. */
+	int *self[] = {&pagemap_fd, &mem_fd, &maps_fd};
+	for (size_t i = 0; i < 3; i++) {
+		if (*self[i] >= 0)
+			sys_close(*self[i]);
+		*self[i] = -1;
+	}
+	fds_pid = 0;
+}
+
 static void open_self_files(void)
 {
 	pid_t pid = getpid();
 	if (fds_pid == pid && pagemap_fd >= 0 && mem_fd >= 0 && maps_fd >= 0)
 		return;
 	if (pagemap_fd >= 0)
-		close(pagemap_fd);
+		prim_close(pagemap_fd);
 	if (mem_fd >= 0)
-		close(mem_fd);
+		prim_close(mem_fd);
 	if (maps_fd >= 0)
-		close(maps_fd);
+		prim_close(maps_fd);
 	pagemap_fd = sys_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	mem_fd = sys_open("/proc/self/mem", O_RDWR | O_CLOEXEC);
 	maps_fd = sys_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	prim_own_fd(pagemap_fd, true);
+	prim_own_fd(mem_fd, true);
+	prim_own_fd(maps_fd, true);
 	fds_pid = pid;
 }
 
@@ -704,7 +775,7 @@ static ssize_t read_small(const char *path, char *buf, size_t len)
 		return -errno;
 	ssize_t n = sys_read(fd, buf, len - 1);
 	int err = errno;
-	close(fd);
+	sys_close(fd);
 	if (n < 0)
 		return -err;
 	buf[n] = 0;
@@ -789,7 +860,7 @@ static int lines_walk(const char *path, int (*fn)(char *line, void *arg), void *
 		ssize_t n = sys_read(fd, buf + have, sizeof(buf) - 1 - have);
 		if (n < 0) {
 			int err = -errno;
-			close(fd);
+			sys_close(fd);
 			return err;
 		}
 		have += (size_t)n;
@@ -799,7 +870,7 @@ static int lines_walk(const char *path, int (*fn)(char *line, void *arg), void *
 			*nl = 0;
 			int stop = fn(line, arg);
 			if (stop) {
-				close(fd);
+				sys_close(fd);
 				return stop;
 			}
 			line = nl + 1;
@@ -810,7 +881,7 @@ static int lines_walk(const char *path, int (*fn)(char *line, void *arg), void *
 		if (n == 0)
 			break;
 	}
-	close(fd);
+	sys_close(fd);
 	return 0;
 }
 
@@ -957,7 +1028,7 @@ int prim_unix_connect(const char *path, uid_t *peer_uid)
 	if (!err)
 		err = prim_unix_peer(fd, peer_uid);
 	if (err) {
-		close(fd);
+		sys_close(fd);
 		return err;
 	}
 	return fd;
@@ -1000,7 +1071,7 @@ ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, in
 			if (got < nfds)
 				fds[got++] = f;
 			else
-				close(f);
+				sys_close(f);
 		}
 	}
 	*nfds_out = got;

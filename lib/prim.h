@@ -89,6 +89,15 @@ int prim_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 int prim_map_own(void **out, size_t len, int prot, int fd);
 /* Is dev/ino a file the library maps for itself (prim_map_own)? */
 bool prim_own_file(dev_t dev, ino_t ino);
+/* The library's own long-lived descriptors, which the program's close(),
+ * close_range() and closefrom() leave open: fd marked (own) or not;
+ * whether fd is one; the first one in [from, to], or -1. */
+void prim_own_fd(int fd, bool own);
+bool prim_is_own_fd(long fd);
+int prim_own_fd_next(unsigned from, unsigned to);
+/* In a forked child, first: none of the parent's descriptors is the
+ * library's any more (its engines are inert); /proc/self's are closed. */
+void prim_fork_child(void);
 /* Sets bit 2 of /proc/self/coredump_filter (private file mappings) if bit 0
  * (private anonymous memory) is set: 1 if it set it, 0 if not, -errno. */
 int prim_dump_private_file_mappings(void);

@@ -563,6 +563,84 @@ void test_kernel_mappings_not_registered(void)
 	samepage_close(sp);
 }
 
+/* A program that closes every descriptor it did not open (a daemon's
+ * start) and opens files after: they took the numbers of the library's
+ * memfds and /proc/self files, and the unmerge that followed punched the
+ * holes of the freed KSM pages in one of them (32 KiB of 4 MiB of 'X'
+ * read zeros), where the kernel's KSM has no descriptor to lose.  In a
+ * child, by close_range(), closefrom() and a loop of close(): the files
+ * stay as written, the engine merges and unmerges as before. */
+static int close_all_child(int how)
+{
+	const size_t n = 256, files = 16, fsize = 1 << 20;
+	samepage_t *sp = open_fast();
+	char *p = map_pages(n);
+	for (size_t i = 0; i < n; i++)
+		memset(p + i * PG, 'a' + (int)(i % 8), PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	for (int k = 0; k < 50 && rd(sp, "ksm_merging_pages") < (long long)n; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	int bad = rd(sp, "ksm_merging_pages") != (long long)n;
+	if (how == 0)
+		REQUIRE(close_range(3, ~0U, 0) == 0);
+	else if (how == 1)
+		closefrom(3);
+	else
+		for (int fd = 3; fd < 1024; fd++)
+			close(fd);
+	int fds[16];
+	char *x = malloc(fsize), *back = malloc(fsize);
+	memset(x, 'X', fsize);
+	for (size_t i = 0; i < files; i++) {
+		FILE *t = tmpfile();
+		REQUIRE(t != NULL);
+		fds[i] = dup(fileno(t));
+		fclose(t);
+		REQUIRE(fds[i] >= 0 && pwrite(fds[i], x, fsize, 0) == (ssize_t)fsize);
+	}
+	for (int round = 0; round < 2; round++) {
+		wr(sp, "run", "2");
+		wr(sp, "run", "1");
+		for (int k = 0; k < 50 && rd(sp, "ksm_merging_pages") < (long long)n; k++)
+			REQUIRE(wait_scans(sp, 1) == 0);
+		bad += rd(sp, "ksm_merging_pages") != (long long)n;
+	}
+	wr(sp, "run", "2");
+	for (size_t i = 0; i < files; i++) {
+		REQUIRE(pread(fds[i], back, fsize, 0) == (ssize_t)fsize);
+		size_t changed = 0;
+		for (size_t k = 0; k < fsize; k++)
+			changed += back[k] != 'X';
+		if (changed)
+			printf("how %d: file %zu (descriptor %d): %zu bytes changed\n", how, i,
+			       fds[i], changed);
+		bad += changed != 0;
+	}
+	for (size_t i = 0; i < n * PG; i++)
+		bad += p[i] != 'a' + (int)(i / PG % 8);
+	fflush(stdout);
+	return bad;
+}
+
+void test_close_all_keeps_library_files(void)
+{
+	for (int how = 0; how < 3; how++) {
+		fflush(stdout);
+		pid_t c = fork();
+		REQUIRE(c >= 0);
+		if (c == 0)
+			_exit(close_all_child(how) ? 1 : 0);
+		int st = adv_wait(c);
+		printf("how %d (%s): child exited %d\n", how,
+		       how == 0	  ? "close_range"
+		       : how == 1 ? "closefrom"
+				  : "close",
+		       st);
+		CHECK_EQ_INT(st, 0);
+	}
+}
+
 void test_mremap_after_close(void)
 {
 	const size_t n = 64;

@@ -49,7 +49,7 @@ interposed='mmap|mmap64|munmap|mremap|mprotect|madvise|mbind|mlock|mlock2|munloc
 interposed="$interposed|read|__read_chk|pread|pread64|__pread_chk|__pread64_chk|readv|preadv"
 interposed="$interposed|preadv64|preadv2|preadv64v2|recv|__recv_chk|recvfrom|__recvfrom_chk"
 interposed="$interposed|recvmsg|recvmmsg|io_submit|io_getevents|io_cancel|io_destroy"
-interposed="$interposed|sigprocmask|pthread_sigmask|free|realloc"
+interposed="$interposed|sigprocmask|pthread_sigmask|free|realloc|close|close_range|closefrom"
 exported=$(nm -g --defined-only "$archive" | awk 'NF == 3 {print $3}' |
 	grep -v -E "^(samepage_[a-z_]+|$interposed)$" || true)
 if [ -n "$exported" ]; then
