@@ -1045,7 +1045,12 @@ int prim_sock_timeout(int fd, unsigned ms)
 
 int prim_send(int fd, const void *buf, size_t len, bool dontwait)
 {
-	ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | (dontwait ? MSG_DONTWAIT : 0));
+	/* A socket with a timeout (prim_sock_timeout) is never restarted
+	 * after a signal handler, SA_RESTART or not: again. */
+	ssize_t n;
+	do
+		n = send(fd, buf, len, MSG_NOSIGNAL | (dontwait ? MSG_DONTWAIT : 0));
+	while (n < 0 && errno == EINTR);
 	return n < 0 ? -errno : 0;
 }
 
@@ -1057,8 +1062,11 @@ ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, in
 	struct msghdr msg = {
 	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	int got = 0;
-	ssize_t n =
-	    prim_syscall(SYS_recvmsg, fd, &msg, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
+	ssize_t n;
+	do /* again after a signal handler, as prim_send() */
+		n = prim_syscall(SYS_recvmsg, fd, &msg,
+				 MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
+	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {

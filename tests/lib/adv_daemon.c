@@ -9,6 +9,7 @@
 #include "../daemon/daemon_util.h"
 #include "adv_util.h"
 
+#include <sys/time.h>
 #include <xxhash.h>
 
 static struct daemon D;
@@ -379,6 +380,13 @@ void test_daemon_dies_during_connect(void)
  * meanwhile.  Each now ends after 10 s: -ENOTCONN (samepage.h: the daemon
  * is not there), -ETIMEDOUT for samepage_control(); and all is as before
  * once the daemon goes on. */
+static volatile sig_atomic_t alarms;
+static void on_alarm(int sig)
+{
+	(void)sig;
+	alarms++;
+}
+
 void test_daemon_stopped_answers_nothing(void)
 {
 	daemon_up();
@@ -393,6 +401,26 @@ void test_daemon_stopped_answers_nothing(void)
 	CHECK_EQ_INT(kill(D.pid, SIGCONT), 0);
 	CHECK_EQ_INT(samepage_write(sp, "sleep_millisecs", "20"), 0);
 	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), 20);
+	/* A signal handler that runs while the request waits (SA_RESTART:
+	 * a socket with a timeout is never restarted by the kernel) is no
+	 * error: it gave -EINTR (the soak's ASan run, found by the CI run of
+	 * this fix).  The daemon goes on half a second later, from a child. */
+	CHECK_EQ_INT(kill(D.pid, SIGSTOP), 0);
+	pid_t cont = fork();
+	REQUIRE(cont >= 0);
+	if (cont == 0) {
+		usleep(500000);
+		_exit(kill(D.pid, SIGCONT) != 0);
+	}
+	struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = SA_RESTART}, old;
+	sigaction(SIGALRM, &sa, &old);
+	struct itimerval it = {.it_value = {.tv_usec = 100000}};
+	setitimer(ITIMER_REAL, &it, NULL);
+	CHECK_EQ_INT(samepage_write(sp, "sleep_millisecs", "30"), 0);
+	sigaction(SIGALRM, &old, NULL);
+	CHECK_EQ_INT(adv_wait(cont), 0);
+	CHECK(alarms == 1);
+	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), 30);
 	samepage_close(sp);
 }
 
