@@ -221,7 +221,6 @@ static void client_poll(struct samepage *sp)
 	}
 	sp->stale = false;
 	sp->conn_fd = conn;
-	prim_own_fd(conn, true);
 	sp->detached = false;
 }
 
@@ -317,7 +316,6 @@ int samepage_connect(samepage_t **out, const char *domain)
 	prim_munmap(sp->fork, PAGE_SIZE);
 	sp->fork = (struct fork_shared *)((char *)lg + LEDGER_OFF_FORK);
 	sp->conn_fd = conn;
-	prim_own_fd(conn, true);
 	sp->poll = client_poll;
 	sp->detach = client_detach;
 	sp->place = client_place;

@@ -23,7 +23,7 @@
 /* Makes an engine over a domain's two files (it owns the fds). */
 int engine_open(struct samepage **out, int index_fd, int pool_fd)
 {
-	prim_own_fd(index_fd, true); /* samepaged's, for a client */
+	prim_own_fd(index_fd, true); /* its memfds, or samepaged's files */
 	prim_own_fd(pool_fd, true);
 	struct samepage *sp;
 	int err;

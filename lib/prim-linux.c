@@ -175,7 +175,7 @@ void prim_own_fd(int fd, bool own)
 		atomic_fetch_and(&own_fd_bits[fd / 64], ~bit);
 }
 
-bool prim_is_own_fd(long fd)
+bool prim_is_own_fd(int fd)
 {
 	return fd >= 0 && fd < OWN_FD_MAX &&
 	       (atomic_load_explicit(&own_fd_bits[fd / 64], memory_order_relaxed) >> (fd % 64) & 1);
@@ -350,9 +350,7 @@ int prim_munlock(const void *addr, size_t len)
 
 int prim_memfd(const char *name)
 {
-	int fd = (int)sys_result(prim_syscall(SYS_memfd_create, name, MFD_CLOEXEC));
-	prim_own_fd(fd, true);
-	return fd;
+	return (int)sys_result(prim_syscall(SYS_memfd_create, name, MFD_CLOEXEC));
 }
 
 int prim_truncate(int fd, off_t size)

@@ -93,7 +93,7 @@ bool prim_own_file(dev_t dev, ino_t ino);
  * close_range() and closefrom() leave open: fd marked (own) or not;
  * whether fd is one; the first one in [from, to], or -1. */
 void prim_own_fd(int fd, bool own);
-bool prim_is_own_fd(long fd);
+bool prim_is_own_fd(int fd);
 int prim_own_fd_next(unsigned from, unsigned to);
 /* In a forked child, first: none of the parent's descriptors is the
  * library's any more (its engines are inert); /proc/self's are closed. */

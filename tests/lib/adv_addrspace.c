@@ -547,8 +547,7 @@ void test_kernel_mappings_not_registered(void)
 		unsigned long s, e;
 		char name[64] = "";
 		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %63s", &s, &e, name) < 2 ||
-		    name[0] != '[' || !strcmp(name, "[heap]") || !strncmp(name, "[stack", 6) ||
-		    !strncmp(name, "[anon:", 6) || e > (1UL << 47))
+		    !kernel_mapping_named(name) || e > (1UL << 47))
 			continue;
 		seen++;
 		int err = samepage_madvise(sp, (void *)s, e - s, SAMEPAGE_MERGEABLE);
@@ -619,6 +618,8 @@ static int close_all_child(int how)
 	}
 	for (size_t i = 0; i < n * PG; i++)
 		bad += p[i] != 'a' + (int)(i / PG % 8);
+	free(x);
+	free(back);
 	fflush(stdout);
 	return bad;
 }

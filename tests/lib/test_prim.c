@@ -3,6 +3,7 @@
  * directly: it is linked with the library's internal symbols. */
 #include "../../lib/internal.h"
 #include "check.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -110,10 +111,7 @@ static void test_maps_parse(void)
 		CHECK_EQ_U64(e->ino, inode);
 		/* No file and not one of the kernel's own mappings ([vdso],
 		 * [vvar], ...: no region holds them) */
-		const char *name = strchr(line, '[');
-		bool kernel_own = inode == 0 && name && strncmp(name, "[heap]", 6) &&
-				  strncmp(name, "[stack", 6) && strncmp(name, "[anon:", 6);
-		CHECK_EQ_INT(e->anon, inode == 0 && !kernel_own);
+		CHECK_EQ_INT(e->anon, inode == 0 && !kernel_mapping_named(strchr(line, '[')));
 		CHECK_EQ_INT(e->shared, perms[3] == 's');
 		CHECK_EQ_INT(e->prot, (perms[0] == 'r' ? PROT_READ : 0) |
 					  (perms[1] == 'w' ? PROT_WRITE : 0) |

@@ -94,6 +94,15 @@ static inline long long anon_kb(void)
 	return proc_kb("/proc/self/smaps_rollup", "Anonymous");
 }
 
+/* Is a maps line's name one of the kernel's own mappings ([vdso], [vvar],
+ * ...), which no engine registers?  Anonymous memory's names are [heap],
+ * [stack] and [anon:NAME]. */
+static inline bool kernel_mapping_named(const char *name)
+{
+	return name && name[0] == '[' && strncmp(name, "[heap]", 6) && strncmp(name, "[stack", 6) &&
+	       strncmp(name, "[anon:", 6);
+}
+
 static inline void *map_pages(size_t n)
 {
 	void *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
