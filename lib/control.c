@@ -177,7 +177,6 @@ int control_hello(const char *socket_path, const char *domain, unsigned timeout_
 		return got < 0 ? got : -EPROTO;
 	}
 	prim_sock_timeout(fd, 0); /* the client's connection: its PLACEs wait */
-	prim_own_fd(fd, true);
-	*conn = fd;
+	*conn = prim_own_fd(fd);
 	return 0;
 }

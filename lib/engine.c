@@ -23,8 +23,8 @@
 /* Makes an engine over a domain's two files (it owns the fds). */
 int engine_open(struct samepage **out, int index_fd, int pool_fd)
 {
-	prim_own_fd(index_fd, true); /* its memfds, or samepaged's files */
-	prim_own_fd(pool_fd, true);
+	index_fd = prim_own_fd(index_fd); /* its memfds, or samepaged's files */
+	pool_fd = prim_own_fd(pool_fd);
 	struct samepage *sp;
 	int err;
 

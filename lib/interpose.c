@@ -32,6 +32,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/close_range.h>
 #include <linux/userfaultfd.h>
 #include <linux/vfio.h>
@@ -43,6 +44,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -821,12 +823,17 @@ void *interpose_next(const char *name, void *_Atomic *cache, void *fallback)
  * library then punched the holes of freed KSM pages in them, and read or
  * wrote /proc/self's files through them (RELIABILITY.md 72).  These leave
  * the library's open (prim_own_fd) and answer as if they had closed them;
- * the numbers stay taken, so a file opened next gets another.  A dup2()
- * onto one of them is not caught.
+ * the numbers stay taken, so a file opened next gets another.  The
+ * library's are kept above the numbers a program chooses for its files
+ * (a shell's "exec 3>file"), and a dup2() or dup3() onto one of them is
+ * refused with EBUSY, which Linux's dup2() may return, rather than let the
+ * program's file take the library's place (RELIABILITY.md 73).
  */
 typedef int (*close_fn)(int);
 typedef int (*close_range_fn)(unsigned, unsigned, int);
-static void *_Atomic real_close, *_Atomic real_close_range;
+typedef int (*dup2_fn)(int, int);
+typedef int (*dup3_fn)(int, int, int);
+static void *_Atomic real_close, *_Atomic real_close_range, *_Atomic real_dup2, *_Atomic real_dup3;
 
 static int raw_close(int fd)
 {
@@ -836,6 +843,74 @@ static int raw_close(int fd)
 static int raw_close_range(unsigned first, unsigned last, int flags)
 {
 	return (int)prim_syscall(SYS_close_range, first, last, flags);
+}
+
+static int raw_dup2(int fd, int to)
+{
+	if (fd == to) /* dup2's answer; dup3's would be EINVAL */
+		return prim_syscall(SYS_fcntl, fd, F_GETFD) < 0 ? -1 : to;
+	return (int)prim_syscall(SYS_dup3, fd, to, 0);
+}
+
+static int raw_dup3(int fd, int to, int flags)
+{
+	return (int)prim_syscall(SYS_dup3, fd, to, flags);
+}
+
+/* Onto a file the library is reading (a /proc file, for a few
+ * milliseconds): once the library has closed it, as an open() in another
+ * thread of the program would be waited for.  Onto a long-lived one, or
+ * one still open after a second (the caller's signal handler interrupted
+ * the library's read): EBUSY. */
+static bool dup_refused(int to)
+{
+	for (int waited = 0; prim_is_own_fd(to); waited++) {
+		if (!prim_is_brief_fd(to) || waited == 1000) {
+			errno = EBUSY;
+			return true;
+		}
+		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+	}
+	return false;
+}
+
+/* The kernel's EBUSY: an open in flight onto that number.  If it is the
+ * library's (marked once its open returns), the dup waits for its close
+ * and is made again; if it is the program's own, the kernel's answer
+ * stands. */
+static bool busy_was_own(int to)
+{
+	for (int waited = 0; waited < 100; waited++) {
+		if (prim_is_own_fd(to))
+			return true;
+		nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
+	}
+	errno = EBUSY;
+	return false;
+}
+
+static int dup_onto(int fd, int to, int flags, bool two)
+{
+	for (;;) {
+		if (dup_refused(to))
+			return -1;
+		int rc =
+		    two ? ((dup2_fn)interpose_next("dup2", &real_dup2, (void *)raw_dup2))(fd, to)
+			: ((dup3_fn)interpose_next("dup3", &real_dup3, (void *)raw_dup3))(fd, to,
+											  flags);
+		if (rc >= 0 || errno != EBUSY || !busy_was_own(to))
+			return rc;
+	}
+}
+
+EXPORT int dup2(int fd, int to)
+{
+	return dup_onto(fd, to, 0, true);
+}
+
+EXPORT int dup3(int fd, int to, int flags)
+{
+	return dup_onto(fd, to, flags, false);
 }
 
 EXPORT int close(int fd)

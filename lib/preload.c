@@ -297,32 +297,48 @@ static int preload_madvise(void *addr, size_t len, int advice)
 
 /* ---- fork ---- */
 
-/* In a forked child, at its first interposed call: an engine of its own,
- * with what its parent had mergeable (the kernel keeps VM_MERGEABLE and
- * merge-any across fork). */
-static void child_engine(void)
+/* The ranges a forked child's parent had mergeable (its engine's regions,
+ * less what was unmarked): to the child's engine, or, while the child
+ * waits for samepaged, to what it marks when samepaged answers (under
+ * preload_lock then). */
+static void carry_parent_ranges(const struct samepage *old, samepage_t *sp)
 {
-	pthread_mutex_lock(&preload_lock);
-	struct samepage *old = parent_engine;
-	parent_engine = NULL;
-	samepage_t *sp = old ? preload_engine_locked() : NULL;
-	pthread_mutex_unlock(&preload_lock);
-	if (!sp)
-		return;
-	if (old->merge_any)
-		samepage_merge_any(sp, 1);
 	for (size_t ri = 0; ri < old->nregions; ri++) {
 		const struct region *r = &old->regions[ri];
 		for (size_t i = 0; i < r->npages;) {
 			size_t j = i;
 			while (j < r->npages && !(r->meta[j].flags & PM_OFF))
 				j++;
-			if (j > i)
+			if (j > i && sp)
 				samepage_madvise(sp, (void *)region_addr(r, i),
 						 (j - i) << PAGE_SHIFT, SAMEPAGE_MERGEABLE);
+			else if (j > i)
+				wait_mark(region_addr(r, i), region_addr(r, j), true);
 			i = j + 1;
 		}
 	}
+}
+
+/* In a forked child, at its first interposed call: an engine of its own,
+ * with what its parent had mergeable (the kernel keeps VM_MERGEABLE and
+ * merge-any across fork); if samepaged is away, that is what the child
+ * joins with when it answers. */
+static void child_engine(void)
+{
+	pthread_mutex_lock(&preload_lock);
+	struct samepage *old = parent_engine;
+	parent_engine = NULL;
+	samepage_t *sp = old ? preload_engine_locked() : NULL;
+	if (old && !sp && waiting) {
+		wait_any = old->merge_any;
+		carry_parent_ranges(old, NULL);
+	}
+	pthread_mutex_unlock(&preload_lock);
+	if (!sp)
+		return;
+	if (old->merge_any)
+		samepage_merge_any(sp, 1);
+	carry_parent_ranges(old, sp);
 	/* The parent's engine stays as it was: its copy here is inert. */
 }
 
@@ -356,8 +372,8 @@ static void child_wait(void)
 static void preload_fork_child(void)
 {
 	pthread_mutex_unlock(&preload_lock);
+	waiter_started = false; /* the parent's (if any) is not copied */
 	if (!engine && waiting) {
-		waiter_started = false;
 		interpose_pending = child_wait;
 		return;
 	}
@@ -643,6 +659,10 @@ static long syscall_routed(long nr, const long *a)
 	case SYS_io_uring_setup: return as_syscall(uring_refused("io_uring_setup(2)"));
 	case SYS_close: return close((int)a[0]);
 	case SYS_close_range: return close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]);
+#ifdef SYS_dup2
+	case SYS_dup2: return dup2((int)a[0], (int)a[1]);
+#endif
+	case SYS_dup3: return dup3((int)a[0], (int)a[1], (int)a[2]);
 	case SYS_read: return read((int)a[0], (void *)a[1], (size_t)a[2]);
 	case SYS_pread64: return pread((int)a[0], (void *)a[1], (size_t)a[2], (off_t)a[3]);
 	case SYS_readv: return readv((int)a[0], (const struct iovec *)a[1], (int)a[2]);

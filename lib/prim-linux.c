@@ -29,6 +29,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -89,18 +90,102 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, off_t off)
 	return prim_syscall(SYS_pread64, fd, buf, len, off);
 }
 
-/* So are open and openat (the preload library's /dev/kvm check, which
- * asks guard_window_kind(), whose first call probes userfaultfd and opens
- * /dev/userfaultfd: through the wrapper, that waited for itself). */
-static int sys_open(const char *path, int flags)
+/* The library's descriptors (its memfds, its userfaultfd, /proc/self's
+ * files, its connection to samepaged, and for as long as it reads them the
+ * /proc and /sys files it reads): the close(), close_range() and
+ * closefrom() wrappers leave them open, since a program that closes every
+ * descriptor it did not open (a daemon's start) and opens files after
+ * would otherwise give their numbers to its own files, and the library
+ * would punch holes in them (RELIABILITY.md 72).  The long-lived ones are
+ * kept above the numbers programs choose for their own files (a shell's
+ * "exec 3>file", a dup2(fd, 3)), at the top of the first 1024 or of
+ * RLIMIT_NOFILE if it is lower; a dup2() or dup3() onto one of them is
+ * refused, and one onto a file the library is reading waits until the
+ * library has closed it (RELIABILITY.md 73).  What is left: the few
+ * instructions between the kernel's answer to an open and the mark. */
+#define OWN_FD_MAX 65536
+#define OWN_FD_ROOM 64 /* numbers below the top for the long-lived ones */
+static _Atomic uint64_t own_fd_bits[OWN_FD_MAX / 64], brief_fd_bits[OWN_FD_MAX / 64];
+
+static bool fd_bit(_Atomic uint64_t *bits, int fd)
 {
-	return (int)prim_syscall(SYS_openat, AT_FDCWD, path, flags, 0);
+	return fd >= 0 && fd < OWN_FD_MAX &&
+	       (atomic_load_explicit(&bits[fd / 64], memory_order_relaxed) >> (fd % 64) & 1);
 }
 
-/* close too (the library's own descriptors stay open: interpose.c). */
+static void fd_bit_set(_Atomic uint64_t *bits, int fd, bool set)
+{
+	if (fd < 0 || fd >= OWN_FD_MAX)
+		return;
+	uint64_t bit = 1ULL << (fd % 64);
+	if (set)
+		atomic_fetch_or(&bits[fd / 64], bit);
+	else
+		atomic_fetch_and(&bits[fd / 64], ~bit);
+}
+
+/* A descriptor the library just made, marked until it is closed or made
+ * long-lived; fd itself. */
+static int fd_brief(int fd)
+{
+	fd_bit_set(brief_fd_bits, fd, true);
+	fd_bit_set(own_fd_bits, fd, true);
+	return fd;
+}
+
+/* Syscalls, not the C library's open and openat (the preload library's
+ * /dev/kvm check asks guard_window_kind(), whose first call probes
+ * userfaultfd and opens /dev/userfaultfd: through the wrapper, that
+ * waited for itself). */
+static int sys_open(const char *path, int flags)
+{
+	int fd = (int)prim_syscall(SYS_openat, AT_FDCWD, path, flags, 0);
+	return fd < 0 ? fd : fd_brief(fd);
+}
+
+/* Not the wrapper either, which leaves the library's own open; the mark
+ * goes after the descriptor (a program's dup2() onto it waits meanwhile). */
 static int sys_close(int fd)
 {
-	return (int)prim_syscall(SYS_close, fd);
+	int rc = (int)prim_syscall(SYS_close, fd);
+	int err = errno;
+	fd_bit_set(own_fd_bits, fd, false);
+	fd_bit_set(brief_fd_bits, fd, false);
+	errno = err;
+	return rc;
+}
+
+int prim_own_fd(int fd)
+{
+	struct rlimit rl;
+	if (fd < 0)
+		return fd;
+	fd_brief(fd);
+	rlim_t top = getrlimit(RLIMIT_NOFILE, &rl) ? 0 : rl.rlim_cur < 1024 ? rl.rlim_cur : 1024;
+	if (top >= 4 * OWN_FD_ROOM && fd < (int)top - OWN_FD_ROOM) {
+		/* Where it is, if the room is full (the program's files, or
+		 * many engines). */
+		int high =
+		    (int)prim_syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, (int)top - OWN_FD_ROOM);
+		if (high >= 0) {
+			fd_bit_set(own_fd_bits, high, true);
+			sys_close(fd);
+			fd = high;
+		}
+	}
+	fd_bit_set(own_fd_bits, fd, true);
+	fd_bit_set(brief_fd_bits, fd, false);
+	return fd;
+}
+
+bool prim_is_own_fd(int fd)
+{
+	return fd_bit(own_fd_bits, fd);
+}
+
+bool prim_is_brief_fd(int fd)
+{
+	return fd_bit(brief_fd_bits, fd);
 }
 
 /* ioctl is interposed too (the application's own userfaultfd). */
@@ -153,32 +238,6 @@ static void own_map_add(uintptr_t start, uintptr_t end, int fd)
 			return;
 		}
 	}
-}
-
-/* The library's long-lived descriptors (its memfds, its userfaultfd,
- * /proc/self's files, its connection to samepaged): the close(),
- * close_range() and closefrom() wrappers leave them open, since a program
- * that closes every descriptor it did not open (a daemon's start) and
- * opens files after would otherwise give their numbers to its own files,
- * and the library would punch holes in them (RELIABILITY.md 72). */
-#define OWN_FD_MAX 65536
-static _Atomic uint64_t own_fd_bits[OWN_FD_MAX / 64];
-
-void prim_own_fd(int fd, bool own)
-{
-	if (fd < 0 || fd >= OWN_FD_MAX)
-		return;
-	uint64_t bit = 1ULL << (fd % 64);
-	if (own)
-		atomic_fetch_or(&own_fd_bits[fd / 64], bit);
-	else
-		atomic_fetch_and(&own_fd_bits[fd / 64], ~bit);
-}
-
-bool prim_is_own_fd(int fd)
-{
-	return fd >= 0 && fd < OWN_FD_MAX &&
-	       (atomic_load_explicit(&own_fd_bits[fd / 64], memory_order_relaxed) >> (fd % 64) & 1);
 }
 
 int prim_own_fd_next(unsigned from, unsigned to)
@@ -300,12 +359,16 @@ int prim_userfaultfd(bool user_only)
 {
 	int flags = O_CLOEXEC | O_NONBLOCK | (user_only ? UFFD_USER_MODE_ONLY : 0);
 	int fd = (int)prim_syscall(SYS_userfaultfd, flags);
+	if (fd >= 0)
+		fd_brief(fd);
 	if (fd < 0 && !user_only) {
 		/* Not privileged: /dev/userfaultfd may still be ours to use. */
 		int dev = sys_open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 		if (dev >= 0) {
 			fd = sys_ioctl(dev, USERFAULTFD_IOC_NEW,
 				       (void *)(uintptr_t)(O_CLOEXEC | O_NONBLOCK));
+			if (fd >= 0)
+				fd_brief(fd);
 			sys_close(dev);
 		}
 	}
@@ -316,8 +379,7 @@ int prim_userfaultfd(bool user_only)
 		sys_close(fd);
 		return err;
 	}
-	prim_own_fd(fd, true);
-	return fd;
+	return prim_own_fd(fd);
 }
 
 int prim_uffd_register(int fd, uintptr_t start, size_t len, bool reg)
@@ -350,7 +412,8 @@ int prim_munlock(const void *addr, size_t len)
 
 int prim_memfd(const char *name)
 {
-	return (int)sys_result(prim_syscall(SYS_memfd_create, name, MFD_CLOEXEC));
+	int fd = (int)sys_result(prim_syscall(SYS_memfd_create, name, MFD_CLOEXEC));
+	return fd < 0 ? fd : fd_brief(fd);
 }
 
 int prim_truncate(int fd, off_t size)
@@ -435,7 +498,6 @@ int prim_file_owner(int fd, uid_t *uid, mode_t *mode)
 
 int prim_close(int fd)
 {
-	prim_own_fd(fd, false);
 	return sys_close(fd) ? -errno : 0;
 }
 
@@ -548,8 +610,10 @@ void prim_fork_child(void)
 	/* The parent's descriptors are the parent's engines' (inert here): a
 	 * child may close them (a helper that closes every descriptor lets
 	 * samepaged see its parent go); the child's own are marked anew. */
-	for (size_t i = 0; i < OWN_FD_MAX / 64; i++)
+	for (size_t i = 0; i < OWN_FD_MAX / 64; i++) {
 		atomic_store_explicit(&own_fd_bits[i], 0, memory_order_relaxed);
+		atomic_store_explicit(&brief_fd_bits[i], 0, memory_order_relaxed);
+	}
 	/* /proc/self's files name the parent: opened again at their next
 	 * use, closed now, before the program could reuse their numbers. */
 	int *self[] = {&pagemap_fd, &mem_fd, &maps_fd};
@@ -572,12 +636,9 @@ static void open_self_files(void)
 		prim_close(mem_fd);
 	if (maps_fd >= 0)
 		prim_close(maps_fd);
-	pagemap_fd = sys_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	mem_fd = sys_open("/proc/self/mem", O_RDWR | O_CLOEXEC);
-	maps_fd = sys_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-	prim_own_fd(pagemap_fd, true);
-	prim_own_fd(mem_fd, true);
-	prim_own_fd(maps_fd, true);
+	pagemap_fd = prim_own_fd(sys_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+	mem_fd = prim_own_fd(sys_open("/proc/self/mem", O_RDWR | O_CLOEXEC));
+	maps_fd = prim_own_fd(sys_open("/proc/self/maps", O_RDONLY | O_CLOEXEC));
 	fds_pid = pid;
 }
 
@@ -1022,6 +1083,7 @@ int prim_unix_connect(const char *path, uid_t *peer_uid)
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	fd_brief(fd);
 	int err = connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ? -errno : 0;
 	if (!err)
 		err = prim_unix_peer(fd, peer_uid);
@@ -1074,6 +1136,7 @@ ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, in
 		for (int i = 0; i < k; i++) {
 			int f;
 			memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			fd_brief(f);
 			if (got < nfds)
 				fds[got++] = f;
 			else

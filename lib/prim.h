@@ -92,8 +92,9 @@ bool prim_own_file(dev_t dev, ino_t ino);
 /* The library's own long-lived descriptors, which the program's close(),
  * close_range() and closefrom() leave open: fd marked (own) or not;
  * whether fd is one; the first one in [from, to], or -1. */
-void prim_own_fd(int fd, bool own);
+int prim_own_fd(int fd); /* marks it the library's, moved high: its new number */
 bool prim_is_own_fd(int fd);
+bool prim_is_brief_fd(int fd); /* one the library is reading, closed soon */
 int prim_own_fd_next(unsigned from, unsigned to);
 /* In a forked child, first: none of the parent's descriptors is the
  * library's any more (its engines are inert); /proc/self's are closed. */

@@ -10,6 +10,7 @@
 #include "adv_util.h"
 
 #include <elf.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <linux/userfaultfd.h>
@@ -562,6 +563,38 @@ void test_kernel_mappings_not_registered(void)
 	samepage_close(sp);
 }
 
+/* The descriptor of the library's pool (its memfd's name), or -1. */
+static int library_pool_fd(void)
+{
+	char path[64], target[256];
+	for (int fd = 3; fd < 4096; fd++) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		ssize_t len = readlink(path, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = 0;
+		if (strstr(target, "memfd:samepage-pool"))
+			return fd;
+	}
+	return -1;
+}
+
+/* A dup2() onto the library's pool is refused (EBUSY): it would have
+ * replaced the pool by the program's file. */
+static int dup2_onto_pool_refused(void)
+{
+	int pool = library_pool_fd(), other = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	REQUIRE(pool >= 0 && other >= 0);
+	errno = 0;
+	int rc = dup2(other, pool), err = errno;
+	int rc3 = dup3(other, pool, O_CLOEXEC), err3 = errno;
+	printf("the pool's descriptor %d: dup2 onto it %d (%s), dup3 %d (%s)\n", pool, rc,
+	       strerror(err), rc3, strerror(err3));
+	close(other);
+	return !(rc == -1 && err == EBUSY && rc3 == -1 && err3 == EBUSY &&
+		 library_pool_fd() == pool);
+}
+
 /* A program that closes every descriptor it did not open (a daemon's
  * start) and opens files after: they took the numbers of the library's
  * memfds and /proc/self files, and the unmerge that followed punched the
@@ -581,13 +614,18 @@ static int close_all_child(int how)
 	for (int k = 0; k < 50 && rd(sp, "ksm_merging_pages") < (long long)n; k++)
 		REQUIRE(wait_scans(sp, 1) == 0);
 	int bad = rd(sp, "ksm_merging_pages") != (long long)n;
+	if (bad)
+		printf("how %d: %lld of %zu pages merged before\n", how,
+		       rd(sp, "ksm_merging_pages"), n);
 	if (how == 0)
 		REQUIRE(close_range(3, ~0U, 0) == 0);
 	else if (how == 1)
 		closefrom(3);
-	else
+	else if (how == 2)
 		for (int fd = 3; fd < 1024; fd++)
 			close(fd);
+	else
+		bad += dup2_onto_pool_refused();
 	int fds[16];
 	char *x = malloc(fsize), *back = malloc(fsize);
 	memset(x, 'X', fsize);
@@ -596,14 +634,28 @@ static int close_all_child(int how)
 		REQUIRE(t != NULL);
 		fds[i] = dup(fileno(t));
 		fclose(t);
-		REQUIRE(fds[i] >= 0 && pwrite(fds[i], x, fsize, 0) == (ssize_t)fsize);
+		REQUIRE(fds[i] >= 0);
+		int want = 3 + (int)i; /* how 3: a shell's "exec 3>file" */
+		if (how == 3 && fds[i] != want) {
+			int rc = dup2(fds[i], want);
+			if (rc != want)
+				printf("dup2 onto %d: %d (%s)\n", want, rc, strerror(errno));
+			REQUIRE(rc == want);
+			close(fds[i]);
+			fds[i] = want;
+		}
+		REQUIRE(pwrite(fds[i], x, fsize, 0) == (ssize_t)fsize);
 	}
 	for (int round = 0; round < 2; round++) {
 		wr(sp, "run", "2");
 		wr(sp, "run", "1");
 		for (int k = 0; k < 50 && rd(sp, "ksm_merging_pages") < (long long)n; k++)
 			REQUIRE(wait_scans(sp, 1) == 0);
-		bad += rd(sp, "ksm_merging_pages") != (long long)n;
+		long long merging = rd(sp, "ksm_merging_pages");
+		if (merging != (long long)n)
+			printf("how %d, round %d: %lld of %zu pages merged\n", how, round, merging,
+			       n);
+		bad += merging != (long long)n;
 	}
 	wr(sp, "run", "2");
 	for (size_t i = 0; i < files; i++) {
@@ -616,8 +668,12 @@ static int close_all_child(int how)
 			       fds[i], changed);
 		bad += changed != 0;
 	}
+	size_t wrong = 0;
 	for (size_t i = 0; i < n * PG; i++)
-		bad += p[i] != 'a' + (int)(i / PG % 8);
+		wrong += p[i] != 'a' + (int)(i / PG % 8);
+	if (wrong)
+		printf("how %d: %zu bytes of the memory changed\n", how, wrong);
+	bad += wrong != 0;
 	free(x);
 	free(back);
 	fflush(stdout);
@@ -640,6 +696,23 @@ void test_close_all_keeps_library_files(void)
 		       st);
 		CHECK_EQ_INT(st, 0);
 	}
+}
+
+/* A program that puts its files at the low numbers it chooses (a shell's
+ * "exec 3>file", dup2(fd, 3)): they took the library's memfds and /proc/self
+ * files from under it, and the unmerges punched holes in the program's
+ * files, as above.  The library keeps its descriptors above the numbers
+ * programs choose, and refuses a dup2() onto one of them. */
+void test_dup2_keeps_library_files(void)
+{
+	fflush(stdout);
+	pid_t c = fork();
+	REQUIRE(c >= 0);
+	if (c == 0)
+		_exit(close_all_child(3) ? 1 : 0);
+	int st = adv_wait(c);
+	printf("dup2 onto 3..18: child exited %d\n", st);
+	CHECK_EQ_INT(st, 0);
 }
 
 void test_mremap_after_close(void)

@@ -50,6 +50,7 @@ interposed="$interposed|read|__read_chk|pread|pread64|__pread_chk|__pread64_chk|
 interposed="$interposed|preadv64|preadv2|preadv64v2|recv|__recv_chk|recvfrom|__recvfrom_chk"
 interposed="$interposed|recvmsg|recvmmsg|io_submit|io_getevents|io_cancel|io_destroy"
 interposed="$interposed|sigprocmask|pthread_sigmask|free|realloc|close|close_range|closefrom"
+interposed="$interposed|dup2|dup3"
 exported=$(nm -g --defined-only "$archive" | awk 'NF == 3 {print $3}' |
 	grep -v -E "^(samepage_[a-z_]+|$interposed)$" || true)
 if [ -n "$exported" ]; then

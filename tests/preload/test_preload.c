@@ -60,6 +60,15 @@
  *   pools     Python's multiprocessing pools (fork, spawn, forkserver)
  *             under merge-any in a domain merging hot (pools.py) end with
  *             every result right (a worker's windows hung its parent)
+ *   fork_away a process in a domain (merge-any, or a range marked) forks
+ *             while samepaged is away: the child merges what its parent
+ *             had once samepaged is back (it lost it, merging nothing)
+ *   shell     a bash script merging hot that puts its files at 3..8
+ *             ("exec 3<>file"), then makes and drops strings of spaces:
+ *             its files read as written (they had taken the library's
+ *             numbers, and the library punched holes in them); a dup2()
+ *             or dup3() onto the library's pool, or syscall()'s, is
+ *             refused with EBUSY
  *   jvm       two JVMs (Heap.java, beside pools.py) in a domain merging
  *             hot whose state directory is on a disk where there is one:
  *             their arrays merge, every byte reads right, and neither
@@ -391,6 +400,38 @@ static void test_late(bool upgrade)
 	CHECK_EQ_INT(finish(&a), 0); /* every byte reads what it wrote */
 	CHECK_EQ_INT(finish(&b), 0);
 	CHECK_EQ_INT(finish(&c), 0);
+}
+
+/* A process in a domain forks while samepaged is away: the child waits
+ * for it with what its parent had (merge-any, the ranges it marked), and
+ * merges them once samepaged is back.  It merged nothing before: its
+ * engine's first connection failed, and the parent's were dropped. */
+static void test_fork_away(void)
+{
+	static const char *const hows[] = {NULL, "madvise"};
+	start_daemon();
+	for (int k = 0; k < 2; k++) {
+		struct prog c = start_preloaded("forklater", "32", hows[k], hows[k] == NULL);
+		REQUIRE(ready(&c));
+		long long before = wait_cost(c.pid, 32 * 1024 / 4);
+		kill(daemon_pid, SIGTERM);
+		REQUIRE(waitpid(daemon_pid, NULL, 0) == daemon_pid);
+		daemon_pid = 0;
+		REQUIRE(write(c.in, "fork\n", 5) == 5);
+		REQUIRE(ready(&c)); /* the child's, once it wrote its pages */
+		pid_t child = child_of(c.pid);
+		REQUIRE(child > 0);
+		long long own = cost_kb(child);
+		start_daemon();
+		long long after = wait_cost(child, 32 * 1024 / 4);
+		printf("%s: the parent %lld kB; its child %lld kB with samepaged away, %lld kB "
+		       "after it started again\n",
+		       hows[k] ? "marked mergeable" : "merge-any", before, own, after);
+		CHECK_LE_U64(before, 32 * 1024 / 4);
+		CHECK_GE_U64(own, (hows[k] ? 32 : 64) * 1024 * 9 / 10);
+		CHECK_LE_U64(after, 32 * 1024 / 4);
+		CHECK_EQ_INT(finish(&c), 0); /* every byte reads what it wrote */
+	}
 }
 
 static void test_fork(void)
@@ -877,6 +918,51 @@ static void test_syscall(void)
 		CHECK_EQ_INT(rc, 0);
 }
 
+static void test_shell(void)
+{
+	static const char script[] =
+	    "exec 3<>\"$1/f3\" 4<>\"$1/f4\" 5<>\"$1/f5\" 6<>\"$1/f6\" 7<>\"$1/f7\" "
+	    "8<>\"$1/f8\" || exit 3\n"
+	    "for n in 3 4 5 6 7 8; do head -c 1048576 /dev/zero | tr '\\0' X >&$n || exit 4; done\n"
+	    "for r in 1 2 3 4 5 6; do\n"
+	    "  a=$(printf '%*s' 8000000 ''); b=$(printf '%*s' 8000000 ''); sleep 0.5\n"
+	    "  unset a b; sleep 0.2\n"
+	    "done\n";
+	const char *a[] = {FAST, "--", "/bin/bash", "-c", script, "shell", dir, NULL};
+	char out[256];
+	if (access("/bin/bash", X_OK)) {
+		printf("# no /bin/bash here: the script's part not run\n");
+	} else {
+		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
+		char *got = malloc((1 << 20) + 1);
+		REQUIRE(got);
+		for (int n = 3; n <= 8; n++) {
+			char path[160];
+			snprintf(path, sizeof(path), "%s/f%d", dir, n);
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			ssize_t len = fd < 0 ? -1 : read(fd, got, (1 << 20) + 1);
+			size_t changed = 0;
+			for (ssize_t i = 0; i < len && i < (1 << 20); i++)
+				changed += got[i] != 'X';
+			printf("%s: %zd bytes, %zu not as written\n", path, len, changed);
+			CHECK_EQ_INT(len, 1 << 20);
+			CHECK_EQ_U64(changed, 0);
+			if (fd >= 0)
+				close(fd);
+			unlink(path);
+		}
+		free(got);
+	}
+	const char *d[] = {"--", workload, "dupown", NULL};
+	int pool, e[4];
+	CHECK_EQ_INT(run_plain(d, out, sizeof(out)), 0);
+	REQUIRE(sscanf(out, "%d %d %d %d %d", &pool, &e[0], &e[1], &e[2], &e[3]) == 5);
+	printf("the pool at %d; dup2, dup3, syscall()'s onto it: %d %d %d %d\n", pool, e[0], e[1],
+	       e[2], e[3]);
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ_INT(e[i], EBUSY);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 5) {
@@ -998,6 +1084,10 @@ int main(int argc, char **argv)
 		char out[64];
 		const char *a[] = {"--", workload, "opennull", NULL};
 		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
+	} else if (!strcmp(c, "fork_away")) {
+		test_fork_away();
+	} else if (!strcmp(c, "shell")) {
+		test_shell();
 	} else if (!strcmp(c, "sigwait")) {
 		char out[64];
 		const char *a[] = {FAST, "--", workload, "sigwait", NULL};

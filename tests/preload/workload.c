@@ -425,6 +425,53 @@ int main(int argc, char **argv)
 		waitpid(pid, &st, 0);
 		return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 	}
+	if (argc >= 4 && !strcmp(argv[1], "forklater")) {
+		/* Fills MIB (marked mergeable with a fourth argument "madvise"),
+		 * then forks at the first line read: the child writes it all
+		 * again (its own copy) and, without "madvise", fills a new
+		 * mapping of MIB too; then as fill(). */
+		size_t len = strtoul(argv[2], NULL, 10) << 20;
+		int byte = atoi(argv[3]);
+		bool marked = argc >= 5 && !strcmp(argv[4], "madvise");
+		char *p =
+		    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return 2;
+		madvise(p, len, MADV_NOHUGEPAGE);
+		memset(p, byte, len);
+		if (marked && madvise(p, len, MADV_MERGEABLE))
+			return 4;
+		if (!ready_then_wait())
+			return 6;
+		pid_t pid = fork();
+		if (pid > 0) {
+			int st;
+			waitpid(pid, &st, 0);
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+		}
+		char *q = marked ? NULL
+				 : mmap(NULL, len, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (q == MAP_FAILED)
+			return 2;
+		if (marked) { /* an interposed call: the child's engine is made */
+			void *one = mmap(NULL, PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (one != MAP_FAILED)
+				munmap(one, PG);
+		} else
+			madvise(q, len, MADV_NOHUGEPAGE), memset(q, byte, len);
+		for (size_t i = 0; i < len; i += PG)
+			p[i] = (char)byte; /* each page the child's own */
+		if (!ready_then_wait())
+			return 6;
+		for (size_t i = 0; i < len; i++)
+			if (p[i] != (char)byte || (q && q[i] != (char)byte)) {
+				fprintf(stderr, "workload: byte %zu reads %d, not %d\n", i,
+					p[i] != (char)byte ? p[i] : q[i], byte);
+				return 1;
+			}
+		return 0;
+	}
 	if (argc >= 4 && !strcmp(argv[1], "exec")) {
 		char *args[] = {argv[0], "fill", argv[2], argv[3], NULL};
 		execv("/proc/self/exe", args);
@@ -554,6 +601,28 @@ int main(int argc, char **argv)
 			close((int)kvm);
 		if (kvm2 >= 0)
 			close((int)kvm2);
+		return 0;
+	}
+	if (argc >= 2 && !strcmp(argv[1], "dupown")) {
+		/* dup2() and dup3(), and syscall()'s, onto the library's pool:
+		 * their errno each (EBUSY: refused). */
+		int pool = -1, null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		char path[64], target[256];
+		for (int fd = 3; fd < 4096 && pool < 0; fd++) {
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+			ssize_t len = readlink(path, target, sizeof(target) - 1);
+			target[len > 0 ? len : 0] = 0;
+			if (strstr(target, "memfd:samepage-pool"))
+				pool = fd;
+		}
+		if (pool < 0 || null < 0)
+			return 2;
+		int e[4];
+		e[0] = dup2(null, pool) < 0 ? errno : 0;
+		e[1] = dup3(null, pool, O_CLOEXEC) < 0 ? errno : 0;
+		e[2] = syscall(SYS_dup2, null, pool) < 0 ? errno : 0;
+		e[3] = syscall(SYS_dup3, null, pool, 0) < 0 ? errno : 0;
+		printf("%d %d %d %d %d\n", pool, e[0], e[1], e[2], e[3]);
 		return 0;
 	}
 	if (argc >= 2 && !strcmp(argv[1], "open")) {
