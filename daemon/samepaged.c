@@ -62,6 +62,8 @@ static struct {
 	struct limits lim;
 	struct proto_reply reply;
 	uint64_t accept_paused_until; /* out of descriptors: accept again then */
+	uint64_t watchdog_ns;	      /* systemd's WatchdogSec=, halved; 0: none */
+	int notify_fd;		      /* to NOTIFY_SOCKET, or -1 */
 	volatile sig_atomic_t stop;
 } g;
 
@@ -291,6 +293,8 @@ static void serve_client(int i, short revents, uint64_t now)
 	}
 }
 
+static void notify(const char *msg);
+
 /* The poll loop, until SIGTERM or SIGINT (blocked but in ppoll, so that
  * one arriving between two rounds is never missed). */
 static void serve(void)
@@ -308,19 +312,26 @@ static void serve(void)
 		       g.st.lim.connections);
 		return;
 	}
-	uint64_t last_sweep = prim_now_ns();
+	uint64_t last_sweep = prim_now_ns(), last_ping = 0;
 	while (!g.stop) {
 		bool accepting = prim_now_ns() >= g.accept_paused_until;
 		p[0] = (struct pollfd){.fd = g.listen_fd, .events = accepting ? POLLIN : 0};
 		for (int i = 0; i < g.st.nclients; i++)
 			p[i + 1] =
 			    (struct pollfd){.fd = g.st.clients[i].fd, .events = POLLIN | POLLRDHUP};
-		struct timespec tick = {.tv_sec = accepting ? 1 : 0,
-					.tv_nsec = accepting ? 0 : 100000000};
+		uint64_t tick_ns = accepting ? 1000000000ULL : 100000000ULL;
+		if (g.watchdog_ns && g.watchdog_ns < tick_ns)
+			tick_ns = g.watchdog_ns;
+		struct timespec tick = {.tv_sec = (time_t)(tick_ns / 1000000000ULL),
+					.tv_nsec = (long)(tick_ns % 1000000000ULL)};
 		int n = ppoll(p, (nfds_t)g.st.nclients + 1, &tick, &during_poll);
 		if (n < 0 && errno != EINTR)
 			break;
 		uint64_t now = prim_now_ns();
+		if (g.watchdog_ns && now - last_ping >= g.watchdog_ns) {
+			notify("WATCHDOG=1");
+			last_ping = now;
+		}
 		for (int i = g.st.nclients; n > 0 && i-- > 0;)
 			if (p[i + 1].revents)
 				serve_client(i, p[i + 1].revents, now);
@@ -345,22 +356,43 @@ static void serve(void)
 
 /* ---- start-up ---- */
 
-static void notify_ready(void)
+/* systemd's notification socket (NOTIFY_SOCKET, Type=notify): READY=1 once
+ * the daemon answers, then WATCHDOG=1 from the poll loop every half of
+ * WatchdogSec= (WATCHDOG_USEC, for this process if WATCHDOG_PID says
+ * one), so that a daemon stuck or stopped, whose clients' merges wait for
+ * it, is killed and restarted (samepaged.service: Restart=on-failure). */
+static void notify_init(void)
 {
-	const char *path = getenv("NOTIFY_SOCKET");
-	if (!path || (*path != '/' && *path != '@'))
+	const char *path = getenv("NOTIFY_SOCKET"), *usec = getenv("WATCHDOG_USEC"),
+		   *wpid = getenv("WATCHDOG_PID");
+	g.notify_fd = -1;
+	if (!path || (*path != '/' && *path != '@') ||
+	    strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
 		return;
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	memcpy(a.sun_path, path, strlen(path));
 	if (*path == '@')
 		a.sun_path[0] = 0;
 	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return;
-	const char *msg = "READY=1\nSTATUS=merging pages for its domains";
-	sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&a,
-	       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path)));
-	close(fd);
+	if (connect(fd, (struct sockaddr *)&a,
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path)))) {
+		logmsg("cannot reach systemd's notification socket %s: %s", path, strerror(errno));
+		close(fd);
+		return;
+	}
+	g.notify_fd = fd;
+	char *end;
+	unsigned long long us = usec ? strtoull(usec, &end, 10) : 0;
+	if (us && !*end && (!wpid || !*wpid || atoi(wpid) == (int)getpid()))
+		g.watchdog_ns = us * 1000 / 2;
+}
+
+static void notify(const char *msg)
+{
+	if (g.notify_fd >= 0)
+		send(g.notify_fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 static int listen_socket(void)
@@ -754,7 +786,8 @@ int main(int argc, char **argv)
 	/* Take back the domains and the clients of a previous run. */
 	state_take_back(&g.st);
 	logmsg("listening on %s, state in %s", g.socket_path, g.st.dir);
-	notify_ready();
+	notify_init();
+	notify("READY=1\nSTATUS=merging pages for its domains");
 
 	serve();
 	state_log_stop(&g.st);

@@ -661,6 +661,54 @@ static void test_restart_by_another_path(void)
 	close(go[0]), close(go[1]), close(ready[0]), close(ready[1]);
 }
 
+/* The next message on the notification socket within ms (NUL-ended in
+ * buf), or false. */
+static bool notified(int fd, char *buf, size_t len, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	if (poll(&p, 1, ms) != 1)
+		return false;
+	ssize_t n = recv(fd, buf, len - 1, 0);
+	buf[n > 0 ? n : 0] = 0;
+	return n > 0;
+}
+
+/* systemd's notification socket: READY=1 once samepaged answers, then
+ * WATCHDOG=1 every half of WATCHDOG_USEC (so that a daemon stuck or
+ * stopped, on which its clients' merges wait, is restarted under
+ * WatchdogSec=), and none when WATCHDOG_PID names another process.  There
+ * was no ping before, only READY=1. */
+static void test_watchdog(void)
+{
+	char path[400], buf[256];
+	snprintf(path, sizeof(path), "%s/notify", D.dir);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	REQUIRE(strlen(path) < sizeof(a.sun_path));
+	strcpy(a.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	REQUIRE(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+	for (int other = 0; other < 2; other++) {
+		daemon_stop(&D, SIGTERM);
+		setenv("NOTIFY_SOCKET", path, 1);
+		setenv("WATCHDOG_USEC", "200000", 1);
+		if (other)
+			setenv("WATCHDOG_PID", "1", 1);
+		daemon_start(&D, NULL);
+		unsetenv("NOTIFY_SOCKET");
+		unsetenv("WATCHDOG_USEC");
+		unsetenv("WATCHDOG_PID");
+		CHECK(notified(fd, buf, sizeof(buf), 10000) && !strncmp(buf, "READY=1", 7));
+		int pings = 0;
+		while (pings < 3 && notified(fd, buf, sizeof(buf), other ? 1000 : 10000))
+			pings += !strcmp(buf, "WATCHDOG=1");
+		printf("watchdog %s: %d pings\n", other ? "of another process" : "of samepaged",
+		       pings);
+		CHECK_EQ_INT(pings, other ? 0 : 3);
+	}
+	close(fd);
+	unlink(path);
+}
+
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 3);
@@ -679,6 +727,7 @@ int main(int argc, char **argv)
 	test_index_never_initialised();
 	test_address_space_limit();
 	test_restart_by_another_path();
+	test_watchdog();
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("robust");
