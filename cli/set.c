@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -278,6 +279,8 @@ static int by_rank(const void *a, const void *b)
 	return d ? d : (int)(x->k - y->k);
 }
 
+static void die_interrupted(const char *prev);
+
 static int write_error(const struct change *c, int err)
 {
 	char input[320];
@@ -291,6 +294,8 @@ static int write_error(const struct change *c, int err)
 	if (err == -EBUSY)
 		return ksmctl_fail(KSMCTL_REFUSED, input, "add --unmerge",
 				   "%s refused the write: pages are merged (EBUSY)", opt.be->who);
+	if (err == -EINTR && !strcmp(c->k->name, "run"))
+		die_interrupted(c->old);
 	if (err == -ETIMEDOUT)
 		return ksmctl_fail(
 		    KSMCTL_TIMEOUT, input, "give a longer --timeout",
@@ -349,25 +354,79 @@ static void progress_stop(pid_t pid, double start)
 		fprintf(stderr, "\r\033[Kunmerging: done in %.1f s\n", now_seconds() - start);
 }
 
+/* A signal that ends ksmctl during an unmerge, or SIGALRM: its --timeout
+ * (the kernel's write of run=2 returns only when every page is unmerged,
+ * or when a signal interrupts it, which leaves run at 0). */
+static volatile sig_atomic_t unmerge_signal;
+
+static void on_unmerge_signal(int sig)
+{
+	unmerge_signal = sig;
+}
+
 /* Writes run=2, then waits until no page is shared, showing progress:
  * 0, the write's -errno, or -ETIMEDOUT after timeout seconds, with run
- * put back to prev (its value before). */
+ * put back to prev (its value before).  Interrupted by SIGINT, SIGTERM or
+ * SIGHUP, it puts run back too, says so, and ends by that signal. */
 static int run_unmerge(double timeout, const char *prev)
 {
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGALRM};
+	struct sigaction sa = {.sa_handler = on_unmerge_signal}, old[4];
+	double t = timeout < 1e9 ? timeout : 1e9; /* past that, no alarm */
+	struct itimerval alarm_at = {.it_value = {(time_t)t,
+						  (suseconds_t)((t - (double)(time_t)t) * 1e6)}},
+			 off = {{0, 0}, {0, 0}};
 	double start = now_seconds();
+
+	unmerge_signal = 0;
+	for (int i = 0; i < 4; i++) { /* no SA_RESTART: the kernel's write stops */
+		sigaction(sigs[i], &sa, &old[i]);
+		if (old[i].sa_handler == SIG_IGN && sigs[i] != SIGALRM)
+			sigaction(sigs[i], &old[i], NULL); /* ignored (a background job's) */
+	}
 	pid_t progress = progress_start();
+	if (t < 1e9 && (alarm_at.it_value.tv_sec || alarm_at.it_value.tv_usec))
+		setitimer(ITIMER_REAL, &alarm_at, NULL);
 	int err = opt.be->write(opt.be, "run", "2");
 
-	while (!err && knob_or("pages_shared", 0) > 0) {
+	while (!err && !unmerge_signal && knob_or("pages_shared", 0) > 0) {
 		if (now_seconds() - start > timeout)
 			err = -ETIMEDOUT;
 		else
 			sleep_seconds(0.1);
 	}
+	setitimer(ITIMER_REAL, &off, NULL);
+	for (int i = 0; i < 4; i++)
+		sigaction(sigs[i], &old[i], NULL);
 	progress_stop(progress, start);
-	if (err == -ETIMEDOUT && strcmp(prev, "2") && opt.be->write(opt.be, "run", prev))
+	int sig = unmerge_signal;
+	if (sig == SIGALRM)
+		err = -ETIMEDOUT;
+	else if (sig)
+		err = -EINTR;
+	if ((err == -ETIMEDOUT || err == -EINTR) && strcmp(prev, "2") &&
+	    opt.be->write(opt.be, "run", prev))
 		ksmctl_warn("could not restore run=%s", prev);
 	return err;
+}
+
+/* After run_unmerge()'s -EINTR, and what was changed before it undone:
+ * says so, and ends by the signal, as ksmctl would have without it. */
+static void die_interrupted(const char *prev)
+{
+	int sig = unmerge_signal;
+	char name[16];
+	snprintf(name, sizeof(name), "SIG%s", sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
+	ksmctl_fail(0, "run=2", "run `ksmctl unmerge` again and let it finish",
+		    "interrupted by %s while unmerging: %lld merged pages left; %s%s%s, and "
+		    "nothing else was changed",
+		    name, merged_pages(),
+		    strcmp(prev, "2") ? "run is back as it was (" : "run is as the unmerge left it",
+		    strcmp(prev, "2") ? prev : "", strcmp(prev, "2") ? ")" : "");
+	fflush(NULL);
+	signal(sig, SIG_DFL);
+	raise(sig);
+	exit(128 + sig);
 }
 
 /* --unmerge: run=2 before a knob that needs it. */
@@ -378,6 +437,8 @@ static int unmerge_all(const struct plan *p, long long prev_run)
 
 	snprintf(prev, sizeof(prev), "%lld", prev_run);
 	err = run_unmerge(p->timeout, prev);
+	if (err == -EINTR)
+		die_interrupted(prev);
 	if (err == -ETIMEDOUT)
 		return ksmctl_fail(KSMCTL_TIMEOUT, "run=2 (--unmerge)", "give a longer --timeout",
 				   "pages_shared did not reach 0; run is back as it was");

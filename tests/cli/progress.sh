@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # cli.progress: `unmerge` and `set --unmerge` show their progress on a
-# terminal while pages are unmerged.  A copy of a recorded tree stands for
+# terminal while pages are unmerged, and put run back when interrupted.  A copy of a recorded tree stands for
 # the kernel: once ksmctl writes run=2, this script lowers pages_shared and
 # pages_sharing to 0 over about three seconds, as the kernel's counters fall
 # during a long unmerge; ksmctl runs under script(1) so stderr is a terminal.
@@ -68,4 +68,33 @@ else
 	echo "ok: ksmctl unmerge killed: its progress ended with it"
 fi
 wait
+
+# ksmctl interrupted during an unmerge (SIGTERM from a service manager,
+# SIGINT from a terminal's ^C, SIGHUP): run is put back as it was and the
+# other knobs are left alone, it says so, and it ends by the signal.  It
+# left run=2 (the kernel's interrupted write leaves 0), every process
+# unmerging, and said nothing.  The tree's counters never fall.
+for sig in TERM INT HUP; do
+	rm -rf "$tmp/tree"
+	cp -a "$src/trees/linux-6.18" "$tmp/tree"
+	ksm=$tmp/tree/sys/kernel/mm/ksm
+	# A background job of a script ignores SIGINT; env gives it back.
+	env --default-signal=INT "$ksmctl" --sysfs-root "$tmp/tree/sys" --proc-root "$tmp/tree/proc" \
+		set --unmerge max_page_sharing=300 --timeout 60 2>"$tmp/err" &
+	pid=$!
+	for _ in $(seq 100); do [ "$(cat $ksm/run)" = 2 ] && break; sleep 0.05; done
+	kill -$sig $pid
+	wait $pid
+	rc=$?
+	want=$((128 + $(kill -l $sig)))
+	if [ $rc != $want ] || [ "$(cat $ksm/run)" != 1 ] || [ "$(cat $ksm/max_page_sharing)" != 256 ] ||
+		! grep -q "interrupted by SIG$sig while unmerging" "$tmp/err"; then
+		echo "FAIL: set --unmerge interrupted by SIG$sig: exit $rc (want $want), run $(cat $ksm/run)," \
+			"max_page_sharing $(cat $ksm/max_page_sharing):"
+		cat "$tmp/err"
+		bad=1
+	else
+		echo "ok: set --unmerge interrupted by SIG$sig: exit $rc, run back to 1, max_page_sharing 256"
+	fi
+done
 exit $bad
