@@ -27,6 +27,9 @@
 #  statedir  the daemon's state directory removed while it runs: its log
 #          says so and how to fix it, and a program under `ksmctl --user
 #          run --domain` says samepaged refused it (not "start samepaged").
+#  relsock  a relative --socket or $SAMEPAGE_SOCKET reaches the program
+#          under `ksmctl --user run` absolute: it finds samepaged from
+#          another directory.
 #  command  `ksmctl --user run` runs its command as the shell and `ksmctl
 #          run` do: a file without execute permission (named or found in
 #          PATH) is "Permission denied", 126, not 127; a script without "#!"
@@ -522,6 +525,34 @@ statedir()
 	grep -qF "fix: restart samepaged" "$tmp/daemon.log" || fail "samepaged's log lacks the fix"
 }
 
+# relsock: a relative socket path (--socket, or $SAMEPAGE_SOCKET) reaches
+# the program absolute: one that changes directory (a daemon, QEMU's
+# -daemonize) still finds samepaged (it said "samepaged is not running at
+# sd/s.sock" and merged nothing).
+relsock()
+{
+	[ -z "${SAMEPAGE_SANITIZED:-}" ] || { echo "skip: a sanitized preload library"; exit 77; }
+	start_daemon || return
+	expect 0 --user --socket "$sock" set run=1
+	local how rc
+	cd "$tmp" || return
+	for how in option env; do
+		if [ $how = option ]; then
+			"$ksmctl" --socket s.sock run --domain t1 -- \
+				sh -c 'cd / && echo "$SAMEPAGE_SOCKET" && exec python3 -c 1' >"$tmp/out" 2>"$tmp/err"
+		else
+			SAMEPAGE_SOCKET=s.sock "$ksmctl" --user run --domain t1 -- \
+				sh -c 'cd / && echo "$SAMEPAGE_SOCKET" && exec python3 -c 1' >"$tmp/out" 2>"$tmp/err"
+		fi
+		rc=$?
+		[ $rc = 0 ] || fail "run with a relative socket ($how) exited $rc"
+		[ "$(cat "$tmp/out")" = "$sock" ] && echo "ok: a relative socket ($how) reaches the program as $sock" ||
+			fail "a relative socket ($how) reached the program as '$(cat "$tmp/out")', not $sock"
+		! grep -q "samepaged is not running" "$tmp/err" || fail "the program under run with a relative socket ($how) did not find samepaged"
+	done
+	cd - >/dev/null || return
+}
+
 # aslimit: a program under an address-space limit too small for the
 # domain's pool says so and how to lift it, and runs (without merging).
 aslimit()
@@ -630,6 +661,7 @@ run_command()
 case $test in
 absent) absent ;;
 aslimit) aslimit ;;
+relsock) relsock ;;
 command) run_command ;;
 exec) exec_name ;;
 statedir) statedir ;;
