@@ -31,6 +31,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "ksmconf.h"
+
 #ifndef PR_SET_MEMORY_MERGE
 #define PR_SET_MEMORY_MERGE 67
 #endif
@@ -376,6 +378,19 @@ static int run_user(int argc, char **argv)
 		    "run: --set is for a private engine; domain %s uses samepaged's knobs", domain);
 	if ((ret = export_socket(argv[i])))
 		return ret;
+	/* The rules between knobs, as `set` and `apply` check them (the
+	 * engine would refuse pages_to_scan under the advisor once the
+	 * program runs, and merge at the advisor's rate instead). */
+	static struct ksmconf_file conf;
+	struct ksmconf_error cerr;
+	conf.n = knobs.n;
+	for (int k = 0; k < knobs.n; k++) {
+		conf.e[k] = (struct ksmconf_entry){.knob = knobs.c[k].k, .v = knobs.c[k].v};
+		snprintf(conf.e[k].value, sizeof(conf.e[k].value), "%s", knobs.c[k].value);
+		snprintf(conf.e[k].origin, sizeof(conf.e[k].origin), "%s", knobs.c[k].origin);
+	}
+	if (ksmconf_check_advisor(&conf, &cerr))
+		return ksmctl_fail(KSMCTL_USAGE, cerr.input, cerr.fix, "%s", cerr.cause);
 	if (!preload_path(preload, sizeof(preload)))
 		return ksmctl_fail(KSMCTL_NO, preload,
 				   "reinstall samepage (its package, or make install), or set "

@@ -39,7 +39,8 @@
 #          them) is refused (exit 1), as a set-user-ID one: the dynamic
 #          linker would ignore LD_PRELOAD and it would run without merging.
 #          A bad --set is refused (exit 2) naming the knob and the values it
-#          takes, as `ksmctl set` refuses it, and so is a knob set twice;
+#          takes, as `ksmctl set` refuses it, and so are a knob set twice
+#          and pages_to_scan with advisor_mode=scan-time;
 #          --set or --domain without its argument says what it needs.
 # The daemon and the client are killed on every exit (trap).
 #
@@ -588,6 +589,15 @@ run_command()
 	# A knob given twice is refused, as by `ksmctl set` (run took both).
 	expect 2 --user run --set run=1 --set run=0 -- sh -c "touch $tmp/ran"
 	says "$tmp/err" "run is set twice (first at --set)"
+	# pages_to_scan with advisor_mode=scan-time, which the engine would
+	# refuse once the program runs (the library said "invalid argument"
+	# and ignored it): refused before, as by `ksmctl set`, in either order.
+	expect 2 --user run --set advisor_mode=scan-time --set pages_to_scan=6 -- sh -c "touch $tmp/ran"
+	says "$tmp/err" "ksmctl: pages_to_scan cannot be set with advisor_mode=scan-time"
+	says "$tmp/err" "input: pages_to_scan=6 (--set)"
+	says "$tmp/err" "fix: leave pages_to_scan out (the advisor sets it), or set advisor_mode=none"
+	expect 2 --user run --set pages_to_scan=6 --set advisor_mode=scan-time -- sh -c "touch $tmp/ran"
+	says "$tmp/err" "input: pages_to_scan=6 (--set)"
 	expect 2 --user run --set
 	says "$tmp/err" "run: --set needs NAME=VALUE"
 	expect 2 --user run --domain
