@@ -35,7 +35,9 @@ const char usage_status[] =
     "\n"
     "  --json            one JSON object\n"
     "  --prometheus      Prometheus text format (node_ksmd_* and samepage_ksm_*)\n"
-    "  --watch SECONDS   redraw every SECONDS until interrupted\n"
+    "  --watch SECONDS   redraw every SECONDS until interrupted, with the scan\n"
+    "                    rate and ksmd CPU measured over the interval (--json:\n"
+    "                    pages_per_second_measured, ksmd_cpu_percent_interval)\n"
     "  --output FILE     write to FILE, replaced at once (rename) every time, so a\n"
     "                    reader such as node_exporter's textfile collector never\n"
     "                    sees half a file\n"
@@ -307,8 +309,12 @@ static void json_value(const char *name, const struct samepage_knob *k, const ch
 }
 
 /* one_line: --watch to standard output, a stream of reports, one a line
- * (JSON Lines), which line-based readers and jq take alike. */
-static void print_json(const struct ksm_derived *d, bool one_line)
+ * (JSON Lines), which line-based readers and jq take alike.  watch: the
+ * figures measured over the interval (null in the first report, and
+ * where they cannot be), as the text view shows them, beside the
+ * since-boot CPU share and the configured rate. */
+static void print_json(const struct ksm_derived *d, bool one_line, bool watch, double measured_rate,
+		       double cpu_interval)
 {
 	struct json j;
 	char rel[128] = "";
@@ -344,6 +350,10 @@ static void print_json(const struct ksm_derived *d, bool one_line)
 	json_double(&j, "ksmd_cpu_percent", d->ksmd_cpu_percent);
 	json_double(&j, "scan_rate_pages_per_second", d->scan_rate);
 	json_double(&j, "full_scan_seconds", d->full_scan_seconds);
+	if (watch) {
+		json_double(&j, "ksmd_cpu_percent_interval", cpu_interval);
+		json_double(&j, "pages_per_second_measured", measured_rate);
+	}
 	json_object_end(&j);
 	json_object_end(&j);
 }
@@ -772,7 +782,9 @@ int cmd_status(int argc, char **argv)
 		scanned = knob_or("pages_scanned", -1);
 		ksm_derive(&d);
 		if (last_t > 0 && t > last_t) {
-			if (scanned >= 0 && last_scanned >= 0)
+			/* pages_scanned gone down (samepaged's sum over its
+			 * clients, one of which left): no rate to tell. */
+			if (scanned >= 0 && last_scanned >= 0 && scanned >= last_scanned)
 				rate = (double)(scanned - last_scanned) / (t - last_t);
 			cpu = 100 * (d.ksmd_cpu_seconds - last_cpu) / (t - last_t);
 		}
@@ -782,7 +794,7 @@ int cmd_status(int argc, char **argv)
 		if (out.path && (err = output_begin(&out)))
 			return output_error(&out, err);
 		if (fmt == FMT_JSON)
-			print_json(&d, interval > 0 && !out.path);
+			print_json(&d, interval > 0 && !out.path, interval > 0, rate, cpu);
 		else if (fmt == FMT_PROM)
 			print_prometheus(&d);
 		else
