@@ -459,11 +459,38 @@ static void prom_value(const char *name, const struct samepage_knob *k, const ch
 		snprintf(num, sizeof(num), "%llu", u);
 	else
 		snprintf(num, sizeof(num), "%lld", v);
-	snprintf(help, sizeof(help), "ksmd '%s' file%s%s%s.", name, k ? ": " : "", k ? k->help : "",
-		 k && k->format == SAMEPAGE_FMT_MODE ? " (1 = scan-time)" : "");
-	if (strcmp(name, "full_scans") == 0)
+	/* samepaged's own counters (pool_pages_reclaimed) come as extra
+	 * names: their help is the table's all the same. */
+	const struct samepage_knob *hk = k ? k : samepage_knob_find(name);
+	snprintf(help, sizeof(help), "%s '%s'%s%s%s%s.", opt.user ? "samepaged's" : "ksmd", name,
+		 opt.user ? "" : " file", hk ? ": " : "", hk ? hk->help : "",
+		 hk && hk->format == SAMEPAGE_FMT_MODE ? " (1 = scan-time)" : "");
+	/* A counter never goes down.  samepaged's full_scans is the fewest of
+	 * its connected clients', and its pages_scanned and pages_skipped
+	 * their sums: one that joins or leaves takes them down, so they are
+	 * gauges (without _total) there.  Its pool_pages_reclaimed and
+	 * pool_pages_refused count for the daemon's life: counters. */
+	bool user_sum =
+	    opt.user && (strcmp(name, "pages_scanned") == 0 || strcmp(name, "pages_skipped") == 0);
+	if (opt.user && strcmp(name, "full_scans") == 0)
+		prom_metric_text("node_ksmd_full_scans", "gauge",
+				 "samepaged's full_scans: the fewest full scans any connected "
+				 "client has completed (a client that joins takes it down).",
+				 num);
+	else if (strcmp(name, "full_scans") == 0)
 		prom_metric_text("node_ksmd_full_scans_total", "counter", help, num);
-	else if (strcmp(name, "sleep_millisecs") == 0)
+	else if (user_sum) {
+		snprintf(metric, sizeof(metric), "samepage_ksm_%s", name);
+		snprintf(help, sizeof(help),
+			 "samepaged's %s: summed over the connected clients (a client that "
+			 "exits takes its share away).",
+			 name);
+		prom_metric_text(metric, "gauge", help, num);
+	} else if (strcmp(name, "pool_pages_reclaimed") == 0 ||
+		   strcmp(name, "pool_pages_refused") == 0) {
+		snprintf(metric, sizeof(metric), "samepage_ksm_%s_total", name);
+		prom_metric_text(metric, "counter", help, num);
+	} else if (strcmp(name, "sleep_millisecs") == 0)
 		prom_metric("node_ksmd_sleep_seconds", "gauge", help, (double)v / 1000);
 	else if (strcmp(name, "general_profit") == 0)
 		prom_metric_text("samepage_ksm_general_profit_bytes", "gauge", help, num);

@@ -15,7 +15,9 @@
 #  e2e     a daemon and a client (spclient) merging 16 MiB of duplicate
 #          pages: set, wait --converged, status (text: general_profit is
 #          saved minus metadata_bytes; --json: pages_sharing
-#          > 0, --prometheus: promcheck.py and samepaged_* names only), top
+#          > 0, --prometheus: promcheck.py and samepaged_* names only,
+#          full_scans and pages_scanned gauges (they fall as clients come
+#          and go), pool_pages_reclaimed/refused counters), top
 #          --json finds the client, check, doctor, all-or-nothing refusals
 #          (run=3: exit 2; max_page_sharing while merged: exit 5) that
 #          change nothing, apply, and unmerge bringing pages_sharing to 0.
@@ -310,6 +312,16 @@ e2e()
 	grep -Eq '^samepaged_process_merging_pages\{unit="[^"]*",comm="cli_spclient",domain="vm"\} [1-9]' "$tmp/out" ||
 		fail "no samepaged_process_merging_pages for the client (unit, comm, domain)"
 	! grep -Eq '^(# [A-Z]+ )?(node_ksmd_|samepage_ksm_)' "$tmp/out" || fail "kernel metric names in --user output"
+	# A counter never goes down: full_scans (the fewest of the connected
+	# clients') and pages_scanned/pages_skipped (their sums) are gauges;
+	# the cumulative pool_pages_reclaimed/refused are counters.
+	local series
+	for series in "samepaged_full_scans gauge" "samepaged_pages_scanned gauge" \
+		"samepaged_pool_pages_reclaimed_total counter" "samepaged_pool_pages_refused_total counter"; do
+		grep -qx "# TYPE $series" "$tmp/out" && echo "ok: $series" || fail "--user --prometheus lacks # TYPE $series"
+	done
+	! grep -Eq '^samepaged_(full_scans|pages_scanned|pages_skipped)_total|^samepaged_pool_pages_(reclaimed|refused) ' "$tmp/out" ||
+		fail "--user --prometheus: a non-monotonic counter or a cumulative gauge: $(grep -E 'full_scans|pages_scanned|pool_pages_re' "$tmp/out")"
 
 	expect 0 --user --socket "$sock" top --json
 	json_ok 'any(r["pid"] == '"$client_pid"' and r["comm"] == "cli_spclient" and r["merging_pages"] > 0 for r in d["rows"])'
