@@ -52,7 +52,8 @@ const char usage_install_service[] =
     "\n"
     "Installs ksm-apply.service (applies /etc/ksm.conf at boot) into\n"
     "DIR/etc/systemd/system, writes a commented DIR/etc/ksm.conf if there is\n"
-    "none, and enables the unit.  Where a package or make install put the\n"
+    "none (one that is a directory or a symbolic link to nothing is refused),\n"
+    "and enables the unit.  Where a package or make install put the\n"
     "unit of this ksmctl in a system unit directory, that one is enabled.\n"
     "\n"
     "  --tune       install and enable ksm-tune.service (ksmctl tune) instead\n"
@@ -215,7 +216,10 @@ static int install_file(const struct install *in, const char *path, const char *
 	FILE *f;
 
 	snprintf(full, sizeof(full), "%s%s", in->root, path);
-	if (keep && access(full, F_OK) == 0) {
+	/* A symbolic link is kept as it is (check_conf found its target in
+	 * the tree), not followed out of it. */
+	struct stat st;
+	if (keep && lstat(full, &st) == 0) {
 		printf("keep %s (exists)\n", full);
 		return 0;
 	}
@@ -366,6 +370,68 @@ static int check_exec_program(const struct install *in, const char *unit_text)
 	return 0;
 }
 
+/* What st is, for a message: "a directory", "a character device". */
+static const char *file_kind(const struct stat *st)
+{
+	return S_ISDIR(st->st_mode)    ? "a directory"
+	       : S_ISCHR(st->st_mode)  ? "a character device"
+	       : S_ISBLK(st->st_mode)  ? "a block device"
+	       : S_ISFIFO(st->st_mode) ? "a FIFO"
+	       : S_ISSOCK(st->st_mode) ? "a socket"
+				       : "not a regular file";
+}
+
+/* The unit applies /etc/ksm.conf at every boot: one that is there but no
+ * config file it could read (a directory, a symbolic link to nothing) is
+ * refused before anything is written, rather than kept as it is (the unit
+ * then fails, or is skipped, at every boot) or written through (a link's
+ * target, outside the tree).  A link's target is looked up below --root
+ * (an absolute one as the installed system will see it). */
+static int check_conf(const struct install *in)
+{
+	static const char conf[] = "/etc/ksm.conf";
+	char full[PATH_MAX * 2], target[PATH_MAX], real[PATH_MAX * 3], fix[PATH_MAX * 3 + 128];
+	struct stat st;
+	ssize_t n;
+
+	snprintf(full, sizeof(full), "%s%s", in->root, conf);
+	if (lstat(full, &st))
+		return 0; /* none yet: the sample is written there */
+	if (S_ISLNK(st.st_mode)) {
+		if ((n = readlink(full, target, sizeof(target) - 1)) < 0)
+			return 0;
+		target[n] = 0;
+		if (target[0] == '/')
+			snprintf(real, sizeof(real), "%s%s", in->root, target);
+		else
+			snprintf(real, sizeof(real), "%s/etc/%s", in->root, target);
+		if (stat(real, &st) && (errno == ENOENT || errno == ENOTDIR)) {
+			snprintf(fix, sizeof(fix),
+				 "create the file it points to (ksmctl apply --sample > %s), or "
+				 "remove the link for install-service to write a sample config "
+				 "there",
+				 real);
+			return ksmctl_fail(
+			    KSMCTL_USAGE, full, fix,
+			    "install-service: %s is a symbolic link to %s, which does "
+			    "not exist: the unit's `ksmctl apply %s` would find no file "
+			    "at boot (and the unit be skipped: ConditionPathExists=)",
+			    conf, target, conf);
+		}
+		if (stat(real, &st))
+			return 0; /* unreadable here: the unit's own run says why */
+	}
+	if (S_ISREG(st.st_mode))
+		return 0;
+	return ksmctl_fail(KSMCTL_USAGE, full,
+			   "remove or rename it for install-service to write a sample config "
+			   "there, or put a config file in its place (ksmctl apply --sample > "
+			   "FILE)",
+			   "install-service: %s is %s, not a config file: the unit's `ksmctl "
+			   "apply %s` would fail at every boot",
+			   conf, file_kind(&st), conf);
+}
+
 /* The unit as a package or `make install` put it in a system unit
  * directory (PREFIX/lib/systemd/system of the ksmctl the unit runs,
  * Debian 12's /lib/systemd/system, /usr/lib/systemd/system), running
@@ -463,6 +529,8 @@ int cmd_install_service(int argc, char **argv)
 				   "tree), or leave --root out to install on this machine",
 				   "install-service: --root is not a directory");
 	if ((ret = check_exec_program(&in, unit_text)))
+		return ret;
+	if (unit_text == ksm_apply_unit_text && (ret = check_conf(&in)))
 		return ret;
 	char installed[PATH_MAX + 64];
 	bool keep = !in.root[0] && installed_unit(in.unit, unit_text, installed, sizeof(installed));

@@ -27,8 +27,11 @@
 #include <sys/prctl.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+#include "ksmconf.h"
 
 #ifndef PR_SET_MEMORY_MERGE
 #define PR_SET_MEMORY_MERGE 67
@@ -274,6 +277,43 @@ static const char *not_preloadable(const char *file, char *culprit, size_t len)
 	return NULL; /* too deep: the exec fails (ELOOP) and says so */
 }
 
+/* The socket the program is to reach samepaged at, exported as
+ * SAMEPAGE_SOCKET: --socket's, or the caller's $SAMEPAGE_SOCKET, made
+ * absolute against the current directory, since a program that changes
+ * directory (a daemon, QEMU's -daemonize) would look for a relative one
+ * elsewhere.  0, or an exit status (no current directory to resolve
+ * it against).  An absolute path too long for a socket's address stays
+ * relative, with a warning. */
+static int export_socket(const char *cmd)
+{
+	const char *given = opt.socket ? opt.socket : getenv("SAMEPAGE_SOCKET");
+	char cwd[PATH_MAX], full[PATH_MAX * 2];
+
+	if (!given || !*given || given[0] == '/') {
+		if (opt.socket)
+			setenv("SAMEPAGE_SOCKET", opt.socket, 1);
+		return 0;
+	}
+	if (!getcwd(cwd, sizeof(cwd)))
+		return ksmctl_fail(
+		    KSMCTL_NO, given,
+		    "give the socket's absolute path (--socket /run/user/UID/samepaged.sock)",
+		    "run: cannot make the relative socket path absolute: the current "
+		    "directory: %s",
+		    strerror(errno));
+	snprintf(full, sizeof(full), "%s/%s", strcmp(cwd, "/") ? cwd : "", given);
+	if (strlen(full) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		ksmctl_warn("run: the socket's absolute path %s is longer than a socket address "
+			    "(%zu bytes at most): %s gets the relative %s, which it misses if it "
+			    "changes directory (fix: give a shorter absolute path of the socket)",
+			    full, sizeof(((struct sockaddr_un *)0)->sun_path) - 1, cmd, given);
+		setenv("SAMEPAGE_SOCKET", given, 1);
+		return 0;
+	}
+	setenv("SAMEPAGE_SOCKET", full, 1);
+	return 0;
+}
+
 /* The rule of a domain's name: lib/control.c's, in samepage_ctl, which
  * ksmctl links; samepage_connect and samepaged apply the same function. */
 bool domain_name_ok(const char *name);
@@ -285,7 +325,7 @@ static int run_user(int argc, char **argv)
 	static struct plan knobs; /* the private engine's --set, checked */
 	char spec[1024] = "", preload[PATH_MAX], file[PATH_MAX], env[PATH_MAX + 64];
 	bool any = true;
-	int i = 1;
+	int i = 1, ret;
 	for (; i < argc && strcmp(argv[i], "--"); i++) {
 		if ((!strcmp(argv[i], "--domain") || !strcmp(argv[i], "--set")) && i + 1 >= argc) {
 			return ksmctl_fail(
@@ -306,8 +346,7 @@ static int run_user(int argc, char **argv)
 						   "give NAME=VALUE: --set pages_to_scan=20000",
 						   "run: --set %s: not NAME=VALUE", argv[i]);
 			snprintf(name, sizeof(name), "%.*s", (int)(eq - argv[i]), argv[i]);
-			int ret = plan_add(&knobs, name, eq + 1, "--set");
-			if (ret)
+			if ((ret = plan_add(&knobs, name, eq + 1, "--set")))
 				return ret;
 		} else if (argv[i][0] == '-') {
 			return ksmctl_fail(KSMCTL_USAGE, argv[i], "see ksmctl --user run --help",
@@ -337,6 +376,21 @@ static int run_user(int argc, char **argv)
 		    "set the domain's knobs with `ksmctl --user set`, or drop --domain "
 		    "for a private engine",
 		    "run: --set is for a private engine; domain %s uses samepaged's knobs", domain);
+	if ((ret = export_socket(argv[i])))
+		return ret;
+	/* The rules between knobs, as `set` and `apply` check them (the
+	 * engine would refuse pages_to_scan under the advisor once the
+	 * program runs, and merge at the advisor's rate instead). */
+	static struct ksmconf_file conf;
+	struct ksmconf_error cerr;
+	conf.n = knobs.n;
+	for (int k = 0; k < knobs.n; k++) {
+		conf.e[k] = (struct ksmconf_entry){.knob = knobs.c[k].k, .v = knobs.c[k].v};
+		snprintf(conf.e[k].value, sizeof(conf.e[k].value), "%s", knobs.c[k].value);
+		snprintf(conf.e[k].origin, sizeof(conf.e[k].origin), "%s", knobs.c[k].origin);
+	}
+	if (ksmconf_check_advisor(&conf, &cerr))
+		return ksmctl_fail(KSMCTL_USAGE, cerr.input, cerr.fix, "%s", cerr.cause);
 	if (!preload_path(preload, sizeof(preload)))
 		return ksmctl_fail(KSMCTL_NO, preload,
 				   "reinstall samepage (its package, or make install), or set "
@@ -417,8 +471,6 @@ static int run_user(int argc, char **argv)
 		setenv("SAMEPAGE_KNOBS", spec, 1);
 	else
 		unsetenv("SAMEPAGE_KNOBS"); /* the private engine's are --set's */
-	if (opt.socket)
-		setenv("SAMEPAGE_SOCKET", opt.socket, 1);
 	execv(file, argv + i);
 	int err = errno;
 	if (err == ENOEXEC) {

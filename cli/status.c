@@ -35,7 +35,9 @@ const char usage_status[] =
     "\n"
     "  --json            one JSON object\n"
     "  --prometheus      Prometheus text format (node_ksmd_* and samepage_ksm_*)\n"
-    "  --watch SECONDS   redraw every SECONDS until interrupted\n"
+    "  --watch SECONDS   redraw every SECONDS until interrupted, with the scan\n"
+    "                    rate and ksmd CPU measured over the interval (--json:\n"
+    "                    pages_per_second_measured, ksmd_cpu_percent_interval)\n"
     "  --output FILE     write to FILE, replaced at once (rename) every time, so a\n"
     "                    reader such as node_exporter's textfile collector never\n"
     "                    sees half a file\n"
@@ -307,8 +309,12 @@ static void json_value(const char *name, const struct samepage_knob *k, const ch
 }
 
 /* one_line: --watch to standard output, a stream of reports, one a line
- * (JSON Lines), which line-based readers and jq take alike. */
-static void print_json(const struct ksm_derived *d, bool one_line)
+ * (JSON Lines), which line-based readers and jq take alike.  watch: the
+ * figures measured over the interval (null in the first report, and
+ * where they cannot be), as the text view shows them, beside the
+ * since-boot CPU share and the configured rate. */
+static void print_json(const struct ksm_derived *d, bool one_line, bool watch, double measured_rate,
+		       double cpu_interval)
 {
 	struct json j;
 	char rel[128] = "";
@@ -344,6 +350,10 @@ static void print_json(const struct ksm_derived *d, bool one_line)
 	json_double(&j, "ksmd_cpu_percent", d->ksmd_cpu_percent);
 	json_double(&j, "scan_rate_pages_per_second", d->scan_rate);
 	json_double(&j, "full_scan_seconds", d->full_scan_seconds);
+	if (watch) {
+		json_double(&j, "ksmd_cpu_percent_interval", cpu_interval);
+		json_double(&j, "pages_per_second_measured", measured_rate);
+	}
 	json_object_end(&j);
 	json_object_end(&j);
 }
@@ -449,11 +459,38 @@ static void prom_value(const char *name, const struct samepage_knob *k, const ch
 		snprintf(num, sizeof(num), "%llu", u);
 	else
 		snprintf(num, sizeof(num), "%lld", v);
-	snprintf(help, sizeof(help), "ksmd '%s' file%s%s%s.", name, k ? ": " : "", k ? k->help : "",
-		 k && k->format == SAMEPAGE_FMT_MODE ? " (1 = scan-time)" : "");
-	if (strcmp(name, "full_scans") == 0)
+	/* samepaged's own counters (pool_pages_reclaimed) come as extra
+	 * names: their help is the table's all the same. */
+	const struct samepage_knob *hk = k ? k : samepage_knob_find(name);
+	snprintf(help, sizeof(help), "%s '%s'%s%s%s%s.", opt.user ? "samepaged's" : "ksmd", name,
+		 opt.user ? "" : " file", hk ? ": " : "", hk ? hk->help : "",
+		 hk && hk->format == SAMEPAGE_FMT_MODE ? " (1 = scan-time)" : "");
+	/* A counter never goes down.  samepaged's full_scans is the fewest of
+	 * its connected clients', and its pages_scanned and pages_skipped
+	 * their sums: one that joins or leaves takes them down, so they are
+	 * gauges (without _total) there.  Its pool_pages_reclaimed and
+	 * pool_pages_refused count for the daemon's life: counters. */
+	bool user_sum =
+	    opt.user && (strcmp(name, "pages_scanned") == 0 || strcmp(name, "pages_skipped") == 0);
+	if (opt.user && strcmp(name, "full_scans") == 0)
+		prom_metric_text("node_ksmd_full_scans", "gauge",
+				 "samepaged's full_scans: the fewest full scans any connected "
+				 "client has completed (a client that joins takes it down).",
+				 num);
+	else if (strcmp(name, "full_scans") == 0)
 		prom_metric_text("node_ksmd_full_scans_total", "counter", help, num);
-	else if (strcmp(name, "sleep_millisecs") == 0)
+	else if (user_sum) {
+		snprintf(metric, sizeof(metric), "samepage_ksm_%s", name);
+		snprintf(help, sizeof(help),
+			 "samepaged's %s: summed over the connected clients (a client that "
+			 "exits takes its share away).",
+			 name);
+		prom_metric_text(metric, "gauge", help, num);
+	} else if (strcmp(name, "pool_pages_reclaimed") == 0 ||
+		   strcmp(name, "pool_pages_refused") == 0) {
+		snprintf(metric, sizeof(metric), "samepage_ksm_%s_total", name);
+		prom_metric_text(metric, "counter", help, num);
+	} else if (strcmp(name, "sleep_millisecs") == 0)
 		prom_metric("node_ksmd_sleep_seconds", "gauge", help, (double)v / 1000);
 	else if (strcmp(name, "general_profit") == 0)
 		prom_metric_text("samepage_ksm_general_profit_bytes", "gauge", help, num);
@@ -772,7 +809,9 @@ int cmd_status(int argc, char **argv)
 		scanned = knob_or("pages_scanned", -1);
 		ksm_derive(&d);
 		if (last_t > 0 && t > last_t) {
-			if (scanned >= 0 && last_scanned >= 0)
+			/* pages_scanned gone down (samepaged's sum over its
+			 * clients, one of which left): no rate to tell. */
+			if (scanned >= 0 && last_scanned >= 0 && scanned >= last_scanned)
 				rate = (double)(scanned - last_scanned) / (t - last_t);
 			cpu = 100 * (d.ksmd_cpu_seconds - last_cpu) / (t - last_t);
 		}
@@ -782,7 +821,7 @@ int cmd_status(int argc, char **argv)
 		if (out.path && (err = output_begin(&out)))
 			return output_error(&out, err);
 		if (fmt == FMT_JSON)
-			print_json(&d, interval > 0 && !out.path);
+			print_json(&d, interval > 0 && !out.path, interval > 0, rate, cpu);
 		else if (fmt == FMT_PROM)
 			print_prometheus(&d);
 		else

@@ -119,7 +119,7 @@ static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_
 
 /* pages_to_scan and advisor_mode=scan-time in one file, in either order
  * (ksmconf.h): -EINVAL, *err naming the pages_to_scan line. */
-static int check_advisor(const struct ksmconf_file *conf, struct ksmconf_error *err)
+int ksmconf_check_advisor(const struct ksmconf_file *conf, struct ksmconf_error *err)
 {
 	const struct ksmconf_entry *pts = NULL;
 	bool scan_time = false;
@@ -243,7 +243,7 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 			 "check the file (its disk or filesystem) and run again");
 	}
 	if (!ret)
-		ret = check_advisor(out, err);
+		ret = ksmconf_check_advisor(out, err);
 	if (!std_in)
 		fclose(f);
 	free(line);

@@ -73,11 +73,18 @@ bool ksmconf_nul_line(const char *path, int lineno, const char *line, size_t len
  * kernel refuses pages_to_scan under the advisor, and writing advisor_mode
  * resets it, so whatever the order, one of the two is lost.  ksmconf_read
  * refuses such a file (for `ksmctl apply` and `samepaged --config` alike),
- * `ksmctl set` such a command line (cli/set.c), exit 2, with this cause
+ * `ksmctl set` such a command line (cli/set.c), `ksmctl --user run` such
+ * --set options (ksmconf_check_advisor), exit 2, with this cause
  * and fix, the input as "pages_to_scan=VALUE (ORIGIN)". */
 #define KSMCONF_ADVISOR_CAUSE "pages_to_scan cannot be set with advisor_mode=scan-time"
 #define KSMCONF_ADVISOR_FIX                                                                        \
 	"leave pages_to_scan out (the advisor sets it), or set advisor_mode=none"
+
+/* The rule above on settings already checked one by one, from a file or
+ * not (`ksmctl --user run --set`, whose entries have the origin "--set"):
+ * 0, or -EINVAL with *err naming pages_to_scan as "pages_to_scan=VALUE
+ * (ORIGIN)".  ksmconf_read applies it to every file. */
+int ksmconf_check_advisor(const struct ksmconf_file *conf, struct ksmconf_error *err);
 
 /* The values a knob accepts, for fixes: "a whole number from 0 to 2". */
 const char *ksmconf_range(const struct samepage_knob *k, char *buf, size_t len);

@@ -420,6 +420,7 @@ void state_domain_close_if_unused(struct state *s, struct dom *d)
 		       d->name, d->sp->dom->live);
 	char path[512];
 	s->reclaimed_closed += d->sp->dom->reclaimed;
+	s->refused_closed += atomic_load(&d->sp->dom->refused);
 	dpool_close(d);
 	engine_free(d->sp);
 	d->sp = NULL;
@@ -1178,12 +1179,15 @@ bool state_client_counts(const struct state *s, const struct client *k, struct l
 
 /* The daemon's counts: its domains' sums, and its clients' from their
  * ledgers (counts_add_process); full_scans is the least any connected
- * process has done. */
+ * process has done.  pool_pages_reclaimed and pool_pages_refused keep the
+ * closed domains' too: they count for the daemon's life (Prometheus
+ * counters, which never go down). */
 static void state_counts(const struct state *s, struct ksm_counts *c)
 {
 	bool any = false;
 	*c = (struct ksm_counts){.process = false,
 				 .reclaimed = s->reclaimed_closed,
+				 .refused = s->refused_closed,
 				 .use_zero_pages = s->knob[KNOB_use_zero_pages],
 				 .max_page_sharing = s->knob[KNOB_max_page_sharing]};
 	for (int i = 0; i < s->lim.domains; i++) {

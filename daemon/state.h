@@ -86,6 +86,7 @@ struct state {
 	struct client *clients; /* [0, nclients) of lim.connections */
 	int nclients;
 	uint64_t reclaimed_closed; /* pool_pages_reclaimed of the domains closed */
+	uint64_t refused_closed;   /* pool_pages_refused of the domains closed */
 	struct throttle log_limit; /* refusals and closings for a limit */
 };
 

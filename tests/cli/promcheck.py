@@ -3,7 +3,8 @@
 """Checks Prometheus text exposition format: every sample line is
 `name{label="value",...} number`, every metric family has one # TYPE line
 before its samples (and at most one # HELP), names are valid, counters end
-in _total, no series repeats, and the file is UTF-8.  Exit 1 with the offending line otherwise.
+in _total and only counters do, a value whose HELP says it is cumulative is
+a counter, no series repeats, and the file is UTF-8.  Exit 1 with the offending line otherwise.
 """
 import re
 import sys
@@ -15,7 +16,7 @@ TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
 
 
 def main(path):
-    types, helps, seen = {}, set(), set()
+    types, helps, seen, cumulative = {}, set(), set(), set()
     try:
         # node_exporter's textfile collector refuses a file that is not UTF-8.
         lines = open(path, "rb").read().decode("utf-8", errors="strict").splitlines()
@@ -30,6 +31,8 @@ def main(path):
             if name in helps:
                 return f"second HELP for {name}: {where}"
             helps.add(name)
+            if re.search(r"\bcumulative\b", line):
+                cumulative.add(name)
         elif line.startswith("# TYPE "):
             parts = line.split(" ")
             if len(parts) != 4 or parts[3] not in TYPES or not re.fullmatch(NAME, parts[2]):
@@ -48,6 +51,10 @@ def main(path):
                 return f"sample before its # TYPE: {where}"
             if types[name] == "counter" and not name.endswith("_total"):
                 return f"counter without _total: {where}"
+            if types[name] != "counter" and name.endswith("_total"):
+                return f"_total on a {types[name]}, not a counter: {where}"
+            if name in cumulative and types[name] != "counter":
+                return f"a cumulative value (its HELP says so) as a {types[name]}: {where}"
             try:
                 float(value)
             except ValueError:

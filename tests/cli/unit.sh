@@ -8,8 +8,9 @@
 # writes a complete ksm.prom (here into a temporary directory) that
 # promcheck.py accepts, with no temporary file left beside it.  The unit's
 # ExecStart= program: refused when not installed (no --root, --dry-run),
-# a warning when the --root tree lacks it.  Nothing outside a temporary
-# directory is touched.
+# a warning when the --root tree lacks it.  An /etc/ksm.conf that is a
+# directory or a symbolic link to nothing: refused (exit 2), nothing
+# written.  Nothing outside a temporary directory is touched.
 #
 # usage: unit.sh KSMCTL [CLI_BUILD_DIR CLI_SOURCE_DIR TESTS_CLI_DIR]
 set -u
@@ -79,6 +80,45 @@ rm "$unit.ksmctl-old"
 "$ksmctl" install-service --root "$tmp" --no-enable >"$tmp/out" || fail "a third install-service exited $?"
 [ ! -e "$unit.ksmctl-old" ] && ! grep -q ksmctl-old "$tmp/out" ||
 	fail "an unchanged unit was kept as if edited: $(cat "$tmp/out")"
+
+# An /etc/ksm.conf that `ksmctl apply /etc/ksm.conf` cannot read at boot
+# (a directory, a symbolic link to nothing) is refused before anything is
+# written (exit 2), and said so; it was kept as "exists" (exit 0), or the
+# unit was written before a write through the link failed with "create
+# the directory" (exit 5).  A link to a file in the tree is kept.
+for bad in dir dangling dangling-rel; do
+	r=$tmp/bad-$bad
+	mkdir -p "$r/etc"
+	case $bad in
+	dir) mkdir "$r/etc/ksm.conf" ;;
+	dangling) ln -s /nonexistent-ksmctl-test/ksm.conf "$r/etc/ksm.conf" ;;
+	dangling-rel) ln -s ksm/ksm.conf "$r/etc/ksm.conf" ;;
+	esac
+	for dry in "" --dry-run; do
+		"$ksmctl" install-service --root "$r" $dry >"$tmp/out" 2>"$tmp/err"
+		rc=$?
+		[ $rc = 2 ] || fail "install-service $dry with a $bad /etc/ksm.conf exited $rc, not 2: $(cat "$tmp/out" "$tmp/err")"
+		[ ! -e "$r/etc/systemd" ] || fail "install-service $dry with a $bad /etc/ksm.conf wrote $(find "$r/etc/systemd")"
+		! grep -q "write\|keep" "$tmp/out" || fail "install-service $dry with a $bad /etc/ksm.conf went on: $(cat "$tmp/out")"
+		grep -qF "input: $r/etc/ksm.conf" "$tmp/err" && grep -qF "ksmctl apply /etc/ksm.conf" "$tmp/err" ||
+			fail "install-service with a $bad /etc/ksm.conf does not name it and the unit's command: $(cat "$tmp/err")"
+		case $bad in
+		dir) grep -qF "is a directory" "$tmp/err" ;;
+		dangling) grep -qF "a symbolic link to /nonexistent-ksmctl-test/ksm.conf, which does not exist" "$tmp/err" ;;
+		dangling-rel) grep -qF "a symbolic link to ksm/ksm.conf, which does not exist" "$tmp/err" ;;
+		esac || fail "install-service with a $bad /etc/ksm.conf does not say what it is: $(cat "$tmp/err")"
+		! grep -q "create the directory" "$tmp/err" || fail "install-service with a $bad /etc/ksm.conf advises creating a directory"
+	done
+	echo "ok: install-service refuses a $bad /etc/ksm.conf, writes nothing"
+done
+r=$tmp/good-link
+mkdir -p "$r/etc/ksm"
+echo "run = 1" >"$r/etc/ksm/ksm.conf"
+ln -s /etc/ksm/ksm.conf "$r/etc/ksm.conf"
+"$ksmctl" install-service --root "$r" --no-enable >"$tmp/out" 2>"$tmp/err" ||
+	fail "install-service with /etc/ksm.conf a link to a file of the tree exited $?: $(cat "$tmp/err")"
+grep -qF "keep $r/etc/ksm.conf" "$tmp/out" && [ "$(cat "$r/etc/ksm/ksm.conf")" = "run = 1" ] ||
+	fail "install-service did not keep /etc/ksm.conf, a link to a file of the tree: $(cat "$tmp/out")"
 
 if [ -n "$built" ] && [ -d /sys/kernel/mm/ksm ]; then
 	mkdir -p "$tmp/units" "$tmp/textfile"

@@ -15,7 +15,9 @@
 #  e2e     a daemon and a client (spclient) merging 16 MiB of duplicate
 #          pages: set, wait --converged, status (text: general_profit is
 #          saved minus metadata_bytes; --json: pages_sharing
-#          > 0, --prometheus: promcheck.py and samepaged_* names only), top
+#          > 0, --prometheus: promcheck.py and samepaged_* names only,
+#          full_scans and pages_scanned gauges (they fall as clients come
+#          and go), pool_pages_reclaimed/refused counters), top
 #          --json finds the client, check, doctor, all-or-nothing refusals
 #          (run=3: exit 2; max_page_sharing while merged: exit 5) that
 #          change nothing, apply, and unmerge bringing pages_sharing to 0.
@@ -27,6 +29,9 @@
 #  statedir  the daemon's state directory removed while it runs: its log
 #          says so and how to fix it, and a program under `ksmctl --user
 #          run --domain` says samepaged refused it (not "start samepaged").
+#  relsock  a relative --socket or $SAMEPAGE_SOCKET reaches the program
+#          under `ksmctl --user run` absolute: it finds samepaged from
+#          another directory.
 #  command  `ksmctl --user run` runs its command as the shell and `ksmctl
 #          run` do: a file without execute permission (named or found in
 #          PATH) is "Permission denied", 126, not 127; a script without "#!"
@@ -36,7 +41,8 @@
 #          them) is refused (exit 1), as a set-user-ID one: the dynamic
 #          linker would ignore LD_PRELOAD and it would run without merging.
 #          A bad --set is refused (exit 2) naming the knob and the values it
-#          takes, as `ksmctl set` refuses it, and so is a knob set twice;
+#          takes, as `ksmctl set` refuses it, and so are a knob set twice
+#          and pages_to_scan with advisor_mode=scan-time;
 #          --set or --domain without its argument says what it needs.
 # The daemon and the client are killed on every exit (trap).
 #
@@ -306,6 +312,16 @@ e2e()
 	grep -Eq '^samepaged_process_merging_pages\{unit="[^"]*",comm="cli_spclient",domain="vm"\} [1-9]' "$tmp/out" ||
 		fail "no samepaged_process_merging_pages for the client (unit, comm, domain)"
 	! grep -Eq '^(# [A-Z]+ )?(node_ksmd_|samepage_ksm_)' "$tmp/out" || fail "kernel metric names in --user output"
+	# A counter never goes down: full_scans (the fewest of the connected
+	# clients') and pages_scanned/pages_skipped (their sums) are gauges;
+	# the cumulative pool_pages_reclaimed/refused are counters.
+	local series
+	for series in "samepaged_full_scans gauge" "samepaged_pages_scanned gauge" \
+		"samepaged_pool_pages_reclaimed_total counter" "samepaged_pool_pages_refused_total counter"; do
+		grep -qx "# TYPE $series" "$tmp/out" && echo "ok: $series" || fail "--user --prometheus lacks # TYPE $series"
+	done
+	! grep -Eq '^samepaged_(full_scans|pages_scanned|pages_skipped)_total|^samepaged_pool_pages_(reclaimed|refused) ' "$tmp/out" ||
+		fail "--user --prometheus: a non-monotonic counter or a cumulative gauge: $(grep -E 'full_scans|pages_scanned|pool_pages_re' "$tmp/out")"
 
 	expect 0 --user --socket "$sock" top --json
 	json_ok 'any(r["pid"] == '"$client_pid"' and r["comm"] == "cli_spclient" and r["merging_pages"] > 0 for r in d["rows"])'
@@ -522,6 +538,34 @@ statedir()
 	grep -qF "fix: restart samepaged" "$tmp/daemon.log" || fail "samepaged's log lacks the fix"
 }
 
+# relsock: a relative socket path (--socket, or $SAMEPAGE_SOCKET) reaches
+# the program absolute: one that changes directory (a daemon, QEMU's
+# -daemonize) still finds samepaged (it said "samepaged is not running at
+# sd/s.sock" and merged nothing).
+relsock()
+{
+	[ -z "${SAMEPAGE_SANITIZED:-}" ] || { echo "skip: a sanitized preload library"; exit 77; }
+	start_daemon || return
+	expect 0 --user --socket "$sock" set run=1
+	local how rc
+	cd "$tmp" || return
+	for how in option env; do
+		if [ $how = option ]; then
+			"$ksmctl" --socket s.sock run --domain t1 -- \
+				sh -c 'cd / && echo "$SAMEPAGE_SOCKET" && exec python3 -c 1' >"$tmp/out" 2>"$tmp/err"
+		else
+			SAMEPAGE_SOCKET=s.sock "$ksmctl" --user run --domain t1 -- \
+				sh -c 'cd / && echo "$SAMEPAGE_SOCKET" && exec python3 -c 1' >"$tmp/out" 2>"$tmp/err"
+		fi
+		rc=$?
+		[ $rc = 0 ] || fail "run with a relative socket ($how) exited $rc"
+		[ "$(cat "$tmp/out")" = "$sock" ] && echo "ok: a relative socket ($how) reaches the program as $sock" ||
+			fail "a relative socket ($how) reached the program as '$(cat "$tmp/out")', not $sock"
+		! grep -q "samepaged is not running" "$tmp/err" || fail "the program under run with a relative socket ($how) did not find samepaged"
+	done
+	cd - >/dev/null || return
+}
+
 # aslimit: a program under an address-space limit too small for the
 # domain's pool says so and how to lift it, and runs (without merging).
 aslimit()
@@ -557,6 +601,15 @@ run_command()
 	# A knob given twice is refused, as by `ksmctl set` (run took both).
 	expect 2 --user run --set run=1 --set run=0 -- sh -c "touch $tmp/ran"
 	says "$tmp/err" "run is set twice (first at --set)"
+	# pages_to_scan with advisor_mode=scan-time, which the engine would
+	# refuse once the program runs (the library said "invalid argument"
+	# and ignored it): refused before, as by `ksmctl set`, in either order.
+	expect 2 --user run --set advisor_mode=scan-time --set pages_to_scan=6 -- sh -c "touch $tmp/ran"
+	says "$tmp/err" "ksmctl: pages_to_scan cannot be set with advisor_mode=scan-time"
+	says "$tmp/err" "input: pages_to_scan=6 (--set)"
+	says "$tmp/err" "fix: leave pages_to_scan out (the advisor sets it), or set advisor_mode=none"
+	expect 2 --user run --set pages_to_scan=6 --set advisor_mode=scan-time -- sh -c "touch $tmp/ran"
+	says "$tmp/err" "input: pages_to_scan=6 (--set)"
 	expect 2 --user run --set
 	says "$tmp/err" "run: --set needs NAME=VALUE"
 	expect 2 --user run --domain
@@ -630,6 +683,7 @@ run_command()
 case $test in
 absent) absent ;;
 aslimit) aslimit ;;
+relsock) relsock ;;
 command) run_command ;;
 exec) exec_name ;;
 statedir) statedir ;;

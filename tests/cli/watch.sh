@@ -4,7 +4,8 @@
 # then exits 0; with --prometheus --output, KSM gone meanwhile is up 0.
 # Waits for the second frame (with a generous limit) rather than for a
 # time, then checks that every frame is a whole JSON object on a line of
-# its own (JSON Lines).
+# its own (JSON Lines), with the scan rate and ksmd CPU measured over the
+# interval (null in the first).
 #
 # usage: watch.sh KSMCTL SRCDIR
 set -u
@@ -35,6 +36,37 @@ for line in open(sys.argv[1]).read().splitlines():  # JSON Lines: an object a li
     n += 1
 print(f"{n} frames")
 assert n >= 2
+PY
+
+# --json --watch: each report's derived figures include those measured
+# over the interval, as the text view shows them (the JSON had only the
+# since-boot CPU share and the configured rate): null in the first report,
+# then numbers; pages_scanned grown by 10^9 is a measured rate above 0.
+cp -a "$tree" "$tmp/mtree"
+"$ksmctl" --sysfs-root "$tmp/mtree/sys" --proc-root "$tmp/mtree/proc" --boot-root "$tmp/mtree/boot" \
+	status --json --watch 0.1 >"$tmp/mout" &
+pid=$!
+frames() { grep -c '"backend"' "$tmp/mout"; }
+for _ in $(seq 600); do [ "$(frames)" -ge 2 ] && break; sleep 0.05; done
+echo 1048000000 >"$tmp/mtree/sys/kernel/mm/ksm/pages_scanned"
+n=$(frames)
+for _ in $(seq 600); do [ "$(frames)" -ge $((n + 2)) ] && break; sleep 0.05; done
+kill -INT $pid
+wait $pid
+python3 - "$tmp/mout" <<'PY' || fail "status --json --watch lacks the figures measured over the interval"
+import json, sys
+frames = [json.loads(l)["derived"] for l in open(sys.argv[1]).read().splitlines()]
+assert len(frames) >= 4, len(frames)
+for f in frames:
+    assert "ksmd_cpu_percent" in f and "scan_rate_pages_per_second" in f, f
+assert frames[0]["pages_per_second_measured"] is None, frames[0]
+assert frames[0]["ksmd_cpu_percent_interval"] is None, frames[0]
+for f in frames[1:]:
+    assert isinstance(f["ksmd_cpu_percent_interval"], (int, float)), f
+    assert isinstance(f["pages_per_second_measured"], (int, float)), f
+assert frames[1]["pages_per_second_measured"] == 0, frames[1]
+assert any(f["pages_per_second_measured"] > 0 for f in frames[2:]), frames
+print("ok: the measured figures in %d frames" % len(frames))
 PY
 
 # --prometheus --output: when KSM goes away under a watch (a tree's ksm
