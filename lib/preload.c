@@ -138,11 +138,16 @@ static void *waiter(void *arg)
 	sigset_t all;
 	prim_sigset_async(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	prim_thread_mine(true);
 	for (;;) {
 		sleep(WAIT_RETRY_S);
+		int status;
+		if (prim_program_gone(&status))
+			prim_end_as_program(status); /* no thread of the program left */
 		pthread_mutex_lock(&preload_lock);
 		if (!waiting) { /* joined meanwhile (by a program call), or forked away */
 			pthread_mutex_unlock(&preload_lock);
+			prim_thread_mine(false);
 			return NULL;
 		}
 		engine_failed = false;
@@ -165,8 +170,10 @@ static void *waiter(void *arg)
 				 getenv("SAMEPAGE_DOMAIN"));
 		}
 		pthread_mutex_unlock(&preload_lock);
-		if (sp)
+		if (sp) {
+			prim_thread_mine(false);
 			return NULL;
+		}
 	}
 }
 

@@ -878,6 +878,92 @@ size_t prim_pmd_size(void)
 	return v;
 }
 
+/* ---- the program's threads ---- */
+
+/*
+ * The library's threads (each engine's samepage-ksmd, the preload
+ * library's samepage-wait) are pthreads, so the C library counts them: a
+ * program whose main thread ended by pthread_exit() (or a raw exit, as a
+ * SECCOMP_MODE_STRICT program's does) no longer ends when its last thread
+ * does, and since the library's threads block the program's signals, a
+ * SIGTERM no longer ends it either (a zombie main thread, a live process;
+ * RELIABILITY.md 77).  So they say who they are, and look, once a second,
+ * whether any thread of the program is left.
+ */
+#define LIB_THREADS 64
+static _Atomic pid_t lib_tids[LIB_THREADS];
+
+void prim_thread_mine(bool mine)
+{
+	pid_t tid = (pid_t)prim_syscall(SYS_gettid), want = mine ? 0 : tid;
+	for (int i = 0; i < LIB_THREADS; i++) {
+		pid_t t = want;
+		if (atomic_compare_exchange_strong(&lib_tids[i], &t, mine ? tid : 0))
+			return;
+	}
+}
+
+static bool lib_tid(pid_t tid)
+{
+	for (int i = 0; i < LIB_THREADS; i++)
+		if (atomic_load_explicit(&lib_tids[i], memory_order_relaxed) == tid)
+			return true;
+	return false;
+}
+
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+bool prim_program_gone(int *status)
+{
+	char buf[1024];
+	if (read_small("/proc/self/stat", buf, sizeof(buf)) <= 0)
+		return false;
+	/* The main thread's state (field 3) and exit code (field 52). */
+	const char *p = strrchr(buf, ')');
+	if (!p || (p[2] != 'Z' && p[2] != 'X'))
+		return false;
+	for (int f = 2; p && f < 52; f++)
+		p = strchr(p + 1, ' ');
+	*status = p ? (int)strtol(p + 1, NULL, 10) : 0;
+	int fd = sys_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	pid_t leader = prim_getpid();
+	bool gone = true;
+	for (long n; gone && (n = prim_syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0;) {
+		for (long off = 0; off < n;) {
+			const struct linux_dirent64 *d = (const void *)(buf + off);
+			off += d->d_reclen;
+			pid_t tid = (pid_t)strtol(d->d_name, NULL, 10);
+			if (tid > 0 && tid != leader && !lib_tid(tid))
+				gone = false; /* a thread of the program's */
+		}
+	}
+	sys_close(fd);
+	return gone;
+}
+
+void prim_end_as_program(int status)
+{
+	int sig = status & 0x7f;
+	if (!sig)
+		exit((status >> 8) & 0xff); /* as the C library's last thread does */
+	sigset_t one;
+	sigemptyset(&one);
+	sigaddset(&one, sig);
+	signal(sig, SIG_DFL);
+	prim_sigmask(SIG_UNBLOCK, &one, NULL);
+	prim_syscall(SYS_tgkill, prim_getpid(), prim_syscall(SYS_gettid), sig);
+	prim_syscall(SYS_kill, prim_getpid(), SIGKILL);
+	_exit(128 + sig);
+}
+
 /* Field `field` (counted from 1, as proc(5) does) of /proc/PID/stat, or 0. */
 static unsigned long long stat_field(pid_t pid, int field)
 {

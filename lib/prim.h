@@ -118,6 +118,12 @@ int prim_sigmask(int how, const sigset_t *set, sigset_t *old); /* as pthread_sig
 void prim_sigset_async(sigset_t *set);
 bool prim_pid_alive(pid_t pid); /* kill(pid, 0) */
 pid_t prim_getpid(void);
+void prim_thread_mine(bool mine); /* this thread is the library's (or no more) */
+/* No thread of the program's is left, only the library's: then *status is
+ * its main thread's exit status (waitpid's), and prim_end_as_program()
+ * ends the process as the program's last thread would have. */
+bool prim_program_gone(int *status);
+void prim_end_as_program(int status) __attribute__((noreturn));
 pid_t prim_getppid(void);
 uid_t prim_geteuid(void);
 uint64_t prim_now_ns(void);			       /* CLOCK_MONOTONIC */

@@ -744,13 +744,31 @@ void ksm_do_scan(struct samepage *sp, uint64_t budget)
 	}
 }
 
+/* Once a second: if no thread of the program is left, the process ends as
+ * its last thread's end would have ended it (prim_program_gone()). */
+static void end_with_program(struct samepage *sp, uint64_t *looked)
+{
+	uint64_t now = prim_now_ns();
+	int status;
+	if (now - *looked < 1000000000ULL)
+		return;
+	*looked = now;
+	if (!prim_program_gone(&status))
+		return;
+	pthread_mutex_unlock(&sp->lock); /* for the program's atexit handlers */
+	prim_end_as_program(status);
+}
+
 static void *ksmd(void *arg)
 {
 	struct samepage *sp = arg;
+	uint64_t looked = prim_now_ns();
 
+	prim_thread_mine(true);
 	pthread_mutex_lock(&sp->lock);
 	sp->adv.cpu_ns = prim_thread_cpu_ns();
 	while (!sp->stopping) {
+		end_with_program(sp, &looked);
 		if (atomic_load(&sp->dom->unmerge_epoch) != sp->unmerge_epoch) {
 			/* run = 2 was written by another process of the domain. */
 			engine_enter(sp);
@@ -788,10 +806,14 @@ static void *ksmd(void *arg)
 			if (sp->poll)
 				sp->poll(sp);
 		} else {
-			pthread_cond_wait(&sp->wake, &sp->lock);
+			/* Idle: awake once a second, to see the program still runs. */
+			struct timespec ts;
+			prim_deadline(1000, &ts);
+			pthread_cond_timedwait(&sp->wake, &sp->lock, &ts);
 		}
 	}
 	pthread_mutex_unlock(&sp->lock);
+	prim_thread_mine(false);
 	return NULL;
 }
 
@@ -854,6 +876,8 @@ void ksmd_stop(struct samepage *sp)
 	sp->stopping = true;
 	pthread_cond_broadcast(&sp->wake);
 	pthread_mutex_unlock(&sp->lock);
+	if (pthread_equal(pthread_self(), sp->thread))
+		return; /* the program's atexit handler, run by ksmd: it ends here */
 	pthread_join(sp->thread, NULL);
 	sp->thread_started = false;
 	stack_free(sp);

@@ -63,6 +63,10 @@
  *   fork_away a process in a domain (merge-any, or a range marked) forks
  *             while samepaged is away: the child merges what its parent
  *             had once samepaged is back (it lost it, merging nothing)
+ *   mainexit  a program whose main thread ends by pthread_exit() ends
+ *             with its last thread (exit 0, its output flushed), one in
+ *             SECCOMP_MODE_STRICT with its exit call's status (both ran
+ *             for ever, the library's thread alive)
  *   shell     a bash script merging hot that puts its files at 3..8
  *             ("exec 3<>file"), then makes and drops strings of spaces:
  *             its files read as written (they had taken the library's
@@ -918,6 +922,46 @@ static void test_syscall(void)
 		CHECK_EQ_INT(rc, 0);
 }
 
+/* argv under ksmctl --user run: its exit status (-1 if it was still
+ * running after a minute, then killed), its standard output in out. */
+static int run_bounded(const char *const *argv, char *out, size_t len)
+{
+	struct prog p = start(argv);
+	close(p.in);
+	int st = 0;
+	for (int i = 0; i < 600 && waitpid(p.pid, &st, WNOHANG) == 0; i++)
+		usleep(100000);
+	if (kill(p.pid, 0) == 0 && waitpid(p.pid, &st, WNOHANG) == 0) {
+		kill(p.pid, SIGKILL);
+		waitpid(p.pid, &st, 0);
+		st = -1;
+	}
+	size_t n = fread(out, 1, len - 1, p.out);
+	out[n] = 0;
+	fclose(p.out);
+	return st < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A program whose main thread ends by pthread_exit() ends when its last
+ * thread does, its output flushed; one in SECCOMP_MODE_STRICT ends with
+ * its exit system call's status.  Both went on for ever (the engine's
+ * thread alive, blocking the program's signals: not even a SIGTERM ended
+ * them), the strict one at 100% of a CPU. */
+static void test_mainexit(void)
+{
+	char out[256];
+	const char *m[] = {FAST, "--", workload, "mainexit", NULL};
+	int rc = run_bounded(m, out, sizeof(out));
+	printf("main thread ended by pthread_exit(): exit %d, output \"%s\"\n", rc, out);
+	CHECK_EQ_INT(rc, 0);
+	CHECK(strstr(out, "the last thread") != NULL);
+	const char *k[] = {FAST, "--", workload, "strict", "3", NULL};
+	rc = run_bounded(k, out, sizeof(out));
+	printf("SECCOMP_MODE_STRICT, exit(3): exit %d, output \"%s\"\n", rc, out);
+	CHECK_EQ_INT(rc, 3);
+	CHECK(strstr(out, "strict") != NULL);
+}
+
 static void test_shell(void)
 {
 	static const char script[] =
@@ -1086,6 +1130,8 @@ int main(int argc, char **argv)
 		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
 	} else if (!strcmp(c, "fork_away")) {
 		test_fork_away();
+	} else if (!strcmp(c, "mainexit")) {
+		test_mainexit();
 	} else if (!strcmp(c, "shell")) {
 		test_shell();
 	} else if (!strcmp(c, "sigwait")) {

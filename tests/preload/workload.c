@@ -94,6 +94,14 @@
 #define PG 4096UL
 
 /* Says "ready" and waits for a line on stdin: false at its end. */
+static void *last_worker(void *arg)
+{
+	(void)arg;
+	usleep(100000); /* after the main thread's end */
+	printf("the last thread\n");
+	return NULL;
+}
+
 static bool ready_then_wait(void)
 {
 	char line[16];
@@ -602,6 +610,24 @@ int main(int argc, char **argv)
 		if (kvm2 >= 0)
 			close((int)kvm2);
 		return 0;
+	}
+	if (argc >= 2 && !strcmp(argv[1], "mainexit")) {
+		/* The main thread ends by pthread_exit(); a worker prints a
+		 * line (not flushed: the C library's exit() at the last
+		 * thread's end flushes it) and returns. */
+		pthread_t t;
+		if (pthread_create(&t, NULL, last_worker, NULL))
+			return 2;
+		pthread_exit(NULL);
+	}
+	if (argc >= 3 && !strcmp(argv[1], "strict")) {
+		/* SECCOMP_MODE_STRICT: read, write, _exit and sigreturn only;
+		 * its end is the exit system call of its one thread. */
+		if (prctl(PR_SET_SECCOMP, 1 /* SECCOMP_MODE_STRICT */))
+			return 2;
+		if (write(1, "strict\n", 7) != 7)
+			syscall(SYS_exit, 4);
+		syscall(SYS_exit, atoi(argv[2]));
 	}
 	if (argc >= 2 && !strcmp(argv[1], "dupown")) {
 		/* dup2() and dup3(), and syscall()'s, onto the library's pool:
