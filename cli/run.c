@@ -396,6 +396,15 @@ static int run_user(int argc, char **argv)
 				   "reinstall samepage (its package, or make install), or set "
 				   "SAMEPAGE_PRELOAD to libsamepage-preload.so",
 				   "run: the preload library is missing");
+	if (strpbrk(preload, " :"))
+		/* The dynamic linker splits LD_PRELOAD at spaces and colons,
+		 * with no escape: the program would run without the library. */
+		return ksmctl_fail(KSMCTL_NO, preload,
+				   "install samepage where its path has no space or colon, or set "
+				   "SAMEPAGE_PRELOAD to a link to libsamepage-preload.so at such a "
+				   "path",
+				   "run: the preload library's path has a space or a colon, which "
+				   "LD_PRELOAD cannot name");
 	/* No samepaged at this socket yet: said once the program is found. */
 	char no_daemon[108] = "";
 	bool no_daemon_system = false;

@@ -32,7 +32,9 @@
 #  relsock  a relative --socket or $SAMEPAGE_SOCKET reaches the program
 #          under `ksmctl --user run` absolute: it finds samepaged from
 #          another directory.
-#  command  `ksmctl --user run` runs its command as the shell and `ksmctl
+#  command  a preload library at a path with a space or a colon is refused
+#          (LD_PRELOAD cannot name it), the program not run.
+#          `ksmctl --user run` runs its command as the shell and `ksmctl
 #          run` do: a file without execute permission (named or found in
 #          PATH) is "Permission denied", 126, not 127; a script without "#!"
 #          runs with /bin/sh; a missing command is 127.  PATH is searched as
@@ -583,6 +585,18 @@ aslimit()
 run_command()
 {
 	local rc
+	# A preload library whose path has a space or a colon: refused, the
+	# program not run (LD_PRELOAD splits there, and the program ran
+	# without the library, the dynamic linker's error twice per process).
+	local odd
+	for odd in "$tmp/x y" "$tmp/x:y"; do
+		mkdir -p "$odd"
+		cp "$SAMEPAGE_PRELOAD" "$odd/libsamepage-preload.so"
+		SAMEPAGE_PRELOAD="$odd/libsamepage-preload.so" expect 1 --user run -- sh -c "touch $tmp/ran"
+		says "$tmp/err" "the preload library's path has a space or a colon"
+		says "$tmp/err" "input: $odd/libsamepage-preload.so"
+		[ ! -e "$tmp/ran" ] || fail "the program ran with the preload library at '$odd'"
+	done
 	# --set is checked as `ksmctl set` checks its arguments (plan_add):
 	# the same messages, the input with its origin "--set".
 	expect 2 --user run --set run=5 -- sh -c "touch $tmp/ran"
