@@ -37,9 +37,11 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/aio_abi.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -394,9 +396,12 @@ static void preload_fork_child(void)
 
 /* ---- start ---- */
 
+static void exec_keep_init(void);
+
 __attribute__((constructor)) static void preload_init(void)
 {
 	interpose_merge_advice = preload_madvise;
+	exec_keep_init();
 	fork_init();
 	pthread_atfork(preload_fork_prepare, preload_fork_parent, preload_fork_child);
 	/* The environment's values as samepage(3) lists them; another is said
@@ -419,6 +424,223 @@ __attribute__((constructor)) static void preload_init(void)
 		if (sp)
 			samepage_merge_any(sp, 1);
 	}
+}
+
+/* ---- exec ---- */
+
+/*
+ * The kernel keeps merge-any across exec (6.7+), whatever the environment
+ * the program passes; this library stays on by the environment only
+ * (LD_PRELOAD and SAMEPAGE_*).  A program that execs another with an
+ * environment of its own (env -i, Python's subprocess with env=, Java's
+ * ProcessBuilder after environment().clear(), execle) dropped it, and the
+ * program it ran merged nothing.  So every exec and posix_spawn passes an
+ * environment that keeps them: LD_PRELOAD with this library first, and
+ * the SAMEPAGE_* values this process started with where the environment
+ * has none, SAMEPAGE_MERGE_ANY being merge-any's state now, as the
+ * kernel's is the state at the exec.  Built on the stack, not with
+ * malloc: an exec after vfork() runs in the parent's memory.
+ */
+static const char *const kept_names[] = {"SAMEPAGE_DOMAIN", "SAMEPAGE_SOCKET", "SAMEPAGE_KNOBS",
+					 "SAMEPAGE_WINDOW", "SAMEPAGE_WAIT_SAID"};
+#define KEPT_N (sizeof(kept_names) / sizeof(kept_names[0]))
+static char *kept_values[KEPT_N]; /* "NAME=value", as the process started */
+static char self_path[4096];	  /* this library's file */
+static bool exec_keep;		  /* both known: exec keeps them */
+
+static void exec_keep_init(void)
+{
+	Dl_info info;
+	if (!dladdr((void *)exec_keep_init, &info) || !info.dli_fname || info.dli_fname[0] != '/' ||
+	    strpbrk(info.dli_fname, " :") || strlen(info.dli_fname) >= sizeof(self_path))
+		return;
+	strcpy(self_path, info.dli_fname);
+	for (size_t i = 0; i < KEPT_N; i++) {
+		const char *v = getenv(kept_names[i]);
+		size_t len = strlen(kept_names[i]) + (v ? strlen(v) : 0) + 2;
+		if (v && (kept_values[i] = lib_calloc(1, len)))
+			snprintf(kept_values[i], len, "%s=%s", kept_names[i], v);
+	}
+	exec_keep = true;
+}
+
+/* Without a lock: an exec after vfork() runs beside the parent's threads
+ * (and the parent's engine is the child's memory's). */
+static bool merge_any_now(void)
+{
+	struct samepage *e = engine ? engine : parent_engine; /* a forked child's */
+	return e ? e->merge_any : wait_any;
+}
+
+static size_t env_count(char *const *envp)
+{
+	size_t n = 0;
+	while (envp && envp[n])
+		n++;
+	return n;
+}
+
+static bool named(const char *entry, const char *name)
+{
+	size_t len = strlen(name);
+	return !strncmp(entry, name, len) && entry[len] == '=';
+}
+
+/* envp with what keeps the program on this library, into out (room for
+ * env_count(envp) + KEPT_N + 3 entries) and ld (the LD_PRELOAD entry);
+ * envp itself if this library's path is unknown. */
+static char *const *env_keep(char *const *envp, char **out, char *ld, size_t ldlen, char *any)
+{
+	if (!exec_keep)
+		return envp;
+	size_t n = 0;
+	bool has[KEPT_N] = {false}, preload = false;
+	for (size_t i = 0; envp && envp[i]; i++) {
+		const char *e = envp[i];
+		if (named(e, "SAMEPAGE_MERGE_ANY"))
+			continue; /* said below, as it is now */
+		if (named(e, "LD_PRELOAD")) {
+			preload = true;
+			const char *v = e + 11;
+			size_t k = strlen(self_path);
+			/* Already first (ksmctl's, inherited): as it is. */
+			if (!strncmp(v, self_path, k) && (v[k] == 0 || v[k] == ':' || v[k] == ' '))
+				out[n++] = (char *)e;
+			else if ((size_t)snprintf(ld, ldlen, "LD_PRELOAD=%s%s%s", self_path,
+						  *v ? ":" : "", v) < ldlen)
+				out[n++] = ld;
+			else
+				out[n++] = (char *)e; /* too long to change: as it is */
+			continue;
+		}
+		for (size_t k = 0; k < KEPT_N; k++)
+			has[k] |= named(e, kept_names[k]);
+		out[n++] = (char *)e;
+	}
+	if (!preload) {
+		snprintf(ld, ldlen, "LD_PRELOAD=%s", self_path);
+		out[n++] = ld;
+	}
+	for (size_t k = 0; k < KEPT_N; k++)
+		if (!has[k] && kept_values[k])
+			out[n++] = kept_values[k];
+	strcpy(any, merge_any_now() ? "SAMEPAGE_MERGE_ANY=1" : "SAMEPAGE_MERGE_ANY=0");
+	out[n++] = any;
+	out[n] = NULL;
+	return out;
+}
+
+#define KEEP_ENV(envp, kept)                                                                       \
+	char *kept##_arr[env_count(envp) + KEPT_N + 3], kept##_ld[8192], kept##_any[24];           \
+	char *const *kept = env_keep(envp, kept##_arr, kept##_ld, sizeof(kept##_ld), kept##_any)
+
+typedef int (*execve_fn)(const char *, char *const[], char *const[]);
+typedef int (*fexecve_fn)(int, char *const[], char *const[]);
+typedef int (*spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			const posix_spawnattr_t *, char *const[], char *const[]);
+static void *_Atomic real_execve, *_Atomic real_execvpe, *_Atomic real_fexecve, *_Atomic real_spawn,
+    *_Atomic real_spawnp;
+
+static int raw_execve(const char *path, char *const argv[], char *const envp[])
+{
+	return (int)prim_syscall(SYS_execve, path, argv, envp);
+}
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	KEEP_ENV(envp, env);
+	return ((execve_fn)interpose_next("execve", &real_execve, (void *)raw_execve))(path, argv,
+										       env);
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	KEEP_ENV(envp, env);
+	execve_fn f = (execve_fn)interpose_next("execvpe", &real_execvpe, NULL);
+	if (!f) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return f(file, argv, env);
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	KEEP_ENV(envp, env);
+	fexecve_fn f = (fexecve_fn)interpose_next("fexecve", &real_fexecve, NULL);
+	if (!f) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return f(fd, argv, env);
+}
+
+EXPORT int execv(const char *path, char *const argv[])
+{
+	return execve(path, argv, environ);
+}
+
+EXPORT int execvp(const char *file, char *const argv[])
+{
+	return execvpe(file, argv, environ);
+}
+
+/* execl, execlp and execle: their arguments, on the stack. */
+#define EXEC_LIST(arg0, ap, argv, then)                                                            \
+	size_t argc_ = 1;                                                                          \
+	va_start(ap, arg0);                                                                        \
+	while (va_arg(ap, char *))                                                                 \
+		argc_++;                                                                           \
+	va_end(ap);                                                                                \
+	char *argv[argc_ + 1];                                                                     \
+	argv[0] = (char *)arg0;                                                                    \
+	va_start(ap, arg0);                                                                        \
+	for (size_t i_ = 1; i_ <= argc_; i_++)                                                     \
+		argv[i_] = va_arg(ap, char *);                                                     \
+	then;                                                                                      \
+	va_end(ap)
+
+EXPORT int execl(const char *path, const char *arg0, ...)
+{
+	va_list ap;
+	EXEC_LIST(arg0, ap, argv, (void)0);
+	return execve(path, argv, environ);
+}
+
+EXPORT int execlp(const char *file, const char *arg0, ...)
+{
+	va_list ap;
+	EXEC_LIST(arg0, ap, argv, (void)0);
+	return execvpe(file, argv, environ);
+}
+
+EXPORT int execle(const char *path, const char *arg0, ...)
+{
+	va_list ap;
+	char *const *envp;
+	EXEC_LIST(arg0, ap, argv, envp = va_arg(ap, char *const *));
+	return execve(path, argv, envp);
+}
+
+static int spawn(void *_Atomic *cache, const char *name, pid_t *pid, const char *path,
+		 const posix_spawn_file_actions_t *fa, const posix_spawnattr_t *attr,
+		 char *const argv[], char *const envp[])
+{
+	KEEP_ENV(envp, env);
+	spawn_fn f = (spawn_fn)interpose_next(name, cache, NULL);
+	return f ? f(pid, path, fa, attr, argv, env) : ENOSYS;
+}
+
+EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+		       const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	return spawn(&real_spawn, "posix_spawn", pid, path, fa, attr, argv, envp);
+}
+
+EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+			const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	return spawn(&real_spawnp, "posix_spawnp", pid, file, fa, attr, argv, envp);
 }
 
 /* ---- prctl ---- */
@@ -664,6 +886,8 @@ static long syscall_routed(long nr, const long *a)
 	case SYS_openat: return openat((int)a[0], (const char *)a[1], (int)a[2], (int)a[3]);
 	case SYS_openat2: return openat2_checked(a);
 	case SYS_io_uring_setup: return as_syscall(uring_refused("io_uring_setup(2)"));
+	case SYS_execve:
+		return execve((const char *)a[0], (char *const *)a[1], (char *const *)a[2]);
 	case SYS_close: return close((int)a[0]);
 	case SYS_close_range: return close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]);
 #ifdef SYS_dup2

@@ -63,6 +63,10 @@
  *   fork_away a process in a domain (merge-any, or a range marked) forks
  *             while samepaged is away: the child merges what its parent
  *             had once samepaged is back (it lost it, merging nothing)
+ *   execenv   a program exec'd or spawned with an environment of its own
+ *             (execve, execle, execvpe, fexecve, clearenv, syscall, vfork,
+ *             posix_spawn) stays on the library, merge-any as it was at
+ *             the exec (it ran without the library)
  *   mainexit  a program whose main thread ends by pthread_exit() ends
  *             with its last thread (exit 0, its output flushed), one in
  *             SECCOMP_MODE_STRICT with its exit call's status (both ran
@@ -962,6 +966,29 @@ static void test_mainexit(void)
 	CHECK(strstr(out, "strict") != NULL);
 }
 
+/* A program that execs (or spawns) another with an environment of its own
+ * (env -i, subprocess's env=, ProcessBuilder's environment().clear()):
+ * the program it runs is on the library still, merge-any as the kernel
+ * keeps it across exec (on, or off once the program turned it off).  It
+ * ran without the library. */
+static void test_execenv(void)
+{
+	static const char *const hows[] = {"execve",  "execle",	     "execvpe",
+					   "fexecve", "clearenv",    "syscall",
+					   "vfork",   "posix_spawn", "anyoff"};
+	for (size_t k = 0; k < sizeof(hows) / sizeof(hows[0]); k++) {
+		char out[128];
+		const char *a[] = {"--", workload, "execenv", hows[k], NULL};
+		int rc = run_plain(a, out, sizeof(out));
+		int on = -1, any = -1;
+		sscanf(out, "preload=%d any=%d", &on, &any);
+		printf("%s: exit %d, %s", hows[k], rc, out[0] ? out : "(nothing)\n");
+		CHECK_EQ_INT(rc, 0);
+		CHECK_EQ_INT(on, 1);
+		CHECK_EQ_INT(any, strcmp(hows[k], "anyoff") ? 1 : 0);
+	}
+}
+
 static void test_shell(void)
 {
 	static const char script[] =
@@ -1130,6 +1157,8 @@ int main(int argc, char **argv)
 		CHECK_EQ_INT(run_plain(a, out, sizeof(out)), 0);
 	} else if (!strcmp(c, "fork_away")) {
 		test_fork_away();
+	} else if (!strcmp(c, "execenv")) {
+		test_execenv();
 	} else if (!strcmp(c, "mainexit")) {
 		test_mainexit();
 	} else if (!strcmp(c, "shell")) {

@@ -73,6 +73,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -610,6 +611,62 @@ int main(int argc, char **argv)
 		if (kvm2 >= 0)
 			close((int)kvm2);
 		return 0;
+	}
+	if (argc >= 2 && !strcmp(argv[1], "mapsgrep")) {
+		/* Whether this process runs on the preload library, and
+		 * merge-any's state. */
+		FILE *f = fopen("/proc/self/maps", "r");
+		char line[512];
+		int on = 0;
+		while (f && fgets(line, sizeof(line), f))
+			on |= strstr(line, "libsamepage-preload") != NULL;
+		if (f)
+			fclose(f);
+		printf("preload=%d any=%d\n", on, prctl(68 /* PR_GET_MEMORY_MERGE */, 0, 0, 0, 0));
+		return 0;
+	}
+	if (argc >= 3 && !strcmp(argv[1], "execenv")) {
+		/* This program again (mapsgrep), by argv[2]'s way, with an
+		 * environment of its own. */
+		const char *how = argv[2];
+		char *args[] = {argv[0], "mapsgrep", NULL}, *env[] = {"X=1", NULL};
+		fflush(stdout);
+		if (!strcmp(how, "anyoff")) {
+			if (prctl(67 /* PR_SET_MEMORY_MERGE */, 0, 0, 0, 0))
+				return 3;
+			execv("/proc/self/exe", args);
+		} else if (!strcmp(how, "execve")) {
+			execve("/proc/self/exe", args, env);
+		} else if (!strcmp(how, "execle")) {
+			execle("/proc/self/exe", argv[0], "mapsgrep", (char *)NULL, env);
+		} else if (!strcmp(how, "execvpe")) {
+			execvpe("/proc/self/exe", args, env);
+		} else if (!strcmp(how, "fexecve")) {
+			int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+			fexecve(fd, args, env);
+		} else if (!strcmp(how, "clearenv")) {
+			clearenv();
+			execv("/proc/self/exe", args);
+		} else if (!strcmp(how, "syscall")) {
+			syscall(SYS_execve, "/proc/self/exe", args, env);
+		} else if (!strcmp(how, "posix_spawn")) {
+			pid_t pid;
+			int st;
+			if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, args, env))
+				return 4;
+			waitpid(pid, &st, 0);
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+		} else if (!strcmp(how, "vfork")) {
+			pid_t pid = vfork();
+			if (pid == 0) {
+				execve("/proc/self/exe", args, env);
+				_exit(127);
+			}
+			int st;
+			waitpid(pid, &st, 0);
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+		}
+		return 127;
 	}
 	if (argc >= 2 && !strcmp(argv[1], "mainexit")) {
 		/* The main thread ends by pthread_exit(); a worker prints a
