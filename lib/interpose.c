@@ -874,32 +874,36 @@ static bool dup_refused(int to)
 	return false;
 }
 
-/* The kernel's EBUSY: an open in flight onto that number.  If it is the
- * library's (marked once its open returns), the dup waits for its close
- * and is made again; if it is the program's own, the kernel's answer
- * stands. */
-static bool busy_was_own(int to)
-{
-	for (int waited = 0; waited < 100; waited++) {
-		if (prim_is_own_fd(to))
-			return true;
-		nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
-	}
-	errno = EBUSY;
-	return false;
-}
-
+/* The kernel's EBUSY: a call that makes a descriptor is in flight onto
+ * that number.  If one of the library's was (under way, or finished since,
+ * prim_fds_made), the dup waits for the library's close and is made again;
+ * if it was the program's own, the kernel's answer stands. */
 static int dup_onto(int fd, int to, int flags, bool two)
 {
-	for (;;) {
+	for (int tries = 0;; tries++) {
 		if (dup_refused(to))
 			return -1;
-		int rc =
-		    two ? ((dup2_fn)interpose_next("dup2", &real_dup2, (void *)raw_dup2))(fd, to)
-			: ((dup3_fn)interpose_next("dup3", &real_dup3, (void *)raw_dup3))(fd, to,
-											  flags);
-		if (rc >= 0 || errno != EBUSY || !busy_was_own(to))
+		bool before, after, alone = prim_dup_begin();
+		unsigned made = prim_fds_made(&before);
+		int rc = -1;
+		if (!alone || !prim_is_own_fd(to)) /* not made meanwhile, since dup_refused() */
+			rc = two ? ((dup2_fn)interpose_next("dup2", &real_dup2, (void *)raw_dup2))(
+				       fd, to)
+				 : ((dup3_fn)interpose_next("dup3", &real_dup3, (void *)raw_dup3))(
+				       fd, to, flags);
+		else
+			errno = EBUSY;
+		int err = errno;
+		if (alone)
+			prim_dup_end();
+		errno = err;
+		if (rc >= 0 || errno != EBUSY || tries == 100)
 			return rc;
+		if (!before && prim_fds_made(&after) == made && !after && !prim_is_own_fd(to)) {
+			errno = EBUSY;
+			return -1;
+		}
+		nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
 	}
 }
 

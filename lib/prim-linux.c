@@ -133,14 +133,69 @@ static int fd_brief(int fd)
 	return fd;
 }
 
+/* Around each call that makes descriptors, and each dup2() or dup3() of
+ * the program's: the two never overlap, or the program's could replace a
+ * descriptor the library has made and not yet marked (at the lowest free
+ * number, the one a shell's "exec 3>file" chooses).  Each says it is
+ * under way before it looks at the other (sequentially consistent), so at
+ * least one sees the other; the library's then steps back and waits, up to
+ * 100 ms (a program's signal handler may interrupt its own dup2() and
+ * fault into the library). */
+static _Atomic int fds_in_flight, dups_in_flight;
+static _Atomic unsigned fds_made;
+
+static void fd_make_begin(void)
+{
+	for (int waited = 0;; waited++) {
+		atomic_fetch_add(&fds_in_flight, 1);
+		if (!atomic_load(&dups_in_flight) || waited >= 1000)
+			return;
+		atomic_fetch_sub(&fds_in_flight, 1);
+		prim_syscall(SYS_nanosleep, &(struct timespec){.tv_nsec = 100000}, NULL);
+	}
+}
+
+bool prim_dup_begin(void)
+{
+	atomic_fetch_add(&dups_in_flight, 1);
+	for (int waited = 0; atomic_load(&fds_in_flight); waited++) {
+		if (waited >= 10000) { /* a second: one stuck in a receive */
+			atomic_fetch_sub(&dups_in_flight, 1);
+			return false;
+		}
+		prim_syscall(SYS_nanosleep, &(struct timespec){.tv_nsec = 100000}, NULL);
+	}
+	return true;
+}
+
+void prim_dup_end(void)
+{
+	atomic_fetch_sub(&dups_in_flight, 1);
+}
+
+static int fd_make_end(int fd)
+{
+	if (fd >= 0)
+		fd_brief(fd);
+	atomic_fetch_add(&fds_made, 1);
+	atomic_fetch_sub(&fds_in_flight, 1);
+	return fd;
+}
+
+unsigned prim_fds_made(bool *in_flight)
+{
+	*in_flight = atomic_load(&fds_in_flight) > 0;
+	return atomic_load(&fds_made);
+}
+
 /* Syscalls, not the C library's open and openat (the preload library's
  * /dev/kvm check asks guard_window_kind(), whose first call probes
  * userfaultfd and opens /dev/userfaultfd: through the wrapper, that
  * waited for itself). */
 static int sys_open(const char *path, int flags)
 {
-	int fd = (int)prim_syscall(SYS_openat, AT_FDCWD, path, flags, 0);
-	return fd < 0 ? fd : fd_brief(fd);
+	fd_make_begin();
+	return fd_make_end((int)prim_syscall(SYS_openat, AT_FDCWD, path, flags, 0));
 }
 
 /* Not the wrapper either, which leaves the library's own open; the mark
@@ -165,10 +220,10 @@ int prim_own_fd(int fd)
 	if (top >= 4 * OWN_FD_ROOM && fd < (int)top - OWN_FD_ROOM) {
 		/* Where it is, if the room is full (the program's files, or
 		 * many engines). */
-		int high =
-		    (int)prim_syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, (int)top - OWN_FD_ROOM);
+		fd_make_begin();
+		int high = fd_make_end(
+		    (int)prim_syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, (int)top - OWN_FD_ROOM));
 		if (high >= 0) {
-			fd_bit_set(own_fd_bits, high, true);
 			sys_close(fd);
 			fd = high;
 		}
@@ -358,17 +413,15 @@ static int uffd_api(int fd)
 int prim_userfaultfd(bool user_only)
 {
 	int flags = O_CLOEXEC | O_NONBLOCK | (user_only ? UFFD_USER_MODE_ONLY : 0);
-	int fd = (int)prim_syscall(SYS_userfaultfd, flags);
-	if (fd >= 0)
-		fd_brief(fd);
+	fd_make_begin();
+	int fd = fd_make_end((int)prim_syscall(SYS_userfaultfd, flags));
 	if (fd < 0 && !user_only) {
 		/* Not privileged: /dev/userfaultfd may still be ours to use. */
 		int dev = sys_open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 		if (dev >= 0) {
-			fd = sys_ioctl(dev, USERFAULTFD_IOC_NEW,
-				       (void *)(uintptr_t)(O_CLOEXEC | O_NONBLOCK));
-			if (fd >= 0)
-				fd_brief(fd);
+			fd_make_begin();
+			fd = fd_make_end(sys_ioctl(dev, USERFAULTFD_IOC_NEW,
+						   (void *)(uintptr_t)(O_CLOEXEC | O_NONBLOCK)));
 			sys_close(dev);
 		}
 	}
@@ -412,8 +465,8 @@ int prim_munlock(const void *addr, size_t len)
 
 int prim_memfd(const char *name)
 {
-	int fd = (int)sys_result(prim_syscall(SYS_memfd_create, name, MFD_CLOEXEC));
-	return fd < 0 ? fd : fd_brief(fd);
+	fd_make_begin();
+	return fd_make_end((int)sys_result(prim_syscall(SYS_memfd_create, name, MFD_CLOEXEC)));
 }
 
 int prim_truncate(int fd, off_t size)
@@ -1166,10 +1219,10 @@ int prim_unix_connect(const char *path, uid_t *peer_uid)
 	if (strlen(path) >= sizeof(a.sun_path))
 		return -ENAMETOOLONG;
 	strcpy(a.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	fd_make_begin();
+	int fd = fd_make_end(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
 	if (fd < 0)
 		return -errno;
-	fd_brief(fd);
 	int err = connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ? -errno : 0;
 	if (!err)
 		err = prim_unix_peer(fd, peer_uid);
@@ -1209,12 +1262,16 @@ ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, in
 	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	int got = 0;
 	ssize_t n;
-	do /* again after a signal handler, as prim_send() */
+	fd_make_begin(); /* descriptors may come */
+	do		 /* again after a signal handler, as prim_send() */
 		n = prim_syscall(SYS_recvmsg, fd, &msg,
 				 MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
 	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
+	if (n < 0) {
+		int err = -errno;
+		fd_make_end(-1);
+		return err;
+	}
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -1229,6 +1286,7 @@ ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, in
 				sys_close(f);
 		}
 	}
+	fd_make_end(-1); /* each marked above */
 	*nfds_out = got;
 	return n;
 }

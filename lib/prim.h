@@ -95,6 +95,13 @@ bool prim_own_file(dev_t dev, ino_t ino);
 int prim_own_fd(int fd); /* marks it the library's, moved high: its new number */
 bool prim_is_own_fd(int fd);
 bool prim_is_brief_fd(int fd); /* one the library is reading, closed soon */
+/* How many calls that make descriptors the library has finished, and in
+ * *in_flight whether one is under way. */
+unsigned prim_fds_made(bool *in_flight);
+/* Around a program's dup2()/dup3(): no descriptor of the library's is
+ * made meanwhile (false: one stayed under way for a second). */
+bool prim_dup_begin(void);
+void prim_dup_end(void);
 int prim_own_fd_next(unsigned from, unsigned to);
 /* In a forked child, first: none of the parent's descriptors is the
  * library's any more (its engines are inert); /proc/self's are closed. */

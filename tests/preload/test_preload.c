@@ -437,8 +437,8 @@ static void test_fork_away(void)
 		       hows[k] ? "marked mergeable" : "merge-any", before, own, after);
 		CHECK_LE_U64(before, 32 * 1024 / 4);
 		CHECK_GE_U64(own, (hows[k] ? 32 : 64) * 1024 * 9 / 10);
-		CHECK_LE_U64(after, 32 * 1024 / 4);
-		CHECK_EQ_INT(finish(&c), 0); /* every byte reads what it wrote */
+		CHECK_LE_U64(after, own / 4); /* merged (the library's own memory stays) */
+		CHECK_EQ_INT(finish(&c), 0);  /* every byte reads what it wrote */
 	}
 }
 
