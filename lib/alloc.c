@@ -111,18 +111,28 @@ bool own_find(uintptr_t start, uintptr_t end, uintptr_t *os, uintptr_t *oe)
 	return found;
 }
 
-/* The address space the library reserves for one of its needs (its
- * arena, a local engine's pool): all it wants, whole, when the process's
- * address space is not limited; under a limit (RLIMIT_AS: `ulimit -v`,
- * systemd's LimitAS=) 1/div of it, at least floor, so that the program
- * keeps nearly all of it.  It took 5.5 GiB of 8 (RELIABILITY.md 79).  A
- * limit lowered after the reservation was made does not shrink it. */
-size_t as_share(size_t whole, unsigned div, size_t floor)
+/* The process's address-space limit (RLIMIT_AS, `ulimit -v`, systemd's
+ * LimitAS=) in bytes, 0 if none. */
+uint64_t as_limit(void)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_AS, &rl) || rl.rlim_cur == RLIM_INFINITY)
+		return 0;
+	return (uint64_t)rl.rlim_cur;
+}
+
+/* The address space the library reserves for one of its needs (its
+ * arena, a local engine's pool): all it wants, whole, when the process's
+ * address space is not limited; under a limit 1/div of it, at least
+ * floor, so that the program keeps nearly all of it.  It took 5.5 GiB of
+ * 8 (RELIABILITY.md 79).  A limit lowered after the reservation was made
+ * does not shrink it. */
+size_t as_share(size_t whole, unsigned div, size_t floor)
+{
+	uint64_t limit = as_limit();
+	if (!limit)
 		return whole;
-	uint64_t share = ((uint64_t)rl.rlim_cur / div) & ~(uint64_t)(PAGE_SIZE - 1);
+	uint64_t share = (limit / div) & ~(uint64_t)(PAGE_SIZE - 1);
 	return share < floor ? floor : share > whole ? whole : (size_t)share;
 }
 
@@ -130,11 +140,11 @@ size_t as_share(size_t whole, unsigned div, size_t floor)
  * a hole the application just unmapped (and may map again) ---- */
 
 #define ARENA_PAGES (1UL << 18) /* 1 GiB of address space; pages cost once touched */
-/* Under an address-space limit: 1/64 of it, at least 16 MiB (the engine
+/* Under an address-space limit: 1/64 of it, at least 8 MiB (the engine
  * takes 1.1 MiB at its start, its scanner's stack; the tables that grow
  * with the memory scanned, 2 bytes a page, fit 1/64 of any limit). */
 #define ARENA_AS_SHARE 64
-#define ARENA_MIN_PAGES (1UL << 12)
+#define ARENA_MIN_PAGES (1UL << 11)
 static char *arena;
 static size_t arena_pages; /* ARENA_PAGES, or fewer under a limit */
 static uint64_t arena_used[ARENA_PAGES / 64];

@@ -99,6 +99,7 @@ static inline void fork_held_unlock(pthread_mutex_t *m)
 void own_add(uintptr_t start, uintptr_t end);
 void own_remove(uintptr_t start);
 bool own_find(uintptr_t start, uintptr_t end, uintptr_t *os, uintptr_t *oe);
+uint64_t as_limit(void);
 size_t as_share(size_t whole, unsigned div, size_t floor);
 void *lib_pages(size_t len);
 void lib_pages_free(void *p, size_t len);

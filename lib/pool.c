@@ -22,14 +22,14 @@
 #include <sys/mman.h>
 
 /* The smallest view of the pool a local engine makes do with. */
-#define POOL_MIN_PAGES (1u << 12) /* 16 MiB */
+#define POOL_MIN_PAGES (1u << 11) /* 8 MiB */
 /* Under an address-space limit a local engine's pool takes 1/16 of it. */
 #define POOL_AS_SHARE 16
 
 /* The KSM pages a local engine may hold: all DOM_NODES (64 GiB of address
  * space, no memory) where the process's address space is not limited;
  * under a limit (RLIMIT_AS: `ulimit -v`, systemd's LimitAS=) 1/16 of it,
- * at least 16 MiB.  The pool's view took the largest power of two that
+ * at least 8 MiB.  The pool's view took the largest power of two that
  * fitted, and the program was left with little (RELIABILITY.md 79); with
  * its index and the arena the library now takes about 1/12 of a limit. */
 uint32_t pool_pages_allowed(void)
@@ -40,7 +40,7 @@ uint32_t pool_pages_allowed(void)
 }
 
 /* Maps cap pages of the pool (DOM_NODES for samepaged's domains) where
- * the process may, else the largest half, quarter, ... of it down to 16
+ * the process may, else the largest half, quarter, ... of it down to 8
  * MiB (valgrind's 32 GiB address space, which RLIMIT_AS does not say):
  * view_pages says how much.  A local engine then holds that many KSM
  * pages at most (pool_capacity, merges_skipped_pool_full); samepaged and
