@@ -291,7 +291,7 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 	if (new_index) {
 		/* A fresh domain file: initialise it like a local engine's. */
 		int tmp_i, tmp_p;
-		if (domain_create(&tmp_i, &tmp_p, name) == 0) {
+		if (domain_create(&tmp_i, &tmp_p, name, DOM_NODES) == 0) {
 			char *src = mmap(NULL, PAGE_SIZE, PROT_READ, MAP_SHARED, tmp_i, 0);
 			char *dst =
 			    mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ifd, 0);
@@ -329,7 +329,7 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 		unlink(path);
 		return -EIO;
 	}
-	if (engine_open(&d->sp, ifd, pfd)) {
+	if (engine_open(&d->sp, ifd, pfd, DOM_NODES)) {
 		logmsg("domain %s: cannot map its files", name);
 		return -EIO;
 	}

@@ -15,6 +15,7 @@
 
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 struct owned {
 	uintptr_t start, end;
@@ -110,11 +111,42 @@ bool own_find(uintptr_t start, uintptr_t end, uintptr_t *os, uintptr_t *oe)
 	return found;
 }
 
+/* The process's address-space limit (RLIMIT_AS, `ulimit -v`, systemd's
+ * LimitAS=) in bytes, 0 if none. */
+uint64_t as_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_AS, &rl) || rl.rlim_cur == RLIM_INFINITY)
+		return 0;
+	return (uint64_t)rl.rlim_cur;
+}
+
+/* The address space the library reserves for one of its needs (its
+ * arena, a local engine's pool): all it wants, whole, when the process's
+ * address space is not limited; under a limit 1/div of it, at least
+ * floor, so that the program keeps nearly all of it.  It took 5.5 GiB of
+ * 8 (RELIABILITY.md 79).  A limit lowered after the reservation was made
+ * does not shrink it. */
+size_t as_share(size_t whole, unsigned div, size_t floor)
+{
+	uint64_t limit = as_limit();
+	if (!limit)
+		return whole;
+	uint64_t share = (limit / div) & ~(uint64_t)(PAGE_SIZE - 1);
+	return share < floor ? floor : share > whole ? whole : (size_t)share;
+}
+
 /* ---- pages: one arena, so that the library's allocations never land in
  * a hole the application just unmapped (and may map again) ---- */
 
 #define ARENA_PAGES (1UL << 18) /* 1 GiB of address space; pages cost once touched */
+/* Under an address-space limit: 1/64 of it, at least 8 MiB (the engine
+ * takes 1.1 MiB at its start, its scanner's stack; the tables that grow
+ * with the memory scanned, 2 bytes a page, fit 1/64 of any limit). */
+#define ARENA_AS_SHARE 64
+#define ARENA_MIN_PAGES (1UL << 11)
 static char *arena;
+static size_t arena_pages; /* ARENA_PAGES, or fewer under a limit */
 static uint64_t arena_used[ARENA_PAGES / 64];
 static size_t arena_next;
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -138,15 +170,20 @@ static void *arena_take(size_t n)
 {
 	if (!arena) {
 		void *m;
-		if (prim_mmap(&m, NULL, ARENA_PAGES << PAGE_SHIFT, PROT_READ | PROT_WRITE,
-			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0))
-			return NULL;
+		size_t pages = as_share(ARENA_PAGES << PAGE_SHIFT, ARENA_AS_SHARE,
+					ARENA_MIN_PAGES << PAGE_SHIFT) >>
+			       PAGE_SHIFT;
+		while (prim_mmap(&m, NULL, pages << PAGE_SHIFT, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0))
+			if ((pages /= 2) < ARENA_MIN_PAGES)
+				return NULL; /* tried again at the next call */
 		arena = m;
-		own_add((uintptr_t)arena, (uintptr_t)arena + (ARENA_PAGES << PAGE_SHIFT));
+		arena_pages = pages;
+		own_add((uintptr_t)arena, (uintptr_t)arena + (pages << PAGE_SHIFT));
 	}
 	for (size_t pass = 0; pass < 2; pass++) {
 		size_t run = 0;
-		for (size_t i = pass ? 0 : arena_next; i < ARENA_PAGES; i++) {
+		for (size_t i = pass ? 0 : arena_next; i < arena_pages; i++) {
 			run = arena_bit(i) ? 0 : run + 1;
 			if (run == n) {
 				size_t first = i + 1 - n;

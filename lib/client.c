@@ -285,7 +285,7 @@ int samepage_connect(samepage_t **out, const char *domain)
 		prim_close(conn);
 		return err;
 	}
-	err = engine_open(out, fds[0], fds[1]);
+	err = engine_open(out, fds[0], fds[1], DOM_NODES);
 	if (!err && ((*out)->dom->magic != DOM_MAGIC || (*out)->dom->layout != SHARED_LAYOUT ||
 		     lg->magic != LEDGER_MAGIC || lg->layout != SHARED_LAYOUT)) {
 		/* Files of another samepage version (answer_hello refuses the

@@ -21,20 +21,44 @@
 
 #define POOL_BYTES ((off_t)DOM_NODES << PAGE_SHIFT)
 
-/* Makes the two files of a new domain (memfds here; samepaged passes
- * files of its state directory), with the knobs at their defaults. */
-int domain_create(int *index_fd, int *pool_fd, const char *name)
+/* Where the parts of the index are in its file, for a domain of cap
+ * nodes: the size of the file.  samepaged's domains (cap DOM_NODES) have
+ * them at the fixed offsets of types.h, which its clients share; a local
+ * engine's domain of fewer nodes (its address space is limited:
+ * pool_pages_allowed()) has them packed one after the other, so that its
+ * mapping is no larger than its pool needs (RELIABILITY.md 79: 387 MiB
+ * for every limit, 6 MiB now under 8 GiB). */
+static size_t dom_layout(uint32_t cap, size_t *free_off, size_t *heads_off, size_t *hints_off)
+{
+	if (cap >= DOM_NODES) {
+		*free_off = DOM_OFF_FREE;
+		*heads_off = DOM_OFF_HEADS;
+		*hints_off = DOM_OFF_HINTS;
+		return DOM_SIZE;
+	}
+	size_t round = PAGE_SIZE - 1;
+	*free_off = DOM_OFF_NODES + (((size_t)cap * sizeof(struct stable_node) + round) & ~round);
+	*heads_off = *free_off + (((size_t)cap * sizeof(uint32_t) + round) & ~round);
+	*hints_off = *heads_off + (size_t)DOM_BUCKETS * sizeof(uint32_t);
+	return *hints_off + (size_t)DOM_HINTS * sizeof(uint64_t);
+}
+
+/* Makes the two files of a new domain of cap nodes (memfds here;
+ * samepaged passes files of its state directory, of DOM_NODES), with the
+ * knobs at their defaults. */
+int domain_create(int *index_fd, int *pool_fd, const char *name, uint32_t cap)
 {
 	struct stable_index s;
+	size_t f, h, hi;
 	int ifd = prim_memfd("samepage-index"), pfd = prim_memfd("samepage-pool"), err;
 
 	err = ifd < 0 ? ifd : pfd < 0 ? pfd : 0;
 	if (!err)
-		err = prim_truncate(ifd, (off_t)DOM_SIZE);
+		err = prim_truncate(ifd, (off_t)dom_layout(cap, &f, &h, &hi));
 	if (!err)
 		err = prim_truncate(pfd, POOL_BYTES);
 	if (!err)
-		err = domain_map(&s, ifd);
+		err = domain_map(&s, ifd, cap);
 	if (err) {
 		if (ifd >= 0)
 			prim_close(ifd);
@@ -63,26 +87,30 @@ int domain_create(int *index_fd, int *pool_fd, const char *name)
 	return 0;
 }
 
-int domain_map(struct stable_index *s, int index_fd)
+/* Maps the index of a domain of cap nodes (see dom_layout()). */
+int domain_map(struct stable_index *s, int index_fd, uint32_t cap)
 {
 	memset(s, 0, sizeof(*s));
 	char *m;
-	int err = prim_map_own((void **)&m, DOM_SIZE, PROT_READ | PROT_WRITE, index_fd);
+	size_t f, h, hi, size = dom_layout(cap, &f, &h, &hi);
+	int err = prim_map_own((void **)&m, size, PROT_READ | PROT_WRITE, index_fd);
 	if (err)
 		return err;
 	s->dom = (struct domain *)m;
 	s->nodes = (struct stable_node *)(m + DOM_OFF_NODES);
-	s->free = (uint32_t *)(m + DOM_OFF_FREE);
-	s->heads = (uint32_t *)(m + DOM_OFF_HEADS);
-	s->hints = (_Atomic uint64_t *)(m + DOM_OFF_HINTS);
+	s->free = (uint32_t *)(m + f);
+	s->heads = (uint32_t *)(m + h);
+	s->hints = (_Atomic uint64_t *)(m + hi);
 	s->fd = index_fd;
+	s->cap = cap < DOM_NODES ? cap : DOM_NODES;
+	s->size = size;
 	return 0;
 }
 
 void domain_unmap(struct stable_index *s)
 {
 	if (s->dom)
-		prim_munmap(s->dom, DOM_SIZE);
+		prim_munmap(s->dom, s->size);
 	s->dom = NULL;
 }
 

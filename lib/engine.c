@@ -20,8 +20,9 @@
 
 /* ---- open / close ---- */
 
-/* Makes an engine over a domain's two files (it owns the fds). */
-int engine_open(struct samepage **out, int index_fd, int pool_fd)
+/* Makes an engine over a domain's two files (it owns the fds), of cap
+ * nodes (DOM_NODES but for a local engine under an address-space limit). */
+int engine_open(struct samepage **out, int index_fd, int pool_fd, uint32_t cap)
 {
 	index_fd = prim_own_fd(index_fd); /* its memfds, or samepaged's files */
 	pool_fd = prim_own_fd(pool_fd);
@@ -48,7 +49,7 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	if (prim_mmap((void **)&sp->fork, NULL, PAGE_SIZE, PROT_READ | PROT_WRITE,
 		      MAP_SHARED | MAP_ANONYMOUS, -1, 0))
 		sp->fork = NULL;
-	err = domain_map(&sp->stable, index_fd);
+	err = domain_map(&sp->stable, index_fd, cap);
 	if (err) {
 		prim_close(index_fd);
 		prim_close(pool_fd);
@@ -57,7 +58,7 @@ int engine_open(struct samepage **out, int index_fd, int pool_fd)
 	sp->dom = sp->stable.dom;
 	sp->knob = sp->dom->knob;
 	sp->unmerge_epoch = atomic_load(&sp->dom->unmerge_epoch);
-	err = pool_open(&sp->pool, pool_fd);
+	err = pool_open(&sp->pool, pool_fd, cap);
 	if (err) {
 		if (sp->pool.fd < 0)
 			prim_close(pool_fd);
@@ -123,10 +124,11 @@ int samepage_open(samepage_t **out)
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
-	err = domain_create(&index_fd, &pool_fd, NULL);
+	uint32_t cap = pool_pages_allowed();
+	err = domain_create(&index_fd, &pool_fd, NULL, cap);
 	if (err)
 		return err;
-	err = engine_open(out, index_fd, pool_fd);
+	err = engine_open(out, index_fd, pool_fd, cap);
 	if (!err && (err = engine_start(*out))) {
 		engine_free(*out);
 		*out = NULL;

@@ -99,6 +99,8 @@ static inline void fork_held_unlock(pthread_mutex_t *m)
 void own_add(uintptr_t start, uintptr_t end);
 void own_remove(uintptr_t start);
 bool own_find(uintptr_t start, uintptr_t end, uintptr_t *os, uintptr_t *oe);
+uint64_t as_limit(void);
+size_t as_share(size_t whole, unsigned div, size_t floor);
 void *lib_pages(size_t len);
 void lib_pages_free(void *p, size_t len);
 void *lib_malloc(size_t n);
@@ -172,8 +174,8 @@ int promise_map_locked(uintptr_t start, uintptr_t end);
 bool promise_find(uintptr_t start, uintptr_t end, unsigned flag, uintptr_t *fs, uintptr_t *fe);
 
 /* domain.c */
-int domain_create(int *index_fd, int *pool_fd, const char *name);
-int domain_map(struct stable_index *s, int index_fd);
+int domain_create(int *index_fd, int *pool_fd, const char *name, uint32_t cap);
+int domain_map(struct stable_index *s, int index_fd, uint32_t cap);
 void domain_unmap(struct stable_index *s);
 int domain_lock(struct domain *d);
 int domain_trylock(struct domain *d, unsigned ms);
@@ -181,7 +183,8 @@ bool domain_unlock(struct domain *d);
 void domain_hand_over(struct domain *d);
 
 /* pool.c */
-int pool_open(struct pool *p, int fd);
+int pool_open(struct pool *p, int fd, uint32_t cap);
+uint32_t pool_pages_allowed(void);
 void pool_destroy(struct pool *p);
 int pool_alloc(struct samepage *sp, uint32_t want, uint32_t *off);
 bool pool_can_take(struct samepage *sp, uint32_t off);
@@ -362,7 +365,7 @@ void ksm_do_scan(struct samepage *sp, uint64_t budget);
 extern uint32_t zero_checksum;
 
 /* engine.c */
-int engine_open(struct samepage **out, int index_fd, int pool_fd);
+int engine_open(struct samepage **out, int index_fd, int pool_fd, uint32_t cap);
 int engine_start(struct samepage *sp);
 void engine_free(struct samepage *sp);
 int engine_register(struct samepage *sp, uintptr_t start, size_t len);

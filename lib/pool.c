@@ -22,20 +22,35 @@
 #include <sys/mman.h>
 
 /* The smallest view of the pool a local engine makes do with. */
-#define POOL_MIN_PAGES (1u << 18) /* 1 GiB */
+#define POOL_MIN_PAGES (1u << 11) /* 8 MiB */
+/* Under an address-space limit a local engine's pool takes 1/16 of it. */
+#define POOL_AS_SHARE 16
 
-/* Maps the pool: all DOM_NODES pages (64 GiB of address space, no memory)
- * where the process may, else the largest half, quarter, ... of it down
- * to 1 GiB, for a process whose address space is limited (RLIMIT_AS,
- * valgrind's 32 GiB): view_pages says how much.  A local engine then
- * holds that many KSM pages at most (pool_capacity); samepaged and its
- * clients need it all (the other processes' pages may be anywhere). */
-int pool_open(struct pool *p, int fd)
+/* The KSM pages a local engine may hold: all DOM_NODES (64 GiB of address
+ * space, no memory) where the process's address space is not limited;
+ * under a limit (RLIMIT_AS: `ulimit -v`, systemd's LimitAS=) 1/16 of it,
+ * at least 8 MiB.  The pool's view took the largest power of two that
+ * fitted, and the program was left with little (RELIABILITY.md 79); with
+ * its index and the arena the library now takes about 1/12 of a limit. */
+uint32_t pool_pages_allowed(void)
+{
+	return (uint32_t)(as_share((size_t)DOM_NODES << PAGE_SHIFT, POOL_AS_SHARE,
+				   (size_t)POOL_MIN_PAGES << PAGE_SHIFT) >>
+			  PAGE_SHIFT);
+}
+
+/* Maps cap pages of the pool (DOM_NODES for samepaged's domains) where
+ * the process may, else the largest half, quarter, ... of it down to 8
+ * MiB (valgrind's 32 GiB address space, which RLIMIT_AS does not say):
+ * view_pages says how much.  A local engine then holds that many KSM
+ * pages at most (pool_capacity, merges_skipped_pool_full); samepaged and
+ * its clients need it all (the other processes' pages may be anywhere). */
+int pool_open(struct pool *p, int fd, uint32_t cap)
 {
 	memset(p, 0, sizeof(*p));
 	p->fd = fd;
 	int err = -ENOMEM;
-	for (size_t pages = DOM_NODES; pages >= POOL_MIN_PAGES; pages /= 2) {
+	for (size_t pages = cap; pages >= POOL_MIN_PAGES || pages == cap; pages /= 2) {
 		p->view_pages = pages;
 		/* Not in core dumps: 64 GiB of holes that a dump would fill. */
 		err = prim_map_own((void **)&p->view, pages << PAGE_SHIFT, PROT_READ | PROT_WRITE,
@@ -189,7 +204,7 @@ void pool_release(struct samepage *sp, uint32_t off)
 	/* A page of the free stack is allocated when the stack first reaches
 	 * it (ledger_ready()); without room, the page is not stacked (a new
 	 * node takes another). */
-	if (d->free_top < DOM_NODES &&
+	if (d->free_top < sp->stable.cap &&
 	    (d->free_top % (PAGE_SIZE / sizeof(uint32_t)) ||
 	     !prim_populate(&sp->stable.free[d->free_top], sizeof(uint32_t))))
 		sp->stable.free[d->free_top++] = off;

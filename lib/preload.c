@@ -270,7 +270,15 @@ static samepage_t *preload_engine_locked(void)
 		}
 	} else {
 		err = samepage_open(&engine);
-		if (err)
+		uint64_t limit = err == -ENOMEM ? as_limit() : 0;
+		if (limit) /* RELIABILITY.md 79 */
+			prim_say("samepage: cannot open an engine: the address-space limit "
+				 "(RLIMIT_AS, ulimit -v: %llu KiB) leaves no room for its pool and "
+				 "index (about 20 MiB at least); this process runs without merging "
+				 "(fix: raise the limit, ulimit -v or systemd's LimitAS=, or run "
+				 "without ksmctl --user run)\n",
+				 (unsigned long long)(limit >> 10));
+		else if (err)
 			prim_say("samepage: cannot open an engine: %s; this process runs without "
 				 "merging\n",
 				 samepage_strerror(err));

@@ -176,6 +176,8 @@ struct stable_index {
 	_Atomic uint32_t *held; /* of refs, those not mappings: see index.c */
 	const _Atomic uint8_t *guard;
 	int fd;
+	uint32_t cap; /* nodes mapped: DOM_NODES, or fewer for a local engine */
+	size_t size;  /* of the mapping */
 };
 
 struct unstable_index {
