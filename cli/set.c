@@ -154,13 +154,18 @@ static const char *change_input(const struct change *c, char *buf, size_t len)
 static int check_writable(const struct change *c)
 {
 	int err = opt.be->writable(opt.be, c->k->name);
-	char input[320];
+	char input[320], why[256], fix[512];
 
 	snprintf(input, sizeof(input), "%s/%s", opt.be->where, c->k->name);
 	if (err == -EROFS)
 		return ksmctl_fail(KSMCTL_PERM, input,
 				   "run ksmctl on the host, or give the container a writable /sys",
 				   "sysfs is mounted read-only here (a container?)");
+	if ((err == -EACCES || err == -EPERM) && !opt.user &&
+	    root_refusal(input, err, why, sizeof(why), fix, sizeof(fix)))
+		return ksmctl_fail(KSMCTL_PERM, input, fix,
+				   "cannot write %s, though ksmctl runs as root: %s", c->k->name,
+				   why);
 	if (err == -EACCES || err == -EPERM)
 		return ksmctl_fail(KSMCTL_PERM, input, "run as root (sudo ksmctl ...)",
 				   "changing KSM needs root");
@@ -244,10 +249,22 @@ int plan_check(struct plan *p)
 					   "(pages_shared is %lld)",
 					   c->k->name, shared);
 		}
-		if (c->write && p->dry && !warned && opt.be->writable(opt.be, c->k->name)) {
-			ksmctl_warn("this user cannot write %s: the changes below need root "
-				    "(sudo ksmctl ...)",
-				    c->k->name);
+		if (c->write && p->dry && !warned && (err = opt.be->writable(opt.be, c->k->name))) {
+			char path[320], why[256], how[512];
+			snprintf(path, sizeof(path), "%s/%s", opt.be->where, c->k->name);
+			if (err == -EROFS)
+				ksmctl_warn("%s is on a read-only file system: the changes below "
+					    "cannot be made here",
+					    path);
+			else if (!opt.user &&
+				 root_refusal(path, err, why, sizeof(why), how, sizeof(how)))
+				ksmctl_warn("%s cannot be written, though ksmctl runs as root: %s "
+					    "(fix: %s)",
+					    path, why, how);
+			else
+				ksmctl_warn("this user cannot write %s: the changes below need "
+					    "root (sudo ksmctl ...)",
+					    c->k->name);
 			warned = true;
 		}
 		if (c->write && !p->validate && !p->dry && (ret = check_writable(c)))
@@ -283,9 +300,15 @@ static void die_interrupted(const char *prev);
 
 static int write_error(const struct change *c, int err)
 {
-	char input[320];
+	char input[320], path[320], why[256], fix[512];
 
 	change_input(c, input, sizeof(input));
+	snprintf(path, sizeof(path), "%s/%s", opt.be->where, c->k->name);
+	if ((err == -EACCES || err == -EPERM) && !opt.user &&
+	    root_refusal(path, err, why, sizeof(why), fix, sizeof(fix)))
+		return ksmctl_fail(KSMCTL_PERM, input, fix,
+				   "%s refused writing %s, though ksmctl runs as root: %s",
+				   opt.be->who, path, why);
 	if (err == -EACCES || err == -EPERM)
 		return ksmctl_fail(KSMCTL_PERM, input,
 				   opt.user ? "run as samepaged's user"

@@ -670,11 +670,18 @@ int cmd_tune(int argc, char **argv)
 		t.interval = t.ksmtuned ? (double)t.kc.interval : 10;
 	if ((ret = opt.be->available(opt.be)))
 		return ksm_unavailable(ret, "use a kernel built with CONFIG_KSM=y");
-	if (!t.dry && (ret = opt.be->writable(opt.be, "run")))
+	if (!t.dry && (ret = opt.be->writable(opt.be, "run"))) {
+		char path[320], why[256], fix[512];
+		snprintf(path, sizeof(path), "%s/run", opt.be->where);
+		if (!opt.user && root_refusal(path, ret, why, sizeof(why), fix, sizeof(fix)))
+			return ksmctl_fail(
+			    KSMCTL_PERM, path, fix,
+			    "tune: cannot change KSM, though ksmctl runs as root: %s", why);
 		return ksmctl_fail(KSMCTL_PERM, opt.be->where,
 				   ret == -EROFS ? "tune KSM from the host: /sys is read-only here"
 						 : "run as root, or add --dry-run",
 				   "tune: cannot change KSM: %s", strerror(-ret));
+	}
 	if (!opt.user && (pid = tune_ksmtuned_pid()))
 		ksmctl_warn("tune: ksmtuned is running (pid %d) and rewrites the same knobs; "
 			    "stop it: systemctl disable --now ksmtuned.service",

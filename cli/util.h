@@ -88,5 +88,14 @@ int parse_seconds(const char *s, double *out);
 /* The columns a terminal gives s, printable UTF-8 (names as procfs_escape
  * leaves them): a wide character two, a combining mark none. */
 int text_columns(const char *s);
+/*
+ * Why root was refused writing path (a knob file) with err, -EPERM or
+ * -EACCES, which for another user would just mean "not root": the file's
+ * immutable or append-only attribute, CAP_DAC_OVERRIDE dropped, a user
+ * namespace that does not own the file, else a security module.  Fills
+ * why ("the file has the immutable attribute (EPERM)") and fix, and
+ * returns true, when ksmctl runs as root (euid 0); false otherwise.
+ */
+bool root_refusal(const char *path, int err, char *why, size_t wlen, char *fix, size_t flen);
 
 #endif
