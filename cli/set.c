@@ -195,6 +195,28 @@ static int check_present(struct plan *p, int i, const char *release)
 			   c->k->name, c->k->since);
 }
 
+/* The way out of a plan that sets pages_to_scan under the scan-time
+ * advisor: a file (apply) gets "advisor_mode = none" added; set and start
+ * (which cannot take advisor_mode) the whole `ksmctl set` command that
+ * does it, in the plan's order: "ksmctl set advisor_mode=none
+ * pages_to_scan=5000 sleep_millisecs=100 run=1". */
+static const char *advisor_fix(const struct plan *p, char *fix, size_t len)
+{
+	size_t n;
+
+	if (p->skip_absent) {
+		snprintf(fix, len,
+			 "add \"advisor_mode = none\" to the file, or leave pages_to_scan out");
+		return fix;
+	}
+	n = (size_t)snprintf(fix, len, "%s set advisor_mode=none", opt.self);
+	for (int i = 0; i < p->n && n < len; i++)
+		n += (size_t)snprintf(fix + n, len - n, " %s=%s", p->c[i].k->name, p->c[i].value);
+	if (n < len)
+		snprintf(fix + n, len - n, ", or leave pages_to_scan out");
+	return fix;
+}
+
 int plan_check(struct plan *p)
 {
 	char release[128] = "unknown", a[32], b[32], fix[400], input[320];
@@ -222,7 +244,7 @@ int plan_check(struct plan *p)
 				   KSMCONF_ADVISOR_FIX, KSMCONF_ADVISOR_CAUSE);
 	if (pts && !adv && knob_or("advisor_mode", 0) == 1)
 		return ksmctl_fail(KSMCTL_REFUSED, change_input(pts, input, sizeof(input)),
-				   "set advisor_mode=none with it, or leave pages_to_scan out",
+				   advisor_fix(p, fix, sizeof(fix)),
 				   "pages_to_scan cannot be set while advisor_mode is scan-time "
 				   "(the advisor sets it)");
 	/* Writing advisor_mode resets pages_to_scan: written after it even
