@@ -45,7 +45,7 @@ const char usage_apply[] =
     "  --json      report the read-back values as JSON (with --check or --diff:\n"
     "              the file's settings, or what would change)\n"
     "  --sample    print a commented sample file with every knob's default to\n"
-    "              stdout (ksmctl apply --sample > FILE)\n";
+    "              stdout (ksmctl apply --sample > FILE); it takes no other option\n";
 
 const char usage_install_service[] =
     "install-service [--tune] [--root DIR] [--dry-run] [--no-enable]\n"
@@ -131,6 +131,14 @@ int cmd_apply(int argc, char **argv)
 		}
 	}
 	if (mode == 's') {
+		/* The sample is a file's text: options about applying one mean
+		 * nothing to it, and are refused rather than ignored. */
+		if (p.json || p.unmerge)
+			return ksmctl_fail(KSMCTL_USAGE, p.json ? "--json" : "--unmerge",
+					   "leave it out: ksmctl apply --sample > FILE",
+					   "apply: --sample prints the sample file's text; %s does "
+					   "not apply to it",
+					   p.json ? "--json" : "--unmerge");
 		if (optind < argc) {
 			char fix[PATH_MAX + 64];
 			snprintf(fix, sizeof(fix),
