@@ -749,8 +749,8 @@ static int set_args(int argc, char **argv, struct plan *p, bool *dry, const char
 		else if (c == 't' && parse_seconds(optarg, &p->timeout) == 0)
 			continue;
 		else if (c == 't')
-			return ksmctl_fail(KSMCTL_USAGE, optarg, "give a number of seconds",
-					   "bad --timeout");
+			return ksmctl_fail(KSMCTL_USAGE, optarg, "give " KSMCTL_TIMEOUT_RANGE,
+					   "%s: bad --timeout", argv[0]);
 		else
 			return verb_usage(usage, KSMCTL_USAGE);
 	}

@@ -176,7 +176,7 @@ int parse_seconds(const char *s, double *out)
 
 	errno = 0;
 	double v = strtod(s, &end);
-	if (end == s || *end || errno || !(v >= 0) || v > 1e9)
+	if (end == s || *end || errno || !(v >= 0) || v > KSMCTL_MAX_SECONDS)
 		return -EINVAL;
 	*out = v;
 	return 0;

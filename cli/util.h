@@ -83,7 +83,12 @@ int version_cmp(const char *release, const char *version);
 double now_seconds(void);
 /* Sleeps, returning early on a signal. */
 void sleep_seconds(double s);
-/* Parses a non-negative number of seconds ("2", "0.5"): 0 or -EINVAL. */
+/* The longest --timeout (wait, unmerge, set --unmerge): a year, in seconds;
+ * longer is a typo ("1e99"), refused, not an endless wait. */
+#define KSMCTL_MAX_SECONDS 31536000
+#define KSMCTL_TIMEOUT_RANGE "a number of seconds from 0 to 31536000 (a year)"
+/* Parses a non-negative number of seconds ("2", "0.5") up to
+ * KSMCTL_MAX_SECONDS: 0 or -EINVAL. */
 int parse_seconds(const char *s, double *out);
 /* The columns a terminal gives s, printable UTF-8 (names as procfs_escape
  * leaves them): a wide character two, a combining mark none. */
