@@ -43,7 +43,8 @@ const char usage_apply[] =
     "  --unmerge   allow merge_across_nodes/max_page_sharing changes while pages\n"
     "              are merged (see ksmctl set --help)\n"
     "  --json      report the read-back values as JSON (with --check or --diff:\n"
-    "              the file's settings, or what would change)\n"
+    "              the file's settings, or what would change; with --check, an\n"
+    "              invalid file is \"valid\": false and its \"error\")\n"
     "  --sample    print a commented sample file with every knob's default to\n"
     "              stdout (ksmctl apply --sample > FILE); it takes no other option\n";
 
@@ -157,8 +158,25 @@ int cmd_apply(int argc, char **argv)
 	const char *name = ksmconf_name(file); /* "-": "(standard input)" */
 	p.validate = mode == 'c';
 	p.dry = mode == 'd';
-	if ((ret = read_config(file, &p)) || (ret = plan_check(&p)))
+	if ((ret = read_config(file, &p)) || (ret = plan_check(&p))) {
+		/* --check --json: scripts read "valid": false on stdout too. */
+		if (mode == 'c' && p.json) {
+			const struct ksmctl_error *e = ksmctl_last_error();
+			struct json j;
+			json_init(&j, stdout);
+			json_object_begin(&j, NULL);
+			json_string(&j, "file", name);
+			json_bool(&j, "valid", false);
+			json_object_begin(&j, "error");
+			json_string(&j, "cause", e->cause);
+			json_string(&j, "input", e->input[0] ? e->input : NULL);
+			json_string(&j, "fix", e->fix[0] ? e->fix : NULL);
+			json_int(&j, "exit_status", ret);
+			json_object_end(&j);
+			json_object_end(&j);
+		}
 		return ret;
+	}
 	if (mode == 'c' && p.json) {
 		struct json j;
 		json_init(&j, stdout);

@@ -22,11 +22,23 @@
 
 #include <linux/fs.h> /* FS_IOC_GETFLAGS */
 
+static struct ksmctl_error last_error;
+
+const struct ksmctl_error *ksmctl_last_error(void)
+{
+	return &last_error;
+}
+
 int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, ...)
 {
 	va_list ap;
 
 	fflush(stdout);
+	va_start(ap, fmt);
+	vsnprintf(last_error.cause, sizeof(last_error.cause), fmt, ap);
+	va_end(ap);
+	snprintf(last_error.input, sizeof(last_error.input), "%s", input ? input : "");
+	snprintf(last_error.fix, sizeof(last_error.fix), "%s", fix ? fix : "");
 	fputs("ksmctl: ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);

@@ -36,6 +36,12 @@ enum {
 int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void ksmctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The last failure ksmctl_fail() reported, for a verb that also reports it
+ * as JSON on stdout (apply --check --json): "" where not given. */
+struct ksmctl_error {
+	char cause[1024], input[1024], fix[1024];
+};
+const struct ksmctl_error *ksmctl_last_error(void);
 /*
  * Refuses an empty value of a path option (exit status 2): "--root" with
  * an unset variable ("--root \"$DESTDIR\"") must not mean the default,
