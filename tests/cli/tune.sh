@@ -244,6 +244,9 @@ t_pressure() {
 	expect_knobs "memory needed" run=1 sleep_millisecs=100 advisor_mode=none \
 		pages_to_scan="$(converging_pages 30 2e-6 1048576)"
 	says "$tmp/out" "paced to a full scan every 3 s"
+	# The log names what changed: advisor_mode was none already.
+	grep -q "; set [^;]*advisor_mode" "$tmp/out" && fail "tune logs advisor_mode=none, which it was already"
+	says "$tmp/out" "; set pages_to_scan=$(converging_pages 30 2e-6 1048576) sleep_millisecs=100 run=1;"
 	says "$tmp/out" "memory needed: MemAvailable 8.9% < 20%"
 	# 10 s later: 2.5 s of ksmd CPU over 1000000 pages scanned, and pages merged.
 	settime 1020
