@@ -592,18 +592,23 @@ static void note_tuner(const struct plan *p)
 {
 	static const char *const driven[] = {"run", "pages_to_scan", "sleep_millisecs",
 					     "advisor_mode"};
-	const char *which = NULL;
+	char which[128] = "";
+	size_t n = 0, count = 0;
 	int pid;
 
-	for (int i = 0; i < p->n && !which; i++)
+	/* Every driven knob this changed, in the plan's (the write) order. */
+	for (int i = 0; i < p->n; i++)
 		for (size_t k = 0; k < sizeof(driven) / sizeof(driven[0]); k++)
-			if (p->c[i].done && strcmp(p->c[i].k->name, driven[k]) == 0)
-				which = driven[k];
-	if (which && (pid = tune_daemon_pid()))
+			if (p->c[i].done && strcmp(p->c[i].k->name, driven[k]) == 0 &&
+			    n < sizeof(which)) {
+				n += (size_t)snprintf(which + n, sizeof(which) - n, "%s%s",
+						      count++ ? ", " : "", driven[k]);
+			}
+	if (count && (pid = tune_daemon_pid()))
 		ksmctl_warn("ksmctl tune (pid %d) drives run, pages_to_scan and sleep_millisecs: "
-			    "it will set %s again at its next decision (to keep this value, stop "
+			    "it will set %s again at its next decision (to keep %s, stop "
 			    "it: systemctl disable --now ksm-tune.service)",
-			    pid, which);
+			    pid, which, count == 1 ? "this value" : "these values");
 }
 
 int plan_apply(struct plan *p)

@@ -404,6 +404,11 @@ t_signals() {
 	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" set pages_to_scan=77 >/dev/null \
 		2>"$tmp/err" || fail "set pages_to_scan beside the daemon exited $?: $(cat "$tmp/err")"
 	says "$tmp/err" "ksmctl tune (pid $dpid) drives run, pages_to_scan and sleep_millisecs"
+	# Every driven knob it changed is named, not only the first.
+	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" set pages_to_scan=79 \
+		sleep_millisecs=33 use_zero_pages=1 >/dev/null 2>"$tmp/err" ||
+		fail "set of two driven knobs beside the daemon exited $?: $(cat "$tmp/err")"
+	says "$tmp/err" "it will set pages_to_scan, sleep_millisecs again at its next decision (to keep these values"
 	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" set use_zero_pages=0 >/dev/null \
 		2>"$tmp/err"
 	! grep -q "ksmctl tune" "$tmp/err" || fail "set use_zero_pages warned: $(cat "$tmp/err")"
