@@ -43,9 +43,10 @@ const char usage_apply[] =
     "  --unmerge   allow merge_across_nodes/max_page_sharing changes while pages\n"
     "              are merged (see ksmctl set --help)\n"
     "  --json      report the read-back values as JSON (with --check or --diff:\n"
-    "              the file's settings, or what would change)\n"
+    "              the file's settings, or what would change; with --check, an\n"
+    "              invalid file is \"valid\": false and its \"error\")\n"
     "  --sample    print a commented sample file with every knob's default to\n"
-    "              stdout (ksmctl apply --sample > FILE)\n";
+    "              stdout (ksmctl apply --sample > FILE); it takes no other option\n";
 
 const char usage_install_service[] =
     "install-service [--tune] [--root DIR] [--dry-run] [--no-enable]\n"
@@ -131,6 +132,14 @@ int cmd_apply(int argc, char **argv)
 		}
 	}
 	if (mode == 's') {
+		/* The sample is a file's text: options about applying one mean
+		 * nothing to it, and are refused rather than ignored. */
+		if (p.json || p.unmerge)
+			return ksmctl_fail(KSMCTL_USAGE, p.json ? "--json" : "--unmerge",
+					   "leave it out: ksmctl apply --sample > FILE",
+					   "apply: --sample prints the sample file's text; %s does "
+					   "not apply to it",
+					   p.json ? "--json" : "--unmerge");
 		if (optind < argc) {
 			char fix[PATH_MAX + 64];
 			snprintf(fix, sizeof(fix),
@@ -149,8 +158,25 @@ int cmd_apply(int argc, char **argv)
 	const char *name = ksmconf_name(file); /* "-": "(standard input)" */
 	p.validate = mode == 'c';
 	p.dry = mode == 'd';
-	if ((ret = read_config(file, &p)) || (ret = plan_check(&p)))
+	if ((ret = read_config(file, &p)) || (ret = plan_check(&p))) {
+		/* --check --json: scripts read "valid": false on stdout too. */
+		if (mode == 'c' && p.json) {
+			const struct ksmctl_error *e = ksmctl_last_error();
+			struct json j;
+			json_init(&j, stdout);
+			json_object_begin(&j, NULL);
+			json_string(&j, "file", name);
+			json_bool(&j, "valid", false);
+			json_object_begin(&j, "error");
+			json_string(&j, "cause", e->cause);
+			json_string(&j, "input", e->input[0] ? e->input : NULL);
+			json_string(&j, "fix", e->fix[0] ? e->fix : NULL);
+			json_int(&j, "exit_status", ret);
+			json_object_end(&j);
+			json_object_end(&j);
+		}
 		return ret;
+	}
 	if (mode == 'c' && p.json) {
 		struct json j;
 		json_init(&j, stdout);

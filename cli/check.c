@@ -50,11 +50,15 @@ static const char *missing_why(const struct samepage_knob *k)
 static const char *can_change(char *why, size_t len)
 {
 	int err = opt.be->writable(opt.be, "run");
+	char path[320], reason[256], fix[512];
 
 	if (!err)
 		return "yes";
+	snprintf(path, sizeof(path), "%s/run", opt.be->where);
 	if (err == -EROFS)
 		snprintf(why, len, "no: sysfs is read-only (a container?)");
+	else if (root_refusal(path, err, reason, sizeof(reason), fix, sizeof(fix)))
+		snprintf(why, len, "no, though ksmctl runs as root: %s; fix: %s", reason, fix);
 	else if (err == -EACCES || err == -EPERM)
 		snprintf(why, len, "no: writing needs root");
 	else
@@ -178,7 +182,7 @@ static int check_user(bool json)
 
 int cmd_check(int argc, char **argv)
 {
-	char release[128] = "unknown", src[512], why[128];
+	char release[128] = "unknown", src[512], why[1024];
 	const char *prctl_how, *change;
 	bool json = false, sysfs;
 	int c, kconfig, prctl_ok;

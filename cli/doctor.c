@@ -126,6 +126,14 @@ static enum severity read_only(const struct facts *f, struct finding *out)
 		SAY(fix, "change KSM from the host, or give the container a writable /sys");
 		return WARN;
 	}
+	char path[320], why[256], how[512];
+	snprintf(path, sizeof(path), "%s/run", opt.be->where);
+	if (!opt.user && root_refusal(path, f->writable, why, sizeof(why), how, sizeof(how))) {
+		SAY(summary, "root cannot change KSM here");
+		SAY(evidence, "writing %s: %s", path, why);
+		SAY(fix, "%s", how);
+		return WARN;
+	}
 	SAY(summary, "this user cannot change KSM");
 	SAY(evidence, "writing %s/run: %s", opt.be->where, strerror(-f->writable));
 	SAY(fix, "run the fixes below as root");

@@ -58,7 +58,8 @@ static const char global_usage[] =
     "usage: ksmctl [GLOBAL OPTIONS] VERB [ARGS...]\n"
     "\n"
     "Global options:\n"
-    "  --sysfs-root DIR  read KSM from DIR/kernel/mm/ksm instead of /sys (recorded trees)\n"
+    "  --sysfs-root DIR  read KSM from DIR/kernel/mm/ksm instead of /sys (recorded trees;\n"
+    "                    this and the other roots are the kernel's, not for --user)\n"
     "  --proc-root DIR   read processes and meminfo from DIR instead of /proc\n"
     "  --boot-root DIR   read the kernel config from DIR instead of /boot\n"
     "  --user            use samepaged (user-space KSM) instead of the kernel\n"
@@ -190,6 +191,9 @@ static void take_words(int *argc, char **argv, int i, int used)
 	*argc -= used;
 }
 
+/* The first of --sysfs-root, --proc-root, --boot-root given, if any. */
+static const char *root_given;
+
 /* Takes a global option out of argv wherever it appears before the verb's
  * own "--", so "ksmctl status --sysfs-root DIR" works too. */
 static int take_global(int *argc, char **argv, int i)
@@ -226,6 +230,8 @@ static int take_global(int *argc, char **argv, int i)
 					    globals[r].name, globals[r].what);
 		}
 		*globals[r].dst = val;
+		if (globals[r].root && !root_given)
+			root_given = globals[r].name;
 		if (globals[r].root)
 			opt.live = false;
 		else
@@ -347,6 +353,18 @@ static int run_ksmctl(int argc, char **argv)
 	}
 	if (!v)
 		return print_global_usage(stderr, KSMCTL_USAGE);
+	/* The roots are the kernel back-end's (a recorded tree): samepaged is
+	 * a live daemon, whose numbers and a tree's would not belong together. */
+	if (opt.user && root_given) {
+		char fix[128];
+		snprintf(fix, sizeof(fix),
+			 "leave %s out with --user (samepaged is asked through its socket), or "
+			 "drop --user",
+			 root_given);
+		return ksmctl_fail(KSMCTL_USAGE, root_given, fix,
+				   "%s is the kernel back-end's option, not samepaged's (--user)",
+				   root_given);
+	}
 	int bad_root = check_roots();
 	if (bad_root)
 		return bad_root;

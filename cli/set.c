@@ -154,13 +154,18 @@ static const char *change_input(const struct change *c, char *buf, size_t len)
 static int check_writable(const struct change *c)
 {
 	int err = opt.be->writable(opt.be, c->k->name);
-	char input[320];
+	char input[320], why[256], fix[512];
 
 	snprintf(input, sizeof(input), "%s/%s", opt.be->where, c->k->name);
 	if (err == -EROFS)
 		return ksmctl_fail(KSMCTL_PERM, input,
 				   "run ksmctl on the host, or give the container a writable /sys",
 				   "sysfs is mounted read-only here (a container?)");
+	if ((err == -EACCES || err == -EPERM) && !opt.user &&
+	    root_refusal(input, err, why, sizeof(why), fix, sizeof(fix)))
+		return ksmctl_fail(KSMCTL_PERM, input, fix,
+				   "cannot write %s, though ksmctl runs as root: %s", c->k->name,
+				   why);
 	if (err == -EACCES || err == -EPERM)
 		return ksmctl_fail(KSMCTL_PERM, input, "run as root (sudo ksmctl ...)",
 				   "changing KSM needs root");
@@ -190,6 +195,28 @@ static int check_present(struct plan *p, int i, const char *release)
 			   c->k->name, c->k->since);
 }
 
+/* The way out of a plan that sets pages_to_scan under the scan-time
+ * advisor: a file (apply) gets "advisor_mode = none" added; set and start
+ * (which cannot take advisor_mode) the whole `ksmctl set` command that
+ * does it, in the plan's order: "ksmctl set advisor_mode=none
+ * pages_to_scan=5000 sleep_millisecs=100 run=1". */
+static const char *advisor_fix(const struct plan *p, char *fix, size_t len)
+{
+	size_t n;
+
+	if (p->skip_absent) {
+		snprintf(fix, len,
+			 "add \"advisor_mode = none\" to the file, or leave pages_to_scan out");
+		return fix;
+	}
+	n = (size_t)snprintf(fix, len, "%s set advisor_mode=none", opt.self);
+	for (int i = 0; i < p->n && n < len; i++)
+		n += (size_t)snprintf(fix + n, len - n, " %s=%s", p->c[i].k->name, p->c[i].value);
+	if (n < len)
+		snprintf(fix + n, len - n, ", or leave pages_to_scan out");
+	return fix;
+}
+
 int plan_check(struct plan *p)
 {
 	char release[128] = "unknown", a[32], b[32], fix[400], input[320];
@@ -217,7 +244,7 @@ int plan_check(struct plan *p)
 				   KSMCONF_ADVISOR_FIX, KSMCONF_ADVISOR_CAUSE);
 	if (pts && !adv && knob_or("advisor_mode", 0) == 1)
 		return ksmctl_fail(KSMCTL_REFUSED, change_input(pts, input, sizeof(input)),
-				   "set advisor_mode=none with it, or leave pages_to_scan out",
+				   advisor_fix(p, fix, sizeof(fix)),
 				   "pages_to_scan cannot be set while advisor_mode is scan-time "
 				   "(the advisor sets it)");
 	/* Writing advisor_mode resets pages_to_scan: written after it even
@@ -244,10 +271,22 @@ int plan_check(struct plan *p)
 					   "(pages_shared is %lld)",
 					   c->k->name, shared);
 		}
-		if (c->write && p->dry && !warned && opt.be->writable(opt.be, c->k->name)) {
-			ksmctl_warn("this user cannot write %s: the changes below need root "
-				    "(sudo ksmctl ...)",
-				    c->k->name);
+		if (c->write && p->dry && !warned && (err = opt.be->writable(opt.be, c->k->name))) {
+			char path[320], why[256], how[512];
+			snprintf(path, sizeof(path), "%s/%s", opt.be->where, c->k->name);
+			if (err == -EROFS)
+				ksmctl_warn("%s is on a read-only file system: the changes below "
+					    "cannot be made here",
+					    path);
+			else if (!opt.user &&
+				 root_refusal(path, err, why, sizeof(why), how, sizeof(how)))
+				ksmctl_warn("%s cannot be written, though ksmctl runs as root: %s "
+					    "(fix: %s)",
+					    path, why, how);
+			else
+				ksmctl_warn("this user cannot write %s: the changes below need "
+					    "root (sudo ksmctl ...)",
+					    c->k->name);
 			warned = true;
 		}
 		if (c->write && !p->validate && !p->dry && (ret = check_writable(c)))
@@ -283,9 +322,15 @@ static void die_interrupted(const char *prev);
 
 static int write_error(const struct change *c, int err)
 {
-	char input[320];
+	char input[320], path[320], why[256], fix[512];
 
 	change_input(c, input, sizeof(input));
+	snprintf(path, sizeof(path), "%s/%s", opt.be->where, c->k->name);
+	if ((err == -EACCES || err == -EPERM) && !opt.user &&
+	    root_refusal(path, err, why, sizeof(why), fix, sizeof(fix)))
+		return ksmctl_fail(KSMCTL_PERM, input, fix,
+				   "%s refused writing %s, though ksmctl runs as root: %s",
+				   opt.be->who, path, why);
 	if (err == -EACCES || err == -EPERM)
 		return ksmctl_fail(KSMCTL_PERM, input,
 				   opt.user ? "run as samepaged's user"
@@ -547,18 +592,23 @@ static void note_tuner(const struct plan *p)
 {
 	static const char *const driven[] = {"run", "pages_to_scan", "sleep_millisecs",
 					     "advisor_mode"};
-	const char *which = NULL;
+	char which[128] = "";
+	size_t n = 0, count = 0;
 	int pid;
 
-	for (int i = 0; i < p->n && !which; i++)
+	/* Every driven knob this changed, in the plan's (the write) order. */
+	for (int i = 0; i < p->n; i++)
 		for (size_t k = 0; k < sizeof(driven) / sizeof(driven[0]); k++)
-			if (p->c[i].done && strcmp(p->c[i].k->name, driven[k]) == 0)
-				which = driven[k];
-	if (which && (pid = tune_daemon_pid()))
+			if (p->c[i].done && strcmp(p->c[i].k->name, driven[k]) == 0 &&
+			    n < sizeof(which)) {
+				n += (size_t)snprintf(which + n, sizeof(which) - n, "%s%s",
+						      count++ ? ", " : "", driven[k]);
+			}
+	if (count && (pid = tune_daemon_pid()))
 		ksmctl_warn("ksmctl tune (pid %d) drives run, pages_to_scan and sleep_millisecs: "
-			    "it will set %s again at its next decision (to keep this value, stop "
+			    "it will set %s again at its next decision (to keep %s, stop "
 			    "it: systemctl disable --now ksm-tune.service)",
-			    pid, which);
+			    pid, which, count == 1 ? "this value" : "these values");
 }
 
 int plan_apply(struct plan *p)
@@ -704,8 +754,8 @@ static int set_args(int argc, char **argv, struct plan *p, bool *dry, const char
 		else if (c == 't' && parse_seconds(optarg, &p->timeout) == 0)
 			continue;
 		else if (c == 't')
-			return ksmctl_fail(KSMCTL_USAGE, optarg, "give a number of seconds",
-					   "bad --timeout");
+			return ksmctl_fail(KSMCTL_USAGE, optarg, "give " KSMCTL_TIMEOUT_RANGE,
+					   "%s: bad --timeout", argv[0]);
 		else
 			return verb_usage(usage, KSMCTL_USAGE);
 	}

@@ -35,9 +35,10 @@ const char usage_status[] =
     "\n"
     "  --json            one JSON object\n"
     "  --prometheus      Prometheus text format (node_ksmd_* and samepage_ksm_*)\n"
-    "  --watch SECONDS   redraw every SECONDS until interrupted, with the scan\n"
-    "                    rate and ksmd CPU measured over the interval (--json:\n"
-    "                    pages_per_second_measured, ksmd_cpu_percent_interval)\n"
+    "  --watch SECONDS   redraw every SECONDS (0.1 to 86400) until interrupted,\n"
+    "                    with the scan rate and ksmd CPU measured over the\n"
+    "                    interval (--json: pages_per_second_measured,\n"
+    "                    ksmd_cpu_percent_interval)\n"
     "  --output FILE     write to FILE, replaced at once (rename) every time, so a\n"
     "                    reader such as node_exporter's textfile collector never\n"
     "                    sees half a file\n"
@@ -758,10 +759,11 @@ int cmd_status(int argc, char **argv)
 		} else if (c == 'n') {
 			no_node_ksmd = true;
 		} else if (c == 'w') {
-			if (parse_seconds(optarg, &interval) || interval < 0.1)
-				return ksmctl_fail(KSMCTL_USAGE, optarg,
-						   "give a number of seconds, at least 0.1",
-						   "status: bad --watch interval");
+			if (parse_seconds(optarg, &interval) || interval < 0.1 || interval > 86400)
+				return ksmctl_fail(
+				    KSMCTL_USAGE, optarg,
+				    "give a number of seconds from 0.1 to 86400 (a day)",
+				    "status: bad --watch interval");
 		} else {
 			return verb_usage(usage_status, KSMCTL_USAGE);
 		}

@@ -117,9 +117,11 @@ static const char *value_text(size_t i, long long v, char *buf, size_t len)
 	return buf;
 }
 
-/* Writes the knobs of s that differ from their current value: 0, or the
- * first error (-errno) with *failed naming the knob. */
-static int write_settings(struct tune_settings *s, const char **failed, char *done, size_t len)
+/* Writes the knobs of s that differ from their current value (dry: only
+ * lists them), "name=value ..." in done: 0, or the first error (-errno)
+ * with *failed naming the knob. */
+static int write_settings(struct tune_settings *s, bool dry, const char **failed, char *done,
+			  size_t len)
 {
 	int err = 0;
 	size_t o = 0;
@@ -133,7 +135,7 @@ static int write_settings(struct tune_settings *s, const char **failed, char *do
 		if (want < 0 || (knob_number(order[i].name, &now) == 0 && now == want))
 			continue;
 		text = value_text(i, want, buf, sizeof(buf));
-		if ((err = opt.be->write(opt.be, order[i].name, text))) {
+		if (!dry && (err = opt.be->write(opt.be, order[i].name, text))) {
 			*failed = order[i].name;
 			return err;
 		}
@@ -203,10 +205,13 @@ static void json_reading(struct json *j, const struct tune_reading *r)
 	json_object_end(j);
 }
 
+/* changes: the knobs written, or with --dry-run those that would be: the
+ * text line names only them (the JSON's "set" is the whole decision). */
 static void log_decision(const struct tuner *t, const struct tune_reading *r,
-			 const struct tune_decision *d, const char *written, int err,
+			 const struct tune_decision *d, const char *changes, int err,
 			 const char *failed)
 {
+	const char *written = t->dry ? "" : changes;
 	char set[256];
 
 	describe(&d->set, set, sizeof(set));
@@ -238,14 +243,17 @@ static void log_decision(const struct tuner *t, const struct tune_reading *r,
 
 		if (!t->journal)
 			strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S ", localtime(&now));
-		printf("%stune %s %s: read %s; set %s%s; why %s\n", stamp,
+		/* Only what changes: "set advisor_mode=none" of a knob that was
+		 * none already would read as a change. */
+		bool already = !*changes && set[0] && !err;
+
+		printf("%stune %s %s: read %s; set %s%s%s%s%s; why %s\n", stamp,
 		       t->ksmtuned ? "ksmtuned" : "pressure", d->state, d->read,
-		       set[0] ? set : "nothing",
-		       t->dry	  ? " (dry run: nothing written)"
-		       : err	  ? " (failed)"
-		       : *written ? ""
-				  : " (unchanged)",
-		       d->why);
+		       *changes ? changes : "nothing",
+		       err		    ? " (failed)"
+		       : t->dry && *changes ? " (dry run: nothing written)"
+					    : "",
+		       already ? " (already " : "", already ? set : "", already ? ")" : "", d->why);
 	}
 	if (err)
 		ksmctl_warn("tune: writing %s: %s", failed, strerror(-err));
@@ -438,7 +446,7 @@ static int decide(struct tuner *t)
 	struct tune_reading r;
 	struct tune_decision d = {.state = ""};
 	const char *failed = NULL;
-	char written[256] = "";
+	char changes[256] = ""; /* written, or with --dry-run would be */
 	int err = tune_read(&r);
 
 	if (err && t->decisions == 0)
@@ -468,13 +476,12 @@ static int decide(struct tuner *t)
 	} else {
 		pressure_decide(&t->pc, &t->ps, &r, &d);
 	}
-	if (!t->dry)
-		err = write_settings(&d.set, &failed, written, sizeof(written));
+	err = write_settings(&d.set, t->dry, &failed, changes, sizeof(changes));
 	/* The daemon logs what changes something, not every unchanged
 	 * decision (8640 lines a day at the default interval). */
-	if (t->once || t->dry || !t->decisions || t->usr1 || err || written[0] ||
+	if (t->once || t->dry || !t->decisions || t->usr1 || err || changes[0] ||
 	    strcmp(d.state, t->state))
-		log_decision(t, &r, &d, written, err, failed);
+		log_decision(t, &r, &d, changes, err, failed);
 	t->state = d.state;
 	t->next = d.next_s > 0 && d.next_s < t->interval ? d.next_s : t->interval;
 	t->usr1 = false;
@@ -508,7 +515,7 @@ static void restore_found(struct tuner *t)
 	/* Under the advisor pages_to_scan is its own: leave it. */
 	if (s.advisor_mode == 1)
 		s.pages_to_scan = -1;
-	err = write_settings(&s, &failed, done, sizeof(done));
+	err = write_settings(&s, false, &failed, done, sizeof(done));
 	if (err)
 		ksmctl_warn("tune: restoring %s: %s", failed, strerror(-err));
 	else if (!t->json)
@@ -670,11 +677,18 @@ int cmd_tune(int argc, char **argv)
 		t.interval = t.ksmtuned ? (double)t.kc.interval : 10;
 	if ((ret = opt.be->available(opt.be)))
 		return ksm_unavailable(ret, "use a kernel built with CONFIG_KSM=y");
-	if (!t.dry && (ret = opt.be->writable(opt.be, "run")))
+	if (!t.dry && (ret = opt.be->writable(opt.be, "run"))) {
+		char path[320], why[256], fix[512];
+		snprintf(path, sizeof(path), "%s/run", opt.be->where);
+		if (!opt.user && root_refusal(path, ret, why, sizeof(why), fix, sizeof(fix)))
+			return ksmctl_fail(
+			    KSMCTL_PERM, path, fix,
+			    "tune: cannot change KSM, though ksmctl runs as root: %s", why);
 		return ksmctl_fail(KSMCTL_PERM, opt.be->where,
 				   ret == -EROFS ? "tune KSM from the host: /sys is read-only here"
 						 : "run as root, or add --dry-run",
 				   "tune: cannot change KSM: %s", strerror(-ret));
+	}
 	if (!opt.user && (pid = tune_ksmtuned_pid()))
 		ksmctl_warn("tune: ksmtuned is running (pid %d) and rewrites the same knobs; "
 			    "stop it: systemctl disable --now ksmtuned.service",

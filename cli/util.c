@@ -14,16 +14,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <wchar.h>
+
+#include <linux/fs.h> /* FS_IOC_GETFLAGS */
+
+static struct ksmctl_error last_error;
+
+const struct ksmctl_error *ksmctl_last_error(void)
+{
+	return &last_error;
+}
 
 int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, ...)
 {
 	va_list ap;
 
 	fflush(stdout);
+	va_start(ap, fmt);
+	vsnprintf(last_error.cause, sizeof(last_error.cause), fmt, ap);
+	va_end(ap);
+	snprintf(last_error.input, sizeof(last_error.input), "%s", input ? input : "");
+	snprintf(last_error.fix, sizeof(last_error.fix), "%s", fix ? fix : "");
 	fputs("ksmctl: ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
@@ -173,7 +188,7 @@ int parse_seconds(const char *s, double *out)
 
 	errno = 0;
 	double v = strtod(s, &end);
-	if (end == s || *end || errno || !(v >= 0) || v > 1e9)
+	if (end == s || *end || errno || !(v >= 0) || v > KSMCTL_MAX_SECONDS)
 		return -EINVAL;
 	*out = v;
 	return 0;
@@ -225,4 +240,87 @@ int text_columns(const char *s)
 	}
 	uselocale(old);
 	return n;
+}
+
+/* The file's attribute flags (lsattr), or 0 where its filesystem has none. */
+static long file_attrs(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	int flags = 0;
+
+	if (fd < 0)
+		return 0;
+	if (ioctl(fd, FS_IOC_GETFLAGS, &flags))
+		flags = 0;
+	close(fd);
+	return flags;
+}
+
+/* Whether this process has capability cap in its effective set (CapEff of
+ * /proc/self/status: this process, whatever --proc-root says). */
+static bool has_capability(int cap)
+{
+	char text[4096], *line;
+	unsigned long long eff;
+
+	if (procfs_read("/proc/self/status", text, sizeof(text)) ||
+	    !(line = strstr(text, "\nCapEff:")) ||
+	    sscanf(line + strlen("\nCapEff:"), "%llx", &eff) != 1)
+		return true; /* unknown: not the reason given */
+	return (eff >> cap) & 1;
+}
+
+/* Whether this process runs in a user namespace other than the first one
+ * (whose uid_map maps every id to itself). */
+static bool in_user_namespace(void)
+{
+	char text[256];
+	unsigned long long in, out, count;
+
+	if (procfs_read("/proc/self/uid_map", text, sizeof(text)) ||
+	    sscanf(text, "%llu %llu %llu", &in, &out, &count) != 3)
+		return false;
+	return !(in == 0 && out == 0 && count == 4294967295ULL);
+}
+
+bool root_refusal(const char *path, int err, char *why, size_t wlen, char *fix, size_t flen)
+{
+	const char *name = err == -EPERM ? "EPERM" : "EACCES";
+	long attrs;
+
+	if (geteuid() != 0 || (err != -EPERM && err != -EACCES))
+		return false;
+	attrs = file_attrs(path);
+	if (attrs & FS_IMMUTABLE_FL) {
+		snprintf(why, wlen, "the file has the immutable attribute (%s)", name);
+		snprintf(fix, flen, "chattr -i %s (lsattr shows the i)", path);
+	} else if (attrs & FS_APPEND_FL) {
+		snprintf(why, wlen, "the file has the append-only attribute (%s)", name);
+		snprintf(fix, flen, "chattr -a %s (lsattr shows the a)", path);
+	} else if (err == -EACCES && !has_capability(1 /* CAP_DAC_OVERRIDE */)) {
+		snprintf(why, wlen,
+			 "this root lacks CAP_DAC_OVERRIDE (capabilities dropped: a container, "
+			 "or a unit's CapabilityBoundingSet=), and the file's mode does not let "
+			 "it write (%s)",
+			 name);
+		snprintf(fix, flen,
+			 "give ksmctl CAP_DAC_OVERRIDE (docker run --cap-add DAC_OVERRIDE, the "
+			 "unit's CapabilityBoundingSet=), or change KSM from the host");
+	} else if (in_user_namespace()) {
+		snprintf(why, wlen,
+			 "ksmctl is root of a user namespace (a rootless container), which does "
+			 "not own the file (%s)",
+			 name);
+		snprintf(fix, flen, "change KSM from the host, outside the container");
+	} else {
+		snprintf(why, wlen,
+			 "the kernel denied it to root (%s): a security module (SELinux, "
+			 "AppArmor) or a seccomp filter",
+			 name);
+		snprintf(fix, flen,
+			 "find the denial in the audit log (journalctl -k | grep -i denied; "
+			 "ausearch -m avc) and allow the write in the policy, or change KSM "
+			 "from the host");
+	}
+	return true;
 }

@@ -36,6 +36,12 @@ enum {
 int ksmctl_fail(int code, const char *input, const char *fix, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void ksmctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The last failure ksmctl_fail() reported, for a verb that also reports it
+ * as JSON on stdout (apply --check --json): "" where not given. */
+struct ksmctl_error {
+	char cause[1024], input[1024], fix[1024];
+};
+const struct ksmctl_error *ksmctl_last_error(void);
 /*
  * Refuses an empty value of a path option (exit status 2): "--root" with
  * an unset variable ("--root \"$DESTDIR\"") must not mean the default,
@@ -83,10 +89,24 @@ int version_cmp(const char *release, const char *version);
 double now_seconds(void);
 /* Sleeps, returning early on a signal. */
 void sleep_seconds(double s);
-/* Parses a non-negative number of seconds ("2", "0.5"): 0 or -EINVAL. */
+/* The longest --timeout (wait, unmerge, set --unmerge): a year, in seconds;
+ * longer is a typo ("1e99"), refused, not an endless wait. */
+#define KSMCTL_MAX_SECONDS 31536000
+#define KSMCTL_TIMEOUT_RANGE "a number of seconds from 0 to 31536000 (a year)"
+/* Parses a non-negative number of seconds ("2", "0.5") up to
+ * KSMCTL_MAX_SECONDS: 0 or -EINVAL. */
 int parse_seconds(const char *s, double *out);
 /* The columns a terminal gives s, printable UTF-8 (names as procfs_escape
  * leaves them): a wide character two, a combining mark none. */
 int text_columns(const char *s);
+/*
+ * Why root was refused writing path (a knob file) with err, -EPERM or
+ * -EACCES, which for another user would just mean "not root": the file's
+ * immutable or append-only attribute, CAP_DAC_OVERRIDE dropped, a user
+ * namespace that does not own the file, else a security module.  Fills
+ * why ("the file has the immutable attribute (EPERM)") and fix, and
+ * returns true, when ksmctl runs as root (euid 0); false otherwise.
+ */
+bool root_refusal(const char *path, int err, char *why, size_t wlen, char *fix, size_t flen);
 
 #endif

@@ -25,7 +25,8 @@ const char usage_wait[] =
     "\n"
     "  --scans N          full scans to wait for\n"
     "  --converged        wait for pages_sharing to stop growing\n"
-    "  --timeout SECONDS  give up after SECONDS (default: never; 0: check once)\n"
+    "  --timeout SECONDS  give up after SECONDS, at most a year (default: never;\n"
+    "                     0: check once)\n"
     "  --json             report the result as JSON\n";
 
 /* pages_sharing at the end of recent full scans, newest last. */
@@ -107,7 +108,7 @@ int cmd_wait(int argc, char **argv)
 					   "give a whole number of scans, 1 or more",
 					   "wait: bad --scans");
 		else if (c == 't' && parse_seconds(optarg, &timeout))
-			return ksmctl_fail(KSMCTL_USAGE, optarg, "give a number of seconds",
+			return ksmctl_fail(KSMCTL_USAGE, optarg, "give " KSMCTL_TIMEOUT_RANGE,
 					   "wait: bad --timeout");
 		else if (c == 'c')
 			conv = true;

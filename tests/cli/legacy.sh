@@ -10,7 +10,8 @@
 #    start NPAGES pages_to_scan and run=1; stop writes run=0;
 #  - info prints "flags RUN, pages_to_scan N, sleep_time MS";
 #  - bad forms (three numbers, a word) and a refused plan (the scan-time
-#    advisor owns pages_to_scan) change nothing.
+#    advisor owns pages_to_scan) change nothing; the refusal's fix is the
+#    `ksmctl set` command that does it, and does.
 #
 # usage: legacy.sh KSMCTL SRCDIR
 set -u
@@ -61,7 +62,15 @@ tree linux-6.18 # the scan-time advisor owns pages_to_scan
 before=$(knobs)
 k start 5000 100 >/dev/null 2>"$tmp/err"
 rc=$?
-[ $rc != 0 ] && grep -q advisor "$tmp/err" || fail "start 5000 100 under the advisor: exit $rc, $(cat "$tmp/err")"
+[ $rc = 5 ] && grep -q advisor "$tmp/err" || fail "start 5000 100 under the advisor: exit $rc, $(cat "$tmp/err")"
 [ "$(knobs)" = "$before" ] || fail "a refused start 5000 100 changed knobs"
+# Its fix is a command that does it (start cannot take advisor_mode).
+want="ksmctl set advisor_mode=none pages_to_scan=5000 sleep_millisecs=100 run=1"
+grep -q "^  fix: $want, or leave pages_to_scan out$" "$tmp/err" ||
+	fail "start 5000 100 under the advisor does not give the command: $(cat "$tmp/err")"
+echo 0 >"$ksm/run"
+k ${want#ksmctl } >/dev/null || fail "the fix ($want) exited $?"
+[ "$(cat "$ksm/pages_to_scan"),$(cat "$ksm/sleep_millisecs"),$(cat "$ksm/run")" = 5000,100,1 ] ||
+	fail "the fix ($want) did not set pages_to_scan, sleep_millisecs and run"
 [ $bad = 0 ] && echo "ok: start, start NPAGES [SLEEP], stop, info with their old meaning"
 exit $bad

@@ -244,6 +244,9 @@ t_pressure() {
 	expect_knobs "memory needed" run=1 sleep_millisecs=100 advisor_mode=none \
 		pages_to_scan="$(converging_pages 30 2e-6 1048576)"
 	says "$tmp/out" "paced to a full scan every 3 s"
+	# The log names what changed: advisor_mode was none already.
+	grep -q "; set [^;]*advisor_mode" "$tmp/out" && fail "tune logs advisor_mode=none, which it was already"
+	says "$tmp/out" "; set pages_to_scan=$(converging_pages 30 2e-6 1048576) sleep_millisecs=100 run=1;"
 	says "$tmp/out" "memory needed: MemAvailable 8.9% < 20%"
 	# 10 s later: 2.5 s of ksmd CPU over 1000000 pages scanned, and pages merged.
 	settime 1020
@@ -401,6 +404,11 @@ t_signals() {
 	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" set pages_to_scan=77 >/dev/null \
 		2>"$tmp/err" || fail "set pages_to_scan beside the daemon exited $?: $(cat "$tmp/err")"
 	says "$tmp/err" "ksmctl tune (pid $dpid) drives run, pages_to_scan and sleep_millisecs"
+	# Every driven knob it changed is named, not only the first.
+	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" set pages_to_scan=79 \
+		sleep_millisecs=33 use_zero_pages=1 >/dev/null 2>"$tmp/err" ||
+		fail "set of two driven knobs beside the daemon exited $?: $(cat "$tmp/err")"
+	says "$tmp/err" "it will set pages_to_scan, sleep_millisecs again at its next decision (to keep these values"
 	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" set use_zero_pages=0 >/dev/null \
 		2>"$tmp/err"
 	! grep -q "ksmctl tune" "$tmp/err" || fail "set use_zero_pages warned: $(cat "$tmp/err")"
