@@ -215,6 +215,21 @@ static void test_lap_strips(void)
 	samepage_close(sp);
 }
 
+/* 64 pages of '#' at p merged fast: pages_sharing after three full scans,
+ * or -1. */
+static long long merge_64(samepage_t *sp, char *p)
+{
+	long long sharing = 0;
+	memset(p, '#', 64 * PG);
+	if (samepage_write(sp, "pages_to_scan", "100000") ||
+	    samepage_write(sp, "sleep_millisecs", "0") ||
+	    samepage_madvise(sp, p, 64 * PG, SAMEPAGE_MERGEABLE) ||
+	    samepage_write(sp, "run", "1") || wait_scans(sp, 3) ||
+	    samepage_read_number(sp, "pages_sharing", &sharing))
+		return -1;
+	return sharing;
+}
+
 /* A process whose address space is limited (RLIMIT_AS, what `ulimit -v`
  * and systemd's LimitAS= set; valgrind's is 32 GiB): the engine maps what
  * it can of its pool and merges.  Before, samepage_open() failed for the
@@ -232,13 +247,8 @@ static void test_address_space_limit(void)
 		if (setrlimit(RLIMIT_AS, &rl) || samepage_open(&sp))
 			_exit(2);
 		char *p = map_pages(64);
-		memset(p, '#', 64 * PG);
-		long long sharing = 0;
-		if (samepage_write(sp, "pages_to_scan", "100000") ||
-		    samepage_write(sp, "sleep_millisecs", "0") ||
-		    samepage_madvise(sp, p, 64 * PG, SAMEPAGE_MERGEABLE) ||
-		    samepage_write(sp, "run", "1") || wait_scans(sp, 3) ||
-		    samepage_read_number(sp, "pages_sharing", &sharing))
+		long long sharing = merge_64(sp, p);
+		if (sharing < 0)
 			_exit(3);
 		p[5 * PG] = 'w'; /* copy-on-write still works */
 		_exit(sharing == 63 && p[5 * PG] == 'w' && p[6 * PG] == '#' ? 0 : 4);
@@ -304,13 +314,8 @@ static void test_address_space_left(unsigned long long room)
 			_exit(5);
 		munmap(m, big);
 		char *p = map_pages(64);
-		memset(p, '#', 64 * PG);
-		long long sharing = 0;
-		if (samepage_write(sp, "pages_to_scan", "100000") ||
-		    samepage_write(sp, "sleep_millisecs", "0") ||
-		    samepage_madvise(sp, p, 64 * PG, SAMEPAGE_MERGEABLE) ||
-		    samepage_write(sp, "run", "1") || wait_scans(sp, 3) ||
-		    samepage_read_number(sp, "pages_sharing", &sharing))
+		long long sharing = merge_64(sp, p);
+		if (sharing < 0)
 			_exit(6);
 		_exit(sharing == 63 && p[6 * PG] == '#' ? 0 : 7);
 	}
