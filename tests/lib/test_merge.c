@@ -215,6 +215,7 @@ static void test_lap_strips(void)
 	samepage_close(sp);
 }
 
+#ifndef SAMEPAGE_SANITIZE /* the address-space tests' helpers */
 /* 64 pages of '#' at p merged fast: pages_sharing after three full scans,
  * or -1. */
 static long long merge_64(samepage_t *sp, char *p)
@@ -229,6 +230,7 @@ static long long merge_64(samepage_t *sp, char *p)
 		return -1;
 	return sharing;
 }
+#endif
 
 /* A process whose address space is limited (RLIMIT_AS, what `ulimit -v`
  * and systemd's LimitAS= set; valgrind's is 32 GiB): the engine maps what
@@ -260,6 +262,7 @@ static void test_address_space_limit(void)
 #endif
 }
 
+#ifndef SAMEPAGE_SANITIZE
 /* The address space this process maps (VmSize), in bytes. */
 static unsigned long long vm_size(void)
 {
@@ -273,6 +276,7 @@ static unsigned long long vm_size(void)
 		fclose(f);
 	return kb << 10;
 }
+#endif
 
 /* Under an address-space limit the program keeps nearly all of it
  * (RELIABILITY.md 79).  With `room` bytes left under the limit, an
