@@ -874,36 +874,28 @@ static bool dup_refused(int to)
 	return false;
 }
 
-/* The kernel's EBUSY: a call that makes a descriptor is in flight onto
- * that number.  If one of the library's was (under way, or finished since,
- * prim_fds_made), the dup waits for the library's close and is made again;
- * if it was the program's own, the kernel's answer stands. */
+/* The dup itself, while the library makes no descriptor (prim_dup_begin):
+ * one made between dup_refused() and then is waited for like any other.
+ * A kernel's EBUSY is then the program's own open in flight, and stands. */
 static int dup_onto(int fd, int to, int flags, bool two)
 {
-	for (int tries = 0;; tries++) {
+	for (;;) {
 		if (dup_refused(to))
 			return -1;
-		bool before, after, alone = prim_dup_begin();
-		unsigned made = prim_fds_made(&before);
-		int rc = -1;
-		if (!alone || !prim_is_own_fd(to)) /* not made meanwhile, since dup_refused() */
-			rc = two ? ((dup2_fn)interpose_next("dup2", &real_dup2, (void *)raw_dup2))(
-				       fd, to)
-				 : ((dup3_fn)interpose_next("dup3", &real_dup3, (void *)raw_dup3))(
-				       fd, to, flags);
-		else
-			errno = EBUSY;
+		bool alone = prim_dup_begin();
+		if (alone && prim_is_own_fd(to)) {
+			prim_dup_end();
+			continue;
+		}
+		int rc =
+		    two ? ((dup2_fn)interpose_next("dup2", &real_dup2, (void *)raw_dup2))(fd, to)
+			: ((dup3_fn)interpose_next("dup3", &real_dup3, (void *)raw_dup3))(fd, to,
+											  flags);
 		int err = errno;
 		if (alone)
 			prim_dup_end();
 		errno = err;
-		if (rc >= 0 || errno != EBUSY || tries == 100)
-			return rc;
-		if (!before && prim_fds_made(&after) == made && !after && !prim_is_own_fd(to)) {
-			errno = EBUSY;
-			return -1;
-		}
-		nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
+		return rc;
 	}
 }
 

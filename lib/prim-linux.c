@@ -142,7 +142,6 @@ static int fd_brief(int fd)
  * 100 ms (a program's signal handler may interrupt its own dup2() and
  * fault into the library). */
 static _Atomic int fds_in_flight, dups_in_flight;
-static _Atomic unsigned fds_made;
 
 static void fd_make_begin(void)
 {
@@ -177,15 +176,8 @@ static int fd_make_end(int fd)
 {
 	if (fd >= 0)
 		fd_brief(fd);
-	atomic_fetch_add(&fds_made, 1);
 	atomic_fetch_sub(&fds_in_flight, 1);
 	return fd;
-}
-
-unsigned prim_fds_made(bool *in_flight)
-{
-	*in_flight = atomic_load(&fds_in_flight) > 0;
-	return atomic_load(&fds_made);
 }
 
 /* Syscalls, not the C library's open and openat (the preload library's
@@ -974,6 +966,11 @@ struct linux_dirent64 {
 
 bool prim_program_gone(int *status)
 {
+	/* Once a second for the process, whichever of its threads asks. */
+	static _Atomic uint64_t looked;
+	uint64_t now = prim_now_ns(), last = atomic_load(&looked);
+	if (now - last < 1000000000ULL || !atomic_compare_exchange_strong(&looked, &last, now))
+		return false;
 	char buf[1024];
 	if (read_small("/proc/self/stat", buf, sizeof(buf)) <= 0)
 		return false;

@@ -95,9 +95,6 @@ bool prim_own_file(dev_t dev, ino_t ino);
 int prim_own_fd(int fd); /* marks it the library's, moved high: its new number */
 bool prim_is_own_fd(int fd);
 bool prim_is_brief_fd(int fd); /* one the library is reading, closed soon */
-/* How many calls that make descriptors the library has finished, and in
- * *in_flight whether one is under way. */
-unsigned prim_fds_made(bool *in_flight);
 /* Around a program's dup2()/dup3(): no descriptor of the library's is
  * made meanwhile (false: one stayed under way for a second). */
 bool prim_dup_begin(void);
@@ -126,7 +123,8 @@ void prim_sigset_async(sigset_t *set);
 bool prim_pid_alive(pid_t pid); /* kill(pid, 0) */
 pid_t prim_getpid(void);
 void prim_thread_mine(bool mine); /* this thread is the library's (or no more) */
-/* No thread of the program's is left, only the library's: then *status is
+/* No thread of the program's is left, only the library's (looked at once
+ * a second for the process; false between): then *status is
  * its main thread's exit status (waitpid's), and prim_end_as_program()
  * ends the process as the program's last thread would have. */
 bool prim_program_gone(int *status);

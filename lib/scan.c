@@ -744,15 +744,12 @@ void ksm_do_scan(struct samepage *sp, uint64_t budget)
 	}
 }
 
-/* Once a second: if no thread of the program is left, the process ends as
- * its last thread's end would have ended it (prim_program_gone()). */
-static void end_with_program(struct samepage *sp, uint64_t *looked)
+/* If no thread of the program is left (prim_program_gone(), which looks
+ * once a second), the process ends as its last thread's end would have
+ * ended it. */
+static void end_with_program(struct samepage *sp)
 {
-	uint64_t now = prim_now_ns();
 	int status;
-	if (now - *looked < 1000000000ULL)
-		return;
-	*looked = now;
 	if (!prim_program_gone(&status))
 		return;
 	pthread_mutex_unlock(&sp->lock); /* for the program's atexit handlers */
@@ -762,13 +759,12 @@ static void end_with_program(struct samepage *sp, uint64_t *looked)
 static void *ksmd(void *arg)
 {
 	struct samepage *sp = arg;
-	uint64_t looked = prim_now_ns();
 
 	prim_thread_mine(true);
 	pthread_mutex_lock(&sp->lock);
 	sp->adv.cpu_ns = prim_thread_cpu_ns();
 	while (!sp->stopping) {
-		end_with_program(sp, &looked);
+		end_with_program(sp);
 		if (atomic_load(&sp->dom->unmerge_epoch) != sp->unmerge_epoch) {
 			/* run = 2 was written by another process of the domain. */
 			engine_enter(sp);
