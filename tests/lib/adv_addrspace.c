@@ -715,6 +715,37 @@ void test_dup2_keeps_library_files(void)
 	CHECK_EQ_INT(st, 0);
 }
 
+/* A program linked with the library whose main thread ends by
+ * pthread_exit(), with an atexit handler that closes its engine: the
+ * engine's thread ends the process once no thread of the program is left
+ * (RELIABILITY.md 77) and runs that handler itself, whose
+ * samepage_close() must not join or free the thread it runs on. */
+static samepage_t *atexit_sp;
+static void close_at_exit(void)
+{
+	samepage_close(atexit_sp);
+	printf("closed at exit\n");
+}
+
+void test_main_exit_closes_engine(void)
+{
+	fflush(stdout);
+	pid_t c = fork();
+	REQUIRE(c >= 0);
+	if (c == 0) {
+		atexit_sp = open_fast();
+		char *p = map_pages(16);
+		memset(p, 'e', 16 * PG);
+		REQUIRE(samepage_madvise(atexit_sp, p, 16 * PG, SAMEPAGE_MERGEABLE) == 0);
+		wr(atexit_sp, "run", "1");
+		atexit(close_at_exit);
+		pthread_exit(NULL);
+	}
+	int st = adv_wait(c);
+	printf("main thread ended by pthread_exit(): child exited %d\n", st);
+	CHECK_EQ_INT(st, 0);
+}
+
 void test_mremap_after_close(void)
 {
 	const size_t n = 64;
