@@ -414,6 +414,8 @@ static int run_user(int argc, char **argv)
 			snprintf(sock, sizeof(sock), "%s", opt.socket);
 		else
 			samepage_socket_path(sock, sizeof(sock));
+		char may_req[80];
+		snprintf(may_req, sizeof(may_req), "MAY %s", domain);
 		int err = samepage_control(opt.socket, "GET run", reply, sizeof(reply));
 		/* /run/samepaged.sock (no $XDG_RUNTIME_DIR) is the system unit's. */
 		bool system = !strcmp(sock, "/run/samepaged.sock");
@@ -427,6 +429,25 @@ static int run_user(int argc, char **argv)
 					   "--socket PATH",
 					   "run: samepaged at %s: %s", sock,
 					   samepage_strerror(err));
+		/* A tenant of samepaged (--allow-user USER:DOMAINS) may join
+		 * only its domains: said now, not by the program's first line.
+		 * A daemon of before MAY answers EINVAL: HELLO decides then. */
+		char answer[256] = "";
+		int may = err ? 0 : samepage_control(opt.socket, may_req, answer, sizeof(answer));
+		if (may == -EACCES) {
+			const char *why = strncmp(answer, "ERR ", 4) ? answer : answer + 4;
+			why += strspn(why, "0123456789 ");
+			/* The daemon's text ends with the errno's general words,
+			 * which name other causes: the text before says it. */
+			char *general = strstr(answer, samepage_strerror(may));
+			if (general && general - answer >= 2 && general[-2] == ':')
+				general[-2] = '\0';
+			return ksmctl_fail(KSMCTL_PERM, domain,
+					   "run with a domain samepaged's --allow-user gives this "
+					   "user, or ask its administrator for this one",
+					   "run: samepaged at %s refuses domain %s: %s", sock,
+					   domain, why);
+		}
 		if (!err && !strstr(reply, "run 1"))
 			ksmctl_warn("samepaged is not merging (run is not 1): nothing merges until "
 				    "`%s set run=1`",

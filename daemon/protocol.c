@@ -53,6 +53,22 @@ void proto_reply_done(struct proto_reply *r)
 	r->close_fd = -1;
 }
 
+/* Refuses a tenant a domain --allow-user did not give it: true if refused. */
+static bool refuse_domain(struct state *s, const struct client *c, const char *verb,
+			  const char *domain, struct proto_reply *r)
+{
+	char what[300], mine[120];
+	if (state_user_may_join(s, c->uid, domain))
+		return false;
+	snprintf(what, sizeof(what),
+		 "uid %d may join only domains %.100s (--allow-user), not %.64s", (int)c->uid,
+		 state_user_domains(s, c->uid, mine, sizeof(mine)), domain);
+	logmsg_throttled(&s->log_limit, "refused %s %s of process %d (%s): %s", verb, domain,
+			 (int)c->pid, c->comm, what);
+	proto_error(r, -EACCES, what);
+	return true;
+}
+
 /* HELLO <domain> <layout>: the domain's index and pool, and the process's
  * ledger, if the process's library shares them in this samepaged's layout
  * (SHARED_LAYOUT in types.h): one of another samepage version must not map
@@ -84,6 +100,8 @@ static void answer_hello(struct state *s, struct client *c, const char *args, st
 	}
 	if (!domain_name_ok(domain))
 		return proto_error(r, -EINVAL, "domain name (1 to 64 of A-Za-z0-9._-)");
+	if (refuse_domain(s, c, "HELLO", domain, r))
+		return;
 	if (c->d)
 		return proto_error(r, -EISCONN, "already connected to a domain");
 	int in = state_domains_of(s, c->pid, domain);
@@ -118,6 +136,16 @@ static void answer_hello(struct state *s, struct client *c, const char *args, st
 	r->fds[2] = r->close_fd = lfd;
 	r->fds[3] = d->guard_ro;
 	r->nfds = 4;
+}
+
+/* MAY <domain>: whether HELLO would let this process join domain, as far
+ * as who it is goes (ksmctl --user run asks before it starts a program). */
+static void answer_may(struct state *s, struct client *c, const char *domain, struct proto_reply *r)
+{
+	if (!domain_name_ok(domain))
+		return proto_error(r, -EINVAL, "domain name (1 to 64 of A-Za-z0-9._-)");
+	if (!refuse_domain(s, c, "MAY", domain, r))
+		reply_add(r, "OK");
 }
 
 /* PLACE <n>: the daemon writes the n new KSM pages the process staged in
@@ -166,6 +194,18 @@ static void answer_set(struct state *s, struct client *c, const char *args, stru
 	if (!n || !args[n] || !vlen || strchr(val, ' ') || n >= sizeof(name) ||
 	    vlen >= sizeof(value))
 		return proto_error(r, -EINVAL, "SET needs a name and a value, one space apart");
+	/* The knobs are every domain's: as the kernel's are root's, these
+	 * are the daemon's user's and root's, not a tenant's. */
+	if (state_user_is_tenant(s, c->uid)) {
+		char what[200];
+		snprintf(what, sizeof(what),
+			 "uid %d may not change samepaged's knobs (a tenant: --allow-user with "
+			 "domains); samepaged's user or root may",
+			 (int)c->uid);
+		logmsg_throttled(&s->log_limit, "refused SET %.64s of process %d (%s): %s", args,
+				 (int)c->pid, c->comm, what);
+		return proto_error(r, -EACCES, what);
+	}
 	snprintf(name, sizeof(name), "%.*s", (int)n, args);
 	snprintf(value, sizeof(value), "%s", val);
 	int err = samepage_knob_parse(name, value, &v);
@@ -213,7 +253,9 @@ static void answer_clients(struct state *s, struct client *c, const char *args,
 		struct ledger lg;
 		struct ksm_counts counts;
 		char comm[sizeof(lg.comm)];
-		if (!k->d || !state_client_counts(s, k, &lg, &counts))
+		/* A tenant sees the processes of its own domains only. */
+		if (!k->d || !state_user_may_join(s, c->uid, k->d->name) ||
+		    !state_client_counts(s, k, &lg, &counts))
 			continue;
 		reply_add(r, "\npid=%d domain=%s comm=%s", (int)k->pid, k->d->name,
 			  state_client_comm(&lg, comm, sizeof(comm)));
@@ -234,7 +276,7 @@ static const struct request {
 } requests[] = {
     {"HELLO", ARGS_REQUIRED, answer_hello}, {"GET", ARGS_OPTIONAL, answer_get},
     {"SET", ARGS_REQUIRED, answer_set},	    {"CLIENTS", ARGS_OPTIONAL, answer_clients},
-    {"PLACE", ARGS_REQUIRED, answer_place},
+    {"PLACE", ARGS_REQUIRED, answer_place}, {"MAY", ARGS_REQUIRED, answer_may},
 };
 
 void proto_answer(struct state *s, struct client *c, const char *request, size_t len,
@@ -272,5 +314,5 @@ void proto_answer(struct state *s, struct client *c, const char *request, size_t
 			continue;
 		return q->answer(s, c, args, r);
 	}
-	proto_error(r, -EINVAL, "unknown request (HELLO, GET, SET, CLIENTS)");
+	proto_error(r, -EINVAL, "unknown request (HELLO, GET, SET, CLIENTS, MAY)");
 }

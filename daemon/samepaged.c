@@ -126,23 +126,16 @@ static int send_reply(int fd, struct proto_reply *r)
 	return err;
 }
 
-/* --allow-user: the users (beside the daemon's and root) whose processes
- * may connect.  Run as root, samepaged then serves VM monitors of other
- * users, which cannot write the pool (samepaged(8), SECURITY). */
-#define MAX_ALLOWED 32
-static uid_t allowed[MAX_ALLOWED];
-static int nallowed;
-
-static bool user_allowed(uid_t uid)
+/* --allow-user USER[:DOMAINS]: the users (beside the daemon's and root)
+ * whose processes may connect, and the domains they may join.  Run as
+ * root, samepaged then serves VM monitors of other users, which cannot
+ * write the pool; a user given DOMAINS is a tenant, kept to them
+ * (samepaged(8), SECURITY). */
+static void allow_user(const char *arg)
 {
-	for (int i = 0; i < nallowed; i++)
-		if (allowed[i] == uid)
-			return true;
-	return false;
-}
-
-static void allow_user(const char *name)
-{
+	char name[256];
+	const char *colon = strchr(arg, ':'), *domains = colon ? colon + 1 : "";
+	snprintf(name, sizeof(name), "%.*s", colon ? (int)(colon - arg) : 255, arg);
 	struct passwd *pw = getpwnam(name);
 	char *end;
 	unsigned long uid = strtoul(name, &end, 10);
@@ -150,17 +143,33 @@ static void allow_user(const char *name)
 		uid = pw->pw_uid;
 	else if (!*name || *end) {
 		fprintf(stderr,
-			"samepaged: --allow-user %s: no such user (fix: a user name or "
-			"number)\n",
-			name);
+			"samepaged: --allow-user %s: no such user \"%s\" (fix: a user name or "
+			"number, then :DOMAIN,... if its processes may join only those domains)\n",
+			arg, name);
 		exit(2);
 	}
-	if (nallowed == MAX_ALLOWED) {
-		fprintf(stderr, "samepaged: --allow-user %s: at most %d users\n", name,
-			MAX_ALLOWED);
+	/* Patterns of domain names: what a name may hold, and * ? [ ] !. */
+	size_t len = strlen(domains);
+	bool bad = colon &&
+		   (!len || domains[0] == ',' || domains[len - 1] == ',' || strstr(domains, ",,") ||
+		    domains[strspn(domains, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					    "0123456789._-*?[]!,")]);
+	if (bad || len >= sizeof(g.st.allow[0].domains)) {
+		fprintf(
+		    stderr,
+		    "samepaged: --allow-user %s: bad domains \"%s\" (fix: USER:DOMAIN[,DOMAIN...], "
+		    "each a domain name or a shell pattern of one, e.g. tenant-a:vm-a-*; at "
+		    "most %zu bytes)\n",
+		    arg, domains, sizeof(g.st.allow[0].domains) - 1);
 		exit(2);
 	}
-	allowed[nallowed++] = (uid_t)uid;
+	if (g.st.nallow == ALLOW_MAX) {
+		fprintf(stderr, "samepaged: --allow-user %s: at most %d users\n", arg, ALLOW_MAX);
+		exit(2);
+	}
+	struct allowed *a = &g.st.allow[g.st.nallow++];
+	a->uid = (uid_t)uid;
+	snprintf(a->domains, sizeof(a->domains), "%s", domains);
 }
 
 static void refuse(int fd, int err, const char *what)
@@ -208,7 +217,7 @@ static void accept_client(int fd)
 		close(fd);
 		return;
 	}
-	if (cr.uid != geteuid() && cr.uid != 0 && !user_allowed(cr.uid)) {
+	if (!state_user_may_connect(&g.st, cr.uid)) {
 		/* Only the daemon's user, root, or a user --allow-user names:
 		 * another user's process could learn which pages exist by
 		 * merging (a side channel). */
@@ -433,7 +442,7 @@ static int listen_socket(void)
 	/* The socket is the user's alone (0600), unless --allow-user names
 	 * others: then anyone may connect (0666), and SO_PEERCRED decides.
 	 * Nobody executes a socket. */
-	mode_t old = umask(nallowed ? 0111 : 0177);
+	mode_t old = umask(g.st.nallow ? 0111 : 0177);
 	int rc = bind(fd, (struct sockaddr *)(renamed ? &t : &a), sizeof(a));
 	umask(old);
 	if (rc < 0 || listen(fd, 64) < 0 || (renamed && rename(t.sun_path, g.socket_path) < 0)) {
@@ -480,11 +489,15 @@ static void usage(FILE *f)
 	const struct limits def = LIMITS_DEFAULT;
 	fprintf(f,
 		"usage: samepaged [--foreground] [--socket PATH] [--state-dir DIR]\n"
-		"                 [--config FILE] [--pid-file FILE] [--allow-user USER]...\n"
-		"                 [LIMITS]\n"
+		"                 [--config FILE] [--pid-file FILE]\n"
+		"                 [--allow-user USER[:DOMAIN,...]]... [LIMITS]\n"
 		"       samepaged --help | --version\n"
 		"Merges identical pages across the processes of each security domain\n"
 		"(clients use samepage_connect(3)).  See samepaged(8).\n"
+		"  --allow-user USER             processes of USER may connect too (beside\n"
+		"                                this daemon's user and root); with :DOMAIN,...\n"
+		"                                (names or shell patterns) they may join only\n"
+		"                                those domains and change no knob\n"
 		"Limits (one process cannot lock the others out):\n"
 		"  --max-connections N               connections at once (%d); when full, the\n"
 		"                                    one idle the longest without HELLO is closed\n"

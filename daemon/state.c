@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1089,6 +1090,70 @@ int state_connections_of(const struct state *s, pid_t pid)
 	for (int i = 0; i < s->nclients; i++)
 		n += s->clients[i].pid == pid;
 	return n;
+}
+
+/* ---- users ---- */
+
+static bool user_trusted(uid_t uid)
+{
+	return uid == 0 || uid == geteuid();
+}
+
+bool state_user_may_connect(const struct state *s, uid_t uid)
+{
+	for (int i = 0; i < s->nallow; i++)
+		if (s->allow[i].uid == uid)
+			return true;
+	return user_trusted(uid);
+}
+
+/* Whether domain matches one of the comma-separated patterns. */
+static bool domain_matches(const char *patterns, const char *domain)
+{
+	char p[sizeof(((struct allowed *)0)->domains)];
+	snprintf(p, sizeof(p), "%s", patterns);
+	for (char *save, *one = strtok_r(p, ",", &save); one; one = strtok_r(NULL, ",", &save))
+		if (fnmatch(one, domain, 0) == 0)
+			return true;
+	return false;
+}
+
+bool state_user_may_join(const struct state *s, uid_t uid, const char *domain)
+{
+	if (user_trusted(uid))
+		return true;
+	for (int i = 0; i < s->nallow; i++)
+		if (s->allow[i].uid == uid &&
+		    (!s->allow[i].domains[0] || domain_matches(s->allow[i].domains, domain)))
+			return true;
+	return false;
+}
+
+bool state_user_is_tenant(const struct state *s, uid_t uid)
+{
+	bool named = false;
+	if (user_trusted(uid))
+		return false;
+	for (int i = 0; i < s->nallow; i++)
+		if (s->allow[i].uid == uid) {
+			if (!s->allow[i].domains[0])
+				return false; /* named without domains too: any */
+			named = true;
+		}
+	return named;
+}
+
+const char *state_user_domains(const struct state *s, uid_t uid, char *buf, size_t len)
+{
+	size_t n = 0;
+	buf[0] = 0;
+	for (int i = 0; i < s->nallow && n < len; i++)
+		if (s->allow[i].uid == uid && s->allow[i].domains[0]) {
+			int w =
+			    snprintf(buf + n, len - n, "%s%s", n ? "," : "", s->allow[i].domains);
+			n += w > 0 ? (size_t)w : 0;
+		}
+	return buf;
 }
 
 /* A new connection: 0, -EMFILE (the process holds

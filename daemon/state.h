@@ -67,6 +67,16 @@ struct client {
 	int64_t budget_said; /* the max_map_count_needed last logged for it */
 };
 
+/* --allow-user USER[:DOMAINS]: a user, beside the daemon's and root, whose
+ * processes may connect; with DOMAINS (comma-separated names or shell
+ * patterns), a tenant: its processes join only those domains, see only
+ * their clients, and change no knob (samepaged(8), SECURITY). */
+#define ALLOW_MAX 32
+struct allowed {
+	uid_t uid;
+	char domains[256]; /* "" for any domain */
+};
+
 /* A log line that a flood would repeat: at most one a second. */
 struct throttle {
 	uint64_t last_ns;
@@ -88,6 +98,8 @@ struct state {
 	uint64_t reclaimed_closed; /* pool_pages_reclaimed of the domains closed */
 	uint64_t refused_closed;   /* pool_pages_refused of the domains closed */
 	struct throttle log_limit; /* refusals and closings for a limit */
+	struct allowed allow[ALLOW_MAX];
+	int nallow;
 };
 
 /* "samepaged: " + the message, on standard error. */
@@ -121,6 +133,15 @@ int state_reap(struct state *s, struct dom *d, pid_t pid);
 void state_reap_orphans(struct state *s);
 void state_budget_watch(struct state *s);
 void state_count_scanners(struct state *s);
+
+/* Users: whether processes of uid may connect at all; whether they may
+ * join domain (and see its clients); whether they may change knobs.  The
+ * daemon's user and root may do everything. */
+bool state_user_may_connect(const struct state *s, uid_t uid);
+bool state_user_may_join(const struct state *s, uid_t uid, const char *domain);
+bool state_user_is_tenant(const struct state *s, uid_t uid);
+/* The domains a tenant may join, as --allow-user gave them, into buf. */
+const char *state_user_domains(const struct state *s, uid_t uid, char *buf, size_t len);
 
 /* Clients */
 int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid);

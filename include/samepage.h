@@ -170,7 +170,8 @@ SAMEPAGE_API int samepage_connect(samepage_t **out, const char *domain);
 SAMEPAGE_API int samepage_socket_path(char *buf, size_t len);
 
 /* One request of samepaged's control protocol ("GET", "GET name",
- * "SET name value", "CLIENTS"); reply gets the answer's text.  Returns 0,
+ * "SET name value", "CLIENTS", "MAY domain"); reply gets the answer's text
+ * (an "ERR errno message" line too).  Returns 0,
  * the -errno of an "ERR" answer, or the -errno of the connection
  * (-ETIMEDOUT: no answer in 10 s, the daemon stopped or stuck). */
 SAMEPAGE_API int samepage_control(const char *socket_path, const char *request, char *reply,

@@ -252,6 +252,15 @@ static samepage_t *preload_engine_locked(void)
 				    "samepaged a larger tmpfs with --state-dir); this process runs "
 				    "without merging\n",
 				    domain, path);
+			else if (err == -EACCES)
+				prim_say(
+				    "samepage: cannot join domain %s of samepaged at %s: refused "
+				    "(EACCES): samepaged's --allow-user does not give this user "
+				    "that "
+				    "domain, or the daemon is another user's, which this process "
+				    "does not trust (fix: a domain samepaged allows this user; its "
+				    "log says which); this process runs without merging\n",
+				    domain, path);
 			else if (!absent && !other)
 				prim_say(
 				    "samepage: cannot join domain %s of samepaged at %s: %s (fix: "

@@ -44,6 +44,17 @@ for bad in "--max-connections 0" "--max-domains 99999" "--idle-timeout 10s" \
 		ok || fail "$bad exited $rc: $(cat "$tmp/err")"
 done
 
+# A bad --allow-user (no such user; empty, malformed or foreign domain
+# patterns): exit 2, the argument and a fix named, nothing made.
+for bad in "no-such-user-xyz" "65534:" "65534:vm/a" "65534:vmA,,vmB" "65534:,vmA" ":vmA"; do
+	"$bin" --foreground --socket "$tmp/s" --state-dir "$tmp/state" --allow-user "$bad" \
+		>"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	[ "$rc" = 2 ] && grep -qF -- "--allow-user $bad:" "$tmp/err" && grep -q "fix: " "$tmp/err" &&
+		[ ! -e "$tmp/state" ] && [ ! -e "$tmp/s" ] && ok ||
+		fail "--allow-user '$bad' exited $rc: $(cat "$tmp/err")"
+done
+
 # An empty path (an unset variable) or one longer than samepaged keeps:
 # exit 2, nothing made (an empty one was the default, a long socket path
 # was cut to another path).
@@ -159,7 +170,7 @@ timeout 5 "$bin" --socket "$tmp/pg3.sock" --state-dir "$tmp/pgst" >"$tmp/out" 2>
 stop_daemon "$tmp/pg3.sock"
 # With --allow-user, anyone may connect (0666) and SO_PEERCRED decides.
 timeout 5 "$bin" --socket "$tmp/pa.sock" --state-dir "$tmp/past" --allow-user 65534 \
-	>"$tmp/out" 2>"$tmp/err"
+	--allow-user "65534:vm-a-*,vm.b" >"$tmp/out" 2>"$tmp/err"
 mode=$(stat -c %a "$tmp/pa.sock" 2>/dev/null)
 [ "$mode" = 666 ] && ok || fail "--allow-user: the control socket's mode is $mode (want 666)"
 stop_daemon "$tmp/pa.sock"

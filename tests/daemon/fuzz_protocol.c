@@ -16,10 +16,13 @@
  * Connections 0 and 1 are one process's (two engines of one process),
  * connection 2 another's: two idle children of the fuzzer, which (unlike
  * the fuzzer, which plays the daemon) map no pool, so that a closed
- * connection is a gone process.
+ * connection is a gone process.  Connection 2 is a tenant's
+ * (--allow-user TENANT_UID:TENANT_DOMAINS).
  *
  * Checked after every request: the reply is "OK..." or "ERR <errno> ...",
- * its length is its text's, descriptors come only with an OK to HELLO.
+ * its length is its text's, descriptors come only with an OK to HELLO;
+ * the tenant gets no OK to SET, and no OK to HELLO or MAY or a CLIENTS
+ * line for a domain outside its own.
  * Checked after every input, once its connections are closed: no domain
  * is left open (nothing was merged, so every
  * domain must have been closed with its last connection), and no
@@ -44,6 +47,8 @@
 #include <unistd.h>
 
 #define CONNS 3
+#define TENANT_UID 65534
+#define TENANT_DOMAINS "vm,t*"
 
 static struct state st;
 static unsigned long long knob[64], knob_default[64];
@@ -108,6 +113,8 @@ static void setup(void)
 		knob_default[i] = samepage_knob_at(i)->def;
 	st.knob = knob;
 	st.config_given = true; /* the knobs are the fuzzer's, not a file's */
+	st.allow[0] = (struct allowed){.uid = TENANT_UID, .domains = TENANT_DOMAINS};
+	st.nallow = 1;
 	if (state_init(&st, &lim))
 		abort();
 	atexit(remove_state_dir);
@@ -132,7 +139,8 @@ static int conn(int k)
 		if (st.clients[i].fd == k)
 			return i;
 	pid_t pid = peers[k == 2];
-	return state_client_add(&st, k, pid, getuid()) ? -1 : st.nclients - 1;
+	uid_t uid = k == 2 ? TENANT_UID : getuid();
+	return state_client_add(&st, k, pid, uid) ? -1 : st.nclients - 1;
 }
 
 static void close_conn(int k)
@@ -164,10 +172,41 @@ static void scribble(int k, const uint8_t *p, size_t len)
 		st.clients[i].d->sp->dom->nr = v[2];
 }
 
-static void check_reply(const char *req, size_t len)
+/* Whether a domain is the tenant's (fnmatch's patterns, written out). */
+static bool tenants(const char *domain, size_t n)
+{
+	return (n == 2 && !memcmp(domain, "vm", 2)) || (n >= 1 && domain[0] == 't');
+}
+
+/* The tenant's request got what it may not have. */
+static bool tenant_escaped(const char *req, size_t len, bool ok)
+{
+	const char *t = reply.text;
+	if (!ok)
+		return false;
+	if (len >= 4 && !memcmp(req, "SET ", 4))
+		return true;
+	if ((len >= 6 && !memcmp(req, "HELLO ", 6)) || (len >= 4 && !memcmp(req, "MAY ", 4))) {
+		const char *d = req + (req[0] == 'H' ? 6 : 4),
+			   *e = memchr(d, ' ', len - (size_t)(d - req));
+		return !tenants(d, e ? (size_t)(e - d) : len - (size_t)(d - req));
+	}
+	for (const char *at = strstr(t, " domain="); at; at = strstr(at + 1, " domain=")) {
+		const char *d = at + 8;
+		if (!tenants(d, strcspn(d, " ")))
+			return true;
+	}
+	return false;
+}
+
+static void check_reply(int k, const char *req, size_t len)
 {
 	const struct proto_reply *r = &reply;
 	bool ok = !strncmp(r->text, "OK", 2), err = !strncmp(r->text, "ERR ", 4);
+	if (k == 2 && tenant_escaped(req, len, ok)) {
+		fprintf(stderr, "the tenant got %.200s to %.*s\n", r->text, (int)len, req);
+		abort();
+	}
 	if (r->len != strlen(r->text) || r->len >= sizeof(r->text) || (!ok && !err) ||
 	    (r->nfds && (!ok || len < 6 || memcmp(req, "HELLO ", 6) || r->nfds != HELLO_FDS)) ||
 	    (r->close_fd >= 0 && r->close_fd != r->fds[2])) {
@@ -198,7 +237,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					const char *req = (const char *)data + 1;
 					size_t len = (size_t)(stop - data - 1);
 					proto_answer(&st, &st.clients[i], req, len, &reply);
-					check_reply(req, len);
+					check_reply(k, req, len);
 					proto_reply_done(&reply);
 				}
 			}

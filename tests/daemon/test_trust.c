@@ -8,7 +8,9 @@
  *  - a daemon of the right user that hands over a file anyone may write
  *    (mode 0666) is refused with -EACCES;
  *  - a daemon that refuses the client says why, and the client reports
- *    that errno (-EACCES), not the broken pipe it may have seen first.
+ *    that errno (-EACCES), not the broken pipe it may have seen first;
+ *  - a tenant (--allow-user nobody:vmA,vm-b*) joins only its domains,
+ *    lists only their processes and changes no knob; root still may.
  *
  * Usage: test_trust PATH-TO-SAMEPAGED (as root; skips otherwise)
  */
@@ -166,6 +168,89 @@ static void test_refusal_reason(const char *bin)
 	waitpid(d, NULL, 0);
 }
 
+/* samepaged (root) with --allow-user nobody:vmA,vm-b*: nobody's processes
+ * are a tenant's.  Before the option took domains, nobody could join any
+ * domain (and so merge with, and time, any other tenant's VMs), list
+ * every process, and stop every domain's merging with SET run 0. */
+static void test_tenant(const char *bin)
+{
+	struct passwd *pw = getpwnam("nobody");
+	if (!pw) {
+		printf("no user nobody: tenant case skipped\n");
+		return;
+	}
+	char state[64], reply[4096];
+	snprintf(state, sizeof(state), "%s/tenantstate", dir);
+	snprintf(sock, sizeof(sock), "%s/tenantsock", dir);
+	pid_t d = fork();
+	REQUIRE(d >= 0);
+	if (d == 0) {
+		execl(bin, bin, "--foreground", "--socket", sock, "--state-dir", state,
+		      "--allow-user", "nobody:vmA,vm-b*", (char *)NULL);
+		_exit(127);
+	}
+	struct stat st;
+	for (int i = 0; i < 5000 && stat(sock, &st); i++)
+		usleep(2000);
+	REQUIRE(stat(sock, &st) == 0);
+	setenv("SAMEPAGE_SOCKET", sock, 1);
+	/* Root's process in a domain of its own, which the tenant must not
+	 * see, then root may join one of the tenant's too. */
+	samepage_t *mine = NULL, *theirs = NULL;
+	REQUIRE(samepage_connect(&mine, "rootdom") == 0);
+	CHECK_EQ_INT(samepage_connect(&theirs, "vmA"), 0);
+	if (theirs)
+		samepage_close(theirs);
+	int p[2];
+	REQUIRE(pipe(p) == 0);
+	pid_t c = fork();
+	REQUIRE(c >= 0);
+	if (c == 0) {
+		close(p[0]);
+		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
+			_exit(126);
+		samepage_t *sp = NULL;
+		CHECK_EQ_INT(samepage_control(sock, "MAY vmB", reply, sizeof(reply)), -EACCES);
+		CHECK(strstr(reply, "vmA,vm-b*") && strstr(reply, "not vmB"));
+		CHECK_EQ_INT(samepage_control(sock, "MAY rootdom", reply, sizeof(reply)), -EACCES);
+		CHECK_EQ_INT(samepage_control(sock, "MAY vm-b7", reply, sizeof(reply)), 0);
+		CHECK_EQ_INT(samepage_connect(&sp, "rootdom"), -EACCES);
+		CHECK(sp == NULL);
+		CHECK_EQ_INT(samepage_connect(&sp, "vmB"), -EACCES);
+		CHECK(sp == NULL);
+		char before[256];
+		CHECK_EQ_INT(samepage_control(sock, "GET run", before, sizeof(before)), 0);
+		CHECK_EQ_INT(samepage_control(sock,
+					      strstr(before, "run 1") ? "SET run 0" : "SET run 1",
+					      reply, sizeof(reply)),
+			     -EACCES);
+		CHECK(strstr(reply, "knobs") != NULL);
+		CHECK_EQ_INT(samepage_control(sock, "GET run", reply, sizeof(reply)), 0);
+		CHECK(strcmp(reply, before) == 0);
+		CHECK_EQ_INT(samepage_connect(&sp, "vmA"), 0);
+		CHECK_EQ_INT(samepage_control(sock, "CLIENTS", reply, sizeof(reply)), 0);
+		char me[32];
+		snprintf(me, sizeof(me), "pid=%d ", (int)getpid());
+		CHECK(strstr(reply, me) != NULL);
+		CHECK(strstr(reply, "domain=rootdom") == NULL);
+		if (sp)
+			samepage_close(sp);
+		_exit(check_report("trust (tenant)"));
+	}
+	close(p[1]);
+	int status;
+	REQUIRE(waitpid(c, &status, 0) == c);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(p[0]);
+	/* Root lists every domain's processes, and may change the knobs. */
+	CHECK_EQ_INT(samepage_control(sock, "CLIENTS", reply, sizeof(reply)), 0);
+	CHECK(strstr(reply, "domain=rootdom") != NULL);
+	CHECK_EQ_INT(samepage_control(sock, "SET pages_to_scan 200", reply, sizeof(reply)), 0);
+	samepage_close(mine);
+	kill(d, SIGTERM);
+	waitpid(d, NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -180,6 +265,7 @@ int main(int argc, char **argv)
 	test_foreign_daemon(argv[1]);
 	test_writable_file();
 	test_refusal_reason(argv[1]);
+	test_tenant(argv[1]);
 	char cmd[64];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd))
