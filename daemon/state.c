@@ -224,6 +224,15 @@ static bool remake(int fd, size_t size, bool made)
 /* The domain's engine (index and pool mapped), made or taken back from
  * the state directory: 0, -ENOENT (not open, and not to be made),
  * -ENFILE (no free slot: --max-domains), or -EIO (its files; logged). */
+/* Whether --allow-user named a tenant (a user with domains). */
+static bool has_tenants(const struct state *s)
+{
+	for (int i = 0; i < s->nallow; i++)
+		if (s->allow[i].domains[0])
+			return true;
+	return false;
+}
+
 int state_domain_get(struct state *s, const char *name, bool create, struct dom **out)
 {
 	struct dom *d = NULL;
@@ -360,8 +369,11 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 		d->sp = NULL;
 		return -EIO;
 	}
-	if (!new_index && !s->config_given && !s->knobs_taken) {
-		/* Restarted without a config: the knobs the domain ran with. */
+	if (!new_index && !s->config_given && !s->knobs_taken && !has_tenants(s)) {
+		/* Restarted without a config or a knobs file (a state
+		 * directory of before knobs files): the knobs the domain ran
+		 * with.  Not where a tenant's process could have written them
+		 * into its domain's index, to set every domain's. */
 		memcpy(s->knob, d->sp->dom->knob, sizeof(d->sp->dom->knob));
 		s->knobs_taken = true;
 	}
@@ -581,8 +593,12 @@ int state_knob_store(struct state *s, int idx, unsigned long long v)
  * files), then the ledgers of the processes that died meanwhile. */
 void state_take_back(struct state *s)
 {
+	/* The knobs of --config are saved too: a start without it takes
+	 * them back from the daemon's own file. */
 	if (!s->config_given)
 		knobs_load(s);
+	else
+		knobs_save(s);
 	DIR *dir = opendir(s->dir);
 	struct dirent *e;
 	while (dir && (e = readdir(dir))) {

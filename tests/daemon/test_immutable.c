@@ -11,12 +11,15 @@
  * writable, reopen or re-permission them, punch the pool, have the daemon
  * PLACE its contents over the victim's KSM pages, corrupt the shared index
  * so that the daemon's sweep punches them.  Every attempt must fail, and
- * the victim's memory must read what it wrote.
+ * the victim's memory must read what it wrote.  Both are a tenant's
+ * (--allow-user nobody:vm): the attacker also writes a knob into its
+ * domain's index, and a daemon restarted without its --config must not
+ * take it as every domain's.
  *
  * Usage: test_immutable PATH-TO-SAMEPAGED (as root; skips otherwise)
  */
 #include "../lib/util.h"
-#include "../../lib/types.h"
+#include "../../lib/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,13 +44,6 @@ static void become_nobody(void)
 	 * files stay root's.  A VM monitor started as its user is. */
 	prctl(PR_SET_DUMPABLE, 1);
 	setenv("SAMEPAGE_SOCKET", sock, 1);
-}
-
-static void set(const char *name, const char *value)
-{
-	char req[128], reply[256];
-	snprintf(req, sizeof(req), "SET %s %s", name, value);
-	REQUIRE(samepage_control(sock, req, reply, sizeof(reply)) == 0);
 }
 
 /* The victim: merges its pages, says so, waits, then checks them. */
@@ -167,8 +163,32 @@ static void attacker(void)
 	for (uint32_t i = 0; i < d->nr && i < DOM_NODES; i++)
 		nodes[i].in_use = 0, nodes[i].mapcount = 0, nodes[i].pinned = 0;
 	d->reclaimed += 1000;
+	/* The index's knobs are the domain's, which a client may write:
+	 * they must not become the daemon's. */
+	d->knob[KNOB_pages_to_scan] = 12345;
 	sleep(7); /* past the daemon's forced sweep (every 5 s) */
 	_exit(got);
+}
+
+/* samepaged as root for nobody's tenant (its domain: vm), with a config
+ * file or none; returns once it answers. */
+static pid_t start_daemon(const char *bin, const char *conf)
+{
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		if (conf)
+			execl(bin, bin, "--foreground", "--socket", sock, "--state-dir", state,
+			      "--allow-user", "nobody:vm", "--config", conf, (char *)NULL);
+		else
+			execl(bin, bin, "--foreground", "--socket", sock, "--state-dir", state,
+			      "--allow-user", "nobody:vm", (char *)NULL);
+		_exit(127);
+	}
+	char reply[256];
+	for (int i = 0; i < 5000 && samepage_control(sock, "GET run", reply, sizeof(reply)); i++)
+		usleep(2000);
+	return pid;
 }
 
 int main(int argc, char **argv)
@@ -187,19 +207,14 @@ int main(int argc, char **argv)
 	REQUIRE(chmod(dir, 0755) == 0);
 	snprintf(sock, sizeof(sock), "%s/sock", dir);
 	snprintf(state, sizeof(state), "/dev/shm/%s", strrchr(dir, '/') + 1);
-	pid_t daemon = fork();
-	REQUIRE(daemon >= 0);
-	if (daemon == 0) {
-		execl(argv[1], argv[1], "--foreground", "--socket", sock, "--state-dir", state,
-		      "--allow-user", "nobody", (char *)NULL);
-		_exit(127);
-	}
+	/* The knobs from a config file, as a system unit may start it. */
+	char conf[160];
+	snprintf(conf, sizeof(conf), "%s/samepaged.conf", dir);
+	FILE *f = fopen(conf, "w");
+	REQUIRE(f && fputs("pages_to_scan = 100000\nsleep_millisecs = 0\nrun = 1\n", f) >= 0 &&
+		fclose(f) == 0);
+	pid_t daemon = start_daemon(argv[1], conf);
 	char reply[256];
-	for (int i = 0; i < 5000 && samepage_control(sock, "GET run", reply, sizeof(reply)); i++)
-		usleep(2000);
-	set("pages_to_scan", "100000");
-	set("sleep_millisecs", "0");
-	set("run", "1");
 
 	int ready[2], go[2];
 	REQUIRE(pipe(ready) == 0 && pipe(go) == 0);
@@ -226,6 +241,13 @@ int main(int argc, char **argv)
 	REQUIRE(waitpid(a, &st, 0) == a);
 	CHECK(WIFEXITED(st));
 	CHECK_EQ_INT(WEXITSTATUS(st), 0); /* no attempt of the attacker succeeded */
+	/* Restarted without --config while the victim runs: the domain is
+	 * taken back, and the knobs are the config's, not the index's. */
+	kill(daemon, SIGTERM);
+	waitpid(daemon, NULL, 0);
+	daemon = start_daemon(argv[1], NULL);
+	CHECK_EQ_INT(samepage_control(sock, "GET pages_to_scan", reply, sizeof(reply)), 0);
+	CHECK(strstr(reply, "pages_to_scan 100000") != NULL);
 	REQUIRE(write(go[1], "g", 1) == 1);
 	REQUIRE(waitpid(v, &st, 0) == v);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0); /* the victim's memory is intact */
