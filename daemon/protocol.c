@@ -113,6 +113,17 @@ static void answer_hello(struct state *s, struct client *c, const char *args, st
 				 (int)c->pid, c->comm, what);
 		return proto_error(r, -EMFILE, what);
 	}
+	/* A tenant's share of the domain table, so that it cannot fill it. */
+	int share = state_user_share(s, s->lim.domains, s->lim.domains_per_user);
+	if (state_user_is_tenant(s, c->uid) &&
+	    (in = state_domains_of_user(s, c->uid, domain)) >= share) {
+		snprintf(what, sizeof(what),
+			 "uid %d is in %d domains, the most a tenant may (--max-domains-per-user)",
+			 (int)c->uid, in);
+		logmsg_throttled(&s->log_limit, "refused HELLO %s of process %d (%s): %s", domain,
+				 (int)c->pid, c->comm, what);
+		return proto_error(r, -EMFILE, what);
+	}
 	struct dom *d;
 	int err = state_domain_get(s, domain, true, &d);
 	if (err == -ENFILE) {

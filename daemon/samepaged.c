@@ -225,6 +225,19 @@ static void accept_client(int fd)
 		logmsg("refused process %d of uid %d", (int)cr.pid, (int)cr.uid);
 		return;
 	}
+	/* A tenant holds its share of the connections at most: it cannot
+	 * take the others' (its own idle ones are what it closes). */
+	int share = state_user_share(&g.st, g.st.lim.connections, g.st.lim.connections_per_user);
+	if (state_user_is_tenant(&g.st, cr.uid) &&
+	    state_connections_of_user(&g.st, cr.uid) >= share) {
+		snprintf(what, sizeof(what),
+			 "uid %d holds %d connections, the most a tenant may "
+			 "(--max-connections-per-user)",
+			 (int)cr.uid, share);
+		logmsg_throttled(&g.st.log_limit, "refused process %d: %s", (int)cr.pid, what);
+		refuse(fd, -EMFILE, what);
+		return;
+	}
 	int err = state_client_add(&g.st, fd, cr.pid, cr.uid);
 	int idlest = err == -ENFILE ? state_client_idlest(&g.st) : -1;
 	if (idlest >= 0) {
@@ -505,7 +518,11 @@ static void usage(FILE *f)
 		"  --max-domains N                   domains open at once (%d)\n"
 		"  --max-domains-per-process N       domains one process is in (%d)\n"
 		"  --idle-timeout SECONDS            a connection without HELLO is closed after\n"
-		"                                    this long without a request (%d)\n",
+		"                                    this long without a request (%d)\n"
+		"  --max-connections-per-user N      connections of one tenant's processes\n"
+		"                                    (--max-connections / (tenants + 1))\n"
+		"  --max-domains-per-user N          domains one tenant's processes are in\n"
+		"                                    (--max-domains / (tenants + 1))\n",
 		def.connections, def.connections_per_process, def.domains, def.domains_per_process,
 		def.idle_timeout);
 }
@@ -522,6 +539,8 @@ static const struct numeric_option {
     {"--max-domains", offsetof(struct limits, domains), 1, 1024},
     {"--max-domains-per-process", offsetof(struct limits, domains_per_process), 1, 1024},
     {"--idle-timeout", offsetof(struct limits, idle_timeout), 1, 86400},
+    {"--max-connections-per-user", offsetof(struct limits, connections_per_user), 1, 65536},
+    {"--max-domains-per-user", offsetof(struct limits, domains_per_user), 1, 1024},
 };
 
 /* 1 if a is a numeric option (its value stored), 0 if not; exits 2 on a

@@ -1159,6 +1159,45 @@ bool state_user_is_tenant(const struct state *s, uid_t uid)
 	return named;
 }
 
+int state_user_share(const struct state *s, int limit, int per_user)
+{
+	int tenants = 0;
+	if (per_user > 0)
+		return per_user;
+	for (int i = 0; i < s->nallow; i++) {
+		bool first = true;
+		for (int j = 0; j < i && first; j++)
+			first = s->allow[j].uid != s->allow[i].uid;
+		tenants += first && state_user_is_tenant(s, s->allow[i].uid);
+	}
+	int share = limit / (tenants + 1);
+	return share > 0 ? share : 1;
+}
+
+int state_connections_of_user(const struct state *s, uid_t uid)
+{
+	int n = 0;
+	for (int i = 0; i < s->nclients; i++)
+		n += s->clients[i].uid == uid;
+	return n;
+}
+
+int state_domains_of_user(const struct state *s, uid_t uid, const char *except)
+{
+	int n = 0;
+	for (int i = 0; i < s->lim.domains; i++) {
+		const struct dom *d = &s->doms[i];
+		if (!d->sp || (except && !strcmp(d->name, except)))
+			continue;
+		for (int k = 0; k < s->nclients; k++)
+			if (s->clients[k].uid == uid && s->clients[k].d == d) {
+				n++;
+				break;
+			}
+	}
+	return n;
+}
+
 const char *state_user_domains(const struct state *s, uid_t uid, char *buf, size_t len)
 {
 	size_t n = 0;

@@ -32,10 +32,12 @@ struct limits {
 	int domains;		     /* --max-domains */
 	int domains_per_process;     /* --max-domains-per-process */
 	int idle_timeout;	     /* --idle-timeout, seconds without HELLO */
+	int connections_per_user;    /* --max-connections-per-user: a tenant's; 0 its share */
+	int domains_per_user;	     /* --max-domains-per-user: a tenant's; 0 its share */
 };
 #define LIMITS_DEFAULT                                                                             \
 	{                                                                                          \
-		1024, 16, 64, 4, 10                                                                \
+		1024, 16, 64, 4, 10, 0, 0                                                          \
 	}
 
 /* A domain the daemon has open: an engine over its two files that never
@@ -140,6 +142,13 @@ void state_count_scanners(struct state *s);
 bool state_user_may_connect(const struct state *s, uid_t uid);
 bool state_user_may_join(const struct state *s, uid_t uid, const char *domain);
 bool state_user_is_tenant(const struct state *s, uid_t uid);
+/* What a tenant may hold of a limit (connections or domains): per_user
+ * if given, else the limit shared out among the tenants and everyone
+ * else (the limit / (tenants + 1)), so that no tenant locks another out. */
+int state_user_share(const struct state *s, int limit, int per_user);
+int state_connections_of_user(const struct state *s, uid_t uid);
+/* The open domains uid has a process in, except `except` (NULL: none). */
+int state_domains_of_user(const struct state *s, uid_t uid, const char *except);
 /* The domains a tenant may join, as --allow-user gave them, into buf. */
 const char *state_user_domains(const struct state *s, uid_t uid, char *buf, size_t len);
 

@@ -14,11 +14,15 @@
  *    domain table: a domain is closed, and its files removed, when its
  *    last process goes;
  *  - --max-domains-per-process and --max-domains refuse with an error
- *    that names the option, and the log says it too.
+ *    that names the option, and the log says it too;
+ *  - a tenant (--allow-user nobody:t*) holds its share of the connections
+ *    and of the domains at most, and root still gets both (as root only).
  *
  * Usage: test_limits PATH-TO-SAMEPAGED
  */
 #include "daemon_util.h"
+
+#include <pwd.h>
 
 static struct daemon D;
 
@@ -219,6 +223,56 @@ static void test_domain_table_full(void)
 	close(fd[2]);
 }
 
+/* A tenant's share: with one tenant, half of --max-connections 12 and of
+ * --max-domains 4.  Before, nobody's processes took all 12 connections
+ * (root's requests then waited for its idle ones to be closed) and every
+ * domain (root's HELLO: ENFILE). */
+static void test_tenant_share(void)
+{
+	struct passwd *pw = getpwnam("nobody");
+	if (geteuid() != 0 || !pw) {
+		printf("not root, or no user nobody: the tenant case skipped\n");
+		return;
+	}
+	REQUIRE(chmod(D.dir, 0755) == 0);
+	restart((const char *[]){"--allow-user", "nobody:t*", "--max-connections", "12",
+				 "--max-domains", "4", NULL});
+	int ready[2], go[2];
+	REQUIRE(pipe(ready) == 0 && pipe(go) == 0);
+	pid_t p = fork();
+	REQUIRE(p >= 0);
+	if (p == 0) {
+		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
+			_exit(126);
+		int fd[3], fds[12], n;
+		char reply[512];
+		CHECK_EQ_INT(hello(&fd[0], "t1"), 0);
+		CHECK_EQ_INT(hello(&fd[1], "t2"), 0);
+		CHECK_EQ_INT(hello(&fd[2], "t3"), EMFILE);
+		/* Three connections held: three more, then refusals. */
+		n = flood(fds, 12);
+		int got = raw_recv(fds[n - 1], reply, sizeof(reply));
+		CHECK(got > 0 && reply_errno(reply) == EMFILE &&
+		      strstr(reply, "--max-connections-per-user"));
+		char c = 'r';
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(1);
+		_exit(check_report("limits (tenant)"));
+	}
+	char c;
+	REQUIRE(read(ready[0], &c, 1) == 1);
+	CHECK_EQ_INT(new_client_gets_through(), 0);
+	int fd;
+	CHECK_EQ_INT(hello(&fd, "rootdom"), 0);
+	CHECK(daemon_logged(&D, "--max-domains-per-user"));
+	REQUIRE(write(go[1], "g", 1) == 1);
+	int st;
+	REQUIRE(waitpid(p, &st, 0) == p);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(fd);
+	close(ready[0]), close(ready[1]), close(go[0]), close(go[1]);
+}
+
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 2);
@@ -231,6 +285,7 @@ int main(int argc, char **argv)
 	test_flood_from_many_processes();
 	test_idle_timeout();
 	test_domain_table_full();
+	test_tenant_share();
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("limits");
