@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "samepage.h"
 
@@ -106,6 +107,18 @@ static void samepaged_explain(const struct ksm_backend *be, int err, char *cause
 		snprintf(fix, flen,
 			 "look at it (`systemctl status samepaged`, its log, its state in `ps -o "
 			 "stat`); `kill -CONT PID` if it was stopped");
+	} else if ((err == -EACCES || err == -EPERM) && access(sock, W_OK) < 0 && errno == EACCES) {
+		/* The kernel refused the connect: the socket's mode, which
+		 * systemd sets (SocketMode=0600 in samepaged.socket). */
+		snprintf(cause, clen,
+			 "this user may not connect to %s (mode %04o): samepaged serves only its "
+			 "own user and root there",
+			 sock, stat(sock, &st) == 0 ? (unsigned)(st.st_mode & 07777) : 0);
+		snprintf(
+		    fix, flen,
+		    "run ksmctl as samepaged's user; or, for samepaged to serve this user too, "
+		    "give it --allow-user and its socket mode 0666 (`systemctl edit "
+		    "samepaged.socket`: SocketMode=0666), see samepaged(8) SYSTEMD");
 	} else if (err == -EACCES || err == -EPERM) {
 		snprintf(cause, clen, "samepaged at %s refuses this user (%s)", sock,
 			 strerror(-err));

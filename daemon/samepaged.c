@@ -222,7 +222,8 @@ static void accept_client(int fd)
 		 * another user's process could learn which pages exist by
 		 * merging (a side channel). */
 		refuse(fd, -EACCES, "this samepaged belongs to another user");
-		logmsg("refused process %d of uid %d", (int)cr.pid, (int)cr.uid);
+		logmsg_throttled(&g.st.log_limit, "refused process %d of uid %d", (int)cr.pid,
+				 (int)cr.uid);
 		return;
 	}
 	/* A tenant holds its share of the connections at most: it cannot

@@ -46,6 +46,12 @@
 #          takes, as `ksmctl set` refuses it, and so are a knob set twice
 #          and pages_to_scan with advisor_mode=scan-time;
 #          --set or --domain without its argument says what it needs.
+#  tenant  (as root) ksmctl --user as another user (nobody): a daemon
+#          whose socket is its own (mode 0600) is explained as such, with
+#          the drop-in that opens it (exit 3); a daemon run with
+#          --allow-user nobody:vmA: run --domain vmB is refused before the
+#          program runs (exit 3, the daemon's reason, the fix), run
+#          --domain vmA runs it, set is refused (exit 3) and the knob kept.
 # The daemon and the client are killed on every exit (trap).
 #
 # usage: user.sh TEST KSMCTL SAMEPAGED SPCLIENT SRCDIR
@@ -214,7 +220,7 @@ start_daemon()
 {
 	[ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] || { echo "skip: /dev/shm is not tmpfs"; exit 77; }
 	shm=$(mktemp -d /dev/shm/ksmctl-user.XXXXXX)
-	"$samepaged" --foreground --socket "$sock" --state-dir "$shm/state" 2>"$tmp/daemon.log" &
+	"$samepaged" --foreground --socket "$sock" --state-dir "$shm/state" "$@" 2>"$tmp/daemon.log" &
 	daemon_pid=$!
 	for _ in $(seq 100); do
 		"$ksmctl" --socket "$sock" check >/dev/null 2>&1 && break
@@ -694,7 +700,44 @@ run_command()
 	cd - >/dev/null || return
 }
 
+# as_nobody RC ARGS...: expect, as user nobody.
+as_nobody()
+{
+	local want=$1 rc
+	shift
+	setpriv --reuid=65534 --regid=65534 --clear-groups "$ksmctl" "$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	[ "$rc" = "$want" ] && echo "ok: (nobody) ksmctl $* -> $rc" ||
+		fail "(nobody) ksmctl $* exited $rc, not $want"
+}
+
+tenant()
+{
+	{ [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; } ||
+		{ echo "skip: needs root and setpriv"; exit 77; }
+	chmod 755 "$tmp"
+	start_daemon || return
+	as_nobody 3 --user --socket "$sock" status
+	says "$tmp/err" "this user may not connect to $sock (mode 0600)"
+	says "$tmp/err" "SocketMode=0666"
+	kill "$daemon_pid" && wait "$daemon_pid" 2>/dev/null
+	rm -rf "$shm"
+	start_daemon --allow-user nobody:vmA || return
+	expect 0 --user --socket "$sock" set pages_to_scan=123
+	as_nobody 3 --user --socket "$sock" run --domain vmB -- sh -c 'echo ran'
+	says "$tmp/err" "refuses domain vmB: uid 65534 may join only domains vmA (--allow-user), not vmB"
+	says "$tmp/err" "fix: run with a domain samepaged's --allow-user gives this user"
+	[ ! -s "$tmp/out" ] || fail "the program ran in a domain samepaged refuses"
+	if [ -z "${SAMEPAGE_SANITIZED:-}" ]; then
+		as_nobody 0 --user --socket "$sock" run --domain vmA -- sh -c 'echo ran'
+		[ "$(cat "$tmp/out")" = ran ] || fail "the program did not run in its own domain"
+	fi
+	as_nobody 3 --user --socket "$sock" set pages_to_scan=456
+	[ "$(value pages_to_scan)" = 123 ] || fail "a tenant's set changed pages_to_scan to $(value pages_to_scan)"
+}
+
 case $test in
+tenant) tenant ;;
 absent) absent ;;
 aslimit) aslimit ;;
 relsock) relsock ;;
