@@ -55,7 +55,7 @@ static void client_place(struct samepage *sp, uint32_t off, const void *page)
 {
 	char *lg = (char *)sp->ledger;
 	if (sp->nplace == PLACE_MAX)
-		sp->place_flush(sp);
+		sp->place_flush(sp, false); /* in a batch: the lock stays */
 	uint32_t k = sp->nplace++;
 	memcpy(lg + LEDGER_OFF_STAGING + (size_t)k * PAGE_SIZE, page, PAGE_SIZE);
 	((uint32_t *)(lg + LEDGER_OFF_PLACE))[k] = off;
@@ -104,17 +104,24 @@ static const void *client_staged(struct samepage *sp, uint32_t off)
 
 /* Before a batch merges: the daemon writes the staged pages into the pool
  * (those it refuses, because another client refers to the page, simply
- * fail their compare and do not merge). */
-static void client_place_flush(struct samepage *sp)
+ * fail their compare and do not merge).  The domain lock stays held: no
+ * other process may find a node whose page is not written yet.  With
+ * let_go, the address-space lock does not: a samepaged stopped (SIGSTOP,
+ * a debugger) or stuck answers nothing until its watchdog restarts it,
+ * and meanwhile the application's mmap, munmap and mprotect go on
+ * (RELIABILITY.md 81); returns whether it changed its mappings then. */
+static bool client_place_flush(struct samepage *sp, bool let_go)
 {
 	char req[32], reply[64];
 	unsigned placed = 0, refused = 0;
-	bool answered = false;
+	bool answered = false, moved = false;
 	if (!sp->detached && sp->conn_fd >= 0) {
 		snprintf(req, sizeof(req), "PLACE %u", sp->nplace);
 		/* "OK placed refused": refused when samepaged's memory cgroup
 		 * or state directory had no room; make no more until the next
 		 * full scan. */
+		if (let_go)
+			as_unlock();
 		answered = control_request(sp->conn_fd, req, reply, sizeof(reply)) == 0 &&
 			   sscanf(reply, "OK %u %u", &placed, &refused) == 2;
 		if (answered && refused)
@@ -131,6 +138,9 @@ static void client_place_flush(struct samepage *sp)
 			stable_hide(sp, place[k]);
 		}
 	sp->nplace = 0;
+	if (let_go && !sp->detached && sp->conn_fd >= 0)
+		moved = index_as_retake(sp);
+	return moved;
 }
 
 /* This process's counters, for the daemon (ksmctl --user top). */

@@ -573,6 +573,21 @@ bool index_retake(struct samepage *sp)
 	return index_lock_as(sp) && atomic_load(&sp->changed);
 }
 
+/* The address-space lock taken back for writing by a batch that let it go
+ * for a wait while it kept the domain lock (samepaged's answer to PLACE,
+ * client.c): if a thread holds it, the domain lock is let go meanwhile, as
+ * index_lock_as() does.  Returns whether the application changed its
+ * mappings while the lock was let go. */
+bool index_as_retake(struct samepage *sp)
+{
+	if (!as_trylock_exclusive()) {
+		index_unlock(sp);
+		as_lock_exclusive();
+		index_lock_as(sp);
+	}
+	return atomic_load(&sp->changed);
+}
+
 /* Whether a thread waited for the domain lock at an index_unlock() since
  * the last call (then the caller lets it have the lock before taking it
  * again: domain_hand_over()).  Under sp->lock. */

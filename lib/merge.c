@@ -271,14 +271,19 @@ bool merge_batch(struct samepage *sp)
 	struct merge_req *q = sp->reqs;
 	size_t n = sp->nreqs;
 
-	if (sp->nplace && sp->place_flush)
-		sp->place_flush(sp); /* samepaged writes the new KSM pages */
+	/* samepaged writes the new KSM pages; if the application changed its
+	 * mappings while the batch waited for that, nothing merges before
+	 * engine_enter() caught up. */
+	bool placed_moved = sp->nplace && sp->place_flush && sp->place_flush(sp, true);
 	if (!n)
-		return false;
+		return placed_moved;
 	sort_reqs(q, n);
 	index_release(sp);
-	break_huge_blocks(sp, q, n);
-	for (size_t i = 0; i < n;) {
+	if (!placed_moved)
+		break_huge_blocks(sp, q, n);
+	for (size_t i = 0; i < n && placed_moved; i++)
+		q[i].merged = false;
+	for (size_t i = 0; i < n && !placed_moved;) {
 		struct region *r = &sp->regions[q[i].region];
 		int prot = region_prot_at(r, q[i].addr);
 		size_t j = i + 1;
@@ -304,7 +309,7 @@ bool merge_batch(struct samepage *sp)
 	/* The mappings changed while the address-space lock was let go:
 	 * the merges stand (what was unmapped since is forgotten at the next
 	 * engine_enter()), but no page is touched again until then. */
-	bool moved = index_retake(sp);
+	bool moved = index_retake(sp) || placed_moved;
 	for (size_t i = 0; i < n; i++)
 		finish_page(sp, &q[i], q[i].merged);
 	sp->nreqs = 0;

@@ -397,7 +397,9 @@ struct samepage {
 	 * it punches (punch). */
 	void (*place)(struct samepage *sp, uint32_t off, const void *page);
 	bool (*place_room)(struct samepage *sp); /* a staging page for the next place */
-	void (*place_flush)(struct samepage *sp);
+	/* let_go: the address-space lock is let go while samepaged answers;
+	 * returns whether the application changed its mappings meanwhile. */
+	bool (*place_flush)(struct samepage *sp, bool let_go);
 	const void *(*staged)(struct samepage *sp, uint32_t off); /* a page placed, not written */
 	void (*punch)(struct samepage *sp, uint32_t off);
 	uint32_t nplace; /* pages staged this batch */

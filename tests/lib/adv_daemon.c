@@ -9,6 +9,8 @@
 #include "../daemon/daemon_util.h"
 #include "adv_util.h"
 
+#include <dirent.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <xxhash.h>
 
@@ -422,6 +424,77 @@ void test_daemon_stopped_answers_nothing(void)
 	CHECK(alarms == 1);
 	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), 30);
 	samepage_close(sp);
+}
+
+/* Whether a thread of this process named name waits in recvmsg(). */
+static bool thread_in_recvmsg(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	bool found = false;
+	for (struct dirent *e; d && !found && (e = readdir(d));) {
+		char path[300], buf[128] = "";
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		bool named = fgets(buf, sizeof(buf), f) && !strncmp(buf, name, strlen(name));
+		fclose(f);
+		snprintf(path, sizeof(path), "/proc/self/task/%s/syscall", e->d_name);
+		f = named ? fopen(path, "r") : NULL;
+		if (!f)
+			continue;
+		found = fgets(buf, sizeof(buf), f) && atoi(buf) == SYS_recvmsg;
+		fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* RELIABILITY.md 81: a client's scanner that hands samepaged new KSM pages
+ * (PLACE) waits for its answer; it did so holding the address-space lock,
+ * so while samepaged was stopped (or stuck) every mmap, munmap, mprotect
+ * and free() of a mapped block in the client waited too: a VM monitor
+ * stopped with its daemon.  Now the wait lets the lock go: a thread maps,
+ * grows, re-protects and unmaps while the scanner waits in PLACE, and
+ * once the daemon goes on, the pages merge. */
+void test_daemon_stopped_during_place(void)
+{
+	daemon_up();
+	samepage_t *me = connect_or_die("adv");
+	CHECK_EQ_INT(kill(D.pid, SIGSTOP), 0);
+	char *p = map_pages(64);
+	memset(p, 'q', 64 * PG); /* a new content: a new KSM page, placed by samepaged */
+	REQUIRE(samepage_madvise(me, p, 64 * PG, SAMEPAGE_MERGEABLE) == 0);
+	bool waiting = false;
+	for (int i = 0; i < 60000 && !(waiting = thread_in_recvmsg("samepage-ksmd")); i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	REQUIRE(waiting); /* the scanner waits for PLACE's answer */
+	atomic_store(&mm_calls_done, 0);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, mm_calls, NULL) == 0);
+	/* A limit only against the hang this test is about. */
+	for (int i = 0; i < 30000 && !atomic_load(&mm_calls_done); i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	int done = atomic_load(&mm_calls_done);
+	if (!done)
+		fprintf(stderr, "mmap/mprotect/munmap waited 30 s for a PLACE that a stopped "
+				"samepaged did not answer\n");
+	CHECK(done);
+	CHECK_EQ_INT(kill(D.pid, SIGCONT), 0);
+	pthread_join(t, NULL);
+	wait_merging(me, 63);
+	for (size_t i = 0; i < 64 * PG; i += 97)
+		REQUIRE(p[i] == 'q');
+	samepage_close(me);
 }
 
 /*
