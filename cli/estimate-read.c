@@ -100,12 +100,8 @@ struct vma {
 /* The areas of one process to read, from its smaps. */
 struct maps_acc {
 	const struct est *e;
-	bool every;	/* every compatible area, marked mergeable or not */
-	struct vma cur; /* the area whose lines are being read */
-	bool cur_private;
 	struct vma *v;
 	int n, cap;
-	int areas; /* every area of the process */
 };
 
 /*
@@ -125,10 +121,95 @@ static bool flags_scanned(const char *flags, bool private, bool every)
 	return private && (every || procfs_vmflag(flags, "mg"));
 }
 
-static int maps_keep(struct maps_acc *a)
+/* A number of at most max digits in base 16 or 10 at *p, which is moved
+ * past it: false if there is none, or it is longer or does not fit. */
+static bool maps_number(const char **p, unsigned base, int max, uint64_t *out)
 {
-	uint64_t start = a->cur.start, end = a->cur.end;
+	const char *s = *p;
+	uint64_t v = 0;
 
+	for (;; s++) {
+		unsigned d;
+
+		if (*s >= '0' && *s <= '9')
+			d = (unsigned)(*s - '0');
+		else if (base == 16 && *s >= 'a' && *s <= 'f')
+			d = (unsigned)(*s - 'a' + 10);
+		else if (base == 16 && *s >= 'A' && *s <= 'F')
+			d = (unsigned)(*s - 'A' + 10);
+		else
+			break;
+		if (s - *p == max || v > (UINT64_MAX - d) / base)
+			return false;
+		v = v * base + d;
+	}
+	if (s == *p)
+		return false;
+	*p = s;
+	*out = v;
+	return true;
+}
+
+/*
+ * Written here rather than with sscanf (procfs_parse_map): sscanf's %llx
+ * takes a sign, a "0x" and spaces, and "%4s" a shorter word, so a line the
+ * kernel never writes would give an area of any bounds, or permissions
+ * whose fourth byte, the one that says private, was never written.
+ */
+int est_maps_line(const char *line, uint64_t *start, uint64_t *end)
+{
+	const char *p = line, *path;
+	uint64_t s, e, n;
+	bool private;
+
+	if (!maps_number(&p, 16, 16, &s) || *p++ != '-' || !maps_number(&p, 16, 16, &e) ||
+	    *p++ != ' ')
+		return -EINVAL;
+	if ((p[0] != 'r' && p[0] != '-') || (p[1] != 'w' && p[1] != '-') ||
+	    (p[2] != 'x' && p[2] != '-') || (p[3] != 'p' && p[3] != 's') || p[4] != ' ')
+		return -EINVAL;
+	private = p[3] == 'p';
+	p += 5;
+	if (!maps_number(&p, 16, 16, &n) || *p++ != ' ' || !maps_number(&p, 16, 8, &n) ||
+	    *p++ != ':' || !maps_number(&p, 16, 8, &n) || *p++ != ' ' ||
+	    !maps_number(&p, 10, 20, &n) || (*p && *p != '\n' && *p != ' '))
+		return -EINVAL;
+	if (s >= e || s % EST_PAGE_SIZE || e % EST_PAGE_SIZE)
+		return -EINVAL;
+	path = p + strspn(p, " ");
+	*start = s;
+	*end = e;
+	/* [vsyscall] is the kernel's gate area, no area of the mm. */
+	return private && !(!strncmp(path, "[vsyscall]", 10) && (!path[10] || path[10] == '\n'));
+}
+
+int est_smaps_line(struct est_smaps *s, const char *line, uint64_t *start, uint64_t *end)
+{
+	uint64_t a, b;
+	int r;
+
+	if (!strncmp(line, "VmFlags:", 8)) {
+		bool scan = s->end && flags_scanned(line + 8, s->private, s->every);
+
+		if (scan) {
+			*start = s->start;
+			*end = s->end;
+		}
+		s->end = 0;
+		return scan;
+	}
+	r = est_maps_line(line, &a, &b);
+	if (r >= 0) {
+		s->start = a;
+		s->end = b;
+		s->private = r;
+		s->areas++;
+	}
+	return 0;
+}
+
+static int maps_keep(struct maps_acc *a, uint64_t start, uint64_t end)
+{
 	if (a->e->cfg.range_end) {
 		start = start > a->e->cfg.range_start ? start : a->e->cfg.range_start;
 		end = end < a->e->cfg.range_end ? end : a->e->cfg.range_end;
@@ -148,14 +229,16 @@ static int maps_keep(struct maps_acc *a)
 	return 0;
 }
 
-/* The areas ksmd would scan, from /proc/PID/smaps: each area's header
- * line, then its "VmFlags:" line.  *areas is the number of areas of every
- * kind (0: the process has no memory, a kernel thread or a zombie). */
+/* The areas ksmd would scan, from /proc/PID/smaps (est_smaps_line): each
+ * area's header line, then its "VmFlags:" line.  *areas is the number of
+ * areas of every kind (0: the process has no memory, a kernel thread or a
+ * zombie). */
 static int read_smaps(const struct est *e, pid_t pid, bool every, struct vma **out, int *n,
 		      int *areas)
 {
 	char path[64];
-	struct maps_acc a = {.e = e, .every = every};
+	struct maps_acc a = {.e = e};
+	struct est_smaps sm = {.every = every};
 	FILE *f = fopen(procfs_path(path, sizeof(path), "/proc", (int)pid, "smaps"), "re");
 	char *line = NULL;
 	size_t cap = 0;
@@ -164,18 +247,10 @@ static int read_smaps(const struct est *e, pid_t pid, bool every, struct vma **o
 	if (!f)
 		return -errno;
 	while (!err && getline(&line, &cap, f) > 0) {
-		struct procfs_map m;
+		uint64_t start, end;
 
-		if (!strncmp(line, "VmFlags:", 8)) {
-			if (a.cur.end && flags_scanned(line + 8, a.cur_private, every))
-				err = maps_keep(&a);
-			a.cur.end = 0;
-		} else if (procfs_parse_map(line, &m) == 0) {
-			a.cur = (struct vma){m.start, m.end};
-			/* [vsyscall] is the kernel's gate area, no area of the mm. */
-			a.cur_private = m.perms[3] == 'p' && strcmp(m.path, "[vsyscall]");
-			a.areas++;
-		}
+		if (est_smaps_line(&sm, line, &start, &end) == 1)
+			err = maps_keep(&a, start, end);
 	}
 	if (!err && ferror(f))
 		err = -EIO;
@@ -187,7 +262,7 @@ static int read_smaps(const struct est *e, pid_t pid, bool every, struct vma **o
 	}
 	*out = a.v;
 	*n = a.n;
-	*areas = a.areas;
+	*areas = sm.areas;
 	return 0;
 }
 

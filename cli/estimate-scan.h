@@ -211,4 +211,38 @@ bool est_have_pfns(const struct est *e);
 /* Bytes read so far, over every pass. */
 uint64_t est_bytes_read(const struct est *e);
 
+/*
+ * The parsing half of the smaps reader (estimate-read.c), apart so that the
+ * tests and the fuzzer (tests/fuzz/fuzz_est_maps.c) can give it any text.
+ *
+ * est_maps_line: one line in the format of /proc/PID/maps (proc(5)), which
+ * is each area's first line in /proc/PID/smaps too: "START-END PERMS OFFSET
+ * MAJOR:MINOR INODE [PATH]", the inode in decimal, the other numbers in
+ * hex, one space between fields, PATH (anything, spaces included, or
+ * nothing) after padding, the line's newline optional.  Returns 1 for an
+ * area KSM could merge as far as this line tells (private: PERMS end in
+ * 'p'; not [vsyscall], the kernel's gate area, no area of the process), 0
+ * for one it could not (shared), -EINVAL for a line that is no maps line
+ * (smaps's other lines, or an area that is empty, reversed or not
+ * page-aligned, which the kernel never writes).  [*start, *end) is the
+ * area, set only when 0 or 1 is returned.
+ */
+int est_maps_line(const char *line, uint64_t *start, uint64_t *end);
+
+/*
+ * The rest of the rule, over a whole /proc/PID/smaps: each line in order is
+ * given to est_smaps_line(), which returns 1 with [*start, *end) when the
+ * line is the "VmFlags:" line that ends an area ksmd would scan (private by
+ * est_maps_line, and by its VmFlags marked mergeable, or with every set
+ * compatible: see estimate-read.c), else 0.  Start with every set as wanted
+ * and the rest zero.
+ */
+struct est_smaps {
+	bool every;	     /* every compatible area (merge-any, all_memory), not only "mg" */
+	int areas;	     /* areas of every kind seen: 0 for a process without memory */
+	uint64_t start, end; /* the area being read; end is 0 once its VmFlags is read */
+	bool private;	     /* est_maps_line's answer for it */
+};
+int est_smaps_line(struct est_smaps *s, const char *line, uint64_t *start, uint64_t *end);
+
 #endif

@@ -244,6 +244,10 @@ int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_erro
 	}
 	if (!ret)
 		ret = ksmconf_check_advisor(out, err);
+	/* A refused file gives no settings at all, not those of the lines
+	 * before the refused one: no caller can apply half of it. */
+	if (ret)
+		out->n = 0;
 	if (!std_in)
 		fclose(f);
 	free(line);

@@ -51,7 +51,8 @@ struct ksmconf_error {
  * filled (-EINVAL: a line is refused, or path is not a regular file or a
  * pipe; -EISDIR: a directory; another -errno: it cannot be opened, or a
  * read failed, even part-way; -ENOENT too for an empty path, which names
- * no file).  On an error out is not to be used. */
+ * no file).  On an error out holds no setting (out->n is 0), whatever the
+ * lines before the refused one were. */
 int ksmconf_read(const char *path, struct ksmconf_file *out, struct ksmconf_error *err);
 
 /* How messages name path: "(standard input)" for "-", else path. */
