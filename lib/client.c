@@ -106,23 +106,30 @@ static const void *client_staged(struct samepage *sp, uint32_t off)
  * (those it refuses, because another client refers to the page, simply
  * fail their compare and do not merge).  The domain lock stays held: no
  * other process may find a node whose page is not written yet.  With
- * let_go, the address-space lock does not: a samepaged stopped (SIGSTOP,
- * a debugger) or stuck answers nothing until its watchdog restarts it,
- * and meanwhile the application's mmap, munmap and mprotect go on
- * (RELIABILITY.md 81); returns whether it changed its mappings then. */
+ * let_go, the address-space lock does not once the answer is late
+ * (CONTROL_QUICK_MS; it takes well under a millisecond): a samepaged
+ * stopped (SIGSTOP, a debugger) or stuck answers nothing until its
+ * watchdog restarts it, and meanwhile the application's mmap, munmap and
+ * mprotect go on (RELIABILITY.md 81); returns whether it changed its
+ * mappings then (the batch then merges nothing). */
+static void let_as_go(void *arg)
+{
+	as_unlock();
+	*(bool *)arg = true;
+}
+
 static bool client_place_flush(struct samepage *sp, bool let_go)
 {
 	char req[32], reply[64];
 	unsigned placed = 0, refused = 0;
-	bool answered = false, moved = false;
+	bool answered = false, moved = false, let = false;
 	if (!sp->detached && sp->conn_fd >= 0) {
 		snprintf(req, sizeof(req), "PLACE %u", sp->nplace);
 		/* "OK placed refused": refused when samepaged's memory cgroup
 		 * or state directory had no room; make no more until the next
 		 * full scan. */
-		if (let_go)
-			as_unlock();
-		answered = control_request(sp->conn_fd, req, reply, sizeof(reply)) == 0 &&
+		answered = control_request(sp->conn_fd, req, reply, sizeof(reply),
+					   let_go ? let_as_go : NULL, &let) == 0 &&
 			   sscanf(reply, "OK %u %u", &placed, &refused) == 2;
 		if (answered && refused)
 			sp->pool_full_scan = sp->c.full_scans + 1;
@@ -138,7 +145,7 @@ static bool client_place_flush(struct samepage *sp, bool let_go)
 			stable_hide(sp, place[k]);
 		}
 	sp->nplace = 0;
-	if (let_go && !sp->detached && sp->conn_fd >= 0)
+	if (let)
 		moved = index_as_retake(sp);
 	return moved;
 }

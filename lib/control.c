@@ -82,8 +82,10 @@ static int dial(const char *path, unsigned timeout_ms)
 }
 
 /* Sends one request and reads the answer (and up to nfds descriptors,
- * each checked).  Returns how many descriptors came, or -errno. */
-static int exchange(int fd, const char *request, char *reply, size_t len, int *fds, int nfds)
+ * each checked).  Returns how many descriptors came, or -errno.  slow: see
+ * control_request(). */
+static int exchange_slow(int fd, const char *request, char *reply, size_t len, int *fds, int nfds,
+			 void (*slow)(void *), void *arg)
 {
 	int got = 0;
 	bool refused = false;
@@ -95,6 +97,8 @@ static int exchange(int fd, const char *request, char *reply, size_t len, int *f
 		refused = true;
 		err = 0;
 	}
+	if (slow && !refused && !prim_readable(fd, CONTROL_QUICK_MS))
+		slow(arg);
 	ssize_t n = prim_recv_fds(fd, reply, len - 1, refused, fds, nfds, &got);
 	if (n == -EAGAIN && !refused)
 		return -ETIMEDOUT; /* no answer in time: stopped, or stuck */
@@ -127,6 +131,11 @@ static int exchange(int fd, const char *request, char *reply, size_t len, int *f
 	return got;
 }
 
+static int exchange(int fd, const char *request, char *reply, size_t len, int *fds, int nfds)
+{
+	return exchange_slow(fd, request, reply, len, fds, nfds, NULL, NULL);
+}
+
 int samepage_control(const char *socket_path, const char *request, char *reply, size_t len)
 {
 	char path[108];
@@ -148,9 +157,10 @@ int samepage_control(const char *socket_path, const char *request, char *reply, 
 }
 
 /* One request on an open connection (a client's, after HELLO). */
-int control_request(int fd, const char *request, char *reply, size_t len)
+int control_request(int fd, const char *request, char *reply, size_t len, void (*slow)(void *),
+		    void *arg)
 {
-	int err = exchange(fd, request, reply, len, NULL, 0);
+	int err = exchange_slow(fd, request, reply, len, NULL, 0, slow, arg);
 	return err < 0 ? err : 0;
 }
 

@@ -76,7 +76,12 @@ bool domain_name_ok(const char *name);
 #define RECONNECT_TIMEOUT_MS 1000
 int control_hello(const char *socket_path, const char *domain, unsigned timeout_ms, int *conn,
 		  int fds[HELLO_FDS]);
-int control_request(int fd, const char *request, char *reply, size_t len);
+/* One request on a client's connection; if its answer has not come in
+ * CONTROL_QUICK_MS, slow(arg) is called (if given) before the wait goes
+ * on, which has no limit. */
+#define CONTROL_QUICK_MS 20
+int control_request(int fd, const char *request, char *reply, size_t len, void (*slow)(void *),
+		    void *arg);
 
 /* alloc.c */
 /* This thread is forking (set by fork.c, defined in alloc.c, the lowest

@@ -1288,6 +1288,15 @@ ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, in
 	return n;
 }
 
+bool prim_readable(int fd, unsigned ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	int n;
+	while ((n = poll(&p, 1, (int)ms)) < 0 && errno == EINTR)
+		;
+	return n != 0; /* readable, closed, or an error the read will see */
+}
+
 bool prim_hung_up(int fd)
 {
 	struct pollfd p = {.fd = fd, .events = POLLRDHUP};

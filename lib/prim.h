@@ -201,6 +201,8 @@ int prim_sock_timeout(int fd, unsigned ms);
 ssize_t prim_recv_fds(int fd, void *buf, size_t len, bool dontwait, int *fds, int nfds,
 		      int *nfds_out);
 bool prim_hung_up(int fd); /* the peer closed: poll(POLLRDHUP) */
+/* Whether fd has something to read (or hung up) within ms milliseconds. */
+bool prim_readable(int fd, unsigned ms);
 /* fork's prepare handlers: takes m unless the calling thread holds it
  * (entered: it was inside its section); false if not taken. */
 bool prim_fork_mutex_take(pthread_mutex_t *m, bool entered);
