@@ -110,26 +110,30 @@ static const void *client_staged(struct samepage *sp, uint32_t off)
  * (CONTROL_QUICK_MS; it takes well under a millisecond): a samepaged
  * stopped (SIGSTOP, a debugger) or stuck answers nothing until its
  * watchdog restarts it, and meanwhile the application's mmap, munmap and
- * mprotect go on (RELIABILITY.md 81); returns whether it changed its
- * mappings then (the batch then merges nothing). */
+ * mprotect go on (RELIABILITY.md 81); returns whether it was let go. */
 static void let_as_go(void *arg)
 {
+	struct samepage *sp = arg;
+	pthread_mutex_lock(&sp->forget_lock);
+	sp->forget_mark = sp->nforget;
+	pthread_mutex_unlock(&sp->forget_lock);
 	as_unlock();
-	*(bool *)arg = true;
+	sp->place_let_go = true;
 }
 
 static bool client_place_flush(struct samepage *sp, bool let_go)
 {
 	char req[32], reply[64];
 	unsigned placed = 0, refused = 0;
-	bool answered = false, moved = false, let = false;
+	bool answered = false;
+	sp->place_let_go = false;
 	if (!sp->detached && sp->conn_fd >= 0) {
 		snprintf(req, sizeof(req), "PLACE %u", sp->nplace);
 		/* "OK placed refused": refused when samepaged's memory cgroup
 		 * or state directory had no room; make no more until the next
 		 * full scan. */
 		answered = control_request(sp->conn_fd, req, reply, sizeof(reply),
-					   let_go ? let_as_go : NULL, &let) == 0 &&
+					   let_go ? let_as_go : NULL, sp) == 0 &&
 			   sscanf(reply, "OK %u %u", &placed, &refused) == 2;
 		if (answered && refused)
 			sp->pool_full_scan = sp->c.full_scans + 1;
@@ -145,9 +149,9 @@ static bool client_place_flush(struct samepage *sp, bool let_go)
 			stable_hide(sp, place[k]);
 		}
 	sp->nplace = 0;
-	if (let)
-		moved = index_as_retake(sp);
-	return moved;
+	if (sp->place_let_go)
+		index_as_retake(sp);
+	return sp->place_let_go;
 }
 
 /* This process's counters, for the daemon (ksmctl --user top). */

@@ -576,16 +576,14 @@ bool index_retake(struct samepage *sp)
 /* The address-space lock taken back for writing by a batch that let it go
  * for a wait while it kept the domain lock (samepaged's answer to PLACE,
  * client.c): if a thread holds it, the domain lock is let go meanwhile, as
- * index_lock_as() does.  Returns whether the application changed its
- * mappings while the lock was let go. */
-bool index_as_retake(struct samepage *sp)
+ * index_lock_as() does. */
+void index_as_retake(struct samepage *sp)
 {
 	if (!as_trylock_exclusive()) {
 		index_unlock(sp);
 		as_lock_exclusive();
 		index_lock_as(sp);
 	}
-	return atomic_load(&sp->changed);
 }
 
 /* Whether a thread waited for the domain lock at an index_unlock() since

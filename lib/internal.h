@@ -247,7 +247,7 @@ void index_unlock(struct samepage *sp);
 bool index_waited(struct samepage *sp);
 void index_release(struct samepage *sp);
 bool index_retake(struct samepage *sp);
-bool index_as_retake(struct samepage *sp);
+void index_as_retake(struct samepage *sp);
 bool index_chains_ok(struct samepage *sp);
 uint32_t stable_chain_head(struct samepage *sp, const void *page, uint32_t checksum);
 void stable_chain_load(struct samepage *sp, uint32_t head, uint32_t checksum, uint64_t *held,

@@ -252,6 +252,20 @@ static void break_huge_blocks(struct samepage *sp, const struct merge_req *q, si
 	}
 }
 
+/* Whether the application unmapped or re-protected a page of the batch
+ * (sorted) since it let the address-space lock go, or lost track of such
+ * changes (no memory to note them). */
+static bool batch_touched(struct samepage *sp, const struct merge_req *q, size_t n)
+{
+	uintptr_t lo = q[0].addr, hi = q[n - 1].addr + PAGE_SIZE;
+	pthread_mutex_lock(&sp->forget_lock);
+	bool hit = sp->forget_lost || sp->prot_lost;
+	for (size_t i = sp->forget_mark; i < sp->nforget && !hit; i++)
+		hit = sp->forget[i].start < hi && sp->forget[i].start + sp->forget[i].len > lo;
+	pthread_mutex_unlock(&sp->forget_lock);
+	return hit;
+}
+
 /*
  * Does every pending merge of the batch, run by run.  The runs change this
  * process's address space only, so a samepaged client does them with its
@@ -271,13 +285,15 @@ bool merge_batch(struct samepage *sp)
 	struct merge_req *q = sp->reqs;
 	size_t n = sp->nreqs;
 
-	/* samepaged writes the new KSM pages; if the application changed its
-	 * mappings while the batch waited for that, nothing merges before
-	 * engine_enter() caught up. */
-	bool placed_moved = sp->nplace && sp->place_flush && sp->place_flush(sp, true);
+	/* samepaged writes the new KSM pages; if the application unmapped or
+	 * re-protected pages of the batch while it waited for that with the
+	 * address-space lock let go, nothing merges before engine_enter()
+	 * caught up (changes elsewhere wait for it as usual). */
+	bool let_go = sp->nplace && sp->place_flush && sp->place_flush(sp, true);
 	if (!n)
-		return placed_moved;
+		return let_go && atomic_load(&sp->changed);
 	sort_reqs(q, n);
+	bool placed_moved = let_go && batch_touched(sp, q, n);
 	index_release(sp);
 	if (!placed_moved)
 		break_huge_blocks(sp, q, n);

@@ -364,6 +364,8 @@ struct samepage {
 	struct unmapped *forget;
 	size_t nforget, forget_cap;
 	bool forget_lost, prot_lost;
+	size_t forget_mark; /* nforget when a batch let the address-space lock go */
+	bool place_let_go;  /* ...which it did, waiting for samepaged (client.c) */
 	_Atomic bool changed; /* maps_dirty, set from application threads */
 	/* Unmaps noted (forget list), caught up with (sync), and counted in
 	 * the published counters: a read is behind while they differ. */
@@ -397,8 +399,9 @@ struct samepage {
 	 * it punches (punch). */
 	void (*place)(struct samepage *sp, uint32_t off, const void *page);
 	bool (*place_room)(struct samepage *sp); /* a staging page for the next place */
-	/* let_go: the address-space lock is let go while samepaged answers;
-	 * returns whether the application changed its mappings meanwhile. */
+	/* let_go: the address-space lock may be let go while samepaged
+	 * answers; returns whether it was (forget_mark says from where the
+	 * application's changes meanwhile are in the forget list). */
 	bool (*place_flush)(struct samepage *sp, bool let_go);
 	const void *(*staged)(struct samepage *sp, uint32_t off); /* a page placed, not written */
 	void (*punch)(struct samepage *sp, uint32_t off);
