@@ -599,6 +599,7 @@ void state_take_back(struct state *s)
 		knobs_load(s);
 	else
 		knobs_save(s);
+	bool had_file = s->knobs_taken;
 	DIR *dir = opendir(s->dir);
 	struct dirent *e;
 	while (dir && (e = readdir(dir))) {
@@ -624,6 +625,14 @@ void state_take_back(struct state *s)
 	}
 	if (dir)
 		closedir(dir);
+	/* The knobs this start runs with (the defaults, or a domain's of a
+	 * directory older than knobs files) saved: a later start takes them
+	 * from the daemon's own file, never from an index a client may have
+	 * written since (a tenant's, even once --allow-user no longer names
+	 * it). */
+	if (!s->config_given && !had_file)
+		knobs_save(s);
+	s->knobs_taken = true;
 	state_reap_orphans(s);
 	for (int i = 0; i < s->lim.domains; i++)
 		if (s->doms[i].sp)

@@ -364,8 +364,8 @@ struct samepage {
 	struct unmapped *forget;
 	size_t nforget, forget_cap;
 	bool forget_lost, prot_lost;
-	size_t forget_mark; /* nforget when a batch let the address-space lock go */
-	bool place_let_go;  /* ...which it did, waiting for samepaged (client.c) */
+	size_t forget_mark;   /* nforget when a batch let the address-space lock go */
+	bool place_let_go;    /* ...which it did, waiting for samepaged (client.c) */
 	_Atomic bool changed; /* maps_dirty, set from application threads */
 	/* Unmaps noted (forget list), caught up with (sync), and counted in
 	 * the published counters: a read is behind while they differ. */

@@ -15,6 +15,7 @@
  * Usage: test_trust PATH-TO-SAMEPAGED (as root; skips otherwise)
  */
 #include "../lib/util.h"
+#include "../../lib/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -251,6 +252,73 @@ static void test_tenant(const char *bin)
 	waitpid(d, NULL, 0);
 }
 
+/* A tenant writes a knob into its domain's index (it may: the index is
+ * shared and writable), then the daemon is restarted without the
+ * --allow-user that made it a tenant, no knob ever set or configured:
+ * the restarted daemon took its knobs from that index (12345) before the
+ * first start saved DIR/knobs. */
+static void test_tenant_revoked(const char *bin)
+{
+	struct passwd *pw = getpwnam("nobody");
+	if (!pw) {
+		printf("no user nobody: revoked-tenant case skipped\n");
+		return;
+	}
+	char state[64], reply[256];
+	snprintf(state, sizeof(state), "%s/revokedstate", dir);
+	snprintf(sock, sizeof(sock), "%s/revokedsock", dir);
+	const char *tenant[] = {bin,   "--foreground", "--socket",   sock, "--state-dir",
+				state, "--allow-user", "nobody:vmA", NULL};
+	pid_t d = fork();
+	REQUIRE(d >= 0);
+	if (d == 0) {
+		execv(bin, (char *const *)tenant);
+		_exit(127);
+	}
+	for (int i = 0; i < 5000 && samepage_control(sock, "GET run", reply, sizeof(reply)); i++)
+		usleep(2000);
+	setenv("SAMEPAGE_SOCKET", sock, 1);
+	int ready[2];
+	REQUIRE(pipe(ready) == 0);
+	pid_t c = fork();
+	REQUIRE(c >= 0);
+	if (c == 0) {
+		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
+			_exit(126);
+		samepage_t *sp = NULL;
+		if (samepage_connect(&sp, "vmA"))
+			_exit(1);
+		sp->dom->knob[KNOB_pages_to_scan] = 12345;
+		if (write(ready[1], "w", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	char ch;
+	REQUIRE(read(ready[0], &ch, 1) == 1);
+	kill(d, SIGTERM);
+	waitpid(d, NULL, 0);
+	d = fork();
+	REQUIRE(d >= 0);
+	if (d == 0) {
+		execl(bin, bin, "--foreground", "--socket", sock, "--state-dir", state,
+		      (char *)NULL);
+		_exit(127);
+	}
+	int err = -1;
+	for (int i = 0;
+	     i < 5000 && (err = samepage_control(sock, "GET pages_to_scan", reply, sizeof(reply)));
+	     i++)
+		usleep(2000);
+	CHECK_EQ_INT(err, 0);
+	CHECK(strstr(reply, "pages_to_scan 100") && !strstr(reply, "12345"));
+	kill(c, SIGKILL);
+	waitpid(c, NULL, 0);
+	kill(d, SIGTERM);
+	waitpid(d, NULL, 0);
+	close(ready[0]), close(ready[1]);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -266,6 +334,7 @@ int main(int argc, char **argv)
 	test_writable_file();
 	test_refusal_reason(argv[1]);
 	test_tenant(argv[1]);
+	test_tenant_revoked(argv[1]);
 	char cmd[64];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd))
