@@ -63,8 +63,8 @@ static bool refuse_domain(struct state *s, const struct client *c, const char *v
 	snprintf(what, sizeof(what),
 		 "uid %d may join only domains %.100s (--allow-user), not %.64s", (int)c->uid,
 		 state_user_domains(s, c->uid, mine, sizeof(mine)), domain);
-	logmsg_throttled(&s->log_limit, "refused %s %s of process %d (%s): %s", verb, domain,
-			 (int)c->pid, c->comm, what);
+	logmsg_throttled(state_user_throttle(s, c->uid), "refused %s %s of process %d (%s): %s",
+			 verb, domain, (int)c->pid, c->comm, what);
 	proto_error(r, -EACCES, what);
 	return true;
 }
@@ -120,8 +120,9 @@ static void answer_hello(struct state *s, struct client *c, const char *args, st
 		snprintf(what, sizeof(what),
 			 "uid %d is in %d domains, the most a tenant may (--max-domains-per-user)",
 			 (int)c->uid, in);
-		logmsg_throttled(&s->log_limit, "refused HELLO %s of process %d (%s): %s", domain,
-				 (int)c->pid, c->comm, what);
+		logmsg_throttled(state_user_throttle(s, c->uid),
+				 "refused HELLO %s of process %d (%s): %s", domain, (int)c->pid,
+				 c->comm, what);
 		return proto_error(r, -EMFILE, what);
 	}
 	struct dom *d;
@@ -213,8 +214,9 @@ static void answer_set(struct state *s, struct client *c, const char *args, stru
 			 "uid %d may not change samepaged's knobs (a tenant: --allow-user with "
 			 "domains); samepaged's user or root may",
 			 (int)c->uid);
-		logmsg_throttled(&s->log_limit, "refused SET %.64s of process %d (%s): %s", args,
-				 (int)c->pid, c->comm, what);
+		logmsg_throttled(state_user_throttle(s, c->uid),
+				 "refused SET %.64s of process %d (%s): %s", args, (int)c->pid,
+				 c->comm, what);
 		return proto_error(r, -EACCES, what);
 	}
 	snprintf(name, sizeof(name), "%.*s", (int)n, args);

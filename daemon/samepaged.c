@@ -235,7 +235,8 @@ static void accept_client(int fd)
 			 "uid %d holds %d connections, the most a tenant may "
 			 "(--max-connections-per-user)",
 			 (int)cr.uid, share);
-		logmsg_throttled(&g.st.log_limit, "refused process %d: %s", (int)cr.pid, what);
+		logmsg_throttled(state_user_throttle(&g.st, cr.uid), "refused process %d: %s",
+				 (int)cr.pid, what);
 		refuse(fd, -EMFILE, what);
 		return;
 	}

@@ -1183,6 +1183,14 @@ int state_user_share(const struct state *s, int limit, int per_user)
 	return share > 0 ? share : 1;
 }
 
+struct throttle *state_user_throttle(struct state *s, uid_t uid)
+{
+	for (int i = 0; i < s->nallow; i++)
+		if (s->allow[i].uid == uid)
+			return &s->allow[i].log;
+	return &s->log_limit;
+}
+
 int state_connections_of_user(const struct state *s, uid_t uid)
 {
 	int n = 0;

@@ -73,16 +73,17 @@ struct client {
  * processes may connect; with DOMAINS (comma-separated names or shell
  * patterns), a tenant: its processes join only those domains, see only
  * their clients, and change no knob (samepaged(8), SECURITY). */
-#define ALLOW_MAX 32
-struct allowed {
-	uid_t uid;
-	char domains[256]; /* "" for any domain */
-};
-
 /* A log line that a flood would repeat: at most one a second. */
 struct throttle {
 	uint64_t last_ns;
 	unsigned suppressed;
+};
+
+#define ALLOW_MAX 32
+struct allowed {
+	uid_t uid;
+	char domains[256];   /* "" for any domain */
+	struct throttle log; /* its processes' refusals: one user's flood hides no other's */
 };
 
 /* Invariants: every clients[i].d is an open slot of doms[]; an open
@@ -149,6 +150,9 @@ int state_user_share(const struct state *s, int limit, int per_user);
 int state_connections_of_user(const struct state *s, uid_t uid);
 /* The open domains uid has a process in, except `except` (NULL: none). */
 int state_domains_of_user(const struct state *s, uid_t uid, const char *except);
+/* Where refusals of uid's processes are throttled: its own, for a user
+ * --allow-user names, else the daemon's. */
+struct throttle *state_user_throttle(struct state *s, uid_t uid);
 /* The domains a tenant may join, as --allow-user gave them, into buf. */
 const char *state_user_domains(const struct state *s, uid_t uid, char *buf, size_t len);
 

@@ -254,6 +254,10 @@ static void test_tenant_share(void)
 		int got = raw_recv(fds[n - 1], reply, sizeof(reply));
 		CHECK(got > 0 && reply_errno(reply) == EMFILE &&
 		      strstr(reply, "--max-connections-per-user"));
+		/* A flood of refused requests: throttled in the log, for this
+		 * user alone. */
+		for (int i = 0; i < 200; i++)
+			raw_asks(fd[0], "MAY elsewhere", reply, sizeof(reply));
 		char c = 'r';
 		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
 			_exit(1);
@@ -261,6 +265,29 @@ static void test_tenant_share(void)
 	}
 	char c;
 	REQUIRE(read(ready[0], &c, 1) == 1);
+	/* Within the flood's second, a user not allowed at all (daemon, uid
+	 * 1) is refused: its line is not hidden among the tenant's (it was,
+	 * as "and N more like it"). */
+	struct passwd *other = getpwnam("daemon");
+	if (other) {
+		pid_t o = fork();
+		REQUIRE(o >= 0);
+		if (o == 0) {
+			if (setgid(other->pw_gid) || setuid(other->pw_uid))
+				_exit(126);
+			char r[256];
+			_exit(samepage_control(D.sock, "GET run", r, sizeof(r)) == -EACCES ? 0 : 1);
+		}
+		int ost;
+		REQUIRE(waitpid(o, &ost, 0) == o);
+		CHECK(WIFEXITED(ost) && WEXITSTATUS(ost) == 0);
+		char line[64];
+		snprintf(line, sizeof(line), "of uid %d", (int)other->pw_uid);
+		bool logged = false;
+		for (int i = 0; i < 200 && !(logged = daemon_logged(&D, line)); i++)
+			usleep(10000);
+		CHECK(logged);
+	}
 	CHECK_EQ_INT(new_client_gets_through(), 0);
 	int fd;
 	CHECK_EQ_INT(hello(&fd, "rootdom"), 0);
