@@ -693,9 +693,15 @@ static void ledger_set_aside(const char *path, const char *why)
 		return;
 	}
 	snprintf(broken, sizeof(broken), "%s.broken", path);
+	/* Its header and fork area kept, to look at: the rest a client may
+	 * have filled (130 MB of the state directory's tmpfs a ledger, which
+	 * a tenant's process could repeat until no domain could place a
+	 * page). */
+	if (truncate(path, (off_t)LEDGER_OFF_STAGING) < 0 && errno != ENOENT)
+		logmsg("%s: cannot cut it to its header: %s", path, strerror(errno));
 	if (rename(path, broken) == 0)
-		logmsg("%s: %s: set aside as %s, its counts not dropped (fix: look at it, then "
-		       "remove it)",
+		logmsg("%s: %s: set aside as %s (its header), its counts not dropped (fix: look "
+		       "at it, then remove it)",
 		       path, why, broken);
 	else
 		logmsg("%s: %s, and it cannot be set aside: %s (fix: move it away)", path, why,

@@ -289,7 +289,11 @@ static void test_broken_ledgers_after_restart(void)
 	CHECK_EQ_INT(file_size(junk_l), -1);
 	char broken[200];
 	snprintf(broken, sizeof(broken), "%s.broken", junk_l);
-	CHECK_EQ_INT(file_size(broken), (long long)LEDGER_SIZE); /* set aside, not reaped */
+	/* Set aside, not reaped, and cut to its header and fork area: a
+	 * client may have filled the rest (130 MB of the state directory a
+	 * ledger; the session's review filled a tmpfs so with a tenant's
+	 * broken ledgers, and no domain could place a page). */
+	CHECK_EQ_INT(file_size(broken), (long long)LEDGER_OFF_STAGING);
 	CHECK(daemon_logged(&D, broken));
 	path_of(path, sizeof(path), broken);
 	unlink(path);
