@@ -478,18 +478,26 @@ void state_log_stop(const struct state *s)
 }
 
 /* The domains process pid is in (HELLO), other than `except`. */
+/* Whether process pid holds a ledger in domain d: connected to it, or gone
+ * from its connection while it still maps the pool (its ledger kept,
+ * state_client_remove), which holds the domain open as much. */
+static bool holds_ledger(const struct state *s, const struct dom *d, pid_t pid)
+{
+	char path[512];
+	for (int k = 0; k < s->nclients; k++)
+		if (s->clients[k].pid == pid && s->clients[k].d == d)
+			return true;
+	state_ledger_path(s, path, sizeof(path), d->name, pid);
+	return access(path, F_OK) == 0;
+}
+
 int state_domains_of(const struct state *s, pid_t pid, const char *except)
 {
 	int n = 0;
 	for (int i = 0; i < s->lim.domains; i++) {
 		const struct dom *d = &s->doms[i];
-		if (!d->sp || (except && !strcmp(d->name, except)))
-			continue;
-		for (int k = 0; k < s->nclients; k++)
-			if (s->clients[k].pid == pid && s->clients[k].d == d) {
-				n++;
-				break;
-			}
+		if (d->sp && !(except && !strcmp(d->name, except)))
+			n += holds_ledger(s, d, pid);
 	}
 	return n;
 }
@@ -1205,19 +1213,45 @@ int state_connections_of_user(const struct state *s, uid_t uid)
 	return n;
 }
 
+/* The effective uid of process pid (what SO_PEERCRED gave), -1 if gone. */
+static long long pid_euid(pid_t pid)
+{
+	char path[64], text[2048];
+	unsigned long ruid, euid;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (procfs_read(path, text, sizeof(text)) < 0)
+		return -1;
+	const char *v = procfs_find_key(text, "Uid");
+	return v && sscanf(v, "%lu %lu", &ruid, &euid) == 2 ? (long long)euid : -1;
+}
+
 int state_domains_of_user(const struct state *s, uid_t uid, const char *except)
 {
 	int n = 0;
-	for (int i = 0; i < s->lim.domains; i++) {
-		const struct dom *d = &s->doms[i];
-		if (!d->sp || (except && !strcmp(d->name, except)))
+	bool *in = calloc((size_t)s->lim.domains, sizeof(*in));
+	if (!in)
+		return s->lim.domains; /* no memory to count: as if full */
+	for (int k = 0; k < s->nclients; k++)
+		if (s->clients[k].uid == uid && s->clients[k].d)
+			in[s->clients[k].d - s->doms] = true;
+	/* And the ledgers its processes keep without a connection. */
+	DIR *dir = opendir(s->dir);
+	for (struct dirent *e; dir && (e = readdir(dir));) {
+		char name[72];
+		pid_t pid;
+		bool forked;
+		if (!state_ledger_name_parse(e->d_name, name, &pid, &forked) || forked)
 			continue;
-		for (int k = 0; k < s->nclients; k++)
-			if (s->clients[k].uid == uid && s->clients[k].d == d) {
-				n++;
-				break;
-			}
+		for (int i = 0; i < s->lim.domains; i++)
+			if (!in[i] && s->doms[i].sp && !strcmp(s->doms[i].name, name) &&
+			    pid_euid(pid) == (long long)uid)
+				in[i] = true;
 	}
+	if (dir)
+		closedir(dir);
+	for (int i = 0; i < s->lim.domains; i++)
+		n += in[i] && !(except && !strcmp(s->doms[i].name, except));
+	free(in);
 	return n;
 }
 

@@ -223,6 +223,32 @@ static void test_domain_table_full(void)
 	close(fd[2]);
 }
 
+/* HELLO domain, keeping a page of the pool mapped, as a client does:
+ * the reply's errno; the connection in *fd. */
+static int hello_map_pool(int *fd, const char *domain)
+{
+	char req[128], reply[256], cbuf[CMSG_SPACE(sizeof(int) * 4)];
+	*fd = raw_dial(&D, false);
+	REQUIRE(*fd >= 0);
+	snprintf(req, sizeof(req), "HELLO %s %d", domain, SHARED_LAYOUT);
+	REQUIRE(send(*fd, req, strlen(req), MSG_NOSIGNAL) > 0);
+	struct iovec iov = {.iov_base = reply, .iov_len = sizeof(reply) - 1};
+	struct msghdr m = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	ssize_t n = recvmsg(*fd, &m, MSG_CMSG_CLOEXEC);
+	REQUIRE(n > 0);
+	reply[n] = 0;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	if (c && c->cmsg_type == SCM_RIGHTS) {
+		int fds[4];
+		memcpy(fds, CMSG_DATA(c), sizeof(fds));
+		REQUIRE(mmap(NULL, 4096, PROT_READ, MAP_SHARED, fds[1], 0) != MAP_FAILED);
+		for (int i = 0; i < 4; i++)
+			close(fds[i]);
+	}
+	return reply_errno(reply);
+}
+
 /* A tenant's share: with one tenant, half of --max-connections 12 and of
  * --max-domains 4.  Before, nobody's processes took all 12 connections
  * (root's requests then waited for its idle ones to be closed) and every
@@ -246,9 +272,16 @@ static void test_tenant_share(void)
 			_exit(126);
 		int fd[3], fds[12], n;
 		char reply[512];
-		CHECK_EQ_INT(hello(&fd[0], "t1"), 0);
+		CHECK_EQ_INT(hello_map_pool(&fd[0], "t1"), 0);
 		CHECK_EQ_INT(hello(&fd[1], "t2"), 0);
 		CHECK_EQ_INT(hello(&fd[2], "t3"), EMFILE);
+		/* Its connection to t1 closed, the pool still mapped: the
+		 * daemon keeps its ledger, and t1 still counts (the review
+		 * filled the domain table so, past both limits). */
+		close(fd[0]);
+		for (int i = 0; i < 200 && !daemon_logged(&D, "still maps the pool"); i++)
+			usleep(10000);
+		CHECK_EQ_INT(hello(&fd[0], "t4"), EMFILE);
 		/* Three connections held: three more, then refusals. */
 		n = flood(fds, 12);
 		int got = raw_recv(fds[n - 1], reply, sizeof(reply));
