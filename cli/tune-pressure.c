@@ -19,20 +19,35 @@
  *    mergeable processes when it grows by more than 2% (a guest arrives or
  *    grows before ksmd has seen its pages); SIGUSR1 marks too (libvirt's
  *    hook sends it when a guest starts).  Converging: a change since the
- *    mark.  Converged: two full scans (full_scans) since the mark without
- *    one, i.e. every page was visited twice, which is what merging needs.
+ *    mark.  Converged: what merging needs has been scanned since, without
+ *    a change.  A page merges at a visit whose checksum equals the last
+ *    one's: against the stable tree, or against a page the cursor passed
+ *    earlier in the same full scan (the unstable tree lasts one full
+ *    scan).  So new pages (a guest, pages tracked) need a whole full
+ *    scan in which every page had been seen before: two full scans
+ *    (full_scans) since they came.  A change of the pages saved alone
+ *    (merging under way, pages written or freed) needs every page looked
+ *    at once more with nothing merging: a full scan's worth (the pages
+ *    tracked) of pages_scanned (6.6+) since the mark, up to a full scan
+ *    sooner than two full scans; what could still merge in the scan after
+ *    is a page written just before its visit, which idle's budget merges.
+ *    Without pages_scanned (before 6.6), and always as well, two full
+ *    scans since the mark.
  *    While converging it decides every second, not every interval: at the
  *    budget a full scan takes seconds, and the full scans ksmd makes after
  *    converging and before the next decision merge nothing (measured in
  *    BENCHMARKS.md, "Tuning": with the interval's 10 s, 39 full scans
- *    where the static settings made 29).
+ *    where the static settings made 29).  Idle, the daemon reads
+ *    AnonPages every second between decisions (tune.c) and decides at
+ *    once when it grew by more than the mergeable memory's 2% (64 MiB at
+ *    least): a guest arriving then waited up to the interval.
  *
  * 3. How fast?  Converging: ksmd gets --max-cpu percent of a CPU, or
  *    less where a full scan of the mergeable memory every SCAN_PERIOD_S
  *    needs less: merging costs full scans, not time, and a full scan
  *    that spans several decisions shows where its changes were, so that
- *    converging ends one full scan after the last change instead of two
- *    (at 30%, 3 GiB of guests took 4-5 full scans per arrival); idle,
+ *    the last change is seen near where it happened (at 30%, 3 GiB of
+ *    guests took 4-5 full scans per arrival); idle,
  *    --idle-cpu, enough for ksmd to notice new pages and re-merge pages
  *    written meanwhile, at near-zero cost (its pages_to_scan rewritten
  *    only when the budget's is more than twice or less than half of it).  The cost of a page
@@ -118,6 +133,19 @@ static long long paced_pages(const struct tune_reading *r)
 	return pages < MIN_PAGES ? MIN_PAGES : pages;
 }
 
+/* Growth of memory that counts as something new to merge, over base_kb
+ * of mergeable memory: 2% of it, and MERGEABLE_MIN_KB at least. */
+static long long growth_kb(long long base_kb)
+{
+	return base_kb / 50 > MERGEABLE_MIN_KB ? base_kb / 50 : MERGEABLE_MIN_KB;
+}
+
+bool pressure_wake(const struct pressure_state *s, long long base_kb, long long anon_kb)
+{
+	return s->phase == PHASE_IDLE && base_kb >= 0 && anon_kb >= 0 &&
+	       anon_kb - base_kb > growth_kb(s->mark_mergeable > 0 ? s->mark_mergeable : 0);
+}
+
 /* More than 1% (and 256 pages) away from the mark. */
 static bool moved(long long now, long long mark)
 {
@@ -164,9 +192,14 @@ static bool needed(const struct pressure_conf *c, struct pressure_state *s,
 	return s->needed = false;
 }
 
-static void mark(struct pressure_state *s, const struct tune_reading *r)
+/* A change: converging starts again from here.  new_pages: the change
+ * brought pages ksmd has not visited twice (a guest, pages tracked). */
+static void mark(struct pressure_state *s, const struct tune_reading *r, bool new_pages)
 {
 	s->mark_scans = r->full_scans;
+	s->mark_scanned = r->scanned;
+	if (new_pages)
+		s->new_scans = r->full_scans;
 	s->mark_saved = saved_pages(r);
 	s->mark_items = tracked_pages(r);
 	s->mark_mergeable = r->mergeable_kb;
@@ -208,13 +241,22 @@ static double cpu_pct(const struct pressure_state *s, const struct tune_reading 
 void pressure_decide(const struct pressure_conf *c, struct pressure_state *s,
 		     const struct tune_reading *r, struct tune_decision *d)
 {
-	char need[160], what[160] = "";
+	char need[160], what[256] = "";
 	double cost, cpu = cpu_pct(s, r);
 	bool use_advisor, paced = false;
+	long long full = tracked_pages(r), scans = r->full_scans - s->mark_scans, scanned = -1;
+	/* What counts as new pages, whichever change the log names first. */
+	bool grew = full > s->mark_items && moved(full, s->mark_items);
+	bool arrived = r->mergeable_kb >= 0 && s->mark_mergeable >= 0 &&
+		       r->mergeable_kb - s->mark_mergeable > growth_kb(s->mark_mergeable);
+	long long woken_kb = s->woken_kb;
 
 	memset(&d->set, 0xff, sizeof(d->set)); /* every knob -1: left alone */
+	s->woken_kb = 0;
 	learn_cost(s, r);
 	cost = s->cost > 0 ? s->cost : DEFAULT_COST;
+	if (r->scanned >= 0 && s->mark_scanned >= 0 && r->scanned >= s->mark_scanned)
+		scanned = r->scanned - s->mark_scanned;
 	if (!needed(c, s, r, need, sizeof(need))) {
 		s->phase = PHASE_STOPPED;
 		d->set.run = 0;
@@ -227,35 +269,49 @@ void pressure_decide(const struct pressure_conf *c, struct pressure_state *s,
 			 s->kick		     ? "SIGUSR1: something new to merge"
 			 : s->phase == PHASE_STOPPED ? "merging starts"
 						     : "the counters were reset");
-		mark(s, r);
+		mark(s, r, true);
 		s->phase = PHASE_CONVERGING;
 		s->kick = false;
 	} else if (moved(saved_pages(r), s->mark_saved)) {
 		snprintf(what, sizeof(what), "pages saved changed: %lld -> %lld", s->mark_saved,
 			 saved_pages(r));
-		mark(s, r);
+		mark(s, r, grew || arrived);
 		s->phase = PHASE_CONVERGING;
-	} else if (tracked_pages(r) > s->mark_items && moved(tracked_pages(r), s->mark_items)) {
+	} else if (grew) {
 		snprintf(what, sizeof(what), "new pages tracked: %lld -> %lld", s->mark_items,
-			 tracked_pages(r));
-		mark(s, r);
+			 full);
+		mark(s, r, true);
 		s->phase = PHASE_CONVERGING;
-	} else if (r->mergeable_kb >= 0 && s->mark_mergeable >= 0 &&
-		   r->mergeable_kb - s->mark_mergeable > (s->mark_mergeable / 50 > MERGEABLE_MIN_KB
-							      ? s->mark_mergeable / 50
-							      : MERGEABLE_MIN_KB)) {
+	} else if (arrived) {
 		snprintf(what, sizeof(what), "mergeable processes grew: %lld -> %lld kB",
 			 s->mark_mergeable, r->mergeable_kb);
-		mark(s, r);
+		mark(s, r, true);
 		s->phase = PHASE_CONVERGING;
-	} else if (r->full_scans - s->mark_scans >= 2) {
+	} else if (scans >= 2) {
 		snprintf(what, sizeof(what), "converged: pages saved steady over %lld full scans",
-			 r->full_scans - s->mark_scans);
+			 scans);
 		s->phase = PHASE_IDLE;
+	} else if (scanned >= full && full > 0 && r->full_scans - s->new_scans >= 2) {
+		snprintf(what, sizeof(what),
+			 "converged: pages saved steady over %lld pages scanned (a full scan's "
+			 "worth: %lld), new pages %lld full scans old",
+			 scanned, full, r->full_scans - s->new_scans);
+		s->phase = PHASE_IDLE;
+	} else if (scanned >= 0 && full > 0) {
+		snprintf(what, sizeof(what),
+			 "%s: %lld of 2 full scans without change, or %lld of %lld pages scanned "
+			 "(a full scan's worth) with new pages 2 full scans old (%lld)",
+			 s->phase == PHASE_IDLE ? "idle" : "converging", scans, scanned, full,
+			 r->full_scans - s->new_scans);
 	} else {
 		snprintf(what, sizeof(what), "%s: %lld of 2 full scans without change",
-			 s->phase == PHASE_IDLE ? "idle" : "converging",
-			 r->full_scans - s->mark_scans);
+			 s->phase == PHASE_IDLE ? "idle" : "converging", scans);
+	}
+	if (woken_kb > 0) {
+		size_t o = strlen(what);
+		snprintf(what + o, sizeof(what) - o,
+			 " (decided at once: AnonPages grew %lld kB since the last decision)",
+			 woken_kb);
 	}
 	if (r->mergeable_kb >= 0 && (s->mark_mergeable < 0 || r->mergeable_kb < s->mark_mergeable))
 		s->mark_mergeable = r->mergeable_kb;

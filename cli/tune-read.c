@@ -6,6 +6,8 @@
  * guest), the scanner's CPU time, and the knobs and counters through the
  * back-end.  Every path comes from the global roots, so a recorded tree
  * is read as the machine it was recorded on; its clock is PROC/uptime.
+ * Between decisions, while idle, the daemon reads AnonPages alone
+ * (tune_read_anon(): one file, no walk of PROC) every second.
  *
  * The scanner is ksmd for the kernel; for samepaged (--user) it is the
  * "samepage-ksmd" thread of every client, whose CPU times are summed.
@@ -58,6 +60,7 @@ static int read_memory(struct tune_reading *r)
 	r->buffers_kb = meminfo_field(text, "Buffers");
 	r->cached_kb = meminfo_field(text, "Cached");
 	r->mem_available_kb = meminfo_field(text, "MemAvailable");
+	r->anon_kb = meminfo_field(text, "AnonPages");
 	if (r->mem_total_kb <= 0)
 		return -EINVAL;
 	/* Before 3.14 there is no MemAvailable: ksmtuned's free is the nearest. */
@@ -186,6 +189,14 @@ int tune_read(struct tune_reading *r)
 		return -ENOENT;
 	read_processes(r);
 	return 0;
+}
+
+long long tune_read_anon(void)
+{
+	char path[PATH_MAX], text[8192];
+
+	snprintf(path, sizeof(path), "%s/meminfo", opt.proc_root);
+	return procfs_read(path, text, sizeof(text)) ? -1 : meminfo_field(text, "AnonPages");
 }
 
 int tune_ksmtuned_pid(void)

@@ -5,7 +5,8 @@
  * kernel's KSM, or of samepaged with --user.
  *
  * Every interval, or at once on SIGUSR1 (libvirt's hook and ksmtuned's
- * `retune`), it takes a reading (tune-read.c), lets the policy decide
+ * `retune`) or, idle under the pressure policy, when AnonPages grows (one
+ * file read a second), it takes a reading (tune-read.c), lets the policy decide
  * (tune-pressure.c, the default; tune-ksmtuned.c, ksmtuned's algorithm),
  * writes the knobs that differ, in the kernel's order, and logs one line:
  * what it read, what it set and why (the daemon: only a decision that
@@ -104,6 +105,7 @@ struct tuner {
 	int decisions;
 	bool unreadable; /* the last reading failed: said once, until one works */
 	double next;	 /* seconds to the next decision */
+	long long anon;	 /* AnonPages at the last decision, the lowest since; -1 unknown */
 };
 
 /* ---- writing ---- */
@@ -292,6 +294,8 @@ static const struct {
     F(ps, needed, BOOL),
     F(ps, phase, INT),
     F(ps, mark_scans, LL),
+    F(ps, mark_scanned, LL),
+    F(ps, new_scans, LL),
     F(ps, mark_saved, LL),
     F(ps, mark_items, LL),
     F(ps, mark_mergeable, LL),
@@ -483,6 +487,7 @@ static int decide(struct tuner *t)
 	    strcmp(d.state, t->state))
 		log_decision(t, &r, &d, changes, err, failed);
 	t->state = d.state;
+	t->anon = r.anon_kb;
 	t->next = d.next_s > 0 && d.next_s < t->interval ? d.next_s : t->interval;
 	t->usr1 = false;
 	t->decisions++;
@@ -659,9 +664,50 @@ static int wait_signal(const sigset_t *set, double seconds)
 	return sig < 0 ? 0 : sig;
 }
 
+/* Seconds of CLOCK_MONOTONIC. */
+static double monotonic_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits for the next decision: t->next seconds, or less for a signal of
+ * set (returned; 0 otherwise).  Idle, the pressure policy decides only
+ * every interval, so that a guest arriving then waited up to 10 s for
+ * ksmd's converging budget (BENCHMARKS.md, "Tuning"); instead AnonPages
+ * is read every IDLE_CHECK_S, one file and no walk of PROC, and growth
+ * beyond what the policy counts as new (pressure_wake()) decides now. */
+#define IDLE_CHECK_S 1.0
+static int wait_next(struct tuner *t, const sigset_t *set)
+{
+	double end = monotonic_s() + t->next, left;
+	long long anon;
+	int sig;
+
+	if (t->ksmtuned || t->ps.phase != PHASE_IDLE || t->anon < 0)
+		return wait_signal(set, t->next);
+	while ((left = end - monotonic_s()) > 0) {
+		if ((sig = wait_signal(set, left < IDLE_CHECK_S ? left : IDLE_CHECK_S)))
+			return sig;
+		if ((anon = tune_read_anon()) < 0)
+			continue;
+		if (pressure_wake(&t->ps, t->anon, anon)) {
+			t->ps.woken_kb = anon - t->anon;
+			return 0;
+		}
+		/* The lowest since the decision: a guest that leaves and another
+		 * that comes is something new. */
+		if (anon < t->anon)
+			t->anon = anon;
+	}
+	return 0;
+}
+
 int cmd_tune(int argc, char **argv)
 {
-	struct tuner t = {.interval = -1};
+	struct tuner t = {.interval = -1, .anon = -1, .ps.mark_scanned = -1};
 	const char *config = NULL;
 	bool pressure_opt = false;
 	sigset_t set;
@@ -718,7 +764,7 @@ int cmd_tune(int argc, char **argv)
 			t.ps.kick = t.usr1 = true;
 		if ((ret = decide(&t)) || t.once)
 			break;
-		sig = wait_signal(&set, t.next);
+		sig = wait_next(&t, &set);
 	}
 	if (t.restore && !t.dry)
 		restore_found(&t);

@@ -23,6 +23,7 @@
 struct tune_reading {
 	double t; /* seconds since boot: PROC/uptime, so that a recorded tree has a clock */
 	long long mem_total_kb, mem_free_kb, buffers_kb, cached_kb, mem_available_kb;
+	long long anon_kb;	/* AnonPages: what the idle check between decisions watches */
 	double psi_some10;	/* PROC/pressure/memory "some avg10", percent; NAN without PSI */
 	long long committed_kb; /* ksmtuned's: VmRSS of the processes named like QEMU */
 	long long mergeable_kb; /* VmRSS of the processes with mergeable memory */
@@ -46,7 +47,7 @@ struct tune_decision {
 	const char *state; /* "stopped", "converging", "idle"; ksmtuned's "boost", "decay" */
 	double next_s;	   /* decide again within this many seconds; 0: at the interval */
 	char read[320];	   /* what it read, for the log line */
-	char why[512];	   /* the reasons */
+	char why[768];	   /* the reasons */
 };
 
 /* ---- ksmtuned's algorithm (tune-ksmtuned.c) ---- */
@@ -98,16 +99,23 @@ struct pressure_state {
 	bool needed; /* merging was needed at the last decision */
 	enum pressure_phase phase;
 	long long mark_scans;	  /* full_scans when the savings last changed */
+	long long mark_scanned;	  /* pages_scanned then, -1 unknown */
 	long long mark_saved;	  /* pages saved then */
 	long long mark_items;	  /* pages tracked then */
 	long long mark_mergeable; /* mergeable processes' kB, the lowest since */
+	long long new_scans;	  /* full_scans when new pages last came */
 	double cost;		  /* ksmd CPU seconds per page scanned, 0 unknown */
 	bool kick;		  /* SIGUSR1: something new arrived */
+	long long woken_kb;	  /* AnonPages growth that asked for this decision, 0 none */
 };
 
 void pressure_defaults(struct pressure_conf *c);
 void pressure_decide(const struct pressure_conf *c, struct pressure_state *s,
 		     const struct tune_reading *r, struct tune_decision *d);
+/* Between decisions while idle: does AnonPages at anon_kb, against base_kb
+ * (its lowest since the last decision), say that something new may have
+ * arrived, so that the next decision should come now? */
+bool pressure_wake(const struct pressure_state *s, long long base_kb, long long anon_kb);
 /* The pages_to_scan that gives ksmd cpu_pct percent of a CPU with
  * sleep_ms between batches, at cost seconds per page. */
 long long pressure_pages_for(double cpu_pct, long long sleep_ms, double cost);
@@ -126,5 +134,7 @@ int tune_ksmtuned_pid(void);
 int tune_daemon_pid(void);
 /* Takes a reading through opt's back-end and roots: 0 or -errno. */
 int tune_read(struct tune_reading *r);
+/* AnonPages of PROC/meminfo in kB (one file read), or -1. */
+long long tune_read_anon(void);
 
 #endif

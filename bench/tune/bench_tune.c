@@ -39,7 +39,8 @@
  * below 20% of MemTotal, where both tuners' defaults want merging
  * (t_need), ksmd's CPU seconds over the run, the plentiful phase, the
  * pressure phase and the last 60 s, and ksmd's CPU since boot when the
- * configuration started (the advisor counts it, see ksmctl(1), TUNE).
+ * configuration started (the advisor counts it, see ksmctl(1), TUNE), and
+ * the tuner's own CPU seconds over the run (nan for knobs written once).
  */
 #include "harness.h"
 #include "kernel-ksm.h"
@@ -235,6 +236,17 @@ static double ksmd_cpu_s(void)
 	return (double)(st.utime + st.stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* CPU seconds (utime + stime) of process pid, or NAN. */
+static double process_cpu_s(pid_t pid)
+{
+	char path[64];
+	struct procfs_stat st;
+
+	if (pid <= 0 || procfs_stat(procfs_path(path, sizeof(path), "/proc", pid, "stat"), &st))
+		return NAN;
+	return (double)(st.utime + st.stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static void write_knob(const char *assignment)
 {
 	char name[64];
@@ -275,6 +287,7 @@ struct summary {
 	double t_static;    /* first time saved >= 95% of static's final, NAN never */
 	double t_need;	    /* first time MemAvailable < 20% of MemTotal, NAN never */
 	double ksmd_before; /* ksmd's CPU seconds since boot at the start */
+	double tuner_cpu;   /* the tuner's own CPU seconds over the run, NAN without one */
 	struct sample *s;   /* every second */
 	int n;
 };
@@ -382,6 +395,7 @@ static void run_config(const struct params *p, const struct config *c, struct su
 		fflush(series);
 		n++;
 	}
+	r->tuner_cpu = process_cpu_s(tune); /* before it ends: its own, not its children's */
 	stop_child(tune, SIGTERM);
 	stop_child(ball, SIGKILL);
 	for (int i = 0; i < ng; i++)
@@ -473,12 +487,14 @@ int main(int argc, char **argv)
 		"%.0f%%); %d s\n",
 		p.guests, p.mib, p.arrive, p.pressure_at, p.available, p.duration);
 	fprintf(sum, "config\tsaved_end_mib\tsaved_at_pressure_mib\tt95_s\tt_static_s\tt_need_s\t"
-		     "cpu_total_s\tcpu_plenty_s\tcpu_pressure_s\tcpu_last60_s\tksmd_before_s\n");
+		     "cpu_total_s\tcpu_plenty_s\tcpu_pressure_s\tcpu_last60_s\tksmd_before_s\t"
+		     "tuner_cpu_s\n");
 	for (int i = 0; i < nrun; i++)
-		fprintf(sum, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\n",
+		fprintf(sum,
+			"%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.2f\n",
 			run[i]->name, r[i].saved_end_mib, r[i].saved_at_pressure_mib, r[i].t95,
 			r[i].t_static, r[i].t_need, r[i].cpu_total, r[i].cpu_plenty,
-			r[i].cpu_pressure, r[i].cpu_last60, r[i].ksmd_before);
+			r[i].cpu_pressure, r[i].cpu_last60, r[i].ksmd_before, r[i].tuner_cpu);
 	fclose(sum);
 	snprintf(path, sizeof(path), "cat '%s/summary.tsv'", p.out);
 	return system(path) == 0 ? 0 : 1;

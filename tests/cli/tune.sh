@@ -11,12 +11,16 @@
 #            defaults and a config file; its QEMU process match
 #  pressure  the default policy: stopped while memory is plentiful, the
 #            CPU budget while converging, idle after two full scans without
-#            change, back to converging on new pages or a new guest; PSI;
-#            hysteresis; --always; --advisor; a 4.19 tree (no advisor, no
-#            pages_scanned); the pages_to_scan of a budget computed here
+#            change, or (pages_scanned, 6.6+) a full scan's worth of pages
+#            scanned after a change of the pages saved alone, but two full
+#            scans after new pages; back to converging on new pages or a new
+#            guest; PSI; hysteresis; --always; --advisor; a 4.19 tree (no
+#            advisor, no pages_scanned: two full scans); the pages_to_scan of
+#            a budget computed here
 #  signals   the daemon: SIGUSR1 decides at once (ksmtuned's first decision
-#            waits for its interval otherwise), SIGTERM ends it, --restore
-#            puts back the knobs it found
+#            waits for its interval otherwise), so does AnonPages growing
+#            while idle, SIGTERM ends it, --restore puts back the knobs it
+#            found
 #  config    bad ksmtuned.conf lines and bad options: exit 2, FILE:LINE,
 #            input and fix, no knob changed; the forms a real file uses
 #  doctor    doctor notices a running ksmtuned, and says what to do
@@ -59,9 +63,12 @@ setknob() { echo "$2" >"$ksm/$1"; }
 settime() { echo "$1.00 0.00" >"$tree/proc/uptime"; }
 psi() { printf 'some avg10=%s avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n' "$1" \
 	>"$tree/proc/pressure/memory"; }
-setmem() { # setmem TOTAL FREE BUFFERS CACHED AVAILABLE (kB)
-	printf 'MemTotal: %s kB\nMemFree: %s kB\nMemAvailable: %s kB\nBuffers: %s kB\nCached: %s kB\n' \
-		"$1" "$2" "$5" "$3" "$4" >"$tree/proc/meminfo"
+setmem() { # setmem TOTAL FREE BUFFERS CACHED AVAILABLE [ANON] (kB)
+	# Renamed into place: a daemon reading it never sees it half written.
+	printf 'MemTotal: %s kB\nMemFree: %s kB\nMemAvailable: %s kB\nBuffers: %s kB\nCached: %s kB\n%s' \
+		"$1" "$2" "$5" "$3" "$4" "${6:+AnonPages: $6 kB
+}" >"$tree/proc/meminfo.new"
+	mv "$tree/proc/meminfo.new" "$tree/proc/meminfo"
 }
 setcpu() { # setcpu TICKS: ksmd's utime (pid 57, as the trees have it)
 	local f=(57 "(ksmd)" S 2 0 0 0 0 0 0 0 0 0 "$1" 0 0 0 0 0 0 0 500)
@@ -350,6 +357,57 @@ t_pressure() {
 	# One decision, one line: the journal keeps a line as a record.
 	[ "$(wc -l <"$tmp/out")" = 1 ] || fail "--json wrote a decision on $(wc -l <"$tmp/out") lines"
 
+	# Converged by pages_scanned (6.6+), 100000 pages tracked.  After a
+	# change of the pages saved alone, a full scan's worth of pages scanned
+	# is enough (every page looked at once more, and nothing merged), where
+	# two full scans were waited for; after new pages, two full scans
+	# still (a new page merges at its second visit, or in the scan after,
+	# paired with a page the cursor passed before it).
+	mktree linux-6.18
+	addproc 3100 qemu-system-x86 409600
+	setknob advisor_mode "[none] scan-time"
+	setmem $total 1500000 0 0 1500000
+	settime 3000
+	counters 20 1000 100 500 98400 5000000
+	once
+	says "$tmp/out" "merging starts"
+	settime 3001
+	counters 21 31000 3100 500 65400 5210000 # saved, and nothing new tracked
+	once
+	says "$tmp/out" "pages saved changed: 3048 -> 33048" # and 2048 ksm_zero_pages
+	settime 3002
+	counters 22 31000 3100 500 65400 5290000
+	once
+	expect_knobs "80000 pages scanned" pages_to_scan="$(converging_pages 30 2e-6 409600)"
+	says "$tmp/out" "converging: 1 of 2 full scans without change, or 80000 of 100000 pages scanned"
+	# A state file of the version before, without the marks of pages_scanned:
+	# the full scans decide until the next change.
+	grep -v '^ps.mark_scanned \|^ps.new_scans ' "$tmp/state" >"$tmp/oldstate"
+	settime 3003
+	counters 22 31000 3100 500 65400 5320000
+	tune --once --dry-run --state "$tmp/oldstate"
+	says "$tmp/out" "converging: 1 of 2 full scans without change"
+	once
+	expect_knobs "a full scan's worth scanned" run=1 pages_to_scan="$(pages_for 1 100 2e-6)"
+	says "$tmp/out" "tune pressure idle"
+	says "$tmp/out" "converged: pages saved steady over 110000 pages scanned (a full scan's worth: 100000), new pages 2 full scans old"
+	# Pages saved and new pages at once: the log names the first, and the
+	# new pages are waited for, a full scan's worth scanned or not.
+	settime 3004
+	counters 22 41000 4100 30500 54400 5330000 # 130000 tracked
+	once
+	says "$tmp/out" "pages saved changed: 33048 -> 43048"
+	settime 3005
+	counters 23 41000 4100 30500 54400 5480000
+	once
+	expect_knobs "new pages, one full scan" pages_to_scan="$(converging_pages 30 2e-6 520000)" # tracked, above VmRSS
+	says "$tmp/out" "converging: 1 of 2 full scans without change, or 150000 of 130000 pages scanned (a full scan's worth) with new pages 2 full scans old (1)"
+	settime 3006
+	counters 24 41000 4100 30500 54400 5600000
+	once
+	expect_knobs "new pages, two full scans" pages_to_scan="$(pages_for 1 100 2e-6)"
+	says "$tmp/out" "converged: pages saved steady over 2 full scans"
+
 	# 4.19: no advisor, no pages_scanned, no ksm_stat.  The cost comes from
 	# the CPU share the knobs gave: f = P*cost / (S + P*cost).
 	mktree linux-4.19
@@ -366,6 +424,17 @@ t_pressure() {
 	once --max-cpu 40
 	cost=$(awk -v p="$p" 'BEGIN { f = (3 - 0) / 10; printf "%.17g", f * 100 / 1000 / (p * (1 - f)) }')
 	expect_knobs "4.19, measured" pages_to_scan="$(pages_for 40 100 "$cost")"
+	# Converged after two full scans without change, pages_scanned unknown.
+	settime 1020
+	counters 12 5000 500 500 50
+	once --max-cpu 40
+	expect_knobs "4.19, one full scan" pages_to_scan="$(pages_for 40 100 "$cost")"
+	says "$tmp/out" "converging: 1 of 2 full scans without change;"
+	settime 1030
+	counters 13 5000 500 500 50
+	once --max-cpu 40
+	expect_knobs "4.19, converged" pages_to_scan="$(pages_for 1 100 "$cost")"
+	says "$tmp/out" "converged: pages saved steady over 2 full scans"
 }
 
 # ---- signals ----
@@ -452,6 +521,33 @@ t_signals() {
 	settime 2000
 	for _ in $(seq 600); do grep -q '^ps.prev.t 2000$' "$tmp/cstate" 2>/dev/null && break; sleep 0.1; done
 	grep -q '^ps.prev.t 2000$' "$tmp/cstate" || fail "converging, no decision came before the interval"
+	stop_daemon
+	# Idle, it reads AnonPages every second between decisions: growth beyond
+	# what the policy counts as new (64 MiB here) decides at once, whatever
+	# the interval, and a guest is noticed; less growth waits.
+	mktree linux-6.18
+	setmem 16777216 1000000 0 0 1000000 2000000
+	counters 10 1000 100 500 50 1000000
+	once
+	settime 1010
+	counters 12 1000 100 500 50 1010000
+	once
+	says "$tmp/out" "tune pressure idle"
+	daemon --interval 3600 --state "$tmp/state"
+	decisions 1 || return
+	says "$tmp/d.out" "tune pressure idle"
+	settime 1990
+	setmem 16777216 1000000 0 0 1000000 2030000
+	sleep 3
+	! grep -q '^ps.prev.t 1990$' "$tmp/state" || fail "AnonPages grew by 30000 kB, and a decision came"
+	settime 2000
+	addproc 3102 qemu-system-x86 524288
+	setmem 16777216 1000000 0 0 1000000 2600000
+	for _ in $(seq 600); do grep -q '^ps.prev.t 2000$' "$tmp/state" 2>/dev/null && break; sleep 0.1; done
+	grep -q '^ps.prev.t 2000$' "$tmp/state" || fail "idle, AnonPages grew by 600000 kB, and no decision came"
+	decisions 2 || return
+	says "$tmp/d.out" "mergeable processes grew"
+	says "$tmp/d.out" "(decided at once: AnonPages grew 600000 kB since the last decision)"
 	stop_daemon
 	# Unchanged decisions are not logged; a change of state is.  The state
 	# file tells that a decision has read the new clock.
