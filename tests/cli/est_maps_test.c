@@ -18,15 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);            \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
+#include "../lib/check.h"
 
 /* One line: est_maps_line's answer, and the bounds when it accepts. */
 static void expect(const char *line, int want, uint64_t start, uint64_t end)
@@ -38,7 +30,7 @@ static void expect(const char *line, int want, uint64_t start, uint64_t end)
 		fprintf(stderr, "FAIL: [%s]: %d %llx-%llx, want %d %llx-%llx\n", line, r,
 			(unsigned long long)s, (unsigned long long)e, want,
 			(unsigned long long)start, (unsigned long long)end);
-		failures++;
+		check_failed++;
 	}
 }
 
@@ -124,7 +116,7 @@ static void test_self_maps(void)
 
 	if (!f) {
 		perror("/proc/self/maps");
-		failures++;
+		check_failed++;
 		return;
 	}
 	while (getline(&line, &cap, f) > 0) {
@@ -133,7 +125,7 @@ static void test_self_maps(void)
 		int pos = 0;
 		if (sscanf(line, "%llx-%llx %7s %*x %*x:%*x %*u %n", &s, &e, perms, &pos) < 3) {
 			fprintf(stderr, "FAIL: this test cannot read [%s]\n", line);
-			failures++;
+			check_failed++;
 			continue;
 		}
 		const char *path = line + pos;
@@ -161,14 +153,14 @@ static void test_self_smaps(void)
 
 	if (priv == MAP_FAILED || shared == MAP_FAILED) {
 		perror("mmap");
-		failures++;
+		check_failed++;
 		return;
 	}
 	/* A guard page at each end keeps the kernel from joining the private
 	 * area to a neighbour: [priv + 4096, priv + len - 4096) stays its own. */
 	if (mprotect(priv, 4096, PROT_NONE) || mprotect(priv + len - 4096, 4096, PROT_NONE)) {
 		perror("mprotect");
-		failures++;
+		check_failed++;
 		return;
 	}
 	priv[4096] = shared[0] = 1;
@@ -182,7 +174,7 @@ static void test_self_smaps(void)
 
 		if (!f) {
 			perror("/proc/self/smaps");
-			failures++;
+			check_failed++;
 			break;
 		}
 		while (getline(&line, &cap, f) > 0) {
@@ -258,7 +250,7 @@ static void test_flags(void)
 		if (kept != cases[i].kept) {
 			fprintf(stderr, "FAIL: case %zu: %d areas kept, want %d\n", i, kept,
 				cases[i].kept);
-			failures++;
+			check_failed++;
 		}
 		free(text);
 	}
@@ -270,9 +262,5 @@ int main(void)
 	test_self_maps();
 	test_self_smaps();
 	test_flags();
-	if (failures)
-		fprintf(stderr, "%d checks failed\n", failures);
-	else
-		printf("est_maps: all checks passed\n");
-	return failures ? 1 : 0;
+	return check_report("est_maps");
 }

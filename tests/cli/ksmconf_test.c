@@ -17,15 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);            \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
+#include "../lib/check.h"
 
 static const char *dir;
 
@@ -122,9 +114,5 @@ int main(int argc, char **argv)
 	dir = argv[1];
 	test_refused_keeps_nothing();
 	test_good();
-	if (failures)
-		fprintf(stderr, "%d checks failed\n", failures);
-	else
-		printf("ksmconf: all checks passed\n");
-	return failures ? 1 : 0;
+	return check_report("ksmconf");
 }

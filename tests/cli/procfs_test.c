@@ -16,15 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);            \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
+#include "../lib/check.h"
 
 static const char *dir;
 
@@ -274,9 +266,5 @@ int main(int argc, char **argv)
 	test_memcg_room();
 	test_maps();
 	test_pids();
-	if (failures)
-		fprintf(stderr, "%d checks failed\n", failures);
-	else
-		printf("procfs: all checks passed\n");
-	return failures ? 1 : 0;
+	return check_report("procfs");
 }

@@ -169,6 +169,27 @@ static void test_refusal_reason(const char *bin)
 	waitpid(d, NULL, 0);
 }
 
+/* samepaged (as this process's user) on sock with its state in state and
+ * --allow-user allow (NULL: none); returns once it answers. */
+static pid_t start_daemon(const char *bin, const char *state, const char *allow)
+{
+	char reply[256];
+	pid_t d = fork();
+	REQUIRE(d >= 0);
+	if (d == 0) {
+		if (allow)
+			execl(bin, bin, "--foreground", "--socket", sock, "--state-dir", state,
+			      "--allow-user", allow, (char *)NULL);
+		else
+			execl(bin, bin, "--foreground", "--socket", sock, "--state-dir", state,
+			      (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 5000 && samepage_control(sock, "GET run", reply, sizeof(reply)); i++)
+		usleep(2000);
+	return d;
+}
+
 /* samepaged (root) with --allow-user nobody:vmA,vm-b*: nobody's processes
  * are a tenant's.  Before the option took domains, nobody could join any
  * domain (and so merge with, and time, any other tenant's VMs), list
@@ -183,17 +204,7 @@ static void test_tenant(const char *bin)
 	char state[64], reply[4096];
 	snprintf(state, sizeof(state), "%s/tenantstate", dir);
 	snprintf(sock, sizeof(sock), "%s/tenantsock", dir);
-	pid_t d = fork();
-	REQUIRE(d >= 0);
-	if (d == 0) {
-		execl(bin, bin, "--foreground", "--socket", sock, "--state-dir", state,
-		      "--allow-user", "nobody:vmA,vm-b*", (char *)NULL);
-		_exit(127);
-	}
-	struct stat st;
-	for (int i = 0; i < 5000 && stat(sock, &st); i++)
-		usleep(2000);
-	REQUIRE(stat(sock, &st) == 0);
+	pid_t d = start_daemon(bin, state, "nobody:vmA,vm-b*");
 	setenv("SAMEPAGE_SOCKET", sock, 1);
 	/* Root's process in a domain of its own, which the tenant must not
 	 * see, then root may join one of the tenant's too. */
@@ -267,16 +278,7 @@ static void test_tenant_revoked(const char *bin)
 	char state[64], reply[256];
 	snprintf(state, sizeof(state), "%s/revokedstate", dir);
 	snprintf(sock, sizeof(sock), "%s/revokedsock", dir);
-	const char *tenant[] = {bin,   "--foreground", "--socket",   sock, "--state-dir",
-				state, "--allow-user", "nobody:vmA", NULL};
-	pid_t d = fork();
-	REQUIRE(d >= 0);
-	if (d == 0) {
-		execv(bin, (char *const *)tenant);
-		_exit(127);
-	}
-	for (int i = 0; i < 5000 && samepage_control(sock, "GET run", reply, sizeof(reply)); i++)
-		usleep(2000);
+	pid_t d = start_daemon(bin, state, "nobody:vmA");
 	setenv("SAMEPAGE_SOCKET", sock, 1);
 	int ready[2];
 	REQUIRE(pipe(ready) == 0);
@@ -298,19 +300,8 @@ static void test_tenant_revoked(const char *bin)
 	REQUIRE(read(ready[0], &ch, 1) == 1);
 	kill(d, SIGTERM);
 	waitpid(d, NULL, 0);
-	d = fork();
-	REQUIRE(d >= 0);
-	if (d == 0) {
-		execl(bin, bin, "--foreground", "--socket", sock, "--state-dir", state,
-		      (char *)NULL);
-		_exit(127);
-	}
-	int err = -1;
-	for (int i = 0;
-	     i < 5000 && (err = samepage_control(sock, "GET pages_to_scan", reply, sizeof(reply)));
-	     i++)
-		usleep(2000);
-	CHECK_EQ_INT(err, 0);
+	d = start_daemon(bin, state, NULL);
+	CHECK_EQ_INT(samepage_control(sock, "GET pages_to_scan", reply, sizeof(reply)), 0);
 	CHECK(strstr(reply, "pages_to_scan 100") && !strstr(reply, "12345"));
 	kill(c, SIGKILL);
 	waitpid(c, NULL, 0);

@@ -250,6 +250,26 @@ static void *mm_calls(void *arg)
 	return NULL;
 }
 
+/* Runs mm_calls() in a thread and checks that it ends while the test
+ * holds what `what` says (30 s: a limit only against the hang the test is
+ * about); the thread, to join once that is let go. */
+static pthread_t mm_calls_meanwhile(const char *what)
+{
+	pthread_t t;
+	atomic_store(&mm_calls_done, 0);
+	REQUIRE(pthread_create(&t, NULL, mm_calls, NULL) == 0);
+	for (int i = 0; i < 30000 && !atomic_load(&mm_calls_done); i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	int done = atomic_load(&mm_calls_done);
+	if (!done)
+		fprintf(stderr, "mmap/mprotect/munmap waited 30 s for %s\n", what);
+	CHECK(done);
+	return t;
+}
+
 void test_daemon_peer_stopped_holding_lock(void)
 {
 	daemon_up();
@@ -267,19 +287,7 @@ void test_daemon_peer_stopped_holding_lock(void)
 		usleep(1000); /* until this process's scanner waits for it */
 	}
 	REQUIRE(atomic_load(&dom->lock_waiters) > 0);
-	pthread_t t;
-	REQUIRE(pthread_create(&t, NULL, mm_calls, NULL) == 0);
-	/* A limit only against the hang this test is about. */
-	for (int i = 0; i < 30000 && !atomic_load(&mm_calls_done); i++) {
-		if (i % 100 == 0)
-			check_tick();
-		usleep(1000);
-	}
-	int done = atomic_load(&mm_calls_done);
-	if (!done)
-		fprintf(stderr, "mmap/mprotect/munmap waited 30 s for the domain's lock, which "
-				"another process held\n");
-	CHECK(done);
+	pthread_t t = mm_calls_meanwhile("the domain's lock, which another process held");
 	pthread_mutex_unlock(&dom->lock);
 	pthread_join(t, NULL);
 	munmap(dom, sizeof(*dom));
@@ -475,20 +483,7 @@ void test_daemon_stopped_during_place(void)
 		usleep(1000);
 	}
 	REQUIRE(waiting); /* the scanner waits for PLACE's answer */
-	atomic_store(&mm_calls_done, 0);
-	pthread_t t;
-	REQUIRE(pthread_create(&t, NULL, mm_calls, NULL) == 0);
-	/* A limit only against the hang this test is about. */
-	for (int i = 0; i < 30000 && !atomic_load(&mm_calls_done); i++) {
-		if (i % 100 == 0)
-			check_tick();
-		usleep(1000);
-	}
-	int done = atomic_load(&mm_calls_done);
-	if (!done)
-		fprintf(stderr, "mmap/mprotect/munmap waited 30 s for a PLACE that a stopped "
-				"samepaged did not answer\n");
-	CHECK(done);
+	pthread_t t = mm_calls_meanwhile("a PLACE that a stopped samepaged did not answer");
 	/* Pages of the waiting batch mapped anew meanwhile, with other
 	 * contents: no merge may map the pool over them once it goes on. */
 	REQUIRE(mmap(p, 8 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
