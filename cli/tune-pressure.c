@@ -40,7 +40,9 @@
  *    where the static settings made 29).  Idle, the daemon reads
  *    AnonPages every second between decisions (tune.c) and decides at
  *    once when it grew by more than the mergeable memory's 2% (64 MiB at
- *    least): a guest arriving then waited up to the interval.
+ *    least): a guest arriving then waited up to the interval.  Stopped,
+ *    it reads MemAvailable the same way and decides at once when it falls
+ *    below --available (merging started 5-10 s late in the benchmark).
  *
  * 3. How fast?  Converging: ksmd gets --max-cpu percent of a CPU, or
  *    less where a full scan of the mergeable memory every SCAN_PERIOD_S
@@ -144,6 +146,13 @@ bool pressure_wake(const struct pressure_state *s, long long base_kb, long long 
 {
 	return s->phase == PHASE_IDLE && base_kb >= 0 && anon_kb >= 0 &&
 	       anon_kb - base_kb > growth_kb(s->mark_mergeable > 0 ? s->mark_mergeable : 0);
+}
+
+bool pressure_wake_stopped(const struct pressure_conf *c, const struct pressure_state *s,
+			   long long avail_kb, long long total_kb)
+{
+	return s->phase == PHASE_STOPPED && avail_kb >= 0 && total_kb > 0 &&
+	       100.0 * (double)avail_kb / (double)total_kb < c->available_pct;
 }
 
 /* More than 1% (and 256 pages) away from the mark. */

@@ -7,7 +7,8 @@
  * back-end.  Every path comes from the global roots, so a recorded tree
  * is read as the machine it was recorded on; its clock is PROC/uptime.
  * Between decisions, while idle, the daemon reads AnonPages alone
- * (tune_read_anon(): one file, no walk of PROC) every second.
+ * (tune_read_mem(): one file, no walk of PROC) every second, and
+ * MemAvailable while stopped.
  *
  * The scanner is ksmd for the kernel; for samepaged (--user) it is the
  * "samepage-ksmd" thread of every client, whose CPU times are summed.
@@ -191,12 +192,17 @@ int tune_read(struct tune_reading *r)
 	return 0;
 }
 
-long long tune_read_anon(void)
+void tune_read_mem(long long *anon_kb, long long *avail_kb, long long *total_kb)
 {
 	char path[PATH_MAX], text[8192];
 
+	*anon_kb = *avail_kb = *total_kb = -1;
 	snprintf(path, sizeof(path), "%s/meminfo", opt.proc_root);
-	return procfs_read(path, text, sizeof(text)) ? -1 : meminfo_field(text, "AnonPages");
+	if (procfs_read(path, text, sizeof(text)))
+		return;
+	*anon_kb = meminfo_field(text, "AnonPages");
+	*avail_kb = meminfo_field(text, "MemAvailable");
+	*total_kb = meminfo_field(text, "MemTotal");
 }
 
 int tune_ksmtuned_pid(void)

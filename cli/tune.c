@@ -674,24 +674,30 @@ static double monotonic_s(void)
 }
 
 /* Waits for the next decision: t->next seconds, or less for a signal of
- * set (returned; 0 otherwise).  Idle, the pressure policy decides only
- * every interval, so that a guest arriving then waited up to 10 s for
- * ksmd's converging budget (BENCHMARKS.md, "Tuning"); instead AnonPages
- * is read every IDLE_CHECK_S, one file and no walk of PROC, and growth
- * beyond what the policy counts as new (pressure_wake()) decides now. */
+ * set (returned; 0 otherwise).  Idle or stopped, the pressure policy
+ * decides only every interval, so that a guest arriving then waited up to
+ * 10 s for ksmd's converging budget (BENCHMARKS.md, "Tuning"), and memory
+ * that ran short as long for merging to start; instead /proc/meminfo is
+ * read every IDLE_CHECK_S, one file and no walk of PROC: idle, AnonPages
+ * grown beyond what the policy counts as new (pressure_wake()), stopped,
+ * MemAvailable below --available (pressure_wake_stopped()) decide now. */
 #define IDLE_CHECK_S 1.0
 static int wait_next(struct tuner *t, const sigset_t *set)
 {
 	double end = monotonic_s() + t->next, left;
-	long long anon;
+	long long anon, avail, total;
 	int sig;
 
-	if (t->ksmtuned || t->ps.phase != PHASE_IDLE || t->anon < 0)
+	if (t->ksmtuned || (t->ps.phase == PHASE_IDLE && t->anon < 0) ||
+	    (t->ps.phase != PHASE_IDLE && t->ps.phase != PHASE_STOPPED))
 		return wait_signal(set, t->next);
 	while ((left = end - monotonic_s()) > 0) {
 		if ((sig = wait_signal(set, left < IDLE_CHECK_S ? left : IDLE_CHECK_S)))
 			return sig;
-		if ((anon = tune_read_anon()) < 0)
+		tune_read_mem(&anon, &avail, &total);
+		if (pressure_wake_stopped(&t->pc, &t->ps, avail, total))
+			return 0;
+		if (t->ps.phase != PHASE_IDLE || anon < 0)
 			continue;
 		if (pressure_wake(&t->ps, t->anon, anon)) {
 			t->ps.woken_kb = anon - t->anon;

@@ -116,6 +116,10 @@ void pressure_decide(const struct pressure_conf *c, struct pressure_state *s,
  * (its lowest since the last decision), say that something new may have
  * arrived, so that the next decision should come now? */
 bool pressure_wake(const struct pressure_state *s, long long base_kb, long long anon_kb);
+/* Between decisions while stopped: is MemAvailable (of MemTotal) below
+ * --available, so that merging should start now? */
+bool pressure_wake_stopped(const struct pressure_conf *c, const struct pressure_state *s,
+			   long long avail_kb, long long total_kb);
 /* The pages_to_scan that gives ksmd cpu_pct percent of a CPU with
  * sleep_ms between batches, at cost seconds per page. */
 long long pressure_pages_for(double cpu_pct, long long sleep_ms, double cost);
@@ -134,7 +138,8 @@ int tune_ksmtuned_pid(void);
 int tune_daemon_pid(void);
 /* Takes a reading through opt's back-end and roots: 0 or -errno. */
 int tune_read(struct tune_reading *r);
-/* AnonPages of PROC/meminfo in kB (one file read), or -1. */
-long long tune_read_anon(void);
+/* AnonPages, MemAvailable and MemTotal of PROC/meminfo in kB (one file
+ * read; -1 each if it cannot be read). */
+void tune_read_mem(long long *anon_kb, long long *avail_kb, long long *total_kb);
 
 #endif

@@ -19,7 +19,8 @@
 #            a budget computed here
 #  signals   the daemon: SIGUSR1 decides at once (ksmtuned's first decision
 #            waits for its interval otherwise), so does AnonPages growing
-#            while idle, SIGTERM ends it, --restore puts back the knobs it
+#            while idle and MemAvailable falling below --available while
+#            stopped, SIGTERM ends it, --restore puts back the knobs it
 #            found
 #  config    bad ksmtuned.conf lines and bad options: exit 2, FILE:LINE,
 #            input and fix, no knob changed; the forms a real file uses
@@ -548,6 +549,22 @@ t_signals() {
 	decisions 2 || return
 	says "$tmp/d.out" "mergeable processes grew"
 	says "$tmp/d.out" "(decided at once: AnonPages grew 600000 kB since the last decision)"
+	stop_daemon
+	# Stopped (memory plentiful), it reads MemAvailable every second
+	# between decisions: memory running short starts merging at once,
+	# whatever the interval (it waited for the interval, 5-10 s in the
+	# benchmark's runs).
+	mktree linux-6.18
+	setmem 16777216 14000000 0 0 14000000
+	daemon --interval 3600 --state "$tmp/sstate"
+	decisions 1 || return
+	says "$tmp/d.out" "tune pressure stopped"
+	settime 2000
+	setmem 16777216 1000000 0 0 1000000
+	for _ in $(seq 600); do grep -q '^ps.prev.t 2000$' "$tmp/sstate" 2>/dev/null && break; sleep 0.1; done
+	grep -q '^ps.prev.t 2000$' "$tmp/sstate" || fail "stopped, MemAvailable fell to 6%, and no decision came"
+	decisions 2 || return
+	says "$tmp/d.out" "memory needed: MemAvailable"
 	stop_daemon
 	# Unchanged decisions are not logged; a change of state is.  The state
 	# file tells that a decision has read the new clock.
