@@ -601,12 +601,8 @@ int state_knob_store(struct state *s, int idx, unsigned long long v)
  * files), then the ledgers of the processes that died meanwhile. */
 void state_take_back(struct state *s)
 {
-	/* The knobs of --config are saved too: a start without it takes
-	 * them back from the daemon's own file. */
 	if (!s->config_given)
 		knobs_load(s);
-	else
-		knobs_save(s);
 	bool had_file = s->knobs_taken;
 	DIR *dir = opendir(s->dir);
 	struct dirent *e;
@@ -633,12 +629,12 @@ void state_take_back(struct state *s)
 	}
 	if (dir)
 		closedir(dir);
-	/* The knobs this start runs with (the defaults, or a domain's of a
-	 * directory older than knobs files) saved: a later start takes them
-	 * from the daemon's own file, never from an index a client may have
-	 * written since (a tenant's, even once --allow-user no longer names
-	 * it). */
-	if (!s->config_given && !had_file)
+	/* The knobs this start runs with (--config's, the defaults, or a
+	 * domain's of a directory older than knobs files) saved: a later
+	 * start without --config takes them from the daemon's own file,
+	 * never from an index a client may have written since (a tenant's,
+	 * even once --allow-user no longer names it). */
+	if (s->config_given || !had_file)
 		knobs_save(s);
 	s->knobs_taken = true;
 	state_reap_orphans(s);
