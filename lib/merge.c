@@ -186,7 +186,6 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			err = prim_mmap(&m, (void *)a, e - a, prot, MAP_PRIVATE | MAP_FIXED,
 					sp->pool.fd, (off_t)q[i].pool_off << PAGE_SHIFT);
 			if (!err) {
-				guard_arm(a, e);
 				promise_apply_merged(a, e); /* dont-fork, dont-dump, locked */
 				/* Never a huge page of the pool where a write to shmem
 				 * may allocate one (shmem_enabled always): khugepaged
@@ -197,9 +196,15 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 				dump_merged_pages();
 				/* Map the pool pages now (read faults only), as the
 				 * kernel's KSM leaves its PTEs in place: the pages
-				 * show in the RSS and in pagemap as file pages. */
+				 * show in the RSS and in pagemap as file pages.
+				 * Before the mapping is registered for the windows:
+				 * the kernel does no fault-around in a mapping
+				 * registered with userfaultfd, so that would be a
+				 * fault a page instead of one per 16 (test_merge's
+				 * populate_fault_around). */
 				if (prot & PROT_READ)
 					prim_madvise((void *)a, e - a, MADV_POPULATE_READ);
+				guard_arm(a, e);
 				sp->c.map_count += 2;
 				sp->c.pool_maps++;
 				regions_note_merge(sp);
