@@ -662,6 +662,12 @@ t_config() {
 	bad "KSM_NPAGES_MIN=2000" "KSM_NPAGES_MIN (2000) is above KSM_NPAGES_MAX (1250)" "give KSM_NPAGES_MIN <= KSM_NPAGES_MAX"
 	tune --once --policy ksmtuned --config "$tmp/none.conf"
 	refused "missing --config" "cannot read the ksmtuned config: No such file or directory" "input: $tmp/none.conf"
+	# A --config that cannot be read (a directory: a mistyped path) was
+	# taken for an empty file: ksmtuned's defaults, exit 0.
+	mkdir -p "$tmp/conf.d"
+	tune --once --policy ksmtuned --config "$tmp/conf.d"
+	refused "a directory as --config" "cannot read the ksmtuned config: Is a directory" \
+		"input: $tmp/conf.d" "fix: name ksmtuned's file"
 	# Options.
 	for c in "--policy frob" "--max-cpu 0" "--max-cpu 101" "--available -1" "--interval 0" \
 		"--idle-cpu 40" "--advisor --max-cpu 5" "--config /dev/null" "--policy ksmtuned --max-cpu 20" "--once extra"; do
