@@ -327,6 +327,18 @@ t_pressure() {
 	expect_knobs "PSI" run=1
 	says "$tmp/out" "tasks stall on memory 2.50% >= 1%"
 	psi 0.00
+	# No PSI (a kernel booted without it, as Debian's are) or a line that
+	# gives no percentage: the stalls are unknown, in the log as in
+	# --json (null), never "stalls 0.00%", which says no task stalled.
+	for c in none abc; do
+		if [ $c = none ]; then rm "$tree/proc/pressure/memory"; else psi $c; fi
+		tune --once --dry-run
+		says "$tmp/out" "stalls unknown (no PSI)"
+		! grep -q "stalls 0.00%" "$tmp/out" || fail "PSI $c: $(cat "$tmp/out")"
+		tune --once --dry-run --json
+		json_ok 'd["read"]["psi_memory_some_avg10"] is None'
+	done
+	psi 0.00
 	# --always, with another budget.
 	rm -f "$tmp/state"
 	setknob run 0
