@@ -783,6 +783,18 @@ t_doctor() {
 	setmem 16777216 1000000 0 0 1000000
 	tune --once --dry-run
 	says "$tmp/err" "ksmtuned is running (pid 700)"
+	# Another ksmctl tune daemon on the same tree: a second one (or a
+	# --once from cron) says so at start; two ran silently, each undoing
+	# the other's decisions.  A --dry-run one writes nothing: no word.
+	daemon --interval 3600
+	decisions 1 || return
+	tune --once
+	says "$tmp/err" "another ksmctl tune (pid $dpid) drives the same KSM"
+	tune --once --dry-run
+	grep -q "another ksmctl tune" "$tmp/err" && fail "tune --dry-run warned: $(cat "$tmp/err")"
+	stop_daemon
+	tune --once
+	grep -q "another ksmctl tune" "$tmp/err" && fail "tune warned with no other daemon: $(cat "$tmp/err")"
 }
 
 t_unit() {
