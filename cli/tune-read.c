@@ -262,7 +262,13 @@ int tune_daemon_pid(void)
 		for (; a < end && daemon; a += strlen(a) + 1)
 			daemon = strcmp(a, "--once") && strcmp(a, "--dry-run") &&
 				 strcmp(a, "--help") && strcmp(a, "-h");
-		if (verb && daemon && user == opt.user && (user || same_root(sys, opt.sys_root)))
+		/* A relative root is the daemon's: below its working directory. */
+		char theirs[PATH_MAX + 64];
+		if (sys[0] != '/')
+			snprintf(theirs, sizeof(theirs), "/proc/%d/cwd/%s", pids[i], sys);
+		else
+			snprintf(theirs, sizeof(theirs), "%s", sys);
+		if (verb && daemon && user == opt.user && (user || same_root(theirs, opt.sys_root)))
 			found = pids[i];
 	}
 	if (n > 0)

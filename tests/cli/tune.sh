@@ -795,6 +795,17 @@ t_doctor() {
 	stop_daemon
 	tune --once
 	grep -q "another ksmctl tune" "$tmp/err" && fail "tune warned with no other daemon: $(cat "$tmp/err")"
+	# A daemon started with a relative --sysfs-root in another directory
+	# drives the same tree: its root is below its working directory, not
+	# below the caller's (it was not found).
+	(cd "$tree" && exec "$ksmctl" --sysfs-root sys --proc-root proc tune --interval 3600) \
+		>"$tmp/d.out" 2>"$tmp/d.err" &
+	dpid=$!
+	pids+=("$dpid")
+	decisions 1 || return
+	tune --once
+	says "$tmp/err" "another ksmctl tune (pid $dpid) drives the same KSM"
+	stop_daemon
 }
 
 t_unit() {
