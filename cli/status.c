@@ -812,7 +812,8 @@ int cmd_status(int argc, char **argv)
 			if (fmt == FMT_PROM && (err = report_down(&out)))
 				return output_error(&out, err);
 			last_t = 0;
-			fflush(stdout);
+			if (fflush(stdout) || ferror(stdout))
+				break; /* standard output is lost: main() says so, exit 1 */
 			sleep_seconds(interval);
 			continue;
 		}
@@ -841,7 +842,12 @@ int cmd_status(int argc, char **argv)
 			return output_error(&out, err);
 		if (interval > 0 && fmt == FMT_TEXT)
 			printf("\nEvery %g s; Ctrl-C to quit.\n", interval);
-		fflush(stdout);
+		/* A report that did not reach standard output (a full disk under
+		 * --watch >> FILE): stop, rather than go on for days writing
+		 * nothing, or leave a half line in a stream of JSON Lines;
+		 * main() says why, exit 1. */
+		if (fflush(stdout) || ferror(stdout))
+			break;
 		if (interval > 0 && !stop_watch)
 			sleep_seconds(interval);
 	} while (interval > 0 && !stop_watch);
