@@ -407,6 +407,30 @@ static const char *file_kind(const struct stat *st)
 				       : "not a regular file";
 }
 
+/* The file kept as /etc/ksm.conf (path: where it is read here) must be one
+ * that ksmctl apply accepts: a line it refuses would make the unit fail at
+ * every boot, with install-service's "keep ... (exists)" and the enabling
+ * said as if all were well.  One that cannot be read here is left to the
+ * unit's own run to explain, as for a link's target. */
+static int check_conf_text(const char *path, const char *conf)
+{
+	static struct ksmconf_file parsed;
+	struct ksmconf_error err;
+	char fix[PATH_MAX * 3 + 128];
+	int ret = ksmconf_read(path, &parsed, &err);
+
+	if (ret != -EINVAL && ret != -E2BIG)
+		return 0;
+	snprintf(fix, sizeof(fix),
+		 "correct it (ksmctl apply --check %s says what is wrong), then "
+		 "run install-service again",
+		 path);
+	return ksmctl_fail(KSMCTL_USAGE, err.input, fix,
+			   "install-service: %s is refused by ksmctl apply (%s): the unit's "
+			   "`ksmctl apply %s` would fail at every boot",
+			   conf, err.cause, conf);
+}
+
 /* The unit applies /etc/ksm.conf at every boot: one that is there but no
  * config file it could read (a directory, a symbolic link to nothing) is
  * refused before anything is written, rather than kept as it is (the unit
@@ -423,6 +447,7 @@ static int check_conf(const struct install *in)
 	snprintf(full, sizeof(full), "%s%s", in->root, conf);
 	if (lstat(full, &st))
 		return 0; /* none yet: the sample is written there */
+	struct stat lst = st;
 	if (S_ISLNK(st.st_mode)) {
 		if ((n = readlink(full, target, sizeof(target) - 1)) < 0)
 			return 0;
@@ -448,7 +473,7 @@ static int check_conf(const struct install *in)
 			return 0; /* unreadable here: the unit's own run says why */
 	}
 	if (S_ISREG(st.st_mode))
-		return 0;
+		return check_conf_text(S_ISLNK(lst.st_mode) ? real : full, conf);
 	return ksmctl_fail(KSMCTL_USAGE, full,
 			   "remove or rename it for install-service to write a sample config "
 			   "there, or put a config file in its place (ksmctl apply --sample > "

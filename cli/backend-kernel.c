@@ -159,35 +159,63 @@ void ksm_process_read_cgroup(const char *proc_root, struct ksm_process *p)
 		procfs_escape(raw, p->cgroup, sizeof(p->cgroup));
 }
 
-/* QEMU's "-name guest=NAME,..." or "-name NAME,...": NAME (",," is a
- * comma in QEMU's option syntax).  False if the command line has none, or
- * is not QEMU's (qemu-system-x86_64, qemu-kvm). */
+/* The guest name of one -name argument, parsed as QEMU's QemuOpts do:
+ * items separated by single commas (",," is a comma in a value), the first
+ * one without "=" the implied guest=, or guest=NAME anywhere
+ * ("process=qemu-ci,guest=ci").  False if it names no guest. */
+static bool qemu_guest(const char *v, char *buf, size_t blen)
+{
+	bool found = false;
+
+	for (bool first = true; *v; first = false) {
+		size_t len = strcspn(v, "=,"), o = 0;
+		bool guest = len && v[len] != '=' && first; /* NAME,... */
+
+		if (!guest) {
+			guest = len == 5 && strncmp(v, "guest", 5) == 0 && v[len] == '=';
+			v += len;
+			if (*v == ',') { /* a flag, no value */
+				v++;
+				continue;
+			}
+			v += *v == '=';
+		}
+		for (; *v; v++) {
+			if (*v == ',' && v[1] != ',')
+				break;
+			v += *v == ',';
+			if (guest && o + 1 < blen)
+				buf[o++] = *v;
+		}
+		if (guest)
+			buf[o] = '\0', found = o > 0;
+		v += *v == ',';
+	}
+	return found;
+}
+
+/* QEMU's -name (or --name: QEMU takes every option with two dashes too):
+ * the guest name of the last one that gives one, as QEMU merges repeated
+ * -name options.  False if the command line has none, or is not QEMU's
+ * (qemu-system-x86_64, qemu-kvm). */
 static bool qemu_name(const char *cmd, int len, char *buf, size_t blen)
 {
 	const char *prog = strrchr(cmd, '/') ? strrchr(cmd, '/') + 1 : cmd;
+	bool found = false;
 
 	if (strncmp(prog, "qemu", 4))
 		return false; /* another program's "-name" is not a VM's */
-	for (const char *a = cmd; a < cmd + len; a += strlen(a) + 1) {
+	for (const char *a = cmd + strlen(cmd) + 1; a < cmd + len; a += strlen(a) + 1) {
 		const char *v = a + strlen(a) + 1;
-		size_t o = 0;
+		char one[256];
 
-		if (strcmp(a, "-name") || v >= cmd + len)
+		if ((strcmp(a, "-name") && strcmp(a, "--name")) || v >= cmd + len)
 			continue;
-		if (strncmp(v, "guest=", 6) == 0)
-			v += 6;
-		else if (strchr(v, '=') && strcspn(v, "=") < strcspn(v, ","))
-			continue; /* "-name process=..." only: no guest name */
-		for (; *v && o + 1 < blen; v++) {
-			if (*v == ',' && v[1] != ',')
-				break;
-			buf[o++] = *v;
-			v += *v == ',';
-		}
-		buf[o] = '\0';
-		return o > 0;
+		if (qemu_guest(v, one, sizeof(one)))
+			found = true, snprintf(buf, blen, "%s", one);
+		a = v; /* the value is no option */
 	}
-	return false;
+	return found;
 }
 
 /* The NAME of libvirt's machine scope "machine-qemu\x2d1\x2dNAME.scope"

@@ -348,6 +348,8 @@ static enum severity first_scan(const struct facts *f, struct finding *out)
 	 * (nothing-mergeable says what to do). */
 	if (f->d.rmap_items == 0 && !(f->procs_ok && f->procs.n > 0))
 		return NONE;
+	if (f->advisor != 1 && f->pages_to_scan == 0)
+		return NONE; /* no scan ever ends: scans-nothing says why */
 	SAY(summary, "ksmd has not finished two full scans yet");
 	SAY(evidence, "full_scans = %lld; a page merges on its second visit at the earliest",
 	    f->full_scans);
@@ -423,6 +425,21 @@ static enum severity advisor(const struct facts *f, struct finding *out)
 	SAY(fix, "tune advisor_target_scan_time or advisor_max_cpu; pages_to_scan cannot be set "
 		 "until advisor_mode=none");
 	return INFO;
+}
+
+/* pages_to_scan 0, which the kernel takes: ksmd runs and scans nothing. */
+static enum severity scans_nothing(const struct facts *f, struct finding *out)
+{
+	if (f->advisor == 1 || f->run != 1 || f->pages_to_scan != 0)
+		return NONE;
+	SAY(summary, "ksmd scans nothing: pages_to_scan is 0");
+	SAY(evidence, "run = 1, pages_to_scan = 0: every batch is empty, no full scan ends and "
+		      "no page merges");
+	SAY(fix,
+	    "%s set pages_to_scan=100 (the default), or let %s tune it: %s set "
+	    "advisor_mode=scan-time",
+	    opt.self, opt.user ? "samepaged" : "the kernel", opt.self);
+	return ERROR;
 }
 
 static enum severity slow_scan(const struct facts *f, struct finding *out)
@@ -644,6 +661,7 @@ static const struct {
     {"mostly-volatile", mostly_volatile},
     {"wasted-effort", wasted_effort},
     {"negative-profit", negative_profit},
+    {"scans-nothing", scans_nothing},
     {"slow-scan", slow_scan},
     {"process-loses", process_loses},
     {"map-budget", map_budget},
@@ -675,7 +693,7 @@ static void gather(struct facts *f)
 	f->scanned = knob_or("pages_scanned", 0);
 	f->smart = knob_or("smart_scan", 0);
 	f->advisor = knob_or("advisor_mode", 0);
-	f->pages_to_scan = knob_or("pages_to_scan", 0);
+	f->pages_to_scan = knob_or("pages_to_scan", -1);
 	f->target = knob_or("advisor_target_scan_time", 0);
 	f->max_cpu = knob_or("advisor_max_cpu", 0);
 	f->across_nodes = knob_or("merge_across_nodes", 1);

@@ -897,8 +897,16 @@ int cmd_info(int argc, char **argv)
 				   "info: unexpected argument");
 	if ((err = opt.be->available(opt.be)))
 		return ksm_unavailable(err, "build the kernel with CONFIG_KSM=y");
-	printf("flags %lld, pages_to_scan %lld, sleep_time %lld\n", knob_or("run", 0),
-	       knob_or("pages_to_scan", 0), knob_or("sleep_millisecs", 0));
+	/* A knob that cannot be read is an error, not a 0: "flags 0" would
+	 * tell a script that ksmd is stopped. */
+	static const char *const names[] = {"run", "pages_to_scan", "sleep_millisecs"};
+	long long v[3];
+	for (int i = 0; i < 3; i++)
+		if ((err = knob_number(names[i], &v[i])))
+			return ksmctl_fail(KSMCTL_REFUSED, names[i],
+					   "`ksmctl status` shows every knob and counter",
+					   "info: cannot read %s: %s", names[i], strerror(-err));
+	printf("flags %lld, pages_to_scan %lld, sleep_time %lld\n", v[0], v[1], v[2]);
 	return KSMCTL_OK;
 }
 

@@ -85,14 +85,18 @@ void ksm_derive(struct ksm_derived *d)
 		d->ksmd_cpu_percent = alive > 0 ? 100 * d->ksmd_cpu_seconds / alive : NAN;
 	else
 		d->ksmd_cpu_seconds = d->ksmd_cpu_percent = NAN;
+	/* pages_to_scan 0 (the kernel takes it): ksmd wakes and scans nothing,
+	 * however short its sleep; no full scan ever ends. */
 	if (pts < 0 || sleep_ms < 0)
 		d->scan_rate = NAN;
+	else if (pts == 0)
+		d->scan_rate = 0;
 	else
 		d->scan_rate = sleep_ms ? (double)pts * 1000.0 / (double)sleep_ms : INFINITY;
 	if (knob_or("advisor_mode", 0) == 1)
 		d->full_scan_seconds = (double)knob_or("advisor_target_scan_time", -1);
 	else
-		d->full_scan_seconds = d->scan_pages && isfinite(d->scan_rate)
+		d->full_scan_seconds = d->scan_pages && isfinite(d->scan_rate) && d->scan_rate > 0
 					   ? (double)d->scan_pages / d->scan_rate
 					   : NAN;
 }
@@ -269,7 +273,10 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 		text_line("ksmd CPU", "unknown (no ksmd thread found)");
 	if (!isnan(measured_rate))
 		text_line("scan rate", "%.0f pages/s measured (pages_scanned)", measured_rate);
-	if (isinf(d->scan_rate))
+	bool scans_nothing = knob_or("advisor_mode", 0) != 1 && d->scan_rate == 0;
+	if (scans_nothing)
+		text_line("scan rate", "0 pages/s: pages_to_scan is 0, ksmd scans nothing");
+	else if (isinf(d->scan_rate))
 		text_line("scan rate", "unbounded (sleep_millisecs is 0)");
 	else if (!isnan(d->scan_rate))
 		text_line("scan rate", "%.0f pages/s at most (pages_to_scan %lld every %lld ms)",
@@ -277,6 +284,8 @@ static void print_text(const struct ksm_derived *d, double measured_rate, double
 	if (knob_or("advisor_mode", 0) == 1)
 		text_line("full scan", "%.0f s targeted by the scan-time advisor",
 			  d->full_scan_seconds);
+	else if (scans_nothing)
+		text_line("full scan", "never: pages_to_scan is 0");
 	else if (!d->scan_pages)
 		text_line("full scan", "no pages tracked yet");
 	else if (isnan(d->full_scan_seconds))
@@ -803,7 +812,8 @@ int cmd_status(int argc, char **argv)
 			if (fmt == FMT_PROM && (err = report_down(&out)))
 				return output_error(&out, err);
 			last_t = 0;
-			fflush(stdout);
+			if (fflush(stdout) || ferror(stdout))
+				break; /* standard output is lost: main() says so, exit 1 */
 			sleep_seconds(interval);
 			continue;
 		}
@@ -832,7 +842,12 @@ int cmd_status(int argc, char **argv)
 			return output_error(&out, err);
 		if (interval > 0 && fmt == FMT_TEXT)
 			printf("\nEvery %g s; Ctrl-C to quit.\n", interval);
-		fflush(stdout);
+		/* A report that did not reach standard output (a full disk under
+		 * --watch >> FILE): stop, rather than go on for days writing
+		 * nothing, or leave a half line in a stream of JSON Lines;
+		 * main() says why, exit 1. */
+		if (fflush(stdout) || ferror(stdout))
+			break;
 		if (interval > 0 && !stop_watch)
 			sleep_seconds(interval);
 	} while (interval > 0 && !stop_watch);

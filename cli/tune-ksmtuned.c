@@ -159,7 +159,7 @@ int ksmtuned_conf_read(const char *path, struct ksmtuned_conf *c, struct ksmconf
 	char *line = NULL, shown[600];
 	size_t cap = 0;
 	int lineno = 0, ret = 0, seen[NVARS] = {0};
-	ssize_t got;
+	ssize_t got = 0;
 	FILE *f = fopen(path, "re");
 
 	memset(err, 0, sizeof(*err));
@@ -188,6 +188,22 @@ int ksmtuned_conf_read(const char *path, struct ksmtuned_conf *c, struct ksmconf
 		if ((ret = check_line(text, c, seen, lineno, err)))
 			snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno,
 				 shown);
+	}
+	/* getline's -1 is the end of the file or an error (a directory reads
+	 * as EISDIR): an explicit --config that cannot be read is refused, as
+	 * apply refuses its file, not taken for an empty one (the defaults). */
+	if (!ret && got < 0 && ferror(f)) {
+		ret = errno ? -errno : -EIO;
+		snprintf(err->cause, sizeof(err->cause),
+			 "cannot read the ksmtuned config: %s; none of it is used", strerror(-ret));
+		if (lineno)
+			snprintf(err->input, sizeof(err->input), "%.400s, after line %d", path,
+				 lineno);
+		else
+			snprintf(err->input, sizeof(err->input), "%s", path);
+		snprintf(err->fix, sizeof(err->fix),
+			 "name ksmtuned's file (a regular file), or leave --config out for "
+			 "/etc/ksmtuned.conf");
 	}
 	fclose(f);
 	free(line);

@@ -168,6 +168,17 @@ static double pct(long long part, long long whole)
 	return whole > 0 && part >= 0 ? 100.0 * (double)part / (double)whole : NAN;
 }
 
+/* The stalls read, for a log line: "0.25%", or what it is where PSI is
+ * not there (a kernel without it, or booted with it off, as Debian's are):
+ * never "0.00%", which would say no task stalled. */
+static void stalls_text(const struct tune_reading *r, char *buf, size_t len)
+{
+	if (isnan(r->psi_some10))
+		snprintf(buf, len, "unknown (no PSI)");
+	else
+		snprintf(buf, len, "%.2f%%", r->psi_some10);
+}
+
 /* Memory needed?  Sets why; keeps s->needed with its hysteresis. */
 static bool needed(const struct pressure_conf *c, struct pressure_state *s,
 		   const struct tune_reading *r, char *why, size_t len)
@@ -195,9 +206,11 @@ static bool needed(const struct pressure_conf *c, struct pressure_state *s,
 			 avail, c->available_pct + HYSTERESIS_PCT);
 		return true;
 	}
-	snprintf(why, len, "memory plentiful: MemAvailable %.1f%% >= %g%%, stalls %.2f%% < %g%%",
-		 avail, s->needed ? c->available_pct + HYSTERESIS_PCT : c->available_pct,
-		 isnan(r->psi_some10) ? 0 : r->psi_some10, c->psi_pct);
+	char stalls[64];
+	stalls_text(r, stalls, sizeof(stalls));
+	snprintf(why, len, "memory plentiful: MemAvailable %.1f%% >= %g%%, stalls %s%s%g%%", avail,
+		 s->needed ? c->available_pct + HYSTERESIS_PCT : c->available_pct, stalls,
+		 isnan(r->psi_some10) ? ", not compared with " : " < ", c->psi_pct);
 	return s->needed = false;
 }
 
@@ -365,15 +378,15 @@ void pressure_decide(const struct pressure_conf *c, struct pressure_state *s,
 		 : paced     ? ", paced to a full scan every 3 s"
 			     : "");
 out:;
-	char cpu_text[32] = "not measured yet";
+	char cpu_text[32] = "not measured yet", stalls[64];
 	if (!isnan(cpu))
 		snprintf(cpu_text, sizeof(cpu_text), "%.1f%%", cpu);
+	stalls_text(r, stalls, sizeof(stalls));
 	snprintf(d->read, sizeof(d->read),
-		 "MemAvailable %.1f%%, stalls %.2f%%, ksmd CPU %s, full_scans %lld, saved %lld, "
+		 "MemAvailable %.1f%%, stalls %s, ksmd CPU %s, full_scans %lld, saved %lld, "
 		 "tracked %lld, mergeable %lld kB in %d processes",
-		 pct(r->mem_available_kb, r->mem_total_kb),
-		 isnan(r->psi_some10) ? 0 : r->psi_some10, cpu_text, r->full_scans, saved_pages(r),
-		 tracked_pages(r), r->mergeable_kb, r->mergeable_procs);
+		 pct(r->mem_available_kb, r->mem_total_kb), stalls, cpu_text, r->full_scans,
+		 saved_pages(r), tracked_pages(r), r->mergeable_kb, r->mergeable_procs);
 	/* The next interval runs under the knobs decided now. */
 	s->prev = *r;
 	if (d->set.run >= 0)

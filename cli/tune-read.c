@@ -24,17 +24,21 @@
 #include <string.h>
 #include <unistd.h>
 
-/* "some avg10=1.23 avg60=..." of PROC/pressure/memory, or NAN. */
+/* "some avg10=1.23 avg60=..." of PROC/pressure/memory, or NAN where there
+ * is none (no PSI: Debian's kernels boot with it off) or it is no percentage. */
 static double psi_some10(void)
 {
-	char path[PATH_MAX], text[512];
+	char path[PATH_MAX], text[512], *end;
 	const char *v;
 
 	snprintf(path, sizeof(path), "%s/pressure/memory", opt.proc_root);
 	if (procfs_read(path, text, sizeof(text)) || strncmp(text, "some ", 5) ||
 	    !(v = strstr(text, "avg10=")))
 		return NAN;
-	return strtod(v + 6, NULL);
+	double pct = strtod(v + 6, &end);
+	if (end == v + 6 || (*end && *end != ' ' && *end != '\n') || !(pct >= 0 && pct <= 100))
+		return NAN;
+	return pct;
 }
 
 static long long meminfo_field(const char *text, const char *key)
@@ -258,7 +262,13 @@ int tune_daemon_pid(void)
 		for (; a < end && daemon; a += strlen(a) + 1)
 			daemon = strcmp(a, "--once") && strcmp(a, "--dry-run") &&
 				 strcmp(a, "--help") && strcmp(a, "-h");
-		if (verb && daemon && user == opt.user && (user || same_root(sys, opt.sys_root)))
+		/* A relative root is the daemon's: below its working directory. */
+		char theirs[PATH_MAX + 64];
+		if (sys[0] != '/')
+			snprintf(theirs, sizeof(theirs), "/proc/%d/cwd/%s", pids[i], sys);
+		else
+			snprintf(theirs, sizeof(theirs), "%s", sys);
+		if (verb && daemon && user == opt.user && (user || same_root(theirs, opt.sys_root)))
 			found = pids[i];
 	}
 	if (n > 0)

@@ -745,6 +745,14 @@ int cmd_tune(int argc, char **argv)
 		ksmctl_warn("tune: ksmtuned is running (pid %d) and rewrites the same knobs; "
 			    "stop it: systemctl disable --now ksmtuned.service",
 			    pid);
+	/* Another ksmctl tune daemon on the same KSM (ksm-tune.service, while
+	 * one is started by hand or from cron): each undoes the other's
+	 * decisions.  set and apply say so; so does tune. */
+	if (!t.dry && (pid = tune_daemon_pid()))
+		ksmctl_warn("tune: another ksmctl tune (pid %d) drives the same %s and rewrites "
+			    "the same knobs at its decisions; stop one of them (systemctl stop "
+			    "ksm-tune.service)",
+			    pid, opt.user ? "samepaged" : "KSM");
 	t.pc.has_advisor = knob_present("advisor_mode");
 	if (t.pc.advisor && !t.pc.has_advisor)
 		ksmctl_warn(

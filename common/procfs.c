@@ -147,8 +147,13 @@ int procfs_cmdline(const char *path, char *buf, size_t len)
 	close(fd);
 	if (n < 0)
 		return (int)n;
-	if (got == len && len) /* cut: end the last argument */
+	/* Every argument ends with a NUL inside the bytes returned, for the
+	 * callers' strlen(): a cut line, and one whose last argument has none
+	 * (a process that rewrote its argv, as setproctitle() does). */
+	if (got == len && len)
 		buf[len - 1] = '\0';
+	else if (got && buf[got - 1])
+		buf[got++] = '\0';
 	return (int)got;
 }
 

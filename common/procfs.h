@@ -54,8 +54,9 @@ int procfs_stat(const char *path, struct procfs_stat *st);
 int procfs_comm(const char *path, char *buf, size_t len);
 
 /* A process's command line, PROC/PID/cmdline: its arguments one after the
- * other, each ended by a NUL.  Returns the number of bytes (0 for a kernel
- * thread or a zombie) or -errno; a longer line is cut at len. */
+ * other, each ended by a NUL (one is added after a last argument that has
+ * none, or where a longer line is cut at len).  Returns the number of bytes
+ * (0 for a kernel thread or a zombie) or -errno. */
 int procfs_cmdline(const char *path, char *buf, size_t len);
 
 /* The cgroup v2 path of a PROC/PID/cgroup file (its "0::" line; on a v1

@@ -65,6 +65,18 @@ got=$(offer ksmctl --sysfs-root "$tree/sys" set "")
 [ "$got" = "$want" ] || { echo "FAIL: set <TAB> offers '$got', the tree's tunables are '$want'"; bad=1; }
 [ -e "$tree/sys/kernel/mm/ksm/pages_shared" ] && grep -q pages_shared <<<"$got" &&
 	{ echo "FAIL: set offers the counter pages_shared"; bad=1; }
+# The global options' --NAME=VALUE form, which ksmctl takes: bash splits
+# the word at "=" (NAME, =, VALUE) by default, or keeps it whole.  The
+# split form's value was taken for the verb: nothing was offered.
+for words in "--sysfs-root = $tree/sys" "--sysfs-root=$tree/sys" "--proc-root = /proc --sysfs-root = $tree/sys"; do
+	# shellcheck disable=SC2086 # the words of the command line
+	got=$(offer ksmctl $words set "")
+	[ "$got" = "$want" ] || { echo "FAIL: ksmctl $words set <TAB> offers '$got', the tree's tunables are '$want'"; bad=1; }
+done
+got=$(offer ksmctl --socket = /run/x.sock top --by "")
+[ "$got" = "cgroup domain process vm " ] || { echo "FAIL: --socket = S top --by offers '$got'"; bad=1; }
+got=$(cd "$tree" && offer ksmctl --sysfs-root = "")
+[ "$got" = "boot proc sys " ] || { echo "FAIL: --sysfs-root = <TAB> offers '$got', not directories"; bad=1; }
 got=$(offer ksmctl --user set "")
 [ "$got" = "$(sed 's/$/=/' <<<"$tunables" | sort | tr '\n' ' ')" ] ||
 	{ echo "FAIL: --user set <TAB> offers '$got', not every tunable"; bad=1; }

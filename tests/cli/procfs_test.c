@@ -254,6 +254,33 @@ static void test_pids(void)
 	CHECK(procfs_find_comm(d, "ksmd") == -ENOENT);
 }
 
+/* A command line whose last argument has no NUL (a process that rewrote
+ * its argv, as setproctitle() does, or a recorded tree) still comes back
+ * with every argument ended by a NUL inside the bytes returned: the callers
+ * walk it with strlen() up to the count and would otherwise read what the
+ * buffer held before (another process's cgroup, in top --by vm). */
+static void test_cmdline(void)
+{
+	static const char line[] = "qemu-system-x86_64\0-name\0guest=b";
+	char buf[64], small[8];
+	const char *path = put("cmdline", "");
+	FILE *f = fopen(path, "w");
+	int n;
+
+	CHECK(f && fwrite(line, 1, sizeof(line) - 1, f) == sizeof(line) - 1);
+	if (f)
+		fclose(f);
+	memset(buf, 'X', sizeof(buf));
+	n = procfs_cmdline(path, buf, sizeof(buf));
+	CHECK(n == (int)sizeof(line)); /* the bytes and the NUL that ends the last */
+	CHECK(n > 0 && buf[n - 1] == '\0');
+	CHECK(strcmp(buf + 25, "guest=b") == 0);
+	memset(small, 'X', sizeof(small));
+	n = procfs_cmdline(path, small, sizeof(small)); /* cut: still ended */
+	CHECK(n == (int)sizeof(small) && small[n - 1] == '\0');
+	CHECK(procfs_cmdline(put("cmdline3", ""), buf, sizeof(buf)) == 0); /* kernel thread */
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -266,5 +293,6 @@ int main(int argc, char **argv)
 	test_memcg_room();
 	test_maps();
 	test_pids();
+	test_cmdline();
 	return check_report("procfs");
 }

@@ -327,6 +327,18 @@ t_pressure() {
 	expect_knobs "PSI" run=1
 	says "$tmp/out" "tasks stall on memory 2.50% >= 1%"
 	psi 0.00
+	# No PSI (a kernel booted without it, as Debian's are) or a line that
+	# gives no percentage: the stalls are unknown, in the log as in
+	# --json (null), never "stalls 0.00%", which says no task stalled.
+	for c in none abc; do
+		if [ $c = none ]; then rm "$tree/proc/pressure/memory"; else psi $c; fi
+		tune --once --dry-run
+		says "$tmp/out" "stalls unknown (no PSI)"
+		! grep -q "stalls 0.00%" "$tmp/out" || fail "PSI $c: $(cat "$tmp/out")"
+		tune --once --dry-run --json
+		json_ok 'd["read"]["psi_memory_some_avg10"] is None'
+	done
+	psi 0.00
 	# --always, with another budget.
 	rm -f "$tmp/state"
 	setknob run 0
@@ -662,6 +674,12 @@ t_config() {
 	bad "KSM_NPAGES_MIN=2000" "KSM_NPAGES_MIN (2000) is above KSM_NPAGES_MAX (1250)" "give KSM_NPAGES_MIN <= KSM_NPAGES_MAX"
 	tune --once --policy ksmtuned --config "$tmp/none.conf"
 	refused "missing --config" "cannot read the ksmtuned config: No such file or directory" "input: $tmp/none.conf"
+	# A --config that cannot be read (a directory: a mistyped path) was
+	# taken for an empty file: ksmtuned's defaults, exit 0.
+	mkdir -p "$tmp/conf.d"
+	tune --once --policy ksmtuned --config "$tmp/conf.d"
+	refused "a directory as --config" "cannot read the ksmtuned config: Is a directory" \
+		"input: $tmp/conf.d" "fix: name ksmtuned's file"
 	# Options.
 	for c in "--policy frob" "--max-cpu 0" "--max-cpu 101" "--available -1" "--interval 0" \
 		"--idle-cpu 40" "--advisor --max-cpu 5" "--config /dev/null" "--policy ksmtuned --max-cpu 20" "--once extra"; do
@@ -765,6 +783,29 @@ t_doctor() {
 	setmem 16777216 1000000 0 0 1000000
 	tune --once --dry-run
 	says "$tmp/err" "ksmtuned is running (pid 700)"
+	# Another ksmctl tune daemon on the same tree: a second one (or a
+	# --once from cron) says so at start; two ran silently, each undoing
+	# the other's decisions.  A --dry-run one writes nothing: no word.
+	daemon --interval 3600
+	decisions 1 || return
+	tune --once
+	says "$tmp/err" "another ksmctl tune (pid $dpid) drives the same KSM"
+	tune --once --dry-run
+	grep -q "another ksmctl tune" "$tmp/err" && fail "tune --dry-run warned: $(cat "$tmp/err")"
+	stop_daemon
+	tune --once
+	grep -q "another ksmctl tune" "$tmp/err" && fail "tune warned with no other daemon: $(cat "$tmp/err")"
+	# A daemon started with a relative --sysfs-root in another directory
+	# drives the same tree: its root is below its working directory, not
+	# below the caller's (it was not found).
+	(cd "$tree" && exec "$ksmctl" --sysfs-root sys --proc-root proc tune --interval 3600) \
+		>"$tmp/d.out" 2>"$tmp/d.err" &
+	dpid=$!
+	pids+=("$dpid")
+	decisions 1 || return
+	tune --once
+	says "$tmp/err" "another ksmctl tune (pid $dpid) drives the same KSM"
+	stop_daemon
 }
 
 t_unit() {

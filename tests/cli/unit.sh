@@ -140,5 +140,17 @@ if [ -n "$built" ] && [ -d /sys/kernel/mm/ksm ]; then
 	[ "$(stat -c %i "$tmp/textfile/ksm.prom")" != "$before" ] || fail "ksm.prom was rewritten in place, not replaced"
 	[ "$(stat -c %a "$tmp/textfile/ksm.prom")" = 644 ] || fail "ksm.prom is not readable by node_exporter's user"
 	[ "$(ls -A "$tmp/textfile")" = ksm.prom ] || fail "files left beside ksm.prom: $(ls -A "$tmp/textfile")"
+	# Where KSM is gone (a kernel without it booted, the directory kept),
+	# the service still runs and ksm.prom says samepage_ksm_up 0 alone, its
+	# exit status 1 no failure; it was skipped (ConditionPathExists=), and
+	# the last boot's figures stayed exported under up 1.
+	grep -q '^ConditionPathExists=/sys/kernel/mm/ksm' "$svc" &&
+		fail "ksm-prometheus.service is skipped where KSM is gone: ksm.prom keeps the last figures"
+	$cmd --sysfs-root "$testdir/trees/linux-6.6-noksm/sys" 2>/dev/null
+	rc=$?
+	grep -q '^SuccessExitStatus=1$' "$svc" && [ $rc = 1 ] ||
+		fail "without KSM the service's command exits $rc, not a success for the unit"
+	[ "$(grep -v '^#' "$tmp/textfile/ksm.prom")" = "samepage_ksm_up 0" ] ||
+		fail "without KSM ksm.prom holds: $(cat "$tmp/textfile/ksm.prom")"
 fi
 echo "ok"

@@ -89,4 +89,13 @@ wait_for "samepage_ksm_up 1"
 grep -qx "node_ksmd_pages_to_scan 2400" "$tmp/ksm.prom" || fail "no figures once back: $(cat "$tmp/ksm.prom")"
 kill -INT $pid
 wait $pid
+
+# --watch to a standard output that cannot be written (a full disk under
+# >> FILE): it stops at the first report, exit 1, and says why; it went on
+# writing nothing until it was stopped.
+timeout 20 "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" --boot-root "$tree/boot" \
+	status --json --watch 0.1 >/dev/full 2>"$tmp/err"
+rc=$?
+[ $rc = 1 ] || fail "status --watch >/dev/full exited $rc, not 1 at once: $(cat "$tmp/err")"
+grep -q "cannot write the output" "$tmp/err" || fail "status --watch >/dev/full: $(cat "$tmp/err")"
 echo ok
