@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 /* "some avg10=1.23 avg60=..." of PROC/pressure/memory, or NAN where there
- * is none (no PSI: Debian's kernels boot with it off) or it is no percentage. */
+ * is none (a kernel built without PSI, or booted with psi=0) or it is no percentage. */
 static double psi_some10(void)
 {
 	char path[PATH_MAX], text[512], *end;
