@@ -13,6 +13,8 @@
  *                       daemon only (pool.c), read-only to clients
  *   DOMAIN.guard        one byte per pool page: being rewritten or punched
  *   DOMAIN.PID.ledger   how many of process PID's pages map each KSM page
+ *   DOMAIN.PID.uUID.forked  a gone process's ledger, its pins alone, kept
+ *                       while its forked children (of uid UID) map it
  * A domain name may contain dots ("vm.A"); a pid never does.
  */
 #ifndef SAMEPAGED_STATE_H
@@ -125,6 +127,9 @@ int state_knob_store(struct state *s, int idx, unsigned long long v);
 
 /* Ledgers */
 bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *forked);
+/* The same, and the owner a kept ledger's name records (-1: none). */
+bool state_ledger_name_owner(const char *fname, char dom[72], pid_t *pid, bool *forked,
+			     long long *owner);
 void state_ledger_path(const struct state *s, char *buf, size_t len, const char *domain, pid_t pid);
 bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, struct ledger *lg);
 int state_ledger_open(struct state *s, struct dom *d, const struct client *c);
@@ -132,7 +137,8 @@ int state_ledger_open(struct state *s, struct dom *d, const struct client *c);
  * runs (the ledger's is the one it had when the ledger was made, which an
  * exec or a rename since made stale), else the ledger's.  Returns buf. */
 const char *state_client_comm(const struct ledger *lg, char *buf, size_t len);
-int state_reap(struct state *s, struct dom *d, pid_t pid);
+/* owner: the uid of process pid, if known (-1: not). */
+int state_reap(struct state *s, struct dom *d, pid_t pid, long long owner);
 void state_reap_orphans(struct state *s);
 void state_budget_watch(struct state *s);
 void state_count_scanners(struct state *s);

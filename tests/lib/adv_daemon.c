@@ -616,7 +616,19 @@ static struct census ledger_census(const char *suffix, pid_t pid)
 	static uint32_t refs[4 * 16384], held[4 * 16384];
 	const size_t nr = sizeof(refs) / sizeof(refs[0]);
 	char path[600];
-	snprintf(path, sizeof(path), "%s/adv.%d.%s", D.state, (int)pid, suffix);
+	/* A kept ledger's name says its owner too: adv.PID.uUID.forked. */
+	char prefix[64];
+	snprintf(prefix, sizeof(prefix), "adv.%d.", (int)pid);
+	DIR *dir = opendir(D.state);
+	REQUIRE(dir);
+	path[0] = 0;
+	for (struct dirent *e; !path[0] && (e = readdir(dir));) {
+		size_t n = strlen(e->d_name);
+		if (!strncmp(e->d_name, prefix, strlen(prefix)) && n > strlen(suffix) &&
+		    !strcmp(e->d_name + n - strlen(suffix), suffix))
+			snprintf(path, sizeof(path), "%s/%s", D.state, e->d_name);
+	}
+	closedir(dir);
 	int fd = open(path, O_RDONLY);
 	REQUIRE(fd >= 0);
 	REQUIRE(pread(fd, refs, sizeof(refs), LEDGER_OFF_REFS) == sizeof(refs));
