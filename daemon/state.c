@@ -1402,14 +1402,34 @@ const char *state_user_domains(const struct state *s, uid_t uid, char *buf, size
 	return buf;
 }
 
-/* A new connection: 0, -EMFILE (the process holds
- * --max-connections-per-process) or -ENFILE (the table is full). */
-int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid)
+/* Both connection limits, the tenant's share and the process's, are
+ * checked here, and named in why (state.h). */
+int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid, char *why, size_t len)
 {
-	if (state_connections_of(s, pid) >= s->lim.connections_per_process)
+	int n, share = state_user_share(s, s->lim.connections, s->lim.connections_per_user);
+	/* A tenant holds its share of the connections at most: it cannot
+	 * take the others' (its own idle ones are what it closes; the
+	 * ledgers it keeps without one count as connections). */
+	if (state_user_is_tenant(s, uid) && state_connections_of_user(s, uid) >= share) {
+		snprintf(why, len,
+			 "uid %d holds %d connections, the most a tenant may "
+			 "(--max-connections-per-user)",
+			 (int)uid, share);
 		return -EMFILE;
-	if (s->nclients == s->lim.connections)
+	}
+	if ((n = state_connections_of(s, pid)) >= s->lim.connections_per_process) {
+		snprintf(why, len,
+			 "process %d holds %d connections, the most --max-connections-per-process "
+			 "allows",
+			 (int)pid, n);
+		return -EMFILE;
+	}
+	if (s->nclients == s->lim.connections) {
+		snprintf(why, len,
+			 "%d connections open, all said HELLO: the most --max-connections allows",
+			 s->lim.connections);
 		return -ENFILE;
+	}
 	struct client *c = &s->clients[s->nclients++];
 	*c = (struct client){.fd = fd, .pid = pid, .uid = uid, .active_ns = prim_now_ns()};
 	proc_comm(pid, c->comm, sizeof(c->comm));

@@ -163,7 +163,10 @@ struct throttle *state_user_throttle(struct state *s, uid_t uid);
 const char *state_user_domains(const struct state *s, uid_t uid, char *buf, size_t len);
 
 /* Clients */
-int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid);
+/* A new connection: 0, -EMFILE (the process holds
+ * --max-connections-per-process, or a tenant its share) or -ENFILE (the
+ * table is full), with why (naming the option) in why[len]. */
+int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid, char *why, size_t len);
 int state_connections_of(const struct state *s, pid_t pid);
 int state_client_idlest(const struct state *s);
 void state_client_remove(struct state *s, int i);
