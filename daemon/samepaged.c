@@ -226,44 +226,26 @@ static void accept_client(int fd)
 				 (int)cr.uid);
 		return;
 	}
-	/* A tenant holds its share of the connections at most: it cannot
-	 * take the others' (its own idle ones are what it closes). */
-	int share = state_user_share(&g.st, g.st.lim.connections, g.st.lim.connections_per_user);
-	if (state_user_is_tenant(&g.st, cr.uid) &&
-	    state_connections_of_user(&g.st, cr.uid) >= share) {
-		snprintf(what, sizeof(what),
-			 "uid %d holds %d connections, the most a tenant may "
-			 "(--max-connections-per-user)",
-			 (int)cr.uid, share);
-		logmsg_throttled(state_user_throttle(&g.st, cr.uid), "refused process %d: %s",
-				 (int)cr.pid, what);
-		refuse(fd, -EMFILE, what);
-		return;
-	}
-	int err = state_client_add(&g.st, fd, cr.pid, cr.uid);
+	/* The limits (a tenant's share, a process's, the table's) are
+	 * state_client_add()'s; a full table makes room first. */
+	int err = state_client_add(&g.st, fd, cr.pid, cr.uid, what, sizeof(what));
 	int idlest = err == -ENFILE ? state_client_idlest(&g.st) : -1;
 	if (idlest >= 0) {
 		/* Room for the newcomer: a flood of idle connections never
 		 * locks a client out. */
-		snprintf(what, sizeof(what),
+		char room[200];
+		snprintf(room, sizeof(room),
 			 "closed to make room: %d connections open, the most --max-connections "
 			 "allows, and this one idle the longest without HELLO",
 			 g.st.lim.connections);
-		close_client(idlest, -ENFILE, what);
-		err = state_client_add(&g.st, fd, cr.pid, cr.uid);
+		close_client(idlest, -ENFILE, room);
+		err = state_client_add(&g.st, fd, cr.pid, cr.uid, what, sizeof(what));
 	}
-	if (err == -EMFILE)
-		snprintf(what, sizeof(what),
-			 "process %d holds %d connections, the most --max-connections-per-process "
-			 "allows",
-			 (int)cr.pid, state_connections_of(&g.st, cr.pid));
-	else if (err == -ENFILE)
-		snprintf(what, sizeof(what),
-			 "%d connections open, all said HELLO: the most --max-connections allows",
-			 g.st.lim.connections);
 	if (err) {
-		logmsg_throttled(&g.st.log_limit, "refused a connection of process %d: %s",
-				 (int)cr.pid, what);
+		/* A tenant's refusals in its own throttle: its flood hides no
+		 * other user's. */
+		logmsg_throttled(state_user_throttle(&g.st, cr.uid),
+				 "refused a connection of process %d: %s", (int)cr.pid, what);
 		refuse(fd, err, what);
 	}
 }

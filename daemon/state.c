@@ -82,26 +82,51 @@ void state_ledger_path(const struct state *s, char *buf, size_t len, const char 
 	snprintf(buf, len, "%.255s/%.72s.%d.ledger", s->dir, domain, (int)pid);
 }
 
-/* A gone client's ledger kept for its forked children: its pins only. */
+/* A gone client's ledger kept for its forked children: its pins only.
+ * DOMAIN.PID.uUID.forked: UID is the uid of the process the ledger was
+ * (or of the children that keep it), which the daemon's share counts
+ * charge it to (a tenant cannot rename a file of the state directory,
+ * while it can write anything into a ledger it maps).  DOMAIN.PID.forked,
+ * of a samepaged before this, has no owner: renamed once one is known. */
 static void state_forked_path(const struct state *s, char *buf, size_t len, const char *domain,
-			      pid_t pid)
+			      pid_t pid, long long owner)
 {
-	snprintf(buf, len, "%.255s/%.72s.%d.forked", s->dir, domain, (int)pid);
+	if (owner >= 0)
+		snprintf(buf, len, "%.255s/%.72s.%d.u%lld.forked", s->dir, domain, (int)pid, owner);
+	else
+		snprintf(buf, len, "%.255s/%.72s.%d.forked", s->dir, domain, (int)pid);
 }
 
-/* "DOMAIN.PID.ledger" (or "DOMAIN.PID.forked", a gone client's pins kept
- * for its forked children: *forked true) -> DOMAIN and PID.  A domain name
- * may hold dots ("vm.A"), a pid never does: the pid is what follows the
- * last dot before the suffix.  False for any other name. */
-bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *forked)
+/* "DOMAIN.PID.ledger" (or "DOMAIN.PID[.uUID].forked", a gone client's
+ * pins kept for its forked children: *forked true, *owner UID or -1) ->
+ * DOMAIN and PID.  A domain name may hold dots ("vm.A"), a pid never does:
+ * the pid is what follows the last dot before the suffix (and the owner).
+ * A pid is digits, an owner "u" and digits: the two never read as each
+ * other.  False for any other name. */
+bool state_ledger_name_owner(const char *fname, char dom[72], pid_t *pid, bool *forked,
+			     long long *owner)
 {
 	size_t n = strlen(fname), sl = strlen(".ledger");
+	*owner = -1;
 	*forked = n > sl && !strcmp(fname + n - sl, ".forked");
 	if (n <= sl || (strcmp(fname + n - sl, ".ledger") && !*forked))
 		return false;
 	const char *end = fname + n - sl, *dot = end;
 	while (dot > fname && dot[-1] != '.')
 		dot--;
+	if (*forked && dot < end && *dot == 'u') {
+		long long v = 0;
+		if (dot + 1 == end || dot - 1 <= fname)
+			return false;
+		for (const char *p = dot + 1; p < end; p++)
+			if (*p < '0' || *p > '9' || (v = v * 10 + (*p - '0')) > UINT32_MAX)
+				return false;
+		*owner = v;
+		end = dot - 1;
+		dot = end;
+		while (dot > fname && dot[-1] != '.')
+			dot--;
+	}
 	if (dot == fname || dot == end || (size_t)(dot - 1 - fname) >= 72)
 		return false;
 	long long v = 0;
@@ -113,6 +138,12 @@ bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *
 	dom[dot - 1 - fname] = 0;
 	*pid = (pid_t)v;
 	return v > 0 && domain_name_ok(dom);
+}
+
+bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *forked)
+{
+	long long owner;
+	return state_ledger_name_owner(fname, dom, pid, forked, &owner);
 }
 
 /* ---- domains ---- */
@@ -801,45 +832,134 @@ static int ledger_drop(struct dom *d, int fd, off_t size, bool children_gone, st
 	return 0;
 }
 
-/* Does a child of a gone client map the pool (forked_children_live)? */
-struct pool_of {
-	const struct state *s;
-	const char *domain;
+static long long pid_euid(pid_t pid);
+
+struct pool_file {
+	const char *path;
+	dev_t dev;
+	ino_t ino;
 };
 
-static bool child_maps_pool(pid_t pid, void *arg)
+/* A mapping of the pool file (or of a ledger): its inode, on its device or under its path
+ * (the device alone misses a file of overlayfs, whose maps say the real
+ * file's; the path alone a state directory reached by another path, a
+ * bind mount: every live client then looked gone, its pages punched). */
+static int maps_pool(const struct procfs_map *m, void *arg)
 {
-	const struct pool_of *p = arg;
-	return may_map_pool(p->s, p->domain, pid, 0);
+	const struct pool_file *p = arg;
+	return m->inode == (unsigned long)p->ino &&
+	       (makedev(m->dev_major, m->dev_minor) == p->dev ||
+		!strncmp(m->path, p->path, strlen(p->path)));
 }
 
-/* Whether a gone client's forked children may still map the domain's
- * pool, from the fork area of its ledger (fork.c): a child whose pid is
- * not written yet, a fork begun and never registered (it failed, or the
- * client died in it), more children than the area names, a child that
- * maps the pool or whose maps cannot be read: they may. */
-static bool forked_children_live(const struct state *s, const struct dom *d, int fd)
+/* Whether process pid maps file f: 1, 0, or -errno (its maps unread). */
+static int pid_maps_file(pid_t pid, const struct pool_file *f)
+{
+	char maps[64];
+	procfs_path(maps, sizeof(maps), "/proc", (int)pid, "maps");
+	return procfs_maps(maps, maps_pool, (void *)f);
+}
+
+/* Results of ledger_holder(): no process keeps the ledger; one cannot be
+ * told (/proc unreadable): its pins stay. */
+#define HOLDER_NONE 0
+#define HOLDER_UNKNOWN (-1)
+
+/*
+ * A process that keeps a gone client's ledger (open at fd, at path): one
+ * of its forked children, which all map the ledger (its copy of the
+ * client's engine does; once that is closed, the library keeps the fork
+ * area's page mapped while it maps pool pages: lib/unmerge.c).  Its pid,
+ * HOLDER_NONE, or HOLDER_UNKNOWN.
+ *
+ * The fork area (fork.c) is the client's to write, so it is a hint, never
+ * a proof (RELIABILITY.md 82: a tenant's process wrote one that said a
+ * child might still live, and its ledger and domain were kept for good).
+ * A child it names counts only if that pid maps this very file (by its
+ * inode: a pid reused since maps no ledger).  Where the area cannot name
+ * every child (a pid not written yet, a fork begun and not registered,
+ * more children than it holds), every process is looked at: one that maps
+ * the file keeps it, and if none does, nothing can map its pages through
+ * it.  A process whose maps cannot be read (a daemon not root) keeps it if
+ * the area names it, or if it runs as the ledger's owner.
+ */
+static pid_t ledger_holder(int fd, const char *path, long long owner)
 {
 	struct fork_shared f;
-	if (pread(fd, &f, sizeof(f), (off_t)LEDGER_OFF_FORK) != (ssize_t)sizeof(f))
-		return true;
-	struct pool_of p = {s, d->name};
-	return fork_area_live(&f, atomic_load(&f.started), atomic_load(&f.registered),
-			      child_maps_pool, &p);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return HOLDER_UNKNOWN;
+	struct pool_file me = {path, st.st_dev, st.st_ino};
+	bool got = pread(fd, &f, sizeof(f), (off_t)LEDGER_OFF_FORK) == (ssize_t)sizeof(f);
+	uint32_t started = got ? atomic_load(&f.started) : 0,
+		 reg = got ? atomic_load(&f.registered) : 0;
+	bool every = !got || reg != started || reg > MAX_FORK_CHILDREN;
+	for (uint32_t k = 0; got && k < reg && k < MAX_FORK_CHILDREN; k++) {
+		pid_t pid = atomic_load(&f.pids[k]);
+		if (!pid)
+			every = true; /* its pid not written yet */
+		else if (pid > 0 && pid != getpid()) {
+			int maps = pid_maps_file(pid, &me);
+			if (maps == 1 || maps == -EACCES)
+				return pid;
+		}
+	}
+	if (!every)
+		return HOLDER_NONE;
+	int *pids = NULL, n = procfs_pids("/proc", &pids);
+	if (n < 0)
+		return HOLDER_UNKNOWN;
+	pid_t holder = HOLDER_NONE;
+	for (int i = 0; i < n && holder == HOLDER_NONE; i++) {
+		if (pids[i] == getpid())
+			continue;
+		int maps = pid_maps_file(pids[i], &me);
+		if (maps == 1 || (maps == -EACCES && owner >= 0 && pid_euid(pids[i]) == owner))
+			holder = pids[i];
+	}
+	free(pids);
+	return holder;
+}
+
+/* The kept ledger of domain d and process pid, if there is one (another
+ * process's with this pid, gone before): its path and owner. */
+static bool find_forked(const struct state *s, const char *domain, pid_t pid, char *path,
+			size_t len, long long *owner)
+{
+	DIR *dir = opendir(s->dir);
+	struct dirent *e;
+	bool found = false;
+	while (dir && !found && (e = readdir(dir))) {
+		char dom[72];
+		pid_t p;
+		bool forked;
+		found = state_ledger_name_owner(e->d_name, dom, &p, &forked, owner) && forked &&
+			p == pid && !strcmp(dom, domain);
+	}
+	if (dir)
+		closedir(dir);
+	if (found)
+		state_forked_path(s, path, len, domain, pid, *owner);
+	return found;
 }
 
 /*
  * Drops every reference a gone process's ledger counts, then removes it:
  * 0, or -EBUSY if a client holds the domain's lock (the ledger stays, for
- * state_reap_orphans() to reap later).  While its forked children may
- * still map the pool, its pins stay: the ledger becomes DOMAIN.PID.forked,
- * counting them alone, until a later pass finds the children gone.
+ * state_reap_orphans() to reap later).  While a forked child keeps it
+ * (ledger_holder), its pins stay: the ledger becomes
+ * DOMAIN.PID.uUID.forked, counting them alone, charged to UID (the
+ * process's owner, if known, else the child's), until a later pass finds
+ * no process keeping it.
  */
-static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked)
+static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked, long long owner)
 {
 	char path[512], kept[512];
 	struct stat st;
-	(forked ? state_forked_path : state_ledger_path)(s, path, sizeof(path), d->name, pid);
+	if (forked)
+		state_forked_path(s, path, sizeof(path), d->name, pid, owner);
+	else
+		state_ledger_path(s, path, sizeof(path), d->name, pid);
 	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return 0;
@@ -849,9 +969,16 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked)
 		ledger_set_aside(path, why);
 		return 0;
 	}
-	bool gone = !forked_children_live(s, d, fd);
+	pid_t holder = ledger_holder(fd, path, owner);
+	bool gone = holder == HOLDER_NONE;
+	if (owner < 0 && holder > 0)
+		owner = pid_euid(holder); /* its children's uid is its own */
 	if (forked && !gone) {
 		close(fd); /* the children still live: nothing changed */
+		state_forked_path(s, kept, sizeof(kept), d->name, pid, owner);
+		if (strcmp(kept, path) && rename(path, kept) == 0) /* a name without its owner */
+			logmsg("domain %s: %s: its owner is uid %lld (a process that keeps it)",
+			       d->name, kept, owner);
 		return 0;
 	}
 	uint64_t before = d->sp->dom->live;
@@ -876,10 +1003,13 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked)
 		unlink(path);
 		return 0;
 	}
-	state_forked_path(s, kept, sizeof(kept), d->name, pid);
-	if (!gone && r.pins && access(kept, F_OK) == 0)
-		reap_file(s, d, pid, true); /* an earlier process of this pid's */
-	bool keep = !gone && r.pins && access(kept, F_OK) < 0 && rename(path, kept) == 0;
+	long long earlier;
+	if (!gone && r.pins && find_forked(s, d->name, pid, kept, sizeof(kept), &earlier))
+		reap_file(s, d, pid, true, earlier); /* an earlier process of this pid's */
+	bool had = find_forked(s, d->name, pid, kept, sizeof(kept), &earlier);
+	if (!had)
+		state_forked_path(s, kept, sizeof(kept), d->name, pid, owner);
+	bool keep = !gone && r.pins && !had && rename(path, kept) == 0;
 	if (!keep)
 		unlink(path);
 	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed%s%s",
@@ -897,9 +1027,9 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked)
 	return 0;
 }
 
-int state_reap(struct state *s, struct dom *d, pid_t pid)
+int state_reap(struct state *s, struct dom *d, pid_t pid, long long owner)
 {
-	return reap_file(s, d, pid, false);
+	return reap_file(s, d, pid, false, owner);
 }
 
 /* A process's start time (/proc/PID/stat field 22), 0 if it is gone. */
@@ -946,8 +1076,8 @@ int state_ledger_open(struct state *s, struct dom *d, const struct client *c)
 		close(lfd);
 		if (why)
 			ledger_set_aside(path, why);
-		else if (state_reap(s, d, c->pid)) /* a gone process's, with the same pid */
-			return -EAGAIN;		   /* not reaped yet: the client tries again */
+		else if (state_reap(s, d, c->pid, -1)) /* a gone process's, with the same pid */
+			return -EAGAIN;		       /* not reaped yet: the client tries again */
 	}
 	lfd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
 	if (lfd < 0 && errno == ENOENT && access(s->dir, F_OK) < 0) {
@@ -986,24 +1116,6 @@ const char *state_client_comm(const struct ledger *lg, char *buf, size_t len)
 		return buf;
 	snprintf(buf, len, "%.*s", (int)sizeof(lg->comm), lg->comm);
 	return buf;
-}
-
-struct pool_file {
-	const char *path;
-	dev_t dev;
-	ino_t ino;
-};
-
-/* A mapping of the pool file: its inode, on its device or under its path
- * (the device alone misses a file of overlayfs, whose maps say the real
- * file's; the path alone a state directory reached by another path, a
- * bind mount: every live client then looked gone, its pages punched). */
-static int maps_pool(const struct procfs_map *m, void *arg)
-{
-	const struct pool_file *p = arg;
-	return m->inode == (unsigned long)p->ino &&
-	       (makedev(m->dev_major, m->dev_minor) == p->dev ||
-		!strncmp(m->path, p->path, strlen(p->path)));
 }
 
 static bool may_map_pool(const struct state *s, const char *name, pid_t pid,
@@ -1080,7 +1192,8 @@ void state_reap_orphans(struct state *s)
 		char dom[72];
 		pid_t pid;
 		bool forked; /* a gone process's pins, whatever runs with its pid now */
-		if (!state_ledger_name_parse(e->d_name, dom, &pid, &forked))
+		long long owner;
+		if (!state_ledger_name_owner(e->d_name, dom, &pid, &forked, &owner))
 			continue;
 		bool connected = false;
 		for (int c = 0; c < s->nclients; c++)
@@ -1096,8 +1209,10 @@ void state_reap_orphans(struct state *s)
 			/* No domain: nothing to drop; not a ledger: set aside. */
 			if (!forked && pid_runs(pid, ledger_starttime(s, dom, pid)))
 				continue;
-			(forked ? state_forked_path : state_ledger_path)(s, path, sizeof(path), dom,
-									 pid);
+			if (forked)
+				state_forked_path(s, path, sizeof(path), dom, pid, owner);
+			else
+				state_ledger_path(s, path, sizeof(path), dom, pid);
 			int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 			struct stat st;
 			const char *why = fd >= 0 ? ledger_unfit(fd, pid, &st) : NULL;
@@ -1108,7 +1223,7 @@ void state_reap_orphans(struct state *s)
 			else if (fd >= 0 && unlink(path) == 0)
 				logmsg("%s: a ledger of no domain: removed", path);
 		} else if (state_domain_get(s, dom, true, &d) == 0) {
-			reap_file(s, d, pid, forked);
+			reap_file(s, d, pid, forked, owner);
 			state_domain_close_if_unused(s, d);
 		}
 	}
@@ -1201,14 +1316,6 @@ struct throttle *state_user_throttle(struct state *s, uid_t uid)
 	return &s->log_limit;
 }
 
-int state_connections_of_user(const struct state *s, uid_t uid)
-{
-	int n = 0;
-	for (int i = 0; i < s->nclients; i++)
-		n += s->clients[i].uid == uid;
-	return n;
-}
-
 /* The effective uid of process pid (what SO_PEERCRED gave), -1 if gone. */
 static long long pid_euid(pid_t pid)
 {
@@ -1221,6 +1328,51 @@ static long long pid_euid(pid_t pid)
 	return v && sscanf(v, "%lu %lu", &ruid, &euid) == 2 ? (long long)euid : -1;
 }
 
+/*
+ * The ledgers uid holds without a connection, each marked in in[] by its
+ * domain's slot (if in is not NULL): a process's that closed its
+ * connection but still maps the pool (by the process's effective uid),
+ * and a gone process's kept for its forked children (by the owner its
+ * name records).  Each holds what a connection does, a domain open and
+ * its pages, so each counts in the tenant's shares as one.
+ */
+static int ledgers_held_by(const struct state *s, uid_t uid, bool *in)
+{
+	int n = 0;
+	DIR *dir = opendir(s->dir);
+	for (struct dirent *e; dir && (e = readdir(dir));) {
+		char name[72];
+		pid_t pid;
+		bool forked, connected = false;
+		long long owner;
+		if (!state_ledger_name_owner(e->d_name, name, &pid, &forked, &owner))
+			continue;
+		int slot = -1;
+		for (int i = 0; i < s->lim.domains && slot < 0; i++)
+			if (s->doms[i].sp && !strcmp(s->doms[i].name, name))
+				slot = i;
+		for (int k = 0; k < s->nclients && !forked; k++)
+			connected |= s->clients[k].pid == pid && s->clients[k].d &&
+				     !strcmp(s->clients[k].d->name, name);
+		if (slot < 0 || connected || (forked ? owner : pid_euid(pid)) != (long long)uid)
+			continue;
+		n++;
+		if (in)
+			in[slot] = true;
+	}
+	if (dir)
+		closedir(dir);
+	return n;
+}
+
+int state_connections_of_user(const struct state *s, uid_t uid)
+{
+	int n = 0;
+	for (int i = 0; i < s->nclients; i++)
+		n += s->clients[i].uid == uid;
+	return n + ledgers_held_by(s, uid, NULL);
+}
+
 int state_domains_of_user(const struct state *s, uid_t uid, const char *except)
 {
 	int n = 0;
@@ -1230,21 +1382,7 @@ int state_domains_of_user(const struct state *s, uid_t uid, const char *except)
 	for (int k = 0; k < s->nclients; k++)
 		if (s->clients[k].uid == uid && s->clients[k].d)
 			in[s->clients[k].d - s->doms] = true;
-	/* And the ledgers its processes keep without a connection. */
-	DIR *dir = opendir(s->dir);
-	for (struct dirent *e; dir && (e = readdir(dir));) {
-		char name[72];
-		pid_t pid;
-		bool forked;
-		if (!state_ledger_name_parse(e->d_name, name, &pid, &forked) || forked)
-			continue;
-		for (int i = 0; i < s->lim.domains; i++)
-			if (!in[i] && s->doms[i].sp && !strcmp(s->doms[i].name, name) &&
-			    pid_euid(pid) == (long long)uid)
-				in[i] = true;
-	}
-	if (dir)
-		closedir(dir);
+	ledgers_held_by(s, uid, in); /* and the ledgers it keeps without a connection */
 	for (int i = 0; i < s->lim.domains; i++)
 		n += in[i] && !(except && !strcmp(s->doms[i].name, except));
 	free(in);
@@ -1264,14 +1402,34 @@ const char *state_user_domains(const struct state *s, uid_t uid, char *buf, size
 	return buf;
 }
 
-/* A new connection: 0, -EMFILE (the process holds
- * --max-connections-per-process) or -ENFILE (the table is full). */
-int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid)
+/* Both connection limits, the tenant's share and the process's, are
+ * checked here, and named in why (state.h). */
+int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid, char *why, size_t len)
 {
-	if (state_connections_of(s, pid) >= s->lim.connections_per_process)
+	int n, share = state_user_share(s, s->lim.connections, s->lim.connections_per_user);
+	/* A tenant holds its share of the connections at most: it cannot
+	 * take the others' (its own idle ones are what it closes; the
+	 * ledgers it keeps without one count as connections). */
+	if (state_user_is_tenant(s, uid) && state_connections_of_user(s, uid) >= share) {
+		snprintf(why, len,
+			 "uid %d holds %d connections, the most a tenant may "
+			 "(--max-connections-per-user)",
+			 (int)uid, share);
 		return -EMFILE;
-	if (s->nclients == s->lim.connections)
+	}
+	if ((n = state_connections_of(s, pid)) >= s->lim.connections_per_process) {
+		snprintf(why, len,
+			 "process %d holds %d connections, the most --max-connections-per-process "
+			 "allows",
+			 (int)pid, n);
+		return -EMFILE;
+	}
+	if (s->nclients == s->lim.connections) {
+		snprintf(why, len,
+			 "%d connections open, all said HELLO: the most --max-connections allows",
+			 s->lim.connections);
 		return -ENFILE;
+	}
 	struct client *c = &s->clients[s->nclients++];
 	*c = (struct client){.fd = fd, .pid = pid, .uid = uid, .active_ns = prim_now_ns()};
 	proc_comm(pid, c->comm, sizeof(c->comm));
@@ -1297,6 +1455,7 @@ void state_client_remove(struct state *s, int i)
 	struct client *c = &s->clients[i];
 	struct dom *d = c->d;
 	pid_t pid = c->pid;
+	uid_t uid = c->uid;
 	s->clients[i] = s->clients[--s->nclients];
 	if (!d)
 		return;
@@ -1311,7 +1470,7 @@ void state_client_remove(struct state *s, int i)
 		       d->name, (int)pid);
 		return;
 	}
-	state_reap(s, d, pid);
+	state_reap(s, d, pid, uid);
 	state_domain_close_if_unused(s, d);
 }
 

@@ -13,6 +13,8 @@
  *                       daemon only (pool.c), read-only to clients
  *   DOMAIN.guard        one byte per pool page: being rewritten or punched
  *   DOMAIN.PID.ledger   how many of process PID's pages map each KSM page
+ *   DOMAIN.PID.uUID.forked  a gone process's ledger, its pins alone, kept
+ *                       while its forked children (of uid UID) map it
  * A domain name may contain dots ("vm.A"); a pid never does.
  */
 #ifndef SAMEPAGED_STATE_H
@@ -125,6 +127,9 @@ int state_knob_store(struct state *s, int idx, unsigned long long v);
 
 /* Ledgers */
 bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *forked);
+/* The same, and the owner a kept ledger's name records (-1: none). */
+bool state_ledger_name_owner(const char *fname, char dom[72], pid_t *pid, bool *forked,
+			     long long *owner);
 void state_ledger_path(const struct state *s, char *buf, size_t len, const char *domain, pid_t pid);
 bool state_ledger_header(const struct state *s, const char *domain, pid_t pid, struct ledger *lg);
 int state_ledger_open(struct state *s, struct dom *d, const struct client *c);
@@ -132,7 +137,8 @@ int state_ledger_open(struct state *s, struct dom *d, const struct client *c);
  * runs (the ledger's is the one it had when the ledger was made, which an
  * exec or a rename since made stale), else the ledger's.  Returns buf. */
 const char *state_client_comm(const struct ledger *lg, char *buf, size_t len);
-int state_reap(struct state *s, struct dom *d, pid_t pid);
+/* owner: the uid of process pid, if known (-1: not). */
+int state_reap(struct state *s, struct dom *d, pid_t pid, long long owner);
 void state_reap_orphans(struct state *s);
 void state_budget_watch(struct state *s);
 void state_count_scanners(struct state *s);
@@ -157,7 +163,10 @@ struct throttle *state_user_throttle(struct state *s, uid_t uid);
 const char *state_user_domains(const struct state *s, uid_t uid, char *buf, size_t len);
 
 /* Clients */
-int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid);
+/* A new connection: 0, -EMFILE (the process holds
+ * --max-connections-per-process, or a tenant its share) or -ENFILE (the
+ * table is full), with why (naming the option) in why[len]. */
+int state_client_add(struct state *s, int fd, pid_t pid, uid_t uid, char *why, size_t len);
 int state_connections_of(const struct state *s, pid_t pid);
 int state_client_idlest(const struct state *s);
 void state_client_remove(struct state *s, int i);

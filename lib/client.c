@@ -214,8 +214,32 @@ static void client_poll(struct samepage *sp)
 		return;
 	bool same =
 	    prim_file_id(fds[1], &dev, &ino) == 0 && dev == sp->pool.dev && ino == sp->pool.ino;
+	/* And the ledger must be the one this process maps and writes: the
+	 * daemon reads the place list, the staging area and the references
+	 * from the file it handed back.  Another (a ledger removed while
+	 * samepaged was away, so that it made a new one; one it set aside
+	 * or reaped) counts none of this process's references, and the
+	 * next PLACE would write that file's zeros over pool page 0, which
+	 * this process may map (RELIABILITY.md 82). */
+	bool own_ledger =
+	    prim_file_id(fds[2], &dev, &ino) == 0 && dev == sp->ledger_dev && ino == sp->ledger_ino;
 	for (int i = 0; i < HELLO_FDS; i++)
 		prim_close(fds[i]);
+	if (same && !own_ledger) {
+		prim_close(conn);
+		if (!sp->stale)
+			fprintf(stderr,
+				"libsamepage: samepaged at %s handed back another ledger for "
+				"domain %s than this process's (it was removed or set aside "
+				"while samepaged was away): merged memory stays valid, merging "
+				"stays paused\n",
+				sp->socket_path, sp->domain_name);
+		sp->stale = true;
+		sp->stale_ns = now;
+		sp->stale_dev = sdev;
+		sp->stale_ino = sino;
+		return;
+	}
 	if (!same) {
 		/* A daemon that lost its files (its state directory was
 		 * removed, or it runs with another) made a new domain: ours
@@ -290,6 +314,9 @@ int samepage_connect(samepage_t **out, const char *domain)
 		return err;
 	struct ledger *lg = map_file(fds[2], LEDGER_SIZE, PROT_READ | PROT_WRITE);
 	const _Atomic uint8_t *guard = map_file(fds[3], GUARD_SIZE, PROT_READ);
+	dev_t ledger_dev = 0;
+	ino_t ledger_ino = 0;
+	prim_file_id(fds[2], &ledger_dev, &ledger_ino);
 	prim_close(fds[2]);
 	prim_close(fds[3]);
 	/* The ledger's pages this process writes from the start (its header,
@@ -330,6 +357,8 @@ int samepage_connect(samepage_t **out, const char *domain)
 	}
 	struct samepage *sp = *out;
 	sp->ledger = lg;
+	sp->ledger_dev = ledger_dev;
+	sp->ledger_ino = ledger_ino;
 	sp->stable.refs = (_Atomic uint32_t *)((char *)lg + LEDGER_OFF_REFS);
 	sp->stable.held = (_Atomic uint32_t *)((char *)lg + LEDGER_OFF_HELD);
 	sp->stable.guard = guard;

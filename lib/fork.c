@@ -187,8 +187,9 @@ static bool pid_maps_pool(struct samepage *sp, pid_t pid)
 /* Whether a child that the fork area f names (started forks, registered
  * children) may still map the pool: one whose pid is not written yet, a
  * fork begun and not registered, more children than f can name, or one
- * that maps(pid, arg) says maps it.  Shared with samepaged, which asks it
- * of a gone client's ledger. */
+ * that maps(pid, arg) says maps it.  (samepaged does not take a gone
+ * client's word for it: daemon/state.c's ledger_holder() looks for a
+ * process that maps the ledger.) */
 bool fork_area_live(const struct fork_shared *f, uint32_t started, uint32_t reg,
 		    bool (*maps)(pid_t pid, void *arg), void *arg)
 {

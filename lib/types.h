@@ -386,6 +386,9 @@ struct samepage {
 	uint64_t stale_ns;
 	dev_t stale_dev;
 	ino_t stale_ino;
+	/* The ledger this process maps: a reconnection must hand it back. */
+	dev_t ledger_dev;
+	ino_t ledger_ino;
 	char domain_name[72];
 	char socket_path[108];
 	/* Set by client.c: called by the scanner between batches, and by

@@ -140,7 +140,8 @@ static int conn(int k)
 			return i;
 	pid_t pid = peers[k == 2];
 	uid_t uid = k == 2 ? TENANT_UID : getuid();
-	return state_client_add(&st, k, pid, uid) ? -1 : st.nclients - 1;
+	char why[200];
+	return state_client_add(&st, k, pid, uid, why, sizeof(why)) ? -1 : st.nclients - 1;
 }
 
 static void close_conn(int k)

@@ -16,7 +16,10 @@
  *  - --max-domains-per-process and --max-domains refuse with an error
  *    that names the option, and the log says it too;
  *  - a tenant (--allow-user nobody:t*) holds its share of the connections
- *    and of the domains at most, and root still gets both (as root only).
+ *    and of the domains at most, and root still gets both (as root only);
+ *  - a ledger a tenant's gone process leaves for its forked children is
+ *    kept only while a process maps it, whatever its fork area says, and
+ *    counts in the tenant's shares meanwhile (as root only).
  *
  * Usage: test_limits PATH-TO-SAMEPAGED
  */
@@ -340,6 +343,180 @@ static void test_tenant_share(void)
 	close(ready[0]), close(ready[1]), close(go[0]), close(go[1]);
 }
 
+/* The tenant's process (as nobody): merges 64 pages of one content in
+ * domain t1 through the library, forks a child that exits at once (the
+ * fork pins the pages, for its children: the ledger now keeps pins), and
+ * then either forges its ledger's fork area (forge: the child's pid made
+ * 0, "not written yet", so the area claims a child may still live) or
+ * forks a child that lives, maps the pool and the ledger, and waits for a
+ * byte on `hold`.  It says so on `ready` and exits. */
+static void tenant_with_pins(const struct passwd *pw, bool forge, int ready, int hold)
+{
+	if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
+		_exit(126);
+	prctl(PR_SET_DUMPABLE, 1); /* its /proc/self files, for the library */
+	samepage_t *sp;
+	int err = samepage_connect(&sp, "t1");
+	if (err) {
+		fprintf(stderr, "tenant: samepage_connect: %s\n", samepage_strerror(err));
+		_exit(10);
+	}
+	const size_t n = 64;
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	memset(p, 'f', n * PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	for (int i = 0; i < 30000 && pages_mapping_pool(p, n) < n / 2; i++)
+		usleep(1000);
+	if (pages_mapping_pool(p, n) < n / 2)
+		_exit(11);
+	pid_t c = fork();
+	if (c == 0)
+		_exit(0);
+	waitpid(c, NULL, 0);
+	if (forge) {
+		/* Its ledger, as it maps it: the fork area rewritten. */
+		FILE *f = fopen("/proc/self/maps", "r");
+		char line[512];
+		unsigned long lo = 0, off = 1;
+		while (f && fgets(line, sizeof(line), f))
+			if (strstr(line, ".ledger") &&
+			    sscanf(line, "%lx-%*x %*s %lx", &lo, &off) == 2 && off == 0)
+				break;
+		if (f)
+			fclose(f);
+		if (off != 0)
+			_exit(12);
+		struct fork_shared *area = (struct fork_shared *)(lo + LEDGER_OFF_FORK);
+		if (atomic_load(&area->registered) < 1)
+			_exit(13);
+		atomic_store(&area->pids[0], 0);
+	} else if ((c = fork()) == 0) {
+		/* It maps what its parent maps; its copy of the parent's
+		 * connection closed, so that samepaged sees the parent go. */
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != hold)
+				close(fd);
+		char k;
+		_exit(read(hold, &k, 1) < 0 ? 1 : 0);
+	}
+	char k = 'r';
+	_exit(write(ready, &k, 1) == 1 ? 0 : 14);
+}
+
+/* Waits (12 s at most: a pass over the ledgers is every 5 s) until the
+ * state directory holds n files of the prefix and suffix. */
+static int wait_state_files_long(const char *prefix, const char *suffix, int n)
+{
+	int k = -1;
+	for (int i = 0; i < 1200 && (k = state_files(&D, prefix, suffix)) != n; i++)
+		usleep(10000);
+	return k;
+}
+
+/* As nobody: HELLO t2 and t3 (the errnos in *t2, *t3), then connections
+ * asking GET run until one is refused: how many were answered. */
+static int tenant_shares_left(const struct passwd *pw, int *t2, int *t3)
+{
+	int out[2];
+	REQUIRE(pipe(out) == 0);
+	pid_t q = fork();
+	REQUIRE(q >= 0);
+	if (q == 0) {
+		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
+			_exit(126);
+		int fd[2], r[3] = {hello(&fd[0], "t2"), hello(&fd[1], "t3"), 0};
+		char reply[512];
+		for (int i = 0; i < 20; i++) {
+			int c = raw_dial(&D, false);
+			if (c < 0 || raw_asks(c, "GET run", reply, sizeof(reply)) <= 0 ||
+			    reply_errno(reply))
+				break;
+			r[2]++;
+		}
+		_exit(write(out[1], r, sizeof(r)) == sizeof(r) ? 0 : 1);
+	}
+	int r[3] = {-1, -1, -1};
+	REQUIRE(read(out[0], r, sizeof(r)) == sizeof(r));
+	REQUIRE(waitpid(q, NULL, 0) == q);
+	close(out[0]), close(out[1]);
+	*t2 = r[0], *t3 = r[1];
+	return r[2];
+}
+
+/*
+ * RELIABILITY.md 82: a tenant's process wrote into its ledger's fork area
+ * that a child might still live; once it exited, samepaged kept its ledger
+ * (t1.PID.forked) and the domain for good, across restarts, counted in no
+ * one's share.  Now a kept ledger stays only while a process maps it (a
+ * forked child does), and counts in the tenant's shares meanwhile: with
+ * --max-domains 4 and --max-connections 12 (a share of 2 and 6), a tenant
+ * whose gone process's ledger a child keeps in t1 gets t2, not t3, and
+ * three connections more (t2's, t3's and the ledger hold three).
+ */
+static void test_tenant_kept_ledgers(void)
+{
+	struct passwd *pw = getpwnam("nobody");
+	if (geteuid() != 0 || !pw) {
+		printf("not root, or no user nobody: the kept ledgers' case skipped\n");
+		return;
+	}
+	REQUIRE(chmod(D.dir, 0755) == 0);
+	restart((const char *[]){"--allow-user", "nobody:t*", "--max-connections", "12",
+				 "--max-domains", "4", NULL});
+	daemon_set(&D, "run", "1"); /* kept in the daemon's knobs file across the restarts */
+	int ready[2], hold[2];
+	char k;
+	REQUIRE(pipe(ready) == 0 && pipe(hold) == 0);
+	/* Forged: nothing maps the ledger once the process is gone. */
+	pid_t t = fork();
+	REQUIRE(t >= 0);
+	if (t == 0)
+		tenant_with_pins(pw, true, ready[1], -1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	int st;
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	int forked = wait_state_files_long("t1.", ".forked", 0);
+	printf("a forged fork area: %d kept ledgers of t1 left\n", forked);
+	CHECK_EQ_INT(forked, 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
+	restart((const char *[]){"--allow-user", "nobody:t*", "--max-connections", "12",
+				 "--max-domains", "4", NULL});
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".forked", 0), 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
+	/* Kept for a child that maps it: charged to the tenant. */
+	t = fork();
+	REQUIRE(t >= 0);
+	if (t == 0)
+		tenant_with_pins(pw, false, ready[1], hold[0]);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".forked", 1), 1);
+	char owned[32];
+	snprintf(owned, sizeof(owned), ".u%d.forked", (int)pw->pw_uid);
+	CHECK_EQ_INT(state_files(&D, "t1.", owned), 1);
+	int t2, t3, more = tenant_shares_left(pw, &t2, &t3);
+	printf("with t1's kept ledger: HELLO t2 %d, t3 %d, then %d connections\n", t2, t3, more);
+	CHECK_EQ_INT(t2, 0);
+	CHECK_EQ_INT(t3, EMFILE);
+	CHECK_EQ_INT(more, 3);
+	/* And across a restart, from its name. */
+	restart((const char *[]){"--allow-user", "nobody:t*", "--max-connections", "12",
+				 "--max-domains", "4", NULL});
+	CHECK_EQ_INT(state_files(&D, "t1.", owned), 1);
+	more = tenant_shares_left(pw, &t2, &t3);
+	CHECK_EQ_INT(t3, EMFILE);
+	CHECK_EQ_INT(more, 3);
+	/* The child gone, so are the ledger and the domain. */
+	REQUIRE(write(hold[1], "e", 1) == 1);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".forked", 0), 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
+	CHECK(daemon_logged(&D, "forked children are gone"));
+	close(ready[0]), close(ready[1]), close(hold[0]);
+}
+
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 2);
@@ -353,6 +530,7 @@ int main(int argc, char **argv)
 	test_idle_timeout();
 	test_domain_table_full();
 	test_tenant_share();
+	test_tenant_kept_ledgers();
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("limits");

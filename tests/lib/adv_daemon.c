@@ -616,7 +616,19 @@ static struct census ledger_census(const char *suffix, pid_t pid)
 	static uint32_t refs[4 * 16384], held[4 * 16384];
 	const size_t nr = sizeof(refs) / sizeof(refs[0]);
 	char path[600];
-	snprintf(path, sizeof(path), "%s/adv.%d.%s", D.state, (int)pid, suffix);
+	/* A kept ledger's name says its owner too: adv.PID.uUID.forked. */
+	char prefix[64];
+	snprintf(prefix, sizeof(prefix), "adv.%d.", (int)pid);
+	DIR *dir = opendir(D.state);
+	REQUIRE(dir);
+	path[0] = 0;
+	for (struct dirent *e; !path[0] && (e = readdir(dir));) {
+		size_t n = strlen(e->d_name);
+		if (!strncmp(e->d_name, prefix, strlen(prefix)) && n > strlen(suffix) &&
+		    !strcmp(e->d_name + n - strlen(suffix), suffix))
+			snprintf(path, sizeof(path), "%s/%s", D.state, e->d_name);
+	}
+	closedir(dir);
 	int fd = open(path, O_RDONLY);
 	REQUIRE(fd >= 0);
 	REQUIRE(pread(fd, refs, sizeof(refs), LEDGER_OFF_REFS) == sizeof(refs));
@@ -1306,4 +1318,62 @@ void test_daemon_zero_drop_after_reconnect(void)
 		}
 		munmap(p, n * PG);
 	}
+}
+
+/*
+ * RELIABILITY.md 82: a client reconnecting to a restarted samepaged
+ * checked that the pool handed back was its own, not the ledger.  Its
+ * ledger removed while samepaged was away (by hand, a clean-up), the
+ * daemon made a new one, empty, and the client went on writing the one it
+ * maps (another client holds the domain, whose files are taken back):
+ * its next PLACE had the daemon read the new file's place list
+ * (zeros) and staging pages (zeros), and write them over pool page 0,
+ * which this client's 64 pages map (the daemon checks every ledger but the
+ * placing client's own).  Now the client stays paused, its memory as
+ * written.
+ */
+void test_daemon_ledger_gone_at_reconnect(void)
+{
+	const size_t n = 64;
+	daemon_up();
+	samepage_t *sp = connect_or_die("swap");
+	char *p = map_pages(n);
+	memset(p, 'w', n * PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wait_merging(sp, (long long)n);
+	REQUIRE(pages_mapping_pool(p, n) == n);	     /* pool page 0 */
+	pid_t other = merged_client("swap", 8, 'o'); /* holds the domain across the restart */
+	daemon_stop(&D, SIGKILL);
+	char ledger[600], away[600];
+	snprintf(ledger, sizeof(ledger), "%s/swap.%d.ledger", D.state, (int)getpid());
+	snprintf(away, sizeof(away), "%s/swap.%d.away", D.state, (int)getpid());
+	REQUIRE(rename(ledger, away) == 0);
+	daemon_start(&D, NULL);
+	/* The client's HELLO again (each second) makes a new ledger. */
+	for (int i = 0; i < 10000 && access(ledger, F_OK) < 0; i++) {
+		if (i % 100 == 0)
+			check_tick();
+		usleep(1000);
+	}
+	CHECK_EQ_INT(access(ledger, F_OK), 0);
+	usleep(500000);
+	/* A new content to merge: a new KSM page to place. */
+	char *q = map_pages(n);
+	memset(q, 'x', n * PG);
+	REQUIRE(samepage_madvise(sp, q, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	for (int i = 0; i < 30; i++) {
+		check_tick();
+		usleep(100000);
+	}
+	size_t bad = 0;
+	for (size_t i = 0; i < n * PG; i++)
+		bad += p[i] != 'w';
+	printf("# bytes of the merged pages changed: %zu\n", bad);
+	CHECK_EQ_U64(bad, 0);
+	for (size_t i = 0; i < n * PG; i++)
+		bad += q[i] != 'x';
+	CHECK_EQ_U64(bad, 0);
+	samepage_close(sp);
+	kill(other, SIGKILL);
+	CHECK_EQ_INT(adv_wait(other), 128 + SIGKILL);
 }
