@@ -395,6 +395,43 @@ static int unkeep(struct samepage *sp, uintptr_t start, size_t len)
 }
 
 /*
+ * pkey_mprotect: a protection key is the mapping's, and a merge or an
+ * unmerge puts a new mapping in place, with the default key 0: writes and
+ * reads the key forbade went through (RELIABILITY.md 90).  Memory given
+ * another key is kept out of merging, as wipe-on-fork is (its merged
+ * pages get private copies first, which the key then covers); key 0 lets
+ * it merge again.  Key -1 is mprotect's call.
+ */
+EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
+{
+	uintptr_t a = (uintptr_t)addr;
+	size_t l = pages_len(len);
+	if (pkey == -1)
+		return mprotect(addr, len, prot);
+	bool whole = !(a & (PAGE_SIZE - 1)) && l;
+	if (whole && pkey) {
+		promise_set(a, a + l, PROMISE_PKEY, true);
+		if (active())
+			for_engines_in(a, l, keep);
+		stale_pools_keep(a, a + l); /* merged by engines since closed */
+	}
+	bool on = active();
+	if (on)
+		as_lock_shared();
+	int err = prim_syscall(SYS_pkey_mprotect, addr, len, prot, pkey) ? -errno : 0;
+	if (on && !err)
+		engine_note_change(a, len);
+	if (on)
+		as_unlock();
+	if (!err && whole && !pkey) {
+		promise_set(a, a + l, PROMISE_PKEY, false);
+		if (active())
+			for_engines_in(a, l, unkeep);
+	}
+	return libc_result(err);
+}
+
+/*
  * MADV_DONTNEED and its kin: merged pages are private mappings of the pool
  * and would read back the pool's contents: they become fresh anonymous
  * memory first (also those of engines closed or inherited from a parent).

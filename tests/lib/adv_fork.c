@@ -1490,3 +1490,79 @@ void test_fork_in_signal_handler(void)
 	samepage_close(sp);
 	munmap(p, 64 * PG);
 }
+
+/* pkey_test: the writes of the test's thread to p's n pages that fault
+ * (SEGV_PKUERR) while key forbids them. */
+static sigjmp_buf pkey_jump;
+
+static void pkey_fault(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	siglongjmp(pkey_jump, si->si_code == SEGV_PKUERR ? 1 : 2);
+}
+
+static size_t pkey_refused_writes(char *p, size_t n, int key)
+{
+	struct sigaction sa = {.sa_sigaction = pkey_fault, .sa_flags = SA_SIGINFO}, old;
+	REQUIRE(sigaction(SIGSEGV, &sa, &old) == 0);
+	volatile size_t refused = 0;
+	for (volatile size_t i = 0; i < n; i++) {
+		REQUIRE(pkey_set(key, PKEY_DISABLE_WRITE) == 0);
+		int r = sigsetjmp(pkey_jump, 1);
+		if (r == 0)
+			*(volatile char *)(p + i * PG) = p[i * PG]; /* the same byte */
+		REQUIRE(r != 2);
+		refused += r == 1;
+		REQUIRE(pkey_set(key, 0) == 0);
+	}
+	REQUIRE(sigaction(SIGSEGV, &old, NULL) == 0);
+	return refused;
+}
+
+/* RELIABILITY.md 90: a merge dropped the protection key of memory that
+ * pkey_mprotect(2) gave one (a mapping of the pool, or an unmerge's new
+ * anonymous memory, takes the default key 0), so writes and reads the
+ * key forbade went through.  Keyed memory is now kept out of merging, as
+ * wipe-on-fork is, whether keyed before or after it was registered or
+ * merged; pkey_mprotect with key 0 lets it merge again. */
+void test_pkey_kept(void)
+{
+	const size_t n = 32;
+	int key = pkey_alloc(0, 0);
+	if (key < 0)
+		SKIP("no memory protection keys here (pkey_alloc: %s)", strerror(errno));
+	for (int before = 0; before < 2; before++) {
+		samepage_t *sp = open_fast();
+		char *p = map_pages(n);
+		memset(p, 'p', n * PG);
+		if (before) /* keyed, then registered */
+			REQUIRE(pkey_mprotect(p, n * PG, PROT_READ | PROT_WRITE, key) == 0);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 2) == 0);
+		if (!before) { /* merged, then keyed */
+			CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+			REQUIRE(pkey_mprotect(p, n * PG, PROT_READ | PROT_WRITE, key) == 0);
+		}
+		REQUIRE(wait_scans(sp, 3) == 0);
+		CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+		CHECK_EQ_U64(pkey_refused_writes(p, n, key), n);
+		/* And after a discard, and run=2. */
+		CHECK_EQ_INT(madvise(p, n * PG, MADV_DONTNEED), 0);
+		memset(p, 'p', n * PG);
+		wr(sp, "run", "2");
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 3) == 0);
+		CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+		CHECK_EQ_U64(pkey_refused_writes(p, n, key), n);
+		/* The default key back: the pages merge again. */
+		REQUIRE(pkey_mprotect(p, n * PG, PROT_READ | PROT_WRITE, 0) == 0);
+		for (int k = 0; k < 20 && pages_mapping_pool(p, n) < n; k++)
+			REQUIRE(wait_scans(sp, 1) == 0);
+		CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+		samepage_close(sp);
+		munmap(p, n * PG);
+	}
+	pkey_free(key);
+}
