@@ -1566,3 +1566,52 @@ void test_pkey_kept(void)
 	}
 	pkey_free(key);
 }
+
+/* Whether a forked child can grow the MAP_GROWSDOWN mapping at p by four
+ * pages (0), or dies (128 + its signal). */
+static int child_grows(char *p)
+{
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		for (int k = 1; k <= 4; k++)
+			((volatile char *)p)[-k * (long)PG] = 1;
+		_exit(0);
+	}
+	return adv_wait(pid);
+}
+
+/* RELIABILITY.md 91: a merge took VM_GROWSDOWN from the bottom of a
+ * stack (the main thread's [stack] under merge-any, a MAP_GROWSDOWN
+ * mapping): the mapping a merge puts there, of the pool or (zero pages
+ * of locked memory) new anonymous memory, does not grow, so the next
+ * deeper call died with SIGSEGV (a program under mlockall at once, its
+ * stack's untouched bottom being zeros).  Such mappings are now kept out
+ * of merging. */
+void test_growsdown_kept(void)
+{
+	const size_t n = 32, hole = 64, below = 1024;
+	require_memlock(2 * n * PG);
+	for (int locked = 0; locked < 2; locked++) {
+		samepage_t *sp = open_fast();
+		/* PROT_NONE below a hole below the mapping: room to grow
+		 * that no other mapping takes */
+		char *r = mmap(NULL, (below + hole + n) * PG, PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		REQUIRE(r != MAP_FAILED);
+		char *p = mmap(r + (below + hole) * PG, n * PG, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN, -1, 0);
+		REQUIRE(p == r + (below + hole) * PG);
+		REQUIRE(munmap(r + below * PG, hole * PG) == 0);
+		memset(p, locked ? 0 : 'g', n * PG);
+		if (locked)
+			REQUIRE(mlock(p, n * PG) == 0);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 3) == 0);
+		CHECK_EQ_INT(child_grows(p), 0);
+		CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+		samepage_close(sp);
+		munmap(r, (below + hole + n) * PG);
+	}
+}
