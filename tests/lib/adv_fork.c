@@ -11,6 +11,7 @@
 #include <grp.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 
 /* Regression: a forked child's first munmap/mprotect/mremap/MAP_FIXED
  * mmap/fork completes: the child initialises the address-space lock again
@@ -1614,4 +1615,39 @@ void test_growsdown_kept(void)
 		samepage_close(sp);
 		munmap(r, (below + hole + n) * PG);
 	}
+}
+
+/* RELIABILITY.md 92: process_madvise(2) on the process itself (any advice
+ * since Linux 6.13) went past the madvise() wrapper: a MADV_DONTNEED of
+ * merged pages succeeded and they read the pool's contents back, not
+ * zeros.  Through a pidfd of the process and PIDFD_SELF (Linux 6.15). */
+void test_process_madvise_self(void)
+{
+	const size_t n = 32;
+	int self = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (self < 0)
+		SKIP("no pidfd_open: %s", strerror(errno));
+	char probe[PG] __attribute__((aligned(4096)));
+	struct iovec none = {probe, 0};
+	if (syscall(SYS_process_madvise, self, &none, 1, MADV_DONTNEED, 0) < 0)
+		SKIP("process_madvise(MADV_DONTNEED) refused on the process itself: %s",
+		     strerror(errno));
+	const int pidfds[] = {self, -10000 /* PIDFD_SELF_THREAD */, -20000};
+	for (size_t k = 0; k < sizeof(pidfds) / sizeof(pidfds[0]); k++) {
+		if (pidfds[k] < 0 &&
+		    syscall(SYS_process_madvise, pidfds[k], &none, 1, MADV_DONTNEED, 0) < 0)
+			continue; /* before Linux 6.15 */
+		char *p;
+		samepage_t *sp = adv_merged(&p, n, 'm');
+		REQUIRE(pages_mapping_pool(p, n) == n);
+		struct iovec iov[2] = {{p, 8 * PG}, {p + 16 * PG, 16 * PG}};
+		CHECK_EQ_INT(process_madvise(pidfds[k], iov, 2, MADV_DONTNEED, 0), 24 * PG);
+		size_t wrong = 0;
+		for (size_t i = 0; i < n * PG; i += 97)
+			wrong += p[i] != (i / PG < 8 || i / PG >= 16 ? 0 : 'm');
+		CHECK_EQ_U64(wrong, 0);
+		samepage_close(sp);
+		munmap(p, n * PG);
+	}
+	close(self);
 }
