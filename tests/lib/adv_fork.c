@@ -1651,3 +1651,52 @@ void test_process_madvise_self(void)
 	}
 	close(self);
 }
+
+static volatile sig_atomic_t altstack_signals;
+
+static void altstack_handler(int sig)
+{
+	(void)sig;
+	altstack_signals++;
+}
+
+/* RELIABILITY.md 93: a signal stack (sigaltstack) merged like any memory,
+ * and a signal delivered while a merge window covered its page killed the
+ * process (SIGSEGV) under the uffd-user and mprotect windows, which fail
+ * the kernel's writes (the signal's frame).  Its pages are now kept out
+ * of merging: merged ones get private copies when it is set, and the
+ * main thread, signalled again and again while it writes the stack's
+ * pages back to the contents of the merged ones, lives. */
+void test_altstack_kept(void)
+{
+	const size_t n = 16, half = 8;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'a');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	stack_t ss = {.ss_sp = p + half * PG, .ss_size = half * PG}, old;
+	REQUIRE(sigaltstack(&ss, &old) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(p + half * PG, half), 0);
+	struct sigaction sa = {.sa_handler = altstack_handler, .sa_flags = SA_ONSTACK}, prev;
+	REQUIRE(sigaction(SIGUSR1, &sa, &prev) == 0);
+	unsigned seed = 1;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	long sent = 0;
+	do {
+		memset(p + half * PG, 'a', half * PG);
+		usleep((useconds_t)(rand_r(&seed) % 2000));
+		raise(SIGUSR1);
+		sent++;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		check_tick();
+	} while (t.tv_sec - t0.tv_sec < 3);
+	CHECK_EQ_INT(altstack_signals, sent);
+	memset(p + half * PG, 'a', half * PG);
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(p + half * PG, half), 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, half), half);
+	REQUIRE(sigaction(SIGUSR1, &prev, NULL) == 0);
+	REQUIRE(sigaltstack(&old, NULL) == 0);
+	samepage_close(sp);
+	munmap(p, n * PG);
+}
