@@ -166,10 +166,7 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 /* A stack that grows down (VM_GROWSDOWN: the main thread's [stack],
  * MAP_GROWSDOWN): kept out of merging. */
 #define PROMISE_GROWSDOWN (0x400u << PROMISE_POLICY_SHIFT)
-/* A signal stack (sigaltstack): the kernel writes signal frames there,
- * which a merge window would make fail; kept out of merging. */
-#define PROMISE_ALTSTACK (0x800u << PROMISE_POLICY_SHIFT)
-#define PROMISE_LAST PROMISE_ALTSTACK
+#define PROMISE_LAST PROMISE_GROWSDOWN
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
 void promise_future_locked(bool on);

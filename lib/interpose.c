@@ -36,7 +36,6 @@
 #include <linux/close_range.h>
 #include <linux/userfaultfd.h>
 #include <linux/vfio.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -494,31 +493,6 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	case MADV_HUGEPAGE: return advice_promised(addr, l, advice, PROMISE_NOHUGEPAGE, false);
 	}
 	return libc_result(prim_madvise(addr, len, advice));
-}
-
-/*
- * sigaltstack: the kernel writes a signal's frame on the signal stack, and
- * a write of the kernel into an open merge window fails under the
- * uffd-user and mprotect windows (an unprivileged process's): the signal
- * could not be delivered, and the kernel killed the process with SIGSEGV
- * (RELIABILITY.md 93).  The stack's pages are kept out of merging (its
- * merged pages get private copies first), from before it is set until
- * the memory is unmapped.
- */
-EXPORT int sigaltstack(const stack_t *ss, stack_t *old)
-{
-	if (ss && !(ss->ss_flags & SS_DISABLE) && ss->ss_size) {
-		uintptr_t a = (uintptr_t)ss->ss_sp & ~(uintptr_t)(PAGE_SIZE - 1);
-		uintptr_t e = ((uintptr_t)ss->ss_sp + ss->ss_size + PAGE_SIZE - 1) &
-			      ~(uintptr_t)(PAGE_SIZE - 1);
-		if (e > a) {
-			promise_set(a, e, PROMISE_ALTSTACK, true);
-			if (active())
-				for_engines_in(a, e - a, keep);
-			stale_pools_keep(a, e); /* merged by engines since closed */
-		}
-	}
-	return prim_syscall(SYS_sigaltstack, ss, old) ? -1 : 0;
 }
 
 /* Whether pidfd is this process's (PIDFD_SELF_THREAD and

@@ -909,13 +909,12 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 	 * registered with its own userfaultfd, and wipe-on-fork that its
 	 * madvise is about to set (the wrapper promises it first, and the
 	 * smaps read above may come before the kernel sets it: finding 47),
-	 * a protection key other than the default (pkey_mprotect), and signal
-	 * stacks (sigaltstack). */
+	 * and a protection key other than the default (pkey_mprotect). */
 	uintptr_t p = start, fs, fe;
-	while (p < end && promise_find(p, end,
-				       PROMISE_UFFD | PROMISE_WIPEONFORK | PROMISE_PKEY |
-					   PROMISE_GROWSDOWN | PROMISE_ALTSTACK,
-				       &fs, &fe)) {
+	while (p < end &&
+	       promise_find(p, end,
+			    PROMISE_UFFD | PROMISE_WIPEONFORK | PROMISE_PKEY | PROMISE_GROWSDOWN,
+			    &fs, &fe)) {
 		uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
 		regions_keep(sp, s, e - s);
 		p = e;
@@ -929,8 +928,8 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
  * engine_enter(). */
 void regions_unkeep(struct samepage *sp, uintptr_t start, size_t len)
 {
-	const unsigned still = PROMISE_WIPEONFORK | PROMISE_MALLOC | PROMISE_UFFD | PROMISE_PKEY |
-			       PROMISE_GROWSDOWN | PROMISE_ALTSTACK;
+	const unsigned still =
+	    PROMISE_WIPEONFORK | PROMISE_MALLOC | PROMISE_UFFD | PROMISE_PKEY | PROMISE_GROWSDOWN;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		size_t from, to;
