@@ -161,7 +161,12 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 #define PROMISE_POLICY_SHIFT 9
 #define PROMISE_POLICY_MASK (0xffu << PROMISE_POLICY_SHIFT)
 #define PROMISE_ONFAULT (0x100u << PROMISE_POLICY_SHIFT) /* locked on fault (MLOCK_ONFAULT) */
-#define PROMISE_LAST PROMISE_ONFAULT
+/* A protection key other than 0 (pkey_mprotect): kept out of merging. */
+#define PROMISE_PKEY (0x200u << PROMISE_POLICY_SHIFT)
+/* A stack that grows down (VM_GROWSDOWN: the main thread's [stack],
+ * MAP_GROWSDOWN): kept out of merging. */
+#define PROMISE_GROWSDOWN (0x400u << PROMISE_POLICY_SHIFT)
+#define PROMISE_LAST PROMISE_GROWSDOWN
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
 void promise_future_locked(bool on);

@@ -44,6 +44,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -395,6 +396,43 @@ static int unkeep(struct samepage *sp, uintptr_t start, size_t len)
 }
 
 /*
+ * pkey_mprotect: a protection key is the mapping's, and a merge or an
+ * unmerge puts a new mapping in place, with the default key 0: writes and
+ * reads the key forbade went through (RELIABILITY.md 94).  Memory given
+ * another key is kept out of merging, as wipe-on-fork is (its merged
+ * pages get private copies first, which the key then covers); key 0 lets
+ * it merge again.  Key -1 is mprotect's call.
+ */
+EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
+{
+	uintptr_t a = (uintptr_t)addr;
+	size_t l = pages_len(len);
+	if (pkey == -1)
+		return mprotect(addr, len, prot);
+	bool whole = !(a & (PAGE_SIZE - 1)) && l;
+	if (whole && pkey) {
+		promise_set(a, a + l, PROMISE_PKEY, true);
+		if (active())
+			for_engines_in(a, l, keep);
+		stale_pools_keep(a, a + l); /* merged by engines since closed */
+	}
+	bool on = active();
+	if (on)
+		as_lock_shared();
+	int err = prim_syscall(SYS_pkey_mprotect, addr, len, prot, pkey) ? -errno : 0;
+	if (on && !err)
+		engine_note_change(a, len);
+	if (on)
+		as_unlock();
+	if (!err && whole && !pkey) {
+		promise_set(a, a + l, PROMISE_PKEY, false);
+		if (active())
+			for_engines_in(a, l, unkeep);
+	}
+	return libc_result(err);
+}
+
+/*
  * MADV_DONTNEED and its kin: merged pages are private mappings of the pool
  * and would read back the pool's contents: they become fresh anonymous
  * memory first (also those of engines closed or inherited from a parent).
@@ -455,6 +493,48 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	case MADV_HUGEPAGE: return advice_promised(addr, l, advice, PROMISE_NOHUGEPAGE, false);
 	}
 	return libc_result(prim_madvise(addr, len, advice));
+}
+
+/* Whether pidfd is this process's (PIDFD_SELF_THREAD and
+ * PIDFD_SELF_THREAD_GROUP, Linux 6.15, or a pidfd of a thread of it, asked
+ * with PIDFD_GET_INFO, Linux 6.13: before it, process_madvise() refused
+ * this process the advice that matters here). */
+static bool pidfd_is_self(int pidfd)
+{
+	struct {
+		uint64_t mask, cgroupid;
+		uint32_t pid, tgid, rest[10];
+	} info = {.mask = 1}; /* PIDFD_INFO_PID: struct pidfd_info's first 64 bytes */
+	_Static_assert(sizeof(info) == 64, "PIDFD_INFO_SIZE_VER0");
+	if (pidfd == -10000 || pidfd == -20000)
+		return true;
+	return pidfd >= 0 && prim_syscall(SYS_ioctl, pidfd, _IOWR(0xFF, 11, info), &info) == 0 &&
+	       (info.mask & 1) && (pid_t)info.tgid == prim_getpid();
+}
+
+/* process_madvise(2) on this process (Linux 6.13 lets a process give
+ * itself any advice so): each range goes through madvise() above, as the
+ * kernel's walk gives each its advice, so a MADV_DONTNEED of merged pages
+ * reads zeros (the pool's contents came back) and the rest is kept as
+ * there.  The kernel says first whether it takes the call at all (the
+ * same call without its ranges). */
+EXPORT ssize_t process_madvise(int pidfd, const struct iovec *iov, size_t n, int advice,
+			       unsigned int flags)
+{
+	if (!pidfd_is_self(pidfd) || n > 1024 /* UIO_MAXIOV: the kernel's EINVAL */)
+		return prim_syscall(SYS_process_madvise, pidfd, iov, n, advice, flags);
+	long rc = prim_syscall(SYS_process_madvise, pidfd, iov, 0, advice, flags);
+	if (rc < 0)
+		return rc;
+	ssize_t done = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!iov[i].iov_len)
+			continue;
+		if (madvise(iov[i].iov_base, iov[i].iov_len, advice))
+			return done ? done : -1;
+		done += (ssize_t)iov[i].iov_len;
+	}
+	return done;
 }
 
 /* mbind (libnuma's, which QEMU's memory backends call with policy=bind):

@@ -884,7 +884,11 @@ static long syscall_routed(long nr, const long *a)
 		return (long)mmap(p, (size_t)a[1], (int)a[2], (int)a[3], (int)a[4], (off_t)a[5]);
 	case SYS_munmap: return munmap(p, (size_t)a[1]);
 	case SYS_mprotect: return mprotect(p, (size_t)a[1], (int)a[2]);
+	case SYS_pkey_mprotect: return pkey_mprotect(p, (size_t)a[1], (int)a[2], (int)a[3]);
 	case SYS_madvise: return madvise(p, (size_t)a[1], (int)a[2]);
+	case SYS_process_madvise:
+		return process_madvise((int)a[0], (const struct iovec *)a[1], (size_t)a[2],
+				       (int)a[3], (unsigned)a[4]);
 	case SYS_mremap:
 		return (long)mremap(p, (size_t)a[1], (size_t)a[2], (int)a[3], (void *)a[4]);
 	case SYS_mlock: return mlock(p, (size_t)a[1]);

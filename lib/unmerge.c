@@ -886,11 +886,19 @@ static int remember_flags(const struct map_entry *m, const char *flags, void *ar
 		promise_set(from, to, PROMISE_WIPEONFORK, true);
 		regions_keep(k->sp, from, to - from);
 	}
+	/* A mapping a merge puts at the bottom of a stack does not grow
+	 * down (neither a mapping of the pool nor the new anonymous memory
+	 * of locked zero pages is VM_GROWSDOWN): the next deeper call died
+	 * with SIGSEGV (RELIABILITY.md 95). */
+	if (strstr(flags, " gd")) {
+		promise_set(from, to, PROMISE_GROWSDOWN, true);
+		regions_keep(k->sp, from, to - from);
+	}
 	return 0;
 }
 
 /* What the application asked of the mappings of a range being registered
- * (VmFlags dc, dd, lo, nh, hg, wf in /proc/self/smaps): remembered, so that every
+ * (VmFlags dc, dd, lo, nh, hg, wf, gd in /proc/self/smaps): remembered, so that every
  * mapping a merge puts in place gets it again (promise.c); wipe-on-fork
  * cannot be kept on a mapping of the pool, so those pages are kept out. */
 void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
@@ -900,9 +908,13 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 	/* And what the promises say keeps pages out: what the application
 	 * registered with its own userfaultfd, and wipe-on-fork that its
 	 * madvise is about to set (the wrapper promises it first, and the
-	 * smaps read above may come before the kernel sets it: finding 47). */
+	 * smaps read above may come before the kernel sets it: finding 47),
+	 * and a protection key other than the default (pkey_mprotect). */
 	uintptr_t p = start, fs, fe;
-	while (p < end && promise_find(p, end, PROMISE_UFFD | PROMISE_WIPEONFORK, &fs, &fe)) {
+	while (p < end &&
+	       promise_find(p, end,
+			    PROMISE_UFFD | PROMISE_WIPEONFORK | PROMISE_PKEY | PROMISE_GROWSDOWN,
+			    &fs, &fe)) {
 		uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
 		regions_keep(sp, s, e - s);
 		p = e;
@@ -916,7 +928,8 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
  * engine_enter(). */
 void regions_unkeep(struct samepage *sp, uintptr_t start, size_t len)
 {
-	const unsigned still = PROMISE_WIPEONFORK | PROMISE_MALLOC | PROMISE_UFFD;
+	const unsigned still =
+	    PROMISE_WIPEONFORK | PROMISE_MALLOC | PROMISE_UFFD | PROMISE_PKEY | PROMISE_GROWSDOWN;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		size_t from, to;

@@ -11,6 +11,7 @@
 #include <grp.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 
 /* Regression: a forked child's first munmap/mprotect/mremap/MAP_FIXED
  * mmap/fork completes: the child initialises the address-space lock again
@@ -1489,4 +1490,164 @@ void test_fork_in_signal_handler(void)
 	CHECK_EQ_INT(atomic_load(&handler_fork_failed), 0);
 	samepage_close(sp);
 	munmap(p, 64 * PG);
+}
+
+/* pkey_test: the writes of the test's thread to p's n pages that fault
+ * (SEGV_PKUERR) while key forbids them. */
+static sigjmp_buf pkey_jump;
+
+static void pkey_fault(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	siglongjmp(pkey_jump, si->si_code == SEGV_PKUERR ? 1 : 2);
+}
+
+static size_t pkey_refused_writes(char *p, size_t n, int key)
+{
+	struct sigaction sa = {.sa_sigaction = pkey_fault, .sa_flags = SA_SIGINFO}, old;
+	REQUIRE(sigaction(SIGSEGV, &sa, &old) == 0);
+	volatile size_t refused = 0;
+	for (volatile size_t i = 0; i < n; i++) {
+		REQUIRE(pkey_set(key, PKEY_DISABLE_WRITE) == 0);
+		int r = sigsetjmp(pkey_jump, 1);
+		if (r == 0)
+			*(volatile char *)(p + i * PG) = p[i * PG]; /* the same byte */
+		REQUIRE(r != 2);
+		refused += r == 1;
+		REQUIRE(pkey_set(key, 0) == 0);
+	}
+	REQUIRE(sigaction(SIGSEGV, &old, NULL) == 0);
+	return refused;
+}
+
+/* RELIABILITY.md 94: a merge dropped the protection key of memory that
+ * pkey_mprotect(2) gave one (a mapping of the pool, or an unmerge's new
+ * anonymous memory, takes the default key 0), so writes and reads the
+ * key forbade went through.  Keyed memory is now kept out of merging, as
+ * wipe-on-fork is, whether keyed before or after it was registered or
+ * merged; pkey_mprotect with key 0 lets it merge again. */
+void test_pkey_kept(void)
+{
+	const size_t n = 32;
+	int key = pkey_alloc(0, 0);
+	if (key < 0)
+		SKIP("no memory protection keys here (pkey_alloc: %s)", strerror(errno));
+	for (int before = 0; before < 2; before++) {
+		samepage_t *sp = open_fast();
+		char *p = map_pages(n);
+		memset(p, 'p', n * PG);
+		if (before) /* keyed, then registered */
+			REQUIRE(pkey_mprotect(p, n * PG, PROT_READ | PROT_WRITE, key) == 0);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 2) == 0);
+		if (!before) { /* merged, then keyed */
+			CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+			REQUIRE(pkey_mprotect(p, n * PG, PROT_READ | PROT_WRITE, key) == 0);
+		}
+		REQUIRE(wait_scans(sp, 3) == 0);
+		CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+		CHECK_EQ_U64(pkey_refused_writes(p, n, key), n);
+		/* And after a discard, and run=2. */
+		CHECK_EQ_INT(madvise(p, n * PG, MADV_DONTNEED), 0);
+		memset(p, 'p', n * PG);
+		wr(sp, "run", "2");
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 3) == 0);
+		CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+		CHECK_EQ_U64(pkey_refused_writes(p, n, key), n);
+		/* The default key back: the pages merge again. */
+		REQUIRE(pkey_mprotect(p, n * PG, PROT_READ | PROT_WRITE, 0) == 0);
+		for (int k = 0; k < 20 && pages_mapping_pool(p, n) < n; k++)
+			REQUIRE(wait_scans(sp, 1) == 0);
+		CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+		samepage_close(sp);
+		munmap(p, n * PG);
+	}
+	pkey_free(key);
+}
+
+/* Whether a forked child can grow the MAP_GROWSDOWN mapping at p by four
+ * pages (0), or dies (128 + its signal). */
+static int child_grows(char *p)
+{
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		for (int k = 1; k <= 4; k++)
+			((volatile char *)p)[-k * (long)PG] = 1;
+		_exit(0);
+	}
+	return adv_wait(pid);
+}
+
+/* RELIABILITY.md 95: a merge took VM_GROWSDOWN from the bottom of a
+ * stack (the main thread's [stack] under merge-any, a MAP_GROWSDOWN
+ * mapping): the mapping a merge puts there, of the pool or (zero pages
+ * of locked memory) new anonymous memory, does not grow, so the next
+ * deeper call died with SIGSEGV (a program under mlockall at once, its
+ * stack's untouched bottom being zeros).  Such mappings are now kept out
+ * of merging. */
+void test_growsdown_kept(void)
+{
+	const size_t n = 32, hole = 64, below = 1024;
+	require_memlock(2 * n * PG);
+	for (int locked = 0; locked < 2; locked++) {
+		samepage_t *sp = open_fast();
+		/* PROT_NONE below a hole below the mapping: room to grow
+		 * that no other mapping takes */
+		char *r = mmap(NULL, (below + hole + n) * PG, PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		REQUIRE(r != MAP_FAILED);
+		char *p = mmap(r + (below + hole) * PG, n * PG, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN, -1, 0);
+		REQUIRE(p == r + (below + hole) * PG);
+		REQUIRE(munmap(r + below * PG, hole * PG) == 0);
+		memset(p, locked ? 0 : 'g', n * PG);
+		if (locked)
+			REQUIRE(mlock(p, n * PG) == 0);
+		REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+		wr(sp, "run", "1");
+		REQUIRE(wait_scans(sp, 3) == 0);
+		CHECK_EQ_INT(child_grows(p), 0);
+		CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+		samepage_close(sp);
+		munmap(r, (below + hole + n) * PG);
+	}
+}
+
+/* RELIABILITY.md 96: process_madvise(2) on the process itself (any advice
+ * since Linux 6.13) went past the madvise() wrapper: a MADV_DONTNEED of
+ * merged pages succeeded and they read the pool's contents back, not
+ * zeros.  Through a pidfd of the process and PIDFD_SELF (Linux 6.15). */
+void test_process_madvise_self(void)
+{
+	const size_t n = 32;
+	int self = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (self < 0)
+		SKIP("no pidfd_open: %s", strerror(errno));
+	char probe[PG] __attribute__((aligned(4096)));
+	struct iovec none = {probe, 0};
+	if (syscall(SYS_process_madvise, self, &none, 1, MADV_DONTNEED, 0) < 0)
+		SKIP("process_madvise(MADV_DONTNEED) refused on the process itself: %s",
+		     strerror(errno));
+	const int pidfds[] = {self, -10000 /* PIDFD_SELF_THREAD */, -20000};
+	for (size_t k = 0; k < sizeof(pidfds) / sizeof(pidfds[0]); k++) {
+		if (pidfds[k] < 0 &&
+		    syscall(SYS_process_madvise, pidfds[k], &none, 1, MADV_DONTNEED, 0) < 0)
+			continue; /* before Linux 6.15 */
+		char *p;
+		samepage_t *sp = adv_merged(&p, n, 'm');
+		REQUIRE(pages_mapping_pool(p, n) == n);
+		struct iovec iov[2] = {{p, 8 * PG}, {p + 16 * PG, 16 * PG}};
+		CHECK_EQ_INT(process_madvise(pidfds[k], iov, 2, MADV_DONTNEED, 0), 24 * PG);
+		size_t wrong = 0;
+		for (size_t i = 0; i < n * PG; i += 97)
+			wrong += p[i] != (i / PG < 8 || i / PG >= 16 ? 0 : 'm');
+		CHECK_EQ_U64(wrong, 0);
+		samepage_close(sp);
+		munmap(p, n * PG);
+	}
+	close(self);
 }
