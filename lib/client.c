@@ -225,22 +225,7 @@ static void client_poll(struct samepage *sp)
 	    prim_file_id(fds[2], &dev, &ino) == 0 && dev == sp->ledger_dev && ino == sp->ledger_ino;
 	for (int i = 0; i < HELLO_FDS; i++)
 		prim_close(fds[i]);
-	if (same && !own_ledger) {
-		prim_close(conn);
-		if (!sp->stale)
-			fprintf(stderr,
-				"libsamepage: samepaged at %s handed back another ledger for "
-				"domain %s than this process's (it was removed or set aside "
-				"while samepaged was away): merged memory stays valid, merging "
-				"stays paused\n",
-				sp->socket_path, sp->domain_name);
-		sp->stale = true;
-		sp->stale_ns = now;
-		sp->stale_dev = sdev;
-		sp->stale_ino = sino;
-		return;
-	}
-	if (!same) {
+	if (!same || !own_ledger) {
 		/* A daemon that lost its files (its state directory was
 		 * removed, or it runs with another) made a new domain: ours
 		 * stays valid but cannot merge with the new one.  Stay paused,
@@ -249,15 +234,21 @@ static void client_poll(struct samepage *sp)
 		 * domain, once a second for as long as the process runs.  A
 		 * daemon started again binds a new socket: that one is asked;
 		 * the same socket (systemd's, under socket activation) is
-		 * asked again after 10 minutes. */
+		 * asked again after 10 minutes.  The same for another ledger
+		 * in the same domain. */
 		prim_close(conn);
 		if (!sp->stale)
-			fprintf(stderr,
-				"libsamepage: samepaged at %s has other files for domain %s (its "
-				"state directory was removed, or it runs with another one): "
-				"merged memory stays valid, merging stays paused until "
-				"samepaged runs with the files it had\n",
-				sp->socket_path, sp->domain_name);
+			fprintf(
+			    stderr,
+			    "libsamepage: samepaged at %s %s domain %s %s: merged memory stays "
+			    "valid, merging stays paused%s\n",
+			    sp->socket_path,
+			    same ? "handed back another ledger for" : "has other files for",
+			    sp->domain_name,
+			    same ? "than this process's (it was removed or set aside while "
+				   "samepaged was away)"
+				 : "(its state directory was removed, or it runs with another one)",
+			    same ? "" : " until samepaged runs with the files it had");
 		sp->stale = true;
 		sp->stale_ns = now;
 		sp->stale_dev = sdev;
