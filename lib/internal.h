@@ -167,6 +167,9 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
  * MAP_GROWSDOWN): kept out of merging. */
 #define PROMISE_GROWSDOWN (0x400u << PROMISE_POLICY_SHIFT)
 #define PROMISE_LAST PROMISE_GROWSDOWN
+/* What keeps pages out of merging, of what a mapping promises (a malloc
+ * heap, PROMISE_MALLOC, keeps them out too, found by other means). */
+#define PROMISE_KEEPS (PROMISE_UFFD | PROMISE_WIPEONFORK | PROMISE_PKEY | PROMISE_GROWSDOWN)
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
 void promise_future_locked(bool on);

@@ -165,16 +165,26 @@ EXPORT int munmap(void *addr, size_t len)
 	return libc_result(err);
 }
 
+/* mprotect (pkey -1) or pkey_mprotect under the address-space lock, the
+ * change noted for the engines: -errno or 0. */
+static int protect(void *addr, size_t len, int prot, int pkey)
+{
+	bool on = active();
+	if (on)
+		as_lock_shared();
+	int err = pkey == -1 ? prim_mprotect(addr, len, prot) : 0;
+	if (pkey != -1 && prim_syscall(SYS_pkey_mprotect, addr, len, prot, pkey))
+		err = -errno;
+	if (on && !err)
+		engine_note_change((uintptr_t)addr, len);
+	if (on)
+		as_unlock();
+	return err;
+}
+
 EXPORT int mprotect(void *addr, size_t len, int prot)
 {
-	if (!active())
-		return libc_result(prim_mprotect(addr, len, prot));
-	as_lock_shared();
-	int err = prim_mprotect(addr, len, prot);
-	if (!err)
-		engine_note_change((uintptr_t)addr, len);
-	as_unlock();
-	return libc_result(err);
+	return libc_result(protect(addr, len, prot, -1));
 }
 
 /* Runs fn on every engine of this process that has a region in range,
@@ -395,6 +405,18 @@ static int unkeep(struct samepage *sp, uintptr_t start, size_t len)
 	return 0;
 }
 
+/* Pages the application made unmergeable by a flag of their mapping
+ * (wipe-on-fork, a protection key): promised, and kept out by every engine
+ * that has them, those since closed included (their merged pages get
+ * private copies first). */
+static void keep_out(uintptr_t a, size_t l, unsigned flag)
+{
+	promise_set(a, a + l, flag, true);
+	if (active())
+		for_engines_in(a, l, keep);
+	stale_pools_keep(a, a + l);
+}
+
 /*
  * pkey_mprotect: a protection key is the mapping's, and a merge or an
  * unmerge puts a new mapping in place, with the default key 0: writes and
@@ -407,23 +429,10 @@ EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
 {
 	uintptr_t a = (uintptr_t)addr;
 	size_t l = pages_len(len);
-	if (pkey == -1)
-		return mprotect(addr, len, prot);
 	bool whole = !(a & (PAGE_SIZE - 1)) && l;
-	if (whole && pkey) {
-		promise_set(a, a + l, PROMISE_PKEY, true);
-		if (active())
-			for_engines_in(a, l, keep);
-		stale_pools_keep(a, a + l); /* merged by engines since closed */
-	}
-	bool on = active();
-	if (on)
-		as_lock_shared();
-	int err = prim_syscall(SYS_pkey_mprotect, addr, len, prot, pkey) ? -errno : 0;
-	if (on && !err)
-		engine_note_change(a, len);
-	if (on)
-		as_unlock();
+	if (whole && pkey > 0)
+		keep_out(a, l, PROMISE_PKEY);
+	int err = protect(addr, len, prot, pkey);
 	if (!err && whole && !pkey) {
 		promise_set(a, a + l, PROMISE_PKEY, false);
 		if (active())
@@ -471,10 +480,7 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 		return libc_result(err);
 	}
 	case MADV_WIPEONFORK:
-		promise_set(a, a + l, PROMISE_WIPEONFORK, true);
-		if (active())
-			for_engines_in(a, l, keep);
-		stale_pools_keep(a, a + l); /* merged by engines since closed */
+		keep_out(a, l, PROMISE_WIPEONFORK);
 		debug_pause("wipeonfork");
 		break;
 	case MADV_KEEPONFORK: {

@@ -911,10 +911,7 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 	 * smaps read above may come before the kernel sets it: finding 47),
 	 * and a protection key other than the default (pkey_mprotect). */
 	uintptr_t p = start, fs, fe;
-	while (p < end &&
-	       promise_find(p, end,
-			    PROMISE_UFFD | PROMISE_WIPEONFORK | PROMISE_PKEY | PROMISE_GROWSDOWN,
-			    &fs, &fe)) {
+	while (p < end && promise_find(p, end, PROMISE_KEEPS, &fs, &fe)) {
 		uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
 		regions_keep(sp, s, e - s);
 		p = e;
@@ -928,8 +925,7 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
  * engine_enter(). */
 void regions_unkeep(struct samepage *sp, uintptr_t start, size_t len)
 {
-	const unsigned still =
-	    PROMISE_WIPEONFORK | PROMISE_MALLOC | PROMISE_UFFD | PROMISE_PKEY | PROMISE_GROWSDOWN;
+	const unsigned still = PROMISE_KEEPS | PROMISE_MALLOC;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		struct region *r = &sp->regions[ri];
 		size_t from, to;
