@@ -865,6 +865,16 @@ static int pid_maps_file(pid_t pid, const struct pool_file *f)
 #define HOLDER_NONE 0
 #define HOLDER_UNKNOWN (-1)
 
+/* Whether pid keeps the ledger me: it maps it, or its maps cannot be read
+ * and it may (it runs as the owner, or the owner is not known: cannot
+ * tell, so its pins stay, as a child's pages must never be given away). */
+static bool may_hold(pid_t pid, const struct pool_file *me, long long owner, bool *seen)
+{
+	int maps = pid_maps_file(pid, me);
+	*seen = maps == 1;
+	return maps == 1 || (maps == -EACCES && (owner < 0 || pid_euid(pid) == owner));
+}
+
 /*
  * A process that keeps a gone client's ledger (open at fd, at path): one
  * of its forked children, which all map the ledger (its copy of the
@@ -881,15 +891,17 @@ static int pid_maps_file(pid_t pid, const struct pool_file *f)
  * more children than it holds), every process is looked at: one that maps
  * the file keeps it, and if none does, nothing can map its pages through
  * it.  A process whose maps cannot be read (a daemon not root) keeps it if
- * the area names it, or if it runs as the ledger's owner.
+ * it runs as the ledger's owner, or if the owner is not known
+ * (may_hold()); only a process seen to map the file gives its owner.
  */
-static pid_t ledger_holder(int fd, const char *path, long long owner)
+static pid_t ledger_holder(int fd, const char *path, long long owner, bool *seen)
 {
 	struct fork_shared f;
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return HOLDER_UNKNOWN;
 	struct pool_file me = {path, st.st_dev, st.st_ino};
+	*seen = false;
 	bool got = pread(fd, &f, sizeof(f), (off_t)LEDGER_OFF_FORK) == (ssize_t)sizeof(f);
 	uint32_t started = got ? atomic_load(&f.started) : 0,
 		 reg = got ? atomic_load(&f.registered) : 0;
@@ -898,11 +910,8 @@ static pid_t ledger_holder(int fd, const char *path, long long owner)
 		pid_t pid = atomic_load(&f.pids[k]);
 		if (!pid)
 			every = true; /* its pid not written yet */
-		else if (pid > 0 && pid != getpid()) {
-			int maps = pid_maps_file(pid, &me);
-			if (maps == 1 || maps == -EACCES)
-				return pid;
-		}
+		else if (pid > 0 && pid != getpid() && may_hold(pid, &me, owner, seen))
+			return pid;
 	}
 	if (!every)
 		return HOLDER_NONE;
@@ -911,10 +920,7 @@ static pid_t ledger_holder(int fd, const char *path, long long owner)
 		return HOLDER_UNKNOWN;
 	pid_t holder = HOLDER_NONE;
 	for (int i = 0; i < n && holder == HOLDER_NONE; i++) {
-		if (pids[i] == getpid())
-			continue;
-		int maps = pid_maps_file(pids[i], &me);
-		if (maps == 1 || (maps == -EACCES && owner >= 0 && pid_euid(pids[i]) == owner))
+		if (pids[i] != getpid() && may_hold(pids[i], &me, owner, seen))
 			holder = pids[i];
 	}
 	free(pids);
@@ -969,9 +975,10 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked, lon
 		ledger_set_aside(path, why);
 		return 0;
 	}
-	pid_t holder = ledger_holder(fd, path, owner);
+	bool seen;
+	pid_t holder = ledger_holder(fd, path, owner, &seen);
 	bool gone = holder == HOLDER_NONE;
-	if (owner < 0 && holder > 0)
+	if (owner < 0 && holder > 0 && seen)
 		owner = pid_euid(holder); /* its children's uid is its own */
 	if (forked && !gone) {
 		close(fd); /* the children still live: nothing changed */
