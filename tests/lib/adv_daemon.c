@@ -1370,10 +1370,12 @@ void test_daemon_ledger_gone_at_reconnect(void)
 		bad += p[i] != 'w';
 	printf("# bytes of the merged pages changed: %zu\n", bad);
 	CHECK_EQ_U64(bad, 0);
+	bad = 0;
 	for (size_t i = 0; i < n * PG; i++)
 		bad += q[i] != 'x';
 	CHECK_EQ_U64(bad, 0);
 	samepage_close(sp);
+	unlink(away);
 	kill(other, SIGKILL);
 	CHECK_EQ_INT(adv_wait(other), 128 + SIGKILL);
 }
