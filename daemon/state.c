@@ -1013,7 +1013,8 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked, lon
 	long long earlier;
 	if (!gone && r.pins && find_forked(s, d->name, pid, kept, sizeof(kept), &earlier))
 		reap_file(s, d, pid, true, earlier); /* an earlier process of this pid's */
-	bool had = find_forked(s, d->name, pid, kept, sizeof(kept), &earlier);
+	/* Still there after that reap: kept for its children, not replaced. */
+	bool had = !gone && r.pins && find_forked(s, d->name, pid, kept, sizeof(kept), &earlier);
 	if (!had)
 		state_forked_path(s, kept, sizeof(kept), d->name, pid, owner);
 	bool keep = !gone && r.pins && !had && rename(path, kept) == 0;
