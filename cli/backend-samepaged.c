@@ -304,6 +304,8 @@ static int client_line(char *line, void *arg)
 	add_counter(&p->kept_malloc, field(rest, "pages_kept_malloc"));
 	add_counter(&p->kept_wipeonfork, field(rest, "pages_kept_wipeonfork"));
 	add_counter(&p->kept_uffd, field(rest, "pages_kept_uffd"));
+	add_counter(&p->kept_pkey, field(rest, "pages_kept_pkey"));
+	add_counter(&p->kept_stack, field(rest, "pages_kept_stack"));
 	if (strstr(rest, " ksm_process_profit=")) {
 		long long profit = field(rest, "ksm_process_profit");
 		p->profit = p->profit == LLONG_MIN ? profit : p->profit + profit;

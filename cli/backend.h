@@ -38,8 +38,9 @@ struct ksm_process {
 	/* libsamepage's mapping budget (samepaged's clients; -1 unknown) */
 	long long map_count, max_map_count, map_count_needed, skipped_map_budget;
 	/* pages libsamepage keeps out of merging, by reason (samepaged's
-	 * clients; -1 unknown): pages_kept_malloc, _wipeonfork, _uffd */
-	long long kept_malloc, kept_wipeonfork, kept_uffd;
+	 * clients; -1 unknown): pages_kept_malloc, _wipeonfork, _uffd, _pkey,
+	 * _stack */
+	long long kept_malloc, kept_wipeonfork, kept_uffd, kept_pkey, kept_stack;
 	/* Full scans of this process's memory (samepaged's clients; -1 unknown,
 	 * as for the kernel's): before the first, its profit is metadata only. */
 	long long full_scans;

@@ -515,39 +515,55 @@ static long long budget_short(const struct ksm_process *p)
 
 /* Pages libsamepage keeps out of merging (samepaged's clients), which the
  * kernel's KSM would merge: by reason, with the process that keeps most. */
+enum { KEPT_MALLOC, KEPT_WIPEONFORK, KEPT_UFFD, KEPT_PKEY, KEPT_STACK, KEPT_REASONS };
+
+/* One process's pages kept out, by reason (0 for unknown). */
+static void kept_by_reason(const struct ksm_process *p, long long r[KEPT_REASONS])
+{
+	const long long v[KEPT_REASONS] = {p->kept_malloc, p->kept_wipeonfork, p->kept_uffd,
+					   p->kept_pkey, p->kept_stack};
+	for (int i = 0; i < KEPT_REASONS; i++)
+		r[i] = v[i] > 0 ? v[i] : 0;
+}
+
 static long long kept(const struct ksm_process *p)
 {
-	return (p->kept_malloc > 0 ? p->kept_malloc : 0) +
-	       (p->kept_wipeonfork > 0 ? p->kept_wipeonfork : 0) +
-	       (p->kept_uffd > 0 ? p->kept_uffd : 0);
+	long long r[KEPT_REASONS], sum = 0;
+	kept_by_reason(p, r);
+	for (int i = 0; i < KEPT_REASONS; i++)
+		sum += r[i];
+	return sum;
 }
 
 static enum severity kept_out(const struct facts *f, struct finding *out)
 {
 	const struct ksm_process *worst = worst_process(f, kept);
-	long long m = 0, w = 0, u = 0;
+	long long t[KEPT_REASONS] = {0}, all = 0;
 	int n = 0;
 	char a[32];
 
 	if (!worst)
 		return NONE;
 	for (int i = 0; i < f->procs.n; i++) {
-		const struct ksm_process *p = &f->procs.p[i];
-		n += kept(p) > 0;
-		m += p->kept_malloc > 0 ? p->kept_malloc : 0;
-		w += p->kept_wipeonfork > 0 ? p->kept_wipeonfork : 0;
-		u += p->kept_uffd > 0 ? p->kept_uffd : 0;
+		long long r[KEPT_REASONS];
+		kept_by_reason(&f->procs.p[i], r);
+		n += kept(&f->procs.p[i]) > 0;
+		for (int k = 0; k < KEPT_REASONS; k++)
+			t[k] += r[k], all += r[k];
 	}
+	long long m = t[KEPT_MALLOC];
 	SAY(summary, "libsamepage keeps %s of its processes' memory out of merging",
-	    fmt_bytes(a, sizeof(a), (double)(m + w + u) * (double)page_size()));
+	    fmt_bytes(a, sizeof(a), (double)all * (double)page_size()));
 	SAY(evidence,
 	    "%d process%s, at its last full scan: pages_kept_malloc %lld (the C library's "
 	    "malloc memory and threads' stacks, which it unmaps and maps again with calls "
 	    "libsamepage cannot see), pages_kept_wipeonfork %lld (MADV_WIPEONFORK), "
-	    "pages_kept_uffd %lld "
-	    "(registered with the program's own userfaultfd); most in %s (pid %d, domain %s): "
-	    "%lld pages",
-	    n, n == 1 ? "" : "es", m, w, u, worst->comm, worst->pid, worst->domain, kept(worst));
+	    "pages_kept_uffd %lld (registered with the program's own userfaultfd), "
+	    "pages_kept_pkey %lld (a protection key of pkey_mprotect, which a mapping of the "
+	    "pool would drop), pages_kept_stack %lld (a stack that grows down, which a mapping "
+	    "of the pool would stop growing); most in %s (pid %d, domain %s): %lld pages",
+	    n, n == 1 ? "" : "es", m, t[KEPT_WIPEONFORK], t[KEPT_UFFD], t[KEPT_PKEY], t[KEPT_STACK],
+	    worst->comm, worst->pid, worst->domain, kept(worst));
 	SAY(fix,
 	    "none needed: merging these pages could lose the program's writes or break what it "
 	    "asked of them (samepage(3), merge-any); the kernel's KSM would merge them. Memory the "

@@ -251,6 +251,8 @@ static void answer_clients(struct state *s, struct client *c, const char *args,
 	    KNOB_pages_kept_wipeonfork,
 	    KNOB_pages_kept_malloc,
 	    KNOB_pages_kept_uffd,
+	    KNOB_pages_kept_pkey,
+	    KNOB_pages_kept_stack,
 	};
 	char *end;
 	unsigned long from = args ? strtoul(args, &end, 10) : 0;

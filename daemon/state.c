@@ -1513,6 +1513,8 @@ bool state_client_counts(const struct state *s, const struct client *k, struct l
 	    .kept_wipeonfork = (uint64_t)lg->kept_wipeonfork,
 	    .kept_malloc = (uint64_t)lg->kept_malloc,
 	    .kept_uffd = (uint64_t)lg->kept_uffd,
+	    .kept_pkey = (uint64_t)lg->kept_pkey,
+	    .kept_stack = (uint64_t)lg->kept_stack,
 	};
 	return got;
 }

@@ -181,6 +181,8 @@ static void ledger_publish(struct samepage *sp)
 	atomic_store(&lg->kept_wipeonfork, (int64_t)c.kept_wipeonfork);
 	atomic_store(&lg->kept_malloc, (int64_t)c.kept_malloc);
 	atomic_store(&lg->kept_uffd, (int64_t)c.kept_uffd);
+	atomic_store(&lg->kept_pkey, (int64_t)c.kept_pkey);
+	atomic_store(&lg->kept_stack, (int64_t)c.kept_stack);
 }
 
 /* Called by the scanner between batches: publishes the counters, notices

@@ -89,6 +89,8 @@ bool counter_value(const struct ksm_counts *in, int idx, long long *out)
 	case KNOB_pages_kept_wipeonfork: v = (long long)c->kept_wipeonfork; break;
 	case KNOB_pages_kept_malloc: v = (long long)c->kept_malloc; break;
 	case KNOB_pages_kept_uffd: v = (long long)c->kept_uffd; break;
+	case KNOB_pages_kept_pkey: v = (long long)c->kept_pkey; break;
+	case KNOB_pages_kept_stack: v = (long long)c->kept_stack; break;
 	default:
 		if (!c->process)
 			return false; /* one process's only, or a tunable */
@@ -132,4 +134,6 @@ void counts_add_process(struct ksm_counts *sum, const struct ksm_counts *one)
 	sum->kept_wipeonfork += one->kept_wipeonfork;
 	sum->kept_malloc += one->kept_malloc;
 	sum->kept_uffd += one->kept_uffd;
+	sum->kept_pkey += one->kept_pkey;
+	sum->kept_stack += one->kept_stack;
 }

@@ -256,6 +256,8 @@ void engine_counts(struct samepage *sp, struct ksm_counts *out)
 	    .kept_wipeonfork = c->kept_wipeonfork,
 	    .kept_malloc = c->kept_malloc,
 	    .kept_uffd = c->kept_uffd,
+	    .kept_pkey = c->kept_pkey,
+	    .kept_stack = c->kept_stack,
 	};
 }
 

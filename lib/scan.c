@@ -487,7 +487,10 @@ static void end_full_scan(struct samepage *sp)
 	sp->c.kept_wipeonfork = sp->c.kept_wf_scan;
 	sp->c.kept_malloc = sp->c.kept_malloc_scan;
 	sp->c.kept_uffd = sp->c.kept_uffd_scan;
+	sp->c.kept_pkey = sp->c.kept_pkey_scan;
+	sp->c.kept_stack = sp->c.kept_stack_scan;
 	sp->c.kept_wf_scan = sp->c.kept_malloc_scan = sp->c.kept_uffd_scan = 0;
+	sp->c.kept_pkey_scan = sp->c.kept_stack_scan = 0;
 	/* Every refused run needs a mapping of the pool and a split at most;
 	 * the budget keeps 1/8 of the limit for the application.  While the
 	 * budget stays full, what was said stands (smart scan skips the pages
@@ -610,6 +613,8 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 			sp->c.kept_wf_scan += !!(why & PROMISE_WIPEONFORK);
 			sp->c.kept_malloc_scan += !!(why & PROMISE_MALLOC);
 			sp->c.kept_uffd_scan += !!(why & PROMISE_UFFD);
+			sp->c.kept_pkey_scan += !!(why & PROMISE_PKEY);
+			sp->c.kept_stack_scan += !!(why & PROMISE_GROWSDOWN);
 			used++;
 			sp->c.pages_scanned++;
 			continue;

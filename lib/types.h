@@ -255,7 +255,7 @@ struct counters {
 	/* pages kept out of merging, by reason: counted during a full scan,
 	 * published at its end */
 	uint64_t kept_wipeonfork, kept_malloc, kept_wf_scan, kept_malloc_scan;
-	uint64_t kept_uffd, kept_uffd_scan;
+	uint64_t kept_uffd, kept_uffd_scan, kept_pkey, kept_pkey_scan, kept_stack, kept_stack_scan;
 	uint64_t map_count, max_map_count;
 	/* the mapping budget: the engine's mappings of the pool, as last
 	 * counted; runs the budget refused this full scan; the vm.max_map_count
@@ -296,7 +296,7 @@ struct ksm_counts {
 	/* the process's only */
 	uint64_t metadata_per_page, skipped_map_budget, skipped_pool_full, map_count, max_map_count,
 	    map_count_needed, cow_ksm, window_waits, window_kind, skipped_io, kept_wipeonfork,
-	    kept_malloc, kept_uffd;
+	    kept_malloc, kept_uffd, kept_pkey, kept_stack;
 };
 
 struct samepage {
@@ -471,7 +471,7 @@ struct ledger {
 	/* the mapping budget (samepage(3): map_count ... max_map_count_needed) */
 	_Atomic int64_t map_count, max_map_count, map_count_needed, skipped_map_budget;
 	/* pages kept out of merging, by reason (samepage(3): pages_kept_*) */
-	_Atomic int64_t kept_wipeonfork, kept_malloc, kept_uffd;
+	_Atomic int64_t kept_wipeonfork, kept_malloc, kept_uffd, kept_pkey, kept_stack;
 	uint32_t layout; /* SHARED_LAYOUT of the samepaged that made it */
 };
 _Static_assert(sizeof(struct ledger) <= LEDGER_OFF_PLACE, "ledger header");
@@ -492,9 +492,10 @@ _Static_assert(sizeof(struct fork_shared) <= LEDGER_OFF_STAGING - LEDGER_OFF_FOR
  * keeps a domain file of another layout out of use, and the client checks
  * the domain's and the ledger's headers.  LAYOUT_SUM weighs the sizes and
  * offsets: when one changes, the assertion below fails until SHARED_LAYOUT
- * is raised and the new sum written in.
+ * is raised and the new sum written in (and the layout of the HELLOs in
+ * tests/daemon/fuzz_corpus).
  */
-#define SHARED_LAYOUT 2
+#define SHARED_LAYOUT 3
 #define LAYOUT_SUM                                                                                 \
 	((uint64_t)DOM_MAGIC % 1000003 + (uint64_t)LEDGER_MAGIC % 1000033 +                        \
 	 3 * (uint64_t)DOM_NODES + 5 * (uint64_t)DOM_BUCKETS + 7 * (uint64_t)DOM_HINTS +           \
@@ -504,7 +505,7 @@ _Static_assert(sizeof(struct fork_shared) <= LEDGER_OFF_STAGING - LEDGER_OFF_FOR
 	 31 * (uint64_t)LEDGER_OFF_FORK + 37 * (uint64_t)LEDGER_OFF_STAGING +                      \
 	 41 * (uint64_t)PLACE_MAX + 43 * sizeof(struct fork_shared) + 47 * (uint64_t)LEDGER_PIN +  \
 	 53 * (uint64_t)PAGE_SIZE + 59 * offsetof(struct ledger, layout))
-_Static_assert(LAYOUT_SUM == 100987725444ULL,
+_Static_assert(LAYOUT_SUM == 100987726756ULL,
 	       "the shared files' layout changed: raise SHARED_LAYOUT");
 
 /* The control protocol (one message per SOCK_SEQPACKET packet, text):

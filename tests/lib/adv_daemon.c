@@ -1191,6 +1191,52 @@ void test_daemon_clients_zero_pages(void)
 }
 
 /*
+ * Pages a client keeps out for a protection key and for a stack that
+ * grows down (RELIABILITY.md 94, 95) were counted nowhere: samepaged's
+ * GET and CLIENTS, which ksmctl --user doctor and top read, now give them
+ * (pages_kept_pkey, pages_kept_stack), as the client's engine does.
+ */
+void test_daemon_kept_counts(void)
+{
+	const size_t n = 24, m = 40;
+	daemon_up();
+	samepage_t *sp = connect_or_die("adv");
+	char *r;
+	size_t rlen;
+	char *stack = map_growsdown(n, &r, &rlen);
+	memset(stack, 's', n * PG);
+	REQUIRE(samepage_madvise(sp, stack, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	int key = pkey_alloc(0, 0);
+	char *keyed = map_pages(m);
+	memset(keyed, 'k', m * PG);
+	if (key >= 0)
+		REQUIRE(pkey_mprotect(keyed, m * PG, PROT_READ | PROT_WRITE, key) == 0);
+	REQUIRE(samepage_madvise(sp, keyed, m * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	daemon_set(&D, "run", "0"); /* the ledgers stop changing */
+	const long long want[2] = {key >= 0 ? (long long)m : 0, (long long)n};
+	static const char *const names[2] = {"pages_kept_pkey", "pages_kept_stack"};
+	static char reply[PROTO_MAX];
+	REQUIRE(samepage_control(D.sock, "CLIENTS", reply, sizeof(reply)) == 0);
+	for (int i = 0; i < 2; i++) {
+		long long own = -1, sum = clients_sum(reply, names[i], getpid(), &own);
+		printf("# %s: engine %lld, CLIENTS %lld (this process %lld), GET %lld\n", names[i],
+		       rd(sp, names[i]), sum, own, daemon_value(&D, names[i]));
+		CHECK_EQ_INT(rd(sp, names[i]), want[i]);
+		CHECK_EQ_INT(own, want[i]);
+		CHECK_EQ_INT(daemon_value(&D, names[i]), sum);
+	}
+	if (key < 0)
+		printf("# no protection keys here: pages_kept_pkey is 0\n");
+	samepage_close(sp);
+	munmap(keyed, m * PG);
+	munmap(r, rlen);
+	if (key >= 0)
+		pkey_free(key);
+}
+
+/*
  * Clients merge with their domain's lock let go (merge_batch()): one
  * killed in the middle of a batch's merges leaves the pending counts of
  * the nodes it was merging into, which only samepaged's reaper takes off

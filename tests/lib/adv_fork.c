@@ -1549,6 +1549,7 @@ void test_pkey_kept(void)
 		REQUIRE(wait_scans(sp, 3) == 0);
 		CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
 		CHECK_EQ_U64(pkey_refused_writes(p, n, key), n);
+		CHECK_EQ_INT(rd(sp, "pages_kept_pkey"), (long long)n); /* and said so */
 		/* And after a discard, and run=2. */
 		CHECK_EQ_INT(madvise(p, n * PG, MADV_DONTNEED), 0);
 		memset(p, 'p', n * PG);
@@ -1562,6 +1563,8 @@ void test_pkey_kept(void)
 		for (int k = 0; k < 20 && pages_mapping_pool(p, n) < n; k++)
 			REQUIRE(wait_scans(sp, 1) == 0);
 		CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+		REQUIRE(wait_scans(sp, 1) == 0);
+		CHECK_EQ_INT(rd(sp, "pages_kept_pkey"), 0);
 		samepage_close(sp);
 		munmap(p, n * PG);
 	}
@@ -1591,19 +1594,13 @@ static int child_grows(char *p)
  * of merging. */
 void test_growsdown_kept(void)
 {
-	const size_t n = 32, hole = 64, below = 1024;
+	const size_t n = 32;
 	require_memlock(2 * n * PG);
 	for (int locked = 0; locked < 2; locked++) {
 		samepage_t *sp = open_fast();
-		/* PROT_NONE below a hole below the mapping: room to grow
-		 * that no other mapping takes */
-		char *r = mmap(NULL, (below + hole + n) * PG, PROT_NONE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		REQUIRE(r != MAP_FAILED);
-		char *p = mmap(r + (below + hole) * PG, n * PG, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN, -1, 0);
-		REQUIRE(p == r + (below + hole) * PG);
-		REQUIRE(munmap(r + below * PG, hole * PG) == 0);
+		char *r;
+		size_t rlen;
+		char *p = map_growsdown(n, &r, &rlen);
 		memset(p, locked ? 0 : 'g', n * PG);
 		if (locked)
 			REQUIRE(mlock(p, n * PG) == 0);
@@ -1612,8 +1609,9 @@ void test_growsdown_kept(void)
 		REQUIRE(wait_scans(sp, 3) == 0);
 		CHECK_EQ_INT(child_grows(p), 0);
 		CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+		CHECK_EQ_INT(rd(sp, "pages_kept_stack"), (long long)n); /* and said so */
 		samepage_close(sp);
-		munmap(r, (below + hole + n) * PG);
+		munmap(r, rlen);
 	}
 }
 

@@ -51,6 +51,24 @@ static inline samepage_t *adv_merged(char **out, size_t n, int val)
 	return sp;
 }
 
+/* A MAP_GROWSDOWN mapping of n pages with room to grow below it: 1024
+ * pages of PROT_NONE below a hole of 64 pages, which no other mapping
+ * takes.  *whole is what to unmap, *whole_len its length. */
+static inline char *map_growsdown(size_t n, char **whole, size_t *whole_len)
+{
+	const size_t hole = 64, below = 1024;
+	*whole_len = (below + hole + n) * PG;
+	char *r =
+	    mmap(NULL, *whole_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	REQUIRE(r != MAP_FAILED);
+	char *p = mmap(r + (below + hole) * PG, n * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN, -1, 0);
+	REQUIRE(p == r + (below + hole) * PG);
+	REQUIRE(munmap(r + below * PG, hole * PG) == 0);
+	*whole = r;
+	return p;
+}
+
 /* Waits until sp has made n more full scans, or tracks no page any more
  * (its scanner then waits for a region, and counts no full scan). */
 static inline void adv_scans_or_untracked(samepage_t *sp, long long n)
