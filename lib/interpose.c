@@ -518,27 +518,49 @@ static bool pidfd_is_self(int pidfd)
 	       (info.mask & 1) && (pid_t)info.tgid == prim_getpid();
 }
 
+/* Copies iov[from, from + n) of the caller's array, which may be a bad
+ * pointer (guarded_copy): false, errno EFAULT, where the kernel would say
+ * so. */
+static bool iov_copy(struct iovec *to, const struct iovec *iov, size_t from, size_t n)
+{
+	if (guarded_copy(to, iov + from, n * sizeof(*to)))
+		return true;
+	errno = EFAULT;
+	return false;
+}
+
 /* process_madvise(2) on this process (Linux 6.13 lets a process give
  * itself any advice so): each range goes through madvise() above, as the
  * kernel's walk gives each its advice, so a MADV_DONTNEED of merged pages
  * reads zeros (the pool's contents came back) and the rest is kept as
  * there.  The kernel says first whether it takes the call at all (the
- * same call without its ranges). */
+ * same call without its ranges), and a bad iovec array is EFAULT before
+ * any advice, as the kernel reads the whole array first. */
 EXPORT ssize_t process_madvise(int pidfd, const struct iovec *iov, size_t n, int advice,
 			       unsigned int flags)
 {
+	enum { CHUNK = 32 }; /* iovecs read at a time: small on a thread's stack */
 	if (!pidfd_is_self(pidfd) || n > 1024 /* UIO_MAXIOV: the kernel's EINVAL */)
 		return prim_syscall(SYS_process_madvise, pidfd, iov, n, advice, flags);
 	long rc = prim_syscall(SYS_process_madvise, pidfd, iov, 0, advice, flags);
 	if (rc < 0)
 		return rc;
+	struct iovec v[CHUNK];
+	for (size_t i = 0; i < n; i += CHUNK)
+		if (!iov_copy(v, iov, i, n - i < CHUNK ? n - i : CHUNK))
+			return -1;
 	ssize_t done = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (!iov[i].iov_len)
-			continue;
-		if (madvise(iov[i].iov_base, iov[i].iov_len, advice))
+	for (size_t i = 0; i < n; i += CHUNK) {
+		size_t k = n - i < CHUNK ? n - i : CHUNK;
+		if (!iov_copy(v, iov, i, k)) /* unmapped meanwhile by another thread */
 			return done ? done : -1;
-		done += (ssize_t)iov[i].iov_len;
+		for (size_t j = 0; j < k; j++) {
+			if (!v[j].iov_len)
+				continue;
+			if (madvise(v[j].iov_base, v[j].iov_len, advice))
+				return done ? done : -1;
+			done += (ssize_t)v[j].iov_len;
+		}
 	}
 	return done;
 }

@@ -1644,6 +1644,22 @@ void test_process_madvise_self(void)
 		for (size_t i = 0; i < n * PG; i += 97)
 			wrong += p[i] != (i / PG < 8 || i / PG >= 16 ? 0 : 'm');
 		CHECK_EQ_U64(wrong, 0);
+		/* A bad iovec array: EFAULT, as the kernel says, not SIGSEGV;
+		 * and nothing advised. */
+		char *bad = map_pages(1);
+		REQUIRE(munmap(bad, PG) == 0);
+		errno = 0;
+		CHECK_EQ_INT(process_madvise(pidfds[k], (struct iovec *)bad, 2, MADV_DONTNEED, 0),
+			     -1);
+		CHECK_EQ_INT(errno, EFAULT);
+		struct iovec *tail = (struct iovec *)(map_pages(2) + PG) - 1;
+		REQUIRE(munmap((char *)(tail + 1), PG) == 0);
+		*tail = (struct iovec){p + 8 * PG, 8 * PG}; /* the next one is unmapped */
+		errno = 0;
+		CHECK_EQ_INT(process_madvise(pidfds[k], tail, 2, MADV_DONTNEED, 0), -1);
+		CHECK_EQ_INT(errno, EFAULT);
+		CHECK_EQ_INT(p[8 * PG], 'm');
+		munmap((char *)(tail + 1) - PG, PG);
 		samepage_close(sp);
 		munmap(p, n * PG);
 	}
