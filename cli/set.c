@@ -831,7 +831,7 @@ static int max_kernel_pages(char *old, size_t olen, char *value, size_t vlen)
 		return 0;
 	}
 	if (env && *env) {
-		if (parse_ll(env, &v) || v < 0)
+		if (parse_count(env, &v))
 			return ksmctl_fail(KSMCTL_USAGE, env,
 					   "give a number of pages, or unset it for half the RAM",
 					   "start: bad KSM_MAX_KERNEL_PAGES");
@@ -858,7 +858,7 @@ int cmd_start(int argc, char **argv)
 				   "start: unexpected argument");
 	for (int i = optind; i < argc; i++) {
 		long long v;
-		if (parse_ll(argv[i], &v) || v < 0)
+		if (parse_count(argv[i], &v))
 			return ksmctl_fail(KSMCTL_USAGE, argv[i],
 					   i == optind ? "NPAGES is pages_to_scan, e.g. 5000"
 						       : "SLEEP is sleep_millisecs, e.g. 100",
