@@ -69,6 +69,9 @@ const char usage_unmerge[] =
 
 /* ---- checking values ---- */
 
+/* The longest value ksmconf_read() takes (apply, samepaged --config). */
+#define KSMCONF_VALUE_MAX (sizeof(((struct ksmconf_entry *)0)->value) - 1)
+
 static void canonical(const struct samepage_knob *k, unsigned long long v, char *buf, size_t len)
 {
 	if (k->format == SAMEPAGE_FMT_MODE)
@@ -97,6 +100,16 @@ int plan_add(struct plan *p, const char *name, const char *value, const char *or
 	if (err) {
 		snprintf(fix, sizeof(fix), "give %s", ksmconf_range(k, range, sizeof(range)));
 		return ksmctl_fail(KSMCTL_USAGE, input, fix, "bad value for %s", name);
+	}
+	/* The kernel's kstrtouint() takes any number of leading zeros; a
+	 * config file's value has room for KSMCONF_VALUE_MAX characters
+	 * (ksmconf.h), and set and apply take the same values. */
+	if (strlen(value) > KSMCONF_VALUE_MAX) {
+		snprintf(fix, sizeof(fix),
+			 "give %s in at most %zu characters (without leading zeros)",
+			 ksmconf_range(k, range, sizeof(range)), KSMCONF_VALUE_MAX);
+		return ksmctl_fail(KSMCTL_USAGE, input, fix,
+				   "bad value for %s: %zu characters long", name, strlen(value));
 	}
 	for (int i = 0; i < p->n; i++)
 		if (p->c[i].k == k)
