@@ -831,7 +831,7 @@ static int set_run(int argc, char **argv, const char *value, const char *usage, 
 }
 
 /* max_kernel_pages (2.6.32 only): $KSM_MAX_KERNEL_PAGES, or half the RAM's
- * pages, as the ksmctl of Debian's ksmtuned package wrote at start.
+ * pages (PROC/meminfo's MemTotal), as the ksmctl of Debian's ksmtuned package wrote at start.
  * *old is empty when this kernel has no such file. */
 static int max_kernel_pages(char *old, size_t olen, char *value, size_t vlen)
 {
@@ -849,7 +849,17 @@ static int max_kernel_pages(char *old, size_t olen, char *value, size_t vlen)
 					   "give a number of pages, or unset it for half the RAM",
 					   "start: bad KSM_MAX_KERNEL_PAGES");
 	} else {
-		v = sysconf(_SC_PHYS_PAGES) / 2;
+		/* The RAM of the machine --proc-root names (a recorded tree's
+		 * meminfo), not this one's. */
+		long long kb = host_meminfo_kb("MemTotal");
+		if (kb <= 0) {
+			char path[PATH_MAX];
+			snprintf(path, sizeof(path), "%s/meminfo", opt.proc_root);
+			return ksmctl_fail(KSMCTL_REFUSED, path,
+					   "set KSM_MAX_KERNEL_PAGES to a number of pages",
+					   "start: no MemTotal to size max_kernel_pages from");
+		}
+		v = sat_mul(kb, 1024) / page_size() / 2;
 	}
 	snprintf(value, vlen, "%lld", v);
 	return 0;
