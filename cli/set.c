@@ -521,7 +521,11 @@ static void report(const struct plan *p, bool unmerged, int mismatches)
 {
 	struct json j;
 
+	const char *const *x = p->extra;
+
 	if (!p->json) {
+		if (x && strcmp(x[1], x[2]))
+			printf("%s: %s -> %s\n", x[0], x[1], x[2]);
 		for (int i = 0; i < p->n; i++) {
 			const struct change *c = &p->c[i];
 			/* Written with the value it had: run=2 again, or run put
@@ -545,6 +549,18 @@ static void report(const struct plan *p, bool unmerged, int mismatches)
 	json_bool(&j, "unmerged", unmerged);
 	json_bool(&j, "ok", mismatches == 0);
 	json_array_begin(&j, "changes");
+	if (x) {
+		char now[128] = "", sel[64];
+		opt.be->read(opt.be, x[0], now, sizeof(now));
+		knob_selected(now, sel, sizeof(sel));
+		json_object_begin(&j, NULL);
+		json_string(&j, "name", x[0]);
+		json_string(&j, "old", x[1]);
+		json_string(&j, "new", x[2]);
+		json_bool(&j, "written", true);
+		json_string(&j, "read_back", sel);
+		json_object_end(&j);
+	}
 	for (int i = 0; i < p->n; i++) {
 		const struct change *c = &p->c[i];
 		char now[128] = "", sel[64];
@@ -902,8 +918,9 @@ int cmd_start(int argc, char **argv)
 	if (old[0] && (err = opt.be->write(opt.be, "max_kernel_pages", mkp)))
 		return ksmctl_fail(KSMCTL_REFUSED, mkp, NULL,
 				   "the kernel refused max_kernel_pages: %s", strerror(-err));
-	if (old[0] && strcmp(old, mkp))
-		printf("max_kernel_pages: %s -> %s\n", old, mkp);
+	const char *const written[3] = {"max_kernel_pages", old, mkp};
+	if (old[0])
+		p.extra = written;
 	ret = plan_apply(&p);
 	if (ret && old[0])
 		opt.be->write(opt.be, "max_kernel_pages", old);
