@@ -16,6 +16,11 @@ bool json_stdout_used(void)
 	return stdout_used;
 }
 
+void json_stdout_reset(void)
+{
+	stdout_used = false;
+}
+
 void json_init(struct json *j, FILE *f)
 {
 	stdout_used |= f == stdout;

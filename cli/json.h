@@ -34,6 +34,8 @@ void json_init_line(struct json *j, FILE *f);
 /* Whether a JSON document was begun on stdout (json_init with stdout):
  * main() writes the error as JSON for a failed --json verb that wrote none. */
 bool json_stdout_used(void);
+/* Forgets it: main() at each start (the fuzzers run main() again and again). */
+void json_stdout_reset(void);
 void json_object_begin(struct json *j, const char *key);
 void json_object_end(struct json *j);
 void json_array_begin(struct json *j, const char *key);

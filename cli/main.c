@@ -467,6 +467,10 @@ static int stdout_written(int rc)
 
 int main(int argc, char **argv)
 {
+	/* Each call its own (the fuzzers' seam calls main() many times). */
+	json_wanted = false;
+	json_verb = NULL;
+	json_stdout_reset();
 	int rc = run_ksmctl(argc, argv);
 
 	json_failure(rc);
