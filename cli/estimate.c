@@ -806,7 +806,7 @@ static void print_text(const struct report *r)
 static int parse_uint_opt(const char *name, const char *s, long long lo, long long hi,
 			  long long *out)
 {
-	if (parse_ll(s, out) || *out < lo || *out > hi)
+	if (parse_count(s, out) || *out < lo || *out > hi)
 		return ksmctl_fail(KSMCTL_USAGE, s, "see ksmctl estimate --help",
 				   "estimate: %s takes a whole number from %lld to %lld", name, lo,
 				   hi);
@@ -892,11 +892,8 @@ static int parse_options(int argc, char **argv, struct request *rq)
 		case 'a': rq->all = true; break;
 		case 'j': rq->json = true; break;
 		case 's': {
-			char *end;
-
-			errno = 0;
-			rq->cfg.sample = strtod(optarg, &end);
-			if (*end || errno || !(rq->cfg.sample > 0 && rq->cfg.sample <= 1))
+			if (parse_plain_number(optarg, &rq->cfg.sample) ||
+			    !(rq->cfg.sample > 0 && rq->cfg.sample <= 1))
 				return ksmctl_fail(KSMCTL_USAGE, optarg, "e.g. --sample 0.1",
 						   "estimate: --sample takes a fraction in (0, 1]");
 			break;
@@ -921,12 +918,7 @@ static int parse_options(int argc, char **argv, struct request *rq)
 				return ret;
 			break;
 		case OPT_INTERVAL: {
-			char *end;
-
-			errno = 0;
-			rq->interval = strtod(optarg, &end);
-			if (end == optarg || *end || errno ||
-			    !(rq->interval >= 0 && rq->interval <= 3600))
+			if (parse_plain_number(optarg, &rq->interval) || rq->interval > 3600)
 				return ksmctl_fail(
 				    KSMCTL_USAGE, optarg, "e.g. --interval 2.5",
 				    "estimate: --interval takes seconds from 0 to 3600");

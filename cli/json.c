@@ -9,8 +9,21 @@
 #include "procfs.h"
 #include "util.h"
 
+static bool stdout_used;
+
+bool json_stdout_used(void)
+{
+	return stdout_used;
+}
+
+void json_stdout_reset(void)
+{
+	stdout_used = false;
+}
+
 void json_init(struct json *j, FILE *f)
 {
+	stdout_used |= f == stdout;
 	j->f = f;
 	j->depth = 0;
 	j->one_line = false;

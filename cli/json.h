@@ -31,6 +31,11 @@ void json_init(struct json *j, FILE *f);
  * for a stream of records, such as tune's decisions in the journal, where
  * a line is a record. */
 void json_init_line(struct json *j, FILE *f);
+/* Whether a JSON document was begun on stdout (json_init with stdout):
+ * main() writes the error as JSON for a failed --json verb that wrote none. */
+bool json_stdout_used(void);
+/* Forgets it: main() at each start (the fuzzers run main() again and again). */
+void json_stdout_reset(void);
 void json_object_begin(struct json *j, const char *key);
 void json_object_end(struct json *j);
 void json_array_begin(struct json *j, const char *key);

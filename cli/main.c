@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "estimate.h"
+#include "json.h"
 
 struct ksmctl_options opt = {
     .sys_root = "/sys",
@@ -317,6 +318,22 @@ static bool wants_help(const struct verb *v, int argc, char **argv)
 	return false;
 }
 
+/* --json given to the verb (verb_argv, up to its "--"), as getopt_long
+ * takes it: "--json" or an abbreviation down to "--j".  run's words after
+ * the verb are the command's. */
+static bool json_wanted;
+static const char *json_verb;
+
+static void note_json(const struct verb *v, int argc, char **argv)
+{
+	for (int i = 1; i < argc && v->run != cmd_run && strcmp(argv[i], "--"); i++) {
+		size_t n = strlen(argv[i]);
+		if (n >= 3 && strncmp(argv[i], "--json", n) == 0)
+			json_wanted = true;
+	}
+	json_verb = argv[0];
+}
+
 static int run_ksmctl(int argc, char **argv)
 {
 	const struct verb *v = NULL;
@@ -327,8 +344,11 @@ static int run_ksmctl(int argc, char **argv)
 		if (strcmp(argv[i], "--") == 0 || (v && v->run == cmd_run))
 			break;
 		int t = take_global(&argc, argv, i);
-		if (t < 0)
+		if (t < 0) {
+			if (v)
+				note_json(v, argc - vi, argv + vi);
 			return -t;
+		}
 		if (t) {
 			i--;
 			continue;
@@ -353,6 +373,7 @@ static int run_ksmctl(int argc, char **argv)
 	}
 	if (!v)
 		return print_global_usage(stderr, KSMCTL_USAGE);
+	note_json(v, argc - vi, argv + vi);
 	/* The roots are the kernel back-end's (a recorded tree): samepaged is
 	 * a live daemon, whose numbers and a tree's would not belong together. */
 	if (opt.user && root_given) {
@@ -400,6 +421,33 @@ static int run_ksmctl(int argc, char **argv)
 	return v->run(argc - vi, argv + vi);
 }
 
+/*
+ * A verb given --json that failed before writing its JSON (a bad value, a
+ * knob the kernel refused, a timeout) still writes a JSON object on stdout,
+ * {"verb": ..., "error": {"cause", "input", "fix", "exit_status"}}, from
+ * the last ksmctl_fail() (as apply --check --json's "error" member), beside
+ * the same message on stderr: a script reading stdout gets something to
+ * parse, and the exit status is the verb's.
+ */
+static void json_failure(int rc)
+{
+	const struct ksmctl_error *e = ksmctl_last_error();
+	struct json j;
+
+	if (rc == KSMCTL_OK || !json_wanted || json_stdout_used())
+		return;
+	json_init(&j, stdout);
+	json_object_begin(&j, NULL);
+	json_string(&j, "verb", json_verb);
+	json_object_begin(&j, "error");
+	json_string(&j, "cause", e->cause[0] ? e->cause : NULL);
+	json_string(&j, "input", e->input[0] ? e->input : NULL);
+	json_string(&j, "fix", e->fix[0] ? e->fix : NULL);
+	json_int(&j, "exit_status", rc);
+	json_object_end(&j);
+	json_object_end(&j);
+}
+
 /* A report that did not reach standard output (a full disk under
  * "> FILE", an I/O error) must not exit 0: a script that installs the file
  * on success (the textfile collector's "> ksm.prom.tmp && mv") would
@@ -419,5 +467,12 @@ static int stdout_written(int rc)
 
 int main(int argc, char **argv)
 {
-	return stdout_written(run_ksmctl(argc, argv));
+	/* Each call its own (the fuzzers' seam calls main() many times). */
+	json_wanted = false;
+	json_verb = NULL;
+	json_stdout_reset();
+	int rc = run_ksmctl(argc, argv);
+
+	json_failure(rc);
+	return stdout_written(rc);
 }

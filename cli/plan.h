@@ -36,6 +36,9 @@ struct plan {
 	bool dry;	  /* --dry-run, apply --diff: this user's permission a warning */
 	bool json;
 	double timeout; /* seconds to wait for pages_shared to reach 0 */
+	/* {name, old, new} written before the plan, outside the knob table
+	 * (start's max_kernel_pages): plan_apply reports it first. */
+	const char *const *extra;
 };
 
 /* Adds NAME=VALUE after checking both against the knob table: 0 or an exit status. */

@@ -69,6 +69,9 @@ const char usage_unmerge[] =
 
 /* ---- checking values ---- */
 
+/* The longest value ksmconf_read() takes (apply, samepaged --config). */
+#define KSMCONF_VALUE_MAX (sizeof(((struct ksmconf_entry *)0)->value) - 1)
+
 static void canonical(const struct samepage_knob *k, unsigned long long v, char *buf, size_t len)
 {
 	if (k->format == SAMEPAGE_FMT_MODE)
@@ -97,6 +100,16 @@ int plan_add(struct plan *p, const char *name, const char *value, const char *or
 	if (err) {
 		snprintf(fix, sizeof(fix), "give %s", ksmconf_range(k, range, sizeof(range)));
 		return ksmctl_fail(KSMCTL_USAGE, input, fix, "bad value for %s", name);
+	}
+	/* The kernel's kstrtouint() takes any number of leading zeros; a
+	 * config file's value has room for KSMCONF_VALUE_MAX characters
+	 * (ksmconf.h), and set and apply take the same values. */
+	if (strlen(value) > KSMCONF_VALUE_MAX) {
+		snprintf(fix, sizeof(fix),
+			 "give %s in at most %zu characters (without leading zeros)",
+			 ksmconf_range(k, range, sizeof(range)), KSMCONF_VALUE_MAX);
+		return ksmctl_fail(KSMCTL_USAGE, input, fix,
+				   "bad value for %s: %zu characters long", name, strlen(value));
 	}
 	for (int i = 0; i < p->n; i++)
 		if (p->c[i].k == k)
@@ -508,7 +521,11 @@ static void report(const struct plan *p, bool unmerged, int mismatches)
 {
 	struct json j;
 
+	const char *const *x = p->extra;
+
 	if (!p->json) {
+		if (x && strcmp(x[1], x[2]))
+			printf("%s: %s -> %s\n", x[0], x[1], x[2]);
 		for (int i = 0; i < p->n; i++) {
 			const struct change *c = &p->c[i];
 			/* Written with the value it had: run=2 again, or run put
@@ -532,6 +549,18 @@ static void report(const struct plan *p, bool unmerged, int mismatches)
 	json_bool(&j, "unmerged", unmerged);
 	json_bool(&j, "ok", mismatches == 0);
 	json_array_begin(&j, "changes");
+	if (x) {
+		char now[128] = "", sel[64];
+		opt.be->read(opt.be, x[0], now, sizeof(now));
+		knob_selected(now, sel, sizeof(sel));
+		json_object_begin(&j, NULL);
+		json_string(&j, "name", x[0]);
+		json_string(&j, "old", x[1]);
+		json_string(&j, "new", x[2]);
+		json_bool(&j, "written", true);
+		json_string(&j, "read_back", sel);
+		json_object_end(&j);
+	}
 	for (int i = 0; i < p->n; i++) {
 		const struct change *c = &p->c[i];
 		char now[128] = "", sel[64];
@@ -818,7 +847,7 @@ static int set_run(int argc, char **argv, const char *value, const char *usage, 
 }
 
 /* max_kernel_pages (2.6.32 only): $KSM_MAX_KERNEL_PAGES, or half the RAM's
- * pages, as the ksmctl of Debian's ksmtuned package wrote at start.
+ * pages (PROC/meminfo's MemTotal), as the ksmctl of Debian's ksmtuned package wrote at start.
  * *old is empty when this kernel has no such file. */
 static int max_kernel_pages(char *old, size_t olen, char *value, size_t vlen)
 {
@@ -831,12 +860,22 @@ static int max_kernel_pages(char *old, size_t olen, char *value, size_t vlen)
 		return 0;
 	}
 	if (env && *env) {
-		if (parse_ll(env, &v) || v < 0)
+		if (parse_count(env, &v))
 			return ksmctl_fail(KSMCTL_USAGE, env,
 					   "give a number of pages, or unset it for half the RAM",
 					   "start: bad KSM_MAX_KERNEL_PAGES");
 	} else {
-		v = sysconf(_SC_PHYS_PAGES) / 2;
+		/* The RAM of the machine --proc-root names (a recorded tree's
+		 * meminfo), not this one's. */
+		long long kb = host_meminfo_kb("MemTotal");
+		if (kb <= 0) {
+			char path[PATH_MAX];
+			snprintf(path, sizeof(path), "%s/meminfo", opt.proc_root);
+			return ksmctl_fail(KSMCTL_REFUSED, path,
+					   "set KSM_MAX_KERNEL_PAGES to a number of pages",
+					   "start: no MemTotal to size max_kernel_pages from");
+		}
+		v = sat_mul(kb, 1024) / page_size() / 2;
 	}
 	snprintf(value, vlen, "%lld", v);
 	return 0;
@@ -858,7 +897,7 @@ int cmd_start(int argc, char **argv)
 				   "start: unexpected argument");
 	for (int i = optind; i < argc; i++) {
 		long long v;
-		if (parse_ll(argv[i], &v) || v < 0)
+		if (parse_count(argv[i], &v))
 			return ksmctl_fail(KSMCTL_USAGE, argv[i],
 					   i == optind ? "NPAGES is pages_to_scan, e.g. 5000"
 						       : "SLEEP is sleep_millisecs, e.g. 100",
@@ -879,8 +918,9 @@ int cmd_start(int argc, char **argv)
 	if (old[0] && (err = opt.be->write(opt.be, "max_kernel_pages", mkp)))
 		return ksmctl_fail(KSMCTL_REFUSED, mkp, NULL,
 				   "the kernel refused max_kernel_pages: %s", strerror(-err));
-	if (old[0] && strcmp(old, mkp))
-		printf("max_kernel_pages: %s -> %s\n", old, mkp);
+	const char *const written[3] = {"max_kernel_pages", old, mkp};
+	if (old[0])
+		p.extra = written;
 	ret = plan_apply(&p);
 	if (ret && old[0])
 		opt.be->write(opt.be, "max_kernel_pages", old);

@@ -668,7 +668,28 @@ struct output {
 	const char *path;
 	char tmp[4096];
 	int saved_stdout;
+	sigset_t mask; /* the signal mask before output_begin() */
 };
+
+/*
+ * From mkstemp() to the rename (or the unlink), every signal that could
+ * end ksmctl waits: SIGHUP (a closed terminal, systemd's reload), SIGTERM,
+ * SIGINT, SIGQUIT, SIGALRM, SIGXFSZ (a write past RLIMIT_FSIZE then fails
+ * with EFBIG, and the file is removed) and the rest; a signal that ended
+ * ksmctl there left the temporary file behind for good.  A pending signal
+ * acts at output_commit(), once the file is in place or gone.  Faults,
+ * which are not sent but raised by the code itself, are left unblocked.
+ */
+static void output_block(struct output *o)
+{
+	static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+	sigset_t all;
+
+	sigfillset(&all);
+	for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++)
+		sigdelset(&all, faults[i]);
+	sigprocmask(SIG_BLOCK, &all, &o->mask);
+}
 
 static int output_begin(struct output *o)
 {
@@ -678,8 +699,12 @@ static int output_begin(struct output *o)
 	fflush(stdout);
 	snprintf(o->tmp, sizeof(o->tmp), "%.*s.%s.XXXXXX", slash ? (int)(slash - o->path + 1) : 0,
 		 o->path, slash ? slash + 1 : o->path);
-	if ((fd = mkstemp(o->tmp)) < 0)
-		return -errno;
+	output_block(o);
+	if ((fd = mkstemp(o->tmp)) < 0) {
+		int err = -errno;
+		sigprocmask(SIG_SETMASK, &o->mask, NULL);
+		return err;
+	}
 	/* Readable by node_exporter's own user, as a file written by > is. */
 	fchmod(fd, 0644);
 	o->saved_stdout = dup(STDOUT_FILENO);
@@ -699,6 +724,7 @@ static int output_commit(struct output *o)
 		err = -errno;
 	if (err)
 		unlink(o->tmp);
+	sigprocmask(SIG_SETMASK, &o->mask, NULL);
 	return err;
 }
 

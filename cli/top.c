@@ -384,7 +384,7 @@ int cmd_top(int argc, char **argv)
 				    "domain; for the kernel's KSM, --by vm or --by cgroup",
 				    "top: the kernel's KSM has no domains");
 		} else if (c == 'l') {
-			if (parse_ll(optarg, &limit) || limit < 0)
+			if (parse_count(optarg, &limit))
 				return ksmctl_fail(KSMCTL_USAGE, optarg, "give a row count",
 						   "top: bad --limit");
 		} else {

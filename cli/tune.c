@@ -539,10 +539,9 @@ static int bad_number(const char *opt_name, const char *value, const char *range
 
 static int parse_pct(const char *name, const char *s, double lo, double *out)
 {
-	char *end;
-	double v = strtod(s, &end);
+	double v;
 
-	if (end == s || *end || !(v >= lo && v <= 100)) {
+	if (parse_plain_number(s, &v) || !(v >= lo && v <= 100)) {
 		char range[64];
 		snprintf(range, sizeof(range), "a percentage from %g to 100", lo);
 		return bad_number(name, s, range);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -182,13 +183,41 @@ double now_seconds(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int parse_seconds(const char *s, double *out)
+int parse_plain_number(const char *s, double *out)
 {
+	size_t digits = strspn(s, "0123456789"), frac = 0;
 	char *end;
 
+	if (s[digits] == '.')
+		frac = strspn(s + digits + 1, "0123456789") + 1;
+	if (s[digits + frac] || digits + frac == 0 || (digits == 0 && frac == 1))
+		return -EINVAL;
 	errno = 0;
 	double v = strtod(s, &end);
-	if (end == s || *end || errno || !(v >= 0) || v > KSMCTL_MAX_SECONDS)
+	if (*end || errno || !isfinite(v))
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int parse_count(const char *s, long long *out)
+{
+	long long v = 0;
+
+	if (!*s || s[strspn(s, "0123456789")])
+		return -EINVAL;
+	for (; *s; s++)
+		if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *s - '0', &v))
+			return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int parse_seconds(const char *s, double *out)
+{
+	double v;
+
+	if (parse_plain_number(s, &v) || v > KSMCTL_MAX_SECONDS)
 		return -EINVAL;
 	*out = v;
 	return 0;

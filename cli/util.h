@@ -93,8 +93,16 @@ void sleep_seconds(double s);
  * longer is a typo ("1e99"), refused, not an endless wait. */
 #define KSMCTL_MAX_SECONDS 31536000
 #define KSMCTL_TIMEOUT_RANGE "a number of seconds from 0 to 31536000 (a year)"
-/* Parses a non-negative number of seconds ("2", "0.5") up to
- * KSMCTL_MAX_SECONDS: 0 or -EINVAL. */
+/* Parses a whole number given on the command line (a count, a number of
+ * pages): digits only, up to LLONG_MAX; 0 or -EINVAL.  parse_ll() also
+ * takes a sign and blanks around, as a file's contents may have them. */
+int parse_count(const char *s, long long *out);
+/* Parses a plain decimal number, digits with at most one '.' ("2", "0.5",
+ * ".5", "5."): 0 or -EINVAL.  No sign, blank, exponent, hexadecimal, inf or
+ * nan, all of which strtod() takes ("0x10" is 16). */
+int parse_plain_number(const char *s, double *out);
+/* Parses a non-negative number of seconds as parse_plain_number() does, up
+ * to KSMCTL_MAX_SECONDS: 0 or -EINVAL. */
 int parse_seconds(const char *s, double *out);
 /* The columns a terminal gives s, printable UTF-8 (names as procfs_escape
  * leaves them): a wide character two, a combining mark none. */

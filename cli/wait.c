@@ -103,7 +103,7 @@ int cmd_wait(int argc, char **argv)
 	int c, err;
 
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		if (c == 's' && (parse_ll(optarg, &want) || want < 1))
+		if (c == 's' && (parse_count(optarg, &want) || want < 1))
 			return ksmctl_fail(KSMCTL_USAGE, optarg,
 					   "give a whole number of scans, 1 or more",
 					   "wait: bad --scans");

@@ -41,9 +41,8 @@ rc=$?
 	-e "s|$bindir/ksmctl|@BINDIR@/ksmctl|g" >"$tmp/actual"
 
 status=0
-# A usage-* case is a refused command line: nothing on stdout to parse.
+# A refused command line with --json writes its error as JSON too.
 case "$name: $args " in
-usage-*) ;;
 *" --json "*)
 	if ! python3 -m json.tool "$tmp/stdout" >/dev/null; then
 		echo "FAIL: --json output does not parse"

@@ -4,7 +4,7 @@
 # (/usr/sbin/ksmctl start|stop) and of the original one (start NPAGES SLEEP,
 # info), with their old meaning, on copies of recorded trees:
 #  - start on 2.6.32 writes max_kernel_pages ($KSM_MAX_KERNEL_PAGES, else
-#    half the RAM's pages) and run=1; a bad KSM_MAX_KERNEL_PAGES changes
+#    half the RAM's pages, MemTotal of --proc-root's meminfo) and run=1; a bad KSM_MAX_KERNEL_PAGES changes
 #    nothing;
 #  - start NPAGES SLEEP writes pages_to_scan, sleep_millisecs and run=1,
 #    start NPAGES pages_to_scan and run=1; stop writes run=0;
@@ -27,8 +27,9 @@ knobs() { (cd "$ksm" && grep -r . | sort); }
 tree linux-2.6.32
 echo 0 >"$ksm/run"
 k start >/dev/null || fail "start on 2.6.32 exited $?"
-want=$(($(getconf _PHYS_PAGES) / 2))
-[ "$(cat "$ksm/max_kernel_pages")" = "$want" ] || fail "max_kernel_pages is $(cat "$ksm/max_kernel_pages"), want half the RAM's pages ($want)"
+# The tree's RAM (its proc/meminfo), not this machine's.
+want=$(($(awk '/^MemTotal:/ { print $2 }' "$tmp/t/proc/meminfo") * 1024 / $(getconf PAGESIZE) / 2))
+[ "$(cat "$ksm/max_kernel_pages")" = "$want" ] || fail "max_kernel_pages is $(cat "$ksm/max_kernel_pages"), want half the tree's RAM's pages ($want)"
 [ "$(cat "$ksm/run")" = 1 ] || fail "start did not write run=1"
 KSM_MAX_KERNEL_PAGES=4096 k start >/dev/null || fail "KSM_MAX_KERNEL_PAGES=4096 start exited $?"
 [ "$(cat "$ksm/max_kernel_pages")" = 4096 ] || fail "KSM_MAX_KERNEL_PAGES=4096 was not written"

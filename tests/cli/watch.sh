@@ -12,6 +12,7 @@ set -u
 ksmctl=$1 src=$2
 tree=$src/trees/linux-6.18
 tmp=$(mktemp -d)
+pid=
 trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
@@ -98,4 +99,32 @@ timeout 20 "$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" --boot-ro
 rc=$?
 [ $rc = 1 ] || fail "status --watch >/dev/full exited $rc, not 1 at once: $(cat "$tmp/err")"
 grep -q "cannot write the output" "$tmp/err" || fail "status --watch >/dev/full: $(cat "$tmp/err")"
+
+# A signal that ends ksmctl between --output's temporary file and its
+# rename (SIGHUP from a closed terminal, any signal not handled) leaves no
+# .ksm.prom.XXXXXX behind: it waits for the rename.  A process's ksm_stat
+# made a FIFO holds ksmctl in that window (the report reads it), until this
+# opens the FIFO and closes it.  Before, SIGHUP and SIGUSR1 left the
+# temporary file; SIGTERM and SIGINT were handled (the report finished).
+cp -a "$tree" "$tmp/ftree"
+rm "$tmp/ftree/proc/4100/ksm_stat"
+mkfifo "$tmp/ftree/proc/4100/ksm_stat"
+for sig in HUP USR1 TERM INT; do
+	out=$tmp/out.$sig
+	mkdir "$out"
+	"$ksmctl" --sysfs-root "$tmp/ftree/sys" --proc-root "$tmp/ftree/proc" --boot-root \
+		"$tmp/ftree/boot" status --prometheus --watch 0.1 --output "$out/ksm.prom" &
+	pid=$!
+	for _ in $(seq 600); do compgen -G "$out/.ksm.prom.*" >/dev/null && break; sleep 0.05; done
+	compgen -G "$out/.ksm.prom.*" >/dev/null || fail "SIG$sig: no temporary file in 30 s"
+	kill -"$sig" $pid
+	sleep 0.3
+	exec 3<>"$tmp/ftree/proc/4100/ksm_stat"
+	sleep 0.3
+	exec 3>&-
+	wait $pid
+	left=$(cd "$out" && ls -A)
+	[ "$left" = ksm.prom ] || fail "SIG$sig during the write left \"$left\", not ksm.prom alone"
+	pid=
+done
 echo ok
