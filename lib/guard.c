@@ -62,6 +62,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <xxhash.h>
 #if defined(__x86_64__) && __has_include(<xxh_x86dispatch.h>)
@@ -233,7 +234,8 @@ static struct {
 	_Atomic uintptr_t start, end;
 	bool uffd; /* write-protected with userfaultfd, else mprotect */
 } windows[MAX_WINDOWS];
-static _Atomic uint32_t window_seq; /* futex word: bumped when a window closes */
+static _Atomic uint32_t window_seq;    /* futex word: bumped when a window closes */
+static __thread uint32_t windows_mine; /* the slots this thread opened */
 _Atomic uint64_t merge_window_waits;
 _Atomic uint64_t merges_skipped_io;
 
@@ -432,11 +434,15 @@ static void window_slot_close(int slot)
  * handler returns, in the parent and in the child (taken again here, the
  * process waited for itself for ever). */
 static bool io_fork_taken;
+static pid_t fork_tid; /* the forking thread's */
 
 void guard_fork_lock(void)
 {
 	io_fork_taken = prim_fork_mutex_take(&io_lock, io_entered);
+	fork_tid = (pid_t)prim_syscall(SYS_gettid);
 }
+
+static void altstacks_fork_child(void);
 
 void guard_fork_parent(void)
 {
@@ -460,6 +466,7 @@ void guard_fork_parent(void)
  */
 void guard_fork_child(void)
 {
+	altstacks_fork_child();
 	if (io_fork_taken) {
 		ninflight = 0;
 		nrings = 0;
@@ -643,6 +650,8 @@ void handler_ensure(void)
 	}
 }
 
+static bool altstack_overlaps(uintptr_t start, uintptr_t end);
+
 /*
  * Opens a window over [start, end) and write-protects it (if prot has
  * PROT_WRITE): from here until window_close(), a writer waits.  Returns
@@ -654,6 +663,14 @@ int window_open(uintptr_t start, uintptr_t end, int prot)
 	int slot = window_slot(start, end);
 	if (slot < 0)
 		return slot;
+	/* Not over a signal stack (RELIABILITY.md 97): looked at once the
+	 * slot is published, so that a sigaltstack() noted after this waits
+	 * for the window to close (guard_sigaltstack()). */
+	if (altstack_overlaps(start, end)) {
+		window_slot_close(slot);
+		return -EBUSY;
+	}
+	windows_mine |= 1u << slot;
 	windows[slot].uffd = false;
 	if (!(prot & PROT_WRITE))
 		return slot;
@@ -664,6 +681,7 @@ int window_open(uintptr_t start, uintptr_t end, int prot)
 	handler_ensure(); /* the mprotect fallback's writers wait in our handler */
 	int err = prim_mprotect((void *)start, end - start, prot & ~PROT_WRITE);
 	if (err) {
+		windows_mine &= ~(1u << slot);
 		window_slot_close(slot);
 		return err;
 	}
@@ -689,7 +707,228 @@ void window_close(int slot)
 	uintptr_t start = atomic_load(&windows[slot].start), end = atomic_load(&windows[slot].end);
 	if (windows[slot].uffd)
 		prim_uffd_wake(uffd, start, end - start);
+	windows_mine &= ~(1u << slot);
 	window_slot_close(slot);
+}
+
+/* ---- signal stacks (sigaltstack) ---- */
+
+/*
+ * The kernel writes a signal's frame on the thread's signal stack, and a
+ * kernel write into an open window fails under the uffd-user and mprotect
+ * windows: the signal cannot be delivered, and the kernel kills the
+ * process with SIGSEGV (RELIABILITY.md 97).  So no window opens over a
+ * signal stack.  sigaltstack() notes the new stack here, with no lock and
+ * nothing allocated (it is async-signal-safe, and sanitizers' threads call
+ * it as they start), then waits for the windows open over it to close:
+ * a window that opens after the note sees it (window_open() checks it
+ * after it published its own slot, the note is published before the
+ * windows are looked at, both sequentially consistent: one of the two
+ * sees the other).  The scanners read the notes at their next batch and
+ * keep those pages out of merging (altstack_each()).
+ *
+ * A slot is a thread's (its tid) and a call's number in it; the call's
+ * successful change lets the thread's earlier slots go (a stack replaced
+ * or disabled may merge again: the pages it noted stay kept out, by the
+ * promise the scanner set).  A slot whose thread ended with its stack set
+ * is freed by a scanner once the table has been full.  When every slot is
+ * taken, the stack goes into one spill range, the union of the stacks the
+ * table could not hold, where no window opens for the process's life
+ * (nothing merges there: safe, at a cost to merging only).
+ */
+#define ALTSTACK_SLOTS 256
+#define ALTSTACK_FREEING UINT64_MAX /* an owner: a thread other than the slot's frees it */
+static struct altstack_slot {
+	_Atomic uint64_t owner; /* tid << 32 | the thread's call number; 0: free */
+	_Atomic uint32_t seq;	/* odd while start and end change */
+	_Atomic uintptr_t start, end;
+} altstacks[ALTSTACK_SLOTS];
+static _Atomic uintptr_t spill_lo = UINTPTR_MAX, spill_hi;
+static _Atomic uint32_t altstack_gen; /* bumped at each stack noted */
+static _Atomic int altstack_top;      /* the slots ever taken are below it */
+static _Atomic bool altstack_full;    /* a stack went to the spill range */
+static __thread uint32_t altstack_calls, altstack_depth;
+
+/* The range of slot k, false if none; *busy if it is being written. */
+static bool slot_range(struct altstack_slot *k, uintptr_t *s, uintptr_t *e, bool *busy)
+{
+	*busy = false;
+	if (!atomic_load(&k->owner))
+		return false;
+	uint32_t q = atomic_load(&k->seq);
+	*s = atomic_load(&k->start);
+	*e = atomic_load(&k->end);
+	if ((q & 1) || atomic_load(&k->seq) != q) {
+		*busy = true;
+		return false;
+	}
+	return *e > *s;
+}
+
+static void slot_write(struct altstack_slot *k, uintptr_t s, uintptr_t e)
+{
+	atomic_fetch_add(&k->seq, 1);
+	atomic_store(&k->start, s);
+	atomic_store(&k->end, e);
+	atomic_fetch_add(&k->seq, 1);
+}
+
+static void slot_free(struct altstack_slot *k)
+{
+	slot_write(k, 0, 0);
+	atomic_store(&k->owner, 0);
+}
+
+/* Might [start, end) be a signal stack now (or about to be one)? */
+static bool altstack_overlaps(uintptr_t start, uintptr_t end)
+{
+	uintptr_t hi = atomic_load(&spill_hi), lo = atomic_load(&spill_lo);
+	if (hi && overlaps(start, end, lo, hi))
+		return true;
+	for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) {
+		uintptr_t s, e;
+		bool busy;
+		if (slot_range(&altstacks[i], &s, &e, &busy) ? overlaps(start, end, s, e) : busy)
+			return true;
+	}
+	return false;
+}
+
+/* A slot for the stack [s, e) of the call me, or the spill range (NULL). */
+static struct altstack_slot *altstack_note(uint64_t me, uintptr_t s, uintptr_t e)
+{
+	for (int i = 0; i < ALTSTACK_SLOTS; i++) {
+		uint64_t free = 0;
+		if (atomic_load(&altstacks[i].owner))
+			continue;
+		/* The bound first: a reader that sees the slot taken scans it. */
+		int top = atomic_load(&altstack_top);
+		while (top < i + 1 && !atomic_compare_exchange_weak(&altstack_top, &top, i + 1))
+			;
+		if (atomic_compare_exchange_strong(&altstacks[i].owner, &free, me)) {
+			slot_write(&altstacks[i], s, e);
+			return &altstacks[i];
+		}
+	}
+	atomic_store(&altstack_full, true);
+	uintptr_t v = atomic_load(&spill_lo); /* the low end first: see altstack_overlaps() */
+	while (s < v && !atomic_compare_exchange_weak(&spill_lo, &v, s))
+		;
+	v = atomic_load(&spill_hi);
+	while (e > v && !atomic_compare_exchange_weak(&spill_hi, &v, e))
+		;
+	return NULL;
+}
+
+/* Waits until no window but this thread's own is open over [s, e). */
+static void windows_wait(uintptr_t s, uintptr_t e)
+{
+	for (;;) {
+		uint32_t seq = atomic_load(&window_seq);
+		bool open = false;
+		for (int i = 0; i < MAX_WINDOWS && !open; i++) {
+			uintptr_t we = atomic_load(&windows[i].end);
+			open = !(windows_mine & (1u << i)) && we &&
+			       overlaps(s, e, atomic_load(&windows[i].start), we);
+		}
+		if (!open)
+			return;
+		prim_futex_wait(&window_seq, seq);
+	}
+}
+
+/*
+ * sigaltstack(2), noted first (see above).  Async-signal-safe: no lock,
+ * no allocation; a signal handler's call inside this one (depth 2) lets
+ * no slot go, nor does this one after it (the handler's stack may be the
+ * one set now): those slots stay until the thread's next call.
+ */
+int guard_sigaltstack(const stack_t *ss, stack_t *old)
+{
+	uint32_t call = ++altstack_calls;
+	uint64_t me = (uint64_t)(uint32_t)prim_syscall(SYS_gettid) << 32 | call;
+	struct altstack_slot *mine = NULL;
+	stack_t want = {0};
+	bool set = false;
+	if (ss) {
+		ssize_t r = prim_self_read(&want, ss, sizeof(want));
+		if (r != -EFAULT && r != (ssize_t)sizeof(want))
+			want = *ss; /* process_vm_readv refused (seccomp) */
+		set = r != -EFAULT;
+	}
+	altstack_depth++;
+	uintptr_t high = (uintptr_t)want.ss_sp + want.ss_size;
+	if (set && !(want.ss_flags & SS_DISABLE) && want.ss_size && high > (uintptr_t)want.ss_sp) {
+		uintptr_t s = (uintptr_t)want.ss_sp & ~(uintptr_t)(PAGE_SIZE - 1);
+		uintptr_t e = (high + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
+		mine = altstack_note(me, s, e ? e : UINTPTR_MAX);
+		atomic_fetch_add(&altstack_gen, 1);
+		windows_wait(s, e ? e : UINTPTR_MAX);
+	}
+	int saved = errno;
+	long rc = prim_syscall(SYS_sigaltstack, ss, old);
+	if (rc)
+		saved = errno;
+	if (rc && mine)
+		slot_free(mine);
+	if (!rc && set && altstack_depth == 1 && altstack_calls == call)
+		for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) { /* earlier ones */
+			uint64_t o = atomic_load(&altstacks[i].owner);
+			if (o >> 32 == me >> 32 && o != me && (int32_t)((uint32_t)o - call) < 0 &&
+			    atomic_compare_exchange_strong(&altstacks[i].owner, &o,
+							   ALTSTACK_FREEING))
+				slot_free(&altstacks[i]);
+		}
+	altstack_depth--;
+	errno = saved;
+	return (int)rc;
+}
+
+/* In a forked child, alone in it: the forking thread's signal stacks are
+ * its own still (it has a tid of its own now), the other threads' went
+ * with them (one stopped by the fork halfway through its note would have
+ * kept its slot busy, and every window shut, for ever). */
+static void altstacks_fork_child(void)
+{
+	uint64_t me = (uint64_t)(uint32_t)prim_syscall(SYS_gettid) << 32;
+	for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) {
+		struct altstack_slot *k = &altstacks[i];
+		uint64_t o = atomic_load(&k->owner);
+		if (o && o != ALTSTACK_FREEING && (pid_t)(o >> 32) == fork_tid) {
+			atomic_store(&k->owner, me | (uint32_t)o);
+		} else if (o) {
+			atomic_store(&k->seq, 0);
+			atomic_store(&k->start, 0);
+			atomic_store(&k->end, 0);
+			atomic_store(&k->owner, 0);
+		}
+	}
+}
+
+/* The scanner: fn(s, e, arg) for every signal stack noted, if any was
+ * since *seen said; then, if the table was full, the slots of threads
+ * that ended are freed (a stack they set cannot take a frame any more). */
+void altstack_each(uint32_t *seen, void (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
+{
+	uint32_t gen = atomic_load(&altstack_gen);
+	if (gen == *seen)
+		return;
+	*seen = gen;
+	bool reap = atomic_exchange(&altstack_full, false);
+	pid_t pid = prim_getpid();
+	for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) {
+		struct altstack_slot *k = &altstacks[i];
+		uintptr_t s, e;
+		bool busy;
+		if (!slot_range(k, &s, &e, &busy))
+			continue;
+		uint64_t o = atomic_load(&k->owner);
+		if (reap && prim_syscall(SYS_tgkill, pid, (pid_t)(o >> 32), 0) && errno == ESRCH &&
+		    atomic_compare_exchange_strong(&k->owner, &o, ALTSTACK_FREEING))
+			slot_free(k);
+		else
+			fn(s, e, arg);
+	}
 }
 
 /* ---- what a thread must never put in a window of its own ---- */

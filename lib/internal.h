@@ -140,6 +140,8 @@ bool guard_on_own_stack(uintptr_t start, uintptr_t end);
 int window_open(uintptr_t start, uintptr_t end, int prot);
 void window_restore(int slot, uintptr_t start, uintptr_t end, int prot);
 void window_close(int slot);
+int guard_sigaltstack(const stack_t *ss, stack_t *old);
+void altstack_each(uint32_t *seen, void (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg);
 bool guarded_copy(void *dst, const void *src, size_t len);
 bool guarded_equal(const void *a, const void *b, size_t len);
 bool guarded_is_zero(const void *a, size_t len);
@@ -166,10 +168,14 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 /* A stack that grows down (VM_GROWSDOWN: the main thread's [stack],
  * MAP_GROWSDOWN): kept out of merging. */
 #define PROMISE_GROWSDOWN (0x400u << PROMISE_POLICY_SHIFT)
-#define PROMISE_LAST PROMISE_GROWSDOWN
+/* A signal stack (sigaltstack), noted by a scanner (altstack_each()):
+ * kept out of merging until the memory is unmapped. */
+#define PROMISE_ALTSTACK (0x800u << PROMISE_POLICY_SHIFT)
+#define PROMISE_LAST PROMISE_ALTSTACK
 /* What keeps pages out of merging, of what a mapping promises (a malloc
  * heap, PROMISE_MALLOC, keeps them out too, found by other means). */
-#define PROMISE_KEEPS (PROMISE_UFFD | PROMISE_WIPEONFORK | PROMISE_PKEY | PROMISE_GROWSDOWN)
+#define PROMISE_KEEPS                                                                              \
+	(PROMISE_UFFD | PROMISE_WIPEONFORK | PROMISE_PKEY | PROMISE_GROWSDOWN | PROMISE_ALTSTACK)
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
 void promise_future_locked(bool on);
@@ -308,6 +314,7 @@ int unmerge_all(struct samepage *sp);
 int regions_keep(struct samepage *sp, uintptr_t start, size_t len);
 void regions_unkeep(struct samepage *sp, uintptr_t start, size_t len);
 void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end);
+void keep_altstacks(struct samepage *sp);
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy);
 struct pooled {
 	struct prot_span *spans;

@@ -501,6 +501,21 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	return libc_result(prim_madvise(addr, len, advice));
 }
 
+/*
+ * sigaltstack: the kernel writes a signal's frame on the signal stack, and
+ * its writes into an open merge window fail under the uffd-user and
+ * mprotect windows: the signal could not be delivered, and the kernel
+ * killed the process with SIGSEGV (RELIABILITY.md 97).  The new stack is
+ * noted, with no lock taken and nothing allocated (the call is
+ * async-signal-safe, and sanitizers' threads make it as they start): no
+ * window opens over it from then on, and the scanners keep its pages out
+ * of merging at their next batch (guard.c).
+ */
+EXPORT int sigaltstack(const stack_t *ss, stack_t *old)
+{
+	return guard_sigaltstack(ss, old);
+}
+
 /* Whether pidfd is this process's (PIDFD_SELF_THREAD and
  * PIDFD_SELF_THREAD_GROUP, Linux 6.15, or a pidfd of a thread of it, asked
  * with PIDFD_GET_INFO, Linux 6.13: before it, process_madvise() refused

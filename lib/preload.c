@@ -886,6 +886,7 @@ static long syscall_routed(long nr, const long *a)
 	case SYS_mprotect: return mprotect(p, (size_t)a[1], (int)a[2]);
 	case SYS_pkey_mprotect: return pkey_mprotect(p, (size_t)a[1], (int)a[2], (int)a[3]);
 	case SYS_madvise: return madvise(p, (size_t)a[1], (int)a[2]);
+	case SYS_sigaltstack: return sigaltstack((const stack_t *)a[0], (stack_t *)a[1]);
 	case SYS_process_madvise:
 		return process_madvise((int)a[0], (const struct iovec *)a[1], (size_t)a[2],
 				       (int)a[3], (unsigned)a[4]);

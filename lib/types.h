@@ -354,6 +354,8 @@ struct samepage {
 	uint32_t last_new_off;
 	uint32_t hints_posted; /* this full scan: pages other processes may make KSM pages of */
 	uint32_t partner_seen; /* dom->partner_made when merge_partners() last looked */
+	/* The signal stacks noted when a batch last looked (guard.c). */
+	uint32_t altstack_seen;
 	struct strip strip;
 	struct lap_strip laps[LAP_STRIPS];
 

@@ -918,6 +918,23 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 	}
 }
 
+/* A signal stack's pages (RELIABILITY.md 97): promised out of merging,
+ * for the engines and the registrations to come too, and kept out of
+ * sp's regions (its merged pages there get private copies: in place, as
+ * window_open() opens no window over a signal stack). */
+static void keep_altstack(uintptr_t s, uintptr_t e, void *arg)
+{
+	promise_set(s, e, PROMISE_ALTSTACK, true);
+	regions_keep(arg, s, e - s);
+}
+
+/* The signal stacks sigaltstack() noted since sp last looked (guard.c):
+ * at the start of a batch, inside engine_enter(). */
+void keep_altstacks(struct samepage *sp)
+{
+	altstack_each(&sp->altstack_seen, keep_altstack, sp);
+}
+
 /* The application unregistered [start, start+len) from its own
  * userfaultfd, or undid MADV_WIPEONFORK there: its pages merge again,
  * unless another reason keeps them (the other of the two, a malloc

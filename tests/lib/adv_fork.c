@@ -1665,3 +1665,141 @@ void test_process_madvise_self(void)
 	}
 	close(self);
 }
+
+static volatile sig_atomic_t altstack_signals;
+
+static void altstack_handler(int sig)
+{
+	(void)sig;
+	altstack_signals++;
+}
+
+/* RELIABILITY.md 97: a signal stack (sigaltstack) merged like any memory,
+ * and a signal delivered while a merge window covered its page killed the
+ * process (SIGSEGV) under the uffd-user and mprotect windows, which fail
+ * the kernel's writes (the signal's frame).  The main thread writes the
+ * stack's pages back to the contents of the merged ones and signals itself
+ * again and again (bounded: no timing is asserted), and lives; its stack's
+ * pages are kept out of merging from the scanner's next batch. */
+void test_altstack_kept(void)
+{
+	const size_t n = 16, half = 8;
+	const long rounds = 4000;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'a');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	stack_t ss = {.ss_sp = p + half * PG, .ss_size = half * PG}, old;
+	REQUIRE(sigaltstack(&ss, &old) == 0);
+	struct sigaction sa = {.sa_handler = altstack_handler, .sa_flags = SA_ONSTACK}, prev;
+	REQUIRE(sigaction(SIGUSR1, &sa, &prev) == 0);
+	unsigned seed = 1;
+	long sent = 0;
+	for (; sent < rounds; sent++) {
+		memset(p + half * PG, 'a', half * PG);
+		usleep((useconds_t)(rand_r(&seed) % 1000));
+		raise(SIGUSR1);
+		if (sent % 64 == 0)
+			check_tick();
+	}
+	CHECK_EQ_INT(altstack_signals, sent);
+	memset(p + half * PG, 'a', half * PG);
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(p + half * PG, half), 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, half), half);
+	REQUIRE(sigaction(SIGUSR1, &prev, NULL) == 0);
+	REQUIRE(sigaltstack(&old, NULL) == 0);
+	samepage_close(sp);
+	munmap(p, n * PG);
+}
+
+static atomic_long altstack_thread_signals;
+
+static void altstack_thread_handler(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&altstack_thread_signals, 1);
+}
+
+/* A thread that sets a signal stack at arg and ends with it set. */
+static void *altstack_and_end(void *arg)
+{
+	stack_t ss = {.ss_sp = arg, .ss_size = 2 * PG};
+	REQUIRE(sigaltstack(&ss, NULL) == 0);
+	return NULL;
+}
+
+struct altstack_loop {
+	char *stack; /* 8 pages, merged with 8 more below */
+	unsigned seed;
+	long sent;
+};
+
+/* The probe of test_altstack_kept in a thread of its own, its stack
+ * disabled and set again halfway. */
+static void *altstack_loop(void *arg)
+{
+	struct altstack_loop *l = arg;
+	stack_t ss = {.ss_sp = l->stack, .ss_size = 8 * PG}, off = {.ss_flags = SS_DISABLE};
+	REQUIRE(sigaltstack(&ss, NULL) == 0);
+	for (long i = 0; i < 1000; i++) {
+		if (i == 500) {
+			REQUIRE(sigaltstack(&off, NULL) == 0);
+			REQUIRE(sigaltstack(&ss, NULL) == 0);
+		}
+		memset(l->stack, 'a', 8 * PG);
+		usleep((useconds_t)(rand_r(&l->seed) % 2000));
+		pthread_kill(pthread_self(), SIGUSR1);
+		l->sent++;
+		if (i % 64 == 0)
+			check_tick();
+	}
+	REQUIRE(sigaltstack(&off, NULL) == 0);
+	return NULL;
+}
+
+/* RELIABILITY.md 97, threads: each thread's signal stack is its own, and
+ * more threads set one (and end with it set) than the library's table of
+ * stacks holds (256): the stacks it could not hold are kept from merge
+ * windows by its spill range, the ended threads' slots are freed, and
+ * four threads that then probe their own stacks as test_altstack_kept
+ * does (one stack disabled and set again halfway) all live. */
+void test_altstack_threads(void)
+{
+	const size_t ended = 300, nt = 4, n = 16 * nt;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'a');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	char *junk = map_pages(2 * ended);
+	for (size_t i = 0; i < ended; i++) {
+		pthread_t t;
+		REQUIRE(pthread_create(&t, NULL, altstack_and_end, junk + 2 * i * PG) == 0);
+		REQUIRE(pthread_join(t, NULL) == 0);
+	}
+	REQUIRE(wait_scans(sp, 2) == 0); /* the ended threads' slots freed */
+	struct sigaction sa = {.sa_handler = altstack_thread_handler, .sa_flags = SA_ONSTACK}, prev;
+	REQUIRE(sigaction(SIGUSR1, &sa, &prev) == 0);
+	pthread_t t[4];
+	struct altstack_loop l[4];
+	for (size_t k = 0; k < nt; k++) {
+		l[k] = (struct altstack_loop){p + (16 * k + 8) * PG, (unsigned)k + 1, 0};
+		REQUIRE(pthread_create(&t[k], NULL, altstack_loop, &l[k]) == 0);
+	}
+	long sent = 0;
+	for (size_t k = 0; k < nt; k++) {
+		REQUIRE(pthread_join(t[k], NULL) == 0);
+		sent += l[k].sent;
+	}
+	CHECK_EQ_INT(atomic_load(&altstack_thread_signals), sent);
+	REQUIRE(wait_scans(sp, 3) == 0);
+	for (size_t k = 0; k < nt; k++) {
+		memset(p + (16 * k + 8) * PG, 'a', 8 * PG);
+		CHECK_EQ_U64(pages_mapping_pool(p + 16 * k * PG, 8), 8);
+	}
+	REQUIRE(wait_scans(sp, 3) == 0);
+	for (size_t k = 0; k < nt; k++) /* kept out, their stacks disabled too */
+		CHECK_EQ_U64(pages_mapping_pool(p + (16 * k + 8) * PG, 8), 0);
+	REQUIRE(sigaction(SIGUSR1, &prev, NULL) == 0);
+	samepage_close(sp);
+	munmap(junk, 2 * ended * PG);
+	munmap(p, n * PG);
+}
