@@ -66,6 +66,12 @@
  *       fills 8 MiB, lets the engine work a while, then sends itself
  *       SIGNAL with kill(2): dies of it as any program would, or exits 0
  *       if it survived
+ *   workload altstack ROUNDS
+ *       16 mergeable pages of one content, the upper 8 its signal stack
+ *       (set with syscall(SYS_sigaltstack)), written back to that content
+ *       between ROUNDS raise(SIGUSR1)s at random intervals under 1 ms:
+ *       exits 0 if every signal was handled (killed by SIGSEGV if a
+ *       signal's frame met a merge window)
  */
 #include <dlfcn.h>
 #include <linux/vfio.h>
@@ -109,6 +115,36 @@ static bool ready_then_wait(void)
 	printf("ready\n");
 	fflush(stdout);
 	return fgets(line, sizeof(line), stdin) != NULL;
+}
+
+static volatile sig_atomic_t alt_handled;
+
+static void alt_handler(int sig)
+{
+	(void)sig;
+	alt_handled++;
+}
+
+static int altstack(long rounds)
+{
+	const size_t n = 16;
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return 2;
+	memset(p, 'a', n * PG);
+	madvise(p, n * PG, MADV_MERGEABLE);
+	usleep(100000); /* merged meanwhile */
+	stack_t ss = {.ss_sp = p + n / 2 * PG, .ss_size = n / 2 * PG};
+	struct sigaction sa = {.sa_handler = alt_handler, .sa_flags = SA_ONSTACK};
+	if (syscall(SYS_sigaltstack, &ss, NULL) || sigaction(SIGUSR1, &sa, NULL))
+		return 3;
+	unsigned seed = 1;
+	for (long i = 0; i < rounds; i++) {
+		memset(p + n / 2 * PG, 'a', n / 2 * PG);
+		usleep((useconds_t)(rand_r(&seed) % 1000));
+		raise(SIGUSR1);
+	}
+	return alt_handled == rounds ? 0 : 1;
 }
 
 static int fill(size_t mib, int byte, const char *how)
@@ -741,6 +777,8 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 3 && !strcmp(argv[1], "forks"))
 		return forks(atoi(argv[2]));
+	if (argc >= 3 && !strcmp(argv[1], "altstack"))
+		return altstack(atol(argv[2]));
 	if (argc >= 3 && !strcmp(argv[1], "kill")) {
 		if (!alike_memory(8UL << 20))
 			return 2;
@@ -752,6 +790,6 @@ int main(int argc, char **argv)
 	fprintf(
 	    stderr,
 	    "usage: workload fill|fork|exec|blocks MIB BYTE [how] | malloc|reuse SECONDS THREADS "
-	    "| kvm | opennull | sigwait | forks N | kill SIGNAL\n");
+	    "| kvm | opennull | sigwait | forks N | kill SIGNAL | altstack ROUNDS\n");
 	return 2;
 }
