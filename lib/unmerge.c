@@ -918,12 +918,32 @@ void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
 	}
 }
 
+/* Whether [s, e) is promised kept out and sp keeps every page of it out. */
+static bool altstack_kept(struct samepage *sp, uintptr_t s, uintptr_t e)
+{
+	uintptr_t fs, fe;
+	if (!promise_find(s, e, PROMISE_ALTSTACK, &fs, &fe) || fs > s || fe < e)
+		return false;
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		struct region *r = &sp->regions[ri];
+		size_t from, to;
+		if (!region_clip(r, s, e, &from, &to))
+			continue;
+		for (size_t i = from; i < to; i++)
+			if (!(r->meta[i].flags & (PM_KEEP | PM_OFF)))
+				return false;
+	}
+	return true;
+}
+
 /* A signal stack's pages (RELIABILITY.md 97): promised out of merging,
  * for the engines and the registrations to come too, and kept out of
  * sp's regions (its merged pages there get private copies: in place, as
  * window_open() opens no window over a signal stack). */
 static void keep_altstack(uintptr_t s, uintptr_t e, void *arg)
 {
+	if (altstack_kept(arg, s, e)) /* every stack is looked at when one is noted */
+		return;
 	promise_set(s, e, PROMISE_ALTSTACK, true);
 	regions_keep(arg, s, e - s);
 }
