@@ -561,7 +561,8 @@ static enum severity kept_out(const struct facts *f, struct finding *out)
 	    "pages_kept_uffd %lld (registered with the program's own userfaultfd), "
 	    "pages_kept_pkey %lld (a protection key of pkey_mprotect, which a mapping of the "
 	    "pool would drop), pages_kept_stack %lld (a stack that grows down, which a mapping "
-	    "of the pool would stop growing); most in %s (pid %d, domain %s): %lld pages",
+	    "of the pool would stop growing, or a signal stack); most in %s (pid %d, domain %s): "
+	    "%lld pages",
 	    n, n == 1 ? "" : "es", m, t[KEPT_WIPEONFORK], t[KEPT_UFFD], t[KEPT_PKEY], t[KEPT_STACK],
 	    worst->comm, worst->pid, worst->domain, kept(worst));
 	SAY(fix,

@@ -615,7 +615,7 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 			sp->c.kept_malloc_scan += !!(why & PROMISE_MALLOC);
 			sp->c.kept_uffd_scan += !!(why & PROMISE_UFFD);
 			sp->c.kept_pkey_scan += !!(why & PROMISE_PKEY);
-			sp->c.kept_stack_scan += !!(why & PROMISE_GROWSDOWN);
+			sp->c.kept_stack_scan += !!(why & (PROMISE_GROWSDOWN | PROMISE_ALTSTACK));
 			used++;
 			sp->c.pages_scanned++;
 			continue;

@@ -1706,6 +1706,7 @@ void test_altstack_kept(void)
 	REQUIRE(wait_scans(sp, 3) == 0);
 	CHECK_EQ_U64(pages_mapping_pool(p + half * PG, half), 0);
 	CHECK_EQ_U64(pages_mapping_pool(p, half), half);
+	CHECK_EQ_INT(rd(sp, "pages_kept_stack"), (long long)half); /* and said so */
 	REQUIRE(sigaction(SIGUSR1, &prev, NULL) == 0);
 	REQUIRE(sigaltstack(&old, NULL) == 0);
 	samepage_close(sp);
