@@ -100,7 +100,15 @@ static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_
 		snprintf(err->fix, sizeof(err->fix), "only tunables can be set: remove the line");
 		return -EINVAL;
 	}
-	if (r || strlen(value) >= sizeof(s->value)) {
+	if (!r && strlen(value) >= sizeof(s->value)) {
+		snprintf(err->cause, sizeof(err->cause), "bad value for %s: %zu characters long",
+			 s->knob->name, strlen(value));
+		snprintf(err->fix, sizeof(err->fix),
+			 "give %s in at most %zu characters (without leading zeros)",
+			 ksmconf_range(s->knob, range, sizeof(range)), sizeof(s->value) - 1);
+		return -EINVAL;
+	}
+	if (r) {
 		snprintf(err->cause, sizeof(err->cause), "bad value for %s", s->knob->name);
 		snprintf(err->fix, sizeof(err->fix), "give one value: %s",
 			 ksmconf_range(s->knob, range, sizeof(range)));
