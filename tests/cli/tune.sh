@@ -60,28 +60,29 @@ mktree() { # mktree linux-6.18
 	setcpu 0
 }
 knob() { sed 's/.*\[\(.*\)\].*/\1/' "$ksm/$1"; }
-setknob() { echo "$2" >"$ksm/$1"; }
-settime() { echo "$1.00 0.00" >"$tree/proc/uptime"; }
+# The daemon under test reads these files while the test writes them: each
+# is renamed into place, so that it never sees one half written.
+put() { cat >"$1.new" && mv "$1.new" "$1"; }
+setknob() { echo "$2" | put "$ksm/$1"; }
+settime() { echo "$1.00 0.00" | put "$tree/proc/uptime"; }
 psi() { printf 'some avg10=%s avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n' "$1" \
-	>"$tree/proc/pressure/memory"; }
+	| put "$tree/proc/pressure/memory"; }
 setmem() { # setmem TOTAL FREE BUFFERS CACHED AVAILABLE [ANON] (kB)
-	# Renamed into place: a daemon reading it never sees it half written.
 	printf 'MemTotal: %s kB\nMemFree: %s kB\nMemAvailable: %s kB\nBuffers: %s kB\nCached: %s kB\n%s' \
 		"$1" "$2" "$5" "$3" "$4" "${6:+AnonPages: $6 kB
-}" >"$tree/proc/meminfo.new"
-	mv "$tree/proc/meminfo.new" "$tree/proc/meminfo"
+}" | put "$tree/proc/meminfo"
 }
 setcpu() { # setcpu TICKS: ksmd's utime (pid 57, as the trees have it)
 	local f=(57 "(ksmd)" S 2 0 0 0 0 0 0 0 0 0 "$1" 0 0 0 0 0 0 0 500)
 	mkdir -p "$tree/proc/57"
-	echo ksmd >"$tree/proc/57/comm"
-	echo "${f[*]} $(printf '0 %.0s' $(seq 30))" >"$tree/proc/57/stat"
+	echo ksmd | put "$tree/proc/57/comm"
+	echo "${f[*]} $(printf '0 %.0s' $(seq 30))" | put "$tree/proc/57/stat"
 }
 addproc() { # addproc PID COMM RSS_KB [KSM_STAT_TEXT]
 	mkdir -p "$tree/proc/$1"
-	echo "$2" >"$tree/proc/$1/comm"
-	printf 'Name:\t%s\nVmRSS:\t%s kB\n' "$2" "$3" >"$tree/proc/$1/status"
-	[ -n "${4:-}" ] && printf '%b' "$4" >"$tree/proc/$1/ksm_stat"
+	echo "$2" | put "$tree/proc/$1/comm"
+	printf 'Name:\t%s\nVmRSS:\t%s kB\n' "$2" "$3" | put "$tree/proc/$1/status"
+	[ -n "${4:-}" ] && printf '%b' "$4" | put "$tree/proc/$1/ksm_stat"
 	return 0
 }
 counters() { # counters FULL_SCANS SHARING SHARED UNSHARED VOLATILE [SCANNED]
