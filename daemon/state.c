@@ -833,6 +833,7 @@ static int ledger_drop(struct dom *d, int fd, off_t size, bool children_gone, st
 }
 
 static long long pid_euid(pid_t pid);
+static unsigned long long proc_start(pid_t pid);
 
 struct pool_file {
 	const char *path;
@@ -875,6 +876,47 @@ static bool may_hold(pid_t pid, const struct pool_file *me, long long owner, boo
 	return maps == 1 || (maps == -EACCES && (owner < 0 || pid_euid(pid) == owner));
 }
 
+/* The holder last found for the ledger of inode (dev, ino), or NULL. */
+static struct holder_seen *holder_cached(struct state *s, dev_t dev, ino_t ino)
+{
+	for (int i = 0; i < s->nholders; i++)
+		if (s->holders[i].dev == dev && s->holders[i].ino == ino)
+			return &s->holders[i];
+	return NULL;
+}
+
+/* Remembers pid as the holder of that ledger (h: its entry, or NULL); or,
+ * pid not a holder, forgets it.  Without memory, nothing is remembered:
+ * the next pass reads every process's maps again. */
+static void holder_note(struct state *s, struct holder_seen *h, dev_t dev, ino_t ino, pid_t pid)
+{
+	unsigned long long start = pid > 0 ? proc_start(pid) : 0;
+	if (!start) {
+		if (h)
+			*h = s->holders[--s->nholders];
+		return;
+	}
+	if (!h && s->nholders == s->holders_cap) {
+		int cap = s->holders_cap ? 2 * s->holders_cap : 16;
+		struct holder_seen *more = realloc(s->holders, (size_t)cap * sizeof(*more));
+		if (!more)
+			return;
+		s->holders = more, s->holders_cap = cap;
+	}
+	if (!h)
+		h = &s->holders[s->nholders++];
+	*h = (struct holder_seen){dev, ino, pid, start, s->pass};
+}
+
+/* The holders no pass asked for since the one before this one: their
+ * ledgers are gone. */
+static void holders_forget_old(struct state *s)
+{
+	for (int i = s->nholders; i-- > 0;)
+		if (s->holders[i].pass + 1 < s->pass)
+			s->holders[i] = s->holders[--s->nholders];
+}
+
 /*
  * A process that keeps a gone client's ledger (open at fd, at path): one
  * of its forked children, which all map the ledger (its copy of the
@@ -893,8 +935,12 @@ static bool may_hold(pid_t pid, const struct pool_file *me, long long owner, boo
  * it.  A process whose maps cannot be read (a daemon not root) keeps it if
  * it runs as the ledger's owner, or if the owner is not known
  * (may_hold()); only a process seen to map the file gives its owner.
+ * The holder found so is looked at first the next time (the same process,
+ * by its start time, that still keeps it), and every process only when it
+ * no longer does: a tenant's fork area with one pid 0 made each 5 s pass
+ * read every maps file of the host (RELIABILITY.md 98).
  */
-static pid_t ledger_holder(int fd, const char *path, long long owner, bool *seen)
+static pid_t ledger_holder(struct state *s, int fd, const char *path, long long owner, bool *seen)
 {
 	struct fork_shared f;
 	struct stat st;
@@ -915,6 +961,11 @@ static pid_t ledger_holder(int fd, const char *path, long long owner, bool *seen
 	}
 	if (!every)
 		return HOLDER_NONE;
+	struct holder_seen *h = holder_cached(s, st.st_dev, st.st_ino);
+	if (h && proc_start(h->pid) == h->start && may_hold(h->pid, &me, owner, seen)) {
+		h->pass = s->pass;
+		return h->pid;
+	}
 	int *pids = NULL, n = procfs_pids("/proc", &pids);
 	if (n < 0)
 		return HOLDER_UNKNOWN;
@@ -924,6 +975,7 @@ static pid_t ledger_holder(int fd, const char *path, long long owner, bool *seen
 			holder = pids[i];
 	}
 	free(pids);
+	holder_note(s, h, st.st_dev, st.st_ino, holder);
 	return holder;
 }
 
@@ -976,7 +1028,7 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked, lon
 		return 0;
 	}
 	bool seen;
-	pid_t holder = ledger_holder(fd, path, owner, &seen);
+	pid_t holder = ledger_holder(s, fd, path, owner, &seen);
 	bool gone = holder == HOLDER_NONE;
 	if (owner < 0 && holder > 0 && seen)
 		owner = pid_euid(holder); /* its children's uid is its own */
@@ -1196,6 +1248,7 @@ void state_reap_orphans(struct state *s)
 {
 	DIR *dir = opendir(s->dir);
 	struct dirent *e;
+	s->pass++;
 	while (dir && (e = readdir(dir))) {
 		char dom[72];
 		pid_t pid;
@@ -1237,6 +1290,7 @@ void state_reap_orphans(struct state *s)
 	}
 	if (dir)
 		closedir(dir);
+	holders_forget_old(s);
 }
 
 /* ---- clients ---- */

@@ -88,6 +88,20 @@ struct allowed {
 	struct throttle log; /* its processes' refusals: one user's flood hides no other's */
 };
 
+/* The process last found keeping a gone client's ledger (ledger_holder),
+ * by the ledger's inode: looked at first at the next pass, so that a
+ * ledger whose fork area cannot name its children has every process's
+ * maps read only when that one let go of it (RELIABILITY.md 98).  start:
+ * its /proc/PID/stat start time (a reused pid has another); pass: the
+ * last orphan sweep that asked (older ones are forgotten). */
+struct holder_seen {
+	dev_t dev;
+	ino_t ino;
+	pid_t pid;
+	unsigned long long start;
+	uint64_t pass;
+};
+
 /* Invariants: every clients[i].d is an open slot of doms[]; an open
  * domain has a connected client, a ledger file, or a pool page in use
  * (otherwise it is closed and its files removed). */
@@ -105,6 +119,9 @@ struct state {
 	struct throttle log_limit; /* refusals and closings for a limit */
 	struct allowed allow[ALLOW_MAX];
 	int nallow;
+	struct holder_seen *holders; /* [0, nholders) of holders_cap */
+	int nholders, holders_cap;
+	uint64_t pass; /* orphan sweeps so far */
 };
 
 /* "samepaged: " + the message, on standard error. */

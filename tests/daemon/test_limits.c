@@ -339,11 +339,11 @@ static void test_tenant_share(void)
 
 /* What keeps the ledger of tenant_with_pins's process once it exits. */
 enum keeper {
-	KEEPER_FORGED, /* nothing: its fork area forged to say a child may live (pid 0) */
-	KEEPER_CHILD,  /* a child that maps it, which the area names */
-	KEEPER_HIDDEN, /* such a child, not dumpable (its maps unread), the area forged to name none
-			  (every pid 0) */
-	KEEPER_OTHER,  /* nothing: the area forged to name another user's process */
+	KEEPER_FORGED,	/* nothing: its fork area forged to say a child may live (pid 0) */
+	KEEPER_CHILD,	/* a child that maps it, which the area names */
+	KEEPER_UNNAMED, /* such a child, the area forged to name none (every pid 0) */
+	KEEPER_HIDDEN,	/* KEEPER_UNNAMED, the child not dumpable (its maps unread) */
+	KEEPER_OTHER,	/* nothing: the area forged to name another user's process */
 };
 
 /* The fork area of this process's ledger, as it maps it. */
@@ -423,7 +423,7 @@ static void tenant_with_pins(enum keeper keeper, pid_t other, int ready, int hol
 		atomic_store(&area->pids[0], 0);
 	if (keeper == KEEPER_OTHER)
 		atomic_store(&area->pids[0], other);
-	for (uint32_t k = 0; k < reg && keeper == KEEPER_HIDDEN; k++)
+	for (uint32_t k = 0; k < reg && (keeper == KEEPER_UNNAMED || keeper == KEEPER_HIDDEN); k++)
 		atomic_store(&area->pids[k], 0);
 	char k = 'r';
 	if (write(ready, &k, 1) != 1 || (go >= 0 && read(go, &k, 1) != 1))
@@ -539,6 +539,44 @@ static void test_tenant_kept_ledgers(void)
 }
 
 /*
+ * RELIABILITY.md 98: a kept ledger whose fork area names no child (every
+ * pid 0, as a client killed in the middle of a fork leaves it, or as a
+ * tenant writes it) had every process's maps read at each 5 s pass while
+ * a child kept it.  The child found is now looked at first: the ledger is
+ * kept while it maps it (two passes here), the child's pages unchanged,
+ * and reaped once it is gone.
+ */
+static void test_tenant_unnamed_keeper(void)
+{
+	struct passwd *pw = getpwnam("nobody");
+	if (geteuid() != 0 || !pw) {
+		printf("not root, or no user nobody: the unnamed keeper's case skipped\n");
+		return;
+	}
+	int ready[2], hold[2], st;
+	char k = 0, owned[32];
+	REQUIRE(pipe(ready) == 0 && pipe(hold) == 0);
+	pid_t t = fork_as(pw);
+	if (t == 0)
+		tenant_with_pins(KEEPER_UNNAMED, 0, ready[1], hold[0], -1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	snprintf(owned, sizeof(owned), ".u%d.forked", (int)pw->pw_uid);
+	CHECK_EQ_INT(wait_state_files_long("t1.", owned, 1), 1);
+	sleep(11); /* two passes more: its child, found before, still keeps it */
+	CHECK_EQ_INT(state_files(&D, "t1.", owned), 1);
+	REQUIRE(write(hold[1], "e", 1) == 1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	printf("an unnamed child kept the ledger; its pages: %s\n",
+	       k == 'g' ? "unchanged" : "changed");
+	CHECK_EQ_INT(k, 'g');
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".forked", 0), 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
+	close(ready[0]), close(ready[1]), close(hold[0]), close(hold[1]);
+}
+
+/*
  * ffab5c8 (RELIABILITY.md 82), under a samepaged that is not root (here
  * nobody's, serving nobody's processes), which cannot read the maps of
  * another user's process nor of one that is not dumpable:
@@ -626,6 +664,7 @@ int main(int argc, char **argv)
 	test_domain_table_full();
 	test_tenant_share();
 	test_tenant_kept_ledgers();
+	test_tenant_unnamed_keeper();
 	test_daemon_not_root(); /* last: the daemon is nobody's from then on */
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
