@@ -146,6 +146,16 @@ bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *
 	return state_ledger_name_owner(fname, dom, pid, forked, &owner);
 }
 
+/* Whether process pid is connected to domain dom. */
+static bool connected_to(const struct state *s, pid_t pid, const char *dom)
+{
+	for (int c = 0; c < s->nclients; c++)
+		if (s->clients[c].pid == pid && s->clients[c].d &&
+		    !strcmp(s->clients[c].d->name, dom))
+			return true;
+	return false;
+}
+
 /* ---- domains ---- */
 
 /* The state directory was removed while the daemon ran (by hand, a
@@ -425,23 +435,30 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 	return 0;
 }
 
-/* Whether a ledger of domain `name` is in the state directory (a forked
- * one too). */
-static bool domain_has_ledgers(const struct state *s, const char *name)
+/* Whether a ledger of domain `name` is in the state directory: with pid 0,
+ * any (a kept one too); else the one kept for process pid's children,
+ * whose owner is then *owner. */
+static bool find_ledger(const struct state *s, const char *name, pid_t pid, long long *owner)
 {
 	DIR *dir = opendir(s->dir);
 	struct dirent *e;
 	bool found = false;
 	while (dir && !found && (e = readdir(dir))) {
 		char dom[72];
-		pid_t pid;
+		pid_t p;
 		bool forked;
-		found =
-		    state_ledger_name_parse(e->d_name, dom, &pid, &forked) && !strcmp(dom, name);
+		found = state_ledger_name_owner(e->d_name, dom, &p, &forked, owner) &&
+			!strcmp(dom, name) && (!pid || (forked && p == pid));
 	}
 	if (dir)
 		closedir(dir);
 	return found;
+}
+
+static bool domain_has_ledgers(const struct state *s, const char *name)
+{
+	long long owner;
+	return find_ledger(s, name, 0, &owner);
 }
 
 /* Closes d if nothing holds it any more: no connection, no ledger (of a
@@ -876,6 +893,24 @@ static bool may_hold(pid_t pid, const struct pool_file *me, long long owner, boo
 	return maps == 1 || (maps == -EACCES && (owner < 0 || pid_euid(pid) == owner));
 }
 
+/* What ledger_holder() asks of each process: whether it keeps the ledger
+ * me (may_hold()); the first that does is the holder. */
+struct holder_ask {
+	const struct pool_file *me;
+	long long owner;
+	bool *seen;
+	pid_t holder;
+};
+
+static bool holder_maps(pid_t pid, void *arg)
+{
+	struct holder_ask *a = arg;
+	if (pid <= 0 || pid == getpid() || !may_hold(pid, a->me, a->owner, a->seen))
+		return false;
+	a->holder = pid;
+	return true;
+}
+
 /* The holder last found for the ledger of inode (dev, ino), or NULL. */
 static struct holder_seen *holder_cached(struct state *s, dev_t dev, ino_t ino)
 {
@@ -947,36 +982,30 @@ static pid_t ledger_holder(struct state *s, int fd, const char *path, long long 
 	if (fstat(fd, &st) < 0)
 		return HOLDER_UNKNOWN;
 	struct pool_file me = {path, st.st_dev, st.st_ino};
+	struct holder_ask ask = {&me, owner, seen, HOLDER_NONE};
 	*seen = false;
+	/* The area's rules are the library's own (fork_area_live): a child
+	 * it names that keeps the file, or an area that cannot name them
+	 * all; unread, it names none. */
 	bool got = pread(fd, &f, sizeof(f), (off_t)LEDGER_OFF_FORK) == (ssize_t)sizeof(f);
-	uint32_t started = got ? atomic_load(&f.started) : 0,
-		 reg = got ? atomic_load(&f.registered) : 0;
-	bool every = !got || reg != started || reg > MAX_FORK_CHILDREN;
-	for (uint32_t k = 0; got && k < reg && k < MAX_FORK_CHILDREN; k++) {
-		pid_t pid = atomic_load(&f.pids[k]);
-		if (!pid)
-			every = true; /* its pid not written yet */
-		else if (pid > 0 && pid != getpid() && may_hold(pid, &me, owner, seen))
-			return pid;
-	}
-	if (!every)
+	if (got && !fork_area_live(&f, atomic_load(&f.started), atomic_load(&f.registered),
+				   holder_maps, &ask))
 		return HOLDER_NONE;
+	if (ask.holder != HOLDER_NONE)
+		return ask.holder;
 	struct holder_seen *h = holder_cached(s, st.st_dev, st.st_ino);
-	if (h && proc_start(h->pid) == h->start && may_hold(h->pid, &me, owner, seen)) {
+	if (h && proc_start(h->pid) == h->start && holder_maps(h->pid, &ask)) {
 		h->pass = s->pass;
 		return h->pid;
 	}
 	int *pids = NULL, n = procfs_pids("/proc", &pids);
 	if (n < 0)
 		return HOLDER_UNKNOWN;
-	pid_t holder = HOLDER_NONE;
-	for (int i = 0; i < n && holder == HOLDER_NONE; i++) {
-		if (pids[i] != getpid() && may_hold(pids[i], &me, owner, seen))
-			holder = pids[i];
-	}
+	for (int i = 0; i < n && !holder_maps(pids[i], &ask); i++)
+		;
 	free(pids);
-	holder_note(s, h, st.st_dev, st.st_ino, holder);
-	return holder;
+	holder_note(s, h, st.st_dev, st.st_ino, ask.holder);
+	return ask.holder;
 }
 
 /* The kept ledger of domain d and process pid, if there is one (another
@@ -984,18 +1013,7 @@ static pid_t ledger_holder(struct state *s, int fd, const char *path, long long 
 static bool find_forked(const struct state *s, const char *domain, pid_t pid, char *path,
 			size_t len, long long *owner)
 {
-	DIR *dir = opendir(s->dir);
-	struct dirent *e;
-	bool found = false;
-	while (dir && !found && (e = readdir(dir))) {
-		char dom[72];
-		pid_t p;
-		bool forked;
-		found = state_ledger_name_owner(e->d_name, dom, &p, &forked, owner) && forked &&
-			p == pid && !strcmp(dom, domain);
-	}
-	if (dir)
-		closedir(dir);
+	bool found = find_ledger(s, domain, pid, owner);
 	if (found)
 		state_forked_path(s, path, len, domain, pid, *owner);
 	return found;
@@ -1188,11 +1206,8 @@ static bool may_map_pool(const struct state *s, const char *name, pid_t pid,
 	state_path(s, path, sizeof(path), name, ".pool");
 	if (stat(path, &pool) < 0)
 		return false;
-	char maps[64];
 	struct pool_file want = {path, pool.st_dev, pool.st_ino};
-	procfs_path(maps, sizeof(maps), "/proc", (int)pid, "maps");
-	int found = procfs_maps(maps, maps_pool, &want);
-	return found != 0; /* unreadable (< 0): cannot tell, keep its pages */
+	return pid_maps_file(pid, &want) != 0; /* unreadable (< 0): cannot tell, keep its pages */
 }
 
 /* The start time a process's ledger recorded, or 0. */
@@ -1256,12 +1271,8 @@ void state_reap_orphans(struct state *s)
 		long long owner;
 		if (!state_ledger_name_owner(e->d_name, dom, &pid, &forked, &owner))
 			continue;
-		bool connected = false;
-		for (int c = 0; c < s->nclients; c++)
-			connected |= s->clients[c].pid == pid && s->clients[c].d &&
-				     !strcmp(s->clients[c].d->name, dom);
-		if (!forked &&
-		    (connected || may_map_pool(s, dom, pid, ledger_starttime(s, dom, pid))))
+		if (!forked && (connected_to(s, pid, dom) ||
+				may_map_pool(s, dom, pid, ledger_starttime(s, dom, pid))))
 			continue; /* it will reconnect, or be reaped when it is gone */
 		struct dom *d;
 		char path[512];
@@ -1405,7 +1416,7 @@ static int ledgers_held_by(const struct state *s, uid_t uid, bool *in)
 	for (struct dirent *e; dir && (e = readdir(dir));) {
 		char name[72];
 		pid_t pid;
-		bool forked, connected = false;
+		bool forked;
 		long long owner;
 		if (!state_ledger_name_owner(e->d_name, name, &pid, &forked, &owner))
 			continue;
@@ -1413,10 +1424,8 @@ static int ledgers_held_by(const struct state *s, uid_t uid, bool *in)
 		for (int i = 0; i < s->lim.domains && slot < 0; i++)
 			if (s->doms[i].sp && !strcmp(s->doms[i].name, name))
 				slot = i;
-		for (int k = 0; k < s->nclients && !forked; k++)
-			connected |= s->clients[k].pid == pid && s->clients[k].d &&
-				     !strcmp(s->clients[k].d->name, name);
-		if (slot < 0 || connected || (forked ? owner : pid_euid(pid)) != (long long)uid)
+		if (slot < 0 || (!forked && connected_to(s, pid, name)) ||
+		    (forked ? owner : pid_euid(pid)) != (long long)uid)
 			continue;
 		n++;
 		if (in)
