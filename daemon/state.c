@@ -146,6 +146,26 @@ bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *
 	return state_ledger_name_owner(fname, dom, pid, forked, &owner);
 }
 
+/* ---- ledgers held without a connection (struct held_ledger) ---- */
+
+static void held_note(struct state *s, const char *dom, pid_t pid, bool forked, long long owner)
+{
+	for (int i = 0; i < s->nheld; i++)
+		if (s->held[i].pid == pid && s->held[i].forked == forked &&
+		    s->held[i].owner == owner && !strcmp(s->held[i].dom, dom))
+			return;
+	if (s->nheld == s->held_cap) {
+		int cap = s->held_cap ? 2 * s->held_cap : 16;
+		struct held_ledger *more = realloc(s->held, (size_t)cap * sizeof(*more));
+		if (!more) /* not counted until the next pass lists it */
+			return;
+		s->held = more, s->held_cap = cap;
+	}
+	struct held_ledger *h = &s->held[s->nheld++];
+	*h = (struct held_ledger){.pid = pid, .forked = forked, .owner = owner};
+	snprintf(h->dom, sizeof(h->dom), "%s", dom);
+}
+
 /* Whether process pid is connected to domain dom. */
 static bool connected_to(const struct state *s, pid_t pid, const char *dom)
 {
@@ -154,6 +174,25 @@ static bool connected_to(const struct state *s, pid_t pid, const char *dom)
 		    !strcmp(s->clients[c].d->name, dom))
 			return true;
 	return false;
+}
+
+/* The list made anew from the state directory: every kept ledger, and
+ * every ledger of a process not connected to its domain. */
+static void held_list(struct state *s)
+{
+	DIR *dir = opendir(s->dir);
+	s->nheld = 0;
+	for (struct dirent *e; dir && (e = readdir(dir));) {
+		char dom[72];
+		pid_t pid;
+		bool forked;
+		long long owner;
+		if (state_ledger_name_owner(e->d_name, dom, &pid, &forked, &owner) &&
+		    (forked || !connected_to(s, pid, dom)))
+			held_note(s, dom, pid, forked, owner);
+	}
+	if (dir)
+		closedir(dir);
 }
 
 /* ---- domains ---- */
@@ -1053,9 +1092,11 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked, lon
 	if (forked && !gone) {
 		close(fd); /* the children still live: nothing changed */
 		state_forked_path(s, kept, sizeof(kept), d->name, pid, owner);
-		if (strcmp(kept, path) && rename(path, kept) == 0) /* a name without its owner */
+		if (strcmp(kept, path) && rename(path, kept) == 0) { /* a name without its owner */
 			logmsg("domain %s: %s: its owner is uid %lld (a process that keeps it)",
 			       d->name, kept, owner);
+			held_note(s, d->name, pid, true, owner);
+		}
 		return 0;
 	}
 	uint64_t before = d->sp->dom->live;
@@ -1088,7 +1129,9 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked, lon
 	if (!had)
 		state_forked_path(s, kept, sizeof(kept), d->name, pid, owner);
 	bool keep = !gone && r.pins && !had && rename(path, kept) == 0;
-	if (!keep)
+	if (keep)
+		held_note(s, d->name, pid, true, owner);
+	else
 		unlink(path);
 	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed%s%s",
 	       d->name, (int)pid, (unsigned long long)r.dropped, freed,
@@ -1302,6 +1345,7 @@ void state_reap_orphans(struct state *s)
 	if (dir)
 		closedir(dir);
 	holders_forget_old(s);
+	held_list(s);
 }
 
 /* ---- clients ---- */
@@ -1407,32 +1451,33 @@ static long long pid_euid(pid_t pid)
  * connection but still maps the pool (by the process's effective uid),
  * and a gone process's kept for its forked children (by the owner its
  * name records).  Each holds what a connection does, a domain open and
- * its pages, so each counts in the tenant's shares as one.
+ * its pages, so each counts in the tenant's shares as one.  From the list
+ * of such ledgers (held_list()), not the state directory, which a
+ * tenant's every connection had walked.
  */
 static int ledgers_held_by(const struct state *s, uid_t uid, bool *in)
 {
 	int n = 0;
-	DIR *dir = opendir(s->dir);
-	for (struct dirent *e; dir && (e = readdir(dir));) {
-		char name[72];
-		pid_t pid;
-		bool forked;
-		long long owner;
-		if (!state_ledger_name_owner(e->d_name, name, &pid, &forked, &owner))
-			continue;
+	for (int j = 0; j < s->nheld; j++) {
+		const struct held_ledger *h = &s->held[j];
+		char path[512];
 		int slot = -1;
 		for (int i = 0; i < s->lim.domains && slot < 0; i++)
-			if (s->doms[i].sp && !strcmp(s->doms[i].name, name))
+			if (s->doms[i].sp && !strcmp(s->doms[i].name, h->dom))
 				slot = i;
-		if (slot < 0 || (!forked && connected_to(s, pid, name)) ||
-		    (forked ? owner : pid_euid(pid)) != (long long)uid)
+		if (slot < 0 || (h->forked ? h->owner : pid_euid(h->pid)) != (long long)uid ||
+		    (!h->forked && connected_to(s, h->pid, h->dom)))
 			continue;
+		if (h->forked)
+			state_forked_path(s, path, sizeof(path), h->dom, h->pid, h->owner);
+		else
+			state_ledger_path(s, path, sizeof(path), h->dom, h->pid);
+		if (access(path, F_OK) < 0)
+			continue; /* reaped, or renamed: listed under its new name */
 		n++;
 		if (in)
 			in[slot] = true;
 	}
-	if (dir)
-		closedir(dir);
 	return n;
 }
 
@@ -1539,9 +1584,11 @@ void state_client_remove(struct state *s, int i)
 		logmsg("domain %s: process %d closed its connection but still maps the pool: "
 		       "its pages are kept until it exits",
 		       d->name, (int)pid);
+		held_note(s, d->name, pid, false, -1);
 		return;
 	}
-	state_reap(s, d, pid, uid);
+	if (state_reap(s, d, pid, uid)) /* not yet: the next pass reaps it */
+		held_note(s, d->name, pid, false, -1);
 	state_domain_close_if_unused(s, d);
 }
 

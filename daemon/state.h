@@ -102,6 +102,19 @@ struct holder_seen {
 	uint64_t pass;
 };
 
+/* A ledger a process may hold without a connection (state.c's
+ * ledgers_held_by() counts them in a tenant's shares): one kept for a gone
+ * process's forked children (its owner from its name), or a process's
+ * whose connection closed.  Listed at each orphan pass and whenever the
+ * daemon keeps one, so that a connection is counted without a walk of the
+ * state directory; each is looked up when counted (gone since: not). */
+struct held_ledger {
+	char dom[72];
+	pid_t pid;
+	bool forked;
+	long long owner; /* forked: the uid its name records, or -1 */
+};
+
 /* Invariants: every clients[i].d is an open slot of doms[]; an open
  * domain has a connected client, a ledger file, or a pool page in use
  * (otherwise it is closed and its files removed). */
@@ -121,7 +134,9 @@ struct state {
 	int nallow;
 	struct holder_seen *holders; /* [0, nholders) of holders_cap */
 	int nholders, holders_cap;
-	uint64_t pass; /* orphan sweeps so far */
+	uint64_t pass;		  /* orphan sweeps so far */
+	struct held_ledger *held; /* [0, nheld) of held_cap */
+	int nheld, held_cap;
 };
 
 /* "samepaged: " + the message, on standard error. */
