@@ -924,12 +924,18 @@ static int pid_maps_file(pid_t pid, const struct pool_file *f)
 
 /* Whether pid keeps the ledger me: it maps it, or its maps cannot be read
  * and it may (it runs as the owner, or the owner is not known: cannot
- * tell, so its pins stay, as a child's pages must never be given away). */
-static bool may_hold(pid_t pid, const struct pool_file *me, long long owner, bool *seen)
+ * tell, so its pins stay, as a child's pages must never be given away),
+ * being no older than the client (born: the ledger's start time, 0 if
+ * not known), as every child and grandchild of it is: an older process
+ * (pid 1 to a daemon not root; the owner's ssh-agent, not dumpable)
+ * kept a ledger for good (RELIABILITY.md 99). */
+static bool may_hold(pid_t pid, const struct pool_file *me, long long owner,
+		     unsigned long long born, bool *seen)
 {
 	int maps = pid_maps_file(pid, me);
 	*seen = maps == 1;
-	return maps == 1 || (maps == -EACCES && (owner < 0 || pid_euid(pid) == owner));
+	return maps == 1 || (maps == -EACCES && (owner < 0 || pid_euid(pid) == owner) &&
+			     (!born || proc_start(pid) >= born));
 }
 
 /* What ledger_holder() asks of each process: whether it keeps the ledger
@@ -937,6 +943,7 @@ static bool may_hold(pid_t pid, const struct pool_file *me, long long owner, boo
 struct holder_ask {
 	const struct pool_file *me;
 	long long owner;
+	unsigned long long born; /* the client's start time, 0 if not known */
 	bool *seen;
 	pid_t holder;
 };
@@ -944,7 +951,7 @@ struct holder_ask {
 static bool holder_maps(pid_t pid, void *arg)
 {
 	struct holder_ask *a = arg;
-	if (pid <= 0 || pid == getpid() || !may_hold(pid, a->me, a->owner, a->seen))
+	if (pid <= 0 || pid == getpid() || !may_hold(pid, a->me, a->owner, a->born, a->seen))
 		return false;
 	a->holder = pid;
 	return true;
@@ -1007,8 +1014,9 @@ static void holders_forget_old(struct state *s)
  * more children than it holds), every process is looked at: one that maps
  * the file keeps it, and if none does, nothing can map its pages through
  * it.  A process whose maps cannot be read (a daemon not root) keeps it if
- * it runs as the ledger's owner, or if the owner is not known
- * (may_hold()); only a process seen to map the file gives its owner.
+ * it runs as the ledger's owner, or if the owner is not known, and started
+ * no earlier than the client (may_hold()); only a process seen to map the
+ * file gives its owner.
  * The holder found so is looked at first the next time (the same process,
  * by its start time, that still keeps it), and every process only when it
  * no longer does: a tenant's fork area with one pid 0 made each 5 s pass
@@ -1021,7 +1029,9 @@ static pid_t ledger_holder(struct state *s, int fd, const char *path, long long 
 	if (fstat(fd, &st) < 0)
 		return HOLDER_UNKNOWN;
 	struct pool_file me = {path, st.st_dev, st.st_ino};
-	struct holder_ask ask = {&me, owner, seen, HOLDER_NONE};
+	struct ledger lg;
+	bool head = pread(fd, &lg, sizeof(lg), 0) == (ssize_t)sizeof(lg);
+	struct holder_ask ask = {&me, owner, head ? lg.starttime : 0, seen, HOLDER_NONE};
 	*seen = false;
 	/* The area's rules are the library's own (fork_area_live): a child
 	 * it names that keeps the file, or an area that cannot name them

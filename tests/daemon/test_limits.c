@@ -624,6 +624,34 @@ static void test_daemon_not_root(void)
 	printf("a daemon not root, an area naming root's process: %d kept ledgers\n", kept);
 	CHECK_EQ_INT(kept, 0);
 	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
+	/* RELIABILITY.md 99: the area names no child (a pid 0: every process
+	 * is looked at) and none lives; a process of the owner's that the
+	 * daemon cannot read, started before the client, could not be its
+	 * child.  It kept the ledger (as an ssh-agent would, for good). */
+	int idle[2];
+	REQUIRE(pipe(idle) == 0);
+	pid_t older = fork_as(pw);
+	if (older == 0) {
+		prctl(PR_SET_DUMPABLE, 0);
+		_exit(read(idle[0], &k, 1) == 1 ? 0 : 1);
+	}
+	usleep(100000); /* a start time of its own: they count in 10 ms ticks */
+	if ((t = fork_as(pw)) == 0)
+		tenant_with_pins(KEEPER_FORGED, 0, ready[1], -1, -1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	snprintf(mine, sizeof(mine), "t1.%d.", (int)t);
+	CHECK_EQ_INT(wait_state_files_long(mine, ".ledger", 0), 0);
+	kept = state_files(&D, mine, ".forked");
+	printf("a daemon not root, no child, an older hidden process of the owner's: %d kept "
+	       "ledgers\n",
+	       kept);
+	CHECK_EQ_INT(kept, 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
+	REQUIRE(write(idle[1], "e", 1) == 1);
+	REQUIRE(waitpid(older, &st, 0) == older);
+	close(idle[0]), close(idle[1]);
 	/* Gone while the daemon was stopped; its child hidden and unnamed. */
 	if ((t = fork_as(pw)) == 0)
 		tenant_with_pins(KEEPER_HIDDEN, 0, ready[1], hold[0], go[0]);
