@@ -583,6 +583,9 @@ static void test_tenant_unnamed_keeper(void)
  *  - a fork area that names another user's process (the test's, root's)
  *    no longer keeps a gone client's ledger (it did, whoever ran it): the
  *    pins are given back at once;
+ *  - a process of the owner's it cannot read, started before the client,
+ *    no longer keeps a ledger whose area names no child (RELIABILITY.md
+ *    99);
  *  - a client gone while no samepaged ran (its owner not known), whose
  *    child is not dumpable and unnamed in the area: the ledger is kept
  *    (it was reaped and the pins given away while the child mapped
