@@ -146,6 +146,55 @@ bool state_ledger_name_parse(const char *fname, char dom[72], pid_t *pid, bool *
 	return state_ledger_name_owner(fname, dom, pid, forked, &owner);
 }
 
+/* ---- ledgers held without a connection (struct held_ledger) ---- */
+
+static void held_note(struct state *s, const char *dom, pid_t pid, bool forked, long long owner)
+{
+	for (int i = 0; i < s->nheld; i++)
+		if (s->held[i].pid == pid && s->held[i].forked == forked &&
+		    s->held[i].owner == owner && !strcmp(s->held[i].dom, dom))
+			return;
+	if (s->nheld == s->held_cap) {
+		int cap = s->held_cap ? 2 * s->held_cap : 16;
+		struct held_ledger *more = realloc(s->held, (size_t)cap * sizeof(*more));
+		if (!more) /* not counted until the next pass lists it */
+			return;
+		s->held = more, s->held_cap = cap;
+	}
+	struct held_ledger *h = &s->held[s->nheld++];
+	*h = (struct held_ledger){.pid = pid, .forked = forked, .owner = owner};
+	snprintf(h->dom, sizeof(h->dom), "%s", dom);
+}
+
+/* Whether process pid is connected to domain dom. */
+static bool connected_to(const struct state *s, pid_t pid, const char *dom)
+{
+	for (int c = 0; c < s->nclients; c++)
+		if (s->clients[c].pid == pid && s->clients[c].d &&
+		    !strcmp(s->clients[c].d->name, dom))
+			return true;
+	return false;
+}
+
+/* The list made anew from the state directory: every kept ledger, and
+ * every ledger of a process not connected to its domain. */
+static void held_list(struct state *s)
+{
+	DIR *dir = opendir(s->dir);
+	s->nheld = 0;
+	for (struct dirent *e; dir && (e = readdir(dir));) {
+		char dom[72];
+		pid_t pid;
+		bool forked;
+		long long owner;
+		if (state_ledger_name_owner(e->d_name, dom, &pid, &forked, &owner) &&
+		    (forked || !connected_to(s, pid, dom)))
+			held_note(s, dom, pid, forked, owner);
+	}
+	if (dir)
+		closedir(dir);
+}
+
 /* ---- domains ---- */
 
 /* The state directory was removed while the daemon ran (by hand, a
@@ -425,23 +474,30 @@ int state_domain_get(struct state *s, const char *name, bool create, struct dom 
 	return 0;
 }
 
-/* Whether a ledger of domain `name` is in the state directory (a forked
- * one too). */
-static bool domain_has_ledgers(const struct state *s, const char *name)
+/* Whether a ledger of domain `name` is in the state directory: with pid 0,
+ * any (a kept one too); else the one kept for process pid's children,
+ * whose owner is then *owner. */
+static bool find_ledger(const struct state *s, const char *name, pid_t pid, long long *owner)
 {
 	DIR *dir = opendir(s->dir);
 	struct dirent *e;
 	bool found = false;
 	while (dir && !found && (e = readdir(dir))) {
 		char dom[72];
-		pid_t pid;
+		pid_t p;
 		bool forked;
-		found =
-		    state_ledger_name_parse(e->d_name, dom, &pid, &forked) && !strcmp(dom, name);
+		found = state_ledger_name_owner(e->d_name, dom, &p, &forked, owner) &&
+			!strcmp(dom, name) && (!pid || (forked && p == pid));
 	}
 	if (dir)
 		closedir(dir);
 	return found;
+}
+
+static bool domain_has_ledgers(const struct state *s, const char *name)
+{
+	long long owner;
+	return find_ledger(s, name, 0, &owner);
 }
 
 /* Closes d if nothing holds it any more: no connection, no ledger (of a
@@ -833,6 +889,7 @@ static int ledger_drop(struct dom *d, int fd, off_t size, bool children_gone, st
 }
 
 static long long pid_euid(pid_t pid);
+static unsigned long long proc_start(pid_t pid);
 
 struct pool_file {
 	const char *path;
@@ -867,12 +924,78 @@ static int pid_maps_file(pid_t pid, const struct pool_file *f)
 
 /* Whether pid keeps the ledger me: it maps it, or its maps cannot be read
  * and it may (it runs as the owner, or the owner is not known: cannot
- * tell, so its pins stay, as a child's pages must never be given away). */
-static bool may_hold(pid_t pid, const struct pool_file *me, long long owner, bool *seen)
+ * tell, so its pins stay, as a child's pages must never be given away),
+ * being no older than the client (born: the ledger's start time, 0 if
+ * not known), as every child and grandchild of it is: an older process
+ * (pid 1 to a daemon not root; the owner's ssh-agent, not dumpable)
+ * kept a ledger for good (RELIABILITY.md 99). */
+static bool may_hold(pid_t pid, const struct pool_file *me, long long owner,
+		     unsigned long long born, bool *seen)
 {
 	int maps = pid_maps_file(pid, me);
 	*seen = maps == 1;
-	return maps == 1 || (maps == -EACCES && (owner < 0 || pid_euid(pid) == owner));
+	return maps == 1 || (maps == -EACCES && (owner < 0 || pid_euid(pid) == owner) &&
+			     (!born || proc_start(pid) >= born));
+}
+
+/* What ledger_holder() asks of each process: whether it keeps the ledger
+ * me (may_hold()); the first that does is the holder. */
+struct holder_ask {
+	const struct pool_file *me;
+	long long owner;
+	unsigned long long born; /* the client's start time, 0 if not known */
+	bool *seen;
+	pid_t holder;
+};
+
+static bool holder_maps(pid_t pid, void *arg)
+{
+	struct holder_ask *a = arg;
+	if (pid <= 0 || pid == getpid() || !may_hold(pid, a->me, a->owner, a->born, a->seen))
+		return false;
+	a->holder = pid;
+	return true;
+}
+
+/* The holder last found for the ledger of inode (dev, ino), or NULL. */
+static struct holder_seen *holder_cached(struct state *s, dev_t dev, ino_t ino)
+{
+	for (int i = 0; i < s->nholders; i++)
+		if (s->holders[i].dev == dev && s->holders[i].ino == ino)
+			return &s->holders[i];
+	return NULL;
+}
+
+/* Remembers pid as the holder of that ledger (h: its entry, or NULL); or,
+ * pid not a holder, forgets it.  Without memory, nothing is remembered:
+ * the next pass reads every process's maps again. */
+static void holder_note(struct state *s, struct holder_seen *h, dev_t dev, ino_t ino, pid_t pid)
+{
+	unsigned long long start = pid > 0 ? proc_start(pid) : 0;
+	if (!start) {
+		if (h)
+			*h = s->holders[--s->nholders];
+		return;
+	}
+	if (!h && s->nholders == s->holders_cap) {
+		int cap = s->holders_cap ? 2 * s->holders_cap : 16;
+		struct holder_seen *more = realloc(s->holders, (size_t)cap * sizeof(*more));
+		if (!more)
+			return;
+		s->holders = more, s->holders_cap = cap;
+	}
+	if (!h)
+		h = &s->holders[s->nholders++];
+	*h = (struct holder_seen){dev, ino, pid, start, s->pass};
+}
+
+/* The holders no pass asked for since the one before this one: their
+ * ledgers are gone. */
+static void holders_forget_old(struct state *s)
+{
+	for (int i = s->nholders; i-- > 0;)
+		if (s->holders[i].pass + 1 < s->pass)
+			s->holders[i] = s->holders[--s->nholders];
 }
 
 /*
@@ -891,40 +1014,47 @@ static bool may_hold(pid_t pid, const struct pool_file *me, long long owner, boo
  * more children than it holds), every process is looked at: one that maps
  * the file keeps it, and if none does, nothing can map its pages through
  * it.  A process whose maps cannot be read (a daemon not root) keeps it if
- * it runs as the ledger's owner, or if the owner is not known
- * (may_hold()); only a process seen to map the file gives its owner.
+ * it runs as the ledger's owner, or if the owner is not known, and started
+ * no earlier than the client (may_hold()); only a process seen to map the
+ * file gives its owner.
+ * The holder found so is looked at first the next time (the same process,
+ * by its start time, that still keeps it), and every process only when it
+ * no longer does: a tenant's fork area with one pid 0 made each 5 s pass
+ * read every maps file of the host (RELIABILITY.md 98).
  */
-static pid_t ledger_holder(int fd, const char *path, long long owner, bool *seen)
+static pid_t ledger_holder(struct state *s, int fd, const char *path, long long owner, bool *seen)
 {
 	struct fork_shared f;
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return HOLDER_UNKNOWN;
 	struct pool_file me = {path, st.st_dev, st.st_ino};
+	struct ledger lg;
+	bool head = pread(fd, &lg, sizeof(lg), 0) == (ssize_t)sizeof(lg);
+	struct holder_ask ask = {&me, owner, head ? lg.starttime : 0, seen, HOLDER_NONE};
 	*seen = false;
+	/* The area's rules are the library's own (fork_area_live): a child
+	 * it names that keeps the file, or an area that cannot name them
+	 * all; unread, it names none. */
 	bool got = pread(fd, &f, sizeof(f), (off_t)LEDGER_OFF_FORK) == (ssize_t)sizeof(f);
-	uint32_t started = got ? atomic_load(&f.started) : 0,
-		 reg = got ? atomic_load(&f.registered) : 0;
-	bool every = !got || reg != started || reg > MAX_FORK_CHILDREN;
-	for (uint32_t k = 0; got && k < reg && k < MAX_FORK_CHILDREN; k++) {
-		pid_t pid = atomic_load(&f.pids[k]);
-		if (!pid)
-			every = true; /* its pid not written yet */
-		else if (pid > 0 && pid != getpid() && may_hold(pid, &me, owner, seen))
-			return pid;
-	}
-	if (!every)
+	if (got && !fork_area_live(&f, atomic_load(&f.started), atomic_load(&f.registered),
+				   holder_maps, &ask))
 		return HOLDER_NONE;
+	if (ask.holder != HOLDER_NONE)
+		return ask.holder;
+	struct holder_seen *h = holder_cached(s, st.st_dev, st.st_ino);
+	if (h && proc_start(h->pid) == h->start && holder_maps(h->pid, &ask)) {
+		h->pass = s->pass;
+		return h->pid;
+	}
 	int *pids = NULL, n = procfs_pids("/proc", &pids);
 	if (n < 0)
 		return HOLDER_UNKNOWN;
-	pid_t holder = HOLDER_NONE;
-	for (int i = 0; i < n && holder == HOLDER_NONE; i++) {
-		if (pids[i] != getpid() && may_hold(pids[i], &me, owner, seen))
-			holder = pids[i];
-	}
+	for (int i = 0; i < n && !holder_maps(pids[i], &ask); i++)
+		;
 	free(pids);
-	return holder;
+	holder_note(s, h, st.st_dev, st.st_ino, ask.holder);
+	return ask.holder;
 }
 
 /* The kept ledger of domain d and process pid, if there is one (another
@@ -932,18 +1062,7 @@ static pid_t ledger_holder(int fd, const char *path, long long owner, bool *seen
 static bool find_forked(const struct state *s, const char *domain, pid_t pid, char *path,
 			size_t len, long long *owner)
 {
-	DIR *dir = opendir(s->dir);
-	struct dirent *e;
-	bool found = false;
-	while (dir && !found && (e = readdir(dir))) {
-		char dom[72];
-		pid_t p;
-		bool forked;
-		found = state_ledger_name_owner(e->d_name, dom, &p, &forked, owner) && forked &&
-			p == pid && !strcmp(dom, domain);
-	}
-	if (dir)
-		closedir(dir);
+	bool found = find_ledger(s, domain, pid, owner);
 	if (found)
 		state_forked_path(s, path, len, domain, pid, *owner);
 	return found;
@@ -976,16 +1095,18 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked, lon
 		return 0;
 	}
 	bool seen;
-	pid_t holder = ledger_holder(fd, path, owner, &seen);
+	pid_t holder = ledger_holder(s, fd, path, owner, &seen);
 	bool gone = holder == HOLDER_NONE;
 	if (owner < 0 && holder > 0 && seen)
 		owner = pid_euid(holder); /* its children's uid is its own */
 	if (forked && !gone) {
 		close(fd); /* the children still live: nothing changed */
 		state_forked_path(s, kept, sizeof(kept), d->name, pid, owner);
-		if (strcmp(kept, path) && rename(path, kept) == 0) /* a name without its owner */
+		if (strcmp(kept, path) && rename(path, kept) == 0) { /* a name without its owner */
 			logmsg("domain %s: %s: its owner is uid %lld (a process that keeps it)",
 			       d->name, kept, owner);
+			held_note(s, d->name, pid, true, owner);
+		}
 		return 0;
 	}
 	uint64_t before = d->sp->dom->live;
@@ -1018,7 +1139,9 @@ static int reap_file(struct state *s, struct dom *d, pid_t pid, bool forked, lon
 	if (!had)
 		state_forked_path(s, kept, sizeof(kept), d->name, pid, owner);
 	bool keep = !gone && r.pins && !had && rename(path, kept) == 0;
-	if (!keep)
+	if (keep)
+		held_note(s, d->name, pid, true, owner);
+	else
 		unlink(path);
 	logmsg("domain %s: process %d gone: %llu references dropped, %llu pool pages freed%s%s",
 	       d->name, (int)pid, (unsigned long long)r.dropped, freed,
@@ -1136,11 +1259,8 @@ static bool may_map_pool(const struct state *s, const char *name, pid_t pid,
 	state_path(s, path, sizeof(path), name, ".pool");
 	if (stat(path, &pool) < 0)
 		return false;
-	char maps[64];
 	struct pool_file want = {path, pool.st_dev, pool.st_ino};
-	procfs_path(maps, sizeof(maps), "/proc", (int)pid, "maps");
-	int found = procfs_maps(maps, maps_pool, &want);
-	return found != 0; /* unreadable (< 0): cannot tell, keep its pages */
+	return pid_maps_file(pid, &want) != 0; /* unreadable (< 0): cannot tell, keep its pages */
 }
 
 /* The start time a process's ledger recorded, or 0. */
@@ -1196,6 +1316,7 @@ void state_reap_orphans(struct state *s)
 {
 	DIR *dir = opendir(s->dir);
 	struct dirent *e;
+	s->pass++;
 	while (dir && (e = readdir(dir))) {
 		char dom[72];
 		pid_t pid;
@@ -1203,12 +1324,8 @@ void state_reap_orphans(struct state *s)
 		long long owner;
 		if (!state_ledger_name_owner(e->d_name, dom, &pid, &forked, &owner))
 			continue;
-		bool connected = false;
-		for (int c = 0; c < s->nclients; c++)
-			connected |= s->clients[c].pid == pid && s->clients[c].d &&
-				     !strcmp(s->clients[c].d->name, dom);
-		if (!forked &&
-		    (connected || may_map_pool(s, dom, pid, ledger_starttime(s, dom, pid))))
+		if (!forked && (connected_to(s, pid, dom) ||
+				may_map_pool(s, dom, pid, ledger_starttime(s, dom, pid))))
 			continue; /* it will reconnect, or be reaped when it is gone */
 		struct dom *d;
 		char path[512];
@@ -1237,6 +1354,8 @@ void state_reap_orphans(struct state *s)
 	}
 	if (dir)
 		closedir(dir);
+	holders_forget_old(s);
+	held_list(s);
 }
 
 /* ---- clients ---- */
@@ -1342,34 +1461,33 @@ static long long pid_euid(pid_t pid)
  * connection but still maps the pool (by the process's effective uid),
  * and a gone process's kept for its forked children (by the owner its
  * name records).  Each holds what a connection does, a domain open and
- * its pages, so each counts in the tenant's shares as one.
+ * its pages, so each counts in the tenant's shares as one.  From the list
+ * of such ledgers (held_list()), not the state directory, which a
+ * tenant's every connection had walked.
  */
 static int ledgers_held_by(const struct state *s, uid_t uid, bool *in)
 {
 	int n = 0;
-	DIR *dir = opendir(s->dir);
-	for (struct dirent *e; dir && (e = readdir(dir));) {
-		char name[72];
-		pid_t pid;
-		bool forked, connected = false;
-		long long owner;
-		if (!state_ledger_name_owner(e->d_name, name, &pid, &forked, &owner))
-			continue;
+	for (int j = 0; j < s->nheld; j++) {
+		const struct held_ledger *h = &s->held[j];
+		char path[512];
 		int slot = -1;
 		for (int i = 0; i < s->lim.domains && slot < 0; i++)
-			if (s->doms[i].sp && !strcmp(s->doms[i].name, name))
+			if (s->doms[i].sp && !strcmp(s->doms[i].name, h->dom))
 				slot = i;
-		for (int k = 0; k < s->nclients && !forked; k++)
-			connected |= s->clients[k].pid == pid && s->clients[k].d &&
-				     !strcmp(s->clients[k].d->name, name);
-		if (slot < 0 || connected || (forked ? owner : pid_euid(pid)) != (long long)uid)
+		if (slot < 0 || (h->forked ? h->owner : pid_euid(h->pid)) != (long long)uid ||
+		    (!h->forked && connected_to(s, h->pid, h->dom)))
 			continue;
+		if (h->forked)
+			state_forked_path(s, path, sizeof(path), h->dom, h->pid, h->owner);
+		else
+			state_ledger_path(s, path, sizeof(path), h->dom, h->pid);
+		if (access(path, F_OK) < 0)
+			continue; /* reaped, or renamed: listed under its new name */
 		n++;
 		if (in)
 			in[slot] = true;
 	}
-	if (dir)
-		closedir(dir);
 	return n;
 }
 
@@ -1476,9 +1594,11 @@ void state_client_remove(struct state *s, int i)
 		logmsg("domain %s: process %d closed its connection but still maps the pool: "
 		       "its pages are kept until it exits",
 		       d->name, (int)pid);
+		held_note(s, d->name, pid, false, -1);
 		return;
 	}
-	state_reap(s, d, pid, uid);
+	if (state_reap(s, d, pid, uid)) /* not yet: the next pass reaps it */
+		held_note(s, d->name, pid, false, -1);
 	state_domain_close_if_unused(s, d);
 }
 

@@ -88,6 +88,33 @@ struct allowed {
 	struct throttle log; /* its processes' refusals: one user's flood hides no other's */
 };
 
+/* The process last found keeping a gone client's ledger (ledger_holder),
+ * by the ledger's inode: looked at first at the next pass, so that a
+ * ledger whose fork area cannot name its children has every process's
+ * maps read only when that one let go of it (RELIABILITY.md 98).  start:
+ * its /proc/PID/stat start time (a reused pid has another); pass: the
+ * last orphan sweep that asked (older ones are forgotten). */
+struct holder_seen {
+	dev_t dev;
+	ino_t ino;
+	pid_t pid;
+	unsigned long long start;
+	uint64_t pass;
+};
+
+/* A ledger a process may hold without a connection (state.c's
+ * ledgers_held_by() counts them in a tenant's shares): one kept for a gone
+ * process's forked children (its owner from its name), or a process's
+ * whose connection closed.  Listed at each orphan pass and whenever the
+ * daemon keeps one, so that a connection is counted without a walk of the
+ * state directory; each is looked up when counted (gone since: not). */
+struct held_ledger {
+	char dom[72];
+	pid_t pid;
+	bool forked;
+	long long owner; /* forked: the uid its name records, or -1 */
+};
+
 /* Invariants: every clients[i].d is an open slot of doms[]; an open
  * domain has a connected client, a ledger file, or a pool page in use
  * (otherwise it is closed and its files removed). */
@@ -105,6 +132,11 @@ struct state {
 	struct throttle log_limit; /* refusals and closings for a limit */
 	struct allowed allow[ALLOW_MAX];
 	int nallow;
+	struct holder_seen *holders; /* [0, nholders) of holders_cap */
+	int nholders, holders_cap;
+	uint64_t pass;		  /* orphan sweeps so far */
+	struct held_ledger *held; /* [0, nheld) of held_cap */
+	int nheld, held_cap;
 };
 
 /* "samepaged: " + the message, on standard error. */

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/prctl.h>
@@ -29,11 +30,24 @@
 struct daemon {
 	const char *bin;
 	pid_t pid;
-	char dir[256];	 /* everything of this test, removed at the end */
-	char sock[300];	 /* DIR/s.sock */
-	char state[300]; /* DIR/state */
-	char log[300];	 /* DIR/log: the daemon's standard error */
+	char dir[256];		   /* everything of this test, removed at the end */
+	char sock[300];		   /* DIR/s.sock */
+	char state[300];	   /* DIR/state */
+	char log[300];		   /* DIR/log: the daemon's standard error */
+	const struct passwd *user; /* run as this user (NULL: the test's); set by the test */
 };
+
+/* fork(), the child then running as user pw (its uid and group): the
+ * child's pid in the parent, 0 in the child, which exits 126 if it cannot
+ * become pw. */
+static inline pid_t fork_as(const struct passwd *pw)
+{
+	pid_t p = fork();
+	REQUIRE(p >= 0);
+	if (p == 0 && (setgid(pw->pw_gid) || setuid(pw->pw_uid)))
+		_exit(126);
+	return p;
+}
 
 static struct daemon *daemon_of_test;
 static pid_t daemon_test_pid; /* a forked child's exit leaves the daemon alone */
@@ -94,6 +108,21 @@ static inline void daemon_init(struct daemon *d, const char *bin)
 	}
 }
 
+static inline int raw_dial(const struct daemon *d, bool nonblock);
+static inline int raw_asks(int fd, const char *req, char *reply, size_t rlen);
+
+/* Whether the daemon answers GET run with OK (in the raw protocol). */
+static inline bool daemon_answers(const struct daemon *d)
+{
+	char reply[256];
+	int fd = raw_dial(d, false);
+	bool ok = fd >= 0 && raw_asks(fd, "GET run", reply, sizeof(reply)) > 0 &&
+		  !strncmp(reply, "OK", 2);
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
 /* Starts the daemon with extra options (NULL-terminated list, or NULL);
  * returns once it answers GET. */
 static inline void daemon_start(struct daemon *d, const char *const *extra)
@@ -104,19 +133,24 @@ static inline void daemon_start(struct daemon *d, const char *const *extra)
 	for (; extra && *extra && n < 30; extra++)
 		argv[n++] = *extra;
 	argv[n] = NULL;
-	d->pid = fork();
+	int log = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	d->pid = d->user ? fork_as(d->user) : fork();
 	REQUIRE(d->pid >= 0);
 	if (d->pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test killed by its timeout */
-		int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		if (fd >= 0)
-			dup2(fd, 2);
+		if (log >= 0)
+			dup2(log, 2);
 		execv(d->bin, (char *const *)argv);
 		_exit(127);
 	}
+	if (log >= 0)
+		close(log);
 	char reply[256];
 	for (int i = 0; i < 5000; i++) {
-		if (samepage_control(d->sock, "GET run", reply, sizeof(reply)) == 0)
+		/* A daemon of another user is answered in the raw protocol:
+		 * the library trusts no daemon but its own user's. */
+		if (d->user ? daemon_answers(d)
+			    : samepage_control(d->sock, "GET run", reply, sizeof(reply)) == 0)
 			return;
 		int st;
 		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {

@@ -268,11 +268,8 @@ static void test_tenant_share(void)
 				 "--max-domains", "4", NULL});
 	int ready[2], go[2];
 	REQUIRE(pipe(ready) == 0 && pipe(go) == 0);
-	pid_t p = fork();
-	REQUIRE(p >= 0);
+	pid_t p = fork_as(pw);
 	if (p == 0) {
-		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
-			_exit(126);
 		int fd[3], fds[12], n;
 		char reply[512];
 		CHECK_EQ_INT(hello_map_pool(&fd[0], "t1"), 0);
@@ -313,11 +310,8 @@ static void test_tenant_share(void)
 	 * as "and N more like it"). */
 	struct passwd *other = getpwnam("daemon");
 	if (other) {
-		pid_t o = fork();
-		REQUIRE(o >= 0);
+		pid_t o = fork_as(other);
 		if (o == 0) {
-			if (setgid(other->pw_gid) || setuid(other->pw_uid))
-				_exit(126);
 			char r[256];
 			_exit(samepage_control(D.sock, "GET run", r, sizeof(r)) == -EACCES ? 0 : 1);
 		}
@@ -343,17 +337,39 @@ static void test_tenant_share(void)
 	close(ready[0]), close(ready[1]), close(go[0]), close(go[1]);
 }
 
-/* The tenant's process (as nobody): merges 64 pages of one content in
- * domain t1 through the library, forks a child that exits at once (the
- * fork pins the pages, for its children: the ledger now keeps pins), and
- * then either forges its ledger's fork area (forge: the child's pid made
- * 0, "not written yet", so the area claims a child may still live) or
- * forks a child that lives, maps the pool and the ledger, and waits for a
- * byte on `hold`.  It says so on `ready` and exits. */
-static void tenant_with_pins(const struct passwd *pw, bool forge, int ready, int hold)
+/* What keeps the ledger of tenant_with_pins's process once it exits. */
+enum keeper {
+	KEEPER_FORGED,	/* nothing: its fork area forged to say a child may live (pid 0) */
+	KEEPER_CHILD,	/* a child that maps it, which the area names */
+	KEEPER_UNNAMED, /* such a child, the area forged to name none (every pid 0) */
+	KEEPER_HIDDEN,	/* KEEPER_UNNAMED, the child not dumpable (its maps unread) */
+	KEEPER_OTHER,	/* nothing: the area forged to name another user's process */
+};
+
+/* The fork area of this process's ledger, as it maps it. */
+static struct fork_shared *own_fork_area(void)
 {
-	if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
-		_exit(126);
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	unsigned long lo = 0, off = 1;
+	while (f && fgets(line, sizeof(line), f))
+		if (strstr(line, ".ledger") && sscanf(line, "%lx-%*x %*s %lx", &lo, &off) == 2 &&
+		    off == 0)
+			break;
+	if (f)
+		fclose(f);
+	return off == 0 ? (struct fork_shared *)(lo + LEDGER_OFF_FORK) : NULL;
+}
+
+/* The tenant's process (forked as its user): merges 64 pages of one content in domain
+ * t1 through the library, forks a child that exits at once (the fork
+ * pins the pages, for its children: the ledger now keeps pins), and then
+ * leaves `keeper` (a child that lives, maps the pool and the ledger, and
+ * waits for a byte on `hold`, then says on `ready` whether its 64 pages
+ * still hold what they did: 'g' or 'b').  It says so on `ready`, waits
+ * for a byte on `go` if go >= 0, and exits. */
+static void tenant_with_pins(enum keeper keeper, pid_t other, int ready, int hold, int go)
+{
 	prctl(PR_SET_DUMPABLE, 1); /* its /proc/self files, for the library */
 	samepage_t *sp;
 	int err = samepage_connect(&sp, "t1");
@@ -374,34 +390,45 @@ static void tenant_with_pins(const struct passwd *pw, bool forge, int ready, int
 	if (c == 0)
 		_exit(0);
 	waitpid(c, NULL, 0);
-	if (forge) {
-		/* Its ledger, as it maps it: the fork area rewritten. */
-		FILE *f = fopen("/proc/self/maps", "r");
-		char line[512];
-		unsigned long lo = 0, off = 1;
-		while (f && fgets(line, sizeof(line), f))
-			if (strstr(line, ".ledger") &&
-			    sscanf(line, "%lx-%*x %*s %lx", &lo, &off) == 2 && off == 0)
-				break;
-		if (f)
-			fclose(f);
-		if (off != 0)
-			_exit(12);
-		struct fork_shared *area = (struct fork_shared *)(lo + LEDGER_OFF_FORK);
-		if (atomic_load(&area->registered) < 1)
-			_exit(13);
-		atomic_store(&area->pids[0], 0);
-	} else if ((c = fork()) == 0) {
+	if (keeper != KEEPER_FORGED && keeper != KEEPER_OTHER && (c = fork()) == 0) {
 		/* It maps what its parent maps; its copy of the parent's
 		 * connection closed, so that samepaged sees the parent go. */
 		for (int fd = 3; fd < 1024; fd++)
-			if (fd != hold)
+			if (fd != hold && fd != ready)
 				close(fd);
+		if (keeper == KEEPER_HIDDEN)
+			prctl(PR_SET_DUMPABLE, 0); /* a daemon not root cannot read its maps */
 		char k;
-		_exit(read(hold, &k, 1) < 0 ? 1 : 0);
+		if (read(hold, &k, 1) < 0)
+			_exit(1);
+		size_t same = 0;
+		for (size_t i = 0; i < n * PG; i++)
+			same += p[i] == 'f';
+		k = same == n * PG ? 'g' : 'b';
+		_exit(write(ready, &k, 1) == 1 ? 0 : 1);
 	}
+	struct fork_shared *area = own_fork_area();
+	if (!area)
+		_exit(12);
+	/* Every child registered (a child writes its own pid), then forged. */
+	for (int i = 0;
+	     i < 10000 && (atomic_load(&area->registered) != atomic_load(&area->started) ||
+			   !atomic_load(&area->pids[atomic_load(&area->registered) - 1]));
+	     i++)
+		usleep(1000);
+	uint32_t reg = atomic_load(&area->registered);
+	if (reg < 1 || reg > MAX_FORK_CHILDREN)
+		_exit(13);
+	if (keeper == KEEPER_FORGED)
+		atomic_store(&area->pids[0], 0);
+	if (keeper == KEEPER_OTHER)
+		atomic_store(&area->pids[0], other);
+	for (uint32_t k = 0; k < reg && (keeper == KEEPER_UNNAMED || keeper == KEEPER_HIDDEN); k++)
+		atomic_store(&area->pids[k], 0);
 	char k = 'r';
-	_exit(write(ready, &k, 1) == 1 ? 0 : 14);
+	if (write(ready, &k, 1) != 1 || (go >= 0 && read(go, &k, 1) != 1))
+		_exit(14);
+	_exit(0);
 }
 
 /* Waits (12 s at most: a pass over the ledgers is every 5 s) until the
@@ -420,11 +447,8 @@ static int tenant_shares_left(const struct passwd *pw, int *t2, int *t3)
 {
 	int out[2];
 	REQUIRE(pipe(out) == 0);
-	pid_t q = fork();
-	REQUIRE(q >= 0);
+	pid_t q = fork_as(pw);
 	if (q == 0) {
-		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
-			_exit(126);
 		int fd[2], r[3] = {hello(&fd[0], "t2"), hello(&fd[1], "t3"), 0};
 		char reply[512];
 		for (int i = 0; i < 20; i++) {
@@ -469,10 +493,9 @@ static void test_tenant_kept_ledgers(void)
 	char k;
 	REQUIRE(pipe(ready) == 0 && pipe(hold) == 0);
 	/* Forged: nothing maps the ledger once the process is gone. */
-	pid_t t = fork();
-	REQUIRE(t >= 0);
+	pid_t t = fork_as(pw);
 	if (t == 0)
-		tenant_with_pins(pw, true, ready[1], -1);
+		tenant_with_pins(KEEPER_FORGED, 0, ready[1], -1, -1);
 	REQUIRE(read(ready[0], &k, 1) == 1);
 	int st;
 	REQUIRE(waitpid(t, &st, 0) == t);
@@ -486,10 +509,8 @@ static void test_tenant_kept_ledgers(void)
 	CHECK_EQ_INT(wait_state_files_long("t1.", ".forked", 0), 0);
 	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
 	/* Kept for a child that maps it: charged to the tenant. */
-	t = fork();
-	REQUIRE(t >= 0);
-	if (t == 0)
-		tenant_with_pins(pw, false, ready[1], hold[0]);
+	if ((t = fork_as(pw)) == 0)
+		tenant_with_pins(KEEPER_CHILD, 0, ready[1], hold[0], -1);
 	REQUIRE(read(ready[0], &k, 1) == 1);
 	REQUIRE(waitpid(t, &st, 0) == t);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -517,6 +538,149 @@ static void test_tenant_kept_ledgers(void)
 	close(ready[0]), close(ready[1]), close(hold[0]);
 }
 
+/*
+ * RELIABILITY.md 98: a kept ledger whose fork area names no child (every
+ * pid 0, as a client killed in the middle of a fork leaves it, or as a
+ * tenant writes it) had every process's maps read at each 5 s pass while
+ * a child kept it.  The child found is now looked at first: the ledger is
+ * kept while it maps it (two passes here), the child's pages unchanged,
+ * and reaped once it is gone.
+ */
+static void test_tenant_unnamed_keeper(void)
+{
+	struct passwd *pw = getpwnam("nobody");
+	if (geteuid() != 0 || !pw) {
+		printf("not root, or no user nobody: the unnamed keeper's case skipped\n");
+		return;
+	}
+	int ready[2], hold[2], st;
+	char k = 0, owned[32];
+	REQUIRE(pipe(ready) == 0 && pipe(hold) == 0);
+	pid_t t = fork_as(pw);
+	if (t == 0)
+		tenant_with_pins(KEEPER_UNNAMED, 0, ready[1], hold[0], -1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	snprintf(owned, sizeof(owned), ".u%d.forked", (int)pw->pw_uid);
+	CHECK_EQ_INT(wait_state_files_long("t1.", owned, 1), 1);
+	sleep(11); /* two passes more: its child, found before, still keeps it */
+	CHECK_EQ_INT(state_files(&D, "t1.", owned), 1);
+	REQUIRE(write(hold[1], "e", 1) == 1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	printf("an unnamed child kept the ledger; its pages: %s\n",
+	       k == 'g' ? "unchanged" : "changed");
+	CHECK_EQ_INT(k, 'g');
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".forked", 0), 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
+	close(ready[0]), close(ready[1]), close(hold[0]), close(hold[1]);
+}
+
+/*
+ * ffab5c8 (RELIABILITY.md 82), under a samepaged that is not root (here
+ * nobody's, serving nobody's processes), which cannot read the maps of
+ * another user's process nor of one that is not dumpable:
+ *  - a fork area that names another user's process (the test's, root's)
+ *    no longer keeps a gone client's ledger (it did, whoever ran it): the
+ *    pins are given back at once;
+ *  - a process of the owner's it cannot read, started before the client,
+ *    no longer keeps a ledger whose area names no child (RELIABILITY.md
+ *    99);
+ *  - a client gone while no samepaged ran (its owner not known), whose
+ *    child is not dumpable and unnamed in the area: the ledger is kept
+ *    (it was reaped and the pins given away while the child mapped
+ *    them), under a name without an owner (no process was seen to map
+ *    it).
+ * Last: it leaves the daemon nobody's.
+ */
+static void test_daemon_not_root(void)
+{
+	struct passwd *pw = getpwnam("nobody");
+	if (geteuid() != 0 || !pw) {
+		printf("not root, or no user nobody: the unprivileged daemon's case skipped\n");
+		return;
+	}
+	char cmd[400], reply[256], k = 0;
+	daemon_stop(&D, SIGTERM);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", D.state);
+	REQUIRE(system(cmd) == 0);
+	REQUIRE(chown(D.dir, pw->pw_uid, pw->pw_gid) == 0);
+	D.user = pw;
+	daemon_start(&D, NULL);
+	int c = raw_dial(&D, false);
+	REQUIRE(c >= 0 && raw_asks(c, "SET run 1", reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), 0);
+	close(c);
+	int ready[2], hold[2], go[2], st;
+	REQUIRE(pipe(ready) == 0 && pipe(hold) == 0 && pipe(go) == 0);
+	/* The area names the test's process: unreadable, and not the owner's. */
+	pid_t me = getpid(), t = fork_as(pw);
+	if (t == 0)
+		tenant_with_pins(KEEPER_OTHER, me, ready[1], -1, -1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	char mine[32];
+	snprintf(mine, sizeof(mine), "t1.%d.", (int)t);
+	CHECK_EQ_INT(wait_state_files_long(mine, ".ledger", 0), 0); /* the daemon saw it go */
+	int kept = state_files(&D, mine, ".forked");
+	printf("a daemon not root, an area naming root's process: %d kept ledgers\n", kept);
+	CHECK_EQ_INT(kept, 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
+	/* RELIABILITY.md 99: the area names no child (a pid 0: every process
+	 * is looked at) and none lives; a process of the owner's that the
+	 * daemon cannot read, started before the client, could not be its
+	 * child.  It kept the ledger (as an ssh-agent would, for good). */
+	int idle[2];
+	REQUIRE(pipe(idle) == 0);
+	pid_t older = fork_as(pw);
+	if (older == 0) {
+		prctl(PR_SET_DUMPABLE, 0);
+		_exit(read(idle[0], &k, 1) == 1 ? 0 : 1);
+	}
+	usleep(100000); /* a start time of its own: they count in 10 ms ticks */
+	if ((t = fork_as(pw)) == 0)
+		tenant_with_pins(KEEPER_FORGED, 0, ready[1], -1, -1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	snprintf(mine, sizeof(mine), "t1.%d.", (int)t);
+	CHECK_EQ_INT(wait_state_files_long(mine, ".ledger", 0), 0);
+	kept = state_files(&D, mine, ".forked");
+	printf("a daemon not root, no child, an older hidden process of the owner's: %d kept "
+	       "ledgers\n",
+	       kept);
+	CHECK_EQ_INT(kept, 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
+	REQUIRE(write(idle[1], "e", 1) == 1);
+	REQUIRE(waitpid(older, &st, 0) == older);
+	close(idle[0]), close(idle[1]);
+	/* Gone while the daemon was stopped; its child hidden and unnamed. */
+	if ((t = fork_as(pw)) == 0)
+		tenant_with_pins(KEEPER_HIDDEN, 0, ready[1], hold[0], go[0]);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	daemon_stop(&D, SIGTERM);
+	REQUIRE(write(go[1], "x", 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	daemon_start(&D, NULL); /* its ledger is reaped, or kept, before it answers */
+	snprintf(mine, sizeof(mine), "t1.%d.", (int)t);
+	kept = state_files(&D, mine, ".forked");
+	snprintf(mine, sizeof(mine), "t1.%d.u", (int)t);
+	int named = state_files(&D, mine, ".forked");
+	printf("a daemon not root, a hidden child, its owner unknown: %d kept ledgers (%d named "
+	       "with an owner)\n",
+	       kept, named);
+	CHECK_EQ_INT(kept, 1);
+	CHECK_EQ_INT(named, 0);
+	REQUIRE(write(hold[1], "e", 1) == 1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	printf("the hidden child's pages: %s\n", k == 'g' ? "unchanged" : "changed");
+	CHECK_EQ_INT(k, 'g');
+	close(ready[0]), close(ready[1]), close(hold[0]), close(hold[1]), close(go[0]),
+	    close(go[1]);
+}
+
 int main(int argc, char **argv)
 {
 	REQUIRE(argc == 2);
@@ -531,6 +695,8 @@ int main(int argc, char **argv)
 	test_domain_table_full();
 	test_tenant_share();
 	test_tenant_kept_ledgers();
+	test_tenant_unnamed_keeper();
+	test_daemon_not_root(); /* last: the daemon is nobody's from then on */
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
 	return check_report("limits");

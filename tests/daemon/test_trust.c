@@ -14,7 +14,7 @@
  *
  * Usage: test_trust PATH-TO-SAMEPAGED (as root; skips otherwise)
  */
-#include "../lib/util.h"
+#include "daemon_util.h" /* fork_as() */
 #include "../../lib/internal.h"
 
 #include <errno.h>
@@ -56,11 +56,8 @@ static void test_foreign_daemon(const char *bin)
 	snprintf(sock, sizeof(sock), "%s/sock", sub);
 	REQUIRE(mkdir(sub, 0755) == 0);
 	REQUIRE(chown(sub, pw->pw_uid, pw->pw_gid) == 0);
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
+	pid_t pid = fork_as(pw);
 	if (pid == 0) {
-		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
-			_exit(126);
 		execl(bin, bin, "--foreground", "--socket", sock, "--state-dir", state,
 		      (char *)NULL);
 		_exit(127);
@@ -143,11 +140,8 @@ static void test_refusal_reason(const char *bin)
 	for (int i = 0; i < 5000 && stat(sock, &st); i++)
 		usleep(2000);
 	REQUIRE(chmod(sock, 0777) == 0);
-	pid_t c = fork();
-	REQUIRE(c >= 0);
+	pid_t c = fork_as(pw);
 	if (c == 0) {
-		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
-			_exit(126);
 		int wrong = 0, last = 0;
 		char reply[256];
 		for (int i = 0; i < 200; i++) {
@@ -215,12 +209,9 @@ static void test_tenant(const char *bin)
 		samepage_close(theirs);
 	int p[2];
 	REQUIRE(pipe(p) == 0);
-	pid_t c = fork();
-	REQUIRE(c >= 0);
+	pid_t c = fork_as(pw);
 	if (c == 0) {
 		close(p[0]);
-		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
-			_exit(126);
 		samepage_t *sp = NULL;
 		CHECK_EQ_INT(samepage_control(sock, "MAY vmB", reply, sizeof(reply)), -EACCES);
 		CHECK(strstr(reply, "vmA,vm-b*") && strstr(reply, "not vmB"));
@@ -282,11 +273,8 @@ static void test_tenant_revoked(const char *bin)
 	setenv("SAMEPAGE_SOCKET", sock, 1);
 	int ready[2];
 	REQUIRE(pipe(ready) == 0);
-	pid_t c = fork();
-	REQUIRE(c >= 0);
+	pid_t c = fork_as(pw);
 	if (c == 0) {
-		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
-			_exit(126);
 		samepage_t *sp = NULL;
 		if (samepage_connect(&sp, "vmA"))
 			_exit(1);
