@@ -58,8 +58,8 @@ static double round_us(const char *layout)
 	size_t step = vmas ? 2 * PG : PG, n = PAGES;
 	if (vmas) {
 		for (size_t i = 0; i < PAGES; i++)
-			if (mmap(area + i * step, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED,
-				 fd, (off_t)(i * PG)) == MAP_FAILED)
+			if (mmap(area + i * step, PG, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_FIXED, fd, (off_t)(i * PG)) == MAP_FAILED)
 				fail("mmap");
 	} else if (mmap(area, PAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0) ==
 		   MAP_FAILED) {
@@ -88,7 +88,8 @@ static int cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	if (argc < 2 || (strcmp(argv[1], "one") && strcmp(argv[1], "vmas") && strcmp(argv[1], "anon"))) {
+	if (argc < 2 ||
+	    (strcmp(argv[1], "one") && strcmp(argv[1], "vmas") && strcmp(argv[1], "anon"))) {
 		fprintf(stderr, "usage: %s one|vmas|anon [ROUNDS]\n", argv[0]);
 		return 2;
 	}

@@ -928,7 +928,7 @@ static int pid_maps_file(pid_t pid, const struct pool_file *f)
  * being no older than the client (born: the ledger's start time, 0 if
  * not known), as every child and grandchild of it is: an older process
  * (pid 1 to a daemon not root; the owner's ssh-agent, not dumpable)
- * kept a ledger for good (RELIABILITY.md 99). */
+ * kept a ledger for good (RELIABILITY.md 105). */
 static bool may_hold(pid_t pid, const struct pool_file *me, long long owner,
 		     unsigned long long born, bool *seen)
 {

@@ -627,7 +627,7 @@ static void test_daemon_not_root(void)
 	printf("a daemon not root, an area naming root's process: %d kept ledgers\n", kept);
 	CHECK_EQ_INT(kept, 0);
 	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
-	/* RELIABILITY.md 99: the area names no child (a pid 0: every process
+	/* RELIABILITY.md 105: the area names no child (a pid 0: every process
 	 * is looked at) and none lives; a process of the owner's that the
 	 * daemon cannot read, started before the client, could not be its
 	 * child.  It kept the ledger (as an ssh-agent would, for good). */
