@@ -187,9 +187,10 @@ static bool pid_maps_pool(struct samepage *sp, pid_t pid)
 /* Whether a child that the fork area f names (started forks, registered
  * children) may still map the pool: one whose pid is not written yet, a
  * fork begun and not registered, more children than f can name, or one
- * that maps(pid, arg) says maps it.  (samepaged does not take a gone
- * client's word for it: daemon/state.c's ledger_holder() looks for a
- * process that maps the ledger.) */
+ * that maps(pid, arg) says maps it.  samepaged asks it too, with a maps()
+ * that looks for the ledger in the named process's maps, and does not take
+ * a gone client's word for the rest: daemon/state.c's ledger_holder()
+ * then looks for a process that maps the ledger. */
 bool fork_area_live(const struct fork_shared *f, uint32_t started, uint32_t reg,
 		    bool (*maps)(pid_t pid, void *arg), void *arg)
 {
