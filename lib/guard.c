@@ -869,7 +869,9 @@ int guard_sigaltstack(const stack_t *ss, stack_t *old)
 	long rc = prim_syscall(SYS_sigaltstack, ss, old);
 	if (rc)
 		saved = errno;
-	if (rc && mine)
+	/* EFAULT writing old comes after the change (the kernel's order):
+	 * the stack is set, its note stays. */
+	if (rc && mine && !(old && saved == EFAULT))
 		slot_free(mine);
 	if (!rc && set && altstack_depth == 1 && altstack_calls == call)
 		for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) { /* earlier ones */
