@@ -730,11 +730,15 @@ void window_close(int slot)
  * A slot is a thread's (its tid) and a call's number in it; the call's
  * successful change lets the thread's earlier slots go (a stack replaced
  * or disabled may merge again: the pages it noted stay kept out, by the
- * promise the scanner set).  A slot whose thread ended with its stack set
- * is freed by a scanner once the table has been full.  When every slot is
- * taken, the stack goes into one spill range, the union of the stacks the
- * table could not hold, where no window opens for the process's life
- * (nothing merges there: safe, at a cost to merging only).
+ * promise the scanner set), but for the stack it replaced and the one it
+ * runs on: a signal handler's change is undone by the kernel as the
+ * handler returns (one level of handlers; those slots go at the thread's
+ * next call).  A slot whose thread ended with its stack set is freed by a
+ * call that finds the table full, or by a scanner once it has been.  When
+ * every slot is taken by a live thread, the stack goes into one spill
+ * range, the union of the stacks the table could not hold, where no
+ * window opens for the process's life (nothing merges there: safe, at a
+ * cost to merging only).
  */
 #define ALTSTACK_SLOTS 256
 #define ALTSTACK_FREEING UINT64_MAX /* an owner: a thread other than the slot's frees it */
@@ -794,21 +798,50 @@ static bool altstack_overlaps(uintptr_t start, uintptr_t end)
 	return false;
 }
 
-/* A slot for the stack [s, e) of the call me, or the spill range (NULL). */
+/* Frees slot k if its thread has ended (tgkill(0): ESRCH).  The slot is
+ * taken first (ALTSTACK_FREEING) and the thread looked at then: a slot
+ * freed and taken again meanwhile by a thread of the same tid and call
+ * number is that thread's, alive, and given back. */
+static bool slot_reap(struct altstack_slot *k, pid_t pid)
+{
+	uint64_t o = atomic_load(&k->owner);
+	if (!o || o == ALTSTACK_FREEING ||
+	    !atomic_compare_exchange_strong(&k->owner, &o, ALTSTACK_FREEING))
+		return false;
+	int saved = errno;
+	bool dead = prim_syscall(SYS_tgkill, pid, (pid_t)(o >> 32), 0) && errno == ESRCH;
+	errno = saved;
+	if (dead)
+		slot_free(k);
+	else
+		atomic_store(&k->owner, o);
+	return dead;
+}
+
+/* A slot for the stack [s, e) of the call me, or the spill range (NULL).
+ * A full table first frees the slots of threads that ended. */
 static struct altstack_slot *altstack_note(uint64_t me, uintptr_t s, uintptr_t e)
 {
-	for (int i = 0; i < ALTSTACK_SLOTS; i++) {
-		uint64_t free = 0;
-		if (atomic_load(&altstacks[i].owner))
-			continue;
-		/* The bound first: a reader that sees the slot taken scans it. */
-		int top = atomic_load(&altstack_top);
-		while (top < i + 1 && !atomic_compare_exchange_weak(&altstack_top, &top, i + 1))
-			;
-		if (atomic_compare_exchange_strong(&altstacks[i].owner, &free, me)) {
-			slot_write(&altstacks[i], s, e);
-			return &altstacks[i];
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < ALTSTACK_SLOTS; i++) {
+			uint64_t free = 0;
+			if (atomic_load(&altstacks[i].owner))
+				continue;
+			/* The bound first: a reader that sees the slot taken scans it. */
+			int top = atomic_load(&altstack_top);
+			while (top < i + 1 &&
+			       !atomic_compare_exchange_weak(&altstack_top, &top, i + 1))
+				;
+			if (atomic_compare_exchange_strong(&altstacks[i].owner, &free, me)) {
+				slot_write(&altstacks[i], s, e);
+				return &altstacks[i];
+			}
 		}
+		bool reaped = false;
+		for (int i = 0, top = atomic_load(&altstack_top); !pass && i < top; i++)
+			reaped |= slot_reap(&altstacks[i], prim_getpid());
+		if (!reaped)
+			break;
 	}
 	atomic_store(&altstack_full, true);
 	uintptr_t v = atomic_load(&spill_lo); /* the low end first: see altstack_overlaps() */
@@ -848,7 +881,7 @@ int guard_sigaltstack(const stack_t *ss, stack_t *old)
 	uint32_t call = ++altstack_calls;
 	uint64_t me = (uint64_t)(uint32_t)prim_syscall(SYS_gettid) << 32 | call;
 	struct altstack_slot *mine = NULL;
-	stack_t want = {0};
+	stack_t want = {0}, was = {0};
 	bool set = false;
 	if (ss) {
 		ssize_t r = prim_self_read(&want, ss, sizeof(want));
@@ -866,18 +899,32 @@ int guard_sigaltstack(const stack_t *ss, stack_t *old)
 		windows_wait(s, e ? e : UINTPTR_MAX);
 	}
 	int saved = errno;
-	long rc = prim_syscall(SYS_sigaltstack, ss, old);
+	/* The stack replaced, from the kernel: the caller's old, or ours. */
+	long rc = prim_syscall(SYS_sigaltstack, ss, old ? old : &was);
 	if (rc)
 		saved = errno;
 	/* EFAULT writing old comes after the change (the kernel's order):
 	 * the stack is set, its note stays. */
 	if (rc && mine && !(old && saved == EFAULT))
 		slot_free(mine);
+	if (!rc && old && prim_self_read(&was, old, sizeof(was)) != (ssize_t)sizeof(was))
+		set = false; /* the stack replaced unknown: nothing let go */
+	/* Not the stack replaced, nor one this call runs on: when the call
+	 * is a signal handler's, the kernel puts back the stack the handler's
+	 * frame saved as it returns (rt_sigreturn), the one replaced here, or
+	 * with SS_AUTODISARM the one the handler runs on (RELIABILITY.md 97). */
+	uintptr_t keep_s = (uintptr_t)was.ss_sp, keep_e = keep_s + was.ss_size,
+		  sp = (uintptr_t)&want;
 	if (!rc && set && altstack_depth == 1 && altstack_calls == call)
 		for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) { /* earlier ones */
+			uintptr_t s, e;
+			bool busy;
 			uint64_t o = atomic_load(&altstacks[i].owner);
-			if (o >> 32 == me >> 32 && o != me && (int32_t)((uint32_t)o - call) < 0 &&
-			    atomic_compare_exchange_strong(&altstacks[i].owner, &o,
+			if (o >> 32 != me >> 32 || o == me || (int32_t)((uint32_t)o - call) >= 0 ||
+			    !slot_range(&altstacks[i], &s, &e, &busy) || (sp >= s && sp < e) ||
+			    (!(was.ss_flags & SS_DISABLE) && overlaps(s, e, keep_s, keep_e)))
+				continue;
+			if (atomic_compare_exchange_strong(&altstacks[i].owner, &o,
 							   ALTSTACK_FREEING))
 				slot_free(&altstacks[i]);
 		}
@@ -924,11 +971,7 @@ void altstack_each(uint32_t *seen, void (*fn)(uintptr_t s, uintptr_t e, void *ar
 		bool busy;
 		if (!slot_range(k, &s, &e, &busy))
 			continue;
-		uint64_t o = atomic_load(&k->owner);
-		if (reap && prim_syscall(SYS_tgkill, pid, (pid_t)(o >> 32), 0) && errno == ESRCH &&
-		    atomic_compare_exchange_strong(&k->owner, &o, ALTSTACK_FREEING))
-			slot_free(k);
-		else
+		if (!reap || !slot_reap(k, pid))
 			fn(s, e, arg);
 	}
 }

@@ -1760,8 +1760,8 @@ static void *altstack_loop(void *arg)
 
 /* RELIABILITY.md 97, threads: each thread's signal stack is its own, and
  * more threads set one (and end with it set) than the library's table of
- * stacks holds (256): the stacks it could not hold are kept from merge
- * windows by its spill range, the ended threads' slots are freed, and
+ * stacks holds (256): the ended threads' slots are freed (by the call that
+ * finds the table full, or by a scanner after a spill), and
  * four threads that then probe their own stacks as test_altstack_kept
  * does (one stack disabled and set again halfway) all live. */
 void test_altstack_threads(void)
@@ -1853,4 +1853,46 @@ void test_altstack_efault_set(void)
 	REQUIRE(sigaltstack(&old, NULL) == 0);
 	samepage_close(sp);
 	munmap(p, n * PG);
+}
+
+static char *altstack_other; /* a stack a handler sets, never mergeable */
+
+/* SIGUSR2's handler (not SA_ONSTACK: on the thread's own stack): sets
+ * another signal stack, which the kernel undoes at the handler's return
+ * (rt_sigreturn restores the stack its frame saved). */
+static void altstack_set_in_handler(int sig)
+{
+	(void)sig;
+	stack_t b = {.ss_sp = altstack_other, .ss_size = 2 * PG};
+	sigaltstack(&b, NULL);
+}
+
+/* RELIABILITY.md 97, a stack set in a signal handler: the kernel restores
+ * the one the handler's frame saved when the handler returns, and the
+ * library must keep treating that one as a signal stack.  The main thread
+ * sets its stack in merged pages, a handler sets another one (the
+ * kernel's sigreturn puts the first one back), then the probe of
+ * test_altstack_kept runs on the first.  Before: killed by SIGSEGV under
+ * the mprotect and uffd-user windows (the handler's call let the first
+ * stack's note go). */
+void test_altstack_handler_restored(void)
+{
+	const size_t n = 16, half = 8;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'a');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	altstack_other = map_pages(2);
+	struct sigaction s2 = {.sa_handler = altstack_set_in_handler}, prev2;
+	REQUIRE(sigaction(SIGUSR2, &s2, &prev2) == 0);
+	stack_t ss = {.ss_sp = p + half * PG, .ss_size = half * PG}, old, cur;
+	REQUIRE(sigaltstack(&ss, &old) == 0);
+	raise(SIGUSR2);
+	REQUIRE(sigaltstack(NULL, &cur) == 0);
+	CHECK(cur.ss_sp == ss.ss_sp); /* the kernel put it back */
+	altstack_probe(sp, p + half * PG, half);
+	REQUIRE(sigaction(SIGUSR2, &prev2, NULL) == 0);
+	REQUIRE(sigaltstack(&old, NULL) == 0);
+	samepage_close(sp);
+	munmap(p, n * PG);
+	munmap(altstack_other, 2 * PG);
 }
