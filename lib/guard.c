@@ -234,8 +234,12 @@ static struct {
 	_Atomic uintptr_t start, end;
 	bool uffd; /* write-protected with userfaultfd, else mprotect */
 } windows[MAX_WINDOWS];
-static _Atomic uint32_t window_seq;    /* futex word: bumped when a window closes */
-static __thread uint32_t windows_mine; /* the slots this thread opened */
+static _Atomic uint32_t window_seq; /* futex word: bumped when a window closes */
+/* The slots this thread opened, and the one it is publishing (slot + 1,
+ * the end it publishes): a signal handler's sigaltstack() must not wait
+ * for a window of its own thread (windows_wait()). */
+static __thread volatile uint32_t windows_mine, window_claim;
+static __thread volatile uintptr_t window_claim_end;
 _Atomic uint64_t merge_window_waits;
 _Atomic uint64_t merges_skipped_io;
 
@@ -404,13 +408,19 @@ static int window_slot(uintptr_t start, uintptr_t end)
 	if (busy) {
 		atomic_fetch_add(&merges_skipped_io, 1);
 	} else {
+		window_claim_end = end;
 		for (int i = 0; i < MAX_WINDOWS && slot < 0; i++) {
 			uintptr_t zero = 0;
+			window_claim = (uint32_t)i + 1;
+			atomic_signal_fence(memory_order_seq_cst);
 			if (atomic_compare_exchange_strong(&windows[i].end, &zero, end)) {
+				windows_mine |= 1u << i;
 				atomic_store(&windows[i].start, start);
 				slot = i;
 			}
 		}
+		atomic_signal_fence(memory_order_seq_cst);
+		window_claim = 0;
 	}
 	io_lock_drop();
 	return slot;
@@ -420,6 +430,8 @@ static void window_slot_close(int slot)
 {
 	atomic_store(&windows[slot].start, 0);
 	atomic_store(&windows[slot].end, 0);
+	atomic_signal_fence(memory_order_seq_cst);
+	windows_mine &= ~(1u << slot); /* after: windows_wait() */
 	atomic_fetch_add(&window_seq, 1);
 	prim_futex_wake(&window_seq);
 	io_lock_take();
@@ -663,6 +675,7 @@ int window_open(uintptr_t start, uintptr_t end, int prot)
 	int slot = window_slot(start, end);
 	if (slot < 0)
 		return slot;
+	debug_pause("window_open");
 	/* Not over a signal stack (RELIABILITY.md 97): looked at once the
 	 * slot is published, so that a sigaltstack() noted after this waits
 	 * for the window to close (guard_sigaltstack()). */
@@ -670,7 +683,6 @@ int window_open(uintptr_t start, uintptr_t end, int prot)
 		window_slot_close(slot);
 		return -EBUSY;
 	}
-	windows_mine |= 1u << slot;
 	windows[slot].uffd = false;
 	if (!(prot & PROT_WRITE))
 		return slot;
@@ -681,7 +693,6 @@ int window_open(uintptr_t start, uintptr_t end, int prot)
 	handler_ensure(); /* the mprotect fallback's writers wait in our handler */
 	int err = prim_mprotect((void *)start, end - start, prot & ~PROT_WRITE);
 	if (err) {
-		windows_mine &= ~(1u << slot);
 		window_slot_close(slot);
 		return err;
 	}
@@ -707,7 +718,6 @@ void window_close(int slot)
 	uintptr_t start = atomic_load(&windows[slot].start), end = atomic_load(&windows[slot].end);
 	if (windows[slot].uffd)
 		prim_uffd_wake(uffd, start, end - start);
-	windows_mine &= ~(1u << slot);
 	window_slot_close(slot);
 }
 
@@ -861,8 +871,9 @@ static void windows_wait(uintptr_t s, uintptr_t e)
 		bool open = false;
 		for (int i = 0; i < MAX_WINDOWS && !open; i++) {
 			uintptr_t we = atomic_load(&windows[i].end);
-			open = !(windows_mine & (1u << i)) && we &&
-			       overlaps(s, e, atomic_load(&windows[i].start), we);
+			bool mine = (windows_mine & (1u << i)) ||
+				    (window_claim == (uint32_t)i + 1 && we == window_claim_end);
+			open = !mine && we && overlaps(s, e, atomic_load(&windows[i].start), we);
 		}
 		if (!open)
 			return;
