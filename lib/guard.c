@@ -234,8 +234,12 @@ static struct {
 	_Atomic uintptr_t start, end;
 	bool uffd; /* write-protected with userfaultfd, else mprotect */
 } windows[MAX_WINDOWS];
-static _Atomic uint32_t window_seq;    /* futex word: bumped when a window closes */
-static __thread uint32_t windows_mine; /* the slots this thread opened */
+static _Atomic uint32_t window_seq; /* futex word: bumped when a window closes */
+/* The slots this thread opened, and the one it is publishing (slot + 1,
+ * the end it publishes): a signal handler's sigaltstack() must not wait
+ * for a window of its own thread (windows_wait()). */
+static __thread volatile uint32_t windows_mine, window_claim;
+static __thread volatile uintptr_t window_claim_end;
 _Atomic uint64_t merge_window_waits;
 _Atomic uint64_t merges_skipped_io;
 
@@ -404,13 +408,19 @@ static int window_slot(uintptr_t start, uintptr_t end)
 	if (busy) {
 		atomic_fetch_add(&merges_skipped_io, 1);
 	} else {
+		window_claim_end = end;
 		for (int i = 0; i < MAX_WINDOWS && slot < 0; i++) {
 			uintptr_t zero = 0;
+			window_claim = (uint32_t)i + 1;
+			atomic_signal_fence(memory_order_seq_cst);
 			if (atomic_compare_exchange_strong(&windows[i].end, &zero, end)) {
+				windows_mine |= 1u << i;
 				atomic_store(&windows[i].start, start);
 				slot = i;
 			}
 		}
+		atomic_signal_fence(memory_order_seq_cst);
+		window_claim = 0;
 	}
 	io_lock_drop();
 	return slot;
@@ -420,6 +430,8 @@ static void window_slot_close(int slot)
 {
 	atomic_store(&windows[slot].start, 0);
 	atomic_store(&windows[slot].end, 0);
+	atomic_signal_fence(memory_order_seq_cst);
+	windows_mine &= ~(1u << slot); /* after: windows_wait() */
 	atomic_fetch_add(&window_seq, 1);
 	prim_futex_wake(&window_seq);
 	io_lock_take();
@@ -663,6 +675,7 @@ int window_open(uintptr_t start, uintptr_t end, int prot)
 	int slot = window_slot(start, end);
 	if (slot < 0)
 		return slot;
+	debug_pause("window_open");
 	/* Not over a signal stack (RELIABILITY.md 97): looked at once the
 	 * slot is published, so that a sigaltstack() noted after this waits
 	 * for the window to close (guard_sigaltstack()). */
@@ -670,7 +683,6 @@ int window_open(uintptr_t start, uintptr_t end, int prot)
 		window_slot_close(slot);
 		return -EBUSY;
 	}
-	windows_mine |= 1u << slot;
 	windows[slot].uffd = false;
 	if (!(prot & PROT_WRITE))
 		return slot;
@@ -681,7 +693,6 @@ int window_open(uintptr_t start, uintptr_t end, int prot)
 	handler_ensure(); /* the mprotect fallback's writers wait in our handler */
 	int err = prim_mprotect((void *)start, end - start, prot & ~PROT_WRITE);
 	if (err) {
-		windows_mine &= ~(1u << slot);
 		window_slot_close(slot);
 		return err;
 	}
@@ -707,7 +718,6 @@ void window_close(int slot)
 	uintptr_t start = atomic_load(&windows[slot].start), end = atomic_load(&windows[slot].end);
 	if (windows[slot].uffd)
 		prim_uffd_wake(uffd, start, end - start);
-	windows_mine &= ~(1u << slot);
 	window_slot_close(slot);
 }
 
@@ -730,11 +740,15 @@ void window_close(int slot)
  * A slot is a thread's (its tid) and a call's number in it; the call's
  * successful change lets the thread's earlier slots go (a stack replaced
  * or disabled may merge again: the pages it noted stay kept out, by the
- * promise the scanner set).  A slot whose thread ended with its stack set
- * is freed by a scanner once the table has been full.  When every slot is
- * taken, the stack goes into one spill range, the union of the stacks the
- * table could not hold, where no window opens for the process's life
- * (nothing merges there: safe, at a cost to merging only).
+ * promise the scanner set), but for the stack it replaced and the one it
+ * runs on: a signal handler's change is undone by the kernel as the
+ * handler returns (one level of handlers; those slots go at the thread's
+ * next call).  A slot whose thread ended with its stack set is freed by a
+ * call that finds the table full, or by a scanner once it has been.  When
+ * every slot is taken by a live thread, the stack goes into one spill
+ * range, the union of the stacks the table could not hold, where no
+ * window opens for the process's life (nothing merges there: safe, at a
+ * cost to merging only).
  */
 #define ALTSTACK_SLOTS 256
 #define ALTSTACK_FREEING UINT64_MAX /* an owner: a thread other than the slot's frees it */
@@ -794,21 +808,50 @@ static bool altstack_overlaps(uintptr_t start, uintptr_t end)
 	return false;
 }
 
-/* A slot for the stack [s, e) of the call me, or the spill range (NULL). */
+/* Frees slot k if its thread has ended (tgkill(0): ESRCH).  The slot is
+ * taken first (ALTSTACK_FREEING) and the thread looked at then: a slot
+ * freed and taken again meanwhile by a thread of the same tid and call
+ * number is that thread's, alive, and given back. */
+static bool slot_reap(struct altstack_slot *k, pid_t pid)
+{
+	uint64_t o = atomic_load(&k->owner);
+	if (!o || o == ALTSTACK_FREEING ||
+	    !atomic_compare_exchange_strong(&k->owner, &o, ALTSTACK_FREEING))
+		return false;
+	int saved = errno;
+	bool dead = prim_syscall(SYS_tgkill, pid, (pid_t)(o >> 32), 0) && errno == ESRCH;
+	errno = saved;
+	if (dead)
+		slot_free(k);
+	else
+		atomic_store(&k->owner, o);
+	return dead;
+}
+
+/* A slot for the stack [s, e) of the call me, or the spill range (NULL).
+ * A full table first frees the slots of threads that ended. */
 static struct altstack_slot *altstack_note(uint64_t me, uintptr_t s, uintptr_t e)
 {
-	for (int i = 0; i < ALTSTACK_SLOTS; i++) {
-		uint64_t free = 0;
-		if (atomic_load(&altstacks[i].owner))
-			continue;
-		/* The bound first: a reader that sees the slot taken scans it. */
-		int top = atomic_load(&altstack_top);
-		while (top < i + 1 && !atomic_compare_exchange_weak(&altstack_top, &top, i + 1))
-			;
-		if (atomic_compare_exchange_strong(&altstacks[i].owner, &free, me)) {
-			slot_write(&altstacks[i], s, e);
-			return &altstacks[i];
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < ALTSTACK_SLOTS; i++) {
+			uint64_t free = 0;
+			if (atomic_load(&altstacks[i].owner))
+				continue;
+			/* The bound first: a reader that sees the slot taken scans it. */
+			int top = atomic_load(&altstack_top);
+			while (top < i + 1 &&
+			       !atomic_compare_exchange_weak(&altstack_top, &top, i + 1))
+				;
+			if (atomic_compare_exchange_strong(&altstacks[i].owner, &free, me)) {
+				slot_write(&altstacks[i], s, e);
+				return &altstacks[i];
+			}
 		}
+		bool reaped = false;
+		for (int i = 0, top = atomic_load(&altstack_top); !pass && i < top; i++)
+			reaped |= slot_reap(&altstacks[i], prim_getpid());
+		if (!reaped)
+			break;
 	}
 	atomic_store(&altstack_full, true);
 	uintptr_t v = atomic_load(&spill_lo); /* the low end first: see altstack_overlaps() */
@@ -828,8 +871,9 @@ static void windows_wait(uintptr_t s, uintptr_t e)
 		bool open = false;
 		for (int i = 0; i < MAX_WINDOWS && !open; i++) {
 			uintptr_t we = atomic_load(&windows[i].end);
-			open = !(windows_mine & (1u << i)) && we &&
-			       overlaps(s, e, atomic_load(&windows[i].start), we);
+			bool mine = (windows_mine & (1u << i)) ||
+				    (window_claim == (uint32_t)i + 1 && we == window_claim_end);
+			open = !mine && we && overlaps(s, e, atomic_load(&windows[i].start), we);
 		}
 		if (!open)
 			return;
@@ -848,7 +892,7 @@ int guard_sigaltstack(const stack_t *ss, stack_t *old)
 	uint32_t call = ++altstack_calls;
 	uint64_t me = (uint64_t)(uint32_t)prim_syscall(SYS_gettid) << 32 | call;
 	struct altstack_slot *mine = NULL;
-	stack_t want = {0};
+	stack_t want = {0}, was = {0};
 	bool set = false;
 	if (ss) {
 		ssize_t r = prim_self_read(&want, ss, sizeof(want));
@@ -866,16 +910,32 @@ int guard_sigaltstack(const stack_t *ss, stack_t *old)
 		windows_wait(s, e ? e : UINTPTR_MAX);
 	}
 	int saved = errno;
-	long rc = prim_syscall(SYS_sigaltstack, ss, old);
+	/* The stack replaced, from the kernel: the caller's old, or ours. */
+	long rc = prim_syscall(SYS_sigaltstack, ss, old ? old : &was);
 	if (rc)
 		saved = errno;
-	if (rc && mine)
+	/* EFAULT writing old comes after the change (the kernel's order):
+	 * the stack is set, its note stays. */
+	if (rc && mine && !(old && saved == EFAULT))
 		slot_free(mine);
+	if (!rc && old && prim_self_read(&was, old, sizeof(was)) != (ssize_t)sizeof(was))
+		set = false; /* the stack replaced unknown: nothing let go */
+	/* Not the stack replaced, nor one this call runs on: when the call
+	 * is a signal handler's, the kernel puts back the stack the handler's
+	 * frame saved as it returns (rt_sigreturn), the one replaced here, or
+	 * with SS_AUTODISARM the one the handler runs on (RELIABILITY.md 97). */
+	uintptr_t keep_s = (uintptr_t)was.ss_sp, keep_e = keep_s + was.ss_size,
+		  sp = (uintptr_t)&want;
 	if (!rc && set && altstack_depth == 1 && altstack_calls == call)
 		for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) { /* earlier ones */
+			uintptr_t s, e;
+			bool busy;
 			uint64_t o = atomic_load(&altstacks[i].owner);
-			if (o >> 32 == me >> 32 && o != me && (int32_t)((uint32_t)o - call) < 0 &&
-			    atomic_compare_exchange_strong(&altstacks[i].owner, &o,
+			if (o >> 32 != me >> 32 || o == me || (int32_t)((uint32_t)o - call) >= 0 ||
+			    !slot_range(&altstacks[i], &s, &e, &busy) || (sp >= s && sp < e) ||
+			    (!(was.ss_flags & SS_DISABLE) && overlaps(s, e, keep_s, keep_e)))
+				continue;
+			if (atomic_compare_exchange_strong(&altstacks[i].owner, &o,
 							   ALTSTACK_FREEING))
 				slot_free(&altstacks[i]);
 		}
@@ -922,11 +982,7 @@ void altstack_each(uint32_t *seen, void (*fn)(uintptr_t s, uintptr_t e, void *ar
 		bool busy;
 		if (!slot_range(k, &s, &e, &busy))
 			continue;
-		uint64_t o = atomic_load(&k->owner);
-		if (reap && prim_syscall(SYS_tgkill, pid, (pid_t)(o >> 32), 0) && errno == ESRCH &&
-		    atomic_compare_exchange_strong(&k->owner, &o, ALTSTACK_FREEING))
-			slot_free(k);
-		else
+		if (!reap || !slot_reap(k, pid))
 			fn(s, e, arg);
 	}
 }

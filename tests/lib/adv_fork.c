@@ -1760,8 +1760,8 @@ static void *altstack_loop(void *arg)
 
 /* RELIABILITY.md 97, threads: each thread's signal stack is its own, and
  * more threads set one (and end with it set) than the library's table of
- * stacks holds (256): the stacks it could not hold are kept from merge
- * windows by its spill range, the ended threads' slots are freed, and
+ * stacks holds (256): the ended threads' slots are freed (by the call that
+ * finds the table full, or by a scanner after a spill), and
  * four threads that then probe their own stacks as test_altstack_kept
  * does (one stack disabled and set again halfway) all live. */
 void test_altstack_threads(void)
@@ -1802,5 +1802,145 @@ void test_altstack_threads(void)
 	REQUIRE(sigaction(SIGUSR1, &prev, NULL) == 0);
 	samepage_close(sp);
 	munmap(junk, 2 * ended * PG);
+	munmap(p, n * PG);
+}
+
+/* The probe of test_altstack_kept on the signal stack already set at
+ * stack (half pages, merged): every signal handled, none killed us, and
+ * the stack's pages are kept out of merging from then on. */
+static void altstack_probe(samepage_t *sp, char *stack, size_t half)
+{
+	const long rounds = 4000;
+	struct sigaction sa = {.sa_handler = altstack_handler, .sa_flags = SA_ONSTACK}, prev;
+	REQUIRE(sigaction(SIGUSR1, &sa, &prev) == 0);
+	altstack_signals = 0;
+	unsigned seed = 1;
+	long sent = 0;
+	for (; sent < rounds; sent++) {
+		memset(stack, 'a', half * PG);
+		usleep((useconds_t)(rand_r(&seed) % 1000));
+		raise(SIGUSR1);
+		if (sent % 64 == 0)
+			check_tick();
+	}
+	CHECK_EQ_INT(altstack_signals, sent);
+	REQUIRE(sigaction(SIGUSR1, &prev, NULL) == 0);
+	memset(stack, 'a', half * PG); /* and kept out (the root's window) */
+	REQUIRE(wait_scans(sp, 3) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(stack, half), 0);
+}
+
+/* RELIABILITY.md 97, a stack set by a call that fails with EFAULT
+ * writing the stack it replaced (old): the kernel writes old after the
+ * change, so the stack is set; the probe of test_altstack_kept runs on
+ * it.  Before: the failed call let its note go, and the probe was killed
+ * under the mprotect and uffd-user windows (8 of 8 pages merged under the
+ * root's). */
+void test_altstack_efault_set(void)
+{
+	const size_t n = 16, half = 8;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'a');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	stack_t ss = {.ss_sp = p + half * PG, .ss_size = half * PG}, old, cur;
+	REQUIRE(sigaltstack(NULL, &old) == 0);
+	errno = 0;
+	CHECK_EQ_INT(sigaltstack(&ss, (stack_t *)8), -1);
+	CHECK_EQ_INT(errno, EFAULT);
+	REQUIRE(sigaltstack(NULL, &cur) == 0);
+	CHECK(cur.ss_sp == ss.ss_sp); /* set all the same */
+	altstack_probe(sp, p + half * PG, half);
+	REQUIRE(sigaltstack(&old, NULL) == 0);
+	samepage_close(sp);
+	munmap(p, n * PG);
+}
+
+static char *altstack_other; /* a stack a handler sets, never mergeable */
+
+/* SIGUSR2's handler (not SA_ONSTACK: on the thread's own stack): sets
+ * another signal stack, which the kernel undoes at the handler's return
+ * (rt_sigreturn restores the stack its frame saved). */
+static void altstack_set_in_handler(int sig)
+{
+	(void)sig;
+	stack_t b = {.ss_sp = altstack_other, .ss_size = 2 * PG};
+	sigaltstack(&b, NULL);
+}
+
+/* RELIABILITY.md 97, a stack set in a signal handler: the kernel restores
+ * the one the handler's frame saved when the handler returns, and the
+ * library must keep treating that one as a signal stack.  The main thread
+ * sets its stack in merged pages, a handler sets another one (the
+ * kernel's sigreturn puts the first one back), then the probe of
+ * test_altstack_kept runs on the first.  Before: killed by SIGSEGV under
+ * the mprotect and uffd-user windows (the handler's call let the first
+ * stack's note go). */
+void test_altstack_handler_restored(void)
+{
+	const size_t n = 16, half = 8;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'a');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	altstack_other = map_pages(2);
+	struct sigaction s2 = {.sa_handler = altstack_set_in_handler}, prev2;
+	REQUIRE(sigaction(SIGUSR2, &s2, &prev2) == 0);
+	stack_t ss = {.ss_sp = p + half * PG, .ss_size = half * PG}, old, cur;
+	REQUIRE(sigaltstack(&ss, &old) == 0);
+	raise(SIGUSR2);
+	REQUIRE(sigaltstack(NULL, &cur) == 0);
+	CHECK(cur.ss_sp == ss.ss_sp); /* the kernel put it back */
+	altstack_probe(sp, p + half * PG, half);
+	REQUIRE(sigaction(SIGUSR2, &prev2, NULL) == 0);
+	REQUIRE(sigaltstack(&old, NULL) == 0);
+	samepage_close(sp);
+	munmap(p, n * PG);
+	munmap(altstack_other, 2 * PG);
+}
+
+static _Atomic int altstack_interrupted;
+
+/* SIGUSR2's handler: sets a signal stack in altstack_other's pages (a
+ * range the interrupted thread is unmerging), undone as it returns. */
+static void altstack_set_over(int sig)
+{
+	(void)sig;
+	stack_t b = {.ss_sp = altstack_other, .ss_size = 2 * PG};
+	sigaltstack(&b, NULL);
+	atomic_fetch_add(&altstack_interrupted, 1);
+}
+
+static void *altstack_signal_later(void *arg)
+{
+	usleep(100000); /* inside the window's pause */
+	pthread_kill(*(pthread_t *)arg, SIGUSR2);
+	return NULL;
+}
+
+/* RELIABILITY.md 97, a signal handler that sets a signal stack over a
+ * window its own thread has open (an unmerge, in the application's
+ * thread): sigaltstack() waits for the windows of other threads only.
+ * The signal comes while the thread is inside window_open() (widened by
+ * SAMEPAGE_DEBUG_PAUSE=window_open in the debug build), where the window
+ * was published but not yet known as the thread's own.  Before: the
+ * handler waited for that window for ever (a hang, in the debug build). */
+void test_altstack_handler_own_window(void)
+{
+	const size_t n = 16;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'a');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	altstack_other = p + 8 * PG;
+	struct sigaction s2 = {.sa_handler = altstack_set_over}, prev2;
+	REQUIRE(sigaction(SIGUSR2, &s2, &prev2) == 0);
+	setenv("SAMEPAGE_DEBUG_PAUSE", "window_open:300000", 1);
+	pthread_t self = pthread_self(), t;
+	REQUIRE(pthread_create(&t, NULL, altstack_signal_later, &self) == 0);
+	CHECK_EQ_INT(samepage_madvise(sp, p, n * PG, SAMEPAGE_UNMERGEABLE), 0);
+	REQUIRE(pthread_join(t, NULL) == 0);
+	unsetenv("SAMEPAGE_DEBUG_PAUSE");
+	CHECK_EQ_INT(atomic_load(&altstack_interrupted), 1);
+	CHECK_EQ_U64(pages_mapping_pool(p, n), 0);
+	REQUIRE(sigaction(SIGUSR2, &prev2, NULL) == 0);
+	samepage_close(sp);
 	munmap(p, n * PG);
 }
