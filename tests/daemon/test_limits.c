@@ -585,7 +585,7 @@ static void test_tenant_unnamed_keeper(void)
  *    pins are given back at once;
  *  - a process of the owner's it cannot read, started before the client,
  *    no longer keeps a ledger whose area names no child (RELIABILITY.md
- *    99);
+ *    105);
  *  - a client gone while no samepaged ran (its owner not known), whose
  *    child is not dumpable and unnamed in the area: the ledger is kept
  *    (it was reaped and the pins given away while the child mapped
