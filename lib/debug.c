@@ -20,27 +20,6 @@ void debug_fail(const char *file, int line, const char *cond)
 	abort();
 }
 
-/* In a debug build, a pause of the given microseconds where
- * SAMEPAGE_DEBUG_PAUSE=point:microseconds[,point:microseconds...] names
- * this point: a test widens the window of a race it means to show closed
- * (a few microseconds otherwise).  Nothing in a release build. */
-void debug_pause(const char *point)
-{
-	if (SAMEPAGE_DEBUG < 2)
-		return;
-	size_t n = strlen(point);
-	for (const char *w = getenv("SAMEPAGE_DEBUG_PAUSE"); w && *w; w += strcspn(w, ",")) {
-		w += *w == ',';
-		if (strncmp(w, point, n) || w[n] != ':')
-			continue;
-		long us = atol(w + n + 1);
-		struct timespec t = {us / 1000000, us % 1000000 * 1000};
-		if (us > 0)
-			nanosleep(&t, NULL);
-		return;
-	}
-}
-
 /* Called with sp->lock held (the scanner, at the end of a full scan). */
 void invariants_check(struct samepage *sp)
 {

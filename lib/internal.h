@@ -5,7 +5,7 @@
  * Each file calls only files listed above it (tests/lib/layers.sh checks
  * this with nm), so a page's path reads top to bottom:
  *
- *   prim-linux.c  every call to the operating system (prim.h)
+ *   prim-linux.c  every call to the operating system (prim.h), debug_pause()
  *   knobs.c       the knob table, the kernel's parsing and write rules
  *   counters.c    the counters' one definition
  *   control.c     the samepaged socket: one request, trust checks
@@ -283,7 +283,6 @@ void remove_rmap_item_from_tree(struct samepage *sp, uint32_t id);
 
 /* debug.c */
 void invariants_check(struct samepage *sp);
-void debug_pause(const char *point);
 
 /* region.c */
 extern _Atomic unsigned long regions_added;

@@ -1362,3 +1362,29 @@ bool prim_mutex_held(pthread_mutex_t *m)
 {
 	return mutex_word(m) & FUTEX_TID_MASK;
 }
+
+/* In a debug build, a pause of the given microseconds where
+ * SAMEPAGE_DEBUG_PAUSE=point:microseconds[,point:microseconds...] names
+ * this point: a test widens the window of a race it means to show closed
+ * (a few microseconds otherwise).  Nothing in a release build.  Here, at
+ * the bottom of the layers, so that every file may pause (guard.c's
+ * window_open() does). */
+void debug_pause(const char *point)
+{
+#ifndef SAMEPAGE_DEBUG
+#define SAMEPAGE_DEBUG 0
+#endif
+	if (SAMEPAGE_DEBUG < 2)
+		return;
+	size_t n = strlen(point);
+	for (const char *w = getenv("SAMEPAGE_DEBUG_PAUSE"); w && *w; w += strcspn(w, ",")) {
+		w += *w == ',';
+		if (strncmp(w, point, n) || w[n] != ':')
+			continue;
+		long us = atol(w + n + 1);
+		struct timespec t = {us / 1000000, us % 1000000 * 1000};
+		if (us > 0)
+			nanosleep(&t, NULL);
+		return;
+	}
+}

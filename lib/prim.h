@@ -212,4 +212,8 @@ bool prim_fork_mutex_take(pthread_mutex_t *m, bool entered);
 bool prim_mutex_waiters(pthread_mutex_t *m);
 bool prim_mutex_held(pthread_mutex_t *m);
 
+/* A debug build's pause where SAMEPAGE_DEBUG_PAUSE names the point (a test
+ * widens a race's window); nothing in a release build. */
+void debug_pause(const char *point);
+
 #endif
