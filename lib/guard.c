@@ -760,7 +760,6 @@ static struct altstack_slot {
 static _Atomic uintptr_t spill_lo = UINTPTR_MAX, spill_hi;
 static _Atomic uint32_t altstack_gen; /* bumped at each stack noted */
 static _Atomic int altstack_top;      /* the slots ever taken are below it */
-static _Atomic bool altstack_full;    /* a stack went to the spill range */
 static __thread uint32_t altstack_calls, altstack_depth;
 
 /* The range of slot k, false if none; *busy if it is being written. */
@@ -794,15 +793,31 @@ static void slot_free(struct altstack_slot *k)
 }
 
 /* Might [start, end) be a signal stack now (or about to be one)? */
+static bool slot_reap(struct altstack_slot *k, pid_t pid);
+
+/* A slot of a thread that ended is freed where it is met (its stack takes
+ * no frame any more, and its memory may be mapped again for anything: a
+ * sanitizer runtime's threads set a stack as they start and unmap it,
+ * with its own system calls, as they end). */
 static bool altstack_overlaps(uintptr_t start, uintptr_t end)
 {
 	uintptr_t hi = atomic_load(&spill_hi), lo = atomic_load(&spill_lo);
 	if (hi && overlaps(start, end, lo, hi))
 		return true;
+	pid_t pid = 0;
 	for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) {
 		uintptr_t s, e;
 		bool busy;
-		if (slot_range(&altstacks[i], &s, &e, &busy) ? overlaps(start, end, s, e) : busy)
+		if (!slot_range(&altstacks[i], &s, &e, &busy)) {
+			if (busy)
+				return true;
+			continue;
+		}
+		if (!overlaps(start, end, s, e))
+			continue;
+		if (!pid)
+			pid = prim_getpid();
+		if (!slot_reap(&altstacks[i], pid))
 			return true;
 	}
 	return false;
@@ -853,7 +868,6 @@ static struct altstack_slot *altstack_note(uint64_t me, uintptr_t s, uintptr_t e
 		if (!reaped)
 			break;
 	}
-	atomic_store(&altstack_full, true);
 	uintptr_t v = atomic_load(&spill_lo); /* the low end first: see altstack_overlaps() */
 	while (s < v && !atomic_compare_exchange_weak(&spill_lo, &v, s))
 		;
@@ -966,15 +980,14 @@ static void altstacks_fork_child(void)
 }
 
 /* The scanner: fn(s, e, arg) for every signal stack noted, if any was
- * since *seen said; then, if the table was full, the slots of threads
- * that ended are freed (a stack they set cannot take a frame any more). */
+ * since *seen said; the slots of threads that ended are freed instead (a
+ * stack they set cannot take a frame any more). */
 void altstack_each(uint32_t *seen, void (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
 {
 	uint32_t gen = atomic_load(&altstack_gen);
 	if (gen == *seen)
 		return;
 	*seen = gen;
-	bool reap = atomic_exchange(&altstack_full, false);
 	pid_t pid = prim_getpid();
 	for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) {
 		struct altstack_slot *k = &altstacks[i];
@@ -982,7 +995,7 @@ void altstack_each(uint32_t *seen, void (*fn)(uintptr_t s, uintptr_t e, void *ar
 		bool busy;
 		if (!slot_range(k, &s, &e, &busy))
 			continue;
-		if (!reap || !slot_reap(k, pid))
+		if (!slot_reap(k, pid)) /* an ended thread's: no frame goes there */
 			fn(s, e, arg);
 	}
 }
