@@ -947,13 +947,7 @@ static samepage_t *bound_every_other(char *p, size_t n)
 		REQUIRE(mbind(p + i * PG, PG, TEST_MPOL_BIND, &node0, 8 * sizeof(node0) + 1, 0) ==
 			0);
 	CHECK_EQ_U64(bound_pages(p, n), n / 2);
-	samepage_t *sp = open_fast();
-	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
-	wr(sp, "run", "1");
-	for (int k = 0; k < 50 && pages_mapping_pool(p, n) < n; k++)
-		REQUIRE(wait_scans(sp, 1) == 0);
-	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
-	return sp;
+	return adv_merged_all(p, n, 50);
 }
 
 /* Regression: mremap moved 64 intervals of a range's promises at most,
@@ -1751,13 +1745,7 @@ void test_altstack_ended_thread_reused(void)
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 	REQUIRE(p == stack);
 	memset(p, 'r', n * PG);
-	samepage_t *sp = open_fast();
-	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
-	wr(sp, "run", "1");
-	for (int k = 0; k < 20 && pages_mapping_pool(p, n) < n; k++)
-		REQUIRE(wait_scans(sp, 1) == 0);
-	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
-	samepage_close(sp);
+	samepage_close(adv_merged_all(p, n, 20));
 	munmap(p, n * PG);
 }
 

@@ -69,6 +69,19 @@ static inline char *map_growsdown(size_t n, char **whole, size_t *whole_len)
 	return p;
 }
 
+/* Registers p's n pages with a new fast engine, run=1, and waits (tries
+ * full scans at most) until every page maps the pool. */
+static inline samepage_t *adv_merged_all(char *p, size_t n, int tries)
+{
+	samepage_t *sp = open_fast();
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	for (int k = 0; k < tries && pages_mapping_pool(p, n) < n; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+	return sp;
+}
+
 /* Waits until sp has made n more full scans, or tracks no page any more
  * (its scanner then waits for a region, and counts no full scan). */
 static inline void adv_scans_or_untracked(samepage_t *sp, long long n)
