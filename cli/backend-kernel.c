@@ -146,7 +146,8 @@ void ksm_process_init(struct ksm_process *p, int pid)
 	p->merge_any = p->mergeable = -1;
 	p->ksm_kb = p->rss_kb = -1;
 	p->map_count = p->max_map_count = p->map_count_needed = p->skipped_map_budget = -1;
-	p->kept_malloc = p->kept_wipeonfork = p->kept_uffd = p->kept_pkey = p->kept_stack = -1;
+	for (int k = 0; k < KEPT_REASONS; k++)
+		p->kept[k] = -1;
 	p->full_scans = -1;
 }
 

@@ -301,11 +301,9 @@ static int client_line(char *line, void *arg)
 	add_counter(&p->rmap_items, field(rest, "ksm_rmap_items"));
 	add_counter(&p->merging_pages, field(rest, "ksm_merging_pages"));
 	add_counter(&p->zero_pages, field(rest, "ksm_zero_pages"));
-	add_counter(&p->kept_malloc, field(rest, "pages_kept_malloc"));
-	add_counter(&p->kept_wipeonfork, field(rest, "pages_kept_wipeonfork"));
-	add_counter(&p->kept_uffd, field(rest, "pages_kept_uffd"));
-	add_counter(&p->kept_pkey, field(rest, "pages_kept_pkey"));
-	add_counter(&p->kept_stack, field(rest, "pages_kept_stack"));
+#define SAMEPAGE_KEPT(n, promises, why)                                                            \
+	add_counter(&p->kept[KEPT_##n], field(rest, "pages_kept_" #n));
+#include "../lib/kept.def"
 	if (strstr(rest, " ksm_process_profit=")) {
 		long long profit = field(rest, "ksm_process_profit");
 		p->profit = p->profit == LLONG_MIN ? profit : p->profit + profit;

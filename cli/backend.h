@@ -17,6 +17,14 @@
 
 #include "procfs.h"
 
+/* Why libsamepage keeps pages out of merging, from its one list (the
+ * counter pages_kept_NAME is KEPT_NAME; KEPT_WHY[] has doctor's words). */
+enum {
+#define SAMEPAGE_KEPT(n, promises, why) KEPT_##n,
+#include "../lib/kept.def"
+	KEPT_REASONS
+};
+
 /* One process's KSM accounting.  -1 means "this kernel does not report it". */
 struct ksm_process {
 	int pid;
@@ -38,9 +46,8 @@ struct ksm_process {
 	/* libsamepage's mapping budget (samepaged's clients; -1 unknown) */
 	long long map_count, max_map_count, map_count_needed, skipped_map_budget;
 	/* pages libsamepage keeps out of merging, by reason (samepaged's
-	 * clients; -1 unknown): pages_kept_malloc, _wipeonfork, _uffd, _pkey,
-	 * _stack */
-	long long kept_malloc, kept_wipeonfork, kept_uffd, kept_pkey, kept_stack;
+	 * clients; -1 unknown): pages_kept_NAME, kept[KEPT_NAME] */
+	long long kept[KEPT_REASONS];
 	/* Full scans of this process's memory (samepaged's clients; -1 unknown,
 	 * as for the kernel's): before the first, its profit is metadata only. */
 	long long full_scans;

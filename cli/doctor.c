@@ -514,16 +514,22 @@ static long long budget_short(const struct ksm_process *p)
 }
 
 /* Pages libsamepage keeps out of merging (samepaged's clients), which the
- * kernel's KSM would merge: by reason, with the process that keeps most. */
-enum { KEPT_MALLOC, KEPT_WIPEONFORK, KEPT_UFFD, KEPT_PKEY, KEPT_STACK, KEPT_REASONS };
+ * kernel's KSM would merge: by reason (lib/kept.def), with the process that
+ * keeps most. */
+static const char *const kept_name[KEPT_REASONS] = {
+#define SAMEPAGE_KEPT(n, promises, why) #n,
+#include "../lib/kept.def"
+};
+static const char *const kept_why[KEPT_REASONS] = {
+#define SAMEPAGE_KEPT(n, promises, why) why,
+#include "../lib/kept.def"
+};
 
 /* One process's pages kept out, by reason (0 for unknown). */
 static void kept_by_reason(const struct ksm_process *p, long long r[KEPT_REASONS])
 {
-	const long long v[KEPT_REASONS] = {p->kept_malloc, p->kept_wipeonfork, p->kept_uffd,
-					   p->kept_pkey, p->kept_stack};
 	for (int i = 0; i < KEPT_REASONS; i++)
-		r[i] = v[i] > 0 ? v[i] : 0;
+		r[i] = p->kept[i] > 0 ? p->kept[i] : 0;
 }
 
 static long long kept(const struct ksm_process *p)
@@ -551,20 +557,19 @@ static enum severity kept_out(const struct facts *f, struct finding *out)
 		for (int k = 0; k < KEPT_REASONS; k++)
 			t[k] += r[k], all += r[k];
 	}
-	long long m = t[KEPT_MALLOC];
+	long long m = t[KEPT_malloc];
 	SAY(summary, "libsamepage keeps %s of its processes' memory out of merging",
 	    fmt_bytes(a, sizeof(a), (double)all * (double)page_size()));
-	SAY(evidence,
-	    "%d process%s, at its last full scan: pages_kept_malloc %lld (the C library's "
-	    "malloc memory and threads' stacks, which it unmaps and maps again with calls "
-	    "libsamepage cannot see), pages_kept_wipeonfork %lld (MADV_WIPEONFORK), "
-	    "pages_kept_uffd %lld (registered with the program's own userfaultfd), "
-	    "pages_kept_pkey %lld (a protection key of pkey_mprotect, which a mapping of the "
-	    "pool would drop), pages_kept_stack %lld (a stack that grows down, which a mapping "
-	    "of the pool would stop growing, or a signal stack); most in %s (pid %d, domain %s): "
-	    "%lld pages",
-	    n, n == 1 ? "" : "es", m, t[KEPT_WIPEONFORK], t[KEPT_UFFD], t[KEPT_PKEY], t[KEPT_STACK],
-	    worst->comm, worst->pid, worst->domain, kept(worst));
+	size_t at =
+	    (size_t)SAY(evidence, "%d process%s, at its last full scan:", n, n == 1 ? "" : "es");
+	for (int k = 0; k < KEPT_REASONS && at < sizeof(out->evidence); k++)
+		at += (size_t)snprintf(out->evidence + at, sizeof(out->evidence) - at,
+				       "%s pages_kept_%s %lld (%s)", k ? "," : "", kept_name[k],
+				       t[k], kept_why[k]);
+	if (at < sizeof(out->evidence))
+		snprintf(out->evidence + at, sizeof(out->evidence) - at,
+			 "; most in %s (pid %d, domain %s): %lld pages", worst->comm, worst->pid,
+			 worst->domain, kept(worst));
 	SAY(fix,
 	    "none needed: merging these pages could lose the program's writes or break what it "
 	    "asked of them (samepage(3), merge-any); the kernel's KSM would merge them. Memory the "

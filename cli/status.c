@@ -66,12 +66,10 @@ void ksm_derive(struct ksm_derived *d)
 	    sat_add(sat_add(d->shared, d->sharing), sat_add(d->unshared, d->volatile_pages));
 	/* samepaged's clients visit the pages they keep out too (counted,
 	 * never merged, no rmap item): a full scan's time covers them. */
-	static const char *const kept[] = {"pages_kept_malloc", "pages_kept_wipeonfork",
-					   "pages_kept_uffd", "pages_kept_pkey",
-					   "pages_kept_stack"};
 	d->scan_pages = d->rmap_items;
-	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
-		d->scan_pages = sat_add(d->scan_pages, knob_or(kept[i], 0));
+#define SAMEPAGE_KEPT(n, promises, why)                                                            \
+	d->scan_pages = sat_add(d->scan_pages, knob_or("pages_kept_" #n, 0));
+#include "../lib/kept.def"
 	d->has_profit = knob_number("general_profit", &d->general_profit) == 0;
 	if (!d->has_profit)
 		d->general_profit = -1;

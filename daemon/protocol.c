@@ -248,11 +248,8 @@ static void answer_clients(struct state *s, struct client *c, const char *args,
 	    KNOB_max_map_count,
 	    KNOB_max_map_count_needed,
 	    KNOB_merges_skipped_map_budget,
-	    KNOB_pages_kept_wipeonfork,
-	    KNOB_pages_kept_malloc,
-	    KNOB_pages_kept_uffd,
-	    KNOB_pages_kept_pkey,
-	    KNOB_pages_kept_stack,
+#define SAMEPAGE_KEPT(n, promises, why) KNOB_pages_kept_##n,
+#include "kept.def"
 	};
 	char *end;
 	unsigned long from = args ? strtoul(args, &end, 10) : 0;

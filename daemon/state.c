@@ -1630,12 +1630,9 @@ bool state_client_counts(const struct state *s, const struct client *k, struct l
 	    .map_count = (uint64_t)lg->map_count,
 	    .max_map_count = (uint64_t)lg->max_map_count,
 	    .map_count_needed = (uint64_t)lg->map_count_needed,
-	    .kept_wipeonfork = (uint64_t)lg->kept_wipeonfork,
-	    .kept_malloc = (uint64_t)lg->kept_malloc,
-	    .kept_uffd = (uint64_t)lg->kept_uffd,
-	    .kept_pkey = (uint64_t)lg->kept_pkey,
-	    .kept_stack = (uint64_t)lg->kept_stack,
 	};
+	for (int r = 0; r < KEPT_COUNT; r++)
+		c->kept[r] = (uint64_t)lg->kept[r];
 	return got;
 }
 

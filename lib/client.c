@@ -178,11 +178,8 @@ static void ledger_publish(struct samepage *sp)
 	atomic_store(&lg->max_map_count, (int64_t)c.max_map_count);
 	atomic_store(&lg->map_count_needed, (int64_t)c.map_count_needed);
 	atomic_store(&lg->skipped_map_budget, (int64_t)c.skipped_map_budget);
-	atomic_store(&lg->kept_wipeonfork, (int64_t)c.kept_wipeonfork);
-	atomic_store(&lg->kept_malloc, (int64_t)c.kept_malloc);
-	atomic_store(&lg->kept_uffd, (int64_t)c.kept_uffd);
-	atomic_store(&lg->kept_pkey, (int64_t)c.kept_pkey);
-	atomic_store(&lg->kept_stack, (int64_t)c.kept_stack);
+	for (int k = 0; k < KEPT_COUNT; k++)
+		atomic_store(&lg->kept[k], (int64_t)c.kept[k]);
 }
 
 /* Called by the scanner between batches: publishes the counters, notices

@@ -86,11 +86,11 @@ bool counter_value(const struct ksm_counts *in, int idx, long long *out)
 	case KNOB_pool_pages: v = (long long)c->pool_pages; break;
 	case KNOB_pool_pages_reclaimed: v = (long long)c->reclaimed; break;
 	case KNOB_pool_pages_refused: v = (long long)c->refused; break;
-	case KNOB_pages_kept_wipeonfork: v = (long long)c->kept_wipeonfork; break;
-	case KNOB_pages_kept_malloc: v = (long long)c->kept_malloc; break;
-	case KNOB_pages_kept_uffd: v = (long long)c->kept_uffd; break;
-	case KNOB_pages_kept_pkey: v = (long long)c->kept_pkey; break;
-	case KNOB_pages_kept_stack: v = (long long)c->kept_stack; break;
+#define SAMEPAGE_KEPT(n, promises, why)                                                            \
+	case KNOB_pages_kept_##n:                                                                  \
+		v = (long long)c->kept[KEPT_##n];                                                  \
+		break;
+#include "kept.def"
 	default:
 		if (!c->process)
 			return false; /* one process's only, or a tunable */
@@ -131,9 +131,6 @@ void counts_add_process(struct ksm_counts *sum, const struct ksm_counts *one)
 	sum->pages_skipped += one->pages_skipped;
 	sum->pages_tracked += one->pages_tracked;
 	sum->metadata_bytes += one->metadata_bytes;
-	sum->kept_wipeonfork += one->kept_wipeonfork;
-	sum->kept_malloc += one->kept_malloc;
-	sum->kept_uffd += one->kept_uffd;
-	sum->kept_pkey += one->kept_pkey;
-	sum->kept_stack += one->kept_stack;
+	for (int k = 0; k < KEPT_COUNT; k++)
+		sum->kept[k] += one->kept[k];
 }

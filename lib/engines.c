@@ -253,12 +253,8 @@ void engine_counts(struct samepage *sp, struct ksm_counts *out)
 	    .window_waits = atomic_load(&merge_window_waits),
 	    .window_kind = (uint64_t)guard_window_kind(),
 	    .skipped_io = atomic_load(&merges_skipped_io),
-	    .kept_wipeonfork = c->kept_wipeonfork,
-	    .kept_malloc = c->kept_malloc,
-	    .kept_uffd = c->kept_uffd,
-	    .kept_pkey = c->kept_pkey,
-	    .kept_stack = c->kept_stack,
 	};
+	memcpy(out->kept, c->kept, sizeof(out->kept));
 }
 
 /* Publishes the counters for readers that must not wait (seqlock): after

@@ -484,13 +484,8 @@ static void end_full_scan(struct samepage *sp)
 	if (KNOB(sp, advisor_mode) == 1)
 		scan_time_advisor(sp);
 	sp->c.full_scans++;
-	sp->c.kept_wipeonfork = sp->c.kept_wf_scan;
-	sp->c.kept_malloc = sp->c.kept_malloc_scan;
-	sp->c.kept_uffd = sp->c.kept_uffd_scan;
-	sp->c.kept_pkey = sp->c.kept_pkey_scan;
-	sp->c.kept_stack = sp->c.kept_stack_scan;
-	sp->c.kept_wf_scan = sp->c.kept_malloc_scan = sp->c.kept_uffd_scan = 0;
-	sp->c.kept_pkey_scan = sp->c.kept_stack_scan = 0;
+	memcpy(sp->c.kept, sp->c.kept_scan, sizeof(sp->c.kept));
+	memset(sp->c.kept_scan, 0, sizeof(sp->c.kept_scan));
 	/* Every refused run needs a mapping of the pool and a split at most;
 	 * the budget keeps 1/8 of the limit for the application.  While the
 	 * budget stays full, what was said stands (smart scan skips the pages
@@ -611,11 +606,8 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 		}
 		if (m->flags & PM_KEEP) { /* scanned, never merged: say why */
 			unsigned why = promise_flags(region_addr(r, from + i));
-			sp->c.kept_wf_scan += !!(why & PROMISE_WIPEONFORK);
-			sp->c.kept_malloc_scan += !!(why & PROMISE_MALLOC);
-			sp->c.kept_uffd_scan += !!(why & PROMISE_UFFD);
-			sp->c.kept_pkey_scan += !!(why & PROMISE_PKEY);
-			sp->c.kept_stack_scan += !!(why & (PROMISE_GROWSDOWN | PROMISE_ALTSTACK));
+#define SAMEPAGE_KEPT(n, promises, w) sp->c.kept_scan[KEPT_##n] += !!(why & (promises));
+#include "kept.def"
 			used++;
 			sp->c.pages_scanned++;
 			continue;

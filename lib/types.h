@@ -247,6 +247,13 @@ struct fork_shared {
 	_Atomic pid_t pids[MAX_FORK_CHILDREN];
 };
 
+/* Why pages are kept out of merging (kept.def): KEPT_wipeonfork, ... */
+enum kept_reason {
+#define SAMEPAGE_KEPT(n, promises, why) KEPT_##n,
+#include "kept.def"
+	KEPT_COUNT
+};
+
 /* This process's counters; the domain-wide ones are in struct domain. */
 struct counters {
 	uint64_t merging_pages, pages_unshared, rmap_items;
@@ -254,8 +261,7 @@ struct counters {
 	uint64_t skipped_map_budget, skipped_pool_full, cow_ksm;
 	/* pages kept out of merging, by reason: counted during a full scan,
 	 * published at its end */
-	uint64_t kept_wipeonfork, kept_malloc, kept_wf_scan, kept_malloc_scan;
-	uint64_t kept_uffd, kept_uffd_scan, kept_pkey, kept_pkey_scan, kept_stack, kept_stack_scan;
+	uint64_t kept[KEPT_COUNT], kept_scan[KEPT_COUNT];
 	uint64_t map_count, max_map_count;
 	/* the mapping budget: the engine's mappings of the pool, as last
 	 * counted; runs the budget refused this full scan; the vm.max_map_count
@@ -295,8 +301,8 @@ struct ksm_counts {
 	uint64_t zero_merged;
 	/* the process's only */
 	uint64_t metadata_per_page, skipped_map_budget, skipped_pool_full, map_count, max_map_count,
-	    map_count_needed, cow_ksm, window_waits, window_kind, skipped_io, kept_wipeonfork,
-	    kept_malloc, kept_uffd, kept_pkey, kept_stack;
+	    map_count_needed, cow_ksm, window_waits, window_kind, skipped_io;
+	uint64_t kept[KEPT_COUNT]; /* pages_kept_*, by reason (kept.def) */
 };
 
 struct samepage {
@@ -473,7 +479,7 @@ struct ledger {
 	/* the mapping budget (samepage(3): map_count ... max_map_count_needed) */
 	_Atomic int64_t map_count, max_map_count, map_count_needed, skipped_map_budget;
 	/* pages kept out of merging, by reason (samepage(3): pages_kept_*) */
-	_Atomic int64_t kept_wipeonfork, kept_malloc, kept_uffd, kept_pkey, kept_stack;
+	_Atomic int64_t kept[KEPT_COUNT];
 	uint32_t layout; /* SHARED_LAYOUT of the samepaged that made it */
 };
 _Static_assert(sizeof(struct ledger) <= LEDGER_OFF_PLACE, "ledger header");
