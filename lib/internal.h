@@ -171,11 +171,15 @@ extern _Atomic uint64_t merge_window_waits, merges_skipped_io;
 /* A signal stack (sigaltstack), noted by a scanner (altstack_each()):
  * kept out of merging until the memory is unmapped. */
 #define PROMISE_ALTSTACK (0x800u << PROMISE_POLICY_SHIFT)
-#define PROMISE_LAST PROMISE_ALTSTACK
+/* Sealed (mseal): no mapping may replace it, so a merged page could never
+ * be discarded or unmerged again; kept out of merging for good. */
+#define PROMISE_SEALED (0x1000u << PROMISE_POLICY_SHIFT)
+#define PROMISE_LAST PROMISE_SEALED
 /* What keeps pages out of merging, of what a mapping promises (a malloc
  * heap, PROMISE_MALLOC, keeps them out too, found by other means). */
 #define PROMISE_KEEPS                                                                              \
-	(PROMISE_UFFD | PROMISE_WIPEONFORK | PROMISE_PKEY | PROMISE_GROWSDOWN | PROMISE_ALTSTACK)
+	(PROMISE_UFFD | PROMISE_WIPEONFORK | PROMISE_PKEY | PROMISE_GROWSDOWN | PROMISE_ALTSTACK | \
+	 PROMISE_SEALED)
 void promise_set(uintptr_t start, uintptr_t end, unsigned flag, bool on);
 void promise_apply(uintptr_t start, uintptr_t end);
 void promise_future_locked(bool on);
@@ -314,6 +318,7 @@ int regions_keep(struct samepage *sp, uintptr_t start, size_t len);
 void regions_unkeep(struct samepage *sp, uintptr_t start, size_t len);
 void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end);
 void keep_altstacks(struct samepage *sp);
+void keep_sealed(struct samepage *sp);
 int pool_mappings_to_anon(struct samepage *sp, uintptr_t start, uintptr_t end, bool copy);
 struct pooled {
 	struct prot_span *spans;

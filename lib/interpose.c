@@ -441,6 +441,60 @@ EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
 	return libc_result(err);
 }
 
+/* remove_advice(): whether the first mapping of [r[0], r[1]) that
+ * MADV_REMOVE refuses (any but a shared mapping of a file, writable) is a
+ * merged page, a private mapping of one of the library's pools: 1 if so,
+ * 2 if another. */
+static int refused_is_merged(const struct map_entry *m, void *arg)
+{
+	const uintptr_t *r = arg;
+	if (m->end <= r[0] || m->start >= r[1] || (m->shared && !m->anon && (m->prot & PROT_WRITE)))
+		return 0;
+	return !m->anon && !m->shared && prim_own_file(m->dev, m->ino) ? 1 : 2;
+}
+
+/* MADV_REMOVE frees a shared file's pages, and the kernel refuses it on
+ * private anonymous memory with EINVAL; a merged page, a private mapping
+ * of a pool (a file), it refuses with EACCES: said as it would be for the
+ * memory the application mapped (RELIABILITY.md 114).  Nothing is removed
+ * from a mapping it refuses either way. */
+static int remove_advice(void *addr, size_t len)
+{
+	uintptr_t r[2] = {(uintptr_t)addr, (uintptr_t)addr + pages_len(len)};
+	int err = prim_madvise(addr, len, MADV_REMOVE);
+	if (err == -EACCES && prim_maps_walk_range(r[0], r[1], refused_is_merged, r) == 1)
+		err = -EINVAL;
+	return libc_result(err);
+}
+
+/*
+ * mseal (Linux 6.10): no mapping may replace sealed memory, so a merged
+ * page sealed could never be discarded (MADV_DONTNEED maps new memory
+ * over a mapping of the pool) or unmerged again: both failed with EPERM
+ * (RELIABILITY.md 113).  The range is kept out of merging first, its
+ * merged pages given private copies, as the kernel's own sealed memory
+ * holds them; a seal refused lets it merge again.  (A seal made by a
+ * system call no wrapper sees is found in the maps at registration, or
+ * by the first merge it refuses: merge.c.)
+ */
+EXPORT int mseal(void *addr, size_t len, unsigned long flags)
+{
+	uintptr_t a = (uintptr_t)addr;
+	size_t l = pages_len(len);
+	bool whole = !(a & (PAGE_SIZE - 1)) && l && !flags;
+	if (whole)
+		keep_out(a, l, PROMISE_SEALED);
+	long rc = prim_syscall(SYS_mseal, a, len, flags); /* (-1 and errno) */
+	if (rc && whole) {
+		int saved = errno;
+		promise_set(a, a + l, PROMISE_SEALED, false);
+		if (active())
+			for_engines_in(a, l, unkeep);
+		errno = saved;
+	}
+	return (int)rc;
+}
+
 /*
  * MADV_DONTNEED and its kin: merged pages are private mappings of the pool
  * and would read back the pool's contents: they become fresh anonymous
@@ -467,7 +521,7 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	case MADV_FREE:
 	case MADV_GUARD_INSTALL: /* zaps the pages: removed, they read zeros */
 	case MADV_DONTNEED_LOCKED: return discard_advice(addr, len, advice);
-	case MADV_REMOVE: /* shared memory only: the kernel refuses it on any page of ours */ break;
+	case MADV_REMOVE: return remove_advice(addr, len);
 	case MADV_POPULATE_WRITE: {
 		/* Not into an open merge window (a batch of merges holds the
 		 * lock exclusive): the kernel's write faults fail there with

@@ -124,6 +124,15 @@ static bool req_poolmap(struct samepage *sp, const struct merge_req *q)
 	return sp->regions[q->region].meta[q->index].flags & PM_POOLMAP;
 }
 
+/* A merge found [s, e) sealed by a call no wrapper saw (a raw mseal):
+ * promised kept out, and kept out of sp's regions at its next batch
+ * (keep_sealed(): not here, in the middle of a batch of merges). */
+static void note_sealed(struct samepage *sp, uintptr_t s, uintptr_t e)
+{
+	promise_set(s, e, PROMISE_SEALED, true);
+	sp->sealed_found = true;
+}
+
 /* Merges q[0..n), a run: consecutive addresses of one region with one
  * protection, onto consecutive pool pages (or all onto the zero page, all
  * in anonymous mappings or all in mappings of the pool). */
@@ -145,6 +154,8 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 	if (slot < 0) {
 		for (size_t i = 0; i < n; i++)
 			q[i].merged = false;
+		if (slot == -EPERM) /* mprotect's window over sealed memory */
+			note_sealed(sp, start, end);
 		return;
 	}
 	debug_pause("merge_window");
@@ -211,6 +222,9 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 			}
 		}
 		if (err) {
+			/* (err is still -1, -EPERM's value, where nothing was tried) */
+			if (ok[i] && err == -EPERM) /* no mapping may replace sealed memory */
+				note_sealed(sp, a, e);
 			for (size_t k = i; k < j; k++)
 				ok[k] = false;
 			window_restore(slot, a, e, prot);

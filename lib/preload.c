@@ -843,6 +843,7 @@ int io_cancel(aio_context_t ctx, struct iocb *cb, struct io_event *ev);
 int io_destroy(aio_context_t ctx);
 long mbind(void *addr, unsigned long len, int mode, const unsigned long *nodes,
 	   unsigned long maxnode, unsigned flags);
+int mseal(void *addr, size_t len, unsigned long flags); /* (no wrapper in glibc 2.36) */
 
 /* -errno as syscall(2) answers it: -1 and errno. */
 static long as_syscall(long rc)
@@ -887,6 +888,7 @@ static long syscall_routed(long nr, const long *a)
 	case SYS_pkey_mprotect: return pkey_mprotect(p, (size_t)a[1], (int)a[2], (int)a[3]);
 	case SYS_madvise: return madvise(p, (size_t)a[1], (int)a[2]);
 	case SYS_sigaltstack: return sigaltstack((const stack_t *)a[0], (stack_t *)a[1]);
+	case SYS_mseal: return mseal(p, (size_t)a[1], (unsigned long)a[2]);
 	case SYS_process_madvise:
 		return process_madvise((int)a[0], (const struct iovec *)a[1], (size_t)a[2],
 				       (int)a[3], (unsigned)a[4]);

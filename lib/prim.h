@@ -31,6 +31,11 @@ long prim_syscall6(long nr, long a, long b, long c, long d, long e, long f);
 #define prim_syscall(...) PRIM_SYSCALL_(__VA_ARGS__, 0, 0, 0, 0, 0, 0, 0)
 #define PRIM_SYSCALL_(nr, a, b, c, d, e, f, ...)                                                   \
 	prim_syscall6(nr, (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+/* Calls newer than the C library's headers (the same number on every
+ * architecture). */
+#ifndef SYS_mseal
+#define SYS_mseal 462
+#endif
 /* Whether prim_syscall is this library's own (x86-64, arm64): where it is
  * the C library's, syscall() is not interposed. */
 #if defined(__x86_64__) || defined(__aarch64__)

@@ -564,6 +564,7 @@ static uint64_t scan_batch(struct samepage *sp, uint64_t budget)
 	 * while it could: after this, nothing changes until we let go. */
 	engine_enter(sp);
 	keep_altstacks(sp); /* before any merge is queued: RELIABILITY.md 97 */
+	keep_sealed(sp);
 	if (sp->cur_region >= sp->nregions || sp->cur_index >= sp->regions[sp->cur_region].npages) {
 		engine_leave(sp);
 		return 0; /* the range went away: the caller moves on */
@@ -668,6 +669,7 @@ static void merge_partners(struct samepage *sp)
 	for (size_t ri = 0, i = 0; !sp->stopping && !sp->detached && KNOB(sp, run) == 1;) {
 		engine_enter(sp);
 		keep_altstacks(sp);
+		keep_sealed(sp);
 		if (ri >= sp->nregions) {
 			engine_leave(sp);
 			return;

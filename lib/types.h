@@ -362,6 +362,7 @@ struct samepage {
 	uint32_t partner_seen; /* dom->partner_made when merge_partners() last looked */
 	/* The signal stacks noted when a batch last looked (guard.c). */
 	uint32_t altstack_seen;
+	bool sealed_found; /* a merge found sealed memory (merge.c: keep_sealed()) */
 	struct strip strip;
 	struct lap_strip laps[LAP_STRIPS];
 
@@ -503,7 +504,7 @@ _Static_assert(sizeof(struct fork_shared) <= LEDGER_OFF_STAGING - LEDGER_OFF_FOR
  * is raised and the new sum written in (and the layout of the HELLOs in
  * tests/daemon/fuzz_corpus).
  */
-#define SHARED_LAYOUT 3
+#define SHARED_LAYOUT 4
 #define LAYOUT_SUM                                                                                 \
 	((uint64_t)DOM_MAGIC % 1000003 + (uint64_t)LEDGER_MAGIC % 1000033 +                        \
 	 3 * (uint64_t)DOM_NODES + 5 * (uint64_t)DOM_BUCKETS + 7 * (uint64_t)DOM_HINTS +           \
@@ -513,7 +514,7 @@ _Static_assert(sizeof(struct fork_shared) <= LEDGER_OFF_STAGING - LEDGER_OFF_FOR
 	 31 * (uint64_t)LEDGER_OFF_FORK + 37 * (uint64_t)LEDGER_OFF_STAGING +                      \
 	 41 * (uint64_t)PLACE_MAX + 43 * sizeof(struct fork_shared) + 47 * (uint64_t)LEDGER_PIN +  \
 	 53 * (uint64_t)PAGE_SIZE + 59 * offsetof(struct ledger, layout))
-_Static_assert(LAYOUT_SUM == 100987726756ULL,
+_Static_assert(LAYOUT_SUM == 100987727412ULL,
 	       "the shared files' layout changed: raise SHARED_LAYOUT");
 
 /* The control protocol (one message per SOCK_SEQPACKET packet, text):

@@ -894,11 +894,16 @@ static int remember_flags(const struct map_entry *m, const char *flags, void *ar
 		promise_set(from, to, PROMISE_GROWSDOWN, true);
 		regions_keep(k->sp, from, to - from);
 	}
+	/* Sealed (mseal) by a call no wrapper saw: no merge could map it. */
+	if (strstr(flags, " sl")) {
+		promise_set(from, to, PROMISE_SEALED, true);
+		regions_keep(k->sp, from, to - from);
+	}
 	return 0;
 }
 
 /* What the application asked of the mappings of a range being registered
- * (VmFlags dc, dd, lo, nh, hg, wf, gd in /proc/self/smaps): remembered, so that every
+ * (VmFlags dc, dd, lo, nh, hg, wf, gd, sl in /proc/self/smaps): remembered, so that every
  * mapping a merge puts in place gets it again (promise.c); wipe-on-fork
  * cannot be kept on a mapping of the pool, so those pages are kept out. */
 void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
@@ -946,6 +951,24 @@ static void keep_altstack(uintptr_t s, uintptr_t e, void *arg)
 		return;
 	promise_set(s, e, PROMISE_ALTSTACK, true);
 	regions_keep(arg, s, e - s);
+}
+
+/* Memory merges found sealed (merge.c's note_sealed()): kept out of sp's
+ * regions, at the start of a batch, inside engine_enter(). */
+void keep_sealed(struct samepage *sp)
+{
+	if (!sp->sealed_found)
+		return;
+	sp->sealed_found = false;
+	for (size_t ri = 0; ri < sp->nregions; ri++) {
+		const struct region *r = &sp->regions[ri];
+		uintptr_t p = r->start, end = region_addr(r, r->npages), fs, fe;
+		while (p < end && promise_find(p, end, PROMISE_SEALED, &fs, &fe)) {
+			uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
+			regions_keep(sp, s, e - s);
+			p = e;
+		}
+	}
 }
 
 /* The signal stacks sigaltstack() noted since sp last looked (guard.c):

@@ -26,7 +26,7 @@ static struct daemon D;
 
 static void test_daemon_refuses(void)
 {
-	const char *asks[] = {"HELLO old", "HELLO old 1", "HELLO old 2", "HELLO old 4294967298"};
+	const char *asks[] = {"HELLO old", "HELLO old 1", "HELLO old 3", "HELLO old 4294967298"};
 	char reply[512];
 	for (size_t i = 0; i < sizeof(asks) / sizeof(asks[0]); i++) {
 		int fd = raw_dial(&D, false);

@@ -45,7 +45,7 @@ for o in $objs; do
 done
 
 # What interpose.c and interpose-io.c define in the C library's name.
-interposed='mmap|mmap64|munmap|mremap|mprotect|pkey_mprotect|madvise|process_madvise|sigaltstack|mbind|mlock|mlock2|munlock|mlockall|munlockall|ioctl'
+interposed='mmap|mmap64|munmap|mremap|mprotect|pkey_mprotect|madvise|process_madvise|sigaltstack|mseal|mbind|mlock|mlock2|munlock|mlockall|munlockall|ioctl'
 interposed="$interposed|read|__read_chk|pread|pread64|__pread_chk|__pread64_chk|readv|preadv"
 interposed="$interposed|preadv64|preadv2|preadv64v2|recv|__recv_chk|recvfrom|__recvfrom_chk"
 interposed="$interposed|recvmsg|recvmmsg|io_submit|io_getevents|io_cancel|io_destroy"

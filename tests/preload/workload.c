@@ -72,6 +72,12 @@
  *       between ROUNDS raise(SIGUSR1)s at random intervals under 1 ms:
  *       exits 0 if every signal was handled (killed by SIGSEGV if a
  *       signal's frame met a merge window)
+ *   workload seal
+ *       16 mergeable pages of one content, once merged (a mapping of a
+ *       file in its maps: 4 if not within 10 s) sealed with
+ *       syscall(SYS_mseal) (2 without mseal), then discarded: exits 0 if
+ *       the discard worked and they read zeros, 1 if not (RELIABILITY.md
+ *       113)
  */
 #include <dlfcn.h>
 #include <linux/vfio.h>
@@ -145,6 +151,45 @@ static int altstack(long rounds)
 		raise(SIGUSR1);
 	}
 	return alt_handled == rounds ? 0 : 1;
+}
+
+/* Whether the page at p is a mapping of a file (merged: the pool's). */
+static bool file_mapped(const char *p)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+	bool file = false;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long s, e, ino;
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &s, &e, &ino) == 3 &&
+		    s <= (uintptr_t)p && (uintptr_t)p < e)
+			file = ino != 0;
+	}
+	if (f)
+		fclose(f);
+	return file;
+}
+
+static int seal(void)
+{
+	const size_t n = 16;
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return 2;
+	memset(p, 's', n * PG);
+	madvise(p, n * PG, MADV_MERGEABLE);
+	for (int i = 0; i < 200 && !file_mapped(p); i++)
+		usleep(50000); /* merged meanwhile */
+	if (!file_mapped(p))
+		return 4;
+	if (syscall(462 /* SYS_mseal */, p, n * PG, 0UL))
+		return errno == ENOSYS ? 2 : 3;
+	if (madvise(p, n * PG, MADV_DONTNEED))
+		return 1;
+	for (size_t i = 0; i < n * PG; i++)
+		if (p[i])
+			return 1;
+	return 0;
 }
 
 static int fill(size_t mib, int byte, const char *how)
@@ -779,6 +824,8 @@ int main(int argc, char **argv)
 		return forks(atoi(argv[2]));
 	if (argc >= 3 && !strcmp(argv[1], "altstack"))
 		return altstack(atol(argv[2]));
+	if (argc >= 2 && !strcmp(argv[1], "seal"))
+		return seal();
 	if (argc >= 3 && !strcmp(argv[1], "kill")) {
 		if (!alike_memory(8UL << 20))
 			return 2;
