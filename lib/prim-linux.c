@@ -627,6 +627,17 @@ uint64_t prim_now_ns(void)
 	return clock_ns(CLOCK_MONOTONIC);
 }
 
+int prim_thread_nicer(int inc)
+{
+	long tid = prim_syscall(SYS_gettid);
+	errno = 0;
+	int now = getpriority(PRIO_PROCESS, (id_t)tid);
+	if (now == -1 && errno)
+		return -errno;
+	int to = now + inc > 19 ? 19 : now + inc;
+	return setpriority(PRIO_PROCESS, (id_t)tid, to) ? -errno : 0;
+}
+
 uint64_t prim_thread_cpu_ns(void)
 {
 	return clock_ns(CLOCK_THREAD_CPUTIME_ID);

@@ -128,6 +128,9 @@ void prim_sigset_async(sigset_t *set);
 bool prim_pid_alive(pid_t pid); /* kill(pid, 0) */
 pid_t prim_getpid(void);
 void prim_thread_mine(bool mine); /* this thread is the library's (or no more) */
+/* This thread's nice value raised by inc, to 19 at most (what any thread
+ * may do): 0, or -errno. */
+int prim_thread_nicer(int inc);
 /* No thread of the program's is left, only the library's (looked at once
  * a second for the process; false between): then *status is
  * its main thread's exit status (waitpid's), and prim_end_as_program()

@@ -762,6 +762,10 @@ static void *ksmd(void *arg)
 	struct samepage *sp = arg;
 
 	prim_thread_mine(true);
+	/* At nice 5 above the program's, as ksmd runs (set_user_nice(current,
+	 * 5) in mm/ksm.c): on a busy host the scanner yields to the program's
+	 * own threads (a VM's vCPUs) as ksmd yields to every process. */
+	prim_thread_nicer(5);
 	pthread_mutex_lock(&sp->lock);
 	sp->adv.cpu_ns = prim_thread_cpu_ns();
 	while (!sp->stopping) {

@@ -7,12 +7,14 @@
  */
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -320,6 +322,63 @@ static void test_rewrite_while_scanning(void)
 	samepage_close(sp);
 }
 
+/* The nice value of this process's thread named comm (-100: none). */
+static int thread_nice(const char *comm)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int nice = -100;
+	while (d && (e = readdir(d)) && nice == -100) {
+		char path[300], name[32] = "", stat[512];
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (fgets(name, sizeof(name), f))
+			name[strcspn(name, "\n")] = 0;
+		fclose(f);
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+		f = fopen(path, "re");
+		if (f && !strcmp(name, comm) && fgets(stat, sizeof(stat), f)) {
+			/* after "(comm) ": state is field 3, nice field 19 */
+			const char *s = strrchr(stat, ')');
+			int v;
+			if (s && sscanf(s + 2,
+					"%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u "
+					"%*d %*d %*d %d",
+					&v) == 1)
+				nice = v;
+		}
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return nice;
+}
+
+/* The scanner runs at nice 5 above the program, as ksmd does
+ * (set_user_nice(current, 5)): on a busy host it yields to the program's
+ * threads (before: the program's nice). */
+static void test_scanner_nice(void)
+{
+	errno = 0;
+	int mine = getpriority(PRIO_PROCESS, 0);
+	REQUIRE(errno == 0);
+	samepage_t *sp = open_fast();
+	int want = mine + 5 > 19 ? 19 : mine + 5;
+	int got = -100;
+	/* (named as it is made, it sets its nice once it runs) */
+	for (int i = 0; i < 200 && got != want; i++) {
+		got = thread_nice("samepage-ksmd");
+		if (got != want)
+			usleep(10000);
+	}
+	CHECK_EQ_INT(got, want);
+	CHECK_EQ_INT(getpriority(PRIO_PROCESS, 0), mine); /* the program's own unchanged */
+	samepage_close(sp);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -334,6 +393,7 @@ static const struct {
     {"bad_input", test_bad_input},
     {"alloc_discard", test_alloc_discard},
     {"rewrite_while_scanning", test_rewrite_while_scanning},
+    {"scanner_nice", test_scanner_nice},
 };
 
 /* With an argument, runs only the test of that name. */
