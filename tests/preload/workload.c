@@ -123,6 +123,18 @@ static bool ready_then_wait(void)
 	return fgets(line, sizeof(line), stdin) != NULL;
 }
 
+/* n private anonymous pages of one content, marked MADV_MERGEABLE (NULL
+ * if they could not be mapped). */
+static char *mergeable_pages(size_t n, int byte)
+{
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	memset(p, byte, n * PG);
+	madvise(p, n * PG, MADV_MERGEABLE);
+	return p;
+}
+
 static volatile sig_atomic_t alt_handled;
 
 static void alt_handler(int sig)
@@ -134,11 +146,9 @@ static void alt_handler(int sig)
 static int altstack(long rounds)
 {
 	const size_t n = 16;
-	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
+	char *p = mergeable_pages(n, 'a');
+	if (!p)
 		return 2;
-	memset(p, 'a', n * PG);
-	madvise(p, n * PG, MADV_MERGEABLE);
 	usleep(100000); /* merged meanwhile */
 	stack_t ss = {.ss_sp = p + n / 2 * PG, .ss_size = n / 2 * PG};
 	struct sigaction sa = {.sa_handler = alt_handler, .sa_flags = SA_ONSTACK};
@@ -173,11 +183,9 @@ static bool file_mapped(const char *p)
 static int seal(void)
 {
 	const size_t n = 16;
-	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
+	char *p = mergeable_pages(n, 's');
+	if (!p)
 		return 2;
-	memset(p, 's', n * PG);
-	madvise(p, n * PG, MADV_MERGEABLE);
 	for (int i = 0; i < 200 && !file_mapped(p); i++)
 		usleep(50000); /* merged meanwhile */
 	if (!file_mapped(p))
