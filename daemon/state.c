@@ -66,6 +66,7 @@ int state_init(struct state *s, const struct limits *lim)
 	s->lim = *lim;
 	s->doms = calloc((size_t)lim->domains, sizeof(*s->doms));
 	s->clients = calloc((size_t)lim->connections, sizeof(*s->clients));
+	s->held_lost = true; /* until the first orphan pass lists them */
 	return s->doms && s->clients ? 0 : -ENOMEM;
 }
 
@@ -157,13 +158,26 @@ static void held_note(struct state *s, const char *dom, pid_t pid, bool forked, 
 	if (s->nheld == s->held_cap) {
 		int cap = s->held_cap ? 2 * s->held_cap : 16;
 		struct held_ledger *more = realloc(s->held, (size_t)cap * sizeof(*more));
-		if (!more) /* not counted until the next pass lists it */
+		if (!more) { /* not counted until the next pass lists it */
+			s->held_lost = true;
 			return;
+		}
 		s->held = more, s->held_cap = cap;
 	}
 	struct held_ledger *h = &s->held[s->nheld++];
 	*h = (struct held_ledger){.pid = pid, .forked = forked, .owner = owner};
 	snprintf(h->dom, sizeof(h->dom), "%s", dom);
+}
+
+/* Whether the ledger h names is still in the state directory. */
+static bool held_exists(const struct state *s, const struct held_ledger *h)
+{
+	char path[512];
+	if (h->forked)
+		state_forked_path(s, path, sizeof(path), h->dom, h->pid, h->owner);
+	else
+		state_ledger_path(s, path, sizeof(path), h->dom, h->pid);
+	return access(path, F_OK) == 0;
 }
 
 /* Whether process pid is connected to domain dom. */
@@ -177,11 +191,16 @@ static bool connected_to(const struct state *s, pid_t pid, const char *dom)
 }
 
 /* The list made anew from the state directory: every kept ledger, and
- * every ledger of a process not connected to its domain. */
+ * every ledger of a process not connected to its domain.  Every ledger
+ * made or renamed since is noted as it is (a connection closed, a reap
+ * that must wait, a ledger kept for forked children), so that the list,
+ * with the connected processes, names every ledger of the directory
+ * (some gone since) unless held_lost. */
 static void held_list(struct state *s)
 {
 	DIR *dir = opendir(s->dir);
 	s->nheld = 0;
+	s->held_lost = !dir; /* unread: as a walk of it would, find nothing */
 	for (struct dirent *e; dir && (e = readdir(dir));) {
 		char dom[72];
 		pid_t pid;
@@ -500,6 +519,22 @@ static bool domain_has_ledgers(const struct state *s, const char *name)
 	return find_ledger(s, name, 0, &owner);
 }
 
+/* Whether a ledger of domain `name` is in the state directory, for a
+ * domain no process is connected to: from the list of the ledgers held
+ * without a connection, each looked up, not by a walk of the directory
+ * (one at every process that left: a directory of N clients' ledgers
+ * read N times as they all go).  The same answer as the walk, which it
+ * is when the list may miss one. */
+static bool domain_holds_ledgers(const struct state *s, const char *name)
+{
+	if (s->held_lost)
+		return domain_has_ledgers(s, name);
+	for (int j = 0; j < s->nheld; j++)
+		if (!strcmp(s->held[j].dom, name) && held_exists(s, &s->held[j]))
+			return true;
+	return false;
+}
+
 /* Closes d if nothing holds it any more: no connection, no ledger (of a
  * process that will reconnect, or of forked children that may still map
  * its pool).  Every process that could map a pool page or merge onto one
@@ -512,7 +547,7 @@ void state_domain_close_if_unused(struct state *s, struct dom *d)
 	for (int i = 0; i < s->nclients; i++)
 		if (s->clients[i].d == d)
 			return;
-	if (domain_has_ledgers(s, d->name))
+	if (domain_holds_ledgers(s, d->name))
 		return;
 	if (d->sp->dom->live)
 		logmsg("domain %s: %u KSM pages still counted with no process left: freed with "
@@ -1270,9 +1305,6 @@ static unsigned long long ledger_starttime(const struct state *s, const char *do
 	return state_ledger_header(s, domain, pid, &lg) ? lg.starttime : 0;
 }
 
-/* At start-up, and every few seconds: ledgers of processes that are gone
- * while nobody watched (the daemon was down, or they never reconnected),
- * or that closed their connection and have since exited or exec'd. */
 /* Tells each domain how many engines scan it (struct domain's scanners):
  * they share pages_to_scan. */
 void state_count_scanners(struct state *s)
@@ -1312,18 +1344,24 @@ void state_budget_watch(struct state *s)
 	}
 }
 
+/* At start-up, and every few seconds: ledgers of processes that are gone
+ * while nobody watched (the daemon was down, or they never reconnected),
+ * or that closed their connection and have since exited or exec'd.  The
+ * ledgers of the directory are listed first (held_list(): its one walk,
+ * the connected processes' left out), then each is looked at as it was
+ * listed; what the pass renames is noted after them, for the next pass
+ * (one the list had no memory for is looked at by a later pass). */
 void state_reap_orphans(struct state *s)
 {
-	DIR *dir = opendir(s->dir);
-	struct dirent *e;
 	s->pass++;
-	while (dir && (e = readdir(dir))) {
+	held_list(s);
+	for (int j = 0, listed = s->nheld; j < listed; j++) {
 		char dom[72];
-		pid_t pid;
-		bool forked; /* a gone process's pins, whatever runs with its pid now */
-		long long owner;
-		if (!state_ledger_name_owner(e->d_name, dom, &pid, &forked, &owner))
-			continue;
+		const struct held_ledger *h = &s->held[j]; /* s->held moves as the pass notes */
+		pid_t pid = h->pid;
+		bool forked = h->forked; /* a gone process's pins, whatever runs with its pid now */
+		long long owner = h->owner;
+		snprintf(dom, sizeof(dom), "%s", h->dom);
 		if (!forked && (connected_to(s, pid, dom) ||
 				may_map_pool(s, dom, pid, ledger_starttime(s, dom, pid))))
 			continue; /* it will reconnect, or be reaped when it is gone */
@@ -1352,10 +1390,7 @@ void state_reap_orphans(struct state *s)
 			state_domain_close_if_unused(s, d);
 		}
 	}
-	if (dir)
-		closedir(dir);
 	holders_forget_old(s);
-	held_list(s);
 }
 
 /* ---- clients ---- */
@@ -1470,7 +1505,6 @@ static int ledgers_held_by(const struct state *s, uid_t uid, bool *in)
 	int n = 0;
 	for (int j = 0; j < s->nheld; j++) {
 		const struct held_ledger *h = &s->held[j];
-		char path[512];
 		int slot = -1;
 		for (int i = 0; i < s->lim.domains && slot < 0; i++)
 			if (s->doms[i].sp && !strcmp(s->doms[i].name, h->dom))
@@ -1478,11 +1512,7 @@ static int ledgers_held_by(const struct state *s, uid_t uid, bool *in)
 		if (slot < 0 || (h->forked ? h->owner : pid_euid(h->pid)) != (long long)uid ||
 		    (!h->forked && connected_to(s, h->pid, h->dom)))
 			continue;
-		if (h->forked)
-			state_forked_path(s, path, sizeof(path), h->dom, h->pid, h->owner);
-		else
-			state_ledger_path(s, path, sizeof(path), h->dom, h->pid);
-		if (access(path, F_OK) < 0)
+		if (!held_exists(s, h))
 			continue; /* reaped, or renamed: listed under its new name */
 		n++;
 		if (in)
