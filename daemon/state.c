@@ -21,8 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -957,6 +959,32 @@ static int pid_maps_file(pid_t pid, const struct pool_file *f)
 #define HOLDER_NONE 0
 #define HOLDER_UNKNOWN (-1)
 
+/*
+ * Whether no process but this daemon has the ledger open at fd (the
+ * daemon's one descriptor of it), wherever it runs and whoever it is.  A
+ * client maps its ledger from the descriptor HELLO gave it and closes the
+ * descriptor (lib/client.c); its forked children inherit the mapping; a
+ * mapping holds the file open.  So a ledger open nowhere else is mapped
+ * by no process, and none can map it again.  The kernel says so without
+ * /proc: a write lease is granted only on a file open nowhere else
+ * (fcntl(2) F_SETLEASE; the daemon made the file, so it may ask), and it
+ * is given back at once.  Asked of tmpfs files only, whose mappings hold
+ * the file they were made from (a stacked file system's, overlayfs's,
+ * hold another: a lease there could be granted while a child maps the
+ * file).  A lease refused (the file open elsewhere, leases off, a file of
+ * another user) says nothing: false.  Another opener of the file in that
+ * instant waits for the lease to be given back, and samepaged is sent
+ * SIGIO (ignored: samepaged.c).
+ */
+static bool ledger_open_nowhere_else(int fd)
+{
+	struct statfs fs;
+	if (fstatfs(fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC || fcntl(fd, F_SETLEASE, F_WRLCK) < 0)
+		return false;
+	fcntl(fd, F_SETLEASE, F_UNLCK);
+	return true;
+}
+
 /* Whether pid keeps the ledger me: it maps it, or its maps cannot be read
  * and it may (it runs as the owner, or the owner is not known: cannot
  * tell, so its pins stay, as a child's pages must never be given away),
@@ -1056,18 +1084,30 @@ static void holders_forget_old(struct state *s)
  * by its start time, that still keeps it), and every process only when it
  * no longer does: a tenant's fork area with one pid 0 made each 5 s pass
  * read every maps file of the host (RELIABILITY.md 98).
+ *
+ * Before all that, the kernel is asked whether any process has the
+ * ledger open (ledger_open_nowhere_else(); a state directory on tmpfs).
+ * None: no process keeps it, whatever /proc shows or hides (a process the
+ * daemon cannot read, started after the client, kept it for as long as
+ * it ran: RELIABILITY.md 107).  Some, or not known: the processes are
+ * looked at, as above.  (Some is no proof that a process maps it: a
+ * process that exits releases its connection before its mappings, and
+ * the daemon often sees the client gone while its ledger is still open:
+ * its next pass finds it open nowhere.)
  */
 static pid_t ledger_holder(struct state *s, int fd, const char *path, long long owner, bool *seen)
 {
 	struct fork_shared f;
 	struct stat st;
+	*seen = false;
+	if (ledger_open_nowhere_else(fd))
+		return HOLDER_NONE;
 	if (fstat(fd, &st) < 0)
 		return HOLDER_UNKNOWN;
 	struct pool_file me = {path, st.st_dev, st.st_ino};
 	struct ledger lg;
 	bool head = pread(fd, &lg, sizeof(lg), 0) == (ssize_t)sizeof(lg);
 	struct holder_ask ask = {&me, owner, head ? lg.starttime : 0, seen, HOLDER_NONE};
-	*seen = false;
 	/* The area's rules are the library's own (fork_area_live): a child
 	 * it names that keeps the file, or an area that cannot name them
 	 * all; unread, it names none. */

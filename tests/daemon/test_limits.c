@@ -688,7 +688,7 @@ static void test_close_decisions(void)
  *    pins are given back at once;
  *  - a process of the owner's it cannot read, started before the client,
  *    no longer keeps a ledger whose area names no child (RELIABILITY.md
- *    105);
+ *    105), nor does one started after it (107);
  *  - a client gone while no samepaged ran (its owner not known), whose
  *    child is not dumpable and unnamed in the area: the ledger is kept
  *    (it was reaped and the pins given away while the child mapped
@@ -757,6 +757,36 @@ static void test_daemon_not_root(void)
 	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
 	REQUIRE(write(idle[1], "e", 1) == 1);
 	REQUIRE(waitpid(older, &st, 0) == older);
+	close(idle[0]), close(idle[1]);
+	/* RELIABILITY.md 107: the same, the owner's hidden process started
+	 * after the client (as a shell the user opens later is).  It could
+	 * be its child, and kept the ledger for as long as it ran; the
+	 * daemon now asks the kernel whether any process has the ledger
+	 * open (maps it), and none has. */
+	REQUIRE(pipe(idle) == 0);
+	if ((t = fork_as(pw)) == 0)
+		tenant_with_pins(KEEPER_FORGED, 0, ready[1], -1, go[0]);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	usleep(100000);
+	pid_t younger = fork_as(pw);
+	if (younger == 0) {
+		prctl(PR_SET_DUMPABLE, 0);
+		_exit(read(idle[0], &k, 1) == 1 ? 0 : 1);
+	}
+	REQUIRE(write(go[1], "x", 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	snprintf(mine, sizeof(mine), "t1.%d.", (int)t);
+	CHECK_EQ_INT(wait_state_files_long(mine, ".ledger", 0), 0);
+	CHECK_EQ_INT(wait_state_files_long(mine, ".forked", 0), 0);
+	kept = state_files(&D, mine, ".forked");
+	printf("a daemon not root, no child, a younger hidden process of the owner's: %d kept "
+	       "ledgers\n",
+	       kept);
+	CHECK_EQ_INT(kept, 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
+	REQUIRE(write(idle[1], "e", 1) == 1);
+	REQUIRE(waitpid(younger, &st, 0) == younger);
 	close(idle[0]), close(idle[1]);
 	/* Gone while the daemon was stopped; its child hidden and unnamed. */
 	if ((t = fork_as(pw)) == 0)
