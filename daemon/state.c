@@ -1083,7 +1083,10 @@ static void holders_forget_old(struct state *s)
  * The holder found so is looked at first the next time (the same process,
  * by its start time, that still keeps it), and every process only when it
  * no longer does: a tenant's fork area with one pid 0 made each 5 s pass
- * read every maps file of the host (RELIABILITY.md 98).
+ * read every maps file of the host (RELIABILITY.md 98).  Then the
+ * processes started no earlier than the client (its children are) come
+ * first, told by their start time, and the others' maps are read only if
+ * none of those keeps it.
  *
  * Before all that, the kernel is asked whether any process has the
  * ledger open (ledger_open_nowhere_else(); a state directory on tmpfs).
@@ -1122,11 +1125,20 @@ static pid_t ledger_holder(struct state *s, int fd, const char *path, long long 
 		h->pass = s->pass;
 		return h->pid;
 	}
-	int *pids = NULL, n = procfs_pids("/proc", &pids);
+	int *pids = NULL, n = procfs_pids("/proc", &pids), older = 0;
 	if (n < 0)
 		return HOLDER_UNKNOWN;
-	for (int i = 0; i < n && !holder_maps(pids[i], &ask); i++)
-		;
+	/* A child or grandchild of the client started no earlier than it
+	 * (/proc/PID/stat, which takes no lock of the process's memory as
+	 * its maps do): those are looked at first, the others only if none
+	 * keeps it. */
+	for (int i = 0; i < n && ask.holder == HOLDER_NONE; i++)
+		if (ask.born && proc_start(pids[i]) < ask.born)
+			pids[older++] = pids[i];
+		else
+			holder_maps(pids[i], &ask);
+	for (int i = 0; i < older && ask.holder == HOLDER_NONE; i++)
+		holder_maps(pids[i], &ask);
 	free(pids);
 	holder_note(s, h, st.st_dev, st.st_ino, ask.holder);
 	return ask.holder;
