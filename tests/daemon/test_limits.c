@@ -579,19 +579,6 @@ static void test_tenant_unnamed_keeper(void)
 	close(ready[0]), close(ready[1]), close(hold[0]), close(hold[1]);
 }
 
-/* How many lines of the daemon's log hold text. */
-static int logged_times(const char *text)
-{
-	char line[1024];
-	int n = 0;
-	FILE *f = fopen(D.log, "r");
-	while (f && fgets(line, sizeof(line), f))
-		n += strstr(line, text) != NULL;
-	if (f)
-		fclose(f);
-	return n;
-}
-
 /* This process joins domain and leaves it (its ledger reaped): whether
  * samepaged closed the domain then. */
 static bool closed_after_one_leaves(const char *domain)
@@ -600,13 +587,13 @@ static bool closed_after_one_leaves(const char *domain)
 	int fd;
 	snprintf(said, sizeof(said), "domain %s: no process left, closed", domain);
 	snprintf(mine, sizeof(mine), "%s.%d.", domain, (int)getpid());
-	int before = logged_times(said);
+	int before = daemon_log_count(&D, said);
 	CHECK_EQ_INT(hello(&fd, domain), 0);
 	close(fd);
 	CHECK_EQ_INT(wait_state_files(mine, ".ledger", 0), 0);
 	daemon_value(&D, "run"); /* answered once it has decided (it does one thing at a time) */
 	snprintf(mine, sizeof(mine), "%s.", domain);
-	return logged_times(said) > before || state_files(&D, mine, ".index") == 0;
+	return daemon_log_count(&D, said) > before || state_files(&D, mine, ".index") == 0;
 }
 
 /*
@@ -679,6 +666,51 @@ static void test_close_decisions(void)
 	close(hold[0]), close(hold[1]), close(ready[0]), close(ready[1]);
 }
 
+/* A process of pw's that a daemon not root cannot read (not dumpable),
+ * idle until a byte on idle. */
+static pid_t hidden_process(const struct passwd *pw, int idle)
+{
+	pid_t h = fork_as(pw);
+	if (h == 0) {
+		char k;
+		prctl(PR_SET_DUMPABLE, 0);
+		_exit(read(idle, &k, 1) == 1 ? 0 : 1);
+	}
+	return h;
+}
+
+/* A client of pw's whose fork area names no child (tenant_with_pins,
+ * KEEPER_FORGED), beside a hidden process of pw's started 0.1 s before it
+ * (younger: after it), which lives until the client is gone and its
+ * ledger reaped: how many ledgers are kept for the client's children
+ * then (waited for to be none, as a pass may leave them). */
+static int kept_beside_hidden(const struct passwd *pw, bool younger, int ready[2], int go[2])
+{
+	int idle[2], st;
+	char k, mine[32];
+	REQUIRE(pipe(idle) == 0);
+	pid_t hidden = younger ? -1 : hidden_process(pw, idle[0]);
+	usleep(100000); /* a start time of its own: they count in 10 ms ticks */
+	pid_t t = fork_as(pw);
+	if (t == 0)
+		tenant_with_pins(KEEPER_FORGED, 0, ready[1], -1, go[0]);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	if (younger) {
+		usleep(100000);
+		hidden = hidden_process(pw, idle[0]);
+	}
+	REQUIRE(write(go[1], "x", 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	snprintf(mine, sizeof(mine), "t1.%d.", (int)t);
+	CHECK_EQ_INT(wait_state_files_long(mine, ".ledger", 0), 0);
+	int kept = wait_state_files_long(mine, ".forked", 0);
+	REQUIRE(write(idle[1], "e", 1) == 1);
+	REQUIRE(waitpid(hidden, &st, 0) == hidden);
+	close(idle[0]), close(idle[1]);
+	return kept;
+}
+
 /*
  * ffab5c8 (RELIABILITY.md 82), under a samepaged that is not root (here
  * nobody's, serving nobody's processes), which cannot read the maps of
@@ -734,60 +766,23 @@ static void test_daemon_not_root(void)
 	 * is looked at) and none lives; a process of the owner's that the
 	 * daemon cannot read, started before the client, could not be its
 	 * child.  It kept the ledger (as an ssh-agent would, for good). */
-	int idle[2];
-	REQUIRE(pipe(idle) == 0);
-	pid_t older = fork_as(pw);
-	if (older == 0) {
-		prctl(PR_SET_DUMPABLE, 0);
-		_exit(read(idle[0], &k, 1) == 1 ? 0 : 1);
-	}
-	usleep(100000); /* a start time of its own: they count in 10 ms ticks */
-	if ((t = fork_as(pw)) == 0)
-		tenant_with_pins(KEEPER_FORGED, 0, ready[1], -1, -1);
-	REQUIRE(read(ready[0], &k, 1) == 1);
-	REQUIRE(waitpid(t, &st, 0) == t);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	snprintf(mine, sizeof(mine), "t1.%d.", (int)t);
-	CHECK_EQ_INT(wait_state_files_long(mine, ".ledger", 0), 0);
-	kept = state_files(&D, mine, ".forked");
+	kept = kept_beside_hidden(pw, false, ready, go);
 	printf("a daemon not root, no child, an older hidden process of the owner's: %d kept "
 	       "ledgers\n",
 	       kept);
 	CHECK_EQ_INT(kept, 0);
 	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
-	REQUIRE(write(idle[1], "e", 1) == 1);
-	REQUIRE(waitpid(older, &st, 0) == older);
-	close(idle[0]), close(idle[1]);
 	/* RELIABILITY.md 107: the same, the owner's hidden process started
-	 * after the client (as a shell the user opens later is).  It could
+	 * after the client (as an agent the user starts later is).  It could
 	 * be its child, and kept the ledger for as long as it ran; the
 	 * daemon now asks the kernel whether any process has the ledger
 	 * open (maps it), and none has. */
-	REQUIRE(pipe(idle) == 0);
-	if ((t = fork_as(pw)) == 0)
-		tenant_with_pins(KEEPER_FORGED, 0, ready[1], -1, go[0]);
-	REQUIRE(read(ready[0], &k, 1) == 1);
-	usleep(100000);
-	pid_t younger = fork_as(pw);
-	if (younger == 0) {
-		prctl(PR_SET_DUMPABLE, 0);
-		_exit(read(idle[0], &k, 1) == 1 ? 0 : 1);
-	}
-	REQUIRE(write(go[1], "x", 1) == 1);
-	REQUIRE(waitpid(t, &st, 0) == t);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	snprintf(mine, sizeof(mine), "t1.%d.", (int)t);
-	CHECK_EQ_INT(wait_state_files_long(mine, ".ledger", 0), 0);
-	CHECK_EQ_INT(wait_state_files_long(mine, ".forked", 0), 0);
-	kept = state_files(&D, mine, ".forked");
+	kept = kept_beside_hidden(pw, true, ready, go);
 	printf("a daemon not root, no child, a younger hidden process of the owner's: %d kept "
 	       "ledgers\n",
 	       kept);
 	CHECK_EQ_INT(kept, 0);
 	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
-	REQUIRE(write(idle[1], "e", 1) == 1);
-	REQUIRE(waitpid(younger, &st, 0) == younger);
-	close(idle[0]), close(idle[1]);
 	/* Gone while the daemon was stopped; its child hidden and unnamed. */
 	if ((t = fork_as(pw)) == 0)
 		tenant_with_pins(KEEPER_HIDDEN, 0, ready[1], hold[0], go[0]);
