@@ -792,6 +792,9 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* Sent if a ledger is opened in the instant state.c holds a lease on
+	 * it (ledger_open_nowhere_else()): not the default, which ends samepaged. */
+	signal(SIGIO, SIG_IGN);
 
 	if (state_init(&g.st, &g.lim)) {
 		logmsg("out of memory for the tables (fix: smaller --max-connections, "

@@ -21,8 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -66,6 +68,7 @@ int state_init(struct state *s, const struct limits *lim)
 	s->lim = *lim;
 	s->doms = calloc((size_t)lim->domains, sizeof(*s->doms));
 	s->clients = calloc((size_t)lim->connections, sizeof(*s->clients));
+	s->held_lost = true; /* until the first orphan pass lists them */
 	return s->doms && s->clients ? 0 : -ENOMEM;
 }
 
@@ -157,13 +160,26 @@ static void held_note(struct state *s, const char *dom, pid_t pid, bool forked, 
 	if (s->nheld == s->held_cap) {
 		int cap = s->held_cap ? 2 * s->held_cap : 16;
 		struct held_ledger *more = realloc(s->held, (size_t)cap * sizeof(*more));
-		if (!more) /* not counted until the next pass lists it */
+		if (!more) { /* not counted until the next pass lists it */
+			s->held_lost = true;
 			return;
+		}
 		s->held = more, s->held_cap = cap;
 	}
 	struct held_ledger *h = &s->held[s->nheld++];
 	*h = (struct held_ledger){.pid = pid, .forked = forked, .owner = owner};
 	snprintf(h->dom, sizeof(h->dom), "%s", dom);
+}
+
+/* Whether the ledger h names is still in the state directory. */
+static bool held_exists(const struct state *s, const struct held_ledger *h)
+{
+	char path[512];
+	if (h->forked)
+		state_forked_path(s, path, sizeof(path), h->dom, h->pid, h->owner);
+	else
+		state_ledger_path(s, path, sizeof(path), h->dom, h->pid);
+	return access(path, F_OK) == 0;
 }
 
 /* Whether process pid is connected to domain dom. */
@@ -177,11 +193,16 @@ static bool connected_to(const struct state *s, pid_t pid, const char *dom)
 }
 
 /* The list made anew from the state directory: every kept ledger, and
- * every ledger of a process not connected to its domain. */
+ * every ledger of a process not connected to its domain.  Every ledger
+ * made or renamed since is noted as it is (a connection closed, a reap
+ * that must wait, a ledger kept for forked children), so that the list,
+ * with the connected processes, names every ledger of the directory
+ * (some gone since) unless held_lost. */
 static void held_list(struct state *s)
 {
 	DIR *dir = opendir(s->dir);
 	s->nheld = 0;
+	s->held_lost = !dir; /* unread: as a walk of it would, find nothing */
 	for (struct dirent *e; dir && (e = readdir(dir));) {
 		char dom[72];
 		pid_t pid;
@@ -500,6 +521,22 @@ static bool domain_has_ledgers(const struct state *s, const char *name)
 	return find_ledger(s, name, 0, &owner);
 }
 
+/* Whether a ledger of domain `name` is in the state directory, for a
+ * domain no process is connected to: from the list of the ledgers held
+ * without a connection, each looked up, not by a walk of the directory
+ * (one at every process that left: a directory of N clients' ledgers
+ * read N times as they all go).  The same answer as the walk, which it
+ * is when the list may miss one. */
+static bool domain_holds_ledgers(const struct state *s, const char *name)
+{
+	if (s->held_lost)
+		return domain_has_ledgers(s, name);
+	for (int j = 0; j < s->nheld; j++)
+		if (!strcmp(s->held[j].dom, name) && held_exists(s, &s->held[j]))
+			return true;
+	return false;
+}
+
 /* Closes d if nothing holds it any more: no connection, no ledger (of a
  * process that will reconnect, or of forked children that may still map
  * its pool).  Every process that could map a pool page or merge onto one
@@ -512,7 +549,7 @@ void state_domain_close_if_unused(struct state *s, struct dom *d)
 	for (int i = 0; i < s->nclients; i++)
 		if (s->clients[i].d == d)
 			return;
-	if (domain_has_ledgers(s, d->name))
+	if (domain_holds_ledgers(s, d->name))
 		return;
 	if (d->sp->dom->live)
 		logmsg("domain %s: %u KSM pages still counted with no process left: freed with "
@@ -922,6 +959,32 @@ static int pid_maps_file(pid_t pid, const struct pool_file *f)
 #define HOLDER_NONE 0
 #define HOLDER_UNKNOWN (-1)
 
+/*
+ * Whether no process but this daemon has the ledger open at fd (the
+ * daemon's one descriptor of it), wherever it runs and whoever it is.  A
+ * client maps its ledger from the descriptor HELLO gave it and closes the
+ * descriptor (lib/client.c); its forked children inherit the mapping; a
+ * mapping holds the file open.  So a ledger open nowhere else is mapped
+ * by no process, and none can map it again.  The kernel says so without
+ * /proc: a write lease is granted only on a file open nowhere else
+ * (fcntl(2) F_SETLEASE; the daemon made the file, so it may ask), and it
+ * is given back at once.  Asked of tmpfs files only, whose mappings hold
+ * the file they were made from (a stacked file system's, overlayfs's,
+ * hold another: a lease there could be granted while a child maps the
+ * file).  A lease refused (the file open elsewhere, leases off, a file of
+ * another user) says nothing: false.  Another opener of the file in that
+ * instant waits for the lease to be given back, and samepaged is sent
+ * SIGIO (ignored: samepaged.c).
+ */
+static bool ledger_open_nowhere_else(int fd)
+{
+	struct statfs fs;
+	if (fstatfs(fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC || fcntl(fd, F_SETLEASE, F_WRLCK) < 0)
+		return false;
+	fcntl(fd, F_SETLEASE, F_UNLCK);
+	return true;
+}
+
 /* Whether pid keeps the ledger me: it maps it, or its maps cannot be read
  * and it may (it runs as the owner, or the owner is not known: cannot
  * tell, so its pins stay, as a child's pages must never be given away),
@@ -1020,19 +1083,34 @@ static void holders_forget_old(struct state *s)
  * The holder found so is looked at first the next time (the same process,
  * by its start time, that still keeps it), and every process only when it
  * no longer does: a tenant's fork area with one pid 0 made each 5 s pass
- * read every maps file of the host (RELIABILITY.md 98).
+ * read every maps file of the host (RELIABILITY.md 98).  Then the
+ * processes started no earlier than the client (its children are) come
+ * first, told by their start time, and the others' maps are read only if
+ * none of those keeps it.
+ *
+ * Before all that, the kernel is asked whether any process has the
+ * ledger open (ledger_open_nowhere_else(); a state directory on tmpfs).
+ * None: no process keeps it, whatever /proc shows or hides (a process the
+ * daemon cannot read, started after the client, kept it for as long as
+ * it ran: RELIABILITY.md 107).  Some, or not known: the processes are
+ * looked at, as above.  (Some is no proof that a process maps it: a
+ * process that exits releases its connection before its mappings, and
+ * the daemon often sees the client gone while its ledger is still open:
+ * its next pass finds it open nowhere.)
  */
 static pid_t ledger_holder(struct state *s, int fd, const char *path, long long owner, bool *seen)
 {
 	struct fork_shared f;
 	struct stat st;
+	*seen = false;
+	if (ledger_open_nowhere_else(fd))
+		return HOLDER_NONE;
 	if (fstat(fd, &st) < 0)
 		return HOLDER_UNKNOWN;
 	struct pool_file me = {path, st.st_dev, st.st_ino};
 	struct ledger lg;
 	bool head = pread(fd, &lg, sizeof(lg), 0) == (ssize_t)sizeof(lg);
 	struct holder_ask ask = {&me, owner, head ? lg.starttime : 0, seen, HOLDER_NONE};
-	*seen = false;
 	/* The area's rules are the library's own (fork_area_live): a child
 	 * it names that keeps the file, or an area that cannot name them
 	 * all; unread, it names none. */
@@ -1047,11 +1125,20 @@ static pid_t ledger_holder(struct state *s, int fd, const char *path, long long 
 		h->pass = s->pass;
 		return h->pid;
 	}
-	int *pids = NULL, n = procfs_pids("/proc", &pids);
+	int *pids = NULL, n = procfs_pids("/proc", &pids), older = 0;
 	if (n < 0)
 		return HOLDER_UNKNOWN;
-	for (int i = 0; i < n && !holder_maps(pids[i], &ask); i++)
-		;
+	/* A child or grandchild of the client started no earlier than it
+	 * (/proc/PID/stat, which takes no lock of the process's memory as
+	 * its maps do): those are looked at first, the others only if none
+	 * keeps it. */
+	for (int i = 0; i < n && ask.holder == HOLDER_NONE; i++)
+		if (ask.born && proc_start(pids[i]) < ask.born)
+			pids[older++] = pids[i];
+		else
+			holder_maps(pids[i], &ask);
+	for (int i = 0; i < older && ask.holder == HOLDER_NONE; i++)
+		holder_maps(pids[i], &ask);
 	free(pids);
 	holder_note(s, h, st.st_dev, st.st_ino, ask.holder);
 	return ask.holder;
@@ -1270,9 +1357,6 @@ static unsigned long long ledger_starttime(const struct state *s, const char *do
 	return state_ledger_header(s, domain, pid, &lg) ? lg.starttime : 0;
 }
 
-/* At start-up, and every few seconds: ledgers of processes that are gone
- * while nobody watched (the daemon was down, or they never reconnected),
- * or that closed their connection and have since exited or exec'd. */
 /* Tells each domain how many engines scan it (struct domain's scanners):
  * they share pages_to_scan. */
 void state_count_scanners(struct state *s)
@@ -1312,18 +1396,24 @@ void state_budget_watch(struct state *s)
 	}
 }
 
+/* At start-up, and every few seconds: ledgers of processes that are gone
+ * while nobody watched (the daemon was down, or they never reconnected),
+ * or that closed their connection and have since exited or exec'd.  The
+ * ledgers of the directory are listed first (held_list(): its one walk,
+ * the connected processes' left out), then each is looked at as it was
+ * listed; what the pass renames is noted after them, for the next pass
+ * (one the list had no memory for is looked at by a later pass). */
 void state_reap_orphans(struct state *s)
 {
-	DIR *dir = opendir(s->dir);
-	struct dirent *e;
 	s->pass++;
-	while (dir && (e = readdir(dir))) {
+	held_list(s);
+	for (int j = 0, listed = s->nheld; j < listed; j++) {
 		char dom[72];
-		pid_t pid;
-		bool forked; /* a gone process's pins, whatever runs with its pid now */
-		long long owner;
-		if (!state_ledger_name_owner(e->d_name, dom, &pid, &forked, &owner))
-			continue;
+		const struct held_ledger *h = &s->held[j]; /* s->held moves as the pass notes */
+		pid_t pid = h->pid;
+		bool forked = h->forked; /* a gone process's pins, whatever runs with its pid now */
+		long long owner = h->owner;
+		snprintf(dom, sizeof(dom), "%s", h->dom);
 		if (!forked && (connected_to(s, pid, dom) ||
 				may_map_pool(s, dom, pid, ledger_starttime(s, dom, pid))))
 			continue; /* it will reconnect, or be reaped when it is gone */
@@ -1352,10 +1442,7 @@ void state_reap_orphans(struct state *s)
 			state_domain_close_if_unused(s, d);
 		}
 	}
-	if (dir)
-		closedir(dir);
 	holders_forget_old(s);
-	held_list(s);
 }
 
 /* ---- clients ---- */
@@ -1470,7 +1557,6 @@ static int ledgers_held_by(const struct state *s, uid_t uid, bool *in)
 	int n = 0;
 	for (int j = 0; j < s->nheld; j++) {
 		const struct held_ledger *h = &s->held[j];
-		char path[512];
 		int slot = -1;
 		for (int i = 0; i < s->lim.domains && slot < 0; i++)
 			if (s->doms[i].sp && !strcmp(s->doms[i].name, h->dom))
@@ -1478,11 +1564,7 @@ static int ledgers_held_by(const struct state *s, uid_t uid, bool *in)
 		if (slot < 0 || (h->forked ? h->owner : pid_euid(h->pid)) != (long long)uid ||
 		    (!h->forked && connected_to(s, h->pid, h->dom)))
 			continue;
-		if (h->forked)
-			state_forked_path(s, path, sizeof(path), h->dom, h->pid, h->owner);
-		else
-			state_ledger_path(s, path, sizeof(path), h->dom, h->pid);
-		if (access(path, F_OK) < 0)
+		if (!held_exists(s, h))
 			continue; /* reaped, or renamed: listed under its new name */
 		n++;
 		if (in)

@@ -106,8 +106,10 @@ struct holder_seen {
  * ledgers_held_by() counts them in a tenant's shares): one kept for a gone
  * process's forked children (its owner from its name), or a process's
  * whose connection closed.  Listed at each orphan pass and whenever the
- * daemon keeps one, so that a connection is counted without a walk of the
- * state directory; each is looked up when counted (gone since: not). */
+ * daemon keeps one, so that a connection is counted, and a domain's last
+ * process leaving it closed (state_domain_close_if_unused), without a
+ * walk of the state directory; each is looked up when counted (gone
+ * since: not). */
 struct held_ledger {
 	char dom[72];
 	pid_t pid;
@@ -137,6 +139,7 @@ struct state {
 	uint64_t pass;		  /* orphan sweeps so far */
 	struct held_ledger *held; /* [0, nheld) of held_cap */
 	int nheld, held_cap;
+	bool held_lost; /* the list may miss one (not made yet, no memory): walk the directory */
 };
 
 /* "samepaged: " + the message, on standard error. */

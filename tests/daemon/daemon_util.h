@@ -187,17 +187,23 @@ static inline void daemon_set(const struct daemon *d, const char *name, const ch
 	REQUIRE(err == 0);
 }
 
+/* Lines of the daemon's log that hold text. */
+static inline int daemon_log_count(const struct daemon *d, const char *text)
+{
+	char line[1024];
+	int n = 0;
+	FILE *f = fopen(d->log, "r");
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, text) != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
 /* Whether the daemon's log holds text. */
 static inline bool daemon_logged(const struct daemon *d, const char *text)
 {
-	char line[1024];
-	bool found = false;
-	FILE *f = fopen(d->log, "r");
-	while (f && !found && fgets(line, sizeof(line), f))
-		found = strstr(line, text) != NULL;
-	if (f)
-		fclose(f);
-	return found;
+	return daemon_log_count(d, text) > 0;
 }
 
 /* Files of the state directory whose name starts with prefix and ends

@@ -310,19 +310,6 @@ static void test_daemon_restart(void)
 	CHECK(domain_files_gone("vm"));
 }
 
-/* Lines of the daemon's log that hold text. */
-static int log_count(const char *text)
-{
-	char line[1024];
-	int n = 0;
-	FILE *f = fopen(D.log, "r");
-	while (f && fgets(line, sizeof(line), f))
-		n += strstr(line, text) != NULL;
-	if (f)
-		fclose(f);
-	return n;
-}
-
 /* Regression: a daemon restarted without its files (its state directory
  * removed, or another --state-dir) made the domain anew for each HELLO of
  * a paused client, reaped the client as "gone" (it runs) and closed the
@@ -346,19 +333,19 @@ static void test_daemon_restart_with_other_files(void)
 	CHECK(daemon_logged(&D, "stopping; domains open: 1, processes connected: 1;"));
 	CHECK(daemon_logged(&D, "freed only when samepaged runs again with this directory"));
 	REQUIRE(rename(D.state, kept) == 0);
-	int before = log_count("domain moved: created");
+	int before = daemon_log_count(&D, "domain moved: created");
 	daemon_start(&D, NULL);
 	/* Its first try comes within a second or two (hang guard: 20 s). */
-	for (int i = 0; i < 2000 && log_count("domain moved: created") == before; i++)
+	for (int i = 0; i < 2000 && daemon_log_count(&D, "domain moved: created") == before; i++)
 		usleep(10000);
-	CHECK_EQ_INT(log_count("domain moved: created"), before + 1);
+	CHECK_EQ_INT(daemon_log_count(&D, "domain moved: created"), before + 1);
 	/* Three more seconds: one more try each second, before the fix.  A
 	 * paused client does not scan, as ksmd with run 0: its full_scans
 	 * stays put (it counted scans that merged nothing, and `ksmctl wait
 	 * --converged` after a restart took them for convergence). */
 	long long scans = ask(&vm, 'f');
 	usleep(3500000);
-	CHECK_EQ_INT(log_count("domain moved: created"), before + 1);
+	CHECK_EQ_INT(daemon_log_count(&D, "domain moved: created"), before + 1);
 	CHECK_EQ_INT(ask(&vm, 'f'), scans);
 	CHECK_EQ_INT(daemon_value(&D, "ksm_merging_pages"), 0); /* not its client */
 	CHECK_EQ_INT(ask(&vm, 'v'), 1);

@@ -19,7 +19,10 @@
  *    and of the domains at most, and root still gets both (as root only);
  *  - a ledger a tenant's gone process leaves for its forked children is
  *    kept only while a process maps it, whatever its fork area says, and
- *    counts in the tenant's shares meanwhile (as root only).
+ *    counts in the tenant's shares meanwhile (as root only);
+ *  - a domain is closed when its last process leaves it, and kept open
+ *    while a ledger of it is kept (for a process that still maps its
+ *    pool, or for a gone process's forked child).
  *
  * Usage: test_limits PATH-TO-SAMEPAGED
  */
@@ -576,6 +579,138 @@ static void test_tenant_unnamed_keeper(void)
 	close(ready[0]), close(ready[1]), close(hold[0]), close(hold[1]);
 }
 
+/* This process joins domain and leaves it (its ledger reaped): whether
+ * samepaged closed the domain then. */
+static bool closed_after_one_leaves(const char *domain)
+{
+	char said[128], mine[96];
+	int fd;
+	snprintf(said, sizeof(said), "domain %s: no process left, closed", domain);
+	snprintf(mine, sizeof(mine), "%s.%d.", domain, (int)getpid());
+	int before = daemon_log_count(&D, said);
+	CHECK_EQ_INT(hello(&fd, domain), 0);
+	close(fd);
+	CHECK_EQ_INT(wait_state_files(mine, ".ledger", 0), 0);
+	daemon_value(&D, "run"); /* answered once it has decided (it does one thing at a time) */
+	snprintf(mine, sizeof(mine), "%s.", domain);
+	return daemon_log_count(&D, said) > before || state_files(&D, mine, ".index") == 0;
+}
+
+/*
+ * RELIABILITY.md 106: a domain is closed when its last process leaves it
+ * and no ledger of it is left.  Whether one is left, samepaged now tells
+ * from the ledgers it lists (the ones held without a connection), not by
+ * a walk of the state directory at every process that leaves.  The same
+ * decisions, in the cases the list must get right:
+ *  - a domain whose last process leaves is closed at once;
+ *  - a process that closed its connection but still maps the pool keeps
+ *    its domain open when another process leaves it (before an orphan
+ *    pass lists its ledger, and after a restart), until it exits;
+ *  - so does a gone process's ledger kept for its forked child, until the
+ *    child exits (root: it reads its pages' frames).
+ */
+static void test_close_decisions(void)
+{
+	restart(NULL);
+	daemon_set(&D, "run", "1");
+	CHECK(closed_after_one_leaves("plain"));
+	CHECK_EQ_INT(wait_state_files("plain.", "", 0), 0);
+	int hold[2], ready[2], st;
+	char k = 0, said[128];
+	REQUIRE(pipe(hold) == 0 && pipe(ready) == 0);
+	pid_t keeper = fork();
+	if (keeper == 0) {
+		int c;
+		close(hold[1]);
+		if (hello_map_pool(&c, "kept"))
+			_exit(1);
+		close(c); /* a pool page still mapped */
+		_exit(read(hold[0], &k, 1) == 1 ? 0 : 1);
+	}
+	snprintf(said, sizeof(said), "domain kept: process %d closed its connection but still maps",
+		 (int)keeper);
+	for (int i = 0; i < 1000 && !daemon_logged(&D, said); i++)
+		usleep(10000);
+	CHECK(daemon_logged(&D, said));
+	bool closed = closed_after_one_leaves("kept");
+	printf("a ledger kept for a process that still maps the pool: its domain %s\n",
+	       closed ? "closed" : "kept open");
+	CHECK(!closed);
+	restart(NULL);
+	CHECK(!closed_after_one_leaves("kept"));
+	REQUIRE(write(hold[1], "e", 1) == 1);
+	REQUIRE(waitpid(keeper, &st, 0) == keeper);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_EQ_INT(wait_state_files_long("kept.", "", 0), 0);
+	if (geteuid() != 0) {
+		printf("not root: the forked child's case skipped\n");
+		close(hold[0]), close(ready[0]), close(ready[1]);
+		return;
+	}
+	/* A gone process's ledger kept for its child (t1.PID.u0.forked). */
+	pid_t t = fork();
+	if (t == 0)
+		tenant_with_pins(KEEPER_CHILD, 0, ready[1], hold[0], -1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".forked", 1), 1);
+	closed = closed_after_one_leaves("t1");
+	printf("a ledger kept for a forked child: its domain %s\n",
+	       closed ? "closed" : "kept open");
+	CHECK(!closed);
+	REQUIRE(write(hold[1], "e", 1) == 1);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	CHECK_EQ_INT(k, 'g');
+	CHECK_EQ_INT(wait_state_files_long("t1.", "", 0), 0);
+	close(hold[0]), close(hold[1]), close(ready[0]), close(ready[1]);
+}
+
+/* A process of pw's that a daemon not root cannot read (not dumpable),
+ * idle until a byte on idle. */
+static pid_t hidden_process(const struct passwd *pw, int idle)
+{
+	pid_t h = fork_as(pw);
+	if (h == 0) {
+		char k;
+		prctl(PR_SET_DUMPABLE, 0);
+		_exit(read(idle, &k, 1) == 1 ? 0 : 1);
+	}
+	return h;
+}
+
+/* A client of pw's whose fork area names no child (tenant_with_pins,
+ * KEEPER_FORGED), beside a hidden process of pw's started 0.1 s before it
+ * (younger: after it), which lives until the client is gone and its
+ * ledger reaped: how many ledgers are kept for the client's children
+ * then (waited for to be none, as a pass may leave them). */
+static int kept_beside_hidden(const struct passwd *pw, bool younger, int ready[2], int go[2])
+{
+	int idle[2], st;
+	char k, mine[32];
+	REQUIRE(pipe(idle) == 0);
+	pid_t hidden = younger ? -1 : hidden_process(pw, idle[0]);
+	usleep(100000); /* a start time of its own: they count in 10 ms ticks */
+	pid_t t = fork_as(pw);
+	if (t == 0)
+		tenant_with_pins(KEEPER_FORGED, 0, ready[1], -1, go[0]);
+	REQUIRE(read(ready[0], &k, 1) == 1);
+	if (younger) {
+		usleep(100000);
+		hidden = hidden_process(pw, idle[0]);
+	}
+	REQUIRE(write(go[1], "x", 1) == 1);
+	REQUIRE(waitpid(t, &st, 0) == t);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	snprintf(mine, sizeof(mine), "t1.%d.", (int)t);
+	CHECK_EQ_INT(wait_state_files_long(mine, ".ledger", 0), 0);
+	int kept = wait_state_files_long(mine, ".forked", 0);
+	REQUIRE(write(idle[1], "e", 1) == 1);
+	REQUIRE(waitpid(hidden, &st, 0) == hidden);
+	close(idle[0]), close(idle[1]);
+	return kept;
+}
+
 /*
  * ffab5c8 (RELIABILITY.md 82), under a samepaged that is not root (here
  * nobody's, serving nobody's processes), which cannot read the maps of
@@ -585,7 +720,7 @@ static void test_tenant_unnamed_keeper(void)
  *    pins are given back at once;
  *  - a process of the owner's it cannot read, started before the client,
  *    no longer keeps a ledger whose area names no child (RELIABILITY.md
- *    105);
+ *    105), nor does one started after it (107);
  *  - a client gone while no samepaged ran (its owner not known), whose
  *    child is not dumpable and unnamed in the area: the ledger is kept
  *    (it was reaped and the pins given away while the child mapped
@@ -631,30 +766,23 @@ static void test_daemon_not_root(void)
 	 * is looked at) and none lives; a process of the owner's that the
 	 * daemon cannot read, started before the client, could not be its
 	 * child.  It kept the ledger (as an ssh-agent would, for good). */
-	int idle[2];
-	REQUIRE(pipe(idle) == 0);
-	pid_t older = fork_as(pw);
-	if (older == 0) {
-		prctl(PR_SET_DUMPABLE, 0);
-		_exit(read(idle[0], &k, 1) == 1 ? 0 : 1);
-	}
-	usleep(100000); /* a start time of its own: they count in 10 ms ticks */
-	if ((t = fork_as(pw)) == 0)
-		tenant_with_pins(KEEPER_FORGED, 0, ready[1], -1, -1);
-	REQUIRE(read(ready[0], &k, 1) == 1);
-	REQUIRE(waitpid(t, &st, 0) == t);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	snprintf(mine, sizeof(mine), "t1.%d.", (int)t);
-	CHECK_EQ_INT(wait_state_files_long(mine, ".ledger", 0), 0);
-	kept = state_files(&D, mine, ".forked");
+	kept = kept_beside_hidden(pw, false, ready, go);
 	printf("a daemon not root, no child, an older hidden process of the owner's: %d kept "
 	       "ledgers\n",
 	       kept);
 	CHECK_EQ_INT(kept, 0);
 	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
-	REQUIRE(write(idle[1], "e", 1) == 1);
-	REQUIRE(waitpid(older, &st, 0) == older);
-	close(idle[0]), close(idle[1]);
+	/* RELIABILITY.md 107: the same, the owner's hidden process started
+	 * after the client (as an agent the user starts later is).  It could
+	 * be its child, and kept the ledger for as long as it ran; the
+	 * daemon now asks the kernel whether any process has the ledger
+	 * open (maps it), and none has. */
+	kept = kept_beside_hidden(pw, true, ready, go);
+	printf("a daemon not root, no child, a younger hidden process of the owner's: %d kept "
+	       "ledgers\n",
+	       kept);
+	CHECK_EQ_INT(kept, 0);
+	CHECK_EQ_INT(wait_state_files_long("t1.", ".index", 0), 0);
 	/* Gone while the daemon was stopped; its child hidden and unnamed. */
 	if ((t = fork_as(pw)) == 0)
 		tenant_with_pins(KEEPER_HIDDEN, 0, ready[1], hold[0], go[0]);
@@ -696,6 +824,7 @@ int main(int argc, char **argv)
 	test_tenant_share();
 	test_tenant_kept_ledgers();
 	test_tenant_unnamed_keeper();
+	test_close_decisions();
 	test_daemon_not_root(); /* last: the daemon is nobody's from then on */
 
 	CHECK_EQ_INT(daemon_stop(&D, SIGTERM), 0);
