@@ -485,7 +485,13 @@ t_pressure() {
 
 # ---- signals ----
 # daemon ARGS...: starts `tune ARGS` in the background on the tree, output in $tmp/d.out.
+# A background command's ">FILE" truncates FILE in the child, which may
+# run after the caller's next grep: FILE is emptied here first, or a wait
+# for its first line sees the last daemon's (cli.tune.signals failed so
+# under load: "d.out lacks: tune pressure stopped", the idle part's log).
 daemon() {
+	: >"$tmp/d.out"
+	: >"$tmp/d.err"
 	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" --boot-root "$tree/boot" \
 		tune "$@" >"$tmp/d.out" 2>"$tmp/d.err" &
 	dpid=$!
@@ -842,6 +848,7 @@ t_doctor() {
 	# A daemon started with a relative --sysfs-root in another directory
 	# drives the same tree: its root is below its working directory, not
 	# below the caller's (it was not found).
+	: >"$tmp/d.out" # emptied now, not when the child starts (daemon())
 	(cd "$tree" && exec "$ksmctl" --sysfs-root sys --proc-root proc tune --interval 3600) \
 		>"$tmp/d.out" 2>"$tmp/d.err" &
 	dpid=$!
@@ -903,6 +910,7 @@ t_user() {
 	[ "$(value run)" = 1 ] && [ "$(value sleep_millisecs)" = 100 ] &&
 		[ "$(value pages_to_scan)" = "$(pages_for 50 100 2e-6)" ] ||
 		fail "samepaged's knobs: run $(value run) sleep $(value sleep_millisecs) pages $(value pages_to_scan)"
+	: >"$tmp/client.out" # emptied now, not when the child starts (daemon())
 	SAMEPAGE_SOCKET=$sock "$spclient" vm 16 >"$tmp/client.out" 2>&1 &
 	pids+=($!)
 	local client=$!
