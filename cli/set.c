@@ -69,9 +69,6 @@ const char usage_unmerge[] =
 
 /* ---- checking values ---- */
 
-/* The longest value ksmconf_read() takes (apply, samepaged --config). */
-#define KSMCONF_VALUE_MAX (sizeof(((struct ksmconf_entry *)0)->value) - 1)
-
 static void canonical(const struct samepage_knob *k, unsigned long long v, char *buf, size_t len)
 {
 	if (k->format == SAMEPAGE_FMT_MODE)
@@ -82,35 +79,18 @@ static void canonical(const struct samepage_knob *k, unsigned long long v, char 
 
 int plan_add(struct plan *p, const char *name, const char *value, const char *origin)
 {
-	const struct samepage_knob *k = samepage_knob_find(name);
-	char input[512], range[96], fix[320];
+	const struct samepage_knob *k;
+	struct ksmconf_error e;
+	char input[512], fix[sizeof(e.fix)];
 	unsigned long long v;
-	int err;
 
 	snprintf(input, sizeof(input), "%s=%s (%s)", name, value, origin);
-	err = samepage_knob_parse(name, value, &v);
-	if (err == -ENOENT) {
-		snprintf(fix, sizeof(fix), "use a name of %s; `%s status` lists them",
-			 opt.user ? "samepaged's knobs" : "/sys/kernel/mm/ksm", opt.self);
-		return ksmctl_fail(KSMCTL_USAGE, input, fix, "unknown knob \"%s\"", name);
-	}
-	if (err == -EACCES)
-		return ksmctl_fail(KSMCTL_USAGE, input, "only tunables can be written",
-				   "\"%s\" is a counter, not a knob", name);
-	if (err) {
-		snprintf(fix, sizeof(fix), "give %s", ksmconf_range(k, range, sizeof(range)));
-		return ksmctl_fail(KSMCTL_USAGE, input, fix, "bad value for %s", name);
-	}
-	/* The kernel's kstrtouint() takes any number of leading zeros; a
-	 * config file's value has room for KSMCONF_VALUE_MAX characters
-	 * (ksmconf.h), and set and apply take the same values. */
-	if (strlen(value) > KSMCONF_VALUE_MAX) {
-		snprintf(fix, sizeof(fix),
-			 "give %s in at most %zu characters (without leading zeros)",
-			 ksmconf_range(k, range, sizeof(range)), KSMCONF_VALUE_MAX);
-		return ksmctl_fail(KSMCTL_USAGE, input, fix,
-				   "bad value for %s: %zu characters long", name, strlen(value));
-	}
+	/* The rules of a config file and of samepaged's SET (ksmconf.h), so
+	 * that set and apply take the same values, with the same messages. */
+	snprintf(fix, sizeof(fix), "use a name of %s; `%s status` lists them",
+		 opt.user ? "samepaged's knobs" : "/sys/kernel/mm/ksm", opt.self);
+	if (ksmconf_check_value(name, value, &k, &v, fix, &e))
+		return ksmctl_fail(KSMCTL_USAGE, input, e.fix, "%s", e.cause);
 	for (int i = 0; i < p->n; i++)
 		if (p->c[i].k == k)
 			return ksmctl_fail(KSMCTL_USAGE, input, "give each knob once",

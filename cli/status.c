@@ -443,10 +443,59 @@ static void prom_metric_text(const char *metric, const char *type, const char *h
 	printf(" %s\n", number);
 }
 
+/*
+ * Knobs whose file is not in a Prometheus base unit (seconds; a fraction
+ * 0-1 as a ratio), or whose name does not say its unit: exported in the
+ * base unit under a name ending in it, so that a query can set them
+ * against the series in that unit (samepage_ksm_full_scan_seconds,
+ * rate(samepage_ksm_ksmd_cpu_seconds_total)); sleep_millisecs as
+ * node_exporter's collector does.  The name used before, in the file's
+ * unit, is written too until PROM_OLD_NAMES_UNTIL, its HELP saying it is
+ * deprecated and what replaces it, so that a dashboard or an alert on it
+ * keeps working for a release while it is moved.
+ */
+#define PROM_OLD_NAMES_UNTIL "samepage 0.2"
+static const struct prom_unit {
+	const char *file, *metric, *old; /* old: the deprecated name, or NULL */
+	double divisor;			 /* the file's value / divisor: the base unit's */
+	const char *unit;		 /* for the HELP: "in seconds" */
+} prom_units[] = {
+    {"sleep_millisecs", "node_ksmd_sleep_seconds", NULL, 1000, "in seconds"},
+    {"stable_node_chains_prune_millisecs", "samepage_ksm_stable_node_chains_prune_seconds",
+     "samepage_ksm_stable_node_chains_prune_millisecs", 1000, "in seconds"},
+    {"advisor_target_scan_time", "samepage_ksm_advisor_target_scan_time_seconds",
+     "samepage_ksm_advisor_target_scan_time", 1, "in seconds"},
+    {"advisor_max_cpu", "samepage_ksm_advisor_max_cpu_ratio", "samepage_ksm_advisor_max_cpu", 100,
+     "as a fraction of one CPU: 0.7 is 70%"},
+};
+
+static const struct prom_unit *prom_unit_of(const char *file)
+{
+	for (size_t i = 0; i < sizeof(prom_units) / sizeof(prom_units[0]); i++)
+		if (strcmp(file, prom_units[i].file) == 0)
+			return &prom_units[i];
+	return NULL;
+}
+
+/* One of prom_units: its series in the base unit, then the old one. */
+static void prom_unit_value(const struct prom_unit *pu, const char *help, const char *num, double v)
+{
+	char named[160], text[512];
+
+	snprintf(text, sizeof(text), "%.*s (here %s).", (int)strlen(help) - 1, help, pu->unit);
+	prom_metric(pu->metric, "gauge", text, v / pu->divisor);
+	if (!pu->old)
+		return;
+	snprintf(text, sizeof(text), "DEPRECATED, removed after %s: use %s (%s). %s",
+		 PROM_OLD_NAMES_UNTIL, prom_name(pu->metric, named, sizeof(named)), pu->unit, help);
+	prom_metric_text(pu->old, "gauge", text, num);
+}
+
 static void prom_value(const char *name, const struct samepage_knob *k, const char *value,
 		       void *arg)
 {
 	char metric[128], help[256], num[32];
+	const struct prom_unit *pu;
 	unsigned long long u;
 	long long v;
 	bool node = false, big = false;
@@ -501,8 +550,8 @@ static void prom_value(const char *name, const struct samepage_knob *k, const ch
 		   strcmp(name, "pool_pages_refused") == 0) {
 		snprintf(metric, sizeof(metric), "samepage_ksm_%s_total", name);
 		prom_metric_text(metric, "counter", help, num);
-	} else if (strcmp(name, "sleep_millisecs") == 0)
-		prom_metric("node_ksmd_sleep_seconds", "gauge", help, (double)v / 1000);
+	} else if ((pu = prom_unit_of(name)))
+		prom_unit_value(pu, help, num, big ? (double)u : (double)v);
 	else if (strcmp(name, "general_profit") == 0)
 		prom_metric_text("samepage_ksm_general_profit_bytes", "gauge", help, num);
 	else if (node) {

@@ -19,6 +19,27 @@
  * holds in practice: NAME=VALUE lines (optionally "export NAME=VALUE",
  * the value optionally quoted), blank lines and '#' comments.  Anything
  * else is refused with its file:line, so a typo is not silently ignored.
+ *
+ * A number is read as ksmtuned's bash reads it (Debian's ksmtuned
+ * 4.20150326 and Fedora's script are the same there), which depends on
+ * where the script uses the variable:
+ *   KSM_MONITOR_INTERVAL   `sleep $KSM_MONITOR_INTERVAL` (coreutils):
+ *                          decimal, leading zeros too;
+ *   KSM_SLEEP_MSEC, KSM_THRES_COEF, KSM_NPAGES_BOOST, KSM_NPAGES_DECAY
+ *                          only in $[ ] arithmetic: a leading 0 makes the
+ *                          number octal (0300 is 192), 0x hex; 08 and 09
+ *                          are errors there ("value too great for base"),
+ *                          after which ksmtuned runs on with the variable
+ *                          it was computing empty (a sleep or a thres of
+ *                          nothing, npages written as ""): refused here;
+ *   KSM_NPAGES_MIN, KSM_NPAGES_MAX, KSM_THRES_CONST
+ *                          compared by `[ -lt ]`/`[ -gt ]` (decimal), then
+ *                          copied into npages or thres, which the next $[ ]
+ *                          reads as octal: with a leading 0 ksmtuned uses
+ *                          two numbers (KSM_NPAGES_MAX=01250 clamps npages
+ *                          to 1250, whose next step starts from 680).  Here
+ *                          the decimal one, throughout, with a warning; hex
+ *                          is refused, as `[` refuses it.
  */
 #include "tune.h"
 
@@ -34,24 +55,40 @@
 
 #define U32_MAX 4294967295LL
 
+/* Where ksmtuned's script uses a variable, which decides how bash reads
+ * its number (the header above). */
+enum reading {
+	AS_SLEEP, /* `sleep $V`: decimal */
+	AS_ARITH, /* $[ ] only: a leading 0 octal, 0x hex */
+	AS_TEST,  /* [ -lt ] (decimal), then $[ ] (octal): decimal, warned */
+	AS_TEXT,  /* not a number: LOGFILE, DEBUG */
+};
+
 static const struct var {
 	const char *name;
 	size_t off; /* in struct ksmtuned_conf; SIZE_MAX: accepted, unused */
 	long long min, max, def;
 	const char *unit;
+	enum reading how;
 } vars[] = {
-    {"KSM_MONITOR_INTERVAL", offsetof(struct ksmtuned_conf, interval), 1, 86400, 60, "seconds"},
+    {"KSM_MONITOR_INTERVAL", offsetof(struct ksmtuned_conf, interval), 1, 86400, 60, "seconds",
+     AS_SLEEP},
     {"KSM_SLEEP_MSEC", offsetof(struct ksmtuned_conf, sleep_msec), 0, U32_MAX, 10,
-     "milliseconds for a 16 GiB host"},
-    {"KSM_NPAGES_BOOST", offsetof(struct ksmtuned_conf, boost), -U32_MAX, U32_MAX, 300, "pages"},
-    {"KSM_NPAGES_DECAY", offsetof(struct ksmtuned_conf, decay), -U32_MAX, U32_MAX, -50, "pages"},
-    {"KSM_NPAGES_MIN", offsetof(struct ksmtuned_conf, npages_min), 0, U32_MAX, 64, "pages"},
-    {"KSM_NPAGES_MAX", offsetof(struct ksmtuned_conf, npages_max), 0, U32_MAX, 1250, "pages"},
+     "milliseconds for a 16 GiB host", AS_ARITH},
+    {"KSM_NPAGES_BOOST", offsetof(struct ksmtuned_conf, boost), -U32_MAX, U32_MAX, 300, "pages",
+     AS_ARITH},
+    {"KSM_NPAGES_DECAY", offsetof(struct ksmtuned_conf, decay), -U32_MAX, U32_MAX, -50, "pages",
+     AS_ARITH},
+    {"KSM_NPAGES_MIN", offsetof(struct ksmtuned_conf, npages_min), 0, U32_MAX, 64, "pages",
+     AS_TEST},
+    {"KSM_NPAGES_MAX", offsetof(struct ksmtuned_conf, npages_max), 0, U32_MAX, 1250, "pages",
+     AS_TEST},
     {"KSM_THRES_COEF", offsetof(struct ksmtuned_conf, thres_coef), 0, 100, 20,
-     "percent of MemTotal"},
-    {"KSM_THRES_CONST", offsetof(struct ksmtuned_conf, thres_const), 0, 1LL << 40, 2048, "kB"},
-    {"LOGFILE", SIZE_MAX, 0, 0, 0, NULL},
-    {"DEBUG", SIZE_MAX, 0, 0, 0, NULL},
+     "percent of MemTotal", AS_ARITH},
+    {"KSM_THRES_CONST", offsetof(struct ksmtuned_conf, thres_const), 0, 1LL << 40, 2048, "kB",
+     AS_TEST},
+    {"LOGFILE", SIZE_MAX, 0, 0, 0, NULL, AS_TEXT},
+    {"DEBUG", SIZE_MAX, 0, 0, 0, NULL, AS_TEXT},
 };
 #define NVARS (sizeof(vars) / sizeof(vars[0]))
 
@@ -88,6 +125,44 @@ static char *unquote(char *v)
 	return *end == '\0' || *end == '#' ? v : NULL;
 }
 
+/* A number as bash reads it (the header): blanks around, a sign, then
+ * digits; in arithmetic (arith) a leading 0 makes them octal and 0x hex,
+ * elsewhere they are decimal.  0 with *out; -EDOM for a digit the base
+ * does not have (bash's "value too great for base": 08 in arithmetic),
+ * -ERANGE past 64 bits, -EINVAL for anything else. */
+static int bash_number(const char *s, bool arith, long long *out)
+{
+	unsigned long long v = 0;
+	unsigned base = 10;
+	bool neg = false;
+	int digits = 0;
+
+	s += strspn(s, " \t");
+	if (*s == '-' || *s == '+')
+		neg = *s++ == '-';
+	if (arith && s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+		base = 16, s += 2;
+	else if (arith && s[0] == '0')
+		base = 8;
+	for (; *s && !strchr(" \t", *s); s++, digits++) {
+		unsigned d = *s >= '0' && *s <= '9'   ? (unsigned)(*s - '0')
+			     : *s >= 'a' && *s <= 'f' ? (unsigned)(*s - 'a' + 10)
+			     : *s >= 'A' && *s <= 'F' ? (unsigned)(*s - 'A' + 10)
+						      : 99;
+		if (d == 99 || (d >= 10 && base != 16))
+			return -EINVAL;
+		if (d >= base)
+			return -EDOM;
+		if (v > (ULLONG_MAX - d) / base)
+			return -ERANGE;
+		v = v * base + d;
+	}
+	if (!digits || s[strspn(s, " \t")] || v > (unsigned long long)LLONG_MAX)
+		return -EINVAL;
+	*out = neg ? -(long long)v : (long long)v;
+	return 0;
+}
+
 /* Fills err for a refused line: cause and fix; the caller adds input. */
 #define REFUSE(...)                                                                                \
 	do {                                                                                       \
@@ -95,7 +170,7 @@ static char *unquote(char *v)
 		goto refused;                                                                      \
 	} while (0)
 
-static int check_line(char *text, struct ksmtuned_conf *c, int *seen, int lineno,
+static int check_line(const char *path, char *text, struct ksmtuned_conf *c, int *seen, int lineno,
 		      struct ksmconf_error *err)
 {
 	char *eq, *name, *value;
@@ -136,13 +211,46 @@ static int check_line(char *text, struct ksmtuned_conf *c, int *seen, int lineno
 			 "give one word, or quote it: %s=\"...\"; comments start with #", v->name);
 		REFUSE("syntax error: more than one word after \"=\"");
 	}
-	if (v->off == SIZE_MAX)
+	if (v->how == AS_TEXT)
 		return 0;
-	if (parse_ll(value, &n) || n < v->min || n > v->max || strchr(value, '\n')) {
-		snprintf(err->fix, sizeof(err->fix), "give a whole number from %lld to %lld (%s)",
-			 v->min, v->max, v->unit);
+	/* A leading 0 (not 0 alone): octal where ksmtuned's arithmetic
+	 * reads the value, at once (AS_ARITH) or once npages or thres has
+	 * taken it (AS_TEST). */
+	const char *sign = value + strspn(value, " \t"),
+		   *digits = sign + (*sign == '-' || *sign == '+');
+	bool octal = v->how != AS_SLEEP && digits[0] == '0' && digits[1] >= '0' && digits[1] <= '9';
+	long long as_octal = 0;
+	int r = bash_number(value, v->how == AS_ARITH, &n);
+	if (octal && bash_number(value, true, &as_octal) == -EDOM) {
+		snprintf(
+		    err->fix, sizeof(err->fix),
+		    "write %s=%s%.*s: without its leading 0 (ksmtuned's bash fails on it: \"value "
+		    "too great for base\")",
+		    v->name, *sign == '-' ? "-" : "",
+		    (int)strcspn(digits + strspn(digits, "0"), " \t"),
+		    digits + strspn(digits, "0"));
+		REFUSE("bad value for %s: %.*s is octal in ksmtuned's arithmetic%s (a leading 0), "
+		       "where 8 and 9 are not digits",
+		       v->name, (int)strcspn(digits, " \t"), digits,
+		       v->how == AS_TEST ? " once npages or thres takes it" : "");
+	}
+	if (r || n < v->min || n > v->max || strchr(value, '\n')) {
+		snprintf(err->fix, sizeof(err->fix), "give a whole number from %lld to %lld (%s)%s",
+			 v->min, v->max, v->unit,
+			 v->how == AS_TEST && digits[0] == '0' &&
+				 (digits[1] == 'x' || digits[1] == 'X')
+			     ? " in decimal (ksmtuned compares it with [ -lt ], which reads no hex)"
+			     : "");
 		REFUSE("bad value for %s", v->name);
 	}
+	/* ksmtuned compares the decimal number, then does arithmetic on the
+	 * octal one: the decimal one is used here, throughout. */
+	if (v->how == AS_TEST && octal && as_octal != n)
+		ksmctl_warn(
+		    "tune: %.400s:%d: %s=%s is taken as %lld; ksmtuned compares it as %lld, "
+		    "but its arithmetic reads it as octal, %lld, once npages or thres is set "
+		    "to it (fix: write %s=%lld)",
+		    path, lineno, v->name, value, n, n, as_octal, v->name, n);
 	if (seen[v - vars]) {
 		snprintf(err->fix, sizeof(err->fix), "give each variable once");
 		REFUSE("%s is set twice (first on line %d)", v->name, seen[v - vars]);
@@ -185,7 +293,7 @@ int ksmtuned_conf_read(const char *path, struct ksmtuned_conf *c, struct ksmconf
 		if (*text == '\0' || *text == '#')
 			continue;
 		ksmconf_show(text, strlen(text), shown, sizeof(shown));
-		if ((ret = check_line(text, c, seen, lineno, err)))
+		if ((ret = check_line(path, text, c, seen, lineno, err)))
 			snprintf(err->input, sizeof(err->input), "%.400s:%d: %s", path, lineno,
 				 shown);
 	}

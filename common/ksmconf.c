@@ -60,11 +60,51 @@ bool ksmconf_nul_line(const char *path, int lineno, const char *line, size_t len
 	return true;
 }
 
+int ksmconf_check_value(const char *name, const char *value, const struct samepage_knob **knob,
+			unsigned long long *v, const char *unknown_fix, struct ksmconf_error *err)
+{
+	const struct samepage_knob *k = samepage_knob_find(name);
+	char range[96], shown[160];
+	unsigned long long parsed;
+	int r = samepage_knob_parse(name, value, &parsed);
+
+	if (r == -ENOENT) {
+		snprintf(err->cause, sizeof(err->cause), "unknown knob \"%s\"",
+			 ksmconf_show(name, strlen(name), shown, sizeof(shown)));
+		snprintf(err->fix, sizeof(err->fix), "%s",
+			 unknown_fix ? unknown_fix
+				     : "use a knob of /sys/kernel/mm/ksm: `ksmctl apply --sample` "
+				       "lists them");
+	} else if (r == -EACCES) {
+		snprintf(err->cause, sizeof(err->cause), "\"%.64s\" is a counter, not a knob",
+			 name);
+		snprintf(err->fix, sizeof(err->fix), "only tunables can be set: leave it out");
+	} else if (r) {
+		snprintf(err->cause, sizeof(err->cause), "bad value for %s", k->name);
+		snprintf(err->fix, sizeof(err->fix), "give %s",
+			 ksmconf_range(k, range, sizeof(range)));
+	} else if (strlen(value) > KSMCONF_VALUE_MAX) {
+		r = -EINVAL;
+		snprintf(err->cause, sizeof(err->cause), "bad value for %s: %zu characters long",
+			 k->name, strlen(value));
+		snprintf(err->fix, sizeof(err->fix),
+			 "give %s in at most %d characters (without leading zeros)",
+			 ksmconf_range(k, range, sizeof(range)), KSMCONF_VALUE_MAX);
+	}
+	if (r)
+		return r;
+	if (knob)
+		*knob = k;
+	if (v)
+		*v = parsed;
+	return 0;
+}
+
 /* Checks one "name = value" line into s: 0 or -EINVAL with err filled. */
 static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_entry *prev,
 		      int nprev, struct ksmconf_error *err)
 {
-	char *eq = strchr(text, '='), *name, *value, range[96], shown[160];
+	char *eq = strchr(text, '='), *name, *value;
 	int r;
 
 	if (!eq) {
@@ -85,35 +125,9 @@ static int check_line(char *text, struct ksmconf_entry *s, const struct ksmconf_
 			 "with #)");
 		return -EINVAL;
 	}
-	s->knob = samepage_knob_find(name);
-	r = samepage_knob_parse(name, value, &s->v);
-	if (r == -ENOENT) {
-		snprintf(err->cause, sizeof(err->cause), "unknown knob \"%s\"",
-			 ksmconf_show(name, strlen(name), shown, sizeof(shown)));
-		snprintf(err->fix, sizeof(err->fix),
-			 "use a knob of /sys/kernel/mm/ksm: `ksmctl apply --sample` lists them");
+	r = ksmconf_check_value(name, value, &s->knob, &s->v, NULL, err);
+	if (r)
 		return -EINVAL;
-	}
-	if (r == -EACCES) {
-		snprintf(err->cause, sizeof(err->cause), "\"%.64s\" is a counter, not a knob",
-			 name);
-		snprintf(err->fix, sizeof(err->fix), "only tunables can be set: remove the line");
-		return -EINVAL;
-	}
-	if (!r && strlen(value) >= sizeof(s->value)) {
-		snprintf(err->cause, sizeof(err->cause), "bad value for %s: %zu characters long",
-			 s->knob->name, strlen(value));
-		snprintf(err->fix, sizeof(err->fix),
-			 "give %s in at most %zu characters (without leading zeros)",
-			 ksmconf_range(s->knob, range, sizeof(range)), sizeof(s->value) - 1);
-		return -EINVAL;
-	}
-	if (r) {
-		snprintf(err->cause, sizeof(err->cause), "bad value for %s", s->knob->name);
-		snprintf(err->fix, sizeof(err->fix), "give one value: %s",
-			 ksmconf_range(s->knob, range, sizeof(range)));
-		return -EINVAL;
-	}
 	for (int i = 0; i < nprev; i++)
 		if (prev[i].knob == s->knob) {
 			snprintf(err->cause, sizeof(err->cause),

@@ -23,13 +23,18 @@
 
 #define KSMCONF_MAX 64 /* settings per file: the table has fewer tunables */
 
+/* The longest value, as written, that any reader of settings takes: the
+ * kernel's kstrtouint() takes any number of leading zeros, but a setting
+ * is kept as written in an entry's value[] (ksmconf_check_value). */
+#define KSMCONF_VALUE_MAX 63
+
 /* One setting, checked against the knob table. */
 struct ksmconf_entry {
 	const struct samepage_knob *knob;
 	unsigned long long v; /* as parsed */
 	int line;
-	char value[64];	   /* as written: "300", "scan-time", "y" */
-	char origin[1024]; /* "FILE:LINE" */
+	char value[KSMCONF_VALUE_MAX + 1]; /* as written: "300", "scan-time", "y" */
+	char origin[1024];		   /* "FILE:LINE" */
 };
 
 /* A whole file: its settings in file order. */
@@ -43,7 +48,7 @@ struct ksmconf_file {
 struct ksmconf_error {
 	char cause[256];  /* "bad value for pages_to_scan" */
 	char input[1024]; /* "FILE:LINE: pages_to_scan = 300 junk" */
-	char fix[256];	  /* "give one value: a whole number from 0 to 4294967295" */
+	char fix[256];	  /* "give a whole number from 0 to 4294967295" */
 };
 
 /* Reads and checks the whole of path into out ("-": standard input, named
@@ -86,6 +91,22 @@ bool ksmconf_nul_line(const char *path, int lineno, const char *line, size_t len
  * 0, or -EINVAL with *err naming pages_to_scan as "pages_to_scan=VALUE
  * (ORIGIN)".  ksmconf_read applies it to every file. */
 int ksmconf_check_advisor(const struct ksmconf_file *conf, struct ksmconf_error *err);
+
+/* One setting, NAME and VALUE as given, checked by the rules every taker
+ * of settings shares: a config file (ksmconf_read), `ksmctl set`, `apply`
+ * and `--user run --set` (cli/set.c's plan_add), and samepaged's SET
+ * (daemon/protocol.c).  NAME must be a tunable of the knob table, VALUE
+ * what the kernel's store function takes (samepage_knob_parse) in at most
+ * KSMCONF_VALUE_MAX characters.  0 with *knob and *v set (knob and v may
+ * be NULL), or samepage_knob_parse's -errno with err->cause and err->fix
+ * filled (err->input is left to the caller, who knows where the setting
+ * came from): -ENOENT no such knob (its fix is unknown_fix, or for NULL
+ * "use a knob of /sys/kernel/mm/ksm..."), -EACCES a counter, -EINVAL a
+ * value refused, or one too long ("N characters long").
+ * A value is refused before its length, so that a bad long value is
+ * called bad. */
+int ksmconf_check_value(const char *name, const char *value, const struct samepage_knob **knob,
+			unsigned long long *v, const char *unknown_fix, struct ksmconf_error *err);
 
 /* The values a knob accepts, for fixes: "a whole number from 0 to 2". */
 const char *ksmconf_range(const struct samepage_knob *k, char *buf, size_t len);

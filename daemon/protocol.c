@@ -10,6 +10,8 @@
 #include "protocol.h"
 #include "pool.h"
 
+#include "ksmconf.h" /* common/: the value rules ksmctl and config files share */
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -43,7 +45,7 @@ void proto_error(struct proto_reply *r, int err, const char *what)
 	r->len = 0;
 	r->nfds = 0;
 	r->close_fd = -1;
-	reply_add(r, "ERR %d %.200s: %s", -err, what, samepage_strerror(err));
+	reply_add(r, "ERR %d %.500s: %s", -err, what, samepage_strerror(err));
 }
 
 void proto_reply_done(struct proto_reply *r)
@@ -196,20 +198,22 @@ static void answer_get(struct state *s, struct client *c, const char *name, stru
 		return proto_error(r, -ENOENT, name);
 }
 
-/* SET <name> <value>: a daemon-wide knob, with the kernel's rules. */
+/* SET <name> <value>: a daemon-wide knob, with the kernel's rules and the
+ * value rules of `ksmctl set` and a config file (ksmconf_check_value, in
+ * common/: one parser), so that a client that is not ksmctl can set no
+ * value they refuse, and is told why as they tell it. */
 static void answer_set(struct state *s, struct client *c, const char *args, struct proto_reply *r)
 {
-	char name[128], value[256];
+	char name[128], what[600];
 	unsigned long long v;
-	size_t n = strcspn(args, " "), vlen = strlen(args + n + (args[n] == ' '));
-	const char *val = args + n + (args[n] == ' ');
-	if (!n || !args[n] || !vlen || strchr(val, ' ') || n >= sizeof(name) ||
-	    vlen >= sizeof(value))
+	struct ksmconf_error e;
+	size_t n = strcspn(args, " ");
+	const char *value = args + n + (args[n] == ' ');
+	if (!n || !args[n] || !*value || strchr(value, ' ') || n >= sizeof(name))
 		return proto_error(r, -EINVAL, "SET needs a name and a value, one space apart");
 	/* The knobs are every domain's: as the kernel's are root's, these
 	 * are the daemon's user's and root's, not a tenant's. */
 	if (state_user_is_tenant(s, c->uid)) {
-		char what[200];
 		snprintf(what, sizeof(what),
 			 "uid %d may not change samepaged's knobs (a tenant: --allow-user with "
 			 "domains); samepaged's user or root may",
@@ -220,10 +224,12 @@ static void answer_set(struct state *s, struct client *c, const char *args, stru
 		return proto_error(r, -EACCES, what);
 	}
 	snprintf(name, sizeof(name), "%.*s", (int)n, args);
-	snprintf(value, sizeof(value), "%s", val);
-	int err = samepage_knob_parse(name, value, &v);
-	if (!err)
-		err = state_knob_store(s, knob_index(name), v);
+	int err = ksmconf_check_value(name, value, NULL, &v, "use a name GET lists", &e);
+	if (err) {
+		snprintf(what, sizeof(what), "%s; fix: %s", e.cause, e.fix);
+		return proto_error(r, err, what);
+	}
+	err = state_knob_store(s, knob_index(name), v);
 	if (err)
 		return proto_error(r, err, name);
 	logmsg("%s = %s (by process %d)", name, value, (int)c->pid);

@@ -6,7 +6,10 @@ queries name is one `ksmctl status --prometheus` writes for a 6.18 tree,
 with the labels the queries select on (vm, unit, comm).  It works on a
 host whose node_exporter runs its own ksmd collector too: every series is
 then written by `--no-node-ksmd` or by that collector (its nine files, by
-its names: general_profit is none of them).
+its names: general_profit is none of them).  No query names a series
+ksmctl marks deprecated (its HELP starts with DEPRECATED: a name in a unit
+other than the base unit, written for one release beside its
+replacement).
 
 usage: dashboard.py KSMCTL SRCDIR(tests/cli) DASHBOARD
 """
@@ -26,19 +29,22 @@ def series(ksmctl, tree, *extra):
     prom = subprocess.run([ksmctl, "--sysfs-root", f"{tree}/sys", "--proc-root", f"{tree}/proc",
                            "status", "--prometheus", *extra], capture_output=True, text=True,
                           check=True)
-    names, labels = set(), set()
+    names, labels, deprecated = set(), set(), set()
     for line in prom.stdout.splitlines():
+        if line.startswith("# HELP ") and line.split(" ", 3)[3:4] and \
+                line.split(" ", 3)[3].startswith("DEPRECATED"):
+            deprecated.add(line.split(" ")[2])
         m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? ", line)
         if m and not line.startswith("#"):
             names.add(m.group(1))
             labels |= set(re.findall(r'([a-z_]+)="', m.group(3) or ""))
-    return names, labels
+    return names, labels, deprecated
 
 
 def main(ksmctl, src, path):
     dash = json.load(open(path, encoding="utf-8"))
     tree = f"{src}/trees/linux-6.18"
-    names, labels = series(ksmctl, tree)
+    names, labels, deprecated = series(ksmctl, tree)
     beside = series(ksmctl, tree, "--no-node-ksmd")[0] | NODE_EXPORTER_KSMD
     assert dash.get("title") and dash.get("uid") and dash.get("panels"), "not a dashboard"
     queried = 0
@@ -51,6 +57,9 @@ def main(ksmctl, src, path):
                 queried += 1
                 if name not in names:
                     sys.exit(f"FAIL: panel '{p['title']}' queries {name}, which ksmctl does not write")
+                if name in deprecated:
+                    sys.exit(f"FAIL: panel '{p['title']}' queries {name}, which ksmctl marks "
+                             "deprecated")
                 if name not in beside:
                     sys.exit(f"FAIL: panel '{p['title']}' queries {name}, which neither "
                              "ksmctl --no-node-ksmd nor node_exporter's ksmd collector writes")

@@ -50,6 +50,9 @@ live()
 	local kind=$1 id=${2:-guest-memory}
 	shift $(($# < 2 ? $# : 2))
 	rm -f "$tmp/in" && mkfifo "$tmp/in"
+	# Emptied now: the child's ">" may come after the wait below reads
+	# the last fakevm's "ready".
+	: >"$tmp/ready"
 	if [ $# -gt 0 ]; then
 		"$ksmctl" "$@" run --domain guests -- "$fakevm" "--$kind" 64 <"$tmp/in" >"$tmp/ready" 2>&1 &
 	else

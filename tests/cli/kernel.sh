@@ -97,6 +97,9 @@ fast() {
 # workload MIB [--madvise|--run]: starts dupfill, waits for its "ready PID"
 workload() {
 	local mib=$1 how=$2
+	# Emptied now: the child's ">" may come after the wait below reads
+	# the last dupfill's "ready PID" (and its pid).
+	: >"$tmp/ready"
 	if [ "$how" = --run ]; then
 		"$ksmctl" run -- "$dupfill" "$mib" 300 >"$tmp/ready" &
 	else

@@ -4,7 +4,11 @@
 `name{label="value",...} number`, every metric family has one # TYPE line
 before its samples (and at most one # HELP), names are valid, counters end
 in _total and only counters do, a value whose HELP says it is cumulative is
-a counter, no series repeats, and the file is UTF-8.  Exit 1 with the offending line otherwise.
+a counter, no series repeats, and the file is UTF-8.  Names are in base
+units (Prometheus's naming rules: seconds, bytes, ratios): a name ending in
+another unit (_millisecs, _ms, _percent, _kb...) is refused, unless its
+HELP starts with "DEPRECATED" and names, after "use", its replacement,
+which the file must hold.  Exit 1 with the offending line otherwise.
 """
 import re
 import sys
@@ -13,10 +17,13 @@ NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
 SAMPLE = re.compile(rf"^({NAME})(\{{(?:{LABEL})(?:,{LABEL})*\}})? (\S+)$")
 TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
+NOT_BASE_UNIT = re.compile(
+    r"_(millisecs?|milliseconds?|msecs?|ms|microseconds?|usecs?|us|nanoseconds?|ns|minutes?|"
+    r"hours?|days?|percent|pct|kb|kib|mb|mib|gb|gib|kilobytes?|megabytes?|gigabytes?)(_total)?$")
 
 
 def main(path):
-    types, helps, seen, cumulative = {}, set(), set(), set()
+    types, helps, seen, cumulative, deprecated = {}, set(), set(), set(), {}
     try:
         # node_exporter's textfile collector refuses a file that is not UTF-8.
         lines = open(path, "rb").read().decode("utf-8", errors="strict").splitlines()
@@ -33,6 +40,14 @@ def main(path):
             helps.add(name)
             if re.search(r"\bcumulative\b", line):
                 cumulative.add(name)
+            text = line.split(" ", 3)[3] if line.count(" ") >= 3 else ""
+            if text.startswith("DEPRECATED"):
+                m = re.search(rf"\buse ({NAME})\b", text)
+                if not m:
+                    return f"a DEPRECATED HELP that names no replacement (use NAME): {where}"
+                deprecated[name] = (m.group(1), where)
+            elif NOT_BASE_UNIT.search(name):
+                return f"a name in a unit other than the base unit (seconds, bytes): {where}"
         elif line.startswith("# TYPE "):
             parts = line.split(" ")
             if len(parts) != 4 or parts[3] not in TYPES or not re.fullmatch(NAME, parts[2]):
@@ -62,6 +77,9 @@ def main(path):
             if (name, labels) in seen:
                 return f"repeated series: {where}"
             seen.add((name, labels))
+    for name, (replacement, where) in deprecated.items():
+        if replacement not in types:
+            return f"{name} is deprecated for {replacement}, which is not written: {where}"
     return None
 
 

@@ -187,6 +187,38 @@ t_ksmtuned() {
 	for f in 1000000 1000000 1000000 3000000 3000000; do
 		step $total $f 0 0 3000000 --config "$tmp/k.conf"
 	done
+	# Numbers as ksmtuned's bash reads them (RELIABILITY.md 109): where
+	# the script does $[ ] arithmetic only (KSM_SLEEP_MSEC, the boost and
+	# decay, KSM_THRES_COEF) a leading 0 is octal, 0x hex; the model above
+	# is bash arithmetic too.  Before, 0300 was read as 300.
+	# (KSM_MONITOR_INTERVAL goes to sleep(1), which reads decimal.)
+	printf '%s\n' KSM_SLEEP_MSEC=0100 KSM_NPAGES_BOOST=0300 KSM_NPAGES_DECAY=-050 \
+		KSM_THRES_COEF=030 KSM_MONITOR_INTERVAL=030 >"$tmp/octal.conf"
+	rm -f "$tmp/state"
+	SLEEP_MSEC=0100 BOOST=0300 DECAY=-050 NMIN=64 NMAX=1250 COEF=030 CONST=2048 npages=0
+	total=4194304
+	step $total 100000 0 0 3000000 --config "$tmp/octal.conf" # boost: 192, not 300
+	expect_knobs "KSM_NPAGES_BOOST=0300 (octal)" pages_to_scan=192 sleep_millisecs=256
+	for f in 100000 100000 3000000 3000000; do
+		step $total $f 0 0 3000000 --config "$tmp/octal.conf"
+	done
+	printf '%s\n' KSM_NPAGES_BOOST=0x100 >"$tmp/hex.conf"
+	rm -f "$tmp/state"
+	SLEEP_MSEC=10 BOOST=0x100 DECAY=-50 NMIN=64 NMAX=1250 COEF=20 CONST=2048 npages=0
+	step $total 100000 0 0 3000000 --config "$tmp/hex.conf"
+	expect_knobs "KSM_NPAGES_BOOST=0x100 (hex)" pages_to_scan=256
+	# KSM_NPAGES_MAX (and MIN, KSM_THRES_CONST) is compared by [ -gt ]:
+	# decimal, but once npages takes it, $[ ] reads it as octal (01250 is
+	# 680): ksmtuned then steps 1250, 980, 1250...  ksmctl takes 1250
+	# throughout, and says so.
+	printf '%s\n' KSM_NPAGES_MAX=01250 >"$tmp/max.conf"
+	rm -f "$tmp/state"
+	SLEEP_MSEC=10 BOOST=300 DECAY=-50 NMIN=64 NMAX=1250 COEF=20 CONST=2048 npages=0
+	for _ in 1 2 3 4 5 6; do
+		step $total 100000 0 0 3000000 --config "$tmp/max.conf"
+	done
+	expect_knobs "KSM_NPAGES_MAX=01250" pages_to_scan=1250
+	says "$tmp/err" "ksmctl: warning: tune: $tmp/max.conf:1: KSM_NPAGES_MAX=01250 is taken as 1250; ksmtuned compares it as 1250, but its arithmetic reads it as octal, 680"
 	# A host of 64 GiB: the sleep formula gives 2, which the script raises to 10.
 	rm -f "$tmp/state"
 	SLEEP_MSEC=10 BOOST=300 DECAY=-50 NMIN=64 NMAX=1250 COEF=20 CONST=2048 npages=0
@@ -453,7 +485,13 @@ t_pressure() {
 
 # ---- signals ----
 # daemon ARGS...: starts `tune ARGS` in the background on the tree, output in $tmp/d.out.
+# A background command's ">FILE" truncates FILE in the child, which may
+# run after the caller's next grep: FILE is emptied here first, or a wait
+# for its first line sees the last daemon's (cli.tune.signals failed so
+# under load: "d.out lacks: tune pressure stopped", the idle part's log).
 daemon() {
+	: >"$tmp/d.out"
+	: >"$tmp/d.err"
 	"$ksmctl" --sysfs-root "$tree/sys" --proc-root "$tree/proc" --boot-root "$tree/boot" \
 		tune "$@" >"$tmp/d.out" 2>"$tmp/d.err" &
 	dpid=$!
@@ -664,6 +702,17 @@ t_config() {
 	bad "KSM_SLEEP_MSEC = 10" 'syntax error: a space before "="' 'no space around "="'
 	bad "KSM_SLEEP_MSEC=10 20" 'syntax error: more than one word after "="' 'give one word, or quote it'
 	bad "KSM_SLEEP_MSEC=\$HOME" "bad value for KSM_SLEEP_MSEC" "give a whole number"
+	# Where ksmtuned's bash fails ("value too great for base": 8 and 9 in
+	# an octal number), and a hex number [ -lt ] refuses (RELIABILITY.md
+	# 109; before, 08 was taken as 8).
+	bad "KSM_NPAGES_BOOST=08" "bad value for KSM_NPAGES_BOOST: 08 is octal in ksmtuned's arithmetic (a leading 0), where 8 and 9 are not digits" \
+		"write KSM_NPAGES_BOOST=8: without its leading 0"
+	bad "KSM_NPAGES_DECAY='-009'" "bad value for KSM_NPAGES_DECAY: 009 is octal" "write KSM_NPAGES_DECAY=-9: without"
+	bad "KSM_SLEEP_MSEC=090" "bad value for KSM_SLEEP_MSEC: 090 is octal" "write KSM_SLEEP_MSEC=90: without"
+	bad "KSM_THRES_COEF=018" "bad value for KSM_THRES_COEF: 018 is octal" "write KSM_THRES_COEF=18: without"
+	bad "KSM_NPAGES_MAX=01290" "bad value for KSM_NPAGES_MAX: 01290 is octal in ksmtuned's arithmetic once npages or thres takes it" \
+		"write KSM_NPAGES_MAX=1290: without"
+	bad "KSM_THRES_CONST=0x800" "bad value for KSM_THRES_CONST" "give a whole number from 0 to 1099511627776 (kB) in decimal (ksmtuned compares it with [ -lt ], which reads no hex)"
 	# A NUL byte ended the line unseen (KSM_NPAGES_MAX=1250 was taken);
 	# a control byte is shown as \xHH, not sent to the terminal.
 	bad 'KSM_NPAGES_MAX=1250\0junk' "the line contains a NUL byte" "remove it" \
@@ -799,6 +848,7 @@ t_doctor() {
 	# A daemon started with a relative --sysfs-root in another directory
 	# drives the same tree: its root is below its working directory, not
 	# below the caller's (it was not found).
+	: >"$tmp/d.out" # emptied now, not when the child starts (daemon())
 	(cd "$tree" && exec "$ksmctl" --sysfs-root sys --proc-root proc tune --interval 3600) \
 		>"$tmp/d.out" 2>"$tmp/d.err" &
 	dpid=$!
@@ -860,6 +910,7 @@ t_user() {
 	[ "$(value run)" = 1 ] && [ "$(value sleep_millisecs)" = 100 ] &&
 		[ "$(value pages_to_scan)" = "$(pages_for 50 100 2e-6)" ] ||
 		fail "samepaged's knobs: run $(value run) sleep $(value sleep_millisecs) pages $(value pages_to_scan)"
+	: >"$tmp/client.out" # emptied now, not when the child starts (daemon())
 	SAMEPAGE_SOCKET=$sock "$spclient" vm 16 >"$tmp/client.out" 2>&1 &
 	pids+=($!)
 	local client=$!

@@ -244,6 +244,7 @@ advice()
 	# 4 patterns in 4096 pages: 1024 copies each, more than max_page_sharing
 	# (256), so doctor reports the cap and how to raise it.
 	expect 0 --user --socket "$sock" set pages_to_scan=10000 sleep_millisecs=0 run=1
+	: >"$tmp/client.out" # now: the child's ">" may come after the wait reads the last one's
 	SAMEPAGE_SOCKET=$sock "$spclient" vm 16 >"$tmp/client.out" 2>&1 &
 	client_pid=$!
 	for _ in $(seq 100); do grep -q ready "$tmp/client.out" && break; sleep 0.1; done
@@ -297,6 +298,7 @@ e2e()
 	# calls the library itself (see the report on lib/scan.c's ksmd()).
 	expect 0 --user --socket "$sock" set pages_to_scan=10000 sleep_millisecs=0 run=1
 	says "$tmp/out" "run: 0 -> 1"
+	: >"$tmp/client.out" # now: the child's ">" may come after the wait reads the last one's
 	SAMEPAGE_SOCKET=$sock "$spclient" vm 16 >"$tmp/client.out" 2>&1 &
 	client_pid=$!
 	for _ in $(seq 100); do grep -q ready "$tmp/client.out" && break; sleep 0.1; done

@@ -4,7 +4,9 @@
  *
  *  - requests: a 64 KiB packet (EMSGSIZE, the connection goes on), packets
  *    carrying descriptors (none kept), a NUL byte or a second line in a
- *    request, SET with a word too many (EINVAL, the knob unchanged);
+ *    request, SET with a word too many (EINVAL, the knob unchanged), SET
+ *    with a value longer than ksmctl and a config file take (EINVAL with
+ *    their cause and fix, the knob unchanged: RELIABILITY.md 108);
  *  - a control connection that never reads its answers is closed, and the
  *    daemon serves the others meanwhile;
  *  - a state directory holding junk: files, directories, a FIFO and a
@@ -32,6 +34,7 @@
  */
 #include "../../lib/internal.h"
 #include "daemon_util.h"
+#include "ksmconf.h" /* common/: the value rules SET shares with ksmctl */
 
 #include <stddef.h>
 #include <sched.h>
@@ -104,6 +107,54 @@ static void test_requests(void)
 	CHECK_EQ_INT(reply_errno(reply), EINVAL);
 	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), sleep_ms);
 	CHECK_EQ_INT(daemon_value(&D, "run"), 0);
+	close(fd);
+}
+
+/* SET from a client that is not ksmctl: a value ksmctl set, apply and
+ * samepaged --config refuse (over 63 characters: leading zeros) is refused
+ * with their cause and fix, from the one check (ksmconf_check_value), and
+ * changes nothing; one of 63 characters is taken.  Before 108 a value of
+ * 64 to 255 characters was stored, and one of 256 or more was called "not
+ * two words". */
+static void test_set_value_length(void)
+{
+	char reply[PROTO_MAX], req[400], zeros[300];
+	struct ksmconf_error e;
+	int fd = raw_dial(&D, false);
+	REQUIRE(fd >= 0);
+	long long sleep_ms = daemon_value(&D, "sleep_millisecs");
+	REQUIRE(sleep_ms != 7);
+	static const size_t lengths[] = {64, 65, 256, 299};
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		size_t len = lengths[i];
+		memset(zeros, '0', len - 1);
+		zeros[len - 1] = '7';
+		zeros[len] = 0;
+		snprintf(req, sizeof(req), "SET sleep_millisecs %s", zeros);
+		CHECK(raw_asks(fd, req, reply, sizeof(reply)) > 0);
+		printf("SET sleep_millisecs with %zu characters: %.300s\n", len, reply);
+		CHECK_EQ_INT(reply_errno(reply), EINVAL);
+		/* ksmctl's and a config file's message, named the same way */
+		CHECK_EQ_INT(ksmconf_check_value("sleep_millisecs", zeros, NULL, NULL, NULL, &e),
+			     -EINVAL);
+		CHECK(strstr(reply, e.cause) != NULL);
+		CHECK(strstr(reply, e.fix) != NULL);
+		char said[64];
+		snprintf(said, sizeof(said), "sleep_millisecs: %zu characters long", len);
+		CHECK(strstr(reply, said) != NULL);
+		CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), sleep_ms);
+	}
+	/* The longest value taken is as long as a config file's. */
+	memset(zeros, '0', KSMCONF_VALUE_MAX - 1);
+	zeros[KSMCONF_VALUE_MAX - 1] = '7';
+	zeros[KSMCONF_VALUE_MAX] = 0;
+	snprintf(req, sizeof(req), "SET sleep_millisecs %s", zeros);
+	CHECK(raw_asks(fd, req, reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(reply_errno(reply), 0);
+	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), 7);
+	snprintf(req, sizeof(req), "SET sleep_millisecs %lld", sleep_ms);
+	CHECK(raw_asks(fd, req, reply, sizeof(reply)) > 0);
+	CHECK_EQ_INT(daemon_value(&D, "sleep_millisecs"), sleep_ms);
 	close(fd);
 }
 
@@ -720,6 +771,7 @@ int main(int argc, char **argv)
 	daemon_start(&D, NULL);
 
 	test_requests();
+	test_set_value_length();
 	test_reader_that_never_reads();
 	test_junk_in_state_dir();
 	test_broken_ledgers_after_restart();
