@@ -743,11 +743,11 @@ void window_close(int slot)
  * promise the scanner set), but for the stack it replaced and the one it
  * runs on: a signal handler's change is undone by the kernel as the
  * handler returns (one level of handlers; those slots go at the thread's
- * next call).  A slot whose thread ended with its stack set is freed by a
- * call that finds the table full, or by a scanner once it has been.  When
- * every slot is taken by a live thread, the stack goes into one spill
- * range, the union of the stacks the table could not hold, where no
- * window opens for the process's life (nothing merges there: safe, at a
+ * next call).  A slot whose thread ended is freed where a window meets
+ * it, by a scanner's first look at it, or by a call that finds the table
+ * full.  When every slot is taken by a live thread, the stack goes into
+ * one spill range, the union of the stacks the table could not hold, where
+ * no window opens for the process's life (nothing merges there: safe, at a
  * cost to merging only).
  */
 #define ALTSTACK_SLOTS 256
@@ -755,6 +755,7 @@ void window_close(int slot)
 static struct altstack_slot {
 	_Atomic uint64_t owner; /* tid << 32 | the thread's call number; 0: free */
 	_Atomic uint32_t seq;	/* odd while start and end change */
+	_Atomic uint32_t noted; /* altstack_gen its note made; 0 until then */
 	_Atomic uintptr_t start, end;
 } altstacks[ALTSTACK_SLOTS];
 static _Atomic uintptr_t spill_lo = UINTPTR_MAX, spill_hi;
@@ -789,6 +790,7 @@ static void slot_write(struct altstack_slot *k, uintptr_t s, uintptr_t e)
 static void slot_free(struct altstack_slot *k)
 {
 	slot_write(k, 0, 0);
+	atomic_store(&k->noted, 0); /* before the slot can be taken again */
 	atomic_store(&k->owner, 0);
 }
 
@@ -920,7 +922,9 @@ int guard_sigaltstack(const stack_t *ss, stack_t *old)
 		uintptr_t s = (uintptr_t)want.ss_sp & ~(uintptr_t)(PAGE_SIZE - 1);
 		uintptr_t e = (high + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
 		mine = altstack_note(me, s, e ? e : UINTPTR_MAX);
-		atomic_fetch_add(&altstack_gen, 1);
+		uint32_t gen = atomic_fetch_add(&altstack_gen, 1) + 1;
+		if (mine) /* its range first: see altstack_each() */
+			atomic_store(&mine->noted, gen);
 		windows_wait(s, e ? e : UINTPTR_MAX);
 	}
 	int saved = errno;
@@ -972,6 +976,7 @@ static void altstacks_fork_child(void)
 			atomic_store(&k->owner, me | (uint32_t)o);
 		} else if (o) {
 			atomic_store(&k->seq, 0);
+			atomic_store(&k->noted, 0);
 			atomic_store(&k->start, 0);
 			atomic_store(&k->end, 0);
 			atomic_store(&k->owner, 0);
@@ -979,13 +984,20 @@ static void altstacks_fork_child(void)
 	}
 }
 
-/* The scanner: fn(s, e, arg) for every signal stack noted, if any was
- * since *seen said; the slots of threads that ended are freed instead (a
- * stack they set cannot take a frame any more). */
+/* The scanner: fn(s, e, arg) for every signal stack noted since *seen
+ * said (the caller's last look; 0: never looked); the slot of a thread that
+ * ended is freed instead (its stack cannot take a frame any more).  A slot
+ * looked at before is not looked at again, so a batch after thread starts
+ * costs one tgkill() per new stack, not one per stack noted (ended threads'
+ * slots left over are freed where a window meets them, or when the table
+ * fills).  A slot's range is published before its generation (0 until
+ * then: looked at), and the generation after altstack_gen counts it: a
+ * slot whose noted is at most *seen was in the table, in full, at the last
+ * look. */
 void altstack_each(uint32_t *seen, void (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
 {
-	uint32_t gen = atomic_load(&altstack_gen);
-	if (gen == *seen)
+	uint32_t gen = atomic_load(&altstack_gen), since = *seen;
+	if (gen == since)
 		return;
 	*seen = gen;
 	pid_t pid = prim_getpid();
@@ -995,6 +1007,9 @@ void altstack_each(uint32_t *seen, void (*fn)(uintptr_t s, uintptr_t e, void *ar
 		bool busy;
 		if (!slot_range(k, &s, &e, &busy))
 			continue;
+		uint32_t noted = atomic_load(&k->noted);
+		if (since && noted && (int32_t)(noted - since) <= 0)
+			continue;	/* looked at before */
 		if (!slot_reap(k, pid)) /* an ended thread's: no frame goes there */
 			fn(s, e, arg);
 	}
