@@ -898,6 +898,39 @@ static void windows_wait(uintptr_t s, uintptr_t e)
 }
 
 /*
+ * Whether slot k (its owner o when looked at) stays noted after the call
+ * me (tid << 32 | its number in the thread) set a stack, replacing *was,
+ * with its own stack at sp.  The thread's other slots go: a stack replaced
+ * or disabled takes no frame any more (its pages stay kept out by the
+ * promise the scanner set).
+ */
+static bool slot_still_needed(struct altstack_slot *k, uint64_t o, uint64_t me, uintptr_t sp,
+			      const stack_t *was)
+{
+	uintptr_t s, e;
+	bool busy;
+	/* Another thread's (or one being reaped): not this call's to free. */
+	if (o >> 32 != me >> 32)
+		return true;
+	/* This call's own, or a later call's of the thread (a signal
+	 * handler's, come in meanwhile: its stack may be the one set now). */
+	if ((int32_t)((uint32_t)o - (uint32_t)me) >= 0)
+		return true;
+	/* No range (freed, or being written): nothing to free. */
+	if (!slot_range(k, &s, &e, &busy))
+		return true;
+	/* The stack this call runs on: a signal handler running on a stack
+	 * set with SS_AUTODISARM gets it back from the kernel as it returns. */
+	if (sp >= s && sp < e)
+		return true;
+	/* The stack replaced: a signal handler's change is undone by the
+	 * kernel as the handler returns (rt_sigreturn puts back the stack its
+	 * frame saved); one replaced by SS_DISABLE is no stack. */
+	uintptr_t keep_s = (uintptr_t)was->ss_sp, keep_e = keep_s + was->ss_size;
+	return !(was->ss_flags & SS_DISABLE) && overlaps(s, e, keep_s, keep_e);
+}
+
+/*
  * sigaltstack(2), noted first (see above).  Async-signal-safe: no lock,
  * no allocation; a signal handler's call inside this one (depth 2) lets
  * no slot go, nor does this one after it (the handler's stack may be the
@@ -938,22 +971,19 @@ int guard_sigaltstack(const stack_t *ss, stack_t *old)
 		slot_free(mine);
 	if (!rc && old && prim_self_read(&was, old, sizeof(was)) != (ssize_t)sizeof(was))
 		set = false; /* the stack replaced unknown: nothing let go */
-	/* Not the stack replaced, nor one this call runs on: when the call
-	 * is a signal handler's, the kernel puts back the stack the handler's
-	 * frame saved as it returns (rt_sigreturn), the one replaced here, or
-	 * with SS_AUTODISARM the one the handler runs on (RELIABILITY.md 97). */
-	uintptr_t keep_s = (uintptr_t)was.ss_sp, keep_e = keep_s + was.ss_size,
-		  sp = (uintptr_t)&want;
+	/* The thread's earlier slots go (RELIABILITY.md 97), but for those
+	 * slot_still_needed() keeps, only:
+	 * - after a change made (rc 0) whose stack replaced is known (set);
+	 * - in the thread's outermost call (depth 1): a signal handler's call
+	 *   inside another lets nothing go;
+	 * - if no signal handler's call came in since this one was counted
+	 *   (its stack may be the one set now).
+	 * The slots kept go at the thread's next call. */
 	if (!rc && set && altstack_depth == 1 && altstack_calls == call)
-		for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) { /* earlier ones */
-			uintptr_t s, e;
-			bool busy;
+		for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) {
 			uint64_t o = atomic_load(&altstacks[i].owner);
-			if (o >> 32 != me >> 32 || o == me || (int32_t)((uint32_t)o - call) >= 0 ||
-			    !slot_range(&altstacks[i], &s, &e, &busy) || (sp >= s && sp < e) ||
-			    (!(was.ss_flags & SS_DISABLE) && overlaps(s, e, keep_s, keep_e)))
-				continue;
-			if (atomic_compare_exchange_strong(&altstacks[i].owner, &o,
+			if (!slot_still_needed(&altstacks[i], o, me, (uintptr_t)&want, &was) &&
+			    atomic_compare_exchange_strong(&altstacks[i].owner, &o,
 							   ALTSTACK_FREEING))
 				slot_free(&altstacks[i]);
 		}
