@@ -1754,6 +1754,58 @@ void test_altstack_ended_thread_reused(void)
 	munmap(p, n * PG);
 }
 
+struct altstack_held {
+	char *stack;
+	atomic_int state; /* 1: set (the thread waits); 2: let it end */
+};
+
+/* A thread that sets a signal stack, waits until told, disables it and
+ * ends. */
+static void *altstack_hold(void *arg)
+{
+	struct altstack_held *h = arg;
+	stack_t ss = {.ss_sp = h->stack, .ss_size = 8 * PG}, off = {.ss_flags = SS_DISABLE};
+	REQUIRE(sigaltstack(&ss, NULL) == 0);
+	atomic_store(&h->state, 1);
+	while (atomic_load(&h->state) != 2)
+		usleep(1000);
+	REQUIRE(sigaltstack(&off, NULL) == 0);
+	return NULL;
+}
+
+/* RELIABILITY.md 97 and 111: the note of a thread that ended stays until
+ * something meets it (a scanner looks at a note once: 111).  A thread sets
+ * a stack and the engine's scanner looks at it, alive; then the thread
+ * disables it and ends, and its memory is unmapped and mapped again at
+ * the same place, then registered to that engine: the window that meets
+ * the note frees it, and every page merges. */
+void test_altstack_ended_thread_seen(void)
+{
+	const size_t n = 8;
+	char *p;
+	samepage_t *sp = adv_merged(&p, 16, 'a');
+	struct altstack_held h = {map_pages(n), 0};
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, altstack_hold, &h) == 0);
+	while (atomic_load(&h.state) != 1)
+		usleep(1000);
+	REQUIRE(wait_scans(sp, 2) == 0); /* the scanner has looked at it */
+	atomic_store(&h.state, 2);
+	REQUIRE(pthread_join(t, NULL) == 0);
+	REQUIRE(munmap(h.stack, n * PG) == 0);
+	char *q = mmap(h.stack, n * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	REQUIRE(q == h.stack);
+	memset(q, 'r', n * PG);
+	REQUIRE(samepage_madvise(sp, q, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	for (int k = 0; k < 20 && pages_mapping_pool(q, n) < n; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(q, n), n);
+	samepage_close(sp);
+	munmap(q, n * PG);
+	munmap(p, 16 * PG);
+}
+
 static atomic_long liveness_probes; /* tgkill(pid, tid, 0) calls seen */
 
 /* Answers the seccomp listener arg: counts each call and lets it run. */
