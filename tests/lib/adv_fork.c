@@ -2083,6 +2083,80 @@ void test_altstack_handler_restored(void)
 	munmap(altstack_other, 2 * PG);
 }
 
+/* SIGUSR1's handler inside SIGUSR2's (both on the thread's own stack):
+ * sets a third signal stack, in altstack_other's upper pages. */
+static void altstack_set_in_inner_handler(int sig)
+{
+	(void)sig;
+	stack_t c = {.ss_sp = altstack_other + 2 * PG, .ss_size = 2 * PG};
+	sigaltstack(&c, NULL);
+}
+
+/* SIGUSR2's handler: sets another signal stack, then a signal comes whose
+ * handler sets a third one.  The kernel undoes both as each handler
+ * returns. */
+static void altstack_set_in_outer_handler(int sig)
+{
+	(void)sig;
+	stack_t b = {.ss_sp = altstack_other, .ss_size = 2 * PG};
+	sigaltstack(&b, NULL);
+	raise(SIGUSR1);
+}
+
+/* RELIABILITY.md 112, a handler's handler that sets a stack (the case
+ * 97's review left): the main thread sets its stack in merged pages, a
+ * handler sets another, and a handler of a signal inside that one sets a
+ * third; each return puts back the stack its frame saved, the first one
+ * last.  Then the probe of test_altstack_kept runs on the first.  Before:
+ * the inner handler's call let the first stack's note go (it kept the
+ * one it replaced only, the outer handler's). */
+void test_altstack_nested_handlers_restored(void)
+{
+	const size_t n = 16, half = 8;
+	char *p;
+	samepage_t *sp = adv_merged(&p, n, 'a');
+	REQUIRE(pages_mapping_pool(p, n) == n);
+	altstack_other = map_pages(4);
+	struct sigaction s2 = {.sa_handler = altstack_set_in_outer_handler}, prev2;
+	struct sigaction s1 = {.sa_handler = altstack_set_in_inner_handler}, prev1;
+	REQUIRE(sigaction(SIGUSR2, &s2, &prev2) == 0);
+	REQUIRE(sigaction(SIGUSR1, &s1, &prev1) == 0);
+	stack_t ss = {.ss_sp = p + half * PG, .ss_size = half * PG}, old, cur;
+	REQUIRE(sigaltstack(&ss, &old) == 0);
+	raise(SIGUSR2);
+	REQUIRE(sigaltstack(NULL, &cur) == 0);
+	CHECK(cur.ss_sp == ss.ss_sp); /* the kernel put it back */
+	REQUIRE(sigaction(SIGUSR1, &prev1, NULL) == 0);
+	altstack_probe(sp, p + half * PG, half);
+	REQUIRE(sigaction(SIGUSR2, &prev2, NULL) == 0);
+	REQUIRE(sigaltstack(&old, NULL) == 0);
+	samepage_close(sp);
+	munmap(p, n * PG);
+	munmap(altstack_other, 4 * PG);
+}
+
+/* RELIABILITY.md 112: a thread going back and forth between two signal
+ * stacks, 300 times (more than the table's 256 slots), keeps two slots:
+ * each stack's older note goes when it is noted again, though the stacks
+ * its last calls replaced are kept (for nested handlers).  The stacks lie
+ * on either side of 16 pages that then merge: a spill (the union of the
+ * stacks the table could not hold) would cover them and keep every window
+ * out. */
+void test_altstack_back_and_forth(void)
+{
+	const size_t n = 16;
+	char *q = map_pages(n + 4), *m = q + 2 * PG;
+	stack_t a = {.ss_sp = q, .ss_size = 2 * PG}, old;
+	stack_t b = {.ss_sp = q + (n + 2) * PG, .ss_size = 2 * PG};
+	REQUIRE(sigaltstack(NULL, &old) == 0);
+	for (int i = 0; i < 300; i++)
+		REQUIRE(sigaltstack(i % 2 ? &b : &a, NULL) == 0);
+	REQUIRE(sigaltstack(&old, NULL) == 0);
+	memset(m, 'f', n * PG);
+	samepage_close(adv_merged_all(m, n, 20));
+	munmap(q, (n + 4) * PG);
+}
+
 static _Atomic int altstack_interrupted;
 
 /* SIGUSR2's handler: sets a signal stack in altstack_other's pages (a
