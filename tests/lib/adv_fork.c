@@ -2053,34 +2053,46 @@ static void altstack_set_in_handler(int sig)
 	sigaltstack(&b, NULL);
 }
 
-/* RELIABILITY.md 97, a stack set in a signal handler: the kernel restores
- * the one the handler's frame saved when the handler returns, and the
- * library must keep treating that one as a signal stack.  The main thread
- * sets its stack in merged pages, a handler sets another one (the
- * kernel's sigreturn puts the first one back), then the probe of
- * test_altstack_kept runs on the first.  Before: killed by SIGSEGV under
- * the mprotect and uffd-user windows (the handler's call let the first
- * stack's note go). */
-void test_altstack_handler_restored(void)
+/* The main thread sets its signal stack in merged pages, then SIGUSR2's
+ * handler outer runs (and, if inner, SIGUSR1's inside it), the scanner
+ * stopped: each return puts back the stack its frame saved, the first one
+ * last; then the probe of test_altstack_kept runs on the first. */
+static void altstack_restored_after(void (*outer)(int), void (*inner)(int))
 {
 	const size_t n = 16, half = 8;
 	char *p;
 	samepage_t *sp = adv_merged(&p, n, 'a');
 	REQUIRE(pages_mapping_pool(p, n) == n);
-	altstack_other = map_pages(2);
-	struct sigaction s2 = {.sa_handler = altstack_set_in_handler}, prev2;
+	altstack_other = map_pages(4);
+	struct sigaction s2 = {.sa_handler = outer}, prev2, s1 = {.sa_handler = inner}, prev1;
 	REQUIRE(sigaction(SIGUSR2, &s2, &prev2) == 0);
+	if (inner)
+		REQUIRE(sigaction(SIGUSR1, &s1, &prev1) == 0);
 	stack_t ss = {.ss_sp = p + half * PG, .ss_size = half * PG}, old, cur;
+	wr(sp, "run", "0"); /* no look at the notes until the handlers ran */
 	REQUIRE(sigaltstack(&ss, &old) == 0);
 	raise(SIGUSR2);
 	REQUIRE(sigaltstack(NULL, &cur) == 0);
 	CHECK(cur.ss_sp == ss.ss_sp); /* the kernel put it back */
+	wr(sp, "run", "1");
+	if (inner)
+		REQUIRE(sigaction(SIGUSR1, &prev1, NULL) == 0);
 	altstack_probe(sp, p + half * PG, half);
 	REQUIRE(sigaction(SIGUSR2, &prev2, NULL) == 0);
 	REQUIRE(sigaltstack(&old, NULL) == 0);
 	samepage_close(sp);
 	munmap(p, n * PG);
-	munmap(altstack_other, 2 * PG);
+	munmap(altstack_other, 4 * PG);
+}
+
+/* RELIABILITY.md 97, a stack set in a signal handler: the kernel restores
+ * the one the handler's frame saved when the handler returns, and the
+ * library must keep treating that one as a signal stack.  Before: killed
+ * by SIGSEGV under the mprotect and uffd-user windows (the handler's call
+ * let the first stack's note go). */
+void test_altstack_handler_restored(void)
+{
+	altstack_restored_after(altstack_set_in_handler, NULL);
 }
 
 /* SIGUSR1's handler inside SIGUSR2's (both on the thread's own stack):
@@ -2093,46 +2105,21 @@ static void altstack_set_in_inner_handler(int sig)
 }
 
 /* SIGUSR2's handler: sets another signal stack, then a signal comes whose
- * handler sets a third one.  The kernel undoes both as each handler
- * returns. */
+ * handler sets a third one. */
 static void altstack_set_in_outer_handler(int sig)
 {
-	(void)sig;
-	stack_t b = {.ss_sp = altstack_other, .ss_size = 2 * PG};
-	sigaltstack(&b, NULL);
+	altstack_set_in_handler(sig);
 	raise(SIGUSR1);
 }
 
 /* RELIABILITY.md 112, a handler's handler that sets a stack (the case
- * 97's review left): the main thread sets its stack in merged pages, a
- * handler sets another, and a handler of a signal inside that one sets a
- * third; each return puts back the stack its frame saved, the first one
- * last.  Then the probe of test_altstack_kept runs on the first.  Before:
- * the inner handler's call let the first stack's note go (it kept the
- * one it replaced only, the outer handler's). */
+ * 97's review left): a handler sets another stack, and a handler of a
+ * signal inside that one sets a third.  Before: the inner handler's call
+ * let the first stack's note go (it kept the one it replaced only, the
+ * outer handler's). */
 void test_altstack_nested_handlers_restored(void)
 {
-	const size_t n = 16, half = 8;
-	char *p;
-	samepage_t *sp = adv_merged(&p, n, 'a');
-	REQUIRE(pages_mapping_pool(p, n) == n);
-	altstack_other = map_pages(4);
-	struct sigaction s2 = {.sa_handler = altstack_set_in_outer_handler}, prev2;
-	struct sigaction s1 = {.sa_handler = altstack_set_in_inner_handler}, prev1;
-	REQUIRE(sigaction(SIGUSR2, &s2, &prev2) == 0);
-	REQUIRE(sigaction(SIGUSR1, &s1, &prev1) == 0);
-	stack_t ss = {.ss_sp = p + half * PG, .ss_size = half * PG}, old, cur;
-	REQUIRE(sigaltstack(&ss, &old) == 0);
-	raise(SIGUSR2);
-	REQUIRE(sigaltstack(NULL, &cur) == 0);
-	CHECK(cur.ss_sp == ss.ss_sp); /* the kernel put it back */
-	REQUIRE(sigaction(SIGUSR1, &prev1, NULL) == 0);
-	altstack_probe(sp, p + half * PG, half);
-	REQUIRE(sigaction(SIGUSR2, &prev2, NULL) == 0);
-	REQUIRE(sigaltstack(&old, NULL) == 0);
-	samepage_close(sp);
-	munmap(p, n * PG);
-	munmap(altstack_other, 4 * PG);
+	altstack_restored_after(altstack_set_in_outer_handler, altstack_set_in_inner_handler);
 }
 
 /* RELIABILITY.md 112: a thread going back and forth between two signal
