@@ -740,13 +740,14 @@ void window_close(int slot)
  * A slot is a thread's (its tid) and a call's number in it; the call's
  * successful change lets the thread's earlier slots go (a stack replaced
  * or disabled may merge again: the pages it noted stay kept out, by the
- * promise the scanner set), but for the stack it replaced and the one it
- * runs on: a signal handler's change is undone by the kernel as the
- * handler returns (one level of handlers; those slots go at the thread's
- * next call).  A slot whose thread ended with its stack set is freed by a
- * call that finds the table full, or by a scanner once it has been.  When
- * every slot is taken by a live thread, the stack goes into one spill
- * range, the union of the stacks the table could not hold, where no
+ * promise the scanner set), but for the stacks its last calls replaced
+ * and the one it runs on: a signal handler's change is undone by the
+ * kernel as the handler returns, and nested handlers' in turn (those
+ * slots go at a later call); a stack noted again lets its older slot go.
+ * A slot whose thread ended is freed where a window meets it, by a
+ * scanner's first look at it, or by a call that finds the table full.
+ * When every slot is taken by a live thread, the stack goes into one
+ * spill range, the union of the stacks the table could not hold, where no
  * window opens for the process's life (nothing merges there: safe, at a
  * cost to merging only).
  */
@@ -755,12 +756,42 @@ void window_close(int slot)
 static struct altstack_slot {
 	_Atomic uint64_t owner; /* tid << 32 | the thread's call number; 0: free */
 	_Atomic uint32_t seq;	/* odd while start and end change */
+	_Atomic uint32_t noted; /* altstack_gen its note made; 0 until then */
 	_Atomic uintptr_t start, end;
 } altstacks[ALTSTACK_SLOTS];
 static _Atomic uintptr_t spill_lo = UINTPTR_MAX, spill_hi;
 static _Atomic uint32_t altstack_gen; /* bumped at each stack noted */
 static _Atomic int altstack_top;      /* the slots ever taken are below it */
 static __thread uint32_t altstack_calls, altstack_depth;
+/* The stacks replaced by the thread's last calls that set one: a signal
+ * handler's frame holds the stack the kernel puts back as it returns, and
+ * nested handlers each hold one (RELIABILITY.md 112). */
+#define ALTSTACK_REPLACED 3 /* a handler's handler's handler */
+static __thread struct {
+	uintptr_t s, e;
+} altstack_replaced[ALTSTACK_REPLACED];
+static __thread uint32_t altstack_replaced_n;
+
+/* Notes [s, e) as replaced by the thread's latest call; a signal handler
+ * coming in meanwhile may see the oldest entry half written. */
+static void replaced_add(uintptr_t s, uintptr_t e)
+{
+	uint32_t n = altstack_replaced_n;
+	altstack_replaced[n % ALTSTACK_REPLACED].s = s;
+	altstack_replaced[n % ALTSTACK_REPLACED].e = e;
+	atomic_signal_fence(memory_order_seq_cst);
+	altstack_replaced_n = n + 1;
+}
+
+/* Whether [s, e) meets one of the thread's stacks replaced lately. */
+static bool replaced_lately(uintptr_t s, uintptr_t e)
+{
+	uint32_t n = altstack_replaced_n;
+	for (uint32_t i = 0; i < n && i < ALTSTACK_REPLACED; i++)
+		if (overlaps(s, e, altstack_replaced[i].s, altstack_replaced[i].e))
+			return true;
+	return false;
+}
 
 /* The range of slot k, false if none; *busy if it is being written. */
 static bool slot_range(struct altstack_slot *k, uintptr_t *s, uintptr_t *e, bool *busy)
@@ -789,6 +820,7 @@ static void slot_write(struct altstack_slot *k, uintptr_t s, uintptr_t e)
 static void slot_free(struct altstack_slot *k)
 {
 	slot_write(k, 0, 0);
+	atomic_store(&k->noted, 0); /* before the slot can be taken again */
 	atomic_store(&k->owner, 0);
 }
 
@@ -896,6 +928,43 @@ static void windows_wait(uintptr_t s, uintptr_t e)
 }
 
 /*
+ * Whether slot k (its owner o when looked at) stays noted after the call
+ * me (tid << 32 | its number in the thread) set a stack, with its own
+ * stack at sp, and noted [ns, ne) in slot mine (or nothing: NULL).  The
+ * thread's other slots go: a stack replaced or disabled takes no frame any
+ * more (its pages stay kept out by the promise the scanner set).
+ */
+static bool slot_still_needed(struct altstack_slot *k, uint64_t o, uint64_t me, uintptr_t sp,
+			      struct altstack_slot *mine, uintptr_t ns, uintptr_t ne)
+{
+	uintptr_t s, e;
+	bool busy;
+	/* Another thread's (or one being reaped): not this call's to free. */
+	if (o >> 32 != me >> 32)
+		return true;
+	/* This call's own, or a later call's of the thread (a signal
+	 * handler's, come in meanwhile: its stack may be the one set now). */
+	if ((int32_t)((uint32_t)o - (uint32_t)me) >= 0)
+		return true;
+	/* No range (freed, or being written): nothing to free. */
+	if (!slot_range(k, &s, &e, &busy))
+		return true;
+	/* Within the stack this call noted: noted twice (a thread going back
+	 * and forth between two stacks keeps two slots). */
+	if (mine && k != mine && s >= ns && e <= ne)
+		return false;
+	/* The stack this call runs on: a signal handler running on a stack
+	 * set with SS_AUTODISARM gets it back from the kernel as it returns. */
+	if (sp >= s && sp < e)
+		return true;
+	/* A stack replaced, by this call or one of the thread's last ones: a
+	 * signal handler's change is undone by the kernel as the handler
+	 * returns (rt_sigreturn puts back the stack its frame saved), and so
+	 * is each nested handler's, in turn (RELIABILITY.md 112). */
+	return replaced_lately(s, e);
+}
+
+/*
  * sigaltstack(2), noted first (see above).  Async-signal-safe: no lock,
  * no allocation; a signal handler's call inside this one (depth 2) lets
  * no slot go, nor does this one after it (the handler's stack may be the
@@ -915,13 +984,16 @@ int guard_sigaltstack(const stack_t *ss, stack_t *old)
 		set = r != -EFAULT;
 	}
 	altstack_depth++;
-	uintptr_t high = (uintptr_t)want.ss_sp + want.ss_size;
+	uintptr_t high = (uintptr_t)want.ss_sp + want.ss_size, ns = 0, ne = 0;
 	if (set && !(want.ss_flags & SS_DISABLE) && want.ss_size && high > (uintptr_t)want.ss_sp) {
-		uintptr_t s = (uintptr_t)want.ss_sp & ~(uintptr_t)(PAGE_SIZE - 1);
-		uintptr_t e = (high + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
-		mine = altstack_note(me, s, e ? e : UINTPTR_MAX);
-		atomic_fetch_add(&altstack_gen, 1);
-		windows_wait(s, e ? e : UINTPTR_MAX);
+		ns = (uintptr_t)want.ss_sp & ~(uintptr_t)(PAGE_SIZE - 1);
+		ne = (high + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
+		ne = ne ? ne : UINTPTR_MAX;
+		mine = altstack_note(me, ns, ne);
+		uint32_t gen = atomic_fetch_add(&altstack_gen, 1) + 1;
+		if (mine) /* its range first: see altstack_each() */
+			atomic_store(&mine->noted, gen);
+		windows_wait(ns, ne);
 	}
 	int saved = errno;
 	/* The stack replaced, from the kernel: the caller's old, or ours. */
@@ -934,22 +1006,23 @@ int guard_sigaltstack(const stack_t *ss, stack_t *old)
 		slot_free(mine);
 	if (!rc && old && prim_self_read(&was, old, sizeof(was)) != (ssize_t)sizeof(was))
 		set = false; /* the stack replaced unknown: nothing let go */
-	/* Not the stack replaced, nor one this call runs on: when the call
-	 * is a signal handler's, the kernel puts back the stack the handler's
-	 * frame saved as it returns (rt_sigreturn), the one replaced here, or
-	 * with SS_AUTODISARM the one the handler runs on (RELIABILITY.md 97). */
-	uintptr_t keep_s = (uintptr_t)was.ss_sp, keep_e = keep_s + was.ss_size,
-		  sp = (uintptr_t)&want;
+	uintptr_t ws = (uintptr_t)was.ss_sp, we = ws + was.ss_size;
+	if (!rc && set && !(was.ss_flags & SS_DISABLE) && we > ws) /* SS_DISABLE: no stack */
+		replaced_add(ws, we);
+	/* The thread's earlier slots go (RELIABILITY.md 97), but for those
+	 * slot_still_needed() keeps, only:
+	 * - after a change made (rc 0) whose stack replaced is known (set);
+	 * - in the thread's outermost call (depth 1): a signal handler's call
+	 *   inside another lets nothing go;
+	 * - if no signal handler's call came in since this one was counted
+	 *   (its stack may be the one set now).
+	 * The slots kept go at a later call. */
 	if (!rc && set && altstack_depth == 1 && altstack_calls == call)
-		for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) { /* earlier ones */
-			uintptr_t s, e;
-			bool busy;
+		for (int i = 0, top = atomic_load(&altstack_top); i < top; i++) {
 			uint64_t o = atomic_load(&altstacks[i].owner);
-			if (o >> 32 != me >> 32 || o == me || (int32_t)((uint32_t)o - call) >= 0 ||
-			    !slot_range(&altstacks[i], &s, &e, &busy) || (sp >= s && sp < e) ||
-			    (!(was.ss_flags & SS_DISABLE) && overlaps(s, e, keep_s, keep_e)))
-				continue;
-			if (atomic_compare_exchange_strong(&altstacks[i].owner, &o,
+			if (!slot_still_needed(&altstacks[i], o, me, (uintptr_t)&want, mine, ns,
+					       ne) &&
+			    atomic_compare_exchange_strong(&altstacks[i].owner, &o,
 							   ALTSTACK_FREEING))
 				slot_free(&altstacks[i]);
 		}
@@ -972,6 +1045,7 @@ static void altstacks_fork_child(void)
 			atomic_store(&k->owner, me | (uint32_t)o);
 		} else if (o) {
 			atomic_store(&k->seq, 0);
+			atomic_store(&k->noted, 0);
 			atomic_store(&k->start, 0);
 			atomic_store(&k->end, 0);
 			atomic_store(&k->owner, 0);
@@ -979,13 +1053,20 @@ static void altstacks_fork_child(void)
 	}
 }
 
-/* The scanner: fn(s, e, arg) for every signal stack noted, if any was
- * since *seen said; the slots of threads that ended are freed instead (a
- * stack they set cannot take a frame any more). */
+/* The scanner: fn(s, e, arg) for every signal stack noted since *seen
+ * said (the caller's last look; 0: never looked); the slot of a thread that
+ * ended is freed instead (its stack cannot take a frame any more).  A slot
+ * looked at before is not looked at again, so a batch after thread starts
+ * costs one tgkill() per new stack, not one per stack noted (ended threads'
+ * slots left over are freed where a window meets them, or when the table
+ * fills).  A slot's range is published before its generation (0 until
+ * then: looked at), and the generation after altstack_gen counts it: a
+ * slot whose noted is at most *seen was in the table, in full, at the last
+ * look. */
 void altstack_each(uint32_t *seen, void (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
 {
-	uint32_t gen = atomic_load(&altstack_gen);
-	if (gen == *seen)
+	uint32_t gen = atomic_load(&altstack_gen), since = *seen;
+	if (gen == since)
 		return;
 	*seen = gen;
 	pid_t pid = prim_getpid();
@@ -995,6 +1076,9 @@ void altstack_each(uint32_t *seen, void (*fn)(uintptr_t s, uintptr_t e, void *ar
 		bool busy;
 		if (!slot_range(k, &s, &e, &busy))
 			continue;
+		uint32_t noted = atomic_load(&k->noted);
+		if (since && noted && (int32_t)(noted - since) <= 0)
+			continue;	/* looked at before */
 		if (!slot_reap(k, pid)) /* an ended thread's: no frame goes there */
 			fn(s, e, arg);
 	}

@@ -947,7 +947,7 @@ static bool altstack_kept(struct samepage *sp, uintptr_t s, uintptr_t e)
  * window_open() opens no window over a signal stack). */
 static void keep_altstack(uintptr_t s, uintptr_t e, void *arg)
 {
-	if (altstack_kept(arg, s, e)) /* every stack is looked at when one is noted */
+	if (altstack_kept(arg, s, e)) /* a stack may be looked at again (altstack_each()) */
 		return;
 	promise_set(s, e, PROMISE_ALTSTACK, true);
 	regions_keep(arg, s, e - s);

@@ -9,6 +9,11 @@
 #include "adv_util.h"
 
 #include <grp.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -1749,6 +1754,159 @@ void test_altstack_ended_thread_reused(void)
 	munmap(p, n * PG);
 }
 
+struct altstack_held {
+	char *stack;
+	atomic_int state; /* 1: set (the thread waits); 2: let it end */
+};
+
+/* A thread that sets a signal stack, waits until told, disables it and
+ * ends. */
+static void *altstack_hold(void *arg)
+{
+	struct altstack_held *h = arg;
+	stack_t ss = {.ss_sp = h->stack, .ss_size = 8 * PG}, off = {.ss_flags = SS_DISABLE};
+	REQUIRE(sigaltstack(&ss, NULL) == 0);
+	atomic_store(&h->state, 1);
+	while (atomic_load(&h->state) != 2)
+		usleep(1000);
+	REQUIRE(sigaltstack(&off, NULL) == 0);
+	return NULL;
+}
+
+/* RELIABILITY.md 97 and 111: the note of a thread that ended stays until
+ * something meets it (a scanner looks at a note once: 111).  A thread sets
+ * a stack and the engine's scanner looks at it, alive; then the thread
+ * disables it and ends, and its memory is unmapped and mapped again at
+ * the same place, then registered to that engine: the window that meets
+ * the note frees it, and every page merges. */
+void test_altstack_ended_thread_seen(void)
+{
+	const size_t n = 8;
+	char *p;
+	samepage_t *sp = adv_merged(&p, 16, 'a');
+	struct altstack_held h = {map_pages(n), 0};
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, altstack_hold, &h) == 0);
+	while (atomic_load(&h.state) != 1)
+		usleep(1000);
+	REQUIRE(wait_scans(sp, 2) == 0); /* the scanner has looked at it */
+	atomic_store(&h.state, 2);
+	REQUIRE(pthread_join(t, NULL) == 0);
+	REQUIRE(munmap(h.stack, n * PG) == 0);
+	char *q = mmap(h.stack, n * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	REQUIRE(q == h.stack);
+	memset(q, 'r', n * PG);
+	REQUIRE(samepage_madvise(sp, q, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	for (int k = 0; k < 20 && pages_mapping_pool(q, n) < n; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(q, n), n);
+	samepage_close(sp);
+	munmap(q, n * PG);
+	munmap(p, 16 * PG);
+}
+
+static atomic_long liveness_probes; /* tgkill(pid, tid, 0) calls seen */
+
+/* Answers the seccomp listener arg: counts each call and lets it run. */
+static void *count_liveness_probes(void *arg)
+{
+	int fd = *(int *)arg;
+	for (;;) {
+		struct seccomp_notif req;
+		memset(&req, 0, sizeof(req));
+		if (ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0) {
+			if (errno == EINTR || errno == ENOENT)
+				continue;
+			return NULL;
+		}
+		atomic_fetch_add(&liveness_probes, 1);
+		struct seccomp_notif_resp resp = {.id = req.id,
+						  .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+		ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+	}
+}
+
+/* From here on, the threads made later and this one count their
+ * tgkill(pid, tid, 0) calls in liveness_probes (seccomp's user
+ * notification; a thread made before answers), or the test is skipped. */
+static void count_liveness_probes_from_here(void)
+{
+	static int fd;
+	struct sock_filter f[] = {
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_tgkill, 0, 3),
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 1),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {sizeof(f) / sizeof(f[0]), f};
+	REQUIRE(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+	fd = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+			  &prog);
+	if (fd < 0)
+		SKIP("no seccomp user notification: %s", strerror(errno));
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, count_liveness_probes, &fd) == 0);
+	REQUIRE(pthread_detach(t) == 0);
+}
+
+/* A thread that sets a signal stack at arg, then waits until the test
+ * lets it end. */
+static pthread_barrier_t altstack_threads_end;
+static atomic_size_t altstacks_set;
+
+static void *altstack_and_wait(void *arg)
+{
+	stack_t ss = {.ss_sp = arg, .ss_size = 2 * PG}, off = {.ss_flags = SS_DISABLE};
+	REQUIRE(sigaltstack(&ss, NULL) == 0);
+	atomic_fetch_add(&altstacks_set, 1);
+	pthread_barrier_wait(&altstack_threads_end);
+	REQUIRE(sigaltstack(&off, NULL) == 0);
+	return NULL;
+}
+
+/* The review's hot path (RELIABILITY.md 111): the scanner looked at every
+ * signal stack noted, each with a tgkill(0) to see whether its thread had
+ * ended, at its first batch after any new stack, so threads that start
+ * one after the other, each setting a stack (as a sanitizer runtime's and
+ * Rust's do), cost it a system call per live stack and per start.  Now a
+ * scanner looks at a stack once.  64 threads set a stack each and stay,
+ * with a full scan after each start; the tgkill(0) calls are counted. */
+void test_altstack_looked_at_once(void)
+{
+	const size_t nt = 64;
+	/* The counter first: the engine's scanner, made later, counts. */
+	count_liveness_probes_from_here();
+	char *p;
+	samepage_t *sp = adv_merged(&p, 16, 'a');
+	char *stacks = map_pages(2 * nt);
+	pthread_t t[64];
+	REQUIRE(pthread_barrier_init(&altstack_threads_end, NULL, (unsigned)nt + 1) == 0);
+	long before = atomic_load(&liveness_probes);
+	for (size_t i = 0; i < nt; i++) {
+		REQUIRE(pthread_create(&t[i], NULL, altstack_and_wait, stacks + 2 * i * PG) == 0);
+		while (atomic_load(&altstacks_set) <= i)
+			usleep(100);
+		REQUIRE(wait_scans(sp, 1) == 0); /* a batch after each stack noted */
+	}
+	long probes = atomic_load(&liveness_probes) - before;
+	pthread_barrier_wait(&altstack_threads_end);
+	for (size_t i = 0; i < nt; i++)
+		REQUIRE(pthread_join(t[i], NULL) == 0);
+	fprintf(stderr, "%ld tgkill(0) calls for %zu threads started\n", probes, nt);
+	/* One per stack noted: the thread's and, under a sanitizer, its
+	 * runtime's; twice that leaves room for a slot looked at while its
+	 * note was being written.  Before: every live stack after each start,
+	 * 64 * 65 / 2 at the least. */
+	CHECK(probes <= (long)(4 * nt));
+	CHECK_EQ_U64(pages_mapping_pool(p, 16), 16);
+	samepage_close(sp);
+	munmap(stacks, 2 * nt * PG);
+	munmap(p, 16 * PG);
+}
+
 /* A thread that sets a signal stack at arg and ends with it set. */
 static void *altstack_and_end(void *arg)
 {
@@ -1895,34 +2053,95 @@ static void altstack_set_in_handler(int sig)
 	sigaltstack(&b, NULL);
 }
 
-/* RELIABILITY.md 97, a stack set in a signal handler: the kernel restores
- * the one the handler's frame saved when the handler returns, and the
- * library must keep treating that one as a signal stack.  The main thread
- * sets its stack in merged pages, a handler sets another one (the
- * kernel's sigreturn puts the first one back), then the probe of
- * test_altstack_kept runs on the first.  Before: killed by SIGSEGV under
- * the mprotect and uffd-user windows (the handler's call let the first
- * stack's note go). */
-void test_altstack_handler_restored(void)
+/* The main thread sets its signal stack in merged pages, then SIGUSR2's
+ * handler outer runs (and, if inner, SIGUSR1's inside it), the scanner
+ * stopped: each return puts back the stack its frame saved, the first one
+ * last; then the probe of test_altstack_kept runs on the first. */
+static void altstack_restored_after(void (*outer)(int), void (*inner)(int))
 {
 	const size_t n = 16, half = 8;
 	char *p;
 	samepage_t *sp = adv_merged(&p, n, 'a');
 	REQUIRE(pages_mapping_pool(p, n) == n);
-	altstack_other = map_pages(2);
-	struct sigaction s2 = {.sa_handler = altstack_set_in_handler}, prev2;
+	altstack_other = map_pages(4);
+	struct sigaction s2 = {.sa_handler = outer}, prev2, s1 = {.sa_handler = inner}, prev1;
 	REQUIRE(sigaction(SIGUSR2, &s2, &prev2) == 0);
+	if (inner)
+		REQUIRE(sigaction(SIGUSR1, &s1, &prev1) == 0);
 	stack_t ss = {.ss_sp = p + half * PG, .ss_size = half * PG}, old, cur;
+	wr(sp, "run", "0"); /* no look at the notes until the handlers ran */
 	REQUIRE(sigaltstack(&ss, &old) == 0);
 	raise(SIGUSR2);
 	REQUIRE(sigaltstack(NULL, &cur) == 0);
 	CHECK(cur.ss_sp == ss.ss_sp); /* the kernel put it back */
+	wr(sp, "run", "1");
+	if (inner)
+		REQUIRE(sigaction(SIGUSR1, &prev1, NULL) == 0);
 	altstack_probe(sp, p + half * PG, half);
 	REQUIRE(sigaction(SIGUSR2, &prev2, NULL) == 0);
 	REQUIRE(sigaltstack(&old, NULL) == 0);
 	samepage_close(sp);
 	munmap(p, n * PG);
-	munmap(altstack_other, 2 * PG);
+	munmap(altstack_other, 4 * PG);
+}
+
+/* RELIABILITY.md 97, a stack set in a signal handler: the kernel restores
+ * the one the handler's frame saved when the handler returns, and the
+ * library must keep treating that one as a signal stack.  Before: killed
+ * by SIGSEGV under the mprotect and uffd-user windows (the handler's call
+ * let the first stack's note go). */
+void test_altstack_handler_restored(void)
+{
+	altstack_restored_after(altstack_set_in_handler, NULL);
+}
+
+/* SIGUSR1's handler inside SIGUSR2's (both on the thread's own stack):
+ * sets a third signal stack, in altstack_other's upper pages. */
+static void altstack_set_in_inner_handler(int sig)
+{
+	(void)sig;
+	stack_t c = {.ss_sp = altstack_other + 2 * PG, .ss_size = 2 * PG};
+	sigaltstack(&c, NULL);
+}
+
+/* SIGUSR2's handler: sets another signal stack, then a signal comes whose
+ * handler sets a third one. */
+static void altstack_set_in_outer_handler(int sig)
+{
+	altstack_set_in_handler(sig);
+	raise(SIGUSR1);
+}
+
+/* RELIABILITY.md 112, a handler's handler that sets a stack (the case
+ * 97's review left): a handler sets another stack, and a handler of a
+ * signal inside that one sets a third.  Before: the inner handler's call
+ * let the first stack's note go (it kept the one it replaced only, the
+ * outer handler's). */
+void test_altstack_nested_handlers_restored(void)
+{
+	altstack_restored_after(altstack_set_in_outer_handler, altstack_set_in_inner_handler);
+}
+
+/* RELIABILITY.md 112: a thread going back and forth between two signal
+ * stacks, 300 times (more than the table's 256 slots), keeps two slots:
+ * each stack's older note goes when it is noted again, though the stacks
+ * its last calls replaced are kept (for nested handlers).  The stacks lie
+ * on either side of 16 pages that then merge: a spill (the union of the
+ * stacks the table could not hold) would cover them and keep every window
+ * out. */
+void test_altstack_back_and_forth(void)
+{
+	const size_t n = 16;
+	char *q = map_pages(n + 4), *m = q + 2 * PG;
+	stack_t a = {.ss_sp = q, .ss_size = 2 * PG}, old;
+	stack_t b = {.ss_sp = q + (n + 2) * PG, .ss_size = 2 * PG};
+	REQUIRE(sigaltstack(NULL, &old) == 0);
+	for (int i = 0; i < 300; i++)
+		REQUIRE(sigaltstack(i % 2 ? &b : &a, NULL) == 0);
+	REQUIRE(sigaltstack(&old, NULL) == 0);
+	memset(m, 'f', n * PG);
+	samepage_close(adv_merged_all(m, n, 20));
+	munmap(q, (n + 4) * PG);
 }
 
 static _Atomic int altstack_interrupted;
