@@ -102,8 +102,13 @@ def read_text(path):
 def proc_fields(path, keys):
     """'Name: value kB' or 'name value' files (meminfo, smaps_rollup,
     ksm_stat): the first number of each key, as an int."""
+    return text_fields(read_text(path), keys)
+
+
+def text_fields(text, keys):
+    """proc_fields() of a file's text already read."""
     out = {}
-    for line in read_text(path).splitlines():
+    for line in text.splitlines():
         name, _, rest = line.partition(" ")
         name = name.rstrip(":")
         if name in keys and rest.split() and rest.split()[0].lstrip("-").isdigit():
@@ -214,7 +219,8 @@ class KernelKSM:
                 s = read_text(f"/proc/{d}/ksm_stat")
             except OSError:
                 continue
-            st = proc_fields(f"/proc/{d}/ksm_stat", ["ksm_merging_pages"]) if s else {}
+            # (parsed from what was read: the process may be gone now)
+            st = text_fields(s, ["ksm_merging_pages"])
             if "ksm_mergeable: yes" in s or "ksm_merge_any: yes" in s or st.get("ksm_merging_pages"):
                 return f"pid {d} has mergeable memory"
         return None
