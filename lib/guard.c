@@ -770,23 +770,26 @@ static __thread uint32_t altstack_calls, altstack_depth;
 static __thread struct {
 	uintptr_t s, e;
 } altstack_replaced[ALTSTACK_REPLACED];
-static __thread uint32_t altstack_replaced_n;
+static __thread _Atomic uint32_t altstack_replaced_n;
 
-/* Notes [s, e) as replaced by the thread's latest call; a signal handler
- * coming in meanwhile may see the oldest entry half written. */
+/* Notes [s, e) as replaced by the thread's latest call.  The entry is
+ * taken first, by one instruction a signal cannot split: a nested
+ * handler's call coming in while it is written takes the next one,
+ * instead of writing its own over this one's half (which left an entry
+ * made of two stacks' halves, both lost).  Read at depth 1 only, which no
+ * write of the thread's is under way beneath. */
 static void replaced_add(uintptr_t s, uintptr_t e)
 {
-	uint32_t n = altstack_replaced_n;
+	uint32_t n = atomic_fetch_add_explicit(&altstack_replaced_n, 1, memory_order_relaxed);
 	altstack_replaced[n % ALTSTACK_REPLACED].s = s;
 	altstack_replaced[n % ALTSTACK_REPLACED].e = e;
 	atomic_signal_fence(memory_order_seq_cst);
-	altstack_replaced_n = n + 1;
 }
 
 /* Whether [s, e) meets one of the thread's stacks replaced lately. */
 static bool replaced_lately(uintptr_t s, uintptr_t e)
 {
-	uint32_t n = altstack_replaced_n;
+	uint32_t n = atomic_load_explicit(&altstack_replaced_n, memory_order_relaxed);
 	for (uint32_t i = 0; i < n && i < ALTSTACK_REPLACED; i++)
 		if (overlaps(s, e, altstack_replaced[i].s, altstack_replaced[i].e))
 			return true;
@@ -870,8 +873,8 @@ static bool slot_reap(struct altstack_slot *k, pid_t pid)
 	errno = saved;
 	if (dead)
 		slot_free(k);
-	else
-		atomic_store(&k->owner, o);
+	else /* (unless its thread freed it meanwhile: a failed call's note) */
+		atomic_compare_exchange_strong(&k->owner, &(uint64_t){ALTSTACK_FREEING}, o);
 	return dead;
 }
 

@@ -126,7 +126,10 @@ static bool req_poolmap(struct samepage *sp, const struct merge_req *q)
 
 /* A merge found [s, e) sealed by a call no wrapper saw (a raw mseal):
  * promised kept out, and kept out of sp's regions at its next batch
- * (keep_sealed(): not here, in the middle of a batch of merges). */
+ * (keep_sealed(): not here, in the middle of a batch of merges).  EPERM
+ * says so of memory that is not executable only: mapping the pool
+ * PROT_EXEC from a noexec mount (samepaged's state directory on a
+ * hardened /dev/shm) is refused with EPERM too. */
 static void note_sealed(struct samepage *sp, uintptr_t s, uintptr_t e)
 {
 	promise_set(s, e, PROMISE_SEALED, true);
@@ -154,7 +157,7 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 	if (slot < 0) {
 		for (size_t i = 0; i < n; i++)
 			q[i].merged = false;
-		if (slot == -EPERM) /* mprotect's window over sealed memory */
+		if (slot == -EPERM && !(prot & PROT_EXEC)) /* mprotect's window, sealed memory */
 			note_sealed(sp, start, end);
 		return;
 	}
@@ -223,8 +226,8 @@ static void merge_run(struct samepage *sp, struct merge_req *q, size_t n, int pr
 		}
 		if (err) {
 			/* (err is still -1, -EPERM's value, where nothing was tried) */
-			if (ok[i] && err == -EPERM) /* no mapping may replace sealed memory */
-				note_sealed(sp, a, e);
+			if (ok[i] && err == -EPERM && !(prot & PROT_EXEC))
+				note_sealed(sp, a, e); /* no mapping may replace sealed memory */
 			for (size_t k = i; k < j; k++)
 				ok[k] = false;
 			window_restore(slot, a, e, prot);

@@ -10,6 +10,7 @@
 #include "adv_util.h"
 
 #include <dirent.h>
+#include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <xxhash.h>
@@ -1432,4 +1433,63 @@ void test_daemon_ledger_gone_at_reconnect(void)
 	unlink(away);
 	kill(other, SIGKILL);
 	CHECK_EQ_INT(adv_wait(other), 128 + SIGKILL);
+}
+
+/* test_daemon_noexec_not_sealed: the mount made over the daemon's state
+ * directory, taken off at exit (before the directory is removed). */
+static char noexec_mount[sizeof(D.state)];
+
+static void noexec_umount(void)
+{
+	if (*noexec_mount)
+		umount2(noexec_mount, MNT_DETACH);
+}
+
+/*
+ * A review's finding on RELIABILITY.md 113: a merge's mmap of the pool
+ * PROT_EXEC is refused with EPERM from a noexec mount (samepaged's state
+ * directory on a hardened /dev/shm), which the merge took for a seal:
+ * executable memory was counted in pages_kept_sealed, and kept out for
+ * good.  EPERM says sealed of memory that is not executable only.
+ */
+void test_daemon_noexec_not_sealed(void)
+{
+	const size_t n = 16;
+	const char *bin = getenv("SAMEPAGE_TEST_SAMEPAGED");
+	if (!bin || !*bin) {
+		printf("# skipped: SAMEPAGE_TEST_SAMEPAGED does not name samepaged\n");
+		exit(77);
+	}
+	daemon_init(&D, bin);
+	REQUIRE(mkdir(D.state, 0700) == 0);
+	if (mount("tmpfs", D.state, "tmpfs", MS_NOEXEC | MS_NOSUID | MS_NODEV, "mode=0700")) {
+		printf("# skipped: cannot mount a noexec tmpfs here (%s): root's test\n",
+		       strerror(errno));
+		exit(77);
+	}
+	snprintf(noexec_mount, sizeof(noexec_mount), "%s", D.state);
+	atexit(noexec_umount);
+	daemon_start(&D, NULL);
+	daemon_set(&D, "pages_to_scan", "100000");
+	daemon_set(&D, "sleep_millisecs", "0");
+	daemon_set(&D, "run", "1");
+	samepage_t *sp = connect_or_die("adv");
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE | PROT_EXEC,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(p != MAP_FAILED);
+	memset(p, 'x', n * PG);
+	REQUIRE(samepage_madvise(sp, p, n * PG, SAMEPAGE_MERGEABLE) == 0);
+	wr(sp, "run", "1");
+	REQUIRE(wait_scans(sp, 3) == 0);
+	printf("# executable pages from a noexec state directory: %zu of %zu merged, "
+	       "pages_kept_sealed %lld\n",
+	       pages_mapping_pool(p, n), n, rd(sp, "pages_kept_sealed"));
+	CHECK_EQ_INT(rd(sp, "pages_kept_sealed"), 0);
+	/* Not executable any more: they merge (a seal would have kept them). */
+	REQUIRE(mprotect(p, n * PG, PROT_READ | PROT_WRITE) == 0);
+	for (int k = 0; k < 20 && pages_mapping_pool(p, n) < n; k++)
+		REQUIRE(wait_scans(sp, 1) == 0);
+	CHECK_EQ_U64(pages_mapping_pool(p, n), n);
+	samepage_close(sp);
+	munmap(p, n * PG);
 }
