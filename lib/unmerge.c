@@ -845,27 +845,38 @@ int regions_keep(struct samepage *sp, uintptr_t start, size_t len)
 	return unmerge_span(sp, start, len, true);
 }
 
-struct keep_arg {
-	struct samepage *sp;
-	uintptr_t start, end;
+/* The VmFlags that say what the application asked of a mapping, and the
+ * promise each makes.  Those of PROMISE_KEEPS keep its pages out of
+ * merging (keep_promised()): wipe-on-fork cannot be set on a mapping of
+ * the pool; a mapping a merge puts at the bottom of a stack does not grow
+ * down (neither a mapping of the pool nor the new anonymous memory of
+ * locked zero pages is VM_GROWSDOWN: the next deeper call died with
+ * SIGSEGV, RELIABILITY.md 95); no merge may map sealed memory (mseal by a
+ * call no wrapper saw, RELIABILITY.md 113). */
+static const struct {
+	const char *flag;
+	unsigned promise;
+} vm_promises[] = {
+    {" dc", PROMISE_DONTFORK}, {" dd", PROMISE_DONTDUMP},   {" nh", PROMISE_NOHUGEPAGE},
+    {" hg", PROMISE_HUGEPAGE}, {" wf", PROMISE_WIPEONFORK}, {" gd", PROMISE_GROWSDOWN},
+    {" sl", PROMISE_SEALED},
 };
 
 static int remember_flags(const struct map_entry *m, const char *flags, void *arg)
 {
-	struct keep_arg *k = arg;
+	const uintptr_t *k = arg; /* the range registered */
 	/* Only the application's own anonymous mappings say what it asked:
 	 * a merged page's mapping of a pool has the flags the merge gave it
 	 * (its promises, already known, and MADV_NOHUGEPAGE of its own, which
 	 * taken for the application's would stay on the page's copy at the
 	 * unmerge and split the range, and an mremap of it would fail). */
-	if (!m->anon || m->shared || m->end <= k->start || m->start >= k->end)
+	if (!m->anon || m->shared || m->end <= k[0] || m->start >= k[1])
 		return 0;
-	uintptr_t from = m->start > k->start ? m->start : k->start;
-	uintptr_t to = m->end < k->end ? m->end : k->end;
-	if (strstr(flags, " dc"))
-		promise_set(from, to, PROMISE_DONTFORK, true);
-	if (strstr(flags, " dd"))
-		promise_set(from, to, PROMISE_DONTDUMP, true);
+	uintptr_t from = m->start > k[0] ? m->start : k[0];
+	uintptr_t to = m->end < k[1] ? m->end : k[1];
+	for (size_t i = 0; i < sizeof(vm_promises) / sizeof(vm_promises[0]); i++)
+		if (strstr(flags, vm_promises[i].flag))
+			promise_set(from, to, vm_promises[i].promise, true);
 	/* A lock the wrappers saw (mlock, mlock2, mlockall) is promised as
 	 * the application asked it; the maps may show the library's own
 	 * doing there (locked zero pages merge into mappings locked on fault,
@@ -878,49 +889,34 @@ static int remember_flags(const struct map_entry *m, const char *flags, void *ar
 		promise_set(from, to, PROMISE_LOCKED, true);
 	if (!seen && strstr(flags, " lf"))
 		promise_set(from, to, PROMISE_ONFAULT, true);
-	if (strstr(flags, " nh"))
-		promise_set(from, to, PROMISE_NOHUGEPAGE, true);
-	if (strstr(flags, " hg"))
-		promise_set(from, to, PROMISE_HUGEPAGE, true);
-	if (strstr(flags, " wf")) {
-		promise_set(from, to, PROMISE_WIPEONFORK, true);
-		regions_keep(k->sp, from, to - from);
-	}
-	/* A mapping a merge puts at the bottom of a stack does not grow
-	 * down (neither a mapping of the pool nor the new anonymous memory
-	 * of locked zero pages is VM_GROWSDOWN): the next deeper call died
-	 * with SIGSEGV (RELIABILITY.md 95). */
-	if (strstr(flags, " gd")) {
-		promise_set(from, to, PROMISE_GROWSDOWN, true);
-		regions_keep(k->sp, from, to - from);
-	}
-	/* Sealed (mseal) by a call no wrapper saw: no merge could map it. */
-	if (strstr(flags, " sl")) {
-		promise_set(from, to, PROMISE_SEALED, true);
-		regions_keep(k->sp, from, to - from);
-	}
 	return 0;
 }
 
-/* What the application asked of the mappings of a range being registered
- * (VmFlags dc, dd, lo, nh, hg, wf, gd, sl in /proc/self/smaps): remembered, so that every
- * mapping a merge puts in place gets it again (promise.c); wipe-on-fork
- * cannot be kept on a mapping of the pool, so those pages are kept out. */
-void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
+/* The pages of [start, end) that a promise of flags keeps out of merging:
+ * kept out of sp's regions. */
+static void keep_promised(struct samepage *sp, uintptr_t start, uintptr_t end, unsigned flags)
 {
-	struct keep_arg k = {sp, start, end};
-	prim_vmflags_walk(remember_flags, &k);
-	/* And what the promises say keeps pages out: what the application
-	 * registered with its own userfaultfd, and wipe-on-fork that its
-	 * madvise is about to set (the wrapper promises it first, and the
-	 * smaps read above may come before the kernel sets it: finding 47),
-	 * and a protection key other than the default (pkey_mprotect). */
 	uintptr_t p = start, fs, fe;
-	while (p < end && promise_find(p, end, PROMISE_KEEPS, &fs, &fe)) {
+	while (p < end && promise_find(p, end, flags, &fs, &fe)) {
 		uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
 		regions_keep(sp, s, e - s);
 		p = e;
 	}
+}
+
+/* What the application asked of the mappings of a range being registered
+ * (VmFlags in /proc/self/smaps, vm_promises): remembered, so that every
+ * mapping a merge puts in place gets it again (promise.c); and the pages
+ * a promise keeps out of merging are kept out: those of the maps, and
+ * those the wrappers promised (the application's own userfaultfd,
+ * wipe-on-fork that its madvise is about to set: the wrapper promises it
+ * first, and the smaps read may come before the kernel sets it, finding
+ * 47; a protection key other than the default; a seal). */
+void keep_protected_vmas(struct samepage *sp, uintptr_t start, uintptr_t end)
+{
+	uintptr_t range[2] = {start, end};
+	prim_vmflags_walk(remember_flags, range);
+	keep_promised(sp, start, end, PROMISE_KEEPS);
 }
 
 /* Whether [s, e) is promised kept out and sp keeps every page of it out. */
@@ -962,12 +958,7 @@ void keep_sealed(struct samepage *sp)
 	sp->sealed_found = false;
 	for (size_t ri = 0; ri < sp->nregions; ri++) {
 		const struct region *r = &sp->regions[ri];
-		uintptr_t p = r->start, end = region_addr(r, r->npages), fs, fe;
-		while (p < end && promise_find(p, end, PROMISE_SEALED, &fs, &fe)) {
-			uintptr_t s = fs > p ? fs : p, e = fe < end ? fe : end;
-			regions_keep(sp, s, e - s);
-			p = e;
-		}
+		keep_promised(sp, r->start, region_addr(r, r->npages), PROMISE_SEALED);
 	}
 }
 
